@@ -1,0 +1,67 @@
+"""Configuration from the environment (the seed's variable names) and an optional `.env` file.
+
+Settings are built by `get_settings()` when the app or CLI starts, never at import time, so tests and
+the CLI can set the environment first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # The seed's variables.
+    redis_host: str | None = None
+    redis_port: int = 6379
+    jwt_secret_key: str | None = Field(default=None, repr=False)
+    websocket_requests_per_minute: int = Field(default=60, ge=1)
+    websocket_requests_per_hour: int = Field(default=1000, ge=1)
+    websocket_block_duration_minutes: float = Field(default=15, ge=0)
+    websocket_ping_interval: float = Field(default=25, gt=0)
+    websocket_ping_timeout: float = Field(default=60, gt=0)
+
+    # Ours.
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    allowed_origins: list[str] = []
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    room_auto_create: bool = True
+    # Group commit: the most events one transaction carries, and how long the appender lingers for more.
+    append_max_batch: int = Field(default=1000, ge=1)
+    append_max_wait_ms: float = Field(default=2.0, ge=0)
+    # How long an awaited append may take before the caller is told the store is unavailable.
+    append_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        # Accept "HS256,HS384" as well as a JSON list, which is what people type in a .env file.
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _no_none_algorithm(cls, value: list[str]) -> list[str]:
+        if not value or any(alg.lower() == "none" for alg in value):
+            raise ValueError("JWT_ALGORITHMS must list real signing algorithms; 'none' is never accepted")
+        return value
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir / "jwt_secret"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The collaboration engine: event log, appender, decisions and projections. Knows nothing of HTTP."""

@@ -1,0 +1,56 @@
+"""The engine's error tree. Each class carries a stable `code`; the api maps codes to HTTP statuses,
+WebSocket error messages and close codes in one table.
+
+    EngineError
+    ├── StoreUnavailable      PostgreSQL could not be reached or did not answer in time (retryable)
+    ├── SchemaMismatch        the database schema is newer than this code knows
+    └── Rejected              a message was refused; nothing was persisted
+        ├── ValidationFailed
+        ├── PermissionDenied
+        ├── RoomNotFound
+        └── VersionConflict
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EngineError(Exception):
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class StoreUnavailable(EngineError):
+    """Retry later: the outcome of the append is unknown only if the connection dropped during COMMIT,
+    which is why callers should send an idempotency key (`client_msg_id`)."""
+
+    code = "INTERNAL_ERROR"
+
+
+class SchemaMismatch(EngineError):
+    code = "INTERNAL_ERROR"
+
+
+class Rejected(EngineError):
+    code = "VALIDATION_ERROR"
+
+
+class ValidationFailed(Rejected):
+    code = "VALIDATION_ERROR"
+
+
+class PermissionDenied(Rejected):
+    code = "PERMISSION_DENIED"
+
+
+class RoomNotFound(Rejected):
+    code = "ROOM_NOT_FOUND"
+
+
+class VersionConflict(Rejected):
+    code = "VERSION_CONFLICT"
