@@ -1,0 +1,231 @@
+"""Group commit: one appender per process turns many concurrent appends into few transactions.
+
+Callers `await appender.append(event)`. A single writer task takes whatever has queued (at most
+`max_batch` items, lingering at most `max_wait` seconds for more), commits it as one transaction and
+only then resolves each caller with its own outcome. Throughput comes from the batching, never from
+weaker durability: the connections run with synchronous_commit on, so a resolved append survives a
+crash. While one batch commits the next one fills up, so under load batches grow by themselves and
+latency stays about one commit.
+
+Failure: if PostgreSQL is unreachable a caller gets `StoreUnavailable` within `timeout` seconds; the
+pool's pre-ping replaces dead connections, so the appender carries on by itself once the database is
+back. An append whose caller already gave up is not written. If a batch fails for a reason that is
+not the connection, its items are retried one per transaction so that one poisoned item fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import exc as sa_exc
+
+from engine.errors import StoreUnavailable
+from engine.events import AppendOutcome, NewEvent
+from engine.store import EventStore
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
+
+
+@dataclass
+class Histogram:
+    """Cumulative-friendly bucket counts, shaped like a Prometheus histogram."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)  # the last bucket is +Inf
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+        self.count += 1
+
+    def as_dict(self) -> dict[str, object]:
+        labels = [str(b) for b in self.bounds] + ["+Inf"]
+        return {"buckets": dict(zip(labels, self.counts, strict=True)), "sum": self.total, "count": self.count}
+
+
+@dataclass
+class AppenderStats:
+    batches: int = 0
+    events: int = 0
+    failed_batches: int = 0
+    batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
+    commit_latency_ms: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_MS))
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "batches": self.batches,
+            "events": self.events,
+            "failed_batches": self.failed_batches,
+            "batch_size": self.batch_size.as_dict(),
+            "commit_latency_ms": self.commit_latency_ms.as_dict(),
+        }
+
+
+def is_connectivity_error(error: BaseException) -> bool:
+    """True when the database could not be reached or the connection broke, as opposed to a
+    statement that PostgreSQL refused."""
+    if isinstance(error, OSError | TimeoutError | sa_exc.TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        return bool(error.connection_invalidated) or isinstance(
+            error, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return False
+
+
+_Pending = tuple[NewEvent, "asyncio.Future[AppendOutcome]"]
+
+
+class Appender:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        max_batch: int = 1000,
+        max_wait: float = 0.0,
+        timeout: float = 5.0,
+        max_queue: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.timeout = timeout
+        self.max_queue = max_queue
+        self.stats = AppenderStats()
+        self._pending: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._run(), name="appender")
+
+    async def stop(self) -> None:
+        """Refuse new appends, commit everything already queued, then end the writer task."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def append(self, event: NewEvent) -> AppendOutcome:
+        """Durably append one event; returns its own outcome. Raises StoreUnavailable."""
+        return (await self.append_many([event]))[0]
+
+    async def append_many(self, batch: Sequence[NewEvent]) -> list[AppendOutcome]:
+        """Submit several events at once; each still gets its own outcome (they may share a commit)."""
+        if self._closing or self._task is None:
+            raise StoreUnavailable("the appender is not running")
+        if len(self._pending) + len(batch) > self.max_queue:
+            raise StoreUnavailable("the appender queue is full; retry shortly")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in batch]
+        self._pending.extend(zip(batch, futures, strict=True))
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return list(await asyncio.gather(*futures))
+        except TimeoutError:
+            for fut in futures:
+                fut.cancel()  # not yet taken: it will be skipped; already in flight: outcome unknown
+            raise StoreUnavailable(
+                f"the event log did not confirm the append within {self.timeout:g}s; "
+                "retry with the same idempotency key"
+            ) from None
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self.max_wait > 0 and len(self._pending) < self.max_batch and not self._closing:
+                await asyncio.sleep(self.max_wait)  # linger: let concurrent callers join this commit
+            batch = self._take()
+            if batch:
+                await self._commit(batch)
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while self._pending and len(batch) < self.max_batch:
+            item = self._pending.popleft()
+            if not item[1].done():  # its caller gave up (timeout or cancellation): do not write it
+                batch.append(item)
+        return batch
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            outcomes = await self.store.append([event for event, _ in batch])
+        except Exception as error:
+            self.stats.failed_batches += 1
+            if is_connectivity_error(error):
+                log.warning("append of %d events failed: database unreachable (%s)", len(batch), error)
+                self._fail(batch, StoreUnavailable(f"the event log is unreachable: {type(error).__name__}"))
+            else:
+                log.exception("append of %d events failed; retrying them one by one", len(batch))
+                await self._commit_one_by_one(batch)
+            return
+        self._record(len(batch), started)
+        for (_, fut), outcome in zip(batch, outcomes, strict=True):
+            if not fut.done():
+                fut.set_result(outcome)
+
+    async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
+        for event, fut in batch:
+            started = time.perf_counter()
+            try:
+                (outcome,) = await self.store.append([event])
+            except Exception as error:
+                if not fut.done():
+                    fut.set_exception(
+                        StoreUnavailable(f"the event log is unreachable: {type(error).__name__}")
+                        if is_connectivity_error(error)
+                        else error
+                    )
+                continue
+            self._record(1, started)
+            if not fut.done():
+                fut.set_result(outcome)
+
+    def _record(self, size: int, started: float) -> None:
+        self.stats.batches += 1
+        self.stats.events += size
+        self.stats.batch_size.observe(size)
+        self.stats.commit_latency_ms.observe((time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: Exception) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(error)
+                # The caller may have timed out already; mark the exception retrieved either way.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    fut.exception()

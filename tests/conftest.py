@@ -1,0 +1,76 @@
+"""Test database: a fresh database per session on the embedded PostgreSQL (or TEST_DATABASE_URL),
+migrated to head. Nothing is mocked: every integration test talks to this real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.embedded_postgres import database_url_for, start_embedded_postgres
+from engine.migrate import upgrade_to_head
+from engine.store import EventStore, create_db_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _asyncpg_url(url: str) -> str:
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def _libpq_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(server_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_libpq_dsn(database_url_for(server_url, "postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """A PostgreSQL server the tests may create databases on."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        return _asyncpg_url(given)
+    return start_embedded_postgres(ROOT / ".data" / "test")
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A fresh database, migrated to head, dropped at the end of the session."""
+    name = f"collab_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = database_url_for(server_url, name)
+    upgrade_to_head(url)
+    yield url
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    db_engine = create_db_engine(database_url)
+    yield db_engine
+    await db_engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def store(db_engine: AsyncEngine) -> EventStore:
+    return EventStore(db_engine)
+
+
+@pytest.fixture
+def stream() -> str:
+    """A stream id no other test uses, so tests share one database without seeing each other."""
+    return f"test:{uuid.uuid4().hex}"
