@@ -6,11 +6,13 @@ the CLI can set the environment first.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -29,10 +31,11 @@ class Settings(BaseSettings):
     # Ours.
     database_url: str | None = None
     data_dir: Path = Path(".data")
-    jwt_algorithms: list[str] = ["HS256"]
+    # NoDecode: read "HS256,HS384" as text and split it below, instead of requiring JSON.
+    jwt_algorithms: Annotated[list[str], NoDecode] = ["HS256"]
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
-    allowed_origins: list[str] = []
+    allowed_origins: Annotated[list[str], NoDecode] = []
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     room_auto_create: bool = True
     # Group commit: the most events one transaction carries, and how long the appender lingers for more.
@@ -45,8 +48,10 @@ class Settings(BaseSettings):
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        # Accept "HS256,HS384" as well as a JSON list, which is what people type in a .env file.
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        # Accept "HS256,HS384" as well as a JSON list: people type both in a .env file.
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

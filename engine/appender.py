@@ -1,16 +1,19 @@
 """Group commit: one appender per process turns many concurrent appends into few transactions.
 
-Callers `await appender.append(event)`. A single writer task takes whatever has queued (at most
-`max_batch` items, lingering at most `max_wait` seconds for more), commits it as one transaction and
-only then resolves each caller with its own outcome. Throughput comes from the batching, never from
-weaker durability: the connections run with synchronous_commit on, so a resolved append survives a
-crash. While one batch commits the next one fills up, so under load batches grow by themselves and
-latency stays about one commit.
+Callers `await appender.append(event)`. A writer task takes whatever has queued (at most `max_batch`
+items, lingering at most `max_wait` seconds for more), commits it as one transaction and only then
+resolves each caller with its own outcome. Two writers pipeline: one forms and sends the next batch
+while the other's commit is in its critical section (appends stay serialised by the log-head lock).
+Throughput comes from the batching, never from weaker durability: the connections run with
+synchronous_commit on, so a resolved append survives a crash. While one batch commits the next one
+fills up, so under load batches grow by themselves and latency stays about one commit.
 
-Failure: if PostgreSQL is unreachable a caller gets `StoreUnavailable` within `timeout` seconds; the
-pool's pre-ping replaces dead connections, so the appender carries on by itself once the database is
-back. An append whose caller already gave up is not written. If a batch fails for a reason that is
-not the connection, its items are retried one per transaction so that one poisoned item fails alone.
+Failure: every commit is bounded by `timeout`; when PostgreSQL is unreachable the batch in flight and
+everything queued behind it fail at once with `StoreUnavailable`, so a caller learns of an outage
+within about twice `timeout`. A broken connection is dropped and the next batch opens a new one, so
+the appender carries on by itself once the database is back. An append whose caller was cancelled is
+not written. If a batch fails for a reason that is not the connection, its items are retried one per
+transaction so that one poisoned item fails alone.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from sqlalchemy import exc as sa_exc
 
 from engine.errors import StoreUnavailable
 from engine.events import AppendOutcome, NewEvent
-from engine.store import EventStore
+from engine.store import EventStore, LogWriter
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+SPLIT_AT = 64  # queued items from which idle writers share the work
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
 
 
@@ -59,7 +63,11 @@ class Histogram:
 
     def as_dict(self) -> dict[str, object]:
         labels = [str(b) for b in self.bounds] + ["+Inf"]
-        return {"buckets": dict(zip(labels, self.counts, strict=True)), "sum": self.total, "count": self.count}
+        return {
+            "buckets": dict(zip(labels, self.counts, strict=True)),
+            "sum": self.total,
+            "count": self.count,
+        }
 
 
 @dataclass
@@ -104,8 +112,10 @@ class Appender:
         max_wait: float = 0.0,
         timeout: float = 5.0,
         max_queue: int = 100_000,
+        writers: int = 2,
     ) -> None:
         self.store = store
+        self.writers = writers
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.timeout = timeout
@@ -113,7 +123,8 @@ class Appender:
         self.stats = AppenderStats()
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = 0
         self._closing = False
 
     @property
@@ -121,47 +132,51 @@ class Appender:
         return len(self._pending)
 
     async def start(self) -> None:
-        if self._task is None:
+        if not self._tasks:
             self._closing = False
-            self._task = asyncio.create_task(self._run(), name="appender")
+            self._idle = self.writers
+            self._tasks = [
+                asyncio.create_task(self._run(self.store.writer()), name=f"appender-{n}")
+                for n in range(self.writers)
+            ]
 
     async def stop(self) -> None:
-        """Refuse new appends, commit everything already queued, then end the writer task."""
+        """Refuse new appends, commit everything already queued, then end the writer tasks."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks)
 
     async def append(self, event: NewEvent) -> AppendOutcome:
         """Durably append one event; returns its own outcome. Raises StoreUnavailable."""
-        return (await self.append_many([event]))[0]
+        self._admit(1)
+        fut: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, fut))
+        self._wakeup.set()
+        # No timer per call: the writer bounds every commit by `timeout` and fails what is queued
+        # when the database is unreachable, so this await ends within about twice `timeout`.
+        return await fut
 
     async def append_many(self, batch: Sequence[NewEvent]) -> list[AppendOutcome]:
         """Submit several events at once; each still gets its own outcome (they may share a commit)."""
-        if self._closing or self._task is None:
-            raise StoreUnavailable("the appender is not running")
-        if len(self._pending) + len(batch) > self.max_queue:
-            raise StoreUnavailable("the appender queue is full; retry shortly")
+        self._admit(len(batch))
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in batch]
         self._pending.extend(zip(batch, futures, strict=True))
         self._wakeup.set()
-        try:
-            async with asyncio.timeout(self.timeout):
-                return list(await asyncio.gather(*futures))
-        except TimeoutError:
-            for fut in futures:
-                fut.cancel()  # not yet taken: it will be skipped; already in flight: outcome unknown
-            raise StoreUnavailable(
-                f"the event log did not confirm the append within {self.timeout:g}s; "
-                "retry with the same idempotency key"
-            ) from None
+        return list(await asyncio.gather(*futures))
 
-    async def _run(self) -> None:
+    def _admit(self, count: int) -> None:
+        if self._closing or not self._tasks:
+            raise StoreUnavailable("the appender is not running")
+        if len(self._pending) + count > self.max_queue:
+            raise StoreUnavailable("the appender queue is full; retry shortly")
+
+    async def _run(self, writer: LogWriter) -> None:
         while True:
             if not self._pending:
                 if self._closing:
+                    await writer.close()
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -170,39 +185,64 @@ class Appender:
                 await asyncio.sleep(self.max_wait)  # linger: let concurrent callers join this commit
             batch = self._take()
             if batch:
-                await self._commit(batch)
+                self._idle -= 1
+                try:
+                    await self._commit(writer, batch)
+                finally:
+                    self._idle += 1
 
     def _take(self) -> list[_Pending]:
+        # Split what is queued with the other idle writers. Their transactions queue on the head
+        # lock, so this does not commit in parallel; it pipelines: while one batch is in its
+        # critical section (insert, fsync) the next is formed, sent and waiting for the lock, and
+        # the callers of the previous one are already preparing their next messages.
+        # Small batches are not split: there the fsync dominates and splitting would double it.
+        pending = len(self._pending)
+        share = -(-pending // max(self._idle, 1)) if pending >= SPLIT_AT else pending
+        limit = min(self.max_batch, share)
         batch: list[_Pending] = []
-        while self._pending and len(batch) < self.max_batch:
+        while self._pending and len(batch) < limit:
             item = self._pending.popleft()
-            if not item[1].done():  # its caller gave up (timeout or cancellation): do not write it
+            if not item[1].done():  # its caller was cancelled: do not write it
                 batch.append(item)
         return batch
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, writer: LogWriter, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            outcomes = await self.store.append([event for event, _ in batch])
+            async with asyncio.timeout(self.timeout):
+                outcomes = await writer.append([event for event, _ in batch])
         except Exception as error:
             self.stats.failed_batches += 1
             if is_connectivity_error(error):
-                log.warning("append of %d events failed: database unreachable (%s)", len(batch), error)
-                self._fail(batch, StoreUnavailable(f"the event log is unreachable: {type(error).__name__}"))
+                log.warning("append of %d events failed: database unreachable (%r)", len(batch), error)
+                # Whatever is queued would meet the same outage: tell those callers now rather than
+                # after one timeout each. Only the in-flight batch's outcome is unknown.
+                self._fail(
+                    batch,
+                    StoreUnavailable(
+                        "the event log did not confirm the append (database unreachable); "
+                        "retry with the same client_msg_id"
+                    ),
+                )
+                queued = list(self._pending)
+                self._pending.clear()
+                self._fail(queued, StoreUnavailable("the event log is unreachable; retry shortly"))
             else:
                 log.exception("append of %d events failed; retrying them one by one", len(batch))
-                await self._commit_one_by_one(batch)
+                await self._commit_one_by_one(writer, batch)
             return
         self._record(len(batch), started)
         for (_, fut), outcome in zip(batch, outcomes, strict=True):
             if not fut.done():
                 fut.set_result(outcome)
 
-    async def _commit_one_by_one(self, batch: list[_Pending]) -> None:
+    async def _commit_one_by_one(self, writer: LogWriter, batch: list[_Pending]) -> None:
         for event, fut in batch:
             started = time.perf_counter()
             try:
-                (outcome,) = await self.store.append([event])
+                async with asyncio.timeout(self.timeout):
+                    (outcome,) = await writer.append([event])
             except Exception as error:
                 if not fut.done():
                     fut.set_exception(

@@ -4,8 +4,11 @@ WebSocket error messages and close codes in one table.
     EngineError
     ├── StoreUnavailable      PostgreSQL could not be reached or did not answer in time (retryable)
     ├── SchemaMismatch        the database schema is newer than this code knows
+    ├── UnknownEvent          a projection met an event type it does not know (a bug, never input)
     └── Rejected              a message was refused; nothing was persisted
+        ├── InvalidJson
         ├── ValidationFailed
+        ├── UnknownMessageType
         ├── PermissionDenied
         ├── RoomNotFound
         └── VersionConflict
@@ -36,12 +39,27 @@ class SchemaMismatch(EngineError):
     code = "INTERNAL_ERROR"
 
 
+class UnknownEvent(EngineError):
+    """Projections refuse events they do not know rather than skip them: a skipped event would make
+    the view silently wrong. Deploy the code that knows the event before anything appends it."""
+
+    code = "INTERNAL_ERROR"
+
+
 class Rejected(EngineError):
     code = "VALIDATION_ERROR"
 
 
+class InvalidJson(Rejected):
+    code = "INVALID_JSON"
+
+
 class ValidationFailed(Rejected):
     code = "VALIDATION_ERROR"
+
+
+class UnknownMessageType(Rejected):
+    code = "UNKNOWN_MESSAGE_TYPE"
 
 
 class PermissionDenied(Rejected):

@@ -2,6 +2,7 @@
 
 A `NewEvent` is what a caller asks to append; a `RecordedEvent` is what the log holds. Two counters are
 never mixed: `stream_version` is contiguous per stream (the `seq` clients see), `position` is global.
+Event type names are past tense: each records something that happened, never a request.
 """
 
 from __future__ import annotations
@@ -63,3 +64,21 @@ class Conflict:
 
 
 AppendOutcome = Committed | Duplicate | Conflict
+
+
+# Room events live in the stream `room:{room_id}`; their stream_version is the room's `seq`.
+USER_JOINED_ROOM = "UserJoinedRoom"
+USER_LEFT_ROOM = "UserLeftRoom"
+
+ROOM_STREAM_PREFIX = "room:"
+
+
+def room_stream(room_id: str) -> str:
+    return ROOM_STREAM_PREFIX + room_id
+
+
+def room_id_of(stream_id: str) -> str:
+    """The room id of a room stream; raises ValueError for any other stream."""
+    if not stream_id.startswith(ROOM_STREAM_PREFIX):
+        raise ValueError(f"{stream_id!r} is not a room stream")
+    return stream_id[len(ROOM_STREAM_PREFIX) :]

@@ -46,9 +46,15 @@ events = Table(
     Column("idempotency_key", Text),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("stream_id", "stream_version"),
-    # NULLs are distinct in a unique constraint, so events without a key never collide.
-    UniqueConstraint("user_id", "idempotency_key"),
-    Index(None, "recorded_at"),
+    # Partial: events without a key are not indexed at all.
+    Index(
+        "uq_events_user_id_idempotency_key",
+        "user_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    Index("ix_events_recorded_at", "recorded_at", postgresql_using="brin"),
 )
 
 # One counter row per stream: the version of its newest event.

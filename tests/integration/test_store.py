@@ -21,7 +21,10 @@ async def test_append_then_read_stream_round_trips(store: EventStore, stream: st
     assert outcomes[1].position == outcomes[0].position + 1  # type: ignore[union-attr]
 
     read = await store.read_stream(stream)
-    assert [(e.stream_version, e.data["n"], e.type) for e in read] == [(1, 1, "TestHappened"), (2, 2, "TestHappened")]
+    assert [(e.stream_version, e.data["n"], e.type) for e in read] == [
+        (1, 1, "TestHappened"),
+        (2, 2, "TestHappened"),
+    ]
     assert read[0].metadata == {"user": "u1"}
     assert read[0].data["text"] == "é ✓"
     assert read[0].recorded_at.tzinfo is not None
@@ -61,7 +64,12 @@ async def test_idempotency_key_returns_the_original_outcome(store: EventStore, s
 
 
 async def test_duplicate_key_within_one_batch_is_written_once(store: EventStore, stream: str) -> None:
-    a, b = await store.append([ev(stream, 1, user_id="u", idempotency_key="same"), ev(stream, 2, user_id="u", idempotency_key="same")])
+    a, b = await store.append(
+        [
+            ev(stream, 1, user_id="u", idempotency_key="same"),
+            ev(stream, 2, user_id="u", idempotency_key="same"),
+        ]
+    )
     assert isinstance(a, Committed) and isinstance(b, Duplicate)
     assert b.position == a.position
     assert len(await store.read_stream(stream)) == 1
@@ -104,7 +112,9 @@ async def test_batch_where_nothing_commits_leaves_the_log_unchanged(store: Event
         "TRUNCATE events",
     ],
 )
-async def test_database_refuses_to_change_or_remove_events(store: EventStore, stream: str, statement: str) -> None:
+async def test_database_refuses_to_change_or_remove_events(
+    store: EventStore, stream: str, statement: str
+) -> None:
     await store.append([ev(stream)])
     with pytest.raises(DBAPIError, match="append-only"):
         async with store.db_engine.begin() as conn:
