@@ -30,7 +30,8 @@ def _libpq_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _admin(server_url: str, sql: str) -> None:
+async def admin_execute(server_url: str, sql: str) -> None:
+    """Run one statement on the server's maintenance database (CREATE/DROP DATABASE)."""
     conn = await asyncpg.connect(_libpq_dsn(database_url_for(server_url, "postgres")))
     try:
         await conn.execute(sql)
@@ -51,11 +52,11 @@ def server_url() -> str:
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database, migrated to head, dropped at the end of the session."""
     name = f"collab_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server_url, name)
     upgrade_to_head(url)
     yield url
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
