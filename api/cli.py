@@ -126,18 +126,13 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from alembic import command  # imported here: `collab token` should not pay for Alembic
-
-    from engine import migrate
+    from engine import migrate  # imported here: `collab token` should not pay for Alembic
 
     url = resolve_database_url(settings)
     if args.downgrade:
         migrate.downgrade(url, args.downgrade)
-    elif args.revision == "head":
-        migrate.upgrade_to_head(url)
     else:
-        migrate.check_known(url)
-        command.upgrade(migrate.alembic_config(url), args.revision)
+        migrate.upgrade(url, args.revision)
     return 0
 
 

@@ -29,6 +29,7 @@ def alembic_config(database_url: str) -> Config:
 
 def current_revision(database_url: str) -> str | None:
     """The revision stamped in the database, or None for an empty one."""
+
     async def read() -> str | None:
         db_engine = create_async_engine(database_url)
         try:
@@ -57,9 +58,13 @@ def check_known(database_url: str) -> None:
         )
 
 
-def upgrade_to_head(database_url: str) -> None:
+def upgrade(database_url: str, revision: str = "head") -> None:
     check_known(database_url)
-    command.upgrade(alembic_config(database_url), "head")
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def upgrade_to_head(database_url: str) -> None:
+    upgrade(database_url, "head")
 
 
 def downgrade(database_url: str, revision: str) -> None:
@@ -71,4 +76,4 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://unused/")).get_current_head()
 
 
-__all__ = ["check_known", "current_revision", "downgrade", "head_revision", "upgrade_to_head"]
+__all__ = ["check_known", "current_revision", "downgrade", "head_revision", "upgrade", "upgrade_to_head"]
