@@ -1,0 +1,60 @@
+"""`create_app(settings)`: the FastAPI application, built on demand and never at import time.
+
+Everything with a lifetime (database URL, schema, JWT secret, engine) is set up in the lifespan, so
+each app has its own: uvicorn workers (`collab serve` uses the factory) and tests never share an
+engine by accident, and importing this module touches neither the network nor the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.auth import TokenVerifier
+from api.database_url import resolve_database_url
+from api.jwt_secret import resolve_jwt_secret
+from api.routes import api_router
+from api.settings import Settings, get_settings
+from engine.migrate import upgrade_to_head
+from engine.service import Engine
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for `settings` (default: from the environment)."""
+    settings = settings if settings is not None else get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Both may block (starting the embedded server, Alembic's own event loop): off the loop.
+        url = await asyncio.to_thread(resolve_database_url, settings)
+        await asyncio.to_thread(upgrade_to_head, url)  # raises SchemaMismatch on a newer schema
+        verifier = TokenVerifier(resolve_jwt_secret(settings), settings)
+        engine = Engine(
+            url,
+            max_batch=settings.append_max_batch,
+            max_wait=settings.append_max_wait_ms / 1000,
+            append_timeout=settings.append_timeout_seconds,
+            pool_size=settings.db_pool_size,
+        )
+        await engine.start()
+        app.state.settings = settings
+        app.state.verifier = verifier
+        app.state.engine = engine
+        log.info("engine started (node %s)", engine.node_id)
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = FastAPI(title="collab-engine", lifespan=lifespan)
+    app.include_router(api_router())
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,54 @@
+"""Who is acting: the authenticated user behind a connection, and what their roles let them do.
+
+The api builds an `Actor` from a verified token; the engine decides with it and never sees the token.
+Permission rules live here, next to the roles, so every entry point (WebSocket, REST, tests) applies
+the same ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Final, Literal
+
+Role = Literal["admin", "editor", "viewer", "auditor"]
+ROLES: Final = frozenset({"admin", "editor", "viewer", "auditor"})
+DEFAULT_ROLES: Final[tuple[Role, ...]] = ("editor",)
+
+# Joining persists a room event, so it is a write: auditors read history over REST instead.
+_MAY_JOIN: Final = frozenset({"admin", "editor", "viewer"})
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    user_id: str
+    username: str
+    email: str | None = None
+    roles: tuple[Role, ...] = DEFAULT_ROLES
+    # Glob patterns of room ids this actor may join; None means any room (PROTOCOL.md).
+    rooms: tuple[str, ...] | None = None
+
+    def has_role(self, *roles: Role) -> bool:
+        return any(role in self.roles for role in roles)
+
+    def may_enter(self, room_id: str) -> bool:
+        """Whether the token's `rooms` patterns admit `room_id`.
+
+        `fnmatchcase`, not `fnmatch`: the latter folds case on some platforms, which would let
+        `Team-*` admit `team-1` on one OS and not on another.
+        """
+        if self.rooms is None:
+            return True
+        return any(fnmatchcase(room_id, pattern) for pattern in self.rooms)
+
+    def may_join(self, room_id: str) -> bool:
+        return bool(_MAY_JOIN.intersection(self.roles)) and self.may_enter(room_id)
+
+    def public(self) -> dict[str, object]:
+        """The user as other clients see it (the `user` of `connected`)."""
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "email": self.email,
+            "roles": list(self.roles),
+        }

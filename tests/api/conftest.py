@@ -1,0 +1,120 @@
+"""The real app on a real port: uvicorn serves `create_app(settings)` in this event loop, clients talk
+to it over TCP with the `websockets` library and httpx, and the app uses the session's PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from api.app import create_app
+from api.settings import Settings
+from api.tokens import mint_token
+from engine.events import RecordedEvent
+from engine.store import EventStore
+
+# Long enough for HS512 (64 bytes), so no test trips PyJWT's short-key warning.
+SECRET = "test-secret-" + "k" * 64
+ALLOWED_ORIGIN = "https://sheets.example"
+RECEIVE_TIMEOUT = 5.0
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a test app: nothing from a `.env` file, the test secret, the given database."""
+    values: dict[str, Any] = {"database_url": database_url, "jwt_secret_key": SECRET, **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass(frozen=True)
+class Server:
+    settings: Settings
+    port: int
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/ws"
+
+    def token(self, sub: str = "user-1", **claims: Any) -> str:
+        return mint_token(self.settings, sub=sub, secret=SECRET, **claims)
+
+    def connect(self, token: str | None = None, **kwargs: Any) -> Any:
+        """`websockets` connect to the app, the token in the query string when given."""
+        url = self.ws_url if token is None else f"{self.ws_url}?token={token}"
+        return connect(url, open_timeout=RECEIVE_TIMEOUT, **kwargs)
+
+
+@asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[Server]:
+    """Run the app under uvicorn on a free loopback port until the block ends."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=0,
+        lifespan="on",
+        ws="websockets-sansio",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    # uvicorn offers no event for "started", only the flag. A failed startup never sets it: uvicorn
+    # answers it with sys.exit (which is why test_health.py drives a failing lifespan directly).
+    async with asyncio.timeout(30):
+        while True:
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield Server(settings, port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def server(database_url: str) -> AsyncIterator[Server]:
+    async with serve(make_settings(database_url, allowed_origins=[ALLOWED_ORIGIN])) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[ClientConnection]:
+    """A connected, authenticated client whose `connected` greeting was already read."""
+    async with server.connect(server.token("user-1", username="alice")) as ws:
+        greeting = await receive(ws)
+        assert greeting["type"] == "connected"
+        yield ws
+
+
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), RECEIVE_TIMEOUT)
+    message: dict[str, Any] = json.loads(raw)
+    return message
+
+
+async def request(ws: ClientConnection, message: dict[str, Any] | str | bytes) -> dict[str, Any]:
+    """Send one message (a dict is sent as JSON text) and return the reply."""
+    await ws.send(json.dumps(message) if isinstance(message, dict) else message)
+    return await receive(ws)
+
+
+async def wait_for_events(store: EventStore, stream_id: str, count: int) -> list[RecordedEvent]:
+    """The stream once it holds at least `count` events; for effects that follow a socket's close,
+    which the server records after the client has already seen the close."""
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while True:
+            events = await store.read_stream(stream_id)
+            if len(events) >= count:
+                return events
+            await asyncio.sleep(0.02)
