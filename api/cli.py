@@ -7,20 +7,20 @@ minting live in their own modules so the app and the tests use the same code.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from api.database_url import resolve_database_url
 from api.jwt_secret import JwtSecretError, resolve_jwt_secret
+from api.server import uvicorn_options
 from api.settings import Settings, get_settings
 from api.tokens import TokenConfigError, mint_token, parse_ttl
 from engine.errors import EngineError
@@ -156,32 +156,19 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(connect_instructions(args.host, args.port, token, _describe_database(settings, url)), flush=True)
 
-    options: dict[str, Any] = _uvicorn_protocols()
+    options = uvicorn_options(settings)
     if args.workers > 1:
         options["workers"] = args.workers
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
+    # process before atexit runs, leaving the embedded PostgreSQL behind. As SystemExit it exits
+    # normally, and the embedded server is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
     return 0
 
 
-def _uvicorn_protocols() -> dict[str, str]:
-    """The fastest event loop and HTTP parser installed, and the sans-I/O websockets implementation.
-
-    uvicorn's plain "websockets" implementation runs on the library's legacy API, deprecated since
-    websockets 14; "websockets-sansio" runs on the maintained core.
-    """
-    from uvicorn.config import WS_PROTOCOLS
-
-    def installed(module: str) -> bool:
-        return importlib.util.find_spec(module) is not None
-
-    ws = "auto"
-    if installed("websockets"):
-        ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
-    return {
-        "loop": "uvloop" if installed("uvloop") else "auto",
-        "http": "httptools" if installed("httptools") else "auto",
-        "ws": ws,
-    }
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _display_host(host: str) -> str:

@@ -38,9 +38,10 @@ class Settings(BaseSettings):
     allowed_origins: Annotated[list[str], NoDecode] = []
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     room_auto_create: bool = True
-    # Group commit: the most events one transaction carries, and how long the appender lingers for more.
+    # Group commit: the most events one transaction carries, and how long the appender lingers for more
+    # (0: none; under load batches fill while the previous commit is in flight, see bench/append.py).
     append_max_batch: int = Field(default=1000, ge=1)
-    append_max_wait_ms: float = Field(default=2.0, ge=0)
+    append_max_wait_ms: float = Field(default=0.0, ge=0)
     # How long an awaited append may take before the caller is told the store is unavailable.
     append_timeout_seconds: float = Field(default=5.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)

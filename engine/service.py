@@ -54,7 +54,7 @@ class Engine:
         database_url: str,
         *,
         max_batch: int = 1000,
-        max_wait: float = 0.002,
+        max_wait: float = 0.0,
         append_timeout: float = 5.0,
         pool_size: int = 10,
         health_timeout: float = 2.0,

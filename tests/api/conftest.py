@@ -15,6 +15,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from api.app import create_app
+from api.server import uvicorn_options
 from api.settings import Settings
 from api.tokens import mint_token
 from engine.events import RecordedEvent
@@ -62,8 +63,8 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
         host="127.0.0.1",
         port=0,
         lifespan="on",
-        ws="websockets-sansio",
         log_level="warning",
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -1,0 +1,42 @@
+"""How uvicorn runs the app: protocol implementations and the WebSocket limits from the settings.
+
+Shared by `collab serve` and the tests' in-process server, so both run the same configuration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from api.settings import Settings
+
+# Frames up to this many times MAX_MESSAGE_BYTES reach the app, which answers MESSAGE_TOO_LARGE before
+# closing with 1009; larger ones are cut by the protocol layer (also 1009) before using memory.
+OVERSIZE_HEADROOM = 4
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The fastest event loop and HTTP parser installed, the sans-I/O websockets implementation, and
+    the seed's keepalive: a ping every WEBSOCKET_PING_INTERVAL seconds, and a connection whose pong
+    does not come within WEBSOCKET_PING_TIMEOUT is closed (its rooms are then left, so no ghosts).
+
+    uvicorn's plain "websockets" implementation runs on the library's legacy API, deprecated since
+    websockets 14; "websockets-sansio" runs on the maintained core.
+    """
+    from uvicorn.config import WS_PROTOCOLS
+
+    ws = "auto"
+    if _installed("websockets"):
+        ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
+    return {
+        "loop": "uvloop" if _installed("uvloop") else "auto",
+        "http": "httptools" if _installed("httptools") else "auto",
+        "ws": ws,
+        "ws_max_size": settings.max_message_bytes * OVERSIZE_HEADROOM,
+        "ws_ping_interval": settings.websocket_ping_interval,
+        "ws_ping_timeout": settings.websocket_ping_timeout,
+    }
