@@ -1,0 +1,85 @@
+"""The writer's three paths on a real PostgreSQL: known (one round trip), read, and locked, and that
+stale knowledge never commits anything wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.events import AppendOutcome, Committed, Duplicate, NewEvent
+from engine.log_writer import LogState, LogWriter, Plan
+from engine.store import EventStore
+
+
+def ev(stream: str, n: int, **kw: object) -> NewEvent:
+    return NewEvent(stream_id=stream, type="Happened", data={"n": n}, **kw)  # type: ignore[arg-type]
+
+
+async def test_second_batch_commits_on_what_the_writer_knows(store: EventStore, stream: str) -> None:
+    writer = store.writer()
+    try:
+        await writer.append([ev(stream, 1)])
+        (second,) = await writer.append([ev(stream, 2)])
+    finally:
+        await writer.close()
+    assert writer.paths == {"known": 1, "read": 1, "locked": 0}
+    assert isinstance(second, Committed) and second.stream_version == 2
+
+
+async def test_stale_knowledge_after_another_writer_falls_back_and_stays_contiguous(
+    store: EventStore, stream: str
+) -> None:
+    mine, theirs = store.writer(), store.writer()
+    try:
+        await mine.append([ev(stream, 1)])
+        await theirs.append([ev(stream, 2)])  # mine now believes the stream is at 1 and the head older
+        (outcome,) = await mine.append([ev(stream, 3, expected_version=2)])
+    finally:
+        await mine.close()
+        await theirs.close()
+    assert isinstance(outcome, Committed) and outcome.stream_version == 3
+    assert mine.paths["known"] == 0 and mine.paths["read"] == 2
+    assert [(e.stream_version, e.data["n"]) for e in await store.read_stream(stream)] == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+    ]
+
+
+async def test_known_path_assumes_keys_unused_and_a_used_one_is_caught_by_the_index(
+    store: EventStore, stream: str
+) -> None:
+    writer = store.writer()
+    try:
+        (first,) = await writer.append([ev(stream, 1, user_id="u", idempotency_key=f"{stream}-k")])
+        (again,) = await writer.append([ev(stream, 2, user_id="u", idempotency_key=f"{stream}-k")])
+    finally:
+        await writer.close()
+    assert isinstance(first, Committed)
+    assert isinstance(again, Duplicate) and again.position == first.position
+    assert [e.data["n"] for e in await store.read_stream(stream)] == [1]
+
+
+class InterruptedWriter(LogWriter):
+    """Lets a competing append commit between this writer's read and its write, every time it tries
+    the optimistic paths: a real race, on the real database, made deterministic."""
+
+    def __init__(self, store: EventStore, competitor_stream: str) -> None:
+        super().__init__(store.db_engine)
+        self.store = store
+        self.competitor_stream = competitor_stream
+
+    async def _try_write(self, p: Plan, state: LogState | None = None) -> list[AppendOutcome] | None:
+        await self.store.append([ev(self.competitor_stream, -1)])
+        return await super()._try_write(p, state)
+
+
+async def test_losing_the_race_twice_ends_on_the_locked_path(store: EventStore, stream: str) -> None:
+    writer = InterruptedWriter(store, stream)
+    try:
+        outcomes: Sequence[AppendOutcome] = await writer.append([ev(stream, 1), ev(stream, 2)])
+    finally:
+        await writer.close()
+    assert writer.paths == {"known": 0, "read": 0, "locked": 1}
+    # One competing event landed before the batch; the batch follows it, contiguous and in order.
+    assert [o.stream_version for o in outcomes if isinstance(o, Committed)] == [2, 3]
+    assert [e.data["n"] for e in await store.read_stream(stream)] == [-1, 1, 2]

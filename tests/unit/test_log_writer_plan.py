@@ -1,0 +1,57 @@
+"""`plan`: how a batch is decided against a state of the log, as a pure function."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from engine.events import Committed, Conflict, Duplicate, NewEvent
+from engine.log_writer import LogState, plan
+
+AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def ev(stream: str, **kw: object) -> NewEvent:
+    return NewEvent(stream_id=stream, type="Happened", data={}, **kw)  # type: ignore[arg-type]
+
+
+def test_plan_assigns_positions_after_the_head_and_versions_per_stream() -> None:
+    p = plan(LogState(head=10, versions={"a": 3}, used_keys={}), [ev("a"), ev("b"), ev("a")])
+    assert p.base == 10 and p.new_head == 13
+    assert p.resolve(AT) == [Committed(11, 4, AT), Committed(12, 1, AT), Committed(13, 5, AT)]
+    assert p.versions == {"a": 5, "b": 1}
+    assert [(r["p"], r["s"], r["v"]) for r in p.rows] == [(11, "a", 4), (12, "b", 1), (13, "a", 5)]
+
+
+def test_plan_conflict_takes_no_position_and_later_items_see_earlier_ones() -> None:
+    items = [ev("a", expected_version=2), ev("a", expected_version=3), ev("a", expected_version=4)]
+    p = plan(LogState(head=0, versions={"a": 3}, used_keys={}), items)
+    assert p.resolve(AT) == [Conflict(2, 3), Committed(1, 4, AT), Committed(2, 5, AT)]
+
+
+def test_plan_used_key_is_a_duplicate_of_the_original() -> None:
+    original = Duplicate(5, 2, AT)
+    p = plan(
+        LogState(head=9, versions={}, used_keys={("u", "k"): original}),
+        [ev("a", user_id="u", idempotency_key="k"), ev("a", user_id="v", idempotency_key="k")],
+    )
+    assert p.resolve(AT) == [original, Committed(10, 1, AT)]
+
+
+def test_plan_key_repeated_in_one_batch_points_at_its_first_item() -> None:
+    later = datetime(2026, 11, 26, 12, 1, tzinfo=UTC)
+    items = [ev("a", user_id="u", idempotency_key="k"), ev("b", user_id="u", idempotency_key="k")]
+    p = plan(LogState(head=0, versions={}, used_keys={}), items)
+    assert len(p.rows) == 1
+    assert p.resolve(later) == [Committed(1, 1, later), Duplicate(1, 1, later)]
+
+
+def test_plan_does_not_change_the_state_it_was_given() -> None:
+    versions = {"a": 1}
+    plan(LogState(head=0, versions=versions, used_keys={}), [ev("a"), ev("c")])
+    assert versions == {"a": 1}
+
+
+def test_plan_with_nothing_to_write_keeps_the_head() -> None:
+    p = plan(LogState(head=4, versions={"a": 1}, used_keys={}), [ev("a", expected_version=0)])
+    assert p.rows == [] and p.new_head == 4
+    assert p.resolve(None) == [Conflict(0, 1)]
