@@ -211,8 +211,8 @@ class LogWriter:
         self._versions: dict[str, int] = {}
         self.paths = {"known": 0, "read": 0, "locked": 0}
 
-    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
-        """Commit a batch, trying the cheapest path first.
+    async def append(self, items: Sequence[NewEvent], *, optimistic: bool = True) -> list[AppendOutcome]:
+        """Commit a batch, trying the cheapest path first (only the locked one without `optimistic`).
 
         known: decide against what this writer already knows, without reading: the head is where its
             last commit left it and idempotency keys are assumed unused. One round trip. Wrong
@@ -223,6 +223,9 @@ class LogWriter:
         """
         if not items:
             return []
+        if not optimistic:
+            self.paths["locked"] += 1
+            return await self._append_locked(items)
         if self._head is not None and all(item.stream_id in self._versions for item in items):
             p = plan(LogState(self._head, self._versions, {}), items)
             # A plan that writes nothing was decided on knowledge alone: confirm it by reading.

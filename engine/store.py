@@ -78,12 +78,16 @@ class EventStore:
         self.db_engine = db_engine
 
     async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
-        """Append a batch in one transaction; one outcome per item, in order."""
+        """Append a batch in one transaction; one outcome per item, in order.
+
+        For one-off callers: it locks the log head first, which never has to retry however many
+        callers race. A long-lived appender uses `writer()` instead.
+        """
         if not items:
             return []
         writer = LogWriter(self.db_engine)
         try:
-            return await writer.append(items)
+            return await writer.append(items, optimistic=False)
         finally:
             await writer.close()
 
