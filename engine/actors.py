@@ -17,6 +17,11 @@ DEFAULT_ROLES: Final[tuple[Role, ...]] = ("editor",)
 
 # Joining persists a room event, so it is a write: auditors read history over REST instead.
 _MAY_JOIN: Final = frozenset({"admin", "editor", "viewer"})
+# What each role may send over the WebSocket (PROTOCOL.md, roles). A viewer watches and is seen
+# (joins, cursor, status, typing, notifications) but changes no sheet and spends no AI; an auditor
+# reads history over REST and sends nothing that is recorded. `ping` is never recorded: anyone.
+_VIEWER_MAY_NOT: Final = frozenset({"cell_update", "ai_request", "ai_cancel"})
+_ANYONE_MAY: Final = frozenset({"ping"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,12 @@ class Actor:
 
     def may_join(self, room_id: str) -> bool:
         return bool(_MAY_JOIN.intersection(self.roles)) and self.may_enter(room_id)
+
+    def may_send(self, message_type: str) -> bool:
+        """Whether any of the actor's roles allows sending a message of `message_type`."""
+        if message_type in _ANYONE_MAY or self.has_role("admin", "editor"):
+            return True
+        return self.has_role("viewer") and message_type not in _VIEWER_MAY_NOT
 
     def public(self) -> dict[str, object]:
         """The user as other clients see it (the `user` of `connected`)."""

@@ -11,7 +11,8 @@ WebSocket error messages and close codes in one table.
         ├── UnknownMessageType
         ├── PermissionDenied
         ├── RoomNotFound
-        └── VersionConflict
+        ├── NotFound          (a notification, upload or AI request the user does not have)
+        └── VersionConflict   (details["current"]: the cell as it is now)
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class PermissionDenied(Rejected):
 
 class RoomNotFound(Rejected):
     code = "ROOM_NOT_FOUND"
+
+
+class NotFound(Rejected):
+    code = "NOT_FOUND"
 
 
 class VersionConflict(Rejected):

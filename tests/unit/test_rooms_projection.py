@@ -8,8 +8,25 @@ from typing import Any
 import pytest
 
 from engine.errors import UnknownEvent
-from engine.events import USER_JOINED_ROOM, USER_LEFT_ROOM, RecordedEvent
-from engine.projections.rooms import DISCONNECTED, LEFT, Member, RoomView, apply, project
+from engine.events import (
+    ROOM_MESSAGE_BROADCAST,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+    RecordedEvent,
+)
+from engine.projections import rooms
+from engine.projections.rooms import (
+    DISCONNECTED,
+    LEFT,
+    Attendance,
+    Member,
+    RoomView,
+    apply,
+    project,
+    with_statuses,
+)
+from tests.unit.event_log import Log as EventLog
 
 T0 = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
 ROOM = "workspace_123"
@@ -80,7 +97,12 @@ def test_rooms_projection_join_adds_an_online_member() -> None:
     log.joined("alice", "c1", seconds=5)
     view = project(log.events)
     assert view == RoomView(
-        ROOM, members={"alice": member("alice", {"c1"}, at(5))}, seq=1, last_activity=at(5), messages_sent=1
+        ROOM,
+        members={"alice": member("alice", {"c1"}, at(5))},
+        seq=1,
+        last_activity=at(5),
+        messages_sent=1,
+        attendance=Attendance(T0.replace(minute=0), frozenset({"alice"})),
     )
     assert view.total_users == 1
 
@@ -123,7 +145,8 @@ def test_rooms_projection_leave_of_an_absent_user_only_advances_seq() -> None:
     log.left("alice", "c1", 2, reason=LEFT)
     log.left("alice", "c1", 3)  # the socket closed after the explicit leave
     view = project(log.events)
-    assert view == RoomView(ROOM, seq=3, last_activity=at(3), messages_sent=2)
+    attendance = Attendance(T0.replace(minute=0), frozenset({"alice"}))
+    assert view == RoomView(ROOM, seq=3, last_activity=at(3), messages_sent=2, attendance=attendance)
 
 
 def test_rooms_projection_counts_only_messages_clients_sent() -> None:
@@ -194,3 +217,134 @@ def test_rooms_projection_names_the_room_from_its_stream() -> None:
     log = Log("team-7")
     log.joined("alice", "c1")
     assert project(log.events).room_id == "team-7"
+
+
+# Cells, broadcasts, cursors and typing in the room's streams (tests.unit.event_log builds these).
+
+
+def test_rooms_projection_cell_updates_list_active_sheets_in_order_of_first_edit() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    log.cell(ROOM, "alice", "sheet_2", "A1", "x", 1, 2)
+    log.cell(ROOM, "alice", "sheet_1", "A1", "y", 1, 3)
+    log.cell(ROOM, "alice", "sheet_2", "B2", "z", 1, 4)
+    view = project(log.events)
+    assert view.active_sheets == ("sheet_2", "sheet_1")
+    assert (view.seq, view.messages_sent, view.last_activity) == (4, 4, at(4))
+    assert view.members["alice"].last_seen == at(4)
+
+
+def test_rooms_projection_counts_an_admin_broadcast_as_a_message() -> None:
+    log = EventLog()
+    log.room(ROOM, ROOM_MESSAGE_BROADCAST, 7, user_id="admin", message={"type": "system_announcement"})
+    view = project(log.events)
+    assert (view.seq, view.messages_sent, view.last_activity, view.members) == (1, 1, at(7), {})
+
+
+def test_rooms_projection_cursor_moves_show_in_the_members_entry_without_taking_a_seq() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    log.cursor(ROOM, "alice", 150, 300, "B2", 2)
+    log.cursor(ROOM, "alice", 160, 310, "C3", 3)
+    view = project(log.of_room(ROOM))
+    assert view.members["alice"].cursor == {"x": 160, "y": 310, "cell": "C3"}
+    assert view.members["alice"].last_seen == at(3)
+    assert (view.seq, view.messages_sent, view.last_activity) == (1, 1, at(3))
+
+
+def test_rooms_projection_ignores_the_cursor_of_a_user_not_in_the_room() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    before = project(log.events)
+    log.cursor(ROOM, "mallory", 1, 2, "A1", 2)
+    after = project(log.of_room(ROOM))
+    assert after.members == before.members
+    assert after.seq == 1
+
+
+def test_rooms_projection_skips_typing_events() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    log.typing(ROOM, "alice", "A1", "c1", 2)
+    log.typing_stopped(ROOM, "alice", "A1", 3)
+    assert project(log.of_room(ROOM)) == project(log.events[:1])
+    assert rooms.key_of(log.events[1]) is None
+    assert rooms.key_of(log.events[0]) == ROOM
+
+
+def test_rooms_projection_key_of_is_none_for_user_stream_events() -> None:
+    log = EventLog()
+    status = log.user("alice", USER_STATUS_CHANGED, 1, status="busy")
+    assert rooms.key_of(status) is None
+    with pytest.raises(ValueError, match="user:alice"):
+        apply(RoomView(ROOM), status)
+
+
+def test_rooms_projection_refuses_another_rooms_volatile_event() -> None:
+    log = EventLog()
+    with pytest.raises(ValueError, match="elsewhere"):
+        apply(RoomView(ROOM), log.cursor("elsewhere", "alice", 1, 2, "A1"))
+
+
+def test_rooms_projection_as_of_seq_n_is_project_of_the_first_n_events() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    log.joined(ROOM, "bob", "c2", 2)
+    log.cell(ROOM, "bob", "sheet_1", "A1", 1, 1, 3)
+    log.left(ROOM, "alice", "c1", 4, reason=LEFT)
+    durable = log.stream(f"room:{ROOM}")
+    as_of_2 = project(durable[:2])
+    assert (as_of_2.seq, list(as_of_2.members), as_of_2.active_sheets) == (2, ["alice", "bob"], ())
+    as_of_4 = project(durable[:4])
+    assert (as_of_4.seq, list(as_of_4.members), as_of_4.active_sheets) == (4, ["bob"], ("sheet_1",))
+    assert as_of_4.messages_sent == 4
+
+
+def test_rooms_projection_with_statuses_shows_declared_statuses() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    log.joined(ROOM, "bob", "c2", 2)
+    view = with_statuses(project(log.events), {"alice": "busy", "carol": "away"})
+    assert {m.user_id: m.status for m in view.members.values()} == {"alice": "busy", "bob": "online"}
+
+
+# avg_users_per_hour: distinct users present per UTC hour, over the hours since the room's first event.
+
+
+def test_rooms_projection_average_users_per_hour_counts_each_user_once_per_hour() -> None:
+    log = EventLog()  # T0 is 10:30
+    log.joined(ROOM, "alice", "c1", 0)  # hour 10: alice
+    log.joined(ROOM, "alice", "c9", 60)  # a second tab is not a second user
+    log.joined(ROOM, "bob", "c2", 40 * 60)  # 11:10; hour 11: alice, bob
+    log.left(ROOM, "alice", None, 95 * 60, reason=LEFT)  # 12:05; hour 12: alice (until 12:05), bob
+    log.joined(ROOM, "carol", "c3", 170 * 60)  # 13:20; hour 13: bob, carol
+    view = project(log.events)
+    assert view.avg_users_per_hour() == pytest.approx((1 + 2 + 2 + 2) / 4)
+    # Up to 15:45 (hours 14 and 15 with bob and carol present).
+    assert view.avg_users_per_hour(now=at(315 * 60)) == pytest.approx((7 + 2 + 2) / 6)
+    # A `now` within the newest event's hour adds nothing.
+    assert view.avg_users_per_hour(now=at(175 * 60)) == view.avg_users_per_hour()
+
+
+def test_rooms_projection_average_users_per_hour_counts_quiet_hours_with_those_present() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 0)  # 10:30
+    log.joined(ROOM, "bob", "c2", 1)
+    log.left(ROOM, "bob", "c2", 5 * 3600)  # 15:30: hours 11-14 had alice and bob, no events
+    view = project(log.events)
+    assert view.avg_users_per_hour() == pytest.approx(2.0)
+    log.left(ROOM, "alice", "c1", 8 * 3600)  # 18:30: hours 16-17 had alice only
+    assert project(log.events).avg_users_per_hour() == pytest.approx((2 * 6 + 1 + 1 + 1) / 9)
+
+
+def test_rooms_projection_average_users_per_hour_of_an_empty_room_is_zero() -> None:
+    assert RoomView(ROOM).avg_users_per_hour() == 0.0
+    assert RoomView(ROOM).avg_users_per_hour(now=at(86400)) == 0.0
+
+
+def test_rooms_projection_average_users_per_hour_ignores_volatile_events() -> None:
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 0)
+    log.cursor(ROOM, "alice", 1, 1, "A1", 7200)
+    assert project(log.of_room(ROOM)).avg_users_per_hour() == 1.0
+    assert project(log.of_room(ROOM)).attendance == project(log.events[:1]).attendance

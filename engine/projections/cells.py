@@ -1,0 +1,163 @@
+"""The cells of a sheet (value, formula, version, who wrote it and when) and the room of each sheet.
+
+Folded from `CellUpdated` events, which live in room streams: a sheet belongs to the room in which it
+was first edited (PROTOCOL.md), and `engine.decide` never lets a later update of it go to another
+room, so one room stream holds all of a sheet's history. "The sheet as of seq N" of its room is
+`project(room_events[:N], sheet_id)`.
+
+Versions are taken from the events as they are: the server assigned them when it decided the update
+(`engine.decide.next_cell_version`), and the log is the truth a projection reproduces, not re-judges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from engine.events import (
+    AI_EVENTS,
+    BROADCAST_EVENTS,
+    CELL_EVENTS,
+    CURSOR_EVENTS,
+    MEMBERSHIP_EVENTS,
+    NOTIFICATION_EVENTS,
+    STATUS_EVENTS,
+    TYPING_EVENTS,
+    UPLOAD_EVENTS,
+    RecordedEvent,
+    durable_stream,
+    room_id_of,
+)
+from engine.projections import empty, folds, frozen
+
+HANDLED = CELL_EVENTS
+SKIPPED = (
+    MEMBERSHIP_EVENTS
+    | BROADCAST_EVENTS
+    | CURSOR_EVENTS
+    | TYPING_EVENTS
+    | STATUS_EVENTS
+    | NOTIFICATION_EVENTS
+    | UPLOAD_EVENTS
+    | AI_EVENTS
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    cell_id: str
+    value: Any  # str, int, float, bool or None: whatever JSON the client sent
+    formula: str | None
+    version: int
+    updated_by: str
+    updated_at: datetime
+    seq: int  # the room seq of the update that wrote this cell
+
+    def current(self) -> dict[str, Any]:
+        """The cell as a VERSION_CONFLICT reports it (PROTOCOL.md)."""
+        return {
+            "value": self.value,
+            "formula": self.formula,
+            "version": self.version,
+            "user_id": self.updated_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Sheet:
+    sheet_id: str
+    room_id: str | None = None  # the room of the sheet's first edit; None before any
+    cells: Mapping[str, Cell] = field(default_factory=empty)
+    seq: int = 0  # the room seq of the newest update folded
+    updated_at: datetime | None = None
+
+
+def key_of(event: RecordedEvent) -> str | None:
+    """The sheet whose view `event` changes; None for events of other concerns."""
+    return str(event.data["sheet_id"]) if folds("cells", event.type, HANDLED, SKIPPED) else None
+
+
+def apply_cell(cell: Cell | None, event: RecordedEvent) -> Cell:
+    """The cell after a `CellUpdated` of it: the fold a cells table keeps row by row."""
+    data = event.data
+    cell_id = str(data["cell_id"])
+    if cell is not None and cell.cell_id != cell_id:
+        raise ValueError(f"update of cell {cell_id!r} applied to cell {cell.cell_id!r}")
+    return Cell(
+        cell_id=cell_id,
+        value=data.get("value"),
+        formula=data.get("formula"),
+        version=int(data["version"]),
+        updated_by=str(data["user_id"]),
+        updated_at=event.recorded_at,
+        seq=event.stream_version,
+    )
+
+
+def apply(sheet: Sheet, event: RecordedEvent) -> Sheet:
+    """The sheet after `event`; events of other concerns leave it as it was."""
+    return apply_many(sheet, (event,))
+
+
+def apply_many(sheet: Sheet, events: Iterable[RecordedEvent]) -> Sheet:
+    """`apply` over `events` in order, copying the cells once rather than once per event."""
+    cells = dict(sheet.cells)
+    for event in events:
+        key = key_of(event)
+        if key is None:
+            continue
+        if key != sheet.sheet_id:
+            raise ValueError(f"update of sheet {key!r} applied to sheet {sheet.sheet_id!r}")
+        cell_id = str(event.data["cell_id"])
+        cells[cell_id] = apply_cell(cells.get(cell_id), event)
+        sheet = replace(
+            sheet,
+            # The first edit decides the room, later ones cannot move it (PROTOCOL.md).
+            room_id=sheet.room_id or room_id_of(durable_stream(event.stream_id)),
+            seq=event.stream_version,
+            updated_at=event.recorded_at,
+        )
+    return replace(sheet, cells=frozen(cells))
+
+
+def project(events: Iterable[RecordedEvent], sheet_id: str) -> Sheet:
+    """The sheet folded from the `CellUpdated` events of `sheet_id` among `events`."""
+    return apply_many(Sheet(sheet_id), (event for event in events if key_of(event) == sheet_id))
+
+
+def attach(sheet_rooms: Mapping[str, str], event: RecordedEvent) -> Mapping[str, str]:
+    """The sheet -> room index after `event`: a sheet's first update names its room for good.
+
+    Copies the index only when a sheet appears, which is rare next to updates of known sheets.
+    """
+    sheet_id = key_of(event)
+    if sheet_id is None or sheet_id in sheet_rooms:
+        return sheet_rooms
+    return frozen({**sheet_rooms, sheet_id: room_id_of(durable_stream(event.stream_id))})
+
+
+def sheet_rooms(events: Iterable[RecordedEvent]) -> Mapping[str, str]:
+    """The room of every sheet edited in `events` (any streams, in position order)."""
+    rooms: dict[str, str] = {}
+    for event in events:
+        sheet_id = key_of(event)
+        if sheet_id is not None and sheet_id not in rooms:
+            rooms[sheet_id] = room_id_of(durable_stream(event.stream_id))
+    return frozen(rooms)
+
+
+__all__ = [
+    "HANDLED",
+    "SKIPPED",
+    "Cell",
+    "Sheet",
+    "apply",
+    "apply_cell",
+    "apply_many",
+    "attach",
+    "key_of",
+    "project",
+    "sheet_rooms",
+]

@@ -1,0 +1,169 @@
+"""Who is typing in which cell of a room, since when; and which of them have gone quiet too long.
+
+Folded from the room's volatile stream (`TypingStarted`, `TypingStopped`) and its durable stream
+(`UserLeftRoom`: a user who leaves stops typing there, without a stop anybody sent). A start repeated
+while typing refreshes the start time, so a client may resend `typing_start` to keep it alive.
+
+Expiry is decided from the view and a `now` passed in (`expired`), and recorded as `TypingStopped`
+with reason "expired": the log, not a timer's memory, says when typing ended, so a replay or a
+rebuild sees the same thing the live path did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from engine.events import (
+    AI_EVENTS,
+    BROADCAST_EVENTS,
+    CELL_EVENTS,
+    CURSOR_EVENTS,
+    EXPIRED,
+    NOTIFICATION_EVENTS,
+    STATUS_EVENTS,
+    TYPING_STARTED,
+    TYPING_STOPPED,
+    UPLOAD_EVENTS,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    NewEvent,
+    RecordedEvent,
+    durable_stream,
+    room_id_of,
+    room_stream,
+    volatile_stream,
+)
+from engine.projections import empty, folds, frozen
+
+HANDLED = frozenset({TYPING_STARTED, TYPING_STOPPED, USER_LEFT_ROOM})
+SKIPPED = (
+    frozenset({USER_JOINED_ROOM})
+    | CELL_EVENTS
+    | BROADCAST_EVENTS
+    | CURSOR_EVENTS
+    | STATUS_EVENTS
+    | NOTIFICATION_EVENTS
+    | UPLOAD_EVENTS
+    | AI_EVENTS
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Typist:
+    user_id: str
+    username: str
+    cell_id: str
+    connection_id: str | None
+    started_at: datetime
+    position: int  # of the start: names this stretch of typing (see `expired`)
+
+
+@dataclass(frozen=True, slots=True)
+class TypingView:
+    room_id: str
+    # (user_id, cell_id) -> who types there, in order of starting.
+    typing: Mapping[tuple[str, str], Typist] = field(default_factory=empty)
+
+    def in_cell(self, cell_id: str) -> tuple[Typist, ...]:
+        return tuple(typist for typist in self.typing.values() if typist.cell_id == cell_id)
+
+
+def key_of(event: RecordedEvent) -> str | None:
+    """The room whose typing `event` changes; None for events of other concerns."""
+    if not folds("typing", event.type, HANDLED, SKIPPED):
+        return None
+    return room_id_of(durable_stream(event.stream_id))
+
+
+def apply(view: TypingView, event: RecordedEvent) -> TypingView:
+    """The view after `event`; events of other concerns leave it as it was."""
+    key = key_of(event)
+    if key is None:
+        return view
+    if key != view.room_id:
+        raise ValueError(f"event of room {key!r} applied to the typing of room {view.room_id!r}")
+    data = event.data
+    typing = dict(view.typing)
+    user_id = str(data["user_id"])
+    if event.type == TYPING_STARTED:
+        cell_id = str(data["cell_id"])
+        typing.pop((user_id, cell_id), None)  # a refreshed start moves to the end
+        connection_id = data.get("connection_id")
+        typing[(user_id, cell_id)] = Typist(
+            user_id=user_id,
+            username=str(data.get("username") or user_id),
+            cell_id=cell_id,
+            connection_id=None if connection_id is None else str(connection_id),
+            started_at=event.recorded_at,
+            position=event.position,
+        )
+    elif event.type == TYPING_STOPPED:
+        typing.pop((user_id, str(data["cell_id"])), None)
+    else:  # USER_LEFT_ROOM: that connection (or, without one, the user) stops typing here
+        connection_id = data.get("connection_id")
+        for key_, typist in view.typing.items():
+            if typist.user_id == user_id and (
+                connection_id is None or typist.connection_id in (None, str(connection_id))
+            ):
+                del typing[key_]
+    return replace(view, typing=frozen(typing))
+
+
+def project(events: Iterable[RecordedEvent], room_id: str) -> TypingView:
+    """The typing in `room_id` folded from its events among `events` (in position order)."""
+    view = TypingView(room_id)
+    for event in events:
+        if key_of(event) == room_id:
+            view = apply(view, event)
+    return view
+
+
+def expired(view: TypingView, now: datetime, timeout_seconds: float) -> list[NewEvent]:
+    """The `TypingStopped` events to append for typing started `timeout_seconds` or more before `now`.
+
+    Each carries an idempotency key made of its start's position, so two nodes sweeping the same
+    room append one stop per start: the second append is a duplicate, not a second `user_typing_stop`.
+    At exactly the timeout a start has expired, so a timer set for start + timeout always finds it.
+    """
+    limit = now - timedelta(seconds=timeout_seconds)
+    stream = volatile_stream(room_stream(view.room_id))
+    return [
+        NewEvent(
+            stream_id=stream,
+            type=TYPING_STOPPED,
+            data={
+                "room_id": view.room_id,
+                "user_id": typist.user_id,
+                "username": typist.username,
+                "cell_id": typist.cell_id,
+                "connection_id": typist.connection_id,
+                "reason": EXPIRED,
+            },
+            metadata={"user_id": typist.user_id, "reason": EXPIRED},
+            idempotency_key=f"typing-expired:{typist.position}",
+            user_id=typist.user_id,
+        )
+        for typist in view.typing.values()
+        if typist.started_at <= limit
+    ]
+
+
+def next_expiry(view: TypingView, timeout_seconds: float) -> datetime | None:
+    """When the earliest typing in the room expires, for a sweeper to sleep until; None if none."""
+    starts = [typist.started_at for typist in view.typing.values()]
+    return min(starts) + timedelta(seconds=timeout_seconds) if starts else None
+
+
+__all__ = [
+    "HANDLED",
+    "SKIPPED",
+    "TypingView",
+    "Typist",
+    "apply",
+    "expired",
+    "key_of",
+    "next_expiry",
+    "project",
+]
