@@ -23,7 +23,7 @@ from api.errors import CLOSE_MESSAGE_TOO_BIG, INTERNAL_ERROR, MESSAGE_TOO_LARGE,
 from api.settings import Settings
 from engine import messages
 from engine.actors import Actor
-from engine.errors import EngineError
+from engine.errors import EngineError, UnknownMessageType
 from engine.messages import InboundMessage, JoinRoom, Ping
 from engine.service import Engine
 
@@ -85,6 +85,10 @@ class Session:
                     self.actor, room_id, self.connection_id, client_msg_id=message.client_msg_id
                 )
                 await self.send(messages.room_state(view))
+            case _:
+                # Valid by the schema but not handled by this server yet (issue 3): say so, never
+                # stay silent, so a client does not wait for an answer that will not come.
+                raise UnknownMessageType(f"message type {message.type!r} is not supported by this server yet")
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.websocket.send_text(orjson.dumps(message).decode())
