@@ -1,0 +1,211 @@
+"""One connection's side of the fanout: the asyncio shell around its send queue.
+
+Why a queue and a task per connection (websockets' broadcast topic, centrifuge's client writer):
+publishing must never await a socket. `offer` is synchronous: the policy in engine/send_queue.py
+decides, and the connection's one sender task is the only code that awaits its socket. A slow client
+fills only its own queue; the publisher and every other connection carry on. One FIFO drained by one
+task is also what keeps a connection's messages in publish order.
+
+When a durable message does not fit, the connection is closed as a slow consumer with 4008: in
+4000-4499, the range in which a client reconnects (centrifuge's convention), and the reason carries the
+last seq delivered per room, from which the client resumes losslessly with `join_room since`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Final
+
+from engine.send_queue import (
+    Entry,
+    FanoutCounters,
+    Hold,
+    Message,
+    SendQueue,
+    Verdict,
+    frames_of,
+    resume_reason,
+)
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[str], Awaitable[None]]
+"""Sends one text frame (the api passes `websocket.send_text`)."""
+Close = Callable[[int, str], Awaitable[None]]
+"""Closes the connection with a code and reason (the api passes `websocket.close`)."""
+
+CLOSE_SLOW_CONSUMER: Final = 4008
+CLOSE_INTERNAL_ERROR: Final = 1011
+
+
+class SubscriberClosed(Exception):
+    """The connection was closed or unsubscribed while a caller waited to queue for it."""
+
+
+class Subscriber:
+    """A connection's queue and sender. Built by `Hub.subscribe`; its topics are the hub's to change."""
+
+    def __init__(
+        self,
+        connection_id: str,
+        sink: Sink,
+        close: Close,
+        *,
+        max_queue: int,
+        high_water: int,
+        close_timeout: float,
+        totals: FanoutCounters,
+    ) -> None:
+        self.connection_id = connection_id
+        self.close_timeout = close_timeout
+        self.stats = FanoutCounters()
+        self.topics: set[str] = set()
+        self.last_seq: dict[str, int] = {}  # per topic: the seq of the last entry fully sent
+        self.close_code: int | None = None
+        self.queue = SendQueue(max_queue=max_queue, high_water=high_water, stats=self.stats, totals=totals)
+        self._sink = sink
+        self._close = close
+        self._totals = totals
+        self._ready = asyncio.Event()  # set when an entry is queued: wakes the sender
+        self._drained = asyncio.Event()  # set when the sender takes one: wakes `wait_for_room`
+        self._closing = False
+        self._closer: asyncio.Task[None] | None = None
+        self._sender = asyncio.get_running_loop().create_task(self._run(), name=f"fanout:{connection_id}")
+
+    @property
+    def depth(self) -> int:
+        return self.queue.depth
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    # Producing side: synchronous, except for producers that choose to wait for room.
+
+    def offer(self, entry: Entry) -> bool:
+        """Offer a published entry; True if it was queued or held for a catch-up."""
+        if self._closing:
+            return False
+        return self._act(self.queue.offer(entry))
+
+    def offer_durable(self, entry: Entry) -> bool:
+        """Queue a durable entry past any hold (a replayed event, `replay_complete`)."""
+        return not self._closing and self._act(self.queue.offer_durable(entry))
+
+    def _act(self, verdict: Verdict) -> bool:
+        if verdict is Verdict.QUEUED:
+            self._ready.set()
+        elif verdict is Verdict.OVERFLOW:
+            self.fail(CLOSE_SLOW_CONSUMER)
+        return verdict is Verdict.QUEUED or verdict is Verdict.HELD
+
+    async def wait_for_room(self) -> None:
+        """Wait until fewer than `high_water` entries are queued; raises SubscriberClosed.
+
+        Pull-based producers (a replay, the session's own replies) wait here instead of overflowing:
+        they go at the client's pace, and the headroom above high water stays for live traffic.
+        """
+        while self.queue.depth >= self.queue.high_water and not self._closing:
+            self._drained.clear()
+            await self._drained.wait()
+        if self._closing:
+            raise SubscriberClosed(self.connection_id)
+
+    async def send(self, message: Message) -> None:
+        """Queue a message for this connection alone (a reply, `room_state`) behind what is queued."""
+        await self.wait_for_room()
+        self.offer_durable(Entry(frames_of(message), None, None))  # below high water: it fits
+
+    def hold(self, topic: str) -> Hold:
+        return self.queue.hold(topic)
+
+    def release(self, topic: str, floor: int) -> None:
+        if not self._closing:
+            self._act(self.queue.release(topic, floor))
+
+    def drop_hold(self, topic: str) -> None:
+        self.queue.drop_hold(topic)
+
+    def forget(self, topic: str) -> None:
+        self.queue.forget(topic)
+        self.last_seq.pop(topic, None)
+
+    # Sending side: the one task that awaits the socket.
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                entry = self.queue.pop()
+                if entry is None:
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                self._drained.set()
+                for frame in entry.frames:
+                    await self._sink(frame)
+                self.stats.delivered += len(entry.frames)
+                self._totals.delivered += len(entry.frames)
+                if entry.seq is not None and entry.topic is not None:
+                    self.last_seq[entry.topic] = entry.seq
+        except Exception as exc:
+            # Usually the socket is gone. Either way nothing more reaches this client, so it must not
+            # stay open believing it is in sync: close it (resumable), never drop silently.
+            log.info("send to %s failed (%s: %s); closing it", self.connection_id, type(exc).__name__, exc)
+            self.stats.sink_failures += 1
+            self._totals.sink_failures += 1
+            self.fail(CLOSE_INTERNAL_ERROR)
+
+    # Ending.
+
+    def fail(self, code: int) -> None:
+        """Close the connection with `code`: discard its queue and stop its sender now (synchronous,
+        for the publisher's sake), then close the socket from a task of its own."""
+        if self._closing:
+            return
+        if code == CLOSE_SLOW_CONSUMER:
+            log.warning("closing slow consumer %s (%d queued)", self.connection_id, self.queue.depth)
+            self.stats.slow_consumer_closes += 1
+            self._totals.slow_consumer_closes += 1
+        self.close_code = code
+        self._discard()
+        if self._sender is not asyncio.current_task():
+            self._sender.cancel()
+        self._closer = asyncio.get_running_loop().create_task(
+            self._close_socket(code), name=f"fanout-close:{self.connection_id}"
+        )
+
+    async def _close_socket(self, code: int) -> None:
+        # The reason is taken once the sender has stopped, so it names the last frame that went out.
+        await asyncio.wait([self._sender])
+        reason = resume_reason({t: s for t, s in self.last_seq.items() if t in self.topics})
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await self._close(code, reason)
+        except Exception as exc:  # the socket may be gone already; there is nobody left to tell
+            log.debug("closing %s failed: %s: %s", self.connection_id, type(exc).__name__, exc)
+
+    async def stop(self) -> None:
+        """End the sender and any close in progress, and wait until both have ended; what is queued is
+        discarded. Called once the socket is gone, so a close still in progress has nobody to tell."""
+        self._discard()
+        current = asyncio.current_task()
+        tasks = {t for t in (self._sender, self._closer) if t is not None and t is not current}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                task.exception()  # retrieved, so asyncio never logs "exception was never retrieved"
+
+    def _discard(self) -> None:
+        self._closing = True
+        self.queue.clear()
+        self._drained.set()  # waiters wake up and see the connection closed
+
+    def snapshot(self) -> dict[str, object]:
+        return {"depth": self.queue.depth, "topics": len(self.topics), **asdict(self.stats)}
