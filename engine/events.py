@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from engine.errors import Rejected
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -28,6 +30,18 @@ class NewEvent:
     # again; it gets a Duplicate carrying the original position and version.
     idempotency_key: str | None = None
     user_id: str | None = None
+    # A cell write, decided by the writer against the cell as of the head the batch commits on, so
+    # that two processes can never both accept updates on the same base version (DESIGN principle 4).
+    # The writer sets `data["version"]`; the outcome is Refused when the rule says no.
+    cell: CellWrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CellWrite:
+    sheet_id: str
+    cell_id: str
+    room_id: str
+    requested_version: int | None  # the client's base version; None: it sent none
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,8 @@ class Committed:
     position: int
     stream_version: int
     recorded_at: datetime
+    # The data as written, when the writer completed it (a cell write's version); else None.
+    data: dict[str, Any] | None = None
     outcome: Literal["committed"] = "committed"
 
 
@@ -66,7 +82,15 @@ class Conflict:
     outcome: Literal["conflict"] = "conflict"
 
 
-AppendOutcome = Committed | Duplicate | Conflict
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A decision made inside the append refused the item (e.g. VersionConflict); nothing written."""
+
+    error: Rejected
+    outcome: Literal["refused"] = "refused"
+
+
+AppendOutcome = Committed | Duplicate | Conflict | Refused
 
 
 # The catalogue

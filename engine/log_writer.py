@@ -25,28 +25,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent
+from engine.batch_plan import CellKey, LogState, Plan, idempotency_key, plan
+from engine.events import AppendOutcome, Duplicate, NewEvent
+from engine.projections.cells import Cell
 
-# The head, each stream's version, and the idempotency keys already used, in one round trip.
+# The head, each stream's version, the idempotency keys already used, and the cells and sheets the
+# batch's cell writes touch, in one round trip. Columns: kind, two texts, two numbers, a time, a JSON.
 _READ_STATE = """
-    SELECT 'h', NULL::text, NULL::text, position, NULL::bigint, NULL::timestamptz
+    SELECT 'h', NULL::text, NULL::text, position, NULL::bigint, NULL::timestamptz, NULL::text
     FROM log_head WHERE id = 1
     UNION ALL
-    SELECT 's', stream_id, NULL::text, version, NULL::bigint, NULL::timestamptz
+    SELECT 's', stream_id, NULL::text, version, NULL::bigint, NULL::timestamptz, NULL::text
     FROM streams WHERE stream_id = ANY($1::text[])
     UNION ALL
-    SELECT 'k', e.user_id, e.idempotency_key, e.stream_version, e.position, e.recorded_at
+    SELECT 'k', e.user_id, e.idempotency_key, e.stream_version, e.position, e.recorded_at, NULL::text
     FROM events e
     JOIN unnest($2::text[], $3::text[]) AS k(user_id, idempotency_key)
       ON e.user_id = k.user_id AND e.idempotency_key = k.idempotency_key
+    UNION ALL
+    SELECT 'c', c.sheet_id, c.cell_id, c.version, c.seq, c.updated_at,
+           jsonb_build_object('value', c.value, 'formula', c.formula, 'user_id', c.user_id)::text
+    FROM cells c
+    JOIN unnest($4::text[], $5::text[]) AS k(sheet_id, cell_id)
+      ON c.sheet_id = k.sheet_id AND c.cell_id = k.cell_id
+    UNION ALL
+    SELECT 'r', sheet_id, room_id, NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::text
+    FROM sheets WHERE sheet_id = ANY($6::text[])
 """
 
 # Moves the head from $4 to $3 and writes the batch, or writes nothing if the head is not at $4.
@@ -68,128 +78,74 @@ _WRITE_IF_HEAD = """
         INSERT INTO streams (stream_id, version)
         SELECT c.key, c.value::bigint FROM moved, jsonb_each_text($2::jsonb) AS c
         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version
+    ), cell_rows AS (
+        INSERT INTO cells (sheet_id, cell_id, value, formula, version, user_id, seq, position, updated_at)
+        SELECT c.sheet_id, c.cell_id, c.value, c.formula, c.version, c.user_id, c.seq, c.position, moved.at
+        FROM moved, jsonb_to_recordset($5::jsonb) AS c(sheet_id text, cell_id text, value jsonb,
+             formula text, version bigint, user_id text, seq bigint, position bigint)
+        ON CONFLICT (sheet_id, cell_id) DO UPDATE SET
+            value = EXCLUDED.value, formula = EXCLUDED.formula, version = EXCLUDED.version,
+            user_id = EXCLUDED.user_id, seq = EXCLUDED.seq, position = EXCLUDED.position,
+            updated_at = EXCLUDED.updated_at
+    ), sheet_rows AS (
+        -- A sheet's room never changes: a second first-edit cannot commit (the head check), and an
+        -- existing row is kept as it is.
+        INSERT INTO sheets (sheet_id, room_id, position)
+        SELECT s.sheet_id, s.room_id, s.position
+        FROM moved, jsonb_to_recordset($6::jsonb) AS s(sheet_id text, room_id text, position bigint)
+        ON CONFLICT (sheet_id) DO NOTHING
     )
     SELECT at FROM moved
 """
 _BEGIN_AND_LOCK = "BEGIN; SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE"
 
 
-@dataclass(frozen=True, slots=True)
-class LogState:
-    head: int
-    versions: dict[str, int]
-    used_keys: dict[tuple[str, str], Duplicate]
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What a batch will do at `base` (the head it was decided on)."""
-
-    base: int
-    outcomes: list[Conflict | Duplicate | tuple[int, int]]  # (position, version) for items written
-    rows: list[dict[str, Any]]
-    versions: dict[str, int]  # the new version of each stream written
-
-    @property
-    def new_head(self) -> int:
-        return self.base + len(self.rows)
-
-    def encode(self) -> tuple[str, str]:
-        """The rows and the stream counters as JSON; raises TypeError for data JSON cannot hold."""
-        return orjson.dumps(self.rows).decode(), orjson.dumps(self.versions).decode()
-
-    def resolve(self, recorded_at: datetime | None) -> list[AppendOutcome]:
-        """The outcomes once committed at `recorded_at` (None when nothing was written)."""
-        out: list[AppendOutcome] = []
-        for o in self.outcomes:
-            if isinstance(o, _PendingDuplicate):
-                out.append(Duplicate(o[0], o[1], recorded_at))  # type: ignore[arg-type]
-            elif isinstance(o, tuple):
-                out.append(Committed(o[0], o[1], recorded_at))  # type: ignore[arg-type]
-            else:
-                out.append(o)
-        return out
-
-
-def _key(item: NewEvent) -> tuple[str, str] | None:
-    return (item.user_id, item.idempotency_key) if item.idempotency_key and item.user_id else None
-
-
-def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
-    """Decide each item on its own against `state` and the items before it in the batch.
-
-    Pure, and O(len(items)): `state.versions` may be a writer's large cache, so it is read, never copied.
-    """
-    done: dict[tuple[str, str], Duplicate | tuple[int, int]] = dict(state.used_keys)
-    outcomes: list[Conflict | Duplicate | tuple[int, int]] = []
-    rows: list[dict[str, Any]] = []
-    written: dict[str, int] = {}
-    position = state.head
-    for item in items:
-        key = _key(item)
-        prior = done.get(key) if key is not None else None
-        if prior is not None:
-            # A key repeated within this batch points at the position it is about to get.
-            outcomes.append(prior if isinstance(prior, Duplicate) else _PendingDuplicate(*prior))
-            continue
-        current = written.get(item.stream_id)
-        if current is None:
-            current = state.versions.get(item.stream_id, 0)
-        if item.expected_version is not None and item.expected_version != current:
-            outcomes.append(Conflict(item.expected_version, current))
-            continue
-        position += 1
-        written[item.stream_id] = current + 1
-        outcomes.append((position, current + 1))
-        rows.append(
-            {
-                "p": position,
-                "s": item.stream_id,
-                "v": current + 1,
-                "t": item.type,
-                "d": item.data,
-                "m": item.metadata,
-                "u": item.user_id,
-                "k": item.idempotency_key,
-            }
-        )
-        if key is not None:
-            done[key] = (position, current + 1)
-    return Plan(state.head, outcomes, rows, written)
-
-
-class _PendingDuplicate(tuple[int, int]):
-    """A duplicate of an item written in the same batch: resolved to a Duplicate with its timestamp."""
-
-    __slots__ = ()
-
-    def __new__(cls, position: int, version: int) -> _PendingDuplicate:
-        return super().__new__(cls, (position, version))
-
-
 async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> LogState:
+    """What `plan` needs to decide `items`, as of the head this read sees. Cells and sheets the batch
+    touches are all in the result, None where they do not exist yet."""
     stream_ids = list({item.stream_id for item in items})
-    keyed = [item for item in items if _key(item) is not None]
+    keyed = [item for item in items if idempotency_key(item) is not None]
+    cell_keys = list({(i.cell.sheet_id, i.cell.cell_id) for i in items if i.cell is not None})
+    sheet_ids = list({sheet for sheet, _ in cell_keys})
     rows = await conn.fetch(
-        _READ_STATE, stream_ids, [i.user_id for i in keyed], [i.idempotency_key for i in keyed]
+        _READ_STATE,
+        stream_ids,
+        [i.user_id for i in keyed],
+        [i.idempotency_key for i in keyed],
+        [sheet for sheet, _ in cell_keys],
+        [cell for _, cell in cell_keys],
+        sheet_ids,
     )
     head = 0
     versions: dict[str, int] = {}
     used: dict[tuple[str, str], Duplicate] = {}
-    for kind, first, key, version, position, at in rows:
+    cells: dict[CellKey, Cell | None] = dict.fromkeys(cell_keys)
+    sheets: dict[str, str | None] = dict.fromkeys(sheet_ids)
+    for kind, first, second, number, other, at, extra in rows:
         if kind == "h":
-            head = version
+            head = number
         elif kind == "s":
-            versions[first] = version
+            versions[first] = number
+        elif kind == "k":
+            used[(first, second)] = Duplicate(other, number, at)
+        elif kind == "c":
+            fields = orjson.loads(extra)
+            cells[(first, second)] = Cell(
+                second, fields["value"], fields["formula"], number, fields["user_id"], at, other
+            )
         else:
-            used[(first, key)] = Duplicate(position, version, at)
-    return LogState(head, versions, used)
+            sheets[first] = second
+    return LogState(head, versions, used, cells, sheets)
 
 
-async def write_if_head(conn: asyncpg.Connection, p: Plan, encoded: tuple[str, str]) -> datetime | None:
+async def write_if_head(
+    conn: asyncpg.Connection, p: Plan, encoded: tuple[str, str, str, str]
+) -> datetime | None:
     """Commit the plan if the head is still at `p.base`; its recorded_at, or None if it moved."""
-    rows, counters = encoded
-    at: datetime | None = await conn.fetchval(_WRITE_IF_HEAD, rows, counters, p.new_head, p.base)
+    rows, counters, cells, sheets = encoded
+    at: datetime | None = await conn.fetchval(
+        _WRITE_IF_HEAD, rows, counters, p.new_head, p.base, cells, sheets
+    )
     return at
 
 
@@ -209,6 +165,8 @@ class LogWriter:
         # and stream versions it wrote or read then. See `append` for why stale knowledge is safe.
         self._head: int | None = None
         self._versions: dict[str, int] = {}
+        self._cells: dict[CellKey, Cell | None] = {}
+        self._sheets: dict[str, str | None] = {}
         self.paths = {"known": 0, "read": 0, "locked": 0}
 
     async def append(self, items: Sequence[NewEvent], *, optimistic: bool = True) -> list[AppendOutcome]:
@@ -226,8 +184,8 @@ class LogWriter:
         if not optimistic:
             self.paths["locked"] += 1
             return await self._append_locked(items)
-        if self._head is not None and all(item.stream_id in self._versions for item in items):
-            p = plan(LogState(self._head, self._versions, {}), items)
+        if self._head is not None and self._knows(items):
+            p = plan(LogState(self._head, self._versions, {}, self._cells, self._sheets), items)
             # A plan that writes nothing was decided on knowledge alone: confirm it by reading.
             if p.rows and (outcomes := await self._try_write(p)) is not None:
                 self.paths["known"] += 1
@@ -254,7 +212,7 @@ class LogWriter:
                 return None
         if at is None:
             return None
-        self._learn(p, state)
+        self._learn(p, state, at)
         return p.resolve(at)
 
     async def _append_locked(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
@@ -271,21 +229,38 @@ class LogWriter:
                 if not raw.is_closed():
                     await raw.execute("ROLLBACK")
                 raise
-        if p.rows:
-            self._learn(p, state)
+        if p.rows and at is not None:
+            self._learn(p, state, at)
         return p.resolve(at)
 
-    def _learn(self, p: Plan, state: LogState | None) -> None:
-        if len(self._versions) > self.max_cached_streams:
-            self._versions.clear()
+    def _knows(self, items: Sequence[NewEvent]) -> bool:
+        for item in items:
+            if item.stream_id not in self._versions:
+                return False
+            if item.cell is not None and (
+                item.cell.sheet_id not in self._sheets
+                or (item.cell.sheet_id, item.cell.cell_id) not in self._cells
+            ):
+                return False
+        return True
+
+    def _learn(self, p: Plan, state: LogState | None, at: datetime) -> None:
+        if len(self._versions) + len(self._cells) > self.max_cached_streams:
+            self._forget()
         if state is not None:
             self._versions.update(state.versions)
+            self._cells.update(state.cells)
+            self._sheets.update(state.sheets)
         self._versions.update(p.versions)
+        self._cells.update(p.learned_cells(at))
+        self._sheets.update({sheet: row["room_id"] for sheet, row in p.sheet_rows.items()})
         self._head = p.new_head
 
     def _forget(self) -> None:
         self._head = None
         self._versions.clear()
+        self._cells.clear()
+        self._sheets.clear()
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -82,3 +82,29 @@ projector_checkpoints = Table(
     Column("position", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Inline projections: the state that decisions inside the append transaction need (DESIGN principle
+# 4). The writer updates them in the same statement as the events, so they are always exactly at the
+# log head; the cells projection (engine/projections/cells.py) folds to the same rows.
+cells = Table(
+    "cells",
+    metadata,
+    Column("sheet_id", Text, primary_key=True),
+    Column("cell_id", Text, primary_key=True),
+    Column("value", JSONB),
+    Column("formula", Text),
+    Column("version", BigInteger, nullable=False),
+    Column("user_id", Text),
+    Column("seq", BigInteger, nullable=False),  # the room seq of the update that wrote the cell
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The room of each sheet: the room of its first edit, for ever.
+sheets = Table(
+    "sheets",
+    metadata,
+    Column("sheet_id", Text, primary_key=True),
+    Column("room_id", Text, nullable=False),
+    Column("position", BigInteger, nullable=False),
+)

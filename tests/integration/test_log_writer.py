@@ -3,10 +3,15 @@ stale knowledge never commits anything wrong."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
-from engine.events import AppendOutcome, Committed, Duplicate, NewEvent
-from engine.log_writer import LogState, LogWriter, Plan
+from sqlalchemy import text
+
+from engine.batch_plan import LogState, Plan
+from engine.errors import VersionConflict
+from engine.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Refused
+from engine.log_writer import LogWriter
 from engine.store import EventStore
 
 
@@ -83,3 +88,75 @@ async def test_losing_the_race_twice_ends_on_the_locked_path(store: EventStore, 
     # One competing event landed before the batch; the batch follows it, contiguous and in order.
     assert [o.stream_version for o in outcomes if isinstance(o, Committed)] == [2, 3]
     assert [e.data["n"] for e in await store.read_stream(stream)] == [-1, 1, 2]
+
+
+def cell_update(room: str, sheet: str, version: int | None, value: str) -> NewEvent:
+    return NewEvent(
+        stream_id=f"room:{room}",
+        type="CellUpdated",
+        data={"room_id": room, "sheet_id": sheet, "cell_id": "A1", "value": value, "formula": None},
+        user_id="u1",
+        cell=CellWrite(sheet, "A1", room, version),
+    )
+
+
+async def test_two_writers_racing_on_one_base_version_exactly_one_wins(
+    store: EventStore, stream: str
+) -> None:
+    """Two writers (as two processes would be) update the same cell from the same base version; the
+    loser is decided against the winner's cell and refused, whichever commits first."""
+    room, sheet = stream, f"{stream}-sheet"
+    mine, theirs = store.writer(), store.writer()
+    try:
+        (base,) = await mine.append([cell_update(room, sheet, 1642161000000, "first")])
+        assert isinstance(base, Committed) and base.data is not None
+        version = base.data["version"]
+        assert version == 1642161000001
+        results = await asyncio.gather(
+            mine.append([cell_update(room, sheet, version, "mine")]),
+            theirs.append([cell_update(room, sheet, version, "theirs")]),
+        )
+    finally:
+        await mine.close()
+        await theirs.close()
+    outcomes = [r[0] for r in results]
+    assert sorted(type(o).__name__ for o in outcomes) == ["Committed", "Refused"]
+    winner = next(o for o in outcomes if isinstance(o, Committed))
+    loser = next(o for o in outcomes if isinstance(o, Refused))
+    assert isinstance(loser.error, VersionConflict)
+    assert loser.error.details["current"]["version"] == winner.data["version"] == version + 1  # type: ignore[index]
+    assert [e.data["version"] for e in await store.read_stream(f"room:{room}")] == [version, version + 1]
+
+
+async def test_cells_table_follows_the_log_and_known_path_uses_it(store: EventStore, stream: str) -> None:
+    room, sheet = stream, f"{stream}-sheet"
+    writer = store.writer()
+    try:
+        await writer.append([cell_update(room, sheet, None, "a")])
+        (second,) = await writer.append([cell_update(room, sheet, None, "b")])
+        (stale,) = await writer.append([cell_update(room, sheet, 1, "c")])
+    finally:
+        await writer.close()
+    assert isinstance(second, Committed) and second.data["version"] == 2  # type: ignore[index]
+    assert isinstance(stale, Refused)
+    assert writer.paths["known"] >= 1
+    async with store.db_engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT value, version, seq FROM cells WHERE sheet_id = :s AND cell_id = 'A1'"),
+                {"s": sheet},
+            )
+        ).one()
+        owner = (
+            await conn.execute(text("SELECT room_id FROM sheets WHERE sheet_id = :s"), {"s": sheet})
+        ).scalar()
+    assert (row.value, row.version, row.seq) == ("b", 2, 2)
+    assert owner == room
+
+
+async def test_a_sheet_stays_in_the_room_of_its_first_edit(store: EventStore, stream: str) -> None:
+    sheet = f"{stream}-sheet"
+    await store.append([cell_update(f"{stream}-r1", sheet, None, "a")])
+    (other,) = await store.append([cell_update(f"{stream}-r2", sheet, None, "b")])
+    assert isinstance(other, Refused) and other.error.code == "VALIDATION_ERROR"
+    assert await store.read_stream(f"room:{stream}-r2") == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.events import Committed, Conflict, Duplicate, NewEvent
-from engine.log_writer import LogState, plan
+from engine.batch_plan import LogState, plan
+from engine.errors import ValidationFailed, VersionConflict
+from engine.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.projections.cells import Cell
 
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -55,3 +57,60 @@ def test_plan_with_nothing_to_write_keeps_the_head() -> None:
     p = plan(LogState(head=4, versions={"a": 1}, used_keys={}), [ev("a", expected_version=0)])
     assert p.rows == [] and p.new_head == 4
     assert p.resolve(None) == [Conflict(0, 1)]
+
+
+# Cell writes: decided against the cell as of the head, and against earlier items of the batch.
+
+
+def cell_ev(cell: str = "A1", version: int | None = None, room: str = "r1", sheet: str = "s1") -> NewEvent:
+    return NewEvent(
+        stream_id=f"room:{room}",
+        type="CellUpdated",
+        data={"sheet_id": sheet, "cell_id": cell, "value": "v", "formula": None},
+        user_id="u1",
+        cell=CellWrite(sheet, cell, room, version),
+    )
+
+
+def test_plan_cell_write_gets_the_seed_version_on_a_new_cell() -> None:
+    p = plan(LogState(head=0, versions={}, used_keys={}), [cell_ev(version=1642161000000)])
+    (outcome,) = p.resolve(AT)
+    assert isinstance(outcome, Committed) and outcome.data is not None
+    assert outcome.data["version"] == 1642161000001
+    assert p.cell_rows[("s1", "A1")]["version"] == 1642161000001
+    assert p.sheet_rows == {"s1": {"sheet_id": "s1", "room_id": "r1", "position": 1}}
+
+
+def test_plan_second_write_on_the_same_base_version_in_one_batch_is_refused() -> None:
+    p = plan(LogState(head=0, versions={}, used_keys={}), [cell_ev(version=5), cell_ev(version=5)])
+    first, second = p.resolve(AT)
+    assert isinstance(first, Committed) and first.data["version"] == 6  # type: ignore[index]
+    assert isinstance(second, Refused) and isinstance(second.error, VersionConflict)
+    assert second.error.details["current"]["version"] == 6
+    assert len(p.rows) == 1
+
+
+def test_plan_stale_base_against_the_stored_cell_is_refused_with_the_current_cell() -> None:
+    stored = Cell("A1", "old", "=1", 10, "u9", AT, 3)
+    state = LogState(0, {"room:r1": 3}, {}, cells={("s1", "A1"): stored}, sheets={"s1": "r1"})
+    (outcome,) = plan(state, [cell_ev(version=9)]).resolve(AT)
+    assert isinstance(outcome, Refused)
+    assert outcome.error.details["current"] == {
+        "value": "old",
+        "formula": "=1",
+        "version": 10,
+        "user_id": "u9",
+    }
+
+
+def test_plan_cell_of_a_sheet_owned_by_another_room_is_refused() -> None:
+    state = LogState(0, {}, {}, cells={("s1", "A1"): None}, sheets={"s1": "r2"})
+    (outcome,) = plan(state, [cell_ev(room="r1")]).resolve(AT)
+    assert isinstance(outcome, Refused) and isinstance(outcome.error, ValidationFailed)
+
+
+def test_plan_without_a_version_increments_the_current_one() -> None:
+    stored = Cell("A1", "old", None, 41, "u9", AT, 3)
+    state = LogState(0, {"room:r1": 3}, {}, cells={("s1", "A1"): stored}, sheets={"s1": "r1"})
+    (outcome,) = plan(state, [cell_ev(version=None)]).resolve(AT)
+    assert isinstance(outcome, Committed) and outcome.data["version"] == 42  # type: ignore[index]
