@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.errors import CLOSE_MESSAGE_TOO_BIG, INTERNAL_ERROR, MESSAGE_TOO_LARGE, ws_error, ws_error_from
@@ -24,7 +23,17 @@ from api.settings import Settings
 from engine import messages
 from engine.actors import Actor
 from engine.errors import EngineError, UnknownMessageType
-from engine.messages import InboundMessage, JoinRoom, Ping
+from engine.fanout import SubscriberClosed
+from engine.messages import (
+    CursorMove,
+    InboundMessage,
+    JoinRoom,
+    LeaveRoom,
+    Ping,
+    StatusUpdate,
+    TypingStart,
+    TypingStop,
+)
 from engine.service import Engine
 
 log = logging.getLogger(__name__)
@@ -39,8 +48,13 @@ class Session:
         self.connection_id = ""
 
     async def run(self) -> None:
-        """Greet, then serve messages until the client goes away; its rooms are left either way."""
-        self.connection_id = self.engine.connect(self.actor)
+        """Greet, then serve messages until the client goes away; its rooms are left either way.
+
+        The connection is subscribed to the engine's hub from the start, and every frame to the
+        socket (replies included) goes through it: one sender task per socket keeps replies and
+        fanned-out events in one order, and a slow client cannot stall this loop or anyone else.
+        """
+        self.connection_id = self.engine.connect(self.actor, self.websocket.send_text, self._close)
         try:
             await self.send(
                 messages.connected(
@@ -55,13 +69,21 @@ class Session:
                     await self._refuse_oversize(len(frame))
                     return
                 await self.handle(frame)
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, SubscriberClosed):
             pass  # the client went away mid-send; nothing left to tell it
         finally:
             await self.engine.disconnect(self.connection_id)
 
     async def handle(self, frame: bytes) -> None:
         """Answer one frame: a reply, or an error that leaves the socket open."""
+        try:
+            await self._answer(frame)
+        except SubscriberClosed:
+            # Closed as a slow consumer (or its send failed): the close, carrying the seqs to resume
+            # from, is on its way; the loop reads on until it lands, so it is not cut short.
+            log.info("connection %s is closing; message not answered", self.connection_id)
+
+    async def _answer(self, frame: bytes) -> None:
         echo: Mapping[str, str] = {}
         try:
             payload = messages.decode(frame)
@@ -69,7 +91,7 @@ class Session:
             await self.dispatch(messages.parse(payload), echo)
         except EngineError as exc:
             await self.send(ws_error_from(exc, echo=echo))
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, SubscriberClosed):
             raise
         except Exception:
             # A bug must cost this message only, never the connection or anyone else's work.
@@ -77,21 +99,34 @@ class Session:
             await self.send(ws_error(INTERNAL_ERROR, "internal error", echo=echo))
 
     async def dispatch(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
+        """Hand a valid message to the engine, which sends the replies (they must be ordered with the
+        fanout, e.g. `room_state` before a join's replayed events)."""
+        engine, actor, cid, cmid = self.engine, self.actor, self.connection_id, message.client_msg_id
         match message:
             case Ping():
                 await self.send(messages.pong(datetime.now(UTC), echo))
-            case JoinRoom(room_id=room_id):
-                view = await self.engine.join_room(
-                    self.actor, room_id, self.connection_id, client_msg_id=message.client_msg_id
-                )
-                await self.send(messages.room_state(view))
+            case JoinRoom(room_id=room_id, since=since):
+                await engine.join_room(actor, room_id, cid, since=since, client_msg_id=cmid)
+            case LeaveRoom(room_id=room_id):
+                await engine.leave_room(actor, room_id, cid, client_msg_id=cmid)
+            case CursorMove(room=room, x=x, y=y, cell=cell):
+                await engine.move_cursor(actor, cid, room, x=x, y=y, cell=cell, client_msg_id=cmid)
+            case TypingStart(room=room, cell_id=cell_id) | TypingStop(room=room, cell_id=cell_id):
+                started = isinstance(message, TypingStart)
+                await engine.typing(actor, cid, room, cell_id, started=started, client_msg_id=cmid)
+            case StatusUpdate(status=status):
+                await engine.set_status(actor, cid, status, client_msg_id=cmid)
             case _:
                 # Valid by the schema but not handled by this server yet (issue 3): say so, never
                 # stay silent, so a client does not wait for an answer that will not come.
                 raise UnknownMessageType(f"message type {message.type!r} is not supported by this server yet")
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.websocket.send_text(orjson.dumps(message).decode())
+        """Queue a message for this socket behind what is queued for it. Raises SubscriberClosed."""
+        await self.engine.reply(self.connection_id, message)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.websocket.close(code, reason)
 
     async def _receive(self) -> bytes | None:
         """The next data frame as UTF-8 bytes (text or binary alike), or None once disconnected.
@@ -114,4 +149,5 @@ class Session:
                 MESSAGE_TOO_LARGE, f"message of {size} bytes exceeds the limit of {limit} bytes", limit=limit
             )
         )
+        await self.engine.flush(self.connection_id)  # the error first, then the close
         await self.websocket.close(CLOSE_MESSAGE_TOO_BIG, "message too large")

@@ -1,239 +1,244 @@
-"""`Engine`: the one object the api holds. It owns the database pool, the event store and the appender,
-and turns what connections do into events.
+"""`Engine`: the one object the api holds. It turns what connections send into events, and replies.
 
-Lifecycle: `Engine(url, ...)`, `await start()`, then `connect(actor)` per socket, `join_room(...)` per
-message, `disconnect(connection_id)` when the socket closes, and finally `await stop()`.
+Every handler follows one pattern: check (decide.py) before anything is written, build the event,
+`commit` it (append, then publish with no await in between: engine/core.py), then answer the sender
+(`room_state`, `room_left`, `ack`) through the connection's subscriber, so that replies and fanned-out
+messages reach a socket in one order. `client_msg_id` is the event's idempotency key: a repeat is not
+applied again, and its `ack` carries the original `seq` (PROTOCOL.md, envelope additions).
 
-Presence has no ghosts: every room a connection joined gets a `UserLeftRoom` when the connection goes
-away, whether the client closed it, the network dropped it or the server is shutting down. (A node
-that dies without running `stop()` leaves its connections joined; the node heartbeat sweep planned in
-DESIGN.md, principle 7, will append those leaves from a surviving node.)
+The lifecycle, connections and the commit path live in engine/core.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import socket
-import uuid
-from dataclasses import dataclass, field
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from dataclasses import replace
+from typing import Any
 
 from engine.actors import Actor
-from engine.appender import Appender, is_connectivity_error
-from engine.errors import PermissionDenied, StoreUnavailable, ValidationFailed
-from engine.events import USER_JOINED_ROOM, USER_LEFT_ROOM, NewEvent, RecordedEvent, room_stream
-from engine.messages import MAX_ROOM_ID_LENGTH
-from engine.projections.rooms import DISCONNECTED, RoomView, project
-from engine.store import EventStore, create_db_engine
+from engine.core import EngineCore, default_node_id
+from engine.decide import authorize, check_join, require_in_room, require_member
+from engine.errors import ValidationFailed
+from engine.events import (
+    CURSOR_MOVED,
+    LEFT,
+    ROOM_STREAM_PREFIX,
+    STOPPED,
+    TYPING_STARTED,
+    TYPING_STOPPED,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+    AppendOutcome,
+    Committed,
+    Duplicate,
+    NewEvent,
+    room_id_of,
+    room_stream,
+    user_stream,
+    volatile_stream,
+)
+from engine.messages import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
+from engine.projections.rooms import RoomView, project, with_statuses
+from engine.rendering import ReplayRenderer, encode
 
-__all__ = ["Actor", "Engine"]
-
-log = logging.getLogger(__name__)
-
-_READ_PAGE = 1000
+__all__ = ["Actor", "Engine", "default_node_id"]
 
 
-def default_node_id() -> str:
-    """Host, pid and a random suffix: unique across restarts that reuse a pid (containers)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-@dataclass
-class _Connection:
-    actor: Actor
-    rooms: set[str] = field(default_factory=set)
-
-
-class Engine:
-    def __init__(
-        self,
-        database_url: str,
-        *,
-        max_batch: int = 1000,
-        max_wait: float = 0.0,
-        append_timeout: float = 5.0,
-        pool_size: int = 10,
-        health_timeout: float = 2.0,
-        node_id: str | None = None,
-    ) -> None:
-        self.database_url = database_url
-        self.node_id = node_id or default_node_id()
-        self.health_timeout = health_timeout
-        self._max_batch = max_batch
-        self._max_wait = max_wait
-        self._append_timeout = append_timeout
-        self._pool_size = pool_size
-        self._db_engine: AsyncEngine | None = None
-        self._store: EventStore | None = None
-        self._appender: Appender | None = None
-        self._connections: dict[str, _Connection] = {}
-
-    # Lifecycle.
-
-    async def start(self) -> None:
-        # The pool's command timeout matches the append timeout: a caller never waits on a statement
-        # longer than it was promised an answer.
-        self._db_engine = create_db_engine(
-            self.database_url, pool_size=self._pool_size, command_timeout=self._append_timeout
-        )
-        self._store = EventStore(self._db_engine)
-        self._appender = Appender(
-            self._store, max_batch=self._max_batch, max_wait=self._max_wait, timeout=self._append_timeout
-        )
-        await self._appender.start()
-
-    async def stop(self) -> None:
-        """Record the departure of connections still open, commit what is queued, close the pool."""
-        # One batch for all of them: at shutdown there may be thousands, and each would be a commit.
-        leaves = [leave for cid in list(self._connections) for leave in self._forget(cid)]
-        await self._append_leaves(leaves)
-        if self._appender is not None:
-            await self._appender.stop()
-        if self._db_engine is not None:
-            await self._db_engine.dispose()
-        self._appender = self._store = self._db_engine = None
-
-    async def health(self) -> bool:
-        """Whether PostgreSQL answers `SELECT 1` within `health_timeout` seconds.
-
-        Bounded on purpose: a health check that hangs while the database is unreachable is reported by
-        the load balancer as a timeout, not as "unhealthy", and takes the node out too late.
-        """
-        if self._db_engine is None:
-            return False
-        try:
-            async with asyncio.timeout(self.health_timeout), self._db_engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception as exc:  # any failure means unhealthy; the reason goes to the log
-            log.warning("health check failed: %s: %s", type(exc).__name__, exc)
-            return False
-        return True
-
-    @property
-    def store(self) -> EventStore:
-        if self._store is None:
-            raise StoreUnavailable("the engine is not started")
-        return self._store
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
-    # Connections.
-
-    def connect(self, actor: Actor) -> str:
-        """Register a new connection of `actor`; returns its id (the `connection_id` of `connected`)."""
-        connection_id = f"ws_{uuid.uuid4().hex}"
-        self._connections[connection_id] = _Connection(actor)
-        return connection_id
+class Engine(EngineCore):
+    # Rooms.
 
     async def join_room(
-        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None = None
+        self,
+        actor: Actor,
+        room_id: str,
+        connection_id: str,
+        *,
+        since: int | None = None,
+        client_msg_id: str | None = None,
     ) -> RoomView:
-        """Append `UserJoinedRoom` and return the room as of (at least) that event.
+        """Append `UserJoinedRoom`, send the joiner `room_state` (and, with `since`, every room event
+        after `since` and `replay_complete`), then go live; the other members get the join's
+        `room_state` and `user_joined`. Returns the view sent.
 
-        Raises ValidationFailed, PermissionDenied, or StoreUnavailable (retryable).
+        A repeated `client_msg_id` is a retry. If the log already holds this connection's join of this
+        room under that id, nothing is appended and the ack repeats the original `seq`. A retry from a
+        new connection (the first one dropped before its ack) must still make this connection a
+        member, or it would receive the room's events unseen by the room: so it appends a join of its
+        own (keyless, `retry_of` in its metadata), and the ack carries that join's `seq`.
+
+        Raises ValidationFailed, PermissionDenied, StoreUnavailable (retryable), SubscriberClosed.
         """
         connection = self._connection_of(actor, connection_id)
         if not room_id or len(room_id) > MAX_ROOM_ID_LENGTH:
             raise ValidationFailed(f"room_id must be 1 to {MAX_ROOM_ID_LENGTH} characters")
-        if not actor.may_join(room_id):
-            raise PermissionDenied(f"not allowed to join room {room_id!r}")
-        # Remembered before the append, not after: if the append times out its outcome is unknown
-        # (it may have committed), and a disconnect racing this call must still record the leave.
-        # A leave for a join that never committed is harmless; a missing leave is a ghost.
-        connection.rooms.add(room_id)
-        metadata = {"user_id": actor.user_id, "connection_id": connection_id, "node": self.node_id}
-        if client_msg_id is not None:
-            metadata["client_msg_id"] = client_msg_id
-        event = NewEvent(
-            stream_id=room_stream(room_id),
-            type=USER_JOINED_ROOM,
-            data={
-                "room_id": room_id,
-                "user_id": actor.user_id,
-                "username": actor.username,
-                "email": actor.email,
-                "connection_id": connection_id,
-            },
-            metadata=metadata,
-            user_id=actor.user_id,
+        check_join(actor, room_id, room_exists=True)
+        current = await self.live.load(room_id, self.room_view)
+        if since is not None and since > current.seq:
+            raise ValidationFailed(
+                f"since {since} is beyond room {room_id!r}'s seq {current.seq}", seq=current.seq
+            )
+        was_in = room_id in connection.rooms
+        connection.rooms.add(room_id)  # before the append: see `_Connection.rooms`
+        data = {
+            "room_id": room_id,
+            "user_id": actor.user_id,
+            "username": actor.username,
+            "email": actor.email,
+            "connection_id": connection_id,
+        }
+        event = self.new_event(
+            actor, connection_id, room_stream(room_id), USER_JOINED_ROOM, data, client_msg_id
         )
-        await self._running_appender().append(event)
-        return await self.room_view(room_id)
+        async with self.hub.catch_up(connection_id, room_stream(room_id)) as catch_up:
+            outcome = await self.commit(event)
+            if isinstance(outcome, Duplicate) and not (was_in and await self._own_join(outcome, event)):
+                metadata = {**event.metadata, "retry_of": outcome.position}
+                outcome = await self.commit(replace(event, metadata=metadata, idempotency_key=None))
+            # Taken together, before any await: the replay below starts exactly where this view ends.
+            raw = self.live.view(room_id, shown=False) or await self._reloaded(room_id)
+            view = with_statuses(raw, self.live.statuses(raw))
+            await catch_up.send(encode([room_state(view)]))
+            if since is None:
+                renderer = ReplayRenderer(raw, self.live.statuses)
+                await catch_up.replay(self.read_stream, renderer, since=raw.seq)
+            else:
+                base = project(await self._read_room(room_id, upto=since), room_id)
+                await catch_up.replay(
+                    self.read_stream,
+                    ReplayRenderer(base, self.live.statuses),
+                    since=since,
+                    complete=lambda seq: encode([replay_complete(room_id, seq)]),
+                )
+        await self._ack(connection_id, client_msg_id, room_id, outcome)
+        return view
 
-    async def room_view(self, room_id: str) -> RoomView:
-        """The room projected from its whole stream (a replay; persisted projections come later)."""
-        return project(await self._read_room(room_id), room_id)
+    async def leave_room(
+        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None = None
+    ) -> None:
+        """Append `UserLeftRoom` (reason "left"); the leaver gets `room_left`, the remaining members
+        `room_state` and `user_left`. ROOM_NOT_FOUND if this connection is not in the room."""
+        connection = self._connection_of(actor, connection_id)
+        require_in_room(room_id, connection.rooms)
+        data = {"room_id": room_id, "user_id": actor.user_id, "connection_id": connection_id, "reason": LEFT}
+        await self.live.load(room_id, self.room_view)
+        event = self.new_event(
+            actor, connection_id, room_stream(room_id), USER_LEFT_ROOM, data, client_msg_id
+        )
+        outcome = await self.commit(event)
+        connection.rooms.discard(room_id)
+        self.hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate
+        if isinstance(outcome, Committed | Duplicate):
+            envelope = Envelope(room_id, outcome.stream_version, outcome.recorded_at, client_msg_id)
+            await self.reply(connection_id, room_left(room_id, envelope=envelope))
+        await self._ack(connection_id, client_msg_id, room_id, outcome)
 
-    async def disconnect(self, connection_id: str) -> None:
-        """Forget the connection and append `UserLeftRoom` for every room it joined.
+    # Volatile room events: persisted to the room's volatile twin, fanned out to the other members.
 
-        Never raises for a store outage: the socket is gone either way. The leaves are then missing
-        from the log, which the log says loudly; the node sweep will append them later.
-        """
-        await self._append_leaves(self._forget(connection_id))
+    async def move_cursor(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        *,
+        x: float,
+        y: float,
+        cell: str | None,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """`cursor_moved` to the other members; a queued, unsent one of the same user is replaced."""
+        authorize(actor, "cursor_move")
+        require_member(room, self._joined(connection_id))
+        data = {
+            "room_id": room,
+            "user_id": actor.user_id,
+            "username": actor.username,
+            "x": x,
+            "y": y,
+            "cell": cell,
+        }
+        await self._volatile(actor, connection_id, room, CURSOR_MOVED, data, client_msg_id)
+
+    async def typing(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        cell_id: str,
+        *,
+        started: bool,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """`user_typing_start`/`user_typing_stop` to the other members."""
+        authorize(actor, "typing_start" if started else "typing_stop")
+        require_member(room, self._joined(connection_id))
+        data: dict[str, Any] = {
+            "room_id": room,
+            "user_id": actor.user_id,
+            "username": actor.username,
+            "cell_id": cell_id,
+            "connection_id": connection_id,
+        }
+        if not started:
+            data["reason"] = STOPPED
+        kind = TYPING_STARTED if started else TYPING_STOPPED
+        await self._volatile(actor, connection_id, room, kind, data, client_msg_id)
+
+    # The user's own stream.
+
+    async def set_status(
+        self, actor: Actor, connection_id: str, status: str, *, client_msg_id: str | None = None
+    ) -> None:
+        """Append `UserStatusChanged`; `user_status_changed` goes to the user's other connections and to
+        the members of every room the user is in (engine/live.py)."""
+        self._connection_of(actor, connection_id)
+        authorize(actor, "status_update")
+        data = {"user_id": actor.user_id, "status": status}
+        event = self.new_event(
+            actor, connection_id, user_stream(actor.user_id), USER_STATUS_CHANGED, data, client_msg_id
+        )
+        outcome = await self.commit(event)
+        await self._ack(connection_id, client_msg_id, None, outcome)
 
     # Internals.
 
-    def _connection_of(self, actor: Actor, connection_id: str) -> _Connection:
-        connection = self._connections.get(connection_id)
-        if connection is None or connection.actor.user_id != actor.user_id:
-            raise ValueError(f"{connection_id!r} is not an open connection of {actor.user_id!r}")
-        return connection
+    async def _volatile(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        event_type: str,
+        data: dict[str, Any],
+        client_msg_id: str | None,
+    ) -> None:
+        stream = volatile_stream(room_stream(room))
+        outcome = await self.commit(
+            self.new_event(actor, connection_id, stream, event_type, data, client_msg_id)
+        )
+        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
+            await self.reply(connection_id, ack(client_msg_id, room_id=room))  # no place in a sequence
 
-    def _forget(self, connection_id: str) -> list[NewEvent]:
-        """Drop the connection and return the `UserLeftRoom` events its departure needs."""
-        connection = self._connections.pop(connection_id, None)
-        if connection is None:
-            return []
-        actor = connection.actor
-        return [
-            NewEvent(
-                stream_id=room_stream(room_id),
-                type=USER_LEFT_ROOM,
-                data={
-                    "room_id": room_id,
-                    "user_id": actor.user_id,
-                    "connection_id": connection_id,
-                    "reason": DISCONNECTED,
-                },
-                metadata={"user_id": actor.user_id, "connection_id": connection_id, "node": self.node_id},
-                user_id=actor.user_id,
-            )
-            for room_id in sorted(connection.rooms)
-        ]
+    async def _ack(
+        self, connection_id: str, client_msg_id: str | None, room_id: str | None, outcome: AppendOutcome
+    ) -> None:
+        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
+            await self.reply(connection_id, ack(client_msg_id, room_id=room_id, seq=outcome.stream_version))
 
-    async def _append_leaves(self, leaves: list[NewEvent]) -> None:
-        if not leaves:
-            return
-        try:
-            await self._running_appender().append_many(leaves)
-        except StoreUnavailable as exc:
-            rooms = sorted({leave.stream_id for leave in leaves})
-            log.error("could not record %d departures from %s: %s", len(leaves), rooms, exc)
+    def _joined(self, connection_id: str) -> set[str]:
+        """The rooms whose events this connection receives: the ones it may act in."""
+        topics = self._subscriber(connection_id).topics
+        return {room_id_of(t) for t in topics if t.startswith(ROOM_STREAM_PREFIX)}
 
-    def _running_appender(self) -> Appender:
-        if self._appender is None:
-            raise StoreUnavailable("the engine is not started")
-        return self._appender
+    async def _own_join(self, duplicate: Duplicate, event: NewEvent) -> bool:
+        """Whether the event a repeated key points at is this connection's join of this room."""
+        found = await self.store.read_all(after=duplicate.position - 1, limit=1)
+        original = found[0] if found else None
+        return (
+            original is not None
+            and original.type == USER_JOINED_ROOM
+            and original.stream_id == event.stream_id
+            and original.data.get("connection_id") == event.data["connection_id"]
+        )
 
-    async def _read_room(self, room_id: str) -> list[RecordedEvent]:
-        events: list[RecordedEvent] = []
-        try:
-            while True:
-                after = events[-1].stream_version if events else 0
-                page = await self.store.read_stream(
-                    room_stream(room_id), after_version=after, limit=_READ_PAGE
-                )
-                events.extend(page)
-                if len(page) < _READ_PAGE:
-                    return events
-        except Exception as exc:
-            if is_connectivity_error(exc):
-                raise StoreUnavailable(f"the event log is unreachable: {type(exc).__name__}") from exc
-            raise
+    async def _reloaded(self, room_id: str) -> RoomView:
+        """The view after the cache dropped it (it fell behind the log): read it again."""
+        return await self.live.load(room_id, self.room_view)

@@ -72,6 +72,7 @@ class Subscriber:
         self._totals = totals
         self._ready = asyncio.Event()  # set when an entry is queued: wakes the sender
         self._drained = asyncio.Event()  # set when the sender takes one: wakes `wait_for_room`
+        self._idle = asyncio.Event()  # set while the sender has nothing left to send: wakes `flush`
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self._sender = asyncio.get_running_loop().create_task(self._run(), name=f"fanout:{connection_id}")
@@ -120,6 +121,14 @@ class Subscriber:
         await self.wait_for_room()
         self.offer_durable(Entry(frames_of(message), None, None))  # below high water: it fits
 
+    async def flush(self) -> None:
+        """Wait until everything queued has gone to the sink, or the connection is closed: for a
+        caller that closes the socket itself right after its last message (a frame over the limit)."""
+        while not self._closing and (self.queue.depth or not self._idle.is_set()):
+            self._idle.clear()
+            self._ready.set()  # the sender sets `_idle` again as soon as it finds nothing queued
+            await self._idle.wait()
+
     def hold(self, topic: str) -> Hold:
         return self.queue.hold(topic)
 
@@ -142,8 +151,10 @@ class Subscriber:
                 entry = self.queue.pop()
                 if entry is None:
                     self._ready.clear()
+                    self._idle.set()
                     await self._ready.wait()
                     continue
+                self._idle.clear()
                 self._drained.set()
                 for frame in entry.frames:
                     await self._sink(frame)
@@ -206,6 +217,7 @@ class Subscriber:
         self._closing = True
         self.queue.clear()
         self._drained.set()  # waiters wake up and see the connection closed
+        self._idle.set()
 
     def snapshot(self) -> dict[str, object]:
         return {"depth": self.queue.depth, "topics": len(self.topics), **asdict(self.stats)}

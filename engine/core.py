@@ -1,0 +1,312 @@
+"""`EngineCore`: what every message handler of the `Engine` (engine/service.py) stands on: the pool, the
+event store, the appender, the hub, the node's connections, and `commit`, which appends an event and
+publishes it.
+
+Lifecycle: `await start()`, then `connect(actor, sink, close)` per socket and `disconnect(connection_id)`
+when it closes, and finally `await stop()`.
+
+Presence has no ghosts: every room a connection joined gets a `UserLeftRoom` when the connection goes
+away, whether the client closed it, the network dropped it or the server is shutting down, and the
+remaining members hear of it. (A node that dies without running `stop()` leaves its connections joined;
+the node heartbeat sweep planned in DESIGN.md, principle 7, will append those leaves from a survivor.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.actors import Actor
+from engine.appender import Appender, is_connectivity_error
+from engine.errors import StoreUnavailable
+from engine.events import (
+    DISCONNECTED,
+    USER_LEFT_ROOM,
+    AppendOutcome,
+    Committed,
+    Conflict,
+    NewEvent,
+    RecordedEvent,
+    room_stream,
+    user_stream,
+)
+from engine.fanout import Hub, Subscriber, SubscriberClosed
+from engine.live import Live, recorded
+from engine.projections.rooms import RoomView, project
+from engine.rendering import encode
+from engine.store import EventStore, create_db_engine
+from engine.subscriber import Close, Sink
+
+log = logging.getLogger(__name__)
+
+_READ_PAGE = 1000
+
+
+def default_node_id() -> str:
+    """Host, pid and a random suffix: unique across restarts that reuse a pid (containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Connection:
+    actor: Actor
+    # Rooms this connection may have joined: added before the join's append, whose outcome may be
+    # unknown (a timeout), so that its departure always records the leave. A leave for a join that
+    # never committed is harmless; a missing leave is a ghost.
+    rooms: set[str] = field(default_factory=set)
+
+
+class EngineCore:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        max_batch: int = 1000,
+        max_wait: float = 0.0,
+        append_timeout: float = 5.0,
+        pool_size: int = 10,
+        health_timeout: float = 2.0,
+        node_id: str | None = None,
+        max_queue: int = 1024,
+    ) -> None:
+        self.database_url = database_url
+        self.node_id = node_id or default_node_id()
+        self.health_timeout = health_timeout
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._append_timeout = append_timeout
+        self._pool_size = pool_size
+        self._max_queue = max_queue
+        self._db_engine: AsyncEngine | None = None
+        self._store: EventStore | None = None
+        self._appender: Appender | None = None
+        self._live: Live | None = None
+        self._connections: dict[str, _Connection] = {}
+
+    # Lifecycle.
+
+    async def start(self) -> None:
+        # The pool's command timeout matches the append timeout: a caller never waits on a statement
+        # longer than it was promised an answer.
+        self._db_engine = create_db_engine(
+            self.database_url, pool_size=self._pool_size, command_timeout=self._append_timeout
+        )
+        self._store = EventStore(self._db_engine)
+        self._appender = Appender(
+            self._store, max_batch=self._max_batch, max_wait=self._max_wait, timeout=self._append_timeout
+        )
+        self._live = Live(Hub(max_queue=self._max_queue))
+        await self._appender.start()
+
+    async def stop(self) -> None:
+        """Record the departure of connections still open, commit what is queued, close the pool."""
+        # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
+        # there may be thousands, and each would be a commit).
+        if self._live is not None:
+            await self._live.hub.aclose()
+        leaves = [leave for cid in list(self._connections) for leave in self._forget(cid)]
+        if leaves:
+            try:
+                await self._running_appender().append_many(leaves)
+            except StoreUnavailable as exc:
+                log.error("could not record %d departures at shutdown: %s", len(leaves), exc)
+        if self._appender is not None:
+            await self._appender.stop()
+        if self._db_engine is not None:
+            await self._db_engine.dispose()
+        self._appender = self._store = self._db_engine = self._live = None
+
+    async def health(self) -> bool:
+        """Whether PostgreSQL answers `SELECT 1` within `health_timeout` seconds.
+
+        Bounded on purpose: a health check that hangs while the database is unreachable is reported by
+        the load balancer as a timeout, not as "unhealthy", and takes the node out too late.
+        """
+        if self._db_engine is None:
+            return False
+        try:
+            async with asyncio.timeout(self.health_timeout), self._db_engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means unhealthy; the reason goes to the log
+            log.warning("health check failed: %s: %s", type(exc).__name__, exc)
+            return False
+        return True
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            raise StoreUnavailable("the engine is not started")
+        return self._store
+
+    @property
+    def live(self) -> Live:
+        if self._live is None:
+            raise StoreUnavailable("the engine is not started")
+        return self._live
+
+    @property
+    def hub(self) -> Hub:
+        return self.live.hub
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # Connections.
+
+    def connect(self, actor: Actor, sink: Sink, close: Close) -> str:
+        """Register a new connection of `actor` and subscribe it to the hub, in its user's topic (so
+        all their tabs hear of their own stream); returns its id. From here on every frame to it goes
+        through `reply` or a publish, so one sender task orders them all."""
+        connection_id = f"ws_{uuid.uuid4().hex}"
+        self.hub.subscribe(connection_id, sink, close)
+        self.hub.join(connection_id, user_stream(actor.user_id))
+        self._connections[connection_id] = _Connection(actor)
+        return connection_id
+
+    async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:
+        """Queue messages for one connection, behind what is queued for it. Raises SubscriberClosed."""
+        await self._subscriber(connection_id).send(encode(list(messages)))
+
+    async def flush(self, connection_id: str) -> None:
+        """Wait until what is queued for the connection has been sent (before closing it directly)."""
+        await self._subscriber(connection_id).flush()
+
+    async def disconnect(self, connection_id: str) -> None:
+        """Unsubscribe, forget the connection, and append (and publish) `UserLeftRoom` for every room
+        it joined.
+
+        Never raises for a store outage: the socket is gone either way. The leaves are then missing
+        from the log, which the log says loudly; the node sweep will append them later.
+        """
+        if self._live is not None:
+            await self._live.hub.unsubscribe(connection_id)
+        connection = self._connections.get(connection_id)
+        leaves = self._forget(connection_id)
+        # One commit call per leave, each awaiting its own append: callers resume in commit order,
+        # which `commit`'s publish needs (engine/live.py); a gathered batch would resume late.
+        outcomes = await asyncio.gather(*(self.commit(leave) for leave in leaves), return_exceptions=True)
+        for leave, outcome in zip(leaves, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("could not record the departure from %s: %s", leave.stream_id, outcome)
+        if connection is not None and self._live is not None:
+            user_id = connection.actor.user_id
+            if not any(c.actor.user_id == user_id for c in self._connections.values()):
+                self._live.forget_user(user_id)
+
+    async def room_view(self, room_id: str) -> RoomView:
+        """The room projected from its whole stream (a replay; persisted projections come later)."""
+        return project(await self._read_room(room_id), room_id)
+
+    # Appending.
+
+    async def commit(self, event: NewEvent) -> AppendOutcome:
+        """Append `event` and, if it committed, publish it before anything else can run.
+
+        Raises StoreUnavailable. A Duplicate is returned unpublished: its original was published.
+        """
+        outcome = await self._running_appender().append(event)
+        if isinstance(outcome, Committed):
+            self.live.publish(recorded(event, outcome))  # no await between the result and this
+        elif isinstance(outcome, Conflict):  # no handler sets expected_version
+            raise RuntimeError(f"unexpected conflict appending to {event.stream_id!r}: {outcome}")
+        return outcome
+
+    def new_event(
+        self,
+        actor: Actor,
+        connection_id: str,
+        stream_id: str,
+        event_type: str,
+        data: dict[str, Any],
+        client_msg_id: str | None = None,
+    ) -> NewEvent:
+        """An event caused by a message: metadata names who, where and which node; `client_msg_id`
+        is the idempotency key (per user) and is echoed in every message fanned out from it."""
+        metadata: dict[str, Any] = {
+            "user_id": actor.user_id,
+            "connection_id": connection_id,
+            "node": self.node_id,
+        }
+        if client_msg_id is not None:
+            metadata["client_msg_id"] = client_msg_id
+        return NewEvent(
+            stream_id=stream_id,
+            type=event_type,
+            data=data,
+            metadata=metadata,
+            idempotency_key=client_msg_id,
+            user_id=actor.user_id,
+        )
+
+    # Internals.
+
+    def _connection_of(self, actor: Actor, connection_id: str) -> _Connection:
+        connection = self._connections.get(connection_id)
+        if connection is None or connection.actor.user_id != actor.user_id:
+            raise ValueError(f"{connection_id!r} is not an open connection of {actor.user_id!r}")
+        return connection
+
+    def _subscriber(self, connection_id: str) -> Subscriber:
+        """The connection's subscriber; SubscriberClosed once it is gone (closed, or the engine stopped)."""
+        try:
+            return self.hub.subscriber(connection_id)
+        except (KeyError, StoreUnavailable):
+            raise SubscriberClosed(connection_id) from None
+
+    def _forget(self, connection_id: str) -> list[NewEvent]:
+        """Drop the connection and return the `UserLeftRoom` events its departure needs."""
+        connection = self._connections.pop(connection_id, None)
+        if connection is None:
+            return []
+        actor = connection.actor
+        return [
+            NewEvent(
+                stream_id=room_stream(room_id),
+                type=USER_LEFT_ROOM,
+                data={
+                    "room_id": room_id,
+                    "user_id": actor.user_id,
+                    "connection_id": connection_id,
+                    "reason": DISCONNECTED,
+                },
+                metadata={"user_id": actor.user_id, "connection_id": connection_id, "node": self.node_id},
+                user_id=actor.user_id,
+            )
+            for room_id in sorted(connection.rooms)
+        ]
+
+    def _running_appender(self) -> Appender:
+        if self._appender is None:
+            raise StoreUnavailable("the engine is not started")
+        return self._appender
+
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """`EventStore.read_stream`, with an unreachable database reported as StoreUnavailable."""
+        try:
+            return await self.store.read_stream(stream_id, after_version=after_version, limit=limit)
+        except Exception as exc:
+            if is_connectivity_error(exc):
+                raise StoreUnavailable(f"the event log is unreachable: {type(exc).__name__}") from exc
+            raise
+
+    async def _read_room(self, room_id: str, upto: int | None = None) -> list[RecordedEvent]:
+        """The room's durable events, from the first up to seq `upto` (all when None)."""
+        events: list[RecordedEvent] = []
+        while upto is None or len(events) < upto:
+            after = events[-1].stream_version if events else 0
+            page = await self.read_stream(room_stream(room_id), after_version=after, limit=_READ_PAGE)
+            events.extend(page)
+            if len(page) < _READ_PAGE:
+                break
+        return events if upto is None else events[:upto]

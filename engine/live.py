@@ -1,0 +1,162 @@
+"""The node's live state: the hub, the rooms' current views and the users' presence, kept in step with
+what this node commits, and the one place that publishes committed events.
+
+Why in memory and why synchronous: a publish must follow its commit with no await in between
+(engine/fanout.py), or two events of one room could be published out of seq order and the later one
+would make the earlier one a "duplicate" to every queue. A join's or leave's `room_state` needs the
+room as of that event, so the view it is built from must be at hand without reading the log: each
+commit this node makes is folded into the cached view in the same step as its publish. The appender
+resolves its callers in commit order, and each caller awaits its own append directly, so the views
+advance one seq at a time.
+
+A view is loaded from the log (an await) before the first append to its room, never in between. If a
+commit finds the view behind (another process appended to the room), the view is dropped and reloaded
+on the next message; meanwhile that event's `room_state` is left out rather than shown wrong
+(engine/rendering.py). Cross-node fanout is not wired yet, so on one node this does not happen.
+
+Presence (declared status, which connections are in which rooms) is folded from the same commits:
+`room_state.users[].status` shows the declared status of users whose connections are on this node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from engine.events import (
+    CURSOR_MOVED,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+    Committed,
+    NewEvent,
+    RecordedEvent,
+    durable_stream,
+    is_volatile_stream,
+    room_id_of,
+    room_stream,
+    user_stream,
+)
+from engine.fanout import Hub
+from engine.projections import presence
+from engine.projections.rooms import RoomView, apply, with_statuses
+from engine.rendering import encode, render
+
+log = logging.getLogger(__name__)
+
+LoadRoom = Callable[[str], Awaitable[RoomView]]
+
+
+def recorded(event: NewEvent, committed: Committed) -> RecordedEvent:
+    """The event as the log now holds it, built from the commit's answer instead of a read."""
+    return RecordedEvent(
+        position=committed.position,
+        stream_id=event.stream_id,
+        stream_version=committed.stream_version,
+        type=event.type,
+        data=event.data,
+        metadata=event.metadata,
+        recorded_at=committed.recorded_at,
+        user_id=event.user_id,
+        idempotency_key=event.idempotency_key,
+    )
+
+
+class Live:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._rooms: dict[str, RoomView] = {}
+        self._presence: dict[str, presence.Presence] = {}
+
+    # Reading.
+
+    async def load(self, room_id: str, read: LoadRoom) -> RoomView:
+        """The room's current view, read from the log unless it is cached; call before appending."""
+        cached = self._rooms.get(room_id)
+        if cached is not None:
+            return cached
+        loaded = await read(room_id)
+        # A commit of this node may have been folded while the read was in flight: keep the newer.
+        cached = self._rooms.get(room_id)
+        if cached is None or loaded.seq > cached.seq:
+            self._rooms[room_id] = cached = loaded
+        return cached
+
+    def view(self, room_id: str, *, shown: bool = True) -> RoomView | None:
+        """The cached view, with declared statuses laid over it when `shown`; None if not loaded."""
+        view = self._rooms.get(room_id)
+        if view is None or not shown:
+            return view
+        return with_statuses(view, self.statuses(view))
+
+    def statuses(self, view: RoomView) -> Mapping[str, str]:
+        """Declared statuses of the view's members known on this node (others stay "online")."""
+        found = {uid: self._presence[uid].shown_status for uid in view.members if uid in self._presence}
+        return {uid: status for uid, status in found.items() if status != presence.OFFLINE}
+
+    def rooms_of(self, user_id: str) -> frozenset[str]:
+        """The rooms the user's connections on this node are in."""
+        known = self._presence.get(user_id)
+        return known.rooms if known is not None else frozenset()
+
+    # Committing.
+
+    def publish(self, event: RecordedEvent) -> None:
+        """Fold a just-committed event into the live state and offer its messages. Synchronous: the
+        caller runs it right after its append returned, with no await in between."""
+        self._fold_presence(event)
+        sender = event.metadata.get("connection_id")
+        sender = sender if isinstance(sender, str) else None
+        if event.type == USER_STATUS_CHANGED:
+            self._publish_status(event, sender)
+            return
+        room_id = room_id_of(durable_stream(event.stream_id))
+        topic = room_stream(room_id)
+        view = self._fold_room(room_id, event)
+        frames = encode(render(event, view))
+        if is_volatile_stream(event.stream_id):
+            coalesce = str(event.data["user_id"]) if event.type == CURSOR_MOVED else None
+            self.hub.publish(topic, frames, volatile=True, exclude=sender, coalesce=coalesce)
+            return
+        if event.type == USER_LEFT_ROOM and sender is not None:
+            # The leaver hears `room_left` from the engine instead; what is already queued still goes.
+            self.hub.leave(sender, topic)
+        self.hub.publish(topic, frames, seq=event.stream_version)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the user's presence once nothing of theirs is left on this node (bounded memory)."""
+        known = self._presence.get(user_id)
+        if known is not None and not known.online:
+            del self._presence[user_id]
+
+    def _publish_status(self, event: RecordedEvent, sender: str | None) -> None:
+        user_id = str(event.data["user_id"])
+        frames = encode(render(event, None))
+        self.hub.publish(user_stream(user_id), frames, seq=event.stream_version, exclude=sender)
+        # Another stream's event in each room: no room seq (engine/fanout.py).
+        for room_id in sorted(self.rooms_of(user_id)):
+            self.hub.publish(room_stream(room_id), frames)
+
+    def _fold_room(self, room_id: str, event: RecordedEvent) -> RoomView | None:
+        view = self._rooms.get(room_id)
+        if view is None:
+            return None
+        durable = not is_volatile_stream(event.stream_id)
+        if durable and event.stream_version != view.seq + 1:
+            if event.stream_version > view.seq + 1:
+                log.warning(
+                    "room %r: view at seq %d, committed %d; reloading",
+                    room_id,
+                    view.seq,
+                    event.stream_version,
+                )
+                del self._rooms[room_id]
+            return None
+        view = self._rooms[room_id] = apply(view, event)
+        return with_statuses(view, self.statuses(view))
+
+    def _fold_presence(self, event: RecordedEvent) -> None:
+        user_id = presence.key_of(event)
+        if user_id is None:
+            return
+        current = self._presence.get(user_id) or presence.Presence(user_id)
+        self._presence[user_id] = presence.apply(current, event)

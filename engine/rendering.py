@@ -1,0 +1,117 @@
+"""What a committed event looks like on the wire: one `render` for live publishes and for replay.
+
+Why one function: a client that resumes with `join_room since` must see each missed event exactly as
+a member who was there saw it live (PROTOCOL.md, "join_room since"). If live and replay built their
+messages separately, the two would drift; here both call `render(event, view)` with the room view as
+of that event, so they cannot.
+
+`view` is the room as it stands right after `event` (with declared statuses laid over it), which is
+what a `room_state` sent for a join or leave must show. Live publishes take it from the engine's
+in-memory view (engine/live.py); a replay folds it from the log as it goes (`ReplayRenderer`).
+Only events that reach other people are rendered; replies to the sender (`ack`, `room_left`) are not
+events of their own and are sent by the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from engine.events import (
+    CURSOR_MOVED,
+    TYPING_STARTED,
+    TYPING_STOPPED,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+    RecordedEvent,
+)
+from engine.messages import (
+    Envelope,
+    cursor_moved,
+    room_state,
+    user_joined,
+    user_left,
+    user_status_changed,
+    user_typing_start,
+    user_typing_stop,
+)
+from engine.projections.rooms import RoomView, apply, with_statuses
+
+Frames = tuple[str, ...]
+
+
+def render(event: RecordedEvent, view: RoomView | None) -> list[dict[str, Any]]:
+    """The messages `event` becomes for the members of its topic, in order; [] for none.
+
+    `view` (the room after `event`) is needed for joins and leaves only; without it (the engine's
+    view fell behind the log, see engine/live.py) their `room_state` is left out rather than wrong.
+    """
+    data = event.data
+    envelope = Envelope.of(event)
+    if event.type == USER_JOINED_ROOM:
+        room_id = str(data["room_id"])
+        member = view.members.get(str(data["user_id"])) if view is not None else None
+        joiner: Any = member if member is not None else _joiner_entry(event)
+        state = [room_state(view)] if view is not None else []
+        return [*state, user_joined(room_id, joiner, envelope=envelope)]
+    if event.type == USER_LEFT_ROOM:
+        room_id, user_id = str(data["room_id"]), str(data["user_id"])
+        state = [room_state(view)] if view is not None else []
+        # A user with another tab still in the room has not left it: only the member list changed.
+        gone = view is None or user_id not in view.members
+        return [*state, *([user_left(room_id, user_id, envelope=envelope)] if gone else [])]
+    if event.type == CURSOR_MOVED:
+        return [
+            cursor_moved(
+                str(data["room_id"]),
+                str(data["user_id"]),
+                str(data["username"]),
+                x=data["x"],
+                y=data["y"],
+                cell=data.get("cell"),
+                envelope=envelope,
+            )
+        ]
+    if event.type in (TYPING_STARTED, TYPING_STOPPED):
+        build = user_typing_start if event.type == TYPING_STARTED else user_typing_stop
+        args = (str(data["room_id"]), str(data["user_id"]), str(data["username"]), str(data["cell_id"]))
+        return [build(*args, envelope=envelope)]
+    if event.type == USER_STATUS_CHANGED:
+        return [user_status_changed(str(data["user_id"]), str(data["status"]), envelope=envelope)]
+    return []
+
+
+def encode(messages: list[dict[str, Any]]) -> Frames:
+    """Text frames, encoded once and shared by every connection they go to."""
+    return tuple(orjson.dumps(message).decode() for message in messages)
+
+
+def _joiner_entry(event: RecordedEvent) -> dict[str, Any]:
+    """The joiner as a `room_state.users[]` entry when no view is at hand."""
+    data = event.data
+    return {
+        "user_id": data["user_id"],
+        "username": data.get("username") or data["user_id"],
+        "email": data.get("email"),
+        "room": data["room_id"],
+        "status": "online",
+        "cursor": None,
+        "last_seen": Envelope.of(event).fields().get("ts"),
+    }
+
+
+class ReplayRenderer:
+    """`render` for a catch-up: folds the room from the view at `since` as the replay passes each
+    event, so every replayed message is built from the same view it had live."""
+
+    def __init__(self, view: RoomView, statuses: Callable[[RoomView], Mapping[str, str]]) -> None:
+        self.view = view
+        self._statuses = statuses
+
+    def __call__(self, event: RecordedEvent) -> Frames | None:
+        self.view = apply(self.view, event)
+        frames = encode(render(event, with_statuses(self.view, self._statuses(self.view))))
+        return frames or None

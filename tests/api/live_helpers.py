@@ -1,0 +1,59 @@
+"""Helpers for tests with several live clients: read up to a message, and prove a message was not sent.
+
+"Not sent" without timing: a ping's `pong` is queued for a connection behind everything published to it
+before the ping was handled, so the messages read before the pong are all there is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+
+from tests.api.conftest import receive, request
+
+Message = dict[str, Any]
+
+
+async def greet(ws: ClientConnection) -> str:
+    """Read the `connected` greeting; returns the connection id."""
+    greeting = await receive(ws)
+    assert greeting["type"] == "connected"
+    return str(greeting["connection_id"])
+
+
+async def send(ws: ClientConnection, message: Message) -> None:
+    await ws.send(json.dumps(message))
+
+
+async def until(ws: ClientConnection, match: Callable[[Message], bool]) -> list[Message]:
+    """Messages up to and including the first that matches (a receive timeout fails the test)."""
+    seen: list[Message] = []
+    while True:
+        message = await receive(ws)
+        seen.append(message)
+        if match(message):
+            return seen
+
+
+def of_type(kind: str, **fields: object) -> Callable[[Message], bool]:
+    return lambda m: m.get("type") == kind and all(m.get(k) == v for k, v in fields.items())
+
+
+async def pending(ws: ClientConnection) -> list[Message]:
+    """Everything queued for `ws` before a ping now, in order (the pong itself left out)."""
+    await send(ws, {"type": "ping"})
+    return (await until(ws, of_type("pong")))[:-1]
+
+
+async def join(ws: ClientConnection, room_id: str, **extra: object) -> Message:
+    """Join and return the `room_state` reply."""
+    reply = await request(ws, {"type": "join_room", "room_id": room_id, **extra})
+    assert reply["type"] == "room_state", reply
+    return reply
+
+
+def types(messages: list[Message]) -> list[str]:
+    return [str(m["type"]) for m in messages]

@@ -1,0 +1,154 @@
+"""The live side without a database: `render` (shared by live publishes and replay), `Live` folding
+commits into the room view in seq order, and `Subscriber.flush`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from engine.events import (
+    CURSOR_MOVED,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+    RecordedEvent,
+    room_stream,
+    user_stream,
+    volatile_stream,
+)
+from engine.fanout import Hub
+from engine.live import Live
+from engine.projections.rooms import RoomView, project
+from engine.rendering import ReplayRenderer, render
+from tests.unit.test_fanout import Client, connect, running_hub, settle
+
+ROOM = "r"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+_position = iter(range(1, 10_000))
+
+
+def event(stream_id: str, version: int, kind: str, **data: Any) -> RecordedEvent:
+    metadata = {"connection_id": data.get("connection_id", "c-" + str(data.get("user_id")))}
+    return RecordedEvent(next(_position), stream_id, version, kind, data, metadata, T0)
+
+
+def joined(version: int, user_id: str, connection_id: str | None = None) -> RecordedEvent:
+    cid = connection_id or f"c-{user_id}"
+    data = {"room_id": ROOM, "user_id": user_id, "username": user_id, "email": None, "connection_id": cid}
+    return event(room_stream(ROOM), version, USER_JOINED_ROOM, **data)
+
+
+def left(version: int, user_id: str, connection_id: str | None = None) -> RecordedEvent:
+    cid = connection_id or f"c-{user_id}"
+    data = {"room_id": ROOM, "user_id": user_id, "connection_id": cid, "reason": "left"}
+    return event(room_stream(ROOM), version, USER_LEFT_ROOM, **data)
+
+
+def test_render_join_is_room_state_then_user_joined_with_the_event_seq() -> None:
+    first, second = joined(1, "a"), joined(2, "b")
+    view = project([first, second])
+    state, user_joined = render(second, view)
+    assert (state["type"], state["seq"], state["total_users"]) == ("room_state", 2, 2)
+    assert (user_joined["type"], user_joined["seq"], user_joined["user"]["user_id"]) == (
+        "user_joined",
+        2,
+        "b",
+    )
+
+
+def test_render_leave_of_a_user_with_another_tab_sends_no_user_left() -> None:
+    events = [joined(1, "a", "tab1"), joined(2, "a", "tab2"), left(3, "a", "tab1")]
+    assert [m["type"] for m in render(events[-1], project(events))] == ["room_state"]
+    events.append(left(4, "a", "tab2"))
+    assert [m["type"] for m in render(events[-1], project(events))] == ["room_state", "user_left"]
+
+
+def test_render_without_a_view_leaves_room_state_out_rather_than_wrong() -> None:
+    assert [m["type"] for m in render(joined(5, "a"), None)] == ["user_joined"]
+
+
+def test_replay_renderer_builds_what_live_sent() -> None:
+    events = [joined(1, "a"), joined(2, "b"), left(3, "a")]
+    live = [render(e, project(events[: i + 1])) for i, e in enumerate(events)]
+    replay = ReplayRenderer(RoomView(ROOM), lambda view: {})
+    assert [replay(e) for e in events] == [tuple(orjson.dumps(m).decode() for m in msgs) for msgs in live]
+
+
+async def test_live_publishes_in_seq_order_with_the_view_of_each_event() -> None:
+    async with running_hub() as hub:
+        member = Client()
+        connect(hub, "c-a", member, room_stream(ROOM))
+        live = Live(hub)
+
+        async def load(room_id: str) -> RoomView:
+            return RoomView(room_id)
+
+        await live.load(ROOM, load)
+        live.publish(joined(1, "a"))
+        live.publish(joined(2, "b"))
+        live.publish(event(volatile_stream(room_stream(ROOM)), 1, CURSOR_MOVED, room_id=ROOM, user_id="b",
+                           username="b", x=1, y=2, cell=None, connection_id="c-b"))  # fmt: skip
+        frames = [orjson.loads(f) for f in await member.received(5)]
+        assert [(f["type"], f.get("seq")) for f in frames] == [
+            ("room_state", 1),
+            ("user_joined", 1),
+            ("room_state", 2),
+            ("user_joined", 2),
+            ("cursor_moved", None),
+        ]
+        view = live.view(ROOM)
+        assert view is not None and view.members["b"].cursor == {"x": 1, "y": 2, "cell": None}
+
+
+async def test_live_status_reaches_other_tabs_and_rooms_and_shows_in_room_state() -> None:
+    async with running_hub() as hub:
+        tab1, tab2, other = Client(), Client(), Client()
+        connect(hub, "c-a", tab1, user_stream("a"), room_stream(ROOM))
+        connect(hub, "tab2", tab2, user_stream("a"))
+        connect(hub, "c-b", other, room_stream(ROOM))
+        live = Live(hub)
+
+        async def load(room_id: str) -> RoomView:
+            return RoomView(room_id)
+
+        await live.load(ROOM, load)
+        live.publish(joined(1, "a"))
+        status = event(
+            user_stream("a"), 1, USER_STATUS_CHANGED, user_id="a", status="busy", connection_id="tab2"
+        )
+        live.publish(status)
+        await other.received(3)
+        await settle()
+        assert orjson.loads(other.frames[-1])["status"] == "busy"
+        assert [orjson.loads(f)["type"] for f in tab1.frames].count("user_status_changed") == 2  # user + room
+        assert tab2.frames == []  # the sender
+        view = live.view(ROOM)
+        assert view is not None and view.members["a"].status == "busy"
+
+
+async def test_live_drops_a_view_that_fell_behind_the_log() -> None:
+    live = Live(Hub())
+
+    async def load(room_id: str) -> RoomView:
+        return RoomView(room_id)
+
+    await live.load(ROOM, load)
+    live.publish(joined(2, "a"))  # seq 1 was appended elsewhere
+    assert live.view(ROOM) is None
+    await live.hub.aclose()
+
+
+async def test_flush_waits_until_queued_frames_are_sent() -> None:
+    async with running_hub() as hub:
+        client = Client(allow=0)
+        subscriber = hub.subscribe("c", client.send_text, client.close)
+        await subscriber.send("one")
+        flushed = asyncio.create_task(subscriber.flush())
+        await settle()
+        assert not flushed.done()
+        client.open()
+        await flushed
+        assert client.frames == ["one"]
