@@ -25,6 +25,7 @@ from engine.actors import Actor
 from engine.errors import EngineError, UnknownMessageType
 from engine.fanout import SubscriberClosed
 from engine.messages import (
+    CellUpdate,
     CursorMove,
     InboundMessage,
     JoinRoom,
@@ -116,6 +117,18 @@ class Session:
                 await engine.typing(actor, cid, room, cell_id, started=started, client_msg_id=cmid)
             case StatusUpdate(status=status):
                 await engine.set_status(actor, cid, status, client_msg_id=cmid)
+            case CellUpdate():
+                await engine.update_cell(
+                    actor,
+                    cid,
+                    message.sheet_id,
+                    message.cell_id,
+                    value=message.value,
+                    formula=message.formula,
+                    version=message.version,
+                    room=message.room,
+                    client_msg_id=cmid,
+                )
             case _:
                 # Valid by the schema but not handled by this server yet (issue 3): say so, never
                 # stay silent, so a client does not wait for an answer that will not come.

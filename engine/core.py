@@ -35,6 +35,7 @@ from engine.events import (
     Conflict,
     NewEvent,
     RecordedEvent,
+    Refused,
     room_stream,
     user_stream,
 )
@@ -90,6 +91,7 @@ class EngineCore:
         self._appender: Appender | None = None
         self._live: Live | None = None
         self._connections: dict[str, _Connection] = {}
+        self._sheet_rooms: dict[str, str] = {}  # sheet -> the room of its first edit (never changes)
 
     # Lifecycle.
 
@@ -211,11 +213,14 @@ class EngineCore:
     async def commit(self, event: NewEvent) -> AppendOutcome:
         """Append `event` and, if it committed, publish it before anything else can run.
 
-        Raises StoreUnavailable. A Duplicate is returned unpublished: its original was published.
+        Raises StoreUnavailable, or the Rejected of a decision made inside the append (a cell's
+        VersionConflict). A Duplicate is returned unpublished: its original was published.
         """
         outcome = await self._running_appender().append(event)
         if isinstance(outcome, Committed):
             self.live.publish(recorded(event, outcome))  # no await between the result and this
+        elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
+            raise outcome.error
         elif isinstance(outcome, Conflict):  # no handler sets expected_version
             raise RuntimeError(f"unexpected conflict appending to {event.stream_id!r}: {outcome}")
         return outcome

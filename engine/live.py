@@ -53,7 +53,7 @@ def recorded(event: NewEvent, committed: Committed) -> RecordedEvent:
         stream_id=event.stream_id,
         stream_version=committed.stream_version,
         type=event.type,
-        data=event.data,
+        data=committed.data if committed.data is not None else event.data,  # e.g. a cell's new version
         metadata=event.metadata,
         recorded_at=committed.recorded_at,
         user_id=event.user_id,

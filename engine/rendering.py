@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from engine.events import (
+    CELL_UPDATED,
     CURSOR_MOVED,
     TYPING_STARTED,
     TYPING_STOPPED,
@@ -30,6 +31,7 @@ from engine.events import (
 )
 from engine.messages import (
     Envelope,
+    cell_updated,
     cursor_moved,
     room_state,
     user_joined,
@@ -63,6 +65,19 @@ def render(event: RecordedEvent, view: RoomView | None) -> list[dict[str, Any]]:
         # A user with another tab still in the room has not left it: only the member list changed.
         gone = view is None or user_id not in view.members
         return [*state, *([user_left(room_id, user_id, envelope=envelope)] if gone else [])]
+    if event.type == CELL_UPDATED:
+        return [
+            cell_updated(
+                str(data["sheet_id"]),
+                str(data["cell_id"]),
+                value=data.get("value"),
+                formula=data.get("formula"),
+                user_id=str(data["user_id"]),
+                username=str(data.get("username") or data["user_id"]),
+                version=int(data["version"]),
+                envelope=envelope,
+            )
+        ]
     if event.type == CURSOR_MOVED:
         return [
             cursor_moved(

@@ -16,9 +16,10 @@ from typing import Any
 
 from engine.actors import Actor
 from engine.core import EngineCore, default_node_id
-from engine.decide import authorize, check_join, require_in_room, require_member
+from engine.decide import authorize, check_join, require_in_room, require_member, room_for_cell_update
 from engine.errors import ValidationFailed
 from engine.events import (
+    CELL_UPDATED,
     CURSOR_MOVED,
     LEFT,
     ROOM_STREAM_PREFIX,
@@ -29,6 +30,7 @@ from engine.events import (
     USER_LEFT_ROOM,
     USER_STATUS_CHANGED,
     AppendOutcome,
+    CellWrite,
     Committed,
     Duplicate,
     NewEvent,
@@ -182,6 +184,54 @@ class Engine(EngineCore):
             data["reason"] = STOPPED
         kind = TYPING_STARTED if started else TYPING_STOPPED
         await self._volatile(actor, connection_id, room, kind, data, client_msg_id)
+
+    # Cells.
+
+    async def update_cell(
+        self,
+        actor: Actor,
+        connection_id: str,
+        sheet_id: str,
+        cell_id: str,
+        *,
+        value: Any,
+        formula: str | None = None,
+        version: int | None = None,
+        room: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """Append `CellUpdated`; `cell_updated` with the server's version goes to every member of the
+        sheet's room, the sender included, and the sender gets its `ack`.
+
+        The version rule and the sheet's room are decided by the writer inside the append, against
+        the cell as of the head it commits on (engine/batch_plan.py), so two nodes can never both
+        accept updates on one base version; a stale base raises VersionConflict with the current cell.
+        Checks of this connection (role, membership) are made here, before anything is queued.
+        """
+        self._connection_of(actor, connection_id)
+        authorize(actor, "cell_update")
+        joined = self._joined(connection_id)
+        sheet_room = self._sheet_rooms.get(sheet_id)
+        if sheet_room is None:
+            sheet_room = await self.store.sheet_room(sheet_id)
+            if sheet_room is not None:
+                self._sheet_rooms[sheet_id] = sheet_room  # never changes once set: safe to keep
+        room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined)
+        require_member(room_id, joined)
+        data = {
+            "room_id": room_id,
+            "sheet_id": sheet_id,
+            "cell_id": cell_id,
+            "value": value,
+            "formula": formula,
+            "user_id": actor.user_id,
+            "username": actor.username,
+        }
+        event = self.new_event(actor, connection_id, room_stream(room_id), CELL_UPDATED, data, client_msg_id)
+        event = replace(event, cell=CellWrite(sheet_id, cell_id, room_id, version))
+        await self.live.load(room_id, self.room_view)
+        outcome = await self.commit(event)
+        await self._ack(connection_id, client_msg_id, room_id, outcome)
 
     # The user's own stream.
 

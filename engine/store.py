@@ -116,6 +116,14 @@ class EventStore:
         async with self.db_engine.connect() as conn:
             return int((await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one())
 
+    async def sheet_room(self, sheet_id: str) -> str | None:
+        """The room of the sheet's first edit, or None for a sheet never edited."""
+        async with self.db_engine.connect() as conn:
+            found = await conn.execute(
+                text("SELECT room_id FROM sheets WHERE sheet_id = :s"), {"s": sheet_id}
+            )
+            return found.scalar()
+
     async def stream_version(self, stream_id: str) -> int:
         async with self.db_engine.connect() as conn:
             found = await conn.execute(

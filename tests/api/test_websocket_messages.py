@@ -92,8 +92,8 @@ async def test_websocket_valid_but_unhandled_message_is_answered_not_ignored(
 ) -> None:
     """Until the rest of the protocol lands, a seed message the server does not handle yet gets an
     explicit error (a client must never wait for a reply that will not come) and changes nothing."""
-    update = {"type": "cell_update", "sheet_id": "s1", "cell_id": "A1", "value": "x", "client_msg_id": "m-9"}
-    reply = await request(client, update)
+    read = {"type": "notification_read", "notification_id": "n-1", "client_msg_id": "m-9"}
+    reply = await request(client, read)
     assert (reply["code"], reply["client_msg_id"]) == ("UNKNOWN_MESSAGE_TYPE", "m-9")
-    assert "cell_update" in reply["error"]
+    assert "notification_read" in reply["error"]
     assert (await request(client, {"type": "ping"}))["type"] == "pong"
