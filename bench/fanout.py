@@ -1,0 +1,245 @@
+"""Fanout under load: collab-engine (every message durably persisted) against a minimal in-memory relay.
+
+    python bench/fanout.py [--seconds 5] [--rates 1000,2000,5000,open] [--json out.json]
+
+10 rooms x 20 members; 2 senders per room send `cell_update` with a `client_msg_id`, each to its own
+cell, paced to the offered rate (open loop: sends do not wait for replies); `open` sends as fast as
+the sockets take them. Every member, the sender included, receives each `cell_updated`. Reported per
+step: offered and achieved msgs/s, deliveries/s, p50/p99 latency from send to each delivery, lost
+and duplicated deliveries. The server runs pinned to core 0 and this load generator to core 1
+(`os.sched_setaffinity`), so they do not share a core; both servers run the same workload in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from api.settings import Settings  # noqa: E402
+from api.tokens import mint_token  # noqa: E402
+from bench.common import fresh_database, percentile  # noqa: E402
+
+SECRET = "bench-secret-" + "k" * 64
+UNLIMITED = str(10**9)
+
+
+@dataclass
+class Step:
+    """Deliveries of one offered rate, keyed by client_msg_id."""
+
+    name: str
+    sent_at: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    delivered: set[tuple[str, int]] = field(default_factory=set)
+    duplicates: int = 0
+    last_delivery: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(target: str, port: int, database_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": SECRET,
+        "WEBSOCKET_REQUESTS_PER_MINUTE": UNLIMITED,
+        "WEBSOCKET_REQUESTS_PER_HOUR": UNLIMITED,
+        "VOLATILE_MESSAGES_PER_SECOND": UNLIMITED,
+    }
+    app = ["api.app:create_app", "--factory"] if target == "collab-engine" else ["bench.baseline_relay:app"]
+    command = [
+        "taskset", "-c", "0", sys.executable, "-m", "uvicorn", *app, "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--log-level", "warning",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+async def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode}")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+class Load:
+    def __init__(self, port: int, rooms: int, members: int, senders: int) -> None:
+        self.url = f"ws://127.0.0.1:{port}/api/v1/ws"
+        self.rooms, self.members, self.senders = rooms, members, senders
+        self.settings = Settings(_env_file=None, jwt_secret_key=SECRET)  # type: ignore[call-arg]
+        self.clients: list[ClientConnection] = []
+        self.step: Step | None = None
+        self._readers: list[asyncio.Task[None]] = []
+
+    async def connect_all(self) -> None:
+        for r in range(self.rooms):
+            for m in range(self.members):
+                user = f"u{r}-{m}"
+                token = mint_token(self.settings, sub=user, secret=SECRET)
+                ws = await connect(f"{self.url}?token={token}", max_queue=None, open_timeout=30)
+                await ws.send(orjson.dumps({"type": "join_room", "room_id": f"bench-{r}"}).decode())
+                index = len(self.clients)
+                self.clients.append(ws)
+                self._readers.append(asyncio.create_task(self._read(ws, index)))
+        await asyncio.sleep(1.0)  # let the joins' room_state/user_joined traffic settle
+
+    async def _read(self, ws: ClientConnection, index: int) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in ws:
+                step = self.step
+                if step is None or '"cell_updated"' not in frame:
+                    continue
+                cmid = orjson.loads(frame).get("client_msg_id")
+                sent = step.sent_at.get(cmid)
+                if sent is None:
+                    continue
+                now = time.perf_counter()
+                key = (cmid, index)
+                if key in step.delivered:
+                    step.duplicates += 1
+                    continue
+                step.delivered.add(key)
+                step.latencies.append((now - sent) * 1000)
+                step.last_delivery = now
+
+    async def run_step(self, name: str, rate: float | None, seconds: float) -> dict[str, object]:
+        step = self.step = Step(name)
+        senders = [(r, s) for r in range(self.rooms) for s in range(self.senders)]
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def send_loop(room: int, s: int) -> None:
+            ws = self.clients[room * self.members + s]
+            interval = len(senders) / rate if rate else 0.0
+            next_at, i = started, 0
+            while (now := time.perf_counter()) < deadline:
+                if interval and now < next_at:
+                    await asyncio.sleep(next_at - now)
+                cmid = f"{name}-{room}-{s}-{i}"
+                message = {
+                    "type": "cell_update", "sheet_id": f"sheet-{room}", "cell_id": f"C{s + 1}",
+                    "value": i, "room": f"bench-{room}", "client_msg_id": cmid,
+                }  # fmt: skip
+                step.sent_at[cmid] = time.perf_counter()
+                await ws.send(orjson.dumps(message).decode())
+                next_at += interval
+                i += 1
+
+        await asyncio.gather(*(send_loop(r, s) for r, s in senders))
+        sent_seconds = time.perf_counter() - started
+        expected = len(step.sent_at) * self.members
+        drain_until = time.perf_counter() + 10
+        # Polling, on purpose: the readers stay free of bookkeeping for the benchmark's sake.
+        while len(step.delivered) < expected and time.perf_counter() < drain_until:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        span = max(step.last_delivery - started, sent_seconds)
+        return {
+            "step": name,
+            "offered_msgs_per_s": rate or "open",
+            "sent_msgs_per_s": round(len(step.sent_at) / sent_seconds),
+            "deliveries_per_s": round(len(step.delivered) / span),
+            "p50_ms": round(percentile(step.latencies, 50), 2),
+            "p99_ms": round(percentile(step.latencies, 99), 2),
+            "lost": expected - len(step.delivered),
+            "duplicated": step.duplicates,
+        }
+
+    async def close(self) -> None:
+        for ws in self.clients:
+            await ws.close()
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+async def measure(
+    target: str, database_url: str, args: argparse.Namespace, logs: Path
+) -> list[dict[str, object]]:
+    port = free_port()
+    server = start_server(target, port, database_url, logs / f"{target}.log")
+    try:
+        await wait_ready(port, server)
+        load = Load(port, args.rooms, args.members, args.senders)
+        await load.connect_all()
+        rows = []
+        for rate in args.rates.split(","):
+            offered = None if rate == "open" else float(rate)
+            rows.append({"server": target, **await load.run_step(f"s{rate}", offered, args.seconds)})
+        await load.close()
+        return rows
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def report(rows: list[dict[str, object]]) -> str:
+    keys = ["server", "offered_msgs_per_s", "sent_msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"]
+    keys += ["lost", "duplicated"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    best = {
+        t: max(int(r["deliveries_per_s"]) for r in rows if r["server"] == t)
+        for t in {r["server"] for r in rows}
+    }
+    if "collab-engine" in best and "baseline relay" in best:
+        ratio = best["collab-engine"] / max(best["baseline relay"], 1)
+        lines.append(f"\nsaturation deliveries/s: collab-engine / baseline relay = {ratio:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", default="1000,2000,5000,open")
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--members", type=int, default=20)
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    database_url = fresh_database()
+    # The server side (uvicorn, and PostgreSQL's postmaster whose backends inherit its affinity) keeps
+    # to core 0, this load generator to core 1.
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            with contextlib.suppress(psutil.Error):
+                proc.cpu_affinity([0])
+    os.sched_setaffinity(0, {1})
+    logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
+    rows: list[dict[str, object]] = []
+    for target in ("collab-engine", "baseline relay"):
+        rows += asyncio.run(measure(target, database_url, args, logs))
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; server logs in {logs}")
+    print(report(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
