@@ -70,7 +70,8 @@ def start_server(target: str, port: int, database_url: str, log: Path) -> subpro
     app = ["api.app:create_app", "--factory"] if target == "collab-engine" else ["bench.baseline_relay:app"]
     command = [
         "taskset", "-c", "0", sys.executable, "-m", "uvicorn", *app, "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--log-level", "warning",
+        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+        "--ws-per-message-deflate", "false", "--log-level", "warning",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
