@@ -19,15 +19,20 @@ from api.database_url import resolve_database_url
 from api.jwt_secret import resolve_jwt_secret
 from api.routes import api_router
 from api.settings import Settings, get_settings
+from engine.ai import AiProvider, provider_from
 from engine.migrate import upgrade_to_head
+from engine.rate_limits import RateLimits
 from engine.service import Engine
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app for `settings` (default: from the environment)."""
+def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | None = None) -> FastAPI:
+    """The app for `settings` (default: from the environment); `ai_provider` replaces the one the
+    AI_* settings name (tests)."""
     settings = settings if settings is not None else get_settings()
+    if ai_provider is None:
+        ai_provider = provider_from(settings.ai_base_url, settings.ai_api_key, settings.ai_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,6 +46,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_wait=settings.append_max_wait_ms / 1000,
             append_timeout=settings.append_timeout_seconds,
             pool_size=settings.db_pool_size,
+            ai_provider=ai_provider,
+            rate_limits=RateLimits(
+                per_minute=settings.websocket_requests_per_minute,
+                per_hour=settings.websocket_requests_per_hour,
+                block_seconds=settings.websocket_block_duration_minutes * 60,
+                volatile_per_second=settings.volatile_messages_per_second,
+            ),
+            typing_timeout=settings.typing_timeout_seconds,
         )
         await engine.start()
         app.state.settings = settings

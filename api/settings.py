@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     # How long an awaited append may take before the caller is told the store is unavailable.
     append_timeout_seconds: float = Field(default=5.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
+    # AI: an OpenAI-compatible chat completions endpoint when all three are set, else the builtin analysis.
+    ai_base_url: str | None = None
+    ai_api_key: str | None = Field(default=None, repr=False)
+    ai_model: str | None = None
+    # Per user: the budget of volatile messages (cursor_move, typing_*, file_upload_progress), which
+    # count against it instead of the seed's limits (PROTOCOL.md, "Rate limiting").
+    volatile_messages_per_second: int = Field(default=30, ge=1)
+    # Typing without a stop ends (user_typing_stop, reason expired) after this many seconds.
+    typing_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

@@ -25,13 +25,19 @@ from engine.actors import Actor
 from engine.errors import EngineError, UnknownMessageType
 from engine.fanout import SubscriberClosed
 from engine.messages import (
+    AiCancel,
+    AiRequest,
     CellUpdate,
     CursorMove,
+    FileUploadProgress,
+    FileUploadStart,
     InboundMessage,
     JoinRoom,
     LeaveRoom,
+    NotificationRead,
     Ping,
     StatusUpdate,
+    SubscribeNotifications,
     TypingStart,
     TypingStop,
 )
@@ -103,6 +109,8 @@ class Session:
         """Hand a valid message to the engine, which sends the replies (they must be ordered with the
         fanout, e.g. `room_state` before a join's replayed events)."""
         engine, actor, cid, cmid = self.engine, self.actor, self.connection_id, message.client_msg_id
+        # Before any handler: a limited user's message is refused with nothing persisted (`ping` is free).
+        engine.rate_limiter.check(actor.user_id, message.type)
         match message:
             case Ping():
                 await self.send(messages.pong(datetime.now(UTC), echo))
@@ -115,6 +123,11 @@ class Session:
             case TypingStart(room=room, cell_id=cell_id) | TypingStop(room=room, cell_id=cell_id):
                 started = isinstance(message, TypingStart)
                 await engine.typing(actor, cid, room, cell_id, started=started, client_msg_id=cmid)
+            case AiRequest(request_id=request_id, query=query, sheet_id=sheet_id, context=context):
+                ctx = None if context is None else context.model_dump()
+                await engine.ai.request(actor, cid, request_id, query, sheet_id, ctx, client_msg_id=cmid)
+            case AiCancel(request_id=request_id):
+                await engine.ai.cancel(actor, cid, request_id, client_msg_id=cmid)
             case StatusUpdate(status=status):
                 await engine.set_status(actor, cid, status, client_msg_id=cmid)
             case CellUpdate():
@@ -127,6 +140,30 @@ class Session:
                     formula=message.formula,
                     version=message.version,
                     room=message.room,
+                    client_msg_id=cmid,
+                )
+            case SubscribeNotifications():
+                await engine.subscribe_notifications(actor, cid, message.filters(), client_msg_id=cmid)
+            case NotificationRead(notification_id=notification_id):
+                await engine.read_notification(actor, cid, notification_id, client_msg_id=cmid)
+            case FileUploadStart():
+                await engine.start_upload(
+                    actor,
+                    cid,
+                    message.file_id,
+                    filename=message.filename,
+                    file_size=message.file_size,
+                    mime_type=message.mime_type,
+                    client_msg_id=cmid,
+                )
+            case FileUploadProgress():
+                await engine.report_upload_progress(
+                    actor,
+                    cid,
+                    message.file_id,
+                    bytes_uploaded=message.bytes_uploaded,
+                    total_bytes=message.total_bytes,
+                    percentage=message.percentage,
                     client_msg_id=cmid,
                 )
             case _:

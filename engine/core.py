@@ -25,6 +25,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.actors import Actor
+from engine.ai import AiProvider
+from engine.ai_runner import AiRunner
 from engine.appender import Appender, is_connectivity_error
 from engine.errors import StoreUnavailable
 from engine.events import (
@@ -42,9 +44,11 @@ from engine.events import (
 from engine.fanout import Hub, Subscriber, SubscriberClosed
 from engine.live import Live, recorded
 from engine.projections.rooms import RoomView, project
+from engine.rate_limits import RateLimiter, RateLimits
 from engine.rendering import encode
 from engine.store import EventStore, create_db_engine
 from engine.subscriber import Close, Sink
+from engine.typing_sweeper import TypingSweeper
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ class EngineCore:
         health_timeout: float = 2.0,
         node_id: str | None = None,
         max_queue: int = 1024,
+        rate_limits: RateLimits | None = None,
+        typing_timeout: float = 5.0,
+        ai_provider: AiProvider | None = None,
     ) -> None:
         self.database_url = database_url
         self.node_id = node_id or default_node_id()
@@ -92,6 +99,10 @@ class EngineCore:
         self._live: Live | None = None
         self._connections: dict[str, _Connection] = {}
         self._sheet_rooms: dict[str, str] = {}  # sheet -> the room of its first edit (never changes)
+        # Per user on this node (engine/rate_limits.py); checked before a message reaches a handler.
+        self.rate_limiter = RateLimiter(rate_limits or RateLimits())
+        self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/typing_sweeper.py
+        self.ai = AiRunner(self, ai_provider)  # ai_request / ai_cancel (engine/ai_runner.py); default builtin
 
     # Lifecycle.
 
@@ -106,12 +117,16 @@ class EngineCore:
             self._store, max_batch=self._max_batch, max_wait=self._max_wait, timeout=self._append_timeout
         )
         self._live = Live(Hub(max_queue=self._max_queue))
+        self.ai.register(self._live)
         await self._appender.start()
+        self.typing_sweeper.start()
 
     async def stop(self) -> None:
         """Record the departure of connections still open, commit what is queued, close the pool."""
         # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
         # there may be thousands, and each would be a commit).
+        await self.typing_sweeper.stop()
+        await self.ai.stop()  # running AI requests are recorded as failed while the hub still publishes
         if self._live is not None:
             await self._live.hub.aclose()
         leaves = [leave for cid in list(self._connections) for leave in self._forget(cid)]
@@ -218,7 +233,8 @@ class EngineCore:
         """
         outcome = await self._running_appender().append(event)
         if isinstance(outcome, Committed):
-            self.live.publish(recorded(event, outcome))  # no await between the result and this
+            self.live.publish(published := recorded(event, outcome))  # no await between the result and this
+            self.typing_sweeper.observe(published)
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
             raise outcome.error
         elif isinstance(outcome, Conflict):  # no handler sets expected_version

@@ -44,6 +44,7 @@ from engine.rendering import encode, render
 log = logging.getLogger(__name__)
 
 LoadRoom = Callable[[str], Awaitable[RoomView]]
+UserPublisher = Callable[[RecordedEvent, str | None], None]  # (event, sender connection id)
 
 
 def recorded(event: NewEvent, committed: Committed) -> RecordedEvent:
@@ -66,6 +67,11 @@ class Live:
         self.hub = hub
         self._rooms: dict[str, RoomView] = {}
         self._presence: dict[str, presence.Presence] = {}
+        # Publishers of user-stream event types other than status, by type, registered by the modules
+        # that own them (e.g. engine/notifications_service.py). Each is called from `publish`, as
+        # synchronously as the rest of it, with the event and its sender's connection id, and offers
+        # the messages itself: so it may deliver to some of the user's connections only (filters).
+        self.user_publishers: dict[str, UserPublisher] = {}
 
     # Reading.
 
@@ -108,6 +114,10 @@ class Live:
         sender = sender if isinstance(sender, str) else None
         if event.type == USER_STATUS_CHANGED:
             self._publish_status(event, sender)
+            return
+        user_publisher = self.user_publishers.get(event.type)
+        if user_publisher is not None:
+            user_publisher(event, sender)
             return
         room_id = room_id_of(durable_stream(event.stream_id))
         topic = room_stream(room_id)

@@ -40,13 +40,17 @@ from engine.events import (
     volatile_stream,
 )
 from engine.messages import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
+from engine.notifications_service import NotificationHandlers
 from engine.projections.rooms import RoomView, project, with_statuses
 from engine.rendering import ReplayRenderer, encode
+from engine.uploads_service import UploadHandlers
 
 __all__ = ["Actor", "Engine", "default_node_id"]
 
 
-class Engine(EngineCore):
+class Engine(NotificationHandlers, UploadHandlers, EngineCore):
+    # Notifications and uploads: engine/notifications_service.py, engine/uploads_service.py.
+
     # Rooms.
 
     async def join_room(

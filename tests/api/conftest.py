@@ -37,6 +37,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 class Server:
     settings: Settings
     port: int
+    app: Any = None  # the FastAPI app: `app.state.engine` is its running engine
 
     @property
     def http_url(self) -> str:
@@ -56,10 +57,12 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[Server]:
-    """Run the app under uvicorn on a free loopback port until the block ends."""
+async def serve(settings: Settings, **app_options: Any) -> AsyncIterator[Server]:
+    """Run the app under uvicorn on a free loopback port until the block ends (`app_options` go to
+    `create_app`, e.g. `ai_provider`)."""
+    app = create_app(settings, **app_options)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=0,
         lifespan="on",
@@ -77,7 +80,7 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
             await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Server(settings, port)
+        yield Server(settings, port, app)
     finally:
         server.should_exit = True
         await task
@@ -85,7 +88,15 @@ async def serve(settings: Settings) -> AsyncIterator[Server]:
 
 @pytest.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[Server]:
-    async with serve(make_settings(database_url, allowed_origins=[ALLOWED_ORIGIN])) as running:
+    # The suite reuses user ids across many tests within a minute: the seed's rate limits would refuse
+    # them here; tests/api/test_websocket_rate_limits.py runs its own server with small limits.
+    settings = make_settings(
+        database_url,
+        allowed_origins=[ALLOWED_ORIGIN],
+        websocket_requests_per_minute=1_000_000,
+        websocket_requests_per_hour=1_000_000,
+    )
+    async with serve(settings) as running:
         yield running
 
 

@@ -87,13 +87,13 @@ async def test_websocket_frame_at_the_limit_is_accepted(server: Server) -> None:
         assert (await request(ws, frame))["type"] == "pong"
 
 
-async def test_websocket_valid_but_unhandled_message_is_answered_not_ignored(
+async def test_websocket_message_that_cannot_be_acted_on_is_answered_not_ignored(
     client: ClientConnection,
 ) -> None:
-    """Until the rest of the protocol lands, a seed message the server does not handle yet gets an
-    explicit error (a client must never wait for a reply that will not come) and changes nothing."""
+    """A message that cannot be acted on gets an explicit error (a client must never wait for a reply
+    that will not come) and changes nothing: here a read of a notification the user does not have."""
     read = {"type": "notification_read", "notification_id": "n-1", "client_msg_id": "m-9"}
     reply = await request(client, read)
-    assert (reply["code"], reply["client_msg_id"]) == ("UNKNOWN_MESSAGE_TYPE", "m-9")
-    assert "notification_read" in reply["error"]
+    assert (reply["code"], reply["client_msg_id"]) == ("NOT_FOUND", "m-9")
+    assert "n-1" in reply["error"]
     assert (await request(client, {"type": "ping"}))["type"] == "pong"

@@ -1,0 +1,273 @@
+"""`AiRunner`: `ai_request` and `ai_cancel`, and the one place that appends AI events.
+
+A request is checked, recorded as `AiRequestStarted` in the requester's stream (`user:{id}`), and then
+run in a background task of its own that iterates `provider.analyse(job)` and records every step:
+`Progress` -> `AiProgressed`, `Complete` -> `AiCompleted`, `Failure` (or an exception in the provider)
+-> `AiFailed`. Each is committed like any other event, so it is published to every connection of the
+requester as an `ai_event` (engine/ai_rendering.py) and nobody else hears of it. The provider runs
+only here, live: a replay or a projection rebuild folds the recorded events and never calls it.
+
+Choices:
+
+* Who may ask: `ai_request` needs a role that may send it (a viewer gets PERMISSION_DENIED); the
+  sheet must belong to a room this connection joined (PERMISSION_DENIED otherwise, as for any action
+  in a room). A sheet that was never edited has no room: NOT_FOUND (there is nothing to analyse and
+  no room to check membership against).
+* What is analysed: the sheet as projected from its room's `CellUpdated` events at request time (so
+  the answer is about what the requester saw, not about what arrives while it runs), within
+  `context.table_range` when given.
+* One run per request id: `AiRequestStarted` carries the idempotency key `ai:{request_id}` for the
+  requester, checked inside the append, so a repeated `request_id` of the same user never starts a
+  second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
+  retry), else VALIDATION_ERROR.
+* At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
+  recorded before its answer (PROTOCOL.md promises two).
+* `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
+  engine/ai/provider.py), waits for it to end, then records `AiCancelled` (reason "cancelled"), which
+  the requester's connections get as `ai_error` with code `CANCELLED`. A request id that is not
+  running on this node (unknown, already finished, or another user's) gets NOT_FOUND. Commits of
+  the run are shielded from the cancel, so a step being appended when the cancel lands is still
+  published; the projection keeps the first ending (engine/projections/ai_requests.py).
+* Shutdown (`stop`, from `Engine.stop`): running requests are cancelled and recorded as `AiFailed`
+  "the server is shutting down" (not `AiCancelled`: nobody asked to cancel them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from engine.actors import Actor
+from engine.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
+from engine.ai_rendering import render_ai
+from engine.decide import authorize, require_member
+from engine.errors import NotFound, StoreUnavailable, ValidationFailed
+from engine.events import (
+    AI_CANCELLED,
+    AI_COMPLETED,
+    AI_EVENTS,
+    AI_FAILED,
+    AI_PROGRESSED,
+    AI_REQUEST_STARTED,
+    ROOM_STREAM_PREFIX,
+    AppendOutcome,
+    Committed,
+    Duplicate,
+    NewEvent,
+    RecordedEvent,
+    room_id_of,
+    room_stream,
+    user_stream,
+)
+from engine.fanout import SubscriberClosed
+from engine.messages import ack
+from engine.projections import cells
+from engine.rendering import encode
+
+if TYPE_CHECKING:
+    from engine.core import EngineCore
+    from engine.live import Live
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_ERROR = "the server is shutting down"
+PROVIDER_ERROR = "the AI provider failed unexpectedly"
+NO_ANSWER_ERROR = "the AI provider ended without an answer"
+CANCEL_REASON = "cancelled"
+MIN_PROGRESS_STEPS = 2
+_READ_PAGE = 1000
+
+RequestKey = tuple[str, str]  # (user_id, request_id)
+
+
+def idempotency_key(request_id: str) -> str:
+    """The key of a request's `AiRequestStarted`: one run per (user, request_id)."""
+    return f"ai:{request_id}"
+
+
+class AiRunner:
+    def __init__(self, core: EngineCore, provider: AiProvider | None = None) -> None:
+        self.core = core
+        self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
+        self._running: dict[RequestKey, asyncio.Task[None]] = {}
+
+    @property
+    def running(self) -> frozenset[RequestKey]:
+        """The requests whose provider is running on this node."""
+        return frozenset(self._running)
+
+    def register(self, live: Live) -> None:
+        """Publish AI events through `live` (called when the engine starts): each goes, as one
+        `ai_event`, to every connection of the requester (topic `user:{id}`) and to nobody else."""
+
+        def publish(event: RecordedEvent, sender: str | None) -> None:
+            topic = user_stream(str(event.data["user_id"]))
+            live.hub.publish(topic, encode(render_ai(event)), seq=event.stream_version)
+
+        for event_type in AI_EVENTS:
+            live.user_publishers[event_type] = publish
+
+    # Messages.
+
+    async def request(
+        self,
+        actor: Actor,
+        connection_id: str,
+        request_id: str,
+        query: str,
+        sheet_id: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """Check, record `AiRequestStarted` (-> `ai_start`), ack, and start the run."""
+        authorize(actor, "ai_request")
+        sheet_room = await self.core.store.sheet_room(sheet_id)
+        if sheet_room is None:
+            raise NotFound(f"sheet {sheet_id!r} has no cells", sheet_id=sheet_id, request_id=request_id)
+        require_member(sheet_room, self._joined(connection_id))
+        sheet = cells.project(await self._read_room(sheet_room), sheet_id)
+        context = dict(context) if context is not None else None
+        table_range = context.get("table_range") if context else None
+        data = {
+            "user_id": actor.user_id,
+            "request_id": request_id,
+            "query": query,
+            "sheet_id": sheet_id,
+            "context": context,
+            "room_id": sheet_room,
+        }
+        stream = user_stream(actor.user_id)
+        event = self.core.new_event(actor, connection_id, stream, AI_REQUEST_STARTED, data, client_msg_id)
+        event = replace(event, idempotency_key=idempotency_key(request_id))
+        outcome = await self.core.commit(event)
+        if isinstance(outcome, Duplicate):
+            if client_msg_id is None:
+                raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
+            await self._ack(connection_id, client_msg_id, outcome)
+            return
+        job = AiJob(request_id, query, sheet, str(table_range) if table_range else None)
+        try:
+            await self._ack(connection_id, client_msg_id, outcome)
+        finally:  # recorded as started: it runs even if the requester's socket just went away
+            key = (actor.user_id, request_id)
+            self._running[key] = asyncio.create_task(
+                self._run(key, job), name=f"ai:{actor.user_id}:{request_id}"
+            )
+
+    async def cancel(
+        self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
+    ) -> None:
+        """Stop a running request and record `AiCancelled` (-> `ai_error` with code CANCELLED)."""
+        authorize(actor, "ai_cancel")
+        key = (actor.user_id, request_id)
+        task = self._running.pop(key, None)
+        if task is None:
+            raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
+        task.cancel()
+        await asyncio.wait([task])
+        data = {"user_id": actor.user_id, "request_id": request_id, "reason": CANCEL_REASON}
+        stream = user_stream(actor.user_id)
+        event = self.core.new_event(actor, connection_id, stream, AI_CANCELLED, data, client_msg_id)
+        event = replace(event, idempotency_key=f"ai-cancel:{request_id}")
+        outcome = await self.core.commit(event)
+        await self._ack(connection_id, client_msg_id, outcome)
+
+    async def stop(self) -> None:
+        """Cancel every running request and record each as failed: the server is shutting down."""
+        tasks, self._running = self._running, {}
+        for task in tasks.values():
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks.values())
+        for user_id, request_id in sorted(tasks):
+            try:
+                await self._record(user_id, request_id, AI_FAILED, {"error": SHUTDOWN_ERROR})
+            except StoreUnavailable as exc:
+                log.error("could not record the end of AI request %r at shutdown: %s", request_id, exc)
+
+    # The run.
+
+    async def _run(self, key: RequestKey, job: AiJob) -> None:
+        user_id, request_id = key
+        progressed = 0
+        last = 0.0
+        try:
+            try:
+                async for step in self.provider.analyse(job):
+                    if isinstance(step, Progress):
+                        last = max(last, min(100.0, max(0.0, float(step.progress))))
+                        await self._progress(user_id, request_id, last, step.status)
+                        progressed += 1
+                        continue
+                    self._forget(key)  # finished: a cancel from now on finds nothing to cancel
+                    if isinstance(step, Complete):
+                        for missing in range(progressed, MIN_PROGRESS_STEPS):
+                            done = 100.0 if missing == MIN_PROGRESS_STEPS - 1 else max(last, 50.0)
+                            await self._progress(user_id, request_id, done, "Composing the answer")
+                        result = {
+                            "result": step.result,
+                            "processing_time": step.processing_time,
+                            "details": step.details,
+                        }
+                        await self._record(user_id, request_id, AI_COMPLETED, result)
+                    elif isinstance(step, Failure):
+                        await self._record(user_id, request_id, AI_FAILED, {"error": step.error})
+                    return
+                self._forget(key)
+                await self._record(user_id, request_id, AI_FAILED, {"error": NO_ANSWER_ERROR})
+            except (asyncio.CancelledError, StoreUnavailable):
+                raise
+            except Exception:
+                log.exception("AI provider failed on request %r of %r", request_id, user_id)
+                self._forget(key)
+                await self._record(user_id, request_id, AI_FAILED, {"error": PROVIDER_ERROR})
+        except StoreUnavailable as exc:
+            log.error("AI request %r of %r stopped: %s", request_id, user_id, exc)
+        finally:
+            self._forget(key)
+
+    async def _progress(self, user_id: str, request_id: str, progress: float, status: str) -> None:
+        number: float | int = int(progress) if progress == int(progress) else progress
+        await self._record(user_id, request_id, AI_PROGRESSED, {"progress": number, "status": status})
+
+    async def _record(self, user_id: str, request_id: str, event_type: str, fields: dict[str, Any]) -> None:
+        """Append and publish one event of the run; shielded, so a cancel never leaves a committed
+        event unpublished."""
+        data = {"user_id": user_id, "request_id": request_id, **fields}
+        metadata = {"user_id": user_id, "node": self.core.node_id, "request_id": request_id}
+        event = NewEvent(user_stream(user_id), event_type, data, metadata, user_id=user_id)
+        await asyncio.shield(self.core.commit(event))
+
+    def _forget(self, key: RequestKey) -> None:
+        task = self._running.get(key)
+        if task is not None and task is asyncio.current_task():
+            del self._running[key]
+
+    # Helpers.
+
+    async def _ack(self, connection_id: str, client_msg_id: str | None, outcome: AppendOutcome) -> None:
+        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
+            await self.core.reply(connection_id, ack(client_msg_id, seq=outcome.stream_version))
+
+    def _joined(self, connection_id: str) -> set[str]:
+        try:
+            topics = self.core.hub.subscriber(connection_id).topics
+        except KeyError:
+            raise SubscriberClosed(connection_id) from None
+        return {room_id_of(t) for t in topics if t.startswith(ROOM_STREAM_PREFIX)}
+
+    async def _read_room(self, room_id: str) -> list[RecordedEvent]:
+        events: list[RecordedEvent] = []
+        while True:
+            after = events[-1].stream_version if events else 0
+            page = await self.core.read_stream(room_stream(room_id), after_version=after, limit=_READ_PAGE)
+            events.extend(page)
+            if len(page) < _READ_PAGE:
+                return events
+
+
+__all__ = ["AiRunner", "idempotency_key"]

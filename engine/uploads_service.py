@@ -1,0 +1,203 @@
+"""Uploads over WebSocket: `file_upload_start` and `file_upload_progress`, relayed to the user's other
+connections and tracked with the uploads projection (engine/projections/uploads.py).
+
+`FileUploadStarted` is durable (the user's stream, with a `seq`); `FileUploadProgressed` goes to the
+volatile twin (`volatile:user:{id}`): no `seq`, dropped first under backpressure, and a queued,
+unsent progress of the same file is replaced by the newer one (coalesced per `file_id`).
+`FileUploadCompleted` (appended by the REST upload, issue 4) reaches all the user's connections as
+`file_upload_complete`.
+
+State: the node keeps each upload it has seen (`UploadHandlers.uploads`, file id -> `Upload`), folded
+from the commits it publishes; a file it does not know is folded from the user's stream before a
+decision. A progress report for a file the user never started (or another user's) is NOT_FOUND,
+for a completed one VALIDATION_ERROR (engine/decide.py).
+
+The bytes themselves go through `engine.storage.FileStorage` (REST, issue 4), never the socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.actors import Actor
+from engine.core import EngineCore
+from engine.decide import authorize, check_upload_start, require_own_upload
+from engine.events import (
+    FILE_UPLOAD_COMPLETED,
+    FILE_UPLOAD_PROGRESSED,
+    FILE_UPLOAD_STARTED,
+    Committed,
+    Duplicate,
+    RecordedEvent,
+    user_stream,
+    volatile_stream,
+)
+from engine.messages import (
+    Envelope,
+    ack,
+    file_upload_complete,
+    file_upload_progress,
+    file_upload_started,
+)
+from engine.projections import uploads as uploads_projection
+from engine.projections.uploads import Upload
+from engine.rendering import encode
+
+_READ_PAGE = 1000
+
+
+class UploadHandlers(EngineCore):
+    """The upload handlers of the `Engine` (engine/service.py mixes them in)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.uploads: dict[str, Upload] = {}  # file id -> the upload as this node last folded it
+
+    async def start(self) -> None:
+        await super().start()
+        self.live.user_publishers.update(
+            {
+                FILE_UPLOAD_STARTED: self._publish_started,
+                FILE_UPLOAD_PROGRESSED: self._publish_progress,
+                FILE_UPLOAD_COMPLETED: self._publish_completed,
+            }
+        )
+
+    # Handlers.
+
+    async def start_upload(
+        self,
+        actor: Actor,
+        connection_id: str,
+        file_id: str,
+        *,
+        filename: str,
+        file_size: int,
+        mime_type: str,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """Append `FileUploadStarted`; the user's other connections get `file_upload_started`.
+        VALIDATION_ERROR when the user already used this `file_id`."""
+        self._connection_of(actor, connection_id)
+        authorize(actor, "file_upload_start")
+        check_upload_start(await self.upload(actor.user_id, file_id), file_id)
+        data = {
+            "user_id": actor.user_id,
+            "file_id": file_id,
+            "filename": filename,
+            "file_size": file_size,
+            "mime_type": mime_type,
+        }
+        event = self.new_event(
+            actor, connection_id, user_stream(actor.user_id), FILE_UPLOAD_STARTED, data, client_msg_id
+        )
+        outcome = await self.commit(event)
+        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
+            await self.reply(connection_id, ack(client_msg_id, seq=outcome.stream_version))
+
+    async def report_upload_progress(
+        self,
+        actor: Actor,
+        connection_id: str,
+        file_id: str,
+        *,
+        bytes_uploaded: int,
+        total_bytes: int,
+        percentage: float,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """Append `FileUploadProgressed` (volatile); the user's other connections get
+        `file_upload_progress`. NOT_FOUND for a file the user did not start."""
+        self._connection_of(actor, connection_id)
+        authorize(actor, "file_upload_progress")
+        require_own_upload(await self.upload(actor.user_id, file_id), actor, file_id)
+        data = {
+            "user_id": actor.user_id,
+            "file_id": file_id,
+            "bytes_uploaded": bytes_uploaded,
+            "total_bytes": total_bytes,
+            "percentage": percentage,
+        }
+        stream = volatile_stream(user_stream(actor.user_id))
+        event = self.new_event(actor, connection_id, stream, FILE_UPLOAD_PROGRESSED, data, client_msg_id)
+        outcome = await self.commit(event)
+        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
+            await self.reply(connection_id, ack(client_msg_id))  # volatile: no place in a sequence
+
+    # Reading.
+
+    async def upload(self, user_id: str, file_id: str) -> Upload | None:
+        """The upload of `file_id` as this node knows it, else folded from the user's stream (None
+        when the user has no such upload: an upload of another user is not looked for)."""
+        known = self.uploads.get(file_id)
+        if known is not None:
+            return known
+        events: list[RecordedEvent] = []
+        while True:
+            after = events[-1].stream_version if events else 0
+            page = await self.read_stream(user_stream(user_id), after_version=after, limit=_READ_PAGE)
+            events.extend(page)
+            if len(page) < _READ_PAGE:
+                break
+        found = uploads_projection.project(events, file_id)
+        if found is not None:
+            # A commit of this node may have been folded while the read was in flight: keep it.
+            found = self.uploads.setdefault(file_id, found)
+        return found
+
+    # Publishing (Live.user_publishers; synchronous, right after the commit).
+
+    def _fold(self, event: RecordedEvent) -> Upload | None:
+        file_id = str(event.data["file_id"])
+        folded = uploads_projection.apply(self.uploads.get(file_id), event)
+        if folded is not None:
+            self.uploads[file_id] = folded
+        return folded
+
+    def _publish_started(self, event: RecordedEvent, sender: str | None) -> None:
+        self._fold(event)
+        data = event.data
+        message = file_upload_started(
+            str(data["file_id"]),
+            str(data["filename"]),
+            file_size=int(data["file_size"]),
+            mime_type=str(data.get("mime_type") or ""),
+            user_id=str(data["user_id"]),
+            envelope=Envelope.of(event),
+        )
+        topic = user_stream(str(data["user_id"]))
+        self.hub.publish(topic, encode([message]), seq=event.stream_version, exclude=sender)
+
+    def _publish_progress(self, event: RecordedEvent, sender: str | None) -> None:
+        self._fold(event)
+        data = event.data
+        file_id = str(data["file_id"])
+        message = file_upload_progress(
+            file_id,
+            bytes_uploaded=int(data["bytes_uploaded"]),
+            total_bytes=int(data["total_bytes"]),
+            percentage=float(data["percentage"]),
+            user_id=str(data["user_id"]),
+            envelope=Envelope.of(event),
+        )
+        topic = user_stream(str(data["user_id"]))
+        frames = encode([message])
+        self.hub.publish(topic, frames, volatile=True, exclude=sender, coalesce=f"upload:{file_id}")
+
+    def _publish_completed(self, event: RecordedEvent, sender: str | None) -> None:
+        upload = self._fold(event)
+        data = event.data
+        filename = data.get("filename") or (upload.filename if upload is not None else None) or ""
+        message = file_upload_complete(
+            str(data["file_id"]),
+            str(filename),
+            url=str(data.get("url") or ""),
+            user_id=str(data["user_id"]),
+            size=int(data.get("size") or 0),
+            sha256=str(data.get("sha256") or ""),
+            envelope=Envelope.of(event),
+        )
+        self.hub.publish(user_stream(str(data["user_id"])), encode([message]), seq=event.stream_version)
+
+
+__all__ = ["UploadHandlers"]

@@ -1,0 +1,230 @@
+"""ai_request / ai_cancel between real clients on a real server and database: the builtin provider
+analyses the cells the room wrote, streams its steps to the requester only, and every step is in the
+requester's stream. Cancellation and shutdown use a real provider that waits on a gate between steps,
+so where the cancel lands is decided by the test, not by timing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from api.settings import Settings
+from engine.ai import AiJob, AiStep, Complete, Progress, cell_values
+from engine.events import (
+    AI_CANCELLED,
+    AI_COMPLETED,
+    AI_FAILED,
+    AI_PROGRESSED,
+    AI_REQUEST_STARTED,
+    user_stream,
+)
+from engine.store import EventStore
+from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
+from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def fill(ws: ClientConnection, sheet: str, room: str, cells: dict[str, Any]) -> None:
+    """Write cells one by one, each confirmed by its ack."""
+    for i, (cell_id, value) in enumerate(cells.items()):
+        cmid = f"fill-{i}"
+        message = {"type": "cell_update", "sheet_id": sheet, "cell_id": cell_id, "value": value}
+        await send(ws, {**message, "room": room, "client_msg_id": cmid})
+        await until(ws, of_type("ack", client_msg_id=cmid))
+
+
+def ai_request(request_id: str, sheet: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "ai_request", "request_id": request_id, "query": "Analyse", "sheet_id": sheet, **extra}
+
+
+async def test_ai_request_streams_a_real_analysis_to_the_requester_only(
+    server: Server, store: EventStore
+) -> None:
+    room, sheet, alice_id, bob_id = uid("room"), uid("sheet"), uid("alice"), uid("bob")
+    async with (
+        server.connect(server.token(alice_id)) as alice,
+        server.connect(server.token(alice_id)) as alice_tab,
+        server.connect(server.token(bob_id)) as bob,
+    ):
+        for ws in (alice, alice_tab, bob):
+            await greet(ws)
+        await join(alice, room)
+        await join(bob, room)
+        # A header and a numeric column: 10, 20, 30, 40 (sum 100); a value outside the range too.
+        cells = {"A1": "Sales", "A2": 10, "A3": 20, "A4": "30", "A5": 40, "C9": 1000}
+        await fill(alice, sheet, room, cells)
+        await pending(bob)
+
+        await send(alice, ai_request("req_1", sheet, context={"table_range": "A1:B5"}, client_msg_id="ai-1"))
+        seen = await until(alice, lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
+        ai = [m for m in seen if m["type"] == "ai_event"]
+        assert "ack" in types(seen)
+        kinds = [m["event_type"] for m in ai]
+        assert kinds[0] == "ai_start" and kinds[-1] == "ai_complete", kinds
+        assert set(kinds[1:-1]) == {"ai_progress"} and len(kinds) - 2 >= 2
+        assert ai[0]["data"] == {"query": "Analyse", "sheet_id": sheet}
+        assert all(m["request_id"] == "req_1" and m["user_id"] == alice_id for m in ai)
+        progress = [m["data"]["progress"] for m in ai[1:-1]]
+        assert progress == sorted(progress) and all(0 <= p <= 100 for p in progress)
+        assert all(isinstance(m["data"]["status"], str) for m in ai[1:-1])
+        seqs = [m["seq"] for m in ai]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the user's own stream, in order
+        done = ai[-1]["data"]
+        assert "4 values, sum 100, mean 25, min 10, max 40" in done["result"]
+        assert "1,000" not in done["result"]  # C9 lies outside the range
+        assert done["processing_time"] >= 0
+        assert done["details"]["columns"][0]["sum"] == 100
+
+        # The requester's other tab hears it all; another member of the room hears none of it.
+        tab = await until(alice_tab, lambda m: m.get("event_type") == "ai_complete")
+        assert [m["event_type"] for m in tab if m["type"] == "ai_event"] == kinds
+        assert "ai_event" not in types(await pending(bob))
+
+    events = await store.read_stream(user_stream(alice_id))
+    assert [e.type for e in events] == [
+        AI_REQUEST_STARTED,
+        *[AI_PROGRESSED] * (len(kinds) - 2),
+        AI_COMPLETED,
+    ]
+    assert events[0].data["context"] == {"table_range": "A1:B5"}
+    assert events[0].data["room_id"] == room
+    assert events[0].idempotency_key == "ai:req_1"
+    assert events[-1].data["result"] == done["result"]
+    assert not await store.read_stream(user_stream(bob_id))
+
+
+async def test_a_repeated_request_id_never_runs_twice(server: Server, store: EventStore) -> None:
+    room, sheet, user = uid("room"), uid("sheet"), uid("carol")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await fill(ws, sheet, room, {"A1": 1, "A2": 2})
+        await send(ws, ai_request("r", sheet, client_msg_id="first"))
+        await until(ws, lambda m: m.get("event_type") == "ai_complete")
+        started = [e for e in await store.read_stream(user_stream(user)) if e.type == AI_REQUEST_STARTED]
+
+        retry = await request(ws, ai_request("r", sheet, client_msg_id="first"))
+        assert (retry["type"], retry["seq"]) == ("ack", started[0].stream_version)
+        again = await request(ws, ai_request("r", sheet))
+        assert (again["type"], again["code"], again["request_id"]) == ("error", "VALIDATION_ERROR", "r")
+        assert "ai_event" not in types(await pending(ws))
+    after = await store.read_stream(user_stream(user))
+    assert [e.type for e in after].count(AI_REQUEST_STARTED) == 1
+
+
+async def test_refusals_persist_nothing(server: Server, store: EventStore) -> None:
+    room, other_room, sheet, user, viewer = uid("room"), uid("room"), uid("sheet"), uid("dan"), uid("vic")
+    async with (
+        server.connect(server.token(user)) as ws,
+        server.connect(server.token(viewer, roles=["viewer"])) as vws,
+    ):
+        await greet(ws)
+        await greet(vws)
+        await join(ws, room)
+        await join(vws, room)
+        await fill(ws, sheet, room, {"A1": 5})
+        await pending(vws)
+
+        denied = await request(vws, ai_request("v1", sheet))
+        assert (denied["code"], denied["request_id"]) == ("PERMISSION_DENIED", "v1")
+        unknown = await request(ws, ai_request("u1", uid("no-sheet")))
+        assert unknown["code"] == "NOT_FOUND"
+        await request(ws, {"type": "leave_room", "room_id": room})
+        await join(ws, other_room)
+        outsider = await request(ws, ai_request("o1", sheet))
+        assert outsider["code"] == "PERMISSION_DENIED"
+        cancel = await request(ws, {"type": "ai_cancel", "request_id": "never"})
+        assert (cancel["code"], cancel["request_id"]) == ("NOT_FOUND", "never")
+    assert not await store.read_stream(user_stream(viewer))
+    assert not await store.read_stream(user_stream(user))
+
+
+class GatedProvider:
+    """A real provider whose steps wait for the test: progress 10, wait, progress 60, wait, answer.
+    Records whether a cancel reached it."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.reached: asyncio.Event = asyncio.Event()  # set once it waits at the gate
+        self.cancelled = False
+
+    async def analyse(self, job: AiJob) -> AsyncIterator[AiStep]:
+        try:
+            total = sum(v for v in cell_values(job.sheet).values() if isinstance(v, int))
+            yield Progress(10, "Reading")
+            self.reached.set()
+            await self.gate.wait()
+            yield Progress(60, "Adding")
+            await self.gate.wait()
+            yield Complete(f"total {total}", 0.01)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+@pytest.fixture
+def gated() -> GatedProvider:
+    return GatedProvider()
+
+
+@pytest.fixture
+async def gated_server(database_url: str, gated: GatedProvider) -> AsyncIterator[Server]:
+    settings: Settings = make_settings(database_url)
+    async with serve(settings, ai_provider=gated) as running:
+        yield running
+
+
+async def test_ai_cancel_stops_a_running_request(
+    gated_server: Server, gated: GatedProvider, store: EventStore
+) -> None:
+    server = gated_server
+    room, sheet, user = uid("room"), uid("sheet"), uid("erin")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await fill(ws, sheet, room, {"A1": 3, "A2": 4})
+        await send(ws, ai_request("c1", sheet))
+        first = await until(ws, lambda m: m.get("event_type") == "ai_progress")
+        assert [m["event_type"] for m in first] == ["ai_start", "ai_progress"]
+        await asyncio.wait_for(gated.reached.wait(), 5)
+
+        await send(ws, {"type": "ai_cancel", "request_id": "c1", "client_msg_id": "stop"})
+        seen = await until(ws, of_type("ack", client_msg_id="stop"))
+        assert types(seen) == ["ai_event", "ack"]
+        assert seen[0]["event_type"] == "ai_error"
+        assert seen[0]["data"]["code"] == "CANCELLED"
+        assert gated.cancelled
+        gated.gate.set()  # nothing is left to wake: no more steps may come
+        assert "ai_event" not in types(await pending(ws))
+        again = await request(ws, {"type": "ai_cancel", "request_id": "c1"})
+        assert again["code"] == "NOT_FOUND"
+    events = await store.read_stream(user_stream(user))
+    assert [e.type for e in events] == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]
+
+
+async def test_a_request_running_at_shutdown_is_recorded_as_failed(
+    database_url: str, gated: GatedProvider, store: EventStore
+) -> None:
+    room, sheet, user = uid("room"), uid("sheet"), uid("fay")
+    async with serve(make_settings(database_url), ai_provider=gated) as server:
+        async with server.connect(server.token(user)) as ws:
+            await greet(ws)
+            await join(ws, room)
+            await fill(ws, sheet, room, {"A1": 1})
+            await send(ws, ai_request("s1", sheet))
+            await until(ws, lambda m: m.get("event_type") == "ai_progress")
+            await asyncio.wait_for(gated.reached.wait(), 5)
+        # The requester went away: the request keeps running until the server stops.
+        assert (await store.read_stream(user_stream(user)))[-1].type == AI_PROGRESSED
+    events = await wait_for_events(store, user_stream(user), 3)
+    assert [e.type for e in events] == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_FAILED]
+    assert events[-1].data["error"] == "the server is shutting down"
+    assert gated.cancelled

@@ -1,0 +1,80 @@
+"""The typing sweeper's decisions, driven by hand: `observe` committed events, set the time, `sweep`.
+The commit is a plain function that records what it is given (the real one is exercised by the API
+test in tests/api/test_websocket_rate_limits.py)."""
+
+from __future__ import annotations
+
+from engine.events import EXPIRED, TYPING_STOPPED, Committed, Duplicate, NewEvent
+from engine.typing_sweeper import TypingSweeper
+from tests.unit.event_log import Log, at
+
+ROOM = "room-1"
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.log = Log()
+        self.now = at(0)
+        self.appended: list[NewEvent] = []
+        self.sweeper = TypingSweeper(self.commit, 5, now=lambda: self.now)
+
+    async def commit(self, event: NewEvent) -> Committed:
+        self.appended.append(event)
+        data = {k: v for k, v in event.data.items() if k != "room_id"}
+        recorded = self.log.room(ROOM, event.type, (self.now - at(0)).total_seconds(), **data)
+        self.sweeper.observe(recorded)
+        return Committed(recorded.position, recorded.stream_version, recorded.recorded_at)
+
+    async def sweep_at(self, seconds: float) -> list[NewEvent]:
+        self.now = at(seconds)
+        before = len(self.appended)
+        await self.sweeper.sweep()
+        return self.appended[before:]
+
+
+async def test_typing_without_a_stop_expires_after_the_timeout() -> None:
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    assert h.sweeper.active_rooms == {ROOM}
+    assert await h.sweep_at(5.9) == []
+    (stop,) = await h.sweep_at(6)
+    assert (stop.type, stop.data["reason"], stop.data["user_id"]) == (TYPING_STOPPED, EXPIRED, "alice")
+    assert stop.idempotency_key == "typing-expired:1"
+    assert h.sweeper.active_rooms == frozenset()
+    assert await h.sweep_at(20) == []
+
+
+async def test_a_stop_cancels_and_a_new_start_resets_the_timer() -> None:
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    h.sweeper.observe(h.log.typing(ROOM, "bob", "B1", "c2", 1))
+    h.sweeper.observe(h.log.typing_stopped(ROOM, "bob", "B1", 2))
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 4))  # refreshed
+    assert await h.sweep_at(8) == []
+    (stop,) = await h.sweep_at(9)
+    assert stop.data["user_id"] == "alice"
+
+
+async def test_leaving_the_room_ends_the_typing_without_an_expiry() -> None:
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    h.sweeper.observe(h.log.left(ROOM, "alice", "c1", 2))
+    assert h.sweeper.active_rooms == frozenset()
+    assert await h.sweep_at(30) == []
+
+
+async def test_a_duplicate_stop_is_not_appended_again() -> None:
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    seen: list[NewEvent] = []
+
+    async def duplicate(event: NewEvent) -> Duplicate:  # another node appended it: nothing published
+        seen.append(event)
+        return Duplicate(1, 1, at(0))
+
+    h.sweeper._commit = duplicate
+    h.now = at(7)
+    await h.sweeper.sweep()
+    await h.sweeper.sweep()
+    assert len(seen) == 1
+    assert h.sweeper.active_rooms == frozenset()
