@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--revision", default="head", help="revision to upgrade to (default: head)")
     target.add_argument("--downgrade", metavar="REV", help="revision to downgrade to, e.g. base or -1")
 
+    projections = commands.add_parser("projections", help="rebuild or check the inline projections")
+    projection_commands = projections.add_subparsers(dest="projections_command", required=True)
+    rebuild = projection_commands.add_parser(
+        "rebuild", help="replay the log into the cells and sheets tables (--check: only compare)"
+    )
+    rebuild.add_argument(
+        "--check", action="store_true", help="print differences, exit 1 if any; change nothing"
+    )
+
     token = commands.add_parser("token", help="print a signed JWT for a user")
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--username")
@@ -93,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _configure_logging()
         if args.command == "migrate":
             return _migrate(args, settings)
+        if args.command == "projections":
+            return _projections(args, settings)
         return _serve(args, settings)
     except (SettingsError, ValidationError) as exc:
         print(f"collab: invalid configuration: {exc}", file=sys.stderr)
@@ -134,6 +145,37 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         migrate.upgrade(url, args.revision)
     return 0
+
+
+def _projections(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from engine import migrate, rebuild
+    from engine.store import create_db_engine
+
+    url = resolve_database_url(settings)
+    migrate.check_known(url)
+
+    async def run() -> int:
+        db_engine = create_db_engine(url, pool_size=2, command_timeout=600)
+        try:
+            if args.check:
+                differences = await rebuild.diff_cells(db_engine)
+                for line in differences:
+                    print(line)
+                print(f"cells and sheets: {len(differences)} difference(s) from the log")
+                return 1 if differences else 0
+            report = await rebuild.rebuild_cells(db_engine)
+            print(
+                f"rebuilt cells and sheets at position {report.head}: {report.events_read} events read "
+                f"({report.cell_updates} cell updates), {report.sheets} sheets, {report.cells} cells, "
+                f"{report.seconds:.2f}s"
+            )
+            return 0
+        finally:
+            await db_engine.dispose()
+
+    return asyncio.run(run())
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,7 +30,7 @@ from engine.events import (
     durable_stream,
     room_id_of,
 )
-from engine.projections import empty, folds, frozen
+from engine.projections import empty, folds, frozen, optional_str
 
 HANDLED = CELL_EVENTS
 SKIPPED = (
@@ -51,9 +51,12 @@ class Cell:
     value: Any  # str, int, float, bool or None: whatever JSON the client sent
     formula: str | None
     version: int
-    updated_by: str
+    updated_by: str | None
     updated_at: datetime
     seq: int  # the room seq of the update that wrote this cell
+    # The log position of that update (the cells table keeps it). Bookkeeping, not part of the cell:
+    # left out of equality, and 0 in cells built outside a fold (the writer's cache).
+    position: int = field(default=0, compare=False)
 
     def current(self) -> dict[str, Any]:
         """The cell as a VERSION_CONFLICT reports it (PROTOCOL.md)."""
@@ -72,6 +75,8 @@ class Sheet:
     cells: Mapping[str, Cell] = field(default_factory=empty)
     seq: int = 0  # the room seq of the newest update folded
     updated_at: datetime | None = None
+    # The log position of the sheet's first edit (the sheets table keeps it); left out of equality.
+    position: int | None = field(default=None, compare=False)
 
 
 def key_of(event: RecordedEvent) -> str | None:
@@ -90,9 +95,12 @@ def apply_cell(cell: Cell | None, event: RecordedEvent) -> Cell:
         value=data.get("value"),
         formula=data.get("formula"),
         version=int(data["version"]),
-        updated_by=str(data["user_id"]),
+        # Who appended it, as the writer records it (engine/batch_plan.py): the event's user, else
+        # the one its data names.
+        updated_by=optional_str(event.user_id or data.get("user_id")),
         updated_at=event.recorded_at,
         seq=event.stream_version,
+        position=event.position,
     )
 
 
@@ -118,6 +126,7 @@ def apply_many(sheet: Sheet, events: Iterable[RecordedEvent]) -> Sheet:
             room_id=sheet.room_id or room_id_of(durable_stream(event.stream_id)),
             seq=event.stream_version,
             updated_at=event.recorded_at,
+            position=event.position if sheet.position is None else sheet.position,
         )
     return replace(sheet, cells=frozen(cells))
 

@@ -128,3 +128,29 @@ def test_cells_projection_apply_does_not_change_the_earlier_view() -> None:
     assert list(first.cells) == ["A1"] and list(second.cells) == ["A1", "B2"]
     with pytest.raises(TypeError):
         first.cells["Z9"] = second.cells["B2"]  # type: ignore[index]
+
+
+def test_cells_projection_carries_the_positions_the_tables_keep() -> None:
+    """A cell keeps the position of the update that wrote it, a sheet that of its first edit (the
+    cells and sheets tables store both); neither takes part in equality."""
+    log = Log()
+    log.joined(ROOM, "alice", "c1", 0)
+    first = log.cell(ROOM, "alice", "s1", "A1", "a", 1, 1)
+    log.cell(ROOM, "alice", "s1", "B1", "b", 1, 2)
+    last = log.cell(ROOM, "bob", "s1", "A1", "c", 2, 3)
+    sheet = project(log.events, "s1")
+    assert sheet.position == first.position
+    assert sheet.cells["A1"].position == last.position
+    assert sheet.cells["A1"] == Cell("A1", "c", None, 2, "bob", at(3), seq=4)
+
+
+def test_cells_projection_author_is_the_appending_user_as_the_writer_records_it() -> None:
+    """The writer stores the event's user, else the user its data names (engine/batch_plan.py)."""
+    from dataclasses import replace
+
+    log = Log()
+    event = log.cell(ROOM, "alice", "s1", "A1", "a", 1, 1)
+    assert apply_cell(None, event).updated_by == "alice"
+    assert apply_cell(None, replace(event, user_id="carol")).updated_by == "carol"
+    without = replace(event, data={k: v for k, v in event.data.items() if k != "user_id"}, user_id="u1")
+    assert apply_cell(None, without).updated_by == "u1"
