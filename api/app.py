@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
                 volatile_per_second=settings.volatile_messages_per_second,
             ),
             typing_timeout=settings.typing_timeout_seconds,
+            max_queue=settings.fanout_max_queue,
+            room_auto_create=settings.room_auto_create,
         )
         await engine.start()
         app.state.settings = settings

@@ -84,8 +84,11 @@ class EngineCore:
         rate_limits: RateLimits | None = None,
         typing_timeout: float = 5.0,
         ai_provider: AiProvider | None = None,
+        room_auto_create: bool = True,
     ) -> None:
         self.database_url = database_url
+        # ROOM_AUTO_CREATE: whether a join_room of a room with no events creates it (engine/service.py).
+        self.room_auto_create = room_auto_create
         self.node_id = node_id or default_node_id()
         self.health_timeout = health_timeout
         self._max_batch = max_batch

@@ -77,7 +77,9 @@ class Engine(NotificationHandlers, UploadHandlers, EngineCore):
         connection = self._connection_of(actor, connection_id)
         if not room_id or len(room_id) > MAX_ROOM_ID_LENGTH:
             raise ValidationFailed(f"room_id must be 1 to {MAX_ROOM_ID_LENGTH} characters")
-        check_join(actor, room_id, room_exists=True)
+        check_join(actor, room_id, room_exists=True)  # role and `rooms` patterns, before any read
+        if not self.room_auto_create:
+            check_join(actor, room_id, room_exists=await self._room_exists(room_id), auto_create=False)
         current = await self.live.load(room_id, self.room_view)
         if since is not None and since > current.seq:
             raise ValidationFailed(
@@ -292,6 +294,19 @@ class Engine(NotificationHandlers, UploadHandlers, EngineCore):
             and original.stream_id == event.stream_id
             and original.data.get("connection_id") == event.data["connection_id"]
         )
+
+    async def _room_exists(self, room_id: str) -> bool:
+        """Whether the room's stream has events: this node's view when it has one, else the log now.
+
+        Read before the join's append, not inside it: with auto-creation off a join only ever adds to
+        a stream that already has events, so two first joins of an unknown room racing each other are
+        harmless (both are refused, neither creates anything), and a room, once it has events, never
+        stops existing. Nothing is cached for a refused room.
+        """
+        cached = self.live.view(room_id, shown=False)
+        if cached is not None and cached.seq > 0:
+            return True
+        return bool(await self.read_stream(room_stream(room_id), limit=1))
 
     async def _reloaded(self, room_id: str) -> RoomView:
         """The view after the cache dropped it (it fell behind the log): read it again."""

@@ -1,0 +1,224 @@
+"""What the server does about rooms that do not exist, clients that fall behind and clients that die,
+each against its own real server (uvicorn, real `websockets` clients, the session's PostgreSQL):
+
+- ROOM_AUTO_CREATE=false: joining a room with no events is ROOM_NOT_FOUND and appends nothing;
+- a slow consumer is closed with 4008 and `{"last_seq": ...}` while the others get everything, and it
+  resumes from that seq with `join_room since` without a gap;
+- keepalive: a client that stops answering pings is closed by the server and leaves its rooms.
+
+No timing assertions: every wait has a hang guard (a receive timeout), nothing measures how long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from engine.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
+from engine.fanout import CLOSE_SLOW_CONSUMER, Hub
+from engine.store import EventStore
+from tests.api.conftest import (
+    RECEIVE_TIMEOUT,
+    Server,
+    make_settings,
+    receive,
+    request,
+    serve,
+    wait_for_events,
+)
+from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
+
+# Every test here writes more than the seed's 60 messages a minute allow one user.
+UNLIMITED: dict[str, Any] = {
+    "websocket_requests_per_minute": 1_000_000,
+    "websocket_requests_per_hour": 1_000_000,
+}
+ROOM_EVENTS = ("cell_updated", "user_joined", "user_left")
+
+
+@pytest.fixture
+def room() -> str:
+    return f"room-{uuid.uuid4().hex[:12]}"
+
+
+def room_event_seqs(messages: list[Message], room: str) -> list[int]:
+    return [int(m["seq"]) for m in messages if m["type"] in ROOM_EVENTS and m.get("room_id") == room]
+
+
+def cells(messages: list[Message]) -> list[str]:
+    return [str(m["cell_id"]) for m in messages if m["type"] == "cell_updated"]
+
+
+# ROOM_AUTO_CREATE=false.
+
+
+async def test_without_auto_create_an_unknown_room_is_room_not_found_and_a_room_with_events_joins(
+    server: Server, database_url: str, store: EventStore, room: str
+) -> None:
+    settings = make_settings(database_url, room_auto_create=False, **UNLIMITED)
+    async with serve(settings) as strict, strict.connect(strict.token("alice")) as alice:
+        await greet(alice)
+        refused = await request(alice, {"type": "join_room", "room_id": room, "client_msg_id": "j-1"})
+        assert (refused["type"], refused["code"], refused["client_msg_id"]) == (
+            "error",
+            "ROOM_NOT_FOUND",
+            "j-1",
+        )
+        assert await store.read_stream(room_stream(room)) == []  # nothing appended, nothing created
+        assert (await request(alice, {"type": "ping"}))["type"] == "pong"  # the socket stays open
+
+        # The room gets its first event elsewhere (the suite's server creates rooms by joining):
+        # from then on it exists, also for the node that refused it a moment ago.
+        async with server.connect(server.token("bob")) as bob:
+            await greet(bob)
+            await join(bob, room)
+            state = await join(alice, room, client_msg_id="j-2")
+            assert (state["seq"], state["total_users"]) == (2, 2)
+            assert (await until(alice, of_type("ack", client_msg_id="j-2")))[-1]["seq"] == 2
+        events = await wait_for_events(store, room_stream(room), 3)
+        assert [(e.type, e.data["user_id"]) for e in events[:2]] == [
+            (USER_JOINED_ROOM, "bob"),
+            (USER_JOINED_ROOM, "alice"),
+        ]
+
+
+# Slow consumers.
+
+FRAME_VALUE = "x" * 32_000  # big frames fill the slow client's socket buffers after a few hundred KiB
+MAX_UPDATES = 2_000  # hang guard: far more than the buffers between server and client can hold
+AFTER_CLOSE = 5  # updates written once the slow consumer is closed: only a resume can deliver them
+
+
+def is_closed(hub: Hub, connection_id: str) -> bool:
+    try:
+        return hub.subscriber(connection_id).closed
+    except KeyError:  # already unsubscribed
+        return True
+
+
+async def update(writer: ClientConnection, room: str, sheet: str, cell_id: str, value: str) -> None:
+    """One cell_update, read up to its ack (the writer is a member too, so it keeps reading)."""
+    cmid = f"{sheet}-{cell_id}"
+    message = {"type": "cell_update", "sheet_id": sheet, "cell_id": cell_id, "value": value, "room": room}
+    await send(writer, {**message, "client_msg_id": cmid})
+    reply = (await until(writer, of_type("ack", client_msg_id=cmid)))[-1]
+    assert reply["room_id"] == room
+
+
+async def read_until_end(ws: ClientConnection) -> list[Message]:
+    return await until(ws, of_type("cell_updated", cell_id="END"))
+
+
+async def test_slow_consumer_is_closed_with_4008_and_resumes_from_last_seq_without_a_gap(
+    database_url: str, store: EventStore, room: str
+) -> None:
+    # A small queue per connection on the server, and a slow client that buffers one frame: once its
+    # socket buffers are full, its queue fills and the next durable event closes it.
+    settings = make_settings(database_url, fanout_max_queue=8, **UNLIMITED)
+    sheet = f"sheet-{room}"
+    async with serve(settings) as srv:
+        hub = srv.app.state.engine.hub
+        async with (
+            srv.connect(srv.token("writer")) as writer,
+            srv.connect(srv.token("fast")) as fast,
+            srv.connect(srv.token("slow"), max_queue=1) as slow,
+        ):
+            await greet(writer)
+            await greet(fast)
+            slow_id = await greet(slow)
+            await join(writer, room)
+            await join(fast, room)
+            joined = await join(slow, room)  # the slow client reads nothing more until it is closed
+            await pending(writer)
+            await pending(fast)
+            fast_reading = asyncio.create_task(read_until_end(fast))
+
+            written: list[str] = []
+            while not is_closed(hub, slow_id):
+                assert len(written) < MAX_UPDATES, "the slow consumer was never closed"
+                written.append(f"A{len(written)}")
+                await update(writer, room, sheet, written[-1], FRAME_VALUE)
+
+            # The slow client reads again: everything up to its last delivered seq, then the close.
+            before_close: list[Message] = []
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    before_close.append(await receive(slow))
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CLOSE_SLOW_CONSUMER
+            reason = json.loads(closed.value.rcvd.reason)
+            last_seq = reason["last_seq"][room]
+            seen = room_event_seqs(before_close, room)
+            assert seen == list(range(joined["seq"] + 1, last_seq + 1))  # in order, none missing
+
+            for i in range(AFTER_CLOSE):
+                written.append(f"B{i}")
+                await update(writer, room, sheet, written[-1], "small")
+            written.append("END")
+            await update(writer, room, sheet, "END", "done")
+
+            # The fast member was never held up or dropped: every cell_updated, in seq order.
+            heard = await asyncio.wait_for(fast_reading, RECEIVE_TIMEOUT)
+            assert cells(heard) == written
+            seqs = room_event_seqs(heard, room)
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            assert "error" not in types(heard)
+
+        # The slow client reconnects and resumes: the rest, exactly once, then replay_complete.
+        async with srv.connect(srv.token("slow")) as again:
+            await greet(again)
+            await join(again, room, since=last_seq)
+            replayed = await until(again, of_type("replay_complete"))
+            caught_up = int(replayed[-1]["seq"])
+            assert room_event_seqs(replayed, room) == list(range(last_seq + 1, caught_up + 1))
+            assert cells(before_close) + cells(replayed) == written
+            assert caught_up == len(await store.read_stream(room_stream(room)))
+
+
+# Keepalive.
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_and_leaves_its_rooms(
+    database_url: str, store: EventStore, room: str
+) -> None:
+    settings = make_settings(
+        database_url, websocket_ping_interval=0.5, websocket_ping_timeout=1.0, **UNLIMITED
+    )
+    async with (
+        serve(settings) as srv,
+        srv.connect(srv.token("alice")) as alice,
+        # No pings of its own, so the only traffic on it is the server's.
+        srv.connect(srv.token("ghost"), ping_interval=None) as ghost,
+    ):
+        await greet(alice)
+        ghost_id = await greet(ghost)
+        await join(alice, room)
+        await join(ghost, room)
+        # The ghost's process is alive but stops reading: it never sees the server's pings, so
+        # it never answers them (a half-open TCP connection, a frozen tab).
+        ghost.transport.pause_reading()
+
+        heard = await until(alice, of_type("user_left", user_id="ghost"))
+        assert types(heard) == ["room_state", "user_joined", "room_state", "user_left"]
+        events = await wait_for_events(store, room_stream(room), 3)
+        assert [e.type for e in events] == [USER_JOINED_ROOM, USER_JOINED_ROOM, USER_LEFT_ROOM]
+        assert events[2].data == {
+            "room_id": room,
+            "user_id": "ghost",
+            "connection_id": ghost_id,
+            "reason": "disconnected",
+        }
+
+        # Reading again, the ghost finds the server's close: 1011, keepalive ping timeout.
+        ghost.transport.resume_reading()
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            await ghost.wait_closed()
+        assert ghost.close_code == 1011
+        # Alice answered every ping (her client does so by itself): still connected.
+        assert (await request(alice, {"type": "ping"}))["type"] == "pong"
