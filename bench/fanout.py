@@ -66,12 +66,14 @@ def start_server(target: str, port: int, database_url: str, log: Path) -> subpro
         "WEBSOCKET_REQUESTS_PER_MINUTE": UNLIMITED,
         "WEBSOCKET_REQUESTS_PER_HOUR": UNLIMITED,
         "VOLATILE_MESSAGES_PER_SECOND": UNLIMITED,
+        "FANOUT_MAX_QUEUE": "100000",
     }
     app = ["api.app:create_app", "--factory"] if target == "collab-engine" else ["bench.baseline_relay:app"]
     command = [
         "taskset", "-c", "0", sys.executable, "-m", "uvicorn", *app, "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
-        "--ws-per-message-deflate", "false", "--log-level", "warning",
+        "--ws-per-message-deflate", "false", "--ws-ping-interval", "3600", "--ws-ping-timeout", "3600",
+        "--log-level", "warning",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
@@ -102,7 +104,11 @@ class Load:
             for m in range(self.members):
                 user = f"u{r}-{m}"
                 token = mint_token(self.settings, sub=user, secret=SECRET)
-                ws = await connect(f"{self.url}?token={token}", max_queue=None, open_timeout=30)
+                # No client keepalive: an overloaded server answers pings late, and the point is to
+                # measure it, not to disconnect from it.
+                ws = await connect(
+                    f"{self.url}?token={token}", max_queue=None, open_timeout=30, ping_interval=None
+                )
                 await ws.send(orjson.dumps({"type": "join_room", "room_id": f"bench-{r}"}).decode())
                 index = len(self.clients)
                 self.clients.append(ws)
@@ -191,11 +197,16 @@ async def measure(
         for rate in args.rates.split(","):
             offered = None if rate == "open" else float(rate)
             rows.append({"server": target, **await load.run_step(f"s{rate}", offered, args.seconds)})
+            print(rows[-1], flush=True)
         await load.close()
         return rows
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:  # a graceful stop can outlast a saturated run's backlog
+            server.kill()
+            server.wait(30)
 
 
 def report(rows: list[dict[str, object]]) -> str:

@@ -190,9 +190,14 @@ class LogWriter:
             if p.rows and (outcomes := await self._try_write(p)) is not None:
                 self.paths["known"] += 1
                 return outcomes
-        self._forget()
+            if p.rows:
+                self._forget()  # the log moved on without us: what we knew is stale
         async with self._connection() as raw:
             state = await read_state(raw, items)
+        # Knowledge is kept only while the head is where our own last commit left it; a batch that
+        # merely touches streams or cells we have not seen yet must not throw it all away.
+        if state.head != self._head:
+            self._forget()
         p = plan(state, items)
         if not p.rows:
             return p.resolve(None)  # only conflicts and duplicates: nothing to commit
@@ -230,6 +235,8 @@ class LogWriter:
                     await raw.execute("ROLLBACK")
                 raise
         if p.rows and at is not None:
+            if state.head != self._head:
+                self._forget()
             self._learn(p, state, at)
         return p.resolve(at)
 
