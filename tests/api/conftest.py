@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -130,3 +131,9 @@ async def wait_for_events(store: EventStore, stream_id: str, count: int) -> list
             if len(events) >= count:
                 return events
             await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def room() -> str:
+    """A room id no other test uses, so tests share one server and database without meeting."""
+    return f"room-{uuid.uuid4().hex[:12]}"

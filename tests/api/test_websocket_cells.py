@@ -15,11 +15,6 @@ from tests.api.live_helpers import greet, join, of_type, pending, send, types, u
 
 
 @pytest.fixture
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
 def sheet() -> str:
     return f"sheet-{uuid.uuid4().hex[:12]}"
 

@@ -3,19 +3,10 @@ names and nobody else, with `seq` on room events and acks for `client_msg_id`.""
 
 from __future__ import annotations
 
-import uuid
-
-import pytest
-
 from engine.events import USER_JOINED_ROOM, room_stream
 from engine.store import EventStore
 from tests.api.conftest import Server, receive, request, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
-
-
-@pytest.fixture
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
 
 
 async def test_join_by_two_clients_tells_the_first_with_room_state_and_user_joined(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -40,11 +39,6 @@ UNLIMITED: dict[str, Any] = {
     "websocket_requests_per_hour": 1_000_000,
 }
 ROOM_EVENTS = ("cell_updated", "user_joined", "user_left")
-
-
-@pytest.fixture
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
 
 
 def room_event_seqs(messages: list[Message], room: str) -> list[int]:

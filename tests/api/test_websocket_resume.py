@@ -5,9 +5,7 @@ events, with no gap and no duplicate between replay and live (PROTOCOL.md, envel
 from __future__ import annotations
 
 import asyncio
-import uuid
 
-import pytest
 from websockets.asyncio.client import ClientConnection
 
 from engine.events import room_stream
@@ -16,11 +14,6 @@ from tests.api.conftest import Server, request
 from tests.api.live_helpers import Message, greet, join, of_type, pending, send, until
 
 ROUNDS = 40  # leave + join each: 80 room events written while the joiner resumes
-
-
-@pytest.fixture
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
 
 
 async def churn(ws: ClientConnection, room: str, rounds: int, started: asyncio.Event) -> None:

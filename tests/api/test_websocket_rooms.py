@@ -3,9 +3,6 @@ hold, and a closed socket leaves its rooms."""
 
 from __future__ import annotations
 
-import uuid
-
-import pytest
 from websockets.asyncio.client import ClientConnection
 
 from engine.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
@@ -13,11 +10,6 @@ from engine.projections.rooms import project
 from engine.store import EventStore
 from tests.api.conftest import Server, make_settings, receive, request, serve, wait_for_events
 from tests.fault_proxy import FaultProxy
-
-
-@pytest.fixture
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
 
 
 async def join(ws: ClientConnection, room_id: str, **extra: object) -> dict[str, object]:
