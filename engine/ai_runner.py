@@ -125,7 +125,7 @@ class AiRunner:
     ) -> None:
         """Check, record `AiRequestStarted` (-> `ai_start`), ack, and start the run."""
         authorize(actor, "ai_request")
-        sheet_room = await self.core.store.sheet_room(sheet_id)
+        sheet_room = await self.core.sheet_room(sheet_id)
         if sheet_room is None:
             raise NotFound(f"sheet {sheet_id!r} has no cells", sheet_id=sheet_id, request_id=request_id)
         require_member(sheet_room, self._joined(connection_id))

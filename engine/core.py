@@ -222,6 +222,16 @@ class EngineCore:
             if not any(c.actor.user_id == user_id for c in self._connections.values()):
                 self._live.forget_user(user_id)
 
+    async def sheet_room(self, sheet_id: str) -> str | None:
+        """The room of the sheet's first edit (None: never edited). Cached once known: a sheet's
+        room never changes, so the cache can never be stale."""
+        room = self._sheet_rooms.get(sheet_id)
+        if room is None:
+            room = await self.store.sheet_room(sheet_id)
+            if room is not None:
+                self._sheet_rooms[sheet_id] = room
+        return room
+
     async def room_view(self, room_id: str) -> RoomView:
         """The room projected from its whole stream (a replay; persisted projections come later)."""
         return project(await self._read_room(room_id), room_id)

@@ -217,11 +217,7 @@ class Engine(NotificationHandlers, UploadHandlers, EngineCore):
         self._connection_of(actor, connection_id)
         authorize(actor, "cell_update")
         joined = self._joined(connection_id)
-        sheet_room = self._sheet_rooms.get(sheet_id)
-        if sheet_room is None:
-            sheet_room = await self.store.sheet_room(sheet_id)
-            if sheet_room is not None:
-                self._sheet_rooms[sheet_id] = sheet_room  # never changes once set: safe to keep
+        sheet_room = await self.sheet_room(sheet_id)
         room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined)
         require_member(room_id, joined)
         data = {
