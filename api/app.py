@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from api.auth import TokenVerifier
 from api.database_url import resolve_database_url
+from api.http_errors import install_error_handlers
 from api.jwt_secret import resolve_jwt_secret
 from api.routes import api_router
 from api.settings import Settings, get_settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
             await engine.stop()
 
     app = FastAPI(title="collab-engine", lifespan=lifespan)
+    install_error_handlers(app)
     app.include_router(api_router())
     return app
 

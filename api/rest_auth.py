@@ -1,0 +1,85 @@
+"""Who is calling a REST endpoint: the same JWT as the WebSocket (PROTOCOL.md: `Authorization:
+Bearer`), verified by the same `TokenVerifier`, and the role each kind of endpoint needs.
+
+Declared through FastAPI's `HTTPBearer` so the OpenAPI schema shows every protected route's security;
+`auto_error=False` because its own 403 for a missing header is wrong: no token is a 401.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+
+from api.auth import AuthenticationFailed
+from api.deps import get_verifier
+from engine.actors import Actor
+from engine.errors import PermissionDenied
+
+_bearer = HTTPBearer(auto_error=False, description="The JWT the WebSocket accepts (PROTOCOL.md)")
+
+
+class Unauthenticated(AuthenticationFailed):
+    """No or a bad token on a REST call: 401 with `WWW-Authenticate: Bearer` (api/http_errors.py)."""
+
+
+def current_actor(
+    conn: HTTPConnection,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    """The caller named by a valid bearer token; raises Unauthenticated (401)."""
+    token = credentials.credentials if credentials is not None else None
+    try:
+        return get_verifier(conn).verify(token)
+    except AuthenticationFailed as exc:
+        raise Unauthenticated(str(exc)) from None
+
+
+ActorDep = Annotated[Actor, Depends(current_actor)]
+
+
+def require_admin(actor: ActorDep) -> Actor:
+    """The caller, if an admin; else PermissionDenied (403)."""
+    if not actor.has_role("admin"):
+        raise PermissionDenied("this endpoint needs the admin role")
+    return actor
+
+
+AdminDep = Annotated[Actor, Depends(require_admin)]
+
+
+def may_read_room(actor: Actor, room_id: str) -> bool:
+    """Auditors and admins read every room's history; anyone else only rooms they may join
+    (their role lets them join and the token's `rooms` patterns admit the room)."""
+    return actor.has_role("auditor", "admin") or actor.may_join(room_id)
+
+
+def require_room_reader(actor: Actor, room_id: str) -> Actor:
+    """The caller, if `may_read_room`; else PermissionDenied (403)."""
+    if not may_read_room(actor, room_id):
+        raise PermissionDenied(f"no right to read room {room_id!r}")
+    return actor
+
+
+def require_auditor(actor: ActorDep) -> Actor:
+    """The caller, if an auditor or admin (the global event stream); else PermissionDenied (403)."""
+    if not actor.has_role("auditor", "admin"):
+        raise PermissionDenied("this endpoint needs the auditor or admin role")
+    return actor
+
+
+AuditorDep = Annotated[Actor, Depends(require_auditor)]
+
+__all__ = [
+    "ActorDep",
+    "AdminDep",
+    "AuditorDep",
+    "Unauthenticated",
+    "current_actor",
+    "may_read_room",
+    "require_admin",
+    "require_auditor",
+    "require_room_reader",
+]
