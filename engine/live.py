@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from engine.events import (
     CURSOR_MOVED,
+    MEMBERSHIP_EVENTS,
     USER_LEFT_ROOM,
     USER_STATUS_CHANGED,
     Committed,
@@ -122,6 +123,10 @@ class Live:
         room_id = room_id_of(durable_stream(event.stream_id))
         topic = room_stream(room_id)
         view = self._fold_room(room_id, event)
+        if view is not None and event.type in MEMBERSHIP_EVENTS:
+            # Only joins and leaves show members (their `room_state`); laying statuses over every
+            # member for each cell update cost more than rendering it.
+            view = with_statuses(view, self.statuses(view))
         frames = encode(render(event, view))
         if is_volatile_stream(event.stream_id):
             coalesce = str(event.data["user_id"]) if event.type == CURSOR_MOVED else None
@@ -162,7 +167,7 @@ class Live:
                 del self._rooms[room_id]
             return None
         view = self._rooms[room_id] = apply(view, event)
-        return with_statuses(view, self.statuses(view))
+        return view
 
     def _fold_presence(self, event: RecordedEvent) -> None:
         user_id = presence.key_of(event)
