@@ -1,0 +1,379 @@
+"""History and time travel for auditors: pages of the log, and rooms, sheets and cells as of any point.
+
+Every answer is read from the `events` table and, for state, folded by the same projectors the live
+path uses (`engine.projections.rooms`, `engine.projections.cells`), so "as of seq N" can never disagree
+with what clients were sent at seq N.
+
+Paging. Pages are cut by log position: the room's durable events and its volatile twin interleave only
+by position (volatile events have no seq), and a position cursor serves both. Reading `position >
+cursor` in position order never skips an event, because the store makes position order commit order
+(engine/store.py, top docstring): no event can become visible below a position a reader has passed.
+
+"As of" a point. A point is a log position P: the position of the room's event `seq`, or the newest
+event of the room (either stream) recorded at or before a time; `recorded_at` never decreases along
+positions (engine/log_writer.py), so a time cuts the log at one position. The room is every event of
+its two streams up to P, folded from the newest snapshot at or before P (engine/snapshots.py). A fold
+that passes a multiple of `snapshot_every` stores a snapshot there, so a room is replayed in full at
+most once. A sheet is folded from its own `CellUpdated` events only, filtered in SQL, so it needs no
+snapshot: those are all the events its projection reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.errors import NotFound, ValidationFailed
+from engine.events import (
+    CATALOGUE,
+    CELL_UPDATED,
+    VOLATILE_EVENTS,
+    RecordedEvent,
+    room_stream,
+    volatile_stream,
+)
+from engine.projections import cells as cells_projection
+from engine.projections.cells import Cell, Sheet
+from engine.projections.rooms import RoomView, apply_many
+from engine.schema import events, sheets, streams
+from engine.snapshots import Snapshot, SnapshotStore
+
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a page holds: types (None: all), and a `recorded_at` range, both ends included."""
+
+    types: frozenset[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted((self.types or frozenset()) - CATALOGUE)
+        if unknown:
+            raise ValidationFailed(f"unknown event types: {', '.join(unknown)}", types=unknown)
+        for name, at in (("since", self.since), ("until", self.until)):
+            if at is not None:
+                _check_zone(name, at)
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValidationFailed("since is after until")
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.types is not None:
+            found.append(events.c.type.in_(sorted(self.types)))
+        if self.since is not None:
+            found.append(events.c.recorded_at >= self.since)
+        if self.until is not None:
+            found.append(events.c.recorded_at <= self.until)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[RecordedEvent]
+    next_cursor: int | None  # the position to read after for the next page; None: nothing more now
+
+
+@dataclass(frozen=True, slots=True)
+class SheetAsOf:
+    sheet: Sheet
+    room_seq: int  # the seq of the sheet's room at that point
+
+
+class History:
+    """Read-only queries over the log (and the snapshot cache). Stateless apart from the pool."""
+
+    def __init__(self, db_engine: AsyncEngine, *, snapshot_every: int = 100) -> None:
+        if snapshot_every < 1:
+            raise ValueError("snapshot_every must be at least 1")
+        self.db_engine = db_engine
+        self.snapshot_every = snapshot_every
+        self.snapshots = SnapshotStore(db_engine)
+
+    # Pages of events.
+
+    async def room_events(
+        self,
+        room_id: str,
+        *,
+        after_seq: int | None = None,
+        cursor: int | None = None,
+        limit: int = 100,
+        where: EventFilter = EventFilter(),
+        include_volatile: bool = False,
+    ) -> Page:
+        """A page of the room's events after `after_seq` (a room seq) or `cursor` (a page's
+        `next_cursor`); volatile events too, merged by position, when `include_volatile`."""
+        head = await self.room_seq(room_id)
+        if after_seq is not None and cursor is not None:
+            raise ValidationFailed("give after_seq or cursor, not both")
+        if after_seq is not None:
+            cursor = await self._position_of(room_id, _bounded_seq(after_seq, head))
+        if where.types is not None and not include_volatile and (volatile := where.types & VOLATILE_EVENTS):
+            raise ValidationFailed(
+                f"{', '.join(sorted(volatile))} events are volatile: ask with include_volatile=true"
+            )
+        streams = _room_streams(room_id, include_volatile)
+        return await self._page(
+            [events.c.stream_id.in_(streams), *where.clauses()], after=cursor or 0, limit=limit
+        )
+
+    async def all_events(
+        self, *, after_position: int = 0, limit: int = 100, where: EventFilter = EventFilter()
+    ) -> Page:
+        """A page of the whole log (every stream) after `after_position`."""
+        return await self._page(where.clauses(), after=after_position, limit=limit)
+
+    async def export_room(
+        self, room_id: str, *, include_volatile: bool = False, page_size: int = MAX_PAGE
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """The room's events page by page, up to the log head when the export starts (so a busy room's
+        export ends), each page read on its own so memory holds one page at a time.
+
+        Checks the room exists before it yields; the caller can answer NotFound before streaming.
+        """
+        await self.room_seq(room_id)
+        upto = await self._head()
+        return self._pages(_room_streams(room_id, include_volatile), after=0, upto=upto, size=page_size)
+
+    # Time travel.
+
+    async def room_state(
+        self, room_id: str, *, seq: int | None = None, at: datetime | None = None
+    ) -> RoomView:
+        """The room as of its event `seq`, or as of time `at` (the newest room event recorded then)."""
+        point = await self._point(room_id, seq, at)
+        snapshot = await self.snapshots.latest(room_id, upto_position=point) if point else None
+        view = snapshot.view if snapshot is not None else RoomView(room_id)
+        after = snapshot.position if snapshot is not None else 0
+        async for page in self._pages(_room_streams(room_id, True), after=after, upto=point):
+            view = await self._fold(view, page)
+        return view
+
+    async def snapshot(self, room_id: str) -> Snapshot:
+        """Store (if not there yet) and return a snapshot of the room at its current seq."""
+        head = await self.room_seq(room_id)
+        view = await self.room_state(room_id, seq=head)
+        snapshot = Snapshot(room_id, head, await self._position_of(room_id, head), view)
+        await self.snapshots.save(snapshot)
+        return snapshot
+
+    async def sheet_cells(
+        self, sheet_id: str, *, seq: int | None = None, at: datetime | None = None
+    ) -> SheetAsOf:
+        """The sheet's cells as of seq `seq` of its room, or as of time `at`."""
+        room_id = await self.sheet_room(sheet_id)
+        head = await self.room_seq(room_id)
+        if (seq is None) == (at is None):
+            raise ValidationFailed("give exactly one of seq and at")
+        if seq is not None:
+            upto = _bounded_seq(seq, head)
+            bound: ColumnElement[bool] = events.c.stream_version <= upto
+        else:
+            assert at is not None
+            _check_zone("at", at)
+            upto = await self._seq_at(room_id, at)
+            bound = events.c.recorded_at <= at
+        sheet = Sheet(sheet_id)
+        async for page in self._cell_pages(room_id, sheet_id, bound):
+            sheet = cells_projection.apply_many(sheet, page)
+        return SheetAsOf(sheet, upto)
+
+    async def cell_history(
+        self, sheet_id: str, cell_id: str, *, after_seq: int = 0, limit: int = 100
+    ) -> tuple[list[Cell], int | None]:
+        """The cell's versions, oldest first, after room seq `after_seq`; and the next `after_seq`."""
+        room_id = await self.sheet_room(sheet_id)
+        _check_id("cell_id", cell_id)
+        _check_limit(limit)
+        if after_seq < 0:
+            raise ValidationFailed("after_seq must not be negative")
+        query = self._cell_query(room_id, sheet_id, cell_id, events.c.stream_version > after_seq)
+        found = await self._fetch(query.limit(limit + 1))
+        if not found and after_seq == 0:
+            raise NotFound(f"cell {cell_id!r} of sheet {sheet_id!r} was never written")
+        more = len(found) > limit
+        found = found[:limit]
+        versions: list[Cell] = []
+        for event in found:
+            versions.append(cells_projection.apply_cell(versions[-1] if versions else None, event))
+        return versions, (found[-1].stream_version if more else None)
+
+    # Lookups.
+
+    async def room_seq(self, room_id: str) -> int:
+        """The room's current seq; NotFound for a room no one ever joined."""
+        _check_id("room_id", room_id)
+        # The stream's counter row (engine/store.py) is its newest version, without scanning its events.
+        query = select(streams.c.version).where(streams.c.stream_id == room_stream(room_id))
+        async with self.db_engine.connect() as conn:
+            seq = (await conn.execute(query)).scalar()
+        if not seq:
+            raise NotFound(f"room {room_id!r} has no history")
+        return int(seq)
+
+    async def sheet_room(self, sheet_id: str) -> str:
+        """The sheet's room; NotFound for a sheet never edited."""
+        _check_id("sheet_id", sheet_id)
+        async with self.db_engine.connect() as conn:
+            room = (
+                await conn.execute(select(sheets.c.room_id).where(sheets.c.sheet_id == sheet_id))
+            ).scalar()
+        if room is None:
+            raise NotFound(f"sheet {sheet_id!r} was never edited")
+        return str(room)
+
+    # Internals.
+
+    async def _point(self, room_id: str, seq: int | None, at: datetime | None) -> int:
+        """The log position that `seq` or `at` names in this room (0: before its first event)."""
+        if (seq is None) == (at is None):
+            raise ValidationFailed("give exactly one of seq and at")
+        head = await self.room_seq(room_id)
+        if seq is not None:
+            return await self._position_of(room_id, _bounded_seq(seq, head))
+        assert at is not None
+        _check_zone("at", at)
+        query = select(func.max(events.c.position)).where(
+            events.c.stream_id.in_(_room_streams(room_id, True)), events.c.recorded_at <= at
+        )
+        async with self.db_engine.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    async def _seq_at(self, room_id: str, at: datetime) -> int:
+        query = select(func.max(events.c.stream_version)).where(
+            events.c.stream_id == room_stream(room_id), events.c.recorded_at <= at
+        )
+        async with self.db_engine.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
+
+    async def _position_of(self, room_id: str, seq: int) -> int:
+        if seq == 0:
+            return 0
+        query = select(events.c.position).where(
+            events.c.stream_id == room_stream(room_id), events.c.stream_version == seq
+        )
+        async with self.db_engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def _head(self) -> int:
+        async with self.db_engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one()
+            )
+
+    async def _fold(self, view: RoomView, page: Sequence[RecordedEvent]) -> RoomView:
+        """`apply_many` over the page, storing a snapshot after each durable event whose seq is a
+        multiple of `snapshot_every` (the view then holds exactly the events up to its position)."""
+        start = 0
+        durable = room_stream(view.room_id)
+        for index, event in enumerate(page):
+            if event.stream_id == durable and event.stream_version % self.snapshot_every == 0:
+                view = apply_many(view, page[start : index + 1])
+                start = index + 1
+                await self.snapshots.save(Snapshot(view.room_id, view.seq, event.position, view))
+        return apply_many(view, page[start:])
+
+    async def _page(self, where: list[ColumnElement[bool]], *, after: int, limit: int) -> Page:
+        _check_limit(limit)
+        if after < 0:
+            raise ValidationFailed("the cursor must not be negative")
+        query = (
+            select(events)
+            .where(events.c.position > after, *where)
+            .order_by(events.c.position)
+            .limit(limit + 1)
+        )
+        found = await self._fetch(query)
+        more = len(found) > limit
+        found = found[:limit]
+        return Page(found, found[-1].position if more else None)
+
+    async def _pages(
+        self, streams: list[str], *, after: int, upto: int, size: int = MAX_PAGE
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        while True:
+            query = (
+                select(events)
+                .where(events.c.stream_id.in_(streams), events.c.position > after, events.c.position <= upto)
+                .order_by(events.c.position)
+                .limit(size)
+            )
+            page = await self._fetch(query)
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            after = page[-1].position
+
+    async def _cell_pages(
+        self, room_id: str, sheet_id: str, bound: ColumnElement[bool], size: int = MAX_PAGE
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """The sheet's updates within `bound`, in seq order, page by page."""
+        after = 0
+        while True:
+            query = self._cell_query(room_id, sheet_id, None, bound, events.c.stream_version > after)
+            page = await self._fetch(query.limit(size))
+            if page:
+                yield page
+            if len(page) < size:
+                return
+            after = page[-1].stream_version
+
+    @staticmethod
+    def _cell_query(
+        room_id: str, sheet_id: str, cell_id: str | None, *bounds: ColumnElement[bool]
+    ) -> Select[Any]:
+        """The `CellUpdated` events of the sheet (or of one of its cells) within `bounds`, in seq order."""
+        where = [
+            events.c.stream_id == room_stream(room_id),
+            events.c.type == CELL_UPDATED,
+            events.c.data["sheet_id"].astext == sheet_id,
+            *bounds,
+        ]
+        if cell_id is not None:
+            where.append(events.c.data["cell_id"].astext == cell_id)
+        return select(events).where(and_(*where)).order_by(events.c.stream_version)
+
+    async def _fetch(self, query: Any) -> list[RecordedEvent]:
+        async with self.db_engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [RecordedEvent(**row) for row in rows]
+
+
+def _room_streams(room_id: str, include_volatile: bool) -> list[str]:
+    durable = room_stream(room_id)
+    return [durable, volatile_stream(durable)] if include_volatile else [durable]
+
+
+def _bounded_seq(seq: int, head: int) -> int:
+    if not 0 <= seq <= head:
+        raise ValidationFailed(f"seq {seq} is outside the room's 0..{head}", seq=head)
+    return seq
+
+
+def _check_id(name: str, value: str) -> None:
+    # PostgreSQL text cannot hold NUL, so no stored id has one: refuse it before the query fails.
+    if not value or "\x00" in value:
+        raise ValidationFailed(f"{name} must be non-empty text without NUL characters")
+
+
+def _check_zone(name: str, at: datetime) -> None:
+    # A time without zone would be read in the server's zone: refuse it rather than guess.
+    if at.utcoffset() is None:
+        raise ValidationFailed(f"{name} needs a time zone (e.g. 2026-11-26T10:00:00Z)")
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed(f"limit must be 1 to {MAX_PAGE}")
+
+
+__all__ = ["MAX_PAGE", "EventFilter", "History", "Page", "SheetAsOf"]
