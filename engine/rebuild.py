@@ -10,6 +10,19 @@ rebuild_cells holds the `log_head` row lock for its whole transaction, so no app
 reading the log and replacing the tables. diff_cells takes no lock: it reads the head and both tables
 in one snapshot (the tables are exactly at that head, being written with the events) and folds the
 log up to that head, which later appends cannot change.
+
+The projection tables (rooms, room_members, presence, typing, notifications, uploads, ai_requests) are
+kept by the projector runner behind the log, at its checkpoint (engine/projector_runner.py). The
+rebuild folds the log with the same folds and the same view-to-row code (engine/projection_rows.py)
+and writes rows through the same statements (engine/projection_tables.py), so a rebuild gives exactly
+the rows the runner wrote:
+
+- `rebuild_projections` locks the runner's checkpoint row (a running runner waits, then finds the
+  checkpoint moved and reloads its views), folds the log up to the head, replaces every table and
+  sets the checkpoint to that head; events after it are the runner's again.
+- `diff_projections` reads the checkpoint and the tables in one snapshot, folds the log up to that
+  checkpoint into fresh temporary tables, and compares them with the live ones row for row (SQL
+  `EXCEPT ALL`, so a value compares as PostgreSQL stores it); nothing is changed.
 """
 
 from __future__ import annotations
@@ -25,8 +38,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.events import RecordedEvent
+from engine.projection_rows import MODELS, TABLES, TableSpec, Views, fold_all, rows_of
+from engine.projection_tables import insert_rows
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Sheet
+from engine.projector_runner import CHECKPOINT as PROJECTIONS_CHECKPOINT
+from engine.projector_runner import lock_checkpoint, move_checkpoint
 from engine.store import EventStore
 
 CHECKPOINT = "cells"
@@ -155,6 +172,120 @@ async def diff_cells(db_engine: AsyncEngine) -> list[str]:
     return differences
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectionsReport:
+    head: int
+    events_read: int
+    rows: dict[str, int]  # table -> rows written
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FullReport:
+    cells: RebuildReport
+    projections: ProjectionsReport
+
+
+async def fold_projections(db_engine: AsyncEngine, upto: int, *, page: int = PAGE) -> tuple[Views, int]:
+    """Every read model's views folded from the log at positions 1..`upto`; and the events read."""
+    store = EventStore(db_engine)
+    views: Views = {}
+    after = read = 0
+    while after < upto:
+        batch = [e for e in await store.read_all(after, limit=min(page, upto - after)) if e.position <= upto]
+        if not batch:
+            break
+        read += len(batch)
+        after = batch[-1].position
+        fold_all(MODELS, batch, views)
+    return views, read
+
+
+async def _fill(conn: AsyncConnection, views: Views, *, prefix: str = "") -> dict[str, int]:
+    """Insert every row of `views` into the tables (or into `prefix`+table); rows per table."""
+    counts: dict[str, int] = {}
+    for model in MODELS:
+        rows = rows_of(model, views.get(model.name, {}).values())
+        for table in model.tables:
+            await insert_rows(conn, table, rows[table.name], into=prefix + table.name if prefix else None)
+            counts[table.name] = len(rows[table.name])
+    return counts
+
+
+async def rebuild_projections(db_engine: AsyncEngine) -> ProjectionsReport:
+    """Rewrite every projection table to the fold of the whole log and set the runner's checkpoint to
+    the head folded, in one transaction holding the checkpoint row lock."""
+    started = time.perf_counter()
+    async with db_engine.begin() as conn:
+        await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT)  # the runner waits for this transaction
+        head = int((await conn.execute(text(_READ_HEAD))).scalar_one())
+        views, read = await fold_projections(db_engine, head)
+        for table in TABLES:
+            await conn.execute(text(f'DELETE FROM "{table.name}"'))
+        counts = await _fill(conn, views)
+        await move_checkpoint(conn, head, PROJECTIONS_CHECKPOINT)
+    return ProjectionsReport(head, read, counts, time.perf_counter() - started)
+
+
+async def diff_projections(db_engine: AsyncEngine) -> list[str]:
+    """How the projection tables differ from the fold of the log up to the runner's checkpoint; empty
+    when identical."""
+    async with db_engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")  # checkpoint and tables together
+        found = await conn.execute(
+            text("SELECT position FROM projector_checkpoints WHERE name = :n"), {"n": PROJECTIONS_CHECKPOINT}
+        )
+        checkpoint = int(found.scalar() or 0)
+        views, _ = await fold_projections(db_engine, checkpoint)
+        for table in TABLES:
+            await conn.execute(
+                text(f'CREATE TEMP TABLE "fresh_{table.name}" (LIKE "{table.name}") ON COMMIT DROP')
+            )
+        await _fill(conn, views, prefix="fresh_")
+        differences: list[str] = []
+        for table in TABLES:
+            differences += await _diff_table(conn, table)
+        await conn.rollback()
+    return differences
+
+
+async def _diff_table(conn: AsyncConnection, table: TableSpec) -> list[str]:
+    columns = ", ".join(f'"{name}"' for name in table.column_names)
+    live, fresh = f'"{table.name}"', f'"fresh_{table.name}"'
+
+    async def only_in(first: str, second: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+        result = await conn.execute(
+            text(f"SELECT {columns} FROM {first} EXCEPT ALL SELECT {columns} FROM {second}")
+        )
+        return {tuple(row[k] for k in table.key): dict(row) for row in result.mappings()}
+
+    in_table, in_log = await only_in(live, fresh), await only_in(fresh, live)
+    out: list[str] = []
+    for key in sorted(in_table.keys() | in_log.keys(), key=repr):
+        name = f"{table.name} {'/'.join(str(part) for part in key)}"
+        if key not in in_log:
+            out.append(f"{name}: in the table but not in the log")
+        elif key not in in_table:
+            out.append(f"{name}: in the log but missing from the table")
+        else:
+            have, want = in_table[key], in_log[key]
+            changed = [c for c in table.column_names if not _same(have[c], want[c])]
+            out += [f"{name}: {c} is {have[c]!r} in the table, {want[c]!r} in the log" for c in changed]
+            if not changed:  # equal in Python, not as stored (a JSON 1 against 1.0, say)
+                out.append(f"{name}: differs from the log as stored")
+    return out
+
+
+async def rebuild_all(db_engine: AsyncEngine) -> FullReport:
+    """`rebuild_cells`, then `rebuild_projections`."""
+    return FullReport(await rebuild_cells(db_engine), await rebuild_projections(db_engine))
+
+
+async def diff_all(db_engine: AsyncEngine) -> list[str]:
+    """`diff_cells` and `diff_projections` together; empty when every table matches the log."""
+    return await diff_cells(db_engine) + await diff_projections(db_engine)
+
+
 def _rows(folded: Folded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The fold as rows of the cells and sheets tables."""
     cell_rows: list[dict[str, Any]] = []
@@ -213,4 +344,18 @@ def _same(have: Any, want: Any) -> bool:
     return bool(have == want and orjson.dumps(have) == orjson.dumps(want))
 
 
-__all__ = ["CHECKPOINT", "Folded", "RebuildReport", "diff_cells", "fold_cells", "rebuild_cells"]
+__all__ = [
+    "CHECKPOINT",
+    "Folded",
+    "FullReport",
+    "ProjectionsReport",
+    "RebuildReport",
+    "diff_all",
+    "diff_cells",
+    "diff_projections",
+    "fold_cells",
+    "fold_projections",
+    "rebuild_all",
+    "rebuild_cells",
+    "rebuild_projections",
+]

@@ -94,7 +94,14 @@ def cell_update(room: str, sheet: str, version: int | None, value: str) -> NewEv
     return NewEvent(
         stream_id=f"room:{room}",
         type="CellUpdated",
-        data={"room_id": room, "sheet_id": sheet, "cell_id": "A1", "value": value, "formula": None},
+        data={
+            "room_id": room,
+            "sheet_id": sheet,
+            "cell_id": "A1",
+            "value": value,
+            "formula": None,
+            "user_id": "u1",
+        },
         user_id="u1",
         cell=CellWrite(sheet, "A1", room, version),
     )

@@ -1,0 +1,213 @@
+"""The projector runner: follows the log from its checkpoint and keeps the projection tables
+(rooms, room_members, presence, typing, notifications, uploads, ai_requests) at what the pure folds
+of engine/projections/ give.
+
+Each step is one transaction: lock the checkpoint row, read the next page of events after it, load
+the views those events touch (from memory, or from the tables: engine/projection_tables.py), fold
+the events into them (engine/projection_rows.py, the code the rebuild uses too), replace the rows of
+the changed views and move the checkpoint. So the tables and the checkpoint always move together,
+and a runner that crashes or is stopped resumes exactly where its last commit left off, without
+applying any event twice.
+
+Why nothing is skipped: appends are serialised by the `log_head` row lock, so position order is
+commit order and an event can never become visible below a position already read (engine/store.py).
+Reading `position > checkpoint` in order is therefore complete, and the folds check it too (a room
+raises on a gap in its seq).
+
+Why one runner at a time, and how: every engine process has a runner, but only the one holding the
+session advisory lock `LOCK_KEY` projects; the others try again every `poll_seconds` and so take
+over within that time when the holder's process or connection dies (PostgreSQL releases the lock
+with the session). The lock saves work; correctness does not depend on it: the checkpoint row lock
+taken first in every step serialises any two writers (including `engine/rebuild.py`, which takes the
+same row lock), and a runner that finds the checkpoint somewhere other than where it left it drops
+its cached views and reloads them from the tables.
+
+When it runs: the engine wakes it after each of its own commits (`wake`), and it polls every
+`poll_seconds` for commits of other nodes; a wake that arrives while a step reads is not lost,
+because the flag is cleared before the read.
+
+Determinism: the folds take time from `recorded_at`, never from the clock, so the rows the runner
+writes are exactly those a rebuild from zero writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from engine.events import RecordedEvent
+from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.projection_rows import MODELS, ReadModel, Views, fold_routed, route
+from engine.projection_tables import load_views, write_views
+from engine.schema import events as events_table
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "projections"
+# The advisory lock that elects the projecting node: any fixed 64-bit number no other code uses.
+LOCK_KEY = 0x636F6C6C61622D70  # "collab-p"
+
+_ENSURE_CHECKPOINT = """
+    INSERT INTO projector_checkpoints (name, position) VALUES (:name, 0) ON CONFLICT (name) DO NOTHING
+"""
+_LOCK_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = :name FOR UPDATE"
+_MOVE_CHECKPOINT = (
+    "UPDATE projector_checkpoints SET position = :position, updated_at = now() WHERE name = :name"
+)
+
+
+async def lock_checkpoint(conn: AsyncConnection, name: str = CHECKPOINT) -> int:
+    """The checkpoint's position, its row locked until the transaction ends (created at 0 if new)."""
+    found = (await conn.execute(text(_LOCK_CHECKPOINT), {"name": name})).scalar()
+    if found is None:
+        await conn.execute(text(_ENSURE_CHECKPOINT), {"name": name})
+        found = (await conn.execute(text(_LOCK_CHECKPOINT), {"name": name})).scalar_one()
+    return int(found)
+
+
+async def move_checkpoint(conn: AsyncConnection, position: int, name: str = CHECKPOINT) -> None:
+    await conn.execute(text(_MOVE_CHECKPOINT), {"name": name, "position": position})
+
+
+async def read_events(conn: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]:
+    """Up to `limit` events with position > `after`, in position order (complete: engine/store.py)."""
+    query = select(events_table).where(events_table.c.position > after).order_by(events_table.c.position)
+    rows = (await conn.execute(query.limit(limit))).mappings().all()
+    return [RecordedEvent(**row) for row in rows]
+
+
+class ProjectorRunner:
+    """One per engine: `start()` it, `wake()` it after commits, `stop()` it; `active` says whether
+    this one holds the lock and projects, `position` how far the tables have got."""
+
+    def __init__(
+        self,
+        db_engine: AsyncEngine,
+        *,
+        poll_seconds: float = 0.5,
+        page: int = 1000,
+        retry_seconds: float = 1.0,
+        max_cached_views: int = 100_000,
+        models: Sequence[ReadModel] = MODELS,
+    ) -> None:
+        self.db_engine = db_engine
+        self.poll_seconds = poll_seconds
+        self.page = page
+        self.retry_seconds = retry_seconds
+        self.max_cached_views = max_cached_views
+        self.models = tuple(models)
+        self.active = False  # holds the advisory lock: this runner is the one projecting
+        self.position: int | None = None  # the checkpoint as of this runner's last step
+        self.events_applied = 0
+        self._views: Views = {}  # valid only while the checkpoint is at `position`
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="projector-runner")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task, STOP_TIMEOUT)
+        self.active = False
+
+    def wake(self) -> None:
+        """Something was committed: look at the log now rather than at the next poll."""
+        self._wake.set()
+
+    async def step(self, conn: AsyncConnection) -> int:
+        """Fold the next page of the log into the tables, in one transaction; the events applied."""
+        self._wake.clear()  # before the read: a commit after it wakes the next wait
+        if self.position is not None:
+            # Idle polls only read: locking the checkpoint row is a write. A head at our checkpoint
+            # also means nobody moved it (a rebuild sets it to a head, never beyond).
+            head = (await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one()
+            await conn.rollback()
+            if head <= self.position:
+                return 0
+        async with conn.begin():
+            position = await lock_checkpoint(conn)
+            if position != self.position:
+                self._views = {}  # someone else (a rebuild, another runner) moved the tables
+            batch = await read_events(conn, position, self.page)
+            if not batch:
+                self.position = position
+                return 0
+            routed = route(self.models, batch)
+            working: Views = {}
+            for model in self.models:
+                cached = self._views.get(model.name, {})
+                keys = routed[model.name].keys()
+                working[model.name] = {key: cached[key] for key in keys if key in cached}
+                working[model.name].update(
+                    await load_views(conn, model, [key for key in keys if key not in cached])
+                )
+            changed = fold_routed(self.models, routed, working)
+            for model in self.models:
+                await write_views(conn, model, {key: working[model.name][key] for key in changed[model.name]})
+            await move_checkpoint(conn, batch[-1].position)
+        self._remember(working)
+        self.position = batch[-1].position
+        self.events_applied += len(batch)
+        return len(batch)
+
+    def _remember(self, working: Views) -> None:
+        if sum(len(views) for views in self._views.values()) > self.max_cached_views:
+            self._views = {}
+        for name, views in working.items():
+            self._views.setdefault(name, {}).update(views)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away, or a fold refused an event: retry
+                log.error("projector runner: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(self.retry_seconds)
+            else:
+                # Another node projects: stand by. A plain sleep, not `_sleep`: commits keep setting
+                # the wake flag, which only the projecting runner clears, so waiting on it would spin.
+                await asyncio.sleep(self.poll_seconds)
+
+    async def _lead(self) -> None:
+        """Take the advisory lock and project for as long as it is held; return at once if another
+        session holds it."""
+        conn = await self.db_engine.connect()
+        held = False
+        try:
+            held = bool(
+                (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar()
+            )
+            await conn.commit()
+            if not held:
+                return
+            self.active = True
+            self._views, self.position = {}, None
+            log.info("projector runner: this node projects now")
+            while True:
+                if await self.step(conn) < self.page:
+                    await self._sleep()
+        finally:
+            self.active = False
+            if held:
+                # Ending the session is what releases the lock, also when the connection broke; a
+                # pooled connection handed back would keep holding it.
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+            await conn.close()
+
+    async def _sleep(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+
+__all__ = ["CHECKPOINT", "LOCK_KEY", "ProjectorRunner", "lock_checkpoint", "move_checkpoint", "read_events"]

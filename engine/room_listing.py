@@ -1,0 +1,110 @@
+"""Rooms as the projection tables hold them, for `GET /ws/rooms` and `GET /ws/rooms/{room_id}`.
+
+Read from `rooms`, `room_members` and `presence` (kept by engine/projector_runner.py), never by replay,
+so listing a thousand rooms costs one indexed query. The tables trail the log by at most one runner
+step (normally milliseconds); `position` in a room's detail says how far they have got.
+
+`avg_users_per_hour` is the room's attendance (engine/projections/rooms.py, `Attendance`) averaged
+up to the hour of `now`: the hours since the last event count the members present through them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.errors import RoomNotFound
+from engine.projections.rooms import Attendance
+from engine.projector_runner import CHECKPOINT
+
+_COLUMNS = """r.room_id, r.seq, r.user_count, r.active_sheets, r.active_sheets_count, r.last_activity,
+    r.messages_sent, r.attendance_hour, r.attendance_users, r.attendance_past_hours,
+    r.attendance_past_user_hours"""
+# Busiest first: rooms with members before empty ones, then the most recently active.
+_LIST = f"""
+    SELECT {_COLUMNS} FROM rooms AS r
+    WHERE NOT :active_only OR r.user_count > 0
+    ORDER BY r.user_count DESC, r.last_activity DESC NULLS LAST, r.room_id
+    LIMIT :limit OFFSET :offset
+"""
+_ONE = f"SELECT {_COLUMNS} FROM rooms AS r WHERE r.room_id = :room_id"
+# The status a member declared lives in presence (a user's, over all rooms); `room_members.status` is
+# only "online", being in the room.
+_MEMBERS = """
+    SELECT m.user_id, m.username, m.email, COALESCE(p.status, m.status) AS status, m.cursor, m.last_seen
+    FROM room_members AS m LEFT JOIN presence AS p USING (user_id)
+    WHERE m.room_id = :room_id ORDER BY m.ordinal
+"""
+_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = :name"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """The seed's `GET /ws/rooms` item."""
+
+    room_id: str
+    user_count: int
+    active_sheets_count: int
+    last_activity: datetime | None
+    messages_sent: int
+    avg_users_per_hour: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoomDetail:
+    summary: RoomSummary
+    seq: int
+    active_sheets: list[str]
+    members: list[dict[str, Any]]  # the seed's `room_state.users` fields
+    position: int  # of the log, as far as the projection tables have got
+
+
+def _summary(row: Any, now: datetime) -> RoomSummary:
+    attendance = Attendance(
+        hour=row["attendance_hour"],
+        users=frozenset(row["attendance_users"]),
+        past_hours=row["attendance_past_hours"],
+        past_user_hours=row["attendance_past_user_hours"],
+    )
+    return RoomSummary(
+        room_id=row["room_id"],
+        user_count=row["user_count"],
+        active_sheets_count=row["active_sheets_count"],
+        last_activity=row["last_activity"],
+        messages_sent=row["messages_sent"],
+        avg_users_per_hour=round(attendance.average(row["user_count"], now), 2),
+    )
+
+
+async def list_rooms(
+    db_engine: AsyncEngine, *, now: datetime, limit: int = 100, offset: int = 0, active_only: bool = False
+) -> list[RoomSummary]:
+    """Rooms, busiest first; with `active_only`, only rooms somebody is in."""
+    async with db_engine.connect() as conn:
+        found = await conn.execute(
+            text(_LIST), {"active_only": active_only, "limit": limit, "offset": offset}
+        )
+        return [_summary(row, now) for row in found.mappings()]
+
+
+async def room_detail(db_engine: AsyncEngine, room_id: str, *, now: datetime) -> RoomDetail:
+    """One room with its members; RoomNotFound if the log has no event of it (yet projected)."""
+    async with db_engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")  # room, members, checkpoint agree
+        row = (await conn.execute(text(_ONE), {"room_id": room_id})).mappings().first()
+        if row is None:
+            raise RoomNotFound(f"room {room_id!r} not found", room_id=room_id)
+        members = [
+            {**member, "room": room_id}
+            for member in (await conn.execute(text(_MEMBERS), {"room_id": room_id})).mappings()
+        ]
+        position = (await conn.execute(text(_CHECKPOINT), {"name": CHECKPOINT})).scalar()
+        await conn.rollback()
+    return RoomDetail(_summary(row, now), row["seq"], list(row["active_sheets"]), members, int(position or 0))
+
+
+__all__ = ["RoomDetail", "RoomSummary", "list_rooms", "room_detail"]

@@ -1,0 +1,67 @@
+"""Helpers for tests of the projection tables: a database of a test's own (so whole tables can be
+compared), the runner's checkpoint, waiting for it to reach the log head, and reading tables."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.embedded_postgres import database_url_for
+from engine.migrate import upgrade_to_head
+from engine.projection_rows import TABLES
+from engine.projector_runner import CHECKPOINT
+from engine.store import EventStore
+from tests.conftest import admin_execute
+
+CATCH_UP_TIMEOUT = 10.0
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new database migrated to head, dropped afterwards. Call it outside a running event loop."""
+    name = f"collab_projections_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    url = database_url_for(server_url, name)
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def checkpoint(db_engine: AsyncEngine) -> int:
+    async with db_engine.connect() as conn:
+        found = await conn.execute(
+            text("SELECT position FROM projector_checkpoints WHERE name = :n"), {"n": CHECKPOINT}
+        )
+        return int(found.scalar() or 0)
+
+
+async def caught_up(db_engine: AsyncEngine) -> int:
+    """The checkpoint once it has reached the log head as it is now (fails after CATCH_UP_TIMEOUT)."""
+    target = await EventStore(db_engine).head()
+    async with asyncio.timeout(CATCH_UP_TIMEOUT):
+        while True:
+            position = await checkpoint(db_engine)
+            if position >= target:
+                return position
+            await asyncio.sleep(0.02)
+
+
+async def rows(db_engine: AsyncEngine, table: str, order: str) -> list[dict[str, Any]]:
+    async with db_engine.connect() as conn:
+        found = await conn.execute(text(f"SELECT * FROM {table} ORDER BY {order}"))
+        return [dict(row) for row in found.mappings()]
+
+
+async def all_tables(db_engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
+    """Every projection table (and cells, sheets), each in primary-key order."""
+    keys = {table.name: ", ".join(table.key) for table in TABLES}
+    keys |= {"cells": "sheet_id, cell_id", "sheets": "sheet_id"}
+    return {name: await rows(db_engine, name, order) for name, order in keys.items()}
