@@ -1,0 +1,177 @@
+"""File bodies: `PUT /api/v1/files/{file_id}` streams the request body into storage and
+`GET /api/v1/files/{file_id}` streams it back (PROTOCOL.md: file bytes travel over REST).
+
+The upload is recorded as events by the engine (engine/files_service.py): the uploader's sockets get
+`file_upload_progress` while bytes arrive and `file_upload_complete` once they are stored. A download
+is for the owner, admins, and whoever may read the room the file was shared in (`?room_id=` at
+upload); anyone else gets 404, never 403, so a file id reveals nothing about a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.requests import ClientDisconnect
+
+from api.deps import EngineDep, SettingsDep
+from api.rest_auth import ActorDep, may_read_room, require_room_reader
+from engine.errors import NotFound, ValidationFailed
+from engine.files_service import SharedFile, file_url
+from engine.messages import MAX_ROOM_ID_LENGTH
+from engine.messages.fields import FileId, FileName
+from engine.storage import FileStream
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+FileIdPath = Annotated[FileId, Path(description="letters, digits, '.', '_', '~', '-'; no '..'")]
+
+_BINARY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "the file's bytes; `Content-Type` must agree with them",
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+class FileOut(BaseModel):
+    """A stored file: the fields of `file_upload_complete`, and what it is served with."""
+
+    file_id: str
+    filename: str
+    url: str = Field(description="where GET serves the bytes")
+    user_id: str = Field(description="the uploader, who owns the file id")
+    size: int
+    sha256: str = Field(description="hex digest of the bytes; also the download's ETag")
+    content_type: str | None = Field(description="the type the file is served with")
+    room_id: str | None = Field(description="the room the file was shared in: its readers may download it")
+
+    @classmethod
+    def of(cls, file: SharedFile) -> FileOut:
+        upload = file.upload
+        return cls(
+            file_id=upload.file_id,
+            filename=upload.filename or upload.file_id,
+            url=upload.url or file_url(upload.file_id),
+            user_id=upload.user_id,
+            size=upload.size or 0,
+            sha256=upload.sha256 or "",
+            content_type=upload.mime_type,
+            room_id=file.room_id,
+        )
+
+
+@router.put(
+    "/{file_id}",
+    status_code=201,
+    response_model=FileOut,
+    openapi_extra=_BINARY_BODY,
+    responses={
+        403: {"description": "not an editor or admin, or no right to the room given"},
+        409: {"description": "FILE_ID_TAKEN: another user's id, already uploaded, or being uploaded"},
+        413: {"description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES; nothing is kept"},
+        422: {"description": "bad file id or filename, or a Content-Type the bytes contradict"},
+    },
+)
+async def upload_file(
+    request: Request,
+    response: Response,
+    actor: ActorDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    file_id: FileIdPath,
+    filename: Annotated[
+        FileName | None, Query(description="needed unless a file_upload_start over the WebSocket gave it")
+    ] = None,
+    room_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=MAX_ROOM_ID_LENGTH, description="share with this room's readers"),
+    ] = None,
+) -> FileOut:
+    """Store the request body under `file_id`, streamed (never held whole in memory)."""
+    if room_id is not None:
+        require_room_reader(actor, room_id)
+    try:
+        stored = await engine.store_file(
+            actor,
+            file_id,
+            request.stream(),
+            max_bytes=settings.max_upload_bytes,
+            filename=filename,
+            room_id=room_id,
+            content_type=request.headers.get("content-type"),
+            content_length=_content_length(request),
+        )
+    except ClientDisconnect:
+        # Storage kept nothing; nobody is left to read the answer, but it must not be a server error.
+        raise ValidationFailed("the client went away before the body ended", file_id=file_id) from None
+    response.headers["Location"] = file_url(file_id)
+    return FileOut.of(stored)
+
+
+@router.get(
+    "/{file_id}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "the bytes", "content": {"application/octet-stream": {}}},
+        304: {"description": "If-None-Match names the file's ETag"},
+        404: {"description": "no such file, or not one the caller may read"},
+    },
+)
+async def download_file(
+    request: Request, actor: ActorDep, engine: EngineDep, file_id: FileIdPath
+) -> Response:
+    """The file's bytes, as an attachment, with the type it was stored with."""
+    found = await engine.shared_file(file_id)
+    in_room = found is not None and found.room_id is not None and may_read_room(actor, found.room_id)
+    if found is None or not found.readable_by(actor, in_room=in_room):
+        raise NotFound("no such file", file_id=file_id)
+    stream = await engine.open_file(file_id)
+    stored = stream.file
+    headers = {
+        "ETag": f'"{stored.sha256}"',
+        "Content-Disposition": content_disposition(found.upload.filename or file_id),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-cache",
+    }
+    if _etags(request.headers.get("if-none-match")) & {stored.sha256, "*"}:
+        await stream.aclose()
+        return Response(status_code=304, headers=headers)
+    headers["Content-Length"] = str(stored.size)
+    return StreamingResponse(_body(stream), media_type=stored.content_type, headers=headers)
+
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback (quotes, backslashes and non-ASCII replaced) and the
+    exact name percent-encoded (RFC 6266, RFC 8187), so no filename can break out of the header."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _etags(header: str | None) -> set[str]:
+    if not header:
+        return set()
+    return {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ValidationFailed("Content-Length must be a number of bytes")
+    return int(value)
+
+
+async def _body(stream: FileStream) -> AsyncIterator[bytes]:
+    async with stream:  # closed also when the client goes away mid-download
+        async for chunk in stream:
+            yield chunk
+
+
+__all__ = ["content_disposition", "router"]

@@ -1,0 +1,368 @@
+"""File bodies over REST against the real app and real sockets: a streamed upload reported to the
+uploader's sockets (`file_upload_started`, `file_upload_progress` in order, `file_upload_complete`
+with the sha256), the download's bytes and headers and who may have them, and every refusal
+(size by Content-Length and streamed, type, traversal, someone else's id) keeping nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.events import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, user_stream
+from engine.service import Engine
+from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
+from tests.api.live_helpers import greet, of_type, pending, until
+
+LIMIT = 4 * 1024 * 1024
+PNG = b"\x89PNG\r\n\x1a\n"
+PDF = b"%PDF-1.7\n"
+
+
+@pytest.fixture(scope="module")
+async def files_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
+    settings = make_settings(
+        database_url,
+        data_dir=tmp_path_factory.mktemp("files-data"),
+        max_upload_bytes=LIMIT,
+        websocket_requests_per_minute=1_000_000,
+        websocket_requests_per_hour=1_000_000,
+    )
+    async with serve(settings) as running:
+        yield running
+
+
+def new_user() -> str:
+    return f"file-user-{uuid.uuid4().hex[:8]}"
+
+
+def new_file_id() -> str:
+    return f"f-{uuid.uuid4().hex[:12]}"
+
+
+def engine_of(server: Server) -> Engine:
+    engine: Engine = server.app.state.engine
+    return engine
+
+
+def auth(server: Server, user: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.token(user, **claims)}"}
+
+
+def png(size: int) -> bytes:
+    return PNG + os.urandom(size - len(PNG))
+
+
+async def chunked(data: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def put(
+    server: Server, user: str, file_id: str, content: Any, *, content_type: str = "image/png", **params: Any
+) -> httpx.Response:
+    headers = {**auth(server, user), "Content-Type": content_type}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+        return await http.put(f"/api/v1/files/{file_id}", content=content, headers=headers, params=params)
+
+
+async def get(server: Server, file_id: str, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+        return await http.get(f"/api/v1/files/{file_id}", headers=headers)
+
+
+def stored_names(server: Server) -> list[str]:
+    folder = Path(server.settings.data_dir) / "files"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+async def test_upload_reports_progress_in_order_then_complete_to_the_uploaders_sockets(
+    files_server: Server, room: str
+) -> None:
+    user, other = new_user(), new_user()
+    file_id, data = new_file_id(), png(3 * 1024 * 1024)
+    async with (
+        files_server.connect(files_server.token(user)) as tab,
+        files_server.connect(files_server.token(other)) as stranger,
+    ):
+        await greet(tab)
+        await greet(stranger)
+        reply = await put(files_server, user, file_id, data, filename="chart.png", room_id=room)
+        assert reply.status_code == 201, reply.text
+        messages = await until(tab, of_type("file_upload_complete"))
+        assert await pending(stranger) == []
+    digest = hashlib.sha256(data).hexdigest()
+    url = f"/api/v1/files/{file_id}"
+    assert reply.headers["location"] == url
+    assert reply.json() == {
+        "file_id": file_id,
+        "filename": "chart.png",
+        "url": url,
+        "user_id": user,
+        "size": len(data),
+        "sha256": digest,
+        "content_type": "image/png",
+        "room_id": room,
+    }
+    assert messages[0]["type"] == "file_upload_started"
+    progress = [m for m in messages if m["type"] == "file_upload_progress"]
+    assert 2 <= len(progress) <= 20  # throttled: not one per 64 KiB chunk
+    done = [m["bytes_uploaded"] for m in progress]
+    assert done == sorted(done) and len(set(done)) == len(done)
+    assert all(m["total_bytes"] == len(data) and 0 < m["percentage"] < 100 for m in progress)
+    assert [m["percentage"] for m in progress] == sorted(m["percentage"] for m in progress)
+    complete = messages[-1]
+    assert {k: complete[k] for k in ("file_id", "filename", "url", "user_id", "size", "sha256")} == {
+        "file_id": file_id,
+        "filename": "chart.png",
+        "url": url,
+        "user_id": user,
+        "size": len(data),
+        "sha256": digest,
+    }
+    assert isinstance(complete["seq"], int)
+
+
+async def test_download_serves_the_same_bytes_with_safe_headers(files_server: Server) -> None:
+    user, file_id, data = new_user(), new_file_id(), png(300 * 1024)
+    reply = await put(files_server, user, file_id, chunked(data), filename='q3 "final" €.png')
+    assert reply.status_code == 201, reply.text
+    got = await get(files_server, file_id, auth(files_server, user))
+    assert got.status_code == 200
+    assert got.content == data
+    assert got.headers["content-type"] == "image/png"
+    assert got.headers["content-length"] == str(len(data))
+    assert got.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"q3 _final_ _.png\"; filename*=UTF-8''q3%20%22final%22%20%E2%82%AC.png"
+    )
+    again = await get(
+        files_server, file_id, {**auth(files_server, user), "If-None-Match": got.headers["etag"]}
+    )
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+async def test_text_declared_as_html_is_served_as_plain_text(files_server: Server) -> None:
+    user, file_id = new_user(), new_file_id()
+    reply = await put(
+        files_server, user, file_id, b"<script>alert(1)</script>", content_type="text/html", filename="x.html"
+    )
+    assert reply.status_code == 201, reply.text
+    got = await get(files_server, file_id, auth(files_server, user))
+    assert got.headers["content-type"].startswith("text/plain")
+
+
+async def test_only_owner_admins_and_readers_of_the_shared_room_may_download(
+    files_server: Server, room: str
+) -> None:
+    owner, file_id = new_user(), new_file_id()
+    shared, private = new_file_id(), new_file_id()
+    assert (
+        await put(files_server, owner, shared, png(1000), filename="s.png", room_id=room)
+    ).status_code == 201
+    assert (await put(files_server, owner, private, png(1000), filename="p.png")).status_code == 201
+    member = auth(files_server, new_user(), rooms=[room])
+    outsider = auth(files_server, new_user(), rooms=["elsewhere-*"])
+    admin = auth(files_server, new_user(), roles=["admin"])
+    async with httpx.AsyncClient(base_url=files_server.http_url) as http:
+        assert (await http.get(f"/api/v1/files/{shared}", headers=member)).status_code == 200
+        assert (await http.get(f"/api/v1/files/{shared}", headers=admin)).status_code == 200
+        assert (await http.get(f"/api/v1/files/{private}", headers=admin)).status_code == 200
+        for headers, fid in ((outsider, shared), (member, private), (outsider, private), (member, file_id)):
+            denied = await http.get(f"/api/v1/files/{fid}", headers=headers)
+            assert denied.status_code == 404
+            assert denied.json()["code"] == "NOT_FOUND"
+        assert (await http.get(f"/api/v1/files/{shared}")).status_code == 401
+
+
+async def test_filename_comes_from_the_websocket_start(files_server: Server) -> None:
+    user, file_id, data = new_user(), new_file_id(), png(2000)
+    async with files_server.connect(files_server.token(user)) as tab:
+        await greet(tab)
+        start = {
+            "type": "file_upload_start",
+            "file_id": file_id,
+            "filename": "from-socket.png",
+            "file_size": len(data),
+            "mime_type": "image/png",
+            "client_msg_id": "start-1",
+        }
+        assert (await request(tab, start))["type"] == "ack"
+        conflicting = await put(files_server, user, file_id, data, filename="other.png")
+        assert conflicting.status_code == 422
+        reply = await put(files_server, user, file_id, data)
+        assert reply.status_code == 201, reply.text
+        [*_, complete] = await until(tab, of_type("file_upload_complete"))
+    assert reply.json()["filename"] == complete["filename"] == "from-socket.png"
+    stream = await engine_of(files_server).store.read_stream(user_stream(user))
+    assert [e.type for e in stream] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
+
+
+async def test_body_over_the_limit_by_content_length_is_413_before_reading(files_server: Server) -> None:
+    user, file_id = new_user(), new_file_id()
+    reader, writer = await asyncio.open_connection("127.0.0.1", files_server.port)
+    try:
+        head = (
+            f"PUT /api/v1/files/{file_id}?filename=big.png HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nAuthorization: Bearer {files_server.token(user)}\r\n"
+            f"Content-Type: image/png\r\nContent-Length: {LIMIT + 1}\r\n\r\n"
+        )
+        writer.write(head.encode())  # no body at all: the answer must not wait for it
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(4096), 5)
+    finally:
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 413 ")
+    assert b'"code":"PAYLOAD_TOO_LARGE"' in response
+    await _assert_nothing_of(files_server, user, file_id)
+
+
+async def test_streamed_body_over_the_limit_is_413_and_nothing_is_kept(files_server: Server) -> None:
+    user, file_id = new_user(), new_file_id()
+    reply = await put(files_server, user, file_id, chunked(png(LIMIT + 256 * 1024)), filename="big.png")
+    assert reply.status_code == 413
+    assert reply.json()["code"] == "PAYLOAD_TOO_LARGE"
+    assert file_id not in stored_names(files_server)
+    assert not any(name.endswith(".part") for name in stored_names(files_server))
+    assert (await get(files_server, file_id, auth(files_server, user))).status_code == 404
+    stream = await engine_of(files_server).store.read_stream(user_stream(user))
+    assert FILE_UPLOAD_COMPLETED not in [e.type for e in stream]
+
+
+async def test_declared_type_contradicting_the_bytes_is_refused_and_changes_nothing(
+    files_server: Server,
+) -> None:
+    user, file_id = new_user(), new_file_id()
+    reply = await put(
+        files_server, user, file_id, PDF + b"x" * 5000, content_type="image/png", filename="a.png"
+    )
+    assert reply.status_code == 422
+    body = reply.json()
+    assert body["code"] == "VALIDATION_ERROR"
+    assert (body["declared"], body["sniffed"]) == ("image/png", "application/pdf")
+    await _assert_nothing_of(files_server, user, file_id)
+
+
+@pytest.mark.parametrize("file_id", ["%2E%2E", ".hidden", "a..b", "a%00b", "a%20b", "x" * 129])
+async def test_bad_file_ids_are_422(files_server: Server, file_id: str) -> None:
+    user = new_user()
+    reply = await put(files_server, user, file_id, png(100), filename="ok.png")
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["code"] == "VALIDATION_ERROR"
+    assert await engine_of(files_server).store.stream_version(user_stream(user)) == 0
+
+
+@pytest.mark.parametrize("path", ["..%2Fescape", "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "a%2F..%2F..%2Fb"])
+async def test_file_ids_with_a_slash_match_no_route(files_server: Server, path: str) -> None:
+    """An encoded '/' decodes into the path, so the route never matches: 404 before any handler."""
+    user = new_user()
+    reply = await put(files_server, user, path, png(100), filename="ok.png")
+    assert reply.status_code == 404, reply.text
+    assert await engine_of(files_server).store.stream_version(user_stream(user)) == 0
+    assert not any(".." in name or "/" in name for name in stored_names(files_server))
+
+
+@pytest.mark.parametrize("filename", ["../etc/passwd", "a/b.png", "a\\b.png", "a\x00b.png", "..", "a\nb"])
+async def test_bad_filenames_are_422(files_server: Server, filename: str) -> None:
+    user, file_id = new_user(), new_file_id()
+    reply = await put(files_server, user, file_id, png(100), filename=filename)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["code"] == "VALIDATION_ERROR"
+    await _assert_nothing_of(files_server, user, file_id)
+
+
+async def test_someone_elses_or_a_completed_file_id_is_409_and_the_file_unchanged(
+    files_server: Server,
+) -> None:
+    owner, intruder, file_id, data = new_user(), new_user(), new_file_id(), png(5000)
+    assert (await put(files_server, owner, file_id, data, filename="mine.png")).status_code == 201
+    for user in (intruder, owner):
+        reply = await put(files_server, user, file_id, png(6000), filename="mine.png")
+        assert reply.status_code == 409
+        assert reply.json()["code"] == "FILE_ID_TAKEN"
+    assert (await get(files_server, file_id, auth(files_server, owner))).content == data
+    assert await engine_of(files_server).store.stream_version(user_stream(intruder)) == 0
+
+
+async def test_viewers_may_not_upload_and_room_needs_rights(files_server: Server) -> None:
+    user, file_id = new_user(), new_file_id()
+    headers = {**auth(files_server, user, roles=["viewer"]), "Content-Type": "image/png"}
+    async with httpx.AsyncClient(base_url=files_server.http_url) as http:
+        viewer = await http.put(f"/api/v1/files/{file_id}?filename=a.png", content=png(100), headers=headers)
+        headers = {**auth(files_server, user, rooms=["team-*"]), "Content-Type": "image/png"}
+        foreign_room = await http.put(
+            f"/api/v1/files/{file_id}?filename=a.png&room_id=other-room", content=png(100), headers=headers
+        )
+    assert viewer.status_code == 403
+    assert foreign_room.status_code == 403
+    await _assert_nothing_of(files_server, user, file_id)
+
+
+async def test_openapi_describes_the_file_and_notification_routes(files_server: Server) -> None:
+    async with httpx.AsyncClient(base_url=files_server.http_url) as http:
+        schema = (await http.get("/openapi.json")).json()
+    put_op = schema["paths"]["/api/v1/files/{file_id}"]["put"]
+    assert "requestBody" in put_op
+    assert {"201", "409", "413", "422"} <= set(put_op["responses"])
+    assert "/api/v1/notifications/{notification_id}/read" in schema["paths"]
+
+
+async def _assert_nothing_of(server: Server, user: str, file_id: str) -> None:
+    assert await engine_of(server).store.stream_version(user_stream(user)) == 0
+    assert file_id not in stored_names(server)
+    assert (await get(server, file_id, auth(server, user))).status_code == 404
+
+
+async def test_a_second_body_for_an_id_being_uploaded_is_409(files_server: Server) -> None:
+    user, file_id, data = new_user(), new_file_id(), png(64 * 1024)
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield data[:4096]
+        await release.wait()
+        yield data[4096:]
+
+    first = asyncio.create_task(put(files_server, user, file_id, slow(), filename="a.png"))
+    await wait_for_events(engine_of(files_server).store, user_stream(user), 1)  # claimed, body pending
+    second = await put(files_server, user, file_id, png(1000), filename="a.png")
+    release.set()
+    assert second.status_code == 409
+    assert second.json()["code"] == "FILE_ID_TAKEN"
+    assert (await first).status_code == 201
+    assert (await get(files_server, file_id, auth(files_server, user))).content == data
+
+
+async def test_an_interrupted_body_keeps_nothing_and_the_id_can_be_retried(files_server: Server) -> None:
+    user, file_id, data = new_user(), new_file_id(), png(600 * 1024)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield data[: 300 * 1024]
+        raise ConnectionAbortedError("client gave up")
+
+    with pytest.raises(ConnectionAbortedError):
+        await put(files_server, user, file_id, broken(), filename="a.png")
+    await wait_for_events(engine_of(files_server).store, user_stream(user), 1)  # it was claimed
+    await _until_no_body_of(files_server, file_id)
+    assert (await get(files_server, file_id, auth(files_server, user))).status_code == 404
+    assert not any(name.endswith(".part") for name in stored_names(files_server))
+    retried = await put(files_server, user, file_id, data, filename="a.png")
+    assert retried.status_code == 201, retried.text
+    assert (await get(files_server, file_id, auth(files_server, user))).content == data
+
+
+async def _until_no_body_of(server: Server, file_id: str) -> None:
+    """Wait until the server has given up the body of `file_id` (it hears of a disconnect late)."""
+    async with asyncio.timeout(5):
+        while True:
+            if file_id not in engine_of(server)._uploading:
+                return
+            await asyncio.sleep(0.01)
