@@ -1,0 +1,281 @@
+"""What an admin does to clients over REST: post to a room, message a user, remove a connection, and
+shut the node down gracefully. The `Engine` (engine/service.py) mixes these in; api/routes/management.py
+is their thin HTTP face.
+
+Everything an admin does to clients is itself an event, so the log tells the whole story and a
+resuming client sees what live members saw:
+
+    broadcast_to_room   RoomMessageBroadcast in `room:R`: a durable room event with the room's next
+                        `seq`, fanned out to members now and replayed by `join_room since` later
+    notify_user         UserMessageSent in `user:U`: persisted even when the user is offline
+    remove_connection   UserLeftRoom (reason "removed") for every room the connection had joined
+    drain               the leaves of every closed connection (reason "disconnected"), as for any close
+
+A posted message is delivered as posted, plus the envelope. It may not take the `type` of one of the
+protocol's own server messages (a client would act on a forged `cell_updated` or `error`), nor carry
+the envelope's keys, which the server alone sets (an admin cannot forge a room's `seq`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+
+from engine.actors import Actor
+from engine.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
+from engine.events import (
+    REMOVED,
+    ROOM_MESSAGE_BROADCAST,
+    USER_LEFT_ROOM,
+    USER_MESSAGE_SENT,
+    Committed,
+    NewEvent,
+    RecordedEvent,
+    room_stream,
+    user_id_of,
+    user_stream,
+)
+from engine.fanout import SubscriberClosed
+from engine.messages import MAX_ID_LENGTH, broadcast, error, server_shutdown
+from engine.notifications_service import NotificationHandlers
+from engine.rendering import encode, render
+
+log = logging.getLogger(__name__)
+
+# Close codes this module sends (the table in docs/protocol.md). 4410 mirrors HTTP 410 Gone and, like
+# every 4000-4499 code, means "you may reconnect and resume": removing a connection is connection
+# management (a stuck or misbehaving socket), not a ban, which is the token's job. 1012 is the
+# standard "service restart": reconnect with backoff, to this node once it is back or to another.
+CLOSE_REMOVED: Final = 4410
+CLOSE_SERVICE_RESTART: Final = 1012
+CONNECTION_REMOVED: Final = "CONNECTION_REMOVED"
+# Keys of PROTOCOL.md's envelope: set by the server from the event, never taken from a posted body.
+ENVELOPE_KEYS: Final = frozenset({"room_id", "seq", "ts", "client_msg_id"})
+
+
+class MessageTooLarge(Rejected):
+    """A posted message larger than a frame may be (it reaches clients as one frame)."""
+
+    code = "MESSAGE_TOO_LARGE"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A posted message as committed, and how many of this node's connections it was queued for."""
+
+    seq: int
+    recorded_at: datetime
+    delivered_to: int
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    connection_id: str
+    user_id: str
+    rooms_left: tuple[str, ...]
+
+
+def check_posted(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The posted body as it will be recorded; ValidationFailed if it could pass for a protocol
+    message (no string `type`, a reserved `type`, an envelope key)."""
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind.strip():
+        raise ValidationFailed("a posted message needs a non-empty string 'type'")
+    forged = sorted(ENVELOPE_KEYS & message.keys())
+    if forged:
+        raise ValidationFailed(f"the server sets {', '.join(forged)}; a posted message may not carry them")
+    broadcast(message)  # raises ValidationFailed for a type reserved for the protocol's own messages
+    try:
+        encoded = orjson.dumps(message)
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: no client could read it
+        raise ValidationFailed(f"a posted message must be plain JSON: {exc}") from None
+    if b"\\u0000" in encoded:  # PostgreSQL's jsonb cannot hold NUL in a string
+        raise ValidationFailed("a posted message may not contain NUL characters")
+    return dict(message)
+
+
+def check_id(kind: str, value: str) -> None:
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise ValidationFailed(f"{kind} must be 1 to {MAX_ID_LENGTH} printable characters")
+
+
+class ManagementHandlers(NotificationHandlers):
+    """Admin actions of the `Engine`; `draining` is true from `begin_shutdown` on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.draining = False
+        self._disconnecting = 0  # sessions whose departure (leaves) is being recorded right now
+
+    async def start(self) -> None:
+        await super().start()
+        self.live.user_publishers[USER_MESSAGE_SENT] = self._publish_user_message
+
+    async def disconnect(self, connection_id: str) -> None:
+        self._disconnecting += 1
+        try:
+            await super().disconnect(connection_id)
+        finally:
+            self._disconnecting -= 1
+
+    # Posting.
+
+    async def broadcast_to_room(self, admin: Actor, room_id: str, message: Mapping[str, Any]) -> Delivery:
+        """Append `RoomMessageBroadcast`; every member's connections get the message with the room's
+        `room_id`/`seq`/`ts`. ROOM_NOT_FOUND for a room without events: broadcasting never creates one.
+
+        Existence is read before the append, not inside it: a room, once it has events, never stops
+        existing, so no race can make the check wrong.
+        """
+        check_id("room_id", room_id)
+        data = {"room_id": room_id, "user_id": admin.user_id, "message": check_posted(message)}
+        if not await self._has_events(room_stream(room_id)):
+            raise RoomNotFound(f"room {room_id!r} does not exist")
+        await self.live.load(room_id, self.room_view)  # the view must be at hand before the append
+        event = self._admin_event(admin, room_stream(room_id), ROOM_MESSAGE_BROADCAST, data)
+        return self._delivery(await self.commit(event), room_stream(room_id))
+
+    async def notify_user(self, admin: Actor, user_id: str, message: Mapping[str, Any]) -> Delivery:
+        """Append `UserMessageSent` to the user's stream; each of their connections gets the message with
+        the user's `seq`/`ts`. An offline user's message is kept all the same (`delivered_to` 0)."""
+        check_id("user_id", user_id)
+        data = {"user_id": user_id, "sender_id": admin.user_id, "message": check_posted(message)}
+        event = self._admin_event(admin, user_stream(user_id), USER_MESSAGE_SENT, data)
+        return self._delivery(await self.commit(event), user_stream(user_id))
+
+    # Removing a connection.
+
+    async def remove_connection(self, connection_id: str, *, grace: float = 2.0) -> Removal:
+        """Tell the connection why (a CONNECTION_REMOVED error), close it with 4410, and append a
+        `UserLeftRoom` with reason "removed" for each room it had joined; the remaining members get
+        `room_state` and `user_left` as for any leave. NOT_FOUND if it is not open on this node.
+
+        The notice gets `grace` seconds to reach the socket: a client that does not read is closed
+        anyway. The connection is forgotten in the same step as its close begins, so the session's
+        own departure, which follows the close, finds nothing left to record.
+        """
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            raise NotFound(f"no open connection {connection_id!r} on this node")
+        notice = error(
+            CONNECTION_REMOVED,
+            "connection removed by an administrator",
+            now=datetime.now(UTC),
+            close_code=CLOSE_REMOVED,
+        )
+        await self._say_last(connection_id, notice, grace)
+        rooms = tuple(sorted(connection.rooms))
+        leaves = [
+            NewEvent(
+                stream_id=leave.stream_id,
+                type=USER_LEFT_ROOM,
+                data={**leave.data, "reason": REMOVED},
+                metadata=leave.metadata,
+                user_id=leave.user_id,
+            )
+            for leave in self._forget(connection_id)
+        ]
+        self._close(connection_id, CLOSE_REMOVED)
+        for leave in leaves:  # one at a time: `commit` publishes in each room's seq order
+            try:
+                await self.commit(leave)
+            except Exception as exc:  # the socket is closed either way; the missing leave is logged
+                log.error("could not record the removal from %s: %s", leave.stream_id, exc)
+        user_id = connection.actor.user_id
+        if not any(c.actor.user_id == user_id for c in self._connections.values()):
+            self.live.forget_user(user_id)
+        return Removal(connection_id, user_id, rooms)
+
+    # Shutting down.
+
+    def begin_shutdown(self) -> bool:
+        """Stop accepting connections (the api refuses handshakes and reports unhealthy from now on);
+        False if a shutdown had already begun."""
+        if self.draining:
+            return False
+        self.draining = True
+        return True
+
+    async def drain(self, *, reason: str, grace: float = 5.0, reconnect_after: float | None = None) -> int:
+        """Send every connection `server_shutdown` and close it with 1012; returns how many were closed.
+
+        Waits (at most `grace` seconds) until every session has ended and recorded its leaves, so
+        when this returns, no handler is mid-append and `stop()` commits whatever is still queued:
+        no acked event is lost (an ack is only ever sent after its commit). Connections that open
+        while draining (a handshake accepted just before `begin_shutdown`) are closed as they appear.
+        """
+        closed: set[str] = set()
+        message = server_shutdown(datetime.now(UTC), reason=reason, reconnect_after=reconnect_after)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._connections or self._disconnecting:
+            fresh = [cid for cid in self._connections if cid not in closed]
+            closed.update(fresh)
+            await asyncio.gather(*(self._close_after(cid, message, grace / 2) for cid in fresh))
+            if loop.time() >= deadline:
+                log.warning(
+                    "shutdown: %d connection(s) still open after %.1fs", len(self._connections), grace
+                )
+                break
+            await asyncio.sleep(0.02)
+        return len(closed)
+
+    # Internals.
+
+    def _admin_event(self, admin: Actor, stream_id: str, event_type: str, data: dict[str, Any]) -> NewEvent:
+        metadata = {"user_id": admin.user_id, "node": self.node_id, "via": "rest"}
+        return NewEvent(
+            stream_id=stream_id, type=event_type, data=data, metadata=metadata, user_id=admin.user_id
+        )
+
+    def _delivery(self, outcome: object, topic: str) -> Delivery:
+        # Read right after the commit published, with no await in between: the members it reached.
+        if not isinstance(outcome, Committed):  # no idempotency key, no expected version
+            raise RuntimeError(f"unexpected outcome of an admin post: {outcome}")
+        return Delivery(outcome.stream_version, outcome.recorded_at, len(self.hub.members(topic)))
+
+    async def _has_events(self, stream_id: str) -> bool:
+        return bool(await self.read_stream(stream_id, limit=1))
+
+    async def _say_last(self, connection_id: str, message: dict[str, Any], grace: float) -> None:
+        """Queue `message` and wait (at most `grace` seconds) until it has gone out."""
+        try:
+            async with asyncio.timeout(grace):
+                await self.reply(connection_id, message)
+                await self.flush(connection_id)
+        except (SubscriberClosed, TimeoutError):
+            log.info("connection %s did not take its last message in time", connection_id)
+
+    async def _close_after(self, connection_id: str, message: dict[str, Any], grace: float) -> None:
+        await self._say_last(connection_id, message, grace)
+        self._close(connection_id, CLOSE_SERVICE_RESTART)
+
+    def _close(self, connection_id: str, code: int) -> None:
+        """Close the socket from its subscriber: what is still queued is dropped, and the close
+        reason names the last `seq` delivered per room, from which the client resumes."""
+        with contextlib.suppress(KeyError):  # already gone
+            self.hub.subscriber(connection_id).fail(code)
+
+    def _publish_user_message(self, event: RecordedEvent, sender: str | None) -> None:
+        """Live.user_publishers: to every connection of the recipient on this node."""
+        topic = user_stream(user_id_of(event.stream_id))
+        self.hub.publish(topic, encode(render(event, None)), seq=event.stream_version)
+
+
+__all__ = [
+    "CLOSE_REMOVED",
+    "CLOSE_SERVICE_RESTART",
+    "CONNECTION_REMOVED",
+    "Delivery",
+    "ManagementHandlers",
+    "MessageTooLarge",
+    "Removal",
+    "check_posted",
+]
