@@ -1,0 +1,145 @@
+"""`GET /api/v1/ws/stats` (the seed's shape, plus the log's figures) and `GET /api/v1/ws/stats/detailed`
+(per message type, per error code, per node, appender and fanout internals). Both need `admin`.
+
+Nodes share only PostgreSQL, so `nodes` is a mapping `{node_id: figures}`; today it holds this node.
+The top-level figures are the sums over `nodes` (or, for rates and uptime, this node's), so a client
+keeps working unchanged when the mapping grows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import EngineDep
+from api.rest_auth import ActorDep, AdminDep
+from engine.messages import iso
+from engine.stats_service import NodeStats
+
+router = APIRouter(tags=["stats"])
+
+
+class ErrorBody(BaseModel):
+    """Every REST error (api/http_errors.py)."""
+
+    error: str
+    code: str
+
+
+# What an admin endpoint may answer besides 200, for /docs and clients generated from the schema.
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no token, or a bad one (AUTHENTICATION_FAILED)"},
+    403: {"model": ErrorBody, "description": "the token lacks the admin role (PERMISSION_DENIED)"},
+    503: {"model": ErrorBody, "description": "the engine is stopping or the log is unreachable"},
+}
+
+
+class Stats(BaseModel):
+    """The seed's `/ws/stats`, plus what the log says."""
+
+    total_connections: int = Field(description="open WebSocket connections")
+    authenticated_connections: int = Field(
+        description="connections past authentication (a socket counts once its token is verified)"
+    )
+    rooms_active: int = Field(description="rooms with at least one connection")
+    messages_per_second: float = Field(description="inbound messages a second over the last minute")
+    uptime_seconds: float
+    events_appended: int = Field(description="events this node appended to the log since it started")
+    log_head: int = Field(description="the newest committed position of the whole log")
+    node_id: str
+    timestamp: str
+
+
+class HistogramStats(BaseModel):
+    buckets: dict[str, int] = Field(description="count per upper bound (not cumulative); last is +Inf")
+    sum: float
+    count: int
+
+
+class AppenderFigures(BaseModel):
+    batches: int
+    events: int
+    failed_batches: int
+    queue_depth: int = Field(description="appends waiting for the next commit")
+    write_paths: dict[str, int] = Field(description="batches committed per path (known, read, locked)")
+    batch_size: HistogramStats
+    commit_latency_ms: HistogramStats
+
+
+class FanoutFigures(BaseModel):
+    delivered: int
+    dropped_volatile: int
+    coalesced: int
+    duplicates: int
+    slow_consumer_closes: int
+    sink_failures: int
+    subscribers: int
+    topics: int
+    max_queue: int
+    high_water: int
+    queue_depth_max: int
+    queue_depth_total: int
+    queue_depths: dict[str, int] = Field(description="connections with messages queued, by connection id")
+
+
+class NodeFigures(BaseModel):
+    connections: int
+    rooms_active: int
+    messages_per_second: float
+    uptime_seconds: float
+    messages_received: int
+    errors_sent: int
+    events_appended: int
+    messages_by_type: dict[str, int]
+    errors_by_code: dict[str, int] = Field(description="error messages sent to WebSocket clients, by code")
+    appender: AppenderFigures
+    fanout: FanoutFigures
+
+
+class DetailedStats(Stats):
+    messages_by_type: dict[str, int]
+    errors_by_code: dict[str, int]
+    nodes: dict[str, NodeFigures]
+
+
+def _node_figures(node: NodeStats) -> NodeFigures:
+    return NodeFigures.model_validate(node, from_attributes=True)
+
+
+async def _summary(engine: EngineDep, node: NodeStats) -> dict[str, object]:
+    return {
+        "total_connections": node.connections,
+        # Only authenticated sockets are registered with the engine (api/routes/websocket.py).
+        "authenticated_connections": node.connections,
+        "rooms_active": node.rooms_active,
+        "messages_per_second": node.messages_per_second,
+        "uptime_seconds": node.uptime_seconds,
+        "events_appended": node.events_appended,
+        "log_head": await engine.log_head(),
+        "node_id": node.node_id,
+        "timestamp": iso(datetime.now(UTC)),
+    }
+
+
+@router.get("/ws/stats", response_model=Stats, responses=_ERRORS)
+async def stats(engine: EngineDep, _: ActorDep) -> Stats:
+    """Connections, rooms, message rate and uptime (the seed's figures), and the log's head: aggregate
+    figures, for any authenticated caller (PROTOCOL.md reserves only the detailed view for admins)."""
+    return Stats.model_validate(await _summary(engine, engine.node_stats()))
+
+
+@router.get("/ws/stats/detailed", response_model=DetailedStats, responses=_ERRORS)
+async def stats_detailed(engine: EngineDep, _: AdminDep) -> DetailedStats:
+    """The summary, plus messages by type, errors by code, and each node's appender and fanout."""
+    node = engine.node_stats()
+    return DetailedStats.model_validate(
+        {
+            **await _summary(engine, node),
+            "messages_by_type": node.messages_by_type,
+            "errors_by_code": node.errors_by_code,
+            "nodes": {node.node_id: _node_figures(node)},
+        }
+    )

@@ -1,0 +1,105 @@
+"""api/logging_setup.py: one JSON object per line with the context's ids, the text form, the config."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+from collections.abc import Iterator
+
+import pytest
+
+from api.logging_setup import (
+    ContextFilter,
+    JsonFormatter,
+    TextFormatter,
+    connection_id_var,
+    logging_config,
+    request_id_var,
+)
+
+Captured = tuple[logging.Logger, io.StringIO]
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("tests.unit.logging_setup")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_line_has_the_basics_and_no_ids_outside_a_context(captured: Captured) -> None:
+    logger, stream = captured
+    logger.info("hello %s", "world")
+    (line,) = lines(stream)
+    assert line["message"] == "hello world"
+    assert (line["level"], line["logger"]) == ("INFO", "tests.unit.logging_setup")
+    assert str(line["ts"]).endswith("+00:00")
+    assert "request_id" not in line and "connection_id" not in line
+
+
+def test_json_line_carries_the_ids_of_its_context_and_extra_fields(captured: Captured) -> None:
+    logger, stream = captured
+    request = request_id_var.set("req-1")
+    connection = connection_id_var.set("ws_abc")
+    try:
+        logger.warning("inside", extra={"status": 404, "path": "/x", "odd": object()})
+    finally:
+        request_id_var.reset(request)
+        connection_id_var.reset(connection)
+    logger.info("outside")
+    inside, outside = lines(stream)
+    assert (inside["request_id"], inside["connection_id"]) == ("req-1", "ws_abc")
+    assert (inside["status"], inside["path"]) == (404, "/x")
+    assert str(inside["odd"]).startswith("<object object")  # unencodable extras become text
+    assert "request_id" not in outside
+
+
+def test_json_line_carries_the_traceback(captured: Captured) -> None:
+    logger, stream = captured
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("failed")
+    (line,) = lines(stream)
+    assert "ValueError: boom" in str(line["exc_info"])
+    assert "\n" not in stream.getvalue().rstrip("\n")  # still one line
+
+
+def test_text_form_names_the_context() -> None:
+    record = logging.LogRecord("api.x", logging.INFO, __file__, 1, "done", None, None)
+    ContextFilter().filter(record)
+    assert TextFormatter().format(record) == "INFO api.x: done"
+    token = request_id_var.set("r-9")
+    try:
+        record = logging.LogRecord("api.x", logging.INFO, __file__, 1, "done", None, None)
+        ContextFilter().filter(record)
+    finally:
+        request_id_var.reset(token)
+    assert TextFormatter().format(record) == "INFO api.x [r-9]: done"
+
+
+@pytest.mark.parametrize(("log_format", "formatter"), [("json", JsonFormatter), ("text", TextFormatter)])
+def test_config_routes_everything_through_one_handler(log_format: str, formatter: type) -> None:
+    config = logging_config(log_format, "debug")  # type: ignore[arg-type]
+    assert config["formatters"]["main"]["()"] == f"{formatter.__module__}.{formatter.__name__}"
+    assert config["root"] == {"handlers": ["main"], "level": "DEBUG"}
+    assert config["loggers"]["uvicorn.access"]["propagate"] is False  # the middleware logs requests
+    assert config["handlers"]["main"]["filters"] == ["context"]
+    # The factory it names builds (dictConfig itself would reconfigure the test process's logging).
+    built = logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["main"])
+    assert isinstance(built, formatter)
