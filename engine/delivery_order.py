@@ -1,0 +1,95 @@
+"""`DeliveryOrder`: each node publishes committed events in log position order, whoever wrote them.
+
+Why the global position and not each stream's seq: positions are gapless and follow commit order
+(engine/store.py), so publishing them strictly in position order gives every stream's events in
+seq order on every node with one counter, and no stream needs to be known in advance. Each node
+publishes its own commits the moment the appender returns them (no await in between: handlers rely
+on it), and the events other nodes wrote when its log follower reads them (engine/log_follower.py).
+While a single node writes, each own commit is the next position and nothing ever waits.
+
+When an own commit finds positions before it not yet published (another node committed in
+between), it is held until the follower has read those from the log; its caller waits for that.
+Whichever side offers a position first publishes it; the other finds it already delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from engine.events import RecordedEvent
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[RecordedEvent], None]
+
+
+class DeliveryOrder:
+    def __init__(
+        self, publish: Publish, delivered: int | None, *, on_gap: Callable[[], None] | None = None
+    ) -> None:
+        # Every position up to here has been published (or skipped). None until known: a node that
+        # started while the database was away learns it from the first read of the head.
+        self.delivered = delivered
+        self._publish = publish
+        self._held: dict[int, RecordedEvent] = {}
+        self._advanced = asyncio.Event()
+        self._waiting = 0  # callers in `wait_delivered`: only then is an advance worth announcing
+        self._on_gap = on_gap or (lambda: None)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def offer(self, event: RecordedEvent) -> bool:
+        """Publish `event` if it is the next position (then whatever it unblocks); hold it if earlier
+        positions are missing. True once it is published, now or before."""
+        position = event.position
+        if self.delivered is None:  # nothing was known before this: start here
+            self.delivered = position - 1
+        if position <= self.delivered:
+            return True
+        if position > self.delivered + 1:
+            self._held[position] = event
+            self._on_gap()
+            return False
+        self._deliver(event)
+        while (following := self._held.pop(position := position + 1, None)) is not None:
+            self._deliver(following)
+        if self._waiting:
+            self._advanced.set()
+            self._advanced = asyncio.Event()
+        return True
+
+    def start_at(self, head: int) -> None:
+        """Set the starting point once it is known (a no-op when it already is)."""
+        if self.delivered is None:
+            self.delivered = head
+
+    def offer_all(self, events: list[RecordedEvent]) -> None:
+        """Offer a page read from the log, in position order."""
+        for event in events:
+            self.offer(event)
+
+    async def wait_delivered(self, position: int) -> None:
+        """Wait until `position` is published (callers bound the wait; a position still held then is
+        published as soon as the positions before it are read)."""
+        self._waiting += 1
+        try:
+            while self.delivered is None or self.delivered < position:
+                await self._advanced.wait()
+        finally:
+            self._waiting -= 1
+
+    def _deliver(self, event: RecordedEvent) -> None:
+        self.delivered = event.position
+        try:
+            self._publish(event)
+        except Exception:
+            # One event that cannot be published (a stream this code does not fan out) must not stop
+            # every later event of every stream: it is recorded and skipped.
+            log.exception("could not publish event at position %d (%s)", event.position, event.type)
+
+
+__all__ = ["DeliveryOrder"]

@@ -1,0 +1,184 @@
+"""`LogFollower`: how events other nodes commit reach this node's clients (DESIGN.md, principle 7).
+
+After its commits a node sends at most one small NOTIFY per `notify_interval`, on its own connection
+and never inside the append transaction (NOTIFY takes a database-wide lock at commit), and only while
+it has live peers (engine/node_registry.py). Each node keeps one LISTEN connection; a notification
+from another node wakes its reader, which reads the log after the last position this node published
+and offers it to `DeliveryOrder` (engine/delivery_order.py), which publishes in position order.
+
+Notifications are not durable (a dropped connection, a restarted server), so the reader also polls
+every `poll_interval`: a lost wake-up costs latency, never an event. The read is an indexed range scan
+on the primary key, and reading past events this node published itself costs one cheap query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+import asyncpg
+
+from engine.delivery_order import DeliveryOrder
+from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.node_registry import NodeRegistry
+from engine.store import EventStore
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final = "collab_log"
+_PAGE: Final = 1000
+_HELLO: Final = "hello"
+_COMMIT: Final = "commit"
+
+
+class LogFollower:
+    def __init__(
+        self,
+        store: EventStore,
+        order: DeliveryOrder,
+        dsn: str,
+        registry: NodeRegistry,
+        *,
+        poll_interval: float = 0.5,
+        notify_interval: float = 0.003,
+        retry_interval: float = 1.0,
+    ) -> None:
+        self.node_id = registry.node_id
+        self.poll_interval = poll_interval
+        self.notify_interval = notify_interval
+        self.retry_interval = retry_interval
+        self.notifications_sent = 0
+        self.notifications_received = 0
+        self.reads = 0
+        self._store = store
+        self._order = order
+        self._dsn = dsn
+        self._registry = registry
+        self._conn: Any = None  # asyncpg.Connection while listening
+        self._wake = asyncio.Event()
+        self._committed = asyncio.Event()  # set by `committed`, consumed by the one notifier task
+        self._conn_lock = asyncio.Lock()  # asyncpg runs one query at a time per connection
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        try:
+            await self._listen()
+        except Exception as exc:  # the database is away: `_keep_listening` retries until it is back
+            log.warning("LISTEN connection failed, retrying: %s: %s", type(exc).__name__, exc)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._read_loop(), name=f"log-follower:{self.node_id}"),
+            loop.create_task(self._keep_listening(), name=f"log-listener:{self.node_id}"),
+            loop.create_task(self._notify_loop(), name=f"log-notifier:{self.node_id}"),
+        ]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in self._tasks))
+        self._tasks = []
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), 2.0)
+            self._conn = None
+
+    def wake(self) -> None:
+        """Read the log now (a held own commit waits for the positions before it)."""
+        self._wake.set()
+
+    def committed(self) -> None:
+        """This node committed: wake the peers, at most once per `notify_interval`."""
+        if self._registry.peers:
+            self._committed.set()
+
+    # Notifying.
+
+    async def _notify_loop(self) -> None:
+        """One sender, so NOTIFYs never overlap on the connection. The flag is cleared before each
+        send: a commit during a send sets it again and is announced by the next one."""
+        while True:
+            await self._committed.wait()
+            await asyncio.sleep(self.notify_interval)
+            self._committed.clear()
+            await self._notify(_COMMIT)
+
+    async def _notify(self, kind: str) -> None:
+        async with self._conn_lock:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                return  # the peers' polling covers it; the listener is reconnecting
+            try:
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{kind} {self.node_id}")
+                self.notifications_sent += 1
+            except Exception as exc:
+                log.warning("NOTIFY failed (peers will poll): %s: %s", type(exc).__name__, exc)
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        _, _, node = payload.partition(" ")
+        if node == self.node_id:
+            return
+        self.notifications_received += 1
+        self._registry.saw(node)
+        self.wake()
+
+    # Listening.
+
+    async def _listen(self) -> None:
+        conn = await asyncpg.connect(self._dsn, timeout=self.retry_interval * 5)
+        await conn.add_listener(CHANNEL, self._on_notification)
+        self._conn = conn
+        await self._notify(_HELLO)  # peers start waking us now, not at their next heartbeat read
+
+    async def _keep_listening(self) -> None:
+        """Reconnect the LISTEN connection whenever it is lost, and read once it is back."""
+        while True:
+            await asyncio.sleep(self.retry_interval)
+            if self._conn is not None and not self._conn.is_closed():
+                continue
+            try:
+                await self._listen()
+            except Exception as exc:
+                log.warning("LISTEN connection lost, retrying: %s: %s", type(exc).__name__, exc)
+                continue
+            log.info("LISTEN connection restored")
+            self.wake()  # notifications sent while it was down are lost: read what they announced
+
+    # Reading.
+
+    async def _read_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._catch_up()
+            except Exception as exc:  # the database is away: try again at the next poll
+                log.warning("reading the log failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(self.retry_interval)
+
+    async def _catch_up(self) -> None:
+        if self._order.delivered is None:
+            self._order.start_at(await self._store.head())
+        while True:
+            after = self._order.delivered
+            assert after is not None
+            page = await self._store.read_all(after=after, limit=_PAGE)
+            self.reads += 1
+            self._order.offer_all(page)
+            if len(page) < _PAGE:
+                return
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "delivered_position": self._order.delivered,
+            "held": self._order.held,
+            "peers": sorted(self._registry.peers),
+            "listening": self._conn is not None and not self._conn.is_closed(),
+            "notifications_sent": self.notifications_sent,
+            "notifications_received": self.notifications_received,
+            "reads": self.reads,
+        }
+
+
+__all__ = ["CHANNEL", "LogFollower"]

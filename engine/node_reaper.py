@@ -1,0 +1,107 @@
+"""Leaves for the connections of a node that died without saying goodbye (kill -9, a lost host).
+
+A node that stops cleanly appends its connections' leaves itself (EngineCore.stop). One that dies
+leaves them joined, and every room would show its users forever. Survivors notice the silence in
+`nodes` (engine/node_registry.py) and append, for each membership the dead node's connections still
+hold, a `UserLeftRoom` with reason `node_lost`, then mark the node stopped.
+
+Which memberships: the dead node's joins (metadata `node`) since it started, without a later leave of
+the same connection in that room. `recorded_at >= started_at` lets the BRIN index on `recorded_at`
+skip the log written before that node existed.
+
+Several survivors may find the same dead node at once. Each leave carries an idempotency key made of
+the connection and the room, so the log records it once whoever gets there first, and a survivor
+that dies halfway is completed by the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.events import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, NewEvent, room_stream
+
+_DEAD = """
+SELECT node_id, started_at FROM nodes
+WHERE node_id <> :node AND stopped_at IS NULL AND heartbeat_at < now() - make_interval(secs => :dead_after)
+"""
+_OPEN_MEMBERSHIPS = """
+SELECT j.data->>'room_id' AS room_id, j.data->>'user_id' AS user_id, j.data->>'connection_id' AS connection_id
+FROM events j
+WHERE j.type = :joined AND j.recorded_at >= :started_at AND j.metadata->>'node' = :dead
+  AND NOT EXISTS (
+    SELECT 1 FROM events l
+    WHERE l.stream_id = j.stream_id AND l.stream_version > j.stream_version AND l.type = :left
+      AND l.data->>'connection_id' = j.data->>'connection_id'
+  )
+ORDER BY j.position
+"""
+_MARK_STOPPED = "UPDATE nodes SET stopped_at = now() WHERE node_id = :dead AND stopped_at IS NULL"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadNode:
+    node_id: str
+    started_at: datetime
+
+
+async def dead_nodes(db_engine: AsyncEngine, node_id: str, dead_after: float) -> list[DeadNode]:
+    """Nodes other than `node_id` silent for longer than `dead_after` seconds and not marked stopped."""
+    async with db_engine.connect() as conn:
+        rows = await conn.execute(text(_DEAD), {"node": node_id, "dead_after": dead_after})
+        return [DeadNode(str(row.node_id), row.started_at) for row in rows]
+
+
+async def leaves_for(db_engine: AsyncEngine, dead: DeadNode, reaper: str) -> list[NewEvent]:
+    """The `UserLeftRoom` events that close the dead node's open memberships (one per connection and
+    room, deduplicated across survivors by their idempotency key)."""
+    async with db_engine.connect() as conn:
+        rows = await conn.execute(
+            text(_OPEN_MEMBERSHIPS),
+            {
+                "joined": USER_JOINED_ROOM,
+                "left": USER_LEFT_ROOM,
+                "started_at": dead.started_at,
+                "dead": dead.node_id,
+            },
+        )
+        memberships = {(row.room_id, row.user_id, row.connection_id) for row in rows}
+    return [
+        NewEvent(
+            stream_id=room_stream(room_id),
+            type=USER_LEFT_ROOM,
+            data={
+                "room_id": room_id,
+                "user_id": user_id,
+                "connection_id": connection_id,
+                "reason": NODE_LOST,
+            },
+            metadata={
+                "user_id": user_id,
+                "connection_id": connection_id,
+                "node": reaper,
+                "lost_node": dead.node_id,
+            },
+            user_id=user_id,
+            idempotency_key=_key(connection_id, room_id),
+        )
+        for room_id, user_id, connection_id in sorted(memberships)
+    ]
+
+
+def _key(connection_id: str, room_id: str) -> str:
+    """Longer than any `client_msg_id` (64 characters at most), so no client can take it first."""
+    digest = hashlib.sha256(f"{connection_id}\x00{room_id}".encode()).hexdigest()
+    return f"node-lost:{digest}"
+
+
+async def mark_stopped(db_engine: AsyncEngine, dead: DeadNode) -> None:
+    async with db_engine.begin() as conn:
+        await conn.execute(text(_MARK_STOPPED), {"dead": dead.node_id})
+
+
+__all__ = ["DeadNode", "dead_nodes", "leaves_for", "mark_stopped"]

@@ -1,0 +1,127 @@
+"""`NodeRegistry`: this process's heartbeat row in `nodes`, and which other nodes are alive.
+
+Why in PostgreSQL: nodes share nothing else (DESIGN.md, principle 7). A node with no live peer sends
+no NOTIFY after its commits, so a single node pays nothing for being clusterable; a node that starts
+announces itself at once (engine/log_follower.py), so its peers start waking it without waiting for a
+heartbeat. The same rows tell survivors when a node stopped heartbeating without saying goodbye.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+# A beat never revives a row someone else marked stopped: see `_beat`.
+_BEAT = "UPDATE nodes SET heartbeat_at = now() WHERE node_id = :node AND stopped_at IS NULL"
+_REGISTER = """
+INSERT INTO nodes (node_id) VALUES (:node)
+ON CONFLICT (node_id) DO UPDATE SET started_at = now(), heartbeat_at = now(), stopped_at = NULL
+"""
+_PEERS = """
+SELECT node_id FROM nodes
+WHERE node_id <> :node AND stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after)
+"""
+_STOPPED = "UPDATE nodes SET stopped_at = now() WHERE node_id = :node"
+
+
+class NodeRegistry:
+    def __init__(
+        self,
+        db_engine: AsyncEngine,
+        node_id: str,
+        *,
+        interval: float = 5.0,
+        dead_after: float = 15.0,
+        after_beat: Callable[[], Awaitable[None]] | None = None,
+        on_reaped: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.interval = interval
+        self.dead_after = dead_after
+        self._db_engine = db_engine
+        self._peers: dict[str, float] = {}  # node id -> monotonic time it was last known alive
+        self._task: asyncio.Task[None] | None = None
+        self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
+        self._on_reaped = on_reaped  # this node was declared dead while alive: drop its connections
+        self._registered = False
+
+    @property
+    def peers(self) -> frozenset[str]:
+        """Other nodes heard from within `dead_after` seconds."""
+        horizon = time.monotonic() - self.dead_after
+        return frozenset(node for node, seen in self._peers.items() if seen > horizon)
+
+    def saw(self, node_id: str) -> None:
+        """A peer announced itself (a NOTIFY): count it alive now, before the next heartbeat read."""
+        if node_id != self.node_id:
+            self._peers[node_id] = time.monotonic()
+
+    def gone(self, node_id: str) -> None:
+        self._peers.pop(node_id, None)
+
+    async def start(self) -> None:
+        try:
+            await self._beat()
+        except Exception as exc:  # the database is away: the next heartbeat registers this node
+            log.warning("could not register node %s yet: %s: %s", self.node_id, type(exc).__name__, exc)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"heartbeat:{self.node_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task, STOP_TIMEOUT)
+            self._task = None
+        try:
+            await self._execute(_STOPPED)
+        except Exception as exc:  # the database may be the reason we stop; peers will see the silence
+            log.warning("could not record node %s as stopped: %s: %s", self.node_id, type(exc).__name__, exc)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self._beat()
+                if self._after_beat is not None:
+                    await self._after_beat()
+            except Exception as exc:  # keep beating: an outage ends, and peers only need the next one
+                log.warning("heartbeat of node %s failed: %s: %s", self.node_id, type(exc).__name__, exc)
+
+    async def _beat(self) -> None:
+        """Beat; register first if this node has no live row yet.
+
+        A row that was live and is now marked stopped means a peer took this node for dead (it
+        stalled longer than `dead_after`) and recorded its connections' departures. Those
+        connections must not carry on as if still in their rooms, so `on_reaped` drops them before
+        the node registers again, with a new `started_at` that keeps a later reaper off the old joins.
+        """
+        if self._registered and await self._execute(_BEAT) == 0:
+            log.error("node %s was taken for dead by a peer; dropping its connections", self.node_id)
+            if self._on_reaped is not None:
+                await self._on_reaped()
+            self._registered = False
+        if not self._registered:
+            await self._execute(_REGISTER)
+            self._registered = True
+        await self._refresh()
+
+    async def _refresh(self) -> None:
+        async with self._db_engine.connect() as conn:
+            rows = await conn.execute(text(_PEERS), {"node": self.node_id, "dead_after": self.dead_after})
+            alive = {str(node) for node in rows.scalars()}
+        now = time.monotonic()
+        self._peers = {node: now for node in alive}
+
+    async def _execute(self, sql: str) -> int:
+        async with self._db_engine.begin() as conn:
+            return int((await conn.execute(text(sql), {"node": self.node_id})).rowcount)
+
+
+__all__ = ["NodeRegistry"]

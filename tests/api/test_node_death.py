@@ -1,0 +1,163 @@
+"""A node killed with SIGKILL leaves no ghosts: a survivor notices its silent heartbeat and records
+the departures of its connections, which the members on the surviving node hear as `user_left`.
+
+The nodes here use a database of their own: their short heartbeat settings must not meet the other
+tests' servers, which beat at the default pace and would look dead to them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from websockets.asyncio.client import connect
+
+from engine.embedded_postgres import database_url_for
+from engine.events import NODE_LOST, USER_LEFT_ROOM
+from engine.migrate import upgrade_to_head
+from engine.store import EventStore, create_db_engine
+from tests.api.conftest import SECRET, make_settings, receive, serve
+from tests.api.live_helpers import greet, send, until
+from tests.conftest import admin_execute
+
+ROOT = Path(__file__).resolve().parents[2]
+HEARTBEAT = 0.5
+DEAD_AFTER = 2.0
+HANG_GUARD = 30.0  # the issue's bound for clearing a dead node's presence; not a speed check
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def own_database(server_url: str) -> AsyncIterator[str]:
+    name = f"collab_nodes_{uuid.uuid4().hex[:10]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    url = database_url_for(server_url, name)
+    await asyncio.to_thread(upgrade_to_head, url)
+    yield url
+    await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def start_node_process(database_url: str) -> tuple[asyncio.subprocess.Process, int]:
+    """A real server process (`uvicorn api.app:create_app --factory`), ready to serve."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": SECRET,
+        "NODE_HEARTBEAT_SECONDS": str(HEARTBEAT),
+        "NODE_DEAD_AFTER_SECONDS": str(DEAD_AFTER),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
+        "--log-level", "warning", cwd=ROOT, env=env,
+    )  # fmt: skip
+    async with asyncio.timeout(60), httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/health")).status_code == 200:
+                    return proc, port
+            except httpx.TransportError:
+                pass
+            assert proc.returncode is None, "the node process exited during start-up"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_killed_node_s_users_leave_their_rooms_on_the_surviving_node(own_database: str) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
+    )
+    proc, port = await start_node_process(own_database)
+    try:
+        async with serve(settings) as survivor, survivor.connect(survivor.token("sue")) as sue:
+            await greet(sue)
+            await send(sue, {"type": "join_room", "room_id": room})
+            await until(sue, lambda m: m["type"] == "room_state")
+
+            doomed_token = survivor.token("dan", username="dan")
+            doomed = await connect(f"ws://127.0.0.1:{port}/api/v1/ws?token={doomed_token}")
+            await greet(doomed)
+            await send(doomed, {"type": "join_room", "room_id": room})
+            await until(doomed, lambda m: m["type"] == "room_state")
+            joined = await until(sue, lambda m: m["type"] == "user_joined")  # written by the other node
+            assert joined[-1]["user"]["user_id"] == "dan"
+
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+
+            async with asyncio.timeout(HANG_GUARD):
+                while True:
+                    message = await receive_patiently(sue)
+                    if message["type"] == "user_left":
+                        break
+            assert message["user_id"] == "dan" and message["room_id"] == room
+            await doomed.close()
+
+        db = create_db_engine(own_database)
+        try:
+            leaves = [e for e in await EventStore(db).read_stream(f"room:{room}") if e.type == USER_LEFT_ROOM]
+        finally:
+            await db.dispose()
+        # Recorded once, by the survivor (sue's own leave at the end is an ordinary disconnect).
+        assert [e.data["reason"] for e in leaves if e.data["user_id"] == "dan"] == [NODE_LOST]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def receive_patiently(ws: object) -> dict[str, object]:
+    """`receive`, retried past its per-message timeout: the departure comes after the dead node's
+    silence, which is longer than one receive waits."""
+    while True:
+        try:
+            return await receive(ws)  # type: ignore[arg-type]
+        except TimeoutError:
+            continue
+
+
+async def test_a_node_taken_for_dead_closes_its_connections_and_registers_again(own_database: str) -> None:
+    """A node that stalled past the dead-node window finds its row marked stopped by a survivor, whose
+    leaves already removed its users: it must not carry on serving sockets the log says are gone."""
+    settings = make_settings(
+        own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
+    )
+    async with serve(settings) as node, node.connect(node.token("pat")) as pat:
+        await greet(pat)
+        node_id = node.app.state.engine.node_id
+        db = create_db_engine(own_database)
+        try:
+            async with db.begin() as conn:  # what a survivor's reaper does (engine/node_reaper.py)
+                await conn.execute(
+                    text("UPDATE nodes SET stopped_at = now() WHERE node_id = :n"), {"n": node_id}
+                )
+            async with asyncio.timeout(HANG_GUARD):
+                await pat.wait_closed()
+            assert pat.close_code == 1012
+            async with asyncio.timeout(HANG_GUARD):
+                while True:  # registered again, as a node that has started anew
+                    async with db.connect() as conn:
+                        row = (
+                            await conn.execute(
+                                text("SELECT stopped_at, started_at FROM nodes WHERE node_id = :n"),
+                                {"n": node_id},
+                            )
+                        ).one()
+                    if row.stopped_at is None:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await db.dispose()
