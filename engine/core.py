@@ -7,13 +7,17 @@ when it closes, and finally `await stop()`.
 
 Presence has no ghosts: every room a connection joined gets a `UserLeftRoom` when the connection goes
 away, whether the client closed it, the network dropped it or the server is shutting down, and the
-remaining members hear of it. (A node that dies without running `stop()` leaves its connections joined;
-the node heartbeat sweep planned in DESIGN.md, principle 7, will append those leaves from a survivor.)
+remaining members hear of it. A node that dies without running `stop()` leaves its connections
+joined until a survivor notices its silent heartbeat and appends those leaves (engine/node_reaper.py).
+
+Every committed event, this node's or another's, is published in log position order
+(engine/delivery_order.py); other nodes' events arrive through the log follower (engine/log_follower.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,6 +32,7 @@ from engine.actors import Actor
 from engine.ai import AiProvider
 from engine.ai_runner import AiRunner
 from engine.appender import Appender, is_connectivity_error
+from engine.delivery_order import DeliveryOrder
 from engine.errors import StoreUnavailable
 from engine.events import (
     DISCONNECTED,
@@ -38,19 +43,26 @@ from engine.events import (
     NewEvent,
     RecordedEvent,
     Refused,
+    is_engine_stream,
     room_stream,
     user_stream,
 )
 from engine.fanout import Hub, Subscriber, SubscriberClosed
 from engine.live import Live, recorded
+from engine.log_follower import LogFollower
+from engine.node_reaper import dead_nodes, leaves_for, mark_stopped
+from engine.node_registry import NodeRegistry
 from engine.projections.rooms import RoomView, project
+from engine.projector_runner import ProjectorRunner
 from engine.rate_limits import RateLimiter, RateLimits
 from engine.rendering import encode
-from engine.store import EventStore, create_db_engine
+from engine.store import EventStore, create_db_engine, libpq_dsn
 from engine.subscriber import Close, Sink
 from engine.typing_sweeper import TypingSweeper
 
 log = logging.getLogger(__name__)
+
+CLOSE_SERVICE_RESTART = 1012  # "reconnect with backoff": the node is fine, its sessions were closed
 
 _READ_PAGE = 1000
 
@@ -85,8 +97,14 @@ class EngineCore:
         typing_timeout: float = 5.0,
         ai_provider: AiProvider | None = None,
         room_auto_create: bool = True,
+        node_heartbeat: float = 5.0,
+        node_dead_after: float = 15.0,
     ) -> None:
         self.database_url = database_url
+        # NODE_HEARTBEAT_SECONDS / NODE_DEAD_AFTER_SECONDS (engine/node_registry.py): a node silent for
+        # longer than the second is dead, and a survivor records its connections' departures.
+        self._node_heartbeat = node_heartbeat
+        self._node_dead_after = node_dead_after
         # ROOM_AUTO_CREATE: whether a join_room of a room with no events creates it (engine/service.py).
         self.room_auto_create = room_auto_create
         self.node_id = node_id or default_node_id()
@@ -106,6 +124,11 @@ class EngineCore:
         self.rate_limiter = RateLimiter(rate_limits or RateLimits())
         self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/typing_sweeper.py
         self.ai = AiRunner(self, ai_provider)  # ai_request / ai_cancel (engine/ai_runner.py); default builtin
+        self.projector: ProjectorRunner | None = None  # engine/projector_runner.py, from start()
+        # Cross-node delivery (engine/delivery_order.py, engine/log_follower.py), from start().
+        self.order: DeliveryOrder | None = None
+        self.nodes: NodeRegistry | None = None
+        self.follower: LogFollower | None = None
 
     # Lifecycle.
 
@@ -122,7 +145,24 @@ class EngineCore:
         self._live = Live(Hub(max_queue=self._max_queue))
         self.ai.register(self._live)
         await self._appender.start()
+        # Everything committed from here on is published here in position order, whichever node
+        # wrote it: this node's commits by `commit`, other nodes' by the follower.
+        self.order = DeliveryOrder(self._publish_committed, await self._head(), on_gap=self._read_log)
+        self.nodes = NodeRegistry(
+            self._db_engine,
+            self.node_id,
+            interval=self._node_heartbeat,
+            dead_after=self._node_dead_after,
+            after_beat=self._record_dead_nodes_departures,
+            on_reaped=self._drop_reaped_connections,
+        )
+        await self.nodes.start()
+        self.follower = LogFollower(self._store, self.order, libpq_dsn(self.database_url), self.nodes)
+        await self.follower.start()
         self.typing_sweeper.start()
+        # Keeps the projection tables behind the log; only one node's runner projects at a time.
+        self.projector = ProjectorRunner(self._db_engine)
+        self.projector.start()
 
     async def stop(self) -> None:
         """Record the departure of connections still open, commit what is queued, close the pool."""
@@ -140,6 +180,13 @@ class EngineCore:
                 log.error("could not record %d departures at shutdown: %s", len(leaves), exc)
         if self._appender is not None:
             await self._appender.stop()
+        if self.projector is not None:
+            await self.projector.stop()
+        if self.follower is not None:
+            await self.follower.stop()
+        if self.nodes is not None:
+            await self.nodes.stop()
+        self.follower = self.nodes = self.order = None
         if self._db_engine is not None:
             await self._db_engine.dispose()
         self._appender = self._store = self._db_engine = self._live = None
@@ -246,8 +293,25 @@ class EngineCore:
         """
         outcome = await self._running_appender().append(event)
         if isinstance(outcome, Committed):
-            self.live.publish(published := recorded(event, outcome))  # no await between the result and this
+            published = recorded(event, outcome)
+            order = self._running_order()
+            # Published before anything else can run: no await between the result and this, unless
+            # another node committed positions just before ours, which the follower reads first.
+            if not order.offer(published):
+                try:
+                    async with asyncio.timeout(self._append_timeout):
+                        await order.wait_delivered(published.position)
+                except TimeoutError:
+                    # Committed, but not yet published here: answering now would reply from a view
+                    # without it. The client retries with its client_msg_id and gets the original seq.
+                    raise StoreUnavailable(
+                        f"committed at position {published.position}, but the log before it is unreadable"
+                    ) from None
             self.typing_sweeper.observe(published)
+            if self.follower is not None:
+                self.follower.committed()
+            if self.projector is not None:
+                self.projector.wake()
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
             raise outcome.error
         elif isinstance(outcome, Conflict):  # no handler sets expected_version
@@ -317,6 +381,52 @@ class EngineCore:
             )
             for room_id in sorted(connection.rooms)
         ]
+
+    async def _head(self) -> int | None:
+        """The log head, or None while the database is unreachable (the follower learns it later)."""
+        try:
+            async with asyncio.timeout(self.health_timeout):
+                return await self.store.head()
+        except Exception as exc:
+            log.warning("log head unknown at start: %s: %s", type(exc).__name__, exc)
+            return None
+
+    async def _record_dead_nodes_departures(self) -> None:
+        """Append the leaves of the connections of nodes that stopped heartbeating (node_reaper.py)."""
+        if self._db_engine is None or self.nodes is None:
+            return
+        for dead in await dead_nodes(self._db_engine, self.node_id, self.nodes.dead_after):
+            leaves = await leaves_for(self._db_engine, dead, self.node_id)
+            outcomes = await asyncio.gather(*(self.commit(leave) for leave in leaves))
+            await mark_stopped(self._db_engine, dead)
+            self.nodes.gone(dead.node_id)
+            recorded_here = sum(isinstance(outcome, Committed) for outcome in outcomes)
+            log.warning(
+                "node %s stopped heartbeating: %d departures of its connections recorded",
+                dead.node_id,
+                recorded_here,
+            )
+
+    async def _drop_reaped_connections(self) -> None:
+        """A peer recorded this node's connections as gone (it took this node for dead): close them
+        with 1012 without appending their departures again; their clients reconnect and resume."""
+        for connection_id in list(self._connections):
+            del self._connections[connection_id]  # so `disconnect` appends no second leave
+            with contextlib.suppress(KeyError, StoreUnavailable):
+                self.hub.subscriber(connection_id).fail(CLOSE_SERVICE_RESTART)
+
+    def _running_order(self) -> DeliveryOrder:
+        if self.order is None:
+            raise StoreUnavailable("the engine is not started")
+        return self.order
+
+    def _publish_committed(self, event: RecordedEvent) -> None:
+        if self._live is not None and is_engine_stream(event.stream_id):
+            self._live.publish(event)
+
+    def _read_log(self) -> None:
+        if self.follower is not None:
+            self.follower.wake()
 
     def _running_appender(self) -> Appender:
         if self._appender is None:

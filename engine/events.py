@@ -148,6 +148,8 @@ AI_COMPLETED = "AiCompleted"
 AI_FAILED = "AiFailed"
 # user_id, request_id, reason
 AI_CANCELLED = "AiCancelled"
+# user_id (the recipient), sender_id (the admin), message (the posted JSON object, delivered as it is)
+USER_MESSAGE_SENT = "UserMessageSent"
 
 # Why a user left a room. Only LEFT is a message the user sent; the others are recorded by the server.
 LEFT = "left"  # the client's `leave_room`
@@ -165,7 +167,8 @@ EXPIRED = "expired"
 # families it skips (engine/projections/__init__.py); together they must cover the catalogue.
 MEMBERSHIP_EVENTS: Final = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM})
 CELL_EVENTS: Final = frozenset({CELL_UPDATED})
-BROADCAST_EVENTS: Final = frozenset({ROOM_MESSAGE_BROADCAST})
+# Messages an admin posts over REST, delivered as posted: to a room's members, or to one user.
+BROADCAST_EVENTS: Final = frozenset({ROOM_MESSAGE_BROADCAST, USER_MESSAGE_SENT})
 CURSOR_EVENTS: Final = frozenset({CURSOR_MOVED})
 TYPING_EVENTS: Final = frozenset({TYPING_STARTED, TYPING_STOPPED})
 STATUS_EVENTS: Final = frozenset({USER_STATUS_CHANGED})
@@ -173,8 +176,12 @@ NOTIFICATION_EVENTS: Final = frozenset({NOTIFICATION_CREATED, NOTIFICATION_READ,
 UPLOAD_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_COMPLETED})
 AI_EVENTS: Final = frozenset({AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, AI_CANCELLED})
 
-ROOM_EVENTS: Final = MEMBERSHIP_EVENTS | CELL_EVENTS | BROADCAST_EVENTS | CURSOR_EVENTS | TYPING_EVENTS
-USER_EVENTS: Final = STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS
+ROOM_EVENTS: Final = (
+    MEMBERSHIP_EVENTS | CELL_EVENTS | frozenset({ROOM_MESSAGE_BROADCAST}) | CURSOR_EVENTS | TYPING_EVENTS
+)
+USER_EVENTS: Final = (
+    STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | frozenset({USER_MESSAGE_SENT})
+)
 CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS
 # High-frequency and only worth their latest value: PROTOCOL.md keeps them out of every sequence.
 VOLATILE_EVENTS: Final = frozenset({CURSOR_MOVED, TYPING_STARTED, TYPING_STOPPED, FILE_UPLOAD_PROGRESSED})
@@ -224,6 +231,12 @@ def volatile_stream(stream_id: str) -> str:
 
 def is_volatile_stream(stream_id: str) -> bool:
     return stream_id.startswith(VOLATILE_STREAM_PREFIX)
+
+
+def is_engine_stream(stream_id: str) -> bool:
+    """Whether the engine fans the stream out: a room's or a user's, or the volatile twin of one."""
+    durable = durable_stream(stream_id)
+    return durable.startswith(ROOM_STREAM_PREFIX) or durable.startswith(USER_STREAM_PREFIX)
 
 
 def durable_stream(stream_id: str) -> str:

@@ -123,6 +123,13 @@ class NotificationHandlers(EngineCore):
         """Append `NotificationCreated` to the user's stream; their subscribed connections whose
         filters all match get `notification_event` (`notification_created`). Returns the notification
         as recorded (the seed's object; `id` is generated when not given)."""
+        record, _ = await self.record_notification(user_id, notification, created_by=created_by)
+        return record
+
+    async def record_notification(
+        self, user_id: str, notification: Mapping[str, Any], *, created_by: str
+    ) -> tuple[dict[str, Any], Committed]:
+        """`create_notification`, also returning its commit: the `seq` in the user's stream (REST)."""
         record: dict[str, Any] = {name: notification.get(name) for name in FIELDS}
         record["id"] = str(record["id"]) if record["id"] is not None else f"notif_{uuid.uuid4().hex}"
         event = NewEvent(
@@ -132,8 +139,10 @@ class NotificationHandlers(EngineCore):
             metadata={"created_by": created_by, "node": self.node_id},
             user_id=user_id,
         )
-        await self.commit(event)
-        return record
+        outcome = await self.commit(event)
+        if not isinstance(outcome, Committed):  # no idempotency key, no expected version: cannot happen
+            raise RuntimeError(f"unexpected outcome appending a notification: {outcome}")
+        return record, outcome
 
     # Reading.
 

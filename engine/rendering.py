@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from engine.events import (
+    BROADCAST_EVENTS,
     CELL_UPDATED,
     CURSOR_MOVED,
     TYPING_STARTED,
@@ -31,6 +32,7 @@ from engine.events import (
 )
 from engine.messages import (
     Envelope,
+    broadcast,
     cell_updated,
     cursor_moved,
     room_state,
@@ -96,6 +98,10 @@ def render(event: RecordedEvent, view: RoomView | None) -> list[dict[str, Any]]:
         return [build(*args, envelope=envelope)]
     if event.type == USER_STATUS_CHANGED:
         return [user_status_changed(str(data["user_id"]), str(data["status"]), envelope=envelope)]
+    if event.type in BROADCAST_EVENTS:
+        # An admin's message, as posted (its type was checked before the append), plus the envelope:
+        # `room_id`/`seq`/`ts` of the room for a room broadcast, the user's own `seq`/`ts` for a notify.
+        return [broadcast(data["message"], envelope=envelope)]
     return []
 
 

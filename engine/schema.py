@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Index,
+    Integer,
     MetaData,
     SmallInteger,
     Table,
@@ -107,4 +110,142 @@ sheets = Table(
     Column("sheet_id", Text, primary_key=True),
     Column("room_id", Text, nullable=False),
     Column("position", BigInteger, nullable=False),
+)
+
+# Room projection snapshots (engine/snapshots.py): the state as of `seq`, so "as of" reads replay only
+# the events after the newest snapshot at or before the target.
+room_snapshots = Table(
+    "room_snapshots",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("state", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Projection tables (migration 0004): the read models the projector runner (engine/projector_runner.py)
+# keeps behind the log, one row shape per view (engine/projection_rows.py); rebuilt by engine/rebuild.py.
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("user_count", Integer, nullable=False),
+    Column("active_sheets", JSONB, nullable=False),
+    Column("active_sheets_count", Integer, nullable=False),
+    Column("last_activity", DateTime(timezone=True)),
+    Column("messages_sent", BigInteger, nullable=False),
+    Column("attendance_hour", DateTime(timezone=True)),
+    Column("attendance_users", JSONB, nullable=False),
+    Column("attendance_past_hours", BigInteger, nullable=False),
+    Column("attendance_past_user_hours", BigInteger, nullable=False),
+)
+
+room_members = Table(
+    "room_members",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("ordinal", Integer, nullable=False),  # order of arrival in the room
+    Column("username", Text, nullable=False),
+    Column("email", Text),
+    Column("status", Text, nullable=False),
+    Column("cursor", JSONB),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("connections", JSONB, nullable=False),
+)
+
+presence = Table(
+    "presence",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("username", Text),
+    Column("email", Text),
+    Column("status", Text, nullable=False),
+    Column("shown_status", Text, nullable=False),
+    Column("online", Boolean, nullable=False),
+    Column("cursor", JSONB),
+    Column("last_seen", DateTime(timezone=True)),
+    Column("connections", JSONB, nullable=False),
+)
+
+typing = Table(
+    "typing",
+    metadata,
+    Column("room_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("cell_id", Text, primary_key=True),
+    Column("ordinal", Integer, nullable=False),
+    Column("username", Text, nullable=False),
+    Column("connection_id", Text),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("notification_id", Text, primary_key=True),
+    Column("ordinal", Integer, nullable=False),
+    Column("title", Text),
+    Column("message", Text),
+    Column("category", Text),
+    Column("priority", Text),
+    Column("module_name", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("read_at", DateTime(timezone=True)),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("file_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("filename", Text),
+    Column("file_size", BigInteger),
+    Column("mime_type", Text),
+    Column("bytes_uploaded", BigInteger, nullable=False),
+    Column("total_bytes", BigInteger),
+    Column("percentage", Float, nullable=False),
+    Column("url", Text),
+    Column("size", BigInteger),
+    Column("sha256", Text),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+ai_requests = Table(
+    "ai_requests",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("request_id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("query", Text),
+    Column("sheet_id", Text),
+    Column("room_id", Text),
+    Column("context", JSONB),
+    Column("progress", Float, nullable=False),
+    Column("step", Text),
+    Column("result", JSONB),
+    Column("processing_time", Float),
+    Column("error", Text),
+    Column("finished_at", DateTime(timezone=True)),
+)
+
+# Engine processes sharing this database (engine/node_registry.py): heartbeats tell each node whether
+# it has peers to wake after a commit, and tell survivors when a node died.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node_id", Text, primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("stopped_at", DateTime(timezone=True)),
+    Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )

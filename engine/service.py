@@ -39,16 +39,28 @@ from engine.events import (
     user_stream,
     volatile_stream,
 )
+from engine.files_service import FileHandlers
+from engine.management_service import ManagementHandlers
 from engine.messages import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
+from engine.notification_reads import NotificationReads
 from engine.notifications_service import NotificationHandlers
 from engine.projections.rooms import RoomView, project, with_statuses
 from engine.rendering import ReplayRenderer, encode
+from engine.stats_service import StatsReporting
 from engine.uploads_service import UploadHandlers
 
 __all__ = ["Actor", "Engine", "default_node_id"]
 
 
-class Engine(NotificationHandlers, UploadHandlers, EngineCore):
+class Engine(
+    ManagementHandlers,
+    NotificationReads,
+    FileHandlers,
+    NotificationHandlers,
+    UploadHandlers,
+    StatsReporting,
+    EngineCore,
+):
     # Notifications and uploads: engine/notifications_service.py, engine/uploads_service.py.
 
     # Rooms.

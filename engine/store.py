@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.events import AppendOutcome, NewEvent, RecordedEvent
@@ -68,6 +69,11 @@ def create_db_engine(database_url: str, *, pool_size: int = 10, command_timeout:
             "server_settings": {"synchronous_commit": "on"},
         },
     )
+
+
+def libpq_dsn(database_url: str) -> str:
+    """The SQLAlchemy URL as a plain `postgresql://` DSN, for a raw asyncpg connection (LISTEN)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class EventStore:

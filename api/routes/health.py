@@ -17,10 +17,11 @@ router = APIRouter(tags=["health"])
 async def health(engine: EngineDep) -> JSONResponse:
     """200 when PostgreSQL answers, else 503, within the engine's health timeout: a node that cannot
     reach the log cannot accept a single message, so it must leave the load balancer's pool."""
-    healthy = await engine.health()
+    database_ok = await engine.health()
+    healthy = database_ok and not engine.draining  # a node shutting down leaves the pool (POST /ws/shutdown)
     body = {
-        "status": "healthy" if healthy else "unhealthy",
-        "database": "ok" if healthy else "unreachable",
+        "status": "healthy" if healthy else ("shutting_down" if engine.draining else "unhealthy"),
+        "database": "ok" if database_ok else "unreachable",
         "node": engine.node_id,
         "connections": engine.connection_count,
         "timestamp": iso(datetime.now(UTC)),

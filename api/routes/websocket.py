@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from api.auth import AuthenticationFailed, extract_token, origin_allowed
 from api.deps import EngineDep, SettingsDep, VerifierDep
 from api.errors import CLOSE_AUTHENTICATION_FAILED, CLOSE_FORBIDDEN, PERMISSION_DENIED, ws_error
+from api.routes.management import refuse_while_draining
 from api.websocket import Session
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ router = APIRouter(tags=["websocket"])
 async def websocket_endpoint(
     websocket: WebSocket, engine: EngineDep, verifier: VerifierDep, settings: SettingsDep
 ) -> None:
+    if await refuse_while_draining(websocket, engine):  # POST /ws/shutdown began (api/routes/management.py)
+        return
     if not origin_allowed(websocket, settings.allowed_origins):
         await _refuse_origin(websocket)
         return

@@ -36,6 +36,7 @@ from engine.events import (
     UPLOAD_EVENTS,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
+    USER_MESSAGE_SENT,
     RecordedEvent,
     durable_stream,
     room_id_of,
@@ -47,7 +48,9 @@ from engine.projections import empty, folds, frozen
 ONLINE = "online"
 
 HANDLED = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM, CELL_UPDATED, ROOM_MESSAGE_BROADCAST, CURSOR_MOVED})
-SKIPPED = TYPING_EVENTS | STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS
+SKIPPED = (
+    TYPING_EVENTS | STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | {USER_MESSAGE_SENT}
+)
 _HOUR = timedelta(hours=1)
 
 

@@ -71,6 +71,7 @@ async def serve(settings: Settings, **app_options: Any) -> AsyncIterator[Server]
         **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
+    app.state.request_exit = lambda: setattr(server, "should_exit", True)  # POST /ws/shutdown ends `serve`
     task = asyncio.create_task(server.serve())
     # uvicorn offers no event for "started", only the flag. A failed startup never sets it: uvicorn
     # answers it with sys.exit (which is why test_health.py drives a failing lifespan directly).

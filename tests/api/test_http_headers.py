@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from api.logging_setup import ContextFilter, JsonFormatter
 from api.middleware import API_CSP, DOCS_CSP
@@ -196,3 +197,18 @@ async def test_logs_carry_the_request_id_and_the_connection_id(
     assert [line["connection_id"] for line in opened] == [connection_id]
     assert opened[0]["user_id"] == "logger-user"
     assert "request_id" not in opened[0]
+
+
+async def test_text_postgresql_cannot_store_is_a_422_whichever_route_let_it_through(no_cors: Server) -> None:
+    """A NUL character that reaches the database (a route without its own guard) is bad input: 422
+    with the JSON error shape, never a 500."""
+
+    async def echo_through_the_database(value: str) -> dict[str, str]:
+        async with no_cors.app.state.engine.store.db_engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT CAST(:v AS text)"), {"v": value})).scalar_one()
+        return {"value": stored}
+
+    no_cors.app.add_api_route("/probe-text", echo_through_the_database, methods=["GET"])
+    assert (await call(no_cors, "GET", "/probe-text", params={"value": "fine"})).json() == {"value": "fine"}
+    refused = await call(no_cors, "GET", "/probe-text", params={"value": "a\x00b"})
+    assert (refused.status_code, refused.json()["code"]) == (422, "VALIDATION_ERROR")

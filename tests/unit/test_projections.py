@@ -11,10 +11,28 @@ from hypothesis import given, settings
 
 from engine.errors import UnknownEvent
 from engine.events import CATALOGUE, RecordedEvent
-from engine.projections import ai_requests, cells, notifications, presence, rooms, typing_indicators, uploads
+from engine.projections import (
+    ai_requests,
+    cells,
+    direct_messages,
+    notifications,
+    presence,
+    rooms,
+    typing_indicators,
+    uploads,
+)
 from tests.unit.event_log import ROOMS, SHEETS, USERS, Log, sessions
 
-PROJECTIONS = [rooms, cells, presence, typing_indicators, notifications, uploads, ai_requests]
+PROJECTIONS = [
+    rooms,
+    cells,
+    presence,
+    typing_indicators,
+    notifications,
+    uploads,
+    ai_requests,
+    direct_messages,
+]
 ids = [module.__name__.rsplit(".", 1)[1] for module in PROJECTIONS]
 
 
