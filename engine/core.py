@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +156,7 @@ class EngineCore:
             dead_after=self._node_dead_after,
             after_beat=self._record_dead_nodes_departures,
             on_reaped=self._drop_reaped_connections,
+            report=self._node_report,
         )
         await self.nodes.start()
         self.follower = LogFollower(self._store, self.order, libpq_dsn(self.database_url), self.nodes)
@@ -406,6 +408,10 @@ class EngineCore:
                 dead.node_id,
                 recorded_here,
             )
+
+    def _node_report(self) -> Mapping[str, Any] | None:
+        """This node's figures for its heartbeat row; the Engine's stats mixin provides them."""
+        return None
 
     async def _drop_reaped_connections(self) -> None:
         """A peer recorded this node's connections as gone (it took this node for dead): close them

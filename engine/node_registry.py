@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,10 +23,18 @@ from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
 log = logging.getLogger(__name__)
 
 # A beat never revives a row someone else marked stopped: see `_beat`.
-_BEAT = "UPDATE nodes SET heartbeat_at = now() WHERE node_id = :node AND stopped_at IS NULL"
+_BEAT = """
+UPDATE nodes SET heartbeat_at = now(), stats = CAST(:stats AS jsonb)
+WHERE node_id = :node AND stopped_at IS NULL
+"""
 _REGISTER = """
-INSERT INTO nodes (node_id) VALUES (:node)
-ON CONFLICT (node_id) DO UPDATE SET started_at = now(), heartbeat_at = now(), stopped_at = NULL
+INSERT INTO nodes (node_id, stats) VALUES (:node, CAST(:stats AS jsonb))
+ON CONFLICT (node_id) DO UPDATE
+SET started_at = now(), heartbeat_at = now(), stopped_at = NULL, stats = excluded.stats
+"""
+_REPORTS = """
+SELECT node_id, stats FROM nodes
+WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after) AND stats IS NOT NULL
 """
 _PEERS = """
 SELECT node_id FROM nodes
@@ -43,6 +53,7 @@ class NodeRegistry:
         dead_after: float = 15.0,
         after_beat: Callable[[], Awaitable[None]] | None = None,
         on_reaped: Callable[[], Awaitable[None]] | None = None,
+        report: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.node_id = node_id
         self.interval = interval
@@ -53,6 +64,7 @@ class NodeRegistry:
         self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
         self._on_reaped = on_reaped  # this node was declared dead while alive: drop its connections
         self._registered = False
+        self._report = report  # this node's figures, stored with each beat for peers to read
 
     @property
     def peers(self) -> frozenset[str]:
@@ -119,9 +131,16 @@ class NodeRegistry:
         now = time.monotonic()
         self._peers = {node: now for node in alive}
 
+    async def reports(self) -> dict[str, Any]:
+        """The figures each live node stored with its last beat, by node id."""
+        async with self._db_engine.connect() as conn:
+            rows = await conn.execute(text(_REPORTS), {"dead_after": self.dead_after})
+            return {str(row.node_id): row.stats for row in rows}
+
     async def _execute(self, sql: str) -> int:
+        stats = orjson.dumps(self._report()).decode() if self._report is not None else None
         async with self._db_engine.begin() as conn:
-            return int((await conn.execute(text(sql), {"node": self.node_id})).rowcount)
+            return int((await conn.execute(text(sql), {"node": self.node_id, "stats": stats})).rowcount)
 
 
 __all__ = ["NodeRegistry"]

@@ -8,14 +8,17 @@ principle 7), so a cluster view is the sum of the nodes' own reports.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.appender import AppenderStats, is_connectivity_error
 from engine.core import EngineCore
 from engine.errors import StoreUnavailable
 from engine.stats import EngineStats
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,16 @@ class NodeStats:
     fanout: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ClusterStats:
+    """This node's figures and every live node's (this one included), and the rooms with members on
+    any of them (a room with members on two nodes counts once)."""
+
+    own: NodeStats
+    nodes: Mapping[str, NodeStats]
+    rooms_active: int
+
+
 class StatsReporting(EngineCore):
     """Statistics of the `Engine` (engine/service.py mixes them in)."""
 
@@ -51,7 +64,7 @@ class StatsReporting(EngineCore):
     @property
     def rooms_active(self) -> int:
         """Rooms with at least one connection on this node."""
-        return len({room for connection in self._connections.values() for room in connection.rooms})
+        return len(self._active_rooms())
 
     def node_stats(self) -> NodeStats:
         """This node's figures now. Raises StoreUnavailable when the engine is not running."""
@@ -81,6 +94,39 @@ class StatsReporting(EngineCore):
                 "queue_depths": {cid: depth for cid, depth in depths.items() if depth},
             },
         )
+
+    def _node_report(self) -> Mapping[str, Any] | None:
+        """What this node stores with each heartbeat (engine/node_registry.py) for peers to show."""
+        try:
+            report = asdict(self.node_stats())
+        except StoreUnavailable:
+            return None
+        report["active_rooms"] = sorted(self._active_rooms())
+        return report
+
+    def _active_rooms(self) -> set[str]:
+        return {room for connection in self._connections.values() for room in connection.rooms}
+
+    async def cluster_stats(self) -> ClusterStats:
+        """Every live node's figures: this node's as of now, the others' as of their last heartbeat."""
+        own = self.node_stats()
+        nodes = {own.node_id: own}
+        rooms = self._active_rooms()
+        try:
+            reports = await self.nodes.reports() if self.nodes is not None else {}
+        except Exception as exc:
+            if is_connectivity_error(exc):
+                raise StoreUnavailable(f"the node table is unreachable: {type(exc).__name__}") from exc
+            raise
+        for node_id, report in reports.items():
+            if node_id == own.node_id or not isinstance(report, dict):
+                continue
+            rooms.update(report.pop("active_rooms", ()))
+            try:
+                nodes[node_id] = NodeStats(**report)
+            except TypeError:  # written by a node running other code (a rolling upgrade): skipped
+                log.warning("node %s reports figures this code does not read", node_id)
+        return ClusterStats(own=own, nodes=nodes, rooms_active=len(rooms))
 
     async def log_head(self) -> int:
         """The newest committed position of the whole log (every node's appends)."""

@@ -8,6 +8,8 @@ keeps working unchanged when the mapping grows.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel, Field
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep
 from engine.messages import iso
-from engine.stats_service import NodeStats
+from engine.stats_service import ClusterStats, NodeStats
 
 router = APIRouter(tags=["stats"])
 
@@ -40,16 +42,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 class Stats(BaseModel):
     """The seed's `/ws/stats`, plus what the log says."""
 
-    total_connections: int = Field(description="open WebSocket connections")
+    total_connections: int = Field(description="open WebSocket connections, on every live node")
     authenticated_connections: int = Field(
         description="connections past authentication (a socket counts once its token is verified)"
     )
-    rooms_active: int = Field(description="rooms with at least one connection")
-    messages_per_second: float = Field(description="inbound messages a second over the last minute")
-    uptime_seconds: float
-    events_appended: int = Field(description="events this node appended to the log since it started")
+    rooms_active: int = Field(description="rooms with at least one connection on any node")
+    messages_per_second: float = Field(
+        description="inbound messages a second over the last minute, all nodes together"
+    )
+    uptime_seconds: float = Field(description="of the node that answers")
+    events_appended: int = Field(description="events the live nodes appended since they started")
     log_head: int = Field(description="the newest committed position of the whole log")
-    node_id: str
+    node_id: str = Field(description="the node that answers")
+    nodes_alive: int = Field(
+        description="nodes that heartbeat; other nodes' figures are as of their last heartbeat"
+    )
     timestamp: str
 
 
@@ -109,17 +116,20 @@ def _node_figures(node: NodeStats) -> NodeFigures:
     return NodeFigures.model_validate(node, from_attributes=True)
 
 
-async def _summary(engine: EngineDep, node: NodeStats) -> dict[str, object]:
+async def _summary(engine: EngineDep, cluster: ClusterStats) -> dict[str, object]:
+    nodes = cluster.nodes.values()
+    connections = sum(node.connections for node in nodes)
     return {
-        "total_connections": node.connections,
+        "total_connections": connections,
         # Only authenticated sockets are registered with the engine (api/routes/websocket.py).
-        "authenticated_connections": node.connections,
-        "rooms_active": node.rooms_active,
-        "messages_per_second": node.messages_per_second,
-        "uptime_seconds": node.uptime_seconds,
-        "events_appended": node.events_appended,
+        "authenticated_connections": connections,
+        "rooms_active": cluster.rooms_active,
+        "messages_per_second": round(sum(node.messages_per_second for node in nodes), 3),
+        "uptime_seconds": cluster.own.uptime_seconds,
+        "events_appended": sum(node.events_appended for node in nodes),
         "log_head": await engine.log_head(),
-        "node_id": node.node_id,
+        "node_id": cluster.own.node_id,
+        "nodes_alive": len(cluster.nodes),
         "timestamp": iso(datetime.now(UTC)),
     }
 
@@ -128,18 +138,25 @@ async def _summary(engine: EngineDep, node: NodeStats) -> dict[str, object]:
 async def stats(engine: EngineDep, _: ActorDep) -> Stats:
     """Connections, rooms, message rate and uptime (the seed's figures), and the log's head: aggregate
     figures, for any authenticated caller (PROTOCOL.md reserves only the detailed view for admins)."""
-    return Stats.model_validate(await _summary(engine, engine.node_stats()))
+    return Stats.model_validate(await _summary(engine, await engine.cluster_stats()))
 
 
 @router.get("/ws/stats/detailed", response_model=DetailedStats, responses=_ERRORS)
 async def stats_detailed(engine: EngineDep, _: AdminDep) -> DetailedStats:
     """The summary, plus messages by type, errors by code, and each node's appender and fanout."""
-    node = engine.node_stats()
+    cluster = await engine.cluster_stats()
     return DetailedStats.model_validate(
         {
-            **await _summary(engine, node),
-            "messages_by_type": node.messages_by_type,
-            "errors_by_code": node.errors_by_code,
-            "nodes": {node.node_id: _node_figures(node)},
+            **await _summary(engine, cluster),
+            "messages_by_type": _summed(node.messages_by_type for node in cluster.nodes.values()),
+            "errors_by_code": _summed(node.errors_by_code for node in cluster.nodes.values()),
+            "nodes": {node_id: _node_figures(node) for node_id, node in cluster.nodes.items()},
         }
     )
+
+
+def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for each in counts:
+        total.update(each)
+    return dict(total)

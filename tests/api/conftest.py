@@ -19,8 +19,11 @@ from api.app import create_app
 from api.server import uvicorn_options
 from api.settings import Settings
 from api.tokens import mint_token
+from engine.embedded_postgres import database_url_for
 from engine.events import RecordedEvent
+from engine.migrate import upgrade_to_head
 from engine.store import EventStore
+from tests.conftest import admin_execute
 
 # Long enough for HS512 (64 bytes), so no test trips PyJWT's short-key warning.
 SECRET = "test-secret-" + "k" * 64
@@ -86,6 +89,20 @@ async def serve(settings: Settings, **app_options: Any) -> AsyncIterator[Server]
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A database of its own, migrated, dropped afterwards: for nodes with short heartbeat settings,
+    which would take the shared database's other servers (default heartbeat) for dead."""
+    name = f"collab_nodes_{uuid.uuid4().hex[:10]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    url = database_url_for(server_url, name)
+    await asyncio.to_thread(upgrade_to_head, url)
+    try:
+        yield url
+    finally:
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -8,20 +8,28 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.api.conftest import Server, make_settings, receive, serve
+from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until
+
+HEARTBEAT = 0.3
 
 
 @pytest.fixture(scope="module")
-async def nodes(database_url: str) -> AsyncIterator[tuple[Server, Server]]:
-    settings = make_settings(
-        database_url, websocket_requests_per_minute=1_000_000, websocket_requests_per_hour=1_000_000
-    )
-    async with serve(settings) as first, serve(settings) as second:
-        assert first.app.state.engine.node_id != second.app.state.engine.node_id
-        yield first, second
+async def nodes(server_url: str) -> AsyncIterator[tuple[Server, Server]]:
+    async with fresh_database(server_url) as database_url:
+        settings = make_settings(
+            database_url,
+            websocket_requests_per_minute=1_000_000,
+            websocket_requests_per_hour=1_000_000,
+            node_heartbeat_seconds=HEARTBEAT,
+            node_dead_after_seconds=10 * HEARTBEAT,
+        )
+        async with serve(settings) as first, serve(settings) as second:
+            assert first.app.state.engine.node_id != second.app.state.engine.node_id
+            yield first, second
 
 
 async def _join(ws: Any, room: str) -> dict[str, Any]:
@@ -108,3 +116,31 @@ async def test_nodes_find_each_other_and_wake_each_other(nodes: tuple[Server, Se
     assert b.node_id in a.nodes.peers
     assert a.node_id in b.nodes.peers
     assert a.follower.stats()["listening"] and b.follower.stats()["listening"]
+
+
+async def test_stats_on_either_node_count_the_whole_cluster(nodes: tuple[Server, Server], room: str) -> None:
+    first, second = nodes
+    admin = {"Authorization": f"Bearer {first.token('root', roles=['admin'])}"}
+    async with (
+        first.connect(first.token("eve")) as eve,
+        second.connect(second.token("fay")) as fay,
+        second.connect(second.token("gus")) as gus,
+    ):
+        for ws in (eve, fay, gus):
+            await greet(ws)
+            await _join(ws, room)
+        # The other node's figures arrive with its heartbeat: wait for one that shows three sockets.
+        async with asyncio.timeout(RECEIVE_TIMEOUT), httpx.AsyncClient(headers=admin) as http:
+            while True:
+                answers = [
+                    (await http.get(f"{node.http_url}/api/v1/ws/stats/detailed")).json() for node in nodes
+                ]
+                if all(a["total_connections"] >= 3 for a in answers):
+                    break
+                await asyncio.sleep(HEARTBEAT / 2)
+    for answer in answers:
+        assert answer["nodes_alive"] == 2
+        assert set(answer["nodes"]) == {first.app.state.engine.node_id, second.app.state.engine.node_id}
+        assert answer["rooms_active"] >= 1  # one room with members on both nodes counts once
+        by_node = {node_id: figures["connections"] for node_id, figures in answer["nodes"].items()}
+        assert by_node[first.app.state.engine.node_id] >= 1 and by_node[second.app.state.engine.node_id] >= 2

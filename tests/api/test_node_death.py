@@ -20,13 +20,10 @@ import pytest
 from sqlalchemy import text
 from websockets.asyncio.client import connect
 
-from engine.embedded_postgres import database_url_for
 from engine.events import NODE_LOST, USER_LEFT_ROOM
-from engine.migrate import upgrade_to_head
 from engine.store import EventStore, create_db_engine
-from tests.api.conftest import SECRET, make_settings, receive, serve
+from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until
-from tests.conftest import admin_execute
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.5
@@ -42,12 +39,8 @@ def free_port() -> int:
 
 @pytest.fixture
 async def own_database(server_url: str) -> AsyncIterator[str]:
-    name = f"collab_nodes_{uuid.uuid4().hex[:10]}"
-    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
-    url = database_url_for(server_url, name)
-    await asyncio.to_thread(upgrade_to_head, url)
-    yield url
-    await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with fresh_database(server_url) as url:
+        yield url
 
 
 async def start_node_process(database_url: str) -> tuple[asyncio.subprocess.Process, int]:

@@ -11,16 +11,16 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.store import EventStore
-from tests.api.conftest import RECEIVE_TIMEOUT, Server, make_settings, request, serve
+from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, join, pending, send
 from tests.fault_proxy import FaultProxy
 
 
 @pytest.fixture
-async def node(database_url: str) -> AsyncIterator[Server]:
-    """A server nobody else talks to."""
-    async with serve(make_settings(database_url)) as running:
+async def node(server_url: str) -> AsyncIterator[Server]:
+    """A server nobody else talks to, alone on a database of its own: figures are cluster-wide, so
+    the shared database's other servers would count too."""
+    async with fresh_database(server_url) as database_url, serve(make_settings(database_url)) as running:
         yield running
 
 
@@ -82,7 +82,8 @@ async def test_stats_need_a_token_and_the_detailed_view_needs_admin(server: Serv
             assert answer.status_code == 200, role
 
 
-async def test_stats_follow_live_websocket_traffic(node: Server, store: EventStore, room: str) -> None:
+async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> None:
+    store = node.app.state.engine.store
     before = await stats(node)
     assert before["total_connections"] == before["authenticated_connections"] == 0
     assert before["rooms_active"] == 0
