@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
             room_auto_create=settings.room_auto_create,
             node_heartbeat=settings.node_heartbeat_seconds,
             node_dead_after=settings.node_dead_after_seconds,
+            rate_limit_sync=settings.rate_limit_sync_seconds,
             file_storage=LocalFileStorage(settings.data_dir / "files"),
         )
         await engine.start()

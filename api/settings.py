@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # node counts as dead and a survivor records its connections' departures.
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_dead_after_seconds: float = Field(default=15.0, gt=0)
+    # How often nodes exchange their rate-limit counts (engine/rate_sync.py).
+    rate_limit_sync_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ and latency percentiles."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
@@ -11,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import psutil
 from sqlalchemy.engine import make_url
 
 from engine.embedded_postgres import database_url_for, start_embedded_postgres
@@ -26,19 +28,42 @@ async def _admin(server_url: str, sql: str) -> None:
         await conn.close()
 
 
+def _embedded_data_dir() -> Path:
+    return Path(os.environ.get("BENCH_DATA_DIR") or Path(tempfile.gettempdir()) / "collab-bench")
+
+
 def fresh_database() -> str:
     """A new, migrated database; on the embedded server unless BENCH_DATABASE_URL names another."""
     given = os.environ.get("BENCH_DATABASE_URL")
     if given:
         server = make_url(given).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     else:
-        data_dir = Path(os.environ.get("BENCH_DATA_DIR") or Path(tempfile.gettempdir()) / "collab-bench")
-        server = start_embedded_postgres(data_dir)
+        server = start_embedded_postgres(_embedded_data_dir())
     name = f"collab_bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server, name)
     upgrade_to_head(url)
     return url
+
+
+def pin_database_server(cores: set[int]) -> None:
+    """Pin the benchmark's PostgreSQL (postmaster and its backends, which inherit its affinity) to `cores`.
+
+    Only the embedded server's tree when it is the one in use: pinning every `postgres` on the machine
+    would also slow a system server others share, and that affinity outlives the benchmark.
+    """
+    if os.environ.get("BENCH_DATABASE_URL"):
+        procs = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    else:
+        pgdata = str((_embedded_data_dir() / "pg").resolve())
+        procs = []
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            if proc.info["name"] == "postgres" and pgdata in (proc.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    procs += [proc, *proc.children(recursive=True)]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.cpu_affinity(list(cores))
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -1,6 +1,6 @@
 """Fanout under load: collab-engine (every message durably persisted) against a minimal in-memory relay.
 
-    python bench/fanout.py [--seconds 5] [--rates 1000,2000,5000,open] [--json out.json]
+    python bench/fanout.py [--seconds 5] [--rates 1000,2000,5000,open] [--nodes 1,2] [--json out.json]
 
 10 rooms x 20 members; 2 senders per room send `cell_update` with a `client_msg_id`, each to its own
 cell, paced to the offered rate (open loop: sends do not wait for replies); `open` sends as fast as
@@ -8,6 +8,13 @@ the sockets take them. Every member, the sender included, receives each `cell_up
 step: offered and achieved msgs/s, deliveries/s, p50/p99 latency from send to each delivery, lost
 and duplicated deliveries. The server runs pinned to core 0 and this load generator to core 1
 (`os.sched_setaffinity`), so they do not share a core; both servers run the same workload in one run.
+
+`--nodes 1,2` adds a run with two collab-engine processes on one fresh database, both on core 0: each
+room's members alternate between the nodes (sender 0 on the first, sender 1 on the second), so every
+message reaches half its room through the other node's log follower. Those rows also give the
+cross-node extra latency (p50/p99 of deliveries on the other node than the sender's, minus those on
+the sender's node). For every collab-engine row `disordered` counts `cell_updated` frames whose room
+seq was not above the last one that member saw: each member must see its room in seq order.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
-from bench.common import fresh_database, percentile  # noqa: E402
+from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
 
 SECRET = "bench-secret-" + "k" * 64
 UNLIMITED = str(10**9)
@@ -45,10 +51,14 @@ class Step:
     """Deliveries of one offered rate, keyed by client_msg_id."""
 
     name: str
-    sent_at: dict[str, float] = field(default_factory=dict)
+    sent_at: dict[str, tuple[float, int]] = field(default_factory=dict)  # send time, sender's node
     latencies: list[float] = field(default_factory=list)
+    same_latencies: list[float] = field(default_factory=list)  # the member is on the sender's node
+    cross_latencies: list[float] = field(default_factory=list)  # ... on another node
     delivered: set[tuple[str, int]] = field(default_factory=set)
     duplicates: int = 0
+    sequenced: int = 0  # cell_updated frames that carried a room seq
+    disordered: int = 0
     last_delivery: float = 0.0
 
 
@@ -58,10 +68,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(target: str, port: int, database_url: str, log: Path) -> subprocess.Popen[bytes]:
+def start_server(target: str, port: int, database_url: str | None, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "DATABASE_URL": database_url,
+        **({"DATABASE_URL": database_url} if database_url else {}),
         "JWT_SECRET_KEY": SECRET,
         "WEBSOCKET_REQUESTS_PER_MINUTE": UNLIMITED,
         "WEBSOCKET_REQUESTS_PER_HOUR": UNLIMITED,
@@ -91,13 +101,19 @@ async def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
 
 
 class Load:
-    def __init__(self, port: int, rooms: int, members: int, senders: int) -> None:
-        self.url = f"ws://127.0.0.1:{port}/api/v1/ws"
+    """The clients: member `m` of a room connects to node `m % len(ports)`, so senders sit on every node."""
+
+    def __init__(self, ports: list[int], rooms: int, members: int, senders: int) -> None:
+        self.urls = [f"ws://127.0.0.1:{port}/api/v1/ws" for port in ports]
         self.rooms, self.members, self.senders = rooms, members, senders
         self.settings = Settings(_env_file=None, jwt_secret_key=SECRET)  # type: ignore[call-arg]
         self.clients: list[ClientConnection] = []
+        self.last_seq: list[int] = []  # per client: the highest room seq it has seen
         self.step: Step | None = None
         self._readers: list[asyncio.Task[None]] = []
+
+    def node_of(self, index: int) -> int:
+        return index % self.members % len(self.urls)
 
     async def connect_all(self) -> None:
         for r in range(self.rooms):
@@ -106,12 +122,14 @@ class Load:
                 token = mint_token(self.settings, sub=user, secret=SECRET)
                 # No client keepalive: an overloaded server answers pings late, and the point is to
                 # measure it, not to disconnect from it.
+                url = self.urls[m % len(self.urls)]
                 ws = await connect(
-                    f"{self.url}?token={token}", max_queue=None, open_timeout=30, ping_interval=None
+                    f"{url}?token={token}", max_queue=None, open_timeout=30, ping_interval=None
                 )
                 await ws.send(orjson.dumps({"type": "join_room", "room_id": f"bench-{r}"}).decode())
                 index = len(self.clients)
                 self.clients.append(ws)
+                self.last_seq.append(0)
                 self._readers.append(asyncio.create_task(self._read(ws, index)))
         await asyncio.sleep(1.0)  # let the joins' room_state/user_joined traffic settle
 
@@ -121,7 +139,14 @@ class Load:
                 step = self.step
                 if step is None or '"cell_updated"' not in frame:
                     continue
-                cmid = orjson.loads(frame).get("client_msg_id")
+                message = orjson.loads(frame)
+                seq = message.get("seq")
+                if seq is not None:  # each client is in one room: one sequence to follow
+                    step.sequenced += 1
+                    if seq <= self.last_seq[index]:
+                        step.disordered += 1
+                    self.last_seq[index] = max(seq, self.last_seq[index])
+                cmid = message.get("client_msg_id")
                 sent = step.sent_at.get(cmid)
                 if sent is None:
                     continue
@@ -131,7 +156,13 @@ class Load:
                     step.duplicates += 1
                     continue
                 step.delivered.add(key)
-                step.latencies.append((now - sent) * 1000)
+                sent_time, sender_node = sent
+                latency = (now - sent_time) * 1000
+                step.latencies.append(latency)
+                if sender_node == self.node_of(index):
+                    step.same_latencies.append(latency)
+                else:
+                    step.cross_latencies.append(latency)
                 step.last_delivery = now
 
     async def run_step(self, name: str, rate: float | None, seconds: float) -> dict[str, object]:
@@ -141,7 +172,8 @@ class Load:
         deadline = started + seconds
 
         async def send_loop(room: int, s: int) -> None:
-            ws = self.clients[room * self.members + s]
+            index = room * self.members + s
+            ws, node = self.clients[index], self.node_of(index)
             interval = len(senders) / rate if rate else 0.0
             next_at, i = started, 0
             while (now := time.perf_counter()) < deadline:
@@ -152,7 +184,7 @@ class Load:
                     "type": "cell_update", "sheet_id": f"sheet-{room}", "cell_id": f"C{s + 1}",
                     "value": i, "room": f"bench-{room}", "client_msg_id": cmid,
                 }  # fmt: skip
-                step.sent_at[cmid] = time.perf_counter()
+                step.sent_at[cmid] = (time.perf_counter(), node)
                 await ws.send(orjson.dumps(message).decode())
                 next_at += interval
                 i += 1
@@ -165,7 +197,7 @@ class Load:
         while len(step.delivered) < expected and time.perf_counter() < drain_until:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         span = max(step.last_delivery - started, sent_seconds)
-        return {
+        row: dict[str, object] = {
             "step": name,
             "offered_msgs_per_s": rate or "open",
             "sent_msgs_per_s": round(len(step.sent_at) / sent_seconds),
@@ -174,7 +206,14 @@ class Load:
             "p99_ms": round(percentile(step.latencies, 99), 2),
             "lost": expected - len(step.delivered),
             "duplicated": step.duplicates,
+            "disordered": step.disordered if step.sequenced else "n/a",
+            "closed": sum(1 for ws in self.clients if ws.close_code is not None),
         }
+        if len(self.urls) > 1:
+            for q in (50, 99):
+                extra = percentile(step.cross_latencies, q) - percentile(step.same_latencies, q)
+                row[f"cross_extra_p{q}_ms"] = round(extra, 2)
+        return row
 
     async def close(self) -> None:
         for ws in self.clients:
@@ -185,42 +224,53 @@ class Load:
 
 
 async def measure(
-    target: str, database_url: str, args: argparse.Namespace, logs: Path
+    target: str, nodes: int, database_url: str | None, args: argparse.Namespace, logs: Path
 ) -> list[dict[str, object]]:
-    port = free_port()
-    server = start_server(target, port, database_url, logs / f"{target}.log")
+    label = target if nodes == 1 else f"{target} x{nodes}"
+    ports = [free_port() for _ in range(nodes)]
+    servers: list[subprocess.Popen[bytes]] = []
     try:
-        await wait_ready(port, server)
-        load = Load(port, args.rooms, args.members, args.senders)
+        # One at a time: each node upgrades the schema at start, and a node announces itself to the
+        # ones already up, so all know their peers before the first message.
+        for i, port in enumerate(ports):
+            servers.append(start_server(target, port, database_url, logs / f"{label}-{i}.log"))
+            await wait_ready(port, servers[-1])
+        load = Load(ports, args.rooms, args.members, args.senders)
         await load.connect_all()
         rows = []
         for rate in args.rates.split(","):
             offered = None if rate == "open" else float(rate)
-            rows.append({"server": target, **await load.run_step(f"s{rate}", offered, args.seconds)})
+            rows.append({"server": label, **await load.run_step(f"s{rate}", offered, args.seconds)})
             print(rows[-1], flush=True)
         await load.close()
         return rows
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:  # a graceful stop can outlast a saturated run's backlog
-            server.kill()
-            server.wait(30)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:  # a graceful stop can outlast a saturated run's backlog
+                server.kill()
+                server.wait(30)
 
 
 def report(rows: list[dict[str, object]]) -> str:
     keys = ["server", "offered_msgs_per_s", "sent_msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"]
-    keys += ["lost", "duplicated"]
+    keys += ["lost", "duplicated", "disordered", "closed", "cross_extra_p50_ms", "cross_extra_p99_ms"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
     best = {
         t: max(int(r["deliveries_per_s"]) for r in rows if r["server"] == t)
         for t in {r["server"] for r in rows}
     }
-    if "collab-engine" in best and "baseline relay" in best:
-        ratio = best["collab-engine"] / max(best["baseline relay"], 1)
-        lines.append(f"\nsaturation deliveries/s: collab-engine / baseline relay = {ratio:.2f}")
+    relay = max(best.get("baseline relay", 0), 1)
+    lines.append("")
+    for server in sorted(t for t in best if t.startswith("collab-engine")):
+        lines.append(f"saturation deliveries/s: {server} / baseline relay = {best[server] / relay:.2f}")
+    if "collab-engine" in best and "collab-engine x2" in best:
+        ratio = best["collab-engine x2"] / max(best["collab-engine"], 1)
+        lines.append(f"saturation deliveries/s: two nodes / one node = {ratio:.2f}")
     return "\n".join(lines)
 
 
@@ -230,23 +280,24 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="1000,2000,5000,open")
+    parser.add_argument("--nodes", default="1", help="collab-engine node counts to run, e.g. 1,2")
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    database_url = fresh_database()
+    node_counts = [int(n) for n in args.nodes.split(",")]
+    # Every collab-engine run gets its own fresh database, so none starts on another's log.
+    database_urls = [fresh_database() for _ in node_counts]
     # The server side (uvicorn, and PostgreSQL's postmaster whose backends inherit its affinity) keeps
     # to core 0, this load generator to core 1.
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "postgres":
-            with contextlib.suppress(psutil.Error):
-                proc.cpu_affinity([0])
+    pin_database_server({0})
     os.sched_setaffinity(0, {1})
     logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
     rows: list[dict[str, object]] = []
-    for target in ("collab-engine", "baseline relay"):
-        rows += asyncio.run(measure(target, database_url, args, logs))
+    for nodes, database_url in zip(node_counts, database_urls, strict=True):
+        rows += asyncio.run(measure("collab-engine", nodes, database_url, args, logs))
+    rows += asyncio.run(measure("baseline relay", 1, None, args, logs))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; server logs in {logs}")
     print(report(rows))
     if args.json:

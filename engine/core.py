@@ -56,6 +56,7 @@ from engine.node_registry import NodeRegistry
 from engine.projections.rooms import RoomView, project
 from engine.projector_runner import ProjectorRunner
 from engine.rate_limits import RateLimiter, RateLimits
+from engine.rate_sync import RateLimitSync
 from engine.rendering import encode
 from engine.store import EventStore, create_db_engine, libpq_dsn
 from engine.subscriber import Close, Sink
@@ -100,12 +101,15 @@ class EngineCore:
         room_auto_create: bool = True,
         node_heartbeat: float = 5.0,
         node_dead_after: float = 15.0,
+        rate_limit_sync: float = 1.0,
     ) -> None:
         self.database_url = database_url
         # NODE_HEARTBEAT_SECONDS / NODE_DEAD_AFTER_SECONDS (engine/node_registry.py): a node silent for
         # longer than the second is dead, and a survivor records its connections' departures.
         self._node_heartbeat = node_heartbeat
         self._node_dead_after = node_dead_after
+        self._rate_limit_sync = rate_limit_sync  # RATE_LIMIT_SYNC_SECONDS (engine/rate_sync.py)
+        self.rate_sync: RateLimitSync | None = None
         # ROOM_AUTO_CREATE: whether a join_room of a room with no events creates it (engine/service.py).
         self.room_auto_create = room_auto_create
         self.node_id = node_id or default_node_id()
@@ -161,6 +165,10 @@ class EngineCore:
         await self.nodes.start()
         self.follower = LogFollower(self._store, self.order, libpq_dsn(self.database_url), self.nodes)
         await self.follower.start()
+        self.rate_sync = RateLimitSync(
+            self._db_engine, self.rate_limiter, self.node_id, interval=self._rate_limit_sync
+        )
+        self.rate_sync.start()
         self.typing_sweeper.start()
         # Keeps the projection tables behind the log; only one node's runner projects at a time.
         self.projector = ProjectorRunner(self._db_engine)
@@ -184,6 +192,9 @@ class EngineCore:
             await self._appender.stop()
         if self.projector is not None:
             await self.projector.stop()
+        if self.rate_sync is not None:
+            await self.rate_sync.stop()
+            self.rate_sync = None
         if self.follower is not None:
             await self.follower.stop()
         if self.nodes is not None:
@@ -239,6 +250,8 @@ class EngineCore:
         self.hub.subscribe(connection_id, sink, close)
         self.hub.join(connection_id, user_stream(actor.user_id))
         self._connections[connection_id] = _Connection(actor)
+        # Tracked from now: the next rate-limit exchange brings what other nodes counted for the user.
+        self.rate_limiter.touch(actor.user_id)
         return connection_id
 
     async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:

@@ -23,7 +23,14 @@ Bounded memory: users idle for longer than the longest window (and not blocked) 
 sweep run at most once per `prune_interval` seconds from `check` itself.
 
 Pure apart from the clock, which is passed in (a function returning seconds, e.g. `time.monotonic`):
-no asyncio, no I/O. Limits hold per node only; across nodes is issue 5.
+no asyncio, no I/O.
+
+Across nodes: each node counts its own messages here and engine/rate_sync.py exchanges them through
+PostgreSQL every second or so. What other nodes counted for a user (`set_remote`: their sliding
+estimates for the minute and the hour) is added to this node's own estimate, and a block another
+node imposed (`block`) applies here too. So a user's limits hold across all their connections on all
+nodes, give or take what one user sends within one exchange interval. The volatile budget (per
+second) stays per node: an exchange every second cannot track it, and it only protects the node.
 """
 
 from __future__ import annotations
@@ -116,6 +123,14 @@ class _User:
     last_seen: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """What other nodes counted for one user: sliding estimates for the minute and the hour."""
+
+    minute: float = 0.0
+    hour: float = 0.0
+
+
 @dataclass
 class RateLimiter:
     """One per node (it lives in the Engine). `check` before acting on a message: it counts the message
@@ -126,6 +141,9 @@ class RateLimiter:
     prune_interval: float = MINUTE
     _users: dict[str, _User] = field(default_factory=dict, init=False, repr=False)
     _last_prune: float | None = field(default=None, init=False, repr=False)
+    _remote: dict[str, Remote] = field(default_factory=dict, init=False, repr=False)
+    _unshared: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _new_blocks: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def check(self, user_id: str, message_type: str) -> None:
         """Count `message_type` from `user_id`, or raise RateLimitExceeded (and count nothing)."""
@@ -133,14 +151,7 @@ class RateLimiter:
             return
         now = self.clock()
         self._prune(now)
-        user = self._users.get(user_id)
-        if user is None:
-            user = self._users[user_id] = _User(
-                minute=_Window(MINUTE, start=now),
-                hour=_Window(HOUR, start=now),
-                second=_Window(SECOND, start=now),
-            )
-        user.last_seen = now
+        user = self._user(user_id, now)
         limits = self.limits
         if now < user.blocked_until:
             raise _exceeded(user.block_reason, user.blocked_until - now)
@@ -150,23 +161,86 @@ class RateLimiter:
                 raise _exceeded("too many requests per second", wait)
             user.second.add(now)
             return
-        for window, limit, period in (
-            (user.minute, limits.per_minute, "minute"),
-            (user.hour, limits.per_hour, "hour"),
+        remote = self._remote.get(user_id, _NOTHING_REMOTE)
+        for window, limit, others, period in (
+            (user.minute, limits.per_minute, remote.minute, "minute"),
+            (user.hour, limits.per_hour, remote.hour, "hour"),
         ):
-            if not window.fits(now, limit):
+            # Other nodes' messages take their share of the limit; what is left is this node's.
+            left = limit - others
+            if window.estimate(now) + 1 > left + 1e-9:
                 if limits.block_seconds > 0:
                     user.blocked_until = now + limits.block_seconds
                     user.block_reason = f"too many requests per {period}"
+                    self._new_blocks[user_id] = user.block_reason
                     wait = limits.block_seconds
                 else:
-                    wait = window.retry_after(now, limit)
+                    wait = window.retry_after(now, max(1, math.floor(left)))
                 raise _exceeded(f"too many requests per {period}", wait)
         user.minute.add(now)
         user.hour.add(now)
+        self._unshared[user_id] = self._unshared.get(user_id, 0) + 1
+
+    def _user(self, user_id: str, now: float) -> _User:
+        user = self._users.get(user_id)
+        if user is None:
+            user = self._users[user_id] = _User(
+                minute=_Window(MINUTE, start=now),
+                hour=_Window(HOUR, start=now),
+                second=_Window(SECOND, start=now),
+            )
+        user.last_seen = now
+        return user
 
     def forget(self, user_id: str) -> None:
         self._users.pop(user_id, None)
+        self._remote.pop(user_id, None)
+
+    # Sharing with other nodes (engine/rate_sync.py).
+
+    def take_unshared(self) -> dict[str, int]:
+        """Messages counted here since the last call, per user: for the other nodes."""
+        taken, self._unshared = self._unshared, {}
+        return taken
+
+    def take_new_blocks(self) -> dict[str, tuple[float, str]]:
+        """Blocks imposed here since the last call: user -> (seconds left, reason)."""
+        now = self.clock()
+        taken, self._new_blocks = self._new_blocks, {}
+        return {
+            user_id: (self._users[user_id].blocked_until - now, reason)
+            for user_id, reason in taken.items()
+            if user_id in self._users and self._users[user_id].blocked_until > now
+        }
+
+    def give_back(self, counts: dict[str, int]) -> None:
+        """Counts `take_unshared` returned that could not be shared: shared with the next ones."""
+        for user_id, count in counts.items():
+            self._unshared[user_id] = self._unshared.get(user_id, 0) + count
+
+    def known_users(self) -> list[str]:
+        """Users this node tracks: whose counts on other nodes it needs."""
+        return list(self._users)
+
+    def remote_of(self, user_id: str) -> Remote:
+        return self._remote.get(user_id, _NOTHING_REMOTE)
+
+    def set_remote(self, remote: dict[str, Remote]) -> None:
+        """Other nodes' estimates for the users this node tracks (users missing: none)."""
+        self._remote = remote
+
+    def touch(self, user_id: str) -> None:
+        """Track `user_id` before their first message (they just connected), so their counts on
+        other nodes are known before they send anything here."""
+        self._user(user_id, self.clock())
+
+    def block(self, user_id: str, seconds: float, reason: str) -> None:
+        """A block another node imposed: applies here for `seconds` more, unless one here lasts longer."""
+        now = self.clock()
+        user = self._user(user_id, now)
+        if now + seconds > user.blocked_until:
+            user.blocked_until = now + seconds
+            user.block_reason = reason
 
     @property
     def tracked_users(self) -> int:
@@ -185,6 +259,9 @@ class RateLimiter:
             del self._users[user_id]
 
 
+_NOTHING_REMOTE = Remote()
+
+
 def _exceeded(why: str, wait: float) -> RateLimitExceeded:
     return RateLimitExceeded(f"Rate limit exceeded: {why}", retry_after=max(1, math.ceil(wait)))
 
@@ -195,4 +272,5 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimiter",
     "RateLimits",
+    "Remote",
 ]

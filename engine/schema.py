@@ -250,3 +250,24 @@ nodes = Table(
     Column("stats", JSONB),  # the node's figures as of its last heartbeat (engine/stats_service.py)
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )
+
+# Rate limits across nodes (engine/rate_sync.py): each node's counts per user and aligned window, and
+# the blocks any node imposed. Working state, not history: old rows are deleted.
+rate_counts = Table(
+    "rate_counts",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("node_id", Text, primary_key=True),
+    Column("period", Integer, primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Index("ix_rate_counts_window_start", "window_start"),
+)
+
+rate_blocks = Table(
+    "rate_blocks",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("blocked_until", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+)

@@ -9,7 +9,7 @@ event, so it cancels or resets the timer.
 
 Each expired stop carries the idempotency key `typing-expired:{position of the start}`, so a retry
 (or a second node sweeping the same room) appends it once. Only typing started through this node is
-swept; typing of other nodes is theirs to end (cross-node coordination is issue 5).
+swept; typing of other nodes is theirs to end.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from engine.rate_limits import RateLimiter, RateLimitExceeded, RateLimits
+from engine.rate_limits import RateLimiter, RateLimitExceeded, RateLimits, Remote
+from engine.rate_sync import estimate, window_start
 
 
 class FakeClock:
@@ -137,3 +140,53 @@ def test_a_blocked_user_is_kept_until_the_block_ends() -> None:
     rl.check("d", "cell_update")
     assert rl.tracked_users == 2
     refused(rl, "a")
+
+
+def test_other_nodes_counts_take_their_share_of_the_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(per_minute=5, per_hour=100, block_seconds=0), clock=clock)
+    limiter.set_remote({"u": Remote(minute=3.0, hour=3.0)})
+    limiter.check("u", "cell_update")
+    limiter.check("u", "cell_update")
+    with pytest.raises(RateLimitExceeded):
+        limiter.check("u", "cell_update")  # 3 elsewhere + 2 here = 5
+    limiter.check("v", "cell_update")  # someone else's budget is untouched
+
+
+def test_counts_and_blocks_are_handed_out_once_for_sharing_and_given_back_on_failure() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(per_minute=2, per_hour=100, block_seconds=60), clock=clock)
+    limiter.check("u", "cell_update")
+    limiter.check("u", "cursor_move")  # the volatile budget is not shared
+    assert limiter.take_unshared() == {"u": 1}
+    assert limiter.take_unshared() == {}
+    limiter.give_back({"u": 1})
+    limiter.check("u", "cell_update")
+    assert limiter.take_unshared() == {"u": 2}
+    with pytest.raises(RateLimitExceeded):
+        limiter.check("u", "cell_update")
+    ((user, (seconds, reason)),) = limiter.take_new_blocks().items()
+    assert (user, seconds, reason) == ("u", 60, "too many requests per minute")
+    assert limiter.take_new_blocks() == {}
+
+
+def test_a_block_from_another_node_refuses_here_until_it_ends() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(RateLimits(per_minute=60, per_hour=1000), clock=clock)
+    limiter.touch("u")
+    assert "u" in limiter.known_users()
+    limiter.block("u", 30, "too many requests per minute")
+    with pytest.raises(RateLimitExceeded) as refused:
+        limiter.check("u", "cell_update")
+    assert refused.value.details["retry_after"] == 30
+    clock.now += 31
+    limiter.check("u", "cell_update")
+
+
+def test_aligned_windows_and_the_sliding_estimate_of_other_nodes() -> None:
+    now = datetime(2026, 11, 26, 10, 0, 45, tzinfo=UTC)
+    assert window_start(now, 60) == datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+    assert window_start(now, 3600) == datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+    counts = {datetime(2026, 11, 26, 9, 59, tzinfo=UTC): 8, datetime(2026, 11, 26, 10, 0, tzinfo=UTC): 2}
+    assert estimate(counts, now, 60) == 2 + 8 * 0.25  # a quarter of the previous minute still overlaps
+    assert estimate({}, now, 60) == 0
