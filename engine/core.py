@@ -315,7 +315,7 @@ class EngineCore:
             if not order.offer(published):
                 try:
                     async with asyncio.timeout(self._append_timeout):
-                        await order.wait_delivered(published.position)
+                        await self._read_up_to(order, published.position)
                 except TimeoutError:
                     # Committed, but not yet published here: answering now would reply from a view
                     # without it. The client retries with its client_msg_id and gets the original seq.
@@ -433,6 +433,21 @@ class EngineCore:
             del self._connections[connection_id]  # so `disconnect` appends no second leave
             with contextlib.suppress(KeyError, StoreUnavailable):
                 self.hub.subscriber(connection_id).fail(CLOSE_SERVICE_RESTART)
+
+    async def _read_up_to(self, order: DeliveryOrder, position: int) -> None:
+        """Read the positions before `position` that another node (or a commit whose caller was gone)
+        wrote, and publish them, so the held `position` goes out. The caller reads them itself rather
+        than wait for the follower, which may be backing off after an outage."""
+        while order.delivered is None or order.delivered < position:
+            after = order.delivered if order.delivered is not None else position - 1
+            try:
+                page = await self.store.read_all(after=after, limit=position - after)
+            except Exception as exc:  # a connection that died with the outage: the pool replaces it
+                log.info("reading the log before %d failed: %s: %s", position, type(exc).__name__, exc)
+                page = []
+            order.offer_all(page)
+            if not page:
+                await asyncio.sleep(0.05)
 
     def _running_order(self) -> DeliveryOrder:
         if self.order is None:

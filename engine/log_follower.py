@@ -153,9 +153,11 @@ class LogFollower:
             self._wake.clear()
             try:
                 await self._catch_up()
-            except Exception as exc:  # the database is away: try again at the next poll
+            except Exception as exc:  # the database is away: try again after a pause, or sooner if woken
                 log.warning("reading the log failed: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(self.retry_interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.retry_interval):
+                        await self._wake.wait()
 
     async def _catch_up(self) -> None:
         if self._order.delivered is None:

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.events import CELL_UPDATED, NewEvent
+from engine.store import EventStore
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until
 
@@ -144,3 +146,29 @@ async def test_stats_on_either_node_count_the_whole_cluster(nodes: tuple[Server,
         assert answer["rooms_active"] >= 1  # one room with members on both nodes counts once
         by_node = {node_id: figures["connections"] for node_id, figures in answer["nodes"].items()}
         assert by_node[first.app.state.engine.node_id] >= 1 and by_node[second.app.state.engine.node_id] >= 2
+
+
+async def test_an_event_another_writer_committed_just_before_goes_out_first(
+    nodes: tuple[Server, Server], room: str
+) -> None:
+    """A commit that finds positions before it unpublished here (another writer's) is held until they
+    are read and published, so members see the room's seqs in order."""
+    first, _ = nodes
+    engine = first.app.state.engine
+    async with first.connect(first.token("kim")) as kim:
+        await greet(kim)
+        state = await _join(kim, room)
+        foreign = NewEvent(
+            stream_id=f"room:{room}",
+            type=CELL_UPDATED,
+            data={"room_id": room, "sheet_id": f"s-{room}", "cell_id": "Z9", "value": "elsewhere",
+                  "formula": None, "user_id": "other", "username": "other", "version": 1},
+            metadata={"user_id": "other", "node": "a-writer-elsewhere"},
+            user_id="other",
+        )  # fmt: skip
+        await EventStore(engine.store.db_engine).append([foreign])
+        await send(kim, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "A1", "value": 1})
+        seen = [
+            m for m in await until(kim, lambda m: m.get("cell_id") == "A1") if m["type"] == "cell_updated"
+        ]
+    assert [(m["cell_id"], m["seq"]) for m in seen] == [("Z9", state["seq"] + 1), ("A1", state["seq"] + 2)]
