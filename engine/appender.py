@@ -102,13 +102,26 @@ _LOST_CONNECTION = (
 
 def is_connectivity_error(error: BaseException) -> bool:
     """True when the database could not be reached or the connection broke, as opposed to a
-    statement that PostgreSQL refused."""
-    if isinstance(error, (OSError, TimeoutError, sa_exc.TimeoutError, *_LOST_CONNECTION)):
-        return True
-    if isinstance(error, sa_exc.DBAPIError):
-        return bool(error.connection_invalidated) or isinstance(
-            error, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
+    statement that PostgreSQL refused.
+
+    The causes are walked because SQLAlchemy wraps asyncpg's errors in a plain `DBAPIError` (e.g. a
+    connect refused with "the database system is shutting down" during a restart). asyncpg's client-side
+    `InterfaceError` ("connection is closed") and `InternalClientError` (a protocol state left behind by
+    a terminated session) also mean the connection, not the statement: the writer drops it either way.
+    """
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (OSError, TimeoutError, sa_exc.TimeoutError, *_LOST_CONNECTION)):
+            return True
+        # asyncpg's DataError and ClientConfigurationError are ValueErrors too: bad input, not the link.
+        client_side = isinstance(seen, asyncpg.InterfaceError | asyncpg.InternalClientError)
+        if client_side and not isinstance(seen, ValueError):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and (
+            seen.connection_invalidated or isinstance(seen, sa_exc.OperationalError | sa_exc.InterfaceError)
+        ):
+            return True
+        seen = seen.__cause__
     return False
 
 

@@ -273,10 +273,14 @@ class LogWriter:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The held connection. A statement error leaves it clean (autocommit, or rolled back), but
         after a broken socket or a cancelled await its state is unknown: it is then never reused."""
+        if self._conn is not None and (await self._raw(self._conn)).is_closed():
+            # Lost while idle (a database restart, a cut network): nothing was sent on it, so a new
+            # connection serves this batch instead of failing it.
+            await self._drop(self._conn)
         if self._conn is None:
             self._conn = await self.db_engine.connect()
         conn = self._conn
-        raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection  # type: ignore[assignment]
+        raw = await self._raw(conn)
         try:
             yield raw
         except asyncpg.PostgresError:
@@ -288,6 +292,10 @@ class LogWriter:
         except BaseException:
             await self._drop(conn)
             raise
+
+    @staticmethod
+    async def _raw(conn: AsyncConnection) -> asyncpg.Connection:
+        return (await conn.get_raw_connection()).driver_connection  # type: ignore[return-value]
 
     async def _drop(self, conn: AsyncConnection) -> None:
         self._conn = None

@@ -64,6 +64,8 @@ class NodeRegistry:
         self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
         self._on_reaped = on_reaped  # this node was declared dead while alive: drop its connections
         self._registered = False
+        # Since when this node's beats have succeeded without a failure (monotonic), None while failing.
+        self._reachable_since: float | None = None
         self._report = report  # this node's figures, stored with each beat for peers to read
 
     @property
@@ -83,6 +85,7 @@ class NodeRegistry:
     async def start(self) -> None:
         try:
             await self._beat()
+            self._reachable_since = time.monotonic()
         except Exception as exc:  # the database is away: the next heartbeat registers this node
             log.warning("could not register node %s yet: %s: %s", self.node_id, type(exc).__name__, exc)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"heartbeat:{self.node_id}")
@@ -101,10 +104,25 @@ class NodeRegistry:
             await asyncio.sleep(self.interval)
             try:
                 await self._beat()
-                if self._after_beat is not None:
-                    await self._after_beat()
             except Exception as exc:  # keep beating: an outage ends, and peers only need the next one
+                self._reachable_since = None
                 log.warning("heartbeat of node %s failed: %s: %s", self.node_id, type(exc).__name__, exc)
+                continue
+            if self._reachable_since is None:
+                self._reachable_since = time.monotonic()
+            if self._after_beat is not None and self._can_judge_peers():
+                try:
+                    await self._after_beat()
+                except Exception as exc:  # retried after the next beat
+                    log.warning("after the heartbeat of %s: %s: %s", self.node_id, type(exc).__name__, exc)
+
+    def _can_judge_peers(self) -> bool:
+        """Whether a peer's silence can mean its death: only once this node itself has reached the
+        database for `dead_after` seconds. After an outage (a PostgreSQL restart) every node's last beat
+        is old; judged at once, live peers would be reaped and their users dropped from their rooms.
+        A live peer beats again within that allowance, the same one any node gets."""
+        since = self._reachable_since
+        return since is not None and time.monotonic() - since >= self.dead_after
 
     async def _beat(self) -> None:
         """Beat; register first if this node has no live row yet.

