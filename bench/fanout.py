@@ -14,7 +14,9 @@ room's members alternate between the nodes (sender 0 on the first, sender 1 on t
 message reaches half its room through the other node's log follower. Those rows also give the
 cross-node extra latency (p50/p99 of deliveries on the other node than the sender's, minus those on
 the sender's node). For every collab-engine row `disordered` counts `cell_updated` frames whose room
-seq was not above the last one that member saw: each member must see its room in seq order.
+seq was not above the last one that member saw (each member must see its room in seq order), and
+`gaps` those that skipped seqs: no other event enters a room while steps run, so a gap is a lost event,
+while `lost` also counts deliveries that were merely late (they still arrive during the next step).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -59,6 +62,7 @@ class Step:
     duplicates: int = 0
     sequenced: int = 0  # cell_updated frames that carried a room seq
     disordered: int = 0
+    gaps: int = 0  # seqs skipped: only cell_updated events enter a room while steps run
     last_delivery: float = 0.0
 
 
@@ -145,6 +149,8 @@ class Load:
                     step.sequenced += 1
                     if seq <= self.last_seq[index]:
                         step.disordered += 1
+                    elif self.last_seq[index] and seq > self.last_seq[index] + 1:
+                        step.gaps += 1
                     self.last_seq[index] = max(seq, self.last_seq[index])
                 cmid = message.get("client_msg_id")
                 sent = step.sent_at.get(cmid)
@@ -207,6 +213,7 @@ class Load:
             "lost": expected - len(step.delivered),
             "duplicated": step.duplicates,
             "disordered": step.disordered if step.sequenced else "n/a",
+            "gaps": step.gaps if step.sequenced else "n/a",
             "closed": sum(1 for ws in self.clients if ws.close_code is not None),
         }
         if len(self.urls) > 1:
@@ -221,6 +228,19 @@ class Load:
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+async def write_paths(load: Load, ports: list[int]) -> None:
+    """Print each node's appender figures for the whole run: with several nodes appending, the
+    single-round-trip path fails whenever another node moved the log head (engine/log_writer.py)."""
+    token = mint_token(load.settings, sub="bench-admin", roles=["admin"], secret=SECRET)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        for port in ports:
+            reply = await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")
+            body = reply.json()
+            own = body["nodes"][body["node_id"]]["appender"]
+            print(f"node on :{port}: batches {own['batches']}, events {own['events']},", end=" ")
+            print(f"write paths {own['write_paths']}", flush=True)
 
 
 async def measure(
@@ -242,6 +262,8 @@ async def measure(
             offered = None if rate == "open" else float(rate)
             rows.append({"server": label, **await load.run_step(f"s{rate}", offered, args.seconds)})
             print(rows[-1], flush=True)
+        if target == "collab-engine":
+            await write_paths(load, ports)
         await load.close()
         return rows
     finally:
@@ -257,7 +279,7 @@ async def measure(
 
 def report(rows: list[dict[str, object]]) -> str:
     keys = ["server", "offered_msgs_per_s", "sent_msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"]
-    keys += ["lost", "duplicated", "disordered", "closed", "cross_extra_p50_ms", "cross_extra_p99_ms"]
+    keys += ["lost", "duplicated", "disordered", "gaps", "closed", "cross_extra_p50_ms", "cross_extra_p99_ms"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
     best = {

@@ -14,12 +14,14 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 from websockets.asyncio.client import connect
 
+from api.tokens import mint_token
 from engine.events import NODE_LOST, USER_LEFT_ROOM
 from engine.store import EventStore, create_db_engine
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve
@@ -154,3 +156,49 @@ async def test_a_node_taken_for_dead_closes_its_connections_and_registers_again(
                     await asyncio.sleep(0.1)
         finally:
             await db.dispose()
+
+
+async def test_clients_of_three_server_processes_see_one_room_in_one_order(own_database: str) -> None:
+    """Three real server processes on one database, a client on each in one room, all editing at
+    once: every client sees every update, in the same order, with contiguous seqs."""
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(own_database)
+    procs = [await start_node_process(own_database) for _ in range(3)]
+    try:
+        clients = []
+        for i, (_, port) in enumerate(procs):
+            token = mint_token(settings, sub=f"p{i}", secret=SECRET)
+            ws = await connect(f"ws://127.0.0.1:{port}/api/v1/ws?token={token}")
+            clients.append(ws)
+            await greet(ws)
+            await send(ws, {"type": "join_room", "room_id": room})
+            await until(ws, lambda m: m["type"] == "room_state")
+        per_client = 15
+        await asyncio.gather(
+            *(
+                send(ws, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": f"C{i}-{n}", "value": n})
+                for n in range(per_client)
+                for i, ws in enumerate(clients)
+            )
+        )
+
+        async def updates(ws: Any) -> list[tuple[int, str]]:
+            seen: list[tuple[int, str]] = []
+            while len(seen) < per_client * len(clients):
+                message = await receive_patiently(ws)
+                if message["type"] == "cell_updated":
+                    seen.append((int(message["seq"]), str(message["cell_id"])))
+            return seen
+
+        async with asyncio.timeout(HANG_GUARD):
+            views = await asyncio.gather(*(updates(ws) for ws in clients))
+        for ws in clients:
+            await ws.close()
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, _ in procs:
+            await proc.wait()
+    assert views[0] == views[1] == views[2]
+    seqs = [seq for seq, _ in views[0]]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
