@@ -59,12 +59,11 @@ from engine.rate_limits import RateLimiter, RateLimits
 from engine.rate_sync import RateLimitSync
 from engine.rendering import encode
 from engine.store import EventStore, create_db_engine, libpq_dsn
-from engine.subscriber import Close, Sink
+from engine.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
 from engine.typing_sweeper import TypingSweeper
 
 log = logging.getLogger(__name__)
 
-CLOSE_SERVICE_RESTART = 1012  # "reconnect with backoff": the node is fine, its sessions were closed
 
 _READ_PAGE = 1000
 

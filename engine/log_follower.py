@@ -88,7 +88,7 @@ class LogFollower:
 
     def committed(self) -> None:
         """This node committed: wake the peers, at most once per `notify_interval`."""
-        if self._registry.peers:
+        if self._registry.has_peers:
             self._committed.set()
 
     # Notifying.

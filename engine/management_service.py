@@ -46,6 +46,7 @@ from engine.fanout import SubscriberClosed
 from engine.messages import MAX_ID_LENGTH, broadcast, error, server_shutdown
 from engine.notifications_service import NotificationHandlers
 from engine.rendering import encode, render
+from engine.subscriber import CLOSE_SERVICE_RESTART
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 # management (a stuck or misbehaving socket), not a ban, which is the token's job. 1012 is the
 # standard "service restart": reconnect with backoff, to this node once it is back or to another.
 CLOSE_REMOVED: Final = 4410
-CLOSE_SERVICE_RESTART: Final = 1012
 CONNECTION_REMOVED: Final = "CONNECTION_REMOVED"
 # Keys of PROTOCOL.md's envelope: set by the server from the event, never taken from a posted body.
 ENVELOPE_KEYS: Final = frozenset({"room_id", "seq", "ts", "client_msg_id"})

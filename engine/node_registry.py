@@ -74,6 +74,12 @@ class NodeRegistry:
         horizon = time.monotonic() - self.dead_after
         return frozenset(node for node, seen in self._peers.items() if seen > horizon)
 
+    @property
+    def has_peers(self) -> bool:
+        """`bool(peers)` without building the set: asked after every commit."""
+        horizon = time.monotonic() - self.dead_after
+        return any(seen > horizon for seen in self._peers.values())
+
     def saw(self, node_id: str) -> None:
         """A peer announced itself (a NOTIFY): count it alive now, before the next heartbeat read."""
         if node_id != self.node_id:

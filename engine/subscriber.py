@@ -40,6 +40,9 @@ Close = Callable[[int, str], Awaitable[None]]
 
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_INTERNAL_ERROR: Final = 1011
+# "Service restart": the node is going away or dropped its sessions; reconnect with backoff, here or
+# elsewhere, and resume with `join_room since`.
+CLOSE_SERVICE_RESTART: Final = 1012
 
 
 class SubscriberClosed(Exception):

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
@@ -25,6 +30,7 @@ from engine.migrate import upgrade_to_head
 from engine.store import EventStore
 from tests.conftest import admin_execute
 
+ROOT = Path(__file__).resolve().parents[2]
 # Long enough for HS512 (64 bytes), so no test trips PyJWT's short-key warning.
 SECRET = "test-secret-" + "k" * 64
 ALLOWED_ORIGIN = "https://sheets.example"
@@ -89,6 +95,38 @@ async def serve(settings: Settings, **app_options: Any) -> AsyncIterator[Server]
     finally:
         server.should_exit = True
         await task
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_node_process(database_url: str, **settings: object) -> tuple[asyncio.subprocess.Process, int]:
+    """A real server process (`uvicorn api.app:create_app --factory`) on `database_url`, once its health
+    check answers 200; `settings` become its environment (`node_heartbeat_seconds=1` ->
+    NODE_HEARTBEAT_SECONDS=1). The caller ends it."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_SECRET_KEY": SECRET,
+        **{name.upper(): str(value) for name, value in settings.items()},
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
+        "--log-level", "warning", cwd=ROOT, env=env,
+    )  # fmt: skip
+    async with asyncio.timeout(60), httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/health")).status_code == 200:
+                    return proc, port
+            except httpx.TransportError:
+                pass
+            assert proc.returncode is None, "the node process exited during start-up"
+            await asyncio.sleep(0.1)
 
 
 @asynccontextmanager

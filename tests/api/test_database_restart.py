@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,11 +27,9 @@ from engine.events import CELL_UPDATED
 from engine.migrate import upgrade_to_head
 from engine.projector_runner import CHECKPOINT
 from engine.store import EventStore, create_db_engine
-from tests.api.conftest import SECRET, make_settings, serve
+from tests.api.conftest import make_settings, serve, start_node_process
 from tests.api.live_helpers import greet, send, until
-from tests.api.test_node_death import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.5
 DEAD_AFTER = 2.0  # shorter than the outage below (see there)
 APPEND_TIMEOUT = 2.0
@@ -73,24 +69,15 @@ def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
 @asynccontextmanager
 async def node_process(database_url: str) -> AsyncIterator[str]:
     """A real server process (`uvicorn api.app:create_app --factory`) on the database; yields its URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET_KEY": SECRET,
-        "NODE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "NODE_DEAD_AFTER_SECONDS": str(DEAD_AFTER),
-        "APPEND_TIMEOUT_SECONDS": str(APPEND_TIMEOUT),
-        **{name.upper(): str(value) for name, value in UNLIMITED.items()},
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-        "--log-level", "warning", cwd=ROOT, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc, port = await start_node_process(
+        database_url,
+        node_heartbeat_seconds=HEARTBEAT,
+        node_dead_after_seconds=DEAD_AFTER,
+        append_timeout_seconds=APPEND_TIMEOUT,
+        **UNLIMITED,
+    )
     try:
-        assert await health_status(url, expect=200, process=proc) == 200
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         if proc.returncode is None:
             proc.terminate()

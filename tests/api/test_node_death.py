@@ -7,16 +7,11 @@ tests' servers, which beat at the default pace and would look dead to them."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 from websockets.asyncio.client import connect
@@ -24,19 +19,12 @@ from websockets.asyncio.client import connect
 from api.tokens import mint_token
 from engine.events import NODE_LOST, USER_LEFT_ROOM
 from engine.store import EventStore, create_db_engine
-from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve
+from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve, start_node_process
 from tests.api.live_helpers import greet, send, until
 
-ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.5
 DEAD_AFTER = 2.0
 HANG_GUARD = 30.0  # the issue's bound for clearing a dead node's presence; not a speed check
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -45,29 +33,10 @@ async def own_database(server_url: str) -> AsyncIterator[str]:
         yield url
 
 
-async def start_node_process(database_url: str) -> tuple[asyncio.subprocess.Process, int]:
-    """A real server process (`uvicorn api.app:create_app --factory`), ready to serve."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_SECRET_KEY": SECRET,
-        "NODE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "NODE_DEAD_AFTER_SECONDS": str(DEAD_AFTER),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-        "--log-level", "warning", cwd=ROOT, env=env,
-    )  # fmt: skip
-    async with asyncio.timeout(60), httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/health")).status_code == 200:
-                    return proc, port
-            except httpx.TransportError:
-                pass
-            assert proc.returncode is None, "the node process exited during start-up"
-            await asyncio.sleep(0.1)
+async def start_node(database_url: str) -> tuple[asyncio.subprocess.Process, int]:
+    return await start_node_process(
+        database_url, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
+    )
 
 
 async def test_a_killed_node_s_users_leave_their_rooms_on_the_surviving_node(own_database: str) -> None:
@@ -75,7 +44,7 @@ async def test_a_killed_node_s_users_leave_their_rooms_on_the_surviving_node(own
     settings = make_settings(
         own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
     )
-    proc, port = await start_node_process(own_database)
+    proc, port = await start_node(own_database)
     try:
         async with serve(settings) as survivor, survivor.connect(survivor.token("sue")) as sue:
             await greet(sue)
@@ -163,7 +132,7 @@ async def test_clients_of_three_server_processes_see_one_room_in_one_order(own_d
     once: every client sees every update, in the same order, with contiguous seqs."""
     room = f"room-{uuid.uuid4().hex[:8]}"
     settings = make_settings(own_database)
-    procs = [await start_node_process(own_database) for _ in range(3)]
+    procs = [await start_node(own_database) for _ in range(3)]
     try:
         clients = []
         for i, (_, port) in enumerate(procs):

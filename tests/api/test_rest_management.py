@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,16 @@ from engine.events import (
     user_stream,
 )
 from engine.store import EventStore
-from tests.api.conftest import SECRET, Server, make_settings, receive, request, serve, wait_for_events
+from tests.api.conftest import (
+    SECRET,
+    Server,
+    free_port,
+    make_settings,
+    receive,
+    request,
+    serve,
+    wait_for_events,
+)
 from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
 
 ANNOUNCEMENT = {"type": "system_announcement", "title": "Maintenance Notice", "message": "in 30 minutes"}
@@ -486,9 +494,3 @@ async def test_shutdown_ends_a_collab_serve_process(database_url: str) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -8,20 +8,15 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import psutil
 from websockets.asyncio.client import connect
 
+from tests.api.conftest import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres_serving(pgdata: Path) -> list[psutil.Process]:
