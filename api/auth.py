@@ -19,7 +19,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import HTTPConnection
 
 from api.settings import Settings
-from engine.actors import DEFAULT_ROLES, Actor, Role
+from engine.model.actors import DEFAULT_ROLES, Actor, Role
 
 log = logging.getLogger(__name__)
 

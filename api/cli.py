@@ -23,7 +23,7 @@ from api.logging_setup import configure_logging, logging_config
 from api.server import uvicorn_options
 from api.settings import Settings, get_settings
 from api.tokens import TokenConfigError, mint_token, parse_ttl
-from engine.errors import EngineError
+from engine.model.errors import EngineError
 
 ROLES = ("admin", "editor", "viewer", "auditor")
 DEMO_USER = "demo-user"

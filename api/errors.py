@@ -1,7 +1,7 @@
 """The one table from error codes to what the transport says: HTTP status, WebSocket error message,
 WebSocket close code.
 
-The engine raises errors that carry a stable `code` (engine/errors.py); the api translates them here
+The engine raises errors that carry a stable `code` (engine/model/errors.py); the api translates them here
 and nowhere else, so a code means the same on every route and every socket.
 """
 
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from engine import messages
-from engine.errors import EngineError, StoreUnavailable
+from engine.model.errors import EngineError, StoreUnavailable
 
 AUTHENTICATION_FAILED: Final = "AUTHENTICATION_FAILED"
 PERMISSION_DENIED: Final = "PERMISSION_DENIED"

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AuthenticationFailed
 from api.errors import HTTP_STATUS, INTERNAL_ERROR
-from engine.errors import EngineError, StoreUnavailable
+from engine.model.errors import EngineError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

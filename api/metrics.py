@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from engine.appender import Histogram
-from engine.errors import StoreUnavailable
+from engine.model.errors import StoreUnavailable
 from engine.service import Engine
 
 METRICS_PATH = "/metrics"

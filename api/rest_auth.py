@@ -15,8 +15,8 @@ from starlette.requests import HTTPConnection
 
 from api.auth import AuthenticationFailed
 from api.deps import get_verifier
-from engine.actors import Actor
-from engine.errors import PermissionDenied
+from engine.model.actors import Actor
+from engine.model.errors import PermissionDenied
 
 _bearer = HTTPBearer(auto_error=False, description="The JWT the WebSocket accepts (PROTOCOL.md)")
 

@@ -22,8 +22,6 @@ from api.errors import CLOSE_MESSAGE_TOO_BIG, INTERNAL_ERROR, MESSAGE_TOO_LARGE,
 from api.logging_setup import connection_id_var
 from api.settings import Settings
 from engine import messages
-from engine.actors import Actor
-from engine.errors import EngineError, UnknownMessageType
 from engine.fanout import SubscriberClosed
 from engine.messages import (
     AiCancel,
@@ -42,6 +40,8 @@ from engine.messages import (
     TypingStart,
     TypingStop,
 )
+from engine.model.actors import Actor
+from engine.model.errors import EngineError, UnknownMessageType
 from engine.service import Engine
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import fresh_database, percentile
 from engine.appender import Appender
-from engine.events import Committed, NewEvent
+from engine.model.events import Committed, NewEvent
 from engine.store import EventStore, create_db_engine
 
 PAYLOAD = {

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.events import (
+from engine.messages import Envelope, ai_event
+from engine.model.events import (
     AI_CANCELLED,
     AI_COMPLETED,
     AI_FAILED,
@@ -23,7 +24,6 @@ from engine.events import (
     AI_REQUEST_STARTED,
     RecordedEvent,
 )
-from engine.messages import Envelope, ai_event
 
 CANCELLED_CODE = "CANCELLED"
 CANCELLED_TEXT = "the request was cancelled"

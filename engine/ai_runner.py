@@ -40,12 +40,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.actors import Actor
 from engine.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
 from engine.ai_rendering import render_ai
 from engine.decide import authorize, require_member
-from engine.errors import NotFound, StoreUnavailable, ValidationFailed
-from engine.events import (
+from engine.fanout import SubscriberClosed
+from engine.messages import ack
+from engine.model.actors import Actor
+from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
+from engine.model.events import (
     AI_CANCELLED,
     AI_COMPLETED,
     AI_EVENTS,
@@ -62,8 +64,6 @@ from engine.events import (
     room_stream,
     user_stream,
 )
-from engine.fanout import SubscriberClosed
-from engine.messages import ack
 from engine.projections import cells
 from engine.rendering import encode
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from engine.errors import StoreUnavailable
-from engine.events import AppendOutcome, NewEvent
+from engine.model.errors import StoreUnavailable
+from engine.model.events import AppendOutcome, NewEvent
 from engine.store import EventStore, LogWriter
 
 log = logging.getLogger(__name__)

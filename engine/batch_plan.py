@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from engine.decide import next_cell_version
-from engine.errors import Rejected, ValidationFailed
-from engine.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.model.errors import Rejected, ValidationFailed
+from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.projections.cells import Cell
 
 CellKey = tuple[str, str]  # (sheet_id, cell_id)

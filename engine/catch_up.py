@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 from engine.send_queue import Entry, Message, frames_of
 from engine.subscriber import Subscriber, SubscriberClosed
 

@@ -29,13 +29,16 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.actors import Actor
 from engine.ai import AiProvider
 from engine.ai_runner import AiRunner
 from engine.appender import Appender, is_connectivity_error
 from engine.delivery_order import DeliveryOrder
-from engine.errors import StoreUnavailable
-from engine.events import (
+from engine.fanout import Hub, Subscriber, SubscriberClosed
+from engine.live import Live, recorded
+from engine.log_follower import LogFollower
+from engine.model.actors import Actor
+from engine.model.errors import StoreUnavailable
+from engine.model.events import (
     DISCONNECTED,
     USER_LEFT_ROOM,
     AppendOutcome,
@@ -48,9 +51,6 @@ from engine.events import (
     room_stream,
     user_stream,
 )
-from engine.fanout import Hub, Subscriber, SubscriberClosed
-from engine.live import Live, recorded
-from engine.log_follower import LogFollower
 from engine.node_reaper import dead_nodes, leaves_for, mark_stopped
 from engine.node_registry import NodeRegistry
 from engine.projections.rooms import RoomView, project

@@ -7,7 +7,7 @@ commits on, i.e. inside the append transaction (DESIGN.md, principle 4); the app
 there. Checks of what a connection may do (roles, membership) depend only on that connection and
 can run before the message is queued.
 
-Each check raises a `Rejected` (engine/errors.py) with a stable code and returns nothing or the
+Each check raises a `Rejected` (engine/model/errors.py) with a stable code and returns nothing or the
 state it found; nothing is persisted for a rejected message (PROTOCOL.md, errors).
 """
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from engine.actors import Actor
-from engine.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
-from engine.events import CELL_UPDATED, NewEvent, room_stream
+from engine.model.actors import Actor
+from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
+from engine.model.events import CELL_UPDATED, NewEvent, room_stream
 from engine.projections.ai_requests import AiRequest
 from engine.projections.cells import Cell, Sheet
 from engine.projections.notifications import Inbox, Notification
@@ -29,7 +29,7 @@ from engine.projections.uploads import Upload
 
 def authorize(actor: Actor, message_type: str) -> None:
     """PermissionDenied unless one of the actor's roles lets it send `message_type` (the table is
-    in engine/actors.py, next to the roles): a viewer sends no `cell_update` or `ai_request`, an
+    in engine/model/actors.py, next to the roles): a viewer sends no `cell_update` or `ai_request`, an
     auditor nothing but `ping`."""
     if not actor.may_send(message_type):
         raise PermissionDenied(f"your roles do not allow {message_type!r}", roles=list(actor.roles))

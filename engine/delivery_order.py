@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 
 log = logging.getLogger(__name__)
 

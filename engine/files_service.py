@@ -28,10 +28,11 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
-from engine.actors import Actor
 from engine.appender import is_connectivity_error
-from engine.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
-from engine.events import (
+from engine.messages.fields import FileName
+from engine.model.actors import Actor
+from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
+from engine.model.events import (
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
@@ -40,7 +41,6 @@ from engine.events import (
     user_stream,
     volatile_stream,
 )
-from engine.messages.fields import FileName
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
 from engine.schema import events

@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.errors import NotFound, ValidationFailed
-from engine.events import (
+from engine.model.errors import NotFound, ValidationFailed
+from engine.model.events import (
     CATALOGUE,
     CELL_UPDATED,
     VOLATILE_EVENTS,

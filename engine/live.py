@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from engine.events import (
+from engine.fanout import Hub
+from engine.model.events import (
     CURSOR_MOVED,
     MEMBERSHIP_EVENTS,
     USER_LEFT_ROOM,
@@ -37,7 +38,6 @@ from engine.events import (
     room_stream,
     user_stream,
 )
-from engine.fanout import Hub
 from engine.projections import presence
 from engine.projections.rooms import RoomView, apply, with_statuses
 from engine.rendering import encode, render

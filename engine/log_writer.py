@@ -32,7 +32,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.batch_plan import CellKey, LogState, Plan, idempotency_key, plan
-from engine.events import AppendOutcome, Duplicate, NewEvent
+from engine.model.events import AppendOutcome, Duplicate, NewEvent
 from engine.projections.cells import Cell
 
 # The head, each stream's version, the idempotency keys already used, and the cells and sheets the

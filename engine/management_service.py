@@ -28,9 +28,11 @@ from typing import Any, Final
 
 import orjson
 
-from engine.actors import Actor
-from engine.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
-from engine.events import (
+from engine.fanout import SubscriberClosed
+from engine.messages import MAX_ID_LENGTH, broadcast, error, server_shutdown
+from engine.model.actors import Actor
+from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
+from engine.model.events import (
     REMOVED,
     ROOM_MESSAGE_BROADCAST,
     USER_LEFT_ROOM,
@@ -42,8 +44,6 @@ from engine.events import (
     user_id_of,
     user_stream,
 )
-from engine.fanout import SubscriberClosed
-from engine.messages import MAX_ID_LENGTH, broadcast, error, server_shutdown
 from engine.notifications_service import NotificationHandlers
 from engine.rendering import encode, render
 from engine.subscriber import CLOSE_SERVICE_RESTART

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.errors import SchemaMismatch
+from engine.model.errors import SchemaMismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 

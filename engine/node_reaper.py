@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.events import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, NewEvent, room_stream
+from engine.model.events import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, NewEvent, room_stream
 
 _DEAD = """
 SELECT node_id, started_at FROM nodes

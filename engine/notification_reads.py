@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.actors import Actor
 from engine.decide import authorize, require_notification
-from engine.errors import ValidationFailed
-from engine.events import NOTIFICATION_READ, Committed, NewEvent, user_stream
+from engine.model.actors import Actor
+from engine.model.errors import ValidationFailed
+from engine.model.events import NOTIFICATION_READ, Committed, NewEvent, user_stream
 from engine.notifications_service import NotificationHandlers
 from engine.projections.notifications import Inbox, Notification
 

@@ -24,10 +24,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from engine.actors import Actor
 from engine.core import EngineCore
 from engine.decide import authorize, require_notification
-from engine.events import (
+from engine.messages import Envelope, ack, notification_event, notifications_subscribed
+from engine.model.actors import Actor
+from engine.model.events import (
     NOTIFICATION_CREATED,
     NOTIFICATION_READ,
     NOTIFICATIONS_SUBSCRIBED,
@@ -38,7 +39,6 @@ from engine.events import (
     user_id_of,
     user_stream,
 )
-from engine.messages import Envelope, ack, notification_event, notifications_subscribed
 from engine.projections import notifications as inbox_projection
 from engine.projections.notifications import FIELDS, Filters, Inbox, matches
 from engine.rendering import encode

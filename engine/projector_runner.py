@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.events import RecordedEvent
 from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.model.events import RecordedEvent
 from engine.projection_rows import MODELS, ReadModel, Views, fold_routed, route
 from engine.projection_tables import load_views, write_views
 from engine.schema import events as events_table

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.errors import Rejected
+from engine.model.errors import Rejected
 
 Clock = Callable[[], float]
 

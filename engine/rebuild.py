@@ -37,7 +37,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 from engine.projection_rows import MODELS, TABLES, TableSpec, Views, fold_all, rows_of
 from engine.projection_tables import insert_rows
 from engine.projections import cells as cells_projection

@@ -19,17 +19,6 @@ from typing import Any
 
 import orjson
 
-from engine.events import (
-    BROADCAST_EVENTS,
-    CELL_UPDATED,
-    CURSOR_MOVED,
-    TYPING_STARTED,
-    TYPING_STOPPED,
-    USER_JOINED_ROOM,
-    USER_LEFT_ROOM,
-    USER_STATUS_CHANGED,
-    RecordedEvent,
-)
 from engine.messages import (
     Envelope,
     broadcast,
@@ -41,6 +30,17 @@ from engine.messages import (
     user_status_changed,
     user_typing_start,
     user_typing_stop,
+)
+from engine.model.events import (
+    BROADCAST_EVENTS,
+    CELL_UPDATED,
+    CURSOR_MOVED,
+    TYPING_STARTED,
+    TYPING_STOPPED,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+    RecordedEvent,
 )
 from engine.projections.rooms import RoomView, apply, with_statuses
 

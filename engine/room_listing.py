@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.errors import RoomNotFound
+from engine.model.errors import RoomNotFound
 from engine.projections.rooms import Attendance
 from engine.projector_runner import CHECKPOINT
 

@@ -14,11 +14,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from engine.actors import Actor
 from engine.core import EngineCore, default_node_id
 from engine.decide import authorize, check_join, require_in_room, require_member, room_for_cell_update
-from engine.errors import ValidationFailed
-from engine.events import (
+from engine.files_service import FileHandlers
+from engine.management_service import ManagementHandlers
+from engine.messages import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
+from engine.model.actors import Actor
+from engine.model.errors import ValidationFailed
+from engine.model.events import (
     CELL_UPDATED,
     CURSOR_MOVED,
     LEFT,
@@ -39,9 +42,6 @@ from engine.events import (
     user_stream,
     volatile_stream,
 )
-from engine.files_service import FileHandlers
-from engine.management_service import ManagementHandlers
-from engine.messages import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
 from engine.notification_reads import NotificationReads
 from engine.notifications_service import NotificationHandlers
 from engine.projections.rooms import RoomView, project, with_statuses

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.appender import AppenderStats, is_connectivity_error
 from engine.core import EngineCore
-from engine.errors import StoreUnavailable
+from engine.model.errors import StoreUnavailable
 from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)

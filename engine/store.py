@@ -38,8 +38,8 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.log_writer import LogWriter
+from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.schema import events
 
 

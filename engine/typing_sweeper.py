@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from engine.events import AppendOutcome, NewEvent, RecordedEvent
+from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.projections import frozen, typing_indicators
 from engine.projections.typing_indicators import TypingView
 

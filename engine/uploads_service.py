@@ -19,10 +19,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.actors import Actor
 from engine.core import EngineCore
 from engine.decide import authorize, check_upload_start, require_own_upload
-from engine.events import (
+from engine.messages import (
+    Envelope,
+    ack,
+    file_upload_complete,
+    file_upload_progress,
+    file_upload_started,
+)
+from engine.model.actors import Actor
+from engine.model.events import (
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
@@ -31,13 +38,6 @@ from engine.events import (
     RecordedEvent,
     user_stream,
     volatile_stream,
-)
-from engine.messages import (
-    Envelope,
-    ack,
-    file_upload_complete,
-    file_upload_progress,
-    file_upload_started,
 )
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload

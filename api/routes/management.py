@@ -30,7 +30,6 @@ from api.deps import EngineDep, SettingsDep
 from api.http_errors import error_response
 from api.rest_auth import AdminDep
 from api.settings import Settings
-from engine.errors import ValidationFailed
 from engine.management_service import (
     CLOSE_REMOVED,
     CLOSE_SERVICE_RESTART,
@@ -40,6 +39,7 @@ from engine.management_service import (
 )
 from engine.messages import iso
 from engine.messages.fields import FilterTag, Id
+from engine.model.errors import ValidationFailed
 from engine.service import Engine
 
 log = logging.getLogger(__name__)

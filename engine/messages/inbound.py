@@ -16,7 +16,6 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from engine.errors import InvalidJson, UnknownMessageType, ValidationFailed
 from engine.messages.fields import (
     MAX_FORMULA_LENGTH,
     MAX_QUERY_LENGTH,
@@ -37,6 +36,7 @@ from engine.messages.fields import (
     Version,
     custom_error,
 )
+from engine.model.errors import InvalidJson, UnknownMessageType, ValidationFailed
 
 # Ids echoed back on errors: longer strings are not echoed, so an error never amplifies a large input.
 _MAX_ECHO_LENGTH: Final = 128

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from engine.actors import Actor
-from engine.errors import ValidationFailed
-from engine.events import ROOM_STREAM_PREFIX, RecordedEvent, is_volatile_stream, room_id_of
+from engine.model.actors import Actor
+from engine.model.errors import ValidationFailed
+from engine.model.events import ROOM_STREAM_PREFIX, RecordedEvent, is_volatile_stream, room_id_of
 from engine.projections.rooms import Member, RoomView
 
 AiEventType = Literal["ai_start", "ai_progress", "ai_complete", "ai_error"]

@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.events import RecordedEvent, is_engine_stream
+from engine.model.events import RecordedEvent, is_engine_stream
 from engine.projection_rows.base import ReadModel, Routed, Row, Rows, TableSpec, Views
 from engine.projection_rows.room_models import ROOMS_MODEL, TYPING_MODEL
 from engine.projection_rows.user_models import (

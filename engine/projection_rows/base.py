@@ -7,7 +7,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 from engine.projections import frozen
 
 Row = dict[str, Any]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 from engine.projection_rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 from engine.projections import frozen, rooms, typing_indicators
 from engine.projections.rooms import Attendance, Member, RoomView

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 from engine.projection_rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 from engine.projections import ai_requests, frozen, notifications, presence, uploads
 from engine.projections.ai_requests import AiRequest

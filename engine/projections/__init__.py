@@ -7,9 +7,9 @@ persisted tables from zero.
 
 The rule for event types
 ------------------------
-Every projection knows the whole catalogue (`engine.events.CATALOGUE`): it folds the types of its
+Every projection knows the whole catalogue (`engine.model.events.CATALOGUE`): it folds the types of its
 concern (`HANDLED`) and skips, by name, the families of event types that belong to other projections
-(`SKIPPED`, built from the families in engine/events.py). A skipped event leaves the view as it was
+(`SKIPPED`, built from the families in engine/model/events.py). A skipped event leaves the view as it was
 (a room still counts it in its `seq` if it is one of the room's durable events). A type in neither
 set raises `UnknownEvent`: an event nobody decided about would make a view silently wrong, so it
 must fail loudly until the projection is taught. `tests/unit/test_projections.py` checks that each
@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from engine.errors import UnknownEvent
+from engine.model.errors import UnknownEvent
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.events import (
+from engine.model.events import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.events import (
+from engine.model.events import (
     AI_EVENTS,
     CELL_UPDATED,
     CURSOR_MOVED,

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from engine.events import (
+from engine.model.events import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
 
-from engine.errors import NotFound, Rejected, ValidationFailed
+from engine.model.errors import NotFound, Rejected, ValidationFailed
 
 MAX_FILE_ID_LENGTH: Final = 128
 # The same rule as the wire (engine.messages.fields): RFC 3986 "unreserved" characters, so an id is a

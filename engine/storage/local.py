@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
 
-from engine.errors import EngineError
+from engine.model.errors import EngineError
 from engine.storage.base import (
     ContentTypeMismatch,
     FileNotFound,

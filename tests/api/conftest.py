@@ -25,8 +25,8 @@ from api.server import uvicorn_options
 from api.settings import Settings
 from api.tokens import mint_token
 from engine.embedded_postgres import database_url_for
-from engine.events import RecordedEvent
 from engine.migrate import upgrade_to_head
+from engine.model.events import RecordedEvent
 from engine.store import EventStore
 from tests.conftest import admin_execute
 

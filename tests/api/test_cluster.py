@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.events import CELL_UPDATED, NewEvent
+from engine.model.events import CELL_UPDATED, NewEvent
 from engine.store import EventStore
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until

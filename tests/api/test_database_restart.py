@@ -23,8 +23,8 @@ from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection, connect
 
 from engine.embedded_postgres import start_embedded_postgres
-from engine.events import CELL_UPDATED
 from engine.migrate import upgrade_to_head
+from engine.model.events import CELL_UPDATED
 from engine.projector_runner import CHECKPOINT
 from engine.store import EventStore, create_db_engine
 from tests.api.conftest import make_settings, serve, start_node_process

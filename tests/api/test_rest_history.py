@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from engine.events import room_stream
+from engine.model.events import room_stream
 from engine.schema import room_snapshots
 from engine.store import EventStore
 from tests.api.conftest import Server, make_settings, serve, wait_for_events

@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.tokens import mint_token
-from engine.events import (
+from engine.model.events import (
     REMOVED,
     ROOM_MESSAGE_BROADCAST,
     USER_LEFT_ROOM,

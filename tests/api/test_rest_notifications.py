@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from engine.actors import Actor
-from engine.events import NOTIFICATION_READ, user_stream
+from engine.model.actors import Actor
+from engine.model.events import NOTIFICATION_READ, user_stream
 from engine.service import Engine
 from tests.api.conftest import Server
 from tests.api.live_helpers import greet, of_type, pending, until

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from engine.events import CELL_UPDATED
+from engine.model.events import CELL_UPDATED
 from engine.store import EventStore, create_db_engine
 from tests.api.conftest import fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
 from engine.ai import AiJob, AiStep, Complete, Progress, cell_values
-from engine.events import (
+from engine.model.events import (
     AI_CANCELLED,
     AI_COMPLETED,
     AI_FAILED,

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from engine.events import CELL_UPDATED, room_stream
+from engine.model.events import CELL_UPDATED, room_stream
 from engine.store import EventStore
 from tests.api.conftest import Server, receive, request
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until

@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from engine.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
 from engine.fanout import CLOSE_SLOW_CONSUMER, Hub
+from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
 from engine.store import EventStore
 from tests.api.conftest import (
     RECEIVE_TIMEOUT,

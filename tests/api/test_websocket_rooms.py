@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from websockets.asyncio.client import ClientConnection
 
-from engine.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
+from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
 from engine.projections.rooms import project
 from engine.store import EventStore
 from tests.api.conftest import Server, make_settings, receive, request, serve, wait_for_events

@@ -15,7 +15,7 @@ import sys
 import orjson
 
 from engine.appender import Appender
-from engine.events import Committed, NewEvent
+from engine.model.events import Committed, NewEvent
 from engine.store import EventStore, create_db_engine
 
 

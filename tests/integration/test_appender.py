@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from engine.appender import Appender
-from engine.errors import StoreUnavailable
-from engine.events import Committed, Conflict, Duplicate, NewEvent
+from engine.model.errors import StoreUnavailable
+from engine.model.events import Committed, Conflict, Duplicate, NewEvent
 from engine.store import EventStore, create_db_engine
 from tests.fault_proxy import FaultProxy
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.errors import NotFound, ValidationFailed
-from engine.events import (
+from engine.history import EventFilter, History
+from engine.model.errors import NotFound, ValidationFailed
+from engine.model.events import (
     CELL_UPDATED,
     CURSOR_MOVED,
     USER_JOINED_ROOM,
@@ -23,7 +24,6 @@ from engine.events import (
     room_stream,
     volatile_stream,
 )
-from engine.history import EventFilter, History
 from engine.projections.rooms import project
 from engine.snapshots import Snapshot
 from engine.store import EventStore

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from sqlalchemy import text
 
 from engine.batch_plan import LogState, Plan
-from engine.errors import VersionConflict
-from engine.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Refused
 from engine.log_writer import LogWriter
+from engine.model.errors import VersionConflict
+from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Refused
 from engine.store import EventStore
 
 

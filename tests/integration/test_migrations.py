@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine import migrate
 from engine.embedded_postgres import database_url_for
-from engine.errors import SchemaMismatch
+from engine.model.errors import SchemaMismatch
 from engine.schema import metadata
 from tests.conftest import admin_execute
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.events import CellWrite, NewEvent
+from engine.model.events import CellWrite, NewEvent
 from engine.projector_runner import ProjectorRunner
 from engine.rebuild import diff_all, diff_projections, rebuild_projections
 from engine.store import EventStore, create_db_engine

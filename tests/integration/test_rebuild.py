@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.appender import Appender
-from engine.events import CellWrite, Committed, Duplicate, NewEvent, Refused
+from engine.model.events import CellWrite, Committed, Duplicate, NewEvent, Refused
 from engine.rebuild import diff_cells, rebuild_cells
 from engine.store import EventStore
 

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from engine.events import Committed, Conflict, Duplicate, NewEvent
+from engine.model.events import Committed, Conflict, Duplicate, NewEvent
 from engine.store import EventStore
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine.events import RecordedEvent, room_stream, stream_for, user_stream
+from engine.model import events as ev
+from engine.model.events import RecordedEvent, room_stream, stream_for, user_stream
 
 T0 = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
 

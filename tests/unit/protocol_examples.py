@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from engine import messages
-from engine.actors import Actor
 from engine.messages import Envelope
+from engine.model.actors import Actor
 from engine.projections.rooms import Member, RoomView
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)

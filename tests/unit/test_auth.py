@@ -10,7 +10,7 @@ import pytest
 
 from api.auth import AuthenticationFailed, TokenVerifier
 from api.settings import Settings
-from engine.actors import Actor
+from engine.model.actors import Actor
 
 SECRET = "unit-test-secret-" + "x" * 64
 

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.events import RecordedEvent
 from engine.fanout import CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
+from engine.model.events import RecordedEvent
 
 ROOM = "room:r"
 AT = datetime(2026, 1, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import UnknownEvent
+from engine.model.errors import UnknownEvent
 from engine.projections.cells import Cell, Sheet, apply, apply_cell, attach, key_of, project, sheet_rooms
 from tests.unit.event_log import Log, at
 

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import decide
-from engine.actors import Actor, Role
-from engine.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
-from engine.events import (
+from engine.model.actors import Actor, Role
+from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
+from engine.model.events import (
     AI_CANCELLED,
     AI_REQUEST_STARTED,
     CELL_UPDATED,

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from engine.delivery_order import DeliveryOrder
-from engine.events import RecordedEvent
+from engine.model.events import RecordedEvent
 
 
 def event(position: int, stream: str = "room:r") -> RecordedEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import events as ev
+from engine.model import events as ev
 
 
 def test_events_families_partition_the_catalogue() -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import pytest
 
 from api.routes.files import content_disposition
-from engine.actors import Actor
-from engine.errors import ValidationFailed
-from engine.events import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
 from engine.files_service import (
     PROGRESS_MIN_BYTES,
     checked_filename,
@@ -16,6 +13,9 @@ from engine.files_service import (
     progress_step,
     shared_file,
 )
+from engine.model.actors import Actor
+from engine.model.errors import ValidationFailed
+from engine.model.events import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
 from tests.unit.event_log import Log
 
 START = {"file_id": "f1", "filename": "a.png", "file_size": 10, "mime_type": "image/png"}

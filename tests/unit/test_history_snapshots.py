@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine.events import RecordedEvent
+from engine.model import events as ev
+from engine.model.events import RecordedEvent
 from engine.projections.rooms import RoomView, apply_many, project
 from engine.snapshots import FORMAT, decode_view, encode_view
 from tests.unit.event_log import Log

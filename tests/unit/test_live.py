@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 
-from engine.events import (
+from engine.fanout import Hub
+from engine.live import Live
+from engine.model.events import (
     CURSOR_MOVED,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
@@ -19,8 +21,6 @@ from engine.events import (
     user_stream,
     volatile_stream,
 )
-from engine.fanout import Hub
-from engine.live import Live
 from engine.projections.rooms import RoomView, project
 from engine.rendering import ReplayRenderer, render
 from tests.unit.test_fanout import Client, connect, running_hub, settle

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.events import NOTIFICATION_CREATED, RecordedEvent
 from engine.fanout import Hub
 from engine.live import Live
+from engine.model.events import NOTIFICATION_CREATED, RecordedEvent
 
 
 def test_a_registered_user_publisher_gets_the_event_and_its_sender() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.batch_plan import LogState, plan
-from engine.errors import ValidationFailed, VersionConflict
-from engine.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.model.errors import ValidationFailed, VersionConflict
+from engine.model.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.projections.cells import Cell
 
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

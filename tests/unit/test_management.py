@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.errors import ValidationFailed
-from engine.events import ROOM_MESSAGE_BROADCAST, USER_JOINED_ROOM, USER_MESSAGE_SENT
 from engine.management_service import check_posted
 from engine.messages import RESERVED_TYPES, iso
+from engine.model.errors import ValidationFailed
+from engine.model.events import ROOM_MESSAGE_BROADCAST, USER_JOINED_ROOM, USER_MESSAGE_SENT
 from engine.projections import direct_messages
 from engine.projections.rooms import project as project_room
 from engine.rendering import ReplayRenderer, render

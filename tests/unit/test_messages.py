@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from engine import messages
-from engine.errors import InvalidJson, UnknownMessageType, ValidationFailed
 from engine.messages import Envelope, JoinRoom, Ping
+from engine.model.errors import InvalidJson, UnknownMessageType, ValidationFailed
 from engine.projections.rooms import Member, RoomView
 from tests.unit.seed_examples import SEED_BROADCAST_BODIES, SEED_INBOUND_BLOCKS, SEED_OUTBOUND_BLOCKS, objects
 

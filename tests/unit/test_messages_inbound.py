@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from engine import messages
-from engine.errors import ValidationFailed
 from engine.messages import (
     AiRequest,
     CellUpdate,
@@ -16,6 +15,7 @@ from engine.messages import (
     FileUploadStart,
     SubscribeNotifications,
 )
+from engine.model.errors import ValidationFailed
 
 MAX_SAFE = 2**53 - 1
 R = "workspace_123"

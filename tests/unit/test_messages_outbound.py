@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from engine import messages
-from engine.actors import Actor
-from engine.errors import ValidationFailed
-from engine.events import RecordedEvent
 from engine.messages import Envelope
+from engine.model.actors import Actor
+from engine.model.errors import ValidationFailed
+from engine.model.events import RecordedEvent
 from engine.projections.rooms import Member, RoomView
 from tests.unit.protocol_examples import outbound
 

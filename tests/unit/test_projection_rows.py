@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine.errors import UnknownEvent
-from engine.events import RecordedEvent
+from engine.model import events as ev
+from engine.model.errors import UnknownEvent
+from engine.model.events import RecordedEvent
 from engine.projection_rows import MODELS, ReadModel, Rows, Views, fold_all, route, rows_of
 from tests.unit.event_log import Log, at, sessions
 

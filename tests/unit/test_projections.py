@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from engine.errors import UnknownEvent
-from engine.events import CATALOGUE, RecordedEvent
+from engine.model.errors import UnknownEvent
+from engine.model.events import CATALOGUE, RecordedEvent
 from engine.projections import (
     ai_requests,
     cells,

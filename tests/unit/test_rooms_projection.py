@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import UnknownEvent
-from engine.events import (
+from engine.model.errors import UnknownEvent
+from engine.model.events import (
     ROOM_MESSAGE_BROADCAST,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,

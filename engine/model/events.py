@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from engine.errors import Rejected
+from engine.model.errors import Rejected
 
 
 @dataclass(frozen=True, slots=True)
