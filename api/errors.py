@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from engine import messages
+from engine import protocol as messages
 from engine.model.errors import EngineError, StoreUnavailable
 
 AUTHENTICATION_FAILED: Final = "AUTHENTICATION_FAILED"

@@ -21,9 +21,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.errors import CLOSE_MESSAGE_TOO_BIG, INTERNAL_ERROR, MESSAGE_TOO_LARGE, ws_error, ws_error_from
 from api.logging_setup import connection_id_var
 from api.settings import Settings
-from engine import messages
+from engine import protocol as messages
 from engine.fanout import SubscriberClosed
-from engine.messages import (
+from engine.model.actors import Actor
+from engine.model.errors import EngineError, UnknownMessageType
+from engine.protocol import (
     AiCancel,
     AiRequest,
     CellUpdate,
@@ -40,8 +42,6 @@ from engine.messages import (
     TypingStart,
     TypingStop,
 )
-from engine.model.actors import Actor
-from engine.model.errors import EngineError, UnknownMessageType
 from engine.service import Engine
 
 log = logging.getLogger(__name__)

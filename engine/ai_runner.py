@@ -4,7 +4,7 @@ A request is checked, recorded as `AiRequestStarted` in the requester's stream (
 run in a background task of its own that iterates `provider.analyse(job)` and records every step:
 `Progress` -> `AiProgressed`, `Complete` -> `AiCompleted`, `Failure` (or an exception in the provider)
 -> `AiFailed`. Each is committed like any other event, so it is published to every connection of the
-requester as an `ai_event` (engine/ai_rendering.py) and nobody else hears of it. The provider runs
+requester as an `ai_event` (engine/protocol/ai_rendering.py) and nobody else hears of it. The provider runs
 only here, live: a replay or a projection rebuild folds the recorded events and never calls it.
 
 Choices:
@@ -41,10 +41,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
-from engine.ai_rendering import render_ai
-from engine.decide import authorize, require_member
+from engine.decisions.rules import authorize, require_member
 from engine.fanout import SubscriberClosed
-from engine.messages import ack
 from engine.model.actors import Actor
 from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
 from engine.model.events import (
@@ -65,7 +63,9 @@ from engine.model.events import (
     user_stream,
 )
 from engine.projections import cells
-from engine.rendering import encode
+from engine.protocol import ack
+from engine.protocol.ai_rendering import render_ai
+from engine.protocol.rendering import encode
 
 if TYPE_CHECKING:
     from engine.core import EngineCore

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from engine.decide import next_cell_version
+from engine.decisions.rules import next_cell_version
 from engine.model.errors import Rejected, ValidationFailed
 from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.projections.cells import Cell

@@ -55,9 +55,9 @@ from engine.node_reaper import dead_nodes, leaves_for, mark_stopped
 from engine.node_registry import NodeRegistry
 from engine.projections.rooms import RoomView, project
 from engine.projector_runner import ProjectorRunner
+from engine.protocol.rendering import encode
 from engine.rate_limits import RateLimiter, RateLimits
 from engine.rate_sync import RateLimitSync
-from engine.rendering import encode
 from engine.store import EventStore, create_db_engine, libpq_dsn
 from engine.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
 from engine.typing_sweeper import TypingSweeper

@@ -29,7 +29,6 @@ from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
 from engine.appender import is_connectivity_error
-from engine.messages.fields import FileName
 from engine.model.actors import Actor
 from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
 from engine.model.events import (
@@ -43,6 +42,7 @@ from engine.model.events import (
 )
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
+from engine.protocol.fields import FileName
 from engine.schema import events
 from engine.storage import (
     SNIFF_BYTES,
@@ -123,7 +123,7 @@ def file_url(file_id: str) -> str:
 
 
 def checked_filename(filename: str) -> str:
-    """The filename if safe for a download dialog and a header (engine/messages/fields.py rules)."""
+    """The filename if safe for a download dialog and a header (engine/protocol/fields.py rules)."""
     try:
         return _FILENAME.validate_python(filename)
     except PydanticValidationError as exc:

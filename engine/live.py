@@ -12,7 +12,7 @@ advance one seq at a time.
 A view is loaded from the log (an await) before the first append to its room, never in between. If a
 commit finds the view behind (another process appended to the room), the view is dropped and reloaded
 on the next message; meanwhile that event's `room_state` is left out rather than shown wrong
-(engine/rendering.py). Cross-node fanout is not wired yet, so on one node this does not happen.
+(engine/protocol/rendering.py). Cross-node fanout is not wired yet, so on one node this does not happen.
 
 Presence (declared status, which connections are in which rooms) is folded from the same commits:
 `room_state.users[].status` shows the declared status of users whose connections are on this node.
@@ -40,7 +40,7 @@ from engine.model.events import (
 )
 from engine.projections import presence
 from engine.projections.rooms import RoomView, apply, with_statuses
-from engine.rendering import encode, render
+from engine.protocol.rendering import encode, render
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from typing import Any, Final
 import orjson
 
 from engine.fanout import SubscriberClosed
-from engine.messages import MAX_ID_LENGTH, broadcast, error, server_shutdown
 from engine.model.actors import Actor
 from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
 from engine.model.events import (
@@ -45,7 +44,8 @@ from engine.model.events import (
     user_stream,
 )
 from engine.notifications_service import NotificationHandlers
-from engine.rendering import encode, render
+from engine.protocol import MAX_ID_LENGTH, broadcast, error, server_shutdown
+from engine.protocol.rendering import encode, render
 from engine.subscriber import CLOSE_SERVICE_RESTART
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.decide import authorize, require_notification
+from engine.decisions.rules import authorize, require_notification
 from engine.model.actors import Actor
 from engine.model.errors import ValidationFailed
 from engine.model.events import NOTIFICATION_READ, Committed, NewEvent, user_stream

@@ -25,8 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.core import EngineCore
-from engine.decide import authorize, require_notification
-from engine.messages import Envelope, ack, notification_event, notifications_subscribed
+from engine.decisions.rules import authorize, require_notification
 from engine.model.actors import Actor
 from engine.model.events import (
     NOTIFICATION_CREATED,
@@ -41,7 +40,8 @@ from engine.model.events import (
 )
 from engine.projections import notifications as inbox_projection
 from engine.projections.notifications import FIELDS, Filters, Inbox, matches
-from engine.rendering import encode
+from engine.protocol import Envelope, ack, notification_event, notifications_subscribed
+from engine.protocol.rendering import encode
 from engine.send_queue import Entry
 
 _READ_PAGE = 1000

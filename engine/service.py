@@ -15,10 +15,15 @@ from dataclasses import replace
 from typing import Any
 
 from engine.core import EngineCore, default_node_id
-from engine.decide import authorize, check_join, require_in_room, require_member, room_for_cell_update
+from engine.decisions.rules import (
+    authorize,
+    check_join,
+    require_in_room,
+    require_member,
+    room_for_cell_update,
+)
 from engine.files_service import FileHandlers
 from engine.management_service import ManagementHandlers
-from engine.messages import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
 from engine.model.actors import Actor
 from engine.model.errors import ValidationFailed
 from engine.model.events import (
@@ -45,7 +50,8 @@ from engine.model.events import (
 from engine.notification_reads import NotificationReads
 from engine.notifications_service import NotificationHandlers
 from engine.projections.rooms import RoomView, project, with_statuses
-from engine.rendering import ReplayRenderer, encode
+from engine.protocol import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
+from engine.protocol.rendering import ReplayRenderer, encode
 from engine.stats_service import StatsReporting
 from engine.uploads_service import UploadHandlers
 

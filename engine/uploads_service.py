@@ -10,7 +10,7 @@ unsent progress of the same file is replaced by the newer one (coalesced per `fi
 State: the node keeps each upload it has seen (`UploadHandlers.uploads`, file id -> `Upload`), folded
 from the commits it publishes; a file it does not know is folded from the user's stream before a
 decision. A progress report for a file the user never started (or another user's) is NOT_FOUND,
-for a completed one VALIDATION_ERROR (engine/decide.py).
+for a completed one VALIDATION_ERROR (engine/decisions/rules.py).
 
 The bytes themselves go through `engine.storage.FileStorage` (REST, issue 4), never the socket.
 """
@@ -20,14 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.core import EngineCore
-from engine.decide import authorize, check_upload_start, require_own_upload
-from engine.messages import (
-    Envelope,
-    ack,
-    file_upload_complete,
-    file_upload_progress,
-    file_upload_started,
-)
+from engine.decisions.rules import authorize, check_upload_start, require_own_upload
 from engine.model.actors import Actor
 from engine.model.events import (
     FILE_UPLOAD_COMPLETED,
@@ -41,7 +34,14 @@ from engine.model.events import (
 )
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
-from engine.rendering import encode
+from engine.protocol import (
+    Envelope,
+    ack,
+    file_upload_complete,
+    file_upload_progress,
+    file_upload_started,
+)
+from engine.protocol.rendering import encode
 
 _READ_PAGE = 1000
 

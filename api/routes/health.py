@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import EngineDep
-from engine.messages import iso
+from engine.protocol import iso
 
 router = APIRouter(tags=["health"])
 

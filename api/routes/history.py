@@ -19,12 +19,12 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.deps import EngineDep, SettingsDep
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, may_read_room, require_room_reader
 from engine.history import MAX_PAGE, EventFilter, History
-from engine.messages import MAX_ROOM_ID_LENGTH, iso, room_state
 from engine.model.actors import Actor
 from engine.model.errors import NotFound
 from engine.model.events import RecordedEvent, is_volatile_stream
 from engine.projections.cells import Cell
 from engine.projections.rooms import RoomView
+from engine.protocol import MAX_ROOM_ID_LENGTH, iso, room_state
 
 router = APIRouter(tags=["history"])
 

@@ -37,9 +37,9 @@ from engine.management_service import (
     MessageTooLarge,
     check_posted,
 )
-from engine.messages import iso
-from engine.messages.fields import FilterTag, Id
 from engine.model.errors import ValidationFailed
+from engine.protocol import iso
+from engine.protocol.fields import FilterTag, Id
 from engine.service import Engine
 
 log = logging.getLogger(__name__)

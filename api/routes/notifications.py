@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
 from api.rest_auth import ActorDep
-from engine.messages import iso
 from engine.notification_reads import page
 from engine.projections.notifications import Notification
+from engine.protocol import iso
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 

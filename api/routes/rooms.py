@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, require_room_reader
-from engine.messages import iso
+from engine.protocol import iso
 from engine.rebuild import diff_all, rebuild_all
 from engine.room_listing import RoomSummary, list_rooms, room_detail
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep
-from engine.messages import iso
+from engine.protocol import iso
 from engine.stats_service import ClusterStats, NodeStats
 
 router = APIRouter(tags=["stats"])

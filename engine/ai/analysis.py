@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.messages.fields import a1_bounds
+from engine.protocol.fields import a1_bounds
 
 NUMERIC, TEXT, EMPTY, MIXED = "numeric", "text", "empty", "mixed"
 INCREASING, DECREASING, FLAT = "increasing", "decreasing", "flat"

@@ -110,7 +110,7 @@ USER_LEFT_ROOM = "UserLeftRoom"
 # room_id, sheet_id, cell_id, value, formula, version (server-assigned), user_id, username.
 # The first CellUpdated of a sheet is what attaches the sheet to its room: there is no SheetAttached,
 # because every durable room event becomes a message with a `seq`, and an event clients never see
-# would look to them like a gap. `engine.decide.room_for_cell_update` keeps a sheet in one room.
+# would look to them like a gap. `engine.decisions.rules.room_for_cell_update` keeps a sheet in one room.
 CELL_UPDATED = "CellUpdated"
 # room_id, user_id (the admin), message (the posted JSON object, delivered to members as it is)
 ROOM_MESSAGE_BROADCAST = "RoomMessageBroadcast"

@@ -16,7 +16,7 @@ from typing import Final, Protocol
 from engine.model.errors import NotFound, Rejected, ValidationFailed
 
 MAX_FILE_ID_LENGTH: Final = 128
-# The same rule as the wire (engine.messages.fields): RFC 3986 "unreserved" characters, so an id is a
+# The same rule as the wire (engine.protocol.fields): RFC 3986 "unreserved" characters, so an id is a
 # URL path segment and a file name that needs no escaping; starting alphanumeric rules out ".", ".."
 # and hidden names, and also the temporary names storage uses for itself (they start with ".").
 _FILE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from engine import messages
-from engine.messages import Envelope
+from engine import protocol as messages
 from engine.model.actors import Actor
 from engine.projections.rooms import Member, RoomView
+from engine.protocol import Envelope
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
 ROOM = "workspace_123"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import decide
+from engine.decisions import rules as decide
 from engine.model.actors import Actor, Role
 from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
 from engine.model.events import (

@@ -22,7 +22,7 @@ from engine.model.events import (
     volatile_stream,
 )
 from engine.projections.rooms import RoomView, project
-from engine.rendering import ReplayRenderer, render
+from engine.protocol.rendering import ReplayRenderer, render
 from tests.unit.test_fanout import Client, connect, running_hub, settle
 
 ROOM = "r"

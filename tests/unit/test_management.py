@@ -9,12 +9,12 @@ import orjson
 import pytest
 
 from engine.management_service import check_posted
-from engine.messages import RESERVED_TYPES, iso
 from engine.model.errors import ValidationFailed
 from engine.model.events import ROOM_MESSAGE_BROADCAST, USER_JOINED_ROOM, USER_MESSAGE_SENT
 from engine.projections import direct_messages
 from engine.projections.rooms import project as project_room
-from engine.rendering import ReplayRenderer, render
+from engine.protocol import RESERVED_TYPES, iso
+from engine.protocol.rendering import ReplayRenderer, render
 from tests.unit.event_log import Log, at
 
 ANNOUNCEMENT = {"type": "system_announcement", "title": "Maintenance Notice", "message": "in 30 minutes"}

@@ -11,10 +11,10 @@ from typing import Any, get_args
 import orjson
 import pytest
 
-from engine import messages
-from engine.messages import Envelope, JoinRoom, Ping
+from engine import protocol as messages
 from engine.model.errors import InvalidJson, UnknownMessageType, ValidationFailed
 from engine.projections.rooms import Member, RoomView
+from engine.protocol import Envelope, JoinRoom, Ping
 from tests.unit.seed_examples import SEED_BROADCAST_BODIES, SEED_INBOUND_BLOCKS, SEED_OUTBOUND_BLOCKS, objects
 
 SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "websocket-infrastructure-guide.md"

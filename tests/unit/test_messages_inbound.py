@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from engine import messages
-from engine.messages import (
+from engine import protocol as messages
+from engine.model.errors import ValidationFailed
+from engine.protocol import (
     AiRequest,
     CellUpdate,
     CursorMove,
@@ -15,7 +16,6 @@ from engine.messages import (
     FileUploadStart,
     SubscribeNotifications,
 )
-from engine.model.errors import ValidationFailed
 
 MAX_SAFE = 2**53 - 1
 R = "workspace_123"

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from engine import messages
-from engine.messages import Envelope
+from engine import protocol as messages
 from engine.model.actors import Actor
 from engine.model.errors import ValidationFailed
 from engine.model.events import RecordedEvent
 from engine.projections.rooms import Member, RoomView
+from engine.protocol import Envelope
 from tests.unit.protocol_examples import outbound
 
 NOW = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)

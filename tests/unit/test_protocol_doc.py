@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine import messages
+from engine import protocol as messages
 from tests.unit.protocol_examples import INBOUND, as_json, outbound
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"

@@ -6,7 +6,7 @@
     AiFailed         -> ai_error    {error}
     AiCancelled      -> ai_error    {error, code: "CANCELLED"}
 
-Pure, and called by `engine.rendering.render`, so a live publish and any later replay of the user's
+Pure, and called by `engine.protocol.rendering.render`, so a live publish and any later replay of the user's
 stream show the same message. `details` (the builtin provider's per-column figures) is an addition
 to the seed's `ai_complete` data; clients that do not know it ignore it.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.messages import Envelope, ai_event
 from engine.model.events import (
     AI_CANCELLED,
     AI_COMPLETED,
@@ -24,6 +23,7 @@ from engine.model.events import (
     AI_REQUEST_STARTED,
     RecordedEvent,
 )
+from engine.protocol import Envelope, ai_event
 
 CANCELLED_CODE = "CANCELLED"
 CANCELLED_TEXT = "the request was cancelled"

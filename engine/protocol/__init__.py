@@ -9,20 +9,21 @@ clock.
     fields     constrained field types and their bounds (ids, file names, A1 ranges, numbers)
     inbound    the client's messages: models, `InboundMessage`, `decode`, `parse`, `correlation_ids`
     outbound   the server's messages: one builder per type, `Envelope`, `iso`
+    rendering  what a committed event becomes on the wire, live and in replay alike
 
 `docs/protocol.md` shows every message with an example.
 """
 
 from __future__ import annotations
 
-from engine.messages.fields import (
+from engine.protocol.fields import (
     MAX_CLIENT_MSG_ID_LENGTH,
     MAX_ID_LENGTH,
     MAX_ROOM_ID_LENGTH,
     MAX_SAFE_INTEGER,
     a1_bounds,
 )
-from engine.messages.inbound import (
+from engine.protocol.inbound import (
     INBOUND_MODELS,
     INBOUND_TYPES,
     AiCancel,
@@ -46,7 +47,7 @@ from engine.messages.inbound import (
     decode,
     parse,
 )
-from engine.messages.outbound import (
+from engine.protocol.outbound import (
     AI_EVENT_TYPES,
     RESERVED_TYPES,
     AiEventType,

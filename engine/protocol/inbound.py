@@ -16,7 +16,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from engine.messages.fields import (
+from engine.model.errors import InvalidJson, UnknownMessageType, ValidationFailed
+from engine.protocol.fields import (
     MAX_FORMULA_LENGTH,
     MAX_QUERY_LENGTH,
     MAX_SAFE_INTEGER,
@@ -36,7 +37,6 @@ from engine.messages.fields import (
     Version,
     custom_error,
 )
-from engine.model.errors import InvalidJson, UnknownMessageType, ValidationFailed
 
 # Ids echoed back on errors: longer strings are not echoed, so an error never amplifies a large input.
 _MAX_ECHO_LENGTH: Final = 128

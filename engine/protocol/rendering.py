@@ -19,18 +19,6 @@ from typing import Any
 
 import orjson
 
-from engine.messages import (
-    Envelope,
-    broadcast,
-    cell_updated,
-    cursor_moved,
-    room_state,
-    user_joined,
-    user_left,
-    user_status_changed,
-    user_typing_start,
-    user_typing_stop,
-)
 from engine.model.events import (
     BROADCAST_EVENTS,
     CELL_UPDATED,
@@ -43,6 +31,18 @@ from engine.model.events import (
     RecordedEvent,
 )
 from engine.projections.rooms import RoomView, apply, with_statuses
+from engine.protocol import (
+    Envelope,
+    broadcast,
+    cell_updated,
+    cursor_moved,
+    room_state,
+    user_joined,
+    user_left,
+    user_status_changed,
+    user_typing_start,
+    user_typing_stop,
+)
 
 Frames = tuple[str, ...]
 
