@@ -23,7 +23,7 @@ from api.middleware import install_middleware
 from api.routes import api_router
 from api.settings import Settings, get_settings
 from engine.ai import AiProvider, provider_from
-from engine.migrate import upgrade_to_head
+from engine.log.migrate import upgrade_to_head
 from engine.rate_limits import RateLimits
 from engine.service import Engine
 from engine.storage import LocalFileStorage

@@ -138,7 +138,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from engine import migrate  # imported here: `collab token` should not pay for Alembic
+    from engine.log import migrate  # imported here: `collab token` should not pay for Alembic
 
     url = resolve_database_url(settings)
     if args.downgrade:
@@ -151,8 +151,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _projections(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from engine import migrate, rebuild
-    from engine.store import create_db_engine
+    from engine import rebuild
+    from engine.log import migrate
+    from engine.log.store import create_db_engine
 
     url = resolve_database_url(settings)
     migrate.check_known(url)
@@ -185,7 +186,7 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from engine.migrate import upgrade_to_head
+    from engine.log.migrate import upgrade_to_head
 
     # Resolved once, here in the parent: it owns the embedded server (stopped when it exits), and the
     # workers, which uvicorn spawns as fresh interpreters, inherit the URL and secret from the

@@ -7,7 +7,7 @@ it to uvicorn workers through the environment (each worker starting its own serv
 from __future__ import annotations
 
 from api.settings import Settings
-from engine.embedded_postgres import start_embedded_postgres
+from engine.log.embedded_postgres import start_embedded_postgres
 
 _ASYNC_SCHEME = "postgresql+asyncpg://"
 # Schemes people paste from Heroku, docker-compose files and psql docs; all mean "PostgreSQL, default

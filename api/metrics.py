@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from engine.appender import Histogram
+from engine.log.appender import Histogram
 from engine.model.errors import StoreUnavailable
 from engine.service import Engine
 

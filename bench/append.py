@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import fresh_database, percentile
-from engine.appender import Appender
+from engine.log.appender import Appender
+from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
-from engine.store import EventStore, create_db_engine
 
 PAYLOAD = {
     "sheet_id": "sheet_123",

@@ -15,8 +15,8 @@ import asyncpg
 import psutil
 from sqlalchemy.engine import make_url
 
-from engine.embedded_postgres import database_url_for, start_embedded_postgres
-from engine.migrate import upgrade_to_head
+from engine.log.embedded_postgres import database_url_for, start_embedded_postgres
+from engine.log.migrate import upgrade_to_head
 
 
 async def _admin(server_url: str, sql: str) -> None:

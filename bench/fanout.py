@@ -232,7 +232,7 @@ class Load:
 
 async def write_paths(load: Load, ports: list[int]) -> None:
     """Print each node's appender figures for the whole run: with several nodes appending, the
-    single-round-trip path fails whenever another node moved the log head (engine/log_writer.py)."""
+    single-round-trip path fails whenever another node moved the log head (engine/log/writer.py)."""
     token = mint_token(load.settings, sub="bench-admin", roles=["admin"], secret=SECRET)
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
         for port in ports:

@@ -31,10 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.ai import AiProvider
 from engine.ai_runner import AiRunner
-from engine.appender import Appender, is_connectivity_error
 from engine.delivery_order import DeliveryOrder
 from engine.fanout import Hub, Subscriber, SubscriberClosed
 from engine.live import Live, recorded
+from engine.log.appender import Appender, is_connectivity_error
+from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.log_follower import LogFollower
 from engine.model.actors import Actor
 from engine.model.errors import StoreUnavailable
@@ -58,7 +59,6 @@ from engine.projector_runner import ProjectorRunner
 from engine.protocol.rendering import encode
 from engine.rate_limits import RateLimiter, RateLimits
 from engine.rate_sync import RateLimitSync
-from engine.store import EventStore, create_db_engine, libpq_dsn
 from engine.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
 from engine.typing_sweeper import TypingSweeper
 

@@ -8,7 +8,7 @@
 
 File ids are global (one URL per file) but uploads live in each user's own stream, so who owns an id
 is read from the log: the user of the first `FileUploadStarted`/`FileUploadCompleted` naming it. That
-first claim is decided by log position, which is commit order across nodes (engine/store.py): a PUT
+first claim is decided by log position, which is commit order across nodes (engine/log/store.py): a PUT
 that had to claim the id re-reads the claims after its own commit, and the loser of a race between
 two users sees the winner's earlier claim and stops before any byte of its body reaches storage.
 
@@ -28,7 +28,8 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
-from engine.appender import is_connectivity_error
+from engine.log.appender import is_connectivity_error
+from engine.log.schema import events
 from engine.model.actors import Actor
 from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
 from engine.model.events import (
@@ -43,7 +44,6 @@ from engine.model.events import (
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
 from engine.protocol.fields import FileName
-from engine.schema import events
 from engine.storage import (
     SNIFF_BYTES,
     ContentTypeMismatch,

@@ -7,11 +7,11 @@ with what clients were sent at seq N.
 Paging. Pages are cut by log position: the room's durable events and its volatile twin interleave only
 by position (volatile events have no seq), and a position cursor serves both. Reading `position >
 cursor` in position order never skips an event, because the store makes position order commit order
-(engine/store.py, top docstring): no event can become visible below a position a reader has passed.
+(engine/log/store.py, top docstring): no event can become visible below a position a reader has passed.
 
 "As of" a point. A point is a log position P: the position of the room's event `seq`, or the newest
 event of the room (either stream) recorded at or before a time; `recorded_at` never decreases along
-positions (engine/log_writer.py), so a time cuts the log at one position. The room is every event of
+positions (engine/log/writer.py), so a time cuts the log at one position. The room is every event of
 its two streams up to P, folded from the newest snapshot at or before P (engine/snapshots.py). A fold
 that passes a multiple of `snapshot_every` stores a snapshot there, so a room is replayed in full at
 most once. A sheet is folded from its own `CellUpdated` events only, filtered in SQL, so it needs no
@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.schema import events, sheets, streams
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import (
     CATALOGUE,
@@ -40,7 +41,6 @@ from engine.model.events import (
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
-from engine.schema import events, sheets, streams
 from engine.snapshots import Snapshot, SnapshotStore
 
 MAX_PAGE = 1000
@@ -211,7 +211,7 @@ class History:
     async def room_seq(self, room_id: str) -> int:
         """The room's current seq; NotFound for a room no one ever joined."""
         _check_id("room_id", room_id)
-        # The stream's counter row (engine/store.py) is its newest version, without scanning its events.
+        # The stream's counter row (engine/log/store.py) is its newest version, without scanning its events.
         query = select(streams.c.version).where(streams.c.stream_id == room_stream(room_id))
         async with self.db_engine.connect() as conn:
             seq = (await conn.execute(query)).scalar()

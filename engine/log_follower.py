@@ -21,9 +21,9 @@ from typing import Any, Final
 import asyncpg
 
 from engine.delivery_order import DeliveryOrder
-from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.store import EventStore
 from engine.node_registry import NodeRegistry
-from engine.store import EventStore
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 
 log = logging.getLogger(__name__)
 

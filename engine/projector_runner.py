@@ -10,7 +10,7 @@ and a runner that crashes or is stopped resumes exactly where its last commit le
 applying any event twice.
 
 Why nothing is skipped: appends are serialised by the `log_head` row lock, so position order is
-commit order and an event can never become visible below a position already read (engine/store.py).
+commit order and an event can never become visible below a position already read (engine/log/store.py).
 Reading `position > checkpoint` in order is therefore complete, and the folds check it too (a room
 raises on a gap in its seq).
 
@@ -40,11 +40,11 @@ from collections.abc import Sequence
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.schema import events as events_table
 from engine.model.events import RecordedEvent
 from engine.projection_rows import MODELS, ReadModel, Views, fold_routed, route
 from engine.projection_tables import load_views, write_views
-from engine.schema import events as events_table
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ async def move_checkpoint(conn: AsyncConnection, position: int, name: str = CHEC
 
 
 async def read_events(conn: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]:
-    """Up to `limit` events with position > `after`, in position order (complete: engine/store.py)."""
+    """Up to `limit` events with position > `after`, in position order (complete: engine/log/store.py)."""
     query = select(events_table).where(events_table.c.position > after).order_by(events_table.c.position)
     rows = (await conn.execute(query.limit(limit))).mappings().all()
     return [RecordedEvent(**row) for row in rows]

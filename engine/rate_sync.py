@@ -25,7 +25,7 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.rate_limits import HOUR, MINUTE, RateLimiter, Remote
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Rebuilding the inline projections `cells` and `sheets` from the log, and proving them against it.
 
-The writer keeps both tables in the same statement as the events (engine/log_writer.py), so they are
+The writer keeps both tables in the same statement as the events (engine/log/writer.py), so they are
 always at the log head. They are still derived state: `rebuild_cells` replays the whole log from zero
 through the pure cells fold (engine/projections/cells.py) and rewrites them to exactly what it gives,
 and `diff_cells` compares that fold with the live tables row by row without changing anything. An
@@ -37,6 +37,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
 from engine.projection_rows import MODELS, TABLES, TableSpec, Views, fold_all, rows_of
 from engine.projection_tables import insert_rows
@@ -44,7 +45,6 @@ from engine.projections import cells as cells_projection
 from engine.projections.cells import Sheet
 from engine.projector_runner import CHECKPOINT as PROJECTIONS_CHECKPOINT
 from engine.projector_runner import lock_checkpoint, move_checkpoint
-from engine.store import EventStore
 
 CHECKPOINT = "cells"
 PAGE = 5000  # events per read of the log

@@ -228,7 +228,7 @@ class Engine(
         sheet's room, the sender included, and the sender gets its `ack`.
 
         The version rule and the sheet's room are decided by the writer inside the append, against
-        the cell as of the head it commits on (engine/batch_plan.py), so two nodes can never both
+        the cell as of the head it commits on (engine/log/batch_plan.py), so two nodes can never both
         accept updates on one base version; a stale base raises VersionConflict with the current cell.
         Checks of this connection (role, membership) are made here, before anything is queued.
         """

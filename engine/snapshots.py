@@ -21,9 +21,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.schema import room_snapshots
 from engine.projections import frozen
 from engine.projections.rooms import Attendance, Member, RoomView
-from engine.schema import room_snapshots
 
 # Bumped when the encoding changes, so a reader never decodes a snapshot written in another shape.
 FORMAT = 1

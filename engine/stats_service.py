@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.appender import AppenderStats, is_connectivity_error
 from engine.core import EngineCore
+from engine.log.appender import AppenderStats, is_connectivity_error
 from engine.model.errors import StoreUnavailable
 from engine.stats import EngineStats
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.schema import metadata
+from engine.log.schema import metadata
 
 config = context.config
 MIGRATION_LOCK = 7_160_241  # arbitrary, stable advisory-lock key for schema changes

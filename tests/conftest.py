@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.embedded_postgres import database_url_for, start_embedded_postgres
-from engine.migrate import upgrade_to_head
-from engine.store import EventStore, create_db_engine
+from engine.log.embedded_postgres import database_url_for, start_embedded_postgres
+from engine.log.migrate import upgrade_to_head
+from engine.log.store import EventStore, create_db_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 

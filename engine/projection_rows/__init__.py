@@ -9,7 +9,7 @@ order the fold gave them (`ordinal`), so the same view always gives the same row
 
 Not persisted, on purpose: a notification inbox's `subscriptions` (the filters of connections that
 exist only while a socket is open; the live path keeps them in memory) and the `cells`/`sheets`
-tables, which the log writer keeps inline in the append statement (engine/log_writer.py).
+tables, which the log writer keeps inline in the append statement (engine/log/writer.py).
 
 Pure: no I/O here; engine/projection_tables.py runs the SQL.
 """

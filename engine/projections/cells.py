@@ -95,7 +95,7 @@ def apply_cell(cell: Cell | None, event: RecordedEvent) -> Cell:
         value=data.get("value"),
         formula=data.get("formula"),
         version=int(data["version"]),
-        # Who appended it, as the writer records it (engine/batch_plan.py): the event's user, else
+        # Who appended it, as the writer records it (engine/log/batch_plan.py): the event's user, else
         # the one its data names.
         updated_by=optional_str(event.user_id or data.get("user_id")),
         updated_at=event.recorded_at,

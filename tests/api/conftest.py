@@ -24,10 +24,10 @@ from api.app import create_app
 from api.server import uvicorn_options
 from api.settings import Settings
 from api.tokens import mint_token
-from engine.embedded_postgres import database_url_for
-from engine.migrate import upgrade_to_head
+from engine.log.embedded_postgres import database_url_for
+from engine.log.migrate import upgrade_to_head
+from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
-from engine.store import EventStore
 from tests.conftest import admin_execute
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.log.store import EventStore
 from engine.model.events import CELL_UPDATED, NewEvent
-from engine.store import EventStore
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until
 

@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.tokens import mint_token
+from engine.log.store import EventStore
 from engine.model.events import (
     REMOVED,
     ROOM_MESSAGE_BROADCAST,
@@ -26,7 +27,6 @@ from engine.model.events import (
     room_stream,
     user_stream,
 )
-from engine.store import EventStore
 from tests.api.conftest import (
     SECRET,
     Server,

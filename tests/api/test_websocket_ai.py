@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
 from engine.ai import AiJob, AiStep, Complete, Progress, cell_values
+from engine.log.store import EventStore
 from engine.model.events import (
     AI_CANCELLED,
     AI_COMPLETED,
@@ -23,7 +24,6 @@ from engine.model.events import (
     AI_REQUEST_STARTED,
     user_stream,
 )
-from engine.store import EventStore
 from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 

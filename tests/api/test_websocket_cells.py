@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
+from engine.log.store import EventStore
 from engine.model.events import CELL_UPDATED, room_stream
-from engine.store import EventStore
 from tests.api.conftest import Server, receive, request
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 

@@ -14,9 +14,9 @@ import sys
 
 import orjson
 
-from engine.appender import Appender
+from engine.log.appender import Appender
+from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
-from engine.store import EventStore, create_db_engine
 
 
 async def main(url: str, prefix: str, tasks: int, per_task: int) -> list[int]:

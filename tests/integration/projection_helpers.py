@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.embedded_postgres import database_url_for
-from engine.migrate import upgrade_to_head
+from engine.log.embedded_postgres import database_url_for
+from engine.log.migrate import upgrade_to_head
+from engine.log.store import EventStore
 from engine.projection_rows import TABLES
 from engine.projector_runner import CHECKPOINT
-from engine.store import EventStore
 from tests.conftest import admin_execute
 
 CATCH_UP_TIMEOUT = 10.0

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from engine.appender import Appender
+from engine.log.appender import Appender
+from engine.log.store import EventStore, create_db_engine
 from engine.model.errors import StoreUnavailable
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent
-from engine.store import EventStore, create_db_engine
 from tests.fault_proxy import FaultProxy
 
 

@@ -16,7 +16,7 @@ import asyncio, sys
 from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
-from engine.embedded_postgres import start_embedded_postgres
+from engine.log.embedded_postgres import start_embedded_postgres
 
 url = start_embedded_postgres(Path(sys.argv[1]))
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.history import EventFilter, History
+from engine.log.store import EventStore
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import (
     CELL_UPDATED,
@@ -26,7 +27,6 @@ from engine.model.events import (
 )
 from engine.projections.rooms import project
 from engine.snapshots import Snapshot
-from engine.store import EventStore
 
 
 @pytest.fixture

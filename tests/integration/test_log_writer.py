@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import text
 
-from engine.batch_plan import LogState, Plan
-from engine.log_writer import LogWriter
+from engine.log.batch_plan import LogState, Plan
+from engine.log.store import EventStore
+from engine.log.writer import LogWriter
 from engine.model.errors import VersionConflict
 from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Refused
-from engine.store import EventStore
 
 
 def ev(stream: str, n: int, **kw: object) -> NewEvent:

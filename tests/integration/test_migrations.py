@@ -1,5 +1,5 @@
 """Migrations on a database of their own: upgrade, downgrade to base, upgrade again; the schema they
-build matches engine.schema; a schema newer than the code is refused."""
+build matches engine.log.schema; a schema newer than the code is refused."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine import migrate
-from engine.embedded_postgres import database_url_for
+from engine.log import migrate
+from engine.log.embedded_postgres import database_url_for
+from engine.log.schema import metadata
 from engine.model.errors import SchemaMismatch
-from engine.schema import metadata
 from tests.conftest import admin_execute
 
 
@@ -48,7 +48,7 @@ async def test_upgrade_downgrade_upgrade_round_trips(scratch_url: str) -> None:
     await _in_thread(migrate.upgrade_to_head, scratch_url)
     tables, diff = await _inspect(scratch_url)
     assert {"events", "streams", "log_head", "projector_checkpoints"} <= tables
-    assert diff == [], f"migrations and engine/schema.py disagree: {diff}"
+    assert diff == [], f"migrations and engine/log/schema.py disagree: {diff}"
     assert await _in_thread(migrate.current_revision, scratch_url) == migrate.head_revision()
 
     await _in_thread(migrate.downgrade, scratch_url, "base")

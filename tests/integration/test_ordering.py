@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from engine.store import EventStore
+from engine.log.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 2

@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.store import EventStore, create_db_engine
 from engine.model.events import CellWrite, NewEvent
 from engine.projector_runner import ProjectorRunner
 from engine.rebuild import diff_all, diff_projections, rebuild_projections
-from engine.store import EventStore, create_db_engine
 from tests.integration.projection_helpers import caught_up, checkpoint, fresh_database, rows
 
 

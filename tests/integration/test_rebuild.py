@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.appender import Appender
+from engine.log.appender import Appender
+from engine.log.store import EventStore
 from engine.model.events import CellWrite, Committed, Duplicate, NewEvent, Refused
 from engine.rebuild import diff_cells, rebuild_cells
-from engine.store import EventStore
 
 ROOT = Path(__file__).resolve().parents[2]
 

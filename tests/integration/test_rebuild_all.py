@@ -18,9 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 
+from engine.log.store import create_db_engine
 from engine.rebuild import diff_all, rebuild_all
 from engine.service import Engine
-from engine.store import create_db_engine
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, send, until
 from tests.integration.projection_helpers import all_tables, caught_up, fresh_database, rows

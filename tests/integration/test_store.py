@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from engine.log.store import EventStore
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent
-from engine.store import EventStore
 
 
 def ev(stream: str, n: int = 0, **kw: object) -> NewEvent:

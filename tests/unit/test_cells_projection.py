@@ -145,7 +145,7 @@ def test_cells_projection_carries_the_positions_the_tables_keep() -> None:
 
 
 def test_cells_projection_author_is_the_appending_user_as_the_writer_records_it() -> None:
-    """The writer stores the event's user, else the user its data names (engine/batch_plan.py)."""
+    """The writer stores the event's user, else the user its data names (engine/log/batch_plan.py)."""
     from dataclasses import replace
 
     log = Log()

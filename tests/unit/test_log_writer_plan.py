@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.batch_plan import LogState, plan
+from engine.log.batch_plan import LogState, plan
 from engine.model.errors import ValidationFailed, VersionConflict
 from engine.model.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.projections.cells import Cell

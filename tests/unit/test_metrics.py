@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.metrics import _histogram
-from engine.appender import Histogram
+from engine.log.appender import Histogram
 
 
 def test_histogram_buckets_are_cumulative_and_scaled() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.log_writer import LogState, plan
+from engine.log.writer import LogState, plan
 from engine.model.events import EXPIRED, TYPING_STOPPED, NewEvent
 from engine.projections.typing_indicators import (
     TypingView,

@@ -35,7 +35,7 @@ metadata = MetaData(
 )
 
 # The log. `position` is global and assigned by the appender under the log_head row lock (see
-# engine/store.py), so it is gapless and increases in commit order.
+# engine/log/store.py), so it is gapless and increases in commit order.
 events = Table(
     "events",
     metadata,

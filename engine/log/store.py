@@ -13,7 +13,7 @@ locks the single `log_head` row before it writes, and its positions follow the h
 position order is lock order is commit order. PostgreSQL releases a transaction's row locks only after
 its commit is visible to other snapshots, so the next appender cannot even pick a position before the
 previous batch is readable. Positions are also gapless: a rolled-back batch rolls back its head update.
-How a batch takes that lock without holding it across round trips is in engine/log_writer.py.
+How a batch takes that lock without holding it across round trips is in engine/log/writer.py.
 
 Why this and not the `pg_snapshot_xmin` horizon: appends are already batched by one group-commit
 appender per process, so one lock acquisition is paid per batch (hundreds of events), not per event,
@@ -38,9 +38,9 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.log_writer import LogWriter
+from engine.log.schema import events
+from engine.log.writer import LogWriter
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
-from engine.schema import events
 
 
 def _json_dumps(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Deciding a batch: pure, so the same rules run on every write path (engine/log_writer.py).
+"""Deciding a batch: pure, so the same rules run on every write path (engine/log/writer.py).
 
 `plan(state, items)` decides each item on its own against the log as of `state.head` and the items
 before it in the batch: a repeated idempotency key is a Duplicate, a stale expected version a

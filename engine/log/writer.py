@@ -1,6 +1,6 @@
 """How one batch is written to the log: decided in Python, committed in one round trip.
 
-Appends are serialised by the `log_head` row lock (engine/store.py explains why). The cost of that
+Appends are serialised by the `log_head` row lock (engine/log/store.py explains why). The cost of that
 lock is how long it is held: every round trip made while holding it, and every wait for this event
 loop to resume the coroutine between round trips, is time no other batch can commit. So a batch is
 written optimistically:
@@ -31,7 +31,7 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.batch_plan import CellKey, LogState, Plan, idempotency_key, plan
+from engine.log.batch_plan import CellKey, LogState, Plan, idempotency_key, plan
 from engine.model.events import AppendOutcome, Duplicate, NewEvent
 from engine.projections.cells import Cell
 
