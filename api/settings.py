@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     room_auto_create: bool = True
     # Per connection: messages queued for a socket before a durable one closes it as a slow consumer
-    # (4008, resumable); above three quarters of it volatile messages are dropped (engine/fanout.py).
+    # (4008, resumable); above three quarters of it volatile messages are dropped (engine/fanout/hub.py).
     fanout_max_queue: int = Field(default=1024, ge=2)
     # Group commit: the most events one transaction carries, and how long the appender lingers for more
     # (0: none; under load batches fill while the previous commit is in flight, see bench/append.py).

@@ -22,7 +22,7 @@ from api.errors import CLOSE_MESSAGE_TOO_BIG, INTERNAL_ERROR, MESSAGE_TOO_LARGE,
 from api.logging_setup import connection_id_var
 from api.settings import Settings
 from engine import protocol as messages
-from engine.fanout import SubscriberClosed
+from engine.fanout.hub import SubscriberClosed
 from engine.model.actors import Actor
 from engine.model.errors import EngineError, UnknownMessageType
 from engine.protocol import (

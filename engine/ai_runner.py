@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
 from engine.decisions.rules import authorize, require_member
-from engine.fanout import SubscriberClosed
+from engine.fanout.hub import SubscriberClosed
 from engine.model.actors import Actor
 from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
 from engine.model.events import (
@@ -69,7 +69,7 @@ from engine.protocol.rendering import encode
 
 if TYPE_CHECKING:
     from engine.core import EngineCore
-    from engine.live import Live
+    from engine.fanout.live import Live
 
 log = logging.getLogger(__name__)
 

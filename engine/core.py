@@ -11,7 +11,8 @@ remaining members hear of it. A node that dies without running `stop()` leaves i
 joined until a survivor notices its silent heartbeat and appends those leaves (engine/node_reaper.py).
 
 Every committed event, this node's or another's, is published in log position order
-(engine/delivery_order.py); other nodes' events arrive through the log follower (engine/log_follower.py).
+(engine/fanout/delivery_order.py); other nodes' events arrive through the log follower
+(engine/log_follower.py).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.ai import AiProvider
 from engine.ai_runner import AiRunner
-from engine.delivery_order import DeliveryOrder
-from engine.fanout import Hub, Subscriber, SubscriberClosed
-from engine.live import Live, recorded
+from engine.fanout.delivery_order import DeliveryOrder
+from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
+from engine.fanout.live import Live, recorded
+from engine.fanout.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
 from engine.log.appender import Appender, is_connectivity_error
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.log_follower import LogFollower
@@ -59,7 +61,6 @@ from engine.projector_runner import ProjectorRunner
 from engine.protocol.rendering import encode
 from engine.rate_limits import RateLimiter, RateLimits
 from engine.rate_sync import RateLimitSync
-from engine.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
 from engine.typing_sweeper import TypingSweeper
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class EngineCore:
         self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/typing_sweeper.py
         self.ai = AiRunner(self, ai_provider)  # ai_request / ai_cancel (engine/ai_runner.py); default builtin
         self.projector: ProjectorRunner | None = None  # engine/projector_runner.py, from start()
-        # Cross-node delivery (engine/delivery_order.py, engine/log_follower.py), from start().
+        # Cross-node delivery (engine/fanout/delivery_order.py, engine/log_follower.py), from start().
         self.order: DeliveryOrder | None = None
         self.nodes: NodeRegistry | None = None
         self.follower: LogFollower | None = None
@@ -273,7 +274,7 @@ class EngineCore:
         connection = self._connections.get(connection_id)
         leaves = self._forget(connection_id)
         # One commit call per leave, each awaiting its own append: callers resume in commit order,
-        # which `commit`'s publish needs (engine/live.py); a gathered batch would resume late.
+        # which `commit`'s publish needs (engine/fanout/live.py); a gathered batch would resume late.
         outcomes = await asyncio.gather(*(self.commit(leave) for leave in leaves), return_exceptions=True)
         for leave, outcome in zip(leaves, outcomes, strict=True):
             if isinstance(outcome, BaseException):

@@ -4,7 +4,7 @@ After its commits a node sends at most one small NOTIFY per `notify_interval`, o
 and never inside the append transaction (NOTIFY takes a database-wide lock at commit), and only while
 it has live peers (engine/node_registry.py). Each node keeps one LISTEN connection; a notification
 from another node wakes its reader, which reads the log after the last position this node published
-and offers it to `DeliveryOrder` (engine/delivery_order.py), which publishes in position order.
+and offers it to `DeliveryOrder` (engine/fanout/delivery_order.py), which publishes in position order.
 
 Notifications are not durable (a dropped connection, a restarted server), so the reader also polls
 every `poll_interval`: a lost wake-up costs latency, never an event. The read is an indexed range scan
@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from engine.delivery_order import DeliveryOrder
+from engine.fanout.delivery_order import DeliveryOrder
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.store import EventStore
 from engine.node_registry import NodeRegistry

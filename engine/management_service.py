@@ -28,7 +28,8 @@ from typing import Any, Final
 
 import orjson
 
-from engine.fanout import SubscriberClosed
+from engine.fanout.hub import SubscriberClosed
+from engine.fanout.subscriber import CLOSE_SERVICE_RESTART
 from engine.model.actors import Actor
 from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
 from engine.model.events import (
@@ -46,7 +47,6 @@ from engine.model.events import (
 from engine.notifications_service import NotificationHandlers
 from engine.protocol import MAX_ID_LENGTH, broadcast, error, server_shutdown
 from engine.protocol.rendering import encode, render
-from engine.subscriber import CLOSE_SERVICE_RESTART
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from engine.core import EngineCore
 from engine.decisions.rules import authorize, require_notification
+from engine.fanout.send_queue import Entry
 from engine.model.actors import Actor
 from engine.model.events import (
     NOTIFICATION_CREATED,
@@ -42,7 +43,6 @@ from engine.projections import notifications as inbox_projection
 from engine.projections.notifications import FIELDS, Filters, Inbox, matches
 from engine.protocol import Envelope, ack, notification_event, notifications_subscribed
 from engine.protocol.rendering import encode
-from engine.send_queue import Entry
 
 _READ_PAGE = 1000
 NOTIFICATION_CREATED_EVENT = "notification_created"

@@ -259,7 +259,7 @@ class Engine(
         self, actor: Actor, connection_id: str, status: str, *, client_msg_id: str | None = None
     ) -> None:
         """Append `UserStatusChanged`; `user_status_changed` goes to the user's other connections and to
-        the members of every room the user is in (engine/live.py)."""
+        the members of every room the user is in (engine/fanout/live.py)."""
         self._connection_of(actor, connection_id)
         authorize(actor, "status_update")
         data = {"user_id": actor.user_id, "status": status}

@@ -7,7 +7,7 @@ of that event, so they cannot.
 
 `view` is the room as it stands right after `event` (with declared statuses laid over it), which is
 what a `room_state` sent for a join or leave must show. Live publishes take it from the engine's
-in-memory view (engine/live.py); a replay folds it from the log as it goes (`ReplayRenderer`).
+in-memory view (engine/fanout/live.py); a replay folds it from the log as it goes (`ReplayRenderer`).
 Only events that reach other people are rendered; replies to the sender (`ack`, `room_left`) are not
 events of their own and are sent by the engine.
 """
@@ -51,7 +51,7 @@ def render(event: RecordedEvent, view: RoomView | None) -> list[dict[str, Any]]:
     """The messages `event` becomes for the members of its topic, in order; [] for none.
 
     `view` (the room after `event`) is needed for joins and leaves only; without it (the engine's
-    view fell behind the log, see engine/live.py) their `room_state` is left out rather than wrong.
+    view fell behind the log, see engine/fanout/live.py) their `room_state` is left out rather than wrong.
     """
     data = event.data
     envelope = Envelope.of(event)

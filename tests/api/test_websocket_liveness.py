@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from engine.fanout import CLOSE_SLOW_CONSUMER, Hub
+from engine.fanout.hub import CLOSE_SLOW_CONSUMER, Hub
 from engine.log.store import EventStore
 from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
 from tests.api.conftest import (

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.fanout import CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
+from engine.fanout.hub import CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
 from engine.model.events import RecordedEvent
 
 ROOM = "room:r"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from engine.delivery_order import DeliveryOrder
+from engine.fanout.delivery_order import DeliveryOrder
 from engine.model.events import RecordedEvent
 
 

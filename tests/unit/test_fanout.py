@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.fanout import CLOSE_INTERNAL_ERROR, CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
+from engine.fanout.hub import CLOSE_INTERNAL_ERROR, CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
 
 ROOM = "room:r"
 

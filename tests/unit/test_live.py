@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from engine.fanout import Hub
-from engine.live import Live
+from engine.fanout.hub import Hub
+from engine.fanout.live import Live
 from engine.model.events import (
     CURSOR_MOVED,
     USER_JOINED_ROOM,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from engine.fanout import Hub
-from engine.live import Live
+from engine.fanout.hub import Hub
+from engine.fanout.live import Live
 from engine.model.events import NOTIFICATION_CREATED, RecordedEvent
 
 

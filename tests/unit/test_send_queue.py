@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from engine.send_queue import (
+from engine.fanout.send_queue import (
     MAX_CLOSE_REASON_BYTES,
     Entry,
     FanoutCounters,

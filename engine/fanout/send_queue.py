@@ -1,6 +1,6 @@
 """A connection's bounded send queue and its backpressure policy: pure, no I/O, no asyncio.
 
-Like websockets' protocol core, this decides and the asyncio shell (engine/subscriber.py) acts: an
+Like websockets' protocol core, this decides and the asyncio shell (engine/fanout/subscriber.py) acts: an
 `OVERFLOW` verdict here becomes a slow-consumer close there. Keeping the policy free of tasks and
 awaits makes every decision synchronous, so a publisher can never be made to wait on a socket.
 
@@ -35,7 +35,7 @@ MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's payload is at m
 
 class Verdict(enum.Enum):
     QUEUED = "queued"
-    HELD = "held"  # kept back for a catch-up (engine/catch_up.py)
+    HELD = "held"  # kept back for a catch-up (engine/fanout/catch_up.py)
     DROPPED = "dropped"  # volatile over high water, or a duplicate
     OVERFLOW = "overflow"  # a durable message does not fit: close the connection
 
@@ -186,7 +186,7 @@ class SendQueue:
             # Bounded without closing anyone: every held message was committed before it was
             # published, so the catch-up, which reads the log again after an overflow, finds it there.
             # The bound is the room above high water, so that releasing the hold onto a queue below
-            # high water always fits (engine/catch_up.py).
+            # high water always fits (engine/fanout/catch_up.py).
             hold.entries.clear()
             hold.overflows += 1
         hold.entries.append(entry)

@@ -1,7 +1,7 @@
 """One connection's side of the fanout: the asyncio shell around its send queue.
 
 Why a queue and a task per connection (websockets' broadcast topic, centrifuge's client writer):
-publishing must never await a socket. `offer` is synchronous: the policy in engine/send_queue.py
+publishing must never await a socket. `offer` is synchronous: the policy in engine/fanout/send_queue.py
 decides, and the connection's one sender task is the only code that awaits its socket. A slow client
 fills only its own queue; the publisher and every other connection carry on. One FIFO drained by one
 task is also what keeps a connection's messages in publish order.
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Final
 
-from engine.send_queue import (
+from engine.fanout.send_queue import (
     Entry,
     FanoutCounters,
     Hold,

@@ -34,12 +34,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+from engine.fanout.send_queue import Entry, Message, frames_of
+from engine.fanout.subscriber import Subscriber, SubscriberClosed
 from engine.model.events import RecordedEvent
-from engine.send_queue import Entry, Message, frames_of
-from engine.subscriber import Subscriber, SubscriberClosed
 
 if TYPE_CHECKING:
-    from engine.fanout import Hub
+    from engine.fanout.hub import Hub
 
 
 class ReadStream(Protocol):

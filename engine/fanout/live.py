@@ -2,7 +2,7 @@
 what this node commits, and the one place that publishes committed events.
 
 Why in memory and why synchronous: a publish must follow its commit with no await in between
-(engine/fanout.py), or two events of one room could be published out of seq order and the later one
+(engine/fanout/hub.py), or two events of one room could be published out of seq order and the later one
 would make the earlier one a "duplicate" to every queue. A join's or leave's `room_state` needs the
 room as of that event, so the view it is built from must be at hand without reading the log: each
 commit this node makes is folded into the cached view in the same step as its publish. The appender
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from engine.fanout import Hub
+from engine.fanout.hub import Hub
 from engine.model.events import (
     CURSOR_MOVED,
     MEMBERSHIP_EVENTS,
@@ -147,7 +147,7 @@ class Live:
         user_id = str(event.data["user_id"])
         frames = encode(render(event, None))
         self.hub.publish(user_stream(user_id), frames, seq=event.stream_version, exclude=sender)
-        # Another stream's event in each room: no room seq (engine/fanout.py).
+        # Another stream's event in each room: no room seq (engine/fanout/hub.py).
         for room_id in sorted(self.rooms_of(user_id)):
             self.hub.publish(room_stream(room_id), frames)
 

@@ -12,15 +12,15 @@ reads the stream of the same name. The hub knows nothing of WebSockets: a connec
 sends one text frame and a `close(code, reason)`.
 
 Concurrency: `publish` is synchronous. It encodes nothing per connection (the frames are shared) and
-only offers an entry to each member's bounded queue (engine/subscriber.py), so it can never wait on a
+only offers an entry to each member's bounded queue (engine/fanout/subscriber.py), so it can never wait on a
 socket and one slow client never delays the publisher or anyone else. Each connection's one sender
 task delivers in publish order; the engine publishes each room's events in seq order, so every
 connection sees each room in seq order. Everything runs on one event loop: the maps below are changed
 only between awaits, so no lock is needed.
 
-The backpressure policy and deduplication live in engine/send_queue.py (pure), the sender task and
+The backpressure policy and deduplication live in engine/fanout/send_queue.py (pure), the sender task and
 slow-consumer closes (4008, resumable, with the last seq per room in the reason) in
-engine/subscriber.py, gapless joins with `since` in engine/catch_up.py.
+engine/fanout/subscriber.py, gapless joins with `since` in engine/fanout/catch_up.py.
 """
 
 from __future__ import annotations
@@ -28,9 +28,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from engine.catch_up import CatchUp, ReadStream, Render
-from engine.send_queue import MAX_CLOSE_REASON_BYTES, Entry, FanoutCounters, Message, frames_of, resume_reason
-from engine.subscriber import (
+from engine.fanout.catch_up import CatchUp, ReadStream, Render
+from engine.fanout.send_queue import (
+    MAX_CLOSE_REASON_BYTES,
+    Entry,
+    FanoutCounters,
+    Message,
+    frames_of,
+    resume_reason,
+)
+from engine.fanout.subscriber import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_SLOW_CONSUMER,
     Close,
@@ -114,7 +121,7 @@ class Hub:
             subscriber.forget(topic)
 
     def catch_up(self, connection_id: str, topic: str) -> CatchUp:
-        """An async context manager that joins `topic` with replay from the log (engine/catch_up.py)."""
+        """An async context manager that joins `topic` with replay from the log (catch_up.py)."""
         return CatchUp(self, self._subscribers[connection_id], topic)
 
     async def unsubscribe(self, connection_id: str) -> None:
