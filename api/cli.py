@@ -151,9 +151,9 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def _projections(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
-    from engine import rebuild
     from engine.log import migrate
     from engine.log.store import create_db_engine
+    from engine.readmodels import rebuild
 
     url = resolve_database_url(settings)
     migrate.check_known(url)

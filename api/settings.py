@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # The largest file body `PUT /api/v1/files/{file_id}` stores; larger ones get 413 (default 50 MiB).
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
-    # "As of" reads of a room store a snapshot of its view every this many room events (engine/history.py).
+    # "As of" reads of a room store a snapshot of its view every this many room events
+    # (engine/readmodels/history.py).
     history_snapshot_interval: int = Field(default=100, ge=1)
     # Nodes on one database (engine/node_registry.py): heartbeat period, and the silence after which a
     # node counts as dead and a survivor records its connections' departures.

@@ -57,10 +57,10 @@ from engine.model.events import (
 from engine.node_reaper import dead_nodes, leaves_for, mark_stopped
 from engine.node_registry import NodeRegistry
 from engine.projections.rooms import RoomView, project
-from engine.projector_runner import ProjectorRunner
 from engine.protocol.rendering import encode
 from engine.rate_limits import RateLimiter, RateLimits
 from engine.rate_sync import RateLimitSync
+from engine.readmodels.runner import ProjectorRunner
 from engine.typing_sweeper import TypingSweeper
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class EngineCore:
         self.rate_limiter = RateLimiter(rate_limits or RateLimits())
         self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/typing_sweeper.py
         self.ai = AiRunner(self, ai_provider)  # ai_request / ai_cancel (engine/ai_runner.py); default builtin
-        self.projector: ProjectorRunner | None = None  # engine/projector_runner.py, from start()
+        self.projector: ProjectorRunner | None = None  # engine/readmodels/runner.py, from start()
         # Cross-node delivery (engine/fanout/delivery_order.py, engine/log_follower.py), from start().
         self.order: DeliveryOrder | None = None
         self.nodes: NodeRegistry | None = None

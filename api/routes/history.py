@@ -1,7 +1,7 @@
 """History and time travel (docs/protocol.md, "History and time travel"): a room's events, its state
 and its sheets' cells as of any seq or time, a cell's versions, the global stream, and NDJSON export.
 
-Reads only; the queries and folds live in engine/history.py. A room's history is open to auditors,
+Reads only; the queries and folds live in engine/readmodels/history.py. A room's history is open to auditors,
 admins and whoever may join the room (api/rest_auth.py `may_read_room`), checked before the room is
 looked up, so a 403 says nothing about whether the room exists. The global stream needs auditor/admin.
 """
@@ -18,13 +18,13 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import EngineDep, SettingsDep
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, may_read_room, require_room_reader
-from engine.history import MAX_PAGE, EventFilter, History
 from engine.model.actors import Actor
 from engine.model.errors import NotFound
 from engine.model.events import RecordedEvent, is_volatile_stream
 from engine.projections.cells import Cell
 from engine.projections.rooms import RoomView
 from engine.protocol import MAX_ROOM_ID_LENGTH, iso, room_state
+from engine.readmodels.history import MAX_PAGE, EventFilter, History
 
 router = APIRouter(tags=["history"])
 

@@ -1,7 +1,8 @@
 """`GET /api/v1/ws/rooms` (the seed's list), `GET /api/v1/ws/rooms/{room_id}` (one room with its
-members), both for auditors and admins and read from the projection tables (engine/room_listing.py);
+members), both for auditors and admins and read from the projection tables
+(engine/readmodels/room_listing.py);
 and `POST /api/v1/ws/projections/rebuild` (admin), which replays the log into every projection table
-(engine/rebuild.py) or, with `check=true`, only reports how the tables differ from the log.
+(engine/readmodels/rebuild.py) or, with `check=true`, only reports how the tables differ from the log.
 
 The list holds every room the log knows, busiest first (rooms with members before empty ones, then by
 last activity), `limit` at a time from `offset`; `active=true` keeps only rooms somebody is in.
@@ -18,8 +19,8 @@ from pydantic import BaseModel, Field
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, require_room_reader
 from engine.protocol import iso
-from engine.rebuild import diff_all, rebuild_all
-from engine.room_listing import RoomSummary, list_rooms, room_detail
+from engine.readmodels.rebuild import diff_all, rebuild_all
+from engine.readmodels.room_listing import RoomSummary, list_rooms, room_detail
 
 router = APIRouter(tags=["rooms"])
 

@@ -112,8 +112,8 @@ sheets = Table(
     Column("position", BigInteger, nullable=False),
 )
 
-# Room projection snapshots (engine/snapshots.py): the state as of `seq`, so "as of" reads replay only
-# the events after the newest snapshot at or before the target.
+# Room projection snapshots (engine/readmodels/snapshots.py): the state as of `seq`, so "as of" reads
+# replay only the events after the newest snapshot at or before the target.
 room_snapshots = Table(
     "room_snapshots",
     metadata,
@@ -124,8 +124,9 @@ room_snapshots = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# Projection tables (migration 0004): the read models the projector runner (engine/projector_runner.py)
-# keeps behind the log, one row shape per view (engine/projection_rows.py); rebuilt by engine/rebuild.py.
+# Projection tables (migration 0004): the read models the projector runner (engine/readmodels/runner.py)
+# keeps behind the log, one row shape per view (engine/readmodels/rows/); rebuilt by
+# engine/readmodels/rebuild.py.
 rooms = Table(
     "rooms",
     metadata,

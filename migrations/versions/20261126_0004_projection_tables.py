@@ -1,7 +1,7 @@
-"""projection tables: the read models the projector runner keeps (engine/projector_runner.py)
+"""projection tables: the read models the projector runner keeps (engine/readmodels/runner.py)
 
 Rooms and their members, presence, typing, notifications, uploads and AI requests: each row is what
-the pure folds of engine/projections/ give (engine/projection_rows.py), written by the runner behind
+the pure folds of engine/projections/ give (engine/readmodels/rows/), written by the runner behind
 the log and rewritten by `collab projections rebuild`.
 
 Revision ID: 0004

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore
-from engine.projection_rows import TABLES
-from engine.projector_runner import CHECKPOINT
+from engine.readmodels.rows import TABLES
+from engine.readmodels.runner import CHECKPOINT
 from tests.conftest import admin_execute
 
 CATCH_UP_TIMEOUT = 10.0

@@ -1,4 +1,4 @@
-"""engine/history.py against a real PostgreSQL: a room as of every seq is the fold of its prefix,
+"""engine/readmodels/history.py against a real PostgreSQL: a room as of every seq is the fold of its prefix,
 with or without snapshots; snapshots are stored every K events and really are read; a sheet as of a
 seq and a cell's versions come from the log as written."""
 
@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.history import EventFilter, History
 from engine.log.store import EventStore
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import (
@@ -26,7 +25,8 @@ from engine.model.events import (
     volatile_stream,
 )
 from engine.projections.rooms import project
-from engine.snapshots import Snapshot
+from engine.readmodels.history import EventFilter, History
+from engine.readmodels.snapshots import Snapshot
 
 
 @pytest.fixture

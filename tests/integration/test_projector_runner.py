@@ -1,4 +1,4 @@
-"""The projector runner (engine/projector_runner.py) on a real PostgreSQL, each test on a database of its
+"""The projector runner (engine/readmodels/runner.py) on a real PostgreSQL, each test on a database of its
 own: it projects every read model, matches a rebuild from zero, resumes from its checkpoint without
 applying anything twice, lets only one of two runners project, and stops at an event nobody knows."""
 
@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import CellWrite, NewEvent
-from engine.projector_runner import ProjectorRunner
-from engine.rebuild import diff_all, diff_projections, rebuild_projections
+from engine.readmodels.rebuild import diff_all, diff_projections, rebuild_projections
+from engine.readmodels.runner import ProjectorRunner
 from tests.integration.projection_helpers import caught_up, checkpoint, fresh_database, rows
 
 

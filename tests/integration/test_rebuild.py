@@ -1,4 +1,4 @@
-"""The inline cells and sheets tables against a replay of the log (engine/rebuild.py), on a real
+"""The inline cells and sheets tables against a replay of the log (engine/readmodels/rebuild.py), on a real
 PostgreSQL: the writer and the fold agree, a corruption is reported, and a rebuild repairs it.
 
 The session database is shared with every other test, which also writes cells through the writer, so
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.log.appender import Appender
 from engine.log.store import EventStore
 from engine.model.events import CellWrite, Committed, Duplicate, NewEvent, Refused
-from engine.rebuild import diff_cells, rebuild_cells
+from engine.readmodels.rebuild import diff_cells, rebuild_cells
 
 ROOT = Path(__file__).resolve().parents[2]
 

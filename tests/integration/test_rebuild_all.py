@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 
 from engine.log.store import create_db_engine
-from engine.rebuild import diff_all, rebuild_all
+from engine.readmodels.rebuild import diff_all, rebuild_all
 from engine.service import Engine
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, send, until

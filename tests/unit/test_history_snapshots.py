@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from engine.model import events as ev
 from engine.model.events import RecordedEvent
 from engine.projections.rooms import RoomView, apply_many, project
-from engine.snapshots import FORMAT, decode_view, encode_view
+from engine.readmodels.snapshots import FORMAT, decode_view, encode_view
 from tests.unit.event_log import Log
 
 

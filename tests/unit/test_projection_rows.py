@@ -1,4 +1,4 @@
-"""Views as rows and back (engine/projection_rows.py): the property the projector runner and the
+"""Views as rows and back (engine/readmodels/rows/): the property the projector runner and the
 rebuild rely on. Folding a log in one go gives the same rows as folding part of it, storing the views
 as rows, loading them back and folding the rest: so a runner resuming from its tables writes what a
 rebuild from zero writes."""
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from engine.model import events as ev
 from engine.model.errors import UnknownEvent
 from engine.model.events import RecordedEvent
-from engine.projection_rows import MODELS, ReadModel, Rows, Views, fold_all, route, rows_of
+from engine.readmodels.rows import MODELS, ReadModel, Rows, Views, fold_all, route, rows_of
 from tests.unit.event_log import Log, at, sessions
 
 

@@ -1,6 +1,6 @@
 """Rooms as the projection tables hold them, for `GET /ws/rooms` and `GET /ws/rooms/{room_id}`.
 
-Read from `rooms`, `room_members` and `presence` (kept by engine/projector_runner.py), never by replay,
+Read from `rooms`, `room_members` and `presence` (kept by engine/readmodels/runner.py), never by replay,
 so listing a thousand rooms costs one indexed query. The tables trail the log by at most one runner
 step (normally milliseconds); `position` in a room's detail says how far they have got.
 
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.model.errors import RoomNotFound
 from engine.projections.rooms import Attendance
-from engine.projector_runner import CHECKPOINT
+from engine.readmodels.runner import CHECKPOINT
 
 _COLUMNS = """r.room_id, r.seq, r.user_count, r.active_sheets, r.active_sheets_count, r.last_activity,
     r.messages_sent, r.attendance_hour, r.attendance_users, r.attendance_past_hours,

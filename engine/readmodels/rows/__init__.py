@@ -11,7 +11,7 @@ Not persisted, on purpose: a notification inbox's `subscriptions` (the filters o
 exist only while a socket is open; the live path keeps them in memory) and the `cells`/`sheets`
 tables, which the log writer keeps inline in the append statement (engine/log/writer.py).
 
-Pure: no I/O here; engine/projection_tables.py runs the SQL.
+Pure: no I/O here; engine/readmodels/tables.py runs the SQL.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from engine.model.events import RecordedEvent, is_engine_stream
-from engine.projection_rows.base import ReadModel, Routed, Row, Rows, TableSpec, Views
-from engine.projection_rows.room_models import ROOMS_MODEL, TYPING_MODEL
-from engine.projection_rows.user_models import (
+from engine.readmodels.rows.base import ReadModel, Routed, Row, Rows, TableSpec, Views
+from engine.readmodels.rows.room_models import ROOMS_MODEL, TYPING_MODEL
+from engine.readmodels.rows.user_models import (
     AI_REQUESTS_MODEL,
     NOTIFICATIONS_MODEL,
     PRESENCE_MODEL,

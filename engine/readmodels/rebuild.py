@@ -12,9 +12,9 @@ in one snapshot (the tables are exactly at that head, being written with the eve
 log up to that head, which later appends cannot change.
 
 The projection tables (rooms, room_members, presence, typing, notifications, uploads, ai_requests) are
-kept by the projector runner behind the log, at its checkpoint (engine/projector_runner.py). The
-rebuild folds the log with the same folds and the same view-to-row code (engine/projection_rows.py)
-and writes rows through the same statements (engine/projection_tables.py), so a rebuild gives exactly
+kept by the projector runner behind the log, at its checkpoint (engine/readmodels/runner.py). The
+rebuild folds the log with the same folds and the same view-to-row code (engine/readmodels/rows/)
+and writes rows through the same statements (engine/readmodels/tables.py), so a rebuild gives exactly
 the rows the runner wrote:
 
 - `rebuild_projections` locks the runner's checkpoint row (a running runner waits, then finds the
@@ -39,12 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
-from engine.projection_rows import MODELS, TABLES, TableSpec, Views, fold_all, rows_of
-from engine.projection_tables import insert_rows
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Sheet
-from engine.projector_runner import CHECKPOINT as PROJECTIONS_CHECKPOINT
-from engine.projector_runner import lock_checkpoint, move_checkpoint
+from engine.readmodels.rows import MODELS, TABLES, TableSpec, Views, fold_all, rows_of
+from engine.readmodels.runner import CHECKPOINT as PROJECTIONS_CHECKPOINT
+from engine.readmodels.runner import lock_checkpoint, move_checkpoint
+from engine.readmodels.tables import insert_rows
 
 CHECKPOINT = "cells"
 PAGE = 5000  # events per read of the log

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.model.events import RecordedEvent
-from engine.projection_rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 from engine.projections import frozen, rooms, typing_indicators
 from engine.projections.rooms import Attendance, Member, RoomView
 from engine.projections.typing_indicators import TypingView, Typist
+from engine.readmodels.rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 
 ROOMS = TableSpec(
     "rooms",

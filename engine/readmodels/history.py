@@ -12,7 +12,8 @@ cursor` in position order never skips an event, because the store makes position
 "As of" a point. A point is a log position P: the position of the room's event `seq`, or the newest
 event of the room (either stream) recorded at or before a time; `recorded_at` never decreases along
 positions (engine/log/writer.py), so a time cuts the log at one position. The room is every event of
-its two streams up to P, folded from the newest snapshot at or before P (engine/snapshots.py). A fold
+its two streams up to P, folded from the newest snapshot at or before P (engine/readmodels/snapshots.py). A
+fold
 that passes a multiple of `snapshot_every` stores a snapshot there, so a room is replayed in full at
 most once. A sheet is folded from its own `CellUpdated` events only, filtered in SQL, so it needs no
 snapshot: those are all the events its projection reads.
@@ -41,7 +42,7 @@ from engine.model.events import (
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
-from engine.snapshots import Snapshot, SnapshotStore
+from engine.readmodels.snapshots import Snapshot, SnapshotStore
 
 MAX_PAGE = 1000
 

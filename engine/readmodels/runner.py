@@ -3,8 +3,8 @@
 of engine/projections/ give.
 
 Each step is one transaction: lock the checkpoint row, read the next page of events after it, load
-the views those events touch (from memory, or from the tables: engine/projection_tables.py), fold
-the events into them (engine/projection_rows.py, the code the rebuild uses too), replace the rows of
+the views those events touch (from memory, or from the tables: engine/readmodels/tables.py), fold
+the events into them (engine/readmodels/rows/, the code the rebuild uses too), replace the rows of
 the changed views and move the checkpoint. So the tables and the checkpoint always move together,
 and a runner that crashes or is stopped resumes exactly where its last commit left off, without
 applying any event twice.
@@ -18,7 +18,8 @@ Why one runner at a time, and how: every engine process has a runner, but only t
 session advisory lock `LOCK_KEY` projects; the others try again every `poll_seconds` and so take
 over within that time when the holder's process or connection dies (PostgreSQL releases the lock
 with the session). The lock saves work; correctness does not depend on it: the checkpoint row lock
-taken first in every step serialises any two writers (including `engine/rebuild.py`, which takes the
+taken first in every step serialises any two writers (including `engine/readmodels/rebuild.py`, which takes
+the
 same row lock), and a runner that finds the checkpoint somewhere other than where it left it drops
 its cached views and reloads them from the tables.
 
@@ -43,8 +44,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.schema import events as events_table
 from engine.model.events import RecordedEvent
-from engine.projection_rows import MODELS, ReadModel, Views, fold_routed, route
-from engine.projection_tables import load_views, write_views
+from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
+from engine.readmodels.tables import load_views, write_views
 
 log = logging.getLogger(__name__)
 

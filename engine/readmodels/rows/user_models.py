@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.model.events import RecordedEvent
-from engine.projection_rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 from engine.projections import ai_requests, frozen, notifications, presence, uploads
 from engine.projections.ai_requests import AiRequest
 from engine.projections.notifications import Inbox, Notification
 from engine.projections.presence import Presence
 from engine.projections.uploads import Upload
+from engine.readmodels.rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 
 # Presence: one row per user ever seen in a room.
 

@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.projection_rows import ReadModel, Row, Rows, TableSpec, rows_of
+from engine.readmodels.rows import ReadModel, Row, Rows, TableSpec, rows_of
 
 CHUNK = 5000  # rows per statement
 
