@@ -65,11 +65,11 @@ class Settings(BaseSettings):
     # "As of" reads of a room store a snapshot of its view every this many room events
     # (engine/readmodels/history.py).
     history_snapshot_interval: int = Field(default=100, ge=1)
-    # Nodes on one database (engine/node_registry.py): heartbeat period, and the silence after which a
+    # Nodes on one database (engine/cluster/registry.py): heartbeat period, and the silence after which a
     # node counts as dead and a survivor records its connections' departures.
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_dead_after_seconds: float = Field(default=15.0, gt=0)
-    # How often nodes exchange their rate-limit counts (engine/rate_sync.py).
+    # How often nodes exchange their rate-limit counts (engine/cluster/rate_sync.py).
     rate_limit_sync_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")

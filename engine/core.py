@@ -8,11 +8,11 @@ when it closes, and finally `await stop()`.
 Presence has no ghosts: every room a connection joined gets a `UserLeftRoom` when the connection goes
 away, whether the client closed it, the network dropped it or the server is shutting down, and the
 remaining members hear of it. A node that dies without running `stop()` leaves its connections
-joined until a survivor notices its silent heartbeat and appends those leaves (engine/node_reaper.py).
+joined until a survivor notices its silent heartbeat and appends those leaves (engine/cluster/reaper.py).
 
 Every committed event, this node's or another's, is published in log position order
 (engine/fanout/delivery_order.py); other nodes' events arrive through the log follower
-(engine/log_follower.py).
+(engine/cluster/follower.py).
 """
 
 from __future__ import annotations
@@ -32,13 +32,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.ai import AiProvider
 from engine.ai_runner import AiRunner
+from engine.cluster.follower import LogFollower
+from engine.cluster.rate_sync import RateLimitSync
+from engine.cluster.reaper import dead_nodes, leaves_for, mark_stopped
+from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrder
 from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
 from engine.fanout.live import Live, recorded
 from engine.fanout.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
 from engine.log.appender import Appender, is_connectivity_error
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
-from engine.log_follower import LogFollower
 from engine.model.actors import Actor
 from engine.model.errors import StoreUnavailable
 from engine.model.events import (
@@ -54,12 +57,9 @@ from engine.model.events import (
     room_stream,
     user_stream,
 )
-from engine.node_reaper import dead_nodes, leaves_for, mark_stopped
-from engine.node_registry import NodeRegistry
 from engine.projections.rooms import RoomView, project
 from engine.protocol.rendering import encode
 from engine.rate_limits import RateLimiter, RateLimits
-from engine.rate_sync import RateLimitSync
 from engine.readmodels.runner import ProjectorRunner
 from engine.typing_sweeper import TypingSweeper
 
@@ -104,11 +104,11 @@ class EngineCore:
         rate_limit_sync: float = 1.0,
     ) -> None:
         self.database_url = database_url
-        # NODE_HEARTBEAT_SECONDS / NODE_DEAD_AFTER_SECONDS (engine/node_registry.py): a node silent for
+        # NODE_HEARTBEAT_SECONDS / NODE_DEAD_AFTER_SECONDS (engine/cluster/registry.py): a node silent for
         # longer than the second is dead, and a survivor records its connections' departures.
         self._node_heartbeat = node_heartbeat
         self._node_dead_after = node_dead_after
-        self._rate_limit_sync = rate_limit_sync  # RATE_LIMIT_SYNC_SECONDS (engine/rate_sync.py)
+        self._rate_limit_sync = rate_limit_sync  # RATE_LIMIT_SYNC_SECONDS (engine/cluster/rate_sync.py)
         self.rate_sync: RateLimitSync | None = None
         # ROOM_AUTO_CREATE: whether a join_room of a room with no events creates it (engine/service.py).
         self.room_auto_create = room_auto_create
@@ -130,7 +130,7 @@ class EngineCore:
         self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/typing_sweeper.py
         self.ai = AiRunner(self, ai_provider)  # ai_request / ai_cancel (engine/ai_runner.py); default builtin
         self.projector: ProjectorRunner | None = None  # engine/readmodels/runner.py, from start()
-        # Cross-node delivery (engine/fanout/delivery_order.py, engine/log_follower.py), from start().
+        # Cross-node delivery (engine/fanout/delivery_order.py, engine/cluster/follower.py), from start().
         self.order: DeliveryOrder | None = None
         self.nodes: NodeRegistry | None = None
         self.follower: LogFollower | None = None

@@ -25,7 +25,7 @@ sweep run at most once per `prune_interval` seconds from `check` itself.
 Pure apart from the clock, which is passed in (a function returning seconds, e.g. `time.monotonic`):
 no asyncio, no I/O.
 
-Across nodes: each node counts its own messages here and engine/rate_sync.py exchanges them through
+Across nodes: each node counts its own messages here and engine/cluster/rate_sync.py exchanges them through
 PostgreSQL every second or so. What other nodes counted for a user (`set_remote`: their sliding
 estimates for the minute and the hour) is added to this node's own estimate, and a block another
 node imposed (`block`) applies here too. So a user's limits hold across all their connections on all
@@ -196,7 +196,7 @@ class RateLimiter:
         self._users.pop(user_id, None)
         self._remote.pop(user_id, None)
 
-    # Sharing with other nodes (engine/rate_sync.py).
+    # Sharing with other nodes (engine/cluster/rate_sync.py).
 
     def take_unshared(self) -> dict[str, int]:
         """Messages counted here since the last call, per user: for the other nodes."""

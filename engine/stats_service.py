@@ -96,7 +96,7 @@ class StatsReporting(EngineCore):
         )
 
     def _node_report(self) -> Mapping[str, Any] | None:
-        """What this node stores with each heartbeat (engine/node_registry.py) for peers to show."""
+        """What this node stores with each heartbeat (engine/cluster/registry.py) for peers to show."""
         try:
             report = asdict(self.node_stats())
         except StoreUnavailable:

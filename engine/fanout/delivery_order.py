@@ -4,7 +4,7 @@ Why the global position and not each stream's seq: positions are gapless and fol
 (engine/log/store.py), so publishing them strictly in position order gives every stream's events in
 seq order on every node with one counter, and no stream needs to be known in advance. Each node
 publishes its own commits the moment the appender returns them (no await in between: handlers rely
-on it), and the events other nodes wrote when its log follower reads them (engine/log_follower.py).
+on it), and the events other nodes wrote when its log follower reads them (engine/cluster/follower.py).
 While a single node writes, each own commit is the next position and nothing ever waits.
 
 When an own commit finds positions before it not yet published (another node committed in

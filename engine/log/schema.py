@@ -239,7 +239,7 @@ ai_requests = Table(
     Column("finished_at", DateTime(timezone=True)),
 )
 
-# Engine processes sharing this database (engine/node_registry.py): heartbeats tell each node whether
+# Engine processes sharing this database (engine/cluster/registry.py): heartbeats tell each node whether
 # it has peers to wake after a commit, and tell survivors when a node died.
 nodes = Table(
     "nodes",
@@ -252,7 +252,7 @@ nodes = Table(
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )
 
-# Rate limits across nodes (engine/rate_sync.py): each node's counts per user and aligned window, and
+# Rate limits across nodes (engine/cluster/rate_sync.py): each node's counts per user and aligned window, and
 # the blocks any node imposed. Working state, not history: old rows are deleted.
 rate_counts = Table(
     "rate_counts",

@@ -104,7 +104,7 @@ async def test_a_node_taken_for_dead_closes_its_connections_and_registers_again(
         node_id = node.app.state.engine.node_id
         db = create_db_engine(own_database)
         try:
-            async with db.begin() as conn:  # what a survivor's reaper does (engine/node_reaper.py)
+            async with db.begin() as conn:  # what a survivor's reaper does (engine/cluster/reaper.py)
                 await conn.execute(
                     text("UPDATE nodes SET stopped_at = now() WHERE node_id = :n"), {"n": node_id}
                 )

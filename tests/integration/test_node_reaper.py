@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.cluster.reaper import DeadNode, dead_nodes, leaves_for, mark_stopped
 from engine.log.store import EventStore
 from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, Committed, Duplicate, NewEvent, room_stream
-from engine.node_reaper import DeadNode, dead_nodes, leaves_for, mark_stopped
 
 
 def membership(kind: str, room: str, user: str, connection: str, node: str) -> NewEvent:

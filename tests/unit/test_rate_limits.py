@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from engine.cluster.rate_sync import estimate, window_start
 from engine.rate_limits import RateLimiter, RateLimitExceeded, RateLimits, Remote
-from engine.rate_sync import estimate, window_start
 
 
 class FakeClock:

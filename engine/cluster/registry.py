@@ -2,7 +2,7 @@
 
 Why in PostgreSQL: nodes share nothing else (DESIGN.md, principle 7). A node with no live peer sends
 no NOTIFY after its commits, so a single node pays nothing for being clusterable; a node that starts
-announces itself at once (engine/log_follower.py), so its peers start waking it without waiting for a
+announces itself at once (engine/cluster/follower.py), so its peers start waking it without waiting for a
 heartbeat. The same rows tell survivors when a node stopped heartbeating without saying goodbye.
 """
 

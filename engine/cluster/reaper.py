@@ -2,7 +2,7 @@
 
 A node that stops cleanly appends its connections' leaves itself (EngineCore.stop). One that dies
 leaves them joined, and every room would show its users forever. Survivors notice the silence in
-`nodes` (engine/node_registry.py) and append, for each membership the dead node's connections still
+`nodes` (engine/cluster/registry.py) and append, for each membership the dead node's connections still
 hold, a `UserLeftRoom` with reason `node_lost`, then mark the node stopped.
 
 Which memberships: the dead node's joins (metadata `node`) since it started, without a later leave of

@@ -2,7 +2,7 @@
 
 After its commits a node sends at most one small NOTIFY per `notify_interval`, on its own connection
 and never inside the append transaction (NOTIFY takes a database-wide lock at commit), and only while
-it has live peers (engine/node_registry.py). Each node keeps one LISTEN connection; a notification
+it has live peers (engine/cluster/registry.py). Each node keeps one LISTEN connection; a notification
 from another node wakes its reader, which reads the log after the last position this node published
 and offers it to `DeliveryOrder` (engine/fanout/delivery_order.py), which publishes in position order.
 
@@ -20,10 +20,10 @@ from typing import Any, Final
 
 import asyncpg
 
+from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrder
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.store import EventStore
-from engine.node_registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 
