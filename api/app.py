@@ -22,11 +22,11 @@ from api.metrics import install_metrics
 from api.middleware import install_middleware
 from api.routes import api_router
 from api.settings import Settings, get_settings
-from engine.ai import AiProvider, provider_from
+from engine.features.ai import AiProvider, provider_from
+from engine.features.limits import RateLimits
+from engine.features.storage import LocalFileStorage
 from engine.log.migrate import upgrade_to_head
-from engine.rate_limits import RateLimits
 from engine.service import Engine
-from engine.storage import LocalFileStorage
 
 log = logging.getLogger(__name__)
 

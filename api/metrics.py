@@ -1,6 +1,6 @@
 """`GET /metrics`: the node's figures in Prometheus' text format.
 
-A custom collector reads the engine's own counters at scrape time (engine/stats.py, the appender's
+A custom collector reads the engine's own counters at scrape time (engine/features/traffic.py, the appender's
 histograms, the hub), so nothing is counted twice and the hot path pays nothing for metrics. Each app
 gets its own `CollectorRegistry`: the global one would mix the engines of every app a process builds
 (tests build many) and refuse a second registration.

@@ -113,7 +113,7 @@ class Session:
         """Hand a valid message to the engine, which sends the replies (they must be ordered with the
         fanout, e.g. `room_state` before a join's replayed events)."""
         engine, actor, cid, cmid = self.engine, self.actor, self.connection_id, message.client_msg_id
-        engine.stats.message_received(message.type)  # /ws/stats and /metrics (engine/stats.py)
+        engine.stats.message_received(message.type)  # /ws/stats and /metrics (engine/features/traffic.py)
         # Before any handler: a limited user's message is refused with nothing persisted (`ping` is free).
         engine.rate_limiter.check(actor.user_id, message.type)
         match message:

@@ -30,8 +30,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.ai import AiProvider
-from engine.ai_runner import AiRunner
 from engine.cluster.follower import LogFollower
 from engine.cluster.rate_sync import RateLimitSync
 from engine.cluster.reaper import dead_nodes, leaves_for, mark_stopped
@@ -40,6 +38,10 @@ from engine.fanout.delivery_order import DeliveryOrder
 from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
 from engine.fanout.live import Live, recorded
 from engine.fanout.subscriber import CLOSE_SERVICE_RESTART, Close, Sink
+from engine.features.ai import AiProvider
+from engine.features.ai.runner import AiRunner
+from engine.features.limits import RateLimiter, RateLimits
+from engine.features.typing_sweeper import TypingSweeper
 from engine.log.appender import Appender, is_connectivity_error
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
@@ -59,9 +61,7 @@ from engine.model.events import (
 )
 from engine.projections.rooms import RoomView, project
 from engine.protocol.rendering import encode
-from engine.rate_limits import RateLimiter, RateLimits
 from engine.readmodels.runner import ProjectorRunner
-from engine.typing_sweeper import TypingSweeper
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,12 @@ class EngineCore:
         self._live: Live | None = None
         self._connections: dict[str, _Connection] = {}
         self._sheet_rooms: dict[str, str] = {}  # sheet -> the room of its first edit (never changes)
-        # Per user on this node (engine/rate_limits.py); checked before a message reaches a handler.
+        # Per user on this node (engine/features/limits.py); checked before a message reaches a handler.
         self.rate_limiter = RateLimiter(rate_limits or RateLimits())
-        self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/typing_sweeper.py
-        self.ai = AiRunner(self, ai_provider)  # ai_request / ai_cancel (engine/ai_runner.py); default builtin
+        self.typing_sweeper = TypingSweeper(self.commit, typing_timeout)  # engine/features/typing_sweeper.py
+        self.ai = AiRunner(
+            self, ai_provider
+        )  # ai_request / ai_cancel (engine/features/ai/runner.py); default builtin
         self.projector: ProjectorRunner | None = None  # engine/readmodels/runner.py, from start()
         # Cross-node delivery (engine/fanout/delivery_order.py, engine/cluster/follower.py), from start().
         self.order: DeliveryOrder | None = None

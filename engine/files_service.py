@@ -28,6 +28,18 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import select
 
+from engine.features.storage import (
+    SNIFF_BYTES,
+    ContentTypeMismatch,
+    FileStorage,
+    FileStream,
+    ProgressCallback,
+    StoredFile,
+    TooLarge,
+    declared_type_matches,
+    sniff_mime,
+    validate_file_id,
+)
 from engine.log.appender import is_connectivity_error
 from engine.log.schema import events
 from engine.model.actors import Actor
@@ -44,18 +56,6 @@ from engine.model.events import (
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
 from engine.protocol.fields import FileName
-from engine.storage import (
-    SNIFF_BYTES,
-    ContentTypeMismatch,
-    FileStorage,
-    FileStream,
-    ProgressCallback,
-    StoredFile,
-    TooLarge,
-    declared_type_matches,
-    sniff_mime,
-    validate_file_id,
-)
 from engine.uploads_service import UploadHandlers
 
 # Progress is reported every 5% of the body, but never more often than every 256 KiB: a few events
@@ -147,7 +147,7 @@ class FileHandlers(UploadHandlers):
         await super().start()
         remove_partials = getattr(self.file_storage, "remove_partials", None)
         if remove_partials is not None:
-            await remove_partials()  # temporary files a crash left behind (engine/storage/local.py)
+            await remove_partials()  # temporary files a crash left behind (engine/features/storage/local.py)
 
     # Reading.
 

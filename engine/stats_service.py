@@ -1,5 +1,5 @@
 """`StatsReporting`: the figures `/ws/stats`, `/ws/stats/detailed` and `/metrics` show, read from the
-parts of the engine that keep them (engine/stats.py's counters, the appender, the hub).
+parts of the engine that keep them (engine/features/traffic.py's counters, the appender, the hub).
 
 Everything here is this node's and read without I/O, except the log's head, which is the database's
 and is read on demand. Figures are per node on purpose: nodes share only PostgreSQL (DESIGN.md,
@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.core import EngineCore
+from engine.features.traffic import EngineStats
 from engine.log.appender import AppenderStats, is_connectivity_error
 from engine.model.errors import StoreUnavailable
-from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
 

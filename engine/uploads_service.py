@@ -12,7 +12,7 @@ from the commits it publishes; a file it does not know is folded from the user's
 decision. A progress report for a file the user never started (or another user's) is NOT_FOUND,
 for a completed one VALIDATION_ERROR (engine/decisions/rules.py).
 
-The bytes themselves go through `engine.storage.FileStorage` (REST, issue 4), never the socket.
+The bytes themselves go through `engine.features.storage.FileStorage` (REST, issue 4), never the socket.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import EngineDep, SettingsDep
 from api.rest_auth import ActorDep, may_read_room, require_room_reader
+from engine.features.storage import FileStream
 from engine.files_service import SharedFile, file_url
 from engine.model.errors import NotFound, ValidationFailed
 from engine.protocol import MAX_ROOM_ID_LENGTH
 from engine.protocol.fields import FileId, FileName
-from engine.storage import FileStream
 
 router = APIRouter(prefix="/files", tags=["files"])
 

@@ -3,7 +3,7 @@ per user across all of that user's connections and across nodes").
 
 Why an exchange and not a shared counter per message: a database round trip per message would put a
 write in every message's path, for a limit of 60 a minute. Instead each node counts on its own
-(engine/rate_limits.py) and, every `interval` seconds, adds what it counted to `rate_counts` (per user,
+(engine/features/limits.py) and, every `interval` seconds, adds what it counted to `rate_counts` (per user,
 node and wall-clock-aligned minute and hour window), records the blocks it imposed in `rate_blocks`,
 and reads back what the other nodes counted for the users it serves. A user spread over several nodes
 can therefore exceed a limit by at most what they send within one interval. Redis is not needed for
@@ -25,8 +25,8 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.features.limits import HOUR, MINUTE, RateLimiter, Remote
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
-from engine.rate_limits import HOUR, MINUTE, RateLimiter, Remote
 
 log = logging.getLogger(__name__)
 

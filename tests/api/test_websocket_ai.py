@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
-from engine.ai import AiJob, AiStep, Complete, Progress, cell_values
+from engine.features.ai import AiJob, AiStep, Complete, Progress, cell_values
 from engine.log.store import EventStore
 from engine.model.events import (
     AI_CANCELLED,

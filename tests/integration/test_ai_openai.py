@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from engine.ai import AiJob, Complete, Failure, OpenAiCompatibleProvider, Progress
-from engine.ai.provider import AiStep
+from engine.features.ai import AiJob, Complete, Failure, OpenAiCompatibleProvider, Progress
+from engine.features.ai.provider import AiStep
 from tests.unit.test_ai_analysis import revenue_sheet
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.storage import (
+from engine.features.storage import (
     ContentTypeMismatch,
     FileNotFound,
     InvalidFileId,

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from engine.ai import analysis
-from engine.ai.analysis import (
+from engine.features.ai import analysis
+from engine.features.ai.analysis import (
     DECREASING,
     EMPTY,
     FLAT,

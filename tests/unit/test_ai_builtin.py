@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.ai import (
+from engine.features.ai import (
     AiJob,
     BuiltinProvider,
     Complete,
@@ -18,7 +18,7 @@ from engine.ai import (
     Progress,
     provider_from,
 )
-from engine.ai.provider import AiStep
+from engine.features.ai.provider import AiStep
 from engine.projections.cells import Cell, Sheet
 from tests.unit.test_ai_analysis import revenue_sheet
 

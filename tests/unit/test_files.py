@@ -1,4 +1,5 @@
-"""The pure parts of file storage: id validation and the content-type policy (engine.storage.mime)."""
+"""The pure parts of file storage: id validation and the content-type policy
+(engine.features.storage.mime)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import zipfile
 
 import pytest
 
-from engine.storage import (
+from engine.features.storage import (
     SNIFF_BYTES,
     InvalidFileId,
     declared_type_matches,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from engine.cluster.rate_sync import estimate, window_start
-from engine.rate_limits import RateLimiter, RateLimitExceeded, RateLimits, Remote
+from engine.features.limits import RateLimiter, RateLimitExceeded, RateLimits, Remote
 
 
 class FakeClock:

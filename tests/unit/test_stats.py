@@ -1,10 +1,10 @@
-"""engine/stats.py: counters, the rolling rate and uptime, driven by a fake clock."""
+"""engine/features/traffic.py: counters, the rolling rate and uptime, driven by a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine.stats import RATE_WINDOW_SECONDS, EngineStats, RollingRate
+from engine.features.traffic import RATE_WINDOW_SECONDS, EngineStats, RollingRate
 
 
 class FakeClock:

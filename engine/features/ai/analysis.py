@@ -1,6 +1,6 @@
 """The builtin provider's analysis as pure functions: cells -> table -> typed columns -> figures -> text.
 
-No I/O and no event loop, so every figure can be checked by hand in unit tests; `engine.ai.builtin`
+No I/O and no event loop, so every figure can be checked by hand in unit tests; `engine.features.ai.builtin`
 streams the steps. The choices a reader may want to challenge:
 
 * Only cells whose id is a single A1 address ("B7") are read; other ids have no place in a table.

@@ -28,8 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
 
-from engine.model.errors import EngineError
-from engine.storage.base import (
+from engine.features.storage.base import (
     ContentTypeMismatch,
     FileNotFound,
     FileStream,
@@ -39,7 +38,8 @@ from engine.storage.base import (
     TooLarge,
     validate_file_id,
 )
-from engine.storage.mime import SNIFF_BYTES, declared_type_matches, resolve_content_type, sniff_mime
+from engine.features.storage.mime import SNIFF_BYTES, declared_type_matches, resolve_content_type, sniff_mime
+from engine.model.errors import EngineError
 
 HEADER_BYTES: Final = 512
 _HEADER_MAGIC: Final = b"collab-file/1\n"

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from engine.ai import analysis
-from engine.ai.provider import AiJob, AiStep, Complete, Failure, Progress, cell_values
+from engine.features.ai import analysis
+from engine.features.ai.provider import AiJob, AiStep, Complete, Failure, Progress, cell_values
 
 MAX_DATA_CHARS = 8_000  # the grid's share of the prompt
 MAX_ERROR_CHARS = 300  # of an error body quoted back to the requester

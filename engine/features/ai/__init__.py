@@ -3,9 +3,9 @@ of OpenAI-compatible endpoints (`openai_compatible`). `provider_from` picks one 
 
 from __future__ import annotations
 
-from engine.ai.builtin import BuiltinProvider
-from engine.ai.openai_compatible import OpenAiCompatibleProvider
-from engine.ai.provider import AiJob, AiProvider, AiStep, Complete, Failure, Progress, cell_values
+from engine.features.ai.builtin import BuiltinProvider
+from engine.features.ai.openai_compatible import OpenAiCompatibleProvider
+from engine.features.ai.provider import AiJob, AiProvider, AiStep, Complete, Failure, Progress, cell_values
 
 
 def provider_from(

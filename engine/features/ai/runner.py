@@ -23,7 +23,7 @@ Choices:
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
   recorded before its answer (PROTOCOL.md promises two).
 * `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
-  engine/ai/provider.py), waits for it to end, then records `AiCancelled` (reason "cancelled"), which
+  engine/features/ai/provider.py), waits for it to end, then records `AiCancelled` (reason "cancelled"), which
   the requester's connections get as `ai_error` with code `CANCELLED`. A request id that is not
   running on this node (unknown, already finished, or another user's) gets NOT_FOUND. Commits of
   the run are shielded from the cancel, so a step being appended when the cancel lands is still
@@ -40,9 +40,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
 from engine.decisions.rules import authorize, require_member
 from engine.fanout.hub import SubscriberClosed
+from engine.features.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
 from engine.model.actors import Actor
 from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
 from engine.model.events import (

@@ -1,6 +1,6 @@
 """The builtin provider: really analyses the sheet's cells, streaming a step per stage of the work.
 
-The maths lives in `engine.ai.analysis` (pure); this module only orders the stages, reports progress
+The maths lives in `engine.features.ai.analysis` (pure); this module only orders the stages, reports progress
 and yields to the event loop between them. Why yield: the analysis runs on the engine's loop, next to
 every connection's fanout, so one large range must not hold the loop for its whole duration; between
 stages (and every `CHUNK` columns inside the heavy ones) other tasks get their turn. It is also where
@@ -15,8 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.ai import analysis
-from engine.ai.provider import AiJob, AiStep, Complete, Failure, Progress, cell_values
+from engine.features.ai import analysis
+from engine.features.ai.provider import AiJob, AiStep, Complete, Failure, Progress, cell_values
 
 CHUNK = 50  # columns analysed between two yields to the loop
 

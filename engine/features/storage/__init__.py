@@ -13,7 +13,7 @@ Errors (all `EngineError`s with a stable `code`, for the api's one translation t
     FileNotFound          NOT_FOUND          no stored file under that id
 """
 
-from engine.storage.base import (
+from engine.features.storage.base import (
     MAX_FILE_ID_LENGTH,
     ContentTypeMismatch,
     FileNotFound,
@@ -25,8 +25,8 @@ from engine.storage.base import (
     TooLarge,
     validate_file_id,
 )
-from engine.storage.local import LocalFileStorage
-from engine.storage.mime import SNIFF_BYTES, declared_type_matches, resolve_content_type, sniff_mime
+from engine.features.storage.local import LocalFileStorage
+from engine.features.storage.mime import SNIFF_BYTES, declared_type_matches, resolve_content_type, sniff_mime
 
 __all__ = [
     "MAX_FILE_ID_LENGTH",

@@ -62,7 +62,7 @@ def validate_file_id(file_id: str) -> str:
 @dataclass(frozen=True, slots=True)
 class StoredFile:
     """What storage knows of a complete file. `content_type` is the type to serve it with: decided
-    from the bytes and the declared type (`engine.storage.mime.resolve_content_type`), never taken
+    from the bytes and the declared type (`engine.features.storage.mime.resolve_content_type`), never taken
     from the client alone."""
 
     file_id: str
