@@ -45,20 +45,10 @@ from engine.features.typing_sweeper import TypingSweeper
 from engine.log.appender import Appender, is_connectivity_error
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
+from engine.model.catalogue import DISCONNECTED, UserLeftRoom
 from engine.model.errors import StoreUnavailable
-from engine.model.events import (
-    DISCONNECTED,
-    USER_LEFT_ROOM,
-    AppendOutcome,
-    Committed,
-    Conflict,
-    NewEvent,
-    RecordedEvent,
-    Refused,
-    is_engine_stream,
-    room_stream,
-    user_stream,
-)
+from engine.model.events import AppendOutcome, Committed, Conflict, NewEvent, Origin, RecordedEvent, Refused
+from engine.model.streams import is_engine_stream, room_stream, user_stream
 from engine.projections.rooms import RoomView, project
 from engine.protocol.rendering import encode
 from engine.readmodels.runner import ProjectorRunner
@@ -335,32 +325,14 @@ class EngineCore:
             raise RuntimeError(f"unexpected conflict appending to {event.stream_id!r}: {outcome}")
         return outcome
 
-    def new_event(
-        self,
-        actor: Actor,
-        connection_id: str,
-        stream_id: str,
-        event_type: str,
-        data: dict[str, Any],
-        client_msg_id: str | None = None,
-    ) -> NewEvent:
-        """An event caused by a message: metadata names who, where and which node; `client_msg_id`
-        is the idempotency key (per user) and is echoed in every message fanned out from it."""
-        metadata: dict[str, Any] = {
-            "user_id": actor.user_id,
-            "connection_id": connection_id,
-            "node": self.node_id,
-        }
-        if client_msg_id is not None:
-            metadata["client_msg_id"] = client_msg_id
-        return NewEvent(
-            stream_id=stream_id,
-            type=event_type,
-            data=data,
-            metadata=metadata,
-            idempotency_key=client_msg_id,
-            user_id=actor.user_id,
-        )
+    def origin(
+        self, actor: Actor, connection_id: str | None = None, client_msg_id: str | None = None
+    ) -> Origin:
+        """Who causes an event through this node: a connection's message, or a REST call (no connection,
+        so every connection of the user hears of it). `client_msg_id` is the idempotency key (per user)
+        and is echoed in every message fanned out from the event."""
+        via = "rest" if connection_id is None else None
+        return Origin(self.node_id, actor.user_id, connection_id, client_msg_id, via)
 
     # Internals.
 
@@ -377,25 +349,15 @@ class EngineCore:
         except (KeyError, StoreUnavailable):
             raise SubscriberClosed(connection_id) from None
 
-    def _forget(self, connection_id: str) -> list[NewEvent]:
+    def _forget(self, connection_id: str, *, reason: str = DISCONNECTED) -> list[NewEvent]:
         """Drop the connection and return the `UserLeftRoom` events its departure needs."""
         connection = self._connections.pop(connection_id, None)
         if connection is None:
             return []
         actor = connection.actor
+        origin = self.origin(actor, connection_id)
         return [
-            NewEvent(
-                stream_id=room_stream(room_id),
-                type=USER_LEFT_ROOM,
-                data={
-                    "room_id": room_id,
-                    "user_id": actor.user_id,
-                    "connection_id": connection_id,
-                    "reason": DISCONNECTED,
-                },
-                metadata={"user_id": actor.user_id, "connection_id": connection_id, "node": self.node_id},
-                user_id=actor.user_id,
-            )
+            UserLeftRoom(room_id, actor.user_id, connection_id, reason).new(origin)
             for room_id in sorted(connection.rooms)
         ]
 

@@ -43,16 +43,15 @@ from engine.features.storage import (
 from engine.log.appender import is_connectivity_error
 from engine.log.schema import events
 from engine.model.actors import Actor
-from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
-from engine.model.events import (
+from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
-    FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
-    NewEvent,
-    RecordedEvent,
-    user_stream,
-    volatile_stream,
+    FileUploadCompleted,
+    FileUploadProgressed,
+    FileUploadStarted,
 )
+from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
+from engine.model.events import RecordedEvent
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
 from engine.protocol.fields import FileName
@@ -268,15 +267,8 @@ class FileHandlers(UploadHandlers):
         room_id: str | None,
     ) -> None:
         """Append `FileUploadStarted`, then make sure it is the id's first claim (module docstring)."""
-        data = {
-            "user_id": actor.user_id,
-            "file_id": file_id,
-            "filename": filename,
-            "file_size": total or 0,
-            "mime_type": mime_type or "",
-            "room_id": room_id,
-        }
-        await self.commit(self._rest_event(actor, user_stream(actor.user_id), FILE_UPLOAD_STARTED, data))
+        started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
+        await self.commit(started.new(self.origin(actor)))
         winner = shared_file(await self._claims(file_id), file_id)
         if winner is not None and winner.owner != actor.user_id:
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)
@@ -290,44 +282,32 @@ class FileHandlers(UploadHandlers):
             if done - reported < step or (total is not None and done >= total):
                 return  # the last bytes are announced by the completion itself
             reported = done
-            data = {
-                "user_id": actor.user_id,
-                "file_id": file_id,
-                "bytes_uploaded": done,
-                "total_bytes": total or 0,
-                "percentage": percentage(done, total),
-            }
-            stream = volatile_stream(user_stream(actor.user_id))
-            await self.commit(self._rest_event(actor, stream, FILE_UPLOAD_PROGRESSED, data))
+            progressed = FileUploadProgressed(
+                actor.user_id, file_id, done, total or 0, percentage(done, total)
+            )
+            await self.commit(progressed.new(self.origin(actor)))
 
         return report
 
     async def _complete(
         self, actor: Actor, file_id: str, filename: str, room_id: str | None, stored: StoredFile
     ) -> SharedFile:
-        data = {
-            "user_id": actor.user_id,
-            "file_id": file_id,
-            "filename": filename,
-            "url": file_url(file_id),
-            "size": stored.size,
-            "sha256": stored.sha256,
-            "mime_type": stored.content_type,
-            "room_id": room_id,
-        }
-        await self.commit(self._rest_event(actor, user_stream(actor.user_id), FILE_UPLOAD_COMPLETED, data))
+        completed = FileUploadCompleted(
+            actor.user_id,
+            file_id,
+            filename,
+            url=file_url(file_id),
+            size=stored.size,
+            sha256=stored.sha256,
+            mime_type=stored.content_type,
+            room_id=room_id,
+        )
+        await self.commit(completed.new(self.origin(actor)))
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed
             raise StoreUnavailable("the completed upload is not in the log")
         return found
-
-    def _rest_event(self, actor: Actor, stream_id: str, event_type: str, data: dict[str, Any]) -> NewEvent:
-        """An event caused by a REST call: no connection, so every connection of the user hears it."""
-        metadata = {"user_id": actor.user_id, "node": self.node_id, "via": "rest"}
-        return NewEvent(
-            stream_id=stream_id, type=event_type, data=data, metadata=metadata, user_id=actor.user_id
-        )
 
 
 def _resolved_filename(own: Upload | None, given: str | None, file_id: str) -> str:

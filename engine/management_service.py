@@ -31,19 +31,15 @@ import orjson
 from engine.fanout.hub import SubscriberClosed
 from engine.fanout.subscriber import CLOSE_SERVICE_RESTART
 from engine.model.actors import Actor
-from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
-from engine.model.events import (
+from engine.model.catalogue import (
     REMOVED,
-    ROOM_MESSAGE_BROADCAST,
-    USER_LEFT_ROOM,
     USER_MESSAGE_SENT,
-    Committed,
-    NewEvent,
-    RecordedEvent,
-    room_stream,
-    user_id_of,
-    user_stream,
+    RoomMessageBroadcast,
+    UserMessageSent,
 )
+from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
+from engine.model.events import Committed, RecordedEvent
+from engine.model.streams import room_stream, user_id_of, user_stream
 from engine.notifications_service import NotificationHandlers
 from engine.protocol import MAX_ID_LENGTH, broadcast, error, server_shutdown
 from engine.protocol.rendering import encode, render
@@ -135,19 +131,18 @@ class ManagementHandlers(NotificationHandlers):
         existing, so no race can make the check wrong.
         """
         check_id("room_id", room_id)
-        data = {"room_id": room_id, "user_id": admin.user_id, "message": check_posted(message)}
+        posted = RoomMessageBroadcast(room_id, admin.user_id, check_posted(message))
         if not await self._has_events(room_stream(room_id)):
             raise RoomNotFound(f"room {room_id!r} does not exist")
         await self.live.load(room_id, self.room_view)  # the view must be at hand before the append
-        event = self._admin_event(admin, room_stream(room_id), ROOM_MESSAGE_BROADCAST, data)
+        event = posted.new(self.origin(admin))
         return self._delivery(await self.commit(event), room_stream(room_id))
 
     async def notify_user(self, admin: Actor, user_id: str, message: Mapping[str, Any]) -> Delivery:
         """Append `UserMessageSent` to the user's stream; each of their connections gets the message with
         the user's `seq`/`ts`. An offline user's message is kept all the same (`delivered_to` 0)."""
         check_id("user_id", user_id)
-        data = {"user_id": user_id, "sender_id": admin.user_id, "message": check_posted(message)}
-        event = self._admin_event(admin, user_stream(user_id), USER_MESSAGE_SENT, data)
+        event = UserMessageSent(user_id, admin.user_id, check_posted(message)).new(self.origin(admin))
         return self._delivery(await self.commit(event), user_stream(user_id))
 
     # Removing a connection.
@@ -172,16 +167,7 @@ class ManagementHandlers(NotificationHandlers):
         )
         await self._say_last(connection_id, notice, grace)
         rooms = tuple(sorted(connection.rooms))
-        leaves = [
-            NewEvent(
-                stream_id=leave.stream_id,
-                type=USER_LEFT_ROOM,
-                data={**leave.data, "reason": REMOVED},
-                metadata=leave.metadata,
-                user_id=leave.user_id,
-            )
-            for leave in self._forget(connection_id)
-        ]
+        leaves = self._forget(connection_id, reason=REMOVED)
         self._close(connection_id, CLOSE_REMOVED)
         for leave in leaves:  # one at a time: `commit` publishes in each room's seq order
             try:
@@ -228,12 +214,6 @@ class ManagementHandlers(NotificationHandlers):
         return len(closed)
 
     # Internals.
-
-    def _admin_event(self, admin: Actor, stream_id: str, event_type: str, data: dict[str, Any]) -> NewEvent:
-        metadata = {"user_id": admin.user_id, "node": self.node_id, "via": "rest"}
-        return NewEvent(
-            stream_id=stream_id, type=event_type, data=data, metadata=metadata, user_id=admin.user_id
-        )
 
     def _delivery(self, outcome: object, topic: str) -> Delivery:
         # Read right after the commit published, with no await in between: the members it reached.

@@ -10,12 +10,12 @@ only ever added), so a page boundary stays put while new notifications arrive.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from engine.decisions.rules import authorize, require_notification
 from engine.model.actors import Actor
+from engine.model.catalogue import NotificationRead
 from engine.model.errors import ValidationFailed
-from engine.model.events import NOTIFICATION_READ, Committed, NewEvent, user_stream
+from engine.model.events import Committed
 from engine.notifications_service import NotificationHandlers
 from engine.projections.notifications import Inbox, Notification
 
@@ -57,15 +57,8 @@ class NotificationReads(NotificationHandlers):
         NOT_FOUND for an id the caller has no notification under (another user's included)."""
         authorize(actor, "notification_read")
         found = require_notification(await self.inbox(actor.user_id), notification_id)
-        data: dict[str, Any] = {"user_id": actor.user_id, "notification_id": notification_id}
-        event = NewEvent(
-            stream_id=user_stream(actor.user_id),
-            type=NOTIFICATION_READ,
-            data=data,
-            # No connection: every connection of the user hears of it (Live.publish's sender is None).
-            metadata={"user_id": actor.user_id, "node": self.node_id, "via": "rest"},
-            user_id=actor.user_id,
-        )
+        # No connection: every connection of the user hears of it (Live.publish's sender is None).
+        event = NotificationRead(actor.user_id, notification_id).new(self.origin(actor))
         outcome = await self.commit(event)
         if found.read_at is None and isinstance(outcome, Committed):
             found = replace(found, read_at=outcome.recorded_at)  # the projection keeps the first read

@@ -28,17 +28,16 @@ from engine.core import EngineCore
 from engine.decisions.rules import authorize, require_notification
 from engine.fanout.send_queue import Entry
 from engine.model.actors import Actor
-from engine.model.events import (
+from engine.model.catalogue import (
     NOTIFICATION_CREATED,
     NOTIFICATION_READ,
     NOTIFICATIONS_SUBSCRIBED,
-    Committed,
-    Duplicate,
-    NewEvent,
-    RecordedEvent,
-    user_id_of,
-    user_stream,
+    NotificationCreated,
+    NotificationRead,
+    NotificationsSubscribed,
 )
+from engine.model.events import Committed, Duplicate, Origin, RecordedEvent
+from engine.model.streams import user_id_of, user_stream
 from engine.projections import notifications as inbox_projection
 from engine.projections.notifications import FIELDS, Filters, Inbox, matches
 from engine.protocol import Envelope, ack, notification_event, notifications_subscribed
@@ -86,10 +85,8 @@ class NotificationHandlers(EngineCore):
         self._connection_of(actor, connection_id)
         authorize(actor, "subscribe_notifications")
         wanted = Filters.of(filters)
-        data = {"user_id": actor.user_id, "connection_id": connection_id, "filters": wanted.as_dict()}
-        event = self.new_event(
-            actor, connection_id, user_stream(actor.user_id), NOTIFICATIONS_SUBSCRIBED, data, client_msg_id
-        )
+        subscribed = NotificationsSubscribed(actor.user_id, connection_id, wanted.as_dict())
+        event = subscribed.new(self.origin(actor, connection_id, client_msg_id))
         outcome = await self.commit(event)
         if not isinstance(outcome, Committed | Duplicate):
             return
@@ -109,9 +106,8 @@ class NotificationHandlers(EngineCore):
         self._connection_of(actor, connection_id)
         authorize(actor, "notification_read")
         require_notification(await self.inbox(actor.user_id), notification_id)
-        data = {"user_id": actor.user_id, "notification_id": notification_id}
-        event = self.new_event(
-            actor, connection_id, user_stream(actor.user_id), NOTIFICATION_READ, data, client_msg_id
+        event = NotificationRead(actor.user_id, notification_id).new(
+            self.origin(actor, connection_id, client_msg_id)
         )
         outcome = await self.commit(event)
         if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
@@ -132,12 +128,8 @@ class NotificationHandlers(EngineCore):
         """`create_notification`, also returning its commit: the `seq` in the user's stream (REST)."""
         record: dict[str, Any] = {name: notification.get(name) for name in FIELDS}
         record["id"] = str(record["id"]) if record["id"] is not None else f"notif_{uuid.uuid4().hex}"
-        event = NewEvent(
-            stream_id=user_stream(user_id),
-            type=NOTIFICATION_CREATED,
-            data={"user_id": user_id, "notification": record},
-            metadata={"created_by": created_by, "node": self.node_id},
-            user_id=user_id,
+        event = NotificationCreated(user_id, record).new(
+            Origin(self.node_id), user_id=user_id, created_by=created_by
         )
         outcome = await self.commit(event)
         if not isinstance(outcome, Committed):  # no idempotency key, no expected version: cannot happen

@@ -25,28 +25,21 @@ from engine.decisions.rules import (
 from engine.files_service import FileHandlers
 from engine.management_service import ManagementHandlers
 from engine.model.actors import Actor
-from engine.model.errors import ValidationFailed
-from engine.model.events import (
-    CELL_UPDATED,
-    CURSOR_MOVED,
+from engine.model.catalogue import (
     LEFT,
-    ROOM_STREAM_PREFIX,
     STOPPED,
-    TYPING_STARTED,
-    TYPING_STOPPED,
     USER_JOINED_ROOM,
-    USER_LEFT_ROOM,
-    USER_STATUS_CHANGED,
-    AppendOutcome,
-    CellWrite,
-    Committed,
-    Duplicate,
-    NewEvent,
-    room_id_of,
-    room_stream,
-    user_stream,
-    volatile_stream,
+    CellUpdated,
+    CursorMoved,
+    TypingStarted,
+    TypingStopped,
+    UserJoinedRoom,
+    UserLeftRoom,
+    UserStatusChanged,
 )
+from engine.model.errors import ValidationFailed
+from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, room_id_of, room_stream
 from engine.notification_reads import NotificationReads
 from engine.notifications_service import NotificationHandlers
 from engine.projections.rooms import RoomView, project, with_statuses
@@ -105,16 +98,8 @@ class Engine(
             )
         was_in = room_id in connection.rooms
         connection.rooms.add(room_id)  # before the append: see `_Connection.rooms`
-        data = {
-            "room_id": room_id,
-            "user_id": actor.user_id,
-            "username": actor.username,
-            "email": actor.email,
-            "connection_id": connection_id,
-        }
-        event = self.new_event(
-            actor, connection_id, room_stream(room_id), USER_JOINED_ROOM, data, client_msg_id
-        )
+        joined = UserJoinedRoom(room_id, actor.user_id, actor.username, actor.email, connection_id)
+        event = joined.new(self.origin(actor, connection_id, client_msg_id))
         async with self.hub.catch_up(connection_id, room_stream(room_id)) as catch_up:
             outcome = await self.commit(event)
             if isinstance(outcome, Duplicate) and not (was_in and await self._own_join(outcome, event)):
@@ -145,11 +130,9 @@ class Engine(
         `room_state` and `user_left`. ROOM_NOT_FOUND if this connection is not in the room."""
         connection = self._connection_of(actor, connection_id)
         require_in_room(room_id, connection.rooms)
-        data = {"room_id": room_id, "user_id": actor.user_id, "connection_id": connection_id, "reason": LEFT}
         await self.live.load(room_id, self.room_view)
-        event = self.new_event(
-            actor, connection_id, room_stream(room_id), USER_LEFT_ROOM, data, client_msg_id
-        )
+        left = UserLeftRoom(room_id, actor.user_id, connection_id, LEFT)
+        event = left.new(self.origin(actor, connection_id, client_msg_id))
         outcome = await self.commit(event)
         connection.rooms.discard(room_id)
         self.hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate
@@ -174,15 +157,8 @@ class Engine(
         """`cursor_moved` to the other members; a queued, unsent one of the same user is replaced."""
         authorize(actor, "cursor_move")
         require_member(room, self._joined(connection_id))
-        data = {
-            "room_id": room,
-            "user_id": actor.user_id,
-            "username": actor.username,
-            "x": x,
-            "y": y,
-            "cell": cell,
-        }
-        await self._volatile(actor, connection_id, room, CURSOR_MOVED, data, client_msg_id)
+        moved = CursorMoved(room, actor.user_id, actor.username, x, y, cell)
+        await self._volatile(moved.new(self.origin(actor, connection_id, client_msg_id)), room)
 
     async def typing(
         self,
@@ -197,17 +173,9 @@ class Engine(
         """`user_typing_start`/`user_typing_stop` to the other members."""
         authorize(actor, "typing_start" if started else "typing_stop")
         require_member(room, self._joined(connection_id))
-        data: dict[str, Any] = {
-            "room_id": room,
-            "user_id": actor.user_id,
-            "username": actor.username,
-            "cell_id": cell_id,
-            "connection_id": connection_id,
-        }
-        if not started:
-            data["reason"] = STOPPED
-        kind = TYPING_STARTED if started else TYPING_STOPPED
-        await self._volatile(actor, connection_id, room, kind, data, client_msg_id)
+        fields = (room, actor.user_id, actor.username, cell_id, connection_id)
+        typed = TypingStarted(*fields) if started else TypingStopped(*fields, STOPPED)
+        await self._volatile(typed.new(self.origin(actor, connection_id, client_msg_id)), room)
 
     # Cells.
 
@@ -238,17 +206,11 @@ class Engine(
         sheet_room = await self.sheet_room(sheet_id)
         room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined)
         require_member(room_id, joined)
-        data = {
-            "room_id": room_id,
-            "sheet_id": sheet_id,
-            "cell_id": cell_id,
-            "value": value,
-            "formula": formula,
-            "user_id": actor.user_id,
-            "username": actor.username,
-        }
-        event = self.new_event(actor, connection_id, room_stream(room_id), CELL_UPDATED, data, client_msg_id)
-        event = replace(event, cell=CellWrite(sheet_id, cell_id, room_id, version))
+        updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
+        event = updated.new(
+            self.origin(actor, connection_id, client_msg_id),
+            cell=CellWrite(sheet_id, cell_id, room_id, version),
+        )
         await self.live.load(room_id, self.room_view)
         outcome = await self.commit(event)
         await self._ack(connection_id, client_msg_id, room_id, outcome)
@@ -262,28 +224,16 @@ class Engine(
         the members of every room the user is in (engine/fanout/live.py)."""
         self._connection_of(actor, connection_id)
         authorize(actor, "status_update")
-        data = {"user_id": actor.user_id, "status": status}
-        event = self.new_event(
-            actor, connection_id, user_stream(actor.user_id), USER_STATUS_CHANGED, data, client_msg_id
-        )
+        changed = UserStatusChanged(actor.user_id, status)
+        event = changed.new(self.origin(actor, connection_id, client_msg_id))
         outcome = await self.commit(event)
         await self._ack(connection_id, client_msg_id, None, outcome)
 
     # Internals.
 
-    async def _volatile(
-        self,
-        actor: Actor,
-        connection_id: str,
-        room: str,
-        event_type: str,
-        data: dict[str, Any],
-        client_msg_id: str | None,
-    ) -> None:
-        stream = volatile_stream(room_stream(room))
-        outcome = await self.commit(
-            self.new_event(actor, connection_id, stream, event_type, data, client_msg_id)
-        )
+    async def _volatile(self, event: NewEvent, room: str) -> None:
+        outcome = await self.commit(event)
+        client_msg_id, connection_id = event.idempotency_key, event.metadata["connection_id"]
         if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
             await self.reply(connection_id, ack(client_msg_id, room_id=room))  # no place in a sequence
 

@@ -22,16 +22,15 @@ from typing import Any
 from engine.core import EngineCore
 from engine.decisions.rules import authorize, check_upload_start, require_own_upload
 from engine.model.actors import Actor
-from engine.model.events import (
+from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
-    Committed,
-    Duplicate,
-    RecordedEvent,
-    user_stream,
-    volatile_stream,
+    FileUploadProgressed,
+    FileUploadStarted,
 )
+from engine.model.events import Committed, Duplicate, RecordedEvent
+from engine.model.streams import user_stream
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
 from engine.protocol import (
@@ -81,16 +80,8 @@ class UploadHandlers(EngineCore):
         self._connection_of(actor, connection_id)
         authorize(actor, "file_upload_start")
         check_upload_start(await self.upload(actor.user_id, file_id), file_id)
-        data = {
-            "user_id": actor.user_id,
-            "file_id": file_id,
-            "filename": filename,
-            "file_size": file_size,
-            "mime_type": mime_type,
-        }
-        event = self.new_event(
-            actor, connection_id, user_stream(actor.user_id), FILE_UPLOAD_STARTED, data, client_msg_id
-        )
+        started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
+        event = started.new(self.origin(actor, connection_id, client_msg_id))
         outcome = await self.commit(event)
         if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
             await self.reply(connection_id, ack(client_msg_id, seq=outcome.stream_version))
@@ -111,15 +102,8 @@ class UploadHandlers(EngineCore):
         self._connection_of(actor, connection_id)
         authorize(actor, "file_upload_progress")
         require_own_upload(await self.upload(actor.user_id, file_id), actor, file_id)
-        data = {
-            "user_id": actor.user_id,
-            "file_id": file_id,
-            "bytes_uploaded": bytes_uploaded,
-            "total_bytes": total_bytes,
-            "percentage": percentage,
-        }
-        stream = volatile_stream(user_stream(actor.user_id))
-        event = self.new_event(actor, connection_id, stream, FILE_UPLOAD_PROGRESSED, data, client_msg_id)
+        progressed = FileUploadProgressed(actor.user_id, file_id, bytes_uploaded, total_bytes, percentage)
+        event = progressed.new(self.origin(actor, connection_id, client_msg_id))
         outcome = await self.commit(event)
         if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
             await self.reply(connection_id, ack(client_msg_id))  # volatile: no place in a sequence

@@ -20,7 +20,8 @@ from api.deps import EngineDep, SettingsDep
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, may_read_room, require_room_reader
 from engine.model.actors import Actor
 from engine.model.errors import NotFound
-from engine.model.events import RecordedEvent, is_volatile_stream
+from engine.model.events import RecordedEvent
+from engine.model.streams import is_volatile_stream
 from engine.projections.cells import Cell
 from engine.projections.rooms import RoomView
 from engine.protocol import MAX_ROOM_ID_LENGTH, iso, room_state

@@ -23,7 +23,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.model.events import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, NewEvent, room_stream
+from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, UserLeftRoom
+from engine.model.events import NewEvent, Origin
 
 _DEAD = """
 SELECT node_id, started_at FROM nodes
@@ -71,23 +72,10 @@ async def leaves_for(db_engine: AsyncEngine, dead: DeadNode, reaper: str) -> lis
         )
         memberships = {(row.room_id, row.user_id, row.connection_id) for row in rows}
     return [
-        NewEvent(
-            stream_id=room_stream(room_id),
-            type=USER_LEFT_ROOM,
-            data={
-                "room_id": room_id,
-                "user_id": user_id,
-                "connection_id": connection_id,
-                "reason": NODE_LOST,
-            },
-            metadata={
-                "user_id": user_id,
-                "connection_id": connection_id,
-                "node": reaper,
-                "lost_node": dead.node_id,
-            },
-            user_id=user_id,
-            idempotency_key=_key(connection_id, room_id),
+        UserLeftRoom(room_id, user_id, connection_id, NODE_LOST).new(
+            Origin(reaper, user_id, connection_id),
+            key=_key(connection_id, room_id),
+            lost_node=dead.node_id,
         )
         for room_id, user_id, connection_id in sorted(memberships)
     ]

@@ -17,8 +17,10 @@ from collections.abc import Collection
 from typing import Any
 
 from engine.model.actors import Actor
+from engine.model.catalogue import CELL_UPDATED
 from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
-from engine.model.events import CELL_UPDATED, NewEvent, room_stream
+from engine.model.events import NewEvent
+from engine.model.streams import room_stream
 from engine.projections.ai_requests import AiRequest
 from engine.projections.cells import Cell, Sheet
 from engine.projections.notifications import Inbox, Notification

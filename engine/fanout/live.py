@@ -24,20 +24,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from engine.fanout.hub import Hub
-from engine.model.events import (
-    CURSOR_MOVED,
-    MEMBERSHIP_EVENTS,
-    USER_LEFT_ROOM,
-    USER_STATUS_CHANGED,
-    Committed,
-    NewEvent,
-    RecordedEvent,
-    durable_stream,
-    is_volatile_stream,
-    room_id_of,
-    room_stream,
-    user_stream,
-)
+from engine.model.catalogue import CURSOR_MOVED, MEMBERSHIP_EVENTS, USER_LEFT_ROOM, USER_STATUS_CHANGED
+from engine.model.events import Committed, NewEvent, RecordedEvent
+from engine.model.streams import durable_stream, is_volatile_stream, room_id_of, room_stream, user_stream
 from engine.projections import presence
 from engine.projections.rooms import RoomView, apply, with_statuses
 from engine.protocol.rendering import encode, render

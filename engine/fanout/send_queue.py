@@ -25,7 +25,7 @@ from typing import Final
 
 import orjson
 
-from engine.model.events import ROOM_STREAM_PREFIX
+from engine.model.streams import ROOM_STREAM_PREFIX
 
 Message = str | bytes | Sequence[str | bytes]
 """One frame, or all the frames that stem from one event (they share its seq)."""

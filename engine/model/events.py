@@ -2,17 +2,15 @@
 
 A `NewEvent` is what a caller asks to append; a `RecordedEvent` is what the log holds. Two counters are
 never mixed: `stream_version` is contiguous per stream (the `seq` clients see), `position` is global.
-Event type names are past tense: each records something that happened, never a request.
-
-The catalogue below names every event type, the fields of its `data`, and the stream it lives in:
-a room's (`room:{id}`), a user's (`user:{id}`), or the volatile twin of either (`volatile:...`).
+The types and their fields are the catalogue's (engine/model/catalogue.py), which builds every
+`NewEvent`; its `metadata` says who caused it (`Origin`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from engine.model.errors import Rejected
 
@@ -93,165 +91,28 @@ class Refused:
 AppendOutcome = Committed | Duplicate | Conflict | Refused
 
 
-# The catalogue
-# -------------
-# Every type the log may hold, with the fields of its `data`. A durable event takes the next version
-# of its stream (a room's `seq`, or a user's own `seq`); a volatile one (`VOLATILE_EVENTS`) goes to the
-# stream's volatile twin (`volatile_stream`), so it takes no place in that sequence and resume never
-# replays it. Ids and names are strings, times come from `recorded_at`, never from `data`.
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who caused an event and through what: its `metadata`. A message's origin names the user, the
+    connection and the node; a REST call has no connection (`via="rest"`), so every connection of the
+    user hears of it. `client_msg_id` is echoed in every message fanned out from the event."""
 
-# Room events: stream `room:{room_id}`, volatile ones `volatile:room:{room_id}`. Every `data` has
-# `room_id` (the seed's wire name is `room` for cursors and typing; the api renames on the way out).
+    node: str | None = None
+    user_id: str | None = None
+    connection_id: str | None = None
+    client_msg_id: str | None = None
+    via: str | None = None
 
-# room_id, user_id, username, email, connection_id
-USER_JOINED_ROOM = "UserJoinedRoom"
-# room_id, user_id, connection_id (absent: every connection of the user), reason (`LEAVE_REASONS`)
-USER_LEFT_ROOM = "UserLeftRoom"
-# room_id, sheet_id, cell_id, value, formula, version (server-assigned), user_id, username.
-# The first CellUpdated of a sheet is what attaches the sheet to its room: there is no SheetAttached,
-# because every durable room event becomes a message with a `seq`, and an event clients never see
-# would look to them like a gap. `engine.decisions.rules.room_for_cell_update` keeps a sheet in one room.
-CELL_UPDATED = "CellUpdated"
-# room_id, user_id (the admin), message (the posted JSON object, delivered to members as it is)
-ROOM_MESSAGE_BROADCAST = "RoomMessageBroadcast"
-# volatile. room_id, user_id, username, x, y, cell (or None)
-CURSOR_MOVED = "CursorMoved"
-# volatile. room_id, user_id, username, cell_id, connection_id
-TYPING_STARTED = "TypingStarted"
-# volatile. room_id, user_id, username, cell_id, connection_id, reason ("stopped" or "expired")
-TYPING_STOPPED = "TypingStopped"
-
-# User events: stream `user:{user_id}` (the requester's, for AI), volatile ones `volatile:user:{user_id}`.
-# Every `data` has `user_id`.
-
-# user_id, status ("online", "away", "busy")
-USER_STATUS_CHANGED = "UserStatusChanged"
-# user_id, notification {id, title, message, category, priority, module_name}
-NOTIFICATION_CREATED = "NotificationCreated"
-# user_id, notification_id
-NOTIFICATION_READ = "NotificationRead"
-# user_id, connection_id, filters {categories, modules, priorities} (each a list of strings or None)
-NOTIFICATIONS_SUBSCRIBED = "NotificationsSubscribed"
-# user_id, file_id, filename, file_size, mime_type
-FILE_UPLOAD_STARTED = "FileUploadStarted"
-# volatile. user_id, file_id, bytes_uploaded, total_bytes, percentage
-FILE_UPLOAD_PROGRESSED = "FileUploadProgressed"
-# user_id, file_id, filename, mime_type, url, size, sha256
-FILE_UPLOAD_COMPLETED = "FileUploadCompleted"
-# user_id, request_id, query, sheet_id, context (an object; may hold table_range), room_id (or None)
-AI_REQUEST_STARTED = "AiRequestStarted"
-# user_id, request_id, progress (0-100), status (what the provider is doing, for people)
-AI_PROGRESSED = "AiProgressed"
-# user_id, request_id, result, processing_time (seconds)
-AI_COMPLETED = "AiCompleted"
-# user_id, request_id, error
-AI_FAILED = "AiFailed"
-# user_id, request_id, reason
-AI_CANCELLED = "AiCancelled"
-# user_id (the recipient), sender_id (the admin), message (the posted JSON object, delivered as it is)
-USER_MESSAGE_SENT = "UserMessageSent"
-
-# Why a user left a room. Only LEFT is a message the user sent; the others are recorded by the server.
-LEFT = "left"  # the client's `leave_room`
-DISCONNECTED = "disconnected"  # the socket closed (by the client, the network or a server shutdown)
-TIMED_OUT = "timed_out"  # no pong within WEBSOCKET_PING_TIMEOUT
-REMOVED = "removed"  # an admin's DELETE /ws/connections/{connection_id}
-NODE_LOST = "node_lost"  # the connection's node stopped heartbeating; a survivor recorded the leave
-LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST})
-
-# Why typing stopped: the client said so, or no stop came within TYPING_TIMEOUT_SECONDS.
-STOPPED = "stopped"
-EXPIRED = "expired"
-
-# Families: who is concerned by what. Each projection folds the types of its concern and names the
-# families it skips (engine/projections/__init__.py); together they must cover the catalogue.
-MEMBERSHIP_EVENTS: Final = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM})
-CELL_EVENTS: Final = frozenset({CELL_UPDATED})
-# Messages an admin posts over REST, delivered as posted: to a room's members, or to one user.
-BROADCAST_EVENTS: Final = frozenset({ROOM_MESSAGE_BROADCAST, USER_MESSAGE_SENT})
-CURSOR_EVENTS: Final = frozenset({CURSOR_MOVED})
-TYPING_EVENTS: Final = frozenset({TYPING_STARTED, TYPING_STOPPED})
-STATUS_EVENTS: Final = frozenset({USER_STATUS_CHANGED})
-NOTIFICATION_EVENTS: Final = frozenset({NOTIFICATION_CREATED, NOTIFICATION_READ, NOTIFICATIONS_SUBSCRIBED})
-UPLOAD_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_COMPLETED})
-AI_EVENTS: Final = frozenset({AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, AI_CANCELLED})
-
-ROOM_EVENTS: Final = (
-    MEMBERSHIP_EVENTS | CELL_EVENTS | frozenset({ROOM_MESSAGE_BROADCAST}) | CURSOR_EVENTS | TYPING_EVENTS
-)
-USER_EVENTS: Final = (
-    STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | frozenset({USER_MESSAGE_SENT})
-)
-CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS
-# High-frequency and only worth their latest value: PROTOCOL.md keeps them out of every sequence.
-VOLATILE_EVENTS: Final = frozenset({CURSOR_MOVED, TYPING_STARTED, TYPING_STOPPED, FILE_UPLOAD_PROGRESSED})
-
-
-def is_volatile(event_type: str) -> bool:
-    """Whether events of this type go to a volatile stream: no `seq`, no replay, retention-bound."""
-    return event_type in VOLATILE_EVENTS
-
-
-# Streams.
-
-ROOM_STREAM_PREFIX = "room:"
-USER_STREAM_PREFIX = "user:"
-# A prefix, not a suffix: ids may contain any printable character, so only a prefix parses back.
-VOLATILE_STREAM_PREFIX = "volatile:"
-
-
-def room_stream(room_id: str) -> str:
-    return ROOM_STREAM_PREFIX + room_id
-
-
-def user_stream(user_id: str) -> str:
-    return USER_STREAM_PREFIX + user_id
-
-
-def room_id_of(stream_id: str) -> str:
-    """The room id of a room stream; raises ValueError for any other stream."""
-    if not stream_id.startswith(ROOM_STREAM_PREFIX):
-        raise ValueError(f"{stream_id!r} is not a room stream")
-    return stream_id[len(ROOM_STREAM_PREFIX) :]
-
-
-def user_id_of(stream_id: str) -> str:
-    """The user id of a user stream; raises ValueError for any other stream."""
-    if not stream_id.startswith(USER_STREAM_PREFIX):
-        raise ValueError(f"{stream_id!r} is not a user stream")
-    return stream_id[len(USER_STREAM_PREFIX) :]
-
-
-def volatile_stream(stream_id: str) -> str:
-    """The twin of a durable stream that holds its volatile events."""
-    if is_volatile_stream(stream_id):
-        raise ValueError(f"{stream_id!r} is already a volatile stream")
-    return VOLATILE_STREAM_PREFIX + stream_id
-
-
-def is_volatile_stream(stream_id: str) -> bool:
-    return stream_id.startswith(VOLATILE_STREAM_PREFIX)
-
-
-def is_engine_stream(stream_id: str) -> bool:
-    """Whether the engine fans the stream out: a room's or a user's, or the volatile twin of one."""
-    durable = durable_stream(stream_id)
-    return durable.startswith(ROOM_STREAM_PREFIX) or durable.startswith(USER_STREAM_PREFIX)
-
-
-def durable_stream(stream_id: str) -> str:
-    """The durable stream of `stream_id` (itself, or the stream a volatile twin belongs to)."""
-    return stream_id.removeprefix(VOLATILE_STREAM_PREFIX)
-
-
-def stream_for(event_type: str, stream_id: str) -> str:
-    """Where an event of `event_type` owned by the durable `stream_id` is appended.
-
-    Raises ValueError for a type outside the catalogue or one that does not belong to that kind of
-    stream (a CellUpdated in a user stream), so a misrouted event is refused before it is written.
-    """
-    kind = ROOM_EVENTS if stream_id.startswith(ROOM_STREAM_PREFIX) else None
-    kind = USER_EVENTS if stream_id.startswith(USER_STREAM_PREFIX) else kind
-    if kind is None or event_type not in kind:
-        raise ValueError(f"{event_type!r} events do not belong in stream {stream_id!r}")
-    return volatile_stream(stream_id) if is_volatile(event_type) else stream_id
+    def metadata(self, **extra: Any) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        if self.user_id is not None:
+            found["user_id"] = self.user_id
+        if self.connection_id is not None:
+            found["connection_id"] = self.connection_id
+        if self.node is not None:
+            found["node"] = self.node
+        if self.client_msg_id is not None:
+            found["client_msg_id"] = self.client_msg_id
+        if self.via is not None:
+            found["via"] = self.via
+        return {**found, **extra}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_CANCELLED,
     AI_COMPLETED,
     AI_EVENTS,
@@ -31,8 +31,8 @@ from engine.model.events import (
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
-    RecordedEvent,
 )
+from engine.model.events import RecordedEvent
 from engine.projections import folds, frozen, optional_str
 
 RUNNING = "running"

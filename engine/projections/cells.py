@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,
@@ -26,10 +26,9 @@ from engine.model.events import (
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
-    RecordedEvent,
-    durable_stream,
-    room_id_of,
 )
+from engine.model.events import RecordedEvent
+from engine.model.streams import durable_stream, room_id_of
 from engine.projections import empty, folds, frozen, optional_str
 
 HANDLED = CELL_EVENTS

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
@@ -24,8 +24,8 @@ from engine.model.events import (
     TYPING_EVENTS,
     UPLOAD_EVENTS,
     USER_MESSAGE_SENT,
-    RecordedEvent,
 )
+from engine.model.events import RecordedEvent
 from engine.projections import folds
 
 HANDLED = frozenset({USER_MESSAGE_SENT})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,
@@ -24,8 +24,8 @@ from engine.model.events import (
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
-    RecordedEvent,
 )
+from engine.model.events import RecordedEvent
 from engine.projections import empty, folds, frozen
 
 HANDLED = NOTIFICATION_EVENTS

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_UPDATED,
@@ -30,10 +30,9 @@ from engine.model.events import (
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
     USER_STATUS_CHANGED,
-    RecordedEvent,
-    durable_stream,
-    room_id_of,
 )
+from engine.model.events import RecordedEvent
+from engine.model.streams import durable_stream, room_id_of
 from engine.projections import empty, folds, frozen
 
 ONLINE = "online"

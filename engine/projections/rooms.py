@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     CELL_UPDATED,
     CURSOR_MOVED,
@@ -30,19 +30,15 @@ from engine.model.events import (
     LEFT,
     NOTIFICATION_EVENTS,
     ROOM_MESSAGE_BROADCAST,
-    ROOM_STREAM_PREFIX,
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
     USER_MESSAGE_SENT,
-    RecordedEvent,
-    durable_stream,
-    room_id_of,
-    room_stream,
-    volatile_stream,
 )
+from engine.model.events import RecordedEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, durable_stream, room_id_of, room_stream, volatile_stream
 from engine.projections import empty, folds, frozen
 
 ONLINE = "online"

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,
@@ -28,13 +28,10 @@ from engine.model.events import (
     UPLOAD_EVENTS,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
-    NewEvent,
-    RecordedEvent,
-    durable_stream,
-    room_id_of,
-    room_stream,
-    volatile_stream,
+    TypingStopped,
 )
+from engine.model.events import NewEvent, Origin, RecordedEvent
+from engine.model.streams import durable_stream, room_id_of
 from engine.projections import empty, folds, frozen
 
 HANDLED = frozenset({TYPING_STARTED, TYPING_STOPPED, USER_LEFT_ROOM})
@@ -128,23 +125,10 @@ def expired(view: TypingView, now: datetime, timeout_seconds: float) -> list[New
     At exactly the timeout a start has expired, so a timer set for start + timeout always finds it.
     """
     limit = now - timedelta(seconds=timeout_seconds)
-    stream = volatile_stream(room_stream(view.room_id))
     return [
-        NewEvent(
-            stream_id=stream,
-            type=TYPING_STOPPED,
-            data={
-                "room_id": view.room_id,
-                "user_id": typist.user_id,
-                "username": typist.username,
-                "cell_id": typist.cell_id,
-                "connection_id": typist.connection_id,
-                "reason": EXPIRED,
-            },
-            metadata={"user_id": typist.user_id, "reason": EXPIRED},
-            idempotency_key=f"typing-expired:{typist.position}",
-            user_id=typist.user_id,
-        )
+        TypingStopped(
+            view.room_id, typist.user_id, typist.username, typist.cell_id, typist.connection_id, EXPIRED
+        ).new(Origin(user_id=typist.user_id), key=f"typing-expired:{typist.position}", reason=EXPIRED)
         for typist in view.typing.values()
         if typist.started_at <= limit
     ]

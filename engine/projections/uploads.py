@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,
@@ -26,8 +26,8 @@ from engine.model.events import (
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
-    RecordedEvent,
 )
+from engine.model.events import RecordedEvent
 from engine.projections import folds, optional_int, optional_str
 
 STARTED = "started"

@@ -15,14 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.model.events import (
-    AI_CANCELLED,
-    AI_COMPLETED,
-    AI_FAILED,
-    AI_PROGRESSED,
-    AI_REQUEST_STARTED,
-    RecordedEvent,
-)
+from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
+from engine.model.events import RecordedEvent
 from engine.protocol import Envelope, ai_event
 
 CANCELLED_CODE = "CANCELLED"

@@ -17,7 +17,8 @@ from typing import Any, Final, Literal
 
 from engine.model.actors import Actor
 from engine.model.errors import ValidationFailed
-from engine.model.events import ROOM_STREAM_PREFIX, RecordedEvent, is_volatile_stream, room_id_of
+from engine.model.events import RecordedEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, is_volatile_stream, room_id_of
 from engine.projections.rooms import Member, RoomView
 
 AiEventType = Literal["ai_start", "ai_progress", "ai_complete", "ai_error"]

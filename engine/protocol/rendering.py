@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from engine.model.events import (
+from engine.model.catalogue import (
     BROADCAST_EVENTS,
     CELL_UPDATED,
     CURSOR_MOVED,
@@ -28,8 +28,8 @@ from engine.model.events import (
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
     USER_STATUS_CHANGED,
-    RecordedEvent,
 )
+from engine.model.events import RecordedEvent
 from engine.projections.rooms import RoomView, apply, with_statuses
 from engine.protocol import (
     Envelope,

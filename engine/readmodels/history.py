@@ -30,15 +30,10 @@ from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.schema import events, sheets, streams
+from engine.model.catalogue import CATALOGUE, CELL_UPDATED, VOLATILE_EVENTS
 from engine.model.errors import NotFound, ValidationFailed
-from engine.model.events import (
-    CATALOGUE,
-    CELL_UPDATED,
-    VOLATILE_EVENTS,
-    RecordedEvent,
-    room_stream,
-    volatile_stream,
-)
+from engine.model.events import RecordedEvent
+from engine.model.streams import room_stream, volatile_stream
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from engine.log.store import EventStore
-from engine.model.events import CELL_UPDATED, NewEvent
+from engine.model.catalogue import CELL_UPDATED
+from engine.model.events import NewEvent
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until
 

@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from engine.log.embedded_postgres import start_embedded_postgres
 from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore, create_db_engine
-from engine.model.events import CELL_UPDATED
+from engine.model.catalogue import CELL_UPDATED
 from engine.readmodels.runner import CHECKPOINT
 from tests.api.conftest import make_settings, serve, start_node_process
 from tests.api.live_helpers import greet, send, until

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 
 from api.tokens import mint_token
 from engine.log.store import EventStore, create_db_engine
-from engine.model.events import NODE_LOST, USER_LEFT_ROOM
+from engine.model.catalogue import NODE_LOST, USER_LEFT_ROOM
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve, start_node_process
 from tests.api.live_helpers import greet, send, until
 

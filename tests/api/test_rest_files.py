@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.model.events import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, user_stream
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
+from engine.model.streams import user_stream
 from engine.service import Engine
 from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, of_type, pending, until

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from engine.log.schema import room_snapshots
 from engine.log.store import EventStore
-from engine.model.events import room_stream
+from engine.model.streams import room_stream
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
 from tests.api.live_helpers import Message, greet, join, of_type, pending, send, until
 

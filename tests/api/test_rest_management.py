@@ -19,14 +19,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.tokens import mint_token
 from engine.log.store import EventStore
-from engine.model.events import (
-    REMOVED,
-    ROOM_MESSAGE_BROADCAST,
-    USER_LEFT_ROOM,
-    USER_MESSAGE_SENT,
-    room_stream,
-    user_stream,
-)
+from engine.model.catalogue import REMOVED, ROOM_MESSAGE_BROADCAST, USER_LEFT_ROOM, USER_MESSAGE_SENT
+from engine.model.streams import room_stream, user_stream
 from tests.api.conftest import (
     SECRET,
     Server,

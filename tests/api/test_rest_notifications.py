@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 
 from engine.model.actors import Actor
-from engine.model.events import NOTIFICATION_READ, user_stream
+from engine.model.catalogue import NOTIFICATION_READ
+from engine.model.streams import user_stream
 from engine.service import Engine
 from tests.api.conftest import Server
 from tests.api.live_helpers import greet, of_type, pending, until

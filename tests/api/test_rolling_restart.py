@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from engine.log.store import EventStore, create_db_engine
-from engine.model.events import CELL_UPDATED
+from engine.model.catalogue import CELL_UPDATED
 from tests.api.conftest import fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, send, until
 

@@ -16,14 +16,8 @@ from websockets.asyncio.client import ClientConnection
 from api.settings import Settings
 from engine.features.ai import AiJob, AiStep, Complete, Progress, cell_values
 from engine.log.store import EventStore
-from engine.model.events import (
-    AI_CANCELLED,
-    AI_COMPLETED,
-    AI_FAILED,
-    AI_PROGRESSED,
-    AI_REQUEST_STARTED,
-    user_stream,
-)
+from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
+from engine.model.streams import user_stream
 from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from engine.log.store import EventStore
-from engine.model.events import CELL_UPDATED, room_stream
+from engine.model.catalogue import CELL_UPDATED
+from engine.model.streams import room_stream
 from tests.api.conftest import Server, receive, request
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 

@@ -4,7 +4,8 @@ names and nobody else, with `seq` on room events and acks for `client_msg_id`.""
 from __future__ import annotations
 
 from engine.log.store import EventStore
-from engine.model.events import USER_JOINED_ROOM, room_stream
+from engine.model.catalogue import USER_JOINED_ROOM
+from engine.model.streams import room_stream
 from tests.api.conftest import Server, receive, request, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 

@@ -21,7 +21,8 @@ from websockets.exceptions import ConnectionClosed
 
 from engine.fanout.hub import CLOSE_SLOW_CONSUMER, Hub
 from engine.log.store import EventStore
-from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
+from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.streams import room_stream
 from tests.api.conftest import (
     RECEIVE_TIMEOUT,
     Server,

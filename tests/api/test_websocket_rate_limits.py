@@ -14,7 +14,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from engine.log.store import EventStore
-from engine.model.events import EXPIRED, TYPING_STOPPED, room_stream, user_stream, volatile_stream
+from engine.model.catalogue import EXPIRED, TYPING_STOPPED
+from engine.model.streams import room_stream, user_stream, volatile_stream
 from tests.api.conftest import Server, make_settings, receive, request, serve
 from tests.api.live_helpers import greet, join, pending, send, until
 

@@ -9,7 +9,7 @@ import asyncio
 from websockets.asyncio.client import ClientConnection
 
 from engine.log.store import EventStore
-from engine.model.events import room_stream
+from engine.model.streams import room_stream
 from tests.api.conftest import Server, request
 from tests.api.live_helpers import Message, greet, join, of_type, pending, send, until
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from websockets.asyncio.client import ClientConnection
 
 from engine.log.store import EventStore
-from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, room_stream
+from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.streams import room_stream
 from engine.projections.rooms import project
 from tests.api.conftest import Server, make_settings, receive, request, serve, wait_for_events
 from tests.fault_proxy import FaultProxy

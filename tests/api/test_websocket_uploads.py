@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from engine.model.events import volatile_stream
+from engine.model.streams import volatile_stream
 from engine.service import Engine
 from tests.api.conftest import Server, request
 from tests.api.live_helpers import greet, of_type, pending, send, until

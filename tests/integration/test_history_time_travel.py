@@ -12,18 +12,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.store import EventStore
+from engine.model.catalogue import CELL_UPDATED, CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.errors import NotFound, ValidationFailed
-from engine.model.events import (
-    CELL_UPDATED,
-    CURSOR_MOVED,
-    USER_JOINED_ROOM,
-    USER_LEFT_ROOM,
-    CellWrite,
-    Committed,
-    NewEvent,
-    room_stream,
-    volatile_stream,
-)
+from engine.model.events import CellWrite, Committed, NewEvent
+from engine.model.streams import room_stream, volatile_stream
 from engine.projections.rooms import project
 from engine.readmodels.history import EventFilter, History
 from engine.readmodels.snapshots import Snapshot

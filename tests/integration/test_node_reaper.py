@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.reaper import DeadNode, dead_nodes, leaves_for, mark_stopped
 from engine.log.store import EventStore
-from engine.model.events import USER_JOINED_ROOM, USER_LEFT_ROOM, Committed, Duplicate, NewEvent, room_stream
+from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.events import Committed, Duplicate, NewEvent
+from engine.model.streams import room_stream
 
 
 def membership(kind: str, room: str, user: str, connection: str, node: str) -> NewEvent:

@@ -13,8 +13,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from engine.model import events as ev
-from engine.model.events import RecordedEvent, room_stream, stream_for, user_stream
+from engine.model import catalogue as cat
+from engine.model.catalogue import stream_for
+from engine.model.events import RecordedEvent
+from engine.model.streams import room_stream, user_stream, volatile_stream
 
 T0 = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
 
@@ -58,7 +60,7 @@ class Log:
 
     def of_room(self, room_id: str) -> list[RecordedEvent]:
         """The room's durable and volatile events, merged in position order."""
-        streams = {room_stream(room_id), ev.volatile_stream(room_stream(room_id))}
+        streams = {room_stream(room_id), volatile_stream(room_stream(room_id))}
         return [event for event in self.events if event.stream_id in streams]
 
     # The common events, with the fields the engine records.
@@ -66,7 +68,7 @@ class Log:
     def joined(self, room_id: str, user: str, connection: str, seconds: float = 0) -> RecordedEvent:
         return self.room(
             room_id,
-            ev.USER_JOINED_ROOM,
+            cat.USER_JOINED_ROOM,
             seconds,
             user_id=user,
             username=user.title(),
@@ -80,19 +82,19 @@ class Log:
         user: str,
         connection: str | None,
         seconds: float = 0,
-        reason: str = ev.DISCONNECTED,
+        reason: str = cat.DISCONNECTED,
     ) -> RecordedEvent:
         data: dict[str, Any] = {"user_id": user, "reason": reason}
         if connection is not None:
             data["connection_id"] = connection
-        return self.room(room_id, ev.USER_LEFT_ROOM, seconds, **data)
+        return self.room(room_id, cat.USER_LEFT_ROOM, seconds, **data)
 
     def cell(
         self, room_id: str, user: str, sheet: str, cell: str, value: Any, version: int, seconds: float = 0
     ) -> RecordedEvent:
         return self.room(
             room_id,
-            ev.CELL_UPDATED,
+            cat.CELL_UPDATED,
             seconds,
             sheet_id=sheet,
             cell_id=cell,
@@ -107,7 +109,7 @@ class Log:
         self, room_id: str, user: str, x: int, y: int, cell: str | None, seconds: float = 0
     ) -> RecordedEvent:
         return self.room(
-            room_id, ev.CURSOR_MOVED, seconds, user_id=user, username=user.title(), x=x, y=y, cell=cell
+            room_id, cat.CURSOR_MOVED, seconds, user_id=user, username=user.title(), x=x, y=y, cell=cell
         )
 
     def typing(
@@ -115,7 +117,7 @@ class Log:
     ) -> RecordedEvent:
         return self.room(
             room_id,
-            ev.TYPING_STARTED,
+            cat.TYPING_STARTED,
             seconds,
             user_id=user,
             username=user.title(),
@@ -127,12 +129,12 @@ class Log:
     def typing_stopped(self, room_id: str, user: str, cell: str, seconds: float = 0) -> RecordedEvent:
         return self.room(
             room_id,
-            ev.TYPING_STOPPED,
+            cat.TYPING_STOPPED,
             seconds,
             user_id=user,
             username=user.title(),
             cell_id=cell,
-            reason=ev.STOPPED,
+            reason=cat.STOPPED,
         )
 
 
@@ -149,7 +151,13 @@ TAGS = ("a", "b")
 _user, _room, _conn, _cell = (st.sampled_from(x) for x in (USERS, ROOMS, CONNECTIONS, CELLS))
 _step = st.one_of(
     st.tuples(st.just("join"), _user, _room, _conn),
-    st.tuples(st.just("leave"), _user, _room, st.none() | _conn, st.sampled_from((ev.LEFT, ev.DISCONNECTED))),
+    st.tuples(
+        st.just("leave"),
+        _user,
+        _room,
+        st.none() | _conn,
+        st.sampled_from((cat.LEFT, cat.DISCONNECTED)),
+    ),
     st.tuples(st.just("cursor"), _user, _room, st.integers(0, 500), _cell),
     st.tuples(st.just("cell"), _user, st.sampled_from(sorted(SHEETS)), _cell, st.integers(1, 10**6)),
     st.tuples(st.just("typing"), _user, _room, _cell, _conn),
@@ -188,7 +196,7 @@ def _record(log: Log, step: tuple[Any, ...], t: float) -> None:
     elif kind == "stop":
         log.typing_stopped(args[1], args[0], args[2], t)
     elif kind == "status":
-        log.user(args[0], ev.USER_STATUS_CHANGED, t, status=args[1])
+        log.user(args[0], cat.USER_STATUS_CHANGED, t, status=args[1])
     elif kind == "notify":
         notification = {
             "id": args[1],
@@ -197,11 +205,11 @@ def _record(log: Log, step: tuple[Any, ...], t: float) -> None:
             "category": args[2],
             "priority": "normal",
         }
-        log.user(args[0], ev.NOTIFICATION_CREATED, t, notification=notification)
+        log.user(args[0], cat.NOTIFICATION_CREATED, t, notification=notification)
     elif kind == "read":
-        log.user(args[0], ev.NOTIFICATION_READ, t, notification_id=args[1])
+        log.user(args[0], cat.NOTIFICATION_READ, t, notification_id=args[1])
     elif kind == "subscribe":
         filters = {"categories": args[2], "modules": None, "priorities": None}
-        log.user(args[0], ev.NOTIFICATIONS_SUBSCRIBED, t, connection_id=args[1], filters=filters)
+        log.user(args[0], cat.NOTIFICATIONS_SUBSCRIBED, t, connection_id=args[1], filters=filters)
     else:
-        log.room(args[0], ev.ROOM_MESSAGE_BROADCAST, t, user_id="admin", message={"type": "note"})
+        log.room(args[0], cat.ROOM_MESSAGE_BROADCAST, t, user_id="admin", message={"type": "note"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model.events import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
+from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
 from engine.projections.ai_requests import (
     CANCELLED,
     COMPLETE,

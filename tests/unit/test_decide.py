@@ -8,14 +8,14 @@ from hypothesis import strategies as st
 
 from engine.decisions import rules as decide
 from engine.model.actors import Actor, Role
-from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
-from engine.model.events import (
+from engine.model.catalogue import (
     AI_CANCELLED,
     AI_REQUEST_STARTED,
     CELL_UPDATED,
     FILE_UPLOAD_STARTED,
     NOTIFICATION_CREATED,
 )
+from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
 from engine.projections import ai_requests, cells, notifications, uploads
 from tests.unit.event_log import Log, at
 

@@ -14,8 +14,8 @@ from engine.files_service import (
     shared_file,
 )
 from engine.model.actors import Actor
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
 from engine.model.errors import ValidationFailed
-from engine.model.events import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
 from tests.unit.event_log import Log
 
 START = {"file_id": "f1", "filename": "a.png", "file_size": 10, "mime_type": "image/png"}

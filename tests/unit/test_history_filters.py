@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from engine.model.catalogue import CELL_UPDATED, CURSOR_MOVED
 from engine.model.errors import ValidationFailed
-from engine.model.events import CELL_UPDATED, CURSOR_MOVED
 from engine.readmodels.history import EventFilter
 
 T0 = datetime(2026, 11, 26, 10, tzinfo=UTC)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.model import events as ev
+from engine.model import catalogue as cat
 from engine.model.events import RecordedEvent
 from engine.projections.rooms import RoomView, apply_many, project
 from engine.readmodels.snapshots import FORMAT, decode_view, encode_view
@@ -55,7 +55,10 @@ _CONNECTIONS = st.sampled_from(("c1", "c2", "c3"))
 _STEPS = st.one_of(
     st.tuples(st.just("join"), _USERS, _CONNECTIONS),
     st.tuples(
-        st.just("leave"), _USERS, st.none() | _CONNECTIONS, st.sampled_from((ev.LEFT, ev.DISCONNECTED))
+        st.just("leave"),
+        _USERS,
+        st.none() | _CONNECTIONS,
+        st.sampled_from((cat.LEFT, cat.DISCONNECTED)),
     ),
     st.tuples(st.just("cursor"), _USERS, st.integers(0, 500), st.none() | st.sampled_from(("A1", "B2"))),
     st.tuples(st.just("cell"), _USERS, st.sampled_from(("s1", "s2")), st.integers(1, 100)),
@@ -85,7 +88,7 @@ def room_logs(draw: st.DrawFn) -> list[RecordedEvent]:
         elif kind == "typing":
             log.typing("r", args[0], "A1", args[1], clock)
         else:
-            log.room("r", ev.ROOM_MESSAGE_BROADCAST, clock, user_id="root", message={"m": 1})
+            log.room("r", cat.ROOM_MESSAGE_BROADCAST, clock, user_id="root", message={"m": 1})
     return log.events
 
 

@@ -11,16 +11,9 @@ import orjson
 
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live
-from engine.model.events import (
-    CURSOR_MOVED,
-    USER_JOINED_ROOM,
-    USER_LEFT_ROOM,
-    USER_STATUS_CHANGED,
-    RecordedEvent,
-    room_stream,
-    user_stream,
-    volatile_stream,
-)
+from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM, USER_STATUS_CHANGED
+from engine.model.events import RecordedEvent
+from engine.model.streams import room_stream, user_stream, volatile_stream
 from engine.projections.rooms import RoomView, project
 from engine.protocol.rendering import ReplayRenderer, render
 from tests.unit.test_fanout import Client, connect, running_hub, settle

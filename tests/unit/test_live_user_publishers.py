@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live
-from engine.model.events import NOTIFICATION_CREATED, RecordedEvent
+from engine.model.catalogue import NOTIFICATION_CREATED
+from engine.model.events import RecordedEvent
 
 
 def test_a_registered_user_publisher_gets_the_event_and_its_sender() -> None:

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from engine.management_service import check_posted
+from engine.model.catalogue import ROOM_MESSAGE_BROADCAST, USER_JOINED_ROOM, USER_MESSAGE_SENT
 from engine.model.errors import ValidationFailed
-from engine.model.events import ROOM_MESSAGE_BROADCAST, USER_JOINED_ROOM, USER_MESSAGE_SENT
 from engine.projections import direct_messages
 from engine.projections.rooms import project as project_room
 from engine.protocol import RESERVED_TYPES, iso

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.model.catalogue import NOTIFICATION_CREATED, NOTIFICATION_READ
 from engine.model.errors import ValidationFailed
-from engine.model.events import NOTIFICATION_CREATED, NOTIFICATION_READ
 from engine.notification_reads import NotificationPage, page
 from engine.projections.notifications import Inbox, project
 from tests.unit.event_log import Log

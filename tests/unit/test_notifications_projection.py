@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from engine.model.events import NOTIFICATION_CREATED, NOTIFICATION_READ, NOTIFICATIONS_SUBSCRIBED
+from engine.model.catalogue import NOTIFICATION_CREATED, NOTIFICATION_READ, NOTIFICATIONS_SUBSCRIBED
 from engine.projections.notifications import Filters, Inbox, Notification, apply, key_of, matches, project
 from tests.unit.event_log import Log, at
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model.events import USER_STATUS_CHANGED
+from engine.model.catalogue import USER_STATUS_CHANGED
 from engine.projections.presence import OFFLINE, Presence, apply, key_of, project, statuses
 from tests.unit.event_log import Log, at
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.model import events as ev
+from engine.model import catalogue as cat
 from engine.model.errors import UnknownEvent
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Rows, Views, fold_all, route, rows_of
@@ -65,17 +65,29 @@ def _uploads_and_ai() -> list[RecordedEvent]:
     log = Log()
     log.joined("r", "ann", "c1")
     log.user(
-        "ann", ev.FILE_UPLOAD_STARTED, 1, file_id="f", filename="a.csv", file_size=10, mime_type="text/csv"
+        "ann",
+        cat.FILE_UPLOAD_STARTED,
+        1,
+        file_id="f",
+        filename="a.csv",
+        file_size=10,
+        mime_type="text/csv",
     )
-    log.user("ann", ev.FILE_UPLOAD_PROGRESSED, 2, file_id="f", bytes_uploaded=4, total_bytes=10)
-    log.user("ann", ev.FILE_UPLOAD_COMPLETED, 3, file_id="f", url="/f", size=10, sha256="ab")
+    log.user("ann", cat.FILE_UPLOAD_PROGRESSED, 2, file_id="f", bytes_uploaded=4, total_bytes=10)
+    log.user("ann", cat.FILE_UPLOAD_COMPLETED, 3, file_id="f", url="/f", size=10, sha256="ab")
     log.user(
-        "ann", ev.AI_REQUEST_STARTED, 4, request_id="q", query="sum", sheet_id="s", context={"r": [1, 2]}
+        "ann",
+        cat.AI_REQUEST_STARTED,
+        4,
+        request_id="q",
+        query="sum",
+        sheet_id="s",
+        context={"r": [1, 2]},
     )
-    log.user("ann", ev.AI_PROGRESSED, 5, request_id="q", progress=40, status="reading")
-    log.user("ann", ev.AI_COMPLETED, 6, request_id="q", result={"sum": 3}, processing_time=0.5)
-    log.user("bob", ev.AI_REQUEST_STARTED, 7, request_id="q", query="avg", sheet_id="s", context=None)
-    log.user("bob", ev.AI_CANCELLED, 8, request_id="q", reason="user")
+    log.user("ann", cat.AI_PROGRESSED, 5, request_id="q", progress=40, status="reading")
+    log.user("ann", cat.AI_COMPLETED, 6, request_id="q", result={"sum": 3}, processing_time=0.5)
+    log.user("bob", cat.AI_REQUEST_STARTED, 7, request_id="q", query="avg", sheet_id="s", context=None)
+    log.user("bob", cat.AI_CANCELLED, 8, request_id="q", reason="user")
     return log.events
 
 
@@ -90,9 +102,9 @@ def _crowded() -> list[RecordedEvent]:
     log.typing("r", "ann", "A1", "c1", 7)
     log.typing("r", "cy", "B2", "c0", 8)  # a refreshed start moves to the end
     for nid in ("n3", "n1", "n2"):
-        log.user("bob", ev.NOTIFICATION_CREATED, 9, notification={"id": nid, "title": nid})
-    log.user("bob", ev.NOTIFICATION_READ, 10, notification_id="n1")
-    log.user("ann", ev.USER_STATUS_CHANGED, 11, status="away")
+        log.user("bob", cat.NOTIFICATION_CREATED, 9, notification={"id": nid, "title": nid})
+    log.user("bob", cat.NOTIFICATION_READ, 10, notification_id="n1")
+    log.user("ann", cat.USER_STATUS_CHANGED, 11, status="away")
     log.left("r", "ann", "c1", 12)
     log.left("r", "cy", None, 13)
     log.joined("r", "cy", "c5", 14)

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+from engine.model.catalogue import CATALOGUE
 from engine.model.errors import UnknownEvent
-from engine.model.events import CATALOGUE, RecordedEvent
+from engine.model.events import RecordedEvent
 from engine.projections import (
     ai_requests,
     cells,

@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from engine.model.errors import UnknownEvent
-from engine.model.events import (
+from engine.model.catalogue import (
     ROOM_MESSAGE_BROADCAST,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
     USER_STATUS_CHANGED,
-    RecordedEvent,
 )
+from engine.model.errors import UnknownEvent
+from engine.model.events import RecordedEvent
 from engine.projections import rooms
 from engine.projections.rooms import (
     DISCONNECTED,

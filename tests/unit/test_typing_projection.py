@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.log.writer import LogState, plan
-from engine.model.events import EXPIRED, TYPING_STOPPED, NewEvent
+from engine.model.catalogue import EXPIRED, TYPING_STOPPED
+from engine.model.events import NewEvent
 from engine.projections.typing_indicators import (
     TypingView,
     Typist,

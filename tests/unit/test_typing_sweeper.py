@@ -5,7 +5,8 @@ test in tests/api/test_websocket_rate_limits.py)."""
 from __future__ import annotations
 
 from engine.features.typing_sweeper import TypingSweeper
-from engine.model.events import EXPIRED, TYPING_STOPPED, Committed, Duplicate, NewEvent
+from engine.model.catalogue import EXPIRED, TYPING_STOPPED
+from engine.model.events import Committed, Duplicate, NewEvent
 from tests.unit.event_log import Log, at
 
 ROOM = "room-1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.model.events import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_STARTED
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_STARTED
 from engine.projections.uploads import COMPLETE, STARTED, UPLOADING, Upload, apply, key_of, project
 from tests.unit.event_log import Log, at
 

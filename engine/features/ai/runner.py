@@ -37,31 +37,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.decisions.rules import authorize, require_member
 from engine.fanout.hub import SubscriberClosed
 from engine.features.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
 from engine.model.actors import Actor
-from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
-from engine.model.events import (
-    AI_CANCELLED,
-    AI_COMPLETED,
+from engine.model.catalogue import (
     AI_EVENTS,
-    AI_FAILED,
-    AI_PROGRESSED,
-    AI_REQUEST_STARTED,
-    ROOM_STREAM_PREFIX,
-    AppendOutcome,
-    Committed,
-    Duplicate,
-    NewEvent,
-    RecordedEvent,
-    room_id_of,
-    room_stream,
-    user_stream,
+    AiCancelled,
+    AiCompleted,
+    AiFailed,
+    AiProgressed,
+    AiRequestStarted,
 )
+from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
+from engine.model.events import AppendOutcome, Committed, Duplicate, Origin, RecordedEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, room_id_of, room_stream, user_stream
 from engine.projections import cells
 from engine.protocol import ack
 from engine.protocol.ai_rendering import render_ai
@@ -132,17 +124,9 @@ class AiRunner:
         sheet = cells.project(await self._read_room(sheet_room), sheet_id)
         context = dict(context) if context is not None else None
         table_range = context.get("table_range") if context else None
-        data = {
-            "user_id": actor.user_id,
-            "request_id": request_id,
-            "query": query,
-            "sheet_id": sheet_id,
-            "context": context,
-            "room_id": sheet_room,
-        }
-        stream = user_stream(actor.user_id)
-        event = self.core.new_event(actor, connection_id, stream, AI_REQUEST_STARTED, data, client_msg_id)
-        event = replace(event, idempotency_key=idempotency_key(request_id))
+        started = AiRequestStarted(actor.user_id, request_id, query, sheet_id, context, sheet_room)
+        origin = self.core.origin(actor, connection_id, client_msg_id)
+        event = started.new(origin, key=idempotency_key(request_id))
         outcome = await self.core.commit(event)
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
@@ -169,10 +153,9 @@ class AiRunner:
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
         task.cancel()
         await asyncio.wait([task])
-        data = {"user_id": actor.user_id, "request_id": request_id, "reason": CANCEL_REASON}
-        stream = user_stream(actor.user_id)
-        event = self.core.new_event(actor, connection_id, stream, AI_CANCELLED, data, client_msg_id)
-        event = replace(event, idempotency_key=f"ai-cancel:{request_id}")
+        cancelled = AiCancelled(actor.user_id, request_id, CANCEL_REASON)
+        origin = self.core.origin(actor, connection_id, client_msg_id)
+        event = cancelled.new(origin, key=f"ai-cancel:{request_id}")
         outcome = await self.core.commit(event)
         await self._ack(connection_id, client_msg_id, outcome)
 
@@ -185,7 +168,7 @@ class AiRunner:
             await asyncio.wait(tasks.values())
         for user_id, request_id in sorted(tasks):
             try:
-                await self._record(user_id, request_id, AI_FAILED, {"error": SHUTDOWN_ERROR})
+                await self._record(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
             except StoreUnavailable as exc:
                 log.error("could not record the end of AI request %r at shutdown: %s", request_id, exc)
 
@@ -208,23 +191,21 @@ class AiRunner:
                         for missing in range(progressed, MIN_PROGRESS_STEPS):
                             done = 100.0 if missing == MIN_PROGRESS_STEPS - 1 else max(last, 50.0)
                             await self._progress(user_id, request_id, done, "Composing the answer")
-                        result = {
-                            "result": step.result,
-                            "processing_time": step.processing_time,
-                            "details": step.details,
-                        }
-                        await self._record(user_id, request_id, AI_COMPLETED, result)
+                        completed = AiCompleted(
+                            user_id, request_id, step.result, step.processing_time, step.details
+                        )
+                        await self._record(completed)
                     elif isinstance(step, Failure):
-                        await self._record(user_id, request_id, AI_FAILED, {"error": step.error})
+                        await self._record(AiFailed(user_id, request_id, step.error))
                     return
                 self._forget(key)
-                await self._record(user_id, request_id, AI_FAILED, {"error": NO_ANSWER_ERROR})
+                await self._record(AiFailed(user_id, request_id, NO_ANSWER_ERROR))
             except (asyncio.CancelledError, StoreUnavailable):
                 raise
             except Exception:
                 log.exception("AI provider failed on request %r of %r", request_id, user_id)
                 self._forget(key)
-                await self._record(user_id, request_id, AI_FAILED, {"error": PROVIDER_ERROR})
+                await self._record(AiFailed(user_id, request_id, PROVIDER_ERROR))
         except StoreUnavailable as exc:
             log.error("AI request %r of %r stopped: %s", request_id, user_id, exc)
         finally:
@@ -232,14 +213,13 @@ class AiRunner:
 
     async def _progress(self, user_id: str, request_id: str, progress: float, status: str) -> None:
         number: float | int = int(progress) if progress == int(progress) else progress
-        await self._record(user_id, request_id, AI_PROGRESSED, {"progress": number, "status": status})
+        await self._record(AiProgressed(user_id, request_id, number, status))
 
-    async def _record(self, user_id: str, request_id: str, event_type: str, fields: dict[str, Any]) -> None:
+    async def _record(self, step: AiProgressed | AiCompleted | AiFailed) -> None:
         """Append and publish one event of the run; shielded, so a cancel never leaves a committed
         event unpublished."""
-        data = {"user_id": user_id, "request_id": request_id, **fields}
-        metadata = {"user_id": user_id, "node": self.core.node_id, "request_id": request_id}
-        event = NewEvent(user_stream(user_id), event_type, data, metadata, user_id=user_id)
+        origin = Origin(self.core.node_id, step.user_id)
+        event = step.new(origin, request_id=step.request_id)
         await asyncio.shield(self.core.commit(event))
 
     def _forget(self, key: RequestKey) -> None:

@@ -20,7 +20,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.model.events import RecordedEvent, is_engine_stream
+from engine.model.events import RecordedEvent
+from engine.model.streams import is_engine_stream
 from engine.readmodels.rows.base import ReadModel, Routed, Row, Rows, TableSpec, Views
 from engine.readmodels.rows.room_models import ROOMS_MODEL, TYPING_MODEL
 from engine.readmodels.rows.user_models import (

@@ -1,0 +1,386 @@
+"""The catalogue: every event type the log may hold, as a frozen dataclass with its fields.
+
+An event is built here and nowhere else: `UserJoinedRoom(room_id=..., ...).new(origin)` gives the
+`NewEvent` to append, with the `data` column written by `to_data` and the stream decided by the type
+(`stream_for`): a room's events go to `room:{id}`, a user's to `user:{id}`, and the volatile types
+(`VOLATILE_EVENTS`) to the stream's volatile twin, where they take no place in the sequence and
+resume never replays them. `decode` reads a recorded event back into its class.
+
+The log is append-only and never migrated, so `from_data` must read every row ever written: fields
+that older code did not write have defaults, and keys this code does not know are ignored. Ids and
+names are strings; times come from `recorded_at`, never from `data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, ClassVar, Final, Self
+
+from engine.model.events import CellWrite, NewEvent, Origin, RecordedEvent
+from engine.model.streams import (
+    ROOM_STREAM_PREFIX,
+    USER_STREAM_PREFIX,
+    room_stream,
+    user_stream,
+    volatile_stream,
+)
+
+# Type names, as the `type` column holds them (past tense: each records something that happened).
+USER_JOINED_ROOM: Final = "UserJoinedRoom"
+USER_LEFT_ROOM: Final = "UserLeftRoom"
+CELL_UPDATED: Final = "CellUpdated"
+ROOM_MESSAGE_BROADCAST: Final = "RoomMessageBroadcast"
+CURSOR_MOVED: Final = "CursorMoved"
+TYPING_STARTED: Final = "TypingStarted"
+TYPING_STOPPED: Final = "TypingStopped"
+USER_STATUS_CHANGED: Final = "UserStatusChanged"
+NOTIFICATION_CREATED: Final = "NotificationCreated"
+NOTIFICATION_READ: Final = "NotificationRead"
+NOTIFICATIONS_SUBSCRIBED: Final = "NotificationsSubscribed"
+FILE_UPLOAD_STARTED: Final = "FileUploadStarted"
+FILE_UPLOAD_PROGRESSED: Final = "FileUploadProgressed"
+FILE_UPLOAD_COMPLETED: Final = "FileUploadCompleted"
+AI_REQUEST_STARTED: Final = "AiRequestStarted"
+AI_PROGRESSED: Final = "AiProgressed"
+AI_COMPLETED: Final = "AiCompleted"
+AI_FAILED: Final = "AiFailed"
+AI_CANCELLED: Final = "AiCancelled"
+USER_MESSAGE_SENT: Final = "UserMessageSent"
+
+# Why a user left a room. Only LEFT is a message the user sent; the others are recorded by the server.
+LEFT: Final = "left"  # the client's `leave_room`
+DISCONNECTED: Final = "disconnected"  # the socket closed (by the client, the network or a server shutdown)
+TIMED_OUT: Final = "timed_out"  # no pong within WEBSOCKET_PING_TIMEOUT
+REMOVED: Final = "removed"  # an admin's DELETE /ws/connections/{connection_id}
+NODE_LOST: Final = "node_lost"  # the connection's node stopped heartbeating; a survivor recorded the leave
+LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST})
+
+# Why typing stopped: the client said so, or no stop came within TYPING_TIMEOUT_SECONDS.
+STOPPED: Final = "stopped"
+EXPIRED: Final = "expired"
+
+# Families: who is concerned by what. Each projection folds the types of its concern and names the
+# families it skips (engine/projections/__init__.py); together they must cover the catalogue.
+MEMBERSHIP_EVENTS: Final = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM})
+CELL_EVENTS: Final = frozenset({CELL_UPDATED})
+# Messages an admin posts over REST, delivered as posted: to a room's members, or to one user.
+BROADCAST_EVENTS: Final = frozenset({ROOM_MESSAGE_BROADCAST, USER_MESSAGE_SENT})
+CURSOR_EVENTS: Final = frozenset({CURSOR_MOVED})
+TYPING_EVENTS: Final = frozenset({TYPING_STARTED, TYPING_STOPPED})
+STATUS_EVENTS: Final = frozenset({USER_STATUS_CHANGED})
+NOTIFICATION_EVENTS: Final = frozenset({NOTIFICATION_CREATED, NOTIFICATION_READ, NOTIFICATIONS_SUBSCRIBED})
+UPLOAD_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_COMPLETED})
+AI_EVENTS: Final = frozenset({AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, AI_CANCELLED})
+
+ROOM_EVENTS: Final = (
+    MEMBERSHIP_EVENTS | CELL_EVENTS | frozenset({ROOM_MESSAGE_BROADCAST}) | CURSOR_EVENTS | TYPING_EVENTS
+)
+USER_EVENTS: Final = (
+    STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | frozenset({USER_MESSAGE_SENT})
+)
+CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS
+# High-frequency and only worth their latest value: the protocol keeps them out of every sequence.
+VOLATILE_EVENTS: Final = frozenset({CURSOR_MOVED, TYPING_STARTED, TYPING_STOPPED, FILE_UPLOAD_PROGRESSED})
+
+
+def is_volatile(event_type: str) -> bool:
+    """Whether events of this type go to a volatile stream: no `seq`, no replay, retention-bound."""
+    return event_type in VOLATILE_EVENTS
+
+
+def stream_for(event_type: str, stream_id: str) -> str:
+    """Where an event of `event_type` owned by the durable `stream_id` is appended.
+
+    Raises ValueError for a type outside the catalogue or one that does not belong to that kind of
+    stream (a CellUpdated in a user stream), so a misrouted event is refused before it is written.
+    """
+    kind = ROOM_EVENTS if stream_id.startswith(ROOM_STREAM_PREFIX) else None
+    kind = USER_EVENTS if stream_id.startswith(USER_STREAM_PREFIX) else kind
+    if kind is None or event_type not in kind:
+        raise ValueError(f"{event_type!r} events do not belong in stream {stream_id!r}")
+    return volatile_stream(stream_id) if is_volatile(event_type) else stream_id
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What every typed event does: name its type, write its `data`, and know its stream."""
+
+    TYPE: ClassVar[str]
+
+    def owner_stream(self) -> str:
+        """The durable stream of the room or user the event belongs to."""
+        raise NotImplementedError
+
+    @property
+    def stream_id(self) -> str:
+        return stream_for(self.TYPE, self.owner_stream())
+
+    def to_data(self) -> dict[str, Any]:
+        """The `data` column: every field, mappings copied so the event and the row never share one."""
+        data: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            data[field.name] = dict(value) if isinstance(value, Mapping) else value
+        return data
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        """The event a `data` column holds; ValueError when a field without a default is missing."""
+        missing = [
+            f.name for f in fields(cls) if f.name not in data and f.default is MISSING
+        ]  # fmt: skip
+        if missing:
+            raise ValueError(f"{cls.TYPE} data lacks {', '.join(missing)}")
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def new(
+        self,
+        origin: Origin,
+        *,
+        key: str | None = None,
+        user_id: str | None = None,
+        cell: CellWrite | None = None,
+        **metadata: Any,
+    ) -> NewEvent:
+        """The event to append. `key` (default: the origin's `client_msg_id`) is its idempotency key in
+        the scope of `user_id` (default: the origin's user); `metadata` adds to the origin's."""
+        return NewEvent(
+            stream_id=self.stream_id,
+            type=self.TYPE,
+            data=self.to_data(),
+            metadata=origin.metadata(**metadata),
+            idempotency_key=key if key is not None else origin.client_msg_id,
+            user_id=user_id if user_id is not None else origin.user_id,
+            cell=cell,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent(Event):
+    room_id: str
+
+    def owner_stream(self) -> str:
+        return room_stream(self.room_id)
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent(Event):
+    user_id: str
+
+    def owner_stream(self) -> str:
+        return user_stream(self.user_id)
+
+
+# Room events.
+
+
+@dataclass(frozen=True, slots=True)
+class UserJoinedRoom(RoomEvent):
+    TYPE: ClassVar[str] = USER_JOINED_ROOM
+    user_id: str
+    username: str
+    email: str | None
+    connection_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserLeftRoom(RoomEvent):
+    TYPE: ClassVar[str] = USER_LEFT_ROOM
+    user_id: str
+    connection_id: str | None  # None: the user left from every connection
+    reason: str = LEFT  # one of LEAVE_REASONS
+
+
+@dataclass(frozen=True, slots=True)
+class CellUpdated(RoomEvent):
+    """The first CellUpdated of a sheet is what attaches the sheet to its room: there is no
+    SheetAttached, because every durable room event becomes a message with a `seq`, and an event
+    clients never see would look to them like a gap."""
+
+    TYPE: ClassVar[str] = CELL_UPDATED
+    sheet_id: str
+    cell_id: str
+    value: Any
+    formula: str | None
+    user_id: str
+    username: str
+    version: int | None = None  # assigned by the writer inside the append (engine/log/batch_plan.py)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessageBroadcast(RoomEvent):
+    TYPE: ClassVar[str] = ROOM_MESSAGE_BROADCAST
+    user_id: str  # the admin
+    message: Mapping[str, Any]  # the posted JSON object, delivered to members as it is
+
+
+@dataclass(frozen=True, slots=True)
+class CursorMoved(RoomEvent):
+    TYPE: ClassVar[str] = CURSOR_MOVED
+    user_id: str
+    username: str
+    x: float
+    y: float
+    cell: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingStarted(RoomEvent):
+    TYPE: ClassVar[str] = TYPING_STARTED
+    user_id: str
+    username: str
+    cell_id: str
+    connection_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TypingStopped(RoomEvent):
+    TYPE: ClassVar[str] = TYPING_STOPPED
+    user_id: str
+    username: str
+    cell_id: str
+    connection_id: str | None = None
+    reason: str = STOPPED  # STOPPED or EXPIRED
+
+
+# User events: the stream of `user_id` (the recipient, the requester, the uploader).
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatusChanged(UserEvent):
+    TYPE: ClassVar[str] = USER_STATUS_CHANGED
+    status: str  # "online", "away", "busy"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationCreated(UserEvent):
+    TYPE: ClassVar[str] = NOTIFICATION_CREATED
+    notification: Mapping[str, Any]  # {id, title, message, category, priority, module_name}
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRead(UserEvent):
+    TYPE: ClassVar[str] = NOTIFICATION_READ
+    notification_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationsSubscribed(UserEvent):
+    TYPE: ClassVar[str] = NOTIFICATIONS_SUBSCRIBED
+    connection_id: str
+    filters: Mapping[str, Any]  # {categories, modules, priorities}, each a list of strings or None
+
+
+@dataclass(frozen=True, slots=True)
+class FileUploadStarted(UserEvent):
+    TYPE: ClassVar[str] = FILE_UPLOAD_STARTED
+    file_id: str
+    filename: str
+    file_size: int
+    mime_type: str = ""
+    room_id: str | None = None  # the room a REST upload is shared in
+
+
+@dataclass(frozen=True, slots=True)
+class FileUploadProgressed(UserEvent):
+    TYPE: ClassVar[str] = FILE_UPLOAD_PROGRESSED
+    file_id: str
+    bytes_uploaded: int
+    total_bytes: int
+    percentage: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileUploadCompleted(UserEvent):
+    TYPE: ClassVar[str] = FILE_UPLOAD_COMPLETED
+    file_id: str
+    filename: str
+    url: str
+    size: int
+    sha256: str
+    mime_type: str | None = None
+    room_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AiRequestStarted(UserEvent):
+    TYPE: ClassVar[str] = AI_REQUEST_STARTED
+    request_id: str
+    query: str
+    sheet_id: str
+    context: Mapping[str, Any] | None = None  # may hold table_range
+    room_id: str | None = None  # the sheet's room
+
+
+@dataclass(frozen=True, slots=True)
+class AiProgressed(UserEvent):
+    TYPE: ClassVar[str] = AI_PROGRESSED
+    request_id: str
+    progress: float  # 0-100
+    status: str  # what the provider is doing, for people
+
+
+@dataclass(frozen=True, slots=True)
+class AiCompleted(UserEvent):
+    TYPE: ClassVar[str] = AI_COMPLETED
+    request_id: str
+    result: Any
+    processing_time: float  # seconds
+    details: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AiFailed(UserEvent):
+    TYPE: ClassVar[str] = AI_FAILED
+    request_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class AiCancelled(UserEvent):
+    TYPE: ClassVar[str] = AI_CANCELLED
+    request_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserMessageSent(UserEvent):
+    TYPE: ClassVar[str] = USER_MESSAGE_SENT
+    sender_id: str  # the admin
+    message: Mapping[str, Any]  # the posted JSON object, delivered as it is
+
+
+EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
+    cls.TYPE: cls
+    for cls in (
+        UserJoinedRoom,
+        UserLeftRoom,
+        CellUpdated,
+        RoomMessageBroadcast,
+        CursorMoved,
+        TypingStarted,
+        TypingStopped,
+        UserStatusChanged,
+        NotificationCreated,
+        NotificationRead,
+        NotificationsSubscribed,
+        FileUploadStarted,
+        FileUploadProgressed,
+        FileUploadCompleted,
+        AiRequestStarted,
+        AiProgressed,
+        AiCompleted,
+        AiFailed,
+        AiCancelled,
+        UserMessageSent,
+    )
+}
+
+
+def decode(event: RecordedEvent) -> Event:
+    """The typed event a recorded one holds; ValueError for a type outside the catalogue."""
+    cls = EVENT_CLASSES.get(event.type)
+    if cls is None:
+        raise ValueError(f"{event.type!r} is not an event type of the catalogue")
+    return cls.from_data(event.data)
