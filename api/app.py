@@ -22,6 +22,7 @@ from api.metrics import install_metrics
 from api.middleware import install_middleware
 from api.routes import api_router
 from api.settings import Settings, get_settings
+from engine.config import EngineConfig
 from engine.features.ai import AiProvider, provider_from
 from engine.features.limits import RateLimits
 from engine.features.storage import LocalFileStorage
@@ -29,6 +30,32 @@ from engine.log.migrate import upgrade_to_head
 from engine.service import Engine
 
 log = logging.getLogger(__name__)
+
+
+def engine_config(settings: Settings, database_url: str) -> EngineConfig:
+    """The engine's configuration from the settings (the environment variables the README lists)."""
+    return EngineConfig(
+        database_url=database_url,
+        max_batch=settings.append_max_batch,
+        max_wait=settings.append_max_wait_ms / 1000,
+        append_timeout=settings.append_timeout_seconds,
+        pool_size=settings.db_pool_size,
+        max_queue=settings.fanout_max_queue,
+        heartbeat_interval=settings.websocket_ping_interval,
+        heartbeat_timeout=settings.websocket_ping_timeout,
+        max_message_bytes=settings.max_message_bytes,
+        room_auto_create=settings.room_auto_create,
+        typing_timeout=settings.typing_timeout_seconds,
+        rate_limits=RateLimits(
+            per_minute=settings.websocket_requests_per_minute,
+            per_hour=settings.websocket_requests_per_hour,
+            block_seconds=settings.websocket_block_duration_minutes * 60,
+            volatile_per_second=settings.volatile_messages_per_second,
+        ),
+        node_heartbeat=settings.node_heartbeat_seconds,
+        node_dead_after=settings.node_dead_after_seconds,
+        rate_limit_sync=settings.rate_limit_sync_seconds,
+    )
 
 
 def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | None = None) -> FastAPI:
@@ -45,24 +72,8 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
         await asyncio.to_thread(upgrade_to_head, url)  # raises SchemaMismatch on a newer schema
         verifier = TokenVerifier(resolve_jwt_secret(settings), settings)
         engine = Engine(
-            url,
-            max_batch=settings.append_max_batch,
-            max_wait=settings.append_max_wait_ms / 1000,
-            append_timeout=settings.append_timeout_seconds,
-            pool_size=settings.db_pool_size,
+            engine_config(settings, url),
             ai_provider=ai_provider,
-            rate_limits=RateLimits(
-                per_minute=settings.websocket_requests_per_minute,
-                per_hour=settings.websocket_requests_per_hour,
-                block_seconds=settings.websocket_block_duration_minutes * 60,
-                volatile_per_second=settings.volatile_messages_per_second,
-            ),
-            typing_timeout=settings.typing_timeout_seconds,
-            max_queue=settings.fanout_max_queue,
-            room_auto_create=settings.room_auto_create,
-            node_heartbeat=settings.node_heartbeat_seconds,
-            node_dead_after=settings.node_dead_after_seconds,
-            rate_limit_sync=settings.rate_limit_sync_seconds,
             file_storage=LocalFileStorage(settings.data_dir / "files"),
         )
         await engine.start()
@@ -83,4 +94,4 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
     return app
 
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "engine_config"]

@@ -1,6 +1,6 @@
-"""Every REST error as JSON `{"error": TEXT, "code": CODE}` (PROTOCOL.md, REST), whatever raised it:
-an engine error (status from api/errors.py's table), a bad token, a request that failed validation,
-an unknown route, or FastAPI's own HTTPException.
+"""Every REST error as JSON `{"error": TEXT, "code": CODE}`, whatever raised it: an engine error
+(status from engine/protocol/error_codes.py's table), a bad token, a request that failed validation, an
+unknown route, or FastAPI's own HTTPException.
 """
 
 from __future__ import annotations
@@ -17,25 +17,10 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.auth import AuthenticationFailed
-from api.errors import HTTP_STATUS, INTERNAL_ERROR
-from engine.model.errors import EngineError, StoreUnavailable
+from engine.model.errors import EngineError
+from engine.protocol.error_codes import AUTHENTICATION_FAILED, CODE_FOR_STATUS, VALIDATION_ERROR, http_status
 
 log = logging.getLogger(__name__)
-
-# FastAPI/Starlette raise HTTPException with a bare status; these give it a code from the contract.
-_CODE_FOR_STATUS: dict[int, str] = {
-    400: "VALIDATION_ERROR",
-    401: "AUTHENTICATION_FAILED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    409: "VERSION_CONFLICT",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    422: "VALIDATION_ERROR",
-    429: "RATE_LIMIT_EXCEEDED",
-    503: INTERNAL_ERROR,
-}
 
 
 def error_body(code: str, text: str, **details: Any) -> dict[str, Any]:
@@ -52,17 +37,17 @@ async def _engine_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
     details = dict(exc.details)
     headers = None
-    if isinstance(exc, StoreUnavailable):
+    if exc.retryable:
         details["retryable"] = True
         headers = {"Retry-After": "1"}
     elif "retry_after" in details:
         headers = {"Retry-After": str(max(1, int(float(details["retry_after"]) + 0.999)))}
-    return error_response(HTTP_STATUS.get(exc.code, 400), exc.code, exc.message, headers=headers, **details)
+    return error_response(http_status(exc.code), exc.code, exc.message, headers=headers, **details)
 
 
 async def _authentication_failed(_: Request, exc: Exception) -> JSONResponse:
     return error_response(
-        401, "AUTHENTICATION_FAILED", str(exc), headers={"WWW-Authenticate": 'Bearer realm="collab-engine"'}
+        401, AUTHENTICATION_FAILED, str(exc), headers={"WWW-Authenticate": 'Bearer realm="collab-engine"'}
     )
 
 
@@ -72,12 +57,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
         for err in exc.errors()
     ]
-    return error_response(422, "VALIDATION_ERROR", "request failed validation", details=details)
+    return error_response(422, VALIDATION_ERROR, "request failed validation", details=details)
 
 
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _CODE_FOR_STATUS.get(exc.status_code, f"HTTP_{exc.status_code}")
+    code = CODE_FOR_STATUS.get(exc.status_code, f"HTTP_{exc.status_code}")
     text = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, code, text, headers=headers)
@@ -90,7 +75,7 @@ _BAD_TEXT_SQLSTATES = frozenset({"22021", "22P05"})
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
     if getattr(exc.orig, "sqlstate", None) in _BAD_TEXT_SQLSTATES:
-        return error_response(422, "VALIDATION_ERROR", "text with characters that cannot be stored (NUL)")
+        return error_response(422, VALIDATION_ERROR, "text with characters that cannot be stored (NUL)")
     raise exc
 
 

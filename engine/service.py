@@ -1,68 +1,217 @@
-"""`Engine`: the one object the api holds. It turns what connections send into events, and replies.
+"""`Engine`: the one object the api holds. It builds the node kernel and the feature components, wires
+each to the narrow interfaces it uses, and keeps one method per thing a client or an admin can do.
 
-Every handler follows one pattern: check (decide.py) before anything is written, build the event,
-`commit` it (append, then publish with no await in between: engine/core.py), then answer the sender
-(`room_state`, `room_left`, `ack`) through the connection's subscriber, so that replies and fanned-out
-messages reach a socket in one order. `client_msg_id` is the event's idempotency key: a repeat is not
-applied again, and its `ack` carries the original `seq` (PROTOCOL.md, envelope additions).
+    node (engine/node.py)            lifecycle, connections, commit, reply; the cluster parts
+    rooms, cells, presence           join/leave, cell updates, cursors, typing, status (features/)
+    notifications, uploads, files    the user's own stream; file bodies over REST
+    ai, typing sweeper               background work that appends events of its own
+    admin                            broadcasts, direct messages, removing a connection, draining
+    sessions (engine/session.py)     one per socket: a frame in, replies and events out
 
-The lifecycle, connections and the commit path live in engine/core.py.
+Every handler follows one pattern: check (engine/decisions/) before anything is written, build the
+event (engine/model/catalogue.py), `commit` it (append, then publish with no await in between), then
+answer the sender through the connection's queue, so replies and fanned-out messages reach a socket
+in one order. `client_msg_id` is the event's idempotency key: a repeat is not applied again, and its
+`ack` carries the original `seq`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
 from typing import Any
 
-from engine.core import EngineCore, default_node_id
-from engine.decisions.rules import (
-    authorize,
-    check_join,
-    require_in_room,
-    require_member,
-    room_for_cell_update,
-)
-from engine.files_service import FileHandlers
-from engine.management_service import ManagementHandlers
+from engine.config import EngineConfig
+from engine.fanout.hub import Hub
+from engine.fanout.live import Live, UserPublisher
+from engine.fanout.subscriber import Close, Sink
+from engine.features.admin import Admin, Delivery, Removal
+from engine.features.ai import AiProvider
+from engine.features.ai.runner import AiRunner
+from engine.features.cells import Cells, SheetRooms
+from engine.features.files import Files, SharedFile
+from engine.features.limits import RateLimiter
+from engine.features.notifications import Notifications
+from engine.features.presence import Presence
+from engine.features.rooms import Rooms
+from engine.features.stats import ClusterStats, NodeStats
+from engine.features.storage import FileStorage, FileStream
+from engine.features.traffic import EngineStats
+from engine.features.typing_sweeper import TypingSweeper
+from engine.features.uploads import Uploads
+from engine.log.appender import AppenderStats
+from engine.log.store import EventStore
 from engine.model.actors import Actor
-from engine.model.catalogue import (
-    LEFT,
-    STOPPED,
-    USER_JOINED_ROOM,
-    CellUpdated,
-    CursorMoved,
-    TypingStarted,
-    TypingStopped,
-    UserJoinedRoom,
-    UserLeftRoom,
-    UserStatusChanged,
-)
-from engine.model.errors import ValidationFailed
-from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent
-from engine.model.streams import ROOM_STREAM_PREFIX, room_id_of, room_stream
-from engine.notification_reads import NotificationReads
-from engine.notifications_service import NotificationHandlers
-from engine.projections.rooms import RoomView, project, with_statuses
-from engine.protocol import MAX_ROOM_ID_LENGTH, Envelope, ack, replay_complete, room_left, room_state
-from engine.protocol.rendering import ReplayRenderer, encode
-from engine.stats_service import StatsReporting
-from engine.uploads_service import UploadHandlers
+from engine.model.events import AppendOutcome, Committed, NewEvent
+from engine.node import Node, default_node_id
+from engine.projections.notifications import Inbox, Notification
+from engine.projections.rooms import RoomView
+from engine.projections.uploads import Upload
+from engine.readmodels import rebuild, room_listing
+from engine.readmodels.history import History
+from engine.session import Session
 
-__all__ = ["Actor", "Engine", "default_node_id"]
+__all__ = ["Engine", "EngineConfig", "default_node_id"]
 
 
-class Engine(
-    ManagementHandlers,
-    NotificationReads,
-    FileHandlers,
-    NotificationHandlers,
-    UploadHandlers,
-    StatsReporting,
-    EngineCore,
-):
-    # Notifications and uploads: engine/notifications_service.py, engine/uploads_service.py.
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        ai_provider: AiProvider | None = None,
+        file_storage: FileStorage | None = None,
+    ) -> None:
+        self.config = config
+        self.node = node = Node(config)
+        node_id, connections, live, hub = node.node_id, node.connections, node.live, node.hub
+        commit, reply, read_stream = node.commit, node.reply, node.read_stream
+        self.sheet_rooms = SheetRooms(node.sheet_room)
+        self.rooms = Rooms(
+            node_id=node_id,
+            connections=connections,
+            live=live,
+            hub=hub,
+            commit=commit,
+            reply=reply,
+            read_stream=read_stream,
+            read_all=node.read_all,
+            auto_create=config.room_auto_create,
+        )
+        self.cells = Cells(
+            node_id=node_id,
+            connections=connections,
+            live=live,
+            load_room=self.rooms.view,
+            sheet_rooms=self.sheet_rooms,
+            commit=commit,
+            reply=reply,
+        )
+        self.presence = Presence(node_id=node_id, connections=connections, commit=commit, reply=reply)
+        self.notifications = Notifications(
+            node_id=node_id,
+            connections=connections,
+            hub=hub,
+            commit=commit,
+            reply=reply,
+            read_stream=read_stream,
+        )
+        self.uploads = Uploads(
+            node_id=node_id,
+            connections=connections,
+            hub=hub,
+            commit=commit,
+            reply=reply,
+            read_stream=read_stream,
+        )
+        self.ai = AiRunner(
+            node_id=node_id,
+            connections=connections,
+            hub=hub,
+            sheet_rooms=self.sheet_rooms,
+            commit=commit,
+            reply=reply,
+            read_stream=read_stream,
+            provider=ai_provider,
+        )
+        self.files = Files(node_id=node_id, commit=commit, read_claims=node.file_claims, storage=file_storage)
+        self.admin = Admin(
+            node_id=node_id,
+            connections=connections,
+            live=live,
+            load_room=self.rooms.view,
+            hub=hub,
+            commit=commit,
+            reply=reply,
+            flush=node.flush,
+            read_stream=read_stream,
+            depart=node.depart,
+            departing=lambda: node.departing,
+        )
+        self.typing_sweeper = TypingSweeper(node.commit, config.typing_timeout)
+        node.observe_commits(self.typing_sweeper.observe)
+        # Who publishes each user-stream event type: one table, each type owned by one component.
+        publishers: dict[str, UserPublisher] = {}
+        for component in (self.notifications, self.uploads, self.ai, self.admin):
+            owned = component.publishers()
+            if claimed := publishers.keys() & owned.keys():
+                raise RuntimeError(f"event types published twice: {sorted(claimed)}")
+            publishers.update(owned)
+        node.live.route_user_events(publishers)
 
-    # Rooms.
+    # Lifecycle.
+
+    async def start(self) -> None:
+        await self.node.start()
+        await self.files.start()
+        self.typing_sweeper.start()
+
+    async def stop(self) -> None:
+        """Stop the background work that appends (typing expiry, AI runs recorded as failed while the
+        hub still publishes), then the node: departures recorded, queue committed, pool closed."""
+        await self.typing_sweeper.stop()
+        await self.ai.stop()
+        await self.node.stop()
+
+    async def health(self) -> bool:
+        return await self.node.health()
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def store(self) -> EventStore:
+        return self.node.store
+
+    @property
+    def live(self) -> Live:
+        return self.node.live
+
+    @property
+    def hub(self) -> Hub:
+        return self.node.hub
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self.node.rate_limiter
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.node.traffic
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.node.connections)
+
+    @property
+    def rooms_active(self) -> int:
+        """Rooms with at least one connection on this node."""
+        return len(self.node.connections.rooms_active())
+
+    # Connections.
+
+    def connect(self, actor: Actor, sink: Sink, close: Close) -> str:
+        return self.node.connect(actor, sink, close)
+
+    def open_session(self, actor: Actor, sink: Sink, close: Close) -> Session:
+        """A new connection of `actor` and the session that serves its messages (engine/session.py)."""
+        return Session(self.node, self, self.config, actor, self.node.connect(actor, sink, close))
+
+    async def disconnect(self, connection_id: str) -> None:
+        self.notifications.forget(connection_id)
+        await self.node.disconnect(connection_id)
+
+    async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:
+        await self.node.reply(connection_id, *messages)
+
+    async def flush(self, connection_id: str) -> None:
+        await self.node.flush(connection_id)
+
+    async def commit(self, event: NewEvent) -> AppendOutcome:
+        return await self.node.commit(event)
+
+    # Rooms, cells, presence.
 
     async def join_room(
         self,
@@ -73,111 +222,15 @@ class Engine(
         since: int | None = None,
         client_msg_id: str | None = None,
     ) -> RoomView:
-        """Append `UserJoinedRoom`, send the joiner `room_state` (and, with `since`, every room event
-        after `since` and `replay_complete`), then go live; the other members get the join's
-        `room_state` and `user_joined`. Returns the view sent.
-
-        A repeated `client_msg_id` is a retry. If the log already holds this connection's join of this
-        room under that id, nothing is appended and the ack repeats the original `seq`. A retry from a
-        new connection (the first one dropped before its ack) must still make this connection a
-        member, or it would receive the room's events unseen by the room: so it appends a join of its
-        own (keyless, `retry_of` in its metadata), and the ack carries that join's `seq`.
-
-        Raises ValidationFailed, PermissionDenied, StoreUnavailable (retryable), SubscriberClosed.
-        """
-        connection = self._connection_of(actor, connection_id)
-        if not room_id or len(room_id) > MAX_ROOM_ID_LENGTH:
-            raise ValidationFailed(f"room_id must be 1 to {MAX_ROOM_ID_LENGTH} characters")
-        check_join(actor, room_id, room_exists=True)  # role and `rooms` patterns, before any read
-        if not self.room_auto_create:
-            check_join(actor, room_id, room_exists=await self._room_exists(room_id), auto_create=False)
-        current = await self.live.load(room_id, self.room_view)
-        if since is not None and since > current.seq:
-            raise ValidationFailed(
-                f"since {since} is beyond room {room_id!r}'s seq {current.seq}", seq=current.seq
-            )
-        was_in = room_id in connection.rooms
-        connection.rooms.add(room_id)  # before the append: see `_Connection.rooms`
-        joined = UserJoinedRoom(room_id, actor.user_id, actor.username, actor.email, connection_id)
-        event = joined.new(self.origin(actor, connection_id, client_msg_id))
-        async with self.hub.catch_up(connection_id, room_stream(room_id)) as catch_up:
-            outcome = await self.commit(event)
-            if isinstance(outcome, Duplicate) and not (was_in and await self._own_join(outcome, event)):
-                metadata = {**event.metadata, "retry_of": outcome.position}
-                outcome = await self.commit(replace(event, metadata=metadata, idempotency_key=None))
-            # Taken together, before any await: the replay below starts exactly where this view ends.
-            raw = self.live.view(room_id, shown=False) or await self._reloaded(room_id)
-            view = with_statuses(raw, self.live.statuses(raw))
-            await catch_up.send(encode([room_state(view)]))
-            if since is None:
-                renderer = ReplayRenderer(raw, self.live.statuses)
-                await catch_up.replay(self.read_stream, renderer, since=raw.seq)
-            else:
-                base = project(await self._read_room(room_id, upto=since), room_id)
-                await catch_up.replay(
-                    self.read_stream,
-                    ReplayRenderer(base, self.live.statuses),
-                    since=since,
-                    complete=lambda seq: encode([replay_complete(room_id, seq)]),
-                )
-        await self._ack(connection_id, client_msg_id, room_id, outcome)
-        return view
+        return await self.rooms.join(actor, room_id, connection_id, since=since, client_msg_id=client_msg_id)
 
     async def leave_room(
         self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None = None
     ) -> None:
-        """Append `UserLeftRoom` (reason "left"); the leaver gets `room_left`, the remaining members
-        `room_state` and `user_left`. ROOM_NOT_FOUND if this connection is not in the room."""
-        connection = self._connection_of(actor, connection_id)
-        require_in_room(room_id, connection.rooms)
-        await self.live.load(room_id, self.room_view)
-        left = UserLeftRoom(room_id, actor.user_id, connection_id, LEFT)
-        event = left.new(self.origin(actor, connection_id, client_msg_id))
-        outcome = await self.commit(event)
-        connection.rooms.discard(room_id)
-        self.hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate
-        if isinstance(outcome, Committed | Duplicate):
-            envelope = Envelope(room_id, outcome.stream_version, outcome.recorded_at, client_msg_id)
-            await self.reply(connection_id, room_left(room_id, envelope=envelope))
-        await self._ack(connection_id, client_msg_id, room_id, outcome)
+        await self.rooms.leave(actor, room_id, connection_id, client_msg_id=client_msg_id)
 
-    # Volatile room events: persisted to the room's volatile twin, fanned out to the other members.
-
-    async def move_cursor(
-        self,
-        actor: Actor,
-        connection_id: str,
-        room: str,
-        *,
-        x: float,
-        y: float,
-        cell: str | None,
-        client_msg_id: str | None = None,
-    ) -> None:
-        """`cursor_moved` to the other members; a queued, unsent one of the same user is replaced."""
-        authorize(actor, "cursor_move")
-        require_member(room, self._joined(connection_id))
-        moved = CursorMoved(room, actor.user_id, actor.username, x, y, cell)
-        await self._volatile(moved.new(self.origin(actor, connection_id, client_msg_id)), room)
-
-    async def typing(
-        self,
-        actor: Actor,
-        connection_id: str,
-        room: str,
-        cell_id: str,
-        *,
-        started: bool,
-        client_msg_id: str | None = None,
-    ) -> None:
-        """`user_typing_start`/`user_typing_stop` to the other members."""
-        authorize(actor, "typing_start" if started else "typing_stop")
-        require_member(room, self._joined(connection_id))
-        fields = (room, actor.user_id, actor.username, cell_id, connection_id)
-        typed = TypingStarted(*fields) if started else TypingStopped(*fields, STOPPED)
-        await self._volatile(typed.new(self.origin(actor, connection_id, client_msg_id)), room)
-
-    # Cells.
+    async def room_view(self, room_id: str) -> RoomView:
+        return await self.rooms.view(room_id)
 
     async def update_cell(
         self,
@@ -192,86 +245,245 @@ class Engine(
         room: str | None = None,
         client_msg_id: str | None = None,
     ) -> None:
-        """Append `CellUpdated`; `cell_updated` with the server's version goes to every member of the
-        sheet's room, the sender included, and the sender gets its `ack`.
-
-        The version rule and the sheet's room are decided by the writer inside the append, against
-        the cell as of the head it commits on (engine/log/batch_plan.py), so two nodes can never both
-        accept updates on one base version; a stale base raises VersionConflict with the current cell.
-        Checks of this connection (role, membership) are made here, before anything is queued.
-        """
-        self._connection_of(actor, connection_id)
-        authorize(actor, "cell_update")
-        joined = self._joined(connection_id)
-        sheet_room = await self.sheet_room(sheet_id)
-        room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined)
-        require_member(room_id, joined)
-        updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
-        event = updated.new(
-            self.origin(actor, connection_id, client_msg_id),
-            cell=CellWrite(sheet_id, cell_id, room_id, version),
+        await self.cells.update(
+            actor,
+            connection_id,
+            sheet_id,
+            cell_id,
+            value=value,
+            formula=formula,
+            version=version,
+            room=room,
+            client_msg_id=client_msg_id,
         )
-        await self.live.load(room_id, self.room_view)
-        outcome = await self.commit(event)
-        await self._ack(connection_id, client_msg_id, room_id, outcome)
 
-    # The user's own stream.
+    async def sheet_room(self, sheet_id: str) -> str | None:
+        return await self.sheet_rooms.room_of(sheet_id)
+
+    async def move_cursor(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        *,
+        x: float,
+        y: float,
+        cell: str | None,
+        client_msg_id: str | None = None,
+    ) -> None:
+        await self.presence.move_cursor(
+            actor, connection_id, room, x=x, y=y, cell=cell, client_msg_id=client_msg_id
+        )
+
+    async def typing(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        cell_id: str,
+        *,
+        started: bool,
+        client_msg_id: str | None = None,
+    ) -> None:
+        await self.presence.typing(
+            actor, connection_id, room, cell_id, started=started, client_msg_id=client_msg_id
+        )
 
     async def set_status(
         self, actor: Actor, connection_id: str, status: str, *, client_msg_id: str | None = None
     ) -> None:
-        """Append `UserStatusChanged`; `user_status_changed` goes to the user's other connections and to
-        the members of every room the user is in (engine/fanout/live.py)."""
-        self._connection_of(actor, connection_id)
-        authorize(actor, "status_update")
-        changed = UserStatusChanged(actor.user_id, status)
-        event = changed.new(self.origin(actor, connection_id, client_msg_id))
-        outcome = await self.commit(event)
-        await self._ack(connection_id, client_msg_id, None, outcome)
+        await self.presence.set_status(actor, connection_id, status, client_msg_id=client_msg_id)
 
-    # Internals.
+    # AI.
 
-    async def _volatile(self, event: NewEvent, room: str) -> None:
-        outcome = await self.commit(event)
-        client_msg_id, connection_id = event.idempotency_key, event.metadata["connection_id"]
-        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
-            await self.reply(connection_id, ack(client_msg_id, room_id=room))  # no place in a sequence
-
-    async def _ack(
-        self, connection_id: str, client_msg_id: str | None, room_id: str | None, outcome: AppendOutcome
+    async def request_ai(
+        self,
+        actor: Actor,
+        connection_id: str,
+        request_id: str,
+        query: str,
+        sheet_id: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        client_msg_id: str | None = None,
     ) -> None:
-        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
-            await self.reply(connection_id, ack(client_msg_id, room_id=room_id, seq=outcome.stream_version))
-
-    def _joined(self, connection_id: str) -> set[str]:
-        """The rooms whose events this connection receives: the ones it may act in."""
-        topics = self._subscriber(connection_id).topics
-        return {room_id_of(t) for t in topics if t.startswith(ROOM_STREAM_PREFIX)}
-
-    async def _own_join(self, duplicate: Duplicate, event: NewEvent) -> bool:
-        """Whether the event a repeated key points at is this connection's join of this room."""
-        found = await self.store.read_all(after=duplicate.position - 1, limit=1)
-        original = found[0] if found else None
-        return (
-            original is not None
-            and original.type == USER_JOINED_ROOM
-            and original.stream_id == event.stream_id
-            and original.data.get("connection_id") == event.data["connection_id"]
+        await self.ai.request(
+            actor, connection_id, request_id, query, sheet_id, context, client_msg_id=client_msg_id
         )
 
-    async def _room_exists(self, room_id: str) -> bool:
-        """Whether the room's stream has events: this node's view when it has one, else the log now.
+    async def cancel_ai(
+        self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
+    ) -> None:
+        await self.ai.cancel(actor, connection_id, request_id, client_msg_id=client_msg_id)
 
-        Read before the join's append, not inside it: with auto-creation off a join only ever adds to
-        a stream that already has events, so two first joins of an unknown room racing each other are
-        harmless (both are refused, neither creates anything), and a room, once it has events, never
-        stops existing. Nothing is cached for a refused room.
-        """
-        cached = self.live.view(room_id, shown=False)
-        if cached is not None and cached.seq > 0:
-            return True
-        return bool(await self.read_stream(room_stream(room_id), limit=1))
+    # Notifications.
 
-    async def _reloaded(self, room_id: str) -> RoomView:
-        """The view after the cache dropped it (it fell behind the log): read it again."""
-        return await self.live.load(room_id, self.room_view)
+    async def subscribe_notifications(
+        self,
+        actor: Actor,
+        connection_id: str,
+        filters: Mapping[str, list[str] | None],
+        *,
+        client_msg_id: str | None = None,
+    ) -> None:
+        await self.notifications.subscribe(actor, connection_id, filters, client_msg_id=client_msg_id)
+
+    async def read_notification(
+        self, actor: Actor, connection_id: str, notification_id: str, *, client_msg_id: str | None = None
+    ) -> None:
+        await self.notifications.read(actor, connection_id, notification_id, client_msg_id=client_msg_id)
+
+    async def mark_notification_read(self, actor: Actor, notification_id: str) -> Notification:
+        return await self.notifications.mark_read(actor, notification_id)
+
+    async def create_notification(
+        self, user_id: str, notification: Mapping[str, Any], *, created_by: str
+    ) -> dict[str, Any]:
+        record, _ = await self.notifications.create(user_id, notification, created_by=created_by)
+        return record
+
+    async def record_notification(
+        self, user_id: str, notification: Mapping[str, Any], *, created_by: str
+    ) -> tuple[dict[str, Any], Committed]:
+        return await self.notifications.create(user_id, notification, created_by=created_by)
+
+    async def inbox(self, user_id: str, *, upto: int | None = None) -> Inbox:
+        return await self.notifications.inbox(user_id, upto=upto)
+
+    # Uploads and files.
+
+    async def start_upload(
+        self,
+        actor: Actor,
+        connection_id: str,
+        file_id: str,
+        *,
+        filename: str,
+        file_size: int,
+        mime_type: str,
+        client_msg_id: str | None = None,
+    ) -> None:
+        await self.uploads.start(
+            actor,
+            connection_id,
+            file_id,
+            filename=filename,
+            file_size=file_size,
+            mime_type=mime_type,
+            client_msg_id=client_msg_id,
+        )
+
+    async def report_upload_progress(
+        self,
+        actor: Actor,
+        connection_id: str,
+        file_id: str,
+        *,
+        bytes_uploaded: int,
+        total_bytes: int,
+        percentage: float,
+        client_msg_id: str | None = None,
+    ) -> None:
+        await self.uploads.progress(
+            actor,
+            connection_id,
+            file_id,
+            bytes_uploaded=bytes_uploaded,
+            total_bytes=total_bytes,
+            percentage=percentage,
+            client_msg_id=client_msg_id,
+        )
+
+    async def upload(self, user_id: str, file_id: str) -> Upload | None:
+        return await self.uploads.upload(user_id, file_id)
+
+    async def shared_file(self, file_id: str) -> SharedFile | None:
+        return await self.files.shared_file(file_id)
+
+    async def open_file(self, file_id: str) -> FileStream:
+        return await self.files.open_file(file_id)
+
+    async def store_file(
+        self,
+        actor: Actor,
+        file_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int,
+        filename: str | None = None,
+        room_id: str | None = None,
+        content_type: str | None = None,
+        content_length: int | None = None,
+    ) -> SharedFile:
+        return await self.files.store_file(
+            actor,
+            file_id,
+            chunks,
+            max_bytes=max_bytes,
+            filename=filename,
+            room_id=room_id,
+            content_type=content_type,
+            content_length=content_length,
+        )
+
+    # Admin.
+
+    async def broadcast_to_room(self, admin: Actor, room_id: str, message: Mapping[str, Any]) -> Delivery:
+        return await self.admin.broadcast_to_room(admin, room_id, message)
+
+    async def notify_user(self, admin: Actor, user_id: str, message: Mapping[str, Any]) -> Delivery:
+        return await self.admin.notify_user(admin, user_id, message)
+
+    async def remove_connection(self, connection_id: str, *, grace: float = 2.0) -> Removal:
+        return await self.admin.remove_connection(connection_id, grace=grace)
+
+    @property
+    def draining(self) -> bool:
+        return self.admin.draining
+
+    def begin_shutdown(self) -> bool:
+        return self.admin.begin_shutdown()
+
+    async def drain(self, *, reason: str, grace: float = 5.0, reconnect_after: float | None = None) -> int:
+        return await self.admin.drain(reason=reason, grace=grace, reconnect_after=reconnect_after)
+
+    # Figures and reads of the read models.
+
+    def node_stats(self) -> NodeStats:
+        return self.node.node_stats()
+
+    async def cluster_stats(self) -> ClusterStats:
+        return await self.node.cluster_stats()
+
+    @property
+    def appender_stats(self) -> AppenderStats:
+        """The appender's batch and latency figures (raises StoreUnavailable before start)."""
+        return self.node.appender.stats
+
+    async def log_head(self) -> int:
+        return await self.node.log_head()
+
+    def history(self, *, snapshot_every: int = 100) -> History:
+        """History and time travel over the log (engine/readmodels/history.py)."""
+        return History(self.store.db_engine, snapshot_every=snapshot_every)
+
+    async def list_rooms(
+        self, *, now: datetime, limit: int, offset: int, active_only: bool
+    ) -> list[room_listing.RoomSummary]:
+        return await room_listing.list_rooms(
+            self.store.db_engine, now=now, limit=limit, offset=offset, active_only=active_only
+        )
+
+    async def room_detail(self, room_id: str, *, now: datetime) -> room_listing.RoomDetail:
+        return await room_listing.room_detail(self.store.db_engine, room_id, now=now)
+
+    async def rebuild_projections(self) -> rebuild.FullReport:
+        """Replay the log into every projection table; the runner then reloads its views from them."""
+        report = await rebuild.rebuild_all(self.store.db_engine)
+        if self.node.projector is not None:
+            self.node.projector.wake()
+        return report
+
+    async def check_projections(self) -> list[str]:
+        """How the projection tables differ from a fold of the log (empty: they agree)."""
+        return await rebuild.diff_all(self.store.db_engine)

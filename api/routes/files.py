@@ -1,7 +1,7 @@
 """File bodies: `PUT /api/v1/files/{file_id}` streams the request body into storage and
 `GET /api/v1/files/{file_id}` streams it back (PROTOCOL.md: file bytes travel over REST).
 
-The upload is recorded as events by the engine (engine/files_service.py): the uploader's sockets get
+The upload is recorded as events by the engine (engine/features/files.py): the uploader's sockets get
 `file_upload_progress` while bytes arrive and `file_upload_complete` once they are stored. A download
 is for the owner, admins, and whoever may read the room the file was shared in (`?room_id=` at
 upload); anyone else gets 404, never 403, so a file id reveals nothing about a file.
@@ -20,8 +20,8 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import EngineDep, SettingsDep
 from api.rest_auth import ActorDep, may_read_room, require_room_reader
+from engine.features.files import SharedFile, file_url
 from engine.features.storage import FileStream
-from engine.files_service import SharedFile, file_url
 from engine.model.errors import NotFound, ValidationFailed
 from engine.protocol import MAX_ROOM_ID_LENGTH
 from engine.protocol.fields import FileId, FileName

@@ -31,7 +31,7 @@ router = APIRouter(tags=["history"])
 
 
 def get_history(engine: EngineDep, settings: SettingsDep) -> History:
-    return History(engine.store.db_engine, snapshot_every=settings.history_snapshot_interval)
+    return engine.history(snapshot_every=settings.history_snapshot_interval)
 
 
 HistoryDep = Annotated[History, Depends(get_history)]

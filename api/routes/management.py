@@ -1,5 +1,5 @@
 """The seed's management endpoints (admin only): post to a room, message a user, create a notification,
-remove a connection, shut the node down. Each is a thin call into engine/management_service.py, where
+remove a connection, shut the node down. Each is a thin call into engine/features/admin.py, where
 everything done to clients becomes an event first.
 
     POST   /ws/rooms/{room_id}/broadcast               200 with the room `seq` it took
@@ -30,15 +30,14 @@ from api.deps import EngineDep, SettingsDep
 from api.http_errors import error_response
 from api.rest_auth import AdminDep
 from api.settings import Settings
-from engine.management_service import (
-    CLOSE_REMOVED,
-    CLOSE_SERVICE_RESTART,
+from engine.features.admin import (
     Delivery,
     MessageTooLarge,
     check_posted,
 )
 from engine.model.errors import ValidationFailed
 from engine.protocol import iso
+from engine.protocol.close_codes import CloseCode
 from engine.protocol.fields import FilterTag, Id
 from engine.service import Engine
 
@@ -184,7 +183,7 @@ async def remove_connection(connection_id: str, admin: AdminDep, engine: EngineD
         connection_id=removal.connection_id,
         user_id=removal.user_id,
         rooms_left=list(removal.rooms_left),
-        close_code=CLOSE_REMOVED,
+        close_code=CloseCode.REMOVED,
     )
 
 
@@ -201,7 +200,7 @@ async def shutdown(request: Request, admin: AdminDep, engine: EngineDep) -> Shut
     return ShutdownAccepted(
         status="shutting_down",
         connections=connections,
-        close_code=CLOSE_SERVICE_RESTART,
+        close_code=CloseCode.SERVICE_RESTART,
         grace_seconds=SHUTDOWN_GRACE_SECONDS,
     )
 
@@ -216,7 +215,7 @@ async def refuse_while_draining(websocket: WebSocket, engine: Engine) -> bool:
             error_response(503, "INTERNAL_ERROR", "the server is shutting down", retryable=True)
         )
     else:
-        await websocket.close(CLOSE_SERVICE_RESTART)
+        await websocket.close(CloseCode.SERVICE_RESTART)
     return True
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
 from api.rest_auth import ActorDep
-from engine.notification_reads import page
+from engine.features.notifications import page
 from engine.projections.notifications import Notification
 from engine.protocol import iso
 

@@ -19,8 +19,7 @@ from pydantic import BaseModel, Field
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, require_room_reader
 from engine.protocol import iso
-from engine.readmodels.rebuild import diff_all, rebuild_all
-from engine.readmodels.room_listing import RoomSummary, list_rooms, room_detail
+from engine.readmodels.room_listing import RoomSummary
 
 router = APIRouter(tags=["rooms"])
 
@@ -88,9 +87,7 @@ async def get_rooms(
     offset: Annotated[int, Query(ge=0, description="rooms to skip")] = 0,
     active: Annotated[bool, Query(description="only rooms with at least one member")] = False,
 ) -> list[dict[str, Any]]:
-    rooms = await list_rooms(
-        engine.store.db_engine, now=datetime.now(UTC), limit=limit, offset=offset, active_only=active
-    )
+    rooms = await engine.list_rooms(now=datetime.now(UTC), limit=limit, offset=offset, active_only=active)
     return [_room_out(summary) for summary in rooms]
 
 
@@ -102,7 +99,7 @@ async def get_room(
 ) -> dict[str, Any]:
     """One room with its members: for auditors, admins and those who may join it."""
     require_room_reader(actor, room_id)
-    detail = await room_detail(engine.store.db_engine, room_id, now=datetime.now(UTC))
+    detail = await engine.room_detail(room_id, now=datetime.now(UTC))
     members = [{**member, "last_seen": iso(member["last_seen"])} for member in detail.members]
     return {
         **_room_out(detail.summary),
@@ -119,9 +116,8 @@ async def rebuild_projections(
     _: AdminDep,
     check: Annotated[bool, Query(description="only compare the tables with the log")] = False,
 ) -> dict[str, Any]:
-    db_engine = engine.store.db_engine
     # The diff is a second full fold of the log: only when asked for, not before every rebuild.
-    differences = await diff_all(db_engine) if check else []
+    differences = await engine.check_projections() if check else []
     summary: dict[str, Any] = {
         "rebuilt": False,
         "position": None,
@@ -133,9 +129,7 @@ async def rebuild_projections(
     }
     if check:
         return summary
-    report = await rebuild_all(db_engine)
-    if engine.projector is not None:
-        engine.projector.wake()  # it reloads its views from the rebuilt tables
+    report = await engine.rebuild_projections()
     return {
         **summary,
         "rebuilt": True,

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep
+from engine.features.stats import ClusterStats, NodeStats
 from engine.protocol import iso
-from engine.stats_service import ClusterStats, NodeStats
 
 router = APIRouter(tags=["stats"])
 

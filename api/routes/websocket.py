@@ -1,4 +1,4 @@
-"""`WS /api/v1/ws`: the handshake (Origin, token) in front of a `Session`.
+"""`WS /api/v1/ws`: the handshake (Origin, token) in front of an engine session.
 
 Authentication happens after `accept` on purpose: a refused handshake reaches a browser only as a
 bare failure, while an accepted socket can carry the reason (AUTHENTICATION_FAILED) and a close
@@ -16,9 +16,11 @@ from fastapi.responses import JSONResponse
 
 from api.auth import AuthenticationFailed, extract_token, origin_allowed
 from api.deps import EngineDep, SettingsDep, VerifierDep
-from api.errors import CLOSE_AUTHENTICATION_FAILED, CLOSE_FORBIDDEN, PERMISSION_DENIED, ws_error
 from api.routes.management import refuse_while_draining
-from api.websocket import Session
+from api.websocket import serve_socket
+from engine.protocol.close_codes import CloseCode
+from engine.protocol.error_codes import PERMISSION_DENIED
+from engine.session import error_message
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,10 @@ async def websocket_endpoint(
     try:
         actor = verifier.verify(token)
     except AuthenticationFailed as exc:
-        await websocket.send_text(orjson.dumps(ws_error(exc.code, str(exc))).decode())
-        await websocket.close(CLOSE_AUTHENTICATION_FAILED, "authentication failed")
+        await websocket.send_text(orjson.dumps(error_message(exc.code, str(exc))).decode())
+        await websocket.close(CloseCode.AUTHENTICATION_FAILED, "authentication failed")
         return
-    await Session(websocket, engine, actor, settings).run()
+    await serve_socket(websocket, engine, actor)
 
 
 async def _refuse_origin(websocket: WebSocket) -> None:
@@ -54,4 +56,4 @@ async def _refuse_origin(websocket: WebSocket) -> None:
         body = {"error": f"origin {origin!r} is not allowed", "code": PERMISSION_DENIED}
         await websocket.send_denial_response(JSONResponse(body, status_code=403))
     else:
-        await websocket.close(CLOSE_FORBIDDEN)
+        await websocket.close()  # a close before accept: the server answers the handshake with 403

@@ -1,6 +1,6 @@
 """Leaves for the connections of a node that died without saying goodbye (kill -9, a lost host).
 
-A node that stops cleanly appends its connections' leaves itself (EngineCore.stop). One that dies
+A node that stops cleanly appends its connections' leaves itself (Node.stop). One that dies
 leaves them joined, and every room would show its users forever. Survivors notice the silence in
 `nodes` (engine/cluster/registry.py) and append, for each membership the dead node's connections still
 hold, a `UserLeftRoom` with reason `node_lost`, then mark the node stopped.
@@ -16,15 +16,21 @@ that dies halfway is completed by the next one.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.cluster.registry import NodeRegistry
 from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, UserLeftRoom
-from engine.model.events import NewEvent, Origin
+from engine.model.events import AppendOutcome, Committed, NewEvent, Origin
+
+log = logging.getLogger(__name__)
 
 _DEAD = """
 SELECT node_id, started_at FROM nodes
@@ -92,4 +98,24 @@ async def mark_stopped(db_engine: AsyncEngine, dead: DeadNode) -> None:
         await conn.execute(text(_MARK_STOPPED), {"dead": dead.node_id})
 
 
-__all__ = ["DeadNode", "dead_nodes", "leaves_for", "mark_stopped"]
+async def record_departures(
+    db_engine: AsyncEngine,
+    registry: NodeRegistry,
+    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+) -> None:
+    """Append the leaves of the connections of every node that stopped heartbeating, then mark it
+    stopped (run after each heartbeat of a node that can judge its peers)."""
+    for dead in await dead_nodes(db_engine, registry.node_id, registry.dead_after):
+        leaves = await leaves_for(db_engine, dead, registry.node_id)
+        outcomes = await asyncio.gather(*(commit(leave) for leave in leaves))
+        await mark_stopped(db_engine, dead)
+        registry.gone(dead.node_id)
+        recorded_here = sum(isinstance(outcome, Committed) for outcome in outcomes)
+        log.warning(
+            "node %s stopped heartbeating: %d departures of its connections recorded",
+            dead.node_id,
+            recorded_here,
+        )
+
+
+__all__ = ["DeadNode", "dead_nodes", "leaves_for", "mark_stopped", "record_departures"]

@@ -53,7 +53,7 @@ class NodeRegistry:
         dead_after: float = 15.0,
         after_beat: Callable[[], Awaitable[None]] | None = None,
         on_reaped: Callable[[], Awaitable[None]] | None = None,
-        report: Callable[[], Mapping[str, Any]] | None = None,
+        report: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.interval = interval

@@ -38,8 +38,6 @@ from engine.fanout.send_queue import (
     resume_reason,
 )
 from engine.fanout.subscriber import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_SLOW_CONSUMER,
     Close,
     Sink,
     Subscriber,
@@ -47,8 +45,6 @@ from engine.fanout.subscriber import (
 )
 
 __all__ = [
-    "CLOSE_INTERNAL_ERROR",
-    "CLOSE_SLOW_CONSUMER",
     "MAX_CLOSE_REASON_BYTES",
     "CatchUp",
     "Close",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 
 from engine.fanout.hub import Hub
 from engine.model.catalogue import CURSOR_MOVED, MEMBERSHIP_EVENTS, USER_LEFT_ROOM, USER_STATUS_CHANGED
@@ -57,11 +58,18 @@ class Live:
         self.hub = hub
         self._rooms: dict[str, RoomView] = {}
         self._presence: dict[str, presence.Presence] = {}
-        # Publishers of user-stream event types other than status, by type, registered by the modules
-        # that own them (e.g. engine/notifications_service.py). Each is called from `publish`, as
+        # Publishers of user-stream event types other than status, by type, from the feature
+        # components that own them (`route_user_events`). Each is called from `publish`, as
         # synchronously as the rest of it, with the event and its sender's connection id, and offers
         # the messages itself: so it may deliver to some of the user's connections only (filters).
-        self.user_publishers: dict[str, UserPublisher] = {}
+        self._user_publishers: Mapping[str, UserPublisher] = {}
+
+    def route_user_events(self, publishers: Mapping[str, UserPublisher]) -> None:
+        """Set who publishes each user-stream event type, once: the table is built in one place
+        (engine/service.py) from the components' `publishers()`."""
+        if self._user_publishers:
+            raise RuntimeError("user-event publishers are already routed")
+        self._user_publishers = MappingProxyType(dict(publishers))
 
     # Reading.
 
@@ -105,7 +113,7 @@ class Live:
         if event.type == USER_STATUS_CHANGED:
             self._publish_status(event, sender)
             return
-        user_publisher = self.user_publishers.get(event.type)
+        user_publisher = self._user_publishers.get(event.type)
         if user_publisher is not None:
             user_publisher(event, sender)
             return

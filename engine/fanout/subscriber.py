@@ -18,7 +18,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Final
 
 from engine.fanout.send_queue import (
     Entry,
@@ -30,6 +29,7 @@ from engine.fanout.send_queue import (
     frames_of,
     resume_reason,
 )
+from engine.protocol.close_codes import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,6 @@ Sink = Callable[[str], Awaitable[None]]
 """Sends one text frame (the api passes `websocket.send_text`)."""
 Close = Callable[[int, str], Awaitable[None]]
 """Closes the connection with a code and reason (the api passes `websocket.close`)."""
-
-CLOSE_SLOW_CONSUMER: Final = 4008
-CLOSE_INTERNAL_ERROR: Final = 1011
-# "Service restart": the node is going away or dropped its sessions; reconnect with backoff, here or
-# elsewhere, and resume with `join_room since`.
-CLOSE_SERVICE_RESTART: Final = 1012
 
 
 class SubscriberClosed(Exception):
@@ -104,7 +98,7 @@ class Subscriber:
         if verdict is Verdict.QUEUED:
             self._ready.set()
         elif verdict is Verdict.OVERFLOW:
-            self.fail(CLOSE_SLOW_CONSUMER)
+            self.fail(CloseCode.SLOW_CONSUMER)
         return verdict is Verdict.QUEUED or verdict is Verdict.HELD
 
     async def wait_for_room(self) -> None:
@@ -171,7 +165,7 @@ class Subscriber:
             log.info("send to %s failed (%s: %s); closing it", self.connection_id, type(exc).__name__, exc)
             self.stats.sink_failures += 1
             self._totals.sink_failures += 1
-            self.fail(CLOSE_INTERNAL_ERROR)
+            self.fail(CloseCode.INTERNAL_ERROR)
 
     # Ending.
 
@@ -180,7 +174,7 @@ class Subscriber:
         for the publisher's sake), then close the socket from a task of its own."""
         if self._closing:
             return
-        if code == CLOSE_SLOW_CONSUMER:
+        if code == CloseCode.SLOW_CONSUMER:
             log.warning("closing slow consumer %s (%d queued)", self.connection_id, self.queue.depth)
             self.stats.slow_consumer_closes += 1
             self._totals.slow_consumer_closes += 1

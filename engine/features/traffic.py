@@ -5,7 +5,7 @@ Pure bookkeeping, no I/O and no event loop: the WebSocket layer calls `message_r
 The clock is injected (monotonic seconds), so the rate and the uptime are testable without sleeping.
 
 The counters are this node's since it started, never the log's: the log's own figures (its head,
-what this node appended) come from the appender and the store (engine/stats_service.py).
+what this node appended) come from the appender and the store (engine/features/stats.py).
 """
 
 from __future__ import annotations

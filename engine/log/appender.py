@@ -28,10 +28,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
-from sqlalchemy import exc as sa_exc
-
-from engine.log.store import EventStore, LogWriter
+from engine.log.connectivity import is_connectivity_error
+from engine.log.store import EventStore
+from engine.log.writer import LogWriter
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, NewEvent
 
@@ -88,41 +87,6 @@ class AppenderStats:
             "batch_size": self.batch_size.as_dict(),
             "commit_latency_ms": self.commit_latency_ms.as_dict(),
         }
-
-
-# asyncpg's own: the socket is gone, the server is shutting down or starting, or a connection failed.
-_LOST_CONNECTION = (
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.CannotConnectNowError,
-)
-
-
-def is_connectivity_error(error: BaseException) -> bool:
-    """True when the database could not be reached or the connection broke, as opposed to a
-    statement that PostgreSQL refused.
-
-    The causes are walked because SQLAlchemy wraps asyncpg's errors in a plain `DBAPIError` (e.g. a
-    connect refused with "the database system is shutting down" during a restart). asyncpg's client-side
-    `InterfaceError` ("connection is closed") and `InternalClientError` (a protocol state left behind by
-    a terminated session) also mean the connection, not the statement: the writer drops it either way.
-    """
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, (OSError, TimeoutError, sa_exc.TimeoutError, *_LOST_CONNECTION)):
-            return True
-        # asyncpg's DataError and ClientConfigurationError are ValueErrors too: bad input, not the link.
-        client_side = isinstance(seen, asyncpg.InterfaceError | asyncpg.InternalClientError)
-        if client_side and not isinstance(seen, ValueError):
-            return True
-        if isinstance(seen, sa_exc.DBAPIError) and (
-            seen.connection_invalidated or isinstance(seen, sa_exc.OperationalError | sa_exc.InterfaceError)
-        ):
-            return True
-        seen = seen.__cause__
-    return False
 
 
 _Pending = tuple[NewEvent, "asyncio.Future[AppendOutcome]"]

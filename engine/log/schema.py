@@ -248,7 +248,7 @@ nodes = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("stopped_at", DateTime(timezone=True)),
-    Column("stats", JSONB),  # the node's figures as of its last heartbeat (engine/stats_service.py)
+    Column("stats", JSONB),  # the node's figures as of its last heartbeat (engine/features/stats.py)
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )
 

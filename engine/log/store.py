@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.log.schema import events
 from engine.log.writer import LogWriter
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 
 
@@ -129,6 +130,22 @@ class EventStore:
                 text("SELECT room_id FROM sheets WHERE sheet_id = :s"), {"s": sheet_id}
             )
             return found.scalar()
+
+    async def file_claims(self, file_id: str) -> list[RecordedEvent]:
+        """The `FileUploadStarted`/`FileUploadCompleted` events naming `file_id`, of any user, in
+        position order (engine/features/files.py decides who owns the id from them).
+
+        A scan by type and data: claims are rare next to cell updates, and an expression index on
+        (data->>'file_id') can be added by a migration without changing this query."""
+        query = (
+            select(events)
+            .where(
+                events.c.type.in_((FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED)),
+                events.c.data["file_id"].astext == file_id,
+            )
+            .order_by(events.c.position)
+        )
+        return await self._fetch(query)
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.db_engine.connect() as conn:

@@ -22,6 +22,7 @@ from typing import Any
 
 class EngineError(Exception):
     code = "INTERNAL_ERROR"
+    retryable = False  # the same request may succeed later: clients are told so
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -34,6 +35,7 @@ class StoreUnavailable(EngineError):
     which is why callers should send an idempotency key (`client_msg_id`)."""
 
     code = "INTERNAL_ERROR"
+    retryable = True
 
 
 class SchemaMismatch(EngineError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from engine.model.actors import Actor
 from engine.model.errors import Rejected
 
 
@@ -102,6 +103,15 @@ class Origin:
     connection_id: str | None = None
     client_msg_id: str | None = None
     via: str | None = None
+
+    @classmethod
+    def of(
+        cls, node: str, actor: Actor, connection_id: str | None = None, client_msg_id: str | None = None
+    ) -> Origin:
+        """An actor's event through this node: a connection's message, or a REST call (no connection)."""
+        return cls(
+            node, actor.user_id, connection_id, client_msg_id, "rest" if connection_id is None else None
+        )
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         found: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 Folded from the user's own stream (`user:{user_id}`): each `UserMessageSent` is one message, kept with
 its `seq` in that stream, its time and its sender, so "what had this user been told as of seq N" is a
-replay like every other view. Delivery itself does not read this view (engine/management_service.py
+replay like every other view. Delivery itself does not read this view (engine/features/admin.py
 publishes each message as it commits); it is the read model behind the user's message history.
 """
 

@@ -116,9 +116,9 @@ async def test_a_race_on_one_cell_from_two_nodes_has_exactly_one_winner(
 async def test_nodes_find_each_other_and_wake_each_other(nodes: tuple[Server, Server]) -> None:
     first, second = nodes
     a, b = first.app.state.engine, second.app.state.engine
-    assert b.node_id in a.nodes.peers
-    assert a.node_id in b.nodes.peers
-    assert a.follower.stats()["listening"] and b.follower.stats()["listening"]
+    assert b.node_id in a.node.nodes.peers
+    assert a.node_id in b.node.nodes.peers
+    assert a.node.follower.stats()["listening"] and b.node.follower.stats()["listening"]
 
 
 async def test_stats_on_either_node_count_the_whole_cluster(nodes: tuple[Server, Server], room: str) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from engine.service import Engine
+from engine.service import Engine, EngineConfig
 from tests.api.conftest import Server, make_settings, serve
 from tests.fault_proxy import FaultProxy
 
@@ -68,7 +68,7 @@ async def test_health_reports_unhealthy_quickly_when_the_database_goes_away_and_
 
 
 async def test_engine_health_is_false_for_an_unreachable_database() -> None:
-    engine = Engine(closed_port_url(), health_timeout=2.0)
+    engine = Engine(EngineConfig(closed_port_url(), health_timeout=2.0))
     await engine.start()
     try:
         async with asyncio.timeout(HANG_GUARD):  # bounded by health_timeout, never a hang

@@ -364,6 +364,6 @@ async def _until_no_body_of(server: Server, file_id: str) -> None:
     """Wait until the server has given up the body of `file_id` (it hears of a disconnect late)."""
     async with asyncio.timeout(5):
         while True:
-            if file_id not in engine_of(server)._uploading:
+            if file_id not in engine_of(server).files._uploading:
                 return
             await asyncio.sleep(0.01)

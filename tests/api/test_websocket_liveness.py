@@ -19,10 +19,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from engine.fanout.hub import CLOSE_SLOW_CONSUMER, Hub
+from engine.fanout.hub import Hub
 from engine.log.store import EventStore
 from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.streams import room_stream
+from engine.protocol.close_codes import CloseCode
 from tests.api.conftest import (
     RECEIVE_TIMEOUT,
     Server,
@@ -146,7 +147,7 @@ async def test_slow_consumer_is_closed_with_4008_and_resumes_from_last_seq_witho
                 while True:
                     before_close.append(await receive(slow))
             assert closed.value.rcvd is not None
-            assert closed.value.rcvd.code == CLOSE_SLOW_CONSUMER
+            assert closed.value.rcvd.code == CloseCode.SLOW_CONSUMER
             reason = json.loads(closed.value.rcvd.reason)
             last_seq = reason["last_seq"][room]
             seen = room_event_seqs(before_close, room)

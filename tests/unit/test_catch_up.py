@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.fanout.hub import CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
+from engine.fanout.hub import Hub, SubscriberClosed
 from engine.model.events import RecordedEvent
+from engine.protocol.close_codes import CloseCode
 
 ROOM = "room:r"
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -214,7 +215,7 @@ def test_catch_up_yields_every_event_once_in_order_under_concurrent_writes(
         else:
             # Closed as a slow consumer: what it got is still an exact prefix, and the reason names
             # where it stopped, so a resume from there loses nothing.
-            assert client.closes and client.closes[0][0] == CLOSE_SLOW_CONSUMER
+            assert client.closes and client.closes[0][0] == CloseCode.SLOW_CONSUMER
             assert events == expected_events(first, head)[: len(events)]
             delivered = [int(f[1:]) for f in events if not f.endswith("+")]
             reason = orjson.loads(client.closes[0][1])["last_seq"]

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.fanout.hub import CLOSE_INTERNAL_ERROR, CLOSE_SLOW_CONSUMER, Hub, SubscriberClosed
+from engine.fanout.hub import Hub, SubscriberClosed
+from engine.protocol.close_codes import CloseCode
 
 ROOM = "room:r"
 
@@ -158,9 +159,9 @@ async def test_fanout_closes_a_slow_consumer_with_4008_and_its_last_seq() -> Non
             await asyncio.sleep(0)
         async with asyncio.timeout(5):
             await stuck.closed.wait()
-        assert stuck.closes == [(CLOSE_SLOW_CONSUMER, '{"last_seq":{"r":1}}')]
+        assert stuck.closes == [(CloseCode.SLOW_CONSUMER, '{"last_seq":{"r":1}}')]
         assert stuck.frames == ["status", "d1"]
-        assert hub.subscriber("stuck").close_code == CLOSE_SLOW_CONSUMER
+        assert hub.subscriber("stuck").close_code == CloseCode.SLOW_CONSUMER
         assert hub.publish(ROOM, "d9", seq=9) == 1  # a closed subscriber takes nothing more
         assert await other.received(9) == [f"d{s}" for s in range(1, 10)]  # the others never noticed
         stats = hub.stats()
@@ -269,7 +270,7 @@ async def test_fanout_sink_failure_closes_with_1011_not_silently() -> None:
         async with asyncio.timeout(5):
             await client.closed.wait()
         code, reason = client.closes[0]
-        assert code == CLOSE_INTERNAL_ERROR
+        assert code == CloseCode.INTERNAL_ERROR
         assert orjson.loads(reason) == {"last_seq": {"r": 1}}
         assert hub.stats()["sink_failures"] == 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from api.routes.files import content_disposition
-from engine.files_service import (
+from engine.features.files import (
     PROGRESS_MIN_BYTES,
     checked_filename,
     percentage,

@@ -1,4 +1,4 @@
-"""`Live.user_publishers`: a user-stream event type with a registered publisher is handed to it, with
+"""`Live.route_user_events`: a user-stream event type with a routed publisher is handed to it, with
 its sender, instead of being published as a room event."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from engine.model.events import RecordedEvent
 def test_a_registered_user_publisher_gets_the_event_and_its_sender() -> None:
     live = Live(Hub())
     calls: list[tuple[RecordedEvent, str | None]] = []
-    live.user_publishers[NOTIFICATION_CREATED] = lambda event, sender: calls.append((event, sender))
+    live.route_user_events({NOTIFICATION_CREATED: lambda event, sender: calls.append((event, sender))})
     event = RecordedEvent(
         position=1,
         stream_id="user:u1",

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.management_service import check_posted
+from engine.features.admin import check_posted
 from engine.model.catalogue import ROOM_MESSAGE_BROADCAST, USER_JOINED_ROOM, USER_MESSAGE_SENT
 from engine.model.errors import ValidationFailed
 from engine.projections import direct_messages

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.features.notifications import NotificationPage, page
 from engine.model.catalogue import NOTIFICATION_CREATED, NOTIFICATION_READ
 from engine.model.errors import ValidationFailed
-from engine.notification_reads import NotificationPage, page
 from engine.projections.notifications import Inbox, project
 from tests.unit.event_log import Log
 

@@ -37,11 +37,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.decisions.rules import authorize, require_member
-from engine.fanout.hub import SubscriberClosed
+from engine.fanout.hub import Hub
+from engine.fanout.live import UserPublisher
 from engine.features.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
+from engine.features.cells import SheetRooms
+from engine.features.connections import Connections
+from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     AI_EVENTS,
@@ -52,16 +56,12 @@ from engine.model.catalogue import (
     AiRequestStarted,
 )
 from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
-from engine.model.events import AppendOutcome, Committed, Duplicate, Origin, RecordedEvent
-from engine.model.streams import ROOM_STREAM_PREFIX, room_id_of, room_stream, user_stream
+from engine.model.events import AppendOutcome, Duplicate, Origin, RecordedEvent
+from engine.model.reading import ReadStream, read_through
+from engine.model.streams import room_stream, user_stream
 from engine.projections import cells
-from engine.protocol import ack
 from engine.protocol.ai_rendering import render_ai
 from engine.protocol.rendering import encode
-
-if TYPE_CHECKING:
-    from engine.core import EngineCore
-    from engine.fanout.live import Live
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,25 @@ def idempotency_key(request_id: str) -> str:
 
 
 class AiRunner:
-    def __init__(self, core: EngineCore, provider: AiProvider | None = None) -> None:
-        self.core = core
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        connections: Connections,
+        hub: Hub,
+        sheet_rooms: SheetRooms,
+        commit: Commit,
+        reply: Reply,
+        read_stream: ReadStream,
+        provider: AiProvider | None = None,
+    ) -> None:
+        self._node_id = node_id
+        self._connections = connections
+        self._hub = hub
+        self._sheet_rooms = sheet_rooms
+        self._commit = commit
+        self._reply = reply
+        self._read_stream = read_stream
         self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
         self._running: dict[RequestKey, asyncio.Task[None]] = {}
 
@@ -91,16 +108,14 @@ class AiRunner:
         """The requests whose provider is running on this node."""
         return frozenset(self._running)
 
-    def register(self, live: Live) -> None:
-        """Publish AI events through `live` (called when the engine starts): each goes, as one
-        `ai_event`, to every connection of the requester (topic `user:{id}`) and to nobody else."""
+    def publishers(self) -> dict[str, UserPublisher]:
+        """Each AI event goes, as one `ai_event`, to every connection of the requester (topic
+        `user:{id}`) and to nobody else."""
+        return dict.fromkeys(AI_EVENTS, self._publish)
 
-        def publish(event: RecordedEvent, sender: str | None) -> None:
-            topic = user_stream(str(event.data["user_id"]))
-            live.hub.publish(topic, encode(render_ai(event)), seq=event.stream_version)
-
-        for event_type in AI_EVENTS:
-            live.user_publishers[event_type] = publish
+    def _publish(self, event: RecordedEvent, sender: str | None) -> None:
+        topic = user_stream(str(event.data["user_id"]))
+        self._hub.publish(topic, encode(render_ai(event)), seq=event.stream_version)
 
     # Messages.
 
@@ -117,17 +132,17 @@ class AiRunner:
     ) -> None:
         """Check, record `AiRequestStarted` (-> `ai_start`), ack, and start the run."""
         authorize(actor, "ai_request")
-        sheet_room = await self.core.sheet_room(sheet_id)
+        sheet_room = await self._sheet_rooms.room_of(sheet_id)
         if sheet_room is None:
             raise NotFound(f"sheet {sheet_id!r} has no cells", sheet_id=sheet_id, request_id=request_id)
-        require_member(sheet_room, self._joined(connection_id))
-        sheet = cells.project(await self._read_room(sheet_room), sheet_id)
+        require_member(sheet_room, self._connections.of(actor, connection_id).rooms)
+        sheet = cells.project(await read_through(self._read_stream, room_stream(sheet_room)), sheet_id)
         context = dict(context) if context is not None else None
         table_range = context.get("table_range") if context else None
         started = AiRequestStarted(actor.user_id, request_id, query, sheet_id, context, sheet_room)
-        origin = self.core.origin(actor, connection_id, client_msg_id)
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = started.new(origin, key=idempotency_key(request_id))
-        outcome = await self.core.commit(event)
+        outcome = await self._commit(event)
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
                 raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
@@ -154,9 +169,9 @@ class AiRunner:
         task.cancel()
         await asyncio.wait([task])
         cancelled = AiCancelled(actor.user_id, request_id, CANCEL_REASON)
-        origin = self.core.origin(actor, connection_id, client_msg_id)
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = cancelled.new(origin, key=f"ai-cancel:{request_id}")
-        outcome = await self.core.commit(event)
+        outcome = await self._commit(event)
         await self._ack(connection_id, client_msg_id, outcome)
 
     async def stop(self) -> None:
@@ -218,36 +233,17 @@ class AiRunner:
     async def _record(self, step: AiProgressed | AiCompleted | AiFailed) -> None:
         """Append and publish one event of the run; shielded, so a cancel never leaves a committed
         event unpublished."""
-        origin = Origin(self.core.node_id, step.user_id)
+        origin = Origin(self._node_id, step.user_id)
         event = step.new(origin, request_id=step.request_id)
-        await asyncio.shield(self.core.commit(event))
+        await asyncio.shield(self._commit(event))
 
     def _forget(self, key: RequestKey) -> None:
         task = self._running.get(key)
         if task is not None and task is asyncio.current_task():
             del self._running[key]
 
-    # Helpers.
-
     async def _ack(self, connection_id: str, client_msg_id: str | None, outcome: AppendOutcome) -> None:
-        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
-            await self.core.reply(connection_id, ack(client_msg_id, seq=outcome.stream_version))
-
-    def _joined(self, connection_id: str) -> set[str]:
-        try:
-            topics = self.core.hub.subscriber(connection_id).topics
-        except KeyError:
-            raise SubscriberClosed(connection_id) from None
-        return {room_id_of(t) for t in topics if t.startswith(ROOM_STREAM_PREFIX)}
-
-    async def _read_room(self, room_id: str) -> list[RecordedEvent]:
-        events: list[RecordedEvent] = []
-        while True:
-            after = events[-1].stream_version if events else 0
-            page = await self.core.read_stream(room_stream(room_id), after_version=after, limit=_READ_PAGE)
-            events.extend(page)
-            if len(page) < _READ_PAGE:
-                return events
+        await acknowledge(self._reply, connection_id, client_msg_id, outcome)
 
 
 __all__ = ["AiRunner", "idempotency_key"]

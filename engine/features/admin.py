@@ -1,6 +1,5 @@
 """What an admin does to clients over REST: post to a room, message a user, remove a connection, and
-shut the node down gracefully. The `Engine` (engine/service.py) mixes these in; api/routes/management.py
-is their thin HTTP face.
+shut the node down gracefully. api/routes/management.py is their thin HTTP face.
 
 Everything an admin does to clients is itself an event, so the log tells the whole story and a
 resuming client sees what live members saw:
@@ -21,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
 
-from engine.fanout.hub import SubscriberClosed
-from engine.fanout.subscriber import CLOSE_SERVICE_RESTART
+from engine.fanout.hub import Hub, SubscriberClosed
+from engine.fanout.live import Live, LoadRoom, UserPublisher
+from engine.features.connections import Connections
+from engine.features.ports import Commit, Flush, Reply
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     REMOVED,
@@ -38,20 +39,16 @@ from engine.model.catalogue import (
     UserMessageSent,
 )
 from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
-from engine.model.events import Committed, RecordedEvent
+from engine.model.events import Committed, NewEvent, Origin, RecordedEvent
+from engine.model.reading import ReadStream
 from engine.model.streams import room_stream, user_id_of, user_stream
-from engine.notifications_service import NotificationHandlers
 from engine.protocol import MAX_ID_LENGTH, broadcast, error, server_shutdown
+from engine.protocol.close_codes import CloseCode
+from engine.protocol.error_codes import CONNECTION_REMOVED
 from engine.protocol.rendering import encode, render
 
 log = logging.getLogger(__name__)
 
-# Close codes this module sends (the table in docs/protocol.md). 4410 mirrors HTTP 410 Gone and, like
-# every 4000-4499 code, means "you may reconnect and resume": removing a connection is connection
-# management (a stuck or misbehaving socket), not a ban, which is the token's job. 1012 is the
-# standard "service restart": reconnect with backoff, to this node once it is back or to another.
-CLOSE_REMOVED: Final = 4410
-CONNECTION_REMOVED: Final = "CONNECTION_REMOVED"
 # Keys of PROTOCOL.md's envelope: set by the server from the event, never taken from a posted body.
 ENVELOPE_KEYS: Final = frozenset({"room_id", "seq", "ts", "client_msg_id"})
 
@@ -102,24 +99,43 @@ def check_id(kind: str, value: str) -> None:
         raise ValidationFailed(f"{kind} must be 1 to {MAX_ID_LENGTH} printable characters")
 
 
-class ManagementHandlers(NotificationHandlers):
-    """Admin actions of the `Engine`; `draining` is true from `begin_shutdown` on."""
+Depart = Callable[[str, str], list[NewEvent]]
+"""Forget an open connection and return the `UserLeftRoom` (with that reason) its departure needs."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+
+class Admin:
+    """Admin actions; `draining` is true from `begin_shutdown` on."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        connections: Connections,
+        live: Live,
+        load_room: LoadRoom,
+        hub: Hub,
+        commit: Commit,
+        reply: Reply,
+        flush: Flush,
+        read_stream: ReadStream,
+        depart: Depart,
+        departing: Callable[[], int],
+    ) -> None:
+        self._node_id = node_id
+        self._connections = connections
+        self._live = live
+        self._load_room = load_room
+        self._hub = hub
+        self._commit = commit
+        self._reply = reply
+        self._flush = flush
+        self._read_stream = read_stream
+        self._depart = depart
+        self._departing = departing  # sessions whose departure is being recorded right now
         self.draining = False
-        self._disconnecting = 0  # sessions whose departure (leaves) is being recorded right now
 
-    async def start(self) -> None:
-        await super().start()
-        self.live.user_publishers[USER_MESSAGE_SENT] = self._publish_user_message
-
-    async def disconnect(self, connection_id: str) -> None:
-        self._disconnecting += 1
-        try:
-            await super().disconnect(connection_id)
-        finally:
-            self._disconnecting -= 1
+    def publishers(self) -> dict[str, UserPublisher]:
+        return {USER_MESSAGE_SENT: self._publish_user_message}
 
     # Posting.
 
@@ -134,16 +150,18 @@ class ManagementHandlers(NotificationHandlers):
         posted = RoomMessageBroadcast(room_id, admin.user_id, check_posted(message))
         if not await self._has_events(room_stream(room_id)):
             raise RoomNotFound(f"room {room_id!r} does not exist")
-        await self.live.load(room_id, self.room_view)  # the view must be at hand before the append
-        event = posted.new(self.origin(admin))
-        return self._delivery(await self.commit(event), room_stream(room_id))
+        await self._live.load(room_id, self._load_room)  # the view must be at hand before the append
+        event = posted.new(Origin.of(self._node_id, admin))
+        return self._delivery(await self._commit(event), room_stream(room_id))
 
     async def notify_user(self, admin: Actor, user_id: str, message: Mapping[str, Any]) -> Delivery:
         """Append `UserMessageSent` to the user's stream; each of their connections gets the message with
         the user's `seq`/`ts`. An offline user's message is kept all the same (`delivered_to` 0)."""
         check_id("user_id", user_id)
-        event = UserMessageSent(user_id, admin.user_id, check_posted(message)).new(self.origin(admin))
-        return self._delivery(await self.commit(event), user_stream(user_id))
+        event = UserMessageSent(user_id, admin.user_id, check_posted(message)).new(
+            Origin.of(self._node_id, admin)
+        )
+        return self._delivery(await self._commit(event), user_stream(user_id))
 
     # Removing a connection.
 
@@ -163,20 +181,20 @@ class ManagementHandlers(NotificationHandlers):
             CONNECTION_REMOVED,
             "connection removed by an administrator",
             now=datetime.now(UTC),
-            close_code=CLOSE_REMOVED,
+            close_code=CloseCode.REMOVED,
         )
         await self._say_last(connection_id, notice, grace)
-        rooms = tuple(sorted(connection.rooms))
-        leaves = self._forget(connection_id, reason=REMOVED)
-        self._close(connection_id, CLOSE_REMOVED)
+        rooms = tuple(connection.departures)
+        leaves = self._depart(connection_id, REMOVED)
+        self._close(connection_id, CloseCode.REMOVED)
         for leave in leaves:  # one at a time: `commit` publishes in each room's seq order
             try:
-                await self.commit(leave)
+                await self._commit(leave)
             except Exception as exc:  # the socket is closed either way; the missing leave is logged
                 log.error("could not record the removal from %s: %s", leave.stream_id, exc)
         user_id = connection.actor.user_id
-        if not any(c.actor.user_id == user_id for c in self._connections.values()):
-            self.live.forget_user(user_id)
+        if not self._connections.has_user(user_id):
+            self._live.forget_user(user_id)
         return Removal(connection_id, user_id, rooms)
 
     # Shutting down.
@@ -201,8 +219,8 @@ class ManagementHandlers(NotificationHandlers):
         message = server_shutdown(datetime.now(UTC), reason=reason, reconnect_after=reconnect_after)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._connections or self._disconnecting:
-            fresh = [cid for cid in self._connections if cid not in closed]
+        while self._connections or self._departing():
+            fresh = [c.connection_id for c in self._connections if c.connection_id not in closed]
             closed.update(fresh)
             await asyncio.gather(*(self._close_after(cid, message, grace / 2) for cid in fresh))
             if loop.time() >= deadline:
@@ -219,42 +237,39 @@ class ManagementHandlers(NotificationHandlers):
         # Read right after the commit published, with no await in between: the members it reached.
         if not isinstance(outcome, Committed):  # no idempotency key, no expected version
             raise RuntimeError(f"unexpected outcome of an admin post: {outcome}")
-        return Delivery(outcome.stream_version, outcome.recorded_at, len(self.hub.members(topic)))
+        return Delivery(outcome.stream_version, outcome.recorded_at, len(self._hub.members(topic)))
 
     async def _has_events(self, stream_id: str) -> bool:
-        return bool(await self.read_stream(stream_id, limit=1))
+        return bool(await self._read_stream(stream_id, limit=1))
 
     async def _say_last(self, connection_id: str, message: dict[str, Any], grace: float) -> None:
         """Queue `message` and wait (at most `grace` seconds) until it has gone out."""
         try:
             async with asyncio.timeout(grace):
-                await self.reply(connection_id, message)
-                await self.flush(connection_id)
+                await self._reply(connection_id, message)
+                await self._flush(connection_id)
         except (SubscriberClosed, TimeoutError):
             log.info("connection %s did not take its last message in time", connection_id)
 
     async def _close_after(self, connection_id: str, message: dict[str, Any], grace: float) -> None:
         await self._say_last(connection_id, message, grace)
-        self._close(connection_id, CLOSE_SERVICE_RESTART)
+        self._close(connection_id, CloseCode.SERVICE_RESTART)
 
     def _close(self, connection_id: str, code: int) -> None:
         """Close the socket from its subscriber: what is still queued is dropped, and the close
         reason names the last `seq` delivered per room, from which the client resumes."""
         with contextlib.suppress(KeyError):  # already gone
-            self.hub.subscriber(connection_id).fail(code)
+            self._hub.subscriber(connection_id).fail(code)
 
     def _publish_user_message(self, event: RecordedEvent, sender: str | None) -> None:
-        """Live.user_publishers: to every connection of the recipient on this node."""
+        """To every connection of the recipient on this node."""
         topic = user_stream(user_id_of(event.stream_id))
-        self.hub.publish(topic, encode(render(event, None)), seq=event.stream_version)
+        self._hub.publish(topic, encode(render(event, None)), seq=event.stream_version)
 
 
 __all__ = [
-    "CLOSE_REMOVED",
-    "CLOSE_SERVICE_RESTART",
-    "CONNECTION_REMOVED",
+    "Admin",
     "Delivery",
-    "ManagementHandlers",
     "MessageTooLarge",
     "Removal",
     "check_posted",

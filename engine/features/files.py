@@ -2,8 +2,8 @@
 
 `store_file` streams a body into `FileStorage` and records it in the uploader's stream:
 `FileUploadStarted` (only when no `file_upload_start` came over the WebSocket), `FileUploadProgressed`
-(volatile) as bytes arrive, and `FileUploadCompleted` once the bytes are stored. The uploads handlers
-(engine/uploads_service.py) publish them to the uploader's connections as `file_upload_started`,
+(volatile) as bytes arrive, and `FileUploadCompleted` once the bytes are stored. The uploads component
+(engine/features/uploads.py) publishes them to the uploader's connections as `file_upload_started`,
 `file_upload_progress` and `file_upload_complete`.
 
 File ids are global (one URL per file) but uploads live in each user's own stream, so who owns an id
@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import select
 
+from engine.features.ports import Commit
 from engine.features.storage import (
     SNIFF_BYTES,
     ContentTypeMismatch,
@@ -40,22 +40,18 @@ from engine.features.storage import (
     sniff_mime,
     validate_file_id,
 )
-from engine.log.appender import is_connectivity_error
-from engine.log.schema import events
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
-    FILE_UPLOAD_STARTED,
     FileUploadCompleted,
     FileUploadProgressed,
     FileUploadStarted,
 )
 from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
-from engine.model.events import RecordedEvent
+from engine.model.events import Origin, RecordedEvent
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
 from engine.protocol.fields import FileName
-from engine.uploads_service import UploadHandlers
 
 # Progress is reported every 5% of the body, but never more often than every 256 KiB: a few events
 # per file whatever the client's chunk size (PROTOCOL.md: progress is volatile and high-frequency).
@@ -132,21 +128,28 @@ def checked_filename(filename: str) -> str:
         ) from None
 
 
-class FileHandlers(UploadHandlers):
-    """REST file bodies for the `Engine` (engine/service.py mixes it in). `file_storage` is where the
-    bytes go; without one, uploads answer that storage is unavailable."""
+ReadClaims = Callable[[str], Awaitable[list[RecordedEvent]]]
+"""The `FileUploadStarted`/`FileUploadCompleted` events naming a file id, of any user, in log order."""
 
-    def __init__(self, *args: Any, file_storage: FileStorage | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.file_storage = file_storage
+
+class Files:
+    """REST file bodies. `storage` is where the bytes go; without one, uploads answer that storage is
+    unavailable."""
+
+    def __init__(
+        self, *, node_id: str, commit: Commit, read_claims: ReadClaims, storage: FileStorage | None
+    ) -> None:
+        self._node_id = node_id
+        self._commit = commit
+        self._read_claims = read_claims
+        self.storage = storage
         self._complete_files: dict[str, SharedFile] = {}  # complete files never change: safe to keep
         self._uploading: set[str] = set()  # file ids with a body being stored by this node
 
     async def start(self) -> None:
-        await super().start()
-        remove_partials = getattr(self.file_storage, "remove_partials", None)
+        remove_partials = getattr(self.storage, "remove_partials", None)
         if remove_partials is not None:
-            await remove_partials()  # temporary files a crash left behind (engine/features/storage/local.py)
+            await remove_partials()  # temporary files a crash left behind (storage/local.py)
 
     # Reading.
 
@@ -156,36 +159,16 @@ class FileHandlers(UploadHandlers):
         known = self._complete_files.get(file_id)
         if known is not None:
             return known
-        found = shared_file(await self._claims(file_id), file_id)
+        found = shared_file(await self._read_claims(file_id), file_id)
         if found is not None and found.upload.complete:
             self._complete_files[file_id] = found
         return found
 
     async def open_file(self, file_id: str) -> FileStream:
         """The stored bytes of `file_id` (FileNotFound). Callers check `shared_file` rights first."""
-        if self.file_storage is None:
+        if self.storage is None:
             raise StoreUnavailable("no file storage is configured")
-        return await self.file_storage.open(file_id)
-
-    async def _claims(self, file_id: str) -> list[RecordedEvent]:
-        # A scan by type and data: claims are rare next to cell updates, and an expression index on
-        # (data->>'file_id') can be added by a migration without changing this query.
-        query = (
-            select(events)
-            .where(
-                events.c.type.in_((FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED)),
-                events.c.data["file_id"].astext == file_id,
-            )
-            .order_by(events.c.position)
-        )
-        try:
-            async with self.store.db_engine.connect() as conn:
-                rows = (await conn.execute(query)).mappings().all()
-        except Exception as exc:
-            if is_connectivity_error(exc):
-                raise StoreUnavailable(f"the event log is unreachable: {type(exc).__name__}") from exc
-            raise
-        return [RecordedEvent(**row) for row in rows]
+        return await self.storage.open(file_id)
 
     # Writing.
 
@@ -217,7 +200,7 @@ class FileHandlers(UploadHandlers):
             raise TooLarge(
                 f"the body of {content_length} bytes exceeds the limit of {max_bytes}", max_bytes=max_bytes
             )
-        storage = self.file_storage
+        storage = self.storage
         if storage is None:
             raise StoreUnavailable("no file storage is configured")
         if file_id in self._uploading:
@@ -268,8 +251,8 @@ class FileHandlers(UploadHandlers):
     ) -> None:
         """Append `FileUploadStarted`, then make sure it is the id's first claim (module docstring)."""
         started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
-        await self.commit(started.new(self.origin(actor)))
-        winner = shared_file(await self._claims(file_id), file_id)
+        await self._commit(started.new(Origin.of(self._node_id, actor)))
+        winner = shared_file(await self._read_claims(file_id), file_id)
         if winner is not None and winner.owner != actor.user_id:
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)
 
@@ -285,7 +268,7 @@ class FileHandlers(UploadHandlers):
             progressed = FileUploadProgressed(
                 actor.user_id, file_id, done, total or 0, percentage(done, total)
             )
-            await self.commit(progressed.new(self.origin(actor)))
+            await self._commit(progressed.new(Origin.of(self._node_id, actor)))
 
         return report
 
@@ -302,7 +285,7 @@ class FileHandlers(UploadHandlers):
             mime_type=stored.content_type,
             room_id=room_id,
         )
-        await self.commit(completed.new(self.origin(actor)))
+        await self._commit(completed.new(Origin.of(self._node_id, actor)))
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed
@@ -349,8 +332,8 @@ async def _claimed_after_sniff(
 
 
 __all__ = [
-    "FileHandlers",
     "FileIdTaken",
+    "Files",
     "SharedFile",
     "checked_filename",
     "file_url",

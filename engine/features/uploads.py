@@ -4,23 +4,22 @@ connections and tracked with the uploads projection (engine/projections/uploads.
 `FileUploadStarted` is durable (the user's stream, with a `seq`); `FileUploadProgressed` goes to the
 volatile twin (`volatile:user:{id}`): no `seq`, dropped first under backpressure, and a queued,
 unsent progress of the same file is replaced by the newer one (coalesced per `file_id`).
-`FileUploadCompleted` (appended by the REST upload, issue 4) reaches all the user's connections as
+`FileUploadCompleted` (appended by the REST upload, files.py) reaches all the user's connections as
 `file_upload_complete`.
 
-State: the node keeps each upload it has seen (`UploadHandlers.uploads`, file id -> `Upload`), folded
-from the commits it publishes; a file it does not know is folded from the user's stream before a
-decision. A progress report for a file the user never started (or another user's) is NOT_FOUND,
-for a completed one VALIDATION_ERROR (engine/decisions/rules.py).
-
-The bytes themselves go through `engine.features.storage.FileStorage` (REST, issue 4), never the socket.
+State: the node keeps each upload it has seen (`uploads`, file id -> `Upload`), folded from the commits
+it publishes; a file it does not know is folded from the user's stream before a decision. A progress
+report for a file the user never started (or another user's) is NOT_FOUND, for a completed one
+VALIDATION_ERROR (engine/decisions/rules.py). The bytes go over REST (files.py), never the socket.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from engine.core import EngineCore
 from engine.decisions.rules import authorize, check_upload_start, require_own_upload
+from engine.fanout.hub import Hub
+from engine.fanout.live import UserPublisher
+from engine.features.connections import Connections
+from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
@@ -29,42 +28,42 @@ from engine.model.catalogue import (
     FileUploadProgressed,
     FileUploadStarted,
 )
-from engine.model.events import Committed, Duplicate, RecordedEvent
+from engine.model.events import Origin, RecordedEvent
+from engine.model.reading import ReadStream, read_through
 from engine.model.streams import user_stream
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
-from engine.protocol import (
-    Envelope,
-    ack,
-    file_upload_complete,
-    file_upload_progress,
-    file_upload_started,
-)
+from engine.protocol import Envelope, file_upload_complete, file_upload_progress, file_upload_started
 from engine.protocol.rendering import encode
 
-_READ_PAGE = 1000
 
-
-class UploadHandlers(EngineCore):
-    """The upload handlers of the `Engine` (engine/service.py mixes them in)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+class Uploads:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        connections: Connections,
+        hub: Hub,
+        commit: Commit,
+        reply: Reply,
+        read_stream: ReadStream,
+    ) -> None:
+        self._node_id = node_id
+        self._connections = connections
+        self._hub = hub
+        self._commit = commit
+        self._reply = reply
+        self._read_stream = read_stream
         self.uploads: dict[str, Upload] = {}  # file id -> the upload as this node last folded it
 
-    async def start(self) -> None:
-        await super().start()
-        self.live.user_publishers.update(
-            {
-                FILE_UPLOAD_STARTED: self._publish_started,
-                FILE_UPLOAD_PROGRESSED: self._publish_progress,
-                FILE_UPLOAD_COMPLETED: self._publish_completed,
-            }
-        )
+    def publishers(self) -> dict[str, UserPublisher]:
+        return {
+            FILE_UPLOAD_STARTED: self._publish_started,
+            FILE_UPLOAD_PROGRESSED: self._publish_progress,
+            FILE_UPLOAD_COMPLETED: self._publish_completed,
+        }
 
-    # Handlers.
-
-    async def start_upload(
+    async def start(
         self,
         actor: Actor,
         connection_id: str,
@@ -77,16 +76,16 @@ class UploadHandlers(EngineCore):
     ) -> None:
         """Append `FileUploadStarted`; the user's other connections get `file_upload_started`.
         VALIDATION_ERROR when the user already used this `file_id`."""
-        self._connection_of(actor, connection_id)
+        self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_start")
         check_upload_start(await self.upload(actor.user_id, file_id), file_id)
         started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
-        event = started.new(self.origin(actor, connection_id, client_msg_id))
-        outcome = await self.commit(event)
-        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
-            await self.reply(connection_id, ack(client_msg_id, seq=outcome.stream_version))
+        outcome = await self._commit(
+            started.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
+        )
+        await acknowledge(self._reply, connection_id, client_msg_id, outcome)
 
-    async def report_upload_progress(
+    async def progress(
         self,
         actor: Actor,
         connection_id: str,
@@ -99,16 +98,13 @@ class UploadHandlers(EngineCore):
     ) -> None:
         """Append `FileUploadProgressed` (volatile); the user's other connections get
         `file_upload_progress`. NOT_FOUND for a file the user did not start."""
-        self._connection_of(actor, connection_id)
+        self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_progress")
         require_own_upload(await self.upload(actor.user_id, file_id), actor, file_id)
         progressed = FileUploadProgressed(actor.user_id, file_id, bytes_uploaded, total_bytes, percentage)
-        event = progressed.new(self.origin(actor, connection_id, client_msg_id))
-        outcome = await self.commit(event)
-        if client_msg_id is not None and isinstance(outcome, Committed | Duplicate):
-            await self.reply(connection_id, ack(client_msg_id))  # volatile: no place in a sequence
-
-    # Reading.
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+        outcome = await self._commit(progressed.new(origin))
+        await acknowledge(self._reply, connection_id, client_msg_id, outcome, volatile=True)
 
     async def upload(self, user_id: str, file_id: str) -> Upload | None:
         """The upload of `file_id` as this node knows it, else folded from the user's stream (None
@@ -116,20 +112,15 @@ class UploadHandlers(EngineCore):
         known = self.uploads.get(file_id)
         if known is not None:
             return known
-        events: list[RecordedEvent] = []
-        while True:
-            after = events[-1].stream_version if events else 0
-            page = await self.read_stream(user_stream(user_id), after_version=after, limit=_READ_PAGE)
-            events.extend(page)
-            if len(page) < _READ_PAGE:
-                break
-        found = uploads_projection.project(events, file_id)
+        found = uploads_projection.project(
+            await read_through(self._read_stream, user_stream(user_id)), file_id
+        )
         if found is not None:
             # A commit of this node may have been folded while the read was in flight: keep it.
             found = self.uploads.setdefault(file_id, found)
         return found
 
-    # Publishing (Live.user_publishers; synchronous, right after the commit).
+    # Publishing: synchronous, right after the commit.
 
     def _fold(self, event: RecordedEvent) -> Upload | None:
         file_id = str(event.data["file_id"])
@@ -150,7 +141,7 @@ class UploadHandlers(EngineCore):
             envelope=Envelope.of(event),
         )
         topic = user_stream(str(data["user_id"]))
-        self.hub.publish(topic, encode([message]), seq=event.stream_version, exclude=sender)
+        self._hub.publish(topic, encode([message]), seq=event.stream_version, exclude=sender)
 
     def _publish_progress(self, event: RecordedEvent, sender: str | None) -> None:
         self._fold(event)
@@ -165,8 +156,9 @@ class UploadHandlers(EngineCore):
             envelope=Envelope.of(event),
         )
         topic = user_stream(str(data["user_id"]))
-        frames = encode([message])
-        self.hub.publish(topic, frames, volatile=True, exclude=sender, coalesce=f"upload:{file_id}")
+        self._hub.publish(
+            topic, encode([message]), volatile=True, exclude=sender, coalesce=f"upload:{file_id}"
+        )
 
     def _publish_completed(self, event: RecordedEvent, sender: str | None) -> None:
         upload = self._fold(event)
@@ -181,7 +173,7 @@ class UploadHandlers(EngineCore):
             sha256=str(data.get("sha256") or ""),
             envelope=Envelope.of(event),
         )
-        self.hub.publish(user_stream(str(data["user_id"])), encode([message]), seq=event.stream_version)
+        self._hub.publish(user_stream(str(data["user_id"])), encode([message]), seq=event.stream_version)
 
 
-__all__ = ["UploadHandlers"]
+__all__ = ["Uploads"]

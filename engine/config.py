@@ -1,0 +1,47 @@
+"""`EngineConfig`: everything an engine needs to know at start, in one frozen value.
+
+The api builds it from its settings (environment variables, api/settings.py), tests build it by hand;
+the engine reads no environment itself. Defaults are the documented ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.features.limits import RateLimits
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    database_url: str
+    node_id: str | None = None  # None: host, pid and a random suffix (engine/node.py)
+
+    # Group commit (engine/log/appender.py): events per transaction, how long to linger for more (0:
+    # none), and how long a caller waits for its commit before it is told the store is unavailable.
+    max_batch: int = 1000
+    max_wait: float = 0.0
+    append_timeout: float = 5.0
+    pool_size: int = 10
+    health_timeout: float = 2.0  # seconds GET /ws/health waits for `SELECT 1`
+
+    # Delivery: messages queued per connection before a durable one closes it as a slow consumer.
+    max_queue: int = 1024
+
+    # Connections: the greeting's heartbeat (the api's keepalive sends the pings) and the frame limit.
+    heartbeat_interval: float = 25.0
+    heartbeat_timeout: float = 60.0
+    max_message_bytes: int = 64 * 1024
+
+    # Rooms and presence.
+    room_auto_create: bool = True  # a join_room of a room with no events creates it
+    typing_timeout: float = 5.0  # a typing_start with no stop ends after this many seconds
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+
+    # Several nodes on one database (engine/cluster/): heartbeat period, the silence after which a node
+    # is dead and a survivor records its connections' departures, and the rate-limit exchange period.
+    node_heartbeat: float = 5.0
+    node_dead_after: float = 15.0
+    rate_limit_sync: float = 1.0
+
+
+__all__ = ["EngineConfig"]

@@ -1,0 +1,53 @@
+"""The narrow interfaces the node kernel hands its feature components (engine/node.py).
+
+A component asks for what it uses, one function each, never for the node: `commit` appends an event
+and publishes it before anything else can run, `reply` queues messages for one connection behind
+what is already queued for it (so replies and fanned-out events reach a socket in one order),
+`flush` waits until they have gone out. Tests hand in their own, over the memory store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent
+from engine.protocol import ack
+
+
+class Commit(Protocol):
+    """Append and publish. Raises StoreUnavailable, or the `Rejected` of a decision made inside the
+    append; a Duplicate is returned unpublished (its original was published)."""
+
+    async def __call__(self, event: NewEvent, /) -> AppendOutcome: ...
+
+
+class Reply(Protocol):
+    """Queue messages for one connection. Raises SubscriberClosed once it is gone."""
+
+    async def __call__(self, connection_id: str, /, *messages: dict[str, Any]) -> None: ...
+
+
+class Flush(Protocol):
+    """Wait until what is queued for the connection has been sent."""
+
+    async def __call__(self, connection_id: str, /) -> None: ...
+
+
+async def acknowledge(
+    reply: Reply,
+    connection_id: str,
+    client_msg_id: str | None,
+    outcome: AppendOutcome,
+    *,
+    room_id: str | None = None,
+    volatile: bool = False,
+) -> None:
+    """The sender's `ack` once its event is durable (again, with the original `seq`, for a repeat).
+    Volatile events take no place in a sequence: their ack has no `seq`."""
+    if client_msg_id is None or not isinstance(outcome, Committed | Duplicate):
+        return
+    seq = None if volatile else outcome.stream_version
+    await reply(connection_id, ack(client_msg_id, room_id=room_id, seq=seq))
+
+
+__all__ = ["Commit", "Flush", "Reply", "acknowledge"]

@@ -1,0 +1,162 @@
+"""Rooms: `join_room` and `leave_room`, and the room's view as this node keeps it.
+
+A join appends `UserJoinedRoom`, sends the joiner its `room_state` (and, with `since`, every room event
+after `since`, then `replay_complete`), then goes live; the other members get the join's `room_state`
+and `user_joined` from the publish. The catch-up (engine/fanout/catch_up.py) is entered before the
+append, so nothing committed after the view is lost or repeated between the replay and live events.
+
+A repeated `client_msg_id` is a retry. If the log already holds this connection's join of this room
+under that id, nothing is appended and the ack repeats the original `seq`. A retry from a new
+connection (the first one dropped before its ack) must still make this connection a member, or it
+would receive the room's events unseen by the room: so it appends a join of its own (keyless,
+`retry_of` in its metadata), and the ack carries that join's `seq`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+
+from engine.decisions.rules import check_join, require_in_room
+from engine.fanout.hub import Hub
+from engine.fanout.live import Live
+from engine.features.connections import Connections
+from engine.features.ports import Commit, Reply, acknowledge
+from engine.model.actors import Actor
+from engine.model.catalogue import LEFT, USER_JOINED_ROOM, UserJoinedRoom, UserLeftRoom
+from engine.model.errors import ValidationFailed
+from engine.model.events import Committed, Duplicate, NewEvent, Origin, RecordedEvent
+from engine.model.reading import ReadStream, read_through
+from engine.model.streams import room_stream
+from engine.projections.rooms import RoomView, project, with_statuses
+from engine.protocol import MAX_ROOM_ID_LENGTH, Envelope, replay_complete, room_left, room_state
+from engine.protocol.rendering import ReplayRenderer, encode
+
+ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n)
+
+
+class Rooms:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        connections: Connections,
+        live: Live,
+        hub: Hub,
+        commit: Commit,
+        reply: Reply,
+        read_stream: ReadStream,
+        read_all: ReadAll,
+        auto_create: bool = True,
+    ) -> None:
+        self._node_id = node_id
+        self._connections = connections
+        self._live = live
+        self._hub = hub
+        self._commit = commit
+        self._reply = reply
+        self._read_stream = read_stream
+        self._read_all = read_all
+        self.auto_create = auto_create  # ROOM_AUTO_CREATE
+
+    async def join(
+        self,
+        actor: Actor,
+        room_id: str,
+        connection_id: str,
+        *,
+        since: int | None = None,
+        client_msg_id: str | None = None,
+    ) -> RoomView:
+        """Join, send the joiner `room_state` (and the replay), go live; returns the view sent.
+
+        Raises ValidationFailed, PermissionDenied, RoomNotFound, StoreUnavailable (retryable),
+        SubscriberClosed.
+        """
+        connection = self._connections.of(actor, connection_id)
+        if not room_id or len(room_id) > MAX_ROOM_ID_LENGTH:
+            raise ValidationFailed(f"room_id must be 1 to {MAX_ROOM_ID_LENGTH} characters")
+        check_join(actor, room_id, room_exists=True)  # role and `rooms` patterns, before any read
+        if not self.auto_create:
+            check_join(actor, room_id, room_exists=await self.exists(room_id), auto_create=False)
+        current = await self._live.load(room_id, self.view)
+        if since is not None and since > current.seq:
+            raise ValidationFailed(
+                f"since {since} is beyond room {room_id!r}'s seq {current.seq}", seq=current.seq
+            )
+        was_in = connection.begin_join(room_id)  # before the append: see engine/features/connections.py
+        joined = UserJoinedRoom(room_id, actor.user_id, actor.username, actor.email, connection_id)
+        event = joined.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
+        async with self._hub.catch_up(connection_id, room_stream(room_id)) as catch_up:
+            outcome = await self._commit(event)
+            if isinstance(outcome, Duplicate) and not (was_in and await self._own_join(outcome, event)):
+                metadata = {**event.metadata, "retry_of": outcome.position}
+                outcome = await self._commit(replace(event, metadata=metadata, idempotency_key=None))
+            # Taken together, before any await: the replay below starts exactly where this view ends.
+            raw = self._live.view(room_id, shown=False) or await self._live.load(room_id, self.view)
+            view = with_statuses(raw, self._live.statuses(raw))
+            await catch_up.send(encode([room_state(view)]))
+            if since is None:
+                renderer = ReplayRenderer(raw, self._live.statuses)
+                await catch_up.replay(self._read_stream, renderer, since=raw.seq)
+            else:
+                base = project(
+                    await read_through(self._read_stream, room_stream(room_id), upto=since), room_id
+                )
+                await catch_up.replay(
+                    self._read_stream,
+                    ReplayRenderer(base, self._live.statuses),
+                    since=since,
+                    complete=lambda seq: encode([replay_complete(room_id, seq)]),
+                )
+        connection.joined(room_id)
+        await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
+        return view
+
+    async def leave(
+        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None = None
+    ) -> None:
+        """Append `UserLeftRoom` (reason "left"); the leaver gets `room_left`, the remaining members
+        `room_state` and `user_left`. ROOM_NOT_FOUND if this connection is not in the room."""
+        connection = self._connections.of(actor, connection_id)
+        require_in_room(room_id, connection.departures)
+        await self._live.load(room_id, self.view)
+        left = UserLeftRoom(room_id, actor.user_id, connection_id, LEFT)
+        outcome = await self._commit(left.new(Origin.of(self._node_id, actor, connection_id, client_msg_id)))
+        connection.left(room_id)
+        self._hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate
+        if isinstance(outcome, Committed | Duplicate):
+            envelope = Envelope(room_id, outcome.stream_version, outcome.recorded_at, client_msg_id)
+            await self._reply(connection_id, room_left(room_id, envelope=envelope))
+        await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
+
+    async def view(self, room_id: str) -> RoomView:
+        """The room projected from its whole stream (the live views start from this)."""
+        return project(await read_through(self._read_stream, room_stream(room_id)), room_id)
+
+    async def exists(self, room_id: str) -> bool:
+        """Whether the room's stream has events: this node's view when it has one, else the log now.
+
+        Read before the join's append, not inside it: with auto-creation off a join only ever adds to
+        a stream that already has events, so two first joins of an unknown room racing each other are
+        harmless (both are refused, neither creates anything), and a room, once it has events, never
+        stops existing. Nothing is cached for a refused room.
+        """
+        cached = self._live.view(room_id, shown=False)
+        if cached is not None and cached.seq > 0:
+            return True
+        return bool(await self._read_stream(room_stream(room_id), limit=1))
+
+    async def _own_join(self, duplicate: Duplicate, event: NewEvent) -> bool:
+        """Whether the event a repeated key points at is this connection's join of this room."""
+        found = await self._read_all(after=duplicate.position - 1, limit=1)
+        original = found[0] if found else None
+        return (
+            original is not None
+            and original.type == USER_JOINED_ROOM
+            and original.stream_id == event.stream_id
+            and original.data.get("connection_id") == event.data["connection_id"]
+        )
+
+
+__all__ = ["Rooms"]

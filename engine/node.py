@@ -1,0 +1,396 @@
+"""`Node`: the kernel every feature stands on. Its lifecycle, its connections, and the two things every
+handler does: `commit` (append an event, then publish it before anything else can run) and `reply`
+(queue messages for one connection behind what is queued for it).
+
+    node = Node(config)
+    await node.start()
+    connection_id = node.connect(actor, sink, close)    # one per socket
+    await node.commit(event)                            # appended, then published in position order
+    await node.reply(connection_id, message)            # ordered with what was fanned out to it
+    await node.disconnect(connection_id)                # its rooms are left
+    await node.stop()
+
+Presence has no ghosts: every room a connection joined gets a `UserLeftRoom` when the connection goes
+away, whether the client closed it, the network dropped it or the server is shutting down. A node
+that dies without running `stop()` leaves its connections joined until a survivor notices its silent
+heartbeat and appends those leaves (engine/cluster/reaper.py).
+
+Every committed event, this node's or another's, is published in log position order
+(engine/fanout/delivery_order.py); other nodes' events arrive through the log follower
+(engine/cluster/follower.py). The hub, the live views and the connections exist from construction,
+so components can be wired to them; the database parts exist between `start` and `stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.cluster import reaper
+from engine.cluster.follower import LogFollower
+from engine.cluster.rate_sync import RateLimitSync
+from engine.cluster.registry import NodeRegistry
+from engine.config import EngineConfig
+from engine.fanout.delivery_order import DeliveryOrder
+from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
+from engine.fanout.live import Live, recorded
+from engine.fanout.subscriber import Close, Sink
+from engine.features import stats
+from engine.features.connections import Connections
+from engine.features.limits import RateLimiter
+from engine.features.traffic import EngineStats
+from engine.log.appender import Appender
+from engine.log.connectivity import unreachable_as_unavailable
+from engine.log.store import EventStore, create_db_engine, libpq_dsn
+from engine.model.actors import Actor
+from engine.model.catalogue import DISCONNECTED, UserLeftRoom
+from engine.model.errors import StoreUnavailable
+from engine.model.events import AppendOutcome, Committed, Conflict, NewEvent, Origin, RecordedEvent, Refused
+from engine.model.streams import is_engine_stream, user_stream
+from engine.protocol.close_codes import CloseCode
+from engine.protocol.rendering import encode
+from engine.readmodels.runner import ProjectorRunner
+
+log = logging.getLogger(__name__)
+
+CommitObserver = Callable[[RecordedEvent], None]
+
+
+def default_node_id() -> str:
+    """Host, pid and a random suffix: unique across restarts that reuse a pid (containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Node:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id or default_node_id()
+        self.live = Live(Hub(max_queue=config.max_queue))
+        self.connections = Connections()
+        # Per user on this node (features/limits.py), shared with the other nodes by `rate_sync`.
+        self.rate_limiter = RateLimiter(config.rate_limits)
+        self.traffic = EngineStats()  # messages by type, errors by code (features/traffic.py)
+        self._observers: list[CommitObserver] = []
+        self._departing = 0  # connections whose departure is being recorded right now
+        self._db_engine: AsyncEngine | None = None
+        self._store: EventStore | None = None
+        self._appender: Appender | None = None
+        self.order: DeliveryOrder | None = None
+        self.nodes: NodeRegistry | None = None
+        self.follower: LogFollower | None = None
+        self.rate_sync: RateLimitSync | None = None
+        self.projector: ProjectorRunner | None = None
+
+    @property
+    def hub(self) -> Hub:
+        return self.live.hub
+
+    def observe_commits(self, observer: CommitObserver) -> None:
+        """Call `observer` with each event this node commits, right after its publish."""
+        self._observers.append(observer)
+
+    # Lifecycle.
+
+    async def start(self) -> None:
+        config = self.config
+        # The pool's command timeout matches the append timeout: a caller never waits on a statement
+        # longer than it was promised an answer.
+        self._db_engine = db_engine = create_db_engine(
+            config.database_url, pool_size=config.pool_size, command_timeout=config.append_timeout
+        )
+        self._store = EventStore(db_engine)
+        self._appender = Appender(
+            self._store, max_batch=config.max_batch, max_wait=config.max_wait, timeout=config.append_timeout
+        )
+        await self._appender.start()
+        # Everything committed from here on is published here in position order, whichever node
+        # wrote it: this node's commits by `commit`, other nodes' by the follower.
+        self.order = DeliveryOrder(self._publish_committed, await self._head(), on_gap=self._read_log)
+        self.nodes = NodeRegistry(
+            db_engine,
+            self.node_id,
+            interval=config.node_heartbeat,
+            dead_after=config.node_dead_after,
+            after_beat=self._record_dead_nodes_departures,
+            on_reaped=self._drop_reaped_connections,
+            report=self._heartbeat_report,
+        )
+        await self.nodes.start()
+        self.follower = LogFollower(self._store, self.order, libpq_dsn(config.database_url), self.nodes)
+        await self.follower.start()
+        self.rate_sync = RateLimitSync(
+            db_engine, self.rate_limiter, self.node_id, interval=config.rate_limit_sync
+        )
+        self.rate_sync.start()
+        # Keeps the projection tables behind the log; only one node's runner projects at a time.
+        self.projector = ProjectorRunner(db_engine)
+        self.projector.start()
+
+    async def stop(self) -> None:
+        """Record the departure of connections still open, commit what is queued, close the pool."""
+        # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
+        # there may be thousands, and each would be a commit).
+        await self.hub.aclose()
+        leaves = [leave for c in self.connections for leave in self.depart(c.connection_id)]
+        if leaves:
+            try:
+                await self._running_appender().append_many(leaves)
+            except StoreUnavailable as exc:
+                log.error("could not record %d departures at shutdown: %s", len(leaves), exc)
+        if self._appender is not None:
+            await self._appender.stop()
+        for part in (self.projector, self.rate_sync, self.follower, self.nodes):
+            if part is not None:
+                await part.stop()
+        self.projector = self.rate_sync = self.follower = self.nodes = self.order = None
+        if self._db_engine is not None:
+            await self._db_engine.dispose()
+        self._appender = self._store = self._db_engine = None
+
+    async def health(self) -> bool:
+        """Whether PostgreSQL answers `SELECT 1` within `health_timeout` seconds.
+
+        Bounded on purpose: a health check that hangs while the database is unreachable is reported by
+        the load balancer as a timeout, not as "unhealthy", and takes the node out too late.
+        """
+        if self._db_engine is None:
+            return False
+        try:
+            async with asyncio.timeout(self.config.health_timeout), self._db_engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure means unhealthy; the reason goes to the log
+            log.warning("health check failed: %s: %s", type(exc).__name__, exc)
+            return False
+        return True
+
+    @property
+    def store(self) -> EventStore:
+        if self._store is None:
+            raise StoreUnavailable("the engine is not started")
+        return self._store
+
+    @property
+    def appender(self) -> Appender:
+        return self._running_appender()
+
+    @property
+    def departing(self) -> int:
+        return self._departing
+
+    # Connections.
+
+    def connect(self, actor: Actor, sink: Sink, close: Close) -> str:
+        """Register a new connection of `actor` and subscribe it to the hub, in its user's topic (so
+        all their tabs hear of their own stream); returns its id. From here on every frame to it goes
+        through `reply` or a publish, so one sender task orders them all."""
+        connection_id = f"ws_{uuid.uuid4().hex}"
+        self.hub.subscribe(connection_id, sink, close)
+        self.hub.join(connection_id, user_stream(actor.user_id))
+        self.connections.add(connection_id, actor)
+        # Tracked from now: the next rate-limit exchange brings what other nodes counted for the user.
+        self.rate_limiter.touch(actor.user_id)
+        return connection_id
+
+    async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:
+        """Queue messages for one connection, behind what is queued for it. Raises SubscriberClosed."""
+        await self._subscriber(connection_id).send(encode(list(messages)))
+
+    async def flush(self, connection_id: str) -> None:
+        """Wait until what is queued for the connection has been sent (before closing it directly)."""
+        await self._subscriber(connection_id).flush()
+
+    def close(self, connection_id: str, code: int) -> None:
+        """Close the socket from its subscriber: what is still queued is dropped, and the close reason
+        names the last `seq` delivered per room, from which the client resumes."""
+        with contextlib.suppress(KeyError):  # already gone
+            self.hub.subscriber(connection_id).fail(code)
+
+    async def disconnect(self, connection_id: str) -> None:
+        """Unsubscribe, forget the connection, and append (and publish) `UserLeftRoom` for every room
+        it joined.
+
+        Never raises for a store outage: the socket is gone either way. The leaves are then missing
+        from the log, which the log says loudly; the node sweep will append them later.
+        """
+        self._departing += 1
+        try:
+            await self.hub.unsubscribe(connection_id)
+            connection = self.connections.get(connection_id)
+            leaves = self.depart(connection_id)
+            # One commit call per leave, each awaiting its own append: callers resume in commit order,
+            # which `commit`'s publish needs (engine/fanout/live.py); a gathered batch would resume late.
+            outcomes = await asyncio.gather(*(self.commit(leave) for leave in leaves), return_exceptions=True)
+            for leave, outcome in zip(leaves, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    log.error("could not record the departure from %s: %s", leave.stream_id, outcome)
+            if connection is not None and not self.connections.has_user(connection.actor.user_id):
+                self.live.forget_user(connection.actor.user_id)
+        finally:
+            self._departing -= 1
+
+    def depart(self, connection_id: str, reason: str = DISCONNECTED) -> list[NewEvent]:
+        """Forget the connection and return the `UserLeftRoom` events its departure needs."""
+        connection = self.connections.pop(connection_id)
+        if connection is None:
+            return []
+        origin = Origin.of(self.node_id, connection.actor, connection_id)
+        user_id = connection.actor.user_id
+        return [
+            UserLeftRoom(room_id, user_id, connection_id, reason).new(origin)
+            for room_id in connection.departures
+        ]
+
+    # Appending and reading.
+
+    async def commit(self, event: NewEvent) -> AppendOutcome:
+        """Append `event` and, if it committed, publish it before anything else can run.
+
+        Raises StoreUnavailable, or the Rejected of a decision made inside the append (a cell's
+        VersionConflict). A Duplicate is returned unpublished: its original was published.
+        """
+        outcome = await self._running_appender().append(event)
+        if isinstance(outcome, Committed):
+            published = recorded(event, outcome)
+            order = self._running_order()
+            # Published before anything else can run: no await between the result and this, unless
+            # another node committed positions just before ours, which the follower reads first.
+            if not order.offer(published):
+                try:
+                    async with asyncio.timeout(self.config.append_timeout):
+                        await self._read_up_to(order, published.position)
+                except TimeoutError:
+                    # Committed, but not yet published here: answering now would reply from a view
+                    # without it. The client retries with its client_msg_id and gets the original seq.
+                    raise StoreUnavailable(
+                        f"committed at position {published.position}, but the log before it is unreadable"
+                    ) from None
+            for observer in self._observers:
+                observer(published)
+            if self.follower is not None:
+                self.follower.committed()
+            if self.projector is not None:
+                self.projector.wake()
+        elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
+            raise outcome.error
+        elif isinstance(outcome, Conflict):  # no handler sets expected_version
+            raise RuntimeError(f"unexpected conflict appending to {event.stream_id!r}: {outcome}")
+        return outcome
+
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> Sequence[RecordedEvent]:
+        """`EventStore.read_stream`, with an unreachable database reported as StoreUnavailable."""
+        with unreachable_as_unavailable():
+            return await self.store.read_stream(stream_id, after_version=after_version, limit=limit)
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> Sequence[RecordedEvent]:
+        with unreachable_as_unavailable():
+            return await self.store.read_all(after=after, limit=limit)
+
+    async def sheet_room(self, sheet_id: str) -> str | None:
+        with unreachable_as_unavailable():
+            return await self.store.sheet_room(sheet_id)
+
+    async def file_claims(self, file_id: str) -> list[RecordedEvent]:
+        with unreachable_as_unavailable():
+            return await self.store.file_claims(file_id)
+
+    async def log_head(self) -> int:
+        """The newest committed position of the whole log (every node's appends)."""
+        with unreachable_as_unavailable():
+            return await self.store.head()
+
+    # Figures.
+
+    def node_stats(self) -> stats.NodeStats:
+        """This node's figures now. Raises StoreUnavailable when the engine is not running."""
+        return stats.node_stats(
+            self.node_id, self.traffic, self._running_appender(), self.hub, self.connections
+        )
+
+    async def cluster_stats(self) -> stats.ClusterStats:
+        """Every live node's figures: this node's as of now, the others' as of their last heartbeat."""
+        own = self.node_stats()
+        with unreachable_as_unavailable("the node table"):
+            reports = await self.nodes.reports() if self.nodes is not None else {}
+        return stats.cluster_stats(own, self.connections.rooms_active(), reports)
+
+    def _heartbeat_report(self) -> Mapping[str, Any] | None:
+        try:
+            return stats.heartbeat_report(self.node_stats(), self.connections.rooms_active())
+        except StoreUnavailable:
+            return None
+
+    # Internals.
+
+    def _subscriber(self, connection_id: str) -> Subscriber:
+        """The connection's subscriber; SubscriberClosed once it is gone (closed, or the engine stopped)."""
+        try:
+            return self.hub.subscriber(connection_id)
+        except KeyError:
+            raise SubscriberClosed(connection_id) from None
+
+    async def _head(self) -> int | None:
+        """The log head, or None while the database is unreachable (the follower learns it later)."""
+        try:
+            async with asyncio.timeout(self.config.health_timeout):
+                return await self.store.head()
+        except Exception as exc:
+            log.warning("log head unknown at start: %s: %s", type(exc).__name__, exc)
+            return None
+
+    async def _record_dead_nodes_departures(self) -> None:
+        if self._db_engine is not None and self.nodes is not None:
+            await reaper.record_departures(self._db_engine, self.nodes, self.commit)
+
+    async def _drop_reaped_connections(self) -> None:
+        """A peer recorded this node's connections as gone (it took this node for dead): close them
+        with 1012 without appending their departures again; their clients reconnect and resume."""
+        for connection in self.connections:
+            self.connections.pop(connection.connection_id)  # so `disconnect` appends no second leave
+            self.close(connection.connection_id, CloseCode.SERVICE_RESTART)
+
+    async def _read_up_to(self, order: DeliveryOrder, position: int) -> None:
+        """Read the positions before `position` that another node (or a commit whose caller was gone)
+        wrote, and publish them, so the held `position` goes out. The caller reads them itself rather
+        than wait for the follower, which may be backing off after an outage."""
+        while order.delivered is None or order.delivered < position:
+            after = order.delivered if order.delivered is not None else position - 1
+            try:
+                page = await self.store.read_all(after=after, limit=position - after)
+            except Exception as exc:  # a connection that died with the outage: the pool replaces it
+                log.info("reading the log before %d failed: %s: %s", position, type(exc).__name__, exc)
+                page = []
+            order.offer_all(page)
+            if not page:
+                await asyncio.sleep(0.05)
+
+    def _running_order(self) -> DeliveryOrder:
+        if self.order is None:
+            raise StoreUnavailable("the engine is not started")
+        return self.order
+
+    def _running_appender(self) -> Appender:
+        if self._appender is None:
+            raise StoreUnavailable("the engine is not started")
+        return self._appender
+
+    def _publish_committed(self, event: RecordedEvent) -> None:
+        if is_engine_stream(event.stream_id):
+            self.live.publish(event)
+
+    def _read_log(self) -> None:
+        if self.follower is not None:
+            self.follower.wake()
+
+
+__all__ = ["Node", "default_node_id"]

@@ -1,0 +1,311 @@
+"""`Session`: one connection's messages, from a raw frame to the handler that answers it. No I/O.
+
+    session = engine.open_session(actor, sink=websocket.send_text, close=websocket.close)
+    await session.open()                           # `connected`
+    while (frame := await receive()) is not None:
+        if (close := await session.receive(frame)) is not None:
+            await websocket.close(close.code, close.reason)
+            break
+    await session.end()                            # its rooms are left
+
+The transport (api/websocket.py) only pumps frames: everything a frame means is decided here. A
+frame is checked for size, decoded, validated, counted, rate-limited and dispatched, and answered
+before the next is read. That keeps each connection's replies in the order of its messages, and it is
+the backpressure: a client that sends faster than its appends commit waits in its own TCP window,
+not in our memory. Every reply goes through the node's queue for the connection, so replies and
+fanned-out events reach the socket in one order.
+
+A bad message never closes the connection: it gets an error that echoes its `client_msg_id`/
+`request_id`, and the next frame is read as usual. The exception is a frame over `max_message_bytes`,
+which is refused and closed with 1009, because its size is the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from engine import protocol
+from engine.config import EngineConfig
+from engine.fanout.hub import SubscriberClosed
+from engine.model.actors import Actor
+from engine.model.errors import EngineError, UnknownMessageType
+from engine.node import Node
+from engine.protocol import (
+    AiCancel,
+    AiRequest,
+    CellUpdate,
+    CursorMove,
+    FileUploadProgress,
+    FileUploadStart,
+    InboundMessage,
+    JoinRoom,
+    LeaveRoom,
+    NotificationRead,
+    Ping,
+    StatusUpdate,
+    SubscribeNotifications,
+    TypingStart,
+    TypingStop,
+)
+from engine.protocol.close_codes import CloseCode
+from engine.protocol.error_codes import INTERNAL_ERROR, MESSAGE_TOO_LARGE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """The session asks the transport to close the socket."""
+
+    code: int
+    reason: str
+
+
+class Handlers(Protocol):
+    """What a session dispatches to: the engine's message handlers (engine/service.py)."""
+
+    async def join_room(
+        self, actor: Actor, room_id: str, connection_id: str, *, since: int | None, client_msg_id: str | None
+    ) -> object: ...
+    async def leave_room(
+        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None
+    ) -> None: ...
+    async def move_cursor(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        *,
+        x: float,
+        y: float,
+        cell: str | None,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def typing(
+        self,
+        actor: Actor,
+        connection_id: str,
+        room: str,
+        cell_id: str,
+        *,
+        started: bool,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def update_cell(
+        self,
+        actor: Actor,
+        connection_id: str,
+        sheet_id: str,
+        cell_id: str,
+        *,
+        value: Any,
+        formula: str | None,
+        version: int | None,
+        room: str | None,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def set_status(
+        self, actor: Actor, connection_id: str, status: str, *, client_msg_id: str | None
+    ) -> None: ...
+    async def request_ai(
+        self,
+        actor: Actor,
+        connection_id: str,
+        request_id: str,
+        query: str,
+        sheet_id: str,
+        context: Mapping[str, Any] | None,
+        *,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def cancel_ai(
+        self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None
+    ) -> None: ...
+    async def subscribe_notifications(
+        self,
+        actor: Actor,
+        connection_id: str,
+        filters: Mapping[str, list[str] | None],
+        *,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def read_notification(
+        self, actor: Actor, connection_id: str, notification_id: str, *, client_msg_id: str | None
+    ) -> None: ...
+    async def start_upload(
+        self,
+        actor: Actor,
+        connection_id: str,
+        file_id: str,
+        *,
+        filename: str,
+        file_size: int,
+        mime_type: str,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def report_upload_progress(
+        self,
+        actor: Actor,
+        connection_id: str,
+        file_id: str,
+        *,
+        bytes_uploaded: int,
+        total_bytes: int,
+        percentage: float,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def disconnect(self, connection_id: str) -> None: ...
+
+
+class Session:
+    def __init__(
+        self, node: Node, handlers: Handlers, config: EngineConfig, actor: Actor, connection_id: str
+    ) -> None:
+        self._node = node
+        self._handlers = handlers
+        self._config = config
+        self.actor = actor
+        self.connection_id = connection_id
+
+    async def open(self) -> None:
+        """Greet the client: `connected`, with its connection id and the heartbeat it should expect."""
+        await self.send(
+            protocol.connected(
+                self.connection_id,
+                self.actor,
+                heartbeat_interval=self._config.heartbeat_interval,
+                heartbeat_timeout=self._config.heartbeat_timeout,
+            )
+        )
+
+    async def receive(self, frame: bytes) -> Close | None:
+        """Answer one frame (UTF-8 bytes of a text or binary message); a Close when the socket must
+        close. Raises SubscriberClosed when the client is gone, which ends the session."""
+        limit = self._config.max_message_bytes
+        if len(frame) > limit:
+            too_large = f"message of {len(frame)} bytes exceeds the limit of {limit} bytes"
+            await self.send(error_message(MESSAGE_TOO_LARGE, too_large, limit=limit))
+            await self._node.flush(self.connection_id)  # the error first, then the close
+            return Close(CloseCode.MESSAGE_TOO_BIG, "message too large")
+        try:
+            await self._answer(frame)
+        except SubscriberClosed:
+            # Closed as a slow consumer (or its send failed): the close, carrying the seqs to resume
+            # from, is on its way; the transport reads on until it lands, so it is not cut short.
+            log.info("connection %s is closing; message not answered", self.connection_id)
+        return None
+
+    async def end(self) -> None:
+        """The socket is gone: forget the connection and leave its rooms."""
+        await self._handlers.disconnect(self.connection_id)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Queue a message for this connection behind what is queued for it. Raises SubscriberClosed."""
+        if message.get("type") == "error":
+            self._node.traffic.error_sent(str(message.get("code")))
+        await self._node.reply(self.connection_id, message)
+
+    async def _answer(self, frame: bytes) -> None:
+        echo: Mapping[str, str] = {}
+        try:
+            payload = protocol.decode(frame)
+            echo = protocol.correlation_ids(payload)
+            await self._dispatch(protocol.parse(payload), echo)
+        except EngineError as exc:
+            await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
+        except SubscriberClosed:
+            raise
+        except Exception:
+            # A bug must cost this message only, never the connection or anyone else's work.
+            log.exception("unexpected error handling a message on %s", self.connection_id)
+            await self.send(error_message(INTERNAL_ERROR, "internal error", echo=echo))
+
+    async def _dispatch(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
+        """Hand a valid message to its handler, which sends the replies (they must be ordered with
+        the fanout, e.g. `room_state` before a join's replayed events)."""
+        handlers, actor, cid, cmid = self._handlers, self.actor, self.connection_id, message.client_msg_id
+        self._node.traffic.message_received(message.type)  # /ws/stats and /metrics
+        # Before any handler: a limited user's message is refused with nothing persisted (`ping` is free).
+        self._node.rate_limiter.check(actor.user_id, message.type)
+        match message:
+            case Ping():
+                await self.send(protocol.pong(datetime.now(UTC), echo))
+            case JoinRoom(room_id=room_id, since=since):
+                await handlers.join_room(actor, room_id, cid, since=since, client_msg_id=cmid)
+            case LeaveRoom(room_id=room_id):
+                await handlers.leave_room(actor, room_id, cid, client_msg_id=cmid)
+            case CursorMove(room=room, x=x, y=y, cell=cell):
+                await handlers.move_cursor(actor, cid, room, x=x, y=y, cell=cell, client_msg_id=cmid)
+            case TypingStart(room=room, cell_id=cell_id) | TypingStop(room=room, cell_id=cell_id):
+                started = isinstance(message, TypingStart)
+                await handlers.typing(actor, cid, room, cell_id, started=started, client_msg_id=cmid)
+            case AiRequest(request_id=request_id, query=query, sheet_id=sheet_id, context=context):
+                ctx = None if context is None else context.model_dump()
+                await handlers.request_ai(actor, cid, request_id, query, sheet_id, ctx, client_msg_id=cmid)
+            case AiCancel(request_id=request_id):
+                await handlers.cancel_ai(actor, cid, request_id, client_msg_id=cmid)
+            case StatusUpdate(status=status):
+                await handlers.set_status(actor, cid, status, client_msg_id=cmid)
+            case CellUpdate():
+                await handlers.update_cell(
+                    actor,
+                    cid,
+                    message.sheet_id,
+                    message.cell_id,
+                    value=message.value,
+                    formula=message.formula,
+                    version=message.version,
+                    room=message.room,
+                    client_msg_id=cmid,
+                )
+            case SubscribeNotifications():
+                await handlers.subscribe_notifications(actor, cid, message.filters(), client_msg_id=cmid)
+            case NotificationRead(notification_id=notification_id):
+                await handlers.read_notification(actor, cid, notification_id, client_msg_id=cmid)
+            case FileUploadStart():
+                await handlers.start_upload(
+                    actor,
+                    cid,
+                    message.file_id,
+                    filename=message.filename,
+                    file_size=message.file_size,
+                    mime_type=message.mime_type,
+                    client_msg_id=cmid,
+                )
+            case FileUploadProgress():
+                await handlers.report_upload_progress(
+                    actor,
+                    cid,
+                    message.file_id,
+                    bytes_uploaded=message.bytes_uploaded,
+                    total_bytes=message.total_bytes,
+                    percentage=message.percentage,
+                    client_msg_id=cmid,
+                )
+            case _:
+                # Valid by the schema but unhandled: say so, never stay silent, so a client does not
+                # wait for an answer that will not come.
+                raise UnknownMessageType(f"message type {message.type!r} is not supported by this server")
+
+
+def error_message(
+    code: str, text: str, *, echo: Mapping[str, str] | None = None, **details: Any
+) -> dict[str, Any]:
+    """An `error` for a socket, stamped now."""
+    return protocol.error(code, text, now=datetime.now(UTC), echo=echo, **details)
+
+
+def _details(exc: EngineError) -> dict[str, Any]:
+    """An error's details for the client; `retryable` when the same message may succeed later (the
+    store was unavailable), because then retrying can help."""
+    details: dict[str, Any] = dict(exc.details)
+    if exc.retryable:
+        details["retryable"] = True
+    return details
+
+
+__all__ = ["Close", "Handlers", "Session", "error_message"]
