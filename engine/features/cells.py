@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.decisions.rules import authorize, require_member, room_for_cell_update
+from engine.decisions.access import authorize, require_member
+from engine.decisions.cells import room_for_cell_update
 from engine.fanout.live import Live, LoadRoom
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge

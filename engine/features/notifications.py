@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from engine.decisions.rules import authorize, require_notification
+from engine.decisions.access import authorize
+from engine.decisions.own_stream import require_notification
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
 from engine.fanout.send_queue import Entry

@@ -9,7 +9,7 @@ in (engine/fanout/live.py). Typing nobody stopped is ended by the sweeper (typin
 
 from __future__ import annotations
 
-from engine.decisions.rules import authorize, require_member
+from engine.decisions.access import authorize, require_member
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
-from engine.decisions.rules import check_join, require_in_room
+from engine.decisions.access import check_join, require_in_room
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live
 from engine.features.connections import Connections

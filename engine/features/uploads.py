@@ -10,12 +10,13 @@ unsent progress of the same file is replaced by the newer one (coalesced per `fi
 State: the node keeps each upload it has seen (`uploads`, file id -> `Upload`), folded from the commits
 it publishes; a file it does not know is folded from the user's stream before a decision. A progress
 report for a file the user never started (or another user's) is NOT_FOUND, for a completed one
-VALIDATION_ERROR (engine/decisions/rules.py). The bytes go over REST (files.py), never the socket.
+VALIDATION_ERROR (engine/decisions/own_stream.py). The bytes go over REST (files.py), never the socket.
 """
 
 from __future__ import annotations
 
-from engine.decisions.rules import authorize, check_upload_start, require_own_upload
+from engine.decisions.access import authorize
+from engine.decisions.own_stream import check_upload_start, require_own_upload
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
 from engine.features.connections import Connections

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from engine.decisions.rules import next_cell_version
-from engine.model.errors import Rejected, ValidationFailed
+from engine.decisions.cells import check_sheet_room, next_cell_version
+from engine.model.errors import Rejected
 from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.projections.cells import Cell
 
@@ -174,13 +174,8 @@ def _decide_cell(
     sheet_room = sheet_rows[write.sheet_id]["room_id"] if write.sheet_id in sheet_rows else None
     if sheet_room is None:
         sheet_room = state.sheets.get(write.sheet_id)
-    if sheet_room is not None and sheet_room != write.room_id:
-        # Two first edits of one sheet raced from different rooms, or a client named another room.
-        raise ValidationFailed(
-            f"sheet {write.sheet_id!r} belongs to room {sheet_room!r}",
-            sheet_id=write.sheet_id,
-            room=sheet_room,
-        )
+    # Refuses two first edits of one sheet that raced from different rooms, or a client naming another.
+    check_sheet_room(write.sheet_id, write.room_id, sheet_room)
     key = (write.sheet_id, write.cell_id)
     current = cells[key] if key in cells else state.cells.get(key)
     return {**item.data, "version": next_cell_version(current, write.requested_version)}

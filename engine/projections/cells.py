@@ -1,12 +1,13 @@
 """The cells of a sheet (value, formula, version, who wrote it and when) and the room of each sheet.
 
 Folded from `CellUpdated` events, which live in room streams: a sheet belongs to the room in which it
-was first edited (PROTOCOL.md), and `engine.decisions.rules` never lets a later update of it go to another
+was first edited, and `engine.decisions.cells.check_sheet_room` never lets a later update of it go to another
 room, so one room stream holds all of a sheet's history. "The sheet as of seq N" of its room is
 `project(room_events[:N], sheet_id)`.
 
 Versions are taken from the events as they are: the server assigned them when it decided the update
-(`engine.decisions.rules.next_cell_version`), and the log is the truth a projection reproduces, not re-judges.
+(`engine.decisions.cells.next_cell_version`), and the log is the truth a projection reproduces, not
+re-judges.
 """
 
 from __future__ import annotations

@@ -6,17 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.decisions import rules as decide
+from engine.decisions import access, own_stream
+from engine.decisions import cells as cell_rules
 from engine.model.actors import Actor, Role
 from engine.model.catalogue import (
-    AI_CANCELLED,
-    AI_REQUEST_STARTED,
-    CELL_UPDATED,
     FILE_UPLOAD_STARTED,
     NOTIFICATION_CREATED,
 )
 from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
-from engine.projections import ai_requests, cells, notifications, uploads
+from engine.projections import cells, notifications, uploads
 from tests.unit.event_log import Log, at
 
 ROOM = "workspace_123"
@@ -52,89 +50,93 @@ def cell(version: int, value: object = "old", user: str = "user_1") -> cells.Cel
 @pytest.mark.parametrize("message_type", MESSAGES)
 @pytest.mark.parametrize("role", ["admin", "editor"])
 def test_decide_authorize_lets_admins_and_editors_send_everything(role: Role, message_type: str) -> None:
-    decide.authorize(actor(role), message_type)
+    access.authorize(actor(role), message_type)
 
 
 @pytest.mark.parametrize("message_type", MESSAGES)
 def test_decide_authorize_viewer_may_not_edit_cells_or_use_ai(message_type: str) -> None:
     if message_type in {"cell_update", "ai_request", "ai_cancel"}:
         with pytest.raises(PermissionDenied) as caught:
-            decide.authorize(actor("viewer"), message_type)
+            access.authorize(actor("viewer"), message_type)
         assert caught.value.code == "PERMISSION_DENIED"
     else:
-        decide.authorize(actor("viewer"), message_type)
+        access.authorize(actor("viewer"), message_type)
 
 
 @pytest.mark.parametrize("message_type", MESSAGES)
 def test_decide_authorize_auditor_sends_nothing_but_ping(message_type: str) -> None:
     if message_type == "ping":
-        decide.authorize(actor("auditor"), message_type)
+        access.authorize(actor("auditor"), message_type)
     else:
         with pytest.raises(PermissionDenied):
-            decide.authorize(actor("auditor"), message_type)
+            access.authorize(actor("auditor"), message_type)
 
 
 def test_decide_authorize_takes_the_most_permissive_of_several_roles() -> None:
-    decide.authorize(actor("auditor", "editor"), "cell_update")
-    decide.authorize(actor("auditor", "viewer"), "cursor_move")
-    decide.authorize(actor(), "ping")
+    access.authorize(actor("auditor", "editor"), "cell_update")
+    access.authorize(actor("auditor", "viewer"), "cursor_move")
+    access.authorize(actor(), "ping")
     with pytest.raises(PermissionDenied):
-        decide.authorize(actor(), "cursor_move")
+        access.authorize(actor(), "cursor_move")
 
 
 # Rooms.
 
 
 def test_decide_check_join_applies_roles_patterns_and_room_existence() -> None:
-    decide.check_join(actor("viewer"), ROOM, room_exists=False)
-    decide.check_join(actor("editor"), ROOM, room_exists=True, auto_create=False)
+    access.check_join(actor("viewer"), ROOM, room_exists=False)
+    access.check_join(actor("editor"), ROOM, room_exists=True, auto_create=False)
     with pytest.raises(PermissionDenied):
-        decide.check_join(actor("auditor"), ROOM, room_exists=True)
+        access.check_join(actor("auditor"), ROOM, room_exists=True)
     with pytest.raises(PermissionDenied):
-        decide.check_join(actor("editor", rooms=("team-*",)), ROOM, room_exists=True)
+        access.check_join(actor("editor", rooms=("team-*",)), ROOM, room_exists=True)
     with pytest.raises(RoomNotFound) as caught:
-        decide.check_join(actor("editor"), ROOM, room_exists=False, auto_create=False)
+        access.check_join(actor("editor"), ROOM, room_exists=False, auto_create=False)
     assert caught.value.code == "ROOM_NOT_FOUND"
 
 
 def test_decide_acting_in_a_room_not_joined_is_denied() -> None:
-    decide.require_member(ROOM, {ROOM})
+    access.require_member(ROOM, {ROOM})
     with pytest.raises(PermissionDenied, match="join room"):
-        decide.require_member(ROOM, {"other"})
+        access.require_member(ROOM, {"other"})
 
 
 def test_decide_leaving_a_room_not_in_is_room_not_found() -> None:
-    decide.require_in_room(ROOM, [ROOM])
+    access.require_in_room(ROOM, [ROOM])
     with pytest.raises(RoomNotFound):
-        decide.require_in_room(ROOM, [])
+        access.require_in_room(ROOM, [])
 
 
 # Which room a cell update goes to.
 
 
 def test_decide_cell_update_room_is_its_room_field_for_a_new_sheet() -> None:
-    assert decide.room_for_cell_update("s1", room="r2", sheet_room=None, joined_rooms={"r1", "r2"}) == "r2"
+    assert (
+        cell_rules.room_for_cell_update("s1", room="r2", sheet_room=None, joined_rooms={"r1", "r2"}) == "r2"
+    )
 
 
 def test_decide_cell_update_room_is_the_sheets_room() -> None:
-    assert decide.room_for_cell_update("s1", room=None, sheet_room="r1", joined_rooms={"r1", "r2"}) == "r1"
-    assert decide.room_for_cell_update("s1", room="r1", sheet_room="r1", joined_rooms={"r1"}) == "r1"
+    assert (
+        cell_rules.room_for_cell_update("s1", room=None, sheet_room="r1", joined_rooms={"r1", "r2"}) == "r1"
+    )
+    assert cell_rules.room_for_cell_update("s1", room="r1", sheet_room="r1", joined_rooms={"r1"}) == "r1"
 
 
 def test_decide_cell_update_room_is_the_senders_only_room() -> None:
-    assert decide.room_for_cell_update("s1", room=None, sheet_room=None, joined_rooms=["r1"]) == "r1"
+    assert cell_rules.room_for_cell_update("s1", room=None, sheet_room=None, joined_rooms=["r1"]) == "r1"
 
 
 @pytest.mark.parametrize("joined", [set(), {"r1", "r2"}])
 def test_decide_cell_update_room_asks_for_room_when_it_cannot_tell(joined: set[str]) -> None:
     with pytest.raises(ValidationFailed, match="needs 'room'") as caught:
-        decide.room_for_cell_update("s1", room=None, sheet_room=None, joined_rooms=joined)
+        cell_rules.room_for_cell_update("s1", room=None, sheet_room=None, joined_rooms=joined)
     assert caught.value.details["details"][0]["loc"] == ["room"]
 
 
 def test_decide_cell_update_room_refuses_to_move_a_sheet() -> None:
     with pytest.raises(ValidationFailed, match="belongs to room 'r1'") as caught:
-        decide.room_for_cell_update("s1", room="r2", sheet_room="r1", joined_rooms={"r1", "r2"})
+        cell_rules.room_for_cell_update("s1", room="r2", sheet_room="r1", joined_rooms={"r1", "r2"})
     assert caught.value.details == {"sheet_id": "s1", "room": "r1"}
 
 
@@ -142,22 +144,22 @@ def test_decide_cell_update_room_refuses_to_move_a_sheet() -> None:
 
 
 def test_decide_cell_version_seed_example() -> None:
-    assert decide.next_cell_version(None, 1642161000000) == 1642161000001
+    assert cell_rules.next_cell_version(None, 1642161000000) == 1642161000001
 
 
 def test_decide_cell_version_without_version_is_current_plus_one() -> None:
-    assert decide.next_cell_version(None, None) == 1
-    assert decide.next_cell_version(cell(7), None) == 8
+    assert cell_rules.next_cell_version(None, None) == 1
+    assert cell_rules.next_cell_version(cell(7), None) == 8
 
 
 def test_decide_cell_version_is_above_the_current_and_the_clients() -> None:
-    assert decide.next_cell_version(cell(7), 7) == 8
-    assert decide.next_cell_version(cell(7), 100) == 101
+    assert cell_rules.next_cell_version(cell(7), 7) == 8
+    assert cell_rules.next_cell_version(cell(7), 100) == 101
 
 
 def test_decide_cell_version_stale_base_is_a_conflict_with_the_current_cell() -> None:
     with pytest.raises(VersionConflict) as caught:
-        decide.next_cell_version(cell(1642161000001, "Hello World", "user_1"), 1642161000000)
+        cell_rules.next_cell_version(cell(1642161000001, "Hello World", "user_1"), 1642161000000)
     assert caught.value.code == "VERSION_CONFLICT"
     assert caught.value.details == {
         "current": {"value": "Hello World", "formula": None, "version": 1642161000001, "user_id": "user_1"}
@@ -165,9 +167,9 @@ def test_decide_cell_version_stale_base_is_a_conflict_with_the_current_cell() ->
 
 
 def test_decide_two_updates_on_the_same_base_never_both_win() -> None:
-    first = decide.next_cell_version(cell(3), 3)
+    first = cell_rules.next_cell_version(cell(3), 3)
     with pytest.raises(VersionConflict):
-        decide.next_cell_version(cell(first), 3)
+        cell_rules.next_cell_version(cell(first), 3)
 
 
 @settings(max_examples=300)
@@ -178,7 +180,7 @@ def test_decide_cell_versions_strictly_increase_along_accepted_updates(requested
     for n, version in enumerate(requested):
         current = sheet.cells.get("A1")
         try:
-            new = decide.next_cell_version(current, version)
+            new = cell_rules.next_cell_version(current, version)
         except VersionConflict:
             assert current is not None and version is not None and version < current.version
             continue
@@ -187,46 +189,6 @@ def test_decide_cell_versions_strictly_increase_along_accepted_updates(requested
         sheet = cells.apply(sheet, log.cell(ROOM, "user_1", "s1", "A1", n, new, n))
     versions = [e.data["version"] for e in log.events]
     assert versions == sorted(set(versions))
-
-
-def test_decide_cell_updated_becomes_the_event_of_the_sheets_room() -> None:
-    event = decide.cell_updated(
-        actor("editor"),
-        sheet=None,
-        joined_rooms={ROOM},
-        sheet_id="sheet_123",
-        cell_id="A1",
-        value="Hello World",
-        formula="=CONCATENATE('Hello', ' ', 'World')",
-        version=1642161000000,
-    )
-    assert (event.stream_id, event.type, event.user_id) == (f"room:{ROOM}", CELL_UPDATED, "user_2")
-    assert event.data == {
-        "room_id": ROOM,
-        "sheet_id": "sheet_123",
-        "cell_id": "A1",
-        "value": "Hello World",
-        "formula": "=CONCATENATE('Hello', ' ', 'World')",
-        "version": 1642161000001,
-        "user_id": "user_2",
-        "username": "jane_doe",
-    }
-
-
-def test_decide_cell_updated_checks_role_then_room_then_membership_then_version() -> None:
-    log = Log()
-    sheet = cells.project([log.cell("r1", "user_1", "s1", "A1", "v", 5)], "s1")
-    kw = {"sheet_id": "s1", "cell_id": "A1", "value": "x"}
-    with pytest.raises(PermissionDenied, match="roles"):
-        decide.cell_updated(actor("viewer"), sheet=sheet, joined_rooms={"r1"}, version=1, **kw)
-    with pytest.raises(ValidationFailed, match="belongs"):
-        decide.cell_updated(actor("editor"), sheet=sheet, joined_rooms={"r2"}, room="r2", version=1, **kw)
-    with pytest.raises(PermissionDenied, match="join room 'r1'"):
-        decide.cell_updated(actor("editor"), sheet=sheet, joined_rooms={"r2"}, version=1, **kw)
-    with pytest.raises(VersionConflict):
-        decide.cell_updated(actor("editor"), sheet=sheet, joined_rooms={"r1"}, version=1, **kw)
-    event = decide.cell_updated(actor("editor"), sheet=sheet, joined_rooms={"r1", "r2"}, **kw)
-    assert (event.stream_id, event.data["version"]) == ("room:r1", 6)
 
 
 # The user's own things.
@@ -244,9 +206,9 @@ def test_decide_notification_read_of_an_unknown_id_is_not_found() -> None:
     }
     log.user("user_2", NOTIFICATION_CREATED, 1, notification=notification)
     inbox = notifications.project(log.events, "user_2")
-    assert decide.require_notification(inbox, "n1").id == "n1"
+    assert own_stream.require_notification(inbox, "n1").id == "n1"
     with pytest.raises(NotFound) as caught:
-        decide.require_notification(inbox, "n2")
+        own_stream.require_notification(inbox, "n2")
     assert caught.value.code == "NOT_FOUND"
 
 
@@ -256,29 +218,14 @@ def test_decide_uploads_need_a_fresh_id_and_their_owner() -> None:
         "user_2", FILE_UPLOAD_STARTED, 1, file_id="f1", filename="a.csv", file_size=3, mime_type="text/csv"
     )
     upload = uploads.project(log.events, "f1")
-    decide.check_upload_start(None, "f1")
+    own_stream.check_upload_start(None, "f1")
     with pytest.raises(ValidationFailed, match="in use"):
-        decide.check_upload_start(upload, "f1")
-    assert decide.require_own_upload(upload, actor("editor"), "f1") is upload
+        own_stream.check_upload_start(upload, "f1")
+    assert own_stream.require_own_upload(upload, actor("editor"), "f1") is upload
     with pytest.raises(NotFound):
-        decide.require_own_upload(upload, Actor("someone", "else"), "f1")
+        own_stream.require_own_upload(upload, Actor("someone", "else"), "f1")
     with pytest.raises(NotFound):
-        decide.require_own_upload(None, actor("editor"), "f1")
+        own_stream.require_own_upload(None, actor("editor"), "f1")
     log.user("user_2", "FileUploadCompleted", 2, file_id="f1", url="/f1", size=3, sha256="00")
     with pytest.raises(ValidationFailed, match="complete"):
-        decide.require_own_upload(uploads.project(log.events, "f1"), actor("editor"), "f1")
-
-
-def test_decide_ai_requests_need_a_fresh_id_and_only_running_ones_cancel() -> None:
-    log = Log()
-    log.user("user_2", AI_REQUEST_STARTED, 1, request_id="r1", query="q", sheet_id="s1", context={})
-    request = ai_requests.project(log.events, ("user_2", "r1"))
-    decide.check_ai_request(None, "r1")
-    with pytest.raises(ValidationFailed, match="in use"):
-        decide.check_ai_request(request, "r1")
-    assert decide.require_running_ai_request(request, "r1") is request
-    with pytest.raises(NotFound):
-        decide.require_running_ai_request(None, "r9")
-    log.user("user_2", AI_CANCELLED, 2, request_id="r1", reason="cancelled by user")
-    with pytest.raises(ValidationFailed, match="already cancelled"):
-        decide.require_running_ai_request(ai_requests.project(log.events, ("user_2", "r1")), "r1")
+        own_stream.require_own_upload(uploads.project(log.events, "f1"), actor("editor"), "f1")

@@ -39,7 +39,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from engine.decisions.rules import authorize, require_member
+from engine.decisions.access import authorize, require_member
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
 from engine.features.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
