@@ -13,7 +13,7 @@ from engine.features.limits import RateLimits
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    database_url: str
+    database_url: str = ""  # empty when the engine runs on a memory log
     node_id: str | None = None  # None: host, pid and a random suffix (engine/node.py)
 
     # Group commit (engine/log/appender.py): events per transaction, how long to linger for more (0:

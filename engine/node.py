@@ -19,6 +19,10 @@ Every committed event, this node's or another's, is published in log position or
 (engine/fanout/delivery_order.py); other nodes' events arrive through the log follower
 (engine/cluster/follower.py). The hub, the live views and the connections exist from construction,
 so components can be wired to them; the database parts exist between `start` and `stop`.
+
+Given a `log` (the memory store, engine/log/memory.py), a node runs without PostgreSQL: the same
+appender, delivery order and publish path, and none of the parts that need a database (other
+nodes, heartbeats, shared rate limits, projection tables). Tests drive the engine that way.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from engine.features.limits import RateLimiter
 from engine.features.traffic import EngineStats
 from engine.log.appender import Appender
 from engine.log.connectivity import unreachable_as_unavailable
-from engine.log.store import EventStore, create_db_engine, libpq_dsn
+from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
 from engine.model.catalogue import DISCONNECTED, UserLeftRoom
 from engine.model.errors import StoreUnavailable
@@ -71,8 +75,9 @@ def default_node_id() -> str:
 
 
 class Node:
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, *, log: EventLog | None = None) -> None:
         self.config = config
+        self._given_log = log
         self.node_id = config.node_id or default_node_id()
         self.live = Live(Hub(max_queue=config.max_queue))
         self.connections = Connections()
@@ -82,7 +87,7 @@ class Node:
         self._observers: list[CommitObserver] = []
         self._departing = 0  # connections whose departure is being recorded right now
         self._db_engine: AsyncEngine | None = None
-        self._store: EventStore | None = None
+        self._store: EventLog | None = None
         self._appender: Appender | None = None
         self.order: DeliveryOrder | None = None
         self.nodes: NodeRegistry | None = None
@@ -102,12 +107,13 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
-        # The pool's command timeout matches the append timeout: a caller never waits on a statement
-        # longer than it was promised an answer.
-        self._db_engine = db_engine = create_db_engine(
-            config.database_url, pool_size=config.pool_size, command_timeout=config.append_timeout
-        )
-        self._store = EventStore(db_engine)
+        if self._given_log is None:
+            # The pool's command timeout matches the append timeout: a caller never waits on a
+            # statement longer than it was promised an answer.
+            self._db_engine = create_db_engine(
+                config.database_url, pool_size=config.pool_size, command_timeout=config.append_timeout
+            )
+        self._store = self._given_log or EventStore(self._db_engine)
         self._appender = Appender(
             self._store, max_batch=config.max_batch, max_wait=config.max_wait, timeout=config.append_timeout
         )
@@ -115,6 +121,13 @@ class Node:
         # Everything committed from here on is published here in position order, whichever node
         # wrote it: this node's commits by `commit`, other nodes' by the follower.
         self.order = DeliveryOrder(self._publish_committed, await self._head(), on_gap=self._read_log)
+        if self._db_engine is not None:
+            await self._start_cluster(self._db_engine)
+
+    async def _start_cluster(self, db_engine: AsyncEngine) -> None:
+        """The parts that share this node with others through PostgreSQL."""
+        config = self.config
+        assert self._store is not None and self.order is not None
         self.nodes = NodeRegistry(
             db_engine,
             self.node_id,
@@ -125,7 +138,7 @@ class Node:
             report=self._heartbeat_report,
         )
         await self.nodes.start()
-        self.follower = LogFollower(self._store, self.order, libpq_dsn(config.database_url), self.nodes)
+        self.follower = LogFollower(self.store, self.order, libpq_dsn(config.database_url), self.nodes)
         await self.follower.start()
         self.rate_sync = RateLimitSync(
             db_engine, self.rate_limiter, self.node_id, interval=config.rate_limit_sync
@@ -163,7 +176,7 @@ class Node:
         the load balancer as a timeout, not as "unhealthy", and takes the node out too late.
         """
         if self._db_engine is None:
-            return False
+            return self._store is not None  # a memory log answers while the node runs
         try:
             async with asyncio.timeout(self.config.health_timeout), self._db_engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
@@ -173,10 +186,17 @@ class Node:
         return True
 
     @property
-    def store(self) -> EventStore:
+    def store(self) -> EventLog:
         if self._store is None:
             raise StoreUnavailable("the engine is not started")
         return self._store
+
+    @property
+    def db_engine(self) -> AsyncEngine:
+        """The pool, for the read models kept in PostgreSQL (StoreUnavailable without one)."""
+        if self._db_engine is None:
+            raise StoreUnavailable("the engine has no database (not started, or running on a memory log)")
+        return self._db_engine
 
     @property
     def appender(self) -> Appender:

@@ -40,7 +40,7 @@ from engine.features.traffic import EngineStats
 from engine.features.typing_sweeper import TypingSweeper
 from engine.features.uploads import Uploads
 from engine.log.appender import AppenderStats
-from engine.log.store import EventStore
+from engine.log.store import EventLog
 from engine.model.actors import Actor
 from engine.model.events import AppendOutcome, Committed, NewEvent
 from engine.node import Node, default_node_id
@@ -61,9 +61,11 @@ class Engine:
         *,
         ai_provider: AiProvider | None = None,
         file_storage: FileStorage | None = None,
+        log: EventLog | None = None,
     ) -> None:
+        """`log`: the memory store, to run without PostgreSQL (tests); default the database's."""
         self.config = config
-        self.node = node = Node(config)
+        self.node = node = Node(config, log=log)
         node_id, connections, live, hub = node.node_id, node.connections, node.live, node.hub
         commit, reply, read_stream = node.commit, node.reply, node.read_stream
         self.sheet_rooms = SheetRooms(node.sheet_room)
@@ -161,7 +163,7 @@ class Engine:
         return self.node.node_id
 
     @property
-    def store(self) -> EventStore:
+    def store(self) -> EventLog:
         return self.node.store
 
     @property
@@ -465,25 +467,25 @@ class Engine:
 
     def history(self, *, snapshot_every: int = 100) -> History:
         """History and time travel over the log (engine/readmodels/history.py)."""
-        return History(self.store.db_engine, snapshot_every=snapshot_every)
+        return History(self.node.db_engine, snapshot_every=snapshot_every)
 
     async def list_rooms(
         self, *, now: datetime, limit: int, offset: int, active_only: bool
     ) -> list[room_listing.RoomSummary]:
         return await room_listing.list_rooms(
-            self.store.db_engine, now=now, limit=limit, offset=offset, active_only=active_only
+            self.node.db_engine, now=now, limit=limit, offset=offset, active_only=active_only
         )
 
     async def room_detail(self, room_id: str, *, now: datetime) -> room_listing.RoomDetail:
-        return await room_listing.room_detail(self.store.db_engine, room_id, now=now)
+        return await room_listing.room_detail(self.node.db_engine, room_id, now=now)
 
     async def rebuild_projections(self) -> rebuild.FullReport:
         """Replay the log into every projection table; the runner then reloads its views from them."""
-        report = await rebuild.rebuild_all(self.store.db_engine)
+        report = await rebuild.rebuild_all(self.node.db_engine)
         if self.node.projector is not None:
             self.node.projector.wake()
         return report
 
     async def check_projections(self) -> list[str]:
         """How the projection tables differ from a fold of the log (empty: they agree)."""
-        return await rebuild.diff_all(self.store.db_engine)
+        return await rebuild.diff_all(self.node.db_engine)

@@ -29,8 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.log.connectivity import is_connectivity_error
-from engine.log.store import EventStore
-from engine.log.writer import LogWriter
+from engine.log.store import EventLog, Writer
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, NewEvent
 
@@ -95,7 +94,7 @@ _Pending = tuple[NewEvent, "asyncio.Future[AppendOutcome]"]
 class Appender:
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         *,
         max_batch: int = 1000,
         max_wait: float = 0.0,
@@ -110,7 +109,7 @@ class Appender:
         self.stats = AppenderStats()
         self._pending: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
-        self._writer: LogWriter = store.writer()
+        self._writer: Writer = store.writer()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 

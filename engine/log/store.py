@@ -31,7 +31,7 @@ accept conflicting items.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import select, text
@@ -75,6 +75,40 @@ def create_db_engine(database_url: str, *, pool_size: int = 10, command_timeout:
 def libpq_dsn(database_url: str) -> str:
     """The SQLAlchemy URL as a plain `postgresql://` DSN, for a raw asyncpg connection (LISTEN)."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Writer(Protocol):
+    """What the group-commit appender drives (engine/log/appender.py): one batch at a time."""
+
+    paths: dict[str, int]  # how many batches committed on each write path
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]: ...
+
+    async def close(self) -> None: ...
+
+
+class EventLog(Protocol):
+    """The log as the engine uses it: `EventStore` on PostgreSQL, `MemoryEventStore` in tests. Both
+    decide a batch with the same plan (engine/log/batch_plan.py) and pass one contract suite
+    (tests/contract/)."""
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]: ...
+
+    def writer(self) -> Writer: ...
+
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+
+    async def head(self) -> int: ...
+
+    async def sheet_room(self, sheet_id: str) -> str | None: ...
+
+    async def stream_version(self, stream_id: str) -> int: ...
+
+    async def file_claims(self, file_id: str) -> list[RecordedEvent]: ...
 
 
 class EventStore:

@@ -1,0 +1,104 @@
+"""`MemoryEventStore`: the event log's interface over lists in memory, for tests of the parts above it.
+
+It decides every batch with the same pure `plan` as the PostgreSQL writer (engine/log/batch_plan.py):
+idempotency keys, expected versions, cell versions and a sheet's room give the same outcomes, and the
+contract suite (tests/contract/) runs the same assertions against both stores. What it cannot show is
+what only a database has: durability, concurrency between processes, and commit order across nodes.
+
+Rows go through JSON on the way in, as they do into jsonb, so data that PostgreSQL could not hold is
+refused here too (TypeError) and no caller shares a dict with the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import orjson
+
+from engine.log.batch_plan import CellKey, LogState, plan
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
+from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
+from engine.projections.cells import Cell
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemoryEventStore:
+    def __init__(self, clock: Clock = _utc_now) -> None:
+        self.events: list[RecordedEvent] = []
+        self._clock = clock
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._keys: dict[tuple[str, str], Duplicate] = {}
+        self._cells: dict[CellKey, Cell] = {}
+        self._sheets: dict[str, str] = {}
+        self.paths = {"memory": 0}
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
+        """Decide and write a batch at once (nothing else runs in between: one event loop)."""
+        if not items:
+            return []
+        cell_keys = {(i.cell.sheet_id, i.cell.cell_id) for i in items if i.cell is not None}
+        keys = {(i.user_id, i.idempotency_key) for i in items if i.user_id and i.idempotency_key}
+        state = LogState(
+            head=len(self.events),
+            versions={i.stream_id: len(self._streams.get(i.stream_id, ())) for i in items},
+            used_keys={key: self._keys[key] for key in keys if key in self._keys},
+            cells={key: self._cells.get(key) for key in cell_keys},
+            sheets={sheet: self._sheets.get(sheet) for sheet, _ in cell_keys},
+        )
+        decided = plan(state, items)
+        if not decided.rows:
+            return decided.resolve(None)
+        rows = orjson.loads(orjson.dumps(decided.rows))  # what jsonb would hold; TypeError if it cannot
+        at = max(self._clock(), self.events[-1].recorded_at) if self.events else self._clock()
+        for row in rows:
+            event = RecordedEvent(
+                row["p"], row["s"], row["v"], row["t"], row["d"], row["m"], at, row["u"], row["k"]
+            )
+            self.events.append(event)
+            self._streams.setdefault(event.stream_id, []).append(event)
+            if event.user_id and event.idempotency_key:
+                key = (event.user_id, event.idempotency_key)
+                self._keys[key] = Duplicate(event.position, event.stream_version, at)
+        for key, cell in decided.learned_cells(at).items():
+            self._cells[key] = replace(cell, position=int(decided.cell_rows[key]["position"]))
+        self._sheets.update({sheet: str(row["room_id"]) for sheet, row in decided.sheet_rows.items()})
+        self.paths["memory"] += 1
+        return decided.resolve(at)
+
+    def writer(self) -> MemoryEventStore:
+        """The appender's writer: this store itself (there is no connection to hold)."""
+        return self
+
+    async def close(self) -> None:
+        return None
+
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        return self._streams.get(stream_id, [])[after_version : after_version + limit]
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        return self.events[after : after + limit]
+
+    async def head(self) -> int:
+        return len(self.events)
+
+    async def sheet_room(self, sheet_id: str) -> str | None:
+        return self._sheets.get(sheet_id)
+
+    async def stream_version(self, stream_id: str) -> int:
+        return len(self._streams.get(stream_id, []))
+
+    async def file_claims(self, file_id: str) -> list[RecordedEvent]:
+        claims = (FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED)
+        return [e for e in self.events if e.type in claims and e.data.get("file_id") == file_id]
+
+
+__all__ = ["MemoryEventStore"]

@@ -1,0 +1,131 @@
+"""Rooms, cells and presence through engine sessions on the memory log: what each member receives,
+what the sender is answered, and what the log holds."""
+
+from __future__ import annotations
+
+from engine.model.catalogue import CELL_UPDATED, USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.streams import room_stream, volatile_stream
+from engine.service import Engine
+from tests.engine.memory_engine import connect, memory_engine
+
+
+async def joined(engine: Engine, room: str, *users: str) -> list:
+    clients = []
+    for user in users:
+        client = await connect(engine, user)
+        await client.send({"type": "join_room", "room_id": room})
+        clients.append(client)
+    for client in clients:
+        client.take()
+    return clients
+
+
+async def test_engine_join_sends_room_state_to_the_joiner_and_user_joined_to_the_others() -> None:
+    async with memory_engine() as engine:
+        (ann,) = await joined(engine, "r", "ann")
+        bob = await connect(engine, "bob")
+        await bob.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        answer = bob.take()
+        assert [m["type"] for m in answer] == ["room_state", "ack"]
+        assert [u["user_id"] for u in answer[0]["users"]] == ["ann", "bob"] and answer[0]["seq"] == 2
+        assert answer[1] == {"type": "ack", "client_msg_id": "j1", "room_id": "r", "seq": 2}
+        assert [m["type"] for m in ann.take()] == ["room_state", "user_joined"]
+        log = await engine.store.read_stream(room_stream("r"))
+        assert [(e.type, e.data["user_id"]) for e in log] == [
+            (USER_JOINED_ROOM, "ann"),
+            (USER_JOINED_ROOM, "bob"),
+        ]
+
+
+async def test_engine_cell_update_reaches_every_member_with_the_servers_version() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        update = {
+            "type": "cell_update",
+            "sheet_id": "s",
+            "cell_id": "A1",
+            "value": "Hi",
+            "version": 1642161000000,
+        }
+        await ann.send({**update, "client_msg_id": "c1"})
+        sent = ann.take()
+        assert [m["type"] for m in sent] == ["cell_updated", "ack"]
+        assert sent[0]["version"] == 1642161000001 and sent[0]["client_msg_id"] == "c1"
+        assert [(m["type"], m["version"]) for m in bob.take()] == [("cell_updated", 1642161000001)]
+        assert await engine.sheet_room("s") == "r"
+
+
+async def test_engine_a_stale_cell_update_is_a_conflict_and_changes_nothing() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        await ann.send({"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 1})
+        await ann.send({"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 2})
+        ann.take(), bob.take()
+        await bob.send({"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 9, "version": 1})
+        [refusal] = bob.take()
+        assert refusal["code"] == "VERSION_CONFLICT"
+        assert refusal["current"] == {"value": 2, "formula": None, "version": 2, "user_id": "ann"}
+        assert ann.take() == []
+        updates = [e for e in await engine.store.read_stream(room_stream("r")) if e.type == CELL_UPDATED]
+        assert [e.data["value"] for e in updates] == [1, 2]
+
+
+async def test_engine_acting_in_a_room_needs_membership_and_editing_needs_a_role() -> None:
+    async with memory_engine() as engine:
+        (ann,) = await joined(engine, "r", "ann")
+        outsider = await connect(engine, "eve")
+        viewer = await connect(engine, "vic", "viewer")
+        await viewer.send({"type": "join_room", "room_id": "r"})
+        viewer.take()
+        await outsider.send({"type": "cursor_move", "room": "r", "x": 1, "y": 2, "client_msg_id": "m"})
+        assert [(m["code"], m["client_msg_id"]) for m in outsider.take()] == [("PERMISSION_DENIED", "m")]
+        await viewer.send({"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 1, "room": "r"})
+        assert [m["code"] for m in viewer.take()] == ["PERMISSION_DENIED"]
+        await outsider.send({"type": "leave_room", "room_id": "r"})
+        assert [m["code"] for m in outsider.take()] == ["ROOM_NOT_FOUND"]
+        assert [m["type"] for m in ann.take()] == ["room_state", "user_joined"]  # the viewer's join only
+
+
+async def test_engine_cursor_goes_to_the_others_and_its_ack_has_no_seq() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        await ann.send(
+            {"type": "cursor_move", "room": "r", "x": 10, "y": 20, "cell": "B2", "client_msg_id": "k"}
+        )
+        assert ann.take() == [{"type": "ack", "client_msg_id": "k", "room_id": "r"}]
+        [moved] = bob.take()
+        assert moved["type"] == "cursor_moved" and moved["cursor"] == {"x": 10, "y": 20, "cell": "B2"}
+        assert len(await engine.store.read_stream(volatile_stream(room_stream("r")))) == 1
+
+
+async def test_engine_leave_answers_room_left_and_tells_the_others() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        await bob.send({"type": "leave_room", "room_id": "r"})
+        assert [m["type"] for m in bob.take()] == ["room_left"]
+        assert [m["type"] for m in ann.take()] == ["room_state", "user_left"]
+        await bob.send({"type": "cursor_move", "room": "r", "x": 1, "y": 1})
+        assert [m["code"] for m in bob.take()] == ["PERMISSION_DENIED"]
+
+
+async def test_engine_a_closed_connection_leaves_its_rooms() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        await bob.session.end()
+        await ann.send({"type": "ping"})
+        assert [m["type"] for m in ann.take()] == ["room_state", "user_left", "pong"]
+        last = (await engine.store.read_stream(room_stream("r")))[-1]
+        assert (last.type, last.data["user_id"], last.data["reason"]) == (
+            USER_LEFT_ROOM,
+            "bob",
+            "disconnected",
+        )
+
+
+async def test_engine_status_reaches_the_users_other_tab_and_their_rooms() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        ann_tab = await connect(engine, "ann")
+        await ann.send({"type": "status_update", "status": "busy"})
+        assert [m["status"] for m in ann_tab.take()] == ["busy"]
+        assert [(m["type"], m["user_id"]) for m in bob.take()] == [("user_status_changed", "ann")]

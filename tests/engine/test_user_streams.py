@@ -1,0 +1,102 @@
+"""Notifications, uploads, admin actions and AI runs through the engine on the memory log."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.model.actors import Actor
+from engine.model.streams import user_stream
+from engine.protocol.close_codes import CloseCode
+from tests.engine.memory_engine import connect, memory_engine, settle
+
+ADMIN = Actor("root", "root", roles=("admin",))
+
+
+async def test_engine_notifications_reach_only_matching_subscriptions_and_wait_unread() -> None:
+    async with memory_engine() as engine:
+        await engine.create_notification(
+            "ann", {"id": "n0", "title": "before", "category": "tasks"}, created_by="root"
+        )
+        ann = await connect(engine, "ann")
+        other_tab = await connect(engine, "ann")
+        await ann.send({"type": "subscribe_notifications", "categories": ["tasks"]})
+        [subscribed] = ann.take()
+        assert subscribed["type"] == "notifications_subscribed"
+        assert [n["id"] for n in subscribed["unread"]] == ["n0"]
+        await engine.create_notification(
+            "ann", {"id": "n1", "title": "t", "category": "tasks"}, created_by="root"
+        )
+        await engine.create_notification(
+            "ann", {"id": "n2", "title": "t", "category": "chat"}, created_by="root"
+        )
+        await settle(engine)
+        assert [m["notification"]["id"] for m in ann.take()] == ["n1"]
+        assert other_tab.take() == []  # never subscribed
+        await ann.send({"type": "notification_read", "notification_id": "n1"})
+        assert [m["event_type"] for m in other_tab.take()] == ["notification_read"]
+        await ann.send({"type": "notification_read", "notification_id": "nope"})
+        assert [m["code"] for m in ann.take() if m["type"] == "error"] == ["NOT_FOUND"]
+
+
+async def test_engine_upload_progress_goes_to_the_users_other_tabs_only_for_their_own_files() -> None:
+    async with memory_engine() as engine:
+        ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
+        start = {"type": "file_upload_start", "file_id": "f1", "filename": "a.csv", "file_size": 10}
+        await ann.send(start)
+        await ann.send({**start, "client_msg_id": "again"})
+        await ann.send(
+            {
+                "type": "file_upload_progress",
+                "file_id": "f1",
+                "bytes_uploaded": 5,
+                "total_bytes": 10,
+                "percentage": 50.0,
+            }
+        )
+        assert [m["type"] for m in tab.take()] == ["file_upload_started", "file_upload_progress"]
+        assert [m.get("code") for m in ann.take()] == ["VALIDATION_ERROR"]  # the id is in use
+        bob = await connect(engine, "bob")
+        await bob.send(
+            {
+                "type": "file_upload_progress",
+                "file_id": "f1",
+                "bytes_uploaded": 5,
+                "total_bytes": 10,
+                "percentage": 50.0,
+            }
+        )
+        assert [m["code"] for m in bob.take()] == ["NOT_FOUND"]
+
+
+async def test_engine_admin_broadcast_reaches_members_and_a_removed_connection_is_closed_4410() -> None:
+    async with memory_engine() as engine:
+        ann = await connect(engine, "ann")
+        await ann.send({"type": "join_room", "room_id": "r"})
+        ann.take()
+        delivery = await engine.broadcast_to_room(ADMIN, "r", {"type": "system_announcement", "title": "t"})
+        await settle(engine)
+        assert delivery.delivered_to == 1 and delivery.seq == 2
+        assert [(m["type"], m["seq"]) for m in ann.take()] == [("system_announcement", 2)]
+        removal = await engine.remove_connection(ann.connection_id, grace=1)
+        await asyncio.sleep(0)  # the close runs in a task of its own
+        await asyncio.sleep(0.01)
+        assert removal.rooms_left == ("r",) and ann.closed is not None and ann.closed[0] == CloseCode.REMOVED
+        assert [m["code"] for m in ann.take()] == ["CONNECTION_REMOVED"]
+        notified = await engine.notify_user(ADMIN, "offline-user", {"type": "direct_message", "text": "hi"})
+        assert notified.delivered_to == 0
+        assert len(await engine.store.read_stream(user_stream("offline-user"))) == 1
+
+
+async def test_engine_ai_request_streams_its_events_to_the_requester() -> None:
+    async with memory_engine() as engine:
+        ann = await connect(engine, "ann")
+        await ann.send({"type": "join_room", "room_id": "r"})
+        for row, value in enumerate((3, 5, 8), start=1):
+            await ann.send({"type": "cell_update", "sheet_id": "s", "cell_id": f"A{row}", "value": value})
+        ann.take()
+        await ann.send({"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"})
+        await ann.until(lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
+        kinds = [m["event_type"] for m in ann.take() if m["type"] == "ai_event"]
+        assert kinds[0] == "ai_start" and kinds[-1] == "ai_complete" and kinds.count("ai_progress") >= 2
+        await ann.send({"type": "ai_request", "request_id": "q2", "query": "sum", "sheet_id": "nowhere"})
+        assert [m["code"] for m in ann.take()] == ["NOT_FOUND"]
