@@ -113,7 +113,9 @@ class Node:
             self._db_engine = create_db_engine(
                 config.database_url, pool_size=config.pool_size, command_timeout=config.append_timeout
             )
-        self._store = self._given_log or EventStore(self._db_engine)
+            self._store = EventStore(self._db_engine)
+        else:
+            self._store = self._given_log
         self._appender = Appender(
             self._store, max_batch=config.max_batch, max_wait=config.max_wait, timeout=config.append_timeout
         )

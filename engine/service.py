@@ -17,7 +17,7 @@ in one order. `client_msg_id` is the event's idempotency key: a repeat is not ap
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,28 +25,23 @@ from engine.config import EngineConfig
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live, UserPublisher
 from engine.fanout.subscriber import Close, Sink
-from engine.features.admin import Admin, Delivery, Removal
+from engine.features.admin import Admin
 from engine.features.ai import AiProvider
 from engine.features.ai.runner import AiRunner
 from engine.features.cells import Cells, SheetRooms
-from engine.features.files import Files, SharedFile
+from engine.features.files import Files
 from engine.features.limits import RateLimiter
 from engine.features.notifications import Notifications
 from engine.features.presence import Presence
 from engine.features.rooms import Rooms
-from engine.features.stats import ClusterStats, NodeStats
-from engine.features.storage import FileStorage, FileStream
+from engine.features.storage import FileStorage
 from engine.features.traffic import EngineStats
 from engine.features.typing_sweeper import TypingSweeper
 from engine.features.uploads import Uploads
 from engine.log.appender import AppenderStats
 from engine.log.store import EventLog
 from engine.model.actors import Actor
-from engine.model.events import AppendOutcome, Committed, NewEvent
 from engine.node import Node, default_node_id
-from engine.projections.notifications import Inbox, Notification
-from engine.projections.rooms import RoomView
-from engine.projections.uploads import Upload
 from engine.readmodels import rebuild, room_listing
 from engine.readmodels.history import History
 from engine.session import Session
@@ -141,6 +136,41 @@ class Engine:
             publishers.update(owned)
         node.live.route_user_events(publishers)
 
+        # The public face: one method per thing a client or an admin can do, each a component's own.
+        self.connect = node.connect
+        self.reply = node.reply
+        self.flush = node.flush
+        self.commit = node.commit
+        self.node_stats = node.node_stats
+        self.cluster_stats = node.cluster_stats
+        self.log_head = node.log_head
+        self.join_room = self.rooms.join
+        self.leave_room = self.rooms.leave
+        self.room_view = self.rooms.view
+        self.update_cell = self.cells.update
+        self.sheet_room = self.sheet_rooms.room_of
+        self.move_cursor = self.presence.move_cursor
+        self.typing = self.presence.typing
+        self.set_status = self.presence.set_status
+        self.request_ai = self.ai.request
+        self.cancel_ai = self.ai.cancel
+        self.subscribe_notifications = self.notifications.subscribe
+        self.read_notification = self.notifications.read
+        self.mark_notification_read = self.notifications.mark_read
+        self.record_notification = self.notifications.create
+        self.inbox = self.notifications.inbox
+        self.start_upload = self.uploads.start
+        self.report_upload_progress = self.uploads.progress
+        self.upload = self.uploads.upload
+        self.shared_file = self.files.shared_file
+        self.open_file = self.files.open_file
+        self.store_file = self.files.store_file
+        self.broadcast_to_room = self.admin.broadcast_to_room
+        self.notify_user = self.admin.notify_user
+        self.remove_connection = self.admin.remove_connection
+        self.begin_shutdown = self.admin.begin_shutdown
+        self.drain = self.admin.drain
+
     # Lifecycle.
 
     async def start(self) -> None:
@@ -193,9 +223,6 @@ class Engine:
 
     # Connections.
 
-    def connect(self, actor: Actor, sink: Sink, close: Close) -> str:
-        return self.node.connect(actor, sink, close)
-
     def open_session(self, actor: Actor, sink: Sink, close: Close) -> Session:
         """A new connection of `actor` and the session that serves its messages (engine/session.py)."""
         return Session(self.node, self, self.config, actor, self.node.connect(actor, sink, close))
@@ -204,266 +231,22 @@ class Engine:
         self.notifications.forget(connection_id)
         await self.node.disconnect(connection_id)
 
-    async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:
-        await self.node.reply(connection_id, *messages)
-
-    async def flush(self, connection_id: str) -> None:
-        await self.node.flush(connection_id)
-
-    async def commit(self, event: NewEvent) -> AppendOutcome:
-        return await self.node.commit(event)
-
-    # Rooms, cells, presence.
-
-    async def join_room(
-        self,
-        actor: Actor,
-        room_id: str,
-        connection_id: str,
-        *,
-        since: int | None = None,
-        client_msg_id: str | None = None,
-    ) -> RoomView:
-        return await self.rooms.join(actor, room_id, connection_id, since=since, client_msg_id=client_msg_id)
-
-    async def leave_room(
-        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None = None
-    ) -> None:
-        await self.rooms.leave(actor, room_id, connection_id, client_msg_id=client_msg_id)
-
-    async def room_view(self, room_id: str) -> RoomView:
-        return await self.rooms.view(room_id)
-
-    async def update_cell(
-        self,
-        actor: Actor,
-        connection_id: str,
-        sheet_id: str,
-        cell_id: str,
-        *,
-        value: Any,
-        formula: str | None = None,
-        version: int | None = None,
-        room: str | None = None,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.cells.update(
-            actor,
-            connection_id,
-            sheet_id,
-            cell_id,
-            value=value,
-            formula=formula,
-            version=version,
-            room=room,
-            client_msg_id=client_msg_id,
-        )
-
-    async def sheet_room(self, sheet_id: str) -> str | None:
-        return await self.sheet_rooms.room_of(sheet_id)
-
-    async def move_cursor(
-        self,
-        actor: Actor,
-        connection_id: str,
-        room: str,
-        *,
-        x: float,
-        y: float,
-        cell: str | None,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.presence.move_cursor(
-            actor, connection_id, room, x=x, y=y, cell=cell, client_msg_id=client_msg_id
-        )
-
-    async def typing(
-        self,
-        actor: Actor,
-        connection_id: str,
-        room: str,
-        cell_id: str,
-        *,
-        started: bool,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.presence.typing(
-            actor, connection_id, room, cell_id, started=started, client_msg_id=client_msg_id
-        )
-
-    async def set_status(
-        self, actor: Actor, connection_id: str, status: str, *, client_msg_id: str | None = None
-    ) -> None:
-        await self.presence.set_status(actor, connection_id, status, client_msg_id=client_msg_id)
-
-    # AI.
-
-    async def request_ai(
-        self,
-        actor: Actor,
-        connection_id: str,
-        request_id: str,
-        query: str,
-        sheet_id: str,
-        context: Mapping[str, Any] | None = None,
-        *,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.ai.request(
-            actor, connection_id, request_id, query, sheet_id, context, client_msg_id=client_msg_id
-        )
-
-    async def cancel_ai(
-        self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
-    ) -> None:
-        await self.ai.cancel(actor, connection_id, request_id, client_msg_id=client_msg_id)
-
-    # Notifications.
-
-    async def subscribe_notifications(
-        self,
-        actor: Actor,
-        connection_id: str,
-        filters: Mapping[str, list[str] | None],
-        *,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.notifications.subscribe(actor, connection_id, filters, client_msg_id=client_msg_id)
-
-    async def read_notification(
-        self, actor: Actor, connection_id: str, notification_id: str, *, client_msg_id: str | None = None
-    ) -> None:
-        await self.notifications.read(actor, connection_id, notification_id, client_msg_id=client_msg_id)
-
-    async def mark_notification_read(self, actor: Actor, notification_id: str) -> Notification:
-        return await self.notifications.mark_read(actor, notification_id)
-
     async def create_notification(
         self, user_id: str, notification: Mapping[str, Any], *, created_by: str
     ) -> dict[str, Any]:
         record, _ = await self.notifications.create(user_id, notification, created_by=created_by)
         return record
 
-    async def record_notification(
-        self, user_id: str, notification: Mapping[str, Any], *, created_by: str
-    ) -> tuple[dict[str, Any], Committed]:
-        return await self.notifications.create(user_id, notification, created_by=created_by)
-
-    async def inbox(self, user_id: str, *, upto: int | None = None) -> Inbox:
-        return await self.notifications.inbox(user_id, upto=upto)
-
-    # Uploads and files.
-
-    async def start_upload(
-        self,
-        actor: Actor,
-        connection_id: str,
-        file_id: str,
-        *,
-        filename: str,
-        file_size: int,
-        mime_type: str,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.uploads.start(
-            actor,
-            connection_id,
-            file_id,
-            filename=filename,
-            file_size=file_size,
-            mime_type=mime_type,
-            client_msg_id=client_msg_id,
-        )
-
-    async def report_upload_progress(
-        self,
-        actor: Actor,
-        connection_id: str,
-        file_id: str,
-        *,
-        bytes_uploaded: int,
-        total_bytes: int,
-        percentage: float,
-        client_msg_id: str | None = None,
-    ) -> None:
-        await self.uploads.progress(
-            actor,
-            connection_id,
-            file_id,
-            bytes_uploaded=bytes_uploaded,
-            total_bytes=total_bytes,
-            percentage=percentage,
-            client_msg_id=client_msg_id,
-        )
-
-    async def upload(self, user_id: str, file_id: str) -> Upload | None:
-        return await self.uploads.upload(user_id, file_id)
-
-    async def shared_file(self, file_id: str) -> SharedFile | None:
-        return await self.files.shared_file(file_id)
-
-    async def open_file(self, file_id: str) -> FileStream:
-        return await self.files.open_file(file_id)
-
-    async def store_file(
-        self,
-        actor: Actor,
-        file_id: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        max_bytes: int,
-        filename: str | None = None,
-        room_id: str | None = None,
-        content_type: str | None = None,
-        content_length: int | None = None,
-    ) -> SharedFile:
-        return await self.files.store_file(
-            actor,
-            file_id,
-            chunks,
-            max_bytes=max_bytes,
-            filename=filename,
-            room_id=room_id,
-            content_type=content_type,
-            content_length=content_length,
-        )
-
-    # Admin.
-
-    async def broadcast_to_room(self, admin: Actor, room_id: str, message: Mapping[str, Any]) -> Delivery:
-        return await self.admin.broadcast_to_room(admin, room_id, message)
-
-    async def notify_user(self, admin: Actor, user_id: str, message: Mapping[str, Any]) -> Delivery:
-        return await self.admin.notify_user(admin, user_id, message)
-
-    async def remove_connection(self, connection_id: str, *, grace: float = 2.0) -> Removal:
-        return await self.admin.remove_connection(connection_id, grace=grace)
-
     @property
     def draining(self) -> bool:
         return self.admin.draining
 
-    def begin_shutdown(self) -> bool:
-        return self.admin.begin_shutdown()
-
-    async def drain(self, *, reason: str, grace: float = 5.0, reconnect_after: float | None = None) -> int:
-        return await self.admin.drain(reason=reason, grace=grace, reconnect_after=reconnect_after)
-
     # Figures and reads of the read models.
-
-    def node_stats(self) -> NodeStats:
-        return self.node.node_stats()
-
-    async def cluster_stats(self) -> ClusterStats:
-        return await self.node.cluster_stats()
 
     @property
     def appender_stats(self) -> AppenderStats:
         """The appender's batch and latency figures (raises StoreUnavailable before start)."""
         return self.node.appender.stats
-
-    async def log_head(self) -> int:
-        return await self.node.log_head()
 
     def history(self, *, snapshot_every: int = 100) -> History:
         """History and time travel over the log (engine/readmodels/history.py)."""

@@ -23,7 +23,7 @@ import asyncpg
 from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrder
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
-from engine.log.store import EventStore
+from engine.log.store import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _COMMIT: Final = "commit"
 class LogFollower:
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         order: DeliveryOrder,
         dsn: str,
         registry: NodeRegistry,

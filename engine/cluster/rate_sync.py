@@ -19,18 +19,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.features.limits import HOUR, MINUTE, RateLimiter, Remote
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-PERIODS: Final = (int(MINUTE), int(HOUR))
+MINUTE: Final = 60
+HOUR: Final = 3600
+PERIODS: Final = (MINUTE, HOUR)
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """What other nodes counted for one user: sliding estimates for the minute and the hour."""
+
+    minute: float = 0.0
+    hour: float = 0.0
+
+
+class SharedCounts(Protocol):
+    """A node's rate limiter as the exchange sees it (engine/features/limits.py `RateLimiter`)."""
+
+    def take_unshared(self) -> dict[str, int]: ...
+    def take_new_blocks(self) -> dict[str, tuple[float, str]]: ...
+    def give_back(self, counts: dict[str, int]) -> None: ...
+    def known_users(self) -> list[str]: ...
+    def remote_of(self, user_id: str) -> Remote: ...
+    def set_remote(self, remote: dict[str, Remote]) -> None: ...
+    def block(self, user_id: str, seconds: float, reason: str) -> None: ...
+
+
 KEEP: Final = timedelta(hours=3)  # rows older than this no longer count towards any window
 
 _ADD = """
@@ -74,7 +98,7 @@ class RateLimitSync:
     def __init__(
         self,
         db_engine: AsyncEngine,
-        limiter: RateLimiter,
+        limiter: SharedCounts,
         node_id: str,
         *,
         interval: float = 1.0,
@@ -136,7 +160,7 @@ class RateLimitSync:
                     await conn.execute(text(_BLOCK), {"user": user_id, "until": until, "reason": reason})
                 if not users:
                     return
-                since = window_start(now, int(HOUR)) - timedelta(hours=1)
+                since = window_start(now, HOUR) - timedelta(hours=1)
                 rows = (
                     await conn.execute(text(_OTHERS), {"users": users, "node": self._node_id, "since": since})
                 ).all()
@@ -146,12 +170,12 @@ class RateLimitSync:
             self._limiter.give_back(unshared)
             raise
         windows: dict[tuple[str, int], dict[datetime, int]] = {}
-        for row in rows:
-            windows.setdefault((row.user_id, row.period), {})[row.window_start] = int(row.count)
+        for user_id, period, start, count in rows:
+            windows.setdefault((user_id, period), {})[start] = int(count)
         remote = {
             user_id: Remote(
-                minute=estimate(windows.get((user_id, int(MINUTE)), {}), now, int(MINUTE)),
-                hour=estimate(windows.get((user_id, int(HOUR)), {}), now, int(HOUR)),
+                minute=estimate(windows.get((user_id, MINUTE), {}), now, MINUTE),
+                hour=estimate(windows.get((user_id, HOUR), {}), now, HOUR),
             )
             for user_id in {user_id for user_id, _ in windows}
         }
@@ -169,4 +193,4 @@ class RateLimitSync:
             await conn.execute(text(_FORGET_BLOCKS), {"before": now})
 
 
-__all__ = ["RateLimitSync", "estimate", "window_start"]
+__all__ = ["RateLimitSync", "Remote", "SharedCounts", "estimate", "window_start"]

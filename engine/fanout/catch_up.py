@@ -30,24 +30,16 @@ exactly the events after it, including ones committed between the view's read an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
 
 from engine.fanout.send_queue import Entry, Message, frames_of
 from engine.fanout.subscriber import Subscriber, SubscriberClosed
 from engine.model.events import RecordedEvent
+from engine.model.reading import ReadStream
 
-if TYPE_CHECKING:
-    from engine.fanout.hub import Hub
-
-
-class ReadStream(Protocol):
-    """Reads a stream after a version, in version order (the engine passes `EventStore.read_stream`)."""
-
-    def __call__(
-        self, stream_id: str, after_version: int = ..., limit: int = ...
-    ) -> Awaitable[Sequence[RecordedEvent]]: ...
+Membership = Callable[[str, str], None]
+"""The hub's `join` or `leave`: (connection id, topic)."""
 
 
 Render = Callable[[RecordedEvent], Message | None]
@@ -57,8 +49,9 @@ Render = Callable[[RecordedEvent], Message | None]
 class CatchUp:
     """Joins `topic` for one connection and brings it up to date; see the module docstring."""
 
-    def __init__(self, hub: Hub, subscriber: Subscriber, topic: str) -> None:
-        self.hub = hub
+    def __init__(self, subscriber: Subscriber, topic: str, *, join: Membership, leave: Membership) -> None:
+        self._join = join
+        self._leave = leave
         self.subscriber = subscriber
         self.topic = topic
         self.replayed: int | None = None  # the seq the client is caught up to, once replay() ran
@@ -67,7 +60,7 @@ class CatchUp:
     async def __aenter__(self) -> CatchUp:
         self._was_member = self.topic in self.subscriber.topics
         self._hold = self.subscriber.hold(self.topic)
-        self.hub.join(self.subscriber.connection_id, self.topic)
+        self._join(self.subscriber.connection_id, self.topic)
         return self
 
     async def __aexit__(
@@ -78,7 +71,7 @@ class CatchUp:
         # The join did not complete (refused, store down, client gone): undo it, deliver nothing held.
         self.subscriber.drop_hold(self.topic)
         if not self._was_member:
-            self.hub.leave(self.subscriber.connection_id, self.topic)
+            self._leave(self.subscriber.connection_id, self.topic)
         if exc_type is None:
             raise RuntimeError("a catch-up must call replay() before it ends")
 

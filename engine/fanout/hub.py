@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 
-from engine.fanout.catch_up import CatchUp, ReadStream, Render
+from engine.fanout.catch_up import CatchUp, Render
 from engine.fanout.send_queue import (
     MAX_CLOSE_REASON_BYTES,
     Entry,
@@ -51,7 +51,6 @@ __all__ = [
     "FanoutCounters",
     "Hub",
     "Message",
-    "ReadStream",
     "Render",
     "Sink",
     "Subscriber",
@@ -118,7 +117,7 @@ class Hub:
 
     def catch_up(self, connection_id: str, topic: str) -> CatchUp:
         """An async context manager that joins `topic` with replay from the log (catch_up.py)."""
-        return CatchUp(self, self._subscribers[connection_id], topic)
+        return CatchUp(self._subscribers[connection_id], topic, join=self.join, leave=self.leave)
 
     async def unsubscribe(self, connection_id: str) -> None:
         """Forget the connection and wait for its sender task to end; queued messages are discarded.

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.cluster.rate_sync import Remote
 from engine.model.errors import Rejected
 
 Clock = Callable[[], float]
@@ -121,14 +122,6 @@ class _User:
     blocked_until: float = 0.0
     block_reason: str = ""  # repeated while blocked, in the seed's words
     last_seen: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Remote:
-    """What other nodes counted for one user: sliding estimates for the minute and the hour."""
-
-    minute: float = 0.0
-    hour: float = 0.0
 
 
 @dataclass
@@ -272,5 +265,4 @@ __all__ = [
     "RateLimitExceeded",
     "RateLimiter",
     "RateLimits",
-    "Remote",
 ]

@@ -295,7 +295,8 @@ class LogWriter:
 
     @staticmethod
     async def _raw(conn: AsyncConnection) -> asyncpg.Connection:
-        return (await conn.get_raw_connection()).driver_connection  # type: ignore[return-value]
+        raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+        return raw
 
     async def _drop(self, conn: AsyncConnection) -> None:
         self._conn = None

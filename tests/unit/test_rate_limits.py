@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.cluster.rate_sync import estimate, window_start
-from engine.features.limits import RateLimiter, RateLimitExceeded, RateLimits, Remote
+from engine.cluster.rate_sync import Remote, estimate, window_start
+from engine.features.limits import RateLimiter, RateLimitExceeded, RateLimits
 
 
 class FakeClock:

@@ -40,7 +40,12 @@ class BuiltinProvider:
         await asyncio.sleep(0)
         if table is None:
             yield Progress(90, "Composing the answer")
-            details = {"query": job.query, "range": job.table_range, "rows": 0, "columns": []}
+            details: dict[str, object] = {
+                "query": job.query,
+                "range": job.table_range,
+                "rows": 0,
+                "columns": [],
+            }
             yield Complete(analysis.no_data(job.table_range), time.perf_counter() - started, details)
             return
 
