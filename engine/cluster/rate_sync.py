@@ -170,8 +170,9 @@ class RateLimitSync:
             self._limiter.give_back(unshared)
             raise
         windows: dict[tuple[str, int], dict[datetime, int]] = {}
-        for user_id, period, start, count in rows:
-            windows.setdefault((user_id, period), {})[start] = int(count)
+        for row in rows:
+            user_id, period, start, count = str(row[0]), int(row[1]), row[2], int(row[3])
+            windows.setdefault((user_id, period), {})[start] = count
         remote = {
             user_id: Remote(
                 minute=estimate(windows.get((user_id, MINUTE), {}), now, MINUTE),

@@ -151,7 +151,8 @@ class NodeRegistry:
     async def _refresh(self) -> None:
         async with self._db_engine.connect() as conn:
             rows = await conn.execute(text(_PEERS), {"node": self.node_id, "dead_after": self.dead_after})
-            alive = {str(node) for node in rows.scalars()}
+            found: list[object] = list(rows.scalars())
+            alive = {str(node) for node in found}
         now = time.monotonic()
         self._peers = {node: now for node in alive}
 

@@ -129,7 +129,7 @@ class ProjectorRunner:
         if self.position is not None:
             # Idle polls only read: locking the checkpoint row is a write. A head at our checkpoint
             # also means nobody moved it (a rebuild sets it to a head, never beyond).
-            head = (await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one()
+            head: int = (await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one()
             await conn.rollback()
             if head <= self.position:
                 return 0

@@ -125,7 +125,8 @@ class SnapshotStore:
             .order_by(room_snapshots.c.seq)
         )
         async with self.db_engine.connect() as conn:
-            return [int(seq) for seq in (await conn.execute(query)).scalars()]
+            found: list[int] = list((await conn.execute(query)).scalars())
+            return [int(seq) for seq in found]
 
 
 def _encode_member(member: Member) -> dict[str, Any]:
