@@ -50,7 +50,11 @@ class _Revalidated(StaticFiles):
     """StaticFiles whose answers browsers check again before reuse."""
 
     def file_response(
-        self, full_path: PathLike[str] | str, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+        self,
+        full_path: PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(NO_CACHE)
