@@ -271,15 +271,18 @@ export class Sheet extends Emitter {
       cells = state.cells ?? {};
     } catch (error) {
       if (!(error instanceof CollabError) || error.code !== 'UNKNOWN_MESSAGE_TYPE') throw error;
-      cells = await this._loadOverRest(room.seq);
+      cells = await this._loadOverRest(room);
     }
     for (const [cellId, cell] of Object.entries(cells)) this._confirm(cellId, cell, 'load');
     this.emit('load', this);
     return this;
   }
 
-  /** @param {number | null} seq */
-  async _loadOverRest(seq) {
+  /** @param {Room} room */
+  async _loadOverRest(room) {
+    // A sheet not yet edited when the room was joined had no cells at that seq; live events follow.
+    if (!room.activeSheets.includes(this.id)) return {};
+    const seq = room.seq;
     const query = seq == null ? '' : `?seq=${seq}`;
     try {
       const found = await this.client.rest(`/api/v1/sheets/${encodeURIComponent(this.id)}/cells${query}`);
