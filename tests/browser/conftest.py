@@ -56,7 +56,7 @@ async def web(database_url: str) -> AsyncIterator[Server]:
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
+    if not chromium_installed():
         pytest.skip(SKIP_NO_BROWSER)
     try:
         from playwright.async_api import async_playwright
@@ -66,6 +66,10 @@ async def browser() -> AsyncIterator[Any]:
         launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         await launched.close()
+
+
+def chromium_installed() -> bool:
+    return CHROMIUM.is_file()
 
 
 def node_binary() -> str | None:

@@ -31,7 +31,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def open_page(browser: Any, server: Server, path: str, token: str, *, wait: str | None = None) -> Opened:
+async def open_page(
+    browser: Any, server: Server, path: str, token: str, *, wait: str | None = None
+) -> Opened:
     context = await browser.new_context(viewport=VIEWPORT)
     page = await context.new_page()
     opened = Opened(page, context)
@@ -49,7 +51,9 @@ async def open_app(browser: Any, server: Server, user: str, room: str, sheet: st
 
 
 async def open_app_with(browser: Any, server: Server, token: str, room: str, sheet: str) -> Opened:
-    return await open_page(browser, server, f"/app?room={room}&sheet={sheet}", token, wait="body[data-ready=true]")
+    return await open_page(
+        browser, server, f"/app?room={room}&sheet={sheet}", token, wait="body[data-ready=true]"
+    )
 
 
 async def open_console(browser: Any, server: Server, user: str, role: str, query: str = "") -> Opened:
@@ -84,7 +88,8 @@ async def paste(page: Any, text: str) -> None:
         """(text) => {
             const data = new DataTransfer();
             data.setData('text/plain', text);
-            document.activeElement.dispatchEvent(new ClipboardEvent('paste', {clipboardData: data, bubbles: true}));
+            const event = new ClipboardEvent('paste', {clipboardData: data, bubbles: true});
+            document.activeElement.dispatchEvent(event);
         }""",
         text,
     )

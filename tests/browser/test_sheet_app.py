@@ -65,7 +65,8 @@ async def test_a_pasted_10x10_range_arrives_whole(browser: Any, web: Server) -> 
     alice = await open_app(browser, web, "alice", room, sheet)
     bob = await open_app(browser, web, "bob", room, sheet)
     await bob.page.evaluate(
-        "window.ranges = []; window.collab.client.on('cells_updated', (m) => window.ranges.push(m.cells.length))"
+        "window.ranges = [];"
+        "window.collab.client.on('cells_updated', (m) => window.ranges.push(m.cells.length))"
     )
     rows = ["\t".join(f"{col}{row}" for col in "ABCDEFGHIJ") for row in range(1, 11)]
     await cell(alice.page, "A1").click()
