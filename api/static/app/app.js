@@ -201,7 +201,7 @@ async function start(token) {
   };
   client.on('notifications', renderNotifications);
   client.on('notification_event', (m) => {
-    if (m.event_type === 'notification_created') toast(`🔔 ${m.notification.title}: ${m.notification.message}`, 'info');
+    if (m.event_type === 'notification_created') toast(`${m.notification.title}: ${m.notification.message}`, 'info');
   });
   $('bell').addEventListener('click', () => {
     $('notifications').hidden = !$('notifications').hidden;
@@ -316,6 +316,24 @@ async function start(token) {
   } catch (error) {
     toast(`Could not open the sheet: ${/** @type {Error} */ (error).message}`, 'conflict');
   }
+}
+
+/** The analysis: its sentences, then a table of the numeric columns' figures. @param {any} data */
+function renderAi(data) {
+  const lines = String(data.result ?? '').split('\n').filter(Boolean);
+  const numeric = (data.details?.columns ?? []).filter((/** @type {any} */ c) => c.type === 'numeric' && typeof c.mean === 'number');
+  const figure = (/** @type {number} */ n) => (Math.abs(n) >= 1000 ? Math.round(n).toLocaleString() : Number(n.toFixed(2)).toString());
+  fill(
+    $('ai-result'),
+    ...lines.map((line) => el('p', {}, line)),
+    numeric.length
+      ? el('table', {},
+          el('thead', {}, el('tr', {}, ...['Column', 'Mean', 'Min', 'Max', 'Trend'].map((h) => el('th', {}, h)))),
+          el('tbody', {}, ...numeric.map((/** @type {any} */ c) => el('tr', {},
+            el('td', {}, c.name ?? c.column), el('td', {}, figure(c.mean)), el('td', {}, figure(c.min)),
+            el('td', {}, figure(c.max)), el('td', {}, c.trend ?? '—')))))
+      : null,
+  );
 }
 
 /** @param {string} userId @param {string} name @param {string} [status] */

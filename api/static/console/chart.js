@@ -15,7 +15,9 @@ function svg(tag, attrs) {
 export function renderChart(root, values, points) {
   const [width, height, top] = [600, 160, 12];
   const peak = Math.max(1, ...values) * 1.15;
-  const x = (/** @type {number} */ i) => (width * (points - values.length + i)) / (points - 1);
+  // Spread the first points over a dozen slots, so a fresh chart is not one sliver at the right edge.
+  const span = Math.min(points, Math.max(values.length, 12));
+  const x = (/** @type {number} */ i) => (width * (span - values.length + i)) / (span - 1);
   const y = (/** @type {number} */ v) => top + (height - top) * (1 - v / peak);
   const gradient = svg('linearGradient', { id: 'rate-fill', x1: 0, y1: 0, x2: 0, y2: 1 });
   gradient.append(svg('stop', { offset: '0%', 'stop-color': '#4f46e5', 'stop-opacity': 0.28 }), svg('stop', { offset: '100%', 'stop-color': '#4f46e5', 'stop-opacity': 0.02 }));
