@@ -71,7 +71,9 @@ async def take(out: Path, server: Server) -> None:
         await _app(browser, server, "chen")
         # The first version of the numbers, then corrections: the audit view has history to show.
         for cell in _cells():
-            await alice.evaluate("([id, v]) => window.collab.sheet.set(id, v)", [cell["cell_id"], cell["value"]])
+            await alice.evaluate(
+                "([id, v]) => window.collab.sheet.set(id, v)", [cell["cell_id"], cell["value"]]
+            )
         await bob.evaluate("() => window.collab.sheet.set('B5', 55900)")
         await bob.evaluate("() => window.collab.sheet.set('D5', 19700)")
         await alice.evaluate("() => window.collab.sheet.set('F1', 'Notes')")
@@ -130,7 +132,6 @@ async def take(out: Path, server: Server) -> None:
 
 
 async def main(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     server_url = start_embedded_postgres(ROOT / ".data" / "test")
     name = f"collab_shots_{uuid.uuid4().hex[:8]}"
     await admin_execute(server_url, f'CREATE DATABASE "{name}"')
@@ -141,9 +142,11 @@ async def main(out: Path) -> None:
             await take(out, server)
     finally:
         await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    for shot in sorted(out.glob("*.png")):
-        print(shot)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots")))
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    asyncio.run(main(target))
+    for shot in sorted(target.glob("*.png")):
+        print(shot)
