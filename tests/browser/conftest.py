@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import SECRET, Server, make_settings, serve
+from tests.api.conftest import SECRET, Server, fresh_database, make_settings, serve
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -49,8 +49,11 @@ def web_settings(database_url: str, **overrides: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-async def web(database_url: str) -> AsyncIterator[Server]:
-    async with serve(web_settings(database_url)) as running:
+async def web(server_url: str) -> AsyncIterator[Server]:
+    """A server on a database of its own: what browsers leave behind (departures as contexts close,
+    typing that expires) is appended after a test ends, and must not land in the shared database
+    that other tests count positions in."""
+    async with fresh_database(server_url) as database_url, serve(web_settings(database_url)) as running:
         yield running
 
 

@@ -3,6 +3,7 @@ with the scrubber and reads a cell's history; an admin removes a connection and 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.async_api import expect
@@ -87,7 +88,8 @@ async def test_the_admin_overview_shows_live_figures_and_a_chart(browser: Any, w
     admin = await open_console(browser, web, "root", "admin")
     page = admin.page
     await expect(page.locator('.stat[data-stat="Connections"] .value')).not_to_have_text("")
-    await expect(page.locator("#rate-chart")).to_have_attribute("data-points", "2", timeout=10_000)
+    # One point per refresh (every 2 s): the chart grows while the page is open.
+    await expect(page.locator("#rate-chart")).to_have_attribute("data-points", re.compile(r"^([2-9]|\d\d+)$"))
     await expect(page.locator("#nodes tbody tr")).to_have_count(1)
     assert admin.problems() == []
     await admin.context.close()

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, paste, server_supports, type_into, unique
+from tests.browser.pages import cell, open_app, open_app_with, paste, server_supports, type_into, unique
 
 
 async def cell_versions(server: Server, sheet: str, cell_id: str) -> list[tuple[Any, str]]:
@@ -65,8 +65,8 @@ async def test_a_pasted_10x10_range_arrives_whole(browser: Any, web: Server) -> 
     alice = await open_app(browser, web, "alice", room, sheet)
     bob = await open_app(browser, web, "bob", room, sheet)
     await bob.page.evaluate(
-        "window.ranges = [];"
-        "window.collab.client.on('cells_updated', (m) => window.ranges.push(m.cells.length))"
+        "() => { window.ranges = [];"
+        " window.collab.client.on('cells_updated', (m) => window.ranges.push(m.cells.length)); }"
     )
     rows = ["\t".join(f"{col}{row}" for col in "ABCDEFGHIJ") for row in range(1, 11)]
     await cell(alice.page, "A1").click()
@@ -133,4 +133,45 @@ async def test_a_conflict_shows_its_notice_and_the_current_value(browser: Any, w
     await expect(cell(alice.page, "E5")).to_have_text("alice's")
     assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
     for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_uploads_and_notifications_reach_every_tab_of_the_user(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("dana")
+    token = web.token(user, username=user)
+    first = await open_app_with(browser, web, token, room, sheet)
+    second = await open_app_with(browser, web, token, room, sheet)
+    await second.page.evaluate(
+        "() => { window.seenProgress = [];"
+        " window.collab.client.on('file_upload_progress', (m) => window.seenProgress.push(m.percentage)); }"
+    )
+
+    csv = "region,amount\n" + "".join(f"r{i},{i * 3}\n" for i in range(200_000))  # about 2.5 MB
+    await first.page.locator("#upload-input").set_input_files(
+        {"name": "regions.csv", "mimeType": "text/csv", "buffer": csv.encode()}
+    )
+    row = second.page.locator("#files li", has_text="regions.csv")
+    await expect(row).to_have_class("done")
+    await expect(row.locator("button", has_text="Download")).to_be_visible()
+    seen = await second.page.evaluate("window.seenProgress")
+    assert any(0 < p < 100 for p in seen), seen  # the other tab watched it progress
+    await expect(first.page.locator("#files li.done", has_text="regions.csv")).to_be_visible()
+
+    admin = {"Authorization": f"Bearer {web.token('root', roles=['admin'])}"}
+    async with httpx.AsyncClient(base_url=web.http_url, timeout=10) as http:
+        created = await http.post(
+            "/api/v1/ws/broadcast/notification",
+            json={"user_id": user, "title": "Budget review", "message": "Numbers due Friday"},
+            headers=admin,
+        )
+    assert created.status_code == 200, created.text
+    for tab in (first, second):
+        await expect(tab.page.locator("#unread")).to_have_text("1")
+    await first.page.locator("#bell").click()
+    await first.page.locator("#notification-list button", has_text="Mark read").click()
+    for tab in (first, second):
+        await expect(tab.page.locator("#unread")).to_be_hidden()
+    assert first.problems() == [] and second.problems() == []
+    for opened in (first, second):
         await opened.context.close()
