@@ -78,7 +78,7 @@ describe('collab-client against a live server', { skip }, () => {
     await next(reader, 'disconnected');
     for (let i = 3; i < 8; i += 1) await sheet.set(`A${i + 1}`, i);
     proxy.block(false);
-    await next(reader, 'resumed');
+    await next(reader, 'resumed', 15000); // a resume may wait out resumeTimeout (10 s) when replay_complete is missed
     for (let i = 8; i < 10; i += 1) await sheet.set(`A${i + 1}`, i);
     await until(() => seen.length >= 10, 'ten updates in all');
     await sleep(100);
