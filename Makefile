@@ -9,7 +9,7 @@ PORT ?= 8000
 PYTEST_ARGS ?= -q
 BENCH_ARGS ?=
 
-.PHONY: install migrate run test lint bench clean clean-data
+.PHONY: install migrate run test lint bench screenshots clean clean-data
 
 # The stamp is rebuilt whenever pyproject.toml changes, so new dependencies reach the venv.
 $(VENV)/.installed: pyproject.toml
@@ -38,6 +38,11 @@ lint: install
 
 bench: install
 	$(PY) bench/append.py $(BENCH_ARGS)
+
+# Real screenshots of the app and the console (headless Chromium at /usr/bin/chromium) into
+# docs/screenshots/, taken against a fresh database on the embedded test PostgreSQL.
+screenshots: install
+	$(PY) -m tests.browser.screenshots docs/screenshots
 
 # Keeps .data (the embedded database and the generated JWT secret); `make clean-data` removes it.
 clean:
