@@ -100,6 +100,8 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   watchNetwork?: boolean;
   resumeTimeout?: number;
+  /** ms from opening a socket to the `connected` greeting before the attempt is retried (default 10000) */
+  connectTimeout?: number;
 }
 
 export interface AiRun { requestId: string; result: Promise<Record<string, any>>; cancel(): Promise<Ack> }

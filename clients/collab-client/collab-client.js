@@ -425,6 +425,8 @@ export class Sheet extends Emitter {
  * @property {{initial?: number, max?: number, factor?: number, jitter?: number}} [backoff]
  * @property {boolean} [watchNetwork] follow the browser's online/offline events (default true where they exist)
  * @property {number} [resumeTimeout] ms to wait for a room's resume before going on (default 10000)
+ * @property {number} [connectTimeout] ms from opening a socket to the server's `connected` greeting
+ *   before the attempt is given up and retried (default 10000)
  */
 
 export class CollabClient extends Emitter {
@@ -443,6 +445,7 @@ export class CollabClient extends Emitter {
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.backoff = options.backoff ?? {};
     this.resumeTimeout = options.resumeTimeout ?? 10000;
+    this.connectTimeout = options.connectTimeout ?? 10000;
     /** 'idle' | 'connecting' | 'connected' | 'ready' | 'reconnecting' | 'offline' | 'closed' */
     this.state = 'idle';
     /** The `connected` greeting of the current connection. @type {any} */
@@ -458,6 +461,7 @@ export class CollabClient extends Emitter {
     this._ws = null;
     this._attempt = 0;
     this._timer = null;
+    this._connectTimer = null;
     this._heartbeat = null;
     this._lastHeard = 0;
     this._idCounter = 0;
@@ -835,6 +839,12 @@ export class CollabClient extends Emitter {
       return;
     }
     this._ws = ws;
+    // A handshake can hang (a half-open TCP connection, a proxy that accepted and went quiet) and a
+    // socket stuck in CONNECTING never closes by itself: without this the client would wait forever.
+    clearTimeout(this._connectTimer);
+    this._connectTimer = setTimeout(() => {
+      if (this._ws === ws) this._drop('no greeting from the server');
+    }, this.connectTimeout);
     ws.onmessage = (/** @type {MessageEvent} */ event) => this._onFrame(event.data);
     ws.onclose = (/** @type {CloseEvent} */ event) => {
       if (this._ws !== ws) return;
@@ -852,6 +862,7 @@ export class CollabClient extends Emitter {
       ws.onerror = null;
     }
     this._ws = null;
+    clearTimeout(this._connectTimer);
     clearInterval(this._heartbeat);
     this._heartbeat = null;
     for (const room of this.rooms.values()) room.joined = false;
@@ -874,6 +885,7 @@ export class CollabClient extends Emitter {
     const { type } = message;
     if (type === 'connected') {
       this.session = message;
+      clearTimeout(this._connectTimer);
       this._attempt = 0;
       this._setState('connected');
       this._startHeartbeat(message.heartbeat);
@@ -1066,6 +1078,7 @@ export class CollabClient extends Emitter {
   /** @param {string} reason @param {any} [detail] */
   _stop(reason, detail) {
     clearTimeout(this._timer);
+    clearTimeout(this._connectTimer);
     this.stopReason = reason;
     this._setState('closed');
     const error = new CollabError('CLOSED', `client closed: ${reason}`, detail ?? {});
