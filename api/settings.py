@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     volatile_messages_per_second: int = Field(default=30, ge=1)
     # Typing without a stop ends (user_typing_stop, reason expired) after this many seconds.
     typing_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Logs: one JSON object per line ("json") or plain text, at LOG_LEVEL (api/logging_setup.py).
-    log_format: Literal["json", "text"] = "json"
+    # Logs: text at a terminal and JSON lines otherwise ("auto"), or forced, at LOG_LEVEL
+    # (api/logging_setup.py).
+    log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # The largest file body `PUT /api/v1/files/{file_id}` stores; larger ones get 413 (default 50 MiB).
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
