@@ -7,6 +7,7 @@ minting live in their own modules so the app and the tests use the same code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -278,12 +280,30 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # The same logging in every worker; the app's middleware writes the access lines (with request ids).
     options["log_config"] = logging_config(settings.log_format, settings.log_level)
     options["access_log"] = False
+    if args.workers > 1:
+        import uvicorn
+
+        # An admin shutdown (POST /ws/shutdown) stops the worker that answered; uvicorn replaces it.
+        options["workers"] = args.workers
+        uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
+        return 0
+    return _serve_one_process(args.host, args.port, options)
+
+
+def _serve_one_process(host: str, port: int, options: dict[str, Any]) -> int:
+    """uvicorn's `run` for one process, with the app's exit hook wired to the server: an admin shutdown
+    then ends it like Ctrl-C does, with status 0, rather than by SIGTERM (status 143)."""
     import uvicorn
 
-    if args.workers > 1:
-        options["workers"] = args.workers
-    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
-    return 0
+    from api.app import create_app
+
+    app = create_app()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    app.state.request_exit = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises Ctrl-C after its graceful shutdown; that is the normal way to stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 1  # a failed start has been logged by uvicorn
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
