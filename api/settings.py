@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     ai_api_key: str | None = Field(default=None, repr=False)
     ai_model: str | None = None
     # Per user: the budget of volatile messages (cursor_move, typing_*, file_upload_progress), which
-    # count against it instead of the seed's limits (PROTOCOL.md, "Rate limiting").
+    # count against it instead of the seed's limits.
     volatile_messages_per_second: int = Field(default=30, ge=1)
     # Typing without a stop ends (user_typing_stop, reason expired) after this many seconds.
     typing_timeout_seconds: float = Field(default=5.0, gt=0)

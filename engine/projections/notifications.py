@@ -1,7 +1,7 @@
 """A user's notifications with their read state, and the filters each connection subscribed with.
 
 Folded from the user's own stream (`user:{user_id}`). Delivery follows `matches`: a notification
-reaches a subscription only when every filter it gives matches (PROTOCOL.md); the unread ones are
+reaches a subscription only when every filter it gives matches (docs/protocol.md); the unread ones are
 what `notifications_subscribed` hands a connection when it subscribes.
 """
 
