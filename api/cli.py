@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fix = "Run the newer collab-engine that migrated it, or point DATABASE_URL at another database."
         return _fail(exc, CliFailure(str(exc), fix).lines())
     except (TokenConfigError, JwtSecretError, EngineError) as exc:
-        # Problems the operator can fix (configuration, a schema newer than the code): their text says how.
+        # Problems the operator can fix (a JWT setting, the secret file): their text says how.
         return _fail(exc, [f"collab: {exc}"])
     except KeyboardInterrupt:
         return 130
@@ -168,7 +168,7 @@ def _load_settings() -> Settings:
         found = re.search(r'field "(\w+)"', str(exc))
         name = found.group(1).upper() if found else "a setting"
         raise CliFailure(
-            f"invalid setting {name}: {exc.__cause__ or exc}",
+            f"invalid setting: {name}: {exc.__cause__ or exc}",
             "Fix it in the environment or in .env; the README's settings table lists every setting.",
         ) from exc
 
@@ -182,7 +182,7 @@ def _database_url(settings: Settings, *, stop_at_exit: bool = True) -> str:
 
 
 def _configure_logging(settings: Settings | None) -> None:
-    """The server logs in LOG_FORMAT (JSON by default, api/logging_setup.py); one-off commands in text."""
+    """The server logs in LOG_FORMAT (api/logging_setup.py); one-off commands in text."""
     if settings is None:
         configure_logging("text")
     else:
