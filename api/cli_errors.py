@@ -160,17 +160,23 @@ def starting_embedded_postgres(data_dir: Path) -> Iterator[None]:
     pgdata = (data_dir / "pg").resolve()
     try:
         yield
-    except PermissionError as exc:
+    except OSError as exc:
+        if exc.filename is None:
+            raise _embedded_failure(pgdata, exc) from exc
         raise CliFailure(
-            f"cannot use DATA_DIR: {exc.strerror}: {exc.filename}",
+            f"cannot use DATA_DIR={str(data_dir)!r}: {exc.strerror}: {exc.filename}",
             "Point DATA_DIR at a folder you may write, or set DATABASE_URL to use another PostgreSQL.",
         ) from exc
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CliFailure(
-            f"the embedded PostgreSQL in {pgdata} did not start: {first_line}",
-            f"Its log is {pgdata / 'log'}; move {pgdata} aside for a fresh one, or set DATABASE_URL.",
-        ) from exc
+        raise _embedded_failure(pgdata, exc) from exc
+
+
+def _embedded_failure(pgdata: Path, exc: BaseException) -> CliFailure:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CliFailure(
+        f"the embedded PostgreSQL in {pgdata} did not start: {first_line}",
+        f"Its log is {pgdata / 'log'}; move {pgdata} aside for a fresh one, or set DATABASE_URL.",
+    )
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -150,3 +150,10 @@ def test_database_failure_explains_a_wrong_password() -> None:
     )
     assert failure.fix is not None and "user and password in DATABASE_URL" in failure.fix
     assert "hunter2" not in " ".join(failure.lines())
+
+
+def test_cli_names_a_data_dir_it_cannot_use(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    done = collab("migrate", data_dir=not_a_folder)
+    assert_explained(done, f"cannot use DATA_DIR='{not_a_folder}'", "Point DATA_DIR at a folder")
