@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import jwt
@@ -19,7 +20,9 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import HTTPConnection
 
 from api.settings import Settings
+from engine.features.tokens import Credentials
 from engine.model.actors import DEFAULT_ROLES, Actor, Role
+from engine.model.errors import AuthenticationFailed
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,6 @@ BEARER_SUBPROTOCOL: Final = "bearer"
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 # RFC 7518 3.2: an HMAC key must be at least as long as the hash output.
 _MIN_SECRET_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
-
-
-class AuthenticationFailed(Exception):
-    """The request carries no usable token. The message is safe to show the client."""
-
-    code = "AUTHENTICATION_FAILED"
 
 
 class Claims(BaseModel):
@@ -77,6 +74,10 @@ class TokenVerifier:
 
     def verify(self, token: str | None) -> Actor:
         """The actor a valid token names; raises AuthenticationFailed."""
+        return self.credentials(token).actor
+
+    def credentials(self, token: str | None) -> Credentials:
+        """The actor a valid token names and when the token expires; raises AuthenticationFailed."""
         if not token:
             raise AuthenticationFailed(
                 "missing token: send ?token=, Authorization: Bearer, or subprotocol bearer"
@@ -101,10 +102,11 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthenticationFailed(f"invalid token: {exc}") from None
         try:
-            return Claims.model_validate(claims).actor()
+            actor = Claims.model_validate(claims).actor()
         except PydanticValidationError as exc:
             fields = sorted({".".join(str(part) for part in err["loc"]) for err in exc.errors()})
             raise AuthenticationFailed(f"invalid token claims: {', '.join(fields)}") from None
+        return Credentials(actor, datetime.fromtimestamp(claims["exp"], UTC))
 
 
 def extract_token(conn: HTTPConnection) -> tuple[str | None, str | None]:

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # Per user: the budget of volatile messages (cursor_move, typing_*, file_upload_progress), which
     # count against it instead of the seed's limits.
     volatile_messages_per_second: int = Field(default=30, ge=1)
+    # The most cells one `cells_update` (a paste, a fill) may carry; the schema allows at most 10,000.
+    max_cells_per_update: int = Field(default=1000, ge=1, le=10_000)
     # Typing without a stop ends (user_typing_stop, reason expired) after this many seconds.
     typing_timeout_seconds: float = Field(default=5.0, gt=0)
     # Logs: text at a terminal and JSON lines otherwise ("auto"), or forced, at LOG_LEVEL

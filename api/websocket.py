@@ -14,19 +14,25 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.logging_setup import connection_id_var
 from engine.fanout.hub import SubscriberClosed
-from engine.model.actors import Actor
+from engine.features.tokens import Credentials, VerifyToken
 from engine.service import Engine
 
 log = logging.getLogger(__name__)
 
 
-async def serve_socket(websocket: WebSocket, engine: Engine, actor: Actor) -> None:
-    """Greet, then serve frames until the client goes away; its rooms are left either way."""
+async def serve_socket(
+    websocket: WebSocket, engine: Engine, credentials: Credentials, verify: VerifyToken
+) -> None:
+    """Greet, then serve frames until the client goes away; its rooms are left either way. `verify`
+    checks the tokens of `refresh_token` as the handshake checked the first."""
+    actor = credentials.actor
 
     async def close(code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
-    session = engine.open_session(actor, websocket.send_text, close)
+    session = engine.open_session(
+        actor, websocket.send_text, close, expires_at=credentials.expires_at, verify=verify
+    )
     connection_id_var.set(session.connection_id)  # on every log line of this socket's task
     log.info("connection opened", extra={"user_id": actor.user_id})
     try:

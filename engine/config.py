@@ -35,6 +35,7 @@ class EngineConfig:
     # Rooms and presence.
     room_auto_create: bool = True  # a join_room of a room with no events creates it
     typing_timeout: float = 5.0  # a typing_start with no stop ends after this many seconds
+    max_cells_per_update: int = 1000  # cells in one `cells_update` (at most the schema's 10,000)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     # Several nodes on one database (engine/cluster/): heartbeat period, the silence after which a node

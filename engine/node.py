@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster import reaper
+from engine.cluster.control import ClusterControl
 from engine.cluster.follower import LogFollower
 from engine.cluster.rate_sync import RateLimitSync
 from engine.cluster.registry import NodeRegistry
@@ -60,6 +61,7 @@ from engine.model.catalogue import DISCONNECTED, UserLeftRoom
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, Conflict, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
+from engine.projections.cells import SheetAtHead
 from engine.protocol.close_codes import CloseCode
 from engine.protocol.rendering import encode
 from engine.readmodels.runner import ProjectorRunner
@@ -92,6 +94,7 @@ class Node:
         self.order: DeliveryOrder | None = None
         self.nodes: NodeRegistry | None = None
         self.follower: LogFollower | None = None
+        self.control: ClusterControl | None = None  # requests to the other nodes
         self.rate_sync: RateLimitSync | None = None
         self.projector: ProjectorRunner | None = None
 
@@ -142,6 +145,8 @@ class Node:
         await self.nodes.start()
         self.follower = LogFollower(self.store, self.order, libpq_dsn(config.database_url), self.nodes)
         await self.follower.start()
+        self.control = ClusterControl(self.follower, self.nodes)
+        await self.control.start()
         self.rate_sync = RateLimitSync(
             db_engine, self.rate_limiter, self.node_id, interval=config.rate_limit_sync
         )
@@ -166,7 +171,7 @@ class Node:
         for part in (self.projector, self.rate_sync, self.follower, self.nodes):
             if part is not None:
                 await part.stop()
-        self.projector = self.rate_sync = self.follower = self.nodes = self.order = None
+        self.projector = self.rate_sync = self.follower = self.nodes = self.order = self.control = None
         if self._db_engine is not None:
             await self._db_engine.dispose()
         self._appender = self._store = self._db_engine = None
@@ -321,6 +326,18 @@ class Node:
     async def sheet_room(self, sheet_id: str) -> str | None:
         with unreachable_as_unavailable():
             return await self.store.sheet_room(sheet_id)
+
+    async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None:
+        with unreachable_as_unavailable():
+            return await self.store.sheet_at_head(sheet_id)
+
+    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
+        with unreachable_as_unavailable():
+            return await self.store.event_by_key(user_id, key)
+
+    async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:
+        with unreachable_as_unavailable():
+            return await self.store.latest_statuses(user_ids)
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
         with unreachable_as_unavailable():

@@ -25,7 +25,7 @@ from engine.config import EngineConfig
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live, UserPublisher
 from engine.fanout.subscriber import Close, Sink
-from engine.features.admin import Admin
+from engine.features.admin import Admin, Removal
 from engine.features.ai import AiProvider
 from engine.features.ai.runner import AiRunner
 from engine.features.cells import Cells, SheetRooms
@@ -35,18 +35,22 @@ from engine.features.notifications import Notifications
 from engine.features.presence import Presence
 from engine.features.rooms import Rooms
 from engine.features.storage import FileStorage
+from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.features.traffic import EngineStats
 from engine.features.typing_sweeper import TypingSweeper
 from engine.features.uploads import Uploads
 from engine.log.appender import AppenderStats
 from engine.log.store import EventLog
 from engine.model.actors import Actor
+from engine.model.errors import NotFound
 from engine.node import Node, default_node_id
 from engine.readmodels import rebuild, room_listing
 from engine.readmodels.history import History
 from engine.session import Session
 
 __all__ = ["Engine", "EngineConfig", "default_node_id"]
+
+REMOVE_CONNECTION = "remove_connection"
 
 
 class Engine:
@@ -73,6 +77,7 @@ class Engine:
             reply=reply,
             read_stream=read_stream,
             read_all=node.read_all,
+            read_statuses=node.latest_statuses,
             auto_create=config.room_auto_create,
         )
         self.cells = Cells(
@@ -81,8 +86,10 @@ class Engine:
             live=live,
             load_room=self.rooms.view,
             sheet_rooms=self.sheet_rooms,
+            read_sheet=node.sheet_at_head,
             commit=commit,
             reply=reply,
+            max_cells=config.max_cells_per_update,
         )
         self.presence = Presence(node_id=node_id, connections=connections, commit=commit, reply=reply)
         self.notifications = Notifications(
@@ -125,6 +132,7 @@ class Engine:
             depart=node.depart,
             departing=lambda: node.departing,
         )
+        self.tokens = TokenExpiry(reply=reply, flush=node.flush, close=node.close)
         self.typing_sweeper = TypingSweeper(node.commit, config.typing_timeout)
         node.observe_commits(self.typing_sweeper.observe)
         # Who publishes each user-stream event type: one table, each type owned by one component.
@@ -148,6 +156,8 @@ class Engine:
         self.leave_room = self.rooms.leave
         self.room_view = self.rooms.view
         self.update_cell = self.cells.update
+        self.update_cells = self.cells.update_range
+        self.load_sheet = self.cells.load
         self.sheet_room = self.sheet_rooms.room_of
         self.move_cursor = self.presence.move_cursor
         self.typing = self.presence.typing
@@ -167,7 +177,6 @@ class Engine:
         self.store_file = self.files.store_file
         self.broadcast_to_room = self.admin.broadcast_to_room
         self.notify_user = self.admin.notify_user
-        self.remove_connection = self.admin.remove_connection
         self.begin_shutdown = self.admin.begin_shutdown
         self.drain = self.admin.drain
 
@@ -175,12 +184,16 @@ class Engine:
 
     async def start(self) -> None:
         await self.node.start()
+        if self.node.control is not None:
+            self.node.control.serve(REMOVE_CONNECTION, self._remove_here)
         await self.files.start()
         self.typing_sweeper.start()
+        self.tokens.start()
 
     async def stop(self) -> None:
         """Stop the background work that appends (typing expiry, AI runs recorded as failed while the
         hub still publishes), then the node: departures recorded, queue committed, pool closed."""
+        await self.tokens.stop()
         await self.typing_sweeper.stop()
         await self.ai.stop()
         await self.node.stop()
@@ -223,9 +236,22 @@ class Engine:
 
     # Connections.
 
-    def open_session(self, actor: Actor, sink: Sink, close: Close) -> Session:
-        """A new connection of `actor` and the session that serves its messages (engine/session.py)."""
-        return Session(self.node, self, self.config, actor, self.node.connect(actor, sink, close))
+    def open_session(
+        self,
+        actor: Actor,
+        sink: Sink,
+        close: Close,
+        *,
+        expires_at: datetime | None = None,
+        verify: VerifyToken | None = None,
+    ) -> Session:
+        """A new connection of `actor` and the session that serves its messages (engine/session.py);
+        `expires_at` is when its token expires, `verify` checks the token of a `refresh_token`."""
+        connection_id = self.node.connect(actor, sink, close)
+        credentials = Credentials(actor, expires_at)
+        return Session(
+            self.node, self, self.config, credentials, connection_id, tokens=self.tokens, verify=verify
+        )
 
     async def disconnect(self, connection_id: str) -> None:
         self.notifications.forget(connection_id)
@@ -236,6 +262,28 @@ class Engine:
     ) -> dict[str, Any]:
         record, _ = await self.notifications.create(user_id, notification, created_by=created_by)
         return record
+
+    async def remove_connection(self, connection_id: str, *, grace: float = 2.0) -> Removal:
+        """Close the connection with 4410 and record its departures, on whichever node holds it.
+        NOT_FOUND when no node does."""
+        if connection_id in self.node.connections:
+            return await self.admin.remove_connection(connection_id, grace=grace)
+        if self.node.control is not None:
+            done = await self.node.control.ask(REMOVE_CONNECTION, connection_id)
+            if done is not None:
+                return Removal(str(done["connection_id"]), str(done["user_id"]), tuple(done["rooms_left"]))
+        raise NotFound(f"no open connection {connection_id!r}")
+
+    async def _remove_here(self, connection_id: str) -> dict[str, Any] | None:
+        """Another node's admin asked for this node's connection."""
+        if connection_id not in self.node.connections:
+            return None
+        removal = await self.admin.remove_connection(connection_id)
+        return {
+            "connection_id": removal.connection_id,
+            "user_id": removal.user_id,
+            "rooms_left": removal.rooms_left,
+        }
 
     @property
     def draining(self) -> bool:
@@ -253,10 +301,18 @@ class Engine:
         return History(self.node.db_engine, snapshot_every=snapshot_every)
 
     async def list_rooms(
-        self, *, now: datetime, limit: int, offset: int, active_only: bool
+        self, reader: Actor, *, now: datetime, limit: int, offset: int, active_only: bool
     ) -> list[room_listing.RoomSummary]:
+        """The rooms `reader` may see: every room for an admin, else those its `rooms` claim allows
+        (all, without one)."""
+        patterns = None if reader.has_role("admin") else reader.rooms_regex()
         return await room_listing.list_rooms(
-            self.node.db_engine, now=now, limit=limit, offset=offset, active_only=active_only
+            self.node.db_engine,
+            now=now,
+            limit=limit,
+            offset=offset,
+            active_only=active_only,
+            patterns=patterns,
         )
 
     async def room_detail(self, room_id: str, *, now: datetime) -> room_listing.RoomDetail:

@@ -23,7 +23,7 @@ which is refused and closed with 1009, because its size is the problem.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -31,12 +31,18 @@ from typing import Any, Protocol
 from engine import protocol
 from engine.config import EngineConfig
 from engine.fanout.hub import SubscriberClosed
+from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.model.actors import Actor
-from engine.model.errors import EngineError, UnknownMessageType
+from engine.model.catalogue import REVOKED
+from engine.model.errors import AuthenticationFailed, EngineError, Rejected, UnknownMessageType
+from engine.model.events import RecordedEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, durable_stream, is_volatile_stream, room_id_of
 from engine.node import Node
 from engine.protocol import (
     AiCancel,
     AiRequest,
+    CellChange,
+    CellsUpdate,
     CellUpdate,
     CursorMove,
     FileUploadProgress,
@@ -44,8 +50,10 @@ from engine.protocol import (
     InboundMessage,
     JoinRoom,
     LeaveRoom,
+    LoadSheet,
     NotificationRead,
     Ping,
+    RefreshToken,
     StatusUpdate,
     SubscribeNotifications,
     TypingStart,
@@ -72,7 +80,13 @@ class Handlers(Protocol):
         self, actor: Actor, room_id: str, connection_id: str, *, since: int | None, client_msg_id: str | None
     ) -> object: ...
     async def leave_room(
-        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None
+        self,
+        actor: Actor,
+        room_id: str,
+        connection_id: str,
+        *,
+        client_msg_id: str | None = None,
+        reason: str = ...,
     ) -> None: ...
     async def move_cursor(
         self,
@@ -108,6 +122,17 @@ class Handlers(Protocol):
         room: str | None,
         client_msg_id: str | None,
     ) -> None: ...
+    async def update_cells(
+        self,
+        actor: Actor,
+        connection_id: str,
+        sheet_id: str,
+        changes: Sequence[CellChange],
+        *,
+        room: str | None,
+        client_msg_id: str | None,
+    ) -> None: ...
+    async def load_sheet(self, actor: Actor, connection_id: str, sheet_id: str) -> None: ...
     async def set_status(
         self, actor: Actor, connection_id: str, status: str, *, client_msg_id: str | None
     ) -> None: ...
@@ -163,13 +188,24 @@ class Handlers(Protocol):
 
 class Session:
     def __init__(
-        self, node: Node, handlers: Handlers, config: EngineConfig, actor: Actor, connection_id: str
+        self,
+        node: Node,
+        handlers: Handlers,
+        config: EngineConfig,
+        credentials: Credentials,
+        connection_id: str,
+        *,
+        tokens: TokenExpiry,
+        verify: VerifyToken | None = None,
     ) -> None:
         self._node = node
         self._handlers = handlers
         self._config = config
-        self.actor = actor
+        self._tokens = tokens
+        self._verify = verify  # None: this transport cannot verify a token, so refresh_token is refused
+        self.actor = credentials.actor
         self.connection_id = connection_id
+        tokens.track(connection_id, credentials.expires_at)
 
     async def open(self) -> None:
         """Greet the client: `connected`, with its connection id and the heartbeat it should expect."""
@@ -185,6 +221,9 @@ class Session:
     async def receive(self, frame: bytes) -> Close | None:
         """Answer one frame (UTF-8 bytes of a text or binary message); a Close when the socket must
         close. Raises SubscriberClosed when the client is gone, which ends the session."""
+        if self._tokens.expired(self.connection_id):
+            await self._tokens.close_expired(self.connection_id)  # before acting with a dead token
+            return None
         limit = self._config.max_message_bytes
         if len(frame) > limit:
             too_large = f"message of {len(frame)} bytes exceeds the limit of {limit} bytes"
@@ -201,7 +240,25 @@ class Session:
 
     async def end(self) -> None:
         """The socket is gone: forget the connection and leave its rooms."""
+        self._tokens.forget(self.connection_id)
         await self._handlers.disconnect(self.connection_id)
+
+    async def refresh(self, token: str) -> None:
+        """`refresh_token`: verify the new token as at connect, for the same user; from now on act
+        with its roles and rooms (rooms it no longer allows are left) and its expiry. A bad token
+        raises AuthenticationFailed and changes nothing: the old one holds until it expires."""
+        if self._verify is None:
+            raise AuthenticationFailed("this connection cannot refresh its token")
+        fresh = self._verify(token)
+        if fresh.actor.user_id != self.actor.user_id:
+            raise AuthenticationFailed("the new token is for another user")
+        connection = self._node.connections.of(self.actor, self.connection_id)
+        self.actor = connection.actor = fresh.actor
+        self._tokens.track(self.connection_id, fresh.expires_at)
+        await self.send(protocol.token_refreshed(fresh.expires_at))
+        for room_id in connection.departures:
+            if not fresh.actor.may_join(room_id):
+                await self._handlers.leave_room(fresh.actor, room_id, self.connection_id, reason=REVOKED)
 
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a message for this connection behind what is queued for it. Raises SubscriberClosed."""
@@ -211,10 +268,22 @@ class Session:
 
     async def _answer(self, frame: bytes) -> None:
         echo: Mapping[str, str] = {}
+        message: InboundMessage | None = None
         try:
             payload = protocol.decode(frame)
             echo = protocol.correlation_ids(payload)
-            await self._dispatch(protocol.parse(payload), echo)
+            message = protocol.parse(payload)
+            await self._dispatch(message, echo)
+        except Rejected as exc:
+            # Idempotency first: a retry of a message already applied (from a new tab, after a
+            # reconnect, past a limit) gets the original ack, never the error of a later check. Only
+            # for a well-formed message: a bad frame costs no read of the log.
+            cmid = message.client_msg_id if message is not None else None
+            original = await self._node.event_by_key(self.actor.user_id, cmid) if cmid else None
+            if original is not None and cmid is not None:
+                await self.send(_original_ack(original, cmid))
+            else:
+                await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
         except EngineError as exc:
             await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
         except SubscriberClosed:
@@ -234,6 +303,14 @@ class Session:
         match message:
             case Ping():
                 await self.send(protocol.pong(datetime.now(UTC), echo))
+            case RefreshToken(token=token):
+                await self.refresh(token)
+            case LoadSheet(sheet_id=sheet_id):
+                await handlers.load_sheet(actor, cid, sheet_id)
+            case CellsUpdate():
+                await handlers.update_cells(
+                    actor, cid, message.sheet_id, message.cells, room=message.room, client_msg_id=cmid
+                )
             case JoinRoom(room_id=room_id, since=since):
                 await handlers.join_room(actor, room_id, cid, since=since, client_msg_id=cmid)
             case LeaveRoom(room_id=room_id):
@@ -297,6 +374,15 @@ def error_message(
 ) -> dict[str, Any]:
     """An `error` for a socket, stamped now."""
     return protocol.error(code, text, now=datetime.now(UTC), echo=echo, **details)
+
+
+def _original_ack(event: RecordedEvent, client_msg_id: str) -> dict[str, Any]:
+    """The ack the event's first append answered: its room (for a room's events) and its `seq`
+    (none for a volatile event, which takes no place in a sequence)."""
+    stream = durable_stream(event.stream_id)
+    room_id = room_id_of(stream) if stream.startswith(ROOM_STREAM_PREFIX) else None
+    seq = None if is_volatile_stream(event.stream_id) else event.stream_version
+    return protocol.ack(client_msg_id, room_id=room_id, seq=seq)
 
 
 def _details(exc: EngineError) -> dict[str, Any]:

@@ -192,7 +192,8 @@ async def all_events(
 async def room_state_as_of(
     room_id: Id, actor: ActorDep, history: HistoryDep, seq: AsOfSeq = None, at: AsOfTime = None
 ) -> RoomStateOut:
-    """The room as of `seq` or `at` (exactly one), folded by the live path's projector."""
+    """The room as of `seq` or `at` (at most one; with neither, as it is now), folded by the live
+    path's projector."""
     require_room_reader(actor, room_id)
     return room_state_out(await history.room_state(room_id, seq=seq, at=at))
 
@@ -218,7 +219,7 @@ async def readable_sheet_room(history: History, actor: Actor, sheet_id: str) -> 
 async def sheet_cells_as_of(
     sheet_id: Id, actor: ActorDep, history: HistoryDep, seq: AsOfSeq = None, at: AsOfTime = None
 ) -> SheetCellsOut:
-    """The sheet's cells as of `seq` of its room or as of `at` (exactly one)."""
+    """The sheet's cells as of `seq` of its room or as of `at` (at most one; with neither, as it is now)."""
     room_id = await readable_sheet_room(history, actor, sheet_id)
     found = await history.sheet_cells(sheet_id, seq=seq, at=at)
     cells = {cell_id: cell_out(cell) for cell_id, cell in found.sheet.cells.items()}

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
-from api.rest_auth import ActorDep, AdminDep, AuditorDep, require_room_reader
+from api.rest_auth import ActorDep, AdminDep, require_room_reader
 from engine.protocol import iso
 from engine.readmodels.room_listing import RoomSummary
 
@@ -82,12 +82,14 @@ def _room_out(summary: RoomSummary) -> dict[str, Any]:
 @router.get("/ws/rooms", response_model=list[RoomOut])
 async def get_rooms(
     engine: EngineDep,
-    _: AuditorDep,
+    actor: ActorDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="rooms per page")] = 100,
     offset: Annotated[int, Query(ge=0, description="rooms to skip")] = 0,
     active: Annotated[bool, Query(description="only rooms with at least one member")] = False,
 ) -> list[dict[str, Any]]:
-    rooms = await engine.list_rooms(now=datetime.now(UTC), limit=limit, offset=offset, active_only=active)
+    rooms = await engine.list_rooms(
+        actor, now=datetime.now(UTC), limit=limit, offset=offset, active_only=active
+    )
     return [_room_out(summary) for summary in rooms]
 
 

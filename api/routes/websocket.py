@@ -39,12 +39,12 @@ async def websocket_endpoint(
     token, subprotocol = extract_token(websocket)
     await websocket.accept(subprotocol=subprotocol)
     try:
-        actor = verifier.verify(token)
+        credentials = verifier.credentials(token)
     except AuthenticationFailed as exc:
         await websocket.send_text(orjson.dumps(error_message(exc.code, str(exc))).decode())
         await websocket.close(CloseCode.AUTHENTICATION_FAILED, "authentication failed")
         return
-    await serve_socket(websocket, engine, actor)
+    await serve_socket(websocket, engine, credentials, verifier.credentials)
 
 
 async def _refuse_origin(websocket: WebSocket) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import asyncpg
@@ -61,6 +62,7 @@ class LogFollower:
         self._committed = asyncio.Event()  # set by `committed`, consumed by the one notifier task
         self._conn_lock = asyncio.Lock()  # asyncpg runs one query at a time per connection
         self._tasks: list[asyncio.Task[None]] = []
+        self._channels: dict[str, Callable[[str], None]] = {}  # other channels this connection hears
 
     async def start(self) -> None:
         try:
@@ -85,6 +87,27 @@ class LogFollower:
     def wake(self) -> None:
         """Read the log now (a held own commit waits for the positions before it)."""
         self._wake.set()
+
+    async def listen_also(self, channel: str, on_payload: Callable[[str], None]) -> None:
+        """Hear `channel` on the LISTEN connection too, now and after every reconnect."""
+        self._channels[channel] = on_payload
+        async with self._conn_lock:
+            conn = self._conn
+            if conn is not None and not conn.is_closed():
+                await conn.add_listener(channel, self._relay(on_payload))
+
+    async def send(self, channel: str, payload: str) -> bool:
+        """NOTIFY `channel` on the LISTEN connection; False while it is reconnecting."""
+        async with self._conn_lock:
+            conn = self._conn
+            if conn is None or conn.is_closed():
+                return False
+            try:
+                await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
+            except Exception as exc:
+                log.warning("NOTIFY on %s failed: %s: %s", channel, type(exc).__name__, exc)
+                return False
+            return True
 
     def committed(self) -> None:
         """This node committed: wake the peers, at most once per `notify_interval`."""
@@ -123,9 +146,15 @@ class LogFollower:
 
     # Listening.
 
+    @staticmethod
+    def _relay(on_payload: Callable[[str], None]) -> Callable[[object, int, str, str], None]:
+        return lambda _conn, _pid, _channel, payload: on_payload(payload)
+
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self._dsn, timeout=self.retry_interval * 5)
         await conn.add_listener(CHANNEL, self._on_notification)
+        for channel, on_payload in self._channels.items():
+            await conn.add_listener(channel, self._relay(on_payload))
         self._conn = conn
         await self._notify(_HELLO)  # peers start waking us now, not at their next heartbeat read
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from engine.model.errors import ValidationFailed, VersionConflict
+from engine.model.numbers import MAX_SAFE_INTEGER
 from engine.projections.cells import Cell
 
 
@@ -56,7 +57,11 @@ def next_cell_version(current: Cell | None, version: int | None) -> int:
             f"cell {current.cell_id!r} is at version {now}, the update was based on {version}",
             current=current.current(),
         )
-    return now + 1 if version is None else max(now, version) + 1
+    new = now + 1 if version is None else max(now, version) + 1
+    if new > MAX_SAFE_INTEGER:
+        # A version a JavaScript client cannot hold exactly would wedge the cell: refused, not stored.
+        raise ValidationFailed(f"version {new} would exceed 2**53 - 1; base updates on the cell's version")
+    return new
 
 
 __all__ = ["check_sheet_room", "next_cell_version", "room_for_cell_update"]

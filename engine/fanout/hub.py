@@ -26,6 +26,7 @@ engine/fanout/subscriber.py, gapless joins with `since` in engine/fanout/catch_u
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import asdict
 
 from engine.fanout.catch_up import CatchUp, Render
@@ -165,6 +166,25 @@ class Hub:
         for connection_id, subscriber in members.items():
             if connection_id != exclude and subscriber.offer(Entry(frames, topic, seq, volatile, key)):
                 queued += 1
+        return queued
+
+    def publish_once(
+        self, topic: str, also: Iterable[str], message: Message, *, seq: int, exclude: str | None = None
+    ) -> int:
+        """Offer one event's message to the members of `topic` and of the topics in `also`, each
+        connection once however many of them it is in (a user's status, to the user's tabs and to
+        every room the user is in). Members of `topic` get it with its `seq`; the others, for whom it
+        is another stream's event, without."""
+        frames = frames_of(message)
+        reached: set[str] = set() if exclude is None else {exclude}
+        queued = 0
+        for each, each_seq in ((topic, seq), *((other, None) for other in also)):
+            for connection_id, subscriber in self._topics.get(each, {}).items():
+                if connection_id in reached:
+                    continue
+                reached.add(connection_id)
+                if subscriber.offer(Entry(frames, topic if each_seq is not None else None, each_seq)):
+                    queued += 1
         return queued
 
     def members(self, topic: str) -> frozenset[str]:

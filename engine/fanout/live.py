@@ -22,7 +22,7 @@ Presence (declared status, which connections are in which rooms) is folded from 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 
 from engine.fanout.hub import Hub
@@ -94,9 +94,20 @@ class Live:
         return with_statuses(view, self.statuses(view))
 
     def statuses(self, view: RoomView) -> Mapping[str, str]:
-        """Declared statuses of the view's members known on this node (others stay "online")."""
-        found = {uid: self._presence[uid].shown_status for uid in view.members if uid in self._presence}
-        return {uid: status for uid, status in found.items() if status != presence.OFFLINE}
+        """Declared statuses of the view's members known on this node (others stay "online"): its
+        members are in the room, so what they declared is what others see."""
+        return {uid: self._presence[uid].status for uid in view.members if uid in self._presence}
+
+    def unknown_statuses(self, user_ids: Iterable[str]) -> list[str]:
+        """Which of these users this node knows no declared status of (`restore_statuses` them)."""
+        return [uid for uid in user_ids if uid not in self._presence]
+
+    def restore_statuses(self, statuses: Mapping[str, str]) -> None:
+        """Declared statuses read from the log, for users whose events this node has not seen (they
+        declared them before it started, or on another node); a status folded since wins."""
+        for user_id, status in statuses.items():
+            if user_id not in self._presence:
+                self._presence[user_id] = presence.Presence(user_id, status=status)
 
     def rooms_of(self, user_id: str) -> frozenset[str]:
         """The rooms the user's connections on this node are in."""
@@ -128,7 +139,9 @@ class Live:
         frames = encode(render(event, view))
         if is_volatile_stream(event.stream_id):
             coalesce = str(event.data["user_id"]) if event.type == CURSOR_MOVED else None
-            self.hub.publish(topic, frames, volatile=True, exclude=sender, coalesce=coalesce)
+            # Typing never goes back to the typing connection, also when the server ends it.
+            exclude = sender if sender is not None else event.data.get("connection_id")
+            self.hub.publish(topic, frames, volatile=True, exclude=exclude, coalesce=coalesce)
             return
         if event.type == USER_LEFT_ROOM and sender is not None:
             # The leaver hears `room_left` from the engine instead; what is already queued still goes.
@@ -142,12 +155,12 @@ class Live:
             del self._presence[user_id]
 
     def _publish_status(self, event: RecordedEvent, sender: str | None) -> None:
+        """To the user's other connections and to the members of every room the user is in, each
+        connection once, never back to the one that set it."""
         user_id = str(event.data["user_id"])
         frames = encode(render(event, None))
-        self.hub.publish(user_stream(user_id), frames, seq=event.stream_version, exclude=sender)
-        # Another stream's event in each room: no room seq (engine/fanout/hub.py).
-        for room_id in sorted(self.rooms_of(user_id)):
-            self.hub.publish(room_stream(room_id), frames)
+        rooms = [room_stream(room_id) for room_id in sorted(self.rooms_of(user_id))]
+        self.hub.publish_once(user_stream(user_id), rooms, frames, seq=event.stream_version, exclude=sender)
 
     def _fold_room(self, room_id: str, event: RecordedEvent) -> RoomView | None:
         view = self._rooms.get(room_id)

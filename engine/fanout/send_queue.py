@@ -179,9 +179,8 @@ class SendQueue:
         return Verdict.QUEUED
 
     def _hold(self, hold: Hold, entry: Entry) -> Verdict:
-        if entry.volatile:
-            self._count_dropped_volatile(1)  # no state to apply it to yet; room_state has the cursors
-            return Verdict.DROPPED
+        # Volatile messages are held too: a cursor moved while the joiner catches up reaches it after
+        # the `room_state` that lists its sender, not never. A full hold drops them with the rest.
         if len(hold.entries) >= self.max_queue - self.high_water:
             # Bounded without closing anyone: every held message was committed before it was
             # published, so the catch-up, which reads the log again after an overflow, finds it there.
@@ -243,7 +242,9 @@ class SendQueue:
         hold = self._held.pop(topic, None)
         self._floor[topic] = max(floor, self._floor.get(topic, floor))
         for entry in hold.entries if hold is not None else ():
-            if entry.seq is not None and entry.seq <= self._floor[topic]:
+            if entry.volatile:
+                self._offer_volatile(entry)
+            elif entry.seq is not None and entry.seq <= self._floor[topic]:
                 self._count_duplicate()
             elif self.offer_durable(entry) is Verdict.OVERFLOW:
                 return Verdict.OVERFLOW

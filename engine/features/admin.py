@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,11 +158,10 @@ class Admin:
 
     async def notify_user(self, admin: Actor, user_id: str, message: Mapping[str, Any]) -> Delivery:
         """Append `UserMessageSent` to the user's stream; each of their connections gets the message with
-        the user's `seq`/`ts`. An offline user's message is kept all the same (`delivered_to` 0)."""
+        the user's `seq`/`ts`. An offline user finds it unread in their inbox (`delivered_to` 0)."""
         check_id("user_id", user_id)
-        event = UserMessageSent(user_id, admin.user_id, check_posted(message)).new(
-            Origin.of(self._node_id, admin)
-        )
+        sent = UserMessageSent(user_id, admin.user_id, check_posted(message), f"msg_{uuid.uuid4().hex}")
+        event = sent.new(Origin.of(self._node_id, admin))
         return self._delivery(await self._commit(event), user_stream(user_id))
 
     # Removing a connection.

@@ -9,7 +9,7 @@ anything is queued.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from engine.decisions.access import authorize, require_member
@@ -18,8 +18,12 @@ from engine.fanout.live import Live, LoadRoom
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
-from engine.model.catalogue import CellUpdated
-from engine.model.events import CellWrite, Origin
+from engine.model.catalogue import CellsUpdated, CellUpdated
+from engine.model.errors import ValidationFailed
+from engine.model.events import Origin
+from engine.projections.cells import SheetAtHead
+from engine.protocol import sheet_state
+from engine.protocol.inbound import CellChange
 
 
 class SheetRooms:
@@ -40,6 +44,9 @@ class SheetRooms:
         return room
 
 
+ReadSheet = Callable[[str], Awaitable[SheetAtHead | None]]
+
+
 class Cells:
     def __init__(
         self,
@@ -49,14 +56,18 @@ class Cells:
         live: Live,
         load_room: LoadRoom,
         sheet_rooms: SheetRooms,
+        read_sheet: ReadSheet,
         commit: Commit,
         reply: Reply,
+        max_cells: int = 1000,
     ) -> None:
         self._node_id = node_id
+        self.max_cells = max_cells  # MAX_CELLS_PER_UPDATE
         self._connections = connections
         self._live = live
         self._load_room = load_room
         self._sheet_rooms = sheet_rooms
+        self._read_sheet = read_sheet
         self._commit = commit
         self._reply = reply
 
@@ -85,7 +96,52 @@ class Cells:
         updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
         event = updated.new(
             Origin.of(self._node_id, actor, connection_id, client_msg_id),
-            cell=CellWrite(sheet_id, cell_id, room_id, version),
+            cells=updated.writes(version),
+        )
+        await self._live.load(room_id, self._load_room)
+        outcome = await self._commit(event)
+        await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
+
+    async def load(self, actor: Actor, connection_id: str, sheet_id: str) -> None:
+        """Answer `load_sheet` with `sheet_state`: the sheet as of its room's seq. A read: nothing is
+        appended. PERMISSION_DENIED unless the connection is in the sheet's room."""
+        connection = self._connections.of(actor, connection_id)
+        sheet = await self._read_sheet(sheet_id)
+        if sheet is None:
+            await self._reply(connection_id, sheet_state(sheet_id, None, 0, {}))
+            return
+        require_member(sheet.room_id, connection.rooms)
+        await self._reply(connection_id, sheet_state(sheet_id, sheet.room_id, sheet.seq, sheet.cells))
+
+    async def update_range(
+        self,
+        actor: Actor,
+        connection_id: str,
+        sheet_id: str,
+        changes: Sequence[CellChange],
+        *,
+        room: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> None:
+        """Append one `CellsUpdated` for a range: every cell follows the `cell_update` version rule,
+        and if any is stale nothing is applied (VERSION_CONFLICT with each stale cell). Every member,
+        the sender included, gets one `cells_updated`."""
+        connection = self._connections.of(actor, connection_id)
+        authorize(actor, "cells_update")
+        if len(changes) > self.max_cells:
+            raise ValidationFailed(
+                f"a cells_update carries at most {self.max_cells} cells, this one {len(changes)}",
+                limit=self.max_cells,
+            )
+        sheet_room = await self._sheet_rooms.room_of(sheet_id)
+        rooms = connection.rooms
+        room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=rooms)
+        require_member(room_id, connection.rooms)
+        cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)
+        updated = CellsUpdated(room_id, sheet_id, actor.user_id, actor.username, cells)
+        event = updated.new(
+            Origin.of(self._node_id, actor, connection_id, client_msg_id),
+            cells=updated.writes({c.cell_id: c.version for c in changes}),
         )
         await self._live.load(room_id, self._load_room)
         outcome = await self._commit(event)

@@ -3,14 +3,15 @@
 Two budgets per user, shared by all of that user's connections on this node:
 
 * the seed's: `per_minute` and `per_hour` messages; exceeding either blocks the user for
-  `block_seconds` (the seed's `WEBSOCKET_BLOCK_DURATION_MINUTES`), during which every counted message
-  is refused, volatile ones included;
+  `block_seconds` (the seed's `WEBSOCKET_BLOCK_DURATION_MINUTES`), during which every durable message
+  is refused;
 * the volatile budget: `cursor_move`, `typing_*` and `file_upload_progress` count against
   `volatile_per_second` instead of the seed's limits, and exceeding it refuses the message without a
-  block (a user must never be blocked for moving the mouse).
+  block; a block does not refuse them (a user must never be blocked for moving the mouse).
 
-`ping` is never counted. A refused message is not counted either, so a client that keeps sending
-while limited does not push its own `retry_after` further out.
+Reads are never counted: `ping`, `load_sheet`, `refresh_token`. A range update (`cells_update`)
+counts as one message, however many cells it writes. A refused message is not counted either, so a
+client that keeps sending while limited does not push its own `retry_after` further out.
 
 Algorithm: a sliding-window *counter* per limit (the count of the current fixed window plus the
 previous window's count weighted by how much of it still overlaps the sliding window). Chosen over a
@@ -47,7 +48,7 @@ Clock = Callable[[], float]
 
 # Inbound message types that count against the volatile budget; `ping` is not counted at all.
 VOLATILE_MESSAGES = frozenset({"cursor_move", "typing_start", "typing_stop", "file_upload_progress"})
-UNCOUNTED_MESSAGES = frozenset({"ping"})
+UNCOUNTED_MESSAGES = frozenset({"ping", "load_sheet", "refresh_token"})
 
 MINUTE = 60.0
 HOUR = 3600.0
@@ -146,7 +147,9 @@ class RateLimiter:
         self._prune(now)
         user = self._user(user_id, now)
         limits = self.limits
-        if now < user.blocked_until:
+        # A block refuses durable messages only: a user must never be blocked for moving the mouse,
+        # and volatile messages have a budget of their own.
+        if now < user.blocked_until and message_type not in VOLATILE_MESSAGES:
             raise _exceeded(user.block_reason, user.blocked_until - now)
         if message_type in VOLATILE_MESSAGES:
             if not user.second.fits(now, limits.volatile_per_second):

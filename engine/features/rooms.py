@@ -14,7 +14,7 @@ would receive the room's events unseen by the room: so it appends a join of its 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
 from engine.decisions.access import check_join, require_in_room
@@ -28,11 +28,13 @@ from engine.model.errors import ValidationFailed
 from engine.model.events import Committed, Duplicate, NewEvent, Origin, RecordedEvent
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import room_stream
+from engine.projections.presence import ONLINE
 from engine.projections.rooms import RoomView, project, with_statuses
-from engine.protocol import MAX_ROOM_ID_LENGTH, Envelope, replay_complete, room_left, room_state
+from engine.protocol import MAX_ROOM_ID_LENGTH, Envelope, room_left, room_state
 from engine.protocol.rendering import ReplayRenderer, encode
 
 ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n)
+ReadStatuses = Callable[[Sequence[str]], Awaitable[Mapping[str, str]]]  # user ids -> declared status
 
 
 class Rooms:
@@ -47,6 +49,7 @@ class Rooms:
         reply: Reply,
         read_stream: ReadStream,
         read_all: ReadAll,
+        read_statuses: ReadStatuses,
         auto_create: bool = True,
     ) -> None:
         self._node_id = node_id
@@ -57,6 +60,7 @@ class Rooms:
         self._reply = reply
         self._read_stream = read_stream
         self._read_all = read_all
+        self._read_statuses = read_statuses
         self.auto_create = auto_create  # ROOM_AUTO_CREATE
 
     async def join(
@@ -80,6 +84,11 @@ class Rooms:
         if not self.auto_create:
             check_join(actor, room_id, room_exists=await self.exists(room_id), auto_create=False)
         current = await self._live.load(room_id, self.view)
+        # Declared statuses made before this node saw them (or elsewhere) show in `room_state` too.
+        unknown = self._live.unknown_statuses([actor.user_id, *current.members])
+        if unknown:
+            declared = await self._read_statuses(unknown)
+            self._live.restore_statuses({uid: declared.get(uid, ONLINE) for uid in unknown})
         if since is not None and since > current.seq:
             raise ValidationFailed(
                 f"since {since} is beyond room {room_id!r}'s seq {current.seq}", seq=current.seq
@@ -95,33 +104,37 @@ class Rooms:
             # Taken together, before any await: the replay below starts exactly where this view ends.
             raw = self._live.view(room_id, shown=False) or await self._live.load(room_id, self.view)
             view = with_statuses(raw, self._live.statuses(raw))
-            await catch_up.send(encode([room_state(view)]))
             if since is None:
+                # The room as it is, then the events committed after this view until live.
+                await catch_up.send(encode([room_state(view)]))
                 renderer = ReplayRenderer(raw, self._live.statuses)
                 await catch_up.replay(self._read_stream, renderer, since=raw.seq)
             else:
-                base = project(
-                    await read_through(self._read_stream, room_stream(room_id), upto=since), room_id
-                )
-                await catch_up.replay(
-                    self._read_stream,
-                    ReplayRenderer(base, self._live.statuses),
-                    since=since,
-                    complete=lambda seq: encode([replay_complete(room_id, seq)]),
-                )
+                # A resume: the missed events, then the room as of the last of them, then live.
+                events = await read_through(self._read_stream, room_stream(room_id), upto=since)
+                renderer = ReplayRenderer(project(events, room_id), self._live.statuses, with_state=False)
+                await catch_up.replay(self._read_stream, renderer, since=since, complete=renderer.completion)
+                view = with_statuses(renderer.view, self._live.statuses(renderer.view))
         connection.joined(room_id)
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
         return view
 
     async def leave(
-        self, actor: Actor, room_id: str, connection_id: str, *, client_msg_id: str | None = None
+        self,
+        actor: Actor,
+        room_id: str,
+        connection_id: str,
+        *,
+        client_msg_id: str | None = None,
+        reason: str = LEFT,
     ) -> None:
-        """Append `UserLeftRoom` (reason "left"); the leaver gets `room_left`, the remaining members
-        `room_state` and `user_left`. ROOM_NOT_FOUND if this connection is not in the room."""
+        """Append `UserLeftRoom` (reason "left", or "revoked" when a refreshed token no longer allows
+        the room); the leaver gets `room_left`, the remaining members `room_state` and `user_left`.
+        ROOM_NOT_FOUND if this connection is not in the room."""
         connection = self._connections.of(actor, connection_id)
         require_in_room(room_id, connection.departures)
         await self._live.load(room_id, self.view)
-        left = UserLeftRoom(room_id, actor.user_id, connection_id, LEFT)
+        left = UserLeftRoom(room_id, actor.user_id, connection_id, reason)
         outcome = await self._commit(left.new(Origin.of(self._node_id, actor, connection_id, client_msg_id)))
         connection.left(room_id)
         self._hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate

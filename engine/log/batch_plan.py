@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from engine.decisions.cells import check_sheet_room, next_cell_version
-from engine.model.errors import Rejected
+from engine.model.catalogue import CELLS_UPDATED, with_versions, written_cells
+from engine.model.errors import Rejected, VersionConflict
 from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.projections.cells import Cell
 
@@ -135,9 +136,9 @@ def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
             outcomes.append(Conflict(item.expected_version, current))
             continue
         data = item.data
-        if item.cell is not None:
+        if item.cells:
             try:
-                data = _decide_cell(item, state, cells, sheet_rows)
+                data = _decide_cells(item, state, cells, sheet_rows)
             except Rejected as error:
                 outcomes.append(Refused(error))
                 continue
@@ -157,31 +158,43 @@ def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
                 "k": item.idempotency_key,
             }
         )
-        if item.cell is not None:
-            sheet_room = state.sheets.get(item.cell.sheet_id)
-            _record_cell(item, data, position, current + 1, cells, cell_rows, sheet_rows, sheet_room)
+        if item.cells:
+            _record_cells(item, data, position, current + 1, cells, cell_rows, sheet_rows, state)
         if key is not None:
             done[key] = outcome
     return Plan(state.head, outcomes, rows, written, cell_rows, sheet_rows)
 
 
-def _decide_cell(
+def _decide_cells(
     item: NewEvent, state: LogState, cells: Mapping[CellKey, Cell], sheet_rows: Mapping[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    """The event's data with the version the rule gives it; VersionConflict or ValidationFailed."""
-    write = item.cell
-    assert write is not None
-    sheet_room = sheet_rows[write.sheet_id]["room_id"] if write.sheet_id in sheet_rows else None
-    if sheet_room is None:
-        sheet_room = state.sheets.get(write.sheet_id)
-    # Refuses two first edits of one sheet that raced from different rooms, or a client naming another.
-    check_sheet_room(write.sheet_id, write.room_id, sheet_room)
-    key = (write.sheet_id, write.cell_id)
-    current = cells[key] if key in cells else state.cells.get(key)
-    return {**item.data, "version": next_cell_version(current, write.requested_version)}
+    """The event's data with the version the rule gives each cell it writes; all or nothing.
+    VersionConflict (for a range, with every stale cell) or ValidationFailed."""
+    versions: list[int] = []
+    conflicts: list[dict[str, Any]] = []
+    for write in item.cells:
+        sheet_room = sheet_rows[write.sheet_id]["room_id"] if write.sheet_id in sheet_rows else None
+        if sheet_room is None:
+            sheet_room = state.sheets.get(write.sheet_id)
+        # Refuses two first edits of one sheet that raced from different rooms, or a client naming another.
+        check_sheet_room(write.sheet_id, write.room_id, sheet_room)
+        key = (write.sheet_id, write.cell_id)
+        current = cells[key] if key in cells else state.cells.get(key)
+        try:
+            versions.append(next_cell_version(current, write.requested_version))
+        except VersionConflict as conflict:
+            if item.type != CELLS_UPDATED:
+                raise
+            conflicts.append({"cell_id": write.cell_id, "current": conflict.details["current"]})
+    if conflicts:
+        stale = ", ".join(c["cell_id"] for c in conflicts[:5])
+        raise VersionConflict(
+            f"{len(conflicts)} cell(s) changed since the update's base: {stale}", conflicts=conflicts
+        )
+    return with_versions(item.type, item.data, versions)
 
 
-def _record_cell(
+def _record_cells(
     item: NewEvent,
     data: dict[str, Any],
     position: int,
@@ -189,26 +202,24 @@ def _record_cell(
     cells: dict[CellKey, Cell],
     cell_rows: dict[CellKey, dict[str, Any]],
     sheet_rows: dict[str, dict[str, Any]],
-    state_sheet_room: str | None,
+    state: LogState,
 ) -> None:
-    write = item.cell
-    assert write is not None
-    key = (write.sheet_id, write.cell_id)
     user_id = item.user_id or data.get("user_id")
-    cells[key] = Cell(
-        write.cell_id, data.get("value"), data.get("formula"), data["version"], user_id, _NOT_YET, seq
-    )
-    cell_rows[key] = {
-        "sheet_id": write.sheet_id,
-        "cell_id": write.cell_id,
-        "value": data.get("value"),
-        "formula": data.get("formula"),
-        "version": data["version"],
-        "user_id": user_id,
-        "seq": seq,
-        "position": position,
-    }
-    if state_sheet_room is None:
-        sheet_rows.setdefault(
-            write.sheet_id, {"sheet_id": write.sheet_id, "room_id": write.room_id, "position": position}
-        )
+    for write, written in zip(item.cells, written_cells(item.type, data), strict=True):
+        key = (write.sheet_id, write.cell_id)
+        version = int(written["version"])
+        cells[key] = Cell(write.cell_id, write.value, write.formula, version, user_id, _NOT_YET, seq)
+        cell_rows[key] = {
+            "sheet_id": write.sheet_id,
+            "cell_id": write.cell_id,
+            "value": write.value,
+            "formula": write.formula,
+            "version": version,
+            "user_id": user_id,
+            "seq": seq,
+            "position": position,
+        }
+        if state.sheets.get(write.sheet_id) is None:
+            sheet_rows.setdefault(
+                write.sheet_id, {"sheet_id": write.sheet_id, "room_id": write.room_id, "position": position}
+            )

@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 import orjson
 
 from engine.log.batch_plan import CellKey, LogState, plan
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
-from engine.projections.cells import Cell
+from engine.model.streams import room_stream, user_stream
+from engine.projections import frozen
+from engine.projections.cells import Cell, SheetAtHead
 
 Clock = Callable[[], datetime]
 
@@ -43,7 +45,7 @@ class MemoryEventStore:
         """Decide and write a batch at once (nothing else runs in between: one event loop)."""
         if not items:
             return []
-        cell_keys = {(i.cell.sheet_id, i.cell.cell_id) for i in items if i.cell is not None}
+        cell_keys = {(w.sheet_id, w.cell_id) for i in items for w in i.cells}
         keys = {(i.user_id, i.idempotency_key) for i in items if i.user_id and i.idempotency_key}
         state = LogState(
             head=len(self.events),
@@ -92,6 +94,28 @@ class MemoryEventStore:
 
     async def sheet_room(self, sheet_id: str) -> str | None:
         return self._sheets.get(sheet_id)
+
+    async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None:
+        room_id = self._sheets.get(sheet_id)
+        if room_id is None:
+            return None
+        cells = {cell_id: cell for (sheet, cell_id), cell in self._cells.items() if sheet == sheet_id}
+        seq = len(self._streams.get(room_stream(room_id), ()))
+        return SheetAtHead(sheet_id, room_id, seq, frozen(cells))
+
+    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
+        found = self._keys.get((user_id, key))
+        return self.events[found.position - 1] if found is not None else None
+
+    async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for user_id in user_ids:
+            declared = [
+                e for e in self._streams.get(user_stream(user_id), ()) if e.type == USER_STATUS_CHANGED
+            ]
+            if declared:
+                found[user_id] = str(declared[-1].data["status"])
+        return found
 
     async def stream_version(self, stream_id: str) -> int:
         return len(self._streams.get(stream_id, []))

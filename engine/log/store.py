@@ -40,8 +40,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.log.schema import events
 from engine.log.writer import LogWriter
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, user_id_of, user_stream
+from engine.projections import frozen
+from engine.projections.cells import Cell, SheetAtHead
 
 
 def _json_dumps(value: Any) -> str:
@@ -77,6 +80,23 @@ def libpq_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+_SHEET_AT_HEAD = """
+    WITH sheet AS (SELECT room_id FROM sheets WHERE sheet_id = :sheet)
+    SELECT sheet.room_id, room.version AS seq, c.cell_id, c.value, c.formula, c.version, c.user_id,
+           c.updated_at, c.seq AS cell_seq
+    FROM sheet
+    LEFT JOIN streams AS room ON room.stream_id = :room_prefix || sheet.room_id
+    LEFT JOIN cells AS c ON c.sheet_id = :sheet
+"""
+
+
+_LATEST_STATUSES = """
+    SELECT DISTINCT ON (stream_id) stream_id, data->>'status' AS status FROM events
+    WHERE stream_id = ANY(CAST(:streams AS text[])) AND type = :type
+    ORDER BY stream_id, stream_version DESC
+"""
+
+
 class Writer(Protocol):
     """What the group-commit appender drives (engine/log/appender.py): one batch at a time."""
 
@@ -109,6 +129,12 @@ class EventLog(Protocol):
     async def stream_version(self, stream_id: str) -> int: ...
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]: ...
+
+    async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None: ...
+
+    async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]: ...
+
+    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None: ...
 
 
 class EventStore:
@@ -180,6 +206,45 @@ class EventStore:
             .order_by(events.c.position)
         )
         return await self._fetch(query)
+
+    async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None:
+        """The sheet's cells and its room's seq, read in one statement and so one snapshot: the
+        `cells` and `streams` rows are written in the same statement as the events (writer.py), so
+        the pair is exactly the log at some head. None for a sheet never edited."""
+        async with self.db_engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(_SHEET_AT_HEAD), {"sheet": sheet_id, "room_prefix": ROOM_STREAM_PREFIX}
+                )
+            ).all()
+        if not rows:
+            return None
+        cells = {
+            row.cell_id: Cell(
+                row.cell_id, row.value, row.formula, row.version, row.user_id, row.updated_at, row.cell_seq
+            )
+            for row in rows
+            if row.cell_id is not None
+        }
+        return SheetAtHead(sheet_id, rows[0].room_id, int(rows[0].seq or 0), frozen(cells))
+
+    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
+        """The event the user appended under idempotency key `key`, if any (a unique index)."""
+        query = select(events).where(events.c.user_id == user_id, events.c.idempotency_key == key)
+        found = await self._fetch(query)
+        return found[0] if found else None
+
+    async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Each user's last declared status (`UserStatusChanged`), for those who declared one: each
+        user stream read backwards by its (stream, version) index until its newest status."""
+        if not user_ids:
+            return {}
+        async with self.db_engine.connect() as conn:
+            rows = await conn.execute(
+                text(_LATEST_STATUSES),
+                {"streams": [user_stream(u) for u in user_ids], "type": USER_STATUS_CHANGED},
+            )
+            return {user_id_of(row.stream_id): str(row.status) for row in rows}
 
     async def stream_version(self, stream_id: str) -> int:
         async with self.db_engine.connect() as conn:

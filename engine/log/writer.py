@@ -105,7 +105,7 @@ async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> Log
     touches are all in the result, None where they do not exist yet."""
     stream_ids = list({item.stream_id for item in items})
     keyed = [item for item in items if idempotency_key(item) is not None]
-    cell_keys = list({(i.cell.sheet_id, i.cell.cell_id) for i in items if i.cell is not None})
+    cell_keys = list({(w.sheet_id, w.cell_id) for i in items for w in i.cells})
     sheet_ids = list({sheet for sheet, _ in cell_keys})
     rows = await conn.fetch(
         _READ_STATE,
@@ -244,11 +244,9 @@ class LogWriter:
         for item in items:
             if item.stream_id not in self._versions:
                 return False
-            if item.cell is not None and (
-                item.cell.sheet_id not in self._sheets
-                or (item.cell.sheet_id, item.cell.cell_id) not in self._cells
-            ):
-                return False
+            for write in item.cells:
+                if write.sheet_id not in self._sheets or (write.sheet_id, write.cell_id) not in self._cells:
+                    return False
         return True
 
     def _learn(self, p: Plan, state: LogState | None, at: datetime) -> None:

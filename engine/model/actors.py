@@ -19,9 +19,10 @@ DEFAULT_ROLES: Final[tuple[Role, ...]] = ("editor",)
 _MAY_JOIN: Final = frozenset({"admin", "editor", "viewer"})
 # What each role may send over the WebSocket (docs/protocol.md, `PERMISSION_DENIED`). A viewer watches
 # and is seen (joins, cursor, status, typing, notifications) but changes no sheet and spends no AI; an
-# auditor reads history over REST and sends nothing that is recorded. `ping` is never recorded: anyone.
-_VIEWER_MAY_NOT: Final = frozenset({"cell_update", "ai_request", "ai_cancel"})
-_ANYONE_MAY: Final = frozenset({"ping"})
+# auditor reads history over REST and sends nothing that is recorded. `ping` and `refresh_token` are
+# never recorded: anyone.
+_VIEWER_MAY_NOT: Final = frozenset({"cell_update", "cells_update", "ai_request", "ai_cancel"})
+_ANYONE_MAY: Final = frozenset({"ping", "refresh_token"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,11 @@ class Actor:
             return True
         return any(fnmatchcase(room_id, pattern) for pattern in self.rooms)
 
+    def rooms_regex(self) -> list[str] | None:
+        """The token's `rooms` patterns as anchored POSIX regular expressions (for PostgreSQL's `~`),
+        matching exactly what `may_enter` admits; None when any room is allowed."""
+        return None if self.rooms is None else [glob_regex(pattern) for pattern in self.rooms]
+
     def may_join(self, room_id: str) -> bool:
         return bool(_MAY_JOIN.intersection(self.roles)) and self.may_enter(room_id)
 
@@ -63,3 +69,42 @@ class Actor:
             "email": self.email,
             "roles": list(self.roles),
         }
+
+
+_REGEX_SPECIAL: Final = frozenset(".^$*+?()[]{}|\\")
+
+
+def glob_regex(pattern: str) -> str:
+    """`fnmatchcase`'s glob as an anchored regular expression: `*` any run, `?` one character,
+    `[seq]` and `[!seq]` a set (a `[` without its `]` is itself), anything else literal."""
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        i += 1
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[":
+            j = i
+            if j < n and pattern[j] == "!":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+                continue
+            body = pattern[i:j].replace("\\", "\\\\")
+            i = j + 1
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            out.append("[^" + body + "]" if negate else "[" + body + "]")
+        elif char in _REGEX_SPECIAL:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    out.append("$")
+    return "".join(out)

@@ -13,7 +13,7 @@ names are strings; times come from `recorded_at`, never from `data`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Final, Self
 
@@ -30,6 +30,7 @@ from engine.model.streams import (
 USER_JOINED_ROOM: Final = "UserJoinedRoom"
 USER_LEFT_ROOM: Final = "UserLeftRoom"
 CELL_UPDATED: Final = "CellUpdated"
+CELLS_UPDATED: Final = "CellsUpdated"
 ROOM_MESSAGE_BROADCAST: Final = "RoomMessageBroadcast"
 CURSOR_MOVED: Final = "CursorMoved"
 TYPING_STARTED: Final = "TypingStarted"
@@ -54,7 +55,8 @@ DISCONNECTED: Final = "disconnected"  # the socket closed (by the client, the ne
 TIMED_OUT: Final = "timed_out"  # no pong within WEBSOCKET_PING_TIMEOUT
 REMOVED: Final = "removed"  # an admin's DELETE /ws/connections/{connection_id}
 NODE_LOST: Final = "node_lost"  # the connection's node stopped heartbeating; a survivor recorded the leave
-LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST})
+REVOKED: Final = "revoked"  # a refreshed token no longer allows the room
+LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST, REVOKED})
 
 # Why typing stopped: the client said so, or no stop came within TYPING_TIMEOUT_SECONDS.
 STOPPED: Final = "stopped"
@@ -63,7 +65,7 @@ EXPIRED: Final = "expired"
 # Families: who is concerned by what. Each projection folds the types of its concern and names the
 # families it skips (engine/projections/__init__.py); together they must cover the catalogue.
 MEMBERSHIP_EVENTS: Final = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM})
-CELL_EVENTS: Final = frozenset({CELL_UPDATED})
+CELL_EVENTS: Final = frozenset({CELL_UPDATED, CELLS_UPDATED})
 # Messages an admin posts over REST, delivered as posted: to a room's members, or to one user.
 BROADCAST_EVENTS: Final = frozenset({ROOM_MESSAGE_BROADCAST, USER_MESSAGE_SENT})
 CURSOR_EVENTS: Final = frozenset({CURSOR_MOVED})
@@ -140,7 +142,7 @@ class Event:
         *,
         key: str | None = None,
         user_id: str | None = None,
-        cell: CellWrite | None = None,
+        cells: tuple[CellWrite, ...] = (),
         **metadata: Any,
     ) -> NewEvent:
         """The event to append. `key` (default: the origin's `client_msg_id`) is its idempotency key in
@@ -152,7 +154,7 @@ class Event:
             metadata=origin.metadata(**metadata),
             idempotency_key=key if key is not None else origin.client_msg_id,
             user_id=user_id if user_id is not None else origin.user_id,
-            cell=cell,
+            cells=cells,
         )
 
 
@@ -206,6 +208,63 @@ class CellUpdated(RoomEvent):
     user_id: str
     username: str
     version: int | None = None  # assigned by the writer inside the append (engine/log/batch_plan.py)
+
+    def writes(self, requested_version: int | None) -> tuple[CellWrite, ...]:
+        return (
+            CellWrite(self.sheet_id, self.cell_id, self.room_id, requested_version, self.value, self.formula),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CellsUpdated(RoomEvent):
+    """A range of one sheet written at once (a paste, a fill, a sort): one event, all or nothing.
+    `cells` are `{cell_id, value, formula, version}`, each version assigned by the writer."""
+
+    TYPE: ClassVar[str] = CELLS_UPDATED
+    sheet_id: str
+    user_id: str
+    username: str
+    cells: tuple[Mapping[str, Any], ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cells", tuple(self.cells))  # read back from JSON as a list
+
+    def writes(self, requested: Mapping[str, int | None]) -> tuple[CellWrite, ...]:
+        """One write per cell; `requested` maps a cell id to the client's base version."""
+        return tuple(
+            CellWrite(
+                self.sheet_id,
+                c["cell_id"],
+                self.room_id,
+                requested.get(c["cell_id"]),
+                c.get("value"),
+                c.get("formula"),
+            )
+            for c in self.cells
+        )
+
+    def to_data(self) -> dict[str, Any]:
+        data = super(CellsUpdated, self).to_data()
+        data["cells"] = [dict(cell) for cell in self.cells]
+        return data
+
+
+def with_versions(event_type: str, data: Mapping[str, Any], versions: Sequence[int]) -> dict[str, Any]:
+    """A cell event's data with the versions the writer assigned, one per written cell in order."""
+    if event_type == CELLS_UPDATED:
+        cells = [{**cell, "version": version} for cell, version in zip(data["cells"], versions, strict=True)]
+        return {**data, "cells": cells}
+    (version,) = versions
+    return {**data, "version": version}
+
+
+def written_cells(event_type: str, data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The cells a cell event's data writes, each `{cell_id, value, formula, version}`."""
+    if event_type == CELLS_UPDATED:
+        return list(data["cells"])
+    if event_type == CELL_UPDATED:
+        return [data]
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +408,7 @@ class UserMessageSent(UserEvent):
     TYPE: ClassVar[str] = USER_MESSAGE_SENT
     sender_id: str  # the admin
     message: Mapping[str, Any]  # the posted JSON object, delivered as it is
+    message_id: str | None = None  # its id in the user's inbox, where it waits unread until read
 
 
 EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
@@ -357,6 +417,7 @@ EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
         UserJoinedRoom,
         UserLeftRoom,
         CellUpdated,
+        CellsUpdated,
         RoomMessageBroadcast,
         CursorMoved,
         TypingStarted,

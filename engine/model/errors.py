@@ -9,6 +9,7 @@ WebSocket error messages and close codes in one table.
         ├── InvalidJson
         ├── ValidationFailed
         ├── UnknownMessageType
+        ├── AuthenticationFailed
         ├── PermissionDenied
         ├── RoomNotFound
         ├── NotFound          (a notification, upload or AI request the user does not have)
@@ -63,6 +64,13 @@ class ValidationFailed(Rejected):
 
 class UnknownMessageType(Rejected):
     code = "UNKNOWN_MESSAGE_TYPE"
+
+
+class AuthenticationFailed(Rejected):
+    """No usable token: missing, malformed, expired, badly signed, or another user's. The message is
+    safe to show the client."""
+
+    code = "AUTHENTICATION_FAILED"
 
 
 class PermissionDenied(Rejected):

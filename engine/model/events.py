@@ -29,10 +29,10 @@ class NewEvent:
     # again; it gets a Duplicate carrying the original position and version.
     idempotency_key: str | None = None
     user_id: str | None = None
-    # A cell write, decided by the writer against the cell as of the head the batch commits on, so
-    # that two processes can never both accept updates on the same base version (DESIGN principle 4).
-    # The writer sets `data["version"]`; the outcome is Refused when the rule says no.
-    cell: CellWrite | None = None
+    # The cells the event writes, decided by the writer against the cells as of the head the batch
+    # commits on, so that two processes can never both accept updates on the same base version. All or
+    # nothing: the writer sets each cell's version in `data`, or the outcome is Refused.
+    cells: tuple[CellWrite, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,8 @@ class CellWrite:
     cell_id: str
     room_id: str
     requested_version: int | None  # the client's base version; None: it sent none
+    value: Any = None
+    formula: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

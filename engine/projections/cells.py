@@ -27,6 +27,7 @@ from engine.model.catalogue import (
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
+    written_cells,
 )
 from engine.model.events import RecordedEvent
 from engine.model.streams import durable_stream, room_id_of
@@ -79,25 +80,37 @@ class Sheet:
     position: int | None = field(default=None, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class SheetAtHead:
+    """A sheet as of its room's `seq`: every cell written up to that seq and none after, so live
+    events with a higher seq apply on top (`load_sheet`)."""
+
+    sheet_id: str
+    room_id: str
+    seq: int  # the room's seq, not the seq of the sheet's last update
+    cells: Mapping[str, Cell]
+
+
 def key_of(event: RecordedEvent) -> str | None:
     """The sheet whose view `event` changes; None for events of other concerns."""
     return str(event.data["sheet_id"]) if folds("cells", event.type, HANDLED, SKIPPED) else None
 
 
-def apply_cell(cell: Cell | None, event: RecordedEvent) -> Cell:
-    """The cell after a `CellUpdated` of it: the fold a cells table keeps row by row."""
-    data = event.data
-    cell_id = str(data["cell_id"])
+def apply_cell(cell: Cell | None, event: RecordedEvent, written: Mapping[str, Any] | None = None) -> Cell:
+    """The cell after `event` wrote it: the fold a cells table keeps row by row. `written` is the
+    cell's entry among the event's `written_cells` (default: the data of a `CellUpdated`)."""
+    written = event.data if written is None else written
+    cell_id = str(written["cell_id"])
     if cell is not None and cell.cell_id != cell_id:
         raise ValueError(f"update of cell {cell_id!r} applied to cell {cell.cell_id!r}")
     return Cell(
         cell_id=cell_id,
-        value=data.get("value"),
-        formula=data.get("formula"),
-        version=int(data["version"]),
+        value=written.get("value"),
+        formula=written.get("formula"),
+        version=int(written["version"]),
         # Who appended it, as the writer records it (engine/log/batch_plan.py): the event's user, else
         # the one its data names.
-        updated_by=optional_str(event.user_id or data.get("user_id")),
+        updated_by=optional_str(event.user_id or event.data.get("user_id")),
         updated_at=event.recorded_at,
         seq=event.stream_version,
         position=event.position,
@@ -118,8 +131,9 @@ def apply_many(sheet: Sheet, events: Iterable[RecordedEvent]) -> Sheet:
             continue
         if key != sheet.sheet_id:
             raise ValueError(f"update of sheet {key!r} applied to sheet {sheet.sheet_id!r}")
-        cell_id = str(event.data["cell_id"])
-        cells[cell_id] = apply_cell(cells.get(cell_id), event)
+        for written in written_cells(event.type, event.data):
+            cell_id = str(written["cell_id"])
+            cells[cell_id] = apply_cell(cells.get(cell_id), event, written)
         sheet = replace(
             sheet,
             # The first edit decides the room, later ones cannot move it.
@@ -162,6 +176,7 @@ __all__ = [
     "SKIPPED",
     "Cell",
     "Sheet",
+    "SheetAtHead",
     "apply",
     "apply_cell",
     "apply_many",

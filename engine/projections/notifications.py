@@ -1,8 +1,10 @@
 """A user's notifications with their read state, and the filters each connection subscribed with.
 
-Folded from the user's own stream (`user:{user_id}`). Delivery follows `matches`: a notification
-reaches a subscription only when every filter it gives matches (docs/protocol.md); the unread ones are
-what `notifications_subscribed` hands a connection when it subscribes.
+Folded from the user's own stream (`user:{user_id}`). Whatever was addressed to the user is here, so
+nothing sent while they were offline is lost: notifications, and the direct messages an admin sent
+(`UserMessageSent`, category "direct_message" unless the message names one), each unread until read.
+Delivery follows `matches`: a notification reaches a subscription only when every filter it gives
+matches; the unread ones are what `notifications_subscribed` hands a connection when it subscribes.
 """
 
 from __future__ import annotations
@@ -14,27 +16,28 @@ from typing import Any
 
 from engine.model.catalogue import (
     AI_EVENTS,
-    BROADCAST_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_CREATED,
     NOTIFICATION_EVENTS,
     NOTIFICATION_READ,
+    ROOM_MESSAGE_BROADCAST,
     STATUS_EVENTS,
     TYPING_EVENTS,
     UPLOAD_EVENTS,
+    USER_MESSAGE_SENT,
 )
 from engine.model.events import RecordedEvent
 from engine.projections import empty, folds, frozen
 
-HANDLED = NOTIFICATION_EVENTS
+HANDLED = NOTIFICATION_EVENTS | {USER_MESSAGE_SENT}
 SKIPPED = (
     MEMBERSHIP_EVENTS
     | CELL_EVENTS
     | CURSOR_EVENTS
     | TYPING_EVENTS
-    | BROADCAST_EVENTS
+    | {ROOM_MESSAGE_BROADCAST}
     | STATUS_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
@@ -42,6 +45,7 @@ SKIPPED = (
 
 # The seed's notification object, in its order.
 FIELDS = ("id", "title", "message", "category", "priority", "module_name")
+DIRECT_MESSAGE = "direct_message"  # the category of a direct message that names none
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,9 @@ def apply_many(inbox: Inbox, events: Iterable[RecordedEvent]) -> Inbox:
         if event.type == NOTIFICATION_CREATED:
             created = _notification(data["notification"], event.recorded_at)
             notifications.setdefault(created.id, created)  # an id is created once; a repeat changes nothing
+        elif event.type == USER_MESSAGE_SENT:
+            sent = _direct_message(event)
+            notifications.setdefault(sent.id, sent)
         elif event.type == NOTIFICATION_READ:
             # Reading twice keeps the first time; reading an unknown id (refused by decide) is a no-op.
             current = notifications.get(str(data["notification_id"]))
@@ -163,6 +170,25 @@ def apply_many(inbox: Inbox, events: Iterable[RecordedEvent]) -> Inbox:
 def project(events: Iterable[RecordedEvent], user_id: str) -> Inbox:
     """The inbox of `user_id` folded from their events among `events`."""
     return apply_many(Inbox(user_id), (event for event in events if key_of(event) == user_id))
+
+
+def direct_message_id(event: RecordedEvent) -> str:
+    """A direct message's id as a notification: the one it was sent with (rows written before messages
+    carried one are named by their place in the user's stream)."""
+    return str(event.data.get("message_id") or f"message-{event.stream_version}")
+
+
+def _direct_message(event: RecordedEvent) -> Notification:
+    posted: Mapping[str, Any] = event.data.get("message") or {}
+    fields = {
+        "id": direct_message_id(event),
+        "title": posted.get("title") or posted.get("type"),
+        "message": posted.get("message") if isinstance(posted.get("message"), str) else None,
+        "category": posted.get("category") or DIRECT_MESSAGE,
+        "priority": posted.get("priority"),
+        "module_name": posted.get("module_name"),
+    }
+    return _notification(fields, event.recorded_at)
 
 
 def _notification(data: Mapping[str, Any], at: datetime) -> Notification:
@@ -182,6 +208,7 @@ def _notification(data: Mapping[str, Any], at: datetime) -> Notification:
 
 
 __all__ = [
+    "DIRECT_MESSAGE",
     "FIELDS",
     "HANDLED",
     "SKIPPED",

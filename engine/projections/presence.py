@@ -7,9 +7,9 @@ in the user's own stream. A user is online while at least one of their connectio
 closing one of two tabs keeps them online. A connection that never joined a room is not
 in the log and so not in presence.
 
-The declared status (`status_update`: online, away, busy) belongs to a session: it holds while the
-user has a connection, and the last connection leaving resets it to "online" for the next session.
-`shown_status` is what others see: "offline" when no connection is left.
+The declared status (`status_update`: online, away, busy) is the user's until they change it: it
+survives their last connection leaving and holds when they come back. `shown_status` is what
+others see: "offline" when no connection is left.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
-    CELL_UPDATED,
+    CELL_EVENTS,
     CURSOR_MOVED,
     NOTIFICATION_EVENTS,
     TYPING_EVENTS,
@@ -38,7 +38,7 @@ from engine.projections import empty, folds, frozen
 ONLINE = "online"
 OFFLINE = "offline"
 
-HANDLED = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM, CURSOR_MOVED, USER_STATUS_CHANGED, CELL_UPDATED})
+HANDLED = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM, CURSOR_MOVED, USER_STATUS_CHANGED}) | CELL_EVENTS
 SKIPPED = BROADCAST_EVENTS | TYPING_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS
 
 
@@ -47,7 +47,7 @@ class Presence:
     user_id: str
     username: str | None = None
     email: str | None = None
-    status: str = ONLINE  # as declared by the user in this session
+    status: str = ONLINE  # as the user last declared it
     cursor: Mapping[str, Any] | None = None  # the latest anywhere: {room_id, x, y, cell}
     last_seen: datetime | None = None
     # Connection id -> the rooms it is in. A connection with no room left is dropped.
@@ -100,7 +100,7 @@ def apply(view: Presence, event: RecordedEvent) -> Presence:
         return replace(view, cursor=frozen(cursor))
     if event.type == USER_STATUS_CHANGED:
         return replace(view, status=str(data["status"]))
-    return view  # CELL_UPDATED: activity only
+    return view  # a cell update: activity only
 
 
 def project(events: Iterable[RecordedEvent], user_id: str) -> Presence:
@@ -135,8 +135,9 @@ def _left(view: Presence, room_id: str, connection_id: str | None) -> Presence:
             connections.pop(cid, None)
     if connections:
         return replace(view, connections=frozen(connections))
-    # The session is over: its status and cursor end with it.
-    return replace(view, connections=frozen(connections), status=ONLINE, cursor=None)
+    # The last connection is gone: the cursor ends with it; the declared status is the user's until
+    # they change it, and holds when they come back.
+    return replace(view, connections=frozen(connections), cursor=None)
 
 
 def statuses(views: Iterable[Presence]) -> dict[str, str]:

@@ -24,7 +24,9 @@ from typing import Any
 
 from engine.model.catalogue import (
     AI_EVENTS,
+    CELL_EVENTS,
     CELL_UPDATED,
+    CELLS_UPDATED,
     CURSOR_MOVED,
     DISCONNECTED,
     LEFT,
@@ -43,7 +45,7 @@ from engine.projections import empty, folds, frozen
 
 ONLINE = "online"
 
-HANDLED = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM, CELL_UPDATED, ROOM_MESSAGE_BROADCAST, CURSOR_MOVED})
+HANDLED = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM, ROOM_MESSAGE_BROADCAST, CURSOR_MOVED}) | CELL_EVENTS
 SKIPPED = (
     TYPING_EVENTS | STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | {USER_MESSAGE_SENT}
 )
@@ -272,6 +274,7 @@ _FOLDS: dict[str, Callable[[RoomView, dict[str, Member], RecordedEvent], RoomVie
     USER_JOINED_ROOM: _joined,
     USER_LEFT_ROOM: _left,
     CELL_UPDATED: _cell_updated,
+    CELLS_UPDATED: _cell_updated,
     ROOM_MESSAGE_BROADCAST: _broadcast,
     CURSOR_MOVED: _cursor_moved,
 }

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, Field, PlainValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
+from engine.model.numbers import MAX_SAFE_INTEGER
+
 MAX_ID_LENGTH: Final = 128
 MAX_ROOM_ID_LENGTH: Final = MAX_ID_LENGTH
 MAX_CLIENT_MSG_ID_LENGTH: Final = 64
@@ -23,8 +25,10 @@ MAX_QUERY_LENGTH: Final = 10_000
 MAX_FILENAME_LENGTH: Final = 255
 MAX_FILTER_LENGTH: Final = 64
 MAX_FILTERS: Final = 32
-# Integers a JavaScript client can hold exactly: every number here is echoed back to one.
-MAX_SAFE_INTEGER: Final = 2**53 - 1
+# A range update's cells: the schema's bound; MAX_CELLS_PER_UPDATE (default 1000) may only lower it.
+MAX_CELLS_IN_SCHEMA: Final = 10_000
+# A JWT is a few hundred bytes; this bounds what `refresh_token` makes the server parse.
+MAX_TOKEN_LENGTH: Final = 8_192
 MAX_COORDINATE: Final = 10_000_000
 # Excel's grid: columns A..XFD, rows 1..1048576.
 MAX_COLUMN: Final = 16_384

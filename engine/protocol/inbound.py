@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from pydantic import ValidationError as PydanticValidationError
 
 from engine.model.errors import InvalidJson, UnknownMessageType, ValidationFailed
+from engine.model.numbers import MAX_SAFE_INTEGER
 from engine.protocol.fields import (
+    MAX_CELLS_IN_SCHEMA,
     MAX_FORMULA_LENGTH,
     MAX_QUERY_LENGTH,
-    MAX_SAFE_INTEGER,
+    MAX_TOKEN_LENGTH,
     A1Range,
     ByteCount,
     CellValue,
@@ -87,6 +89,48 @@ class CellUpdate(Inbound):
     # The client's base version; the server assigns the new one (docs/protocol.md, `cell_update`).
     version: Version | None = None
     room: RoomId | None = None
+
+
+class CellChange(BaseModel):
+    """One cell of a `cells_update`: the fields of a `cell_update` that name and change the cell."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+    cell_id: Id
+    value: CellValue
+    formula: Annotated[str, StringConstraints(max_length=MAX_FORMULA_LENGTH)] | None = None
+    version: Version | None = None
+
+
+class CellsUpdate(Inbound):
+    """A range written at once (a paste, a fill, a sort): one event, all or nothing. The schema bounds
+    the list at `MAX_CELLS_IN_SCHEMA`; the server's `MAX_CELLS_PER_UPDATE` (at most that) is checked by
+    the engine."""
+
+    type: Literal["cells_update"]
+    sheet_id: Id
+    room: RoomId | None = None
+    cells: Annotated[list[CellChange], Field(min_length=1, max_length=MAX_CELLS_IN_SCHEMA)]
+
+    @model_validator(mode="after")
+    def _distinct_cells(self) -> CellsUpdate:
+        if len({change.cell_id for change in self.cells}) != len(self.cells):
+            raise custom_error("distinct_cells", "each cell_id may appear once")
+        return self
+
+
+class LoadSheet(Inbound):
+    """A read: the sheet's cells as of its room's seq (`sheet_state`). Not persisted."""
+
+    type: Literal["load_sheet"]
+    sheet_id: Id
+
+
+class RefreshToken(Inbound):
+    """Swap the connection's token in place, before it expires (`token_expiring`)."""
+
+    type: Literal["refresh_token"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN_LENGTH)]
 
 
 class StatusUpdate(Inbound):
@@ -173,6 +217,9 @@ InboundMessage = Annotated[
     | LeaveRoom
     | CursorMove
     | CellUpdate
+    | CellsUpdate
+    | LoadSheet
+    | RefreshToken
     | StatusUpdate
     | TypingStart
     | TypingStop

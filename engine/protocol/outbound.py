@@ -19,6 +19,7 @@ from engine.model.actors import Actor
 from engine.model.errors import ValidationFailed
 from engine.model.events import RecordedEvent
 from engine.model.streams import ROOM_STREAM_PREFIX, is_volatile_stream, room_id_of
+from engine.projections.cells import Cell
 from engine.projections.rooms import Member, RoomView
 
 AiEventType = Literal["ai_start", "ai_progress", "ai_complete", "ai_error"]
@@ -119,6 +120,16 @@ def server_shutdown(now: datetime, *, reason: str, reconnect_after: float | None
     if reconnect_after is not None:
         message["reconnect_after"] = reconnect_after
     return message
+
+
+def token_expiring(expires_at: datetime) -> dict[str, Any]:
+    """Sent before the connection's token expires: answer with `refresh_token`."""
+    return {"type": "token_expiring", "expires_at": iso(expires_at)}
+
+
+def token_refreshed(expires_at: datetime | None) -> dict[str, Any]:
+    """The answer to `refresh_token`: the connection acts with the new token from now on."""
+    return {"type": "token_refreshed", "expires_at": iso(expires_at) if expires_at is not None else None}
 
 
 # Rooms.
@@ -238,6 +249,54 @@ def cell_updated(
         "version": version,
     }
     return _stamped(message, envelope)
+
+
+def cells_updated(
+    sheet_id: str,
+    cells: Sequence[Mapping[str, Any]],
+    *,
+    user_id: str,
+    username: str,
+    envelope: Envelope | None = None,
+) -> dict[str, Any]:
+    """A range written at once (`cells_update`): every cell with the version the server assigned."""
+    message = {
+        "type": "cells_updated",
+        "sheet_id": sheet_id,
+        "user_id": user_id,
+        "username": username,
+        "cells": [
+            {
+                "cell_id": c["cell_id"],
+                "value": c.get("value"),
+                "formula": c.get("formula"),
+                "version": c["version"],
+            }
+            for c in cells
+        ],
+    }
+    return _stamped(message, envelope)
+
+
+def sheet_state(sheet_id: str, room_id: str | None, seq: int, cells: Mapping[str, Cell]) -> dict[str, Any]:
+    """The answer to `load_sheet`: the sheet as of its room's `seq` (apply live events with a higher
+    seq on top). A sheet never edited has no room yet and no cells."""
+    return {
+        "type": "sheet_state",
+        "sheet_id": sheet_id,
+        "room_id": room_id,
+        "seq": seq,
+        "cells": {
+            cell_id: {
+                "value": cell.value,
+                "formula": cell.formula,
+                "version": cell.version,
+                "user_id": cell.updated_by,
+                "updated_at": iso(cell.updated_at),
+            }
+            for cell_id, cell in cells.items()
+        },
+    }
 
 
 def user_status_changed(user_id: str, status: str, *, envelope: Envelope | None = None) -> dict[str, Any]:
@@ -380,7 +439,7 @@ RESERVED_TYPES: Final = frozenset(
     """connected pong ack error server_shutdown room_state user_joined user_left room_left
     replay_complete cursor_moved user_typing_start user_typing_stop cell_updated user_status_changed
     ai_event notifications_subscribed notification_event file_upload_started file_upload_progress
-    file_upload_complete""".split()  # noqa: SIM905 -- a word list reads better than 21 lines
+    file_upload_complete cells_updated sheet_state token_expiring token_refreshed""".split()  # noqa: SIM905
 )
 
 

@@ -22,6 +22,7 @@ import orjson
 from engine.model.catalogue import (
     BROADCAST_EVENTS,
     CELL_UPDATED,
+    CELLS_UPDATED,
     CURSOR_MOVED,
     TYPING_STARTED,
     TYPING_STOPPED,
@@ -36,6 +37,7 @@ from engine.protocol import (
     broadcast,
     cell_updated,
     cursor_moved,
+    replay_complete,
     room_state,
     user_joined,
     user_left,
@@ -43,30 +45,37 @@ from engine.protocol import (
     user_typing_start,
     user_typing_stop,
 )
+from engine.protocol.outbound import cells_updated
 
 Frames = tuple[str, ...]
 
 
-def render(event: RecordedEvent, view: RoomView | None) -> list[dict[str, Any]]:
+def render(event: RecordedEvent, view: RoomView | None, *, with_state: bool = True) -> list[dict[str, Any]]:
     """The messages `event` becomes for the members of its topic, in order; [] for none.
 
-    `view` (the room after `event`) is needed for joins and leaves only; without it (the engine's
-    view fell behind the log, see engine/fanout/live.py) their `room_state` is left out rather than wrong.
+    `view` (the room after `event`) is needed for joins and leaves only. Presence is per user: a join
+    is news (`room_state`, then `user_joined`) only when it is the user's first connection in the room,
+    a leave only when it was the last; another tab coming or going changes nothing others see. Without
+    a view (the engine's view fell behind the log, see engine/fanout/live.py) a join or leave is shown
+    without its `room_state` rather than wrong. A replay passes `with_state=False`: it shows joins and
+    leaves as `user_joined`/`user_left` only and ends with the current `room_state` instead.
     """
     data = event.data
     envelope = Envelope.of(event)
     if event.type == USER_JOINED_ROOM:
-        room_id = str(data["room_id"])
-        member = view.members.get(str(data["user_id"])) if view is not None else None
+        room_id, user_id = str(data["room_id"]), str(data["user_id"])
+        member = view.members.get(user_id) if view is not None else None
+        if member is not None and member.connections != {data["connection_id"]}:
+            return []  # another tab of someone already in the room
         joiner: Any = member if member is not None else _joiner_entry(event)
-        state = [room_state(view)] if view is not None else []
+        state = [room_state(view)] if view is not None and with_state else []
         return [*state, user_joined(room_id, joiner, envelope=envelope)]
     if event.type == USER_LEFT_ROOM:
         room_id, user_id = str(data["room_id"]), str(data["user_id"])
-        state = [room_state(view)] if view is not None else []
-        # A user with another tab still in the room has not left it: only the member list changed.
-        gone = view is None or user_id not in view.members
-        return [*state, *([user_left(room_id, user_id, envelope=envelope)] if gone else [])]
+        if view is not None and user_id in view.members:
+            return []  # the user is still in the room through another tab
+        state = [room_state(view)] if view is not None and with_state else []
+        return [*state, user_left(room_id, user_id, envelope=envelope)]
     if event.type == CELL_UPDATED:
         return [
             cell_updated(
@@ -78,6 +87,14 @@ def render(event: RecordedEvent, view: RoomView | None) -> list[dict[str, Any]]:
                 username=str(data.get("username") or data["user_id"]),
                 version=int(data["version"]),
                 envelope=envelope,
+            )
+        ]
+    if event.type == CELLS_UPDATED:
+        user_id = str(data["user_id"])
+        username = str(data.get("username") or user_id)
+        return [
+            cells_updated(
+                str(data["sheet_id"]), data["cells"], user_id=user_id, username=username, envelope=envelope
             )
         ]
     if event.type == CURSOR_MOVED:
@@ -126,13 +143,24 @@ def _joiner_entry(event: RecordedEvent) -> dict[str, Any]:
 
 class ReplayRenderer:
     """`render` for a catch-up: folds the room from the view at `since` as the replay passes each
-    event, so every replayed message is built from the same view it had live."""
+    event, so every replayed message is built from the same view it had live. A resume
+    (`with_state=False`) shows membership changes without historical `room_state`s and ends with
+    `completion`: the room as of the last replayed seq, then `replay_complete`."""
 
-    def __init__(self, view: RoomView, statuses: Callable[[RoomView], Mapping[str, str]]) -> None:
+    def __init__(
+        self, view: RoomView, statuses: Callable[[RoomView], Mapping[str, str]], *, with_state: bool = True
+    ) -> None:
         self.view = view
         self._statuses = statuses
+        self._with_state = with_state
 
     def __call__(self, event: RecordedEvent) -> Frames | None:
         self.view = apply(self.view, event)
-        frames = encode(render(event, with_statuses(self.view, self._statuses(self.view))))
+        shown = with_statuses(self.view, self._statuses(self.view))
+        frames = encode(render(event, shown, with_state=self._with_state))
         return frames or None
+
+    def completion(self, seq: int) -> Frames:
+        """What ends a resume at `seq`: the room's `room_state` as of it, then `replay_complete`."""
+        shown = with_statuses(self.view, self._statuses(self.view))
+        return encode([room_state(shown), replay_complete(self.view.room_id, seq)])

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.schema import events, sheets, streams
-from engine.model.catalogue import CATALOGUE, CELL_UPDATED, VOLATILE_EVENTS
+from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import RecordedEvent
 from engine.model.streams import room_stream, volatile_stream
@@ -149,7 +149,8 @@ class History:
     async def room_state(
         self, room_id: str, *, seq: int | None = None, at: datetime | None = None
     ) -> RoomView:
-        """The room as of its event `seq`, or as of time `at` (the newest room event recorded then)."""
+        """The room as of its event `seq`, or as of time `at` (the newest room event recorded then), or,
+        with neither, as it is now."""
         point = await self._point(room_id, seq, at)
         snapshot = await self.snapshots.latest(room_id, upto_position=point) if point else None
         view = snapshot.view if snapshot is not None else RoomView(room_id)
@@ -169,11 +170,13 @@ class History:
     async def sheet_cells(
         self, sheet_id: str, *, seq: int | None = None, at: datetime | None = None
     ) -> SheetAsOf:
-        """The sheet's cells as of seq `seq` of its room, or as of time `at`."""
+        """The sheet's cells as of seq `seq` of its room, or as of time `at`, or, with neither, now."""
         room_id = await self.sheet_room(sheet_id)
         head = await self.room_seq(room_id)
-        if (seq is None) == (at is None):
-            raise ValidationFailed("give exactly one of seq and at")
+        if seq is not None and at is not None:
+            raise ValidationFailed("give at most one of seq and at")
+        if seq is None and at is None:
+            seq = head
         if seq is not None:
             upto = _bounded_seq(seq, head)
             bound: ColumnElement[bool] = events.c.stream_version <= upto
@@ -204,7 +207,11 @@ class History:
         found = found[:limit]
         versions: list[Cell] = []
         for event in found:
-            versions.append(cells_projection.apply_cell(versions[-1] if versions else None, event))
+            for written in written_cells(event.type, event.data):
+                if written["cell_id"] == cell_id:
+                    versions.append(
+                        cells_projection.apply_cell(versions[-1] if versions else None, event, written)
+                    )
         return versions, (found[-1].stream_version if more else None)
 
     # Lookups.
@@ -234,17 +241,18 @@ class History:
     # Internals.
 
     async def _point(self, room_id: str, seq: int | None, at: datetime | None) -> int:
-        """The log position that `seq` or `at` names in this room (0: before its first event)."""
-        if (seq is None) == (at is None):
-            raise ValidationFailed("give exactly one of seq and at")
+        """The log position that `seq` or `at` names in this room (0: before its first event); with
+        neither, the room's newest event, its cursors included."""
+        if seq is not None and at is not None:
+            raise ValidationFailed("give at most one of seq and at")
         head = await self.room_seq(room_id)
         if seq is not None:
             return await self._position_of(room_id, _bounded_seq(seq, head))
-        assert at is not None
-        _check_zone("at", at)
-        query = select(func.max(events.c.position)).where(
-            events.c.stream_id.in_(_room_streams(room_id, True)), events.c.recorded_at <= at
-        )
+        bounds: list[ColumnElement[bool]] = [events.c.stream_id.in_(_room_streams(room_id, True))]
+        if at is not None:
+            _check_zone("at", at)
+            bounds.append(events.c.recorded_at <= at)
+        query = select(func.max(events.c.position)).where(*bounds)
         async with self.db_engine.connect() as conn:
             return int((await conn.execute(query)).scalar() or 0)
 
@@ -332,15 +340,21 @@ class History:
     def _cell_query(
         room_id: str, sheet_id: str, cell_id: str | None, *bounds: ColumnElement[bool]
     ) -> Select[Any]:
-        """The `CellUpdated` events of the sheet (or of one of its cells) within `bounds`, in seq order."""
+        """The cell events of the sheet (or those writing one of its cells) within `bounds`, in seq order:
+        `CellUpdated` names its cell, a `CellsUpdated` holds it in its `cells` list."""
         where = [
             events.c.stream_id == room_stream(room_id),
-            events.c.type == CELL_UPDATED,
+            events.c.type.in_(sorted(CELL_EVENTS)),
             events.c.data["sheet_id"].astext == sheet_id,
             *bounds,
         ]
         if cell_id is not None:
-            where.append(events.c.data["cell_id"].astext == cell_id)
+            where.append(
+                or_(
+                    events.c.data["cell_id"].astext == cell_id,
+                    events.c.data["cells"].contains([{"cell_id": cell_id}]),
+                )
+            )
         return select(events).where(and_(*where)).order_by(events.c.stream_version)
 
     async def _fetch(self, query: Any) -> list[RecordedEvent]:

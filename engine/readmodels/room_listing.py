@@ -10,6 +10,7 @@ up to the hour of `now`: the hours since the last event count the members presen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,8 @@ _COLUMNS = """r.room_id, r.seq, r.user_count, r.active_sheets, r.active_sheets_c
 # Busiest first: rooms with members before empty ones, then the most recently active.
 _LIST = f"""
     SELECT {_COLUMNS} FROM rooms AS r
-    WHERE NOT :active_only OR r.user_count > 0
+    WHERE (NOT :active_only OR r.user_count > 0)
+      AND (CAST(:patterns AS text[]) IS NULL OR r.room_id ~ ANY(CAST(:patterns AS text[])))
     ORDER BY r.user_count DESC, r.last_activity DESC NULLS LAST, r.room_id
     LIMIT :limit OFFSET :offset
 """
@@ -81,13 +83,19 @@ def _summary(row: Any, now: datetime) -> RoomSummary:
 
 
 async def list_rooms(
-    db_engine: AsyncEngine, *, now: datetime, limit: int = 100, offset: int = 0, active_only: bool = False
+    db_engine: AsyncEngine,
+    *,
+    now: datetime,
+    limit: int = 100,
+    offset: int = 0,
+    active_only: bool = False,
+    patterns: Sequence[str] | None = None,
 ) -> list[RoomSummary]:
-    """Rooms, busiest first; with `active_only`, only rooms somebody is in."""
+    """Rooms, busiest first; with `active_only`, only rooms somebody is in; with `patterns` (anchored
+    regular expressions, `Actor.rooms_regex`), only the rooms one of them matches."""
+    params = {"active_only": active_only, "limit": limit, "offset": offset, "patterns": patterns}
     async with db_engine.connect() as conn:
-        found = await conn.execute(
-            text(_LIST), {"active_only": active_only, "limit": limit, "offset": offset}
-        )
+        found = await conn.execute(text(_LIST), params)
         return [_summary(row, now) for row in found.mappings()]
 
 

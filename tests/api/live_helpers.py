@@ -12,7 +12,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from tests.api.conftest import receive, request
+from tests.api.conftest import receive
 
 Message = dict[str, Any]
 
@@ -49,10 +49,26 @@ async def pending(ws: ClientConnection) -> list[Message]:
 
 
 async def join(ws: ClientConnection, room_id: str, **extra: object) -> Message:
-    """Join and return the `room_state` reply."""
-    reply = await request(ws, {"type": "join_room", "room_id": room_id, **extra})
-    assert reply["type"] == "room_state", reply
-    return reply
+    """Join and return the `room_state` reply (messages of other rooms that arrive first are read
+    past; an error fails the test)."""
+    await send(ws, {"type": "join_room", "room_id": room_id, **extra})
+    seen = await until(
+        ws, lambda m: m["type"] == "error" or (m["type"] == "room_state" and m["room_id"] == room_id)
+    )
+    assert seen[-1]["type"] == "room_state", seen[-1]
+    return seen[-1]
+
+
+async def resume(ws: ClientConnection, room_id: str, since: int, **extra: object) -> list[Message]:
+    """Join with `since` and return what came until `replay_complete`: the missed events (joins and
+    leaves as `user_joined`/`user_left` only), then the room's `room_state` as of the last of them,
+    then `replay_complete`, which the protocol promises in that order."""
+    await send(ws, {"type": "join_room", "room_id": room_id, "since": since, **extra})
+    replayed = await until(ws, of_type("replay_complete"))
+    assert [m["type"] for m in replayed[-2:]] == ["room_state", "replay_complete"], replayed[-2:]
+    assert replayed[-2]["seq"] == replayed[-1]["seq"]
+    assert "room_state" not in [m["type"] for m in replayed[:-2]]
+    return replayed
 
 
 def types(messages: list[Message]) -> list[str]:

@@ -325,7 +325,6 @@ async def test_rest_history_who_may_read_and_what_is_refused(
 
     invalid = [
         f"/rooms/{room}/state?seq=8",  # beyond the room's seq 7
-        f"/rooms/{room}/state",  # neither seq nor at
         f"/rooms/{room}/state?seq=1&at=2026-01-01T00:00:00Z",
         f"/rooms/{room}/state?at=2026-01-01T00:00:00",  # no time zone
         f"/rooms/{room}/state?seq=-1",
@@ -337,7 +336,7 @@ async def test_rest_history_who_may_read_and_what_is_refused(
         f"/rooms/{room}/events?after_seq=99",
         f"/rooms/{room}/events?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
         f"/sheets/{sheet}/cells?seq=99",
-        f"/sheets/{sheet}/cells",
+        f"/sheets/{sheet}/cells?seq=1&at=2026-01-01T00:00:00Z",  # at most one of them
         "/events?after_position=-1",
         "/rooms/a%00b/events",  # PostgreSQL text cannot hold NUL: no id has one
         f"/sheets/{sheet}/cells/A%001/history",

@@ -30,7 +30,7 @@ from tests.api.conftest import (
     serve,
     wait_for_events,
 )
-from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
+from tests.api.live_helpers import Message, greet, join, of_type, pending, resume, send, types, until
 
 ANNOUNCEMENT = {"type": "system_announcement", "title": "Maintenance Notice", "message": "in 30 minutes"}
 DIRECT = {"type": "direct_message", "from": "admin", "message": "Please review the updated document"}
@@ -133,8 +133,7 @@ async def test_broadcast_is_replayed_by_join_room_since(server: Server, room: st
         response = await admin(server, "POST", f"/api/v1/ws/rooms/{room}/broadcast", ANNOUNCEMENT)
         live = (await until(alice, of_type("system_announcement")))[-1]
 
-        await join(bob, room, since=1)
-        replayed = await until(bob, of_type("replay_complete"))
+        replayed = await resume(bob, room, since=1)
         announcements = [m for m in replayed if m["type"] == "system_announcement"]
         assert announcements == [live]
         assert live["seq"] == response.json()["seq"] == 2
@@ -225,6 +224,8 @@ async def test_notify_reaches_every_connection_of_the_user_only(
         assert await pending(other) == []
     [event] = await store.read_stream(user_stream(user))
     assert event.type == USER_MESSAGE_SENT
+    message_id = event.data.pop("message_id")
+    assert message_id.startswith("msg_")
     assert event.data == {"user_id": user, "sender_id": "admin-1", "message": DIRECT}
 
 

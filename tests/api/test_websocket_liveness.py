@@ -33,7 +33,7 @@ from tests.api.conftest import (
     serve,
     wait_for_events,
 )
-from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
+from tests.api.live_helpers import Message, greet, join, of_type, pending, resume, send, types, until
 
 # Every test here writes more than the seed's 60 messages a minute allow one user.
 UNLIMITED: dict[str, Any] = {
@@ -169,8 +169,7 @@ async def test_slow_consumer_is_closed_with_4008_and_resumes_from_last_seq_witho
         # The slow client reconnects and resumes: the rest, exactly once, then replay_complete.
         async with srv.connect(srv.token("slow")) as again:
             await greet(again)
-            await join(again, room, since=last_seq)
-            replayed = await until(again, of_type("replay_complete"))
+            replayed = await resume(again, room, since=last_seq)
             caught_up = int(replayed[-1]["seq"])
             assert room_event_seqs(replayed, room) == list(range(last_seq + 1, caught_up + 1))
             assert cells(before_close) + cells(replayed) == written

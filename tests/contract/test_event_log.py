@@ -12,7 +12,7 @@ import pytest
 from engine.log.store import EventLog
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, CellUpdated, FileUploadStarted
 from engine.model.errors import ValidationFailed, VersionConflict
-from engine.model.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Origin, Refused
+from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
 
 
 def ev(stream: str, n: int = 0, **kw: Any) -> NewEvent:
@@ -21,7 +21,7 @@ def ev(stream: str, n: int = 0, **kw: Any) -> NewEvent:
 
 def cell_update(room: str, sheet: str, version: int | None, value: object, cell: str = "A1") -> NewEvent:
     updated = CellUpdated(room, sheet, cell, value, None, "u1", "ann")
-    return updated.new(Origin("n", "u1"), cell=CellWrite(sheet, cell, room, version))
+    return updated.new(Origin("n", "u1"), cells=updated.writes(version))
 
 
 async def test_log_append_then_read_stream_round_trips(event_log: EventLog, stream: str) -> None:

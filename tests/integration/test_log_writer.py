@@ -103,7 +103,7 @@ def cell_update(room: str, sheet: str, version: int | None, value: str) -> NewEv
             "user_id": "u1",
         },
         user_id="u1",
-        cell=CellWrite(sheet, "A1", room, version),
+        cells=(CellWrite(sheet, "A1", room, version, value),),
     )
 
 

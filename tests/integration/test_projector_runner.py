@@ -50,7 +50,7 @@ def _cell(room: str, sheet: str, cell: str, value: Any, user: str) -> NewEvent:
         "CellUpdated",
         {"room_id": room, **data},
         user_id=user,
-        cell=CellWrite(sheet, cell, room, None),
+        cells=(CellWrite(sheet, cell, room, None, value),),
     )
 
 

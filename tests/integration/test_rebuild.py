@@ -39,7 +39,12 @@ def update(
         "username": user.title(),
     }
     return NewEvent(
-        f"room:{room}", "CellUpdated", data, user_id=user, cell=CellWrite(sheet, cell, room, base), **kw
+        f"room:{room}",
+        "CellUpdated",
+        data,
+        user_id=user,
+        cells=(CellWrite(sheet, cell, room, base, value, data["formula"]),),
+        **kw,
     )
 
 

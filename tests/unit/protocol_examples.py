@@ -13,6 +13,7 @@ import orjson
 
 from engine import protocol as messages
 from engine.model.actors import Actor
+from engine.projections.cells import Cell
 from engine.projections.rooms import Member, RoomView
 from engine.protocol import Envelope
 
@@ -50,6 +51,19 @@ INBOUND: dict[str, dict[str, Any]] = {
         "room": ROOM,
         "client_msg_id": "m-3",
     },
+    "cells_update": {
+        "type": "cells_update",
+        "sheet_id": "sheet_123",
+        "room": ROOM,
+        "cells": [
+            {"cell_id": "A1", "value": "Region", "version": 1642161000001},
+            {"cell_id": "B1", "value": 1250, "formula": None},
+            {"cell_id": "B2", "value": 2500, "formula": "=B1*2"},
+        ],
+        "client_msg_id": "m-4",
+    },
+    "load_sheet": {"type": "load_sheet", "sheet_id": "sheet_123"},
+    "refresh_token": {"type": "refresh_token", "token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEifQ.c2ln"},
     "status_update": {"type": "status_update", "status": "busy"},
     "typing_start": {"type": "typing_start", "cell_id": "A1", "room": ROOM},
     "typing_stop": {"type": "typing_stop", "cell_id": "A1", "room": ROOM},
@@ -134,6 +148,28 @@ def outbound() -> dict[str, dict[str, Any]]:
             version=1642161000001,
             envelope=room_event(43, "m-3"),
         ),
+        "cells_updated": messages.cells_updated(
+            "sheet_123",
+            [
+                {"cell_id": "A1", "value": "Region", "formula": None, "version": 1642161000002},
+                {"cell_id": "B1", "value": 1250, "formula": None, "version": 1},
+                {"cell_id": "B2", "value": 2500, "formula": "=B1*2", "version": 1},
+            ],
+            user_id="user_2",
+            username="jane_doe",
+            envelope=room_event(45, "m-4"),
+        ),
+        "sheet_state": messages.sheet_state(
+            "sheet_123",
+            ROOM,
+            45,
+            {
+                "A1": Cell("A1", "Region", None, 1642161000002, "user_2", NOW, 45),
+                "B2": Cell("B2", 2500, "=B1*2", 1, "user_2", NOW, 45),
+            },
+        ),
+        "token_expiring": messages.token_expiring(NOW),
+        "token_refreshed": messages.token_refreshed(NOW),
         "user_status_changed": messages.user_status_changed("user_2", "busy", envelope=user_event(7)),
         "ai_start": messages.ai_event(
             "ai_start",

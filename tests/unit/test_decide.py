@@ -14,6 +14,7 @@ from engine.model.catalogue import (
     NOTIFICATION_CREATED,
 )
 from engine.model.errors import NotFound, PermissionDenied, RoomNotFound, ValidationFailed, VersionConflict
+from engine.model.numbers import MAX_SAFE_INTEGER
 from engine.projections import cells, notifications, uploads
 from tests.unit.event_log import Log, at
 
@@ -166,6 +167,14 @@ def test_decide_cell_version_stale_base_is_a_conflict_with_the_current_cell() ->
     }
 
 
+def test_decide_cell_version_stays_javascript_safe() -> None:
+    assert cell_rules.next_cell_version(None, MAX_SAFE_INTEGER - 1) == MAX_SAFE_INTEGER
+    with pytest.raises(ValidationFailed, match="2\\*\\*53"):
+        cell_rules.next_cell_version(None, MAX_SAFE_INTEGER)
+    with pytest.raises(ValidationFailed):
+        cell_rules.next_cell_version(cell(MAX_SAFE_INTEGER), None)
+
+
 def test_decide_two_updates_on_the_same_base_never_both_win() -> None:
     first = cell_rules.next_cell_version(cell(3), 3)
     with pytest.raises(VersionConflict):
@@ -184,6 +193,10 @@ def test_decide_cell_versions_strictly_increase_along_accepted_updates(requested
         except VersionConflict:
             assert current is not None and version is not None and version < current.version
             continue
+        except ValidationFailed:  # the next version would not be JavaScript-safe
+            assert max(current.version if current else 0, version or 0) == MAX_SAFE_INTEGER
+            continue
+        assert new <= MAX_SAFE_INTEGER
         assert new > (current.version if current else 0)
         assert version is None or new > version
         sheet = cells.apply(sheet, log.cell(ROOM, "user_1", "s1", "A1", n, new, n))

@@ -101,7 +101,7 @@ def test_events_stream_for_refuses_a_misrouted_type(event_type: str, owner: str)
 
 def test_events_leave_reasons_name_the_client_leave_and_server_recorded_ones() -> None:
     assert cat.LEFT in cat.LEAVE_REASONS and cat.DISCONNECTED in cat.LEAVE_REASONS
-    assert len(cat.LEAVE_REASONS) == 5
+    assert len(cat.LEAVE_REASONS) == 6 and cat.REVOKED in cat.LEAVE_REASONS
 
 
 # Typed events: one class per type, the data column written and read back by the class.
@@ -110,6 +110,9 @@ SAMPLES: list[cat.Event] = [
     cat.UserJoinedRoom("r1", "u1", "ann", "ann@example.com", "c1"),
     cat.UserLeftRoom("r1", "u1", "c1", cat.DISCONNECTED),
     cat.CellUpdated("r1", "s1", "A1", 3.5, "=1+2.5", "u1", "ann", version=7),
+    cat.CellsUpdated(
+        "r1", "s1", "u1", "ann", ({"cell_id": "A1", "value": 1, "formula": None, "version": 2},)
+    ),
     cat.RoomMessageBroadcast("r1", "admin", {"type": "system_announcement", "title": "t"}),
     cat.CursorMoved("r1", "u1", "ann", 10, 20.5, "B2"),
     cat.TypingStarted("r1", "u1", "ann", "A1", "c1"),

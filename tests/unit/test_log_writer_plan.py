@@ -68,7 +68,7 @@ def cell_ev(cell: str = "A1", version: int | None = None, room: str = "r1", shee
         type="CellUpdated",
         data={"sheet_id": sheet, "cell_id": cell, "value": "v", "formula": None},
         user_id="u1",
-        cell=CellWrite(sheet, cell, room, version),
+        cells=(CellWrite(sheet, cell, room, version, "v"),),
     )
 
 

@@ -54,7 +54,7 @@ def test_presence_projection_leave_without_connection_leaves_the_room_from_every
     assert project(log.events, "alice").connections == {"tab2": frozenset({"r2"})}
 
 
-def test_presence_projection_declared_status_holds_for_the_session() -> None:
+def test_presence_projection_declared_status_is_the_users_until_changed() -> None:
     log = Log()
     log.user("alice", USER_STATUS_CHANGED, 0, status="busy")  # before any room: kept
     log.joined("r1", "alice", "c1", 1)
@@ -63,9 +63,9 @@ def test_presence_projection_declared_status_holds_for_the_session() -> None:
     assert project(log.events, "alice").shown_status == "away"
     log.left("r1", "alice", "c1", 3)
     ended = project(log.events, "alice")
-    assert (ended.shown_status, ended.status) == (OFFLINE, "online")  # the next session starts online
-    log.joined("r1", "alice", "c2", 4)
-    assert project(log.events, "alice").shown_status == "online"
+    assert (ended.shown_status, ended.status) == (OFFLINE, "away")
+    log.joined("r1", "alice", "c2", 4)  # a reconnect: what she declared still holds
+    assert project(log.events, "alice").shown_status == "away"
 
 
 def test_presence_projection_cursor_is_the_latest_anywhere() -> None:

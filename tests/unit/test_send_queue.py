@@ -101,20 +101,20 @@ def test_send_queue_drops_seq_at_or_below_what_is_queued_for_the_topic() -> None
 
 
 def test_send_queue_hold_keeps_live_back_and_release_drops_what_was_replayed() -> None:
-    q = queue()
+    q = queue(max_queue=16, high_water=8)
     q.offer(durable(1))
     hold = q.hold(ROOM)
     assert q.offer(durable(3)) is Verdict.HELD
     assert q.offer(durable(4)) is Verdict.HELD
-    assert q.offer(volatile("cursor")) is Verdict.DROPPED
+    assert q.offer(volatile("cursor")) is Verdict.HELD  # reaches the joiner after its room_state
     assert q.offer(durable(9, topic="room:other")) is Verdict.QUEUED  # other topics flow meanwhile
-    assert [e.seq for e in hold.entries] == [3, 4]
+    assert [e.seq for e in hold.entries] == [3, 4, None]
     q.offer_durable(durable(2))  # the replay, past the hold
     q.offer_durable(durable(3))
     assert q.release(ROOM, floor=3) is Verdict.QUEUED
     assert q.offer(durable(4)) is Verdict.DROPPED  # a late live copy of what is queued
     assert q.offer(durable(5)) is Verdict.QUEUED
-    assert drain(q) == ["d1", "d9", "d2", "d3", "d4", "d5"]
+    assert drain(q) == ["d1", "d9", "d2", "d3", "d4", "cursor", "d5"]
 
 
 def test_send_queue_hold_is_bounded_by_the_room_above_high_water() -> None:

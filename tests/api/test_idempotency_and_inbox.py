@@ -1,0 +1,126 @@
+"""Over real sockets: a retry is answered with its original ack before any other check, nothing
+addressed to an offline user is lost, rate limits that fit a sheet, and the rooms listing follows the
+reader's `rooms` claim."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.api.conftest import Server, make_settings, request, serve
+from tests.api.live_helpers import greet, join, of_type, send, until
+from tests.api.rest_helpers import rest
+from tests.integration.projection_helpers import caught_up, fresh_database
+
+
+async def test_a_retry_from_a_tab_outside_the_room_gets_the_original_ack(server: Server, room: str) -> None:
+    key = f"{room}-edit"
+    edit = {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "A1", "value": 1, "room": room}
+    async with server.connect(server.token("ann")) as ann:
+        await greet(ann)
+        await join(ann, room)
+        await send(ann, {**edit, "client_msg_id": key})
+        original = (await until(ann, of_type("ack", client_msg_id=key)))[-1]
+    async with server.connect(server.token("ann")) as other_tab:  # never joined the room
+        await greet(other_tab)
+        again = await request(other_tab, {**edit, "client_msg_id": key})
+        assert again == original == {"type": "ack", "client_msg_id": key, "room_id": room, "seq": 2}
+        other = await request(other_tab, {**edit, "client_msg_id": f"{key}-new"})
+        assert other["code"] == "PERMISSION_DENIED"  # a new message is checked as usual
+
+
+async def test_a_retry_past_the_rate_limit_gets_the_original_ack(database_url: str, room: str) -> None:
+    settings = make_settings(
+        database_url, websocket_requests_per_minute=2, websocket_block_duration_minutes=1
+    )
+    async with serve(settings) as node, node.connect(node.token(f"limited-{room}")) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await send(ws, {"type": "status_update", "status": "busy", "client_msg_id": f"{room}-s"})
+        original = (await until(ws, of_type("ack")))[-1]
+        blocked = await request(ws, {"type": "status_update", "status": "away"})
+        assert blocked["code"] == "RATE_LIMIT_EXCEEDED"
+        retry = await request(ws, {"type": "status_update", "status": "busy", "client_msg_id": f"{room}-s"})
+        assert retry == original
+        # Blocked for durable messages, never for the mouse.
+        moved = await request(
+            ws, {"type": "cursor_move", "room": room, "x": 1, "y": 1, "client_msg_id": f"{room}-m"}
+        )
+        assert moved["type"] == "ack"
+        assert (await request(ws, {"type": "load_sheet", "sheet_id": "s"}))["type"] == "sheet_state"
+
+
+async def test_a_paste_counts_as_one_message(database_url: str, room: str) -> None:
+    settings = make_settings(database_url, websocket_requests_per_minute=3)
+    cells = [{"cell_id": f"{column}{row}", "value": row} for column in "ABCDEFGHIJ" for row in range(1, 11)]
+    async with serve(settings) as node, node.connect(node.token(f"paster-{room}")) as ws:
+        await greet(ws)
+        await join(ws, room)
+        paste = {"type": "cells_update", "sheet_id": f"s-{room}", "room": room, "cells": cells}
+        for n in range(2):  # the join and two pastes of 100 cells: three messages
+            await send(ws, {**paste, "client_msg_id": f"{room}-p{n}"})
+            answer = await until(ws, lambda m: m["type"] in ("ack", "error"))
+            assert [m["type"] for m in answer] == ["cells_updated", "ack"]
+            assert len(answer[0]["cells"]) == 100
+        limited = await request(ws, {**paste, "client_msg_id": f"{room}-p2"})
+        assert limited["code"] == "RATE_LIMIT_EXCEEDED"  # the fourth message
+
+
+async def test_a_message_to_an_offline_user_waits_unread_in_their_inbox(server: Server, room: str) -> None:
+    user = f"offline-{room}"
+    sent = await rest(
+        server, "POST", f"/ws/users/{user}/notify", json={"type": "direct_message", "message": "hi"}
+    )
+    assert sent.status_code == 200 and sent.json()["delivered_to"] == 0
+    inbox = await rest(server, "GET", "/notifications", sub=user, roles=["editor"])
+    [waiting] = inbox.json()["notifications"]
+    assert (waiting["title"], waiting["message"], waiting["category"]) == (
+        "direct_message",
+        "hi",
+        "direct_message",
+    )
+    assert waiting["read"] is False and inbox.json()["unread_count"] == 1
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        subscribed = await request(ws, {"type": "subscribe_notifications"})
+        assert [n["id"] for n in subscribed["unread"]] == [waiting["id"]]
+        await send(
+            ws, {"type": "notification_read", "notification_id": waiting["id"], "client_msg_id": f"{room}-r"}
+        )
+        await until(ws, of_type("ack", client_msg_id=f"{room}-r"))
+    after = await rest(server, "GET", "/notifications", sub=user, roles=["editor"])
+    assert after.json()["unread_count"] == 0
+
+
+@pytest.fixture(scope="module")
+def listing_url(server_url: str) -> Iterator[str]:
+    with fresh_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def listing_server(listing_url: str) -> AsyncIterator[Server]:
+    async with serve(make_settings(listing_url)) as running:
+        yield running
+
+
+async def test_the_rooms_listing_follows_the_readers_rooms_claim(listing_server: Server) -> None:
+    node = listing_server
+    rooms = ["team-a", "team-b", "other", "x.y"]
+    for room in rooms:
+        async with node.connect(node.token("maker")) as ws:
+            await greet(ws)
+            await join(ws, room)
+    await caught_up(node.app.state.engine.node.db_engine)
+
+    async def listed(**claims: object) -> list[str]:
+        response = await rest(node, "GET", "/ws/rooms", **claims)  # type: ignore[arg-type]
+        assert response.status_code == 200, response.text
+        return sorted(room["room_id"] for room in response.json())
+
+    assert await listed(roles=["editor"]) == sorted(rooms)  # no claim: any room
+    assert await listed(roles=["viewer"], rooms=["team-*"]) == ["team-a", "team-b"]
+    assert await listed(roles=["auditor"], rooms=["x.y", "team-?"]) == ["team-a", "team-b", "x.y"]
+    assert await listed(roles=["editor"], rooms=["x?y"]) == ["x.y"]
+    assert await listed(roles=["admin"], rooms=["nothing"]) == sorted(rooms)  # admins see every room

@@ -1,0 +1,94 @@
+"""Presence is per user, over real sockets: another tab coming or going is no news to others, a
+declared status outlives a reconnect, one event reaches one connection once, and a member that has
+its `room_state` misses nothing the room sends after it, cursors included."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Server, make_settings, serve
+from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
+
+
+async def test_a_second_tab_joining_or_leaving_is_no_news_to_the_others(server: Server, room: str) -> None:
+    async with (
+        server.connect(server.token("ann")) as ann,
+        server.connect(server.token("bob")) as bob_tab1,
+        server.connect(server.token("bob")) as bob_tab2,
+    ):
+        await greet(ann), await greet(bob_tab1), await greet(bob_tab2)
+        await join(ann, room)
+        await join(bob_tab1, room)
+        assert types(await pending(ann)) == ["room_state", "user_joined"]
+        state = await join(bob_tab2, room)  # the second tab gets its room_state
+        assert [u["user_id"] for u in state["users"]] == ["ann", "bob"]
+        assert await pending(ann) == [] and await pending(bob_tab1) == []
+        await send(bob_tab2, {"type": "leave_room", "room_id": room})
+        await until(bob_tab2, of_type("room_left"))
+        assert await pending(ann) == [] and await pending(bob_tab1) == []
+        await send(bob_tab1, {"type": "leave_room", "room_id": room})
+        await until(bob_tab1, of_type("room_left"))
+        assert types(await pending(ann)) == ["room_state", "user_left"]
+
+
+async def test_a_declared_status_survives_a_reconnect(server: Server, room: str) -> None:
+    async with server.connect(server.token("ann")) as ann:
+        await greet(ann)
+        await join(ann, room)
+        await send(ann, {"type": "status_update", "status": "busy", "client_msg_id": f"{room}-s"})
+        await until(ann, of_type("ack", client_msg_id=f"{room}-s"))
+    async with server.connect(server.token("ann")) as again, server.connect(server.token("bob")) as bob:
+        await greet(again), await greet(bob)
+        await join(again, room)
+        state = await join(bob, room)
+        assert {u["user_id"]: u["status"] for u in state["users"]} == {"ann": "busy", "bob": "online"}
+
+
+async def test_a_status_reaches_each_connection_once_and_never_its_sender(server: Server, room: str) -> None:
+    rooms = [f"{room}-{n}" for n in range(3)]
+    async with (
+        server.connect(server.token("ann")) as ann,
+        server.connect(server.token("ann")) as ann_tab,
+        server.connect(server.token("obs")) as observer,
+    ):
+        await greet(ann), await greet(ann_tab), await greet(observer)
+        for each in rooms:  # the observer shares three rooms with ann, and so does her other tab
+            for ws in (ann, ann_tab, observer):
+                await join(ws, each)
+        await pending(ann), await pending(ann_tab), await pending(observer)
+        await send(ann, {"type": "status_update", "status": "away", "client_msg_id": f"{room}-s"})
+        await until(ann, of_type("ack", client_msg_id=f"{room}-s"))
+        assert [m for m in await pending(ann) if m["type"] == "user_status_changed"] == []
+        for ws in (ann_tab, observer):
+            assert types(await pending(ws)) == ["user_status_changed"]
+
+
+async def test_a_cursor_sent_right_after_both_joined_is_never_lost(server: Server, room: str) -> None:
+    """The join's catch-up holds live messages until the joiner is up to date; it must hold cursors
+    too, not drop them (a 0.3 s pause used to hide this)."""
+    for attempt in range(40):
+        fresh = f"{room}-{attempt}"
+        async with server.connect(server.token("ann")) as ann, server.connect(server.token("bob")) as bob:
+            await greet(ann), await greet(bob)
+            await join(ann, fresh)
+            await send(bob, {"type": "join_room", "room_id": fresh})
+            await until(ann, of_type("user_joined"))  # bob's join has committed: move at once
+            await send(ann, {"type": "cursor_move", "room": fresh, "x": attempt, "y": 1})
+            moved = await until(bob, of_type("cursor_moved"))
+            assert moved[-1]["cursor"]["x"] == attempt
+            assert "room_state" in types(moved)  # after the room_state that lists ann
+
+
+async def test_typing_that_expires_is_stopped_for_the_others_only(database_url: str, room: str) -> None:
+    async with (
+        serve(make_settings(database_url, typing_timeout_seconds=0.2)) as node,
+        node.connect(node.token("ann")) as ann,
+        node.connect(node.token("bob")) as bob,
+    ):
+        await greet(ann), await greet(bob)
+        await join(ann, room), await join(bob, room)
+        await pending(ann)
+        await send(ann, {"type": "typing_start", "room": room, "cell_id": "A1"})
+        await until(bob, of_type("user_typing_start"))
+        stop = await until(bob, of_type("user_typing_stop"))
+        assert stop[-1]["user_id"] == "ann"
+        # The stop went to the room when bob got it: a ping's pong now comes after anything ann got.
+        assert "user_typing_stop" not in types(await pending(ann))
