@@ -15,8 +15,10 @@ BENCH_ARGS ?=
 # Two stamps: the server's own dependencies, then the test and lint tools on top. `make run` needs only
 # the first (a smaller, faster venv); `make test` and `make lint` add the second to whatever venv exists.
 # Both are rebuilt when pyproject.toml changes, so new dependencies reach the venv.
+# A current pip first: it resolves and installs the rest faster than the one a venv starts with.
 $(PY):
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	@echo "Installing collab-engine and its runtime dependencies into $(VENV) ..."
