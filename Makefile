@@ -10,7 +10,7 @@ PORT ?= 8000
 PYTEST_ARGS ?= -q
 BENCH_ARGS ?=
 
-.PHONY: install install-dev migrate run test lint bench clean clean-data
+.PHONY: install install-dev migrate run test lint bench screenshots clean clean-data
 
 # Two stamps: the server's own dependencies, then the test and lint tools on top. `make run` needs only
 # the first (a smaller, faster venv); `make test` and `make lint` add the second to whatever venv exists.
@@ -52,6 +52,11 @@ lint: install-dev
 
 bench: install
 	$(PY) bench/append.py $(BENCH_ARGS)
+
+# Real screenshots of the app and the console (headless Chromium at /usr/bin/chromium) into
+# docs/screenshots/, taken against a fresh database on the embedded test PostgreSQL.
+screenshots: install-dev
+	$(PY) -m tests.browser.screenshots docs/screenshots
 
 # Keeps .data (the embedded database and the generated JWT secret); `make clean-data` removes it.
 clean:

@@ -21,6 +21,7 @@ from api.jwt_secret import resolve_jwt_secret
 from api.metrics import install_metrics
 from api.middleware import install_middleware
 from api.routes import api_router
+from api.routes.pages import install_pages
 from api.settings import Settings, get_settings
 from engine.config import EngineConfig
 from engine.features.ai import AiProvider, provider_from
@@ -87,11 +88,13 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
         finally:
             await engine.stop()
 
-    app = FastAPI(title="collab-engine", lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load from a CDN: api/routes/pages.py serves them from this server.
+    app = FastAPI(title="collab-engine", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     install_middleware(app, settings)  # request ids, secure headers, CORS (api/middleware.py)
     install_metrics(app)  # GET /metrics, with this app's own registry (api/metrics.py)
     app.include_router(api_router())
+    install_pages(app)  # /, /app, /console, /client, /docs, /redoc (api/routes/pages.py)
     return app
 
 

@@ -14,7 +14,7 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +40,14 @@ ROLES = ("admin", "editor", "viewer", "auditor")
 DEMO_USER = "demo-user"
 DEMO_TTL = timedelta(hours=12)
 WS_PATH = "/api/v1/ws"
+# People `collab serve` prints browser links for: (user id, role, page). Two editors to try the sheet
+# together, an auditor for the replay, an admin for the console.
+DEMO_PEOPLE: tuple[tuple[str, str, str], ...] = (
+    ("alice", "editor", "/app?room=demo&sheet=budget"),
+    ("bob", "editor", "/app?room=demo&sheet=budget"),
+    ("audra", "auditor", "/console?tab=audit&room=demo"),
+    ("root", "admin", "/console"),
+)
 
 
 def _ttl(text: str) -> timedelta:
@@ -270,7 +278,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     token = mint_token(
         settings, sub=DEMO_USER, username=DEMO_USER, roles=["editor"], ttl=DEMO_TTL, secret=secret
     )
-    print(connect_instructions(args.host, args.port, token, _describe_database(settings, url)), flush=True)
+    people = {
+        (user, role, page): mint_token(
+            settings, sub=user, username=user, roles=[role], ttl=DEMO_TTL, secret=secret
+        )
+        for user, role, page in DEMO_PEOPLE
+    }
+    database = _describe_database(settings, url)
+    print(connect_instructions(args.host, args.port, token, database, people=people), flush=True)
 
     options = uvicorn_options(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
@@ -327,15 +342,43 @@ def _describe_database(settings: Settings, url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def connect_instructions(host: str, port: int, token: str, database: str) -> str:
-    """What `collab serve` prints: where it listens, a token, and copy-paste ways to connect with it."""
+def browser_links(base_url: str, people: Mapping[tuple[str, str, str], str]) -> list[str]:
+    """One line per demo person: who, and the page with their token in the URL fragment, which
+    browsers never send to the server (the page reads it and keeps it out of logs and history)."""
+    width = max((len(f"{user} ({role})") for user, role, _ in people), default=0)
+    return [
+        f"  {f'{user} ({role})':<{width}}  {base_url}{page}#token={token}"
+        for (user, role, page), token in people.items()
+    ]
+
+
+def connect_instructions(
+    host: str,
+    port: int,
+    token: str,
+    database: str,
+    *,
+    people: Mapping[tuple[str, str, str], str] | None = None,
+) -> str:
+    """What `collab serve` prints: where it listens, browser links for demo people, a token, and
+    copy-paste ways to connect with it."""
     base = f"{_display_host(host)}:{port}"
     ws_url = f"ws://{base}{WS_PATH}?token={token}"
+    opened = []
+    hours = DEMO_TTL.total_seconds() / 3600
+    if people:
+        opened = [
+            f"Open in a browser (each link signs in as that person, valid {hours:g}h):",
+            *browser_links(f"http://{base}", people),
+            f"API reference: http://{base}/docs",
+            "",
+        ]
     return "\n".join(
         [
             "",
             f"collab-engine starting on http://{base}  (database: {database})",
             "",
+            *opened,
             f"Token for {DEMO_USER!r} (role editor, valid {DEMO_TTL.total_seconds() / 3600:g}h);"
             " mint others with `collab token --sub ID --role ROLE`:",
             f"  {token}",

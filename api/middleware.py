@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from fastapi import FastAPI
@@ -34,15 +34,28 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# Swagger UI and ReDoc (FastAPI's /docs and /redoc) load their bundles from jsdelivr, start with an
-# inline script, fetch /openapi.json, and ReDoc adds Google fonts and a blob: worker. Only those pages
-# get this policy.
-DOCS_CSP: Final = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https:; connect-src 'self'; "
-    "worker-src blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+# The app, the console and the landing page (api/routes/pages.py): scripts and styles only from this
+# server, no inline code, data: images (the favicon), and fetch/WebSocket to this origin ('self'
+# covers ws: and wss: on the same host in CSP Level 3).
+PAGE_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
+
+
+def docs_csp(script_hashes: Iterable[str]) -> str:
+    """Swagger UI and ReDoc, served from this server (api/routes/pages.py): their bundles, the inline
+    start-up script FastAPI writes (allowed by its hash, nothing else inline), the inline styles both
+    set from script, data: images, /openapi.json, and ReDoc's search worker, which it starts from a
+    blob: URL."""
+    hashes = "".join(f" 'sha256-{h}'" for h in script_hashes)
+    return (
+        f"default-src 'none'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; worker-src blob:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+
+
 HSTS: Final = "max-age=63072000; includeSubDomains"
 SECURE_HEADERS: Final[Mapping[str, str]] = {
     "X-Content-Type-Options": "nosniff",
@@ -94,18 +107,18 @@ class RequestContextMiddleware:
 
 
 class SecureHeadersMiddleware:
-    """The seed's "Secure Headers" on every HTTP response; a header the route set itself is kept."""
+    """The seed's "Secure Headers" on every HTTP response; a header the route set itself is kept, which
+    is how the HTML pages (api/routes/pages.py) carry the policy that fits what they load."""
 
-    def __init__(self, app: ASGIApp, *, docs_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.docs_paths = docs_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         added = dict(SECURE_HEADERS)
-        added["Content-Security-Policy"] = DOCS_CSP if scope["path"] in self.docs_paths else API_CSP
+        added["Content-Security-Policy"] = API_CSP
         # Only over TLS (RFC 6797: a browser ignores it over plain HTTP anyway). Behind a proxy, uvicorn
         # sets the scheme from X-Forwarded-Proto when the proxy is trusted (FORWARDED_ALLOW_IPS).
         if scope.get("scheme") == "https":
@@ -135,16 +148,16 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             allow_credentials=False,
             max_age=600,
         )
-    docs = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    app.add_middleware(SecureHeadersMiddleware, docs_paths=frozenset(p for p in docs if p))
+    app.add_middleware(SecureHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware)
 
 
 __all__ = [
     "API_CSP",
-    "DOCS_CSP",
+    "PAGE_CSP",
     "REQUEST_ID_HEADER",
     "RequestContextMiddleware",
     "SecureHeadersMiddleware",
+    "docs_csp",
     "install_middleware",
 ]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.routes import files, health, history, management, notifications, rooms, stats, websocket
+from api.routes import (
+    connections,
+    files,
+    health,
+    history,
+    management,
+    notifications,
+    rooms,
+    stats,
+    websocket,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -18,5 +28,6 @@ def api_router() -> APIRouter:
     router.include_router(notifications.router)
     router.include_router(files.router)
     router.include_router(management.router)
+    router.include_router(connections.router)
     router.include_router(rooms.router)
     return router

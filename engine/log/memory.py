@@ -21,8 +21,8 @@ from engine.log.batch_plan import CellKey, LogState, plan
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
 from engine.model.streams import room_stream, user_stream
-from engine.projections import frozen
 from engine.projections.cells import Cell, SheetAtHead
+from engine.protocol import iso
 
 Clock = Callable[[], datetime]
 
@@ -99,9 +99,19 @@ class MemoryEventStore:
         room_id = self._sheets.get(sheet_id)
         if room_id is None:
             return None
-        cells = {cell_id: cell for (sheet, cell_id), cell in self._cells.items() if sheet == sheet_id}
+        cells = {
+            cell_id: {
+                "value": cell.value,
+                "formula": cell.formula,
+                "version": cell.version,
+                "user_id": cell.updated_by,
+                "updated_at": iso(cell.updated_at),
+            }
+            for (sheet, cell_id), cell in self._cells.items()
+            if sheet == sheet_id
+        }
         seq = len(self._streams.get(room_stream(room_id), ()))
-        return SheetAtHead(sheet_id, room_id, seq, frozen(cells))
+        return SheetAtHead(sheet_id, room_id, seq, cells)
 
     async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
         found = self._keys.get((user_id, key))

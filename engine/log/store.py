@@ -43,8 +43,7 @@ from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.model.streams import ROOM_STREAM_PREFIX, user_id_of, user_stream
-from engine.projections import frozen
-from engine.projections.cells import Cell, SheetAtHead
+from engine.projections.cells import SheetAtHead
 
 
 def _json_dumps(value: Any) -> str:
@@ -80,13 +79,15 @@ def libpq_dsn(database_url: str) -> str:
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# The time format is engine/protocol/outbound.py's `iso`: UTC, microseconds, a `Z`.
 _SHEET_AT_HEAD = """
     WITH sheet AS (SELECT room_id FROM sheets WHERE sheet_id = :sheet)
-    SELECT sheet.room_id, room.version AS seq, c.cell_id, c.value, c.formula, c.version, c.user_id,
-           c.updated_at, c.seq AS cell_seq
-    FROM sheet
-    LEFT JOIN streams AS room ON room.stream_id = :room_prefix || sheet.room_id
-    LEFT JOIN cells AS c ON c.sheet_id = :sheet
+    SELECT sheet.room_id, room.version AS seq,
+           (SELECT json_object_agg(c.cell_id, json_build_object(
+                'value', c.value, 'formula', c.formula, 'version', c.version, 'user_id', c.user_id,
+                'updated_at', to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+            FROM cells AS c WHERE c.sheet_id = :sheet) AS cells
+    FROM sheet LEFT JOIN streams AS room ON room.stream_id = :room_prefix || sheet.room_id
 """
 
 
@@ -211,22 +212,12 @@ class EventStore:
         """The sheet's cells and its room's seq, read in one statement and so one snapshot: the
         `cells` and `streams` rows are written in the same statement as the events (writer.py), so
         the pair is exactly the log at some head. None for a sheet never edited."""
+        params = {"sheet": sheet_id, "room_prefix": ROOM_STREAM_PREFIX}
         async with self.db_engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(_SHEET_AT_HEAD), {"sheet": sheet_id, "room_prefix": ROOM_STREAM_PREFIX}
-                )
-            ).all()
-        if not rows:
+            row = (await conn.execute(text(_SHEET_AT_HEAD), params)).first()
+        if row is None:
             return None
-        cells = {
-            row.cell_id: Cell(
-                row.cell_id, row.value, row.formula, row.version, row.user_id, row.updated_at, row.cell_seq
-            )
-            for row in rows
-            if row.cell_id is not None
-        }
-        return SheetAtHead(sheet_id, rows[0].room_id, int(rows[0].seq or 0), frozen(cells))
+        return SheetAtHead(sheet_id, row.room_id, int(row.seq or 0), row.cells or {})
 
     async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
         """The event the user appended under idempotency key `key`, if any (a unique index)."""

@@ -19,7 +19,6 @@ from engine.model.actors import Actor
 from engine.model.errors import ValidationFailed
 from engine.model.events import RecordedEvent
 from engine.model.streams import ROOM_STREAM_PREFIX, is_volatile_stream, room_id_of
-from engine.projections.cells import Cell
 from engine.projections.rooms import Member, RoomView
 
 AiEventType = Literal["ai_start", "ai_progress", "ai_complete", "ai_error"]
@@ -278,25 +277,11 @@ def cells_updated(
     return _stamped(message, envelope)
 
 
-def sheet_state(sheet_id: str, room_id: str | None, seq: int, cells: Mapping[str, Cell]) -> dict[str, Any]:
+def sheet_state(sheet_id: str, room_id: str | None, seq: int, cells: Mapping[str, Any]) -> dict[str, Any]:
     """The answer to `load_sheet`: the sheet as of its room's `seq` (apply live events with a higher
-    seq on top). A sheet never edited has no room yet and no cells."""
-    return {
-        "type": "sheet_state",
-        "sheet_id": sheet_id,
-        "room_id": room_id,
-        "seq": seq,
-        "cells": {
-            cell_id: {
-                "value": cell.value,
-                "formula": cell.formula,
-                "version": cell.version,
-                "user_id": cell.updated_by,
-                "updated_at": iso(cell.updated_at),
-            }
-            for cell_id, cell in cells.items()
-        },
-    }
+    seq on top); `cells` are `{cell_id: {value, formula, version, user_id, updated_at}}`. A sheet never
+    edited has no room yet and no cells."""
+    return {"type": "sheet_state", "sheet_id": sheet_id, "room_id": room_id, "seq": seq, "cells": cells}
 
 
 def user_status_changed(user_id: str, status: str, *, envelope: Envelope | None = None) -> dict[str, Any]:

@@ -3,6 +3,8 @@ from ALLOWED_ORIGINS; and the JSON log lines that name the request or connection
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import logging
@@ -16,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from api.logging_setup import ContextFilter, JsonFormatter
-from api.middleware import API_CSP, DOCS_CSP
+from api.middleware import API_CSP, PAGE_CSP
 from tests.api.conftest import ALLOWED_ORIGIN, Server, make_settings, serve
 from tests.api.live_helpers import greet
 
@@ -80,22 +82,44 @@ async def test_hsts_only_when_the_request_came_over_tls(no_cors: Server) -> None
     assert proxied.headers["strict-transport-security"].startswith("max-age=")
 
 
-async def test_docs_page_gets_a_policy_that_allows_what_it_loads(no_cors: Server) -> None:
-    docs = await call(no_cors, "GET", "/docs")
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+async def test_docs_pages_load_everything_from_this_server(no_cors: Server, path: str) -> None:
+    """Swagger UI and ReDoc come from this server (no CDN): the policy allows scripts and styles from
+    'self' only, and each inline script by its hash, nothing else inline."""
+    docs = await call(no_cors, "GET", path)
     assert docs.status_code == 200
-    assert_secure(docs, csp=DOCS_CSP)
-    policy = dict(part.strip().split(" ", 1) for part in DOCS_CSP.split(";"))
+    policy = dict(part.strip().split(" ", 1) for part in docs.headers["content-security-policy"].split(";"))
+    assert_secure(docs, csp=docs.headers["content-security-policy"])
     scripts = re.findall(r'<script[^>]+src="([^"]+)"', docs.text)
     styles = re.findall(r'<link[^>]+href="([^"]+\.css)"', docs.text)
-    assert scripts and styles
-    for url, directive in [*((u, "script-src") for u in scripts), *((u, "style-src") for u in styles)]:
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-        assert origin in policy[directive].split(), (url, directive)
-    assert "<script>" in docs.text and "'unsafe-inline'" in policy["script-src"]  # Swagger's start-up
-    assert "'self'" in policy["connect-src"]  # it fetches /openapi.json
+    for url in scripts + styles:
+        assert not urlsplit(url).netloc, url  # same origin
+        assert (await call(no_cors, "GET", url)).status_code == 200, url
+    sources = policy["script-src"].split()
+    assert "'unsafe-inline'" not in sources and "https:" not in " ".join(sources)
+    inline = re.findall(r"<script>(.*?)</script>", docs.text, re.DOTALL)
+    hashes = {
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for body in inline
+    }
+    assert hashes == {s for s in sources if s.startswith("'sha256-")}
+    assert "'self'" in policy["connect-src"]  # they fetch /openapi.json
     schema = await call(no_cors, "GET", "/openapi.json")
     assert schema.status_code == 200
-    assert_secure(schema)  # the API's strict policy everywhere but the docs pages
+    assert_secure(schema)  # the API's strict policy everywhere but the pages
+
+
+@pytest.mark.parametrize("path", ["/", "/app", "/console"])
+async def test_pages_get_a_policy_without_inline_code(no_cors: Server, path: str) -> None:
+    page = await call(no_cors, "GET", path)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert_secure(page, csp=PAGE_CSP)
+    assert "<script>" not in page.text and "style=" not in page.text
+    for url in re.findall(r'(?:src|href)="(/[^"]+)"', page.text):
+        if url.startswith(("/app", "/console", "/docs")):
+            continue
+        assert (await call(no_cors, "GET", url)).status_code == 200, url
 
 
 async def test_request_id_is_echoed_when_plain_and_replaced_otherwise(no_cors: Server) -> None:

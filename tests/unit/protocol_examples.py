@@ -13,7 +13,6 @@ import orjson
 
 from engine import protocol as messages
 from engine.model.actors import Actor
-from engine.projections.cells import Cell
 from engine.projections.rooms import Member, RoomView
 from engine.protocol import Envelope
 
@@ -164,8 +163,20 @@ def outbound() -> dict[str, dict[str, Any]]:
             ROOM,
             45,
             {
-                "A1": Cell("A1", "Region", None, 1642161000002, "user_2", NOW, 45),
-                "B2": Cell("B2", 2500, "=B1*2", 1, "user_2", NOW, 45),
+                "A1": {
+                    "value": "Region",
+                    "formula": None,
+                    "version": 1642161000002,
+                    "user_id": "user_2",
+                    "updated_at": messages.iso(NOW),
+                },
+                "B2": {
+                    "value": 2500,
+                    "formula": "=B1*2",
+                    "version": 1,
+                    "user_id": "user_2",
+                    "updated_at": messages.iso(NOW),
+                },
             },
         ),
         "token_expiring": messages.token_expiring(NOW),

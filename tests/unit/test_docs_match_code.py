@@ -165,16 +165,27 @@ def test_readme_lists_every_setting_with_its_default() -> None:
         assert documented[name] == _documented_default(field.default), name
 
 
-# Names that look like settings in backticks but are not the server's: the test suite's and
-# benchmarks' own variables, make's, and uvicorn's.
-NOT_SETTINGS = frozenset(
-    {"TEST_DATABASE_URL", "BENCH_DATABASE_URL", "PYTEST_ARGS", "BENCH_ARGS", "FORWARDED_ALLOW_IPS"}
-)
+# uvicorn's own variable, which it reads for `collab serve` too.
+NOT_OURS = frozenset({"FORWARDED_ALLOW_IPS"})
 
 
-def test_docs_name_no_setting_the_code_does_not_read() -> None:
-    """Any `UPPER_CASE_NAME` in backticks is a setting, an error code, or one of NOT_SETTINGS."""
-    known = {name.upper() for name in Settings.model_fields} | set(ERROR_CODES) | NOT_SETTINGS
+def _names_in_code() -> set[str]:
+    """Module-level UPPER_CASE constants of the Python sources, the environment variables they read,
+    and the Makefile's variables."""
+    names: set[str] = set()
+    for folder in ("api", "engine", "tests", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            names.update(re.findall(r"^([A-Z][A-Z0-9_]+)\s*(?::[^=\n]+)?=", text, re.M))
+            names.update(re.findall(r"environ(?:\.get\(|\[)\s*\"([A-Z][A-Z0-9_]+)\"", text))
+    names.update(re.findall(r"^([A-Z][A-Z0-9_]+)\s*\??=", (ROOT / "Makefile").read_text(), re.M))
+    return names
+
+
+def test_docs_name_no_setting_the_code_does_not_have() -> None:
+    """Any `UPPER_CASE_NAME` in backticks is a setting, an error code, or something else the code
+    defines or reads (a constant, a test's environment variable, a make variable)."""
+    known = {name.upper() for name in Settings.model_fields} | set(ERROR_CODES) | NOT_OURS | _names_in_code()
     for path in DOCS:
         named = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)(?:=[^`]*)?`", path.read_text()))
         assert named <= known, f"{path.name} names settings the code does not have: {sorted(named - known)}"
@@ -222,7 +233,9 @@ def test_architecture_names_every_module_of_each_engine_folder() -> None:
 
 def _repo_paths(text: str) -> Iterator[str]:
     # Not after a `/` or a word character: `/api/v1/ws` is a URL, not the api/ folder.
-    for match in re.finditer(r"(?<![\w/.])((?:engine|api|tests|migrations|bench|docs)/[\w./-]*[\w/])", text):
+    for match in re.finditer(
+        r"(?<![\w/.])((?:engine|api|tests|migrations|bench|docs|clients)/[\w./-]*[\w/])", text
+    ):
         yield match.group(1)
 
 
@@ -232,10 +245,13 @@ def test_docs_name_only_files_that_exist(path: Path) -> None:
     assert not missing, f"{path.name} names files that do not exist: {missing}"
 
 
+_TEXT = frozenset({".py", ".md", ".mako", ".toml", ".ini", ".js", ".ts", ".html", ".css", ".json", ""})
+
+
 def _sources() -> Iterator[Path]:
-    for folder in ("api", "engine", "migrations", "tests", "bench", "docs", ".ci"):
+    for folder in ("api", "engine", "migrations", "tests", "bench", "docs", "clients", ".ci"):
         for path in sorted((ROOT / folder).rglob("*")):
-            if path.is_file() and path.suffix in {".py", ".md", ".mako", ".toml", ".ini", ""}:
+            if path.is_file() and path.suffix in _TEXT and "node_modules" not in path.parts:
                 yield path
     yield from (ROOT / name for name in ("README.md", "Makefile", "pyproject.toml", "alembic.ini"))
 

@@ -1,0 +1,388 @@
+// The live sheet: one room, one sheet, everyone in it. Everything goes through collab-client; this
+// file only connects its events to the page.
+import { CollabClient } from '/client/collab-client.js';
+import { askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
+import { SheetGrid, display } from './grid.js';
+
+const params = new URLSearchParams(location.search);
+const roomId = params.get('room') || 'demo';
+const sheetId = params.get('sheet') || 'budget';
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+const STATE_LABELS = {
+  connecting: ['Connecting…', 'warn'],
+  connected: ['Joining…', 'warn'],
+  ready: ['Live', 'ok'],
+  reconnecting: ['Reconnecting…', 'warn'],
+  offline: ['Offline', ''],
+  closed: ['Disconnected', 'bad'],
+};
+/** Server messages the page handles itself; any other with a title or text is an announcement. */
+const HANDLED = new Set([
+  'connected', 'ack', 'error', 'pong', 'room_state', 'replay_complete', 'user_joined', 'user_left', 'room_left',
+  'cell_updated', 'cells_updated', 'cursor_moved', 'user_typing_start', 'user_typing_stop', 'user_status_changed',
+  'ai_event', 'notifications_subscribed', 'notification_event', 'file_upload_started', 'file_upload_progress',
+  'file_upload_complete', 'server_shutdown', 'sheet_state', 'token_expiring', 'token_refreshed',
+]);
+
+const token = takeToken();
+if (!token) {
+  askForToken('This page needs a token to connect.', 'collab token --sub alice --username alice --role editor');
+} else {
+  start(token);
+}
+
+/** @param {string} token */
+async function start(token) {
+  const claims = claimsOf(token) ?? {};
+  const me = { id: claims.sub ?? 'me', name: claims.username ?? claims.sub ?? 'me' };
+  const myColour = colourFor(me.id);
+  $('room-name').textContent = roomId;
+  $('sheet-name').textContent = sheetId;
+  document.title = `${sheetId} · ${roomId} · collab-engine`;
+  fill($('me'), avatar(me.id, me.name), el('span', {}, me.name));
+
+  const client = new CollabClient({ token, getToken: () => takeToken() ?? token });
+  const grid = new SheetGrid({
+    table: /** @type {HTMLTableElement} */ ($('grid')),
+    scroller: $('grid-scroller'),
+    overlay: $('overlay'),
+    formula: /** @type {HTMLInputElement} */ ($('formula')),
+    cellName: $('cell-name'),
+    colour: myColour,
+  });
+  const sheet = client.sheet(sheetId, { room: roomId });
+  grid.lookup = (id) => sheet.get(id);
+  // For a person debugging in the console: the client and the sheet model.
+  Object.assign(window, { collab: { client, sheet, grid } });
+
+  // --- connection state -----------------------------------------------------------------------
+  const pill = $('connection');
+  const showState = () => {
+    const [label, tone] = STATE_LABELS[/** @type {keyof typeof STATE_LABELS} */ (client.state)] ?? [client.state, ''];
+    const queued = client._outbox.size;
+    pill.textContent = queued && client.state !== 'ready' ? `${label} · ${queued} edit${queued === 1 ? '' : 's'} queued` : label;
+    pill.className = `pill ${tone}`;
+    pill.dataset.state = client.state;
+    pill.dataset.queued = String(queued);
+  };
+  client.on('state', showState);
+  client.on('queue', showState);
+  client.on('removed', () => {
+    banner('An administrator removed this connection. Your unsent edits were discarded.', 'Reconnect', () => {
+      $('banner').hidden = true;
+      client.connect().then(() => sheet.load());
+    });
+    pill.textContent = 'Removed';
+    activity('You were removed by an administrator', '#d92d20');
+  });
+  client.on('auth_failed', () => askForToken('Your token was refused or has expired.', 'collab token --sub ' + me.id + ' --role editor'));
+  client.on('server_shutdown', () => activity('The server is restarting; reconnecting…'));
+  client.on('resumed', ({ room_id, seq }) => activity(`Back online: ${room_id} resumed after seq ${seq}`));
+  client.on('server_error', (error) => toast(`${error.code}: ${error.message}`, 'info'));
+
+  // --- cells ----------------------------------------------------------------------------------
+  sheet.on('change', ({ cell_id, cell, source }) => {
+    grid.render(cell_id, cell);
+    if (source === 'remote' && cell?.user_id !== me.id) {
+      grid.mark(cell_id, 'flash');
+      activity(`${cell.username ?? cell.user_id} set ${cell_id} = ${display(cell.value) || '(empty)'}`, colourFor(cell.user_id));
+    }
+    if (cell_id === grid.selected) showCellMeta(cell_id);
+  });
+  sheet.on('conflict', ({ cell_id, attempted, current }) => {
+    grid.mark(cell_id, 'conflicted');
+    const who = current?.user_id ? (room?.users.get(current.user_id)?.username ?? current.user_id) : 'someone';
+    toast(
+      `Conflict on ${cell_id}: ${who} changed it to “${display(current?.value)}” before your “${display(attempted)}” arrived. The cell shows their value (v${current?.version}).`,
+      'conflict',
+    );
+    activity(`Conflict on ${cell_id}: kept ${who}'s value`, '#d92d20');
+  });
+  const edit = (/** @type {Promise<any>} */ promise) => promise.catch((error) => {
+    if (error.code !== 'VERSION_CONFLICT' && error.code !== 'CLOSED') toast(`Edit refused: ${error.message}`, 'conflict');
+  });
+  grid.onCommit = (id, value) => edit(sheet.set(id, value));
+  grid.onRange = (cells) => {
+    activity(`You pasted ${cells.length} cells`, myColour);
+    edit(sheet.setRange(cells));
+  };
+  const showCellMeta = (/** @type {string} */ id) => {
+    const cell = sheet.get(id);
+    $('cell-meta').textContent = cell?.version ? `v${cell.version}${cell.username || cell.user_id ? ` · ${cell.username ?? cell.user_id}` : ''}${cell.pending ? ' · saving…' : ''}` : '';
+  };
+
+  // --- presence, cursors, typing --------------------------------------------------------------
+  /** @type {import('/client/collab-client.js').Room | undefined} */
+  let room;
+  let typingIn = /** @type {string | null} */ (null);
+  let typingRefresh = 0;
+  grid.onSelect = (id) => {
+    showCellMeta(id);
+    room?.moveCursor(pointer.x, pointer.y, id);
+  };
+  grid.onEditStart = (id) => {
+    const now = Date.now();
+    if (typingIn === id && now - typingRefresh < 3000) return; // the server expires a start after 5 s
+    if (typingIn && typingIn !== id) room?.stopTyping(typingIn);
+    typingIn = id;
+    typingRefresh = now;
+    room?.startTyping(id);
+  };
+  grid.onEditEnd = (id) => {
+    if (typingIn === id) room?.stopTyping(id);
+    typingIn = null;
+  };
+  const pointer = { x: 0, y: 0, sentAt: 0, timer: 0 };
+  grid.onPointer = (x, y) => {
+    Object.assign(pointer, { x, y });
+    const wait = 80 - (Date.now() - pointer.sentAt); // about 12 a second: within the volatile budget
+    clearTimeout(pointer.timer);
+    pointer.timer = window.setTimeout(() => {
+      pointer.sentAt = Date.now();
+      room?.moveCursor(pointer.x, pointer.y, grid.selected);
+    }, Math.max(0, wait));
+  };
+
+  const renderPresence = () => {
+    if (!room) return;
+    const members = room.members;
+    const typing = new Map();
+    for (const [cell, who] of room.typing) for (const userId of who.keys()) typing.set(userId, cell);
+    fill($('presence'), ...members.slice(0, 6).map((u) => avatar(u.user_id, u.username, u.status)));
+    fill(
+      $('people'),
+      ...members.map((u) => {
+        const typingCell = typing.get(u.user_id);
+        const where = typingCell ? ` · typing in ${typingCell}` : u.cursor?.cell ? ` · at ${u.cursor.cell}` : '';
+        return el(
+          'li',
+          { dataset: { user: u.user_id, status: u.status }, vars: { '--who': colourFor(u.user_id) } },
+          avatar(u.user_id, u.username, u.status),
+          el('div', { class: 'who' },
+            el('span', {}, u.username, u.user_id === me.id ? ' (you)' : ''),
+            el('span', { class: `where${typingCell ? ' typing' : ''}` }, `${statusLabel(u.status)}${where}`)),
+        );
+      }),
+    );
+    for (const u of members) {
+      if (u.user_id === me.id) continue;
+      grid.setRemote(u.user_id, {
+        name: u.username,
+        colour: colourFor(u.user_id),
+        cell: u.cursor?.cell ?? null,
+        x: u.cursor?.x,
+        y: u.cursor?.y,
+        typing: typing.has(u.user_id),
+      });
+    }
+    for (const userId of [...grid.remotes.keys()]) if (!room.users.has(userId)) grid.removeRemote(userId);
+  };
+
+  $('status').addEventListener('change', (e) => {
+    client.setStatus(/** @type {any} */ (/** @type {HTMLSelectElement} */ (e.target).value)).catch(() => {});
+  });
+
+  // --- notifications, announcements -----------------------------------------------------------
+  const renderNotifications = () => {
+    const unread = [...client.unread.values()];
+    const badge = $('unread');
+    badge.hidden = unread.length === 0;
+    badge.textContent = String(unread.length);
+    fill(
+      $('notification-list'),
+      ...(unread.length
+        ? unread.map((n) =>
+            el('li', { class: `priority-${n.priority ?? 'normal'}`, dataset: { id: n.id } },
+              el('div', { class: 'text' }, el('span', { class: 'title' }, n.title), el('span', { class: 'muted' }, n.message)),
+              el('button', { class: 'button small', type: 'button', onclick: () => client.markNotificationRead(n.id).catch(() => {}) }, 'Mark read')))
+        : [el('li', { class: 'muted' }, 'You are all caught up.')]),
+    );
+  };
+  client.on('notifications', renderNotifications);
+  client.on('notification_event', (m) => {
+    if (m.event_type === 'notification_created') toast(`${m.notification.title}: ${m.notification.message}`, 'info');
+  });
+  $('bell').addEventListener('click', () => {
+    $('notifications').hidden = !$('notifications').hidden;
+  });
+  client.on('message', (m) => {
+    if (HANDLED.has(m.type) || !(m.title || m.message)) return;
+    toast(`${m.title ? `${m.title}: ` : ''}${m.message ?? ''}`, 'info');
+    activity(`${m.title ?? m.type}${m.message ? ` — ${m.message}` : ''}`, '#175cd3');
+  });
+
+  // --- AI -------------------------------------------------------------------------------------
+  const aiProgress = $('ai-progress');
+  client.on('ai_event', (m) => {
+    if (m.event_type === 'ai_start') {
+      aiProgress.hidden = false;
+      aiProgress.style.setProperty('--p', '2%');
+      $('ai-status').textContent = 'Started…';
+      fill($('ai-result'));
+    } else if (m.event_type === 'ai_progress') {
+      aiProgress.style.setProperty('--p', `${m.data.progress}%`);
+      $('ai-status').textContent = `${m.data.progress}% · ${m.data.status}`;
+    } else if (m.event_type === 'ai_complete') {
+      aiProgress.style.setProperty('--p', '100%');
+      $('ai-status').textContent = `Done in ${Number(m.data.processing_time ?? 0).toFixed(2)} s`;
+      renderAi(m.data);
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = false;
+    } else if (m.event_type === 'ai_error') {
+      $('ai-status').textContent = `Failed: ${m.data.error}`;
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = false;
+    }
+  });
+  $('ai-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = true;
+    const query = /** @type {HTMLTextAreaElement} */ ($('ai-query')).value.trim() || 'Analyze this data';
+    client.requestAi({ query, sheetId }).result.catch((error) => {
+      $('ai-status').textContent = `Failed: ${error.message}`;
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = false;
+    });
+  });
+
+  // --- files ----------------------------------------------------------------------------------
+  /** @type {Map<string, {row: HTMLElement, bar: HTMLElement, note: HTMLElement, name: string}>} */
+  const files = new Map();
+  const fileRow = (/** @type {string} */ fileId, /** @type {string} */ name, /** @type {number} */ size) => {
+    let entry = files.get(fileId);
+    if (!entry) {
+      const bar = el('div', { class: 'bar' });
+      const note = el('span', { class: 'muted file-size' }, formatBytes(size));
+      const row = el('li', { dataset: { file: fileId } },
+        el('div', { class: 'file-row' }, el('span', { class: 'file-name', title: name }, name), note),
+        el('div', { class: 'progress' }, bar));
+      entry = { row, bar, note, name };
+      files.set(fileId, entry);
+      $('files').querySelector('.empty-line')?.remove();
+      $('files').prepend(row);
+    }
+    return entry;
+  };
+  const progress = (/** @type {string} */ fileId, /** @type {number} */ percent) => {
+    const entry = files.get(fileId);
+    if (!entry) return;
+    entry.bar.style.setProperty('--p', `${Math.min(100, percent)}%`);
+    entry.row.dataset.progress = String(Math.round(percent));
+  };
+  client.on('file_upload_started', (m) => fileRow(m.file_id, m.filename, m.file_size));
+  client.on('file_upload_progress', (m) => {
+    fileRow(m.file_id, files.get(m.file_id)?.name ?? m.file_id, m.total_bytes);
+    progress(m.file_id, m.percentage);
+  });
+  client.on('file_upload_complete', (m) => {
+    const entry = fileRow(m.file_id, m.filename, m.size);
+    progress(m.file_id, 100);
+    entry.row.classList.add('done');
+    fill(entry.note, formatBytes(m.size), ' · ',
+      el('button', { class: 'button small', type: 'button', onclick: () => download(client, m.url, m.filename) }, 'Download'));
+    activity(`Uploaded ${m.filename}`, myColour);
+  });
+  $('upload-input').addEventListener('change', (e) => {
+    const input = /** @type {HTMLInputElement} */ (e.target);
+    const file = input.files?.[0];
+    input.value = '';
+    if (!file) return;
+    const fileId = `f-${client.nextId()}`;
+    fileRow(fileId, file.name, file.size);
+    client
+      .uploadFile(file, { fileId, roomId, onProgress: ({ loaded, total }) => progress(fileId, (loaded / total) * 100) })
+      .catch((error) => toast(`Upload failed: ${error.message}`, 'conflict'));
+  });
+
+  // --- go -------------------------------------------------------------------------------------
+  try {
+    await client.connect();
+    room = await client.join(roomId);
+    room.on('presence', renderPresence);
+    room.on('typing', renderPresence);
+    room.on('cursor', (m) => {
+      if (m.user_id === me.id) return;
+      grid.setRemote(m.user_id, { name: m.username, colour: colourFor(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
+      renderPresence();
+    });
+    client.on('user_joined', (m) => m.room_id === roomId && m.user.user_id !== me.id && activity(`${m.user.username} joined`, colourFor(m.user.user_id)));
+    client.on('user_left', (m) => m.room_id === roomId && activity(`${room?.users.get(m.user_id)?.username ?? m.user_id} left`, colourFor(m.user_id)));
+    renderPresence();
+    await sheet.load();
+    for (const id of sheet.cells.keys()) grid.render(id, sheet.get(id));
+    showCellMeta(grid.selected);
+    grid._showFormula();
+    $('grid-scroller').focus();
+    await client.subscribeNotifications({});
+    document.body.dataset.ready = 'true';
+  } catch (error) {
+    toast(`Could not open the sheet: ${/** @type {Error} */ (error).message}`, 'conflict');
+  }
+}
+
+/** The analysis: its sentences, then a table of the numeric columns' figures. @param {any} data */
+function renderAi(data) {
+  const lines = String(data.result ?? '').split('\n').filter(Boolean);
+  const numeric = (data.details?.columns ?? []).filter((/** @type {any} */ c) => c.type === 'numeric' && typeof c.mean === 'number');
+  const figure = (/** @type {number} */ n) => (Math.abs(n) >= 1000 ? Math.round(n).toLocaleString() : Number(n.toFixed(2)).toString());
+  fill(
+    $('ai-result'),
+    ...lines.map((line) => el('p', {}, line)),
+    numeric.length
+      ? el('table', {},
+          el('thead', {}, el('tr', {}, ...['Column', 'Mean', 'Min', 'Max', 'Trend'].map((h) => el('th', {}, h)))),
+          el('tbody', {}, ...numeric.map((/** @type {any} */ c) => el('tr', {},
+            el('td', {}, c.name ?? c.column), el('td', {}, figure(c.mean)), el('td', {}, figure(c.min)),
+            el('td', {}, figure(c.max)), el('td', {}, c.trend ?? '—')))))
+      : null,
+  );
+}
+
+/** @param {string} userId @param {string} name @param {string} [status] */
+function avatar(userId, name, status) {
+  return el('span', { class: 'avatar', title: `${name}${status ? ` (${status})` : ''}`, vars: { '--who': colourFor(userId) } },
+    initials(name), status ? el('span', { class: `status-dot ${status}` }) : null);
+}
+
+/** @param {string} status */
+const statusLabel = (status) => ({ online: 'Online', away: 'Away', busy: 'Busy' })[status] ?? status ?? 'Online';
+
+/** @param {string} text @param {string} [colour] */
+function activity(text, colour) {
+  const list = $('activity');
+  list.prepend(el('li', { vars: colour ? { '--who': colour } : undefined }, el('span', { class: 'dot' }), el('time', {}, clock(new Date().toISOString())), el('span', {}, text)));
+  while (list.children.length > 60) list.lastElementChild?.remove();
+}
+
+/** @param {string} text @param {'conflict' | 'info' | ''} [kind] */
+function toast(text, kind = '') {
+  const box = el('div', { class: `toast ${kind}`, role: 'status' }, el('span', {}, text),
+    el('button', { class: 'close', type: 'button', 'aria-label': 'Dismiss', onclick: () => box.remove() }, '×'));
+  if (kind === 'conflict') box.classList.add('notice');
+  $('toasts').append(box);
+  setTimeout(() => box.remove(), kind === 'conflict' ? 12000 : 6000);
+}
+
+/** @param {string} text @param {string} action @param {() => void} run */
+function banner(text, action, run) {
+  const node = $('banner');
+  fill(node, el('span', {}, text), el('button', { class: 'button small', type: 'button', onclick: run }, action));
+  node.hidden = false;
+}
+
+/** @param {number} bytes */
+function formatBytes(bytes) {
+  if (!bytes && bytes !== 0) return '';
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** Downloads with the bearer token (a plain link could not send it). @param {CollabClient} client @param {string} url @param {string} name */
+async function download(client, url, name) {
+  const response = await client.rest(url, { raw: true });
+  const href = URL.createObjectURL(await response.blob());
+  const link = el('a', { href, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
+}

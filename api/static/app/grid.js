@@ -1,0 +1,377 @@
+// The grid on screen: cells, selection and range, in-cell editing, copy and paste, and the overlay
+// that draws other people's selections and pointers. It knows nothing of the protocol: the app
+// gives it values to show and gets callbacks for what the person does.
+import { el } from '/static/shared/session.js';
+
+const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+
+/** @param {number} col 0-based @param {number} row 0-based */
+export const cellName = (col, row) => `${LETTERS[col]}${row + 1}`;
+
+/** @param {string} id e.g. "B3" @returns {[number, number]} */
+export function parseCell(id) {
+  const match = /^([A-Z])(\d+)$/.exec(id);
+  return match ? [LETTERS.indexOf(match[1]), Number(match[2]) - 1] : [0, 0];
+}
+
+/** What a person typed, as a cell value: numbers as numbers, nothing as null. @param {string} text */
+export function parseValue(text) {
+  const trimmed = text.trim();
+  if (trimmed === '') return null;
+  if (/^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(trimmed)) return Number(trimmed);
+  return text;
+}
+
+/** @param {any} value */
+export const display = (value) => (value === null || value === undefined ? '' : String(value));
+
+export class SheetGrid {
+  /**
+   * @param {{table: HTMLTableElement, scroller: HTMLElement, overlay: HTMLElement, formula: HTMLInputElement,
+   *   cellName: HTMLElement, cols?: number, rows?: number, colour: string}} parts
+   */
+  constructor(parts) {
+    Object.assign(this, parts);
+    this.cols = parts.cols ?? 26;
+    this.rows = parts.rows ?? 60;
+    this.anchor = [0, 0];
+    this.focus = [0, 0];
+    /** @type {{cell: HTMLTableCellElement, input: HTMLInputElement, id: string} | null} */
+    this.editing = null;
+    /** @type {Map<string, {selection: HTMLElement, pointer: HTMLElement}>} */
+    this.remotes = new Map();
+    this.readOnly = false;
+    // Callbacks the app sets.
+    this.onCommit = (/** @type {string} */ _id, /** @type {any} */ _value) => {};
+    this.onRange = (/** @type {{cell_id: string, value: any}[]} */ _cells) => {};
+    this.onSelect = (/** @type {string} */ _id) => {};
+    this.onEditStart = (/** @type {string} */ _id) => {};
+    this.onEditEnd = (/** @type {string} */ _id) => {};
+    this.onPointer = (/** @type {number} */ _x, /** @type {number} */ _y) => {};
+    this.lookup = (/** @type {string} */ _id) => /** @type {any} */ (undefined);
+    this._build();
+    this._bind();
+    this.selectionBox = el('div', { class: 'selection-box', vars: { '--who': parts.colour } });
+    this.overlay.append(this.selectionBox);
+    this._select([0, 0], false);
+  }
+
+  _build() {
+    const head = el('tr', {}, el('th', { class: 'corner' }));
+    for (let c = 0; c < this.cols; c += 1) head.append(el('th', { dataset: { col: c } }, LETTERS[c]));
+    const body = el('tbody');
+    for (let r = 0; r < this.rows; r += 1) {
+      const row = el('tr', {}, el('th', { dataset: { row: r } }, r + 1));
+      for (let c = 0; c < this.cols; c += 1) row.append(el('td', { dataset: { cell: cellName(c, r) } }));
+      body.append(row);
+    }
+    this.table.replaceChildren(el('thead', {}, head), body);
+  }
+
+  /** @param {string} id */
+  td(id) {
+    return /** @type {HTMLTableCellElement | null} */ (this.table.querySelector(`td[data-cell="${id}"]`));
+  }
+
+  get selected() {
+    return cellName(...this.focus);
+  }
+
+  /** The selected range's corners, top-left first. */
+  get range() {
+    const [c1, r1] = this.anchor;
+    const [c2, r2] = this.focus;
+    return [Math.min(c1, c2), Math.min(r1, r2), Math.max(c1, c2), Math.max(r1, r2)];
+  }
+
+  /** Shows a cell's value. @param {string} id @param {{value: any, pending?: boolean} | undefined} cell */
+  render(id, cell) {
+    const td = this.td(id);
+    if (!td || this.editing?.id === id) return;
+    const value = cell?.value;
+    td.textContent = display(value);
+    td.classList.toggle('num', typeof value === 'number');
+    td.classList.toggle('pending', Boolean(cell?.pending));
+    if (id === this.selected) this._showFormula();
+  }
+
+  /** @param {string} id @param {string} kind 'flash' | 'conflicted' */
+  mark(id, kind) {
+    const td = this.td(id);
+    if (!td) return;
+    td.classList.remove(kind);
+    void td.offsetWidth; // restart the animation
+    td.classList.add(kind);
+  }
+
+  /** @param {string} id */
+  rect(id) {
+    const td = this.td(id);
+    if (!td) return null;
+    return { x: this.table.offsetLeft + td.offsetLeft, y: this.table.offsetTop + td.offsetTop, w: td.offsetWidth, h: td.offsetHeight };
+  }
+
+  /**
+   * Draws another person's selection and pointer in their colour.
+   * @param {string} userId @param {{name: string, colour: string, cell?: string | null, x?: number, y?: number, typing?: boolean}} who
+   */
+  setRemote(userId, who) {
+    let remote = this.remotes.get(userId);
+    if (!remote) {
+      const selection = el('div', { class: 'remote-selection', dataset: { user: userId } }, el('span', { class: 'tag' }, who.name));
+      const pointer = el(
+        'div',
+        { class: 'remote-pointer', dataset: { user: userId } },
+        el('svg', { viewBox: '0 0 16 16', width: 16, height: 16, 'aria-hidden': 'true' },
+          el('path', { svg: true, d: 'M1 1 L1 13 L4.5 9.5 L7 15 L9 14 L6.6 8.6 L11.5 8.6 Z', fill: 'currentColor', stroke: '#fff', 'stroke-width': 1 })),
+        el('span', { class: 'name' }, who.name),
+      );
+      remote = { selection, pointer };
+      this.remotes.set(userId, remote);
+      this.overlay.append(selection, pointer);
+    }
+    for (const node of [remote.selection, remote.pointer]) node.style.setProperty('--who', who.colour);
+    if (who.cell !== undefined) {
+      const box = who.cell ? this.rect(who.cell) : null;
+      remote.selection.hidden = !box;
+      if (box) {
+        remote.selection.dataset.cell = who.cell;
+        this._place(remote.selection, box);
+      }
+    }
+    if (typeof who.x === 'number' && typeof who.y === 'number') {
+      remote.pointer.style.setProperty('--x', `${who.x}px`);
+      remote.pointer.style.setProperty('--y', `${who.y}px`);
+    } else if (who.x === undefined && !remote.pointer.style.getPropertyValue('--x')) {
+      remote.pointer.hidden = true;
+    }
+    if (typeof who.x === 'number') remote.pointer.hidden = false;
+    if (who.typing !== undefined) remote.selection.classList.toggle('typing', who.typing);
+  }
+
+  /** @param {string} userId */
+  removeRemote(userId) {
+    const remote = this.remotes.get(userId);
+    if (!remote) return;
+    remote.selection.remove();
+    remote.pointer.remove();
+    this.remotes.delete(userId);
+  }
+
+  /** @param {HTMLElement} node @param {{x: number, y: number, w: number, h: number}} box */
+  _place(node, box) {
+    node.style.setProperty('--x', `${box.x - 1}px`);
+    node.style.setProperty('--y', `${box.y - 1}px`);
+    node.style.setProperty('--w', `${box.w + 1}px`);
+    node.style.setProperty('--h', `${box.h + 1}px`);
+  }
+
+  /** @param {[number, number]} at @param {boolean} extend */
+  _select(at, extend) {
+    const [c, r] = [Math.max(0, Math.min(this.cols - 1, at[0])), Math.max(0, Math.min(this.rows - 1, at[1]))];
+    const moved = c !== this.focus[0] || r !== this.focus[1];
+    this.focus = [c, r];
+    if (!extend) this.anchor = [c, r];
+    const [c1, r1, c2, r2] = this.range;
+    for (const td of this.table.querySelectorAll('td.in-range')) td.classList.remove('in-range');
+    for (const th of this.table.querySelectorAll('th.active')) th.classList.remove('active');
+    const first = this.rect(cellName(c1, r1));
+    const last = this.rect(cellName(c2, r2));
+    if (first && last) this._place(this.selectionBox, { x: first.x, y: first.y, w: last.x + last.w - first.x, h: last.y + last.h - first.y });
+    if (c1 !== c2 || r1 !== r2) {
+      for (let rr = r1; rr <= r2; rr += 1) for (let cc = c1; cc <= c2; cc += 1) this.td(cellName(cc, rr))?.classList.add('in-range');
+    }
+    this.table.querySelector(`thead th[data-col="${c}"]`)?.classList.add('active');
+    this.table.querySelector(`tbody th[data-row="${r}"]`)?.classList.add('active');
+    this.cellName.textContent = this.selected;
+    this._showFormula();
+    this._scrollIntoView(this.selected);
+    if (moved || !extend) this.onSelect(this.selected);
+  }
+
+  /** @param {string} id */
+  _scrollIntoView(id) {
+    const box = this.rect(id);
+    if (!box) return;
+    const s = this.scroller;
+    const head = 26;
+    const side = 46;
+    if (box.y - head < s.scrollTop) s.scrollTop = box.y - head;
+    else if (box.y + box.h > s.scrollTop + s.clientHeight) s.scrollTop = box.y + box.h - s.clientHeight;
+    if (box.x - side < s.scrollLeft) s.scrollLeft = box.x - side;
+    else if (box.x + box.w > s.scrollLeft + s.clientWidth) s.scrollLeft = box.x + box.w - s.clientWidth;
+  }
+
+  _showFormula() {
+    if (document.activeElement === this.formula) return;
+    const cell = this.lookup(this.selected);
+    this.formula.value = display(cell?.value);
+  }
+
+  /** @param {string} [initial] text to start with (a typed key), else the cell's value */
+  startEdit(initial) {
+    if (this.readOnly || this.editing) return;
+    const id = this.selected;
+    const td = this.td(id);
+    if (!td) return;
+    const input = el('input', { class: 'editor', spellcheck: 'false', autocomplete: 'off' });
+    input.value = initial ?? display(this.lookup(id)?.value);
+    td.append(input);
+    this.editing = { cell: td, input, id };
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+    input.addEventListener('keydown', (e) => this._editorKey(e));
+    input.addEventListener('blur', () => this.editing?.input === input && this.commitEdit());
+    input.addEventListener('input', () => this.onEditStart(id));
+    this.onEditStart(id);
+  }
+
+  commitEdit() {
+    const editing = this.editing;
+    if (!editing) return;
+    this.editing = null;
+    const value = parseValue(editing.input.value);
+    editing.input.remove();
+    this.onEditEnd(editing.id);
+    const before = this.lookup(editing.id)?.value ?? null;
+    if (value !== before) this.onCommit(editing.id, value);
+    this.render(editing.id, this.lookup(editing.id));
+  }
+
+  cancelEdit() {
+    const editing = this.editing;
+    if (!editing) return;
+    this.editing = null;
+    editing.input.remove();
+    this.onEditEnd(editing.id);
+    this.render(editing.id, this.lookup(editing.id));
+    this.scroller.focus();
+  }
+
+  /** @param {KeyboardEvent} e */
+  _editorKey(e) {
+    const moves = { Enter: [0, 1], Tab: [1, 0] };
+    if (e.key in moves) {
+      e.preventDefault();
+      this.commitEdit();
+      const [dc, dr] = moves[/** @type {'Enter' | 'Tab'} */ (e.key)];
+      const sign = e.shiftKey ? -1 : 1;
+      this._select([this.focus[0] + dc * sign, this.focus[1] + dr * sign], false);
+      this.scroller.focus();
+    } else if (e.key === 'Escape') {
+      e.preventDefault();
+      this.cancelEdit();
+    }
+  }
+
+  /** @param {KeyboardEvent} e */
+  _gridKey(e) {
+    if (this.editing || e.target !== this.scroller) return;
+    const arrows = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0], Tab: [1, 0], Enter: [0, 1] };
+    if (e.key === 'Enter' || e.key === 'F2') {
+      e.preventDefault();
+      this.startEdit();
+    } else if (e.key in arrows) {
+      e.preventDefault();
+      const [dc, dr] = arrows[/** @type {keyof typeof arrows} */ (e.key)];
+      this._select([this.focus[0] + dc, this.focus[1] + dr], e.shiftKey && e.key.startsWith('Arrow'));
+    } else if ((e.key === 'Delete' || e.key === 'Backspace') && !this.readOnly) {
+      e.preventDefault();
+      const cells = this._rangeCells().filter((id) => this.lookup(id)?.value != null);
+      if (cells.length === 1) this.onCommit(cells[0], null);
+      else if (cells.length > 1) this.onRange(cells.map((cell_id) => ({ cell_id, value: null })));
+    } else if (e.key.length === 1 && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      e.preventDefault();
+      this.startEdit(e.key);
+    }
+  }
+
+  _rangeCells() {
+    const [c1, r1, c2, r2] = this.range;
+    const ids = [];
+    for (let r = r1; r <= r2; r += 1) for (let c = c1; c <= c2; c += 1) ids.push(cellName(c, r));
+    return ids;
+  }
+
+  /** Tab-separated rows, as spreadsheets put on the clipboard, from the selection's top-left. @param {string} text */
+  _paste(text) {
+    const lines = text.replace(/\r\n?/g, '\n').split('\n');
+    if (lines.length > 1 && lines[lines.length - 1] === '') lines.pop();
+    const [c0, r0] = [this.range[0], this.range[1]];
+    const cells = [];
+    lines.forEach((line, dr) => {
+      line.split('\t').forEach((text, dc) => {
+        if (c0 + dc < this.cols && r0 + dr < this.rows) cells.push({ cell_id: cellName(c0 + dc, r0 + dr), value: parseValue(text) });
+      });
+    });
+    if (!cells.length) return;
+    const last = parseCell(cells[cells.length - 1].cell_id);
+    this.anchor = [c0, r0];
+    this._select(last, true);
+    if (cells.length === 1) this.onCommit(cells[0].cell_id, cells[0].value);
+    else this.onRange(cells);
+  }
+
+  _bind() {
+    let dragging = false;
+    this.table.addEventListener('mousedown', (e) => {
+      const td = /** @type {HTMLElement} */ (e.target).closest('td');
+      if (!td || td.querySelector('input')) return;
+      e.preventDefault();
+      if (this.editing) this.commitEdit();
+      this._select(parseCell(td.dataset.cell ?? 'A1'), e.shiftKey);
+      dragging = true;
+      this.scroller.focus();
+    });
+    this.table.addEventListener('mouseover', (e) => {
+      const td = /** @type {HTMLElement} */ (e.target).closest('td');
+      if (dragging && td) this._select(parseCell(td.dataset.cell ?? 'A1'), true);
+    });
+    window.addEventListener('mouseup', () => {
+      dragging = false;
+    });
+    this.table.addEventListener('dblclick', (e) => {
+      if (/** @type {HTMLElement} */ (e.target).closest('td')) this.startEdit();
+    });
+    this.scroller.addEventListener('keydown', (e) => this._gridKey(e));
+    this.scroller.addEventListener('mousemove', (e) => {
+      const box = this.scroller.getBoundingClientRect();
+      this.onPointer(e.clientX - box.left + this.scroller.scrollLeft, e.clientY - box.top + this.scroller.scrollTop);
+    });
+    document.addEventListener('paste', (e) => {
+      if (this.readOnly || this.editing || document.activeElement !== this.scroller) return;
+      e.preventDefault();
+      this._paste(e.clipboardData?.getData('text/plain') ?? '');
+    });
+    document.addEventListener('copy', (e) => {
+      if (this.editing || document.activeElement !== this.scroller) return;
+      e.preventDefault();
+      const [c1, r1, c2, r2] = this.range;
+      const rows = [];
+      for (let r = r1; r <= r2; r += 1) {
+        const row = [];
+        for (let c = c1; c <= c2; c += 1) row.push(display(this.lookup(cellName(c, r))?.value));
+        rows.push(row.join('\t'));
+      }
+      e.clipboardData?.setData('text/plain', rows.join('\n'));
+    });
+    this.formula.addEventListener('focus', () => !this.readOnly && this.onEditStart(this.selected));
+    this.formula.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !this.readOnly) {
+        e.preventDefault();
+        const id = this.selected;
+        const value = parseValue(this.formula.value);
+        this.onEditEnd(id);
+        if (value !== (this.lookup(id)?.value ?? null)) this.onCommit(id, value);
+        this.scroller.focus();
+        this._select([this.focus[0], this.focus[1] + 1], false);
+      } else if (e.key === 'Escape') {
+        this.scroller.focus();
+      }
+    });
+    this.formula.addEventListener('blur', () => {
+      this.onEditEnd(this.selected);
+      this._showFormula();
+    });
+  }
+}

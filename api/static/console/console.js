@@ -1,0 +1,431 @@
+// The admin and auditor console. Admins: live figures, rooms, connections (with remove), broadcasts
+// and notifications. Auditors (and admins): a room's timeline, a replay scrubber over its seq that
+// shows the sheet as of any seq, each cell's history, and export. REST through collab-client.
+import { CollabClient } from '/client/collab-client.js';
+import { askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
+import { renderChart } from './chart.js';
+
+const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
+const BASE_TYPES = ['CellUpdated', 'CellsUpdated', 'UserJoinedRoom', 'UserLeftRoom', 'RoomMessageBroadcast'];
+const STATS_EVERY_MS = 2000;
+const CHART_POINTS = 60;
+
+const token = takeToken();
+if (!token) askForToken('The console needs an admin or auditor token.', 'collab token --sub admin --role admin');
+else start(token);
+
+/** @param {string} token */
+async function start(token) {
+  const claims = claimsOf(token) ?? {};
+  const roles = claims.roles ?? ['editor'];
+  const isAdmin = roles.includes('admin');
+  const isAuditor = isAdmin || roles.includes('auditor');
+  const name = claims.username ?? claims.sub ?? '?';
+  fill($('me'), ...roles.map((r) => el('span', { class: 'role' }, r)), el('span', { class: 'avatar', vars: { '--who': colourFor(claims.sub ?? '') } }, initials(name)), name);
+
+  const client = new CollabClient({ token, getToken: () => takeToken() ?? token });
+  Object.assign(window, { collab: { client } });
+  const showState = () => {
+    const ok = client.state === 'ready';
+    $('connection').textContent = ok ? 'Live' : client.state === 'closed' ? 'Disconnected' : 'Reconnecting…';
+    $('connection').className = `pill ${ok ? 'ok' : client.state === 'closed' ? 'bad' : 'warn'}`;
+  };
+  client.on('state', showState);
+  client.on('auth_failed', () => askForToken('Your token was refused or has expired.', 'collab token --sub admin --role admin'));
+  client.connect().catch(() => {});
+
+  // --- tabs -----------------------------------------------------------------------------------
+  const allowed = (/** @type {string} */ needs) => (needs === 'admin' ? isAdmin : isAuditor);
+  /** @type {Record<string, () => void>} */
+  const onShow = {};
+  let current = '';
+  const show = (/** @type {string} */ tab) => {
+    current = tab;
+    for (const button of document.querySelectorAll('#tabs button')) button.classList.toggle('active', button.dataset.tab === tab);
+    for (const section of document.querySelectorAll('.tab')) section.hidden = section.id !== `tab-${tab}`;
+    history.replaceState(null, '', `${location.pathname}?tab=${tab}${auditRoom ? `&room=${encodeURIComponent(auditRoom)}` : ''}`);
+    onShow[tab]?.();
+  };
+  for (const button of document.querySelectorAll('#tabs button')) {
+    button.hidden = !allowed(button.dataset.needs);
+    button.addEventListener('click', () => show(button.dataset.tab));
+  }
+  if (!isAuditor) {
+    fill(document.querySelector('main'), el('p', { class: 'empty' }, 'This console is for admins and auditors; your token has neither role.'));
+    return;
+  }
+
+  const notice = (/** @type {string} */ text, kind = 'info') => {
+    const box = el('div', { class: `toast ${kind}` }, el('span', {}, text), el('button', { class: 'close', type: 'button', onclick: () => box.remove() }, '×'));
+    $('toasts').append(box);
+    setTimeout(() => box.remove(), 6000);
+  };
+  const failed = (/** @type {any} */ error) => notice(`${error.code ?? 'ERROR'}: ${error.message}`, 'conflict');
+
+  // --- overview (admin) -----------------------------------------------------------------------
+  /** @type {number[]} */
+  const rates = [];
+  const refreshStats = async () => {
+    if (current !== 'overview') return;
+    try {
+      const stats = await client.rest('/api/v1/ws/stats/detailed');
+      rates.push(stats.messages_per_second);
+      while (rates.length > CHART_POINTS) rates.shift();
+      const cards = [
+        ['Connections', stats.total_connections],
+        ['Rooms active', stats.rooms_active],
+        ['Messages / s', stats.messages_per_second.toFixed(1)],
+        ['Nodes alive', stats.nodes_alive],
+        ['Events appended', stats.events_appended.toLocaleString()],
+        ['Log head', stats.log_head.toLocaleString()],
+      ];
+      fill($('stat-cards'), ...cards.map(([label, value]) => el('div', { class: 'card stat', dataset: { stat: label } }, el('span', { class: 'label' }, label), el('span', { class: 'value' }, value))));
+      $('rate-now').textContent = `now ${stats.messages_per_second.toFixed(2)} / s`;
+      renderChart($('rate-chart'), rates, CHART_POINTS);
+      const byType = Object.entries(stats.messages_by_type).sort((a, b) => b[1] - a[1]);
+      fill($('by-type'), table(['Type', 'Messages'], byType.map(([t, n]) => [el('span', { class: 'mono' }, t), n.toLocaleString()])));
+      const nodes = Object.entries(stats.nodes);
+      fill($('nodes'), table(
+        ['Node', 'Connections', 'Rooms', 'Messages / s', 'Events appended', 'Batches', 'Uptime'],
+        nodes.map(([id, n]) => [el('span', { class: 'mono' }, id), n.connections, n.rooms_active, n.messages_per_second.toFixed(2), n.events_appended.toLocaleString(), n.appender.batches.toLocaleString(), duration(n.uptime_seconds)]),
+      ));
+    } catch (error) {
+      failed(error);
+    }
+  };
+  onShow.overview = refreshStats;
+  setInterval(refreshStats, STATS_EVERY_MS);
+
+  // --- rooms ----------------------------------------------------------------------------------
+  const refreshRooms = async () => {
+    try {
+      const rooms = await client.rest('/api/v1/ws/rooms?limit=200');
+      fill($('room-ids'), ...rooms.map((/** @type {any} */ r) => el('option', { value: r.room_id })));
+      fill($('rooms'), table(
+        ['Room', 'Users', 'Sheets', 'Messages', 'Last activity'],
+        rooms.map((/** @type {any} */ r) => [el('strong', {}, r.room_id), r.user_count, r.active_sheets_count, r.messages_sent, r.last_activity ? `${new Date(r.last_activity).toLocaleString()}` : '—']),
+        (i) => showRoom(rooms[i].room_id),
+      ));
+      return rooms;
+    } catch (error) {
+      failed(error);
+      return [];
+    }
+  };
+  const showRoom = async (/** @type {string} */ roomId) => {
+    try {
+      const room = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
+      $('room-detail-title').textContent = room.room_id;
+      fill($('room-detail'),
+        el('dl', { class: 'facts' },
+          el('dt', {}, 'Seq'), el('dd', {}, room.seq),
+          el('dt', {}, 'Sheets'), el('dd', {}, room.active_sheets.join(', ') || '—'),
+          el('dt', {}, 'Messages'), el('dd', {}, room.messages_sent),
+          el('dt', {}, 'Avg users / hour'), el('dd', {}, room.avg_users_per_hour.toFixed(2))),
+        el('h2', {}, `Members (${room.members.length})`),
+        ...room.members.map((/** @type {any} */ m) => el('div', { class: 'member' },
+          el('span', { class: 'avatar', vars: { '--who': colourFor(m.user_id) } }, initials(m.username)),
+          el('span', {}, m.username), el('span', { class: 'muted' }, `${m.status}${m.cursor?.cell ? ` · at ${m.cursor.cell}` : ''}`))),
+        el('div', {}, el('button', { class: 'button primary', type: 'button', onclick: () => { show('audit'); openAudit(room.room_id); } }, 'Audit this room')));
+    } catch (error) {
+      failed(error);
+    }
+  };
+  onShow.rooms = refreshRooms;
+  $('rooms-refresh').addEventListener('click', refreshRooms);
+
+  // --- connections (admin) --------------------------------------------------------------------
+  const refreshConnections = async () => {
+    try {
+      const listed = await client.rest('/api/v1/ws/connections');
+      $('connections-node').textContent = `node ${listed.node_id}`;
+      const mine = client.session?.connection_id;
+      fill($('connections'), listed.connections.length ? table(
+        ['Connection', 'User', 'Roles', 'Rooms', ''],
+        listed.connections.map((/** @type {any} */ c) => [
+          el('span', { class: 'mono' }, c.connection_id, c.connection_id === mine ? ' (this console)' : ''),
+          el('span', {}, el('span', { class: 'who-dot', vars: { '--who': colourFor(c.user_id) } }), c.username),
+          c.roles.join(', '),
+          c.rooms.join(', ') || '—',
+          c.connection_id === mine ? '' : el('button', {
+            class: 'button small danger', type: 'button', dataset: { remove: c.connection_id, user: c.user_id },
+            onclick: async () => {
+              try {
+                await client.rest(`/api/v1/ws/connections/${encodeURIComponent(c.connection_id)}`, { method: 'DELETE' });
+                notice(`Removed ${c.username}'s connection ${c.connection_id}`);
+              } catch (error) {
+                failed(error);
+              }
+              refreshConnections();
+            },
+          }, 'Remove'),
+        ]),
+      ) : el('p', { class: 'empty' }, 'No connections.'));
+    } catch (error) {
+      failed(error);
+    }
+  };
+  onShow.connections = refreshConnections;
+  $('connections-refresh').addEventListener('click', refreshConnections);
+
+  // --- messages (admin) -----------------------------------------------------------------------
+  const form = (/** @type {string} */ id, /** @type {(data: FormData) => Promise<string>} */ submit) => {
+    $(id).addEventListener('submit', async (/** @type {Event} */ e) => {
+      e.preventDefault();
+      const result = $(id).querySelector('.result');
+      try {
+        result.textContent = await submit(new FormData($(id)));
+        result.className = 'result ok';
+      } catch (error) {
+        result.textContent = `${/** @type {any} */ (error).code}: ${/** @type {any} */ (error).message}`;
+        result.className = 'result bad';
+      }
+    });
+  };
+  form('broadcast-form', async (data) => {
+    const room = String(data.get('room'));
+    const sent = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(room)}/broadcast`, {
+      method: 'POST', body: { type: 'system_announcement', title: data.get('title'), message: data.get('message') },
+    });
+    return `Sent to ${room} as seq ${sent.seq}, delivered to ${sent.delivered_to} connection(s).`;
+  });
+  form('notify-form', async (data) => {
+    const user = String(data.get('user'));
+    const sent = await client.rest(`/api/v1/ws/users/${encodeURIComponent(user)}/notify`, {
+      method: 'POST', body: { type: 'direct_message', title: data.get('title'), message: data.get('message') },
+    });
+    return `Kept in ${user}'s stream as seq ${sent.seq}, delivered to ${sent.delivered_to} connection(s).`;
+  });
+  form('notification-form', async (data) => {
+    const body = Object.fromEntries([...data.entries()].filter(([, v]) => v !== ''));
+    const { user, ...rest } = body;
+    const sent = await client.rest('/api/v1/ws/broadcast/notification?event_type=notification_created', {
+      method: 'POST', body: { user_id: user, ...rest },
+    });
+    return `Notification ${sent.notification_id} created for ${sent.user_id}.`;
+  });
+  onShow.messages = refreshRooms;
+
+  // --- audit ----------------------------------------------------------------------------------
+  let auditRoom = new URLSearchParams(location.search).get('room') ?? '';
+  let roomSeq = 0;
+  /** @type {Map<number, any>} seq -> event, for labels */
+  const eventsBySeq = new Map();
+  let nextCursor = /** @type {number | null} */ (null);
+  let pickedCell = /** @type {string | null} */ (null);
+  const scrubber = $('scrubber');
+
+  const openAudit = async (/** @type {string} */ roomId) => {
+    auditRoom = roomId;
+    $('audit-room').value = roomId;
+    history.replaceState(null, '', `${location.pathname}?tab=audit&room=${encodeURIComponent(roomId)}`);
+    try {
+      const detail = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
+      roomSeq = detail.seq;
+      const sheets = detail.active_sheets;
+      const previous = $('audit-sheet').value;
+      fill($('audit-sheet'), ...sheets.map((/** @type {string} */ s) => el('option', { value: s, selected: s === previous }, s)));
+      $('audit-summary').textContent = `seq ${roomSeq} · ${detail.members.length} online · ${sheets.length} sheet${sheets.length === 1 ? '' : 's'}`;
+      $('export').disabled = false;
+      scrubber.max = String(roomSeq);
+      scrubber.value = String(roomSeq);
+      eventsBySeq.clear();
+      await loadTimeline(true);
+      await replay();
+    } catch (error) {
+      failed(error);
+    }
+  };
+
+  const timelineQuery = () => {
+    const params = new URLSearchParams({ limit: '100' });
+    const type = $('filter-type').value;
+    if (type) params.set('types', type);
+    const since = $('filter-since').value;
+    const until = $('filter-until').value;
+    if (since) params.set('since', new Date(since).toISOString());
+    if (until) params.set('until', new Date(until).toISOString());
+    if ($('filter-volatile').checked) params.set('include_volatile', 'true');
+    return params;
+  };
+  /** @type {any[]} */
+  let shown = [];
+  const loadTimeline = async (/** @type {boolean} */ fresh) => {
+    const params = timelineQuery();
+    if (!fresh && nextCursor !== null) params.set('cursor', String(nextCursor));
+    const page = await client.rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/events?${params}`);
+    nextCursor = page.next_cursor;
+    shown = fresh ? page.events : shown.concat(page.events);
+    for (const e of page.events) if (e.seq !== null) eventsBySeq.set(e.seq, e);
+    const types = new Set([...BASE_TYPES, ...shown.map((e) => e.type)]);
+    const chosen = $('filter-type').value;
+    fill($('filter-type'), el('option', { value: '' }, 'All types'), ...[...types].sort().map((t) => el('option', { value: t, selected: t === chosen }, t)));
+    fill($('timeline'), shown.length ? table(
+      ['Seq', 'Time', 'Type', 'Who', 'What'],
+      shown.map((e) => [e.seq ?? '·', el('span', { title: e.ts }, clock(e.ts)), el('span', { class: `type ${e.type}` }, e.type), e.data.username ?? e.user_id ?? '', summary(e)]),
+      (i) => shown[i].seq !== null && scrubTo(shown[i].seq),
+      (i) => ({ seq: shown[i].seq ?? '' }),
+    ) : el('p', { class: 'empty' }, 'No events match.'));
+    $('timeline-more').hidden = nextCursor === null || page.events.length < 100;
+  };
+  $('timeline-filter').addEventListener('submit', (/** @type {Event} */ e) => {
+    e.preventDefault();
+    if (auditRoom) loadTimeline(true).catch(failed);
+  });
+  $('timeline-more').addEventListener('click', () => loadTimeline(false).catch(failed));
+
+  let replayTimer = 0;
+  let replayed = 0;
+  const replay = async () => {
+    const sheetId = $('audit-sheet').value;
+    const seq = Number(scrubber.value);
+    const event = eventsBySeq.get(seq);
+    $('scrub-label').replaceChildren(
+      el('strong', {}, `seq ${seq}`), ` of ${roomSeq}`,
+      event ? ` · ${new Date(event.ts).toLocaleString()} · ${event.type}${event.data.username ? ` by ${event.data.username}` : ''}` : seq === 0 ? ' · before anything happened' : '',
+    );
+    $('replay-grid').dataset.seq = String(seq);
+    if (!sheetId) {
+      fill($('replay-grid'), el('p', { class: 'empty' }, 'No sheet has been edited in this room yet.'));
+      return;
+    }
+    const asked = ++replayed;
+    const state = await client.rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells?seq=${seq}`).catch((error) => {
+      if (error.status === 404) return { cells: {} };
+      throw error;
+    });
+    if (asked !== replayed) return; // a later position was asked for meanwhile
+    renderReplay(state.cells, seq);
+  };
+  const renderReplay = (/** @type {Record<string, any>} */ cells, /** @type {number} */ seq) => {
+    let maxCol = 5;
+    let maxRow = 9;
+    for (const id of Object.keys(cells)) {
+      const [c, r] = parseCell(id);
+      maxCol = Math.max(maxCol, c + 1);
+      maxRow = Math.max(maxRow, r + 2);
+    }
+    const head = el('tr', {}, el('th'), ...Array.from({ length: maxCol + 1 }, (_, c) => el('th', {}, String.fromCharCode(65 + c))));
+    const rows = Array.from({ length: maxRow + 1 }, (_, r) => el('tr', {}, el('th', {}, r + 1), ...Array.from({ length: maxCol + 1 }, (_, c) => {
+      const id = `${String.fromCharCode(65 + c)}${r + 1}`;
+      const cell = cells[id];
+      const value = cell?.value ?? '';
+      return el('td', {
+        class: [typeof value === 'number' ? 'num' : '', cell && cell.seq === seq ? 'changed' : '', id === pickedCell ? 'picked' : ''].join(' ').trim() || undefined,
+        dataset: { cell: id, version: cell?.version ?? '' },
+        title: cell ? `v${cell.version} by ${cell.user_id} at seq ${cell.seq}` : undefined,
+        onclick: () => cellHistory(id),
+      }, String(value));
+    })));
+    fill($('replay-grid'), el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)));
+  };
+  const scrubTo = (/** @type {number} */ seq) => {
+    scrubber.value = String(Math.max(0, Math.min(roomSeq, seq)));
+    replay().catch(failed);
+  };
+  scrubber.addEventListener('input', () => {
+    clearTimeout(replayTimer);
+    replayTimer = window.setTimeout(() => replay().catch(failed), 60);
+  });
+  $('scrub-prev').addEventListener('click', () => scrubTo(Number(scrubber.value) - 1));
+  $('scrub-next').addEventListener('click', () => scrubTo(Number(scrubber.value) + 1));
+  $('scrub-latest').addEventListener('click', () => openAudit(auditRoom));
+  $('audit-sheet').addEventListener('change', () => replay().catch(failed));
+
+  const cellHistory = async (/** @type {string} */ cellId) => {
+    pickedCell = cellId;
+    for (const td of $('replay-grid').querySelectorAll('td.picked')) td.classList.remove('picked');
+    $('replay-grid').querySelector(`td[data-cell="${cellId}"]`)?.classList.add('picked');
+    const sheetId = $('audit-sheet').value;
+    $('history').hidden = false;
+    $('history-title').textContent = `History of ${cellId}`;
+    try {
+      const found = await client.rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells/${encodeURIComponent(cellId)}/history?limit=1000`);
+      fill($('history-list'), table(
+        ['Version', 'Value', 'Author', 'When', 'Seq'],
+        found.versions.map((/** @type {any} */ v) => [`v${v.version}`, String(v.value ?? ''), el('span', {}, el('span', { class: 'who-dot', vars: { '--who': colourFor(v.user_id) } }), v.user_id), new Date(v.ts).toLocaleString(), v.seq]),
+        (i) => scrubTo(found.versions[i].seq),
+        (i) => ({ version: found.versions[i].version, user: found.versions[i].user_id }),
+      ));
+    } catch (error) {
+      if (/** @type {any} */ (error).status === 404) fill($('history-list'), el('p', { class: 'empty' }, `${cellId} was never written.`));
+      else failed(error);
+    }
+  };
+
+  $('audit-form').addEventListener('submit', (/** @type {Event} */ e) => {
+    e.preventDefault();
+    const roomId = $('audit-room').value.trim();
+    if (roomId) openAudit(roomId);
+  });
+  $('export').addEventListener('click', async () => {
+    try {
+      const response = await client.rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/export`, { raw: true });
+      const href = URL.createObjectURL(await response.blob());
+      const link = el('a', { href, download: `${auditRoom}.ndjson` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(href), 10000);
+    } catch (error) {
+      failed(error);
+    }
+  });
+  onShow.audit = () => {
+    refreshRooms();
+    if (auditRoom && !$('audit-room').value) openAudit(auditRoom);
+  };
+
+  const asked = new URLSearchParams(location.search).get('tab');
+  show(asked && allowed(document.querySelector(`#tabs button[data-tab="${asked}"]`)?.dataset.needs ?? 'admin') ? asked : isAdmin ? 'overview' : 'audit');
+  showState();
+}
+
+/**
+ * @param {string[]} headers @param {any[][]} rows
+ * @param {(i: number) => void} [onPick] @param {(i: number) => Record<string, any>} [data]
+ */
+function table(headers, rows, onPick, data) {
+  return el('table', { class: 'data' },
+    el('thead', {}, el('tr', {}, ...headers.map((h) => el('th', {}, h)))),
+    el('tbody', {}, ...rows.map((cells, i) => el('tr', { class: onPick ? 'clickable' : undefined, dataset: data?.(i), onclick: onPick ? () => onPick(i) : undefined },
+      ...cells.map((c) => el('td', {}, c))))));
+}
+
+/** @param {any} e an event of the log */
+function summary(e) {
+  const d = e.data;
+  switch (e.type) {
+    case 'CellUpdated':
+      return `${d.sheet_id}!${d.cell_id} = ${d.value ?? '(empty)'}${d.version ? ` (v${d.version})` : ''}`;
+    case 'CellsUpdated':
+      return `${d.sheet_id}: ${(d.cells ?? []).length} cells`;
+    case 'UserJoinedRoom':
+      return `${d.username} joined`;
+    case 'UserLeftRoom':
+      return `${d.user_id} left (${d.reason})`;
+    case 'RoomMessageBroadcast':
+      return `${d.message?.title ?? d.message?.type}: ${d.message?.message ?? ''}`;
+    case 'CursorMoved':
+      return `cursor at ${d.cell ?? `${d.x},${d.y}`}`;
+    case 'TypingStarted':
+    case 'TypingStopped':
+      return `${e.type === 'TypingStarted' ? 'typing in' : 'stopped typing in'} ${d.cell_id}`;
+    default:
+      return '';
+  }
+}
+
+/** @param {string} id */
+function parseCell(id) {
+  const match = /^([A-Z])(\d+)$/.exec(id);
+  return match ? [match[1].charCodeAt(0) - 65, Number(match[2]) - 1] : [0, 0];
+}
+
+/** @param {number} seconds */
+function duration(seconds) {
+  const s = Math.floor(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}

@@ -1,0 +1,147 @@
+// Types of collab-client.js (hand-written: the module itself is plain JavaScript with JSDoc).
+
+export declare const VERSION: string;
+
+export declare const CloseCode: Readonly<{
+  NORMAL: 1000; GOING_AWAY: 1001; ABNORMAL: 1006; POLICY: 1008; TOO_LARGE: 1009; INTERNAL: 1011;
+  RESTART: 1012; TRY_AGAIN_LATER: 1013; SLOW_CONSUMER: 4008; AUTHENTICATION_FAILED: 4401;
+  ORIGIN_REFUSED: 4403; REMOVED: 4410; TOO_MANY_CONNECTIONS: 4429;
+}>;
+
+export type ReconnectPolicy = 'now' | 'backoff' | 'token' | 'stop';
+export declare function reconnectPolicy(code: number, closedByUs?: boolean): ReconnectPolicy;
+
+export interface BackoffOptions { initial?: number; max?: number; factor?: number; jitter?: number }
+export declare function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
+
+export type ClientState = 'idle' | 'connecting' | 'connected' | 'ready' | 'reconnecting' | 'offline' | 'closed';
+
+/** A server message: `type` plus the fields docs/protocol.md lists for it. */
+export interface ServerMessage { type: string; [field: string]: any }
+
+export interface Ack { type: 'ack'; client_msg_id: string; room_id?: string; seq?: number }
+
+export interface CellValue { value: any; formula: string | null; version: number; user_id?: string | null; username?: string }
+export interface ShownCell extends CellValue { pending: boolean }
+export interface CellEdit { cell_id: string; value: any; formula?: string | null }
+
+export interface RoomUser {
+  user_id: string; username: string; email?: string | null; room: string;
+  status: 'online' | 'away' | 'busy' | string; cursor: { x: number; y: number; cell?: string | null } | null;
+  last_seen: string;
+}
+
+export declare class CollabError extends Error {
+  constructor(code: string, message: string, payload?: Record<string, any>);
+  readonly code: string;
+  readonly payload: Record<string, any>;
+  /** VERSION_CONFLICT of a cell_update: the cell as the server has it. */
+  readonly current?: { value: any; formula: string | null; version: number; user_id: string | null };
+  /** VERSION_CONFLICT of a cells_update. */
+  readonly conflicts?: { cell_id: string; current: CellValue }[];
+  readonly retryAfter?: number;
+  /** HTTP status, for REST errors. */
+  readonly status?: number;
+}
+
+export declare class Emitter {
+  on(type: string, listener: (value: any) => void): () => void;
+  off(type: string, listener: (value: any) => void): void;
+  once(type: string, listener: (value: any) => void): () => void;
+  emit(type: string, value?: any): void;
+}
+
+export declare class Room extends Emitter {
+  readonly client: CollabClient;
+  readonly id: string;
+  /** The newest room seq applied; a resume asks for what follows it. */
+  seq: number | null;
+  users: Map<string, RoomUser>;
+  /** cell id -> (user id -> username) of who is typing there. */
+  typing: Map<string, Map<string, string>>;
+  activeSheets: string[];
+  joined: boolean;
+  readonly members: RoomUser[];
+  moveCursor(x: number, y: number, cell?: string): boolean;
+  startTyping(cellId: string): boolean;
+  stopTyping(cellId: string): boolean;
+  leave(): Promise<void>;
+  on(type: 'presence', listener: (members: RoomUser[]) => void): () => void;
+  on(type: 'typing', listener: (typing: Map<string, Map<string, string>>) => void): () => void;
+  on(type: 'cursor', listener: (message: ServerMessage) => void): () => void;
+  on(type: string, listener: (value: any) => void): () => void;
+}
+
+export interface CellChange { cell_id: string; cell: ShownCell | undefined; source: 'local' | 'remote' | 'load' | 'conflict' | 'settled' }
+export interface CellConflict { sheet_id: string; cell_id: string; attempted: any; current: CellValue; error: CollabError }
+
+export declare class Sheet extends Emitter {
+  readonly client: CollabClient;
+  readonly id: string;
+  readonly roomId: string;
+  /** Cells as the server has them. */
+  cells: Map<string, CellValue>;
+  get(cellId: string): ShownCell | undefined;
+  load(): Promise<this>;
+  set(cellId: string, value: any, options?: { formula?: string | null }): Promise<Ack>;
+  setRange(cells: CellEdit[]): Promise<Ack>;
+  on(type: 'change', listener: (change: CellChange) => void): () => void;
+  on(type: 'conflict', listener: (conflict: CellConflict) => void): () => void;
+  on(type: 'load', listener: (sheet: Sheet) => void): () => void;
+  on(type: string, listener: (value: any) => void): () => void;
+}
+
+export interface ClientOptions {
+  url?: string;
+  httpUrl?: string;
+  token?: string;
+  getToken?: () => string | Promise<string>;
+  WebSocket?: typeof WebSocket;
+  backoff?: BackoffOptions;
+  watchNetwork?: boolean;
+  resumeTimeout?: number;
+}
+
+export interface AiRun { requestId: string; result: Promise<Record<string, any>>; cancel(): Promise<Ack> }
+export interface NotificationFilters { categories?: string[] | null; modules?: string[] | null; priorities?: string[] | null }
+
+export declare class CollabClient extends Emitter {
+  constructor(options?: ClientOptions);
+  readonly url: string;
+  readonly httpUrl: string;
+  token: string | null;
+  state: ClientState;
+  /** The `connected` greeting of the current connection. */
+  session: ServerMessage | null;
+  rooms: Map<string, Room>;
+  sheets: Map<string, Sheet>;
+  unread: Map<string, Record<string, any>>;
+  stopReason: string | null;
+  nextId(): string;
+  connect(): Promise<this>;
+  ready(): Promise<this>;
+  close(): void;
+  join(roomId: string): Promise<Room>;
+  leave(roomId: string): Promise<void>;
+  sheet(sheetId: string, options: { room: string }): Sheet;
+  send(message: Record<string, any>): Promise<Ack>;
+  sendVolatile(message: Record<string, any>): boolean;
+  request(message: Record<string, any>, match: (message: ServerMessage) => boolean, timeout?: number): Promise<ServerMessage>;
+  setStatus(status: 'online' | 'away' | 'busy'): Promise<Ack>;
+  subscribeNotifications(filters?: NotificationFilters): Promise<ServerMessage>;
+  markNotificationRead(notificationId: string): Promise<Ack>;
+  requestAi(params: { query: string; sheetId: string; context?: Record<string, any> | null; requestId?: string }, onEvent?: (event: ServerMessage) => void): AiRun;
+  uploadFile(file: Blob & { name?: string }, options?: { fileId?: string; filename?: string; roomId?: string; onProgress?: (progress: { loaded: number; total: number }) => void }): Promise<Record<string, any>>;
+  rest(path: string, init?: { method?: string; body?: any; raw?: false }): Promise<any>;
+  rest(path: string, init: { method?: string; body?: any; raw: true }): Promise<Response>;
+  on(type: 'state', listener: (change: { state: ClientState; previous: ClientState }) => void): () => void;
+  on(type: 'disconnected', listener: (info: { code: number; reason: string; policy: ReconnectPolicy }) => void): () => void;
+  on(type: 'reconnecting', listener: (info: { attempt: number; delay: number }) => void): () => void;
+  on(type: 'joined' | 'resumed', listener: (info: { room_id: string; seq: number | null }) => void): () => void;
+  on(type: 'closed', listener: (info: { reason: string; detail: any }) => void): () => void;
+  on(type: 'notifications', listener: (unread: Record<string, any>[]) => void): () => void;
+  on(type: 'queue', listener: (info: { size: number }) => void): () => void;
+  on(type: 'server_error', listener: (error: CollabError) => void): () => void;
+  /** Every server message by its `type` (`cell_updated`, `cursor_moved`, ...), and all of them as `message`. */
+  on(type: string, listener: (message: ServerMessage) => void): () => void;
+}

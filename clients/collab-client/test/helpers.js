@@ -1,0 +1,119 @@
+// Test helpers: where the server is (from the environment the pytest runner sets), tokens signed
+// with the test secret, a TCP proxy that can cut and block the network, and small waits.
+import { createHmac, randomUUID } from 'node:crypto';
+import net from 'node:net';
+
+import { CollabClient } from '../collab-client.js';
+
+export const WS_URL = process.env.COLLAB_WS_URL ?? '';
+export const HTTP_URL = process.env.COLLAB_HTTP_URL ?? '';
+const SECRET = process.env.COLLAB_JWT_SECRET ?? '';
+export const configured = Boolean(WS_URL && HTTP_URL && SECRET);
+
+const b64url = (/** @type {string | Buffer} */ data) => Buffer.from(data).toString('base64url');
+
+/**
+ * An HS256 token the server accepts. @param {string} sub
+ * @param {{roles?: string[], ttl?: number, username?: string}} [options] ttl in seconds (negative: expired)
+ */
+export function mintToken(sub, options = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub, username: options.username ?? sub, roles: options.roles ?? ['editor'], iat: now, exp: now + (options.ttl ?? 3600), jti: randomUUID() };
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const signature = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${signature}`;
+}
+
+/** A unique id for rooms and sheets, so tests sharing a server never meet. @param {string} prefix */
+export const unique = (prefix) => `${prefix}-${randomUUID().slice(0, 8)}`;
+
+/** @param {Partial<import('../collab-client.js').ClientOptions> & {url?: string}} [options] */
+export function newClient(options = {}) {
+  return new CollabClient({ url: WS_URL, httpUrl: HTTP_URL, backoff: { initial: 50, max: 400 }, ...options });
+}
+
+/** @param {number} ms */
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Resolves when `check()` is true; fails after `timeout` ms. @param {() => boolean} check @param {string} what */
+export async function until(check, what, timeout = 8000) {
+  const end = Date.now() + timeout;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** The next `type` event of `emitter`. @param {any} emitter @param {string} type */
+export function next(emitter, type, timeout = 8000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${type} within ${timeout} ms`)), timeout);
+    timer.unref(); // a wait nobody needs any more must not keep the test process alive
+    emitter.once(type, (/** @type {any} */ value) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+  });
+}
+
+/**
+ * A TCP proxy in front of the server: `cut()` drops every connection as a network failure would,
+ * `block(true)` refuses new ones (the network is down), `swallow(true)` passes what the client sends
+ * but drops what the server answers (the connection dies before the ack arrives).
+ */
+export async function startProxy() {
+  const target = new URL(HTTP_URL);
+  /** @type {Set<net.Socket>} */
+  const sockets = new Set();
+  let blocked = false;
+  let swallowing = false;
+  const server = net.createServer((client) => {
+    if (blocked) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(target.port), target.hostname);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on('data', (data) => upstream.write(data));
+    upstream.on('data', (data) => swallowing || client.write(data));
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    for (const socket of [client, upstream]) {
+      socket.on('close', end);
+      socket.on('error', end);
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const port = /** @type {net.AddressInfo} */ (server.address()).port;
+  return {
+    url: `ws://127.0.0.1:${port}/api/v1/ws`,
+    cut() {
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    },
+    /** @param {boolean} on */
+    block(on) {
+      blocked = on;
+    },
+    /** @param {boolean} on */
+    swallow(on) {
+      swallowing = on;
+    },
+    close() {
+      this.cut();
+      return new Promise((resolve) => server.close(() => resolve(undefined)));
+    },
+  };
+}
+
+/** GET/POST/DELETE on the REST API with a token. @param {string} token @param {string} path @param {RequestInit} [init] */
+export async function rest(token, path, init = {}) {
+  const response = await fetch(`${HTTP_URL}${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, ...(init.headers ?? {}) } });
+  return { status: response.status, body: await response.json().catch(() => null) };
+}

@@ -1,0 +1,241 @@
+// collab-client against a real collab-engine server (started by tests/browser/test_client_library.py,
+// which passes its address and the test JWT secret in the environment).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { CollabError } from '../collab-client.js';
+import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
+
+const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
+
+/** Whether the server knows a message type (protocol 1.1 pieces may not have landed). */
+async function supports(client, message) {
+  try {
+    await client.request(message, () => false, 1500);
+  } catch (error) {
+    return !(error instanceof CollabError && error.code === 'UNKNOWN_MESSAGE_TYPE');
+  }
+  return true;
+}
+
+describe('collab-client against a live server', { skip }, () => {
+  /** @type {Awaited<ReturnType<typeof startProxy>>} */
+  let proxy;
+  const clients = [];
+  const open = (options) => {
+    const client = newClient(options);
+    clients.push(client);
+    return client;
+  };
+  before(async () => {
+    proxy = await startProxy();
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    await proxy.close();
+  });
+
+  test('connects with the token as subprotocol, joins, and resolves send() with its ack', async () => {
+    const room = unique('room');
+    const client = open({ token: mintToken(unique('alice')) });
+    await client.connect();
+    assert.equal(client.state, 'ready');
+    assert.ok(client.session.connection_id);
+    const joined = await client.join(room);
+    assert.equal(joined.seq, 1);
+    const ack = await client.send({ type: 'cell_update', sheet_id: unique('sheet'), cell_id: 'A1', value: 1, room });
+    assert.equal(ack.type, 'ack');
+    assert.equal(ack.room_id, room);
+    assert.equal(ack.seq, 2);
+  });
+
+  test('an error that echoes the client_msg_id rejects that send, with the server code', async () => {
+    const client = open({ token: mintToken(unique('bob')) });
+    await client.connect();
+    await assert.rejects(
+      client.send({ type: 'cell_update', sheet_id: unique('sheet'), cell_id: 'A1', value: 1, room: unique('not-joined') }),
+      (error) => error instanceof CollabError && error.code === 'PERMISSION_DENIED',
+    );
+  });
+
+  test('after a dropped connection it reconnects and resumes with since: no gap, no duplicate', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const writer = open({ token: mintToken(unique('writer')) });
+    const reader = open({ token: mintToken(unique('reader')), url: proxy.url });
+    await writer.connect();
+    await reader.connect();
+    await writer.join(room);
+    await reader.join(room);
+    const seen = [];
+    reader.on('cell_updated', (m) => seen.push(m.seq));
+    const sheet = writer.sheet(sheetId, { room });
+    for (let i = 0; i < 3; i += 1) await sheet.set(`A${i + 1}`, i);
+    await until(() => seen.length === 3, 'three live updates');
+
+    proxy.block(true);
+    proxy.cut();
+    await next(reader, 'disconnected');
+    for (let i = 3; i < 8; i += 1) await sheet.set(`A${i + 1}`, i);
+    proxy.block(false);
+    await next(reader, 'resumed', 15000); // a resume may wait out resumeTimeout (10 s) when replay_complete is missed
+    for (let i = 8; i < 10; i += 1) await sheet.set(`A${i + 1}`, i);
+    await until(() => seen.length >= 10, 'ten updates in all');
+    await sleep(100);
+    assert.equal(seen.length, 10, `duplicates: ${seen}`);
+    assert.deepEqual(seen, [...seen].sort((a, b) => a - b));
+    assert.equal(new Set(seen).size, 10);
+    const room_ = reader.rooms.get(room);
+    assert.ok(room_.seq >= seen[seen.length - 1]);
+  });
+
+  test('sends made offline are queued and each is applied once after the reconnect', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const token = mintToken(unique('offline'));
+    const editor = open({ token, url: proxy.url });
+    await editor.connect();
+    await editor.join(room);
+    const sheet = editor.sheet(sheetId, { room });
+    await sheet.set('A1', 'first');
+
+    // The server applies this edit, but its ack never comes back before the connection dies.
+    proxy.swallow(true);
+    const inFlight = sheet.set('A2', 'sent, ack lost');
+    await sleep(300);
+    proxy.block(true);
+    proxy.cut();
+    proxy.swallow(false);
+    await next(editor, 'disconnected');
+    const queued = [sheet.set('A3', 'queued 1'), sheet.set('A3', 'queued 2'), sheet.set('A4', 'queued 3')];
+    // The in-flight one and one per cell wait in the outbox; the second A3 edit waits for the first.
+    await until(() => editor._outbox.size === 3, 'three messages in the outbox');
+    assert.notEqual(editor.state, 'ready');
+    proxy.block(false);
+    const acks = await Promise.all([inFlight, ...queued]);
+    assert.equal(new Set(acks.map((a) => a.seq)).size, acks.length);
+
+    const history = async (cell) => (await rest(token, `/api/v1/sheets/${sheetId}/cells/${cell}/history`)).body.versions;
+    assert.deepEqual((await history('A2')).map((v) => v.value), ['sent, ack lost']);
+    assert.deepEqual((await history('A3')).map((v) => v.value), ['queued 1', 'queued 2']);
+    assert.deepEqual((await history('A4')).map((v) => v.value), ['queued 3']);
+    assert.equal(sheet.get('A3').value, 'queued 2');
+    assert.equal(sheet.get('A3').version, 2);
+  });
+
+  test('a stale edit is refused with VERSION_CONFLICT and the cell shows the server current value', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const alice = open({ token: mintToken(unique('alice')) });
+    const bob = open({ token: mintToken(unique('bob')) });
+    await alice.connect();
+    await bob.connect();
+    await alice.join(room);
+    await bob.join(room);
+    const aliceSheet = alice.sheet(sheetId, { room });
+    await aliceSheet.set('C1', 'alice 1');
+    await aliceSheet.set('C1', 'alice 2');
+    // Bob's model starts after those edits and is not loaded: he edits on version 0.
+    const bobSheet = bob.sheet(sheetId, { room });
+    const conflict = next(bobSheet, 'conflict');
+    await assert.rejects(bobSheet.set('C1', 'bob'), (error) => {
+      assert.equal(error.code, 'VERSION_CONFLICT');
+      assert.equal(error.current.value, 'alice 2');
+      assert.equal(error.current.version, 2);
+      return true;
+    });
+    assert.equal((await conflict).current.value, 'alice 2');
+    assert.equal(bobSheet.get('C1').value, 'alice 2');
+    // Once loaded, the same edit goes through on the current version.
+    await bobSheet.load();
+    await bobSheet.set('C1', 'bob');
+    assert.equal(bobSheet.get('C1').version, 3);
+  });
+
+  test('an expired token at connect (4401) is replaced through getToken()', async () => {
+    const user = unique('late');
+    let asked = 0;
+    const client = open({
+      token: mintToken(user, { ttl: -60 }),
+      getToken: () => {
+        asked += 1;
+        return mintToken(user);
+      },
+    });
+    const refused = next(client, 'disconnected');
+    await client.connect();
+    assert.equal((await refused).code, 4401);
+    assert.equal(asked, 1);
+    assert.equal(client.state, 'ready');
+  });
+
+  test('without a new token, a 4401 stops the client for good', async () => {
+    const client = open({ token: mintToken(unique('late'), { ttl: -60 }) });
+    const failed = next(client, 'auth_failed');
+    await assert.rejects(client.connect(), (error) => error.code === 'CLOSED');
+    await failed;
+    assert.equal(client.stopReason, 'auth_failed');
+  });
+
+  test('token_expiring is answered with refresh_token from getToken()', async (t) => {
+    const user = unique('refresh');
+    const client = open({ token: mintToken(user, { ttl: 6 }), getToken: () => mintToken(user, { ttl: 3600 }) });
+    const refreshed = next(client, 'token_refreshed', 10000);
+    refreshed.catch(() => {});
+    await client.connect();
+    if (!(await supports(client, { type: 'refresh_token', token: client.token }))) {
+      t.skip('the server does not support refresh_token yet (protocol 1.1)');
+      return;
+    }
+    assert.ok((await refreshed).expires_at);
+    await sleep(4000); // past the first token's exp: the connection must still be open
+    assert.equal(client.state, 'ready');
+  });
+
+  test('a range update goes out as one cells_update and arrives as one cells_updated', async (t) => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const alice = open({ token: mintToken(unique('alice')) });
+    const bob = open({ token: mintToken(unique('bob')) });
+    await alice.connect();
+    await bob.connect();
+    await alice.join(room);
+    await bob.join(room);
+    if (!(await supports(alice, { type: 'cells_update', sheet_id: sheetId, room, cells: [] }))) {
+      t.skip('the server does not support cells_update yet (protocol 1.1)');
+      return;
+    }
+    const bobSheet = bob.sheet(sheetId, { room });
+    const arrived = next(bob, 'cells_updated');
+    const cells = [];
+    for (let r = 1; r <= 10; r += 1) for (const c of 'ABCDEFGHIJ') cells.push({ cell_id: `${c}${r}`, value: `${c}${r}` });
+    await alice.sheet(sheetId, { room }).setRange(cells);
+    assert.equal((await arrived).cells.length, 100);
+    assert.equal(bobSheet.get('J10').value, 'J10');
+  });
+
+  test('removed by an admin (4410): the client does not reconnect and says why', async () => {
+    const client = open({ token: mintToken(unique('removed')) });
+    await client.connect();
+    const removed = next(client, 'removed');
+    const { status } = await rest(mintToken(unique('admin'), { roles: ['admin'] }), `/api/v1/ws/connections/${client.session.connection_id}`, { method: 'DELETE' });
+    assert.equal(status, 200);
+    await removed;
+    await sleep(300);
+    assert.equal(client.state, 'closed');
+    assert.equal(client.stopReason, 'removed');
+  });
+
+  test('a shutdown close (1012) reconnects at once, without backoff', async () => {
+    const client = open({ token: mintToken(unique('restart')), backoff: { initial: 5000, max: 5000 } });
+    await client.connect();
+    const scheduled = next(client, 'reconnecting');
+    // As the server's close after `server_shutdown` would arrive (a real one would stop the server).
+    const socket = client._ws;
+    client._detach();
+    socket.close();
+    client._lost(1012, 'server restart');
+    assert.equal((await scheduled).delay, 0);
+    await next(client, 'ready');
+  });
+});

@@ -1,0 +1,177 @@
+"""The sheet app (/app) in headless Chromium, two people in two browser contexts on one sheet, against
+the real server and database: each sees the other's edits, cursor and typing; a pasted range arrives
+whole; a conflict shows its notice; an offline editor's queued edits are applied once on reconnect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import expect
+
+from tests.api.conftest import Server
+from tests.browser.pages import cell, open_app, open_app_with, paste, server_supports, type_into, unique
+
+
+async def cell_versions(server: Server, sheet: str, cell_id: str) -> list[tuple[Any, str]]:
+    token = server.token("auditor", roles=["auditor"])
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        found = await http.get(
+            f"/api/v1/sheets/{sheet}/cells/{cell_id}/history", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert found.status_code == 200, found.text
+    return [(v["value"], v["user_id"]) for v in found.json()["versions"]]
+
+
+async def test_two_people_see_each_others_edits_cursors_and_typing(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_be_visible()
+    await type_into(alice.page, "B2", "42")
+    await expect(cell(bob.page, "B2")).to_have_text("42")
+    await expect(bob.page.locator("#activity")).to_contain_text("alice set B2 = 42")
+
+    # Alice's selection and pointer appear on Bob's screen in her colour, with her name.
+    await cell(alice.page, "C3").click()
+    await alice.page.mouse.move(420, 300)
+    selection = bob.page.locator('.remote-selection[data-user="alice"]')
+    await expect(selection).to_have_attribute("data-cell", "C3")
+    await expect(selection.locator(".tag")).to_have_text("alice")
+    await expect(bob.page.locator('.remote-pointer[data-user="alice"]')).to_be_visible()
+
+    # Bob types in D4 without committing: Alice sees him typing there, then his value.
+    await type_into(bob.page, "D4", "hello", enter=False)
+    typing = alice.page.locator('.remote-selection[data-user="bob"]')
+    await expect(typing).to_have_class("remote-selection typing")
+    await expect(typing).to_have_attribute("data-cell", "D4")
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_contain_text("typing in D4")
+    await bob.page.keyboard.press("Enter")
+    await expect(cell(alice.page, "D4")).to_have_text("hello")
+    await expect(typing).not_to_have_class("remote-selection typing")
+
+    assert await cell_versions(web, sheet, "B2") == [(42, "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_pasted_10x10_range_arrives_whole(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    if not await server_supports(web, {"type": "cells_update", "sheet_id": sheet, "room": room, "cells": []}):
+        pytest.skip("the server does not support cells_update yet (protocol 1.1)")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await bob.page.evaluate(
+        "() => { window.ranges = [];"
+        " window.collab.client.on('cells_updated', (m) => window.ranges.push(m.cells.length)); }"
+    )
+    rows = ["\t".join(f"{col}{row}" for col in "ABCDEFGHIJ") for row in range(1, 11)]
+    await cell(alice.page, "A1").click()
+    await paste(alice.page, "\n".join(rows) + "\n")
+    await expect(cell(bob.page, "J10")).to_have_text("J10")
+    await expect(cell(bob.page, "A1")).to_have_text("A1")
+    assert await bob.page.evaluate("window.ranges") == [100]  # one message, all hundred cells
+    assert await cell_versions(web, sheet, "E5") == [("E5", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_an_offline_editor_keeps_editing_and_converges_once_back(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_be_visible()
+
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    for row in range(1, 6):
+        await type_into(bob.page, f"F{row}", f"offline {row}")
+    await type_into(bob.page, "F1", "offline 1 again")
+    await expect(bob.page.locator("#connection")).to_contain_text("queued")
+    await expect(cell(bob.page, "F5")).to_have_text("offline 5")  # shown at once, pending
+    await type_into(alice.page, "G1", "while bob was away")
+    await expect(cell(alice.page, "F1")).to_have_text("")
+
+    await bob.context.set_offline(False)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "ready")
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-queued", "0")
+    for row in range(2, 6):
+        await expect(cell(alice.page, f"F{row}")).to_have_text(f"offline {row}")
+    await expect(cell(alice.page, "F1")).to_have_text("offline 1 again")
+    await expect(cell(bob.page, "G1")).to_have_text("while bob was away")
+
+    # Each queued edit was applied exactly once, in order.
+    assert await cell_versions(web, sheet, "F1") == [("offline 1", "bob"), ("offline 1 again", "bob")]
+    for row in range(2, 6):
+        assert await cell_versions(web, sheet, f"F{row}") == [(f"offline {row}", "bob")]
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_conflict_shows_its_notice_and_the_current_value(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await expect(cell(bob.page, "E5")).to_have_text("first")
+
+    # Bob edits E5 offline while Alice changes it: his edit is on a version that is no longer current.
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await type_into(bob.page, "E5", "bob's")
+    await type_into(alice.page, "E5", "alice's")
+    await bob.context.set_offline(False)
+
+    notice = bob.page.locator(".toast.conflict")
+    await expect(notice).to_contain_text("Conflict on E5")
+    await expect(notice).to_contain_text("alice's")
+    await expect(cell(bob.page, "E5")).to_have_text("alice's")
+    await expect(cell(alice.page, "E5")).to_have_text("alice's")
+    assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_uploads_and_notifications_reach_every_tab_of_the_user(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("dana")
+    token = web.token(user, username=user)
+    first = await open_app_with(browser, web, token, room, sheet)
+    second = await open_app_with(browser, web, token, room, sheet)
+    await second.page.evaluate(
+        "() => { window.seenProgress = [];"
+        " window.collab.client.on('file_upload_progress', (m) => window.seenProgress.push(m.percentage)); }"
+    )
+
+    csv = "region,amount\n" + "".join(f"r{i},{i * 3}\n" for i in range(200_000))  # about 2.5 MB
+    await first.page.locator("#upload-input").set_input_files(
+        {"name": "regions.csv", "mimeType": "text/csv", "buffer": csv.encode()}
+    )
+    row = second.page.locator("#files li", has_text="regions.csv")
+    await expect(row).to_have_class("done")
+    await expect(row.locator("button", has_text="Download")).to_be_visible()
+    seen = await second.page.evaluate("window.seenProgress")
+    assert any(0 < p < 100 for p in seen), seen  # the other tab watched it progress
+    await expect(first.page.locator("#files li.done", has_text="regions.csv")).to_be_visible()
+
+    admin = {"Authorization": f"Bearer {web.token('root', roles=['admin'])}"}
+    async with httpx.AsyncClient(base_url=web.http_url, timeout=10) as http:
+        created = await http.post(
+            "/api/v1/ws/broadcast/notification",
+            json={"user_id": user, "title": "Budget review", "message": "Numbers due Friday"},
+            headers=admin,
+        )
+    assert created.status_code == 200, created.text
+    for tab in (first, second):
+        await expect(tab.page.locator("#unread")).to_have_text("1")
+    await first.page.locator("#bell").click()
+    await first.page.locator("#notification-list button", has_text="Mark read").click()
+    for tab in (first, second):
+        await expect(tab.page.locator("#unread")).to_be_hidden()
+    assert first.problems() == [] and second.problems() == []
+    for opened in (first, second):
+        await opened.context.close()
