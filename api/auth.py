@@ -33,7 +33,7 @@ _MIN_SECRET_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 class Claims(BaseModel):
-    """The claims we read (PROTOCOL.md, "Authentication"); other claims are allowed and ignored."""
+    """The claims we read (docs/protocol.md, "Connecting"); other claims are allowed and ignored."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -110,8 +110,8 @@ class TokenVerifier:
 
 
 def extract_token(conn: HTTPConnection) -> tuple[str | None, str | None]:
-    """The token and the subprotocol to answer with, looking in PROTOCOL.md's order: `?token=`,
-    `Authorization: Bearer`, then the subprotocol pair `bearer, JWT`.
+    """The token and the subprotocol to answer with, looking in the documented order (docs/protocol.md):
+    `?token=`, `Authorization: Bearer`, then the subprotocol pair `bearer, JWT`.
 
     Whenever the client offered `bearer` the server must answer it, token found there or not:
     a browser fails a handshake whose answer does not pick one of the offered subprotocols.

@@ -7,23 +7,34 @@ minting live in their own modules so the app and the tests use the same code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import signal
 import sys
+import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from typing import Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from api.cli_errors import (
+    CliFailure,
+    check_port_free,
+    invalid_settings,
+    starting_embedded_postgres,
+    talking_to_database,
+)
 from api.database_url import resolve_database_url
 from api.jwt_secret import JwtSecretError, resolve_jwt_secret
 from api.logging_setup import configure_logging, logging_config
 from api.server import uvicorn_options
 from api.settings import Settings, get_settings
 from api.tokens import TokenConfigError, mint_token, parse_ttl
-from engine.model.errors import EngineError
+from engine.model.errors import EngineError, SchemaMismatch
 
 ROLES = ("admin", "editor", "viewer", "auditor")
 DEMO_USER = "demo-user"
@@ -67,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     target = migrate.add_mutually_exclusive_group()
     target.add_argument("--revision", default="head", help="revision to upgrade to (default: head)")
     target.add_argument("--downgrade", metavar="REV", help="revision to downgrade to, e.g. base or -1")
+    migrate.add_argument(
+        "--yes", action="store_true", help="with --downgrade: drop the event log without asking"
+    )
 
     projections = commands.add_parser("projections", help="rebuild or check the projection tables")
     projection_commands = projections.add_subparsers(dest="projections_command", required=True)
@@ -104,25 +118,79 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = get_settings()
-        if args.command == "token":
-            return _token(args, settings)
-        _configure_logging(settings if args.command == "serve" else None)
-        if args.command == "migrate":
-            return _migrate(args, settings)
-        if args.command == "projections":
-            return _projections(args, settings)
-        return _serve(args, settings)
-    except (SettingsError, ValidationError) as exc:
-        print(f"collab: invalid configuration: {exc}", file=sys.stderr)
+        return _run(args)
+    except CliFailure as failure:
+        return _fail(failure, failure.lines())
+    except SchemaMismatch as exc:
+        fix = "Run the newer collab-engine that migrated it, or point DATABASE_URL at another database."
+        return _fail(exc, CliFailure(str(exc), fix).lines())
     except (TokenConfigError, JwtSecretError, EngineError) as exc:
-        # Problems the operator can fix (configuration, a schema newer than the code): one line, no trace.
-        print(f"collab: error: {exc}", file=sys.stderr)
+        # Problems the operator can fix (a JWT setting, the secret file): their text says how.
+        return _fail(exc, [f"collab: {exc}"])
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _fail(
+            exc,
+            [
+                f"collab: unexpected error: {type(exc).__name__}: {exc}",
+                "  Run again with LOG_LEVEL=DEBUG for the traceback, and report it.",
+            ],
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    if args.command == "token":
+        return _token(args, settings)
+    _configure_logging(settings if args.command == "serve" else None)
+    if args.command == "migrate":
+        return _migrate(args, settings)
+    if args.command == "projections":
+        return _projections(args, settings)
+    return _serve(args, settings)
+
+
+def _fail(exc: BaseException, lines: list[str]) -> int:
+    """Print what went wrong (after the traceback, with LOG_LEVEL=DEBUG); exit status 1."""
+    if _debugging():
+        traceback.print_exception(exc, file=sys.stderr)
+    print("\n".join(lines), file=sys.stderr)
     return 1
 
 
+def _debugging() -> bool:
+    try:
+        level = get_settings().log_level
+    except (SettingsError, ValidationError):  # the settings are what failed: read the variable itself
+        level = os.environ.get("LOG_LEVEL", "")
+    return level.upper() == "DEBUG"
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise invalid_settings(exc) from exc
+    except SettingsError as exc:
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1).upper() if found else "a setting"
+        raise CliFailure(
+            f"invalid setting: {name}: {exc.__cause__ or exc}",
+            "Fix it in the environment or in .env; the README's settings table lists every setting.",
+        ) from exc
+
+
+def _database_url(settings: Settings, *, stop_at_exit: bool = True) -> str:
+    """DATABASE_URL, or the embedded server's (started here), with a start failure explained."""
+    if settings.database_url:
+        return resolve_database_url(settings)
+    with starting_embedded_postgres(settings.data_dir):
+        return resolve_database_url(settings, stop_at_exit=stop_at_exit)
+
+
 def _configure_logging(settings: Settings | None) -> None:
-    """The server logs in LOG_FORMAT (JSON by default, api/logging_setup.py); one-off commands in text."""
+    """The server logs in LOG_FORMAT (api/logging_setup.py); one-off commands in text."""
     if settings is None:
         configure_logging("text")
     else:
@@ -146,14 +214,13 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from engine.log import migrate  # imported here: `collab token` should not pay for Alembic
+    from api import cli_migrate  # imported here: `collab token` should not pay for Alembic
 
-    url = resolve_database_url(settings)
-    if args.downgrade:
-        migrate.downgrade(url, args.downgrade)
-    else:
-        migrate.upgrade(url, args.revision)
-    return 0
+    url = _database_url(settings)
+    with talking_to_database(url):
+        if args.downgrade:
+            return cli_migrate.downgrade(url, args.downgrade, yes=args.yes, data_dir=settings.data_dir)
+        return cli_migrate.upgrade(url, args.revision)
 
 
 def _projections(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,8 +230,9 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
     from engine.log.store import create_db_engine
     from engine.readmodels import rebuild
 
-    url = resolve_database_url(settings)
-    migrate.check_known(url)
+    url = _database_url(settings)
+    with talking_to_database(url):
+        migrate.check_known(url)
 
     async def run() -> int:
         db_engine = create_db_engine(url, pool_size=2, command_timeout=600)
@@ -188,24 +256,25 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await db_engine.dispose()
 
-    return asyncio.run(run())
+    with talking_to_database(url):
+        return asyncio.run(run())
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from engine.log.migrate import upgrade_to_head
 
+    check_port_free(args.host, args.port)  # before the database starts and the banner prints
     # Resolved once, here in the parent: it owns the embedded server (stopped when it exits), and the
     # workers, which uvicorn spawns as fresh interpreters, inherit the URL and secret from the
     # environment instead of each starting a server or generating a secret.
-    url = resolve_database_url(settings, stop_at_exit=True)
+    url = _database_url(settings, stop_at_exit=True)
     secret = resolve_jwt_secret(settings)
     os.environ["DATABASE_URL"] = url
     os.environ["JWT_SECRET_KEY"] = secret
     get_settings.cache_clear()  # with one worker the app runs in this process and must see them too
 
-    upgrade_to_head(url)
+    with talking_to_database(url):
+        upgrade_to_head(url)
     token = mint_token(
         settings, sub=DEMO_USER, username=DEMO_USER, roles=["editor"], ttl=DEMO_TTL, secret=secret
     )
@@ -219,8 +288,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     print(connect_instructions(args.host, args.port, token, database, people=people), flush=True)
 
     options = uvicorn_options(settings)
-    if args.workers > 1:
-        options["workers"] = args.workers
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default handler that kills the
     # process before atexit runs, leaving the embedded PostgreSQL behind. As SystemExit it exits
     # normally, and the embedded server is stopped.
@@ -228,8 +295,30 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # The same logging in every worker; the app's middleware writes the access lines (with request ids).
     options["log_config"] = logging_config(settings.log_format, settings.log_level)
     options["access_log"] = False
-    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
-    return 0
+    if args.workers > 1:
+        import uvicorn
+
+        # An admin shutdown (POST /ws/shutdown) stops the worker that answered; uvicorn replaces it.
+        options["workers"] = args.workers
+        uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
+        return 0
+    return _serve_one_process(args.host, args.port, options)
+
+
+def _serve_one_process(host: str, port: int, options: dict[str, Any]) -> int:
+    """uvicorn's `run` for one process, with the app's exit hook wired to the server: an admin shutdown
+    then ends it like Ctrl-C does, with status 0, rather than by SIGTERM (status 143)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    app.state.request_exit = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises Ctrl-C after its graceful shutdown; that is the normal way to stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 1  # a failed start has been logged by uvicorn
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

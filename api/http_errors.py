@@ -6,6 +6,8 @@ unknown route, or FastAPI's own HTTPException.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -53,11 +55,47 @@ async def _authentication_failed(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
     details = [
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-        for err in exc.errors()
+        for err in errors
     ]
-    return error_response(422, VALIDATION_ERROR, "request failed validation", details=details)
+    text = "; ".join(explain_validation(err) for err in errors) or "request failed validation"
+    return error_response(422, VALIDATION_ERROR, text, details=details)
+
+
+_PLACES = {"query": "query parameter", "path": "path parameter", "header": "header", "cookie": "cookie"}
+_TIME_ERRORS = frozenset(
+    {"datetime_parsing", "datetime_from_date_parsing", "datetime_type", "timezone_aware"}
+)
+# "2026-11-26T10:00:00 01:00": the `+` of an offset arrived as a space, as `+` means in a query string.
+_PLUS_AS_SPACE = re.compile(r"\d \d{2}(:?\d{2})?$")
+_MAX_ECHO = 64
+
+
+def explain_validation(err: Mapping[str, Any]) -> str:
+    """One refused parameter in words: which one, what was expected, what came (short values only),
+    and for times how to write one, including the `+` that a URL turns into a space."""
+    loc = [str(part) for part in err.get("loc", ())]
+    if loc and loc[0] in _PLACES and len(loc) > 1:
+        where = f"{_PLACES[loc[0]]} {'.'.join(loc[1:])!r}"
+    elif loc and loc[0] == "body":
+        where = f"body field {'.'.join(loc[1:])!r}" if len(loc) > 1 else "the request body"
+    else:
+        where = ".".join(loc) or "the request"
+    msg = str(err.get("msg", "invalid"))
+    text = f"{where}: {msg[:1].lower()}{msg[1:]}"
+    value = err.get("input")
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) <= _MAX_ECHO:
+        text += f", got {value!r}"
+    if err.get("type") in _TIME_ERRORS:
+        text += "; expected an ISO-8601 time with a zone, e.g. 2026-11-26T10:00:00Z"
+        if isinstance(value, str) and _PLUS_AS_SPACE.search(value):
+            text += (
+                "; the '+' of its offset arrived as a space, as '+' means in a URL: "
+                "URL-encode it as %2B (2026-11-26T10:00:00%2B01:00) or use Z"
+            )
+    return text
 
 
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
@@ -87,4 +125,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _database_error)
 
 
-__all__ = ["error_body", "error_response", "install_error_handlers"]
+__all__ = ["error_body", "error_response", "explain_validation", "install_error_handlers"]

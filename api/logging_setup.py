@@ -1,5 +1,8 @@
-"""Logs: one JSON object per line (LOG_FORMAT=json, the default) or plain text, each line carrying the
-HTTP request id or WebSocket connection id it happened under.
+"""Logs: plain text for a person at a terminal, one JSON object per line for a log collector, each line
+carrying the HTTP request id or WebSocket connection id it happened under.
+
+LOG_FORMAT=auto (the default) picks text when standard error is a terminal and JSON otherwise (a pipe,
+a file, a container's log driver); `json` and `text` force one.
 
 The ids travel in context variables, set by api/middleware.py for a request and by the WebSocket
 session for a connection; a filter copies them onto every record, so the engine logs them too
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import sys
 import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -18,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-LogFormat = Literal["json", "text"]
+LogFormat = Literal["auto", "json", "text"]
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 connection_id_var: ContextVar[str | None] = ContextVar("connection_id", default=None)
@@ -83,12 +87,26 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+def resolve_log_format(log_format: LogFormat, stream: Any = None) -> Literal["json", "text"]:
+    """`auto` becomes `text` when `stream` (default: standard error) is a terminal, else `json`."""
+    if log_format != "auto":
+        return log_format
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return "text" if callable(isatty) and isatty() else "json"
+
+
 def logging_config(log_format: LogFormat, level: str = "INFO") -> dict[str, Any]:
     """A `logging.config.dictConfig` dict: everything (uvicorn's loggers too) goes through one stderr
     handler in `log_format`. uvicorn's access log is left off: api/middleware.py logs each request
-    with its id, status and duration instead."""
+    with its id, status and duration instead.
+
+    `auto` is decided here, in the process that builds the dict: uvicorn's workers get the parent's
+    choice, whatever their own standard error is."""
     formatter = (
-        "api.logging_setup.JsonFormatter" if log_format == "json" else "api.logging_setup.TextFormatter"
+        "api.logging_setup.JsonFormatter"
+        if resolve_log_format(log_format) == "json"
+        else "api.logging_setup.TextFormatter"
     )
     return {
         "version": 1,
@@ -129,4 +147,5 @@ __all__ = [
     "connection_id_var",
     "logging_config",
     "request_id_var",
+    "resolve_log_format",
 ]

@@ -1,5 +1,5 @@
-"""Who is calling a REST endpoint: the same JWT as the WebSocket (PROTOCOL.md: `Authorization:
-Bearer`), verified by the same `TokenVerifier`, and the role each kind of endpoint needs.
+"""Who is calling a REST endpoint: the same JWT as the WebSocket, sent as `Authorization: Bearer`
+(docs/protocol.md), verified by the same `TokenVerifier`, and the role each kind of endpoint needs.
 
 Declared through FastAPI's `HTTPBearer` so the OpenAPI schema shows every protected route's security;
 `auto_error=False` because its own 403 for a missing header is wrong: no token is a 401.
@@ -18,7 +18,7 @@ from api.deps import get_verifier
 from engine.model.actors import Actor
 from engine.model.errors import PermissionDenied
 
-_bearer = HTTPBearer(auto_error=False, description="The JWT the WebSocket accepts (PROTOCOL.md)")
+_bearer = HTTPBearer(auto_error=False, description="The JWT the WebSocket accepts (`collab token` mints one)")
 
 
 class Unauthenticated(AuthenticationFailed):
@@ -30,11 +30,22 @@ def current_actor(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
     """The caller named by a valid bearer token; raises Unauthenticated (401)."""
-    token = credentials.credentials if credentials is not None else None
+    if credentials is None:
+        raise Unauthenticated(_missing_token_text(conn))
     try:
-        return get_verifier(conn).verify(token)
+        return get_verifier(conn).verify(credentials.credentials)
     except AuthenticationFailed as exc:
         raise Unauthenticated(str(exc)) from None
+
+
+def _missing_token_text(conn: HTTPConnection) -> str:
+    """Names the one place REST reads a token; `?token=` and the subprotocol are the WebSocket's."""
+    text = "missing token: send the header Authorization: Bearer <JWT>"
+    if conn.headers.get("authorization"):
+        text = "the Authorization header must read Bearer <JWT>"
+    if "token" in conn.query_params:
+        text += " (?token= is read by the WebSocket endpoint only)"
+    return text
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]

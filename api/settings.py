@@ -14,6 +14,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# What DATABASE_URL may start with; api/database_url.py reads the first two as asyncpg.
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
@@ -53,14 +56,15 @@ class Settings(BaseSettings):
     ai_api_key: str | None = Field(default=None, repr=False)
     ai_model: str | None = None
     # Per user: the budget of volatile messages (cursor_move, typing_*, file_upload_progress), which
-    # count against it instead of the seed's limits (PROTOCOL.md, "Rate limiting").
+    # count against it instead of the seed's limits.
     volatile_messages_per_second: int = Field(default=30, ge=1)
     # The most cells one `cells_update` (a paste, a fill) may carry; the schema allows at most 10,000.
     max_cells_per_update: int = Field(default=1000, ge=1, le=10_000)
     # Typing without a stop ends (user_typing_stop, reason expired) after this many seconds.
     typing_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Logs: one JSON object per line ("json") or plain text, at LOG_LEVEL (api/logging_setup.py).
-    log_format: Literal["json", "text"] = "json"
+    # Logs: text at a terminal and JSON lines otherwise ("auto"), or forced, at LOG_LEVEL
+    # (api/logging_setup.py).
+    log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # The largest file body `PUT /api/v1/files/{file_id}` stores; larger ones get 413 (default 50 MiB).
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
@@ -80,8 +84,38 @@ class Settings(BaseSettings):
         # Accept "HS256,HS384" as well as a JSON list: people type both in a .env file.
         if isinstance(value, str):
             if value.lstrip().startswith("["):
-                return json.loads(value)
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError:
+                    raise ValueError(
+                        'expected names separated by commas (HS256,HS512) or a JSON list (["HS256"])'
+                    ) from None
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # Refused here, with the expected form, rather than as a driver error at the first connect. The
+        # message never quotes the URL: it may hold a password.
+        if not value or not value.strip():
+            return None
+        scheme = value.strip().partition("://")[0]
+        if scheme not in _POSTGRES_SCHEMES:
+            raise ValueError(
+                f"expected a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:PORT/DATABASE (scheme "
+                f"{' or '.join(_POSTGRES_SCHEMES)}), got scheme {scheme[:20]!r}"
+            )
+        from sqlalchemy.engine import make_url  # here: `collab token` need not import SQLAlchemy
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value.strip())
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a valid URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special "
+                "characters in the password percent-encoded (@ as %40)"
+            ) from None
         return value
 
     @field_validator("jwt_algorithms")

@@ -1,7 +1,7 @@
 """Minting JWTs the server accepts, for `collab token`, the token `collab serve` prints, and tests.
 
 Minting lives here rather than in the CLI so tests sign tokens with exactly the claims, algorithm,
-issuer and audience the server checks (PROTOCOL.md, "Authentication").
+issuer and audience the server checks (docs/protocol.md, "Connecting").
 """
 
 from __future__ import annotations

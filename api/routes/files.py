@@ -1,5 +1,5 @@
 """File bodies: `PUT /api/v1/files/{file_id}` streams the request body into storage and
-`GET /api/v1/files/{file_id}` streams it back (PROTOCOL.md: file bytes travel over REST).
+`GET /api/v1/files/{file_id}` streams it back (docs/protocol.md, "Files over REST").
 
 The upload is recorded as events by the engine (engine/features/files.py): the uploader's sockets get
 `file_upload_progress` while bytes arrive and `file_upload_complete` once they are stored. A download

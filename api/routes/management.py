@@ -9,9 +9,10 @@ everything done to clients becomes an event first.
     POST   /ws/shutdown                                202; the process exits once clients are closed
 
 Shutting down ends the process that serves this app, which the app cannot reach by itself: whoever
-runs it may set `app.state.request_exit` (the tests' in-process server sets uvicorn's `should_exit`);
-otherwise the process sends itself SIGTERM, which uvicorn answers with its own graceful shutdown
-(`collab serve` then exits with status 143). With several uvicorn workers this stops one worker.
+runs it may set `app.state.request_exit`: `collab serve` and the tests' in-process server set uvicorn's
+`should_exit`, so the process ends as after Ctrl-C, with status 0. Otherwise (plain `uvicorn`, or
+`collab serve --workers N`) the process sends itself SIGTERM, which uvicorn answers with its own
+graceful shutdown; with several workers this stops the one that answered.
 """
 
 from __future__ import annotations

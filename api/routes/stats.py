@@ -137,7 +137,7 @@ async def _summary(engine: EngineDep, cluster: ClusterStats) -> dict[str, object
 @router.get("/ws/stats", response_model=Stats, responses=_ERRORS)
 async def stats(engine: EngineDep, _: ActorDep) -> Stats:
     """Connections, rooms, message rate and uptime (the seed's figures), and the log's head: aggregate
-    figures, for any authenticated caller (PROTOCOL.md reserves only the detailed view for admins)."""
+    figures, for any authenticated caller (only the detailed view is for admins)."""
     return Stats.model_validate(await _summary(engine, await engine.cluster_stats()))
 
 

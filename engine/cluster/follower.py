@@ -1,4 +1,4 @@
-"""`LogFollower`: how events other nodes commit reach this node's clients (DESIGN.md, principle 7).
+"""`LogFollower`: how events other nodes commit reach this node's clients (docs/architecture.md).
 
 After its commits a node sends at most one small NOTIFY per `notify_interval`, on its own connection
 and never inside the append transaction (NOTIFY takes a database-wide lock at commit), and only while

@@ -1,4 +1,4 @@
-"""`RateLimitSync`: rate limits per user across nodes, through PostgreSQL (PROTOCOL.md: "Limits hold
+"""`RateLimitSync`: rate limits per user across nodes, through PostgreSQL (docs/protocol.md: "Limits hold
 per user across all of that user's connections and across nodes").
 
 Why an exchange and not a shared counter per message: a database round trip per message would put a

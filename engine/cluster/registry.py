@@ -1,6 +1,6 @@
 """`NodeRegistry`: this process's heartbeat row in `nodes`, and which other nodes are alive.
 
-Why in PostgreSQL: nodes share nothing else (DESIGN.md, principle 7). A node with no live peer sends
+Why in PostgreSQL: nodes share nothing else (docs/architecture.md). A node with no live peer sends
 no NOTIFY after its commits, so a single node pays nothing for being clusterable; a node that starts
 announces itself at once (engine/cluster/follower.py), so its peers start waking it without waiting for a
 heartbeat. The same rows tell survivors when a node stopped heartbeating without saying goodbye.

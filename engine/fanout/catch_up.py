@@ -1,5 +1,5 @@
 """Joining a topic without a gap or a duplicate: subscribe first, then read the log, then drop what
-was already delivered (centrifuge's subscribe-then-recover; PROTOCOL.md, `join_room since`).
+was already delivered (centrifuge's subscribe-then-recover; docs/protocol.md, `join_room since`).
 
     async with hub.catch_up(connection_id, "room:R") as catch_up:
         view = ...                                   # append the join, project the room

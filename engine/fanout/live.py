@@ -12,7 +12,8 @@ advance one seq at a time.
 A view is loaded from the log (an await) before the first append to its room, never in between. If a
 commit finds the view behind (another process appended to the room), the view is dropped and reloaded
 on the next message; meanwhile that event's `room_state` is left out rather than shown wrong
-(engine/protocol/rendering.py). Cross-node fanout is not wired yet, so on one node this does not happen.
+(engine/protocol/rendering.py). Every node publishes every committed event in log order, its own and
+other nodes' alike (engine/fanout/delivery_order.py), so this is a safety net, not a usual path.
 
 Presence (declared status, which connections are in which rooms) is folded from the same commits:
 `room_state.users[].status` shows the declared status of users whose connections are on this node.

@@ -4,7 +4,7 @@ Like websockets' protocol core, this decides and the asyncio shell (engine/fanou
 `OVERFLOW` verdict here becomes a slow-consumer close there. Keeping the policy free of tasks and
 awaits makes every decision synchronous, so a publisher can never be made to wait on a socket.
 
-The policy, in the order PROTOCOL.md and DESIGN.md (principle 6) ask for:
+The policy, in the order the protocol asks for (docs/protocol.md, close 4008):
 1. While `high_water` or more entries are queued, new volatile messages (cursor, typing, upload
    progress) are dropped and counted: they are superseded within milliseconds and `room_state` carries
    the latest cursors.

@@ -50,7 +50,8 @@ from engine.protocol.rendering import encode, render
 
 log = logging.getLogger(__name__)
 
-# Keys of PROTOCOL.md's envelope: set by the server from the event, never taken from a posted body.
+# Keys of the protocol's envelope (docs/protocol.md): set by the server from the event, never taken
+# from a posted body.
 ENVELOPE_KEYS: Final = frozenset({"room_id", "seq", "ts", "client_msg_id"})
 
 

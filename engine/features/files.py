@@ -54,7 +54,7 @@ from engine.projections.uploads import Upload
 from engine.protocol.fields import FileName
 
 # Progress is reported every 5% of the body, but never more often than every 256 KiB: a few events
-# per file whatever the client's chunk size (PROTOCOL.md: progress is volatile and high-frequency).
+# per file whatever the client's chunk size (progress is volatile and high-frequency).
 PROGRESS_FRACTION: Final = 0.05
 PROGRESS_MIN_BYTES: Final = 256 * 1024
 FILES_PATH: Final = "/api/v1/files"

@@ -1,4 +1,4 @@
-"""Per-user rate limits of inbound messages on this node (PROTOCOL.md, "Rate limiting").
+"""Per-user rate limits of inbound messages on this node (docs/protocol.md, `RATE_LIMIT_EXCEEDED`).
 
 Two budgets per user, shared by all of that user's connections on this node:
 

@@ -2,8 +2,8 @@
 engine that keep them (traffic.py's counters, the appender, the hub, the connections).
 
 Everything here is this node's and read without I/O, except the log's head, which is the database's
-and is read on demand. Figures are per node on purpose: nodes share only PostgreSQL (DESIGN.md,
-principle 7), so a cluster view is the sum of the nodes' own reports.
+and is read on demand. Figures are per node on purpose: nodes share only PostgreSQL, so a cluster view
+is the sum of the nodes' own reports.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The typing sweeper: a background task that ends typing nobody stopped (PROTOCOL.md, typing).
+"""The typing sweeper: a background task that ends typing nobody stopped (docs/protocol.md, typing).
 
 It folds every typing event this node commits (`observe`, called right after the publish) into the
 pure typing view of its room (engine/projections/typing_indicators.py), keeps only rooms with active

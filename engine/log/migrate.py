@@ -53,8 +53,8 @@ def check_known(database_url: str) -> None:
     known = {rev.revision for rev in script.walk_revisions()}
     if revision not in known:
         raise SchemaMismatch(
-            f"the database is at schema revision {revision!r}, which this version of collab-engine "
-            f"does not know (newest known: {script.get_current_head()!r}); upgrade the code first"
+            f"the database schema is at revision {revision!r}, newer than this collab-engine knows "
+            f"(its newest is {script.get_current_head()!r}): running on it could corrupt it"
         )
 
 

@@ -17,9 +17,10 @@ DEFAULT_ROLES: Final[tuple[Role, ...]] = ("editor",)
 
 # Joining persists a room event, so it is a write: auditors read history over REST instead.
 _MAY_JOIN: Final = frozenset({"admin", "editor", "viewer"})
-# What each role may send over the WebSocket (PROTOCOL.md, roles). A viewer watches and is seen
-# (joins, cursor, status, typing, notifications) but changes no sheet and spends no AI; an auditor
-# reads history over REST and sends nothing that is recorded. `ping` is never recorded: anyone.
+# What each role may send over the WebSocket (docs/protocol.md, `PERMISSION_DENIED`). A viewer watches
+# and is seen (joins, cursor, status, typing, notifications) but changes no sheet and spends no AI; an
+# auditor reads history over REST and sends nothing that is recorded. `ping` and `refresh_token` are
+# never recorded: anyone.
 _VIEWER_MAY_NOT: Final = frozenset({"cell_update", "cells_update", "ai_request", "ai_cancel"})
 _ANYONE_MAY: Final = frozenset({"ping", "refresh_token"})
 
@@ -30,7 +31,7 @@ class Actor:
     username: str
     email: str | None = None
     roles: tuple[Role, ...] = DEFAULT_ROLES
-    # Glob patterns of room ids this actor may join; None means any room (PROTOCOL.md).
+    # Glob patterns of room ids this actor may join; None means any room.
     rooms: tuple[str, ...] | None = None
 
     def has_role(self, *roles: Role) -> bool:

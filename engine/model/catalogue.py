@@ -87,7 +87,7 @@ VOLATILE_EVENTS: Final = frozenset({CURSOR_MOVED, TYPING_STARTED, TYPING_STOPPED
 
 
 def is_volatile(event_type: str) -> bool:
-    """Whether events of this type go to a volatile stream: no `seq`, no replay, retention-bound."""
+    """Whether events of this type go to a volatile stream: no `seq`, no replay."""
     return event_type in VOLATILE_EVENTS
 
 

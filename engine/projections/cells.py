@@ -60,7 +60,7 @@ class Cell:
     position: int = field(default=0, compare=False)
 
     def current(self) -> dict[str, Any]:
-        """The cell as a VERSION_CONFLICT reports it (PROTOCOL.md)."""
+        """The cell as a VERSION_CONFLICT reports it (docs/protocol.md)."""
         return {
             "value": self.value,
             "formula": self.formula,
@@ -138,7 +138,7 @@ def apply_many(sheet: Sheet, events: Iterable[RecordedEvent]) -> Sheet:
             cells[cell_id] = apply_cell(cells.get(cell_id), event, written)
         sheet = replace(
             sheet,
-            # The first edit decides the room, later ones cannot move it (PROTOCOL.md).
+            # The first edit decides the room, later ones cannot move it.
             room_id=sheet.room_id or room_id_of(durable_stream(event.stream_id)),
             seq=event.stream_version,
             updated_at=event.recorded_at,

@@ -4,7 +4,7 @@ last seen.
 Folded from the user's events wherever they are: joins and leaves in room streams (which connection
 is in which room), cursors in volatile room streams, cell updates (activity), and `UserStatusChanged`
 in the user's own stream. A user is online while at least one of their connections is in a room, so
-closing one of two tabs keeps them online (PROTOCOL.md). A connection that never joined a room is not
+closing one of two tabs keeps them online. A connection that never joined a room is not
 in the log and so not in presence.
 
 The declared status (`status_update`: online, away, busy) is the user's until they change it: it

@@ -112,7 +112,7 @@ class RoomView:
     room_id: str
     # In order of first arrival, so `room_state.users` is stable between messages.
     members: Mapping[str, Member] = field(default_factory=empty)
-    # Sheets first edited in this room, in that order (a sheet belongs to one room: PROTOCOL.md).
+    # Sheets first edited in this room, in that order (a sheet belongs to one room).
     active_sheets: tuple[str, ...] = ()
     seq: int = 0
     last_activity: datetime | None = None

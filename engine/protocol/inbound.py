@@ -1,7 +1,7 @@
 """What clients send: one pydantic model per message type, a discriminated union on `type`, and the
 `decode` -> `parse` path every frame takes before it reaches a decision.
 
-Old clients send the seed's shapes verbatim (PROTOCOL.md), so models allow extra fields and keep
+Old clients send the original shapes verbatim (docs/protocol.md), so models allow extra fields and keep
 `int` where a client sent an int. Bounds are tight on purpose: everything here may end up in the log,
 in a projection table, in a URL or in a storage path, and a bound refused at the door is one no later
 layer has to think about.
@@ -86,7 +86,7 @@ class CellUpdate(Inbound):
     cell_id: Id
     value: CellValue
     formula: Annotated[str, StringConstraints(max_length=MAX_FORMULA_LENGTH)] | None = None
-    # The client's base version; the server assigns the new one (PROTOCOL.md, cells).
+    # The client's base version; the server assigns the new one (docs/protocol.md, `cell_update`).
     version: Version | None = None
     room: RoomId | None = None
 

@@ -1,6 +1,6 @@
 """What the server sends: one pure builder per message type, returning the plain dict to serialise.
 
-Shapes are the seed's, key for key, so Socket.IO-era clients keep working. PROTOCOL.md's additions
+Shapes are the seed's, key for key, so Socket.IO-era clients keep working. The protocol's additions
 ride on an `Envelope`: `room_id`, `seq` and `ts` on messages that stem from a durable event, and the
 sender's `client_msg_id` on everything fanned out from its message. Envelope keys that are None are
 left out, never sent as null, so a message without them is exactly the seed's shape.
@@ -32,7 +32,7 @@ def iso(at: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """PROTOCOL.md's optional envelope of a message that stems from an event.
+    """The protocol's optional envelope of a message that stems from an event.
 
     `seq` is the event's version in its stream: the room's sequence for room events, the user's own
     stream for status, notifications and uploads (those have no `room_id`). Volatile events (cursor,

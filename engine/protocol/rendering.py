@@ -1,7 +1,7 @@
 """What a committed event looks like on the wire: one `render` for live publishes and for replay.
 
 Why one function: a client that resumes with `join_room since` must see each missed event exactly as
-a member who was there saw it live (PROTOCOL.md, "join_room since"). If live and replay built their
+a member who was there saw it live (docs/protocol.md, `join_room since`). If live and replay built their
 messages separately, the two would drift; here both call `render(event, view)` with the room view as
 of that event, so they cannot.
 

@@ -53,7 +53,12 @@ class EventFilter:
     def __post_init__(self) -> None:
         unknown = sorted((self.types or frozenset()) - CATALOGUE)
         if unknown:
-            raise ValidationFailed(f"unknown event types: {', '.join(unknown)}", types=unknown)
+            valid = sorted(CATALOGUE)
+            raise ValidationFailed(
+                f"types: unknown event type(s) {', '.join(unknown)}; valid types: {', '.join(valid)}",
+                types=unknown,
+                valid=valid,
+            )
         for name, at in (("since", self.since), ("until", self.until)):
             if at is not None:
                 _check_zone(name, at)

@@ -1,4 +1,4 @@
-"""PostgreSQL restarted under load (issue 5): two nodes keep serving, answer 503 on health and a retryable
+"""PostgreSQL restarted under load: two nodes keep serving, answer 503 on health and a retryable
 INTERNAL_ERROR for what they could not commit while it is down, reconnect by themselves once it is back,
 and every acked update is in the log exactly once with the seq it was acked with.
 

@@ -1,5 +1,5 @@
 """Rate limits hold per user across nodes: messages a user sent through one node count on the other,
-and a block one node imposed refuses the user on the other too (PROTOCOL.md, "Rate limiting")."""
+and a block one node imposed refuses the user on the other too (docs/protocol.md, `RATE_LIMIT_EXCEEDED`)."""
 
 from __future__ import annotations
 

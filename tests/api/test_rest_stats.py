@@ -78,7 +78,7 @@ async def test_stats_need_a_token_and_the_detailed_view_needs_admin(server: Serv
         if path.endswith("/detailed"):  # per-connection and per-node internals: admins only
             assert answer.status_code == 403, role
             assert answer.json()["code"] == "PERMISSION_DENIED"
-        else:  # the seed's aggregate figures: any authenticated caller (PROTOCOL.md, roles)
+        else:  # the seed's aggregate figures: any authenticated caller (docs/protocol.md, REST)
             assert answer.status_code == 200, role
 
 

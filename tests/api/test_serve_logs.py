@@ -1,5 +1,6 @@
-"""`collab serve` logs one JSON object per line (LOG_FORMAT's default), uvicorn's own lines included,
-with the request id on a request's lines and the connection id on a socket's."""
+"""`collab serve` logs one JSON object per line when its standard error is not a terminal (the default,
+LOG_FORMAT=auto), uvicorn's own lines included, with the request id on a request's lines and the
+connection id on a socket's."""
 
 from __future__ import annotations
 

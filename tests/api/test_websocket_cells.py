@@ -1,5 +1,5 @@
-"""cell_update between real clients: the server's version rule (PROTOCOL.md, cells), decided inside the
-append, so a stale base version or a lost race changes nothing and says why."""
+"""cell_update between real clients: the server's version rule (docs/protocol.md, `cell_update`),
+decided inside the append, so a stale base version or a lost race changes nothing and says why."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Messages between real clients: joins, leaves, cursors, typing and status reach the members PROTOCOL.md
+"""Messages between real clients: joins, leaves, cursors, typing and status reach the members docs/protocol.md
 names and nobody else, with `seq` on room events and acks for `client_msg_id`."""
 
 from __future__ import annotations

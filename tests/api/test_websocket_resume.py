@@ -1,6 +1,6 @@
 """`join_room since` against the real event log while another client keeps writing: the joiner gets
 `room_state`, every room event after `since` exactly once and in order, `replay_complete`, then live
-events, with no gap and no duplicate between replay and live (PROTOCOL.md, envelope additions)."""
+events, with no gap and no duplicate between replay and live (docs/protocol.md, envelope additions)."""
 
 from __future__ import annotations
 

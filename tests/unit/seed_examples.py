@@ -1,8 +1,8 @@
-"""The seed's message examples, verbatim, and a reader for their JavaScript object literals.
+"""The original protocol's message examples, verbatim, and a reader for their JavaScript object literals.
 
-Copied character for character from `seed/websocket-infrastructure-guide.md` (sections "Message Types
-and Usage" and "Error Handling"); `test_messages_seed_examples_are_verbatim` checks the copy against the
-seed whenever the seed is reachable.
+Copied character for character from the guide the Socket.IO-era clients were written against
+(sections "Message Types and Usage" and "Error Handling"): the shapes those clients send and expect,
+which the protocol keeps unchanged (tests/unit/test_messages.py).
 """
 
 # ruff: noqa: W291  -- one seed line ends in a space, and the copy is verbatim

@@ -6,7 +6,12 @@ import io
 import json
 import logging
 import logging.config
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +22,10 @@ from api.logging_setup import (
     connection_id_var,
     logging_config,
     request_id_var,
+    resolve_log_format,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Captured = tuple[logging.Logger, io.StringIO]
 
@@ -103,3 +111,39 @@ def test_config_routes_everything_through_one_handler(log_format: str, formatter
     # The factory it names builds (dictConfig itself would reconfigure the test process's logging).
     built = logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["main"])
     assert isinstance(built, formatter)
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+@pytest.mark.parametrize(
+    ("log_format", "tty", "resolved"),
+    [("auto", True, "text"), ("auto", False, "json"), ("json", True, "json"), ("text", False, "text")],
+)
+def test_auto_is_text_at_a_terminal_and_json_elsewhere(log_format: str, tty: bool, resolved: str) -> None:
+    assert resolve_log_format(log_format, _Stream(tty)) == resolved  # type: ignore[arg-type]
+
+
+def test_auto_logs_text_when_stderr_is_a_real_terminal() -> None:
+    """The process's own stderr, as `collab serve` sees it: a pseudo-terminal gets text, not JSON."""
+    program = (
+        "import logging; from api.logging_setup import configure_logging; "
+        "configure_logging('auto'); logging.getLogger('api.demo').warning('hello')"
+    )
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", program], stderr=follower, cwd=ROOT, timeout=30, check=True
+        )
+        assert done.returncode == 0
+        written = os.read(leader, 4096).decode()
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert written.strip() == "WARNING api.demo: hello"

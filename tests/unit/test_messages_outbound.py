@@ -1,4 +1,4 @@
-"""Every outbound builder: its exact shape, and the envelope PROTOCOL.md adds."""
+"""Every outbound builder: its exact shape, and the envelope the protocol adds."""
 
 from __future__ import annotations
 

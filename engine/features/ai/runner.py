@@ -21,7 +21,7 @@ Choices:
   second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
   retry), else VALIDATION_ERROR.
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
-  recorded before its answer (PROTOCOL.md promises two).
+  recorded before its answer (the protocol promises two).
 * `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
   engine/features/ai/provider.py), waits for it to end, then records `AiCancelled` (reason "cancelled"), which
   the requester's connections get as `ai_error` with code `CANCELLED`. A request id that is not
