@@ -23,6 +23,7 @@ from api.settings import Settings
 from engine.features.tokens import Credentials
 from engine.model.actors import DEFAULT_ROLES, Actor, Role
 from engine.model.errors import AuthenticationFailed
+from engine.protocol.fields import Identifier
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ class Claims(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True)
 
-    sub: str = Field(min_length=1)
-    username: str | None = None
-    email: str | None = None
+    # The same identifier rule as every id in a message or a REST path: a `sub` with a NUL would
+    # otherwise reach the log as a user id PostgreSQL cannot store.
+    sub: Identifier
+    username: Identifier | None = None
+    email: Identifier | None = None
     roles: list[Role] = Field(default_factory=lambda: list(DEFAULT_ROLES))
-    rooms: list[str] | None = None
+    rooms: list[Identifier] | None = None
 
     def actor(self) -> Actor:
         return Actor(

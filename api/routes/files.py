@@ -19,11 +19,11 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from api.deps import EngineDep, SettingsDep
+from api.params import RoomIdQuery
 from api.rest_auth import ActorDep, may_read_room, require_room_reader
 from engine.features.files import SharedFile, file_url
 from engine.features.storage import FileStream
 from engine.model.errors import NotFound, ValidationFailed
-from engine.protocol import MAX_ROOM_ID_LENGTH
 from engine.protocol.fields import FileId, FileName
 
 router = APIRouter(prefix="/files", tags=["files"])
@@ -88,10 +88,7 @@ async def upload_file(
     filename: Annotated[
         FileName | None, Query(description="needed unless a file_upload_start over the WebSocket gave it")
     ] = None,
-    room_id: Annotated[
-        str | None,
-        Query(min_length=1, max_length=MAX_ROOM_ID_LENGTH, description="share with this room's readers"),
-    ] = None,
+    room_id: RoomIdQuery = None,
 ) -> FileOut:
     """Store the request body under `file_id`, streamed (never held whole in memory)."""
     if room_id is not None:

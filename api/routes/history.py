@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import EngineDep, SettingsDep
+from api.params import IdPath, count_query
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, may_read_room, require_room_reader
 from engine.model.actors import Actor
 from engine.model.errors import NotFound
@@ -24,7 +25,7 @@ from engine.model.events import RecordedEvent
 from engine.model.streams import is_volatile_stream
 from engine.projections.cells import Cell
 from engine.projections.rooms import RoomView
-from engine.protocol import MAX_ROOM_ID_LENGTH, iso, room_state
+from engine.protocol import iso, room_state
 from engine.readmodels.history import MAX_PAGE, EventFilter, History
 
 router = APIRouter(tags=["history"])
@@ -35,8 +36,7 @@ def get_history(engine: EngineDep, settings: SettingsDep) -> History:
 
 
 HistoryDep = Annotated[History, Depends(get_history)]
-# PostgreSQL text cannot hold NUL: an id with one names nothing, and is refused as invalid (422).
-Id = Annotated[str, Path(min_length=1, max_length=MAX_ROOM_ID_LENGTH, pattern=r"^[^\x00]+$")]
+Id = IdPath
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="events in a page")]
 Types = Annotated[
     list[str] | None,
@@ -44,7 +44,7 @@ Types = Annotated[
 ]
 Since = Annotated[AwareDatetime | None, Query(description="recorded at or after this time")]
 Until = Annotated[AwareDatetime | None, Query(description="recorded at or before this time")]
-AsOfSeq = Annotated[int | None, Query(ge=0, description="as of this seq of the room")]
+AsOfSeq = Annotated[int | None, count_query("as of this seq of the room")]
 AsOfTime = Annotated[AwareDatetime | None, Query(description="as of this time (ISO-8601 with zone)")]
 
 
@@ -150,8 +150,8 @@ async def room_events(
     room_id: Id,
     actor: ActorDep,
     history: HistoryDep,
-    after_seq: Annotated[int | None, Query(ge=0, description="start after this room seq")] = None,
-    cursor: Annotated[int | None, Query(ge=0, description="a previous page's next_cursor")] = None,
+    after_seq: Annotated[int | None, count_query("start after this room seq")] = None,
+    cursor: Annotated[int | None, count_query("a previous page's next_cursor")] = None,
     limit: Limit = 100,
     types: Types = None,
     since: Since = None,
@@ -175,7 +175,7 @@ async def room_events(
 async def all_events(
     _: AuditorDep,
     history: HistoryDep,
-    after_position: Annotated[int, Query(ge=0, description="start after this log position")] = 0,
+    after_position: Annotated[int, count_query("start after this log position")] = 0,
     limit: Limit = 100,
     types: Types = None,
     since: Since = None,
@@ -234,7 +234,7 @@ async def cell_history(
     cell_id: Id,
     actor: ActorDep,
     history: HistoryDep,
-    after_seq: Annotated[int, Query(ge=0, description="versions written after this room seq")] = 0,
+    after_seq: Annotated[int, count_query("versions written after this room seq")] = 0,
     limit: Limit = 100,
 ) -> CellHistoryOut:
     """Every version of the cell, oldest first: value, formula, version, who and when."""

@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.deps import EngineDep, SettingsDep
 from api.http_errors import error_response
+from api.params import IdPath
 from api.rest_auth import AdminDep
 from api.settings import Settings
 from engine.features.admin import (
@@ -132,7 +133,7 @@ class ShutdownAccepted(BaseModel):
 
 @router.post("/ws/rooms/{room_id}/broadcast", response_model=RoomDelivery)
 async def broadcast_to_room(
-    room_id: str, body: PostedMessage, admin: AdminDep, engine: EngineDep, settings: SettingsDep
+    room_id: IdPath, body: PostedMessage, admin: AdminDep, engine: EngineDep, settings: SettingsDep
 ) -> RoomDelivery:
     """Deliver the body to every member of the room (with `room_id`, `seq`, `ts`), as a room event
     that `join_room since` replays. 404 ROOM_NOT_FOUND for a room that has no events."""
@@ -142,7 +143,7 @@ async def broadcast_to_room(
 
 @router.post("/ws/users/{user_id}/notify", response_model=UserDelivery)
 async def notify_user(
-    user_id: str, body: PostedMessage, admin: AdminDep, engine: EngineDep, settings: SettingsDep
+    user_id: IdPath, body: PostedMessage, admin: AdminDep, engine: EngineDep, settings: SettingsDep
 ) -> UserDelivery:
     """Deliver the body to the user's connections (with the user's `seq`, `ts`); kept in the user's
     stream even when they are offline (`delivered_to` 0)."""
@@ -174,7 +175,7 @@ async def broadcast_notification(
 
 
 @router.delete("/ws/connections/{connection_id}", response_model=ConnectionRemoved)
-async def remove_connection(connection_id: str, admin: AdminDep, engine: EngineDep) -> ConnectionRemoved:
+async def remove_connection(connection_id: IdPath, admin: AdminDep, engine: EngineDep) -> ConnectionRemoved:
     """Close the connection (after a CONNECTION_REMOVED error, with close code 4410) and record its
     departure from each room it had joined (reason "removed"). 404 NOT_FOUND if it is not open on
     this node."""

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
+from api.params import IdPath, count_query
 from api.rest_auth import ActorDep
 from engine.features.notifications import page
 from engine.projections.notifications import Notification
@@ -54,7 +55,7 @@ async def list_notifications(
     engine: EngineDep,
     unread: Annotated[bool, Query(description="only notifications not yet read")] = False,
     limit: Annotated[int, Query(ge=1, le=500, description="notifications per page")] = 50,
-    cursor: Annotated[int | None, Query(ge=1, description="`next_cursor` of the previous page")] = None,
+    cursor: Annotated[int | None, count_query("`next_cursor` of the previous page", low=1)] = None,
 ) -> NotificationList:
     """The caller's notifications, newest first."""
     found = page(await engine.inbox(actor.user_id), unread_only=unread, limit=limit, before=cursor)
@@ -73,7 +74,7 @@ async def list_notifications(
 async def read_notification(
     actor: ActorDep,
     engine: EngineDep,
-    notification_id: Annotated[str, Path(min_length=1, max_length=128)],
+    notification_id: IdPath,
 ) -> NotificationOut:
     """Mark one of the caller's notifications read (again is allowed: the first time is kept)."""
     return NotificationOut.of(await engine.mark_notification_read(actor, notification_id))

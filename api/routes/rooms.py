@@ -13,10 +13,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import EngineDep
+from api.params import IdPath, count_query
 from api.rest_auth import ActorDep, AdminDep, require_room_reader
 from engine.protocol import iso
 from engine.readmodels.room_listing import RoomSummary
@@ -84,7 +85,7 @@ async def get_rooms(
     engine: EngineDep,
     actor: ActorDep,
     limit: Annotated[int, Query(ge=1, le=1000, description="rooms per page")] = 100,
-    offset: Annotated[int, Query(ge=0, description="rooms to skip")] = 0,
+    offset: Annotated[int, count_query("rooms to skip")] = 0,
     active: Annotated[bool, Query(description="only rooms with at least one member")] = False,
 ) -> list[dict[str, Any]]:
     rooms = await engine.list_rooms(
@@ -97,7 +98,7 @@ async def get_rooms(
 async def get_room(
     engine: EngineDep,
     actor: ActorDep,
-    room_id: Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^\x00]+$")],
+    room_id: IdPath,
 ) -> dict[str, Any]:
     """One room with its members: for auditors, admins and those who may join it."""
     require_room_reader(actor, room_id)

@@ -41,9 +41,10 @@ from engine.model.catalogue import (
 )
 from engine.model.errors import NotFound, Rejected, RoomNotFound, ValidationFailed
 from engine.model.events import Committed, NewEvent, Origin, RecordedEvent
+from engine.model.identifiers import identifier_problem
 from engine.model.reading import ReadStream
 from engine.model.streams import room_stream, user_id_of, user_stream
-from engine.protocol import MAX_ID_LENGTH, broadcast, error, server_shutdown
+from engine.protocol import broadcast, error, server_shutdown
 from engine.protocol.close_codes import CloseCode
 from engine.protocol.error_codes import CONNECTION_REMOVED
 from engine.protocol.rendering import encode, render
@@ -97,8 +98,8 @@ def check_posted(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_id(kind: str, value: str) -> None:
-    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
-        raise ValidationFailed(f"{kind} must be 1 to {MAX_ID_LENGTH} printable characters")
+    if (problem := identifier_problem(value)) is not None:
+        raise ValidationFailed(f"{kind} {problem}")
 
 
 Depart = Callable[[str, str], list[NewEvent]]

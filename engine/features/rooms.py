@@ -26,11 +26,12 @@ from engine.model.actors import Actor
 from engine.model.catalogue import LEFT, USER_JOINED_ROOM, UserJoinedRoom, UserLeftRoom
 from engine.model.errors import ValidationFailed
 from engine.model.events import Committed, Duplicate, NewEvent, Origin, RecordedEvent
+from engine.model.identifiers import identifier_problem
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import room_stream
 from engine.projections.presence import ONLINE
 from engine.projections.rooms import RoomView, project, with_statuses
-from engine.protocol import MAX_ROOM_ID_LENGTH, Envelope, room_left, room_state
+from engine.protocol import Envelope, room_left, room_state
 from engine.protocol.rendering import ReplayRenderer, encode
 
 ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n)
@@ -78,8 +79,8 @@ class Rooms:
         SubscriberClosed.
         """
         connection = self._connections.of(actor, connection_id)
-        if not room_id or len(room_id) > MAX_ROOM_ID_LENGTH:
-            raise ValidationFailed(f"room_id must be 1 to {MAX_ROOM_ID_LENGTH} characters")
+        if (problem := identifier_problem(room_id)) is not None:
+            raise ValidationFailed(f"room_id {problem}")
         check_join(actor, room_id, room_exists=True)  # role and `rooms` patterns, before any read
         if not self.auto_create:
             check_join(actor, room_id, room_exists=await self.exists(room_id), auto_create=False)

@@ -11,4 +11,7 @@ from typing import Final
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 
-__all__ = ["MAX_SAFE_INTEGER"]
+# PostgreSQL's bigint: the widest integer a REST query may carry (a log position, a cursor, an offset).
+MAX_INT64: Final = 2**63 - 1
+
+__all__ = ["MAX_INT64", "MAX_SAFE_INTEGER"]

@@ -16,9 +16,9 @@ clock.
 
 from __future__ import annotations
 
+from engine.model.identifiers import MAX_ID_LENGTH
 from engine.protocol.fields import (
     MAX_CLIENT_MSG_ID_LENGTH,
-    MAX_ID_LENGTH,
     MAX_ROOM_ID_LENGTH,
     a1_bounds,
 )

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, Field, PlainValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
+from engine.model.identifiers import MAX_ID_LENGTH, has_control_characters, identifier_problem
 from engine.model.numbers import MAX_SAFE_INTEGER
 
-MAX_ID_LENGTH: Final = 128
 MAX_ROOM_ID_LENGTH: Final = MAX_ID_LENGTH
 MAX_CLIENT_MSG_ID_LENGTH: Final = 64
 # Excel's own limits: 32,767 characters in a cell, 8,192 in a formula.
@@ -34,8 +34,6 @@ MAX_COORDINATE: Final = 10_000_000
 MAX_COLUMN: Final = 16_384
 MAX_ROW: Final = 1_048_576
 
-# C0, DEL and C1. Refused in ids: they make ids that logs, URLs and terminals mangle.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # RFC 3986 "unreserved": a file id is a URL path segment and a storage key, and must need no escaping.
 _FILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*")
 _MIME = re.compile(r"[\w!#$&^.+-]+/[\w!#$&^.+-]+(\s*;.*)?", re.ASCII)
@@ -48,8 +46,15 @@ def custom_error(kind: str, text: str) -> PydanticCustomError:
 
 
 def _no_control(value: str) -> str:
-    if _CONTROL.search(value):
+    if has_control_characters(value):
         raise custom_error("control_characters", "must not contain control characters")
+    return value
+
+
+def _identifier(value: str) -> str:
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise custom_error("identifier", problem)
     return value
 
 
@@ -148,8 +153,14 @@ def _cell_value(value: object) -> str | int | float | bool | None:
     raise custom_error("cell_value", "must be a string, a finite number, a boolean or null")
 
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_no_control)]
-RoomId = Id
+# Every id (room, sheet, cell, user, request, notification, connection), in messages, REST paths and
+# queries, and token claims: engine/model/identifiers.py. The length bounds are repeated here for the
+# JSON schema that documents it; the rule itself is `identifier_problem`.
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_identifier)
+]
+Id = Identifier
+RoomId = Identifier
 ClientMsgId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_CLIENT_MSG_ID_LENGTH), AfterValidator(_no_control)
 ]

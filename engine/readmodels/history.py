@@ -33,6 +33,7 @@ from engine.log.schema import events, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import RecordedEvent
+from engine.model.identifiers import identifier_problem
 from engine.model.streams import room_stream, volatile_stream
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
@@ -375,9 +376,10 @@ def _bounded_seq(seq: int, head: int) -> int:
 
 
 def _check_id(name: str, value: str) -> None:
-    # PostgreSQL text cannot hold NUL, so no stored id has one: refuse it before the query fails.
-    if not value or "\x00" in value:
-        raise ValidationFailed(f"{name} must be non-empty text without NUL characters")
+    # No stored id breaks the identifier rule (PostgreSQL cannot even hold a NUL): refuse such an id
+    # before the query fails.
+    if (problem := identifier_problem(value)) is not None:
+        raise ValidationFailed(f"{name} {problem}")
 
 
 def _check_zone(name: str, at: datetime) -> None:

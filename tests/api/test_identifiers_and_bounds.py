@@ -1,0 +1,158 @@
+"""One identifier rule and bounded integers on every way in: REST paths and queries, WebSocket
+messages and token claims. Whatever breaks them is refused with a clear error (422, VALIDATION_ERROR,
+AUTHENTICATION_FAILED) and reaches neither the database nor the log."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from engine.model.identifiers import MAX_ID_LENGTH
+from engine.model.numbers import MAX_INT64
+from tests.api.conftest import Server, receive, request
+from tests.api.rest_helpers import rest
+
+BAD_IDS = {
+    "nul": "a\x00b",
+    "newline": "a\nb",
+    "escape": "a\x1b[31mb",
+    "c1": "a\x85b",
+    "too-long": "r" * (MAX_ID_LENGTH + 1),
+}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def seeded_room(server: Server) -> tuple[str, str]:
+    """A room with one written cell: (room_id, sheet_id)."""
+    room, sheet = new_id("bounds-room"), new_id("bounds-sheet")
+    async with server.connect(server.token(new_id("seeder"))) as ws:
+        await receive(ws)
+        assert (await request(ws, {"type": "join_room", "room_id": room}))["type"] == "room_state"
+        update = {"type": "cell_update", "sheet_id": sheet, "cell_id": "A1", "value": 1, "room": room}
+        await ws.send(json.dumps({**update, "client_msg_id": "m1"}))
+        while (await receive(ws))["type"] != "ack":
+            pass
+    return room, sheet
+
+
+def integer_queries(room: str, sheet: str) -> list[tuple[str, str]]:
+    """Every REST query parameter that is an unbounded-looking integer: (path, parameter)."""
+    return [
+        (f"/rooms/{room}/events", "cursor"),
+        (f"/rooms/{room}/events", "after_seq"),
+        ("/events", "after_position"),
+        (f"/rooms/{room}/state", "seq"),
+        (f"/sheets/{sheet}/cells", "seq"),
+        (f"/sheets/{sheet}/cells/A1/history", "after_seq"),
+        ("/ws/rooms", "offset"),
+        ("/notifications", "cursor"),
+    ]
+
+
+async def test_rest_integers_beyond_bigint_are_422_never_500(server: Server) -> None:
+    room, sheet = await seeded_room(server)
+    for path, name in integer_queries(room, sheet):
+        too_big = await rest(server, "GET", path, params={name: str(MAX_INT64 + 1)})
+        assert too_big.status_code == 422, (path, name, too_big.text)
+        body = too_big.json()
+        assert body["code"] == "VALIDATION_ERROR"
+        assert name in str(body["details"]), (path, body)
+        largest = await rest(server, "GET", path, params={name: str(MAX_INT64)})
+        assert largest.status_code < 500, (path, name, largest.text)
+        assert largest.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("bad", BAD_IDS.values(), ids=BAD_IDS.keys())
+async def test_rest_path_ids_follow_the_identifier_rule(server: Server, bad: str) -> None:
+    segment = quote(bad, safe="")
+    for method, path in [
+        ("GET", f"/rooms/{segment}/events"),
+        ("GET", f"/rooms/{segment}/state"),
+        ("GET", f"/sheets/{segment}/cells"),
+        ("GET", f"/sheets/s/cells/{segment}/history"),
+        ("GET", f"/ws/rooms/{segment}"),
+        ("POST", f"/notifications/{segment}/read"),
+        ("DELETE", f"/ws/connections/{segment}"),
+    ]:
+        response = await rest(server, method, path)
+        assert response.status_code == 422, (method, path, response.text)
+        assert response.json()["code"] == "VALIDATION_ERROR"
+    for path in [f"/ws/rooms/{segment}/broadcast", f"/ws/users/{segment}/notify"]:
+        response = await rest(server, "POST", path, json={"type": "announcement", "text": "hi"})
+        assert response.status_code == 422, (path, response.text)
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "a\nb", "a\x7fb", ""], ids=["nul", "newline", "del", "empty"])
+async def test_a_file_shared_with_a_room_id_that_is_no_identifier_is_refused_and_not_stored(
+    server: Server, bad: str
+) -> None:
+    file_id, user = new_id("f"), new_id("uploader")
+    headers = {"Authorization": f"Bearer {server.token(user)}", "Content-Type": "text/plain"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+        put = await http.put(
+            f"/api/v1/files/{file_id}",
+            content=b"hello",
+            headers=headers,
+            params={"filename": "a.txt", "room_id": bad},
+        )
+        assert put.status_code == 422, put.text
+        assert put.json()["code"] == "VALIDATION_ERROR"
+        assert (await http.get(f"/api/v1/files/{file_id}", headers=headers)).status_code == 404
+    history = await rest(
+        server, "GET", "/events", params={"types": "file_upload_started,file_upload_completed"}
+    )
+    assert file_id not in history.text
+
+
+CLAIMS_BREAKING_THE_RULE: dict[str, dict[str, Any]] = {
+    "sub-nul": {"sub": "user\x00x"},
+    "sub-newline": {"sub": "user\nx"},
+    "sub-too-long": {"sub": "u" * (MAX_ID_LENGTH + 1)},
+    "username-escape": {"username": "eve\x1b[2J"},
+    "email-nul": {"email": "e\x00@example.com"},
+    "rooms-control": {"rooms": ["room-\x07"]},
+}
+
+
+@pytest.mark.parametrize("claims", CLAIMS_BREAKING_THE_RULE.values(), ids=CLAIMS_BREAKING_THE_RULE.keys())
+async def test_a_token_whose_claims_break_the_identifier_rule_fails_authentication(
+    server: Server, claims: dict[str, Any]
+) -> None:
+    token = server.token("claims-user", extra_claims=claims)
+    async with server.connect(token) as ws:
+        refused = await receive(ws)
+        assert refused["code"] == "AUTHENTICATION_FAILED"
+        assert "invalid token claims" in refused["error"]
+        with pytest.raises(ConnectionClosed):
+            await receive(ws)
+        assert ws.close_code == 4401
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        response = await http.get("/api/v1/notifications", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "AUTHENTICATION_FAILED"
+
+
+@pytest.mark.parametrize("bad", BAD_IDS.values(), ids=BAD_IDS.keys())
+async def test_websocket_ids_follow_the_same_rule(server: Server, bad: str) -> None:
+    async with server.connect(server.token(new_id("ws-ids"))) as ws:
+        await receive(ws)
+        for message in [
+            {"type": "join_room", "room_id": bad},
+            {"type": "load_sheet", "sheet_id": bad},
+            {"type": "notification_read", "notification_id": bad},
+            {"type": "cell_update", "sheet_id": "s", "cell_id": bad, "value": 1, "room": "r"},
+        ]:
+            reply = await request(ws, {**message, "client_msg_id": "bad-id"})
+            assert reply["type"] == "error", message
+            assert reply["code"] == "VALIDATION_ERROR", (message, reply)
+            assert reply["client_msg_id"] == "bad-id"
+        assert (await request(ws, {"type": "ping"}))["type"] == "pong"
