@@ -62,9 +62,12 @@ AdminDep = Annotated[Actor, Depends(require_admin)]
 
 
 def may_read_room(actor: Actor, room_id: str) -> bool:
-    """Auditors and admins read every room's history; anyone else only rooms they may join
-    (their role lets them join and the token's `rooms` patterns admit the room)."""
-    return actor.has_role("auditor", "admin") or actor.may_join(room_id)
+    """Admins read every room's history; auditors every room their token's `rooms` patterns admit
+    (all, without the claim); anyone else only rooms they may join (their role lets them join and
+    the patterns admit the room)."""
+    if actor.has_role("admin"):
+        return True
+    return actor.may_enter(room_id) if actor.has_role("auditor") else actor.may_join(room_id)
 
 
 def require_room_reader(actor: Actor, room_id: str) -> Actor:

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     allowed_origins: Annotated[list[str], NoDecode] = []
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    # Caps on each node (engine/features/connections.py): connections in all (one more: close 1013),
+    # per user (one more: TOO_MANY_CONNECTIONS and close 4429), and rooms per connection.
+    max_connections: int = Field(default=10_000, ge=1)
+    max_connections_per_user: int = Field(default=20, ge=1)
+    max_rooms_per_connection: int = Field(default=100, ge=1)
+    # Frames refused before reaching a handler (invalid JSON, unknown type, schema violation) that one
+    # connection may send within the window; one more closes it with 1008.
+    bad_frames_per_window: int = Field(default=20, ge=1)
+    bad_frame_window_seconds: float = Field(default=10.0, gt=0)
     room_auto_create: bool = True
     # Per connection: messages queued for a socket before a durable one closes it as a slow consumer
     # (4008, resumable); above three quarters of it volatile messages are dropped (engine/fanout/hub.py).

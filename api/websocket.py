@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.logging_setup import connection_id_var
 from engine.fanout.hub import SubscriberClosed
 from engine.features.tokens import Credentials, VerifyToken
+from engine.model.errors import AuthenticationFailed, ConnectionRefused
+from engine.protocol.error_codes import ERROR_CODES
 from engine.service import Engine
+from engine.session import error_message
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +34,14 @@ async def serve_socket(
     async def close(code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
-    session = engine.open_session(
-        actor, websocket.send_text, close, expires_at=credentials.expires_at, verify=verify
-    )
+    try:
+        session = engine.open_session(
+            actor, websocket.send_text, close, expires_at=credentials.expires_at, verify=verify
+        )
+    except ConnectionRefused as exc:
+        log.info("connection of %s refused: %s", actor.user_id, exc.code)
+        await refuse(websocket, exc)
+        return
     connection_id_var.set(session.connection_id)  # on every log line of this socket's task
     log.info("connection opened", extra={"user_id": actor.user_id})
     try:
@@ -47,6 +56,15 @@ async def serve_socket(
     finally:
         await session.end()
         log.info("connection closed")
+
+
+async def refuse(websocket: WebSocket, exc: AuthenticationFailed | ConnectionRefused) -> None:
+    """Tell an accepted socket why it is not served, then close it with the code its error carries
+    (4401 for a bad token, 4429 over the per-user cap, 1013 on a full node)."""
+    close_code = ERROR_CODES[exc.code].close_code
+    assert close_code is not None, f"{exc.code} closes no connection"
+    await websocket.send_text(orjson.dumps(error_message(exc.code, exc.message, **exc.details)).decode())
+    await websocket.close(close_code, exc.code.lower().replace("_", " "))
 
 
 async def _receive(websocket: WebSocket) -> bytes | None:

@@ -31,6 +31,14 @@ class EngineConfig:
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 60.0
     max_message_bytes: int = 64 * 1024
+    # Caps on this node (engine/features/connections.py): open connections in all, per user, and
+    # rooms per connection; and the bad-frame budget, frames refused before reaching a handler
+    # (invalid JSON, unknown type, schema violation) per connection within a sliding window.
+    max_connections: int = 10_000
+    max_connections_per_user: int = 20
+    max_rooms_per_connection: int = 100
+    bad_frames_per_window: int = 20
+    bad_frame_window: float = 10.0
 
     # Rooms and presence.
     room_auto_create: bool = True  # a join_room of a room with no events creates it

@@ -34,7 +34,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -57,7 +57,7 @@ from engine.log.appender import Appender
 from engine.log.connectivity import unreachable_as_unavailable
 from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
-from engine.model.catalogue import DISCONNECTED, UserLeftRoom
+from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, UserLeftRoom
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, Conflict, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
@@ -67,6 +67,9 @@ from engine.protocol.rendering import encode
 from engine.readmodels.runner import ProjectorRunner
 
 log = logging.getLogger(__name__)
+
+# Server-side closes after which the connection leaves its rooms at once, not when its socket ends.
+_LEAVE_AT_CLOSE: Final = frozenset({CloseCode.SLOW_CONSUMER, CloseCode.INTERNAL_ERROR})
 
 CommitObserver = Callable[[RecordedEvent], None]
 
@@ -220,12 +223,32 @@ class Node:
         all their tabs hear of their own stream); returns its id. From here on every frame to it goes
         through `reply` or a publish, so one sender task orders them all."""
         connection_id = f"ws_{uuid.uuid4().hex}"
-        self.hub.subscribe(connection_id, sink, close)
+
+        async def close_and_leave(code: int, reason: str) -> None:
+            # A connection closed for not keeping up (or whose sends fail) is gone for its rooms at
+            # once: its client may never answer the close, and its socket could linger until the
+            # keepalive gives up, listed as a member all that time.
+            if code in _LEAVE_AT_CLOSE:
+                # Shielded: the socket ending meanwhile cancels this closer, never the leaves.
+                await asyncio.shield(self.leave_all(connection_id, SLOW_CONSUMER))
+            await close(code, reason)
+
+        self.hub.subscribe(connection_id, sink, close_and_leave)
         self.hub.join(connection_id, user_stream(actor.user_id))
         self.connections.add(connection_id, actor)
         # Tracked from now: the next rate-limit exchange brings what other nodes counted for the user.
         self.rate_limiter.touch(actor.user_id)
         return connection_id
+
+    def serving(self, connection_id: str) -> bool:
+        """Whether the connection is open and not being closed by the server (its frames are read
+        on until its socket closes, but no longer acted on)."""
+        if connection_id not in self.connections:
+            return False
+        try:
+            return not self.hub.subscriber(connection_id).closed
+        except KeyError:
+            return False
 
     async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:
         """Queue messages for one connection, behind what is queued for it. Raises SubscriberClosed."""
@@ -248,11 +271,17 @@ class Node:
         Never raises for a store outage: the socket is gone either way. The leaves are then missing
         from the log, which the log says loudly; the node sweep will append them later.
         """
+        await self.hub.unsubscribe(connection_id)
+        await self.leave_all(connection_id, DISCONNECTED)
+
+    async def leave_all(self, connection_id: str, reason: str) -> None:
+        """Forget the connection and append (and publish) `UserLeftRoom` for every room it joined;
+        nothing for a connection already forgotten. Never raises for a store outage (see
+        `disconnect`)."""
         self._departing += 1
         try:
-            await self.hub.unsubscribe(connection_id)
             connection = self.connections.get(connection_id)
-            leaves = self.depart(connection_id)
+            leaves = self.depart(connection_id, reason)
             # One commit call per leave, each awaiting its own append: callers resume in commit order,
             # which `commit`'s publish needs (engine/fanout/live.py); a gathered batch would resume late.
             outcomes = await asyncio.gather(*(self.commit(leave) for leave in leaves), return_exceptions=True)

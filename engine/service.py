@@ -79,6 +79,7 @@ class Engine:
             read_all=node.read_all,
             read_statuses=node.latest_statuses,
             auto_create=config.room_auto_create,
+            max_rooms_per_connection=config.max_rooms_per_connection,
         )
         self.cells = Cells(
             node_id=node_id,
@@ -246,7 +247,12 @@ class Engine:
         verify: VerifyToken | None = None,
     ) -> Session:
         """A new connection of `actor` and the session that serves its messages (engine/session.py);
-        `expires_at` is when its token expires, `verify` checks the token of a `refresh_token`."""
+        `expires_at` is when its token expires, `verify` checks the token of a `refresh_token`.
+        Raises NodeFull or TooManyConnections (ConnectionRefused) when a cap is reached."""
+        config = self.config
+        self.node.connections.admit(
+            actor.user_id, max_total=config.max_connections, max_per_user=config.max_connections_per_user
+        )
         connection_id = self.node.connect(actor, sink, close)
         credentials = Credentials(actor, expires_at)
         return Session(

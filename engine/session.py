@@ -15,9 +15,11 @@ the backpressure: a client that sends faster than its appends commit waits in it
 not in our memory. Every reply goes through the node's queue for the connection, so replies and
 fanned-out events reach the socket in one order.
 
-A bad message never closes the connection: it gets an error that echoes its `client_msg_id`/
-`request_id`, and the next frame is read as usual. The exception is a frame over `max_message_bytes`,
-which is refused and closed with 1009, because its size is the problem.
+A bad message gets an error that echoes its `client_msg_id`/`request_id`, and the next frame is read
+as usual. Two exceptions close the connection: a frame over `max_message_bytes` (1009), because its
+size is the problem, and frames that fail before reaching a handler (invalid JSON, unknown type,
+schema violation) beyond the bad-frame budget (1008), because answering garbage is work the server
+must not do for free.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 from engine import protocol
 from engine.config import EngineConfig
 from engine.fanout.hub import SubscriberClosed
+from engine.features.limits import BadFrameBudget
 from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.model.actors import Actor
 from engine.model.catalogue import REVOKED
@@ -205,6 +208,7 @@ class Session:
         self._verify = verify  # None: this transport cannot verify a token, so refresh_token is refused
         self.actor = credentials.actor
         self.connection_id = connection_id
+        self._bad_frames = BadFrameBudget(config.bad_frames_per_window, config.bad_frame_window)
         tokens.track(connection_id, credentials.expires_at)
 
     async def open(self) -> None:
@@ -221,6 +225,8 @@ class Session:
     async def receive(self, frame: bytes) -> Close | None:
         """Answer one frame (UTF-8 bytes of a text or binary message); a Close when the socket must
         close. Raises SubscriberClosed when the client is gone, which ends the session."""
+        if not self._node.serving(self.connection_id):
+            return None  # closed by the server (slow consumer, removal): its close is on the way
         if self._tokens.expired(self.connection_id):
             await self._tokens.close_expired(self.connection_id)  # before acting with a dead token
             return None
@@ -231,7 +237,7 @@ class Session:
             await self._node.flush(self.connection_id)  # the error first, then the close
             return Close(CloseCode.MESSAGE_TOO_BIG, "message too large")
         try:
-            await self._answer(frame)
+            return await self._answer(frame)
         except SubscriberClosed:
             # Closed as a slow consumer (or its send failed): the close, carrying the seqs to resume
             # from, is on its way; the transport reads on until it lands, so it is not cut short.
@@ -266,19 +272,30 @@ class Session:
             self._node.traffic.error_sent(str(message.get("code")))
         await self._node.reply(self.connection_id, message)
 
-    async def _answer(self, frame: bytes) -> None:
+    async def _answer(self, frame: bytes) -> Close | None:
         echo: Mapping[str, str] = {}
-        message: InboundMessage | None = None
         try:
             payload = protocol.decode(frame)
             echo = protocol.correlation_ids(payload)
             message = protocol.parse(payload)
+        except Rejected as exc:
+            await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
+            if self._bad_frames.spend():
+                return None
+            log.info("connection %s is over its bad-frame budget; closing it", self.connection_id)
+            await self._node.flush(self.connection_id)  # the error first, then the close
+            return Close(CloseCode.BAD_FRAMES, "bad-frame budget exceeded")
+        await self._handle(message, echo)
+        return None
+
+    async def _handle(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
+        try:
             await self._dispatch(message, echo)
         except Rejected as exc:
             # Idempotency first: a retry of a message already applied (from a new tab, after a
             # reconnect, past a limit) gets the original ack, never the error of a later check. Only
             # for a well-formed message: a bad frame costs no read of the log.
-            cmid = message.client_msg_id if message is not None else None
+            cmid = message.client_msg_id
             original = await self._node.event_by_key(self.actor.user_id, cmid) if cmid else None
             if original is not None and cmid is not None:
                 await self.send(_original_ack(original, cmid))

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 
-import orjson
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
 from api.auth import AuthenticationFailed, extract_token, origin_allowed
 from api.deps import EngineDep, SettingsDep, VerifierDep
 from api.routes.management import refuse_while_draining
-from api.websocket import serve_socket
-from engine.protocol.close_codes import CloseCode
+from api.websocket import refuse, serve_socket
 from engine.protocol.error_codes import PERMISSION_DENIED
-from engine.session import error_message
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +38,7 @@ async def websocket_endpoint(
     try:
         credentials = verifier.credentials(token)
     except AuthenticationFailed as exc:
-        await websocket.send_text(orjson.dumps(error_message(exc.code, str(exc))).decode())
-        await websocket.close(CloseCode.AUTHENTICATION_FAILED, "authentication failed")
+        await refuse(websocket, exc)
         return
     await serve_socket(websocket, engine, credentials, verifier.credentials)
 

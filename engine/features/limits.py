@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -256,6 +257,31 @@ class RateLimiter:
 
 
 _NOTHING_REMOTE = Remote()
+
+
+class BadFrameBudget:
+    """Frames one connection sent that failed before reaching a handler (invalid JSON, an unknown
+    type, a schema violation): at most `limit` within any `window` seconds.
+
+    Each such frame costs the server a parse and an error reply, and costs the client nothing: one
+    user with a few sockets could keep a core busy answering garbage and slow everyone else. A
+    correct client never sends one, so the budget is small and going over it closes the connection
+    (1008). A sliding log, exact, of at most `limit + 1` timestamps.
+    """
+
+    def __init__(self, limit: int, window: float, clock: Clock = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._times: deque[float] = deque(maxlen=limit + 1)
+
+    def spend(self) -> bool:
+        """Count one bad frame; False when it is over the budget."""
+        now = self._clock()
+        while self._times and now - self._times[0] >= self._window:
+            self._times.popleft()
+        self._times.append(now)
+        return len(self._times) <= self._limit
 
 
 def _exceeded(why: str, wait: float) -> RateLimitExceeded:

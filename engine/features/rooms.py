@@ -52,6 +52,7 @@ class Rooms:
         read_all: ReadAll,
         read_statuses: ReadStatuses,
         auto_create: bool = True,
+        max_rooms_per_connection: int = 100,
     ) -> None:
         self._node_id = node_id
         self._connections = connections
@@ -63,6 +64,7 @@ class Rooms:
         self._read_all = read_all
         self._read_statuses = read_statuses
         self.auto_create = auto_create  # ROOM_AUTO_CREATE
+        self.max_rooms_per_connection = max_rooms_per_connection  # MAX_ROOMS_PER_CONNECTION
 
     async def join(
         self,
@@ -81,6 +83,7 @@ class Rooms:
         connection = self._connections.of(actor, connection_id)
         if (problem := identifier_problem(room_id)) is not None:
             raise ValidationFailed(f"room_id {problem}")
+        connection.check_room_cap(room_id, self.max_rooms_per_connection)
         check_join(actor, room_id, room_exists=True)  # role and `rooms` patterns, before any read
         if not self.auto_create:
             check_join(actor, room_id, room_exists=await self.exists(room_id), auto_create=False)

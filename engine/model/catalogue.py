@@ -56,7 +56,8 @@ TIMED_OUT: Final = "timed_out"  # no pong within WEBSOCKET_PING_TIMEOUT
 REMOVED: Final = "removed"  # an admin's DELETE /ws/connections/{connection_id}
 NODE_LOST: Final = "node_lost"  # the connection's node stopped heartbeating; a survivor recorded the leave
 REVOKED: Final = "revoked"  # a refreshed token no longer allows the room
-LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST, REVOKED})
+SLOW_CONSUMER: Final = "slow_consumer"  # closed (4008, or a failed send) for not keeping up with its events
+LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST, REVOKED, SLOW_CONSUMER})
 
 # Why typing stopped: the client said so, or no stop came within TYPING_TIMEOUT_SECONDS.
 STOPPED: Final = "stopped"

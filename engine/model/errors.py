@@ -13,7 +13,10 @@ WebSocket error messages and close codes in one table.
         ├── PermissionDenied
         ├── RoomNotFound
         ├── NotFound          (a notification, upload or AI request the user does not have)
-        └── VersionConflict   (details["current"]: the cell as it is now)
+        ├── VersionConflict   (details["current"]: the cell as it is now)
+        └── ConnectionRefused a new connection over a limit; the socket closes after the error
+            ├── TooManyConnections  (MAX_CONNECTIONS_PER_USER)
+            └── NodeFull            (MAX_CONNECTIONS)
 """
 
 from __future__ import annotations
@@ -87,3 +90,16 @@ class NotFound(Rejected):
 
 class VersionConflict(Rejected):
     code = "VERSION_CONFLICT"
+
+
+class ConnectionRefused(Rejected):
+    """A connection the node will not serve: the error is sent, then the socket closes with the
+    close code the error-code table gives its `code` (engine/protocol/error_codes.py)."""
+
+
+class TooManyConnections(ConnectionRefused):
+    code = "TOO_MANY_CONNECTIONS"
+
+
+class NodeFull(ConnectionRefused):
+    code = "NODE_FULL"

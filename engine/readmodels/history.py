@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.schema import events, sheets, streams
@@ -34,7 +34,7 @@ from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, writ
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import RecordedEvent
 from engine.model.identifiers import identifier_problem
-from engine.model.streams import room_stream, volatile_stream
+from engine.model.streams import ROOM_STREAM_PREFIX, VOLATILE_STREAM_PREFIX, room_stream, volatile_stream
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
@@ -45,11 +45,13 @@ MAX_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which events a page holds: types (None: all), and a `recorded_at` range, both ends included."""
+    """Which events a page holds: types (None: all), a `recorded_at` range, both ends included, and
+    the rooms a reader's `rooms` claim admits (`Actor.rooms_regex`; None: every stream)."""
 
     types: frozenset[str] | None = None
     since: datetime | None = None
     until: datetime | None = None
+    rooms: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted((self.types or frozenset()) - CATALOGUE)
@@ -74,6 +76,11 @@ class EventFilter:
             found.append(events.c.recorded_at >= self.since)
         if self.until is not None:
             found.append(events.c.recorded_at <= self.until)
+        if self.rooms is not None:
+            # Only the streams of admitted rooms (and their volatile twins): a reader narrowed to some
+            # rooms sees no user's own stream either.
+            prefix = f"^({VOLATILE_STREAM_PREFIX})?{ROOM_STREAM_PREFIX}"  # no regex metacharacters
+            found.append(or_(false(), *(events.c.stream_id.regexp_match(prefix + p[1:]) for p in self.rooms)))
         return found
 
 

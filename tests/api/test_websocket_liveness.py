@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from engine.fanout.hub import Hub
 from engine.log.store import EventStore
-from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.catalogue import SLOW_CONSUMER, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.streams import room_stream
 from engine.protocol.close_codes import CloseCode
 from tests.api.conftest import (
@@ -174,6 +174,42 @@ async def test_slow_consumer_is_closed_with_4008_and_resumes_from_last_seq_witho
             assert room_event_seqs(replayed, room) == list(range(last_seq + 1, caught_up + 1))
             assert cells(before_close) + cells(replayed) == written
             assert caught_up == len(await store.read_stream(room_stream(room)))
+
+
+async def test_a_slow_consumer_leaves_its_rooms_as_soon_as_it_is_closed(
+    database_url: str, store: EventStore, room: str
+) -> None:
+    # Its client reads nothing and never answers the close: the others still hear it leave at once,
+    # not when the keepalive gives up on the socket.
+    settings = make_settings(database_url, fanout_max_queue=8, **UNLIMITED)
+    sheet = f"sheet-{room}"
+    async with serve(settings) as srv:
+        hub = srv.app.state.engine.hub
+        async with (
+            srv.connect(srv.token("writer")) as writer,
+            srv.connect(srv.token("slow"), max_queue=1) as slow,
+        ):
+            await greet(writer)
+            slow_id = await greet(slow)
+            await join(writer, room)
+            await join(slow, room)
+            await pending(writer)
+            written = 0
+            while not is_closed(hub, slow_id):
+                assert written < MAX_UPDATES, "the slow consumer was never closed"
+                written += 1
+                await update(writer, room, sheet, f"A{written}", FRAME_VALUE)
+            left = (await until(writer, of_type("user_left", user_id="slow")))[-1]
+            assert left["room_id"] == room
+            members = srv.app.state.engine.node.connections
+            assert slow_id not in members
+            recorded = await store.read_stream(room_stream(room))
+            leaves = [e for e in recorded if e.type == USER_LEFT_ROOM]
+            assert [(e.data["user_id"], e.data["reason"]) for e in leaves] == [("slow", SLOW_CONSUMER)]
+        # The sockets' ends add the writer's leave, and nothing more for the slow one.
+        ended = await wait_for_events(store, room_stream(room), len(recorded) + 1)
+        leaves = [e for e in ended if e.type == USER_LEFT_ROOM]
+        assert [e.data["user_id"] for e in leaves] == ["slow", "writer"]
 
 
 # Keepalive.
