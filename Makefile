@@ -8,6 +8,7 @@ PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?= -q
+BENCH ?= append
 BENCH_ARGS ?=
 
 .PHONY: install install-dev migrate run test lint bench screenshots clean clean-data
@@ -51,7 +52,7 @@ lint: install-dev
 	$(VENV)/bin/mypy
 
 bench: install
-	$(PY) bench/append.py $(BENCH_ARGS)
+	$(PY) bench/$(BENCH).py $(BENCH_ARGS)
 
 # Real screenshots of the app and the console (headless Chromium at /usr/bin/chromium) into
 # docs/screenshots/, taken against a fresh database on the embedded test PostgreSQL.

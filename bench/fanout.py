@@ -72,7 +72,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(target: str, port: int, database_url: str | None, log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    target: str, port: int, database_url: str | None, log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         **({"DATABASE_URL": database_url} if database_url else {}),
@@ -81,6 +83,7 @@ def start_server(target: str, port: int, database_url: str | None, log: Path) ->
         "WEBSOCKET_REQUESTS_PER_HOUR": UNLIMITED,
         "VOLATILE_MESSAGES_PER_SECOND": UNLIMITED,
         "FANOUT_MAX_QUEUE": "100000",
+        **(extra_env or {}),
     }
     app = ["api.app:create_app", "--factory"] if target == "collab-engine" else ["bench.baseline_relay:app"]
     command = [

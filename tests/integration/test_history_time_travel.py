@@ -124,9 +124,9 @@ async def test_history_room_state_refuses_bad_points(
     with pytest.raises(ValidationFailed, match="at most one"):
         await history.room_state(room, seq=1, at=datetime.now(UTC))
     assert (await history.room_state(room)).seq == 9  # neither: as it is now
-    with pytest.raises(ValidationFailed, match="NUL"):
+    with pytest.raises(ValidationFailed, match="control characters"):
         await history.room_state(room + "\x00", seq=0)
-    with pytest.raises(ValidationFailed, match="NUL"):
+    with pytest.raises(ValidationFailed, match="control characters"):
         await history.cell_history(f"{room}-sheet", "A\x001")
 
 
