@@ -32,13 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from engine.log.schema import events
 from engine.log.store import EventStore
-from engine.model.catalogue import (
-    AI_COMPLETED,
-    AI_FAILED,
-    AI_PROGRESSED,
-    AI_REQUEST_STARTED,
-    TYPING_STOPPED,
-)
+from engine.model.catalogue import AI_EVENTS, TYPING_STOPPED
 from engine.protocol import INBOUND_TYPES
 from engine.protocol.close_codes import CloseCode
 from engine.protocol.error_codes import ERROR_CODES, INTERNAL_ERROR
@@ -54,7 +48,7 @@ SHEET = f"fuzz-sheet-{uuid.uuid4().hex[:6]}"
 
 # Events the server appends for the fuzzing user on its own schedule (an AI run streaming, a typing
 # indicator expiring), which may land while any later frame is answered.
-BACKGROUND_EVENTS = [AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, TYPING_STOPPED]
+BACKGROUND_EVENTS = sorted({*AI_EVENTS, TYPING_STOPPED})
 
 TEMPLATES: dict[str, dict[str, Any]] = {
     "ping": {},
@@ -185,6 +179,12 @@ async def fuzzer_events(store: EventStore) -> int:
 
 
 async def open_fuzzer(server: Server) -> ClientConnection:
+    # A connection closed before this one records its departures on its own time: wait for them, so
+    # they are not taken for something a later frame appended.
+    node = server.app.state.engine.node
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while node.connections.count_of(FUZZER) or node.departing:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
     ws = await server.connect(server.token(FUZZER, roles=["editor"]), max_size=None)
     assert (await receive(ws))["type"] == "connected"
     return ws
