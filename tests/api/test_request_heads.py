@@ -167,7 +167,6 @@ async def test_unfinished_huge_heads_are_refused_without_holding_memory(
         async with asyncio.timeout(60):
             await asyncio.gather(*(send_unfinished(writer) for _, writer in connections))
         grown = server_process.rss() - before
-        print(f"RSS before {before / 2**20:.0f} MB, after {(before + grown) / 2**20:.0f} MB")
         assert grown < 40 * 1024 * 1024, f"the server grew by {grown / 2**20:.0f} MB"
         responses = await asyncio.gather(*(read_to_end(reader, ANSWER_WITHIN) for reader, _ in connections))
     finally:
