@@ -18,6 +18,7 @@ from api.auth import TokenVerifier
 from api.database_url import resolve_database_url
 from api.http_errors import install_error_handlers
 from api.jwt_secret import resolve_jwt_secret
+from api.logging_setup import install_redaction
 from api.metrics import install_metrics
 from api.middleware import install_middleware
 from api.routes import api_router
@@ -74,6 +75,9 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Whoever configured logging (`collab serve` already filters its handler, plain `uvicorn` does
+        # not), no line may carry a token; by now the server has set up its handlers.
+        install_redaction()
         # Both may block (starting the embedded server, Alembic's own event loop): off the loop.
         url = await asyncio.to_thread(resolve_database_url, settings)
         await asyncio.to_thread(upgrade_to_head, url)  # raises SchemaMismatch on a newer schema

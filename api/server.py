@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from api.http_protocol import bounded_http_protocol
 from api.settings import Settings
 
 # Frames up to this many times MAX_MESSAGE_BYTES reach the app, which answers MESSAGE_TOO_LARGE before
@@ -20,10 +21,11 @@ def _installed(module: str) -> bool:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The fastest event loop and HTTP parser installed, the sans-I/O websockets implementation, no
-    per-message compression, and the seed's keepalive: a ping every WEBSOCKET_PING_INTERVAL seconds,
-    and a connection whose pong does not come within WEBSOCKET_PING_TIMEOUT is closed (its rooms
-    are then left, so no ghosts).
+    """The fastest event loop installed; uvicorn's httptools protocol with request heads bounded by
+    MAX_HEADER_BYTES and HEADER_TIMEOUT_SECONDS (api/http_protocol.py; every WebSocket handshake is
+    read by it first); the sans-I/O websockets implementation, no per-message compression, and the
+    seed's keepalive: a ping every WEBSOCKET_PING_INTERVAL seconds, and a connection whose pong does
+    not come within WEBSOCKET_PING_TIMEOUT is closed (its rooms are then left, so no ghosts).
 
     uvicorn's plain "websockets" implementation runs on the library's legacy API, deprecated since
     websockets 14; "websockets-sansio" runs on the maintained core.
@@ -35,7 +37,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
     return {
         "loop": "uvloop" if _installed("uvloop") else "auto",
-        "http": "httptools" if _installed("httptools") else "auto",
+        "http": bounded_http_protocol(settings),
         "ws": ws,
         "ws_max_size": settings.max_message_bytes * OVERSIZE_HEADROOM,
         # Compression is negotiated per connection, so a room's every delivery would be compressed

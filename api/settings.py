@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     node_dead_after_seconds: float = Field(default=15.0, gt=0)
     # How often nodes exchange their rate-limit counts (engine/cluster/rate_sync.py).
     rate_limit_sync_seconds: float = Field(default=1.0, gt=0)
+    # Request heads, of plain requests and WebSocket handshakes alike (api/http_protocol.py): the
+    # request line and headers over this many bytes are answered 431, and a head not complete this
+    # many seconds after its first byte (or the connection's opening) 408; the connection then closes.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

@@ -115,7 +115,11 @@ async def upload_file(
     "/{file_id}",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "the bytes", "content": {"application/octet-stream": {}}},
+        # Served with the type it was stored with (text/plain, image/png, application/pdf...).
+        200: {
+            "description": "the bytes",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        },
         304: {"description": "If-None-Match names the file's ETag"},
         404: {"description": "no such file, or not one the caller may read"},
     },

@@ -4,6 +4,7 @@ to it over TCP with the `websockets` library and httpx, and the app uses the ses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -103,9 +104,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def start_node_process(database_url: str, **settings: object) -> tuple[asyncio.subprocess.Process, int]:
-    """A real server process (`uvicorn api.app:create_app --factory`) on `database_url`, once its health
-    check answers 200; `settings` become its environment (`node_heartbeat_seconds=1` ->
+async def start_node_process(
+    database_url: str, *, uvicorn_log_level: str = "warning", output: Path | None = None, **settings: object
+) -> tuple[asyncio.subprocess.Process, int]:
+    """A real server process (`uvicorn api.app:create_app --factory`, with uvicorn's own logging at
+    `uvicorn_log_level`, its standard output and error to `output` when given) on `database_url`, once
+    its health check answers 200; `settings` become its environment (`node_heartbeat_seconds=1` ->
     NODE_HEARTBEAT_SECONDS=1). The caller ends it."""
     port = free_port()
     env = {
@@ -114,10 +118,12 @@ async def start_node_process(database_url: str, **settings: object) -> tuple[asy
         "JWT_SECRET_KEY": SECRET,
         **{name.upper(): str(value) for name, value in settings.items()},
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-        "--log-level", "warning", cwd=ROOT, env=env,
-    )  # fmt: skip
+    with contextlib.ExitStack() as files:
+        sink = files.enter_context(output.open("ab")) if output is not None else None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
+            "--log-level", uvicorn_log_level, cwd=ROOT, env=env, stdout=sink, stderr=sink,
+        )  # fmt: skip
     async with asyncio.timeout(60), httpx.AsyncClient() as http:
         while True:
             try:

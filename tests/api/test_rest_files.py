@@ -317,6 +317,22 @@ async def test_openapi_describes_the_file_and_notification_routes(files_server: 
     assert "/api/v1/notifications/{notification_id}/read" in schema["paths"]
 
 
+async def test_openapi_documents_every_type_a_download_is_served_with(files_server: Server) -> None:
+    """A file is served with the type it was stored with (text, PNG, PDF...): the schema must say any
+    type may come, or clients generated from it reject every download that is not octet-stream."""
+    user = new_user()
+    async with httpx.AsyncClient(base_url=files_server.http_url) as http:
+        documented = (await http.get("/openapi.json")).json()["paths"]["/api/v1/files/{file_id}"]["get"]
+    media_types = set(documented["responses"]["200"]["content"])
+    for body, content_type in ((b"plain words", "text/plain"), (png(64), "image/png"), (PDF, "")):
+        file_id = new_file_id()
+        stored = await put(files_server, user, file_id, body, content_type=content_type, filename="f")
+        assert stored.status_code == 201, stored.text
+        served = (await get(files_server, file_id, auth(files_server, user))).headers["content-type"]
+        essence = served.partition(";")[0].strip()
+        assert media_types & {essence, f"{essence.partition('/')[0]}/*", "*/*"}, (served, media_types)
+
+
 async def _assert_nothing_of(server: Server, user: str, file_id: str) -> None:
     assert await engine_of(server).store.stream_version(user_stream(user)) == 0
     assert file_id not in stored_names(server)

@@ -1,6 +1,6 @@
 """`collab serve` logs one JSON object per line when its standard error is not a terminal (the default,
 LOG_FORMAT=auto), uvicorn's own lines included, with the request id on a request's lines and the
-connection id on a socket's."""
+connection id on a socket's; and no line, in either format or under plain uvicorn, carries a token."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from api.tokens import mint_token
-from tests.api.conftest import SECRET, make_settings
+from tests.api.conftest import SECRET, make_settings, start_node_process
 from tests.api.test_serve_cli import ROOT, free_port
 
 
@@ -67,3 +69,91 @@ async def test_collab_serve_logs_json_lines_with_request_and_connection_ids(
     socket_lines = [line for line in seen if line.get("connection_id") == connection_id]
     assert [line["message"] for line in socket_lines] == ["connection opened", "connection closed"]
     assert socket_lines[0]["user_id"] == "log-user"
+
+
+async def _wait_for(path: Path, text: str, within: float = 30) -> None:
+    """Until the file holds `text`."""
+    async with asyncio.timeout(within):
+        while True:
+            if text in await asyncio.to_thread(path.read_text):
+                return
+            await asyncio.sleep(0.05)
+
+
+async def _leave_traces_of_tokens(port: int, token: str) -> None:
+    """Requests that put a token where servers like to log it: the query string of a handshake that is
+    accepted, of one refused for its origin, and of plain requests; a bearer header."""
+    base = f"127.0.0.1:{port}"
+    async with connect(f"ws://{base}/api/v1/ws?token={token}") as ws:
+        await ws.recv()
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://{base}/api/v1/ws?token={token}", origin="https://elsewhere.example"):  # type: ignore[arg-type]
+            pass
+    assert refused.value.response.status_code == 403
+    async with httpx.AsyncClient(base_url=f"http://{base}") as http:
+        await http.get(f"/api/v1/ws/health?token={token}&access_token={token}")
+        await http.get("/api/v1/ws/stats", headers={"Authorization": f"Bearer {token}"})
+        await http.get(f"/api/v1/no-such-route?token={token}", headers={"X-Request-ID": "last-one"})
+
+
+def _assert_redacted(output: str, token: str) -> None:
+    assert output.strip(), "nothing was logged"
+    assert token not in output
+    assert token.split(".")[2] not in output  # not even the signature alone
+    assert "eyJ" not in output  # no JWT at all
+    assert "token=[redacted]" in output
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+async def test_collab_serve_logs_no_token(tmp_path: Path, database_url: str, log_format: str) -> None:
+    """Every line `collab serve` writes, uvicorn's handshake lines included, with the token of a
+    `?token=` query string replaced by `[redacted]`."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "DATABASE_URL", "LOG_"))}
+    env.update(
+        DATA_DIR=str(tmp_path),
+        DATABASE_URL=database_url,
+        JWT_SECRET_KEY=SECRET,
+        LOG_FORMAT=log_format,
+        ALLOWED_ORIGINS="https://sheets.example",
+    )
+    log_file = tmp_path / "stderr.log"
+    with log_file.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "api.cli", "serve", "--port", str(port),
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        await _wait_for(log_file, "Uvicorn running on", 60)
+        token = mint_token(make_settings(database_url), sub="secret-user", secret=SECRET)
+        await _leave_traces_of_tokens(port, token)
+        await _wait_for(log_file, "last-one" if log_format == "json" else "[last-one]")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.wait()
+    output = log_file.read_text()
+    _assert_redacted(output, token)
+    assert '"WebSocket /api/v1/ws?token=[redacted]' in output.replace('\\"', '"')  # uvicorn's own line
+    if log_format == "json":
+        assert all(isinstance(json.loads(line), dict) for line in output.splitlines())
+
+
+async def test_plain_uvicorn_logs_no_token(tmp_path: Path, database_url: str) -> None:
+    """Served by `uvicorn api.app:create_app` with uvicorn's own logging (access lines on stdout), the
+    app still keeps tokens out of every line."""
+    log_file = tmp_path / "output.log"
+    proc, port = await start_node_process(
+        database_url, uvicorn_log_level="info", output=log_file, allowed_origins="https://sheets.example"
+    )
+    try:
+        token = mint_token(make_settings(database_url), sub="secret-user", secret=SECRET)
+        await _leave_traces_of_tokens(port, token)
+        await _wait_for(log_file, "/api/v1/no-such-route")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.wait()
+    output = log_file.read_text()
+    _assert_redacted(output, token)
+    assert "GET /api/v1/ws/health?token=[redacted]&access_token=[redacted]" in output  # uvicorn.access

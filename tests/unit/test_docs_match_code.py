@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "docs" / "protocol.md"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 README = ROOT / "README.md"
+SECURITY = ROOT / "SECURITY.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -239,7 +240,7 @@ def _repo_paths(text: str) -> Iterator[str]:
         yield match.group(1)
 
 
-@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*DOCS, SECURITY], ids=lambda p: p.name)
 def test_docs_name_only_files_that_exist(path: Path) -> None:
     missing = sorted({name for name in _repo_paths(path.read_text()) if not (ROOT / name).exists()})
     assert not missing, f"{path.name} names files that do not exist: {missing}"
@@ -253,7 +254,8 @@ def _sources() -> Iterator[Path]:
         for path in sorted((ROOT / folder).rglob("*")):
             if path.is_file() and path.suffix in _TEXT and "node_modules" not in path.parts:
                 yield path
-    yield from (ROOT / name for name in ("README.md", "Makefile", "pyproject.toml", "alembic.ini"))
+    top = ("README.md", "SECURITY.md", "Makefile", "pyproject.toml", "alembic.ini")
+    yield from (ROOT / name for name in top)
 
 
 # Built from parts so that this file does not match itself.
@@ -271,3 +273,8 @@ def test_nothing_points_outside_the_repository_or_at_issue_numbers() -> None:
             if OUTSIDE.search(line) or ISSUE_NUMBER.search(line):
                 found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_readme_points_to_the_security_policy() -> None:
+    assert "[SECURITY.md](SECURITY.md)" in README.read_text()
+    assert "Report a vulnerability" in SECURITY.read_text()

@@ -18,9 +18,12 @@ import pytest
 from api.logging_setup import (
     ContextFilter,
     JsonFormatter,
+    RedactFilter,
     TextFormatter,
     connection_id_var,
+    install_redaction,
     logging_config,
+    redact,
     request_id_var,
     resolve_log_format,
 )
@@ -35,6 +38,7 @@ def captured() -> Iterator[Captured]:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter())
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("tests.unit.logging_setup")
     logger.addHandler(handler)
@@ -107,7 +111,7 @@ def test_config_routes_everything_through_one_handler(log_format: str, formatter
     assert config["formatters"]["main"]["()"] == f"{formatter.__module__}.{formatter.__name__}"
     assert config["root"] == {"handlers": ["main"], "level": "DEBUG"}
     assert config["loggers"]["uvicorn.access"]["propagate"] is False  # the middleware logs requests
-    assert config["handlers"]["main"]["filters"] == ["context"]
+    assert config["handlers"]["main"]["filters"] == ["context", "redact"]
     # The factory it names builds (dictConfig itself would reconfigure the test process's logging).
     built = logging.config.DictConfigurator(config).configure_formatter(config["formatters"]["main"])
     assert isinstance(built, formatter)
@@ -147,3 +151,83 @@ def test_auto_logs_text_when_stderr_is_a_real_terminal() -> None:
         os.close(leader)
         os.close(follower)
     assert written.strip() == "WARNING api.demo: hello"
+
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMDAwMH0"
+    ".c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/api/v1/ws?token=" + JWT, "/api/v1/ws?token=[redacted]"),
+        ("/x?room=r1&token=abc.def&since=3", "/x?room=r1&token=[redacted]&since=3"),
+        ("/x?access_token=abc&id_token=def", "/x?access_token=[redacted]&id_token=[redacted]"),
+        ('"WebSocket /api/v1/ws?TOKEN=abc" 403', '"WebSocket /api/v1/ws?TOKEN=[redacted]" 403'),
+        ("Authorization: Bearer abc.def-ghi", "Authorization: Bearer [redacted]"),
+        ("headers={'authorization': 'bearer xyz'}", "headers={'authorization': 'bearer [redacted]'}"),
+        (f"Sec-WebSocket-Protocol: bearer, {JWT}", "Sec-WebSocket-Protocol: bearer, [redacted]"),
+        (f"invalid token {JWT}!", "invalid token [redacted]!"),
+    ],
+)
+def test_redact_replaces_every_form_of_token(text: str, expected: str) -> None:
+    assert redact(text) == expected
+    assert redact(expected) == expected  # idempotent
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "missing token: send ?token=, Authorization: Bearer, or subprotocol bearer",
+        "GET /api/v1/ws/health 200",
+        "max_tokens=5 tokens=3",
+        "eyJ alone, or eyJabc.def without a payload",
+    ],
+)
+def test_redact_leaves_other_text_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_filter_redacts_message_arguments_extras_and_traceback(captured: Captured) -> None:
+    logger, stream = captured
+    logger.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/api/v1/ws?token={JWT}")
+    logger.warning("split token=%s", JWT[:20], extra={"url": f"/x?access_token={JWT}"})  # split
+    try:
+        raise ValueError(f"could not fetch http://h/x?token={JWT}")
+    except ValueError:
+        logger.exception("failed for %s", "Bearer abc")
+    output = stream.getvalue()
+    assert "eyJ" not in output and "abc" not in output
+    accepted, split, failed = lines(stream)
+    assert accepted["message"] == '127.0.0.1:5 - "WebSocket /api/v1/ws?token=[redacted]" [accepted]'
+    assert split["message"] == "split token=[redacted]"
+    assert split["url"] == "/x?access_token=[redacted]"
+    assert failed["message"] == "failed for Bearer [redacted]"
+    assert "ValueError: could not fetch http://h/x?token=[redacted]" in str(failed["exc_info"])
+
+
+def test_filter_keeps_arguments_for_formatters_that_read_them() -> None:
+    """uvicorn's access formatter unpacks the record's five arguments: they stay five, redacted."""
+    from uvicorn.logging import AccessFormatter
+
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/api/v1/ws/health?token={JWT}", "1.1", 200), None,
+    )  # fmt: skip
+    RedactFilter().filter(record)
+    formatted = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert formatted == '127.0.0.1:5 - "GET /api/v1/ws/health?token=[redacted] HTTP/1.1" 200 OK'
+
+
+def test_install_redaction_filters_each_handler_once() -> None:
+    logger = logging.getLogger("tests.unit.logging_setup.install")
+    handler = logging.StreamHandler(io.StringIO())
+    logger.addHandler(handler)
+    try:
+        install_redaction(("tests.unit.logging_setup.install",))
+        install_redaction(("tests.unit.logging_setup.install",))
+        assert [type(f) for f in handler.filters] == [RedactFilter]
+    finally:
+        logger.removeHandler(handler)
