@@ -71,5 +71,16 @@ async def resume(ws: ClientConnection, room_id: str, since: int, **extra: object
     return replayed
 
 
+async def write_cell(
+    ws: ClientConnection, room: str, sheet: str, cell_id: str = "A1", value: object = 1, cmid: str = "w1"
+) -> Message:
+    """One `cell_update` in a room the connection has joined; returns its ack (an error fails)."""
+    update = {"type": "cell_update", "sheet_id": sheet, "cell_id": cell_id, "value": value, "room": room}
+    await send(ws, {**update, "client_msg_id": cmid})
+    seen = await until(ws, lambda m: m.get("client_msg_id") == cmid and m["type"] in {"ack", "error"})
+    assert seen[-1]["type"] == "ack", seen[-1]
+    return seen[-1]
+
+
 def types(messages: list[Message]) -> list[str]:
     return [str(m["type"]) for m in messages]

@@ -9,7 +9,8 @@ import json
 import uuid
 from typing import Any
 
-from tests.api.conftest import Server, receive, request
+from tests.api.conftest import Server, receive
+from tests.api.live_helpers import greet, join, write_cell
 from tests.api.rest_helpers import rest
 
 
@@ -17,12 +18,9 @@ async def seed(server: Server, room: str, sheet: str) -> None:
     """A room with one member who wrote one cell, moved the cursor (a volatile event) and set a
     status (an event of the member's own stream)."""
     async with server.connect(server.token(f"writer-{room}")) as ws:
-        await receive(ws)
-        assert (await request(ws, {"type": "join_room", "room_id": room}))["type"] == "room_state"
-        update = {"type": "cell_update", "sheet_id": sheet, "cell_id": "A1", "value": 1, "room": room}
-        await ws.send(json.dumps({**update, "client_msg_id": "w1"}))
-        while (await receive(ws))["type"] != "ack":
-            pass
+        await greet(ws)
+        await join(ws, room)
+        await write_cell(ws, room, sheet)
         for message in [
             {"type": "cursor_move", "room": room, "x": 1, "y": 2, "client_msg_id": "c1"},
             {"type": "status_update", "status": "away", "client_msg_id": "s1"},

@@ -4,7 +4,6 @@ AUTHENTICATION_FAILED) and reaches neither the database nor the log."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from engine.model.identifiers import MAX_ID_LENGTH
 from engine.model.numbers import MAX_INT64
 from tests.api.conftest import Server, receive, request
+from tests.api.live_helpers import greet, join, write_cell
 from tests.api.rest_helpers import rest
 
 BAD_IDS = {
@@ -35,12 +35,9 @@ async def seeded_room(server: Server) -> tuple[str, str]:
     """A room with one written cell: (room_id, sheet_id)."""
     room, sheet = new_id("bounds-room"), new_id("bounds-sheet")
     async with server.connect(server.token(new_id("seeder"))) as ws:
-        await receive(ws)
-        assert (await request(ws, {"type": "join_room", "room_id": room}))["type"] == "room_state"
-        update = {"type": "cell_update", "sheet_id": sheet, "cell_id": "A1", "value": 1, "room": room}
-        await ws.send(json.dumps({**update, "client_msg_id": "m1"}))
-        while (await receive(ws))["type"] != "ack":
-            pass
+        await greet(ws)
+        await join(ws, room)
+        await write_cell(ws, room, sheet)
     return room, sheet
 
 

@@ -107,6 +107,18 @@ async def update(writer: ClientConnection, room: str, sheet: str, cell_id: str, 
     assert reply["room_id"] == room
 
 
+async def write_until_closed(
+    hub: Hub, slow_id: str, writer: ClientConnection, room: str, sheet: str
+) -> list[str]:
+    """Big cells, one at a time, until the slow connection is closed; the cells written."""
+    written: list[str] = []
+    while not is_closed(hub, slow_id):
+        assert len(written) < MAX_UPDATES, "the slow consumer was never closed"
+        written.append(f"A{len(written)}")
+        await update(writer, room, sheet, written[-1], FRAME_VALUE)
+    return written
+
+
 async def read_until_end(ws: ClientConnection) -> list[Message]:
     return await until(ws, of_type("cell_updated", cell_id="END"))
 
@@ -135,11 +147,7 @@ async def test_slow_consumer_is_closed_with_4008_and_resumes_from_last_seq_witho
             await pending(fast)
             fast_reading = asyncio.create_task(read_until_end(fast))
 
-            written: list[str] = []
-            while not is_closed(hub, slow_id):
-                assert len(written) < MAX_UPDATES, "the slow consumer was never closed"
-                written.append(f"A{len(written)}")
-                await update(writer, room, sheet, written[-1], FRAME_VALUE)
+            written = await write_until_closed(hub, slow_id, writer, room, sheet)
 
             # The slow client reads again: everything up to its last delivered seq, then the close.
             before_close: list[Message] = []
@@ -194,11 +202,7 @@ async def test_a_slow_consumer_leaves_its_rooms_as_soon_as_it_is_closed(
             await join(writer, room)
             await join(slow, room)
             await pending(writer)
-            written = 0
-            while not is_closed(hub, slow_id):
-                assert written < MAX_UPDATES, "the slow consumer was never closed"
-                written += 1
-                await update(writer, room, sheet, f"A{written}", FRAME_VALUE)
+            await write_until_closed(hub, slow_id, writer, room, sheet)
             left = (await until(writer, of_type("user_left", user_id="slow")))[-1]
             assert left["room_id"] == room
             members = srv.app.state.engine.node.connections
