@@ -191,7 +191,7 @@ class Files:
         `content_length` before reading, or as soon as the body crosses `max_bytes`),
         ContentTypeMismatch, FileIdTaken, StoreUnavailable. After any of them no bytes are kept.
         """
-        if not actor.has_role("admin", "editor"):
+        if not actor.may_upload():
             raise PermissionDenied("uploading files needs the editor or admin role", roles=list(actor.roles))
         validate_file_id(file_id)
         if filename is not None:

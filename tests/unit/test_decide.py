@@ -55,8 +55,14 @@ def test_decide_authorize_lets_admins_and_editors_send_everything(role: Role, me
 
 
 @pytest.mark.parametrize("message_type", MESSAGES)
-def test_decide_authorize_viewer_may_not_edit_cells_or_use_ai(message_type: str) -> None:
-    if message_type in {"cell_update", "ai_request", "ai_cancel"}:
+def test_decide_authorize_viewer_may_not_edit_cells_use_ai_or_upload(message_type: str) -> None:
+    if message_type in {
+        "cell_update",
+        "ai_request",
+        "ai_cancel",
+        "file_upload_start",
+        "file_upload_progress",
+    }:
         with pytest.raises(PermissionDenied) as caught:
             access.authorize(actor("viewer"), message_type)
         assert caught.value.code == "PERMISSION_DENIED"
@@ -71,6 +77,23 @@ def test_decide_authorize_auditor_sends_nothing_but_ping(message_type: str) -> N
     else:
         with pytest.raises(PermissionDenied):
             access.authorize(actor("auditor"), message_type)
+
+
+@pytest.mark.parametrize(
+    ("roles", "may"),
+    [
+        (("admin",), True),
+        (("editor",), True),
+        (("viewer", "editor"), True),
+        (("viewer",), False),
+        (("auditor",), False),
+    ],
+)
+def test_decide_uploads_over_rest_and_socket_follow_one_rule(roles: tuple[Role, ...], may: bool) -> None:
+    uploader = actor(*roles)
+    assert uploader.may_upload() is may
+    for message_type in ("file_upload_start", "file_upload_progress"):
+        assert uploader.may_send(message_type) is may
 
 
 def test_decide_authorize_takes_the_most_permissive_of_several_roles() -> None:
