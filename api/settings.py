@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # The largest file body `PUT /api/v1/files/{file_id}` stores; larger ones get 413 (default 50 MiB).
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
+    # A PUT body with no byte for this many seconds is answered 408 and its upload fails
+    # (file_upload_failed, idle_timeout).
+    upload_idle_timeout_seconds: float = Field(default=30.0, gt=0)
     # "As of" reads of a room store a snapshot of its view every this many room events
     # (engine/readmodels/history.py).
     history_snapshot_interval: int = Field(default=100, ge=1)

@@ -118,7 +118,14 @@ class Engine:
             read_stream=read_stream,
             provider=ai_provider,
         )
-        self.files = Files(node_id=node_id, commit=commit, read_claims=node.file_claims, storage=file_storage)
+        self.files = Files(
+            node_id=node_id,
+            commit=commit,
+            read_claims=node.file_claims,
+            read_by_key=node.event_by_key,
+            storage=file_storage,
+            idle_timeout=config.upload_idle_timeout,
+        )
         self.admin = Admin(
             node_id=node_id,
             connections=connections,
