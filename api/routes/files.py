@@ -78,7 +78,7 @@ class FileOut(BaseModel):
         408: {"description": "UPLOAD_TIMEOUT: no byte of the body for UPLOAD_IDLE_TIMEOUT_SECONDS"},
         409: {
             "description": "FILE_ID_TAKEN: another user's id, already uploaded, being uploaded, or "
-            "an upload that ended before its body did"
+            "an upload that ended (expired) before its body did"
         },
         413: {"description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES; nothing is kept"},
         422: {"description": "bad file id or filename, or a Content-Type the bytes contradict"},

@@ -21,13 +21,14 @@ again: the completion event's size and sha256 keep describing the bytes served.
 A body that fails once its upload is in the log (claimed by this PUT, or started over the WebSocket)
 ends that upload with `FileUploadFailed`, which releases the id to its owner: the next PUT or
 `file_upload_start` of it begins a new attempt. Completion and failure carry the attempt's `end_key`
-(engine/projections/uploads.py), so the log records one end per attempt whoever decides it: this PUT
-or another node's PUT of the same upload. A completion that finds the attempt already ended answers
-409.
+(engine/projections/uploads.py), so the log records one end per attempt whoever decides it: this PUT,
+another node's PUT of the same upload, or the sweeper that expires abandoned uploads
+(engine/features/upload_sweeper.py). A completion that finds the attempt already ended answers 409.
 
 Idle bodies: no byte for `idle_timeout` seconds fails the upload (`idle_timeout`) and the PUT answers
 408. While the body lasts, its upload is kept fresh in the log with a progress report at least every
-half `idle_timeout`: the log itself then tells a slow but live body from an abandoned upload.
+half `idle_timeout`, so the sweeper, which expires uploads with no event for `idle_timeout`, never
+takes a slow but live body for an abandoned one.
 """
 
 from __future__ import annotations
@@ -325,7 +326,7 @@ class Files:
 
     async def _fail(self, actor: Actor, upload: Upload, reason: str, received: int) -> None:
         """Record that the attempt failed. Best effort: when the log cannot be reached either, the
-        upload is left idle in the log."""
+        upload goes idle and the sweeper ends it (upload_sweeper.py)."""
         failed = FileUploadFailed(actor.user_id, upload.file_id, reason, upload.filename, received)
         try:
             await self._commit(failed.new(Origin.of(self._node_id, actor), key=end_key(upload)))
@@ -351,7 +352,7 @@ class Files:
         )
         key = end_key(upload)
         outcome = await self._commit(completed.new(Origin.of(self._node_id, actor), key=key))
-        if isinstance(outcome, Duplicate):  # the attempt ended first (another node's body of it)
+        if isinstance(outcome, Duplicate):  # the attempt ended first (expired, or another node's body)
             ended = await self._read_by_key(actor.user_id, key)
             raise FileIdTaken(
                 "this upload had already ended; start it again",

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.settings import Settings
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_FAILED,
@@ -25,7 +26,7 @@ from engine.model.catalogue import (
 from engine.model.events import RecordedEvent
 from engine.model.streams import user_stream, volatile_stream
 from engine.service import Engine
-from tests.api.conftest import Server, make_settings, request, serve
+from tests.api.conftest import Server, fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, of_type, until
 
 IDLE = 1.0
@@ -183,3 +184,93 @@ async def test_a_slow_body_that_keeps_coming_is_stored_and_kept_fresh_in_the_log
     progress = [e.data["bytes_uploaded"] for e in events if e.stream_id == volatile_stream(user_stream(user))]
     assert progress == sorted(progress)
     assert all(e.type in UPLOAD_EVENTS for e in events)
+
+
+def start_message(file_id: str, **extra: object) -> dict[str, object]:
+    return {
+        "type": "file_upload_start",
+        "file_id": file_id,
+        "filename": "never.csv",
+        "file_size": 100,
+        **extra,
+    }
+
+
+async def test_a_socket_start_whose_put_never_comes_expires_for_every_tab(idle_server: Server) -> None:
+    """No PUT, no progress: after the idle timeout (plus at most a sweep interval) the upload ends in
+    `file_upload_failed` (idle_timeout), which the starting tab hears too, and its owner may start
+    the id again while it stays refused to anyone else."""
+    user, other, file_id = new_user(), new_user(), new_file_id()
+    async with (
+        idle_server.connect(idle_server.token(user)) as tab,
+        idle_server.connect(idle_server.token(user)) as other_tab,
+        idle_server.connect(idle_server.token(other)) as stranger,
+    ):
+        for ws in (tab, other_tab, stranger):
+            await greet(ws)
+        ack = await request(tab, start_message(file_id, client_msg_id="s1"))
+        started = time.monotonic()
+        assert ack["type"] == "ack"
+        [failed] = await until(tab, of_type("file_upload_failed"))
+        waited = time.monotonic() - started
+        [*_, seen] = await until(other_tab, of_type("file_upload_failed"))
+        assert seen == failed
+        assert failed == {
+            "type": "file_upload_failed",
+            "file_id": file_id,
+            "filename": "never.csv",
+            "reason": "idle_timeout",
+            "bytes_uploaded": 0,
+            "user_id": user,
+            "seq": ack["seq"] + 1,
+            "ts": failed["ts"],
+        }
+        assert IDLE <= waited < IDLE + 1.5, waited
+        refused = await request(stranger, start_message(file_id, client_msg_id="x"))
+        assert (refused["type"], refused["code"]) == ("error", "VALIDATION_ERROR")
+        assert (await request(tab, start_message(file_id, client_msg_id="s2")))["type"] == "ack"
+    events = await upload_events(idle_server, user, file_id)
+    assert [e.type for e in events] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED]
+
+
+async def test_progress_over_the_socket_keeps_an_upload_alive_until_it_stops(idle_server: Server) -> None:
+    user, file_id = new_user(), new_file_id()
+    progress = {"type": "file_upload_progress", "file_id": file_id, "total_bytes": 100, "percentage": 1}
+    async with idle_server.connect(idle_server.token(user)) as tab:
+        await greet(tab)
+        assert (await request(tab, start_message(file_id, client_msg_id="s")))["type"] == "ack"
+        for done in range(1, 6):  # 2.5 timeouts in all, never a whole one without news
+            await asyncio.sleep(IDLE / 2)
+            reply = await request(tab, {**progress, "bytes_uploaded": done, "client_msg_id": f"p{done}"})
+            assert reply["type"] == "ack", reply
+        stopped = time.monotonic()
+        [*_, failed] = await until(tab, of_type("file_upload_failed"))
+        assert IDLE - 0.1 <= time.monotonic() - stopped < IDLE + 1.5
+    assert (failed["reason"], failed["bytes_uploaded"]) == ("idle_timeout", 5)
+
+
+async def test_expiry_is_decided_from_the_log_so_it_survives_a_restart(
+    server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A node that never saw the upload start (its predecessor on a database of their own did, then
+    stopped) expires it: nothing of the decision lives in a node's memory."""
+    user, file_id = new_user(), new_file_id()
+    async with fresh_database(server_url) as database_url:
+        first = make_settings(database_url, data_dir=tmp_path_factory.mktemp("restart-a"))  # 30 s
+        async with serve(first) as before, before.connect(before.token(user)) as tab:
+            await greet(tab)
+            assert (await request(tab, start_message(file_id, client_msg_id="s")))["type"] == "ack"
+        second = make_settings(
+            database_url, data_dir=tmp_path_factory.mktemp("restart-b"), upload_idle_timeout_seconds=IDLE
+        )
+        await _restarted(second, user, file_id)
+
+
+async def _restarted(settings: Settings, user: str, file_id: str) -> None:
+    async with serve(settings) as after, after.connect(after.token(user)) as tab:
+        await greet(tab)
+        [*_, failed] = await until(tab, of_type("file_upload_failed"))
+        assert (failed["file_id"], failed["reason"]) == (file_id, "idle_timeout")
+        failures = [e for e in await upload_events(after, user, file_id) if e.type == FILE_UPLOAD_FAILED]
+        assert len(failures) == 1
+        assert failures[0].metadata["node"] == engine_of(after).node_id
