@@ -423,7 +423,7 @@ class _Attempt:
 
 
 _END: Final = object()
-_READ_AHEAD: Final = 4  # chunks (uvicorn's are at most 64 KiB)
+_READ_AHEAD: Final = 4  # chunks of the body, as the server hands them over
 
 
 @dataclass(frozen=True, slots=True)
