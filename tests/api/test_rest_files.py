@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -434,3 +435,23 @@ async def _until_no_body_of(server: Server, file_id: str) -> None:
             if file_id not in engine_of(server).files._uploading:
                 return
             await asyncio.sleep(0.01)
+
+
+async def test_a_body_storage_cannot_write_ends_its_upload_with_a_storage_error(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Storage whose folder cannot be made (a plain file took its place after start): the PUT is a
+    500, and the upload the socket had started ends in `file_upload_failed` (storage_error)."""
+    data_dir = tmp_path_factory.mktemp("broken-storage")
+    settings = make_settings(database_url, data_dir=data_dir)
+    user, file_id = new_user(), new_file_id()
+    async with serve(settings) as broken, broken.connect(broken.token(user)) as tab:
+        shutil.rmtree(data_dir / "files", ignore_errors=True)
+        (data_dir / "files").write_text("not a folder")
+        await greet(tab)
+        start = {"type": "file_upload_start", "file_id": file_id, "filename": "a.png", "file_size": 1000}
+        assert (await request(tab, {**start, "client_msg_id": "s"}))["type"] == "ack"
+        reply = await put(broken, user, file_id, png(1000))
+        assert reply.status_code == 500
+        [*_, failed] = await until(tab, of_type("file_upload_failed"))
+    assert (failed["file_id"], failed["reason"], failed["filename"]) == (file_id, "storage_error", "a.png")
