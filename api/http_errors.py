@@ -44,7 +44,10 @@ async def _engine_error(_: Request, exc: Exception) -> JSONResponse:
         headers = {"Retry-After": "1"}
     elif "retry_after" in details:
         headers = {"Retry-After": str(max(1, int(float(details["retry_after"]) + 0.999)))}
-    return error_response(http_status(exc.code), exc.code, exc.message, headers=headers, **details)
+    status = http_status(exc.code)
+    if status == HTTPStatus.REQUEST_TIMEOUT:  # the rest of a stalled body is not waited for (RFC 9110)
+        headers = {**(headers or {}), "Connection": "close"}
+    return error_response(status, exc.code, exc.message, headers=headers, **details)
 
 
 async def _authentication_failed(_: Request, exc: Exception) -> JSONResponse:

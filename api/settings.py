@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$")
     # The largest file body `PUT /api/v1/files/{file_id}` stores; larger ones get 413 (default 50 MiB).
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=0)
+    # An upload with nothing happening for this many seconds fails (file_upload_failed, idle_timeout):
+    # a PUT body with no byte (answered 408), or a file_upload_start whose PUT never comes.
+    upload_idle_timeout_seconds: float = Field(default=30.0, gt=0)
     # "As of" reads of a room store a snapshot of its view every this many room events
     # (engine/readmodels/history.py).
     history_snapshot_interval: int = Field(default=100, ge=1)

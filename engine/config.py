@@ -43,6 +43,9 @@ class EngineConfig:
     # Rooms and presence.
     room_auto_create: bool = True  # a join_room of a room with no events creates it
     typing_timeout: float = 5.0  # a typing_start with no stop ends after this many seconds
+    # Uploads (engine/features/files.py, upload_sweeper.py): a body with no byte, or an upload with no
+    # event, for this many seconds fails with reason `idle_timeout`.
+    upload_idle_timeout: float = 30.0
     max_cells_per_update: int = 1000  # cells in one `cells_update` (at most the schema's 10,000)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 

@@ -34,6 +34,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import text
@@ -62,8 +63,10 @@ from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, Conflict, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
 from engine.projections.cells import SheetAtHead
+from engine.projections.uploads import Upload
 from engine.protocol.close_codes import CloseCode
 from engine.protocol.rendering import encode
+from engine.readmodels import idle_uploads
 from engine.readmodels.runner import ProjectorRunner
 
 log = logging.getLogger(__name__)
@@ -371,6 +374,21 @@ class Node:
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
         with unreachable_as_unavailable():
             return await self.store.file_claims(file_id)
+
+    async def upload_events(self, user_id: str, file_id: str) -> list[RecordedEvent]:
+        with unreachable_as_unavailable():
+            return await self.store.upload_events(user_id, file_id)
+
+    async def idle_uploads(self, cutoff: datetime, *, limit: int = 100) -> list[Upload]:
+        """Unfinished uploads with no event since `cutoff`, from the uploads projection table; on a
+        memory log, which has no tables, folded from the whole log."""
+        if self._db_engine is not None:
+            with unreachable_as_unavailable("the uploads table"):
+                return await idle_uploads.idle_uploads(self._db_engine, cutoff, limit=limit)
+        events: list[RecordedEvent] = []
+        while page := await self.read_all(after=events[-1].position if events else 0):
+            events.extend(page)
+        return idle_uploads.idle_in(events, cutoff, limit=limit)
 
     async def log_head(self) -> int:
         """The newest committed position of the whole log (every node's appends)."""

@@ -4,7 +4,7 @@ each to the narrow interfaces it uses, and keeps one method per thing a client o
     node (engine/node.py)            lifecycle, connections, commit, reply; the cluster parts
     rooms, cells, presence           join/leave, cell updates, cursors, typing, status (features/)
     notifications, uploads, files    the user's own stream; file bodies over REST
-    ai, typing sweeper               background work that appends events of its own
+    ai, typing and upload sweepers   background work that appends events of its own
     admin                            broadcasts, direct messages, removing a connection, draining
     sessions (engine/session.py)     one per socket: a frame in, replies and events out
 
@@ -38,6 +38,7 @@ from engine.features.storage import FileStorage
 from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.features.traffic import EngineStats
 from engine.features.typing_sweeper import TypingSweeper
+from engine.features.upload_sweeper import UploadSweeper
 from engine.features.uploads import Uploads
 from engine.log.appender import AppenderStats
 from engine.log.store import EventLog
@@ -119,7 +120,14 @@ class Engine:
             read_stream=read_stream,
             provider=ai_provider,
         )
-        self.files = Files(node_id=node_id, commit=commit, read_claims=node.file_claims, storage=file_storage)
+        self.files = Files(
+            node_id=node_id,
+            commit=commit,
+            read_claims=node.file_claims,
+            read_by_key=node.event_by_key,
+            storage=file_storage,
+            idle_timeout=config.upload_idle_timeout,
+        )
         self.admin = Admin(
             node_id=node_id,
             connections=connections,
@@ -136,6 +144,13 @@ class Engine:
         self.tokens = TokenExpiry(reply=reply, flush=node.flush, close=node.close)
         self.typing_sweeper = TypingSweeper(node.commit, config.typing_timeout)
         node.observe_commits(self.typing_sweeper.observe)
+        self.upload_sweeper = UploadSweeper(
+            node_id=node_id,
+            commit=commit,
+            find_idle=node.idle_uploads,
+            read_upload=node.upload_events,
+            timeout_seconds=config.upload_idle_timeout,
+        )
         # Who publishes each user-stream event type: one table, each type owned by one component.
         publishers: dict[str, UserPublisher] = {}
         for component in (self.notifications, self.uploads, self.ai, self.admin):
@@ -189,13 +204,16 @@ class Engine:
             self.node.control.serve(REMOVE_CONNECTION, self._remove_here)
         await self.files.start()
         self.typing_sweeper.start()
+        self.upload_sweeper.start()
         self.tokens.start()
 
     async def stop(self) -> None:
-        """Stop the background work that appends (typing expiry, AI runs recorded as failed while the
-        hub still publishes), then the node: departures recorded, queue committed, pool closed."""
+        """Stop the background work that appends (typing and upload expiry, AI runs recorded as failed
+        while the hub still publishes), then the node: departures recorded, queue committed, pool
+        closed."""
         await self.tokens.stop()
         await self.typing_sweeper.stop()
+        await self.upload_sweeper.stop()
         await self.ai.stop()
         await self.node.stop()
 

@@ -2,7 +2,9 @@
 `GET /api/v1/files/{file_id}` streams it back (docs/protocol.md, "Files over REST").
 
 The upload is recorded as events by the engine (engine/features/files.py): the uploader's sockets get
-`file_upload_progress` while bytes arrive and `file_upload_complete` once they are stored. A download
+`file_upload_progress` while bytes arrive and `file_upload_complete` once they are stored, or
+`file_upload_failed` when the body fails (too large, no byte for UPLOAD_IDLE_TIMEOUT_SECONDS: 408,
+the client gone). A download
 is for the owner, admins, and whoever may read the room the file was shared in (`?room_id=` at
 upload); anyone else gets 404, never 403, so a file id reveals nothing about a file.
 """
@@ -73,7 +75,11 @@ class FileOut(BaseModel):
     openapi_extra=_BINARY_BODY,
     responses={
         403: {"description": "not an editor or admin, or no right to the room given"},
-        409: {"description": "FILE_ID_TAKEN: another user's id, already uploaded, or being uploaded"},
+        408: {"description": "UPLOAD_TIMEOUT: no byte of the body for UPLOAD_IDLE_TIMEOUT_SECONDS"},
+        409: {
+            "description": "FILE_ID_TAKEN: another user's id, already uploaded, being uploaded, or "
+            "an upload that ended (expired) before its body did"
+        },
         413: {"description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES; nothing is kept"},
         422: {"description": "bad file id or filename, or a Content-Type the bytes contradict"},
     },

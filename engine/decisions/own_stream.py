@@ -16,21 +16,24 @@ def require_notification(inbox: Inbox, notification_id: str) -> Notification:
     return found
 
 
-def check_upload_start(existing: Upload | None, file_id: str) -> None:
+def check_upload_start(existing: Upload | None, actor: Actor, file_id: str) -> None:
     """ValidationFailed if `file_id` is taken: file ids name stored files (GET /files/{file_id}), so a
-    second upload under one id would replace what others may be reading."""
-    if existing is not None:
+    second upload under one id would replace what others may be reading. The owner's failed upload is
+    not taken: its id was released to its owner, who may start it again."""
+    if existing is not None and not (existing.failed and existing.user_id == actor.user_id):
         raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
 
 
 def require_own_upload(upload: Upload | None, actor: Actor, file_id: str) -> Upload:
-    """The upload a progress report or the file body belongs to. NotFound for an unknown file, and for
-    another user's (not PermissionDenied: that would confirm the id exists); ValidationFailed once it
-    is complete."""
+    """The upload a progress report belongs to. NotFound for an unknown file, and for another user's
+    (not PermissionDenied: that would confirm the id exists); ValidationFailed once it is complete or
+    has failed (a failed one must be started again first)."""
     if upload is None or upload.user_id != actor.user_id:
         raise NotFound(f"no upload {file_id!r}", file_id=file_id)
     if upload.complete:
         raise ValidationFailed(f"upload {file_id!r} is already complete", file_id=file_id)
+    if upload.failed:
+        raise ValidationFailed(f"upload {file_id!r} has failed; start it again", file_id=file_id)
     return upload
 
 

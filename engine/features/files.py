@@ -2,9 +2,10 @@
 
 `store_file` streams a body into `FileStorage` and records it in the uploader's stream:
 `FileUploadStarted` (only when no `file_upload_start` came over the WebSocket), `FileUploadProgressed`
-(volatile) as bytes arrive, and `FileUploadCompleted` once the bytes are stored. The uploads component
+(volatile) as bytes arrive, and `FileUploadCompleted` once the bytes are stored, or `FileUploadFailed`
+when the body fails (too large, idle, the client gone, storage). The uploads component
 (engine/features/uploads.py) publishes them to the uploader's connections as `file_upload_started`,
-`file_upload_progress` and `file_upload_complete`.
+`file_upload_progress`, `file_upload_complete` and `file_upload_failed`.
 
 File ids are global (one URL per file) but uploads live in each user's own stream, so who owns an id
 is read from the log: the user of the first `FileUploadStarted`/`FileUploadCompleted` naming it. That
@@ -16,12 +17,29 @@ Bad input changes nothing: the size announced by `Content-Length`, the file id, 
 the owner are checked before anything is written, and a body whose first bytes contradict its
 declared type is refused before the claim is appended. A file id, once complete, is never written
 again: the completion event's size and sha256 keep describing the bytes served.
+
+A body that fails once its upload is in the log (claimed by this PUT, or started over the WebSocket)
+ends that upload with `FileUploadFailed`, which releases the id to its owner: the next PUT or
+`file_upload_start` of it begins a new attempt. Completion and failure carry the attempt's `end_key`
+(engine/projections/uploads.py), so the log records one end per attempt whoever decides it: this PUT,
+another node's PUT of the same upload, or the sweeper that expires abandoned uploads
+(engine/features/upload_sweeper.py). A completion that finds the attempt already ended answers 409.
+
+Idle bodies: no byte for `idle_timeout` seconds fails the upload (`idle_timeout`) and the PUT answers
+408. While the body lasts, its upload is kept fresh in the log with a progress report at least every
+half `idle_timeout`, so the sweeper, which expires uploads with no event for `idle_timeout`, never
+takes a slow but live body for an abandoned one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Final
 
 from pydantic import TypeAdapter
@@ -33,7 +51,6 @@ from engine.features.storage import (
     ContentTypeMismatch,
     FileStorage,
     FileStream,
-    ProgressCallback,
     StoredFile,
     TooLarge,
     declared_type_matches,
@@ -42,16 +59,23 @@ from engine.features.storage import (
 )
 from engine.model.actors import Actor
 from engine.model.catalogue import (
+    ABORTED,
     FILE_UPLOAD_COMPLETED,
+    IDLE_TIMEOUT,
+    STORAGE_ERROR,
+    TOO_LARGE,
     FileUploadCompleted,
+    FileUploadFailed,
     FileUploadProgressed,
     FileUploadStarted,
 )
 from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
-from engine.model.events import Origin, RecordedEvent
+from engine.model.events import AppendOutcome, Duplicate, Origin, RecordedEvent
 from engine.projections import uploads as uploads_projection
-from engine.projections.uploads import Upload
+from engine.projections.uploads import Upload, end_key
 from engine.protocol.fields import FileName
+
+log = logging.getLogger(__name__)
 
 # Progress is reported every 5% of the body, but never more often than every 256 KiB: a few events
 # per file whatever the client's chunk size (progress is volatile and high-frequency).
@@ -66,6 +90,12 @@ class FileIdTaken(Rejected):
     """The file id belongs to another user, is already complete, or is being uploaded. HTTP: 409."""
 
     code = "FILE_ID_TAKEN"
+
+
+class UploadTimedOut(Rejected):
+    """No byte of the body arrived for the idle timeout; the upload failed. HTTP: 408."""
+
+    code = "UPLOAD_TIMEOUT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +159,15 @@ def checked_filename(filename: str) -> str:
 
 
 ReadClaims = Callable[[str], Awaitable[list[RecordedEvent]]]
-"""The `FileUploadStarted`/`FileUploadCompleted` events naming a file id, of any user, in log order."""
+"""The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming a file id, of any
+user, in log order."""
+ReadByKey = Callable[[str, str], Awaitable[RecordedEvent | None]]
+"""The event a user appended under an idempotency key, if any."""
+Now = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Files:
@@ -137,12 +175,23 @@ class Files:
     unavailable."""
 
     def __init__(
-        self, *, node_id: str, commit: Commit, read_claims: ReadClaims, storage: FileStorage | None
+        self,
+        *,
+        node_id: str,
+        commit: Commit,
+        read_claims: ReadClaims,
+        read_by_key: ReadByKey,
+        storage: FileStorage | None,
+        idle_timeout: float = 30.0,
+        now: Now = _utc_now,
     ) -> None:
         self._node_id = node_id
         self._commit = commit
         self._read_claims = read_claims
+        self._read_by_key = read_by_key
         self.storage = storage
+        self.idle_timeout = idle_timeout  # seconds without a byte before a body fails
+        self._now = now
         self._complete_files: dict[str, SharedFile] = {}  # complete files never change: safe to keep
         self._uploading: set[str] = set()  # file ids with a body being stored by this node
 
@@ -189,9 +238,11 @@ class Files:
         Raises PermissionDenied (not an editor or admin), InvalidFileId / ValidationFailed (bad id,
         filename or room, or a filename other than the `file_upload_start` gave), TooLarge (by
         `content_length` before reading, or as soon as the body crosses `max_bytes`),
-        ContentTypeMismatch, FileIdTaken, StoreUnavailable. After any of them no bytes are kept.
+        ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte for `idle_timeout`),
+        StoreUnavailable, or whatever reading `chunks` raised (the client went away). After any of
+        them no bytes are kept; once the upload was in the log, it ends with `FileUploadFailed`.
         """
-        if not actor.has_role("admin", "editor"):
+        if not actor.may_upload():
             raise PermissionDenied("uploading files needs the editor or admin role", roles=list(actor.roles))
         validate_file_id(file_id)
         if filename is not None:
@@ -212,33 +263,44 @@ class Files:
             name = _resolved_filename(own, filename, file_id)
             declared = content_type or (own.mime_type if own is not None else None) or None
             total = content_length if content_length is not None else (own.file_size if own else None)
+            report = partial(self._report, actor, file_id, total)
+            attempt = _Attempt(report, total, own, fresh_for=self.idle_timeout / 2, now=self._now)
+            body = _Body(chunks, self.idle_timeout, attempt)
 
             async def claim() -> None:
                 if own is None:
-                    await self._claim(actor, file_id, name, total, declared, room_id)
+                    attempt.began(await self._claim(actor, file_id, name, total, declared, room_id))
 
-            body = _claimed_after_sniff(chunks, declared, claim)
-            stored = await storage.write(
-                file_id,
-                body,
-                max_bytes=max_bytes,
-                on_progress=self._progress_reporter(actor, file_id, total),
-                declared_type=declared,
-            )
-            return await self._complete(actor, file_id, name, room_id, stored)
+            try:
+                stored = await storage.write(
+                    file_id,
+                    _claimed_after_sniff(body, declared, claim),
+                    max_bytes=max_bytes,
+                    on_progress=attempt.written,
+                    declared_type=declared,
+                )
+            except BaseException as exc:
+                await body.aclose()
+                reason = _failure_reason(exc, body)
+                if attempt.upload is not None and reason is not None:
+                    await self._fail(actor, attempt.upload, reason, body.received)
+                raise
+            assert attempt.upload is not None  # storage read the body, so `claim` ran
+            return await self._complete(actor, attempt.upload, name, room_id, stored)
         finally:
             self._uploading.discard(file_id)
 
     def _own_upload(self, actor: Actor, file_id: str, found: SharedFile | None) -> Upload | None:
-        """The caller's unfinished upload of `file_id`, None when nobody claimed it; FileIdTaken when
-        another user owns it or it is complete."""
+        """The caller's upload of `file_id` in progress (started over the WebSocket, or a body on
+        another node), None when nobody claimed the id or the caller's last attempt failed (a new one
+        begins); FileIdTaken when another user owns it or it is complete."""
         if found is None:
             return None
         if found.owner != actor.user_id:
             raise FileIdTaken("this file id belongs to another user", file_id=file_id)
         if found.upload.complete:
             raise FileIdTaken("this file id is already uploaded; files are never replaced", file_id=file_id)
-        return found.upload
+        return None if found.upload.failed else found.upload
 
     async def _claim(
         self,
@@ -248,33 +310,36 @@ class Files:
         total: int | None,
         mime_type: str | None,
         room_id: str | None,
-    ) -> None:
-        """Append `FileUploadStarted`, then make sure it is the id's first claim (module docstring)."""
+    ) -> Upload:
+        """Append `FileUploadStarted`, then make sure it is the id's first claim (module docstring);
+        returns the upload it began."""
         started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
         await self._commit(started.new(Origin.of(self._node_id, actor)))
         winner = shared_file(await self._read_claims(file_id), file_id)
-        if winner is not None and winner.owner != actor.user_id:
+        if winner is None or winner.owner != actor.user_id:
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)
+        return winner.upload
 
-    def _progress_reporter(self, actor: Actor, file_id: str, total: int | None) -> ProgressCallback:
-        step = progress_step(total)
-        reported = 0
+    async def _report(self, actor: Actor, file_id: str, total: int | None, done: int) -> AppendOutcome:
+        progressed = FileUploadProgressed(actor.user_id, file_id, done, total or 0, percentage(done, total))
+        return await self._commit(progressed.new(Origin.of(self._node_id, actor)))
 
-        async def report(done: int) -> None:
-            nonlocal reported
-            if done - reported < step or (total is not None and done >= total):
-                return  # the last bytes are announced by the completion itself
-            reported = done
-            progressed = FileUploadProgressed(
-                actor.user_id, file_id, done, total or 0, percentage(done, total)
-            )
-            await self._commit(progressed.new(Origin.of(self._node_id, actor)))
-
-        return report
+    async def _fail(self, actor: Actor, upload: Upload, reason: str, received: int) -> None:
+        """Record that the attempt failed. Best effort: when the log cannot be reached either, the
+        upload goes idle and the sweeper ends it (upload_sweeper.py)."""
+        failed = FileUploadFailed(actor.user_id, upload.file_id, reason, upload.filename, received)
+        try:
+            await self._commit(failed.new(Origin.of(self._node_id, actor), key=end_key(upload)))
+        except Exception as exc:
+            log.warning(
+                "could not record the failure (%s) of upload %r: %s: %s", reason, upload.file_id,
+                type(exc).__name__, exc,
+            )  # fmt: skip
 
     async def _complete(
-        self, actor: Actor, file_id: str, filename: str, room_id: str | None, stored: StoredFile
+        self, actor: Actor, upload: Upload, filename: str, room_id: str | None, stored: StoredFile
     ) -> SharedFile:
+        file_id = upload.file_id
         completed = FileUploadCompleted(
             actor.user_id,
             file_id,
@@ -285,12 +350,173 @@ class Files:
             mime_type=stored.content_type,
             room_id=room_id,
         )
-        await self._commit(completed.new(Origin.of(self._node_id, actor)))
+        key = end_key(upload)
+        outcome = await self._commit(completed.new(Origin.of(self._node_id, actor), key=key))
+        if isinstance(outcome, Duplicate):  # the attempt ended first (expired, or another node's body)
+            ended = await self._read_by_key(actor.user_id, key)
+            raise FileIdTaken(
+                "this upload had already ended; start it again",
+                file_id=file_id,
+                ended=ended.type if ended is not None else None,
+                reason=ended.data.get("reason") if ended is not None else None,
+            )
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed
             raise StoreUnavailable("the completed upload is not in the log")
         return found
+
+
+class _Attempt:
+    """One PUT's attempt at an upload: the upload once it is in the log (started over the WebSocket,
+    or claimed by this PUT), its progress reports (`report(done)` appends one), and when the next is
+    due for the upload to stay fresh: `fresh_for` seconds after its last event. Timed on the
+    monotonic clock, so a wall clock apart from the database's can only make the first report early."""
+
+    def __init__(
+        self,
+        report: Callable[[int], Awaitable[AppendOutcome]],
+        total: int | None,
+        own: Upload | None,
+        *,
+        fresh_for: float,
+        now: Now,
+    ) -> None:
+        self._report = report
+        self._total = total
+        self._step = progress_step(total)
+        self._fresh_for = fresh_for
+        self._now = now
+        self.upload: Upload | None = None
+        self.reported = 0
+        self._last_event: float | None = None  # monotonic time of the upload's last event
+        if own is not None:
+            self.began(own)
+
+    def began(self, upload: Upload) -> None:
+        """The upload is in the log; its last event is as old as `updated_at` says."""
+        self.upload = upload
+        age = (self._now() - upload.updated_at).total_seconds()
+        self._last_event = time.monotonic() - min(max(age, 0.0), self._fresh_for)
+
+    def beat_in(self) -> float | None:
+        """Seconds until a progress report is due to keep the upload fresh; None before it began."""
+        if self._last_event is None:
+            return None
+        return self._last_event + self._fresh_for - time.monotonic()
+
+    async def written(self, done: int) -> None:
+        """Storage's progress callback: every 5% (at least 256 KiB); the last bytes are announced by
+        the completion itself."""
+        if done - self.reported < self._step or (self._total is not None and done >= self._total):
+            return
+        await self._record(done)
+
+    async def beat(self, received: int) -> None:
+        """A report of what has arrived, even when nothing new has (it keeps the upload fresh)."""
+        await self._record(max(self.reported, received))
+
+    async def _record(self, done: int) -> None:
+        self.reported = done
+        await self._report(done)
+        self._last_event = time.monotonic()
+
+
+_END: Final = object()
+_READ_AHEAD: Final = 4  # chunks of the body, as the server hands them over
+
+
+@dataclass(frozen=True, slots=True)
+class _Broken:
+    """Reading the request body raised this (the client went away)."""
+
+    error: Exception
+
+
+class _Body:
+    """The request body as storage reads it: a chunk must come within the idle timeout (else
+    UploadTimedOut), while waiting the attempt's upload is kept fresh, and what arrived is counted.
+    `broken` says that reading the body itself raised (the client went away).
+
+    A pump task reads the body a few chunks ahead into a queue: waiting on the queue can time out
+    and be resumed, while a timeout that cancelled a read of the body itself would end the body."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], idle_timeout: float, attempt: _Attempt) -> None:
+        self._chunks = chunks
+        self._idle_timeout = idle_timeout
+        self._attempt = attempt
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=_READ_AHEAD)
+        self._pump: asyncio.Task[None] | None = None
+        self.received = 0
+        self.broken = False
+        self._reader = self._read()  # one read of the body, however many loops walk it
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._reader
+
+    async def aclose(self) -> None:
+        """Stop reading the body (its rest is not wanted)."""
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.cancel()
+            await asyncio.wait({pump})
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        self._pump = asyncio.create_task(self._fill())
+        while True:
+            item = await self._next()
+            if item is _END:
+                return
+            if isinstance(item, _Broken):
+                self.broken = True
+                raise item.error
+            assert isinstance(item, bytes)
+            self.received += len(item)
+            yield item
+
+    async def _fill(self) -> None:
+        try:
+            async for chunk in self._chunks:
+                if chunk:
+                    await self._queue.put(chunk)
+            await self._queue.put(_END)
+        except Exception as exc:
+            await self._queue.put(_Broken(exc))
+
+    async def _next(self) -> object:
+        """The next chunk, `_END` or `_Broken`, reporting progress while waiting when one is due."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        loop = asyncio.get_running_loop()
+        idle_at = loop.time() + self._idle_timeout
+        while True:
+            beat_in = self._attempt.beat_in()
+            wait = idle_at - loop.time()
+            try:
+                async with asyncio.timeout(max(0.0, wait if beat_in is None else min(wait, beat_in))):
+                    return await self._queue.get()
+            except TimeoutError:
+                if loop.time() >= idle_at:
+                    raise UploadTimedOut(
+                        f"no byte of the body arrived for {self._idle_timeout:g} seconds",
+                        idle_timeout=self._idle_timeout,
+                        bytes_received=self.received,
+                    ) from None
+                await self._attempt.beat(self.received)
+
+
+def _failure_reason(exc: BaseException, body: _Body) -> str | None:
+    """Why the body failed, as `FileUploadFailed` says it; None for a refusal of the request that
+    leaves its upload as it was (a type the first bytes contradict, an id someone else claimed)."""
+    if isinstance(exc, TooLarge):
+        return TOO_LARGE
+    if isinstance(exc, UploadTimedOut):
+        return IDLE_TIMEOUT
+    if isinstance(exc, ContentTypeMismatch | FileIdTaken):
+        return None
+    if body.broken or isinstance(exc, asyncio.CancelledError):
+        return ABORTED
+    return STORAGE_ERROR
 
 
 def _resolved_filename(own: Upload | None, given: str | None, file_id: str) -> str:
@@ -307,7 +533,7 @@ def _resolved_filename(own: Upload | None, given: str | None, file_id: str) -> s
 
 
 async def _claimed_after_sniff(
-    chunks: AsyncIterator[bytes], declared: str | None, claim: Callable[[], Awaitable[None]]
+    chunks: AsyncIterable[bytes], declared: str | None, claim: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[bytes]:
     """`chunks`, once the first bytes agree with `declared` and `claim()` has run: a body of the
     wrong type is refused before anything is appended (storage checks the type again)."""
@@ -335,6 +561,7 @@ __all__ = [
     "FileIdTaken",
     "Files",
     "SharedFile",
+    "UploadTimedOut",
     "checked_filename",
     "file_url",
     "percentage",

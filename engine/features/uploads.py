@@ -5,12 +5,14 @@ connections and tracked with the uploads projection (engine/projections/uploads.
 volatile twin (`volatile:user:{id}`): no `seq`, dropped first under backpressure, and a queued,
 unsent progress of the same file is replaced by the newer one (coalesced per `file_id`).
 `FileUploadCompleted` (appended by the REST upload, files.py) reaches all the user's connections as
-`file_upload_complete`.
+`file_upload_complete`, and `FileUploadFailed` (an upload that ended without a stored file) as
+`file_upload_failed`.
 
 State: the node keeps each upload it has seen (`uploads`, file id -> `Upload`), folded from the commits
 it publishes; a file it does not know is folded from the user's stream before a decision. A progress
-report for a file the user never started (or another user's) is NOT_FOUND, for a completed one
-VALIDATION_ERROR (engine/decisions/own_stream.py). The bytes go over REST (files.py), never the socket.
+report for a file the user never started (or another user's) is NOT_FOUND, for a completed or failed
+one VALIDATION_ERROR; a failed upload may be started again by its owner (engine/decisions/own_stream.py).
+The bytes go over REST (files.py), never the socket.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
+    FILE_UPLOAD_FAILED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
     FileUploadProgressed,
@@ -34,7 +37,13 @@ from engine.model.reading import ReadStream, read_through
 from engine.model.streams import user_stream
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload
-from engine.protocol import Envelope, file_upload_complete, file_upload_progress, file_upload_started
+from engine.protocol import (
+    Envelope,
+    file_upload_complete,
+    file_upload_failed,
+    file_upload_progress,
+    file_upload_started,
+)
 from engine.protocol.rendering import encode
 
 
@@ -62,6 +71,7 @@ class Uploads:
             FILE_UPLOAD_STARTED: self._publish_started,
             FILE_UPLOAD_PROGRESSED: self._publish_progress,
             FILE_UPLOAD_COMPLETED: self._publish_completed,
+            FILE_UPLOAD_FAILED: self._publish_failed,
         }
 
     async def start(
@@ -76,10 +86,10 @@ class Uploads:
         client_msg_id: str | None = None,
     ) -> None:
         """Append `FileUploadStarted`; the user's other connections get `file_upload_started`.
-        VALIDATION_ERROR when the user already used this `file_id`."""
+        VALIDATION_ERROR when the `file_id` is in use (unless it is the user's own failed upload)."""
         self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_start")
-        check_upload_start(await self.upload(actor.user_id, file_id), file_id)
+        check_upload_start(await self.upload(actor.user_id, file_id), actor, file_id)
         started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
         outcome = await self._commit(
             started.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
@@ -172,6 +182,20 @@ class Uploads:
             user_id=str(data["user_id"]),
             size=int(data.get("size") or 0),
             sha256=str(data.get("sha256") or ""),
+            envelope=Envelope.of(event),
+        )
+        self._hub.publish(user_stream(str(data["user_id"])), encode([message]), seq=event.stream_version)
+
+    def _publish_failed(self, event: RecordedEvent, sender: str | None) -> None:
+        upload = self._fold(event)
+        data = event.data
+        filename = data.get("filename") or (upload.filename if upload is not None else None) or ""
+        message = file_upload_failed(
+            str(data["file_id"]),
+            str(filename),
+            reason=str(data["reason"]),
+            bytes_uploaded=int(data.get("bytes_uploaded") or 0),
+            user_id=str(data["user_id"]),
             envelope=Envelope.of(event),
         )
         self._hub.publish(user_stream(str(data["user_id"])), encode([message]), seq=event.stream_version)

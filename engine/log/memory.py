@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 import orjson
 
 from engine.log.batch_plan import CellKey, LogState, plan
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, USER_STATUS_CHANGED
+from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
-from engine.model.streams import room_stream, user_stream
+from engine.model.streams import room_stream, user_stream, volatile_stream
 from engine.projections.cells import Cell, SheetAtHead
 from engine.protocol import iso
 
@@ -131,8 +131,15 @@ class MemoryEventStore:
         return len(self._streams.get(stream_id, []))
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
-        claims = (FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED)
-        return [e for e in self.events if e.type in claims and e.data.get("file_id") == file_id]
+        return [e for e in self.events if e.type in FILE_CLAIM_EVENTS and e.data.get("file_id") == file_id]
+
+    async def upload_events(self, user_id: str, file_id: str) -> list[RecordedEvent]:
+        streams = {user_stream(user_id), volatile_stream(user_stream(user_id))}
+        return [
+            e
+            for e in self.events
+            if e.stream_id in streams and e.type in UPLOAD_EVENTS and e.data.get("file_id") == file_id
+        ]
 
 
 __all__ = ["MemoryEventStore"]

@@ -40,9 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.log.schema import events
 from engine.log.writer import LogWriter
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, USER_STATUS_CHANGED
+from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
-from engine.model.streams import ROOM_STREAM_PREFIX, user_id_of, user_stream
+from engine.model.streams import ROOM_STREAM_PREFIX, user_id_of, user_stream, volatile_stream
 from engine.projections.cells import SheetAtHead
 
 
@@ -131,6 +131,8 @@ class EventLog(Protocol):
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]: ...
 
+    async def upload_events(self, user_id: str, file_id: str) -> list[RecordedEvent]: ...
+
     async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None: ...
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]: ...
@@ -193,15 +195,32 @@ class EventStore:
             return found.scalar()
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
-        """The `FileUploadStarted`/`FileUploadCompleted` events naming `file_id`, of any user, in
-        position order (engine/features/files.py decides who owns the id from them).
+        """The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming `file_id`, of
+        any user, in position order (engine/features/files.py decides who owns the id, and whether its
+        owner's last attempt failed, from them).
 
         A scan by type and data: claims are rare next to cell updates, and an expression index on
         (data->>'file_id') can be added by a migration without changing this query."""
         query = (
             select(events)
             .where(
-                events.c.type.in_((FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED)),
+                events.c.type.in_(sorted(FILE_CLAIM_EVENTS)),
+                events.c.data["file_id"].astext == file_id,
+            )
+            .order_by(events.c.position)
+        )
+        return await self._fetch(query)
+
+    async def upload_events(self, user_id: str, file_id: str) -> list[RecordedEvent]:
+        """Every upload event of `user_id` naming `file_id`, progress included, in position order:
+        the upload as the log holds it right now (engine/projections/uploads.py folds them). Read
+        through the (stream, version) index of the user's stream and its volatile twin."""
+        durable = user_stream(user_id)
+        query = (
+            select(events)
+            .where(
+                events.c.stream_id.in_((durable, volatile_stream(durable))),
+                events.c.type.in_(sorted(UPLOAD_EVENTS)),
                 events.c.data["file_id"].astext == file_id,
             )
             .order_by(events.c.position)

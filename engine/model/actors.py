@@ -18,10 +18,13 @@ DEFAULT_ROLES: Final[tuple[Role, ...]] = ("editor",)
 # Joining persists a room event, so it is a write: auditors read history over REST instead.
 _MAY_JOIN: Final = frozenset({"admin", "editor", "viewer"})
 # What each role may send over the WebSocket (docs/protocol.md, `PERMISSION_DENIED`). A viewer watches
-# and is seen (joins, cursor, status, typing, notifications) but changes no sheet and spends no AI; an
-# auditor reads history over REST and sends nothing that is recorded. `ping` and `refresh_token` are
-# never recorded: anyone.
-_VIEWER_MAY_NOT: Final = frozenset({"cell_update", "cells_update", "ai_request", "ai_cancel"})
+# and is seen (joins, cursor, status, typing, notifications) but changes no sheet, spends no AI and
+# writes no file (an upload claims a file id for good); an auditor reads history over REST and sends
+# nothing that is recorded. `ping` and `refresh_token` are never recorded: anyone.
+_UPLOAD_MESSAGES: Final = frozenset({"file_upload_start", "file_upload_progress"})
+_VIEWER_MAY_NOT: Final = (
+    frozenset({"cell_update", "cells_update", "ai_request", "ai_cancel"}) | _UPLOAD_MESSAGES
+)
 _ANYONE_MAY: Final = frozenset({"ping", "refresh_token"})
 
 
@@ -60,6 +63,11 @@ class Actor:
         if message_type in _ANYONE_MAY or self.has_role("admin", "editor"):
             return True
         return self.has_role("viewer") and message_type not in _VIEWER_MAY_NOT
+
+    def may_upload(self) -> bool:
+        """Whether the actor may write files: `file_upload_start` and `file_upload_progress` over the
+        WebSocket, and the body over REST (`PUT /api/v1/files/{file_id}`) follow this one rule."""
+        return all(self.may_send(message_type) for message_type in _UPLOAD_MESSAGES)
 
     def public(self) -> dict[str, object]:
         """The user as other clients see it (the `user` of `connected`)."""

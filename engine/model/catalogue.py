@@ -42,6 +42,7 @@ NOTIFICATIONS_SUBSCRIBED: Final = "NotificationsSubscribed"
 FILE_UPLOAD_STARTED: Final = "FileUploadStarted"
 FILE_UPLOAD_PROGRESSED: Final = "FileUploadProgressed"
 FILE_UPLOAD_COMPLETED: Final = "FileUploadCompleted"
+FILE_UPLOAD_FAILED: Final = "FileUploadFailed"
 AI_REQUEST_STARTED: Final = "AiRequestStarted"
 AI_PROGRESSED: Final = "AiProgressed"
 AI_COMPLETED: Final = "AiCompleted"
@@ -63,6 +64,13 @@ LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_L
 STOPPED: Final = "stopped"
 EXPIRED: Final = "expired"
 
+# Why an upload failed (`FileUploadFailed.reason`). Each releases the file id to its owner.
+TOO_LARGE: Final = "too_large"  # the body crossed MAX_UPLOAD_BYTES
+IDLE_TIMEOUT: Final = "idle_timeout"  # nothing arrived for UPLOAD_IDLE_TIMEOUT_SECONDS: no byte, or no body
+ABORTED: Final = "aborted"  # the client went away (or the request was cancelled) before the body ended
+STORAGE_ERROR: Final = "storage_error"  # the bytes could not be stored, or the end not recorded
+UPLOAD_FAILURE_REASONS: Final = frozenset({TOO_LARGE, IDLE_TIMEOUT, ABORTED, STORAGE_ERROR})
+
 # Families: who is concerned by what. Each projection folds the types of its concern and names the
 # families it skips (engine/projections/__init__.py); together they must cover the catalogue.
 MEMBERSHIP_EVENTS: Final = frozenset({USER_JOINED_ROOM, USER_LEFT_ROOM})
@@ -73,7 +81,12 @@ CURSOR_EVENTS: Final = frozenset({CURSOR_MOVED})
 TYPING_EVENTS: Final = frozenset({TYPING_STARTED, TYPING_STOPPED})
 STATUS_EVENTS: Final = frozenset({USER_STATUS_CHANGED})
 NOTIFICATION_EVENTS: Final = frozenset({NOTIFICATION_CREATED, NOTIFICATION_READ, NOTIFICATIONS_SUBSCRIBED})
-UPLOAD_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_COMPLETED})
+UPLOAD_EVENTS: Final = frozenset(
+    {FILE_UPLOAD_STARTED, FILE_UPLOAD_PROGRESSED, FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED}
+)
+# The upload events that claim a file id or end an attempt: who owns an id, and whether its owner's last
+# attempt is over, are decided from these alone (engine/features/files.py), progress left out.
+FILE_CLAIM_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED})
 AI_EVENTS: Final = frozenset({AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, AI_CANCELLED})
 
 ROOM_EVENTS: Final = (
@@ -364,6 +377,18 @@ class FileUploadCompleted(UserEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class FileUploadFailed(UserEvent):
+    """An upload ended without a stored file; its partial bytes were discarded. The owner may start the
+    id again (a new FileUploadStarted begins a new attempt)."""
+
+    TYPE: ClassVar[str] = FILE_UPLOAD_FAILED
+    file_id: str
+    reason: str  # one of UPLOAD_FAILURE_REASONS
+    filename: str | None = None
+    bytes_uploaded: int = 0  # bytes received before it failed (none of them kept)
+
+
+@dataclass(frozen=True, slots=True)
 class AiRequestStarted(UserEvent):
     TYPE: ClassVar[str] = AI_REQUEST_STARTED
     request_id: str
@@ -430,6 +455,7 @@ EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
         FileUploadStarted,
         FileUploadProgressed,
         FileUploadCompleted,
+        FileUploadFailed,
         AiRequestStarted,
         AiProgressed,
         AiCompleted,

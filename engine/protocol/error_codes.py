@@ -27,6 +27,7 @@ NOT_FOUND: Final = "NOT_FOUND"
 MESSAGE_TOO_LARGE: Final = "MESSAGE_TOO_LARGE"
 PAYLOAD_TOO_LARGE: Final = "PAYLOAD_TOO_LARGE"
 FILE_ID_TAKEN: Final = "FILE_ID_TAKEN"
+UPLOAD_TIMEOUT: Final = "UPLOAD_TIMEOUT"
 CONNECTION_REMOVED: Final = "CONNECTION_REMOVED"
 TOO_MANY_CONNECTIONS: Final = "TOO_MANY_CONNECTIONS"
 NODE_FULL: Final = "NODE_FULL"
@@ -51,6 +52,7 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = {
     METHOD_NOT_ALLOWED: ErrorCode(405),
     VERSION_CONFLICT: ErrorCode(409),
     FILE_ID_TAKEN: ErrorCode(409),  # a file id another user owns, or one already complete
+    UPLOAD_TIMEOUT: ErrorCode(408),  # a file body with no byte for UPLOAD_IDLE_TIMEOUT_SECONDS
     MESSAGE_TOO_LARGE: ErrorCode(413, CloseCode.MESSAGE_TOO_BIG),
     PAYLOAD_TOO_LARGE: ErrorCode(413),  # a file body over MAX_UPLOAD_BYTES
     UNSUPPORTED_MEDIA_TYPE: ErrorCode(415),
@@ -103,6 +105,7 @@ __all__ = [
     "TOO_MANY_CONNECTIONS",
     "UNKNOWN_MESSAGE_TYPE",
     "UNSUPPORTED_MEDIA_TYPE",
+    "UPLOAD_TIMEOUT",
     "VALIDATION_ERROR",
     "VERSION_CONFLICT",
     "ErrorCode",

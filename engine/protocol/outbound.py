@@ -417,6 +417,28 @@ def file_upload_complete(
     return _stamped(message, envelope)
 
 
+def file_upload_failed(
+    file_id: str,
+    filename: str,
+    *,
+    reason: str,
+    bytes_uploaded: int,
+    user_id: str,
+    envelope: Envelope | None = None,
+) -> dict[str, Any]:
+    """An upload ended without a stored file: `reason` is `too_large`, `idle_timeout`, `aborted` or
+    `storage_error`; `bytes_uploaded` had arrived (none kept). The owner may start the id again."""
+    message = {
+        "type": "file_upload_failed",
+        "file_id": file_id,
+        "filename": filename,
+        "reason": reason,
+        "bytes_uploaded": bytes_uploaded,
+        "user_id": user_id,
+    }
+    return _stamped(message, envelope)
+
+
 # Admin broadcasts.
 
 # Types a broadcast may not take: a client would act on a forged protocol message as if it were real.
@@ -424,7 +446,8 @@ RESERVED_TYPES: Final = frozenset(
     """connected pong ack error server_shutdown room_state user_joined user_left room_left
     replay_complete cursor_moved user_typing_start user_typing_stop cell_updated user_status_changed
     ai_event notifications_subscribed notification_event file_upload_started file_upload_progress
-    file_upload_complete cells_updated sheet_state token_expiring token_refreshed""".split()  # noqa: SIM905
+    file_upload_complete file_upload_failed cells_updated sheet_state token_expiring
+    token_refreshed""".split()  # noqa: SIM905
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
+from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
 from engine.model.streams import user_stream
 from engine.service import Engine
 from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
@@ -227,16 +228,77 @@ async def test_body_over_the_limit_by_content_length_is_413_before_reading(files
     await _assert_nothing_of(files_server, user, file_id)
 
 
-async def test_streamed_body_over_the_limit_is_413_and_nothing_is_kept(files_server: Server) -> None:
+async def test_streamed_body_over_the_limit_is_413_ends_the_upload_failed_and_frees_the_id(
+    files_server: Server,
+) -> None:
+    """A chunked body has no Content-Length: it is claimed and reported on until it crosses the limit.
+    Then the upload ends in `FileUploadFailed` (too_large), which every tab hears, and the same id
+    can be uploaded again."""
     user, file_id = new_user(), new_file_id()
-    reply = await put(files_server, user, file_id, chunked(png(LIMIT + 256 * 1024)), filename="big.png")
-    assert reply.status_code == 413
-    assert reply.json()["code"] == "PAYLOAD_TOO_LARGE"
-    assert file_id not in stored_names(files_server)
-    assert not any(name.endswith(".part") for name in stored_names(files_server))
-    assert (await get(files_server, file_id, auth(files_server, user))).status_code == 404
-    stream = await engine_of(files_server).store.read_stream(user_stream(user))
-    assert FILE_UPLOAD_COMPLETED not in [e.type for e in stream]
+    async with files_server.connect(files_server.token(user)) as tab:
+        await greet(tab)
+        reply = await put(files_server, user, file_id, chunked(png(LIMIT + 256 * 1024)), filename="big.png")
+        assert reply.status_code == 413
+        assert reply.json()["code"] == "PAYLOAD_TOO_LARGE"
+        messages = await until(tab, of_type("file_upload_failed"))
+        assert file_id not in stored_names(files_server)
+        assert not any(name.endswith(".part") for name in stored_names(files_server))
+        assert (await get(files_server, file_id, auth(files_server, user))).status_code == 404
+        stream = await engine_of(files_server).store.read_stream(user_stream(user))
+        assert [e.type for e in stream] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED]
+        failed = messages[-1]
+        assert failed == {
+            "type": "file_upload_failed",
+            "file_id": file_id,
+            "filename": "big.png",
+            "reason": "too_large",
+            "bytes_uploaded": failed["bytes_uploaded"],
+            "user_id": user,
+            "seq": stream[-1].stream_version,
+            "ts": failed["ts"],
+        }
+        assert LIMIT < failed["bytes_uploaded"] <= LIMIT + 256 * 1024  # it stopped at the chunk that crossed
+        assert messages[0]["type"] == "file_upload_started"
+        assert {m["type"] for m in messages[1:-1]} <= {"file_upload_progress"}
+
+        data = png(5000)
+        again = await put(files_server, user, file_id, data, filename="small.png")
+        assert again.status_code == 201, again.text
+        [*_, complete] = await until(tab, of_type("file_upload_complete"))
+    assert (complete["filename"], complete["size"]) == ("small.png", len(data))
+    assert (await get(files_server, file_id, auth(files_server, user))).content == data
+    types = [e.type for e in await engine_of(files_server).store.read_stream(user_stream(user))]
+    assert types == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
+
+
+async def test_a_failed_upload_started_over_the_socket_can_be_started_again_by_its_owner_only(
+    files_server: Server,
+) -> None:
+    user, other, file_id = new_user(), new_user(), new_file_id()
+    start = {"type": "file_upload_start", "file_id": file_id, "filename": "big.png", "file_size": LIMIT * 2}
+    async with (
+        files_server.connect(files_server.token(user)) as tab,
+        files_server.connect(files_server.token(other)) as stranger,
+    ):
+        await greet(tab)
+        await greet(stranger)
+        assert (await request(tab, {**start, "client_msg_id": "s1"}))["type"] == "ack"
+        reply = await put(files_server, user, file_id, chunked(png(LIMIT + 256 * 1024)))
+        assert reply.status_code == 413
+        [*_, failed] = await until(tab, of_type("file_upload_failed"))  # the starting tab hears it too
+        assert (failed["reason"], failed["filename"]) == ("too_large", "big.png")
+        refused = await request(stranger, {**start, "client_msg_id": "x"})
+        assert (refused["type"], refused["code"]) == ("error", "VALIDATION_ERROR")
+        taken = await put(files_server, other, file_id, png(100), filename="mine.png")
+        assert taken.status_code == 409
+        progress = {"type": "file_upload_progress", "file_id": file_id, "bytes_uploaded": 1}
+        late = await request(tab, {**progress, "total_bytes": 2, "percentage": 50, "client_msg_id": "p"})
+        assert (late["type"], late["code"]) == ("error", "VALIDATION_ERROR")  # start it again first
+        assert (await request(tab, {**start, "file_size": 100, "client_msg_id": "s2"}))["type"] == "ack"
+        data = png(100)
+        assert (await put(files_server, user, file_id, data)).status_code == 201
+    assert (await get(files_server, file_id, auth(files_server, user))).content == data
+    assert await engine_of(files_server).store.stream_version(user_stream(other)) == 0
 
 
 async def test_declared_type_contradicting_the_bytes_is_refused_and_changes_nothing(
@@ -367,7 +429,13 @@ async def test_an_interrupted_body_keeps_nothing_and_the_id_can_be_retried(files
 
     with pytest.raises(ConnectionAbortedError):
         await put(files_server, user, file_id, broken(), filename="a.png")
-    await wait_for_events(engine_of(files_server).store, user_stream(user), 1)  # it was claimed
+    started, failed = await wait_for_events(engine_of(files_server).store, user_stream(user), 2)
+    assert (started.type, failed.type, failed.data["reason"]) == (
+        FILE_UPLOAD_STARTED,
+        FILE_UPLOAD_FAILED,
+        "aborted",
+    )
+    assert 0 < failed.data["bytes_uploaded"] <= 300 * 1024
     await _until_no_body_of(files_server, file_id)
     assert (await get(files_server, file_id, auth(files_server, user))).status_code == 404
     assert not any(name.endswith(".part") for name in stored_names(files_server))
@@ -383,3 +451,23 @@ async def _until_no_body_of(server: Server, file_id: str) -> None:
             if file_id not in engine_of(server).files._uploading:
                 return
             await asyncio.sleep(0.01)
+
+
+async def test_a_body_storage_cannot_write_ends_its_upload_with_a_storage_error(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Storage whose folder cannot be made (a plain file took its place after start): the PUT is a
+    500, and the upload the socket had started ends in `file_upload_failed` (storage_error)."""
+    data_dir = tmp_path_factory.mktemp("broken-storage")
+    settings = make_settings(database_url, data_dir=data_dir)
+    user, file_id = new_user(), new_file_id()
+    async with serve(settings) as broken, broken.connect(broken.token(user)) as tab:
+        shutil.rmtree(data_dir / "files", ignore_errors=True)
+        (data_dir / "files").write_text("not a folder")
+        await greet(tab)
+        start = {"type": "file_upload_start", "file_id": file_id, "filename": "a.png", "file_size": 1000}
+        assert (await request(tab, {**start, "client_msg_id": "s"}))["type"] == "ack"
+        reply = await put(broken, user, file_id, png(1000))
+        assert reply.status_code == 500
+        [*_, failed] = await until(tab, of_type("file_upload_failed"))
+    assert (failed["file_id"], failed["reason"], failed["filename"]) == (file_id, "storage_error", "a.png")

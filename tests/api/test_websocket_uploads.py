@@ -109,3 +109,28 @@ async def test_starting_a_file_id_twice_is_refused(server: Server) -> None:
         reply = await request(ws, start(file_id, client_msg_id="b"))
         assert reply["type"] == "error"
         assert reply["code"] == "VALIDATION_ERROR"
+
+
+async def test_only_users_who_may_write_files_may_start_or_report_an_upload(server: Server) -> None:
+    """The rule of the REST PUT (editor or admin) holds on the socket too: a viewer's or an auditor's
+    `file_upload_start` is PERMISSION_DENIED and records nothing, so it cannot take an id another user
+    then finds "already in use"."""
+    file_id = f"f-{uuid.uuid4().hex[:8]}"
+    engine: Engine = server.app.state.engine
+    for role in ("viewer", "auditor"):
+        watcher = new_user()
+        async with server.connect(server.token(watcher, roles=[role])) as ws:
+            await greet(ws)
+            for message in (start(file_id, client_msg_id="s"), progress(file_id, 10, client_msg_id="p")):
+                reply = await request(ws, message)
+                assert (reply["type"], reply["code"], reply["client_msg_id"]) == (
+                    "error",
+                    "PERMISSION_DENIED",
+                    message["client_msg_id"],
+                )
+        assert await engine.store.stream_version(f"user:{watcher}") == 0
+        assert await engine.store.stream_version(volatile_stream(f"user:{watcher}")) == 0
+    editor = new_user()
+    async with server.connect(server.token(editor, roles=["viewer", "editor"])) as ws:
+        await greet(ws)
+        assert (await request(ws, start(file_id, client_msg_id="mine")))["type"] == "ack"

@@ -10,7 +10,17 @@ from typing import Any
 import pytest
 
 from engine.log.store import EventLog
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED, CellUpdated, FileUploadStarted
+from engine.model.catalogue import (
+    ABORTED,
+    FILE_UPLOAD_COMPLETED,
+    FILE_UPLOAD_FAILED,
+    FILE_UPLOAD_STARTED,
+    TOO_LARGE,
+    CellUpdated,
+    FileUploadFailed,
+    FileUploadProgressed,
+    FileUploadStarted,
+)
 from engine.model.errors import ValidationFailed, VersionConflict
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
 
@@ -163,6 +173,35 @@ async def test_log_file_claims_are_every_users_in_log_order(event_log: EventLog)
         (FILE_UPLOAD_STARTED, "bob"),
     ]
     assert FILE_UPLOAD_COMPLETED not in {e.type for e in claims}
+    progressed = FileUploadProgressed("alice", file_id, 1, 3, 33.3).new(Origin("n", "alice"))
+    failed = FileUploadFailed("alice", file_id, TOO_LARGE, "a.csv", 4).new(Origin("n", "alice"))
+    await event_log.append([progressed, failed])
+    claims = await event_log.file_claims(
+        file_id
+    )  # a failure ends the owner's attempt; progress claims nothing
+    assert [e.type for e in claims] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED]
+
+
+async def test_log_upload_events_are_one_users_upload_with_its_progress(event_log: EventLog) -> None:
+    file_id = f"f-{uuid.uuid4().hex[:12]}"
+    origin = Origin("n", "alice")
+    await event_log.append(
+        [
+            FileUploadStarted("alice", file_id, "a.csv", 3, "text/csv").new(origin),
+            FileUploadStarted("bob", file_id, "b.csv", 3, "text/csv").new(Origin("n", "bob")),
+            FileUploadProgressed("alice", file_id, 2, 3, 66.7).new(origin),
+            FileUploadStarted("alice", file_id + "x", "c.csv", 3, "text/csv").new(origin),
+            FileUploadFailed("alice", file_id, ABORTED, "a.csv", 2).new(origin),
+        ]
+    )
+    found = await event_log.upload_events("alice", file_id)
+    assert [(e.type, e.stream_id) for e in found] == [
+        (FILE_UPLOAD_STARTED, "user:alice"),
+        ("FileUploadProgressed", "volatile:user:alice"),
+        (FILE_UPLOAD_FAILED, "user:alice"),
+    ]
+    assert [e.position for e in found] == sorted(e.position for e in found)
+    assert await event_log.upload_events("carol", file_id) == []
 
 
 async def test_log_data_json_cannot_hold_is_refused_and_changes_nothing(

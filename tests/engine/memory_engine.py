@@ -72,10 +72,10 @@ async def settle(engine: Engine) -> None:
 
 
 @asynccontextmanager
-async def memory_engine(**config: Any) -> AsyncIterator[Engine]:
-    """A started engine on a fresh memory log (config: EngineConfig fields)."""
+async def memory_engine(log: MemoryEventStore | None = None, **config: Any) -> AsyncIterator[Engine]:
+    """A started engine on a memory log (a fresh one unless given; config: EngineConfig fields)."""
     config.setdefault("rate_limits", RateLimits(per_minute=10_000, per_hour=100_000))
-    engine = Engine(EngineConfig(**config), log=MemoryEventStore())
+    engine = Engine(EngineConfig(**config), log=log if log is not None else MemoryEventStore())
     await engine.start()
     try:
         yield engine

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
+from typing import Any
 
+from engine.features.upload_sweeper import UploadSweeper
+from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
+from engine.model.catalogue import FILE_UPLOAD_FAILED
+from engine.model.events import RecordedEvent
 from engine.model.streams import user_stream
+from engine.projections.uploads import Upload
 from engine.protocol.close_codes import CloseCode
 from tests.engine.memory_engine import connect, memory_engine, settle
+from tests.unit.event_log import T0
 
 ADMIN = Actor("root", "root", roles=("admin",))
 
@@ -100,3 +108,73 @@ async def test_engine_ai_request_streams_its_events_to_the_requester() -> None:
         assert kinds[0] == "ai_start" and kinds[-1] == "ai_complete" and kinds.count("ai_progress") >= 2
         await ann.send({"type": "ai_request", "request_id": "q2", "query": "sum", "sheet_id": "nowhere"})
         assert [m["code"] for m in ann.take()] == ["NOT_FOUND"]
+
+
+async def test_engine_upload_sweeper_ends_each_abandoned_upload_once_by_the_log_clock() -> None:
+    """The sweeper on the memory log with a clock of its own: an upload with no event for the timeout
+    ends in `file_upload_failed` (idle_timeout) for every tab; one with recent progress does not; a
+    second sweeper acting on what it read before the first one swept records nothing more (the end
+    key); the owner then starts the id again."""
+    clock = [T0]
+    log = MemoryEventStore(clock=lambda: clock[0])
+    # The engine's own sweeper never fires here: the test drives two of its own, on its own clock.
+    async with memory_engine(log, upload_idle_timeout=10**9) as engine:
+        ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
+        for file_id in ("abandoned", "alive"):
+            await ann.send(
+                {"type": "file_upload_start", "file_id": file_id, "filename": "a.csv", "file_size": 9}
+            )
+        clock[0] = T0 + timedelta(seconds=20)
+        await ann.send(
+            {
+                "type": "file_upload_progress",
+                "file_id": "alive",
+                "bytes_uploaded": 3,
+                "total_bytes": 9,
+                "percentage": 33,
+            }
+        )
+        tab.take()
+
+        def sweeper(now: datetime, **ports: Any) -> UploadSweeper:
+            return UploadSweeper(
+                node_id="sweeper",
+                commit=engine.commit,
+                find_idle=ports.get("find_idle", engine.node.idle_uploads),
+                read_upload=ports.get("read_upload", engine.node.upload_events),
+                timeout_seconds=30,
+                now=lambda: now,
+            )
+
+        assert await sweeper(T0 + timedelta(seconds=29.9)).sweep() == []
+        at_30 = T0 + timedelta(seconds=30)
+        stale = await engine.node.idle_uploads(at_30 - timedelta(seconds=30))
+        stale_events = {u.file_id: await engine.node.upload_events("ann", u.file_id) for u in stale}
+        clock[0] = at_30
+        assert [u.file_id for u in await sweeper(at_30).sweep()] == ["abandoned"]
+        await settle(engine)
+        [failed] = tab.take()
+        assert (failed["type"], failed["file_id"], failed["reason"]) == (
+            "file_upload_failed",
+            "abandoned",
+            "idle_timeout",
+        )
+        assert [m["type"] for m in ann.take()] == ["file_upload_failed"]  # the starting tab too
+
+        async def find_stale(_: datetime) -> list[Upload]:
+            return stale
+
+        async def read_stale(_: str, file_id: str) -> list[RecordedEvent]:
+            return list(stale_events[file_id])
+
+        late = sweeper(at_30, find_idle=find_stale, read_upload=read_stale)
+        assert await late.sweep() == []  # its append was a duplicate of the first end
+        failures = [e for e in log.events if e.type == FILE_UPLOAD_FAILED]
+        assert [e.data["file_id"] for e in failures] == ["abandoned"]
+
+        at_50 = T0 + timedelta(seconds=50)
+        assert [u.file_id for u in await sweeper(at_50).sweep()] == ["alive"]
+        await ann.send(
+            {"type": "file_upload_start", "file_id": "abandoned", "filename": "b.csv", "file_size": 1}
+        )
+        assert [m["type"] for m in tab.take()] == ["file_upload_failed", "file_upload_started"]

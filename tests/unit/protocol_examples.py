@@ -237,6 +237,14 @@ def outbound() -> dict[str, dict[str, Any]]:
             sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
             envelope=user_event(13),
         ),
+        "file_upload_failed": messages.file_upload_failed(
+            "file_124",
+            "huge.csv",
+            reason="too_large",
+            bytes_uploaded=52494336,
+            user_id="user_1",
+            envelope=user_event(15),
+        ),
         "system_announcement": messages.broadcast(
             {
                 "type": "system_announcement",

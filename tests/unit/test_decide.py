@@ -10,6 +10,7 @@ from engine.decisions import access, own_stream
 from engine.decisions import cells as cell_rules
 from engine.model.actors import Actor, Role
 from engine.model.catalogue import (
+    FILE_UPLOAD_FAILED,
     FILE_UPLOAD_STARTED,
     NOTIFICATION_CREATED,
 )
@@ -55,8 +56,14 @@ def test_decide_authorize_lets_admins_and_editors_send_everything(role: Role, me
 
 
 @pytest.mark.parametrize("message_type", MESSAGES)
-def test_decide_authorize_viewer_may_not_edit_cells_or_use_ai(message_type: str) -> None:
-    if message_type in {"cell_update", "ai_request", "ai_cancel"}:
+def test_decide_authorize_viewer_may_not_edit_cells_use_ai_or_upload(message_type: str) -> None:
+    if message_type in {
+        "cell_update",
+        "ai_request",
+        "ai_cancel",
+        "file_upload_start",
+        "file_upload_progress",
+    }:
         with pytest.raises(PermissionDenied) as caught:
             access.authorize(actor("viewer"), message_type)
         assert caught.value.code == "PERMISSION_DENIED"
@@ -71,6 +78,23 @@ def test_decide_authorize_auditor_sends_nothing_but_ping(message_type: str) -> N
     else:
         with pytest.raises(PermissionDenied):
             access.authorize(actor("auditor"), message_type)
+
+
+@pytest.mark.parametrize(
+    ("roles", "may"),
+    [
+        (("admin",), True),
+        (("editor",), True),
+        (("viewer", "editor"), True),
+        (("viewer",), False),
+        (("auditor",), False),
+    ],
+)
+def test_decide_uploads_over_rest_and_socket_follow_one_rule(roles: tuple[Role, ...], may: bool) -> None:
+    uploader = actor(*roles)
+    assert uploader.may_upload() is may
+    for message_type in ("file_upload_start", "file_upload_progress"):
+        assert uploader.may_send(message_type) is may
 
 
 def test_decide_authorize_takes_the_most_permissive_of_several_roles() -> None:
@@ -231,9 +255,9 @@ def test_decide_uploads_need_a_fresh_id_and_their_owner() -> None:
         "user_2", FILE_UPLOAD_STARTED, 1, file_id="f1", filename="a.csv", file_size=3, mime_type="text/csv"
     )
     upload = uploads.project(log.events, "f1")
-    own_stream.check_upload_start(None, "f1")
+    own_stream.check_upload_start(None, actor("editor"), "f1")
     with pytest.raises(ValidationFailed, match="in use"):
-        own_stream.check_upload_start(upload, "f1")
+        own_stream.check_upload_start(upload, actor("editor"), "f1")
     assert own_stream.require_own_upload(upload, actor("editor"), "f1") is upload
     with pytest.raises(NotFound):
         own_stream.require_own_upload(upload, Actor("someone", "else"), "f1")
@@ -242,3 +266,15 @@ def test_decide_uploads_need_a_fresh_id_and_their_owner() -> None:
     log.user("user_2", "FileUploadCompleted", 2, file_id="f1", url="/f1", size=3, sha256="00")
     with pytest.raises(ValidationFailed, match="complete"):
         own_stream.require_own_upload(uploads.project(log.events, "f1"), actor("editor"), "f1")
+
+
+def test_decide_a_failed_upload_is_released_to_its_owner_only() -> None:
+    log = Log()
+    log.user("user_2", FILE_UPLOAD_STARTED, 1, file_id="f1", filename="a.csv", file_size=3, mime_type="")
+    log.user("user_2", FILE_UPLOAD_FAILED, 2, file_id="f1", reason="idle_timeout")
+    failed = uploads.project(log.events, "f1")
+    own_stream.check_upload_start(failed, actor("editor"), "f1")  # the owner starts it again
+    with pytest.raises(ValidationFailed, match="in use"):
+        own_stream.check_upload_start(failed, Actor("someone", "else"), "f1")
+    with pytest.raises(ValidationFailed, match="start it again"):
+        own_stream.require_own_upload(failed, actor("editor"), "f1")

@@ -187,7 +187,7 @@ def test_docs_name_no_setting_the_code_does_not_have() -> None:
     """Any `UPPER_CASE_NAME` in backticks is a setting, an error code, or something else the code
     defines or reads (a constant, a test's environment variable, a make variable)."""
     known = {name.upper() for name in Settings.model_fields} | set(ERROR_CODES) | NOT_OURS | _names_in_code()
-    for path in DOCS:
+    for path in [*DOCS, SECURITY]:
         named = set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)(?:=[^`]*)?`", path.read_text()))
         assert named <= known, f"{path.name} names settings the code does not have: {sorted(named - known)}"
 

@@ -126,6 +126,7 @@ SAMPLES: list[cat.Event] = [
     cat.FileUploadStarted("u1", "f1", "a.csv", 10, "text/csv", "r1"),
     cat.FileUploadProgressed("u1", "f1", 5, 10, 50.0),
     cat.FileUploadCompleted("u1", "f1", "a.csv", "/api/v1/files/f1", 10, "ab" * 32, "text/csv", None),
+    cat.FileUploadFailed("u1", "f1", cat.TOO_LARGE, "a.csv", 4096),
     cat.AiRequestStarted("u1", "q1", "sum", "s1", {"table_range": "A1:B2"}, "r1"),
     cat.AiProgressed("u1", "q1", 50, "reading"),
     cat.AiCompleted("u1", "q1", "done", 1.5, {"columns": 2}),

@@ -325,6 +325,18 @@ def test_outbound_file_upload_messages() -> None:
         "size": 10,
         "sha256": "00" * 32,
     }
+    failed = messages.file_upload_failed(
+        "f1", "a.csv", reason="too_large", bytes_uploaded=4096, user_id="u1", envelope=Envelope(seq=3)
+    )
+    assert failed == {
+        "type": "file_upload_failed",
+        "file_id": "f1",
+        "filename": "a.csv",
+        "reason": "too_large",
+        "bytes_uploaded": 4096,
+        "user_id": "u1",
+        "seq": 3,
+    }
 
 
 # Broadcasts

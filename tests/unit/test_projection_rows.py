@@ -75,6 +75,11 @@ def _uploads_and_ai() -> list[RecordedEvent]:
     )
     log.user("ann", cat.FILE_UPLOAD_PROGRESSED, 2, file_id="f", bytes_uploaded=4, total_bytes=10)
     log.user("ann", cat.FILE_UPLOAD_COMPLETED, 3, file_id="f", url="/f", size=10, sha256="ab")
+    # A failed attempt and the next one of the same id: the row must resume as a new attempt.
+    log.user("ann", cat.FILE_UPLOAD_STARTED, 3, file_id="g", filename="b.csv", file_size=99, mime_type="")
+    log.user("ann", cat.FILE_UPLOAD_PROGRESSED, 3, file_id="g", bytes_uploaded=40, total_bytes=99)
+    log.user("ann", cat.FILE_UPLOAD_FAILED, 3, file_id="g", reason=cat.TOO_LARGE, bytes_uploaded=50)
+    log.user("ann", cat.FILE_UPLOAD_STARTED, 4, file_id="g", filename="c.csv", file_size=9, mime_type="")
     log.user(
         "ann",
         cat.AI_REQUEST_STARTED,
@@ -119,8 +124,14 @@ def test_every_split_resumes_to_the_rows_of_a_fold_from_zero(events: list[Record
 
 def test_rows_say_what_the_views_hold() -> None:
     rows = _from_zero(_uploads_and_ai())
-    [upload] = rows["uploads"]["uploads"]
+    upload, again = sorted(rows["uploads"]["uploads"], key=lambda row: row["file_id"])
     assert (upload["status"], upload["percentage"], upload["completed_at"]) == ("complete", 100.0, at(3))
+    assert (again["status"], again["filename"], again["bytes_uploaded"], again["started_at"]) == (
+        "started",
+        "c.csv",
+        0,
+        at(4),
+    )
     requests = {(r["user_id"], r["request_id"]): r for r in rows["ai_requests"]["ai_requests"]}
     assert requests[("ann", "q")]["result"] == {"sum": 3} and requests[("ann", "q")]["context"] == {
         "r": [1, 2]

@@ -22,7 +22,7 @@ const HANDLED = new Set([
   'connected', 'ack', 'error', 'pong', 'room_state', 'replay_complete', 'user_joined', 'user_left', 'room_left',
   'cell_updated', 'cells_updated', 'cursor_moved', 'user_typing_start', 'user_typing_stop', 'user_status_changed',
   'ai_event', 'notifications_subscribed', 'notification_event', 'file_upload_started', 'file_upload_progress',
-  'file_upload_complete', 'server_shutdown', 'sheet_state', 'token_expiring', 'token_refreshed',
+  'file_upload_complete', 'file_upload_failed', 'server_shutdown', 'sheet_state', 'token_expiring', 'token_refreshed',
 ]);
 
 const token = takeToken();
@@ -279,6 +279,12 @@ async function start(token) {
     fill(entry.note, formatBytes(m.size), ' · ',
       el('button', { class: 'button small', type: 'button', onclick: () => download(client, m.url, m.filename) }, 'Download'));
     activity(`Uploaded ${m.filename}`, myColour);
+  });
+  client.on('file_upload_failed', (m) => {
+    const entry = fileRow(m.file_id, m.filename || m.file_id, m.bytes_uploaded);
+    entry.row.classList.remove('done');
+    entry.row.classList.add('failed');
+    fill(entry.note, `failed: ${m.reason.replace('_', ' ')}`);
   });
   $('upload-input').addEventListener('change', (e) => {
     const input = /** @type {HTMLInputElement} */ (e.target);
