@@ -138,8 +138,9 @@ async def test_live_tables_equal_the_fold_and_a_rebuild_repairs_corruption(
     report = await rebuild_cells(db_engine)
     assert await diff_cells(db_engine) == []
     assert await snapshot(db_engine, sheets) == before  # exactly the rows the writer had written
-    assert report.head == await store.head()
-    assert report.events_read == report.head  # the whole log, every position once
+    # Other tests' servers share this database and may append meanwhile (a sweeper expiring an upload).
+    assert report.head <= await store.head()
+    assert report.events_read == report.head  # the whole log as of the rebuild, every position once
     assert report.cell_updates >= 96 and report.sheets >= 4 and report.cells >= len(before) - 4
     async with db_engine.connect() as conn:
         checkpoint = await conn.execute(
