@@ -29,6 +29,7 @@ async def test_the_auditor_scrubs_back_to_an_earlier_value_and_reads_the_cell_hi
     await expect(page.locator("#tabs button[data-tab=connections]")).to_be_hidden()  # admins only
     await page.locator("#audit-form button[type=submit]").click()
     grid = page.locator("#replay-grid")
+    await expect(grid).to_have_attribute("aria-busy", "false")  # the last opening has settled
     await expect(grid).to_have_attribute("data-seq", "4")
     await expect(grid.locator('td[data-cell="B2"]')).to_have_text("250")
 

@@ -215,12 +215,18 @@ async function start(token) {
   let pickedCell = /** @type {string | null} */ (null);
   const scrubber = $('scrubber');
 
+  let openings = 0;
   const openAudit = async (/** @type {string} */ roomId) => {
+    // A newer opening (the page's own, then a click on Open) supersedes one still in flight, so a
+    // late answer never moves the scrubber back to the latest seq after the person moved it.
+    const opening = ++openings;
     auditRoom = roomId;
     $('audit-room').value = roomId;
+    $('replay-grid').setAttribute('aria-busy', 'true');
     history.replaceState(null, '', `${location.pathname}?tab=audit&room=${encodeURIComponent(roomId)}`);
     try {
       const detail = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
+      if (opening !== openings) return;
       roomSeq = detail.seq;
       const sheets = detail.active_sheets;
       const previous = $('audit-sheet').value;
@@ -231,8 +237,11 @@ async function start(token) {
       scrubber.value = String(roomSeq);
       eventsBySeq.clear();
       await loadTimeline(true);
+      if (opening !== openings) return;
       await replay();
+      if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
     } catch (error) {
+      if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
       failed(error);
     }
   };
