@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # node counts as dead and a survivor records its connections' departures.
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_dead_after_seconds: float = Field(default=15.0, gt=0)
+    # The projection tables (rooms, presence, notifications...) are updated in steps at least this far
+    # apart, each folding every commit since the last (engine/readmodels/runner.py).
+    projection_interval_ms: float = Field(default=100, ge=0)
     # How often nodes exchange their rate-limit counts (engine/cluster/rate_sync.py).
     rate_limit_sync_seconds: float = Field(default=1.0, gt=0)
     # Request heads, of plain requests and WebSocket handshakes alike (api/http_protocol.py): the

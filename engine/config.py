@@ -49,6 +49,10 @@ class EngineConfig:
     max_cells_per_update: int = 1000  # cells in one `cells_update` (at most the schema's 10,000)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
+    # The projection tables (engine/readmodels/runner.py) follow the log in steps at least this many
+    # seconds apart: under load one step folds many commits.
+    projection_interval: float = 0.1
+
     # Several nodes on one database (engine/cluster/): heartbeat period, the silence after which a node
     # is dead and a survivor records its connections' departures, and the rate-limit exchange period.
     node_heartbeat: float = 5.0

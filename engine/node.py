@@ -158,7 +158,7 @@ class Node:
         )
         self.rate_sync.start()
         # Keeps the projection tables behind the log; only one node's runner projects at a time.
-        self.projector = ProjectorRunner(db_engine)
+        self.projector = ProjectorRunner(db_engine, min_interval=self.config.projection_interval)
         self.projector.start()
 
     async def stop(self) -> None:

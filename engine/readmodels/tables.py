@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.readmodels.rows import ReadModel, Row, Rows, TableSpec, rows_of
+from engine.readmodels.rows import ReadModel, Row, Rows, TableSpec
 
 CHUNK = 5000  # rows per statement
 
@@ -71,25 +71,68 @@ async def load_views(conn: AsyncConnection, model: ReadModel, keys: Iterable[Any
     return {key: model.from_rows(key, rows) for key, rows in found.items()}
 
 
-async def write_views(conn: AsyncConnection, model: ReadModel, views: Mapping[Any, Any]) -> int:
-    """Replace every row of the given views with their rows now; the number of rows written."""
+async def write_views(
+    conn: AsyncConnection,
+    model: ReadModel,
+    views: Mapping[Any, Any],
+    *,
+    stored: Mapping[Any, Any] | None = None,
+) -> int:
+    """Bring the tables to the given views; the number of rows written.
+
+    A view found in `stored` (as the tables hold it now) has only its changed rows replaced and its
+    vanished rows deleted: a cell update moves its room's counters and its writer's `last_seen`, not
+    the other members' rows. Any other view has all its rows replaced.
+    """
     if not views:
         return 0
-    owners = _json([dict(zip(model.owner, model.owner_values(key), strict=True)) for key in views])
-    match = " AND ".join(f"t.{_ident(column)} = k.{_ident(column)}" for column in model.owner)
-    rows = rows_of(model, views.values())
+    now = {key: model.to_rows(view) for key, view in views.items()}
+    then = {key: model.to_rows(stored[key]) for key in views if stored is not None and key in stored}
     written = 0
     for table in model.tables:
+        whole = [key for key in views if key not in then]
+        rows = [row for key in whole for row in now[key].get(table.name, [])]
+        stale: list[Row] = []  # key columns of stored rows that change or go
+        for key, old_rows in then.items():
+            old = {_key_of(table, row): row for row in old_rows.get(table.name, [])}
+            for row in now[key].get(table.name, []):
+                previous = old.pop(_key_of(table, row), None)
+                if previous != row:
+                    rows.append(row)
+                    if previous is not None:
+                        stale.append(previous)
+            stale += old.values()
+        if whole:
+            await _delete(conn, table, model.owner, [_owner_of(model, key) for key in whole])
+        if stale:
+            await _delete(conn, table, table.key, stale)
+        await insert_rows(conn, table, rows)
+        written += len(rows)
+    return written
+
+
+def _key_of(table: TableSpec, row: Row) -> tuple[Any, ...]:
+    return tuple(row[column] for column in table.key)
+
+
+def _owner_of(model: ReadModel, key: Any) -> Row:
+    return dict(zip(model.owner, model.owner_values(key), strict=True))
+
+
+async def _delete(conn: AsyncConnection, table: TableSpec, columns: tuple[str, ...], rows: list[Row]) -> None:
+    """Delete the rows of `table` that match one of `rows` on `columns`."""
+    kinds = dict(table.columns)
+    record = _record((column, kinds[column]) for column in columns)
+    match = " AND ".join(f"t.{_ident(column)} = k.{_ident(column)}" for column in columns)
+    picked = [{column: row[column] for column in columns} for row in rows]
+    for start in range(0, len(picked), CHUNK):
         await conn.execute(
             text(
                 f"DELETE FROM {_ident(table.name)} AS t "
-                f"USING jsonb_to_recordset(CAST(:owners AS jsonb)) AS k({_owner_record(model)}) WHERE {match}"
+                f"USING jsonb_to_recordset(CAST(:keys AS jsonb)) AS k({record}) WHERE {match}"
             ),
-            {"owners": owners},
+            {"keys": _json(picked[start : start + CHUNK])},
         )
-        await insert_rows(conn, table, rows[table.name])
-        written += len(rows[table.name])
-    return written
 
 
 __all__ = ["CHUNK", "insert_rows", "load_views", "write_views"]
