@@ -46,22 +46,37 @@ def fresh_database() -> str:
     return url
 
 
+def database_processes() -> list[psutil.Process]:
+    """The benchmark's PostgreSQL processes: the embedded server's postmaster and backends, or every
+    `postgres` on the machine when BENCH_DATABASE_URL names another server."""
+    if os.environ.get("BENCH_DATABASE_URL"):
+        return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+    pgdata = str((_embedded_data_dir() / "pg").resolve())
+    procs: list[psutil.Process] = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and pgdata in (proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                procs += [proc, *proc.children(recursive=True)]
+    return procs
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User plus system CPU time the processes have used so far (gone ones count nothing)."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def pin_database_server(cores: set[int]) -> None:
     """Pin the benchmark's PostgreSQL (postmaster and its backends, which inherit its affinity) to `cores`.
 
     Only the embedded server's tree when it is the one in use: pinning every `postgres` on the machine
     would also slow a system server others share, and that affinity outlives the benchmark.
     """
-    if os.environ.get("BENCH_DATABASE_URL"):
-        procs = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
-    else:
-        pgdata = str((_embedded_data_dir() / "pg").resolve())
-        procs = []
-        for proc in psutil.process_iter(["name", "cmdline"]):
-            if proc.info["name"] == "postgres" and pgdata in (proc.info["cmdline"] or []):
-                with contextlib.suppress(psutil.Error):
-                    procs += [proc, *proc.children(recursive=True)]
-    for proc in procs:
+    for proc in database_processes():
         with contextlib.suppress(psutil.Error):
             proc.cpu_affinity(list(cores))
 

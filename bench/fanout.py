@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -31,11 +32,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +46,13 @@ sys.path.insert(0, str(ROOT))
 
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
-from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    cpu_seconds,
+    database_processes,
+    fresh_database,
+    percentile,
+    pin_database_server,
+)
 
 SECRET = "bench-secret-" + "k" * 64
 UNLIMITED = str(10**9)
@@ -73,8 +82,16 @@ def free_port() -> int:
 
 
 def start_server(
-    target: str, port: int, database_url: str | None, log: Path, extra_env: dict[str, str] | None = None
+    target: str,
+    port: int,
+    database_url: str | None,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+    workers: int = 0,
+    root: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
+    """One server process pinned to core 0; with `workers`, `collab serve --workers N` unpinned instead
+    (the operator's command: it migrates, then uvicorn spreads the connections over its workers)."""
     env = {
         **os.environ,
         **({"DATABASE_URL": database_url} if database_url else {}),
@@ -85,6 +102,15 @@ def start_server(
         "FANOUT_MAX_QUEUE": "100000",
         **(extra_env or {}),
     }
+    if workers:
+        env.update(LOG_LEVEL="warning", WEBSOCKET_PING_INTERVAL="3600", WEBSOCKET_PING_TIMEOUT="3600")
+        collab = str(Path(sys.executable).with_name("collab"))
+        command = [collab, "serve", "--port", str(port), "--workers", str(workers)]
+        if target != "collab-engine":
+            command = [sys.executable, "-m", "uvicorn", "bench.baseline_relay:app", "--port", str(port)]
+            command += ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"]
+            command += ["--ws-per-message-deflate", "false", "--log-level", "warning"]
+        return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     app = ["api.app:create_app", "--factory"] if target == "collab-engine" else ["bench.baseline_relay:app"]
     command = [
         "taskset", "-c", "0", sys.executable, "-m", "uvicorn", *app, "--port", str(port),
@@ -92,7 +118,7 @@ def start_server(
         "--ws-per-message-deflate", "false", "--ws-ping-interval", "3600", "--ws-ping-timeout", "3600",
         "--log-level", "warning",
     ]  # fmt: skip
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 async def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
@@ -110,8 +136,16 @@ async def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
 class Load:
     """The clients: member `m` of a room connects to node `m % len(ports)`, so senders sit on every node."""
 
-    def __init__(self, ports: list[int], rooms: int, members: int, senders: int) -> None:
+    def __init__(
+        self,
+        ports: list[int],
+        rooms: int,
+        members: int,
+        senders: int,
+        server_cpu: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.urls = [f"ws://127.0.0.1:{port}/api/v1/ws" for port in ports]
+        self.server_cpu = server_cpu  # CPU seconds the server side (processes and database) has used
         self.rooms, self.members, self.senders = rooms, members, senders
         self.settings = Settings(_env_file=None, jwt_secret_key=SECRET)  # type: ignore[call-arg]
         self.clients: list[ClientConnection] = []
@@ -177,6 +211,7 @@ class Load:
     async def run_step(self, name: str, rate: float | None, seconds: float) -> dict[str, object]:
         step = self.step = Step(name)
         senders = [(r, s) for r in range(self.rooms) for s in range(self.senders)]
+        cpu_before = self.server_cpu()
         started = time.perf_counter()
         deadline = started + seconds
 
@@ -206,6 +241,7 @@ class Load:
         while len(step.delivered) < expected and time.perf_counter() < drain_until:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         span = max(step.last_delivery - started, sent_seconds)
+        cpu = self.server_cpu() - cpu_before  # the drain included: the work of every delivery
         row: dict[str, object] = {
             "step": name,
             "offered_msgs_per_s": rate or "open",
@@ -218,6 +254,7 @@ class Load:
             "disordered": step.disordered if step.sequenced else "n/a",
             "gaps": step.gaps if step.sequenced else "n/a",
             "closed": sum(1 for ws in self.clients if ws.close_code is not None),
+            "cpu_us_per_delivery": round(cpu * 1e6 / max(len(step.delivered), 1), 1),
         }
         if len(self.urls) > 1:
             for q in (50, 99):
@@ -247,18 +284,40 @@ async def write_paths(load: Load, ports: list[int]) -> None:
 
 
 async def measure(
-    target: str, nodes: int, database_url: str | None, args: argparse.Namespace, logs: Path
+    target: str,
+    nodes: int,
+    database_url: str | None,
+    args: argparse.Namespace,
+    logs: Path,
+    variant: Variant | None = None,
+    workers: int = 0,
 ) -> list[dict[str, object]]:
     label = target if nodes == 1 else f"{target} x{nodes}"
+    if workers and target == "collab-engine":
+        label = f"collab serve --workers {workers}"
+    variant = variant or Variant("")
+    if variant.name:
+        label = f"{label} [{variant.name}]"
     ports = [free_port() for _ in range(nodes)]
     servers: list[subprocess.Popen[bytes]] = []
     try:
         # One at a time: each node upgrades the schema at start, and a node announces itself to the
         # ones already up, so all know their peers before the first message.
         for i, port in enumerate(ports):
-            servers.append(start_server(target, port, database_url, logs / f"{label}-{i}.log"))
+            log = logs / f"{label.replace(' ', '_')}-{i}.log"
+            servers.append(start_server(target, port, database_url, log, variant.env, workers, variant.root))
             await wait_ready(port, servers[-1])
-        load = Load(ports, args.rooms, args.members, args.senders)
+        if workers:
+            await asyncio.sleep(3)  # every worker up, not just the first to listen
+        processes = [psutil.Process(server.pid) for server in servers]
+
+        def server_cpu() -> float:
+            # The database's share too for the engine: persisting is part of its work per message.
+            database = database_processes() if target == "collab-engine" else []
+            children = [c for p in processes for c in p.children(recursive=True)]
+            return cpu_seconds(processes + children + database)
+
+        load = Load(ports, args.rooms, args.members, args.senders, server_cpu)
         await load.connect_all()
         rows = []
         for rate in args.rates.split(","):
@@ -282,7 +341,8 @@ async def measure(
 
 def report(rows: list[dict[str, object]]) -> str:
     keys = ["server", "offered_msgs_per_s", "sent_msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"]
-    keys += ["lost", "duplicated", "disordered", "gaps", "closed", "cross_extra_p50_ms", "cross_extra_p99_ms"]
+    keys += ["lost", "duplicated", "disordered", "gaps", "closed", "cpu_us_per_delivery"]
+    keys += ["cross_extra_p50_ms", "cross_extra_p99_ms"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
     best = {
@@ -291,12 +351,61 @@ def report(rows: list[dict[str, object]]) -> str:
     }
     relay = max(best.get("baseline relay", 0), 1)
     lines.append("")
-    for server in sorted(t for t in best if t.startswith("collab-engine")):
+    for server in sorted(t for t in best if t != "baseline relay"):
         lines.append(f"saturation deliveries/s: {server} / baseline relay = {best[server] / relay:.2f}")
     if "collab-engine" in best and "collab-engine x2" in best:
         ratio = best["collab-engine x2"] / max(best["collab-engine"], 1)
         lines.append(f"saturation deliveries/s: two nodes / one node = {ratio:.2f}")
+    one, two = "collab serve --workers 1", "collab serve --workers 2"
+    if one in best and two in best:
+        lines.append(
+            f"saturation deliveries/s: two workers / one worker = {best[two] / max(best[one], 1):.2f}"
+        )
     return "\n".join(lines)
+
+
+def run_workers(args: argparse.Namespace, counts: list[int]) -> None:
+    """Unpinned: the server's workers, PostgreSQL and this load generator share both cores."""
+    database_urls = [fresh_database() for _ in counts]
+    logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
+    rows: list[dict[str, object]] = []
+    for workers, database_url in zip(counts, database_urls, strict=True):
+        rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, workers=workers))
+    rows += asyncio.run(measure("baseline relay", 1, None, args, logs, workers=1))
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, unpinned; server logs in {logs}")
+    print(report(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another engine to run in the same invocation: other settings, or the code of another commit."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    root: Path = ROOT
+
+
+def parse_variant(spec: str) -> Variant:
+    """'eager:PROJECTION_INTERVAL_MS=0,X=1' -> the engine with those settings."""
+    name, _, pairs = spec.partition(":")
+    env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+    if not name or not env:
+        raise SystemExit(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
+    return Variant(name, env)
+
+
+def checkout(spec: str, into: Path) -> Variant:
+    """'before:HEAD~1' -> the engine as that commit has it, from a detached worktree under `into`
+    (removed at exit). This virtualenv serves it: the commit must not need other dependencies."""
+    name, _, rev = spec.partition(":")
+    if not name or not rev:
+        raise SystemExit(f"--rev {spec!r}: expected NAME:REVISION")
+    tree = into / f"rev-{name}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
+    atexit.register(subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    return Variant(name, root=tree)
 
 
 def main() -> None:
@@ -309,19 +418,45 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="also run one engine node with these settings, e.g. 'eager:PROJECTION_INTERVAL_MS=0'",
+    )
+    parser.add_argument(
+        "--rev",
+        action="append",
+        default=[],
+        metavar="NAME:REVISION",
+        help="also run one engine node as a commit has it, e.g. 'before:HEAD~1'",
+    )
+    parser.add_argument(
+        "--workers",
+        default="",
+        help="instead: `collab serve --workers N` for each N (e.g. 1,2) and the relay, all unpinned",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.workers:
+        run_workers(args, [int(n) for n in args.workers.split(",")])
+        return
     node_counts = [int(n) for n in args.nodes.split(",")]
+    logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
+    variants = [parse_variant(v) for v in args.variant] + [checkout(r, logs) for r in args.rev]
     # Every collab-engine run gets its own fresh database, so none starts on another's log.
     database_urls = [fresh_database() for _ in node_counts]
+    variant_urls = [fresh_database() for _ in variants]
     # The server side (uvicorn, and PostgreSQL's postmaster whose backends inherit its affinity) keeps
     # to core 0, this load generator to core 1.
     pin_database_server({0})
     os.sched_setaffinity(0, {1})
-    logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
     rows: list[dict[str, object]] = []
     for nodes, database_url in zip(node_counts, database_urls, strict=True):
         rows += asyncio.run(measure("collab-engine", nodes, database_url, args, logs))
+    for variant, database_url in zip(variants, variant_urls, strict=True):
+        rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, variant))
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; server logs in {logs}")
     print(report(rows))
