@@ -263,11 +263,12 @@ class Load:
         return row
 
     async def close(self) -> None:
-        for ws in self.clients:
-            await ws.close()
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)
+        # All at once: after a saturated step each close waits behind its socket's backlog, up to the
+        # close timeout, and one after another that added up to minutes.
+        await asyncio.gather(*(ws.close() for ws in self.clients), return_exceptions=True)
 
 
 async def write_paths(load: Load, ports: list[int]) -> None:
