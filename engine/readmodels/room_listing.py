@@ -2,7 +2,8 @@
 
 Read from `rooms`, `room_members` and `presence` (kept by engine/readmodels/runner.py), never by replay,
 so listing a thousand rooms costs one indexed query. The tables trail the log by at most one runner
-step (normally milliseconds); `position` in a room's detail says how far they have got.
+step (up to `PROJECTION_INTERVAL_MS`, 100 ms by default); `position` in a room's detail says how far
+they have got.
 
 `avg_users_per_hour` is the room's attendance (engine/projections/rooms.py, `Attendance`) averaged
 up to the hour of `now`: the hours since the last event count the members present through them.

@@ -109,6 +109,7 @@ class ProjectorRunner:
         self.active = False  # holds the advisory lock: this runner is the one projecting
         self.position: int | None = None  # the checkpoint as of this runner's last step
         self.events_applied = 0
+        self.steps_applied = 0  # steps that applied events: with `min_interval`, fewer than commits
         self._views: Views = {}  # valid only while the checkpoint is at `position`
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -164,6 +165,7 @@ class ProjectorRunner:
         self._remember(working)
         self.position = batch[-1].position
         self.events_applied += len(batch)
+        self.steps_applied += 1
         return len(batch)
 
     def _remember(self, working: Views) -> None:

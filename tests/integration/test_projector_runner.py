@@ -5,6 +5,7 @@ applying anything twice, lets only one of two runners project, and stops at an e
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
@@ -195,6 +196,29 @@ async def test_steps_on_warm_views_write_only_changed_rows_and_match_a_rebuild(f
             after = dict((await conn.execute(text("SELECT user_id, xmin::text FROM room_members"))).all())
         assert before.keys() == after.keys() == {"carol", "alice-b"}
         assert after["alice-b"] == before["alice-b"] and after["carol"] != before["carol"]
+    finally:
+        await runner.stop()
+    assert await diff_all(fresh_db) == []
+
+
+async def test_steps_a_min_interval_apart_fold_many_commits_in_one(fresh_db: AsyncEngine) -> None:
+    store = EventStore(fresh_db)
+    runner = ProjectorRunner(fresh_db, poll_seconds=0.05, min_interval=0.5)
+    runner.start()
+    try:
+        events = session_events("r1")
+        await store.append(events[:1])
+        runner.wake()
+        await caught_up(fresh_db)  # one step, then at least 0.5 s before the next
+        started = time.monotonic()
+        for event in events[1:]:  # twenty commits, each waking the runner
+            await store.append([event])
+            runner.wake()
+        appending = time.monotonic() - started
+        await caught_up(fresh_db)
+        assert runner.events_applied == len(events)
+        # Not one step per commit: one more step for each interval the commits spanned, and one last.
+        assert runner.steps_applied <= 2 + int(appending / 0.5) < len(events)
     finally:
         await runner.stop()
     assert await diff_all(fresh_db) == []
