@@ -6,13 +6,8 @@ from __future__ import annotations
 import pytest
 
 from api.routes.files import content_disposition
-from engine.features.files import (
-    PROGRESS_MIN_BYTES,
-    checked_filename,
-    percentage,
-    progress_step,
-    shared_file,
-)
+from engine.features.files import checked_filename, percentage, shared_file
+from engine.features.upload_body import PROGRESS_MIN_BYTES, progress_step
 from engine.model.actors import Actor
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_STARTED
 from engine.model.errors import ValidationFailed
