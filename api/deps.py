@@ -2,6 +2,9 @@
 
 Everything comes from `app.state`, filled by the lifespan (api/app.py); nothing is built at import
 time, so each app made by `create_app` (one per test, one per worker) has its own engine.
+
+Dependencies are `async def` even when they never await: FastAPI runs a plain `def` dependency in its
+thread pool, a hand-off to a worker thread and back for each one, on every request and handshake.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from api.settings import Settings
 from engine.service import Engine
 
 
-def get_settings(conn: HTTPConnection) -> Settings:
+async def get_settings(conn: HTTPConnection) -> Settings:
     settings: Settings = conn.app.state.settings
     return settings
 
 
-def get_engine(conn: HTTPConnection) -> Engine:
+async def get_engine(conn: HTTPConnection) -> Engine:
     engine: Engine = conn.app.state.engine
     return engine
 
 
-def get_verifier(conn: HTTPConnection) -> TokenVerifier:
+async def get_verifier(conn: HTTPConnection) -> TokenVerifier:
     verifier: TokenVerifier = conn.app.state.verifier
     return verifier
 

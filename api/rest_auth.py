@@ -25,7 +25,7 @@ class Unauthenticated(AuthenticationFailed):
     """No or a bad token on a REST call: 401 with `WWW-Authenticate: Bearer` (api/http_errors.py)."""
 
 
-def current_actor(
+async def current_actor(
     conn: HTTPConnection,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
@@ -33,7 +33,7 @@ def current_actor(
     if credentials is None:
         raise Unauthenticated(_missing_token_text(conn))
     try:
-        return get_verifier(conn).verify(credentials.credentials)
+        return (await get_verifier(conn)).verify(credentials.credentials)
     except AuthenticationFailed as exc:
         raise Unauthenticated(str(exc)) from None
 
@@ -51,7 +51,7 @@ def _missing_token_text(conn: HTTPConnection) -> str:
 ActorDep = Annotated[Actor, Depends(current_actor)]
 
 
-def require_admin(actor: ActorDep) -> Actor:
+async def require_admin(actor: ActorDep) -> Actor:
     """The caller, if an admin; else PermissionDenied (403)."""
     if not actor.has_role("admin"):
         raise PermissionDenied("this endpoint needs the admin role")
@@ -77,7 +77,7 @@ def require_room_reader(actor: Actor, room_id: str) -> Actor:
     return actor
 
 
-def require_auditor(actor: ActorDep) -> Actor:
+async def require_auditor(actor: ActorDep) -> Actor:
     """The caller, if an auditor or admin (the global event stream); else PermissionDenied (403)."""
     if not actor.has_role("auditor", "admin"):
         raise PermissionDenied("this endpoint needs the auditor or admin role")

@@ -31,7 +31,7 @@ from engine.readmodels.history import MAX_PAGE, EventFilter, History
 router = APIRouter(tags=["history"])
 
 
-def get_history(engine: EngineDep, settings: SettingsDep) -> History:
+async def get_history(engine: EngineDep, settings: SettingsDep) -> History:
     return engine.history(snapshot_every=settings.history_snapshot_interval)
 
 
