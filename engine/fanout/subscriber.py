@@ -68,8 +68,11 @@ class Subscriber:
         self._close = close
         self._totals = totals
         self._ready = asyncio.Event()  # set when an entry is queued: wakes the sender
-        self._drained = asyncio.Event()  # set when the sender takes one: wakes `wait_for_room`
-        self._idle = asyncio.Event()  # set while the sender has nothing left to send: wakes `flush`
+        # The two rarer waits get their events when first needed: an asyncio.Event holds a deque of
+        # about 600 bytes, and thousands of idle connections never wait for room or flush.
+        self._drained: asyncio.Event | None = None  # set when the sender takes one: wakes `wait_for_room`
+        self._idle: asyncio.Event | None = None  # set while the sender has nothing left: wakes `flush`
+        self._sender_idle = False  # the sender found nothing queued and waits for more
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
         self._sender = asyncio.get_running_loop().create_task(self._run(), name=f"fanout:{connection_id}")
@@ -108,6 +111,8 @@ class Subscriber:
         they go at the client's pace, and the headroom above high water stays for live traffic.
         """
         while self.queue.depth >= self.queue.high_water and not self._closing:
+            if self._drained is None:
+                self._drained = asyncio.Event()
             self._drained.clear()
             await self._drained.wait()
         if self._closing:
@@ -121,7 +126,9 @@ class Subscriber:
     async def flush(self) -> None:
         """Wait until everything queued has gone to the sink, or the connection is closed: for a
         caller that closes the socket itself right after its last message (a frame over the limit)."""
-        while not self._closing and (self.queue.depth or not self._idle.is_set()):
+        while not self._closing and (self.queue.depth or not self._sender_idle):
+            if self._idle is None:
+                self._idle = asyncio.Event()
             self._idle.clear()
             self._ready.set()  # the sender sets `_idle` again as soon as it finds nothing queued
             await self._idle.wait()
@@ -148,11 +155,16 @@ class Subscriber:
                 entry = self.queue.pop()
                 if entry is None:
                     self._ready.clear()
-                    self._idle.set()
+                    self._sender_idle = True
+                    if self._idle is not None:
+                        self._idle.set()
                     await self._ready.wait()
                     continue
-                self._idle.clear()
-                self._drained.set()
+                self._sender_idle = False
+                if self._idle is not None:
+                    self._idle.clear()
+                if self._drained is not None:
+                    self._drained.set()
                 for frame in entry.frames:
                     await self._sink(frame)
                 self.stats.delivered += len(entry.frames)
@@ -213,8 +225,9 @@ class Subscriber:
     def _discard(self) -> None:
         self._closing = True
         self.queue.clear()
-        self._drained.set()  # waiters wake up and see the connection closed
-        self._idle.set()
+        for waiting in (self._drained, self._idle):  # waiters wake up and see the connection closed
+            if waiting is not None:
+                waiting.set()
 
     def snapshot(self) -> dict[str, object]:
         return {"depth": self.queue.depth, "topics": len(self.topics), **asdict(self.stats)}

@@ -273,10 +273,12 @@ class BadFrameBudget:
         self._limit = limit
         self._window = window
         self._clock = clock
-        self._times: deque[float] = deque(maxlen=limit + 1)
+        self._times: deque[float] | None = None  # made at the first bad frame: most never send one
 
     def spend(self) -> bool:
         """Count one bad frame; False when it is over the budget."""
+        if self._times is None:
+            self._times = deque(maxlen=self._limit + 1)
         now = self._clock()
         while self._times and now - self._times[0] >= self._window:
             self._times.popleft()
