@@ -151,13 +151,15 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[Server]:
-    # The suite reuses user ids across many tests within a minute: the seed's rate limits would refuse
-    # them here; tests/api/test_websocket_rate_limits.py runs its own server with small limits.
+    # The suite reuses user ids across many tests within a minute, and some tests repeat a cursor move
+    # in a loop faster than 30 a second: the seed's rate limits would refuse them here;
+    # tests/api/test_websocket_rate_limits.py runs its own server with small limits.
     settings = make_settings(
         database_url,
         allowed_origins=[ALLOWED_ORIGIN],
         websocket_requests_per_minute=1_000_000,
         websocket_requests_per_hour=1_000_000,
+        volatile_messages_per_second=1_000_000,
     )
     async with serve(settings) as running:
         yield running
