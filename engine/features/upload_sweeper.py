@@ -19,12 +19,12 @@ two nodes ending the same upload, or a sweep racing the upload's own completion,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from engine.features.ports import Commit
+from engine.log.lifecycle import cancel_and_wait
 from engine.model.catalogue import IDLE_TIMEOUT, FileUploadFailed
 from engine.model.events import Committed, Origin, RecordedEvent
 from engine.projections import uploads
@@ -77,9 +77,7 @@ class UploadSweeper:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def sweep(self) -> list[Upload]:
         """End every upload idle as of now; returns those this call recorded the failure of."""

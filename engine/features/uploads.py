@@ -133,6 +133,12 @@ class Uploads:
 
     # Publishing: synchronous, right after the commit.
 
+    def _fold_and_name(self, event: RecordedEvent) -> str:
+        """Fold an upload's end, and name its file: the event's filename, else the upload's."""
+        upload = self._fold(event)
+        filename = event.data.get("filename") or (upload.filename if upload is not None else None)
+        return str(filename or "")
+
     def _fold(self, event: RecordedEvent) -> Upload | None:
         file_id = str(event.data["file_id"])
         folded = uploads_projection.apply(self.uploads.get(file_id), event)
@@ -172,12 +178,10 @@ class Uploads:
         )
 
     def _publish_completed(self, event: RecordedEvent, sender: str | None) -> None:
-        upload = self._fold(event)
         data = event.data
-        filename = data.get("filename") or (upload.filename if upload is not None else None) or ""
         message = file_upload_complete(
             str(data["file_id"]),
-            str(filename),
+            self._fold_and_name(event),
             url=str(data.get("url") or ""),
             user_id=str(data["user_id"]),
             size=int(data.get("size") or 0),
@@ -187,12 +191,10 @@ class Uploads:
         self._hub.publish(user_stream(str(data["user_id"])), encode([message]), seq=event.stream_version)
 
     def _publish_failed(self, event: RecordedEvent, sender: str | None) -> None:
-        upload = self._fold(event)
         data = event.data
-        filename = data.get("filename") or (upload.filename if upload is not None else None) or ""
         message = file_upload_failed(
             str(data["file_id"]),
-            str(filename),
+            self._fold_and_name(event),
             reason=str(data["reason"]),
             bytes_uploaded=int(data.get("bytes_uploaded") or 0),
             user_id=str(data["user_id"]),
