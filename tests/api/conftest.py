@@ -29,6 +29,7 @@ from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
+from engine.service import Engine
 from tests.conftest import admin_execute
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +49,13 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 class Server:
     settings: Settings
     port: int
-    app: Any = None  # the FastAPI app: `app.state.engine` is its running engine
+    app: Any = None  # the FastAPI app (its running engine: `engine`)
+
+    @property
+    def engine(self) -> Engine:
+        """The app's running engine, for tests that look behind the API (its hub, its log)."""
+        engine: Engine = self.app.state.engine
+        return engine
 
     @property
     def http_url(self) -> str:

@@ -31,7 +31,7 @@ async def nodes(server_url: str) -> AsyncIterator[tuple[Server, Server]]:
             node_dead_after_seconds=10 * HEARTBEAT,
         )
         async with serve(settings) as first, serve(settings) as second:
-            assert first.app.state.engine.node_id != second.app.state.engine.node_id
+            assert first.engine.node_id != second.engine.node_id
             yield first, second
 
 
@@ -115,7 +115,7 @@ async def test_a_race_on_one_cell_from_two_nodes_has_exactly_one_winner(
 
 async def test_nodes_find_each_other_and_wake_each_other(nodes: tuple[Server, Server]) -> None:
     first, second = nodes
-    a, b = first.app.state.engine, second.app.state.engine
+    a, b = first.engine, second.engine
     assert b.node_id in a.node.nodes.peers
     assert a.node_id in b.node.nodes.peers
     assert a.node.follower.stats()["listening"] and b.node.follower.stats()["listening"]
@@ -143,10 +143,10 @@ async def test_stats_on_either_node_count_the_whole_cluster(nodes: tuple[Server,
                 await asyncio.sleep(HEARTBEAT / 2)
     for answer in answers:
         assert answer["nodes_alive"] == 2
-        assert set(answer["nodes"]) == {first.app.state.engine.node_id, second.app.state.engine.node_id}
+        assert set(answer["nodes"]) == {first.engine.node_id, second.engine.node_id}
         assert answer["rooms_active"] >= 1  # one room with members on both nodes counts once
         by_node = {node_id: figures["connections"] for node_id, figures in answer["nodes"].items()}
-        assert by_node[first.app.state.engine.node_id] >= 1 and by_node[second.app.state.engine.node_id] >= 2
+        assert by_node[first.engine.node_id] >= 1 and by_node[second.engine.node_id] >= 2
 
 
 async def test_an_event_another_writer_committed_just_before_goes_out_first(
@@ -155,7 +155,7 @@ async def test_an_event_another_writer_committed_just_before_goes_out_first(
     """A commit that finds positions before it unpublished here (another writer's) is held until they
     are read and published, so members see the room's seqs in order."""
     first, _ = nodes
-    engine = first.app.state.engine
+    engine = first.engine
     async with first.connect(first.token("kim")) as kim:
         await greet(kim)
         state = await _join(kim, room)

@@ -30,7 +30,7 @@ async def nodes(server_url: str) -> AsyncIterator[tuple[Server, Server]]:
         )
         async with serve(settings) as first, serve(settings) as second:
             # Each must know the other is alive before it asks it anything; nothing announces that.
-            engines = (first.app.state.engine, second.app.state.engine)
+            engines = (first.engine, second.engine)
             async with asyncio.timeout(10):
                 while not all(engine.node.nodes.peers for engine in engines):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)

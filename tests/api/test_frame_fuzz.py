@@ -181,7 +181,7 @@ async def fuzzer_events(store: EventStore) -> int:
 async def open_fuzzer(server: Server) -> ClientConnection:
     # A connection closed before this one records its departures on its own time: wait for them, so
     # they are not taken for something a later frame appended.
-    node = server.app.state.engine.node
+    node = server.engine.node
     async with asyncio.timeout(RECEIVE_TIMEOUT):
         while node.connections.count_of(FUZZER) or node.departing:  # noqa: ASYNC110
             await asyncio.sleep(0.01)

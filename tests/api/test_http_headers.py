@@ -228,7 +228,7 @@ async def test_text_postgresql_cannot_store_is_a_422_whichever_route_let_it_thro
     with the JSON error shape, never a 500."""
 
     async def echo_through_the_database(value: str) -> dict[str, str]:
-        async with no_cors.app.state.engine.store.db_engine.connect() as conn:
+        async with no_cors.engine.store.db_engine.connect() as conn:
             stored = (await conn.execute(text("SELECT CAST(:v AS text)"), {"v": value})).scalar_one()
         return {"value": stored}
 

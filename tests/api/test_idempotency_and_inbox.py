@@ -112,7 +112,7 @@ async def test_the_rooms_listing_follows_the_readers_rooms_claim(listing_server:
         async with node.connect(node.token("maker")) as ws:
             await greet(ws)
             await join(ws, room)
-    await caught_up(node.app.state.engine.node.db_engine)
+    await caught_up(node.engine.node.db_engine)
 
     async def listed(**claims: object) -> list[str]:
         response = await rest(node, "GET", "/ws/rooms", **claims)  # type: ignore[arg-type]

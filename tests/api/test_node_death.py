@@ -101,7 +101,7 @@ async def test_a_node_taken_for_dead_closes_its_connections_and_registers_again(
     )
     async with serve(settings) as node, node.connect(node.token("pat")) as pat:
         await greet(pat)
-        node_id = node.app.state.engine.node_id
+        node_id = node.engine.node_id
         db = create_db_engine(own_database)
         try:
             async with db.begin() as conn:  # what a survivor's reaper does (engine/cluster/reaper.py)

@@ -54,7 +54,7 @@ async def receive_until_pong(ws: Any) -> dict[str, Any]:
 
 async def until_shared(first: Server, second: Server, user: str, minute: float) -> None:
     """Until `second` has heard from `first` that `user` sent `minute` messages (a hang guard)."""
-    sync = second.app.state.engine.node.rate_sync
+    sync = second.engine.node.rate_sync
     async with asyncio.timeout(RECEIVE_TIMEOUT):
         while sync.remote_of(user).minute < minute:
             await sync.exchange()
@@ -97,7 +97,7 @@ async def test_other_users_are_not_limited_by_someone_elses_messages(nodes: tupl
         for i in range(5):
             assert (await status(ivy, i))["type"] == "pong"
         for node in (first, second):  # ivy's counts shared, and the second node has read the table
-            await node.app.state.engine.node.rate_sync.exchange()
-        assert second.app.state.engine.node.rate_sync.remote_of("jon").minute == 0
+            await node.engine.node.rate_sync.exchange()
+        assert second.engine.node.rate_sync.remote_of("jon").minute == 0
         for i in range(5):
             assert (await status(jon, i))["type"] == "pong"

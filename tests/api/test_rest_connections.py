@@ -29,6 +29,6 @@ async def test_admins_see_each_open_connection_with_its_user_and_rooms(server: S
             "rooms": [room],
         }
     ]
-    assert listed["node_id"] == server.app.state.engine.node_id
+    assert listed["node_id"] == server.engine.node_id
     assert (refused.status_code, refused.json()["code"]) == (403, "PERMISSION_DENIED")
     assert anonymous.status_code == 401

@@ -19,7 +19,6 @@ import pytest
 
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
 from engine.model.streams import user_stream
-from engine.service import Engine
 from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, of_type, pending, until
 
@@ -47,11 +46,6 @@ def new_user() -> str:
 
 def new_file_id() -> str:
     return f"f-{uuid.uuid4().hex[:12]}"
-
-
-def engine_of(server: Server) -> Engine:
-    engine: Engine = server.app.state.engine
-    return engine
 
 
 def auth(server: Server, user: str, **claims: Any) -> dict[str, str]:
@@ -205,7 +199,7 @@ async def test_filename_comes_from_the_websocket_start(files_server: Server) -> 
         assert reply.status_code == 201, reply.text
         [*_, complete] = await until(tab, of_type("file_upload_complete"))
     assert reply.json()["filename"] == complete["filename"] == "from-socket.png"
-    stream = await engine_of(files_server).store.read_stream(user_stream(user))
+    stream = await files_server.engine.store.read_stream(user_stream(user))
     assert [e.type for e in stream] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
 
 
@@ -244,7 +238,7 @@ async def test_streamed_body_over_the_limit_is_413_ends_the_upload_failed_and_fr
         assert file_id not in stored_names(files_server)
         assert not any(name.endswith(".part") for name in stored_names(files_server))
         assert (await get(files_server, file_id, auth(files_server, user))).status_code == 404
-        stream = await engine_of(files_server).store.read_stream(user_stream(user))
+        stream = await files_server.engine.store.read_stream(user_stream(user))
         assert [e.type for e in stream] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED]
         failed = messages[-1]
         assert failed == {
@@ -267,7 +261,7 @@ async def test_streamed_body_over_the_limit_is_413_ends_the_upload_failed_and_fr
         [*_, complete] = await until(tab, of_type("file_upload_complete"))
     assert (complete["filename"], complete["size"]) == ("small.png", len(data))
     assert (await get(files_server, file_id, auth(files_server, user))).content == data
-    types = [e.type for e in await engine_of(files_server).store.read_stream(user_stream(user))]
+    types = [e.type for e in await files_server.engine.store.read_stream(user_stream(user))]
     assert types == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
 
 
@@ -298,7 +292,7 @@ async def test_a_failed_upload_started_over_the_socket_can_be_started_again_by_i
         data = png(100)
         assert (await put(files_server, user, file_id, data)).status_code == 201
     assert (await get(files_server, file_id, auth(files_server, user))).content == data
-    assert await engine_of(files_server).store.stream_version(user_stream(other)) == 0
+    assert await files_server.engine.store.stream_version(user_stream(other)) == 0
 
 
 async def test_declared_type_contradicting_the_bytes_is_refused_and_changes_nothing(
@@ -321,7 +315,7 @@ async def test_bad_file_ids_are_422(files_server: Server, file_id: str) -> None:
     reply = await put(files_server, user, file_id, png(100), filename="ok.png")
     assert reply.status_code == 422, reply.text
     assert reply.json()["code"] == "VALIDATION_ERROR"
-    assert await engine_of(files_server).store.stream_version(user_stream(user)) == 0
+    assert await files_server.engine.store.stream_version(user_stream(user)) == 0
 
 
 @pytest.mark.parametrize("path", ["..%2Fescape", "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "a%2F..%2F..%2Fb"])
@@ -330,7 +324,7 @@ async def test_file_ids_with_a_slash_match_no_route(files_server: Server, path: 
     user = new_user()
     reply = await put(files_server, user, path, png(100), filename="ok.png")
     assert reply.status_code == 404, reply.text
-    assert await engine_of(files_server).store.stream_version(user_stream(user)) == 0
+    assert await files_server.engine.store.stream_version(user_stream(user)) == 0
     assert not any(".." in name or "/" in name for name in stored_names(files_server))
 
 
@@ -353,7 +347,7 @@ async def test_someone_elses_or_a_completed_file_id_is_409_and_the_file_unchange
         assert reply.status_code == 409
         assert reply.json()["code"] == "FILE_ID_TAKEN"
     assert (await get(files_server, file_id, auth(files_server, owner))).content == data
-    assert await engine_of(files_server).store.stream_version(user_stream(intruder)) == 0
+    assert await files_server.engine.store.stream_version(user_stream(intruder)) == 0
 
 
 async def test_viewers_may_not_upload_and_room_needs_rights(files_server: Server) -> None:
@@ -396,7 +390,7 @@ async def test_openapi_documents_every_type_a_download_is_served_with(files_serv
 
 
 async def _assert_nothing_of(server: Server, user: str, file_id: str) -> None:
-    assert await engine_of(server).store.stream_version(user_stream(user)) == 0
+    assert await server.engine.store.stream_version(user_stream(user)) == 0
     assert file_id not in stored_names(server)
     assert (await get(server, file_id, auth(server, user))).status_code == 404
 
@@ -411,7 +405,7 @@ async def test_a_second_body_for_an_id_being_uploaded_is_409(files_server: Serve
         yield data[4096:]
 
     first = asyncio.create_task(put(files_server, user, file_id, slow(), filename="a.png"))
-    await wait_for_events(engine_of(files_server).store, user_stream(user), 1)  # claimed, body pending
+    await wait_for_events(files_server.engine.store, user_stream(user), 1)  # claimed, body pending
     second = await put(files_server, user, file_id, png(1000), filename="a.png")
     release.set()
     assert second.status_code == 409
@@ -429,7 +423,7 @@ async def test_an_interrupted_body_keeps_nothing_and_the_id_can_be_retried(files
 
     with pytest.raises(ConnectionAbortedError):
         await put(files_server, user, file_id, broken(), filename="a.png")
-    started, failed = await wait_for_events(engine_of(files_server).store, user_stream(user), 2)
+    started, failed = await wait_for_events(files_server.engine.store, user_stream(user), 2)
     assert (started.type, failed.type, failed.data["reason"]) == (
         FILE_UPLOAD_STARTED,
         FILE_UPLOAD_FAILED,
@@ -448,7 +442,7 @@ async def _until_no_body_of(server: Server, file_id: str) -> None:
     """Wait until the server has given up the body of `file_id` (it hears of a disconnect late)."""
     async with asyncio.timeout(5):
         while True:
-            if file_id not in engine_of(server).files._uploading:
+            if file_id not in server.engine.files._uploading:
                 return
             await asyncio.sleep(0.01)
 

@@ -356,7 +356,7 @@ async def test_rest_history_snapshots_give_the_same_answers(
     stores a snapshot every 2 events and folds from them."""
     paths = [f"/rooms/{session.room}/state?seq={seq}" for seq in range(8)]
     plain = [(await http.get(p, headers=auth(server))).json() for p in paths]
-    engine = server.app.state.engine
+    engine = server.engine
 
     async def snapshot_seqs() -> list[int]:
         query = select(room_snapshots.c.seq).where(room_snapshots.c.room_id == session.room)

@@ -354,7 +354,7 @@ async def test_delete_an_unknown_connection_is_404(server: Server) -> None:
 async def test_draining_server_refuses_handshakes_and_reports_unhealthy(database_url: str) -> None:
     async with serve(make_settings(database_url)) as node:
         assert (await call(node, "GET", "/api/v1/ws/health")).status_code == 200
-        node.app.state.engine.begin_shutdown()
+        node.engine.begin_shutdown()
         health = await call(node, "GET", "/api/v1/ws/health")
         assert health.status_code == 503 and health.json()["status"] == "shutting_down"
         with pytest.raises(InvalidStatus) as refused:

@@ -12,7 +12,6 @@ import httpx
 from engine.model.actors import Actor
 from engine.model.catalogue import NOTIFICATION_READ
 from engine.model.streams import user_stream
-from engine.service import Engine
 from tests.api.conftest import Server
 from tests.api.live_helpers import greet, of_type, pending, until
 
@@ -21,18 +20,13 @@ def new_user() -> str:
     return f"rest-notif-{uuid.uuid4().hex[:8]}"
 
 
-def engine_of(server: Server) -> Engine:
-    engine: Engine = server.app.state.engine
-    return engine
-
-
 def auth(server: Server, user: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.token(user, **claims)}"}
 
 
 async def create(server: Server, user: str, *ids: str) -> None:
     for nid in ids:
-        await engine_of(server).create_notification(
+        await server.engine.create_notification(
             user, {"id": nid, "title": f"title {nid}", "category": "system"}, created_by="test"
         )
 
@@ -59,7 +53,7 @@ async def test_list_returns_the_callers_notifications_newest_first(server: Serve
 async def test_list_pages_with_a_cursor_and_filters_unread(server: Server) -> None:
     user = new_user()
     await create(server, user, *(f"n-{i}" for i in range(1, 6)))
-    await engine_of(server).mark_notification_read(Actor(user, user), "n-4")
+    await server.engine.mark_notification_read(Actor(user, user), "n-4")
     headers = auth(server, user)
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         seen: list[str] = []
@@ -104,7 +98,7 @@ async def test_mark_read_reaches_the_users_sockets_and_is_recorded(server: Serve
     assert listed["notifications"][0]["read"] is True
     assert listed["notifications"][0]["read_at"] == reply.json()["read_at"]
     assert listed["unread_count"] == 0
-    stream = await engine_of(server).store.read_stream(user_stream(user))
+    stream = await server.engine.store.read_stream(user_stream(user))
     [read] = [e for e in stream if e.type == NOTIFICATION_READ]
     assert read.data == {"user_id": user, "notification_id": "n-read"}
     assert read.metadata["via"] == "rest"
@@ -120,14 +114,14 @@ async def test_mark_read_of_unknown_or_another_users_notification_is_404_and_cha
         httpx.AsyncClient(base_url=server.http_url) as http,
     ):
         await greet(their_tab)
-        before = await engine_of(server).store.stream_version(user_stream(user))
+        before = await server.engine.store.stream_version(user_stream(user))
         for nid in ("n-theirs", "n-never"):
             reply = await http.post(f"/api/v1/notifications/{nid}/read", headers=auth(server, user))
             assert reply.status_code == 404
             assert reply.json()["code"] == "NOT_FOUND"
         assert await pending(their_tab) == []
-    assert await engine_of(server).store.stream_version(user_stream(user)) == before
-    their_inbox = await engine_of(server).inbox(other)
+    assert await server.engine.store.stream_version(user_stream(user)) == before
+    their_inbox = await server.engine.inbox(other)
     assert their_inbox.notifications["n-theirs"].read is False
 
 

@@ -42,7 +42,7 @@ async def rooms_server(rooms_url: str) -> AsyncIterator[Server]:
 
 
 def db_of(server: Server) -> AsyncEngine:
-    db_engine: AsyncEngine = server.app.state.engine.store.db_engine
+    db_engine: AsyncEngine = server.engine.store.db_engine
     return db_engine
 
 

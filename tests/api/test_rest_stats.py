@@ -83,13 +83,13 @@ async def test_stats_need_a_token_and_the_detailed_view_needs_admin(server: Serv
 
 
 async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> None:
-    store = node.app.state.engine.store
+    store = node.engine.store
     before = await stats(node)
     assert before["total_connections"] == before["authenticated_connections"] == 0
     assert before["rooms_active"] == 0
     assert before["events_appended"] == 0
     assert before["log_head"] == await store.head()
-    assert before["node_id"] == node.app.state.engine.node_id
+    assert before["node_id"] == node.engine.node_id
 
     async with node.connect(node.token("alice", username="alice")) as alice:
         await greet(alice)
@@ -128,7 +128,7 @@ async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> N
     }
     assert detailed["errors_by_code"] == {"INVALID_JSON": 1, "ROOM_NOT_FOUND": 1}
     (node_id,) = detailed["nodes"]
-    assert node_id == node.app.state.engine.node_id
+    assert node_id == node.engine.node_id
     figures = detailed["nodes"][node_id]
     assert figures["connections"] == 2
     assert figures["messages_received"] == 7

@@ -25,7 +25,6 @@ from engine.model.catalogue import (
 )
 from engine.model.events import RecordedEvent
 from engine.model.streams import user_stream, volatile_stream
-from engine.service import Engine
 from tests.api.conftest import Server, fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, of_type, until
 
@@ -54,11 +53,6 @@ def new_file_id() -> str:
     return f"i-{uuid.uuid4().hex[:12]}"
 
 
-def engine_of(server: Server) -> Engine:
-    engine: Engine = server.app.state.engine
-    return engine
-
-
 def png(size: int) -> bytes:
     return PNG + os.urandom(size - len(PNG))
 
@@ -69,7 +63,7 @@ def stored_names(server: Server) -> list[str]:
 
 
 async def upload_events(server: Server, user: str, file_id: str) -> list[RecordedEvent]:
-    return await engine_of(server).store.upload_events(user, file_id)
+    return await server.engine.store.upload_events(user, file_id)
 
 
 class RawPut:
@@ -133,7 +127,7 @@ async def test_a_stalled_body_is_answered_408_fails_its_upload_and_frees_the_id(
     )
     assert file_id not in stored_names(idle_server)
     assert not any(name.endswith(".part") for name in stored_names(idle_server))
-    assert file_id not in engine_of(idle_server).files._uploading
+    assert file_id not in idle_server.engine.files._uploading
 
     headers = {"Authorization": f"Bearer {idle_server.token(user)}", "Content-Type": "image/png"}
     async with httpx.AsyncClient(base_url=idle_server.http_url, timeout=10) as http:
@@ -273,4 +267,4 @@ async def _restarted(settings: Settings, user: str, file_id: str) -> None:
         assert (failed["file_id"], failed["reason"]) == (file_id, "idle_timeout")
         failures = [e for e in await upload_events(after, user, file_id) if e.type == FILE_UPLOAD_FAILED]
         assert len(failures) == 1
-        assert failures[0].metadata["node"] == engine_of(after).node_id
+        assert failures[0].metadata["node"] == after.engine.node_id

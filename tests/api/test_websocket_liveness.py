@@ -131,7 +131,7 @@ async def test_slow_consumer_is_closed_with_4008_and_resumes_from_last_seq_witho
     settings = make_settings(database_url, fanout_max_queue=8, **UNLIMITED)
     sheet = f"sheet-{room}"
     async with serve(settings) as srv:
-        hub = srv.app.state.engine.hub
+        hub = srv.engine.hub
         async with (
             srv.connect(srv.token("writer")) as writer,
             srv.connect(srv.token("fast")) as fast,
@@ -192,7 +192,7 @@ async def test_a_slow_consumer_leaves_its_rooms_as_soon_as_it_is_closed(
     settings = make_settings(database_url, fanout_max_queue=8, **UNLIMITED)
     sheet = f"sheet-{room}"
     async with serve(settings) as srv:
-        hub = srv.app.state.engine.hub
+        hub = srv.engine.hub
         async with (
             srv.connect(srv.token("writer")) as writer,
             srv.connect(srv.token("slow"), max_queue=1) as slow,
@@ -205,7 +205,7 @@ async def test_a_slow_consumer_leaves_its_rooms_as_soon_as_it_is_closed(
             await write_until_closed(hub, slow_id, writer, room, sheet)
             left = (await until(writer, of_type("user_left", user_id="slow")))[-1]
             assert left["room_id"] == room
-            members = srv.app.state.engine.node.connections
+            members = srv.engine.node.connections
             assert slow_id not in members
             recorded = await store.read_stream(room_stream(room))
             leaves = [e for e in recorded if e.type == USER_LEFT_ROOM]

@@ -8,18 +8,12 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 
-from engine.service import Engine
 from tests.api.conftest import Server, request
 from tests.api.live_helpers import greet, of_type, pending, send, until
 
 
 def new_user() -> str:
     return f"notif-user-{uuid.uuid4().hex[:8]}"
-
-
-def engine_of(server: Server) -> Engine:
-    engine: Engine = server.app.state.engine
-    return engine
 
 
 async def subscribe(ws: ClientConnection, **filters: Any) -> dict[str, Any]:
@@ -34,7 +28,7 @@ def notification(nid: str, **fields: Any) -> dict[str, Any]:
 
 async def test_subscribe_returns_the_unread_notifications_matching_its_filters(server: Server) -> None:
     user = new_user()
-    engine = engine_of(server)
+    engine = server.engine
     await engine.create_notification(
         user, notification("n-a", category="system", priority="high"), created_by="test"
     )
@@ -64,7 +58,7 @@ async def test_subscribe_returns_the_unread_notifications_matching_its_filters(s
 
 async def test_created_notification_reaches_only_matching_subscribers_of_that_user(server: Server) -> None:
     user, other = new_user(), new_user()
-    engine = engine_of(server)
+    engine = server.engine
     async with (
         server.connect(server.token(user)) as matching,
         server.connect(server.token(user)) as filtered_out,
@@ -93,7 +87,7 @@ async def test_created_notification_reaches_only_matching_subscribers_of_that_us
 
 async def test_mark_read_reaches_both_tabs_and_leaves_the_unread_list(server: Server) -> None:
     user = new_user()
-    engine = engine_of(server)
+    engine = server.engine
     await engine.create_notification(user, notification("n-r"), created_by="test")
     await engine.create_notification(user, notification("n-s"), created_by="test")
     async with server.connect(server.token(user)) as tab1, server.connect(server.token(user)) as tab2:
@@ -115,7 +109,7 @@ async def test_mark_read_reaches_both_tabs_and_leaves_the_unread_list(server: Se
 
 async def test_read_of_an_unknown_or_foreign_notification_is_not_found(server: Server) -> None:
     user, other = new_user(), new_user()
-    await engine_of(server).create_notification(other, notification("n-foreign"), created_by="test")
+    await server.engine.create_notification(other, notification("n-foreign"), created_by="test")
     async with server.connect(server.token(user)) as ws:
         await greet(ws)
         for nid in ("n-missing", "n-foreign"):

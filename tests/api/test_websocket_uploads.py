@@ -77,7 +77,7 @@ async def test_start_and_progress_reach_the_users_other_tab_only(server: Server)
         assert await pending(tab1) == []  # the sender hears nothing of its own start or progress
         assert await pending(stranger) == []
 
-    engine: Engine = server.app.state.engine
+    engine: Engine = server.engine
     upload = await engine.upload(user, file_id)
     assert upload is not None
     assert (upload.status, upload.bytes_uploaded, upload.filename) == ("uploading", 500, "report.csv")
@@ -116,7 +116,7 @@ async def test_only_users_who_may_write_files_may_start_or_report_an_upload(serv
     `file_upload_start` is PERMISSION_DENIED and records nothing, so it cannot take an id another user
     then finds "already in use"."""
     file_id = f"f-{uuid.uuid4().hex[:8]}"
-    engine: Engine = server.app.state.engine
+    engine: Engine = server.engine
     for role in ("viewer", "auditor"):
         watcher = new_user()
         async with server.connect(server.token(watcher, roles=[role])) as ws:

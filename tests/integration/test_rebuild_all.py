@@ -43,7 +43,7 @@ async def update(ws: ClientConnection, room: str, sheet: str, cell: str, value: 
 
 async def scripted_session(server: Server, then: Callable[[], Awaitable[None]] | None = None) -> None:
     """The session; `then` runs once it is over, before the clients close."""
-    engine: Engine = server.app.state.engine
+    engine: Engine = server.engine
     async with (
         server.connect(server.token("alice", username="Alice", email="alice@example.com")) as alice,
         server.connect(server.token("alice", username="Alice")) as alice_tab,
@@ -126,7 +126,7 @@ async def everyone_gone(db_engine: AsyncEngine) -> None:
 async def test_rebuild_from_zero_equals_the_live_tables(fresh_url: str) -> None:
     settings = make_settings(fresh_url, typing_timeout_seconds=TYPING_TIMEOUT)
     async with serve(settings) as server:
-        db_engine = server.app.state.engine.store.db_engine
+        db_engine = server.engine.store.db_engine
         live: dict[str, Any] = {}
 
         async def while_connected() -> None:
