@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
 from bench.common import fresh_database, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, Variant, checkout, free_port, start_server, wait_ready  # noqa: E402
+from bench.fanout import SECRET, Variant, checkout, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 WARM_UP = 200
 NO_CAPS = {"MAX_CONNECTIONS": "1000000", "MAX_CONNECTIONS_PER_USER": "1000000"}
@@ -88,12 +87,7 @@ async def measure(
         print(row, flush=True)
         return row
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(30)
+        stop_server(server)
 
 
 def main() -> None:

@@ -121,6 +121,16 @@ def start_server(
     return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Stop gracefully, or kill after 30 s: a graceful stop can outlast a saturated run's backlog."""
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(30)
+
+
 async def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
     for _ in range(600):
         if server.poll() is not None:
@@ -331,13 +341,9 @@ async def measure(
         return rows
     finally:
         for server in servers:
-            server.terminate()
+            server.terminate()  # all at once, then each waited for
         for server in servers:
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:  # a graceful stop can outlast a saturated run's backlog
-                server.kill()
-                server.wait(30)
+            stop_server(server)
 
 
 def report(rows: list[dict[str, object]]) -> str:

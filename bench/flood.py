@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
 from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, free_port, start_server, wait_ready  # noqa: E402
+from bench.fanout import SECRET, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 SOCKETS = 4
 CONFIGS: dict[str, dict[str, str]] = {
@@ -179,8 +179,7 @@ def main() -> None:
             asyncio.run(wait_ready(port, server))
             results[name] = asyncio.run(run(port, args.seconds))
         finally:
-            server.terminate()
-            server.wait(30)
+            stop_server(server)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

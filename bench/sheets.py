@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
 from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, free_port, start_server, wait_ready  # noqa: E402
+from bench.fanout import SECRET, free_port, start_server, stop_server, wait_ready  # noqa: E402
 from engine.log.store import EventStore, create_db_engine  # noqa: E402
 from engine.model.streams import room_stream  # noqa: E402
 
@@ -162,8 +162,7 @@ def main() -> None:
         asyncio.run(wait_ready(port, server))
         result = asyncio.run(run(port, database_url, args.updates, args.opens))
     finally:
-        server.terminate()
-        server.wait(30)
+        stop_server(server)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
