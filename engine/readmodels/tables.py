@@ -53,7 +53,7 @@ async def load_views(conn: AsyncConnection, model: ReadModel, keys: Iterable[Any
     keys = list(keys)
     if not keys:
         return {}
-    owners = _json([dict(zip(model.owner, model.owner_values(key), strict=True)) for key in keys])
+    owners = _json([_owner_of(model, key) for key in keys])
     found: dict[Any, Rows] = {key: {} for key in keys}
     using = ", ".join(_ident(column) for column in model.owner)
     for table in model.tables:
