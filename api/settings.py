@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     projection_interval_ms: float = Field(default=100, ge=0)
     # How often nodes exchange their rate-limit counts (engine/cluster/rate_sync.py).
     rate_limit_sync_seconds: float = Field(default=1.0, gt=0)
+    # Committed events travel to the other nodes on this NATS (engine/cluster/bus.py); unset, nodes
+    # wake each other with NOTIFY and read the events from the log.
+    nats_url: str | None = None
     # Request heads, of plain requests and WebSocket handshakes alike (api/http_protocol.py): the
     # request line and headers over this many bytes are answered 431, and a head not complete this
     # many seconds after its first byte (or the connection's opening) 408; the connection then closes.
@@ -112,6 +115,16 @@ class Settings(BaseSettings):
                     ) from None
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        scheme = value.strip().partition("://")[0]
+        if scheme not in ("nats", "tls"):
+            raise ValueError(f"expected nats://HOST:PORT (or tls://), got scheme {scheme[:20]!r}")
+        return value.strip()
 
     @field_validator("database_url")
     @classmethod

@@ -58,6 +58,9 @@ class EngineConfig:
     node_heartbeat: float = 5.0
     node_dead_after: float = 15.0
     rate_limit_sync: float = 1.0
+    # Events committed here travel to the other nodes on this NATS (engine/cluster/bus.py); empty:
+    # they learn of them by NOTIFY and read them from the log.
+    nats_url: str = ""
 
 
 __all__ = ["EngineConfig"]

@@ -35,12 +35,14 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster import reaper
+from engine.cluster.bus import NatsBus, log_subject
 from engine.cluster.control import ClusterControl
 from engine.cluster.follower import LogFollower
 from engine.cluster.rate_sync import RateLimitSync
@@ -149,7 +151,12 @@ class Node:
             report=self._heartbeat_report,
         )
         await self.nodes.start()
-        self.follower = LogFollower(self.store, self.order, libpq_dsn(config.database_url), self.nodes)
+        bus = None
+        if config.nats_url:
+            bus = NatsBus(config.nats_url, partial(log_subject, db_engine), self.node_id)
+        self.follower = LogFollower(
+            self.store, self.order, libpq_dsn(config.database_url), self.nodes, bus=bus
+        )
         await self.follower.start()
         self.control = ClusterControl(self.follower, self.nodes)
         await self.control.start()
@@ -325,6 +332,8 @@ class Node:
             if not order.offer(published):
                 try:
                     async with asyncio.timeout(self.config.append_timeout):
+                        if self.follower is not None:
+                            await self.follower.wait_for_peers(published.position)
                         await self._read_up_to(order, published.position)
                 except TimeoutError:
                     # Committed, but not yet published here: answering now would reply from a view
@@ -335,7 +344,7 @@ class Node:
             for observer in self._observers:
                 observer(published)
             if self.follower is not None:
-                self.follower.committed()
+                self.follower.committed(published)
             if self.projector is not None:
                 self.projector.wake()
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written

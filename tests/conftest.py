@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.log.embedded_postgres import database_url_for, start_embedded_postgres
 from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore, create_db_engine
+from tests.nats_server import nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,13 @@ def database_url(server_url: str) -> Iterator[str]:
     upgrade_to_head(url)
     yield url
     asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """A NATS server of the session's own, for nodes that deliver across each other on a bus."""
+    with nats_server() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

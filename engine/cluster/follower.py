@@ -9,6 +9,12 @@ and offers it to `DeliveryOrder` (engine/fanout/delivery_order.py), which publis
 Notifications are not durable (a dropped connection, a restarted server), so the reader also polls
 every `poll_interval`: a lost wake-up costs latency, never an event. The read is an indexed range scan
 on the primary key, and reading past events this node published itself costs one cheap query.
+
+With a bus (`NATS_URL`, engine/cluster/bus.py) the events themselves reach the node, and it reads the
+log only to repair: a gap that stays open `repair_after` seconds after it was seen (a bus message
+lost or very late), and, every `poll_interval`, a head ahead of what it published that is still ahead
+`repair_after` later (a lost last message, a bus outage). No NOTIFY is sent for commits then; the
+LISTEN connection still carries the other channels (engine/cluster/control.py).
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from typing import Any, Final
 
 import asyncpg
 
+from engine.cluster.bus import NatsBus
 from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrder
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.store import EventLog
+from engine.model.events import RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +50,23 @@ class LogFollower:
         dsn: str,
         registry: NodeRegistry,
         *,
+        bus: NatsBus | None = None,
         poll_interval: float = 0.5,
         notify_interval: float = 0.003,
         retry_interval: float = 1.0,
+        repair_after: float = 0.1,
     ) -> None:
         self.node_id = registry.node_id
+        self.bus = bus
         self.poll_interval = poll_interval
         self.notify_interval = notify_interval
         self.retry_interval = retry_interval
+        self.repair_after = repair_after
         self.notifications_sent = 0
         self.notifications_received = 0
-        self.reads = 0
+        self.reads = 0  # range reads of the log
+        self.head_reads = 0  # with a bus: the head polled
+        self._known = 0  # with a bus: the highest position known to be committed
         self._store = store
         self._order = order
         self._dsn = dsn
@@ -69,16 +83,21 @@ class LogFollower:
             await self._listen()
         except Exception as exc:  # the database is away: `_keep_listening` retries until it is back
             log.warning("LISTEN connection failed, retrying: %s: %s", type(exc).__name__, exc)
+        if self.bus is not None:
+            await self.bus.start(self._on_bus_events)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read_loop(), name=f"log-follower:{self.node_id}"),
             loop.create_task(self._keep_listening(), name=f"log-listener:{self.node_id}"),
-            loop.create_task(self._notify_loop(), name=f"log-notifier:{self.node_id}"),
         ]
+        if self.bus is None:
+            self._tasks.append(loop.create_task(self._notify_loop(), name=f"log-notifier:{self.node_id}"))
 
     async def stop(self) -> None:
         await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in self._tasks))
         self._tasks = []
+        if self.bus is not None:
+            await self.bus.stop()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._conn.close(), 2.0)
@@ -109,10 +128,21 @@ class LogFollower:
                 return False
             return True
 
-    def committed(self) -> None:
-        """This node committed: wake the peers, at most once per `notify_interval`."""
-        if self._registry.has_peers:
+    def committed(self, event: RecordedEvent) -> None:
+        """This node committed `event`: send it on the bus, or wake the peers at most once per
+        `notify_interval` so that they read it."""
+        if self.bus is not None:
+            self.bus.publish(event)
+        elif self._registry.has_peers:
             self._committed.set()
+
+    async def wait_for_peers(self, position: int) -> None:
+        """With a bus, give the events before `position` up to `repair_after` seconds to arrive on it
+        before the caller reads them from the log; without one, the log is the only way."""
+        if self.bus is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.repair_after):
+                    await self._order.wait_delivered(position)
 
     # Notifying.
 
@@ -181,7 +211,7 @@ class LogFollower:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self._catch_up()
+                await (self._catch_up() if self.bus is None else self._repair())
             except Exception as exc:  # the database is away: try again after a pause, or sooner if woken
                 log.warning("reading the log failed: %s: %s", type(exc).__name__, exc)
                 with contextlib.suppress(TimeoutError):
@@ -200,6 +230,38 @@ class LogFollower:
             if len(page) < _PAGE:
                 return
 
+    # Repairing what the bus lost.
+
+    def _on_bus_events(self, events: list[RecordedEvent]) -> None:
+        if events:
+            self._known = max(self._known, events[-1].position)
+        self._order.offer_all(events)
+
+    async def _repair(self) -> None:
+        """Read the log up to the highest position known to be committed, if the bus has not brought
+        it `repair_after` seconds later. Woken by a gap, that position is the highest held one; on a
+        poll, the head."""
+        order = self._order
+        if order.delivered is None:
+            order.start_at(await self._store.head())
+        if order.highest_held is not None:
+            self._known = max(self._known, order.highest_held)
+        else:
+            self._known = max(self._known, await self._store.head())
+            self.head_reads += 1
+        target = self._known
+        assert order.delivered is not None
+        if order.delivered >= target:
+            return
+        await asyncio.sleep(self.repair_after)  # what is in flight on the bus arrives meanwhile
+        while order.delivered < target:
+            after = order.delivered
+            page = await self._store.read_all(after=after, limit=min(_PAGE, target - after))
+            self.reads += 1
+            order.offer_all(page)
+            if not page:
+                return
+
     def stats(self) -> dict[str, object]:
         return {
             "delivered_position": self._order.delivered,
@@ -209,6 +271,8 @@ class LogFollower:
             "notifications_sent": self.notifications_sent,
             "notifications_received": self.notifications_received,
             "reads": self.reads,
+            "head_reads": self.head_reads,
+            "bus": self.bus.stats() if self.bus is not None else None,
         }
 
 

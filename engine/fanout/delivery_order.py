@@ -42,6 +42,11 @@ class DeliveryOrder:
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def highest_held(self) -> int | None:
+        """The highest position waiting for earlier ones, if any: those are all committed."""
+        return max(self._held) if self._held else None
+
     def offer(self, event: RecordedEvent) -> bool:
         """Publish `event` if it is the next position (then whatever it unblocks); hold it if earlier
         positions are missing. True once it is published, now or before."""

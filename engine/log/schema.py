@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -74,6 +74,8 @@ log_head = Table(
     metadata,
     Column("id", SmallInteger, primary_key=True, autoincrement=False),
     Column("position", BigInteger, nullable=False),
+    # Names this log on a message bus shared with other logs (engine/cluster/bus.py): migration 0008.
+    Column("log_id", UUID(as_uuid=False), nullable=False, server_default=text("gen_random_uuid()")),
     CheckConstraint("id = 1", name="single_row"),
 )
 

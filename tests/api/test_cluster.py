@@ -20,8 +20,10 @@ from tests.api.live_helpers import greet, send, until
 HEARTBEAT = 0.3
 
 
-@pytest.fixture(scope="module")
-async def nodes(server_url: str) -> AsyncIterator[tuple[Server, Server]]:
+@pytest.fixture(scope="module", params=["notify", "nats"])
+async def nodes(request: pytest.FixtureRequest, server_url: str) -> AsyncIterator[tuple[Server, Server]]:
+    """Two nodes that learn of each other's events by NOTIFY and a read of the log, or on a bus."""
+    bus = {"nats_url": request.getfixturevalue("nats_url")} if request.param == "nats" else {}
     async with fresh_database(server_url) as database_url:
         settings = make_settings(
             database_url,
@@ -29,6 +31,7 @@ async def nodes(server_url: str) -> AsyncIterator[tuple[Server, Server]]:
             websocket_requests_per_hour=1_000_000,
             node_heartbeat_seconds=HEARTBEAT,
             node_dead_after_seconds=10 * HEARTBEAT,
+            **bus,
         )
         async with serve(settings) as first, serve(settings) as second:
             assert first.engine.node_id != second.engine.node_id
@@ -173,3 +176,32 @@ async def test_an_event_another_writer_committed_just_before_goes_out_first(
             m for m in await until(kim, lambda m: m.get("cell_id") == "A1") if m["type"] == "cell_updated"
         ]
     assert [(m["cell_id"], m["seq"]) for m in seen] == [("Z9", state["seq"] + 1), ("A1", state["seq"] + 2)]
+
+
+async def test_on_a_bus_nodes_read_the_log_only_to_repair(nodes: tuple[Server, Server], room: str) -> None:
+    first, second = nodes
+    followers = [node.engine.node.follower for node in nodes]
+    if any(f.bus is None for f in followers):
+        pytest.skip("without a bus, a node reads the log after every wake-up by design")
+    assert all(f.bus.connected for f in followers)
+    async with (
+        first.connect(first.token("lu", username="lu")) as lu,
+        second.connect(second.token("mo", username="mo")) as mo,
+    ):
+        await greet(lu)
+        await greet(mo)
+        await _join(lu, room)
+        await _join(mo, room)
+        reads = [f.reads for f in followers]
+        received = [f.bus.events_received for f in followers]
+        count = 30
+        for i in range(count):
+            await send(lu, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": f"L{i}", "value": i})
+            await send(mo, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": f"M{i}", "value": i})
+        for ws in (lu, mo):
+            seen = 0
+            while seen < 2 * count:
+                seen += (await receive(ws))["type"] == "cell_updated"
+    # Each node got the other's 30 updates on the bus; reading them back would take a read each.
+    assert all(f.bus.events_received - before >= count for f, before in zip(followers, received, strict=True))
+    assert all(f.reads - before <= 2 for f, before in zip(followers, reads, strict=True))

@@ -1,0 +1,234 @@
+"""`NatsBus`: committed events travel to the other nodes on NATS when `NATS_URL` is set.
+
+Why: a NOTIFY only says that something was committed, so every node reads every event back from
+PostgreSQL after every wake-up. On the bus the events themselves travel, and a node reads the log
+only to repair what the bus lost (engine/cluster/follower.py). PostgreSQL stays the only truth: the
+bus is best effort, and a message lost, late, too large or sent while the bus was away costs
+latency, never an event.
+
+One subject per log partition, `collab.<log id>.log.<partition>`: the log id (a random uuid in
+`log_head`) keeps the logs of different databases apart on a shared NATS, and the log has one
+partition today. NATS keeps each publisher's messages in order on a subject; the messages of
+different nodes interleave, and `DeliveryOrder` (engine/fanout/delivery_order.py) puts them back in
+position order. Nodes connect with `no_echo`, so none hears its own events back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from typing import Final
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.model.events import RecordedEvent
+
+log = logging.getLogger(__name__)
+
+PARTITION: Final = 0  # the log's only partition, until it is split (docs/scaling.md)
+
+
+def subject_for(log_id: str, partition: int = PARTITION) -> str:
+    return f"collab.{log_id}.log.{partition}"
+
+
+async def log_subject(db_engine: AsyncEngine) -> str:
+    """The subject of the log in this database."""
+    async with db_engine.connect() as conn:
+        log_id = (await conn.execute(text("SELECT log_id FROM log_head WHERE id = 1"))).scalar_one()
+    return subject_for(str(log_id))
+
+
+def encode_event(event: RecordedEvent) -> bytes:
+    """One event as one line of JSON (orjson escapes newlines inside strings)."""
+    return orjson.dumps(
+        {
+            "p": event.position,
+            "s": event.stream_id,
+            "v": event.stream_version,
+            "t": event.type,
+            "d": event.data,
+            "m": event.metadata,
+            "r": event.recorded_at.isoformat(),
+            "u": event.user_id,
+            "k": event.idempotency_key,
+        }
+    )
+
+
+def decode_events(payload: bytes) -> list[RecordedEvent]:
+    """The events of one bus message; ValueError (orjson's, or a missing field) when malformed."""
+    found: list[RecordedEvent] = []
+    for line in payload.split(b"\n"):
+        item = orjson.loads(line)
+        try:
+            found.append(
+                RecordedEvent(
+                    position=int(item["p"]),
+                    stream_id=item["s"],
+                    stream_version=int(item["v"]),
+                    type=item["t"],
+                    data=item["d"],
+                    metadata=item["m"],
+                    recorded_at=datetime.fromisoformat(item["r"]),
+                    user_id=item["u"],
+                    idempotency_key=item["k"],
+                )
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an event: {exc}") from exc
+    return found
+
+
+def messages(lines: list[bytes], max_payload: int) -> Iterator[bytes]:
+    """`lines` joined into as few messages of at most `max_payload` bytes as keep their order. A line
+    longer than that on its own is left out: the receivers repair it from the log."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        if len(line) > max_payload:
+            log.info("an event of %d bytes is over the bus's %d: peers read it", len(line), max_payload)
+            continue
+        if batch and size + 1 + len(line) > max_payload:
+            yield b"\n".join(batch)
+            batch, size = [], 0
+        size += len(line) + (1 if batch else 0)
+        batch.append(line)
+    if batch:
+        yield b"\n".join(batch)
+
+
+Subject = Callable[[], Awaitable[str]]
+"""Where this log's events travel; asked at every connect, since the database may be away at start."""
+
+
+class NatsBus:
+    def __init__(self, url: str, subject: Subject, node_id: str, *, retry_interval: float = 1.0) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.retry_interval = retry_interval
+        self.subject: str | None = None
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.events_received = 0
+        self.send_failures = 0
+        self._subject = subject
+        self._client: Client | None = None
+        self._on_events: Callable[[list[RecordedEvent]], None] = lambda _events: None
+        self._outbox: list[RecordedEvent] = []
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    async def start(self, on_events: Callable[[list[RecordedEvent]], None]) -> None:
+        """Connect and subscribe, or keep trying in the background: until then peers' events come from
+        the follower's reads of the log."""
+        self._on_events = on_events
+        loop = asyncio.get_running_loop()
+        connecting = loop.create_task(self._connect_until_done(), name=f"bus-connect:{self.node_id}")
+        self._tasks = [connecting, loop.create_task(self._send_loop(), name=f"bus-sender:{self.node_id}")]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(connecting), self.retry_interval * 2)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in self._tasks))
+        self._tasks = []
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._client.close(), 2.0)
+            self._client = None
+
+    def publish(self, event: RecordedEvent) -> None:
+        """Send `event` to the other nodes; the events of one loop turn travel as one message."""
+        self._outbox.append(event)
+        self._ready.set()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "url": self.url,
+            "subject": self.subject,
+            "connected": self.connected,
+            "messages_sent": self.messages_sent,
+            "messages_received": self.messages_received,
+            "events_received": self.events_received,
+            "send_failures": self.send_failures,
+        }
+
+    async def _connect_until_done(self) -> None:
+        while self._client is None:
+            try:
+                await self._connect()
+            except Exception as exc:
+                log.warning("bus at %s unavailable, retrying: %s: %s", self.url, type(exc).__name__, exc)
+                await asyncio.sleep(self.retry_interval)
+
+    async def _connect(self) -> None:
+        subject = await self._subject()
+        # After the first connect, the client reconnects by itself for as long as the node runs.
+        client = await nats.connect(
+            self.url,
+            name=self.node_id,
+            no_echo=True,
+            connect_timeout=2,
+            reconnect_time_wait=self.retry_interval,
+            max_reconnect_attempts=-1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        await client.subscribe(subject, cb=self._on_message)
+        self.subject, self._client = subject, client
+        log.info("bus connected: %s on %s", subject, self.url)
+
+    async def _send_loop(self) -> None:
+        """One sender, so this node's messages leave in the order it published them."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            events, self._outbox = self._outbox, []
+            client, subject = self._client, self.subject
+            if client is None or subject is None or client.is_closed:
+                self.send_failures += 1
+                continue
+            events.sort(key=lambda e: e.position)
+            for payload in messages([encode_event(e) for e in events], client.max_payload):
+                try:
+                    await client.publish(subject, payload)
+                    self.messages_sent += 1
+                except Exception as exc:  # a full reconnect buffer: the peers repair from the log
+                    self.send_failures += 1
+                    log.info("bus publish failed: %s: %s", type(exc).__name__, exc)
+
+    async def _on_message(self, message: Msg) -> None:
+        try:
+            events = decode_events(message.data)
+        except ValueError as exc:
+            log.warning("ignored a malformed bus message on %s: %s", message.subject, exc)
+            return
+        self.messages_received += 1
+        self.events_received += len(events)
+        self._on_events(events)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.info("bus: %s: %s", type(exc).__name__, exc)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("bus disconnected: peers' events come from the log until it is back")
+
+    async def _on_reconnected(self) -> None:
+        log.info("bus reconnected")
+
+
+__all__ = ["PARTITION", "NatsBus", "decode_events", "encode_event", "log_subject", "messages", "subject_for"]

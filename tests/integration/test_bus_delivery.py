@@ -1,0 +1,213 @@
+"""Cross-node delivery on a real NATS (a server of the test's own) and the real PostgreSQL.
+
+Writers append concurrently, as nodes do, and publish what they committed on the bus; a follower
+publishes every event once, in position order, and reads the log only to repair what the bus lost:
+messages dropped on the way, a bus outage, a bus that was never there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from nats.aio.msg import Msg
+
+from engine.cluster.bus import NatsBus, log_subject
+from engine.cluster.follower import LogFollower
+from engine.cluster.registry import NodeRegistry
+from engine.fanout.delivery_order import DeliveryOrder
+from engine.fanout.live import recorded
+from engine.log.store import EventStore, create_db_engine, libpq_dsn
+from engine.model.events import Committed, NewEvent, RecordedEvent
+from tests.api.conftest import fresh_database
+from tests.nats_server import NatsServer, nats_server
+
+WRITERS = 2
+HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
+
+
+class LossyBus(NatsBus):
+    """Loses one message in `every` that reaches this node, as a network that drops them would."""
+
+    def __init__(self, *args: Any, every: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.every = every
+        self.arrived = 0
+        self.dropped = 0
+
+    async def _on_message(self, message: Msg) -> None:
+        self.arrived += 1
+        if self.arrived % self.every == 0:
+            self.dropped += 1
+            return
+        await super()._on_message(message)
+
+
+@dataclass
+class Log:
+    database_url: str
+    store: EventStore
+    subject: str
+    db: Any
+    published: list[RecordedEvent] = field(default_factory=list)
+
+
+@pytest.fixture
+async def log(server_url: str) -> AsyncIterator[Log]:
+    async with fresh_database(server_url) as url:
+        db = create_db_engine(url)
+        try:
+            yield Log(url, EventStore(db), await log_subject(db), db)
+        finally:
+            await db.dispose()
+
+
+@pytest.fixture
+def nats() -> Iterator[NatsServer]:
+    with nats_server() as server:
+        yield server
+
+
+@dataclass
+class Follower:
+    follower: LogFollower
+    order: DeliveryOrder
+    delivered: list[RecordedEvent]
+    registry: NodeRegistry
+
+
+async def start_follower(log: Log, bus: NatsBus) -> Follower:
+    delivered: list[RecordedEvent] = []
+    registry = NodeRegistry(log.db, f"follower-{uuid.uuid4().hex[:6]}")
+    await registry.start()
+    holder: list[LogFollower] = []
+    order = DeliveryOrder(delivered.append, await log.store.head(), on_gap=lambda: holder[0].wake())
+    follower = LogFollower(log.store, order, libpq_dsn(log.database_url), registry, bus=bus)
+    holder.append(follower)
+    await follower.start()
+    return Follower(follower, order, delivered, registry)
+
+
+async def stop_follower(f: Follower) -> None:
+    await f.follower.stop()
+    await f.registry.stop()
+
+
+async def write(log: Log, bus: NatsBus, count: int, *, pause: float = 0.0) -> list[int]:
+    """Append `count` events one at a time (several writers interleave their positions) and publish
+    each committed one on `bus`, as a node does."""
+    positions: list[int] = []
+    for i in range(count):
+        event = NewEvent(f"room:bus-{random.randrange(4)}", "BusProbe", {"i": i})
+        (outcome,) = await log.store.append([event])
+        assert isinstance(outcome, Committed)
+        bus.publish(recorded(event, outcome))
+        positions.append(outcome.position)
+        if pause:
+            await asyncio.sleep(pause)
+    return positions
+
+
+async def writers(log: Log, url: str, count: int, **kwargs: Any) -> list[int]:
+    buses = [NatsBus(url, _fixed(log.subject), f"writer-{n}") for n in range(WRITERS)]
+    for bus in buses:
+        await bus.start(lambda _events: None)
+    try:
+        written = await asyncio.gather(*(write(log, bus, count, **kwargs) for bus in buses))
+        await asyncio.sleep(0.05)  # let the last messages leave before the writers disconnect
+    finally:
+        for bus in buses:
+            await bus.stop()
+    return sorted(p for positions in written for p in positions)
+
+
+def _fixed(subject: str) -> Any:
+    async def answer() -> str:
+        return subject
+
+    return answer
+
+
+async def delivered_up_to(f: Follower, position: int) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        await f.order.wait_delivered(position)
+
+
+def assert_once_in_order(f: Follower, positions: list[int]) -> None:
+    seen = [e.position for e in f.delivered]
+    assert seen == positions, "every committed event exactly once, in position order"
+    assert positions == list(range(positions[0], positions[0] + len(positions)))  # gapless
+
+
+async def test_events_travel_on_the_bus_and_the_log_is_read_only_to_repair(
+    log: Log, nats: NatsServer
+) -> None:
+    f = await start_follower(log, NatsBus(nats.url, _fixed(log.subject), "follower"))
+    try:
+        positions = await writers(log, nats.url, 300)
+        await delivered_up_to(f, positions[-1])
+        assert_once_in_order(f, positions)
+        bus = f.follower.bus
+        assert bus is not None and bus.events_received == len(positions)
+        # Interleaved writers leave short gaps that the bus fills within the grace: no range read.
+        assert f.follower.reads <= 2  # (a stall of the machine past the grace may cost one)
+        assert {e.data["i"] for e in f.delivered} == set(range(300))
+    finally:
+        await stop_follower(f)
+
+
+async def test_messages_the_bus_drops_are_read_from_the_log(log: Log, nats: NatsServer) -> None:
+    bus = LossyBus(nats.url, _fixed(log.subject), "follower", every=100)  # 1% of messages lost
+    f = await start_follower(log, bus)
+    try:
+        positions = await writers(log, nats.url, 400, pause=0.001)
+        await delivered_up_to(f, positions[-1])
+        assert_once_in_order(f, positions)
+        assert bus.dropped > 0
+        # Each loss costs a read (a lost message may carry several events); nothing close to one per event.
+        assert 0 < f.follower.reads <= 3 * bus.dropped + 2
+    finally:
+        await stop_follower(f)
+
+
+async def test_a_bus_outage_costs_latency_never_an_event(log: Log, nats: NatsServer) -> None:
+    f = await start_follower(log, NatsBus(nats.url, _fixed(log.subject), "follower", retry_interval=0.2))
+    try:
+        before = await writers(log, nats.url, 50)
+        await delivered_up_to(f, before[-1])
+        nats.stop()
+        during = await writers(log, nats.url, 50)  # nothing reaches anyone on the bus now
+        await delivered_up_to(f, during[-1])  # the follower's polls of the head find them
+        assert f.follower.head_reads > 0 and f.follower.reads > 0
+        nats.start()
+        bus = f.follower.bus
+        assert bus is not None
+        async with asyncio.timeout(HANG_GUARD):
+            while not bus.connected:  # noqa: ASYNC110 (the client has no event for it)
+                await asyncio.sleep(0.05)
+        received = bus.events_received
+        reads = f.follower.reads
+        after = await writers(log, nats.url, 50)
+        await delivered_up_to(f, after[-1])
+        assert_once_in_order(f, before + during + after)
+        assert bus.events_received > received  # the bus carries events again after its restart
+        assert f.follower.reads - reads <= 2
+    finally:
+        await stop_follower(f)
+
+
+async def test_a_bus_that_is_never_there_still_delivers_everything(log: Log) -> None:
+    absent = NatsServer()  # a free port nobody listens on
+    f = await start_follower(log, NatsBus(absent.url, _fixed(log.subject), "follower", retry_interval=0.2))
+    try:
+        positions = await writers(log, absent.url, 30)
+        await delivered_up_to(f, positions[-1])
+        assert_once_in_order(f, positions)
+        assert f.follower.bus is not None and not f.follower.bus.connected
+    finally:
+        await stop_follower(f)
