@@ -408,8 +408,9 @@ class Node:
 
     def node_stats(self) -> stats.NodeStats:
         """This node's figures now. Raises StoreUnavailable when the engine is not running."""
+        delivery = self.follower.stats() if self.follower is not None else None
         return stats.node_stats(
-            self.node_id, self.traffic, self._running_appender(), self.hub, self.connections
+            self.node_id, self.traffic, self._running_appender(), self.hub, self.connections, delivery
         )
 
     async def cluster_stats(self) -> stats.ClusterStats:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep
@@ -92,6 +92,23 @@ class FanoutFigures(BaseModel):
     queue_depths: dict[str, int] = Field(description="connections with messages queued, by connection id")
 
 
+class DeliveryFigures(BaseModel):
+    via: str = Field(description="how other nodes' events reach this one: `nats` (NATS_URL) or `notify`")
+    delivered_position: int | None = Field(description="every position up to here is published here")
+    held: int = Field(description="events that arrived before earlier positions, waiting for them")
+    peers: list[str]
+    listening: bool = Field(description="the LISTEN connection is up")
+    log_reads: int = Field(description="range reads of the log: after each wake-up, or with a bus to repair")
+    head_reads: int = Field(description="with a bus: polls of the log head")
+    notifications_sent: int
+    notifications_received: int
+    bus_connected: bool
+    bus_messages_sent: int
+    bus_messages_received: int
+    bus_events_received: int
+    bus_send_failures: int = Field(description="messages not sent (the bus away): peers repair them")
+
+
 class NodeFigures(BaseModel):
     connections: int
     rooms_active: int
@@ -104,6 +121,14 @@ class NodeFigures(BaseModel):
     errors_by_code: dict[str, int] = Field(description="error messages sent to WebSocket clients, by code")
     appender: AppenderFigures
     fanout: FanoutFigures
+    delivery: DeliveryFigures | None = Field(
+        default=None, description="absent on a node without a database (a memory log)"
+    )
+
+    @field_validator("delivery", mode="before")
+    @classmethod
+    def _none_when_empty(cls, value: object) -> object:
+        return value or None
 
 
 class DetailedStats(Stats):

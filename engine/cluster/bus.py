@@ -155,17 +155,6 @@ class NatsBus:
         self._outbox.append(event)
         self._ready.set()
 
-    def stats(self) -> dict[str, object]:
-        return {
-            "url": self.url,
-            "subject": self.subject,
-            "connected": self.connected,
-            "messages_sent": self.messages_sent,
-            "messages_received": self.messages_received,
-            "events_received": self.events_received,
-            "send_failures": self.send_failures,
-        }
-
     async def _connect_until_done(self) -> None:
         while self._client is None:
             try:

@@ -262,17 +262,24 @@ class LogFollower:
             if not page:
                 return
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
+        """How other nodes' events reach this one, for `/ws/stats/detailed` and its peers' views."""
+        bus = self.bus
         return {
+            "via": "nats" if bus is not None else "notify",
             "delivered_position": self._order.delivered,
             "held": self._order.held,
             "peers": sorted(self._registry.peers),
             "listening": self._conn is not None and not self._conn.is_closed(),
+            "log_reads": self.reads,
+            "head_reads": self.head_reads,
             "notifications_sent": self.notifications_sent,
             "notifications_received": self.notifications_received,
-            "reads": self.reads,
-            "head_reads": self.head_reads,
-            "bus": self.bus.stats() if self.bus is not None else None,
+            "bus_connected": bus is not None and bus.connected,
+            "bus_messages_sent": bus.messages_sent if bus is not None else 0,
+            "bus_messages_received": bus.messages_received if bus is not None else 0,
+            "bus_events_received": bus.events_received if bus is not None else 0,
+            "bus_send_failures": bus.send_failures if bus is not None else 0,
         }
 
 

@@ -37,6 +37,8 @@ class NodeStats:
     errors_by_code: Mapping[str, int] = field(default_factory=dict)
     appender: Mapping[str, Any] = field(default_factory=dict)
     fanout: Mapping[str, Any] = field(default_factory=dict)
+    # How other nodes' events reach this one (engine/cluster/follower.py); empty on a memory log.
+    delivery: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,12 @@ class ClusterStats:
 
 
 def node_stats(
-    node_id: str, traffic: EngineStats, appender: Appender, hub: Hub, connections: Connections
+    node_id: str,
+    traffic: EngineStats,
+    appender: Appender,
+    hub: Hub,
+    connections: Connections,
+    delivery: Mapping[str, Any] | None = None,
 ) -> NodeStats:
     """This node's figures now, read from the parts that keep them (no I/O)."""
     figures = hub.stats()
@@ -77,6 +84,7 @@ def node_stats(
             "queue_depth_total": sum(depths.values()),
             "queue_depths": {cid: depth for cid, depth in depths.items() if depth},
         },
+        delivery=dict(delivery or {}),
     )
 
 

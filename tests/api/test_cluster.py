@@ -122,6 +122,8 @@ async def test_nodes_find_each_other_and_wake_each_other(nodes: tuple[Server, Se
     assert b.node_id in a.node.nodes.peers
     assert a.node_id in b.node.nodes.peers
     assert a.node.follower.stats()["listening"] and b.node.follower.stats()["listening"]
+    via = {a.node.follower.stats()["via"], b.node.follower.stats()["via"]}
+    assert via == {"nats" if a.node.follower.bus is not None else "notify"}
 
 
 async def test_stats_on_either_node_count_the_whole_cluster(nodes: tuple[Server, Server], room: str) -> None:

@@ -1,0 +1,203 @@
+"""The per-room guarantees across three real server processes on one database, whether the nodes
+learn of each other's events by NOTIFY and a read of the log or on a NATS bus: one order with
+contiguous seqs, one winner per cell race, an idempotent retry through another node, a gapless resume
+on another node, and no ghost after a node's death."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from api.settings import Settings
+from api.tokens import mint_token
+from tests.api.conftest import SECRET, fresh_database, make_settings, receive, start_node_process
+from tests.api.live_helpers import greet, join, of_type, send, until
+
+HEARTBEAT = 0.5
+DEAD_AFTER = 2.0
+HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
+
+
+@dataclass
+class Cluster:
+    settings: Settings
+    procs: list[asyncio.subprocess.Process]
+    ports: list[int]
+    mode: str
+
+    def connect(self, node: int, user: str) -> Any:
+        token = mint_token(self.settings, sub=user, username=user, secret=SECRET)
+        return connect(f"ws://127.0.0.1:{self.ports[node]}/api/v1/ws?token={token}")
+
+
+@pytest.fixture(scope="module", params=["notify", "nats"])
+async def cluster(request: pytest.FixtureRequest, server_url: str) -> AsyncIterator[Cluster]:
+    extra = {"nats_url": request.getfixturevalue("nats_url")} if request.param == "nats" else {}
+    async with fresh_database(server_url) as url:
+        options: dict[str, object] = {
+            "node_heartbeat_seconds": HEARTBEAT,
+            "node_dead_after_seconds": DEAD_AFTER,
+            "websocket_requests_per_minute": 1_000_000,
+            "websocket_requests_per_hour": 1_000_000,
+            **extra,
+        }
+        started = [await start_node_process(url, **options) for _ in range(3)]
+        try:
+            yield Cluster(
+                make_settings(url), [p for p, _ in started], [port for _, port in started], request.param
+            )
+        finally:
+            for proc, _ in started:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+async def open_member(cluster: Cluster, node: int, user: str, room: str) -> tuple[ClientConnection, int]:
+    ws = await cluster.connect(node, user)
+    await greet(ws)
+    state = await join(ws, room)
+    return ws, int(state["seq"])
+
+
+async def updates_seen(ws: ClientConnection, count: int) -> list[tuple[int, str]]:
+    seen: list[tuple[int, str]] = []
+    while len(seen) < count:
+        message = await receive(ws)
+        if message["type"] == "cell_updated":
+            seen.append((message["seq"], message["cell_id"]))
+    return seen
+
+
+async def test_edits_through_three_nodes_reach_everyone_in_one_contiguous_order(cluster: Cluster) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    members = [await open_member(cluster, n, f"e{n}", room) for n in range(3)]
+    per_member = 15
+    await asyncio.gather(
+        *(
+            send(ws, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": f"N{n}-{i}", "value": i})
+            for i in range(per_member)
+            for n, (ws, _) in enumerate(members)
+        )
+    )
+    seen = await asyncio.gather(*(updates_seen(ws, 3 * per_member) for ws, _ in members))
+    for ws, _ in members:
+        await ws.close()
+    assert seen[0] == seen[1] == seen[2]  # the same events in the same order on every node
+    seqs = [seq for seq, _ in seen[0]]
+    assert seqs == list(range(seqs[0], seqs[0] + 3 * per_member))
+
+    token = mint_token(cluster.settings, sub="root", roles=["admin"], secret=SECRET)
+    admin = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=admin) as http:
+        for port in cluster.ports:
+            body = (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")).json()
+            delivery = body["nodes"][body["node_id"]]["delivery"]
+            assert delivery["via"] == cluster.mode
+            if cluster.mode == "nats":
+                # The other two nodes' 30 updates (and the joins) came on the bus, not from reads.
+                assert delivery["bus_connected"] and delivery["bus_events_received"] >= 2 * per_member
+                assert delivery["log_reads"] <= 2  # NOTIFY nodes read after every wake-up: dozens here
+
+
+async def test_a_race_on_one_cell_through_three_nodes_has_one_winner(cluster: Cluster) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    members = [await open_member(cluster, n, f"r{n}", room) for n in range(3)]
+    base = {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "A1", "room": room}
+    await send(members[0][0], {**base, "value": "seed"})
+    for ws, _ in members:
+        await until(ws, of_type("cell_updated", value="seed"))
+    await asyncio.gather(
+        *(send(ws, {**base, "value": f"v{n}", "version": 1}) for n, (ws, _) in enumerate(members))
+    )
+
+    async def outcome(ws: ClientConnection, mine: str) -> str:
+        while True:
+            message = await receive(ws)
+            if message["type"] == "error":
+                assert message["code"] == "VERSION_CONFLICT"
+                return "lost"
+            if message["type"] == "cell_updated" and message["value"] == mine:
+                return "won"
+
+    results = await asyncio.gather(*(outcome(ws, f"v{n}") for n, (ws, _) in enumerate(members)))
+    for ws, _ in members:
+        await ws.close()
+    assert sorted(results) == ["lost", "lost", "won"]
+
+
+async def test_a_retry_through_another_node_is_acked_with_the_original_seq(cluster: Cluster) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    first, _ = await open_member(cluster, 0, "idem", room)
+    watcher, _ = await open_member(cluster, 2, "watch", room)
+    update = {
+        "type": "cell_update",
+        "sheet_id": f"s-{room}",
+        "cell_id": "B2",
+        "value": 7,
+        "client_msg_id": "m-1",
+    }
+    await send(first, update)
+    ack = (await until(first, of_type("ack")))[-1]
+    await first.close()
+    again, _ = await open_member(cluster, 1, "idem", room)  # the same user, through another node
+    await send(again, update)
+    repeated = (await until(again, of_type("ack")))[-1]
+    assert repeated["seq"] == ack["seq"]
+    await send(again, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "B3", "value": 8})
+    seen = await until(watcher, of_type("cell_updated", cell_id="B3"))
+    assert [m["cell_id"] for m in seen if m["type"] == "cell_updated"] == ["B2", "B3"]  # B2 applied once
+    await again.close()
+    await watcher.close()
+
+
+async def test_a_member_resumes_on_another_node_without_a_gap(cluster: Cluster) -> None:
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    writer, _ = await open_member(cluster, 0, "wri", room)
+    reader, _ = await open_member(cluster, 2, "rea", room)
+    await send(writer, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "C0", "value": 0})
+    last = (await until(reader, of_type("cell_updated", cell_id="C0")))[-1]["seq"]
+    await reader.close()
+    for i in range(1, 21):
+        await send(writer, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": f"C{i}", "value": i})
+    await until(writer, of_type("cell_updated", cell_id="C20"))
+    resumed = await cluster.connect(1, "rea")
+    await greet(resumed)
+    await send(resumed, {"type": "join_room", "room_id": room, "since": last})
+    replay = await until(resumed, of_type("replay_complete"))
+    await send(writer, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "C21", "value": 21})
+    after = replay + await until(resumed, of_type("cell_updated", cell_id="C21"))
+    seqs = [m["seq"] for m in after if m["type"] not in ("room_state", "replay_complete")]
+    # The replay, then live: every room event after `last` exactly once, in order, across the switch.
+    assert seqs == list(range(last + 1, last + 1 + len(seqs)))
+    assert [m["cell_id"] for m in after if m["type"] == "cell_updated"] == [f"C{i}" for i in range(1, 22)]
+    await resumed.close()
+    await writer.close()
+
+
+async def test_a_killed_node_leaves_no_ghost_on_the_others(cluster: Cluster) -> None:
+    """Last: it kills the module's third node."""
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    survivor, _ = await open_member(cluster, 0, "sur", room)
+    await open_member(cluster, 2, "ghost", room)  # its socket dies with the node
+    await until(survivor, of_type("user_joined"))
+    cluster.procs[2].send_signal(signal.SIGKILL)
+    await cluster.procs[2].wait()
+    async with asyncio.timeout(HANG_GUARD):
+        while True:
+            try:
+                message = await receive(survivor)
+            except TimeoutError:
+                continue
+            if message["type"] == "user_left":
+                break
+    assert message["user_id"] == "ghost" and message["room_id"] == room
+    await survivor.close()
