@@ -67,7 +67,7 @@ class Step:
     latencies: list[float] = field(default_factory=list)
     same_latencies: list[float] = field(default_factory=list)  # the member is on the sender's node
     cross_latencies: list[float] = field(default_factory=list)  # ... on another node
-    delivered: set[tuple[str, int]] = field(default_factory=set)
+    delivered: dict[tuple[str, int], float] = field(default_factory=dict)  # (cmid, member): latency ms
     duplicates: int = 0
     sequenced: int = 0  # cell_updated frames that carried a room seq
     disordered: int = 0
@@ -153,9 +153,14 @@ class Load:
         members: int,
         senders: int,
         server_cpu: Callable[[], float] = lambda: 0.0,
+        *,
+        stagger: bool = False,
     ) -> None:
         self.urls = [f"ws://127.0.0.1:{port}/api/v1/ws" for port in ports]
         self.server_cpu = server_cpu  # CPU seconds the server side (processes and database) has used
+        # Spread the senders' first sends over one interval: an even stream instead of one burst of
+        # every sender per interval (which, with many slow senders, measures the burst's queueing).
+        self.stagger = stagger
         self.rooms, self.members, self.senders = rooms, members, senders
         self.settings = Settings(_env_file=None, jwt_secret_key=SECRET)  # type: ignore[call-arg]
         self.clients: list[ClientConnection] = []
@@ -208,9 +213,9 @@ class Load:
                 if key in step.delivered:
                     step.duplicates += 1
                     continue
-                step.delivered.add(key)
                 sent_time, sender_node = sent
                 latency = (now - sent_time) * 1000
+                step.delivered[key] = latency
                 step.latencies.append(latency)
                 if sender_node == self.node_of(index):
                     step.same_latencies.append(latency)
@@ -229,7 +234,8 @@ class Load:
             index = room * self.members + s
             ws, node = self.clients[index], self.node_of(index)
             interval = len(senders) / rate if rate else 0.0
-            next_at, i = started, 0
+            offset = interval * (room * self.senders + s) / len(senders) if self.stagger else 0.0
+            next_at, i = started + offset, 0
             while (now := time.perf_counter()) < deadline:
                 if interval and now < next_at:
                     await asyncio.sleep(next_at - now)

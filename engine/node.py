@@ -128,7 +128,11 @@ class Node:
         else:
             self._store = self._given_log
         self._appender = Appender(
-            self._store, max_batch=config.max_batch, max_wait=config.max_wait, timeout=config.append_timeout
+            self._store,
+            max_batch=config.max_batch,
+            max_wait=config.max_wait,
+            timeout=config.append_timeout,
+            on_committed=self._announce,
         )
         await self._appender.start()
         # Everything committed from here on is published here in position order, whichever node
@@ -343,8 +347,6 @@ class Node:
                     ) from None
             for observer in self._observers:
                 observer(published)
-            if self.follower is not None:
-                self.follower.committed(published)
             if self.projector is not None:
                 self.projector.wake()
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
@@ -483,6 +485,12 @@ class Node:
     def _publish_committed(self, event: RecordedEvent) -> None:
         if is_engine_stream(event.stream_id):
             self.live.publish(event)
+
+    def _announce(self, event: NewEvent, committed: Committed) -> None:
+        """Tell the other nodes of a commit as soon as the appender has it: before this node publishes
+        it, which may wait for their positions (waiting first would chain the nodes' waits)."""
+        if self.follower is not None:
+            self.follower.committed(event, committed)
 
     def _read_log(self) -> None:
         if self.follower is not None:

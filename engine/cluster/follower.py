@@ -30,9 +30,10 @@ import asyncpg
 from engine.cluster.bus import NatsBus
 from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrder
+from engine.fanout.live import recorded
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.store import EventLog
-from engine.model.events import RecordedEvent
+from engine.model.events import Committed, NewEvent, RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,11 @@ class LogFollower:
                 return False
             return True
 
-    def committed(self, event: RecordedEvent) -> None:
+    def committed(self, event: NewEvent, outcome: Committed) -> None:
         """This node committed `event`: send it on the bus, or wake the peers at most once per
         `notify_interval` so that they read it."""
         if self.bus is not None:
-            self.bus.publish(event)
+            self.bus.publish(recorded(event, outcome))
         elif self._registry.has_peers:
             self._committed.set()
 

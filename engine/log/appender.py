@@ -25,13 +25,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from engine.log.connectivity import is_connectivity_error
 from engine.log.store import EventLog, Writer
 from engine.model.errors import StoreUnavailable
-from engine.model.events import AppendOutcome, NewEvent
+from engine.model.events import AppendOutcome, Committed, NewEvent
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,9 @@ class AppenderStats:
 
 _Pending = tuple[NewEvent, "asyncio.Future[AppendOutcome]"]
 
+OnCommitted = Callable[[NewEvent, Committed], None]
+"""Told of every commit in the writer task, before its caller resumes (and even if it never does)."""
+
 
 class Appender:
     def __init__(
@@ -100,8 +103,10 @@ class Appender:
         max_wait: float = 0.0,
         timeout: float = 5.0,
         max_queue: int = 100_000,
+        on_committed: OnCommitted | None = None,
     ) -> None:
         self.store = store
+        self.on_committed = on_committed
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.timeout = timeout
@@ -215,7 +220,8 @@ class Appender:
                 await self._commit_one_by_one(batch)
             return
         self._record(len(batch), started)
-        for (_, fut), outcome in zip(batch, outcomes, strict=True):
+        for (event, fut), outcome in zip(batch, outcomes, strict=True):
+            self._tell(event, outcome)
             if not fut.done():
                 fut.set_result(outcome)
 
@@ -234,8 +240,16 @@ class Appender:
                     )
                 continue
             self._record(1, started)
+            self._tell(event, outcome)
             if not fut.done():
                 fut.set_result(outcome)
+
+    def _tell(self, event: NewEvent, outcome: AppendOutcome) -> None:
+        if self.on_committed is not None and isinstance(outcome, Committed):
+            try:
+                self.on_committed(event, outcome)
+            except Exception:  # an observer's bug must not stop the writer
+                log.exception("on_committed failed for position %d", outcome.position)
 
     def _record(self, size: int, started: float) -> None:
         self.stats.batches += 1

@@ -114,3 +114,39 @@ async def test_unreachable_database_fails_fast_then_recovers(
         await proxy.cut()
     types = [e.type for e in await store.read_stream(stream)]
     assert types[0] == "Before" and types[-1] == "After" and "During" not in types
+
+
+async def test_every_commit_is_told_once_in_position_order_even_if_its_caller_is_gone(
+    store: EventStore, stream: str
+) -> None:
+    """What a node sends to its peers: each committed event once, before its caller resumes, whether
+    or not that caller is still there; a repeat (Duplicate) is not a commit."""
+    told: list[tuple[str, int]] = []
+    appender = Appender(
+        store, on_committed=lambda event, outcome: told.append((event.data["k"], outcome.position))
+    )
+    await appender.start()
+    try:
+        first = await appender.append(
+            NewEvent(stream, "Told", {"k": "a"}, user_id="u", idempotency_key=f"{stream}-a")
+        )
+        await appender.append(
+            NewEvent(stream, "Told", {"k": "a"}, user_id="u", idempotency_key=f"{stream}-a")
+        )
+        callers = [
+            asyncio.create_task(appender.append(NewEvent(stream, "Told", {"k": f"b{i}"}))) for i in range(20)
+        ]
+        await asyncio.sleep(0)  # queued: the writer takes them, then the callers are cancelled
+        outcomes = await asyncio.gather(*callers[:10])
+        for caller in callers[10:]:
+            caller.cancel()
+        await asyncio.gather(*callers[10:], return_exceptions=True)
+    finally:
+        await appender.stop()
+    assert isinstance(first, Committed)
+    assert [key for key, _ in told][:1] == ["a"] and [key for key, _ in told].count("a") == 1
+    positions = [position for _, position in told]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    committed = {e.position for e in await store.read_stream(stream)}
+    assert set(positions) == committed  # told exactly what the log holds, cancelled callers included
+    assert {o.position for o in outcomes} <= set(positions)  # type: ignore[union-attr]
