@@ -96,6 +96,7 @@ class Node:
         self.traffic = EngineStats()  # messages by type, errors by code (features/traffic.py)
         self._observers: list[CommitObserver] = []
         self._departing = 0  # connections whose departure is being recorded right now
+        self.held_reads = 0  # reads of the log by own commits waiting for earlier positions
         self._db_engine: AsyncEngine | None = None
         self._store: EventLog | None = None
         self._appender: Appender | None = None
@@ -410,7 +411,9 @@ class Node:
 
     def node_stats(self) -> stats.NodeStats:
         """This node's figures now. Raises StoreUnavailable when the engine is not running."""
-        delivery = self.follower.stats() if self.follower is not None else None
+        delivery = None
+        if self.follower is not None:
+            delivery = {**self.follower.stats(), "held_reads": self.held_reads}
         return stats.node_stats(
             self.node_id, self.traffic, self._running_appender(), self.hub, self.connections, delivery
         )
@@ -465,6 +468,7 @@ class Node:
             after = order.delivered if order.delivered is not None else position - 1
             try:
                 page = await self.store.read_all(after=after, limit=position - after)
+                self.held_reads += 1
             except Exception as exc:  # a connection that died with the outage: the pool replaces it
                 log.info("reading the log before %d failed: %s: %s", position, type(exc).__name__, exc)
                 page = []

@@ -100,6 +100,9 @@ class DeliveryFigures(BaseModel):
     listening: bool = Field(description="the LISTEN connection is up")
     log_reads: int = Field(description="range reads of the log: after each wake-up, or with a bus to repair")
     head_reads: int = Field(description="with a bus: polls of the log head")
+    held_reads: int = Field(
+        description="range reads by this node's own commits, for the positions other nodes wrote just before"
+    )
     notifications_sent: int
     notifications_received: int
     bus_connected: bool

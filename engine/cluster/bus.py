@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 import nats
 import orjson
@@ -66,27 +66,25 @@ def encode_event(event: RecordedEvent) -> bytes:
 
 
 def decode_events(payload: bytes) -> list[RecordedEvent]:
-    """The events of one bus message; ValueError (orjson's, or a missing field) when malformed."""
-    found: list[RecordedEvent] = []
-    for line in payload.split(b"\n"):
-        item = orjson.loads(line)
-        try:
-            found.append(
-                RecordedEvent(
-                    position=int(item["p"]),
-                    stream_id=item["s"],
-                    stream_version=int(item["v"]),
-                    type=item["t"],
-                    data=item["d"],
-                    metadata=item["m"],
-                    recorded_at=datetime.fromisoformat(item["r"]),
-                    user_id=item["u"],
-                    idempotency_key=item["k"],
-                )
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not an event: {exc}") from exc
-    return found
+    """The events of one bus message; ValueError when any line is not an event."""
+    try:
+        return [_decoded(orjson.loads(line)) for line in payload.split(b"\n")]
+    except Exception as exc:
+        raise ValueError(f"not an event: {type(exc).__name__}: {exc}") from exc
+
+
+def _decoded(item: dict[str, Any]) -> RecordedEvent:
+    return RecordedEvent(
+        position=int(item["p"]),
+        stream_id=item["s"],
+        stream_version=int(item["v"]),
+        type=item["t"],
+        data=item["d"],
+        metadata=item["m"],
+        recorded_at=datetime.fromisoformat(item["r"]),
+        user_id=item["u"],
+        idempotency_key=item["k"],
+    )
 
 
 def messages(lines: list[bytes], max_payload: int) -> Iterator[bytes]:
@@ -127,6 +125,7 @@ class NatsBus:
         self._outbox: list[RecordedEvent] = []
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._warned = False
 
     @property
     def connected(self) -> bool:
@@ -145,10 +144,14 @@ class NatsBus:
     async def stop(self) -> None:
         await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in self._tasks))
         self._tasks = []
-        if self._client is not None:
+        client, self._client = self._client, None
+        if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._client.close(), 2.0)
-            self._client = None
+                # What was committed last (a shutdown's departures) still goes out, then the buffer.
+                await asyncio.wait_for(self._send(client), 1.0)
+                await asyncio.wait_for(client.flush(), 1.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 2.0)
 
     def publish(self, event: RecordedEvent) -> None:
         """Send `event` to the other nodes; the events of one loop turn travel as one message."""
@@ -165,7 +168,8 @@ class NatsBus:
 
     async def _connect(self) -> None:
         subject = await self._subject()
-        # After the first connect, the client reconnects by itself for as long as the node runs.
+        # The client retries by itself from here on, the first connection included, for as long as
+        # the node runs (max_reconnect_attempts=-1).
         client = await nats.connect(
             self.url,
             name=self.node_id,
@@ -177,7 +181,12 @@ class NatsBus:
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
         )
-        await client.subscribe(subject, cb=self._on_message)
+        try:
+            await client.subscribe(subject, cb=self._on_message)
+        except BaseException:  # not left reconnecting forever behind a node that gave up on it
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 2.0)
+            raise
         self.subject, self._client = subject, client
         log.info("bus connected: %s on %s", subject, self.url)
 
@@ -186,19 +195,31 @@ class NatsBus:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            events, self._outbox = self._outbox, []
-            client, subject = self._client, self.subject
-            if client is None or subject is None or client.is_closed:
-                self.send_failures += 1
-                continue
-            events.sort(key=lambda e: e.position)
-            for payload in messages([encode_event(e) for e in events], client.max_payload):
-                try:
-                    await client.publish(subject, payload)
-                    self.messages_sent += 1
-                except Exception as exc:  # a full reconnect buffer: the peers repair from the log
+            client = self._client
+            if client is None or client.is_closed:
+                if self._outbox:
                     self.send_failures += 1
-                    log.info("bus publish failed: %s: %s", type(exc).__name__, exc)
+                self._outbox = []
+                continue
+            await self._send(client)
+
+    async def _send(self, client: Client) -> None:
+        events, self._outbox = self._outbox, []
+        if not events or self.subject is None:
+            return
+        lines = []
+        for event in sorted(events, key=lambda e: e.position):
+            try:
+                lines.append(encode_event(event))
+            except Exception as exc:  # the peers repair it from the log
+                log.warning("event at position %d not sent on the bus: %s", event.position, exc)
+        for payload in messages(lines, client.max_payload):
+            try:
+                await client.publish(self.subject, payload)
+                self.messages_sent += 1
+            except Exception as exc:  # a full reconnect buffer: the peers repair from the log
+                self.send_failures += 1
+                log.info("bus publish failed: %s: %s", type(exc).__name__, exc)
 
     async def _on_message(self, message: Msg) -> None:
         try:
@@ -211,7 +232,14 @@ class NatsBus:
         self._on_events(events)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.info("bus: %s: %s", type(exc).__name__, exc)
+        if self._client is None and not self._warned:  # never connected yet: say so once
+            self._warned = True
+            log.warning(
+                "bus at %s unreachable (%s: %s); retrying, and until then peers' events come from the log",
+                self.url, type(exc).__name__, exc,
+            )  # fmt: skip
+        else:
+            log.info("bus: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
         log.warning("bus disconnected: peers' events come from the log until it is back")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -67,7 +68,7 @@ class LogFollower:
         self.notifications_received = 0
         self.reads = 0  # range reads of the log
         self.head_reads = 0  # with a bus: the head polled
-        self._known = 0  # with a bus: the highest position known to be committed
+        self._head_read_at = 0.0  # monotonic time of the last head read
         self._store = store
         self._order = order
         self._dsn = dsn
@@ -139,8 +140,9 @@ class LogFollower:
 
     async def wait_for_peers(self, position: int) -> None:
         """With a bus, give the events before `position` up to `repair_after` seconds to arrive on it
-        before the caller reads them from the log; without one, the log is the only way."""
-        if self.bus is not None:
+        before the caller reads them from the log; without one (or while it is away), the log is the
+        only way."""
+        if self.bus is not None and self.bus.connected:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.repair_after):
                     await self._order.wait_delivered(position)
@@ -207,15 +209,23 @@ class LogFollower:
 
     async def _read_loop(self) -> None:
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+                    woken = True
             self._wake.clear()
             try:
-                await (self._catch_up() if self.bus is None else self._repair())
-            except Exception as exc:  # the database is away: try again after a pause, or sooner if woken
+                if self.bus is None:
+                    await self._catch_up()
+                else:
+                    await self._repair(poll=not woken or self._poll_due())
+            except Exception as exc:
                 log.warning("reading the log failed: %s: %s", type(exc).__name__, exc)
-                with contextlib.suppress(TimeoutError):
+                if self.bus is not None:  # every held bus message wakes the loop: pause regardless
+                    await asyncio.sleep(self.retry_interval)
+                    continue
+                with contextlib.suppress(TimeoutError):  # the database is away: pause, or less if woken
                     async with asyncio.timeout(self.retry_interval):
                         await self._wake.wait()
 
@@ -234,23 +244,27 @@ class LogFollower:
     # Repairing what the bus lost.
 
     def _on_bus_events(self, events: list[RecordedEvent]) -> None:
-        if events:
-            self._known = max(self._known, events[-1].position)
+        if self._order.delivered is None:
+            # Where this node starts is not known yet (the database was away at start): offering
+            # now would start at this message and pass over earlier positions still on their way.
+            # The read loop learns the head first; whatever this held is read from the log then.
+            self.wake()
+            return
         self._order.offer_all(events)
 
-    async def _repair(self) -> None:
-        """Read the log up to the highest position known to be committed, if the bus has not brought
-        it `repair_after` seconds later. Woken by a gap, that position is the highest held one; on a
-        poll, the head."""
+    def _poll_due(self) -> bool:
+        return time.monotonic() - self._head_read_at >= self.poll_interval
+
+    async def _repair(self, *, poll: bool) -> None:
+        """Read from the log what the bus has not brought `repair_after` seconds after this node
+        knew it was committed: the positions before the highest held one (a gap) and, on a poll,
+        those up to the head (a lost last message, an outage)."""
         order = self._order
         if order.delivered is None:
-            order.start_at(await self._store.head())
-        if order.highest_held is not None:
-            self._known = max(self._known, order.highest_held)
-        else:
-            self._known = max(self._known, await self._store.head())
-            self.head_reads += 1
-        target = self._known
+            order.start_at(await self._read_head())
+        target = order.highest_held or 0
+        if poll:
+            target = max(target, await self._read_head())
         assert order.delivered is not None
         if order.delivered >= target:
             return
@@ -262,6 +276,12 @@ class LogFollower:
             order.offer_all(page)
             if not page:
                 return
+
+    async def _read_head(self) -> int:
+        head = await self._store.head()
+        self.head_reads += 1
+        self._head_read_at = time.monotonic()
+        return head
 
     def stats(self) -> dict[str, Any]:
         """How other nodes' events reach this one, for `/ws/stats/detailed` and its peers' views."""

@@ -34,6 +34,7 @@ class DeliveryOrder:
         self.delivered = delivered
         self._publish = publish
         self._held: dict[int, RecordedEvent] = {}
+        self._highest_held = 0  # only read while something is held; releases take the lowest first
         self._advanced = asyncio.Event()
         self._waiting = 0  # callers in `wait_delivered`: only then is an advance worth announcing
         self._on_gap = on_gap or (lambda: None)
@@ -45,7 +46,7 @@ class DeliveryOrder:
     @property
     def highest_held(self) -> int | None:
         """The highest position waiting for earlier ones, if any: those are all committed."""
-        return max(self._held) if self._held else None
+        return self._highest_held if self._held else None
 
     def offer(self, event: RecordedEvent) -> bool:
         """Publish `event` if it is the next position (then whatever it unblocks); hold it if earlier
@@ -57,6 +58,7 @@ class DeliveryOrder:
             return True
         if position > self.delivered + 1:
             self._held[position] = event
+            self._highest_held = max(self._highest_held if len(self._held) > 1 else 0, position)
             self._on_gap()
             return False
         self._deliver(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -116,37 +117,61 @@ async def test_unreachable_database_fails_fast_then_recovers(
     assert types[0] == "Before" and types[-1] == "After" and "During" not in types
 
 
+class GatedStore:
+    """The real store, whose writer waits at a gate before each commit: a test can act while a batch
+    is in flight."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    def writer(self) -> Any:
+        inner, outer = self._store.writer(), self
+
+        class Gated:
+            paths = inner.paths
+
+            async def append(self, items: Any) -> Any:
+                outer.entered.set()
+                await outer.gate.wait()
+                return await inner.append(items)
+
+            async def close(self) -> None:
+                await inner.close()
+
+        return Gated()
+
+
 async def test_every_commit_is_told_once_in_position_order_even_if_its_caller_is_gone(
     store: EventStore, stream: str
 ) -> None:
-    """What a node sends to its peers: each committed event once, before its caller resumes, whether
-    or not that caller is still there; a repeat (Duplicate) is not a commit."""
+    """What a node sends to its peers: each committed event once, in the writer task, whether or not
+    its caller is still there when the commit returns; a repeat (Duplicate) is not a commit."""
     told: list[tuple[str, int]] = []
-    appender = Appender(
-        store, on_committed=lambda event, outcome: told.append((event.data["k"], outcome.position))
-    )
+    gated = GatedStore(store)
+    appender = Appender(gated, on_committed=lambda e, outcome: told.append((e.data["k"], outcome.position)))  # type: ignore[arg-type]
     await appender.start()
     try:
-        first = await appender.append(
-            NewEvent(stream, "Told", {"k": "a"}, user_id="u", idempotency_key=f"{stream}-a")
-        )
-        await appender.append(
-            NewEvent(stream, "Told", {"k": "a"}, user_id="u", idempotency_key=f"{stream}-a")
-        )
+        gated.gate.set()
+        key = f"{stream}-a"
+        first = await appender.append(NewEvent(stream, "Told", {"k": "a"}, user_id="u", idempotency_key=key))
+        again = await appender.append(NewEvent(stream, "Told", {"k": "a"}, user_id="u", idempotency_key=key))
+        gated.gate.clear()
+        gated.entered.clear()
         callers = [
-            asyncio.create_task(appender.append(NewEvent(stream, "Told", {"k": f"b{i}"}))) for i in range(20)
+            asyncio.create_task(appender.append(NewEvent(stream, "Told", {"k": f"b{i}"}))) for i in range(10)
         ]
-        await asyncio.sleep(0)  # queued: the writer takes them, then the callers are cancelled
-        outcomes = await asyncio.gather(*callers[:10])
-        for caller in callers[10:]:
-            caller.cancel()
-        await asyncio.gather(*callers[10:], return_exceptions=True)
+        await gated.entered.wait()  # the batch is taken and its commit is in flight
+        for caller in callers[5:]:
+            caller.cancel()  # these callers are gone before their commit returns
+        gated.gate.set()
+        await asyncio.gather(*callers, return_exceptions=True)
     finally:
         await appender.stop()
-    assert isinstance(first, Committed)
-    assert [key for key, _ in told][:1] == ["a"] and [key for key, _ in told].count("a") == 1
-    positions = [position for _, position in told]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
-    committed = {e.position for e in await store.read_stream(stream)}
-    assert set(positions) == committed  # told exactly what the log holds, cancelled callers included
-    assert {o.position for o in outcomes} <= set(positions)  # type: ignore[union-attr]
+    assert isinstance(first, Committed) and isinstance(again, Duplicate)
+    assert all(c.cancelled() for c in callers[5:])
+    assert [k for k, _ in told] == ["a"] + [f"b{i}" for i in range(10)]  # the cancelled five included
+    positions = [p for _, p in told]
+    assert positions == sorted(positions)
+    assert positions == [e.position for e in await store.read_stream(stream)]  # exactly what the log holds
