@@ -375,9 +375,11 @@ class Node:
         with unreachable_as_unavailable():
             return await self.store.sheet_at_head(sheet_id)
 
-    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None:
         with unreachable_as_unavailable():
-            return await self.store.event_by_key(user_id, key)
+            return await self.store.event_by_key(user_id, key, stream_id)
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:
         with unreachable_as_unavailable():

@@ -39,7 +39,13 @@ from engine.model.actors import Actor
 from engine.model.catalogue import REVOKED
 from engine.model.errors import AuthenticationFailed, EngineError, Rejected, UnknownMessageType
 from engine.model.events import RecordedEvent
-from engine.model.streams import ROOM_STREAM_PREFIX, durable_stream, is_volatile_stream, room_id_of
+from engine.model.streams import (
+    ROOM_STREAM_PREFIX,
+    durable_stream,
+    is_volatile_stream,
+    room_id_of,
+    room_stream,
+)
 from engine.node import Node
 from engine.protocol import (
     AiCancel,
@@ -296,7 +302,9 @@ class Session:
             # reconnect, past a limit) gets the original ack, never the error of a later check. Only
             # for a well-formed message: a bad frame costs no read of the log.
             cmid = message.client_msg_id
-            original = await self._node.event_by_key(self.actor.user_id, cmid) if cmid else None
+            original = None
+            if cmid:
+                original = await self._node.event_by_key(self.actor.user_id, cmid, _stream_of(message))
             if original is not None and cmid is not None:
                 await self.send(_original_ack(original, cmid))
             else:
@@ -391,6 +399,13 @@ def error_message(
 ) -> dict[str, Any]:
     """An `error` for a socket, stamped now."""
     return protocol.error(code, text, now=datetime.now(UTC), echo=echo, **details)
+
+
+def _stream_of(message: InboundMessage) -> str | None:
+    """The stream a message's client_msg_id is scoped to when the message names it (its room); None
+    when only its handler knows (a cell_update without `room` acts in its sheet's room)."""
+    room = getattr(message, "room_id", None) or getattr(message, "room", None)
+    return room_stream(room) if isinstance(room, str) else None
 
 
 def _original_ack(event: RecordedEvent, client_msg_id: str) -> dict[str, Any]:

@@ -20,11 +20,17 @@ from engine.decisions.cells import check_sheet_room, next_cell_version
 from engine.model.catalogue import CELLS_UPDATED, with_versions, written_cells
 from engine.model.errors import Rejected, VersionConflict
 from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.model.streams import durable_stream
 from engine.projections.cells import Cell
 
 CellKey = tuple[str, str]  # (sheet_id, cell_id)
 # In-batch cells only feed later decisions in the same batch; their time is set at commit.
 _NOT_YET = datetime.min.replace(tzinfo=UTC)
+
+
+IdempotencyKey = tuple[str, str, str]
+"""(durable stream, user, key): a key is unique per user and stream, a volatile twin counting as its
+durable stream, so its check stays inside one partition when the log is split (docs/scaling.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +40,7 @@ class LogState:
 
     head: int
     versions: Mapping[str, int]
-    used_keys: Mapping[tuple[str, str], Duplicate]
+    used_keys: Mapping[IdempotencyKey, Duplicate]
     cells: Mapping[CellKey, Cell | None] = field(default_factory=dict)
     sheets: Mapping[str, str | None] = field(default_factory=dict)  # sheet -> room of its first edit
 
@@ -103,8 +109,10 @@ class Plan:
         }
 
 
-def idempotency_key(item: NewEvent) -> tuple[str, str] | None:
-    return (item.user_id, item.idempotency_key) if item.idempotency_key and item.user_id else None
+def idempotency_key(item: NewEvent) -> IdempotencyKey | None:
+    if item.idempotency_key and item.user_id:
+        return (durable_stream(item.stream_id), item.user_id, item.idempotency_key)
+    return None
 
 
 def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
@@ -112,7 +120,7 @@ def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
 
     Pure, and O(len(items)): `state` may hold a writer's large caches, so it is read, never copied.
     """
-    done: dict[tuple[str, str], Duplicate | _Written] = dict(state.used_keys)
+    done: dict[IdempotencyKey, Duplicate | _Written] = dict(state.used_keys)
     outcomes: list[_Decided] = []
     rows: list[dict[str, Any]] = []
     written: dict[str, int] = {}

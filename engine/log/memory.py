@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 
 import orjson
 
-from engine.log.batch_plan import CellKey, LogState, plan
+from engine.log.batch_plan import CellKey, IdempotencyKey, LogState, idempotency_key, plan
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
-from engine.model.streams import room_stream, user_stream, volatile_stream
+from engine.model.streams import durable_stream, room_stream, user_stream, volatile_stream
 from engine.projections.cells import Cell, SheetAtHead
 from engine.protocol import iso
 
@@ -36,7 +36,7 @@ class MemoryEventStore:
         self.events: list[RecordedEvent] = []
         self._clock = clock
         self._streams: dict[str, list[RecordedEvent]] = {}
-        self._keys: dict[tuple[str, str], Duplicate] = {}
+        self._keys: dict[IdempotencyKey, Duplicate] = {}
         self._cells: dict[CellKey, Cell] = {}
         self._sheets: dict[str, str] = {}
         self.paths = {"memory": 0}
@@ -46,7 +46,7 @@ class MemoryEventStore:
         if not items:
             return []
         cell_keys = {(w.sheet_id, w.cell_id) for i in items for w in i.cells}
-        keys = {(i.user_id, i.idempotency_key) for i in items if i.user_id and i.idempotency_key}
+        keys = {used for i in items if (used := idempotency_key(i)) is not None}
         state = LogState(
             head=len(self.events),
             versions={i.stream_id: len(self._streams.get(i.stream_id, ())) for i in items},
@@ -66,8 +66,8 @@ class MemoryEventStore:
             self.events.append(event)
             self._streams.setdefault(event.stream_id, []).append(event)
             if event.user_id and event.idempotency_key:
-                key = (event.user_id, event.idempotency_key)
-                self._keys[key] = Duplicate(event.position, event.stream_version, at)
+                used = (durable_stream(event.stream_id), event.user_id, event.idempotency_key)
+                self._keys[used] = Duplicate(event.position, event.stream_version, at)
         for key, cell in decided.learned_cells(at).items():
             self._cells[key] = replace(cell, position=int(decided.cell_rows[key]["position"]))
         self._sheets.update({sheet: str(row["room_id"]) for sheet, row in decided.sheet_rows.items()})
@@ -113,8 +113,14 @@ class MemoryEventStore:
         seq = len(self._streams.get(room_stream(room_id), ()))
         return SheetAtHead(sheet_id, room_id, seq, cells)
 
-    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
-        found = self._keys.get((user_id, key))
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None:
+        if stream_id is not None:
+            found = self._keys.get((durable_stream(stream_id), user_id, key))
+        else:
+            same = [d for (_, u, k), d in self._keys.items() if u == user_id and k == key]
+            found = max(same, key=lambda d: d.position) if same else None
         return self.events[found.position - 1] if found is not None else None
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:

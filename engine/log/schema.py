@@ -34,6 +34,10 @@ metadata = MetaData(
     }
 )
 
+# The stream an idempotency key is unique in: the durable stream, so a room's (or a user's) volatile
+# twin shares its keys (engine/model/streams.py, `durable_stream`, is the same rule in Python).
+KEY_SCOPE = "regexp_replace(stream_id, '^volatile:', '')"
+
 # The log. `position` is global and assigned by the appender under the log_head row lock (see
 # engine/log/store.py), so it is gapless and increases in commit order.
 events = Table(
@@ -49,11 +53,14 @@ events = Table(
     Column("idempotency_key", Text),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("stream_id", "stream_version"),
-    # Partial: events without a key are not indexed at all.
+    # A key is unique per user and stream, a room's volatile twin counting as the room (migration
+    # 0009; KEY_SCOPE below). Partial: events without a key are not indexed at all. User and key
+    # first: a lookup by both, without the stream, uses it too.
     Index(
-        "uq_events_user_id_idempotency_key",
+        "uq_events_user_id_idempotency_key_scope",
         "user_id",
         "idempotency_key",
+        text(KEY_SCOPE),
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),

@@ -42,7 +42,7 @@ from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
-from engine.model.streams import ROOM_STREAM_PREFIX, user_id_of, user_stream, volatile_stream
+from engine.model.streams import ROOM_STREAM_PREFIX, durable_stream, user_id_of, user_stream, volatile_stream
 from engine.projections.cells import SheetAtHead
 
 
@@ -137,7 +137,9 @@ class EventLog(Protocol):
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]: ...
 
-    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None: ...
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None: ...
 
 
 class EventStore:
@@ -238,10 +240,17 @@ class EventStore:
             return None
         return SheetAtHead(sheet_id, row.room_id, int(row.seq or 0), row.cells or {})
 
-    async def event_by_key(self, user_id: str, key: str) -> RecordedEvent | None:
-        """The event the user appended under idempotency key `key`, if any (a unique index)."""
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None:
+        """The event the user appended to `stream_id` (or its volatile twin) under idempotency key
+        `key` (unique per user and stream), or without a stream the newest under that key in any
+        stream; None if none."""
         query = select(events).where(events.c.user_id == user_id, events.c.idempotency_key == key)
-        found = await self._fetch(query)
+        if stream_id is not None:
+            scope = durable_stream(stream_id)
+            query = query.where(events.c.stream_id.in_([scope, volatile_stream(scope)]))
+        found = await self._fetch(query.order_by(events.c.position.desc()).limit(1))
         return found[0] if found else None
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:

@@ -31,8 +31,9 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.log.batch_plan import CellKey, LogState, Plan, idempotency_key, plan
+from engine.log.batch_plan import CellKey, IdempotencyKey, LogState, Plan, idempotency_key, plan
 from engine.model.events import AppendOutcome, Duplicate, NewEvent
+from engine.model.streams import durable_stream
 from engine.projections.cells import Cell
 
 # The head, each stream's version, the idempotency keys already used, and the cells and sheets the
@@ -44,10 +45,11 @@ _READ_STATE = """
     SELECT 's', stream_id, NULL::text, version, NULL::bigint, NULL::timestamptz, NULL::text
     FROM streams WHERE stream_id = ANY($1::text[])
     UNION ALL
-    SELECT 'k', e.user_id, e.idempotency_key, e.stream_version, e.position, e.recorded_at, NULL::text
+    SELECT 'k', e.user_id, e.idempotency_key, e.stream_version, e.position, e.recorded_at, k.scope
     FROM events e
-    JOIN unnest($2::text[], $3::text[]) AS k(user_id, idempotency_key)
+    JOIN unnest($7::text[], $2::text[], $3::text[]) AS k(scope, user_id, idempotency_key)
       ON e.user_id = k.user_id AND e.idempotency_key = k.idempotency_key
+     AND e.stream_id IN (k.scope, 'volatile:' || k.scope)
     UNION ALL
     SELECT 'c', c.sheet_id, c.cell_id, c.version, c.seq, c.updated_at,
            jsonb_build_object('value', c.value, 'formula', c.formula, 'user_id', c.user_id)::text
@@ -115,10 +117,11 @@ async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> Log
         [sheet for sheet, _ in cell_keys],
         [cell for _, cell in cell_keys],
         sheet_ids,
+        [durable_stream(i.stream_id) for i in keyed],
     )
     head = 0
     versions: dict[str, int] = {}
-    used: dict[tuple[str, str], Duplicate] = {}
+    used: dict[IdempotencyKey, Duplicate] = {}
     cells: dict[CellKey, Cell | None] = dict.fromkeys(cell_keys)
     sheets: dict[str, str | None] = dict.fromkeys(sheet_ids)
     for kind, first, second, number, other, at, extra in rows:
@@ -127,7 +130,7 @@ async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> Log
         elif kind == "s":
             versions[first] = number
         elif kind == "k":
-            used[(first, second)] = Duplicate(other, number, at)
+            used[(extra, first, second)] = Duplicate(other, number, at)
         elif kind == "c":
             fields = orjson.loads(extra)
             cells[(first, second)] = Cell(

@@ -30,6 +30,31 @@ async def test_a_retry_from_a_tab_outside_the_room_gets_the_original_ack(server:
         assert other["code"] == "PERMISSION_DENIED"  # a new message is checked as usual
 
 
+async def test_an_id_is_scoped_to_its_room_so_the_same_id_in_another_room_is_another_edit(
+    server: Server, room: str
+) -> None:
+    key, other_room = f"{room}-same", f"{room}-b"
+    async with server.connect(server.token("ida")) as ida:
+        await greet(ida)
+        for r in (room, other_room):
+            await join(ida, r)
+        acks = {}
+        for r in (room, other_room):
+            edit = {"type": "cell_update", "sheet_id": f"s-{r}", "cell_id": "A1", "value": r, "room": r}
+            await send(ida, {**edit, "client_msg_id": key})
+            acks[r] = (await until(ida, of_type("ack")))[-1]
+            assert acks[r]["room_id"] == r  # applied in each room
+        retry = {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "A1", "value": 9, "room": room}
+        assert await request(ida, {**retry, "client_msg_id": key}) == acks[room]  # not applied again
+        # A cursor move acts in the room too: the same id there is the room's edit, not a new move.
+        move = {"type": "cursor_move", "room": other_room, "x": 1, "y": 2, "client_msg_id": key}
+        assert (await request(ida, move))["type"] == "ack"
+        volatile = await server.engine.node.read_stream(f"volatile:room:{other_room}")
+        assert [e.idempotency_key for e in volatile if e.user_id == "ida"] == []
+        sheet = await request(ida, {"type": "load_sheet", "sheet_id": f"s-{room}"})
+        assert sheet["cells"]["A1"]["value"] == room and sheet["cells"]["A1"]["version"] == 1
+
+
 async def test_a_retry_past_the_rate_limit_gets_the_original_ack(database_url: str, room: str) -> None:
     settings = make_settings(
         database_url, websocket_requests_per_minute=2, websocket_block_duration_minutes=1

@@ -94,6 +94,28 @@ async def test_log_idempotency_key_returns_the_original_outcome(event_log: Event
     assert [e.data["n"] for e in await event_log.read_stream(stream)] == [1, 3]
 
 
+async def test_log_a_key_is_unique_per_user_and_stream(event_log: EventLog, stream: str) -> None:
+    key = f"{stream}-scoped"
+    (here,) = await event_log.append([ev(stream, 1, user_id="u", idempotency_key=key)])
+    (there,) = await event_log.append([ev(stream + ":b", 2, user_id="u", idempotency_key=key)])
+    assert isinstance(here, Committed) and isinstance(there, Committed)  # another stream: applied
+    (again,) = await event_log.append([ev(stream + ":b", 3, user_id="u", idempotency_key=key)])
+    assert isinstance(again, Duplicate) and again.position == there.position
+    found = await event_log.event_by_key("u", key, stream)
+    assert found is not None and found.position == here.position
+    newest = await event_log.event_by_key("u", key)  # without a stream: the newest under the key
+    assert newest is not None and newest.position == there.position
+    # A stream's volatile twin shares its keys: the protocol scopes an id to the room it acts in.
+    (twin,) = await event_log.append([ev("volatile:" + stream, 4, user_id="u", idempotency_key=key)])
+    assert isinstance(twin, Duplicate) and twin.position == here.position
+    fresh = f"{stream}-volatile-first"
+    (cursor,) = await event_log.append([ev("volatile:" + stream, 5, user_id="u", idempotency_key=fresh)])
+    (durable,) = await event_log.append([ev(stream, 6, user_id="u", idempotency_key=fresh)])
+    assert isinstance(cursor, Committed) and isinstance(durable, Duplicate)
+    found_twin = await event_log.event_by_key("u", fresh, stream)
+    assert found_twin is not None and found_twin.stream_id == "volatile:" + stream
+
+
 async def test_log_duplicate_key_within_one_batch_is_written_once(event_log: EventLog, stream: str) -> None:
     key = f"{stream}-same"
     a, b = await event_log.append(

@@ -33,15 +33,25 @@ def test_plan_conflict_takes_no_position_and_later_items_see_earlier_ones() -> N
 def test_plan_used_key_is_a_duplicate_of_the_original() -> None:
     original = Duplicate(5, 2, AT)
     p = plan(
-        LogState(head=9, versions={}, used_keys={("u", "k"): original}),
+        LogState(head=9, versions={}, used_keys={("a", "u", "k"): original}),
         [ev("a", user_id="u", idempotency_key="k"), ev("a", user_id="v", idempotency_key="k")],
     )
     assert p.resolve(AT) == [original, Committed(10, 1, AT)]
 
 
+def test_plan_a_key_is_unique_per_user_and_stream() -> None:
+    """The same user's key in another stream is another message (PROTOCOL: ids scoped per stream)."""
+    original = Duplicate(5, 2, AT)
+    p = plan(
+        LogState(head=9, versions={}, used_keys={("a", "u", "k"): original}),
+        [ev("b", user_id="u", idempotency_key="k"), ev("a", user_id="u", idempotency_key="k")],
+    )
+    assert p.resolve(AT) == [Committed(10, 1, AT), original]
+
+
 def test_plan_key_repeated_in_one_batch_points_at_its_first_item() -> None:
     later = datetime(2026, 11, 26, 12, 1, tzinfo=UTC)
-    items = [ev("a", user_id="u", idempotency_key="k"), ev("b", user_id="u", idempotency_key="k")]
+    items = [ev("a", user_id="u", idempotency_key="k"), ev("a", user_id="u", idempotency_key="k")]
     p = plan(LogState(head=0, versions={}, used_keys={}), items)
     assert len(p.rows) == 1
     assert p.resolve(later) == [Committed(1, 1, later), Duplicate(1, 1, later)]
