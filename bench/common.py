@@ -32,8 +32,9 @@ def _embedded_data_dir() -> Path:
     return Path(os.environ.get("BENCH_DATA_DIR") or Path(tempfile.gettempdir()) / "collab-bench")
 
 
-def fresh_database() -> str:
-    """A new, migrated database; on the embedded server unless BENCH_DATABASE_URL names another."""
+def fresh_database(*, migrate: bool = True) -> str:
+    """A new database, migrated unless `migrate` is false (a server of another revision migrates it
+    to its own head at start); on the embedded server unless BENCH_DATABASE_URL names another."""
     given = os.environ.get("BENCH_DATABASE_URL")
     if given:
         server = make_url(given).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
@@ -42,7 +43,8 @@ def fresh_database() -> str:
     name = f"collab_bench_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server, name)
-    upgrade_to_head(url)
+    if migrate:
+        upgrade_to_head(url)
     return url
 
 

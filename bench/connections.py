@@ -112,7 +112,8 @@ def main() -> None:
     os.sched_setaffinity(0, {1})
     logs = Path(tempfile.mkdtemp(prefix="collab-connections-"))
     variants = [Variant("")] + [checkout(spec, logs) for spec in args.rev]
-    urls = [fresh_database() for _ in variants]  # each engine on a database of its own
+    # Each engine on a database of its own; a revision's server migrates its own to its head.
+    urls = [fresh_database(migrate=v.root == ROOT) for v in variants]
     pin_database_server({0})
     rows = [
         asyncio.run(measure("collab-engine", url, args, logs, variant))

@@ -377,13 +377,15 @@ def report(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def run_workers(args: argparse.Namespace, counts: list[int]) -> None:
-    """Unpinned: the server's workers, PostgreSQL and this load generator share both cores."""
-    database_urls = [fresh_database() for _ in counts]
+def run_workers(args: argparse.Namespace, counts: list[int], variants: list[Variant]) -> None:
+    """Unpinned: the server's workers, PostgreSQL and this load generator share both cores. Each
+    `--variant` (settings only) runs every worker count again."""
+    runs = [(workers, variant) for variant in [Variant(""), *variants] for workers in counts]
+    database_urls = [fresh_database() for _ in runs]
     logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
     rows: list[dict[str, object]] = []
-    for workers, database_url in zip(counts, database_urls, strict=True):
-        rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, workers=workers))
+    for (workers, variant), database_url in zip(runs, database_urls, strict=True):
+        rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, variant, workers=workers))
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs, workers=1))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, unpinned; server logs in {logs}")
     print(report(rows))
@@ -453,14 +455,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.workers:
-        run_workers(args, [int(n) for n in args.workers.split(",")])
+        run_workers(args, [int(n) for n in args.workers.split(",")], [parse_variant(v) for v in args.variant])
         return
     node_counts = [int(n) for n in args.nodes.split(",")]
     logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
     variants = [parse_variant(v) for v in args.variant] + [checkout(r, logs) for r in args.rev]
     # Every collab-engine run gets its own fresh database, so none starts on another's log.
     database_urls = [fresh_database() for _ in node_counts]
-    variant_urls = [fresh_database() for _ in variants]
+    # A revision's server migrates its own database: this code's head may be newer than it knows.
+    variant_urls = [fresh_database(migrate=v.root == ROOT) for v in variants]
     # The server side (uvicorn, and PostgreSQL's postmaster whose backends inherit its affinity) keeps
     # to core 0, this load generator to core 1.
     pin_database_server({0})
