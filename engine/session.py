@@ -45,6 +45,7 @@ from engine.model.streams import (
     is_volatile_stream,
     room_id_of,
     room_stream,
+    user_stream,
 )
 from engine.node import Node
 from engine.protocol import (
@@ -302,9 +303,7 @@ class Session:
             # reconnect, past a limit) gets the original ack, never the error of a later check. Only
             # for a well-formed message: a bad frame costs no read of the log.
             cmid = message.client_msg_id
-            original = None
-            if cmid:
-                original = await self._node.event_by_key(self.actor.user_id, cmid, _stream_of(message))
+            original = await self._original(message, cmid) if cmid else None
             if original is not None and cmid is not None:
                 await self.send(_original_ack(original, cmid))
             else:
@@ -317,6 +316,29 @@ class Session:
             # A bug must cost this message only, never the connection or anyone else's work.
             log.exception("unexpected error handling a message on %s", self.connection_id)
             await self.send(error_message(INTERNAL_ERROR, "internal error", echo=echo))
+
+    async def _original(self, message: InboundMessage, cmid: str) -> RecordedEvent | None:
+        """The event a retry of `message` would repeat: ids are unique per user and stream, so the
+        lookup is in the stream the message acts in (None for a message that appends nothing under
+        its id, or a sheet never edited)."""
+        user_id = self.actor.user_id
+        match message:
+            case JoinRoom(room_id=room) | LeaveRoom(room_id=room):
+                stream = room_stream(room)
+            case CursorMove(room=room) | TypingStart(room=room) | TypingStop(room=room):
+                stream = room_stream(room)
+            case CellUpdate() | CellsUpdate():
+                named = message.room or await self._node.sheet_room(message.sheet_id)
+                if named is None:
+                    return None
+                stream = room_stream(named)
+            case StatusUpdate() | NotificationRead() | SubscribeNotifications():
+                stream = user_stream(user_id)
+            case FileUploadStart() | FileUploadProgress():
+                stream = user_stream(user_id)
+            case _:
+                return None
+        return await self._node.event_by_key(user_id, cmid, stream)
 
     async def _dispatch(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
         """Hand a valid message to its handler, which sends the replies (they must be ordered with
@@ -399,13 +421,6 @@ def error_message(
 ) -> dict[str, Any]:
     """An `error` for a socket, stamped now."""
     return protocol.error(code, text, now=datetime.now(UTC), echo=echo, **details)
-
-
-def _stream_of(message: InboundMessage) -> str | None:
-    """The stream a message's client_msg_id is scoped to when the message names it (its room); None
-    when only its handler knows (a cell_update without `room` acts in its sheet's room)."""
-    room = getattr(message, "room_id", None) or getattr(message, "room", None)
-    return room_stream(room) if isinstance(room, str) else None
 
 
 def _original_ack(event: RecordedEvent, client_msg_id: str) -> dict[str, Any]:

@@ -25,7 +25,8 @@ class NewEvent:
     # None: append whatever the stream's version is. An int: the stream must be exactly at that
     # version (0 = the stream must not exist yet), otherwise the item gets a Conflict.
     expected_version: int | None = None
-    # With user_id: an item whose (user_id, idempotency_key) was already appended is not appended
+    # With user_id: an item whose (user_id, idempotency_key) was already appended to the same stream
+    # (its volatile twin counting as the stream) is not appended
     # again; it gets a Duplicate carrying the original position and version.
     idempotency_key: str | None = None
     user_id: str | None = None

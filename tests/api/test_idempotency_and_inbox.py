@@ -55,6 +55,42 @@ async def test_an_id_is_scoped_to_its_room_so_the_same_id_in_another_room_is_ano
         assert sheet["cells"]["A1"]["value"] == room and sheet["cells"]["A1"]["version"] == 1
 
 
+async def test_a_refused_edit_reusing_another_room_s_id_gets_its_error_not_that_room_s_ack(
+    server: Server, room: str
+) -> None:
+    key, elsewhere = f"{room}-reused", f"{room}-other"
+    async with server.connect(server.token("joe")) as joe, server.connect(server.token("kit")) as kit:
+        await greet(joe)
+        await greet(kit)
+        await join(joe, room)
+        await send(
+            joe,
+            {
+                "type": "cell_update",
+                "sheet_id": f"s-{room}",
+                "cell_id": "A1",
+                "value": 1,
+                "client_msg_id": key,
+            },
+        )
+        await until(joe, of_type("ack"))
+        await join(kit, elsewhere)  # kit's sheet in another room, which joe never joined
+        await send(kit, {"type": "cell_update", "sheet_id": f"s-{elsewhere}", "cell_id": "A1", "value": 1})
+        await until(kit, of_type("cell_updated"))
+        # No `room`: it acts in its sheet's room, where the id was never used.
+        refused = await request(
+            joe,
+            {
+                "type": "cell_update",
+                "sheet_id": f"s-{elsewhere}",
+                "cell_id": "B1",
+                "value": 2,
+                "client_msg_id": key,
+            },
+        )
+        assert refused["type"] == "error" and refused["code"] == "PERMISSION_DENIED"
+
+
 async def test_a_retry_past_the_rate_limit_gets_the_original_ack(database_url: str, room: str) -> None:
     settings = make_settings(
         database_url, websocket_requests_per_minute=2, websocket_block_duration_minutes=1
