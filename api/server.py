@@ -28,17 +28,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     not come within WEBSOCKET_PING_TIMEOUT is closed (its rooms are then left, so no ghosts).
 
     uvicorn's plain "websockets" implementation runs on the library's legacy API, deprecated since
-    websockets 14; "websockets-sansio" runs on the maintained core.
+    websockets 14; "websockets-sansio" runs on the maintained core, which api/ws_protocol.py extends
+    with a write that does not wait, for fanout.
     """
-    from uvicorn.config import WS_PROTOCOLS
+    from api.ws_protocol import DirectWriteProtocol
 
-    ws = "auto"
-    if _installed("websockets"):
-        ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "websockets"
     return {
         "loop": "uvloop" if _installed("uvloop") else "auto",
         "http": bounded_http_protocol(settings),
-        "ws": ws,
+        "ws": DirectWriteProtocol,
         "ws_max_size": settings.max_message_bytes * OVERSIZE_HEADROOM,
         # Compression is negotiated per connection, so a room's every delivery would be compressed
         # again for each member: profiled at about a fifth of the server's CPU under fanout, for

@@ -2,8 +2,9 @@
 
 Everything a frame means (decoding, validation, limits, dispatch, replies) is the session's; this
 reads the next frame, hands it over, and closes the socket when the session says so. Every frame to
-the socket goes through the engine's queue for the connection, so one sender task orders replies
-and fanned-out events.
+the socket goes through the engine's queue for the connection, which orders replies and fanned-out
+events; the queue writes through the protocol's `write_now` when the socket can take a frame at once
+(api/ws_protocol.py), and through `send_text` when it must wait.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.logging_setup import connection_id_var
+from api.ws_protocol import WRITE_NOW
 from engine.fanout.hub import SubscriberClosed
 from engine.features.tokens import Credentials, VerifyToken
 from engine.model.errors import AuthenticationFailed, ConnectionRefused
@@ -36,7 +38,12 @@ async def serve_socket(
 
     try:
         session = engine.open_session(
-            actor, websocket.send_text, close, expires_at=credentials.expires_at, verify=verify
+            actor,
+            websocket.send_text,
+            close,
+            expires_at=credentials.expires_at,
+            verify=verify,
+            write_now=(websocket.scope.get("extensions") or {}).get(WRITE_NOW),
         )
     except ConnectionRefused as exc:
         log.info("connection of %s refused: %s", actor.user_id, exc.code)

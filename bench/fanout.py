@@ -90,8 +90,10 @@ def start_server(
     workers: int = 0,
     root: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
-    """One server process pinned to core 0; with `workers`, `collab serve --workers N` unpinned instead
-    (the operator's command: it migrates, then uvicorn spreads the connections over its workers)."""
+    """One server process pinned to core 0; with `workers`, `collab serve --workers N` unpinned instead.
+    The engine always runs as `collab serve` runs it (the operator's command: it migrates, and picks
+    the protocols and limits of api/server.py), so a `--rev` is measured with its own server setup;
+    the relay runs on the same loop, HTTP parser and WebSocket implementation."""
     env = {
         **os.environ,
         **({"DATABASE_URL": database_url} if database_url else {}),
@@ -102,22 +104,20 @@ def start_server(
         "FANOUT_MAX_QUEUE": "100000",
         **(extra_env or {}),
     }
-    if workers:
-        env.update(LOG_LEVEL="warning", WEBSOCKET_PING_INTERVAL="3600", WEBSOCKET_PING_TIMEOUT="3600")
-        collab = str(Path(sys.executable).with_name("collab"))
-        command = [collab, "serve", "--port", str(port), "--workers", str(workers)]
-        if target != "collab-engine":
-            command = [sys.executable, "-m", "uvicorn", "bench.baseline_relay:app", "--port", str(port)]
-            command += ["--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"]
-            command += ["--ws-per-message-deflate", "false", "--log-level", "warning"]
-        return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    app = ["api.app:create_app", "--factory"] if target == "collab-engine" else ["bench.baseline_relay:app"]
-    command = [
-        "taskset", "-c", "0", sys.executable, "-m", "uvicorn", *app, "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
-        "--ws-per-message-deflate", "false", "--ws-ping-interval", "3600", "--ws-ping-timeout", "3600",
-        "--log-level", "warning",
-    ]  # fmt: skip
+    env.update(LOG_LEVEL="warning", WEBSOCKET_PING_INTERVAL="3600", WEBSOCKET_PING_TIMEOUT="3600")
+    if target == "collab-engine":
+        # `python -m` from the variant's tree: a `--rev` runs its own code, not the installed one.
+        command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
+        command += ["--workers", str(workers)] if workers else []
+    else:
+        command = [
+            sys.executable, "-m", "uvicorn", "bench.baseline_relay:app", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+            "--ws-per-message-deflate", "false", "--ws-ping-interval", "3600", "--ws-ping-timeout", "3600",
+            "--log-level", "warning",
+        ]  # fmt: skip
+    if not workers:
+        command = ["taskset", "-c", "0", *command]
     return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

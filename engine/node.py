@@ -51,7 +51,7 @@ from engine.config import EngineConfig
 from engine.fanout.delivery_order import DeliveryOrder
 from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
 from engine.fanout.live import Live, recorded
-from engine.fanout.subscriber import Close, Sink
+from engine.fanout.subscriber import Close, Sink, WriteNow
 from engine.features import stats
 from engine.features.connections import Connections
 from engine.features.limits import RateLimiter
@@ -233,7 +233,7 @@ class Node:
 
     # Connections.
 
-    def connect(self, actor: Actor, sink: Sink, close: Close) -> str:
+    def connect(self, actor: Actor, sink: Sink, close: Close, write_now: WriteNow | None = None) -> str:
         """Register a new connection of `actor` and subscribe it to the hub, in its user's topic (so
         all their tabs hear of their own stream); returns its id. From here on every frame to it goes
         through `reply` or a publish, so one sender task orders them all."""
@@ -248,7 +248,7 @@ class Node:
                 await asyncio.shield(self.leave_all(connection_id, SLOW_CONSUMER))
             await close(code, reason)
 
-        self.hub.subscribe(connection_id, sink, close_and_leave)
+        self.hub.subscribe(connection_id, sink, close_and_leave, write_now)
         self.hub.join(connection_id, user_stream(actor.user_id))
         self.connections.add(connection_id, actor)
         # Tracked from now: the next rate-limit exchange brings what other nodes counted for the user.

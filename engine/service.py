@@ -24,7 +24,7 @@ from typing import Any
 from engine.config import EngineConfig
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live, UserPublisher
-from engine.fanout.subscriber import Close, Sink
+from engine.fanout.subscriber import Close, Sink, WriteNow
 from engine.features.admin import Admin, Removal
 from engine.features.ai import AiProvider
 from engine.features.ai.runner import AiRunner
@@ -263,15 +263,17 @@ class Engine:
         *,
         expires_at: datetime | None = None,
         verify: VerifyToken | None = None,
+        write_now: WriteNow | None = None,
     ) -> Session:
         """A new connection of `actor` and the session that serves its messages (engine/session.py);
-        `expires_at` is when its token expires, `verify` checks the token of a `refresh_token`.
+        `expires_at` is when its token expires, `verify` checks the token of a `refresh_token`,
+        `write_now` is the transport's synchronous write if it has one (engine/fanout/subscriber.py).
         Raises NodeFull or TooManyConnections (ConnectionRefused) when a cap is reached."""
         config = self.config
         self.node.connections.admit(
             actor.user_id, max_total=config.max_connections, max_per_user=config.max_connections_per_user
         )
-        connection_id = self.node.connect(actor, sink, close)
+        connection_id = self.node.connect(actor, sink, close, write_now)
         credentials = Credentials(actor, expires_at)
         return Session(
             self.node, self, self.config, credentials, connection_id, tokens=self.tokens, verify=verify

@@ -78,6 +78,9 @@ class AppenderFigures(BaseModel):
 
 class FanoutFigures(BaseModel):
     delivered: int
+    written_directly: int = Field(
+        description="of the frames delivered, those written at once because the socket had room"
+    )
     dropped_volatile: int
     coalesced: int
     duplicates: int

@@ -43,6 +43,7 @@ from engine.fanout.subscriber import (
     Sink,
     Subscriber,
     SubscriberClosed,
+    WriteNow,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Sink",
     "Subscriber",
     "SubscriberClosed",
+    "WriteNow",
     "resume_reason",
 ]
 
@@ -79,8 +81,11 @@ class Hub:
         self._subscribers: dict[str, Subscriber] = {}
         self._topics: dict[str, dict[str, Subscriber]] = {}
 
-    def subscribe(self, connection_id: str, sink: Sink, close: Close) -> Subscriber:
-        """Register a connection and start its sender task (call it from the event loop)."""
+    def subscribe(
+        self, connection_id: str, sink: Sink, close: Close, write_now: WriteNow | None = None
+    ) -> Subscriber:
+        """Register a connection and start its sender task (call it from the event loop). A transport
+        that can write without waiting passes `write_now` too (engine/fanout/subscriber.py)."""
         if connection_id in self._subscribers:
             raise ValueError(f"{connection_id!r} is already subscribed")
         subscriber = Subscriber(
@@ -91,6 +96,7 @@ class Hub:
             high_water=self.high_water,
             close_timeout=self.close_timeout,
             totals=self.totals,
+            write_now=write_now,
         )
         self._subscribers[connection_id] = subscriber
         return subscriber

@@ -43,6 +43,7 @@ class Verdict(enum.Enum):
 @dataclass
 class FanoutCounters:
     delivered: int = 0  # frames handed to sinks
+    written_directly: int = 0  # of those, frames written by the publisher itself (sender task idle)
     dropped_volatile: int = 0  # volatile messages not delivered because a queue was over high water
     coalesced: int = 0  # queued cursor messages replaced by a newer one of the same (topic, user)
     duplicates: int = 0  # durable messages at or below the seq already queued for their topic
@@ -147,6 +148,15 @@ class SendQueue:
             return Verdict.OVERFLOW
         self._push(entry)
         return Verdict.QUEUED
+
+    def peek(self) -> Entry | None:
+        """The entry `pop` would return next, left queued (tombstones ahead of it are discarded)."""
+        while self._queue:
+            entry = self._queue[0]
+            if not entry.dropped:
+                return entry
+            self._queue.popleft()
+        return None
 
     def pop(self) -> Entry | None:
         """The next entry to send, or None when nothing is queued."""

@@ -6,6 +6,14 @@ decides, and the connection's one sender task is the only code that awaits its s
 fills only its own queue; the publisher and every other connection carry on. One FIFO drained by one
 task is also what keeps a connection's messages in publish order.
 
+The common case needs neither: the queue is empty, the sender is idle and the socket's buffer has
+room. Then a `WriteNow` given by the transport writes the frames at once, from the publisher, without
+waking the sender (like `websockets.broadcast`, which writes to every socket that is not paused). That
+is what most deliveries cost: a task switch and the ASGI send path per delivery were about a third of
+the server's CPU under fanout (docs/performance.md). Anything else, a paused socket or an entry
+queued behind others, goes through the queue and the sender as before, so order is kept: a frame is
+written directly only when nothing of the connection is waiting to be sent.
+
 When a durable message does not fit, the connection is closed as a slow consumer with 4008: in
 4000-4499, the range in which a client reconnects (centrifuge's convention), and the reason carries the
 last seq delivered per room, from which the client resumes losslessly with `join_room since`.
@@ -35,6 +43,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[str], Awaitable[None]]
 """Sends one text frame (the api passes `websocket.send_text`)."""
+WriteNow = Callable[[tuple[str, ...]], bool]
+"""Writes text frames to the socket without waiting, all or none: False when the socket cannot take
+them now (its buffer is over its high-water mark, or it is closing). Given by a transport that can."""
 Close = Callable[[int, str], Awaitable[None]]
 """Closes the connection with a code and reason (the api passes `websocket.close`)."""
 
@@ -56,6 +67,7 @@ class Subscriber:
         high_water: int,
         close_timeout: float,
         totals: FanoutCounters,
+        write_now: WriteNow | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.close_timeout = close_timeout
@@ -65,6 +77,7 @@ class Subscriber:
         self.close_code: int | None = None
         self.queue = SendQueue(max_queue=max_queue, high_water=high_water, stats=self.stats, totals=totals)
         self._sink = sink
+        self._write_now = write_now
         self._close = close
         self._totals = totals
         self._ready = asyncio.Event()  # set when an entry is queued: wakes the sender
@@ -99,7 +112,9 @@ class Subscriber:
 
     def _act(self, verdict: Verdict) -> bool:
         if verdict is Verdict.QUEUED:
-            self._ready.set()
+            # Only entry queued and the sender waiting for one: nothing can be sent before it.
+            if not (self._sender_idle and self.queue.depth == 1 and self._write_directly()):
+                self._ready.set()
         elif verdict is Verdict.OVERFLOW:
             self.fail(CloseCode.SLOW_CONSUMER)
         return verdict is Verdict.QUEUED or verdict is Verdict.HELD
@@ -147,6 +162,40 @@ class Subscriber:
         self.queue.forget(topic)
         self.last_seq.pop(topic, None)
 
+    def _write_directly(self) -> bool:
+        """Write the one queued entry now, if the transport takes it; False leaves it queued."""
+        if self._write_now is None:
+            return False
+        entry = self.queue.peek()
+        try:
+            if entry is None or not self._write_now(entry.frames):
+                return False
+        except Exception as exc:
+            self._sink_failed(exc)
+            return True
+        self.queue.pop()
+        self._sent(entry)
+        written = len(entry.frames)
+        self.stats.written_directly += written
+        self._totals.written_directly += written
+        if self._drained is not None:
+            self._drained.set()
+        return True
+
+    def _sent(self, entry: Entry) -> None:
+        self.stats.delivered += len(entry.frames)
+        self._totals.delivered += len(entry.frames)
+        if entry.seq is not None and entry.topic is not None:
+            self.last_seq[entry.topic] = entry.seq
+
+    def _sink_failed(self, exc: Exception) -> None:
+        # Usually the socket is gone. Either way nothing more reaches this client, so it must not
+        # stay open believing it is in sync: close it (resumable), never drop silently.
+        log.info("send to %s failed (%s: %s); closing it", self.connection_id, type(exc).__name__, exc)
+        self.stats.sink_failures += 1
+        self._totals.sink_failures += 1
+        self.fail(CloseCode.INTERNAL_ERROR)
+
     # Sending side: the one task that awaits the socket.
 
     async def _run(self) -> None:
@@ -167,17 +216,9 @@ class Subscriber:
                     self._drained.set()
                 for frame in entry.frames:
                     await self._sink(frame)
-                self.stats.delivered += len(entry.frames)
-                self._totals.delivered += len(entry.frames)
-                if entry.seq is not None and entry.topic is not None:
-                    self.last_seq[entry.topic] = entry.seq
+                self._sent(entry)
         except Exception as exc:
-            # Usually the socket is gone. Either way nothing more reaches this client, so it must not
-            # stay open believing it is in sync: close it (resumable), never drop silently.
-            log.info("send to %s failed (%s: %s); closing it", self.connection_id, type(exc).__name__, exc)
-            self.stats.sink_failures += 1
-            self._totals.sink_failures += 1
-            self.fail(CloseCode.INTERNAL_ERROR)
+            self._sink_failed(exc)
 
     # Ending.
 
