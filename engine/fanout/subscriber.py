@@ -50,6 +50,9 @@ Close = Callable[[int, str], Awaitable[None]]
 """Closes the connection with a code and reason (the api passes `websocket.close`)."""
 
 
+_NOT_STARTED = asyncio.Event()  # a placeholder until the sender starts; never waited on
+
+
 class SubscriberClosed(Exception):
     """The connection was closed or unsubscribed while a caller waited to queue for it."""
 
@@ -80,15 +83,15 @@ class Subscriber:
         self._write_now = write_now
         self._close = close
         self._totals = totals
-        self._ready = asyncio.Event()  # set when an entry is queued: wakes the sender
-        # The two rarer waits get their events when first needed: an asyncio.Event holds a deque of
-        # about 600 bytes, and thousands of idle connections never wait for room or flush.
+        # The sender and its events start when first needed: with direct writes most connections
+        # never need a task, and an asyncio.Event holds a deque of about 600 bytes.
+        self._sender: asyncio.Task[None] | None = None  # started when an entry first has to wait
+        self._ready = _NOT_STARTED  # set when an entry is queued: wakes the sender
         self._drained: asyncio.Event | None = None  # set when the sender takes one: wakes `wait_for_room`
         self._idle: asyncio.Event | None = None  # set while the sender has nothing left: wakes `flush`
-        self._sender_idle = False  # the sender found nothing queued and waits for more
+        self._sender_idle = True  # nothing is being sent: no sender yet, or it waits for more
         self._closing = False
         self._closer: asyncio.Task[None] | None = None
-        self._sender = asyncio.get_running_loop().create_task(self._run(), name=f"fanout:{connection_id}")
 
     @property
     def depth(self) -> int:
@@ -114,7 +117,7 @@ class Subscriber:
         if verdict is Verdict.QUEUED:
             # Only entry queued and the sender waiting for one: nothing can be sent before it.
             if not (self._sender_idle and self.queue.depth == 1 and self._write_directly()):
-                self._ready.set()
+                self._wake_sender()
         elif verdict is Verdict.OVERFLOW:
             self.fail(CloseCode.SLOW_CONSUMER)
         return verdict is Verdict.QUEUED or verdict is Verdict.HELD
@@ -145,7 +148,7 @@ class Subscriber:
             if self._idle is None:
                 self._idle = asyncio.Event()
             self._idle.clear()
-            self._ready.set()  # the sender sets `_idle` again as soon as it finds nothing queued
+            self._wake_sender()  # the sender sets `_idle` again as soon as it finds nothing queued
             await self._idle.wait()
 
     def hold(self, topic: str) -> Hold:
@@ -198,6 +201,14 @@ class Subscriber:
 
     # Sending side: the one task that awaits the socket.
 
+    def _wake_sender(self) -> None:
+        if self._sender is None:
+            self._ready = asyncio.Event()
+            self._sender = asyncio.get_running_loop().create_task(
+                self._run(), name=f"fanout:{self.connection_id}"
+            )
+        self._ready.set()
+
     async def _run(self) -> None:
         try:
             while True:
@@ -233,7 +244,7 @@ class Subscriber:
             self._totals.slow_consumer_closes += 1
         self.close_code = code
         self._discard()
-        if self._sender is not asyncio.current_task():
+        if self._sender is not None and self._sender is not asyncio.current_task():
             self._sender.cancel()
         self._closer = asyncio.get_running_loop().create_task(
             self._close_socket(code), name=f"fanout-close:{self.connection_id}"
@@ -241,7 +252,8 @@ class Subscriber:
 
     async def _close_socket(self, code: int) -> None:
         # The reason is taken once the sender has stopped, so it names the last frame that went out.
-        await asyncio.wait([self._sender])
+        if self._sender is not None:
+            await asyncio.wait([self._sender])
         reason = resume_reason({t: s for t, s in self.last_seq.items() if t in self.topics})
         try:
             async with asyncio.timeout(self.close_timeout):
