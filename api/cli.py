@@ -82,13 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="with --downgrade: drop the event log without asking"
     )
 
-    projections = commands.add_parser("projections", help="rebuild or check the projection tables")
+    projections = commands.add_parser(
+        "projections", help="rebuild or check the projection tables, or keep them in a process of their own"
+    )
     projection_commands = projections.add_subparsers(dest="projections_command", required=True)
     rebuild = projection_commands.add_parser(
         "rebuild", help="replay the log into every projection table (--check: only compare)"
     )
     rebuild.add_argument(
         "--check", action="store_true", help="print differences, exit 1 if any; change nothing"
+    )
+    projection_commands.add_parser(
+        "run",
+        help="keep the projection tables following the log until stopped, so serving nodes need not "
+        "(they stand by and take over if this process stops)",
     )
 
     token = commands.add_parser("token", help="print a signed JWT for a user")
@@ -143,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
     settings = _load_settings()
     if args.command == "token":
         return _token(args, settings)
-    _configure_logging(settings if args.command == "serve" else None)
+    serving = args.command == "serve" or getattr(args, "projections_command", None) == "run"
+    _configure_logging(settings if serving else None)
     if args.command == "migrate":
         return _migrate(args, settings)
     if args.command == "projections":
@@ -233,6 +241,8 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
     url = _database_url(settings)
     with talking_to_database(url):
         migrate.check_known(url)
+    if args.projections_command == "run":
+        return _project(url, settings)
 
     async def run() -> int:
         db_engine = create_db_engine(url, pool_size=2, command_timeout=600)
@@ -255,6 +265,40 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         finally:
             await db_engine.dispose()
+
+    with talking_to_database(url):
+        return asyncio.run(run())
+
+
+def _project(url: str, settings: Settings) -> int:
+    """Run the projector runner alone. Every engine process has a runner, but only the one holding
+    its advisory lock projects (engine/readmodels/runner.py): started before the servers, this process
+    takes the lock and their runners stand by, which takes the folding and the table writes off the
+    serving path; if it stops, one of theirs takes over within half a second. It has no commits of
+    its own to wake it, so it looks at the log head every PROJECTION_INTERVAL_MS."""
+    import asyncio
+
+    from engine.log.store import create_db_engine
+    from engine.readmodels.runner import ProjectorRunner
+
+    interval = settings.projection_interval_ms / 1000
+
+    async def run() -> int:
+        db_engine = create_db_engine(url, pool_size=2)
+        runner = ProjectorRunner(db_engine, poll_seconds=max(interval, 0.05), min_interval=interval)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        runner.start()
+        print("projecting the log into the projection tables; Ctrl-C stops", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.stop()
+            await db_engine.dispose()
+        print(f"stopped after {runner.events_applied} events in {runner.steps_applied} steps", flush=True)
+        return 0
 
     with talking_to_database(url):
         return asyncio.run(run())

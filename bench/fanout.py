@@ -121,6 +121,21 @@ def start_server(
     return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
+def start_projector(database_url: str | None, log: Path, *, pinned: bool) -> subprocess.Popen[bytes]:
+    """`collab projections run`, pinned to core 0 beside the server (its CPU is the server side's)
+    unless the server is unpinned too."""
+    env = {**os.environ, **({"DATABASE_URL": database_url} if database_url else {}), "JWT_SECRET_KEY": SECRET}
+    command = [sys.executable, "-m", "api.cli", "projections", "run"]
+    command = ["taskset", "-c", "0", *command] if pinned else command
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while b"this node projects now" not in log.read_bytes():  # it leads before any server starts
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"`collab projections run` did not start; see {log}")
+        time.sleep(0.1)
+    return server
+
+
 def stop_server(server: subprocess.Popen[bytes]) -> None:
     """Stop gracefully, or kill after 30 s: a graceful stop can outlast a saturated run's backlog."""
     server.terminate()
@@ -318,6 +333,9 @@ async def measure(
     ports = [free_port() for _ in range(nodes)]
     servers: list[subprocess.Popen[bytes]] = []
     try:
+        if variant.projector:  # first, so it holds the projecting lock and the server's runner stands by
+            log = logs / f"{label.replace(' ', '_')}-projector.log"
+            servers.append(start_projector(database_url, log, pinned=not workers))
         # One at a time: each node upgrades the schema at start, and a node announces itself to the
         # ones already up, so all know their peers before the first message.
         for i, port in enumerate(ports):
@@ -400,6 +418,7 @@ class Variant:
     name: str
     env: dict[str, str] = field(default_factory=dict)
     root: Path = ROOT
+    projector: bool = False  # the projection tables kept by `collab projections run`, not the server
 
 
 def parse_variant(spec: str) -> Variant:
@@ -448,18 +467,26 @@ def main() -> None:
         help="also run one engine node as a commit has it, e.g. 'before:HEAD~1'",
     )
     parser.add_argument(
+        "--projector-process",
+        action="store_true",
+        help="also run one engine node whose projection tables `collab projections run` keeps",
+    )
+    parser.add_argument(
         "--workers",
         default="",
         help="instead: `collab serve --workers N` for each N (e.g. 1,2) and the relay, all unpinned",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    projector = [Variant("projector process", projector=True)] if args.projector_process else []
     if args.workers:
-        run_workers(args, [int(n) for n in args.workers.split(",")], [parse_variant(v) for v in args.variant])
+        variants = [parse_variant(v) for v in args.variant] + projector
+        run_workers(args, [int(n) for n in args.workers.split(",")], variants)
         return
     node_counts = [int(n) for n in args.nodes.split(",")]
     logs = Path(tempfile.mkdtemp(prefix="collab-fanout-"))
     variants = [parse_variant(v) for v in args.variant] + [checkout(r, logs) for r in args.rev]
+    variants += projector
     # Every collab-engine run gets its own fresh database, so none starts on another's log.
     database_urls = [fresh_database() for _ in node_counts]
     # A revision's server migrates its own database: this code's head may be newer than it knows.
