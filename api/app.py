@@ -24,6 +24,7 @@ from api.middleware import install_middleware
 from api.routes import api_router
 from api.routes.pages import install_pages
 from api.settings import Settings, get_settings
+from api.socket_entry import CollabApp
 from engine.config import EngineConfig
 from engine.features.ai import AiProvider, provider_from
 from engine.features.limits import RateLimits
@@ -69,7 +70,7 @@ def engine_config(settings: Settings, database_url: str) -> EngineConfig:
     )
 
 
-def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | None = None) -> CollabApp:
     """The app for `settings` (default: from the environment); `ai_provider` replaces the one the
     AI_* settings name (tests)."""
     settings = settings if settings is not None else get_settings()
@@ -101,12 +102,13 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
             await engine.stop()
 
     # FastAPI's own /docs and /redoc load from a CDN: api/routes/pages.py serves them from this server.
-    app = FastAPI(title="collab-engine", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = CollabApp(title="collab-engine", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     install_middleware(app, settings)  # request ids, secure headers, CORS (api/middleware.py)
     install_metrics(app)  # GET /metrics, with this app's own registry (api/metrics.py)
     app.include_router(api_router())
     install_pages(app)  # /, /app, /console, /client, /docs, /redoc (api/routes/pages.py)
+    app.enter_sockets_directly()  # past the HTTP-only layers (api/socket_entry.py)
     return app
 
 
