@@ -27,11 +27,27 @@ WRITE_NOW: Final = "collab.write_now"
 """The scope extension holding the connection's `write_now` (absent under other protocols)."""
 
 
-@lru_cache(maxsize=512)
+SHARED_FRAME_CHARS: Final = 16_384
+"""Longer texts are framed on each write, uncached: the cache holds few, small frames."""
+
+
 def text_frame(text: str) -> bytes:
-    """One unfragmented text frame as a server sends it. Cached: the publisher writes one event's
-    frame to every member of its room in a row, and a str keeps its hash, so repeats cost a lookup."""
+    """One unfragmented text frame as a server sends it."""
+    if len(text) > SHARED_FRAME_CHARS:
+        return _frame(text)
+    return _shared_frame(text)
+
+
+def _frame(text: str) -> bytes:
     return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+# The publisher writes one event's frame to every member of its room in a row, and a str keeps its
+# hash, so the repeats cost a lookup; replies to one connection pass through without evicting much.
+_shared_frame = lru_cache(maxsize=32)(_frame)
+
+
+_STATE_READ = ("close_sent", "disconnected", "writable", "transport", "conn")
 
 
 class DirectWriteProtocol(WebSocketsSansIOProtocol):
@@ -39,7 +55,9 @@ class DirectWriteProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        if self.response.status_code == 101:  # the app's task is created but has not run yet
+        # The app's task is created but has not run yet. Without the state `write_now` reads (another
+        # uvicorn release), the app just sends the ordinary way.
+        if self.response.status_code == 101 and all(hasattr(self, name) for name in _STATE_READ):
             self.scope["extensions"][WRITE_NOW] = self.write_now
 
     def write_now(self, frames: tuple[str, ...]) -> bool:

@@ -114,7 +114,7 @@ class Subscriber:
         return not self._closing and self._act(self.queue.offer_durable(entry))
 
     def _act(self, verdict: Verdict) -> bool:
-        if verdict is Verdict.QUEUED:
+        if verdict is Verdict.QUEUED and self.queue.depth:  # a release of an empty hold queues nothing
             # Only entry queued and the sender waiting for one: nothing can be sent before it.
             if not (self._sender_idle and self.queue.depth == 1 and self._write_directly()):
                 self._wake_sender()

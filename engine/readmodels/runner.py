@@ -113,6 +113,7 @@ class ProjectorRunner:
         self._views: Views = {}  # valid only while the checkpoint is at `position`
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._standing_by = False  # logged once per turn of standing by
 
     def start(self) -> None:
         if self._task is None:
@@ -186,6 +187,9 @@ class ProjectorRunner:
             else:
                 # Another node projects: stand by. A plain sleep, not `_sleep`: commits keep setting
                 # the wake flag, which only the projecting runner clears, so waiting on it would spin.
+                if not self._standing_by:
+                    log.info("projector runner: another process projects; this one stands by")
+                    self._standing_by = True
                 await asyncio.sleep(self.poll_seconds)
 
     async def _lead(self) -> None:
@@ -201,6 +205,7 @@ class ProjectorRunner:
             if not held:
                 return
             self.active = True
+            self._standing_by = False
             self._views, self.position = {}, None
             log.info("projector runner: this node projects now")
             loop = asyncio.get_running_loop()

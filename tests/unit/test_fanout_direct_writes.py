@@ -22,6 +22,7 @@ class Socket:
     def __init__(self) -> None:
         self.frames: list[str] = []  # what reached the wire, in order
         self.direct = 0  # frames written by write_now
+        self.writes: list[tuple[str, ...]] = []  # each write_now call that wrote
         self.awaited = 0  # frames written by send_text
         self.closes: list[tuple[int, str]] = []
         self.error: Exception | None = None
@@ -35,6 +36,7 @@ class Socket:
             return False
         self.frames.extend(frames)
         self.direct += len(frames)
+        self.writes.append(frames)
         return True
 
     async def send_text(self, frame: str) -> None:
@@ -56,7 +58,7 @@ async def connect(hub: Hub, connection_id: str, socket: Socket, *topics: str) ->
     hub.subscribe(connection_id, socket.send_text, socket.close, socket.write_now)
     for topic in topics:
         hub.join(connection_id, topic)
-    await settle()  # the sender task starts and waits for work
+    await settle()
 
 
 async def test_an_idle_socket_is_written_by_the_publisher_without_the_sender() -> None:
@@ -96,7 +98,7 @@ async def test_a_paused_socket_queues_and_keeps_publish_order_when_it_resumes() 
         assert socket.direct == 2
 
 
-async def test_the_frames_of_one_event_are_written_together_or_not_at_all() -> None:
+async def test_the_frames_of_one_event_are_offered_in_one_write() -> None:
     async with running_hub() as hub:
         socket = Socket()
         await connect(hub, "c", socket, ROOM)
@@ -104,11 +106,30 @@ async def test_the_frames_of_one_event_are_written_together_or_not_at_all() -> N
         socket.pause()
         hub.publish(ROOM, ("b1", "b2"), seq=2)
         await settle()
-        assert socket.frames == ["a1", "a2"]
+        assert socket.writes == [("a1", "a2")]  # one call: the transport writes both or neither
         socket.resume()
         await settle()
         assert socket.frames == ["a1", "a2", "b1", "b2"]
         assert hub.stats()["delivered"] == 4
+
+
+async def test_a_connection_that_only_writes_directly_never_starts_a_sender_task() -> None:
+    async with running_hub() as hub:
+        socket = Socket()
+        await connect(hub, "c", socket, ROOM)
+        subscriber = hub.subscriber("c")
+        subscriber.hold(ROOM)
+        subscriber.release(ROOM, 0)  # a join with nothing to replay
+        hub.publish(ROOM, "m1", seq=1)
+        await subscriber.flush()
+        assert socket.frames == ["m1"]
+        assert subscriber._sender is None  # no task: the memory an idle connection does not hold
+        socket.pause()
+        hub.publish(ROOM, "m2", seq=2)
+        assert subscriber._sender is not None  # the first frame that has to wait starts it
+        socket.resume()
+        await subscriber.flush()
+        assert socket.frames == ["m1", "m2"]
 
 
 async def test_a_direct_write_that_fails_closes_the_connection_resumably() -> None:
