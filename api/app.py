@@ -23,6 +23,7 @@ from api.metrics import install_metrics
 from api.middleware import install_middleware
 from api.routes import api_router
 from api.routes.pages import install_pages
+from api.server import settle_heap
 from api.settings import Settings, get_settings
 from api.socket_entry import CollabApp
 from engine.config import EngineConfig
@@ -70,9 +71,15 @@ def engine_config(settings: Settings, database_url: str) -> EngineConfig:
     )
 
 
-def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | None = None) -> CollabApp:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ai_provider: AiProvider | None = None,
+    serving_process: bool = False,
+) -> CollabApp:
     """The app for `settings` (default: from the environment); `ai_provider` replaces the one the
-    AI_* settings name (tests)."""
+    AI_* settings name (tests). `serving_process`: the app owns its process (`collab serve`), so once
+    started it may settle the process's heap (api/server.py); tests run many apps in one process."""
     settings = settings if settings is not None else get_settings()
     if ai_provider is None:
         ai_provider = provider_from(settings.ai_base_url, settings.ai_api_key, settings.ai_model)
@@ -96,6 +103,8 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
         app.state.verifier = verifier
         app.state.engine = engine
         log.info("engine started (node %s)", engine.node_id)
+        if serving_process:
+            settle_heap()
         try:
             yield
         finally:
@@ -112,4 +121,9 @@ def create_app(settings: Settings | None = None, *, ai_provider: AiProvider | No
     return app
 
 
-__all__ = ["create_app", "engine_config"]
+def create_serving_app() -> CollabApp:
+    """The app of a `collab serve` worker process."""
+    return create_app(serving_process=True)
+
+
+__all__ = ["create_app", "create_serving_app", "engine_config"]

@@ -344,7 +344,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
         # An admin shutdown (POST /ws/shutdown) stops the worker that answered; uvicorn replaces it.
         options["workers"] = args.workers
-        uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, **options)
+        uvicorn.run("api.app:create_serving_app", factory=True, host=args.host, port=args.port, **options)
         return 0
     return _serve_one_process(args.host, args.port, options)
 
@@ -354,9 +354,9 @@ def _serve_one_process(host: str, port: int, options: dict[str, Any]) -> int:
     then ends it like Ctrl-C does, with status 0, rather than by SIGTERM (status 143)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_serving_app
 
-    app = create_app()
+    app = create_serving_app()
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
     app.state.request_exit = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises Ctrl-C after its graceful shutdown; that is the normal way to stop.

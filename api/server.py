@@ -5,6 +5,7 @@ Shared by `collab serve` and the tests' in-process server, so both run the same 
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from typing import Any
 
@@ -45,3 +46,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ws_ping_interval": settings.websocket_ping_interval,
         "ws_ping_timeout": settings.websocket_ping_timeout,
     }
+
+
+def settle_heap() -> None:
+    """Leave what startup built out of every later garbage collection.
+
+    The modules, routes, schemas and engine objects a started server holds live as long as the
+    process, yet each full collection walks all of them: measured under fanout at up to 68 ms with
+    the loop stopped, the largest single stall. Collected once and then frozen (`gc.freeze`), they
+    are never walked again, and collections only see what the server allocated since.
+    """
+    gc.collect()
+    gc.freeze()
