@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -317,7 +318,22 @@ async def write_paths(load: Load, ports: list[int]) -> None:
             body = reply.json()
             own = body["nodes"][body["node_id"]]["appender"]
             print(f"node on :{port}: batches {own['batches']}, events {own['events']},", end=" ")
-            print(f"write paths {own['write_paths']}", flush=True)
+            print(f"write paths {own['write_paths']},", end=" ")
+            latency = own["commit_latency_ms"]
+            p50, p99 = bucket_bound(latency, 50), bucket_bound(latency, 99)
+            print(f"commit latency p50 <= {p50} ms, p99 <= {p99} ms", flush=True)
+
+
+def bucket_bound(histogram: dict[str, Any], q: float) -> str:
+    """The upper bound of the histogram bucket holding the q-th percentile (buckets count each value
+    once, in the first bucket whose bound is at least the value)."""
+    wanted = histogram["count"] * q / 100
+    seen = 0
+    for bound, count in histogram["buckets"].items():
+        seen += count
+        if count and seen >= wanted:
+            return bound
+    return "-"
 
 
 async def measure(
