@@ -1,10 +1,19 @@
 """Durable appends per second and latency: one transaction per event vs the group-commit appender.
 
     python bench/append.py [--seconds 5] [--submitters 1,16,256] [--json out.json]
+    python bench/append.py --processes 1,2,4 [--submitters 256] [--seconds 5]
 
 Each submitter appends ~200-byte JSON events back to back for the given time. Both modes run in one
 process against the same fresh database (embedded PostgreSQL unless BENCH_DATABASE_URL is set), with
 synchronous_commit on: every counted append was durable when it returned.
+
+`--processes` measures what adding nodes does to the log's write rate: for each count N, N processes
+(each an engine node's appender: one writer connection, group commit) share the submitters and one
+fresh database, and measure the same window. Reported per N: the cluster's events/s and its ratio to
+one process, latency over all submitters, the batches on each write path (a head that another process
+moved sends a batch from the one-round-trip path to a read, then to the locked path), and the CPU
+the appending processes and PostgreSQL used in the window, so a run limited by the cores rather than
+by the log's lock says so.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import fresh_database, percentile
+import psutil
+
+from bench.common import cpu_seconds, database_processes, fresh_database, percentile
 from engine.log.appender import Appender
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
@@ -43,25 +55,35 @@ def event(submitter: int, i: int) -> NewEvent:
 
 
 async def drive(
-    submitters: int, seconds: float, append: Callable[[NewEvent], Awaitable[object]], warmup: float = 1.0
+    submitters: int,
+    seconds: float,
+    append: Callable[[NewEvent], Awaitable[object]],
+    warmup: float = 1.0,
+    *,
+    first: int = 0,
+    measure_from: float | None = None,
+    latencies: list[float] | None = None,
 ) -> dict[str, float]:
     """Closed loop: each submitter appends, waits for the durable outcome, appends again. The first
-    `warmup` seconds (connections, prepared statements, caches) are run but not counted."""
-    latencies: list[float] = []
-    measure_from = time.perf_counter() + warmup
-    deadline = measure_from + seconds
+    `warmup` seconds (connections, prepared statements, caches) are run but not counted.
+
+    Processes that measure one window together pass its start as `measure_from` (wall-clock time)
+    and number their submitters from `first`, so that each process writes other streams."""
+    latencies = [] if latencies is None else latencies
+    start = time.time() + warmup if measure_from is None else measure_from
+    deadline = start + seconds
 
     async def submitter(n: int) -> None:
         i = 0
-        while (started := time.perf_counter()) < deadline:
+        while (started := time.time()) < deadline:
             outcome = await append(event(n, i))
-            if started >= measure_from:
-                latencies.append((time.perf_counter() - started) * 1000)
+            if started >= start:
+                latencies.append((time.time() - started) * 1000)
             assert isinstance(outcome, Committed)
             i += 1
 
-    await asyncio.gather(*(submitter(n) for n in range(submitters)))
-    elapsed = time.perf_counter() - measure_from
+    await asyncio.gather(*(submitter(n) for n in range(first, first + submitters)))
+    elapsed = time.time() - start
     return {
         "submitters": submitters,
         "events": len(latencies),
@@ -105,6 +127,107 @@ async def run(
     return rows
 
 
+async def node_worker(url: str, first: int, submitters: int, seconds: float, measure_from: float) -> None:
+    """One appending process of `--processes`: its share of the submitters through its own appender.
+    Prints its latencies and write paths as JSON for the parent to merge."""
+    db_engine = create_db_engine(url, pool_size=2)
+    appender = Appender(EventStore(db_engine), max_batch=1000)
+    await appender.start()
+    latencies: list[float] = []
+    await drive(
+        submitters, seconds, appender.append, first=first, measure_from=measure_from, latencies=latencies
+    )
+    await appender.stop()
+    await db_engine.dispose()
+    stats = appender.stats
+    result = {"latencies": latencies, "paths": appender.write_paths, "batches": stats.batches}
+    sys.stdout.write(json.dumps(result))
+
+
+def run_processes(counts: list[int], submitters: int, seconds: float) -> list[dict[str, object]]:
+    """For each process count, one fresh database and that many appending processes measuring one
+    window; the CPU of those processes and of PostgreSQL is sampled over the same window."""
+    rows: list[dict[str, object]] = []
+    for processes in counts:
+        url = fresh_database()
+        warmup = 2.0 + 0.5 * processes  # process start-up, connections, prepared statements
+        measure_from = time.time() + warmup
+        shares = [
+            submitters // processes + (1 if k < submitters % processes else 0) for k in range(processes)
+        ]
+        firsts = [sum(shares[:k]) for k in range(processes)]
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    url,
+                    str(first),
+                    str(share),
+                    str(seconds),
+                    repr(measure_from),
+                ],
+                stdout=subprocess.PIPE,
+            )
+            for first, share in zip(firsts, shares, strict=True)
+        ]
+        clients = [psutil.Process(w.pid) for w in workers]
+        time.sleep(max(0.0, measure_from - time.time()))
+        database = database_processes()
+        before = (cpu_seconds(clients), cpu_seconds(database))
+        # CPU over most of the window: at its very end the processes disconnect and their PostgreSQL
+        # backends exit, and an exited process's time can no longer be read.
+        sampled = seconds * 0.9
+        time.sleep(sampled)
+        after = (cpu_seconds(clients), cpu_seconds(database))
+        results = [json.loads(w.communicate()[0]) for w in workers]
+        if any(w.returncode for w in workers):
+            raise SystemExit(f"an appending process failed at {processes} processes")
+        latencies = [ms for r in results for ms in r["latencies"]]
+        paths = {name: sum(r["paths"][name] for r in results) for name in results[0]["paths"]}
+        rows.append(
+            {
+                "processes": processes,
+                "submitters": submitters,
+                "events_per_s": len(latencies) / seconds,
+                "p50_ms": percentile(latencies, 50),
+                "p99_ms": percentile(latencies, 99),
+                "mean_batch": len(latencies) / max(sum(r["batches"] for r in results), 1),
+                "paths": paths,
+                "appenders_cpu_s": (after[0] - before[0]) / sampled,
+                "database_cpu_s": (after[1] - before[1]) / sampled,
+            }
+        )
+    return rows
+
+
+def report_processes(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| processes | submitters | events/s | vs 1 process | p50 ms | p99 ms | mean batch | "
+        "batches known / read / locked | CPU cores: appenders / PostgreSQL |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    one = next((float(r["events_per_s"]) for r in rows if r["processes"] == 1), None)  # type: ignore[arg-type]
+    for r in rows:
+        paths = r["paths"]
+        assert isinstance(paths, dict)
+        ratio = f"{float(r['events_per_s']) / one:.2f}x" if one else "-"  # type: ignore[arg-type]
+        cells = [
+            r["processes"],
+            r["submitters"],
+            f"{r['events_per_s']:,.0f}",
+            ratio,
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['mean_batch']:.1f}",
+            f"{paths['known']} / {paths['read']} / {paths['locked']}",
+            f"{r['appenders_cpu_s']:.2f} / {r['database_cpu_s']:.2f}",
+        ]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return "\n".join(lines)
+
+
 def report(rows: list[dict[str, object]]) -> str:
     lines = [
         "| mode | submitters | events/s | p50 ms | p99 ms | mean batch |",
@@ -134,8 +257,22 @@ def main() -> None:
     parser.add_argument("--submitters", default="1,16,256")
     parser.add_argument("--max-batch", type=int, default=1000)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--processes", help="appending processes on one database, e.g. 1,2,4")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        url, first, share, seconds, measure_from = args.worker
+        asyncio.run(node_worker(url, int(first), int(share), float(seconds), float(measure_from)))
+        return
+    if args.processes:
+        submitters = int(args.submitters) if args.submitters.isdigit() else 256
+        rows = run_processes([int(n) for n in args.processes.split(",")], submitters, args.seconds)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
+        print(report_processes(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
     url = fresh_database()
     counts = [int(n) for n in args.submitters.split(",")]
     try:

@@ -501,6 +501,11 @@ def main() -> None:
         default="",
         help="instead: `collab serve --workers N` for each N (e.g. 1,2) and the relay, all unpinned",
     )
+    parser.add_argument(
+        "--database-cores",
+        default="0",
+        help="the cores PostgreSQL may use: 0 (beside the server, the default) or 0,1 (unpinned)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     projector = [Variant("projector process", projector=True)] if args.projector_process else []
@@ -516,9 +521,9 @@ def main() -> None:
     database_urls = [fresh_database() for _ in node_counts]
     # A revision's server migrates its own database: this code's head may be newer than it knows.
     variant_urls = [fresh_database(migrate=v.root == ROOT) for v in variants]
-    # The server side (uvicorn, and PostgreSQL's postmaster whose backends inherit its affinity) keeps
-    # to core 0, this load generator to core 1.
-    pin_database_server({0})
+    # The server keeps to core 0 and this load generator to core 1; PostgreSQL (its postmaster, whose
+    # backends inherit its affinity) to `--database-cores`, core 0 beside the server unless told.
+    pin_database_server({int(core) for core in args.database_cores.split(",")})
     os.sched_setaffinity(0, {1})
     rows: list[dict[str, object]] = []
     for nodes, database_url in zip(node_counts, database_urls, strict=True):
