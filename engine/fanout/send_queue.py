@@ -141,6 +141,23 @@ class SendQueue:
             return self._offer_volatile(entry)
         return self.offer_durable(entry)
 
+    def would_send_at_once(self, entry: Entry) -> bool:
+        """Whether `offer` would queue `entry` as the only entry: nothing queued, its topic not held,
+        not a duplicate. Then the shell may write it at once instead (`note_sent` after)."""
+        if self.depth:
+            return False
+        topic = entry.topic
+        if topic is None:
+            return True
+        if topic in self._held:
+            return False
+        return entry.seq is None or entry.seq > self._floor.get(topic, -1)
+
+    def note_sent(self, entry: Entry) -> None:
+        """`entry` went out without being queued: what its queueing would have left behind."""
+        if entry.seq is not None and entry.topic is not None:
+            self._floor[entry.topic] = entry.seq
+
     def offer_durable(self, entry: Entry) -> Verdict:
         if self.depth >= self.max_queue and self._volatile_queued:
             self._evict_volatile()

@@ -104,9 +104,14 @@ class Subscriber:
     # Producing side: synchronous, except for producers that choose to wait for room.
 
     def offer(self, entry: Entry) -> bool:
-        """Offer a published entry; True if it was queued or held for a catch-up."""
+        """Offer a published entry; True if it was queued or held for a catch-up (or written)."""
         if self._closing:
             return False
+        # Most deliveries: the queue would take the entry and hand it straight back. Written without
+        # passing through it; only the seq it would have recorded is kept.
+        if self._sender_idle and self.queue.would_send_at_once(entry) and self._write_entry(entry):
+            self.queue.note_sent(entry)
+            return True
         return self._act(self.queue.offer(entry))
 
     def offer_durable(self, entry: Entry) -> bool:
@@ -167,16 +172,24 @@ class Subscriber:
 
     def _write_directly(self) -> bool:
         """Write the one queued entry now, if the transport takes it; False leaves it queued."""
-        if self._write_now is None:
-            return False
         entry = self.queue.peek()
+        if entry is None or not self._write_entry(entry):
+            return False
+        self.queue.pop()
+        return True
+
+    def _write_entry(self, entry: Entry) -> bool:
+        """Write `entry`'s frames with `write_now` and count them sent; False if the socket cannot take
+        them now. A transport that fails closes the connection, and the entry counts as handled."""
+        write_now = self._write_now
+        if write_now is None:
+            return False
         try:
-            if entry is None or not self._write_now(entry.frames):
+            if not write_now(entry.frames):
                 return False
         except Exception as exc:
             self._sink_failed(exc)
             return True
-        self.queue.pop()
         self._sent(entry)
         written = len(entry.frames)
         self.stats.written_directly += written

@@ -12,6 +12,7 @@ import asyncio
 import pytest
 
 from engine.fanout.hub import Hub
+from engine.fanout.send_queue import Entry
 from engine.protocol.close_codes import CloseCode
 from tests.unit.test_fanout import running_hub, settle
 
@@ -130,6 +131,37 @@ async def test_a_connection_that_only_writes_directly_never_starts_a_sender_task
         socket.resume()
         await subscriber.flush()
         assert socket.frames == ["m1", "m2"]
+
+
+async def test_a_seq_written_directly_is_remembered_so_its_repeat_is_dropped() -> None:
+    async with running_hub() as hub:
+        socket = Socket()
+        await connect(hub, "c", socket, ROOM)
+        hub.publish(ROOM, "m1", seq=1)
+        hub.publish(ROOM, "m2", seq=2)
+        # A node that read the log twice publishes seq 2 again, and seq 1: neither reaches the wire.
+        assert hub.publish(ROOM, "m2 again", seq=2) == 0
+        assert hub.publish(ROOM, "m1 again", seq=1) == 0
+        hub.publish(ROOM, "m3", seq=3)
+        assert socket.frames == ["m1", "m2", "m3"]
+        assert hub.stats()["duplicates"] == 2
+        assert hub.subscriber("c").queue.depth == 0
+
+
+async def test_a_held_topic_is_not_written_directly_until_its_release() -> None:
+    async with running_hub() as hub:
+        socket = Socket()
+        await connect(hub, "c", socket, ROOM, "room:other")
+        subscriber = hub.subscriber("c")
+        subscriber.hold(ROOM)  # a join replaying the log: live messages wait behind the replay
+        hub.publish(ROOM, "m2", seq=2)
+        hub.publish("room:other", "o1", seq=1)  # another topic is not held: written at once
+        assert socket.frames == ["o1"]
+        subscriber.offer_durable(Entry(("m1",), ROOM, 1))  # the replayed event
+        subscriber.release(ROOM, 1)
+        await subscriber.flush()
+        assert socket.frames == ["o1", "m1", "m2"]
+        assert subscriber.last_seq == {ROOM: 2, "room:other": 1}
 
 
 async def test_a_direct_write_that_fails_closes_the_connection_resumably() -> None:
