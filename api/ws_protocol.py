@@ -10,7 +10,9 @@ transport's high-water mark), closing or not open, writes nothing and returns Fa
 queues them for the ordinary `send`, which waits for the socket to drain.
 
 A server's frames are unmasked, and no extension is negotiated (`ws_per_message_deflate` is off), so
-a text frame is the same bytes for every receiver: it is built once per event (`text_frame`).
+a text frame is the same bytes for every receiver: it is built once per event (`text_frame`). What
+`write_now` takes reaches the socket at the end of the loop's turn, with whatever else the connection
+was written in that turn, in one system call (api/turn_writes.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
+
+from api.turn_writes import HeldWrites
 
 WRITE_NOW: Final = "collab.write_now"
 """The scope extension holding the connection's `write_now` (absent under other protocols)."""
@@ -59,9 +63,11 @@ class DirectWriteProtocol(WebSocketsSansIOProtocol):
         # uvicorn release), the app just sends the ordinary way.
         if self.response.status_code == 101 and all(hasattr(self, name) for name in _STATE_READ):
             self.scope["extensions"][WRITE_NOW] = self.write_now
+            self.transport = HeldWrites(self.transport, self.loop)  # type: ignore[assignment]
 
     def write_now(self, frames: tuple[str, ...]) -> bool:
-        """Write every frame now, or none of them (False) if the socket cannot take them now."""
+        """Take every frame for this turn's write, or none of them (False) if the socket cannot take
+        them now."""
         if (
             self.close_sent
             or self.disconnected
@@ -71,8 +77,7 @@ class DirectWriteProtocol(WebSocketsSansIOProtocol):
             or self.conn.extensions
         ):
             return False
-        if len(frames) == 1:
-            self.transport.write(text_frame(frames[0]))
-        else:
-            self.transport.write(b"".join(map(text_frame, frames)))
+        hold = self.transport.hold  # type: ignore[attr-defined]
+        for frame in frames:
+            hold(text_frame(frame))
         return True

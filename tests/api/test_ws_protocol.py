@@ -1,6 +1,7 @@
 """`write_now` of api/ws_protocol.py on a real uvicorn server and a real client: frames of every length
 class arrive intact, in order with `send`; a socket whose client stops reading pauses it (False) until
-the client drains it; a closed socket refuses."""
+the client drains it; a closed socket refuses; frames taken just before a `send` or a close, in the
+same turn of the loop, still arrive before them."""
 
 from __future__ import annotations
 
@@ -96,3 +97,19 @@ async def test_a_client_that_stops_reading_pauses_it_until_drained_and_a_closed_
         async with asyncio.timeout(HANG_GUARD):
             await client.wait_closed()
     assert outcomes[1] == "after close: False"
+
+
+async def test_frames_taken_in_the_turn_of_a_send_or_a_close_arrive_before_it() -> None:
+    async def handler(websocket: WebSocket, write_now: Callable[[tuple[str, ...]], bool]) -> None:
+        assert write_now(("one", "two"))
+        await websocket.send_text("three")  # the same turn: nothing has reached the socket yet
+        assert write_now(("four",))
+        await websocket.close(code=4001, reason="done")
+
+    async with socket_server(handler) as url, connect(url) as client:
+        received = [await client.recv() for _ in range(4)]
+        async with asyncio.timeout(HANG_GUARD):
+            await client.wait_closed()
+        assert received == ["one", "two", "three", "four"]
+        assert client.close_code == 4001
+        assert client.close_reason == "done"
