@@ -17,12 +17,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from dataclasses import dataclass
 from typing import Any, Final
 
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES: Final = 65_536
 """Held bytes are written at once past this, so a burst still meets the socket's high-water mark."""
+
+
+@dataclass
+class SocketWrites:
+    """This process's held writes since start: `frames / writes` is how many frames one system call
+    carried (`/ws/stats/detailed`, and bench/fanout.py prints it)."""
+
+    writes: int = 0
+    frames: int = 0
+
+
+counts = SocketWrites()
 
 
 class _Turn:
@@ -66,6 +79,7 @@ class HeldWrites:
         self._turn = _turn_of(loop)
 
     def hold(self, data: bytes) -> None:
+        counts.frames += 1
         if not self._held:
             self._turn.add(self)
         self._held.append(data)
@@ -82,6 +96,7 @@ class HeldWrites:
         self._held_bytes = 0
         if self.transport.is_closing():
             return  # lost or closed under us: the connection's close handling tells the engine
+        counts.writes += 1
         try:
             self.transport.write(data)
         except Exception:  # never seen from a selector or uvloop transport; fail this one connection

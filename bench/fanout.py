@@ -321,7 +321,11 @@ async def write_paths(load: Load, ports: list[int]) -> None:
             print(f"write paths {own['write_paths']},", end=" ")
             latency = own["commit_latency_ms"]
             p50, p99 = bucket_bound(latency, 50), bucket_bound(latency, 99)
-            print(f"commit latency p50 <= {p50} ms, p99 <= {p99} ms", flush=True)
+            print(f"commit latency p50 <= {p50} ms, p99 <= {p99} ms,", end=" ")
+            writes = body.get("socket_writes")  # absent before the held writes (a --rev)
+            if writes and writes["writes"]:
+                print(f"frames per socket write {writes['frames'] / writes['writes']:.2f}", end="")
+            print(flush=True)
 
 
 def bucket_bound(histogram: dict[str, Any], q: float) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
 
+from api import turn_writes
 from api.deps import EngineDep
 from api.rest_auth import ActorDep, AdminDep
 from engine.features.stats import ClusterStats, NodeStats
@@ -137,10 +138,16 @@ class NodeFigures(BaseModel):
         return value or None
 
 
+class SocketWriteFigures(BaseModel):
+    writes: int = Field(description="socket writes of frames the publisher handed over without waiting")
+    frames: int = Field(description="the frames they carried: all a connection got in one loop turn")
+
+
 class DetailedStats(Stats):
     messages_by_type: dict[str, int]
     errors_by_code: dict[str, int]
     nodes: dict[str, NodeFigures]
+    socket_writes: SocketWriteFigures = Field(description="the answering node's, since it started")
 
 
 def _node_figures(node: NodeStats) -> NodeFigures:
@@ -182,6 +189,9 @@ async def stats_detailed(engine: EngineDep, _: AdminDep) -> DetailedStats:
             "messages_by_type": _summed(node.messages_by_type for node in cluster.nodes.values()),
             "errors_by_code": _summed(node.errors_by_code for node in cluster.nodes.values()),
             "nodes": {node_id: _node_figures(node) for node_id, node in cluster.nodes.items()},
+            "socket_writes": SocketWriteFigures(
+                writes=turn_writes.counts.writes, frames=turn_writes.counts.frames
+            ),
         }
     )
 

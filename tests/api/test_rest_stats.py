@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, request, serve
-from tests.api.live_helpers import greet, join, pending, send
+from tests.api.live_helpers import greet, join, of_type, pending, send, until
 from tests.fault_proxy import FaultProxy
 
 
@@ -151,6 +151,24 @@ async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> N
     assert after["rooms_active"] == 0
     final = await until_stats(node, lambda b: b["events_appended"] == 6)
     assert final["log_head"] == before["log_head"] + 6
+
+
+async def test_an_update_and_its_ack_leave_in_one_socket_write(node: Server, room: str) -> None:
+    """The sender's own `cell_updated` and its `ack` are written in the same loop turn, so they reach
+    the socket as one write of two frames (api/turn_writes.py)."""
+    async with node.connect(node.token("erin")) as erin:
+        await greet(erin)
+        await join(erin, room)
+        await pending(erin)  # nothing of the join is left to write
+        before = (await stats(node, detailed=True))["socket_writes"]
+        await send(
+            erin, {"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 1, "client_msg_id": "m"}
+        )
+        received = await until(erin, of_type("ack"))
+        after = (await stats(node, detailed=True))["socket_writes"]
+    assert [message["type"] for message in received] == ["cell_updated", "ack"]
+    assert after["frames"] - before["frames"] == 2
+    assert after["writes"] - before["writes"] == 1
 
 
 async def test_metrics_expose_the_families_and_move_with_traffic(node: Server, room: str) -> None:
