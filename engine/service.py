@@ -125,6 +125,7 @@ class Engine:
             commit=commit,
             read_claims=node.file_claims,
             read_by_key=node.event_by_key,
+            read_stream=read_stream,
             storage=file_storage,
             idle_timeout=config.upload_idle_timeout,
         )

@@ -8,10 +8,9 @@ when the body fails (too large, idle, the client gone, storage). The uploads com
 `file_upload_progress`, `file_upload_complete` and `file_upload_failed`.
 
 File ids are global (one URL per file) but uploads live in each user's own stream, so who owns an id
-is read from the log: the user of the first `FileUploadStarted`/`FileUploadCompleted` naming it. That
-first claim is decided by log position, which is commit order across nodes (engine/log/store.py): a PUT
-that had to claim the id re-reads the claims after its own commit, and the loser of a race between
-two users sees the winner's earlier claim and stops before any byte of its body reaches storage.
+is settled in the id's own stream (engine/features/file_claims.py): a PUT that has to claim the id
+appends its `FileClaimed` first, and the loser of a race between two users, on any nodes, sees the
+winner's claim and stops before any byte of its body reaches storage.
 
 Bad input changes nothing: the size announced by `Content-Length`, the file id, the filename and
 the owner are checked before anything is written, and a body whose first bytes contradict its
@@ -44,6 +43,7 @@ from typing import Final
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from engine.features.file_claims import claim_file
 from engine.features.ports import Commit
 from engine.features.storage import (
     SNIFF_BYTES,
@@ -71,6 +71,7 @@ from engine.model.catalogue import (
 )
 from engine.model.errors import PermissionDenied, Rejected, StoreUnavailable, ValidationFailed
 from engine.model.events import AppendOutcome, Duplicate, Origin, RecordedEvent
+from engine.model.reading import ReadStream
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload, end_key
 from engine.protocol.fields import FileName
@@ -109,8 +110,9 @@ class SharedFile:
 
 
 def shared_file(claims: Iterable[RecordedEvent], file_id: str) -> SharedFile | None:
-    """The file folded from the `FileUploadStarted`/`FileUploadCompleted` events naming `file_id`, of
-    any user, in position order: the first one's user owns it, later claims of others are ignored."""
+    """The file folded from its owner's `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed`
+    events naming `file_id`, in position order (as `EventLog.file_claims` reads them); should events of
+    another user be among them, the first one's user is taken for the owner and the others ignored."""
     ordered = [e for e in claims if str(e.data.get("file_id")) == file_id]
     if not ordered:
         return None
@@ -144,8 +146,8 @@ def checked_filename(filename: str) -> str:
 
 
 ReadClaims = Callable[[str], Awaitable[list[RecordedEvent]]]
-"""The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming a file id, of any
-user, in log order."""
+"""The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming a file id in its
+owner's stream, in log order (none while nobody claimed it)."""
 ReadByKey = Callable[[str, str], Awaitable[RecordedEvent | None]]
 """The event a user appended under an idempotency key, if any."""
 
@@ -165,6 +167,7 @@ class Files:
         commit: Commit,
         read_claims: ReadClaims,
         read_by_key: ReadByKey,
+        read_stream: ReadStream,
         storage: FileStorage | None,
         idle_timeout: float = 30.0,
         now: Now = _utc_now,
@@ -173,6 +176,7 @@ class Files:
         self._commit = commit
         self._read_claims = read_claims
         self._read_by_key = read_by_key
+        self._read_stream = read_stream
         self.storage = storage
         self.idle_timeout = idle_timeout  # seconds without a byte before a body fails
         self._now = now
@@ -295,14 +299,18 @@ class Files:
         mime_type: str | None,
         room_id: str | None,
     ) -> Upload:
-        """Append `FileUploadStarted`, then make sure it is the id's first claim (module docstring);
-        returns the upload it began."""
-        started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
-        await self._commit(started.new(Origin.of(self._node_id, actor)))
-        winner = shared_file(await self._read_claims(file_id), file_id)
-        if winner is None or winner.owner != actor.user_id:
+        """Claim the id (engine/features/file_claims.py), then append `FileUploadStarted`; returns the
+        upload it began."""
+        origin = Origin.of(self._node_id, actor)
+        owner = await claim_file(self._commit, self._read_stream, origin, actor.user_id, file_id)
+        if owner != actor.user_id:
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)
-        return winner.upload
+        started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
+        await self._commit(started.new(origin))
+        begun = shared_file(await self._read_claims(file_id), file_id)
+        if begun is None:  # cannot happen: the id is this user's and the start just committed
+            raise StoreUnavailable("the upload just started is not in the log")
+        return begun.upload
 
     async def _report(self, actor: Actor, file_id: str, total: int | None, done: int) -> AppendOutcome:
         progressed = FileUploadProgressed(actor.user_id, file_id, done, total or 0, percentage(done, total))

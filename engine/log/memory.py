@@ -20,7 +20,7 @@ import orjson
 from engine.log.batch_plan import CellKey, IdempotencyKey, LogState, idempotency_key, plan
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
-from engine.model.streams import durable_stream, room_stream, user_stream, volatile_stream
+from engine.model.streams import durable_stream, file_stream, room_stream, user_stream, volatile_stream
 from engine.projections.cells import Cell, SheetAtHead
 from engine.protocol import iso
 
@@ -137,7 +137,11 @@ class MemoryEventStore:
         return len(self._streams.get(stream_id, []))
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
-        return [e for e in self.events if e.type in FILE_CLAIM_EVENTS and e.data.get("file_id") == file_id]
+        claim = self._streams.get(file_stream(file_id))
+        if not claim:
+            return []
+        owned = self._streams.get(user_stream(str(claim[0].data["user_id"])), [])
+        return [e for e in owned if e.type in FILE_CLAIM_EVENTS and e.data.get("file_id") == file_id]
 
     async def upload_events(self, user_id: str, file_id: str) -> list[RecordedEvent]:
         streams = {user_stream(user_id), volatile_stream(user_stream(user_id))}

@@ -42,7 +42,15 @@ from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
-from engine.model.streams import ROOM_STREAM_PREFIX, durable_stream, user_id_of, user_stream, volatile_stream
+from engine.model.streams import (
+    ROOM_STREAM_PREFIX,
+    USER_STREAM_PREFIX,
+    durable_stream,
+    file_stream,
+    user_id_of,
+    user_stream,
+    volatile_stream,
+)
 from engine.projections.cells import SheetAtHead
 
 
@@ -197,15 +205,22 @@ class EventStore:
             return found.scalar()
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
-        """The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming `file_id`, of
-        any user, in position order (engine/features/files.py decides who owns the id, and whether its
-        owner's last attempt failed, from them).
+        """The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming `file_id` in
+        its owner's stream, in position order; empty while nobody has claimed the id (or its owner
+        has not started it yet). The owner is the user of the id's `FileClaimed`, the first event of
+        `file:{file_id}` (engine/features/files.py decides from these whether the owner's last attempt
+        is complete, failed or under way).
 
-        A scan by type and data: claims are rare next to cell updates, and an expression index on
-        (data->>'file_id') can be added by a migration without changing this query."""
+        One statement through the (stream, version) index twice: the claim, then the owner's stream."""
+        owner = (
+            select(events.c.data["user_id"].astext)
+            .where(events.c.stream_id == file_stream(file_id), events.c.stream_version == 1)
+            .scalar_subquery()
+        )
         query = (
             select(events)
             .where(
+                events.c.stream_id == USER_STREAM_PREFIX + owner,
                 events.c.type.in_(sorted(FILE_CLAIM_EVENTS)),
                 events.c.data["file_id"].astext == file_id,
             )

@@ -2,7 +2,8 @@
 
 An event is built here and nowhere else: `UserJoinedRoom(room_id=..., ...).new(origin)` gives the
 `NewEvent` to append, with the `data` column written by `to_data` and the stream decided by the type
-(`stream_for`): a room's events go to `room:{id}`, a user's to `user:{id}`, and the volatile types
+(`stream_for`): a room's events go to `room:{id}`, a user's to `user:{id}`, a file id's claim to
+`file:{id}`, and the volatile types
 (`VOLATILE_EVENTS`) to the stream's volatile twin, where they take no place in the sequence and
 resume never replays them. `decode` reads a recorded event back into its class.
 
@@ -19,8 +20,10 @@ from typing import Any, ClassVar, Final, Self
 
 from engine.model.events import CellWrite, NewEvent, Origin, RecordedEvent
 from engine.model.streams import (
+    FILE_STREAM_PREFIX,
     ROOM_STREAM_PREFIX,
     USER_STREAM_PREFIX,
+    file_stream,
     room_stream,
     user_stream,
     volatile_stream,
@@ -49,6 +52,7 @@ AI_COMPLETED: Final = "AiCompleted"
 AI_FAILED: Final = "AiFailed"
 AI_CANCELLED: Final = "AiCancelled"
 USER_MESSAGE_SENT: Final = "UserMessageSent"
+FILE_CLAIMED: Final = "FileClaimed"
 
 # Why a user left a room. Only LEFT is a message the user sent; the others are recorded by the server.
 LEFT: Final = "left"  # the client's `leave_room`
@@ -88,6 +92,8 @@ UPLOAD_EVENTS: Final = frozenset(
 # attempt is over, are decided from these alone (engine/features/files.py), progress left out.
 FILE_CLAIM_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED})
 AI_EVENTS: Final = frozenset({AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, AI_CANCELLED})
+# Who owns a file id: the first event of the id's own stream. No client sees it and no read model folds it.
+FILE_EVENTS: Final = frozenset({FILE_CLAIMED})
 
 ROOM_EVENTS: Final = (
     MEMBERSHIP_EVENTS | CELL_EVENTS | frozenset({ROOM_MESSAGE_BROADCAST}) | CURSOR_EVENTS | TYPING_EVENTS
@@ -95,7 +101,7 @@ ROOM_EVENTS: Final = (
 USER_EVENTS: Final = (
     STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | frozenset({USER_MESSAGE_SENT})
 )
-CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS
+CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS | FILE_EVENTS
 # High-frequency and only worth their latest value: the protocol keeps them out of every sequence.
 VOLATILE_EVENTS: Final = frozenset({CURSOR_MOVED, TYPING_STARTED, TYPING_STOPPED, FILE_UPLOAD_PROGRESSED})
 
@@ -113,6 +119,7 @@ def stream_for(event_type: str, stream_id: str) -> str:
     """
     kind = ROOM_EVENTS if stream_id.startswith(ROOM_STREAM_PREFIX) else None
     kind = USER_EVENTS if stream_id.startswith(USER_STREAM_PREFIX) else kind
+    kind = FILE_EVENTS if stream_id.startswith(FILE_STREAM_PREFIX) else kind
     if kind is None or event_type not in kind:
         raise ValueError(f"{event_type!r} events do not belong in stream {stream_id!r}")
     return volatile_stream(stream_id) if is_volatile(event_type) else stream_id
@@ -437,6 +444,35 @@ class UserMessageSent(UserEvent):
     message_id: str | None = None  # its id in the user's inbox, where it waits unread until read
 
 
+# File events.
+
+
+@dataclass(frozen=True, slots=True)
+class FileClaimed(Event):
+    """`user_id` owns `file_id`: only the first claim of an id commits (`claim` appends it at expected
+    version 0), so two users racing for one id on different nodes cannot both own it. The owner's
+    uploads stay in their own stream; this stream only settles whose they are."""
+
+    TYPE: ClassVar[str] = FILE_CLAIMED
+    file_id: str
+    user_id: str
+
+    def owner_stream(self) -> str:
+        return file_stream(self.file_id)
+
+    def claim(self, origin: Origin) -> NewEvent:
+        """The claim to append: the first event of the id's stream, or a Conflict. No idempotency
+        key: a repeated claim by the owner is answered by reading the stream, not by a key."""
+        return NewEvent(
+            stream_id=self.stream_id,
+            type=self.TYPE,
+            data=self.to_data(),
+            metadata=origin.metadata(),
+            expected_version=0,
+            user_id=self.user_id,
+        )
+
+
 EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
     cls.TYPE: cls
     for cls in (
@@ -462,6 +498,7 @@ EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
         AiFailed,
         AiCancelled,
         UserMessageSent,
+        FileClaimed,
     )
 }
 

@@ -2,7 +2,9 @@
 
 A room's durable events are in `room:{room_id}` (its `stream_version` is the room's `seq`), a user's in
 `user:{user_id}`; each has a volatile twin, `volatile:room:...` or `volatile:user:...`, for events that
-take no place in a sequence (cursors, typing, upload progress). Which type goes to which stream is the
+take no place in a sequence (cursors, typing, upload progress). A file id's owner is decided in
+`file:{file_id}`, whose first event is its claim: a decision about a global id lives in that id's own
+stream, never in a stream another user or room writes. Which type goes to which stream is the
 catalogue's decision (engine/model/catalogue.py, `stream_for`).
 """
 
@@ -12,6 +14,7 @@ from typing import Final
 
 ROOM_STREAM_PREFIX: Final = "room:"
 USER_STREAM_PREFIX: Final = "user:"
+FILE_STREAM_PREFIX: Final = "file:"
 # A prefix, not a suffix: ids may contain any printable character, so only a prefix parses back.
 VOLATILE_STREAM_PREFIX: Final = "volatile:"
 
@@ -22,6 +25,10 @@ def room_stream(room_id: str) -> str:
 
 def user_stream(user_id: str) -> str:
     return USER_STREAM_PREFIX + user_id
+
+
+def file_stream(file_id: str) -> str:
+    return FILE_STREAM_PREFIX + file_id
 
 
 def room_id_of(stream_id: str) -> str:
@@ -61,10 +68,12 @@ def durable_stream(stream_id: str) -> str:
 
 
 __all__ = [
+    "FILE_STREAM_PREFIX",
     "ROOM_STREAM_PREFIX",
     "USER_STREAM_PREFIX",
     "VOLATILE_STREAM_PREFIX",
     "durable_stream",
+    "file_stream",
     "is_engine_stream",
     "is_volatile_stream",
     "room_id_of",

@@ -26,6 +26,7 @@ from engine.model.catalogue import (
     BROADCAST_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
+    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     STATUS_EVENTS,
@@ -51,6 +52,7 @@ SKIPPED = (
     | STATUS_EVENTS
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
+    | FILE_EVENTS
 )
 
 RequestKey = tuple[str, str]  # (user_id, request_id)

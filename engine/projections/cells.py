@@ -22,6 +22,7 @@ from engine.model.catalogue import (
     BROADCAST_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
+    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     STATUS_EVENTS,
@@ -43,6 +44,7 @@ SKIPPED = (
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
+    | FILE_EVENTS
 )
 
 

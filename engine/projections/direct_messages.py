@@ -17,6 +17,7 @@ from engine.model.catalogue import (
     AI_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
+    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     ROOM_MESSAGE_BROADCAST,
@@ -39,6 +40,7 @@ SKIPPED = (
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
+    | FILE_EVENTS
 )
 
 

@@ -18,6 +18,7 @@ from engine.model.catalogue import (
     AI_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
+    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_CREATED,
     NOTIFICATION_EVENTS,
@@ -41,6 +42,7 @@ SKIPPED = (
     | STATUS_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
+    | FILE_EVENTS
 )
 
 # The seed's notification object, in its order.

@@ -21,6 +21,7 @@ from engine.model.catalogue import (
     CELL_EVENTS,
     CURSOR_EVENTS,
     EXPIRED,
+    FILE_EVENTS,
     NOTIFICATION_EVENTS,
     STATUS_EVENTS,
     TYPING_STARTED,
@@ -44,6 +45,7 @@ SKIPPED = (
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
+    | FILE_EVENTS
 )
 
 

@@ -30,6 +30,7 @@ from engine.model.catalogue import (
     BROADCAST_EVENTS,
     CELL_EVENTS,
     CURSOR_EVENTS,
+    FILE_EVENTS,
     FILE_UPLOAD_FAILED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
@@ -58,6 +59,7 @@ SKIPPED = (
     | STATUS_EVENTS
     | NOTIFICATION_EVENTS
     | AI_EVENTS
+    | FILE_EVENTS
 )
 
 

@@ -17,6 +17,7 @@ from engine.model.catalogue import (
     FILE_UPLOAD_STARTED,
     TOO_LARGE,
     CellUpdated,
+    FileClaimed,
     FileUploadFailed,
     FileUploadProgressed,
     FileUploadStarted,
@@ -183,25 +184,31 @@ async def test_log_a_sheet_stays_in_the_room_of_its_first_edit(event_log: EventL
     assert await event_log.sheet_room(f"{stream}-never") is None
 
 
-async def test_log_file_claims_are_every_users_in_log_order(event_log: EventLog) -> None:
+async def test_log_file_claims_are_the_owners_and_only_the_first_claim_commits(event_log: EventLog) -> None:
     file_id = f"f-{uuid.uuid4().hex[:12]}"
     started = FileUploadStarted("alice", file_id, "a.csv", 3, "text/csv").new(Origin("n", "alice"))
     other = FileUploadStarted("bob", file_id, "b.csv", 3, "text/csv").new(Origin("n", "bob"))
-    unrelated = FileUploadStarted("bob", file_id + "x", "c.csv", 3, "text/csv").new(Origin("n", "bob"))
+    unrelated = FileUploadStarted("alice", file_id + "x", "c.csv", 3, "text/csv").new(Origin("n", "alice"))
     await event_log.append([started, other, unrelated])
+    assert await event_log.file_claims(file_id) == []  # starts without a claim own nothing
+
+    alice_claims = FileClaimed(file_id, "alice").claim(Origin("n", "alice"))
+    bob_claims = FileClaimed(file_id, "bob").claim(Origin("n", "bob"))
+    won, lost = await event_log.append([alice_claims, bob_claims])
+    assert isinstance(won, Committed) and won.stream_version == 1
+    assert isinstance(lost, Conflict)
+    (again,) = await event_log.append([bob_claims])  # in a later batch too
+    assert isinstance(again, Conflict)
     claims = await event_log.file_claims(file_id)
-    assert [(e.type, e.data["user_id"]) for e in claims] == [
-        (FILE_UPLOAD_STARTED, "alice"),
-        (FILE_UPLOAD_STARTED, "bob"),
-    ]
-    assert FILE_UPLOAD_COMPLETED not in {e.type for e in claims}
+    assert [(e.type, e.data["user_id"]) for e in claims] == [(FILE_UPLOAD_STARTED, "alice")]
+
     progressed = FileUploadProgressed("alice", file_id, 1, 3, 33.3).new(Origin("n", "alice"))
     failed = FileUploadFailed("alice", file_id, TOO_LARGE, "a.csv", 4).new(Origin("n", "alice"))
     await event_log.append([progressed, failed])
-    claims = await event_log.file_claims(
-        file_id
-    )  # a failure ends the owner's attempt; progress claims nothing
-    assert [e.type for e in claims] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED]
+    # A failure ends the owner's attempt; progress claims nothing.
+    claims = await event_log.file_claims(file_id)
+    assert [e.type for e in claims] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED]
+    assert FILE_UPLOAD_COMPLETED not in {e.type for e in claims}
 
 
 async def test_log_upload_events_are_one_users_upload_with_its_progress(event_log: EventLog) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from engine.features.upload_sweeper import UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
-from engine.model.catalogue import FILE_UPLOAD_FAILED
+from engine.model.catalogue import FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
 from engine.model.events import RecordedEvent
 from engine.model.streams import user_stream
 from engine.projections.uploads import Upload
@@ -178,3 +178,23 @@ async def test_engine_upload_sweeper_ends_each_abandoned_upload_once_by_the_log_
             {"type": "file_upload_start", "file_id": "abandoned", "filename": "b.csv", "file_size": 1}
         )
         assert [m["type"] for m in tab.take()] == ["file_upload_failed", "file_upload_started"]
+
+
+async def test_engine_a_file_id_started_on_one_node_is_taken_on_a_node_that_never_saw_it() -> None:
+    """Two engines on one log, the second never told of the first's commits (as a node whose follower
+    has not read them yet): ann's start claims the id in its own stream, so bob's start of it on the
+    other engine is refused there too, and writes nothing."""
+    log = MemoryEventStore()
+    async with memory_engine(log) as one, memory_engine(log) as two:
+        ann, bob = await connect(one, "ann"), await connect(two, "bob")
+        start = {"type": "file_upload_start", "file_id": "f1", "filename": "a.csv", "file_size": 10}
+        await ann.send({**start, "client_msg_id": "a1"})
+        assert [m["type"] for m in ann.take()] == ["ack"]
+        before = len(log.events)
+        await bob.send({**start, "client_msg_id": "b1"})
+        (refused,) = bob.take()
+        assert refused["code"] == "VALIDATION_ERROR" and "already in use" in refused["error"]
+        assert len(log.events) == before
+        assert [(e.type, e.data["user_id"]) for e in await log.file_claims("f1")] == [
+            (FILE_UPLOAD_STARTED, "ann")
+        ]

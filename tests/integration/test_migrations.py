@@ -1,5 +1,6 @@
 """Migrations on a database of their own: upgrade, downgrade to base, upgrade again; the schema they
-build matches engine.log.schema; a schema newer than the code is refused."""
+build matches engine.log.schema; a schema newer than the code is refused; a log written before the
+file claims gets them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from engine.log import migrate
 from engine.log.embedded_postgres import database_url_for
 from engine.log.schema import metadata
+from engine.log.store import EventStore
+from engine.model.catalogue import (
+    FILE_CLAIMED,
+    FILE_UPLOAD_COMPLETED,
+    FILE_UPLOAD_STARTED,
+    FileClaimed,
+    FileUploadCompleted,
+    FileUploadStarted,
+)
 from engine.model.errors import SchemaMismatch
+from engine.model.events import Conflict, NewEvent, Origin
 from tests.conftest import admin_execute
 
 
@@ -68,3 +79,45 @@ async def test_schema_newer_than_the_code_is_refused(scratch_url: str) -> None:
     await db_engine.dispose()
     with pytest.raises(SchemaMismatch, match="from_the_future"):
         await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+
+async def test_file_ids_claimed_before_their_streams_get_a_claim_for_their_first_claimer(
+    scratch_url: str,
+) -> None:
+    await _in_thread(migrate.upgrade, scratch_url, "0009")
+    db_engine = create_async_engine(scratch_url)
+    try:
+        store = EventStore(db_engine)
+
+        def start(user: str, file_id: str) -> NewEvent:
+            return FileUploadStarted(user, file_id, "a.csv", 3, "text/csv").new(Origin("n", user))
+
+        # As the code before the claims recorded them: the first start naming an id owns it.
+        await store.append([start("alice", "f1"), start("bob", "f1"), start("bob", "f2")])
+        done = FileUploadCompleted("bob", "f2", "b.csv", "/api/v1/files/f2", 3, "ab" * 32, "text/csv")
+        await store.append([done.new(Origin("n", "bob"))])
+        before = await store.head()
+
+        await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+        assert await store.head() == before + 2  # one claim per id, at the next positions
+        logged = await store.read_all(after=0)
+        assert [e.position for e in logged] == list(range(1, before + 3))
+        claims = logged[before:]
+        assert [(e.stream_id, e.stream_version, e.type, e.data) for e in claims] == [
+            ("file:f1", 1, FILE_CLAIMED, {"file_id": "f1", "user_id": "alice"}),
+            ("file:f2", 1, FILE_CLAIMED, {"file_id": "f2", "user_id": "bob"}),
+        ]
+        assert claims[0].recorded_at >= logged[before - 1].recorded_at
+        assert await store.stream_version("file:f1") == 1
+        assert [e.data["user_id"] for e in await store.file_claims("f1")] == ["alice"]
+        assert [e.type for e in await store.file_claims("f2")] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
+        (late,) = await store.append([FileClaimed("f1", "bob").claim(Origin("n", "bob"))])
+        assert isinstance(late, Conflict)  # the migrated claim holds
+
+        # Down and up again: the claims stay, and none is appended twice.
+        await _in_thread(migrate.downgrade, scratch_url, "0009")
+        await _in_thread(migrate.upgrade_to_head, scratch_url)
+        assert await store.head() == before + 2
+    finally:
+        await db_engine.dispose()

@@ -22,6 +22,7 @@ def test_events_families_partition_the_catalogue() -> None:
         cat.NOTIFICATION_EVENTS,
         cat.UPLOAD_EVENTS,
         cat.AI_EVENTS,
+        cat.FILE_EVENTS,
     ]
     assert sum(len(family) for family in families) == len(cat.CATALOGUE)
     assert set().union(*families) == cat.CATALOGUE
@@ -133,6 +134,7 @@ SAMPLES: list[cat.Event] = [
     cat.AiFailed("u1", "q1", "boom"),
     cat.AiCancelled("u1", "q1", "cancelled"),
     cat.UserMessageSent("u1", "admin", {"type": "direct_message"}),
+    cat.FileClaimed("f1", "u1"),
 ]
 
 
@@ -181,3 +183,17 @@ def test_events_volatile_types_are_built_into_the_volatile_twin() -> None:
     assert moved.stream_id == "volatile:room:r1"
     progressed = cat.FileUploadProgressed("u1", "f1", 1, 2, 50.0).new(Origin("n"))
     assert progressed.stream_id == "volatile:user:u1"
+
+
+def test_events_a_file_claim_is_the_first_event_of_the_file_ids_own_stream() -> None:
+    claim = cat.FileClaimed("report-1.csv", "alice").claim(Origin("node-1", "alice", client_msg_id="m-1"))
+    assert claim.stream_id == streams.file_stream("report-1.csv") == "file:report-1.csv"
+    assert claim.expected_version == 0  # only the first claim of an id commits
+    assert claim.idempotency_key is None  # a retry reads the stream instead
+    assert claim.data == {"file_id": "report-1.csv", "user_id": "alice"}
+    assert claim.user_id == "alice"
+    assert not streams.is_engine_stream(claim.stream_id)  # nothing is fanned out or folded from it
+    with pytest.raises(ValueError, match="do not belong"):
+        cat.stream_for(cat.FILE_UPLOAD_STARTED, claim.stream_id)
+    with pytest.raises(ValueError, match="do not belong"):
+        cat.stream_for(cat.FILE_CLAIMED, streams.user_stream("alice"))
