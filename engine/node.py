@@ -62,7 +62,7 @@ from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
 from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, UserLeftRoom
 from engine.model.errors import StoreUnavailable
-from engine.model.events import AppendOutcome, Committed, Conflict, NewEvent, Origin, RecordedEvent, Refused
+from engine.model.events import AppendOutcome, Committed, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
 from engine.projections.cells import SheetAtHead
 from engine.projections.uploads import Upload
@@ -326,7 +326,8 @@ class Node:
         """Append `event` and, if it committed, publish it before anything else can run.
 
         Raises StoreUnavailable, or the Rejected of a decision made inside the append (a cell's
-        VersionConflict). A Duplicate is returned unpublished: its original was published.
+        VersionConflict). A Duplicate is returned unpublished: its original was published; so is a
+        Conflict (a claim of an id another claim took first: engine/features/claims.py).
         """
         outcome = await self._running_appender().append(event)
         if isinstance(outcome, Committed):
@@ -352,9 +353,7 @@ class Node:
                 self.projector.wake()
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
             raise outcome.error
-        elif isinstance(outcome, Conflict):  # no handler sets expected_version
-            raise RuntimeError(f"unexpected conflict appending to {event.stream_id!r}: {outcome}")
-        return outcome
+        return outcome  # a Conflict too: only claims set an expected version, and they read the winner
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int = 1000

@@ -89,6 +89,7 @@ class Engine:
             load_room=self.rooms.view,
             sheet_rooms=self.sheet_rooms,
             read_sheet=node.sheet_at_head,
+            read_stream=read_stream,
             commit=commit,
             reply=reply,
             max_cells=config.max_cells_per_update,

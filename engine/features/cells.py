@@ -1,8 +1,11 @@
 """Cells: `cell_update`, and which room each sheet belongs to.
 
-The version rule and the sheet's room are decided by the writer inside the append, against the cell
-as of the head it commits on (engine/log/batch_plan.py), so two nodes can never both accept updates on
-one base version; a stale base raises VersionConflict with the current cell. What depends only on
+A sheet belongs to the room it was claimed for before its first edit (`SheetClaimed`, the first event
+of `sheet:{sheet_id}`: engine/features/claims.py), so two rooms racing for a new sheet, on any nodes,
+cannot both have it. The version rule and the sheet's room are decided by the writer inside the
+append, against the cell as of the head it commits on (engine/log/batch_plan.py), so two nodes can
+never both accept updates on one base version; a stale base raises VersionConflict with the current
+cell. What depends only on
 the sending connection (role, membership, which room the update names) is checked here, before
 anything is queued.
 """
@@ -13,35 +16,40 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from engine.decisions.access import authorize, require_member
-from engine.decisions.cells import room_for_cell_update
+from engine.decisions.cells import check_sheet_room, room_for_cell_update
 from engine.fanout.live import Live, LoadRoom
+from engine.features.claims import claim
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
-from engine.model.catalogue import CellsUpdated, CellUpdated
+from engine.model.catalogue import CellsUpdated, CellUpdated, SheetClaimed
 from engine.model.errors import ValidationFailed
 from engine.model.events import Origin
+from engine.model.reading import ReadStream
 from engine.projections.cells import SheetAtHead
 from engine.protocol import sheet_state
 from engine.protocol.inbound import CellChange
 
 
 class SheetRooms:
-    """The room of each sheet's first edit, read from the `sheets` table the writer keeps, and cached
-    once known: a sheet's room never changes, so the cache can never be stale."""
+    """The room each sheet was claimed for, read from the `sheets` table the writer keeps from the
+    claims, and cached once known: a sheet's room never changes, so the cache can never be stale."""
 
     def __init__(self, read: Callable[[str], Awaitable[str | None]]) -> None:
         self._read = read
         self._known: dict[str, str] = {}
 
     async def room_of(self, sheet_id: str) -> str | None:
-        """None: the sheet was never edited."""
+        """None: the sheet was never claimed."""
         room = self._known.get(sheet_id)
         if room is None:
             room = await self._read(sheet_id)
             if room is not None:
                 self._known[sheet_id] = room
         return room
+
+    def learn(self, sheet_id: str, room_id: str) -> None:
+        self._known[sheet_id] = room_id
 
 
 ReadSheet = Callable[[str], Awaitable[SheetAtHead | None]]
@@ -57,6 +65,7 @@ class Cells:
         load_room: LoadRoom,
         sheet_rooms: SheetRooms,
         read_sheet: ReadSheet,
+        read_stream: ReadStream,
         commit: Commit,
         reply: Reply,
         max_cells: int = 1000,
@@ -68,6 +77,7 @@ class Cells:
         self._load_room = load_room
         self._sheet_rooms = sheet_rooms
         self._read_sheet = read_sheet
+        self._read_stream = read_stream
         self._commit = commit
         self._reply = reply
 
@@ -93,11 +103,11 @@ class Cells:
             sheet_id, room=room, sheet_room=sheet_room, joined_rooms=connection.rooms
         )
         require_member(room_id, connection.rooms)
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+        if sheet_room is None:
+            await self._claim(sheet_id, room_id, origin)
         updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
-        event = updated.new(
-            Origin.of(self._node_id, actor, connection_id, client_msg_id),
-            cells=updated.writes(version),
-        )
+        event = updated.new(origin, cells=updated.writes(version))
         await self._live.load(room_id, self._load_room)
         outcome = await self._commit(event)
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
@@ -138,14 +148,22 @@ class Cells:
         room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=rooms)
         require_member(room_id, connection.rooms)
         cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+        if sheet_room is None:
+            await self._claim(sheet_id, room_id, origin)
         updated = CellsUpdated(room_id, sheet_id, actor.user_id, actor.username, cells)
-        event = updated.new(
-            Origin.of(self._node_id, actor, connection_id, client_msg_id),
-            cells=updated.writes({c.cell_id: c.version for c in changes}),
-        )
+        event = updated.new(origin, cells=updated.writes({c.cell_id: c.version for c in changes}))
         await self._live.load(room_id, self._load_room)
         outcome = await self._commit(event)
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
+
+    async def _claim(self, sheet_id: str, room_id: str, origin: Origin) -> None:
+        """Claim the sheet for `room_id` before its first edit (engine/features/claims.py); ValidationFailed
+        when another room's claim came first."""
+        claimed = await claim(self._commit, self._read_stream, SheetClaimed(sheet_id, room_id), origin)
+        sheet_room = str(claimed["room_id"])
+        self._sheet_rooms.learn(sheet_id, sheet_room)
+        check_sheet_room(sheet_id, room_id, sheet_room)
 
 
 __all__ = ["Cells", "SheetRooms"]

@@ -8,7 +8,7 @@ when the body fails (too large, idle, the client gone, storage). The uploads com
 `file_upload_progress`, `file_upload_complete` and `file_upload_failed`.
 
 File ids are global (one URL per file) but uploads live in each user's own stream, so who owns an id
-is settled in the id's own stream (engine/features/file_claims.py): a PUT that has to claim the id
+is settled in the id's own stream (engine/features/claims.py): a PUT that has to claim the id
 appends its `FileClaimed` first, and the loser of a race between two users, on any nodes, sees the
 winner's claim and stops before any byte of its body reaches storage.
 
@@ -43,7 +43,7 @@ from typing import Final
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from engine.features.file_claims import claim_file
+from engine.features.claims import claim
 from engine.features.ports import Commit
 from engine.features.storage import (
     SNIFF_BYTES,
@@ -64,6 +64,7 @@ from engine.model.catalogue import (
     IDLE_TIMEOUT,
     STORAGE_ERROR,
     TOO_LARGE,
+    FileClaimed,
     FileUploadCompleted,
     FileUploadFailed,
     FileUploadProgressed,
@@ -299,11 +300,11 @@ class Files:
         mime_type: str | None,
         room_id: str | None,
     ) -> Upload:
-        """Claim the id (engine/features/file_claims.py), then append `FileUploadStarted`; returns the
+        """Claim the id (engine/features/claims.py), then append `FileUploadStarted`; returns the
         upload it began."""
         origin = Origin.of(self._node_id, actor)
-        owner = await claim_file(self._commit, self._read_stream, origin, actor.user_id, file_id)
-        if owner != actor.user_id:
+        claimed = await claim(self._commit, self._read_stream, FileClaimed(file_id, actor.user_id), origin)
+        if claimed["user_id"] != actor.user_id:
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)
         started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
         await self._commit(started.new(origin))

@@ -16,7 +16,8 @@ from engine.protocol import ack
 
 class Commit(Protocol):
     """Append and publish. Raises StoreUnavailable, or the `Rejected` of a decision made inside the
-    append; a Duplicate is returned unpublished (its original was published)."""
+    append; a Duplicate is returned unpublished (its original was published), and so is a Conflict
+    (an expected version that did not hold: only claims set one)."""
 
     async def __call__(self, event: NewEvent, /) -> AppendOutcome: ...
 

@@ -21,8 +21,8 @@ from engine.decisions.access import authorize
 from engine.decisions.own_stream import check_upload_start, require_own_upload
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
+from engine.features.claims import claim
 from engine.features.connections import Connections
-from engine.features.file_claims import claim_file
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import (
@@ -30,6 +30,7 @@ from engine.model.catalogue import (
     FILE_UPLOAD_FAILED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
+    FileClaimed,
     FileUploadProgressed,
     FileUploadStarted,
 )
@@ -87,15 +88,15 @@ class Uploads:
         mime_type: str,
         client_msg_id: str | None = None,
     ) -> None:
-        """Claim the id if nobody has (engine/features/file_claims.py), then append
+        """Claim the id if nobody has (engine/features/claims.py), then append
         `FileUploadStarted`; the user's other connections get `file_upload_started`. VALIDATION_ERROR
         when the `file_id` is in use: another user's, or the user's own unless that upload failed."""
         self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_start")
         check_upload_start(await self.upload(actor.user_id, file_id), actor, file_id)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        owner = await claim_file(self._commit, self._read_stream, origin, actor.user_id, file_id)
-        if owner != actor.user_id:  # claimed by another user, perhaps on another node
+        claimed = await claim(self._commit, self._read_stream, FileClaimed(file_id, actor.user_id), origin)
+        if claimed["user_id"] != actor.user_id:  # another user's, perhaps claimed on another node
             raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
         started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
         outcome = await self._commit(started.new(origin))

@@ -2,7 +2,8 @@
 
 `plan(state, items)` decides each item on its own against the log as of `state.head` and the items
 before it in the batch: a repeated idempotency key is a Duplicate, a stale expected version a
-Conflict, a cell write that the version rule or the sheet's room refuses is Refused; everything else
+Conflict, a cell write that the version rule or the sheet's room refuses is Refused (a sheet's room is
+its claim's, committed before or earlier in the batch); everything else
 gets the next position and stream version. The writer commits the plan only if the head is still at
 `state.head`, which is what makes these decisions hold across processes.
 """
@@ -17,8 +18,8 @@ from typing import Any
 import orjson
 
 from engine.decisions.cells import check_sheet_room, next_cell_version
-from engine.model.catalogue import CELLS_UPDATED, with_versions, written_cells
-from engine.model.errors import Rejected, VersionConflict
+from engine.model.catalogue import CELLS_UPDATED, SHEET_CLAIMED, with_versions, written_cells
+from engine.model.errors import Rejected, ValidationFailed, VersionConflict
 from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
 from engine.model.streams import durable_stream
 from engine.projections.cells import Cell
@@ -42,7 +43,7 @@ class LogState:
     versions: Mapping[str, int]
     used_keys: Mapping[IdempotencyKey, Duplicate]
     cells: Mapping[CellKey, Cell | None] = field(default_factory=dict)
-    sheets: Mapping[str, str | None] = field(default_factory=dict)  # sheet -> room of its first edit
+    sheets: Mapping[str, str | None] = field(default_factory=dict)  # sheet -> the room it was claimed for
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ class Plan:
     rows: list[dict[str, Any]]
     versions: dict[str, int]  # the new version of each stream written
     cell_rows: dict[CellKey, dict[str, Any]]  # the last write of each cell, for the cells table
-    sheet_rows: dict[str, dict[str, Any]]  # sheets edited for the first time, for the sheets table
+    sheet_rows: dict[str, dict[str, Any]]  # sheets claimed by this batch, for the sheets table
 
     @property
     def new_head(self) -> int:
@@ -167,7 +168,14 @@ def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
             }
         )
         if item.cells:
-            _record_cells(item, data, position, current + 1, cells, cell_rows, sheet_rows, state)
+            _record_cells(item, data, position, current + 1, cells, cell_rows)
+        elif item.type == SHEET_CLAIMED:  # the first event of the sheet's stream: the expected version held
+            sheet_id = str(item.data["sheet_id"])
+            sheet_rows[sheet_id] = {
+                "sheet_id": sheet_id,
+                "room_id": str(item.data["room_id"]),
+                "position": position,
+            }
         if key is not None:
             done[key] = outcome
     return Plan(state.head, outcomes, rows, written, cell_rows, sheet_rows)
@@ -184,7 +192,12 @@ def _decide_cells(
         sheet_room = sheet_rows[write.sheet_id]["room_id"] if write.sheet_id in sheet_rows else None
         if sheet_room is None:
             sheet_room = state.sheets.get(write.sheet_id)
-        # Refuses two first edits of one sheet that raced from different rooms, or a client naming another.
+        if sheet_room is None:  # the engine claims a sheet before its first edit (features/cells.py)
+            raise ValidationFailed(
+                f"sheet {write.sheet_id!r} has no room yet: its claim comes first",
+                sheet_id=write.sheet_id,
+            )
+        # Refuses an edit from another room than the sheet's claim names.
         check_sheet_room(write.sheet_id, write.room_id, sheet_room)
         key = (write.sheet_id, write.cell_id)
         current = cells[key] if key in cells else state.cells.get(key)
@@ -209,8 +222,6 @@ def _record_cells(
     seq: int,
     cells: dict[CellKey, Cell],
     cell_rows: dict[CellKey, dict[str, Any]],
-    sheet_rows: dict[str, dict[str, Any]],
-    state: LogState,
 ) -> None:
     user_id = item.user_id or data.get("user_id")
     for write, written in zip(item.cells, written_cells(item.type, data), strict=True):
@@ -227,7 +238,3 @@ def _record_cells(
             "seq": seq,
             "position": position,
         }
-        if state.sheets.get(write.sheet_id) is None:
-            sheet_rows.setdefault(
-                write.sheet_id, {"sheet_id": write.sheet_id, "room_id": write.room_id, "position": position}
-            )

@@ -90,8 +90,8 @@ _WRITE_IF_HEAD = """
             user_id = EXCLUDED.user_id, seq = EXCLUDED.seq, position = EXCLUDED.position,
             updated_at = EXCLUDED.updated_at
     ), sheet_rows AS (
-        -- A sheet's room never changes: a second first-edit cannot commit (the head check), and an
-        -- existing row is kept as it is.
+        -- A sheet's room never changes: only the first event of its stream, its claim, writes a row
+        -- (a second claim is a Conflict), and an existing row is kept as it is.
         INSERT INTO sheets (sheet_id, room_id, position)
         SELECT s.sheet_id, s.room_id, s.position
         FROM moved, jsonb_to_recordset($6::jsonb) AS s(sheet_id text, room_id text, position bigint)

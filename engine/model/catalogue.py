@@ -3,7 +3,7 @@
 An event is built here and nowhere else: `UserJoinedRoom(room_id=..., ...).new(origin)` gives the
 `NewEvent` to append, with the `data` column written by `to_data` and the stream decided by the type
 (`stream_for`): a room's events go to `room:{id}`, a user's to `user:{id}`, a file id's claim to
-`file:{id}`, and the volatile types
+`file:{id}`, a sheet's room to `sheet:{id}`, and the volatile types
 (`VOLATILE_EVENTS`) to the stream's volatile twin, where they take no place in the sequence and
 resume never replays them. `decode` reads a recorded event back into its class.
 
@@ -22,9 +22,11 @@ from engine.model.events import CellWrite, NewEvent, Origin, RecordedEvent
 from engine.model.streams import (
     FILE_STREAM_PREFIX,
     ROOM_STREAM_PREFIX,
+    SHEET_STREAM_PREFIX,
     USER_STREAM_PREFIX,
     file_stream,
     room_stream,
+    sheet_stream,
     user_stream,
     volatile_stream,
 )
@@ -53,6 +55,7 @@ AI_FAILED: Final = "AiFailed"
 AI_CANCELLED: Final = "AiCancelled"
 USER_MESSAGE_SENT: Final = "UserMessageSent"
 FILE_CLAIMED: Final = "FileClaimed"
+SHEET_CLAIMED: Final = "SheetClaimed"
 
 # Why a user left a room. Only LEFT is a message the user sent; the others are recorded by the server.
 LEFT: Final = "left"  # the client's `leave_room`
@@ -92,8 +95,12 @@ UPLOAD_EVENTS: Final = frozenset(
 # attempt is over, are decided from these alone (engine/features/files.py), progress left out.
 FILE_CLAIM_EVENTS: Final = frozenset({FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED})
 AI_EVENTS: Final = frozenset({AI_REQUEST_STARTED, AI_PROGRESSED, AI_COMPLETED, AI_FAILED, AI_CANCELLED})
-# Who owns a file id: the first event of the id's own stream. No client sees it and no read model folds it.
+# Claims: the first event of a global id's own stream settles it for ever (a file id's owner, a
+# sheet's room). No client receives one; the writer keeps `sheets` from sheet claims, and no read
+# model folds them.
 FILE_EVENTS: Final = frozenset({FILE_CLAIMED})
+SHEET_EVENTS: Final = frozenset({SHEET_CLAIMED})
+CLAIM_EVENTS: Final = FILE_EVENTS | SHEET_EVENTS
 
 ROOM_EVENTS: Final = (
     MEMBERSHIP_EVENTS | CELL_EVENTS | frozenset({ROOM_MESSAGE_BROADCAST}) | CURSOR_EVENTS | TYPING_EVENTS
@@ -101,7 +108,7 @@ ROOM_EVENTS: Final = (
 USER_EVENTS: Final = (
     STATUS_EVENTS | NOTIFICATION_EVENTS | UPLOAD_EVENTS | AI_EVENTS | frozenset({USER_MESSAGE_SENT})
 )
-CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS | FILE_EVENTS
+CATALOGUE: Final = ROOM_EVENTS | USER_EVENTS | CLAIM_EVENTS
 # High-frequency and only worth their latest value: the protocol keeps them out of every sequence.
 VOLATILE_EVENTS: Final = frozenset({CURSOR_MOVED, TYPING_STARTED, TYPING_STOPPED, FILE_UPLOAD_PROGRESSED})
 
@@ -120,6 +127,7 @@ def stream_for(event_type: str, stream_id: str) -> str:
     kind = ROOM_EVENTS if stream_id.startswith(ROOM_STREAM_PREFIX) else None
     kind = USER_EVENTS if stream_id.startswith(USER_STREAM_PREFIX) else kind
     kind = FILE_EVENTS if stream_id.startswith(FILE_STREAM_PREFIX) else kind
+    kind = SHEET_EVENTS if stream_id.startswith(SHEET_STREAM_PREFIX) else kind
     if kind is None or event_type not in kind:
         raise ValueError(f"{event_type!r} events do not belong in stream {stream_id!r}")
     return volatile_stream(stream_id) if is_volatile(event_type) else stream_id
@@ -178,6 +186,19 @@ class Event:
             cells=cells,
         )
 
+    def claim(self, origin: Origin) -> NewEvent:
+        """The event to append as the first of its stream (expected version 0), or a Conflict if the
+        stream has one: how a claim settles a global id (engine/features/claims.py). No idempotency
+        key: a repeated claim is answered by reading the stream's first event, not by a key."""
+        return NewEvent(
+            stream_id=self.stream_id,
+            type=self.TYPE,
+            data=self.to_data(),
+            metadata=origin.metadata(),
+            expected_version=0,
+            user_id=origin.user_id,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class RoomEvent(Event):
@@ -217,9 +238,10 @@ class UserLeftRoom(RoomEvent):
 
 @dataclass(frozen=True, slots=True)
 class CellUpdated(RoomEvent):
-    """The first CellUpdated of a sheet is what attaches the sheet to its room: there is no
-    SheetAttached, because every durable room event becomes a message with a `seq`, and an event
-    clients never see would look to them like a gap."""
+    """A sheet is attached to its room by its claim (`SheetClaimed`), in the sheet's own stream and
+    not the room's: every durable room event becomes a message with a `seq`, and an event clients
+    never see would look to them like a gap. Logs written before the claims have one for every sheet
+    that had a room then (migration 0011)."""
 
     TYPE: ClassVar[str] = CELL_UPDATED
     sheet_id: str
@@ -444,7 +466,7 @@ class UserMessageSent(UserEvent):
     message_id: str | None = None  # its id in the user's inbox, where it waits unread until read
 
 
-# File events.
+# Claims.
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,17 +482,19 @@ class FileClaimed(Event):
     def owner_stream(self) -> str:
         return file_stream(self.file_id)
 
-    def claim(self, origin: Origin) -> NewEvent:
-        """The claim to append: the first event of the id's stream, or a Conflict. No idempotency
-        key: a repeated claim by the owner is answered by reading the stream, not by a key."""
-        return NewEvent(
-            stream_id=self.stream_id,
-            type=self.TYPE,
-            data=self.to_data(),
-            metadata=origin.metadata(),
-            expected_version=0,
-            user_id=self.user_id,
-        )
+
+@dataclass(frozen=True, slots=True)
+class SheetClaimed(Event):
+    """`sheet_id` belongs to `room_id` for ever: its edits and their history are that room's. Claimed
+    before the sheet's first edit, and the writer keeps the `sheets` row from it (engine/log/batch_plan.py),
+    so the room's appends decide against a room that can no longer change."""
+
+    TYPE: ClassVar[str] = SHEET_CLAIMED
+    sheet_id: str
+    room_id: str
+
+    def owner_stream(self) -> str:
+        return sheet_stream(self.sheet_id)
 
 
 EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
@@ -499,6 +523,7 @@ EVENT_CLASSES: Final[Mapping[str, type[Event]]] = {
         AiCancelled,
         UserMessageSent,
         FileClaimed,
+        SheetClaimed,
     )
 }
 

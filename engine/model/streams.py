@@ -3,8 +3,9 @@
 A room's durable events are in `room:{room_id}` (its `stream_version` is the room's `seq`), a user's in
 `user:{user_id}`; each has a volatile twin, `volatile:room:...` or `volatile:user:...`, for events that
 take no place in a sequence (cursors, typing, upload progress). A file id's owner is decided in
-`file:{file_id}`, whose first event is its claim: a decision about a global id lives in that id's own
-stream, never in a stream another user or room writes. Which type goes to which stream is the
+`file:{file_id}` and a sheet's room in `sheet:{sheet_id}`, each by its stream's first event (its
+claim): a decision about a global id lives in that id's own stream, never in a stream another user or
+room writes. Which type goes to which stream is the
 catalogue's decision (engine/model/catalogue.py, `stream_for`).
 """
 
@@ -15,6 +16,7 @@ from typing import Final
 ROOM_STREAM_PREFIX: Final = "room:"
 USER_STREAM_PREFIX: Final = "user:"
 FILE_STREAM_PREFIX: Final = "file:"
+SHEET_STREAM_PREFIX: Final = "sheet:"
 # A prefix, not a suffix: ids may contain any printable character, so only a prefix parses back.
 VOLATILE_STREAM_PREFIX: Final = "volatile:"
 
@@ -29,6 +31,10 @@ def user_stream(user_id: str) -> str:
 
 def file_stream(file_id: str) -> str:
     return FILE_STREAM_PREFIX + file_id
+
+
+def sheet_stream(sheet_id: str) -> str:
+    return SHEET_STREAM_PREFIX + sheet_id
 
 
 def room_id_of(stream_id: str) -> str:
@@ -70,6 +76,7 @@ def durable_stream(stream_id: str) -> str:
 __all__ = [
     "FILE_STREAM_PREFIX",
     "ROOM_STREAM_PREFIX",
+    "SHEET_STREAM_PREFIX",
     "USER_STREAM_PREFIX",
     "VOLATILE_STREAM_PREFIX",
     "durable_stream",
@@ -78,6 +85,7 @@ __all__ = [
     "is_volatile_stream",
     "room_id_of",
     "room_stream",
+    "sheet_stream",
     "user_id_of",
     "user_stream",
     "volatile_stream",

@@ -25,8 +25,8 @@ from engine.model.catalogue import (
     AI_REQUEST_STARTED,
     BROADCAST_EVENTS,
     CELL_EVENTS,
+    CLAIM_EVENTS,
     CURSOR_EVENTS,
-    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     STATUS_EVENTS,
@@ -52,7 +52,7 @@ SKIPPED = (
     | STATUS_EVENTS
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
-    | FILE_EVENTS
+    | CLAIM_EVENTS
 )
 
 RequestKey = tuple[str, str]  # (user_id, request_id)

@@ -21,8 +21,8 @@ from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,
+    CLAIM_EVENTS,
     CURSOR_EVENTS,
-    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     STATUS_EVENTS,
@@ -44,7 +44,7 @@ SKIPPED = (
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
-    | FILE_EVENTS
+    | CLAIM_EVENTS
 )
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from engine.model.catalogue import (
     AI_EVENTS,
     CELL_EVENTS,
+    CLAIM_EVENTS,
     CURSOR_EVENTS,
-    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     ROOM_MESSAGE_BROADCAST,
@@ -40,7 +40,7 @@ SKIPPED = (
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
-    | FILE_EVENTS
+    | CLAIM_EVENTS
 )
 
 

@@ -17,8 +17,8 @@ from typing import Any
 from engine.model.catalogue import (
     AI_EVENTS,
     CELL_EVENTS,
+    CLAIM_EVENTS,
     CURSOR_EVENTS,
-    FILE_EVENTS,
     MEMBERSHIP_EVENTS,
     NOTIFICATION_CREATED,
     NOTIFICATION_EVENTS,
@@ -42,7 +42,7 @@ SKIPPED = (
     | STATUS_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
-    | FILE_EVENTS
+    | CLAIM_EVENTS
 )
 
 # The seed's notification object, in its order.

@@ -27,9 +27,9 @@ from engine.model.catalogue import (
     CELL_EVENTS,
     CELL_UPDATED,
     CELLS_UPDATED,
+    CLAIM_EVENTS,
     CURSOR_MOVED,
     DISCONNECTED,
-    FILE_EVENTS,
     LEFT,
     NOTIFICATION_EVENTS,
     ROOM_MESSAGE_BROADCAST,
@@ -54,7 +54,7 @@ SKIPPED = (
     | UPLOAD_EVENTS
     | AI_EVENTS
     | {USER_MESSAGE_SENT}
-    | FILE_EVENTS
+    | CLAIM_EVENTS
 )
 _HOUR = timedelta(hours=1)
 

@@ -19,9 +19,9 @@ from engine.model.catalogue import (
     AI_EVENTS,
     BROADCAST_EVENTS,
     CELL_EVENTS,
+    CLAIM_EVENTS,
     CURSOR_EVENTS,
     EXPIRED,
-    FILE_EVENTS,
     NOTIFICATION_EVENTS,
     STATUS_EVENTS,
     TYPING_STARTED,
@@ -45,7 +45,7 @@ SKIPPED = (
     | NOTIFICATION_EVENTS
     | UPLOAD_EVENTS
     | AI_EVENTS
-    | FILE_EVENTS
+    | CLAIM_EVENTS
 )
 
 

@@ -2,7 +2,8 @@
 
 The writer keeps both tables in the same statement as the events (engine/log/writer.py), so they are
 always at the log head. They are still derived state: `rebuild_cells` replays the whole log from zero
-through the pure cells fold (engine/projections/cells.py) and rewrites them to exactly what it gives,
+through the pure cells fold (engine/projections/cells.py), takes each sheet's room from its claim
+(`SheetClaimed`), and rewrites them to exactly what that gives,
 and `diff_cells` compares that fold with the live tables row by row without changing anything. An
 empty diff is the proof that the writer's decisions and the projection agree.
 
@@ -38,6 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.store import EventStore
+from engine.model.catalogue import SHEET_CLAIMED
 from engine.model.events import RecordedEvent
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Sheet
@@ -80,13 +82,20 @@ _SHEET_COLUMNS = ("room_id", "position")
 
 
 @dataclass(frozen=True, slots=True)
+class SheetClaim:
+    room_id: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
 class Folded:
-    """The cells fold of the log up to `head`."""
+    """The cells fold of the log up to `head`, and the sheets' claims."""
 
     head: int
     events_read: int
     cell_updates: int
     sheets: dict[str, Sheet]
+    claims: dict[str, SheetClaim]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +109,12 @@ class RebuildReport:
 
 
 async def fold_cells(db_engine: AsyncEngine, head: int, *, page: int = PAGE) -> Folded:
-    """Every sheet folded from the `CellUpdated` events at positions 1..`head`, read in pages."""
+    """Every sheet folded from the `CellUpdated` events at positions 1..`head`, and every sheet's
+    claim (the first event of its stream, the `SheetClaimed` the writer keeps the `sheets` row from),
+    read in pages."""
     store = EventStore(db_engine)
     sheets: dict[str, Sheet] = {}
+    claims: dict[str, SheetClaim] = {}
     after = read = updates = 0
     while after < head:
         events = [e for e in await store.read_all(after, limit=min(page, head - after)) if e.position <= head]
@@ -116,11 +128,13 @@ async def fold_cells(db_engine: AsyncEngine, head: int, *, page: int = PAGE) -> 
         for event in events:
             if event.type in cells_projection.HANDLED:
                 by_sheet[str(event.data["sheet_id"])].append(event)
+            elif event.type == SHEET_CLAIMED and event.stream_version == 1:
+                claims[str(event.data["sheet_id"])] = SheetClaim(str(event.data["room_id"]), event.position)
         for sheet_id, sheet_events in by_sheet.items():
             updates += len(sheet_events)
             sheet = sheets.get(sheet_id) or Sheet(sheet_id)
             sheets[sheet_id] = cells_projection.apply_many(sheet, sheet_events)
-    return Folded(head, read, updates, sheets)
+    return Folded(head, read, updates, sheets, claims)
 
 
 async def rebuild_cells(db_engine: AsyncEngine) -> RebuildReport:
@@ -290,9 +304,11 @@ def _rows(folded: Folded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The fold as rows of the cells and sheets tables."""
     cell_rows: list[dict[str, Any]] = []
     sheet_rows: list[dict[str, Any]] = []
+    for sheet_id in sorted(folded.claims):
+        claim = folded.claims[sheet_id]
+        sheet_rows.append({"sheet_id": sheet_id, "room_id": claim.room_id, "position": claim.position})
     for sheet_id in sorted(folded.sheets):
         sheet = folded.sheets[sheet_id]
-        sheet_rows.append({"sheet_id": sheet_id, "room_id": sheet.room_id, "position": sheet.position})
         for cell_id in sorted(sheet.cells):
             cell = sheet.cells[cell_id]
             cell_rows.append(

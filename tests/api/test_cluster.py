@@ -116,6 +116,46 @@ async def test_a_race_on_one_cell_from_two_nodes_has_exactly_one_winner(
     assert sorted(results) == ["lost", "won"]
 
 
+async def test_two_rooms_racing_for_a_new_sheet_from_two_nodes_one_takes_it(
+    nodes: tuple[Server, Server], room: str
+) -> None:
+    """Each node's first edit of the sheet claims it for its own room; exactly one claim commits,
+    the other room's edit is refused and its room gets nothing."""
+    first, second = nodes
+    rooms = (f"{room}-a", f"{room}-b")
+    sheet = f"s-{room}"
+    async with (
+        first.connect(first.token("ed", username="ed")) as ed,
+        second.connect(second.token("flo", username="flo")) as flo,
+    ):
+        await greet(ed)
+        await greet(flo)
+        await _join(ed, rooms[0])
+        await _join(flo, rooms[1])
+        edit = {"type": "cell_update", "sheet_id": sheet, "cell_id": "A1"}
+        await asyncio.gather(
+            send(ed, {**edit, "room": rooms[0], "value": "ed"}),
+            send(flo, {**edit, "room": rooms[1], "value": "flo"}),
+        )
+
+        async def outcome(ws: Any) -> str:
+            message = await until(ws, lambda m: m["type"] in {"error", "cell_updated"})
+            if message[-1]["type"] == "error":
+                assert message[-1]["code"] == "VALIDATION_ERROR" and "belongs to room" in message[-1]["error"]
+                return "refused"
+            return "took it"
+
+        results = await asyncio.gather(outcome(ed), outcome(flo))
+    assert sorted(results) == ["refused", "took it"]
+    store = EventStore(first.engine.node.store.db_engine)
+    winner = rooms[results.index("took it")]
+    (claim,) = await store.read_stream(f"sheet:{sheet}")
+    assert claim.data == {"sheet_id": sheet, "room_id": winner}
+    assert await store.sheet_room(sheet) == winner
+    loser = rooms[1 - results.index("took it")]
+    assert CELL_UPDATED not in {e.type for e in await store.read_stream(f"room:{loser}")}
+
+
 async def test_nodes_find_each_other_and_wake_each_other(nodes: tuple[Server, Server]) -> None:
     first, second = nodes
     a, b = first.engine, second.engine

@@ -114,8 +114,9 @@ async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> N
 
     assert during["total_connections"] == during["authenticated_connections"] == 2
     assert during["rooms_active"] == 1
-    assert during["events_appended"] == 4  # two joins, a cell update, a cursor move
-    assert during["log_head"] == before["log_head"] + 4
+    # Two joins, the sheet's claim (its first edit's), a cell update, a cursor move.
+    assert during["events_appended"] == 5
+    assert during["log_head"] == before["log_head"] + 5
     assert during["messages_per_second"] > 0
     assert during["uptime_seconds"] > before["uptime_seconds"]
 
@@ -134,9 +135,9 @@ async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> N
     assert figures["messages_received"] == 7
     assert figures["errors_sent"] == 2
     appender = figures["appender"]
-    assert appender["events"] == 4
+    assert appender["events"] == 5
     assert appender["batch_size"]["count"] == appender["batches"] >= 1
-    assert appender["batch_size"]["sum"] == 4
+    assert appender["batch_size"]["sum"] == 5
     assert appender["commit_latency_ms"]["count"] == appender["batches"]
     assert sum(appender["commit_latency_ms"]["buckets"].values()) == appender["batches"]
     fanout = figures["fanout"]
@@ -149,8 +150,8 @@ async def test_stats_follow_live_websocket_traffic(node: Server, room: str) -> N
     # Leaving is an event too: each closed socket appends its room's `UserLeftRoom`.
     assert after_bob["rooms_active"] == 1
     assert after["rooms_active"] == 0
-    final = await until_stats(node, lambda b: b["events_appended"] == 6)
-    assert final["log_head"] == before["log_head"] + 6
+    final = await until_stats(node, lambda b: b["events_appended"] == 7)
+    assert final["log_head"] == before["log_head"] + 7
 
 
 async def test_an_update_and_its_ack_leave_in_one_socket_write(node: Server, room: str) -> None:
@@ -204,10 +205,10 @@ async def test_metrics_expose_the_families_and_move_with_traffic(node: Server, r
     assert during[("collab_messages_received_total", (("type", "join_room"),))] == 1
     assert during[("collab_messages_received_total", (("type", "cell_update"),))] == 1
     assert during[("collab_errors_sent_total", (("code", "UNKNOWN_MESSAGE_TYPE"),))] == 1
-    assert during[("collab_events_appended_total", ())] == 2
+    assert during[("collab_events_appended_total", ())] == 3  # the join, the sheet's claim, the edit
     batches = during[("collab_append_batches_total", ())]
     assert during[("collab_append_batch_size_count", ())] == batches
-    assert during[("collab_append_batch_size_sum", ())] == 2
+    assert during[("collab_append_batch_size_sum", ())] == 3
     assert during[("collab_append_batch_size_bucket", (("le", "+Inf"),))] == batches
     assert during[("collab_append_commit_latency_seconds_count", ())] == batches
     assert during[("collab_append_commit_latency_seconds_sum", ())] > 0

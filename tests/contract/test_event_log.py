@@ -1,5 +1,5 @@
 """What any event log owes the engine: round trips, contiguous versions, expected versions,
-idempotency, dense positions, cell versions and a sheet's room decided inside the append, file claims,
+idempotency, dense positions, cell versions and a sheet's room decided by its claim, file claims,
 and times that never go backwards. Run against PostgreSQL and the memory store alike."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from engine.model.catalogue import (
     FileUploadFailed,
     FileUploadProgressed,
     FileUploadStarted,
+    SheetClaimed,
 )
 from engine.model.errors import ValidationFailed, VersionConflict
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
@@ -33,6 +34,10 @@ def ev(stream: str, n: int = 0, **kw: Any) -> NewEvent:
 def cell_update(room: str, sheet: str, version: int | None, value: object, cell: str = "A1") -> NewEvent:
     updated = CellUpdated(room, sheet, cell, value, None, "u1", "ann")
     return updated.new(Origin("n", "u1"), cells=updated.writes(version))
+
+
+def sheet_claim(room: str, sheet: str) -> NewEvent:
+    return SheetClaimed(sheet, room).claim(Origin("n", "u1"))
 
 
 async def test_log_append_then_read_stream_round_trips(event_log: EventLog, stream: str) -> None:
@@ -156,6 +161,7 @@ async def test_log_batch_where_nothing_commits_leaves_the_log_unchanged(
 
 async def test_log_cell_versions_are_decided_in_the_append(event_log: EventLog, stream: str) -> None:
     room, sheet = f"{stream}-room", f"{stream}-sheet"
+    await event_log.append([sheet_claim(room, sheet)])
     (seed,) = await event_log.append([cell_update(room, sheet, 1642161000000, "Hello")])
     assert isinstance(seed, Committed) and seed.data is not None and seed.data["version"] == 1642161000001
     same_batch = await event_log.append(
@@ -174,13 +180,24 @@ async def test_log_cell_versions_are_decided_in_the_append(event_log: EventLog, 
     assert stored == [1642161000001, 1642161000002]
 
 
-async def test_log_a_sheet_stays_in_the_room_of_its_first_edit(event_log: EventLog, stream: str) -> None:
-    sheet = f"{stream}-sheet"
-    await event_log.append([cell_update(f"{stream}-r1", sheet, None, "a")])
-    assert await event_log.sheet_room(sheet) == f"{stream}-r1"
-    (other,) = await event_log.append([cell_update(f"{stream}-r2", sheet, None, "b")])
+async def test_log_a_sheet_stays_in_the_room_of_its_claim(event_log: EventLog, stream: str) -> None:
+    sheet, r1, r2 = f"{stream}-sheet", f"{stream}-r1", f"{stream}-r2"
+    (unclaimed,) = await event_log.append([cell_update(r1, sheet, None, "a")])
+    assert isinstance(unclaimed, Refused) and isinstance(unclaimed.error, ValidationFailed)
+    assert await event_log.sheet_room(sheet) is None
+    claimed, lost, edited = await event_log.append(
+        [sheet_claim(r1, sheet), sheet_claim(r2, sheet), cell_update(r1, sheet, None, "a")]
+    )
+    assert isinstance(claimed, Committed) and isinstance(lost, Conflict) and isinstance(edited, Committed)
+    assert await event_log.sheet_room(sheet) == r1
+    (late,) = await event_log.append([sheet_claim(r2, sheet)])
+    assert isinstance(late, Conflict)
+    (other,) = await event_log.append([cell_update(r2, sheet, None, "b")])
     assert isinstance(other, Refused) and isinstance(other.error, ValidationFailed)
-    assert await event_log.read_stream(f"room:{stream}-r2") == []
+    assert await event_log.read_stream(f"room:{r2}") == []
+    assert [e.data for e in await event_log.read_stream(f"sheet:{sheet}")] == [
+        {"sheet_id": sheet, "room_id": r1}
+    ]
     assert await event_log.sheet_room(f"{stream}-never") is None
 
 

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.store import EventStore
-from engine.model.catalogue import CELL_UPDATED, CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.catalogue import CELL_UPDATED, CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM, SheetClaimed
 from engine.model.errors import NotFound, ValidationFailed
-from engine.model.events import CellWrite, Committed, NewEvent
+from engine.model.events import CellWrite, Committed, NewEvent, Origin
 from engine.model.streams import room_stream, volatile_stream
 from engine.projections.rooms import project
 from engine.readmodels.history import EventFilter, History
@@ -53,6 +53,7 @@ async def _session(store: EventStore, room: str) -> None:
         (CELL_UPDATED, "carol", {"sheet_id": sheet, "cell_id": "A1", "value": 3, "formula": None}),
         (USER_LEFT_ROOM, "alice", {"connection_id": "c1", "reason": "disconnected"}),
     ]
+    await store.append([SheetClaimed(sheet, room).claim(Origin("n", "alice"))])  # before its first edit
     for type_, user, data in script:  # one by one: distinct recorded_at for the time queries
         (outcome,) = await store.append([_room_event(room, type_, user, **data)])
         assert isinstance(outcome, Committed), outcome

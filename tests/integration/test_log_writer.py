@@ -11,8 +11,9 @@ from sqlalchemy import text
 from engine.log.batch_plan import LogState, Plan
 from engine.log.store import EventStore
 from engine.log.writer import LogWriter
+from engine.model.catalogue import SheetClaimed
 from engine.model.errors import VersionConflict
-from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Refused
+from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Origin, Refused
 
 
 def ev(stream: str, n: int, **kw: object) -> NewEvent:
@@ -90,6 +91,10 @@ async def test_losing_the_race_twice_ends_on_the_locked_path(store: EventStore, 
     assert [e.data["n"] for e in await store.read_stream(stream)] == [-1, 1, 2]
 
 
+def claim(room: str, sheet: str) -> NewEvent:
+    return SheetClaimed(sheet, room).claim(Origin("n", "u1"))
+
+
 def cell_update(room: str, sheet: str, version: int | None, value: str) -> NewEvent:
     return NewEvent(
         stream_id=f"room:{room}",
@@ -115,6 +120,7 @@ async def test_two_writers_racing_on_one_base_version_exactly_one_wins(
     room, sheet = stream, f"{stream}-sheet"
     mine, theirs = store.writer(), store.writer()
     try:
+        await mine.append([claim(room, sheet)])
         (base,) = await mine.append([cell_update(room, sheet, 1642161000000, "first")])
         assert isinstance(base, Committed) and base.data is not None
         version = base.data["version"]
@@ -139,7 +145,7 @@ async def test_cells_table_follows_the_log_and_known_path_uses_it(store: EventSt
     room, sheet = stream, f"{stream}-sheet"
     writer = store.writer()
     try:
-        await writer.append([cell_update(room, sheet, None, "a")])
+        await writer.append([claim(room, sheet), cell_update(room, sheet, None, "a")])
         (second,) = await writer.append([cell_update(room, sheet, None, "b")])
         (stale,) = await writer.append([cell_update(room, sheet, 1, "c")])
     finally:
@@ -163,7 +169,7 @@ async def test_cells_table_follows_the_log_and_known_path_uses_it(store: EventSt
 
 async def test_a_sheet_stays_in_the_room_of_its_first_edit(store: EventStore, stream: str) -> None:
     sheet = f"{stream}-sheet"
-    await store.append([cell_update(f"{stream}-r1", sheet, None, "a")])
+    await store.append([claim(f"{stream}-r1", sheet), cell_update(f"{stream}-r1", sheet, None, "a")])
     (other,) = await store.append([cell_update(f"{stream}-r2", sheet, None, "b")])
     assert isinstance(other, Refused) and other.error.code == "VALIDATION_ERROR"
     assert await store.read_stream(f"room:{stream}-r2") == []

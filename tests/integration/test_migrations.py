@@ -1,6 +1,6 @@
 """Migrations on a database of their own: upgrade, downgrade to base, upgrade again; the schema they
 build matches engine.log.schema; a schema newer than the code is refused; a log written before the
-file claims gets them."""
+file and sheet claims gets them."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ from engine.model.catalogue import (
     FILE_CLAIMED,
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_STARTED,
+    SHEET_CLAIMED,
     FileClaimed,
     FileUploadCompleted,
     FileUploadStarted,
+    SheetClaimed,
 )
 from engine.model.errors import SchemaMismatch
 from engine.model.events import Conflict, NewEvent, Origin
+from engine.readmodels import rebuild
 from tests.conftest import admin_execute
 
 
@@ -121,3 +124,56 @@ async def test_file_ids_claimed_before_their_streams_get_a_claim_for_their_first
         assert await store.head() == before + 2
     finally:
         await db_engine.dispose()
+
+
+async def test_sheets_edited_before_their_streams_get_a_claim_and_the_tables_still_equal_a_rebuild(
+    scratch_url: str,
+) -> None:
+    await _in_thread(migrate.upgrade, scratch_url, "0010")
+    db_engine = create_async_engine(scratch_url)
+    try:
+        # As the writer before the claims left a sheet's first edit: the event, its cell, and the
+        # sheets row for the room of that edit.
+        async with db_engine.begin() as conn:
+            await conn.execute(text(_LEGACY_EDIT))
+        store = EventStore(db_engine)
+        assert await rebuild.diff_cells(db_engine) != []  # no claim yet: the fold sees no sheet row
+
+        await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+        assert await store.head() == 2
+        (claim,) = await store.read_stream("sheet:s1")
+        assert (claim.position, claim.type, claim.data) == (
+            2,
+            SHEET_CLAIMED,
+            {"sheet_id": "s1", "room_id": "r1"},
+        )
+        assert await store.sheet_room("s1") == "r1"
+        assert await rebuild.diff_cells(db_engine) == []  # the sheets row now points at its claim
+        (late,) = await store.append([SheetClaimed("s1", "r2").claim(Origin("n", "bob"))])
+        assert isinstance(late, Conflict)
+
+        await _in_thread(migrate.downgrade, scratch_url, "0010")  # the row points at the first edit again
+        async with db_engine.connect() as conn:
+            assert (await conn.execute(text("SELECT position FROM sheets"))).scalar_one() == 1
+        await _in_thread(migrate.upgrade_to_head, scratch_url)
+        assert await store.head() == 2 and await rebuild.diff_cells(db_engine) == []
+    finally:
+        await db_engine.dispose()
+
+
+_LEGACY_EDIT = """
+    WITH head AS (UPDATE log_head SET position = 1 WHERE id = 1 RETURNING clock_timestamp() AS at),
+    edit AS (
+        INSERT INTO events (position, stream_id, stream_version, type, data, metadata, user_id, recorded_at)
+        SELECT 1, 'room:r1', 1, 'CellUpdated',
+               '{"room_id": "r1", "sheet_id": "s1", "cell_id": "A1", "value": 7, "formula": null,
+                 "user_id": "alice", "username": "Alice", "version": 1}'::jsonb, '{}'::jsonb, 'alice', at
+        FROM head RETURNING recorded_at
+    ), counter AS (INSERT INTO streams (stream_id, version) VALUES ('room:r1', 1))
+    , cell AS (
+        INSERT INTO cells (sheet_id, cell_id, value, formula, version, user_id, seq, position, updated_at)
+        SELECT 's1', 'A1', '7'::jsonb, NULL, 1, 'alice', 1, 1, recorded_at FROM edit
+    )
+    INSERT INTO sheets (sheet_id, room_id, position) VALUES ('s1', 'r1', 1)
+"""

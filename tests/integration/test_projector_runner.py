@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.store import EventStore, create_db_engine
-from engine.model.events import CellWrite, NewEvent
+from engine.model.catalogue import SheetClaimed
+from engine.model.events import CellWrite, NewEvent, Origin
 from engine.readmodels.rebuild import diff_all, diff_projections, rebuild_projections
 from engine.readmodels.runner import ProjectorRunner
 from tests.integration.projection_helpers import caught_up, checkpoint, fresh_database, rows
@@ -59,6 +60,7 @@ def session_events(room: str, tag: str = "a") -> list[NewEvent]:
     """One of every kind of event each read model folds, in a plausible order."""
     alice, bob = f"alice-{tag}", f"bob-{tag}"
     return [
+        SheetClaimed(f"sheet-{tag}", room).claim(Origin("n", alice)),  # no read model folds it
         _room(
             room, "UserJoinedRoom", user_id=alice, username="Alice", email="a@x", connection_id=f"c1-{tag}"
         ),

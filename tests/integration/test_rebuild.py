@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.appender import Appender
 from engine.log.store import EventStore
-from engine.model.events import CellWrite, Committed, Duplicate, NewEvent, Refused
+from engine.model.catalogue import SheetClaimed
+from engine.model.events import CellWrite, Committed, Duplicate, NewEvent, Origin, Refused
 from engine.readmodels.rebuild import diff_cells, rebuild_cells
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,8 @@ async def session(store: EventStore) -> dict[str, Any]:
     await appender.start()
     outcomes: list[Any] = []
     try:
+        for sheet, room in sheets.items():
+            await appender.append(SheetClaimed(sheet, room).claim(Origin("n", "alice")))
         for n in range(96):
             sheet = list(sheets)[n % 4]
             cell = f"{'ABC'[n % 3]}{n % 5}"

@@ -22,7 +22,7 @@ def test_events_families_partition_the_catalogue() -> None:
         cat.NOTIFICATION_EVENTS,
         cat.UPLOAD_EVENTS,
         cat.AI_EVENTS,
-        cat.FILE_EVENTS,
+        cat.CLAIM_EVENTS,
     ]
     assert sum(len(family) for family in families) == len(cat.CATALOGUE)
     assert set().union(*families) == cat.CATALOGUE
@@ -135,6 +135,7 @@ SAMPLES: list[cat.Event] = [
     cat.AiCancelled("u1", "q1", "cancelled"),
     cat.UserMessageSent("u1", "admin", {"type": "direct_message"}),
     cat.FileClaimed("f1", "u1"),
+    cat.SheetClaimed("s1", "r1"),
 ]
 
 
@@ -197,3 +198,13 @@ def test_events_a_file_claim_is_the_first_event_of_the_file_ids_own_stream() -> 
         cat.stream_for(cat.FILE_UPLOAD_STARTED, claim.stream_id)
     with pytest.raises(ValueError, match="do not belong"):
         cat.stream_for(cat.FILE_CLAIMED, streams.user_stream("alice"))
+
+
+def test_events_a_sheet_claim_is_the_first_event_of_the_sheets_own_stream() -> None:
+    claim = cat.SheetClaimed("budget", "room-1").claim(Origin("node-1", "alice"))
+    assert claim.stream_id == streams.sheet_stream("budget") == "sheet:budget"
+    assert (claim.expected_version, claim.idempotency_key, claim.user_id) == (0, None, "alice")
+    assert claim.data == {"sheet_id": "budget", "room_id": "room-1"}
+    assert not streams.is_engine_stream(claim.stream_id)
+    with pytest.raises(ValueError, match="do not belong"):
+        cat.stream_for(cat.SHEET_CLAIMED, streams.file_stream("budget"))

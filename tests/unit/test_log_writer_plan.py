@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine.log.batch_plan import LogState, plan
+from engine.model.catalogue import SheetClaimed
 from engine.model.errors import ValidationFailed, VersionConflict
-from engine.model.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.model.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Origin, Refused
 from engine.projections.cells import Cell
 
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -82,17 +83,40 @@ def cell_ev(cell: str = "A1", version: int | None = None, room: str = "r1", shee
     )
 
 
+CLAIMED = LogState(head=0, versions={"sheet:s1": 1}, used_keys={}, sheets={"s1": "r1"})
+
+
 def test_plan_cell_write_gets_the_seed_version_on_a_new_cell() -> None:
-    p = plan(LogState(head=0, versions={}, used_keys={}), [cell_ev(version=1642161000000)])
+    p = plan(CLAIMED, [cell_ev(version=1642161000000)])
     (outcome,) = p.resolve(AT)
     assert isinstance(outcome, Committed) and outcome.data is not None
     assert outcome.data["version"] == 1642161000001
     assert p.cell_rows[("s1", "A1")]["version"] == 1642161000001
+    assert p.sheet_rows == {}  # the claim wrote the sheet's row
+
+
+def test_plan_a_sheet_claim_writes_its_row_and_the_edits_after_it_in_the_batch_rely_on_it() -> None:
+    claim = SheetClaimed("s1", "r1").claim(Origin("n", "u1"))
+    late = SheetClaimed("s1", "r2").claim(Origin("n", "u2"))
+    p = plan(LogState(head=0, versions={}, used_keys={}), [claim, cell_ev(), late, cell_ev(room="r2")])
+    claimed, edited, lost, refused = p.resolve(AT)
+    assert isinstance(claimed, Committed) and isinstance(edited, Committed)
+    assert lost == Conflict(0, 1)
+    assert isinstance(refused, Refused) and refused.error.details["room"] == "r1"
     assert p.sheet_rows == {"s1": {"sheet_id": "s1", "room_id": "r1", "position": 1}}
 
 
+def test_plan_an_edit_of_a_sheet_nobody_claimed_is_refused() -> None:
+    state = LogState(0, {}, {}, cells={("s1", "A1"): None}, sheets={"s1": None})
+    p = plan(state, [cell_ev()])
+    (outcome,) = p.resolve(AT)
+    assert isinstance(outcome, Refused) and isinstance(outcome.error, ValidationFailed)
+    assert "claim comes first" in str(outcome.error)
+    assert p.rows == [] and p.sheet_rows == {}
+
+
 def test_plan_second_write_on_the_same_base_version_in_one_batch_is_refused() -> None:
-    p = plan(LogState(head=0, versions={}, used_keys={}), [cell_ev(version=5), cell_ev(version=5)])
+    p = plan(CLAIMED, [cell_ev(version=5), cell_ev(version=5)])
     first, second = p.resolve(AT)
     assert isinstance(first, Committed) and first.data["version"] == 6  # type: ignore[index]
     assert isinstance(second, Refused) and isinstance(second.error, VersionConflict)

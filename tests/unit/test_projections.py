@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from engine.model.catalogue import CATALOGUE, FILE_EVENTS
+from engine.model.catalogue import CATALOGUE, CLAIM_EVENTS
 from engine.model.errors import UnknownEvent
 from engine.model.events import RecordedEvent
 from engine.projections import (
@@ -55,7 +55,7 @@ def test_projections_key_of_refuses_an_event_type_outside_the_catalogue(module: 
 def test_projections_every_catalogued_type_is_handled_somewhere() -> None:
     # But a file id's claim: it only settles who may upload under the id (engine/features/files.py);
     # the owner's uploads, in their own stream, are what the uploads projection folds.
-    assert set().union(*(module.HANDLED for module in PROJECTIONS)) == CATALOGUE - FILE_EVENTS
+    assert set().union(*(module.HANDLED for module in PROJECTIONS)) == CATALOGUE - CLAIM_EVENTS
 
 
 # Folding in two parts equals folding at once: what makes the live path and a rebuild agree.
