@@ -169,7 +169,7 @@ def plan(state: LogState, items: Sequence[NewEvent]) -> Plan:
         )
         if item.cells:
             _record_cells(item, data, position, current + 1, cells, cell_rows)
-        elif item.type == SHEET_CLAIMED:  # the first event of the sheet's stream: the expected version held
+        elif item.type == SHEET_CLAIMED and current == 0:  # the first event of the sheet's stream
             sheet_id = str(item.data["sheet_id"])
             sheet_rows[sheet_id] = {
                 "sheet_id": sheet_id,

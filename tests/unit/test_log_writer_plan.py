@@ -106,6 +106,15 @@ def test_plan_a_sheet_claim_writes_its_row_and_the_edits_after_it_in_the_batch_r
     assert p.sheet_rows == {"s1": {"sheet_id": "s1", "room_id": "r1", "position": 1}}
 
 
+def test_plan_only_the_first_event_of_a_sheets_stream_writes_its_row() -> None:
+    second = SheetClaimed("s1", "r2").new(Origin("n", "u2"))  # no expected version: appended after one
+    state = LogState(0, {"sheet:s1": 1}, {}, sheets={"s1": "r1"})
+    p = plan(state, [second])
+    (outcome,) = p.resolve(AT)
+    assert isinstance(outcome, Committed) and outcome.stream_version == 2
+    assert p.sheet_rows == {}
+
+
 def test_plan_an_edit_of_a_sheet_nobody_claimed_is_refused() -> None:
     state = LogState(0, {}, {}, cells={("s1", "A1"): None}, sheets={"s1": None})
     p = plan(state, [cell_ev()])
