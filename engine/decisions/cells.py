@@ -16,9 +16,9 @@ from engine.projections.cells import Cell
 
 
 def check_sheet_room(sheet_id: str, room_id: str, sheet_room: str | None) -> None:
-    """ValidationFailed if the sheet already belongs to another room. A sheet belongs to the room of
-    its first edit, and all its history lives in that room's stream; an update naming another room
-    would split it, so it is refused rather than silently moved."""
+    """ValidationFailed if the sheet already belongs to another room. A sheet belongs to the room it
+    was claimed for before its first edit, and all its history lives in that room's stream; an update
+    naming another room would split it, so it is refused rather than silently moved."""
     if sheet_room is not None and sheet_room != room_id:
         raise ValidationFailed(
             f"sheet {sheet_id!r} belongs to room {sheet_room!r}", sheet_id=sheet_id, room=sheet_room

@@ -112,7 +112,7 @@ cells = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-# The room of each sheet: the room of its first edit, for ever.
+# The room of each sheet: the room its claim (`SheetClaimed`, before its first edit) names, for ever.
 sheets = Table(
     "sheets",
     metadata,

@@ -197,7 +197,7 @@ class EventStore:
             return int((await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one())
 
     async def sheet_room(self, sheet_id: str) -> str | None:
-        """The room of the sheet's first edit, or None for a sheet never edited."""
+        """The room the sheet was claimed for, or None for a sheet never claimed."""
         async with self.db_engine.connect() as conn:
             found = await conn.execute(
                 text("SELECT room_id FROM sheets WHERE sheet_id = :s"), {"s": sheet_id}

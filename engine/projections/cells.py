@@ -1,8 +1,9 @@
 """The cells of a sheet (value, formula, version, who wrote it and when) and the room of each sheet.
 
-Folded from `CellUpdated` events, which live in room streams: a sheet belongs to the room in which it
-was first edited, and `engine.decisions.cells.check_sheet_room` never lets a later update of it go to another
-room, so one room stream holds all of a sheet's history. "The sheet as of seq N" of its room is
+Folded from `CellUpdated` events, which live in room streams: a sheet belongs to the room it was
+claimed for before its first edit (`SheetClaimed`), and `engine.decisions.cells.check_sheet_room`
+never lets a later update of it go to another room, so one room stream holds all of a sheet's
+history. "The sheet as of seq N" of its room is
 `project(room_events[:N], sheet_id)`.
 
 Versions are taken from the events as they are: the server assigned them when it decided the update
@@ -78,7 +79,7 @@ class Sheet:
     cells: Mapping[str, Cell] = field(default_factory=empty)
     seq: int = 0  # the room seq of the newest update folded
     updated_at: datetime | None = None
-    # The log position of the sheet's first edit (the sheets table keeps it); left out of equality.
+    # The log position of the sheet's first edit (the sheets table keeps its claim's); left out of equality.
     position: int | None = field(default=None, compare=False)
 
 
