@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from engine.decisions.access import authorize, require_member
-from engine.decisions.cells import check_sheet_room, room_for_cell_update
+from engine.decisions.cells import check_sheet_room, next_cell_version, room_for_cell_update
 from engine.fanout.live import Live, LoadRoom
 from engine.features.claims import claim
 from engine.features.connections import Connections
@@ -105,6 +105,7 @@ class Cells:
         require_member(room_id, connection.rooms)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:
+            next_cell_version(None, version)  # a first edit the writer would refuse claims nothing
             await self._claim(sheet_id, room_id, origin)
         updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
         event = updated.new(origin, cells=updated.writes(version))
@@ -150,6 +151,8 @@ class Cells:
         cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:
+            for change in changes:  # a first edit the writer would refuse claims nothing
+                next_cell_version(None, change.version)
             await self._claim(sheet_id, room_id, origin)
         updated = CellsUpdated(room_id, sheet_id, actor.user_id, actor.username, cells)
         event = updated.new(origin, cells=updated.writes({c.cell_id: c.version for c in changes}))

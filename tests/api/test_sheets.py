@@ -155,6 +155,26 @@ async def test_a_version_past_two_to_the_53_is_refused(server: Server, store: Ev
         assert (await request(ann, {**update, "value": 2}))["code"] == "VALIDATION_ERROR"
 
 
+async def test_a_refused_first_edit_leaves_the_sheet_unclaimed(
+    server: Server, store: EventStore, room: str
+) -> None:
+    sheet, other = f"s-{room}", f"{room}-other"
+    async with server.connect(server.token("ann")) as ann:
+        await greet(ann)
+        await join(ann, room)
+        await join(ann, other)
+        single = {"type": "cell_update", "sheet_id": sheet, "cell_id": "A1", "room": room, "value": 1}
+        refused = await request(ann, {**single, "version": 2**53 - 1})
+        assert refused["code"] == "VALIDATION_ERROR" and "2**53" in refused["error"]
+        cells = [{"cell_id": "A1", "value": 1}, {"cell_id": "A2", "value": 2, "version": 2**53 - 1}]
+        ranged = {"type": "cells_update", "sheet_id": sheet, "room": room, "cells": cells}
+        assert (await request(ann, ranged))["code"] == "VALIDATION_ERROR"
+        assert await store.read_stream(f"sheet:{sheet}") == []
+        # Still free: the first edit that is accepted decides the room, here the other one.
+        accepted = await request(ann, {**single, "room": other})
+        assert (accepted["type"], accepted["room_id"]) == ("cell_updated", other)
+
+
 async def test_rest_state_without_seq_or_at_is_the_state_at_head(server: Server, room: str) -> None:
     sheet = f"s-{room}"
     async with server.connect(server.token("ann")) as ann:
