@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -166,18 +165,14 @@ room_members = Table(
     Column("connections", JSONB, nullable=False),
 )
 
-presence = Table(
-    "presence",
+# The status each user last declared, from their own stream; the database's `presence` view (migration
+# 0012) lays it over `room_members`, so no row of either is fed by two streams.
+declared_statuses = Table(
+    "declared_statuses",
     metadata,
     Column("user_id", Text, primary_key=True),
-    Column("username", Text),
-    Column("email", Text),
     Column("status", Text, nullable=False),
-    Column("shown_status", Text, nullable=False),
-    Column("online", Boolean, nullable=False),
-    Column("cursor", JSONB),
-    Column("last_seen", DateTime(timezone=True)),
-    Column("connections", JSONB, nullable=False),
+    Column("declared_at", DateTime(timezone=True), nullable=False),
 )
 
 typing = Table(

@@ -10,6 +10,10 @@ in the log and so not in presence.
 The declared status (`status_update`: online, away, busy) is the user's until they change it: it
 survives their last connection leaving and holds when they come back. `shown_status` is what
 others see: "offline" when no connection is left.
+
+This is the node's live presence (engine/fanout/live.py), folded from every event it publishes. The
+database keeps the same facts per stream instead (room rows in `room_members`, the declared status in
+`declared_statuses`) and lays them together in its `presence` view.
 """
 
 from __future__ import annotations

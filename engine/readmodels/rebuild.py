@@ -12,11 +12,11 @@ reading the log and replacing the tables. diff_cells takes no lock: it reads the
 in one snapshot (the tables are exactly at that head, being written with the events) and folds the
 log up to that head, which later appends cannot change.
 
-The projection tables (rooms, room_members, presence, typing, notifications, uploads, ai_requests) are
-kept by the projector runner behind the log, at its checkpoint (engine/readmodels/runner.py). The
-rebuild folds the log with the same folds and the same view-to-row code (engine/readmodels/rows/)
-and writes rows through the same statements (engine/readmodels/tables.py), so a rebuild gives exactly
-the rows the runner wrote:
+The projection tables (rooms, room_members, declared_statuses, typing, notifications, uploads,
+ai_requests) are kept by the projector runner behind the log, at its checkpoint
+(engine/readmodels/runner.py). The rebuild folds the log with the same folds and the same
+view-to-row code (engine/readmodels/rows/) and writes rows through the same statements
+(engine/readmodels/tables.py), so a rebuild gives exactly the rows the runner wrote:
 
 - `rebuild_projections` locks the runner's checkpoint row (a running runner waits, then finds the
   checkpoint moved and reloads its views), folds the log up to the head, replaces every table and

@@ -1,7 +1,7 @@
 """Rooms as the projection tables hold them, for `GET /ws/rooms` and `GET /ws/rooms/{room_id}`.
 
-Read from `rooms`, `room_members` and `presence` (kept by engine/readmodels/runner.py), never by replay,
-so listing a thousand rooms costs one indexed query. The tables trail the log by at most one runner
+Read from `rooms`, `room_members` and `declared_statuses` (kept by engine/readmodels/runner.py), never
+by replay, so listing a thousand rooms costs one indexed query. The tables trail the log by at most one runner
 step (up to `PROJECTION_INTERVAL_MS`, 100 ms by default); `position` in a room's detail says how far
 they have got.
 
@@ -35,11 +35,11 @@ _LIST = f"""
     LIMIT :limit OFFSET :offset
 """
 _ONE = f"SELECT {_COLUMNS} FROM rooms AS r WHERE r.room_id = :room_id"
-# The status a member declared lives in presence (a user's, over all rooms); `room_members.status` is
-# only "online", being in the room.
+# The status a member declared is the user's, kept from their own stream in `declared_statuses`;
+# `room_members.status` is only "online", being in the room.
 _MEMBERS = """
-    SELECT m.user_id, m.username, m.email, COALESCE(p.status, m.status) AS status, m.cursor, m.last_seen
-    FROM room_members AS m LEFT JOIN presence AS p USING (user_id)
+    SELECT m.user_id, m.username, m.email, COALESCE(d.status, m.status) AS status, m.cursor, m.last_seen
+    FROM room_members AS m LEFT JOIN declared_statuses AS d USING (user_id)
     WHERE m.room_id = :room_id ORDER BY m.ordinal
 """
 _CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = :name"

@@ -1,6 +1,6 @@
 """The projector runner: follows the log from its checkpoint and keeps the projection tables
-(rooms, room_members, presence, typing, notifications, uploads, ai_requests) at what the pure folds
-of engine/projections/ give.
+(rooms, room_members, declared_statuses, typing, notifications, uploads, ai_requests) at what the
+pure folds of engine/projections/ give.
 
 Each step is one transaction: lock the checkpoint row, read the next page of events after it, load
 the views those events touch (from memory, or from the tables: engine/readmodels/tables.py), fold

@@ -1,6 +1,6 @@
 """Migrations on a database of their own: upgrade, downgrade to base, upgrade again; the schema they
 build matches engine.log.schema; a schema newer than the code is refused; a log written before the
-file and sheet claims gets them."""
+file and sheet claims gets them, and one from before `declared_statuses` gets them from the log."""
 
 from __future__ import annotations
 
@@ -27,10 +27,14 @@ from engine.model.catalogue import (
     FileUploadCompleted,
     FileUploadStarted,
     SheetClaimed,
+    UserJoinedRoom,
+    UserStatusChanged,
 )
 from engine.model.errors import SchemaMismatch
 from engine.model.events import Conflict, NewEvent, Origin
 from engine.readmodels import rebuild
+from engine.readmodels.rows.room_models import ROOMS_MODEL
+from engine.readmodels.runner import ProjectorRunner
 from tests.conftest import admin_execute
 
 
@@ -158,6 +162,57 @@ async def test_sheets_edited_before_their_streams_get_a_claim_and_the_tables_sti
             assert (await conn.execute(text("SELECT position FROM sheets"))).scalar_one() == 1
         await _in_thread(migrate.upgrade_to_head, scratch_url)
         assert await store.head() == 2 and await rebuild.diff_cells(db_engine) == []
+    finally:
+        await db_engine.dispose()
+
+
+async def test_declared_statuses_come_from_the_log_as_far_as_the_checkpoint_and_presence_is_a_view(
+    scratch_url: str,
+) -> None:
+    await _in_thread(migrate.upgrade, scratch_url, "0011")
+    db_engine = create_async_engine(scratch_url)
+    try:
+        store = EventStore(db_engine)
+        alice, bob = Origin("n", "alice"), Origin("n", "bob")
+        await store.append(
+            [
+                UserJoinedRoom("r1", "alice", "Alice", "a@x", "c1").new(alice),
+                UserJoinedRoom("r2", "alice", "Alice", "a@x", "c1").new(alice),
+                UserStatusChanged("alice", "busy").new(alice),
+                UserStatusChanged("alice", "away").new(alice),
+                UserStatusChanged("bob", "busy").new(bob),
+            ]
+        )
+        # The rooms as a runner of the code before left them, up to here; one status after it.
+        runner = ProjectorRunner(db_engine, models=(ROOMS_MODEL,))
+        async with db_engine.connect() as conn:
+            assert await runner.step(conn) == 5
+        await store.append([UserStatusChanged("bob", "online").new(bob)])
+
+        await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+        async with db_engine.connect() as conn:
+            declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
+            assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "busy")]
+            assert await rebuild.diff_projections(db_engine) == []  # as far as the checkpoint
+            found = await conn.execute(text("SELECT * FROM presence ORDER BY user_id"))
+            presence = {row["user_id"]: row for row in found.mappings()}
+        assert (presence["alice"]["shown_status"], presence["alice"]["online"]) == ("away", True)
+        assert presence["alice"]["connections"] == {"c1": ["r1", "r2"]}
+        assert (presence["bob"]["shown_status"], presence["bob"]["status"]) == ("offline", "busy")
+
+        async with db_engine.connect() as conn:
+            assert await ProjectorRunner(db_engine).step(conn) == 1  # the rest, by today's runner
+            assert await rebuild.diff_projections(db_engine) == []
+
+        await _in_thread(migrate.downgrade, scratch_url, "0011")  # a table again, filled from the view
+        async with db_engine.connect() as conn:
+            found = await conn.execute(text("SELECT user_id, status, online FROM presence ORDER BY user_id"))
+            assert [tuple(row) for row in found] == [("alice", "away", True), ("bob", "online", False)]
+        await _in_thread(migrate.upgrade_to_head, scratch_url)
+        async with db_engine.connect() as conn:
+            declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
+            assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "online")]
     finally:
         await db_engine.dispose()
 

@@ -129,9 +129,16 @@ async def test_runner_projects_every_read_model(fresh_db: AsyncEngine) -> None:
     assert room["active_sheets"] == ["sheet-a"] and room["messages_sent"] == 5
     [member] = await rows(fresh_db, "room_members", "user_id")
     assert member["user_id"] == "alice-a" and member["cursor"] == {"x": 1, "y": 2.5, "cell": "A1"}
+    [declared] = await rows(fresh_db, "declared_statuses", "user_id")
+    assert (declared["user_id"], declared["status"]) == ("alice-a", "busy")
+    # The `presence` view lays the declared status over each user's rooms.
     presence = {r["user_id"]: r for r in await rows(fresh_db, "presence", "user_id")}
-    assert presence["alice-a"]["status"] == "busy" and presence["alice-a"]["online"] is True
-    assert presence["bob-a"]["shown_status"] == "offline" and presence["bob-a"]["connections"] == {}
+    alice = presence["alice-a"]
+    assert (alice["status"], alice["shown_status"], alice["online"]) == ("busy", "busy", True)
+    assert alice["connections"] == {"c1-a": ["r1"]} and alice["username"] == "Alice"
+    assert alice["cursor"] == {"x": 1, "y": 2.5, "cell": "A1", "room_id": "r1"}
+    assert alice["last_seen"] == max(member["last_seen"], declared["declared_at"])
+    assert "bob-a" not in presence  # gone from every room, and never declared a status
     assert await rows(fresh_db, "typing", "user_id") == []  # bob's typing ended with his leave
     notes = await rows(fresh_db, "notifications", "ordinal")
     assert [(n["notification_id"], n["read_at"] is not None) for n in notes] == [("n1", True), ("n2", False)]

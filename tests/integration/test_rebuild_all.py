@@ -145,7 +145,8 @@ async def test_rebuild_from_zero_equals_the_live_tables(fresh_url: str) -> None:
         assert [(t["room_id"], t["user_id"], t["cell_id"]) for t in live["typing"]] == [
             ("room-a", "alice", "E5")
         ]
-        presence = {p["user_id"]: p for p in live["presence"]}
+        assert [(d["user_id"], d["status"]) for d in live["declared_statuses"]] == [("alice", "busy")]
+        presence = {p["user_id"]: p for p in await rows(db_engine, "presence", "user_id")}
         assert presence["alice"]["status"] == "busy" and presence["carol"]["online"] is True
         notes = [(n["notification_id"], n["read_at"] is None) for n in live["notifications"]]
         assert notes == [("n1", False), ("n2", True)]
@@ -158,7 +159,11 @@ async def test_rebuild_from_zero_equals_the_live_tables(fresh_url: str) -> None:
         await everyone_gone(db_engine)
         assert await diff_all(db_engine) == []
         after = await all_tables(db_engine)
-        assert after["typing"] == [] and all(not p["online"] for p in after["presence"])
+        assert after["typing"] == [] and after["room_members"] == []
+        gone = await rows(db_engine, "presence", "user_id")
+        assert [(p["user_id"], p["shown_status"], p["status"]) for p in gone] == [
+            ("alice", "offline", "busy")
+        ]
 
         # A rebuild from zero, while the runner runs, writes exactly the rows the runner wrote.
         report = await rebuild_all(db_engine)

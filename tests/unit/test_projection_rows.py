@@ -152,8 +152,9 @@ def test_route_skips_streams_of_no_read_model_and_refuses_unknown_types() -> Non
     log = Log()
     log.append("tool:probe", "Probed", {"n": 1})
     joined = log.joined("r", "ann", "c1")
+    declared = log.user("ann", cat.USER_STATUS_CHANGED, status="busy")
     routed = route(MODELS, log.events)
-    assert routed["rooms"] == {"r": [joined]} and routed["presence"] == {"ann": [joined]}
+    assert routed["rooms"] == {"r": [joined]} and routed["declared_statuses"] == {"ann": [declared]}
     assert all(not routed[name] for name in ("typing", "notifications", "uploads", "ai_requests"))
     log.append("room:r", "SomethingNew", {"room_id": "r"})
     with pytest.raises(UnknownEvent):

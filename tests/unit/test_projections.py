@@ -15,6 +15,7 @@ from engine.model.events import RecordedEvent
 from engine.projections import (
     ai_requests,
     cells,
+    declared_statuses,
     direct_messages,
     notifications,
     presence,
@@ -28,6 +29,7 @@ PROJECTIONS = [
     rooms,
     cells,
     presence,
+    declared_statuses,
     typing_indicators,
     notifications,
     uploads,
@@ -86,13 +88,17 @@ def _views(events: list[RecordedEvent], split: int) -> list[tuple[Any, Any]]:
 
     for user_id in USERS:
         seen = presence.project(head, user_id)
+        declared = declared_statuses.project(head, user_id)
         inbox = notifications.project(head, user_id)
         for event in tail:
             if presence.key_of(event) == user_id:
                 seen = presence.apply(seen, event)
+            if declared_statuses.key_of(event) == user_id:
+                declared = declared_statuses.apply(declared, event)
             if notifications.key_of(event) == user_id:
                 inbox = notifications.apply(inbox, event)
         pairs.append((presence.project(events, user_id), seen))
+        pairs.append((declared_statuses.project(events, user_id), declared))
         pairs.append((notifications.project(events, user_id), inbox))
     return pairs
 

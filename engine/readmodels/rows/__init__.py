@@ -26,14 +26,14 @@ from engine.readmodels.rows.base import ReadModel, Routed, Row, Rows, TableSpec,
 from engine.readmodels.rows.room_models import ROOMS_MODEL, TYPING_MODEL
 from engine.readmodels.rows.user_models import (
     AI_REQUESTS_MODEL,
+    DECLARED_STATUSES_MODEL,
     NOTIFICATIONS_MODEL,
-    PRESENCE_MODEL,
     UPLOADS_MODEL,
 )
 
 MODELS: tuple[ReadModel, ...] = (
     ROOMS_MODEL,
-    PRESENCE_MODEL,
+    DECLARED_STATUSES_MODEL,
     TYPING_MODEL,
     NOTIFICATIONS_MODEL,
     UPLOADS_MODEL,

@@ -1,74 +1,48 @@
-"""Per user and per request: presence (a row per user), notifications (a row per notification with its
-read state), uploads (a row per file) and AI requests (a row per requester and request id), as rows
-and back."""
+"""Per user and per request: declared statuses (a row per user), notifications (a row per
+notification with its read state), uploads (a row per file) and AI requests (a row per requester and
+request id), as rows and back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from engine.model.events import RecordedEvent
-from engine.projections import ai_requests, frozen, notifications, presence, uploads
+from engine.projections import ai_requests, declared_statuses, frozen, notifications, uploads
 from engine.projections.ai_requests import AiRequest
+from engine.projections.declared_statuses import DeclaredStatus
 from engine.projections.notifications import Inbox, Notification
-from engine.projections.presence import Presence
 from engine.projections.uploads import Upload
 from engine.readmodels.rows.base import TS, ReadModel, Rows, TableSpec, frozen_or_none, plain, sorted_rows
 
-# Presence: one row per user ever seen in a room.
+# Declared statuses: one row per user who ever sent `status_update`, folded from their own stream.
+# The `presence` view of the database (migration 0012) lays it over `room_members`.
 
-PRESENCE = TableSpec(
-    "presence",
-    (
-        ("user_id", "text"),
-        ("username", "text"),
-        ("email", "text"),
-        ("status", "text"),
-        ("shown_status", "text"),
-        ("online", "boolean"),
-        ("cursor", "jsonb"),
-        ("last_seen", TS),
-        ("connections", "jsonb"),
-    ),
+DECLARED_STATUSES = TableSpec(
+    "declared_statuses",
+    (("user_id", "text"), ("status", "text"), ("declared_at", TS)),
     ("user_id",),
 )
 
 
-def _presence_rows(view: Presence) -> Rows:
-    row = {
-        "user_id": view.user_id,
-        "username": view.username,
-        "email": view.email,
-        "status": view.status,
-        "shown_status": view.shown_status,
-        "online": view.online,
-        "cursor": plain(view.cursor),
-        "last_seen": view.last_seen,
-        "connections": {cid: sorted(rooms_) for cid, rooms_ in sorted(view.connections.items())},
-    }
-    return {PRESENCE.name: [row]}
+def _status_rows(view: DeclaredStatus | None) -> Rows:
+    if view is None:
+        return {DECLARED_STATUSES.name: []}
+    row = {"user_id": view.user_id, "status": view.status, "declared_at": view.declared_at}
+    return {DECLARED_STATUSES.name: [row]}
 
 
-def _presence_view(user_id: str, rows: Rows) -> Presence:
-    if not rows.get(PRESENCE.name):
-        return Presence(user_id)
-    row = rows[PRESENCE.name][0]
-    return Presence(
-        user_id=user_id,
-        username=row["username"],
-        email=row["email"],
-        status=row["status"],
-        cursor=frozen_or_none(row["cursor"]),
-        last_seen=row["last_seen"],
-        connections=frozen(
-            {cid: frozenset(room_ids) for cid, room_ids in sorted(row["connections"].items())}
-        ),
-    )
+def _status_view(user_id: str, rows: Rows) -> DeclaredStatus | None:
+    found = rows.get(DECLARED_STATUSES.name)
+    if not found:
+        return None
+    return DeclaredStatus(user_id, found[0]["status"], found[0]["declared_at"])
 
 
-def _fold_presence(view: Presence | None, key: str, events: Sequence[RecordedEvent]) -> Presence:
-    view = view or Presence(key)
+def _fold_status(
+    view: DeclaredStatus | None, key: str, events: Sequence[RecordedEvent]
+) -> DeclaredStatus | None:
     for event in events:
-        view = presence.apply(view, event)
+        view = declared_statuses.apply(view, event)
     return view
 
 
@@ -225,8 +199,14 @@ def _fold_ai(
     return view
 
 
-PRESENCE_MODEL = ReadModel(
-    "presence", (PRESENCE,), ("user_id",), presence.key_of, _fold_presence, _presence_rows, _presence_view
+DECLARED_STATUSES_MODEL = ReadModel(
+    "declared_statuses",
+    (DECLARED_STATUSES,),
+    ("user_id",),
+    declared_statuses.key_of,
+    _fold_status,
+    _status_rows,
+    _status_view,
 )
 NOTIFICATIONS_MODEL = ReadModel(
     "notifications",
@@ -247,10 +227,10 @@ AI_REQUESTS_MODEL = ReadModel(
 __all__ = [
     "AI_REQUESTS",
     "AI_REQUESTS_MODEL",
+    "DECLARED_STATUSES",
+    "DECLARED_STATUSES_MODEL",
     "NOTIFICATIONS",
     "NOTIFICATIONS_MODEL",
-    "PRESENCE",
-    "PRESENCE_MODEL",
     "UPLOADS",
     "UPLOADS_MODEL",
 ]
