@@ -40,7 +40,8 @@ _FILL_STATUSES = """
     ORDER BY data->>'user_id', position DESC
 """
 # A user is online while one of their connections is in a room, i.e. while they have a `room_members`
-# row; the cursor and the name are those of the room they were last active in.
+# row; the cursor and the name are those of the room they were last active in, and `last_seen` is the
+# later of their last activity in a room they are still in and their last declaration.
 _PRESENCE_VIEW = """
     CREATE VIEW presence AS
     WITH members AS (

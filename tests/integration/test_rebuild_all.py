@@ -18,7 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 
-from engine.log.store import create_db_engine
+from engine.log.store import EventStore, create_db_engine
+from engine.model.events import RecordedEvent
+from engine.projections import presence
 from engine.readmodels.rebuild import diff_all, rebuild_all
 from engine.service import Engine
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
@@ -170,6 +172,50 @@ async def test_rebuild_from_zero_equals_the_live_tables(fresh_url: str) -> None:
         assert report.projections.rows["rooms"] == 2 and report.cells.cells == 3
         assert await all_tables(db_engine) == after
         assert await diff_all(db_engine) == []
+
+
+async def presence_pairs(db_engine: AsyncEngine) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(the `presence` view's row, the fold of the whole log) for each user, as far as the checkpoint."""
+    upto = await caught_up(db_engine)
+    store = EventStore(db_engine)
+    events: list[RecordedEvent] = []
+    while page := await store.read_all(after=events[-1].position if events else 0):
+        events.extend(event for event in page if event.position <= upto)
+    viewed = {row["user_id"]: row for row in await rows(db_engine, "presence", "user_id")}
+    pairs = []
+    for user_id in ("alice", "bob", "carol"):
+        folded = presence.project(events, user_id)
+        row = viewed.get(user_id, {"online": False, "shown_status": "offline", "connections": {}})
+        pairs.append(
+            (
+                {"online": row["online"], "shown": row["shown_status"], "connections": row["connections"]},
+                {
+                    "online": folded.online,
+                    "shown": folded.shown_status,
+                    "connections": {cid: sorted(rooms) for cid, rooms in folded.connections.items()},
+                },
+            )
+        )
+    return pairs
+
+
+async def test_the_presence_view_says_what_the_fold_of_the_log_says(fresh_url: str) -> None:
+    async with serve(make_settings(fresh_url, typing_timeout_seconds=TYPING_TIMEOUT)) as server:
+        db_engine = server.engine.store.db_engine
+        seen: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
+
+        async def while_connected() -> None:
+            seen.append(await presence_pairs(db_engine))
+
+        await scripted_session(server, while_connected)
+        await everyone_gone(db_engine)
+        seen.append(await presence_pairs(db_engine))
+    connected, gone = seen
+    for viewed, folded in connected + gone:
+        assert viewed == folded
+    assert [viewed["shown"] for viewed, _ in connected] == ["busy", "online", "online"]
+    assert len(connected[0][0]["connections"]) == 1 and connected[1][0]["connections"] != {}
+    assert [viewed["shown"] for viewed, _ in gone] == ["offline"] * 3
 
 
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
