@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # node counts as dead and a survivor records its connections' departures.
     node_heartbeat_seconds: float = Field(default=5.0, gt=0)
     node_dead_after_seconds: float = Field(default=15.0, gt=0)
-    # The projection tables (rooms, presence, notifications...) are updated in steps at least this far
+    # The projection tables (rooms, members, notifications...) are updated in steps at least this far
     # apart, each folding every commit since the last (engine/readmodels/runner.py).
     projection_interval_ms: float = Field(default=100, ge=0)
     # How often nodes exchange their rate-limit counts (engine/cluster/rate_sync.py).

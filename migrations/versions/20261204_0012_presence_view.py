@@ -12,9 +12,14 @@ status they declared, now kept in `declared_statuses`. `presence` becomes a view
 together, with the columns the table had, so queries against it keep working.
 
 `declared_statuses` is filled from the log as far as the projector checkpoint (the checkpoint row is
-locked meanwhile), so the tables and the checkpoint still move together. The downgrade makes
-`presence` a table again, filled from the view: the same users online, connections and statuses; an
-offline user keeps a row only if they ever declared a status.
+locked meanwhile), so the tables and the checkpoint still move together. Cross it with every node
+stopped: an older node's projector would write `presence`, which is a view from here on.
+
+The view is not the old fold row for row: an offline user has a row only if they ever declared a
+status, the cursor is the one in the most recently active of their rooms that has one, and
+`last_seen` counts only the rooms they are still in and their last declaration. So the downgrade
+makes `presence` an empty table again, empties the other projection tables and moves the checkpoint
+back to 0: the older code's runner then folds the whole log into them, as it would have.
 """
 
 from collections.abc import Sequence
@@ -30,6 +35,8 @@ depends_on: str | Sequence[str] | None = None
 
 _TS = sa.DateTime(timezone=True)
 
+# The projection tables the older code's runner keeps besides `presence`.
+_REFOLDED = ("rooms", "room_members", "typing", "notifications", "uploads", "ai_requests")
 _LOCK_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = 'projections' FOR UPDATE"
 _FILL_STATUSES = """
     INSERT INTO declared_statuses (user_id, status, declared_at)
@@ -40,8 +47,9 @@ _FILL_STATUSES = """
     ORDER BY data->>'user_id', position DESC
 """
 # A user is online while one of their connections is in a room, i.e. while they have a `room_members`
-# row; the cursor and the name are those of the room they were last active in, and `last_seen` is the
-# later of their last activity in a room they are still in and their last declaration.
+# row; the cursor is the one in the most recently active of their rooms that has one, the name that of
+# the most recently active room, and `last_seen` the later of their last activity in a room they are
+# still in and their last declaration.
 _PRESENCE_VIEW = """
     CREATE VIEW presence AS
     WITH members AS (
@@ -90,8 +98,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(sa.text(_LOCK_CHECKPOINT))
+    op.execute(sa.text("DROP VIEW presence"))
     op.create_table(
-        "presence_table",
+        "presence",
         sa.Column("user_id", sa.Text, nullable=False),
         sa.Column("username", sa.Text),
         sa.Column("email", sa.Text),
@@ -103,8 +113,7 @@ def downgrade() -> None:
         sa.Column("connections", JSONB, nullable=False),
         sa.PrimaryKeyConstraint("user_id", name="pk_presence"),
     )
-    op.execute(sa.text(_LOCK_CHECKPOINT))
-    op.execute(sa.text("INSERT INTO presence_table SELECT * FROM presence"))
-    op.execute(sa.text("DROP VIEW presence"))
-    op.rename_table("presence_table", "presence")
     op.drop_table("declared_statuses")
+    for table in _REFOLDED:
+        op.execute(sa.text(f"DELETE FROM {table}"))
+    op.execute(sa.text("UPDATE projector_checkpoints SET position = 0 WHERE name = 'projections'"))

@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from engine.log import migrate
 from engine.log.embedded_postgres import database_url_for
@@ -205,16 +205,26 @@ async def test_declared_statuses_come_from_the_log_as_far_as_the_checkpoint_and_
             assert await ProjectorRunner(db_engine).step(conn) == 1  # the rest, by today's runner
             assert await rebuild.diff_projections(db_engine) == []
 
-        await _in_thread(migrate.downgrade, scratch_url, "0011")  # a table again, filled from the view
+        # Down: a table again, and every projection table empty with the checkpoint at 0, for the
+        # older code's runner to fold the whole log with its own folds.
+        await _in_thread(migrate.downgrade, scratch_url, "0011")
         async with db_engine.connect() as conn:
-            found = await conn.execute(text("SELECT user_id, status, online FROM presence ORDER BY user_id"))
-            assert [tuple(row) for row in found] == [("alice", "away", True), ("bob", "online", False)]
+            for table in ("presence", "rooms", "room_members"):
+                assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
+            assert await checkpoint_of(conn) == 0
+        async with db_engine.connect() as conn:  # what that runner does, for the rooms
+            assert await ProjectorRunner(db_engine, models=(ROOMS_MODEL,)).step(conn) == 6
         await _in_thread(migrate.upgrade_to_head, scratch_url)
         async with db_engine.connect() as conn:
             declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
             assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "online")]
     finally:
         await db_engine.dispose()
+
+
+async def checkpoint_of(conn: AsyncConnection) -> int:
+    found = await conn.execute(text("SELECT position FROM projector_checkpoints WHERE name = 'projections'"))
+    return int(found.scalar_one())
 
 
 _LEGACY_EDIT = """

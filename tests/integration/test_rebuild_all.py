@@ -178,8 +178,10 @@ async def test_rebuild_from_zero_equals_the_live_tables(fresh_url: str) -> None:
         assert await diff_all(db_engine) == []
 
 
-async def presence_pairs(db_engine: AsyncEngine) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(the `presence` view's row, the fold of the whole log) for each user, as far as the checkpoint."""
+async def presence_pairs(db_engine: AsyncEngine) -> tuple[list[str], list[tuple[dict[str, Any], ...]]]:
+    """The users the `presence` view has rows for, and (its row, the fold of the whole log) for each
+    user, as far as the checkpoint. An offline user's name is not compared: the view only knows the
+    names of users in a room."""
     upto = await caught_up(db_engine)
     store = EventStore(db_engine)
     events: list[RecordedEvent] = []
@@ -192,21 +194,27 @@ async def presence_pairs(db_engine: AsyncEngine) -> list[tuple[dict[str, Any], d
         row = viewed.get(user_id, {"online": False, "shown_status": "offline", "connections": {}})
         pairs.append(
             (
-                {"online": row["online"], "shown": row["shown_status"], "connections": row["connections"]},
+                {
+                    "online": row["online"],
+                    "shown": row["shown_status"],
+                    "connections": row["connections"],
+                    "username": row["username"] if row["online"] else None,
+                },
                 {
                     "online": folded.online,
                     "shown": folded.shown_status,
                     "connections": {cid: sorted(rooms) for cid, rooms in folded.connections.items()},
+                    "username": folded.username if folded.online else None,
                 },
             )
         )
-    return pairs
+    return sorted(viewed), pairs
 
 
 async def test_the_presence_view_says_what_the_fold_of_the_log_says(fresh_url: str) -> None:
     async with serve(make_settings(fresh_url, typing_timeout_seconds=TYPING_TIMEOUT)) as server:
         db_engine = server.engine.store.db_engine
-        seen: list[list[tuple[dict[str, Any], dict[str, Any]]]] = []
+        seen: list[tuple[list[str], list[tuple[dict[str, Any], ...]]]] = []
 
         async def while_connected() -> None:
             seen.append(await presence_pairs(db_engine))
@@ -214,10 +222,12 @@ async def test_the_presence_view_says_what_the_fold_of_the_log_says(fresh_url: s
         await scripted_session(server, while_connected)
         await everyone_gone(db_engine)
         seen.append(await presence_pairs(db_engine))
-    connected, gone = seen
+    (connected_users, connected), (gone_users, gone) = seen
     for viewed, folded in connected + gone:
         assert viewed == folded
+    assert connected_users == ["alice", "bob", "carol"] and gone_users == ["alice"]  # she declared one
     assert [viewed["shown"] for viewed, _ in connected] == ["busy", "online", "online"]
+    assert [viewed["username"] for viewed, _ in connected] == ["Alice", "Bob", "Carol"]
     assert len(connected[0][0]["connections"]) == 1 and connected[1][0]["connections"] != {}
     assert [viewed["shown"] for viewed, _ in gone] == ["offline"] * 3
 
