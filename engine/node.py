@@ -490,8 +490,6 @@ class Node:
     def _publish_committed(self, event: RecordedEvent) -> None:
         if is_engine_stream(event.stream_id):
             self.live.publish(event)
-        if self.projector is not None:
-            self.projector.offer(event)
 
     def _announce(self, event: NewEvent, committed: Committed) -> None:
         """Tell the other nodes of a commit as soon as the appender has it: before this node publishes

@@ -29,11 +29,6 @@ because the flag is cleared before the read. Steps are at least `min_interval` a
 step then folds every commit of that interval in one transaction (one checkpoint move, one row write
 per touched view) instead of one step per commit, at the price of tables that lag by up to that long.
 
-Where the events come from: the node hands the runner every event it publishes (`offer`), in
-position order without gaps (engine/fanout/delivery_order.py), so a step folds those it holds from
-just past the checkpoint and reads the log only when they do not reach back that far (at start, after
-another runner or a rebuild moved the checkpoint, or when more came than it keeps).
-
 Determinism: the folds take time from `recorded_at`, never from the clock, so the rows the runner
 writes are exactly those a rebuild from zero writes.
 """
@@ -114,10 +109,8 @@ class ProjectorRunner:
         self.active = False  # holds the advisory lock: this runner is the one projecting
         self.position: int | None = None  # the checkpoint as of this runner's last step
         self.events_applied = 0
-        self.events_read = 0  # of those, the ones read back from the log rather than offered
         self.steps_applied = 0  # steps that applied events: with `min_interval`, fewer than commits
         self._views: Views = {}  # valid only while the checkpoint is at `position`
-        self._offered: list[RecordedEvent] = []  # consecutive positions, as published (`offer`)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._standing_by = False  # logged once per turn of standing by
@@ -136,38 +129,10 @@ class ProjectorRunner:
         """Something was committed: look at the log now rather than at the next poll."""
         self._wake.set()
 
-    def offer(self, event: RecordedEvent) -> None:
-        """A committed event as the node published it, in position order: a later step folds it
-        from here rather than reading it back. Kept only by the projecting runner, and at most two
-        pages of them; an event that does not follow the last one starts the run anew."""
-        offered = self._offered
-        if not self.active or (offered and event.position != offered[-1].position + 1):
-            offered.clear()
-            if not self.active:
-                return
-        offered.append(event)
-        if len(offered) > 2 * self.page:
-            del offered[: self.page]
-
-    def _take(self, after: int) -> list[RecordedEvent] | None:
-        """Up to a page of offered events from `after + 1` on; None unless they reach back that far."""
-        offered = self._offered
-        if not offered or not offered[0].position <= after + 1 <= offered[-1].position:
-            return None
-        start = after + 1 - offered[0].position
-        return offered[start : start + self.page]
-
-    def _consumed(self, position: int) -> None:
-        offered = self._offered
-        if offered and offered[-1].position <= position:
-            offered.clear()
-        elif offered and offered[0].position <= position:
-            del offered[: position - offered[0].position + 1]
-
     async def step(self, conn: AsyncConnection) -> int:
         """Fold the next page of the log into the tables, in one transaction; the events applied."""
         self._wake.clear()  # before the read: a commit after it wakes the next wait
-        if self.position is not None and self._take(self.position) is None:
+        if self.position is not None:
             # Idle polls only read: locking the checkpoint row is a write. A head at our checkpoint
             # also means nobody moved it (a rebuild sets it to a head, never beyond).
             head: int = (await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one()
@@ -178,10 +143,7 @@ class ProjectorRunner:
             position = await lock_checkpoint(conn)
             if position != self.position:
                 self._views = {}  # someone else (a rebuild, another runner) moved the tables
-            batch = self._take(position)
-            if batch is None:
-                batch = await read_events(conn, position, self.page)
-                self.events_read += len(batch)
+            batch = await read_events(conn, position, self.page)
             if not batch:
                 self.position = position
                 return 0
@@ -205,7 +167,6 @@ class ProjectorRunner:
                 await write_views(conn, model, now, stored=stored[model.name])
             await move_checkpoint(conn, batch[-1].position)
         self._remember(working)
-        self._consumed(batch[-1].position)
         self.position = batch[-1].position
         self.events_applied += len(batch)
         self.steps_applied += 1

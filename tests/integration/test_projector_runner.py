@@ -233,36 +233,6 @@ async def test_steps_a_min_interval_apart_fold_many_commits_in_one(fresh_db: Asy
     assert await diff_all(fresh_db) == []
 
 
-async def test_steps_fold_the_events_offered_and_read_the_log_only_for_what_was_not(
-    fresh_db: AsyncEngine,
-) -> None:
-    store = EventStore(fresh_db)
-    runner = ProjectorRunner(fresh_db, poll_seconds=30)  # steps only when woken
-    runner.start()
-    try:
-        async with asyncio.timeout(10):
-            while runner.position is None:  # noqa: ASYNC110 (its first step, on the empty log, sets no event)
-                await asyncio.sleep(0.01)
-        events = session_events("r1")
-        await store.append(events[:10])
-        for event in await store.read_all(after=0):
-            runner.offer(event)
-        runner.wake()
-        await caught_up(fresh_db)
-        assert (runner.events_applied, runner.events_read) == (10, 0)
-
-        await store.append(events[10:])
-        rest = await store.read_all(after=10)
-        for event in rest[3:]:  # the first three never reach it: it reads from the checkpoint on
-            runner.offer(event)
-        runner.wake()
-        await caught_up(fresh_db)
-        assert (runner.events_applied, runner.events_read) == (len(events), len(rest))
-    finally:
-        await runner.stop()
-    assert await diff_all(fresh_db) == []
-
-
 async def test_two_runners_never_both_project(fresh_url: str, fresh_db: AsyncEngine) -> None:
     other_node = create_db_engine(fresh_url)  # a second process: its own pool and sessions
     one, two = ProjectorRunner(fresh_db, poll_seconds=0.05), ProjectorRunner(other_node, poll_seconds=0.05)

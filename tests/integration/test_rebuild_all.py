@@ -137,10 +137,6 @@ async def test_rebuild_from_zero_equals_the_live_tables(fresh_url: str) -> None:
             assert await diff_all(db_engine) == []
 
         await scripted_session(server, while_connected)
-        runner = server.engine.node.projector
-        assert runner is not None
-        # It folded what the node published, not what it read back from the log.
-        assert runner.events_read < runner.events_applied / 2
 
         # What the session left behind, as the runner projected it.
         room_a = next(r for r in live["rooms"] if r["room_id"] == "room-a")
