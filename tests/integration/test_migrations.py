@@ -1,6 +1,7 @@
 """Migrations on a database of their own: upgrade, downgrade to base, upgrade again; the schema they
 build matches engine.log.schema; a schema newer than the code is refused; a log written before the
-file and sheet claims gets them, and one from before `declared_statuses` gets them from the log."""
+file and sheet claims gets them, and one from before `declared_statuses` gets them from the log; no
+number is drawn from a sequence."""
 
 from __future__ import annotations
 
@@ -76,6 +77,27 @@ async def test_upgrade_downgrade_upgrade_round_trips(scratch_url: str) -> None:
     await _in_thread(migrate.upgrade_to_head, scratch_url)
     tables, diff = await _inspect(scratch_url)
     assert "events" in tables and diff == []
+
+
+async def test_the_schema_draws_no_number_from_a_sequence(scratch_url: str) -> None:
+    # A sequence is one counter for a whole cluster: a log split into partitions, or distributed by
+    # Citus, could not keep it inside one partition. Positions come from the log's head rows instead.
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    db_engine = create_async_engine(scratch_url)
+    try:
+        async with db_engine.connect() as conn:
+            sequences = (await conn.execute(text(_SEQUENCES))).all()
+            drawn = (await conn.execute(text(_DRAWN))).all()
+    finally:
+        await db_engine.dispose()
+    assert sequences == [] and drawn == []
+
+
+_SEQUENCES = "SELECT relname FROM pg_class WHERE relkind = 'S'"
+_DRAWN = """
+    SELECT table_name, column_name FROM information_schema.columns
+    WHERE table_schema = 'public' AND (is_identity = 'YES' OR column_default LIKE '%nextval(%')
+"""
 
 
 async def test_schema_newer_than_the_code_is_refused(scratch_url: str) -> None:
