@@ -5,14 +5,13 @@ of `sheet:{sheet_id}`: engine/features/claims.py), so two rooms racing for a new
 cannot both have it. The version rule and the sheet's room are decided by the writer inside the
 append, against the cell as of the head it commits on (engine/log/batch_plan.py), so two nodes can
 never both accept updates on one base version; a stale base raises VersionConflict with the current
-cell. What depends only on
-the sending connection (role, membership, which room the update names) is checked here, before
-anything is queued.
+cell. What depends only on the sending connection (role, membership, which room the update names)
+is checked here, before anything is queued.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from engine.decisions.access import authorize, require_member
@@ -105,8 +104,7 @@ class Cells:
         require_member(room_id, connection.rooms)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:
-            next_cell_version(None, version)  # a first edit the writer would refuse claims nothing
-            await self._claim(sheet_id, room_id, origin)
+            await self._claim(sheet_id, room_id, origin, (version,))
         updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
         event = updated.new(origin, cells=updated.writes(version))
         await self._live.load(room_id, self._load_room)
@@ -151,18 +149,21 @@ class Cells:
         cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:
-            for change in changes:  # a first edit the writer would refuse claims nothing
-                next_cell_version(None, change.version)
-            await self._claim(sheet_id, room_id, origin)
+            await self._claim(sheet_id, room_id, origin, [c.version for c in changes])
         updated = CellsUpdated(room_id, sheet_id, actor.user_id, actor.username, cells)
         event = updated.new(origin, cells=updated.writes({c.cell_id: c.version for c in changes}))
         await self._live.load(room_id, self._load_room)
         outcome = await self._commit(event)
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
 
-    async def _claim(self, sheet_id: str, room_id: str, origin: Origin) -> None:
-        """Claim the sheet for `room_id` before its first edit (engine/features/claims.py); ValidationFailed
-        when another room's claim came first."""
+    async def _claim(
+        self, sheet_id: str, room_id: str, origin: Origin, versions: Iterable[int | None]
+    ) -> None:
+        """Claim the sheet for `room_id` before its first edit, based on `versions`
+        (engine/features/claims.py); ValidationFailed when another room's claim came first. An edit
+        the writer would refuse for its versions claims nothing."""
+        for version in versions:
+            next_cell_version(None, version)
         claimed = await claim(self._commit, self._read_stream, SheetClaimed(sheet_id, room_id), origin)
         sheet_room = str(claimed["room_id"])
         self._sheet_rooms.learn(sheet_id, sheet_room)

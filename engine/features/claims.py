@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.features.ports import Commit
-from engine.model.catalogue import Event
+from engine.model.catalogue import Event, FileClaimed
 from engine.model.errors import StoreUnavailable
 from engine.model.events import Committed, Origin
 from engine.model.reading import ReadStream
@@ -46,4 +46,12 @@ async def claim(commit: Commit, read_stream: ReadStream, event: Event, origin: O
     return found
 
 
-__all__ = ["claim", "claimed"]
+async def claim_file(
+    commit: Commit, read_stream: ReadStream, file_id: str, user_id: str, origin: Origin
+) -> bool:
+    """Claim `file_id` for `user_id` if nobody has; True if the id is theirs."""
+    claimed_by = await claim(commit, read_stream, FileClaimed(file_id, user_id), origin)
+    return str(claimed_by["user_id"]) == user_id
+
+
+__all__ = ["claim", "claim_file", "claimed"]

@@ -43,7 +43,7 @@ from typing import Final
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from engine.features.claims import claim
+from engine.features.claims import claim_file
 from engine.features.ports import Commit
 from engine.features.storage import (
     SNIFF_BYTES,
@@ -64,7 +64,6 @@ from engine.model.catalogue import (
     IDLE_TIMEOUT,
     STORAGE_ERROR,
     TOO_LARGE,
-    FileClaimed,
     FileUploadCompleted,
     FileUploadFailed,
     FileUploadProgressed,
@@ -303,8 +302,7 @@ class Files:
         """Claim the id (engine/features/claims.py), then append `FileUploadStarted`; returns the
         upload it began."""
         origin = Origin.of(self._node_id, actor)
-        claimed = await claim(self._commit, self._read_stream, FileClaimed(file_id, actor.user_id), origin)
-        if claimed["user_id"] != actor.user_id:
+        if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)
         started = FileUploadStarted(actor.user_id, file_id, filename, total or 0, mime_type or "", room_id)
         await self._commit(started.new(origin))

@@ -21,7 +21,7 @@ from engine.decisions.access import authorize
 from engine.decisions.own_stream import check_upload_start, require_own_upload
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
-from engine.features.claims import claim
+from engine.features.claims import claim_file
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
@@ -30,7 +30,6 @@ from engine.model.catalogue import (
     FILE_UPLOAD_FAILED,
     FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
-    FileClaimed,
     FileUploadProgressed,
     FileUploadStarted,
 )
@@ -95,8 +94,8 @@ class Uploads:
         authorize(actor, "file_upload_start")
         check_upload_start(await self.upload(actor.user_id, file_id), actor, file_id)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        claimed = await claim(self._commit, self._read_stream, FileClaimed(file_id, actor.user_id), origin)
-        if claimed["user_id"] != actor.user_id:  # another user's, perhaps claimed on another node
+        if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
+            # another user's, perhaps claimed on another node
             raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
         started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
         outcome = await self._commit(started.new(origin))
