@@ -3,8 +3,7 @@
 Folded from `CellUpdated` events, which live in room streams: a sheet belongs to the room it was
 claimed for before its first edit (`SheetClaimed`), and `engine.decisions.cells.check_sheet_room`
 never lets a later update of it go to another room, so one room stream holds all of a sheet's
-history. "The sheet as of seq N" of its room is
-`project(room_events[:N], sheet_id)`.
+history. "The sheet as of seq N" of its room is `project(room_events[:N], sheet_id)`.
 
 Versions are taken from the events as they are: the server assigned them when it decided the update
 (`engine.decisions.cells.next_cell_version`), and the log is the truth a projection reproduces, not
@@ -79,8 +78,6 @@ class Sheet:
     cells: Mapping[str, Cell] = field(default_factory=empty)
     seq: int = 0  # the room seq of the newest update folded
     updated_at: datetime | None = None
-    # The log position of the sheet's first edit (the sheets table keeps its claim's); left out of equality.
-    position: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +142,6 @@ def apply_many(sheet: Sheet, events: Iterable[RecordedEvent]) -> Sheet:
             room_id=sheet.room_id or room_id_of(durable_stream(event.stream_id)),
             seq=event.stream_version,
             updated_at=event.recorded_at,
-            position=event.position if sheet.position is None else sheet.position,
         )
     return replace(sheet, cells=frozen(cells))
 
