@@ -3,9 +3,9 @@
 `plan(state, items)` decides each item on its own against the log as of `state.head` and the items
 before it in the batch: a repeated idempotency key is a Duplicate, a stale expected version a
 Conflict, a cell write that the version rule or the sheet's room refuses is Refused (a sheet's room is
-its claim's, committed before or earlier in the batch); everything else
-gets the next position and stream version. The writer commits the plan only if the head is still at
-`state.head`, which is what makes these decisions hold across processes.
+its claim's, committed before or earlier in the batch); everything else gets the next position and
+stream version. The writer commits the plan only if the head is still at `state.head`, which is what
+makes these decisions hold across processes.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 An event is built here and nowhere else: `UserJoinedRoom(room_id=..., ...).new(origin)` gives the
 `NewEvent` to append, with the `data` column written by `to_data` and the stream decided by the type
 (`stream_for`): a room's events go to `room:{id}`, a user's to `user:{id}`, a file id's claim to
-`file:{id}`, a sheet's room to `sheet:{id}`, and the volatile types
-(`VOLATILE_EVENTS`) to the stream's volatile twin, where they take no place in the sequence and
-resume never replays them. `decode` reads a recorded event back into its class.
+`file:{id}`, a sheet's room to `sheet:{id}`, and the volatile types (`VOLATILE_EVENTS`) to the
+stream's volatile twin, where they take no place in the sequence and resume never replays them.
+`decode` reads a recorded event back into its class.
 
 The log is append-only and never migrated, so `from_data` must read every row ever written: fields
 that older code did not write have defaults, and keys this code does not know are ignored. Ids and

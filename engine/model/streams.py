@@ -5,8 +5,8 @@ A room's durable events are in `room:{room_id}` (its `stream_version` is the roo
 take no place in a sequence (cursors, typing, upload progress). A file id's owner is decided in
 `file:{file_id}` and a sheet's room in `sheet:{sheet_id}`, each by its stream's first event (its
 claim): a decision about a global id lives in that id's own stream, never in a stream another user or
-room writes. Which type goes to which stream is the
-catalogue's decision (engine/model/catalogue.py, `stream_for`).
+room writes. Which type goes to which stream is the catalogue's decision (engine/model/catalogue.py,
+`stream_for`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 The writer keeps both tables in the same statement as the events (engine/log/writer.py), so they are
 always at the log head. They are still derived state: `rebuild_cells` replays the whole log from zero
 through the pure cells fold (engine/projections/cells.py), takes each sheet's room from its claim
-(`SheetClaimed`), and rewrites them to exactly what that gives,
-and `diff_cells` compares that fold with the live tables row by row without changing anything. An
-empty diff is the proof that the writer's decisions and the projection agree.
+(`SheetClaimed`), and rewrites them to exactly what that gives, and `diff_cells` compares that fold
+with the live tables row by row without changing anything. An empty diff is the proof that the
+writer's decisions and the projection agree.
 
 rebuild_cells holds the `log_head` row lock for its whole transaction, so no append commits between
 reading the log and replacing the tables. diff_cells takes no lock: it reads the head and both tables

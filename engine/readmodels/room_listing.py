@@ -1,9 +1,9 @@
 """Rooms as the projection tables hold them, for `GET /ws/rooms` and `GET /ws/rooms/{room_id}`.
 
 Read from `rooms`, `room_members` and `declared_statuses` (kept by engine/readmodels/runner.py), never
-by replay, so listing a thousand rooms costs one indexed query. The tables trail the log by at most one runner
-step (up to `PROJECTION_INTERVAL_MS`, 100 ms by default); `position` in a room's detail says how far
-they have got.
+by replay, so listing a thousand rooms costs one indexed query. The tables trail the log by at most
+one runner step (up to `PROJECTION_INTERVAL_MS`, 100 ms by default); `position` in a room's detail
+says how far they have got.
 
 `avg_users_per_hour` is the room's attendance (engine/projections/rooms.py, `Attendance`) averaged
 up to the hour of `now`: the hours since the last event count the members present through them.
