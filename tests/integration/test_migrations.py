@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from engine.log import migrate
 from engine.log.embedded_postgres import database_url_for
@@ -45,6 +45,14 @@ def scratch_url(server_url: str) -> Iterator[str]:
     asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
     yield database_url_for(server_url, name)
     asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db_engine(scratch_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the scratch database; each test migrates it to the revision it starts from."""
+    engine = create_async_engine(scratch_url)
+    yield engine
+    await engine.dispose()
 
 
 async def _inspect(url: str) -> tuple[set[str], list[object]]:
@@ -79,17 +87,13 @@ async def test_upgrade_downgrade_upgrade_round_trips(scratch_url: str) -> None:
     assert "events" in tables and diff == []
 
 
-async def test_the_schema_draws_no_number_from_a_sequence(scratch_url: str) -> None:
+async def test_the_schema_draws_no_number_from_a_sequence(scratch_url: str, db_engine: AsyncEngine) -> None:
     # A sequence is one counter for a whole cluster: a log split into partitions, or distributed by
     # Citus, could not keep it inside one partition. Positions come from the log's head rows instead.
     await _in_thread(migrate.upgrade_to_head, scratch_url)
-    db_engine = create_async_engine(scratch_url)
-    try:
-        async with db_engine.connect() as conn:
-            sequences = (await conn.execute(text(_SEQUENCES))).all()
-            drawn = (await conn.execute(text(_DRAWN))).all()
-    finally:
-        await db_engine.dispose()
+    async with db_engine.connect() as conn:
+        sequences = (await conn.execute(text(_SEQUENCES))).all()
+        drawn = (await conn.execute(text(_DRAWN))).all()
     assert sequences == [] and drawn == []
 
 
@@ -112,136 +116,127 @@ async def test_schema_newer_than_the_code_is_refused(scratch_url: str) -> None:
 
 async def test_file_ids_claimed_before_their_streams_get_a_claim_for_their_first_claimer(
     scratch_url: str,
+    db_engine: AsyncEngine,
 ) -> None:
     await _in_thread(migrate.upgrade, scratch_url, "0009")
-    db_engine = create_async_engine(scratch_url)
-    try:
-        store = EventStore(db_engine)
+    store = EventStore(db_engine)
 
-        def start(user: str, file_id: str) -> NewEvent:
-            return FileUploadStarted(user, file_id, "a.csv", 3, "text/csv").new(Origin("n", user))
+    def start(user: str, file_id: str) -> NewEvent:
+        return FileUploadStarted(user, file_id, "a.csv", 3, "text/csv").new(Origin("n", user))
 
-        # As the code before the claims recorded them: the first start naming an id owns it.
-        await store.append([start("alice", "f1"), start("bob", "f1"), start("bob", "f2")])
-        done = FileUploadCompleted("bob", "f2", "b.csv", "/api/v1/files/f2", 3, "ab" * 32, "text/csv")
-        await store.append([done.new(Origin("n", "bob"))])
-        before = await store.head()
+    # As the code before the claims recorded them: the first start naming an id owns it.
+    await store.append([start("alice", "f1"), start("bob", "f1"), start("bob", "f2")])
+    done = FileUploadCompleted("bob", "f2", "b.csv", "/api/v1/files/f2", 3, "ab" * 32, "text/csv")
+    await store.append([done.new(Origin("n", "bob"))])
+    before = await store.head()
 
-        await _in_thread(migrate.upgrade_to_head, scratch_url)
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
 
-        assert await store.head() == before + 2  # one claim per id, at the next positions
-        logged = await store.read_all(after=0)
-        assert [e.position for e in logged] == list(range(1, before + 3))
-        claims = logged[before:]
-        assert [(e.stream_id, e.stream_version, e.type, e.data) for e in claims] == [
-            ("file:f1", 1, FILE_CLAIMED, {"file_id": "f1", "user_id": "alice"}),
-            ("file:f2", 1, FILE_CLAIMED, {"file_id": "f2", "user_id": "bob"}),
-        ]
-        assert claims[0].recorded_at >= logged[before - 1].recorded_at
-        assert await store.stream_version("file:f1") == 1
-        assert [e.data["user_id"] for e in await store.file_claims("f1")] == ["alice"]
-        assert [e.type for e in await store.file_claims("f2")] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
-        (late,) = await store.append([FileClaimed("f1", "bob").claim(Origin("n", "bob"))])
-        assert isinstance(late, Conflict)  # the migrated claim holds
+    assert await store.head() == before + 2  # one claim per id, at the next positions
+    logged = await store.read_all(after=0)
+    assert [e.position for e in logged] == list(range(1, before + 3))
+    claims = logged[before:]
+    assert [(e.stream_id, e.stream_version, e.type, e.data) for e in claims] == [
+        ("file:f1", 1, FILE_CLAIMED, {"file_id": "f1", "user_id": "alice"}),
+        ("file:f2", 1, FILE_CLAIMED, {"file_id": "f2", "user_id": "bob"}),
+    ]
+    assert claims[0].recorded_at >= logged[before - 1].recorded_at
+    assert await store.stream_version("file:f1") == 1
+    assert [e.data["user_id"] for e in await store.file_claims("f1")] == ["alice"]
+    assert [e.type for e in await store.file_claims("f2")] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
+    (late,) = await store.append([FileClaimed("f1", "bob").claim(Origin("n", "bob"))])
+    assert isinstance(late, Conflict)  # the migrated claim holds
 
-        # Down and up again: the claims stay, and none is appended twice.
-        await _in_thread(migrate.downgrade, scratch_url, "0009")
-        await _in_thread(migrate.upgrade_to_head, scratch_url)
-        assert await store.head() == before + 2
-    finally:
-        await db_engine.dispose()
+    # Down and up again: the claims stay, and none is appended twice.
+    await _in_thread(migrate.downgrade, scratch_url, "0009")
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    assert await store.head() == before + 2
 
 
 async def test_sheets_edited_before_their_streams_get_a_claim_and_the_tables_still_equal_a_rebuild(
     scratch_url: str,
+    db_engine: AsyncEngine,
 ) -> None:
     await _in_thread(migrate.upgrade, scratch_url, "0010")
-    db_engine = create_async_engine(scratch_url)
-    try:
-        # As the writer before the claims left a sheet's first edit: the event, its cell, and the
-        # sheets row for the room of that edit.
-        async with db_engine.begin() as conn:
-            await conn.execute(text(_LEGACY_EDIT))
-        store = EventStore(db_engine)
-        assert await rebuild.diff_cells(db_engine) != []  # no claim yet: the fold sees no sheet row
+    # As the writer before the claims left a sheet's first edit: the event, its cell, and the
+    # sheets row for the room of that edit.
+    async with db_engine.begin() as conn:
+        await conn.execute(text(_LEGACY_EDIT))
+    store = EventStore(db_engine)
+    assert await rebuild.diff_cells(db_engine) != []  # no claim yet: the fold sees no sheet row
 
-        await _in_thread(migrate.upgrade_to_head, scratch_url)
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
 
-        assert await store.head() == 2
-        (claim,) = await store.read_stream("sheet:s1")
-        assert (claim.position, claim.type, claim.data) == (
-            2,
-            SHEET_CLAIMED,
-            {"sheet_id": "s1", "room_id": "r1"},
-        )
-        assert await store.sheet_room("s1") == "r1"
-        assert await rebuild.diff_cells(db_engine) == []  # the sheets row now points at its claim
-        (late,) = await store.append([SheetClaimed("s1", "r2").claim(Origin("n", "bob"))])
-        assert isinstance(late, Conflict)
+    assert await store.head() == 2
+    (claim,) = await store.read_stream("sheet:s1")
+    assert (claim.position, claim.type, claim.data) == (
+        2,
+        SHEET_CLAIMED,
+        {"sheet_id": "s1", "room_id": "r1"},
+    )
+    assert await store.sheet_room("s1") == "r1"
+    assert await rebuild.diff_cells(db_engine) == []  # the sheets row now points at its claim
+    (late,) = await store.append([SheetClaimed("s1", "r2").claim(Origin("n", "bob"))])
+    assert isinstance(late, Conflict)
 
-        await _in_thread(migrate.downgrade, scratch_url, "0010")  # the row points at the first edit again
-        async with db_engine.connect() as conn:
-            assert (await conn.execute(text("SELECT position FROM sheets"))).scalar_one() == 1
-        await _in_thread(migrate.upgrade_to_head, scratch_url)
-        assert await store.head() == 2 and await rebuild.diff_cells(db_engine) == []
-    finally:
-        await db_engine.dispose()
+    await _in_thread(migrate.downgrade, scratch_url, "0010")  # the row points at the first edit again
+    async with db_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT position FROM sheets"))).scalar_one() == 1
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    assert await store.head() == 2 and await rebuild.diff_cells(db_engine) == []
 
 
 async def test_declared_statuses_come_from_the_log_as_far_as_the_checkpoint_and_presence_is_a_view(
     scratch_url: str,
+    db_engine: AsyncEngine,
 ) -> None:
     await _in_thread(migrate.upgrade, scratch_url, "0011")
-    db_engine = create_async_engine(scratch_url)
-    try:
-        store = EventStore(db_engine)
-        alice, bob = Origin("n", "alice"), Origin("n", "bob")
-        await store.append(
-            [
-                UserJoinedRoom("r1", "alice", "Alice", "a@x", "c1").new(alice),
-                UserJoinedRoom("r2", "alice", "Alice", "a@x", "c1").new(alice),
-                UserStatusChanged("alice", "busy").new(alice),
-                UserStatusChanged("alice", "away").new(alice),
-                UserStatusChanged("bob", "busy").new(bob),
-            ]
-        )
-        # The rooms as a runner of the code before left them, up to here; one status after it.
-        runner = ProjectorRunner(db_engine, models=(ROOMS_MODEL,))
-        async with db_engine.connect() as conn:
-            assert await runner.step(conn) == 5
-        await store.append([UserStatusChanged("bob", "online").new(bob)])
+    store = EventStore(db_engine)
+    alice, bob = Origin("n", "alice"), Origin("n", "bob")
+    await store.append(
+        [
+            UserJoinedRoom("r1", "alice", "Alice", "a@x", "c1").new(alice),
+            UserJoinedRoom("r2", "alice", "Alice", "a@x", "c1").new(alice),
+            UserStatusChanged("alice", "busy").new(alice),
+            UserStatusChanged("alice", "away").new(alice),
+            UserStatusChanged("bob", "busy").new(bob),
+        ]
+    )
+    # The rooms as a runner of the code before left them, up to here; one status after it.
+    runner = ProjectorRunner(db_engine, models=(ROOMS_MODEL,))
+    async with db_engine.connect() as conn:
+        assert await runner.step(conn) == 5
+    await store.append([UserStatusChanged("bob", "online").new(bob)])
 
-        await _in_thread(migrate.upgrade_to_head, scratch_url)
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
 
-        async with db_engine.connect() as conn:
-            declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
-            assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "busy")]
-            assert await rebuild.diff_projections(db_engine) == []  # as far as the checkpoint
-            found = await conn.execute(text("SELECT * FROM presence ORDER BY user_id"))
-            presence = {row["user_id"]: row for row in found.mappings()}
-        assert (presence["alice"]["shown_status"], presence["alice"]["online"]) == ("away", True)
-        assert presence["alice"]["connections"] == {"c1": ["r1", "r2"]}
-        assert (presence["bob"]["shown_status"], presence["bob"]["status"]) == ("offline", "busy")
+    async with db_engine.connect() as conn:
+        declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
+        assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "busy")]
+        assert await rebuild.diff_projections(db_engine) == []  # as far as the checkpoint
+        found = await conn.execute(text("SELECT * FROM presence ORDER BY user_id"))
+        presence = {row["user_id"]: row for row in found.mappings()}
+    assert (presence["alice"]["shown_status"], presence["alice"]["online"]) == ("away", True)
+    assert presence["alice"]["connections"] == {"c1": ["r1", "r2"]}
+    assert (presence["bob"]["shown_status"], presence["bob"]["status"]) == ("offline", "busy")
 
-        async with db_engine.connect() as conn:
-            assert await ProjectorRunner(db_engine).step(conn) == 1  # the rest, by today's runner
-            assert await rebuild.diff_projections(db_engine) == []
+    async with db_engine.connect() as conn:
+        assert await ProjectorRunner(db_engine).step(conn) == 1  # the rest, by today's runner
+        assert await rebuild.diff_projections(db_engine) == []
 
-        # Down: a table again, and every projection table empty with the checkpoint at 0, for the
-        # older code's runner to fold the whole log with its own folds.
-        await _in_thread(migrate.downgrade, scratch_url, "0011")
-        async with db_engine.connect() as conn:
-            for table in ("presence", "rooms", "room_members"):
-                assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
-            assert await checkpoint_of(conn) == 0
-        async with db_engine.connect() as conn:  # what that runner does, for the rooms
-            assert await ProjectorRunner(db_engine, models=(ROOMS_MODEL,)).step(conn) == 6
-        await _in_thread(migrate.upgrade_to_head, scratch_url)
-        async with db_engine.connect() as conn:
-            declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
-            assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "online")]
-    finally:
-        await db_engine.dispose()
+    # Down: a table again, and every projection table empty with the checkpoint at 0, for the
+    # older code's runner to fold the whole log with its own folds.
+    await _in_thread(migrate.downgrade, scratch_url, "0011")
+    async with db_engine.connect() as conn:
+        for table in ("presence", "rooms", "room_members"):
+            assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
+        assert await checkpoint_of(conn) == 0
+    async with db_engine.connect() as conn:  # what that runner does, for the rooms
+        assert await ProjectorRunner(db_engine, models=(ROOMS_MODEL,)).step(conn) == 6
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    async with db_engine.connect() as conn:
+        declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
+        assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "online")]
 
 
 async def checkpoint_of(conn: AsyncConnection) -> int:
