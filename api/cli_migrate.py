@@ -123,14 +123,16 @@ def downgrade(url: str, target: str, *, yes: bool, data_dir: Path, confirm: Conf
 
 
 def _event_log_loss(url: str, data_dir: Path) -> str:
-    """What dropping the log loses, in numbers: the log's head position is its event count (positions
-    are gapless), and stored files outlive it on disk."""
+    """What dropping the log loses, in numbers: the log's head positions add up to its event count
+    (positions are gapless in each partition), and stored files outlive it on disk."""
 
     async def head() -> int:
         db_engine = create_async_engine(url)
         try:
             async with db_engine.connect() as conn:
-                found = await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))
+                # The sum of the heads: a schema before log partitions has one row, after it one per
+                # partition.
+                found = await conn.execute(text("SELECT sum(position) FROM log_head"))
                 return int(found.scalar() or 0)
         finally:
             await db_engine.dispose()

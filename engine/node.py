@@ -57,7 +57,8 @@ from engine.features.connections import Connections
 from engine.features.limits import RateLimiter
 from engine.features.traffic import EngineStats
 from engine.log.appender import Appender
-from engine.log.connectivity import unreachable_as_unavailable
+from engine.log.connectivity import is_connectivity_error, unreachable_as_unavailable
+from engine.log.partitions import check_served
 from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
 from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, UserLeftRoom
@@ -128,6 +129,12 @@ class Node:
             self._store = EventStore(self._db_engine)
         else:
             self._store = self._given_log
+        try:
+            check_served(await self._store.partitions())
+        except Exception as error:
+            if not is_connectivity_error(error):
+                raise
+            # Unreachable for now: the appender's writer checks the log when it first connects.
         self._appender = Appender(
             self._store,
             max_batch=config.max_batch,

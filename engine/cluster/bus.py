@@ -30,11 +30,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.partitions import SERVED_PARTITION
 from engine.model.events import RecordedEvent
 
 log = logging.getLogger(__name__)
 
-PARTITION: Final = 0  # the log's only partition, until it is split (docs/scaling.md)
+PARTITION: Final = SERVED_PARTITION  # the partition a node serves (engine/log/partitions.py)
 
 
 def subject_for(log_id: str, partition: int = PARTITION) -> str:
@@ -44,7 +45,9 @@ def subject_for(log_id: str, partition: int = PARTITION) -> str:
 async def log_subject(db_engine: AsyncEngine) -> str:
     """The subject of the log in this database."""
     async with db_engine.connect() as conn:
-        log_id = (await conn.execute(text("SELECT log_id FROM log_head WHERE id = 1"))).scalar_one()
+        log_id = (
+            await conn.execute(text(f"SELECT log_id FROM log_head WHERE partition = {PARTITION}"))
+        ).scalar_one()
     return subject_for(str(log_id))
 
 

@@ -74,9 +74,13 @@ class MemoryEventStore:
         self.paths["memory"] += 1
         return decided.resolve(at)
 
-    def writer(self) -> MemoryEventStore:
+    def writer(self, partition: int = 0, partitions: int = 1) -> MemoryEventStore:
         """The appender's writer: this store itself (there is no connection to hold)."""
         return self
+
+    async def partitions(self) -> int:
+        """One: a log in memory has no lock for partitions to spare."""
+        return 1
 
     async def close(self) -> None:
         return None

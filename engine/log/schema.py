@@ -37,11 +37,16 @@ metadata = MetaData(
 # twin shares its keys (engine/model/streams.py, `durable_stream`, is the same rule in Python).
 KEY_SCOPE = "regexp_replace(stream_id, '^volatile:', '')"
 
-# The log. `position` is global and assigned by the appender under the log_head row lock (see
-# engine/log/store.py), so it is gapless and increases in commit order.
+# The log, in partitions (engine/log/partitions.py): a stream's events live in one partition, whose
+# `position` is assigned by that partition's writer under its own `log_head` row lock (see
+# engine/log/store.py), so it is gapless and increases in commit order within the partition. Every
+# key holds the partition: the position's leads with it (a partition is read as a range of
+# positions); keys led by a stream id, which decides the partition, end with it, so every lookup that
+# names a stream keeps its index (a distributed database needs the partition in each unique key).
 events = Table(
     "events",
     metadata,
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),
     Column("position", BigInteger, primary_key=True, autoincrement=False),
     Column("stream_id", Text, nullable=False),
     Column("stream_version", BigInteger, nullable=False),
@@ -51,15 +56,16 @@ events = Table(
     Column("user_id", Text),
     Column("idempotency_key", Text),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("stream_id", "stream_version"),
+    UniqueConstraint("stream_id", "stream_version", "partition"),
     # A key is unique per user and stream, a room's volatile twin counting as the room (migration
     # 0009; KEY_SCOPE below). Partial: events without a key are not indexed at all. User and key
     # first: a lookup by both, without the stream, uses it too.
     Index(
-        "uq_events_user_id_idempotency_key_scope",
+        "uq_events_user_id_idempotency_key_scope_partition",
         "user_id",
         "idempotency_key",
         text(KEY_SCOPE),
+        "partition",
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
@@ -71,18 +77,21 @@ streams = Table(
     "streams",
     metadata,
     Column("stream_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),
     Column("version", BigInteger, nullable=False),
 )
 
-# A single row: the newest position. Locking it is what serialises appends across processes.
+# A row per partition: its newest position. Locking it is what serialises the partition's appends
+# across processes; partitions never wait for each other's.
 log_head = Table(
     "log_head",
     metadata,
-    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),
     Column("position", BigInteger, nullable=False),
     # Names this log on a message bus shared with other logs (engine/cluster/bus.py): migration 0008.
+    # Every head of one log holds the same id.
     Column("log_id", UUID(as_uuid=False), nullable=False, server_default=text("gen_random_uuid()")),
-    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("partition >= 0", name="partition"),
 )
 
 # How far each projector has folded the log.
@@ -102,6 +111,7 @@ cells = Table(
     metadata,
     Column("sheet_id", Text, primary_key=True),
     Column("cell_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the room's
     Column("value", JSONB),
     Column("formula", Text),
     Column("version", BigInteger, nullable=False),
@@ -116,6 +126,7 @@ sheets = Table(
     "sheets",
     metadata,
     Column("sheet_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the claim's
     Column("room_id", Text, nullable=False),
     Column("position", BigInteger, nullable=False),
 )

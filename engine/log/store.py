@@ -3,16 +3,18 @@
 Ordering: why no reader of the whole log ever skips an event
 -------------------------------------------------------------
 A reader of the whole log (projectors, auditors, other nodes) remembers the highest position it has
-seen and asks for `position > that`. This is only safe if an event with a lower position can never
-become visible after one with a higher position. With a sequence-assigned position it can: T1 takes
-position 10, T2 takes 11, T2 commits first, a reader sees 11, then T1 commits 10 and the reader has
-already moved past it.
+seen in a partition and asks for `position > that` there. This is only safe if an event with a lower
+position can never become visible after one with a higher position. With a sequence-assigned position
+it can: T1 takes position 10, T2 takes 11, T2 commits first, a reader sees 11, then T1 commits 10 and
+the reader has already moved past it.
 
-We serialise appends instead of reading below the transaction-id horizon. Every append transaction
-locks the single `log_head` row before it writes, and its positions follow the head it locked, so
-position order is lock order is commit order. PostgreSQL releases a transaction's row locks only after
-its commit is visible to other snapshots, so the next appender cannot even pick a position before the
-previous batch is readable. Positions are also gapless: a rolled-back batch rolls back its head update.
+We serialise appends instead of reading below the transaction-id horizon. Positions count within a
+partition of the log (engine/log/partitions.py), and every append transaction writes one partition: it
+locks that partition's `log_head` row before it writes, and its positions follow the head it locked, so
+within the partition position order is lock order is commit order. PostgreSQL releases a transaction's
+row locks only after its commit is visible to other snapshots, so the next appender cannot even pick a
+position before the previous batch is readable. Positions are also gapless: a rolled-back batch rolls
+back its head update.
 How a batch takes that lock without holding it across round trips is in engine/log/writer.py.
 
 Why this and not the `pg_snapshot_xmin` horizon: appends are already batched by one group-commit
@@ -38,6 +40,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from engine.log.partitions import SERVED_PARTITION, partition_count, split_by_partition
 from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
@@ -123,7 +126,9 @@ class EventLog(Protocol):
 
     async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]: ...
 
-    def writer(self) -> Writer: ...
+    def writer(self, partition: int = 0, partitions: int = 1) -> Writer: ...
+
+    async def partitions(self) -> int: ...
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int = 1000
@@ -156,24 +161,39 @@ class EventStore:
 
     def __init__(self, db_engine: AsyncEngine) -> None:
         self.db_engine = db_engine
+        self._partitions: int | None = None
+
+    async def partitions(self) -> int:
+        """How many partitions the log has; fixed when it was created, so read once."""
+        if self._partitions is None:
+            async with self.db_engine.connect() as conn:
+                self._partitions = await partition_count(conn)
+        return self._partitions
 
     async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
-        """Append a batch in one transaction; one outcome per item, in order.
+        """Append a batch in one transaction per partition it touches; one outcome per item, in order.
 
-        For one-off callers: it locks the log head first, which never has to retry however many
-        callers race. A long-lived appender uses `writer()` instead.
+        For one-off callers: it locks each partition's head first, which never has to retry however
+        many callers race. A long-lived appender uses `writer()` instead.
         """
         if not items:
             return []
-        writer = LogWriter(self.db_engine)
-        try:
-            return await writer.append(items, optimistic=False)
-        finally:
-            await writer.close()
+        partitions = await self.partitions()
+        outcomes: list[AppendOutcome | None] = [None] * len(items)
+        for partition, indexes in split_by_partition([i.stream_id for i in items], partitions).items():
+            writer = LogWriter(self.db_engine, partition=partition, partitions=partitions)
+            try:
+                decided = await writer.append([items[i] for i in indexes], optimistic=False)
+            finally:
+                await writer.close()
+            for index, outcome in zip(indexes, decided, strict=True):
+                outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
 
-    def writer(self) -> LogWriter:
-        """A writer that keeps one connection for a long-lived appender."""
-        return LogWriter(self.db_engine)
+    def writer(self, partition: int = 0, partitions: int = 1) -> LogWriter:
+        """A writer of one partition of a log of `partitions` that keeps one connection, for a
+        long-lived appender; it refuses to write if the log has another number of partitions."""
+        return LogWriter(self.db_engine, partition=partition, partitions=partitions)
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int = 1000
@@ -187,14 +207,23 @@ class EventStore:
         return await self._fetch(query)
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Events with position > `after`, in position order; safe to tail (see the module docstring)."""
-        query = select(events).where(events.c.position > after).order_by(events.c.position).limit(limit)
+        """Events with position > `after`, in position order; safe to tail (see the module docstring).
+        The served partition's (engine/log/partitions.py)."""
+        query = (
+            select(events)
+            .where(events.c.partition == SERVED_PARTITION, events.c.position > after)
+            .order_by(events.c.position)
+            .limit(limit)
+        )
         return await self._fetch(query)
 
     async def head(self) -> int:
-        """The newest committed position (0 for an empty log)."""
+        """The newest committed position of the served partition (0 for an empty log)."""
         async with self.db_engine.connect() as conn:
-            return int((await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one())
+            found = await conn.execute(
+                text("SELECT position FROM log_head WHERE partition = :p"), {"p": SERVED_PARTITION}
+            )
+            return int(found.scalar_one())
 
     async def sheet_room(self, sheet_id: str) -> str | None:
         """The room the sheet was claimed for, or None for a sheet never claimed."""
@@ -265,7 +294,9 @@ class EventStore:
         if stream_id is not None:
             scope = durable_stream(stream_id)
             query = query.where(events.c.stream_id.in_([scope, volatile_stream(scope)]))
-        found = await self._fetch(query.order_by(events.c.position.desc()).limit(1))
+        # Positions order events only within a partition; the time orders them across partitions.
+        newest = query.order_by(events.c.recorded_at.desc(), events.c.position.desc()).limit(1)
+        found = await self._fetch(newest)
         return found[0] if found else None
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]:

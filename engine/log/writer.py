@@ -1,9 +1,9 @@
 """How one batch is written to the log: decided in Python, committed in one round trip.
 
-Appends are serialised by the `log_head` row lock (engine/log/store.py explains why). The cost of that
-lock is how long it is held: every round trip made while holding it, and every wait for this event
-loop to resume the coroutine between round trips, is time no other batch can commit. So a batch is
-written optimistically:
+Appends to a partition are serialised by its `log_head` row lock (engine/log/store.py explains why).
+The cost of that lock is how long it is held: every round trip made while holding it, and every wait
+for this event loop to resume the coroutine between round trips, is time no other batch of the
+partition can commit. So a batch is written optimistically:
 
 1. Read, without any lock, the head position, the versions of the batch's streams and the
    idempotency keys already used: one round trip.
@@ -32,33 +32,38 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.batch_plan import CellKey, IdempotencyKey, LogState, Plan, idempotency_key, plan
+from engine.log.partitions import partition_of
+from engine.model.errors import EngineError
 from engine.model.events import AppendOutcome, Duplicate, NewEvent
-from engine.model.streams import durable_stream
+from engine.model.streams import durable_stream, sheet_stream
 from engine.projections.cells import Cell
 
 # The head, each stream's version, the idempotency keys already used, and the cells and sheets the
 # batch's cell writes touch, in one round trip. Columns: kind, two texts, two numbers, a time, a JSON.
 _READ_STATE = """
     SELECT 'h', NULL::text, NULL::text, position, NULL::bigint, NULL::timestamptz, NULL::text
-    FROM log_head WHERE id = 1
+    FROM log_head WHERE partition = $8
     UNION ALL
     SELECT 's', stream_id, NULL::text, version, NULL::bigint, NULL::timestamptz, NULL::text
-    FROM streams WHERE stream_id = ANY($1::text[])
+    FROM streams WHERE stream_id = ANY($1::text[]) AND partition = $8
     UNION ALL
     SELECT 'k', e.user_id, e.idempotency_key, e.stream_version, e.position, e.recorded_at, k.scope
     FROM events e
     JOIN unnest($7::text[], $2::text[], $3::text[]) AS k(scope, user_id, idempotency_key)
       ON e.user_id = k.user_id AND e.idempotency_key = k.idempotency_key
-     AND e.stream_id IN (k.scope, 'volatile:' || k.scope)
+     AND e.stream_id IN (k.scope, 'volatile:' || k.scope) AND e.partition = $8
     UNION ALL
     SELECT 'c', c.sheet_id, c.cell_id, c.version, c.seq, c.updated_at,
            jsonb_build_object('value', c.value, 'formula', c.formula, 'user_id', c.user_id)::text
     FROM cells c
     JOIN unnest($4::text[], $5::text[]) AS k(sheet_id, cell_id)
-      ON c.sheet_id = k.sheet_id AND c.cell_id = k.cell_id
+      ON c.sheet_id = k.sheet_id AND c.cell_id = k.cell_id AND c.partition = $8
     UNION ALL
-    SELECT 'r', sheet_id, room_id, NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::text
-    FROM sheets WHERE sheet_id = ANY($6::text[])
+    -- A sheet's row is in its claim's partition, which may be another: read, never written, here.
+    SELECT 'r', s.sheet_id, s.room_id, NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::text
+    FROM sheets s
+    JOIN unnest($6::text[], $9::smallint[]) AS k(sheet_id, partition)
+      ON s.sheet_id = k.sheet_id AND s.partition = k.partition
 """
 
 # Moves the head from $4 to $3 and writes the batch, or writes nothing if the head is not at $4.
@@ -68,43 +73,49 @@ _READ_STATE = """
 # JSON document: encoding it with orjson is several times cheaper than binding ten typed arrays.
 _WRITE_IF_HEAD = """
     WITH moved AS (
-        UPDATE log_head SET position = $3 WHERE id = 1 AND position = $4
+        UPDATE log_head SET position = $3 WHERE partition = $7 AND position = $4
         RETURNING clock_timestamp() AS at
     ), written AS (
-        INSERT INTO events (position, stream_id, stream_version, type, data, metadata,
+        INSERT INTO events (partition, position, stream_id, stream_version, type, data, metadata,
                             user_id, idempotency_key, recorded_at)
-        SELECT t.p, t.s, t.v, t.t, t.d, t.m, t.u, t.k, moved.at
+        SELECT $7, t.p, t.s, t.v, t.t, t.d, t.m, t.u, t.k, moved.at
         FROM moved, jsonb_to_recordset($1::jsonb)
              AS t(p bigint, s text, v bigint, t text, d jsonb, m jsonb, u text, k text)
     ), counters AS (
-        INSERT INTO streams (stream_id, version)
-        SELECT c.key, c.value::bigint FROM moved, jsonb_each_text($2::jsonb) AS c
-        ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version
+        INSERT INTO streams (stream_id, partition, version)
+        SELECT c.key, $7, c.value::bigint FROM moved, jsonb_each_text($2::jsonb) AS c
+        ON CONFLICT (stream_id, partition) DO UPDATE SET version = EXCLUDED.version
     ), cell_rows AS (
-        INSERT INTO cells (sheet_id, cell_id, value, formula, version, user_id, seq, position, updated_at)
-        SELECT c.sheet_id, c.cell_id, c.value, c.formula, c.version, c.user_id, c.seq, c.position, moved.at
+        INSERT INTO cells (sheet_id, cell_id, partition, value, formula, version, user_id, seq, position,
+                           updated_at)
+        SELECT c.sheet_id, c.cell_id, $7, c.value, c.formula, c.version, c.user_id, c.seq, c.position,
+               moved.at
         FROM moved, jsonb_to_recordset($5::jsonb) AS c(sheet_id text, cell_id text, value jsonb,
              formula text, version bigint, user_id text, seq bigint, position bigint)
-        ON CONFLICT (sheet_id, cell_id) DO UPDATE SET
+        ON CONFLICT (sheet_id, cell_id, partition) DO UPDATE SET
             value = EXCLUDED.value, formula = EXCLUDED.formula, version = EXCLUDED.version,
             user_id = EXCLUDED.user_id, seq = EXCLUDED.seq, position = EXCLUDED.position,
             updated_at = EXCLUDED.updated_at
     ), sheet_rows AS (
         -- A sheet's room never changes: only the first event of its stream, its claim, writes a row
         -- (a second claim is a Conflict), and an existing row is kept as it is.
-        INSERT INTO sheets (sheet_id, room_id, position)
-        SELECT s.sheet_id, s.room_id, s.position
+        INSERT INTO sheets (sheet_id, partition, room_id, position)
+        SELECT s.sheet_id, $7, s.room_id, s.position
         FROM moved, jsonb_to_recordset($6::jsonb) AS s(sheet_id text, room_id text, position bigint)
-        ON CONFLICT (sheet_id) DO NOTHING
+        ON CONFLICT (sheet_id, partition) DO NOTHING
     )
     SELECT at FROM moved
 """
-_BEGIN_AND_LOCK = "BEGIN; SELECT 1 FROM log_head WHERE id = 1 FOR UPDATE"
+_PARTITION_COUNT = "SELECT count(*) FROM log_head"
+# One round trip (simple protocol, so no parameters): the partition is an int the writer was made with.
+_BEGIN_AND_LOCK = "BEGIN; SELECT 1 FROM log_head WHERE partition = {partition:d} FOR UPDATE"
 
 
-async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> LogState:
-    """What `plan` needs to decide `items`, as of the head this read sees. Cells and sheets the batch
-    touches are all in the result, None where they do not exist yet."""
+async def read_state(
+    conn: asyncpg.Connection, items: Sequence[NewEvent], partition: int = 0, partitions: int = 1
+) -> LogState:
+    """What `plan` needs to decide `items` (all in `partition`), as of the head this read sees. Cells
+    and sheets the batch touches are all in the result, None where they do not exist yet."""
     stream_ids = list({item.stream_id for item in items})
     keyed = [item for item in items if idempotency_key(item) is not None]
     cell_keys = list({(w.sheet_id, w.cell_id) for i in items for w in i.cells})
@@ -118,6 +129,8 @@ async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> Log
         [cell for _, cell in cell_keys],
         sheet_ids,
         [durable_stream(i.stream_id) for i in keyed],
+        partition,
+        [partition_of(sheet_stream(sheet), partitions) for sheet in sheet_ids],
     )
     head = 0
     versions: dict[str, int] = {}
@@ -142,26 +155,35 @@ async def read_state(conn: asyncpg.Connection, items: Sequence[NewEvent]) -> Log
 
 
 async def write_if_head(
-    conn: asyncpg.Connection, p: Plan, encoded: tuple[str, str, str, str]
+    conn: asyncpg.Connection, p: Plan, encoded: tuple[str, str, str, str], partition: int = 0
 ) -> datetime | None:
-    """Commit the plan if the head is still at `p.base`; its recorded_at, or None if it moved."""
+    """Commit the plan if `partition`'s head is still at `p.base`; its recorded_at, or None if it moved."""
     rows, counters, cells, sheets = encoded
     at: datetime | None = await conn.fetchval(
-        _WRITE_IF_HEAD, rows, counters, p.new_head, p.base, cells, sheets
+        _WRITE_IF_HEAD, rows, counters, p.new_head, p.base, cells, sheets, partition
     )
     return at
 
 
 class LogWriter:
-    """Appends batches on one connection held across batches.
+    """Appends batches to one partition on one connection held across batches.
 
     The appender commits back to back, and checking a connection out of the pool (with its ping)
     for every batch cost about a millisecond. A connection that broke is dropped and the next batch
     opens a new one, so the writer reconnects by itself after a database restart.
     """
 
-    def __init__(self, db_engine: AsyncEngine, *, max_cached_streams: int = 100_000) -> None:
+    def __init__(
+        self,
+        db_engine: AsyncEngine,
+        *,
+        partition: int = 0,
+        partitions: int = 1,
+        max_cached_streams: int = 100_000,
+    ) -> None:
         self.db_engine = db_engine
+        self.partition = partition
+        self.partitions = partitions
         self.max_cached_streams = max_cached_streams
         self._conn: AsyncConnection | None = None
         # What this writer knows of the log as of its own last commit: the head it moved the log to,
@@ -171,6 +193,7 @@ class LogWriter:
         self._cells: dict[CellKey, Cell | None] = {}
         self._sheets: dict[str, str | None] = {}
         self.paths = {"known": 0, "read": 0, "locked": 0}
+        self._checked = False  # the log's partition count was confirmed
 
     async def append(self, items: Sequence[NewEvent], *, optimistic: bool = True) -> list[AppendOutcome]:
         """Commit a batch, trying the cheapest path first (only the locked one without `optimistic`).
@@ -184,6 +207,7 @@ class LogWriter:
         """
         if not items:
             return []
+        self._check_partition(items)
         if not optimistic:
             self.paths["locked"] += 1
             return await self._append_locked(items)
@@ -196,7 +220,7 @@ class LogWriter:
             if p.rows:
                 self._forget()  # the log moved on without us: what we knew is stale
         async with self._connection() as raw:
-            state = await read_state(raw, items)
+            state = await read_state(raw, items, self.partition, self.partitions)
         # Knowledge is kept only while the head is where our own last commit left it; a batch that
         # merely touches streams or cells we have not seen yet must not throw it all away.
         if state.head != self._head:
@@ -215,7 +239,7 @@ class LogWriter:
         encoded = p.encode()
         async with self._connection() as raw:
             try:
-                at = await write_if_head(raw, p, encoded)
+                at = await write_if_head(raw, p, encoded, self.partition)
             except asyncpg.UniqueViolationError:
                 return None
         if at is None:
@@ -225,11 +249,11 @@ class LogWriter:
 
     async def _append_locked(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
         async with self._connection() as raw:
-            await raw.execute(_BEGIN_AND_LOCK)
+            await raw.execute(_BEGIN_AND_LOCK.format(partition=self.partition))
             try:
-                state = await read_state(raw, items)
+                state = await read_state(raw, items, self.partition, self.partitions)
                 p = plan(state, items)
-                at = await write_if_head(raw, p, p.encode()) if p.rows else None
+                at = await write_if_head(raw, p, p.encode(), self.partition) if p.rows else None
                 if p.rows and at is None:
                     raise RuntimeError("the log head moved while this transaction held its lock")
                 await raw.execute("COMMIT")
@@ -242,6 +266,14 @@ class LogWriter:
                 self._forget()
             self._learn(p, state, at)
         return p.resolve(at)
+
+    def _check_partition(self, items: Sequence[NewEvent]) -> None:
+        """A batch that strays into another partition would commit there under this head: refused."""
+        if self.partitions == 1:
+            return
+        for item in items:
+            if partition_of(item.stream_id, self.partitions) != self.partition:
+                raise ValueError(f"{item.stream_id!r} is not in partition {self.partition}")
 
     def _knows(self, items: Sequence[NewEvent]) -> bool:
         for item in items:
@@ -280,6 +312,8 @@ class LogWriter:
             await self._drop(self._conn)
         if self._conn is None:
             self._conn = await self.db_engine.connect()
+            if not self._checked:
+                await self._check_log(self._conn)
         conn = self._conn
         raw = await self._raw(conn)
         try:
@@ -293,6 +327,19 @@ class LogWriter:
         except BaseException:
             await self._drop(conn)
             raise
+
+    async def _check_log(self, conn: AsyncConnection) -> None:
+        """Refuse a log split otherwise than this writer was made for: its streams' partitions
+        would differ from the ones other writers give them. Once: a log's partitions never change."""
+        try:
+            count = await (await self._raw(conn)).fetchval(_PARTITION_COUNT)
+        except BaseException:
+            await self._drop(conn)
+            raise
+        if count != self.partitions:
+            await self._drop(conn)
+            raise EngineError(f"the log has {count} partition(s); this writer was made for {self.partitions}")
+        self._checked = True
 
     @staticmethod
     async def _raw(conn: AsyncConnection) -> asyncpg.Connection:

@@ -1,7 +1,8 @@
 """What goes into the log and what comes back out of it.
 
 A `NewEvent` is what a caller asks to append; a `RecordedEvent` is what the log holds. Two counters are
-never mixed: `stream_version` is contiguous per stream (the `seq` clients see), `position` is global.
+never mixed: `stream_version` is contiguous per stream (the `seq` clients see), `position` is gapless
+across the whole of the stream's log partition.
 The types and their fields are the catalogue's (engine/model/catalogue.py), which builds every
 `NewEvent`; its `metadata` says who caused it (`Origin`).
 """
@@ -57,6 +58,7 @@ class RecordedEvent:
     recorded_at: datetime
     user_id: str | None = None
     idempotency_key: str | None = None
+    partition: int = 0  # the log partition `position` counts in (engine/log/partitions.py)
 
 
 @dataclass(frozen=True, slots=True)

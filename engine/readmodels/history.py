@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.partitions import SERVED_PARTITION
 from engine.log.schema import events, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
@@ -283,7 +284,13 @@ class History:
     async def _head(self) -> int:
         async with self.db_engine.connect() as conn:
             return int(
-                (await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one()
+                (
+                    await conn.execute(
+                        select(func.coalesce(func.max(events.c.position), 0)).where(
+                            events.c.partition == SERVED_PARTITION
+                        )
+                    )
+                ).scalar_one()
             )
 
     async def _fold(self, view: RoomView, page: Sequence[RecordedEvent]) -> RoomView:
@@ -304,7 +311,7 @@ class History:
             raise ValidationFailed("the cursor must not be negative")
         query = (
             select(events)
-            .where(events.c.position > after, *where)
+            .where(events.c.partition == SERVED_PARTITION, events.c.position > after, *where)
             .order_by(events.c.position)
             .limit(limit + 1)
         )
@@ -319,7 +326,12 @@ class History:
         while True:
             query = (
                 select(events)
-                .where(events.c.stream_id.in_(streams), events.c.position > after, events.c.position <= upto)
+                .where(
+                    events.c.partition == SERVED_PARTITION,
+                    events.c.stream_id.in_(streams),
+                    events.c.position > after,
+                    events.c.position <= upto,
+                )
                 .order_by(events.c.position)
                 .limit(size)
             )

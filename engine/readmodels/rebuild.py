@@ -38,6 +38,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine.log.partitions import SERVED_PARTITION, check_served, partition_count
 from engine.log.store import EventStore
 from engine.model.catalogue import SHEET_CLAIMED
 from engine.model.events import RecordedEvent
@@ -52,19 +53,22 @@ CHECKPOINT = "cells"
 PAGE = 5000  # events per read of the log
 CHUNK = 5000  # rows per insert
 
-_LOCK_HEAD = "SELECT position FROM log_head WHERE id = 1 FOR UPDATE"
-_READ_HEAD = "SELECT position FROM log_head WHERE id = 1"
+# The served partition's head: a node serves a log of one partition (engine/log/partitions.py).
+_LOCK_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION} FOR UPDATE"
+_READ_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION}"
 # Rows travel as one JSON document, decoded by the same jsonb_to_recordset the writer uses, so a
 # rebuilt row is stored exactly as the writer would have stored it.
 _INSERT_CELLS = """
-    INSERT INTO cells (sheet_id, cell_id, value, formula, version, user_id, seq, position, updated_at)
-    SELECT c.sheet_id, c.cell_id, c.value, c.formula, c.version, c.user_id, c.seq, c.position, c.updated_at
+    INSERT INTO cells (sheet_id, cell_id, partition, value, formula, version, user_id, seq, position,
+                       updated_at)
+    SELECT c.sheet_id, c.cell_id, :partition, c.value, c.formula, c.version, c.user_id, c.seq, c.position,
+           c.updated_at
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS c(sheet_id text, cell_id text, value jsonb,
          formula text, version bigint, user_id text, seq bigint, position bigint, updated_at timestamptz)
 """
 _INSERT_SHEETS = """
-    INSERT INTO sheets (sheet_id, room_id, position)
-    SELECT s.sheet_id, s.room_id, s.position
+    INSERT INTO sheets (sheet_id, partition, room_id, position)
+    SELECT s.sheet_id, :partition, s.room_id, s.position
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(sheet_id text, room_id text, position bigint)
 """
 _CHECKPOINT = """
@@ -142,6 +146,7 @@ async def rebuild_cells(db_engine: AsyncEngine) -> RebuildReport:
     lock, and record the head in projector_checkpoints as "cells"."""
     started = time.perf_counter()
     async with db_engine.begin() as conn:
+        check_served(await partition_count(conn))
         head = int((await conn.execute(text(_LOCK_HEAD))).scalar_one())
         folded = await fold_cells(db_engine, head)  # other connections: appends wait for the lock
         cell_rows, sheet_rows = _rows(folded)
@@ -329,7 +334,8 @@ def _rows(folded: Folded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 async def _insert(conn: AsyncConnection, statement: str, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), CHUNK):
-        await conn.execute(text(statement), {"rows": orjson.dumps(rows[start : start + CHUNK]).decode()})
+        rows_json = orjson.dumps(rows[start : start + CHUNK]).decode()
+        await conn.execute(text(statement), {"rows": rows_json, "partition": SERVED_PARTITION})
 
 
 def _compare(

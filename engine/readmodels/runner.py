@@ -44,6 +44,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.partitions import SERVED_PARTITION
 from engine.log.schema import events as events_table
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
@@ -58,6 +59,7 @@ LOCK_KEY = 0x636F6C6C61622D70  # "collab-p"
 _ENSURE_CHECKPOINT = """
     INSERT INTO projector_checkpoints (name, position) VALUES (:name, 0) ON CONFLICT (name) DO NOTHING
 """
+_READ_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION}"
 _LOCK_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = :name FOR UPDATE"
 _MOVE_CHECKPOINT = (
     "UPDATE projector_checkpoints SET position = :position, updated_at = now() WHERE name = :name"
@@ -79,7 +81,11 @@ async def move_checkpoint(conn: AsyncConnection, position: int, name: str = CHEC
 
 async def read_events(conn: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]:
     """Up to `limit` events with position > `after`, in position order (complete: engine/log/store.py)."""
-    query = select(events_table).where(events_table.c.position > after).order_by(events_table.c.position)
+    query = (
+        select(events_table)
+        .where(events_table.c.partition == SERVED_PARTITION, events_table.c.position > after)
+        .order_by(events_table.c.position)
+    )
     rows = (await conn.execute(query.limit(limit))).mappings().all()
     return [RecordedEvent(**row) for row in rows]
 
@@ -135,7 +141,7 @@ class ProjectorRunner:
         if self.position is not None:
             # Idle polls only read: locking the checkpoint row is a write. A head at our checkpoint
             # also means nobody moved it (a rebuild sets it to a head, never beyond).
-            head: int = (await conn.execute(text("SELECT position FROM log_head WHERE id = 1"))).scalar_one()
+            head: int = (await conn.execute(text(_READ_HEAD))).scalar_one()
             await conn.rollback()
             if head <= self.position:
                 return 0

@@ -126,8 +126,11 @@ class GatedStore:
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
 
-    def writer(self) -> Any:
-        inner, outer = self._store.writer(), self
+    async def partitions(self) -> int:
+        return await self._store.partitions()
+
+    def writer(self, partition: int = 0, partitions: int = 1) -> Any:
+        inner, outer = self._store.writer(partition, partitions), self
 
         class Gated:
             paths = inner.paths

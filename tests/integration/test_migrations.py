@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from engine.log import migrate
 from engine.log.embedded_postgres import database_url_for
+from engine.log.partitions import create_partitions, partition_count
 from engine.log.schema import metadata
 from engine.log.store import EventStore
 from engine.model.catalogue import (
@@ -32,10 +34,8 @@ from engine.model.catalogue import (
     UserStatusChanged,
 )
 from engine.model.errors import SchemaMismatch
-from engine.model.events import Conflict, NewEvent, Origin
+from engine.model.events import Committed, Conflict, NewEvent, Origin
 from engine.readmodels import rebuild
-from engine.readmodels.rows.room_models import ROOMS_MODEL
-from engine.readmodels.runner import ProjectorRunner
 from tests.conftest import admin_execute
 
 
@@ -125,10 +125,11 @@ async def test_file_ids_claimed_before_their_streams_get_a_claim_for_their_first
         return FileUploadStarted(user, file_id, "a.csv", 3, "text/csv").new(Origin("n", user))
 
     # As the code before the claims recorded them: the first start naming an id owns it.
-    await store.append([start("alice", "f1"), start("bob", "f1"), start("bob", "f2")])
     done = FileUploadCompleted("bob", "f2", "b.csv", "/api/v1/files/f2", 3, "ab" * 32, "text/csv")
-    await store.append([done.new(Origin("n", "bob"))])
-    before = await store.head()
+    async with db_engine.begin() as conn:
+        before = await legacy_append(
+            conn, [start("alice", "f1"), start("bob", "f1"), start("bob", "f2"), done.new(Origin("n", "bob"))]
+        )
 
     await _in_thread(migrate.upgrade_to_head, scratch_url)
 
@@ -162,8 +163,9 @@ async def test_sheets_edited_before_their_streams_get_a_claim_and_the_tables_sti
     # sheets row for the room of that edit.
     async with db_engine.begin() as conn:
         await conn.execute(text(_LEGACY_EDIT))
+        claims = await conn.execute(text("SELECT count(*) FROM events WHERE stream_id LIKE 'sheet:%'"))
+        assert claims.scalar_one() == 0
     store = EventStore(db_engine)
-    assert await rebuild.diff_cells(db_engine) != []  # no claim yet: the fold sees no sheet row
 
     await _in_thread(migrate.upgrade_to_head, scratch_url)
 
@@ -191,38 +193,34 @@ async def test_declared_statuses_come_from_the_log_as_far_as_the_checkpoint_and_
     db_engine: AsyncEngine,
 ) -> None:
     await _in_thread(migrate.upgrade, scratch_url, "0011")
-    store = EventStore(db_engine)
     alice, bob = Origin("n", "alice"), Origin("n", "bob")
-    await store.append(
-        [
-            UserJoinedRoom("r1", "alice", "Alice", "a@x", "c1").new(alice),
-            UserJoinedRoom("r2", "alice", "Alice", "a@x", "c1").new(alice),
-            UserStatusChanged("alice", "busy").new(alice),
-            UserStatusChanged("alice", "away").new(alice),
-            UserStatusChanged("bob", "busy").new(bob),
-        ]
-    )
-    # The rooms as a runner of the code before left them, up to here; one status after it.
-    runner = ProjectorRunner(db_engine, models=(ROOMS_MODEL,))
-    async with db_engine.connect() as conn:
-        assert await runner.step(conn) == 5
-    await store.append([UserStatusChanged("bob", "online").new(bob)])
+    async with db_engine.begin() as conn:
+        await legacy_append(
+            conn,
+            [
+                UserJoinedRoom("r1", "alice", "Alice", "a@x", "c1").new(alice),
+                UserJoinedRoom("r2", "alice", "Alice", "a@x", "c1").new(alice),
+                UserStatusChanged("alice", "busy").new(alice),
+                UserStatusChanged("alice", "away").new(alice),
+                UserStatusChanged("bob", "busy").new(bob),
+                UserStatusChanged("bob", "online").new(bob),
+            ],
+        )
+        # A runner of the code before had folded five of them (its rooms tables are not needed here).
+        await conn.execute(text(_CHECKPOINT_AT), {"position": 5})
 
     await _in_thread(migrate.upgrade_to_head, scratch_url)
 
     async with db_engine.connect() as conn:
         declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
-        assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "busy")]
-        assert await rebuild.diff_projections(db_engine) == []  # as far as the checkpoint
+        assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "busy")]  # not the sixth
+    await rebuild.rebuild_projections(db_engine)  # today's folds, the whole log: the view over them
+    async with db_engine.connect() as conn:
         found = await conn.execute(text("SELECT * FROM presence ORDER BY user_id"))
         presence = {row["user_id"]: row for row in found.mappings()}
     assert (presence["alice"]["shown_status"], presence["alice"]["online"]) == ("away", True)
     assert presence["alice"]["connections"] == {"c1": ["r1", "r2"]}
-    assert (presence["bob"]["shown_status"], presence["bob"]["status"]) == ("offline", "busy")
-
-    async with db_engine.connect() as conn:
-        assert await ProjectorRunner(db_engine).step(conn) == 1  # the rest, by today's runner
-        assert await rebuild.diff_projections(db_engine) == []
+    assert (presence["bob"]["shown_status"], presence["bob"]["status"]) == ("offline", "online")
 
     # Down: a table again, and every projection table empty with the checkpoint at 0, for the
     # older code's runner to fold the whole log with its own folds.
@@ -231,12 +229,58 @@ async def test_declared_statuses_come_from_the_log_as_far_as_the_checkpoint_and_
         for table in ("presence", "rooms", "room_members"):
             assert (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one() == 0
         assert await checkpoint_of(conn) == 0
-    async with db_engine.connect() as conn:  # what that runner does, for the rooms
-        assert await ProjectorRunner(db_engine, models=(ROOMS_MODEL,)).step(conn) == 6
+    async with db_engine.begin() as conn:  # that runner folds the whole log again
+        await conn.execute(text(_CHECKPOINT_AT), {"position": 6})
     await _in_thread(migrate.upgrade_to_head, scratch_url)
     async with db_engine.connect() as conn:
         declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
         assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "online")]
+
+
+_CHECKPOINT_AT = """
+    INSERT INTO projector_checkpoints (name, position) VALUES ('projections', :position)
+    ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position
+"""
+
+
+async def legacy_append(conn: AsyncConnection, items: list[NewEvent]) -> int:
+    """Append as the writer before log partitions did (revision 0012 and older): under the single
+    head row's lock, at the next positions; the new head."""
+    head = int(
+        (await conn.execute(text("SELECT position FROM log_head WHERE id = 1 FOR UPDATE"))).scalar_one()
+    )
+    for item in items:
+        found = await conn.execute(
+            text("SELECT version FROM streams WHERE stream_id = :s"), {"s": item.stream_id}
+        )
+        version = int(found.scalar() or 0) + 1
+        head += 1
+        await conn.execute(
+            text(
+                "INSERT INTO events (position, stream_id, stream_version, type, data, metadata, user_id, "
+                "idempotency_key, recorded_at) VALUES (:p, :s, :v, :t, CAST(:d AS jsonb), CAST(:m AS jsonb), "
+                ":u, :k, clock_timestamp())"
+            ),
+            {
+                "p": head,
+                "s": item.stream_id,
+                "v": version,
+                "t": item.type,
+                "d": orjson.dumps(item.data).decode(),
+                "m": orjson.dumps(item.metadata).decode(),
+                "u": item.user_id,
+                "k": item.idempotency_key,
+            },
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO streams (stream_id, version) VALUES (:s, :v) "
+                "ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version"
+            ),
+            {"s": item.stream_id, "v": version},
+        )
+    await conn.execute(text("UPDATE log_head SET position = :p WHERE id = 1"), {"p": head})
+    return head
 
 
 async def checkpoint_of(conn: AsyncConnection) -> int:
@@ -259,3 +303,56 @@ _LEGACY_EDIT = """
     )
     INSERT INTO sheets (sheet_id, room_id, position) VALUES ('s1', 'r1', 1)
 """
+
+
+async def test_a_log_from_before_partitions_becomes_partition_zero_of_a_log_of_one(
+    scratch_url: str,
+    db_engine: AsyncEngine,
+) -> None:
+    await _in_thread(migrate.upgrade, scratch_url, "0012")
+    alice = Origin("n", "alice")
+    async with db_engine.begin() as conn:
+        head = await legacy_append(
+            conn,
+            [
+                UserJoinedRoom("r1", "alice", "Alice", "a@x", "c1").new(alice),
+                UserStatusChanged("alice", "busy").new(alice),
+            ],
+        )
+
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+    store = EventStore(db_engine)
+    assert (await store.partitions(), await store.head()) == (1, head)
+    assert [(e.partition, e.position) for e in await store.read_all()] == [(0, 1), (0, 2)]
+    (appended,) = await store.append([UserStatusChanged("alice", "away").new(alice)])
+    assert isinstance(appended, Committed) and (appended.position, appended.stream_version) == (3, 2)
+    async with db_engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT partition FROM events UNION SELECT partition FROM streams "
+                "UNION SELECT partition FROM log_head"
+            )
+        )
+        assert found.scalars().all() == [0]
+
+    # Down: the single head row again, at the same position; up: the same log.
+    await _in_thread(migrate.downgrade, scratch_url, "0012")
+    async with db_engine.connect() as conn:
+        assert (await conn.execute(text("SELECT id, position FROM log_head"))).one() == (1, 3)
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    assert await EventStore(db_engine).head() == 3
+
+
+async def test_a_log_of_several_partitions_is_not_downgraded_below_them(
+    scratch_url: str,
+    db_engine: AsyncEngine,
+) -> None:
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    async with db_engine.begin() as conn:
+        await create_partitions(conn, 4)
+    with pytest.raises(RuntimeError, match="4 partitions"):
+        await _in_thread(migrate.downgrade, scratch_url, "0012")
+    async with db_engine.connect() as conn:  # refused before it changed anything
+        assert await partition_count(conn) == 4
+        assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0013"

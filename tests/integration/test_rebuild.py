@@ -124,7 +124,8 @@ async def test_live_tables_equal_the_fold_and_a_rebuild_repairs_corruption(
     await execute(db_engine, "DELETE FROM cells WHERE sheet_id = :s AND cell_id = 'C2'", s=second)
     await execute(
         db_engine,
-        "INSERT INTO cells SELECT sheet_id, 'ghost', value, formula, version, user_id, seq, position, "
+        "INSERT INTO cells (sheet_id, cell_id, partition, value, formula, version, user_id, seq, position, "
+        "updated_at) SELECT sheet_id, 'ghost', partition, value, formula, version, user_id, seq, position, "
         "updated_at FROM cells WHERE sheet_id = :s AND cell_id = 'A0'",
         s=second,
     )

@@ -1,0 +1,88 @@
+"""Which partition of the log a stream lives in, and how many partitions a log has.
+
+A log is split into `P` partitions when it is created, one `log_head` row each, and `P` never changes
+(moving a log to another `P` renumbers its positions; docs/scaling.md). Each partition has its own
+head, its own gapless positions and its own writer, so appends to two partitions never wait for one
+lock. A stream's partition is a hash of its durable stream id modulo `P`: a room's volatile twin lives
+with the room, and a room's events, cells and sheets' edits share one partition.
+
+Readers of the whole log (the projector runner, the follower, the auditors' global stream) still
+keep one position, so a node serves only a log of one partition (`check_served`); they become one
+position per partition next (docs/scaling.md, "The plan for a log in partitions").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Final
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from engine.model.errors import EngineError
+from engine.model.streams import durable_stream
+
+SERVED_PARTITION: Final = 0
+"""The partition whole-log readers read: the only one of a log a node serves today."""
+
+MAX_PARTITIONS: Final = 1024
+
+
+def partition_of(stream_id: str, partitions: int) -> int:
+    """The stream's partition in a log of `partitions`: stable across processes and releases (a
+    hash of the bytes, not Python's salted `hash`), so every node and every writer agree."""
+    if partitions == 1:
+        return 0
+    digest = hashlib.md5(durable_stream(stream_id).encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big") % partitions
+
+
+def split_by_partition(stream_ids: Sequence[str], partitions: int) -> dict[int, list[int]]:
+    """The indexes of `stream_ids` grouped by partition, each group in its original order."""
+    groups: dict[int, list[int]] = {}
+    for index, stream_id in enumerate(stream_ids):
+        groups.setdefault(partition_of(stream_id, partitions), []).append(index)
+    return groups
+
+
+async def partition_count(conn: AsyncConnection) -> int:
+    """How many partitions the log has: one `log_head` row each."""
+    return int((await conn.execute(text("SELECT count(*) FROM log_head"))).scalar_one())
+
+
+async def create_partitions(conn: AsyncConnection, partitions: int) -> None:
+    """Give an empty log `partitions` heads (it has one when migrated). Refused once anything was
+    appended: the partition of every stream written so far would change."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}")
+    heads = await conn.execute(text("SELECT partition, position FROM log_head ORDER BY partition"))
+    rows = heads.all()
+    if any(position for _, position in rows) or len(rows) != 1:
+        raise ValueError("partitions are fixed when a log is created: this log already has events or heads")
+    await conn.execute(
+        text(
+            "INSERT INTO log_head (partition, position, log_id) "
+            "SELECT p, 0, (SELECT log_id FROM log_head WHERE partition = 0) FROM generate_series(1, :last) p"
+        ),
+        {"last": partitions - 1},
+    )
+
+
+async def split_new_log(database_url: str, partitions: int) -> None:
+    """`create_partitions` on the log of a freshly migrated database, in a transaction of its own."""
+    db_engine = create_async_engine(database_url)
+    try:
+        async with db_engine.begin() as conn:
+            await create_partitions(conn, partitions)
+    finally:
+        await db_engine.dispose()
+
+
+def check_served(partitions: int) -> None:
+    """Refuse a log this version cannot serve: its whole-log readers read one partition."""
+    if partitions != 1:
+        raise EngineError(
+            f"this log has {partitions} partitions and this version serves a log of one: its readers "
+            "of the whole log keep one position. Point DATABASE_URL at a log of one partition."
+        )

@@ -1,0 +1,217 @@
+"""A log in four partitions on a real PostgreSQL: each partition has its own head, gapless positions
+and transactions; every decision of the append (versions, idempotency keys, cells, a sheet's room)
+holds as in a log of one; and nothing serves or writes a log under another partition count than its
+own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.config import EngineConfig
+from engine.log.appender import Appender
+from engine.log.embedded_postgres import database_url_for
+from engine.log.migrate import upgrade_to_head
+from engine.log.partitions import create_partitions, partition_of, split_new_log
+from engine.log.store import EventStore, create_db_engine
+from engine.model.errors import EngineError
+from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.readmodels import rebuild
+from engine.service import Engine
+from tests.conftest import admin_execute
+from tests.integration.test_log_writer import cell_update, claim, ev
+
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def partitioned_url(server_url: str) -> Iterator[str]:
+    """A database of its own whose log was created with four partitions."""
+    name = f"collab_partitions_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    url = database_url_for(server_url, name)
+    upgrade_to_head(url)
+    asyncio.run(split_new_log(url, PARTITIONS))
+    yield url
+    asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def split_engine(partitioned_url: str) -> AsyncIterator[AsyncEngine]:
+    db_engine = create_db_engine(partitioned_url, pool_size=PARTITIONS + 2)
+    yield db_engine
+    await db_engine.dispose()
+
+
+def streams_in_each_partition(prefix: str, per_partition: int) -> dict[int, list[str]]:
+    """Room stream ids, `per_partition` of them in every partition."""
+    found: dict[int, list[str]] = {p: [] for p in range(PARTITIONS)}
+    n = 0
+    while any(len(ids) < per_partition for ids in found.values()):
+        stream = f"room:{prefix}-{n}"
+        n += 1
+        ids = found[partition_of(stream, PARTITIONS)]
+        if len(ids) < per_partition:
+            ids.append(stream)
+    return found
+
+
+async def test_each_partition_has_its_own_gapless_positions_and_no_transaction_writes_two(
+    split_engine: AsyncEngine,
+) -> None:
+    store = EventStore(split_engine)
+    assert await store.partitions() == PARTITIONS
+    async with split_engine.connect() as conn:
+        heads_before = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+    streams = [s for ids in streams_in_each_partition(uuid.uuid4().hex, 5).values() for s in ids]
+    appender = Appender(store, partitions=PARTITIONS, max_batch=64)
+    await appender.start()
+    try:
+        # Concurrent submitters, each batch mixing every partition: the appender splits them.
+        batches = [[ev(stream, n) for stream in streams] for n in range(1, 11)]
+        results = await asyncio.gather(*(appender.append_many(batch) for batch in batches))
+    finally:
+        await appender.stop()
+    assert all(isinstance(o, Committed) for outcomes in results for o in outcomes)
+    assert set(appender._lanes) == set(range(PARTITIONS))  # one writer per partition
+
+    async with split_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT partition, position, stream_id, stream_version, xmin::text AS tx FROM events "
+                    "WHERE stream_id = ANY(:streams) ORDER BY partition, position"
+                ),
+                {"streams": streams},
+            )
+        ).all()
+        heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+        counters = (
+            await conn.execute(
+                text("SELECT stream_id, partition, version FROM streams WHERE stream_id = ANY(:s)"),
+                {"s": streams},
+            )
+        ).all()
+    assert len(rows) == len(streams) * 10
+    for partition in range(PARTITIONS):
+        positions = [r.position for r in rows if r.partition == partition]
+        # Gapless from the partition's own head, which counts this partition's events only.
+        assert positions == list(range(heads_before[partition] + 1, heads[partition] + 1))
+    for row in rows:
+        assert row.partition == partition_of(row.stream_id, PARTITIONS)
+    for stream in streams:
+        assert [r.stream_version for r in rows if r.stream_id == stream] == list(range(1, 11))
+    assert {(c.stream_id, c.partition, c.version) for c in counters} == {
+        (s, partition_of(s, PARTITIONS), 10) for s in streams
+    }
+    transactions: dict[str, set[int]] = {}
+    for row in rows:
+        transactions.setdefault(row.tx, set()).add(row.partition)
+    assert all(len(partitions) == 1 for partitions in transactions.values())
+    assert len(transactions) >= PARTITIONS
+
+
+async def test_decisions_hold_within_each_partition(split_engine: AsyncEngine) -> None:
+    store = EventStore(split_engine)
+    tag = uuid.uuid4().hex
+    # A room and a sheet whose claim lives in another partition than the room's events and cells.
+    room = next(
+        f"{tag}-r{n}"
+        for n in range(100)
+        if partition_of(f"room:{tag}-r{n}", PARTITIONS) != partition_of(f"sheet:{tag}-s", PARTITIONS)
+    )
+    sheet = f"{tag}-s"
+    (claimed,) = await store.append([claim(room, sheet)])
+    assert isinstance(claimed, Committed)
+    assert isinstance((await store.append([claim(f"{tag}-other", sheet)]))[0], Conflict)
+
+    first, refused = await store.append(
+        [cell_update(room, sheet, None, "first"), cell_update(f"{tag}-other", sheet, None, "elsewhere")]
+    )
+    assert isinstance(first, Committed) and isinstance(refused, Refused)  # the claim's room decides
+    (stale,) = await store.append([cell_update(room, sheet, 0, "stale")])
+    assert isinstance(stale, Refused)
+    assert await store.sheet_room(sheet) == room
+    at_head = await store.sheet_at_head(sheet)
+    assert at_head is not None and at_head.cells["A1"]["value"] == "first"
+
+    keyed = [ev(f"user:{tag}", n, user_id=tag, idempotency_key="k") for n in (1, 2)]
+    once, again = await store.append(keyed)
+    assert isinstance(once, Committed) and isinstance(again, Duplicate) and again.position == once.position
+    (conflict,) = await store.append([ev(f"room:{room}", 9, expected_version=0)])
+    assert isinstance(conflict, Conflict) and conflict.actual_version == 1
+
+    async with split_engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT (SELECT partition FROM cells WHERE sheet_id = :sheet), "
+                "(SELECT partition FROM sheets WHERE sheet_id = :sheet)"
+            ),
+            {"sheet": sheet},
+        )
+        assert tuple(found.one()) == (
+            partition_of(f"room:{room}", PARTITIONS),
+            partition_of(f"sheet:{sheet}", PARTITIONS),
+        )
+
+
+async def test_a_writer_refuses_a_stream_of_another_partition_or_a_log_split_otherwise(
+    split_engine: AsyncEngine,
+) -> None:
+    store = EventStore(split_engine)
+    streams = streams_in_each_partition(uuid.uuid4().hex, 1)
+    writer = store.writer(0, PARTITIONS)
+    try:
+        with pytest.raises(ValueError, match="not in partition 0"):
+            await writer.append([ev(streams[1][0], 1)])
+    finally:
+        await writer.close()
+    unaware = store.writer()  # made for a log of one partition
+    try:
+        with pytest.raises(EngineError, match="4 partition"):
+            await unaware.append([ev(streams[0][0], 1)])
+    finally:
+        await unaware.close()
+    async with split_engine.connect() as conn:
+        written = await conn.execute(
+            text("SELECT count(*) FROM events WHERE stream_id = ANY(:s)"),
+            {"s": [streams[0][0], streams[1][0]]},
+        )
+        assert written.scalar_one() == 0
+
+
+async def test_partitions_are_fixed_when_the_log_is_created(split_engine: AsyncEngine) -> None:
+    async with split_engine.begin() as conn:
+        with pytest.raises(ValueError, match="fixed when a log is created"):
+            await create_partitions(conn, 8)
+    with pytest.raises(ValueError, match="1 to 1024"):
+        async with split_engine.begin() as conn:
+            await create_partitions(conn, 0)
+
+
+async def test_a_log_of_several_partitions_is_not_served_or_rebuilt_by_this_version(
+    partitioned_url: str, split_engine: AsyncEngine
+) -> None:
+    engine = Engine(EngineConfig(partitioned_url))
+    with pytest.raises(EngineError, match="4 partitions and this version serves a log of one"):
+        await engine.start()
+    await engine.stop()
+    with pytest.raises(EngineError, match="4 partitions"):
+        await rebuild.rebuild_cells(split_engine)
+
+
+async def test_the_one_off_append_splits_a_batch_and_keeps_its_order(split_engine: AsyncEngine) -> None:
+    store = EventStore(split_engine)
+    streams = streams_in_each_partition(uuid.uuid4().hex, 2)
+    order = [streams[p][i] for i in range(2) for p in (3, 0, 2, 1)]
+    items: list[NewEvent] = [ev(stream, n) for n, stream in enumerate(order)]
+    outcomes = await store.append(items)
+    assert all(isinstance(o, Committed) and o.stream_version == 1 for o in outcomes)
+    for stream, item in zip(order, items, strict=True):
+        (logged,) = await store.read_stream(stream)
+        assert logged.data == item.data and logged.partition == partition_of(stream, PARTITIONS)
