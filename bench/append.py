@@ -2,6 +2,7 @@
 
     python bench/append.py [--seconds 5] [--submitters 1,16,256] [--json out.json]
     python bench/append.py --processes 1,2,4 [--submitters 256] [--seconds 5]
+    python bench/append.py --processes 1,2,4 --partitions 1,16 --rooms 256
 
 Each submitter appends ~200-byte JSON events back to back for the given time. Both modes run in one
 process against the same fresh database (embedded PostgreSQL unless BENCH_DATABASE_URL is set), with
@@ -14,6 +15,12 @@ one process, latency over all submitters, the batches on each write path (a head
 moved sends a batch from the one-round-trip path to a read, then to the locked path), and the CPU
 the appending processes and PostgreSQL used in the window, so a run limited by the cores rather than
 by the log's lock says so.
+
+`--partitions` repeats that for logs created with each number of partitions (engine/log/partitions.py):
+each process then runs one writer per partition, with its own head row, lock and commit, and the
+ratio column compares every row with one process on a log of one partition. The events go to
+`--rooms` rooms (default 10), numbered by submitter; give at least as many rooms as partitions, or
+some partitions get no events.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import psutil
 
 from bench.common import cpu_seconds, database_processes, fresh_database, percentile
 from engine.log.appender import Appender
+from engine.log.partitions import split_new_log
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
 
@@ -48,9 +56,12 @@ PAYLOAD = {
 }  # ~200 bytes as JSON
 
 
+ROOMS = 10  # the rooms the events go to: `--rooms`
+
+
 def event(submitter: int, i: int) -> NewEvent:
     return NewEvent(
-        f"room:bench-{submitter % 10}", "CellUpdated", {**PAYLOAD, "i": i}, metadata={"s": submitter}
+        f"room:bench-{submitter % ROOMS}", "CellUpdated", {**PAYLOAD, "i": i}, metadata={"s": submitter}
     )
 
 
@@ -128,10 +139,15 @@ async def run(
 
 
 async def node_worker(url: str, first: int, submitters: int, seconds: float, measure_from: float) -> None:
-    """One appending process of `--processes`: its share of the submitters through its own appender.
-    Prints its latencies and write paths as JSON for the parent to merge."""
+    """One appending process of `--processes`: its share of the submitters through its own appender
+    (a writer connection per partition). Prints its latencies and write paths as JSON for the parent
+    to merge."""
     db_engine = create_db_engine(url, pool_size=2)
-    appender = Appender(EventStore(db_engine), max_batch=1000)
+    store = EventStore(db_engine)
+    partitions = await store.partitions()
+    await db_engine.dispose()
+    db_engine = create_db_engine(url, pool_size=partitions + 1)
+    appender = Appender(EventStore(db_engine), max_batch=1000, partitions=partitions)
     await appender.start()
     latencies: list[float] = []
     await drive(
@@ -144,12 +160,17 @@ async def node_worker(url: str, first: int, submitters: int, seconds: float, mea
     sys.stdout.write(json.dumps(result))
 
 
-def run_processes(counts: list[int], submitters: int, seconds: float) -> list[dict[str, object]]:
-    """For each process count, one fresh database and that many appending processes measuring one
-    window; the CPU of those processes and of PostgreSQL is sampled over the same window."""
+def run_processes(
+    counts: list[int], submitters: int, seconds: float, partitions: int = 1
+) -> list[dict[str, object]]:
+    """For each process count, one fresh database (its log in `partitions`) and that many appending
+    processes measuring one window; the CPU of those processes and of PostgreSQL is sampled over the
+    same window."""
     rows: list[dict[str, object]] = []
     for processes in counts:
         url = fresh_database()
+        if partitions > 1:
+            asyncio.run(split_new_log(url, partitions))
         warmup = 2.0 + 0.5 * processes  # process start-up, connections, prepared statements
         measure_from = time.time() + warmup
         shares = [
@@ -167,6 +188,7 @@ def run_processes(counts: list[int], submitters: int, seconds: float) -> list[di
                     str(share),
                     str(seconds),
                     repr(measure_from),
+                    str(ROOMS),
                 ],
                 stdout=subprocess.PIPE,
             )
@@ -188,6 +210,7 @@ def run_processes(counts: list[int], submitters: int, seconds: float) -> list[di
         paths = {name: sum(r["paths"][name] for r in results) for name in results[0]["paths"]}
         rows.append(
             {
+                "partitions": partitions,
                 "processes": processes,
                 "submitters": submitters,
                 "events_per_s": len(latencies) / seconds,
@@ -204,16 +227,20 @@ def run_processes(counts: list[int], submitters: int, seconds: float) -> list[di
 
 def report_processes(rows: list[dict[str, object]]) -> str:
     lines = [
-        "| processes | submitters | events/s | vs 1 process | p50 ms | p99 ms | mean batch | "
-        "batches known / read / locked | CPU cores: appenders / PostgreSQL |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| partitions | processes | submitters | events/s | vs 1 process, 1 partition | p50 ms | p99 ms | "
+        "mean batch | batches known / read / locked | CPU cores: appenders / PostgreSQL |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    one = next((float(r["events_per_s"]) for r in rows if r["processes"] == 1), None)  # type: ignore[arg-type]
+    one = next(
+        (float(r["events_per_s"]) for r in rows if r["processes"] == 1 and r["partitions"] == 1),  # type: ignore[arg-type]
+        None,
+    )
     for r in rows:
         paths = r["paths"]
         assert isinstance(paths, dict)
         ratio = f"{float(r['events_per_s']) / one:.2f}x" if one else "-"  # type: ignore[arg-type]
         cells = [
+            r["partitions"],
             r["processes"],
             r["submitters"],
             f"{r['events_per_s']:,.0f}",
@@ -258,16 +285,28 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=1000)
     parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--processes", help="appending processes on one database, e.g. 1,2,4")
+    parser.add_argument(
+        "--partitions", default="1", help="with --processes: logs of these partitions, e.g. 1,16"
+    )
+    parser.add_argument("--rooms", type=int, default=10, help="rooms the events go to (default 10)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global ROOMS
+    ROOMS = args.rooms
     if args.worker:
-        url, first, share, seconds, measure_from = args.worker
+        url, first, share, seconds, measure_from, rooms = args.worker
+        ROOMS = int(rooms)
         asyncio.run(node_worker(url, int(first), int(share), float(seconds), float(measure_from)))
         return
     if args.processes:
         submitters = int(args.submitters) if args.submitters.isdigit() else 256
-        rows = run_processes([int(n) for n in args.processes.split(",")], submitters, args.seconds)
+        counts = [int(n) for n in args.processes.split(",")]
+        rows = [
+            row
+            for partitions in (int(p) for p in args.partitions.split(","))
+            for row in run_processes(counts, submitters, args.seconds, partitions)
+        ]
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
         print(report_processes(rows))
         if args.json:
