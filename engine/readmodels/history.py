@@ -4,10 +4,12 @@ Every answer is read from the `events` table and, for state, folded by the same 
 path uses (`engine.projections.rooms`, `engine.projections.cells`), so "as of seq N" can never disagree
 with what clients were sent at seq N.
 
-Paging. Pages are cut by log position: the room's durable events and its volatile twin interleave only
-by position (volatile events have no seq), and a position cursor serves both. Reading `position >
-cursor` in position order never skips an event, because the store makes position order commit order
-(engine/log/store.py, top docstring): no event can become visible below a position a reader has passed.
+Paging. Pages are cut by log position, the position in the room's partition of the log (both its
+streams are there; engine/log/partitions.py): the room's durable events and its volatile twin
+interleave only by position (volatile events have no seq), and a position cursor serves both.
+Reading `position > cursor` in position order never skips an event, because the store makes position
+order commit order (engine/log/store.py, top docstring): no event can become visible below a position
+a reader has passed.
 
 "As of" a point. A point is a log position P: the position of the room's event `seq`, or the newest
 event of the room (either stream) recorded at or before a time; `recorded_at` never decreases along
@@ -29,13 +31,19 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log.partitions import SERVED_PARTITION
-from engine.log.schema import events, sheets, streams
+from engine.log.partitions import SERVED_PARTITION, partition_of
+from engine.log.schema import events, log_head, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import RecordedEvent
 from engine.model.identifiers import identifier_problem
-from engine.model.streams import ROOM_STREAM_PREFIX, VOLATILE_STREAM_PREFIX, room_stream, volatile_stream
+from engine.model.streams import (
+    ROOM_STREAM_PREFIX,
+    VOLATILE_STREAM_PREFIX,
+    room_stream,
+    sheet_stream,
+    volatile_stream,
+)
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
@@ -100,10 +108,13 @@ class SheetAsOf:
 class History:
     """Read-only queries over the log (and the snapshot cache). Stateless apart from the pool."""
 
-    def __init__(self, db_engine: AsyncEngine, *, snapshot_every: int = 100) -> None:
+    def __init__(self, db_engine: AsyncEngine, *, snapshot_every: int = 100, partitions: int = 1) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
         self.db_engine = db_engine
+        # A room's events, cells and positions are all in its partition, so every read of a room
+        # names that one partition (engine/log/partitions.py): its positions are the room's cursors.
+        self.partitions = partitions
         self.snapshot_every = snapshot_every
         self.snapshots = SnapshotStore(db_engine)
 
@@ -132,14 +143,20 @@ class History:
             )
         streams = _room_streams(room_id, include_volatile)
         return await self._page(
-            [events.c.stream_id.in_(streams), *where.clauses()], after=cursor or 0, limit=limit
+            [events.c.stream_id.in_(streams), *where.clauses()],
+            partition=self._partition(room_id),
+            after=cursor or 0,
+            limit=limit,
         )
 
     async def all_events(
         self, *, after_position: int = 0, limit: int = 100, where: EventFilter = EventFilter()
     ) -> Page:
-        """A page of the whole log (every stream) after `after_position`."""
-        return await self._page(where.clauses(), after=after_position, limit=limit)
+        """A page of the whole log (every stream) after `after_position`: the served partition's
+        (engine/log/partitions.py), until whole-log cursors hold a position per partition."""
+        return await self._page(
+            where.clauses(), partition=SERVED_PARTITION, after=after_position, limit=limit
+        )
 
     async def export_room(
         self, room_id: str, *, include_volatile: bool = False, page_size: int = MAX_PAGE
@@ -150,8 +167,10 @@ class History:
         Checks the room exists before it yields; the caller can answer NotFound before streaming.
         """
         await self.room_seq(room_id)
-        upto = await self._head()
-        return self._pages(_room_streams(room_id, include_volatile), after=0, upto=upto, size=page_size)
+        partition = self._partition(room_id)
+        upto = await self._head(partition)
+        streams = _room_streams(room_id, include_volatile)
+        return self._pages(streams, partition, after=0, upto=upto, size=page_size)
 
     # Time travel.
 
@@ -164,7 +183,9 @@ class History:
         snapshot = await self.snapshots.latest(room_id, upto_position=point) if point else None
         view = snapshot.view if snapshot is not None else RoomView(room_id)
         after = snapshot.position if snapshot is not None else 0
-        async for page in self._pages(_room_streams(room_id, True), after=after, upto=point):
+        async for page in self._pages(
+            _room_streams(room_id, True), self._partition(room_id), after=after, upto=point
+        ):
             view = await self._fold(view, page)
         return view
 
@@ -229,7 +250,9 @@ class History:
         """The room's current seq; NotFound for a room no one ever joined."""
         _check_id("room_id", room_id)
         # The stream's counter row (engine/log/store.py) is its newest version, without scanning its events.
-        query = select(streams.c.version).where(streams.c.stream_id == room_stream(room_id))
+        query = select(streams.c.version).where(
+            streams.c.partition == self._partition(room_id), streams.c.stream_id == room_stream(room_id)
+        )
         async with self.db_engine.connect() as conn:
             seq = (await conn.execute(query)).scalar()
         if not seq:
@@ -240,9 +263,11 @@ class History:
         """The sheet's room; NotFound for a sheet never edited."""
         _check_id("sheet_id", sheet_id)
         async with self.db_engine.connect() as conn:
-            room = (
-                await conn.execute(select(sheets.c.room_id).where(sheets.c.sheet_id == sheet_id))
-            ).scalar()
+            claimed_in = partition_of(sheet_stream(sheet_id), self.partitions)
+            query = select(sheets.c.room_id).where(
+                sheets.c.partition == claimed_in, sheets.c.sheet_id == sheet_id
+            )
+            room = (await conn.execute(query)).scalar()
         if room is None:
             raise NotFound(f"sheet {sheet_id!r} was never edited")
         return str(room)
@@ -257,7 +282,10 @@ class History:
         head = await self.room_seq(room_id)
         if seq is not None:
             return await self._position_of(room_id, _bounded_seq(seq, head))
-        bounds: list[ColumnElement[bool]] = [events.c.stream_id.in_(_room_streams(room_id, True))]
+        bounds: list[ColumnElement[bool]] = [
+            events.c.partition == self._partition(room_id),
+            events.c.stream_id.in_(_room_streams(room_id, True)),
+        ]
         if at is not None:
             _check_zone("at", at)
             bounds.append(events.c.recorded_at <= at)
@@ -267,7 +295,9 @@ class History:
 
     async def _seq_at(self, room_id: str, at: datetime) -> int:
         query = select(func.max(events.c.stream_version)).where(
-            events.c.stream_id == room_stream(room_id), events.c.recorded_at <= at
+            events.c.partition == self._partition(room_id),
+            events.c.stream_id == room_stream(room_id),
+            events.c.recorded_at <= at,
         )
         async with self.db_engine.connect() as conn:
             return int((await conn.execute(query)).scalar() or 0)
@@ -276,22 +306,20 @@ class History:
         if seq == 0:
             return 0
         query = select(events.c.position).where(
-            events.c.stream_id == room_stream(room_id), events.c.stream_version == seq
+            events.c.partition == self._partition(room_id),
+            events.c.stream_id == room_stream(room_id),
+            events.c.stream_version == seq,
         )
         async with self.db_engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def _head(self) -> int:
+    def _partition(self, room_id: str) -> int:
+        return partition_of(room_stream(room_id), self.partitions)
+
+    async def _head(self, partition: int) -> int:
+        query = select(log_head.c.position).where(log_head.c.partition == partition)
         async with self.db_engine.connect() as conn:
-            return int(
-                (
-                    await conn.execute(
-                        select(func.coalesce(func.max(events.c.position), 0)).where(
-                            events.c.partition == SERVED_PARTITION
-                        )
-                    )
-                ).scalar_one()
-            )
+            return int((await conn.execute(query)).scalar_one())
 
     async def _fold(self, view: RoomView, page: Sequence[RecordedEvent]) -> RoomView:
         """`apply_many` over the page, storing a snapshot after each durable event whose seq is a
@@ -305,13 +333,15 @@ class History:
                 await self.snapshots.save(Snapshot(view.room_id, view.seq, event.position, view))
         return apply_many(view, page[start:])
 
-    async def _page(self, where: list[ColumnElement[bool]], *, after: int, limit: int) -> Page:
+    async def _page(
+        self, where: list[ColumnElement[bool]], *, partition: int, after: int, limit: int
+    ) -> Page:
         _check_limit(limit)
         if after < 0:
             raise ValidationFailed("the cursor must not be negative")
         query = (
             select(events)
-            .where(events.c.partition == SERVED_PARTITION, events.c.position > after, *where)
+            .where(events.c.partition == partition, events.c.position > after, *where)
             .order_by(events.c.position)
             .limit(limit + 1)
         )
@@ -321,13 +351,13 @@ class History:
         return Page(found, found[-1].position if more else None)
 
     async def _pages(
-        self, streams: list[str], *, after: int, upto: int, size: int = MAX_PAGE
+        self, streams: list[str], partition: int, *, after: int, upto: int, size: int = MAX_PAGE
     ) -> AsyncIterator[list[RecordedEvent]]:
         while True:
             query = (
                 select(events)
                 .where(
-                    events.c.partition == SERVED_PARTITION,
+                    events.c.partition == partition,
                     events.c.stream_id.in_(streams),
                     events.c.position > after,
                     events.c.position <= upto,
@@ -356,13 +386,13 @@ class History:
                 return
             after = page[-1].stream_version
 
-    @staticmethod
     def _cell_query(
-        room_id: str, sheet_id: str, cell_id: str | None, *bounds: ColumnElement[bool]
+        self, room_id: str, sheet_id: str, cell_id: str | None, *bounds: ColumnElement[bool]
     ) -> Select[Any]:
         """The cell events of the sheet (or those writing one of its cells) within `bounds`, in seq order:
         `CellUpdated` names its cell, a `CellsUpdated` holds it in its `cells` list."""
         where = [
+            events.c.partition == self._partition(room_id),
             events.c.stream_id == room_stream(room_id),
             events.c.type.in_(sorted(CELL_EVENTS)),
             events.c.data["sheet_id"].astext == sheet_id,

@@ -21,9 +21,13 @@ from engine.log.partitions import create_partitions, partition_of, split_new_log
 from engine.log.store import EventStore, create_db_engine
 from engine.model.errors import EngineError
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.model.streams import room_stream
+from engine.projections.rooms import project
 from engine.readmodels import rebuild
+from engine.readmodels.history import History
 from engine.service import Engine
 from tests.conftest import admin_execute
+from tests.integration.test_history_time_travel import _session
 from tests.integration.test_log_writer import cell_update, claim, ev
 
 PARTITIONS = 4
@@ -215,3 +219,36 @@ async def test_the_one_off_append_splits_a_batch_and_keeps_its_order(split_engin
     for stream, item in zip(order, items, strict=True):
         (logged,) = await store.read_stream(stream)
         assert logged.data == item.data and logged.partition == partition_of(stream, PARTITIONS)
+
+
+async def test_a_rooms_history_and_time_travel_read_its_own_partition(split_engine: AsyncEngine) -> None:
+    """On a log of several partitions, positions of one partition overlap another's: every read of a
+    room, its export included, must stay in the room's partition and reach its own head."""
+    store = EventStore(split_engine)
+    tag = uuid.uuid4().hex[:8]
+    room = next(f"{tag}-{n}" for n in range(100) if partition_of(room_stream(f"{tag}-{n}"), PARTITIONS) == 3)
+    await _session(store, room)
+    # The room's partition runs ahead of partition 0, whose head an export bounded by it would stop at.
+    filler = streams_in_each_partition(f"{tag}-filler", 1)[3][0]
+    await store.append([ev(filler, n) for n in range(300)])
+    async with split_engine.connect() as conn:
+        heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+    assert heads[3] > heads[0]
+
+    history = History(split_engine, partitions=PARTITIONS, snapshot_every=4)
+    logged = await store.read_stream(room_stream(room))
+    assert await history.room_seq(room) == len(logged) == 9
+    page = await history.room_events(room, limit=100, include_volatile=True)
+    assert len(page.events) == 12 and all(e.partition == 3 for e in page.events)
+    exported = [e async for chunk in await history.export_room(room, include_volatile=True) for e in chunk]
+    assert [e.position for e in exported] == [e.position for e in page.events]
+    for index, event in enumerate(page.events):  # the room as of each seq: its log up to there
+        if event.stream_id == room_stream(room):
+            view = project(page.events[: index + 1], room)
+            assert await history.room_state(room, seq=event.stream_version) == view
+    sheet = f"{room}-sheet"
+    assert await history.sheet_room(sheet) == room
+    as_of = await history.sheet_cells(sheet, seq=5)
+    assert {cell_id: cell.value for cell_id, cell in as_of.sheet.cells.items()} == {"A1": 2, "B1": "x"}
+    versions, _ = await history.cell_history(sheet, "A1")
+    assert [cell.value for cell in versions] == [1, 2, 3]
