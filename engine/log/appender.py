@@ -12,11 +12,11 @@ synchronous_commit on, so a resolved append survives a crash. While one batch co
 fills up, so under load batches grow by themselves and latency stays about one commit.
 
 Failure: every commit is bounded by `timeout`; when PostgreSQL is unreachable the batch in flight and
-everything queued behind it fail at once with `StoreUnavailable`, so a caller learns of an outage
-within about twice `timeout`. A broken connection is dropped and the next batch opens a new one, so
-the appender carries on by itself once the database is back. An append whose caller was cancelled is
-not written. If a batch fails for a reason that is not the connection, its items are retried one per
-transaction so that one poisoned item fails alone.
+everything queued behind it in its partition fail at once with `StoreUnavailable`, so a caller learns
+of an outage within about twice `timeout`. A broken connection is dropped and the next batch opens a
+new one, so the appender carries on by itself once the database is back. An append whose caller was
+cancelled is not written. If a batch fails for a reason that is not the connection, its items are
+retried one per transaction so that one poisoned item fails alone.
 """
 
 from __future__ import annotations
@@ -159,9 +159,10 @@ class Appender:
         lanes = list(self._lanes.values())  # kept, with their figures, until the next start
         for lane in lanes:
             lane.wakeup.set()
-        for lane in lanes:
-            if lane.task is not None:
-                await lane.task
+        ended = await asyncio.gather(*(lane.task for lane in lanes if lane.task), return_exceptions=True)
+        for error in ended:
+            if isinstance(error, BaseException):  # one lane's failure must not keep the others open
+                log.error("an appender lane ended with %r", error)
 
     async def append(self, event: NewEvent) -> AppendOutcome:
         """Durably append one event; returns its own outcome. Raises StoreUnavailable."""
@@ -175,7 +176,9 @@ class Appender:
         return await fut
 
     async def append_many(self, batch: Sequence[NewEvent]) -> list[AppendOutcome]:
-        """Submit several events at once; each still gets its own outcome (they may share a commit)."""
+        """Submit several events at once; each still gets its own outcome (they may share a commit).
+        Events of different partitions commit independently: one that depends on another's commit
+        (an edit on its sheet's claim) must wait for that commit first."""
         self._admit(len(batch))
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in batch]

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from engine.model.errors import EngineError
+from engine.model.events import NewEvent
 from engine.model.streams import durable_stream
 
 SERVED_PARTITION: Final = 0
@@ -38,12 +39,16 @@ def partition_of(stream_id: str, partitions: int) -> int:
     return int.from_bytes(digest[:4], "big") % partitions
 
 
-def split_by_partition(stream_ids: Sequence[str], partitions: int) -> dict[int, list[int]]:
-    """The indexes of `stream_ids` grouped by partition, each group in its original order."""
-    groups: dict[int, list[int]] = {}
-    for index, stream_id in enumerate(stream_ids):
-        groups.setdefault(partition_of(stream_id, partitions), []).append(index)
-    return groups
+def partition_runs(items: Sequence[NewEvent], partitions: int) -> list[tuple[int, list[NewEvent]]]:
+    """The items cut into runs of consecutive items in one partition, in order."""
+    runs: list[tuple[int, list[NewEvent]]] = []
+    for item in items:
+        partition = partition_of(item.stream_id, partitions)
+        if runs and runs[-1][0] == partition:
+            runs[-1][1].append(item)
+        else:
+            runs.append((partition, [item]))
+    return runs
 
 
 async def partition_count(conn: AsyncConnection) -> int:
@@ -56,7 +61,8 @@ async def create_partitions(conn: AsyncConnection, partitions: int) -> None:
     appended: the partition of every stream written so far would change."""
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise ValueError(f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}")
-    heads = await conn.execute(text("SELECT partition, position FROM log_head ORDER BY partition"))
+    # Locked: an append committing meanwhile would hash its streams under the old count.
+    heads = await conn.execute(text("SELECT partition, position FROM log_head ORDER BY partition FOR UPDATE"))
     rows = heads.all()
     if any(position for _, position in rows) or len(rows) != 1:
         raise ValueError("partitions are fixed when a log is created: this log already has events or heads")

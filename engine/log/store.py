@@ -40,7 +40,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.log.partitions import SERVED_PARTITION, partition_count, split_by_partition
+from engine.log.partitions import SERVED_PARTITION, partition_count, partition_runs
 from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
@@ -171,24 +171,25 @@ class EventStore:
         return self._partitions
 
     async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
-        """Append a batch in one transaction per partition it touches; one outcome per item, in order.
+        """Append a batch; one outcome per item, in order.
 
-        For one-off callers: it locks each partition's head first, which never has to retry however
-        many callers race. A long-lived appender uses `writer()` instead.
+        For one-off callers: it locks the head first, which never has to retry however many callers
+        race. A long-lived appender uses `writer()` instead. A batch is one transaction per run of
+        consecutive items in one partition, committed in order, so an item is decided after
+        everything before it (a sheet's claim before its edit); on a log of several partitions a
+        batch is atomic only within a run, and a failing run leaves the runs before it committed.
         """
         if not items:
             return []
         partitions = await self.partitions()
-        outcomes: list[AppendOutcome | None] = [None] * len(items)
-        for partition, indexes in split_by_partition([i.stream_id for i in items], partitions).items():
+        outcomes: list[AppendOutcome] = []
+        for partition, run in partition_runs(items, partitions):
             writer = LogWriter(self.db_engine, partition=partition, partitions=partitions)
             try:
-                decided = await writer.append([items[i] for i in indexes], optimistic=False)
+                outcomes += await writer.append(run, optimistic=False)
             finally:
                 await writer.close()
-            for index, outcome in zip(indexes, decided, strict=True):
-                outcomes[index] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        return outcomes
 
     def writer(self, partition: int = 0, partitions: int = 1) -> LogWriter:
         """A writer of one partition of a log of `partitions` that keeps one connection, for a

@@ -18,7 +18,10 @@ write, `COMMIT`, which always succeeds. With one appender per process, the optim
 when several processes append at the same moment, and then costs one extra read.
 
 Both paths decide with the same `plan` and commit with the same guarantee: a batch's decisions hold
-at the head it commits on, because no append can commit between its read and its write.
+at the head it commits on, because no append to its partition can commit between its read and its
+write. A sheet's claim is the one fact read from another partition (the sheet's): it can commit
+without moving this head, so a writer remembers a sheet's room once claimed (it never changes) but
+never that a sheet is unclaimed.
 """
 
 from __future__ import annotations
@@ -194,6 +197,7 @@ class LogWriter:
         self._sheets: dict[str, str | None] = {}
         self.paths = {"known": 0, "read": 0, "locked": 0}
         self._checked = False  # the log's partition count was confirmed
+        self._refused: EngineError | None = None  # the log is split otherwise: every batch fails so
 
     async def append(self, items: Sequence[NewEvent], *, optimistic: bool = True) -> list[AppendOutcome]:
         """Commit a batch, trying the cheapest path first (only the locked one without `optimistic`).
@@ -290,7 +294,9 @@ class LogWriter:
         if state is not None:
             self._versions.update(state.versions)
             self._cells.update(state.cells)
-            self._sheets.update(state.sheets)
+            # Only sheets with a room: a claim may commit in the sheet's own partition without moving
+            # this one's head, so "not claimed" is never known for long. A room, once claimed, is.
+            self._sheets.update({sheet: room for sheet, room in state.sheets.items() if room is not None})
         self._versions.update(p.versions)
         self._cells.update(p.learned_cells(at))
         self._sheets.update({sheet: row["room_id"] for sheet, row in p.sheet_rows.items()})
@@ -310,6 +316,8 @@ class LogWriter:
             # Lost while idle (a database restart, a cut network): nothing was sent on it, so a new
             # connection serves this batch instead of failing it.
             await self._drop(self._conn)
+        if self._refused is not None:
+            raise self._refused
         if self._conn is None:
             self._conn = await self.db_engine.connect()
             if not self._checked:
@@ -338,7 +346,10 @@ class LogWriter:
             raise
         if count != self.partitions:
             await self._drop(conn)
-            raise EngineError(f"the log has {count} partition(s); this writer was made for {self.partitions}")
+            self._refused = EngineError(
+                f"the log has {count} partition(s); this writer was made for {self.partitions}"
+            )
+            raise self._refused
         self._checked = True
 
     @staticmethod

@@ -169,6 +169,7 @@ async def diff_cells(db_engine: AsyncEngine) -> list[str]:
     """How the live `cells` and `sheets` tables differ from the fold of the log; empty when identical."""
     async with db_engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for all three
+        check_served(await partition_count(conn))
         head = int((await conn.execute(text(_READ_HEAD))).scalar_one())
         live_cells = [dict(r) for r in (await conn.execute(text(_LIVE_CELLS))).mappings()]
         live_sheets = [dict(r) for r in (await conn.execute(text(_LIVE_SHEETS))).mappings()]
@@ -236,6 +237,7 @@ async def rebuild_projections(db_engine: AsyncEngine) -> ProjectionsReport:
     the head folded, in one transaction holding the checkpoint row lock."""
     started = time.perf_counter()
     async with db_engine.begin() as conn:
+        check_served(await partition_count(conn))
         await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT)  # the runner waits for this transaction
         head = int((await conn.execute(text(_READ_HEAD))).scalar_one())
         views, read = await fold_projections(db_engine, head)
@@ -251,6 +253,7 @@ async def diff_projections(db_engine: AsyncEngine) -> list[str]:
     when identical."""
     async with db_engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")  # checkpoint and tables together
+        check_served(await partition_count(conn))
         found = await conn.execute(
             text("SELECT position FROM projector_checkpoints WHERE name = :n"), {"n": PROJECTIONS_CHECKPOINT}
         )

@@ -38,7 +38,7 @@ def upgrade() -> None:
     op.drop_constraint("ck_log_head_single_row", "log_head", type_="check")
     op.alter_column("log_head", "id", new_column_name="partition")
     op.execute("UPDATE log_head SET partition = 0")
-    op.create_check_constraint("ck_log_head_partition", "log_head", "partition >= 0")
+    op.create_check_constraint("partition", "log_head", "partition >= 0")  # named by the convention
 
     for table in ("events", "streams", "cells", "sheets"):
         _add_partition(table)
@@ -96,7 +96,7 @@ def downgrade() -> None:
     for table in ("events", "streams", "cells", "sheets"):
         op.drop_column(table, "partition")
 
-    op.drop_constraint("ck_log_head_partition", "log_head", type_="check")
+    op.drop_constraint("partition", "log_head", type_="check")
     op.execute("UPDATE log_head SET partition = 1")
     op.alter_column("log_head", "partition", new_column_name="id")
     op.create_check_constraint("ck_log_head_single_row", "log_head", "id = 1")

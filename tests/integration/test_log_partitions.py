@@ -144,8 +144,10 @@ async def test_decisions_hold_within_each_partition(split_engine: AsyncEngine) -
     at_head = await store.sheet_at_head(sheet)
     assert at_head is not None and at_head.cells["A1"]["value"] == "first"
 
-    keyed = [ev(f"user:{tag}", n, user_id=tag, idempotency_key="k") for n in (1, 2)]
-    once, again = await store.append(keyed)
+    # A key is unique per user and stream, the volatile twin counting as its stream: a repeat in a
+    # later append, to the twin, is found by the database's key lookup in the stream's partition.
+    (once,) = await store.append([ev(f"user:{tag}", 1, user_id=tag, idempotency_key="k")])
+    (again,) = await store.append([ev(f"volatile:user:{tag}", 2, user_id=tag, idempotency_key="k")])
     assert isinstance(once, Committed) and isinstance(again, Duplicate) and again.position == once.position
     (conflict,) = await store.append([ev(f"room:{room}", 9, expected_version=0)])
     assert isinstance(conflict, Conflict) and conflict.actual_version == 1
@@ -215,10 +217,51 @@ async def test_the_one_off_append_splits_a_batch_and_keeps_its_order(split_engin
     order = [streams[p][i] for i in range(2) for p in (3, 0, 2, 1)]
     items: list[NewEvent] = [ev(stream, n) for n, stream in enumerate(order)]
     outcomes = await store.append(items)
-    assert all(isinstance(o, Committed) and o.stream_version == 1 for o in outcomes)
-    for stream, item in zip(order, items, strict=True):
+    for stream, item, outcome in zip(order, items, outcomes, strict=True):
         (logged,) = await store.read_stream(stream)
         assert logged.data == item.data and logged.partition == partition_of(stream, PARTITIONS)
+        assert isinstance(outcome, Committed) and outcome.position == logged.position
+
+
+async def test_an_edit_after_its_sheets_claim_in_another_partition_is_decided_on_the_claim(
+    split_engine: AsyncEngine,
+) -> None:
+    """A claim commits in the sheet's partition without moving the room's head: neither a one-off
+    batch holding both nor a room writer that saw the sheet unclaimed may refuse the edit after it."""
+    store = EventStore(split_engine)
+    tag = uuid.uuid4().hex[:8]
+    pairs = (
+        (f"{tag}-r{n}", f"{tag}-s{n}")
+        for n in range(1000)
+        if partition_of(f"room:{tag}-r{n}", PARTITIONS) != partition_of(f"sheet:{tag}-s{n}", PARTITIONS)
+    )
+    (room, sheet), (other_room, other_sheet) = next(pairs), next(pairs)
+
+    # One batch: the claim is committed before the edit after it is decided.
+    joined, claimed, edited = await store.append(
+        [ev(f"room:{room}", 1), claim(room, sheet), cell_update(room, sheet, None, "x")]
+    )
+    assert isinstance(joined, Committed) and isinstance(claimed, Committed)
+    assert isinstance(edited, Committed), edited
+
+    # A room writer that saw the sheet unclaimed, then the claim by the sheet's writer.
+    room_writer = store.writer(partition_of(f"room:{other_room}", PARTITIONS), PARTITIONS)
+    sheet_writer = store.writer(partition_of(f"sheet:{other_sheet}", PARTITIONS), PARTITIONS)
+    try:
+        first, early = await room_writer.append(
+            [ev(f"room:{other_room}", 1), cell_update(other_room, other_sheet, None, "early")]
+        )
+        assert isinstance(first, Committed) and isinstance(early, Refused)
+        (claimed,) = await sheet_writer.append([claim(other_room, other_sheet)])
+        assert isinstance(claimed, Committed)
+        late, after = await room_writer.append(
+            [cell_update(other_room, other_sheet, None, "late"), ev(f"room:{other_room}", 2)]
+        )
+    finally:
+        await room_writer.close()
+        await sheet_writer.close()
+    assert isinstance(late, Committed), late
+    assert isinstance(after, Committed)
 
 
 async def test_a_rooms_history_and_time_travel_read_its_own_partition(split_engine: AsyncEngine) -> None:

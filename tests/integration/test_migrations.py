@@ -215,6 +215,7 @@ async def test_declared_statuses_come_from_the_log_as_far_as_the_checkpoint_and_
         declared = (await conn.execute(text("SELECT user_id, status FROM declared_statuses"))).all()
         assert sorted(map(tuple, declared)) == [("alice", "away"), ("bob", "busy")]  # not the sixth
     await rebuild.rebuild_projections(db_engine)  # today's folds, the whole log: the view over them
+    assert await rebuild.diff_projections(db_engine) == []
     async with db_engine.connect() as conn:
         found = await conn.execute(text("SELECT * FROM presence ORDER BY user_id"))
         presence = {row["user_id"]: row for row in found.mappings()}
@@ -340,6 +341,12 @@ async def test_a_log_from_before_partitions_becomes_partition_zero_of_a_log_of_o
     await _in_thread(migrate.downgrade, scratch_url, "0012")
     async with db_engine.connect() as conn:
         assert (await conn.execute(text("SELECT id, position FROM log_head"))).one() == (1, 3)
+        keys = await conn.run_sync(
+            lambda c: {
+                t: inspect(c).get_pk_constraint(t)["constrained_columns"] for t in ("events", "streams")
+            }
+        )
+        assert keys == {"events": ["position"], "streams": ["stream_id"]}
     await _in_thread(migrate.upgrade_to_head, scratch_url)
     assert await EventStore(db_engine).head() == 3
 
