@@ -90,8 +90,8 @@ class MemoryEventStore:
     ) -> list[RecordedEvent]:
         return self._streams.get(stream_id, [])[after_version : after_version + limit]
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        return self.events[after : after + limit]
+    async def read_all(self, after: int = 0, limit: int = 1000, partition: int = 0) -> list[RecordedEvent]:
+        return self.events[after : after + limit] if partition == 0 else []
 
     async def head(self) -> int:
         return len(self.events)

@@ -6,9 +6,10 @@ head, its own gapless positions and its own writer, so appends to two partitions
 lock. A stream's partition is a hash of its durable stream id modulo `P`: a room's volatile twin lives
 with the room, and a room's events, cells and sheets' edits share one partition.
 
-Readers of the whole log (the projector runner, the follower, the auditors' global stream) still
-keep one position, so a node serves only a log of one partition (`check_served`); they become one
-position per partition next (docs/scaling.md, "The plan for a log in partitions").
+Some readers of the whole log (the follower and delivery order, the auditors' global stream, the
+cells rebuild) still keep one position, so a node serves only a log of one partition
+(`check_served`); they become one position per partition next (docs/scaling.md, "The plan for a log
+in partitions"). The projector runner already keeps one per partition.
 """
 
 from __future__ import annotations

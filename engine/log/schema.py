@@ -94,10 +94,11 @@ log_head = Table(
     CheckConstraint("partition >= 0", name="partition"),
 )
 
-# How far each projector has folded the log.
+# How far each projector has folded each partition of the log (migration 0014).
 projector_checkpoints = Table(
     "projector_checkpoints",
     metadata,
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),
     Column("name", Text, primary_key=True),
     Column("position", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

@@ -134,7 +134,9 @@ class EventLog(Protocol):
         self, stream_id: str, after_version: int = 0, limit: int = 1000
     ) -> list[RecordedEvent]: ...
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, partition: int = SERVED_PARTITION
+    ) -> list[RecordedEvent]: ...
 
     async def head(self) -> int: ...
 
@@ -207,12 +209,14 @@ class EventStore:
         )
         return await self._fetch(query)
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Events with position > `after`, in position order; safe to tail (see the module docstring).
-        The served partition's (engine/log/partitions.py)."""
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, partition: int = SERVED_PARTITION
+    ) -> list[RecordedEvent]:
+        """The partition's events with position > `after`, in position order; safe to tail (see the
+        module docstring). By default the served partition's (engine/log/partitions.py)."""
         query = (
             select(events)
-            .where(events.c.partition == SERVED_PARTITION, events.c.position > after)
+            .where(events.c.partition == partition, events.c.position > after)
             .order_by(events.c.position)
             .limit(limit)
         )

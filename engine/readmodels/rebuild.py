@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,7 @@ CHUNK = 5000  # rows per insert
 # The served partition's head: a node serves a log of one partition (engine/log/partitions.py).
 _LOCK_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION} FOR UPDATE"
 _READ_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION}"
+_READ_HEADS = "SELECT partition, position FROM log_head"
 # Rows travel as one JSON document, decoded by the same jsonb_to_recordset the writer uses, so a
 # rebuilt row is stored exactly as the writer would have stored it.
 _INSERT_CELLS = """
@@ -72,8 +74,9 @@ _INSERT_SHEETS = """
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS s(sheet_id text, room_id text, position bigint)
 """
 _CHECKPOINT = """
-    INSERT INTO projector_checkpoints (name, position, updated_at) VALUES (:name, :position, now())
-    ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at
+    INSERT INTO projector_checkpoints (partition, name, position, updated_at)
+    VALUES (:partition, :name, :position, now())
+    ON CONFLICT (partition, name) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at
 """
 _LIVE_CELLS = """
     SELECT sheet_id, cell_id, value::text AS value, formula, version, user_id, seq, position, updated_at
@@ -154,7 +157,9 @@ async def rebuild_cells(db_engine: AsyncEngine) -> RebuildReport:
         await conn.execute(text("DELETE FROM sheets"))
         await _insert(conn, _INSERT_CELLS, cell_rows)
         await _insert(conn, _INSERT_SHEETS, sheet_rows)
-        await conn.execute(text(_CHECKPOINT), {"name": CHECKPOINT, "position": head})
+        await conn.execute(
+            text(_CHECKPOINT), {"partition": SERVED_PARTITION, "name": CHECKPOINT, "position": head}
+        )
     return RebuildReport(
         head=head,
         events_read=folded.events_read,
@@ -206,18 +211,25 @@ class FullReport:
     projections: ProjectionsReport
 
 
-async def fold_projections(db_engine: AsyncEngine, upto: int, *, page: int = PAGE) -> tuple[Views, int]:
-    """Every read model's views folded from the log at positions 1..`upto`; and the events read."""
+async def fold_projections(
+    db_engine: AsyncEngine, upto: Mapping[int, int], *, page: int = PAGE
+) -> tuple[Views, int]:
+    """Every read model's views folded from each partition's events at positions 1..`upto[partition]`;
+    and the events read. Partitions fold one after the other: every row is fed by one owner's streams,
+    which live in one partition, so no row sees two partitions' events."""
     store = EventStore(db_engine)
     views: Views = {}
-    after = read = 0
-    while after < upto:
-        batch = [e for e in await store.read_all(after, limit=min(page, upto - after)) if e.position <= upto]
-        if not batch:
-            break
-        read += len(batch)
-        after = batch[-1].position
-        fold_all(MODELS, batch, views)
+    read = 0
+    for partition, last in sorted(upto.items()):
+        after = 0
+        while after < last:
+            found = await store.read_all(after, limit=min(page, last - after), partition=partition)
+            batch = [e for e in found if e.position <= last]
+            if not batch:
+                break
+            read += len(batch)
+            after = batch[-1].position
+            fold_all(MODELS, batch, views)
     return views, read
 
 
@@ -233,19 +245,22 @@ async def _fill(conn: AsyncConnection, views: Views, *, prefix: str = "") -> dic
 
 
 async def rebuild_projections(db_engine: AsyncEngine) -> ProjectionsReport:
-    """Rewrite every projection table to the fold of the whole log and set the runner's checkpoint to
-    the head folded, in one transaction holding the checkpoint row lock."""
+    """Rewrite every projection table to the fold of the whole log and set the runner's checkpoint in
+    each partition to the head folded there, in one transaction holding every checkpoint row lock.
+    `head` reports the events of all partitions."""
     started = time.perf_counter()
     async with db_engine.begin() as conn:
-        check_served(await partition_count(conn))
-        await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT)  # the runner waits for this transaction
-        head = int((await conn.execute(text(_READ_HEAD))).scalar_one())
-        views, read = await fold_projections(db_engine, head)
+        partitions = await partition_count(conn)
+        for partition in range(partitions):  # the runner waits for this transaction
+            await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT, partition)
+        heads: dict[int, int] = {int(p): int(h) for p, h in await conn.execute(text(_READ_HEADS))}
+        views, read = await fold_projections(db_engine, heads)
         for table in TABLES:
             await conn.execute(text(f'DELETE FROM "{table.name}"'))
         counts = await _fill(conn, views)
-        await move_checkpoint(conn, head, PROJECTIONS_CHECKPOINT)
-    return ProjectionsReport(head, read, counts, time.perf_counter() - started)
+        for partition, head in heads.items():
+            await move_checkpoint(conn, head, PROJECTIONS_CHECKPOINT, partition)
+    return ProjectionsReport(sum(heads.values()), read, counts, time.perf_counter() - started)
 
 
 async def diff_projections(db_engine: AsyncEngine) -> list[str]:
@@ -253,12 +268,12 @@ async def diff_projections(db_engine: AsyncEngine) -> list[str]:
     when identical."""
     async with db_engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")  # checkpoint and tables together
-        check_served(await partition_count(conn))
         found = await conn.execute(
-            text("SELECT position FROM projector_checkpoints WHERE name = :n"), {"n": PROJECTIONS_CHECKPOINT}
+            text("SELECT partition, position FROM projector_checkpoints WHERE name = :n"),
+            {"n": PROJECTIONS_CHECKPOINT},
         )
-        checkpoint = int(found.scalar() or 0)
-        views, _ = await fold_projections(db_engine, checkpoint)
+        checkpoints: dict[int, int] = {int(p): int(c) for p, c in found}
+        views, _ = await fold_projections(db_engine, checkpoints)
         for table in TABLES:
             await conn.execute(
                 text(f'CREATE TEMP TABLE "fresh_{table.name}" (LIKE "{table.name}") ON COMMIT DROP')

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.partitions import SERVED_PARTITION
 from engine.model.errors import RoomNotFound
 from engine.projections.rooms import Attendance
 from engine.readmodels.runner import CHECKPOINT
@@ -42,7 +43,10 @@ _MEMBERS = """
     FROM room_members AS m LEFT JOIN declared_statuses AS d USING (user_id)
     WHERE m.room_id = :room_id ORDER BY m.ordinal
 """
-_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = :name"
+# The served partition's checkpoint (engine/log/partitions.py): the whole of a log of one.
+_CHECKPOINT = (
+    f"SELECT position FROM projector_checkpoints WHERE partition = {SERVED_PARTITION} AND name = :name"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,17 +2,19 @@
 (rooms, room_members, declared_statuses, typing, notifications, uploads, ai_requests) at what the
 pure folds of engine/projections/ give.
 
-Each step is one transaction: lock the checkpoint row, read the next page of events after it, load
+Each step is one transaction per partition of the log (engine/log/partitions.py), each partition
+with a checkpoint of its own: lock the checkpoint row, read the next page of events after it, load
 the views those events touch (from memory, or from the tables: engine/readmodels/tables.py), fold
 the events into them (engine/readmodels/rows/, the code the rebuild uses too), replace the rows of
 the changed views and move the checkpoint. So the tables and the checkpoint always move together,
 and a runner that crashes or is stopped resumes exactly where its last commit left off, without
 applying any event twice.
 
-Why nothing is skipped: appends are serialised by the `log_head` row lock, so position order is
-commit order and an event can never become visible below a position already read (engine/log/store.py).
-Reading `position > checkpoint` in order is therefore complete, and the folds check it too (a room
-raises on a gap in its seq).
+Why nothing is skipped: a partition's appends are serialised by its `log_head` row lock, so position
+order is commit order there and an event can never become visible below a position already read
+(engine/log/store.py). Reading `position > checkpoint` in order is therefore complete, and the folds
+check it too (a room raises on a gap in its seq). Partitions fold independently: every row is fed
+by one owner's streams, which live in one partition.
 
 Why one runner at a time, and how: every engine process has a runner, but only the one holding the
 session advisory lock `LOCK_KEY` projects; the others try again every `poll_seconds` and so take
@@ -44,7 +46,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
-from engine.log.partitions import SERVED_PARTITION
 from engine.log.schema import events as events_table
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
@@ -57,33 +58,44 @@ CHECKPOINT = "projections"
 LOCK_KEY = 0x636F6C6C61622D70  # "collab-p"
 
 _ENSURE_CHECKPOINT = """
-    INSERT INTO projector_checkpoints (name, position) VALUES (:name, 0) ON CONFLICT (name) DO NOTHING
+    INSERT INTO projector_checkpoints (partition, name, position) VALUES (:partition, :name, 0)
+    ON CONFLICT (partition, name) DO NOTHING
 """
-_READ_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION}"
-_LOCK_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE name = :name FOR UPDATE"
+_READ_HEADS = "SELECT partition, position FROM log_head"
+_LOCK_CHECKPOINT = (
+    "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name FOR UPDATE"
+)
 _MOVE_CHECKPOINT = (
-    "UPDATE projector_checkpoints SET position = :position, updated_at = now() WHERE name = :name"
+    "UPDATE projector_checkpoints SET position = :position, updated_at = now() "
+    "WHERE partition = :partition AND name = :name"
 )
 
 
-async def lock_checkpoint(conn: AsyncConnection, name: str = CHECKPOINT) -> int:
-    """The checkpoint's position, its row locked until the transaction ends (created at 0 if new)."""
-    found = (await conn.execute(text(_LOCK_CHECKPOINT), {"name": name})).scalar()
+async def lock_checkpoint(conn: AsyncConnection, name: str = CHECKPOINT, partition: int = 0) -> int:
+    """The checkpoint's position in `partition`, its row locked until the transaction ends (created at
+    0 if new)."""
+    key = {"name": name, "partition": partition}
+    found = (await conn.execute(text(_LOCK_CHECKPOINT), key)).scalar()
     if found is None:
-        await conn.execute(text(_ENSURE_CHECKPOINT), {"name": name})
-        found = (await conn.execute(text(_LOCK_CHECKPOINT), {"name": name})).scalar_one()
+        await conn.execute(text(_ENSURE_CHECKPOINT), key)
+        found = (await conn.execute(text(_LOCK_CHECKPOINT), key)).scalar_one()
     return int(found)
 
 
-async def move_checkpoint(conn: AsyncConnection, position: int, name: str = CHECKPOINT) -> None:
-    await conn.execute(text(_MOVE_CHECKPOINT), {"name": name, "position": position})
+async def move_checkpoint(
+    conn: AsyncConnection, position: int, name: str = CHECKPOINT, partition: int = 0
+) -> None:
+    await conn.execute(text(_MOVE_CHECKPOINT), {"name": name, "partition": partition, "position": position})
 
 
-async def read_events(conn: AsyncConnection, after: int, limit: int) -> list[RecordedEvent]:
-    """Up to `limit` events with position > `after`, in position order (complete: engine/log/store.py)."""
+async def read_events(
+    conn: AsyncConnection, after: int, limit: int, partition: int = 0
+) -> list[RecordedEvent]:
+    """Up to `limit` events of `partition` with position > `after`, in position order (complete:
+    engine/log/store.py)."""
     query = (
         select(events_table)
-        .where(events_table.c.partition == SERVED_PARTITION, events_table.c.position > after)
+        .where(events_table.c.partition == partition, events_table.c.position > after)
         .order_by(events_table.c.position)
     )
     rows = (await conn.execute(query.limit(limit))).mappings().all()
@@ -92,7 +104,7 @@ async def read_events(conn: AsyncConnection, after: int, limit: int) -> list[Rec
 
 class ProjectorRunner:
     """One per engine: `start()` it, `wake()` it after commits, `stop()` it; `active` says whether
-    this one holds the lock and projects, `position` how far the tables have got."""
+    this one holds the lock and projects, `positions` how far the tables have got in each partition."""
 
     def __init__(
         self,
@@ -113,7 +125,9 @@ class ProjectorRunner:
         self.max_cached_views = max_cached_views
         self.models = tuple(models)
         self.active = False  # holds the advisory lock: this runner is the one projecting
-        self.position: int | None = None  # the checkpoint as of this runner's last step
+        # Each partition's checkpoint as of this runner's last step there (rows are fed by one owner's
+        # streams, so partitions fold independently: docs/scaling.md).
+        self.positions: dict[int, int] = {}
         self.events_applied = 0
         self.steps_applied = 0  # steps that applied events: with `min_interval`, fewer than commits
         self._views: Views = {}  # valid only while the checkpoint is at `position`
@@ -136,22 +150,28 @@ class ProjectorRunner:
         self._wake.set()
 
     async def step(self, conn: AsyncConnection) -> int:
-        """Fold the next page of the log into the tables, in one transaction; the events applied."""
+        """Fold the next page of each partition of the log into the tables, one transaction per
+        partition; the events applied (at most `page` a partition)."""
         self._wake.clear()  # before the read: a commit after it wakes the next wait
-        if self.position is not None:
-            # Idle polls only read: locking the checkpoint row is a write. A head at our checkpoint
-            # also means nobody moved it (a rebuild sets it to a head, never beyond).
-            head: int = (await conn.execute(text(_READ_HEAD))).scalar_one()
-            await conn.rollback()
-            if head <= self.position:
-                return 0
+        # Idle polls only read: locking a checkpoint row is a write. A head at our checkpoint also
+        # means nobody moved it (a rebuild sets it to a head, never beyond).
+        heads: dict[int, int] = {int(p): int(h) for p, h in await conn.execute(text(_READ_HEADS))}
+        await conn.rollback()
+        applied = 0
+        for partition, head in sorted(heads.items()):
+            known = self.positions.get(partition)
+            if known is None or head > known:
+                applied += await self._step(conn, partition)
+        return applied
+
+    async def _step(self, conn: AsyncConnection, partition: int) -> int:
         async with conn.begin():
-            position = await lock_checkpoint(conn)
-            if position != self.position:
+            position = await lock_checkpoint(conn, partition=partition)
+            if position != self.positions.get(partition):
                 self._views = {}  # someone else (a rebuild, another runner) moved the tables
-            batch = await read_events(conn, position, self.page)
+            batch = await read_events(conn, position, self.page, partition)
             if not batch:
-                self.position = position
+                self.positions[partition] = position
                 return 0
             routed = route(self.models, batch)
             working: Views = {}
@@ -171,9 +191,9 @@ class ProjectorRunner:
                 changed = fold_routed((model,), routed, working)[model.name]
                 now = {key: working[model.name][key] for key in changed}
                 await write_views(conn, model, now, stored=stored[model.name])
-            await move_checkpoint(conn, batch[-1].position)
+            await move_checkpoint(conn, batch[-1].position, partition=partition)
         self._remember(working)
-        self.position = batch[-1].position
+        self.positions[partition] = batch[-1].position
         self.events_applied += len(batch)
         self.steps_applied += 1
         return len(batch)
@@ -215,7 +235,7 @@ class ProjectorRunner:
                 return
             self.active = True
             self._standing_by = False
-            self._views, self.position = {}, None
+            self._views, self.positions = {}, {}
             log.info("projector runner: this node projects now")
             loop = asyncio.get_running_loop()
             while True:

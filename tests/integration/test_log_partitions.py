@@ -25,6 +25,7 @@ from engine.model.streams import room_stream
 from engine.projections.rooms import project
 from engine.readmodels import rebuild
 from engine.readmodels.history import History
+from engine.readmodels.runner import ProjectorRunner
 from engine.service import Engine
 from tests.conftest import admin_execute
 from tests.integration.test_history_time_travel import _session
@@ -33,9 +34,8 @@ from tests.integration.test_log_writer import cell_update, claim, ev
 PARTITIONS = 4
 
 
-@pytest.fixture(scope="module")
-def partitioned_url(server_url: str) -> Iterator[str]:
-    """A database of its own whose log was created with four partitions."""
+def split_database(server_url: str) -> Iterator[str]:
+    """A database of its own whose log was created with four partitions, dropped afterwards."""
     name = f"collab_partitions_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server_url, name)
@@ -43,6 +43,12 @@ def partitioned_url(server_url: str) -> Iterator[str]:
     asyncio.run(split_new_log(url, PARTITIONS))
     yield url
     asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def partitioned_url(server_url: str) -> Iterator[str]:
+    """Shared by the tests of this module, each on streams of its own."""
+    yield from split_database(server_url)
 
 
 @pytest.fixture
@@ -295,3 +301,44 @@ async def test_a_rooms_history_and_time_travel_read_its_own_partition(split_engi
     assert {cell_id: cell.value for cell_id, cell in as_of.sheet.cells.items()} == {"A1": 2, "B1": "x"}
     versions, _ = await history.cell_history(sheet, "A1")
     assert [cell.value for cell in versions] == [1, 2, 3]
+
+
+@pytest.fixture
+def fresh_split_url(server_url: str) -> Iterator[str]:
+    """For a test that folds the whole log: nothing else may be in it."""
+    yield from split_database(server_url)
+
+
+async def test_the_projections_fold_each_partition_from_its_own_checkpoint_and_rebuild_to_the_same(
+    fresh_split_url: str,
+) -> None:
+    db_engine = create_db_engine(fresh_split_url)
+    try:
+        store = EventStore(db_engine)
+        rooms = [f"proj-{n}" for n in range(12)]
+        assert len({partition_of(room_stream(room), PARTITIONS) for room in rooms}) > 1
+        for room in rooms:
+            await _session(store, room)
+        runner = ProjectorRunner(db_engine, page=25)
+        async with db_engine.connect() as conn:
+            while await runner.step(conn):
+                pass
+            heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+            found = await conn.execute(
+                text("SELECT partition, position FROM projector_checkpoints WHERE name = 'projections'")
+            )
+            checkpoints = dict(found.all())
+            listed = (await conn.execute(text("SELECT room_id, seq FROM rooms ORDER BY room_id"))).all()
+        assert checkpoints == heads and runner.positions == heads
+        assert dict(listed) == {room: 9 for room in rooms}
+        assert await rebuild.diff_projections(db_engine) == []
+
+        # A rebuild from the log writes the same rows and moves every partition's checkpoint.
+        async with db_engine.begin() as conn:
+            await conn.execute(text("UPDATE rooms SET messages_sent = messages_sent + 1"))
+        assert await rebuild.diff_projections(db_engine) != []
+        report = await rebuild.rebuild_projections(db_engine)
+        assert report.head == sum(heads.values()) == report.events_read
+        assert await rebuild.diff_projections(db_engine) == []
+    finally:
+        await db_engine.dispose()

@@ -363,3 +363,27 @@ async def test_a_log_of_several_partitions_is_not_downgraded_below_them(
     async with db_engine.connect() as conn:  # refused before it changed anything
         assert await partition_count(conn) == 4
         assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one() == "0013"
+
+
+async def test_checkpoints_become_partition_zeros_and_are_not_downgraded_while_others_exist(
+    scratch_url: str,
+    db_engine: AsyncEngine,
+) -> None:
+    await _in_thread(migrate.upgrade, scratch_url, "0013")
+    async with db_engine.begin() as conn:
+        await conn.execute(text(_CHECKPOINT_AT), {"position": 0})
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    async with db_engine.begin() as conn:
+        found = await conn.execute(text("SELECT partition, name, position FROM projector_checkpoints"))
+        assert found.all() == [(0, "projections", 0)]
+        await conn.execute(
+            text("INSERT INTO projector_checkpoints (partition, name, position) VALUES (1, 'x', 0)")
+        )
+    with pytest.raises(RuntimeError, match="1 checkpoint"):
+        await _in_thread(migrate.downgrade, scratch_url, "0013")
+    async with db_engine.begin() as conn:
+        await conn.execute(text("DELETE FROM projector_checkpoints WHERE partition = 1"))
+    await _in_thread(migrate.downgrade, scratch_url, "0013")
+    async with db_engine.connect() as conn:
+        found = await conn.execute(text("SELECT name, position FROM projector_checkpoints"))
+        assert found.all() == [("projections", 0)]
