@@ -7,6 +7,7 @@ through the pure cells fold (engine/projections/cells.py), takes each sheet's ro
 with the live tables row by row without changing anything. An empty diff is the proof that the
 writer's decisions and the projection agree.
 
+Both serve a log of one partition (engine/log/partitions.py) and refuse another.
 rebuild_cells holds the `log_head` row lock for its whole transaction, so no append commits between
 reading the log and replacing the tables. diff_cells takes no lock: it reads the head and both tables
 in one snapshot (the tables are exactly at that head, being written with the events) and folds the
@@ -18,11 +19,11 @@ ai_requests) are kept by the projector runner behind the log, at its checkpoint
 view-to-row code (engine/readmodels/rows/) and writes rows through the same statements
 (engine/readmodels/tables.py), so a rebuild gives exactly the rows the runner wrote:
 
-- `rebuild_projections` locks the runner's checkpoint row (a running runner waits, then finds the
-  checkpoint moved and reloads its views), folds the log up to the head, replaces every table and
-  sets the checkpoint to that head; events after it are the runner's again.
-- `diff_projections` reads the checkpoint and the tables in one snapshot, folds the log up to that
-  checkpoint into fresh temporary tables, and compares them with the live ones row for row (SQL
+- `rebuild_projections` locks the runner's checkpoint row of every partition (a running runner
+  waits, then finds a checkpoint moved and reloads its views), folds each partition up to its head,
+  replaces every table and sets each checkpoint to its head; events after them are the runner's again.
+- `diff_projections` reads the checkpoints and the tables in one snapshot, folds each partition up to
+  its checkpoint into fresh temporary tables, and compares them with the live ones row for row (SQL
   `EXCEPT ALL`, so a value compares as PostgreSQL stores it); nothing is changed.
 """
 

@@ -130,7 +130,7 @@ class ProjectorRunner:
         self.positions: dict[int, int] = {}
         self.events_applied = 0
         self.steps_applied = 0  # steps that applied events: with `min_interval`, fewer than commits
-        self._views: Views = {}  # valid only while the checkpoint is at `position`
+        self._views: Views = {}  # valid only while every checkpoint is at `positions`
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._standing_by = False  # logged once per turn of standing by

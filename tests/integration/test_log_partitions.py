@@ -276,19 +276,22 @@ async def test_a_rooms_history_and_time_travel_read_its_own_partition(split_engi
     store = EventStore(split_engine)
     tag = uuid.uuid4().hex[:8]
     room = next(f"{tag}-{n}" for n in range(100) if partition_of(room_stream(f"{tag}-{n}"), PARTITIONS) == 3)
-    await _session(store, room)
-    # The room's partition runs ahead of partition 0, whose head an export bounded by it would stop at.
+    # The room's partition runs ahead of partition 0 first, so all of the room's events lie beyond
+    # partition 0's head, where an export bounded by that head would not reach.
     filler = streams_in_each_partition(f"{tag}-filler", 1)[3][0]
-    await store.append([ev(filler, n) for n in range(300)])
     async with split_engine.connect() as conn:
         heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
-    assert heads[3] > heads[0]
+    await store.append([ev(filler, n) for n in range(heads[0] - heads[3] + 10)])
+    await _session(store, room)
+    async with split_engine.connect() as conn:
+        heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
 
     history = History(split_engine, partitions=PARTITIONS, snapshot_every=4)
     logged = await store.read_stream(room_stream(room))
     assert await history.room_seq(room) == len(logged) == 9
     page = await history.room_events(room, limit=100, include_volatile=True)
     assert len(page.events) == 12 and all(e.partition == 3 for e in page.events)
+    assert min(e.position for e in page.events) > heads[0]
     exported = [e async for chunk in await history.export_room(room, include_volatile=True) for e in chunk]
     assert [e.position for e in exported] == [e.position for e in page.events]
     for index, event in enumerate(page.events):  # the room as of each seq: its log up to there
@@ -331,14 +334,28 @@ async def test_the_projections_fold_each_partition_from_its_own_checkpoint_and_r
             listed = (await conn.execute(text("SELECT room_id, seq FROM rooms ORDER BY room_id"))).all()
         assert checkpoints == heads and runner.positions == heads
         assert dict(listed) == {room: 9 for room in rooms}
+        # More rooms the runner has not folded yet: the diff folds each partition up to its own
+        # checkpoint, not its head, so the tables still agree with it.
+        for room in rooms[:3]:
+            await _session(store, f"{room}-later")
         assert await rebuild.diff_projections(db_engine) == []
 
-        # A rebuild from the log writes the same rows and moves every partition's checkpoint.
+        # A rebuild from the log writes the same rows and moves every partition's checkpoint to its head.
         async with db_engine.begin() as conn:
             await conn.execute(text("UPDATE rooms SET messages_sent = messages_sent + 1"))
         assert await rebuild.diff_projections(db_engine) != []
         report = await rebuild.rebuild_projections(db_engine)
+        async with db_engine.connect() as conn:
+            heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
         assert report.head == sum(heads.values()) == report.events_read
+        assert await rebuild.diff_projections(db_engine) == []
+        # The runner finds its checkpoints moved, reloads what it cached, and carries on from them.
+        await _session(store, "after-the-rebuild")
+        async with db_engine.connect() as conn:
+            while await runner.step(conn):
+                pass
+            found = await conn.execute(text("SELECT seq FROM rooms WHERE room_id = 'after-the-rebuild'"))
+            assert found.scalar_one() == 9
         assert await rebuild.diff_projections(db_engine) == []
     finally:
         await db_engine.dispose()

@@ -377,7 +377,7 @@ async def test_checkpoints_become_partition_zeros_and_are_not_downgraded_while_o
         found = await conn.execute(text("SELECT partition, name, position FROM projector_checkpoints"))
         assert found.all() == [(0, "projections", 0)]
         await conn.execute(
-            text("INSERT INTO projector_checkpoints (partition, name, position) VALUES (1, 'x', 0)")
+            text("INSERT INTO projector_checkpoints (partition, name, position) VALUES (1, 'projections', 0)")
         )
     with pytest.raises(RuntimeError, match="1 checkpoint"):
         await _in_thread(migrate.downgrade, scratch_url, "0013")
