@@ -20,7 +20,10 @@ by the log's lock says so.
 each process then runs one writer per partition, with its own head row, lock and commit, and the
 ratio column compares every row with one process on a log of one partition. The events go to
 `--rooms` rooms (default 10), numbered by submitter; give at least as many rooms as partitions, or
-some partitions get no events.
+some partitions get no events. `--owned` gives each process the rooms of its own share of the
+partitions (partition modulo the process count), as if every partition had one writer in the whole
+cluster and each node appended only to its own: what routing appends to their partition's owner
+would give, measured before building it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import psutil
 
 from bench.common import cpu_seconds, database_processes, fresh_database, percentile
 from engine.log.appender import Appender
-from engine.log.partitions import split_new_log
+from engine.log.partitions import partition_of, split_new_log
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
 
@@ -57,12 +60,12 @@ PAYLOAD = {
 
 
 ROOMS = 10  # the rooms the events go to: `--rooms`
+OWN_ROOMS: list[int] = []  # with `--owned`: the rooms of this process's partitions
 
 
 def event(submitter: int, i: int) -> NewEvent:
-    return NewEvent(
-        f"room:bench-{submitter % ROOMS}", "CellUpdated", {**PAYLOAD, "i": i}, metadata={"s": submitter}
-    )
+    room = OWN_ROOMS[submitter % len(OWN_ROOMS)] if OWN_ROOMS else submitter % ROOMS
+    return NewEvent(f"room:bench-{room}", "CellUpdated", {**PAYLOAD, "i": i}, metadata={"s": submitter})
 
 
 async def drive(
@@ -138,7 +141,9 @@ async def run(
     return rows
 
 
-async def node_worker(url: str, first: int, submitters: int, seconds: float, measure_from: float) -> None:
+async def node_worker(
+    url: str, first: int, submitters: int, seconds: float, measure_from: float, owner: str = "-"
+) -> None:
     """One appending process of `--processes`: its share of the submitters through its own appender
     (a writer connection per partition). Prints its latencies and write paths as JSON for the parent
     to merge."""
@@ -146,6 +151,11 @@ async def node_worker(url: str, first: int, submitters: int, seconds: float, mea
     store = EventStore(db_engine)
     partitions = await store.partitions()
     await db_engine.dispose()
+    if owner != "-":  # "k/N": this is process k of N, and writes only partitions p with p % N == k
+        index, count = (int(n) for n in owner.split("/"))
+        OWN_ROOMS[:] = [
+            r for r in range(ROOMS) if partition_of(f"room:bench-{r}", partitions) % count == index
+        ]
     db_engine = create_db_engine(url, pool_size=partitions + 1)
     appender = Appender(EventStore(db_engine), max_batch=1000, partitions=partitions)
     await appender.start()
@@ -161,7 +171,7 @@ async def node_worker(url: str, first: int, submitters: int, seconds: float, mea
 
 
 def run_processes(
-    counts: list[int], submitters: int, seconds: float, partitions: int = 1
+    counts: list[int], submitters: int, seconds: float, partitions: int = 1, owned: bool = False
 ) -> list[dict[str, object]]:
     """For each process count, one fresh database (its log in `partitions`) and that many appending
     processes measuring one window; the CPU of those processes and of PostgreSQL is sampled over the
@@ -189,10 +199,11 @@ def run_processes(
                     str(seconds),
                     repr(measure_from),
                     str(ROOMS),
+                    f"{k}/{processes}" if owned else "-",
                 ],
                 stdout=subprocess.PIPE,
             )
-            for first, share in zip(firsts, shares, strict=True)
+            for k, (first, share) in enumerate(zip(firsts, shares, strict=True))
         ]
         clients = [psutil.Process(w.pid) for w in workers]
         time.sleep(max(0.0, measure_from - time.time()))
@@ -210,7 +221,7 @@ def run_processes(
         paths = {name: sum(r["paths"][name] for r in results) for name in results[0]["paths"]}
         rows.append(
             {
-                "partitions": partitions,
+                "partitions": f"{partitions}, owned" if owned else partitions,
                 "processes": processes,
                 "submitters": submitters,
                 "events_per_s": len(latencies) / seconds,
@@ -290,14 +301,19 @@ def main() -> None:
     )
     parser.add_argument("--rooms", type=int, default=10, help="rooms the events go to (default 10)")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--owned",
+        action="store_true",
+        help="with --partitions: each process appends to its own partitions only",
+    )
+    parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global ROOMS
     ROOMS = args.rooms
     if args.worker:
-        url, first, share, seconds, measure_from, rooms = args.worker
+        url, first, share, seconds, measure_from, rooms, owner = args.worker
         ROOMS = int(rooms)
-        asyncio.run(node_worker(url, int(first), int(share), float(seconds), float(measure_from)))
+        asyncio.run(node_worker(url, int(first), int(share), float(seconds), float(measure_from), owner))
         return
     if args.processes:
         submitters = int(args.submitters) if args.submitters.isdigit() else 256
@@ -305,7 +321,9 @@ def main() -> None:
         rows = [
             row
             for partitions in (int(p) for p in args.partitions.split(","))
-            for row in run_processes(counts, submitters, args.seconds, partitions)
+            for row in run_processes(
+                counts, submitters, args.seconds, partitions, args.owned and partitions > 1
+            )
         ]
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
         print(report_processes(rows))
