@@ -1,6 +1,7 @@
 """`DeliveryOrder`: each node publishes committed events in log position order, whoever wrote them.
 
-Why the global position and not each stream's seq: positions are gapless and follow commit order
+Why the global position and not each stream's seq (a node serves a log of one partition, whose
+positions are the whole log's: engine/log/partitions.py): positions are gapless and follow commit order
 (engine/log/store.py), so publishing them strictly in position order gives every stream's events in
 seq order on every node with one counter, and no stream needs to be known in advance. Each node
 publishes its own commits the moment the appender returns them (no await in between: handlers rely
