@@ -40,16 +40,16 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.log.partitions import SERVED_PARTITION, partition_count, partition_runs
+from engine.log.partitions import SERVED_PARTITION, partition_count, partition_of, partition_runs
 from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.model.streams import (
     ROOM_STREAM_PREFIX,
-    USER_STREAM_PREFIX,
     durable_stream,
     file_stream,
+    sheet_stream,
     user_id_of,
     user_stream,
     volatile_stream,
@@ -91,20 +91,21 @@ def libpq_dsn(database_url: str) -> str:
 
 
 # The time format is engine/protocol/outbound.py's `iso`: UTC, microseconds, a `Z`.
+_SHEET_ROOM = "SELECT room_id FROM sheets WHERE partition = :partition AND sheet_id = :sheet"
+# The room's seq and the sheet's cells, both in the room's partition.
 _SHEET_AT_HEAD = """
-    WITH sheet AS (SELECT room_id FROM sheets WHERE sheet_id = :sheet)
-    SELECT sheet.room_id, room.version AS seq,
+    SELECT (SELECT version FROM streams WHERE partition = :partition AND stream_id = :room) AS seq,
            (SELECT json_object_agg(c.cell_id, json_build_object(
                 'value', c.value, 'formula', c.formula, 'version', c.version, 'user_id', c.user_id,
                 'updated_at', to_char(c.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
-            FROM cells AS c WHERE c.sheet_id = :sheet) AS cells
-    FROM sheet LEFT JOIN streams AS room ON room.stream_id = :room_prefix || sheet.room_id
+            FROM cells AS c WHERE c.partition = :partition AND c.sheet_id = :sheet) AS cells
 """
 
 
 _LATEST_STATUSES = """
     SELECT DISTINCT ON (stream_id) stream_id, data->>'status' AS status FROM events
-    WHERE stream_id = ANY(CAST(:streams AS text[])) AND type = :type
+    WHERE partition = ANY(CAST(:partitions AS smallint[])) AND stream_id = ANY(CAST(:streams AS text[]))
+      AND type = :type
     ORDER BY stream_id, stream_version DESC
 """
 
@@ -203,7 +204,11 @@ class EventStore:
     ) -> list[RecordedEvent]:
         query = (
             select(events)
-            .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
+            .where(
+                events.c.partition == await self._partition_of(stream_id),
+                events.c.stream_id == stream_id,
+                events.c.stream_version > after_version,
+            )
             .order_by(events.c.stream_version)
             .limit(limit)
         )
@@ -232,10 +237,9 @@ class EventStore:
 
     async def sheet_room(self, sheet_id: str) -> str | None:
         """The room the sheet was claimed for, or None for a sheet never claimed."""
+        claimed_in = await self._partition_of(sheet_stream(sheet_id))
         async with self.db_engine.connect() as conn:
-            found = await conn.execute(
-                text("SELECT room_id FROM sheets WHERE sheet_id = :s"), {"s": sheet_id}
-            )
+            found = await conn.execute(text(_SHEET_ROOM), {"partition": claimed_in, "sheet": sheet_id})
             return found.scalar()
 
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
@@ -245,16 +249,22 @@ class EventStore:
         `file:{file_id}` (engine/features/files.py decides from these whether the owner's last attempt
         is complete, failed or under way).
 
-        One statement through the (stream, version) index twice: the claim, then the owner's stream."""
-        owner = (
-            select(events.c.data["user_id"].astext)
-            .where(events.c.stream_id == file_stream(file_id), events.c.stream_version == 1)
-            .scalar_subquery()
+        Two reads through the (stream, version) index, each in its stream's partition: the claim,
+        which never changes once made, then the owner's stream."""
+        claim = select(events.c.data["user_id"].astext).where(
+            events.c.partition == await self._partition_of(file_stream(file_id)),
+            events.c.stream_id == file_stream(file_id),
+            events.c.stream_version == 1,
         )
+        async with self.db_engine.connect() as conn:
+            owner = (await conn.execute(claim)).scalar()
+        if owner is None:
+            return []
         query = (
             select(events)
             .where(
-                events.c.stream_id == USER_STREAM_PREFIX + owner,
+                events.c.partition == await self._partition_of(user_stream(owner)),
+                events.c.stream_id == user_stream(owner),
                 events.c.type.in_(sorted(FILE_CLAIM_EVENTS)),
                 events.c.data["file_id"].astext == file_id,
             )
@@ -270,6 +280,7 @@ class EventStore:
         query = (
             select(events)
             .where(
+                events.c.partition == await self._partition_of(durable),
                 events.c.stream_id.in_((durable, volatile_stream(durable))),
                 events.c.type.in_(sorted(UPLOAD_EVENTS)),
                 events.c.data["file_id"].astext == file_id,
@@ -281,13 +292,16 @@ class EventStore:
     async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None:
         """The sheet's cells and its room's seq, read in one statement and so one snapshot: the
         `cells` and `streams` rows are written in the same statement as the events (writer.py), so
-        the pair is exactly the log at some head. None for a sheet never edited."""
-        params = {"sheet": sheet_id, "room_prefix": ROOM_STREAM_PREFIX}
-        async with self.db_engine.connect() as conn:
-            row = (await conn.execute(text(_SHEET_AT_HEAD), params)).first()
-        if row is None:
+        the pair is exactly the log at some head. The sheet's room is read first, from its claim's
+        partition: a claim never changes. None for a sheet never claimed."""
+        room_id = await self.sheet_room(sheet_id)
+        if room_id is None:
             return None
-        return SheetAtHead(sheet_id, row.room_id, int(row.seq or 0), row.cells or {})
+        room = ROOM_STREAM_PREFIX + room_id
+        params = {"partition": await self._partition_of(room), "room": room, "sheet": sheet_id}
+        async with self.db_engine.connect() as conn:
+            row = (await conn.execute(text(_SHEET_AT_HEAD), params)).one()
+        return SheetAtHead(sheet_id, room_id, int(row.seq or 0), row.cells or {})
 
     async def event_by_key(
         self, user_id: str, key: str, stream_id: str | None = None
@@ -298,7 +312,10 @@ class EventStore:
         query = select(events).where(events.c.user_id == user_id, events.c.idempotency_key == key)
         if stream_id is not None:
             scope = durable_stream(stream_id)
-            query = query.where(events.c.stream_id.in_([scope, volatile_stream(scope)]))
+            query = query.where(
+                events.c.partition == await self._partition_of(scope),
+                events.c.stream_id.in_([scope, volatile_stream(scope)]),
+            )
         # Positions order events only within a partition; the time orders them across partitions.
         newest = query.order_by(events.c.recorded_at.desc(), events.c.position.desc()).limit(1)
         found = await self._fetch(newest)
@@ -309,19 +326,25 @@ class EventStore:
         user stream read backwards by its (stream, version) index until its newest status."""
         if not user_ids:
             return {}
+        streams = [user_stream(u) for u in user_ids]
+        partitions = sorted({await self._partition_of(s) for s in streams})
         async with self.db_engine.connect() as conn:
             rows = await conn.execute(
                 text(_LATEST_STATUSES),
-                {"streams": [user_stream(u) for u in user_ids], "type": USER_STATUS_CHANGED},
+                {"partitions": partitions, "streams": streams, "type": USER_STATUS_CHANGED},
             )
             return {user_id_of(row.stream_id): str(row.status) for row in rows}
 
     async def stream_version(self, stream_id: str) -> int:
+        params = {"partition": await self._partition_of(stream_id), "s": stream_id}
         async with self.db_engine.connect() as conn:
             found = await conn.execute(
-                text("SELECT version FROM streams WHERE stream_id = :s"), {"s": stream_id}
+                text("SELECT version FROM streams WHERE partition = :partition AND stream_id = :s"), params
             )
             return int(found.scalar() or 0)
+
+    async def _partition_of(self, stream_id: str) -> int:
+        return partition_of(stream_id, await self.partitions())
 
     async def _fetch(self, query: Any) -> list[RecordedEvent]:
         async with self.db_engine.connect() as conn:

@@ -6,10 +6,12 @@ own."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,8 +21,9 @@ from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
 from engine.log.partitions import create_partitions, partition_of, split_new_log
 from engine.log.store import EventStore, create_db_engine
+from engine.model.catalogue import FileClaimed, FileUploadStarted
 from engine.model.errors import EngineError
-from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Refused
+from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
 from engine.model.streams import room_stream
 from engine.projections.rooms import project
 from engine.readmodels import rebuild
@@ -359,3 +362,62 @@ async def test_the_projections_fold_each_partition_from_its_own_checkpoint_and_r
         assert await rebuild.diff_projections(db_engine) == []
     finally:
         await db_engine.dispose()
+
+
+# The tables whose rows live in a partition, and what names the partition in a statement: a filter
+# (`partition = ...`, `partition IN ...`, `= ANY(...)`) or, for an insert, the column itself.
+_PARTITIONED = re.compile(r"\b(events|streams|cells|sheets|log_head|projector_checkpoints)\b")
+_NAMES_PARTITION = re.compile(r"\bpartition\s*(=|IN\b)|INSERT INTO \w+ \([^)]*\bpartition\b", re.IGNORECASE)
+# Reads of every partition at once, on purpose: how many there are, their heads, each partition's
+# checkpoint of one projector.
+_EVERY_PARTITION = (
+    "SELECT count(*) FROM log_head",
+    "SELECT partition, position FROM log_head",
+    "SELECT partition, position FROM projector_checkpoints WHERE name = ",
+)
+
+
+async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_split_url: str) -> None:
+    """What a distributed database needs to send a statement to one node: run the store's reads,
+    history, the projector runner and the projections' rebuild and diff on a log of four partitions,
+    and check every statement they send. (The appender's writes go through the driver directly; the
+    transaction test above shows them one partition at a time.)"""
+    db_engine = create_db_engine(fresh_split_url)
+    sent: list[str] = []
+    sqlalchemy_event.listen(
+        db_engine.sync_engine, "before_cursor_execute", lambda *args: sent.append(args[2])
+    )
+    try:
+        store = EventStore(db_engine)
+        room, user = "lint", "alice"
+        await _session(store, room)
+        sheet = f"{room}-sheet"
+        await store.append([FileClaimed("f1", user).claim(Origin("n", user))])
+        await store.append([FileUploadStarted(user, "f1", "a.csv", 3, "text/csv").new(Origin("n", user))])
+        await store.read_stream(room_stream(room))
+        await store.stream_version(room_stream(room))
+        await store.sheet_room(sheet)
+        await store.sheet_at_head(sheet)
+        await store.file_claims("f1")
+        await store.upload_events(user, "f1")
+        await store.event_by_key(user, "k", room_stream(room))
+        await store.latest_statuses([user, "bob"])
+        await store.read_all(0, partition=partition_of(room_stream(room), PARTITIONS))
+        history = History(db_engine, partitions=PARTITIONS)
+        await history.room_events(room, include_volatile=True)
+        await history.room_state(room, seq=5)
+        await history.sheet_cells(sheet, seq=5)
+        await history.cell_history(sheet, "A1")
+        async for _ in await history.export_room(room):
+            pass
+        async with db_engine.connect() as conn:
+            while await ProjectorRunner(db_engine).step(conn):
+                pass
+        await rebuild.rebuild_projections(db_engine)
+        assert await rebuild.diff_projections(db_engine) == []
+    finally:
+        await db_engine.dispose()
+    checked = [s for s in sent if _PARTITIONED.search(s) and not s.strip().startswith(_EVERY_PARTITION)]
+    assert len(checked) > 20
+    unnamed = [" ".join(s.split()) for s in checked if not _NAMES_PARTITION.search(s)]
+    assert unnamed == []
