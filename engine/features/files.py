@@ -148,8 +148,8 @@ def checked_filename(filename: str) -> str:
 ReadClaims = Callable[[str], Awaitable[list[RecordedEvent]]]
 """The `FileUploadStarted`/`FileUploadCompleted`/`FileUploadFailed` events naming a file id in its
 owner's stream, in log order (none while nobody claimed it)."""
-ReadByKey = Callable[[str, str], Awaitable[RecordedEvent | None]]
-"""The event a user appended under an idempotency key, if any."""
+ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
+"""The event a user appended to a stream (or its volatile twin) under an idempotency key, if any."""
 
 
 def _utc_now() -> datetime:
@@ -342,9 +342,10 @@ class Files:
             room_id=room_id,
         )
         key = end_key(upload)
-        outcome = await self._commit(completed.new(Origin.of(self._node_id, actor), key=key))
+        event = completed.new(Origin.of(self._node_id, actor), key=key)
+        outcome = await self._commit(event)
         if isinstance(outcome, Duplicate):  # the attempt ended first (expired, or another node's body)
-            ended = await self._read_by_key(actor.user_id, key)
+            ended = await self._read_by_key(actor.user_id, key, event.stream_id)
             raise FileIdTaken(
                 "this upload had already ended; start it again",
                 file_id=file_id,

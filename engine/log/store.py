@@ -292,8 +292,8 @@ class EventStore:
     async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None:
         """The sheet's cells and its room's seq, read in one statement and so one snapshot: the
         `cells` and `streams` rows are written in the same statement as the events (writer.py), so
-        the pair is exactly the log at some head. The sheet's room is read first, from its claim's
-        partition: a claim never changes. None for a sheet never claimed."""
+        the pair is exactly the log at some head. The sheet's room is read first, in a round trip of
+        its own from its claim's partition: a claim never changes. None for a sheet never claimed."""
         room_id = await self.sheet_room(sheet_id)
         if room_id is None:
             return None

@@ -9,6 +9,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import event as sqlalchemy_event
@@ -21,10 +22,10 @@ from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
 from engine.log.partitions import create_partitions, partition_of, split_new_log
 from engine.log.store import EventStore, create_db_engine
-from engine.model.catalogue import FileClaimed, FileUploadStarted
+from engine.model.catalogue import FILE_UPLOAD_STARTED, FileClaimed, FileUploadStarted, UserStatusChanged
 from engine.model.errors import EngineError
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
-from engine.model.streams import room_stream
+from engine.model.streams import room_stream, user_stream
 from engine.projections.rooms import project
 from engine.readmodels import rebuild
 from engine.readmodels.history import History
@@ -380,8 +381,11 @@ _EVERY_PARTITION = (
 async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_split_url: str) -> None:
     """What a distributed database needs to send a statement to one node: run the store's reads,
     history, the projector runner and the projections' rebuild and diff on a log of four partitions,
-    and check every statement they send. (The appender's writes go through the driver directly; the
-    transaction test above shows them one partition at a time.)"""
+    and check that every statement they send names a partition. A statement over two tables passes
+    when one of them names it, so the reads run on ids whose partitions differ (room and sheet, file
+    and owner) and their answers are checked: a read in the wrong partition finds nothing. (The
+    appender's writes go through the driver directly; the transaction test above shows them one
+    partition at a time.)"""
     db_engine = create_db_engine(fresh_split_url)
     sent: list[str] = []
     sqlalchemy_event.listen(
@@ -389,20 +393,33 @@ async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_
     )
     try:
         store = EventStore(db_engine)
-        room, user = "lint", "alice"
-        await _session(store, room)
+        room = next(
+            f"lint-{n}"
+            for n in range(100)
+            if partition_of(f"room:lint-{n}", PARTITIONS) != partition_of(f"sheet:lint-{n}-sheet", PARTITIONS)
+        )
         sheet = f"{room}-sheet"
+        user = next(
+            f"u{n}"
+            for n in range(100)
+            if len({partition_of(f"user:u{n}", PARTITIONS), partition_of("file:f1", PARTITIONS)}) == 2
+        )
+        await _session(store, room)
         await store.append([FileClaimed("f1", user).claim(Origin("n", user))])
-        await store.append([FileUploadStarted(user, "f1", "a.csv", 3, "text/csv").new(Origin("n", user))])
-        await store.read_stream(room_stream(room))
-        await store.stream_version(room_stream(room))
-        await store.sheet_room(sheet)
-        await store.sheet_at_head(sheet)
-        await store.file_claims("f1")
-        await store.upload_events(user, "f1")
-        await store.event_by_key(user, "k", room_stream(room))
-        await store.latest_statuses([user, "bob"])
-        await store.read_all(0, partition=partition_of(room_stream(room), PARTITIONS))
+        start = FileUploadStarted(user, "f1", "a.csv", 3, "text/csv").new(Origin("n", user))
+        await store.append([replace(start, idempotency_key="k")])
+        await store.append([UserStatusChanged(user, "busy").new(Origin("n", user))])
+        assert len(await store.read_stream(room_stream(room))) == 9
+        assert await store.stream_version(room_stream(room)) == 9
+        assert await store.sheet_room(sheet) == room
+        at_head = await store.sheet_at_head(sheet)
+        assert at_head is not None and at_head.seq == 9 and at_head.cells["A1"]["value"] == 3
+        assert [e.type for e in await store.file_claims("f1")] == [FILE_UPLOAD_STARTED]
+        assert [e.type for e in await store.upload_events(user, "f1")] == [FILE_UPLOAD_STARTED]
+        found = await store.event_by_key(user, "k", user_stream(user))
+        assert found is not None and found.type == FILE_UPLOAD_STARTED
+        assert await store.latest_statuses([user, "bob"]) == {user: "busy"}
+        assert len(await store.read_all(0, partition=partition_of(room_stream(room), PARTITIONS))) >= 12
         history = History(db_engine, partitions=PARTITIONS)
         await history.room_events(room, include_volatile=True)
         await history.room_state(room, seq=5)
