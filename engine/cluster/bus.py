@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import nats
 import orjson
@@ -35,10 +35,8 @@ from engine.model.events import RecordedEvent
 
 log = logging.getLogger(__name__)
 
-PARTITION: Final = SERVED_PARTITION  # the partition a node serves (engine/log/partitions.py)
 
-
-def subject_for(log_id: str, partition: int = PARTITION) -> str:
+def subject_for(log_id: str, partition: int = SERVED_PARTITION) -> str:
     return f"collab.{log_id}.log.{partition}"
 
 
@@ -46,7 +44,7 @@ async def log_subject(db_engine: AsyncEngine) -> str:
     """The subject of the log in this database."""
     async with db_engine.connect() as conn:
         log_id = (
-            await conn.execute(text(f"SELECT log_id FROM log_head WHERE partition = {PARTITION}"))
+            await conn.execute(text(f"SELECT log_id FROM log_head WHERE partition = {SERVED_PARTITION}"))
         ).scalar_one()
     return subject_for(str(log_id))
 
@@ -251,4 +249,4 @@ class NatsBus:
         log.info("bus reconnected")
 
 
-__all__ = ["PARTITION", "NatsBus", "decode_events", "encode_event", "log_subject", "messages", "subject_for"]
+__all__ = ["NatsBus", "decode_events", "encode_event", "log_subject", "messages", "subject_for"]

@@ -57,6 +57,17 @@ async def partition_count(conn: AsyncConnection) -> int:
     return int((await conn.execute(text("SELECT count(*) FROM log_head"))).scalar_one())
 
 
+async def read_head(conn: AsyncConnection, partition: int = SERVED_PARTITION) -> int:
+    """The partition's newest committed position (0 while it is empty)."""
+    found = await conn.execute(text("SELECT position FROM log_head WHERE partition = :p"), {"p": partition})
+    return int(found.scalar_one())
+
+
+async def read_heads(conn: AsyncConnection) -> dict[int, int]:
+    """Every partition's newest committed position, in one read."""
+    return {int(p): int(h) for p, h in await conn.execute(text("SELECT partition, position FROM log_head"))}
+
+
 async def create_partitions(conn: AsyncConnection, partitions: int) -> None:
     """Give an empty log `partitions` heads (it has one when migrated). Refused once anything was
     appended: the partition of every stream written so far would change."""

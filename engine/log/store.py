@@ -40,7 +40,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.log.partitions import SERVED_PARTITION, partition_count, partition_of, partition_runs
+from engine.log.partitions import SERVED_PARTITION, partition_count, partition_of, partition_runs, read_head
 from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
@@ -230,10 +230,7 @@ class EventStore:
     async def head(self) -> int:
         """The newest committed position of the served partition (0 for an empty log)."""
         async with self.db_engine.connect() as conn:
-            found = await conn.execute(
-                text("SELECT position FROM log_head WHERE partition = :p"), {"p": SERVED_PARTITION}
-            )
-            return int(found.scalar_one())
+            return await read_head(conn)
 
     async def sheet_room(self, sheet_id: str) -> str | None:
         """The room the sheet was claimed for, or None for a sheet never claimed."""

@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log.partitions import SERVED_PARTITION, partition_of
-from engine.log.schema import events, log_head, sheets, streams
+from engine.log.partitions import SERVED_PARTITION, partition_of, read_head
+from engine.log.schema import events, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import RecordedEvent
@@ -317,9 +317,8 @@ class History:
         return partition_of(room_stream(room_id), self.partitions)
 
     async def _head(self, partition: int) -> int:
-        query = select(log_head.c.position).where(log_head.c.partition == partition)
         async with self.db_engine.connect() as conn:
-            return int((await conn.execute(query)).scalar_one())
+            return await read_head(conn, partition)
 
     async def _fold(self, view: RoomView, page: Sequence[RecordedEvent]) -> RoomView:
         """`apply_many` over the page, storing a snapshot after each durable event whose seq is a

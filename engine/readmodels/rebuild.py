@@ -40,7 +40,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.log.partitions import SERVED_PARTITION, check_served, partition_count
+from engine.log.partitions import SERVED_PARTITION, check_served, partition_count, read_head, read_heads
 from engine.log.store import EventStore
 from engine.model.catalogue import SHEET_CLAIMED
 from engine.model.events import RecordedEvent
@@ -57,8 +57,6 @@ CHUNK = 5000  # rows per insert
 
 # The served partition's head: a node serves a log of one partition (engine/log/partitions.py).
 _LOCK_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION} FOR UPDATE"
-_READ_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION}"
-_READ_HEADS = "SELECT partition, position FROM log_head"
 # Rows travel as one JSON document, decoded by the same jsonb_to_recordset the writer uses, so a
 # rebuilt row is stored exactly as the writer would have stored it.
 _INSERT_CELLS = """
@@ -176,7 +174,7 @@ async def diff_cells(db_engine: AsyncEngine) -> list[str]:
     async with db_engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for all three
         check_served(await partition_count(conn))
-        head = int((await conn.execute(text(_READ_HEAD))).scalar_one())
+        head = await read_head(conn)
         live_cells = [dict(r) for r in (await conn.execute(text(_LIVE_CELLS))).mappings()]
         live_sheets = [dict(r) for r in (await conn.execute(text(_LIVE_SHEETS))).mappings()]
         await conn.rollback()
@@ -254,7 +252,7 @@ async def rebuild_projections(db_engine: AsyncEngine) -> ProjectionsReport:
         partitions = await partition_count(conn)
         for partition in range(partitions):  # the runner waits for this transaction
             await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT, partition)
-        heads: dict[int, int] = {int(p): int(h) for p, h in await conn.execute(text(_READ_HEADS))}
+        heads = await read_heads(conn)
         views, read = await fold_projections(db_engine, heads)
         for table in TABLES:
             await conn.execute(text(f'DELETE FROM "{table.name}"'))

@@ -46,6 +46,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.partitions import read_heads
 from engine.log.schema import events as events_table
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
@@ -61,7 +62,6 @@ _ENSURE_CHECKPOINT = """
     INSERT INTO projector_checkpoints (partition, name, position) VALUES (:partition, :name, 0)
     ON CONFLICT (partition, name) DO NOTHING
 """
-_READ_HEADS = "SELECT partition, position FROM log_head"
 _LOCK_CHECKPOINT = (
     "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name FOR UPDATE"
 )
@@ -155,7 +155,7 @@ class ProjectorRunner:
         self._wake.clear()  # before the read: a commit after it wakes the next wait
         # Idle polls only read: locking a checkpoint row is a write. A head at our checkpoint also
         # means nobody moved it (a rebuild sets it to a head, never beyond).
-        heads: dict[int, int] = {int(p): int(h) for p, h in await conn.execute(text(_READ_HEADS))}
+        heads = await read_heads(conn)
         await conn.rollback()
         applied = 0
         for partition, head in sorted(heads.items()):

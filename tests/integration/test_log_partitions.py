@@ -20,7 +20,7 @@ from engine.config import EngineConfig
 from engine.log.appender import Appender
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
-from engine.log.partitions import create_partitions, partition_of, split_new_log
+from engine.log.partitions import create_partitions, partition_of, read_heads, split_new_log
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import FILE_UPLOAD_STARTED, FileClaimed, FileUploadStarted, UserStatusChanged
 from engine.model.errors import EngineError
@@ -81,7 +81,7 @@ async def test_each_partition_has_its_own_gapless_positions_and_no_transaction_w
     store = EventStore(split_engine)
     assert await store.partitions() == PARTITIONS
     async with split_engine.connect() as conn:
-        heads_before = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+        heads_before = await read_heads(conn)
     streams = [s for ids in streams_in_each_partition(uuid.uuid4().hex, 5).values() for s in ids]
     appender = Appender(store, partitions=PARTITIONS, max_batch=64)
     await appender.start()
@@ -104,7 +104,7 @@ async def test_each_partition_has_its_own_gapless_positions_and_no_transaction_w
                 {"streams": streams},
             )
         ).all()
-        heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+        heads = await read_heads(conn)
         counters = (
             await conn.execute(
                 text("SELECT stream_id, partition, version FROM streams WHERE stream_id = ANY(:s)"),
@@ -284,11 +284,11 @@ async def test_a_rooms_history_and_time_travel_read_its_own_partition(split_engi
     # partition 0's head, where an export bounded by that head would not reach.
     filler = streams_in_each_partition(f"{tag}-filler", 1)[3][0]
     async with split_engine.connect() as conn:
-        heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+        heads = await read_heads(conn)
     await store.append([ev(filler, n) for n in range(heads[0] - heads[3] + 10)])
     await _session(store, room)
     async with split_engine.connect() as conn:
-        heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+        heads = await read_heads(conn)
 
     history = History(split_engine, partitions=PARTITIONS, snapshot_every=4)
     logged = await store.read_stream(room_stream(room))
@@ -330,7 +330,7 @@ async def test_the_projections_fold_each_partition_from_its_own_checkpoint_and_r
         async with db_engine.connect() as conn:
             while await runner.step(conn):
                 pass
-            heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+            heads = await read_heads(conn)
             found = await conn.execute(
                 text("SELECT partition, position FROM projector_checkpoints WHERE name = 'projections'")
             )
@@ -350,7 +350,7 @@ async def test_the_projections_fold_each_partition_from_its_own_checkpoint_and_r
         assert await rebuild.diff_projections(db_engine) != []
         report = await rebuild.rebuild_projections(db_engine)
         async with db_engine.connect() as conn:
-            heads = dict((await conn.execute(text("SELECT partition, position FROM log_head"))).all())
+            heads = await read_heads(conn)
         assert report.head == sum(heads.values()) == report.events_read
         assert await rebuild.diff_projections(db_engine) == []
         # The runner finds its checkpoints moved, reloads what it cached, and carries on from them.
