@@ -67,6 +67,7 @@ def engine_config(settings: Settings, database_url: str) -> EngineConfig:
         node_dead_after=settings.node_dead_after_seconds,
         rate_limit_sync=settings.rate_limit_sync_seconds,
         nats_url=settings.nats_url or "",
+        log_partitions=settings.log_partitions,
         projection_interval=settings.projection_interval_ms / 1000,
     )
 
@@ -91,7 +92,8 @@ def create_app(
         install_redaction()
         # Both may block (starting the embedded server, Alembic's own event loop): off the loop.
         url = await asyncio.to_thread(resolve_database_url, settings)
-        await asyncio.to_thread(upgrade_to_head, url)  # raises SchemaMismatch on a newer schema
+        # Raises SchemaMismatch on a newer schema; a new log gets LOG_PARTITIONS partitions.
+        await asyncio.to_thread(upgrade_to_head, url, settings.log_partitions)
         verifier = TokenVerifier(resolve_jwt_secret(settings), settings)
         engine = Engine(
             engine_config(settings, url),

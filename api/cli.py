@@ -228,7 +228,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     with talking_to_database(url):
         if args.downgrade:
             return cli_migrate.downgrade(url, args.downgrade, yes=args.yes, data_dir=settings.data_dir)
-        return cli_migrate.upgrade(url, args.revision)
+        return cli_migrate.upgrade(url, args.revision, settings.log_partitions)
 
 
 def _projections(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,7 +256,7 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
             full = await rebuild.rebuild_all(db_engine)
             report, projected = full.cells, full.projections
             print(
-                f"rebuilt cells and sheets at position {report.head}: {report.events_read} events read "
+                f"rebuilt cells and sheets at {_positions(report.heads)}: {report.events_read} events read "
                 f"({report.cell_updates} cell updates), {report.sheets} sheets, {report.cells} cells, "
                 f"{report.seconds:.2f}s"
             )
@@ -268,6 +268,13 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
 
     with talking_to_database(url):
         return asyncio.run(run())
+
+
+def _positions(heads: dict[int, int]) -> str:
+    """ "position 12" in a log of one partition, "positions 0:12 1:40" in a log of several."""
+    if len(heads) == 1:
+        return f"position {next(iter(heads.values()))}"
+    return "positions " + " ".join(f"{partition}:{head}" for partition, head in sorted(heads.items()))
 
 
 def _project(url: str, settings: Settings) -> int:
@@ -318,7 +325,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     get_settings.cache_clear()  # with one worker the app runs in this process and must see them too
 
     with talking_to_database(url):
-        upgrade_to_head(url)
+        upgrade_to_head(url, settings.log_partitions)
     token = mint_token(
         settings, sub=DEMO_USER, username=DEMO_USER, roles=["editor"], ttl=DEMO_TTL, secret=secret
     )

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from api.cli_errors import CliFailure
 from engine.log import migrate
+from engine.log.partitions import ensure_partitions
 
 # The revision that creates `events` (migrations/versions/20261126_0001_event_log.py): undoing it
 # drops the log.
@@ -73,7 +74,8 @@ def load_revisions(url: str) -> Revisions:
     return Revisions(order, migrate.current_revision(url))
 
 
-def upgrade(url: str, target: str) -> int:
+def upgrade(url: str, target: str, partitions: int = 1) -> int:
+    """Upgrade to `target`; at head, a new log then gets `partitions` partitions (LOG_PARTITIONS)."""
     migrate.check_known(url)
     revisions = load_revisions(url)
     wanted = revisions.resolve(target)
@@ -85,9 +87,16 @@ def upgrade(url: str, target: str) -> int:
         )
     if wanted == current:
         print(f"database schema already at {_name(current, revisions)}; nothing to do")
-        return 0
-    _alembic(lambda: migrate.upgrade(url, wanted or BASE))
-    print(f"database schema upgraded from {_name(current)} to {_name(wanted, revisions)}")
+    else:
+        _alembic(lambda: migrate.upgrade(url, wanted or BASE))
+        print(f"database schema upgraded from {_name(current)} to {_name(wanted, revisions)}")
+    if wanted == revisions.order[-1]:
+        has = asyncio.run(ensure_partitions(url, partitions))
+        if has != 1 or partitions != 1:
+            kept = (
+                "" if has == partitions else f" (it has events: LOG_PARTITIONS={partitions} does not apply)"
+            )
+            print(f"the log has {has} partition(s){kept}")
     return 0
 
 

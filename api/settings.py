@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # Committed events travel to the other nodes on this NATS (engine/cluster/bus.py); unset, nodes
     # wake each other with NOTIFY and read the events from the log.
     nats_url: str | None = None
+    # The partitions a new log is created with (engine/log/partitions.py): each has its own head and
+    # writer. A log keeps the count it was created with; moving to another count is a new log.
+    log_partitions: int = Field(default=1, ge=1, le=1024)
     # Request heads, of plain requests and WebSocket handshakes alike (api/http_protocol.py): the
     # request line and headers over this many bytes are answered 431, and a head not complete this
     # many seconds after its first byte (or the connection's opening) 408; the connection then closes.

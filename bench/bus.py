@@ -1,6 +1,7 @@
 """Cross-node delivery: three collab-engine nodes on one database, on NOTIFY and on a NATS bus.
 
     python bench/bus.py [--seconds 10] [--rate 1000] [--nodes 3] [--drop-every 100] [--nats-url URL]
+                        [--partitions 1]
 
 Every room has one member on each node, and each member sends `cell_update`s (paced so that the
 whole run appends `--rate` events a second), so every event is delivered on its own node and on the
@@ -10,8 +11,9 @@ way to each node (1% by default: a real network fault, the nodes run unchanged).
 the cross-node latency (send to delivery at a member on another node than the sender's) against the
 same-node one, log-read statements a second per node (range reads plus head polls, from each node's
 `/ws/stats/detailed`), lost / duplicated / out-of-order deliveries, and with drops the repair latency:
-the delivery latency of exactly the events whose bus message the proxy dropped. The nodes run pinned
-to core 0 and this load generator to core 1, as in bench/fanout.py.
+the delivery latency of exactly the events whose bus message the proxy dropped. `--partitions` is the
+`LOG_PARTITIONS` of the nodes, so each run's fresh log is created with that many partitions. The nodes
+run pinned to core 0 and this load generator to core 1, as in bench/fanout.py.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
     servers: list[subprocess.Popen[bytes]] = []
     try:
         for i, node_port in enumerate(ports):
-            env: dict[str, str] = {}
+            env: dict[str, str] = {"LOG_PARTITIONS": str(args.partitions)}
             if mode != "notify":
                 url = args.nats_url
                 if mode == "nats, drops":
@@ -149,6 +151,7 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
     ]
     result: dict[str, object] = {
         "mode": mode,
+        "partitions": args.partitions,
         "events_per_s": row["sent_msgs_per_s"],
         "deliveries": len(step.delivered),
         "same_p50_ms": round(percentile(step.same_latencies, 50), 2),
@@ -194,6 +197,7 @@ def main() -> None:
     parser.add_argument("--drop-every", type=int, default=100, help="the proxy drops one bus message in N")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
     parser.add_argument("--modes", default="notify,nats,nats-drops")
+    parser.add_argument("--partitions", type=int, default=1, help="LOG_PARTITIONS of each run's new log")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="collab-bus-"))
     pin_database_server({0})

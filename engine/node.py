@@ -48,7 +48,7 @@ from engine.cluster.follower import LogFollower
 from engine.cluster.rate_sync import RateLimitSync
 from engine.cluster.registry import NodeRegistry
 from engine.config import EngineConfig
-from engine.fanout.delivery_order import DeliveryOrder
+from engine.fanout.delivery_order import DeliveryOrder, DeliveryOrders
 from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
 from engine.fanout.live import Live, recorded
 from engine.fanout.subscriber import Close, Sink, WriteNow
@@ -58,7 +58,6 @@ from engine.features.limits import RateLimiter
 from engine.features.traffic import EngineStats
 from engine.log.appender import Appender
 from engine.log.connectivity import is_connectivity_error, unreachable_as_unavailable
-from engine.log.partitions import check_served
 from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
 from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, UserLeftRoom
@@ -101,7 +100,7 @@ class Node:
         self._db_engine: AsyncEngine | None = None
         self._store: EventLog | None = None
         self._appender: Appender | None = None
-        self.order: DeliveryOrder | None = None
+        self.order: DeliveryOrders | None = None
         self.nodes: NodeRegistry | None = None
         self.follower: LogFollower | None = None
         self.control: ClusterControl | None = None  # requests to the other nodes
@@ -130,22 +129,25 @@ class Node:
         else:
             self._store = self._given_log
         try:
-            check_served(await self._store.partitions())
+            partitions = await self._store.partitions()
         except Exception as error:
             if not is_connectivity_error(error):
                 raise
-            # Unreachable for now: the appender's writer checks the log when it first connects.
+            # Unreachable for now: the count the log is created with; the appender's writers check it
+            # when they first connect, and refuse every append if the log has another.
+            partitions = config.log_partitions
         self._appender = Appender(
             self._store,
+            partitions=partitions,
             max_batch=config.max_batch,
             max_wait=config.max_wait,
             timeout=config.append_timeout,
             on_committed=self._announce,
         )
         await self._appender.start()
-        # Everything committed from here on is published here in position order, whichever node
-        # wrote it: this node's commits by `commit`, other nodes' by the follower.
-        self.order = DeliveryOrder(self._publish_committed, await self._head(), on_gap=self._read_log)
+        # Everything committed from here on is published here in position order within each partition,
+        # whichever node wrote it: this node's commits by `commit`, other nodes' by the follower.
+        self.order = DeliveryOrders(self._publish_committed, await self._heads(), on_gap=self._read_log)
         if self._db_engine is not None:
             await self._start_cluster(self._db_engine)
 
@@ -339,15 +341,15 @@ class Node:
         outcome = await self._running_appender().append(event)
         if isinstance(outcome, Committed):
             published = recorded(event, outcome)
-            order = self._running_order()
+            order = self._running_order().of(published.partition)
             # Published before anything else can run: no await between the result and this, unless
             # another node committed positions just before ours, which the follower reads first.
             if not order.offer(published):
                 try:
                     async with asyncio.timeout(self.config.append_timeout):
                         if self.follower is not None:
-                            await self.follower.wait_for_peers(published.position)
-                        await self._read_up_to(order, published.position)
+                            await self.follower.wait_for_peers(published.partition, published.position)
+                        await self._read_up_to(order, published.partition, published.position)
                 except TimeoutError:
                     # Committed, but not yet published here: answering now would reply from a view
                     # without it. The client retries with its client_msg_id and gets the original seq.
@@ -369,9 +371,11 @@ class Node:
         with unreachable_as_unavailable():
             return await self.store.read_stream(stream_id, after_version=after_version, limit=limit)
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> Sequence[RecordedEvent]:
+    async def read_all(
+        self, after: int = 0, limit: int = 1000, partition: int = 0
+    ) -> Sequence[RecordedEvent]:
         with unreachable_as_unavailable():
-            return await self.store.read_all(after=after, limit=limit)
+            return await self.store.read_all(after=after, limit=limit, partition=partition)
 
     async def sheet_room(self, sheet_id: str) -> str | None:
         with unreachable_as_unavailable():
@@ -410,10 +414,10 @@ class Node:
             events.extend(page)
         return idle_uploads.idle_in(events, cutoff, limit=limit)
 
-    async def log_head(self) -> int:
-        """The newest committed position of the whole log (every node's appends)."""
+    async def log_heads(self) -> dict[int, int]:
+        """Each partition's newest committed position (every node's appends)."""
         with unreachable_as_unavailable():
-            return await self.store.head()
+            return await self.store.heads()
 
     # Figures.
 
@@ -448,13 +452,14 @@ class Node:
         except KeyError:
             raise SubscriberClosed(connection_id) from None
 
-    async def _head(self) -> int | None:
-        """The log head, or None while the database is unreachable (the follower learns it later)."""
+    async def _heads(self) -> dict[int, int] | None:
+        """The partitions' heads, or None while the database is unreachable (the follower learns them
+        later)."""
         try:
             async with asyncio.timeout(self.config.health_timeout):
-                return await self.store.head()
+                return await self.store.heads()
         except Exception as exc:
-            log.warning("log head unknown at start: %s: %s", type(exc).__name__, exc)
+            log.warning("log heads unknown at start: %s: %s", type(exc).__name__, exc)
             return None
 
     async def _record_dead_nodes_departures(self) -> None:
@@ -468,14 +473,14 @@ class Node:
             self.connections.pop(connection.connection_id)  # so `disconnect` appends no second leave
             self.close(connection.connection_id, CloseCode.SERVICE_RESTART)
 
-    async def _read_up_to(self, order: DeliveryOrder, position: int) -> None:
-        """Read the positions before `position` that another node (or a commit whose caller was gone)
-        wrote, and publish them, so the held `position` goes out. The caller reads them itself rather
-        than wait for the follower, which may be backing off after an outage."""
+    async def _read_up_to(self, order: DeliveryOrder, partition: int, position: int) -> None:
+        """Read the partition's positions before `position` that another node (or a commit whose
+        caller was gone) wrote, and publish them, so the held `position` goes out. The caller reads
+        them itself rather than wait for the follower, which may be backing off after an outage."""
         while order.delivered is None or order.delivered < position:
             after = order.delivered if order.delivered is not None else position - 1
             try:
-                page = await self.store.read_all(after=after, limit=position - after)
+                page = await self.store.read_all(after=after, limit=position - after, partition=partition)
                 self.held_reads += 1
             except Exception as exc:  # a connection that died with the outage: the pool replaces it
                 log.info("reading the log before %d failed: %s: %s", position, type(exc).__name__, exc)
@@ -484,7 +489,7 @@ class Node:
             if not page:
                 await asyncio.sleep(0.05)
 
-    def _running_order(self) -> DeliveryOrder:
+    def _running_order(self) -> DeliveryOrders:
         if self.order is None:
             raise StoreUnavailable("the engine is not started")
         return self.order

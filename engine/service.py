@@ -169,7 +169,7 @@ class Engine:
         self.commit = node.commit
         self.node_stats = node.node_stats
         self.cluster_stats = node.cluster_stats
-        self.log_head = node.log_head
+        self.log_heads = node.log_heads
         self.join_room = self.rooms.join
         self.leave_room = self.rooms.leave
         self.room_view = self.rooms.view
@@ -326,7 +326,9 @@ class Engine:
 
     def history(self, *, snapshot_every: int = 100) -> History:
         """History and time travel over the log (engine/readmodels/history.py)."""
-        return History(self.node.db_engine, snapshot_every=snapshot_every)
+        return History(
+            self.node.db_engine, snapshot_every=snapshot_every, partitions=self.node.appender.partitions
+        )
 
     async def list_rooms(
         self, reader: Actor, *, now: datetime, limit: int, offset: int, active_only: bool
@@ -344,7 +346,9 @@ class Engine:
         )
 
     async def room_detail(self, room_id: str, *, now: datetime) -> room_listing.RoomDetail:
-        return await room_listing.room_detail(self.node.db_engine, room_id, now=now)
+        return await room_listing.room_detail(
+            self.node.db_engine, room_id, now=now, partitions=self.node.appender.partitions
+        )
 
     async def rebuild_projections(self) -> rebuild.FullReport:
         """Replay the log into every projection table; the runner then reloads its views from them."""

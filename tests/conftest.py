@@ -1,5 +1,8 @@
 """Test database: a fresh database per session on the embedded PostgreSQL (or TEST_DATABASE_URL),
-migrated to head. Nothing is mocked: every integration test talks to this real server."""
+migrated to head. Nothing is mocked: every integration test talks to this real server.
+
+TEST_LOG_PARTITIONS (default 1) is the partition count the suite's logs are created with; whatever
+it is, every log the suite wrote is checked at its end for a transaction that wrote two partitions."""
 
 from __future__ import annotations
 
@@ -20,6 +23,16 @@ from engine.log.store import EventStore, create_db_engine
 from tests.nats_server import nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG_PARTITIONS = int(os.environ.get("TEST_LOG_PARTITIONS", "1"))
+
+# The rows of every table an append writes, with the transaction that wrote each row version.
+_WRITTEN = " UNION ALL ".join(
+    f"SELECT xmin::text AS tx, partition FROM {table}" for table in ("events", "streams", "cells", "sheets")
+)
+SPANNING_TRANSACTIONS = f"""
+    SELECT tx, array_agg(DISTINCT partition ORDER BY partition) AS partitions
+    FROM ({_WRITTEN}) written GROUP BY tx HAVING count(DISTINCT partition) > 1
+"""
 
 
 def _asyncpg_url(url: str) -> str:
@@ -40,6 +53,15 @@ async def admin_execute(server_url: str, sql: str) -> None:
         await conn.close()
 
 
+async def transactions_spanning_partitions(database_url: str) -> list[tuple[str, list[int]]]:
+    """Every transaction whose rows in the log's tables are in more than one partition."""
+    conn = await asyncpg.connect(_libpq_dsn(database_url))
+    try:
+        return [(row["tx"], list(row["partitions"])) for row in await conn.fetch(SPANNING_TRANSACTIONS)]
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def server_url() -> str:
     """A PostgreSQL server the tests may create databases on."""
@@ -55,9 +77,11 @@ def database_url(server_url: str) -> Iterator[str]:
     name = f"collab_test_{uuid.uuid4().hex[:10]}"
     asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server_url, name)
-    upgrade_to_head(url)
+    upgrade_to_head(url, LOG_PARTITIONS)
     yield url
+    spanning = asyncio.run(transactions_spanning_partitions(url))
     asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    assert not spanning, f"transactions that wrote several partitions: {spanning[:5]}"
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,8 @@ _ROOM_ERRORS = _errors(401, 403, 404, 422, 503)
 class EventOut(BaseModel):
     """One event of the log as an auditor sees it."""
 
-    position: int = Field(description="place in the whole log (global, gapless)")
+    position: int = Field(description="place in its partition of the log (gapless within it)")
+    partition: int = Field(description="the log partition of its stream; always 0 in a log of one")
     stream_id: str
     seq: int | None = Field(description="place in its stream (a room's seq); null for volatile events")
     type: str
@@ -175,17 +176,21 @@ async def room_events(
 async def all_events(
     reader: AuditorDep,
     history: HistoryDep,
-    after_position: Annotated[int, count_query("start after this log position")] = 0,
+    after_position: Annotated[int, count_query("start after this position of the partition")] = 0,
     limit: Limit = 100,
     types: Types = None,
     since: Since = None,
     until: Until = None,
+    partition: Annotated[int, count_query("the log partition to read (0 in a log of one)")] = 0,
 ) -> EventPage:
-    """The whole log in position order, every stream; no event is ever skipped between pages. A
-    `rooms` claim (an auditor's) narrows it to the streams of the rooms it admits."""
+    """One partition of the log in position order, every stream in it (the whole log, in a log of
+    one partition); no event is ever skipped between pages. A `rooms` claim (an auditor's) narrows it
+    to the streams of the rooms it admits."""
     rooms = None if reader.has_role("admin") else reader.rooms_regex()
     where = _filter(types, since, until, rooms)
-    page = await history.all_events(after_position=after_position, limit=limit, where=where)
+    page = await history.all_events(
+        after_position=after_position, limit=limit, where=where, partition=partition
+    )
     return EventPage(events=[event_out(e) for e in page.events], next_cursor=page.next_cursor)
 
 
@@ -272,6 +277,7 @@ def event_out(event: RecordedEvent) -> EventOut:
     volatile = is_volatile_stream(event.stream_id)
     return EventOut(
         position=event.position,
+        partition=event.partition,
         stream_id=event.stream_id,
         seq=None if volatile else event.stream_version,
         type=event.type,

@@ -54,7 +54,9 @@ class RoomDetailOut(RoomOut):
     seq: int = Field(description="the room's newest seq the projection has folded")
     active_sheets: list[str]
     members: list[MemberOut]
-    position: int = Field(description="log position the projection tables have reached")
+    position: int = Field(
+        description="position of the room's log partition the projection tables have reached"
+    )
 
 
 class RebuildOut(BaseModel):

@@ -53,7 +53,11 @@ class Stats(BaseModel):
     )
     uptime_seconds: float = Field(description="of the node that answers")
     events_appended: int = Field(description="events the live nodes appended since they started")
-    log_head: int = Field(description="the newest committed position of the whole log")
+    log_head: int = Field(
+        description="events in the log: its newest committed position in a log of one partition, the "
+        "sum of the partitions' heads in a log of several (positions are gapless in each)"
+    )
+    log_heads: dict[str, int] = Field(description="each partition's newest committed position, by partition")
     node_id: str = Field(description="the node that answers")
     nodes_alive: int = Field(
         description="nodes that heartbeat; other nodes' figures are as of their last heartbeat"
@@ -98,12 +102,18 @@ class FanoutFigures(BaseModel):
 
 class DeliveryFigures(BaseModel):
     via: str = Field(description="how other nodes' events reach this one: `nats` (NATS_URL) or `notify`")
-    delivered_position: int | None = Field(description="every position up to here is published here")
+    delivered_position: int | None = Field(
+        description="every position of partition 0 (the whole log, in a log of one) up to here is "
+        "published here"
+    )
+    delivered_positions: dict[str, int | None] = Field(
+        description="the same for each partition, by partition; null while its starting point is unknown"
+    )
     held: int = Field(description="events that arrived before earlier positions, waiting for them")
     peers: list[str]
     listening: bool = Field(description="the LISTEN connection is up")
     log_reads: int = Field(description="range reads of the log: after each wake-up, or with a bus to repair")
-    head_reads: int = Field(description="with a bus: polls of the log head")
+    head_reads: int = Field(description="reads of every partition's head: at each poll, and to start")
     held_reads: int = Field(
         description="range reads by this node's own commits, for the positions other nodes wrote just before"
     )
@@ -156,6 +166,7 @@ def _node_figures(node: NodeStats) -> NodeFigures:
 
 async def _summary(engine: EngineDep, cluster: ClusterStats) -> dict[str, object]:
     nodes = cluster.nodes.values()
+    heads = await engine.log_heads()
     connections = sum(node.connections for node in nodes)
     return {
         "total_connections": connections,
@@ -165,7 +176,8 @@ async def _summary(engine: EngineDep, cluster: ClusterStats) -> dict[str, object
         "messages_per_second": round(sum(node.messages_per_second for node in nodes), 3),
         "uptime_seconds": cluster.own.uptime_seconds,
         "events_appended": sum(node.events_appended for node in nodes),
-        "log_head": await engine.log_head(),
+        "log_head": sum(heads.values()),
+        "log_heads": {str(partition): head for partition, head in sorted(heads.items())},
         "node_id": cluster.own.node_id,
         "nodes_alive": len(cluster.nodes),
         "timestamp": iso(datetime.now(UTC)),

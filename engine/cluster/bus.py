@@ -6,10 +6,10 @@ only to repair what the bus lost (engine/cluster/follower.py). PostgreSQL stays 
 bus is best effort, and a message lost, late, too large or sent while the bus was away costs
 latency, never an event.
 
-One subject per log partition, `collab.<log id>.log.<partition>`: the log id (a random uuid in
-`log_head`) keeps the logs of different databases apart on a shared NATS, and the log has one
-partition today. NATS keeps each publisher's messages in order on a subject; the messages of
-different nodes interleave, and `DeliveryOrder` (engine/fanout/delivery_order.py) puts them back in
+One subject per log partition, `collab.<log id>.log.<partition>`, and each node subscribes to them
+all: the log id (a random uuid in `log_head`) keeps the logs of different databases apart on a shared
+NATS. NATS keeps each publisher's messages in order on a subject; the messages of different nodes
+interleave, and `DeliveryOrders` (engine/fanout/delivery_order.py) puts each partition back in
 position order. Nodes connect with `no_echo`, so none hears its own events back.
 """
 
@@ -30,23 +30,25 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
-from engine.log.partitions import SERVED_PARTITION
 from engine.model.events import RecordedEvent
 
 log = logging.getLogger(__name__)
 
 
-def subject_for(log_id: str, partition: int = SERVED_PARTITION) -> str:
-    return f"collab.{log_id}.log.{partition}"
+def log_subject_for(log_id: str) -> str:
+    """The subjects' common stem: a partition's subject is `<stem>.<partition>`."""
+    return f"collab.{log_id}.log"
+
+
+def subject_for(log_id: str, partition: int = 0) -> str:
+    return f"{log_subject_for(log_id)}.{partition}"
 
 
 async def log_subject(db_engine: AsyncEngine) -> str:
-    """The subject of the log in this database."""
+    """The stem of the subjects of the log in this database (every partition shares its log id)."""
     async with db_engine.connect() as conn:
-        log_id = (
-            await conn.execute(text(f"SELECT log_id FROM log_head WHERE partition = {SERVED_PARTITION}"))
-        ).scalar_one()
-    return subject_for(str(log_id))
+        log_id = (await conn.execute(text("SELECT log_id FROM log_head WHERE partition = 0"))).scalar_one()
+    return log_subject_for(str(log_id))
 
 
 def encode_event(event: RecordedEvent) -> bytes:
@@ -62,6 +64,7 @@ def encode_event(event: RecordedEvent) -> bytes:
             "r": event.recorded_at.isoformat(),
             "u": event.user_id,
             "k": event.idempotency_key,
+            "q": event.partition,
         }
     )
 
@@ -85,6 +88,7 @@ def _decoded(item: dict[str, Any]) -> RecordedEvent:
         recorded_at=datetime.fromisoformat(item["r"]),
         user_id=item["u"],
         idempotency_key=item["k"],
+        partition=int(item.get("q", 0)),
     )
 
 
@@ -107,7 +111,8 @@ def messages(lines: list[bytes], max_payload: int) -> Iterator[bytes]:
 
 
 Subject = Callable[[], Awaitable[str]]
-"""Where this log's events travel; asked at every connect, since the database may be away at start."""
+"""The stem of the subjects this log's events travel on (`log_subject`); asked at every connect, since
+the database may be away at start."""
 
 
 class NatsBus:
@@ -183,7 +188,7 @@ class NatsBus:
             reconnected_cb=self._on_reconnected,
         )
         try:
-            await client.subscribe(subject, cb=self._on_message)
+            await client.subscribe(f"{subject}.*", cb=self._on_message)
         except BaseException:  # not left reconnecting forever behind a node that gave up on it
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 2.0)
@@ -208,19 +213,20 @@ class NatsBus:
         events, self._outbox = self._outbox, []
         if not events or self.subject is None:
             return
-        lines = []
-        for event in sorted(events, key=lambda e: e.position):
+        lines: dict[int, list[bytes]] = {}
+        for event in sorted(events, key=lambda e: (e.partition, e.position)):
             try:
-                lines.append(encode_event(event))
+                lines.setdefault(event.partition, []).append(encode_event(event))
             except Exception as exc:  # the peers repair it from the log
                 log.warning("event at position %d not sent on the bus: %s", event.position, exc)
-        for payload in messages(lines, client.max_payload):
-            try:
-                await client.publish(self.subject, payload)
-                self.messages_sent += 1
-            except Exception as exc:  # a full reconnect buffer: the peers repair from the log
-                self.send_failures += 1
-                log.info("bus publish failed: %s: %s", type(exc).__name__, exc)
+        for partition, partition_lines in lines.items():
+            for payload in messages(partition_lines, client.max_payload):
+                try:
+                    await client.publish(f"{self.subject}.{partition}", payload)
+                    self.messages_sent += 1
+                except Exception as exc:  # a full reconnect buffer: the peers repair from the log
+                    self.send_failures += 1
+                    log.info("bus publish failed: %s: %s", type(exc).__name__, exc)
 
     async def _on_message(self, message: Msg) -> None:
         try:
@@ -249,4 +255,12 @@ class NatsBus:
         log.info("bus reconnected")
 
 
-__all__ = ["NatsBus", "decode_events", "encode_event", "log_subject", "messages", "subject_for"]
+__all__ = [
+    "NatsBus",
+    "decode_events",
+    "encode_event",
+    "log_subject",
+    "log_subject_for",
+    "messages",
+    "subject_for",
+]

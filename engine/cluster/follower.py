@@ -2,19 +2,22 @@
 
 After its commits a node sends at most one small NOTIFY per `notify_interval`, on its own connection
 and never inside the append transaction (NOTIFY takes a database-wide lock at commit), and only while
-it has live peers (engine/cluster/registry.py). Each node keeps one LISTEN connection; a notification
-from another node wakes its reader, which reads the log after the last position this node published
-and offers it to `DeliveryOrder` (engine/fanout/delivery_order.py), which publishes in position order.
+it has live peers (engine/cluster/registry.py), naming the partitions it committed in (in a log of
+one, just "commit <node>"). Each node keeps one LISTEN connection; a notification from another node
+wakes its reader, which reads each named partition after the last position this node published there
+and offers it to `DeliveryOrders` (engine/fanout/delivery_order.py), which publishes each partition
+in position order.
 
 Notifications are not durable (a dropped connection, a restarted server), so the reader also polls
-every `poll_interval`: a lost wake-up costs latency, never an event. The read is an indexed range scan
-on the primary key, and reading past events this node published itself costs one cheap query.
+every `poll_interval`: it reads every partition's head in one statement and then the partitions ahead
+of what it published. A lost wake-up costs latency, never an event. Each read is an indexed range scan
+on the primary key.
 
 With a bus (`NATS_URL`, engine/cluster/bus.py) the events themselves reach the node, and it reads the
 log only to repair: a gap that stays open `repair_after` seconds after it was seen (a bus message
-lost or very late), and, every `poll_interval`, a head ahead of what it published that is still ahead
-`repair_after` later (a lost last message, a bus outage). No NOTIFY is sent for commits then; the
-LISTEN connection still carries the other channels (engine/cluster/control.py).
+lost or very late), and, every `poll_interval`, a partition's head ahead of what it published that is
+still ahead `repair_after` later (a lost last message, a bus outage). No NOTIFY is sent for commits
+then; the LISTEN connection still carries the other channels (engine/cluster/control.py).
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import asyncpg
 
 from engine.cluster.bus import NatsBus
 from engine.cluster.registry import NodeRegistry
-from engine.fanout.delivery_order import DeliveryOrder
+from engine.fanout.delivery_order import DeliveryOrders
 from engine.fanout.live import recorded
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.store import EventLog
@@ -48,7 +51,7 @@ class LogFollower:
     def __init__(
         self,
         store: EventLog,
-        order: DeliveryOrder,
+        orders: DeliveryOrders,
         dsn: str,
         registry: NodeRegistry,
         *,
@@ -67,15 +70,18 @@ class LogFollower:
         self.notifications_sent = 0
         self.notifications_received = 0
         self.reads = 0  # range reads of the log
-        self.head_reads = 0  # with a bus: the head polled
+        self.head_reads = 0  # reads of every partition's head
         self._head_read_at = 0.0  # monotonic time of the last head read
         self._store = store
-        self._order = order
+        self._orders = orders
         self._dsn = dsn
         self._registry = registry
         self._conn: Any = None  # asyncpg.Connection while listening
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()  # set by `committed`, consumed by the one notifier task
+        self._committed_in: set[int] = set()  # the partitions of this node's commits not yet announced
+        self._announced: set[int] = set()  # the partitions other nodes announced commits in, unread
+        self._read_every = True  # read every partition behind its head (start, poll, lost wake-ups)
         self._conn_lock = asyncio.Lock()  # asyncpg runs one query at a time per connection
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: dict[str, Callable[[str], None]] = {}  # other channels this connection hears
@@ -106,7 +112,9 @@ class LogFollower:
             self._conn = None
 
     def wake(self) -> None:
-        """Read the log now (a held own commit waits for the positions before it)."""
+        """Read every partition behind its head now (a held own commit waits for the positions before
+        it, a lost connection may have lost notifications)."""
+        self._read_every = True
         self._wake.set()
 
     async def listen_also(self, channel: str, on_payload: Callable[[str], None]) -> None:
@@ -136,16 +144,17 @@ class LogFollower:
         if self.bus is not None:
             self.bus.publish(recorded(event, outcome))
         elif self._registry.has_peers:
+            self._committed_in.add(outcome.partition)
             self._committed.set()
 
-    async def wait_for_peers(self, position: int) -> None:
-        """With a bus, give the events before `position` up to `repair_after` seconds to arrive on it
-        before the caller reads them from the log; without one (or while it is away), the log is the
-        only way."""
+    async def wait_for_peers(self, partition: int, position: int) -> None:
+        """With a bus, give the partition's events before `position` up to `repair_after` seconds to
+        arrive on it before the caller reads them from the log; without one (or while it is away),
+        the log is the only way."""
         if self.bus is not None and self.bus.connected:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.repair_after):
-                    await self._order.wait_delivered(position)
+                    await self._orders.of(partition).wait_delivered(position)
 
     # Notifying.
 
@@ -156,26 +165,40 @@ class LogFollower:
             await self._committed.wait()
             await asyncio.sleep(self.notify_interval)
             self._committed.clear()
-            await self._notify(_COMMIT)
+            partitions, self._committed_in = self._committed_in, set()
+            await self._notify(_COMMIT, partitions)
 
-    async def _notify(self, kind: str) -> None:
+    async def _notify(self, kind: str, partitions: Iterable[int] = ()) -> None:
+        """Send `<kind> <node>`, and the partitions when any is not 0: in a log of one the payload is
+        what nodes of earlier versions send and understand."""
+        payload = f"{kind} {self.node_id}"
+        if any(partitions):
+            payload += " " + ",".join(map(str, sorted(partitions)))
         async with self._conn_lock:
             conn = self._conn
             if conn is None or conn.is_closed():
                 return  # the peers' polling covers it; the listener is reconnecting
             try:
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{kind} {self.node_id}")
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
                 self.notifications_sent += 1
             except Exception as exc:
                 log.warning("NOTIFY failed (peers will poll): %s: %s", type(exc).__name__, exc)
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        _, _, node = payload.partition(" ")
+        kind, _, rest = payload.partition(" ")
+        node, _, partitions = rest.partition(" ")
         if node == self.node_id:
             return
         self.notifications_received += 1
         self._registry.saw(node)
-        self.wake()
+        if kind != _COMMIT:
+            self.wake()
+            return
+        try:
+            self._announced.update({int(p) for p in partitions.split(",")} if partitions else {0})
+        except ValueError:
+            self._read_every = True  # a payload this version does not know: read what every head says
+        self._wake.set()
 
     # Listening.
 
@@ -217,7 +240,7 @@ class LogFollower:
             self._wake.clear()
             try:
                 if self.bus is None:
-                    await self._catch_up()
+                    await self._catch_up(poll=not woken)
                 else:
                     await self._repair(poll=not woken or self._poll_due())
             except Exception as exc:
@@ -229,67 +252,86 @@ class LogFollower:
                     async with asyncio.timeout(self.retry_interval):
                         await self._wake.wait()
 
-    async def _catch_up(self) -> None:
-        if self._order.delivered is None:
-            self._order.start_at(await self._store.head())
-        while True:
-            after = self._order.delivered
-            assert after is not None
-            page = await self._store.read_all(after=after, limit=_PAGE)
-            self.reads += 1
-            self._order.offer_all(page)
-            if len(page) < _PAGE:
-                return
+    async def _catch_up(self, *, poll: bool) -> None:
+        """Read the partitions other nodes announced commits in; on a poll, or when told to, every
+        partition whose head is ahead of what this node published."""
+        orders = self._orders
+        announced, self._announced = self._announced, set()
+        if poll or self._read_every or not orders.started:
+            self._read_every = False
+            heads = await self._read_heads()
+            orders.start_at(heads)
+            behind: dict[int, int | None] = {p: h for p, h in heads.items() if _published(orders, p) < h}
+        else:
+            behind = {p: None for p in sorted(announced)}
+        for partition, head in behind.items():
+            order = orders.of(partition)
+            while True:
+                after = order.delivered
+                assert after is not None
+                page = await self._store.read_all(after=after, limit=_PAGE, partition=partition)
+                self.reads += 1
+                order.offer_all(page)
+                if len(page) < _PAGE or (head is not None and _published(orders, partition) >= head):
+                    break
 
     # Repairing what the bus lost.
 
     def _on_bus_events(self, events: list[RecordedEvent]) -> None:
-        if self._order.delivered is None:
+        if not self._orders.started:
             # Where this node starts is not known yet (the database was away at start): offering
             # now would start at this message and pass over earlier positions still on their way.
             # The read loop learns the head first; whatever this held is read from the log then.
             self.wake()
             return
-        self._order.offer_all(events)
+        self._orders.offer_all(events)
 
     def _poll_due(self) -> bool:
         return time.monotonic() - self._head_read_at >= self.poll_interval
 
     async def _repair(self, *, poll: bool) -> None:
         """Read from the log what the bus has not brought `repair_after` seconds after this node
-        knew it was committed: the positions before the highest held one (a gap) and, on a poll,
-        those up to the head (a lost last message, an outage)."""
-        order = self._order
-        if order.delivered is None:
-            order.start_at(await self._read_head())
-        target = order.highest_held or 0
-        if poll:
-            target = max(target, await self._read_head())
-        assert order.delivered is not None
-        if order.delivered >= target:
+        knew it was committed: in each partition, the positions before the highest held one (a gap)
+        and, on a poll, those up to the head (a lost last message, an outage)."""
+        orders = self._orders
+        heads: Mapping[int, int] = {}
+        if not orders.started or poll or self._read_every:
+            self._read_every = False
+            heads = await self._read_heads()
+            orders.start_at(heads)
+        targets = dict(heads)
+        for partition, order in orders:
+            if (held := order.highest_held) is not None:
+                targets[partition] = max(targets.get(partition, 0), held)
+        behind = {p: target for p, target in targets.items() if _published(orders, p) < target}
+        if not behind:
             return
         await asyncio.sleep(self.repair_after)  # what is in flight on the bus arrives meanwhile
-        while order.delivered < target:
-            after = order.delivered
-            page = await self._store.read_all(after=after, limit=min(_PAGE, target - after))
-            self.reads += 1
-            order.offer_all(page)
-            if not page:
-                return
+        for partition, target in sorted(behind.items()):
+            order = orders.of(partition)
+            while (after := _published(orders, partition)) < target:
+                page = await self._store.read_all(
+                    after=after, limit=min(_PAGE, target - after), partition=partition
+                )
+                self.reads += 1
+                order.offer_all(page)
+                if not page:
+                    break
 
-    async def _read_head(self) -> int:
-        head = await self._store.head()
+    async def _read_heads(self) -> dict[int, int]:
+        heads = await self._store.heads()
         self.head_reads += 1
         self._head_read_at = time.monotonic()
-        return head
+        return heads
 
     def stats(self) -> dict[str, Any]:
         """How other nodes' events reach this one, for `/ws/stats/detailed` and its peers' views."""
         bus = self.bus
         return {
             "via": "nats" if bus is not None else "notify",
-            "delivered_position": self._order.delivered,
-            "held": self._order.held,
+            "delivered_position": self._orders.of(0).delivered,
+            "delivered_positions": {str(p): order.delivered for p, order in self._orders},
+            "held": self._orders.held,
             "peers": sorted(self._registry.peers),
             "listening": self._conn is not None and not self._conn.is_closed(),
             "log_reads": self.reads,
@@ -302,6 +344,13 @@ class LogFollower:
             "bus_events_received": bus.events_received if bus is not None else 0,
             "bus_send_failures": bus.send_failures if bus is not None else 0,
         }
+
+
+def _published(orders: DeliveryOrders, partition: int) -> int:
+    """Every position of the partition up to this one is published (its head once started)."""
+    delivered = orders.of(partition).delivered
+    assert delivered is not None, "read after the partition's starting point is known"
+    return delivered
 
 
 __all__ = ["CHANNEL", "LogFollower"]

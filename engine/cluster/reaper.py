@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.registry import NodeRegistry
+from engine.log.partitions import partition_count
 from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, UserLeftRoom
 from engine.model.events import AppendOutcome, Committed, NewEvent, Origin
 
@@ -39,10 +40,12 @@ WHERE node_id <> :node AND stopped_at IS NULL AND heartbeat_at < now() - make_in
 _OPEN_MEMBERSHIPS = """
 SELECT j.data->>'room_id' AS room_id, j.data->>'user_id' AS user_id, j.data->>'connection_id' AS connection_id
 FROM events j
-WHERE j.type = :joined AND j.recorded_at >= :started_at AND j.metadata->>'node' = :dead
+WHERE j.partition = :partition AND j.type = :joined AND j.recorded_at >= :started_at
+  AND j.metadata->>'node' = :dead
   AND NOT EXISTS (
     SELECT 1 FROM events l
-    WHERE l.stream_id = j.stream_id AND l.stream_version > j.stream_version AND l.type = :left
+    WHERE l.partition = j.partition AND l.stream_id = j.stream_id AND l.stream_version > j.stream_version
+      AND l.type = :left
       AND l.data->>'connection_id' = j.data->>'connection_id'
   )
 ORDER BY j.position
@@ -65,18 +68,22 @@ async def dead_nodes(db_engine: AsyncEngine, node_id: str, dead_after: float) ->
 
 async def leaves_for(db_engine: AsyncEngine, dead: DeadNode, reaper: str) -> list[NewEvent]:
     """The `UserLeftRoom` events that close the dead node's open memberships (one per connection and
-    room, deduplicated across survivors by their idempotency key)."""
+    room, deduplicated across survivors by their idempotency key), read partition by partition: a
+    join and its leave are in their room's."""
+    memberships: set[tuple[str, str, str]] = set()
     async with db_engine.connect() as conn:
-        rows = await conn.execute(
-            text(_OPEN_MEMBERSHIPS),
-            {
-                "joined": USER_JOINED_ROOM,
-                "left": USER_LEFT_ROOM,
-                "started_at": dead.started_at,
-                "dead": dead.node_id,
-            },
-        )
-        memberships = {(row.room_id, row.user_id, row.connection_id) for row in rows}
+        for partition in range(await partition_count(conn)):
+            rows = await conn.execute(
+                text(_OPEN_MEMBERSHIPS),
+                {
+                    "partition": partition,
+                    "joined": USER_JOINED_ROOM,
+                    "left": USER_LEFT_ROOM,
+                    "started_at": dead.started_at,
+                    "dead": dead.node_id,
+                },
+            )
+            memberships |= {(row.room_id, row.user_id, row.connection_id) for row in rows}
     return [
         UserLeftRoom(room_id, user_id, connection_id, NODE_LOST).new(
             Origin(reaper, user_id, connection_id),

@@ -1,9 +1,11 @@
-"""`DeliveryOrder`: each node publishes committed events in log position order, whoever wrote them.
+"""`DeliveryOrder`: each node publishes committed events in position order, whoever wrote them.
 
-Why the global position and not each stream's seq (a node serves a log of one partition, whose
-positions are the whole log's: engine/log/partitions.py): positions are gapless and follow commit order
-(engine/log/store.py), so publishing them strictly in position order gives every stream's events in
-seq order on every node with one counter, and no stream needs to be known in advance. Each node
+Why a partition's position and not each stream's seq: positions are gapless within a partition and
+follow commit order (engine/log/store.py), and a stream lives in one partition
+(engine/log/partitions.py), so publishing each partition strictly in position order gives every
+stream's events in seq order on every node with one counter per partition, and no stream needs to be
+known in advance. `DeliveryOrders` keeps one `DeliveryOrder` per partition: partitions are
+independent, so a gap in one holds back none of the others. Each node
 publishes its own commits the moment the appender returns them (no await in between: handlers rely
 on it), and the events other nodes wrote when its log follower reads them (engine/cluster/follower.py).
 While a single node writes, each own commit is the next position and nothing ever waits.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from engine.model.events import RecordedEvent
 
@@ -100,4 +102,53 @@ class DeliveryOrder:
             log.exception("could not publish event at position %d (%s)", event.position, event.type)
 
 
-__all__ = ["DeliveryOrder"]
+class DeliveryOrders:
+    """One `DeliveryOrder` per partition, made when the partition is first named."""
+
+    def __init__(
+        self,
+        publish: Publish,
+        heads: Mapping[int, int] | None,
+        *,
+        on_gap: Callable[[], None] | None = None,
+    ) -> None:
+        self._publish = publish
+        self._on_gap = on_gap
+        self._orders: dict[int, DeliveryOrder] = {}
+        # False until every partition's starting point is known (see `DeliveryOrder.delivered`).
+        self.started = heads is not None
+        for partition, head in (heads or {}).items():
+            self.of(partition).start_at(head)
+
+    def of(self, partition: int) -> DeliveryOrder:
+        order = self._orders.get(partition)
+        if order is None:
+            order = self._orders[partition] = DeliveryOrder(self._publish, None, on_gap=self._on_gap)
+        return order
+
+    def __iter__(self) -> Iterator[tuple[int, DeliveryOrder]]:
+        return iter(sorted(self._orders.items()))
+
+    def offer(self, event: RecordedEvent) -> bool:
+        return self.of(event.partition).offer(event)
+
+    def offer_all(self, events: list[RecordedEvent]) -> None:
+        for event in events:
+            self.offer(event)
+
+    def start_at(self, heads: Mapping[int, int]) -> None:
+        """Each partition starts at its head unless its starting point is known already."""
+        for partition, head in heads.items():
+            self.of(partition).start_at(head)
+        self.started = True
+
+    @property
+    def held(self) -> int:
+        return sum(order.held for order in self._orders.values())
+
+    @property
+    def delivered(self) -> dict[int, int | None]:
+        return {partition: order.delivered for partition, order in self}
+
+
+__all__ = ["DeliveryOrder", "DeliveryOrders"]

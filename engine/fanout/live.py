@@ -51,6 +51,7 @@ def recorded(event: NewEvent, committed: Committed) -> RecordedEvent:
         recorded_at=committed.recorded_at,
         user_id=event.user_id,
         idempotency_key=event.idempotency_key,
+        partition=committed.partition,
     )
 
 

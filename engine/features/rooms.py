@@ -34,7 +34,7 @@ from engine.projections.rooms import RoomView, project, with_statuses
 from engine.protocol import Envelope, room_left, room_state
 from engine.protocol.rendering import ReplayRenderer, encode
 
-ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n)
+ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n, partition=p)
 ReadStatuses = Callable[[Sequence[str]], Awaitable[Mapping[str, str]]]  # user ids -> declared status
 
 
@@ -166,7 +166,7 @@ class Rooms:
 
     async def _own_join(self, duplicate: Duplicate, event: NewEvent) -> bool:
         """Whether the event a repeated key points at is this connection's join of this room."""
-        found = await self._read_all(after=duplicate.position - 1, limit=1)
+        found = await self._read_all(after=duplicate.position - 1, limit=1, partition=duplicate.partition)
         original = found[0] if found else None
         return (
             original is not None

@@ -88,14 +88,14 @@ class Plan:
             orjson.dumps(list(self.sheet_rows.values())).decode(),
         )
 
-    def resolve(self, recorded_at: datetime | None) -> list[AppendOutcome]:
-        """The outcomes once committed at `recorded_at` (None when nothing was written)."""
+    def resolve(self, recorded_at: datetime | None, partition: int = 0) -> list[AppendOutcome]:
+        """The outcomes once committed at `recorded_at` (None when nothing was written) in `partition`."""
         out: list[AppendOutcome] = []
         for o in self.outcomes:
             if isinstance(o, _Written):
-                out.append(Committed(o.position, o.version, recorded_at, o.data))  # type: ignore[arg-type]
+                out.append(Committed(o.position, o.version, recorded_at, o.data, partition))  # type: ignore[arg-type]
             elif isinstance(o, _PendingDuplicate):
-                out.append(Duplicate(o.position, o.version, recorded_at))  # type: ignore[arg-type]
+                out.append(Duplicate(o.position, o.version, recorded_at, partition))  # type: ignore[arg-type]
             else:
                 out.append(o)
         return out

@@ -96,6 +96,9 @@ class MemoryEventStore:
     async def head(self) -> int:
         return len(self.events)
 
+    async def heads(self) -> dict[int, int]:
+        return {0: len(self.events)}
+
     async def sheet_room(self, sheet_id: str) -> str | None:
         return self._sheets.get(sheet_id)
 

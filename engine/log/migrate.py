@@ -7,6 +7,7 @@ through `asyncio.to_thread`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -15,7 +16,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from engine.log.partitions import ensure_partitions
 from engine.model.errors import SchemaMismatch
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,8 +67,18 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-def upgrade_to_head(database_url: str) -> None:
+def upgrade_to_head(database_url: str, partitions: int = 1) -> None:
+    """Upgrade the schema; a new log then gets `partitions` partitions (`LOG_PARTITIONS`), and an
+    existing one keeps its count, said in a warning when it differs from `partitions`."""
     upgrade(database_url, "head")
+    if partitions > 1:
+        has = asyncio.run(ensure_partitions(database_url, partitions))
+        if has != partitions:
+            log.warning(
+                "LOG_PARTITIONS=%d is not this log's count: it has events and keeps its %d partition(s)",
+                partitions,
+                has,
+            )
 
 
 def downgrade(database_url: str, revision: str) -> None:

@@ -6,10 +6,10 @@ head, its own gapless positions and its own writer, so appends to two partitions
 lock. A stream's partition is a hash of its durable stream id modulo `P`: a room's volatile twin lives
 with the room, and a room's events, cells and sheets' edits share one partition.
 
-Some readers of the whole log (the follower and delivery order, the auditors' global stream, the
-cells rebuild) still keep one position, so a node serves only a log of one partition
-(`check_served`); they become one position per partition next (docs/scaling.md, "The plan for a log
-in partitions"). The projector runner already keeps one per partition.
+Everything that follows the log keeps a position per partition: the delivery order and the follower
+(engine/fanout/delivery_order.py, engine/cluster/follower.py), the projector runner's checkpoints,
+the auditors' `/events` (one partition per request) and the cells rebuild. The count a new log gets
+is `LOG_PARTITIONS` (`ensure_partitions`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from engine.model.errors import EngineError
 from engine.model.events import NewEvent
 from engine.model.streams import durable_stream
-
-SERVED_PARTITION: Final = 0
-"""The partition whole-log readers read: the only one of a log a node serves today."""
 
 MAX_PARTITIONS: Final = 1024
 
@@ -57,7 +53,7 @@ async def partition_count(conn: AsyncConnection) -> int:
     return int((await conn.execute(text("SELECT count(*) FROM log_head"))).scalar_one())
 
 
-async def read_head(conn: AsyncConnection, partition: int = SERVED_PARTITION) -> int:
+async def read_head(conn: AsyncConnection, partition: int = 0) -> int:
     """The partition's newest committed position (0 while it is empty)."""
     found = await conn.execute(text("SELECT position FROM log_head WHERE partition = :p"), {"p": partition})
     return int(found.scalar_one())
@@ -87,6 +83,25 @@ async def create_partitions(conn: AsyncConnection, partitions: int) -> None:
     )
 
 
+async def ensure_partitions(database_url: str, partitions: int) -> int:
+    """Give the log `partitions` heads if it is new (one head, nothing appended); how many it has.
+    A log that has events keeps the count it was created with. Safe when several nodes start at once:
+    the first splits the log under the head lock, the others find it split."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}")
+    db_engine = create_async_engine(database_url)
+    try:
+        async with db_engine.begin() as conn:
+            heads = await conn.execute(text("SELECT position FROM log_head ORDER BY partition FOR UPDATE"))
+            positions = heads.scalars().all()
+            if partitions > 1 and len(positions) == 1 and not positions[0]:
+                await create_partitions(conn, partitions)
+                return partitions
+            return len(positions)
+    finally:
+        await db_engine.dispose()
+
+
 async def split_new_log(database_url: str, partitions: int) -> None:
     """`create_partitions` on the log of a freshly migrated database, in a transaction of its own."""
     db_engine = create_async_engine(database_url)
@@ -95,12 +110,3 @@ async def split_new_log(database_url: str, partitions: int) -> None:
             await create_partitions(conn, partitions)
     finally:
         await db_engine.dispose()
-
-
-def check_served(partitions: int) -> None:
-    """Refuse a log this version cannot serve: its whole-log readers read one partition."""
-    if partitions != 1:
-        raise EngineError(
-            f"this log has {partitions} partitions and this version serves a log of one: its readers "
-            "of the whole log keep one position. Point DATABASE_URL at a log of one partition."
-        )

@@ -40,7 +40,13 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.log.partitions import SERVED_PARTITION, partition_count, partition_of, partition_runs, read_head
+from engine.log.partitions import (
+    partition_count,
+    partition_of,
+    partition_runs,
+    read_head,
+    read_heads,
+)
 from engine.log.schema import events
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
@@ -136,10 +142,12 @@ class EventLog(Protocol):
     ) -> list[RecordedEvent]: ...
 
     async def read_all(
-        self, after: int = 0, limit: int = 1000, partition: int = SERVED_PARTITION
+        self, after: int = 0, limit: int = 1000, partition: int = 0
     ) -> list[RecordedEvent]: ...
 
     async def head(self) -> int: ...
+
+    async def heads(self) -> dict[int, int]: ...
 
     async def sheet_room(self, sheet_id: str) -> str | None: ...
 
@@ -214,9 +222,7 @@ class EventStore:
         )
         return await self._fetch(query)
 
-    async def read_all(
-        self, after: int = 0, limit: int = 1000, partition: int = SERVED_PARTITION
-    ) -> list[RecordedEvent]:
+    async def read_all(self, after: int = 0, limit: int = 1000, partition: int = 0) -> list[RecordedEvent]:
         """The partition's events with position > `after`, in position order; safe to tail (see the
         module docstring). By default the served partition's (engine/log/partitions.py)."""
         query = (
@@ -231,6 +237,11 @@ class EventStore:
         """The newest committed position of the served partition (0 for an empty log)."""
         async with self.db_engine.connect() as conn:
             return await read_head(conn)
+
+    async def heads(self) -> dict[int, int]:
+        """Every partition's newest committed position, in one read."""
+        async with self.db_engine.connect() as conn:
+            return await read_heads(conn)
 
     async def sheet_room(self, sheet_id: str) -> str | None:
         """The room the sheet was claimed for, or None for a sheet never claimed."""

@@ -146,7 +146,7 @@ async def read_state(
         elif kind == "s":
             versions[first] = number
         elif kind == "k":
-            used[(extra, first, second)] = Duplicate(other, number, at)
+            used[(extra, first, second)] = Duplicate(other, number, at, partition)
         elif kind == "c":
             fields = orjson.loads(extra)
             cells[(first, second)] = Cell(
@@ -249,7 +249,7 @@ class LogWriter:
         if at is None:
             return None
         self._learn(p, state, at)
-        return p.resolve(at)
+        return p.resolve(at, self.partition)
 
     async def _append_locked(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
         async with self._connection() as raw:
@@ -269,7 +269,7 @@ class LogWriter:
             if state.head != self._head:
                 self._forget()
             self._learn(p, state, at)
-        return p.resolve(at)
+        return p.resolve(at, self.partition)
 
     def _check_partition(self, items: Sequence[NewEvent]) -> None:
         """A batch that strays into another partition would commit there under this head: refused."""

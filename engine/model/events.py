@@ -68,6 +68,7 @@ class Committed:
     recorded_at: datetime
     # The data as written, when the writer completed it (a cell write's version); else None.
     data: dict[str, Any] | None = None
+    partition: int = 0  # the log partition `position` counts in
     outcome: Literal["committed"] = "committed"
 
 
@@ -76,6 +77,7 @@ class Duplicate:
     position: int
     stream_version: int
     recorded_at: datetime
+    partition: int = 0  # the log partition `position` counts in
     outcome: Literal["duplicate"] = "duplicate"
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log.partitions import SERVED_PARTITION, partition_of, read_head
+from engine.log.partitions import partition_of, read_head
 from engine.log.schema import events, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
@@ -150,13 +150,21 @@ class History:
         )
 
     async def all_events(
-        self, *, after_position: int = 0, limit: int = 100, where: EventFilter = EventFilter()
+        self,
+        *,
+        after_position: int = 0,
+        limit: int = 100,
+        where: EventFilter = EventFilter(),
+        partition: int = 0,
     ) -> Page:
-        """A page of the whole log (every stream) after `after_position`: the served partition's
-        (engine/log/partitions.py), until whole-log cursors hold a position per partition."""
-        return await self._page(
-            where.clauses(), partition=SERVED_PARTITION, after=after_position, limit=limit
-        )
+        """A page of one partition of the log (every stream in it) after `after_position`: positions
+        count within a partition (engine/log/partitions.py), so a reader of a log of several tails
+        each partition with a cursor of its own."""
+        if not 0 <= partition < self.partitions:
+            raise ValidationFailed(
+                f"partition must be 0 to {self.partitions - 1}: this log has {self.partitions}"
+            )
+        return await self._page(where.clauses(), partition=partition, after=after_position, limit=limit)
 
     async def export_room(
         self, room_id: str, *, include_volatile: bool = False, page_size: int = MAX_PAGE

@@ -1,17 +1,19 @@
 """Rebuilding the inline projections `cells` and `sheets` from the log, and proving them against it.
 
 The writer keeps both tables in the same statement as the events (engine/log/writer.py), so they are
-always at the log head. They are still derived state: `rebuild_cells` replays the whole log from zero
-through the pure cells fold (engine/projections/cells.py), takes each sheet's room from its claim
-(`SheetClaimed`), and rewrites them to exactly what that gives, and `diff_cells` compares that fold
-with the live tables row by row without changing anything. An empty diff is the proof that the
-writer's decisions and the projection agree.
+always at their partition's head. They are still derived state: `rebuild_cells` replays a partition
+from zero through the pure cells fold (engine/projections/cells.py), takes each sheet's room from its
+claim (`SheetClaimed`), and rewrites that partition's rows to exactly what that gives, and
+`diff_cells` compares that fold with the live rows without changing anything. An empty diff is the
+proof that the writer's decisions and the projection agree.
 
-Both serve a log of one partition (engine/log/partitions.py) and refuse another.
-rebuild_cells holds the `log_head` row lock for its whole transaction, so no append commits between
-reading the log and replacing the tables. diff_cells takes no lock: it reads the head and both tables
-in one snapshot (the tables are exactly at that head, being written with the events) and folds the
-log up to that head, which later appends cannot change.
+Each partition is its own: a cell's row is in its room's partition, with the room's `CellUpdated`
+events, and a sheet's row in its claim's (engine/log/partitions.py). So both work partition by
+partition, every partition or only the one asked for. rebuild_cells holds the partition's `log_head`
+row lock for its transaction, so no append to it commits between reading it and replacing its rows.
+diff_cells takes no lock: it reads the heads and the rows in one snapshot (the rows are exactly at
+their heads, being written with the events) and folds each partition up to its head, which later
+appends cannot change.
 
 The projection tables (rooms, room_members, declared_statuses, typing, notifications, uploads,
 ai_requests) are kept by the projector runner behind the log, at its checkpoint
@@ -40,7 +42,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.log.partitions import SERVED_PARTITION, check_served, partition_count, read_head, read_heads
+from engine.log.partitions import partition_count, read_heads
 from engine.log.store import EventStore
 from engine.model.catalogue import SHEET_CLAIMED
 from engine.model.events import RecordedEvent
@@ -55,8 +57,7 @@ CHECKPOINT = "cells"
 PAGE = 5000  # events per read of the log
 CHUNK = 5000  # rows per insert
 
-# The served partition's head: a node serves a log of one partition (engine/log/partitions.py).
-_LOCK_HEAD = f"SELECT position FROM log_head WHERE partition = {SERVED_PARTITION} FOR UPDATE"
+_LOCK_HEAD = "SELECT position FROM log_head WHERE partition = :partition FOR UPDATE"
 # Rows travel as one JSON document, decoded by the same jsonb_to_recordset the writer uses, so a
 # rebuilt row is stored exactly as the writer would have stored it.
 _INSERT_CELLS = """
@@ -79,9 +80,9 @@ _CHECKPOINT = """
 """
 _LIVE_CELLS = """
     SELECT sheet_id, cell_id, value::text AS value, formula, version, user_id, seq, position, updated_at
-    FROM cells
+    FROM cells WHERE partition = :partition
 """
-_LIVE_SHEETS = "SELECT sheet_id, room_id, position FROM sheets"
+_LIVE_SHEETS = "SELECT sheet_id, room_id, position FROM sheets WHERE partition = :partition"
 
 _CELL_COLUMNS = ("value", "formula", "version", "user_id", "seq", "position", "updated_at")
 _SHEET_COLUMNS = ("room_id", "position")
@@ -106,24 +107,30 @@ class Folded:
 
 @dataclass(frozen=True, slots=True)
 class RebuildReport:
-    head: int
+    heads: dict[int, int]  # partition -> the head it was rebuilt at
     events_read: int
     cell_updates: int
     sheets: int
     cells: int
     seconds: float
 
+    @property
+    def head(self) -> int:
+        """The events of the partitions rebuilt (positions are gapless in each)."""
+        return sum(self.heads.values())
 
-async def fold_cells(db_engine: AsyncEngine, head: int, *, page: int = PAGE) -> Folded:
-    """Every sheet folded from the `CellUpdated` events at positions 1..`head`, and every sheet's
-    claim (the first event of its stream, the `SheetClaimed` the writer keeps the `sheets` row from),
-    read in pages."""
+
+async def fold_cells(db_engine: AsyncEngine, head: int, *, partition: int = 0, page: int = PAGE) -> Folded:
+    """Every sheet folded from the partition's `CellUpdated` events at positions 1..`head`, and the
+    claim of every sheet in it (the first event of its stream, the `SheetClaimed` the writer keeps the
+    `sheets` row from), read in pages."""
     store = EventStore(db_engine)
     sheets: dict[str, Sheet] = {}
     claims: dict[str, SheetClaim] = {}
     after = read = updates = 0
     while after < head:
-        events = [e for e in await store.read_all(after, limit=min(page, head - after)) if e.position <= head]
+        found = await store.read_all(after, limit=min(page, head - after), partition=partition)
+        events = [e for e in found if e.position <= head]
         if not events:
             break
         read += len(events)
@@ -143,56 +150,74 @@ async def fold_cells(db_engine: AsyncEngine, head: int, *, page: int = PAGE) -> 
     return Folded(head, read, updates, sheets, claims)
 
 
-async def rebuild_cells(db_engine: AsyncEngine) -> RebuildReport:
-    """Rewrite `cells` and `sheets` to the fold of the whole log, in one transaction under the head
-    lock, and record the head in projector_checkpoints as "cells"."""
-    started = time.perf_counter()
-    async with db_engine.begin() as conn:
-        check_served(await partition_count(conn))
-        head = int((await conn.execute(text(_LOCK_HEAD))).scalar_one())
-        folded = await fold_cells(db_engine, head)  # other connections: appends wait for the lock
-        cell_rows, sheet_rows = _rows(folded)
-        await conn.execute(text("DELETE FROM cells"))
-        await conn.execute(text("DELETE FROM sheets"))
-        await _insert(conn, _INSERT_CELLS, cell_rows)
-        await _insert(conn, _INSERT_SHEETS, sheet_rows)
-        await conn.execute(
-            text(_CHECKPOINT), {"partition": SERVED_PARTITION, "name": CHECKPOINT, "position": head}
-        )
-    return RebuildReport(
-        head=head,
-        events_read=folded.events_read,
-        cell_updates=folded.cell_updates,
-        sheets=len(sheet_rows),
-        cells=len(cell_rows),
-        seconds=time.perf_counter() - started,
-    )
-
-
-async def diff_cells(db_engine: AsyncEngine) -> list[str]:
-    """How the live `cells` and `sheets` tables differ from the fold of the log; empty when identical."""
+async def _chosen(db_engine: AsyncEngine, partition: int | None) -> list[int]:
+    """Every partition of the log, or only `partition` (ValueError for one the log does not have)."""
     async with db_engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for all three
-        check_served(await partition_count(conn))
-        head = await read_head(conn)
-        live_cells = [dict(r) for r in (await conn.execute(text(_LIVE_CELLS))).mappings()]
-        live_sheets = [dict(r) for r in (await conn.execute(text(_LIVE_SHEETS))).mappings()]
+        partitions = await partition_count(conn)
+    if partition is None:
+        return list(range(partitions))
+    if not 0 <= partition < partitions:
+        raise ValueError(f"partition must be 0 to {partitions - 1}: this log has {partitions}")
+    return [partition]
+
+
+async def rebuild_cells(db_engine: AsyncEngine, *, partition: int | None = None) -> RebuildReport:
+    """Rewrite the `cells` and `sheets` rows of every partition (or only of `partition`) to the fold
+    of its events, each partition in one transaction under its head lock, and record each head in
+    projector_checkpoints as "cells". Appends to the other partitions go on meanwhile."""
+    started = time.perf_counter()
+    heads: dict[int, int] = {}
+    read = updates = sheets = cells = 0
+    for chosen in await _chosen(db_engine, partition):
+        selected = {"partition": chosen}
+        async with db_engine.begin() as conn:
+            head = int((await conn.execute(text(_LOCK_HEAD), selected)).scalar_one())
+            # Read on other connections: appends to this partition wait for the lock meanwhile.
+            folded = await fold_cells(db_engine, head, partition=chosen)
+            cell_rows, sheet_rows = _rows(folded)
+            await conn.execute(text("DELETE FROM cells WHERE partition = :partition"), selected)
+            await conn.execute(text("DELETE FROM sheets WHERE partition = :partition"), selected)
+            await _insert(conn, _INSERT_CELLS, cell_rows, chosen)
+            await _insert(conn, _INSERT_SHEETS, sheet_rows, chosen)
+            await conn.execute(text(_CHECKPOINT), {**selected, "name": CHECKPOINT, "position": head})
+        heads[chosen] = head
+        read += folded.events_read
+        updates += folded.cell_updates
+        sheets += len(sheet_rows)
+        cells += len(cell_rows)
+    return RebuildReport(heads, read, updates, sheets, cells, time.perf_counter() - started)
+
+
+async def diff_cells(db_engine: AsyncEngine, *, partition: int | None = None) -> list[str]:
+    """How the live `cells` and `sheets` rows of every partition (or only of `partition`) differ from
+    the fold of its events; empty when identical."""
+    chosen = await _chosen(db_engine, partition)
+    live: dict[int, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+    async with db_engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot for them all
+        heads = await read_heads(conn)
+        for p in chosen:
+            cells_found = await conn.execute(text(_LIVE_CELLS), {"partition": p})
+            sheets_found = await conn.execute(text(_LIVE_SHEETS), {"partition": p})
+            live[p] = ([dict(r) for r in cells_found.mappings()], [dict(r) for r in sheets_found.mappings()])
         await conn.rollback()
-    for row in live_cells:
-        row["value"] = None if row["value"] is None else orjson.loads(row["value"])
-    cell_rows, sheet_rows = _rows(await fold_cells(db_engine, head))
-    differences = _compare(
-        "cell",
-        {(r["sheet_id"], r["cell_id"]): r for r in live_cells},
-        {(r["sheet_id"], r["cell_id"]): r for r in cell_rows},
-        _CELL_COLUMNS,
-    )
-    differences += _compare(
-        "sheet",
-        {(r["sheet_id"],): r for r in live_sheets},
-        {(r["sheet_id"],): r for r in sheet_rows},
-        _SHEET_COLUMNS,
-    )
+    differences: list[str] = []
+    for p, (live_cells, live_sheets) in live.items():
+        for row in live_cells:
+            row["value"] = None if row["value"] is None else orjson.loads(row["value"])
+        cell_rows, sheet_rows = _rows(await fold_cells(db_engine, heads[p], partition=p))
+        differences += _compare(
+            "cell",
+            {(r["sheet_id"], r["cell_id"]): r for r in live_cells},
+            {(r["sheet_id"], r["cell_id"]): r for r in cell_rows},
+            _CELL_COLUMNS,
+        )
+        differences += _compare(
+            "sheet",
+            {(r["sheet_id"],): r for r in live_sheets},
+            {(r["sheet_id"],): r for r in sheet_rows},
+            _SHEET_COLUMNS,
+        )
     return differences
 
 
@@ -349,10 +374,10 @@ def _rows(folded: Folded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return cell_rows, sheet_rows
 
 
-async def _insert(conn: AsyncConnection, statement: str, rows: list[dict[str, Any]]) -> None:
+async def _insert(conn: AsyncConnection, statement: str, rows: list[dict[str, Any]], partition: int) -> None:
     for start in range(0, len(rows), CHUNK):
         rows_json = orjson.dumps(rows[start : start + CHUNK]).decode()
-        await conn.execute(text(statement), {"rows": rows_json, "partition": SERVED_PARTITION})
+        await conn.execute(text(statement), {"rows": rows_json, "partition": partition})
 
 
 def _compare(

@@ -19,8 +19,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log.partitions import SERVED_PARTITION
+from engine.log.partitions import partition_of
 from engine.model.errors import RoomNotFound
+from engine.model.streams import room_stream
 from engine.projections.rooms import Attendance
 from engine.readmodels.runner import CHECKPOINT
 
@@ -44,9 +45,7 @@ _MEMBERS = """
     WHERE m.room_id = :room_id ORDER BY m.ordinal
 """
 # The served partition's checkpoint (engine/log/partitions.py): the whole of a log of one.
-_CHECKPOINT = (
-    f"SELECT position FROM projector_checkpoints WHERE partition = {SERVED_PARTITION} AND name = :name"
-)
+_CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +66,7 @@ class RoomDetail:
     seq: int
     active_sheets: list[str]
     members: list[dict[str, Any]]  # the seed's `room_state.users` fields
-    position: int  # of the log, as far as the projection tables have got
+    position: int  # of the room's log partition, as far as the projection tables have got
 
 
 def _summary(row: Any, now: datetime) -> RoomSummary:
@@ -104,7 +103,9 @@ async def list_rooms(
         return [_summary(row, now) for row in found.mappings()]
 
 
-async def room_detail(db_engine: AsyncEngine, room_id: str, *, now: datetime) -> RoomDetail:
+async def room_detail(
+    db_engine: AsyncEngine, room_id: str, *, now: datetime, partitions: int = 1
+) -> RoomDetail:
     """One room with its members; RoomNotFound if the log has no event of it (yet projected)."""
     async with db_engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")  # room, members, checkpoint agree
@@ -115,7 +116,9 @@ async def room_detail(db_engine: AsyncEngine, room_id: str, *, now: datetime) ->
             {**member, "room": room_id}
             for member in (await conn.execute(text(_MEMBERS), {"room_id": room_id})).mappings()
         ]
-        position = (await conn.execute(text(_CHECKPOINT), {"name": CHECKPOINT})).scalar()
+        partition = partition_of(room_stream(room_id), partitions)
+        found = await conn.execute(text(_CHECKPOINT), {"partition": partition, "name": CHECKPOINT})
+        position = found.scalar()
         await conn.rollback()
     return RoomDetail(_summary(row, now), row["seq"], list(row["active_sheets"]), members, int(position or 0))
 

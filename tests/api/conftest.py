@@ -30,7 +30,7 @@ from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
 from engine.service import Engine
-from tests.conftest import admin_execute
+from tests.conftest import LOG_PARTITIONS, admin_execute, transactions_spanning_partitions
 
 ROOT = Path(__file__).resolve().parents[2]
 # Long enough for HS512 (64 bytes), so no test trips PyJWT's short-key warning.
@@ -149,9 +149,11 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
     name = f"collab_nodes_{uuid.uuid4().hex[:10]}"
     await admin_execute(server_url, f'CREATE DATABASE "{name}"')
     url = database_url_for(server_url, name)
-    await asyncio.to_thread(upgrade_to_head, url)
+    await asyncio.to_thread(upgrade_to_head, url, LOG_PARTITIONS)
     try:
         yield url
+        spanning = await transactions_spanning_partitions(url)
+        assert not spanning, f"transactions that wrote several partitions: {spanning[:5]}"
     finally:
         await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

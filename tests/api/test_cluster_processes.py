@@ -1,7 +1,8 @@
 """The per-room guarantees across three real server processes on one database, whether the nodes
-learn of each other's events by NOTIFY and a read of the log or on a NATS bus: one order with
-contiguous seqs, one winner per cell race, an idempotent retry through another node, a gapless resume
-on another node, and no ghost after a node's death."""
+learn of each other's events by NOTIFY and a read of the log or on a NATS bus, and whether the log
+has one partition or four (`LOG_PARTITIONS`): one order with contiguous seqs, one winner per cell
+race, an idempotent retry through another node, a gapless resume on another node, rooms in every
+partition at once, and no ghost after a node's death."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from api.settings import Settings
 from api.tokens import mint_token
+from engine.log.partitions import partition_of
+from engine.model.streams import room_stream
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, start_node_process
 from tests.api.live_helpers import greet, join, of_type, send, until
+from tests.conftest import LOG_PARTITIONS
 
 HEARTBEAT = 0.5
 DEAD_AFTER = 2.0
@@ -32,27 +36,40 @@ class Cluster:
     procs: list[asyncio.subprocess.Process]
     ports: list[int]
     mode: str
+    partitions: int
 
     def connect(self, node: int, user: str) -> Any:
         token = mint_token(self.settings, sub=user, username=user, secret=SECRET)
         return connect(f"ws://127.0.0.1:{self.ports[node]}/api/v1/ws?token={token}")
 
 
-@pytest.fixture(scope="module", params=["notify", "nats"])
+@pytest.fixture(
+    scope="module",
+    params=[("notify", 1), ("nats", 1), ("notify", 4), ("nats", 4)],
+    ids=["notify", "nats", "notify-4-partitions", "nats-4-partitions"],
+)
 async def cluster(request: pytest.FixtureRequest, server_url: str) -> AsyncIterator[Cluster]:
-    extra = {"nats_url": request.getfixturevalue("nats_url")} if request.param == "nats" else {}
+    mode, partitions = request.param
+    # A suite run whose logs are all split (TEST_LOG_PARTITIONS) splits this one before the nodes start.
+    partitions = LOG_PARTITIONS if LOG_PARTITIONS > 1 else partitions
+    extra = {"nats_url": request.getfixturevalue("nats_url")} if mode == "nats" else {}
     async with fresh_database(server_url) as url:
         options: dict[str, object] = {
             "node_heartbeat_seconds": HEARTBEAT,
             "node_dead_after_seconds": DEAD_AFTER,
             "websocket_requests_per_minute": 1_000_000,
             "websocket_requests_per_hour": 1_000_000,
+            "log_partitions": partitions,  # the first node to start splits the new log
             **extra,
         }
         started = [await start_node_process(url, **options) for _ in range(3)]
         try:
             yield Cluster(
-                make_settings(url), [p for p, _ in started], [port for _, port in started], request.param
+                make_settings(url),
+                [p for p, _ in started],
+                [port for _, port in started],
+                mode,
+                partitions,
             )
         finally:
             for proc, _ in started:
@@ -75,6 +92,17 @@ async def updates_seen(ws: ClientConnection, count: int) -> list[tuple[int, str]
         if message["type"] == "cell_updated":
             seen.append((message["seq"], message["cell_id"]))
     return seen
+
+
+def rooms_in_every_partition(tag: str, partitions: int) -> list[str]:
+    """One room id in each partition of a log of `partitions`."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        room = f"room-{tag}-{n}"
+        found.setdefault(partition_of(room_stream(room), partitions), room)
+        n += 1
+    return [found[p] for p in range(partitions)]
 
 
 async def delivery_figures(cluster: Cluster) -> list[dict[str, Any]]:
@@ -189,6 +217,36 @@ async def test_a_member_resumes_on_another_node_without_a_gap(cluster: Cluster) 
     assert [m["cell_id"] for m in after if m["type"] == "cell_updated"] == [f"C{i}" for i in range(1, 22)]
     await resumed.close()
     await writer.close()
+
+
+async def test_rooms_in_every_partition_keep_their_order_through_three_nodes(cluster: Cluster) -> None:
+    """Rooms spread over every partition at once: each room's edits reach every member on every node
+    in one contiguous order, and the log's heads say the edits went to every partition."""
+    tag = uuid.uuid4().hex[:6]
+    rooms = rooms_in_every_partition(tag, cluster.partitions)
+    members = {room: [await open_member(cluster, n, f"p{n}", room) for n in range(3)] for room in rooms}
+    per_room = 6
+    await asyncio.gather(
+        *(
+            send(ws, {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": f"N{n}-{i}", "value": i})
+            for room, joined in members.items()
+            for i in range(per_room // 3)
+            for n, (ws, _) in enumerate(joined)
+        )
+    )
+    for room, joined in members.items():
+        seen = await asyncio.gather(*(updates_seen(ws, per_room) for ws, _ in joined))
+        assert seen[0] == seen[1] == seen[2], f"room {room}: one order on every node"
+        seqs = [seq for seq, _ in seen[0]]
+        assert seqs == list(range(seqs[0], seqs[0] + per_room))
+        for ws, _ in joined:
+            await ws.close()
+    token = mint_token(cluster.settings, sub="root", roles=["admin"], secret=SECRET)
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+        stats = (await http.get(f"http://127.0.0.1:{cluster.ports[1]}/api/v1/ws/stats")).json()
+    heads = stats["log_heads"]
+    assert len(heads) == cluster.partitions and all(head > 0 for head in heads.values())
+    assert stats["log_head"] == sum(heads.values())
 
 
 async def test_a_killed_node_leaves_no_ghost_on_the_others(cluster: Cluster) -> None:

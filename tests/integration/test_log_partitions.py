@@ -16,7 +16,6 @@ from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.config import EngineConfig
 from engine.log.appender import Appender
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
@@ -30,7 +29,6 @@ from engine.projections.rooms import project
 from engine.readmodels import rebuild
 from engine.readmodels.history import History
 from engine.readmodels.runner import ProjectorRunner
-from engine.service import Engine
 from tests.conftest import admin_execute
 from tests.integration.test_history_time_travel import _session
 from tests.integration.test_log_writer import cell_update, claim, ev
@@ -210,15 +208,36 @@ async def test_partitions_are_fixed_when_the_log_is_created(split_engine: AsyncE
             await create_partitions(conn, 0)
 
 
-async def test_a_log_of_several_partitions_is_not_served_or_rebuilt_by_this_version(
-    partitioned_url: str, split_engine: AsyncEngine
-) -> None:
-    engine = Engine(EngineConfig(partitioned_url))
-    with pytest.raises(EngineError, match="4 partitions and this version serves a log of one"):
-        await engine.start()
-    await engine.stop()
-    with pytest.raises(EngineError, match="4 partitions"):
-        await rebuild.rebuild_cells(split_engine)
+async def test_the_cells_rebuild_works_one_partition_at_a_time(split_engine: AsyncEngine) -> None:
+    """Each partition's cells and sheets rows are its own: a rebuild of one partition puts back its
+    rows and touches no other, and its diff shows only its own differences."""
+    store = EventStore(split_engine)
+    tag = uuid.uuid4().hex[:8]
+    rooms = {p: ids[0].removeprefix("room:") for p, ids in streams_in_each_partition(tag, 1).items()}
+    for p, room in rooms.items():
+        (claimed,) = await store.append([claim(room, f"{tag}-s{p}")])
+        (edited,) = await store.append([cell_update(room, f"{tag}-s{p}", None, f"v{p}")])
+        assert isinstance(claimed, Committed) and isinstance(edited, Committed)
+    assert await rebuild.diff_cells(split_engine) == []
+
+    async with split_engine.begin() as conn:  # damage a cell in partitions 1 and 2
+        for p in (1, 2):
+            await conn.execute(
+                text("UPDATE cells SET value = '\"damaged\"' WHERE partition = :p AND sheet_id = :s"),
+                {"p": p, "s": f"{tag}-s{p}"},
+            )
+    assert await rebuild.diff_cells(split_engine, partition=0) == []
+    assert any(f"{tag}-s1" in line for line in await rebuild.diff_cells(split_engine, partition=1))
+
+    report = await rebuild.rebuild_cells(split_engine, partition=1)
+    assert list(report.heads) == [1] and report.cells >= 1
+    assert await rebuild.diff_cells(split_engine, partition=1) == []
+    left = await rebuild.diff_cells(split_engine)
+    assert left and all(f"{tag}-s2" in line for line in left)  # partition 2 was not touched
+    await rebuild.rebuild_cells(split_engine)
+    assert await rebuild.diff_cells(split_engine) == []
+    with pytest.raises(ValueError, match="0 to 3"):
+        await rebuild.rebuild_cells(split_engine, partition=PARTITIONS)
 
 
 async def test_the_one_off_append_splits_a_batch_and_keeps_its_order(split_engine: AsyncEngine) -> None:

@@ -10,8 +10,9 @@ from engine.fanout.delivery_order import DeliveryOrder
 from engine.model.events import RecordedEvent
 
 
-def event(position: int, stream: str = "room:r") -> RecordedEvent:
+def event(position: int, stream: str = "room:r", partition: int = 0) -> RecordedEvent:
     return RecordedEvent(
+        partition=partition,
         position=position,
         stream_id=stream,
         stream_version=position,
