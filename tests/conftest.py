@@ -85,6 +85,28 @@ def database_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def one_partition_url(server_url: str, database_url: str) -> Iterator[str]:
+    """A log of one partition whatever TEST_LOG_PARTITIONS says: for the tests of one partition's
+    writer, tail order and the log contract (shared with the memory log, which has one)."""
+    if LOG_PARTITIONS == 1:
+        yield database_url
+        return
+    name = f"collab_one_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    url = database_url_for(server_url, name)
+    upgrade_to_head(url)
+    yield url
+    asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def one_partition_store(one_partition_url: str) -> AsyncIterator[EventStore]:
+    db_engine = create_db_engine(one_partition_url)
+    yield EventStore(db_engine)
+    await db_engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     """A NATS server of the session's own, for nodes that deliver across each other on a bus."""
     with nats_server() as server:

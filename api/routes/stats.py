@@ -107,7 +107,9 @@ class DeliveryFigures(BaseModel):
         "published here"
     )
     delivered_positions: dict[str, int | None] = Field(
-        description="the same for each partition, by partition; null while its starting point is unknown"
+        default_factory=dict,
+        description="the same for each partition, by partition; null while its starting point is unknown "
+        "(empty from a node of an earlier version)",
     )
     held: int = Field(description="events that arrived before earlier positions, waiting for them")
     peers: list[str]

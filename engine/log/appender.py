@@ -118,7 +118,7 @@ class Appender:
         timeout: float = 5.0,
         max_queue: int = 100_000,
         on_committed: OnCommitted | None = None,
-        partitions: int = 1,
+        partitions: int | None = None,
     ) -> None:
         self.store = store
         self.on_committed = on_committed
@@ -127,8 +127,9 @@ class Appender:
         self.timeout = timeout
         self.max_queue = max_queue
         self.stats = AppenderStats()
-        # The log's partition count (fixed when it was created): each writer checks it on connecting.
-        self.partitions = partitions
+        # The log's partition count (fixed when it was created), read at start when not given; each
+        # writer checks it on connecting.
+        self._partitions = partitions
         self._lanes: dict[int, _Lane] = {}  # a lane per partition appended to since start
         self._running = False
         self._closing = False
@@ -146,7 +147,15 @@ class Appender:
                 paths[path] = paths.get(path, 0) + count
         return paths
 
+    @property
+    def partitions(self) -> int:
+        if self._partitions is None:
+            raise StoreUnavailable("the appender is not started")
+        return self._partitions
+
     async def start(self) -> None:
+        if self._partitions is None:
+            self._partitions = await self.store.partitions()
         if not self._running:
             self._lanes = {}
             self._closing = False

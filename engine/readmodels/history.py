@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log.partitions import partition_of, read_head
+from engine.log.partitions import partition_count, partition_of, read_head
 from engine.log.schema import events, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
@@ -108,13 +108,16 @@ class SheetAsOf:
 class History:
     """Read-only queries over the log (and the snapshot cache). Stateless apart from the pool."""
 
-    def __init__(self, db_engine: AsyncEngine, *, snapshot_every: int = 100, partitions: int = 1) -> None:
+    def __init__(
+        self, db_engine: AsyncEngine, *, snapshot_every: int = 100, partitions: int | None = None
+    ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
         self.db_engine = db_engine
         # A room's events, cells and positions are all in its partition, so every read of a room
         # names that one partition (engine/log/partitions.py): its positions are the room's cursors.
-        self.partitions = partitions
+        # The count is the log's, read once when not given (it never changes).
+        self._partitions = partitions
         self.snapshot_every = snapshot_every
         self.snapshots = SnapshotStore(db_engine)
 
@@ -144,7 +147,7 @@ class History:
         streams = _room_streams(room_id, include_volatile)
         return await self._page(
             [events.c.stream_id.in_(streams), *where.clauses()],
-            partition=self._partition(room_id),
+            partition=await self._partition(room_id),
             after=cursor or 0,
             limit=limit,
         )
@@ -160,10 +163,9 @@ class History:
         """A page of one partition of the log (every stream in it) after `after_position`: positions
         count within a partition (engine/log/partitions.py), so a reader of a log of several tails
         each partition with a cursor of its own."""
-        if not 0 <= partition < self.partitions:
-            raise ValidationFailed(
-                f"partition must be 0 to {self.partitions - 1}: this log has {self.partitions}"
-            )
+        count = await self.partitions()
+        if not 0 <= partition < count:
+            raise ValidationFailed(f"partition must be 0 to {count - 1}: this log has {count}")
         return await self._page(where.clauses(), partition=partition, after=after_position, limit=limit)
 
     async def export_room(
@@ -175,7 +177,7 @@ class History:
         Checks the room exists before it yields; the caller can answer NotFound before streaming.
         """
         await self.room_seq(room_id)
-        partition = self._partition(room_id)
+        partition = await self._partition(room_id)
         upto = await self._head(partition)
         streams = _room_streams(room_id, include_volatile)
         return self._pages(streams, partition, after=0, upto=upto, size=page_size)
@@ -192,7 +194,7 @@ class History:
         view = snapshot.view if snapshot is not None else RoomView(room_id)
         after = snapshot.position if snapshot is not None else 0
         async for page in self._pages(
-            _room_streams(room_id, True), self._partition(room_id), after=after, upto=point
+            _room_streams(room_id, True), await self._partition(room_id), after=after, upto=point
         ):
             view = await self._fold(view, page)
         return view
@@ -237,7 +239,9 @@ class History:
         _check_limit(limit)
         if after_seq < 0:
             raise ValidationFailed("after_seq must not be negative")
-        query = self._cell_query(room_id, sheet_id, cell_id, events.c.stream_version > after_seq)
+        query = self._cell_query(
+            await self._partition(room_id), room_id, sheet_id, cell_id, events.c.stream_version > after_seq
+        )
         found = await self._fetch(query.limit(limit + 1))
         if not found and after_seq == 0:
             raise NotFound(f"cell {cell_id!r} of sheet {sheet_id!r} was never written")
@@ -259,7 +263,7 @@ class History:
         _check_id("room_id", room_id)
         # The stream's counter row (engine/log/store.py) is its newest version, without scanning its events.
         query = select(streams.c.version).where(
-            streams.c.partition == self._partition(room_id), streams.c.stream_id == room_stream(room_id)
+            streams.c.partition == await self._partition(room_id), streams.c.stream_id == room_stream(room_id)
         )
         async with self.db_engine.connect() as conn:
             seq = (await conn.execute(query)).scalar()
@@ -271,7 +275,7 @@ class History:
         """The sheet's room; NotFound for a sheet never edited."""
         _check_id("sheet_id", sheet_id)
         async with self.db_engine.connect() as conn:
-            claimed_in = partition_of(sheet_stream(sheet_id), self.partitions)
+            claimed_in = partition_of(sheet_stream(sheet_id), await self.partitions())
             query = select(sheets.c.room_id).where(
                 sheets.c.partition == claimed_in, sheets.c.sheet_id == sheet_id
             )
@@ -291,7 +295,7 @@ class History:
         if seq is not None:
             return await self._position_of(room_id, _bounded_seq(seq, head))
         bounds: list[ColumnElement[bool]] = [
-            events.c.partition == self._partition(room_id),
+            events.c.partition == await self._partition(room_id),
             events.c.stream_id.in_(_room_streams(room_id, True)),
         ]
         if at is not None:
@@ -303,7 +307,7 @@ class History:
 
     async def _seq_at(self, room_id: str, at: datetime) -> int:
         query = select(func.max(events.c.stream_version)).where(
-            events.c.partition == self._partition(room_id),
+            events.c.partition == await self._partition(room_id),
             events.c.stream_id == room_stream(room_id),
             events.c.recorded_at <= at,
         )
@@ -314,15 +318,21 @@ class History:
         if seq == 0:
             return 0
         query = select(events.c.position).where(
-            events.c.partition == self._partition(room_id),
+            events.c.partition == await self._partition(room_id),
             events.c.stream_id == room_stream(room_id),
             events.c.stream_version == seq,
         )
         async with self.db_engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    def _partition(self, room_id: str) -> int:
-        return partition_of(room_stream(room_id), self.partitions)
+    async def partitions(self) -> int:
+        if self._partitions is None:
+            async with self.db_engine.connect() as conn:
+                self._partitions = await partition_count(conn)
+        return self._partitions
+
+    async def _partition(self, room_id: str) -> int:
+        return partition_of(room_stream(room_id), await self.partitions())
 
     async def _head(self, partition: int) -> int:
         async with self.db_engine.connect() as conn:
@@ -384,8 +394,11 @@ class History:
     ) -> AsyncIterator[list[RecordedEvent]]:
         """The sheet's updates within `bound`, in seq order, page by page."""
         after = 0
+        partition = await self._partition(room_id)
         while True:
-            query = self._cell_query(room_id, sheet_id, None, bound, events.c.stream_version > after)
+            query = self._cell_query(
+                partition, room_id, sheet_id, None, bound, events.c.stream_version > after
+            )
             page = await self._fetch(query.limit(size))
             if page:
                 yield page
@@ -394,12 +407,12 @@ class History:
             after = page[-1].stream_version
 
     def _cell_query(
-        self, room_id: str, sheet_id: str, cell_id: str | None, *bounds: ColumnElement[bool]
+        self, partition: int, room_id: str, sheet_id: str, cell_id: str | None, *bounds: ColumnElement[bool]
     ) -> Select[Any]:
         """The cell events of the sheet (or those writing one of its cells) within `bounds`, in seq order:
         `CellUpdated` names its cell, a `CellsUpdated` holds it in its `cells` list."""
         where = [
-            events.c.partition == self._partition(room_id),
+            events.c.partition == partition,
             events.c.stream_id == room_stream(room_id),
             events.c.type.in_(sorted(CELL_EVENTS)),
             events.c.data["sheet_id"].astext == sheet_id,

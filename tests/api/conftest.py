@@ -143,13 +143,14 @@ async def start_node_process(
 
 
 @asynccontextmanager
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """A database of its own, migrated, dropped afterwards: for nodes with short heartbeat settings,
-    which would take the shared database's other servers (default heartbeat) for dead."""
+async def fresh_database(server_url: str, partitions: int = LOG_PARTITIONS) -> AsyncIterator[str]:
+    """A database of its own, migrated (its log in `partitions` partitions), dropped afterwards: for
+    nodes with short heartbeat settings, which would take the shared database's other servers
+    (default heartbeat) for dead."""
     name = f"collab_nodes_{uuid.uuid4().hex[:10]}"
     await admin_execute(server_url, f'CREATE DATABASE "{name}"')
     url = database_url_for(server_url, name)
-    await asyncio.to_thread(upgrade_to_head, url, LOG_PARTITIONS)
+    await asyncio.to_thread(upgrade_to_head, url, partitions)
     try:
         yield url
         spanning = await transactions_spanning_partitions(url)

@@ -12,6 +12,7 @@ from typing import Any
 from tests.api.conftest import Server, receive
 from tests.api.live_helpers import greet, join, write_cell
 from tests.api.rest_helpers import rest
+from tests.conftest import LOG_PARTITIONS
 
 
 async def seed(server: Server, room: str, sheet: str) -> None:
@@ -30,16 +31,17 @@ async def seed(server: Server, room: str, sheet: str) -> None:
                 pass
 
 
-async def all_events(server: Server, after: int, **claims: Any) -> list[dict[str, Any]]:
+async def all_events(server: Server, after: dict[int, int], **claims: Any) -> list[dict[str, Any]]:
+    """Every partition's events after its position in `after` (from its start when absent)."""
     found: list[dict[str, Any]] = []
-    cursor: int | None = after
-    while cursor is not None:
-        page = await rest(
-            server, "GET", "/events", params={"after_position": cursor, "limit": 1000}, **claims
-        )
-        assert page.status_code == 200, page.text
-        found += page.json()["events"]
-        cursor = page.json()["next_cursor"]
+    for partition in range(LOG_PARTITIONS):
+        cursor: int | None = after.get(partition, 0)
+        while cursor is not None:
+            params = {"partition": partition, "after_position": cursor, "limit": 1000}
+            page = await rest(server, "GET", "/events", params=params, **claims)
+            assert page.status_code == 200, page.text
+            found += page.json()["events"]
+            cursor = page.json()["next_cursor"]
     return found
 
 
@@ -47,8 +49,7 @@ async def test_an_auditors_rooms_claim_narrows_every_read(server: Server) -> Non
     tag = uuid.uuid4().hex[:8]
     audited, other = f"audited-{tag}-1", f"elsewhere-{tag}"
     audited_sheet, other_sheet = f"s-{audited}", f"s-{other}"
-    before = await all_events(server, 0, sub="admin")
-    start = before[-1]["position"] if before else 0
+    start = {e["partition"]: e["position"] for e in await all_events(server, {}, sub="admin")}
     await seed(server, audited, audited_sheet)
     await seed(server, other, other_sheet)
     for sheet in (audited_sheet, other_sheet):  # the sheets table follows the log a moment later
@@ -91,5 +92,7 @@ async def test_an_auditors_rooms_claim_narrows_every_read(server: Server) -> Non
     assert {f"room:{audited}", f"room:{other}", f"volatile:room:{other}"} <= streams
     assert any(s.startswith("user:") for s in streams)
     admin = await all_events(server, start, sub="admin", rooms=[f"audited-{tag}-*"])
-    assert [e["position"] for e in admin] == [e["position"] for e in everything]
+    assert [(e["partition"], e["position"]) for e in admin] == [
+        (e["partition"], e["position"]) for e in everything
+    ]
     assert (await rest(server, "GET", f"/rooms/{other}/events", roles=["auditor"])).status_code == 200

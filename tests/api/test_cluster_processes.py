@@ -23,7 +23,6 @@ from engine.log.partitions import partition_of
 from engine.model.streams import room_stream
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, start_node_process
 from tests.api.live_helpers import greet, join, of_type, send, until
-from tests.conftest import LOG_PARTITIONS
 
 HEARTBEAT = 0.5
 DEAD_AFTER = 2.0
@@ -50,10 +49,8 @@ class Cluster:
 )
 async def cluster(request: pytest.FixtureRequest, server_url: str) -> AsyncIterator[Cluster]:
     mode, partitions = request.param
-    # A suite run whose logs are all split (TEST_LOG_PARTITIONS) splits this one before the nodes start.
-    partitions = LOG_PARTITIONS if LOG_PARTITIONS > 1 else partitions
     extra = {"nats_url": request.getfixturevalue("nats_url")} if mode == "nats" else {}
-    async with fresh_database(server_url) as url:
+    async with fresh_database(server_url, partitions=1) as url:  # the nodes split it
         options: dict[str, object] = {
             "node_heartbeat_seconds": HEARTBEAT,
             "node_dead_after_seconds": DEAD_AFTER,

@@ -15,11 +15,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from engine.log.partitions import partition_of
 from engine.log.schema import room_snapshots
 from engine.log.store import EventStore
 from engine.model.streams import room_stream
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
 from tests.api.live_helpers import Message, greet, join, of_type, pending, send, until
+from tests.conftest import LOG_PARTITIONS
 
 API = "/api/v1"
 
@@ -228,39 +230,41 @@ async def test_rest_history_events_filter_by_type_and_time(
 async def test_rest_history_global_stream_is_for_auditors_and_skips_nothing(
     server: Server, store: EventStore, http: httpx.AsyncClient, room: str
 ) -> None:
-    start = (await http.get("/events", params={"limit": 1}, headers=auth(server))).json()
-    assert start["events"] and start["events"][0]["position"] == 1
-    # The head now: page from the end of the log (other tests may have filled it).
+    # The room's partition holds all its events: the global stream is read there, one cursor a
+    # partition (in a log of one, partition 0 is the whole log).
+    partition = partition_of(room_stream(room), LOG_PARTITIONS)
+
+    async def page_of(**params: Any) -> dict[str, Any]:
+        response = await http.get("/events", params={"partition": partition, **params}, headers=auth(server))
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    # The head now: page from the end of the partition (other tests may have filled it).
     position = 0
     while True:
-        page = (
-            await http.get(
-                "/events", params={"after_position": position, "limit": 1000}, headers=auth(server)
-            )
-        ).json()
+        page = await page_of(after_position=position, limit=1000)
         if page["events"]:
             position = page["events"][-1]["position"]
         if page["next_cursor"] is None:
             break
     session = await _scripted_session(server, store, room)
+    first = (await page_of(limit=1))["events"]
+    assert first and first[0]["position"] == 1 and first[0]["partition"] == partition
     walked: list[Message] = []
     cursor = position
     while cursor is not None:
-        response = await http.get(
-            "/events", params={"after_position": cursor, "limit": 3}, headers=auth(server)
-        )
-        assert response.status_code == 200, response.text
-        walked += response.json()["events"]
-        cursor = response.json()["next_cursor"]
+        page = await page_of(after_position=cursor, limit=3)
+        walked += page["events"]
+        cursor = page["next_cursor"]
     assert [e["position"] for e in walked] == list(range(position + 1, position + 1 + len(walked)))
+    assert {e["partition"] for e in walked} == {partition}
     mine = [e for e in walked if e["stream_id"].endswith(f"room:{session.room}")]
     assert mine == await _all_events(http, server, session.room, include_volatile="true")
-    only_cells = (
-        await http.get(
-            "/events", params={"after_position": position, "types": "CellUpdated"}, headers=auth(server)
-        )
-    ).json()
-    assert [e["seq"] for e in only_cells["events"]] == [3, 4, 6]
+    only_cells = await page_of(after_position=position, types="CellUpdated")
+    assert [e["seq"] for e in only_cells["events"] if e["stream_id"] == f"room:{session.room}"] == [3, 4, 6]
+    beyond = await http.get("/events", params={"partition": LOG_PARTITIONS}, headers=auth(server))
+    assert (beyond.status_code, beyond.json()["code"]) == (422, "VALIDATION_ERROR")
+    assert f"this log has {LOG_PARTITIONS}" in beyond.json()["error"]
 
     admin = await http.get("/events", headers=auth(server, "root", roles=["admin"]))
     assert admin.status_code == 200

@@ -13,5 +13,5 @@ from engine.log.store import EventLog, EventStore
 def event_log(request: pytest.FixtureRequest) -> EventLog:
     if request.param == "memory":
         return MemoryEventStore()
-    store: EventStore = request.getfixturevalue("store")
+    store: EventStore = request.getfixturevalue("one_partition_store")
     return store

@@ -17,40 +17,49 @@ from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore
 from engine.readmodels.rows import TABLES
 from engine.readmodels.runner import CHECKPOINT
-from tests.conftest import admin_execute
+from tests.conftest import LOG_PARTITIONS, admin_execute
 
 CATCH_UP_TIMEOUT = 10.0
 
 
 @contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new database migrated to head, dropped afterwards. Call it outside a running event loop."""
+def fresh_database(server_url: str, partitions: int = LOG_PARTITIONS) -> Iterator[str]:
+    """A new database migrated to head, its log in `partitions` partitions, dropped afterwards. Call
+    it outside a running event loop."""
     name = f"collab_projections_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server_url, name)
     try:
-        upgrade_to_head(url)
+        upgrade_to_head(url, partitions)
         yield url
     finally:
         asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def checkpoint(db_engine: AsyncEngine) -> int:
+async def checkpoints(db_engine: AsyncEngine) -> dict[int, int]:
+    """The runner's checkpoint in each partition it has folded."""
     async with db_engine.connect() as conn:
         found = await conn.execute(
-            text("SELECT position FROM projector_checkpoints WHERE name = :n"), {"n": CHECKPOINT}
+            text("SELECT partition, position FROM projector_checkpoints WHERE name = :n"), {"n": CHECKPOINT}
         )
-        return int(found.scalar() or 0)
+        return {int(partition): int(position) for partition, position in found}
+
+
+async def checkpoint(db_engine: AsyncEngine) -> int:
+    """The events the runner has folded: its checkpoint in a log of one partition, the sum of the
+    partitions' checkpoints in a log of several (positions are gapless in each)."""
+    return sum((await checkpoints(db_engine)).values())
 
 
 async def caught_up(db_engine: AsyncEngine) -> int:
-    """The checkpoint once it has reached the log head as it is now (fails after CATCH_UP_TIMEOUT)."""
-    target = await EventStore(db_engine).head()
+    """`checkpoint` once every partition's has reached its head as it is now (fails after
+    CATCH_UP_TIMEOUT)."""
+    heads = await EventStore(db_engine).heads()
     async with asyncio.timeout(CATCH_UP_TIMEOUT):
         while True:
-            position = await checkpoint(db_engine)
-            if position >= target:
-                return position
+            reached = await checkpoints(db_engine)
+            if all(reached.get(partition, 0) >= head for partition, head in heads.items()):
+                return sum(reached.values())
             await asyncio.sleep(0.02)
 
 

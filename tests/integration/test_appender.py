@@ -26,7 +26,7 @@ async def test_concurrent_appends_share_commits_and_each_gets_its_outcome(
     finally:
         await appender.stop()
     assert all(isinstance(o, Committed) for o in outcomes)
-    assert len({o.position for o in outcomes}) == 400  # type: ignore[union-attr]
+    assert len({(o.partition, o.position) for o in outcomes}) == 400  # type: ignore[union-attr]
     assert appender.stats.events == 400
     assert appender.stats.batches < 400, "appends were not grouped into shared commits"
     assert appender.stats.batch_size.count == appender.stats.batches

@@ -24,7 +24,6 @@ from engine.cluster.follower import LogFollower
 from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrders
 from engine.fanout.live import recorded
-from engine.log.partitions import split_new_log
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.model.events import Committed, NewEvent, RecordedEvent
 from tests.api.conftest import fresh_database
@@ -65,9 +64,7 @@ class Log:
 @pytest.fixture(params=[1, 4], ids=["one-partition", "four-partitions"])
 async def log(request: pytest.FixtureRequest, server_url: str) -> AsyncIterator[Log]:
     partitions: int = request.param
-    async with fresh_database(server_url) as url:
-        if partitions > 1:
-            await split_new_log(url, partitions)
+    async with fresh_database(server_url, partitions) as url:
         db = create_db_engine(url, pool_size=partitions + 4)
         try:
             yield Log(url, EventStore(db), await log_subject(db), db, partitions)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
 from sqlalchemy import text
 
 from engine.log.batch_plan import LogState, Plan
@@ -14,6 +15,12 @@ from engine.log.writer import LogWriter
 from engine.model.catalogue import SheetClaimed
 from engine.model.errors import VersionConflict
 from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Origin, Refused
+
+
+@pytest.fixture
+def store(one_partition_store: EventStore) -> EventStore:
+    """Tests of one partition's writer: on a log of one, whatever TEST_LOG_PARTITIONS says."""
+    return one_partition_store
 
 
 def ev(stream: str, n: int, **kw: object) -> NewEvent:

@@ -13,8 +13,16 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 
 from engine.log.store import EventStore
+
+
+@pytest.fixture
+def store(one_partition_store: EventStore) -> EventStore:
+    """The tail order of one partition: on a log of one, whatever TEST_LOG_PARTITIONS says."""
+    return one_partition_store
+
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 2
@@ -22,7 +30,9 @@ TASKS_PER_PROCESS = 16
 EVENTS_PER_TASK = 40
 
 
-async def test_tailing_reader_sees_every_commit_once_in_order(store: EventStore, database_url: str) -> None:
+async def test_tailing_reader_sees_every_commit_once_in_order(
+    store: EventStore, one_partition_url: str
+) -> None:
     prefix = f"order:{uuid.uuid4().hex[:8]}"
     start = await store.head()
     workers = [
@@ -30,7 +40,7 @@ async def test_tailing_reader_sees_every_commit_once_in_order(store: EventStore,
             sys.executable,
             "-m",
             "tests.integration.append_worker",
-            database_url,
+            one_partition_url,
             prefix,
             str(TASKS_PER_PROCESS),
             str(EVENTS_PER_TASK),

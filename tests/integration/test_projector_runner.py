@@ -24,7 +24,7 @@ from tests.integration.projection_helpers import caught_up, checkpoint, fresh_da
 
 @pytest.fixture
 def fresh_url(server_url: str) -> Iterator[str]:
-    with fresh_database(server_url) as url:
+    with fresh_database(server_url, partitions=1) as url:  # step and event counts of one partition
         yield url
 
 

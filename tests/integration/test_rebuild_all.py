@@ -25,7 +25,7 @@ from engine.readmodels.rebuild import diff_all, rebuild_all
 from engine.service import Engine
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, send, until
-from tests.integration.projection_helpers import all_tables, caught_up, fresh_database, rows
+from tests.integration.projection_helpers import all_tables, caught_up, checkpoints, fresh_database, rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPING_TIMEOUT = 1.0  # long enough for the end of the session to find alice still typing
@@ -178,11 +178,15 @@ async def presence_pairs(db_engine: AsyncEngine) -> tuple[list[str], list[tuple[
     """The users the `presence` view has rows for, and (its row, the fold of the whole log) for each
     user, as far as the checkpoint. An offline user's name is not compared: the view only knows the
     names of users in a room."""
-    upto = await caught_up(db_engine)
+    await caught_up(db_engine)
     store = EventStore(db_engine)
     events: list[RecordedEvent] = []
-    while page := await store.read_all(after=events[-1].position if events else 0):
-        events.extend(event for event in page if event.position <= upto)
+    for partition, upto in (await checkpoints(db_engine)).items():  # a user's rooms may be in several
+        read: list[RecordedEvent] = []
+        while page := await store.read_all(after=read[-1].position if read else 0, partition=partition):
+            read.extend(page)
+        events.extend(event for event in read if event.position <= upto)
+    events.sort(key=lambda event: (event.recorded_at, event.partition, event.position))
     viewed = {row["user_id"]: row for row in await rows(db_engine, "presence", "user_id")}
     pairs = []
     for user_id in ("alice", "bob", "carol"):
