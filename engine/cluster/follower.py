@@ -295,8 +295,7 @@ class LogFollower:
         and, on a poll, those up to the head (a lost last message, an outage)."""
         orders = self._orders
         heads: Mapping[int, int] = {}
-        if not orders.started or poll or self._read_every:
-            self._read_every = False
+        if not orders.started or poll:  # a wake is a gap: its held position is the target
             heads = await self._read_heads()
             orders.start_at(heads)
         targets = dict(heads)
