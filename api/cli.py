@@ -278,11 +278,12 @@ def _positions(heads: dict[int, int]) -> str:
 
 
 def _project(url: str, settings: Settings) -> int:
-    """Run the projector runner alone. Every engine process has a runner, but only the one holding
-    its advisory lock projects (engine/readmodels/runner.py): started before the servers, this process
-    takes the lock and their runners stand by, which takes the folding and the table writes off the
-    serving path; if it stops, one of theirs takes over within half a second. It has no commits of
-    its own to wake it, so it looks at the log head every PROJECTION_INTERVAL_MS."""
+    """Run the projector runner alone. Every engine process has a runner, but a partition is
+    projected only by the one holding its advisory lock (engine/readmodels/runner.py): started before
+    the servers, this process takes every partition's lock and their runners stand by, which takes
+    the folding and the table writes off the serving path; if it stops, theirs take over within half
+    a second. It has no commits of its own to wake it, so it looks at the log head every
+    PROJECTION_INTERVAL_MS."""
     import asyncio
 
     from engine.log.store import create_db_engine

@@ -178,8 +178,11 @@ class Node:
             db_engine, self.rate_limiter, self.node_id, interval=config.rate_limit_sync
         )
         self.rate_sync.start()
-        # Keeps the projection tables behind the log; only one node's runner projects at a time.
-        self.projector = ProjectorRunner(db_engine, min_interval=self.config.projection_interval)
+        # Keeps the projection tables behind the log; the live nodes share its partitions.
+        nodes = self.nodes
+        self.projector = ProjectorRunner(
+            db_engine, min_interval=self.config.projection_interval, share=lambda: 1 + len(nodes.peers)
+        )
         self.projector.start()
 
     async def stop(self) -> None:

@@ -16,14 +16,17 @@ order is commit order there and an event can never become visible below a positi
 check it too (a room raises on a gap in its seq). Partitions fold independently: every row is fed
 by one owner's streams, which live in one partition.
 
-Why one runner at a time, and how: every engine process has a runner, but only the one holding the
-session advisory lock `LOCK_KEY` projects; the others try again every `poll_seconds` and so take
-over within that time when the holder's process or connection dies (PostgreSQL releases the lock
-with the session). The lock saves work; correctness does not depend on it: the checkpoint row lock
-taken first in every step serialises any two writers (including `engine/readmodels/rebuild.py`, which takes
-the
-same row lock), and a runner that finds the checkpoint somewhere other than where it left it drops
-its cached views and reloads them from the tables.
+Why one runner per partition at a time, and how: every engine process has a runner, and a runner
+projects the partitions whose session advisory lock `(LOCK_CLASS, partition)` it holds. Each takes
+free partitions up to its share, the partition count divided by the runners sharing them (`share`:
+the live nodes, for an engine; one for a projector process, which so takes every free partition),
+rounded up, and hands back what is over its share when more nodes come; every `poll_seconds` it
+looks again. So the nodes share the projecting, and a partition whose holder's process or connection
+dies (PostgreSQL releases the lock with the session) is taken over once the survivors' share grows
+to it. The locks save work; correctness does not depend on them: the checkpoint row lock taken first
+in every step serialises any two writers (including `engine/readmodels/rebuild.py`, which takes the
+same row lock), and a runner that finds a checkpoint somewhere other than where it left it drops its
+cached views and reloads them from the tables.
 
 When it runs: the engine wakes it after each of its own commits (`wake`), and it polls every
 `poll_seconds` for commits of other nodes; a wake that arrives while a step reads is not lost,
@@ -40,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -55,8 +58,11 @@ from engine.readmodels.tables import load_views, write_views
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "projections"
-# The advisory lock that elects the projecting node: any fixed 64-bit number no other code uses.
-LOCK_KEY = 0x636F6C6C61622D70  # "collab-p"
+# The advisory locks that elect a partition's projecting runner, `(LOCK_CLASS, partition)`: any fixed
+# 32-bit number no other code uses.
+LOCK_CLASS = 0x636F6C70  # "colp"
+_TRY_LOCK = "SELECT pg_try_advisory_lock(:c, :p)"
+_UNLOCK = "SELECT pg_advisory_unlock(:c, :p)"
 
 _ENSURE_CHECKPOINT = """
     INSERT INTO projector_checkpoints (partition, name, position) VALUES (:partition, :name, 0)
@@ -104,7 +110,8 @@ async def read_events(
 
 class ProjectorRunner:
     """One per engine: `start()` it, `wake()` it after commits, `stop()` it; `active` says whether
-    this one holds the lock and projects, `positions` how far the tables have got in each partition."""
+    this one holds a partition's lock and projects (`held`: which), `positions` how far the tables
+    have got in each partition it projected."""
 
     def __init__(
         self,
@@ -116,6 +123,7 @@ class ProjectorRunner:
         retry_seconds: float = 1.0,
         max_cached_views: int = 100_000,
         models: Sequence[ReadModel] = MODELS,
+        share: Callable[[], int] = lambda: 1,
     ) -> None:
         self.db_engine = db_engine
         self.poll_seconds = poll_seconds
@@ -124,7 +132,9 @@ class ProjectorRunner:
         self.retry_seconds = retry_seconds
         self.max_cached_views = max_cached_views
         self.models = tuple(models)
-        self.active = False  # holds the advisory lock: this runner is the one projecting
+        self.active = False  # holds a partition's advisory lock: this runner projects it
+        self.held: set[int] | None = None  # the partitions it projects; None: every one (`step` alone)
+        self._share = share  # how many runners share the partitions
         # Each partition's checkpoint as of this runner's last step there (rows are fed by one owner's
         # streams, so partitions fold independently: docs/scaling.md).
         self.positions: dict[int, int] = {}
@@ -159,6 +169,8 @@ class ProjectorRunner:
         await conn.rollback()
         applied = 0
         for partition, head in sorted(heads.items()):
+            if self.held is not None and partition not in self.held:
+                continue
             known = self.positions.get(partition)
             if known is None or head > known:
                 applied += await self._step(conn, partition)
@@ -222,40 +234,65 @@ class ProjectorRunner:
                 await asyncio.sleep(self.poll_seconds)
 
     async def _lead(self) -> None:
-        """Take the advisory lock and project for as long as it is held; return at once if another
-        session holds it."""
+        """Take partitions' advisory locks up to this runner's share and project them for as long as
+        it holds any, looking again at its share every `poll_seconds`; return at once if it gets
+        none."""
         conn = await self.db_engine.connect()
-        held = False
+        self.held = set()
+        locked = False
         try:
-            held = bool(
-                (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar()
-            )
-            await conn.commit()
-            if not held:
+            await self._balance(conn)
+            locked = bool(self.held)
+            if not self.held:
                 return
             self.active = True
             self._standing_by = False
             self._views, self.positions = {}, {}
-            log.info("projector runner: this node projects now")
+            log.info("projector runner: this node projects partitions %s", sorted(self.held))
             loop = asyncio.get_running_loop()
-            while True:
+            balanced = loop.time()
+            while self.held:
                 started = loop.time()
+                if started - balanced >= self.poll_seconds:
+                    await self._balance(conn)
+                    balanced = started
                 if await self.step(conn) < self.page:
                     await self._sleep()
                     # Let commits gather: the next step folds all of them at once.
                     await asyncio.sleep(max(0.0, self.min_interval - (loop.time() - started)))
         finally:
             self.active = False
-            if held:
-                # Ending the session is what releases the lock, also when the connection broke; a
-                # pooled connection handed back would keep holding it.
+            self.held = None
+            if locked:
+                # Ending the session is what releases the locks, also when the connection broke; a
+                # pooled connection handed back would keep holding them.
                 with contextlib.suppress(Exception):
                     await conn.invalidate()
             await conn.close()
+
+    async def _balance(self, conn: AsyncConnection) -> None:
+        """Take free partitions up to this runner's share, and hand back what is over it."""
+        assert self.held is not None
+        partitions = sorted(await read_heads(conn))
+        share = -(-len(partitions) // max(1, self._share()))
+        for partition in partitions:
+            if len(self.held) >= share:
+                break
+            if partition not in self.held:
+                key = {"c": LOCK_CLASS, "p": partition}
+                if (await conn.execute(text(_TRY_LOCK), key)).scalar():
+                    self.held.add(partition)
+        while len(self.held) > share:
+            partition = max(self.held)
+            await conn.execute(text(_UNLOCK), {"c": LOCK_CLASS, "p": partition})
+            self.held.discard(partition)
+            self.positions.pop(partition, None)  # whoever takes it moves its checkpoint
+            log.info("projector runner: partition %d handed over to another node", partition)
+        await conn.commit()
 
     async def _sleep(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
 
-__all__ = ["CHECKPOINT", "LOCK_KEY", "ProjectorRunner", "lock_checkpoint", "move_checkpoint", "read_events"]
+__all__ = ["CHECKPOINT", "LOCK_CLASS", "ProjectorRunner", "lock_checkpoint", "move_checkpoint", "read_events"]

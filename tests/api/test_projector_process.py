@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from api.tokens import mint_token
 from engine.log.store import EventStore, create_db_engine
 from engine.readmodels.rebuild import diff_all
-from engine.readmodels.runner import LOCK_KEY
+from engine.readmodels.runner import LOCK_CLASS
 from tests.api.conftest import ROOT, SECRET, fresh_database, make_settings, start_node_process
 from tests.api.live_helpers import greet, join, write_cell
 from tests.integration.projection_helpers import caught_up, rows
@@ -38,13 +38,19 @@ async def start_projector(url: str) -> asyncio.subprocess.Process:
 
 
 async def lock_is_held(url: str) -> bool:
+    """Whether some session holds the projecting lock of every partition of the log."""
     db_engine = create_db_engine(url, pool_size=1)
     try:
         async with db_engine.connect() as conn:
-            free = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY})).scalar()
-            if free:
-                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-            return not free
+            partitions = (await conn.execute(text("SELECT count(*) FROM log_head"))).scalar_one()
+            held = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = :c AND objsubid = 2"
+                ),
+                {"c": LOCK_CLASS},
+            )
+            return bool(held.scalar_one() == partitions)
     finally:
         await db_engine.dispose()
 

@@ -34,6 +34,7 @@ from tests.integration.test_history_time_travel import _session
 from tests.integration.test_log_writer import cell_update, claim, ev
 
 PARTITIONS = 4
+HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 
 
 def split_database(server_url: str) -> Iterator[str]:
@@ -333,6 +334,65 @@ async def test_a_rooms_history_and_time_travel_read_its_own_partition(split_engi
 def fresh_split_url(server_url: str) -> Iterator[str]:
     """For a test that folds the whole log: nothing else may be in it."""
     yield from split_database(server_url)
+
+
+async def test_two_runners_share_the_partitions_and_one_takes_them_all_when_alone(
+    fresh_split_url: str,
+) -> None:
+    """Two runners told that two share the log each project half of its partitions, never the same
+    one; once one stops and the other is told it is alone, it takes every partition over. The tables
+    then say what a fold of the log says."""
+    engines = [create_db_engine(fresh_split_url) for _ in range(2)]  # two processes' pools
+    sharing = [2]
+    runners = [ProjectorRunner(e, poll_seconds=0.05, share=lambda: sharing[0]) for e in engines]
+    store = EventStore(engines[0])
+    try:
+        for runner in runners:
+            runner.start()
+        for n in range(8):
+            await _session(store, f"shared-{n}")
+        async with asyncio.timeout(HANG_GUARD):
+            while not all(runner.held and len(runner.held) == 2 for runner in runners):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        first, second = (runner.held or set() for runner in runners)
+        assert first.isdisjoint(second) and first | second == set(range(PARTITIONS))
+        await _caught_up(engines[0])
+        assert all(runner.events_applied > 0 for runner in runners)
+        assert await rebuild.diff_projections(engines[0]) == []
+
+        await runners[0].stop()
+        sharing[0] = 1
+        for n in range(8, 12):
+            await _session(store, f"shared-{n}")
+        async with asyncio.timeout(HANG_GUARD):
+            while runners[1].held != set(range(PARTITIONS)):  # noqa: ASYNC110 (no event for it)
+                await asyncio.sleep(0.02)
+        await _caught_up(engines[0])
+        assert await rebuild.diff_projections(engines[0]) == []
+        async with engines[0].connect() as conn:
+            listed = await conn.execute(text("SELECT count(*) FROM rooms WHERE room_id LIKE 'shared-%'"))
+            assert listed.scalar_one() == 12
+    finally:
+        for runner in runners:
+            await runner.stop()
+        for db_engine in engines:
+            await db_engine.dispose()
+
+
+async def _caught_up(db_engine: AsyncEngine) -> None:
+    """Every partition's projections checkpoint at its head as it is now."""
+    async with db_engine.connect() as conn:
+        heads = await read_heads(conn)
+    async with asyncio.timeout(HANG_GUARD):
+        while True:
+            async with db_engine.connect() as conn:
+                found = await conn.execute(
+                    text("SELECT partition, position FROM projector_checkpoints WHERE name = 'projections'")
+                )
+                reached = dict(found.all())
+            if all(reached.get(p, 0) >= head for p, head in heads.items()):
+                return
+            await asyncio.sleep(0.02)
 
 
 async def test_the_projections_fold_each_partition_from_its_own_checkpoint_and_rebuild_to_the_same(
