@@ -61,9 +61,6 @@ class EngineConfig:
     # Events committed here travel to the other nodes on this NATS (engine/cluster/bus.py); empty:
     # they learn of them by NOTIFY and read them from the log.
     nats_url: str = ""
-    # The partitions a new log is created with (engine/log/partitions.py). A log keeps the count it was
-    # created with; a node assumes this one only while the database is unreachable at its start.
-    log_partitions: int = 1
 
 
 __all__ = ["EngineConfig"]

@@ -128,14 +128,13 @@ class Node:
             self._store = EventStore(self._db_engine)
         else:
             self._store = self._given_log
+        partitions: int | None = None
         try:
             partitions = await self._store.partitions()
         except Exception as error:
             if not is_connectivity_error(error):
                 raise
-            # Unreachable for now: the count the log is created with; the appender's writers check it
-            # when they first connect, and refuse every append if the log has another.
-            partitions = config.log_partitions
+            # Unreachable for now: the appender reads the count at its first append.
         self._appender = Appender(
             self._store,
             partitions=partitions,

@@ -170,6 +170,7 @@ class Engine:
         self.node_stats = node.node_stats
         self.cluster_stats = node.cluster_stats
         self.log_heads = node.log_heads
+        self._histories: dict[int, History] = {}  # by snapshot interval
         self.join_room = self.rooms.join
         self.leave_room = self.rooms.leave
         self.room_view = self.rooms.view
@@ -325,10 +326,13 @@ class Engine:
         return self.node.appender.stats
 
     def history(self, *, snapshot_every: int = 100) -> History:
-        """History and time travel over the log (engine/readmodels/history.py)."""
-        return History(
-            self.node.db_engine, snapshot_every=snapshot_every, partitions=self.node.appender.partitions
-        )
+        """History and time travel over the log (engine/readmodels/history.py); kept while the pool
+        is, so the log's partition count is read once."""
+        db_engine = self.node.db_engine
+        kept = self._histories.get(snapshot_every)
+        if kept is None or kept.db_engine is not db_engine:
+            kept = self._histories[snapshot_every] = History(db_engine, snapshot_every=snapshot_every)
+        return kept
 
     async def list_rooms(
         self, reader: Actor, *, now: datetime, limit: int, offset: int, active_only: bool
@@ -347,7 +351,7 @@ class Engine:
 
     async def room_detail(self, room_id: str, *, now: datetime) -> room_listing.RoomDetail:
         return await room_listing.room_detail(
-            self.node.db_engine, room_id, now=now, partitions=self.node.appender.partitions
+            self.node.db_engine, room_id, now=now, partitions=await self.node.store.partitions()
         )
 
     async def rebuild_projections(self) -> rebuild.FullReport:

@@ -239,12 +239,16 @@ class LogFollower:
                     woken = True
             self._wake.clear()
             try:
+                # Polled on time even while notifications keep waking it: a lost one (a failed NOTIFY,
+                # a read that failed after its announcement was taken) is found by the poll.
+                poll = not woken or self._poll_due()
                 if self.bus is None:
-                    await self._catch_up(poll=not woken)
+                    await self._catch_up(poll=poll)
                 else:
-                    await self._repair(poll=not woken or self._poll_due())
+                    await self._repair(poll=poll)
             except Exception as exc:
                 log.warning("reading the log failed: %s: %s", type(exc).__name__, exc)
+                self._read_every = True  # what was announced and not read is behind its head
                 if self.bus is not None:  # every held bus message wakes the loop: pause regardless
                     await asyncio.sleep(self.retry_interval)
                     continue
@@ -263,7 +267,10 @@ class LogFollower:
             orders.start_at(heads)
             behind: dict[int, int | None] = {p: h for p, h in heads.items() if _published(orders, p) < h}
         else:
-            behind = {p: None for p in sorted(announced)}
+            behind = {p: None for p in sorted(announced) if orders.knows(p)}
+            if len(behind) < len(announced):  # a partition this node has no start for: read the heads
+                self._read_every = True
+                self._wake.set()
         for partition, head in behind.items():
             order = orders.of(partition)
             while True:

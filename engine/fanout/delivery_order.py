@@ -126,6 +126,11 @@ class DeliveryOrders:
             order = self._orders[partition] = DeliveryOrder(self._publish, None, on_gap=self._on_gap)
         return order
 
+    def knows(self, partition: int) -> bool:
+        """Whether the partition's starting point is known (its order exists and has started)."""
+        order = self._orders.get(partition)
+        return order is not None and order.delivered is not None
+
     def __iter__(self) -> Iterator[tuple[int, DeliveryOrder]]:
         return iter(sorted(self._orders.items()))
 

@@ -127,8 +127,8 @@ class Appender:
         self.timeout = timeout
         self.max_queue = max_queue
         self.stats = AppenderStats()
-        # The log's partition count (fixed when it was created), read at start when not given; each
-        # writer checks it on connecting.
+        # The log's partition count (fixed when it was created), read at the first append when not
+        # given (the database may be away at start); each writer checks it on connecting.
         self._partitions = partitions
         self._lanes: dict[int, _Lane] = {}  # a lane per partition appended to since start
         self._running = False
@@ -150,12 +150,20 @@ class Appender:
     @property
     def partitions(self) -> int:
         if self._partitions is None:
-            raise StoreUnavailable("the appender is not started")
+            raise StoreUnavailable("the log's partition count is not known yet (nothing appended)")
         return self._partitions
 
-    async def start(self) -> None:
-        if self._partitions is None:
+    async def _learn_partitions(self) -> None:
+        if self._partitions is not None:
+            return
+        try:
             self._partitions = await self.store.partitions()
+        except Exception as error:
+            if is_connectivity_error(error):
+                raise StoreUnavailable("the event log is unreachable; retry shortly") from error
+            raise
+
+    async def start(self) -> None:
         if not self._running:
             self._lanes = {}
             self._closing = False
@@ -176,6 +184,7 @@ class Appender:
     async def append(self, event: NewEvent) -> AppendOutcome:
         """Durably append one event; returns its own outcome. Raises StoreUnavailable."""
         self._admit(1)
+        await self._learn_partitions()
         fut: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         lane = self._lane(event.stream_id)
         lane.pending.append((event, fut))
@@ -189,6 +198,7 @@ class Appender:
         Events of different partitions commit independently: one that depends on another's commit
         (an edit on its sheet's claim) must wait for that commit first."""
         self._admit(len(batch))
+        await self._learn_partitions()
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in batch]
         for event, fut in zip(batch, futures, strict=True):

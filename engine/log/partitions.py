@@ -15,6 +15,7 @@ is `LOG_PARTITIONS` (`ensure_partitions`).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Final
 
@@ -24,7 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from engine.model.events import NewEvent
 from engine.model.streams import durable_stream
 
+log = logging.getLogger(__name__)
+
 MAX_PARTITIONS: Final = 1024
+# A node beat within the last minute and did not stop (engine/cluster/registry.py).
+_NODES_RUNNING = (
+    "SELECT EXISTS (SELECT 1 FROM nodes "
+    "WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '1 minute')"
+)
 
 
 def partition_of(stream_id: str, partitions: int) -> int:
@@ -84,20 +92,29 @@ async def create_partitions(conn: AsyncConnection, partitions: int) -> None:
 
 
 async def ensure_partitions(database_url: str, partitions: int) -> int:
-    """Give the log `partitions` heads if it is new (one head, nothing appended); how many it has.
-    A log that has events keeps the count it was created with. Safe when several nodes start at once:
-    the first splits the log under the head lock, the others find it split."""
+    """Give the log `partitions` heads if it is new (one head, nothing appended, no node running on
+    it); how many it has. A log that has events keeps the count it was created with, and so does an
+    empty one that nodes already serve (they hold its count). Safe when several nodes start at once:
+    the table lock makes the second see the heads the first added."""
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise ValueError(f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}")
     db_engine = create_async_engine(database_url)
     try:
         async with db_engine.begin() as conn:
-            heads = await conn.execute(text("SELECT position FROM log_head ORDER BY partition FOR UPDATE"))
+            # A row lock would not do: a statement that waited on it still misses rows inserted since.
+            await conn.execute(text("LOCK TABLE log_head IN SHARE ROW EXCLUSIVE MODE"))
+            heads = await conn.execute(text("SELECT position FROM log_head ORDER BY partition"))
             positions = heads.scalars().all()
-            if partitions > 1 and len(positions) == 1 and not positions[0]:
-                await create_partitions(conn, partitions)
-                return partitions
-            return len(positions)
+            if partitions == 1 or len(positions) != 1 or positions[0]:
+                return len(positions)
+            if (await conn.execute(text(_NODES_RUNNING))).scalar():
+                log.warning(
+                    "LOG_PARTITIONS=%d not applied: nodes already serve this log as a log of one",
+                    partitions,
+                )
+                return 1
+            await create_partitions(conn, partitions)
+            return partitions
     finally:
         await db_engine.dispose()
 

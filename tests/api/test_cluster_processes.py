@@ -243,7 +243,6 @@ async def test_rooms_in_every_partition_keep_their_order_through_three_nodes(clu
         stats = (await http.get(f"http://127.0.0.1:{cluster.ports[1]}/api/v1/ws/stats")).json()
     heads = stats["log_heads"]
     assert len(heads) == cluster.partitions and all(head > 0 for head in heads.values())
-    assert stats["log_head"] == sum(heads.values())
 
 
 async def test_a_killed_node_leaves_no_ghost_on_the_others(cluster: Cluster) -> None:

@@ -38,7 +38,8 @@ async def start_projector(url: str) -> asyncio.subprocess.Process:
 
 
 async def lock_is_held(url: str) -> bool:
-    """Whether some session holds the projecting lock of every partition of the log."""
+    """Whether some session holds the projecting lock of every partition of this database's log
+    (pg_locks lists every database's)."""
     db_engine = create_db_engine(url, pool_size=1)
     try:
         async with db_engine.connect() as conn:
@@ -46,7 +47,8 @@ async def lock_is_held(url: str) -> bool:
             held = await conn.execute(
                 text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND classid = :c AND objsubid = 2"
+                    "AND classid = :c AND objsubid = 2 "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ),
                 {"c": LOCK_CLASS},
             )

@@ -9,6 +9,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -19,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.log.appender import Appender
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
-from engine.log.partitions import create_partitions, partition_of, read_heads, split_new_log
+from engine.log.partitions import (
+    create_partitions,
+    ensure_partitions,
+    partition_of,
+    read_heads,
+    split_new_log,
+)
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import FILE_UPLOAD_STARTED, FileClaimed, FileUploadStarted, UserStatusChanged
 from engine.model.errors import EngineError
@@ -207,6 +214,42 @@ async def test_partitions_are_fixed_when_the_log_is_created(split_engine: AsyncE
     with pytest.raises(ValueError, match="1 to 1024"):
         async with split_engine.begin() as conn:
             await create_partitions(conn, 0)
+
+
+@asynccontextmanager
+async def new_log(server_url: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """A database of its own, migrated, its log of one partition and empty; dropped afterwards."""
+    name = f"collab_new_{uuid.uuid4().hex[:8]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    url = database_url_for(server_url, name)
+    db_engine = create_db_engine(url)
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        yield url, db_engine
+    finally:
+        await db_engine.dispose()
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_new_log_is_split_once_by_nodes_starting_together(server_url: str) -> None:
+    """Two nodes with `LOG_PARTITIONS=4` starting at once both find four partitions: the second
+    waits for the first and then sees the heads it added."""
+    async with new_log(server_url) as (url, db_engine):
+        assert await asyncio.gather(ensure_partitions(url, 4), ensure_partitions(url, 4)) == [4, 4]
+        async with db_engine.connect() as conn:
+            assert sorted(await read_heads(conn)) == [0, 1, 2, 3]
+        assert await ensure_partitions(url, 8) == 4  # created with four, it keeps four
+
+
+async def test_an_empty_log_that_a_node_serves_is_not_split(server_url: str) -> None:
+    """A running node holds the count of the log it serves: splitting it under the node would send
+    its appends and reads to the wrong partitions."""
+    async with new_log(server_url) as (url, db_engine):
+        async with db_engine.begin() as conn:
+            await conn.execute(text("INSERT INTO nodes (node_id) VALUES ('serving-one')"))
+        assert await ensure_partitions(url, 4) == 1
+        async with db_engine.connect() as conn:
+            assert list(await read_heads(conn)) == [0]
 
 
 async def test_the_cells_rebuild_works_one_partition_at_a_time(split_engine: AsyncEngine) -> None:
