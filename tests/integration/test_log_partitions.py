@@ -11,12 +11,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.cluster import reaper
 from engine.log.appender import Appender
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
@@ -28,12 +30,18 @@ from engine.log.partitions import (
     split_new_log,
 )
 from engine.log.store import EventStore, create_db_engine
-from engine.model.catalogue import FILE_UPLOAD_STARTED, FileClaimed, FileUploadStarted, UserStatusChanged
+from engine.model.catalogue import (
+    FILE_UPLOAD_STARTED,
+    FileClaimed,
+    FileUploadStarted,
+    UserJoinedRoom,
+    UserStatusChanged,
+)
 from engine.model.errors import EngineError
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
 from engine.model.streams import room_stream, user_stream
 from engine.projections.rooms import project
-from engine.readmodels import rebuild
+from engine.readmodels import rebuild, room_listing
 from engine.readmodels.history import History
 from engine.readmodels.runner import ProjectorRunner
 from tests.conftest import admin_execute
@@ -502,7 +510,8 @@ _EVERY_PARTITION = (
 
 async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_split_url: str) -> None:
     """What a distributed database needs to send a statement to one node: run the store's reads,
-    history, the projector runner and the projections' rebuild and diff on a log of four partitions,
+    history, the projector runner, the projections' and the cells' rebuild and diff, a room's detail
+    and the reaper's search on a log of four partitions,
     and check that every statement they send names a partition. A statement over two tables passes
     when one of them names it, so the reads run on ids whose partitions differ (room and sheet, file
     and owner) and their answers are checked: a read in the wrong partition finds nothing. (The
@@ -554,6 +563,19 @@ async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_
                 pass
         await rebuild.rebuild_projections(db_engine)
         assert await rebuild.diff_projections(db_engine) == []
+        rebuilt = await rebuild.rebuild_cells(db_engine)
+        assert rebuilt.cells >= 2 and await rebuild.diff_cells(db_engine) == []
+        detail = await room_listing.room_detail(db_engine, room, now=datetime.now(UTC), partitions=PARTITIONS)
+        assert detail.seq == 9
+        # A node that died with a member in the room: the reaper finds the open join in the room's
+        # partition.
+        joined = UserJoinedRoom(room, "dave", "Dave", None, "c-dave").new(
+            Origin("lost-node", "dave", "c-dave")
+        )
+        await store.append([joined])
+        gone = reaper.DeadNode("lost-node", datetime(2000, 1, 1, tzinfo=UTC))
+        leaves = await reaper.leaves_for(db_engine, gone, "survivor")
+        assert [(e.stream_id, e.data["user_id"]) for e in leaves] == [(room_stream(room), "dave")]
     finally:
         await db_engine.dispose()
     checked = [s for s in sent if _PARTITIONED.search(s) and not s.strip().startswith(_EVERY_PARTITION)]
