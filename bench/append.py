@@ -44,7 +44,7 @@ import psutil
 
 from bench.common import cpu_seconds, database_processes, fresh_database, percentile
 from engine.log.appender import Appender
-from engine.log.partitions import partition_of, split_new_log
+from engine.log.partitions import ensure_partitions, partition_of
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
 
@@ -179,8 +179,8 @@ def run_processes(
     rows: list[dict[str, object]] = []
     for processes in counts:
         url = fresh_database()
-        if partitions > 1:
-            asyncio.run(split_new_log(url, partitions))
+        if (made := asyncio.run(ensure_partitions(url, partitions))) != partitions:
+            raise SystemExit(f"the new log got {made} partitions, not {partitions}")
         warmup = 2.0 + 0.5 * processes  # process start-up, connections, prepared statements
         measure_from = time.time() + warmup
         shares = [

@@ -81,7 +81,8 @@ class LogFollower:
         self._committed = asyncio.Event()  # set by `committed`, consumed by the one notifier task
         self._committed_in: set[int] = set()  # the partitions of this node's commits not yet announced
         self._announced: set[int] = set()  # the partitions other nodes announced commits in, unread
-        self._read_every = True  # read every partition behind its head (start, poll, lost wake-ups)
+        # Without a bus: read every partition behind its head next (start, lost wake-ups, failed reads).
+        self._read_every = True
         self._conn_lock = asyncio.Lock()  # asyncpg runs one query at a time per connection
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: dict[str, Callable[[str], None]] = {}  # other channels this connection hears
@@ -272,15 +273,7 @@ class LogFollower:
                 self._read_every = True
                 self._wake.set()
         for partition, head in behind.items():
-            order = orders.of(partition)
-            while True:
-                after = order.delivered
-                assert after is not None
-                page = await self._store.read_all(after=after, limit=_PAGE, partition=partition)
-                self.reads += 1
-                order.offer_all(page)
-                if len(page) < _PAGE or (head is not None and _published(orders, partition) >= head):
-                    break
+            await self._read_partition(partition, head)
 
     # Repairing what the bus lost.
 
@@ -314,15 +307,22 @@ class LogFollower:
             return
         await asyncio.sleep(self.repair_after)  # what is in flight on the bus arrives meanwhile
         for partition, target in sorted(behind.items()):
-            order = orders.of(partition)
-            while (after := _published(orders, partition)) < target:
-                page = await self._store.read_all(
-                    after=after, limit=min(_PAGE, target - after), partition=partition
-                )
-                self.reads += 1
-                order.offer_all(page)
-                if not page:
-                    break
+            await self._read_partition(partition, target)
+
+    async def _read_partition(self, partition: int, upto: int | None) -> None:
+        """Read the partition after what this node published there, up to `upto` (to its end when
+        None), and offer it, page by page."""
+        order = self._orders.of(partition)
+        while True:
+            after = _published(self._orders, partition)
+            if upto is not None and after >= upto:
+                return
+            limit = _PAGE if upto is None else min(_PAGE, upto - after)
+            page = await self._store.read_all(after=after, limit=limit, partition=partition)
+            self.reads += 1
+            order.offer_all(page)
+            if len(page) < limit:  # the end of what is committed
+                return
 
     async def _read_heads(self) -> dict[int, int]:
         heads = await self._store.heads()
@@ -336,7 +336,7 @@ class LogFollower:
         return {
             "via": "nats" if bus is not None else "notify",
             "delivered_position": self._orders.of(0).delivered,
-            "delivered_positions": {str(p): order.delivered for p, order in self._orders},
+            "delivered_positions": {str(p): at for p, at in self._orders.delivered.items()},
             "held": self._orders.held,
             "peers": sorted(self._registry.peers),
             "listening": self._conn is not None and not self._conn.is_closed(),

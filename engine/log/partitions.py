@@ -101,11 +101,16 @@ async def ensure_partitions(database_url: str, partitions: int) -> int:
     db_engine = create_async_engine(database_url)
     try:
         async with db_engine.begin() as conn:
+            # A count once split never changes: only a log of one asked for more takes the lock, which
+            # holds appends while it is held.
+            count = await partition_count(conn)
+            if partitions == 1 or count != 1:
+                return count
             # A row lock would not do: a statement that waited on it still misses rows inserted since.
             await conn.execute(text("LOCK TABLE log_head IN SHARE ROW EXCLUSIVE MODE"))
             heads = await conn.execute(text("SELECT position FROM log_head ORDER BY partition"))
             positions = heads.scalars().all()
-            if partitions == 1 or len(positions) != 1 or positions[0]:
+            if len(positions) != 1 or positions[0]:
                 return len(positions)
             if (await conn.execute(text(_NODES_RUNNING))).scalar():
                 log.warning(
@@ -115,15 +120,5 @@ async def ensure_partitions(database_url: str, partitions: int) -> int:
                 return 1
             await create_partitions(conn, partitions)
             return partitions
-    finally:
-        await db_engine.dispose()
-
-
-async def split_new_log(database_url: str, partitions: int) -> None:
-    """`create_partitions` on the log of a freshly migrated database, in a transaction of its own."""
-    db_engine = create_async_engine(database_url)
-    try:
-        async with db_engine.begin() as conn:
-            await create_partitions(conn, partitions)
     finally:
         await db_engine.dispose()

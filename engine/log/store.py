@@ -224,7 +224,7 @@ class EventStore:
 
     async def read_all(self, after: int = 0, limit: int = 1000, partition: int = 0) -> list[RecordedEvent]:
         """The partition's events with position > `after`, in position order; safe to tail (see the
-        module docstring). By default the served partition's (engine/log/partitions.py)."""
+        module docstring). By default partition 0 (engine/log/partitions.py)."""
         query = (
             select(events)
             .where(events.c.partition == partition, events.c.position > after)
@@ -234,7 +234,7 @@ class EventStore:
         return await self._fetch(query)
 
     async def head(self) -> int:
-        """The newest committed position of the served partition (0 for an empty log)."""
+        """Partition 0's newest committed position, the whole log's in a log of one (0 when empty)."""
         async with self.db_engine.connect() as conn:
             return await read_head(conn)
 

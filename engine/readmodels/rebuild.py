@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -124,17 +124,11 @@ async def fold_cells(db_engine: AsyncEngine, head: int, *, partition: int = 0, p
     """Every sheet folded from the partition's `CellUpdated` events at positions 1..`head`, and the
     claim of every sheet in it (the first event of its stream, the `SheetClaimed` the writer keeps the
     `sheets` row from), read in pages."""
-    store = EventStore(db_engine)
     sheets: dict[str, Sheet] = {}
     claims: dict[str, SheetClaim] = {}
-    after = read = updates = 0
-    while after < head:
-        found = await store.read_all(after, limit=min(page, head - after), partition=partition)
-        events = [e for e in found if e.position <= head]
-        if not events:
-            break
+    read = updates = 0
+    async for events in _pages(EventStore(db_engine), partition, head, page):
         read += len(events)
-        after = events[-1].position
         # The log holds every concern (and test events outside the catalogue): only cell updates
         # feed this projection. Grouped per sheet so each sheet's cells are copied once per page.
         by_sheet: dict[str, list[RecordedEvent]] = defaultdict(list)
@@ -245,16 +239,24 @@ async def fold_projections(
     views: Views = {}
     read = 0
     for partition, last in sorted(upto.items()):
-        after = 0
-        while after < last:
-            found = await store.read_all(after, limit=min(page, last - after), partition=partition)
-            batch = [e for e in found if e.position <= last]
-            if not batch:
-                break
+        async for batch in _pages(store, partition, last, page):
             read += len(batch)
-            after = batch[-1].position
             fold_all(MODELS, batch, views)
     return views, read
+
+
+async def _pages(
+    store: EventStore, partition: int, upto: int, size: int
+) -> AsyncIterator[list[RecordedEvent]]:
+    """The partition's events at positions 1..`upto`, in pages of at most `size`."""
+    after = 0
+    while after < upto:
+        found = await store.read_all(after, limit=min(size, upto - after), partition=partition)
+        page = [e for e in found if e.position <= upto]
+        if not page:
+            return
+        yield page
+        after = page[-1].position
 
 
 async def _fill(conn: AsyncConnection, views: Views, *, prefix: str = "") -> dict[str, int]:

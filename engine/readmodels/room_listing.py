@@ -44,7 +44,7 @@ _MEMBERS = """
     FROM room_members AS m LEFT JOIN declared_statuses AS d USING (user_id)
     WHERE m.room_id = :room_id ORDER BY m.ordinal
 """
-# The served partition's checkpoint (engine/log/partitions.py): the whole of a log of one.
+# A room's partition's checkpoint of the projection tables (engine/log/partitions.py).
 _CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name"
 
 

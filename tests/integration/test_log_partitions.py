@@ -27,7 +27,6 @@ from engine.log.partitions import (
     ensure_partitions,
     partition_of,
     read_heads,
-    split_new_log,
 )
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import (
@@ -57,8 +56,7 @@ def split_database(server_url: str) -> Iterator[str]:
     name = f"collab_partitions_{uuid.uuid4().hex[:8]}"
     asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
     url = database_url_for(server_url, name)
-    upgrade_to_head(url)
-    asyncio.run(split_new_log(url, PARTITIONS))
+    upgrade_to_head(url, PARTITIONS)
     yield url
     asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
