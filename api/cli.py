@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--check", action="store_true", help="print differences, exit 1 if any; change nothing"
     )
+    rebuild.add_argument(
+        "--partition",
+        type=int,
+        metavar="P",
+        help="only this partition of the log (default: every one); the others are not touched",
+    )
     projection_commands.add_parser(
         "run",
         help="keep the projection tables following the log until stopped, so serving nodes need not "
@@ -235,6 +241,7 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from engine.log import migrate
+    from engine.log.partitions import partition_count
     from engine.log.store import create_db_engine
     from engine.readmodels import rebuild
 
@@ -247,13 +254,19 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> int:
         db_engine = create_db_engine(url, pool_size=2, command_timeout=600)
         try:
+            if args.partition is not None:
+                async with db_engine.connect() as conn:
+                    count = await partition_count(conn)
+                if not 0 <= args.partition < count:
+                    print(f"--partition must be 0 to {count - 1}: this log has {count}", file=sys.stderr)
+                    return 2
             if args.check:
-                differences = await rebuild.diff_all(db_engine)
+                differences = await rebuild.diff_all(db_engine, partition=args.partition)
                 for line in differences:
                     print(line)
                 print(f"projection tables: {len(differences)} difference(s) from the log")
                 return 1 if differences else 0
-            full = await rebuild.rebuild_all(db_engine)
+            full = await rebuild.rebuild_all(db_engine, partition=args.partition)
             report, projected = full.cells, full.projections
             print(
                 f"rebuilt cells and sheets at {_positions(report.heads)}: {report.events_read} events read "
@@ -261,7 +274,8 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
                 f"{report.seconds:.2f}s"
             )
             rows = ", ".join(f"{count} {table}" for table, count in projected.rows.items())
-            print(f"rebuilt projection tables at position {projected.head}: {rows}, {projected.seconds:.2f}s")
+            at = _positions(projected.heads)
+            print(f"rebuilt projection tables at {at}: {rows}, {projected.seconds:.2f}s")
             return 0
         finally:
             await db_engine.dispose()
@@ -271,9 +285,11 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _positions(heads: dict[int, int]) -> str:
-    """ "position 12" in a log of one partition, "positions 0:12 1:40" in a log of several."""
+    """ "position 12" in a log of one partition, "positions 0:12 1:40" in a log of several, "partition
+    1 position 40" for one partition of several."""
     if len(heads) == 1:
-        return f"position {next(iter(heads.values()))}"
+        ((partition, head),) = heads.items()
+        return f"position {head}" if partition == 0 else f"partition {partition} position {head}"
     return "positions " + " ".join(f"{partition}:{head}" for partition, head in sorted(heads.items()))
 
 

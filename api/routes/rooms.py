@@ -61,7 +61,12 @@ class RoomDetailOut(RoomOut):
 
 class RebuildOut(BaseModel):
     rebuilt: bool = Field(description="false for check=true: nothing was changed")
-    position: int | None = Field(description="log head the tables were rebuilt to")
+    position: int | None = Field(
+        description="the events of the partitions rebuilt: the sum of `heads` (the log head in a log of one)"
+    )
+    heads: dict[str, int] | None = Field(
+        description="each partition rebuilt, with the head it was rebuilt to"
+    )
     events_read: int | None
     seconds: float | None
     tables: dict[str, int] = Field(description="rows written per table")
@@ -120,12 +125,16 @@ async def rebuild_projections(
     engine: EngineDep,
     _: AdminDep,
     check: Annotated[bool, Query(description="only compare the tables with the log")] = False,
+    partition: Annotated[
+        int | None, Query(ge=0, description="only this partition of the log (default: every one)")
+    ] = None,
 ) -> dict[str, Any]:
     # The diff is a second full fold of the log: only when asked for, not before every rebuild.
-    differences = await engine.check_projections() if check else []
+    differences = await engine.check_projections(partition=partition) if check else []
     summary: dict[str, Any] = {
         "rebuilt": False,
         "position": None,
+        "heads": None,
         "events_read": None,
         "seconds": None,
         "tables": {},
@@ -134,11 +143,12 @@ async def rebuild_projections(
     }
     if check:
         return summary
-    report = await engine.rebuild_projections()
+    report = await engine.rebuild_projections(partition=partition)
     return {
         **summary,
         "rebuilt": True,
         "position": report.projections.head,
+        "heads": {str(p): head for p, head in sorted(report.projections.heads.items())},
         "events_read": report.projections.events_read,
         "seconds": round(report.cells.seconds + report.projections.seconds, 3),
         "tables": {"cells": report.cells.cells, "sheets": report.cells.sheets, **report.projections.rows},

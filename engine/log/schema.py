@@ -139,6 +139,7 @@ room_snapshots = Table(
     metadata,
     Column("room_id", Text, primary_key=True),
     Column("seq", BigInteger, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the room's
     Column("position", BigInteger, nullable=False),
     Column("state", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -151,6 +152,7 @@ rooms = Table(
     "rooms",
     metadata,
     Column("room_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the room's
     Column("seq", BigInteger, nullable=False),
     Column("user_count", Integer, nullable=False),
     Column("active_sheets", JSONB, nullable=False),
@@ -168,6 +170,7 @@ room_members = Table(
     metadata,
     Column("room_id", Text, primary_key=True),
     Column("user_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the room's
     Column("ordinal", Integer, nullable=False),  # order of arrival in the room
     Column("username", Text, nullable=False),
     Column("email", Text),
@@ -183,6 +186,7 @@ declared_statuses = Table(
     "declared_statuses",
     metadata,
     Column("user_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the user's
     Column("status", Text, nullable=False),
     Column("declared_at", DateTime(timezone=True), nullable=False),
 )
@@ -193,6 +197,7 @@ typing = Table(
     Column("room_id", Text, primary_key=True),
     Column("user_id", Text, primary_key=True),
     Column("cell_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the room's
     Column("ordinal", Integer, nullable=False),
     Column("username", Text, nullable=False),
     Column("connection_id", Text),
@@ -205,6 +210,7 @@ notifications = Table(
     metadata,
     Column("user_id", Text, primary_key=True),
     Column("notification_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the user's
     Column("ordinal", Integer, nullable=False),
     Column("title", Text),
     Column("message", Text),
@@ -219,6 +225,7 @@ uploads = Table(
     "uploads",
     metadata,
     Column("file_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the uploader's
     Column("user_id", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
@@ -240,6 +247,7 @@ ai_requests = Table(
     metadata,
     Column("user_id", Text, primary_key=True),
     Column("request_id", Text, primary_key=True),
+    Column("partition", SmallInteger, primary_key=True, autoincrement=False),  # the user's
     Column("status", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

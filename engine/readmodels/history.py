@@ -190,12 +190,13 @@ class History:
         """The room as of its event `seq`, or as of time `at` (the newest room event recorded then), or,
         with neither, as it is now."""
         point = await self._point(room_id, seq, at)
-        snapshot = await self.snapshots.latest(room_id, upto_position=point) if point else None
+        partition = await self._partition(room_id)
+        snapshot = None
+        if point:
+            snapshot = await self.snapshots.latest(room_id, partition=partition, upto_position=point)
         view = snapshot.view if snapshot is not None else RoomView(room_id)
         after = snapshot.position if snapshot is not None else 0
-        async for page in self._pages(
-            _room_streams(room_id, True), await self._partition(room_id), after=after, upto=point
-        ):
+        async for page in self._pages(_room_streams(room_id, True), partition, after=after, upto=point):
             view = await self._fold(view, page)
         return view
 
@@ -203,7 +204,8 @@ class History:
         """Store (if not there yet) and return a snapshot of the room at its current seq."""
         head = await self.room_seq(room_id)
         view = await self.room_state(room_id, seq=head)
-        snapshot = Snapshot(room_id, head, await self._position_of(room_id, head), view)
+        position = await self._position_of(room_id, head)
+        snapshot = Snapshot(room_id, head, position, view, await self._partition(room_id))
         await self.snapshots.save(snapshot)
         return snapshot
 
@@ -347,7 +349,9 @@ class History:
             if event.stream_id == durable and event.stream_version % self.snapshot_every == 0:
                 view = apply_many(view, page[start : index + 1])
                 start = index + 1
-                await self.snapshots.save(Snapshot(view.room_id, view.seq, event.position, view))
+                await self.snapshots.save(
+                    Snapshot(view.room_id, view.seq, event.position, view, event.partition)
+                )
         return apply_many(view, page[start:])
 
     async def _page(

@@ -19,21 +19,25 @@ The projection tables (rooms, room_members, declared_statuses, typing, notificat
 ai_requests) are kept by the projector runner behind the log, at its checkpoint
 (engine/readmodels/runner.py). The rebuild folds the log with the same folds and the same
 view-to-row code (engine/readmodels/rows/) and writes rows through the same statements
-(engine/readmodels/tables.py), so a rebuild gives exactly the rows the runner wrote:
+(engine/readmodels/tables.py), so a rebuild gives exactly the rows the runner wrote. Their rows are
+per partition too (every row names the partition of the streams that feed it), so both work partition
+by partition, every partition or only the one asked for:
 
-- `rebuild_projections` locks the runner's checkpoint row of every partition (a running runner
-  waits, then finds a checkpoint moved and reloads its views), folds each partition up to its head,
-  replaces every table and sets each checkpoint to its head; events after them are the runner's again.
+- `rebuild_projections` locks the partition's runner checkpoint row (its runner waits, then finds the
+  checkpoint moved and reloads its views), folds the partition up to its head, replaces that
+  partition's rows in every table and sets its checkpoint to the head, in one transaction; events
+  after it are the runner's again. Other partitions' rows and runners go on meanwhile.
 - `diff_projections` reads the checkpoints and the tables in one snapshot, folds each partition up to
-  its checkpoint into fresh temporary tables, and compares them with the live ones row for row (SQL
-  `EXCEPT ALL`, so a value compares as PostgreSQL stores it); nothing is changed.
+  its checkpoint into fresh temporary tables, and compares them with that partition's live rows, row
+  for row and the partition included (SQL `EXCEPT ALL`, so a value compares as PostgreSQL stores it);
+  nothing is changed.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,7 +46,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.log.partitions import partition_count, read_heads
+from engine.log.partitions import partition_count, read_head, read_heads
 from engine.log.store import EventStore
 from engine.model.catalogue import SHEET_CLAIMED
 from engine.model.events import RecordedEvent
@@ -217,10 +221,15 @@ async def diff_cells(db_engine: AsyncEngine, *, partition: int | None = None) ->
 
 @dataclass(frozen=True, slots=True)
 class ProjectionsReport:
-    head: int
+    heads: dict[int, int]  # partition -> the head it was rebuilt at
     events_read: int
     rows: dict[str, int]  # table -> rows written
     seconds: float
+
+    @property
+    def head(self) -> int:
+        """The events of the partitions rebuilt."""
+        return sum(self.heads.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,18 +239,16 @@ class FullReport:
 
 
 async def fold_projections(
-    db_engine: AsyncEngine, upto: Mapping[int, int], *, page: int = PAGE
+    db_engine: AsyncEngine, partition: int, upto: int, *, page: int = PAGE
 ) -> tuple[Views, int]:
-    """Every read model's views folded from each partition's events at positions 1..`upto[partition]`;
-    and the events read. Partitions fold one after the other: every row is fed by one owner's streams,
-    which live in one partition, so no row sees two partitions' events."""
-    store = EventStore(db_engine)
+    """Every read model's views folded from the partition's events at positions 1..`upto`, and the
+    events read. Every row is fed by one owner's streams, which live in one partition, so these are
+    exactly the views whose rows the partition holds."""
     views: Views = {}
     read = 0
-    for partition, last in sorted(upto.items()):
-        async for batch in _pages(store, partition, last, page):
-            read += len(batch)
-            fold_all(MODELS, batch, views)
+    async for batch in _pages(EventStore(db_engine), partition, upto, page):
+        read += len(batch)
+        fold_all(MODELS, batch, views)
     return views, read
 
 
@@ -259,94 +266,121 @@ async def _pages(
         after = page[-1].position
 
 
-async def _fill(conn: AsyncConnection, views: Views, *, prefix: str = "") -> dict[str, int]:
-    """Insert every row of `views` into the tables (or into `prefix`+table); rows per table."""
+async def _fill(conn: AsyncConnection, views: Views, partition: int, *, prefix: str = "") -> dict[str, int]:
+    """Insert every row of `views` into the tables (or into `prefix`+table) in `partition`; rows per
+    table."""
     counts: dict[str, int] = {}
     for model in MODELS:
         rows = rows_of(model, views.get(model.name, {}).values())
         for table in model.tables:
-            await insert_rows(conn, table, rows[table.name], into=prefix + table.name if prefix else None)
+            into = prefix + table.name if prefix else None
+            await insert_rows(conn, table, rows[table.name], partition=partition, into=into)
             counts[table.name] = len(rows[table.name])
     return counts
 
 
-async def rebuild_projections(db_engine: AsyncEngine) -> ProjectionsReport:
-    """Rewrite every projection table to the fold of the whole log and set the runner's checkpoint in
-    each partition to the head folded there, in one transaction holding every checkpoint row lock.
-    `head` reports the events of all partitions."""
+async def rebuild_projections(db_engine: AsyncEngine, *, partition: int | None = None) -> ProjectionsReport:
+    """Rewrite every partition's rows of the projection tables (or only `partition`'s) to the fold of
+    its events, and set the runner's checkpoint there to the head folded, each partition in one
+    transaction holding its checkpoint row lock (its runner waits for it). The other partitions'
+    rows, and their runners, are not touched meanwhile."""
     started = time.perf_counter()
-    async with db_engine.begin() as conn:
-        partitions = await partition_count(conn)
-        for partition in range(partitions):  # the runner waits for this transaction
-            await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT, partition)
-        heads = await read_heads(conn)
-        views, read = await fold_projections(db_engine, heads)
-        for table in TABLES:
-            await conn.execute(text(f'DELETE FROM "{table.name}"'))
-        counts = await _fill(conn, views)
-        for partition, head in heads.items():
-            await move_checkpoint(conn, head, PROJECTIONS_CHECKPOINT, partition)
-    return ProjectionsReport(sum(heads.values()), read, counts, time.perf_counter() - started)
+    heads: dict[int, int] = {}
+    read = 0
+    counts = {table.name: 0 for table in TABLES}
+    for chosen in await _chosen(db_engine, partition):
+        async with db_engine.begin() as conn:
+            await lock_checkpoint(conn, PROJECTIONS_CHECKPOINT, chosen)
+            head = await read_head(conn, chosen)
+            views, events = await fold_projections(db_engine, chosen, head)
+            for table in TABLES:
+                await conn.execute(
+                    text(f'DELETE FROM "{table.name}" WHERE partition = :partition'), {"partition": chosen}
+                )
+            for name, written in (await _fill(conn, views, chosen)).items():
+                counts[name] += written
+            await move_checkpoint(conn, head, PROJECTIONS_CHECKPOINT, chosen)
+        heads[chosen] = head
+        read += events
+    return ProjectionsReport(heads, read, counts, time.perf_counter() - started)
 
 
-async def diff_projections(db_engine: AsyncEngine) -> list[str]:
-    """How the projection tables differ from the fold of the log up to the runner's checkpoint; empty
-    when identical."""
+async def diff_projections(db_engine: AsyncEngine, *, partition: int | None = None) -> list[str]:
+    """How the projection tables differ from the fold of each partition (or only `partition`) up to
+    the runner's checkpoint there, a row in the wrong partition included; empty when identical."""
+    chosen = await _chosen(db_engine, partition)
     async with db_engine.connect() as conn:
-        await conn.execution_options(isolation_level="REPEATABLE READ")  # checkpoint and tables together
+        await conn.execution_options(isolation_level="REPEATABLE READ")  # checkpoints and tables together
         found = await conn.execute(
             text("SELECT partition, position FROM projector_checkpoints WHERE name = :n"),
             {"n": PROJECTIONS_CHECKPOINT},
         )
         checkpoints: dict[int, int] = {int(p): int(c) for p, c in found}
-        views, _ = await fold_projections(db_engine, checkpoints)
         for table in TABLES:
             await conn.execute(
                 text(f'CREATE TEMP TABLE "fresh_{table.name}" (LIKE "{table.name}") ON COMMIT DROP')
             )
-        await _fill(conn, views, prefix="fresh_")
+        for p in chosen:
+            views, _ = await fold_projections(db_engine, p, checkpoints.get(p, 0))
+            await _fill(conn, views, p, prefix="fresh_")
         differences: list[str] = []
         for table in TABLES:
-            differences += await _diff_table(conn, table)
+            differences += await _diff_table(conn, table, chosen)
         await conn.rollback()
     return differences
 
 
-async def _diff_table(conn: AsyncConnection, table: TableSpec) -> list[str]:
-    columns = ", ".join(f'"{name}"' for name in table.column_names)
-    live, fresh = f'"{table.name}"', f'"fresh_{table.name}"'
+async def _diff_table(conn: AsyncConnection, table: TableSpec, partitions: list[int]) -> list[str]:
+    """The rows of `table` in `partitions` that differ from `fresh_` + table's. The partition is one
+    of the columns compared: a row kept in another partition than its owner's is a difference."""
+    names = ("partition", *table.column_names)
+    columns = ", ".join(f'"{name}"' for name in names)
+    live = f'(SELECT {columns} FROM "{table.name}" WHERE partition = ANY(:partitions)) AS live'
+    fresh = f'"fresh_{table.name}"'
 
-    async def only_in(first: str, second: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    async def only_in(first: str, second: str) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
         result = await conn.execute(
-            text(f"SELECT {columns} FROM {first} EXCEPT ALL SELECT {columns} FROM {second}")
+            text(f"SELECT {columns} FROM {first} EXCEPT ALL SELECT {columns} FROM {second}"),
+            {"partitions": partitions},
         )
-        return {tuple(row[k] for k in table.key): dict(row) for row in result.mappings()}
+        found: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in result.mappings():
+            found[tuple(row[k] for k in table.key)].append(dict(row))
+        return found
 
     in_table, in_log = await only_in(live, fresh), await only_in(fresh, live)
     out: list[str] = []
     for key in sorted(in_table.keys() | in_log.keys(), key=repr):
         name = f"{table.name} {'/'.join(str(part) for part in key)}"
-        if key not in in_log:
+        have_rows, want_rows = in_table.get(key, []), in_log.get(key, [])
+        if not want_rows:
             out.append(f"{name}: in the table but not in the log")
-        elif key not in in_table:
+        elif not have_rows:
             out.append(f"{name}: in the log but missing from the table")
         else:
-            have, want = in_table[key], in_log[key]
-            changed = [c for c in table.column_names if not _same(have[c], want[c])]
+            have, want = have_rows[0], want_rows[0]
+            changed = [c for c in names if not _same(have[c], want[c])]
             out += [f"{name}: {c} is {have[c]!r} in the table, {want[c]!r} in the log" for c in changed]
             if not changed:  # equal in Python, not as stored (a JSON 1 against 1.0, say)
                 out.append(f"{name}: differs from the log as stored")
+        # The same key twice in the table: kept in a second partition besides its owner's.
+        out += [f"{name}: also in partition {row['partition']} of the table" for row in have_rows[1:]]
     return out
 
 
-async def rebuild_all(db_engine: AsyncEngine) -> FullReport:
-    """`rebuild_cells`, then `rebuild_projections`."""
-    return FullReport(await rebuild_cells(db_engine), await rebuild_projections(db_engine))
+async def rebuild_all(db_engine: AsyncEngine, *, partition: int | None = None) -> FullReport:
+    """`rebuild_cells`, then `rebuild_projections`, of every partition or only `partition`."""
+    return FullReport(
+        await rebuild_cells(db_engine, partition=partition),
+        await rebuild_projections(db_engine, partition=partition),
+    )
 
 
-async def diff_all(db_engine: AsyncEngine) -> list[str]:
+async def diff_all(db_engine: AsyncEngine, *, partition: int | None = None) -> list[str]:
     """`diff_cells` and `diff_projections` together; empty when every table matches the log."""
-    return await diff_cells(db_engine) + await diff_projections(db_engine)
+    return await diff_cells(db_engine, partition=partition) + await diff_projections(
+        db_engine, partition=partition
+    )
 
 
 def _rows(folded: Folded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.partitions import partition_of
 from engine.model.errors import RoomNotFound
-from engine.model.streams import room_stream
+from engine.model.streams import room_stream, user_stream
 from engine.projections.rooms import Attendance
 from engine.readmodels.runner import CHECKPOINT
 
@@ -36,13 +36,18 @@ _LIST = f"""
     ORDER BY r.user_count DESC, r.last_activity DESC NULLS LAST, r.room_id
     LIMIT :limit OFFSET :offset
 """
-_ONE = f"SELECT {_COLUMNS} FROM rooms AS r WHERE r.room_id = :room_id"
-# The status a member declared is the user's, kept from their own stream in `declared_statuses`;
-# `room_members.status` is only "online", being in the room.
+# A room's rows are in its partition of the log (engine/log/partitions.py); the listing reads every
+# partition on purpose.
+_ONE = f"SELECT {_COLUMNS} FROM rooms AS r WHERE r.partition = :partition AND r.room_id = :room_id"
 _MEMBERS = """
-    SELECT m.user_id, m.username, m.email, COALESCE(d.status, m.status) AS status, m.cursor, m.last_seen
-    FROM room_members AS m LEFT JOIN declared_statuses AS d USING (user_id)
-    WHERE m.room_id = :room_id ORDER BY m.ordinal
+    SELECT user_id, username, email, status, cursor, last_seen FROM room_members
+    WHERE partition = :partition AND room_id = :room_id ORDER BY ordinal
+"""
+# The status a member declared is the user's, kept from their own stream in `declared_statuses`, in
+# the user's partition; `room_members.status` is only "online", being in the room.
+_DECLARED = """
+    SELECT user_id, status FROM declared_statuses
+    WHERE partition = ANY(CAST(:partitions AS smallint[])) AND user_id = ANY(CAST(:users AS text[]))
 """
 # A room's partition's checkpoint of the projection tables (engine/log/partitions.py).
 _CHECKPOINT = "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name"
@@ -107,19 +112,25 @@ async def room_detail(
     db_engine: AsyncEngine, room_id: str, *, now: datetime, partitions: int = 1
 ) -> RoomDetail:
     """One room with its members; RoomNotFound if the log has no event of it (yet projected)."""
+    partition = partition_of(room_stream(room_id), partitions)
+    where = {"partition": partition, "room_id": room_id}
     async with db_engine.connect() as conn:
         await conn.execution_options(isolation_level="REPEATABLE READ")  # room, members, checkpoint agree
-        row = (await conn.execute(text(_ONE), {"room_id": room_id})).mappings().first()
+        row = (await conn.execute(text(_ONE), where)).mappings().first()
         if row is None:
             raise RoomNotFound(f"room {room_id!r} not found", room_id=room_id)
-        members = [
-            {**member, "room": room_id}
-            for member in (await conn.execute(text(_MEMBERS), {"room_id": room_id})).mappings()
-        ]
-        partition = partition_of(room_stream(room_id), partitions)
+        members = [dict(member) for member in (await conn.execute(text(_MEMBERS), where)).mappings()]
+        users = [member["user_id"] for member in members]
+        owners = sorted({partition_of(user_stream(user), partitions) for user in users})
+        found = await conn.execute(text(_DECLARED), {"partitions": owners, "users": users})
+        declared = {user: status for user, status in found}
         found = await conn.execute(text(_CHECKPOINT), {"partition": partition, "name": CHECKPOINT})
         position = found.scalar()
         await conn.rollback()
+    members = [
+        {**member, "status": declared.get(member["user_id"], member["status"]), "room": room_id}
+        for member in members
+    ]
     return RoomDetail(_summary(row, now), row["seq"], list(row["active_sheets"]), members, int(position or 0))
 
 

@@ -6,7 +6,8 @@ Each step is one transaction per partition of the log (engine/log/partitions.py)
 with a checkpoint of its own: lock the checkpoint row, read the next page of events after it, load
 the views those events touch (from memory, or from the tables: engine/readmodels/tables.py), fold
 the events into them (engine/readmodels/rows/, the code the rebuild uses too), replace the rows of
-the changed views and move the checkpoint. So the tables and the checkpoint always move together,
+the changed views and move the checkpoint. Every row names its partition, and a step reads and writes
+only its own partition's rows. So the tables and the checkpoint always move together,
 and a runner that crashes or is stopped resumes exactly where its last commit left off, without
 applying any event twice.
 
@@ -194,7 +195,9 @@ class ProjectorRunner:
                 stored[model.name] = {key: cached[key] for key in keys if key in cached}
                 working[model.name] = dict(stored[model.name])
                 working[model.name].update(
-                    await load_views(conn, model, [key for key in keys if key not in cached])
+                    await load_views(
+                        conn, model, [key for key in keys if key not in cached], partition=partition
+                    )
                 )
             for model in self.models:
                 # One model at a time, the loop handed back before each fold: a step's CPU comes in
@@ -202,7 +205,7 @@ class ProjectorRunner:
                 await asyncio.sleep(0)
                 changed = fold_routed((model,), routed, working)[model.name]
                 now = {key: working[model.name][key] for key in changed}
-                await write_views(conn, model, now, stored=stored[model.name])
+                await write_views(conn, model, now, partition=partition, stored=stored[model.name])
             await move_checkpoint(conn, batch[-1].position, partition=partition)
         self._remember(working)
         self.positions[partition] = batch[-1].position

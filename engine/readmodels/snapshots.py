@@ -8,7 +8,8 @@ field of the view (tests/unit/test_history_snapshots.py checks it field by field
 
 Snapshots are a cache of the log, never truth: any of them may be deleted at any time, and a row is
 written once and never updated (two readers saving the same seq write the same view; the second
-insert is ignored).
+insert is ignored). A snapshot lives in its room's partition of the log, like the positions it counts
+in, and every read names that partition.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ FORMAT = 1
 class Snapshot:
     room_id: str
     seq: int
-    position: int  # the log position of the room's event `seq`
+    position: int  # the log position of the room's event `seq`, in the room's partition
     view: RoomView
+    partition: int  # the room's (engine/log/partitions.py)
 
 
 def encode_view(view: RoomView) -> dict[str, Any]:
@@ -86,11 +88,16 @@ class SnapshotStore:
     def __init__(self, db_engine: AsyncEngine) -> None:
         self.db_engine = db_engine
 
-    async def latest(self, room_id: str, *, upto_position: int) -> Snapshot | None:
-        """The newest snapshot of the room taken at or before log position `upto_position`."""
+    async def latest(self, room_id: str, *, partition: int, upto_position: int) -> Snapshot | None:
+        """The newest snapshot of the room (in its `partition`) taken at or before log position
+        `upto_position`."""
         query = (
             select(room_snapshots)
-            .where(room_snapshots.c.room_id == room_id, room_snapshots.c.position <= upto_position)
+            .where(
+                room_snapshots.c.partition == partition,
+                room_snapshots.c.room_id == room_id,
+                room_snapshots.c.position <= upto_position,
+            )
             .order_by(room_snapshots.c.seq.desc())
             .limit(1)
         )
@@ -98,7 +105,9 @@ class SnapshotStore:
             row = (await conn.execute(query)).mappings().first()
         if row is None:
             return None
-        return Snapshot(row["room_id"], int(row["seq"]), int(row["position"]), decode_view(row["state"]))
+        return Snapshot(
+            row["room_id"], int(row["seq"]), int(row["position"]), decode_view(row["state"]), partition
+        )
 
     async def save(self, snapshot: Snapshot) -> bool:
         """Store the snapshot unless one of that seq exists; whether this call wrote it."""
@@ -109,19 +118,20 @@ class SnapshotStore:
             .values(
                 room_id=snapshot.room_id,
                 seq=snapshot.seq,
+                partition=snapshot.partition,
                 position=snapshot.position,
                 state=encode_view(snapshot.view),
             )
-            .on_conflict_do_nothing(index_elements=["room_id", "seq"])
+            .on_conflict_do_nothing(index_elements=["room_id", "seq", "partition"])
         )
         async with self.db_engine.begin() as conn:
             return (await conn.execute(statement)).rowcount == 1
 
-    async def seqs(self, room_id: str) -> list[int]:
+    async def seqs(self, room_id: str, *, partition: int) -> list[int]:
         """The seqs of the room's stored snapshots, oldest first."""
         query = (
             select(room_snapshots.c.seq)
-            .where(room_snapshots.c.room_id == room_id)
+            .where(room_snapshots.c.partition == partition, room_snapshots.c.room_id == room_id)
             .order_by(room_snapshots.c.seq)
         )
         async with self.db_engine.connect() as conn:

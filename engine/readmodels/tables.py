@@ -3,6 +3,11 @@
 Rows travel as one JSON document decoded by `jsonb_to_recordset` with each column's type, the way the
 log writer sends its rows: one statement per table whatever the number of rows, and the runner and
 the rebuild store a value through the very same statement, so equal views give equal rows.
+
+Every statement works in one partition of the log: a view's rows live in the partition of the streams
+that feed it (engine/log/partitions.py), the `partition` column of every table, which the views
+themselves do not carry. A runner's step and a rebuild each work on one partition, so the statement
+names it and touches no other partition's rows.
 """
 
 from __future__ import annotations
@@ -36,20 +41,22 @@ def _json(rows: list[Row] | list[dict[str, Any]]) -> str:
 
 
 async def insert_rows(
-    conn: AsyncConnection, table: TableSpec, rows: list[Row], *, into: str | None = None
+    conn: AsyncConnection, table: TableSpec, rows: list[Row], *, partition: int, into: str | None = None
 ) -> None:
-    """Insert `rows` into `table` (or into `into`, a table of the same columns)."""
+    """Insert `rows` into `table` (or into `into`, a table of the same columns) in `partition`."""
     columns = ", ".join(_ident(name) for name in table.column_names)
     statement = text(
-        f"INSERT INTO {_ident(into or table.name)} ({columns}) SELECT {columns} "
+        f"INSERT INTO {_ident(into or table.name)} (partition, {columns}) SELECT :partition, {columns} "
         f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_record(table.columns)})"
     )
     for start in range(0, len(rows), CHUNK):
-        await conn.execute(statement, {"rows": _json(rows[start : start + CHUNK])})
+        await conn.execute(statement, {"rows": _json(rows[start : start + CHUNK]), "partition": partition})
 
 
-async def load_views(conn: AsyncConnection, model: ReadModel, keys: Iterable[Any]) -> dict[Any, Any]:
-    """The views of `keys` as the tables hold them (an empty view for a key with no rows)."""
+async def load_views(
+    conn: AsyncConnection, model: ReadModel, keys: Iterable[Any], *, partition: int
+) -> dict[Any, Any]:
+    """The views of `keys` as `partition`'s rows hold them (an empty view for a key with no rows)."""
     keys = list(keys)
     if not keys:
         return {}
@@ -62,9 +69,9 @@ async def load_views(conn: AsyncConnection, model: ReadModel, keys: Iterable[Any
             text(
                 f"SELECT {columns} FROM {_ident(table.name)} AS t "
                 f"JOIN jsonb_to_recordset(CAST(:owners AS jsonb)) AS k({_owner_record(model)}) "
-                f"USING ({using})"
+                f"USING ({using}) WHERE t.partition = :partition"
             ),
-            {"owners": owners},
+            {"owners": owners, "partition": partition},
         )
         for row in result.mappings():
             found[model.key_from(dict(row))].setdefault(table.name, []).append(dict(row))
@@ -76,9 +83,10 @@ async def write_views(
     model: ReadModel,
     views: Mapping[Any, Any],
     *,
+    partition: int,
     stored: Mapping[Any, Any] | None = None,
 ) -> int:
-    """Bring the tables to the given views; the number of rows written.
+    """Bring `partition`'s rows to the given views; the number of rows written.
 
     A view found in `stored` (as the tables hold it now) has only its changed rows replaced and its
     vanished rows deleted: a cell update moves its room's counters and its writer's `last_seen`, not
@@ -103,10 +111,10 @@ async def write_views(
                         stale.append(previous)
             stale += old.values()
         if whole:
-            await _delete(conn, table, model.owner, [_owner_of(model, key) for key in whole])
+            await _delete(conn, table, model.owner, [_owner_of(model, key) for key in whole], partition)
         if stale:
-            await _delete(conn, table, table.key, stale)
-        await insert_rows(conn, table, rows)
+            await _delete(conn, table, table.key, stale, partition)
+        await insert_rows(conn, table, rows, partition=partition)
         written += len(rows)
     return written
 
@@ -119,8 +127,10 @@ def _owner_of(model: ReadModel, key: Any) -> Row:
     return dict(zip(model.owner, model.owner_values(key), strict=True))
 
 
-async def _delete(conn: AsyncConnection, table: TableSpec, columns: tuple[str, ...], rows: list[Row]) -> None:
-    """Delete the rows of `table` that match one of `rows` on `columns`."""
+async def _delete(
+    conn: AsyncConnection, table: TableSpec, columns: tuple[str, ...], rows: list[Row], partition: int
+) -> None:
+    """Delete the rows of `table` in `partition` that match one of `rows` on `columns`."""
     kinds = dict(table.columns)
     record = _record((column, kinds[column]) for column in columns)
     match = " AND ".join(f"t.{_ident(column)} = k.{_ident(column)}" for column in columns)
@@ -129,9 +139,10 @@ async def _delete(conn: AsyncConnection, table: TableSpec, columns: tuple[str, .
         await conn.execute(
             text(
                 f"DELETE FROM {_ident(table.name)} AS t "
-                f"USING jsonb_to_recordset(CAST(:keys AS jsonb)) AS k({record}) WHERE {match}"
+                f"USING jsonb_to_recordset(CAST(:keys AS jsonb)) AS k({record}) "
+                f"WHERE t.partition = :partition AND {match}"
             ),
-            {"keys": _json(picked[start : start + CHUNK])},
+            {"keys": _json(picked[start : start + CHUNK]), "partition": partition},
         )
 
 

@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.partitions import partition_of
+from engine.model.streams import room_stream
 from tests.api.conftest import Server, make_settings, serve
 from tests.api.live_helpers import greet, join, of_type, send, until
 from tests.integration.projection_helpers import caught_up, fresh_database
@@ -202,6 +204,21 @@ async def test_rebuild_endpoint_reports_differences_and_repairs_them(rooms_serve
         assert (await get(rooms_server, f"/ws/rooms/{room}", admin)).json()["messages_sent"] == 1
         again = (await post(rooms_server, "/ws/projections/rebuild", admin, check="true")).json()
         assert again["differences"] == 0 and again["details"] == []
+
+        # One partition alone: the room's, damaged again; the others are not rebuilt.
+        count = await rooms_server.engine.store.partitions()
+        partition = partition_of(room_stream(room), count)
+        async with db_engine.begin() as conn:
+            await conn.execute(text("UPDATE rooms SET messages_sent = 40 WHERE room_id = :r"), {"r": room})
+        one = await post(rooms_server, "/ws/projections/rebuild", admin, check="true", partition=partition)
+        assert one.json()["differences"] == 1, one.text
+        one = (await post(rooms_server, "/ws/projections/rebuild", admin, partition=partition)).json()
+        assert one["rebuilt"] is True and list(one["heads"]) == [str(partition)]
+        assert one["position"] == one["heads"][str(partition)]
+        assert (await get(rooms_server, f"/ws/rooms/{room}", admin)).json()["messages_sent"] == 1
+        beyond = await post(rooms_server, "/ws/projections/rebuild", admin, partition=count)
+        assert (beyond.status_code, beyond.json()["code"]) == (422, "VALIDATION_ERROR")
+        assert f"0 to {count - 1}" in beyond.text
 
 
 async def test_openapi_describes_the_rooms_endpoints(rooms_server: Server) -> None:

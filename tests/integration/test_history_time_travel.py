@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.log.partitions import partition_of
 from engine.log.store import EventStore
 from engine.model.catalogue import CELL_UPDATED, CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM, SheetClaimed
 from engine.model.errors import NotFound, ValidationFailed
@@ -81,9 +82,10 @@ async def test_history_room_state_as_of_every_seq_is_the_fold_with_and_without_s
 
     for seq, view in expected.items():
         assert await plain.room_state(room, seq=seq) == view, seq
-    assert await snapshotting.snapshots.seqs(room) == []
+    partition = partition_of(room_stream(room), await snapshotting.partitions())
+    assert await snapshotting.snapshots.seqs(room, partition=partition) == []
     assert await snapshotting.room_state(room, seq=9) == expected[9]
-    assert await snapshotting.snapshots.seqs(room) == [2, 4, 6, 8]
+    assert await snapshotting.snapshots.seqs(room, partition=partition) == [2, 4, 6, 8]
     for seq, view in expected.items():  # now answered from the snapshots
         assert await snapshotting.room_state(room, seq=seq) == view, seq
         assert await plain.room_state(room, seq=seq) == view, seq
@@ -98,8 +100,9 @@ async def test_history_room_state_reads_the_snapshot(
     await _session(store, room)
     history = History(db_engine, snapshot_every=10_000)
     at4 = await history.room_state(room, seq=4)
-    position = (await history.room_events(room, after_seq=3, limit=1)).events[0].position
-    await history.snapshots.save(Snapshot(room, 4, position, replace(at4, messages_sent=1000)))
+    fourth = (await history.room_events(room, after_seq=3, limit=1)).events[0]
+    doctored = replace(at4, messages_sent=1000)
+    await history.snapshots.save(Snapshot(room, 4, fourth.position, doctored, fourth.partition))
 
     assert (await history.room_state(room, seq=3)).messages_sent == at4.messages_sent - 1
     assert (await history.room_state(room, seq=5)).messages_sent == 1001

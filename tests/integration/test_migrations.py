@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from engine.log import migrate
 from engine.log.embedded_postgres import database_url_for
-from engine.log.partitions import create_partitions, partition_count
+from engine.log.partitions import create_partitions, partition_count, partition_of
 from engine.log.schema import metadata
 from engine.log.store import EventStore
 from engine.model.catalogue import (
@@ -35,6 +35,7 @@ from engine.model.catalogue import (
 )
 from engine.model.errors import SchemaMismatch
 from engine.model.events import Committed, Conflict, NewEvent, Origin
+from engine.model.streams import room_stream, user_stream
 from engine.readmodels import rebuild
 from tests.conftest import admin_execute
 
@@ -387,3 +388,56 @@ async def test_checkpoints_become_partition_zeros_and_are_not_downgraded_while_o
     async with db_engine.connect() as conn:
         found = await conn.execute(text("SELECT name, position FROM projector_checkpoints"))
         assert found.all() == [("projections", 0)]
+
+
+_PROJECTION_ROWS = """
+    INSERT INTO rooms (room_id, seq, user_count, active_sheets, active_sheets_count, messages_sent,
+                       attendance_users, attendance_past_hours, attendance_past_user_hours)
+    SELECT 'room-' || n, 1, 0, '[]', 0, 0, '[]', 0, 0 FROM generate_series(1, 24) AS n;
+    INSERT INTO room_snapshots (room_id, seq, position, state)
+    SELECT 'room-' || n, 1, 1, '{}' FROM generate_series(1, 24) AS n;
+    INSERT INTO declared_statuses (user_id, status, declared_at)
+    SELECT 'user-' || n, 'busy', now() FROM generate_series(1, 24) AS n;
+    INSERT INTO uploads (file_id, user_id, status, started_at, updated_at, bytes_uploaded, percentage)
+    SELECT 'file-' || n, 'user-' || n, 'started', now(), now(), 0, 0 FROM generate_series(1, 24) AS n;
+"""
+
+
+async def test_projection_rows_get_the_partition_of_their_owners_stream(
+    scratch_url: str,
+    db_engine: AsyncEngine,
+) -> None:
+    """A log of four partitions from before the projection tables named partitions: each row gets the
+    partition the engine hashes its room's or user's stream to (an upload its uploader's), and the
+    downgrade gives the keys back."""
+    await _in_thread(migrate.upgrade, scratch_url, "0014")
+    async with db_engine.begin() as conn:
+        await create_partitions(conn, 4)
+        for statement in _PROJECTION_ROWS.split(";")[:-1]:
+            await conn.execute(text(statement))
+
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+    owners = {
+        "rooms": ("room_id", room_stream),
+        "room_snapshots": ("room_id", room_stream),
+        "declared_statuses": ("user_id", user_stream),
+        "uploads": ("user_id", user_stream),
+    }
+    async with db_engine.connect() as conn:
+        for table, (column, stream) in owners.items():
+            found = (await conn.execute(text(f"SELECT {column}, partition FROM {table}"))).all()
+            assert len(found) == 24
+            assert {owner: partition for owner, partition in found} == {
+                owner: partition_of(stream(owner), 4) for owner, _ in found
+            }, table
+            assert len({partition for _, partition in found}) == 4, table
+
+    await _in_thread(migrate.downgrade, scratch_url, "0014")
+    async with db_engine.connect() as conn:
+        key = await conn.run_sync(lambda c: inspect(c).get_pk_constraint("uploads")["constrained_columns"])
+        assert key == ["file_id"]
+        assert (await conn.execute(text("SELECT count(*) FROM rooms"))).scalar_one() == 24
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    _, diff = await _inspect(scratch_url)
+    assert diff == []

@@ -18,8 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 
+from engine.log.partitions import partition_count, partition_of
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import RecordedEvent
+from engine.model.streams import room_stream
 from engine.projections import presence
 from engine.readmodels.rebuild import diff_all, rebuild_all
 from engine.service import Engine
@@ -262,5 +264,18 @@ async def test_cli_checks_and_rebuilds_every_table(fresh_url: str) -> None:
         assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
         assert "rebuilt projection tables at position" in rebuilt.stdout
         assert (await asyncio.to_thread(cli, fresh_url, "--check")).returncode == 0
+
+        # One partition: room-b's alone is checked and rebuilt.
+        async with db_engine.begin() as conn:
+            count = await partition_count(conn)
+            await conn.execute(text("UPDATE rooms SET messages_sent = -1 WHERE room_id = 'room-b'"))
+        partition = str(partition_of(room_stream("room-b"), count))
+        differs = await asyncio.to_thread(cli, fresh_url, "--check", "--partition", partition)
+        assert differs.returncode == 1 and "rooms room-b: messages_sent is -1" in differs.stdout
+        rebuilt = await asyncio.to_thread(cli, fresh_url, "--partition", partition)
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert (await asyncio.to_thread(cli, fresh_url, "--check")).returncode == 0
+        beyond = await asyncio.to_thread(cli, fresh_url, "--partition", str(count))
+        assert beyond.returncode == 2 and f"--partition must be 0 to {count - 1}" in beyond.stderr
     finally:
         await db_engine.dispose()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from api.settings import Settings
+from engine.log.schema import metadata
 from engine.protocol import INBOUND_TYPES, RESERVED_TYPES
 from engine.protocol import outbound as outbound_module
 from engine.protocol.close_codes import CloseCode
@@ -278,3 +279,16 @@ def test_nothing_points_outside_the_repository_or_at_issue_numbers() -> None:
 def test_readme_points_to_the_security_policy() -> None:
     assert "[SECURITY.md](SECURITY.md)" in README.read_text()
     assert "Report a vulnerability" in SECURITY.read_text()
+
+
+def test_the_citus_plan_distributes_every_table_with_a_partition_and_only_those() -> None:
+    """docs/scaling.md's distribution DDL names every table that keeps rows per log partition."""
+    plan = section(ROOT / "docs" / "scaling.md", "Onto Citus, on paper")
+    ddl = re.search(r"```sql\n(.*?)```", plan, re.S)
+    assert ddl, "docs/scaling.md has no distribution DDL"
+    on_partition = set(re.findall(r"create_distributed_table\('(\w+)', 'partition'", ddl.group(1)))
+    colocated = re.search(r"ARRAY\[(.*?)\]", ddl.group(1), re.S)
+    assert colocated, "docs/scaling.md names no co-located tables"
+    on_partition |= set(re.findall(r"'(\w+)'", colocated.group(1)))
+    with_partition = {table.name for table in metadata.tables.values() if "partition" in table.columns}
+    assert on_partition == with_partition
