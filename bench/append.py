@@ -23,7 +23,11 @@ ratio column compares every row with one process on a log of one partition. The 
 some partitions get no events. `--owned` gives each process the rooms of its own share of the
 partitions (partition modulo the process count), as if every partition had one writer in the whole
 cluster and each node appended only to its own: what routing appends to their partition's owner
-would give, measured before building it.
+would give, measured before building it. `--routed` measures routing with its own cost: every process
+owns the same share as with `--owned` but appends to every room, and an event of a partition another
+process owns travels to that process on NATS (`--nats-url`, default the machine's), in batches per
+partition (one request in flight, what queues meanwhile going in the next), to be appended by the
+owner's appender, which answers with the outcomes. The NATS server's CPU is reported too.
 """
 
 from __future__ import annotations
@@ -36,17 +40,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import nats
+import orjson
 import psutil
 
 from bench.common import cpu_seconds, database_processes, fresh_database, percentile
 from engine.log.appender import Appender
 from engine.log.partitions import ensure_partitions, partition_of
 from engine.log.store import EventStore, create_db_engine
-from engine.model.events import Committed, NewEvent
+from engine.model.events import AppendOutcome, Committed, NewEvent
 
 PAYLOAD = {
     "sheet_id": "sheet_123",
@@ -60,6 +68,7 @@ PAYLOAD = {
 
 
 ROOMS = 10  # the rooms the events go to: `--rooms`
+NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 OWN_ROOMS: list[int] = []  # with `--owned`: the rooms of this process's partitions
 
 
@@ -141,6 +150,81 @@ async def run(
     return rows
 
 
+class Forwarder:
+    """Routing, as `--routed` measures it: this process (`index` of `count`) appends the partitions
+    p with p % count == index itself, and hands every other event to that partition's owner on NATS.
+    Each foreign partition has a lane like the appender's: one request in flight, carrying what
+    queued while the one before it was answered."""
+
+    def __init__(self, client: Any, subject: str, appender: Appender, partitions: int, owner: str) -> None:
+        self.client = client
+        self.subject = subject
+        self.appender = appender
+        self.partitions = partitions
+        self.index, self.count = (int(n) for n in owner.split("/"))
+        self.lanes: dict[int, list[tuple[NewEvent, asyncio.Future[AppendOutcome]]]] = {}
+        self.wakeups: dict[int, asyncio.Event] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.requests = 0
+
+    async def serve(self) -> None:
+        for partition in range(self.partitions):
+            if partition % self.count == self.index:
+                await self.client.subscribe(f"{self.subject}.{partition}", cb=self._received)
+
+    async def _received(self, msg: Any) -> None:
+        # Answered in a task of its own: the subscription's next request need not wait for this commit.
+        task = asyncio.create_task(self._answer(msg))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, msg: Any) -> None:
+        items = orjson.loads(msg.data)
+        outcomes = await self.appender.append_many([NewEvent(s, t, d, metadata=m) for s, t, d, m in items])
+        answer = []
+        for outcome in outcomes:
+            assert isinstance(outcome, Committed)
+            answer.append([outcome.position, outcome.stream_version, outcome.recorded_at, outcome.partition])
+        await msg.respond(orjson.dumps(answer))
+
+    async def append(self, event: NewEvent) -> AppendOutcome:
+        partition = partition_of(event.stream_id, self.partitions)
+        if partition % self.count == self.index:
+            return await self.appender.append(event)
+        if partition not in self.lanes:
+            self.lanes[partition], self.wakeups[partition] = [], asyncio.Event()
+            task = asyncio.create_task(self._forward(partition))
+            self.tasks.add(task)
+        fut: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
+        self.lanes[partition].append((event, fut))
+        self.wakeups[partition].set()
+        return await fut
+
+    async def _forward(self, partition: int) -> None:
+        lane, wakeup = self.lanes[partition], self.wakeups[partition]
+        while True:
+            if not lane:
+                wakeup.clear()
+                await wakeup.wait()
+                continue
+            batch, lane[:] = lane[:1000], lane[1000:]
+            items = orjson.dumps([[e.stream_id, e.type, e.data, e.metadata] for e, _ in batch])
+            while True:
+                try:
+                    reply = await self.client.request(f"{self.subject}.{partition}", items, timeout=30)
+                    break
+                except nats.errors.NoRespondersError:  # the owner is still starting: ask again
+                    await asyncio.sleep(0.05)
+            self.requests += 1
+            for (_, fut), (position, version, at, part) in zip(batch, orjson.loads(reply.data), strict=True):
+                recorded_at = datetime.fromisoformat(at)
+                fut.set_result(Committed(position, version, recorded_at, partition=part))
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
 async def node_worker(
     url: str, first: int, submitters: int, seconds: float, measure_from: float, owner: str = "-"
 ) -> None:
@@ -151,7 +235,9 @@ async def node_worker(
     store = EventStore(db_engine)
     partitions = await store.partitions()
     await db_engine.dispose()
-    if owner != "-":  # "k/N": this is process k of N, and writes only partitions p with p % N == k
+    routed = owner.startswith("routed:")
+    owner = owner.removeprefix("routed:")
+    if owner != "-" and not routed:  # "k/N": process k of N writes only partitions p with p % N == k
         index, count = (int(n) for n in owner.split("/"))
         OWN_ROOMS[:] = [
             r for r in range(ROOMS) if partition_of(f"room:bench-{r}", partitions) % count == index
@@ -160,18 +246,38 @@ async def node_worker(
     appender = Appender(EventStore(db_engine), max_batch=1000, partitions=partitions)
     await appender.start()
     latencies: list[float] = []
-    await drive(
-        submitters, seconds, appender.append, first=first, measure_from=measure_from, latencies=latencies
-    )
+    append: Callable[[NewEvent], Awaitable[object]] = appender.append
+    forwarder = None
+    if routed:
+        client = await nats.connect(NATS_URL)
+        forwarder = Forwarder(client, f"bench.{url.rsplit('/', 1)[-1]}.append", appender, partitions, owner)
+        await forwarder.serve()
+        append = forwarder.append
+    await drive(submitters, seconds, append, first=first, measure_from=measure_from, latencies=latencies)
+    if forwarder is not None:
+        # The others may still be sending this process their last events: answer them until all end.
+        await asyncio.sleep(2.0)
+        forwarder.stop()
+        await client.close()
     await appender.stop()
     await db_engine.dispose()
     stats = appender.stats
-    result = {"latencies": latencies, "paths": appender.write_paths, "batches": stats.batches}
+    result = {
+        "latencies": latencies,
+        "paths": appender.write_paths,
+        "batches": stats.batches,
+        "requests": forwarder.requests if forwarder is not None else 0,
+    }
     sys.stdout.write(json.dumps(result))
 
 
 def run_processes(
-    counts: list[int], submitters: int, seconds: float, partitions: int = 1, owned: bool = False
+    counts: list[int],
+    submitters: int,
+    seconds: float,
+    partitions: int = 1,
+    owned: bool = False,
+    routed: bool = False,
 ) -> list[dict[str, object]]:
     """For each process count, one fresh database (its log in `partitions`) and that many appending
     processes measuring one window; the CPU of those processes and of PostgreSQL is sampled over the
@@ -199,21 +305,23 @@ def run_processes(
                     str(seconds),
                     repr(measure_from),
                     str(ROOMS),
-                    f"{k}/{processes}" if owned else "-",
+                    f"routed:{k}/{processes}" if routed else f"{k}/{processes}" if owned else "-",
                 ],
                 stdout=subprocess.PIPE,
+                env={**os.environ, "NATS_URL": NATS_URL},
             )
             for k, (first, share) in enumerate(zip(firsts, shares, strict=True))
         ]
         clients = [psutil.Process(w.pid) for w in workers]
         time.sleep(max(0.0, measure_from - time.time()))
         database = database_processes()
-        before = (cpu_seconds(clients), cpu_seconds(database))
+        bus = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "nats-server"] if routed else []
+        before = (cpu_seconds(clients), cpu_seconds(database), cpu_seconds(bus))
         # CPU over most of the window: at its very end the processes disconnect and their PostgreSQL
         # backends exit, and an exited process's time can no longer be read.
         sampled = seconds * 0.9
         time.sleep(sampled)
-        after = (cpu_seconds(clients), cpu_seconds(database))
+        after = (cpu_seconds(clients), cpu_seconds(database), cpu_seconds(bus))
         results = [json.loads(w.communicate()[0]) for w in workers]
         if any(w.returncode for w in workers):
             raise SystemExit(f"an appending process failed at {processes} processes")
@@ -221,7 +329,11 @@ def run_processes(
         paths = {name: sum(r["paths"][name] for r in results) for name in results[0]["paths"]}
         rows.append(
             {
-                "partitions": f"{partitions}, owned" if owned else partitions,
+                "partitions": f"{partitions}, routed"
+                if routed
+                else f"{partitions}, owned"
+                if owned
+                else partitions,
                 "processes": processes,
                 "submitters": submitters,
                 "events_per_s": len(latencies) / seconds,
@@ -231,6 +343,8 @@ def run_processes(
                 "paths": paths,
                 "appenders_cpu_s": (after[0] - before[0]) / sampled,
                 "database_cpu_s": (after[1] - before[1]) / sampled,
+                "nats_cpu_s": (after[2] - before[2]) / sampled,
+                "requests": sum(r["requests"] for r in results),
             }
         )
     return rows
@@ -260,7 +374,8 @@ def report_processes(rows: list[dict[str, object]]) -> str:
             f"{r['p99_ms']:.2f}",
             f"{r['mean_batch']:.1f}",
             f"{paths['known']} / {paths['read']} / {paths['locked']}",
-            f"{r['appenders_cpu_s']:.2f} / {r['database_cpu_s']:.2f}",
+            f"{r['appenders_cpu_s']:.2f} / {r['database_cpu_s']:.2f}"
+            + (f" / NATS {r['nats_cpu_s']:.2f}, {r['requests']:,} requests" if r.get("requests") else ""),
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines)
@@ -306,10 +421,20 @@ def main() -> None:
         action="store_true",
         help="with --partitions: each process appends to its own partitions only",
     )
+    parser.add_argument(
+        "--routed",
+        action="store_true",
+        help="with --partitions: every process appends everywhere, handing other owners' events on NATS",
+    )
+    parser.add_argument(
+        "--nats-url",
+        default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        help="for --routed (default: $NATS_URL, else the machine's)",
+    )
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global ROOMS
-    ROOMS = args.rooms
+    global ROOMS, NATS_URL
+    ROOMS, NATS_URL = args.rooms, args.nats_url
     if args.worker:
         url, first, share, seconds, measure_from, rooms, owner = args.worker
         ROOMS = int(rooms)
@@ -322,7 +447,12 @@ def main() -> None:
             row
             for partitions in (int(p) for p in args.partitions.split(","))
             for row in run_processes(
-                counts, submitters, args.seconds, partitions, args.owned and partitions > 1
+                counts,
+                submitters,
+                args.seconds,
+                partitions,
+                args.owned and partitions > 1,
+                args.routed and partitions > 1,
             )
         ]
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
