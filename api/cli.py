@@ -268,13 +268,15 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
                 return 1 if differences else 0
             full = await rebuild.rebuild_all(db_engine, partition=args.partition)
             report, projected = full.cells, full.projections
+            one_asked = args.partition is not None
             print(
-                f"rebuilt cells and sheets at {_positions(report.heads)}: {report.events_read} events read "
+                f"rebuilt cells and sheets at {_positions(report.heads, one_asked=one_asked)}: "
+                f"{report.events_read} events read "
                 f"({report.cell_updates} cell updates), {report.sheets} sheets, {report.cells} cells, "
                 f"{report.seconds:.2f}s"
             )
             rows = ", ".join(f"{count} {table}" for table, count in projected.rows.items())
-            at = _positions(projected.heads)
+            at = _positions(projected.heads, one_asked=one_asked)
             print(f"rebuilt projection tables at {at}: {rows}, {projected.seconds:.2f}s")
             return 0
         finally:
@@ -284,12 +286,14 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run())
 
 
-def _positions(heads: dict[int, int]) -> str:
+def _positions(heads: dict[int, int], *, one_asked: bool = False) -> str:
     """ "position 12" in a log of one partition, "positions 0:12 1:40" in a log of several, "partition
-    1 position 40" for one partition of several."""
-    if len(heads) == 1:
+    1 position 40" for the one partition asked for."""
+    if one_asked:
         ((partition, head),) = heads.items()
-        return f"position {head}" if partition == 0 else f"partition {partition} position {head}"
+        return f"partition {partition} position {head}"
+    if len(heads) == 1:
+        return f"position {next(iter(heads.values()))}"
     return "positions " + " ".join(f"{partition}:{head}" for partition, head in sorted(heads.items()))
 
 

@@ -358,7 +358,10 @@ async def _diff_table(conn: AsyncConnection, table: TableSpec, partitions: list[
         elif not have_rows:
             out.append(f"{name}: in the log but missing from the table")
         else:
-            have, want = have_rows[0], want_rows[0]
+            want = want_rows[0]
+            # Compared with its row in the owner's partition when there is one; any other is a copy.
+            have = next((row for row in have_rows if row["partition"] == want["partition"]), have_rows[0])
+            have_rows = [have, *(row for row in have_rows if row is not have)]
             changed = [c for c in names if not _same(have[c], want[c])]
             out += [f"{name}: {c} is {have[c]!r} in the table, {want[c]!r} in the log" for c in changed]
             if not changed:  # equal in Python, not as stored (a JSON 1 against 1.0, say)

@@ -27,7 +27,9 @@ dies (PostgreSQL releases the lock with the session) is taken over once the surv
 to it. The locks save work; correctness does not depend on them: the checkpoint row lock taken first
 in every step serialises any two writers (including `engine/readmodels/rebuild.py`, which takes the
 same row lock), and a runner that finds a checkpoint somewhere other than where it left it drops its
-cached views and reloads them from the tables.
+cached views and reloads them from the tables. A checkpoint row that is locked (a rebuild of that
+partition holds it while it folds) is skipped until the next step, so the partition being rebuilt
+holds back no other.
 
 When it runs: the engine wakes it after each of its own commits (`wake`), and it polls every
 `poll_seconds` for commits of other nodes; a wake that arrives while a step reads is not lost,
@@ -72,6 +74,7 @@ _ENSURE_CHECKPOINT = """
 _LOCK_CHECKPOINT = (
     "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name FOR UPDATE"
 )
+_CHECKPOINT_EXISTS = "SELECT 1 FROM projector_checkpoints WHERE partition = :partition AND name = :name"
 _MOVE_CHECKPOINT = (
     "UPDATE projector_checkpoints SET position = :position, updated_at = now() "
     "WHERE partition = :partition AND name = :name"
@@ -87,6 +90,18 @@ async def lock_checkpoint(conn: AsyncConnection, name: str = CHECKPOINT, partiti
         await conn.execute(text(_ENSURE_CHECKPOINT), key)
         found = (await conn.execute(text(_LOCK_CHECKPOINT), key)).scalar_one()
     return int(found)
+
+
+async def _try_lock_checkpoint(conn: AsyncConnection, partition: int) -> int | None:
+    """`lock_checkpoint`, or None at once when another transaction holds the row (a rebuild of the
+    partition, which holds it while it folds the whole partition)."""
+    key = {"name": CHECKPOINT, "partition": partition}
+    found = (await conn.execute(text(_LOCK_CHECKPOINT + " SKIP LOCKED"), key)).scalar()
+    if found is not None:
+        return int(found)
+    if (await conn.execute(text(_CHECKPOINT_EXISTS), key)).scalar():
+        return None
+    return await lock_checkpoint(conn, partition=partition)  # a new checkpoint
 
 
 async def move_checkpoint(
@@ -179,7 +194,9 @@ class ProjectorRunner:
 
     async def _step(self, conn: AsyncConnection, partition: int) -> int:
         async with conn.begin():
-            position = await lock_checkpoint(conn, partition=partition)
+            position = await _try_lock_checkpoint(conn, partition)
+            if position is None:  # a rebuild of this partition holds it: the others go on meanwhile
+                return 0
             if position != self.positions.get(partition):
                 self._views = {}  # someone else (a rebuild, another runner) moved the tables
             batch = await read_events(conn, position, self.page, partition)

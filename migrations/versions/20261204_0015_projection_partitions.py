@@ -43,8 +43,9 @@ _TABLES: dict[str, tuple[list[str], str, str]] = {
 
 
 def _partition_of(prefix: str, column: str) -> str:
-    """engine/log/partitions.py `partition_of` in SQL, for a log of `:partitions`."""
-    stream = f"'{prefix}' || {column}"
+    """engine/log/partitions.py `partition_of` in SQL, for a log of `:partitions`: the MD5 of the
+    stream id's UTF-8 bytes, as Python hashes it, whatever the database's encoding."""
+    stream = f"convert_to('{prefix}' || {column}, 'UTF8')"
     return f"(('x' || substr(md5({stream}), 1, 8))::bit(32)::bigint % :partitions)"
 
 

@@ -42,7 +42,7 @@ from engine.model.streams import room_stream, user_stream
 from engine.projections.rooms import project
 from engine.readmodels import idle_uploads, rebuild, room_listing
 from engine.readmodels.history import History
-from engine.readmodels.runner import ProjectorRunner
+from engine.readmodels.runner import ProjectorRunner, lock_checkpoint
 from tests.conftest import admin_execute
 from tests.integration.test_history_time_travel import _session
 from tests.integration.test_log_writer import cell_update, claim, ev
@@ -567,6 +567,49 @@ async def test_the_projections_rebuild_works_one_partition_at_a_time(fresh_split
         assert await rebuild.diff_projections(db_engine) == []
         with pytest.raises(ValueError, match="0 to 3"):
             await rebuild.rebuild_projections(db_engine, partition=PARTITIONS)
+    finally:
+        await db_engine.dispose()
+
+
+async def test_a_partition_being_rebuilt_holds_back_no_other_partition_of_its_runner(
+    fresh_split_url: str,
+) -> None:
+    """While a rebuild holds one partition's checkpoint row (it does for the whole of its fold), the
+    runner projecting every partition skips that one and moves the others on; once the rebuild
+    commits, it carries that one on too."""
+    db_engine = create_db_engine(fresh_split_url)
+    try:
+        store = EventStore(db_engine)
+        users = {partition_of(user_stream(u), PARTITIONS): u for u in (f"held-{n}" for n in range(40))}
+
+        async def declare(partition: int, status: str) -> None:
+            user = users[partition]
+            (outcome,) = await store.append([UserStatusChanged(user, status).new(Origin("n", user))])
+            assert isinstance(outcome, Committed)
+
+        for partition in (1, 2):
+            await declare(partition, "busy")
+        runner = ProjectorRunner(db_engine)
+        async with db_engine.connect() as conn:
+            while await runner.step(conn):
+                pass
+        for partition in (1, 2):
+            await declare(partition, "away")
+        async with db_engine.connect() as rebuilding, db_engine.connect() as conn:
+            async with rebuilding.begin():
+                await lock_checkpoint(rebuilding, partition=1)  # as the rebuild of partition 1 does
+                async with asyncio.timeout(HANG_GUARD):
+                    while await runner.step(conn):
+                        pass
+                found = await conn.execute(text("SELECT user_id, status FROM declared_statuses"))
+                await conn.rollback()
+                assert dict(found.all()) == {users[1]: "busy", users[2]: "away"}
+            async with asyncio.timeout(HANG_GUARD):
+                while await runner.step(conn):
+                    pass
+            found = await conn.execute(text("SELECT user_id, status FROM declared_statuses"))
+            assert dict(found.all()) == {users[1]: "away", users[2]: "away"}
+            assert runner.positions == await read_heads(conn)
     finally:
         await db_engine.dispose()
 

@@ -393,23 +393,43 @@ async def test_checkpoints_become_partition_zeros_and_are_not_downgraded_while_o
 _PROJECTION_ROWS = """
     INSERT INTO rooms (room_id, seq, user_count, active_sheets, active_sheets_count, messages_sent,
                        attendance_users, attendance_past_hours, attendance_past_user_hours)
-    SELECT 'room-' || n, 1, 0, '[]', 0, 0, '[]', 0, 0 FROM generate_series(1, 24) AS n;
+    SELECT 'room-é-' || n, 1, 0, '[]', 0, 0, '[]', 0, 0 FROM generate_series(1, 24) AS n;
     INSERT INTO room_snapshots (room_id, seq, position, state)
-    SELECT 'room-' || n, 1, 1, '{}' FROM generate_series(1, 24) AS n;
+    SELECT 'room-é-' || n, 1, 1, '{}' FROM generate_series(1, 24) AS n;
     INSERT INTO declared_statuses (user_id, status, declared_at)
-    SELECT 'user-' || n, 'busy', now() FROM generate_series(1, 24) AS n;
+    SELECT 'user-ñ-' || n, 'busy', now() FROM generate_series(1, 24) AS n;
     INSERT INTO uploads (file_id, user_id, status, started_at, updated_at, bytes_uploaded, percentage)
-    SELECT 'file-' || n, 'user-' || n, 'started', now(), now(), 0, 0 FROM generate_series(1, 24) AS n;
+    SELECT 'file-' || n, 'user-ñ-' || n, 'started', now(), now(), 0, 0 FROM generate_series(1, 24) AS n;
 """
 
 
-async def test_projection_rows_get_the_partition_of_their_owners_stream(
-    scratch_url: str,
-    db_engine: AsyncEngine,
-) -> None:
+@pytest.fixture(params=["UTF8", "LATIN1"])
+def encoded_url(server_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A scratch database in UTF-8, or in LATIN1, where PostgreSQL's md5() of text would hash other
+    bytes than the engine's UTF-8."""
+    name = f"collab_{request.param.lower()}_{uuid.uuid4().hex[:8]}"
+    create = (
+        f"CREATE DATABASE \"{name}\" ENCODING '{request.param}' LC_COLLATE 'C' LC_CTYPE 'C' "
+        "TEMPLATE template0"
+    )
+    asyncio.run(admin_execute(server_url, create))
+    yield database_url_for(server_url, name)
+    asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def test_projection_rows_get_the_partition_of_their_owners_stream(encoded_url: str) -> None:
     """A log of four partitions from before the projection tables named partitions: each row gets the
-    partition the engine hashes its room's or user's stream to (an upload its uploader's), and the
-    downgrade gives the keys back."""
+    partition the engine hashes its room's or user's stream to (an upload its uploader's), the UTF-8
+    bytes of a non-ASCII id included in a database of either encoding, and the downgrade gives the
+    keys back."""
+    db_engine = create_async_engine(encoded_url)
+    try:
+        await _check_projection_partitions(encoded_url, db_engine)
+    finally:
+        await db_engine.dispose()
+
+
+async def _check_projection_partitions(scratch_url: str, db_engine: AsyncEngine) -> None:
     await _in_thread(migrate.upgrade, scratch_url, "0014")
     async with db_engine.begin() as conn:
         await create_partitions(conn, 4)

@@ -274,6 +274,7 @@ async def test_cli_checks_and_rebuilds_every_table(fresh_url: str) -> None:
         assert differs.returncode == 1 and "rooms room-b: messages_sent is -1" in differs.stdout
         rebuilt = await asyncio.to_thread(cli, fresh_url, "--partition", partition)
         assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert f"rebuilt projection tables at partition {partition} position" in rebuilt.stdout
         assert (await asyncio.to_thread(cli, fresh_url, "--check")).returncode == 0
         beyond = await asyncio.to_thread(cli, fresh_url, "--partition", str(count))
         assert beyond.returncode == 2 and f"--partition must be 0 to {count - 1}" in beyond.stderr
