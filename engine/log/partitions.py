@@ -22,6 +22,7 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from engine.model.errors import ValidationFailed
 from engine.model.events import NewEvent
 from engine.model.streams import durable_stream
 
@@ -42,6 +43,13 @@ def partition_of(stream_id: str, partitions: int) -> int:
         return 0
     digest = hashlib.md5(durable_stream(stream_id).encode(), usedforsecurity=False).digest()
     return int.from_bytes(digest[:4], "big") % partitions
+
+
+def check_partition(partition: int, partitions: int) -> None:
+    """ValidationFailed unless a log of `partitions` has `partition`: what a reader asking for one
+    partition (an auditor's `/events`, a one-partition rebuild) is told."""
+    if not 0 <= partition < partitions:
+        raise ValidationFailed(f"partition must be 0 to {partitions - 1}: this log has {partitions}")
 
 
 def partition_runs(items: Sequence[NewEvent], partitions: int) -> list[tuple[int, list[NewEvent]]]:

@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log.partitions import partition_count, partition_of, read_head
+from engine.log.partitions import check_partition, partition_count, partition_of, read_head
 from engine.log.schema import events, sheets, streams
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
@@ -163,9 +163,7 @@ class History:
         """A page of one partition of the log (every stream in it) after `after_position`: positions
         count within a partition (engine/log/partitions.py), so a reader of a log of several tails
         each partition with a cursor of its own."""
-        count = await self.partitions()
-        if not 0 <= partition < count:
-            raise ValidationFailed(f"partition must be 0 to {count - 1}: this log has {count}")
+        check_partition(partition, await self.partitions())
         return await self._page(where.clauses(), partition=partition, after=after_position, limit=limit)
 
     async def export_room(

@@ -23,10 +23,10 @@ view-to-row code (engine/readmodels/rows/) and writes rows through the same stat
 per partition too (every row names the partition of the streams that feed it), so both work partition
 by partition, every partition or only the one asked for:
 
-- `rebuild_projections` locks the partition's runner checkpoint row (its runner waits, then finds the
-  checkpoint moved and reloads its views), folds the partition up to its head, replaces that
-  partition's rows in every table and sets its checkpoint to the head, in one transaction; events
-  after it are the runner's again. Other partitions' rows and runners go on meanwhile.
+- `rebuild_projections` locks the partition's runner checkpoint row (its runner skips the partition
+  meanwhile, then finds the checkpoint moved and reloads its views), folds the partition up to its
+  head, replaces that partition's rows in every table and sets its checkpoint to the head, in one
+  transaction; events after it are the runner's again. Other partitions' rows and runners go on.
 - `diff_projections` reads the checkpoints and the tables in one snapshot, folds each partition up to
   its checkpoint into fresh temporary tables, and compares them with that partition's live rows, row
   for row and the partition included (SQL `EXCEPT ALL`, so a value compares as PostgreSQL stores it);
@@ -46,7 +46,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.log.partitions import partition_count, read_head, read_heads
+from engine.log.partitions import check_partition, partition_count, read_head, read_heads
 from engine.log.store import EventStore
 from engine.model.catalogue import SHEET_CLAIMED
 from engine.model.events import RecordedEvent
@@ -149,13 +149,12 @@ async def fold_cells(db_engine: AsyncEngine, head: int, *, partition: int = 0, p
 
 
 async def _chosen(db_engine: AsyncEngine, partition: int | None) -> list[int]:
-    """Every partition of the log, or only `partition` (ValueError for one the log does not have)."""
+    """Every partition of the log, or only `partition` (ValidationFailed for one the log does not have)."""
     async with db_engine.connect() as conn:
         partitions = await partition_count(conn)
     if partition is None:
         return list(range(partitions))
-    if not 0 <= partition < partitions:
-        raise ValueError(f"partition must be 0 to {partitions - 1}: this log has {partitions}")
+    check_partition(partition, partitions)
     return [partition]
 
 
@@ -282,8 +281,8 @@ async def _fill(conn: AsyncConnection, views: Views, partition: int, *, prefix: 
 async def rebuild_projections(db_engine: AsyncEngine, *, partition: int | None = None) -> ProjectionsReport:
     """Rewrite every partition's rows of the projection tables (or only `partition`'s) to the fold of
     its events, and set the runner's checkpoint there to the head folded, each partition in one
-    transaction holding its checkpoint row lock (its runner waits for it). The other partitions'
-    rows, and their runners, are not touched meanwhile."""
+    transaction holding its checkpoint row lock (its runner skips the partition meanwhile). The other
+    partitions' rows, and their runners, are not touched."""
     started = time.perf_counter()
     heads: dict[int, int] = {}
     read = 0

@@ -36,7 +36,7 @@ from engine.model.catalogue import (
     UserJoinedRoom,
     UserStatusChanged,
 )
-from engine.model.errors import EngineError
+from engine.model.errors import EngineError, ValidationFailed
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
 from engine.model.streams import room_stream, user_stream
 from engine.projections.rooms import project
@@ -286,7 +286,7 @@ async def test_the_cells_rebuild_works_one_partition_at_a_time(split_engine: Asy
     assert left and all(f"{tag}-s2" in line for line in left)  # partition 2 was not touched
     await rebuild.rebuild_cells(split_engine)
     assert await rebuild.diff_cells(split_engine) == []
-    with pytest.raises(ValueError, match="0 to 3"):
+    with pytest.raises(ValidationFailed, match="0 to 3"):
         await rebuild.rebuild_cells(split_engine, partition=PARTITIONS)
 
 
@@ -565,7 +565,7 @@ async def test_the_projections_rebuild_works_one_partition_at_a_time(fresh_split
         assert await rebuild.diff_projections(db_engine, partition=3) == []
         await rebuild.rebuild_projections(db_engine)
         assert await rebuild.diff_projections(db_engine) == []
-        with pytest.raises(ValueError, match="0 to 3"):
+        with pytest.raises(ValidationFailed, match="0 to 3"):
             await rebuild.rebuild_projections(db_engine, partition=PARTITIONS)
     finally:
         await db_engine.dispose()
