@@ -402,6 +402,15 @@ def report(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def event_loop_runner() -> Callable[..., Any]:
+    """uvloop's, as a node's server runs on (api/server.py), when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run
+    return uvloop.run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -438,7 +447,9 @@ def main() -> None:
     if args.worker:
         url, first, share, seconds, measure_from, rooms, owner = args.worker
         ROOMS = int(rooms)
-        asyncio.run(node_worker(url, int(first), int(share), float(seconds), float(measure_from), owner))
+        event_loop_runner()(
+            node_worker(url, int(first), int(share), float(seconds), float(measure_from), owner)
+        )
         return
     if args.processes:
         submitters = int(args.submitters) if args.submitters.isdigit() else 256
@@ -462,13 +473,7 @@ def main() -> None:
         return
     url = fresh_database()
     counts = [int(n) for n in args.submitters.split(",")]
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    rows = runner(run(url, args.seconds, counts, args.max_batch, args.max_wait_ms))
+    rows = event_loop_runner()(run(url, args.seconds, counts, args.max_batch, args.max_wait_ms))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, database {url.split('@')[-1]}")
     print(report(rows))
     if args.json:
