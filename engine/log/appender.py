@@ -131,12 +131,13 @@ class Appender:
         # given (the database may be away at start); each writer checks it on connecting.
         self._partitions = partitions
         self._lanes: dict[int, _Lane] = {}  # a lane per partition appended to since start
+        self._queued = 0  # events in every lane's queue, kept as they come and go
         self._running = False
         self._closing = False
 
     @property
     def queue_depth(self) -> int:
-        return sum(len(lane.pending) for lane in self._lanes.values())
+        return self._queued
 
     @property
     def write_paths(self) -> dict[str, int]:
@@ -166,6 +167,7 @@ class Appender:
     async def start(self) -> None:
         if not self._running:
             self._lanes = {}
+            self._queued = 0
             self._closing = False
             self._running = True
 
@@ -184,10 +186,12 @@ class Appender:
     async def append(self, event: NewEvent) -> AppendOutcome:
         """Durably append one event; returns its own outcome. Raises StoreUnavailable."""
         self._admit(1)
-        await self._learn_partitions()
+        if self._partitions is None:
+            await self._learn_partitions()
         fut: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         lane = self._lane(event.stream_id)
         lane.pending.append((event, fut))
+        self._queued += 1
         lane.wakeup.set()
         # No timer per call: the writer bounds every commit by `timeout` and fails what is queued
         # when the database is unreachable, so this await ends within about twice `timeout`.
@@ -198,12 +202,14 @@ class Appender:
         Events of different partitions commit independently: one that depends on another's commit
         (an edit on its sheet's claim) must wait for that commit first."""
         self._admit(len(batch))
-        await self._learn_partitions()
+        if self._partitions is None:
+            await self._learn_partitions()
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in batch]
         for event, fut in zip(batch, futures, strict=True):
             lane = self._lane(event.stream_id)
             lane.pending.append((event, fut))
+            self._queued += 1
             lane.wakeup.set()
         return list(await asyncio.gather(*futures))
 
@@ -246,6 +252,7 @@ class Appender:
         batch: list[_Pending] = []
         while lane.pending and len(batch) < self.max_batch:
             item = lane.pending.popleft()
+            self._queued -= 1
             if not item[1].done():  # its caller was cancelled: do not write it
                 batch.append(item)
         return batch
@@ -270,6 +277,7 @@ class Appender:
                 )
                 queued = list(lane.pending)
                 lane.pending.clear()
+                self._queued -= len(queued)
                 self._fail(queued, StoreUnavailable("the event log is unreachable; retry shortly"))
             else:
                 log.exception("append of %d events failed; retrying them one by one", len(batch))

@@ -14,6 +14,7 @@ is `LOG_PARTITIONS` (`ensure_partitions`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -41,6 +42,13 @@ def partition_of(stream_id: str, partitions: int) -> int:
     hash of the bytes, not Python's salted `hash`), so every node and every writer agree."""
     if partitions == 1:
         return 0
+    return _hashed_partition(stream_id, partitions)
+
+
+# Every append asks twice (its lane, its writer's check) and every publish again: the same few
+# thousand live streams each time, and the hash was a twentieth of an appending process's CPU.
+@functools.lru_cache(maxsize=65_536)
+def _hashed_partition(stream_id: str, partitions: int) -> int:
     digest = hashlib.md5(durable_stream(stream_id).encode(), usedforsecurity=False).digest()
     return int.from_bytes(digest[:4], "big") % partitions
 

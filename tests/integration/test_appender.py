@@ -178,3 +178,32 @@ async def test_every_commit_is_told_once_in_position_order_even_if_its_caller_is
     positions = [p for _, p in told]
     assert positions == sorted(positions)
     assert positions == [e.position for e in await store.read_stream(stream)]  # exactly what the log holds
+
+
+async def test_a_full_queue_refuses_until_its_events_are_taken(store: EventStore, stream: str) -> None:
+    """`max_queue` bounds the events waiting in every partition's queue; what a commit takes, or a
+    caller gave up on, leaves it."""
+    gated = GatedStore(store)
+    appender = Appender(gated, max_queue=3)  # type: ignore[arg-type]
+    await appender.start()
+    try:
+        in_flight = asyncio.create_task(appender.append(NewEvent(stream, "First", {})))
+        await gated.entered.wait()  # taken from the queue: its commit waits at the gate
+        assert appender.queue_depth == 0
+        queued = [
+            asyncio.create_task(appender.append(NewEvent(stream, "Queued", {"i": i}))) for i in range(3)
+        ]
+        await asyncio.sleep(0)
+        assert appender.queue_depth == 3
+        with pytest.raises(StoreUnavailable, match="queue is full"):
+            await appender.append(NewEvent(stream, "Refused", {}))
+        queued[2].cancel()  # a caller gone: its event stays queued until a batch skips it
+        gated.gate.set()
+        outcomes = await asyncio.gather(in_flight, *queued[:2])
+        assert appender.queue_depth == 0
+        assert isinstance(await appender.append(NewEvent(stream, "Admitted", {})), Committed)
+    finally:
+        gated.gate.set()
+        await appender.stop()
+    assert all(isinstance(o, Committed) for o in outcomes)
+    assert [e.type for e in await store.read_stream(stream)] == ["First", "Queued", "Queued", "Admitted"]
