@@ -189,6 +189,7 @@ class LogWriter:
         self.partitions = partitions
         self.max_cached_streams = max_cached_streams
         self._conn: AsyncConnection | None = None
+        self._driver: asyncpg.Connection | None = None  # _conn's own, asked for once per connection
         # What this writer knows of the log as of its own last commit: the head it moved the log to,
         # and stream versions it wrote or read then. See `append` for why stale knowledge is safe.
         self._head: int | None = None
@@ -312,7 +313,7 @@ class LogWriter:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The held connection. A statement error leaves it clean (autocommit, or rolled back), but
         after a broken socket or a cancelled await its state is unknown: it is then never reused."""
-        if self._conn is not None and (await self._raw(self._conn)).is_closed():
+        if self._conn is not None and self._driver is not None and self._driver.is_closed():
             # Lost while idle (a database restart, a cut network): nothing was sent on it, so a new
             # connection serves this batch instead of failing it.
             await self._drop(self._conn)
@@ -320,10 +321,15 @@ class LogWriter:
             raise self._refused
         if self._conn is None:
             self._conn = await self.db_engine.connect()
+            try:
+                self._driver = await self._raw(self._conn)
+            except BaseException:
+                await self._drop(self._conn)
+                raise
             if not self._checked:
                 await self._check_log(self._conn)
-        conn = self._conn
-        raw = await self._raw(conn)
+        conn, raw = self._conn, self._driver
+        assert raw is not None
         try:
             yield raw
         except asyncpg.PostgresError:
@@ -358,12 +364,12 @@ class LogWriter:
         return raw
 
     async def _drop(self, conn: AsyncConnection) -> None:
-        self._conn = None
+        self._conn = self._driver = None
         self._forget()
         await conn.invalidate()
         await conn.close()
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._driver = self._conn, None, None
         if conn is not None:
             await conn.close()
