@@ -166,8 +166,10 @@ class Appender:
 
     async def start(self) -> None:
         if not self._running:
+            # A stop still draining ends first: its lanes exit only while `_closing` holds.
+            draining = [lane.task for lane in self._lanes.values() if lane.task and not lane.task.done()]
+            await asyncio.gather(*draining, return_exceptions=True)
             self._lanes = {}
-            self._queued = 0
             self._closing = False
             self._running = True
 

@@ -190,9 +190,10 @@ async def test_a_full_queue_refuses_until_its_events_are_taken(store: EventStore
         in_flight = asyncio.create_task(appender.append(NewEvent(stream, "First", {})))
         await gated.entered.wait()  # taken from the queue: its commit waits at the gate
         assert appender.queue_depth == 0
-        queued = [
-            asyncio.create_task(appender.append(NewEvent(stream, "Queued", {"i": i}))) for i in range(3)
+        queued: list[asyncio.Task[Any]] = [
+            asyncio.create_task(appender.append(NewEvent(stream, "Queued", {"i": i}))) for i in range(2)
         ]
+        queued.append(asyncio.create_task(appender.append_many([NewEvent(stream, "Queued", {"i": 2})])))
         await asyncio.sleep(0)
         assert appender.queue_depth == 3
         with pytest.raises(StoreUnavailable, match="queue is full"):
@@ -207,3 +208,29 @@ async def test_a_full_queue_refuses_until_its_events_are_taken(store: EventStore
         await appender.stop()
     assert all(isinstance(o, Committed) for o in outcomes)
     assert [e.type for e in await store.read_stream(stream)] == ["First", "Queued", "Queued", "Admitted"]
+
+
+async def test_a_start_during_a_stop_waits_for_its_lanes_to_drain(store: EventStore, stream: str) -> None:
+    """A stop commits what was queued; a start meanwhile waits for that, so the old lanes end and
+    their events leave the queue count, then appends are taken again."""
+    gated = GatedStore(store)
+    appender = Appender(gated, max_batch=1, max_queue=10, partitions=1)  # type: ignore[arg-type]
+    await appender.start()
+    callers = [asyncio.create_task(appender.append(NewEvent(stream, "Old", {"i": i}))) for i in range(4)]
+    try:
+        await gated.entered.wait()  # one taken, three queued
+        stopping = asyncio.create_task(appender.stop())
+        restarting = asyncio.create_task(appender.start())
+        await asyncio.sleep(0.05)
+        assert not restarting.done() and appender.queue_depth == 3
+        with pytest.raises(StoreUnavailable, match="not running"):
+            await appender.append(NewEvent(stream, "Refused", {}))
+        gated.gate.set()
+        await asyncio.wait_for(asyncio.gather(stopping, restarting, *callers), 10)
+        assert appender.queue_depth == 0
+        assert isinstance(await appender.append(NewEvent(stream, "New", {})), Committed)
+    finally:
+        gated.gate.set()
+        await asyncio.gather(*callers, return_exceptions=True)
+        await asyncio.wait_for(appender.stop(), 10)  # a lane that never ends fails the test, not the run
+    assert [e.type for e in await store.read_stream(stream)] == ["Old"] * 4 + ["New"]
