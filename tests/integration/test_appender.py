@@ -214,7 +214,7 @@ async def test_a_start_during_a_stop_waits_for_its_lanes_to_drain(store: EventSt
     """A stop commits what was queued; a start meanwhile waits for that, so the old lanes end and
     their events leave the queue count, then appends are taken again."""
     gated = GatedStore(store)
-    appender = Appender(gated, max_batch=1, max_queue=10, partitions=1)  # type: ignore[arg-type]
+    appender = Appender(gated, max_batch=1, max_queue=10, partitions=await store.partitions())  # type: ignore[arg-type]
     await appender.start()
     callers = [asyncio.create_task(appender.append(NewEvent(stream, "Old", {"i": i}))) for i in range(4)]
     try:
