@@ -437,7 +437,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--nats-url",
-        default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"),
+        default=NATS_URL,
         help="for --routed (default: $NATS_URL, else the machine's)",
     )
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)

@@ -188,8 +188,9 @@ class LogWriter:
         self.partition = partition
         self.partitions = partitions
         self.max_cached_streams = max_cached_streams
-        self._conn: AsyncConnection | None = None
-        self._driver: asyncpg.Connection | None = None  # _conn's own, asked for once per connection
+        # The held connection and its driver's own, asked for once: SQLAlchemy hands it over through a
+        # greenlet hop, which every batch used to pay twice.
+        self._held: tuple[AsyncConnection, asyncpg.Connection] | None = None
         # What this writer knows of the log as of its own last commit: the head it moved the log to,
         # and stream versions it wrote or read then. See `append` for why stale knowledge is safe.
         self._head: int | None = None
@@ -313,23 +314,23 @@ class LogWriter:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The held connection. A statement error leaves it clean (autocommit, or rolled back), but
         after a broken socket or a cancelled await its state is unknown: it is then never reused."""
-        if self._conn is not None and self._driver is not None and self._driver.is_closed():
+        if self._held is not None and self._held[1].is_closed():
             # Lost while idle (a database restart, a cut network): nothing was sent on it, so a new
             # connection serves this batch instead of failing it.
-            await self._drop(self._conn)
+            await self._drop(self._held[0])
         if self._refused is not None:
             raise self._refused
-        if self._conn is None:
-            self._conn = await self.db_engine.connect()
+        if self._held is None:
+            conn = await self.db_engine.connect()
             try:
-                self._driver = await self._raw(self._conn)
+                raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
             except BaseException:
-                await self._drop(self._conn)
+                await self._drop(conn)
                 raise
+            self._held = (conn, raw)
             if not self._checked:
-                await self._check_log(self._conn)
-        conn, raw = self._conn, self._driver
-        assert raw is not None
+                await self._check_log(conn, raw)
+        conn, raw = self._held
         try:
             yield raw
         except asyncpg.PostgresError:
@@ -342,11 +343,11 @@ class LogWriter:
             await self._drop(conn)
             raise
 
-    async def _check_log(self, conn: AsyncConnection) -> None:
+    async def _check_log(self, conn: AsyncConnection, raw: asyncpg.Connection) -> None:
         """Refuse a log split otherwise than this writer was made for: its streams' partitions
         would differ from the ones other writers give them. Once: a log's partitions never change."""
         try:
-            count = await (await self._raw(conn)).fetchval(_PARTITION_COUNT)
+            count = await raw.fetchval(_PARTITION_COUNT)
         except BaseException:
             await self._drop(conn)
             raise
@@ -358,18 +359,13 @@ class LogWriter:
             raise self._refused
         self._checked = True
 
-    @staticmethod
-    async def _raw(conn: AsyncConnection) -> asyncpg.Connection:
-        raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
-        return raw
-
     async def _drop(self, conn: AsyncConnection) -> None:
-        self._conn = self._driver = None
+        self._held = None
         self._forget()
         await conn.invalidate()
         await conn.close()
 
     async def close(self) -> None:
-        conn, self._conn, self._driver = self._conn, None, None
-        if conn is not None:
-            await conn.close()
+        held, self._held = self._held, None
+        if held is not None:
+            await held[0].close()
