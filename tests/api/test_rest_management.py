@@ -457,8 +457,8 @@ async def stopped_listening(node: Server) -> None:
                 await call(node, "GET", "/api/v1/ws/health")
             except httpx.ConnectError:
                 return
-            except httpx.RemoteProtocolError:
-                pass  # accepted while the listener was closing, then dropped: ask again
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                pass  # accepted while the listener was closing, then dropped or reset: ask again
             await asyncio.sleep(0.05)
 
 
