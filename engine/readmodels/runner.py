@@ -48,12 +48,12 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import select, text
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.partitions import read_heads
-from engine.log.schema import events as events_table
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
 from engine.readmodels.tables import load_views, write_views
@@ -75,6 +75,11 @@ _LOCK_CHECKPOINT = (
     "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name FOR UPDATE"
 )
 _CHECKPOINT_EXISTS = "SELECT 1 FROM projector_checkpoints WHERE partition = :partition AND name = :name"
+# The columns in RecordedEvent's order; jsonb comes back decoded (the engine's codec, engine/log/store.py).
+_READ_EVENTS = (
+    "SELECT position, stream_id, stream_version, type, data, metadata, recorded_at, user_id, idempotency_key,"
+    " partition FROM events WHERE partition = $1 AND position > $2 ORDER BY position LIMIT $3"
+)
 _MOVE_CHECKPOINT = (
     "UPDATE projector_checkpoints SET position = :position, updated_at = now() "
     "WHERE partition = :partition AND name = :name"
@@ -114,14 +119,14 @@ async def read_events(
     conn: AsyncConnection, after: int, limit: int, partition: int = 0
 ) -> list[RecordedEvent]:
     """Up to `limit` events of `partition` with position > `after`, in position order (complete:
-    engine/log/store.py)."""
-    query = (
-        select(events_table)
-        .where(events_table.c.partition == partition, events_table.c.position > after)
-        .order_by(events_table.c.position)
-    )
-    rows = (await conn.execute(query.limit(limit))).mappings().all()
-    return [RecordedEvent(**row) for row in rows]
+    engine/log/store.py), in `conn`'s transaction.
+
+    On the driver's connection: a step reads a page of hundreds of events, and SQLAlchemy's result
+    rows cost more to build than the events made of them (about a third of a step's Python).
+    """
+    raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+    rows = await raw.fetch(_READ_EVENTS, partition, after, limit)
+    return [RecordedEvent(*row) for row in rows]
 
 
 class ProjectorRunner:
