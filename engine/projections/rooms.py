@@ -85,11 +85,11 @@ class Attendance:
 
     def advance(self, at: datetime, present: Iterable[str]) -> Attendance:
         """Attendance once the clock of the log has reached `at`; `present` are the members now."""
+        if self.hour is not None and at < self.hour + _HOUR:
+            return self  # within the hour already counted (or before it): the common case, kept cheap
         hour = _hour_of(at)
         if self.hour is None:
             return Attendance(hour, frozenset(present))
-        if hour <= self.hour:
-            return self
         members = frozenset(present)
         silent = (hour - self.hour) // _HOUR - 1  # hours in between without a durable event
         return Attendance(
@@ -158,11 +158,11 @@ def apply(view: RoomView, event: RecordedEvent) -> RoomView:
 
 
 def apply_many(view: RoomView, events: Iterable[RecordedEvent]) -> RoomView:
-    """`apply` over `events` in order, copying the members once rather than once per event."""
-    members = dict(view.members)
+    """`apply` over `events` in order: folded into one mutable draft, frozen once at the end."""
+    draft = _Draft(view)
     for event in events:
-        view = _step(view, members, event)
-    return replace(view, members=frozen(members))
+        _step(draft, event)
+    return draft.freeze()
 
 
 def project(events: Iterable[RecordedEvent], room_id: str | None = None) -> RoomView:
@@ -187,32 +187,61 @@ def with_statuses(view: RoomView, statuses: Mapping[str, str]) -> RoomView:
     return replace(view, members=frozen(members))
 
 
-def _step(view: RoomView, members: dict[str, Member], event: RecordedEvent) -> RoomView:
-    stream = room_stream(view.room_id)
+class _Draft:
+    """A room view while a batch folds into it. Every event of a busy room changes its counters and
+    one member, and copying the frozen view (and that member) per event was most of a fold's cost."""
+
+    __slots__ = ("active_sheets", "attendance", "last_activity", "members", "messages_sent", "room_id", "seq")
+
+    def __init__(self, view: RoomView) -> None:
+        self.room_id = view.room_id
+        self.members = dict(view.members)
+        self.active_sheets = view.active_sheets
+        self.seq = view.seq
+        self.last_activity = view.last_activity
+        self.messages_sent = view.messages_sent
+        self.attendance = view.attendance
+
+    def freeze(self) -> RoomView:
+        return RoomView(
+            self.room_id,
+            frozen(self.members),
+            self.active_sheets,
+            self.seq,
+            self.last_activity,
+            self.messages_sent,
+            self.attendance,
+        )
+
+
+def _step(draft: _Draft, event: RecordedEvent) -> None:
+    stream = room_stream(draft.room_id)
     durable = event.stream_id == stream
     if not durable and event.stream_id != volatile_stream(stream):
-        raise ValueError(f"event of stream {event.stream_id!r} applied to room {view.room_id!r}")
-    if durable and event.stream_version != view.seq + 1:
+        raise ValueError(f"event of stream {event.stream_id!r} applied to room {draft.room_id!r}")
+    if durable and event.stream_version != draft.seq + 1:
         raise ValueError(
-            f"room {view.room_id!r} is at seq {view.seq}; got event {event.stream_version} (gap or repeat)"
+            f"room {draft.room_id!r} is at seq {draft.seq}; got event {event.stream_version} (gap or repeat)"
         )
     handled = folds("rooms", event.type, HANDLED, SKIPPED)
-    if durable and (attendance := view.attendance.advance(event.recorded_at, members)) is not view.attendance:
-        view = replace(view, attendance=attendance)
+    if durable:
+        draft.attendance = draft.attendance.advance(event.recorded_at, draft.members)
     if handled:
-        view = _FOLDS[event.type](view, members, event)
+        _FOLDS[event.type](draft, event)
     elif not durable:
-        return view
-    last = event.recorded_at if view.last_activity is None else max(view.last_activity, event.recorded_at)
-    return replace(view, seq=event.stream_version if durable else view.seq, last_activity=last)
+        return
+    if durable:
+        draft.seq = event.stream_version
+    if draft.last_activity is None or event.recorded_at > draft.last_activity:
+        draft.last_activity = event.recorded_at
 
 
-def _joined(view: RoomView, members: dict[str, Member], event: RecordedEvent) -> RoomView:
+def _joined(draft: _Draft, event: RecordedEvent) -> None:
     data = event.data
     user_id = str(data["user_id"])
-    current = members.get(user_id)
+    current = draft.members.get(user_id)
     if current is None:
-        members[user_id] = Member(
+        draft.members[user_id] = Member(
             user_id=user_id,
             username=str(data.get("username") or user_id),
             email=data.get("email"),
@@ -223,61 +252,70 @@ def _joined(view: RoomView, members: dict[str, Member], event: RecordedEvent) ->
         )
     else:
         # A user already present keeps status and cursor; name and email follow the newest token.
-        members[user_id] = replace(
+        draft.members[user_id] = replace(
             current,
             username=str(data.get("username") or current.username),
             email=data.get("email", current.email),
             last_seen=event.recorded_at,
             connections=current.connections | {str(data["connection_id"])},
         )
-    attendance = replace(view.attendance, users=view.attendance.users | {user_id})
-    return replace(view, messages_sent=view.messages_sent + 1, attendance=attendance)
+    draft.attendance = replace(draft.attendance, users=draft.attendance.users | {user_id})
+    draft.messages_sent += 1
 
 
-def _left(view: RoomView, members: dict[str, Member], event: RecordedEvent) -> RoomView:
+def _left(draft: _Draft, event: RecordedEvent) -> None:
     data = event.data
     user_id = str(data["user_id"])
-    counted = view.messages_sent + (1 if data.get("reason", LEFT) == LEFT else 0)
-    current = members.get(user_id)
+    if data.get("reason", LEFT) == LEFT:
+        draft.messages_sent += 1
+    current = draft.members.get(user_id)
     if current is None:
-        # Already gone (e.g. an explicit leave followed by the socket closing): nothing to change.
-        return replace(view, messages_sent=counted)
+        return  # already gone (e.g. an explicit leave followed by the socket closing)
     connection_id = data.get("connection_id")
     remaining = frozenset() if connection_id is None else current.connections - {str(connection_id)}
     if remaining:
-        members[user_id] = replace(current, last_seen=event.recorded_at, connections=remaining)
+        draft.members[user_id] = replace(current, last_seen=event.recorded_at, connections=remaining)
     else:
-        del members[user_id]
-    return replace(view, messages_sent=counted)
+        del draft.members[user_id]
 
 
-def _cell_updated(view: RoomView, members: dict[str, Member], event: RecordedEvent) -> RoomView:
+def _cell_updated(draft: _Draft, event: RecordedEvent) -> None:
     sheet_id = str(event.data["sheet_id"])
-    _seen(members, event)
-    sheets = view.active_sheets if sheet_id in view.active_sheets else (*view.active_sheets, sheet_id)
-    return replace(view, active_sheets=sheets, messages_sent=view.messages_sent + 1)
+    _seen(draft.members, event)
+    if sheet_id not in draft.active_sheets:
+        draft.active_sheets = (*draft.active_sheets, sheet_id)
+    draft.messages_sent += 1
 
 
-def _broadcast(view: RoomView, members: dict[str, Member], event: RecordedEvent) -> RoomView:
-    return replace(view, messages_sent=view.messages_sent + 1)
+def _broadcast(draft: _Draft, event: RecordedEvent) -> None:
+    draft.messages_sent += 1
 
 
-def _cursor_moved(view: RoomView, members: dict[str, Member], event: RecordedEvent) -> RoomView:
+def _cursor_moved(draft: _Draft, event: RecordedEvent) -> None:
     data = event.data
     # A cursor of someone no longer in the room (a move racing the leave) is not shown.
-    _seen(members, event, cursor=frozen({"x": data.get("x"), "y": data.get("y"), "cell": data.get("cell")}))
-    return view
+    cursor = frozen({"x": data.get("x"), "y": data.get("y"), "cell": data.get("cell")})
+    _seen(draft.members, event, cursor)
 
 
-def _seen(members: dict[str, Member], event: RecordedEvent, **changes: Any) -> None:
-    """Move the acting member's `last_seen` to this event, with `changes`; nothing for a non-member."""
+def _seen(members: dict[str, Member], event: RecordedEvent, cursor: Mapping[str, Any] | None = None) -> None:
+    """Move the acting member's `last_seen` to this event (and its cursor, when given); nothing for a
+    non-member. Built directly rather than by `replace`: this runs for nearly every event."""
     member = members.get(str(event.data.get("user_id")))
     if member is not None:
-        last_seen = max(member.last_seen, event.recorded_at)
-        members[member.user_id] = replace(member, last_seen=last_seen, **changes)
+        last_seen = event.recorded_at if event.recorded_at > member.last_seen else member.last_seen
+        members[member.user_id] = Member(
+            member.user_id,
+            member.username,
+            member.email,
+            member.status,
+            member.cursor if cursor is None else cursor,
+            last_seen,
+            member.connections,
+        )
 
 
-_FOLDS: dict[str, Callable[[RoomView, dict[str, Member], RecordedEvent], RoomView]] = {
+_FOLDS: dict[str, Callable[[_Draft, RecordedEvent], None]] = {
     USER_JOINED_ROOM: _joined,
     USER_LEFT_ROOM: _left,
     CELL_UPDATED: _cell_updated,
