@@ -41,14 +41,28 @@ def _json(rows: list[Row] | list[dict[str, Any]]) -> str:
 
 
 async def insert_rows(
-    conn: AsyncConnection, table: TableSpec, rows: list[Row], *, partition: int, into: str | None = None
+    conn: AsyncConnection,
+    table: TableSpec,
+    rows: list[Row],
+    *,
+    partition: int,
+    into: str | None = None,
+    replacing: bool = False,
 ) -> None:
-    """Insert `rows` into `table` (or into `into`, a table of the same columns) in `partition`."""
+    """Insert `rows` into `table` (or into `into`, a table of the same columns) in `partition`;
+    `replacing`: a row whose key is taken replaces the row there (an update, not a delete and an
+    insert: half the statements, and PostgreSQL can update in place)."""
     columns = ", ".join(_ident(name) for name in table.column_names)
-    statement = text(
+    sql = (
         f"INSERT INTO {_ident(into or table.name)} (partition, {columns}) SELECT :partition, {columns} "
         f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({_record(table.columns)})"
     )
+    if replacing:
+        key = ", ".join(_ident(name) for name in ("partition", *table.key))
+        values = [name for name in table.column_names if name not in table.key]
+        sets = ", ".join(f"{_ident(name)} = EXCLUDED.{_ident(name)}" for name in values)
+        sql += f" ON CONFLICT ({key}) " + (f"DO UPDATE SET {sets}" if values else "DO NOTHING")
+    statement = text(sql)
     for start in range(0, len(rows), CHUNK):
         await conn.execute(statement, {"rows": _json(rows[start : start + CHUNK]), "partition": partition})
 
@@ -88,9 +102,9 @@ async def write_views(
 ) -> int:
     """Bring `partition`'s rows to the given views; the number of rows written.
 
-    A view found in `stored` (as the tables hold it now) has only its changed rows replaced and its
-    vanished rows deleted: a cell update moves its room's counters and its writer's `last_seen`, not
-    the other members' rows. Any other view has all its rows replaced.
+    A view found in `stored` (as the tables hold it now) has only its changed rows replaced, in place,
+    and its vanished rows deleted: a cell update moves its room's counters and its writer's
+    `last_seen`, not the other members' rows. Any other view has all its rows deleted and written anew.
     """
     if not views:
         return 0
@@ -100,21 +114,19 @@ async def write_views(
     for table in model.tables:
         whole = [key for key in views if key not in then]
         rows = [row for key in whole for row in now[key].get(table.name, [])]
-        stale: list[Row] = []  # key columns of stored rows that change or go
+        gone: list[Row] = []  # stored rows whose key the view no longer has
         for key, old_rows in then.items():
             old = {_key_of(table, row): row for row in old_rows.get(table.name, [])}
             for row in now[key].get(table.name, []):
-                previous = old.pop(_key_of(table, row), None)
-                if previous != row:
+                if old.pop(_key_of(table, row), None) != row:
                     rows.append(row)
-                    if previous is not None:
-                        stale.append(previous)
-            stale += old.values()
+            gone += old.values()
         if whole:
             await _delete(conn, table, model.owner, [_owner_of(model, key) for key in whole], partition)
-        if stale:
-            await _delete(conn, table, table.key, stale, partition)
-        await insert_rows(conn, table, rows, partition=partition)
+        if gone:
+            await _delete(conn, table, table.key, gone, partition)
+        # Keys are unique among `rows`: a view's rows have distinct keys, and views distinct owners.
+        await insert_rows(conn, table, rows, partition=partition, replacing=bool(then))
         written += len(rows)
     return written
 

@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.log import schema
 from engine.model import catalogue as cat
 from engine.model.errors import UnknownEvent
 from engine.model.events import RecordedEvent
-from engine.readmodels.rows import MODELS, ReadModel, Rows, Views, fold_all, route, rows_of
+from engine.readmodels.rows import MODELS, ReadModel, Rows, TableSpec, Views, fold_all, route, rows_of
 from tests.unit.event_log import Log, at, sessions
 
 
@@ -165,3 +166,12 @@ def test_every_table_key_is_among_its_columns() -> None:
     for model in MODELS:
         for table in model.tables:
             assert set(table.key) <= set(table.column_names) and set(model.owner) <= set(table.key)
+
+
+@pytest.mark.parametrize("table", [t for model in MODELS for t in model.tables], ids=lambda t: t.name)
+def test_a_tables_key_and_partition_are_its_primary_key(table: TableSpec) -> None:
+    """The runner replaces a changed row in place, `ON CONFLICT` on the key and the partition: a key
+    that were not the table's primary key would make that statement fail, or match the wrong rows."""
+    primary = {column.name for column in schema.metadata.tables[table.name].primary_key.columns}
+    assert primary == {"partition", *table.key}
+    assert len(table.key) + 1 == len(primary)
