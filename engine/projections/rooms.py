@@ -204,13 +204,13 @@ class _Draft:
 
     def freeze(self) -> RoomView:
         return RoomView(
-            self.room_id,
-            frozen(self.members),
-            self.active_sheets,
-            self.seq,
-            self.last_activity,
-            self.messages_sent,
-            self.attendance,
+            room_id=self.room_id,
+            members=frozen(self.members),
+            active_sheets=self.active_sheets,
+            seq=self.seq,
+            last_activity=self.last_activity,
+            messages_sent=self.messages_sent,
+            attendance=self.attendance,
         )
 
 
@@ -300,7 +300,8 @@ def _cursor_moved(draft: _Draft, event: RecordedEvent) -> None:
 
 def _seen(members: dict[str, Member], event: RecordedEvent, cursor: Mapping[str, Any] | None = None) -> None:
     """Move the acting member's `last_seen` to this event (and its cursor, when given); nothing for a
-    non-member. Built directly rather than by `replace`: this runs for nearly every event."""
+    non-member. Built directly, by position, rather than by `replace`: this runs for nearly every
+    event (a unit test holds Member's fields in this order)."""
     member = members.get(str(event.data.get("user_id")))
     if member is not None:
         last_seen = event.recorded_at if event.recorded_at > member.last_seen else member.last_seen

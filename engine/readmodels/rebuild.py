@@ -18,8 +18,9 @@ appends cannot change.
 The projection tables (rooms, room_members, declared_statuses, typing, notifications, uploads,
 ai_requests) are kept by the projector runner behind the log, at its checkpoint
 (engine/readmodels/runner.py). The rebuild folds the log with the same folds and the same
-view-to-row code (engine/readmodels/rows/) and writes rows through the same statements
-(engine/readmodels/tables.py), so a rebuild gives exactly the rows the runner wrote. Their rows are
+view-to-row code (engine/readmodels/rows/) and writes rows through the same statement, the one the
+runner inserts and updates with (engine/readmodels/tables.py), so a rebuild gives exactly the rows the
+runner wrote. Their rows are
 per partition too (every row names the partition of the streams that feed it), so both work partition
 by partition, every partition or only the one asked for:
 

@@ -5,8 +5,8 @@ pure folds of engine/projections/ give.
 Each step is one transaction per partition of the log (engine/log/partitions.py), each partition
 with a checkpoint of its own: lock the checkpoint row, read the next page of events after it, load
 the views those events touch (from memory, or from the tables: engine/readmodels/tables.py), fold
-the events into them (engine/readmodels/rows/, the code the rebuild uses too), replace the rows of
-the changed views and move the checkpoint. Every row names its partition, and a step reads and writes
+the events into them (engine/readmodels/rows/, the code the rebuild uses too), write the rows that
+changed and move the checkpoint. Every row names its partition, and a step reads and writes
 only its own partition's rows. So the tables and the checkpoint always move together,
 and a runner that crashes or is stopped resumes exactly where its last commit left off, without
 applying any event twice.
@@ -75,7 +75,8 @@ _LOCK_CHECKPOINT = (
     "SELECT position FROM projector_checkpoints WHERE partition = :partition AND name = :name FOR UPDATE"
 )
 _CHECKPOINT_EXISTS = "SELECT 1 FROM projector_checkpoints WHERE partition = :partition AND name = :name"
-# The columns in RecordedEvent's order; jsonb comes back decoded (the engine's codec, engine/log/store.py).
+# The columns in RecordedEvent's order (a unit test holds them so). jsonb comes back decoded: SQLAlchemy's
+# asyncpg dialect registers a codec on connect with the engine's `json_deserializer` (engine/log/store.py).
 _READ_EVENTS = (
     "SELECT position, stream_id, stream_version, type, data, metadata, recorded_at, user_id, idempotency_key,"
     " partition FROM events WHERE partition = $1 AND position > $2 ORDER BY position LIMIT $3"
@@ -119,12 +120,15 @@ async def read_events(
     conn: AsyncConnection, after: int, limit: int, partition: int = 0
 ) -> list[RecordedEvent]:
     """Up to `limit` events of `partition` with position > `after`, in position order (complete:
-    engine/log/store.py), in `conn`'s transaction.
+    engine/log/store.py), in `conn`'s transaction, which must have run a statement already (SQLAlchemy
+    sends BEGIN with its first one; a step locks its checkpoint first).
 
     On the driver's connection: a step reads a page of hundreds of events, and SQLAlchemy's result
     rows cost more to build than the events made of them (about a third of a step's Python).
     """
     raw: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+    if conn.in_transaction() and not raw.is_in_transaction():
+        raise RuntimeError("read_events before the transaction's first statement would run outside it")
     rows = await raw.fetch(_READ_EVENTS, partition, after, limit)
     return [RecordedEvent(*row) for row in rows]
 

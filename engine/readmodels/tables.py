@@ -1,8 +1,9 @@
-"""The SQL for the projection tables: load views by key, replace the rows of changed views, fill a table.
+"""The SQL for the projection tables: load views by key, write the changed rows of views, fill a table.
 
 Rows travel as one JSON document decoded by `jsonb_to_recordset` with each column's type, the way the
 log writer sends its rows: one statement per table whatever the number of rows, and the runner and
-the rebuild store a value through the very same statement, so equal views give equal rows.
+the rebuild store a value through the very same decoding and casts (the runner's update of a changed
+row is that insert with `ON CONFLICT`), so equal views give equal rows.
 
 Every statement works in one partition of the log: a view's rows live in the partition of the streams
 that feed it (engine/log/partitions.py), the `partition` column of every table, which the views
@@ -51,7 +52,8 @@ async def insert_rows(
 ) -> None:
     """Insert `rows` into `table` (or into `into`, a table of the same columns) in `partition`;
     `replacing`: a row whose key is taken replaces the row there (an update, not a delete and an
-    insert: half the statements, and PostgreSQL can update in place)."""
+    insert: half the statements, and PostgreSQL can update in place); the target needs the table's
+    primary key, which the rebuild's fresh tables do not have."""
     columns = ", ".join(_ident(name) for name in table.column_names)
     sql = (
         f"INSERT INTO {_ident(into or table.name)} (partition, {columns}) SELECT :partition, {columns} "

@@ -5,6 +5,8 @@ rebuild from zero writes."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from engine.log import schema
 from engine.model import catalogue as cat
 from engine.model.errors import UnknownEvent
 from engine.model.events import RecordedEvent
+from engine.readmodels import runner
 from engine.readmodels.rows import MODELS, ReadModel, Rows, TableSpec, Views, fold_all, route, rows_of
 from tests.unit.event_log import Log, at, sessions
 
@@ -175,3 +178,9 @@ def test_a_tables_key_and_partition_are_its_primary_key(table: TableSpec) -> Non
     primary = {column.name for column in schema.metadata.tables[table.name].primary_key.columns}
     assert primary == {"partition", *table.key}
     assert len(table.key) + 1 == len(primary)
+
+
+def test_the_runners_page_read_selects_the_columns_in_a_recorded_events_order() -> None:
+    """The runner builds each event from its row by position."""
+    selected = runner._READ_EVENTS.split("SELECT", 1)[1].split("FROM", 1)[0]
+    assert [column.strip() for column in selected.split(",")] == [f.name for f in fields(RecordedEvent)]

@@ -348,3 +348,27 @@ def test_rooms_projection_average_users_per_hour_ignores_volatile_events() -> No
     log.cursor(ROOM, "alice", 1, 1, "A1", 7200)
     assert project(log.of_room(ROOM)).avg_users_per_hour() == 1.0
     assert project(log.of_room(ROOM)).attendance == project(log.events[:1]).attendance
+
+
+def test_rooms_projection_an_edit_moves_only_its_writers_last_seen() -> None:
+    """Every field of the member as it was, compared whole: the fold rebuilds the member by position,
+    so fields swapped there would show here."""
+    log = EventLog()
+    log.joined(ROOM, "alice", "c1", 1)
+    log.joined(ROOM, "bob", "c2", 2)
+    log.cursor(ROOM, "alice", 150, 300, "B2", 3)
+    before = project(log.of_room(ROOM))
+    log.cell(ROOM, "alice", "sheet-1", "A1", 42, 1, 4)
+    after = project(log.of_room(ROOM))
+    assert after.members["alice"] == Member(
+        user_id="alice",
+        username="Alice",
+        email="alice@example.com",
+        status="online",
+        cursor={"x": 150, "y": 300, "cell": "B2"},
+        last_seen=at(4),
+        connections=frozenset({"c1"}),
+    )
+    assert after.members["bob"] == before.members["bob"]
+    assert list(after.members) == ["alice", "bob"]
+    assert (after.seq, after.messages_sent, after.active_sheets) == (3, 3, ("sheet-1",))
