@@ -96,6 +96,8 @@ async def measure(url: str, rooms: int, members: int, per_step: int, steps: int)
                 folded += await runner.step(conn)
                 python += time.process_time() - before_py
                 database += _cpu(backend) - before_db
+        if not folded:
+            raise SystemExit("the runner folded no events: nothing to measure")
         return {
             "events": folded,
             "steps": steps,
