@@ -4,10 +4,12 @@ and latency percentiles."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gc
 import os
 import statistics
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,22 @@ async def _admin(server_url: str, sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def revision_tree(spec: str, into: Path) -> tuple[str, Path]:
+    """'before:HEAD~1' -> ('before', a detached worktree of that commit under `into`, removed at exit),
+    for measuring another commit's code in the same run. This virtualenv serves it: the commit must
+    not need other dependencies."""
+    name, _, rev = spec.partition(":")
+    if not name or not rev:
+        raise SystemExit(f"--rev {spec!r}: expected NAME:REVISION")
+    tree = into / f"rev-{name}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
+    atexit.register(subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    return name, tree
 
 
 def _embedded_data_dir() -> Path:

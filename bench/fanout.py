@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
 import json
 import os
@@ -57,6 +56,7 @@ from bench.common import (  # noqa: E402
     fresh_database,
     percentile,
     pin_database_server,
+    revision_tree,
 )
 
 SECRET = "bench-secret-" + "k" * 64
@@ -460,14 +460,8 @@ def parse_variant(spec: str) -> Variant:
 
 
 def checkout(spec: str, into: Path) -> Variant:
-    """'before:HEAD~1' -> the engine as that commit has it, from a detached worktree under `into`
-    (removed at exit). This virtualenv serves it: the commit must not need other dependencies."""
-    name, _, rev = spec.partition(":")
-    if not name or not rev:
-        raise SystemExit(f"--rev {spec!r}: expected NAME:REVISION")
-    tree = into / f"rev-{name}"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
-    atexit.register(subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    """'before:HEAD~1' -> the engine as that commit has it (bench/common.py `revision_tree`)."""
+    name, tree = revision_tree(spec, into)
     return Variant(name, root=tree)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import shutil
 import subprocess
@@ -34,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psutil
 from sqlalchemy import text
 
-from bench.common import fresh_database
+# Only what every commit's bench/common.py has: a `--rev` child imports the other commit's.
+from bench.common import cpu_seconds, fresh_database
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import CellUpdated, SheetClaimed, UserJoinedRoom
 from engine.model.events import NewEvent, Origin
@@ -92,10 +92,10 @@ async def measure(url: str, rooms: int, members: int, per_step: int, steps: int)
             for _ in range(steps):
                 await store.append(edits(rooms, per_step, sent))
                 sent += per_step
-                before_py, before_db = time.process_time(), _cpu(backend)
+                before_py, before_db = time.process_time(), cpu_seconds([backend])
                 folded += await runner.step(conn)
                 python += time.process_time() - before_py
-                database += _cpu(backend) - before_db
+                database += cpu_seconds([backend]) - before_db
         if not folded:
             raise SystemExit("the runner folded no events: nothing to measure")
         return {
@@ -110,19 +110,11 @@ async def measure(url: str, rooms: int, members: int, per_step: int, steps: int)
         await db_engine.dispose()
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 def checkout(spec: str, into: Path) -> tuple[str, Path]:
-    """'before:HEAD~1' -> (name, a detached worktree of that commit with this benchmark in it)."""
-    name, _, rev = spec.partition(":")
-    if not name or not rev:
-        raise SystemExit(f"--rev {spec!r}: expected NAME:REVISION")
-    tree = into / f"rev-{name}"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
-    atexit.register(subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    """'before:HEAD~1' -> (name, a worktree of that commit with this benchmark in it)."""
+    from bench.common import revision_tree  # this tree's, in the parent only
+
+    name, tree = revision_tree(spec, into)
     shutil.copy(Path(__file__), tree / "bench" / Path(__file__).name)
     return name, tree
 
