@@ -28,7 +28,7 @@ from api.cli_errors import (
     starting_embedded_postgres,
     talking_to_database,
 )
-from api.database_url import resolve_database_url
+from api.database_url import normalise_database_url, resolve_database_url
 from api.jwt_secret import JwtSecretError, resolve_jwt_secret
 from api.logging_setup import configure_logging, logging_config
 from api.server import uvicorn_options
@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(they stand by and take over if this process stops)",
     )
 
+    repartition = commands.add_parser(
+        "repartition",
+        help="copy the log (DATABASE_URL, no node running on it) into an empty database as a log of "
+        "another number of partitions, and rebuild the copy's tables",
+    )
+    repartition.add_argument(
+        "--partitions", type=_positive_int, required=True, metavar="P", help="the new log's partition count"
+    )
+    repartition.add_argument(
+        "--into",
+        required=True,
+        metavar="URL",
+        help="the target database: new (no schema) or holding an empty log; nothing may serve it yet",
+    )
+
     token = commands.add_parser("token", help="print a signed JWT for a user")
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--username")
@@ -162,6 +177,8 @@ def _run(args: argparse.Namespace) -> int:
         return _migrate(args, settings)
     if args.command == "projections":
         return _projections(args, settings)
+    if args.command == "repartition":
+        return _repartition(args, settings)
     return _serve(args, settings)
 
 
@@ -281,6 +298,32 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
 
     with talking_to_database(url):
         return asyncio.run(run())
+
+
+def _repartition(args: argparse.Namespace, settings: Settings) -> int:
+    """Move the log into another database in `--partitions` partitions (engine/cluster/repartition.py)."""
+    import asyncio
+
+    from engine.cluster.repartition import MoveRefused, check_reachable, move_log
+
+    source = _database_url(settings)
+    target = normalise_database_url(args.into)
+    with talking_to_database(target):  # first, so a failure there is not blamed on DATABASE_URL
+        asyncio.run(check_reachable(target))
+    with talking_to_database(source):
+        try:
+            report = asyncio.run(move_log(source, target, args.partitions))
+        except MoveRefused as refused:
+            raise CliFailure(f"nothing moved: {refused.message}", refused.fix) from refused
+    print(
+        f"moved {report.events} event(s) of {report.streams} stream(s) from a log of "
+        f"{report.source_partitions} partition(s) into one of {len(report.heads)}: "
+        f"{_positions(report.heads)}; {report.blocks} rate-limit block(s) carried over"
+    )
+    rows = ", ".join(f"{count} {table}" for table, count in report.rebuilt.projections.rows.items())
+    print(f"rebuilt {report.rebuilt.cells.cells} cells, {report.rebuilt.cells.sheets} sheets, {rows}")
+    print(f"done in {report.seconds:.1f}s; point DATABASE_URL at the new database and start the nodes")
+    return 0
 
 
 def _positions(heads: dict[int, int], *, one_asked: bool = False) -> str:

@@ -5,6 +5,7 @@ WebSocket error messages and close codes in one table.
     ├── StoreUnavailable      PostgreSQL could not be reached or did not answer in time (retryable)
     ├── SchemaMismatch        the database schema is newer than this code knows
     ├── UnknownEvent          a projection met an event type it does not know (a bug, never input)
+    ├── MoveRefused           a log move's source or target is unfit; nothing written (cluster/repartition.py)
     └── Rejected              a message was refused; nothing was persisted
         ├── InvalidJson
         ├── ValidationFailed

@@ -1,0 +1,173 @@
+"""`collab repartition` as an operator runs it: a real server writes a log of one partition and stops,
+the command copies it into an empty database as a log of four, and a server on the copy carries every
+room on where it was: the same seqs, cells, members and retried `client_msg_id`s."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.log.embedded_postgres import database_url_for
+from engine.log.store import create_db_engine
+from engine.readmodels.rebuild import diff_all
+from tests.api.conftest import fresh_database, make_settings, request, serve
+from tests.api.live_helpers import greet, join, send, until, write_cell
+from tests.cli_runner import assert_explained, collab
+from tests.conftest import admin_execute, transactions_spanning_partitions
+from tests.integration.projection_helpers import all_tables, caught_up
+
+ROOMS = 6
+# Columns that hold a position or a partition: numbered again by the move.
+RENUMBERED = {"partition", "position"}
+
+
+def settings_for(url: str) -> Any:
+    return make_settings(url, websocket_requests_per_minute=1_000_000, websocket_requests_per_hour=1_000_000)
+
+
+@pytest.fixture
+async def empty_database(server_url: str) -> AsyncIterator[str]:
+    name = f"collab_moved_{uuid.uuid4().hex[:8]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url_for(server_url, name)
+    finally:
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def write_rooms(url: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """Two users in ROOMS rooms: joins, an edit each (with a client_msg_id), a cursor, a status, and
+    one leaving; bo's edit ack per room. The projection tables are caught up when the server stops."""
+    acks = {}
+    async with serve(settings_for(url)) as server:
+        async with server.connect(server.token("ann", username="Ann")) as ann:
+            await greet(ann)
+            async with server.connect(server.token("bo", username="Bo")) as bo:
+                await greet(bo)
+                for n in range(ROOMS):
+                    room = f"{prefix}-{n}"
+                    await join(ann, room)
+                    await join(bo, room)
+                    await write_cell(ann, room, f"s-{room}", "A1", n, cmid=f"{room}-a")
+                    acks[room] = await write_cell(bo, room, f"s-{room}", "B1", f"b{n}", cmid=f"{room}-b")
+                    await send(bo, {"type": "cursor_move", "room": room, "x": n, "y": 1})
+                assert (await request(ann, {"type": "status_update", "status": "away"}))["type"] != "error"
+            await until(ann, lambda m: m["type"] == "user_left")  # bo's departures are recorded
+        await caught_up(server.engine.node.db_engine)
+    return acks
+
+
+def comparable(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Every row without its partition and positions, in a stable order."""
+    out = {}
+    for name, rows in tables.items():
+        kept = [{k: v for k, v in row.items() if k not in RENUMBERED} for row in rows]
+        out[name] = sorted(kept, key=repr)
+    return out
+
+
+async def tables_of(url: str) -> dict[str, list[dict[str, Any]]]:
+    db_engine = create_db_engine(url)
+    try:
+        return await all_tables(db_engine)
+    finally:
+        await db_engine.dispose()
+
+
+async def test_a_moved_log_serves_its_rooms_on_from_where_they_were(
+    server_url: str, empty_database: str, tmp_path: Path
+) -> None:
+    prefix = f"moved-{uuid.uuid4().hex[:6]}"
+    async with fresh_database(server_url, partitions=1) as source:
+        acks = await write_rooms(source, prefix)
+        done = await asyncio.to_thread(
+            collab,
+            "repartition",
+            "--partitions",
+            "4",
+            "--into",
+            empty_database,
+            data_dir=tmp_path,
+            DATABASE_URL=source,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "from a log of 1 partition(s) into one of 4: positions 0:" in done.stdout, done.stdout
+        assert "point DATABASE_URL at the new database" in done.stdout
+        assert comparable(await tables_of(empty_database)) == comparable(await tables_of(source))
+        moved_engine = create_db_engine(empty_database)
+        try:
+            assert await diff_all(moved_engine) == []
+        finally:
+            await moved_engine.dispose()
+        assert await transactions_spanning_partitions(empty_database) == []
+
+        async with serve(settings_for(empty_database)) as server:
+            assert await server.engine.node.store.partitions() == 4
+            async with server.connect(server.token("bo", username="Bo")) as bo:
+                await greet(bo)
+                for room, ack in acks.items():
+                    # A retry of an edit acked before the move gets its original ack.
+                    retry = {
+                        "type": "cell_update",
+                        "sheet_id": f"s-{room}",
+                        "cell_id": "B1",
+                        "value": "again",
+                    }
+                    assert await request(bo, {**retry, "room": room, "client_msg_id": f"{room}-b"}) == ack
+                    # The room goes on from its seq: joins 1 and 2, edits 3 and 4 (the ack's), the
+                    # cursor (volatile, no seq), the two leaves 5 and 6; this join is 7.
+                    state = await join(bo, room)
+                    assert (state["seq"], ack["seq"]) == (7, 4)
+                    sheet = await request(bo, {"type": "load_sheet", "sheet_id": f"s-{room}"})
+                    assert {c: (v["value"], v["version"]) for c, v in sheet["cells"].items()} == {
+                        "A1": (int(room.rsplit("-", 1)[1]), 1),
+                        "B1": (f"b{room.rsplit('-', 1)[1]}", 1),
+                    }
+                    edit = await write_cell(bo, room, f"s-{room}", "B1", "after", cmid=f"{room}-c")
+                    assert edit["seq"] == 8
+
+
+async def test_the_command_explains_what_it_refuses(
+    server_url: str, empty_database: str, tmp_path: Path
+) -> None:
+    async with fresh_database(server_url, partitions=1) as source:
+        same = await asyncio.to_thread(
+            collab,
+            "repartition",
+            "--partitions",
+            "2",
+            "--into",
+            source,
+            data_dir=tmp_path,
+            DATABASE_URL=source,
+        )
+        assert_explained(same, "nothing moved: the target is the source database", "Create an empty database")
+        async with serve(settings_for(source)):
+            served = await asyncio.to_thread(
+                collab,
+                "repartition",
+                "--partitions",
+                "2",
+                "--into",
+                empty_database,
+                data_dir=tmp_path,
+                DATABASE_URL=source,
+            )
+        assert_explained(served, "1 node(s) serve the source log", "Stop every collab serve")
+        missing = database_url_for(server_url, f"collab_none_{uuid.uuid4().hex[:6]}")
+        absent = await asyncio.to_thread(
+            collab,
+            "repartition",
+            "--partitions",
+            "2",
+            "--into",
+            missing,
+            data_dir=tmp_path,
+            DATABASE_URL=source,
+        )
+        assert_explained(absent, "does not exist")

@@ -1,0 +1,207 @@
+"""Moving a log to another partition count (engine/cluster/repartition.py) on a real PostgreSQL: every
+event arrives in its stream's new partition with its version, data, key and time; positions are
+gapless and `recorded_at` never goes backwards in each partition; each partition is written by its own
+transaction; and whatever the move refuses leaves both databases as they were."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.cluster.repartition import MoveRefused, move_log
+from engine.log.embedded_postgres import database_url_for
+from engine.log.partitions import partition_of
+from engine.log.store import EventStore, create_db_engine, libpq_dsn
+from engine.model.catalogue import FILE_UPLOAD_STARTED
+from engine.model.events import Committed, Duplicate, NewEvent
+from engine.readmodels.rebuild import diff_all
+from tests.conftest import admin_execute, transactions_spanning_partitions
+from tests.integration.projection_helpers import fresh_database
+
+_EVENTS = """
+    SELECT stream_id, stream_version, type, data, metadata, user_id, idempotency_key, recorded_at
+    FROM events ORDER BY stream_id, stream_version
+"""
+
+
+@pytest.fixture
+def source(server_url: str) -> Iterator[str]:
+    with fresh_database(server_url, partitions=4) as url:
+        yield url
+
+
+@pytest.fixture
+def target(server_url: str) -> Iterator[str]:
+    """A new database with no schema: the move migrates it."""
+    name = f"collab_moved_{uuid.uuid4().hex[:8]}"
+    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield database_url_for(server_url, name)
+    finally:
+        asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def source_engine(source: str) -> AsyncIterator[AsyncEngine]:
+    db_engine = create_db_engine(source)
+    yield db_engine
+    await db_engine.dispose()
+
+
+async def fetch(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(libpq_dsn(url))
+    try:
+        return list(await conn.fetch(query, *args))
+    finally:
+        await conn.close()
+
+
+async def fill(store: EventStore, streams: int = 12, rounds: int = 5) -> None:
+    """Events in `streams` streams over the source's partitions, appended in interleaved batches, so
+    the partitions' times interleave; every other one with an idempotency key."""
+    for round_ in range(rounds):
+        batch = [
+            NewEvent(
+                f"test:s{n}",
+                "Noted",
+                {"round": round_, "n": n, "text": "é ✓"},
+                metadata={"client_msg_id": f"k-{n}-{round_}"} if n % 2 else {},
+                user_id=f"u{n}",
+                idempotency_key=f"k-{n}-{round_}" if n % 2 else None,
+            )
+            for n in range(streams)
+        ]
+        for part in (batch[: streams // 2], batch[streams // 2 :]):
+            outcomes = await store.append(part)
+            assert all(isinstance(o, Committed) for o in outcomes)
+
+
+async def test_a_log_of_four_moved_into_three_keeps_every_event_in_recorded_order(
+    source: str, target: str, source_engine: AsyncEngine
+) -> None:
+    await fill(EventStore(source_engine))
+    report = await move_log(source, target, 3, page=7)  # pages smaller than the log
+    assert (report.source_partitions, report.streams, report.events) == (4, 12, 60)
+
+    before, after = await fetch(source, _EVENTS), await fetch(target, _EVENTS)
+    assert [tuple(row) for row in after] == [tuple(row) for row in before]
+    moved = await fetch(target, "SELECT partition, position, stream_id, recorded_at FROM events")
+    by_partition = {
+        p: sorted(rows, key=lambda r: r["position"])
+        for p, rows in itertools.groupby(
+            sorted(moved, key=lambda r: r["partition"]), lambda r: r["partition"]
+        )
+    }
+    assert len(by_partition) > 1
+    for partition, rows in by_partition.items():
+        assert [r["position"] for r in rows] == list(range(1, len(rows) + 1))
+        assert all(partition_of(r["stream_id"], 3) == partition for r in rows)
+        times = [r["recorded_at"] for r in rows]
+        assert times == sorted(times)
+    heads = await fetch(target, "SELECT partition, position FROM log_head ORDER BY partition")
+    assert (
+        {r["partition"]: r["position"] for r in heads}
+        == report.heads
+        == {p: len(by_partition.get(p, [])) for p in range(3)}
+    )
+    counters = await fetch(target, "SELECT stream_id, partition, version FROM streams")
+    assert {(r["stream_id"], r["partition"], r["version"]) for r in counters} == {
+        (f"test:s{n}", partition_of(f"test:s{n}", 3), 5) for n in range(12)
+    }
+    assert await transactions_spanning_partitions(target) == []
+
+    moved_engine = create_db_engine(target)
+    try:
+        assert await diff_all(moved_engine) == []
+        store = EventStore(moved_engine)
+        again = NewEvent("test:s1", "Noted", {}, user_id="u1", idempotency_key="k-1-0")
+        fresh = NewEvent("test:s1", "Noted", {"after": "move"}, expected_version=5)
+        duplicate, committed = await store.append([again, fresh])
+        assert isinstance(duplicate, Duplicate) and duplicate.stream_version == 1
+        assert isinstance(committed, Committed) and committed.stream_version == 6
+    finally:
+        await moved_engine.dispose()
+
+
+@pytest.fixture
+def one_partition_source(server_url: str) -> Iterator[str]:
+    with fresh_database(server_url, partitions=1) as url:
+        yield url
+
+
+async def test_a_log_of_one_moved_into_sixteen(one_partition_source: str, target: str) -> None:
+    db_engine = create_db_engine(one_partition_source)
+    try:
+        await fill(EventStore(db_engine), streams=40, rounds=2)
+    finally:
+        await db_engine.dispose()
+    report = await move_log(one_partition_source, target, 16)
+    assert (report.source_partitions, report.events, len(report.heads)) == (1, 80, 16)
+    moved, kept = await fetch(target, _EVENTS), await fetch(one_partition_source, _EVENTS)
+    assert [tuple(r) for r in moved] == [tuple(r) for r in kept]
+    assert await transactions_spanning_partitions(target) == []
+
+
+def users_apart(partitions: int) -> tuple[str, str]:
+    """Two user ids whose streams are in different partitions of a log of `partitions`."""
+    first = "user:ann"
+    for n in itertools.count():
+        other = f"user:bo{n}"
+        if partition_of(other, partitions) != partition_of(first, partitions):
+            return first.removeprefix("user:"), other.removeprefix("user:")
+    raise AssertionError("unreachable")
+
+
+async def heads_of(url: str) -> list[tuple[int, int]]:
+    return [tuple(r) for r in await fetch(url, "SELECT partition, position FROM log_head ORDER BY partition")]
+
+
+async def test_what_the_move_refuses_leaves_both_logs_as_they_were(
+    source: str, target: str, source_engine: AsyncEngine
+) -> None:
+    store = EventStore(source_engine)
+    await fill(store, streams=4, rounds=1)
+
+    for partitions in (0, 1025):
+        with pytest.raises(MoveRefused, match="1 to 1024 partitions"):
+            await move_log(source, target, partitions)
+    with pytest.raises(MoveRefused, match="is the source database"):
+        await move_log(source, source, 2)
+
+    # A node serving the source would append after the move's snapshot.
+    await source_engine.dispose()
+    conn = await asyncpg.connect(libpq_dsn(source))
+    await conn.execute("INSERT INTO nodes (node_id) VALUES ('node-x')")
+    with pytest.raises(MoveRefused, match="1 node"):
+        await move_log(source, target, 2)
+    await conn.execute("UPDATE nodes SET stopped_at = now()")
+    await conn.close()
+
+    # Two users' uploads of one file id (a log from before the file claims) that 4 partitions part.
+    ann, bo = users_apart(4)
+    started = [
+        NewEvent(
+            f"user:{user}", FILE_UPLOAD_STARTED, {"file_id": "f-1", "user_id": user, "filename": "a.csv"}
+        )
+        for user in (ann, bo)
+    ]
+    assert all(isinstance(o, Committed) for o in await store.append(started))
+    source_heads = await heads_of(source)
+    with pytest.raises(MoveRefused, match="f-1"):
+        await move_log(source, target, 4)
+    assert await heads_of(target) == [(p, 0) for p in range(4)]  # migrated, still empty
+    # That empty log has its count now: another is refused.
+    with pytest.raises(MoveRefused, match="already has 4 partition"):
+        await move_log(source, target, 1)
+    # A target that holds a log is refused (here the source itself, moving the other way).
+    with pytest.raises(MoveRefused, match="already holds a log of 6 event"):
+        await move_log(target, source, 2)
+    assert await heads_of(source) == source_heads
+    assert await heads_of(target) == [(p, 0) for p in range(4)]
