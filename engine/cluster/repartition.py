@@ -87,6 +87,12 @@ _WRITE_HEAD = "UPDATE log_head SET position = $2 WHERE partition = $1"
 _READ_COUNTERS = "SELECT stream_id, version FROM streams"
 _BLOCK_COLUMNS = ("user_id", "blocked_until", "reason")
 _READ_BLOCKS = f"SELECT {', '.join(_BLOCK_COLUMNS)} FROM rate_blocks WHERE blocked_until > now()"
+# A target whose empty log was served once may hold a block of its own for the user: the later end wins.
+_WRITE_BLOCK = f"""
+    INSERT INTO rate_blocks ({", ".join(_BLOCK_COLUMNS)}) VALUES ($1, $2, $3)
+    ON CONFLICT (user_id) DO UPDATE SET blocked_until = EXCLUDED.blocked_until, reason = EXCLUDED.reason
+    WHERE rate_blocks.blocked_until < EXCLUDED.blocked_until
+"""
 
 
 class MoveRefused(EngineError):
@@ -147,12 +153,7 @@ async def move_log(source_url: str, target_url: str, partitions: int, *, page: i
             )
         for partition in range(partitions):
             await _write_partition(target, partition, heads.get(partition, 0))
-        if blocks:
-            await target.copy_records_to_table(
-                "rate_blocks",
-                records=[tuple(row) for row in blocks],
-                columns=["user_id", "blocked_until", "reason"],
-            )
+        await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
     finally:
         await asyncio.gather(source.close(), target.close())
     db_engine = create_db_engine(target_url, pool_size=2, command_timeout=600)
@@ -184,6 +185,7 @@ def _same_database(a: str, b: str) -> bool:
 async def _check_source(url: str) -> None:
     """The source's schema is this code's head (its tables have the columns the move reads) and no
     node serves it (an append after the snapshot would be left behind)."""
+    await asyncio.to_thread(migrate.check_known, url)  # SchemaMismatch for a schema newer than this code
     revision = await asyncio.to_thread(migrate.current_revision, url)
     head = migrate.head_revision()
     if revision != head:

@@ -87,8 +87,11 @@ async def test_a_log_of_four_moved_into_three_keeps_every_event_in_recorded_orde
     source: str, target: str, source_engine: AsyncEngine
 ) -> None:
     await fill(EventStore(source_engine))
+    blocks = "INSERT INTO rate_blocks VALUES ('u1', now() + interval '1 hour', 'flood'), ('u2', now(), 'old')"
+    await fetch(source, blocks)
     report = await move_log(source, target, 3, page=7)  # pages smaller than the log
-    assert (report.source_partitions, report.streams, report.events) == (4, 12, 60)
+    assert (report.source_partitions, report.streams, report.events, report.blocks) == (4, 12, 60, 1)
+    assert [r["user_id"] for r in await fetch(target, "SELECT user_id FROM rate_blocks")] == ["u1"]
 
     before, after = await fetch(source, _EVENTS), await fetch(target, _EVENTS)
     assert [tuple(row) for row in after] == [tuple(row) for row in before]
