@@ -3,9 +3,10 @@
 A log's partition count is fixed when it is created (engine/log/partitions.py): a stream's partition
 is its hash modulo the count, so another count puts most streams in other partitions, and positions,
 which are per partition, have to be numbered again. So a log is moved, not split in place: the source
-is only read, in one snapshot, and the target is a database nothing serves yet, which the nodes are
-pointed at once the move has finished. A move that stops midway leaves the source as it was; the
-target is dropped and the move run again.
+is only read, in one snapshot taken while its appends are held (a lock on its heads, kept until the
+copy is written, so nothing appended meanwhile can be left behind), and the target is a database
+nothing serves yet, which the nodes are pointed at once the move has finished. A move that stops
+midway leaves the source as it was; the target is dropped and the move run again.
 
 Carried over unchanged: every event, with its stream, stream version (a room's seq), type, data,
 metadata, user, idempotency key and `recorded_at`, so clients resume rooms at the seqs they hold and
@@ -26,6 +27,7 @@ counters and head go in together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -74,6 +76,9 @@ _SHARED_FILE_IDS = """
     GROUP BY data->>'file_id' HAVING count(DISTINCT durable) > 1
 """
 _STAGED = "CREATE TEMPORARY TABLE moving (LIKE events INCLUDING DEFAULTS) ON COMMIT PRESERVE ROWS"
+# SHARE conflicts with ROW EXCLUSIVE, which every append takes to move its partition's head, and with
+# nothing a read takes.
+_HOLD_APPENDS = "LOCK TABLE log_head IN SHARE MODE"
 _LOCK_TARGET_HEAD = "SELECT position FROM log_head WHERE partition = $1 FOR UPDATE"
 _WRITE_EVENTS = f"""
     INSERT INTO events ({", ".join(_COLUMNS)})
@@ -133,29 +138,33 @@ async def move_log(source_url: str, target_url: str, partitions: int, *, page: i
         )
     await _check_source(source_url)
     await _prepare_target(target_url, partitions)
-    source = await asyncpg.connect(libpq_dsn(source_url))
-    target = await asyncpg.connect(libpq_dsn(target_url))
-    try:
-        # One snapshot of the source for everything read from it; nothing is written there.
-        async with source.transaction(isolation="repeatable_read", readonly=True):
+    async with contextlib.AsyncExitStack() as connections:
+        source = await asyncpg.connect(libpq_dsn(source_url))
+        connections.push_async_callback(source.close)
+        target = await asyncpg.connect(libpq_dsn(target_url))
+        connections.push_async_callback(target.close)
+        # One snapshot of the source for everything read from it, taken once appends are held: every
+        # append moves its partition's head, so the lock (taken before the snapshot, which the first
+        # query fixes) keeps the log as read until the copy is written. Nothing is written there.
+        async with source.transaction(isolation="repeatable_read"):
+            await source.execute(_HOLD_APPENDS)
+            running = int(await source.fetchval(_NODES_RUNNING))
+            if running:
+                raise _served(running)
             source_partitions = int(await source.fetchval("SELECT count(*) FROM log_head"))
             await _refuse_shared_file_ids(source, partitions)
             heads, versions = await _stage(source, target, partitions, source_partitions, page)
-            counters = {
-                row["stream_id"]: int(row["version"]) for row in await source.fetch("SELECT * FROM streams")
-            }
+            counters = {row["stream_id"]: int(row["version"]) for row in await source.fetch(_READ_COUNTERS)}
             blocks = await source.fetch(_READ_BLOCKS)
-        if counters != versions:
-            wrong = sorted(set(counters.items()) ^ set(versions.items()))[:3]
-            raise MoveRefused(
-                f"the source's stream counters disagree with its events (e.g. {wrong}): it is damaged",
-                "Nothing was written to the source; restore it from a backup before moving it.",
-            )
-        for partition in range(partitions):
-            await _write_partition(target, partition, heads.get(partition, 0))
-        await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
-    finally:
-        await asyncio.gather(source.close(), target.close())
+            if counters != versions:
+                wrong = sorted(set(counters.items()) ^ set(versions.items()))[:3]
+                raise MoveRefused(
+                    f"the source's stream counters disagree with its events (e.g. {wrong}): it is damaged",
+                    "Nothing was written to the source; restore it from a backup before moving it.",
+                )
+            for partition in range(partitions):
+                await _write_partition(target, partition, heads.get(partition, 0))
+            await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
     db_engine = create_db_engine(target_url, pool_size=2, command_timeout=600)
     try:
         rebuilt = await rebuild_all(db_engine)
@@ -195,10 +204,14 @@ async def _check_source(url: str) -> None:
         )
     running = await _nodes_running(url)
     if running:
-        raise MoveRefused(
-            f"{running} node(s) serve the source log: an event appended during the move would be left behind",
-            "Stop every collab serve on the source database (and collab projections run), then move it.",
-        )
+        raise _served(running)
+
+
+def _served(running: int) -> MoveRefused:
+    return MoveRefused(
+        f"{running} node(s) serve the source log: their appends would wait out the move",
+        "Stop every collab serve on the source database (and collab projections run), then move it.",
+    )
 
 
 async def _prepare_target(url: str, partitions: int) -> None:

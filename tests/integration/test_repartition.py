@@ -208,3 +208,24 @@ async def test_what_the_move_refuses_leaves_both_logs_as_they_were(
         await move_log(target, source, 2)
     assert await heads_of(source) == source_heads
     assert await heads_of(target) == [(p, 0) for p in range(4)]
+
+
+async def test_an_append_to_the_source_during_the_move_waits_for_it_to_end(
+    source: str, target: str, source_engine: AsyncEngine
+) -> None:
+    store = EventStore(source_engine)
+    await fill(store, streams=100, rounds=60)  # 6,000 events: a move long enough to meet
+    moving = asyncio.create_task(move_log(source, target, 2, page=100))
+    held = "SELECT count(*) FROM pg_locks WHERE mode = 'ShareLock' AND relation = 'log_head'::regclass"
+    async with asyncio.timeout(30):
+        while not (await fetch(source, held))[0][0]:
+            assert not moving.done(), "the move ended before it was seen holding appends"
+            await asyncio.sleep(0.005)
+    # Committed only once the source lets go, by then the copy is written: had it committed now,
+    # while the events are still being read, the target's heads would still be at zero.
+    (outcome,) = await store.append([NewEvent("test:late", "Noted", {})])
+    assert isinstance(outcome, Committed)
+    written = await fetch(target, "SELECT coalesce(sum(position), 0) AS n FROM log_head")
+    assert written[0]["n"] == 6000
+    assert (await moving).events == 6000
+    assert await fetch(target, "SELECT 1 FROM events WHERE stream_id = 'test:late'") == []
