@@ -218,11 +218,7 @@ async def _prepare_target(url: str, partitions: int) -> None:
     """Migrate the target to head with `partitions` heads, refusing one that holds a log already, has
     another count, or is served."""
     if await asyncio.to_thread(migrate.current_revision, url) is not None:
-        conn = await asyncpg.connect(libpq_dsn(url))
-        try:
-            appended = await conn.fetchval("SELECT coalesce(sum(position), 0) FROM log_head")
-        finally:
-            await conn.close()
+        appended = await _value(url, "SELECT coalesce(sum(position), 0) FROM log_head")
         if appended:
             raise MoveRefused(
                 f"the target database already holds a log of {appended} event(s)",
@@ -230,11 +226,7 @@ async def _prepare_target(url: str, partitions: int) -> None:
                 "midway leaves one like this).",
             )
     await asyncio.to_thread(migrate.upgrade_to_head, url, partitions)
-    conn = await asyncpg.connect(libpq_dsn(url))
-    try:
-        has = int(await conn.fetchval("SELECT count(*) FROM log_head"))
-    finally:
-        await conn.close()
+    has = await _value(url, "SELECT count(*) FROM log_head")
     if has != partitions:
         raise MoveRefused(
             f"the target's empty log already has {has} partition(s), not {partitions}",
@@ -249,9 +241,14 @@ async def _prepare_target(url: str, partitions: int) -> None:
 
 
 async def _nodes_running(url: str) -> int:
+    return await _value(url, _NODES_RUNNING)
+
+
+async def _value(url: str, query: str) -> int:
+    """One number read on a connection of its own, for the checks made before the move's two."""
     conn = await asyncpg.connect(libpq_dsn(url))
     try:
-        return int(await conn.fetchval(_NODES_RUNNING))
+        return int(await conn.fetchval(query))
     finally:
         await conn.close()
 
