@@ -27,19 +27,22 @@ counters and head go in together.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import heapq
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 from engine.log import migrate
 from engine.log.partitions import MAX_PARTITIONS, partition_of
+from engine.log.schema import KEY_SCOPE
 from engine.log.store import create_db_engine, libpq_dsn
 from engine.model.catalogue import UPLOAD_EVENTS
 from engine.model.errors import EngineError
-from engine.model.streams import durable_stream
 from engine.readmodels.rebuild import FullReport, rebuild_all
 
 PAGE = 5000  # events per fetch from the source and per copy into the target
@@ -56,25 +59,30 @@ _COLUMNS = (
     "idempotency_key",
     "recorded_at",
 )
-# JSON read as text and copied as text: PostgreSQL's own spelling of each value, stored again as is.
-_READ = (
-    "SELECT partition, position, stream_id, stream_version, type, data::text, metadata::text, user_id, "
-    "idempotency_key, recorded_at FROM events ORDER BY {order}"
-)
-# A log of one partition is already in `recorded_at` order along its positions: read by its key.
-_ONE_PARTITION_ORDER = "partition, position"
-_MERGED_ORDER = "recorded_at, partition, position"
+# A page of one source partition, by its key. JSON read as text and copied as text: PostgreSQL's own
+# spelling of each value, stored again as is.
+_READ_PAGE = """
+    SELECT partition, position, stream_id, stream_version, type, data::text, metadata::text, user_id,
+           idempotency_key, recorded_at
+    FROM events WHERE partition = $1 AND position > $2 ORDER BY position LIMIT $3
+"""
+# A node beat within the last minute and did not say it stopped (engine/cluster/registry.py).
 _NODES_RUNNING = (
     "SELECT count(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '1 minute'"
 )
+# A migrated database has the log's tables; any other table in a database without a schema version
+# means it is some other application's.
+_TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+_LOG_ID = "SELECT log_id::text FROM log_head LIMIT 1"
 # A file id whose upload events are in more than one user's streams: possible only in a log from before
 # the file claims (migration 0010), where two users' starts for one id could both be accepted.
-_SHARED_FILE_IDS = """
+_SHARED_FILE_IDS = f"""
     SELECT data->>'file_id' AS file_id, array_agg(DISTINCT durable) AS streams
-    FROM (SELECT data, regexp_replace(stream_id, '^volatile:', '') AS durable FROM events
-          WHERE type = ANY($1::text[])) AS uploads
+    FROM (SELECT data, {KEY_SCOPE} AS durable FROM events WHERE type = ANY($1::text[])) AS uploads
     GROUP BY data->>'file_id' HAVING count(DISTINCT durable) > 1
 """
+# The move's own session may wait on locks and sit idle between statements for as long as it takes.
+_NO_TIMEOUTS = "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"
 _STAGED = "CREATE TEMPORARY TABLE moving (LIKE events INCLUDING DEFAULTS) ON COMMIT PRESERVE ROWS"
 # SHARE conflicts with ROW EXCLUSIVE, which every append takes to move its partition's head, and with
 # nothing a read takes.
@@ -90,6 +98,7 @@ _WRITE_STREAMS = """
 """
 _WRITE_HEAD = "UPDATE log_head SET position = $2 WHERE partition = $1"
 _READ_COUNTERS = "SELECT stream_id, version FROM streams"
+_PARTITION_COUNT = "SELECT count(*) FROM log_head"
 _BLOCK_COLUMNS = ("user_id", "blocked_until", "reason")
 _READ_BLOCKS = f"SELECT {', '.join(_BLOCK_COLUMNS)} FROM rate_blocks WHERE blocked_until > now()"
 # A target whose empty log was served once may hold a block of its own for the user: the later end wins.
@@ -131,49 +140,85 @@ async def move_log(source_url: str, target_url: str, partitions: int, *, page: i
         raise MoveRefused(
             f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}", "Pick a count in that range."
         )
-    if _same_database(source_url, target_url):
-        raise MoveRefused(
-            "the target is the source database: a log is moved into a database of its own",
-            "Create an empty database (CREATE DATABASE) and pass its URL as the target.",
-        )
-    await _check_source(source_url)
-    await _prepare_target(target_url, partitions)
+    await _check_source(source_url, partitions)
+    await _prepare_target(target_url, partitions, source_log=await _value(source_url, _LOG_ID, int_=False))
     async with contextlib.AsyncExitStack() as connections:
-        source = await asyncpg.connect(libpq_dsn(source_url))
+        source = await _connect(source_url)
         connections.push_async_callback(source.close)
-        target = await asyncpg.connect(libpq_dsn(target_url))
+        target = await _connect(target_url)
         connections.push_async_callback(target.close)
-        # One snapshot of the source for everything read from it, taken once appends are held: every
-        # append moves its partition's head, so the lock (taken before the snapshot, which the first
-        # query fixes) keeps the log as read until the copy is written. Nothing is written there.
-        async with source.transaction(isolation="repeatable_read"):
-            await source.execute(_HOLD_APPENDS)
-            running = int(await source.fetchval(_NODES_RUNNING))
-            if running:
-                raise _served(running)
-            source_partitions = int(await source.fetchval("SELECT count(*) FROM log_head"))
-            await _refuse_shared_file_ids(source, partitions)
-            heads, versions = await _stage(source, target, partitions, source_partitions, page)
-            counters = {row["stream_id"]: int(row["version"]) for row in await source.fetch(_READ_COUNTERS)}
-            blocks = await source.fetch(_READ_BLOCKS)
-            if counters != versions:
-                wrong = sorted(set(counters.items()) ^ set(versions.items()))[:3]
-                raise MoveRefused(
-                    f"the source's stream counters disagree with its events (e.g. {wrong}): it is damaged",
-                    "Nothing was written to the source; restore it from a backup before moving it.",
-                )
-            for partition in range(partitions):
-                await _write_partition(target, partition, heads.get(partition, 0))
-            await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
+        copied = await _copy_in_snapshot(source, source_url, target, partitions, page)
     db_engine = create_db_engine(target_url, pool_size=2, command_timeout=600)
     try:
         rebuilt = await rebuild_all(db_engine)
+    except Exception as exc:
+        raise MoveRefused(
+            f"every event was copied, but rebuilding the target's tables failed: {exc}",
+            "Run collab projections rebuild with DATABASE_URL set to the target before any node serves it "
+            "(its cells and sheets decide edits), or drop it and move again.",
+        ) from exc
     finally:
         await db_engine.dispose()
-    full_heads = {partition: heads.get(partition, 0) for partition in range(partitions)}
     return MoveReport(
-        source_partitions, full_heads, len(versions), len(blocks), rebuilt, time.perf_counter() - started
+        copied.source_partitions,
+        {partition: copied.heads.get(partition, 0) for partition in range(partitions)},
+        len(copied.versions),
+        copied.blocks,
+        rebuilt,
+        time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Copied:
+    source_partitions: int
+    heads: dict[int, int]
+    versions: dict[str, int]
+    blocks: int
+
+
+async def _copy_in_snapshot(
+    source: asyncpg.Connection, source_url: str, target: asyncpg.Connection, partitions: int, page: int
+) -> _Copied:
+    """Stage the source's events, check them, and write the target's partitions, all in one snapshot
+    of the source taken while its appends are held: every append moves its partition's head, so the
+    lock (taken before the snapshot, which the first query fixes) keeps the log as read until the copy
+    is written. Nothing is written to the source."""
+    async with source.transaction(isolation="repeatable_read"):
+        await source.execute(_NO_TIMEOUTS)
+        await source.execute(_HOLD_APPENDS)
+        running = int(await source.fetchval(_NODES_RUNNING))
+        if running:
+            raise _served(running)
+        source_partitions = int(await source.fetchval(_PARTITION_COUNT))
+        await _refuse_shared_file_ids(source, partitions)
+        heads, versions = await _stage(source, target, partitions, source_partitions, page)
+        counters = {row["stream_id"]: int(row["version"]) for row in await source.fetch(_READ_COUNTERS)}
+        blocks = await source.fetch(_READ_BLOCKS)
+        if counters != versions:
+            wrong = sorted(set(counters.items()) ^ set(versions.items()))[:3]
+            raise MoveRefused(
+                f"the source's stream counters disagree with its events (e.g. {wrong}): it is damaged",
+                "Nothing was written to the source; restore it from a backup before moving it.",
+            )
+        for partition in range(partitions):
+            await _write_partition(target, partition, heads.get(partition, 0))
+        await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
+        # A node that started on the source during the move had its appends held, and they commit
+        # once the lock goes: acked to its clients, missing from the copy. Seen outside the snapshot.
+        started_meanwhile = await _nodes_running(source_url)
+        if started_meanwhile:
+            raise MoveRefused(
+                f"{started_meanwhile} node(s) started on the source during the move: what they append "
+                "is not in the copy",
+                "Stop them, drop and create the target again, and move again.",
+            )
+    return _Copied(source_partitions, heads, versions, len(blocks))
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    # Durability is not negotiable per server config, as for every writer (engine/log/store.py).
+    return await asyncpg.connect(libpq_dsn(url), server_settings={"synchronous_commit": "on"})
 
 
 async def check_reachable(url: str) -> None:
@@ -182,18 +227,10 @@ async def check_reachable(url: str) -> None:
     await conn.close()
 
 
-def _same_database(a: str, b: str) -> bool:
-    one, other = make_url(a), make_url(b)
-    return (one.host or "", one.port or 5432, one.database) == (
-        other.host or "",
-        other.port or 5432,
-        other.database,
-    )
-
-
-async def _check_source(url: str) -> None:
-    """The source's schema is this code's head (its tables have the columns the move reads) and no
-    node serves it (an append after the snapshot would be left behind)."""
+async def _check_source(url: str, partitions: int) -> None:
+    """The source's schema is this code's head (its tables have the columns the move reads), no node
+    serves it, and its file ids allow `partitions`: checked before the target is touched, and again
+    in the move's snapshot."""
     await asyncio.to_thread(migrate.check_known, url)  # SchemaMismatch for a schema newer than this code
     revision = await asyncio.to_thread(migrate.current_revision, url)
     head = migrate.head_revision()
@@ -205,6 +242,11 @@ async def _check_source(url: str) -> None:
     running = await _nodes_running(url)
     if running:
         raise _served(running)
+    conn = await _connect(url)
+    try:
+        await _refuse_shared_file_ids(conn, partitions)
+    finally:
+        await conn.close()
 
 
 def _served(running: int) -> MoveRefused:
@@ -214,10 +256,28 @@ def _served(running: int) -> MoveRefused:
     )
 
 
-async def _prepare_target(url: str, partitions: int) -> None:
-    """Migrate the target to head with `partitions` heads, refusing one that holds a log already, has
-    another count, or is served."""
-    if await asyncio.to_thread(migrate.current_revision, url) is not None:
+async def _prepare_target(url: str, partitions: int, *, source_log: object) -> None:
+    """Migrate the target to head with `partitions` heads, refusing (before touching it) the source
+    itself, a database of another application, one that holds a log already or is served, and after
+    migrating it one whose empty log has another count."""
+    if await asyncio.to_thread(migrate.current_revision, url) is None:
+        if await _value(url, _TABLES):
+            raise MoveRefused(
+                "the target database has tables and no collab-engine schema: it belongs to something else",
+                "Create an empty database (CREATE DATABASE) and pass its URL as the target.",
+            )
+    else:
+        if await _value(url, _LOG_ID, int_=False) == source_log:
+            raise MoveRefused(
+                "the target is the source database: a log is moved into a database of its own",
+                "Create an empty database (CREATE DATABASE) and pass its URL as the target.",
+            )
+        running = await _nodes_running(url)
+        if running:
+            raise MoveRefused(
+                f"{running} node(s) already serve the target database",
+                "Stop them: nodes are pointed at the target once the move has finished.",
+            )
         appended = await _value(url, "SELECT coalesce(sum(position), 0) FROM log_head")
         if appended:
             raise MoveRefused(
@@ -226,29 +286,25 @@ async def _prepare_target(url: str, partitions: int) -> None:
                 "midway leaves one like this).",
             )
     await asyncio.to_thread(migrate.upgrade_to_head, url, partitions)
-    has = await _value(url, "SELECT count(*) FROM log_head")
+    has = await _value(url, _PARTITION_COUNT)
     if has != partitions:
         raise MoveRefused(
             f"the target's empty log already has {has} partition(s), not {partitions}",
             "Move into a new database (no schema), or one whose empty log has the count asked for.",
         )
-    running = await _nodes_running(url)
-    if running:
-        raise MoveRefused(
-            f"{running} node(s) already serve the target database",
-            "Stop them: nodes are pointed at the target once the move has finished.",
-        )
 
 
 async def _nodes_running(url: str) -> int:
-    return await _value(url, _NODES_RUNNING)
+    """Nodes alive on the database at `url`, read on a connection of its own (outside any snapshot)."""
+    return int(await _value(url, _NODES_RUNNING))
 
 
-async def _value(url: str, query: str) -> int:
-    """One number read on a connection of its own, for the checks made before the move's two."""
-    conn = await asyncpg.connect(libpq_dsn(url))
+async def _value(url: str, query: str, *, int_: bool = True) -> Any:
+    """One value read on a connection of its own, for the checks made outside the move's two."""
+    conn = await _connect(url)
     try:
-        return int(await conn.fetchval(query))
+        found = await conn.fetchval(query)
+        return int(found) if int_ else found
     finally:
         await conn.close()
 
@@ -278,11 +334,10 @@ async def _stage(
     position; each partition's head and each stream's version. MoveRefused if a stream's versions are
     not 1, 2, 3... in the order read (a damaged source)."""
     await target.execute(_STAGED)
-    order = _ONE_PARTITION_ORDER if source_partitions == 1 else _MERGED_ORDER
     heads: dict[int, int] = {}
     versions: dict[str, int] = {}
     batch: list[tuple[object, ...]] = []
-    async for row in source.cursor(_READ.format(order=order), prefetch=page):
+    async for row in _merged(source, source_partitions, page):
         stream_id, version = row["stream_id"], int(row["stream_version"])
         if version != versions.get(stream_id, 0) + 1:
             raise MoveRefused(
@@ -291,7 +346,7 @@ async def _stage(
                 "Nothing was written to the source; restore it from a backup before moving it.",
             )
         versions[stream_id] = version
-        partition = partition_of(durable_stream(stream_id), partitions)
+        partition = partition_of(stream_id, partitions)
         heads[partition] = position = heads.get(partition, 0) + 1
         batch.append((partition, position, *tuple(row)[2:]))
         if len(batch) >= page:
@@ -301,6 +356,45 @@ async def _stage(
         await _copy(target, batch)
     await target.execute("CREATE INDEX ON moving (partition, position)")
     return heads, versions
+
+
+async def _merged(
+    source: asyncpg.Connection, source_partitions: int, page: int
+) -> AsyncIterator[asyncpg.Record]:
+    """Every event, each source partition in position order (its own order, whatever its clocks did),
+    the partitions merged by `recorded_at`, ties in partition order: a stream lives in one partition,
+    so its versions come in order, and a target partition's times go back only where a source's did."""
+    pages = {p: _Pages(source, p, page) for p in range(source_partitions)}
+    heap: list[tuple[Any, int, asyncpg.Record]] = []
+    for partition, pager in pages.items():
+        first = await pager.next()
+        if first is not None:
+            heapq.heappush(heap, (first["recorded_at"], partition, first))
+    while heap:
+        _, partition, row = heapq.heappop(heap)
+        yield row
+        following = await pages[partition].next()
+        if following is not None:
+            heapq.heappush(heap, (following["recorded_at"], partition, following))
+
+
+class _Pages:
+    """One source partition's events in position order, a page at a time, by its primary key."""
+
+    def __init__(self, source: asyncpg.Connection, partition: int, page: int) -> None:
+        self.source, self.partition, self.page = source, partition, page
+        self.rows: collections.deque[asyncpg.Record] = collections.deque()
+        self.after = 0
+        self.done = False
+
+    async def next(self) -> asyncpg.Record | None:
+        if not self.rows and not self.done:
+            found = await self.source.fetch(_READ_PAGE, self.partition, self.after, self.page)
+            self.rows.extend(found)
+            self.done = len(found) < self.page
+            if found:
+                self.after = int(found[-1]["position"])
+        return self.rows.popleft() if self.rows else None
 
 
 async def _copy(target: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:

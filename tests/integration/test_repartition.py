@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.repartition import MoveRefused, move_log
 from engine.log.embedded_postgres import database_url_for
+from engine.log.migrate import upgrade_to_head
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.model.catalogue import FILE_UPLOAD_STARTED
@@ -199,10 +200,16 @@ async def test_what_the_move_refuses_leaves_both_logs_as_they_were(
     source_heads = await heads_of(source)
     with pytest.raises(MoveRefused, match="f-1"):
         await move_log(source, target, 4)
-    assert await heads_of(target) == [(p, 0) for p in range(4)]  # migrated, still empty
-    # That empty log has its count now: another is refused.
+    tables = "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'"
+    assert (await fetch(target, tables))[0]["n"] == 0  # refused before the target was touched
+    # An empty log of another count is refused, and so is a node serving it.
+    await asyncio.to_thread(upgrade_to_head, target, 4)
     with pytest.raises(MoveRefused, match="already has 4 partition"):
         await move_log(source, target, 1)
+    await fetch(target, "INSERT INTO nodes (node_id) VALUES ('node-y')")
+    with pytest.raises(MoveRefused, match=r"1 node\(s\) already serve the target"):
+        await move_log(source, target, 1)
+    await fetch(target, "UPDATE nodes SET stopped_at = now()")
     # A target that holds a log is refused (here the source itself, moving the other way).
     with pytest.raises(MoveRefused, match="already holds a log of 6 event"):
         await move_log(target, source, 2)
@@ -229,3 +236,13 @@ async def test_an_append_to_the_source_during_the_move_waits_for_it_to_end(
     assert written[0]["n"] == 6000
     assert (await moving).events == 6000
     assert await fetch(target, "SELECT 1 FROM events WHERE stream_id = 'test:late'") == []
+
+
+async def test_a_database_of_another_application_is_not_a_target(source: str, target: str) -> None:
+    await fetch(target, "CREATE TABLE invoices (id int)")
+    with pytest.raises(MoveRefused, match="belongs to something else"):
+        await move_log(source, target, 2)
+    assert [
+        r["tablename"]
+        for r in await fetch(target, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ] == ["invoices"]
