@@ -125,6 +125,17 @@ def store(db_engine: AsyncEngine) -> EventStore:
 
 
 @pytest.fixture
+def empty_database(server_url: str) -> Iterator[str]:
+    """A database of this test's own with nothing in it, not even a schema; dropped afterwards."""
+    name = f"collab_empty_{uuid.uuid4().hex[:10]}"
+    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield database_url_for(server_url, name)
+    finally:
+        asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
 def stream() -> str:
     """A stream id no other test uses, so tests share one database without seeing each other."""
     return f"test:{uuid.uuid4().hex}"

@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 
 from engine.log import migrate
-from engine.log.partitions import MAX_PARTITIONS, partition_of
+from engine.log.partitions import MAX_PARTITIONS, NODES_RUNNING, partition_of
 from engine.log.schema import KEY_SCOPE
 from engine.log.store import create_db_engine, libpq_dsn
 from engine.model.catalogue import UPLOAD_EVENTS
@@ -66,10 +66,6 @@ _READ_PAGE = """
            idempotency_key, recorded_at
     FROM events WHERE partition = $1 AND position > $2 ORDER BY position LIMIT $3
 """
-# A node beat within the last minute and did not say it stopped (engine/cluster/registry.py).
-_NODES_RUNNING = (
-    "SELECT count(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '1 minute'"
-)
 # A migrated database has the log's tables; any other table in a database without a schema version
 # means it is some other application's.
 _TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
@@ -110,7 +106,8 @@ _WRITE_BLOCK = f"""
 
 
 class MoveRefused(EngineError):
-    """The source or the target is not fit for a move; nothing was written. `fix` says what to do."""
+    """The move cannot go on; `fix` says what to do. Nothing is ever written to the source, and the
+    target is left as the message says (untouched for most refusals)."""
 
     def __init__(self, message: str, fix: str) -> None:
         super().__init__(message)
@@ -187,7 +184,7 @@ async def _copy_in_snapshot(
     async with source.transaction(isolation="repeatable_read"):
         await source.execute(_NO_TIMEOUTS)
         await source.execute(_HOLD_APPENDS)
-        running = int(await source.fetchval(_NODES_RUNNING))
+        running = int(await source.fetchval(NODES_RUNNING))
         if running:
             raise _served(running)
         source_partitions = int(await source.fetchval(_PARTITION_COUNT))
@@ -296,7 +293,7 @@ async def _prepare_target(url: str, partitions: int, *, source_log: object) -> N
 
 async def _nodes_running(url: str) -> int:
     """Nodes alive on the database at `url`, read on a connection of its own (outside any snapshot)."""
-    return int(await _value(url, _NODES_RUNNING))
+    return int(await _value(url, NODES_RUNNING))
 
 
 async def _value(url: str, query: str, *, int_: bool = True) -> Any:

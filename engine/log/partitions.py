@@ -30,10 +30,9 @@ from engine.model.streams import durable_stream
 log = logging.getLogger(__name__)
 
 MAX_PARTITIONS: Final = 1024
-# A node beat within the last minute and did not stop (engine/cluster/registry.py).
-_NODES_RUNNING = (
-    "SELECT EXISTS (SELECT 1 FROM nodes "
-    "WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '1 minute')"
+# How many nodes beat within the last minute and did not stop (engine/cluster/registry.py).
+NODES_RUNNING = (
+    "SELECT count(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > now() - interval '1 minute'"
 )
 
 
@@ -128,7 +127,7 @@ async def ensure_partitions(database_url: str, partitions: int) -> int:
             positions = heads.scalars().all()
             if len(positions) != 1 or positions[0]:
                 return len(positions)
-            if (await conn.execute(text(_NODES_RUNNING))).scalar():
+            if (await conn.execute(text(NODES_RUNNING))).scalar():
                 log.warning(
                     "LOG_PARTITIONS=%d not applied: nodes already serve this log as a log of one",
                     partitions,

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from engine.log.embedded_postgres import database_url_for
 from engine.log.store import create_db_engine
@@ -18,7 +15,7 @@ from engine.readmodels.rebuild import diff_all
 from tests.api.conftest import fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, join, send, until, write_cell
 from tests.cli_runner import assert_explained, collab
-from tests.conftest import admin_execute, transactions_spanning_partitions
+from tests.conftest import transactions_spanning_partitions
 from tests.integration.projection_helpers import all_tables, caught_up
 
 ROOMS = 6
@@ -28,16 +25,6 @@ RENUMBERED = {"partition", "position"}
 
 def settings_for(url: str) -> Any:
     return make_settings(url, websocket_requests_per_minute=1_000_000, websocket_requests_per_hour=1_000_000)
-
-
-@pytest.fixture
-async def empty_database(server_url: str) -> AsyncIterator[str]:
-    name = f"collab_moved_{uuid.uuid4().hex[:8]}"
-    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield database_url_for(server_url, name)
-    finally:
-        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def write_rooms(url: str, prefix: str) -> dict[str, dict[str, Any]]:

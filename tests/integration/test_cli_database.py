@@ -9,8 +9,6 @@ import os
 import pty
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -21,19 +19,9 @@ from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import current_revision, head_revision, upgrade_to_head
 from tests.api.conftest import free_port
 from tests.cli_runner import ROOT, assert_explained, collab
-from tests.conftest import admin_execute
 
 COMMANDS = [["migrate"], ["serve", "--port", "0"], ["projections", "rebuild", "--check"]]
 HEAD = head_revision()
-
-
-@pytest.fixture
-def empty_database(server_url: str) -> Iterator[str]:
-    """A database of this test's own, with nothing in it yet."""
-    name = f"collab_cli_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
-    yield database_url_for(server_url, name)
-    asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

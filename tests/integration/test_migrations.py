@@ -41,11 +41,8 @@ from tests.conftest import admin_execute
 
 
 @pytest.fixture
-def scratch_url(server_url: str) -> Iterator[str]:
-    name = f"collab_migrations_{uuid.uuid4().hex[:8]}"
-    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
-    yield database_url_for(server_url, name)
-    asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def scratch_url(empty_database: str) -> str:
+    return empty_database
 
 
 @pytest.fixture

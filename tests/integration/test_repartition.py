@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,14 +15,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.repartition import MoveRefused, move_log
-from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.model.catalogue import FILE_UPLOAD_STARTED
 from engine.model.events import Committed, Duplicate, NewEvent
 from engine.readmodels.rebuild import diff_all
-from tests.conftest import admin_execute, transactions_spanning_partitions
+from tests.conftest import transactions_spanning_partitions
 from tests.integration.projection_helpers import fresh_database
 
 _EVENTS = """
@@ -39,14 +37,9 @@ def source(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def target(server_url: str) -> Iterator[str]:
+def target(empty_database: str) -> str:
     """A new database with no schema: the move migrates it."""
-    name = f"collab_moved_{uuid.uuid4().hex[:8]}"
-    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield database_url_for(server_url, name)
-    finally:
-        asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return empty_database
 
 
 @pytest.fixture
