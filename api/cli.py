@@ -314,7 +314,8 @@ def _repartition(args: argparse.Namespace, settings: Settings) -> int:
         try:
             report = asyncio.run(move_log(source, target, args.partitions))
         except MoveRefused as refused:
-            raise CliFailure(f"nothing moved: {refused.message}", refused.fix) from refused
+            said = refused.message if refused.copied else f"nothing moved: {refused.message}"
+            raise CliFailure(said, refused.fix) from refused
     print(
         f"moved {report.events} event(s) of {report.streams} stream(s) from a log of "
         f"{report.source_partitions} partition(s) into one of {len(report.heads)}: "

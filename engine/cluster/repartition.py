@@ -109,9 +109,10 @@ class MoveRefused(EngineError):
     """The move cannot go on; `fix` says what to do. Nothing is ever written to the source, and the
     target is left as the message says (untouched for most refusals)."""
 
-    def __init__(self, message: str, fix: str) -> None:
+    def __init__(self, message: str, fix: str, *, copied: bool = False) -> None:
         super().__init__(message)
         self.fix = fix
+        self.copied = copied  # the events reached the target; what failed came after
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,7 @@ async def move_log(source_url: str, target_url: str, partitions: int, *, page: i
             f"every event was copied, but rebuilding the target's tables failed: {exc}",
             "Run collab projections rebuild with DATABASE_URL set to the target before any node serves it "
             "(its cells and sheets decide edits), or drop it and move again.",
+            copied=True,
         ) from exc
     finally:
         await db_engine.dispose()
