@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from pydantic_settings import SettingsError
 from api.cli_errors import (
     CliFailure,
     check_port_free,
+    database_failure,
     invalid_settings,
     starting_embedded_postgres,
     talking_to_database,
@@ -304,11 +306,13 @@ def _repartition(args: argparse.Namespace, settings: Settings) -> int:
     """Move the log into another database in `--partitions` partitions (engine/cluster/repartition.py)."""
     import asyncio
 
-    from engine.cluster.repartition import MoveRefused, check_reachable, move_log
+    from engine.cluster.repartition import MoveRefused, TargetFailed, check_reachable, move_log
 
     source = _database_url(settings)
     target = normalise_database_url(args.into)
-    with talking_to_database(target):  # first, so a failure there is not blamed on DATABASE_URL
+    # The target's schema is a step of the move, not news: the report says what was moved.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with talking_to_database(target, named=_INTO):  # first, so a failure there is not blamed on the source
         asyncio.run(check_reachable(target))
     with talking_to_database(source):
         try:
@@ -316,6 +320,8 @@ def _repartition(args: argparse.Namespace, settings: Settings) -> int:
         except MoveRefused as refused:
             said = refused.message if refused.copied else f"nothing moved: {refused.message}"
             raise CliFailure(said, refused.fix) from refused
+        except TargetFailed as failed:
+            raise _target_failure(failed, target) from failed
     print(
         f"moved {report.events} event(s) of {report.streams} stream(s) from a log of "
         f"{report.source_partitions} partition(s) into one of {len(report.heads)}: "
@@ -325,6 +331,20 @@ def _repartition(args: argparse.Namespace, settings: Settings) -> int:
     print(f"rebuilt {report.rebuilt.cells.cells} cells, {report.rebuilt.cells.sheets} sheets, {rows}")
     print(f"done in {report.seconds:.1f}s; point DATABASE_URL at the new database and start the nodes")
     return 0
+
+
+_INTO = "the --into URL"
+
+
+def _target_failure(failed: Exception, target: str) -> CliFailure:
+    """The target's database failed midway: its own cause and fix, and what that leaves behind."""
+    explained = database_failure(failed.__cause__ or failed, target, named=_INTO)
+    cause = explained.cause if explained is not None else str(failed)
+    fix = f"{explained.fix} " if explained is not None and explained.fix else ""
+    return CliFailure(
+        f"the move failed on the target database: {cause}",
+        f"{fix}The source is unchanged; drop and create the target again, then move again.",
+    )
 
 
 def _positions(heads: dict[int, int], *, one_asked: bool = False) -> str:

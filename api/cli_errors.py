@@ -76,22 +76,24 @@ def describe_server(url: str) -> str:
     return f"{parsed.username}@{where}" if parsed.username else where
 
 
-def database_failure(exc: BaseException, url: str) -> CliFailure | None:
+def database_failure(exc: BaseException, url: str, *, named: str = "DATABASE_URL") -> CliFailure | None:
     """The failure to show for `exc` raised while talking to the database at `url`, or None when it is
-    not one a user can fix from the outside (a bug: the caller lets it through)."""
+    not one a user can fix from the outside (a bug: the caller lets it through). `named` is where the
+    user gave the URL, so the fix sends them there (the embedded server is offered for DATABASE_URL)."""
     where = describe_server(url)
+    embedded = f"; {_EMBEDDED_HINT}" if named == "DATABASE_URL" else ""
     for cause in _causes(exc):
         if isinstance(cause, asyncpg.InvalidCatalogNameError):
             name = _database_name(url)
             return CliFailure(
                 f"{cause} on the PostgreSQL at {where}",
                 f"Create it (createdb {name}, or CREATE DATABASE {name}) or fix the database name in "
-                f"DATABASE_URL; {_EMBEDDED_HINT}.",
+                f"{named}{embedded}.",
             )
         if isinstance(cause, asyncpg.InvalidAuthorizationSpecificationError):
             return CliFailure(
                 f"PostgreSQL at {where} refused the login: {cause}",
-                "Fix the user and password in DATABASE_URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE).",
+                f"Fix the user and password in {named} (postgresql://USER:PASSWORD@HOST:PORT/DATABASE).",
             )
         if isinstance(cause, asyncpg.CannotConnectNowError):
             return CliFailure(
@@ -102,12 +104,12 @@ def database_failure(exc: BaseException, url: str) -> CliFailure | None:
         if reason is not None:
             return CliFailure(
                 f"cannot reach PostgreSQL at {where} ({reason})",
-                f"Start it, or fix the host and port in DATABASE_URL; {_EMBEDDED_HINT}.",
+                f"Start it, or fix the host and port in {named}{embedded}.",
             )
         if isinstance(cause, asyncpg.PostgresError):
             return CliFailure(
                 f"PostgreSQL at {where} refused a statement: {cause}",
-                "Check that the user in DATABASE_URL may create and alter tables in that database.",
+                f"Check that the user in {named} may create and alter tables in that database.",
             )
     return None
 
@@ -143,12 +145,15 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 @contextmanager
-def talking_to_database(url: str) -> Iterator[None]:
-    """Inside the block, a failure to reach or use the database at `url` becomes a CliFailure."""
+def talking_to_database(url: str, *, named: str = "DATABASE_URL") -> Iterator[None]:
+    """Inside the block, a failure to reach or use the database at `url` (given as `named`) becomes a
+    CliFailure."""
     try:
         yield
+    except CliFailure:
+        raise  # explained already, perhaps of another database: its chained cause must not re-blame this one
     except Exception as exc:
-        failure = database_failure(exc, url)
+        failure = database_failure(exc, url, named=named)
         if failure is None:
             raise
         raise failure from exc

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from sqlalchemy.exc import DBAPIError
 
 from engine.log import migrate
 from engine.log.partitions import MAX_PARTITIONS, NODES_RUNNING, partition_of
@@ -115,6 +116,23 @@ class MoveRefused(EngineError):
         self.copied = copied  # the events reached the target; what failed came after
 
 
+class TargetFailed(EngineError):
+    """The target database failed during the move (unreachable, or it refused a statement); the cause
+    is chained. Told apart from the source's failures so the operator is sent to the right database.
+    The source is never written; the target may hold part of the log."""
+
+
+@contextlib.asynccontextmanager
+async def _on_target() -> AsyncIterator[None]:
+    """Inside the block, a failure of the target's database is raised as TargetFailed."""
+    try:
+        yield
+    except (MoveRefused, TargetFailed):
+        raise
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError) as exc:
+        raise TargetFailed(f"the target database failed: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class MoveReport:
     source_partitions: int
@@ -139,11 +157,14 @@ async def move_log(source_url: str, target_url: str, partitions: int, *, page: i
             f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}", "Pick a count in that range."
         )
     await _check_source(source_url, partitions)
-    await _prepare_target(target_url, partitions, source_log=await _value(source_url, _LOG_ID, int_=False))
+    source_log = await _value(source_url, _LOG_ID, int_=False)
+    async with _on_target():
+        await _prepare_target(target_url, partitions, source_log=source_log)
     async with contextlib.AsyncExitStack() as connections:
         source = await _connect(source_url)
         connections.push_async_callback(source.close)
-        target = await _connect(target_url)
+        async with _on_target():
+            target = await _connect(target_url)
         connections.push_async_callback(target.close)
         copied = await _copy_in_snapshot(source, source_url, target, partitions, page)
     db_engine = create_db_engine(target_url, pool_size=2, command_timeout=600)
@@ -200,9 +221,10 @@ async def _copy_in_snapshot(
                 f"the source's stream counters disagree with its events (e.g. {wrong}): it is damaged",
                 "Nothing was written to the source; restore it from a backup before moving it.",
             )
-        for partition in range(partitions):
-            await _write_partition(target, partition, heads.get(partition, 0))
-        await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
+        async with _on_target():
+            for partition in range(partitions):
+                await _write_partition(target, partition, heads.get(partition, 0))
+            await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
         # A node that started on the source during the move had its appends held, and they commit
         # once the lock goes: acked to its clients, missing from the copy. Seen outside the snapshot.
         started_meanwhile = await _nodes_running(source_url)
@@ -332,7 +354,8 @@ async def _stage(
     """Copy every event into the target session's temporary `moving` table at its new partition and
     position; each partition's head and each stream's version. MoveRefused if a stream's versions are
     not 1, 2, 3... in the order read (a damaged source)."""
-    await target.execute(_STAGED)
+    async with _on_target():
+        await target.execute(_STAGED)
     heads: dict[int, int] = {}
     versions: dict[str, int] = {}
     batch: list[tuple[object, ...]] = []
@@ -353,7 +376,8 @@ async def _stage(
             batch = []
     if batch:
         await _copy(target, batch)
-    await target.execute("CREATE INDEX ON moving (partition, position)")
+    async with _on_target():
+        await target.execute("CREATE INDEX ON moving (partition, position)")
     return heads, versions
 
 
@@ -397,7 +421,8 @@ class _Pages:
 
 
 async def _copy(target: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
-    await target.copy_records_to_table("moving", records=rows, columns=list(_COLUMNS))
+    async with _on_target():
+        await target.copy_records_to_table("moving", records=rows, columns=list(_COLUMNS))
 
 
 async def _write_partition(target: asyncpg.Connection, partition: int, head: int) -> None:
@@ -413,4 +438,4 @@ async def _write_partition(target: asyncpg.Connection, partition: int, head: int
         await target.execute(_WRITE_HEAD, partition, head)
 
 
-__all__ = ["PAGE", "MoveRefused", "MoveReport", "check_reachable", "move_log"]
+__all__ = ["PAGE", "MoveRefused", "MoveReport", "TargetFailed", "check_reachable", "move_log"]

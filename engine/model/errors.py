@@ -6,6 +6,7 @@ WebSocket error messages and close codes in one table.
     ├── SchemaMismatch        the database schema is newer than this code knows
     ├── UnknownEvent          a projection met an event type it does not know (a bug, never input)
     ├── MoveRefused           a log move's source or target is unfit; nothing written (cluster/repartition.py)
+    ├── TargetFailed          a log move's target database failed midway; the source is unchanged (same)
     └── Rejected              a message was refused; nothing was persisted
         ├── InvalidJson
         ├── ValidationFailed

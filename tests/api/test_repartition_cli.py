@@ -5,17 +5,23 @@ room on where it was: the same seqs, cells, members and retried `client_msg_id`s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
+from engine.log import migrate
 from engine.log.embedded_postgres import database_url_for
-from engine.log.store import create_db_engine
+from engine.log.store import create_db_engine, libpq_dsn
+from engine.model.streams import room_stream
 from engine.readmodels.rebuild import diff_all
 from tests.api.conftest import fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, join, send, until, write_cell
 from tests.cli_runner import assert_explained, collab
-from tests.conftest import transactions_spanning_partitions
+from tests.conftest import admin_execute, transactions_spanning_partitions
 from tests.integration.projection_helpers import all_tables, caught_up
 
 ROOMS = 6
@@ -47,6 +53,16 @@ async def write_rooms(url: str, prefix: str) -> dict[str, dict[str, Any]]:
             await until(ann, lambda m: m["type"] == "user_left")  # bo's departures are recorded
         await caught_up(server.engine.node.db_engine)
     return acks
+
+
+@contextlib.asynccontextmanager
+async def another_empty_database(server_url: str) -> AsyncIterator[str]:
+    name = f"collab_empty_{uuid.uuid4().hex[:10]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url_for(server_url, name)
+    finally:
+        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def comparable(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -93,6 +109,7 @@ async def test_a_moved_log_serves_its_rooms_on_from_where_they_were(
             await moved_engine.dispose()
         assert await transactions_spanning_partitions(empty_database) == []
 
+        edits: dict[str, dict[str, Any]] = {}
         async with serve(settings_for(empty_database)) as server:
             assert await server.engine.node.store.partitions() == 4
             async with server.connect(server.token("bo", username="Bo")) as bo:
@@ -117,6 +134,38 @@ async def test_a_moved_log_serves_its_rooms_on_from_where_they_were(
                     }
                     edit = await write_cell(bo, room, f"s-{room}", "B1", "after", cmid=f"{room}-c")
                     assert edit["seq"] == 8
+                    edits[room] = edit
+            await caught_up(server.engine.node.db_engine)
+
+        # Moved again, from its four partitions into three: the rooms' events come from several source
+        # partitions now, merged, and the copy serves on as the first did.
+        async with another_empty_database(server_url) as second:
+            again = await asyncio.to_thread(
+                collab,
+                "repartition",
+                "--partitions",
+                "3",
+                "--into",
+                second,
+                data_dir=tmp_path,
+                DATABASE_URL=empty_database,
+            )
+            assert again.returncode == 0, again.stderr
+            assert "from a log of 4 partition(s) into one of 3" in again.stdout, again.stdout
+            assert comparable(await tables_of(second)) == comparable(await tables_of(empty_database))
+            assert await transactions_spanning_partitions(second) == []
+            conn = await asyncpg.connect(libpq_dsn(second))
+            try:
+                versions = dict(await conn.fetch("SELECT stream_id, version FROM streams"))
+            finally:
+                await conn.close()
+            async with serve(settings_for(second)) as server, server.connect(server.token("bo")) as bo:
+                await greet(bo)
+                for room, edit in edits.items():
+                    retry = {"type": "cell_update", "sheet_id": f"s-{room}", "cell_id": "B1", "value": "x"}
+                    assert await request(bo, {**retry, "room": room, "client_msg_id": f"{room}-c"}) == edit
+                    state = await join(bo, room)
+                    assert state["seq"] == versions[room_stream(room)] + 1
 
 
 async def test_the_command_explains_what_it_refuses(
@@ -157,4 +206,49 @@ async def test_the_command_explains_what_it_refuses(
             data_dir=tmp_path,
             DATABASE_URL=source,
         )
-        assert_explained(absent, "does not exist")
+        # Named as the user gave it: the fix points at the --into URL, not at DATABASE_URL.
+        lines = assert_explained(absent, "does not exist", "fix the database name in the --into URL")
+        assert "DATABASE_URL" not in "\n".join(lines)
+
+
+async def test_a_target_failing_midway_is_named_as_the_target(
+    server_url: str, empty_database: str, tmp_path: Path
+) -> None:
+    """The target refuses the events' insert (a real PostgreSQL error, from a trigger): the command
+    blames the target and its --into URL, not the source, and the source is as it was."""
+    await asyncio.to_thread(migrate.upgrade_to_head, empty_database, 2)  # an empty log: accepted
+    conn = await asyncpg.connect(libpq_dsn(empty_database))
+    try:
+        await conn.execute(_REFUSE_EVENTS)
+    finally:
+        await conn.close()
+    async with fresh_database(server_url, partitions=1) as source:
+        await write_rooms(source, f"failing-{uuid.uuid4().hex[:6]}")
+        before = await tables_of(source)
+        failed = await asyncio.to_thread(
+            collab,
+            "repartition",
+            "--partitions",
+            "2",
+            "--into",
+            empty_database,
+            data_dir=tmp_path,
+            DATABASE_URL=source,
+        )
+        lines = assert_explained(
+            failed,
+            "the move failed on the target database",
+            "the disk for events is full",
+            "the --into URL",
+            "The source is unchanged",
+        )
+        assert "nothing moved" not in failed.stderr
+        assert "DATABASE_URL" not in "\n".join(lines)
+        assert await tables_of(source) == before
+
+
+_REFUSE_EVENTS = """
+    CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'the disk for events is full'; END $$;
+    CREATE TRIGGER refuse_events BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION refuse_events();
+"""

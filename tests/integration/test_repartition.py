@@ -127,6 +127,54 @@ async def test_a_log_of_four_moved_into_three_keeps_every_event_in_recorded_orde
         await moved_engine.dispose()
 
 
+async def test_a_source_whose_clock_stepped_back_keeps_each_partitions_order(
+    source: str, target: str, source_engine: AsyncEngine
+) -> None:
+    """A source partition's clock stepped back an hour midway, so its later events carry earlier times
+    than its first ones. The move still reads each source partition in position order: every stream's
+    versions stay in order, and in each target partition the events of one source partition keep
+    their source order (a merge that sorted by time alone would put them before their own past)."""
+    await fill(EventStore(source_engine))
+    await source_engine.dispose()
+    stepped = 0
+    conn = await asyncpg.connect(libpq_dsn(source))
+    try:
+        head = await conn.fetchval("SELECT position FROM log_head WHERE partition = $1", stepped)
+        assert head >= 4
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        await conn.execute(
+            "UPDATE events SET recorded_at = recorded_at - interval '1 hour' "
+            "WHERE partition = $1 AND position > $2",
+            stepped,
+            head // 2,
+        )
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+    finally:
+        await conn.close()
+    origin = {
+        (r["stream_id"], r["stream_version"]): (r["partition"], r["position"])
+        for r in await fetch(source, "SELECT stream_id, stream_version, partition, position FROM events")
+    }
+
+    report = await move_log(source, target, 3, page=5)
+    assert report.events == 60
+    moved, kept = await fetch(target, _EVENTS), await fetch(source, _EVENTS)
+    assert [tuple(r) for r in moved] == [tuple(r) for r in kept]
+    placed_rows = "SELECT partition, stream_id, stream_version, recorded_at FROM events"
+    moved = await fetch(target, placed_rows + " ORDER BY partition, position")
+    went_back = 0
+    for _, rows in itertools.groupby(moved, lambda r: r["partition"]):
+        placed = list(rows)
+        went_back += sum(a["recorded_at"] > b["recorded_at"] for a, b in itertools.pairwise(placed))
+        seen: dict[int, int] = {}  # source partition -> the last source position placed from it
+        for row in placed:
+            from_partition, from_position = origin[(row["stream_id"], row["stream_version"])]
+            assert from_position > seen.get(from_partition, 0)
+            seen[from_partition] = from_position
+    assert went_back  # the step is in the copy: times go back where the source's did
+    assert await transactions_spanning_partitions(target) == []
+
+
 @pytest.fixture
 def one_partition_source(server_url: str) -> Iterator[str]:
     with fresh_database(server_url, partitions=1) as url:
