@@ -412,6 +412,7 @@ def event_loop_runner() -> Callable[..., Any]:
 
 
 def main() -> None:
+    global ROOMS, NATS_URL
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -442,7 +443,6 @@ def main() -> None:
     )
     parser.add_argument("--worker", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global ROOMS, NATS_URL
     ROOMS, NATS_URL = args.rooms, args.nats_url
     if args.worker:
         url, first, share, seconds, measure_from, rooms, owner = args.worker
