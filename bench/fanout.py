@@ -4,7 +4,10 @@
 
 10 rooms x 20 members; 2 senders per room send `cell_update` with a `client_msg_id`, each to its own
 cell, paced to the offered rate (open loop: sends do not wait for replies); `open` sends as fast as
-the sockets take them. Every member, the sender included, receives each `cell_updated`. Reported per
+the sockets take them. By default every sender sends at the same instants, one message each per
+interval, so the server meets a burst of 20 messages (400 deliveries) every 20 ms at 1,000 msgs/s;
+`--arrivals even` spreads the senders' sends evenly over the interval instead, as independent
+clients' would be. Every member, the sender included, receives each `cell_updated`. Reported per
 step: offered and achieved msgs/s, deliveries/s, p50/p99 latency from send to each delivery, lost
 and duplicated deliveries. The server runs pinned to core 0 and this load generator to core 1
 (`os.sched_setaffinity`), so they do not share a core; both servers run the same workload in one run.
@@ -377,7 +380,8 @@ async def measure(
             children = [c for p in processes for c in p.children(recursive=True)]
             return cpu_seconds(processes + children + database)
 
-        load = Load(ports, args.rooms, args.members, args.senders, server_cpu)
+        even = args.arrivals == "even"
+        load = Load(ports, args.rooms, args.members, args.senders, server_cpu, stagger=even)
         await load.connect_all()
         # Unmeasured: a room's first edits open its streams and caches, which stalled the first step's
         # first tenth of a second and so set its p99 (a cost paid once per room, not per message).
@@ -475,6 +479,14 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument(
+        "--arrivals",
+        choices=["together", "even"],
+        default="together",
+        help="together: every sender sends at the same instants, a burst of one message per sender "
+        "each interval (the default, as every run before); even: the senders' sends spread evenly "
+        "over the interval, as independent clients' would be",
+    )
     parser.add_argument(
         "--variant",
         action="append",
