@@ -127,12 +127,23 @@ def store(db_engine: AsyncEngine) -> EventStore:
 @pytest.fixture
 def empty_database(server_url: str) -> Iterator[str]:
     """A database of this test's own with nothing in it, not even a schema; dropped afterwards."""
-    name = f"collab_empty_{uuid.uuid4().hex[:10]}"
-    asyncio.run(admin_execute(server_url, f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(create_empty_database(server_url))
     try:
-        yield database_url_for(server_url, name)
+        yield url
     finally:
-        asyncio.run(admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(server_url, url))
+
+
+async def create_empty_database(server_url: str) -> str:
+    """A new database with nothing in it, not even a schema, on the server at `server_url`: its URL."""
+    name = f"collab_empty_{uuid.uuid4().hex[:10]}"
+    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    return database_url_for(server_url, name)
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    name = make_url(url).database
+    await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

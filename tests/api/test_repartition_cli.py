@@ -9,6 +9,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ from engine.readmodels.rebuild import diff_all
 from tests.api.conftest import fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, join, send, until, write_cell
 from tests.cli_runner import assert_explained, collab
-from tests.conftest import admin_execute, transactions_spanning_partitions
+from tests.conftest import create_empty_database, drop_database, transactions_spanning_partitions
 from tests.integration.projection_helpers import all_tables, caught_up
 
 ROOMS = 6
@@ -57,12 +58,25 @@ async def write_rooms(url: str, prefix: str) -> dict[str, dict[str, Any]]:
 
 @contextlib.asynccontextmanager
 async def another_empty_database(server_url: str) -> AsyncIterator[str]:
-    name = f"collab_empty_{uuid.uuid4().hex[:10]}"
-    await admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    url = await create_empty_database(server_url)
     try:
-        yield database_url_for(server_url, name)
+        yield url
     finally:
-        await admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(server_url, url)
+
+
+async def repartition(source: str, target: str, partitions: int, data_dir: Path) -> CompletedProcess[str]:
+    """`collab repartition` run as an operator runs it, with DATABASE_URL set to the source."""
+    return await asyncio.to_thread(
+        collab,
+        "repartition",
+        "--partitions",
+        str(partitions),
+        "--into",
+        target,
+        data_dir=data_dir,
+        DATABASE_URL=source,
+    )
 
 
 def comparable(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
@@ -88,16 +102,7 @@ async def test_a_moved_log_serves_its_rooms_on_from_where_they_were(
     prefix = f"moved-{uuid.uuid4().hex[:6]}"
     async with fresh_database(server_url, partitions=1) as source:
         acks = await write_rooms(source, prefix)
-        done = await asyncio.to_thread(
-            collab,
-            "repartition",
-            "--partitions",
-            "4",
-            "--into",
-            empty_database,
-            data_dir=tmp_path,
-            DATABASE_URL=source,
-        )
+        done = await repartition(source, empty_database, 4, tmp_path)
         assert done.returncode == 0, done.stderr
         assert "from a log of 1 partition(s) into one of 4: positions 0:" in done.stdout, done.stdout
         assert "point DATABASE_URL at the new database" in done.stdout
@@ -140,16 +145,7 @@ async def test_a_moved_log_serves_its_rooms_on_from_where_they_were(
         # Moved again, from its four partitions into three: the rooms' events come from several source
         # partitions now, merged, and the copy serves on as the first did.
         async with another_empty_database(server_url) as second:
-            again = await asyncio.to_thread(
-                collab,
-                "repartition",
-                "--partitions",
-                "3",
-                "--into",
-                second,
-                data_dir=tmp_path,
-                DATABASE_URL=empty_database,
-            )
+            again = await repartition(empty_database, second, 3, tmp_path)
             assert again.returncode == 0, again.stderr
             assert "from a log of 4 partition(s) into one of 3" in again.stdout, again.stdout
             assert comparable(await tables_of(second)) == comparable(await tables_of(empty_database))
@@ -172,40 +168,13 @@ async def test_the_command_explains_what_it_refuses(
     server_url: str, empty_database: str, tmp_path: Path
 ) -> None:
     async with fresh_database(server_url, partitions=1) as source:
-        same = await asyncio.to_thread(
-            collab,
-            "repartition",
-            "--partitions",
-            "2",
-            "--into",
-            source,
-            data_dir=tmp_path,
-            DATABASE_URL=source,
-        )
+        same = await repartition(source, source, 2, tmp_path)
         assert_explained(same, "nothing moved: the target is the source database", "Create an empty database")
         async with serve(settings_for(source)):
-            served = await asyncio.to_thread(
-                collab,
-                "repartition",
-                "--partitions",
-                "2",
-                "--into",
-                empty_database,
-                data_dir=tmp_path,
-                DATABASE_URL=source,
-            )
+            served = await repartition(source, empty_database, 2, tmp_path)
         assert_explained(served, "1 node(s) serve the source log", "Stop every collab serve")
         missing = database_url_for(server_url, f"collab_none_{uuid.uuid4().hex[:6]}")
-        absent = await asyncio.to_thread(
-            collab,
-            "repartition",
-            "--partitions",
-            "2",
-            "--into",
-            missing,
-            data_dir=tmp_path,
-            DATABASE_URL=source,
-        )
+        absent = await repartition(source, missing, 2, tmp_path)
         # Named as the user gave it: the fix points at the --into URL, not at DATABASE_URL.
         lines = assert_explained(absent, "does not exist", "fix the database name in the --into URL")
         assert "DATABASE_URL" not in "\n".join(lines)
@@ -225,16 +194,7 @@ async def test_a_target_failing_midway_is_named_as_the_target(
     async with fresh_database(server_url, partitions=1) as source:
         await write_rooms(source, f"failing-{uuid.uuid4().hex[:6]}")
         before = await tables_of(source)
-        failed = await asyncio.to_thread(
-            collab,
-            "repartition",
-            "--partitions",
-            "2",
-            "--into",
-            empty_database,
-            data_dir=tmp_path,
-            DATABASE_URL=source,
-        )
+        failed = await repartition(source, empty_database, 2, tmp_path)
         lines = assert_explained(
             failed,
             "the move failed on the target database",
