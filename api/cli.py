@@ -17,7 +17,7 @@ import traceback
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -25,7 +25,7 @@ from pydantic_settings import SettingsError
 from api.cli_errors import (
     CliFailure,
     check_port_free,
-    database_failure,
+    describe_server,
     invalid_settings,
     starting_embedded_postgres,
     talking_to_database,
@@ -37,6 +37,9 @@ from api.server import uvicorn_options
 from api.settings import Settings, get_settings
 from api.tokens import TokenConfigError, mint_token, parse_ttl
 from engine.model.errors import EngineError, SchemaMismatch
+
+if TYPE_CHECKING:
+    from engine.cluster.repartition import TargetFailed
 
 ROLES = ("admin", "editor", "viewer", "auditor")
 DEMO_USER = "demo-user"
@@ -336,14 +339,18 @@ def _repartition(args: argparse.Namespace, settings: Settings) -> int:
 _INTO = "the --into URL"
 
 
-def _target_failure(failed: Exception, target: str) -> CliFailure:
-    """The target's database failed midway: its own cause and fix, and what that leaves behind."""
-    explained = database_failure(failed.__cause__ or failed, target, named=_INTO)
-    cause = explained.cause if explained is not None else str(failed)
-    fix = f"{explained.fix} " if explained is not None and explained.fix else ""
+def _target_failure(failed: TargetFailed, target: str) -> CliFailure:
+    """The target's database failed midway (reaching it was checked first): what it said, and what
+    that leaves behind. Its server's log says why; this command cannot."""
+    where = describe_server(target)
+    then = (
+        "drop and create the target again, then move again"
+        if failed.written
+        else "nothing was copied; move again once it is fixed"
+    )
     return CliFailure(
-        f"the move failed on the target database: {cause}",
-        f"{fix}The source is unchanged; drop and create the target again, then move again.",
+        f"the move failed on the target database at {where}: {failed.message}",
+        f"The source is unchanged; see that server's log, then {then}.",
     )
 
 

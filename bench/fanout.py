@@ -390,7 +390,8 @@ async def measure(
         for rate in args.rates.split(","):
             offered = None if rate == "open" else float(rate)
             with collections_paused():
-                rows.append({"server": label, **await load.run_step(f"s{rate}", offered, args.seconds)})
+                step = await load.run_step(f"s{rate}", offered, args.seconds)
+                rows.append({"server": label, **step, "arrivals": args.arrivals})
             print(rows[-1], flush=True)
         if target == "collab-engine":
             await write_paths(load, ports)
@@ -438,7 +439,8 @@ def run_workers(args: argparse.Namespace, counts: list[int], variants: list[Vari
     for (workers, variant), database_url in zip(runs, database_urls, strict=True):
         rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, variant, workers=workers))
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs, workers=1))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, unpinned; server logs in {logs}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, unpinned,", end=" ")
+    print(f"sends {args.arrivals}; server logs in {logs}")
     print(report(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
@@ -541,7 +543,8 @@ def main() -> None:
     for variant, database_url in zip(variants, variant_urls, strict=True):
         rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, variant))
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; server logs in {logs}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores,", end=" ")
+    print(f"sends {args.arrivals}; server logs in {logs}")
     print(report(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

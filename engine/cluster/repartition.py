@@ -11,9 +11,10 @@ midway leaves the source as it was; the target is dropped and the move run again
 Carried over unchanged: every event, with its stream, stream version (a room's seq), type, data,
 metadata, user, idempotency key and `recorded_at`, so clients resume rooms at the seqs they hold and
 a retried `client_msg_id` is still recognised. Numbered again: positions, so history cursors handed
-out before the move stop being valid. The events are replayed in `recorded_at` order, ties in the
-source's partition and position order: position order in a log of one, and in any log each stream's
-versions in order, so `recorded_at` never goes backwards within a target partition. Derived again:
+out before the move stop being valid. Each source partition is replayed in position order and the
+partitions are merged by `recorded_at`, ties in partition order: a stream lives in one partition, so
+its versions stay in order, and a target partition's times go back only where a source partition's
+did (a clock stepped back). Derived again:
 the streams' counters and the heads (from the events), the cells, the sheets and every projection
 table (the rebuild, engine/readmodels/rebuild.py), and room snapshots (made again by the first
 time-travel read that wants one). Not carried: the nodes' registry and rate-limit counters, working
@@ -43,7 +44,7 @@ from engine.log.partitions import MAX_PARTITIONS, NODES_RUNNING, partition_of
 from engine.log.schema import KEY_SCOPE
 from engine.log.store import create_db_engine, libpq_dsn
 from engine.model.catalogue import UPLOAD_EVENTS
-from engine.model.errors import EngineError
+from engine.model.errors import EngineError, SchemaMismatch
 from engine.readmodels.rebuild import FullReport, rebuild_all
 
 PAGE = 5000  # events per fetch from the source and per copy into the target
@@ -71,6 +72,7 @@ _READ_PAGE = """
 # means it is some other application's.
 _TABLES = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
 _LOG_ID = "SELECT log_id::text FROM log_head LIMIT 1"
+_HAS_LOG = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'log_head'"
 # A file id whose upload events are in more than one user's streams: possible only in a log from before
 # the file claims (migration 0010), where two users' starts for one id could both be accepted.
 _SHARED_FILE_IDS = f"""
@@ -80,6 +82,7 @@ _SHARED_FILE_IDS = f"""
 """
 # The move's own session may wait on locks and sit idle between statements for as long as it takes.
 _NO_TIMEOUTS = "SET LOCAL statement_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0"
+_NO_SESSION_TIMEOUTS = "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"
 _STAGED = "CREATE TEMPORARY TABLE moving (LIKE events INCLUDING DEFAULTS) ON COMMIT PRESERVE ROWS"
 # SHARE conflicts with ROW EXCLUSIVE, which every append takes to move its partition's head, and with
 # nothing a read takes.
@@ -117,20 +120,28 @@ class MoveRefused(EngineError):
 
 
 class TargetFailed(EngineError):
-    """The target database failed during the move (unreachable, or it refused a statement); the cause
-    is chained. Told apart from the source's failures so the operator is sent to the right database.
-    The source is never written; the target may hold part of the log."""
+    """The target's database failed during the move (its connection went, or it refused a statement);
+    the cause is chained. Told apart from the source's failures so the operator is sent to the right
+    database. The source is never written; `written` says whether the target may hold part of the log
+    (then it must be dropped and created again before another move)."""
+
+    def __init__(self, message: str, *, written: bool) -> None:
+        super().__init__(message)
+        self.written = written
+
+
+# What the target's driver and server raise; anything else (a bug, a file of this code) is not theirs.
+_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, ConnectionError, TimeoutError)
 
 
 @contextlib.asynccontextmanager
-async def _on_target() -> AsyncIterator[None]:
-    """Inside the block, a failure of the target's database is raised as TargetFailed."""
+async def _on_target(*, written: bool = False) -> AsyncIterator[None]:
+    """Inside the block, a failure of the target's database is raised as TargetFailed; `written`: the
+    block may have committed part of the log there."""
     try:
         yield
-    except (MoveRefused, TargetFailed):
-        raise
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError) as exc:
-        raise TargetFailed(f"the target database failed: {exc}") from exc
+    except _DATABASE_ERRORS as exc:
+        raise TargetFailed(str(exc) or type(exc).__name__, written=written) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +176,9 @@ async def move_log(source_url: str, target_url: str, partitions: int, *, page: i
         connections.push_async_callback(source.close)
         async with _on_target():
             target = await _connect(target_url)
-        connections.push_async_callback(target.close)
+            connections.push_async_callback(target.close)
+            # The copy's statements take as long as the log is big: a role's timeout must not cut them.
+            await target.execute(_NO_SESSION_TIMEOUTS)
         copied = await _copy_in_snapshot(source, source_url, target, partitions, page)
     db_engine = create_db_engine(target_url, pool_size=2, command_timeout=600)
     try:
@@ -221,7 +234,7 @@ async def _copy_in_snapshot(
                 f"the source's stream counters disagree with its events (e.g. {wrong}): it is damaged",
                 "Nothing was written to the source; restore it from a backup before moving it.",
             )
-        async with _on_target():
+        async with _on_target(written=True):
             for partition in range(partitions):
                 await _write_partition(target, partition, heads.get(partition, 0))
             await target.executemany(_WRITE_BLOCK, [tuple(row) for row in blocks])
@@ -288,6 +301,18 @@ async def _prepare_target(url: str, partitions: int, *, source_log: object) -> N
                 "Create an empty database (CREATE DATABASE) and pass its URL as the target.",
             )
     else:
+        if not await _value(url, _HAS_LOG):
+            raise MoveRefused(
+                "the target database has a schema but no collab-engine log: it belongs to something else",
+                "Create an empty database (CREATE DATABASE) and pass its URL as the target.",
+            )
+        try:
+            await asyncio.to_thread(migrate.check_known, url)
+        except SchemaMismatch as exc:
+            raise MoveRefused(
+                f"in the target, {exc}",
+                "Move into an empty database (CREATE DATABASE) with this collab-engine.",
+            ) from exc
         if await _value(url, _LOG_ID, int_=False) == source_log:
             raise MoveRefused(
                 "the target is the source database: a log is moved into a database of its own",

@@ -279,11 +279,26 @@ async def test_an_append_to_the_source_during_the_move_waits_for_it_to_end(
     assert await fetch(target, "SELECT 1 FROM events WHERE stream_id = 'test:late'") == []
 
 
+async def tables_in(url: str) -> list[str]:
+    query = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    return [r["tablename"] for r in await fetch(url, query)]
+
+
 async def test_a_database_of_another_application_is_not_a_target(source: str, target: str) -> None:
     await fetch(target, "CREATE TABLE invoices (id int)")
     with pytest.raises(MoveRefused, match="belongs to something else"):
         await move_log(source, target, 2)
-    assert [
-        r["tablename"]
-        for r in await fetch(target, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    ] == ["invoices"]
+    assert await tables_in(target) == ["invoices"]
+    # Another application that uses Alembic too: a schema revision, and no log.
+    await fetch(target, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)")
+    await fetch(target, "INSERT INTO alembic_version VALUES ('0001_their_app')")
+    with pytest.raises(MoveRefused, match="no collab-engine log: it belongs to something else"):
+        await move_log(source, target, 2)
+    assert await tables_in(target) == ["alembic_version", "invoices"]
+
+
+async def test_a_target_of_a_newer_schema_is_refused_as_the_target(source: str, target: str) -> None:
+    await asyncio.to_thread(upgrade_to_head, target, 2)
+    await fetch(target, "UPDATE alembic_version SET version_num = 'from_a_newer_release'")
+    with pytest.raises(MoveRefused, match=r"in the target, the database schema .* newer than this"):
+        await move_log(source, target, 2)
