@@ -63,7 +63,7 @@ from bench.common import (  # noqa: E402
 )
 
 SECRET = "bench-secret-" + "k" * 64
-WARMUP_RATE, WARMUP_SECONDS = 500.0, 1.0  # msgs/s and seconds sent before the measured steps
+WARMUP_RATE = 500.0  # msgs/s sent for `--warmup` seconds before the measured steps
 UNLIMITED = str(10**9)
 
 
@@ -385,7 +385,7 @@ async def measure(
         await load.connect_all()
         # Unmeasured: a room's first edits open its streams and caches, which stalled the first step's
         # first tenth of a second and so set its p99 (a cost paid once per room, not per message).
-        await load.run_step("warmup", WARMUP_RATE, WARMUP_SECONDS)
+        await load.run_step("warmup", WARMUP_RATE, args.warmup)
         rows = []
         for rate in args.rates.split(","):
             offered = None if rate == "open" else float(rate)
@@ -482,6 +482,12 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="unmeasured seconds at 500 msgs/s before the measured steps (default 1)",
+    )
+    parser.add_argument(
         "--arrivals",
         choices=["together", "even"],
         default="together",
@@ -520,6 +526,8 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if len(set(args.rates.split(","))) != len(args.rates.split(",")):
+        parser.error("--rates: each rate once (a step's messages are named after its rate)")
     projector = [Variant("projector process", projector=True)] if args.projector_process else []
     if args.workers:
         variants = [parse_variant(v) for v in args.variant] + projector
