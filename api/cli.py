@@ -342,16 +342,17 @@ _INTO = "the --into URL"
 def _target_failure(failed: TargetFailed, target: str) -> CliFailure:
     """The target's database failed midway (reaching it was checked first): what it said, and what
     that leaves behind. Its server's log says why; this command cannot."""
-    where = describe_server(target)
-    then = (
-        "drop and create the target again, then move again"
+    from sqlalchemy.engine import make_url
+
+    where = f"{make_url(target).database} at {describe_server(target)}"
+    fix = (
+        "The source is unchanged; see that server's log, then drop and create the target again and "
+        "move again."
         if failed.written
-        else "nothing was copied; move again once it is fixed"
+        else "The source is unchanged and nothing was copied; see that server's log and move again "
+        "once it is fixed."
     )
-    return CliFailure(
-        f"the move failed on the target database at {where}: {failed.message}",
-        f"The source is unchanged; see that server's log, then {then}.",
-    )
+    return CliFailure(f"the move failed on the target database {where}: {failed.message}", fix)
 
 
 def _positions(heads: dict[int, int], *, one_asked: bool = False) -> str:

@@ -130,8 +130,9 @@ class TargetFailed(EngineError):
         self.written = written
 
 
-# What the target's driver and server raise; anything else (a bug, a file of this code) is not theirs.
-_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, ConnectionError, TimeoutError)
+# What the target's driver, server and network raise; anything else (a bug) is not theirs.
+# OSError: every connection these blocks open is the target's, so a host, route or socket that fails is.
+_DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, DBAPIError, OSError)
 
 
 @contextlib.asynccontextmanager
@@ -294,7 +295,8 @@ async def _prepare_target(url: str, partitions: int, *, source_log: object) -> N
     """Migrate the target to head with `partitions` heads, refusing (before touching it) the source
     itself, a database of another application, one that holds a log already or is served, and after
     migrating it one whose empty log has another count."""
-    if await asyncio.to_thread(migrate.current_revision, url) is None:
+    revision = await asyncio.to_thread(migrate.current_revision, url)
+    if revision is None:
         if await _value(url, _TABLES):
             raise MoveRefused(
                 "the target database has tables and no collab-engine schema: it belongs to something else",
@@ -313,6 +315,13 @@ async def _prepare_target(url: str, partitions: int, *, source_log: object) -> N
                 f"in the target, {exc}",
                 "Move into an empty database (CREATE DATABASE) with this collab-engine.",
             ) from exc
+        head = migrate.head_revision()
+        if revision != head:  # the checks below read columns and tables of the head schema
+            raise MoveRefused(
+                f"the target's schema is at revision {revision!r}, older than this code's {head!r}",
+                "Move into an empty database (CREATE DATABASE), or bring the target up to date first "
+                "(collab migrate, with DATABASE_URL set to it).",
+            )
         if await _value(url, _LOG_ID, int_=False) == source_log:
             raise MoveRefused(
                 "the target is the source database: a log is moved into a database of its own",

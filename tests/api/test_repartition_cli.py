@@ -198,9 +198,9 @@ async def test_a_target_failing_midway_is_named_as_the_target(
         failed = await repartition(source, empty_database, 2, tmp_path)
         lines = assert_explained(
             failed,
-            "the move failed on the target database at",
+            "the move failed on the target database collab_empty_",
             "the disk for events is full",
-            "The source is unchanged; see that server's log, then drop and create the target again",
+            "The source is unchanged; see that server's log, then drop and create the target again and move",
         )
         assert "nothing moved" not in failed.stderr
         assert "DATABASE_URL" not in "\n".join(lines)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.repartition import MoveRefused, move_log
-from engine.log.migrate import upgrade_to_head
+from engine.log.migrate import downgrade, head_revision, upgrade_to_head
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
 from engine.model.catalogue import FILE_UPLOAD_STARTED
@@ -297,8 +297,12 @@ async def test_a_database_of_another_application_is_not_a_target(source: str, ta
     assert await tables_in(target) == ["alembic_version", "invoices"]
 
 
-async def test_a_target_of_a_newer_schema_is_refused_as_the_target(source: str, target: str) -> None:
-    await asyncio.to_thread(upgrade_to_head, target, 2)
+async def test_a_target_of_a_newer_or_older_schema_is_refused_as_the_target(source: str, target: str) -> None:
+    await asyncio.to_thread(upgrade_to_head, target, 1)
     await fetch(target, "UPDATE alembic_version SET version_num = 'from_a_newer_release'")
     with pytest.raises(MoveRefused, match=r"in the target, the database schema .* newer than this"):
+        await move_log(source, target, 2)
+    await fetch(target, "UPDATE alembic_version SET version_num = $1", head_revision())
+    await asyncio.to_thread(downgrade, target, "0004")  # before the nodes' registry and the log's id
+    with pytest.raises(MoveRefused, match=r"the target's schema is at revision '0004', older than"):
         await move_log(source, target, 2)
