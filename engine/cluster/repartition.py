@@ -266,14 +266,12 @@ async def _check_source(url: str, partitions: int) -> None:
     """The source's schema is this code's head (its tables have the columns the move reads), no node
     serves it, and its file ids allow `partitions`: checked before the target is touched, and again
     in the move's snapshot."""
-    await asyncio.to_thread(migrate.check_known, url)  # SchemaMismatch for a schema newer than this code
-    revision = await asyncio.to_thread(migrate.current_revision, url)
-    head = migrate.head_revision()
-    if revision != head:
-        raise MoveRefused(
-            f"the source database's schema is at {revision or 'nothing'}, not {head}",
-            "Upgrade it first (collab migrate, with DATABASE_URL set to the source), then move it.",
-        )
+    await _refuse_other_schema(
+        url,
+        "source",
+        "Bring it to this code's schema first (collab migrate, with DATABASE_URL set to the source), or "
+        "move it with the collab-engine that migrated it.",
+    )
     running = await _nodes_running(url)
     if running:
         raise _served(running)
@@ -282,6 +280,23 @@ async def _check_source(url: str, partitions: int) -> None:
         await _refuse_shared_file_ids(conn, partitions)
     finally:
         await conn.close()
+
+
+async def _refuse_other_schema(url: str, side: str, fix: str) -> None:
+    """MoveRefused unless the database's schema is this code's head: the move reads and writes the
+    head schema's tables on both sides."""
+    try:
+        await asyncio.to_thread(migrate.check_known, url)
+    except SchemaMismatch as exc:
+        raise MoveRefused(f"in the {side}, {exc}", fix) from exc
+    revision = await asyncio.to_thread(migrate.current_revision, url)
+    head = migrate.head_revision()
+    if revision is None:
+        raise MoveRefused(f"the {side} database has no collab-engine schema", fix)
+    if revision != head:
+        raise MoveRefused(
+            f"the {side}'s schema is at revision {revision!r}, older than this code's {head!r}", fix
+        )
 
 
 def _served(running: int) -> MoveRefused:
@@ -308,20 +323,12 @@ async def _prepare_target(url: str, partitions: int, *, source_log: object) -> N
                 "the target database has a schema but no collab-engine log: it belongs to something else",
                 "Create an empty database (CREATE DATABASE) and pass its URL as the target.",
             )
-        try:
-            await asyncio.to_thread(migrate.check_known, url)
-        except SchemaMismatch as exc:
-            raise MoveRefused(
-                f"in the target, {exc}",
-                "Move into an empty database (CREATE DATABASE) with this collab-engine.",
-            ) from exc
-        head = migrate.head_revision()
-        if revision != head:  # the checks below read columns and tables of the head schema
-            raise MoveRefused(
-                f"the target's schema is at revision {revision!r}, older than this code's {head!r}",
-                "Move into an empty database (CREATE DATABASE), or bring the target up to date first "
-                "(collab migrate, with DATABASE_URL set to it).",
-            )
+        await _refuse_other_schema(  # the checks below read the head schema's tables
+            url,
+            "target",
+            "Move into an empty database (CREATE DATABASE), or bring the target to this code's schema "
+            "first (collab migrate, with DATABASE_URL set to it).",
+        )
         if await _value(url, _LOG_ID, int_=False) == source_log:
             raise MoveRefused(
                 "the target is the source database: a log is moved into a database of its own",

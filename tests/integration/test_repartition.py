@@ -219,6 +219,14 @@ async def test_what_the_move_refuses_leaves_both_logs_as_they_were(
             await move_log(source, target, partitions)
     with pytest.raises(MoveRefused, match="is the source database"):
         await move_log(source, source, 2)
+    # A source of another schema: the move reads the head schema's tables.
+    await fetch(source, "UPDATE alembic_version SET version_num = 'from_a_newer_release'")
+    with pytest.raises(MoveRefused, match=r"in the source, the database schema .* newer than this"):
+        await move_log(source, target, 2)
+    await fetch(source, "UPDATE alembic_version SET version_num = '0014'")
+    with pytest.raises(MoveRefused, match=r"the source's schema is at revision '0014', older than"):
+        await move_log(source, target, 2)
+    await fetch(source, "UPDATE alembic_version SET version_num = $1", head_revision())
 
     # A node serving the source would append after the move's snapshot.
     await source_engine.dispose()
