@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
@@ -340,7 +340,19 @@ class Node:
         VersionConflict). A Duplicate is returned unpublished: its original was published; so is a
         Conflict (a claim of an id another claim took first: engine/features/claims.py).
         """
-        outcome = await self._running_appender().append(event)
+        return await self._settle(event, self._running_appender().append(event))
+
+    def submit(self, event: NewEvent) -> Awaitable[AppendOutcome] | None:
+        """Queue `event` now, in the caller's order, and return what `commit` would: await it at once
+        (its publishing is in it). None when it cannot be queued without waiting (the engine not
+        started, the log's partitions not read yet): `commit` it instead. Raises StoreUnavailable."""
+        if self._appender is None:
+            return None
+        queued = self._appender.submit(event)
+        return None if queued is None else self._settle(event, queued)
+
+    async def _settle(self, event: NewEvent, appended: Awaitable[AppendOutcome]) -> AppendOutcome:
+        outcome = await appended
         if isinstance(outcome, Committed):
             published = recorded(event, outcome)
             order = self._running_order().of(published.partition)

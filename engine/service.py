@@ -91,6 +91,7 @@ class Engine:
             read_sheet=node.sheet_at_head,
             read_stream=read_stream,
             commit=commit,
+            submit=node.submit,
             reply=reply,
             max_cells=config.max_cells_per_update,
         )
@@ -175,6 +176,7 @@ class Engine:
         self.leave_room = self.rooms.leave
         self.room_view = self.rooms.view
         self.update_cell = self.cells.update
+        self.submit_cell_update = self.cells.submit_update
         self.update_cells = self.cells.update_range
         self.load_sheet = self.cells.load
         self.sheet_room = self.sheet_rooms.room_of

@@ -9,11 +9,17 @@
     await session.end()                            # its rooms are left
 
 The transport (api/websocket.py) only pumps frames: everything a frame means is decided here. A
-frame is checked for size, decoded, validated, counted, rate-limited and dispatched, and answered
-before the next is read. That keeps each connection's replies in the order of its messages, and it is
-the backpressure: a client that sends faster than its appends commit waits in its own TCP window,
-not in our memory. Every reply goes through the node's queue for the connection, so replies and
-fanned-out events reach the socket in one order.
+frame is checked for size, decoded, validated, counted, rate-limited and dispatched. Most are answered
+before the next is read. A `cell_update` whose checks need nothing but this node's memory is queued
+for the log at once and answered in a task of its own, so the next frame is read while it commits:
+a busy editor's updates then share commits instead of each waiting out the one before (at most
+`MAX_IN_FLIGHT` of them; past that the next frame waits). Order is kept all the same: such an update's
+event is queued behind the connection's earlier ones, any other message waits until everything before
+it is answered, and every reply waits for the replies to the messages before it. That keeps each
+connection's log order and replies in the order of its messages, and it is the backpressure: a client
+that sends faster than its appends commit waits in its own TCP window, not in our memory. Every reply
+goes through the node's queue for the connection, so replies and fanned-out events reach the socket in
+one order.
 
 A bad message gets an error that echoes its `client_msg_id`/`request_id`, and the next frame is read
 as usual. Two exceptions close the connection: a frame over `max_message_bytes` (1009), because its
@@ -24,16 +30,19 @@ must not do for free.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from engine import protocol
 from engine.config import EngineConfig
 from engine.fanout.hub import SubscriberClosed
 from engine.features.limits import BadFrameBudget
+from engine.features.ports import Submitted
 from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.model.actors import Actor
 from engine.model.catalogue import REVOKED
@@ -73,6 +82,10 @@ from engine.protocol.close_codes import CloseCode
 from engine.protocol.error_codes import INTERNAL_ERROR, MESSAGE_TOO_LARGE
 
 log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT: Final = 32
+"""A connection's messages queued for the log and not yet answered, at most. The sender's next frame
+waits past it: one commit takes them all, and memory per connection stays bounded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,19 @@ class Handlers(Protocol):
         percentage: float,
         client_msg_id: str | None,
     ) -> None: ...
+    def submit_cell_update(
+        self,
+        actor: Actor,
+        connection_id: str,
+        sheet_id: str,
+        cell_id: str,
+        *,
+        value: Any,
+        formula: str | None,
+        version: int | None,
+        room: str | None,
+        client_msg_id: str | None,
+    ) -> Submitted | None: ...
     async def disconnect(self, connection_id: str) -> None: ...
 
 
@@ -216,6 +242,7 @@ class Session:
         self.actor = credentials.actor
         self.connection_id = connection_id
         self._bad_frames = BadFrameBudget(config.bad_frames_per_window, config.bad_frame_window)
+        self._in_flight: deque[asyncio.Task[None]] = deque()  # answering in their own tasks, in order
         tokens.track(connection_id, credentials.expires_at)
 
     async def open(self) -> None:
@@ -235,11 +262,13 @@ class Session:
         if not self._node.serving(self.connection_id):
             return None  # closed by the server (slow consumer, removal): its close is on the way
         if self._tokens.expired(self.connection_id):
+            await self.answered()
             await self._tokens.close_expired(self.connection_id)  # before acting with a dead token
             return None
         limit = self._config.max_message_bytes
         if len(frame) > limit:
             too_large = f"message of {len(frame)} bytes exceeds the limit of {limit} bytes"
+            await self.answered()
             await self.send(error_message(MESSAGE_TOO_LARGE, too_large, limit=limit))
             await self._node.flush(self.connection_id)  # the error first, then the close
             return Close(CloseCode.MESSAGE_TOO_BIG, "message too large")
@@ -251,10 +280,20 @@ class Session:
             log.info("connection %s is closing; message not answered", self.connection_id)
         return None
 
+    async def answered(self) -> None:
+        """Wait until every message read so far has been answered (its queued event settled too)."""
+        while self._in_flight:
+            await asyncio.wait(self._in_flight)  # never raises: each task answers its own errors
+            self._forget_answered()
+
     async def end(self) -> None:
-        """The socket is gone: forget the connection and leave its rooms."""
-        self._tokens.forget(self.connection_id)
-        await self._handlers.disconnect(self.connection_id)
+        """The socket is gone: settle what it sent, then forget the connection and leave its rooms
+        (its departures are appended after its last edits)."""
+        try:
+            await self.answered()
+        finally:
+            self._tokens.forget(self.connection_id)
+            await self._handlers.disconnect(self.connection_id)
 
     async def refresh(self, token: str) -> None:
         """`refresh_token`: verify the new token as at connect, for the same user; from now on act
@@ -286,18 +325,79 @@ class Session:
             echo = protocol.correlation_ids(payload)
             message = protocol.parse(payload)
         except Rejected as exc:
+            await self.answered()
             await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
             if self._bad_frames.spend():
                 return None
             log.info("connection %s is over its bad-frame budget; closing it", self.connection_id)
             await self._node.flush(self.connection_id)  # the error first, then the close
             return Close(CloseCode.BAD_FRAMES, "bad-frame budget exceeded")
-        await self._handle(message, echo)
+        self._node.traffic.message_received(message.type)  # /ws/stats and /metrics
+        self._forget_answered()
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            await asyncio.wait((self._in_flight[0],))
+        try:
+            # Before any handler: a limited user's message is refused with nothing persisted (`ping`
+            # is free).
+            self._node.rate_limiter.check(self.actor.user_id, message.type)
+            submitted = self._submit(message)
+        except Exception as exc:  # refused before anything was queued: answered in turn below
+            refused: Exception | None = exc
+            submitted = None
+        else:
+            refused = None
+        if submitted is not None:
+            previous = self._in_flight[-1] if self._in_flight else None
+            answering = self._answer_submitted(message, echo, submitted, previous)
+            self._in_flight.append(asyncio.create_task(answering))
+            return None
+        await self.answered()
+        await self._handle(message, echo, _raise(refused) if refused else self._dispatch(message, echo))
         return None
 
-    async def _handle(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
+    def _submit(self, message: InboundMessage) -> Submitted | None:
+        """Queue the message's event now if its handler can without waiting (see the module docstring)."""
+        if isinstance(message, CellUpdate):
+            return self._handlers.submit_cell_update(
+                self.actor,
+                self.connection_id,
+                message.sheet_id,
+                message.cell_id,
+                value=message.value,
+                formula=message.formula,
+                version=message.version,
+                room=message.room,
+                client_msg_id=message.client_msg_id,
+            )
+        return None
+
+    async def _answer_submitted(
+        self,
+        message: InboundMessage,
+        echo: Mapping[str, str],
+        submitted: Submitted,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        async def settle() -> None:
+            try:
+                outcome = await submitted.outcome  # published as soon as it commits, in log order
+            finally:
+                if previous is not None:
+                    await asyncio.wait((previous,))  # answered after the messages before it
+            await submitted.answer(outcome)
+
         try:
-            await self._dispatch(message, echo)
+            await self._handle(message, echo, settle())
+        except SubscriberClosed:
+            log.info("connection %s is closing; message not answered", self.connection_id)
+
+    def _forget_answered(self) -> None:
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
+
+    async def _handle(self, message: InboundMessage, echo: Mapping[str, str], work: Awaitable[None]) -> None:
+        try:
+            await work
         except Rejected as exc:
             # Idempotency first: a retry of a message already applied (from a new tab, after a
             # reconnect, past a limit) gets the original ack, never the error of a later check. Only
@@ -344,9 +444,6 @@ class Session:
         """Hand a valid message to its handler, which sends the replies (they must be ordered with
         the fanout, e.g. `room_state` before a join's replayed events)."""
         handlers, actor, cid, cmid = self._handlers, self.actor, self.connection_id, message.client_msg_id
-        self._node.traffic.message_received(message.type)  # /ws/stats and /metrics
-        # Before any handler: a limited user's message is refused with nothing persisted (`ping` is free).
-        self._node.rate_limiter.check(actor.user_id, message.type)
         match message:
             case Ping():
                 await self.send(protocol.pong(datetime.now(UTC), echo))
@@ -414,6 +511,10 @@ class Session:
                 # Valid by the schema but unhandled: say so, never stay silent, so a client does not
                 # wait for an answer that will not come.
                 raise UnknownMessageType(f"message type {message.type!r} is not supported by this server")
+
+
+async def _raise(error: Exception) -> None:
+    raise error
 
 
 def error_message(

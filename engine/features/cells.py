@@ -11,7 +11,8 @@ is checked here, before anything is queued.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from engine.decisions.access import authorize, require_member
@@ -19,7 +20,7 @@ from engine.decisions.cells import check_sheet_room, next_cell_version, room_for
 from engine.fanout.live import Live, LoadRoom
 from engine.features.claims import claim
 from engine.features.connections import Connections
-from engine.features.ports import Commit, Reply, acknowledge
+from engine.features.ports import Commit, Reply, Submit, Submitted, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import CellsUpdated, CellUpdated, SheetClaimed
 from engine.model.errors import ValidationFailed
@@ -47,6 +48,10 @@ class SheetRooms:
                 self._known[sheet_id] = room
         return room
 
+    def known(self, sheet_id: str) -> str | None:
+        """The sheet's room if this node knows it, without reading."""
+        return self._known.get(sheet_id)
+
     def learn(self, sheet_id: str, room_id: str) -> None:
         self._known[sheet_id] = room_id
 
@@ -66,6 +71,7 @@ class Cells:
         read_sheet: ReadSheet,
         read_stream: ReadStream,
         commit: Commit,
+        submit: Submit,
         reply: Reply,
         max_cells: int = 1000,
     ) -> None:
@@ -78,6 +84,7 @@ class Cells:
         self._read_sheet = read_sheet
         self._read_stream = read_stream
         self._commit = commit
+        self._submit = submit
         self._reply = reply
 
     async def update(
@@ -98,10 +105,7 @@ class Cells:
         connection = self._connections.of(actor, connection_id)
         authorize(actor, "cell_update")
         sheet_room = await self._sheet_rooms.room_of(sheet_id)
-        room_id = room_for_cell_update(
-            sheet_id, room=room, sheet_room=sheet_room, joined_rooms=connection.rooms
-        )
-        require_member(room_id, connection.rooms)
+        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:
             await self._claim(sheet_id, room_id, origin, (version,))
@@ -110,6 +114,47 @@ class Cells:
         await self._live.load(room_id, self._load_room)
         outcome = await self._commit(event)
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
+
+    def submit_update(
+        self,
+        actor: Actor,
+        connection_id: str,
+        sheet_id: str,
+        cell_id: str,
+        *,
+        value: Any,
+        formula: str | None = None,
+        version: int | None = None,
+        room: str | None = None,
+        client_msg_id: str | None = None,
+    ) -> Submitted | None:
+        """`update` without waiting, so that a connection's next message can be read before this one
+        commits: when everything it checks is known here (the sheet's room, the room's view), its
+        event is queued at once, behind the connection's earlier ones. None when `update` must do it
+        (it would read first, or claim the sheet); the same checks raise the same errors."""
+        connection = self._connections.of(actor, connection_id)
+        authorize(actor, "cell_update")
+        sheet_room = self._sheet_rooms.known(sheet_id)
+        if sheet_room is None:
+            return None
+        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms)
+        if self._live.view(room_id, shown=False) is None:
+            return None
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+        updated = CellUpdated(room_id, sheet_id, cell_id, value, formula, actor.user_id, actor.username)
+        settled = self._submit(updated.new(origin, cells=updated.writes(version)))
+        if settled is None:
+            return None
+        answer = partial(acknowledge, self._reply, connection_id, client_msg_id, room_id=room_id)
+        return Submitted(settled, answer)
+
+    @staticmethod
+    def _room_of_update(
+        sheet_id: str, room: str | None, sheet_room: str | None, joined: Collection[str]
+    ) -> str:
+        room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined)
+        require_member(room_id, joined)
+        return room_id
 
     async def load(self, actor: Actor, connection_id: str, sheet_id: str) -> None:
         """Answer `load_sheet` with `sheet_state`: the sheet as of its room's seq. A read: nothing is
@@ -143,9 +188,7 @@ class Cells:
                 limit=self.max_cells,
             )
         sheet_room = await self._sheet_rooms.room_of(sheet_id)
-        rooms = connection.rooms
-        room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=rooms)
-        require_member(room_id, connection.rooms)
+        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms)
         cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:

@@ -1,13 +1,16 @@
 """The narrow interfaces the node kernel hands its feature components (engine/node.py).
 
 A component asks for what it uses, one function each, never for the node: `commit` appends an event
-and publishes it before anything else can run, `reply` queues messages for one connection behind
+and publishes it before anything else can run, `submit` queues one without waiting (for a connection
+that reads its next message before this one commits), `reply` queues messages for one connection behind
 what is already queued for it (so replies and fanned-out events reach a socket in one order),
 `flush` waits until they have gone out. Tests hand in their own, over the memory store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent
@@ -20,6 +23,23 @@ class Commit(Protocol):
     (an expected version that did not hold: only claims set one)."""
 
     async def __call__(self, event: NewEvent, /) -> AppendOutcome: ...
+
+
+class Submit(Protocol):
+    """Queue an event for appending now, in the caller's order; the awaitable is what `Commit` would
+    return, publishing included, and must be awaited at once. None when it cannot be queued without
+    waiting: `Commit` it instead. Raises StoreUnavailable."""
+
+    def __call__(self, event: NewEvent, /) -> Awaitable[AppendOutcome] | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A message whose event is queued: `outcome` settles it (publishing included), `answer` replies
+    to the sender with that outcome, once the connection's earlier messages are answered."""
+
+    outcome: Awaitable[AppendOutcome]
+    answer: Callable[[AppendOutcome], Awaitable[None]]
 
 
 class Reply(Protocol):
@@ -51,4 +71,4 @@ async def acknowledge(
     await reply(connection_id, ack(client_msg_id, room_id=room_id, seq=seq))
 
 
-__all__ = ["Commit", "Flush", "Reply", "acknowledge"]
+__all__ = ["Commit", "Flush", "Reply", "Submit", "Submitted", "acknowledge"]

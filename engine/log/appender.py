@@ -190,14 +190,27 @@ class Appender:
         self._admit(1)
         if self._partitions is None:
             await self._learn_partitions()
+        # No timer per call: the writer bounds every commit by `timeout` and fails what is queued
+        # when the database is unreachable, so this await ends within about twice `timeout`.
+        return await self._enqueue(event)
+
+    def submit(self, event: NewEvent) -> asyncio.Future[AppendOutcome] | None:
+        """Queue one event now, behind everything queued before this call, and return its outcome to
+        await later: a caller that must keep its events in order can queue the next before the first
+        commits. None until the log's partition count is known (`append` learns it). Raises
+        StoreUnavailable."""
+        if self._partitions is None:
+            return None
+        self._admit(1)
+        return self._enqueue(event)
+
+    def _enqueue(self, event: NewEvent) -> asyncio.Future[AppendOutcome]:
         fut: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         lane = self._lane(event.stream_id)
         lane.pending.append((event, fut))
         self._queued += 1
         lane.wakeup.set()
-        # No timer per call: the writer bounds every commit by `timeout` and fails what is queued
-        # when the database is unreachable, so this await ends within about twice `timeout`.
-        return await fut
+        return fut
 
     async def append_many(self, batch: Sequence[NewEvent]) -> list[AppendOutcome]:
         """Submit several events at once; each still gets its own outcome (they may share a commit).
@@ -206,13 +219,7 @@ class Appender:
         self._admit(len(batch))
         if self._partitions is None:
             await self._learn_partitions()
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in batch]
-        for event, fut in zip(batch, futures, strict=True):
-            lane = self._lane(event.stream_id)
-            lane.pending.append((event, fut))
-            self._queued += 1
-            lane.wakeup.set()
+        futures = [self._enqueue(event) for event in batch]
         return list(await asyncio.gather(*futures))
 
     def _admit(self, count: int) -> None:

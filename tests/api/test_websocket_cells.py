@@ -141,3 +141,43 @@ async def test_repeated_client_msg_id_is_acked_again_and_not_applied_twice(
         assert await pending(alice) == []
     values = [e.data["value"] for e in await store.read_stream(room_stream(room)) if e.type == CELL_UPDATED]
     assert values == ["Hello World"]
+
+
+async def test_updates_sent_back_to_back_are_applied_and_answered_in_the_order_sent(
+    server: Server, store: EventStore, room: str, sheet: str
+) -> None:
+    """A busy editor's updates are read while the ones before them commit (engine/session.py): a
+    stale one, a refused one and a repeat among them change nothing of the order."""
+    async with server.connect(server.token("alice")) as alice, server.connect(server.token("bob")) as bob:
+        await greet(alice)
+        await greet(bob)
+        await join(alice, room)
+        await join(bob, room)
+        await send(alice, update(sheet, cell_id="Z1", version=100, client_msg_id="claim"))
+        claimed = (await until(alice, of_type("ack", client_msg_id="claim")))[-1]
+        first = claimed["seq"] + 1
+        await pending(bob)
+        sent = [update(sheet, cell_id=f"A{n}", value=n, client_msg_id=f"m{n}") for n in range(40)]
+        sent[10] = update(sheet, cell_id="Z1", value="stale", version=5, client_msg_id="m10")
+        sent[20] = update(sheet, cell_id="A20", room="another-room", client_msg_id="m20")
+        sent[30] = update(sheet, cell_id="A29", value="repeat", client_msg_id="m29")
+        for message in sent:
+            await send(alice, message)
+        seen = await until(alice, lambda m: m.get("client_msg_id") == "m39" and m["type"] == "ack")
+
+        replies = [
+            (m["type"], m.get("code"), m["client_msg_id"]) for m in seen if m["type"] in ("ack", "error")
+        ]
+        expected = [("ack", None, f"m{n}") for n in range(40)]
+        expected[10] = ("error", "VERSION_CONFLICT", "m10")
+        expected[20] = ("error", "VALIDATION_ERROR", "m20")
+        expected[30] = ("ack", None, "m29")
+        assert replies == expected
+        acks = [m["seq"] for m in seen if m["type"] == "ack"]
+        assert acks == [*range(first, first + 28), first + 27, *range(first + 28, first + 37)]
+        theirs = await until(bob, of_type("cell_updated", client_msg_id="m39"))
+        assert [m["seq"] for m in theirs] == list(range(first, first + 37))
+
+    applied = [n for n in range(40) if n not in (10, 20, 30)]
+    events = [e for e in await store.read_stream(room_stream(room)) if e.type == CELL_UPDATED]
+    assert [e.data["value"] for e in events][1:] == applied

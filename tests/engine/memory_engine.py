@@ -50,6 +50,7 @@ class Client:
         """One frame in; returns when it is answered and every queue it fed has been sent."""
         frame = message if isinstance(message, bytes) else orjson.dumps(message)
         verdict = await self.session.receive(frame)
+        await self.session.answered()
         await settle(self.engine)
         return verdict
 
