@@ -382,7 +382,7 @@ class Session:
             try:
                 outcome = await submitted.outcome  # published as soon as it commits, in log order
             finally:
-                if previous is not None:
+                if previous is not None and not previous.done():
                     await asyncio.wait((previous,))  # answered after the messages before it
             await submitted.answer(outcome)
 
