@@ -393,9 +393,11 @@ async def measure(
                 step = await load.run_step(f"s{rate}", offered, args.seconds)
                 rows.append({"server": label, **step, "arrivals": args.arrivals})
             print(rows[-1], flush=True)
+        # Closed first: this process's loop, still reading a saturated step's backlog, could leave the
+        # stats request unsent past the server's keep-alive timeout, which then drops the connection.
+        await load.close()
         if target == "collab-engine":
             await write_paths(load, ports)
-        await load.close()
         return rows
     finally:
         for server in servers:

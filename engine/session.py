@@ -336,6 +336,8 @@ class Session:
         self._forget_answered()
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             await asyncio.wait((self._in_flight[0],))
+            if not self._node.serving(self.connection_id):
+                return None  # closed by the server meanwhile, as at the top of `receive`
         try:
             # Before any handler: a limited user's message is refused with nothing persisted (`ping`
             # is free).
