@@ -112,6 +112,44 @@ async def test_schema_newer_than_the_code_is_refused(scratch_url: str) -> None:
         await _in_thread(migrate.upgrade_to_head, scratch_url)
 
 
+async def test_analyze_builds_no_statistics_for_event_payloads_and_the_key_scope(
+    scratch_url: str, db_engine: AsyncEngine
+) -> None:
+    # Autovacuum analyzes a young log about once a minute; these statistics were most of its cost.
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    alice = Origin("n", "alice")
+    joins = [
+        UserJoinedRoom(f"r{i}", "alice", "Alice", None, f"c{i}").new(alice, key=f"k{i}") for i in range(20)
+    ]
+    await EventStore(db_engine).append(joins)
+    assert await _statistics_of(db_engine) == ({"stream_id", "type", "user_id", "position"}, set())
+
+    await _in_thread(migrate.downgrade, scratch_url, "0015")
+    columns, index = await _statistics_of(db_engine)
+    assert {"data", "metadata"} <= columns and index == {_SCOPE_EXPRESSION}
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    assert await _statistics_of(db_engine) == ({"stream_id", "type", "user_id", "position"}, set())
+
+
+_SCOPE_INDEX = "uq_events_user_id_idempotency_key_scope_partition"
+_SCOPE_EXPRESSION = "regexp_replace"  # PostgreSQL's name for the index's expression column
+
+
+async def _statistics_of(db_engine: AsyncEngine) -> tuple[set[str], set[str]]:
+    """Of the columns that matter here, those of `events` an ANALYZE built statistics for, and the
+    idempotency index's expression if it got any."""
+    async with db_engine.connect() as conn:
+        await conn.execute(text("ANALYZE events"))
+        found = await conn.execute(
+            text("SELECT tablename, attname FROM pg_stats WHERE tablename IN ('events', :index)"),
+            {"index": _SCOPE_INDEX},
+        )
+        rows = found.all()
+    watched = {"stream_id", "type", "user_id", "position", "data", "metadata"}
+    columns = {name for table, name in rows if table == "events" and name in watched}
+    return columns, {name for table, name in rows if table == _SCOPE_INDEX}
+
+
 async def test_file_ids_claimed_before_their_streams_get_a_claim_for_their_first_claimer(
     scratch_url: str,
     db_engine: AsyncEngine,
