@@ -56,6 +56,7 @@ from bench.common import (  # noqa: E402
     collections_paused,
     cpu_seconds,
     database_processes,
+    drop_database,
     fresh_database,
     percentile,
     pin_database_server,
@@ -440,6 +441,7 @@ def run_workers(args: argparse.Namespace, counts: list[int], variants: list[Vari
     rows: list[dict[str, object]] = []
     for (workers, variant), database_url in zip(runs, database_urls, strict=True):
         rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, variant, workers=workers))
+        drop_database(database_url)
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs, workers=1))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, unpinned,", end=" ")
     print(f"sends {args.arrivals}; server logs in {logs}")
@@ -550,8 +552,10 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for nodes, database_url in zip(node_counts, database_urls, strict=True):
         rows += asyncio.run(measure("collab-engine", nodes, database_url, args, logs))
+        drop_database(database_url)  # or autovacuum works through its log during the next run
     for variant, database_url in zip(variants, variant_urls, strict=True):
         rows += asyncio.run(measure("collab-engine", 1, database_url, args, logs, variant))
+        drop_database(database_url)
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores,", end=" ")
     print(f"sends {args.arrivals}; server logs in {logs}")
