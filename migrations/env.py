@@ -33,6 +33,10 @@ def _run(connection: Connection) -> None:
         with context.begin_transaction():
             context.run_migrations()
     finally:
+        # A migration that failed can leave its transaction aborted, where even the unlock is refused
+        # and its error would hide the migration's own (a read-only database, say).
+        if connection.in_transaction():
+            connection.rollback()
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
         connection.commit()
 

@@ -83,6 +83,22 @@ def test_cli_refuses_a_schema_newer_than_the_code(
     assert current_revision(migrated_database) == "9999", "nothing was changed"
 
 
+@pytest.mark.parametrize("command", COMMANDS[:2], ids=lambda c: c[0])
+def test_cli_names_what_a_read_only_database_refused(
+    tmp_path: Path, server_url: str, empty_database: str, command: list[str]
+) -> None:
+    # As a standby is: the failed migration's own error is told, not the release of its lock after it.
+    name = make_url(empty_database).database
+    asyncio.run(_execute(server_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    done = collab(*command, data_dir=tmp_path, DATABASE_URL=empty_database)
+    # The migration had started, so its log lines come first; the explanation is the last two lines.
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    cause, fix = done.stderr.strip().splitlines()[-2:]
+    assert "refused a statement: cannot execute CREATE TABLE in a read-only transaction" in cause, cause
+    assert "may create and alter tables" in fix
+    assert current_revision(empty_database) is None, "nothing was changed"
+
+
 def test_cli_shows_the_traceback_with_debug_logging(tmp_path: Path, server_url: str) -> None:
     url = database_url_for(server_url, "collab_never_created")
     done = collab("migrate", data_dir=tmp_path, DATABASE_URL=url, LOG_LEVEL="DEBUG")
