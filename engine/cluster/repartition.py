@@ -142,7 +142,14 @@ async def _on_target(*, written: bool = False) -> AsyncIterator[None]:
     try:
         yield
     except _DATABASE_ERRORS as exc:
-        raise TargetFailed(str(exc) or type(exc).__name__, written=written) from exc
+        raise TargetFailed(_what_the_server_said(exc), written=written) from exc
+
+
+def _what_the_server_said(exc: BaseException) -> str:
+    """The driver's own message, not SQLAlchemy's wrapping of it (the statement, its parameters, a link)."""
+    said: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(said).strip().splitlines()
+    return lines[0] if lines else type(said).__name__
 
 
 @dataclass(frozen=True, slots=True)

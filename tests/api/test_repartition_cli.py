@@ -22,7 +22,12 @@ from engine.readmodels.rebuild import diff_all
 from tests.api.conftest import fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, join, send, until, write_cell
 from tests.cli_runner import assert_explained, collab
-from tests.conftest import create_empty_database, drop_database, transactions_spanning_partitions
+from tests.conftest import (
+    admin_execute,
+    create_empty_database,
+    drop_database,
+    transactions_spanning_partitions,
+)
 from tests.integration.projection_helpers import all_tables, caught_up
 
 ROOMS = 6
@@ -204,6 +209,27 @@ async def test_a_target_failing_midway_is_named_as_the_target(
         )
         assert "nothing moved" not in failed.stderr
         assert "DATABASE_URL" not in "\n".join(lines)
+        assert await tables_of(source) == before
+
+
+async def test_a_target_failing_before_the_copy_says_nothing_was_copied(
+    server_url: str, empty_database: str, tmp_path: Path
+) -> None:
+    """The target is read-only (as a standby is), so its schema cannot be made: the command blames the
+    target and says nothing reached it, so there is nothing to drop before moving again."""
+    name = empty_database.rsplit("/", 1)[1].split("?")[0]
+    await admin_execute(server_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    async with fresh_database(server_url, partitions=1) as source:
+        await write_rooms(source, f"read-only-{uuid.uuid4().hex[:6]}")
+        before = await tables_of(source)
+        failed = await repartition(source, empty_database, 2, tmp_path)
+        lines = assert_explained(
+            failed,
+            "the move failed on the target database collab_empty_",
+            "read-only transaction",
+            "The source is unchanged and nothing was copied; see that server's log and move again once it",
+        )
+        assert "drop and create" not in "\n".join(lines)
         assert await tables_of(source) == before
 
 
