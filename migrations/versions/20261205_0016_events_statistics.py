@@ -4,15 +4,17 @@ Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-05
 
-Why: autovacuum analyzes `events` again after every tenth of its rows is new, which on a young log
-is about once a minute. Measured on a log of 63,000 events, one `ANALYZE events` took 200-250 ms of a
-core, most of it building statistics nobody reads: `data` and `metadata` are JSONB documents that no
-query compares whole (expressions over them get default estimates whatever the column's statistics),
-and the idempotency index's scope expression is evaluated, a regular expression per sampled row,
-only to describe an expression no query filters on. With those three at statistics target 0 the same
-`ANALYZE` takes about 80 ms. Where PostgreSQL shares cores with the server (the embedded one of
-`make run`, or a small host), that pause was the largest stall in a node's delivery latency.
-The columns the planner does use (stream, type, user, key, time, positions) keep the default target.
+Why: autovacuum analyzes `events` again once a tenth of its rows is new, which on a young log is at
+every visit of autovacuum's (every 12-20 s in the benchmark's runs). Measured on a log of 63,000
+events, one `ANALYZE events` took 200-250 ms of a core, most of it building statistics nobody reads:
+`data` and `metadata` are JSONB documents that no query compares whole (expressions over them get
+default estimates whatever the column's statistics), and the idempotency index's scope expression
+is evaluated, a regular expression per sampled row, only to describe an expression no query filters
+on. With those three at statistics target 0 the same `ANALYZE` takes about 80 ms. Where PostgreSQL
+shares cores with the server (the embedded one of `make run`, or a small host), that pause was the
+largest stall in a node's delivery latency. The columns the planner does use (stream, type, user,
+key, time, positions) keep the default target. Both statements take only a SHARE UPDATE EXCLUSIVE
+lock: appends and reads go on while they run.
 """
 
 from collections.abc import Sequence
