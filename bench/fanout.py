@@ -9,8 +9,10 @@ interval, so the server meets a burst of 20 messages (400 deliveries) every 20 m
 `--arrivals even` spreads the senders' sends evenly over the interval instead, as independent
 clients' would be. Every member, the sender included, receives each `cell_updated`. Reported per
 step: offered and achieved msgs/s, deliveries/s, p50/p99 latency from send to each delivery, lost
-and duplicated deliveries. The server runs pinned to core 0 and this load generator to core 1
-(`os.sched_setaffinity`), so they do not share a core; both servers run the same workload in one run.
+and duplicated deliveries, and the server side's CPU per delivery and cores used (under 0.9 at a
+server's best step, the load generator rather than the server set that rate; the report says so).
+The server runs pinned to core 0 and this load generator to core 1 (`os.sched_setaffinity`), so
+they do not share a core; both servers run the same workload in one run.
 Before the measured steps each server gets one unmeasured second at 500 msgs/s, and during a step
 the generator's garbage collector is off (bench/common.py `collections_paused`): both used to show
 up in the measured p99 as the generator's stalls, not the server's.
@@ -64,6 +66,7 @@ from bench.common import (  # noqa: E402
 )
 
 SECRET = "bench-secret-" + "k" * 64
+SATURATED_CORES = 0.9  # a pinned server side using less than this at its best step was not the limit
 WARMUP_RATE = 500.0  # msgs/s sent for `--warmup` seconds before the measured steps
 UNLIMITED = str(10**9)
 
@@ -329,6 +332,9 @@ class Load:
             "gaps": step.gaps if step.sequenced else "n/a",
             "closed": sum(1 for ws in self.clients if ws.close_code is not None),
             "cpu_us_per_delivery": round(cpu * 1e6 / max(len(step.delivered), 1), 1),
+            # Under 1 at the unthrottled step: the server side had CPU to spare, so the load
+            # generator, not the server, set that step's rate.
+            "server_cores": round(cpu / span, 2),
         }
         if len(self.urls) > 1:
             for q in (50, 99):
@@ -442,7 +448,7 @@ async def measure(
 
 def report(rows: list[dict[str, object]]) -> str:
     keys = ["server", "offered_msgs_per_s", "sent_msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"]
-    keys += ["lost", "duplicated", "disordered", "gaps", "closed", "cpu_us_per_delivery"]
+    keys += ["lost", "duplicated", "disordered", "gaps", "closed", "cpu_us_per_delivery", "server_cores"]
     keys += ["cross_extra_p50_ms", "cross_extra_p99_ms"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
@@ -451,9 +457,20 @@ def report(rows: list[dict[str, object]]) -> str:
         for t in {r["server"] for r in rows}
     }
     relay = max(best.get("baseline relay", 0), 1)
+    cores = {
+        str(r["server"]): float(str(r["server_cores"]))
+        for r in rows
+        if str(r["deliveries_per_s"]) == str(best[r["server"]])
+    }
     lines.append("")
     for server in sorted(t for t in best if t != "baseline relay"):
         lines.append(f"saturation deliveries/s: {server} / baseline relay = {best[server] / relay:.2f}")
+    spare = sorted(server for server, used in cores.items() if used < SATURATED_CORES)
+    if spare:
+        lines.append(
+            f"not saturated at its best step (server side under {SATURATED_CORES} of a core): "
+            f"{', '.join(f'{s} {cores[s]:.2f}' for s in spare)}; the load generator set that rate"
+        )
     if "collab-engine" in best and "collab-engine x2" in best:
         ratio = best["collab-engine x2"] / max(best["collab-engine"], 1)
         lines.append(f"saturation deliveries/s: two nodes / one node = {ratio:.2f}")
