@@ -52,6 +52,12 @@ async def admin_execute(server_url: str, sql: str) -> None:
         await conn.close()
 
 
+async def make_read_only(server_url: str, database_url: str) -> None:
+    """Every later session on the database is read-only, as on a standby."""
+    name = make_url(database_url).database
+    await admin_execute(server_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+
+
 async def transactions_spanning_partitions(database_url: str) -> list[tuple[str, list[int]]]:
     """Every transaction whose rows in the log's tables are in more than one partition."""
     conn = await asyncpg.connect(_libpq_dsn(database_url))

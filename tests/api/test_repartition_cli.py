@@ -23,9 +23,9 @@ from tests.api.conftest import fresh_database, make_settings, request, serve
 from tests.api.live_helpers import greet, join, send, until, write_cell
 from tests.cli_runner import assert_explained, collab
 from tests.conftest import (
-    admin_execute,
     create_empty_database,
     drop_database,
+    make_read_only,
     transactions_spanning_partitions,
 )
 from tests.integration.projection_helpers import all_tables, caught_up
@@ -197,19 +197,14 @@ async def test_a_target_failing_midway_is_named_as_the_target(
         await conn.execute(_REFUSE_EVENTS)
     finally:
         await conn.close()
-    async with fresh_database(server_url, partitions=1) as source:
-        await write_rooms(source, f"failing-{uuid.uuid4().hex[:6]}")
-        before = await tables_of(source)
-        failed = await repartition(source, empty_database, 2, tmp_path)
-        lines = assert_explained(
-            failed,
-            "the move failed on the target database collab_empty_",
-            "the disk for events is full",
-            "The source is unchanged; see that server's log, then drop and create the target again and move",
-        )
-        assert "nothing moved" not in failed.stderr
-        assert "DATABASE_URL" not in "\n".join(lines)
-        assert await tables_of(source) == before
+    lines = await _moved_into_failing_target(
+        server_url,
+        empty_database,
+        tmp_path,
+        "the disk for events is full",
+        "The source is unchanged; see that server's log, then drop and create the target again and move",
+    )
+    assert "DATABASE_URL" not in "\n".join(lines)
 
 
 async def test_a_target_failing_before_the_copy_says_nothing_was_copied(
@@ -217,20 +212,30 @@ async def test_a_target_failing_before_the_copy_says_nothing_was_copied(
 ) -> None:
     """The target is read-only (as a standby is), so its schema cannot be made: the command blames the
     target and says nothing reached it, so there is nothing to drop before moving again."""
-    name = empty_database.rsplit("/", 1)[1].split("?")[0]
-    await admin_execute(server_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    await make_read_only(server_url, empty_database)
+    lines = await _moved_into_failing_target(
+        server_url,
+        empty_database,
+        tmp_path,
+        "read-only transaction",
+        "The source is unchanged and nothing was copied; see that server's log and move again once it",
+    )
+    assert "drop and create" not in "\n".join(lines)
+
+
+async def _moved_into_failing_target(
+    server_url: str, target: str, tmp_path: Path, cause: str, fix: str
+) -> list[str]:
+    """Move a source with rooms into `target`, which fails: the command names the target, `cause` and
+    `fix`, never says "nothing moved" (the source's refusal), and leaves the source as it was."""
     async with fresh_database(server_url, partitions=1) as source:
-        await write_rooms(source, f"read-only-{uuid.uuid4().hex[:6]}")
+        await write_rooms(source, f"failing-{uuid.uuid4().hex[:6]}")
         before = await tables_of(source)
-        failed = await repartition(source, empty_database, 2, tmp_path)
-        lines = assert_explained(
-            failed,
-            "the move failed on the target database collab_empty_",
-            "read-only transaction",
-            "The source is unchanged and nothing was copied; see that server's log and move again once it",
-        )
-        assert "drop and create" not in "\n".join(lines)
+        failed = await repartition(source, target, 2, tmp_path)
+        lines = assert_explained(failed, "the move failed on the target database collab_empty_", cause, fix)
+        assert "nothing moved" not in failed.stderr
         assert await tables_of(source) == before
+    return lines
 
 
 _REFUSE_EVENTS = """

@@ -19,6 +19,7 @@ from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import current_revision, head_revision, upgrade_to_head
 from tests.api.conftest import free_port
 from tests.cli_runner import ROOT, assert_explained, collab
+from tests.conftest import make_read_only
 
 COMMANDS = [["migrate"], ["serve", "--port", "0"], ["projections", "rebuild", "--check"]]
 HEAD = head_revision()
@@ -88,8 +89,7 @@ def test_cli_names_what_a_read_only_database_refused(
     tmp_path: Path, server_url: str, empty_database: str, command: list[str]
 ) -> None:
     # As a standby is: the failed migration's own error is told, not the release of its lock after it.
-    name = make_url(empty_database).database
-    asyncio.run(_execute(server_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    asyncio.run(make_read_only(server_url, empty_database))
     done = collab(*command, data_dir=tmp_path, DATABASE_URL=empty_database)
     # The migration had started, so its log lines come first; the explanation is the last two lines.
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr

@@ -115,7 +115,7 @@ async def test_schema_newer_than_the_code_is_refused(scratch_url: str) -> None:
 async def test_analyze_builds_no_statistics_for_event_payloads_and_the_key_scope(
     scratch_url: str, db_engine: AsyncEngine
 ) -> None:
-    # Autovacuum analyzes a young log about once a minute; these statistics were most of its cost.
+    # Autovacuum analyzes a young log at nearly every visit; these statistics were most of its cost.
     await _in_thread(migrate.upgrade_to_head, scratch_url)
     alice = Origin("n", "alice")
     joins = [
