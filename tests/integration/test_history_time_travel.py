@@ -4,14 +4,18 @@ seq and a cell's versions come from the log as written."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import event as sa_event
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from engine.log import migrate
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore
 from engine.model.catalogue import CELL_UPDATED, CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM, SheetClaimed
@@ -205,3 +209,73 @@ async def test_history_export_reads_page_by_page_up_to_the_head_at_its_start(
     assert sizes == [5, 5, 2]  # the 12 events of the session; the join after the start is not in it
     with pytest.raises(NotFound):
         await history.export_room(f"{room}-never")
+
+
+async def test_history_time_travel_reads_the_room_not_the_log_when_statistics_undercount_streams(
+    empty_database: str,
+) -> None:
+    """A quiet room's state as of a time, in a log that went on without it. When the planner thinks
+    every stream is huge (as a small sample of a large log can make it think), "the room's newest event
+    then" must still be found in the room's own entries, not by walking the log back from its end."""
+    await asyncio.to_thread(migrate.upgrade_to_head, empty_database)
+    db_engine = create_async_engine(empty_database)
+    try:
+        store = EventStore(db_engine)
+        quiet = "quiet"
+        await _session(store, quiet)
+        for batch in range(_BUSY_EVENTS // 500):
+            busy = [
+                NewEvent(
+                    volatile_stream(room_stream(f"busy-{i % 5_000}")), CURSOR_MOVED, {"n": i}, user_id="u"
+                )
+                for i in range(batch * 500, (batch + 1) * 500)
+            ]
+            assert all(isinstance(o, Committed) for o in await store.append(busy))
+        async with db_engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE events ALTER COLUMN stream_id SET (n_distinct = 2)"))
+            await conn.execute(text("ANALYZE events"))
+
+        log = await _room_log(store, quiet)
+        statements: list[tuple[str, Any]] = []
+
+        def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+            statements.append((statement, parameters))
+
+        sa_event.listen(db_engine.sync_engine, "before_cursor_execute", keep)
+        history = History(db_engine)
+        assert await history.room_state(quiet, at=log[4].recorded_at) == project(log[:5], quiet)
+        assert await history.room_state(quiet, at=datetime.now(UTC)) == project(log, quiet)
+        sa_event.remove(db_engine.sync_engine, "before_cursor_execute", keep)
+
+        async with db_engine.connect() as conn:
+            for statement, parameters in statements:
+                explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
+                plan = (await conn.exec_driver_sql(explain, parameters)).scalar_one()[0]["Plan"]
+                read = _rows_read(plan)
+                assert read < _BUSY_EVENTS / 10, f"{read} rows read by {_shape(plan)} for {statement}"
+    finally:
+        await db_engine.dispose()
+
+
+_BUSY_EVENTS = 20_000
+
+
+def _rows_read(node: dict[str, Any]) -> float:
+    """Table rows a plan visited: those its scans returned or filtered away, over their loops. (A
+    bitmap index scan is not counted: of the BRIN index on time it is a range of pages, not rows;
+    the heap scan over it counts the rows it rechecked.)"""
+    own = 0.0
+    if node["Node Type"] in _SCANS:
+        removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+        own = (node["Actual Rows"] + removed) * node["Actual Loops"]
+    return own + sum(_rows_read(child) for child in node.get("Plans", []))
+
+
+_SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
+
+
+def _shape(node: dict[str, Any]) -> str:
+    """A plan in one line: each node, its index, and rows returned / removed by its filter."""
+    kids = ",".join(_shape(child) for child in node.get("Plans", []))
+    rows = f"{node['Actual Rows']}/{node.get('Rows Removed by Filter', 0)}"
+    return f"{node['Node Type']}({node.get('Index Name', '')} {rows})[{kids}]"
