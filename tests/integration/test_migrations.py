@@ -131,6 +131,34 @@ async def test_analyze_builds_no_statistics_for_event_payloads_and_the_key_scope
     assert await _statistics_of(db_engine) == ({"stream_id", "type", "user_id", "position"}, set())
 
 
+async def test_analyze_samples_a_tenth_of_the_default_for_the_events_columns(
+    scratch_url: str, db_engine: AsyncEngine
+) -> None:
+    # The sample's size follows the largest target; a histogram has at most target + 1 bounds.
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    alice = Origin("n", "alice")
+    joins = [UserJoinedRoom(f"r{i}", "alice", "Alice", None, f"c{i}").new(alice) for i in range(300)]
+    await EventStore(db_engine).append(joins)
+    assert await _histogram_bounds(db_engine) == {"position": 11, "stream_id": 11}
+
+    await _in_thread(migrate.downgrade, scratch_url, "0016")
+    assert await _histogram_bounds(db_engine) == {"position": 101, "stream_id": 101}
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+    assert await _histogram_bounds(db_engine) == {"position": 11, "stream_id": 11}
+
+
+async def _histogram_bounds(db_engine: AsyncEngine) -> dict[str, int]:
+    async with db_engine.connect() as conn:
+        await conn.execute(text("ANALYZE events"))
+        found = await conn.execute(
+            text(
+                "SELECT attname, cardinality(histogram_bounds::text::text[]) FROM pg_stats"
+                " WHERE tablename = 'events' AND attname IN ('position', 'stream_id')"
+            )
+        )
+        return {str(name): int(bounds) for name, bounds in found.all()}
+
+
 _SCOPE_INDEX = "uq_events_user_id_idempotency_key_scope_partition"
 _SCOPE_EXPRESSION = "regexp_replace"  # PostgreSQL's name for the index's expression column
 
