@@ -10,7 +10,9 @@ interval, so the server meets a burst of 20 messages (400 deliveries) every 20 m
 clients' would be. Every member, the sender included, receives each `cell_updated`. Reported per
 step: offered and achieved msgs/s, deliveries/s, p50/p99 latency from send to each delivery, lost
 and duplicated deliveries, and the server side's CPU per delivery and cores used (under 0.9 at a
-server's best step, the load generator rather than the server set that rate; the report says so).
+server's best step, the load generator rather than the server set that rate; the report says so),
+and its slow windows: the 100 ms windows of sends of which some delivery took over 20 ms, with the
+UTC times of the worst five, to be lined up with the server's and PostgreSQL's logs.
 The server runs pinned to core 0 and this load generator to core 1 (`os.sched_setaffinity`), so
 they do not share a core; both servers run the same workload in one run.
 Before the measured steps each server gets one unmeasured second at 500 msgs/s, and during a step
@@ -69,6 +71,8 @@ SECRET = "bench-secret-" + "k" * 64
 SATURATED_CORES = 0.9  # a pinned server side using less than this at its best step was not the limit
 WARMUP_RATE = 500.0  # msgs/s sent for `--warmup` seconds before the measured steps
 UNLIMITED = str(10**9)
+WINDOW_SECONDS = 0.1  # sends are grouped by when they were sent, to find when the tail happened
+SLOW_WINDOW_MS = 20.0  # a window is slow when a delivery of one of its sends took longer than this
 
 
 class Deliveries:
@@ -121,6 +125,67 @@ class Step:
     disordered: int = 0
     gaps: int = 0  # seqs skipped: only cell_updated events enter a room while steps run
     last_delivery: float = 0.0
+
+
+class Stalls:
+    """What else stalled while a step ran: this generator's own loop (a tick that woke late) and the
+    VM (time the hypervisor took from each core, "steal", per tenth of a second). Either shows in every
+    server's latency, the relay's too; a server near saturation takes long to drain the backlog."""
+
+    TICK = 0.005
+    LATE_MS = 10.0  # a tick later than this is kept
+
+    def __init__(self) -> None:
+        self.late: list[tuple[float, float]] = []  # wall time the tick was due, ms late
+        self.stolen: list[tuple[float, list[float]]] = []  # wall time of the tenth, ms stolen per core
+
+    async def watch(self) -> None:
+        steal = [cpu.steal for cpu in psutil.cpu_times(percpu=True)]
+        ticks = 0
+        while True:
+            due = time.perf_counter() + self.TICK
+            await asyncio.sleep(self.TICK)
+            late = (time.perf_counter() - due) * 1000
+            if late > self.LATE_MS:
+                self.late.append((time.time() - late / 1000, late))
+            ticks += 1
+            if ticks % round(WINDOW_SECONDS / self.TICK) == 0:
+                now = [cpu.steal for cpu in psutil.cpu_times(percpu=True)]
+                stolen = [(b - a) * 1000 for a, b in zip(steal, now, strict=True)]
+                if max(stolen) > self.LATE_MS:
+                    self.stolen.append((time.time() - WINDOW_SECONDS, stolen))
+                steal = now
+
+    def near(self, at: float, span: float) -> str:
+        """What of it overlapped the wall-clock interval [at, at + span)."""
+        found = [f"generator {late:.0f} ms late" for t, late in self.late if at - 0.05 <= t < at + span]
+        found += [
+            "steal " + "/".join(f"{ms:.0f}" for ms in stolen) + " ms"
+            for t, stolen in self.stolen
+            if at - WINDOW_SECONDS <= t < at + span
+        ]
+        return f" ({'; '.join(found)})" if found else ""
+
+
+def slow_windows(step: Step, started: float, started_wall: float, stalls: Stalls) -> list[tuple[float, str]]:
+    """The step's slow windows: each one's worst latency, and when it began (UTC, to line up with the
+    server's and PostgreSQL's logs) with any stall of the generator or the VM then. A p99 over a
+    minute says how long the tail is, not when it came or whose it was."""
+    worst: dict[int, float] = {}
+    for (cmid, _member), latency in step.delivered.items():
+        window = int((step.sent_at[cmid][0] - started) / WINDOW_SECONDS)
+        worst[window] = max(worst.get(window, 0.0), latency)
+    return [
+        (
+            latency,
+            time.strftime("%H:%M:%S", time.gmtime(at))
+            + f".{int(at * 10) % 10}"
+            + stalls.near(at, latency / 1000),
+        )
+        for window, latency in worst.items()
+        if latency > SLOW_WINDOW_MS
+        for at in [started_wall + window * WINDOW_SECONDS]
+    ]
 
 
 def free_port() -> int:
@@ -288,7 +353,9 @@ class Load:
         step = self.step = Step(name)
         senders = [(r, s) for r in range(self.rooms) for s in range(self.senders)]
         cpu_before = self.server_cpu()
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
+        stalls, steal_before = Stalls(), psutil.cpu_times().steal
+        watching = asyncio.create_task(stalls.watch())
         deadline = started + seconds
 
         async def send_loop(room: int, s: int) -> None:
@@ -317,6 +384,7 @@ class Load:
         # Polling, on purpose: the readers stay free of bookkeeping for the benchmark's sake.
         while len(step.delivered) < expected and time.perf_counter() < drain_until:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        watching.cancel()
         span = max(step.last_delivery - started, sent_seconds)
         cpu = self.server_cpu() - cpu_before  # the drain included: the work of every delivery
         row: dict[str, object] = {
@@ -336,6 +404,11 @@ class Load:
             # generator, not the server, set that step's rate.
             "server_cores": round(cpu / span, 2),
         }
+        slow = slow_windows(step, started, started_wall, stalls)
+        row["slow_windows"] = len(slow)
+        row["generator_late_ms"] = round(max((late for _, late in stalls.late), default=0.0))
+        row["steal_ms"] = round((psutil.cpu_times().steal - steal_before) * 1000)  # both cores, whole step
+        row["worst_windows"] = [f"{at} {latency:.0f} ms" for latency, at in sorted(slow, reverse=True)[:5]]
         if len(self.urls) > 1:
             for q in (50, 99):
                 extra = percentile(step.cross_latencies, q) - percentile(step.same_latencies, q)
@@ -449,9 +522,15 @@ async def measure(
 def report(rows: list[dict[str, object]]) -> str:
     keys = ["server", "offered_msgs_per_s", "sent_msgs_per_s", "deliveries_per_s", "p50_ms", "p99_ms"]
     keys += ["lost", "duplicated", "disordered", "gaps", "closed", "cpu_us_per_delivery", "server_cores"]
-    keys += ["cross_extra_p50_ms", "cross_extra_p99_ms"]
+    keys += ["slow_windows", "generator_late_ms", "steal_ms", "cross_extra_p50_ms", "cross_extra_p99_ms"]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
+    lines += [
+        f"worst windows of {r['server']} at {r['offered_msgs_per_s']} (sent from, UTC; worst delivery): "
+        + ", ".join(map(str, worst))
+        for r in rows
+        if isinstance(worst := r.get("worst_windows"), list) and worst
+    ]
     best_rows: dict[str, dict[str, object]] = {}
     for r in rows:
         held = best_rows.get(str(r["server"]))
