@@ -157,12 +157,15 @@ class Stalls:
                 steal = now
 
     def near(self, at: float, span: float) -> str:
-        """What of it overlapped the wall-clock interval [at, at + span)."""
-        found = [f"generator {late:.0f} ms late" for t, late in self.late if at - 0.05 <= t < at + span]
+        """What of it overlapped the wall-clock interval [at, at + span): a late tick covers the time
+        from when it was due until it woke, a tenth of steal the tenth it was read over."""
+        found = [
+            f"generator {late:.0f} ms late" for t, late in self.late if t < at + span and t + late / 1000 > at
+        ]
         found += [
             "steal " + "/".join(f"{ms:.0f}" for ms in stolen) + " ms"
             for t, stolen in self.stolen
-            if at - WINDOW_SECONDS <= t < at + span
+            if t < at + span and t + WINDOW_SECONDS > at
         ]
         return f" ({'; '.join(found)})" if found else ""
 
