@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -25,6 +24,7 @@ from engine.model.streams import room_stream, volatile_stream
 from engine.projections.rooms import project
 from engine.readmodels.history import EventFilter, History
 from engine.readmodels.snapshots import Snapshot
+from tests.integration.query_plans import plans, rows_read, shape, statements_of
 
 
 @pytest.fixture
@@ -236,46 +236,15 @@ async def test_history_time_travel_reads_the_room_not_the_log_when_statistics_un
             await conn.execute(text("ANALYZE events"))
 
         log = await _room_log(store, quiet)
-        statements: list[tuple[str, Any]] = []
-
-        def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-            statements.append((statement, parameters))
-
-        sa_event.listen(db_engine.sync_engine, "before_cursor_execute", keep)
         history = History(db_engine)
-        assert await history.room_state(quiet, at=log[4].recorded_at) == project(log[:5], quiet)
-        assert await history.room_state(quiet, at=datetime.now(UTC)) == project(log, quiet)
-        sa_event.remove(db_engine.sync_engine, "before_cursor_execute", keep)
-
-        async with db_engine.connect() as conn:
-            for statement, parameters in statements:
-                explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
-                plan = (await conn.exec_driver_sql(explain, parameters)).scalar_one()[0]["Plan"]
-                read = _rows_read(plan)
-                assert read < _BUSY_EVENTS / 10, f"{read} rows read by {_shape(plan)} for {statement}"
+        with statements_of(db_engine) as statements:
+            assert await history.room_state(quiet, at=log[4].recorded_at) == project(log[:5], quiet)
+            assert await history.room_state(quiet, at=datetime.now(UTC)) == project(log, quiet)
+        for statement, plan in await plans(db_engine, statements):
+            read = rows_read(plan)
+            assert read < _BUSY_EVENTS / 10, f"{read} rows read by {shape(plan)} for {statement}"
     finally:
         await db_engine.dispose()
 
 
 _BUSY_EVENTS = 20_000
-
-
-def _rows_read(node: dict[str, Any]) -> float:
-    """Table rows a plan visited: those its scans returned or filtered away, over their loops. (A
-    bitmap index scan is not counted: of the BRIN index on time it is a range of pages, not rows;
-    the heap scan over it counts the rows it rechecked.)"""
-    own = 0.0
-    if node["Node Type"] in _SCANS:
-        removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
-        own = (node["Actual Rows"] + removed) * node["Actual Loops"]
-    return own + sum(_rows_read(child) for child in node.get("Plans", []))
-
-
-_SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
-
-
-def _shape(node: dict[str, Any]) -> str:
-    """A plan in one line: each node, its index, and rows returned / removed by its filter."""
-    kids = ",".join(_shape(child) for child in node.get("Plans", []))
-    rows = f"{node['Actual Rows']}/{node.get('Rows Removed by Filter', 0)}"
-    return f"{node['Node Type']}({node.get('Index Name', '')} {rows})[{kids}]"

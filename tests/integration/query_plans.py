@@ -1,0 +1,62 @@
+"""What a statement really read: the statements a block of code ran, and the table rows each one's plan
+visited under EXPLAIN ANALYZE. A test of a query's cost counts rows, which a machine's speed does not
+change, instead of timing it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+@contextmanager
+def statements_of(db_engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement (and its parameters) sent through `db_engine` inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
+        statements.append((statement, parameters))
+
+    sa_event.listen(db_engine.sync_engine, "before_cursor_execute", keep)
+    try:
+        yield statements
+    finally:
+        sa_event.remove(db_engine.sync_engine, "before_cursor_execute", keep)
+
+
+Plan = dict[str, Any]
+
+
+async def plans(db_engine: AsyncEngine, statements: list[tuple[str, Any]]) -> list[tuple[str, Plan]]:
+    """Each statement run again under EXPLAIN ANALYZE, with its plan."""
+    found = []
+    async with db_engine.connect() as conn:
+        for statement, parameters in statements:
+            explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
+            plan = (await conn.exec_driver_sql(explain, parameters)).scalar_one()[0]["Plan"]
+            found.append((statement, plan))
+    return found
+
+
+def rows_read(node: dict[str, Any]) -> float:
+    """Table rows a plan visited: those its scans returned or filtered away, over their loops. (A
+    bitmap index scan is not counted: of the BRIN index on time it is a range of pages, not rows;
+    the heap scan over it counts the rows it rechecked.)"""
+    own = 0.0
+    if node["Node Type"] in _SCANS:
+        removed = node.get("Rows Removed by Filter", 0) + node.get("Rows Removed by Index Recheck", 0)
+        own = (node["Actual Rows"] + removed) * node["Actual Loops"]
+    return own + sum(rows_read(child) for child in node.get("Plans", []))
+
+
+_SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
+
+
+def shape(node: dict[str, Any]) -> str:
+    """A plan in one line: each node, its index, and rows returned / removed by its filter."""
+    kids = ",".join(shape(child) for child in node.get("Plans", []))
+    rows = f"{node['Actual Rows']}/{node.get('Rows Removed by Filter', 0)}"
+    return f"{node['Node Type']}({node.get('Index Name', '')} {rows})[{kids}]"
