@@ -48,6 +48,7 @@ from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
 from engine.readmodels.snapshots import Snapshot, SnapshotStore
+from engine.readmodels.time_range import position_range
 
 MAX_PAGE = 1000
 
@@ -145,9 +146,10 @@ class History:
                 f"{', '.join(sorted(volatile))} events are volatile: ask with include_volatile=true"
             )
         streams = _room_streams(room_id, include_volatile)
+        partition = await self._partition(room_id)
         return await self._page(
-            [events.c.stream_id.in_(streams), *where.clauses()],
-            partition=await self._partition(room_id),
+            [events.c.stream_id.in_(streams), *where.clauses(), *await self._times(partition, where)],
+            partition=partition,
             after=cursor or 0,
             limit=limit,
         )
@@ -164,7 +166,8 @@ class History:
         count within a partition (engine/log/partitions.py), so a reader of a log of several tails
         each partition with a cursor of its own."""
         check_partition(partition, await self.partitions())
-        return await self._page(where.clauses(), partition=partition, after=after_position, limit=limit)
+        clauses = [*where.clauses(), *await self._times(partition, where)]
+        return await self._page(clauses, partition=partition, after=after_position, limit=limit)
 
     async def export_room(
         self, room_id: str, *, include_volatile: bool = False, page_size: int = MAX_PAGE
@@ -330,6 +333,14 @@ class History:
 
     async def _partition(self, room_id: str) -> int:
         return partition_of(room_stream(room_id), await self.partitions())
+
+    async def _times(self, partition: int, where: EventFilter) -> list[ColumnElement[bool]]:
+        """The filter's time range as bounds on position too, so a page walks only the positions that
+        range can hold (engine/readmodels/time_range.py)."""
+        if where.since is None and where.until is None:
+            return []
+        async with self.db_engine.connect() as conn:
+            return (await position_range(conn, partition, where.since, where.until)).clauses()
 
     async def _head(self, partition: int) -> int:
         async with self.db_engine.connect() as conn:
