@@ -18,8 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.auth import AuthenticationFailed
-from engine.model.errors import EngineError
+from engine.model.errors import AuthenticationFailed, EngineError
 from engine.protocol.error_codes import AUTHENTICATION_FAILED, CODE_FOR_STATUS, VALIDATION_ERROR, http_status
 
 log = logging.getLogger(__name__)

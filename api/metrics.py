@@ -34,7 +34,7 @@ def _histogram(name: str, doc: str, histogram: Histogram, scale: float = 1.0) ->
     cumulative = 0
     for bound, count in zip(histogram.bounds, histogram.counts, strict=False):
         cumulative += count
-        buckets.append((floatToGoString(bound * scale), cumulative))
+        buckets.append((floatToGoString(bound * scale), cumulative))  # type: ignore[no-untyped-call]
     buckets.append(("+Inf", histogram.count))
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=histogram.total * scale)
 

@@ -13,10 +13,9 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
-from api.auth import AuthenticationFailed
 from api.deps import get_verifier
 from engine.model.actors import Actor
-from engine.model.errors import PermissionDenied
+from engine.model.errors import AuthenticationFailed, PermissionDenied
 
 _bearer = HTTPBearer(auto_error=False, description="The JWT the WebSocket accepts (`collab token` mints one)")
 

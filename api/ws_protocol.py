@@ -18,7 +18,7 @@ was written in that turn, in one system call (api/turn_writes.py).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
@@ -62,7 +62,8 @@ class DirectWriteProtocol(WebSocketsSansIOProtocol):
         # The app's task is created but has not run yet. Without the state `write_now` reads (another
         # uvicorn release), the app just sends the ordinary way.
         if self.response.status_code == 101 and all(hasattr(self, name) for name in _STATE_READ):
-            self.scope["extensions"][WRITE_NOW] = self.write_now
+            extensions: dict[str, Any] = self.scope["extensions"]
+            extensions[WRITE_NOW] = self.write_now
             self.transport = HeldWrites(self.transport, self.loop)  # type: ignore[assignment]
 
     def write_now(self, frames: tuple[str, ...]) -> bool:

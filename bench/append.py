@@ -392,13 +392,13 @@ def report(rows: list[dict[str, object]]) -> str:
             f"| {r['mode']} | {r['submitters']} | {r['events_per_s']:,.0f} | {r['p50_ms']:.2f} | "
             f"{r['p99_ms']:.2f} | {batch} |"
         )
-    by = {(r["mode"], r["submitters"]): r["events_per_s"] for r in rows}
-    for n in sorted({r["submitters"] for r in rows}):  # type: ignore[type-var]
+    by = {(r["mode"], r["submitters"]): float(r["events_per_s"]) for r in rows}  # type: ignore[arg-type]
+    for n in sorted({int(r["submitters"]) for r in rows}):  # type: ignore[call-overload]
         single, grouped = by.get(("one transaction per event", n)), by.get(("group commit", n))
         if single and grouped:
             lines.append(
                 f"\ngroup commit / one transaction per event at {n} submitters: {grouped / single:.1f}x"
-            )  # type: ignore[operator]
+            )
     return "\n".join(lines)
 
 

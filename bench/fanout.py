@@ -455,7 +455,7 @@ def bucket_bound(histogram: dict[str, Any], q: float) -> str:
     for bound, count in histogram["buckets"].items():
         seen += count
         if count and seen >= wanted:
-            return bound
+            return str(bound)
     return "-"
 
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["management"])
 
-NOTIFICATION_CREATED = "notification_created"
+NOTIFICATION_CREATED: Final = "notification_created"
 SHUTDOWN_REASON = "server shutdown requested by an administrator"
 # How long clients get to take `server_shutdown` and close, before the process exits regardless.
 SHUTDOWN_GRACE_SECONDS = 5.0

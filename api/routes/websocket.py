@@ -13,10 +13,11 @@ import logging
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 
-from api.auth import AuthenticationFailed, extract_token, origin_allowed
+from api.auth import extract_token, origin_allowed
 from api.deps import EngineDep, SettingsDep, VerifierDep
 from api.routes.management import refuse_while_draining
 from api.websocket import refuse, serve_socket
+from engine.model.errors import AuthenticationFailed
 from engine.protocol.error_codes import PERMISSION_DENIED
 
 log = logging.getLogger(__name__)
