@@ -71,13 +71,17 @@ _READ_STATE = """
 
 # Moves the head from $4 to $3 and writes the batch, or writes nothing if the head is not at $4.
 # `moved` is evaluated first (the inserts read it), so the lock is taken before any row is written.
-# Its clock_timestamp() is read after the lock is granted: recorded_at then never decreases along
-# positions, which keeps "as of time T" the same as "as of some position". The rows travel as one
+# Its clock_timestamp() is read after the lock is granted, and never taken below the time of the event
+# at the old head: recorded_at then never decreases along positions, even if the database's clock is
+# stepped back, which keeps "as of time T" the same as "as of some position" (and lets a page filtered
+# by time be bounded by position, engine/readmodels/time_range.py). The rows travel as one
 # JSON document: encoding it with orjson is several times cheaper than binding ten typed arrays.
 _WRITE_IF_HEAD = """
     WITH moved AS (
         UPDATE log_head SET position = $3 WHERE partition = $7 AND position = $4
-        RETURNING clock_timestamp() AS at
+        RETURNING greatest(
+            clock_timestamp(), (SELECT e.recorded_at FROM events e WHERE e.partition = $7 AND e.position = $4)
+        ) AS at
     ), written AS (
         INSERT INTO events (partition, position, stream_id, stream_version, type, data, metadata,
                             user_id, idempotency_key, recorded_at)

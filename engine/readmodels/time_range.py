@@ -1,10 +1,12 @@
 """A time range of one partition of the log as a range of its positions, found by bisection.
 
-`recorded_at` never decreases along a partition's positions (engine/log/writer.py), so the events
-recorded at or after a time are a suffix of the partition and those at or before one a prefix. A page
-filtered on `recorded_at` alone is often planned as a walk of the partition in position order that
-tests each row until enough match: on a log of 2,000,000 events a page of the last two days took
-0.3 s, and a busy room's page from 30 days back 0.16 s. Each boundary is found instead by about
+`recorded_at` never decreases along a partition's positions (engine/log/writer.py, even when the
+database's clock steps back), so the events recorded at or after a time are a suffix of the partition
+and those at or before one a prefix. (Only a log written before that rule on a clock that stepped
+back, or copied from one, can hold a time that goes back; a page near such a step may miss events.)
+A page filtered on `recorded_at` alone is often planned as a walk of the partition in position order
+that tests each row until enough match: on a log of 2,000,000 events a page of the last two days
+took 0.3 s, and a busy room's page from 30 days back 0.16 s. Each boundary is found instead by about
 log2(head) lookups of the primary key in one statement, and the page's walk starts and stops there.
 """
 
@@ -53,10 +55,11 @@ async def position_range(
 
 
 # The bisection, run inside PostgreSQL: one round trip instead of one per probe (about 0.5 ms each
-# from here, 11 ms on a log of 2,000,000 events). Kept true on every row: each event at or before
-# `low` fails the test, and the first event at or after `high` passes it (or there is none). A probe
-# reads the first event at or after the middle, so a position without an event (none today: positions
-# are gapless) costs nothing more; the last row's `high` is the answer.
+# from here, so 11 ms a boundary on a log of 2,000,000 events). Kept true on every row: each event at
+# or before `low` fails the test, and the first event at or after `high` passes it (or there is none).
+# A probe reads the first event at or after the middle, so a position without an event (none today:
+# positions are gapless, in a repartitioned log too) costs nothing more; the last row's `high` is the
+# answer.
 _BISECT = """
     WITH RECURSIVE search(low, high) AS (
         SELECT CAST(:low AS bigint), CAST(:high AS bigint)

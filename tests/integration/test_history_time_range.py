@@ -89,8 +89,9 @@ async def test_history_time_range_pages_hold_exactly_the_events_recorded_within_
     everything = [e for p in range(LOG_PARTITIONS) for e in await _every_event(log_engine, p)]
     assert len(everything) == n
     times = sorted({e.recorded_at for e in everything})
-    # The ends, times outside the log, and the times of commits of one and of several events.
-    inside = [times[0], times[3], times[6], times[7], times[-1]]
+    # The ends, times outside the log, the times of commits of one and of several events, and a time
+    # between two commits.
+    inside = [times[0], times[3], times[3] + (times[4] - times[3]) / 2, times[6], times[7], times[-1]]
     points: list[datetime | None] = [None, times[0] - _SECOND, *inside, times[-1] + _SECOND]
 
     def within(e: RecordedEvent, since: datetime | None, until: datetime | None) -> bool:
@@ -152,10 +153,14 @@ async def test_history_time_range_pages_read_only_the_positions_their_range_can_
         from_middle = await history.room_events(
             room, limit=100, include_volatile=True, where=EventFilter(since=halfway)
         )
-    assert len(newest.events) == 100 and newest.next_cursor is not None
+    everything = await _every_event(log_engine, partition)
+    from_late = [e.position for e in everything if e.recorded_at >= late][:100]
+    assert [e.position for e in newest.events] == from_late and newest.next_cursor is not None
     assert oldest_commit.events and all(e.recorded_at == first for e in oldest_commit.events)
     assert oldest_commit.next_cursor is None
-    assert from_middle.events and all(e.recorded_at >= halfway for e in from_middle.events)
+    streams = {room_stream(room), volatile_stream(room_stream(room))}
+    in_room = [e.position for e in everything if e.stream_id in streams and e.recorded_at >= halfway]
+    assert [e.position for e in from_middle.events] == in_room[:100]
     for statement, plan in await plans(log_engine, statements):
         read = rows_read(plan)
         assert read < _EVENTS / 10, f"{read} rows read by {shape(plan)} for {statement}"

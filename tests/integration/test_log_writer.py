@@ -8,13 +8,16 @@ from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from engine.log import migrate
 from engine.log.batch_plan import LogState, Plan
 from engine.log.store import EventStore
 from engine.log.writer import LogWriter
 from engine.model.catalogue import SheetClaimed
 from engine.model.errors import VersionConflict
 from engine.model.events import AppendOutcome, CellWrite, Committed, Duplicate, NewEvent, Origin, Refused
+from engine.readmodels.history import EventFilter, History
 
 
 @pytest.fixture
@@ -180,3 +183,33 @@ async def test_a_sheet_stays_in_the_room_of_its_first_edit(store: EventStore, st
     (other,) = await store.append([cell_update(f"{stream}-r2", sheet, None, "b")])
     assert isinstance(other, Refused) and other.error.code == "VALIDATION_ERROR"
     assert await store.read_stream(f"room:{stream}-r2") == []
+
+
+async def test_recorded_at_never_goes_below_the_head_events_when_the_clock_steps_back(
+    empty_database: str,
+) -> None:
+    """The database's clock stepped back an hour, as the newest event sees it: the next commit is
+    recorded no earlier than that event, so times still rise along positions and a page from a
+    time finds it."""
+    await asyncio.to_thread(migrate.upgrade_to_head, empty_database)
+    db_engine = create_async_engine(empty_database)
+    try:
+        store = EventStore(db_engine)
+        (first,) = await store.append([ev("clock", 1)])
+        assert isinstance(first, Committed)
+        async with db_engine.begin() as conn:
+            # Past the append-only trigger, as only a test may: the clock's step, seen from the log.
+            await conn.execute(text("SET LOCAL session_replication_role = replica"))
+            ahead = await conn.execute(
+                text("UPDATE events SET recorded_at = now() + interval '1 hour' RETURNING recorded_at")
+            )
+            stepped = ahead.scalar_one()
+        (second,) = await store.append([ev("clock", 2)])
+        assert isinstance(second, Committed)
+        async with db_engine.connect() as conn:
+            times = (await conn.execute(text("SELECT recorded_at FROM events ORDER BY position"))).scalars()
+            assert list(times) == [stepped, stepped]
+        page = await History(db_engine).all_events(where=EventFilter(since=stepped))
+        assert [e.stream_version for e in page.events] == [1, 2]
+    finally:
+        await db_engine.dispose()
