@@ -30,10 +30,16 @@ def statements_of(db_engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
 Plan = dict[str, Any]
 
 
-async def plans(db_engine: AsyncEngine, statements: list[tuple[str, Any]]) -> list[tuple[str, Plan]]:
-    """Each statement run again under EXPLAIN ANALYZE, with its plan."""
+async def plans(
+    db_engine: AsyncEngine, statements: list[tuple[str, Any]], *, generic: bool = False
+) -> list[tuple[str, Plan]]:
+    """Each statement run again under EXPLAIN ANALYZE, with its plan: the plan PostgreSQL makes for
+    these parameters, or with `generic`, the one it makes for any (a prepared statement's plan once
+    it has run a few times, which cannot use the parameters' values)."""
     found = []
-    async with db_engine.connect() as conn:
+    async with db_engine.connect() as conn, conn.begin():  # SET LOCAL: the pool gets it back as it was
+        if generic:
+            await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         for statement, parameters in statements:
             explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
             plan = (await conn.exec_driver_sql(explain, parameters)).scalar_one()[0]["Plan"]

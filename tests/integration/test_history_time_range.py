@@ -5,15 +5,11 @@ it, however the range lies."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.log import migrate
 from engine.log.partitions import partition_of, read_head
 from engine.log.store import EventStore
 from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM
@@ -24,14 +20,6 @@ from tests.conftest import LOG_PARTITIONS
 from tests.integration.query_plans import plans, rows_read, shape, statements_of
 
 ROOMS = ["north", "south", "east"]
-
-
-@pytest.fixture
-async def log_engine(empty_database: str) -> AsyncIterator[AsyncEngine]:
-    await asyncio.to_thread(migrate.upgrade_to_head, empty_database, LOG_PARTITIONS)
-    db_engine = create_async_engine(empty_database)
-    yield db_engine
-    await db_engine.dispose()
 
 
 def _moves(count: int, first: int) -> list[NewEvent]:
