@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.partitions import check_partition, partition_count, partition_of, read_head
 from engine.log.schema import events, sheets, streams
+from engine.model.actors import glob_prefix, glob_regex
 from engine.model.catalogue import CATALOGUE, CELL_EVENTS, VOLATILE_EVENTS, written_cells
 from engine.model.errors import NotFound, ValidationFailed
 from engine.model.events import RecordedEvent
@@ -48,6 +49,7 @@ from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
 from engine.readmodels.snapshots import Snapshot, SnapshotStore
+from engine.readmodels.stream_walk import Bounds, Claim, admitted, scan_streams, walk_is_cheaper, walk_streams
 from engine.readmodels.time_range import position_range
 
 MAX_PAGE = 1000
@@ -56,7 +58,7 @@ MAX_PAGE = 1000
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events a page holds: types (None: all), a `recorded_at` range, both ends included, and
-    the rooms a reader's `rooms` claim admits (`Actor.rooms_regex`; None: every stream)."""
+    the rooms a reader's `rooms` claim admits (its glob patterns, `Actor.rooms`; None: every stream)."""
 
     types: frozenset[str] | None = None
     since: datetime | None = None
@@ -86,12 +88,24 @@ class EventFilter:
             found.append(events.c.recorded_at >= self.since)
         if self.until is not None:
             found.append(events.c.recorded_at <= self.until)
-        if self.rooms is not None:
-            # Only the streams of admitted rooms (and their volatile twins): a reader narrowed to some
-            # rooms sees no user's own stream either.
-            prefix = f"^({VOLATILE_STREAM_PREFIX})?{ROOM_STREAM_PREFIX}"  # no regex metacharacters
-            found.append(or_(false(), *(events.c.stream_id.regexp_match(prefix + p[1:]) for p in self.rooms)))
+        if (patterns := self.stream_patterns()) is not None:
+            found.append(or_(false(), *(events.c.stream_id.regexp_match(p) for p in patterns)))
         return found
+
+    def stream_patterns(self) -> list[str] | None:
+        """The streams of the admitted rooms (and their volatile twins) as anchored regular expressions:
+        a reader narrowed to some rooms sees no user's own stream either."""
+        if self.rooms is None:
+            return None
+        prefix = f"^({VOLATILE_STREAM_PREFIX})?{ROOM_STREAM_PREFIX}"  # no regex metacharacters
+        return [prefix + glob_regex(pattern)[1:] for pattern in self.rooms]
+
+    def stream_prefixes(self) -> list[str] | None:
+        """What every admitted stream id starts with, one of these."""
+        if self.rooms is None:
+            return None
+        starts = [room_stream(glob_prefix(pattern)) for pattern in self.rooms]
+        return [prefix for start in starts for prefix in (start, volatile_stream(start))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +161,11 @@ class History:
             )
         streams = _room_streams(room_id, include_volatile)
         partition = await self._partition(room_id)
-        return await self._page(
-            [events.c.stream_id.in_(streams), *where.clauses(), *await self._times(partition, where)],
-            partition=partition,
-            after=cursor or 0,
-            limit=limit,
-        )
+        if where.rooms is not None:  # a partition reader's filter; kept exact rather than fast here
+            times = await self._times(partition, where)
+            clauses = [events.c.stream_id.in_(streams), *where.clauses(), *times]
+            return await self._page(clauses, partition=partition, after=cursor or 0, limit=limit)
+        return await self._walk_page(streams, where, partition=partition, after=cursor or 0, limit=limit)
 
     async def all_events(
         self,
@@ -166,6 +179,8 @@ class History:
         count within a partition (engine/log/partitions.py), so a reader of a log of several tails
         each partition with a cursor of its own."""
         check_partition(partition, await self.partitions())
+        if where.rooms is not None:
+            return await self._admitted_page(where, partition=partition, after=after_position, limit=limit)
         clauses = [*where.clauses(), *await self._times(partition, where)]
         return await self._page(clauses, partition=partition, after=after_position, limit=limit)
 
@@ -342,6 +357,35 @@ class History:
         async with self.db_engine.connect() as conn:
             return (await position_range(conn, partition, where.since, where.until)).clauses()
 
+    async def _walk_page(
+        self, streams: list[str], where: EventFilter, *, partition: int, after: int, limit: int
+    ) -> Page:
+        """`_page` over a few streams, each read along its own index (engine/readmodels/stream_walk.py)."""
+        _check_page(after, limit)
+        async with self.db_engine.connect() as conn:
+            span = await position_range(conn, partition, where.since, where.until)
+            bounds = Bounds(max(after, span.after), span.before, where.types)
+            return _paged(await walk_streams(conn, partition, streams, bounds, limit + 1), limit)
+
+    async def _admitted_page(self, where: EventFilter, *, partition: int, after: int, limit: int) -> Page:
+        """`_page` over the streams a claim admits: walked one by one when they are few and sparse, else
+        found by a scan (engine/readmodels/stream_walk.py). One snapshot, so no stream created meanwhile
+        can hold an event the page passes over."""
+        _check_page(after, limit)
+        async with self.db_engine.connect() as conn:
+            snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with snapshot.begin():
+                claim = Claim(where.stream_prefixes() or [], where.stream_patterns() or [])
+                streams = await admitted(snapshot, partition, claim)
+                head = await read_head(snapshot, partition)
+                span = await position_range(snapshot, partition, where.since, where.until)
+                bounds = Bounds(max(after, span.after), span.before, where.types)
+                if walk_is_cheaper(streams, head, bounds.after, limit + 1):
+                    found = await walk_streams(snapshot, partition, streams.ids, bounds, limit + 1)
+                else:
+                    found = await scan_streams(snapshot, partition, streams, bounds, limit + 1, head)
+        return _paged(found, limit)
+
     async def _head(self, partition: int) -> int:
         async with self.db_engine.connect() as conn:
             return await read_head(conn, partition)
@@ -363,36 +407,21 @@ class History:
     async def _page(
         self, where: list[ColumnElement[bool]], *, partition: int, after: int, limit: int
     ) -> Page:
-        _check_limit(limit)
-        if after < 0:
-            raise ValidationFailed("the cursor must not be negative")
+        _check_page(after, limit)
         query = (
             select(events)
             .where(events.c.partition == partition, events.c.position > after, *where)
             .order_by(events.c.position)
             .limit(limit + 1)
         )
-        found = await self._fetch(query)
-        more = len(found) > limit
-        found = found[:limit]
-        return Page(found, found[-1].position if more else None)
+        return _paged(await self._fetch(query), limit)
 
     async def _pages(
         self, streams: list[str], partition: int, *, after: int, upto: int, size: int = MAX_PAGE
     ) -> AsyncIterator[list[RecordedEvent]]:
         while True:
-            query = (
-                select(events)
-                .where(
-                    events.c.partition == partition,
-                    events.c.stream_id.in_(streams),
-                    events.c.position > after,
-                    events.c.position <= upto,
-                )
-                .order_by(events.c.position)
-                .limit(size)
-            )
-            page = await self._fetch(query)
+            async with self.db_engine.connect() as conn:
+                page = await walk_streams(conn, partition, streams, Bounds(after, upto + 1), size)
             if page:
                 yield page
             if len(page) < size:
@@ -481,6 +510,19 @@ def _check_zone(name: str, at: datetime) -> None:
     # A time without zone would be read in the server's zone: refuse it rather than guess.
     if at.utcoffset() is None:
         raise ValidationFailed(f"{name} needs a time zone (e.g. 2026-11-26T10:00:00Z)")
+
+
+def _paged(found: list[RecordedEvent], limit: int) -> Page:
+    """A page of the first `limit` of `found` (read as `limit + 1`, so a next page is known to exist)."""
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(found, found[-1].position if more else None)
+
+
+def _check_page(after: int, limit: int) -> None:
+    _check_limit(limit)
+    if after < 0:
+        raise ValidationFailed("the cursor must not be negative")
 
 
 def _check_limit(limit: int) -> None:

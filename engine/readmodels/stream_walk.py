@@ -1,0 +1,215 @@
+"""Pages of a few streams' events in position order, read stream by stream, and the claim's streams
+scanned in bounded windows when they are too many or too dense for that.
+
+A page of some streams (a room and its volatile twin, or the rooms an auditor's `rooms` claim admits)
+asked as one filter on `stream_id` over the partition in position order costs every row between the
+matches. On a log of 2,000,000 events a quiet room's export took 0.5 s a page that way, and an
+auditor's page over one quiet room 0.3-1.0 s (1.8 s for a claim admitting no stream there). PostgreSQL
+makes that plan whenever it guesses the streams are dense, which a prepared statement's generic plan
+always does. Here each stream is read along its own `(stream_id, stream_version)` index instead:
+positions and versions rise together within a stream, so the first version after the page's cursor
+is found by bisecting the stream's versions (about log2(version) lookups), the next versions follow
+it, and the streams' runs are merged by position in the same statement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, RowMapping, Text, TextualSelect, any_, bindparam, column, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine.log.schema import events
+from engine.model.events import RecordedEvent
+
+# Each stream's row in `search` keeps: its versions up to `low` lie at or before `after`, those from
+# `high` on after it (0 and version + 1 hold at the start; a cursor of 0 needs no search). Its run is
+# its next `window` versions, a range of its index whatever the plan (a generic plan would otherwise
+# read the rest of the stream and sort it), read per stream: a lateral with a limit cannot be made a
+# join, which a plan could turn into a scan of the partition. The runs hold every event of the
+# streams up to `cut`, the first position at which a full run stops (NULL: every run reached its
+# stream's end), so the page holds events up to it only; `cut`'s one row comes back even when no
+# event qualifies.
+_WALK = """
+    WITH RECURSIVE search(stream_id, low, high) AS (
+        SELECT s.stream_id, CAST(0 AS bigint),
+               CASE WHEN CAST(:after AS bigint) = 0 THEN CAST(1 AS bigint) ELSE s.version + 1 END
+        FROM streams s
+        WHERE s.partition = :partition AND s.stream_id = ANY(CAST(:streams AS text[]))
+        UNION ALL
+        SELECT s.stream_id,
+               CASE WHEN probe.position <= :after THEN (s.low + s.high) / 2 ELSE s.low END,
+               CASE WHEN probe.position <= :after THEN s.high ELSE (s.low + s.high) / 2 END
+        FROM search s
+        JOIN events probe
+          ON probe.partition = :partition AND probe.stream_id = s.stream_id
+         AND probe.stream_version = (s.low + s.high) / 2
+        WHERE s.high - s.low > 1
+    ),
+    runs AS (
+        SELECT run.* FROM search s
+        CROSS JOIN LATERAL (
+            SELECT e.* FROM events e
+            WHERE e.partition = :partition AND e.stream_id = s.stream_id
+              AND e.stream_version > s.low AND e.stream_version <= s.low + :window
+            ORDER BY e.stream_version
+            LIMIT :window
+        ) run
+        WHERE s.high - s.low <= 1
+    ),
+    cut AS (
+        SELECT min(last) AS position
+        FROM (SELECT max(position) AS last, count(*) AS held FROM runs GROUP BY stream_id) run
+        WHERE held = :window
+    )
+    SELECT {columns}, cut.position AS cut
+    FROM cut
+    LEFT JOIN runs run
+      ON (cut.position IS NULL OR run.position <= cut.position)
+     AND (CAST(:before AS bigint) IS NULL OR run.position < :before) {types}
+    ORDER BY run.position
+    LIMIT :limit
+"""
+
+
+def _statement(typed: bool) -> TextualSelect:
+    types = "AND run.type = ANY(CAST(:types AS text[]))" if typed else ""
+    columns = ", ".join(f"run.{column.name}" for column in events.c)  # named: not the table's order
+    statement = text(_WALK.format(types=types, columns=columns))
+    return statement.columns(*events.c, column("cut", BigInteger))
+
+
+_WALKS = {typed: _statement(typed) for typed in (False, True)}
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Which of the streams' events a page may hold: positions after `after` and before `before` (None:
+    no end), of `types` (None: every type)."""
+
+    after: int
+    before: int | None = None
+    types: frozenset[str] | None = None
+
+
+async def walk_streams(
+    conn: AsyncConnection,
+    partition: int,
+    streams: Sequence[str],
+    bounds: Bounds,
+    limit: int,
+) -> list[RecordedEvent]:
+    """The first `limit` events of `streams` (ids, all in `partition`) within `bounds`, in position order.
+
+    Each statement reads at most `limit` versions of each stream; when its runs stop short of a full
+    page (the types filter left too few, or a run filled first), the walk goes on from their cut."""
+    found: list[RecordedEvent] = []
+    if not streams:
+        return found
+    statement = _WALKS[bounds.types is not None]
+    parameters: dict[str, object] = {
+        "partition": partition,
+        "streams": list(streams),
+        "window": limit,
+        "before": bounds.before,
+    }
+    if bounds.types is not None:
+        parameters["types"] = sorted(bounds.types)
+    after = bounds.after
+    while True:
+        wanted = {"after": after, "limit": limit - len(found)}
+        rows = (await conn.execute(statement, parameters | wanted)).mappings().all()
+        cut = rows[0]["cut"]
+        found += [RecordedEvent(**_event(row)) for row in rows if row["position"] is not None]
+        if len(found) >= limit or cut is None or (bounds.before is not None and cut >= bounds.before - 1):
+            return found
+        after = cut
+
+
+def _event(row: RowMapping) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name != "cut"}
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The streams of one partition a claim admits, as the `streams` table counts them."""
+
+    ids: list[str]
+    events: int  # their versions summed: how many of the partition's events are theirs
+    longest: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Which stream ids a claim admits: those matching one of `patterns` (anchored regular expressions),
+    each of which starts with one of `prefixes`."""
+
+    prefixes: list[str]
+    patterns: list[str]
+
+
+# The prefix first (CASE keeps the order): a regular expression costs about 1 us a row, `^@` a tenth.
+_ADMITTED = text("""
+    SELECT stream_id, version FROM streams
+    WHERE partition = :partition
+      AND CASE WHEN stream_id ^@ ANY(CAST(:prefixes AS text[]))
+               THEN stream_id ~ ANY(CAST(:patterns AS text[])) ELSE false END
+""")
+
+
+async def admitted(conn: AsyncConnection, partition: int, claim: Claim) -> Admitted:
+    """The partition's streams the claim admits, read from the `streams` table."""
+    parameters = {"partition": partition, "prefixes": claim.prefixes, "patterns": claim.patterns}
+    found = (await conn.execute(_ADMITTED, parameters)).all()
+    versions = [int(version) for _, version in found]
+    return Admitted([str(stream_id) for stream_id, _ in found], sum(versions), max(versions, default=0))
+
+
+def walk_is_cheaper(streams: Admitted, head: int, after: int, limit: int) -> bool:
+    """Whether reading the streams one by one visits fewer rows than scanning the partition from
+    `after` until `limit` of theirs turn up, the scan's rows counted by the streams' share of the
+    partition (the walk reads each stream's search and run)."""
+    if streams.events == 0:
+        return True
+    per_stream = math.ceil(math.log2(streams.longest + 1)) + min(limit, streams.longest)
+    return len(streams.ids) * per_stream <= _scan_rows(streams, head, after, limit)
+
+
+def _scan_rows(streams: Admitted, head: int, after: int, limit: int) -> int:
+    return math.ceil(min(max(head - after, 0), limit * head / max(streams.events, 1)))
+
+
+async def scan_streams(
+    conn: AsyncConnection, partition: int, streams: Admitted, bounds: Bounds, limit: int, head: int
+) -> list[RecordedEvent]:
+    """The first `limit` events of `streams` within `bounds`, in position order, found by scanning the
+    partition: for streams dense enough that walking each costs more. The scan goes in windows of
+    positions, each a range of the primary key whatever the plan (a filter on many stream ids can be
+    planned as reading all their events and sorting them), sized to hold about two pages of theirs;
+    `head` is the partition's, read in the same snapshot."""
+    found: list[RecordedEvent] = []
+    span = max(limit, 2 * _scan_rows(streams, head, 0, limit))
+    end = head if bounds.before is None else min(head, bounds.before - 1)
+    after = bounds.after
+    ids = bindparam("ids", streams.ids, type_=ARRAY(Text))
+    while len(found) < limit and after < end:
+        upto = min(after + span, end)
+        query = select(events).where(
+            events.c.partition == partition,
+            events.c.position > after,
+            events.c.position <= upto,
+            events.c.stream_id == any_(ids),
+        )
+        if bounds.types is not None:
+            query = query.where(events.c.type.in_(sorted(bounds.types)))
+        rows = await conn.execute(query.order_by(events.c.position).limit(limit - len(found)))
+        found += [RecordedEvent(**row) for row in rows.mappings()]
+        after = upto
+    return found
+
+
+__all__ = ["Admitted", "Bounds", "Claim", "admitted", "scan_streams", "walk_is_cheaper", "walk_streams"]

@@ -1,0 +1,169 @@
+"""Pages of a few streams (engine/readmodels/stream_walk.py) against a real PostgreSQL: a page narrowed
+by a `rooms` claim holds exactly the admitted rooms' events, walked stream by stream or scanned, with
+types and times, in every partition; and on a log of many commits, no statement of a page over a quiet
+room reads more than a small part of it, whatever plan PostgreSQL makes, a prepared statement's
+generic one included."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.log.partitions import partition_of
+from engine.log.store import EventStore
+from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM, USER_STATUS_CHANGED
+from engine.model.events import Committed, NewEvent, RecordedEvent
+from engine.model.streams import ROOM_STREAM_PREFIX, room_stream, user_stream, volatile_stream
+from engine.readmodels import history as history_module
+from engine.readmodels.history import EventFilter, History
+from engine.readmodels.stream_walk import Admitted, walk_is_cheaper
+from tests.conftest import LOG_PARTITIONS
+from tests.integration.query_plans import plans, rows_read, shape, statements_of
+
+ROOMS = ["team-a-1", "team-a-2", "team-b-1", "quiet", "busy"]
+
+
+def _event(room: str, n: int) -> NewEvent:
+    if n % 3 == 0:
+        return NewEvent(volatile_stream(room_stream(room)), CURSOR_MOVED, {"n": n}, user_id="u")
+    return NewEvent(room_stream(room), USER_JOINED_ROOM, {"room_id": room, "user_id": f"u{n}"}, user_id="u")
+
+
+async def _append(store: EventStore, batch: list[NewEvent]) -> None:
+    assert all(isinstance(outcome, Committed) for outcome in await store.append(batch))
+
+
+async def _every_event(db_engine: AsyncEngine) -> list[RecordedEvent]:
+    async with db_engine.connect() as conn:
+        rows = await conn.execute(text("SELECT * FROM events ORDER BY partition, position"))
+        return [RecordedEvent(**row) for row in rows.mappings()]
+
+
+def _admits(claim: tuple[str, ...], stream_id: str) -> bool:
+    """The claim's rule, written again: a room stream or its volatile twin whose room id matches."""
+    durable = stream_id.removeprefix("volatile:")
+    if not durable.startswith(ROOM_STREAM_PREFIX):
+        return False
+    return any(fnmatchcase(durable.removeprefix(ROOM_STREAM_PREFIX), pattern) for pattern in claim)
+
+
+def _wanted(
+    e: RecordedEvent,
+    claim: tuple[str, ...],
+    types: frozenset[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> bool:
+    in_time = (since is None or e.recorded_at >= since) and (until is None or e.recorded_at <= until)
+    return _admits(claim, e.stream_id) and in_time and (types is None or e.type in types)
+
+
+async def _pages(history: History, partition: int, where: EventFilter, limit: int) -> list[int]:
+    found: list[int] = []
+    cursor = 0
+    while True:
+        page = await history.all_events(after_position=cursor, limit=limit, where=where, partition=partition)
+        assert len(page.events) == limit or page.next_cursor is None
+        found += [e.position for e in page.events]
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+@pytest.mark.parametrize("way", ["walked", "scanned"])
+async def test_stream_walk_claim_pages_hold_exactly_the_admitted_rooms_events(
+    log_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """Every page of every partition, read both ways, against the claim's rule applied to every event."""
+    store, history = EventStore(log_engine), History(log_engine)
+    monkeypatch.setattr(history_module, "walk_is_cheaper", lambda *_: way == "walked")
+    shuffled = random.Random(7)
+    n = 0
+    for size in [1, 4, 2, 9, 3, 1, 6, 2, 5, 1, 8, 3]:
+        batch = [_event(shuffled.choice(ROOMS), n + i) for i in range(size)]
+        batch.append(NewEvent(user_stream(f"u{n}"), USER_STATUS_CHANGED, {"status": "away"}, user_id="u"))
+        await _append(store, batch)
+        n += size
+    everything = await _every_event(log_engine)
+    times = sorted({e.recorded_at for e in everything})
+    ranges: list[tuple[datetime | None, datetime | None]] = [
+        (None, None),
+        (times[3], None),
+        (None, times[-4]),
+    ]
+    ranges.append((times[2], times[8]))
+    claims = [("team-a-*",), ("quiet",), ("team-b-*", "busy"), ("nothing-*",), ("*",), ("team-?-1",)]
+    for claim in claims:
+        for types in (None, frozenset({CURSOR_MOVED})):
+            for since, until in ranges:
+                where = EventFilter(types=types, since=since, until=until, rooms=claim)
+
+                for partition in range(LOG_PARTITIONS):
+                    expected = [
+                        e.position
+                        for e in everything
+                        if e.partition == partition and _wanted(e, claim, types, since, until)
+                    ]
+                    for limit in (1, 3, 100):
+                        got = await _pages(history, partition, where, limit)
+                        assert got == expected, (claim, types, since, until, partition, limit)
+
+
+def test_stream_walk_is_chosen_for_few_sparse_streams_and_a_scan_for_dense_ones() -> None:
+    """Rows each way: a quiet room in a large log is walked; a claim holding most of the log, scanned."""
+    quiet = Admitted(["room:q", "volatile:room:q"], events=60, longest=40)
+    assert walk_is_cheaper(quiet, head=2_000_000, after=0, limit=101)
+    dense = Admitted([f"room:r{i}" for i in range(200)], events=1_500_000, longest=9_000)
+    assert not walk_is_cheaper(dense, head=2_000_000, after=0, limit=101)
+    assert walk_is_cheaper(Admitted([], events=0, longest=0), head=2_000_000, after=0, limit=101)
+    # Near the head little is left to scan, so even a quiet room is scanned.
+    assert not walk_is_cheaper(quiet, head=2_000_000, after=1_999_990, limit=101)
+
+
+_EVENTS = 20_000
+_COMMIT = 500
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom-plans", "generic-plans"])
+async def test_stream_walk_pages_of_a_quiet_room_read_only_a_small_part_of_the_log(
+    log_engine: AsyncEngine, generic: bool
+) -> None:
+    """40 commits of 500 events, two of each commit in a quiet room. Its page from the start and from
+    halfway, the same narrowed by a claim, with a types filter, and its whole export are read; no
+    statement may read a tenth of the log. Filtered on the room's streams over a walk of the partition
+    in position order (a generic plan's choice), each of these read about half the log or all of it."""
+    store, history = EventStore(log_engine), History(log_engine)
+    quiet = "quiet"
+    for first in range(0, _EVENTS, _COMMIT):
+        busy = [_event("busy", n) for n in range(first, first + _COMMIT - 2)]
+        await _append(store, [*busy, _event(quiet, first), _event(quiet, first + 1)])
+    async with log_engine.begin() as conn:
+        await conn.execute(text("ANALYZE events"))
+    partition = partition_of(room_stream(quiet), LOG_PARTITIONS)
+    every = [e for e in await _every_event(log_engine) if e.partition == partition]
+    streams = {room_stream(quiet), volatile_stream(room_stream(quiet))}
+    in_room = [e.position for e in every if e.stream_id in streams]
+    halfway = in_room[len(in_room) // 2]
+    claim = EventFilter(rooms=(quiet,))
+    moves = EventFilter(rooms=claim.rooms, types=frozenset({CURSOR_MOVED}))
+
+    with statements_of(log_engine) as statements:
+        first = await history.room_events(quiet, limit=10, include_volatile=True)
+        later = await history.room_events(quiet, cursor=halfway, limit=10, include_volatile=True)
+        claimed = await history.all_events(after_position=halfway, limit=10, where=claim, partition=partition)
+        moved = await history.all_events(limit=10, where=moves, partition=partition)
+        exported = [e async for page in await history.export_room(quiet, include_volatile=True) for e in page]
+    assert [e.position for e in first.events] == in_room[:10]
+    assert [e.position for e in later.events] == [p for p in in_room if p > halfway][:10]
+    assert [e.position for e in claimed.events] == [p for p in in_room if p > halfway][:10]
+    moved_in_room = [e.position for e in every if e.stream_id in streams and e.type == CURSOR_MOVED]
+    assert [e.position for e in moved.events] == moved_in_room[:10]
+    assert [e.position for e in exported] == in_room
+    for statement, plan in await plans(log_engine, statements, generic=generic):
+        read = rows_read(plan)
+        assert read < _EVENTS / 10, f"{read} rows read by {shape(plan)} for {statement}"

@@ -1,0 +1,41 @@
+"""A `rooms` claim's glob patterns as the history reads use them (engine/model/actors.py,
+engine/readmodels/history.py): the regular expression admits exactly what `fnmatchcase` does, and
+every id a pattern admits starts with its literal prefix, so the prefix test never drops one."""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+
+import pytest
+
+from engine.model.actors import glob_prefix, glob_regex
+from engine.model.streams import room_stream, user_stream, volatile_stream
+from engine.readmodels.history import EventFilter
+
+PATTERNS = ["team-a-*", "quiet", "team-?-1", "*", "r[0-9]x*", "r[!a]*", "a.b*", "x[", "plus+(1)", "[*]star"]
+IDS = ["team-a-1", "team-b-1", "team-a-", "quiet", "quiet2", "r5x", "rax", "rbx9", "a.b.c", "axb", "x["]
+IDS += ["plus+(1)", "*star", "star", "", "team-?-1"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_claim_pattern_regex_and_prefix_admit_what_the_glob_admits(pattern: str) -> None:
+    for room_id in IDS:
+        admitted = fnmatchcase(room_id, pattern)
+        assert bool(re.search(glob_regex(pattern), room_id)) == admitted, (pattern, room_id)
+        if admitted:
+            assert room_id.startswith(glob_prefix(pattern)), (pattern, room_id)
+
+
+def test_claim_stream_patterns_and_prefixes_admit_a_rooms_streams_and_no_users() -> None:
+    where = EventFilter(rooms=tuple(PATTERNS))
+    patterns, prefixes = where.stream_patterns() or [], where.stream_prefixes() or []
+    for room_id in IDS:
+        admitted = any(fnmatchcase(room_id, pattern) for pattern in PATTERNS)
+        for stream in (room_stream(room_id), volatile_stream(room_stream(room_id))):
+            assert any(re.search(p, stream) for p in patterns) == admitted, stream
+            if admitted:
+                assert any(stream.startswith(p) for p in prefixes), stream
+        assert not any(re.search(p, user_stream(room_id or "u")) for p in patterns)
+    assert EventFilter().stream_patterns() is None and EventFilter().stream_prefixes() is None
+    assert [glob_prefix(p) for p in ("team-a-*", "quiet", "?x")] == ["team-a-", "quiet", ""]
