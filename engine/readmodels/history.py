@@ -49,7 +49,15 @@ from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
 from engine.projections.rooms import RoomView, apply_many
 from engine.readmodels.snapshots import Snapshot, SnapshotStore
-from engine.readmodels.stream_walk import Bounds, Claim, admitted, scan_streams, walk_is_cheaper, walk_streams
+from engine.readmodels.stream_walk import (
+    Bounds,
+    Claim,
+    admitted,
+    newest_at,
+    scan_streams,
+    walk_is_cheaper,
+    walk_streams,
+)
 from engine.readmodels.time_range import position_range
 
 MAX_PAGE = 1000
@@ -237,14 +245,12 @@ class History:
             seq = head
         if seq is not None:
             upto = _bounded_seq(seq, head)
-            bound: ColumnElement[bool] = events.c.stream_version <= upto
         else:
             assert at is not None
             _check_zone("at", at)
             upto = await self._seq_at(room_id, at)
-            bound = events.c.recorded_at <= at
         sheet = Sheet(sheet_id)
-        async for page in self._cell_pages(room_id, sheet_id, bound):
+        async for page in self._cell_pages(room_id, sheet_id, events.c.stream_version <= upto):
             sheet = cells_projection.apply_many(sheet, page)
         return SheetAsOf(sheet, upto)
 
@@ -312,22 +318,22 @@ class History:
         head = await self.room_seq(room_id)
         if seq is not None:
             return await self._position_of(room_id, _bounded_seq(seq, head))
+        partition = await self._partition(room_id)
         if at is not None:
             _check_zone("at", at)
-        partition = await self._partition(room_id)
-        newest = [_newest_position(partition, stream, at) for stream in _room_streams(room_id, True)]
+            async with self.db_engine.connect() as conn:
+                found = [await newest_at(conn, partition, s, at) for s in _room_streams(room_id, True)]
+            return max(newest.position for newest in found)
+        newest = [_newest_position(partition, stream) for stream in _room_streams(room_id, True)]
         query = select(func.greatest(literal(0), *newest))
         async with self.db_engine.connect() as conn:
             return int((await conn.execute(query)).scalar_one())
 
     async def _seq_at(self, room_id: str, at: datetime) -> int:
-        query = select(func.max(events.c.stream_version)).where(
-            events.c.partition == await self._partition(room_id),
-            events.c.stream_id == room_stream(room_id),
-            events.c.recorded_at <= at,
-        )
+        """The room's seq as of `at`: its newest durable event recorded then (0: none yet)."""
         async with self.db_engine.connect() as conn:
-            return int((await conn.execute(query)).scalar() or 0)
+            newest = await newest_at(conn, await self._partition(room_id), room_stream(room_id), at)
+        return newest.version
 
     async def _position_of(self, room_id: str, seq: int) -> int:
         if seq == 0:
@@ -472,8 +478,8 @@ class History:
         return [RecordedEvent(**row) for row in rows]
 
 
-def _newest_position(partition: int, stream_id: str, at: datetime | None) -> ScalarSelect[Any]:
-    """The position of the stream's newest event (recorded at or before `at`), or NULL.
+def _newest_position(partition: int, stream_id: str) -> ScalarSelect[Any]:
+    """The position of the stream's newest event, or NULL.
 
     Read as the stream's highest version, not as `max(position)`: positions and versions rise together
     within a stream, and this order is the `(stream_id, stream_version)` index's, so the plan is a
@@ -482,8 +488,6 @@ def _newest_position(partition: int, stream_id: str, at: datetime | None) -> Sca
     undercounts the streams; on a log of 2,000,000 events that took 0.3-0.6 s (docs/performance.md).
     """
     bounds = [events.c.partition == partition, events.c.stream_id == stream_id]
-    if at is not None:
-        bounds.append(events.c.recorded_at <= at)
     newest = select(events.c.position).where(*bounds).order_by(events.c.stream_version.desc()).limit(1)
     return newest.scalar_subquery()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, RowMapping, Text, TextualSelect, any_, bindparam, column, select, text
@@ -105,23 +106,23 @@ async def walk_streams(
 ) -> list[RecordedEvent]:
     """The first `limit` events of `streams` (ids, all in `partition`) within `bounds`, in position order.
 
-    Each statement reads at most `limit` versions of each stream; when its runs stop short of a full
-    page (the types filter left too few, or a run filled first), the walk goes on from their cut."""
+    Each statement reads at most `limit` versions of each stream, and no more than the positions left
+    before `bounds.before` can hold; when its runs stop short of a full page (the types filter left
+    too few, or a run filled first), the walk goes on from their cut."""
     found: list[RecordedEvent] = []
     if not streams:
         return found
     statement = _WALKS[bounds.types is not None]
-    parameters: dict[str, object] = {
-        "partition": partition,
-        "streams": list(streams),
-        "window": limit,
-        "before": bounds.before,
-    }
+    parameters: dict[str, object] = {"partition": partition, "streams": list(streams)}
+    parameters["before"] = bounds.before
     if bounds.types is not None:
         parameters["types"] = sorted(bounds.types)
     after = bounds.after
     while True:
-        wanted = {"after": after, "limit": limit - len(found)}
+        window = limit if bounds.before is None else min(limit, bounds.before - after - 1)
+        if window < 1:
+            return found
+        wanted = {"after": after, "limit": limit - len(found), "window": window}
         rows = (await conn.execute(statement, parameters | wanted)).mappings().all()
         cut = rows[0]["cut"]
         found += [RecordedEvent(**_event(row)) for row in rows if row["position"] is not None]
@@ -132,6 +133,49 @@ async def walk_streams(
 
 def _event(row: RowMapping) -> dict[str, Any]:
     return {name: value for name, value in row.items() if name != "cut"}
+
+
+# The same bisection by time: `recorded_at` never decreases along positions (engine/log/writer.py), so
+# neither along a stream's versions. Versions up to `low` were recorded at or before `at`, those from
+# `high` on after it.
+_NEWEST_AT = text("""
+    WITH RECURSIVE search(low, high) AS (
+        SELECT CAST(0 AS bigint), s.version + 1
+        FROM streams s
+        WHERE s.partition = :partition AND s.stream_id = :stream
+        UNION ALL
+        SELECT CASE WHEN probe.recorded_at <= :at THEN (s.low + s.high) / 2 ELSE s.low END,
+               CASE WHEN probe.recorded_at <= :at THEN s.high ELSE (s.low + s.high) / 2 END
+        FROM search s
+        JOIN events probe
+          ON probe.partition = :partition AND probe.stream_id = :stream
+         AND probe.stream_version = (s.low + s.high) / 2
+        WHERE s.high - s.low > 1
+    )
+    SELECT s.low, coalesce((
+        SELECT e.position FROM events e
+        WHERE e.partition = :partition AND e.stream_id = :stream AND e.stream_version = s.low
+    ), 0)
+    FROM search s
+    WHERE s.high - s.low <= 1
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Newest:
+    """A stream's newest event as of a time: its version and position (0 and 0: none yet)."""
+
+    version: int
+    position: int
+
+
+async def newest_at(conn: AsyncConnection, partition: int, stream: str, at: datetime) -> Newest:
+    """The stream's newest event recorded at or before `at`, found in about log2(version) lookups of its
+    index (a filter on `recorded_at` over the stream's index read every event after `at`: 0.1-1 s
+    for a busy room a month back on a log of 2,000,000 events)."""
+    parameters = {"partition": partition, "stream": stream, "at": at}
+    found = (await conn.execute(_NEWEST_AT, parameters)).first()
+    return Newest(0, 0) if found is None else Newest(int(found[0]), int(found[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,4 +256,14 @@ async def scan_streams(
     return found
 
 
-__all__ = ["Admitted", "Bounds", "Claim", "admitted", "scan_streams", "walk_is_cheaper", "walk_streams"]
+__all__ = [
+    "Admitted",
+    "Bounds",
+    "Claim",
+    "Newest",
+    "admitted",
+    "newest_at",
+    "scan_streams",
+    "walk_is_cheaper",
+    "walk_streams",
+]

@@ -7,7 +7,7 @@ generic one included."""
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
 import pytest
@@ -19,6 +19,7 @@ from engine.log.store import EventStore
 from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM, USER_STATUS_CHANGED
 from engine.model.events import Committed, NewEvent, RecordedEvent
 from engine.model.streams import ROOM_STREAM_PREFIX, room_stream, user_stream, volatile_stream
+from engine.projections.rooms import project
 from engine.readmodels import history as history_module
 from engine.readmodels.history import EventFilter, History
 from engine.readmodels.stream_walk import Admitted, walk_is_cheaper
@@ -29,9 +30,12 @@ ROOMS = ["team-a-1", "team-a-2", "team-b-1", "quiet", "busy"]
 
 
 def _event(room: str, n: int) -> NewEvent:
+    user = f"u{n}"
     if n % 3 == 0:
-        return NewEvent(volatile_stream(room_stream(room)), CURSOR_MOVED, {"n": n}, user_id="u")
-    return NewEvent(room_stream(room), USER_JOINED_ROOM, {"room_id": room, "user_id": f"u{n}"}, user_id="u")
+        moved = {"room_id": room, "user_id": user, "username": user, "x": n, "y": 1, "cell": None}
+        return NewEvent(volatile_stream(room_stream(room)), CURSOR_MOVED, moved, user_id=user)
+    joined = {"room_id": room, "user_id": user, "username": user, "email": None, "connection_id": f"c{n}"}
+    return NewEvent(room_stream(room), USER_JOINED_ROOM, joined, user_id=user)
 
 
 async def _append(store: EventStore, batch: list[NewEvent]) -> None:
@@ -125,6 +129,31 @@ def test_stream_walk_is_chosen_for_few_sparse_streams_and_a_scan_for_dense_ones(
     assert not walk_is_cheaper(quiet, head=2_000_000, after=1_999_990, limit=101)
 
 
+async def test_stream_walk_a_room_as_of_a_time_holds_the_events_recorded_by_then(
+    log_engine: AsyncEngine,
+) -> None:
+    """Commits of several events share a time: a room as of each time, a time between two commits and
+    times outside the log is the fold of exactly its events recorded by then."""
+    store, history = EventStore(log_engine), History(log_engine)
+    shuffled = random.Random(11)
+    n = 0
+    for size in [2, 4, 1, 6, 3, 1, 5, 2]:
+        await _append(store, [_event(shuffled.choice(ROOMS[:3]), n + i) for i in range(size)])
+        n += size
+    everything = await _every_event(log_engine)
+    times = sorted({e.recorded_at for e in everything})
+    points = [times[0] - _SECOND, *times, times[2] + (times[3] - times[2]) / 2, times[-1] + _SECOND]
+    for room in ROOMS[:3]:
+        streams = {room_stream(room), volatile_stream(room_stream(room))}
+        log = [e for e in everything if e.stream_id in streams]
+        if not any(e.stream_id == room_stream(room) for e in log):
+            continue  # a room without a durable event has no history
+        for at in points:
+            expected = project([e for e in log if e.recorded_at <= at], room)
+            assert await history.room_state(room, at=at) == expected, (room, at)
+
+
+_SECOND = timedelta(seconds=1)
 _EVENTS = 20_000
 _COMMIT = 500
 
@@ -151,6 +180,9 @@ async def test_stream_walk_pages_of_a_quiet_room_read_only_a_small_part_of_the_l
     halfway = in_room[len(in_room) // 2]
     claim = EventFilter(rooms=(quiet,))
     moves = EventFilter(rooms=claim.rooms, types=frozenset({CURSOR_MOVED}))
+    busy_log = [e for e in await _every_event(log_engine) if e.stream_id == room_stream("busy")]
+    first_commit = busy_log[0].recorded_at
+    busy_then = [e for e in busy_log if e.recorded_at <= first_commit]
 
     with statements_of(log_engine) as statements:
         first = await history.room_events(quiet, limit=10, include_volatile=True)
@@ -158,12 +190,14 @@ async def test_stream_walk_pages_of_a_quiet_room_read_only_a_small_part_of_the_l
         claimed = await history.all_events(after_position=halfway, limit=10, where=claim, partition=partition)
         moved = await history.all_events(limit=10, where=moves, partition=partition)
         exported = [e async for page in await history.export_room(quiet, include_volatile=True) for e in page]
+        early = await history.room_state("busy", at=first_commit)
     assert [e.position for e in first.events] == in_room[:10]
     assert [e.position for e in later.events] == [p for p in in_room if p > halfway][:10]
     assert [e.position for e in claimed.events] == [p for p in in_room if p > halfway][:10]
     moved_in_room = [e.position for e in every if e.stream_id in streams and e.type == CURSOR_MOVED]
     assert [e.position for e in moved.events] == moved_in_room[:10]
     assert [e.position for e in exported] == in_room
+    assert early.seq == len(busy_then) > 0
     for statement, plan in await plans(log_engine, statements, generic=generic):
         read = rows_read(plan)
         assert read < _EVENTS / 10, f"{read} rows read by {shape(plan)} for {statement}"
