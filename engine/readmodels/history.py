@@ -366,12 +366,17 @@ class History:
     async def _walk_page(
         self, streams: list[str], where: EventFilter, *, partition: int, after: int, limit: int
     ) -> Page:
-        """`_page` over a few streams, each read along its own index (engine/readmodels/stream_walk.py)."""
+        """`_page` over a few streams, each read along its own index (engine/readmodels/stream_walk.py).
+        One snapshot: the time range's positions (an open end when every event was recorded by
+        `until`) hold for the events the walk reads, none committed after them."""
         _check_page(after, limit)
         async with self.db_engine.connect() as conn:
-            span = await position_range(conn, partition, where.since, where.until)
-            bounds = Bounds(max(after, span.after), span.before, where.types)
-            return _paged(await walk_streams(conn, partition, streams, bounds, limit + 1), limit)
+            snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with snapshot.begin():
+                span = await position_range(snapshot, partition, where.since, where.until)
+                bounds = Bounds(max(after, span.after), span.before, where.types)
+                found = await walk_streams(snapshot, partition, streams, bounds, limit + 1)
+        return _paged(found, limit)
 
     async def _admitted_page(self, where: EventFilter, *, partition: int, after: int, limit: int) -> Page:
         """`_page` over the streams a claim admits: walked one by one when they are few and sparse, else
