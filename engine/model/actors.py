@@ -92,8 +92,9 @@ def glob_prefix(pattern: str) -> str:
 
 
 def glob_regex(pattern: str) -> str:
-    """`fnmatchcase`'s glob as an anchored regular expression: `*` any run, `?` one character,
-    `[seq]` and `[!seq]` a set (a `[` without its `]` is itself), anything else literal."""
+    """`fnmatchcase`'s glob as an anchored regular expression that PostgreSQL and Python read alike:
+    `*` any run, `?` one character, `[seq]` and `[!seq]` a set (a `[` without its `]` is itself),
+    anything else literal."""
     out = ["^"]
     i, n = 0, len(pattern)
     while i < n:
@@ -114,14 +115,38 @@ def glob_regex(pattern: str) -> str:
             if j >= n:
                 out.append("\\[")
                 continue
-            body = pattern[i:j].replace("\\", "\\\\")
+            out.append(_glob_set(pattern[i:j]))
             i = j + 1
-            negate = body.startswith("!")
-            body = body[1:] if negate else body
-            out.append("[^" + body + "]" if negate else "[" + body + "]")
         elif char in _REGEX_SPECIAL:
             out.append("\\" + char)
         else:
             out.append(char)
     out.append("$")
     return "".join(out)
+
+
+def _glob_set(body: str) -> str:
+    """A glob set's body (between its brackets) as a regular expression. Each item is a character or a
+    range `a-z` (a `-` first or last is itself); a range that runs backwards holds nothing, as in
+    `fnmatch`. Every character not a letter or digit is escaped: unescaped, a leading `^` would negate
+    the set, and `[:`, `[.` or `[=` open a class in PostgreSQL's syntax."""
+    negate = body.startswith("!")
+    rest = body[1:] if negate else body
+    items: list[str] = []
+    k = 0
+    while k < len(rest):
+        if k + 2 < len(rest) and rest[k + 1] == "-":
+            low, high = rest[k], rest[k + 2]
+            if low <= high:
+                items.append(f"{_set_char(low)}-{_set_char(high)}")
+            k += 3
+        else:
+            items.append(_set_char(rest[k]))
+            k += 1
+    if not items:
+        return "." if negate else "(?!x)x"  # no character excluded; no character admitted
+    return ("[^" if negate else "[") + "".join(items) + "]"
+
+
+def _set_char(char: str) -> str:
+    return char if char.isalnum() else "\\" + char

@@ -86,6 +86,12 @@ def _statement(typed: bool) -> TextualSelect:
 
 _WALKS = {typed: _statement(typed) for typed in (False, True)}
 
+# The most versions a typed walk's statement reads over all its streams (each stream at least a page),
+# and the most positions a scan's statement does, once their windows have grown: a statement's runs
+# are held in memory, and a statement is not interrupted.
+MAX_WINDOW = 16_384
+MAX_SPAN = 65_536
+
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
@@ -106,9 +112,13 @@ async def walk_streams(
 ) -> list[RecordedEvent]:
     """The first `limit` events of `streams` (ids, all in `partition`) within `bounds`, in position order.
 
-    Each statement reads at most `limit` versions of each stream, and no more than the positions left
+    Each statement reads a window of each stream's next versions, no more than the positions left
     before `bounds.before` can hold; when its runs stop short of a full page (the types filter left
-    too few, or a run filled first), the walk goes on from their cut."""
+    too few, or a run filled first), the walk goes on from their cut. The window is `limit` versions;
+    with a types filter it doubles after each statement, up to `MAX_WINDOW` versions over all the
+    streams. A type that matches little would otherwise cost a statement per `limit` versions (3,336
+    statements for a page of one over a 10,000-event room); doubling costs about log2 of that, and
+    reads at most twice the versions the page needs."""
     found: list[RecordedEvent] = []
     if not streams:
         return found
@@ -117,9 +127,9 @@ async def walk_streams(
     parameters["before"] = bounds.before
     if bounds.types is not None:
         parameters["types"] = sorted(bounds.types)
-    after = bounds.after
+    after, reach = bounds.after, limit
     while True:
-        window = limit if bounds.before is None else min(limit, bounds.before - after - 1)
+        window = reach if bounds.before is None else min(reach, bounds.before - after - 1)
         if window < 1:
             return found
         wanted = {"after": after, "limit": limit - len(found), "window": window}
@@ -129,6 +139,8 @@ async def walk_streams(
         if len(found) >= limit or cut is None or (bounds.before is not None and cut >= bounds.before - 1):
             return found
         after = cut
+        if bounds.types is not None:
+            reach = max(reach, min(2 * reach, MAX_WINDOW // len(streams)))
 
 
 def _event(row: RowMapping) -> dict[str, Any]:
@@ -213,14 +225,20 @@ async def admitted(conn: AsyncConnection, partition: int, claim: Claim) -> Admit
     return Admitted([str(stream_id) for stream_id, _ in found], sum(versions), max(versions, default=0))
 
 
-def walk_is_cheaper(streams: Admitted, head: int, after: int, limit: int) -> bool:
+def walk_is_cheaper(streams: Admitted, head: int, after: int, limit: int, *, typed: bool = False) -> bool:
     """Whether reading the streams one by one visits fewer rows than scanning the partition from
     `after` until `limit` of theirs turn up, the scan's rows counted by the streams' share of the
-    partition (the walk reads each stream's search and run)."""
+    partition (the walk reads each stream's search and run). With a types filter, which may match
+    none of them, each way is counted as reading all it may: the walk, the streams' events after
+    `after` (by their share again); the scan, every event there."""
     if streams.events == 0:
         return True
-    per_stream = math.ceil(math.log2(streams.longest + 1)) + min(limit, streams.longest)
-    return len(streams.ids) * per_stream <= _scan_rows(streams, head, after, limit)
+    searches = len(streams.ids) * math.ceil(math.log2(streams.longest + 1))
+    if typed:
+        left = max(head - after, 0)
+        return searches + math.ceil(left * min(streams.events / max(head, 1), 1.0)) <= left
+    runs = len(streams.ids) * min(limit, streams.longest)
+    return searches + runs <= _scan_rows(streams, head, after, limit)
 
 
 def _scan_rows(streams: Admitted, head: int, after: int, limit: int) -> int:
@@ -233,8 +251,9 @@ async def scan_streams(
     """The first `limit` events of `streams` within `bounds`, in position order, found by scanning the
     partition: for streams dense enough that walking each costs more. The scan goes in windows of
     positions, each a range of the primary key whatever the plan (a filter on many stream ids can be
-    planned as reading all their events and sorting them), sized to hold about two pages of theirs;
-    `head` is the partition's, read in the same snapshot."""
+    planned as reading all their events and sorting them), sized to hold about two pages of theirs,
+    and doubled, up to `MAX_SPAN` positions, after each that held too few (the streams or the types
+    rarer there than on average); `head` is the partition's, read in the same snapshot."""
     found: list[RecordedEvent] = []
     span = max(limit, 2 * _scan_rows(streams, head, 0, limit))
     end = head if bounds.before is None else min(head, bounds.before - 1)
@@ -253,10 +272,13 @@ async def scan_streams(
         rows = await conn.execute(query.order_by(events.c.position).limit(limit - len(found)))
         found += [RecordedEvent(**row) for row in rows.mappings()]
         after = upto
+        span = max(span, min(2 * span, MAX_SPAN))
     return found
 
 
 __all__ = [
+    "MAX_SPAN",
+    "MAX_WINDOW",
     "Admitted",
     "Bounds",
     "Claim",

@@ -38,12 +38,18 @@ class PositionRange:
 
 
 async def position_range(
-    conn: AsyncConnection, partition: int, since: datetime | None, until: datetime | None
+    conn: AsyncConnection,
+    partition: int,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    head: int | None = None,
 ) -> PositionRange:
-    """The positions of `partition` whose events may be recorded within [since, until]."""
+    """The positions of `partition` whose events may be recorded within [since, until]; `head`, the
+    partition's, when the caller has read it in the same snapshot."""
     if since is None and until is None:
         return PositionRange(0, None)
-    end = await read_head(conn, partition) + 1
+    end = (await read_head(conn, partition) if head is None else head) + 1
     after = 0
     if since is not None:
         after = await _first_passing(conn, partition, 0, end, _FROM_SINCE, since) - 1

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore
-from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM, USER_STATUS_CHANGED
+from engine.model.actors import glob_regex
+from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM, USER_STATUS_CHANGED
 from engine.model.events import Committed, NewEvent, RecordedEvent
 from engine.model.streams import ROOM_STREAM_PREFIX, room_stream, user_stream, volatile_stream
 from engine.projections.rooms import project
@@ -25,6 +26,7 @@ from engine.readmodels.history import EventFilter, History
 from engine.readmodels.stream_walk import Admitted, walk_is_cheaper
 from tests.conftest import LOG_PARTITIONS
 from tests.integration.query_plans import plans, rows_read, shape, statements_of
+from tests.unit import test_claim_patterns as claim_cases
 
 ROOMS = ["team-a-1", "team-a-2", "team-b-1", "quiet", "busy"]
 
@@ -85,7 +87,7 @@ async def test_stream_walk_claim_pages_hold_exactly_the_admitted_rooms_events(
 ) -> None:
     """Every page of every partition, read both ways, against the claim's rule applied to every event."""
     store, history = EventStore(log_engine), History(log_engine)
-    monkeypatch.setattr(history_module, "walk_is_cheaper", lambda *_: way == "walked")
+    monkeypatch.setattr(history_module, "walk_is_cheaper", lambda *_, **__: way == "walked")
     shuffled = random.Random(7)
     n = 0
     for size in [1, 4, 2, 9, 3, 1, 6, 2, 5, 1, 8, 3]:
@@ -118,6 +120,20 @@ async def test_stream_walk_claim_pages_hold_exactly_the_admitted_rooms_events(
                         assert got == expected, (claim, types, since, until, partition, limit)
 
 
+async def test_stream_walk_claim_patterns_admit_in_postgresql_what_the_glob_admits(
+    log_engine: AsyncEngine,
+) -> None:
+    """The claims' regular expressions run in PostgreSQL, whose syntax differs from Python's inside a
+    set: each pattern of the unit test, against each id, as the `streams` lookup runs it."""
+    pairs = [(room_id, pattern) for pattern in claim_cases.PATTERNS for room_id in claim_cases.IDS]
+    async with log_engine.connect() as conn:
+        for room_id, pattern in pairs:
+            found = await conn.execute(
+                text("SELECT :id ~ :pattern"), {"id": room_id, "pattern": glob_regex(pattern)}
+            )
+            assert found.scalar_one() == fnmatchcase(room_id, pattern), (pattern, room_id)
+
+
 def test_stream_walk_is_chosen_for_few_sparse_streams_and_a_scan_for_dense_ones() -> None:
     """Rows each way: a quiet room in a large log is walked; a claim holding most of the log, scanned."""
     quiet = Admitted(["room:q", "volatile:room:q"], events=60, longest=40)
@@ -127,6 +143,12 @@ def test_stream_walk_is_chosen_for_few_sparse_streams_and_a_scan_for_dense_ones(
     assert walk_is_cheaper(Admitted([], events=0, longest=0), head=2_000_000, after=0, limit=101)
     # Near the head little is left to scan, so even a quiet room is scanned.
     assert not walk_is_cheaper(quiet, head=2_000_000, after=1_999_990, limit=101)
+    # A types filter may match nothing, so each way may read to the end: the walk its streams' events,
+    # the scan the whole partition. The walk wins unless the streams are almost all of it.
+    assert walk_is_cheaper(dense, head=2_000_000, after=0, limit=101, typed=True)
+    everything = Admitted([f"room:r{i}" for i in range(4_000)], events=1_990_000, longest=9_000)
+    assert not walk_is_cheaper(everything, head=2_000_000, after=0, limit=101, typed=True)
+    assert not walk_is_cheaper(quiet, head=2_000_000, after=1_999_999, limit=101, typed=True)
 
 
 async def test_stream_walk_a_room_as_of_a_time_holds_the_events_recorded_by_then(
@@ -201,3 +223,36 @@ async def test_stream_walk_pages_of_a_quiet_room_read_only_a_small_part_of_the_l
     for statement, plan in await plans(log_engine, statements, generic=generic):
         read = rows_read(plan)
         assert read < _EVENTS / 10, f"{read} rows read by {shape(plan)} for {statement}"
+
+
+_CROWD = 3_000
+
+
+@pytest.mark.parametrize("way", ["room", "walked", "scanned"])
+async def test_stream_walk_pages_of_a_rare_type_take_a_few_statements_however_far_it_lies(
+    log_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    """3,000 joins of one room, then one leave and 3,000 more joins. A page of one leave (the room's,
+    and a claim's walked or scanned) finds it in a few statements, about log2 of the distance, not
+    the distance over the page size (1,500 statements or more), and says no page follows."""
+    store, history = EventStore(log_engine), History(log_engine)
+    monkeypatch.setattr(history_module, "walk_is_cheaper", lambda *_, **__: way == "walked")
+    room = "crowded"
+    joins = [_event(room, n) for n in range(1, 3 * _CROWD) if n % 3]  # no volatile events
+    left = {"room_id": room, "user_id": "u0", "username": "u0", "connection_id": "c0"}
+    leave = NewEvent(room_stream(room), USER_LEFT_ROOM, left, user_id="u0")
+    for first in range(0, len(joins), _COMMIT):
+        await _append(store, joins[first : first + _COMMIT])
+        if first == _CROWD - _COMMIT:
+            await _append(store, [leave])
+    partition = partition_of(room_stream(room), LOG_PARTITIONS)
+    leaves = frozenset({USER_LEFT_ROOM})
+
+    with statements_of(log_engine) as statements:
+        if way == "room":
+            page = await history.room_events(room, limit=1, where=EventFilter(types=leaves))
+        else:
+            claim = EventFilter(rooms=("crowd*",), types=leaves)
+            page = await history.all_events(limit=1, where=claim, partition=partition)
+    assert [e.type for e in page.events] == [USER_LEFT_ROOM] and page.next_cursor is None
+    assert len(statements) <= 20, len(statements)

@@ -14,8 +14,15 @@ from engine.model.streams import room_stream, user_stream, volatile_stream
 from engine.readmodels.history import EventFilter
 
 PATTERNS = ["team-a-*", "quiet", "team-?-1", "*", "r[0-9]x*", "r[!a]*", "a.b*", "x[", "plus+(1)", "[*]star"]
+# Sets whose body a regular expression reads differently unless escaped: a leading `^` (negation),
+# `[:` (a class in PostgreSQL), `]` first, `-` first or last, backslashes, ranges run backwards
+# (nothing, or with `!` anything).
+SETS = ["[^a]x", "[[:]x", "[]]x", "[!]]x", "[-a]x", "[a-]x", "[\\]x"]
+SETS += ["[z-a]x", "[!z-a]x", "[az-ab]x", "[c-a-e]x"]
+PATTERNS += SETS
 IDS = ["team-a-1", "team-b-1", "team-a-", "quiet", "quiet2", "r5x", "rax", "rbx9", "a.b.c", "axb", "x["]
 IDS += ["plus+(1)", "*star", "star", "", "team-?-1"]
+IDS += ["^x", "ax", "bx", "zx", "ex", "[x", ":x", "]x", "-x", "\\x", "cx", "!x"]
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
