@@ -374,7 +374,7 @@ class History:
             snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with snapshot.begin():
                 span = await position_range(snapshot, partition, where.since, where.until)
-                bounds = Bounds(max(after, span.after), span.before, where.types)
+                bounds = Bounds(max(after, span.after), span.before, where.types, where.since, where.until)
                 found = await walk_streams(snapshot, partition, streams, bounds, limit + 1)
         return _paged(found, limit)
 
@@ -390,7 +390,7 @@ class History:
                 streams = await admitted(snapshot, partition, claim)
                 head = await read_head(snapshot, partition)
                 span = await position_range(snapshot, partition, where.since, where.until, head=head)
-                bounds = Bounds(max(after, span.after), span.before, where.types)
+                bounds = Bounds(max(after, span.after), span.before, where.types, where.since, where.until)
                 if walk_is_cheaper(streams, head, bounds.after, limit + 1, typed=where.types is not None):
                     found = await walk_streams(snapshot, partition, streams.ids, bounds, limit + 1)
                 else:

@@ -71,20 +71,30 @@ _WALK = """
     FROM cut
     LEFT JOIN runs run
       ON (cut.position IS NULL OR run.position <= cut.position)
-     AND (CAST(:before AS bigint) IS NULL OR run.position < :before) {types}
+     AND (CAST(:before AS bigint) IS NULL OR run.position < :before) {filters}
     ORDER BY run.position
     LIMIT :limit
 """
 
 
-def _statement(typed: bool) -> TextualSelect:
-    types = "AND run.type = ANY(CAST(:types AS text[]))" if typed else ""
+# The time range holds along positions (engine/readmodels/time_range.py) except in a log written on a
+# clock that stepped back before `recorded_at` was kept from going back; its events are filtered
+# here too, so such a log's pages hold no event outside the range either.
+_TYPES = """
+     AND (CAST(:types AS text[]) IS NULL OR run.type = ANY(CAST(:types AS text[])))"""
+_TIMES = """
+     AND (CAST(:since AS timestamptz) IS NULL OR run.recorded_at >= :since)
+     AND (CAST(:until AS timestamptz) IS NULL OR run.recorded_at <= :until)"""
+
+
+def _statement(filtered: bool) -> TextualSelect:
+    filters = _TYPES + _TIMES if filtered else ""
     columns = ", ".join(f"run.{column.name}" for column in events.c)  # named: not the table's order
-    statement = text(_WALK.format(types=types, columns=columns))
+    statement = text(_WALK.format(filters=filters, columns=columns))
     return statement.columns(*events.c, column("cut", BigInteger))
 
 
-_WALKS = {typed: _statement(typed) for typed in (False, True)}
+_WALKS = {filtered: _statement(filtered) for filtered in (False, True)}
 
 # The most versions a typed walk's statement reads over all its streams (each stream at least a page),
 # and the most positions a scan's statement does, once their windows have grown: a statement's runs
@@ -96,11 +106,18 @@ MAX_SPAN = 65_536
 @dataclass(frozen=True, slots=True)
 class Bounds:
     """Which of the streams' events a page may hold: positions after `after` and before `before` (None:
-    no end), of `types` (None: every type)."""
+    no end), of `types` (None: every type), recorded within [since, until] (None: no bound)."""
 
     after: int
     before: int | None = None
     types: frozenset[str] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """Whether some of the streams' events within the positions may be left out."""
+        return self.types is not None or self.since is not None or self.until is not None
 
 
 async def walk_streams(
@@ -115,18 +132,19 @@ async def walk_streams(
     Each statement reads a window of each stream's next versions, no more than the positions left
     before `bounds.before` can hold; when its runs stop short of a full page (the types filter left
     too few, or a run filled first), the walk goes on from their cut. The window is `limit` versions;
-    with a types filter it doubles after each statement, up to `MAX_WINDOW` versions over all the
-    streams. A type that matches little would otherwise cost a statement per `limit` versions (3,336
+    with a filter (types, times) it doubles after each statement, up to `MAX_WINDOW` versions over all
+    the streams. A type that matches little would otherwise cost a statement per `limit` versions (3,336
     statements for a page of one over a 10,000-event room); doubling costs about log2 of that, and
     reads at most twice the versions the page needs."""
     found: list[RecordedEvent] = []
     if not streams:
         return found
-    statement = _WALKS[bounds.types is not None]
+    statement = _WALKS[bounds.filtered]
     parameters: dict[str, object] = {"partition": partition, "streams": list(streams)}
     parameters["before"] = bounds.before
-    if bounds.types is not None:
-        parameters["types"] = sorted(bounds.types)
+    if bounds.filtered:
+        types = None if bounds.types is None else sorted(bounds.types)
+        parameters |= {"types": types, "since": bounds.since, "until": bounds.until}
     after, reach = bounds.after, limit
     while True:
         window = reach if bounds.before is None else min(reach, bounds.before - after - 1)
@@ -139,7 +157,7 @@ async def walk_streams(
         if len(found) >= limit or cut is None or (bounds.before is not None and cut >= bounds.before - 1):
             return found
         after = cut
-        if bounds.types is not None:
+        if bounds.filtered:
             reach = max(reach, min(2 * reach, MAX_WINDOW // len(streams)))
 
 
@@ -269,6 +287,10 @@ async def scan_streams(
         )
         if bounds.types is not None:
             query = query.where(events.c.type.in_(sorted(bounds.types)))
+        if bounds.since is not None:
+            query = query.where(events.c.recorded_at >= bounds.since)
+        if bounds.until is not None:
+            query = query.where(events.c.recorded_at <= bounds.until)
         rows = await conn.execute(query.order_by(events.c.position).limit(limit - len(found)))
         found += [RecordedEvent(**row) for row in rows.mappings()]
         after = upto

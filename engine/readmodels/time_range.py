@@ -3,7 +3,8 @@
 `recorded_at` never decreases along a partition's positions (engine/log/writer.py, even when the
 database's clock steps back), so the events recorded at or after a time are a suffix of the partition
 and those at or before one a prefix. (Only a log written before that rule on a clock that stepped
-back, or copied from one, can hold a time that goes back; a page near such a step may miss events.)
+back, or copied from one, can hold a time that goes back; a page near such a step may miss events,
+though it holds none outside its range: every page also filters on `recorded_at`.)
 A page filtered on `recorded_at` alone is often planned as a walk of the partition in position order
 that tests each row until enough match: on a log of 2,000,000 events a page of the last two days
 took 0.3 s, and a busy room's page from 30 days back 0.16 s. Each boundary is found instead by about

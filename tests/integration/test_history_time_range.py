@@ -165,3 +165,56 @@ async def _every_event(db_engine: AsyncEngine, partition: int) -> list[RecordedE
             text("SELECT * FROM events WHERE partition = :p ORDER BY position"), {"p": partition}
         )
         return [RecordedEvent(**row) for row in rows.mappings()]
+
+
+# An event appended the way a log written before `recorded_at` was kept from going back could hold
+# one: at the partition's next position and its stream's next version, recorded an hour earlier than
+# the event before it.
+_STEPPED_BACK = """
+    WITH head AS (
+        UPDATE log_head SET position = position + 1 WHERE partition = :partition RETURNING position
+    ), stream AS (
+        UPDATE streams SET version = version + 1
+        WHERE partition = :partition AND stream_id = :stream RETURNING version
+    )
+    INSERT INTO events (partition, position, stream_id, stream_version, type, data, user_id, recorded_at)
+    SELECT :partition, head.position, :stream, stream.version, :type, CAST(:data AS jsonb), 'u',
+           (SELECT recorded_at FROM events WHERE partition = :partition ORDER BY position DESC LIMIT 1)
+           - interval '1 hour'
+    FROM head, stream
+"""
+
+
+async def test_history_time_range_pages_of_a_log_whose_clock_went_back_hold_no_event_outside_it(
+    log_engine: AsyncEngine,
+) -> None:
+    """A log written on a clock that stepped back, before the rule: a page of a range that starts after
+    the stepped event's time holds no event outside the range (the stepped one), and every event of
+    the range after it, whether the page is the partition's, the room's or a claim's. (Events of the
+    range before the step may be missed: the range's positions are found by bisection.)"""
+    store, history = EventStore(log_engine), History(log_engine)
+    room = ROOMS[0]
+    await _append(store, _joins())
+    await _append(store, _moves(6, 0))
+    partition = partition_of(room_stream(room), LOG_PARTITIONS)
+    stepped = {"stream": room_stream(room), "type": USER_JOINED_ROOM, "data": '{"room_id": "north"}'}
+    async with log_engine.begin() as conn:
+        await conn.execute(text(_STEPPED_BACK), {"partition": partition, **stepped})
+    await _append(store, _moves(6, 6))
+    everything = await _every_event(log_engine, partition)
+    back = next(e for e in reversed(everything) if e.stream_id == room_stream(room))
+    since = back.recorded_at + _SECOND
+    where = EventFilter(since=since)
+    streams = {room_stream(room), volatile_stream(room_stream(room))}
+    claimed = EventFilter(since=since, rooms=(room,))
+    cases: list[tuple[list[int], set[str] | None]] = [
+        (await _room_pages(history, room, where, 2), streams),
+        (await _partition_pages(history, partition, claimed, 2), streams),
+        (await _partition_pages(history, partition, where, 2), None),
+    ]
+    for pages, only in cases:
+        held = [e for e in everything if e.position in pages]
+        assert back.position not in pages and all(e.recorded_at >= since for e in held), only
+        after = [e for e in everything if e.position > back.position]
+        later = [e.position for e in after if only is None or e.stream_id in only]
+        assert [p for p in pages if p > back.position] == later, only
