@@ -8,6 +8,7 @@ import atexit
 import contextlib
 import gc
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -45,6 +46,14 @@ def revision_tree(spec: str, into: Path) -> tuple[str, Path]:
     tree = into / f"rev-{name}"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
     atexit.register(subprocess.run, ["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    return name, tree
+
+
+def revision_with(spec: str, into: Path, script: Path) -> tuple[str, Path]:
+    """`revision_tree`, with this tree's benchmark `script` copied into it: the other commit's code
+    measured by this benchmark (a commit older than the benchmark has none)."""
+    name, tree = revision_tree(spec, into)
+    shutil.copy(script, tree / "bench" / script.name)
     return name, tree
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -192,15 +191,6 @@ async def measure(url: str, repeat: int) -> dict[str, list[float]]:
         await db_engine.dispose()
 
 
-def checkout(spec: str, into: Path) -> tuple[str, Path]:
-    """'before:HEAD~1' -> (name, a worktree of that commit with this benchmark in it)."""
-    from bench.common import revision_tree
-
-    name, tree = revision_tree(spec, into)
-    shutil.copy(Path(__file__), tree / "bench" / Path(__file__).name)
-    return name, tree
-
-
 def run_child(tree: Path, url: str, repeat: int) -> dict[str, list[float]]:
     command = [sys.executable, str(tree / "bench" / Path(__file__).name), "--child", url]
     command += ["--repeat", str(repeat)]
@@ -230,9 +220,10 @@ def main() -> None:
     started = time.perf_counter()
     asyncio.run(build(url, args.events, args.days))
     print(f"{args.events:,} events over {args.days} days written in {time.perf_counter() - started:.0f} s")
-    trees = [("now", ROOT)] + [
-        checkout(spec, Path(tempfile.mkdtemp(prefix="collab-hist-"))) for spec in args.rev
-    ]
+    from bench.common import revision_with  # this tree's, in the parent only
+
+    into = Path(tempfile.mkdtemp(prefix="collab-hist-"))
+    trees = [("now", ROOT)] + [revision_with(spec, into, Path(__file__)) for spec in args.rev]
     times: dict[str, dict[str, list[float]]] = {name: {} for name, _ in trees}
     for _ in range(args.runs):
         for name, tree in trees:

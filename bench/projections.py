@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,15 +109,6 @@ async def measure(url: str, rooms: int, members: int, per_step: int, steps: int)
         await db_engine.dispose()
 
 
-def checkout(spec: str, into: Path) -> tuple[str, Path]:
-    """'before:HEAD~1' -> (name, a worktree of that commit with this benchmark in it)."""
-    from bench.common import revision_tree  # this tree's, in the parent only
-
-    name, tree = revision_tree(spec, into)
-    shutil.copy(Path(__file__), tree / "bench" / Path(__file__).name)
-    return name, tree
-
-
 def run_child(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement in a process of its own, on the code of `tree`."""
     command = [
@@ -147,9 +137,10 @@ def main() -> None:
         url = fresh_database()
         print(json.dumps(asyncio.run(measure(url, args.rooms, args.members, args.events, args.steps))))
         return
-    trees = [("now", ROOT)] + [
-        checkout(spec, Path(tempfile.mkdtemp(prefix="collab-proj-"))) for spec in args.rev
-    ]
+    from bench.common import revision_with  # this tree's, in the parent only
+
+    into = Path(tempfile.mkdtemp(prefix="collab-proj-"))
+    trees = [("now", ROOT)] + [revision_with(spec, into, Path(__file__)) for spec in args.rev]
     print(
         f"{args.rooms} rooms x {args.members} members, {args.events} events a step, {args.steps} steps\n"
         "| run | code | Python us / event | PostgreSQL us / event | Python ms / step "
