@@ -126,26 +126,46 @@ def glob_regex(pattern: str) -> str:
 
 
 def _glob_set(body: str) -> str:
-    """A glob set's body (between its brackets) as a regular expression. Each item is a character or a
-    range `a-z` (a `-` first or last is itself); a range that runs backwards holds nothing, as in
-    `fnmatch`. Every character not a letter or digit is escaped: unescaped, a leading `^` would negate
-    the set, and `[:`, `[.` or `[=` open a class in PostgreSQL's syntax."""
-    negate = body.startswith("!")
-    rest = body[1:] if negate else body
-    items: list[str] = []
-    k = 0
-    while k < len(rest):
-        if k + 2 < len(rest) and rest[k + 1] == "-":
-            low, high = rest[k], rest[k + 2]
-            if low <= high:
-                items.append(f"{_set_char(low)}-{_set_char(high)}")
-            k += 3
-        else:
-            items.append(_set_char(rest[k]))
-            k += 1
-    if not items:
+    """A glob set's body (between its brackets) as a regular expression, read as `fnmatch` reads it:
+    split into chunks at the hyphens that make ranges, ranges that run backwards dropped (the chunks
+    either side merged), then a leading `!` negating what is left (so `[z-a!]` admits any one
+    character, as `fnmatch` has it). Every character not a letter or digit is escaped: unescaped, a
+    leading `^` would negate the set, and `[:`, `[.` or `[=` open a class in PostgreSQL's syntax."""
+    chunks = _set_chunks(body)
+    negate = chunks[0].startswith("!")
+    if negate:
+        chunks[0] = chunks[0][1:]
+    if chunks == [""]:
         return "." if negate else "(?!x)x"  # no character excluded; no character admitted
+    items: list[str] = []
+    for index, chunk in enumerate(chunks):
+        last = index == len(chunks) - 1
+        # A chunk's first character ends the range before it, its last starts the range after it.
+        items += [_set_char(char) for char in chunk[1 if index else 0 : len(chunk) if last else -1]]
+        if not last:
+            items.append(f"{_set_char(chunk[-1])}-{_set_char(chunks[index + 1][0])}")
     return ("[^" if negate else "[") + "".join(items) + "]"
+
+
+def _set_chunks(body: str) -> list[str]:
+    """`fnmatch.translate`'s chunks of a set: the text between range hyphens (a hyphen first, after a
+    leading `!`, or last is a character), with each backwards range removed."""
+    if "-" not in body:
+        return [body]
+    chunks: list[str] = []
+    start, k = 0, (2 if body.startswith("!") else 1)
+    while (k := body.find("-", k)) >= 0:
+        chunks.append(body[start:k])
+        start, k = k + 1, k + 3
+    if body[start:]:
+        chunks.append(body[start:])
+    else:
+        chunks[-1] += "-"
+    for k in range(len(chunks) - 1, 0, -1):
+        if chunks[k - 1][-1] > chunks[k][0]:
+            chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+            del chunks[k]
+    return chunks
 
 
 def _set_char(char: str) -> str:

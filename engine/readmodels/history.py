@@ -91,7 +91,7 @@ class EventFilter:
 
     def clauses(self) -> list[ColumnElement[bool]]:
         """The types and the time range as filters on events (the rooms are matched in the `streams`
-        table instead: `stream_walk.admitted`)."""
+        table instead, `stream_walk.admitted`, or for one room against its id)."""
         found: list[ColumnElement[bool]] = []
         if self.types is not None:
             found.append(events.c.type.in_(sorted(self.types)))

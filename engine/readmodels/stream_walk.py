@@ -96,9 +96,10 @@ def _statement(filtered: bool) -> TextualSelect:
 
 _WALKS = {filtered: _statement(filtered) for filtered in (False, True)}
 
-# The most versions a typed walk's statement reads over all its streams (each stream at least a page),
-# and the most positions a scan's statement does, once their windows have grown: a statement's runs
-# are held in memory, and a statement is not interrupted.
+# What a filtered walk's window and a scan's span grow to: MAX_WINDOW versions over all the walk's
+# streams (a walk of many streams hardly grows: each stream's window starts at a page), MAX_SPAN
+# positions (or a scan's first span, when larger). A statement's runs are held in memory, and a
+# statement is not interrupted.
 MAX_WINDOW = 16_384
 MAX_SPAN = 65_536
 
@@ -134,8 +135,9 @@ async def walk_streams(
     too few, or a run filled first), the walk goes on from their cut. The window is `limit` versions;
     with a filter (types, times) it doubles after each statement, up to `MAX_WINDOW` versions over all
     the streams. A type that matches little would otherwise cost a statement per `limit` versions (3,336
-    statements for a page of one over a 10,000-event room); doubling costs about log2 of that, and
-    reads at most twice the versions the page needs."""
+    statements for a page of one over a 10,000-event room); doubling costs about log2 of that for a
+    room's one or two streams, reading two to three times the versions the page passes over. The
+    window of a walk of many streams can hardly grow; the cost model sends such walks to the scan."""
     found: list[RecordedEvent] = []
     if not streams:
         return found
@@ -246,17 +248,17 @@ async def admitted(conn: AsyncConnection, partition: int, claim: Claim) -> Admit
 def walk_is_cheaper(streams: Admitted, head: int, after: int, limit: int, *, typed: bool = False) -> bool:
     """Whether reading the streams one by one visits fewer rows than scanning the partition from
     `after` until `limit` of theirs turn up, the scan's rows counted by the streams' share of the
-    partition (the walk reads each stream's search and run). With a types filter, which may match
-    none of them, each way is counted as reading all it may: the walk, the streams' events after
-    `after` (by their share again); the scan, every event there."""
+    partition (the walk reads each stream's search and run). A types filter may match all of their
+    events or none: the walk must then be cheaper both ways, the second counting the walk as reading
+    all of their events after `after` (by their share again) and the scan every event there."""
     if streams.events == 0:
         return True
     searches = len(streams.ids) * math.ceil(math.log2(streams.longest + 1))
-    if typed:
-        left = max(head - after, 0)
-        return searches + math.ceil(left * min(streams.events / max(head, 1), 1.0)) <= left
     runs = len(streams.ids) * min(limit, streams.longest)
-    return searches + runs <= _scan_rows(streams, head, after, limit)
+    if searches + runs > _scan_rows(streams, head, after, limit):
+        return False
+    left = max(head - after, 0)
+    return not typed or searches + math.ceil(left * min(streams.events / max(head, 1), 1.0)) <= left
 
 
 def _scan_rows(streams: Admitted, head: int, after: int, limit: int) -> int:

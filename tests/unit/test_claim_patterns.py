@@ -4,6 +4,7 @@ every id a pattern admits starts with its literal prefix, so the prefix test nev
 
 from __future__ import annotations
 
+import itertools
 import re
 from fnmatch import fnmatchcase
 
@@ -18,7 +19,7 @@ PATTERNS = ["team-a-*", "quiet", "team-?-1", "*", "r[0-9]x*", "r[!a]*", "a.b*", 
 # `[:` (a class in PostgreSQL), `]` first, `-` first or last, backslashes, ranges run backwards
 # (nothing, or with `!` anything).
 SETS = ["[^a]x", "[[:]x", "[]]x", "[!]]x", "[-a]x", "[a-]x", "[\\]x"]
-SETS += ["[z-a]x", "[!z-a]x", "[az-ab]x", "[c-a-e]x"]
+SETS += ["[z-a]x", "[!z-a]x", "[az-ab]x", "[c-a-e]x", "[z-a!]x", "[z-a!b-c]x"]
 PATTERNS += SETS
 IDS = ["team-a-1", "team-b-1", "team-a-", "quiet", "quiet2", "r5x", "rax", "rbx9", "a.b.c", "axb", "x["]
 IDS += ["plus+(1)", "*star", "star", "", "team-?-1"]
@@ -46,3 +47,15 @@ def test_claim_stream_patterns_and_prefixes_admit_a_rooms_streams_and_no_users()
         assert not any(re.search(p, user_stream(room_id or "u")) for p in patterns)
     assert EventFilter().stream_patterns() is None and EventFilter().stream_prefixes() is None
     assert [glob_prefix(p) for p in ("team-a-*", "quiet", "?x")] == ["team-a-", "quiet", ""]
+
+
+def test_claim_set_of_every_short_body_admits_what_the_glob_admits() -> None:
+    """Every set body of up to four characters from those a set reads specially, against ids of one
+    character: ranges forwards and backwards, negation, and a `!` a dropped range leaves first."""
+    alphabet = "ab!-]z^["
+    bodies = ["".join(chars) for size in range(5) for chars in itertools.product(alphabet, repeat=size)]
+    for body in bodies:
+        pattern = f"[{body}]"
+        regex = re.compile(glob_regex(pattern))
+        for room_id in [*alphabet, "x", ""]:
+            assert bool(regex.search(room_id)) == fnmatchcase(room_id, pattern), (pattern, room_id)
