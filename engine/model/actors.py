@@ -129,12 +129,15 @@ def _glob_set(body: str) -> str:
     """A glob set's body (between its brackets) as a regular expression, read as `fnmatch` reads it:
     split into chunks at the hyphens that make ranges, ranges that run backwards dropped (the chunks
     either side merged), then a leading `!` negating what is left (so `[z-a!]` admits any one
-    character, as `fnmatch` has it). Every character not a letter or digit is escaped: unescaped, a
-    leading `^` would negate the set, and `[:`, `[.` or `[=` open a class in PostgreSQL's syntax."""
+    character, as `fnmatch` has it; a hyphen right after that `!` is itself). Every ASCII character
+    not a letter or digit is escaped: unescaped, a leading `^` would negate the set, and `[:`, `[.`
+    or `[=` open a class in PostgreSQL's syntax. (No other character is special inside a set.)"""
     chunks = _set_chunks(body)
     negate = chunks[0].startswith("!")
     if negate:
         chunks[0] = chunks[0][1:]
+        if not chunks[0] and len(chunks) > 1:  # "[^-...": the hyphen after the negation is itself
+            chunks[0:2] = ["-" + chunks[1]]
     if chunks == [""]:
         return "." if negate else "(?!x)x"  # no character excluded; no character admitted
     items: list[str] = []
@@ -149,7 +152,7 @@ def _glob_set(body: str) -> str:
 
 def _set_chunks(body: str) -> list[str]:
     """`fnmatch.translate`'s chunks of a set: the text between range hyphens (a hyphen first, after a
-    leading `!`, or last is a character), with each backwards range removed."""
+    leading `!`, right after a range, or last is a character), with each backwards range removed."""
     if "-" not in body:
         return [body]
     chunks: list[str] = []
@@ -169,4 +172,4 @@ def _set_chunks(body: str) -> list[str]:
 
 
 def _set_char(char: str) -> str:
-    return char if char.isalnum() else "\\" + char
+    return char if not char.isascii() or char.isalnum() else "\\" + char
