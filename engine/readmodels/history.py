@@ -92,14 +92,11 @@ class EventFilter:
     def clauses(self) -> list[ColumnElement[bool]]:
         """The types and the time range as filters on events (the rooms are matched in the `streams`
         table instead, `stream_walk.admitted`, or for one room against its id)."""
-        found: list[ColumnElement[bool]] = []
-        if self.types is not None:
-            found.append(events.c.type.in_(sorted(self.types)))
-        if self.since is not None:
-            found.append(events.c.recorded_at >= self.since)
-        if self.until is not None:
-            found.append(events.c.recorded_at <= self.until)
-        return found
+        return self.bounds(after=0).clauses()
+
+    def bounds(self, after: int, before: int | None = None) -> Bounds:
+        """The filter over the positions after `after` and before `before`, as the walks take it."""
+        return Bounds(after, before, self.types, self.since, self.until)
 
     def stream_patterns(self) -> list[str] | None:
         """The streams of the admitted rooms (and their volatile twins) as anchored regular expressions:
@@ -374,7 +371,7 @@ class History:
             snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with snapshot.begin():
                 span = await position_range(snapshot, partition, where.since, where.until)
-                bounds = Bounds(max(after, span.after), span.before, where.types, where.since, where.until)
+                bounds = where.bounds(max(after, span.after), span.before)
                 found = await walk_streams(snapshot, partition, streams, bounds, limit + 1)
         return _paged(found, limit)
 
@@ -390,7 +387,7 @@ class History:
                 streams = await admitted(snapshot, partition, claim)
                 head = await read_head(snapshot, partition)
                 span = await position_range(snapshot, partition, where.since, where.until, head=head)
-                bounds = Bounds(max(after, span.after), span.before, where.types, where.since, where.until)
+                bounds = where.bounds(max(after, span.after), span.before)
                 if walk_is_cheaper(streams, head, bounds.after, limit + 1, typed=where.types is not None):
                     found = await walk_streams(snapshot, partition, streams.ids, bounds, limit + 1)
                 else:

@@ -20,7 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, RowMapping, Text, TextualSelect, any_, bindparam, column, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    RowMapping,
+    Text,
+    TextualSelect,
+    any_,
+    bindparam,
+    column,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -119,6 +130,17 @@ class Bounds:
     def filtered(self) -> bool:
         """Whether some of the streams' events within the positions may be left out."""
         return self.types is not None or self.since is not None or self.until is not None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The types and the time range as filters on events (the positions are bounded apart)."""
+        found: list[ColumnElement[bool]] = []
+        if self.types is not None:
+            found.append(events.c.type.in_(sorted(self.types)))
+        if self.since is not None:
+            found.append(events.c.recorded_at >= self.since)
+        if self.until is not None:
+            found.append(events.c.recorded_at <= self.until)
+        return found
 
 
 async def walk_streams(
@@ -286,13 +308,8 @@ async def scan_streams(
             events.c.position > after,
             events.c.position <= upto,
             events.c.stream_id == any_(ids),
+            *bounds.clauses(),
         )
-        if bounds.types is not None:
-            query = query.where(events.c.type.in_(sorted(bounds.types)))
-        if bounds.since is not None:
-            query = query.where(events.c.recorded_at >= bounds.since)
-        if bounds.until is not None:
-            query = query.where(events.c.recorded_at <= bounds.until)
         rows = await conn.execute(query.order_by(events.c.position).limit(limit - len(found)))
         found += [RecordedEvent(**row) for row in rows.mappings()]
         after = upto
