@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -56,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
+from bench import raw_client  # noqa: E402
 from bench.common import (  # noqa: E402
     collections_paused,
     cpu_seconds,
@@ -67,6 +69,7 @@ from bench.common import (  # noqa: E402
     revision_tree,
 )
 
+Client = ClientConnection | raw_client.RawClient
 SECRET = "bench-secret-" + "k" * 64
 SATURATED_CORES = 0.9  # a pinned server side using less than this at its best step was not the limit
 WARMUP_RATE = 500.0  # msgs/s sent for `--warmup` seconds before the measured steps
@@ -286,6 +289,7 @@ class Load:
         server_cpu: Callable[[], float] = lambda: 0.0,
         *,
         stagger: bool = False,
+        raw: bool = True,
     ) -> None:
         self.urls = [f"ws://127.0.0.1:{port}/api/v1/ws" for port in ports]
         self.server_cpu = server_cpu  # CPU seconds the server side (processes and database) has used
@@ -294,7 +298,9 @@ class Load:
         self.stagger = stagger
         self.rooms, self.members, self.senders = rooms, members, senders
         self.settings = Settings(_env_file=None, jwt_secret_key=SECRET)  # type: ignore[call-arg]
-        self.clients: list[ClientConnection] = []
+        # The lean client (bench/raw_client.py) unless `--client websockets` asks for the library's.
+        self.raw = raw
+        self.clients: list[Client] = []
         self.last_seq: list[int] = []  # per client: the highest room seq it has seen
         self.step: Step | None = None
         self._readers: list[asyncio.Task[None]] = []
@@ -307,50 +313,56 @@ class Load:
             for m in range(self.members):
                 user = f"u{r}-{m}"
                 token = mint_token(self.settings, sub=user, secret=SECRET)
-                # No client keepalive: an overloaded server answers pings late, and the point is to
-                # measure it, not to disconnect from it.
-                url = self.urls[m % len(self.urls)]
-                ws = await connect(
-                    f"{url}?token={token}", max_queue=None, open_timeout=30, ping_interval=None
-                )
-                await ws.send(orjson.dumps({"type": "join_room", "room_id": f"bench-{r}"}).decode())
+                # No client keepalive (the raw client sends no pings either): an overloaded server
+                # answers pings late, and the point is to measure it, not to disconnect from it.
+                url = f"{self.urls[m % len(self.urls)]}?token={token}"
                 index = len(self.clients)
-                self.clients.append(ws)
+                client: Client
+                if self.raw:
+                    client = await raw_client.connect(url, functools.partial(self._received, index))
+                else:
+                    client = await connect(url, max_queue=None, open_timeout=30, ping_interval=None)
+                    self._readers.append(asyncio.create_task(self._read(client, index)))
+                self.clients.append(client)
                 self.last_seq.append(0)
-                self._readers.append(asyncio.create_task(self._read(ws, index)))
+                await client.send(orjson.dumps({"type": "join_room", "room_id": f"bench-{r}"}).decode())
         await asyncio.sleep(1.0)  # let the joins' room_state/user_joined traffic settle
 
     async def _read(self, ws: ClientConnection, index: int) -> None:
+        """`--client websockets`: each frame timed when this connection's task gets to it."""
         with contextlib.suppress(Exception):
-            async for frame in ws:
-                step = self.step
-                if step is None or '"cell_updated"' not in frame:
-                    continue
-                message = orjson.loads(frame)
-                seq = message.get("seq")
-                if seq is not None:  # each client is in one room: one sequence to follow
-                    step.sequenced += 1
-                    if seq <= self.last_seq[index]:
-                        step.disordered += 1
-                    elif self.last_seq[index] and seq > self.last_seq[index] + 1:
-                        step.gaps += 1
-                    self.last_seq[index] = max(seq, self.last_seq[index])
-                cmid = message.get("client_msg_id")
-                sent = step.sent_at.get(cmid)
-                if sent is None:
-                    continue
-                now = time.perf_counter()
-                sent_time, sender_node, slot = sent
-                latency = (now - sent_time) * 1000
-                if not step.delivered.add(index, slot, cmid, latency):
-                    step.duplicates += 1
-                    continue
-                step.latencies.append(latency)
-                if sender_node == self.node_of(index):
-                    step.same_latencies.append(latency)
-                else:
-                    step.cross_latencies.append(latency)
-                step.last_delivery = now
+            while True:
+                frame = await ws.recv(decode=False)
+                self._received(index, frame, time.perf_counter())
+
+    def _received(self, index: int, frame: bytes, now: float) -> None:
+        step = self.step
+        if step is None or b'"cell_updated"' not in frame:
+            return
+        message = orjson.loads(frame)
+        seq = message.get("seq")
+        if seq is not None:  # each client is in one room: one sequence to follow
+            step.sequenced += 1
+            if seq <= self.last_seq[index]:
+                step.disordered += 1
+            elif self.last_seq[index] and seq > self.last_seq[index] + 1:
+                step.gaps += 1
+            self.last_seq[index] = max(seq, self.last_seq[index])
+        cmid = message.get("client_msg_id")
+        sent = step.sent_at.get(cmid)
+        if sent is None:
+            return
+        sent_time, sender_node, slot = sent
+        latency = (now - sent_time) * 1000
+        if not step.delivered.add(index, slot, cmid, latency):
+            step.duplicates += 1
+            return
+        step.latencies.append(latency)
+        if sender_node == self.node_of(index):
+            step.same_latencies.append(latency)
+        else:
+            step.cross_latencies.append(latency)
+        step.last_delivery = now
 
     async def run_step(self, name: str, rate: float | None, seconds: float) -> dict[str, object]:
         step = self.step = Step(name)
@@ -424,7 +436,7 @@ class Load:
         await asyncio.gather(*self._readers, return_exceptions=True)
         # All at once: after a saturated step each close waits behind its socket's backlog, up to the
         # close timeout, and one after another that added up to minutes.
-        await asyncio.gather(*(ws.close() for ws in self.clients), return_exceptions=True)
+        await asyncio.gather(*(client.close() for client in self.clients), return_exceptions=True)
 
 
 async def write_paths(load: Load, ports: list[int]) -> None:
@@ -497,7 +509,9 @@ async def measure(
             return cpu_seconds(processes + children + database)
 
         even = args.arrivals == "even"
-        load = Load(ports, args.rooms, args.members, args.senders, server_cpu, stagger=even)
+        load = Load(
+            ports, args.rooms, args.members, args.senders, server_cpu, stagger=even, raw=args.client == "raw"
+        )
         await load.connect_all()
         # Unmeasured: a room's first edits open its streams and caches, which stalled the first step's
         # first tenth of a second and so set its p99 (a cost paid once per room, not per message).
@@ -507,7 +521,7 @@ async def measure(
             offered = None if rate == "open" else float(rate)
             with collections_paused():
                 step = await load.run_step(f"s{rate}", offered, args.seconds)
-                rows.append({"server": label, **step, "arrivals": args.arrivals})
+                rows.append({"server": label, **step, "arrivals": args.arrivals, "client": args.client})
             print(rows[-1], flush=True)
         # Closed first: this process's loop, still reading a saturated step's backlog, could leave the
         # stats request unsent past the server's keep-alive timeout, which then drops the connection.
@@ -574,7 +588,7 @@ def run_workers(args: argparse.Namespace, counts: list[int], variants: list[Vari
         drop_database(database_url)
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs, workers=1))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, unpinned,", end=" ")
-    print(f"sends {args.arrivals}; server logs in {logs}")
+    print(f"sends {args.arrivals}, {args.client} client; server logs in {logs}")
     print(report(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
@@ -628,6 +642,14 @@ def main() -> None:
         help="together: every sender sends at the same instants, a burst of one message per sender "
         "each interval (the default, as every run before); even: the senders' sends spread evenly "
         "over the interval, as independent clients' would be",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["raw", "websockets"],
+        default="raw",
+        help="raw: the lean client of bench/raw_client.py, each frame timed as its bytes are read (the "
+        "default); websockets: the websockets library's asyncio client, each frame timed when its "
+        "connection's reader task gets to it (every run before 2026-12-05 evening)",
     )
     parser.add_argument(
         "--variant",
@@ -688,7 +710,7 @@ def main() -> None:
         drop_database(database_url)
     rows += asyncio.run(measure("baseline relay", 1, None, args, logs))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores,", end=" ")
-    print(f"sends {args.arrivals}; server logs in {logs}")
+    print(f"sends {args.arrivals}, {args.client} client; server logs in {logs}")
     print(report(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
