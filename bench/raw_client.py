@@ -127,6 +127,10 @@ class RawClient(asyncio.Protocol):
         except TimeoutError:
             self._transport.abort()
 
+    async def wait_closed(self) -> None:
+        """Until the connection is gone, whoever closed it."""
+        await asyncio.shield(self._closed)
+
     # Inside
 
     def _handshake(self) -> bool:

@@ -77,8 +77,7 @@ async def test_the_server_closing_is_seen_with_its_code(url: str) -> None:
     client = await raw_client.connect(url, lambda payload, at: None)
     await client.send("bye")
     async with asyncio.timeout(10):
-        while client.close_code is None:
-            await asyncio.sleep(0.01)
+        await client.wait_closed()
     assert client.close_code == CloseCode.GOING_AWAY
 
 
