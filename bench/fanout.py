@@ -14,7 +14,10 @@ server's best step, the load generator rather than the server set that rate; the
 and its slow windows: the 100 ms windows of sends of which some delivery took over 20 ms, with the
 UTC times of the worst five, to be lined up with the server's and PostgreSQL's logs.
 The server runs pinned to core 0 and this load generator to core 1 (`os.sched_setaffinity`), so
-they do not share a core; both servers run the same workload in one run.
+they do not share a core; both servers run the same workload in one run. The generator's 200
+connections are bench/raw_client.py's: a delivery is timed as its bytes are read, and the generator
+reads 40,000 frames a second without becoming the limit; `--client websockets` uses the websockets
+library's client instead, as every run before 2026-12-05 evening did.
 Before the measured steps each server gets one unmeasured second at 500 msgs/s, and during a step
 the generator's garbage collector is off (bench/common.py `collections_paused`): both used to show
 up in the measured p99 as the generator's stalls, not the server's.
