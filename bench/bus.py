@@ -126,13 +126,14 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
             log = logs / f"{mode.replace(', ', '-')}-{i}.log"
             servers.append(start_server("collab-engine", node_port, database_url, log, env))
             await wait_ready(node_port, servers[-1])
-        load = Load(ports, args.rooms, args.nodes, args.nodes, stagger=True)
+        load = Load(ports, args.rooms, args.nodes, args.nodes, stagger=True, raw=args.client == "raw")
         await load.connect_all()
         admin = mint_token(load.settings, sub="bench-admin", roles=["admin"], secret=SECRET)
         before = await delivery_figures(ports, admin)
         started = time.perf_counter()
         row = await load.run_step("bus", args.rate, args.seconds)
         elapsed = time.perf_counter() - started
+        step = load.step  # before closing, which ends the step
         after = await delivery_figures(ports, admin)
         await load.close()
     finally:
@@ -143,7 +144,6 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
         for proxy in proxies:
             await proxy.stop()
 
-    step = load.step
     assert step is not None
     reads = [
         (a["log_reads"] + a["head_reads"] - b["log_reads"] - b["head_reads"]) / elapsed
@@ -152,6 +152,7 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
     result: dict[str, object] = {
         "mode": mode,
         "partitions": args.partitions,
+        "client": args.client,
         "events_per_s": row["sent_msgs_per_s"],
         "deliveries": len(step.delivered),
         "same_p50_ms": round(percentile(step.same_latencies, 50), 2),
@@ -193,6 +194,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0, help="events appended a second, all nodes")
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--client",
+        choices=["raw", "websockets"],
+        default="raw",
+        help="the load's connections: bench/raw_client.py's (the default) or the websockets library's, "
+        "as every run before 2026-12-05 evening",
+    )
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--drop-every", type=int, default=100, help="the proxy drops one bus message in N")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))

@@ -434,6 +434,7 @@ class Load:
         return row
 
     async def close(self) -> None:
+        self.step = None  # what still arrives belongs to no step: not even parsed
         for task in self._readers:
             task.cancel()
         await asyncio.gather(*self._readers, return_exceptions=True)

@@ -50,6 +50,8 @@ class RawClient(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._fragments: list[bytes] = []
+        self._fragmented_text = False  # the message whose continuations are arriving is a text
+        self._close_sent = False
         self._closed = asyncio.get_running_loop().create_future()
         self._writable = asyncio.Event()
         self._writable.set()
@@ -71,6 +73,8 @@ class RawClient(asyncio.Protocol):
             if len(buffer) < 2:
                 return
             first, length = buffer[0], buffer[1] & 0x7F
+            if buffer[1] & 0x80:
+                raise HandshakeFailed("a masked frame from the server (RFC 6455 5.1 forbids it)")
             start = 2
             if length == 126:
                 if len(buffer) < 4:
@@ -120,6 +124,7 @@ class RawClient(asyncio.Protocol):
         """The closing handshake: our close frame, then wait for the server's (or give up)."""
         if self._transport is None or self._transport.is_closing():
             return
+        self._close_sent = True
         self._transport.write(Frame(Opcode.CLOSE, (1000).to_bytes(2, "big")).serialize(mask=True))
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -152,7 +157,8 @@ class RawClient(asyncio.Protocol):
     def _frame(self, fin: int, opcode: int, payload: bytes, now: float) -> None:
         if opcode == _TEXT and fin:
             self.on_text(payload, now)
-        elif opcode in (_TEXT, _CONTINUATION):
+        elif opcode == _TEXT or (opcode == _CONTINUATION and self._fragmented_text):
+            self._fragmented_text = not fin
             self._fragments.append(payload)
             if fin:
                 whole, self._fragments = b"".join(self._fragments), []
@@ -163,9 +169,10 @@ class RawClient(asyncio.Protocol):
         elif opcode == _CLOSE:
             self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             assert self._transport is not None
-            if not self._transport.is_closing():
+            if not self._close_sent and not self._transport.is_closing():
+                self._close_sent = True  # our reply to the server's close
                 self._transport.write(Frame(Opcode.CLOSE, payload[:2]).serialize(mask=True))
-                self._transport.close()
+            self._transport.close()
 
 
 async def connect(url: str, on_text: OnText) -> RawClient:
@@ -181,8 +188,12 @@ async def connect(url: str, on_text: OnText) -> RawClient:
     ).encode()
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(OPEN_TIMEOUT):
-        _, client = await loop.create_connection(
+        transport, client = await loop.create_connection(
             lambda: RawClient(on_text, request, key), parts.hostname, parts.port
         )
-        await client.opened
+        try:
+            await asyncio.shield(client.opened)
+        except BaseException:
+            transport.abort()  # a timeout or a refusal: nothing is left open behind the caller
+            raise
     return client
