@@ -18,7 +18,8 @@ check it too (a room raises on a gap in its seq). Partitions fold independently:
 by one owner's streams, which live in one partition.
 
 Why one runner per partition at a time, and how: every engine process has a runner, and a runner
-projects the partitions whose session advisory lock `(LOCK_CLASS, partition)` it holds. Each takes
+projects the partitions whose session advisory lock `(LOCK_CLASS, partition)` it holds
+(engine/log/partition_locks.py). Each takes
 free partitions up to its share, the partition count divided by the runners sharing them (`share`:
 the live nodes, for an engine; one for a projector process, which so takes every free partition),
 rounded up, and hands back what is over its share when more nodes come; every `poll_seconds` it
@@ -53,6 +54,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.partition_locks import balance
 from engine.log.partitions import read_heads
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
@@ -64,8 +66,6 @@ CHECKPOINT = "projections"
 # The advisory locks that elect a partition's projecting runner, `(LOCK_CLASS, partition)`: any fixed
 # 32-bit number no other code uses.
 LOCK_CLASS = 0x636F6C70  # "colp"
-_TRY_LOCK = "SELECT pg_try_advisory_lock(:c, :p)"
-_UNLOCK = "SELECT pg_advisory_unlock(:c, :p)"
 
 _ENSURE_CHECKPOINT = """
     INSERT INTO projector_checkpoints (partition, name, position) VALUES (:partition, :name, 0)
@@ -302,22 +302,10 @@ class ProjectorRunner:
     async def _balance(self, conn: AsyncConnection) -> None:
         """Take free partitions up to this runner's share, and hand back what is over it."""
         assert self.held is not None
-        partitions = sorted(await read_heads(conn))
-        share = -(-len(partitions) // max(1, self._share()))
-        for partition in partitions:
-            if len(self.held) >= share:
-                break
-            if partition not in self.held:
-                key = {"c": LOCK_CLASS, "p": partition}
-                if (await conn.execute(text(_TRY_LOCK), key)).scalar():
-                    self.held.add(partition)
-        while len(self.held) > share:
-            partition = max(self.held)
-            await conn.execute(text(_UNLOCK), {"c": LOCK_CLASS, "p": partition})
-            self.held.discard(partition)
+        partitions = await read_heads(conn)
+        for partition in await balance(conn, LOCK_CLASS, self.held, partitions, self._share()):
             self.positions.pop(partition, None)  # whoever takes it moves its checkpoint
             log.info("projector runner: partition %d handed over to another node", partition)
-        await conn.commit()
 
     async def _sleep(self) -> None:
         with contextlib.suppress(TimeoutError):
