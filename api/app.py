@@ -67,6 +67,7 @@ def engine_config(settings: Settings, database_url: str) -> EngineConfig:
         node_dead_after=settings.node_dead_after_seconds,
         rate_limit_sync=settings.rate_limit_sync_seconds,
         nats_url=settings.nats_url or "",
+        route_appends=settings.route_appends,
         projection_interval=settings.projection_interval_ms / 1000,
     )
 

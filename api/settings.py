@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     # Committed events travel to the other nodes on this NATS (engine/cluster/bus.py); unset, nodes
     # wake each other with NOTIFY and read the events from the log.
     nats_url: str | None = None
+    # With NATS_URL and a log of several partitions: each partition is written by the one node holding
+    # it, the others hand it their appends on NATS (engine/cluster/routed_appends.py).
+    route_appends: bool = False
     # The partitions a new log is created with (engine/log/partitions.py): each has its own head and
     # writer. A log keeps the count it was created with; moving to another count is a new log.
     log_partitions: int = Field(default=1, ge=1, le=1024)
@@ -166,6 +169,13 @@ class Settings(BaseSettings):
         # A node must be allowed to miss a beat; otherwise live nodes would reap each other.
         if self.node_dead_after_seconds < 2 * self.node_heartbeat_seconds:
             raise ValueError("NODE_DEAD_AFTER_SECONDS must be at least twice NODE_HEARTBEAT_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _routing_has_a_bus(self) -> Settings:
+        # Silently writing every partition from every node would hide the misconfiguration.
+        if self.route_appends and not self.nats_url:
+            raise ValueError("ROUTE_APPENDS needs NATS_URL: appends travel to a partition's writer on NATS")
         return self
 
     @property

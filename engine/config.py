@@ -61,6 +61,9 @@ class EngineConfig:
     # Events committed here travel to the other nodes on this NATS (engine/cluster/bus.py); empty:
     # they learn of them by NOTIFY and read them from the log.
     nats_url: str = ""
+    # With a bus and a log of several partitions, each partition is written by the node holding it
+    # and the others hand it their batches (engine/cluster/routed_appends.py).
+    route_appends: bool = False
 
 
 __all__ = ["EngineConfig"]

@@ -47,6 +47,7 @@ from engine.cluster.control import ClusterControl
 from engine.cluster.follower import LogFollower
 from engine.cluster.rate_sync import RateLimitSync
 from engine.cluster.registry import NodeRegistry
+from engine.cluster.routed_appends import AppendRouting
 from engine.config import EngineConfig
 from engine.fanout.delivery_order import DeliveryOrder, DeliveryOrders
 from engine.fanout.hub import Hub, Subscriber, SubscriberClosed
@@ -106,6 +107,7 @@ class Node:
         self.control: ClusterControl | None = None  # requests to the other nodes
         self.rate_sync: RateLimitSync | None = None
         self.projector: ProjectorRunner | None = None
+        self.routing: AppendRouting | None = None  # with ROUTE_APPENDS and a bus
 
     @property
     def hub(self) -> Hub:
@@ -171,6 +173,18 @@ class Node:
             self.store, self.order, libpq_dsn(config.database_url), self.nodes, bus=bus
         )
         await self.follower.start()
+        if config.route_appends and bus is not None:
+            nodes = self.nodes
+            self.routing = AppendRouting(
+                db_engine,
+                self._running_appender(),
+                bus,
+                share=lambda: 1 + len(nodes.peers),
+                timeout=config.append_timeout,
+                deliver=self.follower.offer_peers_events,
+            )
+            await self.routing.start()
+            self._running_appender().route = self.routing
         self.control = ClusterControl(self.follower, self.nodes)
         await self.control.start()
         self.rate_sync = RateLimitSync(
@@ -196,11 +210,12 @@ class Node:
             except StoreUnavailable as exc:
                 log.error("could not record %d departures at shutdown: %s", len(leaves), exc)
         if self._appender is not None:
-            await self._appender.stop()
-        for part in (self.projector, self.rate_sync, self.follower, self.nodes):
+            await self._appender.stop()  # hands what it must to the partitions' writers: the bus is up
+        for part in (self.routing, self.projector, self.rate_sync, self.follower, self.nodes):
             if part is not None:
                 await part.stop()
         self.projector = self.rate_sync = self.follower = self.nodes = self.order = self.control = None
+        self.routing = None
         if self._db_engine is not None:
             await self._db_engine.dispose()
         self._appender = self._store = self._db_engine = None
@@ -440,8 +455,15 @@ class Node:
         delivery = None
         if self.follower is not None:
             delivery = {**self.follower.stats(), "held_reads": self.held_reads}
+        routing = self.routing.figures() if self.routing is not None else None
         return stats.node_stats(
-            self.node_id, self.traffic, self._running_appender(), self.hub, self.connections, delivery
+            self.node_id,
+            self.traffic,
+            self._running_appender(),
+            self.hub,
+            self.connections,
+            delivery,
+            routing,
         )
 
     async def cluster_stats(self) -> stats.ClusterStats:

@@ -71,6 +71,15 @@ class HistogramStats(BaseModel):
     count: int
 
 
+class RoutingFigures(BaseModel):
+    writes_partitions: list[int] = Field(description="the partitions this node writes for the whole cluster")
+    batches_forwarded: int = Field(description="batches handed to their partition's writer on another node")
+    batches_not_taken: int = Field(
+        description="batches handed over that no writer took (none yet, or the bus away): written here"
+    )
+    events_written_for_others: int = Field(description="events this node committed for other nodes")
+
+
 class AppenderFigures(BaseModel):
     batches: int
     events: int
@@ -79,6 +88,7 @@ class AppenderFigures(BaseModel):
     write_paths: dict[str, int] = Field(description="batches committed per path (known, read, locked)")
     batch_size: HistogramStats
     commit_latency_ms: HistogramStats
+    routing: RoutingFigures | None = Field(default=None, description="with ROUTE_APPENDS and a bus")
 
 
 class FanoutFigures(BaseModel):

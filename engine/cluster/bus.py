@@ -137,6 +137,11 @@ class NatsBus:
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected
 
+    @property
+    def client(self) -> Client | None:
+        """The connection, once made (it reconnects by itself): routed appends share it."""
+        return self._client
+
     async def start(self, on_events: Callable[[list[RecordedEvent]], None]) -> None:
         """Connect and subscribe, or keep trying in the background: until then peers' events come from
         the follower's reads of the log."""

@@ -93,7 +93,7 @@ class LogFollower:
         except Exception as exc:  # the database is away: `_keep_listening` retries until it is back
             log.warning("LISTEN connection failed, retrying: %s: %s", type(exc).__name__, exc)
         if self.bus is not None:
-            await self.bus.start(self._on_bus_events)
+            await self.bus.start(self.offer_peers_events)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read_loop(), name=f"log-follower:{self.node_id}"),
@@ -277,7 +277,9 @@ class LogFollower:
 
     # Repairing what the bus lost.
 
-    def _on_bus_events(self, events: list[RecordedEvent]) -> None:
+    def offer_peers_events(self, events: list[RecordedEvent]) -> None:
+        """Events another node's callers committed: from the bus, or written here for them
+        (engine/cluster/routed_appends.py), which the bus never echoes back."""
         if not self._orders.started:
             # Where this node starts is not known yet (the database was away at start): offering
             # now would start at this message and pass over earlier positions still on their way.

@@ -58,6 +58,7 @@ def node_stats(
     hub: Hub,
     connections: Connections,
     delivery: Mapping[str, Any] | None = None,
+    routing: Mapping[str, Any] | None = None,
 ) -> NodeStats:
     """This node's figures now, read from the parts that keep them (no I/O)."""
     figures = hub.stats()
@@ -77,6 +78,7 @@ def node_stats(
             **appender.stats.as_dict(),
             "queue_depth": appender.queue_depth,
             "write_paths": appender.write_paths,
+            "routing": dict(routing) if routing is not None else None,
         },
         # Only connections with something queued: an idle node of thousands of sockets stays short.
         fanout={

@@ -17,6 +17,15 @@ of an outage within about twice `timeout`. A broken connection is dropped and th
 new one, so the appender carries on by itself once the database is back. An append whose caller was
 cancelled is not written. If a batch fails for a reason that is not the connection, its items are
 retried one per transaction so that one poisoned item fails alone.
+
+Routing (`route`, engine/cluster/routed_appends.py): when several nodes write one log, a partition's
+batches are best committed by one writer in the whole cluster, or each node's writer keeps finding
+its head moved by the others and takes the locked path. A lane whose partition another node holds
+hands its batch to that node, which commits it in its own lane with its own callers' events and
+answers each item's outcome; the decisions are the same either way, since whoever writes checks the
+partition's head. A batch nobody takes is written here. A batch handed over whose answer never comes
+fails like a commit whose connection dropped: its outcome is unknown, and callers retry with their
+`client_msg_id`.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from engine.log.connectivity import is_connectivity_error
 from engine.log.partitions import partition_of
@@ -96,6 +106,23 @@ OnCommitted = Callable[[NewEvent, Committed], None]
 """Told of every commit in the writer task, before its caller resumes (and even if it never does)."""
 
 
+class Route(Protocol):
+    """Who writes each partition when appends are routed."""
+
+    def owns(self, partition: int) -> bool:
+        """Whether this node is the partition's writer (False while nobody is known to be)."""
+        ...
+
+    async def forward(self, partition: int, events: Sequence[NewEvent]) -> list[AppendOutcome] | None:
+        """Have the partition's writer commit `events`: their outcomes, or None when it took none of
+        them (write them here). Raises `RouteLost` when the outcome is unknown."""
+        ...
+
+
+class RouteLost(ConnectionError):
+    """A batch was handed to another node, and its answer did not come: committed or not is unknown."""
+
+
 @dataclass(eq=False)
 class _Lane:
     """One partition's queue and the writer task that commits it: partitions never wait for each
@@ -119,9 +146,12 @@ class Appender:
         max_queue: int = 100_000,
         on_committed: OnCommitted | None = None,
         partitions: int | None = None,
+        route: Route | None = None,
     ) -> None:
         self.store = store
         self.on_committed = on_committed
+        self.route = route  # set once the node's routing is up; None: every partition is written here
+        self.forwarded = 0  # events of this node's callers that another node committed
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.timeout = timeout
@@ -222,6 +252,16 @@ class Appender:
         futures = [self._enqueue(event) for event in batch]
         return list(await asyncio.gather(*futures))
 
+    def submit_many(self, batch: Sequence[NewEvent]) -> list[asyncio.Future[AppendOutcome]] | None:
+        """`submit` for several events, all or none: None, or StoreUnavailable, with none queued."""
+        if self._partitions is None:
+            return None
+        self._admit(len(batch))
+        return [self._enqueue(event) for event in batch]
+
+    def partition_of(self, stream_id: str) -> int:
+        return partition_of(stream_id, self.partitions)
+
     def _admit(self, count: int) -> None:
         if self._closing or not self._running:
             raise StoreUnavailable("the appender is not running")
@@ -270,7 +310,7 @@ class Appender:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
-                outcomes = await lane.writer.append([event for event, _ in batch])
+                outcomes, here = await self._write(lane, [event for event, _ in batch])
         except Exception as error:
             self.stats.failed_batches += 1
             if is_connectivity_error(error):
@@ -294,9 +334,20 @@ class Appender:
             return
         self._record(len(batch), started)
         for (event, fut), outcome in zip(batch, outcomes, strict=True):
-            self._tell(event, outcome)
+            if here:  # a batch handed over was told of by the node that wrote it
+                self._tell(event, outcome)
             if not fut.done():
                 fut.set_result(outcome)
+
+    async def _write(self, lane: _Lane, events: list[NewEvent]) -> tuple[list[AppendOutcome], bool]:
+        """The batch's outcomes, and whether this node wrote it."""
+        route = self.route
+        if route is not None and not route.owns(lane.partition):
+            outcomes = await route.forward(lane.partition, events)
+            if outcomes is not None:
+                self.forwarded += len(events)
+                return outcomes, False
+        return await lane.writer.append(events), True
 
     async def _commit_one_by_one(self, lane: _Lane, batch: list[_Pending]) -> None:
         for event, fut in batch:

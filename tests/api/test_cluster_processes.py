@@ -1,6 +1,7 @@
 """The per-room guarantees across three real server processes on one database, whether the nodes
-learn of each other's events by NOTIFY and a read of the log or on a NATS bus, and whether the log
-has one partition or four (`LOG_PARTITIONS`): one order with contiguous seqs, one winner per cell
+learn of each other's events by NOTIFY and a read of the log or on a NATS bus, whether the log
+has one partition or four (`LOG_PARTITIONS`), and with each partition written by one node
+(`ROUTE_APPENDS`): one order with contiguous seqs, one winner per cell
 race, an idempotent retry through another node, a gapless resume on another node, rooms in every
 partition at once, and no ghost after a node's death."""
 
@@ -44,12 +45,16 @@ class Cluster:
 
 @pytest.fixture(
     scope="module",
-    params=[("notify", 1), ("nats", 1), ("notify", 4), ("nats", 4)],
-    ids=["notify", "nats", "notify-4-partitions", "nats-4-partitions"],
+    params=[("notify", 1), ("nats", 1), ("notify", 4), ("nats", 4), ("routed", 4)],
+    ids=["notify", "nats", "notify-4-partitions", "nats-4-partitions", "routed-4-partitions"],
 )
 async def cluster(request: pytest.FixtureRequest, server_url: str) -> AsyncIterator[Cluster]:
     mode, partitions = request.param
-    extra = {"nats_url": request.getfixturevalue("nats_url")} if mode == "nats" else {}
+    extra: dict[str, object] = {}
+    if mode in ("nats", "routed"):
+        extra["nats_url"] = request.getfixturevalue("nats_url")
+    if mode == "routed":  # each partition written by one node, the others handing it their appends
+        extra["route_appends"] = True
     async with fresh_database(server_url, partitions=1) as url:  # the nodes split it
         options: dict[str, object] = {
             "node_heartbeat_seconds": HEARTBEAT,
@@ -61,13 +66,12 @@ async def cluster(request: pytest.FixtureRequest, server_url: str) -> AsyncItera
         }
         started = [await start_node_process(url, **options) for _ in range(3)]
         try:
-            yield Cluster(
-                make_settings(url),
-                [p for p, _ in started],
-                [port for _, port in started],
-                mode,
-                partitions,
+            found = Cluster(
+                make_settings(url), [p for p, _ in started], [port for _, port in started], mode, partitions
             )
+            if mode == "routed":
+                await writers_settled(found)
+            yield found
         finally:
             for proc, _ in started:
                 if proc.returncode is None:
@@ -102,20 +106,41 @@ def rooms_in_every_partition(tag: str, partitions: int) -> list[str]:
     return [found[p] for p in range(partitions)]
 
 
-async def delivery_figures(cluster: Cluster) -> list[dict[str, Any]]:
+async def node_figures(cluster: Cluster, part: str) -> list[dict[str, Any]]:
     token = mint_token(cluster.settings, sub="root", roles=["admin"], secret=SECRET)
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         found = []
         for port in cluster.ports:
             body = (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")).json()
-            found.append(body["nodes"][body["node_id"]]["delivery"])
+            found.append(body["nodes"][body["node_id"]][part])
         return found
+
+
+async def delivery_figures(cluster: Cluster) -> list[dict[str, Any]]:
+    return await node_figures(cluster, "delivery")
+
+
+async def routing_figures(cluster: Cluster) -> list[dict[str, Any]]:
+    return [appender["routing"] for appender in await node_figures(cluster, "appender")]
+
+
+async def writers_settled(cluster: Cluster) -> None:
+    """Wait until every partition has one writer: the first node took them all, and hands the others'
+    shares over once it sees them beat."""
+    async with asyncio.timeout(HANG_GUARD):
+        while True:
+            held = [set(f["writes_partitions"]) for f in await routing_figures(cluster)]
+            one_each = sum(len(h) for h in held) == cluster.partitions == len(set().union(*held))
+            if one_each and sum(1 for h in held if h) >= 2:
+                return
+            await asyncio.sleep(0.2)
 
 
 async def test_edits_through_three_nodes_reach_everyone_in_one_contiguous_order(cluster: Cluster) -> None:
     room = f"room-{uuid.uuid4().hex[:8]}"
     members = [await open_member(cluster, n, f"e{n}", room) for n in range(3)]
     before = await delivery_figures(cluster)
+    routing_before = await routing_figures(cluster) if cluster.mode == "routed" else []
     per_member = 15
     await asyncio.gather(
         *(
@@ -131,14 +156,31 @@ async def test_edits_through_three_nodes_reach_everyone_in_one_contiguous_order(
     seqs = [seq for seq, _ in seen[0]]
     assert seqs == list(range(seqs[0], seqs[0] + 3 * per_member))
 
-    for b, a in zip(before, await delivery_figures(cluster), strict=True):
-        assert a["via"] == cluster.mode
-        if cluster.mode == "nats":
+    writer = None
+    if cluster.mode == "routed":
+        partition = partition_of(room_stream(room), cluster.partitions)
+        after = await routing_figures(cluster)
+        (writer,) = [n for n, f in enumerate(after) if partition in f["writes_partitions"]]
+    for n, (b, a) in enumerate(zip(before, await delivery_figures(cluster), strict=True)):
+        assert a["via"] == ("notify" if cluster.mode == "notify" else "nats")
+        if cluster.mode != "notify" and n != writer:
             # The other two nodes' 30 updates came on the bus; NOTIFY nodes read each from the log.
+            # Routed, the writer of the room's partition committed them all, so it needs none.
             received = a["bus_events_received"] - b["bus_events_received"]
             assert a["bus_connected"] and received >= 2 * per_member
             reads = a["log_reads"] + a["held_reads"] - b["log_reads"] - b["held_reads"]
             assert reads <= 5  # a few at most, when the machine stalls past the repair grace
+    if cluster.mode == "routed":
+        # One node writes the room's partition: the other two handed it their 30 updates.
+        for n, (b, a) in enumerate(zip(routing_before, after, strict=True)):
+            written = a["events_written_for_others"] - b["events_written_for_others"]
+            forwarded = a["batches_forwarded"] - b["batches_forwarded"]
+            # (and maybe their leaves, and presence events of the users' own streams)
+            if n == writer:
+                assert written >= 2 * per_member
+            else:
+                assert forwarded >= 1
+            assert a["batches_not_taken"] == b["batches_not_taken"]
 
 
 async def test_a_race_on_one_cell_through_three_nodes_has_one_winner(cluster: Cluster) -> None:

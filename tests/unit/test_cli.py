@@ -95,6 +95,7 @@ def test_parse_ttl_units(text: str, seconds: int) -> None:
         ({"ROOM_AUTO_CREATE": "maybe"}, ["ROOM_AUTO_CREATE", "boolean"]),
         ({"JWT_ALGORITHMS": "[HS256"}, ["JWT_ALGORITHMS", "JSON list"]),
         ({"NODE_DEAD_AFTER_SECONDS": "6"}, ["NODE_DEAD_AFTER_SECONDS must be at least twice"]),
+        ({"ROUTE_APPENDS": "true"}, ["ROUTE_APPENDS needs NATS_URL"]),
         ({"DATABASE_URL": "mysql://root:hunter2@db/app"}, ["DATABASE_URL", "postgresql://USER:PASSWORD@"]),
         ({"DATABASE_URL": "postgresql://root:hunter2@db:port/app"}, ["DATABASE_URL", "%40"]),
     ],

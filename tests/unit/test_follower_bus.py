@@ -23,13 +23,13 @@ def test_bus_events_wait_until_the_start_is_known_then_go_out_in_order() -> None
     published: list[int] = []
     orders = DeliveryOrders(lambda e: published.append(e.position), heads=None)
     f = follower(orders)
-    f._on_bus_events([event(7)])
+    f.offer_peers_events([event(7)])
     assert published == [] and orders.of(0).delivered is None  # not taken as the start
     assert f._wake.is_set()  # the read loop learns the heads, then repairs what this held
     orders.start_at({0: 5})
-    f._on_bus_events([event(7)])
+    f.offer_peers_events([event(7)])
     assert published == [] and orders.of(0).highest_held == 7
-    f._on_bus_events([event(6)])
+    f.offer_peers_events([event(6)])
     assert published == [6, 7] and orders.of(0).highest_held is None
 
 
@@ -37,11 +37,11 @@ def test_each_partition_goes_out_in_its_own_order_and_a_gap_holds_back_only_its_
     published: list[tuple[int, int]] = []
     orders = DeliveryOrders(lambda e: published.append((e.partition, e.position)), heads={0: 0, 1: 10})
     f = follower(orders)
-    f._on_bus_events([event(2, partition=0), event(11, partition=1), event(1, partition=0)])
+    f.offer_peers_events([event(2, partition=0), event(11, partition=1), event(1, partition=0)])
     assert published == [(1, 11), (0, 1), (0, 2)]
-    f._on_bus_events([event(13, partition=1), event(3, partition=0)])  # 12 of partition 1 is missing
+    f.offer_peers_events([event(13, partition=1), event(3, partition=0)])  # 12 of partition 1 is missing
     assert published[3:] == [(0, 3)] and orders.of(1).highest_held == 13 and orders.held == 1
-    f._on_bus_events([event(12, partition=1)])
+    f.offer_peers_events([event(12, partition=1)])
     assert published[4:] == [(1, 12), (1, 13)] and orders.held == 0
     assert orders.delivered == {0: 3, 1: 13}
 

@@ -1,0 +1,192 @@
+"""Routed appends on a real NATS and the real PostgreSQL: each partition of a log of four written by
+the node holding it, the other node handing it its batches; what nobody holds written where it was
+asked for; an answer that never comes failing like a dropped commit, with nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from engine.cluster.bus import NatsBus, log_subject
+from engine.cluster.routed_appends import AppendRouting, append_subject_for
+from engine.log.appender import Appender
+from engine.log.partitions import partition_of
+from engine.log.store import EventStore, create_db_engine
+from engine.model.errors import StoreUnavailable
+from engine.model.events import Committed, Conflict, Duplicate, NewEvent, RecordedEvent
+from tests.api.conftest import fresh_database
+from tests.nats_server import nats_server
+
+PARTITIONS = 4
+TIMEOUT = 1.0  # a commit's bound; short, so that the unanswered batch fails quickly
+HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
+
+
+@dataclass
+class Node:
+    appender: Appender
+    bus: NatsBus
+    routing: AppendRouting
+    delivered: list[RecordedEvent] = field(default_factory=list)
+
+
+@pytest.fixture
+def nats_url() -> Iterator[str]:
+    with nats_server() as server:
+        yield server.url
+
+
+@pytest.fixture
+async def store(server_url: str) -> AsyncIterator[EventStore]:
+    async with fresh_database(server_url, PARTITIONS) as url:
+        db = create_db_engine(url, pool_size=PARTITIONS * 2 + 4)
+        try:
+            yield EventStore(db)
+        finally:
+            await db.dispose()
+
+
+async def start_node(store: EventStore, url: str, name: str, share: Callable[[], int]) -> Node:
+    subject = await log_subject(store.db_engine)
+
+    async def stem() -> str:
+        return subject
+
+    bus = NatsBus(url, stem, name)
+    await bus.start(lambda _events: None)
+    appender = Appender(store, partitions=PARTITIONS, timeout=TIMEOUT)
+    await appender.start()
+    delivered: list[RecordedEvent] = []
+    routing = AppendRouting(
+        store.db_engine,
+        appender,
+        bus,
+        share=share,
+        timeout=TIMEOUT,
+        deliver=delivered.extend,
+        poll_seconds=0.1,
+    )
+    await routing.start()
+    appender.route = routing
+    return Node(appender, bus, routing, delivered)
+
+
+async def stop_node(node: Node) -> None:
+    await node.appender.stop()
+    await node.routing.stop()
+    await node.bus.stop()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(HANG_GUARD):
+        while not condition():  # noqa: ASYNC110 (state of other tasks, polled)
+            await asyncio.sleep(0.05)
+
+
+def room_in(partition: int, tag: str) -> str:
+    n = 0
+    while partition_of(f"room:{tag}-{n}", PARTITIONS) != partition:
+        n += 1
+    return f"room:{tag}-{n}"
+
+
+@pytest.fixture
+async def two_nodes(store: EventStore, nats_url: str) -> AsyncIterator[tuple[Node, Node]]:
+    one = await start_node(store, nats_url, "one", lambda: 2)
+    await until(lambda: len(one.routing.held) == 2 and one.routing.serving == one.routing.held)
+    two = await start_node(store, nats_url, "two", lambda: 2)
+    await until(lambda: len(two.routing.held) == 2 and two.routing.serving == two.routing.held)
+    try:
+        yield one, two
+    finally:
+        await stop_node(one)
+        await stop_node(two)
+
+
+async def test_each_partition_is_written_by_its_holder(
+    store: EventStore, two_nodes: tuple[Node, Node]
+) -> None:
+    one, two = two_nodes
+    tag = uuid.uuid4().hex[:6]
+    events = [
+        NewEvent(room_in(p, tag), "RoutedProbe", {"i": i}) for i in range(10) for p in range(PARTITIONS)
+    ]
+    outcomes = await asyncio.gather(*(one.appender.append(e) for e in events))
+    assert all(isinstance(o, Committed) for o in outcomes)
+
+    # Node one's own writers committed only its partitions; node two committed the rest for it.
+    for partition, lane in one.appender._lanes.items():
+        written_here = sum(lane.writer.paths.values())
+        assert (written_here > 0) == (partition in one.routing.held)
+    theirs = [e for e in events if partition_of(e.stream_id, PARTITIONS) in two.routing.held]
+    assert one.appender.forwarded == two.routing.written_for_others == len(theirs) == 20
+    assert one.routing.forwards >= 1 and one.routing.not_taken == 0
+    # Node two publishes to its own connections what it wrote for node one (the bus never echoes).
+    committed = [o for o in outcomes if isinstance(o, Committed)]
+    assert sorted((e.partition, e.position) for e in two.delivered) == sorted(
+        (o.partition, o.position) for o, e in zip(committed, events, strict=True) if e in theirs
+    )
+
+    # The log holds each event once, gapless and in each stream's order.
+    for partition in range(PARTITIONS):
+        read = await store.read_all(0, 1000, partition)
+        assert [e.position for e in read] == list(range(1, len(read) + 1))
+        assert [e.data["i"] for e in read if e.type == "RoutedProbe"] == list(range(10))
+
+
+async def test_decisions_made_by_the_holder_come_back(two_nodes: tuple[Node, Node]) -> None:
+    one, two = two_nodes
+    (partition,) = sorted(two.routing.held)[:1]
+    stream = room_in(partition, uuid.uuid4().hex[:6])
+    first = NewEvent(stream, "RoutedProbe", {"i": 0}, idempotency_key="k-1", user_id="u1")
+    committed = await one.appender.append(first)
+    again = await one.appender.append(first)
+    conflict = await one.appender.append(NewEvent(stream, "RoutedProbe", {"i": 1}, expected_version=0))
+    assert isinstance(committed, Committed) and committed.partition == partition
+    assert isinstance(again, Duplicate) and again.position == committed.position
+    assert conflict == Conflict(expected_version=0, actual_version=1)
+    assert one.appender.forwarded == 3
+
+
+async def test_nobody_holding_a_partition_means_it_is_written_here(store: EventStore, nats_url: str) -> None:
+    alone = await start_node(store, nats_url, "alone", lambda: 2)  # holds two of four
+    try:
+        await until(lambda: len(alone.routing.held) == 2)
+        (free,) = sorted(set(range(PARTITIONS)) - alone.routing.held)[:1]
+        outcome = await alone.appender.append(NewEvent(room_in(free, "free"), "RoutedProbe", {"i": 0}))
+        assert isinstance(outcome, Committed) and outcome.partition == free
+        assert alone.routing.not_taken == 1 and alone.appender.forwarded == 0
+    finally:
+        await stop_node(alone)
+
+
+async def test_an_answer_that_never_comes_fails_the_batch_and_writes_nothing(
+    store: EventStore, nats_url: str
+) -> None:
+    alone = await start_node(store, nats_url, "alone", lambda: 2)
+    silent = await nats.connect(nats_url)
+    try:
+        await until(lambda: len(alone.routing.held) == 2 and alone.bus.subject is not None)
+        (free,) = sorted(set(range(PARTITIONS)) - alone.routing.held)[:1]
+        heard: list[Msg] = []
+
+        async def hear(msg: Msg) -> None:
+            heard.append(msg)  # and never answer, as a writer that froze
+
+        assert alone.bus.subject is not None
+        await silent.subscribe(f"{append_subject_for(alone.bus.subject)}.{free}", cb=hear)
+        await silent.flush()
+        head = (await store.heads())[free]
+        with pytest.raises(StoreUnavailable, match="client_msg_id"):
+            await alone.appender.append(NewEvent(room_in(free, "silent"), "RoutedProbe", {"i": 0}))
+        assert len(heard) == 1
+        assert (await store.heads())[free] == head
+    finally:
+        await silent.close()
+        await stop_node(alone)
