@@ -23,11 +23,11 @@ ratio column compares every row with one process on a log of one partition. The 
 some partitions get no events. `--owned` gives each process the rooms of its own share of the
 partitions (partition modulo the process count), as if every partition had one writer in the whole
 cluster and each node appended only to its own: what routing appends to their partition's owner
-would give, measured before building it. `--routed` measures routing with its own cost: every process
-owns the same share as with `--owned` but appends to every room, and an event of a partition another
-process owns travels to that process on NATS (`--nats-url`, default the machine's), in batches per
-partition (one request in flight, what queues meanwhile going in the next), to be appended by the
-owner's appender, which answers with the outcomes. The NATS server's CPU is reported too.
+would give, measured before building it. `--routed` measures the engine's routed appends
+(`ROUTE_APPENDS`, engine/cluster/routed_appends.py) with their own cost: every process appends to
+every room, holds its share of the partitions' write locks, and hands the batches of the partitions
+it does not hold to their holder on NATS (`--nats-url`, default the machine's), which appends them in
+its own lanes and answers each event's outcome. The NATS server's CPU is reported too.
 """
 
 from __future__ import annotations
@@ -40,21 +40,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nats
-import orjson
 import psutil
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import cpu_seconds, database_processes, fresh_database, percentile
+from engine.cluster.bus import NatsBus, log_subject
+from engine.cluster.routed_appends import AppendRouting
 from engine.log.appender import Appender
 from engine.log.partitions import ensure_partitions, partition_of
 from engine.log.store import EventStore, create_db_engine
-from engine.model.events import AppendOutcome, Committed, NewEvent
+from engine.model.events import Committed, NewEvent
 
 PAYLOAD = {
     "sheet_id": "sheet_123",
@@ -150,81 +150,6 @@ async def run(
     return rows
 
 
-class Forwarder:
-    """Routing, as `--routed` measures it: this process (`index` of `count`) appends the partitions
-    p with p % count == index itself, and hands every other event to that partition's owner on NATS.
-    Each foreign partition has a lane like the appender's: one request in flight, carrying what
-    queued while the one before it was answered."""
-
-    def __init__(self, client: Any, subject: str, appender: Appender, partitions: int, owner: str) -> None:
-        self.client = client
-        self.subject = subject
-        self.appender = appender
-        self.partitions = partitions
-        self.index, self.count = (int(n) for n in owner.split("/"))
-        self.lanes: dict[int, list[tuple[NewEvent, asyncio.Future[AppendOutcome]]]] = {}
-        self.wakeups: dict[int, asyncio.Event] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.requests = 0
-
-    async def serve(self) -> None:
-        for partition in range(self.partitions):
-            if partition % self.count == self.index:
-                await self.client.subscribe(f"{self.subject}.{partition}", cb=self._received)
-
-    async def _received(self, msg: Any) -> None:
-        # Answered in a task of its own: the subscription's next request need not wait for this commit.
-        task = asyncio.create_task(self._answer(msg))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _answer(self, msg: Any) -> None:
-        items = orjson.loads(msg.data)
-        outcomes = await self.appender.append_many([NewEvent(s, t, d, metadata=m) for s, t, d, m in items])
-        answer = []
-        for outcome in outcomes:
-            assert isinstance(outcome, Committed)
-            answer.append([outcome.position, outcome.stream_version, outcome.recorded_at, outcome.partition])
-        await msg.respond(orjson.dumps(answer))
-
-    async def append(self, event: NewEvent) -> AppendOutcome:
-        partition = partition_of(event.stream_id, self.partitions)
-        if partition % self.count == self.index:
-            return await self.appender.append(event)
-        if partition not in self.lanes:
-            self.lanes[partition], self.wakeups[partition] = [], asyncio.Event()
-            task = asyncio.create_task(self._forward(partition))
-            self.tasks.add(task)
-        fut: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
-        self.lanes[partition].append((event, fut))
-        self.wakeups[partition].set()
-        return await fut
-
-    async def _forward(self, partition: int) -> None:
-        lane, wakeup = self.lanes[partition], self.wakeups[partition]
-        while True:
-            if not lane:
-                wakeup.clear()
-                await wakeup.wait()
-                continue
-            batch, lane[:] = lane[:1000], lane[1000:]
-            items = orjson.dumps([[e.stream_id, e.type, e.data, e.metadata] for e, _ in batch])
-            while True:
-                try:
-                    reply = await self.client.request(f"{self.subject}.{partition}", items, timeout=30)
-                    break
-                except nats.errors.NoRespondersError:  # the owner is still starting: ask again
-                    await asyncio.sleep(0.05)
-            self.requests += 1
-            for (_, fut), (position, version, at, part) in zip(batch, orjson.loads(reply.data), strict=True):
-                recorded_at = datetime.fromisoformat(at)
-                fut.set_result(Committed(position, version, recorded_at, partition=part))
-
-    def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-
-
 async def node_worker(
     url: str, first: int, submitters: int, seconds: float, measure_from: float, owner: str = "-"
 ) -> None:
@@ -242,33 +167,58 @@ async def node_worker(
         OWN_ROOMS[:] = [
             r for r in range(ROOMS) if partition_of(f"room:bench-{r}", partitions) % count == index
         ]
-    db_engine = create_db_engine(url, pool_size=partitions + 1)
+    db_engine = create_db_engine(url, pool_size=partitions + 2)  # the writers, and routing's locks
     appender = Appender(EventStore(db_engine), max_batch=1000, partitions=partitions)
     await appender.start()
     latencies: list[float] = []
-    append: Callable[[NewEvent], Awaitable[object]] = appender.append
-    forwarder = None
+    routing = bus = None
     if routed:
-        client = await nats.connect(NATS_URL)
-        forwarder = Forwarder(client, f"bench.{url.rsplit('/', 1)[-1]}.append", appender, partitions, owner)
-        await forwarder.serve()
-        append = forwarder.append
-    await drive(submitters, seconds, append, first=first, measure_from=measure_from, latencies=latencies)
-    if forwarder is not None:
+        count = int(owner.split("/")[1])
+        bus, routing = await routed_appends(db_engine, appender, count, name=owner)
+    await drive(
+        submitters, seconds, appender.append, first=first, measure_from=measure_from, latencies=latencies
+    )
+    if routing is not None:
         # The others may still be sending this process their last events: answer them until all end.
         await asyncio.sleep(2.0)
-        forwarder.stop()
-        await client.close()
     await appender.stop()
+    if routing is not None and bus is not None:
+        await routing.stop()
+        await bus.stop()
     await db_engine.dispose()
     stats = appender.stats
     result = {
         "latencies": latencies,
         "paths": appender.write_paths,
         "batches": stats.batches,
-        "requests": forwarder.requests if forwarder is not None else 0,
+        "requests": routing.forwards if routing is not None else 0,
+        "not_taken": routing.not_taken if routing is not None else 0,
     }
     sys.stdout.write(json.dumps(result))
+
+
+async def routed_appends(
+    db_engine: AsyncEngine, appender: Appender, processes: int, *, name: str
+) -> tuple[NatsBus, AppendRouting]:
+    """This process's routing as a node has it, once it holds its share of the partitions."""
+    subject = await log_subject(db_engine)
+
+    async def stem() -> str:
+        return subject
+
+    bus = NatsBus(NATS_URL, stem, f"bench-{name}")
+    await bus.start(lambda _events: None)
+    routing = AppendRouting(
+        db_engine, appender, bus, share=lambda: processes, timeout=5.0, deliver=lambda _events: None
+    )
+    routing.poll_seconds = 0.1
+    await routing.start()
+    appender.route = routing
+    share = -(-appender.partitions // processes)
+    async with asyncio.timeout(30):
+        while len(routing.held) < share or routing.serving != routing.held:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return bus, routing
 
 
 def run_processes(
@@ -345,6 +295,7 @@ def run_processes(
                 "database_cpu_s": (after[1] - before[1]) / sampled,
                 "nats_cpu_s": (after[2] - before[2]) / sampled,
                 "requests": sum(r["requests"] for r in results),
+                "not_taken": sum(r["not_taken"] for r in results),
             }
         )
     return rows
@@ -375,7 +326,8 @@ def report_processes(rows: list[dict[str, object]]) -> str:
             f"{r['mean_batch']:.1f}",
             f"{paths['known']} / {paths['read']} / {paths['locked']}",
             f"{r['appenders_cpu_s']:.2f} / {r['database_cpu_s']:.2f}"
-            + (f" / NATS {r['nats_cpu_s']:.2f}, {r['requests']:,} requests" if r.get("requests") else ""),
+            + (f" / NATS {r['nats_cpu_s']:.2f}, {r['requests']:,} requests" if r.get("requests") else "")
+            + (f", {r['not_taken']:,} written where asked (no holder)" if r.get("not_taken") else ""),
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines)
