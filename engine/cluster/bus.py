@@ -254,7 +254,8 @@ class NatsBus:
             log.info("bus: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
-        log.warning("bus disconnected: peers' events come from the log until it is back")
+        if self._tasks:  # not when this node closed it (`stop`)
+            log.warning("bus disconnected: peers' events come from the log until it is back")
 
     async def _on_reconnected(self) -> None:
         log.info("bus reconnected")
