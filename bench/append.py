@@ -276,7 +276,8 @@ def run_processes(
         if any(w.returncode for w in workers):
             raise SystemExit(f"an appending process failed at {processes} processes")
         latencies = [ms for r in results for ms in r["latencies"]]
-        paths = {name: sum(r["paths"][name] for r in results) for name in results[0]["paths"]}
+        # A process that holds no partition (routed, more processes than partitions) wrote nothing.
+        paths = {name: sum(r["paths"].get(name, 0) for r in results) for name in ("known", "read", "locked")}
         rows.append(
             {
                 "partitions": f"{partitions}, routed"
@@ -304,8 +305,8 @@ def run_processes(
 def report_processes(rows: list[dict[str, object]]) -> str:
     lines = [
         "| partitions | processes | submitters | events/s | vs 1 process, 1 partition | p50 ms | p99 ms | "
-        "mean batch | batches known / read / locked | CPU cores: appenders / PostgreSQL |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "mean batch | batches known / read / locked | CPU cores: appenders / PostgreSQL | stopped by |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     one = next(
         (float(r["events_per_s"]) for r in rows if r["processes"] == 1 and r["partitions"] == 1),  # type: ignore[arg-type]
@@ -328,9 +329,30 @@ def report_processes(rows: list[dict[str, object]]) -> str:
             f"{r['appenders_cpu_s']:.2f} / {r['database_cpu_s']:.2f}"
             + (f" / NATS {r['nats_cpu_s']:.2f}, {r['requests']:,} requests" if r.get("requests") else "")
             + (f", {r['not_taken']:,} written where asked (no holder)" if r.get("not_taken") else ""),
+            limit(r),
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def limit(row: dict[str, object]) -> str:
+    """What stopped a run: the machine's cores when the appenders, PostgreSQL and NATS kept nearly all
+    of them busy; the heads' row locks when a fifth or more of the batches queued on one; else
+    neither (the submitters' round trips)."""
+    paths = row["paths"]
+    assert isinstance(paths, dict)
+    busy = 0.0
+    for key in ("appenders_cpu_s", "database_cpu_s", "nats_cpu_s"):
+        value = row[key]
+        assert isinstance(value, float | int)
+        busy += value
+    cores = os.cpu_count() or 1
+    locked = paths["locked"] / max(1, sum(paths.values()))
+    if busy >= 0.85 * cores:
+        return f"CPU: {busy:.2f} of {cores} cores"
+    if locked >= 0.2:
+        return f"the heads' locks: {locked:.0%} of batches"
+    return f"neither: {busy:.2f} of {cores} cores, {locked:.0%} of batches locked"
 
 
 def report(rows: list[dict[str, object]]) -> str:

@@ -12,7 +12,8 @@ the cross-node latency (send to delivery at a member on another node than the se
 same-node one, log-read statements a second per node (range reads plus head polls, from each node's
 `/ws/stats/detailed`), lost / duplicated / out-of-order deliveries, and with drops the repair latency:
 the delivery latency of exactly the events whose bus message the proxy dropped. `--partitions` is the
-`LOG_PARTITIONS` of the nodes, so each run's fresh log is created with that many partitions. The nodes
+`LOG_PARTITIONS` of the nodes, so each run's fresh log is created with that many partitions; `--modes`
+adds `routed`, nodes on NATS with `ROUTE_APPENDS` (each partition written by one node). The nodes
 run pinned to core 0 and this load generator to core 1, as in bench/fanout.py.
 """
 
@@ -28,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -99,13 +101,28 @@ class LossyBusProxy:
             await writer.drain()
 
 
-async def delivery_figures(ports: list[int], admin: str) -> list[dict[str, int]]:
+async def delivery_figures(ports: list[int], admin: str, part: str = "delivery") -> list[dict[str, Any]]:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {admin}"}, timeout=30) as http:
         figures = []
         for port in ports:
             body = (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")).json()
-            figures.append(body["nodes"][body["node_id"]]["delivery"])
+            figures.append(body["nodes"][body["node_id"]][part])
         return figures
+
+
+async def writers_elected(ports: list[int], admin: str, partitions: int) -> None:
+    """Routed: wait until each partition has one writer and the first node has handed the others
+    their shares (it takes every partition while it is alone)."""
+    async with asyncio.timeout(60):
+        while True:
+            held = [
+                set(a["routing"]["writes_partitions"])
+                for a in await delivery_figures(ports, admin, "appender")
+            ]
+            one_each = sum(len(h) for h in held) == partitions == len(set().union(*held))
+            if one_each and sum(1 for h in held if h) >= min(len(ports), partitions, 2):
+                return
+            await asyncio.sleep(0.2)
 
 
 async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path) -> dict[str, object]:
@@ -116,6 +133,8 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
     try:
         for i, node_port in enumerate(ports):
             env: dict[str, str] = {"LOG_PARTITIONS": str(args.partitions)}
+            if mode == "nats, routed":
+                env["ROUTE_APPENDS"] = "true"
             if mode != "notify":
                 url = args.nats_url
                 if mode == "nats, drops":
@@ -129,6 +148,8 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
         load = Load(ports, args.rooms, args.nodes, args.nodes, stagger=True, raw=args.client == "raw")
         await load.connect_all()
         admin = mint_token(load.settings, sub="bench-admin", roles=["admin"], secret=SECRET)
+        if mode == "nats, routed":
+            await writers_elected(ports, admin, args.partitions)
         before = await delivery_figures(ports, admin)
         started = time.perf_counter()
         row = await load.run_step("bus", args.rate, args.seconds)
@@ -204,13 +225,18 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--drop-every", type=int, default=100, help="the proxy drops one bus message in N")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
-    parser.add_argument("--modes", default="notify,nats,nats-drops")
+    parser.add_argument(
+        "--modes",
+        default="notify,nats,nats-drops",
+        help="of notify, nats, nats-drops and routed (NATS with ROUTE_APPENDS: each partition written by one "
+        "node, the others handing it their appends)",
+    )
     parser.add_argument("--partitions", type=int, default=1, help="LOG_PARTITIONS of each run's new log")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="collab-bus-"))
     pin_database_server({0})
     os.sched_setaffinity(0, {1})
-    names = {"notify": "notify", "nats": "nats", "nats-drops": "nats, drops"}
+    names = {"notify": "notify", "nats": "nats", "nats-drops": "nats, drops", "routed": "nats, routed"}
     modes = [names[m] for m in args.modes.split(",")]
     databases = [fresh_database() for _ in modes]  # each run on a log of its own
     rows = [asyncio.run(run(mode, url, args, logs)) for mode, url in zip(modes, databases, strict=True)]
