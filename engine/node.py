@@ -180,7 +180,8 @@ class Node:
                 self._running_appender(),
                 bus,
                 share=lambda: 1 + len(nodes.peers),
-                timeout=config.append_timeout,
+                # The holder's queue, then its commit, each bounded by the append timeout.
+                timeout=2 * config.append_timeout + 1.0,
                 deliver=self.follower.offer_peers_events,
             )
             await self.routing.start()

@@ -19,9 +19,18 @@ What can go wrong, and what happens then:
   for one message, the holder stopping or no longer holding the partition): nothing was written, and
   the lane writes the batch itself. That is always correct, because every writer checks its
   partition's head: routing moves where a batch is written, never what is decided for it.
-- the answer does not come in time, or says the holder could not commit: the outcome is unknown,
-  exactly as when a connection drops during COMMIT, and the callers get `StoreUnavailable` ("retry
-  with the same client_msg_id"; a retried message is answered with its original seq).
+- an event fails in the holder's lane (its database unreachable, a poisoned event): that event's
+  caller gets the error it would have got from its own node's lane, and the batch's other events
+  their own outcomes.
+- the answer does not come in time (the holder's queue and commit, each bounded by
+  `APPEND_TIMEOUT_SECONDS`, so about twice that) or cannot be read: the outcome is unknown, exactly
+  as when a connection drops during COMMIT, and the callers get `StoreUnavailable` ("retry with the
+  same client_msg_id"; a retried message is answered with its original seq).
+
+Each partition's subject is subscribed in a queue group, so while a partition changes hands and two
+nodes listen on it for a moment, a batch still reaches one of them. Give every node of a database
+the same `ROUTE_APPENDS`: the partitions are shared among the live nodes, and a node that does not
+route holds none of them, so its share would go unwritten by anyone and be written by each asker.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.partition_locks import balance
 from engine.log.partitions import read_heads
 from engine.model import errors
-from engine.model.errors import Rejected, StoreUnavailable
+from engine.model.errors import EngineError, Rejected, StoreUnavailable
 from engine.model.events import (
     AppendOutcome,
     CellWrite,
@@ -133,7 +142,7 @@ def _decoded_event(
     )
 
 
-def encode_outcomes(outcomes: Sequence[AppendOutcome]) -> bytes:
+def encode_outcomes(outcomes: Sequence[AppendOutcome | BaseException]) -> bytes:
     items: list[list[Any]] = []
     for o in outcomes:
         if isinstance(o, Committed):
@@ -142,28 +151,27 @@ def encode_outcomes(outcomes: Sequence[AppendOutcome]) -> bytes:
             items.append(["d", o.position, o.stream_version, o.recorded_at.isoformat(), o.partition])
         elif isinstance(o, Conflict):
             items.append(["x", o.expected_version, o.actual_version])
-        else:
+        elif isinstance(o, Refused):
             error = o.error
             items.append(["r", type(error).__name__, error.message, error.details])
+        else:  # the item failed in the writer's lane, alone or with its batch
+            kind = "unavailable" if isinstance(o, StoreUnavailable) else "failed"
+            items.append(["e", kind, f"{type(o).__name__}: {o}"])
     return orjson.dumps({"taken": True, "outcomes": items})
 
 
-def decode_outcomes(payload: bytes) -> list[AppendOutcome] | None:
+def decode_outcomes(payload: bytes) -> list[AppendOutcome | Exception] | None:
     """The outcomes of an answer, or None if the batch was not taken. ValueError when malformed."""
     try:
         answer = orjson.loads(payload)
         if not answer["taken"]:
             return None
-        if "lost" in answer:
-            raise RouteLost(f"the partition's writer could not commit the batch: {answer['lost']}")
         return [_decoded_outcome(item) for item in answer["outcomes"]]
-    except RouteLost:
-        raise
     except Exception as exc:
         raise ValueError(f"not an answer: {type(exc).__name__}: {exc}") from exc
 
 
-def _decoded_outcome(item: list[Any]) -> AppendOutcome:
+def _decoded_outcome(item: list[Any]) -> AppendOutcome | Exception:
     kind = item[0]
     if kind == "c":
         _, position, version, at, data, partition = item
@@ -178,6 +186,11 @@ def _decoded_outcome(item: list[Any]) -> AppendOutcome:
         found = getattr(errors, name, None)
         kind_of = found if isinstance(found, type) and issubclass(found, Rejected) else Rejected
         return Refused(kind_of(message, **details))
+    if kind == "e":
+        _, failure, message = item
+        if failure == "unavailable":
+            return StoreUnavailable(f"the partition's writer: {message}")
+        return EngineError(f"the partition's writer could not append the event: {message}")
     raise ValueError(f"unknown outcome {kind!r}")
 
 
@@ -242,7 +255,9 @@ class AppendRouting:
 
     # Handing a batch over.
 
-    async def forward(self, partition: int, events: Sequence[NewEvent]) -> list[AppendOutcome] | None:
+    async def forward(
+        self, partition: int, events: Sequence[NewEvent]
+    ) -> list[AppendOutcome | Exception] | None:
         client = self.bus.client
         if client is None or not client.is_connected or self.bus.subject is None:
             return None
@@ -289,24 +304,21 @@ class AppendRouting:
             await msg.respond(_NOT_TAKEN)
             return
         queued = None
-        if self.owns(partition) and all(self._partition(e) == partition for e in events):
-            with contextlib.suppress(StoreUnavailable):  # stopping, or full: nothing was queued
+        # Stopping, full, or the log's partition count not known yet: nothing is queued.
+        with contextlib.suppress(StoreUnavailable):
+            if self.owns(partition) and all(self._partition(e) == partition for e in events):
                 queued = self.appender.submit_many(events)
         if queued is None:
             await msg.respond(_NOT_TAKEN)
             return
         results = await asyncio.gather(*queued, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            lost = f"{type(failed[0]).__name__}: {failed[0]}"
-            await msg.respond(orjson.dumps({"taken": True, "lost": lost}))
-            return
-        outcomes = [r for r in results if not isinstance(r, BaseException)]
-        self.written_for_others += len(events)
-        await msg.respond(encode_outcomes(outcomes))
+        self.written_for_others += sum(1 for r in results if isinstance(r, Committed))
+        # Its own connections first: the bus never brings this node its own commits, and the asker's
+        # answer must not wait on anything that can fail.
         self.deliver(
-            [recorded(e, o) for e, o in zip(events, outcomes, strict=True) if isinstance(o, Committed)]
+            [recorded(e, r) for e, r in zip(events, results, strict=True) if isinstance(r, Committed)]
         )
+        await msg.respond(encode_outcomes(results))
 
     def _partition(self, event: NewEvent) -> int:
         return self.appender.partition_of(event.stream_id)
@@ -354,7 +366,10 @@ class AppendRouting:
             with contextlib.suppress(Exception):
                 await self._subscriptions.pop(partition).unsubscribe()
         for partition in sorted(self.held - self._subscriptions.keys()):
-            self._subscriptions[partition] = await client.subscribe(f"{stem}.{partition}", cb=self._received)
+            # A queue group: while a partition changes hands two nodes may listen on its subject for a
+            # moment, and each batch must still reach only one of them.
+            subject = f"{stem}.{partition}"
+            self._subscriptions[partition] = await client.subscribe(subject, queue=subject, cb=self._received)
 
 
 __all__ = [

@@ -113,9 +113,12 @@ class Route(Protocol):
         """Whether this node is the partition's writer (False while nobody is known to be)."""
         ...
 
-    async def forward(self, partition: int, events: Sequence[NewEvent]) -> list[AppendOutcome] | None:
-        """Have the partition's writer commit `events`: their outcomes, or None when it took none of
-        them (write them here). Raises `RouteLost` when the outcome is unknown."""
+    async def forward(
+        self, partition: int, events: Sequence[NewEvent]
+    ) -> Sequence[AppendOutcome | Exception] | None:
+        """Have the partition's writer commit `events`: each one's outcome, or the error it failed
+        with there; None when it took none of them (write them here). Raises `RouteLost` when the
+        outcome is unknown."""
         ...
 
 
@@ -309,8 +312,7 @@ class Appender:
     async def _commit(self, lane: _Lane, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout):
-                outcomes, here = await self._write(lane, [event for event, _ in batch])
+            outcomes, here = await self._write(lane, [event for event, _ in batch])
         except Exception as error:
             self.stats.failed_batches += 1
             if is_connectivity_error(error):
@@ -332,22 +334,30 @@ class Appender:
                 log.exception("append of %d events failed; retrying them one by one", len(batch))
                 await self._commit_one_by_one(lane, batch)
             return
-        self._record(len(batch), started)
+        if here:  # a batch handed over is counted, and told of, by the node that wrote it
+            self._record(len(batch), started)
         for (event, fut), outcome in zip(batch, outcomes, strict=True):
-            if here:  # a batch handed over was told of by the node that wrote it
-                self._tell(event, outcome)
+            if isinstance(outcome, Exception):  # an item the writer of a batch handed over failed
+                self._fail([(event, fut)], outcome)
+                continue
+            if here:
+                self._tell(event, outcome)  # also when its caller is gone
             if not fut.done():
                 fut.set_result(outcome)
 
-    async def _write(self, lane: _Lane, events: list[NewEvent]) -> tuple[list[AppendOutcome], bool]:
-        """The batch's outcomes, and whether this node wrote it."""
+    async def _write(
+        self, lane: _Lane, events: list[NewEvent]
+    ) -> tuple[Sequence[AppendOutcome | Exception], bool]:
+        """The batch's outcomes, and whether this node wrote it. A batch handed over is bounded by the
+        route's own timeout, which allows for the writer's queue as well as its commit."""
         route = self.route
         if route is not None and not route.owns(lane.partition):
             outcomes = await route.forward(lane.partition, events)
             if outcomes is not None:
                 self.forwarded += len(events)
                 return outcomes, False
-        return await lane.writer.append(events), True
+        async with asyncio.timeout(self.timeout):
+            return await lane.writer.append(events), True
 
     async def _commit_one_by_one(self, lane: _Lane, batch: list[_Pending]) -> None:
         for event, fut in batch:

@@ -18,7 +18,7 @@ from engine.cluster.routed_appends import AppendRouting, append_subject_for
 from engine.log.appender import Appender
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore, create_db_engine
-from engine.model.errors import StoreUnavailable
+from engine.model.errors import EngineError, StoreUnavailable
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, RecordedEvent
 from tests.api.conftest import fresh_database
 from tests.nats_server import nats_server
@@ -52,7 +52,9 @@ async def store(server_url: str) -> AsyncIterator[EventStore]:
             await db.dispose()
 
 
-async def start_node(store: EventStore, url: str, name: str, share: Callable[[], int]) -> Node:
+async def start_node(
+    store: EventStore, url: str, name: str, share: Callable[[], int], *, count_known: bool = True
+) -> Node:
     subject = await log_subject(store.db_engine)
 
     async def stem() -> str:
@@ -60,7 +62,8 @@ async def start_node(store: EventStore, url: str, name: str, share: Callable[[],
 
     bus = NatsBus(url, stem, name)
     await bus.start(lambda _events: None)
-    appender = Appender(store, partitions=PARTITIONS, timeout=TIMEOUT)
+    # Without the count, the appender learns it at its first append (a node started during an outage).
+    appender = Appender(store, partitions=PARTITIONS if count_known else None, timeout=TIMEOUT)
     await appender.start()
     delivered: list[RecordedEvent] = []
     routing = AppendRouting(
@@ -152,6 +155,36 @@ async def test_decisions_made_by_the_holder_come_back(two_nodes: tuple[Node, Nod
     assert isinstance(again, Duplicate) and again.position == committed.position
     assert conflict == Conflict(expected_version=0, actual_version=1)
     assert one.appender.forwarded == 3
+
+
+async def test_an_event_the_holder_cannot_write_fails_alone(two_nodes: tuple[Node, Node]) -> None:
+    one, two = two_nodes
+    stream = room_in(sorted(two.routing.held)[0], uuid.uuid4().hex[:6])
+    events = [
+        NewEvent(stream, "RoutedProbe", {"i": i}) for i in ("one", "bad\u0000", "three")
+    ]  # jsonb: no NUL
+    queued = [one.appender.submit(e) for e in events]
+    assert all(q is not None for q in queued)
+    first, bad, third = await asyncio.gather(*(q for q in queued if q is not None), return_exceptions=True)
+    assert isinstance(first, Committed) and isinstance(third, Committed)
+    assert third.stream_version == first.stream_version + 1
+    assert type(bad) is EngineError and "could not append" in bad.message
+    assert one.appender.forwarded == 3 and one.routing.forwards == 1
+
+
+async def test_a_holder_that_does_not_know_the_log_yet_takes_no_batch(
+    store: EventStore, nats_url: str
+) -> None:
+    late = await start_node(store, nats_url, "late", lambda: 1, count_known=False)  # takes all
+    await until(lambda: late.routing.held == late.routing.serving == set(range(PARTITIONS)))
+    asker = await start_node(store, nats_url, "asker", lambda: 1)  # finds none free
+    try:
+        outcome = await asker.appender.append(NewEvent(room_in(0, "late"), "RoutedProbe", {"i": 0}))
+        assert isinstance(outcome, Committed)
+        assert asker.routing.not_taken == 1 and late.routing.written_for_others == 0
+    finally:
+        await stop_node(asker)
+        await stop_node(late)
 
 
 async def test_nobody_holding_a_partition_means_it_is_written_here(store: EventStore, nats_url: str) -> None:

@@ -9,8 +9,7 @@ import orjson
 import pytest
 
 from engine.cluster.routed_appends import decode_batch, decode_outcomes, encode_batch, encode_outcomes
-from engine.log.appender import RouteLost
-from engine.model.errors import Rejected, VersionConflict
+from engine.model.errors import EngineError, Rejected, StoreUnavailable, VersionConflict
 from engine.model.events import CellWrite, Committed, Conflict, Duplicate, NewEvent, Refused
 
 AT = datetime(2026, 12, 5, 22, 30, 1, 123456, tzinfo=UTC)
@@ -51,10 +50,17 @@ def test_an_error_of_another_release_is_still_a_refusal() -> None:
     assert refused.error.message == "no"
 
 
-def test_a_batch_not_taken_and_a_batch_lost_are_told_apart() -> None:
+def test_an_item_that_failed_at_the_writer_fails_alone() -> None:
+    outcomes = [Conflict(0, 1), StoreUnavailable("away"), ValueError("NUL in jsonb"), Conflict(2, 3)]
+    back = decode_outcomes(encode_outcomes(outcomes))
+    assert back is not None and back[0] == outcomes[0] and back[3] == outcomes[3]
+    unavailable, failed = back[1], back[2]
+    assert isinstance(unavailable, StoreUnavailable) and "away" in unavailable.message
+    assert type(failed) is EngineError and "ValueError: NUL in jsonb" in failed.message
+
+
+def test_a_batch_not_taken_is_told_apart() -> None:
     assert decode_outcomes(b'{"taken":false}') is None
-    with pytest.raises(RouteLost, match="could not commit"):
-        decode_outcomes(b'{"taken":true,"lost":"StoreUnavailable: away"}')
 
 
 @pytest.mark.parametrize("payload", [b"", b"[1,2]", b'{"taken":true}', b'{"taken":true,"outcomes":[["?"]]}'])
