@@ -28,9 +28,12 @@ What can go wrong, and what happens then:
   same client_msg_id"; a retried message is answered with its original seq).
 
 Each partition's subject is subscribed in a queue group, so while a partition changes hands and two
-nodes listen on it for a moment, a batch still reaches one of them. Give every node of a database
-the same `ROUTE_APPENDS`: the partitions are shared among the live nodes, and a node that does not
-route holds none of them, so its share would go unwritten by anyone and be written by each asker.
+nodes listen on it for a moment, a batch still reaches one of them; and the node that took a batch
+writes it even if it has lost the partition since, so a batch is handed over at most once.
+
+Give every node of a database the same `ROUTE_APPENDS`: the partitions are shared among the live
+nodes, and a node that does not route holds none of them, so its share would have no writer and
+each asker would write it after a NATS round trip that nobody answers.
 """
 
 from __future__ import annotations
@@ -307,7 +310,7 @@ class AppendRouting:
         # Stopping, full, or the log's partition count not known yet: nothing is queued.
         with contextlib.suppress(StoreUnavailable):
             if self.owns(partition) and all(self._partition(e) == partition for e in events):
-                queued = self.appender.submit_many(events)
+                queued = self.appender.submit_many(events, here=True)
         if queued is None:
             await msg.respond(_NOT_TAKEN)
             return

@@ -154,6 +154,7 @@ class Appender:
         self.store = store
         self.on_committed = on_committed
         self.route = route  # set once the node's routing is up; None: every partition is written here
+        self._here: set[asyncio.Future[AppendOutcome]] = set()  # queued for another node: written here
         self.forwarded = 0  # events of this node's callers that another node committed
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -255,12 +256,21 @@ class Appender:
         futures = [self._enqueue(event) for event in batch]
         return list(await asyncio.gather(*futures))
 
-    def submit_many(self, batch: Sequence[NewEvent]) -> list[asyncio.Future[AppendOutcome]] | None:
-        """`submit` for several events, all or none: None, or StoreUnavailable, with none queued."""
+    def submit_many(
+        self, batch: Sequence[NewEvent], *, here: bool = False
+    ) -> list[asyncio.Future[AppendOutcome]] | None:
+        """`submit` for several events, all or none: None, or StoreUnavailable, with none queued.
+        `here`: written by this node whoever holds their partition by then (a batch another node
+        handed over is never handed on again, so no batch travels in a chain or a circle)."""
         if self._partitions is None:
             return None
         self._admit(len(batch))
-        return [self._enqueue(event) for event in batch]
+        futures = [self._enqueue(event) for event in batch]
+        if here:
+            self._here.update(futures)
+            for fut in futures:
+                fut.add_done_callback(self._here.discard)
+        return futures
 
     def partition_of(self, stream_id: str) -> int:
         return partition_of(stream_id, self.partitions)
@@ -312,7 +322,8 @@ class Appender:
     async def _commit(self, lane: _Lane, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
-            outcomes, here = await self._write(lane, [event for event, _ in batch])
+            handed_over = any(fut in self._here for _, fut in batch) if self._here else False
+            outcomes, here = await self._write(lane, [event for event, _ in batch], only_here=handed_over)
         except Exception as error:
             self.stats.failed_batches += 1
             if is_connectivity_error(error):
@@ -346,12 +357,12 @@ class Appender:
                 fut.set_result(outcome)
 
     async def _write(
-        self, lane: _Lane, events: list[NewEvent]
+        self, lane: _Lane, events: list[NewEvent], *, only_here: bool = False
     ) -> tuple[Sequence[AppendOutcome | Exception], bool]:
         """The batch's outcomes, and whether this node wrote it. A batch handed over is bounded by the
         route's own timeout, which allows for the writer's queue as well as its commit."""
         route = self.route
-        if route is not None and not route.owns(lane.partition):
+        if route is not None and not only_here and not route.owns(lane.partition):
             outcomes = await route.forward(lane.partition, events)
             if outcomes is not None:
                 self.forwarded += len(events)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import nats
@@ -185,6 +185,37 @@ async def test_a_holder_that_does_not_know_the_log_yet_takes_no_batch(
     finally:
         await stop_node(asker)
         await stop_node(late)
+
+
+class ElsewhereRoute:
+    """A route that places every partition on another node and takes no batch: what a holder that
+    has just lost its partitions sees."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def owns(self, partition: int) -> bool:
+        return False
+
+    async def forward(self, partition: int, events: Sequence[NewEvent]) -> None:
+        self.asked.append(len(events))
+
+
+async def test_a_batch_taken_for_another_node_is_never_handed_on(store: EventStore) -> None:
+    route = ElsewhereRoute()
+    appender = Appender(store, partitions=PARTITIONS, timeout=TIMEOUT, route=route)
+    await appender.start()
+    try:
+        stream = room_in(1, uuid.uuid4().hex[:6])
+        taken = appender.submit_many([NewEvent(stream, "RoutedProbe", {"i": i}) for i in range(3)], here=True)
+        assert taken is not None
+        assert all(isinstance(o, Committed) for o in await asyncio.gather(*taken))
+        assert route.asked == []  # written where it was taken
+        own = await appender.append(NewEvent(stream, "RoutedProbe", {"i": 3}))
+        assert isinstance(own, Committed) and own.stream_version == 4
+        assert route.asked == [1]  # this node's own event was offered to the holder first
+    finally:
+        await appender.stop()
 
 
 async def test_nobody_holding_a_partition_means_it_is_written_here(store: EventStore, nats_url: str) -> None:
