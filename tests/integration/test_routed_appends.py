@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import nats
@@ -21,7 +21,6 @@ from engine.log.store import EventStore, create_db_engine
 from engine.model.errors import EngineError, StoreUnavailable
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, RecordedEvent
 from tests.api.conftest import fresh_database
-from tests.nats_server import nats_server
 
 PARTITIONS = 4
 TIMEOUT = 1.0  # a commit's bound; short, so that the unanswered batch fails quickly
@@ -34,12 +33,6 @@ class Node:
     bus: NatsBus
     routing: AppendRouting
     delivered: list[RecordedEvent] = field(default_factory=list)
-
-
-@pytest.fixture
-def nats_url() -> Iterator[str]:
-    with nats_server() as server:
-        yield server.url
 
 
 @pytest.fixture
