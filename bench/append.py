@@ -209,9 +209,14 @@ async def routed_appends(
     bus = NatsBus(NATS_URL, stem, f"bench-{name}")
     await bus.start(lambda _events: None)
     routing = AppendRouting(
-        db_engine, appender, bus, share=lambda: processes, timeout=11.0, deliver=lambda _events: None
+        db_engine,
+        appender,
+        bus,
+        share=lambda: processes,
+        timeout=11.0,
+        deliver=lambda _events: None,
+        poll_seconds=0.1,
     )
-    routing.poll_seconds = 0.1
     await routing.start()
     appender.route = routing
     share = -(-appender.partitions // processes)

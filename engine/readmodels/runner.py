@@ -19,18 +19,17 @@ by one owner's streams, which live in one partition.
 
 Why one runner per partition at a time, and how: every engine process has a runner, and a runner
 projects the partitions whose session advisory lock `(LOCK_CLASS, partition)` it holds
-(engine/log/partition_locks.py). Each takes
-free partitions up to its share, the partition count divided by the runners sharing them (`share`:
-the live nodes, for an engine; one for a projector process, which so takes every free partition),
-rounded up, and hands back what is over its share when more nodes come; every `poll_seconds` it
-looks again. So the nodes share the projecting, and a partition whose holder's process or connection
-dies (PostgreSQL releases the lock with the session) is taken over once the survivors' share grows
-to it. The locks save work; correctness does not depend on them: the checkpoint row lock taken first
-in every step serialises any two writers (including `engine/readmodels/rebuild.py`, which takes the
-same row lock), and a runner that finds a checkpoint somewhere other than where it left it drops its
-cached views and reloads them from the tables. A checkpoint row that is locked (a rebuild of that
-partition holds it while it folds) is skipped until the next step, so the partition being rebuilt
-holds back no other.
+(engine/log/partition_locks.py). Each takes free partitions up to its share, the partition count
+divided by the runners sharing them (`share`: the live nodes, for an engine; one for a projector
+process, which so takes every free partition), rounded up, and hands back what is over its share when
+more nodes come; every `poll_seconds` it looks again. So the nodes share the projecting, and a
+partition whose holder's process or connection dies (PostgreSQL releases the lock with the session) is
+taken over once the survivors' share grows to it. The locks save work; correctness does not depend on
+them: the checkpoint row lock taken first in every step serialises any two writers (including
+`engine/readmodels/rebuild.py`, which takes the same row lock), and a runner that finds a checkpoint
+somewhere other than where it left it drops its cached views and reloads them from the tables. A
+checkpoint row that is locked (a rebuild of that partition holds it while it folds) is skipped until
+the next step, so the partition being rebuilt holds back no other.
 
 When it runs: the engine wakes it after each of its own commits (`wake`), and it polls every
 `poll_seconds` for commits of other nodes; a wake that arrives while a step reads is not lost,
