@@ -10,11 +10,14 @@ nodes on NATS, and nodes on NATS through a proxy that drops one bus message in `
 way to each node (1% by default: a real network fault, the nodes run unchanged). Reported per run:
 the cross-node latency (send to delivery at a member on another node than the sender's) against the
 same-node one, log-read statements a second per node (range reads plus head polls, from each node's
-`/ws/stats/detailed`), lost / duplicated / out-of-order deliveries, and with drops the repair latency:
+`/ws/stats/detailed`), the hop (per event and node, how long after the event's first delivery on
+any node a member on that node got it: the cross-node delivery itself, without the commit every
+copy waits for), lost / duplicated / out-of-order deliveries, and with drops the repair latency:
 the delivery latency of exactly the events whose bus message the proxy dropped. `--partitions` is the
 `LOG_PARTITIONS` of the nodes, so each run's fresh log is created with that many partitions; `--modes`
 adds `routed`, nodes on NATS with `ROUTE_APPENDS` (each partition written by one node). The nodes
-run pinned to core 0 and this load generator to core 1, as in bench/fanout.py.
+run pinned to core 0 and this load generator to core 1, as in bench/fanout.py, or with `--unpinned`
+all of them on every core.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.tokens import mint_token  # noqa: E402
 from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, Load, free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.fanout import SECRET, Load, Step, free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 
 @dataclass
@@ -125,6 +128,23 @@ async def writers_elected(ports: list[int], admin: str, partitions: int) -> None
             await asyncio.sleep(0.2)
 
 
+def hop_latencies(step: Step, load: Load) -> list[float]:
+    """Cross-node delivery itself: per event and node, how long after the event's first delivery (on
+    whichever node wrote it, or had it first) a member on that node got it. The time to commit, common
+    to every node's copy, is left out; what remains is the bus, the other node's loop and its send."""
+    firsts: dict[str, dict[int, float]] = {}
+    for (cmid, member), latency in step.delivered.items():
+        nodes = firsts.setdefault(cmid, {})
+        node = load.node_of(member)
+        nodes[node] = min(latency, nodes.get(node, latency))
+    hops: list[float] = []
+    for nodes in firsts.values():
+        if len(nodes) > 1:
+            first, *later = sorted(nodes.values())
+            hops += [latency - first for latency in later]
+    return hops
+
+
 async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path) -> dict[str, object]:
     host, _, port = args.nats_url.removeprefix("nats://").partition(":")
     proxies: list[LossyBusProxy] = []
@@ -143,7 +163,9 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
                     url = proxies[-1].url
                 env["NATS_URL"] = url
             log = logs / f"{mode.replace(', ', '-')}-{i}.log"
-            servers.append(start_server("collab-engine", node_port, database_url, log, env))
+            servers.append(
+                start_server("collab-engine", node_port, database_url, log, env, pinned=not args.unpinned)
+            )
             await wait_ready(node_port, servers[-1])
         load = Load(ports, args.rooms, args.nodes, args.nodes, stagger=True, raw=args.client == "raw")
         await load.connect_all()
@@ -166,6 +188,7 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
             await proxy.stop()
 
     assert step is not None
+    hops = hop_latencies(step, load)
     reads = [
         (a["log_reads"] + a["head_reads"] - b["log_reads"] - b["head_reads"]) / elapsed
         for a, b in zip(after, before, strict=True)
@@ -180,6 +203,8 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
         "same_p99_ms": round(percentile(step.same_latencies, 99), 2),
         "cross_p50_ms": round(percentile(step.cross_latencies, 50), 2),
         "cross_p99_ms": round(percentile(step.cross_latencies, 99), 2),
+        "hop_p50_ms": round(percentile(hops, 50), 2),
+        "hop_p99_ms": round(percentile(hops, 99), 2),
         "log_reads_per_s_per_node": " / ".join(f"{r:.1f}" for r in reads),
         "lost": row["lost"],
         "duplicated": row["duplicated"],
@@ -232,10 +257,16 @@ def main() -> None:
         "node, the others handing it their appends)",
     )
     parser.add_argument("--partitions", type=int, default=1, help="LOG_PARTITIONS of each run's new log")
+    parser.add_argument(
+        "--unpinned",
+        action="store_true",
+        help="nodes, PostgreSQL and this load generator all on every core, as the scheduler places them",
+    )
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="collab-bus-"))
-    pin_database_server({0})
-    os.sched_setaffinity(0, {1})
+    cores = set(range(os.cpu_count() or 1))
+    pin_database_server(cores if args.unpinned else {0})
+    os.sched_setaffinity(0, cores if args.unpinned else {1})
     names = {"notify": "notify", "nats": "nats", "nats-drops": "nats, drops", "routed": "nats, routed"}
     modes = [names[m] for m in args.modes.split(",")]
     databases = [fresh_database() for _ in modes]  # each run on a log of its own

@@ -211,8 +211,10 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     workers: int = 0,
     root: Path = ROOT,
+    pinned: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """One server process pinned to core 0; with `workers`, `collab serve --workers N` unpinned instead.
+    """One server process pinned to core 0 (unless not `pinned`); with `workers`, `collab serve
+    --workers N` unpinned instead.
     The engine always runs as `collab serve` runs it (the operator's command: it migrates, and picks
     the protocols and limits of api/server.py), so a `--rev` is measured with its own server setup;
     the relay runs on the same loop, HTTP parser and WebSocket implementation."""
@@ -238,7 +240,7 @@ def start_server(
             "--ws-per-message-deflate", "false", "--ws-ping-interval", "3600", "--ws-ping-timeout", "3600",
             "--log-level", "warning",
         ]  # fmt: skip
-    if not workers:
+    if pinned and not workers:
         command = ["taskset", "-c", "0", *command]
     return subprocess.Popen(command, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
