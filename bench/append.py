@@ -52,6 +52,7 @@ from bench.common import cpu_seconds, database_processes, fresh_database, percen
 from engine.cluster.bus import NatsBus, log_subject
 from engine.cluster.routed_appends import AppendRouting
 from engine.log.appender import Appender
+from engine.log.partition_locks import Standing
 from engine.log.partitions import ensure_partitions, partition_of
 from engine.log.store import EventStore, create_db_engine
 from engine.model.events import Committed, NewEvent
@@ -173,8 +174,8 @@ async def node_worker(
     latencies: list[float] = []
     routing = bus = None
     if routed:
-        count = int(owner.split("/")[1])
-        bus, routing = await routed_appends(db_engine, appender, count, name=owner)
+        index, count = (int(n) for n in owner.split("/"))
+        bus, routing = await routed_appends(db_engine, appender, Standing(index, count), name=owner)
     await drive(
         submitters, seconds, appender.append, first=first, measure_from=measure_from, latencies=latencies
     )
@@ -198,7 +199,7 @@ async def node_worker(
 
 
 async def routed_appends(
-    db_engine: AsyncEngine, appender: Appender, processes: int, *, name: str
+    db_engine: AsyncEngine, appender: Appender, standing: Standing, *, name: str
 ) -> tuple[NatsBus, AppendRouting]:
     """This process's routing as a node has it, once it holds its share of the partitions."""
     subject = await log_subject(db_engine)
@@ -212,14 +213,14 @@ async def routed_appends(
         db_engine,
         appender,
         bus,
-        share=lambda: processes,
+        share=lambda: standing,
         timeout=11.0,
         deliver=lambda _events: None,
         poll_seconds=0.1,
     )
     await routing.start()
     appender.route = routing
-    share = -(-appender.partitions // processes)
+    share = standing.share(appender.partitions)
     async with asyncio.timeout(30):
         while len(routing.held) < share or routing.serving != routing.held:  # noqa: ASYNC110
             await asyncio.sleep(0.05)

@@ -174,12 +174,11 @@ class Node:
         )
         await self.follower.start()
         if config.route_appends and bus is not None:
-            nodes = self.nodes
             self.routing = AppendRouting(
                 db_engine,
                 self._running_appender(),
                 bus,
-                share=lambda: 1 + len(nodes.peers),
+                share=self.nodes.standing,
                 # The holder's queue, then its commit, each bounded by the append timeout.
                 timeout=2 * config.append_timeout + 1.0,
                 deliver=self.follower.offer_peers_events,
@@ -193,9 +192,8 @@ class Node:
         )
         self.rate_sync.start()
         # Keeps the projection tables behind the log; the live nodes share its partitions.
-        nodes = self.nodes
         self.projector = ProjectorRunner(
-            db_engine, min_interval=self.config.projection_interval, share=lambda: 1 + len(nodes.peers)
+            db_engine, min_interval=self.config.projection_interval, share=self.nodes.standing
         )
         self.projector.start()
 

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.partition_locks import Standing
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,12 @@ class NodeRegistry:
         """Other nodes heard from within `dead_after` seconds."""
         horizon = time.monotonic() - self.dead_after
         return frozenset(node for node, seen in self._peers.items() if seen > horizon)
+
+    def standing(self) -> Standing:
+        """This node's place among the live nodes, for sharing out the log's partitions: every node
+        sorts the same ids, so while their views of who is alive agree, their shares add up."""
+        nodes = sorted({self.node_id, *self.peers})
+        return Standing(nodes.index(self.node_id), len(nodes))
 
     @property
     def has_peers(self) -> bool:

@@ -56,7 +56,7 @@ from engine.cluster.bus import NatsBus
 from engine.fanout.live import recorded
 from engine.log.appender import Appender, RouteLost
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
-from engine.log.partition_locks import balance
+from engine.log.partition_locks import Standing, balance
 from engine.log.partitions import read_heads
 from engine.model import errors
 from engine.model.errors import EngineError, Rejected, StoreUnavailable
@@ -207,7 +207,7 @@ class AppendRouting:
         appender: Appender,
         bus: NatsBus,
         *,
-        share: Callable[[], int],
+        share: Callable[[], Standing],
         timeout: float,
         deliver: Callable[[list[RecordedEvent]], None],
         poll_seconds: float = 1.0,

@@ -19,9 +19,9 @@ by one owner's streams, which live in one partition.
 
 Why one runner per partition at a time, and how: every engine process has a runner, and a runner
 projects the partitions whose session advisory lock `(LOCK_CLASS, partition)` it holds
-(engine/log/partition_locks.py). Each takes free partitions up to its share, the partition count
-divided by the runners sharing them (`share`: the live nodes, for an engine; one for a projector
-process, which so takes every free partition), rounded up, and hands back what is over its share when
+(engine/log/partition_locks.py). Each takes free partitions up to its share of the partition count
+among the runners sharing them (`share`: its standing among the live nodes, for an engine; alone, for
+a projector process, which so takes every free partition), and hands back what is over its share when
 more nodes come; every `poll_seconds` it looks again. So the nodes share the projecting, and a
 partition whose holder's process or connection dies (PostgreSQL releases the lock with the session) is
 taken over once the survivors' share grows to it. The locks save work; correctness does not depend on
@@ -53,7 +53,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
-from engine.log.partition_locks import balance
+from engine.log.partition_locks import ALONE, Standing, balance
 from engine.log.partitions import read_heads
 from engine.model.events import RecordedEvent
 from engine.readmodels.rows import MODELS, ReadModel, Views, fold_routed, route
@@ -147,7 +147,7 @@ class ProjectorRunner:
         retry_seconds: float = 1.0,
         max_cached_views: int = 100_000,
         models: Sequence[ReadModel] = MODELS,
-        share: Callable[[], int] = lambda: 1,
+        share: Callable[[], Standing] = lambda: ALONE,
     ) -> None:
         self.db_engine = db_engine
         self.poll_seconds = poll_seconds
@@ -158,7 +158,7 @@ class ProjectorRunner:
         self.models = tuple(models)
         self.active = False  # holds a partition's advisory lock: this runner projects it
         self.held: set[int] | None = None  # the partitions it projects; None: every one (`step` alone)
-        self._share = share  # how many runners share the partitions
+        self._share = share  # where this runner stands among those sharing the partitions
         # Each partition's checkpoint as of this runner's last step there (rows are fed by one owner's
         # streams, so partitions fold independently: docs/scaling.md).
         self.positions: dict[int, int] = {}

@@ -22,6 +22,7 @@ from engine.cluster import reaper
 from engine.log.appender import Appender
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
+from engine.log.partition_locks import ALONE, Standing
 from engine.log.partitions import (
     create_partitions,
     ensure_partitions,
@@ -392,8 +393,10 @@ async def test_two_runners_share_the_partitions_and_one_takes_them_all_when_alon
     one; once one stops and the other is told it is alone, it takes every partition over. The tables
     then say what a fold of the log says."""
     engines = [create_db_engine(fresh_split_url) for _ in range(2)]  # two processes' pools
-    sharing = [2]
-    runners = [ProjectorRunner(e, poll_seconds=0.05, share=lambda: sharing[0]) for e in engines]
+    standings = [Standing(0, 2), Standing(1, 2)]
+    runners = [
+        ProjectorRunner(e, poll_seconds=0.05, share=lambda i=i: standings[i]) for i, e in enumerate(engines)
+    ]
     store = EventStore(engines[0])
     try:
         for runner in runners:
@@ -410,7 +413,7 @@ async def test_two_runners_share_the_partitions_and_one_takes_them_all_when_alon
         assert await rebuild.diff_projections(engines[0]) == []
 
         await runners[0].stop()
-        sharing[0] = 1
+        standings[1] = ALONE
         for n in range(8, 12):
             await _session(store, f"shared-{n}")
         async with asyncio.timeout(HANG_GUARD):
@@ -421,6 +424,37 @@ async def test_two_runners_share_the_partitions_and_one_takes_them_all_when_alon
         async with engines[0].connect() as conn:
             listed = await conn.execute(text("SELECT count(*) FROM rooms WHERE room_id LIKE 'shared-%'"))
             assert listed.scalar_one() == 12
+    finally:
+        for runner in runners:
+            await runner.stop()
+        for db_engine in engines:
+            await db_engine.dispose()
+
+
+async def test_three_runners_on_four_partitions_hold_two_one_and_one(fresh_split_url: str) -> None:
+    """Shares add up to the partition count: each rounding up would let the first two take two each
+    and leave the third nothing. When one stops and the two left are told so, they hold two each."""
+    engines = [create_db_engine(fresh_split_url) for _ in range(3)]
+    standings = [Standing(rank, 3) for rank in range(3)]
+    runners = [
+        ProjectorRunner(e, poll_seconds=0.05, share=lambda i=i: standings[i]) for i, e in enumerate(engines)
+    ]
+    try:
+        for runner in runners:
+            runner.start()
+        async with asyncio.timeout(HANG_GUARD):
+            while [len(runner.held or ()) for runner in runners] != [2, 1, 1]:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        held = [runner.held or set() for runner in runners]
+        assert set().union(*held) == set(range(PARTITIONS))
+        assert sum(len(h) for h in held) == PARTITIONS  # no partition held twice
+
+        await runners[1].stop()
+        standings[0], standings[2] = Standing(0, 2), Standing(1, 2)
+        async with asyncio.timeout(HANG_GUARD):
+            while [len(runners[i].held or ()) for i in (0, 2)] != [2, 2]:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert (runners[0].held or set()) | (runners[2].held or set()) == set(range(PARTITIONS))
     finally:
         for runner in runners:
             await runner.stop()

@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from engine.cluster.bus import NatsBus, log_subject
 from engine.cluster.routed_appends import AppendRouting, append_subject_for
 from engine.log.appender import Appender
+from engine.log.partition_locks import ALONE, Standing
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore, create_db_engine
 from engine.model.errors import EngineError, StoreUnavailable
@@ -46,7 +47,7 @@ async def store(server_url: str) -> AsyncIterator[EventStore]:
 
 
 async def start_node(
-    store: EventStore, url: str, name: str, share: Callable[[], int], *, count_known: bool = True
+    store: EventStore, url: str, name: str, share: Callable[[], Standing], *, count_known: bool = True
 ) -> Node:
     subject = await log_subject(store.db_engine)
 
@@ -94,9 +95,9 @@ def room_in(partition: int, tag: str) -> str:
 
 @pytest.fixture
 async def two_nodes(store: EventStore, nats_url: str) -> AsyncIterator[tuple[Node, Node]]:
-    one = await start_node(store, nats_url, "one", lambda: 2)
+    one = await start_node(store, nats_url, "one", lambda: Standing(0, 2))
     await until(lambda: len(one.routing.held) == 2 and one.routing.serving == one.routing.held)
-    two = await start_node(store, nats_url, "two", lambda: 2)
+    two = await start_node(store, nats_url, "two", lambda: Standing(1, 2))
     await until(lambda: len(two.routing.held) == 2 and two.routing.serving == two.routing.held)
     try:
         yield one, two
@@ -168,9 +169,9 @@ async def test_an_event_the_holder_cannot_write_fails_alone(two_nodes: tuple[Nod
 async def test_a_holder_that_does_not_know_the_log_yet_takes_no_batch(
     store: EventStore, nats_url: str
 ) -> None:
-    late = await start_node(store, nats_url, "late", lambda: 1, count_known=False)  # takes all
+    late = await start_node(store, nats_url, "late", lambda: ALONE, count_known=False)  # takes all
     await until(lambda: late.routing.held == late.routing.serving == set(range(PARTITIONS)))
-    asker = await start_node(store, nats_url, "asker", lambda: 1)  # finds none free
+    asker = await start_node(store, nats_url, "asker", lambda: ALONE)  # finds none free
     try:
         outcome = await asker.appender.append(NewEvent(room_in(0, "late"), "RoutedProbe", {"i": 0}))
         assert isinstance(outcome, Committed)
@@ -212,7 +213,7 @@ async def test_a_batch_taken_for_another_node_is_never_handed_on(store: EventSto
 
 
 async def test_nobody_holding_a_partition_means_it_is_written_here(store: EventStore, nats_url: str) -> None:
-    alone = await start_node(store, nats_url, "alone", lambda: 2)  # holds two of four
+    alone = await start_node(store, nats_url, "alone", lambda: Standing(0, 2))  # holds two of four
     try:
         await until(lambda: len(alone.routing.held) == 2)
         (free,) = sorted(set(range(PARTITIONS)) - alone.routing.held)[:1]
@@ -226,7 +227,7 @@ async def test_nobody_holding_a_partition_means_it_is_written_here(store: EventS
 async def test_an_answer_that_never_comes_fails_the_batch_and_writes_nothing(
     store: EventStore, nats_url: str
 ) -> None:
-    alone = await start_node(store, nats_url, "alone", lambda: 2)
+    alone = await start_node(store, nats_url, "alone", lambda: Standing(0, 2))
     silent = await nats.connect(nats_url)
     try:
         await until(lambda: len(alone.routing.held) == 2 and alone.bus.subject is not None)

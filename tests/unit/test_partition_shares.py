@@ -1,0 +1,41 @@
+"""How the log's partitions are shared out among the holders of one job (projecting, or writing
+when appends are routed): every holder works out its own share from its standing alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.cluster.registry import NodeRegistry
+from engine.log.partition_locks import ALONE, Standing
+
+
+@pytest.mark.parametrize("holders", range(1, 11))
+@pytest.mark.parametrize("partitions", [1, 2, 3, 4, 7, 16, 33])
+def test_shares_add_up_to_the_partitions_and_differ_by_at_most_one(partitions: int, holders: int) -> None:
+    shares = [Standing(rank, holders).share(partitions) for rank in range(holders)]
+    assert sum(shares) == partitions
+    assert max(shares) - min(shares) <= 1
+    assert shares == sorted(shares, reverse=True)  # the first in the order take the extra ones
+
+
+def test_four_partitions_on_three_nodes_are_two_one_and_one() -> None:
+    assert [Standing(rank, 3).share(4) for rank in range(3)] == [2, 1, 1]
+
+
+def test_alone_a_holder_takes_every_partition() -> None:
+    assert ALONE.share(16) == 16
+
+
+def test_a_node_stands_where_its_id_sorts_among_the_live_ones() -> None:
+    registries = {name: NodeRegistry(None, name) for name in ("node-b", "node-a", "node-c")}  # type: ignore[arg-type]
+    assert registries["node-b"].standing() == Standing(0, 1)  # no peer heard from yet: alone
+    for registry in registries.values():
+        for peer in registries:
+            registry.saw(peer)
+    assert [registries[n].standing() for n in ("node-a", "node-b", "node-c")] == [
+        Standing(0, 3),
+        Standing(1, 3),
+        Standing(2, 3),
+    ]
+    registries["node-a"].gone("node-c")
+    assert registries["node-a"].standing() == Standing(0, 2)
