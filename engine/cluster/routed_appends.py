@@ -28,8 +28,9 @@ What can go wrong, and what happens then:
   same client_msg_id"; a retried message is answered with its original seq).
 
 Each partition's subject is subscribed in a queue group, so while a partition changes hands and two
-nodes listen on it for a moment, a batch still reaches one of them; and the node that took a batch
-writes it even if it has lost the partition since, so a batch is handed over at most once.
+nodes listen on it for a moment, a batch still reaches one of them; a node handing a partition over
+drains its subscription, so what the bus routed to it until then is still taken; and the node that
+took a batch writes it even if it has lost the partition since, so a batch is handed over at most once.
 
 Give every node of a database the same `ROUTE_APPENDS`: the partitions are shared among the live
 nodes, and a node that does not route holds none of them, so its share would have no writer and
@@ -365,14 +366,24 @@ class AppendRouting:
         if client is None or self.bus.subject is None:
             return
         stem = append_subject_for(self.bus.subject)
-        for partition in [p for p in self._subscriptions if p not in self.held]:
-            with contextlib.suppress(Exception):
-                await self._subscriptions.pop(partition).unsubscribe()
+        leaving = [self._subscriptions.pop(p) for p in list(self._subscriptions) if p not in self.held]
+        await asyncio.gather(*(self._leave(client, subscription) for subscription in leaving))
         for partition in sorted(self.held - self._subscriptions.keys()):
             # A queue group: while a partition changes hands two nodes may listen on its subject for a
             # moment, and each batch must still reach only one of them.
             subject = f"{stem}.{partition}"
             self._subscriptions[partition] = await client.subscribe(subject, queue=subject, cb=self._received)
+
+    async def _leave(self, client: Client, subscription: Subscription) -> None:
+        """Drained, not unsubscribed: the batches the bus routed here before it heard that this node
+        stopped listening are still taken and answered. Unsubscribing dropped them, and their askers
+        failed after the whole timeout. Off the bus nothing more can arrive, and a drain would wait."""
+        with contextlib.suppress(Exception):
+            if client.is_connected:
+                drained = subscription.drain()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(drained, self.timeout)
+            else:
+                await subscription.unsubscribe()
 
 
 __all__ = [

@@ -248,3 +248,46 @@ async def test_an_answer_that_never_comes_fails_the_batch_and_writes_nothing(
     finally:
         await silent.close()
         await stop_node(alone)
+
+
+async def test_batches_on_their_way_while_partitions_change_hands_are_all_answered(
+    store: EventStore, nats_url: str
+) -> None:
+    """Every partition changes hands ten times while both nodes append to all of them. A holder that
+    hands a partition over still answers the batches the bus already routed to it: unsubscribing
+    dropped them, and their askers failed after the whole timeout with nothing written."""
+    nothing = Standing(PARTITIONS, PARTITIONS + 1)  # a share of no partition
+    standings = {"one": ALONE, "two": nothing}
+    one = await start_node(store, nats_url, "one", lambda: standings["one"])
+    two = await start_node(store, nats_url, "two", lambda: standings["two"])
+    rooms = [room_in(p, uuid.uuid4().hex[:6]) for p in range(PARTITIONS)]
+    failures: list[BaseException] = []
+    done = asyncio.Event()
+
+    async def keep_appending(node: Node, sender: int) -> int:
+        sent = 0
+        while not done.is_set():
+            try:
+                await node.appender.append(NewEvent(rooms[sent % PARTITIONS], "RoutedProbe", {"s": sender}))
+            except EngineError as exc:
+                failures.append(exc)
+            sent += 1
+        return sent
+
+    def writes_all(node: Node) -> bool:
+        return node.routing.held == node.routing.serving == set(range(PARTITIONS))
+
+    try:
+        senders = [asyncio.create_task(keep_appending(n, i)) for i, n in enumerate([one, two] * 4)]
+        for _ in range(10):
+            holder = one if standings["one"] is ALONE else two
+            await until(lambda holder=holder: writes_all(holder))
+            standings["one"], standings["two"] = standings["two"], standings["one"]
+        done.set()
+        sent = await asyncio.gather(*senders)
+        assert failures == []
+        assert sum(sent) > 0 and one.appender.forwarded > 0 and two.appender.forwarded > 0
+    finally:
+        done.set()
+        await stop_node(one)
+        await stop_node(two)
