@@ -113,9 +113,9 @@ async def delivery_figures(ports: list[int], admin: str, part: str = "delivery")
         return figures
 
 
-async def writers_elected(ports: list[int], admin: str, partitions: int) -> None:
+async def writers_elected(ports: list[int], admin: str, partitions: int) -> list[set[int]]:
     """Routed: wait until each partition has one writer and the first node has handed the others
-    their shares (it takes every partition while it is alone)."""
+    their shares (it takes every partition while it is alone); the partitions each node writes."""
     async with asyncio.timeout(60):
         while True:
             held = [
@@ -124,7 +124,7 @@ async def writers_elected(ports: list[int], admin: str, partitions: int) -> None
             ]
             one_each = sum(len(h) for h in held) == partitions == len(set().union(*held))
             if one_each and sum(1 for h in held if h) >= min(len(ports), partitions, 2):
-                return
+                return held
             await asyncio.sleep(0.2)
 
 
@@ -170,8 +170,9 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
         load = Load(ports, args.rooms, args.nodes, args.nodes, stagger=True, raw=args.client == "raw")
         await load.connect_all()
         admin = mint_token(load.settings, sub="bench-admin", roles=["admin"], secret=SECRET)
+        writers: list[set[int]] = []
         if mode == "nats, routed":
-            await writers_elected(ports, admin, args.partitions)
+            writers = await writers_elected(ports, admin, args.partitions)
         before = await delivery_figures(ports, admin)
         started = time.perf_counter()
         row = await load.run_step("bus", args.rate, args.seconds)
@@ -211,6 +212,8 @@ async def run(mode: str, database_url: str, args: argparse.Namespace, logs: Path
         "disordered": row["disordered"],
         "gaps": row["gaps"],
     }
+    if writers:
+        result["partitions_written_per_node"] = " / ".join(str(len(h)) for h in writers)
     if proxies:
         repaired = [
             latency
