@@ -114,8 +114,8 @@ async def delivery_figures(ports: list[int], admin: str, part: str = "delivery")
 
 
 async def writers_elected(ports: list[int], admin: str, partitions: int) -> list[set[int]]:
-    """Routed: wait until each partition has one writer and the first node has handed the others
-    their shares (it takes every partition while it is alone); the partitions each node writes."""
+    """Routed: wait until each partition has one writer and the first node has handed every other
+    its share (it takes every partition while it is alone); the partitions each node writes."""
     async with asyncio.timeout(60):
         while True:
             held = [
@@ -123,7 +123,7 @@ async def writers_elected(ports: list[int], admin: str, partitions: int) -> list
                 for a in await delivery_figures(ports, admin, "appender")
             ]
             one_each = sum(len(h) for h in held) == partitions == len(set().union(*held))
-            if one_each and sum(1 for h in held if h) >= min(len(ports), partitions, 2):
+            if one_each and sum(1 for h in held if h) == min(len(ports), partitions):
                 return held
             await asyncio.sleep(0.2)
 

@@ -125,13 +125,14 @@ async def routing_figures(cluster: Cluster) -> list[dict[str, Any]]:
 
 
 async def writers_settled(cluster: Cluster) -> None:
-    """Wait until every partition has one writer: the first node took them all, and hands the others'
-    shares over once it sees them beat."""
+    """Wait until every partition has one writer and every node its share: the first node took them
+    all, and hands the others' shares over once it sees them beat (with 4 partitions on 3 nodes, 2, 1
+    and 1, so no node may be left without one)."""
     async with asyncio.timeout(HANG_GUARD):
         while True:
             held = [set(f["writes_partitions"]) for f in await routing_figures(cluster)]
             one_each = sum(len(h) for h in held) == cluster.partitions == len(set().union(*held))
-            if one_each and sum(1 for h in held if h) >= 2:
+            if one_each and sum(1 for h in held if h) == min(len(held), cluster.partitions):
                 return
             await asyncio.sleep(0.2)
 
