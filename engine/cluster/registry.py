@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +23,8 @@ from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.partition_locks import Standing
 
 log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A beat never revives a row someone else marked stopped: see `_beat`.
 _BEAT = """
@@ -37,9 +40,9 @@ _REPORTS = """
 SELECT node_id, stats FROM nodes
 WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after) AND stats IS NOT NULL
 """
-_PEERS = """
-SELECT node_id FROM nodes
-WHERE node_id <> :node AND stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after)
+_LIVE = """
+SELECT node_id, started_at FROM nodes
+WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after)
 """
 _STOPPED = "UPDATE nodes SET stopped_at = now() WHERE node_id = :node"
 
@@ -61,6 +64,7 @@ class NodeRegistry:
         self.dead_after = dead_after
         self._db_engine = db_engine
         self._peers: dict[str, float] = {}  # node id -> monotonic time it was last known alive
+        self._started: dict[str, datetime] = {}  # live node id (this one too) -> its row's started_at
         self._task: asyncio.Task[None] | None = None
         self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
         self._on_reaped = on_reaped  # this node was declared dead while alive: drop its connections
@@ -76,10 +80,17 @@ class NodeRegistry:
         return frozenset(node for node, seen in self._peers.items() if seen > horizon)
 
     def standing(self) -> Standing:
-        """This node's place among the live nodes, for sharing out the log's partitions: every node
-        sorts the same ids, so while their views of who is alive agree, their shares add up."""
-        nodes = sorted({self.node_id, *self.peers})
+        """This node's place among the live nodes, for sharing out the log's partitions. Every node
+        orders them alike, so while their views of who is alive agree, their shares add up; oldest
+        first, so a node that joins takes only what the others have over their new shares, and a
+        node that restarts after a crash does not displace the survivors while its ghost still counts."""
+        nodes = sorted({self.node_id, *self.peers}, key=self._seniority)
         return Standing(nodes.index(self.node_id), len(nodes))
+
+    def _seniority(self, node: str) -> tuple[bool, datetime, str]:
+        # A node only heard announcing itself, not yet read from its row, counts as the newest.
+        started = self._started.get(node)
+        return (started is None, started or _EPOCH, node)
 
     @property
     def has_peers(self) -> bool:
@@ -157,11 +168,10 @@ class NodeRegistry:
 
     async def _refresh(self) -> None:
         async with self._db_engine.connect() as conn:
-            rows = await conn.execute(text(_PEERS), {"node": self.node_id, "dead_after": self.dead_after})
-            found: list[object] = list(rows.scalars())
-            alive = {str(node) for node in found}
+            rows = (await conn.execute(text(_LIVE), {"dead_after": self.dead_after})).all()
+        self._started = {str(row.node_id): row.started_at for row in rows}
         now = time.monotonic()
-        self._peers = {node: now for node in alive}
+        self._peers = {node: now for node in self._started if node != self.node_id}
 
     async def reports(self) -> dict[str, Any]:
         """The figures each live node stored with its last beat, by node id."""

@@ -26,7 +26,9 @@ def test_alone_a_holder_takes_every_partition() -> None:
     assert ALONE.share(16) == 16
 
 
-def test_a_node_stands_where_its_id_sorts_among_the_live_ones() -> None:
+def test_nodes_not_yet_read_from_their_rows_stand_by_id() -> None:
+    """Heard of only by their announcement (no start time known yet), nodes sort by id: every node
+    still orders them alike. The oldest-first order is tests/integration/test_node_standing.py's."""
     registries = {name: NodeRegistry(None, name) for name in ("node-b", "node-a", "node-c")}  # type: ignore[arg-type]
     assert registries["node-b"].standing() == Standing(0, 1)  # no peer heard from yet: alone
     for registry in registries.values():
