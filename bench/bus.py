@@ -131,7 +131,9 @@ async def writers_elected(ports: list[int], admin: str, partitions: int) -> list
 def hop_latencies(step: Step, load: Load) -> list[float]:
     """Cross-node delivery itself: per event and node, how long after the event's first delivery (on
     whichever node wrote it, or had it first) a member on that node got it. The time to commit, common
-    to every node's copy, is left out; what remains is the bus, the other node's loop and its send."""
+    to every node's copy, is left out; what remains is the bus, the other node's loop and its send.
+    Events that reached one node only are left out (they count as lost), and with drops a hop
+    includes the repair."""
     firsts: dict[str, dict[int, float]] = {}
     for (cmid, member), latency in step.delivered.items():
         nodes = firsts.setdefault(cmid, {})
@@ -267,7 +269,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="collab-bus-"))
-    cores = set(range(os.cpu_count() or 1))
+    cores = os.sched_getaffinity(0)
     pin_database_server(cores if args.unpinned else {0})
     os.sched_setaffinity(0, cores if args.unpinned else {1})
     names = {"notify": "notify", "nats": "nats", "nats-drops": "nats, drops", "routed": "nats, routed"}
