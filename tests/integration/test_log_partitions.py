@@ -433,15 +433,21 @@ async def test_two_runners_share_the_partitions_and_one_takes_them_all_when_alon
 
 async def test_three_runners_on_four_partitions_hold_two_one_and_one(fresh_split_url: str) -> None:
     """Shares add up to the partition count: each rounding up would let the first two take two each
-    and leave the third nothing. When one stops and the two left are told so, they hold two each."""
+    and leave the third nothing. Two runners hold two each; when a third joins, the second hands one
+    over; when that one stops and the two left are told so, they hold two each again."""
     engines = [create_db_engine(fresh_split_url) for _ in range(3)]
-    standings = [Standing(rank, 3) for rank in range(3)]
+    standings = [Standing(0, 2), Standing(1, 2), Standing(2, 3)]
     runners = [
         ProjectorRunner(e, poll_seconds=0.05, share=lambda i=i: standings[i]) for i, e in enumerate(engines)
     ]
     try:
-        for runner in runners:
+        for runner in runners[:2]:
             runner.start()
+        async with asyncio.timeout(HANG_GUARD):
+            while [len(runner.held or ()) for runner in runners[:2]] != [2, 2]:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        standings[:2] = [Standing(0, 3), Standing(1, 3)]
+        runners[2].start()
         async with asyncio.timeout(HANG_GUARD):
             while [len(runner.held or ()) for runner in runners] != [2, 1, 1]:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
