@@ -29,8 +29,9 @@ What can go wrong, and what happens then:
 
 Each partition's subject is subscribed in a queue group, so while a partition changes hands and two
 nodes listen on it for a moment, a batch still reaches one of them; a node handing a partition over
-drains its subscription, so what the bus routed to it until then is still taken; and the node that
-took a batch writes it even if it has lost the partition since, so a batch is handed over at most once.
+drains its subscription, so what the bus routed to it until then is still answered (not taken: the
+asker writes it at once); and the node that took a batch writes it even if it has lost the partition
+since, so a batch is handed over at most once.
 
 Give every node of a database the same `ROUTE_APPENDS`: the partitions are shared among the live
 nodes, and a node that does not route holds none of them, so its share would have no writer and
@@ -288,6 +289,13 @@ class AppendRouting:
     # Writing for the others.
 
     async def _received(self, msg: Msg) -> None:
+        partition = int(msg.subject.rsplit(".", 1)[1])
+        if not self.owns(partition):
+            # A partition handed over, its subscription draining: answered here, so the answer has
+            # left before the drain ends (the stop cancels the tasks below) and the asker writes it.
+            with contextlib.suppress(Exception):
+                await msg.respond(_NOT_TAKEN)
+            return
         # Answered in a task of its own: the subscription's next batch need not wait for this commit.
         task = asyncio.create_task(self._answer_or_log(msg))
         self._answering.add(task)
@@ -351,15 +359,17 @@ class AppendRouting:
                 await asyncio.sleep(self.poll_seconds)
         finally:
             self.held.clear()
-            with contextlib.suppress(Exception):
-                await self._subscribe()
-            # Ending the session is what releases the locks, also when the connection broke.
+            # Ending the session is what releases the locks, also when the connection broke; first,
+            # so that a drain below (bounded, as a stop is) never keeps them from the other nodes.
             with contextlib.suppress(Exception):
                 await conn.invalidate()
             await conn.close()
+            with contextlib.suppress(Exception):
+                await self._subscribe(bound=1.0)
 
-    async def _subscribe(self) -> None:
-        """Subscribe to the append subject of each partition held, and of no other."""
+    async def _subscribe(self, bound: float | None = None) -> None:
+        """Subscribe to the append subject of each partition held, and of no other; a subscription
+        given up is drained for at most `bound` seconds (the routing timeout by default)."""
         client = self.bus.client
         if client is not self._subscribed_on:  # a new client (the bus connected late): none carry over
             self._subscriptions, self._subscribed_on = {}, client
@@ -367,23 +377,35 @@ class AppendRouting:
             return
         stem = append_subject_for(self.bus.subject)
         leaving = [self._subscriptions.pop(p) for p in list(self._subscriptions) if p not in self.held]
-        await asyncio.gather(*(self._leave(client, subscription) for subscription in leaving))
+        bound = self.timeout if bound is None else bound
+        await asyncio.gather(*(self._leave(client, subscription, bound) for subscription in leaving))
         for partition in sorted(self.held - self._subscriptions.keys()):
             # A queue group: while a partition changes hands two nodes may listen on its subject for a
             # moment, and each batch must still reach only one of them.
             subject = f"{stem}.{partition}"
             self._subscriptions[partition] = await client.subscribe(subject, queue=subject, cb=self._received)
 
-    async def _leave(self, client: Client, subscription: Subscription) -> None:
+    @staticmethod
+    async def _leave(client: Client, subscription: Subscription, bound: float) -> None:
         """Drained, not unsubscribed: the batches the bus routed here before it heard that this node
-        stopped listening are still taken and answered. Unsubscribing dropped them, and their askers
-        failed after the whole timeout. Off the bus nothing more can arrive, and a drain would wait."""
-        with contextlib.suppress(Exception):
-            if client.is_connected:
-                drained = subscription.drain()  # type: ignore[no-untyped-call]
-                await asyncio.wait_for(drained, self.timeout)
-            else:
-                await subscription.unsubscribe()
+        stopped listening are still answered (not taken, so their askers write them at once).
+        Unsubscribing dropped them, and their askers failed after the whole timeout. Off the bus
+        nothing more can arrive, and a drain would wait."""
+        try:
+            with contextlib.suppress(Exception):
+                if client.is_connected:
+                    drained = subscription.drain()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(drained, bound)
+                else:
+                    await subscription.unsubscribe()
+        finally:
+            # A drain cut short (a reconnect in its middle, its bound, a stop) leaves the client
+            # holding the subscription, which it would subscribe again at its next reconnect: the
+            # node would stay in the partition's queue group for good. nats-py has no public call.
+            sid = subscription._id
+            if sid in client._subs:
+                subscription._stop_processing()
+                client._remove_sub(sid)
 
 
 __all__ = [

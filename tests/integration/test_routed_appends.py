@@ -291,3 +291,26 @@ async def test_batches_on_their_way_while_partitions_change_hands_are_all_answer
         done.set()
         await stop_node(one)
         await stop_node(two)
+
+
+async def test_a_drain_cut_short_leaves_no_subscription_behind(nats_url: str) -> None:
+    """A partition's subscription given up, whose drain does not end within its bound (here a batch
+    whose handling never ends; a reconnect in the middle of the drain does the same), is forgotten by
+    the client all the same: nats-py would otherwise subscribe it again at its next reconnect, and the
+    node would stay in the partition's queue group for good."""
+    client = await nats.connect(nats_url)
+    never = asyncio.Event()
+
+    async def handling_that_never_ends(_msg: Msg) -> None:
+        await never.wait()
+
+    subject = f"routed-leave-{uuid.uuid4().hex[:8]}"
+    subscription = await client.subscribe(subject, cb=handling_that_never_ends)
+    try:
+        await client.publish(subject, b"batch")
+        await client.flush()
+        await AppendRouting._leave(client, subscription, 0.2)
+        assert subscription._id not in client._subs
+    finally:
+        never.set()
+        await client.close()
