@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CHANNEL: Final = "collab_log"
 _PAGE: Final = 1000
 _HELLO: Final = "hello"
+_BYE: Final = "bye"
 _COMMIT: Final = "commit"
 
 
@@ -105,6 +106,7 @@ class LogFollower:
     async def stop(self) -> None:
         await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in self._tasks))
         self._tasks = []
+        await self._notify(_BYE)  # the node's routing and projecting have already let go
         if self.bus is not None:
             await self.bus.stop()
         if self._conn is not None:
@@ -191,6 +193,12 @@ class LogFollower:
         if node == self.node_id:
             return
         self.notifications_received += 1
+        if kind == _BYE:
+            # Counted out at once, not at the next heartbeat read: the partitions it gave up are
+            # shared among the others at their next look (nodes of earlier versions take it for
+            # a hello, and count it until their next read).
+            self._registry.gone(node)
+            return
         self._registry.saw(node)
         if kind != _COMMIT:
             self.wake()

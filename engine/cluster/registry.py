@@ -3,7 +3,9 @@
 Why in PostgreSQL: nodes share nothing else (docs/architecture.md). A node with no live peer sends
 no NOTIFY after its commits, so a single node pays nothing for being clusterable; a node that starts
 announces itself at once (engine/cluster/follower.py), so its peers start waking it without waiting for a
-heartbeat. The same rows tell survivors when a node stopped heartbeating without saying goodbye.
+heartbeat, and one that stops says goodbye the same way, so they stop counting it at once (the log's
+partitions are shared among the nodes counted). The same rows tell survivors when a node stopped
+heartbeating without saying goodbye.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.log.partition_locks import Standing
 from engine.log.store import EventStore
 from engine.model.catalogue import CELL_UPDATED
 from engine.model.events import NewEvent
@@ -254,3 +255,23 @@ async def test_on_a_bus_nodes_read_the_log_only_to_repair(nodes: tuple[Server, S
             assert reads <= 5  # a few at most, when the machine stalls past the repair grace
         else:
             assert received == 0 and reads >= 1
+
+
+async def test_a_node_that_stops_is_counted_out_at_once_not_at_the_next_heartbeat(server_url: str) -> None:
+    """It says goodbye on its way out, so the survivor's share of the log's partitions grows now;
+    with heartbeats a minute apart, only the goodbye can tell it this soon."""
+    async with fresh_database(server_url) as database_url:
+        settings = make_settings(database_url, node_heartbeat_seconds=60.0, node_dead_after_seconds=120.0)
+        async with serve(settings) as first:
+            node = first.engine.node.nodes
+            assert node is not None
+            async with serve(settings) as second:
+                leaving = second.engine.node_id
+                async with asyncio.timeout(10):
+                    while leaving not in node.peers:  # noqa: ASYNC110 (its hello arrives by NOTIFY)
+                        await asyncio.sleep(0.02)
+                assert node.standing().holders == 2
+            async with asyncio.timeout(10):
+                while leaving in node.peers:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            assert node.standing() == Standing(0, 1)
