@@ -297,18 +297,17 @@ class AppendRouting:
                 await msg.respond(_NOT_TAKEN)
             return
         # Answered in a task of its own: the subscription's next batch need not wait for this commit.
-        task = asyncio.create_task(self._answer_or_log(msg))
+        task = asyncio.create_task(self._answer_or_log(msg, partition))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
 
-    async def _answer_or_log(self, msg: Msg) -> None:
+    async def _answer_or_log(self, msg: Msg, partition: int) -> None:
         try:
-            await self._answer(msg)
+            await self._answer(msg, partition)
         except Exception as exc:  # the bus went away before the answer left: the asker's request times out
             log.warning("append routing: a batch's answer was not sent: %s: %s", type(exc).__name__, exc)
 
-    async def _answer(self, msg: Msg) -> None:
-        partition = int(msg.subject.rsplit(".", 1)[1])
+    async def _answer(self, msg: Msg, partition: int) -> None:
         try:
             events = decode_batch(msg.data)
         except ValueError as exc:  # another release's node: it writes its batch itself

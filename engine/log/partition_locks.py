@@ -27,7 +27,7 @@ _UNLOCK = "SELECT pg_advisory_unlock(:c, :p)"
 @dataclass(frozen=True)
 class Standing:
     """Where a holder stands among those sharing the partitions: its place in an order they all agree
-    on (their sorted ids), and how many they are."""
+    on (for nodes, oldest first: engine/cluster/registry.py), and how many they are."""
 
     rank: int = 0
     holders: int = 1
