@@ -25,6 +25,7 @@ from tests.api.conftest import fresh_database
 
 PARTITIONS = 4
 TIMEOUT = 1.0  # a commit's bound; short, so that the unanswered batch fails quickly
+PATIENT_TIMEOUT = 5.0  # for a test whose failure is a batch never answered, not a slow one
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 
 
@@ -47,7 +48,13 @@ async def store(server_url: str) -> AsyncIterator[EventStore]:
 
 
 async def start_node(
-    store: EventStore, url: str, name: str, share: Callable[[], Standing], *, count_known: bool = True
+    store: EventStore,
+    url: str,
+    name: str,
+    share: Callable[[], Standing],
+    *,
+    count_known: bool = True,
+    bound: float = TIMEOUT,
 ) -> Node:
     subject = await log_subject(store.db_engine)
 
@@ -57,7 +64,7 @@ async def start_node(
     bus = NatsBus(url, stem, name)
     await bus.start(lambda _events: None)
     # Without the count, the appender learns it at its first append (a node started during an outage).
-    appender = Appender(store, partitions=PARTITIONS if count_known else None, timeout=TIMEOUT)
+    appender = Appender(store, partitions=PARTITIONS if count_known else None, timeout=bound)
     await appender.start()
     delivered: list[RecordedEvent] = []
     routing = AppendRouting(
@@ -65,7 +72,7 @@ async def start_node(
         appender,
         bus,
         share=share,
-        timeout=TIMEOUT,
+        timeout=bound,
         deliver=delivered.extend,
         poll_seconds=0.1,
     )
@@ -258,8 +265,9 @@ async def test_batches_on_their_way_while_partitions_change_hands_are_all_answer
     dropped them, and their askers failed after the whole timeout with nothing written."""
     nothing = Standing(PARTITIONS, PARTITIONS + 1)  # a share of no partition
     standings = {"one": ALONE, "two": nothing}
-    one = await start_node(store, nats_url, "one", lambda: standings["one"])
-    two = await start_node(store, nats_url, "two", lambda: standings["two"])
+    # Eight senders' commits on a busy machine can outlast TIMEOUT; a dropped batch waits out any bound.
+    one = await start_node(store, nats_url, "one", lambda: standings["one"], bound=PATIENT_TIMEOUT)
+    two = await start_node(store, nats_url, "two", lambda: standings["two"], bound=PATIENT_TIMEOUT)
     rooms = [room_in(p, uuid.uuid4().hex[:6]) for p in range(PARTITIONS)]
     failures: list[BaseException] = []
     done = asyncio.Event()
