@@ -46,7 +46,7 @@ from engine.cluster.bus import NatsBus, log_subject
 from engine.cluster.control import ClusterControl
 from engine.cluster.follower import LogFollower
 from engine.cluster.rate_sync import RateLimitSync
-from engine.cluster.registry import NodeRegistry
+from engine.cluster.registry import NodeRegistry, session_name
 from engine.cluster.routed_appends import AppendRouting
 from engine.config import EngineConfig
 from engine.fanout.delivery_order import DeliveryOrder, DeliveryOrders
@@ -125,7 +125,10 @@ class Node:
             # The pool's command timeout matches the append timeout: a caller never waits on a
             # statement longer than it was promised an answer.
             self._db_engine = create_db_engine(
-                config.database_url, pool_size=config.pool_size, command_timeout=config.append_timeout
+                config.database_url,
+                pool_size=config.pool_size,
+                command_timeout=config.append_timeout,
+                application_name=session_name(self.node_id),
             )
             self._store = EventStore(self._db_engine)
         else:
@@ -164,6 +167,7 @@ class Node:
             after_beat=self._record_dead_nodes_departures,
             on_reaped=self._drop_reaped_connections,
             report=self._heartbeat_report,
+            session=session_name(self.node_id),
         )
         await self.nodes.start()
         bus = None

@@ -123,6 +123,12 @@ class DeliveryFigures(BaseModel):
     )
     held: int = Field(description="events that arrived before earlier positions, waiting for them")
     peers: list[str]
+    sharing: list[str] = Field(
+        default_factory=list,
+        description="the nodes sharing out the log's partitions, this one included, oldest first: the live "
+        "peers, less any whose database sessions are gone (a crash) before its heartbeat ages "
+        "(empty from a node of an earlier version)",
+    )
     listening: bool = Field(description="the LISTEN connection is up")
     log_reads: int = Field(description="range reads of the log: after each wake-up, or with a bus to repair")
     head_reads: int = Field(description="reads of every partition's head: at each poll, and to start")

@@ -216,7 +216,9 @@ class LogFollower:
         return lambda _conn, _pid, _channel, payload: on_payload(payload)
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(self._dsn, timeout=self.retry_interval * 5)
+        session = self._registry.session  # a peer sees this node alive by its sessions' name
+        settings = {"application_name": session} if session is not None else None
+        conn = await asyncpg.connect(self._dsn, timeout=self.retry_interval * 5, server_settings=settings)
         await conn.add_listener(CHANNEL, self._on_notification)
         for channel, on_payload in self._channels.items():
             await conn.add_listener(channel, self._relay(on_payload))
@@ -349,6 +351,7 @@ class LogFollower:
             "delivered_positions": {str(p): at for p, at in self._orders.delivered.items()},
             "held": self._orders.held,
             "peers": sorted(self._registry.peers),
+            "sharing": self._registry.sharing(),
             "listening": self._conn is not None and not self._conn.is_closed(),
             "log_reads": self.reads,
             "head_reads": self.head_reads,

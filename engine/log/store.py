@@ -67,13 +67,24 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_db_engine(database_url: str, *, pool_size: int = 10, command_timeout: float = 5.0) -> AsyncEngine:
+def create_db_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    command_timeout: float = 5.0,
+    application_name: str | None = None,
+) -> AsyncEngine:
     """An async SQLAlchemy engine tuned for the log.
 
     `command_timeout` bounds every statement and connect, so a caller learns within a bounded time
     that PostgreSQL is unreachable; `pool_pre_ping` replaces connections that died while idle, which
-    is how the engine reconnects by itself after a database restart.
+    is how the engine reconnects by itself after a database restart. `application_name` names every
+    session, which is how a node's peers see it is alive (engine/cluster/registry.py).
     """
+    # Durability is not negotiable per server config: an acked append must survive a crash.
+    server_settings = {"synchronous_commit": "on"}
+    if application_name is not None:
+        server_settings["application_name"] = application_name
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -85,8 +96,7 @@ def create_db_engine(database_url: str, *, pool_size: int = 10, command_timeout:
         connect_args={
             "command_timeout": command_timeout,
             "timeout": command_timeout,
-            # Durability is not negotiable per server config: an acked append must survive a crash.
-            "server_settings": {"synchronous_commit": "on"},
+            "server_settings": server_settings,
         },
     )
 

@@ -1,11 +1,15 @@
 """Where a node stands among the live nodes when they share out the log's partitions: the oldest
-first, by the `started_at` of their rows, whatever their ids; a node that stops drops out."""
+first, by the `started_at` of their rows, whatever their ids; a node that stops drops out, and so does
+one whose database sessions are gone (a crash) while its heartbeat row still looks alive."""
 
 from __future__ import annotations
 
 import asyncio
 
-from engine.cluster.registry import NodeRegistry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.cluster.registry import NodeRegistry, session_name
 from engine.log.partition_locks import Standing
 from engine.log.store import create_db_engine
 from tests.api.conftest import fresh_database
@@ -37,3 +41,74 @@ async def test_the_oldest_node_stands_first_whatever_its_id(server_url: str) -> 
             await newer.stop()
             await older.stop()
             await db.dispose()
+
+
+async def end_sessions(url: str, node_id: str) -> int:
+    """What PostgreSQL sees when a node's process dies: every session it had ends at once."""
+    db = create_db_engine(url)
+    try:
+        async with db.begin() as conn:
+            ended = await conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": session_name(node_id)},
+            )
+            return len(ended.all())
+    finally:
+        await db.dispose()
+
+
+def named_registry(url: str, node_id: str, *, every: float) -> tuple[AsyncEngine, NodeRegistry]:
+    """A node's registry whose sessions carry its name, beating and looking `every` seconds."""
+    db = create_db_engine(url, application_name=session_name(node_id))
+    session = session_name(node_id)
+    return db, NodeRegistry(
+        db, node_id, interval=every, dead_after=120.0, look_interval=every, session=session
+    )
+
+
+async def test_a_node_whose_sessions_ended_stops_sharing_before_its_heartbeat_ages(server_url: str) -> None:
+    async with fresh_database(server_url, 1) as url:
+        # The crashed node beats and looks no more after its start, as a dead process would not.
+        doomed_db, doomed = named_registry(url, "node-b", every=60.0)
+        survivor_db, survivor = named_registry(url, "node-a", every=0.05)
+        try:
+            await doomed.start()
+            await survivor.start()
+            assert survivor.sharing() == ["node-b", "node-a"]
+            assert survivor.standing() == Standing(1, 2)
+            assert await end_sessions(url, "node-b") >= 1
+            await until_standing(survivor, Standing(0, 1))
+            # Its row still beats within `dead_after`: its users are not taken out of their rooms yet.
+            assert survivor.peers == {"node-b"}
+            assert survivor.sharing() == ["node-a"]
+        finally:
+            await survivor.stop()
+            await doomed.stop()
+            await survivor_db.dispose()
+            await doomed_db.dispose()
+
+
+async def test_a_node_whose_row_names_no_session_keeps_sharing(server_url: str) -> None:
+    """A node of an earlier version names no session: it cannot be looked for, so it counts as its
+    heartbeat says."""
+    async with fresh_database(server_url, 1) as url:
+        earlier_db = create_db_engine(url)
+        earlier = NodeRegistry(earlier_db, "node-b", interval=0.05, dead_after=120.0)
+        db, current = named_registry(url, "node-a", every=0.05)
+        try:
+            await earlier.start()
+            await current.start()
+            assert current.standing() == Standing(1, 2)  # read from the rows at its start
+        finally:
+            await current.stop()
+            await earlier.stop()
+            await db.dispose()
+            await earlier_db.dispose()
+
+
+def test_a_session_name_is_the_node_id_where_postgresql_keeps_it_whole() -> None:
+    assert session_name("host-1:4242:a1b2c3") == "collab host-1:4242:a1b2c3"
+    long_ids = ["pod-" + "x" * 70 + ":1:aaaaaa", "pod-" + "x" * 70 + ":1:bbbbbb"]
+    names = [session_name(node) for node in long_ids]
+    assert len(set(names)) == 2 and all(len(name) <= 63 for name in names)
+    assert session_name("nœud:1:abc").isascii()  # PostgreSQL would turn the œ into a "?"

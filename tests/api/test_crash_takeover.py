@@ -1,0 +1,96 @@
+"""A node killed with SIGKILL says no goodbye, and its heartbeat row looks alive until
+`NODE_DEAD_AFTER_SECONDS` have passed. Its database sessions end with it, though: the survivor stops
+counting it when sharing out the log's partitions as soon as it sees them gone, and takes over the
+partitions it projected and wrote, long before the heartbeat's verdict (a minute here, more than the
+test waits), while its users' departures still wait for that verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from api.tokens import mint_token
+from engine.cluster import routed_appends
+from engine.cluster.registry import session_name
+from engine.log.store import create_db_engine
+from engine.readmodels import runner
+from tests.api.conftest import SECRET, fresh_database, make_settings, start_node_process
+
+HEARTBEAT = 0.5
+DEAD_AFTER = 60.0  # the heartbeat's verdict comes after HANG_GUARD: only the sessions can tell in time
+HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
+PARTITIONS = 4
+
+_LOCKS_HELD = """
+SELECT a.application_name AS holder, count(*) AS held FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::bigint = :lock_class
+GROUP BY a.application_name
+"""
+
+
+async def detailed(port: int, token: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+        body: dict[str, Any] = (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")).json()
+        return body
+
+
+async def locks_held(url: str, lock_class: int) -> dict[str, int]:
+    """Each session name's count of the `(lock_class, partition)` advisory locks."""
+    db = create_db_engine(url)
+    try:
+        async with db.connect() as conn:
+            rows = (await conn.execute(text(_LOCKS_HELD), {"lock_class": lock_class})).all()
+        return {str(row.holder): int(row.held) for row in rows}
+    finally:
+        await db.dispose()
+
+
+async def until_held(url: str, expected: dict[str, int]) -> None:
+    """Until the projecting and the writing locks are held as `expected`, by node id."""
+    wanted = {session_name(node): count for node, count in expected.items()}
+    async with asyncio.timeout(HANG_GUARD):
+        while True:  # a database's locks have no event to wait on: poll them
+            projecting = await locks_held(url, runner.LOCK_CLASS)
+            if projecting == wanted and await locks_held(url, routed_appends.LOCK_CLASS) == wanted:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ages(
+    server_url: str, nats_url: str
+) -> None:
+    async with fresh_database(server_url, partitions=1) as url:  # the first node splits it
+        options: dict[str, object] = {
+            "node_heartbeat_seconds": HEARTBEAT,
+            "node_dead_after_seconds": DEAD_AFTER,
+            "log_partitions": PARTITIONS,
+            "nats_url": nats_url,
+            "route_appends": True,
+        }
+        started = [await start_node_process(url, **options) for _ in range(2)]
+        (_, survivor_port), (doomed, doomed_port) = started
+        try:
+            token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
+            survivor_id = (await detailed(survivor_port, token))["node_id"]
+            doomed_id = (await detailed(doomed_port, token))["node_id"]
+            await until_held(url, {survivor_id: 2, doomed_id: 2})
+
+            doomed.send_signal(signal.SIGKILL)
+            await doomed.wait()
+            await until_held(url, {survivor_id: PARTITIONS})
+
+            figures = (await detailed(survivor_port, token))["nodes"][survivor_id]
+            assert figures["appender"]["routing"]["writes_partitions"] == list(range(PARTITIONS))
+            # Still alive by its heartbeat: counted as a peer, its users not yet taken out of their rooms.
+            assert figures["delivery"]["peers"] == [doomed_id]
+            assert figures["delivery"]["sharing"] == [survivor_id]
+        finally:
+            for proc, _ in started:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
