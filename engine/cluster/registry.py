@@ -9,11 +9,15 @@ heartbeating without saying goodbye.
 
 A node that crashes says no goodbye, and its row looks alive for `dead_after` seconds. Its database
 sessions end with its process, though, and every session of a node carries its `session_name` as
-`application_name`: a node whose row names a session that `pg_stat_activity` no longer shows stops
-counting in the standing at the next look (every `look_interval`), so its partitions are taken over
-within a second or two instead of `dead_after`. Everything else that judges death (the reaping of its
-connections, `peers`) still waits for the heartbeat's silence: a lost session alone is not proof
-enough to take a node's users out of their rooms.
+`application_name`. The live set is read every `look_interval` between beats (with beats a second or
+less apart, the beats do it), and a node whose row names a session that `pg_stat_activity` showed in
+none of the reads over half a look or more stops counting in the sharing: its partitions are taken
+over within two or three seconds instead of `dead_after`. (One read is not enough: after a database
+restart live nodes open their sessions again within about a second.) Everything else that judges
+death (the reaping of its connections, `peers`) still waits for the heartbeat's silence: a lost
+session alone is not proof enough to take a node's users out of their rooms. A node records its name
+only if PostgreSQL shows it (a pooler may not pass it on), and where `pg_stat_activity` cannot be
+read every node counts as its heartbeat says.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine.log.connectivity import is_connectivity_error
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.partition_locks import Standing
 
@@ -42,8 +47,12 @@ _BEAT = """
 UPDATE nodes SET heartbeat_at = now(), stats = CAST(:stats AS jsonb)
 WHERE node_id = :node AND stopped_at IS NULL
 """
+# The name is recorded only if this session carries it, so that peers never look for a name a pooler
+# or a proxy dropped on the way (they would count a live node out for good).
 _REGISTER = """
-INSERT INTO nodes (node_id, stats, session_name) VALUES (:node, CAST(:stats AS jsonb), :session)
+INSERT INTO nodes (node_id, stats, session_name)
+VALUES (:node, CAST(:stats AS jsonb),
+        CASE WHEN current_setting('application_name') = :session THEN :session END)
 ON CONFLICT (node_id) DO UPDATE
 SET started_at = now(), heartbeat_at = now(), stopped_at = NULL, stats = excluded.stats,
     session_name = excluded.session_name
@@ -52,15 +61,14 @@ _REPORTS = """
 SELECT node_id, stats FROM nodes
 WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after) AND stats IS NOT NULL
 """
-# `connected`: the node holds a session, or it names none (an earlier version), so cannot be checked.
 _LIVE = """
-SELECT node_id, started_at,
-       session_name IS NULL OR EXISTS (
-           SELECT 1 FROM pg_stat_activity AS a
-           WHERE a.datname = current_database() AND a.application_name = nodes.session_name
-       ) AS connected
-FROM nodes
+SELECT node_id, started_at, session_name FROM nodes
 WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after)
+"""
+# Apart from `_LIVE`, so that a role denied `pg_stat_activity` still beats and reads its peers.
+_SESSIONS = """
+SELECT DISTINCT application_name FROM pg_stat_activity
+WHERE datname = current_database() AND application_name = ANY(CAST(:names AS text[]))
 """
 _STOPPED = "UPDATE nodes SET stopped_at = now() WHERE node_id = :node"
 
@@ -97,7 +105,12 @@ class NodeRegistry:
         self._db_engine = db_engine
         self._peers: dict[str, float] = {}  # node id -> monotonic time it was last known alive
         self._started: dict[str, datetime] = {}  # live node id (this one too) -> its row's started_at
-        self._sessionless: frozenset[str] = frozenset()  # beating, but their sessions are gone: crashed
+        # Beating peers whose sessions were missing at every read since (monotonic), and those of them
+        # a later read still missed, half a look or more after the first: crashed.
+        self._missing_since: dict[str, float] = {}
+        self._crashed: frozenset[str] = frozenset()
+        self._departed: set[str] = set()  # said goodbye, their rows not yet marked stopped
+        self._sessions_unreadable = False  # logged once
         self._task: asyncio.Task[None] | None = None
         self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
         self._on_reaped = on_reaped  # this node was declared dead while alive: drop its connections
@@ -117,7 +130,7 @@ class NodeRegistry:
         gives them: oldest first, so a node that joins takes only what the others have over their new
         shares, and a node that restarts after a crash does not displace the survivors while its ghost
         still counts. A peer whose sessions are gone is left out before its heartbeat ages."""
-        return sorted({self.node_id, *(self.peers - self._sessionless)}, key=self._seniority)
+        return sorted({self.node_id, *(self.peers - self._crashed)}, key=self._seniority)
 
     def standing(self) -> Standing:
         """This node's place in `sharing`: while the nodes' views of who is alive agree, their shares
@@ -140,10 +153,14 @@ class NodeRegistry:
         """A peer announced itself (a NOTIFY): count it alive now, before the next heartbeat read."""
         if node_id != self.node_id:
             self._peers[node_id] = time.monotonic()
-            self._sessionless -= {node_id}
+            self._missing_since.pop(node_id, None)
+            self._crashed -= {node_id}
+            self._departed.discard(node_id)
 
     def gone(self, node_id: str) -> None:
+        """A peer said goodbye: not counted from now on, also by a read made before its row was marked."""
         self._peers.pop(node_id, None)
+        self._departed.add(node_id)
 
     async def start(self) -> None:
         try:
@@ -168,7 +185,7 @@ class NodeRegistry:
         while True:
             await asyncio.sleep(max(0.0, min(self.look_interval, beat_at - loop.time())))
             if loop.time() < beat_at:
-                await self._look()
+                await self.look()
                 continue
             beat_at = loop.time() + self.interval
             try:
@@ -211,22 +228,52 @@ class NodeRegistry:
             self._registered = True
         await self._refresh()
 
-    async def _look(self) -> None:
-        """Read the live set between beats, so a crashed peer's share is taken over within a look."""
+    async def look(self) -> None:
+        """Read the live set now; the heartbeat task does between beats, so that a crashed peer's
+        share is taken over within a look or two."""
         try:
             await self._refresh()
-        except Exception as exc:  # the next beat says whether the database is away
-            log.info("reading the live nodes failed: %s: %s", type(exc).__name__, exc)
+        except Exception as exc:  # the next beat says whether the database is away, and logs it
+            log.debug("reading the live nodes failed: %s: %s", type(exc).__name__, exc)
 
     async def _refresh(self) -> None:
         async with self._db_engine.connect() as conn:
             rows = (await conn.execute(text(_LIVE), {"dead_after": self.dead_after})).all()
+            named = {str(row.node_id): row.session_name for row in rows if row.session_name is not None}
+            named.pop(self.node_id, None)
+            present = await self._sessions(conn, named.values())
         self._started = {str(row.node_id): row.started_at for row in rows}
-        self._sessionless = frozenset(
-            str(row.node_id) for row in rows if not row.connected and row.node_id != self.node_id
-        )
+        self._departed &= self._started.keys()  # marked stopped since: the row says it now
         now = time.monotonic()
-        self._peers = {node: now for node in self._started if node != self.node_id}
+        self._peers = {
+            node: now for node in self._started if node != self.node_id and node not in self._departed
+        }
+        missing = set() if present is None else {node for node, name in named.items() if name not in present}
+        self._missing_since = {node: self._missing_since.get(node, now) for node in missing}
+        # Never on one read: after a database restart live nodes open their sessions again within a second.
+        settled = now - self.look_interval / 2
+        self._crashed = frozenset(node for node, since in self._missing_since.items() if since <= settled)
+
+    async def _sessions(self, conn: AsyncConnection, names: Iterable[str]) -> set[str] | None:
+        """Which of these session names PostgreSQL shows; None if it will not say."""
+        wanted = sorted(names)
+        if not wanted:
+            return set()
+        try:
+            found = await conn.execute(text(_SESSIONS), {"names": wanted})
+        except Exception as exc:
+            if is_connectivity_error(exc):
+                raise
+            if not self._sessions_unreadable:
+                log.warning(
+                    "cannot read pg_stat_activity (%s: %s): a crashed peer is counted until its heartbeat "
+                    "ages (NODE_DEAD_AFTER_SECONDS)",
+                    type(exc).__name__,
+                    exc,
+                )
+                self._sessions_unreadable = True
+            return None
+        return {str(name) for (name,) in found}
 
     async def reports(self) -> dict[str, Any]:
         """The figures each live node stored with its last beat, by node id."""

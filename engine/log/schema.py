@@ -273,6 +273,8 @@ nodes = Table(
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("stopped_at", DateTime(timezone=True)),
     Column("stats", JSONB),  # the node's figures as of its last heartbeat (engine/features/stats.py)
+    # The application_name of the node's sessions: gone from pg_stat_activity, the node crashed.
+    Column("session_name", Text),
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )
 

@@ -1,8 +1,9 @@
 """A node killed with SIGKILL says no goodbye, and its heartbeat row looks alive until
 `NODE_DEAD_AFTER_SECONDS` have passed. Its database sessions end with it, though: the survivor stops
-counting it when sharing out the log's partitions as soon as it sees them gone, and takes over the
-partitions it projected and wrote, long before the heartbeat's verdict (a minute here, more than the
-test waits), while its users' departures still wait for that verdict."""
+counting it when sharing out the log's partitions once its reads of the live set between heartbeats
+have missed them for a while, and takes over the partitions it projected and wrote: here before its
+own next heartbeat (half a minute away), let alone the heartbeat's verdict on the dead node (a
+minute), which its users' departures still wait for."""
 
 from __future__ import annotations
 
@@ -20,15 +21,17 @@ from engine.log.store import create_db_engine
 from engine.readmodels import runner
 from tests.api.conftest import SECRET, fresh_database, make_settings, start_node_process
 
-HEARTBEAT = 0.5
-DEAD_AFTER = 60.0  # the heartbeat's verdict comes after HANG_GUARD: only the sessions can tell in time
+HEARTBEAT = 30.0  # only the reads between beats (every second) can see the crash within TAKEOVER_GUARD
+DEAD_AFTER = 60.0
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
+TAKEOVER_GUARD = 20.0  # under HEARTBEAT, less the few seconds the nodes take to settle
 PARTITIONS = 4
 
 _LOCKS_HELD = """
 SELECT a.application_name AS holder, count(*) AS held FROM pg_locks AS l
 JOIN pg_stat_activity AS a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::bigint = :lock_class
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 GROUP BY a.application_name
 """
 
@@ -50,10 +53,10 @@ async def locks_held(url: str, lock_class: int) -> dict[str, int]:
         await db.dispose()
 
 
-async def until_held(url: str, expected: dict[str, int]) -> None:
+async def until_held(url: str, expected: dict[str, int], *, guard: float = HANG_GUARD) -> None:
     """Until the projecting and the writing locks are held as `expected`, by node id."""
     wanted = {session_name(node): count for node, count in expected.items()}
-    async with asyncio.timeout(HANG_GUARD):
+    async with asyncio.timeout(guard):
         while True:  # a database's locks have no event to wait on: poll them
             projecting = await locks_held(url, runner.LOCK_CLASS)
             if projecting == wanted and await locks_held(url, routed_appends.LOCK_CLASS) == wanted:
@@ -82,7 +85,7 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
 
             doomed.send_signal(signal.SIGKILL)
             await doomed.wait()
-            await until_held(url, {survivor_id: PARTITIONS})
+            await until_held(url, {survivor_id: PARTITIONS}, guard=TAKEOVER_GUARD)
 
             figures = (await detailed(survivor_port, token))["nodes"][survivor_id]
             assert figures["appender"]["routing"]["writes_partitions"] == list(range(PARTITIONS))

@@ -57,20 +57,22 @@ async def end_sessions(url: str, node_id: str) -> int:
         await db.dispose()
 
 
-def named_registry(url: str, node_id: str, *, every: float) -> tuple[AsyncEngine, NodeRegistry]:
-    """A node's registry whose sessions carry its name, beating and looking `every` seconds."""
-    db = create_db_engine(url, application_name=session_name(node_id))
+def named_registry(
+    url: str, node_id: str, *, beat: float, look: float, pooled: bool = False
+) -> tuple[AsyncEngine, NodeRegistry]:
+    """A node's registry, its sessions carrying its name (`pooled`: dropped on the way, as a pooler
+    might), beating every `beat` and reading the live set every `look` seconds between beats."""
     session = session_name(node_id)
-    return db, NodeRegistry(
-        db, node_id, interval=every, dead_after=120.0, look_interval=every, session=session
-    )
+    db = create_db_engine(url, application_name=None if pooled else session)
+    return db, NodeRegistry(db, node_id, interval=beat, dead_after=120.0, look_interval=look, session=session)
 
 
 async def test_a_node_whose_sessions_ended_stops_sharing_before_its_heartbeat_ages(server_url: str) -> None:
     async with fresh_database(server_url, 1) as url:
         # The crashed node beats and looks no more after its start, as a dead process would not.
-        doomed_db, doomed = named_registry(url, "node-b", every=60.0)
-        survivor_db, survivor = named_registry(url, "node-a", every=0.05)
+        doomed_db, doomed = named_registry(url, "node-b", beat=60.0, look=60.0)
+        # Only its reads between beats can see the crash: its next beat is a minute away.
+        survivor_db, survivor = named_registry(url, "node-a", beat=60.0, look=0.05)
         try:
             await doomed.start()
             await survivor.start()
@@ -94,7 +96,7 @@ async def test_a_node_whose_row_names_no_session_keeps_sharing(server_url: str) 
     async with fresh_database(server_url, 1) as url:
         earlier_db = create_db_engine(url)
         earlier = NodeRegistry(earlier_db, "node-b", interval=0.05, dead_after=120.0)
-        db, current = named_registry(url, "node-a", every=0.05)
+        db, current = named_registry(url, "node-a", beat=60.0, look=0.05)
         try:
             await earlier.start()
             await current.start()
@@ -112,3 +114,63 @@ def test_a_session_name_is_the_node_id_where_postgresql_keeps_it_whole() -> None
     names = [session_name(node) for node in long_ids]
     assert len(set(names)) == 2 and all(len(name) <= 63 for name in names)
     assert session_name("nœud:1:abc").isascii()  # PostgreSQL would turn the œ into a "?"
+
+
+async def session_of(url: str, node_id: str) -> str | None:
+    db = create_db_engine(url)
+    try:
+        async with db.connect() as conn:
+            found = await conn.execute(
+                text("SELECT session_name FROM nodes WHERE node_id = :n"), {"n": node_id}
+            )
+            return found.scalar_one()  # type: ignore[no-any-return]
+    finally:
+        await db.dispose()
+
+
+async def test_a_name_dropped_on_the_way_is_not_recorded_so_its_node_keeps_sharing(server_url: str) -> None:
+    """Behind a pooler that does not pass `application_name` on, no session would ever show the
+    node's name: looked for, the node would be counted out for good."""
+    async with fresh_database(server_url, 1) as url:
+        pooled_db, pooled = named_registry(url, "node-b", beat=60.0, look=60.0, pooled=True)
+        db, current = named_registry(url, "node-a", beat=60.0, look=60.0)
+        try:
+            await pooled.start()
+            await current.start()
+            assert await session_of(url, "node-b") is None
+            assert await session_of(url, "node-a") == session_name("node-a")
+            for _ in range(3):
+                await current.look()
+                await asyncio.sleep(0.05)
+            assert current.sharing() == ["node-b", "node-a"]
+        finally:
+            await current.stop()
+            await pooled.stop()
+            await db.dispose()
+            await pooled_db.dispose()
+
+
+async def test_a_node_that_said_goodbye_is_not_counted_again_by_a_read_before_its_row_is_marked(
+    server_url: str,
+) -> None:
+    """The goodbye arrives a few milliseconds before the node's row is marked stopped; a read in
+    between must not count it again (its share handed back and taken again a look later)."""
+    async with fresh_database(server_url, 1) as url:
+        leaving_db, leaving = named_registry(url, "node-b", beat=60.0, look=60.0)
+        db, staying = named_registry(url, "node-a", beat=60.0, look=60.0)
+        try:
+            await leaving.start()
+            await staying.start()
+            assert staying.sharing() == ["node-b", "node-a"]
+            staying.gone("node-b")  # the goodbye (engine/cluster/follower.py); its row is still live
+            await staying.look()
+            assert staying.sharing() == ["node-a"]
+            await leaving.stop()  # marks the row stopped
+            await staying.look()
+            staying.saw("node-b")  # the same id back (a configured NODE_ID): counted again at once
+            assert staying.sharing() == ["node-a", "node-b"]
+        finally:
+            await staying.stop()
+            await leaving.stop()
+            await db.dispose()
+            await leaving_db.dispose()
