@@ -5,6 +5,8 @@ one whose database sessions are gone (a crash) while its heartbeat row still loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -67,15 +69,25 @@ def named_registry(
     return db, NodeRegistry(db, node_id, interval=beat, dead_after=120.0, look_interval=look, session=session)
 
 
+@contextlib.asynccontextmanager
+async def started(*nodes: tuple[AsyncEngine, NodeRegistry]) -> AsyncIterator[list[NodeRegistry]]:
+    """The registries started in this order (the first the oldest), stopped and closed afterwards."""
+    try:
+        for _, registry in nodes:
+            await registry.start()
+        yield [registry for _, registry in nodes]
+    finally:
+        for db, registry in reversed(nodes):
+            await registry.stop()
+            await db.dispose()
+
+
 async def test_a_node_whose_sessions_ended_stops_sharing_before_its_heartbeat_ages(server_url: str) -> None:
     async with fresh_database(server_url, 1) as url:
         # The crashed node beats and looks no more after its start, as a dead process would not.
-        doomed_db, doomed = named_registry(url, "node-b", beat=60.0, look=60.0)
+        doomed = named_registry(url, "node-b", beat=60.0, look=60.0)
         # Only its reads between beats can see the crash: its next beat is a minute away.
-        survivor_db, survivor = named_registry(url, "node-a", beat=60.0, look=0.05)
-        try:
-            await doomed.start()
-            await survivor.start()
+        async with started(doomed, named_registry(url, "node-a", beat=60.0, look=0.05)) as (_, survivor):
             assert survivor.sharing() == ["node-b", "node-a"]
             assert survivor.standing() == Standing(1, 2)
             assert await end_sessions(url, "node-b") >= 1
@@ -83,11 +95,6 @@ async def test_a_node_whose_sessions_ended_stops_sharing_before_its_heartbeat_ag
             # Its row still beats within `dead_after`: its users are not taken out of their rooms yet.
             assert survivor.peers == {"node-b"}
             assert survivor.sharing() == ["node-a"]
-        finally:
-            await survivor.stop()
-            await doomed.stop()
-            await survivor_db.dispose()
-            await doomed_db.dispose()
 
 
 async def test_a_node_whose_row_names_no_session_keeps_sharing(server_url: str) -> None:
@@ -95,17 +102,9 @@ async def test_a_node_whose_row_names_no_session_keeps_sharing(server_url: str) 
     heartbeat says."""
     async with fresh_database(server_url, 1) as url:
         earlier_db = create_db_engine(url)
-        earlier = NodeRegistry(earlier_db, "node-b", interval=0.05, dead_after=120.0)
-        db, current = named_registry(url, "node-a", beat=60.0, look=0.05)
-        try:
-            await earlier.start()
-            await current.start()
+        earlier = (earlier_db, NodeRegistry(earlier_db, "node-b", interval=0.05, dead_after=120.0))
+        async with started(earlier, named_registry(url, "node-a", beat=60.0, look=0.05)) as (_, current):
             assert current.standing() == Standing(1, 2)  # read from the rows at its start
-        finally:
-            await current.stop()
-            await earlier.stop()
-            await db.dispose()
-            await earlier_db.dispose()
 
 
 def test_a_session_name_is_the_node_id_where_postgresql_keeps_it_whole() -> None:
@@ -132,22 +131,14 @@ async def test_a_name_dropped_on_the_way_is_not_recorded_so_its_node_keeps_shari
     """Behind a pooler that does not pass `application_name` on, no session would ever show the
     node's name: looked for, the node would be counted out for good."""
     async with fresh_database(server_url, 1) as url:
-        pooled_db, pooled = named_registry(url, "node-b", beat=60.0, look=60.0, pooled=True)
-        db, current = named_registry(url, "node-a", beat=60.0, look=60.0)
-        try:
-            await pooled.start()
-            await current.start()
+        pooled = named_registry(url, "node-b", beat=60.0, look=60.0, pooled=True)
+        async with started(pooled, named_registry(url, "node-a", beat=60.0, look=60.0)) as (_, current):
             assert await session_of(url, "node-b") is None
             assert await session_of(url, "node-a") == session_name("node-a")
             for _ in range(3):
                 await current.look()
                 await asyncio.sleep(0.05)
             assert current.sharing() == ["node-b", "node-a"]
-        finally:
-            await current.stop()
-            await pooled.stop()
-            await db.dispose()
-            await pooled_db.dispose()
 
 
 async def test_a_node_that_said_goodbye_is_not_counted_again_by_a_read_before_its_row_is_marked(
@@ -156,11 +147,8 @@ async def test_a_node_that_said_goodbye_is_not_counted_again_by_a_read_before_it
     """The goodbye arrives a few milliseconds before the node's row is marked stopped; a read in
     between must not count it again (its share handed back and taken again a look later)."""
     async with fresh_database(server_url, 1) as url:
-        leaving_db, leaving = named_registry(url, "node-b", beat=60.0, look=60.0)
-        db, staying = named_registry(url, "node-a", beat=60.0, look=60.0)
-        try:
-            await leaving.start()
-            await staying.start()
+        nodes = [named_registry(url, node, beat=60.0, look=60.0) for node in ("node-b", "node-a")]
+        async with started(*nodes) as (leaving, staying):
             assert staying.sharing() == ["node-b", "node-a"]
             staying.gone("node-b")  # the goodbye (engine/cluster/follower.py); its row is still live
             await staying.look()
@@ -169,8 +157,3 @@ async def test_a_node_that_said_goodbye_is_not_counted_again_by_a_read_before_it
             await staying.look()
             staying.saw("node-b")  # the same id back (a configured NODE_ID): counted again at once
             assert staying.sharing() == ["node-a", "node-b"]
-        finally:
-            await staying.stop()
-            await leaving.stop()
-            await db.dispose()
-            await leaving_db.dispose()
