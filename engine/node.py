@@ -168,6 +168,7 @@ class Node:
             on_reaped=self._drop_reaped_connections,
             report=self._heartbeat_report,
             session=session_name(self.node_id),
+            routes=config.route_appends,
         )
         await self.nodes.start()
         bus = None
@@ -182,7 +183,7 @@ class Node:
                 db_engine,
                 self._running_appender(),
                 bus,
-                share=self.nodes.standing,
+                share=self.nodes.writing_standing,  # among the nodes that route, as this one does
                 # The holder's queue, then its commit, each bounded by the append timeout.
                 timeout=2 * config.append_timeout + 1.0,
                 deliver=self.follower.offer_peers_events,

@@ -129,6 +129,11 @@ class DeliveryFigures(BaseModel):
         "peers, less any whose database sessions are gone (a crash) before its heartbeat ages "
         "(empty from a node of an earlier version)",
     )
+    sharing_writes: list[str] = Field(
+        default_factory=list,
+        description="those of `sharing` that share out writing the partitions (ROUTE_APPENDS): less the "
+        "peers that route no appends (empty from a node of an earlier version)",
+    )
     listening: bool = Field(description="the LISTEN connection is up")
     log_reads: int = Field(description="range reads of the log: after each wake-up, or with a bus to repair")
     head_reads: int = Field(description="reads of every partition's head: at each poll, and to start")

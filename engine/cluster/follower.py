@@ -352,6 +352,7 @@ class LogFollower:
             "held": self._orders.held,
             "peers": sorted(self._registry.peers),
             "sharing": self._registry.sharing(),
+            "sharing_writes": self._registry.sharing(writing=True),
             "listening": self._conn is not None and not self._conn.is_closed(),
             "log_reads": self.reads,
             "head_reads": self.head_reads,

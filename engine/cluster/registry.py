@@ -50,19 +50,19 @@ WHERE node_id = :node AND stopped_at IS NULL
 # The name is recorded only if this session carries it, so that peers never look for a name a pooler
 # or a proxy dropped on the way (they would count a live node out for good).
 _REGISTER = """
-INSERT INTO nodes (node_id, stats, session_name)
+INSERT INTO nodes (node_id, stats, session_name, routes_appends)
 VALUES (:node, CAST(:stats AS jsonb),
-        CASE WHEN current_setting('application_name') = :session THEN :session END)
+        CASE WHEN current_setting('application_name') = :session THEN :session END, :routes)
 ON CONFLICT (node_id) DO UPDATE
 SET started_at = now(), heartbeat_at = now(), stopped_at = NULL, stats = excluded.stats,
-    session_name = excluded.session_name
+    session_name = excluded.session_name, routes_appends = excluded.routes_appends
 """
 _REPORTS = """
 SELECT node_id, stats FROM nodes
 WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after) AND stats IS NOT NULL
 """
 _LIVE = """
-SELECT node_id, started_at, session_name FROM nodes
+SELECT node_id, started_at, session_name, routes_appends FROM nodes
 WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => :dead_after)
 """
 # Apart from `_LIVE`, so that a role denied `pg_stat_activity` still beats and reads its peers.
@@ -92,6 +92,7 @@ class NodeRegistry:
         dead_after: float = 15.0,
         look_interval: float = 1.0,
         session: str | None = None,
+        routes: bool | None = None,
         after_beat: Callable[[], Awaitable[None]] | None = None,
         on_reaped: Callable[[], Awaitable[None]] | None = None,
         report: Callable[[], Mapping[str, Any] | None] | None = None,
@@ -102,6 +103,7 @@ class NodeRegistry:
         self.look_interval = look_interval  # how often the live set is read between beats
         # The `application_name` of this node's sessions (`session_name`), None if they carry none.
         self.session = session
+        self.routes = routes  # whether this node writes the partitions it holds for others (None: unsaid)
         self._db_engine = db_engine
         self._peers: dict[str, float] = {}  # node id -> monotonic time it was last known alive
         self._started: dict[str, datetime] = {}  # live node id (this one too) -> its row's started_at
@@ -110,6 +112,7 @@ class NodeRegistry:
         self._missing_since: dict[str, float] = {}
         self._crashed: frozenset[str] = frozenset()
         self._departed: set[str] = set()  # said goodbye, their rows not yet marked stopped
+        self._not_routing: frozenset[str] = frozenset()  # peers whose rows say they write for nobody
         self._sessions_unreadable = False  # logged once
         self._task: asyncio.Task[None] | None = None
         self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
@@ -125,18 +128,26 @@ class NodeRegistry:
         horizon = time.monotonic() - self.dead_after
         return frozenset(node for node, seen in self._peers.items() if seen > horizon)
 
-    def sharing(self) -> list[str]:
+    def sharing(self, *, writing: bool = False) -> list[str]:
         """The nodes that share out the log's partitions, this one included, in the order every node
         gives them: oldest first, so a node that joins takes only what the others have over their new
         shares, and a node that restarts after a crash does not displace the survivors while its ghost
-        still counts. A peer whose sessions are gone is left out before its heartbeat ages."""
-        return sorted({self.node_id, *(self.peers - self._crashed)}, key=self._seniority)
+        still counts. A peer whose sessions are gone is left out before its heartbeat ages. `writing`:
+        those that share out writing them (ROUTE_APPENDS), so not the peers that route no appends."""
+        counted = self.peers - self._crashed
+        if writing:
+            counted -= self._not_routing
+        return sorted({self.node_id, *counted}, key=self._seniority)
 
-    def standing(self) -> Standing:
+    def standing(self, *, writing: bool = False) -> Standing:
         """This node's place in `sharing`: while the nodes' views of who is alive agree, their shares
         add up."""
-        nodes = self.sharing()
+        nodes = self.sharing(writing=writing)
         return Standing(nodes.index(self.node_id), len(nodes))
+
+    def writing_standing(self) -> Standing:
+        """`standing` among the nodes that write for the others: what append routing shares out."""
+        return self.standing(writing=True)
 
     def _seniority(self, node: str) -> tuple[bool, datetime, str]:
         # A node only heard announcing itself, not yet read from its row, counts as the newest.
@@ -243,6 +254,9 @@ class NodeRegistry:
             named.pop(self.node_id, None)
             present = await self._sessions(conn, named.values())
         self._started = {str(row.node_id): row.started_at for row in rows}
+        self._not_routing = frozenset(
+            str(row.node_id) for row in rows if row.routes_appends is False and row.node_id != self.node_id
+        )
         self._departed &= self._started.keys()  # marked stopped since: the row says it now
         now = time.monotonic()
         self._peers = {
@@ -284,7 +298,7 @@ class NodeRegistry:
     async def _execute(self, sql: str) -> int:
         stats = orjson.dumps(self._report()).decode() if self._report is not None else None
         async with self._db_engine.begin() as conn:
-            params = {"node": self.node_id, "stats": stats, "session": self.session}
+            params = {"node": self.node_id, "stats": stats, "session": self.session, "routes": self.routes}
             return int((await conn.execute(text(sql), params)).rowcount)
 
 

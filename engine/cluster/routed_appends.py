@@ -8,7 +8,7 @@ processes"): each node added lowered the cluster's append rate. With one writer 
 whole cluster every batch commits on the head its writer already knows.
 
 Who writes what: each node holds session advisory locks on its share of the partitions
-(engine/log/partition_locks.py, the live nodes sharing them as they share projecting), and
+(engine/log/partition_locks.py, the live nodes that route sharing them as all share projecting), and
 subscribes to `collab.<log id>.append.<partition>` for each one it holds. A node's appender lane for a
 partition it does not hold sends its batch there as a NATS request (engine/log/appender.py `Route`);
 the holder queues the batch in its own lane, behind and beside its own callers' events, commits it,
@@ -33,9 +33,9 @@ drains its subscription, so what the bus routed to it until then is still answer
 asker writes it at once); and the node that took a batch writes it even if it has lost the partition
 since, so a batch is handed over at most once.
 
-Give every node of a database the same `ROUTE_APPENDS`: the partitions are shared among the live
-nodes, and a node that does not route holds none of them, so its share would have no writer and
-each asker would write it after a NATS round trip that nobody answers.
+A node that does not route (its `ROUTE_APPENDS` off, during a rolling change of it) writes its own
+appends to every partition and holds none: its row says so, and the others leave it out when they
+share out the writing (engine/cluster/registry.py).
 """
 
 from __future__ import annotations

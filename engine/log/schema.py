@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -275,6 +276,8 @@ nodes = Table(
     Column("stats", JSONB),  # the node's figures as of its last heartbeat (engine/features/stats.py)
     # The application_name of the node's sessions: gone from pg_stat_activity, the node crashed.
     Column("session_name", Text),
+    # Whether it writes the partitions it holds for the others (ROUTE_APPENDS): who shares that out.
+    Column("routes_appends", Boolean),
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )
 

@@ -60,13 +60,16 @@ async def end_sessions(url: str, node_id: str) -> int:
 
 
 def named_registry(
-    url: str, node_id: str, *, beat: float, look: float, pooled: bool = False
+    url: str, node_id: str, *, beat: float, look: float, pooled: bool = False, routes: bool | None = None
 ) -> tuple[AsyncEngine, NodeRegistry]:
     """A node's registry, its sessions carrying its name (`pooled`: dropped on the way, as a pooler
     might), beating every `beat` and reading the live set every `look` seconds between beats."""
     session = session_name(node_id)
     db = create_db_engine(url, application_name=None if pooled else session)
-    return db, NodeRegistry(db, node_id, interval=beat, dead_after=120.0, look_interval=look, session=session)
+    registry = NodeRegistry(
+        db, node_id, interval=beat, dead_after=120.0, look_interval=look, session=session, routes=routes
+    )
+    return db, registry
 
 
 @contextlib.asynccontextmanager
@@ -157,3 +160,19 @@ async def test_a_node_that_said_goodbye_is_not_counted_again_by_a_read_before_it
             await staying.look()
             staying.saw("node-b")  # the same id back (a configured NODE_ID): counted again at once
             assert staying.sharing() == ["node-a", "node-b"]
+
+
+async def test_the_writing_is_shared_among_the_nodes_that_route_appends(server_url: str) -> None:
+    """A node without ROUTE_APPENDS never holds a partition for writing: counted, its share of the
+    writing would have had no holder. A node of an earlier version says nothing and counts."""
+    async with fresh_database(server_url, 1) as url:
+        nodes = [
+            named_registry(url, "node-c", beat=60.0, look=60.0, routes=False),
+            named_registry(url, "node-b", beat=60.0, look=60.0),  # an earlier version: unsaid
+            named_registry(url, "node-a", beat=60.0, look=60.0, routes=True),
+        ]
+        async with started(*nodes) as (_, _, router):
+            assert router.sharing() == ["node-c", "node-b", "node-a"]
+            assert router.standing() == Standing(2, 3)
+            assert router.sharing(writing=True) == ["node-b", "node-a"]
+            assert router.writing_standing() == Standing(1, 2)

@@ -1,9 +1,12 @@
-"""A node killed with SIGKILL says no goodbye, and its heartbeat row looks alive until
+"""Who holds the log's partitions among real server processes.
+
+A node killed with SIGKILL says no goodbye, and its heartbeat row looks alive until
 `NODE_DEAD_AFTER_SECONDS` have passed. Its database sessions end with it, though: the survivor stops
 counting it when sharing out the log's partitions once its reads of the live set between heartbeats
 have missed them for a while, and takes over the partitions it projected and wrote: here before its
 own next heartbeat (half a minute away), let alone the heartbeat's verdict on the dead node (a
-minute), which its users' departures still wait for."""
+minute), which its users' departures still wait for. And a node that routes no appends takes no share
+of the writing."""
 
 from __future__ import annotations
 
@@ -92,6 +95,55 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
             # Still alive by its heartbeat: counted as a peer, its users not yet taken out of their rooms.
             assert figures["delivery"]["peers"] == [doomed_id]
             assert figures["delivery"]["sharing"] == [survivor_id]
+        finally:
+            for proc, _ in started:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
+    server_url: str, nats_url: str
+) -> None:
+    """During a rolling change of ROUTE_APPENDS one node routes and the other does not: the one that
+    routes writes every partition for the others (counted, the other's share had no writer), while
+    both share the projecting."""
+    async with fresh_database(server_url, partitions=1) as url:
+        options: dict[str, object] = {
+            "node_heartbeat_seconds": HEARTBEAT,
+            "node_dead_after_seconds": DEAD_AFTER,
+            "log_partitions": PARTITIONS,
+            "nats_url": nats_url,
+        }
+        started = [
+            await start_node_process(url, **options, route_appends=True),
+            await start_node_process(url, **options, route_appends=False),
+        ]
+        (_, router_port), (_, other_port) = started
+        try:
+            token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
+            router_id = (await detailed(router_port, token))["node_id"]
+            other_id = (await detailed(other_port, token))["node_id"]
+            async with asyncio.timeout(HANG_GUARD):
+                while True:  # until the router has read the other's row: it routes nothing
+                    figures = (await detailed(router_port, token))["nodes"][router_id]
+                    if figures["delivery"]["sharing_writes"] == [router_id]:
+                        break
+                    await asyncio.sleep(0.1)
+            assert figures["delivery"]["sharing"] == [router_id, other_id]
+            wanted = {session_name(router_id): 2, session_name(other_id): 2}
+            async with asyncio.timeout(HANG_GUARD):
+                while await locks_held(url, runner.LOCK_CLASS) != wanted:  # noqa: ASYNC110 (polled)
+                    await asyncio.sleep(0.1)
+            # Over three of the router's balances (one a second) it keeps writing every partition:
+            # counting the other, it would hand two of them back at the first.
+            for _ in range(30):
+                assert await locks_held(url, routed_appends.LOCK_CLASS) == {
+                    session_name(router_id): PARTITIONS
+                }
+                await asyncio.sleep(0.1)
+            figures = (await detailed(router_port, token))["nodes"][router_id]
+            assert figures["appender"]["routing"]["writes_partitions"] == list(range(PARTITIONS))
         finally:
             for proc, _ in started:
                 if proc.returncode is None:
