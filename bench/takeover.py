@@ -58,7 +58,7 @@ async def held(conn: asyncpg.Connection) -> dict[int, list[int]]:
 
 
 def settled(holders: dict[int, list[int]], partitions: int, nodes: int) -> bool:
-    """Every partition held once, each of the first nodes holding its share (shares that add up)."""
+    """Every partition held once, by as many holders as there are nodes (or partitions)."""
     return all(
         sum(counts) == partitions and len(counts) == min(nodes, partitions) for counts in holders.values()
     )
@@ -102,8 +102,9 @@ async def one_run(tree: Path, url: str, args: argparse.Namespace, logs: Path, ta
         return {"projecting_s": taken[PROJECTING], "writing_s": taken[WRITING]}
     finally:
         await conn.close()
-        for server in servers[1:]:
-            stop_server(server)
+        for server in servers:
+            if server.poll() is None:
+                stop_server(server)
 
 
 def summary(name: str, runs: list[dict[str, float]]) -> dict[str, object]:

@@ -168,7 +168,7 @@ class Node:
             on_reaped=self._drop_reaped_connections,
             report=self._heartbeat_report,
             session=session_name(self.node_id),
-            routes=config.route_appends,
+            routes=config.route_appends and bool(config.nats_url),  # as routing starts below
         )
         await self.nodes.start()
         bus = None

@@ -132,18 +132,24 @@ class NodeRegistry:
         """The nodes that share out the log's partitions, this one included, in the order every node
         gives them: oldest first, so a node that joins takes only what the others have over their new
         shares, and a node that restarts after a crash does not displace the survivors while its ghost
-        still counts. A peer whose sessions are gone is left out before its heartbeat ages. `writing`:
-        those that share out writing them (ROUTE_APPENDS), so not the peers that route no appends."""
+        still counts. A peer whose sessions are gone is left out before its heartbeat ages.
+
+        `writing`: those that share out writing them (ROUTE_APPENDS): only peers read from their rows,
+        less those whose rows say they route nothing. A peer only heard announcing itself waits for the
+        next read (a second): counted at once, a node that does not route took a share nobody held."""
         counted = self.peers - self._crashed
         if writing:
-            counted -= self._not_routing
-        return sorted({self.node_id, *counted}, key=self._seniority)
+            counted = (counted & self._started.keys()) - self._not_routing
+        if not (writing and self.routes is False):
+            counted |= {self.node_id}
+        return sorted(counted, key=self._seniority)
 
     def standing(self, *, writing: bool = False) -> Standing:
         """This node's place in `sharing`: while the nodes' views of who is alive agree, their shares
-        add up."""
+        add up. A node not among them (one that routes nothing, asked about writing) has no share."""
         nodes = self.sharing(writing=writing)
-        return Standing(nodes.index(self.node_id), len(nodes))
+        rank = nodes.index(self.node_id) if self.node_id in nodes else len(nodes)
+        return Standing(rank, len(nodes))
 
     def writing_standing(self) -> Standing:
         """`standing` among the nodes that write for the others: what append routing shares out."""

@@ -33,6 +33,9 @@ class Standing:
     holders: int = 1
 
     def share(self, partitions: int) -> int:
+        """Its part of `partitions`; none for a rank past the holders (one not among them)."""
+        if self.rank >= self.holders:
+            return 0
         base, extra = divmod(partitions, max(1, self.holders))
         return base + (1 if self.rank < extra else 0)
 

@@ -106,8 +106,8 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
     server_url: str, nats_url: str
 ) -> None:
     """During a rolling change of ROUTE_APPENDS one node routes and the other does not: the one that
-    routes writes every partition for the others (counted, the other's share had no writer), while
-    both share the projecting."""
+    routes keeps writing every partition for the others from before the other starts to well after
+    both have settled (counted, the other's share had no writer), while both share the projecting."""
     async with fresh_database(server_url, partitions=1) as url:
         options: dict[str, object] = {
             "node_heartbeat_seconds": HEARTBEAT,
@@ -115,35 +115,47 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
             "log_partitions": PARTITIONS,
             "nats_url": nats_url,
         }
-        started = [
-            await start_node_process(url, **options, route_appends=True),
-            await start_node_process(url, **options, route_appends=False),
-        ]
-        (_, router_port), (_, other_port) = started
+        started = [await start_node_process(url, **options, route_appends=True)]
         try:
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
+            router_port = started[0][1]
             router_id = (await detailed(router_port, token))["node_id"]
-            other_id = (await detailed(other_port, token))["node_id"]
+            router_writes = {session_name(router_id): PARTITIONS}
+            async with asyncio.timeout(HANG_GUARD):
+                while await locks_held(url, routed_appends.LOCK_CLASS) != router_writes:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            seen: list[dict[str, int]] = []
+            watching = asyncio.Event()
+
+            async def watch_writers() -> None:
+                while not watching.is_set():
+                    seen.append(await locks_held(url, routed_appends.LOCK_CLASS))
+                    await asyncio.sleep(0.05)
+
+            watcher = asyncio.create_task(watch_writers())
+            started.append(await start_node_process(url, **options, route_appends=False))
+            other_id = (await detailed(started[1][1], token))["node_id"]
             async with asyncio.timeout(HANG_GUARD):
                 while True:  # until the router has read the other's row: it routes nothing
                     figures = (await detailed(router_port, token))["nodes"][router_id]
-                    if figures["delivery"]["sharing_writes"] == [router_id]:
+                    delivery = figures["delivery"]
+                    if delivery["sharing"] == [router_id, other_id] and delivery["sharing_writes"] == [
+                        router_id
+                    ]:
                         break
                     await asyncio.sleep(0.1)
-            assert figures["delivery"]["sharing"] == [router_id, other_id]
             wanted = {session_name(router_id): 2, session_name(other_id): 2}
             async with asyncio.timeout(HANG_GUARD):
                 while await locks_held(url, runner.LOCK_CLASS) != wanted:  # noqa: ASYNC110 (polled)
                     await asyncio.sleep(0.1)
-            # Over three of the router's balances (one a second) it keeps writing every partition:
-            # counting the other, it would hand two of them back at the first.
-            for _ in range(30):
-                assert await locks_held(url, routed_appends.LOCK_CLASS) == {
-                    session_name(router_id): PARTITIONS
-                }
-                await asyncio.sleep(0.1)
+            await asyncio.sleep(3.0)  # three more of the router's balances (one a second)
+            watching.set()
+            await watcher
+            assert len(seen) > 20 and all(held == router_writes for held in seen)
             figures = (await detailed(router_port, token))["nodes"][router_id]
             assert figures["appender"]["routing"]["writes_partitions"] == list(range(PARTITIONS))
+            other = (await detailed(started[1][1], token))["nodes"][other_id]
+            assert other["delivery"]["sharing_writes"] == [router_id]  # not itself: it routes nothing
         finally:
             for proc, _ in started:
                 if proc.returncode is None:

@@ -158,7 +158,9 @@ async def test_a_node_that_said_goodbye_is_not_counted_again_by_a_read_before_it
             assert staying.sharing() == ["node-a"]
             await leaving.stop()  # marks the row stopped
             await staying.look()
-            staying.saw("node-b")  # the same id back (a configured NODE_ID): counted again at once
+            staying.saw(
+                "node-b"
+            )  # the same id back (a fixed node_id, as an embedding may give): counted again at once
             assert staying.sharing() == ["node-a", "node-b"]
 
 
@@ -167,12 +169,29 @@ async def test_the_writing_is_shared_among_the_nodes_that_route_appends(server_u
     writing would have had no holder. A node of an earlier version says nothing and counts."""
     async with fresh_database(server_url, 1) as url:
         nodes = [
-            named_registry(url, "node-c", beat=60.0, look=60.0, routes=False),
+            named_registry(url, "node-d", beat=60.0, look=60.0, routes=False),
+            named_registry(url, "node-c", beat=60.0, look=60.0, routes=True),
             named_registry(url, "node-b", beat=60.0, look=60.0),  # an earlier version: unsaid
             named_registry(url, "node-a", beat=60.0, look=60.0, routes=True),
         ]
-        async with started(*nodes) as (_, _, router):
-            assert router.sharing() == ["node-c", "node-b", "node-a"]
-            assert router.standing() == Standing(2, 3)
+        async with started(*nodes) as (_, _, _, router):
+            assert router.sharing() == ["node-d", "node-c", "node-b", "node-a"]
+            assert router.standing() == Standing(3, 4)
+            assert router.sharing(writing=True) == ["node-c", "node-b", "node-a"]
+            assert router.writing_standing() == Standing(2, 3)
+
+
+async def test_a_node_restarted_with_routing_turned_off_stops_sharing_the_writing(server_url: str) -> None:
+    """The same id (a fixed node_id, as an embedding may give) registered again with ROUTE_APPENDS
+    off: its row says so."""
+    async with fresh_database(server_url, 1) as url:
+        before = named_registry(url, "node-b", beat=60.0, look=60.0, routes=True)
+        async with started(before, named_registry(url, "node-a", beat=60.0, look=60.0, routes=True)) as (
+            _,
+            router,
+        ):
             assert router.sharing(writing=True) == ["node-b", "node-a"]
-            assert router.writing_standing() == Standing(1, 2)
+            async with started(named_registry(url, "node-b", beat=60.0, look=60.0, routes=False)):
+                await router.look()
+                assert router.sharing(writing=True) == ["node-a"]
+                assert router.sharing() == ["node-a", "node-b"]  # restarted: now the newer

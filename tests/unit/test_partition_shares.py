@@ -41,3 +41,25 @@ def test_nodes_not_yet_read_from_their_rows_stand_by_id() -> None:
     ]
     registries["node-a"].gone("node-c")
     assert registries["node-a"].standing() == Standing(0, 2)
+
+
+def test_a_holder_not_among_the_holders_has_no_share() -> None:
+    """A node asked for its share of the writing while it routes nothing stands past the holders."""
+    assert [Standing(rank, 2).share(4) for rank in (2, 3)] == [0, 0]
+    assert Standing(0, 0).share(4) == 0
+
+
+def test_a_node_that_routes_nothing_is_not_among_the_writers_even_in_its_own_view() -> None:
+    registry = NodeRegistry(None, "node-a", routes=False)  # type: ignore[arg-type]
+    assert registry.sharing() == ["node-a"]
+    assert registry.sharing(writing=True) == []
+    assert registry.standing(writing=True).share(4) == 0
+
+
+def test_a_peer_only_heard_announcing_itself_is_not_yet_counted_among_the_writers() -> None:
+    """Whether it routes is in its row: until read, counting it could leave its share with no writer."""
+    registry = NodeRegistry(None, "node-a", routes=True)  # type: ignore[arg-type]
+    registry.saw("node-b")
+    assert registry.sharing() == ["node-a", "node-b"]
+    assert registry.sharing(writing=True) == ["node-a"]
+    assert registry.writing_standing() == Standing(0, 1)
