@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.tokens import mint_token
 from engine.cluster import routed_appends
@@ -29,6 +31,7 @@ DEAD_AFTER = 60.0
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 TAKEOVER_GUARD = 20.0  # under HEARTBEAT, less the few seconds the nodes take to settle
 PARTITIONS = 4
+BOTH = (runner.LOCK_CLASS, routed_appends.LOCK_CLASS)  # projecting, writing
 
 _LOCKS_HELD = """
 SELECT a.application_name AS holder, count(*) AS held FROM pg_locks AS l
@@ -45,24 +48,21 @@ async def detailed(port: int, token: str) -> dict[str, Any]:
         return body
 
 
-async def locks_held(url: str, lock_class: int) -> dict[str, int]:
+async def locks_held(db: AsyncEngine, lock_class: int) -> dict[str, int]:
     """Each session name's count of the `(lock_class, partition)` advisory locks."""
-    db = create_db_engine(url)
-    try:
-        async with db.connect() as conn:
-            rows = (await conn.execute(text(_LOCKS_HELD), {"lock_class": lock_class})).all()
-        return {str(row.holder): int(row.held) for row in rows}
-    finally:
-        await db.dispose()
+    async with db.connect() as conn:
+        rows = (await conn.execute(text(_LOCKS_HELD), {"lock_class": lock_class})).all()
+    return {str(row.holder): int(row.held) for row in rows}
 
 
-async def until_held(url: str, expected: dict[str, int], *, guard: float = HANG_GUARD) -> None:
-    """Until the projecting and the writing locks are held as `expected`, by node id."""
+async def until_held(
+    db: AsyncEngine, expected: dict[str, int], *, classes: Sequence[int] = BOTH, guard: float = HANG_GUARD
+) -> None:
+    """Until the locks of `classes` (projecting and writing) are held as `expected`, by node id."""
     wanted = {session_name(node): count for node, count in expected.items()}
     async with asyncio.timeout(guard):
         while True:  # a database's locks have no event to wait on: poll them
-            projecting = await locks_held(url, runner.LOCK_CLASS)
-            if projecting == wanted and await locks_held(url, routed_appends.LOCK_CLASS) == wanted:
+            if all([await locks_held(db, lock_class) == wanted for lock_class in classes]):
                 return
             await asyncio.sleep(0.1)
 
@@ -80,15 +80,16 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
         }
         started = [await start_node_process(url, **options) for _ in range(2)]
         (_, survivor_port), (doomed, doomed_port) = started
+        db = create_db_engine(url)
         try:
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             survivor_id = (await detailed(survivor_port, token))["node_id"]
             doomed_id = (await detailed(doomed_port, token))["node_id"]
-            await until_held(url, {survivor_id: 2, doomed_id: 2})
+            await until_held(db, {survivor_id: 2, doomed_id: 2})
 
             doomed.send_signal(signal.SIGKILL)
             await doomed.wait()
-            await until_held(url, {survivor_id: PARTITIONS}, guard=TAKEOVER_GUARD)
+            await until_held(db, {survivor_id: PARTITIONS}, guard=TAKEOVER_GUARD)
 
             figures = (await detailed(survivor_port, token))["nodes"][survivor_id]
             assert figures["appender"]["routing"]["writes_partitions"] == list(range(PARTITIONS))
@@ -96,6 +97,7 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
             assert figures["delivery"]["peers"] == [doomed_id]
             assert figures["delivery"]["sharing"] == [survivor_id]
         finally:
+            await db.dispose()
             for proc, _ in started:
                 if proc.returncode is None:
                     proc.kill()
@@ -116,20 +118,21 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
             "nats_url": nats_url,
         }
         started = [await start_node_process(url, **options, route_appends=True)]
+        db = create_db_engine(url)
         try:
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             router_port = started[0][1]
             router_id = (await detailed(router_port, token))["node_id"]
-            router_writes = {session_name(router_id): PARTITIONS}
-            async with asyncio.timeout(HANG_GUARD):
-                while await locks_held(url, routed_appends.LOCK_CLASS) != router_writes:  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
-            seen: list[dict[str, int]] = []
-            watching = asyncio.Event()
+            await until_held(db, {router_id: PARTITIONS}, classes=[routed_appends.LOCK_CLASS])
+            seen: list[tuple[bool, dict[str, int]]] = []  # (both nodes settled, the writing locks)
+            settled, watching = asyncio.Event(), asyncio.Event()
 
             async def watch_writers() -> None:
-                while not watching.is_set():
-                    seen.append(await locks_held(url, routed_appends.LOCK_CLASS))
+                while True:  # one sample more once asked to stop, so the last is after the settling
+                    stop = watching.is_set()
+                    seen.append((settled.is_set(), await locks_held(db, routed_appends.LOCK_CLASS)))
+                    if stop:
+                        return
                     await asyncio.sleep(0.05)
 
             watcher = asyncio.create_task(watch_writers())
@@ -144,19 +147,20 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
                     ]:
                         break
                     await asyncio.sleep(0.1)
-            wanted = {session_name(router_id): 2, session_name(other_id): 2}
-            async with asyncio.timeout(HANG_GUARD):
-                while await locks_held(url, runner.LOCK_CLASS) != wanted:  # noqa: ASYNC110 (polled)
-                    await asyncio.sleep(0.1)
+            await until_held(db, {router_id: 2, other_id: 2}, classes=[runner.LOCK_CLASS])
+            settled.set()
             await asyncio.sleep(3.0)  # three more of the router's balances (one a second)
             watching.set()
             await watcher
-            assert len(seen) > 20 and all(held == router_writes for held in seen)
+            # Sampled while the other node joined and after both settled: never fewer than all four.
+            assert {phase for phase, _ in seen} == {False, True}
+            assert all(held == {session_name(router_id): PARTITIONS} for _, held in seen)
             figures = (await detailed(router_port, token))["nodes"][router_id]
             assert figures["appender"]["routing"]["writes_partitions"] == list(range(PARTITIONS))
             other = (await detailed(started[1][1], token))["nodes"][other_id]
             assert other["delivery"]["sharing_writes"] == [router_id]  # not itself: it routes nothing
         finally:
+            await db.dispose()
             for proc, _ in started:
                 if proc.returncode is None:
                     proc.kill()
