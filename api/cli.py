@@ -381,7 +381,8 @@ def _project(url: str, settings: Settings) -> int:
     interval = settings.projection_interval_ms / 1000
 
     async def run() -> int:
-        db_engine = create_db_engine(url, pool_size=2)
+        # Its partitions' locks go with its sessions, also when its host vanishes.
+        db_engine = create_db_engine(url, pool_size=2, vanish_within=settings.node_dead_after_seconds)
         runner = ProjectorRunner(db_engine, poll_seconds=max(interval, 0.05), min_interval=interval)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -129,6 +129,7 @@ class Node:
                 pool_size=config.pool_size,
                 command_timeout=config.append_timeout,
                 application_name=session_name(self.node_id),
+                vanish_within=config.node_dead_after,
             )
             self._store = EventStore(self._db_engine)
         else:

@@ -13,21 +13,17 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.ports import free_port
+
 BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
 START_GUARD = 10.0  # seconds a start may take before the test fails
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NatsServer:
     """Blocking on purpose: a start or stop takes milliseconds, and sync fixtures can use it too."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

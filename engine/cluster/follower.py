@@ -36,6 +36,7 @@ from engine.cluster.registry import NodeRegistry
 from engine.fanout.delivery_order import DeliveryOrders
 from engine.fanout.live import recorded
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
+from engine.log.session_settings import session_settings
 from engine.log.store import EventLog
 from engine.model.events import Committed, NewEvent, RecordedEvent
 
@@ -216,8 +217,9 @@ class LogFollower:
         return lambda _conn, _pid, _channel, payload: on_payload(payload)
 
     async def _listen(self) -> None:
-        session = self._registry.session  # a peer sees this node alive by its sessions' name
-        settings = {"application_name": session} if session is not None else None
+        # A peer sees this node alive by its sessions' name, so this one ends too if its host vanishes.
+        registry = self._registry
+        settings = session_settings(name=registry.session, vanish_within=registry.dead_after)
         conn = await asyncpg.connect(self._dsn, timeout=self.retry_interval * 5, server_settings=settings)
         await conn.add_listener(CHANNEL, self._on_notification)
         for channel, on_payload in self._channels.items():

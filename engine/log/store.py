@@ -48,6 +48,7 @@ from engine.log.partitions import (
     read_heads,
 )
 from engine.log.schema import events
+from engine.log.session_settings import session_settings
 from engine.log.writer import LogWriter
 from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
@@ -73,18 +74,18 @@ def create_db_engine(
     pool_size: int = 10,
     command_timeout: float = 5.0,
     application_name: str | None = None,
+    vanish_within: float | None = None,
 ) -> AsyncEngine:
     """An async SQLAlchemy engine tuned for the log.
 
     `command_timeout` bounds every statement and connect, so a caller learns within a bounded time
     that PostgreSQL is unreachable; `pool_pre_ping` replaces connections that died while idle, which
     is how the engine reconnects by itself after a database restart. `application_name` names every
-    session, which is how a node's peers see it is alive (engine/cluster/registry.py).
+    session, which is how a node's peers see it is alive (engine/cluster/registry.py); with
+    `vanish_within` the server ends a session whose host has gone silent that long
+    (engine/log/session_settings.py), and with it the locks it held.
     """
-    # Durability is not negotiable per server config: an acked append must survive a crash.
-    server_settings = {"synchronous_commit": "on"}
-    if application_name is not None:
-        server_settings["application_name"] = application_name
+    server_settings = session_settings(name=application_name, vanish_within=vanish_within)
     return create_async_engine(
         database_url,
         pool_size=pool_size,

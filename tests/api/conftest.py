@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
 from engine.service import Engine
 from tests.conftest import LOG_PARTITIONS, admin_execute, transactions_spanning_partitions
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Long enough for HS512 (64 bytes), so no test trips PyJWT's short-key warning.
@@ -103,12 +103,6 @@ async def serve(settings: Settings, **app_options: Any) -> AsyncIterator[Server]
     finally:
         server.should_exit = True
         await task
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_node_process(

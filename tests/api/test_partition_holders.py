@@ -11,12 +11,18 @@ of the writing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import signal
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.tokens import mint_token
@@ -25,6 +31,8 @@ from engine.cluster.registry import session_name
 from engine.log.store import create_db_engine
 from engine.readmodels import runner
 from tests.api.conftest import SECRET, fresh_database, make_settings, start_node_process
+from tests.conftest import ROOT
+from tests.tcp_postgres import tcp_postgres
 
 HEARTBEAT = 30.0  # only the reads between beats (every second) can see the crash within TAKEOVER_GUARD
 DEAD_AFTER = 60.0
@@ -42,6 +50,13 @@ GROUP BY a.application_name
 """
 
 
+async def kill_all(started: Sequence[tuple[asyncio.subprocess.Process, int]]) -> None:
+    for proc, _ in started:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 async def detailed(port: int, token: str) -> dict[str, Any]:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         body: dict[str, Any] = (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")).json()
@@ -53,6 +68,12 @@ async def locks_held(db: AsyncEngine, lock_class: int) -> dict[str, int]:
     async with db.connect() as conn:
         rows = (await conn.execute(text(_LOCKS_HELD), {"lock_class": lock_class})).all()
     return {str(row.holder): int(row.held) for row in rows}
+
+
+async def sessions_named(db: AsyncEngine, name: str) -> int:
+    async with db.connect() as conn:
+        query = text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name")
+        return int((await conn.execute(query, {"name": name})).scalar_one())
 
 
 async def until_held(
@@ -98,10 +119,7 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
             assert figures["delivery"]["sharing"] == [survivor_id]
         finally:
             await db.dispose()
-            for proc, _ in started:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+            await kill_all(started)
 
 
 async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
@@ -161,7 +179,75 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
             assert other["delivery"]["sharing_writes"] == [router_id]  # not itself: it routes nothing
         finally:
             await db.dispose()
-            for proc, _ in started:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+            await kill_all(started)
+
+
+# A host that vanishes: two loopback addresses of one PostgreSQL, and every packet to or from the
+# doomed node's address dropped by the kernel (a traffic-control class that passes nothing), so its
+# sessions go silent without being closed, as when a machine loses power or its network.
+SURVIVOR_HOST, DOOMED_HOST = "127.0.0.1", "127.0.0.2"
+VANISH_HEARTBEAT, VANISH_DEAD_AFTER = 2.0, 6.0  # PostgreSQL drops a silent session within about 5 s
+VANISH_GUARD = 20.0  # without the probes the locks stay held for over two hours
+can_silence = pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() != 0 or shutil.which("tc") is None,
+    reason="silencing a loopback address takes root and tc (Debian's iproute2)",
+)
+
+
+def _tc(arguments: str) -> None:
+    subprocess.run(["tc", *arguments.split()], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def silenced(address: str) -> Iterator[None]:
+    """Every packet to or from `address` on loopback held back for good while inside."""
+    _tc("qdisc add dev lo root handle 1: htb default 20")
+    try:
+        _tc("class add dev lo parent 1: classid 1:20 htb rate 100gbit")
+        _tc("class add dev lo parent 1: classid 1:10 htb rate 8bit ceil 8bit burst 1 cburst 1")
+        for side in ("src", "dst"):
+            _tc(f"filter add dev lo parent 1: prio 1 u32 match ip {side} {address}/32 flowid 1:10")
+        yield
+    finally:
+        _tc("qdisc del dev lo root")
+
+
+@pytest.fixture(scope="module")
+def tcp_server_url() -> Iterator[str]:
+    with tcp_postgres(ROOT / ".data", addresses=(SURVIVOR_HOST, DOOMED_HOST)) as url:
+        yield url
+
+
+@can_silence
+async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(tcp_server_url: str) -> None:
+    """The doomed node's process stays alive, but nothing it sends arrives: PostgreSQL learns of it
+    only by the keepalive probes the node's sessions asked for, ends them, and its locks with them."""
+    async with fresh_database(tcp_server_url, partitions=1) as url:
+        options: dict[str, object] = {
+            "node_heartbeat_seconds": VANISH_HEARTBEAT,
+            "node_dead_after_seconds": VANISH_DEAD_AFTER,
+            "log_partitions": PARTITIONS,
+        }
+        started = [await start_node_process(url, **options)]
+        doomed_url = make_url(url).set(host=DOOMED_HOST).render_as_string(hide_password=False)
+        started.append(await start_node_process(doomed_url, **options))
+        db = create_db_engine(url)
+        try:
+            token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
+            survivor_id, doomed_id = [(await detailed(port, token))["node_id"] for _, port in started]
+            projecting = [runner.LOCK_CLASS]
+            await until_held(db, {survivor_id: 2, doomed_id: 2}, classes=projecting)
+
+            with silenced(DOOMED_HOST):
+                await until_held(db, {survivor_id: PARTITIONS}, classes=projecting, guard=VANISH_GUARD)
+                # Every session of its name ends, its LISTEN connection's too: its peers' reads of
+                # the live set count it out, whatever its heartbeat settings.
+                async with asyncio.timeout(VANISH_GUARD):
+                    while True:  # no event tells of a session's end: poll
+                        if not await sessions_named(db, session_name(doomed_id)):
+                            break
+                        await asyncio.sleep(0.1)
+                assert started[1][0].returncode is None  # alive all along, only out of reach
+        finally:
+            await db.dispose()
+            await kill_all(started)
