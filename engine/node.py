@@ -160,6 +160,14 @@ class Node:
         """The parts that share this node with others through PostgreSQL."""
         config = self.config
         assert self._store is not None and self.order is not None
+        bus = None
+        if config.nats_url:
+            bus = NatsBus(config.nats_url, partial(log_subject, db_engine), self.node_id)
+        # Whether this node writes its share of the partitions for the others: not while its bus has
+        # been out of reach for a heartbeat, since nobody could ask it; the others then share it out.
+        routes: bool | Callable[[], bool] = False
+        if config.route_appends and bus is not None:
+            routes = partial(bus.reachable, config.node_heartbeat)
         self.nodes = NodeRegistry(
             db_engine,
             self.node_id,
@@ -169,12 +177,9 @@ class Node:
             on_reaped=self._drop_reaped_connections,
             report=self._heartbeat_report,
             session=session_name(self.node_id),
-            routes=config.route_appends and bool(config.nats_url),  # as routing starts below
+            routes=routes,  # as routing starts below
         )
         await self.nodes.start()
-        bus = None
-        if config.nats_url:
-            bus = NatsBus(config.nats_url, partial(log_subject, db_engine), self.node_id)
         self.follower = LogFollower(
             self.store, self.order, libpq_dsn(config.database_url), self.nodes, bus=bus
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -132,10 +133,21 @@ class NatsBus:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._warned = False
+        self._lost_at: float | None = time.monotonic()  # since when out of reach (monotonic); None: connected
 
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected
+
+    def out_of_reach(self) -> float:
+        """Seconds the bus has been out of reach: since this node lost it, or since the bus was made
+        if it never connected; 0 while connected."""
+        lost_at = self._lost_at
+        return 0.0 if lost_at is None else time.monotonic() - lost_at
+
+    def reachable(self, grace: float) -> bool:
+        """Connected, or out of reach for less than `grace` seconds (a reconnect is under way)."""
+        return self.out_of_reach() < grace
 
     @property
     def client(self) -> Client | None:
@@ -198,7 +210,7 @@ class NatsBus:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 2.0)
             raise
-        self.subject, self._client = subject, client
+        self.subject, self._client, self._lost_at = subject, client, None
         log.info("bus connected: %s on %s", subject, self.url)
 
     async def _send_loop(self) -> None:
@@ -254,10 +266,13 @@ class NatsBus:
             log.info("bus: %s: %s", type(exc).__name__, exc)
 
     async def _on_disconnected(self) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
         if self._tasks:  # not when this node closed it (`stop`)
             log.warning("bus disconnected: peers' events come from the log until it is back")
 
     async def _on_reconnected(self) -> None:
+        self._lost_at = None
         log.info("bus reconnected")
 
 

@@ -17,7 +17,9 @@ restart live nodes open their sessions again within about a second.) Everything 
 death (the reaping of its connections, `peers`) still waits for the heartbeat's silence: a lost
 session alone is not proof enough to take a node's users out of their rooms. A node records its name
 only if PostgreSQL shows it (a pooler may not pass it on), and where `pg_stat_activity` cannot be
-read every node counts as its heartbeat says.
+read every node counts as its heartbeat says. Whether a node writes for the others is in its row too
+(`routes`: ROUTE_APPENDS, while its bus is within reach); a change is recorded at its next look, not
+its next beat, so that its peers soon share out what it stopped writing.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # A beat never revives a row someone else marked stopped: see `_beat`.
 _BEAT = """
-UPDATE nodes SET heartbeat_at = now(), stats = CAST(:stats AS jsonb)
+UPDATE nodes SET heartbeat_at = now(), stats = CAST(:stats AS jsonb), routes_appends = :routes
 WHERE node_id = :node AND stopped_at IS NULL
 """
 # The name is recorded only if this session carries it, so that peers never look for a name a pooler
@@ -92,7 +94,7 @@ class NodeRegistry:
         dead_after: float = 15.0,
         look_interval: float = 1.0,
         session: str | None = None,
-        routes: bool | None = None,
+        routes: bool | Callable[[], bool] | None = None,
         after_beat: Callable[[], Awaitable[None]] | None = None,
         on_reaped: Callable[[], Awaitable[None]] | None = None,
         report: Callable[[], Mapping[str, Any] | None] | None = None,
@@ -103,7 +105,10 @@ class NodeRegistry:
         self.look_interval = look_interval  # how often the live set is read between beats
         # The `application_name` of this node's sessions (`session_name`), None if they carry none.
         self.session = session
-        self.routes = routes  # whether this node writes the partitions it holds for others (None: unsaid)
+        # Whether this node writes the partitions it holds for others (None: unsaid), or what says it
+        # now (its bus may be lost): its own share follows at once, its row within a look.
+        self._routes = routes
+        self._routes_recorded: bool | None = None
         self._db_engine = db_engine
         self._peers: dict[str, float] = {}  # node id -> monotonic time it was last known alive
         self._started: dict[str, datetime] = {}  # live node id (this one too) -> its row's started_at
@@ -121,6 +126,11 @@ class NodeRegistry:
         # Since when this node's beats have succeeded without a failure (monotonic), None while failing.
         self._reachable_since: float | None = None
         self._report = report  # this node's figures, stored with each beat for peers to read
+
+    @property
+    def routes(self) -> bool | None:
+        routes = self._routes
+        return routes() if callable(routes) else routes
 
     @property
     def peers(self) -> frozenset[str]:
@@ -201,7 +211,7 @@ class NodeRegistry:
         beat_at = loop.time() + self.interval
         while True:
             await asyncio.sleep(max(0.0, min(self.look_interval, beat_at - loop.time())))
-            if loop.time() < beat_at:
+            if loop.time() < beat_at and self.routes == self._routes_recorded:
                 await self.look()
                 continue
             beat_at = loop.time() + self.interval
@@ -303,9 +313,12 @@ class NodeRegistry:
 
     async def _execute(self, sql: str) -> int:
         stats = orjson.dumps(self._report()).decode() if self._report is not None else None
+        routes = self.routes
         async with self._db_engine.begin() as conn:
-            params = {"node": self.node_id, "stats": stats, "session": self.session, "routes": self.routes}
-            return int((await conn.execute(text(sql), params)).rowcount)
+            params = {"node": self.node_id, "stats": stats, "session": self.session, "routes": routes}
+            done = int((await conn.execute(text(sql), params)).rowcount)
+        self._routes_recorded = routes
+        return done
 
 
 __all__ = ["NodeRegistry", "session_name"]

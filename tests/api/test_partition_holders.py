@@ -32,6 +32,7 @@ from engine.log.store import create_db_engine
 from engine.readmodels import runner
 from tests.api.conftest import SECRET, fresh_database, make_settings, start_node_process
 from tests.conftest import ROOT
+from tests.fault_proxy import FaultProxy
 from tests.tcp_postgres import tcp_postgres
 
 HEARTBEAT = 30.0  # only the reads between beats (every second) can see the crash within TAKEOVER_GUARD
@@ -180,6 +181,46 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
         finally:
             await db.dispose()
             await kill_all(started)
+
+
+BUS_GRACE = 2.0  # the nodes' heartbeat: how long a node's bus may be away before it stops writing
+
+
+async def test_a_node_that_loses_its_bus_leaves_its_share_of_the_writing_to_the_others(
+    server_url: str, nats_url: str
+) -> None:
+    """Nobody can ask a node without a bus to write a batch: while it is out of reach its share of
+    the writing goes to the nodes that can be asked, and comes back when its bus does."""
+    async with fresh_database(server_url, partitions=1) as url:
+        options: dict[str, object] = {
+            "node_heartbeat_seconds": BUS_GRACE,
+            "node_dead_after_seconds": DEAD_AFTER,
+            "log_partitions": PARTITIONS,
+            "route_appends": True,
+        }
+        proxy = FaultProxy(nats_url)  # between the second node and the bus
+        await proxy.start()
+        started = [await start_node_process(url, **options, nats_url=nats_url)]
+        started.append(await start_node_process(url, **options, nats_url=proxy.url))
+        db = create_db_engine(url)
+        try:
+            token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
+            kept_id, cut_id = [(await detailed(port, token))["node_id"] for _, port in started]
+            await until_held(db, {kept_id: 2, cut_id: 2})
+
+            await proxy.cut()
+            await until_held(db, {kept_id: PARTITIONS}, classes=[routed_appends.LOCK_CLASS])
+            cut = (await detailed(started[1][1], token))["nodes"][cut_id]
+            assert cut["delivery"]["sharing_writes"] == [kept_id]
+            assert cut["appender"]["routing"]["writes_partitions"] == []
+            await until_held(db, {kept_id: 2, cut_id: 2}, classes=[runner.LOCK_CLASS])  # unchanged
+
+            await proxy.restore()
+            await until_held(db, {kept_id: 2, cut_id: 2})
+        finally:
+            await db.dispose()
+            await kill_all(started)
+            await proxy.cut()
 
 
 # A host that vanishes: two loopback addresses of one PostgreSQL, and every packet to or from the

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,9 +19,9 @@ from tests.api.conftest import fresh_database
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 
 
-async def until_standing(registry: NodeRegistry, expected: Standing) -> None:
+async def until_standing(registry: NodeRegistry, expected: Standing, *, writing: bool = False) -> None:
     async with asyncio.timeout(HANG_GUARD):
-        while registry.standing() != expected:  # noqa: ASYNC110 (the heartbeat task refreshes it)
+        while registry.standing(writing=writing) != expected:  # noqa: ASYNC110 (the heartbeat task refreshes it)
             await asyncio.sleep(0.02)
 
 
@@ -60,7 +60,13 @@ async def end_sessions(url: str, node_id: str) -> int:
 
 
 def named_registry(
-    url: str, node_id: str, *, beat: float, look: float, pooled: bool = False, routes: bool | None = None
+    url: str,
+    node_id: str,
+    *,
+    beat: float,
+    look: float,
+    pooled: bool = False,
+    routes: bool | Callable[[], bool] | None = None,
 ) -> tuple[AsyncEngine, NodeRegistry]:
     """A node's registry, its sessions carrying its name (`pooled`: dropped on the way, as a pooler
     might), beating every `beat` and reading the live set every `look` seconds between beats."""
@@ -195,3 +201,21 @@ async def test_a_node_restarted_with_routing_turned_off_stops_sharing_the_writin
                 await router.look()
                 assert router.sharing(writing=True) == ["node-a"]
                 assert router.sharing() == ["node-a", "node-b"]  # restarted: now the newer
+
+
+async def test_a_node_that_stops_routing_says_so_before_its_next_beat(server_url: str) -> None:
+    """Whether a node routes can change while it runs (its bus lost, then back): its own share follows
+    at once, and its row at its next read of the live set, not a heartbeat later."""
+    async with fresh_database(server_url, 1) as url:
+        bus_up = True
+        flipping = named_registry(url, "node-b", beat=60.0, look=0.05, routes=lambda: bus_up)
+        router = named_registry(url, "node-a", beat=60.0, look=0.05, routes=True)
+        async with started(flipping, router) as (node_b, node_a):
+            assert node_a.sharing(writing=True) == ["node-b", "node-a"]
+            await until_standing(node_b, Standing(0, 2), writing=True)  # once it has read node-a's row
+            bus_up = False
+            assert node_b.writing_standing() == Standing(1, 1)  # past the holders: no share
+            await until_standing(node_a, Standing(0, 1), writing=True)
+            bus_up = True
+            await until_standing(node_a, Standing(1, 2), writing=True)
+            assert node_b.writing_standing() == Standing(0, 2)
