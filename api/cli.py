@@ -274,7 +274,10 @@ def _projections(args: argparse.Namespace, settings: Settings) -> int:
         return _project(url, settings)
 
     async def run() -> int:
-        db_engine = create_db_engine(url, pool_size=2, command_timeout=600)
+        # A rebuild holds the partitions' heads: not past its host's vanishing.
+        db_engine = create_db_engine(
+            url, pool_size=2, command_timeout=600, vanish_within=settings.node_dead_after_seconds
+        )
         try:
             if args.check:
                 differences = await rebuild.diff_all(db_engine, partition=args.partition)

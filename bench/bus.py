@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.tokens import mint_token  # noqa: E402
-from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, Load, Step, free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.common import free_port, fresh_database, percentile, pin_database_server  # noqa: E402
+from bench.fanout import SECRET, Load, Step, start_server, stop_server, wait_ready  # noqa: E402
 
 
 @dataclass

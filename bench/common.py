@@ -9,6 +9,7 @@ import contextlib
 import gc
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -22,6 +23,12 @@ from sqlalchemy.engine import make_url
 
 from engine.log.embedded_postgres import database_url_for, start_embedded_postgres
 from engine.log.migrate import upgrade_to_head
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def _admin(server_url: str, sql: str) -> None:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
-from bench.common import fresh_database, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, Variant, checkout, free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.common import free_port, fresh_database, pin_database_server  # noqa: E402
+from bench.fanout import SECRET, Variant, checkout, start_server, stop_server, wait_ready  # noqa: E402
 
 WARM_UP = 200
 NO_CAPS = {"MAX_CONNECTIONS": "1000000", "MAX_CONNECTIONS_PER_USER": "1000000"}

@@ -40,12 +40,11 @@ import contextlib
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ from bench.common import (  # noqa: E402
     cpu_seconds,
     database_processes,
     drop_database,
+    free_port,
     fresh_database,
     percentile,
     pin_database_server,
@@ -197,12 +197,6 @@ def slow_windows(step: Step, started: float, started_wall: float, stalls: Stalls
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(
     target: str,
     port: int,
@@ -212,9 +206,12 @@ def start_server(
     workers: int = 0,
     root: Path = ROOT,
     pinned: bool = True,
+    enter: Sequence[str] = (),
+    host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
     """One server process pinned to core 0 (unless not `pinned`); with `workers`, `collab serve
-    --workers N` unpinned instead.
+    --workers N` unpinned instead. An engine listens on `host`, its command prefixed with `enter`
+    (another host's namespace: bench/vanish.py).
     The engine always runs as `collab serve` runs it (the operator's command: it migrates, and picks
     the protocols and limits of api/server.py), so a `--rev` is measured with its own server setup;
     the relay runs on the same loop, HTTP parser and WebSocket implementation."""
@@ -231,7 +228,7 @@ def start_server(
     env.update(LOG_LEVEL="warning", WEBSOCKET_PING_INTERVAL="3600", WEBSOCKET_PING_TIMEOUT="3600")
     if target == "collab-engine":
         # `python -m` from the variant's tree: a `--rev` runs its own code, not the installed one.
-        command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
+        command = [*enter, sys.executable, "-m", "api.cli", "serve", "--host", host, "--port", str(port)]
         command += ["--workers", str(workers)] if workers else []
     else:
         command = [
@@ -270,12 +267,12 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
         server.wait(30)
 
 
-async def wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
+async def wait_ready(port: int, server: subprocess.Popen[bytes], host: str = "127.0.0.1") -> None:
     for _ in range(600):
         if server.poll() is not None:
             raise RuntimeError(f"server exited with {server.returncode}")
         with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            _, writer = await asyncio.open_connection(host, port)
             writer.close()
             return
         await asyncio.sleep(0.1)

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from api.settings import Settings  # noqa: E402
 from api.tokens import mint_token  # noqa: E402
-from bench.common import fresh_database, percentile, pin_database_server  # noqa: E402
-from bench.fanout import SECRET, free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.common import free_port, fresh_database, percentile, pin_database_server  # noqa: E402
+from bench.fanout import SECRET, start_server, stop_server, wait_ready  # noqa: E402
 
 SOCKETS = 4
 CONFIGS: dict[str, dict[str, str]] = {

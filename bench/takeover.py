@@ -3,7 +3,14 @@ on NATS with `ROUTE_APPENDS`, one of them killed with SIGKILL (no goodbye), time
 hold every partition's projecting and writing lock again.
 
     python bench/takeover.py [--nodes 3] [--partitions 4] [--runs 5] [--heartbeat 5] [--dead-after 15]
-                             [--rev NAME:REVISION ...]
+                             [--vanish] [--rev NAME:REVISION ...]
+
+With `--vanish` the node's host vanishes instead (it needs root and ip): the oldest node runs in a
+network namespace of its own, joined to the machine by a veth pair, on a PostgreSQL of the
+benchmark's own that listens on loopback and on the pair, with a NATS server of its own on the pair,
+and the pair's link is taken down (bench/vanish.py), so its database sessions and its bus go silent
+and its process lives on. Timed from the link going down; a run that has not settled after three times
+`--dead-after` and a minute is reported as that bound.
 
 Each run starts the nodes on a fresh database (the first splits its new log into `--partitions`),
 waits until every partition's two locks are held and every node holds its share, kills the oldest
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -35,8 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bus import report  # noqa: E402
-from bench.common import fresh_database, revision_tree  # noqa: E402
-from bench.fanout import free_port, start_server, stop_server, wait_ready  # noqa: E402
+from bench.common import free_port, fresh_database, revision_tree  # noqa: E402
+from bench.fanout import start_server, stop_server, wait_ready  # noqa: E402
+from bench.vanish import Host, can_make_hosts, nats_server, other_host, tcp_postgres  # noqa: E402
 from engine.cluster.routed_appends import LOCK_CLASS as WRITING  # noqa: E402
 from engine.readmodels.runner import LOCK_CLASS as PROJECTING  # noqa: E402
 
@@ -64,7 +73,9 @@ def settled(holders: dict[int, list[int]], partitions: int, nodes: int) -> bool:
     )
 
 
-async def one_run(tree: Path, url: str, args: argparse.Namespace, logs: Path, tag: str) -> dict[str, float]:
+async def one_run(
+    tree: Path, url: str, args: argparse.Namespace, logs: Path, tag: str, other: Host | None
+) -> dict[str, float]:
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     env = {
         "LOG_PARTITIONS": str(args.partitions),
@@ -79,32 +90,53 @@ async def one_run(tree: Path, url: str, args: argparse.Namespace, logs: Path, ta
         for i in range(args.nodes):
             port = free_port()
             log = logs / f"{tag}-{i}.log"
-            servers.append(start_server("collab-engine", port, url, log, env, root=tree, pinned=False))
-            await wait_ready(port, servers[-1])
+            if other is not None and i == 0:  # the oldest, on the host that vanishes
+                node_url = make_url(url).set(host=other.gateway).render_as_string(hide_password=False)
+                server = start_server(
+                    "collab-engine", port, node_url, log, env, root=tree, pinned=False,
+                    enter=other.enter, host=other.address,
+                )  # fmt: skip
+                servers.append(server)
+                await wait_ready(port, server, other.address)
+            else:
+                servers.append(start_server("collab-engine", port, url, log, env, root=tree, pinned=False))
+                await wait_ready(port, servers[-1])
         async with asyncio.timeout(120):
             while not settled(await held(conn), args.partitions, args.nodes):  # noqa: ASYNC110 (polled)
                 await asyncio.sleep(0.05)
         # Killed at a random point of the heartbeat and of the reads between beats.
         await asyncio.sleep(args.heartbeat * (1 + random.random()))
-        servers[0].send_signal(signal.SIGKILL)  # the oldest: it holds the extra partitions
-        servers[0].wait()
-        killed = time.monotonic()
-        released: set[int] = set()  # its backends end a moment after it: its locks are gone
-        taken: dict[int, float] = {}
-        async with asyncio.timeout(args.dead_after * 3 + 60):
-            while len(taken) < 2:
-                for lock_class, counts in (await held(conn)).items():
-                    if sum(counts) < args.partitions:
-                        released.add(lock_class)
-                    elif lock_class in released and lock_class not in taken:
-                        taken[lock_class] = time.monotonic() - killed
-                await asyncio.sleep(0.01)
-        return {"projecting_s": taken[PROJECTING], "writing_s": taken[WRITING]}
+        # The oldest goes: it holds the extra partitions.
+        if other is not None:
+            other.vanish()
+        else:
+            servers[0].send_signal(signal.SIGKILL)
+            servers[0].wait()
+        return await taken_over(conn, args)
     finally:
         await conn.close()
         for server in servers:
             if server.poll() is None:
                 stop_server(server)
+
+
+async def taken_over(conn: asyncpg.Connection, args: argparse.Namespace) -> dict[str, float]:
+    """Seconds from now until each lock class is held in full again, after its holder's locks went
+    (a killed node's backends end a moment after it); the bound for one that never is."""
+    gone = time.monotonic()
+    bound = args.dead_after * 3 + 60
+    released: set[int] = set()
+    taken: dict[int, float] = {}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            while len(taken) < 2:
+                for lock_class, counts in (await held(conn)).items():
+                    if sum(counts) < args.partitions:
+                        released.add(lock_class)
+                    elif lock_class in released and lock_class not in taken:
+                        taken[lock_class] = time.monotonic() - gone
+                await asyncio.sleep(0.01)
+    return {"projecting_s": taken.get(PROJECTING, bound), "writing_s": taken.get(WRITING, bound)}
 
 
 def summary(name: str, runs: list[dict[str, float]]) -> dict[str, object]:
@@ -128,18 +160,32 @@ def main() -> None:
         "--dead-after", type=float, default=15.0, help="NODE_DEAD_AFTER_SECONDS (the default)"
     )
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    parser.add_argument("--vanish", action="store_true", help="the node's host vanishes (root and tc)")
     parser.add_argument("--rev", action="append", default=[], help="NAME:REVISION, measured alongside")
     args = parser.parse_args()
+    if args.vanish and not can_make_hosts():
+        parser.error("--vanish takes root and ip (Debian's iproute2)")
     logs = Path(tempfile.mkdtemp(prefix="collab-takeover-"))
     trees = [("now", ROOT), *(revision_tree(spec, logs) for spec in args.rev)]
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
-    for run in range(args.runs):
-        for name, tree in trees:
-            url = fresh_database(migrate=False)  # each tree's first node migrates it to its own head
-            results[name].append(asyncio.run(one_run(tree, url, args, logs, f"{name}-{run}")))
-            print(name, run, results[name][-1], flush=True)
+    with contextlib.ExitStack() as stack:
+        other = None
+        if args.vanish:  # a server of its own that the other host reaches; the runs' databases are there
+            other = stack.enter_context(other_host())
+            server_url = stack.enter_context(tcp_postgres(ROOT / ".data", ("127.0.0.1", other.gateway)))
+            os.environ["BENCH_DATABASE_URL"] = server_url
+            args.nats_url = stack.enter_context(nats_server(other.gateway))  # lost with the link, too
+        for run in range(args.runs):
+            for name, tree in trees:
+                if other is not None:
+                    other.reappear()
+                url = fresh_database(migrate=False)  # each tree's first node migrates it to its own head
+                results[name].append(asyncio.run(one_run(tree, url, args, logs, f"{name}-{run}", other)))
+                print(name, run, results[name][-1], flush=True)
+    fault = "host vanished" if args.vanish else "killed"
     print(
-        f"python {sys.version.split()[0]}; {args.nodes} nodes, {args.partitions} partitions; logs in {logs}"
+        f"python {sys.version.split()[0]}; {args.nodes} nodes, {args.partitions} partitions, {fault}; "
+        f"logs in {logs}"
     )
     print(report([summary(name, runs) for name, runs in results.items()]))
 

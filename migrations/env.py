@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.log.schema import metadata
+from engine.log.session_settings import UNATTACHED_VANISH_WITHIN, session_settings
 
 config = context.config
 MIGRATION_LOCK = 7_160_241  # arbitrary, stable advisory-lock key for schema changes
@@ -42,7 +43,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    db_engine = create_async_engine(_url())
+    # A host that vanishes while holding the migration lock must not keep every other node from starting.
+    settings = session_settings(vanish_within=UNATTACHED_VANISH_WITHIN)
+    db_engine = create_async_engine(_url(), connect_args={"server_settings": settings})
     try:
         async with db_engine.connect() as connection:
             await connection.run_sync(_run)

@@ -23,6 +23,7 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from engine.log.session_settings import UNATTACHED_VANISH_WITHIN, session_settings
 from engine.model.errors import ValidationFailed
 from engine.model.events import NewEvent
 from engine.model.streams import durable_stream
@@ -113,7 +114,9 @@ async def ensure_partitions(database_url: str, partitions: int) -> int:
     the table lock makes the second see the heads the first added."""
     if not 1 <= partitions <= MAX_PARTITIONS:
         raise ValueError(f"a log has 1 to {MAX_PARTITIONS} partitions, not {partitions}")
-    db_engine = create_async_engine(database_url)
+    # It may hold the head table's lock, which every append waits for: not past its host's vanishing.
+    settings = session_settings(vanish_within=UNATTACHED_VANISH_WITHIN)
+    db_engine = create_async_engine(database_url, connect_args={"server_settings": settings})
     try:
         async with db_engine.begin() as conn:
             # A count once split never changes: only a log of one asked for more takes the lock, which

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +106,18 @@ async def serve(settings: Settings, **app_options: Any) -> AsyncIterator[Server]
 
 
 async def start_node_process(
-    database_url: str, *, uvicorn_log_level: str = "warning", output: Path | None = None, **settings: object
+    database_url: str,
+    *,
+    uvicorn_log_level: str = "warning",
+    output: Path | None = None,
+    host: str = "127.0.0.1",
+    enter: Sequence[str] = (),
+    **settings: object,
 ) -> tuple[asyncio.subprocess.Process, int]:
     """A real server process (`uvicorn api.app:create_app --factory`, with uvicorn's own logging at
-    `uvicorn_log_level`, its standard output and error to `output` when given) on `database_url`, once
-    its health check answers 200; `settings` become its environment (`node_heartbeat_seconds=1` ->
+    `uvicorn_log_level`, its standard output and error to `output` when given) on `database_url`,
+    listening on `host` (its command prefixed with `enter`: another host's namespace), once its health
+    check answers 200; `settings` become its environment (`node_heartbeat_seconds=1` ->
     NODE_HEARTBEAT_SECONDS=1). The caller ends it."""
     port = free_port()
     env = {
@@ -122,13 +129,14 @@ async def start_node_process(
     with contextlib.ExitStack() as files:
         sink = files.enter_context(output.open("ab")) if output is not None else None
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-            "--log-level", uvicorn_log_level, cwd=ROOT, env=env, stdout=sink, stderr=sink,
+            *enter, sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+            "--host", host, "--port", str(port), "--log-level", uvicorn_log_level,
+            cwd=ROOT, env=env, stdout=sink, stderr=sink,
         )  # fmt: skip
     async with asyncio.timeout(60), httpx.AsyncClient() as http:
         while True:
             try:
-                if (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/health")).status_code == 200:
+                if (await http.get(f"http://{host}:{port}/api/v1/ws/health")).status_code == 200:
                     return proc, port
             except httpx.TransportError:
                 pass

@@ -11,11 +11,7 @@ of the writing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
 import signal
-import subprocess
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.tokens import mint_token
+from bench.vanish import Host, can_make_hosts, other_host, tcp_postgres
 from engine.cluster import routed_appends
 from engine.cluster.registry import session_name
 from engine.log.store import create_db_engine
@@ -33,7 +30,6 @@ from engine.readmodels import runner
 from tests.api.conftest import SECRET, fresh_database, make_settings, start_node_process
 from tests.conftest import ROOT
 from tests.fault_proxy import FaultProxy
-from tests.tcp_postgres import tcp_postgres
 
 HEARTBEAT = 30.0  # only the reads between beats (every second) can see the crash within TAKEOVER_GUARD
 DEAD_AFTER = 60.0
@@ -58,9 +54,9 @@ async def kill_all(started: Sequence[tuple[asyncio.subprocess.Process, int]]) ->
             await proc.wait()
 
 
-async def detailed(port: int, token: str) -> dict[str, Any]:
+async def detailed(port: int, token: str, *, host: str = "127.0.0.1") -> dict[str, Any]:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
-        body: dict[str, Any] = (await http.get(f"http://127.0.0.1:{port}/api/v1/ws/stats/detailed")).json()
+        body: dict[str, Any] = (await http.get(f"http://{host}:{port}/api/v1/ws/stats/detailed")).json()
         return body
 
 
@@ -223,44 +219,32 @@ async def test_a_node_that_loses_its_bus_leaves_its_share_of_the_writing_to_the_
             await proxy.cut()
 
 
-# A host that vanishes: two loopback addresses of one PostgreSQL, and every packet to or from the
-# doomed node's address dropped by the kernel (a traffic-control class that passes nothing), so its
-# sessions go silent without being closed, as when a machine loses power or its network.
-SURVIVOR_HOST, DOOMED_HOST = "127.0.0.1", "127.0.0.2"
-VANISH_HEARTBEAT, VANISH_DEAD_AFTER = 2.0, 6.0  # PostgreSQL drops a silent session within about 5 s
+# A host that vanishes: the doomed node runs in a network namespace of its own, joined to the
+# machine by a veth pair, and reaches a PostgreSQL of the test's own over it; the pair's link is then
+# taken down, so its sessions go silent without being closed, as when a machine loses power.
+VANISH_HEARTBEAT, VANISH_DEAD_AFTER = 2.0, 6.0  # PostgreSQL drops a silent session within about 4 s
 VANISH_GUARD = 20.0  # without the probes the locks stay held for over two hours
-can_silence = pytest.mark.skipif(
-    os.name != "posix" or os.geteuid() != 0 or shutil.which("tc") is None,
-    reason="silencing a loopback address takes root and tc (Debian's iproute2)",
+needs_hosts = pytest.mark.skipif(
+    not can_make_hosts(), reason="a network namespace takes root and ip (Debian's iproute2)"
 )
 
 
-def _tc(arguments: str) -> None:
-    subprocess.run(["tc", *arguments.split()], check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def silenced(address: str) -> Iterator[None]:
-    """Every packet to or from `address` on loopback held back for good while inside."""
-    _tc("qdisc add dev lo root handle 1: htb default 20")
-    try:
-        _tc("class add dev lo parent 1: classid 1:20 htb rate 100gbit")
-        _tc("class add dev lo parent 1: classid 1:10 htb rate 8bit ceil 8bit burst 1 cburst 1")
-        for side in ("src", "dst"):
-            _tc(f"filter add dev lo parent 1: prio 1 u32 match ip {side} {address}/32 flowid 1:10")
-        yield
-    finally:
-        _tc("qdisc del dev lo root")
+@pytest.fixture(scope="module")
+def other() -> Iterator[Host]:
+    with other_host() as host:
+        yield host
 
 
 @pytest.fixture(scope="module")
-def tcp_server_url() -> Iterator[str]:
-    with tcp_postgres(ROOT / ".data", addresses=(SURVIVOR_HOST, DOOMED_HOST)) as url:
+def tcp_server_url(other: Host) -> Iterator[str]:
+    with tcp_postgres(ROOT / ".data", addresses=("127.0.0.1", other.gateway)) as url:
         yield url
 
 
-@can_silence
-async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(tcp_server_url: str) -> None:
+@needs_hosts
+async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(
+    other: Host, tcp_server_url: str
+) -> None:
     """The doomed node's process stays alive, but nothing it sends arrives: PostgreSQL learns of it
     only by the keepalive probes the node's sessions asked for, ends them, and its locks with them."""
     async with fresh_database(tcp_server_url, partitions=1) as url:
@@ -270,25 +254,26 @@ async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(tcp_serv
             "log_partitions": PARTITIONS,
         }
         started = [await start_node_process(url, **options)]
-        doomed_url = make_url(url).set(host=DOOMED_HOST).render_as_string(hide_password=False)
-        started.append(await start_node_process(doomed_url, **options))
+        doomed_url = make_url(url).set(host=other.gateway).render_as_string(hide_password=False)
+        started.append(await start_node_process(doomed_url, host=other.address, enter=other.enter, **options))
         db = create_db_engine(url)
         try:
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
-            survivor_id, doomed_id = [(await detailed(port, token))["node_id"] for _, port in started]
+            survivor_id = (await detailed(started[0][1], token))["node_id"]
+            doomed_id = (await detailed(started[1][1], token, host=other.address))["node_id"]
             projecting = [runner.LOCK_CLASS]
             await until_held(db, {survivor_id: 2, doomed_id: 2}, classes=projecting)
 
-            with silenced(DOOMED_HOST):
-                await until_held(db, {survivor_id: PARTITIONS}, classes=projecting, guard=VANISH_GUARD)
-                # Every session of its name ends, its LISTEN connection's too: its peers' reads of
-                # the live set count it out, whatever its heartbeat settings.
-                async with asyncio.timeout(VANISH_GUARD):
-                    while True:  # no event tells of a session's end: poll
-                        if not await sessions_named(db, session_name(doomed_id)):
-                            break
-                        await asyncio.sleep(0.1)
-                assert started[1][0].returncode is None  # alive all along, only out of reach
+            other.vanish()
+            await until_held(db, {survivor_id: PARTITIONS}, classes=projecting, guard=VANISH_GUARD)
+            # Every session of its name ends, its LISTEN connection's too: its peers' reads of the
+            # live set count it out, whatever its heartbeat settings.
+            async with asyncio.timeout(VANISH_GUARD):
+                while True:  # no event tells of a session's end: poll
+                    if not await sessions_named(db, session_name(doomed_id)):
+                        break
+                    await asyncio.sleep(0.1)
+            assert started[1][0].returncode is None  # alive all along, only out of reach
         finally:
             await db.dispose()
             await kill_all(started)

@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 RUNNABLE = re.compile(r"""^if __name__ == ["']__main__["']:""", re.MULTILINE)
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if RUNNABLE.search(p.read_text()))
 # Modules the scripts import, not scripts themselves.
-LIBRARIES = {"__init__.py", "common.py", "baseline_relay.py", "raw_client.py"}
+LIBRARIES = {"__init__.py", "common.py", "baseline_relay.py", "raw_client.py", "vanish.py"}
 
 
 def test_every_benchmark_is_found() -> None:
