@@ -19,7 +19,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +76,13 @@ def tcp_postgres(base: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> Ite
 
 
 @contextmanager
-def nats_server(address: str) -> Iterator[str]:
-    """A NATS server of its own listening on `address` (an other host's gateway: reached from both
-    sides while the link is up, and from this side after); yields its URL."""
+def nats_server(address: str, enter: Sequence[str] = ()) -> Iterator[str]:
+    """A NATS server of its own listening on `address`, its command prefixed with `enter`: on an other
+    host's gateway, reached from both sides while the link is up and from this side after; or on its
+    address, inside it, reached only while the link is up. Yields its URL."""
     binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
     port = free_port()
-    command = [binary, "-a", address, "-p", str(port)]
+    command = [*enter, binary, "-a", address, "-p", str(port)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + START_GUARD

@@ -117,10 +117,20 @@ the database may be away at start."""
 
 
 class NatsBus:
-    def __init__(self, url: str, subject: Subject, node_id: str, *, retry_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        subject: Subject,
+        node_id: str,
+        *,
+        retry_interval: float = 1.0,
+        ping_interval: int = 120,
+    ) -> None:
         self.url = url
         self.node_id = node_id
         self.retry_interval = retry_interval
+        # A link that goes silent without closing is noticed after three pings unanswered.
+        self.ping_interval = ping_interval
         self.subject: str | None = None
         self.messages_sent = 0
         self.messages_received = 0
@@ -142,8 +152,12 @@ class NatsBus:
     def out_of_reach(self) -> float:
         """Seconds the bus has been out of reach: since this node lost it, or since the bus was made
         if it never connected; 0 while connected."""
-        lost_at = self._lost_at
-        return 0.0 if lost_at is None else time.monotonic() - lost_at
+        if self.connected:  # whatever the callbacks have said so far
+            self._lost_at = None
+            return 0.0
+        if self._lost_at is None:  # lost, and its callback not run yet
+            self._lost_at = time.monotonic()
+        return time.monotonic() - self._lost_at
 
     def reachable(self, grace: float) -> bool:
         """Connected, or out of reach for less than `grace` seconds (a reconnect is under way)."""
@@ -200,6 +214,8 @@ class NatsBus:
             connect_timeout=2,
             reconnect_time_wait=self.retry_interval,
             max_reconnect_attempts=-1,
+            ping_interval=self.ping_interval,
+            max_outstanding_pings=2,
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
@@ -210,7 +226,9 @@ class NatsBus:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 2.0)
             raise
-        self.subject, self._client, self._lost_at = subject, client, None
+        self.subject, self._client = subject, client
+        if client.is_connected:
+            self._lost_at = None
         log.info("bus connected: %s on %s", subject, self.url)
 
     async def _send_loop(self) -> None:

@@ -108,7 +108,7 @@ class NodeRegistry:
         # Whether this node writes the partitions it holds for others (None: unsaid), or what says it
         # now (its bus may be lost): its own share follows at once, its row within a look.
         self._routes = routes
-        self._routes_recorded: bool | None = None
+        self._routes_written: bool | None = None  # as last written, or tried: a failure waits for the beat
         self._db_engine = db_engine
         self._peers: dict[str, float] = {}  # node id -> monotonic time it was last known alive
         self._started: dict[str, datetime] = {}  # live node id (this one too) -> its row's started_at
@@ -211,7 +211,7 @@ class NodeRegistry:
         beat_at = loop.time() + self.interval
         while True:
             await asyncio.sleep(max(0.0, min(self.look_interval, beat_at - loop.time())))
-            if loop.time() < beat_at and self.routes == self._routes_recorded:
+            if loop.time() < beat_at and self.routes == self._routes_written:
                 await self.look()
                 continue
             beat_at = loop.time() + self.interval
@@ -313,12 +313,10 @@ class NodeRegistry:
 
     async def _execute(self, sql: str) -> int:
         stats = orjson.dumps(self._report()).decode() if self._report is not None else None
-        routes = self.routes
+        routes = self._routes_written = self.routes
         async with self._db_engine.begin() as conn:
             params = {"node": self.node_id, "stats": stats, "session": self.session, "routes": routes}
-            done = int((await conn.execute(text(sql), params)).rowcount)
-        self._routes_recorded = routes
-        return done
+            return int((await conn.execute(text(sql), params)).rowcount)
 
 
 __all__ = ["NodeRegistry", "session_name"]

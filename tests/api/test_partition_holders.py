@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.tokens import mint_token
-from bench.vanish import Host, can_make_hosts, other_host, tcp_postgres
+from bench.vanish import Host, can_make_hosts, nats_server, other_host, tcp_postgres
 from engine.cluster import routed_appends
 from engine.cluster.registry import session_name
 from engine.log.store import create_db_engine
@@ -45,6 +45,16 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid::bi
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 GROUP BY a.application_name
 """
+
+
+def node_options(heartbeat: float, *, dead_after: float = DEAD_AFTER, **more: object) -> dict[str, object]:
+    """The settings of the nodes of a test, on a log of PARTITIONS."""
+    return {
+        "node_heartbeat_seconds": heartbeat,
+        "node_dead_after_seconds": dead_after,
+        "log_partitions": PARTITIONS,
+        **more,
+    }
 
 
 async def kill_all(started: Sequence[tuple[asyncio.subprocess.Process, int]]) -> None:
@@ -89,13 +99,7 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
     server_url: str, nats_url: str
 ) -> None:
     async with fresh_database(server_url, partitions=1) as url:  # the first node splits it
-        options: dict[str, object] = {
-            "node_heartbeat_seconds": HEARTBEAT,
-            "node_dead_after_seconds": DEAD_AFTER,
-            "log_partitions": PARTITIONS,
-            "nats_url": nats_url,
-            "route_appends": True,
-        }
+        options = node_options(HEARTBEAT, nats_url=nats_url, route_appends=True)
         started = [await start_node_process(url, **options) for _ in range(2)]
         (_, survivor_port), (doomed, doomed_port) = started
         db = create_db_engine(url)
@@ -126,12 +130,7 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
     routes keeps writing every partition for the others from before the other starts to well after
     both have settled (counted, the other's share had no writer), while both share the projecting."""
     async with fresh_database(server_url, partitions=1) as url:
-        options: dict[str, object] = {
-            "node_heartbeat_seconds": HEARTBEAT,
-            "node_dead_after_seconds": DEAD_AFTER,
-            "log_partitions": PARTITIONS,
-            "nats_url": nats_url,
-        }
+        options = node_options(HEARTBEAT, nats_url=nats_url)
         started = [await start_node_process(url, **options, route_appends=True)]
         db = create_db_engine(url)
         try:
@@ -188,12 +187,7 @@ async def test_a_node_that_loses_its_bus_leaves_its_share_of_the_writing_to_the_
     """Nobody can ask a node without a bus to write a batch: while it is out of reach its share of
     the writing goes to the nodes that can be asked, and comes back when its bus does."""
     async with fresh_database(server_url, partitions=1) as url:
-        options: dict[str, object] = {
-            "node_heartbeat_seconds": BUS_GRACE,
-            "node_dead_after_seconds": DEAD_AFTER,
-            "log_partitions": PARTITIONS,
-            "route_appends": True,
-        }
+        options = node_options(BUS_GRACE, route_appends=True)
         proxy = FaultProxy(nats_url)  # between the second node and the bus
         await proxy.start()
         started = [await start_node_process(url, **options, nats_url=nats_url)]
@@ -248,11 +242,7 @@ async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(
     """The doomed node's process stays alive, but nothing it sends arrives: PostgreSQL learns of it
     only by the keepalive probes the node's sessions asked for, ends them, and its locks with them."""
     async with fresh_database(tcp_server_url, partitions=1) as url:
-        options: dict[str, object] = {
-            "node_heartbeat_seconds": VANISH_HEARTBEAT,
-            "node_dead_after_seconds": VANISH_DEAD_AFTER,
-            "log_partitions": PARTITIONS,
-        }
+        options = node_options(VANISH_HEARTBEAT, dead_after=VANISH_DEAD_AFTER)
         started = [await start_node_process(url, **options)]
         doomed_url = make_url(url).set(host=other.gateway).render_as_string(hide_password=False)
         started.append(await start_node_process(doomed_url, host=other.address, enter=other.enter, **options))
@@ -275,5 +265,32 @@ async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(
                     await asyncio.sleep(0.1)
             assert started[1][0].returncode is None  # alive all along, only out of reach
         finally:
+            other.reappear()  # for the module's other tests
             await db.dispose()
             await kill_all(started)
+
+
+@needs_hosts
+async def test_nodes_whose_bus_link_goes_silent_leave_the_writing(server_url: str, other: Host) -> None:
+    """The bus sits on the other host, and its link goes down without a connection closing: the
+    nodes' bus clients notice by their pings, twice a heartbeat, and with nobody left to ask, no node
+    keeps a share of the writing; the projecting, through the database, stays shared."""
+    with nats_server(other.address, enter=other.enter) as bus_url:
+        async with fresh_database(server_url, partitions=1) as url:
+            options = node_options(BUS_GRACE, route_appends=True, nats_url=bus_url)
+            started = [await start_node_process(url, **options) for _ in range(2)]
+            db = create_db_engine(url)
+            try:
+                token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
+                ids = [(await detailed(port, token))["node_id"] for _, port in started]
+                await until_held(db, dict.fromkeys(ids, 2))
+
+                other.vanish()
+                try:
+                    await until_held(db, {}, classes=[routed_appends.LOCK_CLASS], guard=VANISH_GUARD)
+                    await until_held(db, dict.fromkeys(ids, 2), classes=[runner.LOCK_CLASS])
+                finally:
+                    other.reappear()  # for the module's other tests
+            finally:
+                await db.dispose()
+                await kill_all(started)
