@@ -160,7 +160,7 @@ def main() -> None:
         "--dead-after", type=float, default=15.0, help="NODE_DEAD_AFTER_SECONDS (the default)"
     )
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
-    parser.add_argument("--vanish", action="store_true", help="the node's host vanishes (root and tc)")
+    parser.add_argument("--vanish", action="store_true", help="the node's host vanishes (root and ip)")
     parser.add_argument("--rev", action="append", default=[], help="NAME:REVISION, measured alongside")
     args = parser.parse_args()
     if args.vanish and not can_make_hosts():
@@ -172,7 +172,8 @@ def main() -> None:
         other = None
         if args.vanish:  # a server of its own that the other host reaches; the runs' databases are there
             other = stack.enter_context(other_host())
-            server_url = stack.enter_context(tcp_postgres(ROOT / ".data", ("127.0.0.1", other.gateway)))
+            addresses = ("127.0.0.1", other.gateway)
+            server_url = stack.enter_context(tcp_postgres(ROOT / ".data", addresses, [other.network]))
             os.environ["BENCH_DATABASE_URL"] = server_url
             args.nats_url = stack.enter_context(nats_server(other.gateway))  # lost with the link, too
         for run in range(args.runs):

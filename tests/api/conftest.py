@@ -133,15 +133,21 @@ async def start_node_process(
             "--host", host, "--port", str(port), "--log-level", uvicorn_log_level,
             cwd=ROOT, env=env, stdout=sink, stderr=sink,
         )  # fmt: skip
-    async with asyncio.timeout(60), httpx.AsyncClient() as http:
-        while True:
-            try:
-                if (await http.get(f"http://{host}:{port}/api/v1/ws/health")).status_code == 200:
-                    return proc, port
-            except httpx.TransportError:
-                pass
-            assert proc.returncode is None, "the node process exited during start-up"
-            await asyncio.sleep(0.1)
+    try:
+        async with asyncio.timeout(60), httpx.AsyncClient() as http:
+            while True:
+                try:
+                    if (await http.get(f"http://{host}:{port}/api/v1/ws/health")).status_code == 200:
+                        return proc, port
+                except httpx.TransportError:
+                    pass
+                assert proc.returncode is None, "the node process exited during start-up"
+                await asyncio.sleep(0.1)
+    except BaseException:  # not left running behind a test that never got it
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
 
 
 @asynccontextmanager

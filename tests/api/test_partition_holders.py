@@ -57,7 +57,10 @@ def node_options(heartbeat: float, *, dead_after: float = DEAD_AFTER, **more: ob
     }
 
 
-async def kill_all(started: Sequence[tuple[asyncio.subprocess.Process, int]]) -> None:
+Started = list[tuple[asyncio.subprocess.Process, int]]  # the node processes of a test, and their ports
+
+
+async def kill_all(started: Started) -> None:
     for proc, _ in started:
         if proc.returncode is None:
             proc.kill()
@@ -100,10 +103,11 @@ async def test_a_killed_node_s_partitions_are_taken_over_before_its_heartbeat_ag
 ) -> None:
     async with fresh_database(server_url, partitions=1) as url:  # the first node splits it
         options = node_options(HEARTBEAT, nats_url=nats_url, route_appends=True)
-        started = [await start_node_process(url, **options) for _ in range(2)]
-        (_, survivor_port), (doomed, doomed_port) = started
+        started: Started = []
         db = create_db_engine(url)
         try:
+            started += [await start_node_process(url, **options) for _ in range(2)]
+            (_, survivor_port), (doomed, doomed_port) = started
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             survivor_id = (await detailed(survivor_port, token))["node_id"]
             doomed_id = (await detailed(doomed_port, token))["node_id"]
@@ -131,9 +135,10 @@ async def test_a_node_that_routes_no_appends_takes_no_share_of_the_writing(
     both have settled (counted, the other's share had no writer), while both share the projecting."""
     async with fresh_database(server_url, partitions=1) as url:
         options = node_options(HEARTBEAT, nats_url=nats_url)
-        started = [await start_node_process(url, **options, route_appends=True)]
+        started: Started = []
         db = create_db_engine(url)
         try:
+            started.append(await start_node_process(url, **options, route_appends=True))
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             router_port = started[0][1]
             router_id = (await detailed(router_port, token))["node_id"]
@@ -190,10 +195,11 @@ async def test_a_node_that_loses_its_bus_leaves_its_share_of_the_writing_to_the_
         options = node_options(BUS_GRACE, route_appends=True)
         proxy = FaultProxy(nats_url)  # between the second node and the bus
         await proxy.start()
-        started = [await start_node_process(url, **options, nats_url=nats_url)]
-        started.append(await start_node_process(url, **options, nats_url=proxy.url))
+        started: Started = []
         db = create_db_engine(url)
         try:
+            started.append(await start_node_process(url, **options, nats_url=nats_url))
+            started.append(await start_node_process(url, **options, nats_url=proxy.url))
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             kept_id, cut_id = [(await detailed(port, token))["node_id"] for _, port in started]
             await until_held(db, {kept_id: 2, cut_id: 2})
@@ -231,7 +237,7 @@ def other() -> Iterator[Host]:
 
 @pytest.fixture(scope="module")
 def tcp_server_url(other: Host) -> Iterator[str]:
-    with tcp_postgres(ROOT / ".data", addresses=("127.0.0.1", other.gateway)) as url:
+    with tcp_postgres(ROOT / ".data", ("127.0.0.1", other.gateway), [other.network]) as url:
         yield url
 
 
@@ -243,11 +249,14 @@ async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(
     only by the keepalive probes the node's sessions asked for, ends them, and its locks with them."""
     async with fresh_database(tcp_server_url, partitions=1) as url:
         options = node_options(VANISH_HEARTBEAT, dead_after=VANISH_DEAD_AFTER)
-        started = [await start_node_process(url, **options)]
         doomed_url = make_url(url).set(host=other.gateway).render_as_string(hide_password=False)
-        started.append(await start_node_process(doomed_url, host=other.address, enter=other.enter, **options))
+        started: Started = []
         db = create_db_engine(url)
         try:
+            started.append(await start_node_process(url, **options))
+            started.append(
+                await start_node_process(doomed_url, host=other.address, enter=other.enter, **options)
+            )
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             survivor_id = (await detailed(started[0][1], token))["node_id"]
             doomed_id = (await detailed(started[1][1], token, host=other.address))["node_id"]
@@ -278,9 +287,10 @@ async def test_nodes_whose_bus_link_goes_silent_leave_the_writing(server_url: st
     with nats_server(other.address, enter=other.enter) as bus_url:
         async with fresh_database(server_url, partitions=1) as url:
             options = node_options(BUS_GRACE, route_appends=True, nats_url=bus_url)
-            started = [await start_node_process(url, **options) for _ in range(2)]
+            started: Started = []
             db = create_db_engine(url)
             try:
+                started += [await start_node_process(url, **options) for _ in range(2)]
                 token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
                 ids = [(await detailed(port, token))["node_id"] for _, port in started]
                 await until_held(db, dict.fromkeys(ids, 2))
