@@ -144,6 +144,7 @@ class NatsBus:
         self._tasks: list[asyncio.Task[None]] = []
         self._warned = False
         self._lost_at: float | None = time.monotonic()  # since when out of reach (monotonic); None: connected
+        self._last_outage = (0.0, 0.0)  # when the last loss began and ended (monotonic)
 
     @property
     def connected(self) -> bool:
@@ -153,15 +154,25 @@ class NatsBus:
         """Seconds the bus has been out of reach: since this node lost it, or since the bus was made
         if it never connected; 0 while connected."""
         if self.connected:  # whatever the callbacks have said so far
-            self._lost_at = None
+            self._back(time.monotonic())
             return 0.0
         if self._lost_at is None:  # lost, and its callback not run yet
             self._lost_at = time.monotonic()
         return time.monotonic() - self._lost_at
 
     def reachable(self, grace: float) -> bool:
-        """Connected, or out of reach for less than `grace` seconds (a reconnect is under way)."""
-        return self.out_of_reach() < grace
+        """Connected, or out of reach for less than `grace` seconds (a reconnect is under way). Back
+        from a loss that long, only once connected for `grace` again: a link that keeps failing
+        does not move what depends on it back and forth at each reconnect."""
+        if self.out_of_reach() >= grace:
+            return False
+        began, ended = self._last_outage
+        return ended - began < grace or time.monotonic() - ended >= grace
+
+    def _back(self, now: float) -> None:
+        if self._lost_at is not None:
+            self._last_outage = (self._lost_at, now)
+            self._lost_at = None
 
     @property
     def client(self) -> Client | None:
@@ -228,7 +239,7 @@ class NatsBus:
             raise
         self.subject, self._client = subject, client
         if client.is_connected:
-            self._lost_at = None
+            self._back(time.monotonic())
         log.info("bus connected: %s on %s", subject, self.url)
 
     async def _send_loop(self) -> None:
@@ -290,7 +301,7 @@ class NatsBus:
             log.warning("bus disconnected: peers' events come from the log until it is back")
 
     async def _on_reconnected(self) -> None:
-        self._lost_at = None
+        self._back(time.monotonic())
         log.info("bus reconnected")
 
 

@@ -225,3 +225,47 @@ async def test_a_bus_that_is_never_there_still_delivers_everything(log: Log) -> 
         assert f.follower.bus is not None and not f.follower.bus.connected
     finally:
         await stop_follower(f)
+
+
+GRACE = 1.0  # how long a node's bus may be away before it stops counting as reachable
+
+
+async def until_reachable(bus: NatsBus, reachable: bool) -> float:
+    """Seconds until `bus.reachable(GRACE)` says `reachable`."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with asyncio.timeout(HANG_GUARD):
+        while bus.reachable(GRACE) != reachable:  # noqa: ASYNC110 (the client has no event for it)
+            await asyncio.sleep(0.02)
+    return loop.time() - began
+
+
+async def test_a_bus_is_reachable_through_a_blip_and_back_from_a_loss_only_after_a_grace(
+    nats: NatsServer,
+) -> None:
+    """What depends on the bus being reachable (a node's share of the writing) does not move for a
+    restart of the bus shorter than the grace, nor back at once after a longer loss."""
+    bus = NatsBus(nats.url, _fixed("collab.reach"), "reach", retry_interval=0.2)
+    await bus.start(lambda _events: None)
+    try:
+        assert bus.connected and bus.reachable(GRACE)
+        nats.stop()  # and back within a reconnect: never out of reach for the grace
+        for back in (False, True):
+            async with asyncio.timeout(HANG_GUARD):
+                while bus.connected != back:
+                    assert bus.reachable(GRACE)
+                    await asyncio.sleep(0.02)
+            if not back:
+                nats.start()
+        assert bus.reachable(GRACE)
+
+        nats.stop()
+        assert await until_reachable(bus, False) >= GRACE * 0.9
+        nats.start()
+        async with asyncio.timeout(HANG_GUARD):
+            while not bus.connected:  # noqa: ASYNC110 (the client has no event for it)
+                await asyncio.sleep(0.02)
+        assert not bus.reachable(GRACE)  # connected, but not yet for the grace
+        assert await until_reachable(bus, True) >= GRACE * 0.5
+    finally:
+        await bus.stop()
