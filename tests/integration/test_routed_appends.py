@@ -322,3 +322,26 @@ async def test_a_drain_cut_short_leaves_no_subscription_behind(nats_url: str) ->
     finally:
         never.set()
         await client.close()
+
+
+async def test_a_subscription_left_is_gone_from_the_server_too(nats_url: str) -> None:
+    """Leaving tells the server (a batch published afterwards finds no responder, so its asker writes
+    it at once) and not only the client: a subscription forgotten by the client alone would go on
+    taking batches that nobody answers."""
+    holder, asker = await nats.connect(nats_url), await nats.connect(nats_url)
+    subject = f"routed-left-{uuid.uuid4().hex[:8]}"
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"taken")
+
+    try:
+        subscription = await holder.subscribe(subject, queue=subject, cb=answer)
+        await holder.flush()
+        assert (await asker.request(subject, b"batch", timeout=HANG_GUARD)).data == b"taken"
+        await AppendRouting._leave(holder, subscription, HANG_GUARD)
+        assert subscription._id not in holder._subs
+        with pytest.raises(nats.errors.NoRespondersError):
+            await asker.request(subject, b"batch", timeout=HANG_GUARD)
+    finally:
+        await holder.close()
+        await asker.close()
