@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.ports import free_port
+from bench.common import free_port
 
 BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
 START_GUARD = 10.0  # seconds a start may take before the test fails

@@ -150,7 +150,7 @@ class NatsBus:
     def connected(self) -> bool:
         return self._client is not None and self._client.is_connected
 
-    def out_of_reach(self) -> float:
+    def _out_of_reach(self) -> float:
         """Seconds the bus has been out of reach: since this node lost it, or since the bus was made
         if it never connected; 0 while connected."""
         if self.connected:  # whatever the callbacks have said so far
@@ -164,7 +164,7 @@ class NatsBus:
         """Connected, or out of reach for less than `grace` seconds (a reconnect is under way). Back
         from a loss that long, only once connected for `grace` again: a link that keeps failing
         does not move what depends on it back and forth at each reconnect."""
-        if self.out_of_reach() >= grace:
+        if self._out_of_reach() >= grace:
             return False
         began, ended = self._last_outage
         return ended - began < grace or time.monotonic() - ended >= grace

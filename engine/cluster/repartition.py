@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.log import migrate
 from engine.log.partitions import MAX_PARTITIONS, NODES_RUNNING, partition_of
 from engine.log.schema import KEY_SCOPE
+from engine.log.session_settings import session_settings
 from engine.log.store import create_db_engine, libpq_dsn
 from engine.model.catalogue import UPLOAD_EVENTS
 from engine.model.errors import EngineError, SchemaMismatch
@@ -259,8 +260,7 @@ async def _copy_in_snapshot(
 
 
 async def _connect(url: str) -> asyncpg.Connection:
-    # Durability is not negotiable per server config, as for every writer (engine/log/store.py).
-    return await asyncpg.connect(libpq_dsn(url), server_settings={"synchronous_commit": "on"})
+    return await asyncpg.connect(libpq_dsn(url), server_settings=session_settings())
 
 
 async def check_reachable(url: str) -> None:

@@ -24,13 +24,13 @@ from api.app import create_app
 from api.server import uvicorn_options
 from api.settings import Settings
 from api.tokens import mint_token
+from bench.common import free_port
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import upgrade_to_head
 from engine.log.store import EventStore
 from engine.model.events import RecordedEvent
 from engine.service import Engine
 from tests.conftest import LOG_PARTITIONS, admin_execute, transactions_spanning_partitions
-from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Long enough for HS512 (64 bytes), so no test trips PyJWT's short-key warning.

@@ -22,8 +22,8 @@ import pytest
 
 from api.settings import Settings
 from api.tokens import mint_token
+from bench.common import free_port
 from tests.api.conftest import SECRET, make_settings
-from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_HEADER_BYTES = Settings.model_fields["max_header_bytes"].default

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 from websockets.asyncio.client import connect
 
-from tests.ports import free_port
+from bench.common import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from api.tokens import mint_token
+from bench.common import free_port
 from tests.api.conftest import SECRET, make_settings, start_node_process
 from tests.api.test_serve_cli import ROOT
-from tests.ports import free_port
 
 
 async def read_json_until(stream: asyncio.StreamReader, seen: list[dict[str, Any]], done: str) -> None:

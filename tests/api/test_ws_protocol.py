@@ -15,7 +15,7 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
 from api.ws_protocol import WRITE_NOW, DirectWriteProtocol
-from tests.ports import free_port
+from bench.common import free_port
 
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 TEXTS = ["", "a" * 125, "b" * 126, "c" * 65_535, "d" * 65_536, "é€😀" * 7_000, "e" * 20_000]

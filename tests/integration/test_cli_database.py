@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from bench.common import free_port
 from engine.log.embedded_postgres import database_url_for
 from engine.log.migrate import current_revision, head_revision, upgrade_to_head
 from tests.cli_runner import ROOT, assert_explained, collab
 from tests.conftest import make_read_only
-from tests.ports import free_port
 
 COMMANDS = [["migrate"], ["serve", "--port", "0"], ["projections", "rebuild", "--check"]]
 HEAD = head_revision()
