@@ -4,6 +4,8 @@ a PostgreSQL of its own that listens on loopback and on this side of the pair.
 A node run inside the namespace reaches the server over the pair, as over a network. Taking the
 pair's link down is what a host that loses power or its network does to its peers: nothing is
 closed and nothing answers, so the server learns of it only by the probes it was asked to send.
+Cutting the host off from one of this side's two addresses is a partition of one path: a host that
+loses its database and keeps the rest of its network.
 The embedded server listens only on a Unix socket, where no host can vanish. Namespaces take root
 and `ip` (Debian's iproute2); nothing is left on the machine's own interfaces but the pair's end,
 which goes with the namespace.
@@ -157,17 +159,19 @@ def _ip(arguments: str) -> str:
 @dataclass(frozen=True)
 class Host:
     """What runs inside `namespace` (its command prefixed with `enter`) reaches this machine's servers
-    at `gateway` and is reached at `address`; the pair's ends are `link` on this side and `inner`."""
+    at `gateway` and `side_gateway` and is reached at `address`; the pair's ends are `link` on this
+    side and `inner`. This machine answers the host from `gateway`."""
 
     namespace: str
     link: str
     inner: str
     gateway: str
     address: str
+    side_gateway: str
 
     @property
     def network(self) -> str:
-        return f"{self.gateway}/30"
+        return f"{self.gateway}/29"
 
     @property
     def enter(self) -> list[str]:
@@ -181,13 +185,22 @@ class Host:
     def reappear(self) -> None:
         _ip(f"-n {self.namespace} link set {self.inner} up")
 
+    def cut_off(self, gateway: str) -> None:
+        """Nothing more passes between the host and this machine's `gateway` (`side_gateway`: the
+        other one answers the host), and nothing is closed: the host's packets to it are dropped
+        inside it, its acknowledgements of what the far side sends too."""
+        _ip(f"-n {self.namespace} route add blackhole {gateway}/32")
 
-_TRIES = 8  # picks of a /30 before giving up, when others are taken
+    def reconnect(self, gateway: str) -> None:
+        _ip(f"-n {self.namespace} route del blackhole {gateway}/32")
+
+
+_TRIES = 8  # picks of a /29 before giving up, when others are taken
 
 
 @contextmanager
 def other_host() -> Iterator[Host]:
-    """A namespace and its pair on a /30 of 10.251.0.0/16 picked at random, one no interface of the
+    """A namespace and its pair on a /29 of 10.251.0.0/16 picked at random, one no interface of the
     machine has an address in yet (another run's, or a network of its own); deleted afterwards."""
     tag = uuid.uuid4().hex[:8]
     namespace, link = f"collab-{tag}", f"cv{tag}"
@@ -195,18 +208,18 @@ def other_host() -> Iterator[Host]:
     try:
         _ip(f"link add {link} type veth peer name {link}n netns {namespace}")
         for _ in range(_TRIES):
-            block = random.randrange(16384) * 4
-            prefix = f"10.251.{block // 256}"
-            host = Host(
-                namespace, link, f"{link}n", f"{prefix}.{block % 256 + 1}", f"{prefix}.{block % 256 + 2}"
-            )
+            block = random.randrange(8192) * 8
+            prefix, first = f"10.251.{block // 256}", block % 256
+            gateway, address, side = (f"{prefix}.{first + n}" for n in (1, 2, 3))
+            host = Host(namespace, link, f"{link}n", gateway, address, side)
             if not _ip(f"-4 -o addr show to {host.network}").strip():
                 break
         else:
-            raise RuntimeError(f"no free /30 in 10.251.0.0/16 after {_TRIES} picks")
-        _ip(f"addr add {host.network} dev {link}")
+            raise RuntimeError(f"no free /29 in 10.251.0.0/16 after {_TRIES} picks")
+        _ip(f"addr add {host.network} dev {link}")  # the first: the one this side answers from
+        _ip(f"addr add {host.side_gateway}/29 dev {link}")
         _ip(f"link set {link} up")
-        _ip(f"-n {namespace} addr add {host.address}/30 dev {host.inner}")
+        _ip(f"-n {namespace} addr add {host.address}/29 dev {host.inner}")
         _ip(f"-n {namespace} link set {host.inner} up")
         _ip(f"-n {namespace} link set lo up")
         yield host
