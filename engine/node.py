@@ -59,9 +59,10 @@ from engine.features.limits import RateLimiter
 from engine.features.traffic import EngineStats
 from engine.log.appender import Appender
 from engine.log.connectivity import is_connectivity_error, unreachable_as_unavailable
+from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
-from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, UserLeftRoom
+from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, USER_LEFT_ROOM, UserLeftRoom
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
@@ -97,6 +98,10 @@ class Node:
         self.traffic = EngineStats()  # messages by type, errors by code (features/traffic.py)
         self._observers: list[CommitObserver] = []
         self._departing = 0  # connections whose departure is being recorded right now
+        # Connections dropped because a peer took this node for dead (their leaves are in the log):
+        # nothing more is appended in their names, also by a handler that was under way.
+        self._reaped: set[str] = set()
+        self._recording: set[asyncio.Task[None]] = set()  # their leaves, recorded again in the background
         self.held_reads = 0  # reads of the log by own commits waiting for earlier positions
         self._db_engine: AsyncEngine | None = None
         self._store: EventLog | None = None
@@ -148,6 +153,7 @@ class Node:
             max_wait=config.max_wait,
             timeout=config.append_timeout,
             on_committed=self._announce,
+            admits=self._admits,
         )
         await self._appender.start()
         # Everything committed from here on is published here in position order within each partition,
@@ -216,6 +222,9 @@ class Node:
         # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
         # there may be thousands, and each would be a commit).
         await self.hub.aclose()
+        if self._recording:  # the leaves of connections dropped when this node was taken for dead
+            await asyncio.wait(self._recording, timeout=STOP_TIMEOUT)
+            await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
         leaves = [leave for c in self.connections for leave in self.depart(c.connection_id)]
         if leaves:
             try:
@@ -379,6 +388,18 @@ class Node:
         queued = self._appender.submit(event)
         return None if queued is None else self._settle(event, queued)
 
+    def _admits(self, event: NewEvent) -> bool:
+        """Whether `event` may still be written or handed over: not once this node's peers may have
+        taken it for dead. They record its connections' departures then, and an edit or a join after
+        them would reach the room in the name of someone who left it (or never be closed). A
+        departure itself always goes."""
+        nodes = self.nodes
+        if nodes is None or event.type == USER_LEFT_ROOM:
+            return True
+        if self._reaped and event.metadata.get("connection_id") in self._reaped:
+            return False
+        return not nodes.may_be_counted_dead
+
     async def _settle(self, event: NewEvent, appended: Awaitable[AppendOutcome]) -> AppendOutcome:
         outcome = await appended
         if isinstance(outcome, Committed):
@@ -517,10 +538,30 @@ class Node:
 
     async def _drop_reaped_connections(self) -> None:
         """A peer recorded this node's connections as gone (it took this node for dead): close them
-        with 1012 without appending their departures again; their clients reconnect and resume."""
+        with 1012; their clients reconnect and resume. Their departures are recorded again, under the
+        survivor's keys, so that a membership it could not see (a join this node handed over late) is
+        closed too and one it closed is not closed twice: in the background, since the node registers
+        again only after this returns."""
+        leaves: list[NewEvent] = []
         for connection in self.connections:
             self.connections.pop(connection.connection_id)  # so `disconnect` appends no second leave
+            self._reaped.add(connection.connection_id)
             self.close(connection.connection_id, CloseCode.SERVICE_RESTART)
+            user_id = connection.actor.user_id
+            leaves += [
+                reaper.lost_leave(room_id, user_id, connection.connection_id, self.node_id, self.node_id)
+                for room_id in connection.departures
+            ]
+        if leaves:
+            task = asyncio.create_task(self._record_lost_leaves(leaves), name="lost-leaves")
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+
+    async def _record_lost_leaves(self, leaves: list[NewEvent]) -> None:
+        try:
+            await reaper.commit_all(leaves, self.commit, bound=4 * self.config.node_dead_after)
+        except Exception as exc:
+            log.error("could not record %d departures of dropped connections: %s", len(leaves), exc)
 
     async def _read_up_to(self, order: DeliveryOrder, partition: int, position: int) -> None:
         """Read the partition's positions before `position` that another node (or a commit whose

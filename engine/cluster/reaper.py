@@ -11,7 +11,10 @@ skip the log written before that node existed.
 
 Several survivors may find the same dead node at once. Each leave carries an idempotency key made of
 the connection and the room, so the log records it once whoever gets there first, and a survivor
-that dies halfway is completed by the next one.
+that dies halfway is completed by the next one. The node may not be dead at all, only cut off from
+the database: its row stays locked from the reading of its memberships until it is marked stopped,
+so that a beat of the node in between finds it stopped, and the node, which then drops its
+connections, records their leaves too, under the same keys (engine/node.py).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.cluster.registry import NodeRegistry
 from engine.log.partitions import partition_count
@@ -50,7 +54,20 @@ WHERE j.partition = :partition AND j.type = :joined AND j.recorded_at >= :starte
   )
 ORDER BY j.position
 """
-_MARK_STOPPED = "UPDATE nodes SET stopped_at = now() WHERE node_id = :dead AND stopped_at IS NULL"
+# Held from before the dead node's memberships are read until its row is marked stopped: a beat of the
+# node in between (it was cut off, not dead) waits, then finds its row stopped and drops its
+# connections, instead of beating on while the joins it appends meanwhile are never closed. Locked
+# rows are skipped: another survivor is at it.
+_CLAIM = """
+SELECT 1 FROM nodes
+WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
+  AND heartbeat_at < now() - make_interval(secs => :dead_after)
+FOR UPDATE SKIP LOCKED
+"""
+# Its run, not a later one: the node may have registered again since it was found dead.
+_MARK_STOPPED = """
+UPDATE nodes SET stopped_at = now() WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,32 +83,35 @@ async def dead_nodes(db_engine: AsyncEngine, node_id: str, dead_after: float) ->
         return [DeadNode(str(row.node_id), row.started_at) for row in rows]
 
 
-async def leaves_for(db_engine: AsyncEngine, dead: DeadNode, reaper: str) -> list[NewEvent]:
+async def leaves_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> list[NewEvent]:
     """The `UserLeftRoom` events that close the dead node's open memberships (one per connection and
     room, deduplicated across survivors by their idempotency key), read partition by partition: a
     join and its leave are in their room's."""
     memberships: set[tuple[str, str, str]] = set()
-    async with db_engine.connect() as conn:
-        for partition in range(await partition_count(conn)):
-            rows = await conn.execute(
-                text(_OPEN_MEMBERSHIPS),
-                {
-                    "partition": partition,
-                    "joined": USER_JOINED_ROOM,
-                    "left": USER_LEFT_ROOM,
-                    "started_at": dead.started_at,
-                    "dead": dead.node_id,
-                },
-            )
-            memberships |= {(row.room_id, row.user_id, row.connection_id) for row in rows}
-    return [
-        UserLeftRoom(room_id, user_id, connection_id, NODE_LOST).new(
-            Origin(reaper, user_id, connection_id),
-            key=_key(connection_id, room_id),
-            lost_node=dead.node_id,
+    for partition in range(await partition_count(conn)):
+        rows = await conn.execute(
+            text(_OPEN_MEMBERSHIPS),
+            {
+                "partition": partition,
+                "joined": USER_JOINED_ROOM,
+                "left": USER_LEFT_ROOM,
+                "started_at": dead.started_at,
+                "dead": dead.node_id,
+            },
         )
+        memberships |= {(row.room_id, row.user_id, row.connection_id) for row in rows}
+    return [
+        lost_leave(room_id, user_id, connection_id, dead.node_id, reaper)
         for room_id, user_id, connection_id in sorted(memberships)
     ]
+
+
+def lost_leave(room_id: str, user_id: str, connection_id: str, lost_node: str, reaper: str) -> NewEvent:
+    """A membership of `lost_node`'s connection closed for it, by a survivor or by the node itself
+    once it learns it was taken for dead: the same idempotency key either way, so it is recorded once."""
+    return UserLeftRoom(room_id, user_id, connection_id, NODE_LOST).new(
+        Origin(reaper, user_id, connection_id), key=_key(connection_id, room_id), lost_node=lost_node
+    )
 
 
 def _key(connection_id: str, room_id: str) -> str:
@@ -100,24 +120,34 @@ def _key(connection_id: str, room_id: str) -> str:
     return f"node-lost:{digest}"
 
 
-async def mark_stopped(db_engine: AsyncEngine, dead: DeadNode) -> None:
-    async with db_engine.begin() as conn:
-        await conn.execute(text(_MARK_STOPPED), {"dead": dead.node_id})
+async def mark_stopped(conn: AsyncConnection, dead: DeadNode) -> None:
+    await conn.execute(text(_MARK_STOPPED), {"dead": dead.node_id, "started_at": dead.started_at})
 
 
 async def record_departures(
     db_engine: AsyncEngine,
     registry: NodeRegistry,
     commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    *,
+    retry_interval: float = 1.0,
 ) -> None:
     """Append the leaves of the connections of every node that stopped heartbeating, then mark it
-    stopped (run after each heartbeat of a node that can judge its peers)."""
+    stopped (run after each heartbeat of a node that can judge its peers), its row locked throughout.
+    Leaves that fail are tried again for up to `dead_after`; the row is marked only once every leave
+    is in the log, so that a survivor after an outage completes them."""
     for dead in await dead_nodes(db_engine, registry.node_id, registry.dead_after):
-        leaves = await leaves_for(db_engine, dead, registry.node_id)
-        outcomes = await asyncio.gather(*(commit(leave) for leave in leaves))
-        await mark_stopped(db_engine, dead)
+        claim = {"dead": dead.node_id, "started_at": dead.started_at, "dead_after": registry.dead_after}
+        async with db_engine.begin() as conn:
+            # Idle while the leaves commit on other connections: a server-wide idle timeout must not
+            # end the claim, and its lock, halfway.
+            await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+            if (await conn.execute(text(_CLAIM), claim)).first() is None:
+                continue  # it beat meanwhile, or another survivor is at it
+            leaves = await leaves_for(conn, dead, registry.node_id)
+            bound = registry.dead_after
+            recorded_here = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
+            await mark_stopped(conn, dead)
         registry.gone(dead.node_id)
-        recorded_here = sum(isinstance(outcome, Committed) for outcome in outcomes)
         log.warning(
             "node %s stopped heartbeating: %d departures of its connections recorded",
             dead.node_id,
@@ -125,4 +155,35 @@ async def record_departures(
         )
 
 
-__all__ = ["DeadNode", "dead_nodes", "leaves_for", "mark_stopped", "record_departures"]
+async def commit_all(
+    leaves: list[NewEvent],
+    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    *,
+    bound: float,
+    retry_interval: float = 1.0,
+) -> int:
+    """Commit every leave (a Duplicate counts as done: another survivor recorded it), trying those
+    that fail again; how many were recorded here. Raises the last failure once `bound` has passed."""
+    recorded_here = 0
+    deadline = time.monotonic() + bound
+    while True:
+        outcomes = await asyncio.gather(*(commit(leave) for leave in leaves), return_exceptions=True)
+        recorded_here += sum(isinstance(outcome, Committed) for outcome in outcomes)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if not failures:
+            return recorded_here
+        if time.monotonic() >= deadline:
+            raise failures[-1]
+        leaves = [leave for leave, o in zip(leaves, outcomes, strict=True) if isinstance(o, BaseException)]
+        await asyncio.sleep(retry_interval)
+
+
+__all__ = [
+    "DeadNode",
+    "commit_all",
+    "dead_nodes",
+    "leaves_for",
+    "lost_leave",
+    "mark_stopped",
+    "record_departures",
+]

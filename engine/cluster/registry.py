@@ -120,11 +120,13 @@ class NodeRegistry:
         self._not_routing: frozenset[str] = frozenset()  # peers whose rows say they write for nobody
         self._sessions_unreadable = False  # logged once
         self._task: asyncio.Task[None] | None = None
+        self._judging: asyncio.Task[None] | None = None  # `after_beat`, apart: it must not delay a beat
         self._after_beat = after_beat  # e.g. recording the departures of dead nodes' connections
         self._on_reaped = on_reaped  # this node was declared dead while alive: drop its connections
         self._registered = False
         # Since when this node's beats have succeeded without a failure (monotonic), None while failing.
         self._reachable_since: float | None = None
+        self._beaten_at: float | None = None  # when it sent the last beat the database took (monotonic)
         self._report = report  # this node's figures, stored with each beat for peers to read
 
     @property
@@ -176,6 +178,20 @@ class NodeRegistry:
         horizon = time.monotonic() - self.dead_after
         return any(seen > horizon for seen in self._peers.values())
 
+    @property
+    def may_be_counted_dead(self) -> bool:
+        """Whether a peer may take this node for dead soon, and record its connections' departures:
+        its last beat the database took is older than `dead_after` less a margin for appends in
+        flight (an interval, or half the slack between a beat and `dead_after` when that is less: a
+        healthy node's beat may be that late, at least half an interval, before it says so). Until it
+        beats again nothing more is appended in those connections' names (engine/node.py): cut off
+        from the database alone, a node could still hand its appends to the nodes that route them."""
+        beaten_at = self._beaten_at
+        if beaten_at is None:
+            return True
+        slack = self.dead_after - self.interval
+        return time.monotonic() - beaten_at > self.dead_after - min(self.interval, slack / 2)
+
     def saw(self, node_id: str) -> None:
         """A peer announced itself (a NOTIFY): count it alive now, before the next heartbeat read."""
         if node_id != self.node_id:
@@ -189,6 +205,10 @@ class NodeRegistry:
         self._peers.pop(node_id, None)
         self._departed.add(node_id)
 
+    @property
+    def _retry_interval(self) -> float:
+        return min(self.interval, self.look_interval)
+
     async def start(self) -> None:
         try:
             await self._beat()
@@ -198,9 +218,10 @@ class NodeRegistry:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"heartbeat:{self.node_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task, STOP_TIMEOUT)
-            self._task = None
+        for task in (self._task, self._judging):
+            if task is not None:
+                await cancel_and_wait(task, STOP_TIMEOUT)
+        self._task = self._judging = None
         try:
             await self._execute(_STOPPED)
         except Exception as exc:  # the database may be the reason we stop; peers will see the silence
@@ -208,7 +229,8 @@ class NodeRegistry:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        beat_at = loop.time() + self.interval
+        beat_at = loop.time() + (self.interval if self._beaten_at is not None else self._retry_interval)
+        failures = 0
         while True:
             await asyncio.sleep(max(0.0, min(self.look_interval, beat_at - loop.time())))
             if loop.time() < beat_at and self.routes == self._routes_written:
@@ -219,15 +241,34 @@ class NodeRegistry:
                 await self._beat()
             except Exception as exc:  # keep beating: an outage ends, and peers only need the next one
                 self._reachable_since = None
-                log.warning("heartbeat of node %s failed: %s: %s", self.node_id, type(exc).__name__, exc)
+                # Again at the next look, not a heartbeat later: a node taken for dead meanwhile learns
+                # it from a beat, and one that may be counted dead appends again only after one.
+                beat_at = loop.time() + self._retry_interval
+                failures += 1
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "heartbeat of node %s failed: %s: %s",
+                    self.node_id,
+                    type(exc).__name__,
+                    exc,
+                )
                 continue
+            if failures:
+                log.info("heartbeat of node %s succeeded after %d failures", self.node_id, failures)
+                failures = 0
             if self._reachable_since is None:
                 self._reachable_since = time.monotonic()
-            if self._after_beat is not None and self._can_judge_peers():
-                try:
-                    await self._after_beat()
-                except Exception as exc:  # retried after the next beat
-                    log.warning("after the heartbeat of %s: %s: %s", self.node_id, type(exc).__name__, exc)
+            judging = self._judging is not None and not self._judging.done()
+            if self._after_beat is not None and self._can_judge_peers() and not judging:
+                # Apart from the beats: recording a dead node's departures can take seconds, and a
+                # late beat would have this node refuse its own connections' appends meanwhile.
+                self._judging = loop.create_task(self._judge(self._after_beat), name=f"judge:{self.node_id}")
+
+    async def _judge(self, after_beat: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await after_beat()
+        except Exception as exc:  # retried after the next beat
+            log.warning("after the heartbeat of %s: %s: %s", self.node_id, type(exc).__name__, exc)
 
     def _can_judge_peers(self) -> bool:
         """Whether a peer's silence can mean its death: only once this node itself has reached the
@@ -245,14 +286,17 @@ class NodeRegistry:
         connections must not carry on as if still in their rooms, so `on_reaped` drops them before
         the node registers again, with a new `started_at` that keeps a later reaper off the old joins.
         """
+        sent_at = time.monotonic()  # peers judge the row by the database's clock as the beat began
         if self._registered and await self._execute(_BEAT) == 0:
             log.error("node %s was taken for dead by a peer; dropping its connections", self.node_id)
             if self._on_reaped is not None:
                 await self._on_reaped()
             self._registered = False
         if not self._registered:
+            sent_at = time.monotonic()
             await self._execute(_REGISTER)
             self._registered = True
+        self._beaten_at = sent_at
         await self._refresh()
 
     async def look(self) -> None:

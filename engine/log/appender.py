@@ -126,6 +126,9 @@ class RouteLost(ConnectionError):
     """A batch was handed to another node, and its answer did not come: committed or not is unknown."""
 
 
+REFUSED_UNVOUCHED = "this node has not reached the database for a while; try again soon"
+
+
 @dataclass(eq=False)
 class _Lane:
     """One partition's queue and the writer task that commits it: partitions never wait for each
@@ -150,10 +153,14 @@ class Appender:
         on_committed: OnCommitted | None = None,
         partitions: int | None = None,
         route: Route | None = None,
+        admits: Callable[[NewEvent], bool] | None = None,
     ) -> None:
+        """`admits` is asked of each event of this node's callers as its batch leaves, to be written
+        here or handed over; one it refuses fails with StoreUnavailable, nothing written."""
         self.store = store
         self.on_committed = on_committed
         self.route = route  # set once the node's routing is up; None: every partition is written here
+        self.admits = admits
         self._here: set[asyncio.Future[AppendOutcome]] = set()  # queued for another node: written here
         self.forwarded = 0  # events of this node's callers that another node committed
         self.max_batch = max_batch
@@ -320,6 +327,10 @@ class Appender:
         return batch
 
     async def _commit(self, lane: _Lane, batch: list[_Pending]) -> None:
+        if self.admits is not None:
+            batch = self._admitted(batch, self.admits)
+            if not batch:
+                return
         started = time.perf_counter()
         try:
             handed_over = any(fut in self._here for _, fut in batch) if self._here else False
@@ -355,6 +366,18 @@ class Appender:
                 self._tell(event, outcome)  # also when its caller is gone
             if not fut.done():
                 fut.set_result(outcome)
+
+    def _admitted(self, batch: list[_Pending], admits: Callable[[NewEvent], bool]) -> list[_Pending]:
+        """The batch less what `admits` refuses now (asked as the batch leaves, since a batch may wait
+        in its lane for long after its events were queued); a batch handed over by another node was
+        asked there."""
+        admitted: list[_Pending] = []
+        for item in batch:
+            if item[1] in self._here or admits(item[0]):
+                admitted.append(item)
+            else:
+                self._fail([item], StoreUnavailable(REFUSED_UNVOUCHED))
+        return admitted
 
     async def _write(
         self, lane: _Lane, events: list[NewEvent], *, only_here: bool = False

@@ -95,22 +95,35 @@ async def receive_patiently(ws: object) -> dict[str, object]:
 
 async def test_a_node_taken_for_dead_closes_its_connections_and_registers_again(own_database: str) -> None:
     """A node that stalled past the dead-node window finds its row marked stopped by a survivor, whose
-    leaves already removed its users: it must not carry on serving sockets the log says are gone."""
+    leaves removed its users: it must not carry on serving sockets the log says are gone. It records
+    their departures too, under the survivor's keys: here the survivor recorded none, as when a join
+    reached the log after the survivor read the node's memberships."""
     settings = make_settings(
         own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
     )
+    room = f"room-{uuid.uuid4().hex[:8]}"
     async with serve(settings) as node, node.connect(node.token("pat")) as pat:
         await greet(pat)
+        await send(pat, {"type": "join_room", "room_id": room})
+        await until(pat, lambda m: m["type"] == "room_state")
         node_id = node.engine.node_id
         db = create_db_engine(own_database)
         try:
-            async with db.begin() as conn:  # what a survivor's reaper does (engine/cluster/reaper.py)
+            async with db.begin() as conn:  # the mark a survivor's reaper leaves (engine/cluster/reaper.py)
                 await conn.execute(
                     text("UPDATE nodes SET stopped_at = now() WHERE node_id = :n"), {"n": node_id}
                 )
             async with asyncio.timeout(HANG_GUARD):
                 await pat.wait_closed()
             assert pat.close_code == 1012
+            async with asyncio.timeout(HANG_GUARD):
+                while True:  # recorded once the socket is closed, so that its client need not wait
+                    stream = await EventStore(db).read_stream(f"room:{room}")
+                    left = [e for e in stream if e.type == USER_LEFT_ROOM]
+                    if left:
+                        break
+                    await asyncio.sleep(0.05)
+            assert [(e.data["user_id"], e.data["reason"]) for e in left] == [("pat", NODE_LOST)]
             async with asyncio.timeout(HANG_GUARD):
                 while True:  # registered again, as a node that has started anew
                     async with db.connect() as conn:

@@ -11,8 +11,12 @@ of the writing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import json
 import signal
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -20,14 +24,20 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+from websockets.asyncio.client import ClientConnection, connect
 
 from api.tokens import mint_token
 from bench.vanish import Host, can_make_hosts, nats_server, other_host, tcp_postgres
 from engine.cluster import routed_appends
 from engine.cluster.registry import session_name
+from engine.log.appender import REFUSED_UNVOUCHED
+from engine.log.partitions import partition_of
 from engine.log.store import create_db_engine
+from engine.model.streams import room_stream
+from engine.protocol.close_codes import CloseCode
 from engine.readmodels import runner
 from tests.api.conftest import SECRET, fresh_database, make_settings, start_node_process
+from tests.api.live_helpers import Message, greet, join, of_type, pending, send, write_cell
 from tests.conftest import ROOT
 from tests.fault_proxy import FaultProxy
 
@@ -237,8 +247,18 @@ def other() -> Iterator[Host]:
 
 @pytest.fixture(scope="module")
 def tcp_server_url(other: Host) -> Iterator[str]:
-    with tcp_postgres(ROOT / ".data", ("127.0.0.1", other.gateway), [other.network]) as url:
+    addresses = ("127.0.0.1", other.gateway, other.side_gateway)
+    with tcp_postgres(ROOT / ".data", addresses, [other.network]) as url:
         yield url
+
+
+async def start_here_and_there(
+    url: str, other: Host, gateway: str, started: Started, options: dict[str, object]
+) -> None:
+    """A node on this machine, then one on the other host reaching the database at `gateway`."""
+    there = make_url(url).set(host=gateway).render_as_string(hide_password=False)
+    started.append(await start_node_process(url, **options))
+    started.append(await start_node_process(there, host=other.address, enter=other.enter, **options))
 
 
 @needs_hosts
@@ -249,14 +269,10 @@ async def test_a_node_whose_host_vanishes_has_its_partitions_taken_over(
     only by the keepalive probes the node's sessions asked for, ends them, and its locks with them."""
     async with fresh_database(tcp_server_url, partitions=1) as url:
         options = node_options(VANISH_HEARTBEAT, dead_after=VANISH_DEAD_AFTER)
-        doomed_url = make_url(url).set(host=other.gateway).render_as_string(hide_password=False)
         started: Started = []
         db = create_db_engine(url)
         try:
-            started.append(await start_node_process(url, **options))
-            started.append(
-                await start_node_process(doomed_url, host=other.address, enter=other.enter, **options)
-            )
+            await start_here_and_there(url, other, other.gateway, started, options)
             token = mint_token(make_settings(url), sub="root", roles=["admin"], secret=SECRET)
             survivor_id = (await detailed(started[0][1], token))["node_id"]
             doomed_id = (await detailed(started[1][1], token, host=other.address))["node_id"]
@@ -302,5 +318,90 @@ async def test_nodes_whose_bus_link_goes_silent_leave_the_writing(server_url: st
                 finally:
                     other.reappear()  # for the module's other tests
             finally:
+                await db.dispose()
+                await kill_all(started)
+
+
+async def next_matching(ws: ClientConnection, match: Callable[[Message], bool], guard: float) -> Message:
+    """The first message that matches, reading past the others, within `guard` seconds."""
+    async with asyncio.timeout(guard):
+        while True:
+            message: Message = json.loads(await ws.recv())
+            if match(message):
+                return message
+
+
+def room_written_by(partitions: Sequence[int]) -> str:
+    """A room of one of `partitions`."""
+    rooms = (f"room-{uuid.uuid4().hex[:8]}" for _ in itertools.count())
+    return next(room for room in rooms if partition_of(room_stream(room), PARTITIONS) in partitions)
+
+
+@needs_hosts
+async def test_a_node_cut_off_from_its_database_alone_stops_its_users_edits_until_it_is_back(
+    other: Host, tcp_server_url: str
+) -> None:
+    """The cut node keeps its bus and loses its database, as behind a partition of one path. Its
+    sessions end as a vanished host's do, and the survivor takes its partitions over. Over the bus it
+    could still hand its users' edits to the survivor, but its peers, which no longer hear its
+    heartbeat, record those users' departures: it refuses their edits from before then, so nothing
+    reaches a room in the name of someone the room saw leave. Back on its database, it finds itself
+    taken for dead and closes their connections, so that their clients come back through a join."""
+    with nats_server(other.gateway) as bus_url:  # on this machine: both nodes reach it throughout
+        async with fresh_database(tcp_server_url, partitions=1) as url:
+            options = node_options(
+                VANISH_HEARTBEAT, dead_after=VANISH_DEAD_AFTER, route_appends=True, nats_url=bus_url
+            )
+            started: Started = []
+            db = create_db_engine(url)
+            try:
+                await start_here_and_there(url, other, other.side_gateway, started, options)
+                (_, survivor_port), (_, cut_port) = started
+                settings = make_settings(url)
+                token = mint_token(settings, sub="root", roles=["admin"], secret=SECRET)
+                survivor_id = (await detailed(survivor_port, token))["node_id"]
+                cut_id = (await detailed(cut_port, token, host=other.address))["node_id"]
+                await until_held(db, {survivor_id: 2, cut_id: 2})
+                figures = (await detailed(survivor_port, token))["nodes"][survivor_id]
+                room = room_written_by(figures["appender"]["routing"]["writes_partitions"])
+                sheet = f"s-{room}"
+
+                def connect_to(port: int, host: str, user: str) -> connect:
+                    user_token = mint_token(settings, sub=user, username=user, secret=SECRET)
+                    return connect(f"ws://{host}:{port}/api/v1/ws?token={user_token}")
+
+                async with (
+                    connect_to(survivor_port, "127.0.0.1", "watcher") as watcher,
+                    connect_to(cut_port, other.address, "editor") as editor,
+                ):
+                    for ws in (watcher, editor):
+                        await greet(ws)
+                        await join(ws, room)
+                    await write_cell(editor, room, sheet, "A1", "before", cmid="before")
+
+                    other.cut_off(other.side_gateway)
+                    await until_held(db, {survivor_id: PARTITIONS}, guard=VANISH_GUARD)
+                    left = of_type("user_left", user_id="editor", room_id=room)
+                    await next_matching(watcher, left, VANISH_GUARD)  # the survivor recorded it
+
+                    update = {"type": "cell_update", "sheet_id": sheet, "cell_id": "A1", "room": room}
+                    await send(editor, {**update, "value": "after", "client_msg_id": "after"})
+                    answer = await next_matching(
+                        editor, lambda m: m.get("client_msg_id") == "after", VANISH_GUARD
+                    )
+                    assert answer["type"] == "error", answer
+                    assert answer["error"] == REFUSED_UNVOUCHED  # not another outage's error
+                    assert answer["retryable"] is True
+                    seen = await pending(watcher)
+                    assert not [m for m in seen if m["type"] == "cell_updated"], seen
+
+                    other.reconnect(other.side_gateway)
+                    async with asyncio.timeout(VANISH_GUARD):
+                        await editor.wait_closed()
+                    assert editor.close_code == CloseCode.SERVICE_RESTART
+                await until_held(db, {survivor_id: 2, cut_id: 2}, guard=VANISH_GUARD)
+            finally:
+                with contextlib.suppress(RuntimeError):  # for the module's other tests
+                    other.reconnect(other.side_gateway)
                 await db.dispose()
                 await kill_all(started)

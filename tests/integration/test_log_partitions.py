@@ -744,7 +744,8 @@ async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_
         )
         await store.append([joined])
         gone = reaper.DeadNode("lost-node", datetime(2000, 1, 1, tzinfo=UTC))
-        leaves = await reaper.leaves_for(db_engine, gone, "survivor")
+        async with db_engine.connect() as conn:
+            leaves = await reaper.leaves_for(conn, gone, "survivor")
         assert [(e.stream_id, e.data["user_id"]) for e in leaves] == [(room_stream(room), "dave")]
     finally:
         await db_engine.dispose()

@@ -1,19 +1,25 @@
 """The departures of a dead node's connections: exactly its open memberships, recorded once even when
-two survivors find it at the same time."""
+two survivors find it at the same time, and recorded before the node, if it was only cut off, can
+beat again; a node that registered again is not marked stopped for its earlier run."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.cluster.reaper import DeadNode, dead_nodes, leaves_for, mark_stopped
-from engine.log.store import EventStore
+from engine.cluster.reaper import DeadNode, dead_nodes, leaves_for, mark_stopped, record_departures
+from engine.cluster.registry import NodeRegistry
+from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
-from engine.model.events import Committed, Duplicate, NewEvent
+from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent
 from engine.model.streams import room_stream
+from tests.api.conftest import fresh_database
+
+HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 
 
 def membership(kind: str, room: str, user: str, connection: str, node: str) -> NewEvent:
@@ -50,12 +56,82 @@ async def test_open_memberships_of_a_dead_node_are_closed_once(
 
     found = [node for node in await dead_nodes(db_engine, other, dead_after=2.0) if node.node_id == dead]
     assert found == [DeadNode(dead, found[0].started_at)]
-    first = await leaves_for(db_engine, found[0], reaper="survivor-1")
-    second = await leaves_for(db_engine, found[0], reaper="survivor-2")  # found it at the same time
+    async with db_engine.connect() as conn:
+        first = await leaves_for(conn, found[0], reaper="survivor-1")
+        second = await leaves_for(conn, found[0], reaper="survivor-2")  # found it at the same time
     assert [(e.data["user_id"], e.data["connection_id"]) for e in first] == [("ann", "c-ann")]
 
     outcomes = await store.append([*first, *second])
     assert [type(o) for o in outcomes] == [Committed, Duplicate]
-    await mark_stopped(db_engine, found[0])
+    async with db_engine.begin() as conn:
+        await mark_stopped(conn, found[0])
     assert dead not in {n.node_id for n in await dead_nodes(db_engine, other, dead_after=2.0)}
-    assert await leaves_for(db_engine, found[0], reaper="survivor-3") == []  # nothing left open
+    async with db_engine.connect() as conn:
+        assert await leaves_for(conn, found[0], reaper="survivor-3") == []  # nothing left open
+
+
+async def beat(db_engine: AsyncEngine, node_id: str) -> int:
+    """What a node's heartbeat writes (engine/cluster/registry.py): rows updated, 0 if marked stopped."""
+    async with db_engine.begin() as conn:
+        done = await conn.execute(
+            text("UPDATE nodes SET heartbeat_at = now() WHERE node_id = :n AND stopped_at IS NULL"),
+            {"n": node_id},
+        )
+        return done.rowcount
+
+
+async def beats_waiting(db_engine: AsyncEngine) -> int:
+    async with db_engine.connect() as conn:
+        query = """SELECT count(*) FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE nodes SET heartbeat_at%'"""
+        return int((await conn.execute(text(query))).scalar_one())
+
+
+async def test_a_node_beating_again_while_its_departures_are_recorded_finds_itself_stopped(
+    server_url: str,
+) -> None:
+    """A node taken for dead that was only cut off may beat again in the middle of it. Its beat waits
+    for the survivor to finish, then finds its row stopped (so it drops its connections); had it gone
+    through, the node would append on in the names of users whose departures had just been recorded."""
+    async with fresh_database(server_url, 1) as url:
+        db_engine = create_db_engine(url)
+        store = EventStore(db_engine)
+        cut, room = "cut-node", f"room-{uuid.uuid4().hex[:8]}"
+        started = datetime.now(UTC) - timedelta(seconds=5)
+        try:
+            async with db_engine.begin() as conn:
+                await conn.execute(
+                    text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, :s, :s)"),
+                    {"n": cut, "s": started},
+                )
+            await store.append([membership(USER_JOINED_ROOM, room, "ann", "c-ann", cut)])
+            beats: list[asyncio.Task[int]] = []
+
+            async def commit(event: NewEvent) -> AppendOutcome:
+                beats.append(asyncio.create_task(beat(db_engine, cut)))  # the node is back
+                async with asyncio.timeout(HANG_GUARD):  # until it waits for the survivor's claim
+                    while not await beats_waiting(db_engine):  # noqa: ASYNC110 (a database's state: polled)
+                        await asyncio.sleep(0.02)
+                (outcome,) = await store.append([event])
+                return outcome
+
+            survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
+            await record_departures(db_engine, survivor, commit)
+            assert [await b for b in beats] == [0]
+        finally:
+            await db_engine.dispose()
+
+
+async def test_a_node_registered_again_is_not_marked_stopped_by_a_reaper_of_its_earlier_run(
+    store: EventStore, db_engine: AsyncEngine
+) -> None:
+    node = f"back-{uuid.uuid4().hex[:6]}"
+    earlier = datetime.now(UTC) - timedelta(seconds=5)
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, now(), now())"),
+            {"n": node},
+        )
+        await mark_stopped(conn, DeadNode(node, earlier))  # found dead in its earlier run
+        row = (await conn.execute(text("SELECT stopped_at FROM nodes WHERE node_id = :n"), {"n": node})).one()
+    assert row.stopped_at is None

@@ -9,12 +9,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.registry import NodeRegistry, session_name
 from engine.log.partition_locks import Standing
 from engine.log.store import create_db_engine
 from tests.api.conftest import fresh_database
+from tests.conftest import admin_execute
 
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
 
@@ -219,3 +221,40 @@ async def test_a_node_that_stops_routing_says_so_before_its_next_beat(server_url
             bus_up = True
             await until_standing(node_a, Standing(1, 2), writing=True)
             assert node_b.writing_standing() == Standing(0, 2)
+
+
+async def refuse_connections(server_url: str, url: str, refused: bool) -> None:
+    """A database that takes no connection, its sessions ended: to the nodes on it, an outage."""
+    name = make_url(url).database
+    await admin_execute(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not refused).lower()}')
+    if refused:
+        await admin_execute(
+            server_url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+
+
+async def until_true(check: Callable[[], bool], guard: float = HANG_GUARD) -> None:
+    async with asyncio.timeout(guard):
+        while not check():  # noqa: ASYNC110 (time passing is what changes it)
+            await asyncio.sleep(0.02)
+
+
+async def test_a_node_whose_beats_fail_may_be_counted_dead_until_the_database_takes_one(
+    server_url: str,
+) -> None:
+    """Its peers may record its connections' departures once its row is `dead_after` old, so it says
+    so before then; and once the database is back it beats at its next look, not a heartbeat later,
+    so that it learns at once whether it was taken for dead."""
+    async with fresh_database(server_url, 1) as url:
+        db, registry = named_registry(url, "node-a", beat=3.0, look=0.05)
+        registry.dead_after = 6.0  # counted dead 4.5 s after its last beat: a margin of half the slack
+        async with started((db, registry)):
+            assert not registry.may_be_counted_dead
+            await refuse_connections(server_url, url, True)
+            try:
+                await until_true(lambda: registry.may_be_counted_dead)
+            finally:
+                await refuse_connections(server_url, url, False)
+            # The beats that failed meanwhile moved the next one to the next look: within 2 s, where
+            # the next beat on the heartbeat's schedule would be up to 3 s away.
+            await until_true(lambda: not registry.may_be_counted_dead, guard=2.0)
