@@ -33,7 +33,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final
@@ -101,7 +101,9 @@ class Node:
         # Connections dropped because a peer took this node for dead (their leaves are in the log):
         # nothing more is appended in their names, also by a handler that was under way.
         self._reaped: set[str] = set()
-        self._recording: set[asyncio.Task[None]] = set()  # their leaves, recorded again in the background
+        # Departures recorded in the background (`_in_background`), and those of them a stop waits for.
+        self._recording: set[asyncio.Task[None]] = set()
+        self._awaited_at_stop: set[asyncio.Task[None]] = set()
         self.held_reads = 0  # reads of the log by own commits waiting for earlier positions
         self._db_engine: AsyncEngine | None = None
         self._store: EventLog | None = None
@@ -199,8 +201,7 @@ class Node:
                 self._running_appender(),
                 bus,
                 share=self.nodes.writing_standing,  # among the nodes that route, as this one does
-                # The holder's queue, then its commit, each bounded by the append timeout.
-                timeout=2 * config.append_timeout + 1.0,
+                timeout=self._route_timeout,
                 deliver=self.follower.offer_peers_events,
             )
             await self.routing.start()
@@ -222,9 +223,9 @@ class Node:
         # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
         # there may be thousands, and each would be a commit).
         await self.hub.aclose()
-        if self._recording:  # the leaves of connections dropped when this node was taken for dead
-            await asyncio.wait(self._recording, timeout=STOP_TIMEOUT)
-            await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
+        if self._awaited_at_stop:  # the leaves of connections dropped when this node was taken for dead
+            await asyncio.wait(self._awaited_at_stop, timeout=STOP_TIMEOUT)
+        await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
         leaves = [leave for c in self.connections for leave in self.depart(c.connection_id)]
         if leaves:
             try:
@@ -534,7 +535,31 @@ class Node:
 
     async def _record_dead_nodes_departures(self) -> None:
         if self._db_engine is not None and self.nodes is not None:
-            await reaper.record_departures(self._db_engine, self.nodes, self.commit)
+            for dead in await reaper.record_departures(self._db_engine, self.nodes, self.commit):
+                late = reaper.record_late_departures(
+                    self._db_engine, dead, self.node_id, self.commit, after=self._route_timeout
+                )
+                # Not waited for at a stop: it sleeps first, and is a second look only.
+                self._in_background(late, "late-departures", awaited_at_stop=False)
+
+    @property
+    def _route_timeout(self) -> float:
+        """How long a batch handed to another node may take: its queue, then its commit there."""
+        return 2 * self.config.append_timeout + 1.0
+
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str, *, awaited_at_stop: bool) -> None:
+        """Departures recorded apart from the heartbeat; those `awaited_at_stop` within a bound."""
+
+        async def logged() -> None:
+            try:
+                await work
+            except Exception as exc:  # each commit was tried again until its bound
+                log.error("%s: departures not recorded: %s: %s", name, type(exc).__name__, exc)
+
+        task = asyncio.create_task(logged(), name=name)
+        for tasks in (self._recording, self._awaited_at_stop) if awaited_at_stop else (self._recording,):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _drop_reaped_connections(self) -> None:
         """A peer recorded this node's connections as gone (it took this node for dead): close them
@@ -553,15 +578,10 @@ class Node:
                 for room_id in connection.departures
             ]
         if leaves:
-            task = asyncio.create_task(self._record_lost_leaves(leaves), name="lost-leaves")
-            self._recording.add(task)
-            task.add_done_callback(self._recording.discard)
+            self._in_background(self._record_lost_leaves(leaves), "lost-leaves", awaited_at_stop=True)
 
     async def _record_lost_leaves(self, leaves: list[NewEvent]) -> None:
-        try:
-            await reaper.commit_all(leaves, self.commit, bound=4 * self.config.node_dead_after)
-        except Exception as exc:
-            log.error("could not record %d departures of dropped connections: %s", len(leaves), exc)
+        await reaper.commit_all(leaves, self.commit, bound=4 * self.config.node_dead_after)
 
     async def _read_up_to(self, order: DeliveryOrder, partition: int, position: int) -> None:
         """Read the partition's positions before `position` that another node (or a commit whose

@@ -14,7 +14,9 @@ the connection and the room, so the log records it once whoever gets there first
 that dies halfway is completed by the next one. The node may not be dead at all, only cut off from
 the database: its row stays locked from the reading of its memberships until it is marked stopped,
 so that a beat of the node in between finds it stopped, and the node, which then drops its
-connections, records their leaves too, under the same keys (engine/node.py).
+connections, records their leaves too, under the same keys (engine/node.py). A join such a node
+handed to another node shortly before can commit after the memberships were read: they are read
+again once that must have happened (`record_late_departures`).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
   AND heartbeat_at < now() - make_interval(secs => :dead_after)
 FOR UPDATE SKIP LOCKED
 """
+_RUN_OF = "SELECT started_at FROM nodes WHERE node_id = :dead FOR SHARE"
 # Its run, not a later one: the node may have registered again since it was found dead.
 _MARK_STOPPED = """
 UPDATE nodes SET stopped_at = now() WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
@@ -130,11 +133,13 @@ async def record_departures(
     commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
     *,
     retry_interval: float = 1.0,
-) -> None:
+) -> list[DeadNode]:
     """Append the leaves of the connections of every node that stopped heartbeating, then mark it
     stopped (run after each heartbeat of a node that can judge its peers), its row locked throughout.
     Leaves that fail are tried again for up to `dead_after`; the row is marked only once every leave
-    is in the log, so that a survivor after an outage completes them."""
+    is in the log, so that a survivor after an outage completes them. Returns the nodes it marked:
+    see `record_late_departures`."""
+    marked: list[DeadNode] = []
     for dead in await dead_nodes(db_engine, registry.node_id, registry.dead_after):
         claim = {"dead": dead.node_id, "started_at": dead.started_at, "dead_after": registry.dead_after}
         async with db_engine.begin() as conn:
@@ -147,12 +152,38 @@ async def record_departures(
             bound = registry.dead_after
             recorded_here = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
             await mark_stopped(conn, dead)
+        marked.append(dead)
         registry.gone(dead.node_id)
         log.warning(
             "node %s stopped heartbeating: %d departures of its connections recorded",
             dead.node_id,
             recorded_here,
         )
+    return marked
+
+
+async def record_late_departures(
+    db_engine: AsyncEngine,
+    dead: DeadNode,
+    reaper: str,
+    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    *,
+    after: float,
+) -> None:
+    """Close, `after` seconds on, the memberships of a node marked stopped that its first reading
+    missed: a join it handed to the node writing its room's partition shortly before it may be taken
+    for dead (engine/node.py) can commit after that reading, within its writer's queue and commit
+    (`after` bounds both). Nothing if the node registered again: it records its old connections'
+    departures itself, and its new run's joins must stay open (its row is held while they are read)."""
+    await asyncio.sleep(after)
+    async with db_engine.begin() as conn:
+        row = (await conn.execute(text(_RUN_OF), {"dead": dead.node_id})).first()
+        if row is None or row.started_at != dead.started_at:
+            return
+        leaves = await leaves_for(conn, dead, reaper)
+    if leaves:
+        recorded = await commit_all(leaves, commit, bound=after)
+        log.warning("node %s: %d departures of joins that committed late recorded", dead.node_id, recorded)
 
 
 async def commit_all(
@@ -186,4 +217,5 @@ __all__ = [
     "lost_leave",
     "mark_stopped",
     "record_departures",
+    "record_late_departures",
 ]

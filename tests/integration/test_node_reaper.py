@@ -1,20 +1,29 @@
 """The departures of a dead node's connections: exactly its open memberships, recorded once even when
 two survivors find it at the same time, and recorded before the node, if it was only cut off, can
-beat again; a node that registered again is not marked stopped for its earlier run."""
+beat again; a join it handed over that committed late is closed by a second look; a node that
+registered again is not marked stopped for its earlier run, nor its new joins closed."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.cluster.reaper import DeadNode, dead_nodes, leaves_for, mark_stopped, record_departures
+from engine.cluster.reaper import (
+    DeadNode,
+    dead_nodes,
+    leaves_for,
+    mark_stopped,
+    record_departures,
+    record_late_departures,
+)
 from engine.cluster.registry import NodeRegistry
 from engine.log.store import EventStore, create_db_engine
-from engine.model.catalogue import USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent
 from engine.model.streams import room_stream
 from tests.api.conftest import fresh_database
@@ -135,3 +144,50 @@ async def test_a_node_registered_again_is_not_marked_stopped_by_a_reaper_of_its_
         await mark_stopped(conn, DeadNode(node, earlier))  # found dead in its earlier run
         row = (await conn.execute(text("SELECT stopped_at FROM nodes WHERE node_id = :n"), {"n": node})).one()
     assert row.stopped_at is None
+
+
+async def committing(store: EventStore) -> Callable[[NewEvent], Awaitable[AppendOutcome]]:
+    async def commit(event: NewEvent) -> AppendOutcome:
+        (outcome,) = await store.append([event])
+        return outcome
+
+    return commit
+
+
+async def leaves_in(store: EventStore, room: str) -> list[tuple[str, str]]:
+    stream = await store.read_stream(room_stream(room))
+    return [(e.data["user_id"], e.data["reason"]) for e in stream if e.type == USER_LEFT_ROOM]
+
+
+async def test_a_join_a_dead_node_handed_over_that_committed_late_is_closed_at_the_second_look(
+    server_url: str,
+) -> None:
+    """A join the node handed to its room's writer just before it stopped appending can commit after
+    the survivor read the node's memberships; a second reading, once such a batch must have committed,
+    closes it. If the node registered again meanwhile, that reading leaves its new joins open."""
+    async with fresh_database(server_url, 1) as url:
+        db_engine = create_db_engine(url)
+        store = EventStore(db_engine)
+        cut, late_room, new_room = "cut-node", f"room-{uuid.uuid4().hex[:8]}", f"room-{uuid.uuid4().hex[:8]}"
+        started = datetime.now(UTC) - timedelta(seconds=5)
+        commit = await committing(store)
+        try:
+            async with db_engine.begin() as conn:
+                await conn.execute(
+                    text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, :s, :s)"),
+                    {"n": cut, "s": started},
+                )
+            survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
+            (dead,) = await record_departures(db_engine, survivor, commit)
+            await store.append([membership(USER_JOINED_ROOM, late_room, "bo", "c-bo", cut)])  # late
+            await record_late_departures(db_engine, dead, "survivor", commit, after=0.0)
+            assert await leaves_in(store, late_room) == [("bo", NODE_LOST)]
+
+            async with db_engine.begin() as conn:  # the node is back, registered anew
+                again = "UPDATE nodes SET started_at = now(), stopped_at = NULL WHERE node_id = :n"
+                await conn.execute(text(again), {"n": cut})
+            await store.append([membership(USER_JOINED_ROOM, new_room, "cy", "c-cy", cut)])
+            await record_late_departures(db_engine, dead, "survivor", commit, after=0.0)
+            assert await leaves_in(store, new_room) == []
+        finally:
+            await db_engine.dispose()
