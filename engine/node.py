@@ -104,6 +104,7 @@ class Node:
         # Departures recorded in the background (`_in_background`), and those of them a stop waits for.
         self._recording: set[asyncio.Task[None]] = set()
         self._awaited_at_stop: set[asyncio.Task[None]] = set()
+        self._stopping = False  # no more of those from then on
         self.held_reads = 0  # reads of the log by own commits waiting for earlier positions
         self._db_engine: AsyncEngine | None = None
         self._store: EventLog | None = None
@@ -222,6 +223,7 @@ class Node:
         """Record the departure of connections still open, commit what is queued, close the pool."""
         # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
         # there may be thousands, and each would be a commit).
+        self._stopping = True
         await self.hub.aclose()
         if self._awaited_at_stop:  # the leaves of connections dropped when this node was taken for dead
             await asyncio.wait(self._awaited_at_stop, timeout=STOP_TIMEOUT)
@@ -237,6 +239,8 @@ class Node:
         for part in (self.routing, self.projector, self.rate_sync, self.follower, self.nodes):
             if part is not None:
                 await part.stop()
+        # Any started by the registry's last judging, before it stopped.
+        await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
         self.projector = self.rate_sync = self.follower = self.nodes = self.order = self.control = None
         self.routing = None
         if self._db_engine is not None:
@@ -536,8 +540,13 @@ class Node:
     async def _record_dead_nodes_departures(self) -> None:
         if self._db_engine is not None and self.nodes is not None:
             for dead in await reaper.record_departures(self._db_engine, self.nodes, self.commit):
-                late = reaper.record_late_departures(
-                    self._db_engine, dead, self.node_id, self.commit, after=self._route_timeout
+                late = partial(
+                    reaper.record_late_departures,
+                    self._db_engine,
+                    dead,
+                    self.node_id,
+                    self.commit,
+                    after=self._route_timeout,
                 )
                 # Not waited for at a stop: it sleeps first, and is a second look only.
                 self._in_background(late, "late-departures", awaited_at_stop=False)
@@ -547,12 +556,18 @@ class Node:
         """How long a batch handed to another node may take: its queue, then its commit there."""
         return 2 * self.config.append_timeout + 1.0
 
-    def _in_background(self, work: Coroutine[Any, Any, None], name: str, *, awaited_at_stop: bool) -> None:
-        """Departures recorded apart from the heartbeat; those `awaited_at_stop` within a bound."""
+    def _in_background(
+        self, work: Callable[[], Coroutine[Any, Any, None]], name: str, *, awaited_at_stop: bool
+    ) -> None:
+        """Departures recorded apart from the heartbeat; those `awaited_at_stop` within a bound.
+        None once the node is stopping: nothing would be left to write them."""
+        if self._stopping:
+            log.warning("%s: not started, the node is stopping", name)
+            return
 
         async def logged() -> None:
             try:
-                await work
+                await work()
             except Exception as exc:  # each commit was tried again until its bound
                 log.error("%s: departures not recorded: %s: %s", name, type(exc).__name__, exc)
 
@@ -578,7 +593,8 @@ class Node:
                 for room_id in connection.departures
             ]
         if leaves:
-            self._in_background(self._record_lost_leaves(leaves), "lost-leaves", awaited_at_stop=True)
+            record = partial(self._record_lost_leaves, leaves)
+            self._in_background(record, "lost-leaves", awaited_at_stop=True)
 
     async def _record_lost_leaves(self, leaves: list[NewEvent]) -> None:
         await reaper.commit_all(leaves, self.commit, bound=4 * self.config.node_dead_after)

@@ -33,8 +33,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.cluster.registry import NodeRegistry
+from engine.log.connectivity import is_connectivity_error
 from engine.log.partitions import partition_count
 from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, UserLeftRoom
+from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, NewEvent, Origin
 
 log = logging.getLogger(__name__)
@@ -141,17 +143,13 @@ async def record_departures(
     see `record_late_departures`."""
     marked: list[DeadNode] = []
     for dead in await dead_nodes(db_engine, registry.node_id, registry.dead_after):
-        claim = {"dead": dead.node_id, "started_at": dead.started_at, "dead_after": registry.dead_after}
-        async with db_engine.begin() as conn:
-            # Idle while the leaves commit on other connections: a server-wide idle timeout must not
-            # end the claim, and its lock, halfway.
-            await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
-            if (await conn.execute(text(_CLAIM), claim)).first() is None:
-                continue  # it beat meanwhile, or another survivor is at it
-            leaves = await leaves_for(conn, dead, registry.node_id)
-            bound = registry.dead_after
-            recorded_here = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
-            await mark_stopped(conn, dead)
+        try:
+            recorded_here = await _record(db_engine, registry, dead, commit, retry_interval)
+        except Exception as exc:  # tried again after a later beat; the other dead nodes go on
+            log.warning("recording the departures of node %s: %s: %s", dead.node_id, type(exc).__name__, exc)
+            continue
+        if recorded_here is None:
+            continue  # it beat meanwhile, or another survivor is at it
         marked.append(dead)
         registry.gone(dead.node_id)
         log.warning(
@@ -160,6 +158,29 @@ async def record_departures(
             recorded_here,
         )
     return marked
+
+
+async def _record(
+    db_engine: AsyncEngine,
+    registry: NodeRegistry,
+    dead: DeadNode,
+    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    retry_interval: float,
+) -> int | None:
+    """How many of `dead`'s departures were recorded here before its row was marked; None if its
+    row could not be claimed."""
+    claim = {"dead": dead.node_id, "started_at": dead.started_at, "dead_after": registry.dead_after}
+    async with db_engine.begin() as conn:
+        # Idle while the leaves commit on other connections: a server-wide idle timeout must not end
+        # the claim, and its lock, halfway.
+        await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+        if (await conn.execute(text(_CLAIM), claim)).first() is None:
+            return None
+        leaves = await leaves_for(conn, dead, registry.node_id)
+        bound = registry.dead_after
+        recorded_here = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
+        await mark_stopped(conn, dead)
+    return recorded_here
 
 
 async def record_late_departures(
@@ -194,7 +215,8 @@ async def commit_all(
     retry_interval: float = 1.0,
 ) -> int:
     """Commit every leave (a Duplicate counts as done: another survivor recorded it), trying those
-    that fail again; how many were recorded here. Raises the last failure once `bound` has passed."""
+    that fail for want of the store again; how many were recorded here. Raises the last such failure
+    once `bound` has passed, and any other at once."""
     recorded_here = 0
     deadline = time.monotonic() + bound
     while True:
@@ -203,6 +225,9 @@ async def commit_all(
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if not failures:
             return recorded_here
+        for failure in failures:
+            if not isinstance(failure, StoreUnavailable) and not is_connectivity_error(failure):
+                raise failure
         if time.monotonic() >= deadline:
             raise failures[-1]
         leaves = [leave for leave, o in zip(leaves, outcomes, strict=True) if isinstance(o, BaseException)]

@@ -127,6 +127,9 @@ class RouteLost(ConnectionError):
 
 
 REFUSED_UNVOUCHED = "this node has not reached the database for a while; try again soon"
+HANDED_OVER_TOO_LONG_AGO = (
+    "the append waited too long for its partition's writer; retry with the same client_msg_id"
+)
 
 
 @dataclass(eq=False)
@@ -161,7 +164,8 @@ class Appender:
         self.on_committed = on_committed
         self.route = route  # set once the node's routing is up; None: every partition is written here
         self.admits = admits
-        self._here: set[asyncio.Future[AppendOutcome]] = set()  # queued for another node: written here
+        # Queued for another node, written here whoever holds their partition by then: when (monotonic).
+        self._here: dict[asyncio.Future[AppendOutcome], float] = {}
         self.forwarded = 0  # events of this node's callers that another node committed
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -274,10 +278,14 @@ class Appender:
         self._admit(len(batch))
         futures = [self._enqueue(event) for event in batch]
         if here:
-            self._here.update(futures)
+            queued_at = time.monotonic()
             for fut in futures:
-                fut.add_done_callback(self._here.discard)
+                self._here[fut] = queued_at
+                fut.add_done_callback(self._forget_here)
         return futures
+
+    def _forget_here(self, fut: asyncio.Future[AppendOutcome]) -> None:
+        self._here.pop(fut, None)
 
     def partition_of(self, stream_id: str) -> int:
         return partition_of(stream_id, self.partitions)
@@ -327,8 +335,8 @@ class Appender:
         return batch
 
     async def _commit(self, lane: _Lane, batch: list[_Pending]) -> None:
-        if self.admits is not None:
-            batch = self._admitted(batch, self.admits)
+        if self.admits is not None or self._here:
+            batch = self._admitted(batch)
             if not batch:
                 return
         started = time.perf_counter()
@@ -367,16 +375,27 @@ class Appender:
             if not fut.done():
                 fut.set_result(outcome)
 
-    def _admitted(self, batch: list[_Pending], admits: Callable[[NewEvent], bool]) -> list[_Pending]:
-        """The batch less what `admits` refuses now (asked as the batch leaves, since a batch may wait
-        in its lane for long after its events were queued); a batch handed over by another node was
-        asked there."""
+    def _admitted(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch less what may not be written now. This node's callers' events are asked of
+        `admits` as the batch leaves, since a batch may wait in its lane long after its events were
+        queued. Events another node handed over were asked there; they go while their asker may still
+        wait for them (queued at most `timeout` ago, then a commit bounded by `timeout`): never after
+        it gave up, nor after a survivor's second reading of a dead node's memberships, which counts
+        on that bound (engine/cluster/reaper.py)."""
+        admits = self.admits
+        now = time.monotonic() if self._here else 0.0
         admitted: list[_Pending] = []
-        for item in batch:
-            if item[1] in self._here or admits(item[0]):
-                admitted.append(item)
+        for event, fut in batch:
+            queued_at = self._here.get(fut)
+            if queued_at is not None:
+                if now - queued_at <= self.timeout:
+                    admitted.append((event, fut))
+                else:
+                    self._fail([(event, fut)], StoreUnavailable(HANDED_OVER_TOO_LONG_AGO))
+            elif admits is None or admits(event):
+                admitted.append((event, fut))
             else:
-                self._fail([item], StoreUnavailable(REFUSED_UNVOUCHED))
+                self._fail([(event, fut)], StoreUnavailable(REFUSED_UNVOUCHED))
         return admitted
 
     async def _write(
@@ -395,6 +414,8 @@ class Appender:
 
     async def _commit_one_by_one(self, lane: _Lane, batch: list[_Pending]) -> None:
         for event, fut in batch:
+            if not self._admitted([(event, fut)]):  # each may wait a timeout behind the one before it
+                continue
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.timeout):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
-from engine.log.appender import Appender
+from engine.log.appender import HANDED_OVER_TOO_LONG_AGO, REFUSED_UNVOUCHED, Appender
 from engine.log.store import EventStore, create_db_engine
 from engine.model.errors import StoreUnavailable
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent
@@ -234,3 +235,44 @@ async def test_a_start_during_a_stop_waits_for_its_lanes_to_drain(store: EventSt
         await asyncio.gather(*callers, return_exceptions=True)
         await asyncio.wait_for(appender.stop(), 10)  # a lane that never ends fails the test, not the run
     assert [e.type for e in await store.read_stream(stream)] == ["Old"] * 4 + ["New"]
+
+
+async def test_an_event_its_node_may_no_longer_vouch_for_is_refused_as_its_batch_leaves(
+    store: EventStore, stream: str
+) -> None:
+    """`admits` is asked when the batch leaves the queue, not when its events were queued: a node
+    that may be counted dead by then (engine/node.py) writes and hands over nothing more."""
+    vouching = True
+    appender = Appender(store, admits=lambda event: vouching or event.type == "Departed")
+    await appender.start()
+    try:
+        assert isinstance(await appender.append(NewEvent(stream, "Edited", {})), Committed)
+        queued = [appender.append(NewEvent(stream, kind, {})) for kind in ("Edited", "Departed")]
+        vouching = False  # before the writer gets to them
+        edited, departed = await asyncio.gather(*queued, return_exceptions=True)
+    finally:
+        await appender.stop()
+    assert isinstance(edited, StoreUnavailable) and str(edited) == REFUSED_UNVOUCHED
+    assert isinstance(departed, Committed)
+    assert [e.type for e in await store.read_stream(stream)] == ["Edited", "Departed"]
+
+
+async def test_a_batch_handed_over_that_waited_past_its_bound_is_not_written(
+    store: EventStore, stream: str
+) -> None:
+    """Its asker counts on it being written within the append timeout of its queueing, or never (and
+    so does a survivor's second look at a dead node's joins): one that waited longer fails."""
+    appender = Appender(store, timeout=0.2)
+    await appender.start()
+    try:
+        await appender.append(NewEvent(stream, "First", {}))  # the log's partition count known
+        handed = appender.submit_many([NewEvent(stream, "HandedOver", {"i": i}) for i in range(3)], here=True)
+        assert handed is not None
+        own = asyncio.ensure_future(appender.append(NewEvent(stream, "Own", {})))
+        time.sleep(0.3)  # noqa: ASYNC251 (the loop stalls with them queued: the writer comes too late)
+        outcomes = await asyncio.gather(*handed, return_exceptions=True)
+        assert isinstance(await own, Committed)  # this node's own caller's event is not bounded so
+    finally:
+        await appender.stop()
+    assert all(isinstance(o, StoreUnavailable) and str(o) == HANDED_OVER_TOO_LONG_AGO for o in outcomes)
+    assert [e.type for e in await store.read_stream(stream)] == ["First", "Own"]

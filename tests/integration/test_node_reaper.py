@@ -191,3 +191,43 @@ async def test_a_join_a_dead_node_handed_over_that_committed_late_is_closed_at_t
             assert await leaves_in(store, new_room) == []
         finally:
             await db_engine.dispose()
+
+
+async def test_a_dead_node_whose_departures_fail_is_left_for_later_and_the_others_recorded(
+    server_url: str,
+) -> None:
+    """One node's departures that cannot be recorded (here an error no retry mends) leave its row
+    unmarked, for a later pass, and do not keep the survivor from the other dead nodes."""
+    async with fresh_database(server_url, 1) as url:
+        db_engine = create_db_engine(url)
+        store = EventStore(db_engine)
+        room = f"room-{uuid.uuid4().hex[:8]}"
+        started = datetime.now(UTC) - timedelta(seconds=5)
+        plain = await committing(store)
+
+        async def commit(event: NewEvent) -> AppendOutcome:
+            if event.data["user_id"] == "ann":
+                raise ValueError("poisoned")
+            return await plain(event)
+
+        try:
+            for node in ("node-a", "node-b"):
+                async with db_engine.begin() as conn:
+                    await conn.execute(
+                        text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, :s, :s)"),
+                        {"n": node, "s": started},
+                    )
+            await store.append(
+                [
+                    membership(USER_JOINED_ROOM, room, "ann", "c-ann", "node-a"),
+                    membership(USER_JOINED_ROOM, room, "bo", "c-bo", "node-b"),
+                ]
+            )
+            survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
+            marked = await record_departures(db_engine, survivor, commit, retry_interval=0.01)
+            assert [dead.node_id for dead in marked] == ["node-b"]
+            assert await leaves_in(store, room) == [("bo", NODE_LOST)]
+            still_dead = {dead.node_id for dead in await dead_nodes(db_engine, "survivor", dead_after=2.0)}
+            assert still_dead == {"node-a"}
+        finally:
+            await db_engine.dispose()
