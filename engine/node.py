@@ -227,6 +227,7 @@ class Node:
         await self.hub.aclose()
         if self._awaited_at_stop:  # the leaves of connections dropped when this node was taken for dead
             await asyncio.wait(self._awaited_at_stop, timeout=STOP_TIMEOUT)
+        # None starts from here on (`_stopping`), also from the registry's judging until it stops.
         await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
         leaves = [leave for c in self.connections for leave in self.depart(c.connection_id)]
         if leaves:
@@ -239,8 +240,6 @@ class Node:
         for part in (self.routing, self.projector, self.rate_sync, self.follower, self.nodes):
             if part is not None:
                 await part.stop()
-        # Any started by the registry's last judging, before it stopped.
-        await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
         self.projector = self.rate_sync = self.follower = self.nodes = self.order = self.control = None
         self.routing = None
         if self._db_engine is not None:
@@ -572,9 +571,11 @@ class Node:
                 log.error("%s: departures not recorded: %s: %s", name, type(exc).__name__, exc)
 
         task = asyncio.create_task(logged(), name=name)
-        for tasks in (self._recording, self._awaited_at_stop) if awaited_at_stop else (self._recording,):
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+        if awaited_at_stop:
+            self._awaited_at_stop.add(task)
+            task.add_done_callback(self._awaited_at_stop.discard)
 
     async def _drop_reaped_connections(self) -> None:
         """A peer recorded this node's connections as gone (it took this node for dead): close them

@@ -41,6 +41,8 @@ from engine.model.events import AppendOutcome, Committed, NewEvent, Origin
 
 log = logging.getLogger(__name__)
 
+Commit = Callable[[NewEvent], Awaitable[AppendOutcome]]  # the node's: appended, then published
+
 _DEAD = """
 SELECT node_id, started_at FROM nodes
 WHERE node_id <> :node AND stopped_at IS NULL AND heartbeat_at < now() - make_interval(secs => :dead_after)
@@ -132,7 +134,7 @@ async def mark_stopped(conn: AsyncConnection, dead: DeadNode) -> None:
 async def record_departures(
     db_engine: AsyncEngine,
     registry: NodeRegistry,
-    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    commit: Commit,
     *,
     retry_interval: float = 1.0,
 ) -> list[DeadNode]:
@@ -164,7 +166,7 @@ async def _record(
     db_engine: AsyncEngine,
     registry: NodeRegistry,
     dead: DeadNode,
-    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    commit: Commit,
     retry_interval: float,
 ) -> int | None:
     """How many of `dead`'s departures were recorded here before its row was marked; None if its
@@ -187,7 +189,7 @@ async def record_late_departures(
     db_engine: AsyncEngine,
     dead: DeadNode,
     reaper: str,
-    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    commit: Commit,
     *,
     after: float,
 ) -> None:
@@ -209,7 +211,7 @@ async def record_late_departures(
 
 async def commit_all(
     leaves: list[NewEvent],
-    commit: Callable[[NewEvent], Awaitable[AppendOutcome]],
+    commit: Commit,
     *,
     bound: float,
     retry_interval: float = 1.0,

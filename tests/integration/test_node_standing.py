@@ -243,11 +243,10 @@ async def test_a_node_whose_beats_fail_may_be_counted_dead_until_the_database_ta
     server_url: str,
 ) -> None:
     """Its peers may record its connections' departures once its row is `dead_after` old, so it says
-    so before then; and once the database is back it beats at its next look, not a heartbeat later,
-    so that it learns at once whether it was taken for dead."""
+    so before then, and no longer once the database has taken a beat again."""
     async with fresh_database(server_url, 1) as url:
-        db, registry = named_registry(url, "node-a", beat=3.0, look=0.05)
-        registry.dead_after = 6.0  # counted dead 4.5 s after its last beat: a margin of half the slack
+        db, registry = named_registry(url, "node-a", beat=2.0, look=0.05)
+        registry.dead_after = 4.0  # counted dead 3 s after its last beat: a margin of half the slack
         async with started((db, registry)):
             assert not registry.may_be_counted_dead
             await refuse_connections(server_url, url, True)
@@ -255,6 +254,20 @@ async def test_a_node_whose_beats_fail_may_be_counted_dead_until_the_database_ta
                 await until_true(lambda: registry.may_be_counted_dead)
             finally:
                 await refuse_connections(server_url, url, False)
-            # The beats that failed meanwhile moved the next one to the next look: within 2 s, where
-            # the next beat on the heartbeat's schedule would be up to 3 s away.
-            await until_true(lambda: not registry.may_be_counted_dead, guard=2.0)
+            await until_true(lambda: not registry.may_be_counted_dead)
+
+
+async def test_a_node_whose_first_beat_failed_beats_again_at_its_next_look(server_url: str) -> None:
+    """Not a heartbeat later: until the database takes a beat the node appends nothing in its
+    connections' names, and a node taken for dead meanwhile learns it from that beat."""
+    async with fresh_database(server_url, 1) as url:
+        db, registry = named_registry(url, "node-a", beat=HANG_GUARD * 2, look=0.05)
+        await refuse_connections(server_url, url, True)
+        try:
+            async with started((db, registry)):  # its first beat fails
+                assert registry.may_be_counted_dead
+                await refuse_connections(server_url, url, False)
+                # Within the guard, half a heartbeat: the beat at the next look registered it.
+                await until_true(lambda: not registry.may_be_counted_dead)
+        finally:
+            await refuse_connections(server_url, url, False)
