@@ -101,9 +101,8 @@ class Node:
         # Connections dropped because a peer took this node for dead (their leaves are in the log):
         # nothing more is appended in their names, also by a handler that was under way.
         self._reaped: set[str] = set()
-        # Departures recorded in the background (`_in_background`), and those of them a stop waits for.
+        # Departures recorded in the background (`_in_background`), which a stop waits for.
         self._recording: set[asyncio.Task[None]] = set()
-        self._awaited_at_stop: set[asyncio.Task[None]] = set()
         self._stopping = False  # no more of those from then on
         self.held_reads = 0  # reads of the log by own commits waiting for earlier positions
         self._db_engine: AsyncEngine | None = None
@@ -225,8 +224,8 @@ class Node:
         # there may be thousands, and each would be a commit).
         self._stopping = True
         await self.hub.aclose()
-        if self._awaited_at_stop:  # the leaves of connections dropped when this node was taken for dead
-            await asyncio.wait(self._awaited_at_stop, timeout=STOP_TIMEOUT)
+        if self._recording:  # the leaves of connections dropped when this node was taken for dead
+            await asyncio.wait(self._recording, timeout=STOP_TIMEOUT)
         # None starts from here on (`_stopping`), also from the registry's judging until it stops.
         await asyncio.gather(*(cancel_and_wait(task, STOP_TIMEOUT) for task in list(self._recording)))
         leaves = [leave for c in self.connections for leave in self.depart(c.connection_id)]
@@ -537,29 +536,21 @@ class Node:
             return None
 
     async def _record_dead_nodes_departures(self) -> None:
-        if self._db_engine is not None and self.nodes is not None:
-            for dead in await reaper.record_departures(self._db_engine, self.nodes, self.commit):
-                late = partial(
-                    reaper.record_late_departures,
-                    self._db_engine,
-                    dead,
-                    self.node_id,
-                    self.commit,
-                    after=self._route_timeout,
-                )
-                # Not waited for at a stop: it sleeps first, and is a second look only.
-                self._in_background(late, "late-departures", awaited_at_stop=False)
+        db_engine, nodes = self._db_engine, self.nodes
+        if db_engine is not None and nodes is not None:
+            # By then a join the dead node handed over before it stopped appending is in the log.
+            recheck_after = self._route_timeout
+            await reaper.record_departures(db_engine, nodes, self.commit, recheck_after=recheck_after)
+            await reaper.record_late_departures(db_engine, nodes, self.commit)
 
     @property
     def _route_timeout(self) -> float:
         """How long a batch handed to another node may take: its queue, then its commit there."""
         return 2 * self.config.append_timeout + 1.0
 
-    def _in_background(
-        self, work: Callable[[], Coroutine[Any, Any, None]], name: str, *, awaited_at_stop: bool
-    ) -> None:
-        """Departures recorded apart from the heartbeat; those `awaited_at_stop` within a bound.
-        None once the node is stopping: nothing would be left to write them."""
+    def _in_background(self, work: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+        """Departures recorded apart from the heartbeat, which a stop waits for within a bound. None
+        once the node is stopping: nothing would be left to write them."""
         if self._stopping:
             log.warning("%s: not started, the node is stopping", name)
             return
@@ -573,9 +564,6 @@ class Node:
         task = asyncio.create_task(logged(), name=name)
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
-        if awaited_at_stop:
-            self._awaited_at_stop.add(task)
-            task.add_done_callback(self._awaited_at_stop.discard)
 
     async def _drop_reaped_connections(self) -> None:
         """A peer recorded this node's connections as gone (it took this node for dead): close them
@@ -595,7 +583,7 @@ class Node:
             ]
         if leaves:
             record = partial(self._record_lost_leaves, leaves)
-            self._in_background(record, "lost-leaves", awaited_at_stop=True)
+            self._in_background(record, "lost-leaves")
 
     async def _record_lost_leaves(self, leaves: list[NewEvent]) -> None:
         await reaper.commit_all(leaves, self.commit, bound=4 * self.config.node_dead_after)

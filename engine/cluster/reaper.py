@@ -16,7 +16,8 @@ the database: its row stays locked from the reading of its memberships until it 
 so that a beat of the node in between finds it stopped, and the node, which then drops its
 connections, records their leaves too, under the same keys (engine/node.py). A join such a node
 handed to another node shortly before can commit after the memberships were read: they are read
-again once that must have happened (`record_late_departures`).
+again once that must have happened (`record_late_departures`), by whichever survivor gets there first,
+since the mark also records when that second look is due.
 """
 
 from __future__ import annotations
@@ -70,11 +71,19 @@ WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
   AND heartbeat_at < now() - make_interval(secs => :dead_after)
 FOR UPDATE SKIP LOCKED
 """
-_RUN_OF = "SELECT started_at FROM nodes WHERE node_id = :dead FOR SHARE"
 # Its run, not a later one: the node may have registered again since it was found dead.
 _MARK_STOPPED = """
-UPDATE nodes SET stopped_at = now() WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
+UPDATE nodes SET stopped_at = now(), recheck_at = now() + make_interval(secs => :recheck_after)
+WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
 """
+_RECHECKS_DUE = "SELECT node_id, started_at FROM nodes WHERE recheck_at <= now()"
+# Held while the memberships are read again and their leaves commit: a registration of the node meanwhile
+# (which clears `recheck_at`) waits, so its new run's joins are never read as the old run's.
+_CLAIM_RECHECK = """
+SELECT 1 FROM nodes WHERE node_id = :dead AND started_at = :started_at AND recheck_at <= now()
+FOR UPDATE SKIP LOCKED
+"""
+_RECHECKED = "UPDATE nodes SET recheck_at = NULL WHERE node_id = :dead AND started_at = :started_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +136,10 @@ def _key(connection_id: str, room_id: str) -> str:
     return f"node-lost:{digest}"
 
 
-async def mark_stopped(conn: AsyncConnection, dead: DeadNode) -> None:
-    await conn.execute(text(_MARK_STOPPED), {"dead": dead.node_id, "started_at": dead.started_at})
+async def mark_stopped(conn: AsyncConnection, dead: DeadNode, *, recheck_after: float) -> None:
+    """Mark the dead run stopped, its memberships to be read again `recheck_after` seconds on."""
+    marked = {"dead": dead.node_id, "started_at": dead.started_at, "recheck_after": recheck_after}
+    await conn.execute(text(_MARK_STOPPED), marked)
 
 
 async def record_departures(
@@ -136,17 +147,18 @@ async def record_departures(
     registry: NodeRegistry,
     commit: Commit,
     *,
+    recheck_after: float,
     retry_interval: float = 1.0,
 ) -> list[DeadNode]:
     """Append the leaves of the connections of every node that stopped heartbeating, then mark it
     stopped (run after each heartbeat of a node that can judge its peers), its row locked throughout.
     Leaves that fail are tried again for up to `dead_after`; the row is marked only once every leave
-    is in the log, so that a survivor after an outage completes them. Returns the nodes it marked:
-    see `record_late_departures`."""
+    is in the log, so that a survivor after an outage completes them. The mark makes a second look
+    due `recheck_after` seconds on (`record_late_departures`). Returns the nodes it marked."""
     marked: list[DeadNode] = []
     for dead in await dead_nodes(db_engine, registry.node_id, registry.dead_after):
         try:
-            recorded_here = await _record(db_engine, registry, dead, commit, retry_interval)
+            recorded_here = await _record(db_engine, registry, dead, commit, recheck_after, retry_interval)
         except Exception as exc:  # tried again after a later beat; the other dead nodes go on
             log.warning("recording the departures of node %s: %s: %s", dead.node_id, type(exc).__name__, exc)
             continue
@@ -167,6 +179,7 @@ async def _record(
     registry: NodeRegistry,
     dead: DeadNode,
     commit: Commit,
+    recheck_after: float,
     retry_interval: float,
 ) -> int | None:
     """How many of `dead`'s departures were recorded here before its row was marked; None if its
@@ -181,32 +194,57 @@ async def _record(
         leaves = await leaves_for(conn, dead, registry.node_id)
         bound = registry.dead_after
         recorded_here = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
-        await mark_stopped(conn, dead)
+        await mark_stopped(conn, dead, recheck_after=recheck_after)
     return recorded_here
 
 
 async def record_late_departures(
     db_engine: AsyncEngine,
-    dead: DeadNode,
-    reaper: str,
+    registry: NodeRegistry,
     commit: Commit,
     *,
-    after: float,
-) -> None:
-    """Close, `after` seconds on, the memberships of a node marked stopped that its first reading
-    missed: a join it handed to the node writing its room's partition shortly before it may be taken
-    for dead (engine/node.py) can commit after that reading, within its writer's queue and commit
-    (`after` bounds both). Nothing if the node registered again: it records its old connections'
-    departures itself, and its new run's joins must stay open (its row is held while they are read)."""
-    await asyncio.sleep(after)
+    retry_interval: float = 1.0,
+) -> list[DeadNode]:
+    """Close the memberships of nodes marked stopped that their first reading missed, for every node
+    whose second look is due: a join it handed to the node writing its room's partition shortly before
+    it may be taken for dead (engine/node.py) can commit after that reading, within its writer's
+    queue and commit, which the mark's `recheck_after` bounds. Any survivor makes the look, so it is
+    not lost with the one that marked the node; a node that failed is left due, for a later pass.
+    Nothing if the node registered again: it records its old connections' departures itself, and its
+    new run's joins must stay open. Returns the nodes looked at again."""
+    async with db_engine.connect() as conn:
+        due = [DeadNode(str(row.node_id), row.started_at) for row in await conn.execute(text(_RECHECKS_DUE))]
+    looked: list[DeadNode] = []
+    for dead in due:
+        try:
+            recorded = await _recheck(db_engine, registry, dead, commit, retry_interval)
+        except Exception as exc:  # still due: tried again after a later beat
+            log.warning("reading node %s's memberships again: %s: %s", dead.node_id, type(exc).__name__, exc)
+            continue
+        if recorded is None:
+            continue  # registered again, or another survivor is at it
+        looked.append(dead)
+        if recorded:
+            log.warning("node %s: %d late joins closed", dead.node_id, recorded)
+    return looked
+
+
+async def _recheck(
+    db_engine: AsyncEngine,
+    registry: NodeRegistry,
+    dead: DeadNode,
+    commit: Commit,
+    retry_interval: float,
+) -> int | None:
+    run = {"dead": dead.node_id, "started_at": dead.started_at}
     async with db_engine.begin() as conn:
-        row = (await conn.execute(text(_RUN_OF), {"dead": dead.node_id})).first()
-        if row is None or row.started_at != dead.started_at:
-            return
-        leaves = await leaves_for(conn, dead, reaper)
-    if leaves:
-        recorded = await commit_all(leaves, commit, bound=after)
-        log.warning("node %s: %d departures of joins that committed late recorded", dead.node_id, recorded)
+        await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))  # as in `_record`
+        if (await conn.execute(text(_CLAIM_RECHECK), run)).first() is None:
+            return None
+        leaves = await leaves_for(conn, dead, registry.node_id)
+        recorded = await commit_all(leaves, commit, bound=registry.dead_after, retry_interval=retry_interval)
+        await conn.execute(text(_RECHECKED), run)
+    return recorded
 
 
 async def commit_all(

@@ -57,7 +57,7 @@ VALUES (:node, CAST(:stats AS jsonb),
         CASE WHEN current_setting('application_name') = :session THEN :session END, :routes)
 ON CONFLICT (node_id) DO UPDATE
 SET started_at = now(), heartbeat_at = now(), stopped_at = NULL, stats = excluded.stats,
-    session_name = excluded.session_name, routes_appends = excluded.routes_appends
+    session_name = excluded.session_name, routes_appends = excluded.routes_appends, recheck_at = NULL
 """
 _REPORTS = """
 SELECT node_id, stats FROM nodes

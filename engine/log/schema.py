@@ -278,6 +278,8 @@ nodes = Table(
     Column("session_name", Text),
     # Whether it writes the partitions it holds for the others (ROUTE_APPENDS): who shares that out.
     Column("routes_appends", Boolean),
+    # When a survivor that marked it stopped is to read its memberships again (engine/cluster/reaper.py).
+    Column("recheck_at", DateTime(timezone=True)),
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
 )
 

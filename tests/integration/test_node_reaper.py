@@ -73,7 +73,7 @@ async def test_open_memberships_of_a_dead_node_are_closed_once(
     outcomes = await store.append([*first, *second])
     assert [type(o) for o in outcomes] == [Committed, Duplicate]
     async with db_engine.begin() as conn:
-        await mark_stopped(conn, found[0])
+        await mark_stopped(conn, found[0], recheck_after=60.0)
     assert dead not in {n.node_id for n in await dead_nodes(db_engine, other, dead_after=2.0)}
     async with db_engine.connect() as conn:
         assert await leaves_for(conn, found[0], reaper="survivor-3") == []  # nothing left open
@@ -125,7 +125,7 @@ async def test_a_node_beating_again_while_its_departures_are_recorded_finds_itse
                 return outcome
 
             survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
-            await record_departures(db_engine, survivor, commit)
+            await record_departures(db_engine, survivor, commit, recheck_after=60.0)
             assert [await b for b in beats] == [0]
         finally:
             await db_engine.dispose()
@@ -141,7 +141,7 @@ async def test_a_node_registered_again_is_not_marked_stopped_by_a_reaper_of_its_
             text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, now(), now())"),
             {"n": node},
         )
-        await mark_stopped(conn, DeadNode(node, earlier))  # found dead in its earlier run
+        await mark_stopped(conn, DeadNode(node, earlier), recheck_after=0.0)  # found dead in its earlier run
         row = (await conn.execute(text("SELECT stopped_at FROM nodes WHERE node_id = :n"), {"n": node})).one()
     assert row.stopped_at is None
 
@@ -159,36 +159,80 @@ async def leaves_in(store: EventStore, room: str) -> list[tuple[str, str]]:
     return [(e.data["user_id"], e.data["reason"]) for e in stream if e.type == USER_LEFT_ROOM]
 
 
-async def test_a_join_a_dead_node_handed_over_that_committed_late_is_closed_at_the_second_look(
+async def register_dead(db_engine: AsyncEngine, *nodes: str) -> None:
+    """Rows of nodes that registered 5 s ago and never beat since."""
+    started = datetime.now(UTC) - timedelta(seconds=5)
+    async with db_engine.begin() as conn:
+        for node in nodes:
+            await conn.execute(
+                text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, :s, :s)"),
+                {"n": node, "s": started},
+            )
+
+
+async def test_a_late_join_of_a_dead_node_is_closed_by_any_survivor_once_its_second_look_is_due(
     server_url: str,
 ) -> None:
     """A join the node handed to its room's writer just before it stopped appending can commit after
-    the survivor read the node's memberships; a second reading, once such a batch must have committed,
-    closes it. If the node registered again meanwhile, that reading leaves its new joins open."""
+    the survivor read the node's memberships. The mark makes a second reading due once such a batch
+    must have committed, and any survivor makes it (the one that marked the node may be gone), once;
+    one that fails leaves it due for a later pass."""
     async with fresh_database(server_url, 1) as url:
         db_engine = create_db_engine(url)
         store = EventStore(db_engine)
-        cut, late_room, new_room = "cut-node", f"room-{uuid.uuid4().hex[:8]}", f"room-{uuid.uuid4().hex[:8]}"
-        started = datetime.now(UTC) - timedelta(seconds=5)
+        room, not_yet_room = f"room-{uuid.uuid4().hex[:8]}", f"room-{uuid.uuid4().hex[:8]}"
+        plain = await committing(store)
+
+        async def failing(event: NewEvent) -> AppendOutcome:
+            raise ValueError("poisoned")
+
+        try:
+            await register_dead(db_engine, "cut-node")
+            marking = NodeRegistry(db_engine, "marking-survivor", dead_after=2.0)
+            (dead,) = await record_departures(db_engine, marking, plain, recheck_after=0.0)
+            await register_dead(db_engine, "later-node")
+            marked_later = await record_departures(db_engine, marking, plain, recheck_after=60.0)
+            assert [node.node_id for node in marked_later] == ["later-node"]
+            await store.append(
+                [
+                    membership(USER_JOINED_ROOM, room, "bo", "c-bo", "cut-node"),  # committed late
+                    membership(USER_JOINED_ROOM, not_yet_room, "cy", "c-cy", "later-node"),
+                ]
+            )
+            other = NodeRegistry(db_engine, "other-survivor", dead_after=2.0)
+            assert await record_late_departures(db_engine, other, failing, retry_interval=0.01) == []
+            assert await leaves_in(store, room) == []
+
+            assert await record_late_departures(db_engine, other, plain) == [dead]
+            assert await leaves_in(store, room) == [("bo", NODE_LOST)]
+            assert await record_late_departures(db_engine, other, plain) == []  # made once
+            assert await leaves_in(store, not_yet_room) == []  # its look is not due yet
+        finally:
+            await db_engine.dispose()
+
+
+async def test_a_dead_node_that_registered_again_gets_no_second_look(server_url: str) -> None:
+    """A node taken for dead that registers again records its old connections' departures itself;
+    a second look at its memberships then would close its new run's joins."""
+    async with fresh_database(server_url, 1) as url:
+        db_engine = create_db_engine(url)
+        store = EventStore(db_engine)
+        old_room, new_room = f"room-{uuid.uuid4().hex[:8]}", f"room-{uuid.uuid4().hex[:8]}"
         commit = await committing(store)
         try:
-            async with db_engine.begin() as conn:
-                await conn.execute(
-                    text("INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (:n, :s, :s)"),
-                    {"n": cut, "s": started},
-                )
+            await register_dead(db_engine, "cut-node")
             survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
-            (dead,) = await record_departures(db_engine, survivor, commit)
-            await store.append([membership(USER_JOINED_ROOM, late_room, "bo", "c-bo", cut)])  # late
-            await record_late_departures(db_engine, dead, "survivor", commit, after=0.0)
-            assert await leaves_in(store, late_room) == [("bo", NODE_LOST)]
-
-            async with db_engine.begin() as conn:  # the node is back, registered anew
-                again = "UPDATE nodes SET started_at = now(), stopped_at = NULL WHERE node_id = :n"
-                await conn.execute(text(again), {"n": cut})
-            await store.append([membership(USER_JOINED_ROOM, new_room, "cy", "c-cy", cut)])
-            await record_late_departures(db_engine, dead, "survivor", commit, after=0.0)
+            await record_departures(db_engine, survivor, commit, recheck_after=0.0)
+            await store.append([membership(USER_JOINED_ROOM, old_room, "bo", "c-bo", "cut-node")])
+            back = NodeRegistry(db_engine, "cut-node", interval=60.0, dead_after=120.0)
+            await back.start()  # registers the node's new run
+            try:
+                await store.append([membership(USER_JOINED_ROOM, new_room, "cy", "c-cy", "cut-node")])
+                assert await record_late_departures(db_engine, survivor, commit) == []
+            finally:
+                await back.stop()
             assert await leaves_in(store, new_room) == []
+            assert await leaves_in(store, old_room) == []  # the node's own to close (engine/node.py)
         finally:
             await db_engine.dispose()
 
@@ -224,7 +268,9 @@ async def test_a_dead_node_whose_departures_fail_is_left_for_later_and_the_other
                 ]
             )
             survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
-            marked = await record_departures(db_engine, survivor, commit, retry_interval=0.01)
+            marked = await record_departures(
+                db_engine, survivor, commit, recheck_after=60.0, retry_interval=0.01
+            )
             assert [dead.node_id for dead in marked] == ["node-b"]
             assert await leaves_in(store, room) == [("bo", NODE_LOST)]
             still_dead = {dead.node_id for dead in await dead_nodes(db_engine, "survivor", dead_after=2.0)}
