@@ -339,6 +339,9 @@ class Node:
         """
         await self.hub.unsubscribe(connection_id)
         await self.leave_all(connection_id, DISCONNECTED)
+        # Its session has settled every message it read (engine/session.py), so no handler of it can
+        # append any more: the guard against its name is no longer needed.
+        self._reaped.discard(connection_id)
 
     async def leave_all(self, connection_id: str, reason: str) -> None:
         """Forget the connection and append (and publish) `UserLeftRoom` for every room it joined;
