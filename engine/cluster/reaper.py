@@ -76,11 +76,14 @@ _MARK_STOPPED = """
 UPDATE nodes SET stopped_at = now(), recheck_at = now() + make_interval(secs => :recheck_after)
 WHERE node_id = :dead AND started_at = :started_at AND stopped_at IS NULL
 """
-_RECHECKS_DUE = "SELECT node_id, started_at FROM nodes WHERE recheck_at <= now()"
+# Still stopped: a registration, also one of a version before `recheck_at` that leaves it set, clears
+# `stopped_at` and starts a new run, whose joins must stay open.
+_RECHECKS_DUE = "SELECT node_id, started_at FROM nodes WHERE recheck_at <= now() AND stopped_at IS NOT NULL"
 # Held while the memberships are read again and their leaves commit: a registration of the node meanwhile
-# (which clears `recheck_at`) waits, so its new run's joins are never read as the old run's.
+# waits, so its new run's joins are never read as the old run's.
 _CLAIM_RECHECK = """
-SELECT 1 FROM nodes WHERE node_id = :dead AND started_at = :started_at AND recheck_at <= now()
+SELECT 1 FROM nodes
+WHERE node_id = :dead AND started_at = :started_at AND recheck_at <= now() AND stopped_at IS NOT NULL
 FOR UPDATE SKIP LOCKED
 """
 _RECHECKED = "UPDATE nodes SET recheck_at = NULL WHERE node_id = :dead AND started_at = :started_at"

@@ -278,9 +278,11 @@ nodes = Table(
     Column("session_name", Text),
     # Whether it writes the partitions it holds for the others (ROUTE_APPENDS): who shares that out.
     Column("routes_appends", Boolean),
-    # When a survivor that marked it stopped is to read its memberships again (engine/cluster/reaper.py).
+    # When a survivor is to read the memberships of its run marked stopped again (engine/cluster/reaper.py).
     Column("recheck_at", DateTime(timezone=True)),
     Index("ix_nodes_heartbeat_at", "heartbeat_at"),
+    # Every judging node asks for the due looks after each beat; rows pile up, one per run of a node.
+    Index("ix_nodes_recheck_at", "recheck_at", postgresql_where=text("recheck_at IS NOT NULL")),
 )
 
 # Rate limits across nodes (engine/cluster/rate_sync.py): each node's counts per user and aligned window, and

@@ -24,7 +24,11 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("nodes", sa.Column("recheck_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index(
+        "ix_nodes_recheck_at", "nodes", ["recheck_at"], postgresql_where=sa.text("recheck_at IS NOT NULL")
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_nodes_recheck_at", table_name="nodes")
     op.drop_column("nodes", "recheck_at")

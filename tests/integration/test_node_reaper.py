@@ -213,26 +213,37 @@ async def test_a_late_join_of_a_dead_node_is_closed_by_any_survivor_once_its_sec
 
 async def test_a_dead_node_that_registered_again_gets_no_second_look(server_url: str) -> None:
     """A node taken for dead that registers again records its old connections' departures itself;
-    a second look at its memberships then would close its new run's joins."""
+    a second look at its memberships then would close its new run's joins. So too for a node of a
+    version before the look was kept in its row, whose registration leaves the look due."""
     async with fresh_database(server_url, 1) as url:
         db_engine = create_db_engine(url)
         store = EventStore(db_engine)
-        old_room, new_room = f"room-{uuid.uuid4().hex[:8]}", f"room-{uuid.uuid4().hex[:8]}"
+        rooms = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("old", "new", "earlier-version")}
         commit = await committing(store)
         try:
-            await register_dead(db_engine, "cut-node")
+            await register_dead(db_engine, "cut-node", "earlier-version-node")
             survivor = NodeRegistry(db_engine, "survivor", dead_after=2.0)
             await record_departures(db_engine, survivor, commit, recheck_after=0.0)
-            await store.append([membership(USER_JOINED_ROOM, old_room, "bo", "c-bo", "cut-node")])
+            await store.append([membership(USER_JOINED_ROOM, rooms["old"], "bo", "c-bo", "cut-node")])
             back = NodeRegistry(db_engine, "cut-node", interval=60.0, dead_after=120.0)
             await back.start()  # registers the node's new run
+            async with db_engine.begin() as conn:  # as that version registers: `recheck_at` untouched
+                again = """UPDATE nodes SET started_at = now(), heartbeat_at = now(), stopped_at = NULL
+                           WHERE node_id = :n"""
+                await conn.execute(text(again), {"n": "earlier-version-node"})
             try:
-                await store.append([membership(USER_JOINED_ROOM, new_room, "cy", "c-cy", "cut-node")])
+                await store.append(
+                    [
+                        membership(USER_JOINED_ROOM, rooms["new"], "cy", "c-cy", "cut-node"),
+                        membership(
+                            USER_JOINED_ROOM, rooms["earlier-version"], "di", "c-di", "earlier-version-node"
+                        ),
+                    ]
+                )
                 assert await record_late_departures(db_engine, survivor, commit) == []
             finally:
                 await back.stop()
-            assert await leaves_in(store, new_room) == []
-            assert await leaves_in(store, old_room) == []  # the node's own to close (engine/node.py)
+            assert [await leaves_in(store, room) for room in rooms.values()] == [[], [], []]
         finally:
             await db_engine.dispose()
 
