@@ -340,8 +340,11 @@ class Node:
         await self.hub.unsubscribe(connection_id)
         await self.leave_all(connection_id, DISCONNECTED)
         # Its session has settled every message it read (engine/session.py), so no handler of it can
-        # append any more: the guard against its name is no longer needed.
-        self._reaped.discard(connection_id)
+        # append any more: the guard against its name is no longer needed. Unless the session was
+        # cancelled before they settled (a shutdown, which commits what is queued): then it stays.
+        task = asyncio.current_task()
+        if task is None or not task.cancelling():
+            self._reaped.discard(connection_id)
 
     async def leave_all(self, connection_id: str, reason: str) -> None:
         """Forget the connection and append (and publish) `UserLeftRoom` for every room it joined;
@@ -540,7 +543,7 @@ class Node:
 
     async def _record_dead_nodes_departures(self) -> None:
         db_engine, nodes = self._db_engine, self.nodes
-        if db_engine is not None and nodes is not None:
+        if db_engine is not None and nodes is not None and not self._stopping:  # its appender stops first
             # By then a join the dead node handed over before it stopped appending is in the log.
             recheck_after = self._route_timeout
             await reaper.record_departures(db_engine, nodes, self.commit, recheck_after=recheck_after)
