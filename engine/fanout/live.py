@@ -17,6 +17,8 @@ other nodes' alike (engine/fanout/delivery_order.py), so this is a safety net, n
 
 Presence (declared status, which connections are in which rooms) is folded from the same commits:
 `room_state.users[].status` shows the declared status of users whose connections are on this node.
+A user with no connection left and nothing declared is forgotten, so that a node's memory does not grow
+with every user the cluster ever had; a join reads the status of members it does not know.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from engine.protocol.rendering import encode, render
 log = logging.getLogger(__name__)
 
 LoadRoom = Callable[[str], Awaitable[RoomView]]
+_FOLDED = MEMBERSHIP_EVENTS | {USER_STATUS_CHANGED}
 UserPublisher = Callable[[RecordedEvent, str | None], None]  # (event, sender connection id)
 
 
@@ -182,8 +185,16 @@ class Live:
         return view
 
     def _fold_presence(self, event: RecordedEvent) -> None:
-        user_id = presence.key_of(event)
-        if user_id is None:
+        """Only what this presence is read for: declared statuses, and the rooms of a user's
+        connections. An edit or a cursor changes neither, and folded for a user not known here would
+        make them look known, as "online", so that a join would not read their declared status."""
+        if event.type not in _FOLDED:
             return
-        current = self._presence.get(user_id) or presence.Presence(user_id)
-        self._presence[user_id] = presence.apply(current, event)
+        user_id = str(event.data["user_id"])
+        folded = presence.apply(self._presence.get(user_id) or presence.Presence(user_id), event)
+        if folded.online or folded.status != presence.ONLINE:
+            self._presence[user_id] = folded
+        else:
+            # Gone, with nothing declared that a join would not read back: kept, every user the
+            # cluster ever had would stay in each node's memory.
+            self._presence.pop(user_id, None)

@@ -11,9 +11,10 @@ The declared status (`status_update`: online, away, busy) is the user's until th
 survives their last connection leaving and holds when they come back. `shown_status` is what
 others see: "offline" when no connection is left.
 
-This is the node's live presence (engine/fanout/live.py), folded from every event it publishes. The
-database keeps the same facts per stream instead (room rows in `room_members`, the declared status in
-`declared_statuses`) and lays them together in its `presence` view.
+The node's live presence (engine/fanout/live.py) folds only the joins, leaves and statuses it
+publishes, which are what it reads: its rooms and declared statuses. The database keeps the same facts
+per stream instead (room rows in `room_members`, the declared status in `declared_statuses`) and lays
+them together in its `presence` view.
 """
 
 from __future__ import annotations

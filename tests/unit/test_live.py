@@ -154,3 +154,25 @@ async def test_flush_waits_until_queued_frames_are_sent() -> None:
         client.open()
         await flushed
         assert client.frames == ["one"]
+
+
+async def test_live_presence_keeps_only_users_online_or_with_a_declared_status() -> None:
+    """Every node folds every user's events: a user gone with nothing declared is forgotten (memory
+    stays bounded), and an edit or a cursor never makes a user known, so a join reads their status."""
+    live = Live(Hub())
+
+    async def load(room_id: str) -> RoomView:
+        return RoomView(room_id)
+
+    await live.load(ROOM, load)
+    live.publish(joined(1, "a"))
+    live.publish(joined(2, "b"))
+    live.publish(event(user_stream("b"), 1, USER_STATUS_CHANGED, user_id="b", status="away"))
+    assert live.unknown_statuses(["a", "b"]) == []
+    live.publish(left(3, "a"))
+    live.publish(left(4, "b"))
+    assert live.unknown_statuses(["a", "b"]) == ["a"]  # b's "away" holds when b comes back
+    live.publish(event(volatile_stream(room_stream(ROOM)), 1, CURSOR_MOVED, room_id=ROOM, user_id="d",
+                       username="d", x=1, y=2, cell=None, connection_id="c-d"))  # fmt: skip
+    assert live.unknown_statuses(["d"]) == ["d"]  # in the room since before this node saw it
+    await live.hub.aclose()
