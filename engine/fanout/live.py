@@ -16,9 +16,10 @@ on the next message; meanwhile that event's `room_state` is left out rather than
 other nodes' alike (engine/fanout/delivery_order.py), so this is a safety net, not a usual path.
 
 Presence (declared status, which connections are in which rooms) is folded from the same commits:
-`room_state.users[].status` shows the declared status of users whose connections are on this node.
-A user with no connection left and nothing declared is forgotten, so that a node's memory does not grow
-with every user the cluster ever had; a join reads the status of members it does not know.
+`room_state.users[].status` shows the users' declared statuses, also of users on other nodes: their
+joins carry them. A user with no connection left and nothing declared is forgotten, so that a node's
+memory does not grow with every user the cluster ever had; a join reads the status of members it does
+not know.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import MappingProxyType
 
 from engine.fanout.hub import Hub
-from engine.model.catalogue import CURSOR_MOVED, MEMBERSHIP_EVENTS, USER_LEFT_ROOM, USER_STATUS_CHANGED
+from engine.model.catalogue import (
+    CURSOR_MOVED,
+    MEMBERSHIP_EVENTS,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+)
 from engine.model.events import Committed, NewEvent, RecordedEvent
 from engine.model.streams import durable_stream, is_volatile_stream, room_id_of, room_stream, user_stream
 from engine.projections import presence
@@ -113,6 +120,11 @@ class Live:
             if user_id not in self._presence:
                 self._presence[user_id] = presence.Presence(user_id, status=status)
 
+    def declared_status(self, user_id: str) -> str | None:
+        """The user's declared status if this node knows it (`restore_statuses` otherwise)."""
+        known = self._presence.get(user_id)
+        return None if known is None else known.status
+
     def rooms_of(self, user_id: str) -> frozenset[str]:
         """The rooms the user's connections on this node are in."""
         known = self._presence.get(user_id)
@@ -191,7 +203,11 @@ class Live:
         if event.type not in _FOLDED:
             return
         user_id = str(event.data["user_id"])
-        folded = presence.apply(self._presence.get(user_id) or presence.Presence(user_id), event)
+        current = self._presence.get(user_id)
+        if current is None:  # a join through another node carries what that node knew was declared
+            declared = event.data.get("status") if event.type == USER_JOINED_ROOM else None
+            current = presence.Presence(user_id, status=str(declared or presence.ONLINE))
+        folded = presence.apply(current, event)
         if folded.online or folded.status != presence.ONLINE:
             self._presence[user_id] = folded
         else:

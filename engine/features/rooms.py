@@ -98,7 +98,8 @@ class Rooms:
                 f"since {since} is beyond room {room_id!r}'s seq {current.seq}", seq=current.seq
             )
         was_in = connection.begin_join(room_id)  # before the append: see engine/features/connections.py
-        joined = UserJoinedRoom(room_id, actor.user_id, actor.username, actor.email, connection_id)
+        status = self._live.declared_status(actor.user_id)  # read above if this node did not know it
+        joined = UserJoinedRoom(room_id, actor.user_id, actor.username, actor.email, connection_id, status)
         event = joined.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
         async with self._hub.catch_up(connection_id, room_stream(room_id)) as catch_up:
             outcome = await self._commit(event)

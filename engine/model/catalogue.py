@@ -226,6 +226,9 @@ class UserJoinedRoom(RoomEvent):
     username: str
     email: str | None
     connection_id: str
+    # The status the joiner had declared, as the node that took the join knew it, so that a node
+    # that never saw the declaration shows it too. None in joins recorded before it was kept.
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ its `room_state` misses nothing the room sends after it, cursors included."""
 
 from __future__ import annotations
 
-from tests.api.conftest import Server, make_settings, serve
+from tests.api.conftest import Server, fresh_database, make_settings, serve
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 
 
@@ -92,3 +92,23 @@ async def test_typing_that_expires_is_stopped_for_the_others_only(database_url: 
         assert stop[-1]["user_id"] == "ann"
         # The stop went to the room when bob got it: a ping's pong now comes after anything ann got.
         assert "user_typing_stop" not in types(await pending(ann))
+
+
+async def test_a_declared_status_shows_on_a_node_that_started_after_it_was_declared(
+    server_url: str, room: str
+) -> None:
+    """The second node never folded ann's status change; when she joins through the first, the
+    room_state it renders for its own members must still show what she declared."""
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url)
+        async with serve(settings) as first, first.connect(first.token("ann")) as ann:
+            await greet(ann)
+            await send(ann, {"type": "status_update", "status": "busy", "client_msg_id": f"{room}-s"})
+            await until(ann, of_type("ack", client_msg_id=f"{room}-s"))
+            async with serve(settings) as second, second.connect(second.token("bob")) as bob:
+                await greet(bob)
+                await join(bob, room)
+                await join(ann, room)
+                seen = await until(bob, of_type("user_joined"))
+                (state,) = [m for m in seen if m["type"] == "room_state"]
+                assert {u["user_id"]: u["status"] for u in state["users"]} == {"ann": "busy", "bob": "online"}
