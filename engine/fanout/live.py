@@ -17,9 +17,8 @@ other nodes' alike (engine/fanout/delivery_order.py), so this is a safety net, n
 
 Presence (declared status, which connections are in which rooms) is folded from the same commits:
 `room_state.users[].status` shows the users' declared statuses, also of users on other nodes: their
-joins carry them. A user with no connection left and nothing declared is forgotten, so that a node's
-memory does not grow with every user the cluster ever had; a join reads the status of members it does
-not know.
+joins carry them. A user whose last connection left is forgotten, so that a node's memory does not
+grow with every user the cluster ever had; a join reads the status of members it does not know.
 """
 
 from __future__ import annotations
@@ -126,7 +125,7 @@ class Live:
         return None if known is None else known.status
 
     def rooms_of(self, user_id: str) -> frozenset[str]:
-        """The rooms the user's connections on this node are in."""
+        """The rooms the user's connections are in, as far as this node folded their joins."""
         known = self._presence.get(user_id)
         return known.rooms if known is not None else frozenset()
 
@@ -199,7 +198,10 @@ class Live:
     def _fold_presence(self, event: RecordedEvent) -> None:
         """Only what this presence is read for: declared statuses, and the rooms of a user's
         connections. An edit or a cursor changes neither, and folded for a user not known here would
-        make them look known, as "online", so that a join would not read their declared status."""
+        make them look known, as "online", so that a join would not read their declared status. A
+        leave that takes a user's last connection out forgets them: a room shows only its members,
+        and a member's join tells their status (or a join here reads it). Only then: an entry kept
+        for a status alone is what a join's read of statuses must not overwrite."""
         if event.type not in _FOLDED:
             return
         user_id = str(event.data["user_id"])
@@ -208,9 +210,8 @@ class Live:
             declared = event.data.get("status") if event.type == USER_JOINED_ROOM else None
             current = presence.Presence(user_id, status=str(declared or presence.ONLINE))
         folded = presence.apply(current, event)
-        if folded.online or folded.status != presence.ONLINE:
-            self._presence[user_id] = folded
-        else:
-            # Gone, with nothing declared that a join would not read back: kept, every user the
-            # cluster ever had would stay in each node's memory.
+        if event.type == USER_LEFT_ROOM and not folded.online:
+            # Kept, every user the cluster ever had would stay in each node's memory.
             self._presence.pop(user_id, None)
+        else:
+            self._presence[user_id] = folded

@@ -4,6 +4,7 @@ commits into the room view in seq order, and `Subscriber.flush`."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -156,9 +157,9 @@ async def test_flush_waits_until_queued_frames_are_sent() -> None:
         assert client.frames == ["one"]
 
 
-async def test_live_presence_keeps_only_users_online_or_with_a_declared_status() -> None:
-    """Every node folds every user's events: a user gone with nothing declared is forgotten (memory
-    stays bounded), and an edit or a cursor never makes a user known, so a join reads their status."""
+async def test_live_presence_forgets_a_user_whose_last_connection_left() -> None:
+    """Every node folds every user's joins and leaves: one whose last connection left is forgotten
+    (memory stays bounded; a join tells their status again), another tab keeps them known."""
     live = Live(Hub())
 
     async def load(room_id: str) -> RoomView:
@@ -166,13 +167,39 @@ async def test_live_presence_keeps_only_users_online_or_with_a_declared_status()
 
     await live.load(ROOM, load)
     live.publish(joined(1, "a"))
-    live.publish(joined(2, "b"))
-    live.publish(event(user_stream("b"), 1, USER_STATUS_CHANGED, user_id="b", status="away"))
-    assert live.unknown_statuses(["a", "b"]) == []
-    live.publish(left(3, "a"))
-    live.publish(left(4, "b"))
-    assert live.unknown_statuses(["a", "b"]) == ["a"]  # b's "away" holds when b comes back
+    live.publish(joined(2, "b", "b-tab1"))
+    live.publish(joined(3, "b", "b-tab2"))
+    live.publish(event(user_stream("a"), 1, USER_STATUS_CHANGED, user_id="a", status="away"))
+    live.publish(left(4, "a"))
+    live.publish(left(5, "b", "b-tab1"))
+    assert live.unknown_statuses(["a", "b"]) == ["a"]
+    assert live.rooms_of("b") == {ROOM}
+    await live.hub.aclose()
+
+
+async def test_live_presence_takes_an_unknown_joiner_s_status_from_the_join() -> None:
+    live = Live(Hub())
+
+    async def load(room_id: str) -> RoomView:
+        return RoomView(room_id)
+
+    await live.load(ROOM, load)
+    join = joined(1, "a")
+    live.publish(replace(join, data={**join.data, "status": "busy"}))  # through a node that knew it
+    view = live.view(ROOM)
+    assert view is not None and view.members["a"].status == "busy"
+    await live.hub.aclose()
+
+
+async def test_live_presence_is_not_made_known_by_an_edit_or_a_cursor_nor_lost_by_a_status() -> None:
+    """A cursor of a user whose join this node never folded leaves them unknown, so a join here reads
+    their declared status; a status folded for a user with no connection here is kept, so that a
+    join's read of statuses, begun before it, does not put an older one back."""
+    live = Live(Hub())
     live.publish(event(volatile_stream(room_stream(ROOM)), 1, CURSOR_MOVED, room_id=ROOM, user_id="d",
                        username="d", x=1, y=2, cell=None, connection_id="c-d"))  # fmt: skip
-    assert live.unknown_statuses(["d"]) == ["d"]  # in the room since before this node saw it
+    assert live.unknown_statuses(["d"]) == ["d"]
+    live.publish(event(user_stream("e"), 1, USER_STATUS_CHANGED, user_id="e", status="online"))
+    live.restore_statuses({"e": "busy"})  # read from the log before that change was folded
+    assert live.declared_status("e") == "online"
     await live.hub.aclose()
