@@ -171,10 +171,13 @@ class Live:
 
     def _publish_status(self, event: RecordedEvent, sender: str | None) -> None:
         """To the user's other connections and to the members of every room the user is in, each
-        connection once, never back to the one that set it."""
+        connection once, never back to the one that set it. The rooms are those of the joins this node
+        folded and those whose views here list the user: a join made before this node started is in
+        the view it loaded, not in its presence. (Rare, so the views are scanned.)"""
         user_id = str(event.data["user_id"])
         frames = encode(render(event, None))
-        rooms = [room_stream(room_id) for room_id in sorted(self.rooms_of(user_id))]
+        in_views = {room_id for room_id, view in self._rooms.items() if user_id in view.members}
+        rooms = [room_stream(room_id) for room_id in sorted(self.rooms_of(user_id) | in_views)]
         self.hub.publish_once(user_stream(user_id), rooms, frames, seq=event.stream_version, exclude=sender)
 
     def _fold_room(self, room_id: str, event: RecordedEvent) -> RoomView | None:

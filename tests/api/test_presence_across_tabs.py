@@ -112,3 +112,23 @@ async def test_a_declared_status_shows_on_a_node_that_started_after_it_was_decla
                 seen = await until(bob, of_type("user_joined"))
                 (state,) = [m for m in seen if m["type"] == "room_state"]
                 assert {u["user_id"]: u["status"] for u in state["users"]} == {"ann": "busy", "bob": "online"}
+
+
+async def test_a_status_reaches_members_on_a_node_that_started_after_the_user_joined(
+    server_url: str, room: str
+) -> None:
+    """The second node never folded ann's join, only loaded the room (with her in it) for bob's: her
+    status change must still reach bob, who shares the room with her."""
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url)
+        async with serve(settings) as first, first.connect(first.token("ann")) as ann:
+            await greet(ann)
+            await join(ann, room)
+            async with serve(settings) as second, second.connect(second.token("bob")) as bob:
+                await greet(bob)
+                state = await join(bob, room)
+                assert [u["user_id"] for u in state["users"]] == ["ann", "bob"]
+                await send(ann, {"type": "status_update", "status": "away", "client_msg_id": f"{room}-s"})
+                await until(ann, of_type("ack", client_msg_id=f"{room}-s"))
+                changed = await until(bob, of_type("user_status_changed"))
+                assert (changed[-1]["user_id"], changed[-1]["status"]) == ("ann", "away")
