@@ -17,8 +17,7 @@ other nodes' alike (engine/fanout/delivery_order.py), so this is a safety net, n
 
 Presence (declared status, which connections are in which rooms) is folded from the same commits:
 `room_state.users[].status` shows the users' declared statuses, also of users on other nodes: their
-joins carry them. A user whose last connection left is forgotten, so that a node's memory does not
-grow with every user the cluster ever had; a join reads the status of members it does not know.
+joins carry them, and a join here reads those of members it does not know.
 """
 
 from __future__ import annotations
@@ -201,10 +200,11 @@ class Live:
     def _fold_presence(self, event: RecordedEvent) -> None:
         """Only what this presence is read for: declared statuses, and the rooms of a user's
         connections. An edit or a cursor changes neither, and folded for a user not known here would
-        make them look known, as "online", so that a join would not read their declared status. A
-        leave that takes a user's last connection out forgets them: a room shows only its members,
-        and a member's join tells their status (or a join here reads it). Only then: an entry kept
-        for a status alone is what a join's read of statuses must not overwrite."""
+        make them look known, as "online", so that a join would not read their declared status.
+
+        A user is kept once gone: this node may not have folded every connection of theirs (those
+        that joined before it started), and what it knows of their status is what it shows while
+        they are still in a room through one of those."""
         if event.type not in _FOLDED:
             return
         user_id = str(event.data["user_id"])
@@ -212,9 +212,4 @@ class Live:
         if current is None:  # a join through another node carries what that node knew was declared
             declared = event.data.get("status") if event.type == USER_JOINED_ROOM else None
             current = presence.Presence(user_id, status=str(declared or presence.ONLINE))
-        folded = presence.apply(current, event)
-        if event.type == USER_LEFT_ROOM and not folded.online:
-            # Kept, every user the cluster ever had would stay in each node's memory.
-            self._presence.pop(user_id, None)
-        else:
-            self._presence[user_id] = folded
+        self._presence[user_id] = presence.apply(current, event)

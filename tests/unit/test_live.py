@@ -157,23 +157,14 @@ async def test_flush_waits_until_queued_frames_are_sent() -> None:
         assert client.frames == ["one"]
 
 
-async def test_live_presence_forgets_a_user_whose_last_connection_left() -> None:
-    """Every node folds every user's joins and leaves: one whose last connection left is forgotten
-    (memory stays bounded; a join tells their status again), another tab keeps them known."""
+async def test_live_presence_keeps_a_status_through_a_leave_of_the_connections_it_folded() -> None:
+    """A node that started after a user joined folded only some of their connections: the leave of one
+    of those must not lose the status it read for them, while they are still in a room through another."""
     live = Live(Hub())
-
-    async def load(room_id: str) -> RoomView:
-        return RoomView(room_id)
-
-    await live.load(ROOM, load)
-    live.publish(joined(1, "a"))
-    live.publish(joined(2, "b", "b-tab1"))
-    live.publish(joined(3, "b", "b-tab2"))
-    live.publish(event(user_stream("a"), 1, USER_STATUS_CHANGED, user_id="a", status="away"))
-    live.publish(left(4, "a"))
-    live.publish(left(5, "b", "b-tab1"))
-    assert live.unknown_statuses(["a", "b"]) == ["a"]
-    assert live.rooms_of("b") == {ROOM}
+    live.restore_statuses({"a": "busy"})  # read at a join here: "a" is in the room since before
+    live.publish(joined(1, "a", "a-tab2"))
+    live.publish(left(2, "a", "a-tab2"))
+    assert live.declared_status("a") == "busy"
     await live.hub.aclose()
 
 
