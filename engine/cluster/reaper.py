@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -158,47 +159,27 @@ async def record_departures(
     Leaves that fail are tried again for up to `dead_after`; the row is marked only once every leave
     is in the log, so that a survivor after an outage completes them. The mark makes a second look
     due `recheck_after` seconds on (`record_late_departures`). Returns the nodes it marked."""
+    dead_after = registry.dead_after
     marked: list[DeadNode] = []
-    for dead in await dead_nodes(db_engine, registry.node_id, registry.dead_after):
-        try:
-            recorded_here = await _record(db_engine, registry, dead, commit, recheck_after, retry_interval)
-        except Exception as exc:  # tried again after a later beat; the other dead nodes go on
-            log.warning("recording the departures of node %s: %s: %s", dead.node_id, type(exc).__name__, exc)
-            continue
-        if recorded_here is None:
-            continue  # it beat meanwhile, or another survivor is at it
+    for dead in await dead_nodes(db_engine, registry.node_id, dead_after):
+        run = {"dead": dead.node_id, "started_at": dead.started_at}
+        recorded = await _close_memberships(
+            db_engine,
+            registry,
+            dead,
+            commit,
+            lock=(_CLAIM, {**run, "dead_after": dead_after}),
+            done=partial(mark_stopped, dead=dead, recheck_after=recheck_after),
+            retry_interval=retry_interval,
+        )
+        if recorded is None:
+            continue  # it beat meanwhile, another survivor is at it, or it failed (tried after a later beat)
         marked.append(dead)
         registry.gone(dead.node_id)
         log.warning(
-            "node %s stopped heartbeating: %d departures of its connections recorded",
-            dead.node_id,
-            recorded_here,
+            "node %s stopped heartbeating: %d departures of its connections recorded", dead.node_id, recorded
         )
     return marked
-
-
-async def _record(
-    db_engine: AsyncEngine,
-    registry: NodeRegistry,
-    dead: DeadNode,
-    commit: Commit,
-    recheck_after: float,
-    retry_interval: float,
-) -> int | None:
-    """How many of `dead`'s departures were recorded here before its row was marked; None if its
-    row could not be claimed."""
-    claim = {"dead": dead.node_id, "started_at": dead.started_at, "dead_after": registry.dead_after}
-    async with db_engine.begin() as conn:
-        # Idle while the leaves commit on other connections: a server-wide idle timeout must not end
-        # the claim, and its lock, halfway.
-        await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
-        if (await conn.execute(text(_CLAIM), claim)).first() is None:
-            return None
-        leaves = await leaves_for(conn, dead, registry.node_id)
-        bound = registry.dead_after
-        recorded_here = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
-        await mark_stopped(conn, dead, recheck_after=recheck_after)
-    return recorded_here
 
 
 async def record_late_departures(
@@ -219,35 +200,57 @@ async def record_late_departures(
         due = [DeadNode(str(row.node_id), row.started_at) for row in await conn.execute(text(_RECHECKS_DUE))]
     looked: list[DeadNode] = []
     for dead in due:
-        try:
-            recorded = await _recheck(db_engine, registry, dead, commit, retry_interval)
-        except Exception as exc:  # still due: tried again after a later beat
-            log.warning("reading node %s's memberships again: %s: %s", dead.node_id, type(exc).__name__, exc)
-            continue
+        run = {"dead": dead.node_id, "started_at": dead.started_at}
+        recorded = await _close_memberships(
+            db_engine,
+            registry,
+            dead,
+            commit,
+            lock=(_CLAIM_RECHECK, run),
+            done=partial(_looked_again, dead=dead),
+            retry_interval=retry_interval,
+        )
         if recorded is None:
-            continue  # registered again, or another survivor is at it
+            continue  # registered again, another survivor is at it, or it failed (still due)
         looked.append(dead)
         if recorded:
             log.warning("node %s: %d late joins closed", dead.node_id, recorded)
     return looked
 
 
-async def _recheck(
+async def _looked_again(conn: AsyncConnection, dead: DeadNode) -> None:
+    await conn.execute(text(_RECHECKED), {"dead": dead.node_id, "started_at": dead.started_at})
+
+
+async def _close_memberships(
     db_engine: AsyncEngine,
     registry: NodeRegistry,
     dead: DeadNode,
     commit: Commit,
+    *,
+    lock: tuple[str, dict[str, object]],
+    done: Callable[[AsyncConnection], Awaitable[None]],
     retry_interval: float,
 ) -> int | None:
-    run = {"dead": dead.node_id, "started_at": dead.started_at}
-    async with db_engine.begin() as conn:
-        await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))  # as in `_record`
-        if (await conn.execute(text(_CLAIM_RECHECK), run)).first() is None:
-            return None
-        leaves = await leaves_for(conn, dead, registry.node_id)
-        recorded = await commit_all(leaves, commit, bound=registry.dead_after, retry_interval=retry_interval)
-        await conn.execute(text(_RECHECKED), run)
-    return recorded
+    """How many of `dead`'s open memberships were closed here, its row held by `lock` (a statement
+    that returns no row when there is nothing to do here) from before they are read until `done` has
+    recorded that they are all in the log; None if the row could not be locked or the leaves failed
+    (logged: the row stays as it was, for a later pass)."""
+    try:
+        async with db_engine.begin() as conn:
+            # Idle while the leaves commit on other connections: a server-wide idle timeout must not end
+            # the claim, and its lock, halfway.
+            await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
+            if (await conn.execute(text(lock[0]), lock[1])).first() is None:
+                return None
+            leaves = await leaves_for(conn, dead, registry.node_id)
+            bound = registry.dead_after
+            recorded = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
+            await done(conn)
+        return recorded
+    except Exception as exc:  # the other dead nodes go on
+        log.warning("closing node %s's memberships: %s: %s", dead.node_id, type(exc).__name__, exc)
+        return None
 
 
 async def commit_all(
