@@ -163,9 +163,14 @@ class Live:
         self.hub.publish(topic, frames, seq=event.stream_version)
 
     def forget_user(self, user_id: str) -> None:
-        """Drop the user's presence once nothing of theirs is left on this node (bounded memory)."""
+        """Drop the user's presence once nothing of theirs is left on this node (bounded memory), unless
+        a room view here still lists them: they are in it through another node (whose join this node
+        may never have folded), and the `room_state` it renders must keep showing what they declared.
+        (Rare, so the views are scanned.)"""
         known = self._presence.get(user_id)
-        if known is not None and not known.online:
+        if known is None or known.online:
+            return
+        if not any(user_id in view.members for view in self._rooms.values()):
             del self._presence[user_id]
 
     def _publish_status(self, event: RecordedEvent, sender: str | None) -> None:

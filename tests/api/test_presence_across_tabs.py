@@ -4,8 +4,11 @@ its `room_state` misses nothing the room sends after it, cursors included."""
 
 from __future__ import annotations
 
-from tests.api.conftest import Server, fresh_database, make_settings, serve
-from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
+import asyncio
+from collections.abc import Callable
+
+from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, serve
+from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
 
 
 async def test_a_second_tab_joining_or_leaving_is_no_news_to_the_others(server: Server, room: str) -> None:
@@ -132,3 +135,39 @@ async def test_a_status_reaches_members_on_a_node_that_started_after_the_user_jo
                 await until(ann, of_type("ack", client_msg_id=f"{room}-s"))
                 changed = await until(bob, of_type("user_status_changed"))
                 assert (changed[-1]["user_id"], changed[-1]["status"]) == ("ann", "away")
+
+
+async def test_a_status_stays_on_a_node_after_the_users_last_connection_there_leaves(
+    server_url: str, room: str
+) -> None:
+    """Ann stays in the room through the first node when her tab on the second closes. The second
+    node, started after her first join, knew her only through that tab; the room_state it renders
+    for its own members afterwards must still show what she declared."""
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url)
+        async with serve(settings) as first, first.connect(first.token("ann")) as ann:
+            await greet(ann)
+            await join(ann, room)
+            await send(ann, {"type": "status_update", "status": "busy", "client_msg_id": f"{room}-s"})
+            await until(ann, of_type("ack", client_msg_id=f"{room}-s"))
+            async with serve(settings) as second, second.connect(second.token("bob")) as bob:
+                await greet(bob)
+                await join(bob, room)
+                async with second.connect(second.token("ann")) as ann_tab:
+                    await greet(ann_tab)
+                    await join(ann_tab, room)
+                node = second.engine.node  # the tab's departure is recorded, and the node is done with it
+                async with asyncio.timeout(RECEIVE_TIMEOUT):
+                    while node.connections.count_of("ann") or node.departing:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                async with first.connect(first.token("cat")) as cat:
+                    await greet(cat)
+                    await join(cat, room)
+                    seen = await until(bob, joined_by("cat"))
+                    (state,) = [m for m in seen if m["type"] == "room_state"]
+                    shown = {u["user_id"]: u["status"] for u in state["users"]}
+                    assert shown == {"ann": "busy", "bob": "online", "cat": "online"}
+
+
+def joined_by(user_id: str) -> Callable[[Message], bool]:
+    return lambda m: m["type"] == "user_joined" and m["user"]["user_id"] == user_id

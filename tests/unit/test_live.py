@@ -194,3 +194,24 @@ async def test_live_presence_is_not_made_known_by_an_edit_or_a_cursor_nor_lost_b
     live.restore_statuses({"e": "busy"})  # read from the log before that change was folded
     assert live.declared_status("e") == "online"
     await live.hub.aclose()
+
+
+async def test_live_forgets_a_user_gone_from_this_node_only_once_no_room_view_here_lists_them() -> None:
+    """ "a" is in the room since before this node started (its view lists them) and had one tab here:
+    the end of that tab must not lose their status while the view still lists them."""
+    live = Live(Hub())
+
+    async def load(room_id: str) -> RoomView:
+        return project([joined(1, "a", "a-tab1")])
+
+    await live.load(ROOM, load)
+    live.restore_statuses({"a": "busy"})
+    live.publish(joined(2, "a", "a-tab2"))
+    live.publish(left(3, "a", "a-tab2"))
+    live.forget_user("a")  # its last connection on this node is gone
+    view = live.view(ROOM)
+    assert view is not None and view.members["a"].status == "busy"
+    live.publish(left(4, "a", "a-tab1"))  # gone from the room through the other node too
+    live.forget_user("a")
+    assert live.unknown_statuses(["a"]) == ["a"]
+    await live.hub.aclose()
