@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 # Server-side closes after which the connection leaves its rooms at once, not when its socket ends.
 _LEAVE_AT_CLOSE: Final = frozenset({CloseCode.SLOW_CONSUMER, CloseCode.INTERNAL_ERROR})
 
-CommitObserver = Callable[[RecordedEvent], None]
+PublishObserver = Callable[[RecordedEvent], None]
 
 
 def default_node_id() -> str:
@@ -96,7 +96,7 @@ class Node:
         # Per user on this node (features/limits.py), shared with the other nodes by `rate_sync`.
         self.rate_limiter = RateLimiter(config.rate_limits)
         self.traffic = EngineStats()  # messages by type, errors by code (features/traffic.py)
-        self._observers: list[CommitObserver] = []
+        self._observers: list[PublishObserver] = []
         self._departing = 0  # connections whose departure is being recorded right now
         # Connections dropped because a peer took this node for dead (their leaves are in the log):
         # nothing more is appended in their names, also by a handler that was under way.
@@ -120,8 +120,9 @@ class Node:
     def hub(self) -> Hub:
         return self.live.hub
 
-    def observe_commits(self, observer: CommitObserver) -> None:
-        """Call `observer` with each event this node commits, right after its publish."""
+    def observe_published(self, observer: PublishObserver) -> None:
+        """Call `observer` with each event this node publishes, its own commits and other nodes',
+        in log order, right after its publish."""
         self._observers.append(observer)
 
     # Lifecycle.
@@ -428,8 +429,6 @@ class Node:
                     raise StoreUnavailable(
                         f"committed at position {published.position}, but the log before it is unreadable"
                     ) from None
-            for observer in self._observers:
-                observer(published)
             if self.projector is not None:
                 self.projector.wake()
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
@@ -623,6 +622,8 @@ class Node:
     def _publish_committed(self, event: RecordedEvent) -> None:
         if is_engine_stream(event.stream_id):
             self.live.publish(event)
+            for observer in self._observers:
+                observer(event)
 
     def _announce(self, event: NewEvent, committed: Committed) -> None:
         """Tell the other nodes of a commit as soon as the appender has it: before this node publishes

@@ -145,8 +145,8 @@ class Engine:
             departing=lambda: node.departing,
         )
         self.tokens = TokenExpiry(reply=reply, flush=node.flush, close=node.close)
-        self.typing_sweeper = TypingSweeper(node.commit, config.typing_timeout)
-        node.observe_commits(self.typing_sweeper.observe)
+        self.typing_sweeper = TypingSweeper(node.commit, config.typing_timeout, node.node_id)
+        node.observe_published(self.typing_sweeper.observe)
         self.upload_sweeper = UploadSweeper(
             node_id=node_id,
             commit=commit,

@@ -1,15 +1,17 @@
 """The typing sweeper: a background task that ends typing nobody stopped (docs/protocol.md, typing).
 
-It folds every typing event this node commits (`observe`, called right after the publish) into the
-pure typing view of its room (engine/projections/typing_indicators.py), keeps only rooms with active
-typists, and sleeps until the earliest `next_expiry`. Then it appends, through `commit` (which also
-publishes them: the other members get `user_typing_stop`), the `TypingStopped` events with reason
-"expired" that `expired()` returns. A stop, a leave or a repeated start folds in like any other
-event, so it cancels or resets the timer.
+It folds every typing event this node publishes, its own commits and other nodes' (`observe`, called
+right after the publish), into the pure typing view of its room
+(engine/projections/typing_indicators.py), keeps only rooms with active typists, and sleeps until the
+earliest `next_expiry`. Then it appends, through `commit` (which also publishes them: the other
+members get `user_typing_stop`), the `TypingStopped` events with reason "expired" that `expired()`
+returns. A stop, a leave or a repeated start folds in like any other event, whichever node it went
+through, so it cancels or resets the timer.
 
-Each expired stop carries the idempotency key `typing-expired:{position of the start}`, so a retry
-(or a second node sweeping the same room) appends it once. Only typing started through this node is
-swept; typing of other nodes is theirs to end.
+Each node ends the typing whose latest start went through it: a start through another node hands
+that typist over to that node's sweeper, which ends it on its own timer. Each expired stop carries
+the idempotency key `typing-expired:{position of the start}`, so a retry (or a second node sweeping
+the same start) appends it once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from engine.model.catalogue import TYPING_STARTED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.projections import frozen, typing_indicators
 from engine.projections.typing_indicators import TypingView
@@ -38,8 +41,9 @@ def _utc_now() -> datetime:
 
 
 class TypingSweeper:
-    def __init__(self, commit: Commit, timeout_seconds: float, *, now: Now = _utc_now) -> None:
+    def __init__(self, commit: Commit, timeout_seconds: float, node_id: str, *, now: Now = _utc_now) -> None:
         self._commit = commit
+        self._node_id = node_id
         self.timeout_seconds = timeout_seconds
         self._now = now
         self._views: dict[str, TypingView] = {}
@@ -51,14 +55,19 @@ class TypingSweeper:
         return frozenset(self._views)
 
     def observe(self, event: RecordedEvent) -> None:
-        """Fold a committed event; events other than typing and leaves are ignored."""
+        """Fold a published event; events other than typing and leaves are ignored."""
         if event.type not in typing_indicators.HANDLED:
             return
         room_id = typing_indicators.key_of(event)
         if room_id is None:
             return
         view = self._views.get(room_id) or TypingView(room_id)
-        self._store(typing_indicators.apply(view, event))
+        if event.type == TYPING_STARTED and self._through_another_node(event):
+            key = (str(event.data["user_id"]), str(event.data["cell_id"]))
+            view = TypingView(room_id, frozen({k: t for k, t in view.typing.items() if k != key}))
+        else:
+            view = typing_indicators.apply(view, event)
+        self._store(view)
         self._wake.set()
 
     def start(self) -> None:
@@ -98,6 +107,10 @@ class TypingSweeper:
             delay = None if not expiries else max(0.0, (min(expiries) - self._now()).total_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    def _through_another_node(self, event: RecordedEvent) -> bool:
+        node = event.metadata.get("node")
+        return node is not None and node != self._node_id
 
     def _drop(self, stop: NewEvent) -> None:
         room_id = str(stop.data["room_id"])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from engine.model.catalogue import STOPPED, TYPING_STARTED, TYPING_STOPPED
+from engine.model.streams import room_stream, volatile_stream
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, serve
 from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
 
@@ -167,6 +169,57 @@ async def test_a_status_stays_on_a_node_after_the_users_last_connection_there_le
                     (state,) = [m for m in seen if m["type"] == "room_state"]
                     shown = {u["user_id"]: u["status"] for u in state["users"]}
                     assert shown == {"ann": "busy", "bob": "online", "cat": "online"}
+
+
+async def test_typing_refreshed_through_another_node_ends_once_on_the_refreshed_timer(
+    server_url: str, room: str
+) -> None:
+    """Ann starts typing through her tab on the first node and starts again through her tab on the
+    second: the first node's timer must not end it, only the second's, once."""
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url, typing_timeout_seconds=0.5)
+        async with (
+            serve(settings) as first,
+            serve(settings) as second,
+            first.connect(first.token("ann")) as ann,
+            second.connect(second.token("ann")) as ann_tab,
+            second.connect(second.token("bob")) as bob,
+        ):
+            await greet(ann), await greet(ann_tab), await greet(bob)
+            for ws in (ann, ann_tab, bob):
+                await join(ws, room)
+            await send(ann, {"type": "typing_start", "room": room, "cell_id": "A1"})
+            await until(bob, of_type("user_typing_start"))
+            await send(ann_tab, {"type": "typing_start", "room": room, "cell_id": "A1"})
+            await until(bob, of_type("user_typing_start"))
+            await until(bob, of_type("user_typing_stop"))
+            typing = await second.engine.node.read_stream(volatile_stream(room_stream(room)))
+            starts = [e for e in typing if e.type == TYPING_STARTED]
+            (stop,) = [e for e in typing if e.type == TYPING_STOPPED]
+            assert stop.idempotency_key == f"typing-expired:{starts[-1].position}"
+
+
+async def test_typing_stopped_through_another_node_is_not_ended_again(server_url: str, room: str) -> None:
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url, typing_timeout_seconds=0.2)
+        async with (
+            serve(settings) as first,
+            serve(settings) as second,
+            first.connect(first.token("ann")) as ann,
+            second.connect(second.token("ann")) as ann_tab,
+            second.connect(second.token("bob")) as bob,
+        ):
+            await greet(ann), await greet(ann_tab), await greet(bob)
+            for ws in (ann, ann_tab, bob):
+                await join(ws, room)
+            await send(ann, {"type": "typing_start", "room": room, "cell_id": "A1"})
+            await until(bob, of_type("user_typing_start"))
+            await send(ann_tab, {"type": "typing_stop", "room": room, "cell_id": "A1"})
+            await until(bob, of_type("user_typing_stop"))
+            await asyncio.sleep(1.0)  # five timeouts: the first node's timer would have fired by now
+            assert "user_typing_stop" not in types(await pending(bob))
+            typing = await first.engine.node.read_stream(volatile_stream(room_stream(room)))
+            assert [e.data["reason"] for e in typing if e.type == TYPING_STOPPED] == [STOPPED]
 
 
 def joined_by(user_id: str) -> Callable[[Message], bool]:

@@ -4,12 +4,15 @@ test in tests/api/test_websocket_rate_limits.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.features.typing_sweeper import TypingSweeper
 from engine.model.catalogue import EXPIRED, TYPING_STOPPED
 from engine.model.events import Committed, Duplicate, NewEvent
 from tests.unit.event_log import Log, at
 
 ROOM = "room-1"
+NODE = "node-1"
 
 
 class Harness:
@@ -17,7 +20,7 @@ class Harness:
         self.log = Log()
         self.now = at(0)
         self.appended: list[NewEvent] = []
-        self.sweeper = TypingSweeper(self.commit, 5, now=lambda: self.now)
+        self.sweeper = TypingSweeper(self.commit, 5, NODE, now=lambda: self.now)
 
     async def commit(self, event: NewEvent) -> Committed:
         self.appended.append(event)
@@ -79,3 +82,24 @@ async def test_a_duplicate_stop_is_not_appended_again() -> None:
     await h.sweeper.sweep()
     assert len(seen) == 1
     assert h.sweeper.active_rooms == frozenset()
+
+
+async def test_a_start_through_another_node_hands_the_typist_over_to_that_node() -> None:
+    """Its sweeper ends the typing on the refreshed timer; this one must not end it on the old one."""
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    refreshed = h.log.typing(ROOM, "alice", "A1", "c2", 4)
+    h.sweeper.observe(replace(refreshed, metadata={"node": "node-2"}))
+    assert h.sweeper.active_rooms == frozenset()
+    assert await h.sweep_at(30) == []
+
+
+async def test_a_stop_or_a_leave_through_another_node_ends_the_timer_here() -> None:
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    h.sweeper.observe(h.log.typing(ROOM, "bob", "B1", "c2", 1))
+    elsewhere = {"node": "node-2"}
+    h.sweeper.observe(replace(h.log.typing_stopped(ROOM, "alice", "A1", 2), metadata=elsewhere))
+    h.sweeper.observe(replace(h.log.left(ROOM, "bob", "c2", 2), metadata=elsewhere))
+    assert h.sweeper.active_rooms == frozenset()
+    assert await h.sweep_at(30) == []
