@@ -50,7 +50,7 @@ from engine.features.storage import (
     ContentTypeMismatch,
     FileStorage,
     FileStream,
-    StoredFile,
+    StagedFile,
     TooLarge,
     declared_type_matches,
     sniff_mime,
@@ -260,7 +260,7 @@ class Files:
                     attempt.began(await self._claim(actor, file_id, name, total, declared, room_id))
 
             try:
-                stored = await storage.write(
+                staged = await storage.stage(
                     file_id,
                     _claimed_after_sniff(body, declared, claim),
                     max_bytes=max_bytes,
@@ -274,7 +274,10 @@ class Files:
                     await self._fail(actor, attempt.upload, reason, body.received)
                 raise
             assert attempt.upload is not None  # storage read the body, so `claim` ran
-            return await self._complete(actor, attempt.upload, name, room_id, stored)
+            try:
+                return await self._complete(actor, attempt.upload, name, room_id, staged, storage)
+            finally:
+                staged.discard()
         finally:
             self._uploading.discard(file_id)
 
@@ -328,9 +331,19 @@ class Files:
             )  # fmt: skip
 
     async def _complete(
-        self, actor: Actor, upload: Upload, filename: str, room_id: str | None, stored: StoredFile
+        self,
+        actor: Actor,
+        upload: Upload,
+        filename: str,
+        room_id: str | None,
+        staged: StagedFile,
+        storage: FileStorage,
     ) -> SharedFile:
-        file_id = upload.file_id
+        """Put the staged bytes under the id and record the completion, unless the attempt has ended.
+        One process at a time per id: when PUTs of one upload race on nodes that share the storage,
+        the bytes left stored are those the completion describes, since a PUT that finds the attempt
+        ended (another's completion, or an expiry) leaves the stored file alone."""
+        file_id, stored = upload.file_id, staged.file
         completed = FileUploadCompleted(
             actor.user_id,
             file_id,
@@ -341,22 +354,34 @@ class Files:
             mime_type=stored.content_type,
             room_id=room_id,
         )
-        key = end_key(upload)
-        event = completed.new(Origin.of(self._node_id, actor), key=key)
-        outcome = await self._commit(event)
-        if isinstance(outcome, Duplicate):  # the attempt ended first (expired, or another node's body)
-            ended = await self._read_by_key(actor.user_id, key, event.stream_id)
-            raise FileIdTaken(
-                "this upload had already ended; start it again",
-                file_id=file_id,
-                ended=ended.type if ended is not None else None,
-                reason=ended.data.get("reason") if ended is not None else None,
-            )
+        event = completed.new(Origin.of(self._node_id, actor), key=end_key(upload))
+        async with storage.exclusive(file_id):
+            await self._refuse_if_ended(actor, upload, event.stream_id)
+            try:
+                await staged.place()
+            except Exception:
+                await self._fail(actor, upload, STORAGE_ERROR, stored.size)
+                raise
+            outcome = await self._commit(event)
+        if isinstance(outcome, Duplicate):  # expired since the check: no completion describes the bytes
+            await self._refuse_if_ended(actor, upload, event.stream_id)
+            raise FileIdTaken("this upload had already ended; start it again", file_id=file_id)
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed
             raise StoreUnavailable("the completed upload is not in the log")
         return found
+
+    async def _refuse_if_ended(self, actor: Actor, upload: Upload, stream_id: str) -> None:
+        """FileIdTaken if the attempt has ended: completed by another PUT, failed or expired."""
+        ended = await self._read_by_key(actor.user_id, end_key(upload), stream_id)
+        if ended is not None:
+            raise FileIdTaken(
+                "this upload had already ended; start it again",
+                file_id=upload.file_id,
+                ended=ended.type,
+                reason=ended.data.get("reason"),
+            )
 
 
 def _failure_reason(exc: BaseException, body: UploadBody) -> str | None:

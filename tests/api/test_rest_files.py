@@ -19,7 +19,7 @@ import pytest
 
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
 from engine.model.streams import user_stream
-from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
+from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, of_type, pending, until
 
 LIMIT = 4 * 1024 * 1024
@@ -465,3 +465,50 @@ async def test_a_body_storage_cannot_write_ends_its_upload_with_a_storage_error(
         assert reply.status_code == 500
         [*_, failed] = await until(tab, of_type("file_upload_failed"))
     assert (failed["file_id"], failed["reason"], failed["filename"]) == (file_id, "storage_error", "a.png")
+
+
+async def test_racing_bodies_of_one_upload_on_two_nodes_leave_the_bytes_its_completion_describes(
+    server_url: str, tmp_path: Path
+) -> None:
+    """Two nodes share the log and the storage folder. The body sent to the second began first but
+    finishes last, after the first completed the upload: it is refused and leaves the stored file
+    alone, so the bytes served are those whose sha256 the completion recorded."""
+    user, file_id = new_user(), new_file_id()
+    winner, loser = png(64 * 1024), png(64 * 1024)
+    release = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield loser[:4096]
+        await release.wait()
+        yield loser[4096:]
+
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url, data_dir=tmp_path)
+        async with (
+            serve(settings) as first,
+            serve(settings) as second,
+            first.connect(first.token(user)) as tab,
+        ):
+            await greet(tab)
+            start = {
+                "type": "file_upload_start",
+                "file_id": file_id,
+                "filename": "a.png",
+                "file_size": len(winner),
+            }
+            assert (await request(tab, {**start, "client_msg_id": "s"}))["type"] == "ack"
+            late = asyncio.create_task(put(second, user, file_id, slow()))
+            async with asyncio.timeout(5):  # the late body is being written: its part file exists
+                while not any(name.endswith(".part") for name in stored_names(second)):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert (await put(first, user, file_id, winner)).status_code == 201
+            release.set()
+            refused = await late
+            assert (refused.status_code, refused.json()["code"]) == (409, "FILE_ID_TAKEN")
+            assert refused.json()["ended"] == FILE_UPLOAD_COMPLETED
+            [*_, completed] = await until(tab, of_type("file_upload_complete"))
+            for node in (first, second):
+                served = await get(node, file_id, auth(node, user))
+                assert served.content == winner
+                assert hashlib.sha256(served.content).hexdigest() == completed["sha256"]
+            assert not any(name.endswith(".part") for name in stored_names(second))

@@ -21,6 +21,7 @@ from engine.features.storage import (
     StoredFile,
     TooLarge,
 )
+from engine.model.errors import StoreUnavailable
 
 MB = 1024 * 1024
 
@@ -230,3 +231,31 @@ async def test_remove_partials_sweeps_only_old_part_files(tmp_path: Path) -> Non
     os.utime(old, (1, 1))
     assert await storage.remove_partials(older_than_seconds=60) == 1
     assert _entries(tmp_path) == [".running.def.part", "kept.txt"]
+
+
+async def test_staged_bytes_stay_apart_until_placed_and_leave_nothing_when_discarded(tmp_path: Path) -> None:
+    storage = LocalFileStorage(tmp_path)
+    await storage.write("doc.txt", _chunks(b"old", 3), max_bytes=MB)
+    kept = await storage.stage("doc.txt", _chunks(b"kept", 4), max_bytes=MB)
+    dropped = await storage.stage("doc.txt", _chunks(b"dropped", 4), max_bytes=MB)
+    assert (await _read_all(storage, "doc.txt"))[1] == b"old"  # neither is visible yet
+    dropped.discard()
+    await kept.place()
+    kept.discard()  # nothing left to remove once placed
+    file, data = await _read_all(storage, "doc.txt")
+    assert (data, file.sha256) == (b"kept", hashlib.sha256(b"kept").hexdigest())
+    assert kept.file == file
+    assert [name for name in _entries(tmp_path) if not name.startswith(".lock.")] == ["doc.txt"]
+
+
+async def test_exclusive_holds_off_another_holder_of_the_id_even_through_another_storage(
+    tmp_path: Path,
+) -> None:
+    """Two storages on one folder stand for two processes: the lock is the file system's."""
+    first, second = LocalFileStorage(tmp_path), LocalFileStorage(tmp_path, lock_wait_seconds=0.2)
+    async with first.exclusive("doc.txt"):
+        with pytest.raises(StoreUnavailable):
+            async with second.exclusive("doc.txt"):
+                pass
+    async with second.exclusive("doc.txt"):
+        pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
@@ -102,6 +103,20 @@ class FileStream:
         await self.aclose()
 
 
+class StagedFile(Protocol):
+    """A complete upload kept apart from the file stored under its id until `place` puts it there."""
+
+    file: StoredFile
+
+    async def place(self) -> None:
+        """Make these bytes the file stored under the id, replacing any (atomically)."""
+        ...
+
+    def discard(self) -> None:
+        """Keep nothing of these bytes unless placed; safe to call in any case, and more than once."""
+        ...
+
+
 class FileStorage(Protocol):
     """Where uploaded bytes live. Implementations must make a file visible under its id only once it
     is complete (a reader never sees part of an upload), keep nothing of a failed upload, and treat
@@ -126,6 +141,24 @@ class FileStorage(Protocol):
         """
         ...
 
+    async def stage(
+        self,
+        file_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int,
+        on_progress: ProgressCallback | None = None,
+        declared_type: str | None = None,
+    ) -> StagedFile:
+        """`write` up to the last step: the bytes are stored durably but not yet under `file_id`."""
+        ...
+
+    def exclusive(self, file_id: str) -> AbstractAsyncContextManager[None]:
+        """Held by one holder at a time per id, also across processes sharing the storage, so that
+        deciding whether bytes may be placed and placing them are not interleaved with another's.
+        Raises `StoreUnavailable` if it cannot be had within a bound."""
+        ...
+
     async def open(self, file_id: str) -> FileStream:
         """Open the stored file for reading; raises `FileNotFound`."""
         ...
@@ -147,6 +180,7 @@ __all__ = [
     "FileStream",
     "InvalidFileId",
     "ProgressCallback",
+    "StagedFile",
     "StoredFile",
     "TooLarge",
     "validate_file_id",

@@ -6,9 +6,14 @@ single atomic rename that publishes an upload publishes both together, so `stat`
 other bytes than `open` serves, even while two uploads of one id race.
 
 An upload is written to a temporary file in the same folder (named `.{id}.{random}.part`; ids never
-start with "." so it can never be taken for a file), fsynced, then renamed over the final name with
-`os.replace`: atomic within one filesystem, so a reader sees the old file or the new one, never a
-part, and a crash leaves only a temporary file, which `remove_partials` sweeps at startup.
+start with "." so it can never be taken for a file), fsynced (`stage`), then renamed over the final
+name with `os.replace` (`StagedFile.place`): atomic within one filesystem, so a reader sees the old
+file or the new one, never a part, and a crash leaves only a temporary file, which `remove_partials`
+sweeps at startup.
+
+`exclusive(id)` holds an advisory lock (`flock`) on one of a few lock files in the folder
+(`.lock.{n}`), so processes sharing the folder, on one host or on a file system that supports such
+locks, can decide and place one id's bytes one at a time (engine/features/files.py).
 
 All file I/O runs in worker threads (`asyncio.to_thread`), never on the event loop.
 """
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +46,13 @@ from engine.features.storage.base import (
     validate_file_id,
 )
 from engine.features.storage.mime import SNIFF_BYTES, declared_type_matches, resolve_content_type, sniff_mime
-from engine.model.errors import EngineError
+from engine.model.errors import EngineError, StoreUnavailable
 
 HEADER_BYTES: Final = 512
 _HEADER_MAGIC: Final = b"collab-file/1\n"
 _PART_SUFFIX: Final = ".part"
+_LOCK_STRIPES: Final = 64  # lock files, each shared by the ids that hash to it
+_LOCK_POLL_SECONDS: Final = 0.01
 
 
 def _encode_header(file: StoredFile) -> bytes:
@@ -99,13 +108,16 @@ class _PartFile:
             self.digest.update(data)
             self.handle.write(data)
 
-    def commit(self, final: Path, header: bytes) -> None:
+    def seal(self, header: bytes) -> None:
         with self.lock:
             self.handle.seek(0)
             self.handle.write(header)
             self.handle.flush()
             os.fsync(self.handle.fileno())  # the bytes are on disk before the name points at them
             self.handle.close()
+
+    def place(self, final: Path) -> None:
+        with self.lock:
             # Last rename wins when two uploads of one id race; each rename swaps a complete file.
             os.replace(self.path, final)
             _fsync_dir(final.parent)
@@ -124,9 +136,25 @@ class _PartFile:
             asyncio.get_running_loop().run_in_executor(None, self.discard)
 
 
+class _Staged:
+    """A sealed part file, placed under its id by `place` or removed by `discard`."""
+
+    def __init__(self, file: StoredFile, part: _PartFile, final: Path) -> None:
+        self.file = file
+        self._part = part
+        self._final = final
+
+    async def place(self) -> None:
+        await asyncio.to_thread(self._part.place, self._final)
+
+    def discard(self) -> None:
+        self._part.discard_soon()  # once placed, nothing is left to remove
+
+
 class LocalFileStorage:
     """`FileStorage` on a local folder. `progress_every`: bytes between progress callbacks;
-    `buffer_bytes`: bytes gathered before a write to disk (small chunks are not one thread hop each)."""
+    `buffer_bytes`: bytes gathered before a write to disk (small chunks are not one thread hop each);
+    `lock_wait_seconds`: how long `exclusive` waits for another holder."""
 
     def __init__(
         self,
@@ -135,8 +163,10 @@ class LocalFileStorage:
         progress_every: int = 256 * 1024,
         buffer_bytes: int = 256 * 1024,
         read_chunk_bytes: int = 64 * 1024,
+        lock_wait_seconds: float = 30.0,
     ) -> None:
         self.root = Path(root)
+        self.lock_wait_seconds = lock_wait_seconds
         self.progress_every = progress_every
         self.buffer_bytes = buffer_bytes
         self.read_chunk_bytes = read_chunk_bytes
@@ -165,6 +195,24 @@ class LocalFileStorage:
         on_progress: ProgressCallback | None = None,
         declared_type: str | None = None,
     ) -> StoredFile:
+        staged = await self.stage(
+            file_id, chunks, max_bytes=max_bytes, on_progress=on_progress, declared_type=declared_type
+        )
+        try:
+            await staged.place()
+        finally:
+            staged.discard()
+        return staged.file
+
+    async def stage(
+        self,
+        file_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        max_bytes: int,
+        on_progress: ProgressCallback | None = None,
+        declared_type: str | None = None,
+    ) -> _Staged:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         final = await self._path_for(file_id, create_root=True)
@@ -172,15 +220,32 @@ class LocalFileStorage:
         try:
             size, content_type = await self._fill(part, chunks, max_bytes, on_progress, declared_type)
             stored = StoredFile(file_id, size, part.digest.hexdigest(), content_type, datetime.now(UTC))
-            await asyncio.to_thread(part.commit, final, _encode_header(stored))
+            await asyncio.to_thread(part.seal, _encode_header(stored))
+            if on_progress is not None:
+                await on_progress(size)
         except BaseException:
-            # Also on cancellation: no part file may outlive a failed upload. If the commit's rename
-            # already happened, discarding only removes nothing: the file is complete, never partial.
-            part.discard_soon()
+            part.discard_soon()  # also on cancellation: no part file may outlive a failed upload
             raise
-        if on_progress is not None:
-            await on_progress(size)
-        return stored
+        return _Staged(stored, part, final)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, file_id: str) -> AsyncIterator[None]:
+        final = await self._path_for(file_id, create_root=True)
+        stripe = final.parent / f".lock.{zlib.crc32(file_id.encode()) % _LOCK_STRIPES}"
+        fd = await asyncio.to_thread(os.open, stripe, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                async with asyncio.timeout(self.lock_wait_seconds):
+                    # Polled: the holder may be another process, and a wait must not hold a worker thread.
+                    while not _try_lock(fd):  # noqa: ASYNC110
+                        await asyncio.sleep(_LOCK_POLL_SECONDS)
+            except TimeoutError:
+                raise StoreUnavailable(
+                    "the file is being stored by another process", file_id=file_id
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # lets the lock go
 
     async def _fill(
         self,
@@ -280,6 +345,14 @@ def _check_type(head: bytes | bytearray, declared_type: str | None) -> str:
             sniffed=sniffed,
         )
     return resolve_content_type(declared_type, sniffed)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _unlink(path: Path) -> bool:
