@@ -1,8 +1,9 @@
 """`GET /api/v1/ws/connections` (admin): the WebSocket connections open on this node, with who holds
 each and which rooms it is in, so the console can show them and `DELETE /ws/connections/{id}` them.
 
-Read from the node's own registry (engine/features/connections.py): it lists this node only, which is
-also the node `DELETE` acts on; `node_id` says which node answered.
+Read from the node's own registry (engine/features/connections.py): it lists this node only, and
+`node_id` says which node answered. `DELETE` acts through any node: one that does not hold the
+connection asks its peers.
 """
 
 from __future__ import annotations

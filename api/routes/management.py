@@ -177,8 +177,8 @@ async def broadcast_notification(
 @router.delete("/ws/connections/{connection_id}", response_model=ConnectionRemoved)
 async def remove_connection(connection_id: IdPath, admin: AdminDep, engine: EngineDep) -> ConnectionRemoved:
     """Close the connection (after a CONNECTION_REMOVED error, with close code 4410) and record its
-    departure from each room it had joined (reason "removed"). 404 NOT_FOUND if it is not open on
-    this node."""
+    departure from each room it had joined (reason "removed"), through whichever node holds it: this
+    one asks its peers when it does not. 404 NOT_FOUND if no live node has it open."""
     removal = await engine.remove_connection(connection_id)
     log.info("admin %s removed connection %s", admin.user_id, connection_id)
     return ConnectionRemoved(

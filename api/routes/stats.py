@@ -1,9 +1,11 @@
 """`GET /api/v1/ws/stats` (the seed's shape, plus the log's figures) and `GET /api/v1/ws/stats/detailed`
-(per message type, per error code, per node, appender and fanout internals). Both need `admin`.
+(per message type, per error code, per node, appender and fanout internals). The summary is for any
+authenticated caller, the detailed view for admins.
 
-Nodes share only PostgreSQL, so `nodes` is a mapping `{node_id: figures}`; today it holds this node.
-The top-level figures are the sums over `nodes` (or, for rates and uptime, this node's), so a client
-keeps working unchanged when the mapping grows.
+Nodes share only PostgreSQL: each publishes its figures there, so `nodes` is a mapping `{node_id:
+figures}` of every live node (the others as of their last heartbeat). The top-level figures are the
+sums over `nodes`, except `uptime_seconds` (the answering node's) and `socket_writes` (the answering
+node's sockets).
 """
 
 from __future__ import annotations
