@@ -7,7 +7,9 @@ hold, a `UserLeftRoom` with reason `node_lost`, then mark the node stopped.
 
 Which memberships: the dead node's joins (metadata `node`) since it started, without a later leave of
 the same connection in that room. `recorded_at >= started_at` lets the BRIN index on `recorded_at`
-skip the log written before that node existed.
+skip the log written before that node existed. The AI requests it was running die with it too: each
+it started without a recorded end gets an `AiFailed` ("the server running it stopped") in the same
+pass, so the requester hears that it ended.
 
 Several survivors may find the same dead node at once. Each leave carries an idempotency key made of
 the connection and the room, so the log records it once whoever gets there first, and a survivor
@@ -37,7 +39,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from engine.cluster.registry import NodeRegistry
 from engine.log.connectivity import is_connectivity_error
 from engine.log.partitions import partition_count
-from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM, UserLeftRoom
+from engine.model.catalogue import (
+    AI_CANCELLED,
+    AI_COMPLETED,
+    AI_FAILED,
+    AI_REQUEST_STARTED,
+    NODE_LOST,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    AiFailed,
+    UserLeftRoom,
+)
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, NewEvent, Origin
 
@@ -62,6 +74,21 @@ WHERE j.partition = :partition AND j.type = :joined AND j.recorded_at >= :starte
   )
 ORDER BY j.position
 """
+# AI requests the dead node started and recorded no end of: their runs died with it.
+_UNFINISHED_AI = """
+SELECT s.data->>'user_id' AS user_id, s.data->>'request_id' AS request_id
+FROM events s
+WHERE s.partition = :partition AND s.type = :started AND s.recorded_at >= :started_at
+  AND s.metadata->>'node' = :dead
+  AND NOT EXISTS (
+    SELECT 1 FROM events e
+    WHERE e.partition = s.partition AND e.stream_id = s.stream_id AND e.stream_version > s.stream_version
+      AND e.type IN (:completed, :failed, :cancelled)
+      AND e.data->>'request_id' = s.data->>'request_id'
+  )
+ORDER BY s.position
+"""
+NODE_LOST_ERROR = "the server running it stopped"
 # Held from before the dead node's memberships are read until its row is marked stopped: a beat of the
 # node in between (it was cut off, not dead) waits, then finds its row stopped and drops its
 # connections, instead of beating on while the joins it appends meanwhile are never closed. Locked
@@ -126,6 +153,33 @@ async def leaves_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> list
     ]
 
 
+async def ai_endings_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> list[NewEvent]:
+    """An `AiFailed` for each AI request the dead node started and never ended, so that its
+    requester's connections, on every node, get an `ai_error` instead of waiting for good; one per
+    request however many survivors record it (idempotency key)."""
+    unfinished: list[tuple[str, str]] = []
+    for partition in range(await partition_count(conn)):
+        rows = await conn.execute(
+            text(_UNFINISHED_AI),
+            {
+                "partition": partition,
+                "started": AI_REQUEST_STARTED,
+                "completed": AI_COMPLETED,
+                "failed": AI_FAILED,
+                "cancelled": AI_CANCELLED,
+                "started_at": dead.started_at,
+                "dead": dead.node_id,
+            },
+        )
+        unfinished += [(row.user_id, row.request_id) for row in rows]
+    return [
+        AiFailed(user_id, request_id, NODE_LOST_ERROR).new(
+            Origin(reaper, user_id), key=_ai_key(request_id), request_id=request_id, lost_node=dead.node_id
+        )
+        for user_id, request_id in unfinished
+    ]
+
+
 def lost_leave(room_id: str, user_id: str, connection_id: str, lost_node: str, reaper: str) -> NewEvent:
     """A membership of `lost_node`'s connection closed for it, by a survivor or by the node itself
     once it learns it was taken for dead: the same idempotency key either way, so it is recorded once."""
@@ -138,6 +192,11 @@ def _key(connection_id: str, room_id: str) -> str:
     """Longer than any `client_msg_id` (64 characters at most), so no client can take it first."""
     digest = hashlib.sha256(f"{connection_id}\x00{room_id}".encode()).hexdigest()
     return f"node-lost:{digest}"
+
+
+def _ai_key(request_id: str) -> str:
+    """As `_key`: no client can take it first."""
+    return f"ai-lost:{hashlib.sha256(request_id.encode()).hexdigest()}"
 
 
 async def mark_stopped(conn: AsyncConnection, dead: DeadNode, *, recheck_after: float) -> None:
@@ -163,7 +222,7 @@ async def record_departures(
     marked: list[DeadNode] = []
     for dead in await dead_nodes(db_engine, registry.node_id, dead_after):
         run = {"dead": dead.node_id, "started_at": dead.started_at}
-        recorded = await _close_memberships(
+        recorded = await _close_run(
             db_engine,
             registry,
             dead,
@@ -177,7 +236,9 @@ async def record_departures(
         marked.append(dead)
         registry.gone(dead.node_id)
         log.warning(
-            "node %s stopped heartbeating: %d departures of its connections recorded", dead.node_id, recorded
+            "node %s stopped heartbeating: %d departures of its connections and ends of its AI runs recorded",
+            dead.node_id,
+            recorded,
         )
     return marked
 
@@ -201,7 +262,7 @@ async def record_late_departures(
     looked: list[DeadNode] = []
     for dead in due:
         run = {"dead": dead.node_id, "started_at": dead.started_at}
-        recorded = await _close_memberships(
+        recorded = await _close_run(
             db_engine,
             registry,
             dead,
@@ -214,7 +275,7 @@ async def record_late_departures(
             continue  # registered again, another survivor is at it, or it failed (still due)
         looked.append(dead)
         if recorded:
-            log.warning("node %s: %d late joins closed", dead.node_id, recorded)
+            log.warning("node %s: %d late joins or AI requests closed", dead.node_id, recorded)
     return looked
 
 
@@ -222,7 +283,7 @@ async def _looked_again(conn: AsyncConnection, dead: DeadNode) -> None:
     await conn.execute(text(_RECHECKED), {"dead": dead.node_id, "started_at": dead.started_at})
 
 
-async def _close_memberships(
+async def _close_run(
     db_engine: AsyncEngine,
     registry: NodeRegistry,
     dead: DeadNode,
@@ -232,10 +293,10 @@ async def _close_memberships(
     done: Callable[[AsyncConnection], Awaitable[None]],
     retry_interval: float,
 ) -> int | None:
-    """How many of `dead`'s open memberships were closed here, its row held by `lock` (a statement
-    that returns no row when there is nothing to do here) from before they are read until `done` has
-    recorded that they are all in the log; None if the row could not be locked or the leaves failed
-    (logged: the row stays as it was, for a later pass)."""
+    """How many of `dead`'s open memberships and AI requests were ended here, its row held by `lock`
+    (a statement that returns no row when there is nothing to do here) from before they are read
+    until `done` has recorded that their ends are all in the log; None if the row could not be locked
+    or the ends failed (logged: the row stays as it was, for a later pass)."""
     try:
         async with db_engine.begin() as conn:
             # Idle while the leaves commit on other connections: a server-wide idle timeout must not end
@@ -243,9 +304,12 @@ async def _close_memberships(
             await conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = 0"))
             if (await conn.execute(text(lock[0]), lock[1])).first() is None:
                 return None
-            leaves = await leaves_for(conn, dead, registry.node_id)
+            ended = [
+                *await leaves_for(conn, dead, registry.node_id),
+                *await ai_endings_for(conn, dead, registry.node_id),
+            ]
             bound = registry.dead_after
-            recorded = await commit_all(leaves, commit, bound=bound, retry_interval=retry_interval)
+            recorded = await commit_all(ended, commit, bound=bound, retry_interval=retry_interval)
             await done(conn)
         return recorded
     except Exception as exc:  # the other dead nodes go on
@@ -281,7 +345,9 @@ async def commit_all(
 
 
 __all__ = [
+    "NODE_LOST_ERROR",
     "DeadNode",
+    "ai_endings_for",
     "commit_all",
     "dead_nodes",
     "leaves_for",

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from websockets.asyncio.client import connect
 
 from api.tokens import mint_token
+from engine.cluster.reaper import NODE_LOST_ERROR
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import NODE_LOST, USER_LEFT_ROOM
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve, start_node_process
@@ -188,3 +189,56 @@ async def test_clients_of_three_server_processes_see_one_room_in_one_order(own_d
     assert views[0] == views[1] == views[2]
     seqs = [seq for seq, _ in views[0]]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_an_ai_request_running_on_a_killed_node_ends_in_an_error_for_its_requester(
+    own_database: str,
+) -> None:
+    """The killed node was running the request against an AI endpoint that had not answered yet: the
+    requester's connection on the survivor gets its `ai_error` instead of waiting for good."""
+    room, sheet, user = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("room", "sheet", "amy"))
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the request, answers nothing, until the node is gone
+        writer.close()
+
+    endpoint = await asyncio.start_server(silent, "127.0.0.1", 0)
+    ai = {"ai_base_url": f"http://127.0.0.1:{endpoint.sockets[0].getsockname()[1]}/v1"}
+    proc, port = await start_node_process(
+        own_database,
+        node_heartbeat_seconds=HEARTBEAT,
+        node_dead_after_seconds=DEAD_AFTER,
+        **ai,
+        ai_api_key="key",
+        ai_model="model",
+    )
+    settings = make_settings(
+        own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
+    )
+    try:
+        async with serve(settings) as survivor, survivor.connect(survivor.token(user)) as tab:
+            await greet(tab)
+            doomed = await connect(f"ws://127.0.0.1:{port}/api/v1/ws?token={survivor.token(user)}")
+            await greet(doomed)
+            await send(doomed, {"type": "join_room", "room_id": room})
+            cell = {"type": "cell_update", "room": room, "sheet_id": sheet, "cell_id": "A1", "value": 1}
+            await send(doomed, {**cell, "client_msg_id": "c1"})
+            await until(doomed, lambda m: m.get("client_msg_id") == "c1")
+            await send(
+                doomed, {"type": "ai_request", "request_id": "r1", "query": "Analyse", "sheet_id": sheet}
+            )
+            await until(tab, lambda m: m.get("event_type") == "ai_start")  # its node is running it
+
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+
+            async with asyncio.timeout(HANG_GUARD):
+                while (message := await receive_patiently(tab)).get("event_type") != "ai_error":
+                    assert message.get("event_type") != "ai_complete", message
+            assert (message["request_id"], message["data"]) == ("r1", {"error": NODE_LOST_ERROR})
+            await doomed.close()
+    finally:
+        endpoint.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.cluster.reaper import (
+    NODE_LOST_ERROR,
     DeadNode,
     dead_nodes,
     leaves_for,
@@ -23,9 +24,17 @@ from engine.cluster.reaper import (
 )
 from engine.cluster.registry import NodeRegistry
 from engine.log.store import EventStore, create_db_engine
-from engine.model.catalogue import NODE_LOST, USER_JOINED_ROOM, USER_LEFT_ROOM
-from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent
-from engine.model.streams import room_stream
+from engine.model.catalogue import (
+    AI_FAILED,
+    NODE_LOST,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    AiCompleted,
+    AiFailed,
+    AiRequestStarted,
+)
+from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent, Origin
+from engine.model.streams import room_stream, user_stream
 from tests.api.conftest import fresh_database
 
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
@@ -288,3 +297,45 @@ async def test_a_dead_node_whose_departures_fail_is_left_for_later_and_the_other
             assert still_dead == {"node-a"}
         finally:
             await db_engine.dispose()
+
+
+async def test_ai_requests_a_dead_node_left_running_end_in_an_error_once(server_url: str) -> None:
+    """Their runs died with the node: without an end, the requester would wait for good."""
+    async with fresh_database(server_url, 4) as url:
+        db_engine = create_db_engine(url)
+        store = EventStore(db_engine)
+        ann, bob = f"ann-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+        commit = await committing(store)
+
+        def started(user: str, request_id: str, node: str) -> NewEvent:
+            return AiRequestStarted(user, request_id, "Analyse", "s1").new(
+                Origin(node, user), key=f"ai:{request_id}"
+            )
+
+        try:
+            await register_dead(db_engine, "dead-node")
+            await store.append(
+                [
+                    started(ann, "running", "dead-node"),
+                    started(ann, "done", "dead-node"),
+                    AiCompleted(ann, "done", "ok", 0.1).new(Origin("dead-node", ann), request_id="done"),
+                    started(bob, "failed", "dead-node"),
+                    AiFailed(bob, "failed", "provider").new(Origin("dead-node", bob), request_id="failed"),
+                    started(bob, "elsewhere", "live-node"),  # another node's run: untouched
+                ]
+            )
+            first = NodeRegistry(db_engine, "survivor-1", dead_after=2.0)
+            assert [
+                n.node_id for n in await record_departures(db_engine, first, commit, recheck_after=0.0)
+            ] == ["dead-node"]
+            second = NodeRegistry(db_engine, "survivor-2", dead_after=2.0)
+            await record_late_departures(db_engine, second, commit)  # the second look finds them ended
+            ended = {user: await ai_failures(store, user) for user in (ann, bob)}
+            assert ended == {ann: [("running", NODE_LOST_ERROR)], bob: [("failed", "provider")]}
+        finally:
+            await db_engine.dispose()
+
+
+async def ai_failures(store: EventStore, user: str) -> list[tuple[str, str]]:
+    stream = await store.read_stream(user_stream(user))
+    return [(e.data["request_id"], e.data["error"]) for e in stream if e.type == AI_FAILED]
