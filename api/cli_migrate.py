@@ -148,7 +148,9 @@ def _event_log_loss(url: str, data_dir: Path) -> str:
 
     events = asyncio.run(head())
     files_dir = data_dir / "files"
-    files = sum(1 for path in files_dir.rglob("*") if path.is_file()) if files_dir.is_dir() else 0
+    # Names starting with "." are storage's own (lock files, an upload's temporary file), never a file id.
+    stored = (path for path in files_dir.rglob("*") if path.is_file() and not path.name.startswith("."))
+    files = sum(1 for _ in stored) if files_dir.is_dir() else 0
     loss = f"{events:,} event(s), the only record of every room, cell, notification and upload"
     if files:
         loss += f"; the {files:,} stored file(s) in {files_dir} stay on disk with nothing referring to them"

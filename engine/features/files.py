@@ -275,7 +275,7 @@ class Files:
                 raise
             assert attempt.upload is not None  # storage read the body, so `claim` ran
             try:
-                return await self._complete(actor, attempt.upload, name, room_id, staged, storage)
+                return await self._complete(actor, attempt, name, room_id, staged, storage)
             finally:
                 staged.discard()
         finally:
@@ -333,7 +333,7 @@ class Files:
     async def _complete(
         self,
         actor: Actor,
-        upload: Upload,
+        attempt: UploadAttempt,
         filename: str,
         room_id: str | None,
         staged: StagedFile,
@@ -342,8 +342,11 @@ class Files:
         """Put the staged bytes under the id and record the completion, unless the attempt has ended.
         One process at a time per id: when PUTs of one upload race on nodes that share the storage,
         the bytes left stored are those the completion describes, since a PUT that finds the attempt
-        ended (another's completion, or an expiry) leaves the stored file alone."""
-        file_id, stored = upload.file_id, staged.file
+        ended (another's completion, or an expiry) leaves the stored file alone. Any other failure
+        ends the attempt as a storage error (a completion that did commit stays: the first end wins)."""
+        upload, stored = attempt.upload, staged.file
+        assert upload is not None  # the body was read, so the upload is in the log
+        file_id = upload.file_id
         completed = FileUploadCompleted(
             actor.user_id,
             file_id,
@@ -355,17 +358,23 @@ class Files:
             room_id=room_id,
         )
         event = completed.new(Origin.of(self._node_id, actor), key=end_key(upload))
-        async with storage.exclusive(file_id):
-            await self._refuse_if_ended(actor, upload, event.stream_id)
-            try:
+        lock_wait = self.idle_timeout / 4
+        try:
+            due = attempt.beat_in()
+            if due is not None and due < lock_wait:  # fresh for the sweeper while the lock is awaited
+                await attempt.beat(stored.size)
+            async with storage.exclusive(file_id, wait_seconds=lock_wait):
+                await self._refuse_if_ended(actor, upload, event.stream_id)
                 await staged.place()
-            except Exception:
-                await self._fail(actor, upload, STORAGE_ERROR, stored.size)
-                raise
-            outcome = await self._commit(event)
-        if isinstance(outcome, Duplicate):  # expired since the check: no completion describes the bytes
-            await self._refuse_if_ended(actor, upload, event.stream_id)
-            raise FileIdTaken("this upload had already ended; start it again", file_id=file_id)
+                if isinstance(await self._commit(event), Duplicate):
+                    await storage.delete(file_id)  # expired since the check: no completion describes them
+                    await self._refuse_if_ended(actor, upload, event.stream_id)
+                    raise FileIdTaken("this upload had already ended; start it again", file_id=file_id)
+        except FileIdTaken:
+            raise
+        except BaseException:
+            await self._fail(actor, upload, STORAGE_ERROR, stored.size)
+            raise
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed

@@ -39,7 +39,8 @@ async def _read_all(storage: LocalFileStorage, file_id: str) -> tuple[StoredFile
 
 
 def _entries(root: Path) -> list[str]:
-    return sorted(os.listdir(root)) if root.exists() else []
+    """The folder's files, but for the lock files that storage keeps for itself."""
+    return sorted(name for name in os.listdir(root) if not name.startswith(".lock.")) if root.exists() else []
 
 
 async def test_write_round_trip_streams_hashes_and_reports_progress(tmp_path: Path) -> None:
@@ -245,17 +246,17 @@ async def test_staged_bytes_stay_apart_until_placed_and_leave_nothing_when_disca
     file, data = await _read_all(storage, "doc.txt")
     assert (data, file.sha256) == (b"kept", hashlib.sha256(b"kept").hexdigest())
     assert kept.file == file
-    assert [name for name in _entries(tmp_path) if not name.startswith(".lock.")] == ["doc.txt"]
+    assert _entries(tmp_path) == ["doc.txt"]
 
 
 async def test_exclusive_holds_off_another_holder_of_the_id_even_through_another_storage(
     tmp_path: Path,
 ) -> None:
     """Two storages on one folder stand for two processes: the lock is the file system's."""
-    first, second = LocalFileStorage(tmp_path), LocalFileStorage(tmp_path, lock_wait_seconds=0.2)
-    async with first.exclusive("doc.txt"):
+    first, second = LocalFileStorage(tmp_path), LocalFileStorage(tmp_path)
+    async with first.exclusive("doc.txt", wait_seconds=1.0):
         with pytest.raises(StoreUnavailable):
-            async with second.exclusive("doc.txt"):
+            async with second.exclusive("doc.txt", wait_seconds=0.2):
                 pass
-    async with second.exclusive("doc.txt"):
+    async with second.exclusive("doc.txt", wait_seconds=1.0):
         pass

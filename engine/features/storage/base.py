@@ -153,10 +153,10 @@ class FileStorage(Protocol):
         """`write` up to the last step: the bytes are stored durably but not yet under `file_id`."""
         ...
 
-    def exclusive(self, file_id: str) -> AbstractAsyncContextManager[None]:
+    def exclusive(self, file_id: str, *, wait_seconds: float) -> AbstractAsyncContextManager[None]:
         """Held by one holder at a time per id, also across processes sharing the storage, so that
         deciding whether bytes may be placed and placing them are not interleaved with another's.
-        Raises `StoreUnavailable` if it cannot be had within a bound."""
+        Raises `StoreUnavailable` if it cannot be had within `wait_seconds`."""
         ...
 
     async def open(self, file_id: str) -> FileStream:

@@ -51,8 +51,9 @@ from engine.model.errors import EngineError, StoreUnavailable
 HEADER_BYTES: Final = 512
 _HEADER_MAGIC: Final = b"collab-file/1\n"
 _PART_SUFFIX: Final = ".part"
-_LOCK_STRIPES: Final = 64  # lock files, each shared by the ids that hash to it
+_LOCK_STRIPES: Final = 1024  # lock files, each shared by the ids that hash to it
 _LOCK_POLL_SECONDS: Final = 0.01
+_WRITE_LOCK_WAIT_SECONDS: Final = 30.0
 
 
 def _encode_header(file: StoredFile) -> bytes:
@@ -145,7 +146,14 @@ class _Staged:
         self._final = final
 
     async def place(self) -> None:
-        await asyncio.to_thread(self._part.place, self._final)
+        """Also when cancelled, returns only once the rename is done or failed: a caller's lock let go
+        while a worker thread still renames would let another holder place first and be replaced."""
+        renaming = asyncio.ensure_future(asyncio.to_thread(self._part.place, self._final))
+        try:
+            await asyncio.shield(renaming)
+        except asyncio.CancelledError:
+            await asyncio.wait([renaming])
+            raise
 
     def discard(self) -> None:
         self._part.discard_soon()  # once placed, nothing is left to remove
@@ -153,8 +161,7 @@ class _Staged:
 
 class LocalFileStorage:
     """`FileStorage` on a local folder. `progress_every`: bytes between progress callbacks;
-    `buffer_bytes`: bytes gathered before a write to disk (small chunks are not one thread hop each);
-    `lock_wait_seconds`: how long `exclusive` waits for another holder."""
+    `buffer_bytes`: bytes gathered before a write to disk (small chunks are not one thread hop each)."""
 
     def __init__(
         self,
@@ -163,10 +170,8 @@ class LocalFileStorage:
         progress_every: int = 256 * 1024,
         buffer_bytes: int = 256 * 1024,
         read_chunk_bytes: int = 64 * 1024,
-        lock_wait_seconds: float = 30.0,
     ) -> None:
         self.root = Path(root)
-        self.lock_wait_seconds = lock_wait_seconds
         self.progress_every = progress_every
         self.buffer_bytes = buffer_bytes
         self.read_chunk_bytes = read_chunk_bytes
@@ -199,7 +204,8 @@ class LocalFileStorage:
             file_id, chunks, max_bytes=max_bytes, on_progress=on_progress, declared_type=declared_type
         )
         try:
-            await staged.place()
+            async with self.exclusive(file_id, wait_seconds=_WRITE_LOCK_WAIT_SECONDS):
+                await staged.place()
         finally:
             staged.discard()
         return staged.file
@@ -229,13 +235,13 @@ class LocalFileStorage:
         return _Staged(stored, part, final)
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, file_id: str) -> AsyncIterator[None]:
+    async def exclusive(self, file_id: str, *, wait_seconds: float) -> AsyncIterator[None]:
         final = await self._path_for(file_id, create_root=True)
         stripe = final.parent / f".lock.{zlib.crc32(file_id.encode()) % _LOCK_STRIPES}"
-        fd = await asyncio.to_thread(os.open, stripe, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(stripe, os.O_RDWR | os.O_CREAT, 0o660)  # on the loop: nothing to leak on a cancel
         try:
             try:
-                async with asyncio.timeout(self.lock_wait_seconds):
+                async with asyncio.timeout(wait_seconds):
                     # Polled: the holder may be another process, and a wait must not hold a worker thread.
                     while not _try_lock(fd):  # noqa: ASYNC110
                         await asyncio.sleep(_LOCK_POLL_SECONDS)
