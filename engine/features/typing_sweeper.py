@@ -87,6 +87,8 @@ class TypingSweeper:
         now = self._now()
         for view in list(self._views.values()):
             for stop in typing_indicators.expired(view, now, self.timeout_seconds):
+                if not self._is_current(stop):
+                    continue  # refreshed, stopped or handed over while an earlier stop committed
                 await self._commit(stop)  # a Committed stop comes back through `observe`
                 self._drop(stop)  # a Duplicate does not: its original was already published
 
@@ -112,15 +114,16 @@ class TypingSweeper:
         node = event.metadata.get("node")
         return node is not None and node != self._node_id
 
+    def _is_current(self, stop: NewEvent) -> bool:
+        """Whether the stop still ends the typing this node holds: the same start, not a later one."""
+        view = self._views.get(str(stop.data["room_id"]))
+        typist = None if view is None else view.typing.get(_key_of(stop))
+        return typist is not None and stop.idempotency_key == f"typing-expired:{typist.position}"
+
     def _drop(self, stop: NewEvent) -> None:
-        room_id = str(stop.data["room_id"])
-        view = self._views.get(room_id)
-        if view is None:
-            return
-        key = (str(stop.data["user_id"]), str(stop.data["cell_id"]))
-        typist = view.typing.get(key)
-        if typist is not None and stop.idempotency_key == f"typing-expired:{typist.position}":
-            remaining = {k: t for k, t in view.typing.items() if k != key}
+        if self._is_current(stop):
+            room_id = str(stop.data["room_id"])
+            remaining = {k: t for k, t in self._views[room_id].typing.items() if k != _key_of(stop)}
             self._store(TypingView(room_id, frozen(remaining)))
 
     def _store(self, view: TypingView) -> None:
@@ -128,6 +131,10 @@ class TypingSweeper:
             self._views[view.room_id] = view
         else:
             self._views.pop(view.room_id, None)
+
+
+def _key_of(stop: NewEvent) -> tuple[str, str]:
+    return str(stop.data["user_id"]), str(stop.data["cell_id"])
 
 
 __all__ = ["TypingSweeper"]

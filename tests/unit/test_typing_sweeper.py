@@ -103,3 +103,23 @@ async def test_a_stop_or_a_leave_through_another_node_ends_the_timer_here() -> N
     h.sweeper.observe(replace(h.log.left(ROOM, "bob", "c2", 2), metadata=elsewhere))
     assert h.sweeper.active_rooms == frozenset()
     assert await h.sweep_at(30) == []
+
+
+async def test_a_stop_that_expires_while_another_commits_is_not_sent_once_the_typing_was_refreshed() -> None:
+    """The sweep works from the views as they were when it began; a start refreshed while an earlier
+    stop was being committed must not be ended by that sweep's stale stop."""
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    h.sweeper.observe(h.log.typing(ROOM, "bob", "B1", "c2", 1))
+    plain = h.commit
+
+    async def refreshing_meanwhile(event: NewEvent) -> Committed:
+        committed = await plain(event)
+        if event.data["user_id"] == "alice":  # bob starts again while alice's stop commits
+            h.sweeper.observe(h.log.typing(ROOM, "bob", "B1", "c2", 6))
+        return committed
+
+    h.sweeper._commit = refreshing_meanwhile
+    stops = await h.sweep_at(6)
+    assert [stop.data["user_id"] for stop in stops] == ["alice"]
+    assert h.sweeper.active_rooms == {ROOM}  # bob, until his refreshed start expires
