@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from engine.config import EngineConfig
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live, UserPublisher
@@ -52,6 +54,7 @@ from engine.session import Session
 __all__ = ["Engine", "EngineConfig", "default_node_id"]
 
 REMOVE_CONNECTION = "remove_connection"
+STOP_AI_RUN = "stop_ai_run"
 
 
 class Engine:
@@ -121,6 +124,7 @@ class Engine:
             reply=reply,
             read_stream=read_stream,
             provider=ai_provider,
+            stop_elsewhere=self._stop_ai_run_elsewhere,
         )
         self.files = Files(
             node_id=node_id,
@@ -207,6 +211,7 @@ class Engine:
         await self.node.start()
         if self.node.control is not None:
             self.node.control.serve(REMOVE_CONNECTION, self._remove_here)
+            self.node.control.serve(STOP_AI_RUN, self._stop_ai_run_here)
         await self.files.start()
         self.typing_sweeper.start()
         self.upload_sweeper.start()
@@ -300,10 +305,23 @@ class Engine:
         if connection_id in self.node.connections:
             return await self.admin.remove_connection(connection_id, grace=grace)
         if self.node.control is not None:
-            done = await self.node.control.ask(REMOVE_CONNECTION, connection_id)
+            # The holder says its last word (up to `grace`), then commits the leaves.
+            wait = grace + self.node.config.append_timeout + self.node.control.timeout
+            done = await self.node.control.ask(REMOVE_CONNECTION, connection_id, wait_seconds=wait)
             if done is not None:
                 return Removal(str(done["connection_id"]), str(done["user_id"]), tuple(done["rooms_left"]))
         raise NotFound(f"no open connection {connection_id!r}")
+
+    async def _stop_ai_run_elsewhere(self, user_id: str, request_id: str) -> bool:
+        """An `ai_cancel` came in here for a run on another node (the user asked through another tab)."""
+        if self.node.control is None:
+            return False
+        subject = orjson.dumps([user_id, request_id]).decode()
+        return await self.node.control.ask(STOP_AI_RUN, subject) is not None
+
+    async def _stop_ai_run_here(self, subject: str) -> dict[str, Any] | None:
+        user_id, request_id = orjson.loads(subject)
+        return {"stopped": True} if await self.ai.stop_run(str(user_id), str(request_id)) else None
 
     async def _remove_here(self, connection_id: str) -> dict[str, Any] | None:
         """Another node's admin asked for this node's connection."""

@@ -62,9 +62,12 @@ class ClusterControl:
         """Answer requests `op` from other nodes with `handler`."""
         self._handlers[op] = handler
 
-    async def ask(self, op: str, subject: str) -> Mapping[str, Any] | None:
+    async def ask(
+        self, op: str, subject: str, *, wait_seconds: float | None = None
+    ) -> Mapping[str, Any] | None:
         """Ask every live peer to do `op` on `subject`: the result of the one that did, or None when
-        none did (each disclaimed it, or nobody answered in time)."""
+        none did (each disclaimed it, or nobody answered within `wait_seconds`, by default
+        `timeout`: an op whose holder takes longer to act, e.g. to commit, says so)."""
         peers = self._registry.peers
         if not peers:
             return None
@@ -76,11 +79,12 @@ class ClusterControl:
             )
             if not sent:
                 return None
+            wait = self.timeout if wait_seconds is None else wait_seconds
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(wait):
                     return await pending.result
             except TimeoutError:
-                log.warning("no node answered %s of %s within %.1fs", op, subject, self.timeout)
+                log.warning("no node answered %s of %s within %.1fs", op, subject, wait)
                 return None
         finally:
             self._pending.pop(request_id, None)

@@ -18,7 +18,7 @@ from engine.features.ai import AiJob, AiStep, Complete, Progress, cell_values
 from engine.log.store import EventStore
 from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
 from engine.model.streams import user_stream
-from tests.api.conftest import Server, make_settings, request, serve, wait_for_events
+from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
 
 
@@ -222,3 +222,39 @@ async def test_a_request_running_at_shutdown_is_recorded_as_failed(
     assert [e.type for e in events] == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_FAILED]
     assert events[-1].data["error"] == "the server is shutting down"
     assert gated.cancelled
+
+
+async def test_ai_cancel_through_another_node_stops_the_run_where_it_runs(
+    server_url: str, gated: GatedProvider, store: EventStore
+) -> None:
+    """The user asked in a tab on the first node and cancels in a tab on the second: the run stops
+    on the first, and both tabs get the cancellation once."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("gus")
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url)
+        async with (
+            serve(settings, ai_provider=gated) as first,
+            serve(settings, ai_provider=gated) as second,
+            first.connect(first.token(user)) as asking,
+            second.connect(second.token(user)) as cancelling,
+        ):
+            await greet(asking), await greet(cancelling)
+            await join(asking, room)
+            await fill(asking, sheet, room, {"A1": 3})
+            await send(asking, ai_request("x1", sheet))
+            await until(cancelling, lambda m: m.get("event_type") == "ai_progress")
+            await asyncio.wait_for(gated.reached.wait(), 5)
+
+            await send(cancelling, {"type": "ai_cancel", "request_id": "x1", "client_msg_id": "stop"})
+            seen = await until(cancelling, of_type("ack", client_msg_id="stop"))
+            assert [m["data"].get("code") for m in seen if m["type"] == "ai_event"] == ["CANCELLED"]
+            assert gated.cancelled and first.engine.ai.running == frozenset()
+            errors = await until(asking, lambda m: m.get("event_type") == "ai_error")
+            assert errors[-1]["data"]["code"] == "CANCELLED"
+            gated.gate.set()  # nothing is left to wake: no more steps may come
+            assert "ai_event" not in types(await pending(asking))
+            again = await request(cancelling, {"type": "ai_cancel", "request_id": "x1"})
+            assert again["code"] == "NOT_FOUND"
+            db = second.engine.node.store
+            kinds = [e.type for e in await db.read_stream(user_stream(user))]
+            assert kinds == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]

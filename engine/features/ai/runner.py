@@ -23,11 +23,13 @@ Choices:
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
   recorded before its answer (the protocol promises two).
 * `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
-  engine/features/ai/provider.py), waits for it to end, then records `AiCancelled` (reason "cancelled"), which
-  the requester's connections get as `ai_error` with code `CANCELLED`. A request id that is not
-  running on this node (unknown, already finished, or another user's) gets NOT_FOUND. Commits of
-  the run are shielded from the cancel, so a step being appended when the cancel lands is still
-  published; the projection keeps the first ending (engine/projections/ai_requests.py).
+  engine/features/ai/provider.py), waits for it to end, then records `AiCancelled` (reason
+  "cancelled"), which the requester's connections get as `ai_error` with code `CANCELLED`. A run on
+  another node (asked for through the user's connection there) is stopped there first
+  (`stop_elsewhere`). A request id that is not running on any node (unknown, already finished, or
+  another user's) gets NOT_FOUND. Commits of the run are shielded from the cancel, so a step being
+  appended when the cancel lands is still published; the projection keeps the first ending
+  (engine/projections/ai_requests.py).
 * Shutdown (`stop`, from `Engine.stop`): running requests are cancelled and recorded as `AiFailed`
   "the server is shutting down" (not `AiCancelled`: nobody asked to cancel them).
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from engine.decisions.access import authorize, require_member
@@ -73,6 +75,12 @@ MIN_PROGRESS_STEPS = 2
 _READ_PAGE = 1000
 
 RequestKey = tuple[str, str]  # (user_id, request_id)
+StopElsewhere = Callable[[str, str], Awaitable[bool]]
+"""Asks the other nodes to stop a request's run (`stop_run` there): whether one did."""
+
+
+async def _nowhere_else(user_id: str, request_id: str) -> bool:
+    return False
 
 
 def idempotency_key(request_id: str) -> str:
@@ -92,8 +100,10 @@ class AiRunner:
         reply: Reply,
         read_stream: ReadStream,
         provider: AiProvider | None = None,
+        stop_elsewhere: StopElsewhere | None = None,
     ) -> None:
         self._node_id = node_id
+        self._stop_elsewhere: StopElsewhere = stop_elsewhere or _nowhere_else
         self._connections = connections
         self._hub = hub
         self._sheet_rooms = sheet_rooms
@@ -162,17 +172,24 @@ class AiRunner:
     ) -> None:
         """Stop a running request and record `AiCancelled` (-> `ai_error` with code CANCELLED)."""
         authorize(actor, "ai_cancel")
-        key = (actor.user_id, request_id)
-        task = self._running.pop(key, None)
-        if task is None:
+        stopped = await self.stop_run(actor.user_id, request_id)
+        if not stopped and not await self._stop_elsewhere(actor.user_id, request_id):
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
-        task.cancel()
-        await asyncio.wait([task])
         cancelled = AiCancelled(actor.user_id, request_id, CANCEL_REASON)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = cancelled.new(origin, key=f"ai-cancel:{request_id}")
         outcome = await self._commit(event)
         await self._ack(connection_id, client_msg_id, outcome)
+
+    async def stop_run(self, user_id: str, request_id: str) -> bool:
+        """Stop the request's run if it is running on this node, and wait until it has; whether it was.
+        (`cancel` records the cancellation, on whichever node the `ai_cancel` came in.)"""
+        task = self._running.pop((user_id, request_id), None)
+        if task is None:
+            return False
+        task.cancel()
+        await asyncio.wait([task])
+        return True
 
     async def stop(self) -> None:
         """Cancel every running request and record each as failed: the server is shutting down."""
