@@ -97,6 +97,7 @@ class Node:
         self.rate_limiter = RateLimiter(config.rate_limits)
         self.traffic = EngineStats()  # messages by type, errors by code (features/traffic.py)
         self._observers: list[PublishObserver] = []
+        self._taken_for_dead: list[Callable[[], None]] = []
         self._departing = 0  # connections whose departure is being recorded right now
         # Connections dropped because a peer took this node for dead (their leaves are in the log):
         # nothing more is appended in their names, also by a handler that was under way.
@@ -119,6 +120,11 @@ class Node:
     @property
     def hub(self) -> Hub:
         return self.live.hub
+
+    def observe_taken_for_dead(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when this node learns that a peer took it for dead, before it drops its
+        connections: a survivor has recorded the ends of what it was doing."""
+        self._taken_for_dead.append(callback)
 
     def observe_published(self, observer: PublishObserver) -> None:
         """Call `observer` with each event this node publishes, its own commits and other nodes',
@@ -576,6 +582,8 @@ class Node:
         survivor's keys, so that a membership it could not see (a join this node handed over late) is
         closed too and one it closed is not closed twice: in the background, since the node registers
         again only after this returns."""
+        for callback in self._taken_for_dead:
+            callback()
         leaves: list[NewEvent] = []
         for connection in self.connections:
             self.connections.pop(connection.connection_id)  # so `disconnect` appends no second leave

@@ -126,6 +126,7 @@ class Engine:
             provider=ai_provider,
             stop_elsewhere=self._stop_ai_run_elsewhere,
         )
+        node.observe_taken_for_dead(self.ai.abandon_runs)
         self.files = Files(
             node_id=node_id,
             commit=commit,
@@ -321,7 +322,7 @@ class Engine:
 
     async def _stop_ai_run_here(self, subject: str) -> dict[str, Any] | None:
         user_id, request_id = orjson.loads(subject)
-        return {"stopped": True} if await self.ai.stop_run(str(user_id), str(request_id)) else None
+        return {"stopped": True} if await self.ai.cancel_here(str(user_id), str(request_id)) else None
 
     async def _remove_here(self, connection_id: str) -> dict[str, Any] | None:
         """Another node's admin asked for this node's connection."""

@@ -1,10 +1,11 @@
-"""Asking the other nodes to act: an admin's request reaches whichever node holds the connection.
+"""Asking the other nodes to act: a request reaches whichever node holds its subject (a connection, a run).
 
 A connection lives on one node, but an admin's REST call lands on any. The node that got the call acts
 itself when it holds the connection; otherwise it asks every peer on the `collab_control` channel (the
 LISTEN connection of engine/cluster/follower.py) and waits for the answers: the node that holds it
-acts and says so, the others say it is not theirs. A request nobody claims within `timeout` seconds,
-or that every live peer disclaims, is answered as not found.
+acts and says so, the others say it is not theirs (also a node that does not serve the op). A request
+every live peer disclaims is answered as not found; one that some peer leaves unanswered within
+`timeout` seconds as unavailable (it may be that peer's).
 
 Why NOTIFY and not a table of connections: connections come and go far more often than admins ask,
 and a row per connection would put a database write in every handshake. The cost moves to the rare
@@ -25,6 +26,7 @@ import orjson
 
 from engine.cluster.follower import LogFollower
 from engine.cluster.registry import NodeRegistry
+from engine.model.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +68,9 @@ class ClusterControl:
         self, op: str, subject: str, *, wait_seconds: float | None = None
     ) -> Mapping[str, Any] | None:
         """Ask every live peer to do `op` on `subject`: the result of the one that did, or None when
-        none did (each disclaimed it, or nobody answered within `wait_seconds`, by default
-        `timeout`: an op whose holder takes longer to act, e.g. to commit, says so)."""
+        each disclaimed it. StoreUnavailable when some did not answer within `wait_seconds` (by
+        default `timeout`; an op whose holder takes longer to act, e.g. to commit, says so): one of
+        them may hold the subject, so "not found" would be a guess."""
         peers = self._registry.peers
         if not peers:
             return None
@@ -84,8 +87,9 @@ class ClusterControl:
                 async with asyncio.timeout(wait):
                     return await pending.result
             except TimeoutError:
-                log.warning("no node answered %s of %s within %.1fs", op, subject, wait)
-                return None
+                silent = sorted(pending.asked - pending.answered)
+                log.warning("nodes %s did not answer %s of %s within %.1fs", silent, op, subject, wait)
+                raise StoreUnavailable(f"other nodes did not answer within {wait:g}s; try again") from None
         finally:
             self._pending.pop(request_id, None)
 
@@ -98,15 +102,15 @@ class ClusterControl:
             return
         if "answer" in message:
             self._answered(message)
-        elif message.get("op") in self._handlers:
+        elif "op" in message and "id" in message:  # an op this node does not serve is not its own
             task = asyncio.get_running_loop().create_task(self._act(message))
             self._tasks.add(task)  # kept until done: a task nobody holds may be collected early
             task.add_done_callback(self._tasks.discard)
 
     async def _act(self, request: Mapping[str, Any]) -> None:
-        handler = self._handlers[str(request["op"])]
+        handler = self._handlers.get(str(request["op"]))
         try:
-            result = await handler(str(request["subject"]))
+            result = None if handler is None else await handler(str(request["subject"]))
         except Exception:
             log.exception(
                 "acting on %s of %s for node %s failed", request["op"], request["subject"], request["from"]

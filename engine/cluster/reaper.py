@@ -52,6 +52,7 @@ from engine.model.catalogue import (
 )
 from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, NewEvent, Origin
+from engine.projections.ai_requests import end_key
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,8 @@ async def leaves_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> list
 
 async def ai_endings_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> list[NewEvent]:
     """An `AiFailed` for each AI request the dead node started and never ended, so that its
-    requester's connections, on every node, get an `ai_error` instead of waiting for good; one per
-    request however many survivors record it (idempotency key)."""
+    requester's connections, on every node, get an `ai_error` instead of waiting for good; one
+    ending per request however many survivors or runs record one (its `end_key`)."""
     unfinished: list[tuple[str, str]] = []
     for partition in range(await partition_count(conn)):
         rows = await conn.execute(
@@ -174,7 +175,7 @@ async def ai_endings_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> 
         unfinished += [(row.user_id, row.request_id) for row in rows]
     return [
         AiFailed(user_id, request_id, NODE_LOST_ERROR).new(
-            Origin(reaper, user_id), key=_ai_key(request_id), request_id=request_id, lost_node=dead.node_id
+            Origin(reaper, user_id), key=end_key(request_id), request_id=request_id, lost_node=dead.node_id
         )
         for user_id, request_id in unfinished
     ]
@@ -192,11 +193,6 @@ def _key(connection_id: str, room_id: str) -> str:
     """Longer than any `client_msg_id` (64 characters at most), so no client can take it first."""
     digest = hashlib.sha256(f"{connection_id}\x00{room_id}".encode()).hexdigest()
     return f"node-lost:{digest}"
-
-
-def _ai_key(request_id: str) -> str:
-    """As `_key`: no client can take it first."""
-    return f"ai-lost:{hashlib.sha256(request_id.encode()).hexdigest()}"
 
 
 async def mark_stopped(conn: AsyncConnection, dead: DeadNode, *, recheck_after: float) -> None:

@@ -318,17 +318,20 @@ class Files:
         progressed = FileUploadProgressed(actor.user_id, file_id, done, total or 0, percentage(done, total))
         return await self._commit(progressed.new(Origin.of(self._node_id, actor)))
 
-    async def _fail(self, actor: Actor, upload: Upload, reason: str, received: int) -> None:
-        """Record that the attempt failed. Best effort: when the log cannot be reached either, the
-        upload goes idle and the sweeper ends it (upload_sweeper.py)."""
+    async def _fail(self, actor: Actor, upload: Upload, reason: str, received: int) -> bool:
+        """Record that the attempt failed; whether this did end it (not a Duplicate of another end).
+        Best effort: when the log cannot be reached either, the upload goes idle and the sweeper ends
+        it (upload_sweeper.py)."""
         failed = FileUploadFailed(actor.user_id, upload.file_id, reason, upload.filename, received)
         try:
-            await self._commit(failed.new(Origin.of(self._node_id, actor), key=end_key(upload)))
+            outcome = await self._commit(failed.new(Origin.of(self._node_id, actor), key=end_key(upload)))
         except Exception as exc:
             log.warning(
                 "could not record the failure (%s) of upload %r: %s: %s", reason, upload.file_id,
                 type(exc).__name__, exc,
             )  # fmt: skip
+            return False
+        return not isinstance(outcome, Duplicate)
 
     async def _complete(
         self,
@@ -342,8 +345,8 @@ class Files:
         """Put the staged bytes under the id and record the completion, unless the attempt has ended.
         One process at a time per id: when PUTs of one upload race on nodes that share the storage,
         the bytes left stored are those the completion describes, since a PUT that finds the attempt
-        ended (another's completion, or an expiry) leaves the stored file alone. Any other failure
-        ends the attempt as a storage error (a completion that did commit stays: the first end wins)."""
+        ended (another's completion, or an expiry) leaves the stored file alone. A failure once the lock
+        is held ends the attempt (a completion that did commit stays: the first end wins)."""
         upload, stored = attempt.upload, staged.file
         assert upload is not None  # the body was read, so the upload is in the log
         file_id = upload.file_id
@@ -359,22 +362,26 @@ class Files:
         )
         event = completed.new(Origin.of(self._node_id, actor), key=end_key(upload))
         lock_wait = self.idle_timeout / 4
-        try:
-            due = attempt.beat_in()
-            if due is not None and due < lock_wait:  # fresh for the sweeper while the lock is awaited
-                await attempt.beat(stored.size)
-            async with storage.exclusive(file_id, wait_seconds=lock_wait):
-                await self._refuse_if_ended(actor, upload, event.stream_id)
+        due = attempt.beat_in()
+        if due is not None and due < lock_wait:  # fresh for the sweeper while the lock is awaited
+            await attempt.beat(stored.size)
+        # Not had in time: the attempt stays open, for a retry of the PUT (or the sweeper).
+        async with storage.exclusive(file_id, wait_seconds=lock_wait):
+            await self._refuse_if_ended(actor, upload, event.stream_id)
+            try:
                 await staged.place()
-                if isinstance(await self._commit(event), Duplicate):
-                    await storage.delete(file_id)  # expired since the check: no completion describes them
-                    await self._refuse_if_ended(actor, upload, event.stream_id)
-                    raise FileIdTaken("this upload had already ended; start it again", file_id=file_id)
-        except FileIdTaken:
-            raise
-        except BaseException:
-            await self._fail(actor, upload, STORAGE_ERROR, stored.size)
-            raise
+                outcome = await self._commit(event)
+            except BaseException as exc:
+                reason = ABORTED if isinstance(exc, asyncio.CancelledError) else STORAGE_ERROR
+                if await self._fail(actor, upload, reason, stored.size):  # so no completion either
+                    await _remove(storage, file_id)
+                raise
+            if isinstance(outcome, Duplicate):  # ended since the check
+                ended = await self._read_by_key(actor.user_id, end_key(upload), event.stream_id)
+                if ended is None or ended.type != FILE_UPLOAD_COMPLETED:  # expired: nothing describes them
+                    await _remove(storage, file_id)
+                await self._refuse_if_ended(actor, upload, event.stream_id)
+                raise FileIdTaken("this upload had already ended; start it again", file_id=file_id)
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed
@@ -391,6 +398,15 @@ class Files:
                 ended=ended.type,
                 reason=ended.data.get("reason"),
             )
+
+
+async def _remove(storage: FileStorage, file_id: str) -> None:
+    """Remove bytes placed for an attempt that ended without them; they are never served (the log
+    has no completion for them), so a failure only costs disk space."""
+    try:
+        await storage.delete(file_id)
+    except Exception as exc:
+        log.warning("could not remove the bytes of upload %r: %s: %s", file_id, type(exc).__name__, exc)
 
 
 def _failure_reason(exc: BaseException, body: UploadBody) -> str | None:

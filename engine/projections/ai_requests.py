@@ -7,10 +7,12 @@ users may well send the same id.
 The first ending wins. A cancel can race the provider's last steps (it was already composing the
 answer), so a progress, completion or failure recorded after the request ended stays in the log but
 does not change the view: the requester was told "cancelled", and a rebuild must say the same.
+Endings recorded since `end_key` share that key, so the log holds at most one of them per request.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -153,6 +155,13 @@ def project(events: Iterable[RecordedEvent], key: RequestKey) -> AiRequest | Non
     return request
 
 
+def end_key(request_id: str) -> str:
+    """The idempotency key of the event that ends a request, whoever records it (its run, a cancel
+    on any node, a survivor of its node): one ending per request. Longer than any `client_msg_id`
+    (64 characters at most), so no client can take it first."""
+    return "ai-end:" + hashlib.sha256(request_id.encode()).hexdigest()
+
+
 __all__ = [
     "CANCELLED",
     "COMPLETE",
@@ -164,6 +173,7 @@ __all__ = [
     "AiRequest",
     "RequestKey",
     "apply",
+    "end_key",
     "key_of",
     "project",
 ]

@@ -19,9 +19,11 @@ from websockets.asyncio.client import connect
 from api.tokens import mint_token
 from engine.cluster.reaper import NODE_LOST_ERROR
 from engine.log.store import EventStore, create_db_engine
-from engine.model.catalogue import NODE_LOST, USER_LEFT_ROOM
+from engine.model.catalogue import AI_PROGRESSED, AI_REQUEST_STARTED, NODE_LOST, USER_LEFT_ROOM
+from engine.model.streams import user_stream
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve, start_node_process
 from tests.api.live_helpers import greet, send, until
+from tests.api.test_websocket_ai import GatedProvider, ai_request, fill
 
 HEARTBEAT = 0.5
 DEAD_AFTER = 2.0
@@ -242,3 +244,34 @@ async def test_an_ai_request_running_on_a_killed_node_ends_in_an_error_for_its_r
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_node_taken_for_dead_stops_its_ai_runs_and_records_nothing_of_them(own_database: str) -> None:
+    """A survivor records the end of each run of a node it took for dead: the node, when it learns
+    it, must not carry its runs on, or their steps would follow that end."""
+    settings = make_settings(
+        own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
+    )
+    room, sheet, user = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("room", "sheet", "pia"))
+    gated = GatedProvider()
+    async with serve(settings, ai_provider=gated) as node, node.connect(node.token(user)) as pia:
+        await greet(pia)
+        await send(pia, {"type": "join_room", "room_id": room})
+        await until(pia, lambda m: m["type"] == "room_state")
+        await fill(pia, sheet, room, {"A1": 2})
+        await send(pia, ai_request("t1", sheet))
+        await asyncio.wait_for(gated.reached.wait(), HANG_GUARD)
+        db = create_db_engine(own_database)
+        try:
+            async with db.begin() as conn:  # the mark a survivor's reaper leaves
+                await conn.execute(
+                    text("UPDATE nodes SET stopped_at = now() WHERE node_id = :n"), {"n": node.engine.node_id}
+                )
+            async with asyncio.timeout(HANG_GUARD):
+                await pia.wait_closed()
+            assert gated.cancelled and node.engine.ai.running == frozenset()
+            gated.gate.set()  # a run still going would take its next steps now
+            steps = [e.type for e in await EventStore(db).read_stream(user_stream(user))]
+            assert steps == [AI_REQUEST_STARTED, AI_PROGRESSED]
+        finally:
+            await db.dispose()

@@ -35,6 +35,7 @@ from engine.model.catalogue import (
 )
 from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent, Origin
 from engine.model.streams import room_stream, user_stream
+from engine.projections.ai_requests import end_key
 from tests.api.conftest import fresh_database
 
 HANG_GUARD = 30.0  # bounds a wait that would otherwise hang; not a speed check
@@ -332,6 +333,11 @@ async def test_ai_requests_a_dead_node_left_running_end_in_an_error_once(server_
             await record_late_departures(db_engine, second, commit)  # the second look finds them ended
             ended = {user: await ai_failures(store, user) for user in (ann, bob)}
             assert ended == {ann: [("running", NODE_LOST_ERROR)], bob: [("failed", "provider")]}
+            # The run, on a node only cut off, ends it too: the log keeps one ending per request.
+            late = AiCompleted(ann, "running", "ok", 0.1).new(
+                Origin("dead-node", ann), key=end_key("running")
+            )
+            assert [type(o) for o in await store.append([late])] == [Duplicate]
         finally:
             await db_engine.dispose()
 

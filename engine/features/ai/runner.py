@@ -58,10 +58,11 @@ from engine.model.catalogue import (
     AiRequestStarted,
 )
 from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
-from engine.model.events import AppendOutcome, Duplicate, Origin, RecordedEvent
+from engine.model.events import AppendOutcome, Duplicate, NewEvent, Origin, RecordedEvent
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import room_stream, user_stream
 from engine.projections import cells
+from engine.projections.ai_requests import end_key
 from engine.protocol.ai_rendering import render_ai
 from engine.protocol.rendering import encode
 
@@ -173,13 +174,31 @@ class AiRunner:
         """Stop a running request and record `AiCancelled` (-> `ai_error` with code CANCELLED)."""
         authorize(actor, "ai_cancel")
         stopped = await self.stop_run(actor.user_id, request_id)
+        # Elsewhere, the node running it stops it and records the cancellation itself, so that it is
+        # recorded even if its answer never reaches this node; this one's is then a Duplicate.
         if not stopped and not await self._stop_elsewhere(actor.user_id, request_id):
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
-        cancelled = AiCancelled(actor.user_id, request_id, CANCEL_REASON)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        event = cancelled.new(origin, key=f"ai-cancel:{request_id}")
-        outcome = await self._commit(event)
+        outcome = await self._commit(self._cancellation(actor.user_id, request_id, origin))
         await self._ack(connection_id, client_msg_id, outcome)
+
+    async def cancel_here(self, user_id: str, request_id: str) -> bool:
+        """Another node's `ai_cancel` of a run on this node: stop it and record the cancellation;
+        whether it ran here."""
+        if not await self.stop_run(user_id, request_id):
+            return False
+        await self._commit(self._cancellation(user_id, request_id, Origin(self._node_id, user_id)))
+        return True
+
+    def abandon_runs(self) -> None:
+        """Stop every run and record nothing: the node was taken for dead, and a survivor records
+        their endings (engine/cluster/reaper.py); a run going on would add steps after them."""
+        tasks, self._running = self._running, {}
+        for task in tasks.values():
+            task.cancel()
+
+    def _cancellation(self, user_id: str, request_id: str, origin: Origin) -> NewEvent:
+        return AiCancelled(user_id, request_id, CANCEL_REASON).new(origin, key=end_key(request_id))
 
     async def stop_run(self, user_id: str, request_id: str) -> bool:
         """Stop the request's run if it is running on this node, and wait until it has; whether it was.
@@ -251,7 +270,8 @@ class AiRunner:
         """Append and publish one event of the run; shielded, so a cancel never leaves a committed
         event unpublished."""
         origin = Origin(self._node_id, step.user_id)
-        event = step.new(origin, request_id=step.request_id)
+        ending = None if isinstance(step, AiProgressed) else end_key(step.request_id)
+        event = step.new(origin, key=ending, request_id=step.request_id)
         await asyncio.shield(self._commit(event))
 
     def _forget(self, key: RequestKey) -> None:
