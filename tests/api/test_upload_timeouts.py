@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from api.settings import Settings
+from engine.features.storage import LocalFileStorage
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_FAILED,
@@ -268,3 +269,26 @@ async def _restarted(settings: Settings, user: str, file_id: str) -> None:
         failures = [e for e in await upload_events(after, user, file_id) if e.type == FILE_UPLOAD_FAILED]
         assert len(failures) == 1
         assert failures[0].metadata["node"] == after.engine.node_id
+
+
+async def test_a_body_whose_file_another_process_is_storing_is_503_and_its_upload_stays_open(
+    idle_server: Server,
+) -> None:
+    """Another process sharing the storage folder holds the id's lock for longer than a body may wait
+    (a quarter of the idle timeout): the PUT answers 503, retryable, records no end, and the same
+    upload completes when the PUT is tried again."""
+    user, file_id, data = new_user(), new_file_id(), png(4096)
+    headers = {"Authorization": f"Bearer {idle_server.token(user)}", "Content-Type": "image/png"}
+    other_process = LocalFileStorage(Path(idle_server.settings.data_dir) / "files")
+    async with httpx.AsyncClient(base_url=idle_server.http_url, timeout=10) as http:
+        async with other_process.exclusive(file_id, wait_seconds=1.0):
+            held = await http.put(
+                f"/api/v1/files/{file_id}", content=data, headers=headers, params={"filename": "a.png"}
+            )
+        assert (held.status_code, held.json()["retryable"]) == (503, True)
+        assert FILE_UPLOAD_FAILED not in [e.type for e in await upload_events(idle_server, user, file_id)]
+        assert file_id not in stored_names(idle_server)
+        again = await http.put(f"/api/v1/files/{file_id}", content=data, headers=headers)
+    assert again.status_code == 201, again.text
+    kinds = [e.type for e in await upload_events(idle_server, user, file_id)]
+    assert (kinds.count(FILE_UPLOAD_STARTED), kinds[-1]) == (1, FILE_UPLOAD_COMPLETED)
