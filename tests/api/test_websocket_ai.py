@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
 from engine.features.ai import AiJob, AiStep, Complete, Progress, cell_values
-from engine.log.store import EventStore
+from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
 from engine.model.streams import user_stream
 from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
@@ -258,3 +259,32 @@ async def test_ai_cancel_through_another_node_stops_the_run_where_it_runs(
             db = second.engine.node.store
             kinds = [e.type for e in await db.read_stream(user_stream(user))]
             assert kinds == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]
+
+
+async def test_ai_cancel_while_a_live_peer_does_not_answer_is_retryable_not_not_found(
+    server_url: str,
+) -> None:
+    """A node that beats but does not answer on the control channel may be running the request: the
+    cancel is answered as "try again", not as "no such request"."""
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url, node_heartbeat_seconds=0.2, node_dead_after_seconds=30.0)
+        db = create_db_engine(url)
+        try:
+            async with serve(settings) as node, node.connect(node.token(uid("hal"))) as ws:
+                await greet(ws)
+                async with db.begin() as conn:  # a peer that beats, and hears nothing
+                    insert = (
+                        "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES ('mute', now(), now())"
+                    )
+                    await conn.execute(text(insert))
+                async with asyncio.timeout(10):
+                    while "mute" not in node.engine.node.nodes.peers:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                reply = await request(ws, {"type": "ai_cancel", "request_id": "r9", "client_msg_id": "c"})
+                assert (reply["type"], reply["code"], reply.get("retryable")) == (
+                    "error",
+                    "INTERNAL_ERROR",
+                    True,
+                )
+        finally:
+            await db.dispose()
