@@ -64,7 +64,7 @@ from engine.log.store import EventLog, EventStore, create_db_engine, libpq_dsn
 from engine.model.actors import Actor
 from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, USER_LEFT_ROOM, UserLeftRoom
 from engine.model.errors import StoreUnavailable
-from engine.model.events import AppendOutcome, Committed, NewEvent, Origin, RecordedEvent, Refused
+from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
 from engine.projections.cells import SheetAtHead
 from engine.projections.uploads import Upload
@@ -440,6 +440,14 @@ class Node:
         elif isinstance(outcome, Refused):  # a decision inside the append said no: nothing was written
             raise outcome.error
         return outcome  # a Conflict too: only claims set an expected version, and they read the winner
+
+    async def published(self, duplicate: Duplicate) -> None:
+        """Wait, within the append timeout, until this node has published the event a Duplicate names:
+        another node may have just committed it, and a reply sent now would overtake it."""
+        order = self._running_order().of(duplicate.partition)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.append_timeout):
+                await order.wait_delivered(duplicate.position)
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int = 1000

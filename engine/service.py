@@ -125,6 +125,8 @@ class Engine:
             read_stream=read_stream,
             provider=ai_provider,
             stop_elsewhere=self._stop_ai_run_elsewhere,
+            read_by_key=node.event_by_key,
+            published=node.published,
         )
         node.observe_taken_for_dead(self.ai.abandon_runs)
         self.files = Files(
@@ -318,7 +320,9 @@ class Engine:
         if self.node.control is None:
             return False
         subject = orjson.dumps([user_id, request_id]).decode()
-        return await self.node.control.ask(STOP_AI_RUN, subject) is not None
+        # The holder waits for the run to stop (it may be in a commit), then commits the cancellation.
+        wait = 2 * self.node.config.append_timeout + self.node.control.timeout
+        return await self.node.control.ask(STOP_AI_RUN, subject, wait_seconds=wait) is not None
 
     async def _stop_ai_run_here(self, subject: str) -> dict[str, Any] | None:
         user_id, request_id = orjson.loads(subject)

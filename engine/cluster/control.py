@@ -80,8 +80,8 @@ class ClusterControl:
             sent = await self._follower.send(
                 CHANNEL, _encode({"op": op, "id": request_id, "subject": subject, "from": self.node_id})
             )
-            if not sent:
-                return None
+            if not sent:  # reconnecting: a peer may hold the subject
+                raise StoreUnavailable("the other nodes cannot be reached now; try again")
             wait = self.timeout if wait_seconds is None else wait_seconds
             try:
                 async with asyncio.timeout(wait):

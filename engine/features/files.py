@@ -228,7 +228,9 @@ class Files:
         `content_length` before reading, or as soon as the body crosses `max_bytes`),
         ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte for `idle_timeout`),
         StoreUnavailable, or whatever reading `chunks` raised (the client went away). After any of
-        them no bytes are kept; once the upload was in the log, it ends with `FileUploadFailed`.
+        them no bytes are kept; once the upload was in the log, it ends with `FileUploadFailed`,
+        except when another process held the id's lock for too long (StoreUnavailable): the upload
+        stays open for the PUT to be tried again.
         """
         if not actor.may_upload():
             raise PermissionDenied("uploading files needs the editor or admin role", roles=list(actor.roles))

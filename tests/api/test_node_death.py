@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from api.tokens import mint_token
 from engine.cluster.reaper import NODE_LOST_ERROR
 from engine.log.store import EventStore, create_db_engine
-from engine.model.catalogue import AI_PROGRESSED, AI_REQUEST_STARTED, NODE_LOST, USER_LEFT_ROOM
+from engine.model.catalogue import AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED, NODE_LOST, USER_LEFT_ROOM
 from engine.model.streams import user_stream
 from tests.api.conftest import SECRET, fresh_database, make_settings, receive, serve, start_node_process
 from tests.api.live_helpers import greet, send, until
@@ -246,9 +246,10 @@ async def test_an_ai_request_running_on_a_killed_node_ends_in_an_error_for_its_r
             await proc.wait()
 
 
-async def test_a_node_taken_for_dead_stops_its_ai_runs_and_records_nothing_of_them(own_database: str) -> None:
+async def test_a_node_taken_for_dead_stops_its_ai_runs_and_ends_them(own_database: str) -> None:
     """A survivor records the end of each run of a node it took for dead: the node, when it learns
-    it, must not carry its runs on, or their steps would follow that end."""
+    it, must not carry its runs on, or their steps would follow that end. It records the same end
+    (one the survivor's reading missed would have none)."""
     settings = make_settings(
         own_database, node_heartbeat_seconds=HEARTBEAT, node_dead_after_seconds=DEAD_AFTER
     )
@@ -271,7 +272,11 @@ async def test_a_node_taken_for_dead_stops_its_ai_runs_and_records_nothing_of_th
                 await pia.wait_closed()
             assert gated.cancelled and node.engine.ai.running == frozenset()
             gated.gate.set()  # a run still going would take its next steps now
-            steps = [e.type for e in await EventStore(db).read_stream(user_stream(user))]
-            assert steps == [AI_REQUEST_STARTED, AI_PROGRESSED]
+            # The node records its end too, once it may write again (a Duplicate if a survivor did).
+            async with asyncio.timeout(HANG_GUARD):
+                while (steps := await EventStore(db).read_stream(user_stream(user)))[-1].type != AI_FAILED:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert [e.type for e in steps] == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_FAILED]
+            assert steps[-1].data["error"] == NODE_LOST_ERROR
         finally:
             await db.dispose()

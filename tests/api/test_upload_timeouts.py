@@ -272,23 +272,23 @@ async def _restarted(settings: Settings, user: str, file_id: str) -> None:
 
 
 async def test_a_body_whose_file_another_process_is_storing_is_503_and_its_upload_stays_open(
-    idle_server: Server,
+    database_url: str, tmp_path: Path
 ) -> None:
     """Another process sharing the storage folder holds the id's lock for longer than a body may wait
     (a quarter of the idle timeout): the PUT answers 503, retryable, records no end, and the same
     upload completes when the PUT is tried again."""
+    settings = make_settings(database_url, data_dir=tmp_path, upload_idle_timeout_seconds=4.0)
     user, file_id, data = new_user(), new_file_id(), png(4096)
-    headers = {"Authorization": f"Bearer {idle_server.token(user)}", "Content-Type": "image/png"}
-    other_process = LocalFileStorage(Path(idle_server.settings.data_dir) / "files")
-    async with httpx.AsyncClient(base_url=idle_server.http_url, timeout=10) as http:
+    async with serve(settings) as server, httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        headers = {"Authorization": f"Bearer {server.token(user)}", "Content-Type": "image/png"}
+        url, named = f"/api/v1/files/{file_id}", {"filename": "a.png"}
+        other_process = LocalFileStorage(tmp_path / "files")
         async with other_process.exclusive(file_id, wait_seconds=1.0):
-            held = await http.put(
-                f"/api/v1/files/{file_id}", content=data, headers=headers, params={"filename": "a.png"}
-            )
+            held = await http.put(url, content=data, headers=headers, params=named)
         assert (held.status_code, held.json()["retryable"]) == (503, True)
-        assert FILE_UPLOAD_FAILED not in [e.type for e in await upload_events(idle_server, user, file_id)]
-        assert file_id not in stored_names(idle_server)
-        again = await http.put(f"/api/v1/files/{file_id}", content=data, headers=headers)
-    assert again.status_code == 201, again.text
-    kinds = [e.type for e in await upload_events(idle_server, user, file_id)]
+        assert FILE_UPLOAD_FAILED not in [e.type for e in await upload_events(server, user, file_id)]
+        assert file_id not in stored_names(server)
+        again = await http.put(url, content=data, headers=headers)
+        assert again.status_code == 201, again.text
+        kinds = [e.type for e in await upload_events(server, user, file_id)]
     assert (kinds.count(FILE_UPLOAD_STARTED), kinds[-1]) == (1, FILE_UPLOAD_COMPLETED)

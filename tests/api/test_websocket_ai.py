@@ -6,6 +6,7 @@ so where the cancel lands is decided by the test, not by timing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -256,6 +257,11 @@ async def test_ai_cancel_through_another_node_stops_the_run_where_it_runs(
             assert "ai_event" not in types(await pending(asking))
             again = await request(cancelling, {"type": "ai_cancel", "request_id": "x1"})
             assert again["code"] == "NOT_FOUND"
+            # A retry of the cancel (its answer was lost, say) is acked with the cancellation's seq.
+            retried = await request(
+                cancelling, {"type": "ai_cancel", "request_id": "x1", "client_msg_id": "stop"}
+            )
+            assert (retried["type"], retried["seq"]) == ("ack", seen[-1]["seq"])
             db = second.engine.node.store
             kinds = [e.type for e in await db.read_stream(user_stream(user))]
             assert kinds == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]
@@ -267,7 +273,9 @@ async def test_ai_cancel_while_a_live_peer_does_not_answer_is_retryable_not_not_
     """A node that beats but does not answer on the control channel may be running the request: the
     cancel is answered as "try again", not as "no such request"."""
     async with fresh_database(server_url) as url:
-        settings = make_settings(url, node_heartbeat_seconds=0.2, node_dead_after_seconds=30.0)
+        settings = make_settings(
+            url, node_heartbeat_seconds=0.2, node_dead_after_seconds=30.0, append_timeout_seconds=1.0
+        )
         db = create_db_engine(url)
         try:
             async with serve(settings) as node, node.connect(node.token(uid("hal"))) as ws:
@@ -280,7 +288,8 @@ async def test_ai_cancel_while_a_live_peer_does_not_answer_is_retryable_not_not_
                 async with asyncio.timeout(10):
                     while "mute" not in node.engine.node.nodes.peers:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
-                reply = await request(ws, {"type": "ai_cancel", "request_id": "r9", "client_msg_id": "c"})
+                await send(ws, {"type": "ai_cancel", "request_id": "r9", "client_msg_id": "c"})
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 30))  # after the peers' wait, 5 s
                 assert (reply["type"], reply["code"], reply.get("retryable")) == (
                     "error",
                     "INTERNAL_ERROR",

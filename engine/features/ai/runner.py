@@ -31,7 +31,11 @@ Choices:
   appended when the cancel lands is still published; the projection keeps the first ending
   (engine/projections/ai_requests.py).
 * Shutdown (`stop`, from `Engine.stop`): running requests are cancelled and recorded as `AiFailed`
-  "the server is shutting down" (not `AiCancelled`: nobody asked to cancel them).
+  "the server is shutting down" (not `AiCancelled`: nobody asked to cancel them). A node taken for
+  dead (`abandon_runs`) stops its runs at once and records each as `AiFailed` "the server running it
+  stopped", as the survivor that took it for dead does.
+* One ending per request: the answer, a failure, a cancellation, and a survivor's failure for a dead
+  node all carry the request's `end_key`, so whichever is recorded first is the only one.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from engine.cluster.reaper import NODE_LOST_ERROR, commit_all
 from engine.decisions.access import authorize, require_member
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
@@ -50,6 +55,7 @@ from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import (
+    AI_CANCELLED,
     AI_EVENTS,
     AiCancelled,
     AiCompleted,
@@ -80,8 +86,25 @@ StopElsewhere = Callable[[str, str], Awaitable[bool]]
 """Asks the other nodes to stop a request's run (`stop_run` there): whether one did."""
 
 
+ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
+"""The event a user appended to a stream under an idempotency key, if any."""
+LOST_ENDINGS_BOUND = 60.0  # seconds the endings of a node's abandoned runs are tried for
+
+
+Published = Callable[[Duplicate], Awaitable[None]]
+"""Waits until this node has published the event a Duplicate names (another node committed it)."""
+
+
+async def _at_once(duplicate: Duplicate) -> None:
+    return None
+
+
 async def _nowhere_else(user_id: str, request_id: str) -> bool:
     return False
+
+
+async def _no_key(user_id: str, key: str, stream_id: str) -> RecordedEvent | None:
+    return None
 
 
 def idempotency_key(request_id: str) -> str:
@@ -102,9 +125,13 @@ class AiRunner:
         read_stream: ReadStream,
         provider: AiProvider | None = None,
         stop_elsewhere: StopElsewhere | None = None,
+        read_by_key: ReadByKey | None = None,
+        published: Published | None = None,
     ) -> None:
         self._node_id = node_id
         self._stop_elsewhere: StopElsewhere = stop_elsewhere or _nowhere_else
+        self._read_by_key: ReadByKey = read_by_key or _no_key
+        self._published: Published = published or _at_once
         self._connections = connections
         self._hub = hub
         self._sheet_rooms = sheet_rooms
@@ -113,6 +140,8 @@ class AiRunner:
         self._read_stream = read_stream
         self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
         self._running: dict[RequestKey, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()  # abandoned runs, and their endings
+        self._abandoned_count = 0
 
     @property
     def running(self) -> frozenset[RequestKey]:
@@ -153,6 +182,7 @@ class AiRunner:
         started = AiRequestStarted(actor.user_id, request_id, query, sheet_id, context, sheet_room)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = started.new(origin, key=idempotency_key(request_id))
+        abandoned_before = self._abandoned_count
         outcome = await self._commit(event)
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
@@ -164,9 +194,12 @@ class AiRunner:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:  # recorded as started: it runs even if the requester's socket just went away
             key = (actor.user_id, request_id)
-            self._running[key] = asyncio.create_task(
-                self._run(key, job), name=f"ai:{actor.user_id}:{request_id}"
-            )
+            if self._abandoned_count != abandoned_before:  # taken for dead meanwhile: it ends at once
+                self._end_lost([key])
+            else:
+                self._running[key] = asyncio.create_task(
+                    self._run(key, job), name=f"ai:{actor.user_id}:{request_id}"
+                )
 
     async def cancel(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
@@ -175,34 +208,77 @@ class AiRunner:
         authorize(actor, "ai_cancel")
         stopped = await self.stop_run(actor.user_id, request_id)
         # Elsewhere, the node running it stops it and records the cancellation itself, so that it is
-        # recorded even if its answer never reaches this node; this one's is then a Duplicate.
-        if not stopped and not await self._stop_elsewhere(actor.user_id, request_id):
+        # recorded even if its answer never reaches this node; this one's is then a Duplicate. A
+        # retry (the same client_msg_id) after such a lost answer finds the run gone and the
+        # cancellation recorded, and is acked.
+        if (
+            not stopped
+            and not await self._stop_elsewhere(actor.user_id, request_id)
+            and not (client_msg_id is not None and await self._cancelled(actor.user_id, request_id))
+        ):
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         outcome = await self._commit(self._cancellation(actor.user_id, request_id, origin))
+        if isinstance(outcome, Duplicate):  # recorded by the node that ran it: its ai_error comes first
+            await self._published(outcome)
         await self._ack(connection_id, client_msg_id, outcome)
 
     async def cancel_here(self, user_id: str, request_id: str) -> bool:
         """Another node's `ai_cancel` of a run on this node: stop it and record the cancellation;
-        whether it ran here."""
+        whether it ran here. Stopped is stopped: when the record fails, the asking node's own
+        record (the same ending) is what remains."""
         if not await self.stop_run(user_id, request_id):
             return False
-        await self._commit(self._cancellation(user_id, request_id, Origin(self._node_id, user_id)))
+        try:
+            await self._commit(self._cancellation(user_id, request_id, Origin(self._node_id, user_id)))
+        except Exception as exc:
+            log.warning("could not record the cancellation of AI request %r: %s: %s", request_id,
+                        type(exc).__name__, exc)  # fmt: skip
         return True
 
     def abandon_runs(self) -> None:
-        """Stop every run and record nothing: the node was taken for dead, and a survivor records
-        their endings (engine/cluster/reaper.py); a run going on would add steps after them."""
+        """Stop every run: the node was taken for dead, and a survivor records their endings
+        (engine/cluster/reaper.py); a run going on would add steps after them. Their endings are
+        recorded here too, under the same key, for a start the survivor's reading missed (a Duplicate
+        otherwise), in the background: the node registers again only after this returns."""
         tasks, self._running = self._running, {}
+        self._abandoned_count += 1
         for task in tasks.values():
             task.cancel()
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if tasks:
+            self._end_lost(sorted(tasks))
+
+    def _end_lost(self, keys: list[RequestKey]) -> None:
+        endings = [
+            AiFailed(user_id, request_id, NODE_LOST_ERROR).new(
+                Origin(self._node_id, user_id), key=end_key(request_id), request_id=request_id
+            )
+            for user_id, request_id in keys
+        ]
+        task = asyncio.create_task(self._commit_lost(endings), name="ai-lost-endings")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _commit_lost(self, endings: list[NewEvent]) -> None:
+        try:  # refused until the node has registered again: tried until then, within a bound
+            await commit_all(endings, self._commit, bound=LOST_ENDINGS_BOUND)
+        except Exception as exc:
+            log.error(
+                "could not record the end of %d AI requests: %s: %s", len(endings), type(exc).__name__, exc
+            )
+
+    async def _cancelled(self, user_id: str, request_id: str) -> bool:
+        ended = await self._read_by_key(user_id, end_key(request_id), user_stream(user_id))
+        return ended is not None and ended.type == AI_CANCELLED
 
     def _cancellation(self, user_id: str, request_id: str, origin: Origin) -> NewEvent:
         return AiCancelled(user_id, request_id, CANCEL_REASON).new(origin, key=end_key(request_id))
 
     async def stop_run(self, user_id: str, request_id: str) -> bool:
         """Stop the request's run if it is running on this node, and wait until it has; whether it was.
-        (`cancel` records the cancellation, on whichever node the `ai_cancel` came in.)"""
+        Records nothing: its callers record the cancellation."""
         task = self._running.pop((user_id, request_id), None)
         if task is None:
             return False
@@ -215,8 +291,8 @@ class AiRunner:
         tasks, self._running = self._running, {}
         for task in tasks.values():
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks.values())
+        if tasks or self._background:
+            await asyncio.wait([*tasks.values(), *self._background])
         for user_id, request_id in sorted(tasks):
             try:
                 await self._record(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
