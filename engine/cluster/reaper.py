@@ -32,8 +32,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.cluster.registry import NodeRegistry
@@ -135,19 +136,9 @@ async def leaves_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> list
     """The `UserLeftRoom` events that close the dead node's open memberships (one per connection and
     room, deduplicated across survivors by their idempotency key), read partition by partition: a
     join and its leave are in their room's."""
-    memberships: set[tuple[str, str, str]] = set()
-    for partition in range(await partition_count(conn)):
-        rows = await conn.execute(
-            text(_OPEN_MEMBERSHIPS),
-            {
-                "partition": partition,
-                "joined": USER_JOINED_ROOM,
-                "left": USER_LEFT_ROOM,
-                "started_at": dead.started_at,
-                "dead": dead.node_id,
-            },
-        )
-        memberships |= {(row.room_id, row.user_id, row.connection_id) for row in rows}
+    kinds = {"joined": USER_JOINED_ROOM, "left": USER_LEFT_ROOM}
+    rows = await _of_run(conn, _OPEN_MEMBERSHIPS, dead, kinds)
+    memberships = {(row.room_id, row.user_id, row.connection_id) for row in rows}
     return [
         lost_leave(room_id, user_id, connection_id, dead.node_id, reaper)
         for room_id, user_id, connection_id in sorted(memberships)
@@ -158,27 +149,31 @@ async def ai_endings_for(conn: AsyncConnection, dead: DeadNode, reaper: str) -> 
     """An `AiFailed` for each AI request the dead node started and never ended, so that its
     requester's connections, on every node, get an `ai_error` instead of waiting for good; one
     ending per request however many survivors or runs record one (its `end_key`)."""
-    unfinished: list[tuple[str, str]] = []
-    for partition in range(await partition_count(conn)):
-        rows = await conn.execute(
-            text(_UNFINISHED_AI),
-            {
-                "partition": partition,
-                "started": AI_REQUEST_STARTED,
-                "completed": AI_COMPLETED,
-                "failed": AI_FAILED,
-                "cancelled": AI_CANCELLED,
-                "started_at": dead.started_at,
-                "dead": dead.node_id,
-            },
-        )
-        unfinished += [(row.user_id, row.request_id) for row in rows]
+    kinds = {
+        "started": AI_REQUEST_STARTED,
+        "completed": AI_COMPLETED,
+        "failed": AI_FAILED,
+        "cancelled": AI_CANCELLED,
+    }
     return [
-        AiFailed(user_id, request_id, NODE_LOST_ERROR).new(
-            Origin(reaper, user_id), key=end_key(request_id), request_id=request_id, lost_node=dead.node_id
+        AiFailed(row.user_id, row.request_id, NODE_LOST_ERROR).new(
+            Origin(reaper, row.user_id),
+            key=end_key(row.request_id),
+            request_id=row.request_id,
+            lost_node=dead.node_id,
         )
-        for user_id, request_id in unfinished
+        for row in await _of_run(conn, _UNFINISHED_AI, dead, kinds)
     ]
+
+
+async def _of_run(conn: AsyncConnection, query: str, dead: DeadNode, kinds: dict[str, str]) -> list[Row[Any]]:
+    """The rows `query` finds among the dead run's events, partition by partition (a statement on the
+    log names its partition)."""
+    found: list[Row[Any]] = []
+    for partition in range(await partition_count(conn)):
+        params = {**kinds, "partition": partition, "started_at": dead.started_at, "dead": dead.node_id}
+        found += (await conn.execute(text(query), params)).all()
+    return found
 
 
 def lost_leave(room_id: str, user_id: str, connection_id: str, lost_node: str, reaper: str) -> NewEvent:

@@ -5,7 +5,10 @@ its `room_state` misses nothing the room sends after it, cursors included."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from websockets.asyncio.client import ClientConnection
 
 from engine.model.catalogue import STOPPED, TYPING_STARTED, TYPING_STOPPED
 from engine.model.streams import room_stream, volatile_stream
@@ -176,32 +179,34 @@ async def test_typing_refreshed_through_another_node_ends_once_on_the_refreshed_
 ) -> None:
     """Ann starts typing through her tab on the first node and starts again through her tab on the
     second: the first node's timer must not end it, only the second's, once."""
-    async with fresh_database(server_url) as url:
-        settings = make_settings(url, typing_timeout_seconds=1.0)
-        async with (
-            serve(settings) as first,
-            serve(settings) as second,
-            first.connect(first.token("ann")) as ann,
-            second.connect(second.token("ann")) as ann_tab,
-            second.connect(second.token("bob")) as bob,
-        ):
-            await greet(ann), await greet(ann_tab), await greet(bob)
-            for ws in (ann, ann_tab, bob):
-                await join(ws, room)
-            await send(ann, {"type": "typing_start", "room": room, "cell_id": "A1"})
-            await until(bob, of_type("user_typing_start"))
-            await send(ann_tab, {"type": "typing_start", "room": room, "cell_id": "A1"})
-            await until(bob, of_type("user_typing_start"))
-            await until(bob, of_type("user_typing_stop"))
-            typing = await second.engine.node.read_stream(volatile_stream(room_stream(room)))
-            starts = [e for e in typing if e.type == TYPING_STARTED]
-            (stop,) = [e for e in typing if e.type == TYPING_STOPPED]
-            assert stop.idempotency_key == f"typing-expired:{starts[-1].position}"
+    async with typing_on_two_nodes(server_url, room, typing_timeout=1.0) as (_, second, ann_tab, bob):
+        await send(ann_tab, {"type": "typing_start", "room": room, "cell_id": "A1"})
+        await until(bob, of_type("user_typing_start"))
+        await until(bob, of_type("user_typing_stop"))
+        typing = await second.engine.node.read_stream(volatile_stream(room_stream(room)))
+        starts = [e for e in typing if e.type == TYPING_STARTED]
+        (stop,) = [e for e in typing if e.type == TYPING_STOPPED]
+        assert stop.idempotency_key == f"typing-expired:{starts[-1].position}"
 
 
 async def test_typing_stopped_through_another_node_is_not_ended_again(server_url: str, room: str) -> None:
+    async with typing_on_two_nodes(server_url, room, typing_timeout=0.5) as (first, _, ann_tab, bob):
+        await send(ann_tab, {"type": "typing_stop", "room": room, "cell_id": "A1"})
+        await until(bob, of_type("user_typing_stop"))
+        await asyncio.sleep(1.5)  # three timeouts: the first node's timer would have fired by now
+        assert "user_typing_stop" not in types(await pending(bob))
+        typing = await first.engine.node.read_stream(volatile_stream(room_stream(room)))
+        assert [e.data["reason"] for e in typing if e.type == TYPING_STOPPED] == [STOPPED]
+
+
+@contextlib.asynccontextmanager
+async def typing_on_two_nodes(
+    server_url: str, room: str, *, typing_timeout: float
+) -> AsyncIterator[tuple[Server, Server, ClientConnection, ClientConnection]]:
+    """Two nodes; ann with a tab on each, bob on the second, all in `room`; ann typing in A1 through
+    her tab on the first, which bob has heard. Yields the nodes, her tab on the second, and bob."""
     async with fresh_database(server_url) as url:
-        settings = make_settings(url, typing_timeout_seconds=0.5)
+        settings = make_settings(url, typing_timeout_seconds=typing_timeout)
         async with (
             serve(settings) as first,
             serve(settings) as second,
@@ -214,12 +219,7 @@ async def test_typing_stopped_through_another_node_is_not_ended_again(server_url
                 await join(ws, room)
             await send(ann, {"type": "typing_start", "room": room, "cell_id": "A1"})
             await until(bob, of_type("user_typing_start"))
-            await send(ann_tab, {"type": "typing_stop", "room": room, "cell_id": "A1"})
-            await until(bob, of_type("user_typing_stop"))
-            await asyncio.sleep(1.5)  # three timeouts: the first node's timer would have fired by now
-            assert "user_typing_stop" not in types(await pending(bob))
-            typing = await first.engine.node.read_stream(volatile_stream(room_stream(room)))
-            assert [e.data["reason"] for e in typing if e.type == TYPING_STOPPED] == [STOPPED]
+            yield first, second, ann_tab, bob
 
 
 def joined_by(user_id: str) -> Callable[[Message], bool]:
