@@ -315,18 +315,19 @@ class Engine:
                 return Removal(str(done["connection_id"]), str(done["user_id"]), tuple(done["rooms_left"]))
         raise NotFound(f"no open connection {connection_id!r}")
 
-    async def _stop_ai_run_elsewhere(self, user_id: str, request_id: str) -> bool:
+    async def _stop_ai_run_elsewhere(self, user_id: str, request_id: str, client_msg_id: str | None) -> bool:
         """An `ai_cancel` came in here for a run on another node (the user asked through another tab)."""
         if self.node.control is None:
             return False
-        subject = orjson.dumps([user_id, request_id]).decode()
+        subject = orjson.dumps([user_id, request_id, client_msg_id]).decode()
         # The holder waits for the run to stop (it may be in a commit), then commits the cancellation.
         wait = 2 * self.node.config.append_timeout + self.node.control.timeout
         return await self.node.control.ask(STOP_AI_RUN, subject, wait_seconds=wait) is not None
 
     async def _stop_ai_run_here(self, subject: str) -> dict[str, Any] | None:
-        user_id, request_id = orjson.loads(subject)
-        return {"stopped": True} if await self.ai.cancel_here(str(user_id), str(request_id)) else None
+        user_id, request_id, client_msg_id = orjson.loads(subject)
+        stopped = await self.ai.cancel_here(str(user_id), str(request_id), client_msg_id)
+        return {"stopped": True} if stopped else None
 
     async def _remove_here(self, connection_id: str) -> dict[str, Any] | None:
         """Another node's admin asked for this node's connection."""

@@ -262,6 +262,10 @@ async def test_ai_cancel_through_another_node_stops_the_run_where_it_runs(
                 cancelling, {"type": "ai_cancel", "request_id": "x1", "client_msg_id": "stop"}
             )
             assert (retried["type"], retried["seq"]) == ("ack", seen[-1]["seq"])
+            fresh = await request(
+                cancelling, {"type": "ai_cancel", "request_id": "x1", "client_msg_id": "new"}
+            )
+            assert fresh["code"] == "NOT_FOUND"  # not a retry: the request is over
             db = second.engine.node.store
             kinds = [e.type for e in await db.read_stream(user_stream(user))]
             assert kinds == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]

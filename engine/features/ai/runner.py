@@ -41,8 +41,9 @@ Choices:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from engine.cluster.reaper import NODE_LOST_ERROR, commit_all
@@ -82,13 +83,15 @@ MIN_PROGRESS_STEPS = 2
 _READ_PAGE = 1000
 
 RequestKey = tuple[str, str]  # (user_id, request_id)
-StopElsewhere = Callable[[str, str], Awaitable[bool]]
-"""Asks the other nodes to stop a request's run (`stop_run` there): whether one did."""
+StopElsewhere = Callable[[str, str, str | None], Awaitable[bool]]
+"""Asks the other nodes to stop a request's run and record its cancellation (`cancel_here` there,
+with the cancel's client_msg_id): whether one did."""
 
 
 ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
 """The event a user appended to a stream under an idempotency key, if any."""
-LOST_ENDINGS_BOUND = 60.0  # seconds the endings of a node's abandoned runs are tried for
+LOST_ENDINGS_BOUND = 60.0  # seconds an ending recorded in the background is tried for
+STOP_WAIT_SECONDS = 5.0  # at shutdown, for endings still being recorded in the background
 
 
 Published = Callable[[Duplicate], Awaitable[None]]
@@ -99,7 +102,7 @@ async def _at_once(duplicate: Duplicate) -> None:
     return None
 
 
-async def _nowhere_else(user_id: str, request_id: str) -> bool:
+async def _nowhere_else(user_id: str, request_id: str, client_msg_id: str | None) -> bool:
     return False
 
 
@@ -140,8 +143,9 @@ class AiRunner:
         self._read_stream = read_stream
         self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
         self._running: dict[RequestKey, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()  # abandoned runs, and their endings
+        self._background: set[asyncio.Task[None]] = set()  # abandoned runs, and endings to record
         self._abandoned_count = 0
+        self._stopping = False
 
     @property
     def running(self) -> frozenset[RequestKey]:
@@ -194,8 +198,9 @@ class AiRunner:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:  # recorded as started: it runs even if the requester's socket just went away
             key = (actor.user_id, request_id)
-            if self._abandoned_count != abandoned_before:  # taken for dead meanwhile: it ends at once
-                self._end_lost([key])
+            if self._abandoned_count != abandoned_before or self._stopping:  # it ends at once
+                if not self._stopping:  # (at shutdown, a survivor or a restart's reader ends it)
+                    self._end_lost([key])
             else:
                 self._running[key] = asyncio.create_task(
                     self._run(key, job), name=f"ai:{actor.user_id}:{request_id}"
@@ -206,34 +211,32 @@ class AiRunner:
     ) -> None:
         """Stop a running request and record `AiCancelled` (-> `ai_error` with code CANCELLED)."""
         authorize(actor, "ai_cancel")
-        stopped = await self.stop_run(actor.user_id, request_id)
+        user_id = actor.user_id
         # Elsewhere, the node running it stops it and records the cancellation itself, so that it is
         # recorded even if its answer never reaches this node; this one's is then a Duplicate. A
-        # retry (the same client_msg_id) after such a lost answer finds the run gone and the
-        # cancellation recorded, and is acked.
+        # retry (the same client_msg_id) after such a lost answer finds the cancellation recorded.
+        retried = client_msg_id is not None and await self._cancelled(user_id, request_id, client_msg_id)
         if (
-            not stopped
-            and not await self._stop_elsewhere(actor.user_id, request_id)
-            and not (client_msg_id is not None and await self._cancelled(actor.user_id, request_id))
+            not retried
+            and not await self.stop_run(user_id, request_id)
+            and not await self._stop_elsewhere(user_id, request_id, client_msg_id)
         ):
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        outcome = await self._commit(self._cancellation(actor.user_id, request_id, origin))
+        outcome = await self._record_ending(self._cancellation(user_id, request_id, origin))
         if isinstance(outcome, Duplicate):  # recorded by the node that ran it: its ai_error comes first
             await self._published(outcome)
         await self._ack(connection_id, client_msg_id, outcome)
 
-    async def cancel_here(self, user_id: str, request_id: str) -> bool:
+    async def cancel_here(self, user_id: str, request_id: str, client_msg_id: str | None) -> bool:
         """Another node's `ai_cancel` of a run on this node: stop it and record the cancellation;
-        whether it ran here. Stopped is stopped: when the record fails, the asking node's own
-        record (the same ending) is what remains."""
+        whether it ran here. Stopped is stopped: a record that fails is tried again in the background
+        (the asking node's own record is the same ending)."""
         if not await self.stop_run(user_id, request_id):
             return False
-        try:
-            await self._commit(self._cancellation(user_id, request_id, Origin(self._node_id, user_id)))
-        except Exception as exc:
-            log.warning("could not record the cancellation of AI request %r: %s: %s", request_id,
-                        type(exc).__name__, exc)  # fmt: skip
+        origin = Origin(self._node_id, user_id, client_msg_id=client_msg_id)
+        with contextlib.suppress(Exception):  # logged by `_record_ending`
+            await self._record_ending(self._cancellation(user_id, request_id, origin))
         return True
 
     def abandon_runs(self) -> None:
@@ -253,25 +256,50 @@ class AiRunner:
     def _end_lost(self, keys: list[RequestKey]) -> None:
         endings = [
             AiFailed(user_id, request_id, NODE_LOST_ERROR).new(
-                Origin(self._node_id, user_id), key=end_key(request_id), request_id=request_id
+                Origin(self._node_id, user_id),
+                key=end_key(request_id),
+                request_id=request_id,
+                lost_node=self._node_id,
             )
             for user_id, request_id in keys
         ]
-        task = asyncio.create_task(self._commit_lost(endings), name="ai-lost-endings")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._commit_in_background(endings), "ai-lost-endings")
 
-    async def _commit_lost(self, endings: list[NewEvent]) -> None:
-        try:  # refused until the node has registered again: tried until then, within a bound
+    async def _record_ending(self, ending: NewEvent) -> AppendOutcome:
+        """Commit an ending of a run already stopped; one that fails is also tried again in the
+        background (its key keeps it one), so the request does not stay running in the log."""
+        try:
+            return await self._commit(ending)
+        except Exception as exc:
+            log.warning("could not record the end of an AI request: %s: %s", type(exc).__name__, exc)
+            self._spawn(self._commit_in_background([ending]), "ai-ending")
+            raise
+
+    async def _commit_in_background(self, endings: list[NewEvent]) -> None:
+        try:  # e.g. refused until the node has registered again: tried until then, within a bound
             await commit_all(endings, self._commit, bound=LOST_ENDINGS_BOUND)
         except Exception as exc:
             log.error(
                 "could not record the end of %d AI requests: %s: %s", len(endings), type(exc).__name__, exc
             )
 
-    async def _cancelled(self, user_id: str, request_id: str) -> bool:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` in the background, awaited (within a bound) by `stop`; nothing once stopping."""
+        if self._stopping:
+            work.close()
+            return
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cancelled(self, user_id: str, request_id: str, client_msg_id: str) -> bool:
+        """Whether this `ai_cancel` (its client_msg_id) was already recorded."""
         ended = await self._read_by_key(user_id, end_key(request_id), user_stream(user_id))
-        return ended is not None and ended.type == AI_CANCELLED
+        return (
+            ended is not None
+            and ended.type == AI_CANCELLED
+            and ended.metadata.get("client_msg_id") == client_msg_id
+        )
 
     def _cancellation(self, user_id: str, request_id: str, origin: Origin) -> NewEvent:
         return AiCancelled(user_id, request_id, CANCEL_REASON).new(origin, key=end_key(request_id))
@@ -287,12 +315,21 @@ class AiRunner:
         return True
 
     async def stop(self) -> None:
-        """Cancel every running request and record each as failed: the server is shutting down."""
+        """Cancel every running request and record each as failed: the server is shutting down.
+        Endings still being recorded in the background get `STOP_WAIT_SECONDS`, then are given up
+        (those of a node taken for dead are recorded by a survivor too)."""
+        self._stopping = True
         tasks, self._running = self._running, {}
         for task in tasks.values():
             task.cancel()
-        if tasks or self._background:
-            await asyncio.wait([*tasks.values(), *self._background])
+        if tasks:
+            await asyncio.wait(tasks.values())
+        if self._background:
+            _, pending = await asyncio.wait(list(self._background), timeout=STOP_WAIT_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         for user_id, request_id in sorted(tasks):
             try:
                 await self._record(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
