@@ -146,6 +146,8 @@ class AiRunner:
         self._background: set[asyncio.Task[None]] = set()  # abandoned runs, and endings to record
         self._abandoned_count = 0
         self._stopping = False
+        # Endings being tried again in the background, by key: a given-up one gets a last try at `stop`.
+        self._unrecorded: dict[tuple[str | None, str | None], NewEvent] = {}
 
     @property
     def running(self) -> frozenset[RequestKey]:
@@ -198,9 +200,10 @@ class AiRunner:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:  # recorded as started: it runs even if the requester's socket just went away
             key = (actor.user_id, request_id)
-            if self._abandoned_count != abandoned_before or self._stopping:  # it ends at once
-                if not self._stopping:  # (at shutdown, a survivor or a restart's reader ends it)
-                    self._end_lost([key])
+            if self._stopping:  # committed while the node stops: it ends at once
+                await self._record_at_shutdown(AiFailed(actor.user_id, request_id, SHUTDOWN_ERROR))
+            elif self._abandoned_count != abandoned_before:  # taken for dead meanwhile: likewise
+                self._end_lost([key])
             else:
                 self._running[key] = asyncio.create_task(
                     self._run(key, job), name=f"ai:{actor.user_id}:{request_id}"
@@ -215,10 +218,9 @@ class AiRunner:
         # Elsewhere, the node running it stops it and records the cancellation itself, so that it is
         # recorded even if its answer never reaches this node; this one's is then a Duplicate. A
         # retry (the same client_msg_id) after such a lost answer finds the cancellation recorded.
-        retried = client_msg_id is not None and await self._cancelled(user_id, request_id, client_msg_id)
         if (
-            not retried
-            and not await self.stop_run(user_id, request_id)
+            not await self.stop_run(user_id, request_id)
+            and not (client_msg_id is not None and await self._cancelled(user_id, request_id, client_msg_id))
             and not await self._stop_elsewhere(user_id, request_id, client_msg_id)
         ):
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
@@ -276,12 +278,16 @@ class AiRunner:
             raise
 
     async def _commit_in_background(self, endings: list[NewEvent]) -> None:
+        self._unrecorded.update(((ending.user_id, ending.idempotency_key), ending) for ending in endings)
         try:  # e.g. refused until the node has registered again: tried until then, within a bound
             await commit_all(endings, self._commit, bound=LOST_ENDINGS_BOUND)
         except Exception as exc:
             log.error(
                 "could not record the end of %d AI requests: %s: %s", len(endings), type(exc).__name__, exc
             )
+        else:
+            for ending in endings:
+                self._unrecorded.pop((ending.user_id, ending.idempotency_key), None)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` in the background, awaited (within a bound) by `stop`; nothing once stopping."""
@@ -330,11 +336,22 @@ class AiRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        for user_id, request_id in sorted(tasks):
+        given_up, self._unrecorded = self._unrecorded, {}
+        for ending in given_up.values():  # one last try each
             try:
-                await self._record(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
-            except StoreUnavailable as exc:
-                log.error("could not record the end of AI request %r at shutdown: %s", request_id, exc)
+                await self._commit(ending)
+            except Exception as exc:
+                log.error(
+                    "could not record the end of an AI request at shutdown: %s: %s", type(exc).__name__, exc
+                )
+        for user_id, request_id in sorted(tasks):
+            await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
+
+    async def _record_at_shutdown(self, failed: AiFailed) -> None:
+        try:
+            await self._record(failed)
+        except StoreUnavailable as exc:
+            log.error("could not record the end of AI request %r at shutdown: %s", failed.request_id, exc)
 
     # The run.
 
