@@ -10,6 +10,7 @@ import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,19 @@ async def _read_all(storage: LocalFileStorage, file_id: str) -> tuple[StoredFile
         return stream.file, b"".join([chunk async for chunk in stream])
 
 
+async def write(
+    storage: LocalFileStorage, file_id: str, chunks: AsyncIterator[bytes], **options: Any
+) -> StoredFile:
+    """What an upload does with storage: stage the body, then place it holding the id's lock."""
+    staged = await storage.stage(file_id, chunks, **options)
+    try:
+        async with storage.exclusive(file_id, wait_seconds=30.0):
+            await staged.place()
+    finally:
+        staged.discard()
+    return staged.file
+
+
 def _entries(root: Path) -> list[str]:
     """The folder's files, but for the lock files that storage keeps for itself."""
     return sorted(name for name in os.listdir(root) if not name.startswith(".lock.")) if root.exists() else []
@@ -51,8 +65,8 @@ async def test_write_round_trip_streams_hashes_and_reports_progress(tmp_path: Pa
     async def on_progress(done: int) -> None:
         progress.append(done)
 
-    stored = await storage.write(
-        "sheet.bin", _chunks(data, 37_001), max_bytes=4 * MB, on_progress=on_progress
+    stored = await write(
+        storage, "sheet.bin", _chunks(data, 37_001), max_bytes=4 * MB, on_progress=on_progress
     )
 
     assert stored.size == len(data)
@@ -70,12 +84,12 @@ async def test_write_round_trip_streams_hashes_and_reports_progress(tmp_path: Pa
 
 async def test_write_uses_declared_type_when_it_agrees(tmp_path: Path) -> None:
     storage = LocalFileStorage(tmp_path)
-    stored = await storage.write(
-        "data.csv", _chunks(b"a,b\n1,2\n", 3), max_bytes=100, declared_type="text/csv; charset=utf-8"
+    stored = await write(
+        storage, "data.csv", _chunks(b"a,b\n1,2\n", 3), max_bytes=100, declared_type="text/csv; charset=utf-8"
     )
     assert stored.content_type == "text/csv"
-    odd = await storage.write(
-        "odd.bin", _chunks(b"\x00\x01", 1), max_bytes=9, declared_type='a/"b' + "\u00e9" * 300
+    odd = await write(
+        storage, "odd.bin", _chunks(b"\x00\x01", 1), max_bytes=9, declared_type='a/"b' + "\u00e9" * 300
     )
     assert odd.content_type == "application/octet-stream"  # a malformed declared type is ignored
 
@@ -84,7 +98,7 @@ async def test_write_refuses_a_contradicting_declared_type_and_keeps_nothing(tmp
     storage = LocalFileStorage(tmp_path)
     pdf = b"%PDF-1.7\n" + b"x" * 10_000
     with pytest.raises(ContentTypeMismatch) as caught:
-        await storage.write("picture.png", _chunks(pdf, 100), max_bytes=MB, declared_type="image/png")
+        await write(storage, "picture.png", _chunks(pdf, 100), max_bytes=MB, declared_type="image/png")
     assert caught.value.details == {"declared": "image/png", "sniffed": "application/pdf"}
     assert _entries(tmp_path) == []
 
@@ -100,7 +114,7 @@ async def test_write_over_the_limit_raises_too_large_mid_stream_and_leaves_nothi
             yield b"z" * 64 * 1024
 
     with pytest.raises(TooLarge) as caught:
-        await storage.write("big.txt", endless(), max_bytes=MB)
+        await write(storage, "big.txt", endless(), max_bytes=MB)
     assert caught.value.code == "PAYLOAD_TOO_LARGE"
     assert sent <= MB + 64 * 1024  # stopped at the first chunk past the limit
     assert _entries(tmp_path) == []
@@ -108,9 +122,9 @@ async def test_write_over_the_limit_raises_too_large_mid_stream_and_leaves_nothi
 
 async def test_write_failure_leaves_the_previous_file_untouched(tmp_path: Path) -> None:
     storage = LocalFileStorage(tmp_path)
-    first = await storage.write("f.txt", _chunks(b"version one", 4), max_bytes=100)
+    first = await write(storage, "f.txt", _chunks(b"version one", 4), max_bytes=100)
     with pytest.raises(TooLarge):
-        await storage.write("f.txt", _chunks(b"v2" * 100, 7), max_bytes=100)
+        await write(storage, "f.txt", _chunks(b"v2" * 100, 7), max_bytes=100)
     assert await _read_all(storage, "f.txt") == (first, b"version one")
     assert _entries(tmp_path) == ["f.txt"]
 
@@ -125,7 +139,7 @@ async def test_write_cancelled_mid_stream_leaves_no_part_file(tmp_path: Path) ->
         await asyncio.Event().wait()
         yield b""  # pragma: no cover
 
-    task = asyncio.create_task(storage.write("slow.txt", stalls(), max_bytes=MB))
+    task = asyncio.create_task(write(storage, "slow.txt", stalls(), max_bytes=MB))
     await stalled.wait()
     assert len(_entries(tmp_path)) == 1  # the part file exists while the upload runs...
     task.cancel()
@@ -153,7 +167,7 @@ async def test_unsafe_ids_are_refused_before_touching_disk(tmp_path: Path, file_
         yield b"payload"
 
     with pytest.raises(InvalidFileId):
-        await storage.write(file_id, body(), max_bytes=MB)
+        await write(storage, file_id, body(), max_bytes=MB)
     for operation in (storage.open, storage.stat, storage.delete):
         with pytest.raises(InvalidFileId):
             await operation(file_id)
@@ -172,7 +186,7 @@ async def test_a_symlink_planted_in_the_folder_does_not_lead_outside(tmp_path: P
     with pytest.raises(InvalidFileId):
         await storage.open("evil")
     with pytest.raises(InvalidFileId):
-        await storage.write("evil", _chunks(b"overwrite", 4), max_bytes=100)
+        await write(storage, "evil", _chunks(b"overwrite", 4), max_bytes=100)
     assert secret.read_bytes() == b"do not serve"
 
 
@@ -181,7 +195,10 @@ async def test_concurrent_writes_of_one_id_end_with_one_complete_file(tmp_path: 
     bodies = [bytes([letter]) * (MB // 2) for letter in b"abcd"]
     for _ in range(5):
         results = await asyncio.gather(
-            *(storage.write("shared.bin", _chunks(body, 10_000, pause=True), max_bytes=MB) for body in bodies)
+            *(
+                write(storage, "shared.bin", _chunks(body, 10_000, pause=True), max_bytes=MB)
+                for body in bodies
+            )
         )
         file, data = await _read_all(storage, "shared.bin")
         assert data in bodies  # one body, whole: never a mix
@@ -191,10 +208,10 @@ async def test_concurrent_writes_of_one_id_end_with_one_complete_file(tmp_path: 
 
 async def test_an_open_stream_keeps_reading_the_version_it_opened(tmp_path: Path) -> None:
     storage = LocalFileStorage(tmp_path, read_chunk_bytes=1024)
-    await storage.write("doc.txt", _chunks(b"old " * 1000, 500), max_bytes=MB)
+    await write(storage, "doc.txt", _chunks(b"old " * 1000, 500), max_bytes=MB)
     async with await storage.open("doc.txt") as stream:
         first = await anext(aiter(stream))
-        await storage.write("doc.txt", _chunks(b"new " * 2000, 500), max_bytes=MB)
+        await write(storage, "doc.txt", _chunks(b"new " * 2000, 500), max_bytes=MB)
         rest = b"".join([chunk async for chunk in stream])
     assert first + rest == b"old " * 1000
     assert (await storage.stat("doc.txt")).size == 8000  # type: ignore[union-attr]
@@ -202,7 +219,7 @@ async def test_an_open_stream_keeps_reading_the_version_it_opened(tmp_path: Path
 
 async def test_delete_then_stat_open_and_delete_report_absence(tmp_path: Path) -> None:
     storage = LocalFileStorage(tmp_path)
-    await storage.write("gone.txt", _chunks(b"bye", 1), max_bytes=10)
+    await write(storage, "gone.txt", _chunks(b"bye", 1), max_bytes=10)
     assert await storage.delete("gone.txt") is True
     assert await storage.stat("gone.txt") is None
     with pytest.raises(FileNotFound):
@@ -218,14 +235,14 @@ async def test_empty_upload_is_stored_and_reported(tmp_path: Path) -> None:
     async def on_progress(done: int) -> None:
         progress.append(done)
 
-    stored = await storage.write("empty.txt", _chunks(b"", 1), max_bytes=0, on_progress=on_progress)
+    stored = await write(storage, "empty.txt", _chunks(b"", 1), max_bytes=0, on_progress=on_progress)
     assert (stored.size, stored.sha256, progress) == (0, hashlib.sha256(b"").hexdigest(), [0])
     assert await _read_all(storage, "empty.txt") == (stored, b"")
 
 
 async def test_remove_partials_sweeps_only_old_part_files(tmp_path: Path) -> None:
     storage = LocalFileStorage(tmp_path)
-    await storage.write("kept.txt", _chunks(b"x", 1), max_bytes=10)
+    await write(storage, "kept.txt", _chunks(b"x", 1), max_bytes=10)
     old, fresh = tmp_path / ".crashed.abc.part", tmp_path / ".running.def.part"
     old.write_bytes(b"half")
     fresh.write_bytes(b"half")
@@ -236,7 +253,7 @@ async def test_remove_partials_sweeps_only_old_part_files(tmp_path: Path) -> Non
 
 async def test_staged_bytes_stay_apart_until_placed_and_leave_nothing_when_discarded(tmp_path: Path) -> None:
     storage = LocalFileStorage(tmp_path)
-    await storage.write("doc.txt", _chunks(b"old", 3), max_bytes=MB)
+    await write(storage, "doc.txt", _chunks(b"old", 3), max_bytes=MB)
     kept = await storage.stage("doc.txt", _chunks(b"kept", 4), max_bytes=MB)
     dropped = await storage.stage("doc.txt", _chunks(b"dropped", 4), max_bytes=MB)
     assert (await _read_all(storage, "doc.txt"))[1] == b"old"  # neither is visible yet

@@ -120,26 +120,7 @@ class StagedFile(Protocol):
 class FileStorage(Protocol):
     """Where uploaded bytes live. Implementations must make a file visible under its id only once it
     is complete (a reader never sees part of an upload), keep nothing of a failed upload, and treat
-    concurrent writes of one id as "last complete write wins", never a mix of two bodies."""
-
-    async def write(
-        self,
-        file_id: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        max_bytes: int,
-        on_progress: ProgressCallback | None = None,
-        declared_type: str | None = None,
-    ) -> StoredFile:
-        """Stream `chunks` into storage under `file_id`, replacing any file stored under it.
-
-        Never holds the whole body in memory. `on_progress(bytes_so_far)` is awaited as bytes arrive
-        (throttled by the backend) and once more with the final size. With `declared_type`, the first
-        bytes are checked against it (`ContentTypeMismatch`). Raises `TooLarge` as soon as more than
-        `max_bytes` arrived, `InvalidFileId` before touching storage; after any error, including
-        cancellation, nothing of this upload remains and the previous file (if any) is untouched.
-        """
-        ...
+    concurrent placings of one id as "last complete body wins", never a mix of two bodies."""
 
     async def stage(
         self,
@@ -150,7 +131,14 @@ class FileStorage(Protocol):
         on_progress: ProgressCallback | None = None,
         declared_type: str | None = None,
     ) -> StagedFile:
-        """`write` up to the last step: the bytes are stored durably but not yet under `file_id`."""
+        """Stream `chunks` into storage, durably but not yet under `file_id` (`StagedFile.place`).
+
+        Never holds the whole body in memory. `on_progress(bytes_so_far)` is awaited as bytes arrive
+        (throttled by the backend) and once more with the final size. With `declared_type`, the first
+        bytes are checked against it (`ContentTypeMismatch`). Raises `TooLarge` as soon as more than
+        `max_bytes` arrived, `InvalidFileId` before touching storage; after any error, including
+        cancellation, nothing of this upload remains and the file stored under the id is untouched.
+        """
         ...
 
     def exclusive(self, file_id: str, *, wait_seconds: float) -> AbstractAsyncContextManager[None]:

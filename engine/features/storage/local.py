@@ -53,7 +53,6 @@ _HEADER_MAGIC: Final = b"collab-file/1\n"
 _PART_SUFFIX: Final = ".part"
 _LOCK_STRIPES: Final = 1024  # lock files, each shared by the ids that hash to it
 _LOCK_POLL_SECONDS: Final = 0.01
-_WRITE_LOCK_WAIT_SECONDS: Final = 30.0
 
 
 def _encode_header(file: StoredFile) -> bytes:
@@ -190,25 +189,6 @@ class LocalFileStorage:
         if path.parent != root or not path.is_relative_to(root):
             raise InvalidFileId("file id does not name a file inside the storage folder")
         return path
-
-    async def write(
-        self,
-        file_id: str,
-        chunks: AsyncIterator[bytes],
-        *,
-        max_bytes: int,
-        on_progress: ProgressCallback | None = None,
-        declared_type: str | None = None,
-    ) -> StoredFile:
-        staged = await self.stage(
-            file_id, chunks, max_bytes=max_bytes, on_progress=on_progress, declared_type=declared_type
-        )
-        try:
-            async with self.exclusive(file_id, wait_seconds=_WRITE_LOCK_WAIT_SECONDS):
-                await staged.place()
-        finally:
-            staged.discard()
-        return staged.file
 
     async def stage(
         self,
