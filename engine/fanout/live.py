@@ -165,23 +165,25 @@ class Live:
     def forget_user(self, user_id: str) -> None:
         """Drop the user's presence once nothing of theirs is left on this node (bounded memory), unless
         a room view here still lists them: they are in it through another node (whose join this node
-        may never have folded), and the `room_state` it renders must keep showing what they declared.
-        (Rare, so the views are scanned.)"""
+        may never have folded), and the `room_state` it renders must keep showing what they declared."""
         known = self._presence.get(user_id)
-        if known is None or known.online:
-            return
-        if not any(user_id in view.members for view in self._rooms.values()):
+        if known is not None and not known.online and not self._rooms_listing(user_id):
             del self._presence[user_id]
+
+    def _rooms_listing(self, user_id: str) -> set[str]:
+        """The rooms whose cached views list the user as a member (rare enough to scan for)."""
+        return {room_id for room_id, view in self._rooms.items() if user_id in view.members}
 
     def _publish_status(self, event: RecordedEvent, sender: str | None) -> None:
         """To the user's other connections and to the members of every room the user is in, each
         connection once, never back to the one that set it. The rooms are those of the joins this node
         folded and those whose views here list the user: a join made before this node started is in
-        the view it loaded, not in its presence. (Rare, so the views are scanned.)"""
+        the view it loaded, not in its presence."""
         user_id = str(event.data["user_id"])
         frames = encode(render(event, None))
-        in_views = {room_id for room_id, view in self._rooms.items() if user_id in view.members}
-        rooms = [room_stream(room_id) for room_id in sorted(self.rooms_of(user_id) | in_views)]
+        rooms = [
+            room_stream(room_id) for room_id in sorted(self.rooms_of(user_id) | self._rooms_listing(user_id))
+        ]
         self.hub.publish_once(user_stream(user_id), rooms, frames, seq=event.stream_version, exclude=sender)
 
     def _fold_room(self, room_id: str, event: RecordedEvent) -> RoomView | None:

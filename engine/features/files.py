@@ -369,7 +369,9 @@ class Files:
             await attempt.beat(stored.size)
         # Not had in time: the attempt stays open, for a retry of the PUT (or the sweeper).
         async with storage.exclusive(file_id, wait_seconds=lock_wait):
-            await self._refuse_if_ended(actor, upload, event.stream_id)
+            ended = await self._ending(actor, upload, event.stream_id)
+            if ended is not None:
+                raise _ended_already(file_id, ended)
             try:
                 await staged.place()
                 outcome = await self._commit(event)
@@ -379,27 +381,28 @@ class Files:
                     await _remove(storage, file_id)
                 raise
             if isinstance(outcome, Duplicate):  # ended since the check
-                ended = await self._read_by_key(actor.user_id, end_key(upload), event.stream_id)
+                ended = await self._ending(actor, upload, event.stream_id)
                 if ended is None or ended.type != FILE_UPLOAD_COMPLETED:  # expired: nothing describes them
                     await _remove(storage, file_id)
-                await self._refuse_if_ended(actor, upload, event.stream_id)
-                raise FileIdTaken("this upload had already ended; start it again", file_id=file_id)
+                raise _ended_already(file_id, ended)
         self._complete_files.pop(file_id, None)
         found = await self.shared_file(file_id)
         if found is None:  # cannot happen: the completion just committed
             raise StoreUnavailable("the completed upload is not in the log")
         return found
 
-    async def _refuse_if_ended(self, actor: Actor, upload: Upload, stream_id: str) -> None:
-        """FileIdTaken if the attempt has ended: completed by another PUT, failed or expired."""
-        ended = await self._read_by_key(actor.user_id, end_key(upload), stream_id)
-        if ended is not None:
-            raise FileIdTaken(
-                "this upload had already ended; start it again",
-                file_id=upload.file_id,
-                ended=ended.type,
-                reason=ended.data.get("reason"),
-            )
+    async def _ending(self, actor: Actor, upload: Upload, stream_id: str) -> RecordedEvent | None:
+        """The event that ended the attempt (completed by another PUT, failed or expired), if any."""
+        return await self._read_by_key(actor.user_id, end_key(upload), stream_id)
+
+
+def _ended_already(file_id: str, ended: RecordedEvent | None) -> FileIdTaken:
+    return FileIdTaken(
+        "this upload had already ended; start it again",
+        file_id=file_id,
+        ended=ended.type if ended is not None else None,
+        reason=ended.data.get("reason") if ended is not None else None,
+    )
 
 
 async def _remove(storage: FileStorage, file_id: str) -> None:

@@ -63,8 +63,7 @@ class TypingSweeper:
             return
         view = self._views.get(room_id) or TypingView(room_id)
         if event.type == TYPING_STARTED and self._through_another_node(event):
-            key = (str(event.data["user_id"]), str(event.data["cell_id"]))
-            view = TypingView(room_id, frozen({k: t for k, t in view.typing.items() if k != key}))
+            view = _without(view, (str(event.data["user_id"]), str(event.data["cell_id"])))
         else:
             view = typing_indicators.apply(view, event)
         self._store(view)
@@ -122,15 +121,17 @@ class TypingSweeper:
 
     def _drop(self, stop: NewEvent) -> None:
         if self._is_current(stop):
-            room_id = str(stop.data["room_id"])
-            remaining = {k: t for k, t in self._views[room_id].typing.items() if k != _key_of(stop)}
-            self._store(TypingView(room_id, frozen(remaining)))
+            self._store(_without(self._views[str(stop.data["room_id"])], _key_of(stop)))
 
     def _store(self, view: TypingView) -> None:
         if view.typing:
             self._views[view.room_id] = view
         else:
             self._views.pop(view.room_id, None)
+
+
+def _without(view: TypingView, key: tuple[str, str]) -> TypingView:
+    return TypingView(view.room_id, frozen({k: t for k, t in view.typing.items() if k != key}))
 
 
 def _key_of(stop: NewEvent) -> tuple[str, str]:

@@ -98,18 +98,6 @@ Published = Callable[[Duplicate], Awaitable[None]]
 """Waits until this node has published the event a Duplicate names (another node committed it)."""
 
 
-async def _at_once(duplicate: Duplicate) -> None:
-    return None
-
-
-async def _nowhere_else(user_id: str, request_id: str, client_msg_id: str | None) -> bool:
-    return False
-
-
-async def _no_key(user_id: str, key: str, stream_id: str) -> RecordedEvent | None:
-    return None
-
-
 def idempotency_key(request_id: str) -> str:
     """The key of a request's `AiRequestStarted`: one run per (user, request_id)."""
     return f"ai:{request_id}"
@@ -126,15 +114,15 @@ class AiRunner:
         commit: Commit,
         reply: Reply,
         read_stream: ReadStream,
+        stop_elsewhere: StopElsewhere,
+        read_by_key: ReadByKey,
+        published: Published,
         provider: AiProvider | None = None,
-        stop_elsewhere: StopElsewhere | None = None,
-        read_by_key: ReadByKey | None = None,
-        published: Published | None = None,
     ) -> None:
         self._node_id = node_id
-        self._stop_elsewhere: StopElsewhere = stop_elsewhere or _nowhere_else
-        self._read_by_key: ReadByKey = read_by_key or _no_key
-        self._published: Published = published or _at_once
+        self._stop_elsewhere = stop_elsewhere
+        self._read_by_key = read_by_key
+        self._published = published
         self._connections = connections
         self._hub = hub
         self._sheet_rooms = sheet_rooms
