@@ -277,13 +277,14 @@ async def test_a_body_whose_file_another_process_is_storing_is_503_and_its_uploa
     """Another process sharing the storage folder holds the id's lock for longer than a body may wait
     (a quarter of the idle timeout): the PUT answers 503, retryable, records no end, and the same
     upload completes when the PUT is tried again."""
-    settings = make_settings(database_url, data_dir=tmp_path, upload_idle_timeout_seconds=4.0)
+    # Idle after 12 s, so the body waits 3 s for the lock and the retry has 9 s to spare on a busy machine.
+    settings = make_settings(database_url, data_dir=tmp_path, upload_idle_timeout_seconds=12.0)
     user, file_id, data = new_user(), new_file_id(), png(4096)
     async with serve(settings) as server, httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
         headers = {"Authorization": f"Bearer {server.token(user)}", "Content-Type": "image/png"}
         url, named = f"/api/v1/files/{file_id}", {"filename": "a.png"}
         other_process = LocalFileStorage(tmp_path / "files")
-        async with other_process.exclusive(file_id, wait_seconds=1.0):
+        async with other_process.exclusive(file_id, wait_seconds=5.0):
             held = await http.put(url, content=data, headers=headers, params=named)
         assert (held.status_code, held.json()["retryable"]) == (503, True)
         assert FILE_UPLOAD_FAILED not in [e.type for e in await upload_events(server, user, file_id)]
