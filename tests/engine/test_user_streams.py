@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from engine.features.upload_sweeper import UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
-from engine.model.catalogue import FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
-from engine.model.events import RecordedEvent
+from engine.model.catalogue import (
+    AI_COMPLETED,
+    AI_FAILED,
+    AI_PROGRESSED,
+    AI_REQUEST_STARTED,
+    FILE_UPLOAD_FAILED,
+    FILE_UPLOAD_STARTED,
+)
+from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.model.streams import user_stream
 from engine.projections.uploads import Upload
 from engine.protocol.close_codes import CloseCode
-from tests.engine.memory_engine import connect, memory_engine, settle
+from engine.service import Engine
+from tests.engine.memory_engine import Client, connect, memory_engine, settle
 from tests.unit.event_log import T0
 
 ADMIN = Actor("root", "root", roles=("admin",))
@@ -108,6 +117,110 @@ async def test_engine_ai_request_streams_its_events_to_the_requester() -> None:
         assert kinds[0] == "ai_start" and kinds[-1] == "ai_complete" and kinds.count("ai_progress") >= 2
         await ann.send({"type": "ai_request", "request_id": "q2", "query": "sum", "sheet_id": "nowhere"})
         assert [m["code"] for m in ann.take()] == ["NOT_FOUND"]
+
+
+class LosesTheAnswerToAnAiStart(MemoryEventStore):
+    """Commits every batch, but the first that holds an AI start fails on its way back, as when the
+    connection breaks during COMMIT: the start is in the log, its caller hears of an outage."""
+
+    def __init__(self, *, committed: bool = True) -> None:
+        super().__init__()
+        self.committed = committed
+        self.lost = False
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
+        failing = not self.lost and any(item.type == AI_REQUEST_STARTED for item in items)
+        outcomes = await super().append(items) if self.committed or not failing else []
+        if failing:
+            self.lost = True
+            raise ConnectionResetError("the connection broke during COMMIT")
+        return outcomes
+
+
+async def sheet_with_a_cell(engine: Engine) -> Client:
+    ann = await connect(engine, "ann")
+    await ann.send({"type": "join_room", "room_id": "r"})
+    await ann.send({"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 3})
+    ann.take()
+    return ann
+
+
+async def test_engine_ai_request_whose_commit_answer_was_lost_still_runs_once() -> None:
+    """The start committed but its caller got STORE_UNAVAILABLE: the retry is a Duplicate (acked), and
+    the run starts all the same, once, ending in ai_complete."""
+    log = LosesTheAnswerToAnAiStart()
+    async with memory_engine(log) as engine:
+        ann = await sheet_with_a_cell(engine)
+        ask = {
+            "type": "ai_request",
+            "request_id": "q1",
+            "query": "sum",
+            "sheet_id": "s",
+            "client_msg_id": "c1",
+        }
+        await ann.send(ask)
+        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        await ann.send(ask)
+        await ann.until(lambda m: m.get("event_type") == "ai_complete")
+        await asyncio.sleep(0.2)  # a second run would have recorded more by now
+        await settle(engine)
+        frames = ann.take()
+        assert [m["client_msg_id"] for m in frames if m["type"] == "ack"] == ["c1"]
+        kinds = [m["event_type"] for m in frames if m["type"] == "ai_event"]
+        assert kinds[0] == "ai_start" and kinds.count("ai_start") == 1 and kinds.count("ai_complete") == 1
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded.count(AI_COMPLETED) == 1 and AI_FAILED not in recorded
+
+
+async def test_engine_ai_request_whose_commit_failed_runs_on_its_retry_only() -> None:
+    """Nothing committed: the look for the start finds the retry's, which runs it; one run."""
+    log = LosesTheAnswerToAnAiStart(committed=False)
+    async with memory_engine(log) as engine:
+        ann = await sheet_with_a_cell(engine)
+        ask = {
+            "type": "ai_request",
+            "request_id": "q1",
+            "query": "sum",
+            "sheet_id": "s",
+            "client_msg_id": "c1",
+        }
+        await ann.send(ask)
+        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        await ann.send(ask)
+        await ann.until(lambda m: m.get("event_type") == "ai_complete")
+        await asyncio.sleep(1.0)  # the look for the first attempt's start polls every half second
+        await settle(engine)
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded.count(AI_REQUEST_STARTED) == 1 and recorded.count(AI_COMPLETED) == 1
+        assert AI_FAILED not in recorded and recorded.count(AI_PROGRESSED) == len(
+            [m for m in ann.take() if m.get("event_type") == "ai_progress"]
+        )
+
+
+class RefusesOneAiProgress(MemoryEventStore):
+    """The first batch holding an AI step is not written: the database was unreachable for it."""
+
+    refused = False
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
+        if not self.refused and any(item.type == AI_PROGRESSED for item in items):
+            self.refused = True
+            raise ConnectionRefusedError("the database is unreachable")
+        return await super().append(items)
+
+
+async def test_engine_ai_run_whose_step_cannot_be_recorded_ends_in_ai_error() -> None:
+    """A run stops when a step of it cannot be recorded, and its ending is recorded once the log takes
+    writes again: the request does not stay running."""
+    async with memory_engine(RefusesOneAiProgress()) as engine:
+        ann = await sheet_with_a_cell(engine)
+        await ann.send({"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"})
+        await ann.until(lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
+        [ended] = [m for m in ann.take() if m.get("event_type") in ("ai_complete", "ai_error")]
+        assert ended["event_type"] == "ai_error"
+        assert ended["data"]["error"] == "the server could not record the analysis"
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded == [AI_REQUEST_STARTED, AI_FAILED]
 
 
 async def test_engine_upload_sweeper_ends_each_abandoned_upload_once_by_the_log_clock() -> None:

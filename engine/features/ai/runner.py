@@ -19,7 +19,10 @@ Choices:
 * One run per request id: `AiRequestStarted` carries the idempotency key `ai:{request_id}` for the
   requester, checked inside the append, so a repeated `request_id` of the same user never starts a
   second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
-  retry), else VALIDATION_ERROR.
+  retry), else VALIDATION_ERROR. A start whose commit failed may be in the log all the same (the
+  answer to COMMIT lost, or the log before it unreadable here), and its retry would then start
+  nothing: the node looks for it (`_start_if_recorded`) and runs it if it is that attempt's. A run
+  whose step cannot be recorded stops, and its `AiFailed` is tried in the background.
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
   recorded before its answer (the protocol promises two).
 * `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
@@ -78,6 +81,7 @@ log = logging.getLogger(__name__)
 SHUTDOWN_ERROR = "the server is shutting down"
 PROVIDER_ERROR = "the AI provider failed unexpectedly"
 NO_ANSWER_ERROR = "the AI provider ended without an answer"
+UNRECORDED_ERROR = "the server could not record the analysis"
 CANCEL_REASON = "cancelled"
 MIN_PROGRESS_STEPS = 2
 _READ_PAGE = 1000
@@ -91,6 +95,8 @@ with the cancel's client_msg_id): whether one did."""
 ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
 """The event a user appended to a stream under an idempotency key, if any."""
 LOST_ENDINGS_BOUND = 60.0  # seconds an ending recorded in the background is tried for
+SETTLE_SECONDS = 10.0  # after a failed commit of a start, by when it has surely committed or not
+SETTLE_POLL_SECONDS = 0.5
 STOP_WAIT_SECONDS = 5.0  # at shutdown, for endings still being recorded in the background
 
 
@@ -136,6 +142,8 @@ class AiRunner:
         self._stopping = False
         # Endings being tried again in the background, by key: a given-up one gets a last try at `stop`.
         self._unrecorded: dict[tuple[str | None, str | None], NewEvent] = {}
+        # Starts whose commit failed, by key: the connection of the attempt this node looks for.
+        self._unsettled: dict[RequestKey, str] = {}
 
     @property
     def running(self) -> frozenset[RequestKey]:
@@ -176,26 +184,74 @@ class AiRunner:
         started = AiRequestStarted(actor.user_id, request_id, query, sheet_id, context, sheet_room)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = started.new(origin, key=idempotency_key(request_id))
+        job = AiJob(request_id, query, sheet, str(table_range) if table_range else None)
+        key = (actor.user_id, request_id)
         abandoned_before = self._abandoned_count
-        outcome = await self._commit(event)
+        try:
+            outcome = await self._commit(event)
+        except StoreUnavailable:
+            # It may have committed all the same (its outcome lost, or not yet published here); a
+            # retry would then be a Duplicate that starts nothing, so this node looks for it.
+            self._unsettled[key] = connection_id
+            self._spawn(self._start_if_recorded(key, job, connection_id, abandoned_before), "ai-unsettled")
+            raise
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
                 raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
             await self._ack(connection_id, client_msg_id, outcome)
             return
-        job = AiJob(request_id, query, sheet, str(table_range) if table_range else None)
+        self._unsettled.pop(key, None)  # this attempt committed: an earlier one's look finds it, runs nothing
         try:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:  # recorded as started: it runs even if the requester's socket just went away
-            key = (actor.user_id, request_id)
-            if self._stopping:  # committed while the node stops: it ends at once
-                await self._record_at_shutdown(AiFailed(actor.user_id, request_id, SHUTDOWN_ERROR))
-            elif self._abandoned_count != abandoned_before:  # taken for dead meanwhile: likewise
-                self._end_lost([key])
-            else:
-                self._running[key] = asyncio.create_task(
-                    self._run(key, job), name=f"ai:{actor.user_id}:{request_id}"
-                )
+            await self._launch(key, job, abandoned_before)
+
+    async def _launch(self, key: RequestKey, job: AiJob, abandoned_before: int) -> None:
+        """Run a request whose start this node committed."""
+        user_id, request_id = key
+        if self._stopping:  # committed while the node stops: it ends at once
+            await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
+        elif self._abandoned_count != abandoned_before:  # taken for dead meanwhile: likewise
+            self._end_lost([key])
+        else:
+            self._running[key] = asyncio.create_task(self._run(key, job), name=f"ai:{user_id}:{request_id}")
+
+    async def _start_if_recorded(
+        self, key: RequestKey, job: AiJob, connection_id: str, abandoned_before: int
+    ) -> None:
+        """After a start whose commit failed: run it if the log holds it after all, as this attempt's
+        (this node, this connection) and not yet ended. Looked for until the log answers and the
+        failed commit has surely settled (`SETTLE_SECONDS`), within `LOST_ENDINGS_BOUND`."""
+        user_id, request_id = key
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        started: RecordedEvent | None = None
+        try:
+            while started is None and loop.time() - began < LOST_ENDINGS_BOUND:
+                try:
+                    started = await self._read_by_key(
+                        user_id, idempotency_key(request_id), user_stream(user_id)
+                    )
+                    if started is None and loop.time() - began >= SETTLE_SECONDS:
+                        return  # not committed: the client's retry starts it
+                except StoreUnavailable:
+                    pass
+                if started is None:
+                    await asyncio.sleep(SETTLE_POLL_SECONDS)
+            if started is None:
+                log.error("could not tell whether AI request %r of %r was recorded", request_id, user_id)
+                return
+            ours = started.metadata.get("node") == self._node_id
+            if not ours or started.metadata.get("connection_id") != connection_id:
+                return  # another attempt's, which runs it
+            if await self._read_by_key(user_id, end_key(request_id), user_stream(user_id)) is not None:
+                return
+        finally:
+            unsettled = self._unsettled.get(key) == connection_id
+            if unsettled:
+                del self._unsettled[key]
+        if unsettled and key not in self._running:  # else a retry here committed it and runs it
+            await self._launch(key, job, abandoned_before)
 
     async def cancel(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
@@ -376,7 +432,11 @@ class AiRunner:
                 self._forget(key)
                 await self._record(AiFailed(user_id, request_id, PROVIDER_ERROR))
         except StoreUnavailable as exc:
+            # Its next step could not be recorded: it stops, and its ending is tried in the background
+            # (a Duplicate if the step that failed was an ending that committed after all).
             log.error("AI request %r of %r stopped: %s", request_id, user_id, exc)
+            failed = self._step_event(AiFailed(user_id, request_id, UNRECORDED_ERROR))
+            self._spawn(self._commit_in_background([failed]), "ai-ending")
         finally:
             self._forget(key)
 
@@ -387,10 +447,12 @@ class AiRunner:
     async def _record(self, step: AiProgressed | AiCompleted | AiFailed) -> None:
         """Append and publish one event of the run; shielded, so a cancel never leaves a committed
         event unpublished."""
+        await asyncio.shield(self._commit(self._step_event(step)))
+
+    def _step_event(self, step: AiProgressed | AiCompleted | AiFailed) -> NewEvent:
         origin = Origin(self._node_id, step.user_id)
         ending = None if isinstance(step, AiProgressed) else end_key(step.request_id)
-        event = step.new(origin, key=ending, request_id=step.request_id)
-        await asyncio.shield(self._commit(event))
+        return step.new(origin, key=ending, request_id=step.request_id)
 
     def _forget(self, key: RequestKey) -> None:
         task = self._running.get(key)
