@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 _LEAVE_AT_CLOSE: Final = frozenset({CloseCode.SLOW_CONSUMER, CloseCode.INTERNAL_ERROR})
 
 PublishObserver = Callable[[RecordedEvent], None]
+# How often the live state drops the rooms and users nobody here sees any more (Live.evict_idle).
+EVICT_INTERVAL_SECONDS: Final = 60.0
 
 
 def default_node_id() -> str:
@@ -116,6 +118,7 @@ class Node:
         self.rate_sync: RateLimitSync | None = None
         self.projector: ProjectorRunner | None = None
         self.routing: AppendRouting | None = None  # with ROUTE_APPENDS and a bus
+        self._evicting: asyncio.Task[None] | None = None
 
     @property
     def hub(self) -> Hub:
@@ -168,8 +171,17 @@ class Node:
         # Everything committed from here on is published here in position order within each partition,
         # whichever node wrote it: this node's commits by `commit`, other nodes' by the follower.
         self.order = DeliveryOrders(self._publish_committed, await self._heads(), on_gap=self._read_log)
+        self._evicting = asyncio.create_task(self._evict_idle(), name="live-evict")
         if self._db_engine is not None:
             await self._start_cluster(self._db_engine)
+
+    async def _evict_idle(self) -> None:
+        while True:
+            await asyncio.sleep(EVICT_INTERVAL_SECONDS)
+            try:
+                self.live.evict_idle()
+            except Exception:  # a bug here must not stop the sweeps after it
+                log.exception("evicting idle rooms and users failed")
 
     async def _start_cluster(self, db_engine: AsyncEngine) -> None:
         """The parts that share this node with others through PostgreSQL."""
@@ -230,6 +242,9 @@ class Node:
         # Nobody is left to tell: the hub goes first, and the leaves go in one batch (at shutdown
         # there may be thousands, and each would be a commit).
         self._stopping = True
+        if self._evicting is not None:
+            await cancel_and_wait(self._evicting, STOP_TIMEOUT)
+            self._evicting = None
         await self.hub.aclose()
         if self._recording:  # the leaves of connections dropped when this node was taken for dead
             await asyncio.wait(self._recording, timeout=STOP_TIMEOUT)

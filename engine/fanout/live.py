@@ -9,7 +9,8 @@ commit this node makes is folded into the cached view in the same step as its pu
 resolves its callers in commit order, and each caller awaits its own append directly, so the views
 advance one seq at a time.
 
-A view is loaded from the log (an await) before the first append to its room, never in between. If a
+A view is loaded from the log (an await) before the first append to its room, never in between, and
+dropped once nobody here is in the room and no message loaded it for a while (`evict_idle`). If a
 commit finds the view behind (another process appended to the room), the view is dropped and reloaded
 on the next message; meanwhile that event's `room_state` is left out rather than shown wrong
 (engine/protocol/rendering.py). Every node publishes every committed event in log order, its own and
@@ -68,6 +69,10 @@ class Live:
         self.hub = hub
         self._rooms: dict[str, RoomView] = {}
         self._presence: dict[str, presence.Presence] = {}
+        # The sweep (`evict_idle`) each room's view was last loaded in: a message about to append to
+        # the room keeps its view from being dropped under it.
+        self._loaded: dict[str, int] = {}
+        self._sweeps = 0
         # Publishers of user-stream event types other than status, by type, from the feature
         # components that own them (`route_user_events`). Each is called from `publish`, as
         # synchronously as the rest of it, with the event and its sender's connection id, and offers
@@ -85,6 +90,7 @@ class Live:
 
     async def load(self, room_id: str, read: LoadRoom) -> RoomView:
         """The room's current view, read from the log unless it is cached; call before appending."""
+        self._loaded[room_id] = self._sweeps
         cached = self._rooms.get(room_id)
         if cached is not None:
             return cached
@@ -169,6 +175,28 @@ class Live:
         known = self._presence.get(user_id)
         if known is not None and not known.online and not self._rooms_listing(user_id):
             del self._presence[user_id]
+
+    def evict_idle(self) -> None:
+        """Drop what this node no longer shows anybody, so that a long-running node's memory follows
+        its connections and not every room and user it ever saw: the views of rooms no connection here
+        is in and no message loaded since the sweep before this one (a message loads the view before
+        its append, and the view must still be there when it publishes), then the presence of users
+        with no connection here whom no remaining view lists. What is needed again is read again: a
+        view by `load`, a declared status by `restore_statuses`."""
+        self._sweeps += 1
+        for room_id, sweep in list(self._loaded.items()):
+            if self._sweeps - sweep >= 2 and not self.hub.members(room_stream(room_id)):
+                self._rooms.pop(room_id, None)
+                del self._loaded[room_id]
+        listed: set[str] = set().union(*(view.members for view in self._rooms.values()))
+        for user_id in [uid for uid in self._presence if uid not in listed]:
+            if not self.hub.members(user_stream(user_id)):
+                del self._presence[user_id]
+
+    @property
+    def cached(self) -> tuple[int, int]:
+        """How many room views and users this node keeps."""
+        return len(self._rooms), len(self._presence)
 
     def _rooms_listing(self, user_id: str) -> set[str]:
         """The rooms whose cached views list the user as a member (rare enough to scan for)."""

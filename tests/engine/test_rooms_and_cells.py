@@ -129,3 +129,26 @@ async def test_engine_status_reaches_the_users_other_tab_and_their_rooms() -> No
         await ann.send({"type": "status_update", "status": "busy"})
         assert [m["status"] for m in ann_tab.take()] == ["busy"]
         assert [(m["type"], m["user_id"]) for m in bob.take()] == [("user_status_changed", "ann")]
+
+
+async def test_engine_a_room_nobody_here_is_in_is_dropped_from_memory_and_read_again_on_its_next_join() -> (
+    None
+):
+    """Once its last member here left and two sweeps passed, the room's view is gone from the node's
+    memory, and so is a user with no connection left; the next join reads the room from the log and
+    shows what it holds."""
+    async with memory_engine() as engine:
+        live = engine.node.live
+        ann, bob = await joined(engine, "r", "ann", "bob")
+        await ann.send({"type": "cell_update", "sheet_id": "s", "cell_id": "A1", "value": 7})
+        await ann.send({"type": "leave_room", "room_id": "r"})
+        await engine.disconnect(bob.connection_id)
+        live.evict_idle()
+        assert live.view("r") is not None  # loaded since the sweep before: a message may be appending
+        live.evict_idle()
+        assert live.view("r") is None and live.cached == (0, 1)  # ann is still connected
+        carl = await connect(engine, "carl")
+        await carl.send({"type": "join_room", "room_id": "r"})  # its room_state, read again
+        [state] = [m for m in carl.take() if m["type"] == "room_state"]
+        assert (state["seq"], state["total_users"]) == (6, 1)  # 2 joins, an edit, 2 leaves, carl
+        assert [u["user_id"] for u in state["users"]] == ["carl"]
