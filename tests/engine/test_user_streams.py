@@ -17,9 +17,10 @@ from engine.model.catalogue import (
     AI_REQUEST_STARTED,
     FILE_UPLOAD_FAILED,
     FILE_UPLOAD_STARTED,
+    USER_LEFT_ROOM,
 )
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
-from engine.model.streams import user_stream
+from engine.model.streams import room_stream, user_stream
 from engine.projections.uploads import Upload
 from engine.protocol.close_codes import CloseCode
 from engine.service import Engine
@@ -117,6 +118,26 @@ async def test_engine_ai_request_streams_its_events_to_the_requester() -> None:
         assert kinds[0] == "ai_start" and kinds[-1] == "ai_complete" and kinds.count("ai_progress") >= 2
         await ann.send({"type": "ai_request", "request_id": "q2", "query": "sum", "sheet_id": "nowhere"})
         assert [m["code"] for m in ann.take()] == ["NOT_FOUND"]
+
+
+async def test_engine_a_connection_removed_from_several_rooms_leaves_each_once_in_its_order() -> None:
+    async with memory_engine() as engine:
+        ann, bob = await connect(engine, "ann"), await connect(engine, "bob")
+        rooms = ["r1", "r2", "r3"]
+        for room in rooms:
+            await ann.send({"type": "join_room", "room_id": room})
+            await bob.send({"type": "join_room", "room_id": room})
+        bob.take()
+        removal = await engine.remove_connection(ann.connection_id, grace=1)
+        await settle(engine)
+        assert sorted(removal.rooms_left) == rooms
+        seen = [(m["room_id"], m["seq"]) for m in bob.take() if m["type"] == "user_left"]
+        assert sorted(seen) == [(room, 3) for room in rooms]
+        for room in rooms:
+            [leave] = [
+                e for e in await engine.store.read_stream(room_stream(room)) if e.type == USER_LEFT_ROOM
+            ]
+            assert leave.data["reason"] == "removed" and leave.stream_version == 3
 
 
 class LosesTheAnswerToAnAiStart(MemoryEventStore):
