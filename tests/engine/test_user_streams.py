@@ -11,6 +11,7 @@ from engine.features.upload_sweeper import UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
 from engine.model.catalogue import (
+    AI_CANCELLED,
     AI_COMPLETED,
     AI_FAILED,
     AI_PROGRESSED,
@@ -24,6 +25,7 @@ from engine.model.streams import room_stream, user_stream
 from engine.projections.uploads import Upload
 from engine.protocol.close_codes import CloseCode
 from engine.service import Engine
+from tests.api.test_websocket_ai import GatedProvider
 from tests.engine.memory_engine import Client, connect, memory_engine, settle
 from tests.unit.event_log import T0
 
@@ -242,6 +244,43 @@ async def test_engine_ai_run_whose_step_cannot_be_recorded_ends_in_ai_error() ->
         assert ended["data"]["error"] == "the server could not record the analysis"
         recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
         assert recorded == [AI_REQUEST_STARTED, AI_FAILED]
+
+
+class RefusesAiCancellations(MemoryEventStore):
+    """Refuses the first `times` batches that hold an AI cancellation: the database was unreachable."""
+
+    def __init__(self, times: int) -> None:
+        super().__init__()
+        self.times = times
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
+        if self.times and any(item.type == AI_CANCELLED for item in items):
+            self.times -= 1
+            raise ConnectionRefusedError("the database is unreachable")
+        return await super().append(items)
+
+
+async def test_engine_a_cancel_retried_while_its_recording_is_retried_is_acked_not_not_found() -> None:
+    """The cancel stopped the run but could not record it (retried in the background): its retry with
+    the same client_msg_id is the same cancel, acked, with one ai_error; another cancel is NOT_FOUND."""
+    async with memory_engine(RefusesAiCancellations(times=2)) as engine:
+        gated = GatedProvider()
+        engine.ai.provider = gated
+        ann = await sheet_with_a_cell(engine)
+        await ann.send({"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"})
+        await gated.reached.wait()
+        cancel = {"type": "ai_cancel", "request_id": "q1", "client_msg_id": "k1"}
+        await ann.send(cancel)
+        assert [m.get("code") for m in ann.take() if m["type"] == "error"] == ["INTERNAL_ERROR"]
+        await asyncio.sleep(0.1)  # the background's first try fails too; its next is a second later
+        await ann.send(cancel)
+        frames = ann.take()
+        assert [m["client_msg_id"] for m in frames if m["type"] == "ack"] == ["k1"]
+        assert [m["data"].get("code") for m in frames if m.get("event_type") == "ai_error"] == ["CANCELLED"]
+        await ann.send({**cancel, "client_msg_id": "k2"})
+        assert [m.get("code") for m in ann.take() if m["type"] == "error"] == ["NOT_FOUND"]
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded.count(AI_CANCELLED) == 1 and gated.cancelled
 
 
 async def test_engine_upload_sweeper_ends_each_abandoned_upload_once_by_the_log_clock() -> None:

@@ -264,6 +264,7 @@ class AiRunner:
         # retry (the same client_msg_id) after such a lost answer finds the cancellation recorded.
         if (
             not await self.stop_run(user_id, request_id)
+            and not self._cancel_pending(user_id, request_id, client_msg_id)
             and not (client_msg_id is not None and await self._cancelled(user_id, request_id, client_msg_id))
             and not await self._stop_elsewhere(user_id, request_id, client_msg_id)
         ):
@@ -279,7 +280,7 @@ class AiRunner:
         whether it ran here. Stopped is stopped: a record that fails is tried again in the background
         (the asking node's own record is the same ending)."""
         if not await self.stop_run(user_id, request_id):
-            return False
+            return self._cancel_pending(user_id, request_id, client_msg_id)
         origin = Origin(self._node_id, user_id, client_msg_id=client_msg_id)
         with contextlib.suppress(Exception):  # logged by `_record_ending`
             await self._record_ending(self._cancellation(user_id, request_id, origin))
@@ -349,6 +350,17 @@ class AiRunner:
             ended is not None
             and ended.type == AI_CANCELLED
             and ended.metadata.get("client_msg_id") == client_msg_id
+        )
+
+    def _cancel_pending(self, user_id: str, request_id: str, client_msg_id: str | None) -> bool:
+        """Whether this cancel (its client_msg_id) stopped a run here whose cancellation is still being
+        recorded in the background: its retry is the same cancel, not one of a finished request."""
+        pending = self._unrecorded.get((user_id, end_key(request_id)))
+        return (
+            client_msg_id is not None
+            and pending is not None
+            and pending.type == AI_CANCELLED
+            and pending.metadata.get("client_msg_id") == client_msg_id
         )
 
     def _cancellation(self, user_id: str, request_id: str, origin: Origin) -> NewEvent:
