@@ -33,11 +33,14 @@ from engine.protocol.inbound import CellChange
 
 class SheetRooms:
     """The room each sheet was claimed for, read from the `sheets` table the writer keeps from the
-    claims, and cached once known: a sheet's room never changes, so the cache can never be stale."""
+    claims, and cached once known: a sheet's room never changes, so the cache can never be stale. It
+    keeps the `max_known` sheets learned last (a long-running node sees ever more sheets); one
+    dropped is read again when asked for."""
 
-    def __init__(self, read: Callable[[str], Awaitable[str | None]]) -> None:
+    def __init__(self, read: Callable[[str], Awaitable[str | None]], *, max_known: int = 100_000) -> None:
         self._read = read
         self._known: dict[str, str] = {}
+        self._max_known = max_known
 
     async def room_of(self, sheet_id: str) -> str | None:
         """None: the sheet was never claimed."""
@@ -45,7 +48,7 @@ class SheetRooms:
         if room is None:
             room = await self._read(sheet_id)
             if room is not None:
-                self._known[sheet_id] = room
+                self.learn(sheet_id, room)
         return room
 
     def known(self, sheet_id: str) -> str | None:
@@ -53,6 +56,8 @@ class SheetRooms:
         return self._known.get(sheet_id)
 
     def learn(self, sheet_id: str, room_id: str) -> None:
+        if sheet_id not in self._known and len(self._known) >= self._max_known:
+            del self._known[next(iter(self._known))]  # the one learned first
         self._known[sheet_id] = room_id
 
 
