@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from functools import partial
 from typing import Any
 
+from cachetools import FIFOCache
+
 from engine.decisions.access import authorize, require_member
 from engine.decisions.cells import check_sheet_room, next_cell_version, room_for_cell_update
 from engine.fanout.live import Live, LoadRoom
@@ -39,8 +41,7 @@ class SheetRooms:
 
     def __init__(self, read: Callable[[str], Awaitable[str | None]], *, max_known: int = 100_000) -> None:
         self._read = read
-        self._known: dict[str, str] = {}
-        self._max_known = max_known
+        self._known: FIFOCache[str, str] = FIFOCache(max_known)
 
     async def room_of(self, sheet_id: str) -> str | None:
         """None: the sheet was never claimed."""
@@ -56,8 +57,6 @@ class SheetRooms:
         return self._known.get(sheet_id)
 
     def learn(self, sheet_id: str, room_id: str) -> None:
-        if sheet_id not in self._known and len(self._known) >= self._max_known:
-            del self._known[next(iter(self._known))]  # the one learned first
         self._known[sheet_id] = room_id
 
 

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Final
 
+from cachetools import FIFOCache
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -79,6 +80,7 @@ from engine.protocol.fields import FileName
 log = logging.getLogger(__name__)
 
 FILES_PATH: Final = "/api/v1/files"
+MAX_KNOWN_FILES: Final = 10_000  # complete files whose claims this node keeps, the last read
 
 _FILENAME: Final = TypeAdapter(FileName)
 
@@ -180,7 +182,8 @@ class Files:
         self.storage = storage
         self.idle_timeout = idle_timeout  # seconds without a byte before a body fails
         self._now = now
-        self._complete_files: dict[str, SharedFile] = {}  # complete files never change: safe to keep
+        # Complete files never change: safe to keep, the last `MAX_KNOWN_FILES` read.
+        self._complete_files: FIFOCache[str, SharedFile] = FIFOCache(MAX_KNOWN_FILES)
         self._uploading: set[str] = set()  # file ids with a body being stored by this node
 
     async def start(self) -> None:
