@@ -10,7 +10,7 @@ resolves its callers in commit order, and each caller awaits its own append dire
 advance one seq at a time.
 
 A view is loaded from the log (an await) before the first append to its room, never in between, and
-dropped once nobody here is in the room and no message loaded it for a while (`evict_idle`). If a
+dropped once nobody is in the room and no message loaded it for a while (`evict_idle`). If a
 commit finds the view behind (another process appended to the room), the view is dropped and reloaded
 on the next message; meanwhile that event's `room_state` is left out rather than shown wrong
 (engine/protocol/rendering.py). Every node publishes every committed event in log order, its own and
@@ -95,6 +95,7 @@ class Live:
         if cached is not None:
             return cached
         loaded = await read(room_id)
+        self._loaded[room_id] = self._sweeps  # the read may have spanned a sweep
         # A commit of this node may have been folded while the read was in flight: keep the newer.
         cached = self._rooms.get(room_id)
         if cached is None or loaded.seq > cached.seq:
@@ -178,16 +179,20 @@ class Live:
 
     def evict_idle(self) -> None:
         """Drop what this node no longer shows anybody, so that a long-running node's memory follows
-        its connections and not every room and user it ever saw: the views of rooms no connection here
-        is in and no message loaded since the sweep before this one (a message loads the view before
-        its append, and the view must still be there when it publishes), then the presence of users
-        with no connection here whom no remaining view lists. What is needed again is read again: a
-        view by `load`, a declared status by `restore_statuses`."""
+        the rooms in use and not every room and user it ever saw: the views of rooms nobody is in
+        (here or elsewhere) and no message loaded since the sweep before this one (a message loads
+        the view before its append, and the view must still be there when it publishes), then the
+        presence of users with no connection here whom no remaining view lists. What is needed again
+        is read again: a view by `load`, a declared status by `restore_statuses`. A room with members
+        elsewhere keeps its view: it is kept current by their events anyway, and its cursors, folded
+        from them, are not in a view read from the log."""
         self._sweeps += 1
-        for room_id, sweep in list(self._loaded.items()):
-            if self._sweeps - sweep >= 2 and not self.hub.members(room_stream(room_id)):
-                self._rooms.pop(room_id, None)
-                del self._loaded[room_id]
+        for room_id, view in list(self._rooms.items()):
+            loaded = self._loaded.get(room_id, self._sweeps)
+            if view.members or self._sweeps - loaded < 2 or self.hub.members(room_stream(room_id)):
+                continue
+            del self._rooms[room_id]
+            self._loaded.pop(room_id, None)
         listed: set[str] = set().union(*(view.members for view in self._rooms.values()))
         for user_id in [uid for uid in self._presence if uid not in listed]:
             if not self.hub.members(user_stream(user_id)):
@@ -244,6 +249,8 @@ class Live:
             return
         user_id = str(event.data["user_id"])
         current = self._presence.get(user_id)
+        if current is None and event.type == USER_LEFT_ROOM:
+            return  # nothing known of them to change; folded, they would look known, as "online"
         if current is None:  # a join through another node carries what that node knew was declared
             declared = event.data.get("status") if event.type == USER_JOINED_ROOM else None
             current = presence.Presence(user_id, status=str(declared or presence.ONLINE))

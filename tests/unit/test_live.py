@@ -217,12 +217,11 @@ async def test_live_forgets_a_user_gone_from_this_node_only_once_no_room_view_he
     await live.hub.aclose()
 
 
-async def test_live_evicts_the_views_and_users_nobody_here_sees_once_no_message_loaded_them_for_a_sweep() -> (
-    None
-):
-    """A room's view stays while a connection here is in the room, and while a message loaded it since
-    the sweep before last (it may be about to append); then it goes, and with it the users only it
-    listed. A user with a connection here stays. A view dropped is read again by the next load."""
+async def test_live_evicts_the_views_of_empty_rooms_and_users_nobody_here_sees() -> None:
+    """A room's view stays while anybody is in the room (here or through another node, whose events
+    keep it current), and while a message loaded it since the sweep before last (it may be about to
+    append); then it goes, and with it the users only it listed. A user with a connection here stays.
+    A view dropped is read again by the next load."""
     live = Live(Hub())
     reads: list[str] = []
 
@@ -234,16 +233,30 @@ async def test_live_evicts_the_views_and_users_nobody_here_sees_once_no_message_
     live.hub.join("z-tab", user_stream("z"))  # connected here, in no room
     live.restore_statuses({"a": "busy", "b": "away", "z": "busy"})
     await live.load(ROOM, load)
-    live.evict_idle()  # loaded in this very sweep: it may be between its load and its append
-    assert live.view(ROOM) is not None
-    live.hub.subscribe("b-tab", Client().send_text, Client().close)
-    live.hub.join("b-tab", room_stream(ROOM))  # a member here
     live.evict_idle()
-    assert live.view(ROOM) is not None and live.cached == (1, 3)
-    live.hub.leave("b-tab", room_stream(ROOM))
+    live.evict_idle()
+    assert live.view(ROOM) is not None and live.cached == (1, 3)  # "a" and "b" are in it elsewhere
+    live.publish(left(3, "a", "a-tab"))
+    live.publish(left(4, "b", "b-tab"))
     live.evict_idle()
     assert live.view(ROOM) is None and live.cached == (0, 1)
     assert live.unknown_statuses(["a", "b", "z"]) == ["a", "b"]
     await live.load(ROOM, load)
     assert reads == [ROOM, ROOM]
+    live.publish(left(3, "a", "a-tab"))
+    live.publish(left(4, "b", "b-tab"))
+    live.hub.subscribe("c-tab", Client().send_text, Client().close)
+    live.hub.join("c-tab", room_stream(ROOM))  # joining here: subscribed before its join commits
+    live.evict_idle()
+    live.evict_idle()
+    assert live.view(ROOM) is not None
+    await live.hub.aclose()
+
+
+async def test_live_a_leave_of_a_user_it_does_not_know_leaves_them_unknown() -> None:
+    """Folded, it would make them known as "online", and a join listing them would not read the
+    status they declared."""
+    live = Live(Hub())
+    live.publish(left(1, "a", "a-tab"))
+    assert live.unknown_statuses(["a"]) == ["a"]
     await live.hub.aclose()
