@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
+from engine.features.ai import runner
 from engine.features.upload_sweeper import UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
@@ -143,21 +146,31 @@ async def test_engine_a_connection_removed_from_several_rooms_leaves_each_once_i
 
 
 class LosesTheAnswerToAnAiStart(MemoryEventStore):
-    """Commits every batch, but the first that holds an AI start fails on its way back, as when the
-    connection breaks during COMMIT: the start is in the log, its caller hears of an outage."""
+    """The first `lost` batches that hold an AI start fail on their way back, as when the connection
+    breaks during COMMIT: written when `committed`, their callers hear of an outage either way. The
+    first `unread` reads by key fail too (the database unreachable for them)."""
 
-    def __init__(self, *, committed: bool = True) -> None:
+    def __init__(self, *, committed: bool = True, lost: int = 1, unread: int = 0) -> None:
         super().__init__()
         self.committed = committed
-        self.lost = False
+        self.lost = lost
+        self.unread = unread
 
     async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
-        failing = not self.lost and any(item.type == AI_REQUEST_STARTED for item in items)
+        failing = self.lost > 0 and any(item.type == AI_REQUEST_STARTED for item in items)
         outcomes = await super().append(items) if self.committed or not failing else []
         if failing:
-            self.lost = True
+            self.lost -= 1
             raise ConnectionResetError("the connection broke during COMMIT")
         return outcomes
+
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None:
+        if self.unread > 0:
+            self.unread -= 1
+            raise ConnectionRefusedError("the database is unreachable")
+        return await super().event_by_key(user_id, key, stream_id)
 
 
 async def sheet_with_a_cell(engine: Engine) -> Client:
@@ -193,6 +206,61 @@ async def test_engine_ai_request_whose_commit_answer_was_lost_still_runs_once() 
         assert kinds[0] == "ai_start" and kinds.count("ai_start") == 1 and kinds.count("ai_complete") == 1
         recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
         assert recorded.count(AI_COMPLETED) == 1 and AI_FAILED not in recorded
+
+
+async def test_engine_ai_request_whose_retry_from_another_tab_also_failed_runs_once() -> None:
+    """The start committed, its answer lost; a retry from the user's other connection fails too (the
+    database flapping, reads of the log failing meanwhile); the next retry is a Duplicate: it runs,
+    once, on the node that committed it."""
+    log = LosesTheAnswerToAnAiStart(lost=2, unread=3)
+    async with memory_engine(log) as engine:
+        ann = await sheet_with_a_cell(engine)
+        tab = await connect(engine, "ann")
+        await tab.send({"type": "join_room", "room_id": "r"})
+        tab.take()
+        ask = {
+            "type": "ai_request",
+            "request_id": "q1",
+            "query": "sum",
+            "sheet_id": "s",
+            "client_msg_id": "c1",
+        }
+        await ann.send(ask)
+        await tab.send(ask)
+        assert [m.get("code") for m in ann.take() + tab.take() if m["type"] == "error"] == [
+            "INTERNAL_ERROR"
+        ] * 2
+        await tab.send(ask)
+        await tab.until(lambda m: m.get("event_type") == "ai_complete")
+        await asyncio.sleep(1.0)  # a second run would have recorded more by now
+        await settle(engine)
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded.count(AI_REQUEST_STARTED) == 1 and recorded.count(AI_COMPLETED) == 1
+        assert AI_FAILED not in recorded
+
+
+async def test_engine_ai_start_still_looked_for_at_shutdown_is_ended_if_it_committed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node stopping while it still looks for a start whose answer was lost: one last look, and the
+    start it finds ends (the server is shutting down) instead of staying running in the log."""
+    monkeypatch.setattr(runner, "STOP_WAIT_SECONDS", 0.1)
+    log = LosesTheAnswerToAnAiStart(unread=1_000)
+    async with memory_engine(log) as engine:
+        ann = await sheet_with_a_cell(engine)
+        ask = {
+            "type": "ai_request",
+            "request_id": "q1",
+            "query": "sum",
+            "sheet_id": "s",
+            "client_msg_id": "c1",
+        }
+        await ann.send(ask)
+        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        await asyncio.sleep(0.1)
+        log.unread = 0  # the log answers again as the node stops
+    ended = [e for e in await log.read_stream(user_stream("ann")) if e.type != AI_REQUEST_STARTED]
+    assert [(e.type, e.data["error"]) for e in ended] == [(AI_FAILED, runner.SHUTDOWN_ERROR)]
 
 
 async def test_engine_ai_request_whose_commit_failed_runs_on_its_retry_only() -> None:

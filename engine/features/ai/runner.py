@@ -21,7 +21,8 @@ Choices:
   second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
   retry), else VALIDATION_ERROR. A start whose commit failed may be in the log all the same (the
   answer to COMMIT lost, or the log before it unreadable here), and its retry would then start
-  nothing: the node looks for it (`_start_if_recorded`) and runs it if it is that attempt's. A run
+  nothing: the node looks for it (`_start_if_recorded`, one look per request) and runs it if this
+  node committed it and has not run it; a look still going on at shutdown ends such a start. A run
   whose step cannot be recorded stops, and its `AiFailed` is tried in the background.
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
   recorded before its answer (the protocol promises two).
@@ -48,6 +49,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
+
+from cachetools import FIFOCache
 
 from engine.cluster.reaper import NODE_LOST_ERROR, commit_all
 from engine.decisions.access import authorize, require_member
@@ -97,6 +100,7 @@ ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
 LOST_ENDINGS_BOUND = 60.0  # seconds an ending recorded in the background is tried for
 SETTLE_SECONDS = 10.0  # after a failed commit of a start, by when it has surely committed or not
 SETTLE_POLL_SECONDS = 0.5
+LAUNCHED_KEPT = 10_000  # runs started here that a look checks against (far more than a minute's)
 STOP_WAIT_SECONDS = 5.0  # at shutdown, for endings still being recorded in the background
 
 
@@ -142,8 +146,11 @@ class AiRunner:
         self._stopping = False
         # Endings being tried again in the background, by key: a given-up one gets a last try at `stop`.
         self._unrecorded: dict[tuple[str | None, str | None], NewEvent] = {}
-        # Starts whose commit failed, by key: the connection of the attempt this node looks for.
-        self._unsettled: dict[RequestKey, str] = {}
+        # Starts whose commit failed, by key, each looked for (`_start_if_recorded`): when the latest
+        # attempt failed (loop time).
+        self._unsettled: dict[RequestKey, float] = {}
+        # Requests whose run this node started, the latest: a look never starts one a second time.
+        self._launched: FIFOCache[RequestKey, bool] = FIFOCache(LAUNCHED_KEPT)
 
     @property
     def running(self) -> frozenset[RequestKey]:
@@ -191,16 +198,19 @@ class AiRunner:
             outcome = await self._commit(event)
         except StoreUnavailable:
             # It may have committed all the same (its outcome lost, or not yet published here); a
-            # retry would then be a Duplicate that starts nothing, so this node looks for it.
-            self._unsettled[key] = connection_id
-            self._spawn(self._start_if_recorded(key, job, connection_id, abandoned_before), "ai-unsettled")
+            # retry would then be a Duplicate that starts nothing, so this node looks for it: one look
+            # per request, which a later failed attempt extends.
+            looking = key in self._unsettled
+            self._unsettled[key] = asyncio.get_running_loop().time()
+            if not looking:
+                self._spawn(self._start_if_recorded(key, job, abandoned_before), "ai-unsettled")
             raise
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
                 raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
             await self._ack(connection_id, client_msg_id, outcome)
             return
-        self._unsettled.pop(key, None)  # this attempt committed: an earlier one's look finds it, runs nothing
+        self._launched[key] = True  # before any await: a look for an earlier attempt finds it started
         try:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:  # recorded as started: it runs even if the requester's socket just went away
@@ -216,42 +226,40 @@ class AiRunner:
         else:
             self._running[key] = asyncio.create_task(self._run(key, job), name=f"ai:{user_id}:{request_id}")
 
-    async def _start_if_recorded(
-        self, key: RequestKey, job: AiJob, connection_id: str, abandoned_before: int
-    ) -> None:
-        """After a start whose commit failed: run it if the log holds it after all, as this attempt's
-        (this node, this connection) and not yet ended. Looked for until the log answers and the
+    async def _start_if_recorded(self, key: RequestKey, job: AiJob, abandoned_before: int) -> None:
+        """After a start whose commit failed: run it if the log holds it after all, committed by this
+        node, not ended, and not started here already. Looked for until the log answers and the last
         failed commit has surely settled (`SETTLE_SECONDS`), within `LOST_ENDINGS_BOUND`."""
         user_id, request_id = key
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        started: RecordedEvent | None = None
+        stream = user_stream(user_id)
         try:
-            while started is None and loop.time() - began < LOST_ENDINGS_BOUND:
+            while True:
                 try:
-                    started = await self._read_by_key(
-                        user_id, idempotency_key(request_id), user_stream(user_id)
+                    started = await self._read_by_key(user_id, idempotency_key(request_id), stream)
+                    ended = (
+                        None
+                        if started is None
+                        else await self._read_by_key(user_id, end_key(request_id), stream)
                     )
-                    if started is None and loop.time() - began >= SETTLE_SECONDS:
-                        return  # not committed: the client's retry starts it
                 except StoreUnavailable:
-                    pass
-                if started is None:
-                    await asyncio.sleep(SETTLE_POLL_SECONDS)
-            if started is None:
-                log.error("could not tell whether AI request %r of %r was recorded", request_id, user_id)
-                return
-            ours = started.metadata.get("node") == self._node_id
-            if not ours or started.metadata.get("connection_id") != connection_id:
-                return  # another attempt's, which runs it
-            if await self._read_by_key(user_id, end_key(request_id), user_stream(user_id)) is not None:
-                return
+                    if loop.time() - self._unsettled[key] >= LOST_ENDINGS_BOUND:
+                        log.error(
+                            "could not tell whether AI request %r of %r was recorded", request_id, user_id
+                        )
+                        return
+                else:
+                    if started is not None:
+                        break
+                    if loop.time() - self._unsettled[key] >= SETTLE_SECONDS:
+                        return  # not committed: the client's retry starts it
+                await asyncio.sleep(SETTLE_POLL_SECONDS)
         finally:
-            unsettled = self._unsettled.get(key) == connection_id
-            if unsettled:
-                del self._unsettled[key]
-        if unsettled and key not in self._running:  # else a retry here committed it and runs it
-            await self._launch(key, job, abandoned_before)
+            del self._unsettled[key]
+        if started.metadata.get("node") != self._node_id or ended is not None or key in self._launched:
+            return  # another node's (which runs it), ended, or running here
+        self._launched[key] = True
+        await self._launch(key, job, abandoned_before)
 
     async def cancel(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
@@ -386,12 +394,16 @@ class AiRunner:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks.values())
+        unsettled: list[RequestKey] = []
         if self._background:
             _, pending = await asyncio.wait(list(self._background), timeout=STOP_WAIT_SECONDS)
+            unsettled = list(self._unsettled)  # looks still going on, cancelled now
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        for key in unsettled:  # one last look each: a start of this node's that did commit ends
+            await self._end_if_recorded(key)
         given_up, self._unrecorded = self._unrecorded, {}
         for ending in given_up.values():  # one last try each
             try:
@@ -401,6 +413,20 @@ class AiRunner:
                     "could not record the end of an AI request at shutdown: %s: %s", type(exc).__name__, exc
                 )
         for user_id, request_id in sorted(tasks):
+            await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
+
+    async def _end_if_recorded(self, key: RequestKey) -> None:
+        user_id, request_id = key
+        try:
+            started = await self._read_by_key(user_id, idempotency_key(request_id), user_stream(user_id))
+        except StoreUnavailable as exc:
+            log.error("could not tell whether AI request %r was recorded, at shutdown: %s", request_id, exc)
+            return
+        if (
+            started is not None
+            and started.metadata.get("node") == self._node_id
+            and key not in self._launched
+        ):
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
 
     async def _record_at_shutdown(self, failed: AiFailed) -> None:
