@@ -193,6 +193,9 @@ class Live:
                 continue
             del self._rooms[room_id]
             self._loaded.pop(room_id, None)
+        for room_id, loaded in list(self._loaded.items()):  # a read that failed, a view that fell behind
+            if room_id not in self._rooms and self._sweeps - loaded >= 2:
+                del self._loaded[room_id]
         listed: set[str] = set().union(*(view.members for view in self._rooms.values()))
         for user_id in [uid for uid in self._presence if uid not in listed]:
             if not self.hub.members(user_stream(user_id)):

@@ -263,6 +263,56 @@ async def test_engine_ai_start_still_looked_for_at_shutdown_is_ended_if_it_commi
     assert [(e.type, e.data["error"]) for e in ended] == [(AI_FAILED, runner.SHUTDOWN_ERROR)]
 
 
+async def test_engine_ai_start_given_up_on_in_a_long_outage_runs_when_its_retry_is_a_duplicate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log unreadable for longer than the look lasts: the retry, acked as a repeat once the log is
+    back, has the node look again, and the recorded request runs (its own query, the sheet as now)."""
+    monkeypatch.setattr(runner, "LOST_ENDINGS_BOUND", 0.2)
+    log = LosesTheAnswerToAnAiStart(unread=1_000)
+    async with memory_engine(log) as engine:
+        ann = await sheet_with_a_cell(engine)
+        ask = {
+            "type": "ai_request",
+            "request_id": "q1",
+            "query": "sum",
+            "sheet_id": "s",
+            "client_msg_id": "c1",
+        }
+        await ann.send(ask)
+        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        await asyncio.sleep(1.0)  # the look gives up
+        log.unread = 0
+        await ann.send({**ask, "query": "something else"})
+        await ann.until(lambda m: m.get("event_type") == "ai_complete")
+        frames = ann.take()
+        assert [m["client_msg_id"] for m in frames if m["type"] == "ack"] == ["c1"]
+        [start] = [m for m in frames if m.get("event_type") == "ai_start"]
+        assert start["data"]["query"] == "sum"
+
+
+async def test_engine_ai_cancel_while_the_start_is_looked_for_ends_it_and_nothing_runs() -> None:
+    log = LosesTheAnswerToAnAiStart(unread=1)  # the look's first read fails: it looks again later
+    async with memory_engine(log) as engine:
+        ann = await sheet_with_a_cell(engine)
+        ask = {
+            "type": "ai_request",
+            "request_id": "q1",
+            "query": "sum",
+            "sheet_id": "s",
+            "client_msg_id": "c1",
+        }
+        await ann.send(ask)
+        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        await ann.send({"type": "ai_cancel", "request_id": "q1", "client_msg_id": "k1"})
+        await asyncio.sleep(1.0)  # the look's next read, and a run if it started one
+        await settle(engine)
+        frames = ann.take()
+        assert [m["client_msg_id"] for m in frames if m["type"] == "ack"] == ["k1"]
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded == [AI_REQUEST_STARTED, AI_CANCELLED]
+
+
 async def test_engine_ai_request_whose_commit_failed_runs_on_its_retry_only() -> None:
     """Nothing committed: the look for the start finds the retry's, which runs it; one run."""
     log = LosesTheAnswerToAnAiStart(committed=False)

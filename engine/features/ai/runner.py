@@ -21,8 +21,9 @@ Choices:
   second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
   retry), else VALIDATION_ERROR. A start whose commit failed may be in the log all the same (the
   answer to COMMIT lost, or the log before it unreadable here), and its retry would then start
-  nothing: the node looks for it (`_start_if_recorded`, one look per request) and runs it if this
-  node committed it and has not run it; a look still going on at shutdown ends such a start. A run
+  nothing: the node looks for it (`_start_if_recorded`, one look per request, again on such a
+  Duplicate) and runs it if this node committed it and has not run it; a cancel meanwhile ends it
+  instead, and a look still going on at shutdown ends it too. A run
   whose step cannot be recorded stops, and its `AiFailed` is tried in the background.
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
   recorded before its answer (the protocol promises two).
@@ -149,6 +150,8 @@ class AiRunner:
         # Starts whose commit failed, by key, each looked for (`_start_if_recorded`): when the latest
         # attempt failed (loop time).
         self._unsettled: dict[RequestKey, float] = {}
+        # Looks given up on while the log was unreadable: each gets a last look at `stop`.
+        self._given_up: set[RequestKey] = set()
         # Requests whose run this node started, the latest: a look never starts one a second time.
         self._launched: FIFOCache[RequestKey, bool] = FIFOCache(LAUNCHED_KEPT)
 
@@ -198,16 +201,13 @@ class AiRunner:
             outcome = await self._commit(event)
         except StoreUnavailable:
             # It may have committed all the same (its outcome lost, or not yet published here); a
-            # retry would then be a Duplicate that starts nothing, so this node looks for it: one look
-            # per request, which a later failed attempt extends.
-            looking = key in self._unsettled
-            self._unsettled[key] = asyncio.get_running_loop().time()
-            if not looking:
-                self._spawn(self._start_if_recorded(key, job, abandoned_before), "ai-unsettled")
+            # retry would then be a Duplicate that starts nothing, so this node looks for it.
+            self._look_for(key)
             raise
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
                 raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
+            self._look_for(key)  # its original may be one this node committed and never ran
             await self._ack(connection_id, client_msg_id, outcome)
             return
         self._launched[key] = True  # before any await: a look for an earlier attempt finds it started
@@ -226,40 +226,84 @@ class AiRunner:
         else:
             self._running[key] = asyncio.create_task(self._run(key, job), name=f"ai:{user_id}:{request_id}")
 
-    async def _start_if_recorded(self, key: RequestKey, job: AiJob, abandoned_before: int) -> None:
-        """After a start whose commit failed: run it if the log holds it after all, committed by this
-        node, not ended, and not started here already. Looked for until the log answers and the last
-        failed commit has surely settled (`SETTLE_SECONDS`), within `LOST_ENDINGS_BOUND`."""
+    def _look_for(self, key: RequestKey) -> None:
+        """Look for the request's start in the log (`_start_if_recorded`) unless it runs or ran here:
+        one look per request, which a later attempt extends."""
+        if key in self._launched:
+            return
+        looking = key in self._unsettled
+        self._unsettled[key] = asyncio.get_running_loop().time()
+        if not looking:
+            self._spawn(self._start_if_recorded(key), "ai-unsettled")
+
+    async def _start_if_recorded(self, key: RequestKey) -> None:
+        """Run the request if the log holds its start, committed by this node, not ended, and not run
+        here: a start whose commit failed may be there all the same, and a retry of it is a Duplicate
+        that starts nothing. Looked for until the log answers and the last failed attempt has surely
+        settled (`SETTLE_SECONDS`), within `LOST_ENDINGS_BOUND`; one given up on gets a last look at
+        `stop`. The job is the recorded request's, on the sheet as it is now."""
         user_id, request_id = key
         loop = asyncio.get_running_loop()
-        stream = user_stream(user_id)
+        job: AiJob | None = None
         try:
             while True:
+                abandoned_before = self._abandoned_count
                 try:
-                    started = await self._read_by_key(user_id, idempotency_key(request_id), stream)
-                    ended = (
-                        None
-                        if started is None
-                        else await self._read_by_key(user_id, end_key(request_id), stream)
-                    )
+                    found = await self._recorded_start(key)
+                    job = None if found is None else await self._job_of(found)
                 except StoreUnavailable:
                     if loop.time() - self._unsettled[key] >= LOST_ENDINGS_BOUND:
                         log.error(
                             "could not tell whether AI request %r of %r was recorded", request_id, user_id
                         )
+                        self._given_up.add(key)
                         return
                 else:
-                    if started is not None:
-                        break
-                    if loop.time() - self._unsettled[key] >= SETTLE_SECONDS:
-                        return  # not committed: the client's retry starts it
+                    if job is not None or loop.time() - self._unsettled[key] >= SETTLE_SECONDS:
+                        break  # found, or not committed: the client's retry records and runs it
                 await asyncio.sleep(SETTLE_POLL_SECONDS)
         finally:
             del self._unsettled[key]
-        if started.metadata.get("node") != self._node_id or ended is not None or key in self._launched:
-            return  # another node's (which runs it), ended, or running here
+        if job is not None and key not in self._launched:
+            self._launched[key] = True
+            await self._launch(key, job, abandoned_before)
+
+    async def _recorded_start(self, key: RequestKey) -> RecordedEvent | None:
+        """The request's start if this node committed it and it has not ended."""
+        user_id, request_id = key
+        stream = user_stream(user_id)
+        found = await self._read_by_key(user_id, idempotency_key(request_id), stream)
+        if found is None or found.metadata.get("node") != self._node_id:
+            return None
+        return None if await self._read_by_key(user_id, end_key(request_id), stream) is not None else found
+
+    async def _job_of(self, started: RecordedEvent) -> AiJob:
+        data = started.data
+        sheet_id = str(data["sheet_id"])
+        room = data.get("room_id") or await self._sheet_rooms.room_of(sheet_id)
+        events = [] if room is None else await read_through(self._read_stream, room_stream(str(room)))
+        context = data.get("context") or {}
+        table_range = context.get("table_range") if isinstance(context, dict) else None
+        return AiJob(
+            str(data["request_id"]),
+            str(data["query"]),
+            cells.project(events, sheet_id),
+            str(table_range) if table_range else None,
+        )
+
+    async def _claim_looked_for(self, key: RequestKey) -> bool:
+        """A cancel of a request this node looks for: whether its start is this node's and not ended.
+        If so, the look will not run it (the cancel records its ending); if the look started it
+        meanwhile, the run is stopped."""
+        if key not in self._unsettled:
+            return False
+        found = await self._recorded_start(key)
+        if key in self._launched:
+            return await self.stop_run(*key)
+        if found is None:
+            return False
         self._launched[key] = True
-        await self._launch(key, job, abandoned_before)
+        return True
 
     async def cancel(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
@@ -273,6 +317,7 @@ class AiRunner:
         if (
             not await self.stop_run(user_id, request_id)
             and not self._cancel_pending(user_id, request_id, client_msg_id)
+            and not await self._claim_looked_for((user_id, request_id))
             and not (client_msg_id is not None and await self._cancelled(user_id, request_id, client_msg_id))
             and not await self._stop_elsewhere(user_id, request_id, client_msg_id)
         ):
@@ -287,7 +332,9 @@ class AiRunner:
         """Another node's `ai_cancel` of a run on this node: stop it and record the cancellation;
         whether it ran here. Stopped is stopped: a record that fails is tried again in the background
         (the asking node's own record is the same ending)."""
-        if not await self.stop_run(user_id, request_id):
+        if not (
+            await self.stop_run(user_id, request_id) or await self._claim_looked_for((user_id, request_id))
+        ):
             return self._cancel_pending(user_id, request_id, client_msg_id)
         origin = Origin(self._node_id, user_id, client_msg_id=client_msg_id)
         with contextlib.suppress(Exception):  # logged by `_record_ending`
@@ -402,8 +449,8 @@ class AiRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        for key in unsettled:  # one last look each: a start of this node's that did commit ends
-            await self._end_if_recorded(key)
+        for key in sorted({*unsettled, *self._given_up}):  # one last look each: a start of this
+            await self._end_if_recorded(key)  # node's that did commit ends
         given_up, self._unrecorded = self._unrecorded, {}
         for ending in given_up.values():  # one last try each
             try:
@@ -418,15 +465,11 @@ class AiRunner:
     async def _end_if_recorded(self, key: RequestKey) -> None:
         user_id, request_id = key
         try:
-            started = await self._read_by_key(user_id, idempotency_key(request_id), user_stream(user_id))
+            found = await self._recorded_start(key)
         except StoreUnavailable as exc:
             log.error("could not tell whether AI request %r was recorded, at shutdown: %s", request_id, exc)
             return
-        if (
-            started is not None
-            and started.metadata.get("node") == self._node_id
-            and key not in self._launched
-        ):
+        if found is not None and key not in self._launched:
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
 
     async def _record_at_shutdown(self, failed: AiFailed) -> None:
