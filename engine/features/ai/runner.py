@@ -22,9 +22,10 @@ Choices:
   retry), else VALIDATION_ERROR. A start whose commit failed may be in the log all the same (the
   answer to COMMIT lost, or the log before it unreadable here), and its retry would then start
   nothing: the node looks for it (`_start_if_recorded`, one look per request, again on such a
-  Duplicate) and runs it if this node committed it and has not run it; a cancel meanwhile ends it
-  instead, and a look still going on at shutdown ends it too. A run
-  whose step cannot be recorded stops, and its `AiFailed` is tried in the background.
+  Duplicate) and runs it if this node committed it and it has not ended. Of the request's own
+  commit, a look and a cancel, the first to `_claim` a start runs it (or ends it); a look still
+  going on at shutdown ends it. A run whose step cannot be recorded stops, and its `AiFailed` is
+  tried in the background.
 * At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
   recorded before its answer (the protocol promises two).
 * `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
@@ -101,6 +102,7 @@ ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
 LOST_ENDINGS_BOUND = 60.0  # seconds an ending recorded in the background is tried for
 SETTLE_SECONDS = 10.0  # after a failed commit of a start, by when it has surely committed or not
 SETTLE_POLL_SECONDS = 0.5
+UNREADABLE_POLL_MAX_SECONDS = 5.0  # a look waits at most this long between reads of an unreadable log
 LAUNCHED_KEPT = 10_000  # runs started here that a look checks against (far more than a minute's)
 STOP_WAIT_SECONDS = 5.0  # at shutdown, for endings still being recorded in the background
 
@@ -147,11 +149,9 @@ class AiRunner:
         self._stopping = False
         # Endings being tried again in the background, by key: a given-up one gets a last try at `stop`.
         self._unrecorded: dict[tuple[str | None, str | None], NewEvent] = {}
-        # Starts whose commit failed, by key, each looked for (`_start_if_recorded`): when the latest
-        # attempt failed (loop time).
+        # Starts looked for (`_start_if_recorded`), by key: until when one not in the log yet is
+        # looked for again (loop time).
         self._unsettled: dict[RequestKey, float] = {}
-        # Looks given up on while the log was unreadable: each gets a last look at `stop`.
-        self._given_up: set[RequestKey] = set()
         # Requests whose run this node started, the latest: a look never starts one a second time.
         self._launched: FIFOCache[RequestKey, bool] = FIFOCache(LAUNCHED_KEPT)
 
@@ -202,19 +202,30 @@ class AiRunner:
         except StoreUnavailable:
             # It may have committed all the same (its outcome lost, or not yet published here); a
             # retry would then be a Duplicate that starts nothing, so this node looks for it.
-            self._look_for(key)
+            self._look_for(key, SETTLE_SECONDS)
             raise
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
                 raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
-            self._look_for(key)  # its original may be one this node committed and never ran
+            self._look_for(key, 0.0)  # its original may be one this node committed and never ran
             await self._ack(connection_id, client_msg_id, outcome)
             return
-        self._launched[key] = True  # before any await: a look for an earlier attempt finds it started
+        # Taken already if a look for an earlier attempt found this start first (it runs it), or a
+        # cancel took it from such a look (it ended it).
+        claimed = self._claim(key)
         try:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:  # recorded as started: it runs even if the requester's socket just went away
-            await self._launch(key, job, abandoned_before)
+            if claimed:
+                await self._launch(key, job, abandoned_before)
+
+    def _claim(self, key: RequestKey) -> bool:
+        """Whether the caller is the one to run (or end) a start this node committed: the first to
+        ask, among the request, a look for it and a cancel."""
+        if key in self._running or key in self._launched:
+            return False
+        self._launched[key] = True
+        return True
 
     async def _launch(self, key: RequestKey, job: AiJob, abandoned_before: int) -> None:
         """Run a request whose start this node committed."""
@@ -226,25 +237,27 @@ class AiRunner:
         else:
             self._running[key] = asyncio.create_task(self._run(key, job), name=f"ai:{user_id}:{request_id}")
 
-    def _look_for(self, key: RequestKey) -> None:
-        """Look for the request's start in the log (`_start_if_recorded`) unless it runs or ran here:
-        one look per request, which a later attempt extends."""
-        if key in self._launched:
+    def _look_for(self, key: RequestKey, settle: float) -> None:
+        """Look for the request's start in the log (`_start_if_recorded`) unless it runs or ran here,
+        for `settle` seconds more if it is not there yet: one look per request, which a later
+        attempt extends."""
+        if key in self._running or key in self._launched:
             return
-        looking = key in self._unsettled
-        self._unsettled[key] = asyncio.get_running_loop().time()
-        if not looking:
+        until = asyncio.get_running_loop().time() + settle
+        looking = self._unsettled.get(key)
+        self._unsettled[key] = until if looking is None else max(looking, until)
+        if looking is None:
             self._spawn(self._start_if_recorded(key), "ai-unsettled")
 
     async def _start_if_recorded(self, key: RequestKey) -> None:
         """Run the request if the log holds its start, committed by this node, not ended, and not run
         here: a start whose commit failed may be there all the same, and a retry of it is a Duplicate
-        that starts nothing. Looked for until the log answers and the last failed attempt has surely
-        settled (`SETTLE_SECONDS`), within `LOST_ENDINGS_BOUND`; one given up on gets a last look at
-        `stop`. The job is the recorded request's, on the sheet as it is now."""
-        user_id, request_id = key
+        that starts nothing. A start not there is looked for again until the time `_unsettled` holds
+        (when the last failed attempt has surely settled); while the log cannot be read, until it
+        can, more slowly. The job is the recorded request's, on the sheet as it is now."""
         loop = asyncio.get_running_loop()
         job: AiJob | None = None
+        unreadable = 0
         try:
             while True:
                 abandoned_before = self._abandoned_count
@@ -252,20 +265,15 @@ class AiRunner:
                     found = await self._recorded_start(key)
                     job = None if found is None else await self._job_of(found)
                 except StoreUnavailable:
-                    if loop.time() - self._unsettled[key] >= LOST_ENDINGS_BOUND:
-                        log.error(
-                            "could not tell whether AI request %r of %r was recorded", request_id, user_id
-                        )
-                        self._given_up.add(key)
-                        return
-                else:
-                    if job is not None or loop.time() - self._unsettled[key] >= SETTLE_SECONDS:
-                        break  # found, or not committed: the client's retry records and runs it
+                    unreadable += 1
+                    await asyncio.sleep(min(UNREADABLE_POLL_MAX_SECONDS, SETTLE_POLL_SECONDS * unreadable))
+                    continue
+                if job is not None or loop.time() >= self._unsettled[key]:
+                    break  # found, or not committed: the client's retry records and runs it
                 await asyncio.sleep(SETTLE_POLL_SECONDS)
         finally:
             del self._unsettled[key]
-        if job is not None and key not in self._launched:
-            self._launched[key] = True
+        if job is not None and self._claim(key):
             await self._launch(key, job, abandoned_before)
 
     async def _recorded_start(self, key: RequestKey) -> RecordedEvent | None:
@@ -292,18 +300,14 @@ class AiRunner:
         )
 
     async def _claim_looked_for(self, key: RequestKey) -> bool:
-        """A cancel of a request this node looks for: whether its start is this node's and not ended.
-        If so, the look will not run it (the cancel records its ending); if the look started it
-        meanwhile, the run is stopped."""
+        """A cancel of a request this node looks for: whether it has the start to end (this node's,
+        not ended, and now never run), or stopped the run a look or a retry started meanwhile."""
         if key not in self._unsettled:
             return False
         found = await self._recorded_start(key)
-        if key in self._launched:
-            return await self.stop_run(*key)
-        if found is None:
-            return False
-        self._launched[key] = True
-        return True
+        if found is not None and self._claim(key):
+            return True
+        return await self.stop_run(*key)
 
     async def cancel(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None = None
@@ -449,8 +453,11 @@ class AiRunner:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        for key in sorted({*unsettled, *self._given_up}):  # one last look each: a start of this
-            await self._end_if_recorded(key)  # node's that did commit ends
+        # One last look each, within a bound: a start of this node's that did commit ends.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_WAIT_SECONDS):
+                for key in sorted(unsettled):
+                    await self._end_if_recorded(key)
         given_up, self._unrecorded = self._unrecorded, {}
         for ending in given_up.values():  # one last try each
             try:
@@ -469,7 +476,7 @@ class AiRunner:
         except StoreUnavailable as exc:
             log.error("could not tell whether AI request %r was recorded, at shutdown: %s", request_id, exc)
             return
-        if found is not None and key not in self._launched:
+        if found is not None and self._claim(key):
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
 
     async def _record_at_shutdown(self, failed: AiFailed) -> None:
