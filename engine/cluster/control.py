@@ -42,6 +42,7 @@ Handler = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 class _Pending:
     asked: frozenset[str]
     answered: set[str] = field(default_factory=set)
+    undecided: set[str] = field(default_factory=set)  # peers that could not tell (their store down)
     result: asyncio.Future[Mapping[str, Any] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -69,8 +70,9 @@ class ClusterControl:
     ) -> Mapping[str, Any] | None:
         """Ask every live peer to do `op` on `subject`: the result of the one that did, or None when
         each disclaimed it. StoreUnavailable when some did not answer within `wait_seconds` (by
-        default `timeout`; an op whose holder takes longer to act, e.g. to commit, says so): one of
-        them may hold the subject, so "not found" would be a guess."""
+        default `timeout`; an op whose holder takes longer to act, e.g. to commit, says so), or could
+        not tell (its handler raised StoreUnavailable): one of them may hold the subject, so "not
+        found" would be a guess."""
         peers = self._registry.peers
         if not peers:
             return None
@@ -109,14 +111,26 @@ class ClusterControl:
 
     async def _act(self, request: Mapping[str, Any]) -> None:
         handler = self._handlers.get(str(request["op"]))
+        undecided = False
         try:
             result = None if handler is None else await handler(str(request["subject"]))
+        except StoreUnavailable as exc:  # whether it holds the subject cannot be told now
+            log.warning(
+                "could not act on %s of %s for node %s: %s",
+                request["op"],
+                request["subject"],
+                request["from"],
+                exc,
+            )
+            result, undecided = None, True
         except Exception:
             log.exception(
                 "acting on %s of %s for node %s failed", request["op"], request["subject"], request["from"]
             )
             result = None
         answer = {"answer": request["id"], "to": request["from"], "from": self.node_id, "result": result}
+        if undecided:
+            answer["undecided"] = True
         await self._follower.send(CHANNEL, _encode(answer))
 
     def _answered(self, answer: Mapping[str, Any]) -> None:
@@ -127,7 +141,14 @@ class ClusterControl:
             pending.result.set_result(answer["result"])
             return
         pending.answered.add(str(answer["from"]))
-        if pending.asked <= pending.answered:
+        if answer.get("undecided"):
+            pending.undecided.add(str(answer["from"]))
+        if not pending.asked <= pending.answered:
+            return
+        if pending.undecided:  # one of them may hold the subject: "not found" would be a guess
+            undecided = ", ".join(sorted(pending.undecided))
+            pending.result.set_exception(StoreUnavailable(f"node {undecided} could not tell now; try again"))
+        else:
             pending.result.set_result(None)
 
 

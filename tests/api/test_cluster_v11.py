@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from engine.model.errors import StoreUnavailable
 from tests.api.conftest import Server, fresh_database, make_settings, receive, serve
 from tests.api.live_helpers import greet, join, of_type, pending, send, until
 from tests.api.rest_helpers import rest
@@ -122,3 +123,24 @@ async def test_an_admin_removes_a_connection_through_any_node(
         assert [m["type"] for m in await until(fay, of_type("user_left"))][-2:] == ["room_state", "user_left"]
     missing = await rest(first, "DELETE", "/ws/connections/ws_nobody")
     assert (missing.status_code, missing.json()["code"]) == (404, "NOT_FOUND")
+
+
+async def test_a_peer_that_cannot_tell_whether_it_holds_a_subject_makes_the_ask_retryable(
+    nodes: tuple[Server, Server],
+) -> None:
+    """A peer whose handler could not decide (its store unreachable) may hold what is asked about:
+    the asking node hears StoreUnavailable (retryable), not "nobody has it"."""
+    first, second = nodes
+    answers: list[str] = []
+
+    async def cannot_tell(subject: str) -> dict[str, Any] | None:
+        answers.append(subject)
+        if subject == "unreadable":
+            raise StoreUnavailable("the event log is unreachable")
+        return None
+
+    second.engine.node.control.serve("probe", cannot_tell)
+    with pytest.raises(StoreUnavailable, match="could not tell"):
+        await first.engine.node.control.ask("probe", "unreadable")
+    assert await first.engine.node.control.ask("probe", "readable") is None
+    assert answers == ["unreadable", "readable"]

@@ -33,6 +33,7 @@ from tests.engine.memory_engine import Client, connect, memory_engine, settle
 from tests.unit.event_log import T0
 
 ADMIN = Actor("root", "root", roles=("admin",))
+ASK = {"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"}
 
 
 async def test_engine_notifications_reach_only_matching_subscriptions_and_wait_unread() -> None:
@@ -371,6 +372,34 @@ async def test_engine_ai_cancel_acked_while_a_start_is_answered_late_is_never_fo
         assert "k1" in [m["client_msg_id"] for m in ann.take() if m["type"] == "ack"]
         recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
         assert recorded == [AI_REQUEST_STARTED, AI_CANCELLED]
+
+
+async def test_engine_ai_cancel_while_the_requests_ack_waits_stops_it() -> None:
+    """The request is recorded and its ack waits (the requester reads slowly): a cancel from another
+    tab then finds it and stops it, and it never runs."""
+    async with memory_engine() as engine:
+        gated = GatedProvider()
+        engine.ai.provider = gated
+        ann = await sheet_with_a_cell(engine)
+        tab = await connect(engine, "ann")
+        unblocked = asyncio.Event()
+        reply = engine.ai._reply
+
+        async def slow_ack(connection_id: str, *messages: dict[str, Any]) -> None:
+            if connection_id == ann.connection_id and any(m.get("type") == "ack" for m in messages):
+                await unblocked.wait()
+            await reply(connection_id, *messages)
+
+        engine.ai._reply = slow_ack
+        asking = asyncio.create_task(ann.send({**ASK, "client_msg_id": "c1"}))
+        await tab.until(lambda m: m.get("event_type") == "ai_start")
+        await tab.send({"type": "ai_cancel", "request_id": "q1", "client_msg_id": "k1"})
+        unblocked.set()
+        await asking
+        await settle(engine)
+        assert [m["client_msg_id"] for m in tab.take() if m["type"] == "ack"] == ["k1"]
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded == [AI_REQUEST_STARTED, AI_CANCELLED] and not gated.reached.is_set()
 
 
 async def test_engine_ai_request_whose_commit_failed_runs_on_its_retry_only() -> None:

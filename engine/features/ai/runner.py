@@ -201,8 +201,12 @@ class AiRunner:
             outcome = await self._commit(event)
         except StoreUnavailable:
             # It may have committed all the same (its outcome lost, or not yet published here); a
-            # retry would then be a Duplicate that starts nothing, so this node looks for it.
-            self._look_for(key, SETTLE_SECONDS)
+            # retry would then be a Duplicate that starts nothing, so this node looks for it (once,
+            # at once, when it is stopping).
+            if self._stopping:
+                await self._end_if_recorded(key)
+            else:
+                self._look_for(key, SETTLE_SECONDS)
             raise
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
@@ -211,13 +215,16 @@ class AiRunner:
             await self._ack(connection_id, client_msg_id, outcome)
             return
         # Taken already if a look for an earlier attempt found this start first (it runs it), or a
-        # cancel took it from such a look (it ended it).
-        claimed = self._claim(key)
+        # cancel took it from such a look (it ended it). Launched before the ack, so that a cancel
+        # while the ack waits (a slow reader) finds it running; it starts once the ack is sent, and
+        # runs even if the requester's socket just went away.
+        acked = asyncio.Event()
+        if self._claim(key):
+            await self._launch(key, job, abandoned_before, after=acked)
         try:
             await self._ack(connection_id, client_msg_id, outcome)
-        finally:  # recorded as started: it runs even if the requester's socket just went away
-            if claimed:
-                await self._launch(key, job, abandoned_before)
+        finally:
+            acked.set()
 
     def _claim(self, key: RequestKey) -> bool:
         """Whether the caller is the one to run (or end) a start this node committed: the first to
@@ -227,15 +234,18 @@ class AiRunner:
         self._launched[key] = True
         return True
 
-    async def _launch(self, key: RequestKey, job: AiJob, abandoned_before: int) -> None:
-        """Run a request whose start this node committed."""
+    async def _launch(
+        self, key: RequestKey, job: AiJob, abandoned_before: int, *, after: asyncio.Event | None = None
+    ) -> None:
+        """Run a request whose start this node committed (its provider once `after` is set)."""
         user_id, request_id = key
         if self._stopping:  # committed while the node stops: it ends at once
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
         elif self._abandoned_count != abandoned_before:  # taken for dead meanwhile: likewise
             self._end_lost([key])
         else:
-            self._running[key] = asyncio.create_task(self._run(key, job), name=f"ai:{user_id}:{request_id}")
+            run = self._run(key, job, after)
+            self._running[key] = asyncio.create_task(run, name=f"ai:{user_id}:{request_id}")
 
     def _look_for(self, key: RequestKey, settle: float) -> None:
         """Look for the request's start in the log (`_start_if_recorded`) unless it runs or ran here,
@@ -487,12 +497,14 @@ class AiRunner:
 
     # The run.
 
-    async def _run(self, key: RequestKey, job: AiJob) -> None:
+    async def _run(self, key: RequestKey, job: AiJob, after: asyncio.Event | None = None) -> None:
         user_id, request_id = key
         progressed = 0
         last = 0.0
         try:
             try:
+                if after is not None:
+                    await after.wait()
                 async for step in self.provider.analyse(job):
                     if isinstance(step, Progress):
                         last = max(last, min(100.0, max(0.0, float(step.progress))))
