@@ -203,8 +203,10 @@ class AiRunner:
             # It may have committed all the same (its outcome lost, or not yet published here); a
             # retry would then be a Duplicate that starts nothing, so this node looks for it (once,
             # at once, when it is stopping).
-            if self._stopping:
-                await self._end_if_recorded(key)
+            if self._stopping:  # within the bound of `stop`'s last looks; the client hears of the outage
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(STOP_WAIT_SECONDS):
+                        await self._end_if_recorded(key)
             else:
                 self._look_for(key, SETTLE_SECONDS)
             raise
