@@ -118,7 +118,7 @@ async def test_engine_ai_request_streams_its_events_to_the_requester() -> None:
         for row, value in enumerate((3, 5, 8), start=1):
             await ann.send({"type": "cell_update", "sheet_id": "s", "cell_id": f"A{row}", "value": value})
         ann.take()
-        await ann.send({"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"})
+        await ann.send(ASK)
         await ann.until(lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
         kinds = [m["event_type"] for m in ann.take() if m["type"] == "ai_event"]
         assert kinds[0] == "ai_start" and kinds[-1] == "ai_complete" and kinds.count("ai_progress") >= 2
@@ -182,21 +182,21 @@ async def sheet_with_a_cell(engine: Engine) -> Client:
     return ann
 
 
+async def asked_in_an_outage(engine: Engine) -> tuple[Client, dict[str, Any]]:
+    """ann asks for an analysis (with a client_msg_id, to retry it) and hears of an outage."""
+    ann = await sheet_with_a_cell(engine)
+    ask = {**ASK, "client_msg_id": "c1"}
+    await ann.send(ask)
+    assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+    return ann, ask
+
+
 async def test_engine_ai_request_whose_commit_answer_was_lost_still_runs_once() -> None:
     """The start committed but its caller got STORE_UNAVAILABLE: the retry is a Duplicate (acked), and
     the run starts all the same, once, ending in ai_complete."""
     log = LosesTheAnswerToAnAiStart()
     async with memory_engine(log) as engine:
-        ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
-        await ann.send(ask)
-        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        ann, ask = await asked_in_an_outage(engine)
         await ann.send(ask)
         await ann.until(lambda m: m.get("event_type") == "ai_complete")
         await asyncio.sleep(0.2)  # a second run would have recorded more by now
@@ -219,13 +219,7 @@ async def test_engine_ai_request_whose_retry_from_another_tab_also_failed_runs_o
         tab = await connect(engine, "ann")
         await tab.send({"type": "join_room", "room_id": "r"})
         tab.take()
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
+        ask = {**ASK, "client_msg_id": "c1"}
         await ann.send(ask)
         await tab.send(ask)
         assert [m.get("code") for m in ann.take() + tab.take() if m["type"] == "error"] == [
@@ -248,16 +242,7 @@ async def test_engine_ai_start_still_looked_for_at_shutdown_is_ended_if_it_commi
     monkeypatch.setattr(runner, "STOP_WAIT_SECONDS", 0.1)
     log = LosesTheAnswerToAnAiStart(unread=1_000)
     async with memory_engine(log) as engine:
-        ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
-        await ann.send(ask)
-        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        await asked_in_an_outage(engine)
         await asyncio.sleep(0.1)
         log.unread = 0  # the log answers again as the node stops
     ended = [e for e in await log.read_stream(user_stream("ann")) if e.type != AI_REQUEST_STARTED]
@@ -269,16 +254,7 @@ async def test_engine_ai_start_looked_for_through_a_long_outage_runs_once_the_lo
     and runs the recorded request (its own query) once it can read; the retry is acked as a repeat."""
     log = LosesTheAnswerToAnAiStart(unread=1_000)
     async with memory_engine(log) as engine:
-        ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
-        await ann.send(ask)
-        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        ann, ask = await asked_in_an_outage(engine)
         await asyncio.sleep(1.0)
         log.unread = 0
         await ann.send({**ask, "query": "something else"})
@@ -296,16 +272,7 @@ async def test_engine_ai_start_looked_for_through_a_long_outage_runs_once_the_lo
 async def test_engine_ai_cancel_while_the_start_is_looked_for_ends_it_and_nothing_runs() -> None:
     log = LosesTheAnswerToAnAiStart(unread=1)  # the look's first read fails: it looks again later
     async with memory_engine(log) as engine:
-        ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
-        await ann.send(ask)
-        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        ann, _ = await asked_in_an_outage(engine)
         await ann.send({"type": "ai_cancel", "request_id": "q1", "client_msg_id": "k1"})
         await asyncio.sleep(1.0)  # the look's next read, and a run if it started one
         await settle(engine)
@@ -337,13 +304,7 @@ class AnswersAnAiStartLate(MemoryEventStore):
 async def test_engine_ai_start_seen_by_a_look_before_its_own_answer_runs_once() -> None:
     async with memory_engine(AnswersAnAiStartLate()) as engine:
         ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
+        ask = {**ASK, "client_msg_id": "c1"}
         await ann.send(ask)
         await ann.send(ask)  # committed at once, answered late: the look of the first sees it first
         await ann.until(lambda m: m.get("event_type") == "ai_complete")
@@ -355,13 +316,7 @@ async def test_engine_ai_start_seen_by_a_look_before_its_own_answer_runs_once() 
 async def test_engine_ai_cancel_acked_while_a_start_is_answered_late_is_never_followed_by_a_run() -> None:
     async with memory_engine(AnswersAnAiStartLate()) as engine:
         ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
+        ask = {**ASK, "client_msg_id": "c1"}
         await ann.send(ask)
         retry = asyncio.create_task(ann.send(ask))
         await asyncio.sleep(0.1)
@@ -406,16 +361,7 @@ async def test_engine_ai_request_whose_commit_failed_runs_on_its_retry_only() ->
     """Nothing committed: the look for the start finds the retry's, which runs it; one run."""
     log = LosesTheAnswerToAnAiStart(committed=False)
     async with memory_engine(log) as engine:
-        ann = await sheet_with_a_cell(engine)
-        ask = {
-            "type": "ai_request",
-            "request_id": "q1",
-            "query": "sum",
-            "sheet_id": "s",
-            "client_msg_id": "c1",
-        }
-        await ann.send(ask)
-        assert [m.get("code") for m in ann.take()] == ["INTERNAL_ERROR"]
+        ann, ask = await asked_in_an_outage(engine)
         await ann.send(ask)
         await ann.until(lambda m: m.get("event_type") == "ai_complete")
         await asyncio.sleep(1.0)  # the look for the first attempt's start polls every half second
@@ -444,7 +390,7 @@ async def test_engine_ai_run_whose_step_cannot_be_recorded_ends_in_ai_error() ->
     writes again: the request does not stay running."""
     async with memory_engine(RefusesOneAiProgress()) as engine:
         ann = await sheet_with_a_cell(engine)
-        await ann.send({"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"})
+        await ann.send(ASK)
         await ann.until(lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
         [ended] = [m for m in ann.take() if m.get("event_type") in ("ai_complete", "ai_error")]
         assert ended["event_type"] == "ai_error"
@@ -474,7 +420,7 @@ async def test_engine_a_cancel_retried_while_its_recording_is_retried_is_acked_n
         gated = GatedProvider()
         engine.ai.provider = gated
         ann = await sheet_with_a_cell(engine)
-        await ann.send({"type": "ai_request", "request_id": "q1", "query": "sum", "sheet_id": "s"})
+        await ann.send(ASK)
         await gated.reached.wait()
         cancel = {"type": "ai_cancel", "request_id": "q1", "client_msg_id": "k1"}
         await ann.send(cancel)
