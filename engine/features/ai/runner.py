@@ -49,16 +49,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cachetools import FIFOCache
 
-from engine.cluster.reaper import NODE_LOST_ERROR, commit_all
+from engine.cluster.reaper import NODE_LOST_ERROR
 from engine.decisions.access import authorize, require_member
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
 from engine.features.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
+from engine.features.ai.background import BackgroundWork
 from engine.features.cells import SheetRooms
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
@@ -99,7 +100,6 @@ with the cancel's client_msg_id): whether one did."""
 
 ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
 """The event a user appended to a stream under an idempotency key, if any."""
-LOST_ENDINGS_BOUND = 60.0  # seconds an ending recorded in the background is tried for
 SETTLE_SECONDS = 10.0  # after a failed commit of a start, by when it has surely committed or not
 SETTLE_POLL_SECONDS = 0.5
 UNREADABLE_POLL_MAX_SECONDS = 5.0  # a look waits at most this long between reads of an unreadable log
@@ -144,11 +144,10 @@ class AiRunner:
         self._read_stream = read_stream
         self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
         self._running: dict[RequestKey, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()  # abandoned runs, and endings to record
+        # Endings tried again, runs wound down, looks for starts: awaited within a bound at `stop`.
+        self._background = BackgroundWork(commit)
         self._abandoned_count = 0
         self._stopping = False
-        # Endings being tried again in the background, by key: a given-up one gets a last try at `stop`.
-        self._unrecorded: dict[tuple[str | None, str | None], NewEvent] = {}
         # Starts looked for (`_start_if_recorded`), by key: until when one not in the log yet is
         # looked for again (loop time).
         self._unsettled: dict[RequestKey, float] = {}
@@ -259,7 +258,7 @@ class AiRunner:
         looking = self._unsettled.get(key)
         self._unsettled[key] = until if looking is None else max(looking, until)
         if looking is None:
-            self._spawn(self._start_if_recorded(key), "ai-unsettled")
+            self._background.spawn(self._start_if_recorded(key), "ai-unsettled")
 
     async def _start_if_recorded(self, key: RequestKey) -> None:
         """Run the request if the log holds its start, committed by this node, not ended, and not run
@@ -339,7 +338,7 @@ class AiRunner:
         ):
             raise NotFound(f"no running AI request {request_id!r}", request_id=request_id)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        outcome = await self._record_ending(self._cancellation(user_id, request_id, origin))
+        outcome = await self._background.record(self._cancellation(user_id, request_id, origin))
         if isinstance(outcome, Duplicate):  # recorded by the node that ran it: its ai_error comes first
             await self._published(outcome)
         await self._ack(connection_id, client_msg_id, outcome)
@@ -353,8 +352,8 @@ class AiRunner:
         ):
             return self._cancel_pending(user_id, request_id, client_msg_id)
         origin = Origin(self._node_id, user_id, client_msg_id=client_msg_id)
-        with contextlib.suppress(Exception):  # logged by `_record_ending`
-            await self._record_ending(self._cancellation(user_id, request_id, origin))
+        with contextlib.suppress(Exception):  # logged, and tried again in the background
+            await self._background.record(self._cancellation(user_id, request_id, origin))
         return True
 
     def abandon_runs(self) -> None:
@@ -366,8 +365,7 @@ class AiRunner:
         self._abandoned_count += 1
         for task in tasks.values():
             task.cancel()
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._background.adopt(task)
         if tasks:
             self._end_lost(sorted(tasks))
 
@@ -381,38 +379,7 @@ class AiRunner:
             )
             for user_id, request_id in keys
         ]
-        self._spawn(self._commit_in_background(endings), "ai-lost-endings")
-
-    async def _record_ending(self, ending: NewEvent) -> AppendOutcome:
-        """Commit an ending of a run already stopped; one that fails is also tried again in the
-        background (its key keeps it one), so the request does not stay running in the log."""
-        try:
-            return await self._commit(ending)
-        except Exception as exc:
-            log.warning("could not record the end of an AI request: %s: %s", type(exc).__name__, exc)
-            self._spawn(self._commit_in_background([ending]), "ai-ending")
-            raise
-
-    async def _commit_in_background(self, endings: list[NewEvent]) -> None:
-        self._unrecorded.update(((ending.user_id, ending.idempotency_key), ending) for ending in endings)
-        try:  # e.g. refused until the node has registered again: tried until then, within a bound
-            await commit_all(endings, self._commit, bound=LOST_ENDINGS_BOUND)
-        except Exception as exc:
-            log.error(
-                "could not record the end of %d AI requests: %s: %s", len(endings), type(exc).__name__, exc
-            )
-        else:
-            for ending in endings:
-                self._unrecorded.pop((ending.user_id, ending.idempotency_key), None)
-
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run `work` in the background, awaited (within a bound) by `stop`; nothing once stopping."""
-        if self._stopping:
-            work.close()
-            return
-        task = asyncio.create_task(work, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.record_later(endings, "ai-lost-endings")
 
     async def _cancelled(self, user_id: str, request_id: str, client_msg_id: str) -> bool:
         """Whether this `ai_cancel` (its client_msg_id) was already recorded."""
@@ -426,7 +393,7 @@ class AiRunner:
     def _cancel_pending(self, user_id: str, request_id: str, client_msg_id: str | None) -> bool:
         """Whether this cancel (its client_msg_id) stopped a run here whose cancellation is still being
         recorded in the background: its retry is the same cancel, not one of a finished request."""
-        pending = self._unrecorded.get((user_id, end_key(request_id)))
+        pending = self._background.unrecorded(user_id, end_key(request_id))
         return (
             client_msg_id is not None
             and pending is not None
@@ -451,33 +418,21 @@ class AiRunner:
         """Cancel every running request and record each as failed: the server is shutting down.
         Endings still being recorded in the background get `STOP_WAIT_SECONDS`, then are given up
         (those of a node taken for dead are recorded by a survivor too)."""
-        self._stopping = True
+        self._stopping = self._background.closed = True
         tasks, self._running = self._running, {}
         for task in tasks.values():
             task.cancel()
         if tasks:
             await asyncio.wait(tasks.values())
-        unsettled: list[RequestKey] = []
-        if self._background:
-            _, pending = await asyncio.wait(list(self._background), timeout=STOP_WAIT_SECONDS)
-            unsettled = list(self._unsettled)  # looks still going on, cancelled now
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        pending = await self._background.wait(STOP_WAIT_SECONDS)
+        unsettled = list(self._unsettled)  # looks still going on, cancelled now
+        await self._background.cancel(pending)
         # One last look each, within a bound: a start of this node's that did commit ends.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_WAIT_SECONDS):
                 for key in sorted(unsettled):
                     await self._end_if_recorded(key)
-        given_up, self._unrecorded = self._unrecorded, {}
-        for ending in given_up.values():  # one last try each
-            try:
-                await self._commit(ending)
-            except Exception as exc:
-                log.error(
-                    "could not record the end of an AI request at shutdown: %s: %s", type(exc).__name__, exc
-                )
+        await self._background.last_tries()
         for user_id, request_id in sorted(tasks):
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
 
@@ -538,7 +493,7 @@ class AiRunner:
             # (a Duplicate if the step that failed was an ending that committed after all).
             log.error("AI request %r of %r stopped: %s", request_id, user_id, exc)
             failed = self._step_event(AiFailed(user_id, request_id, UNRECORDED_ERROR))
-            self._spawn(self._commit_in_background([failed]), "ai-ending")
+            self._background.record_later([failed], "ai-ending")
         finally:
             self._forget(key)
 
