@@ -56,6 +56,7 @@ from engine.fanout.subscriber import Close, Sink, WriteNow
 from engine.features import stats
 from engine.features.connections import Connections
 from engine.features.limits import RateLimiter
+from engine.features.ports import commit_leaves
 from engine.features.traffic import EngineStats
 from engine.log.appender import Appender
 from engine.log.connectivity import is_connectivity_error, unreachable_as_unavailable
@@ -378,10 +379,7 @@ class Node:
             leaves = self.depart(connection_id, reason)
             # One commit call per leave, each awaiting its own append: callers resume in commit order,
             # which `commit`'s publish needs (engine/fanout/live.py); a gathered batch would resume late.
-            outcomes = await asyncio.gather(*(self.commit(leave) for leave in leaves), return_exceptions=True)
-            for leave, outcome in zip(leaves, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    log.error("could not record the departure from %s: %s", leave.stream_id, outcome)
+            await commit_leaves(self.commit, leaves, log)
             if connection is not None and not self.connections.has_user(connection.actor.user_id):
                 self.live.forget_user(connection.actor.user_id)
         finally:

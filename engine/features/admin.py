@@ -31,7 +31,7 @@ import orjson
 from engine.fanout.hub import Hub, SubscriberClosed
 from engine.fanout.live import Live, LoadRoom, UserPublisher
 from engine.features.connections import Connections
-from engine.features.ports import Commit, Flush, Reply
+from engine.features.ports import Commit, Flush, Reply, commit_leaves
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     REMOVED,
@@ -189,13 +189,9 @@ class Admin:
         rooms = tuple(connection.departures)
         leaves = self._depart(connection_id, REMOVED)
         self._close(connection_id, CloseCode.REMOVED)
-        # Together, one commit call per leave (as a disconnect's): each room's is published in its seq
-        # order, and a connection in many rooms is removed in about one commit, within the wait of an
-        # admin who asked through another node.
-        outcomes = await asyncio.gather(*(self._commit(leave) for leave in leaves), return_exceptions=True)
-        for leave, outcome in zip(leaves, outcomes, strict=True):
-            if isinstance(outcome, BaseException):  # the socket is closed either way; the gap is logged
-                log.error("could not record the removal from %s: %s", leave.stream_id, outcome)
+        # As a disconnect's: about one commit however many rooms, within the wait of an admin who
+        # asked through another node.
+        await commit_leaves(self._commit, leaves, log)
         user_id = connection.actor.user_id
         if not self._connections.has_user(user_id):
             self._live.forget_user(user_id)
