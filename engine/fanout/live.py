@@ -187,14 +187,12 @@ class Live:
         elsewhere keeps its view: it is kept current by their events anyway, and its cursors, folded
         from them, are not in a view read from the log."""
         self._sweeps += 1
-        for room_id, view in list(self._rooms.items()):
-            loaded = self._loaded.get(room_id, self._sweeps)
-            if view.members or self._sweeps - loaded < 2 or self.hub.members(room_stream(room_id)):
+        for room_id, loaded in list(self._loaded.items()):  # every view was stamped by its load
+            if self._sweeps - loaded < 2:
                 continue
-            del self._rooms[room_id]
-            self._loaded.pop(room_id, None)
-        for room_id, loaded in list(self._loaded.items()):  # a read that failed, a view that fell behind
-            if room_id not in self._rooms and self._sweeps - loaded >= 2:
+            view = self._rooms.get(room_id)  # None: its read failed, or it fell behind
+            if view is None or not (view.members or self.hub.members(room_stream(room_id))):
+                self._rooms.pop(room_id, None)
                 del self._loaded[room_id]
         listed: set[str] = set().union(*(view.members for view in self._rooms.values()))
         for user_id in [uid for uid in self._presence if uid not in listed]:
