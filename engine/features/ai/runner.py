@@ -187,13 +187,11 @@ class AiRunner:
         if sheet_room is None:
             raise NotFound(f"sheet {sheet_id!r} has no cells", sheet_id=sheet_id, request_id=request_id)
         require_member(sheet_room, self._connections.of(actor, connection_id).rooms)
-        sheet = cells.project(await read_through(self._read_stream, room_stream(sheet_room)), sheet_id)
         context = dict(context) if context is not None else None
-        table_range = context.get("table_range") if context else None
+        job = await self._job(request_id, query, sheet_id, sheet_room, context)
         started = AiRequestStarted(actor.user_id, request_id, query, sheet_id, context, sheet_room)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = started.new(origin, key=idempotency_key(request_id))
-        job = AiJob(request_id, query, sheet, str(table_range) if table_range else None)
         key = (actor.user_id, request_id)
         abandoned_before = self._abandoned_count
         try:
@@ -300,14 +298,24 @@ class AiRunner:
         data = started.data
         sheet_id = str(data["sheet_id"])
         room = data.get("room_id") or await self._sheet_rooms.room_of(sheet_id)
-        events = [] if room is None else await read_through(self._read_stream, room_stream(str(room)))
-        context = data.get("context") or {}
-        table_range = context.get("table_range") if isinstance(context, dict) else None
-        return AiJob(
+        context = data.get("context")
+        return await self._job(
             str(data["request_id"]),
             str(data["query"]),
-            cells.project(events, sheet_id),
-            str(table_range) if table_range else None,
+            sheet_id,
+            None if room is None else str(room),
+            context if isinstance(context, Mapping) else None,
+        )
+
+    async def _job(
+        self, request_id: str, query: str, sheet_id: str, room: str | None, context: Mapping[str, Any] | None
+    ) -> AiJob:
+        """What the provider analyses: the sheet as projected from its room's edits now, within
+        `context.table_range` when given."""
+        events = [] if room is None else await read_through(self._read_stream, room_stream(room))
+        table_range = context.get("table_range") if context else None
+        return AiJob(
+            request_id, query, cells.project(events, sheet_id), str(table_range) if table_range else None
         )
 
     async def _claim_looked_for(self, key: RequestKey) -> bool:
@@ -383,23 +391,15 @@ class AiRunner:
 
     async def _cancelled(self, user_id: str, request_id: str, client_msg_id: str) -> bool:
         """Whether this `ai_cancel` (its client_msg_id) was already recorded."""
-        ended = await self._read_by_key(user_id, end_key(request_id), user_stream(user_id))
-        return (
-            ended is not None
-            and ended.type == AI_CANCELLED
-            and ended.metadata.get("client_msg_id") == client_msg_id
+        return _is_cancel(
+            await self._read_by_key(user_id, end_key(request_id), user_stream(user_id)), client_msg_id
         )
 
     def _cancel_pending(self, user_id: str, request_id: str, client_msg_id: str | None) -> bool:
         """Whether this cancel (its client_msg_id) stopped a run here whose cancellation is still being
         recorded in the background: its retry is the same cancel, not one of a finished request."""
         pending = self._background.unrecorded(user_id, end_key(request_id))
-        return (
-            client_msg_id is not None
-            and pending is not None
-            and pending.type == AI_CANCELLED
-            and pending.metadata.get("client_msg_id") == client_msg_id
-        )
+        return client_msg_id is not None and _is_cancel(pending, client_msg_id)
 
     def _cancellation(self, user_id: str, request_id: str, origin: Origin) -> NewEvent:
         return AiCancelled(user_id, request_id, CANCEL_REASON).new(origin, key=end_key(request_id))
@@ -518,6 +518,15 @@ class AiRunner:
 
     async def _ack(self, connection_id: str, client_msg_id: str | None, outcome: AppendOutcome) -> None:
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
+
+
+def _is_cancel(ending: NewEvent | RecordedEvent | None, client_msg_id: str) -> bool:
+    """Whether `ending` is the cancellation an `ai_cancel` with this client_msg_id recorded."""
+    return (
+        ending is not None
+        and ending.type == AI_CANCELLED
+        and ending.metadata.get("client_msg_id") == client_msg_id
+    )
 
 
 __all__ = ["AiRunner", "idempotency_key"]
