@@ -31,14 +31,17 @@ from engine.fanout.hub import Hub
 from engine.model.catalogue import (
     CURSOR_MOVED,
     MEMBERSHIP_EVENTS,
+    TYPING_STARTED,
+    TYPING_STOPPED,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
     USER_STATUS_CHANGED,
 )
 from engine.model.events import Committed, NewEvent, RecordedEvent
 from engine.model.streams import durable_stream, is_volatile_stream, room_id_of, room_stream, user_stream
-from engine.projections import presence
+from engine.projections import presence, typing_indicators
 from engine.projections.rooms import RoomView, apply, with_statuses
+from engine.projections.typing_indicators import TypingView
 from engine.protocol.rendering import encode, render
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,9 @@ class Live:
         self.hub = hub
         self._rooms: dict[str, RoomView] = {}
         self._presence: dict[str, presence.Presence] = {}
+        # Who types where, in the rooms where somebody does: an expiry that lost the race with a
+        # refreshed start is not sent (`_fold_typing`).
+        self._typing: dict[str, TypingView] = {}
         # The sweep (`evict_idle`) each room's view was last loaded in: a message about to append to
         # the room keeps its view from being dropped under it.
         self._loaded: dict[str, int] = {}
@@ -151,6 +157,8 @@ class Live:
             user_publisher(event, sender)
             return
         room_id = room_id_of(durable_stream(event.stream_id))
+        if event.type in typing_indicators.HANDLED and not self._fold_typing(room_id, event):
+            return
         topic = room_stream(room_id)
         view = self._fold_room(room_id, event)
         if view is not None and event.type in MEMBERSHIP_EVENTS:
@@ -237,6 +245,23 @@ class Live:
             return None
         view = self._rooms[room_id] = apply(view, event)
         return view
+
+    def _fold_typing(self, room_id: str, event: RecordedEvent) -> bool:
+        """Fold a typing event or a leave; False for an expiry of typing refreshed since, which the
+        members must not hear as a stop: the typing goes on (its own expiry will end it). Only rooms
+        where somebody types are kept; an expiry whose start this node never folded is sent."""
+        view = self._typing.get(room_id)
+        if view is None and event.type != TYPING_STARTED:
+            return True
+        view = view or TypingView(room_id)
+        if event.type == TYPING_STOPPED and not typing_indicators.ends_current(view, event):
+            return False
+        view = typing_indicators.apply(view, event)
+        if view.typing:
+            self._typing[room_id] = view
+        else:
+            self._typing.pop(room_id, None)
+        return True
 
     def _fold_presence(self, event: RecordedEvent) -> None:
         """Only what this presence is read for: declared statuses, and the rooms of a user's

@@ -11,7 +11,9 @@ through, so it cancels or resets the timer.
 Each node ends the typing whose latest start went through it: a start through another node hands
 that typist over to that node's sweeper, which ends it on its own timer. Each expired stop carries
 the idempotency key `typing-expired:{position of the start}`, so a retry (or a second node sweeping
-the same start) appends it once.
+the same start) appends it once, and names that start in its data (`start_position`): a start that
+refreshes the typing while the stop commits wins, whichever commits first (`ends_current` in the
+projection; engine/fanout/live.py sends no `user_typing_stop` for such a stop).
 """
 
 from __future__ import annotations

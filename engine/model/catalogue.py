@@ -347,6 +347,15 @@ class TypingStopped(RoomEvent):
     cell_id: str
     connection_id: str | None = None
     reason: str = STOPPED  # STOPPED or EXPIRED
+    # Of an expiry: the position of the start it ends. A start refreshed while the expiry committed
+    # is not ended by it (engine/projections/typing_indicators.py).
+    start_position: int | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data = RoomEvent.to_data(self)
+        if data["start_position"] is None:  # a client's stop: the data it always had
+            del data["start_position"]
+        return data
 
 
 # User events: the stream of `user_id` (the recipient, the requester, the uploader).

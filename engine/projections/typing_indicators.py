@@ -5,8 +5,9 @@ Folded from the room's volatile stream (`TypingStarted`, `TypingStopped`) and it
 while typing refreshes the start time, so a client may resend `typing_start` to keep it alive.
 
 Expiry is decided from the view and a `now` passed in (`expired`), and recorded as `TypingStopped`
-with reason "expired": the log, not a timer's memory, says when typing ended, so a replay or a
-rebuild sees the same thing the live path did.
+with reason "expired" and the position of the start it ends: the log, not a timer's memory, says when
+typing ended, so a replay or a rebuild sees the same thing the live path did, also when a refreshed
+start committed between the sweep's decision and its stop (`ends_current`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def apply(view: TypingView, event: RecordedEvent) -> TypingView:
             position=event.position,
         )
     elif event.type == TYPING_STOPPED:
+        if not ends_current(view, event):
+            return view
         typing.pop((user_id, str(data["cell_id"])), None)
     else:  # USER_LEFT_ROOM: that connection (or, without one, the user) stops typing here
         connection_id = data.get("connection_id")
@@ -108,6 +111,16 @@ def apply(view: TypingView, event: RecordedEvent) -> TypingView:
             ):
                 del typing[key_]
     return replace(view, typing=frozen(typing))
+
+
+def ends_current(view: TypingView, stop: RecordedEvent) -> bool:
+    """Whether a `TypingStopped` ends the typing the view holds. An expiry names the start it ends
+    (`start_position`): a sweep decides it from its view, then commits it, and a start that refreshed
+    the typing in between commits first. That refreshed typing goes on; its own expiry ends it later.
+    A client's stop, or one for typing the view does not hold, ends whatever there is."""
+    start = stop.data.get("start_position")
+    typist = view.typing.get((str(stop.data["user_id"]), str(stop.data["cell_id"])))
+    return start is None or typist is None or typist.position == start
 
 
 def project(events: Iterable[RecordedEvent], room_id: str) -> TypingView:
@@ -129,7 +142,13 @@ def expired(view: TypingView, now: datetime, timeout_seconds: float) -> list[New
     limit = now - timedelta(seconds=timeout_seconds)
     return [
         TypingStopped(
-            view.room_id, typist.user_id, typist.username, typist.cell_id, typist.connection_id, EXPIRED
+            view.room_id,
+            typist.user_id,
+            typist.username,
+            typist.cell_id,
+            typist.connection_id,
+            EXPIRED,
+            start_position=typist.position,
         ).new(Origin(user_id=typist.user_id), key=f"typing-expired:{typist.position}", reason=EXPIRED)
         for typist in view.typing.values()
         if typist.started_at <= limit
@@ -148,6 +167,7 @@ __all__ = [
     "TypingView",
     "Typist",
     "apply",
+    "ends_current",
     "expired",
     "key_of",
     "next_expiry",

@@ -12,7 +12,15 @@ import orjson
 
 from engine.fanout.hub import Hub
 from engine.fanout.live import Live
-from engine.model.catalogue import CURSOR_MOVED, USER_JOINED_ROOM, USER_LEFT_ROOM, USER_STATUS_CHANGED
+from engine.model.catalogue import (
+    CURSOR_MOVED,
+    EXPIRED,
+    TYPING_STARTED,
+    TYPING_STOPPED,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_STATUS_CHANGED,
+)
 from engine.model.events import RecordedEvent
 from engine.model.streams import room_stream, user_stream, volatile_stream
 from engine.projections.rooms import RoomView, project
@@ -260,3 +268,38 @@ async def test_live_a_leave_of_a_user_it_does_not_know_leaves_them_unknown() -> 
     live.publish(left(1, "a", "a-tab"))
     assert live.unknown_statuses(["a"]) == ["a"]
     await live.hub.aclose()
+
+
+def typing(version: int, kind: str, **data: Any) -> RecordedEvent:
+    fields = {"room_id": ROOM, "user_id": "a", "username": "a", "cell_id": "A1", "connection_id": "c-a"}
+    return event(volatile_stream(room_stream(ROOM)), version, kind, **fields, **data)
+
+
+async def test_live_does_not_send_an_expiry_of_typing_refreshed_before_it_committed() -> None:
+    async with running_hub() as hub:
+        other = Client()
+        connect(hub, "c-b", other, room_stream(ROOM))
+        live = Live(hub)
+        first = typing(1, TYPING_STARTED)
+        refresh = typing(2, TYPING_STARTED)
+        for published in (
+            first,
+            refresh,
+            typing(3, TYPING_STOPPED, reason=EXPIRED, start_position=first.position),
+        ):
+            live.publish(published)
+        await other.received(2)
+        await settle()
+        assert [orjson.loads(f)["type"] for f in other.frames] == ["user_typing_start"] * 2
+        live.publish(typing(4, TYPING_STOPPED, reason=EXPIRED, start_position=refresh.position))
+        live.publish(typing(5, TYPING_STARTED))
+        live.publish(typing(6, TYPING_STOPPED, reason="stopped"))  # a client's stop ends any typing
+        live.publish(typing(7, TYPING_STOPPED, reason=EXPIRED, start_position=99))  # a start not seen here
+        await other.received(6)
+        await settle()
+        assert [orjson.loads(f)["type"] for f in other.frames[2:]] == [
+            "user_typing_stop",
+            "user_typing_start",
+            "user_typing_stop",
+            "user_typing_stop",
+        ]

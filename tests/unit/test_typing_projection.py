@@ -98,6 +98,7 @@ def test_typing_projection_expired_stops_starts_older_than_the_timeout() -> None
             "cell_id": "A1",
             "connection_id": "c1",
             "reason": EXPIRED,
+            "start_position": 1,
         },
         metadata={"user_id": "alice", "reason": EXPIRED},
         idempotency_key="typing-expired:1",
@@ -131,3 +132,27 @@ def test_typing_projection_two_sweepers_append_one_stop() -> None:
     first, second = expired(view, at(6), 5), expired(view, at(7), 5)
     outcome = plan(LogState(head=1, versions={}, used_keys={}), [*first, *second])
     assert len(outcome.rows) == 1
+
+
+def test_typing_projection_an_expiry_committed_after_a_refresh_leaves_the_refreshed_typing() -> None:
+    """The sweep decided the stop from the first start; the refresh committed before the stop did."""
+    log = Log()
+    log.typing(ROOM, "alice", "A1", "c1", 0)
+    (stop,) = expired(project(log.events, ROOM), at(5), 5)
+    refresh = log.typing(ROOM, "alice", "A1", "c1", 5)
+    log.append(stop.stream_id, stop.type, stop.data, 5)
+    view = project(log.events, ROOM)
+    assert [(t.user_id, t.position) for t in view.typing.values()] == [("alice", refresh.position)]
+    (later,) = expired(view, at(10), 5)
+    assert later.idempotency_key == f"typing-expired:{refresh.position}"
+    log.append(later.stream_id, later.type, later.data, 10)
+    assert project(log.events, ROOM).typing == {}
+
+
+def test_typing_projection_a_client_s_stop_ends_the_typing_whatever_started_it() -> None:
+    log = Log()
+    log.typing(ROOM, "alice", "A1", "c1", 0)
+    log.typing(ROOM, "alice", "A1", "c1", 2)
+    stopped = log.typing_stopped(ROOM, "alice", "A1", 3)
+    assert "start_position" not in stopped.data
+    assert project(log.events, ROOM).typing == {}

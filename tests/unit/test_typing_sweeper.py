@@ -123,3 +123,27 @@ async def test_a_stop_that_expires_while_another_commits_is_not_sent_once_the_ty
     stops = await h.sweep_at(6)
     assert [stop.data["user_id"] for stop in stops] == ["alice"]
     assert h.sweeper.active_rooms == {ROOM}  # bob, until his refreshed start expires
+
+
+async def test_an_expiry_that_commits_after_a_refresh_of_the_same_typing_does_not_end_it() -> None:
+    """The refresh commits between the sweep's check and its stop's commit: the stop, which names the
+    first start, changes nothing, and the refreshed typing expires on its own timer."""
+    h = Harness()
+    h.sweeper.observe(h.log.typing(ROOM, "alice", "A1", "c1", 1))
+    plain = h.commit
+    refreshes = []
+
+    async def refreshed_first(event: NewEvent) -> Committed:
+        refreshes.append(h.log.typing(ROOM, "alice", "A1", "c1", 6))
+        h.sweeper.observe(refreshes[-1])
+        return await plain(event)
+
+    h.sweeper._commit = refreshed_first
+    (stale,) = await h.sweep_at(6)
+    assert stale.data["start_position"] == 1
+    assert h.sweeper.active_rooms == {ROOM}
+    h.sweeper._commit = plain
+    assert await h.sweep_at(10.9) == []
+    (stop,) = await h.sweep_at(11)
+    assert stop.idempotency_key == f"typing-expired:{refreshes[0].position}"
+    assert h.sweeper.active_rooms == frozenset()
