@@ -493,6 +493,10 @@ class Node:
         with unreachable_as_unavailable():
             return await self.store.latest_statuses(user_ids)
 
+    async def latest_cursors(self, room_id: str, user_ids: Sequence[str]) -> list[RecordedEvent]:
+        with unreachable_as_unavailable():
+            return await self.store.latest_cursors(room_id, user_ids)
+
     async def file_claims(self, file_id: str) -> list[RecordedEvent]:
         with unreachable_as_unavailable():
             return await self.store.file_claims(file_id)

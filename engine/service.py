@@ -82,6 +82,7 @@ class Engine:
             read_stream=read_stream,
             read_all=node.read_all,
             read_statuses=node.latest_statuses,
+            read_cursors=node.latest_cursors,
             auto_create=config.room_auto_create,
             max_rooms_per_connection=config.max_rooms_per_connection,
         )

@@ -192,8 +192,8 @@ class Live:
         the view before its append, and the view must still be there when it publishes), then the
         presence of users with no connection here whom no remaining view lists. What is needed again
         is read again: a view by `load`, a declared status by `restore_statuses`. A room with members
-        elsewhere keeps its view: it is kept current by their events anyway, and its cursors, folded
-        from them, are not in a view read from the log."""
+        elsewhere keeps its view: their events keep it current anyway, and reading it again would cost
+        a read of its whole stream and of its members' cursors."""
         self._sweeps += 1
         for room_id, loaded in list(self._loaded.items()):  # every view was stamped by its load
             if self._sweeps - loaded < 2:

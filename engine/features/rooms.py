@@ -30,12 +30,14 @@ from engine.model.identifiers import identifier_problem
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import room_stream
 from engine.projections.presence import ONLINE
-from engine.projections.rooms import RoomView, project, with_statuses
+from engine.projections.rooms import RoomView, project, with_cursors, with_statuses
 from engine.protocol import Envelope, room_left, room_state
 from engine.protocol.rendering import ReplayRenderer, encode
 
 ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n, partition=p)
 ReadStatuses = Callable[[Sequence[str]], Awaitable[Mapping[str, str]]]  # user ids -> declared status
+# (room id, user ids) -> each user's newest CursorMoved in the room, in position order
+ReadCursors = Callable[[str, Sequence[str]], Awaitable[Sequence[RecordedEvent]]]
 
 
 class Rooms:
@@ -51,6 +53,7 @@ class Rooms:
         read_stream: ReadStream,
         read_all: ReadAll,
         read_statuses: ReadStatuses,
+        read_cursors: ReadCursors,
         auto_create: bool = True,
         max_rooms_per_connection: int = 100,
     ) -> None:
@@ -63,6 +66,7 @@ class Rooms:
         self._read_stream = read_stream
         self._read_all = read_all
         self._read_statuses = read_statuses
+        self._read_cursors = read_cursors
         self.auto_create = auto_create  # ROOM_AUTO_CREATE
         self.max_rooms_per_connection = max_rooms_per_connection  # MAX_ROOMS_PER_CONNECTION
 
@@ -149,8 +153,14 @@ class Rooms:
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
 
     async def view(self, room_id: str) -> RoomView:
-        """The room projected from its whole stream (the live views start from this)."""
-        return project(await read_through(self._read_stream, room_stream(room_id)), room_id)
+        """The room projected from its whole stream (the live views start from this), with the cursors
+        its members last moved during their stay: those are volatile events, not in the stream, and a
+        live view folds them as they come, so a view read here must show them too."""
+        events = await read_through(self._read_stream, room_stream(room_id))
+        view = project(events, room_id)
+        if not view.members:
+            return view
+        return with_cursors(view, events, await self._read_cursors(room_id, list(view.members)))
 
     async def exists(self, room_id: str) -> bool:
         """Whether the room's stream has events: this node's view when it has one, else the log now.

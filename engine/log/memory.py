@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 import orjson
 
 from engine.log.batch_plan import CellKey, IdempotencyKey, LogState, idempotency_key, plan
-from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
+from engine.log.store import CURSOR_WINDOW
+from engine.model.catalogue import CURSOR_MOVED, FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, RecordedEvent
 from engine.model.streams import durable_stream, file_stream, room_stream, user_stream, volatile_stream
 from engine.projections.cells import Cell, SheetAtHead
@@ -139,6 +140,16 @@ class MemoryEventStore:
             if declared:
                 found[user_id] = str(declared[-1].data["status"])
         return found
+
+    async def latest_cursors(self, room_id: str, user_ids: Sequence[str]) -> list[RecordedEvent]:
+        recent = self._streams.get(volatile_stream(room_stream(room_id)), [])[-CURSOR_WINDOW:]
+        wanted = set(user_ids)
+        newest = {
+            str(e.data["user_id"]): e
+            for e in recent
+            if e.type == CURSOR_MOVED and e.data["user_id"] in wanted
+        }
+        return sorted(newest.values(), key=lambda event: event.position)
 
     async def stream_version(self, stream_id: str) -> int:
         return len(self._streams.get(stream_id, []))

@@ -50,12 +50,13 @@ from engine.log.partitions import (
 from engine.log.schema import events
 from engine.log.session_settings import session_settings
 from engine.log.writer import LogWriter
-from engine.model.catalogue import FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
+from engine.model.catalogue import CURSOR_MOVED, FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
 from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
 from engine.model.streams import (
     ROOM_STREAM_PREFIX,
     durable_stream,
     file_stream,
+    room_stream,
     sheet_stream,
     user_id_of,
     user_stream,
@@ -126,6 +127,19 @@ _LATEST_STATUSES = """
     ORDER BY stream_id, stream_version DESC
 """
 
+# How far back in a room's volatile stream (cursors, typing) a view read from the log looks for its
+# members' cursors: bounded, so that a busy room's read stays one short index range.
+CURSOR_WINDOW = 10_000
+_LATEST_CURSORS = """
+    SELECT DISTINCT ON (data->>'user_id') * FROM events
+    WHERE partition = :partition AND stream_id = :stream AND type = :type
+      AND stream_version > (
+        SELECT version FROM streams WHERE partition = :partition AND stream_id = :stream
+      ) - :window
+      AND data->>'user_id' = ANY(CAST(:users AS text[]))
+    ORDER BY data->>'user_id', stream_version DESC
+"""
+
 
 class Writer(Protocol):
     """What the group-commit appender drives (engine/log/appender.py): one batch at a time."""
@@ -171,6 +185,8 @@ class EventLog(Protocol):
     async def sheet_at_head(self, sheet_id: str) -> SheetAtHead | None: ...
 
     async def latest_statuses(self, user_ids: Sequence[str]) -> dict[str, str]: ...
+
+    async def latest_cursors(self, room_id: str, user_ids: Sequence[str]) -> list[RecordedEvent]: ...
 
     async def event_by_key(
         self, user_id: str, key: str, stream_id: str | None = None
@@ -353,6 +369,23 @@ class EventStore:
                 {"partitions": partitions, "streams": streams, "type": USER_STATUS_CHANGED},
             )
             return {user_id_of(row.stream_id): str(row.status) for row in rows}
+
+    async def latest_cursors(self, room_id: str, user_ids: Sequence[str]) -> list[RecordedEvent]:
+        """Each user's newest `CursorMoved` in the room among the last `CURSOR_WINDOW` events of its
+        volatile stream, in position order: the cursors a view read from the durable stream lacks."""
+        if not user_ids:
+            return []
+        stream = volatile_stream(room_stream(room_id))
+        params = {
+            "partition": await self._partition_of(stream),
+            "stream": stream,
+            "type": CURSOR_MOVED,
+            "window": CURSOR_WINDOW,
+            "users": list(user_ids),
+        }
+        async with self.db_engine.connect() as conn:
+            rows = (await conn.execute(text(_LATEST_CURSORS), params)).mappings().all()
+        return sorted((RecordedEvent(**row) for row in rows), key=lambda event: event.position)
 
     async def stream_version(self, stream_id: str) -> int:
         params = {"partition": await self._partition_of(stream_id), "s": stream_id}

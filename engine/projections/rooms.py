@@ -17,7 +17,7 @@ over a room view for `room_state`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from engine.model.catalogue import (
     CURSOR_MOVED,
     DISCONNECTED,
     LEFT,
+    MEMBERSHIP_EVENTS,
     NOTIFICATION_EVENTS,
     ROOM_MESSAGE_BROADCAST,
     STATUS_EVENTS,
@@ -176,6 +177,42 @@ def project(events: Iterable[RecordedEvent], room_id: str | None = None) -> Room
             raise ValueError("project() needs room_id when there are no events")
         room_id = room_id_of(durable_stream(events[0].stream_id))
     return apply_many(RoomView(room_id), events)
+
+
+def stays(events: Iterable[RecordedEvent]) -> dict[str, int]:
+    """The position of the join that began each current member's stay, from the room's durable events:
+    a cursor moved before it belonged to an earlier stay (the fold shows none until they move)."""
+    connections: dict[str, set[str]] = {}
+    began: dict[str, int] = {}
+    for event in events:
+        if event.type not in MEMBERSHIP_EVENTS:
+            continue
+        user_id = str(event.data["user_id"])
+        connection_id = event.data.get("connection_id")
+        if event.type == USER_JOINED_ROOM:
+            if user_id not in connections:
+                began[user_id] = event.position
+            connections.setdefault(user_id, set()).add(str(connection_id))
+        elif user_id in connections:  # as `_left`: without a connection id, every connection leaves
+            remaining = connections[user_id]
+            if connection_id is None:
+                remaining.clear()
+            else:
+                remaining.discard(str(connection_id))
+            if not remaining:
+                del connections[user_id], began[user_id]
+    return began
+
+
+def with_cursors(
+    view: RoomView, stream: Sequence[RecordedEvent], newest_moves: Iterable[RecordedEvent]
+) -> RoomView:
+    """The view folded from the room's durable `stream`, with the cursor each member last moved during
+    their current stay: what a view that also folded the room's volatile events shows. `newest_moves`
+    holds each member's newest `CursorMoved` (older ones would be overwritten anyway)."""
+    began = stays(stream)
+    moves = [m for m in newest_moves if m.position > began.get(str(m.data["user_id"]), m.position)]
+    return apply_many(view, sorted(moves, key=lambda move: move.position))
 
 
 def with_statuses(view: RoomView, statuses: Mapping[str, str]) -> RoomView:
@@ -338,5 +375,7 @@ __all__ = [
     "apply_many",
     "key_of",
     "project",
+    "stays",
+    "with_cursors",
     "with_statuses",
 ]

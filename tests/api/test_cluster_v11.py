@@ -144,3 +144,28 @@ async def test_a_peer_that_cannot_tell_whether_it_holds_a_subject_makes_the_ask_
         await first.engine.node.control.ask("probe", "unreadable")
     assert await first.engine.node.control.ask("probe", "readable") is None
     assert answers == ["unreadable", "readable"]
+
+
+async def test_a_member_s_cursor_shows_to_a_joiner_through_a_node_that_never_saw_it_move(
+    nodes: tuple[Server, Server], room: str
+) -> None:
+    """The second node reads the room from the log at the join: the cursor moves are volatile events,
+    outside the room's stream, and must show all the same, as they do through the first node."""
+    first, second = nodes
+    async with first.connect(first.token("mo")) as mo, first.connect(first.token("ned")) as ned:
+        await greet(mo), await greet(ned)
+        await join(mo, room), await join(ned, room)
+        await send(
+            mo, {"type": "cursor_move", "room": room, "x": 3, "y": 4, "cell": "C4", "client_msg_id": "c1"}
+        )
+        await until(mo, of_type("ack", client_msg_id="c1"))
+        await send(ned, {"type": "cursor_move", "room": room, "x": 1, "y": 1, "client_msg_id": "c2"})
+        await until(ned, of_type("ack", client_msg_id="c2"))
+        await send(ned, {"type": "leave_room", "room_id": room})  # and back: a new stay, no cursor yet
+        await until(ned, of_type("room_left"))
+        await join(ned, room)
+        async with second.connect(second.token("oz")) as oz:
+            await greet(oz)
+            state = await join(oz, room)
+        cursors = {user["user_id"]: user["cursor"] for user in state["users"]}
+        assert cursors == {"mo": {"x": 3, "y": 4, "cell": "C4"}, "ned": None, "oz": None}

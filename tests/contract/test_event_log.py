@@ -17,11 +17,13 @@ from engine.model.catalogue import (
     FILE_UPLOAD_STARTED,
     TOO_LARGE,
     CellUpdated,
+    CursorMoved,
     FileClaimed,
     FileUploadFailed,
     FileUploadProgressed,
     FileUploadStarted,
     SheetClaimed,
+    TypingStarted,
 )
 from engine.model.errors import ValidationFailed, VersionConflict
 from engine.model.events import Committed, Conflict, Duplicate, NewEvent, Origin, Refused
@@ -257,3 +259,22 @@ async def test_log_data_json_cannot_hold_is_refused_and_changes_nothing(
     with pytest.raises(TypeError):
         await event_log.append([NewEvent(stream, "TestHappened", {"n": {1, 2}})])
     assert await event_log.head() == before
+
+
+async def test_log_latest_cursors_are_each_users_newest_move_in_the_room_s_recent_events(
+    event_log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    room = f"r-{uuid.uuid4().hex[:8]}"
+
+    def move(user: str, x: int) -> NewEvent:
+        return CursorMoved(room, user, user.title(), x, x).new(Origin("n", user))
+
+    await event_log.append([move("ann", 1), move("bob", 2), move("ann", 3), move("cy", 4)])
+    await event_log.append([TypingStarted(room, "bob", "Bob", "A1", "c1").new(Origin("n", "bob"))])
+    newest = await event_log.latest_cursors(room, ["ann", "bob", "dee"])
+    assert [(e.data["user_id"], e.data["x"]) for e in newest] == [("bob", 2), ("ann", 3)]
+    assert await event_log.latest_cursors(room, []) == []
+    assert await event_log.latest_cursors(f"{room}-other", ["ann"]) == []
+    for module in ("engine.log.store", "engine.log.memory"):
+        monkeypatch.setattr(f"{module}.CURSOR_WINDOW", 3)  # the move, cy's and the typing
+    assert [e.data["x"] for e in await event_log.latest_cursors(room, ["ann", "bob"])] == [3]

@@ -152,3 +152,28 @@ async def test_engine_a_room_nobody_here_is_in_is_dropped_from_memory_and_read_a
         [state] = [m for m in carl.take() if m["type"] == "room_state"]
         assert (state["seq"], state["total_users"]) == (6, 1)  # 2 joins, an edit, 2 leaves, carl
         assert [u["user_id"] for u in state["users"]] == ["carl"]
+
+
+async def test_engine_a_view_read_from_the_log_has_the_cursors_of_the_live_one() -> None:
+    """Cursors moved during each member's current stay, not before it; the other tab's leave does not
+    end a stay."""
+    async with memory_engine() as engine:
+        ann, bob, cy = await joined(engine, "r", "ann", "bob", "cy")
+        bob_tab = await connect(engine, "bob")
+        await bob_tab.send({"type": "join_room", "room_id": "r"})
+        for client, x in ((ann, 1), (bob, 2), (cy, 3)):
+            await client.send({"type": "cursor_move", "room": "r", "x": x, "y": x})
+        await bob_tab.send({"type": "leave_room", "room_id": "r"})
+        await cy.send({"type": "leave_room", "room_id": "r"})
+        await cy.send({"type": "join_room", "room_id": "r"})
+        live = engine.node.live.view("r", shown=False)
+        read = await engine.room_view("r")
+        assert live is not None
+        assert {u: m.cursor for u, m in read.members.items()} == {
+            u: m.cursor for u, m in live.members.items()
+        }
+        assert {u: m.cursor for u, m in read.members.items()} == {
+            "ann": {"x": 1, "y": 1, "cell": None},
+            "bob": {"x": 2, "y": 2, "cell": None},
+            "cy": None,
+        }

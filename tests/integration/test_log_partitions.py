@@ -718,6 +718,8 @@ async def test_every_statement_on_a_partitioned_table_names_its_partition(fresh_
         found = await store.event_by_key(user, "k", user_stream(user))
         assert found is not None and found.type == FILE_UPLOAD_STARTED
         assert await store.latest_statuses([user, "bob"]) == {user: "busy"}
+        cursors = await store.latest_cursors(room, ["alice", "bob", "carol"])
+        assert [(e.data["user_id"], e.data["x"]) for e in cursors] == [("bob", 1), ("alice", 5), ("carol", 9)]
         assert len(await store.read_all(0, partition=partition_of(room_stream(room), PARTITIONS))) >= 12
         history = History(db_engine, partitions=PARTITIONS, snapshot_every=2)
         await history.room_events(room, include_volatile=True)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from engine.model.catalogue import CATALOGUE, CLAIM_EVENTS
+from engine.model.catalogue import CATALOGUE, CLAIM_EVENTS, CURSOR_MOVED
 from engine.model.errors import UnknownEvent
 from engine.model.events import RecordedEvent
+from engine.model.streams import room_stream, volatile_stream
 from engine.projections import (
     ai_requests,
     cells,
@@ -123,3 +124,24 @@ def test_projections_ignore_events_of_other_concerns(events: list[RecordedEvent]
     for sheet_id in SHEETS:
         mine = [e for e in events if cells.key_of(e) == sheet_id]
         assert cells.project(events, sheet_id) == cells.project(mine, sheet_id)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events=sessions())
+def test_rooms_view_from_the_stream_and_newest_cursors_equals_the_view_of_every_event(
+    events: list[RecordedEvent],
+) -> None:
+    """What a node reads for a room it has no view of (its durable stream, then each member's newest
+    cursor move) shows the members and cursors of the view folded from every event as it came."""
+    for room_id in ROOMS:
+        live = rooms.project([e for e in events if rooms.key_of(e) == room_id], room_id)
+        stream = [e for e in events if e.stream_id == room_stream(room_id)]
+        newest = {
+            str(e.data["user_id"]): e
+            for e in events
+            if e.type == CURSOR_MOVED and e.stream_id == volatile_stream(room_stream(room_id))
+        }
+        read = rooms.with_cursors(rooms.project(stream, room_id), stream, newest.values())
+        assert {u: (m.cursor, m.connections) for u, m in read.members.items()} == {
+            u: (m.cursor, m.connections) for u, m in live.members.items()
+        }

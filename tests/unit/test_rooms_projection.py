@@ -24,6 +24,7 @@ from engine.projections.rooms import (
     RoomView,
     apply,
     project,
+    stays,
     with_statuses,
 )
 from tests.unit.event_log import Log as EventLog
@@ -372,3 +373,16 @@ def test_rooms_projection_an_edit_moves_only_its_writers_last_seen() -> None:
     assert after.members["bob"] == before.members["bob"]
     assert list(after.members) == ["alice", "bob"]
     assert (after.seq, after.messages_sent, after.active_sheets) == (3, 3, ("sheet-1",))
+
+
+def test_stays_begin_at_the_join_that_made_each_current_member() -> None:
+    log = Log()
+    first = log.joined("alice", "c1", 0)
+    log.joined("alice", "c2", 1)  # a second tab: the same stay
+    log.left("alice", "c1", 2)
+    log.joined("bob", "c3", 3)
+    log.left("bob", None, 4)  # without a connection: every tab leaves
+    again = log.joined("bob", "c4", 5)
+    log.joined("cy", "c5", 6)
+    log.left("cy", "c5", 7)
+    assert stays(log.events) == {"alice": first.position, "bob": again.position}
