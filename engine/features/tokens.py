@@ -7,8 +7,11 @@ the token's lifetime, when that is shorter), and when `exp` passes the connectio
 token in place and re-tracks the connection with the new expiry (engine/session.py).
 
 One task serves every connection of the node: deadlines are kept in a heap, and the task sleeps until
-the earliest. Re-tracking a connection leaves its old deadlines in the heap; they are recognised as
-stale when they come up (the generation moved on) and skipped, which keeps tracking O(log n).
+the earliest. Re-tracking or forgetting a connection leaves its old deadlines in the heap; they are
+recognised as stale when they come up (the generation moved on) and skipped, which keeps tracking
+O(log n). So that a node whose connections come and go does not hold every closed connection's
+deadlines until they pass (a token may live for hours), the heap is rebuilt without the stale ones
+once they outnumber the live ones three to one (amortised O(1) per call).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from engine.protocol.error_codes import AUTHENTICATION_FAILED
 log = logging.getLogger(__name__)
 
 WARN_BEFORE: Final = timedelta(seconds=60)
+# Below this many deadlines the heap is never rebuilt: stale entries cost nothing worth the copy.
+COMPACT_FROM: Final = 64
 Now = Callable[[], datetime]
 CloseConnection = Callable[[str, int], None]
 
@@ -78,11 +83,18 @@ class TokenExpiry:
         warn_at = expires_at - min(WARN_BEFORE, lifetime / 2)
         heapq.heappush(self._deadlines, (warn_at, generation, connection_id, False))
         heapq.heappush(self._deadlines, (expires_at, generation, connection_id, True))
+        self._compact()
         self._wake.set()
 
     def forget(self, connection_id: str) -> None:
         self._generation.pop(connection_id, None)
         self._expires_at.pop(connection_id, None)
+        self._compact()
+
+    @property
+    def pending(self) -> int:
+        """How many deadlines the heap holds, stale ones included."""
+        return len(self._deadlines)
 
     def expired(self, connection_id: str) -> bool:
         """Whether the connection's token has expired (checked on every message, between sweeps)."""
@@ -111,6 +123,12 @@ class TokenExpiry:
         except Exception as exc:  # gone already, or not reading: it is closed either way
             log.debug("expiry notice to %s not delivered: %s", connection_id, type(exc).__name__)
         self._close(connection_id, CloseCode.AUTHENTICATION_FAILED)
+
+    def _compact(self) -> None:
+        """Drop the stale deadlines once they are three in four: each connection has at most two live."""
+        if len(self._deadlines) > max(COMPACT_FROM, 8 * len(self._expires_at)):
+            self._deadlines = [d for d in self._deadlines if self._generation.get(d[2]) == d[1]]
+            heapq.heapify(self._deadlines)
 
     async def _run(self) -> None:
         while True:
