@@ -67,15 +67,14 @@ class DeliveryOrder:
         self._deliver(event)
         while (following := self._held.pop(position := position + 1, None)) is not None:
             self._deliver(following)
-        if self._waiting:
-            self._advanced.set()
-            self._advanced = asyncio.Event()
+        self._announce()
         return True
 
     def start_at(self, head: int) -> None:
         """Set the starting point once it is known (a no-op when it already is)."""
         if self.delivered is None:
             self.delivered = head
+            self._announce()  # a wait for a position up to the head is over
 
     def offer_all(self, events: list[RecordedEvent]) -> None:
         """Offer a page read from the log, in position order."""
@@ -91,6 +90,11 @@ class DeliveryOrder:
                 await self._advanced.wait()
         finally:
             self._waiting -= 1
+
+    def _announce(self) -> None:
+        if self._waiting:
+            self._advanced.set()
+            self._advanced = asyncio.Event()
 
     def _deliver(self, event: RecordedEvent) -> None:
         self.delivered = event.position

@@ -75,3 +75,16 @@ async def test_a_waiting_committer_resumes_once_its_position_is_published() -> N
     async with asyncio.timeout(1):
         await waiter
     assert order.delivered == 2
+
+
+async def test_a_wait_ends_when_a_starting_point_at_or_past_its_position_becomes_known() -> None:
+    """A node that started while the database was away learns where its partitions stand later: a
+    reply waiting for a position the head already covers goes then, not at the next event."""
+    order = DeliveryOrder(lambda e: None, delivered=None)
+    waiter = asyncio.create_task(order.wait_delivered(5))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    order.start_at(7)
+    async with asyncio.timeout(1):
+        await waiter
+    assert order.delivered == 7
