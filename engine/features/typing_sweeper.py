@@ -10,8 +10,8 @@ through, so it cancels or resets the timer.
 
 Each node ends the typing whose latest start went through it: a start through another node hands
 that typist over to that node's sweeper, which ends it on its own timer. Each expired stop carries
-the idempotency key `typing-expired:{position of the start}`, so a retry (or a second node sweeping
-the same start) appends it once, and names that start in its data (`start_position`): a start that
+the idempotency key `typing-expired:v{version of the start}`, so a retry (or a second node sweeping
+the same start) appends it once, and names that start in its data (`start_version`): a start that
 refreshes the typing while the stop commits wins, whichever commits first (`ends_current` in the
 projection; engine/fanout/live.py sends no `user_typing_stop` for such a stop).
 """
@@ -119,7 +119,7 @@ class TypingSweeper:
         """Whether the stop still ends the typing this node holds: the same start, not a later one."""
         view = self._views.get(str(stop.data["room_id"]))
         typist = None if view is None else view.typing.get(_key_of(stop))
-        return typist is not None and stop.idempotency_key == f"typing-expired:{typist.position}"
+        return typist is not None and stop.idempotency_key == typing_indicators.expiry_key(typist)
 
     def _drop(self, stop: NewEvent) -> None:
         if self._is_current(stop):

@@ -204,6 +204,7 @@ typing = Table(
     Column("connection_id", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("position", BigInteger, nullable=False),
+    Column("version", BigInteger),  # of the start in the room's volatile stream; NULL before 0021
 )
 
 notifications = Table(

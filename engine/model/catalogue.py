@@ -347,14 +347,15 @@ class TypingStopped(RoomEvent):
     cell_id: str
     connection_id: str | None = None
     reason: str = STOPPED  # STOPPED or EXPIRED
-    # Of an expiry: the position of the start it ends. A start refreshed while the expiry committed
-    # is not ended by it (engine/projections/typing_indicators.py).
-    start_position: int | None = None
+    # Of an expiry: the start it ends, by its version in the room's volatile stream (which, unlike a
+    # position, a move to another partition count keeps). A start refreshed while the expiry
+    # committed is not ended by it (engine/projections/typing_indicators.py).
+    start_version: int | None = None
 
     def to_data(self) -> dict[str, Any]:
         data = RoomEvent.to_data(self)
-        if data["start_position"] is None:  # a client's stop: the data it always had
-            del data["start_position"]
+        if data["start_version"] is None:  # a client's stop: the data it always had
+            del data["start_version"]
         return data
 
 

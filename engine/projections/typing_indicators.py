@@ -5,7 +5,7 @@ Folded from the room's volatile stream (`TypingStarted`, `TypingStopped`) and it
 while typing refreshes the start time, so a client may resend `typing_start` to keep it alive.
 
 Expiry is decided from the view and a `now` passed in (`expired`), and recorded as `TypingStopped`
-with reason "expired" and the position of the start it ends: the log, not a timer's memory, says when
+with reason "expired" and the version of the start it ends: the log, not a timer's memory, says when
 typing ended, so a replay or a rebuild sees the same thing the live path did, also when a refreshed
 start committed between the sweep's decision and its stop (`ends_current`).
 """
@@ -57,7 +57,10 @@ class Typist:
     cell_id: str
     connection_id: str | None
     started_at: datetime
-    position: int  # of the start: names this stretch of typing (see `expired`)
+    position: int  # of the start
+    # Of the start in the room's volatile stream: names this stretch of typing (see `expired`); None
+    # in a projection row written before it was kept.
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ def apply(view: TypingView, event: RecordedEvent) -> TypingView:
             connection_id=None if connection_id is None else str(connection_id),
             started_at=event.recorded_at,
             position=event.position,
+            version=event.stream_version,
         )
     elif event.type == TYPING_STOPPED:
         if not ends_current(view, event):
@@ -115,12 +119,12 @@ def apply(view: TypingView, event: RecordedEvent) -> TypingView:
 
 def ends_current(view: TypingView, stop: RecordedEvent) -> bool:
     """Whether a `TypingStopped` ends the typing the view holds. An expiry names the start it ends
-    (`start_position`): a sweep decides it from its view, then commits it, and a start that refreshed
+    (`start_version`): a sweep decides it from its view, then commits it, and a start that refreshed
     the typing in between commits first. That refreshed typing goes on; its own expiry ends it later.
     A client's stop, or one for typing the view does not hold, ends whatever there is."""
-    start = stop.data.get("start_position")
+    start = stop.data.get("start_version")
     typist = view.typing.get((str(stop.data["user_id"]), str(stop.data["cell_id"])))
-    return start is None or typist is None or typist.position == start
+    return start is None or typist is None or typist.version in (None, start)
 
 
 def project(events: Iterable[RecordedEvent], room_id: str) -> TypingView:
@@ -135,8 +139,11 @@ def project(events: Iterable[RecordedEvent], room_id: str) -> TypingView:
 def expired(view: TypingView, now: datetime, timeout_seconds: float) -> list[NewEvent]:
     """The `TypingStopped` events to append for typing started `timeout_seconds` or more before `now`.
 
-    Each carries an idempotency key made of its start's position, so two nodes sweeping the same
-    room append one stop per start: the second append is a duplicate, not a second `user_typing_stop`.
+    Each carries an idempotency key made of its start's version in the room's volatile stream, so two
+    nodes sweeping the same room append one stop per start: the second append is a duplicate, not a
+    second `user_typing_stop`. (A position would do within one log, but a move to another partition
+    count renumbers positions, and a new start could take an old one's: its expiry would be taken
+    for the old one's repeat.)
     At exactly the timeout a start has expired, so a timer set for start + timeout always finds it.
     """
     limit = now - timedelta(seconds=timeout_seconds)
@@ -148,11 +155,19 @@ def expired(view: TypingView, now: datetime, timeout_seconds: float) -> list[New
             typist.cell_id,
             typist.connection_id,
             EXPIRED,
-            start_position=typist.position,
-        ).new(Origin(user_id=typist.user_id), key=f"typing-expired:{typist.position}", reason=EXPIRED)
+            start_version=typist.version,
+        ).new(Origin(user_id=typist.user_id), key=expiry_key(typist), reason=EXPIRED)
         for typist in view.typing.values()
         if typist.started_at <= limit
     ]
+
+
+def expiry_key(typist: Typist) -> str:
+    """The idempotency key of the expiry of this stretch of typing (a start's position in a row
+    written before versions were kept)."""
+    return (
+        f"typing-expired:{typist.position}" if typist.version is None else f"typing-expired:v{typist.version}"
+    )
 
 
 def next_expiry(view: TypingView, timeout_seconds: float) -> datetime | None:
@@ -169,6 +184,7 @@ __all__ = [
     "apply",
     "ends_current",
     "expired",
+    "expiry_key",
     "key_of",
     "next_expiry",
     "project",

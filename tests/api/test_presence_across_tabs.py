@@ -186,7 +186,7 @@ async def test_typing_refreshed_through_another_node_ends_once_on_the_refreshed_
         typing = await second.engine.node.read_stream(volatile_stream(room_stream(room)))
         starts = [e for e in typing if e.type == TYPING_STARTED]
         (stop,) = [e for e in typing if e.type == TYPING_STOPPED]
-        assert stop.idempotency_key == f"typing-expired:{starts[-1].position}"
+        assert stop.idempotency_key == f"typing-expired:v{starts[-1].stream_version}"
 
 
 async def test_typing_stopped_through_another_node_is_not_ended_again(server_url: str, room: str) -> None:

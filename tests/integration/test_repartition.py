@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,8 +19,10 @@ from engine.cluster.repartition import MoveRefused, move_log
 from engine.log.migrate import downgrade, head_revision, upgrade_to_head
 from engine.log.partitions import partition_of
 from engine.log.store import EventStore, create_db_engine, libpq_dsn
-from engine.model.catalogue import FILE_UPLOAD_STARTED
-from engine.model.events import Committed, Duplicate, NewEvent
+from engine.model.catalogue import FILE_UPLOAD_STARTED, TypingStarted, UserJoinedRoom
+from engine.model.events import Committed, Duplicate, NewEvent, Origin
+from engine.model.streams import room_stream, volatile_stream
+from engine.projections import typing_indicators
 from engine.readmodels.rebuild import diff_all
 from tests.conftest import transactions_spanning_partitions
 from tests.integration.projection_helpers import fresh_database
@@ -314,3 +317,48 @@ async def test_a_target_of_a_newer_or_older_schema_is_refused_as_the_target(sour
     await asyncio.to_thread(downgrade, target, "0004")  # before the nodes' registry and the log's id
     with pytest.raises(MoveRefused, match=r"the target's schema is at revision '0004', older than"):
         await move_log(source, target, 2)
+
+
+async def _expire_typing(store: EventStore, room: str) -> list[Any]:
+    """Append the expiries a sweep would of every typing in the room, as of long after it started."""
+    events = await store.read_stream(volatile_stream(room_stream(room)))
+    view = typing_indicators.project(events, room)
+    return list(
+        await store.append(typing_indicators.expired(view, datetime.now(UTC) + timedelta(hours=1), 5))
+    )
+
+
+async def test_typing_ended_by_expiry_stays_ended_and_a_new_start_expires_after_a_move(
+    one_partition_source: str, target: str
+) -> None:
+    """Positions are renumbered by a move; an expiry names its start by its version in the stream,
+    which is kept: the rebuilt projection has nobody typing, and a new start whose position is an old
+    start's gets its own expiry (not taken for a repeat of the old one)."""
+
+    def start(user: str) -> NewEvent:
+        return TypingStarted("r", user, user.title(), "A1", f"c-{user}").new(Origin("n", user))
+
+    db_engine = create_db_engine(one_partition_source)
+    store = EventStore(db_engine)
+    try:
+        await fill(store, streams=20, rounds=2)  # other streams first: the room's positions move
+        (started,) = await store.append([start("alice")])
+        assert [type(o) for o in await _expire_typing(store, "r")] == [Committed]
+    finally:
+        await db_engine.dispose()
+    await move_log(one_partition_source, target, 4)
+    assert await fetch(target, "SELECT user_id FROM typing") == []
+    moved = create_db_engine(target)
+    store = EventStore(moved)
+    try:
+        assert await diff_all(moved) == []
+        partition = partition_of(room_stream("r"), 4)
+        while (await store.heads())[partition] < started.position - 1:
+            await store.append([UserJoinedRoom("r", "bob", "Bob", None, "c-bob").new(Origin("n", "bob"))])
+        (again,) = await store.append([start("alice")])
+        assert isinstance(again, Committed) and again.position == started.position
+        assert [type(o) for o in await _expire_typing(store, "r")] == [Committed]
+        events = await store.read_stream(volatile_stream(room_stream("r")))
+        assert typing_indicators.project(events, "r").typing == {}
+    finally:
+        await moved.dispose()

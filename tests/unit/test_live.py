@@ -285,16 +285,16 @@ async def test_live_does_not_send_an_expiry_of_typing_refreshed_before_it_commit
         for published in (
             first,
             refresh,
-            typing(3, TYPING_STOPPED, reason=EXPIRED, start_position=first.position),
+            typing(3, TYPING_STOPPED, reason=EXPIRED, start_version=first.stream_version),
         ):
             live.publish(published)
         await other.received(2)
         await settle()
         assert [orjson.loads(f)["type"] for f in other.frames] == ["user_typing_start"] * 2
-        live.publish(typing(4, TYPING_STOPPED, reason=EXPIRED, start_position=refresh.position))
+        live.publish(typing(4, TYPING_STOPPED, reason=EXPIRED, start_version=refresh.stream_version))
         live.publish(typing(5, TYPING_STARTED))
         live.publish(typing(6, TYPING_STOPPED, reason="stopped"))  # a client's stop ends any typing
-        live.publish(typing(7, TYPING_STOPPED, reason=EXPIRED, start_position=99))  # a start not seen here
+        live.publish(typing(7, TYPING_STOPPED, reason=EXPIRED, start_version=99))  # a start not seen here
         await other.received(6)
         await settle()
         assert [orjson.loads(f)["type"] for f in other.frames[2:]] == [

@@ -22,7 +22,8 @@ ROOM = "workspace_123"
 
 
 def typist(user: str, cell: str, connection: str | None, started: float, position: int) -> Typist:
-    return Typist(user, user.title(), cell, connection, at(started), position)
+    """A typist of a log of typing events only: each start's version in the stream is its position."""
+    return Typist(user, user.title(), cell, connection, at(started), position, position)
 
 
 def test_typing_projection_start_and_stop() -> None:
@@ -98,10 +99,10 @@ def test_typing_projection_expired_stops_starts_older_than_the_timeout() -> None
             "cell_id": "A1",
             "connection_id": "c1",
             "reason": EXPIRED,
-            "start_position": 1,
+            "start_version": 1,
         },
         metadata={"user_id": "alice", "reason": EXPIRED},
-        idempotency_key="typing-expired:1",
+        idempotency_key="typing-expired:v1",
         user_id="alice",
     )
     assert [e.data["user_id"] for e in expired(view, at(60), 5)] == ["alice", "bob"]
@@ -144,7 +145,7 @@ def test_typing_projection_an_expiry_committed_after_a_refresh_leaves_the_refres
     view = project(log.events, ROOM)
     assert [(t.user_id, t.position) for t in view.typing.values()] == [("alice", refresh.position)]
     (later,) = expired(view, at(10), 5)
-    assert later.idempotency_key == f"typing-expired:{refresh.position}"
+    assert later.idempotency_key == f"typing-expired:v{refresh.stream_version}"
     log.append(later.stream_id, later.type, later.data, 10)
     assert project(log.events, ROOM).typing == {}
 
@@ -154,5 +155,5 @@ def test_typing_projection_a_client_s_stop_ends_the_typing_whatever_started_it()
     log.typing(ROOM, "alice", "A1", "c1", 0)
     log.typing(ROOM, "alice", "A1", "c1", 2)
     stopped = log.typing_stopped(ROOM, "alice", "A1", 3)
-    assert "start_position" not in stopped.data
+    assert "start_version" not in stopped.data
     assert project(log.events, ROOM).typing == {}

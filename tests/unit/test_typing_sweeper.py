@@ -43,7 +43,7 @@ async def test_typing_without_a_stop_expires_after_the_timeout() -> None:
     assert await h.sweep_at(5.9) == []
     (stop,) = await h.sweep_at(6)
     assert (stop.type, stop.data["reason"], stop.data["user_id"]) == (TYPING_STOPPED, EXPIRED, "alice")
-    assert stop.idempotency_key == "typing-expired:1"
+    assert stop.idempotency_key == "typing-expired:v1"
     assert h.sweeper.active_rooms == frozenset()
     assert await h.sweep_at(20) == []
 
@@ -140,10 +140,10 @@ async def test_an_expiry_that_commits_after_a_refresh_of_the_same_typing_does_no
 
     h.sweeper._commit = refreshed_first
     (stale,) = await h.sweep_at(6)
-    assert stale.data["start_position"] == 1
+    assert stale.data["start_version"] == 1
     assert h.sweeper.active_rooms == {ROOM}
     h.sweeper._commit = plain
     assert await h.sweep_at(10.9) == []
     (stop,) = await h.sweep_at(11)
-    assert stop.idempotency_key == f"typing-expired:{refreshes[0].position}"
+    assert stop.idempotency_key == f"typing-expired:v{refreshes[0].stream_version}"
     assert h.sweeper.active_rooms == frozenset()

@@ -126,6 +126,7 @@ TYPING = TableSpec(
         ("connection_id", "text"),
         ("started_at", TS),
         ("position", "bigint"),
+        ("version", "bigint"),
     ),
     ("room_id", "user_id", "cell_id"),
 )
@@ -143,6 +144,7 @@ def _typing_rows(view: TypingView) -> Rows:
                 "connection_id": typist.connection_id,
                 "started_at": typist.started_at,
                 "position": typist.position,
+                "version": typist.version,
             }
             for ordinal, typist in enumerate(view.typing.values())
         ]
@@ -158,6 +160,7 @@ def _typing_view(room_id: str, rows: Rows) -> TypingView:
             connection_id=row["connection_id"],
             started_at=row["started_at"],
             position=row["position"],
+            version=row["version"],
         )
         for row in sorted_rows(rows.get(TYPING.name, []))
     }
