@@ -121,7 +121,12 @@ class Rooms:
             else:
                 # A resume: the missed events, then the room as of the last of them, then live.
                 events = await read_through(self._read_stream, room_stream(room_id), upto=since)
-                renderer = ReplayRenderer(project(events, room_id), self._live.statuses, with_state=False)
+                renderer = ReplayRenderer(
+                    project(events, room_id),
+                    self._live.statuses,
+                    with_state=False,
+                    current=lambda: self._live.view(room_id, shown=False),
+                )
                 await catch_up.replay(self._read_stream, renderer, since=since, complete=renderer.completion)
                 view = with_statuses(renderer.view, self._live.statuses(renderer.view))
         connection.joined(room_id)

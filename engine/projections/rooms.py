@@ -215,6 +215,18 @@ def with_cursors(
     return apply_many(view, sorted(moves, key=lambda move: move.position))
 
 
+def cursors_from(view: RoomView, current: RoomView) -> RoomView:
+    """The view with each member's cursor as `current` (a view at least as new) shows it: a view
+    folded from the durable stream alone has none."""
+    members = {
+        user_id: replace(member, cursor=current.members[user_id].cursor)
+        if user_id in current.members
+        else member
+        for user_id, member in view.members.items()
+    }
+    return replace(view, members=frozen(members))
+
+
 def with_statuses(view: RoomView, statuses: Mapping[str, str]) -> RoomView:
     """The view with each member's declared status (user id -> status, e.g. from presence)."""
     members = {
@@ -373,6 +385,7 @@ __all__ = [
     "RoomView",
     "apply",
     "apply_many",
+    "cursors_from",
     "key_of",
     "project",
     "stays",

@@ -31,7 +31,7 @@ from engine.model.catalogue import (
     USER_STATUS_CHANGED,
 )
 from engine.model.events import RecordedEvent
-from engine.projections.rooms import RoomView, apply, with_statuses
+from engine.projections.rooms import RoomView, apply, cursors_from, with_statuses
 from engine.protocol import (
     Envelope,
     broadcast,
@@ -148,11 +148,19 @@ class ReplayRenderer:
     `completion`: the room as of the last replayed seq, then `replay_complete`."""
 
     def __init__(
-        self, view: RoomView, statuses: Callable[[RoomView], Mapping[str, str]], *, with_state: bool = True
+        self,
+        view: RoomView,
+        statuses: Callable[[RoomView], Mapping[str, str]],
+        *,
+        with_state: bool = True,
+        current: Callable[[], RoomView | None] | None = None,
     ) -> None:
         self.view = view
         self._statuses = statuses
         self._with_state = with_state
+        # The room's live view, for the members' cursors at `completion`: a replay passes only the
+        # durable stream, and cursors are volatile.
+        self._current = current or (lambda: None)
 
     def __call__(self, event: RecordedEvent) -> Frames | None:
         self.view = apply(self.view, event)
@@ -161,6 +169,9 @@ class ReplayRenderer:
         return frames or None
 
     def completion(self, seq: int) -> Frames:
-        """What ends a resume at `seq`: the room's `room_state` as of it, then `replay_complete`."""
-        shown = with_statuses(self.view, self._statuses(self.view))
+        """What ends a resume at `seq`: the room's `room_state` as of it (its members' cursors as
+        they are now), then `replay_complete`."""
+        current = self._current()
+        view = self.view if current is None else cursors_from(self.view, current)
+        shown = with_statuses(view, self._statuses(view))
         return encode([room_state(shown), replay_complete(self.view.room_id, seq)])

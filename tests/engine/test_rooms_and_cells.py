@@ -177,3 +177,16 @@ async def test_engine_a_view_read_from_the_log_has_the_cursors_of_the_live_one()
             "bob": {"x": 2, "y": 2, "cell": None},
             "cy": None,
         }
+
+
+async def test_engine_a_resumed_join_s_room_state_shows_the_members_cursors() -> None:
+    async with memory_engine() as engine:
+        (ann,) = await joined(engine, "r", "ann")
+        await ann.send({"type": "cursor_move", "room": "r", "x": 7, "y": 8})
+        bob = await connect(engine, "bob")
+        await bob.send({"type": "join_room", "room_id": "r", "since": 1})
+        (state,) = [m for m in bob.take() if m["type"] == "room_state"]
+        assert {u["user_id"]: u["cursor"] for u in state["users"]} == {
+            "ann": {"x": 7, "y": 8, "cell": None},
+            "bob": None,
+        }
