@@ -73,8 +73,9 @@ class Live:
         self._rooms: dict[str, RoomView] = {}
         self._presence: dict[str, presence.Presence] = {}
         # Who types where, in the rooms where somebody does: an expiry that lost the race with a
-        # refreshed start is not sent (`_fold_typing`).
-        self._typing: dict[str, TypingView] = {}
+        # refreshed start is not sent (`_fold_typing`). With the sweep each was last folded in: a
+        # start whose end never reaches this node is dropped once its room's typing is quiet.
+        self._typing: dict[str, tuple[TypingView, int]] = {}
         # The sweep (`evict_idle`) each room's view was last loaded in: a message about to append to
         # the room keeps its view from being dropped under it.
         self._loaded: dict[str, int] = {}
@@ -190,10 +191,12 @@ class Live:
         the rooms in use and not every room and user it ever saw: the views of rooms nobody is in
         (here or elsewhere) and no message loaded since the sweep before this one (a message loads
         the view before its append, and the view must still be there when it publishes), then the
-        presence of users with no connection here whom no remaining view lists. What is needed again
-        is read again: a view by `load`, a declared status by `restore_statuses`. A room with members
-        elsewhere keeps its view: their events keep it current anyway, and reading it again would cost
-        a read of its whole stream and of its members' cursors."""
+        presence of users with no connection here whom no remaining view lists, and the typing of rooms
+        where no typing event came for a whole sweep (a start whose stop or leave never reached this
+        node: a stop that comes after all is then sent, as for any start this node did not see). What is
+        needed again is read again: a view by `load`, a declared status by `restore_statuses`. A room
+        with members elsewhere keeps its view: their events keep it current anyway, and reading it
+        again would cost a read of its whole stream and of its members' cursors."""
         self._sweeps += 1
         for room_id, loaded in list(self._loaded.items()):  # every view was stamped by its load
             if self._sweeps - loaded < 2:
@@ -202,15 +205,17 @@ class Live:
             if view is None or not (view.members or self.hub.members(room_stream(room_id))):
                 self._rooms.pop(room_id, None)
                 del self._loaded[room_id]
+        for room_id in [r for r, (_, folded) in self._typing.items() if self._sweeps - folded >= 2]:
+            del self._typing[room_id]  # no typing event for a whole sweep: its ends went elsewhere
         listed: set[str] = set().union(*(view.members for view in self._rooms.values()))
         for user_id in [uid for uid in self._presence if uid not in listed]:
             if not self.hub.members(user_stream(user_id)):
                 del self._presence[user_id]
 
     @property
-    def cached(self) -> tuple[int, int]:
-        """How many room views and users this node keeps."""
-        return len(self._rooms), len(self._presence)
+    def cached(self) -> tuple[int, int, int]:
+        """How many room views, users and rooms with typing this node keeps."""
+        return len(self._rooms), len(self._presence), len(self._typing)
 
     def _rooms_listing(self, user_id: str) -> set[str]:
         """The rooms whose cached views list the user as a member (rare enough to scan for)."""
@@ -250,15 +255,15 @@ class Live:
         """Fold a typing event or a leave; False for an expiry of typing refreshed since, which the
         members must not hear as a stop: the typing goes on (its own expiry will end it). Only rooms
         where somebody types are kept; an expiry whose start this node never folded is sent."""
-        view = self._typing.get(room_id)
-        if view is None and event.type != TYPING_STARTED:
+        known = self._typing.get(room_id)
+        if known is None and event.type != TYPING_STARTED:
             return True
-        view = view or TypingView(room_id)
+        view = TypingView(room_id) if known is None else known[0]
         if event.type == TYPING_STOPPED and not typing_indicators.ends_current(view, event):
             return False
         view = typing_indicators.apply(view, event)
         if view.typing:
-            self._typing[room_id] = view
+            self._typing[room_id] = (view, self._sweeps)
         else:
             self._typing.pop(room_id, None)
         return True

@@ -146,7 +146,7 @@ async def test_engine_a_room_nobody_here_is_in_is_dropped_from_memory_and_read_a
         live.evict_idle()
         assert live.view("r") is not None  # loaded since the sweep before: a message may be appending
         live.evict_idle()
-        assert live.view("r") is None and live.cached == (0, 1)  # ann is still connected
+        assert live.view("r") is None and live.cached == (0, 1, 0)  # ann is still connected
         carl = await connect(engine, "carl")
         await carl.send({"type": "join_room", "room_id": "r"})  # its room_state, read again
         [state] = [m for m in carl.take() if m["type"] == "room_state"]

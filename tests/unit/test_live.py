@@ -243,11 +243,11 @@ async def test_live_evicts_the_views_of_empty_rooms_and_users_nobody_here_sees()
     await live.load(ROOM, load)
     live.evict_idle()
     live.evict_idle()
-    assert live.view(ROOM) is not None and live.cached == (1, 3)  # "a" and "b" are in it elsewhere
+    assert live.view(ROOM) is not None and live.cached == (1, 3, 0)  # "a" and "b" are in it elsewhere
     live.publish(left(3, "a", "a-tab"))
     live.publish(left(4, "b", "b-tab"))
     live.evict_idle()
-    assert live.view(ROOM) is None and live.cached == (0, 1)
+    assert live.view(ROOM) is None and live.cached == (0, 1, 0)
     assert live.unknown_statuses(["a", "b", "z"]) == ["a", "b"]
     await live.load(ROOM, load)
     assert reads == [ROOM, ROOM]
@@ -303,3 +303,16 @@ async def test_live_does_not_send_an_expiry_of_typing_refreshed_before_it_commit
             "user_typing_stop",
             "user_typing_stop",
         ]
+
+
+async def test_live_forgets_typing_whose_end_never_came_once_the_room_s_typing_is_quiet() -> None:
+    live = Live(Hub())
+    live.publish(typing(1, TYPING_STARTED))  # its node died before its stop or leave
+    live.evict_idle()
+    assert live.cached == (0, 0, 1)
+    live.publish(typing(2, TYPING_STARTED))  # still typing: kept
+    live.evict_idle()
+    assert live.cached == (0, 0, 1)
+    live.evict_idle()  # a whole sweep without a typing event
+    assert live.cached == (0, 0, 0)
+    await live.hub.aclose()
