@@ -15,7 +15,9 @@ the same synchronous step as the commit (`publishers`).
 Subscribing has no gap: the filters start to apply when the `NotificationsSubscribed` is published
 (synchronously with its commit at seq V), and `unread` is folded from the stream up to V. So every
 notification is either in `unread` (seq <= V) or delivered live (seq > V), never both and never
-neither; a live one may reach the socket before the `notifications_subscribed` reply.
+neither; a live one may reach the socket before the `notifications_subscribed` reply. A retry of the
+subscribe from another connection (its key a Duplicate of a subscription whose filters applied to the
+first connection only) is appended again without the key, so the same holds for the new connection.
 
 Inbox pages are newest first: the cursor is a notification's place in creation order, which never
 changes (notifications are only ever added), so a page boundary stays put while new ones arrive.
@@ -131,9 +133,16 @@ class Notifications:
         authorize(actor, "subscribe_notifications")
         wanted = Filters.of(filters)
         subscribed = NotificationsSubscribed(actor.user_id, connection_id, wanted.as_dict())
-        outcome = await self._commit(
-            subscribed.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
-        )
+        event = subscribed.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
+        outcome = await self._commit(event)
+        if isinstance(outcome, Duplicate) and not await self._subscribed_here(
+            actor.user_id, outcome, connection_id
+        ):
+            # A retry from another connection (the first one dropped): its filters must apply from
+            # a seq of its own, or what was created since the original would be neither in `unread`
+            # nor delivered, and what was read since would show as unread.
+            metadata = {**event.metadata, "retry_of": outcome.position}
+            outcome = await self._commit(replace(event, metadata=metadata, idempotency_key=None))
         if not isinstance(outcome, Committed | Duplicate):
             return
         self.filters[connection_id] = wanted  # a Duplicate was not published
@@ -144,6 +153,13 @@ class Notifications:
             connection_id, notifications_subscribed(wanted.as_dict(), unread, envelope=envelope)
         )
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
+
+    async def _subscribed_here(self, user_id: str, duplicate: Duplicate, connection_id: str) -> bool:
+        """Whether the subscription a repeated key points at is this connection's: its filters have
+        applied since."""
+        stream = user_stream(user_id)
+        found = await self._read_stream(stream, after_version=duplicate.stream_version - 1, limit=1)
+        return bool(found) and found[0].metadata.get("connection_id") == connection_id
 
     async def read(
         self, actor: Actor, connection_id: str, notification_id: str, *, client_msg_id: str | None = None
