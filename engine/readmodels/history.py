@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -66,8 +66,9 @@ MAX_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which events a page holds: types (None: all), a `recorded_at` range, both ends included, and
-    the rooms a reader's `rooms` claim admits (its glob patterns, `Actor.rooms`; None: every stream)."""
+    """Which events a page holds: types (None: all), a `recorded_at` range, both ends included and kept
+    in UTC (`_utc_time`), and the rooms a reader's `rooms` claim admits (its glob patterns,
+    `Actor.rooms`; None: every stream)."""
 
     types: frozenset[str] | None = None
     since: datetime | None = None
@@ -85,7 +86,7 @@ class EventFilter:
             )
         for name, at in (("since", self.since), ("until", self.until)):
             if at is not None:
-                _check_zone(name, at)
+                object.__setattr__(self, name, _utc_time(name, at))
         if self.since is not None and self.until is not None and self.since > self.until:
             raise ValidationFailed("since is after until")
 
@@ -244,8 +245,7 @@ class History:
             upto = _bounded_seq(seq, head)
         else:
             assert at is not None
-            _check_zone("at", at)
-            upto = await self._seq_at(room_id, at)
+            upto = await self._seq_at(room_id, _utc_time("at", at))
         sheet = Sheet(sheet_id)
         async for page in self._cell_pages(room_id, sheet_id, events.c.stream_version <= upto):
             sheet = cells_projection.apply_many(sheet, page)
@@ -317,7 +317,7 @@ class History:
             return await self._position_of(room_id, _bounded_seq(seq, head))
         partition = await self._partition(room_id)
         if at is not None:
-            _check_zone("at", at)
+            at = _utc_time("at", at)
             async with self.db_engine.connect() as conn:
                 found = [await newest_at(conn, partition, s, at) for s in _room_streams(room_id, True)]
             return max(newest.position for newest in found)
@@ -512,10 +512,26 @@ def _check_id(name: str, value: str) -> None:
         raise ValidationFailed(f"{name} {problem}")
 
 
-def _check_zone(name: str, at: datetime) -> None:
-    # A time without zone would be read in the server's zone: refuse it rather than guess.
-    if at.utcoffset() is None:
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc_time(name: str, at: datetime) -> datetime:
+    """`at` in UTC, the one way every time parameter reaches a query.
+
+    A time without zone would be read in the server's zone: it is refused rather than guessed. A zoned
+    time whose UTC value falls outside years 1..9999 (`9999-12-31T23:59:59-05:00`) has no Python or
+    driver value: it is before every event or after every one, so _EARLIEST or _LATEST (which the driver
+    sends as -infinity and infinity) gives the same answer.
+    """
+    offset = at.utcoffset()
+    if offset is None:
         raise ValidationFailed(f"{name} needs a time zone (e.g. 2026-11-26T10:00:00Z)")
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        # A positive offset shifts the time back, past year 1; a negative one forward, past 9999.
+        return _EARLIEST if offset > timedelta(0) else _LATEST
 
 
 def _paged(found: list[RecordedEvent], limit: int) -> Page:

@@ -227,6 +227,42 @@ async def test_rest_history_events_filter_by_type_and_time(
     assert everything[2] in window and everything[4] in window and everything[0] not in window
 
 
+async def test_rest_history_times_beyond_the_years_of_utc_are_before_or_after_every_event(
+    server: Server, http: httpx.AsyncClient, session: Session
+) -> None:
+    """A zoned time whose UTC value falls before year 1 or after 9999 is valid where it is written, and
+    is before every event or after every one, not an error."""
+    latest, earliest = "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"
+    room, sheet = session.room, session.sheet
+
+    async def as_of(path: str, at: str) -> dict[str, Any]:
+        response = await http.get(path, params={"at": at}, headers=auth(server))
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    now = await as_of(f"/rooms/{room}/state", latest)
+    before = await as_of(f"/rooms/{room}/state", earliest)
+    assert (now["seq"], before["seq"], before["users"]) == (7, 0, [])
+    cells_now = await as_of(f"/sheets/{sheet}/cells", latest)
+    cells_before = await as_of(f"/sheets/{sheet}/cells", earliest)
+    assert (cells_now["seq"], set(cells_now["cells"])) == (7, {"A1", "B2"})
+    assert (cells_before["seq"], cells_before["cells"]) == (0, {})
+
+    everything = await _all_events(http, server, room, include_volatile="true")
+    assert len(everything) == 8
+    widest = await _all_events(http, server, room, since=earliest, until=latest, include_volatile="true")
+    assert widest == everything
+    assert await _all_events(http, server, room, since=latest) == []
+    assert await _all_events(http, server, room, until=earliest) == []
+    partition = partition_of(room_stream(room), LOG_PARTITIONS)
+    for since, some in ((earliest, True), (latest, False)):
+        page = await http.get(
+            "/events", params={"partition": partition, "since": since}, headers=auth(server)
+        )
+        assert page.status_code == 200, page.text
+        assert bool(page.json()["events"]) is some
+
+
 async def test_rest_history_global_stream_is_for_auditors_and_skips_nothing(
     server: Server, store: EventStore, http: httpx.AsyncClient, room: str
 ) -> None:
