@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
+from api.attachments import content_disposition
 from api.deps import EngineDep, SettingsDep
 from api.params import RoomIdQuery
 from api.rest_auth import ActorDep, may_read_room, require_room_reader
@@ -153,13 +153,6 @@ async def download_file(
     return StreamingResponse(_body(stream), media_type=stored.content_type, headers=headers)
 
 
-def content_disposition(filename: str) -> str:
-    """`attachment` with an ASCII fallback (quotes, backslashes and non-ASCII replaced) and the
-    exact name percent-encoded (RFC 6266, RFC 8187), so no filename can break out of the header."""
-    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
 def _etags(header: str | None) -> set[str]:
     if not header:
         return set()
@@ -181,4 +174,4 @@ async def _body(stream: FileStream) -> AsyncIterator[bytes]:
             yield chunk
 
 
-__all__ = ["content_disposition", "router"]
+__all__ = ["router"]

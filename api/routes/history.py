@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
+from api.attachments import content_disposition
 from api.deps import EngineDep, SettingsDep
 from api.params import IdPath, count_query
 from api.rest_auth import ActorDep, AdminDep, AuditorDep, may_read_room, require_room_reader
@@ -269,7 +270,7 @@ async def export_room(
     """The room's history as NDJSON, one event a line, read and sent a page at a time."""
     require_room_reader(actor, room_id)
     pages = await history.export_room(room_id, include_volatile=include_volatile)
-    headers = {"Content-Disposition": f'attachment; filename="{_safe_name(room_id)}.ndjson"'}
+    headers = {"Content-Disposition": content_disposition(f"{room_id}.ndjson")}
     return StreamingResponse(_ndjson(pages), media_type="application/x-ndjson", headers=headers)
 
 
@@ -323,7 +324,3 @@ def _filter(
 async def _ndjson(pages: AsyncIterator[list[RecordedEvent]]) -> AsyncIterator[bytes]:
     async for page in pages:
         yield b"".join(orjson.dumps(event_out(e).model_dump()) + b"\n" for e in page)
-
-
-def _safe_name(room_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in room_id)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -325,6 +326,28 @@ async def test_rest_history_export_streams_one_line_per_event(
         )
         assert lines == expected
         assert len(lines) == (8 if volatile else 7)
+
+
+@pytest.mark.parametrize(("name", "ascii_name"), [("会议室", "___"), ("café", "caf_")])
+async def test_rest_history_export_names_any_room_in_an_ascii_header(
+    server: Server, http: httpx.AsyncClient, name: str, ascii_name: str
+) -> None:
+    """A room id may hold any letter, and headers go out as Latin-1 bytes: the file name is sent as an
+    ASCII fallback plus the exact name percent-encoded (RFC 8187), so no id breaks the export."""
+    suffix = f"-{uuid.uuid4().hex[:6]}"
+    room = name + suffix
+    async with server.connect(server.token("alice")) as ws:
+        await greet(ws)
+        await join(ws, room)
+    async with http.stream("GET", f"/rooms/{room}/export", headers=auth(server)) as response:
+        assert response.status_code == 200
+        lines = [json.loads(line) async for line in response.aiter_lines() if line]
+    assert lines and {e["stream_id"] for e in lines} == {room_stream(room)}
+    header = dict(response.headers.raw)[b"content-disposition"]
+    assert header.isascii(), header
+    fallback, exact = header.decode().removeprefix("attachment; ").split("; ")
+    assert fallback == f'filename="{ascii_name}{suffix}.ndjson"'
+    assert unquote(exact.removeprefix("filename*=UTF-8''")) == f"{room}.ndjson"
 
 
 async def test_rest_history_who_may_read_and_what_is_refused(

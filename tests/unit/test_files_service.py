@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.routes.files import content_disposition
+from api.attachments import content_disposition
 from engine.features.files import checked_filename, percentage, shared_file
 from engine.features.upload_body import PROGRESS_MIN_BYTES, progress_step
 from engine.model.actors import Actor
