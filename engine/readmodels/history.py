@@ -161,7 +161,7 @@ class History:
         if after_seq is not None and cursor is not None:
             raise ValidationFailed("give after_seq or cursor, not both")
         if after_seq is not None:
-            cursor = await self._position_of(room_id, _bounded_seq(after_seq, head))
+            cursor = await self._position_of(room_id, _bounded_seq(after_seq, head, name="after_seq"))
         if where.types is not None and not include_volatile and (volatile := where.types & VOLATILE_EVENTS):
             raise ValidationFailed(
                 f"{', '.join(sorted(volatile))} events are volatile: ask with include_volatile=true"
@@ -254,17 +254,18 @@ class History:
     async def cell_history(
         self, sheet_id: str, cell_id: str, *, after_seq: int = 0, limit: int = 100
     ) -> tuple[list[Cell], int | None]:
-        """The cell's versions, oldest first, after room seq `after_seq`; and the next `after_seq`."""
+        """The cell's versions, oldest first, after room seq `after_seq`; and the next `after_seq`.
+
+        `after_seq` is bounded by the room's seq as in `room_events`; a cell never written is NotFound
+        whatever `after_seq` is, while one written only up to it has an empty page.
+        """
         room_id = await self.sheet_room(sheet_id)
         _check_id("cell_id", cell_id)
         _check_limit(limit)
-        if after_seq < 0:
-            raise ValidationFailed("after_seq must not be negative")
-        query = self._cell_query(
-            await self._partition(room_id), room_id, sheet_id, cell_id, events.c.stream_version > after_seq
-        )
-        found = await self._fetch(query.limit(limit + 1))
-        if not found and after_seq == 0:
+        _bounded_seq(after_seq, await self.room_seq(room_id), name="after_seq")
+        writes = self._cell_query(await self._partition(room_id), room_id, sheet_id, cell_id)
+        found = await self._fetch(writes.where(events.c.stream_version > after_seq).limit(limit + 1))
+        if not found and (after_seq == 0 or not await self._fetch(writes.limit(1))):
             raise NotFound(f"cell {cell_id!r} of sheet {sheet_id!r} was never written")
         more = len(found) > limit
         found = found[:limit]
@@ -499,9 +500,10 @@ def _room_streams(room_id: str, include_volatile: bool) -> list[str]:
     return [durable, volatile_stream(durable)] if include_volatile else [durable]
 
 
-def _bounded_seq(seq: int, head: int) -> int:
+def _bounded_seq(seq: int, head: int, name: str = "seq") -> int:
+    """`seq` if the room has it (0: before its first event); the error names the parameter `name`."""
     if not 0 <= seq <= head:
-        raise ValidationFailed(f"seq {seq} is outside the room's 0..{head}", seq=head)
+        raise ValidationFailed(f"{name} {seq} is outside the room's 0..{head}", seq=head)
     return seq
 
 

@@ -171,6 +171,11 @@ async def test_rest_history_sheet_cells_and_cell_history_are_what_clients_saw(
         f"/sheets/{session.sheet}/cells/A1/history", params={"after_seq": 3}, headers=auth(server)
     )
     assert [v["seq"] for v in rest.json()["versions"]] == [4]
+    for after_seq in (4, 7):  # written, though not since: an empty page, not a 404
+        since = await http.get(
+            f"/sheets/{session.sheet}/cells/A1/history", params={"after_seq": after_seq}, headers=auth(server)
+        )
+        assert (since.status_code, since.json()["versions"], since.json()["next_cursor"]) == (200, [], None)
 
 
 async def test_rest_history_events_pages_hold_every_event_once_volatile_only_on_request(
@@ -381,6 +386,7 @@ async def test_rest_history_who_may_read_and_what_is_refused(
         "/rooms/no-such-room/export",
         "/sheets/no-such-sheet/cells?seq=0",
         f"/sheets/{sheet}/cells/Z99/history",
+        f"/sheets/{sheet}/cells/Z99/history?after_seq=1",  # never written, whichever page is asked for
     ]
     for path in missing:
         response = await http.get(path, headers=auth(server))
@@ -400,6 +406,8 @@ async def test_rest_history_who_may_read_and_what_is_refused(
         f"/rooms/{room}/events?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
         f"/sheets/{sheet}/cells?seq=99",
         f"/sheets/{sheet}/cells?seq=1&at=2026-01-01T00:00:00Z",  # at most one of them
+        f"/sheets/{sheet}/cells/A1/history?after_seq=8",
+        f"/sheets/{sheet}/cells/Z99/history?after_seq=8",
         "/events?after_position=-1",
         "/rooms/a%00b/events",  # PostgreSQL text cannot hold NUL: no id has one
         f"/sheets/{sheet}/cells/A%001/history",
@@ -410,6 +418,9 @@ async def test_rest_history_who_may_read_and_what_is_refused(
             path,
             response.text,
         )
+    for path in (f"/rooms/{room}/events", f"/sheets/{sheet}/cells/A1/history"):
+        beyond = await http.get(path, params={"after_seq": 8}, headers=auth(server))
+        assert beyond.json()["error"] == "after_seq 8 is outside the room's 0..7", path
 
 
 async def test_rest_history_snapshots_give_the_same_answers(
