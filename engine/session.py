@@ -42,6 +42,7 @@ from engine import protocol
 from engine.config import EngineConfig
 from engine.fanout.hub import SubscriberClosed
 from engine.features.limits import BadFrameBudget
+from engine.features.notifications import subscription_key
 from engine.features.ports import Submitted
 from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.model.actors import Actor
@@ -434,7 +435,11 @@ class Session:
                 if named is None:
                     return None
                 stream = room_stream(named)
-            case StatusUpdate() | NotificationRead() | SubscribeNotifications():
+            case SubscribeNotifications():
+                return await self._node.event_by_key(
+                    user_id, str(subscription_key(cmid, self.connection_id)), user_stream(user_id)
+                )
+            case StatusUpdate() | NotificationRead():
                 stream = user_stream(user_id)
             case FileUploadStart() | FileUploadProgress():
                 stream = user_stream(user_id)

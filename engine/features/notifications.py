@@ -15,9 +15,10 @@ the same synchronous step as the commit (`publishers`).
 Subscribing has no gap: the filters start to apply when the `NotificationsSubscribed` is published
 (synchronously with its commit at seq V), and `unread` is folded from the stream up to V. So every
 notification is either in `unread` (seq <= V) or delivered live (seq > V), never both and never
-neither; a live one may reach the socket before the `notifications_subscribed` reply. A retry of the
-subscribe from another connection (its key a Duplicate of a subscription whose filters applied to the
-first connection only) is appended again without the key, so the same holds for the new connection.
+neither; a live one may reach the socket before the `notifications_subscribed` reply. That holds for
+the connection whose subscription was published, so a subscription's key names its connection
+(`subscription_key`): a retry from the same connection is answered as the original was, and one from
+another connection (the first dropped before its reply) is a subscription of its own.
 
 Inbox pages are newest first: the cursor is a notification's place in creation order, which never
 changes (notifications are only ever added), so a page boundary stays put while new ones arrive.
@@ -54,6 +55,13 @@ from engine.projections import notifications as inbox_projection
 from engine.projections.notifications import FIELDS, Filters, Inbox, Notification, matches
 from engine.protocol import Envelope, notification_event, notifications_subscribed
 from engine.protocol.rendering import encode
+
+
+def subscription_key(client_msg_id: str | None, connection_id: str) -> str | None:
+    """The idempotency key of a connection's `subscribe_notifications`: the client's id, scoped to the
+    connection whose filters the subscription sets."""
+    return None if client_msg_id is None else f"{client_msg_id}@{connection_id}"
+
 
 NOTIFICATION_CREATED_EVENT: Final = "notification_created"
 NOTIFICATION_READ_EVENT: Final = "notification_read"
@@ -133,16 +141,10 @@ class Notifications:
         authorize(actor, "subscribe_notifications")
         wanted = Filters.of(filters)
         subscribed = NotificationsSubscribed(actor.user_id, connection_id, wanted.as_dict())
-        event = subscribed.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
-        outcome = await self._commit(event)
-        if isinstance(outcome, Duplicate) and not await self._subscribed_here(
-            actor.user_id, outcome, connection_id
-        ):
-            # A retry from another connection (the first one dropped): its filters must apply from
-            # a seq of its own, or what was created since the original would be neither in `unread`
-            # nor delivered, and what was read since would show as unread.
-            metadata = {**event.metadata, "retry_of": outcome.position}
-            outcome = await self._commit(replace(event, metadata=metadata, idempotency_key=None))
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+        outcome = await self._commit(
+            subscribed.new(origin, key=subscription_key(client_msg_id, connection_id))
+        )
         if not isinstance(outcome, Committed | Duplicate):
             return
         self.filters[connection_id] = wanted  # a Duplicate was not published
@@ -153,13 +155,6 @@ class Notifications:
             connection_id, notifications_subscribed(wanted.as_dict(), unread, envelope=envelope)
         )
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
-
-    async def _subscribed_here(self, user_id: str, duplicate: Duplicate, connection_id: str) -> bool:
-        """Whether the subscription a repeated key points at is this connection's: its filters have
-        applied since."""
-        stream = user_stream(user_id)
-        found = await self._read_stream(stream, after_version=duplicate.stream_version - 1, limit=1)
-        return bool(found) and found[0].metadata.get("connection_id") == connection_id
 
     async def read(
         self, actor: Actor, connection_id: str, notification_id: str, *, client_msg_id: str | None = None
@@ -244,4 +239,4 @@ class Notifications:
         self._hub.publish(user_stream(user_id), encode([message]), seq=event.stream_version)
 
 
-__all__ = ["NotificationPage", "Notifications", "page"]
+__all__ = ["NotificationPage", "Notifications", "page", "subscription_key"]

@@ -4,6 +4,7 @@ that every notification is still either in `unread` or delivered live, and read 
 
 from __future__ import annotations
 
+from engine.features.limits import RateLimits
 from engine.model.catalogue import NOTIFICATIONS_SUBSCRIBED
 from engine.model.streams import user_stream
 from tests.engine.memory_engine import connect, memory_engine, settle
@@ -39,3 +40,32 @@ async def test_a_retry_from_the_same_connection_is_answered_as_the_original() ->
         assert again["seq"] == original["seq"] and ack["seq"] == original["seq"]
         stream = await engine.store.read_stream(user_stream("ann"))
         assert [e.type for e in stream].count(NOTIFICATIONS_SUBSCRIBED) == 1
+
+
+async def test_a_retry_repeated_on_the_new_connection_is_its_subscription_s_repeat() -> None:
+    async with memory_engine() as engine:
+        first = await connect(engine, "ann")
+        await first.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
+        await first.session.end()
+        second = await connect(engine, "ann")
+        await second.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
+        _, ack = second.take()
+        await second.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
+        _, again = second.take()
+        assert again == ack
+        stream = await engine.store.read_stream(user_stream("ann"))
+        assert [e.type for e in stream].count(NOTIFICATIONS_SUBSCRIBED) == 2
+
+
+async def test_past_a_rate_limit_a_retry_is_acked_on_its_connection_and_refused_on_another() -> None:
+    """A new connection's retry is a subscription of its own: acked without one, it would wait for
+    notifications that never come."""
+    async with memory_engine(rate_limits=RateLimits(per_minute=1, per_hour=100, block_seconds=60)) as engine:
+        first = await connect(engine, "ann")
+        await first.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
+        _, ack = first.take()
+        await first.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
+        assert first.take() == [ack]
+        second = await connect(engine, "ann")
+        await second.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
+        assert [(m["type"], m.get("code")) for m in second.take()] == [("error", "RATE_LIMIT_EXCEEDED")]
