@@ -94,7 +94,7 @@ class Node:
         self.config = config
         self._given_log = log
         self.node_id = config.node_id or default_node_id()
-        self.live = Live(Hub(max_queue=config.max_queue))
+        self.live = Live(Hub(max_queue=config.max_queue), typing_timeout=config.typing_timeout)
         self.connections = Connections()
         # Per user on this node (features/limits.py), shared with the other nodes by `rate_sync`.
         self.rate_limiter = RateLimiter(config.rate_limits)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 from engine.fanout.hub import Hub
@@ -39,7 +40,7 @@ from engine.model.catalogue import (
 )
 from engine.model.events import Committed, NewEvent, RecordedEvent
 from engine.model.streams import durable_stream, is_volatile_stream, room_id_of, room_stream, user_stream
-from engine.projections import presence, typing_indicators
+from engine.projections import frozen, presence, typing_indicators
 from engine.projections.rooms import RoomView, apply, with_statuses
 from engine.projections.typing_indicators import TypingView
 from engine.protocol.rendering import encode, render
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 LoadRoom = Callable[[str], Awaitable[RoomView]]
 _FOLDED = MEMBERSHIP_EVENTS | {USER_STATUS_CHANGED}
 UserPublisher = Callable[[RecordedEvent, str | None], None]  # (event, sender connection id)
+# A typist is forgotten this long after their typing should have expired (`evict_idle`): its stop
+# or leave went through this node's view by then, unless it never will.
+TYPING_KEPT_PAST_TIMEOUT = timedelta(minutes=1)
 
 
 def recorded(event: NewEvent, committed: Committed) -> RecordedEvent:
@@ -68,14 +72,14 @@ def recorded(event: NewEvent, committed: Committed) -> RecordedEvent:
 
 
 class Live:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, *, typing_timeout: float = 5.0) -> None:
         self.hub = hub
+        self._typing_timeout = timedelta(seconds=typing_timeout)
         self._rooms: dict[str, RoomView] = {}
         self._presence: dict[str, presence.Presence] = {}
         # Who types where, in the rooms where somebody does: an expiry that lost the race with a
-        # refreshed start is not sent (`_fold_typing`). With the sweep each was last folded in: a
-        # start whose end never reaches this node is dropped once its room's typing is quiet.
-        self._typing: dict[str, tuple[TypingView, int]] = {}
+        # refreshed start is not sent (`_fold_typing`).
+        self._typing: dict[str, TypingView] = {}
         # The sweep (`evict_idle`) each room's view was last loaded in: a message about to append to
         # the room keeps its view from being dropped under it.
         self._loaded: dict[str, int] = {}
@@ -186,14 +190,14 @@ class Live:
         if known is not None and not known.online and not self._rooms_listing(user_id):
             del self._presence[user_id]
 
-    def evict_idle(self) -> None:
+    def evict_idle(self, now: datetime | None = None) -> None:
         """Drop what this node no longer shows anybody, so that a long-running node's memory follows
         the rooms in use and not every room and user it ever saw: the views of rooms nobody is in
         (here or elsewhere) and no message loaded since the sweep before this one (a message loads
         the view before its append, and the view must still be there when it publishes), then the
-        presence of users with no connection here whom no remaining view lists, and the typing of rooms
-        where no typing event came for a whole sweep (a start whose stop or leave never reached this
-        node: a stop that comes after all is then sent, as for any start this node did not see). What is
+        presence of users with no connection here whom no remaining view lists, and typists a minute
+        past their timeout (a start whose stop or leave never reached this node: a stop that comes
+        after all is then sent, as for any start this node did not see). What is
         needed again is read again: a view by `load`, a declared status by `restore_statuses`. A room
         with members elsewhere keeps its view: their events keep it current anyway, and reading it
         again would cost a read of its whole stream and of its members' cursors."""
@@ -205,8 +209,12 @@ class Live:
             if view is None or not (view.members or self.hub.members(room_stream(room_id))):
                 self._rooms.pop(room_id, None)
                 del self._loaded[room_id]
-        for room_id in [r for r, (_, folded) in self._typing.items() if self._sweeps - folded >= 2]:
-            del self._typing[room_id]  # no typing event for a whole sweep: its ends went elsewhere
+        # Typing long past its timeout: its end went elsewhere (or never came).
+        limit = (datetime.now(UTC) if now is None else now) - self._typing_timeout - TYPING_KEPT_PAST_TIMEOUT
+        for room_id, typists in list(self._typing.items()):
+            if any(typist.started_at < limit for typist in typists.typing.values()):
+                kept = {k: t for k, t in typists.typing.items() if t.started_at >= limit}
+                self._store_typing(TypingView(room_id, frozen(kept)))
         listed: set[str] = set().union(*(view.members for view in self._rooms.values()))
         for user_id in [uid for uid in self._presence if uid not in listed]:
             if not self.hub.members(user_stream(user_id)):
@@ -255,18 +263,20 @@ class Live:
         """Fold a typing event or a leave; False for an expiry of typing refreshed since, which the
         members must not hear as a stop: the typing goes on (its own expiry will end it). Only rooms
         where somebody types are kept; an expiry whose start this node never folded is sent."""
-        known = self._typing.get(room_id)
-        if known is None and event.type != TYPING_STARTED:
+        view = self._typing.get(room_id)
+        if view is None and event.type != TYPING_STARTED:
             return True
-        view = TypingView(room_id) if known is None else known[0]
+        view = view or TypingView(room_id)
         if event.type == TYPING_STOPPED and not typing_indicators.ends_current(view, event):
             return False
-        view = typing_indicators.apply(view, event)
-        if view.typing:
-            self._typing[room_id] = (view, self._sweeps)
-        else:
-            self._typing.pop(room_id, None)
+        self._store_typing(typing_indicators.apply(view, event))
         return True
+
+    def _store_typing(self, view: TypingView) -> None:
+        if view.typing:
+            self._typing[view.room_id] = view
+        else:
+            self._typing.pop(view.room_id, None)
 
     def _fold_presence(self, event: RecordedEvent) -> None:
         """Only what this presence is read for: declared statuses, and the rooms of a user's

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -305,14 +305,11 @@ async def test_live_does_not_send_an_expiry_of_typing_refreshed_before_it_commit
         ]
 
 
-async def test_live_forgets_typing_whose_end_never_came_once_the_room_s_typing_is_quiet() -> None:
-    live = Live(Hub())
+async def test_live_forgets_typing_a_minute_past_its_timeout_whose_end_never_came() -> None:
+    live = Live(Hub(), typing_timeout=120)
     live.publish(typing(1, TYPING_STARTED))  # its node died before its stop or leave
-    live.evict_idle()
+    live.evict_idle(now=T0 + timedelta(seconds=179))  # typing lasts, refreshed or not, up to 120 s
     assert live.cached == (0, 0, 1)
-    live.publish(typing(2, TYPING_STARTED))  # still typing: kept
-    live.evict_idle()
-    assert live.cached == (0, 0, 1)
-    live.evict_idle()  # a whole sweep without a typing event
+    live.evict_idle(now=T0 + timedelta(seconds=181))
     assert live.cached == (0, 0, 0)
     await live.hub.aclose()
