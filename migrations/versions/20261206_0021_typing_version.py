@@ -7,8 +7,9 @@ Create Date: 2026-12-06
 Why: an expired `TypingStopped` names the start it ends, so that a start refreshing the typing while
 the expiry commits is not ended by it. A position cannot name it: moving the log to another partition
 count renumbers positions (and a new start could take an old one's). Its version in the room's
-volatile stream is kept by a move. NULL in rows written before this revision: typing lasts seconds,
-and a stop for such a row ends it as before.
+volatile stream is kept by a move. Rows already there take their start's version from the log, as a
+rebuild would; a row written later by a node of the version before is NULL (a stop ends it as
+before) until the next rebuild.
 """
 
 from collections.abc import Sequence
@@ -24,6 +25,10 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("typing", sa.Column("version", sa.BigInteger(), nullable=True))
+    op.execute(
+        "UPDATE typing AS t SET version = e.stream_version FROM events AS e"
+        " WHERE e.partition = t.partition AND e.position = t.position"
+    )
 
 
 def downgrade() -> None:

@@ -30,6 +30,7 @@ from engine.model.catalogue import (
     FileUploadCompleted,
     FileUploadStarted,
     SheetClaimed,
+    TypingStarted,
     UserJoinedRoom,
     UserStatusChanged,
 )
@@ -524,3 +525,29 @@ async def _check_projection_partitions(scratch_url: str, db_engine: AsyncEngine)
     await _in_thread(migrate.upgrade_to_head, scratch_url)
     _, diff = await _inspect(scratch_url)
     assert diff == []
+
+
+_TYPING_ROW_BEFORE_0021 = """
+    INSERT INTO typing (room_id, user_id, cell_id, partition, ordinal, username, connection_id, started_at,
+        position)
+    SELECT 'r', 'alice', 'A1', partition, 0, 'Alice', 'c1', recorded_at, position FROM events
+    WHERE type = 'TypingStarted' ORDER BY position DESC LIMIT 1
+"""
+
+
+async def test_typing_rows_from_before_0021_take_their_start_s_version_from_the_log(
+    scratch_url: str, db_engine: AsyncEngine
+) -> None:
+    await _in_thread(migrate.upgrade, scratch_url, "0020")
+    store = EventStore(db_engine)
+    await store.append([UserJoinedRoom("r", "alice", "Alice", None, "c1").new(Origin("n", "alice"))])
+    for _ in range(2):  # a start and its refresh: the row is the second's, at version 2
+        await store.append([TypingStarted("r", "alice", "Alice", "A1", "c1").new(Origin("n", "alice"))])
+    async with db_engine.begin() as conn:  # the row the projector of 0020 kept: no version column
+        await conn.execute(text(_TYPING_ROW_BEFORE_0021))
+
+    await _in_thread(migrate.upgrade_to_head, scratch_url)
+
+    async with db_engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT user_id, position, version FROM typing"))).all()
+    assert [tuple(r) for r in rows] == [("alice", 3, 2)]  # the start's version, as a rebuild has it
