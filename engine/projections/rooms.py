@@ -216,14 +216,13 @@ def with_cursors(
 
 
 def cursors_from(view: RoomView, current: RoomView) -> RoomView:
-    """The view with each member's cursor as `current` (a view at least as new) shows it: a view
-    folded from the durable stream alone has none."""
-    members = {
-        user_id: replace(member, cursor=current.members[user_id].cursor)
-        if user_id in current.members
-        else member
-        for user_id, member in view.members.items()
-    }
+    """The view with each member's cursor as `current` (a view at least as new) shows it, during the
+    same stay (a connection in common): a view folded from the durable stream alone has none."""
+    members = dict(view.members)
+    for user_id, member in view.members.items():
+        now = current.members.get(user_id)
+        if now is not None and now.connections & member.connections:
+            members[user_id] = replace(member, cursor=now.cursor)
     return replace(view, members=frozen(members))
 
 

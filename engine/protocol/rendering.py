@@ -171,7 +171,7 @@ class ReplayRenderer:
     def completion(self, seq: int) -> Frames:
         """What ends a resume at `seq`: the room's `room_state` as of it (its members' cursors as
         they are now), then `replay_complete`."""
-        current = self._current()
-        view = self.view if current is None else cursors_from(self.view, current)
+        current = self._current()  # behind the replay when this node has not published it all yet
+        view = self.view if current is None or current.seq < seq else cursors_from(self.view, current)
         shown = with_statuses(view, self._statuses(view))
         return encode([room_state(shown), replay_complete(self.view.room_id, seq)])

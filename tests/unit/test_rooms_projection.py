@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from engine.projections.rooms import (
     Member,
     RoomView,
     apply,
+    cursors_from,
     project,
     stays,
     with_statuses,
@@ -386,3 +388,17 @@ def test_stays_begin_at_the_join_that_made_each_current_member() -> None:
     log.joined("cy", "c5", 6)
     log.left("cy", "c5", 7)
     assert stays(log.events) == {"alice": first.position, "bob": again.position}
+
+
+def test_cursors_from_a_newer_view_are_taken_only_during_the_same_stay() -> None:
+    log = Log()
+    log.joined("alice", "c1", 0)
+    log.joined("bob", "c2", 1)
+    replayed = project(log.events)
+    log.left("bob", "c2", 2)
+    log.joined("bob", "c3", 3)  # a new stay: the cursor of the old one is not his now
+    moved = {"x": 1, "y": 2, "cell": None}
+    current = project(log.events)
+    current = replace(current, members={u: replace(m, cursor=moved) for u, m in current.members.items()})
+    shown = cursors_from(replayed, current)
+    assert {u: m.cursor for u, m in shown.members.items()} == {"alice": moved, "bob": None}
