@@ -8,14 +8,21 @@ unsent progress of the same file is replaced by the newer one (coalesced per `fi
 `file_upload_complete`, and `FileUploadFailed` (an upload that ended without a stored file) as
 `file_upload_failed`.
 
-State: the node keeps each upload it has seen (`uploads`, file id -> `Upload`), folded from the commits
-it publishes; a file it does not know is folded from the user's stream before a decision. A progress
-report for a file the user never started (or another user's) is NOT_FOUND, for a completed or failed
-one VALIDATION_ERROR; a failed upload may be started again by its owner (engine/decisions/own_stream.py).
-The bytes go over REST (files.py), never the socket.
+State: every node publishes every user's uploads, so the node keeps only what its own sockets' checks
+use (`uploads`, file id -> `Upload`): the unfinished uploads started by users with a connection here,
+or read from the log for such a check, each folded from the commits it publishes until it ends.
+Anything else (an ended upload, one of a user connected elsewhere, one begun before the node started)
+is folded from the user's stream when a check needs it; a read that an event of its file overtook is
+used once, not kept. So the node's memory follows its users' uploads in progress, which end within the
+idle timeout (upload_sweeper.py). A progress report for a file the user never started (or another
+user's) is NOT_FOUND, for a completed or failed one VALIDATION_ERROR; a failed upload may be started
+again by its owner (engine/decisions/own_stream.py). The bytes go over REST (files.py), never the
+socket.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from engine.decisions.access import authorize
 from engine.decisions.own_stream import check_upload_start, require_own_upload
@@ -49,6 +56,14 @@ from engine.protocol import (
 from engine.protocol.rendering import encode
 
 
+@dataclass(slots=True)
+class _Reading:
+    """The reads of one file's upload in flight, and how many of its events were published meanwhile."""
+
+    readers: int = 0
+    events: int = 0
+
+
 class Uploads:
     def __init__(
         self,
@@ -66,7 +81,8 @@ class Uploads:
         self._commit = commit
         self._reply = reply
         self._read_stream = read_stream
-        self.uploads: dict[str, Upload] = {}  # file id -> the upload as this node last folded it
+        self.uploads: dict[str, Upload] = {}  # file id -> an unfinished upload, as this node last folded it
+        self._reading: dict[str, _Reading] = {}  # file id -> its reads from the log in flight
 
     def publishers(self) -> dict[str, UserPublisher]:
         return {
@@ -124,16 +140,28 @@ class Uploads:
 
     async def upload(self, user_id: str, file_id: str) -> Upload | None:
         """The upload of `file_id` as this node knows it, else folded from the user's stream (None
-        when the user has no such upload: an upload of another user is not looked for)."""
+        when the user has no such upload: an upload of another user is not looked for). An unfinished
+        one read here is kept, and folded from then on, unless one of its events was published while
+        the read was in flight: the read may predate it, and a view kept behind an event it never
+        folds would stay wrong (a failed upload kept as started would refuse its owner's retry)."""
         known = self.uploads.get(file_id)
         if known is not None:
             return known
-        found = uploads_projection.project(
-            await read_through(self._read_stream, user_stream(user_id)), file_id
-        )
-        if found is not None:
-            # A commit of this node may have been folded while the read was in flight: keep it.
-            found = self.uploads.setdefault(file_id, found)
+        reading = self._reading.setdefault(file_id, _Reading())
+        reading.readers += 1
+        seen = reading.events
+        try:
+            events = await read_through(self._read_stream, user_stream(user_id))
+        finally:
+            reading.readers -= 1
+            if not reading.readers:
+                del self._reading[file_id]
+        found = uploads_projection.project(events, file_id)
+        known = self.uploads.get(file_id)  # a start of this node may have been folded meanwhile
+        if known is not None:
+            return known
+        if found is not None and not found.ended and reading.events == seen:
+            self.uploads[file_id] = found
         return found
 
     # Publishing: synchronous, right after the commit.
@@ -145,9 +173,19 @@ class Uploads:
         return str(filename or "")
 
     def _fold(self, event: RecordedEvent) -> Upload | None:
+        """The upload after `event`. Kept while unfinished if the node tracks it, or if it begins
+        now for a user connected here; an upload that ends is dropped (the log has it)."""
         file_id = str(event.data["file_id"])
-        folded = uploads_projection.apply(self.uploads.get(file_id), event)
-        if folded is not None:
+        reading = self._reading.get(file_id)
+        if reading is not None:
+            reading.events += 1
+        known = self.uploads.get(file_id)
+        folded = uploads_projection.apply(known, event)
+        if folded is None or folded.ended:
+            self.uploads.pop(file_id, None)
+        elif known is not None or (
+            event.type == FILE_UPLOAD_STARTED and self._connections.has_user(folded.user_id)
+        ):
             self.uploads[file_id] = folded
         return folded
 

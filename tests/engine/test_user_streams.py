@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from engine.features.ai import runner
+from engine.features.files import file_url
 from engine.features.upload_sweeper import UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
@@ -21,9 +22,13 @@ from engine.model.catalogue import (
     AI_REQUEST_STARTED,
     FILE_UPLOAD_FAILED,
     FILE_UPLOAD_STARTED,
+    IDLE_TIMEOUT,
     USER_LEFT_ROOM,
+    FileUploadCompleted,
+    FileUploadFailed,
+    FileUploadStarted,
 )
-from engine.model.events import AppendOutcome, NewEvent, RecordedEvent
+from engine.model.events import AppendOutcome, NewEvent, Origin, RecordedEvent
 from engine.model.streams import room_stream, user_stream
 from engine.projections.uploads import Upload
 from engine.protocol.close_codes import CloseCode
@@ -524,3 +529,124 @@ async def test_engine_a_file_id_started_on_one_node_is_taken_on_a_node_that_neve
         assert [(e.type, e.data["user_id"]) for e in await log.file_claims("f1")] == [
             (FILE_UPLOAD_STARTED, "ann")
         ]
+
+
+def elsewhere(user_id: str) -> Origin:
+    """An event of `user_id` committed through another node (every node publishes it)."""
+    return Origin("elsewhere", user_id, via="rest")
+
+
+def upload_start(file_id: str, client_msg_id: str) -> dict[str, Any]:
+    return {
+        "type": "file_upload_start",
+        "file_id": file_id,
+        "filename": "a.csv",
+        "file_size": 9,
+        "client_msg_id": client_msg_id,
+    }
+
+
+def upload_progress(file_id: str, client_msg_id: str) -> dict[str, Any]:
+    return {
+        "type": "file_upload_progress",
+        "file_id": file_id,
+        "bytes_uploaded": 3,
+        "total_bytes": 9,
+        "percentage": 33.3,
+        "client_msg_id": client_msg_id,
+    }
+
+
+def completion(user_id: str, file_id: str) -> NewEvent:
+    completed = FileUploadCompleted(user_id, file_id, "a.csv", url=file_url(file_id), size=9, sha256="0" * 64)
+    return completed.new(elsewhere(user_id))
+
+
+def answers(client: Client) -> list[tuple[str, str | None]]:
+    """The acks and errors that arrived since the last take: (client_msg_id, error code or None)."""
+    return [(m["client_msg_id"], m.get("code")) for m in client.take() if m["type"] in ("ack", "error")]
+
+
+async def test_engine_keeps_only_the_unfinished_uploads_of_its_own_users_and_reads_the_rest() -> None:
+    """Every node publishes every user's uploads. It keeps the unfinished ones of users connected to it
+    until they end, and reads the others from the log when a check needs them: the checks answer as
+    if it kept them all (a complete id is taken, a failed one restarts, an upload begun before the
+    user connected takes progress)."""
+    async with memory_engine() as engine:
+        for i in range(20):
+            user, file_id = f"u{i}", f"elsewhere-{i}"
+            await engine.commit(FileUploadStarted(user, file_id, "a.csv", 9).new(elsewhere(user)))
+            if i % 2:
+                await engine.commit(completion(user, file_id))
+        await engine.commit(FileUploadStarted("ann", "before", "a.csv", 9).new(elsewhere("ann")))
+        assert engine.uploads.uploads == {}  # nobody is connected here
+
+        ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
+        await ann.send(upload_start("done", "s1"))
+        await ann.send(upload_start("broken", "s2"))
+        assert sorted(engine.uploads.uploads) == ["broken", "done"]
+        await engine.commit(completion("ann", "done"))
+        await engine.commit(FileUploadFailed("ann", "broken", IDLE_TIMEOUT, "a.csv").new(elsewhere("ann")))
+        await settle(engine)
+        assert engine.uploads.uploads == {}  # ended: the log has them
+        assert answers(ann) == [("s1", None), ("s2", None)]
+        tab.take()
+
+        await ann.send(upload_progress("before", "p1"))
+        await ann.send(upload_progress("done", "p2"))
+        await ann.send(upload_start("done", "s3"))
+        await ann.send(upload_progress("broken", "p3"))
+        await ann.send(upload_start("broken", "s4"))
+        assert answers(ann) == [
+            ("p1", None),
+            ("p2", "VALIDATION_ERROR"),
+            ("s3", "VALIDATION_ERROR"),
+            ("p3", "VALIDATION_ERROR"),
+            ("s4", None),
+        ]
+        assert [m["type"] for m in tab.take()] == ["file_upload_progress", "file_upload_started"]
+        assert sorted(engine.uploads.uploads) == ["before", "broken"]
+        before = await engine.upload("ann", "before")
+        assert before is not None and (before.status, before.bytes_uploaded) == ("uploading", 3)
+
+
+class HoldsAUserStreamRead(MemoryEventStore):
+    """Once `armed`, the next read of a user's stream takes what the log holds, then answers only on
+    `release`: a read that events committed after it overtake."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        page = await super().read_stream(stream_id, after_version, limit)
+        if self.armed and stream_id.startswith("user:"):
+            self.armed = False
+            self.reached.set()
+            await self.release.wait()
+        return page
+
+
+async def test_engine_keeps_no_upload_read_from_the_log_while_one_of_its_events_was_published() -> None:
+    """A progress check reads ann's upload from the log, and the upload's failure is published before
+    the read answers: the read's view (started) serves that check but is not kept, so her new start
+    of the id is accepted."""
+    log = HoldsAUserStreamRead()
+    async with memory_engine(log) as engine:
+        await engine.commit(FileUploadStarted("ann", "f1", "a.csv", 9).new(elsewhere("ann")))
+        ann = await connect(engine, "ann")
+        log.armed = True
+        checking = asyncio.create_task(ann.send(upload_progress("f1", "p1")))
+        async with asyncio.timeout(5):  # the check reads the log: nothing of a user gone is kept
+            await log.reached.wait()
+        await engine.commit(FileUploadFailed("ann", "f1", IDLE_TIMEOUT, "a.csv").new(elsewhere("ann")))
+        log.release.set()
+        await checking
+        assert engine.uploads.uploads == {}
+        await ann.send(upload_start("f1", "s1"))
+        assert answers(ann) == [("p1", None), ("s1", None)]
+        assert list(engine.uploads.uploads) == ["f1"]
