@@ -68,7 +68,7 @@ from engine.model.errors import StoreUnavailable
 from engine.model.events import AppendOutcome, Committed, Duplicate, NewEvent, Origin, RecordedEvent, Refused
 from engine.model.streams import is_engine_stream, user_stream
 from engine.projections.cells import SheetAtHead
-from engine.projections.uploads import Upload
+from engine.projections.uploads import IdleOrder, Upload
 from engine.protocol.close_codes import CloseCode
 from engine.protocol.rendering import encode
 from engine.readmodels import idle_uploads
@@ -505,16 +505,19 @@ class Node:
         with unreachable_as_unavailable():
             return await self.store.upload_events(user_id, file_id)
 
-    async def idle_uploads(self, cutoff: datetime, *, limit: int = 100) -> list[Upload]:
-        """Unfinished uploads with no event since `cutoff`, from the uploads projection table; on a
-        memory log, which has no tables, folded from the whole log."""
+    async def idle_uploads(
+        self, cutoff: datetime, *, after: IdleOrder | None = None, limit: int = 100
+    ) -> list[Upload]:
+        """A page of the unfinished uploads with no event since `cutoff` (after `after`, in
+        `idle_order`), from the uploads projection table; on a memory log, which has no tables,
+        folded from the whole log."""
         if self._db_engine is not None:
             with unreachable_as_unavailable("the uploads table"):
-                return await idle_uploads.idle_uploads(self._db_engine, cutoff, limit=limit)
+                return await idle_uploads.idle_uploads(self._db_engine, cutoff, after=after, limit=limit)
         events: list[RecordedEvent] = []
         while page := await self.read_all(after=events[-1].position if events else 0):
             events.extend(page)
-        return idle_uploads.idle_in(events, cutoff, limit=limit)
+        return idle_uploads.idle_in(events, cutoff, after=after, limit=limit)
 
     async def log_heads(self) -> dict[int, int]:
         """Each partition's newest committed position (every node's appends)."""

@@ -181,6 +181,16 @@ def idle(upload: Upload, now: datetime, timeout_seconds: float) -> bool:
     return not upload.ended and upload.updated_at <= now - timedelta(seconds=timeout_seconds)
 
 
+IdleOrder = tuple[datetime, str, str]
+
+
+def idle_order(upload: Upload) -> IdleOrder:
+    """Where `upload` stands among idle uploads, stalest first: `(updated_at, file_id, user_id)`,
+    unique (a file has one row per uploader), so a list of them can be read a page at a time, each
+    page after the last one's final upload."""
+    return (upload.updated_at, upload.file_id, upload.user_id)
+
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -208,10 +218,12 @@ __all__ = [
     "SKIPPED",
     "STARTED",
     "UPLOADING",
+    "IdleOrder",
     "Upload",
     "apply",
     "end_key",
     "idle",
+    "idle_order",
     "key_of",
     "project",
 ]

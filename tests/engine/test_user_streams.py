@@ -11,7 +11,7 @@ import pytest
 
 from engine.features.ai import runner
 from engine.features.files import file_url
-from engine.features.upload_sweeper import UploadSweeper
+from engine.features.upload_sweeper import SWEEP_PAGE, UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
 from engine.model.catalogue import (
@@ -30,7 +30,7 @@ from engine.model.catalogue import (
 )
 from engine.model.events import AppendOutcome, NewEvent, Origin, RecordedEvent
 from engine.model.streams import room_stream, user_stream
-from engine.projections.uploads import Upload
+from engine.projections.uploads import IdleOrder, Upload
 from engine.protocol.close_codes import CloseCode
 from engine.service import Engine
 from tests.api.test_websocket_ai import GatedProvider
@@ -492,8 +492,10 @@ async def test_engine_upload_sweeper_ends_each_abandoned_upload_once_by_the_log_
         )
         assert [m["type"] for m in ann.take()] == ["file_upload_failed"]  # the starting tab too
 
-        async def find_stale(_: datetime) -> list[Upload]:
-            return stale
+        async def find_stale(
+            _: datetime, *, after: IdleOrder | None = None, limit: int = 100
+        ) -> list[Upload]:
+            return stale if after is None else []
 
         async def read_stale(_: str, file_id: str) -> list[RecordedEvent]:
             return list(stale_events[file_id])
@@ -509,6 +511,35 @@ async def test_engine_upload_sweeper_ends_each_abandoned_upload_once_by_the_log_
             {"type": "file_upload_start", "file_id": "abandoned", "filename": "b.csv", "file_size": 1}
         )
         assert [m["type"] for m in tab.take()] == ["file_upload_failed", "file_upload_started"]
+
+
+async def test_engine_one_upload_sweep_ends_every_upload_idle_as_of_its_start() -> None:
+    """More abandoned uploads than one page of the sweeper's reads, several with the same last
+    event's time: one sweep ends them all, each once, and the one still alive is left alone."""
+    clock = [T0]
+    log = MemoryEventStore(clock=lambda: clock[0])
+    async with memory_engine(log, upload_idle_timeout=10**9) as engine:
+        abandoned = 2 * SWEEP_PAGE + 7
+        for i in range(abandoned):
+            clock[0] = T0 + timedelta(seconds=i // 10)  # ten at a time share an `updated_at`
+            user = f"u{i % 13}"
+            await engine.commit(FileUploadStarted(user, f"f{i:03}", "a.csv", 9).new(elsewhere(user)))
+        clock[0] = T0 + timedelta(seconds=60)
+        await engine.commit(FileUploadStarted("ann", "alive", "a.csv", 9).new(elsewhere("ann")))
+        at = T0 + timedelta(seconds=90)
+        sweeper = UploadSweeper(
+            node_id="sweeper",
+            commit=engine.commit,
+            find_idle=engine.node.idle_uploads,
+            read_upload=engine.node.upload_events,
+            timeout_seconds=60,
+            now=lambda: at,
+        )
+        ended = await sweeper.sweep()
+        assert sorted(u.file_id for u in ended) == [f"f{i:03}" for i in range(abandoned)]
+        failed = [e.data["file_id"] for e in log.events if e.type == FILE_UPLOAD_FAILED]
+        assert sorted(failed) == [f"f{i:03}" for i in range(abandoned)]
+        assert await engine.node.idle_uploads(at - timedelta(seconds=60)) == []  # as of the sweep
 
 
 async def test_engine_a_file_id_started_on_one_node_is_taken_on_a_node_that_never_saw_it() -> None:
