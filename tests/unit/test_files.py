@@ -30,6 +30,8 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 40
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 40
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n"
 BINARY = bytes(range(256))
+CP1252_CSV = "Name;Price\nCafé;3 €\n".encode("cp1252")  # as Excel on Windows saves a CSV
+UTF16_CSV = "Name\tPrice\nCafé\t3 €\n".encode("utf-16")  # Excel's "Unicode Text", with its BOM
 
 
 @pytest.mark.parametrize(
@@ -46,9 +48,11 @@ BINARY = bytes(range(256))
         (b"a,b,c\n1,2,3\n", "text/plain"),
         ("Grüße, 日本語\n".encode(), "text/plain"),
         (b"", "text/plain"),
-        (b"text with a NUL\x00 inside", None),
-        (BINARY, None),
-        (b"\xff\xfeu\x00t\x00f\x00", None),  # UTF-16: NULs, not text for us
+        (b"text with a NUL\x00 inside", "application/octet-stream"),
+        (BINARY, "application/octet-stream"),
+        (CP1252_CSV, None),  # text in an encoding the sniff cannot tell from binary
+        (UTF16_CSV, None),  # its NULs follow a byte order mark
+        ("Name\tPrice\n".encode("utf-16-be"), "application/octet-stream"),  # NULs with no mark
     ],
 )
 def test_sniff_mime_recognises_magic_bytes_and_text(data: bytes, expected: str | None) -> None:
@@ -88,6 +92,9 @@ def test_sniff_mime_looks_only_at_the_window() -> None:
         ("application/octet-stream", "text/plain"),
         ("video/mp4", None),
         ("application/x-parquet", None),
+        ("video/mp4", "application/octet-stream"),
+        ("text/csv", None),
+        ("text/plain; charset=windows-1252", None),
     ],
 )
 def test_declared_type_matches_agreeing_or_unverifiable_types(
@@ -107,7 +114,10 @@ def test_declared_type_matches_agreeing_or_unverifiable_types(
         ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/pdf"),
         ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "text/plain"),
         ("application/zip", None),
-        ("text/csv", None),
+        ("image/png", "application/octet-stream"),
+        ("text/csv", "application/octet-stream"),
+        ("application/json", None),  # text outside text/* must be UTF-8
+        ("application/json", "application/octet-stream"),
         ("text/csv", "application/zip"),
         ("text/plain", "image/png"),
         ("application/json", "application/gzip"),
@@ -117,6 +127,28 @@ def test_declared_type_matches_agreeing_or_unverifiable_types(
 )
 def test_declared_type_matches_refuses_contradicting_types(declared: str, sniffed: str | None) -> None:
     assert not declared_type_matches(declared, sniffed)
+
+
+@pytest.mark.parametrize(
+    ("declared", "data", "matches"),
+    [
+        ("text/csv", CP1252_CSV, True),
+        ("text/plain", UTF16_CSV, True),
+        ("text/csv; charset=utf-16", UTF16_CSV, True),
+        ("text/csv", "Name,Price\n".encode("utf-16-be"), False),
+        ("text/csv", b"a,b\x00c", False),
+        ("text/csv", PDF, False),
+        ("text/csv", _zip_bytes(), False),
+        ("application/json", CP1252_CSV, False),
+    ],
+)
+def test_a_text_type_is_refused_only_for_a_known_format_or_bytes_no_text_has(
+    declared: str, data: bytes, matches: bool
+) -> None:
+    """A CSV declared as text stands in whatever encoding it was saved (the same bytes declare
+    nothing are taken too); bytes of a known binary format, or NULs no text encoding has, do not."""
+    assert declared_type_matches(declared, sniff_mime(data)) is matches
+    assert declared_type_matches(None, sniff_mime(data))
 
 
 @pytest.mark.parametrize(
@@ -133,6 +165,9 @@ def test_declared_type_matches_refuses_contradicting_types(declared: str, sniffe
         ("application/octet-stream", "image/png", "image/png"),
         ("image/png", "application/pdf", "application/pdf"),  # a contradiction is never trusted
         ("video/mp4", None, "video/mp4"),
+        ("text/csv; charset=windows-1252", None, "text/csv"),
+        (None, None, "application/octet-stream"),
+        (None, "application/octet-stream", "application/octet-stream"),
         ("text/html", "text/plain", "text/plain"),  # active content is not served as such
         ("image/svg+xml", "text/plain", "text/plain"),
         ("application/" + "x" * 300, None, "application/octet-stream"),

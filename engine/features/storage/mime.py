@@ -3,14 +3,19 @@
 Pure functions, no I/O. The policy, in order:
 
 1. Sniff the first `SNIFF_BYTES` by magic numbers: PNG, JPEG, GIF, PDF, ZIP (which also covers
-   XLSX/DOCX/PPTX, ODF, JAR, EPUB), gzip. Bytes that decode as UTF-8 (a multi-byte character cut at
-   the end of the window is fine) and contain no NUL are `text/plain`; the empty file is text too.
-   Anything else sniffs as None: unknown binary.
+   XLSX/DOCX/PPTX, ODF, JAR, EPUB), gzip. Bytes with a NUL, unless they begin with a UTF-16 byte
+   order mark, are `application/octet-stream`: no text encoding but UTF-16 (and UTF-32) has them.
+   Bytes that decode as UTF-8 (a multi-byte character cut at the end of the window is fine) are
+   `text/plain`; the empty file is text too. Anything else sniffs as None: unknown, binary or text
+   in another encoding (a CSV saved by Excel as Windows-1252, or as UTF-16 "Unicode Text").
 2. A declared type is refused (`declared_type_matches` is False) when it contradicts the bytes: it
    names a different recognised format (declared image/png, bytes of a PDF), claims a format we can
    recognise and the bytes are not it (declared image/png, bytes unknown or text), or claims text of
-   bytes that are not text. An empty or generic declared type (`application/octet-stream`, what
-   browsers send for types they do not know) never contradicts anything.
+   bytes that cannot be text. A `text/*` type is contradicted only by a recognised format or by
+   `application/octet-stream` bytes, since text in any encoding may be unknown to the sniff; the
+   text types outside `text/*` (JSON, XML, JavaScript, YAML) still need UTF-8. An empty or generic
+   declared type (`application/octet-stream`, what browsers send for types they do not know) never
+   contradicts anything.
 3. The type a file is served with (`resolve_content_type`) is the declared type when it agrees and is
    more specific (text/csv over text/plain, the OOXML type over application/zip), else the sniffed
    type, else `application/octet-stream`. Types a browser would execute (HTML, SVG, XML, JavaScript)
@@ -100,6 +105,7 @@ _ACTIVE: Final = frozenset(
     }
 )
 _MAGIC_TYPES: Final = frozenset(kind for _, kind in _MAGIC)
+_UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian (UTF-32 LE's begins so too)
 
 
 def _essence(declared: str | None) -> str:
@@ -108,9 +114,7 @@ def _essence(declared: str | None) -> str:
     return essence if _TYPE_ESSENCE.fullmatch(essence) else ""
 
 
-def _is_text(data: bytes) -> bool:
-    if b"\x00" in data:
-        return False
+def _is_utf8(data: bytes) -> bool:
     try:
         # final=False: a multi-byte character cut by the end of the sniff window is not an error.
         codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
@@ -121,12 +125,15 @@ def _is_text(data: bytes) -> bool:
 
 def sniff_mime(first_bytes: bytes) -> str | None:
     """The type of a file judged by its first bytes (pass at least `SNIFF_BYTES`, or the whole file
-    when it is shorter): a recognised format, `text/plain`, or None for unknown binary."""
+    when it is shorter): a recognised format, `text/plain` (UTF-8), `application/octet-stream` (bytes
+    no text has), or None for bytes that may be binary or text in another encoding."""
     head = first_bytes[:SNIFF_BYTES]
     for magic, kind in _MAGIC:
         if head.startswith(magic):
             return kind
-    return "text/plain" if _is_text(head) else None
+    if b"\x00" in head and not head.startswith(_UTF16_BOMS):
+        return OCTET_STREAM
+    return "text/plain" if _is_utf8(head) else None
 
 
 def _is_text_type(essence: str) -> bool:
@@ -150,8 +157,10 @@ def declared_type_matches(declared: str | None, sniffed: str | None) -> bool:
         return True
     if sniffed == "text/plain":
         return _is_text_type(essence)
-    if sniffed is None:
-        # Unknown binary: a format we could have recognised, or text, is a false claim; anything
+    if sniffed is None and essence.startswith("text/"):
+        return True  # text in an encoding the sniff does not know (Windows-1252, UTF-16)
+    if sniffed is None or sniffed == OCTET_STREAM:
+        # Unknown: a format we could have recognised, or UTF-8 text, is a false claim; anything
         # else (video/mp4, application/x-parquet) we cannot check and let stand.
         return not _claims_magic_format(essence) and not _is_text_type(essence)
     return _in_family(essence, sniffed)
