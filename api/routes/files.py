@@ -11,7 +11,7 @@ upload); anyone else gets 404, never 403, so a file id reveals nothing about a f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -24,7 +24,7 @@ from api.deps import EngineDep, SettingsDep
 from api.params import RoomIdQuery
 from api.rest_auth import ActorDep, may_read_room, require_room_reader
 from engine.features.files import SharedFile, file_url
-from engine.features.storage import FileStream
+from engine.features.storage import FileStream, served_content_type
 from engine.model.errors import NotFound, ValidationFailed
 from engine.protocol.fields import FileId, FileName
 
@@ -150,7 +150,10 @@ async def download_file(
         await stream.aclose()
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(stored.size)
-    return StreamingResponse(_body(stream), media_type=stored.content_type, headers=headers)
+    body = _body(stream)
+    first = await anext(body, b"")  # the charset of text is told by its first bytes
+    headers["Content-Type"] = served_content_type(stored.content_type, first)
+    return StreamingResponse(_resumed(first, body), headers=headers)
 
 
 def _etags(header: str | None) -> set[str]:
@@ -168,10 +171,21 @@ def _content_length(request: Request) -> int | None:
     return int(value)
 
 
-async def _body(stream: FileStream) -> AsyncIterator[bytes]:
+async def _body(stream: FileStream) -> AsyncGenerator[bytes, None]:
     async with stream:  # closed also when the client goes away mid-download
         async for chunk in stream:
             yield chunk
+
+
+async def _resumed(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """`first`, then the rest of the body it was taken from; the rest is closed whatever happens."""
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
 
 
 __all__ = ["router"]

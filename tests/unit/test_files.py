@@ -14,6 +14,7 @@ from engine.features.storage import (
     InvalidFileId,
     declared_type_matches,
     resolve_content_type,
+    served_content_type,
     sniff_mime,
     validate_file_id,
 )
@@ -178,6 +179,22 @@ def test_resolve_content_type_serves_the_most_specific_safe_type(
     declared: str | None, sniffed: str | None, served: str
 ) -> None:
     assert resolve_content_type(declared, sniffed) == served
+
+
+@pytest.mark.parametrize(
+    ("stored", "data", "served"),
+    [
+        ("text/csv", b"a,b\n", "text/csv; charset=utf-8"),
+        ("text/plain", b"", "text/plain; charset=utf-8"),
+        ("text/plain", UTF16_CSV, "text/plain; charset=utf-16"),
+        ("text/csv", "a;b\n".encode("utf-16-be"), "text/csv"),  # no mark: the encoding is not told
+        ("text/csv", CP1252_CSV, "text/csv"),
+        ("image/png", PNG, "image/png"),
+        ("application/json", b"{}", "application/json"),
+    ],
+)
+def test_served_content_type_names_the_charset_the_bytes_tell(stored: str, data: bytes, served: str) -> None:
+    assert served_content_type(stored, data) == served
 
 
 @pytest.mark.parametrize("file_id", ["a", "report.xlsx", "A-b_c~d.1", "f" * 128, "0"])

@@ -3,7 +3,8 @@
 The log records that a file was uploaded (`file_upload_complete` with size and sha256); the bytes live
 here, addressed by the client's file id. `FileStorage` is the interface the REST upload
 (`PUT /api/v1/files/{file_id}`) and download use; `LocalFileStorage` keeps files in a local folder
-(`DATA_DIR/files` by default). `sniff_mime` and `declared_type_matches` are the content-type policy.
+(`DATA_DIR/files` by default). `sniff_mime`, `declared_type_matches` and `served_content_type` are
+the content-type policy.
 
 Errors (all `EngineError`s with a stable `code`, for the api's one translation table):
 
@@ -27,7 +28,13 @@ from engine.features.storage.base import (
     validate_file_id,
 )
 from engine.features.storage.local import LocalFileStorage
-from engine.features.storage.mime import SNIFF_BYTES, declared_type_matches, resolve_content_type, sniff_mime
+from engine.features.storage.mime import (
+    SNIFF_BYTES,
+    declared_type_matches,
+    resolve_content_type,
+    served_content_type,
+    sniff_mime,
+)
 
 __all__ = [
     "MAX_FILE_ID_LENGTH",
@@ -44,6 +51,7 @@ __all__ = [
     "TooLarge",
     "declared_type_matches",
     "resolve_content_type",
+    "served_content_type",
     "sniff_mime",
     "validate_file_id",
 ]

@@ -21,6 +21,9 @@ Pure functions, no I/O. The policy, in order:
    type, else `application/octet-stream`. Types a browser would execute (HTML, SVG, XML, JavaScript)
    are served as `text/plain`: uploads are served from our origin, and serving them as declared
    would be stored cross-site scripting.
+4. A text type is served with the charset its first bytes tell (`served_content_type`): `utf-8` when
+   they decode as UTF-8, `utf-16` after a UTF-16 byte order mark, and none otherwise (Windows-1252
+   and its kin cannot be told apart: a reader guessing does better than a wrong label).
 """
 
 from __future__ import annotations
@@ -164,6 +167,17 @@ def declared_type_matches(declared: str | None, sniffed: str | None) -> bool:
         # else (video/mp4, application/x-parquet) we cannot check and let stand.
         return not _claims_magic_format(essence) and not _is_text_type(essence)
     return _in_family(essence, sniffed)
+
+
+def served_content_type(content_type: str, first_bytes: bytes) -> str:
+    """The Content-Type header of a file stored as `content_type` whose bytes begin with
+    `first_bytes` (module docstring, 4)."""
+    if not content_type.startswith("text/"):
+        return content_type
+    head = first_bytes[:SNIFF_BYTES]
+    if head.startswith(_UTF16_BOMS):
+        return f"{content_type}; charset=utf-16"
+    return f"{content_type}; charset=utf-8" if sniff_mime(head) == "text/plain" else content_type
 
 
 def resolve_content_type(declared: str | None, sniffed: str | None) -> str:
