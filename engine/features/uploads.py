@@ -22,7 +22,9 @@ socket.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from weakref import WeakValueDictionary
 
 from engine.decisions.access import authorize
 from engine.decisions.own_stream import check_upload_start, require_own_upload
@@ -83,6 +85,8 @@ class Uploads:
         self._read_stream = read_stream
         self.uploads: dict[str, Upload] = {}  # file id -> an unfinished upload, as this node last folded it
         self._reading: dict[str, _Reading] = {}  # file id -> its reads from the log in flight
+        # (user, file id) -> the lock of its starts in flight; gone once none holds or awaits it
+        self._starting: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
 
     def publishers(self) -> dict[str, UserPublisher]:
         return {
@@ -105,16 +109,24 @@ class Uploads:
     ) -> None:
         """Claim the id if nobody has (engine/features/claims.py), then append
         `FileUploadStarted`; the user's other connections get `file_upload_started`. VALIDATION_ERROR
-        when the `file_id` is in use: another user's, or the user's own unless that upload failed."""
+        when the `file_id` is in use: another user's, or the user's own unless that upload failed.
+
+        The user's starts of one id on this node run one at a time, from the check to the commit
+        (published when it returns), so of two tabs starting it at once the second finds the first's
+        upload and is refused rather than replacing it. Starts on two nodes are not serialised: both
+        may be acked, the later one's filename, size and type replacing the earlier's (the id stays
+        the user's; ids of other users are settled by the claim)."""
         self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_start")
-        check_upload_start(await self.upload(actor.user_id, file_id), actor, file_id)
-        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
-            # another user's, perhaps claimed on another node
-            raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
-        started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
-        outcome = await self._commit(started.new(origin))
+        starting = self._starting.setdefault((actor.user_id, file_id), asyncio.Lock())
+        async with starting:
+            check_upload_start(await self.upload(actor.user_id, file_id), actor, file_id)
+            origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+            if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
+                # another user's, perhaps claimed on another node
+                raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
+            started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
+            outcome = await self._commit(started.new(origin))
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
 
     async def progress(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from engine.features.ai import runner
@@ -681,3 +682,24 @@ async def test_engine_keeps_no_upload_read_from_the_log_while_one_of_its_events_
         await ann.send(upload_start("f1", "s1"))
         assert answers(ann) == [("p1", None), ("s1", None)]
         assert list(engine.uploads.uploads) == ["f1"]
+
+
+async def test_engine_two_tabs_starting_one_file_id_at_once_get_one_ack_and_one_refusal() -> None:
+    """Both starts arrive before either is answered: the node runs them one at a time, so the second
+    finds the first's upload, and the first's filename stands."""
+    async with memory_engine() as engine:
+        one, two = await connect(engine, "ann"), await connect(engine, "ann")
+        first, second = upload_start("f1", "t1"), {**upload_start("f1", "t2"), "filename": "b.csv"}
+        await asyncio.gather(
+            one.session.receive(orjson.dumps(first)), two.session.receive(orjson.dumps(second))
+        )
+        await one.session.answered()
+        await two.session.answered()
+        await settle(engine)
+        assert sorted(answers(one) + answers(two)) == [("t1", None), ("t2", "VALIDATION_ERROR")]
+        started = [
+            e for e in await engine.store.read_stream(user_stream("ann")) if e.type == FILE_UPLOAD_STARTED
+        ]
+        assert [e.data["filename"] for e in started] == ["a.csv"]
+        upload = await engine.upload("ann", "f1")
+        assert upload is not None and upload.filename == "a.csv"
