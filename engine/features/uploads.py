@@ -186,7 +186,10 @@ class Uploads:
 
     def _fold(self, event: RecordedEvent) -> Upload | None:
         """The upload after `event`. Kept while unfinished if the node tracks it, or if it begins
-        now for a user connected here; an upload that ends is dropped (the log has it)."""
+        now, through this node, for a user connected here; an upload that ends is dropped (the log
+        has it). A start through another node of an id not tracked here is not kept: it may be a
+        late second start of an upload that already ended, which only the whole stream tells (a
+        start checked against the log, under this node's lock, is this node's own)."""
         file_id = str(event.data["file_id"])
         reading = self._reading.get(file_id)
         if reading is not None:
@@ -196,7 +199,9 @@ class Uploads:
         if folded is None or folded.ended:
             self.uploads.pop(file_id, None)
         elif known is not None or (
-            event.type == FILE_UPLOAD_STARTED and self._connections.has_user(folded.user_id)
+            event.type == FILE_UPLOAD_STARTED
+            and event.metadata.get("node") == self._node_id
+            and self._connections.has_user(folded.user_id)
         ):
             self.uploads[file_id] = folded
         return folded

@@ -703,3 +703,19 @@ async def test_engine_two_tabs_starting_one_file_id_at_once_get_one_ack_and_one_
         assert [e.data["filename"] for e in started] == ["a.csv"]
         upload = await engine.upload("ann", "f1")
         assert upload is not None and upload.filename == "a.csv"
+
+
+async def test_engine_a_late_second_start_of_a_completed_file_through_another_node_is_not_taken_as_new() -> (
+    None
+):
+    """Two nodes' starts of one id both passed their checks; the second committed after the upload
+    completed. The stream says complete, and so must this node."""
+    async with memory_engine() as engine:
+        await engine.commit(FileUploadStarted("ann", "f1", "a.csv", 9).new(elsewhere("ann")))
+        await engine.commit(completion("ann", "f1"))
+        ann = await connect(engine, "ann")
+        await engine.commit(FileUploadStarted("ann", "f1", "b.csv", 9).new(elsewhere("ann")))
+        await settle(engine)
+        ann.take()
+        await ann.send(upload_progress("f1", "p1"))
+        assert answers(ann) == [("p1", "VALIDATION_ERROR")]
