@@ -189,6 +189,9 @@ def test_resolve_content_type_serves_the_most_specific_safe_type(
         ("text/plain", UTF16_CSV, "text/plain; charset=utf-16"),
         ("text/csv", "a;b\n".encode("utf-16-be"), "text/csv"),  # no mark: the encoding is not told
         ("text/csv", CP1252_CSV, "text/csv"),
+        # plain ASCII rows past the sniff window, then the first accented letter
+        ("text/csv", ("id;name\n" + "1;x\n" * 200 + "2;Café 3 €\n").encode("cp1252"), "text/csv"),
+        ("text/plain", "hi".encode("utf-32"), "text/plain"),  # a UTF-32 mark begins like UTF-16's
         ("image/png", PNG, "image/png"),
         ("application/json", b"{}", "application/json"),
     ],

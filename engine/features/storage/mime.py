@@ -21,9 +21,10 @@ Pure functions, no I/O. The policy, in order:
    type, else `application/octet-stream`. Types a browser would execute (HTML, SVG, XML, JavaScript)
    are served as `text/plain`: uploads are served from our origin, and serving them as declared
    would be stored cross-site scripting.
-4. A text type is served with the charset its first bytes tell (`served_content_type`): `utf-8` when
-   they decode as UTF-8, `utf-16` after a UTF-16 byte order mark, and none otherwise (Windows-1252
-   and its kin cannot be told apart: a reader guessing does better than a wrong label).
+4. A text type is served with the charset its first bytes tell (`served_content_type`, given the first
+   chunk read, 64 KiB): `utf-8` when they decode as UTF-8, `utf-16` after a UTF-16 byte order mark,
+   and none otherwise (Windows-1252 and its kin cannot be told apart, and browsers decode no UTF-32:
+   a reader guessing does better than a wrong label).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ _ACTIVE: Final = frozenset(
 )
 _MAGIC_TYPES: Final = frozenset(kind for _, kind in _MAGIC)
 _UTF16_BOMS: Final = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian (UTF-32 LE's begins so too)
+_UTF32_BOMS: Final = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")  # browsers decode no UTF-32
 
 
 def _essence(declared: str | None) -> str:
@@ -172,12 +174,14 @@ def declared_type_matches(declared: str | None, sniffed: str | None) -> bool:
 def served_content_type(content_type: str, first_bytes: bytes) -> str:
     """The Content-Type header of a file stored as `content_type` whose bytes begin with
     `first_bytes` (module docstring, 4)."""
-    if not content_type.startswith("text/"):
+    if not content_type.startswith("text/") or first_bytes.startswith(_UTF32_BOMS):
         return content_type
-    head = first_bytes[:SNIFF_BYTES]
-    if head.startswith(_UTF16_BOMS):
+    if first_bytes.startswith(_UTF16_BOMS):
         return f"{content_type}; charset=utf-16"
-    return f"{content_type}; charset=utf-8" if sniff_mime(head) == "text/plain" else content_type
+    # All of what was read, not only the sniff window: a CSV's first rows are often plain ASCII, and
+    # its first accented letter in Windows-1252 comes later.
+    utf8 = b"\x00" not in first_bytes and _is_utf8(first_bytes)
+    return f"{content_type}; charset=utf-8" if utf8 else content_type
 
 
 def resolve_content_type(declared: str | None, sniffed: str | None) -> str:
