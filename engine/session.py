@@ -445,7 +445,12 @@ class Session:
                 stream = user_stream(user_id)
             case _:
                 return None
-        return await self._node.event_by_key(user_id, cmid, stream)
+        found = await self._node.event_by_key(user_id, cmid, stream)
+        if isinstance(message, JoinRoom) and found is not None:
+            # A join is its connection's: from another connection it is a join of its own, which a
+            # limit may refuse, never an ack of a membership this connection does not have.
+            return found if found.data.get("connection_id") == self.connection_id else None
+        return found
 
     async def _dispatch(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
         """Hand a valid message to its handler, which sends the replies (they must be ordered with

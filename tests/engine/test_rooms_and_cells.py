@@ -3,6 +3,7 @@ what the sender is answered, and what the log holds."""
 
 from __future__ import annotations
 
+from engine.features.limits import RateLimits
 from engine.model.catalogue import CELL_UPDATED, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.streams import room_stream, volatile_stream
 from engine.service import Engine
@@ -190,3 +191,17 @@ async def test_engine_a_resumed_join_s_room_state_shows_the_members_cursors() ->
             "ann": {"x": 7, "y": 8, "cell": None},
             "bob": None,
         }
+
+
+async def test_engine_past_a_limit_a_join_retried_on_its_connection_is_acked_and_on_another_refused() -> None:
+    """A retried join from a new tab is that tab's own join: acked without one, the tab would think
+    itself in the room and hear nothing from it."""
+    async with memory_engine(rate_limits=RateLimits(per_minute=1, per_hour=100, block_seconds=60)) as engine:
+        tab = await connect(engine, "ann")
+        await tab.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        ack = tab.take()[-1]
+        await tab.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        assert tab.take() == [ack]
+        other = await connect(engine, "ann")
+        await other.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        assert [(m["type"], m.get("code")) for m in other.take()] == [("error", "RATE_LIMIT_EXCEEDED")]
