@@ -448,8 +448,11 @@ class Session:
         found = await self._node.event_by_key(user_id, cmid, stream)
         if isinstance(message, JoinRoom) and found is not None:
             # A join is its connection's: from another connection it is a join of its own, which a
-            # limit may refuse, never an ack of a membership this connection does not have.
-            return found if found.data.get("connection_id") == self.connection_id else None
+            # limit may refuse, never an ack of a membership this connection does not have (once
+            # that join was applied, its own retries find the connection in the room).
+            connection = self._node.connections.get(self.connection_id)
+            member = connection is not None and message.room_id in connection.rooms
+            return found if member or found.data.get("connection_id") == self.connection_id else None
         return found
 
     async def _dispatch(self, message: InboundMessage, echo: Mapping[str, str]) -> None:

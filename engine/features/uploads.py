@@ -29,7 +29,7 @@ from weakref import WeakValueDictionary
 from engine.decisions.access import authorize
 from engine.decisions.own_stream import check_upload_start, require_own_upload
 from engine.fanout.hub import Hub
-from engine.fanout.live import UserPublisher
+from engine.fanout.live import UserPublisher, recorded
 from engine.features.claims import claim_file
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
@@ -43,7 +43,7 @@ from engine.model.catalogue import (
     FileUploadStarted,
 )
 from engine.model.errors import ValidationFailed
-from engine.model.events import Origin, RecordedEvent
+from engine.model.events import Committed, Origin, RecordedEvent
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import user_stream
 from engine.projections import uploads as uploads_projection
@@ -120,13 +120,33 @@ class Uploads:
         authorize(actor, "file_upload_start")
         starting = self._starting.setdefault((actor.user_id, file_id), asyncio.Lock())
         async with starting:
-            check_upload_start(await self.upload(actor.user_id, file_id), actor, file_id)
-            origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-            if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
-                # another user's, perhaps claimed on another node
-                raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
-            started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
-            outcome = await self._commit(started.new(origin))
+            # Counted from the check to the commit, like a read: the start is kept only if nothing
+            # else of this file was published in between (the check may be stale by then).
+            reading = self._reading.setdefault(file_id, _Reading())
+            reading.readers += 1
+            seen = reading.events
+            try:
+                checked = await self.upload(actor.user_id, file_id)
+                check_upload_start(checked, actor, file_id)
+                origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+                if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
+                    # another user's, perhaps claimed on another node
+                    raise ValidationFailed(f"file_id {file_id!r} is already in use", file_id=file_id)
+                started = FileUploadStarted(actor.user_id, file_id, filename, file_size, mime_type)
+                event = started.new(origin)
+                outcome = await self._commit(event)
+                if (
+                    isinstance(outcome, Committed)
+                    and reading.events == seen + 1
+                    and file_id not in self.uploads
+                ):
+                    kept = uploads_projection.apply(checked, recorded(event, outcome))
+                    if kept is not None and not kept.ended:
+                        self.uploads[file_id] = kept
+            finally:
+                reading.readers -= 1
+                if not reading.readers:
+                    del self._reading[file_id]
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
 
     async def progress(
@@ -185,11 +205,11 @@ class Uploads:
         return str(filename or "")
 
     def _fold(self, event: RecordedEvent) -> Upload | None:
-        """The upload after `event`. Kept while unfinished if the node tracks it, or if it begins
-        now, through this node, for a user connected here; an upload that ends is dropped (the log
-        has it). A start through another node of an id not tracked here is not kept: it may be a
-        late second start of an upload that already ended, which only the whole stream tells (a
-        start checked against the log, under this node's lock, is this node's own)."""
+        """The upload after `event`, kept while unfinished if the node tracks it; an upload that
+        ends is dropped (the log has it). A start of an id not tracked here begins nothing kept: it
+        may be a late second start of an upload that has already ended (two starts that both passed
+        their checks, on two nodes or while this node's check read the log), which only the whole
+        stream tells. The next check reads it (`upload`), and keeps it from then on."""
         file_id = str(event.data["file_id"])
         reading = self._reading.get(file_id)
         if reading is not None:
@@ -198,11 +218,7 @@ class Uploads:
         folded = uploads_projection.apply(known, event)
         if folded is None or folded.ended:
             self.uploads.pop(file_id, None)
-        elif known is not None or (
-            event.type == FILE_UPLOAD_STARTED
-            and event.metadata.get("node") == self._node_id
-            and self._connections.has_user(folded.user_id)
-        ):
+        elif known is not None:
             self.uploads[file_id] = folded
         return folded
 

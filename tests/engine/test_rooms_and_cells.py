@@ -205,3 +205,16 @@ async def test_engine_past_a_limit_a_join_retried_on_its_connection_is_acked_and
         other = await connect(engine, "ann")
         await other.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
         assert [(m["type"], m.get("code")) for m in other.take()] == [("error", "RATE_LIMIT_EXCEEDED")]
+
+
+async def test_engine_past_a_limit_a_new_tab_s_applied_join_retried_again_is_acked() -> None:
+    """The new tab's retry joined it (a join of its own); its next retry, refused by the limit, finds
+    it in the room and is acked."""
+    async with memory_engine(rate_limits=RateLimits(per_minute=2, per_hour=100, block_seconds=60)) as engine:
+        tab = await connect(engine, "ann")
+        await tab.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        other = await connect(engine, "ann")
+        await other.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        assert [m["type"] for m in other.take()] == ["room_state", "ack"]
+        await other.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        assert [(m["type"], m.get("code")) for m in other.take()] == [("ack", None)]

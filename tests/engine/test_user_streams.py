@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from engine.features import uploads as uploads_feature
 from engine.features.ai import runner
 from engine.features.files import file_url
 from engine.features.upload_sweeper import SWEEP_PAGE, UploadSweeper
@@ -715,6 +716,29 @@ async def test_engine_a_late_second_start_of_a_completed_file_through_another_no
         await engine.commit(completion("ann", "f1"))
         ann = await connect(engine, "ann")
         await engine.commit(FileUploadStarted("ann", "f1", "b.csv", 9).new(elsewhere("ann")))
+        await settle(engine)
+        ann.take()
+        await ann.send(upload_progress("f1", "p1"))
+        assert answers(ann) == [("p1", "VALIDATION_ERROR")]
+
+
+async def test_engine_a_start_committing_after_another_start_s_upload_completed_is_not_taken_as_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This node's start passed its check (no upload yet); before it committed, a start of the same id
+    through another node committed and its upload completed. The stream says complete."""
+    real = uploads_feature.claim_file
+    async with memory_engine() as engine:
+
+        async def overtaken(*args: Any) -> Any:
+            await engine.commit(FileUploadStarted("ann", "f1", "a.csv", 9).new(elsewhere("ann")))
+            await engine.commit(completion("ann", "f1"))
+            return await real(*args)
+
+        monkeypatch.setattr(uploads_feature, "claim_file", overtaken)
+        ann = await connect(engine, "ann")
+        await ann.send(upload_start("f1", "s1"))
+        monkeypatch.setattr(uploads_feature, "claim_file", real)
         await settle(engine)
         ann.take()
         await ann.send(upload_progress("f1", "p1"))
