@@ -30,7 +30,7 @@ from engine.model.identifiers import identifier_problem
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import room_stream
 from engine.projections.presence import ONLINE
-from engine.projections.rooms import RoomView, project, with_cursors, with_statuses
+from engine.projections.rooms import RoomView, project, project_with_stays, with_cursors, with_statuses
 from engine.protocol import Envelope, room_left, room_state
 from engine.protocol.rendering import ReplayRenderer, encode
 
@@ -161,11 +161,10 @@ class Rooms:
         """The room projected from its whole stream (the live views start from this), with the cursors
         its members last moved during their stay: those are volatile events, not in the stream, and a
         live view folds them as they come, so a view read here must show them too."""
-        events = await read_through(self._read_stream, room_stream(room_id))
-        view = project(events, room_id)
+        view, began = project_with_stays(await read_through(self._read_stream, room_stream(room_id)), room_id)
         if not view.members:
             return view
-        return with_cursors(view, events, await self._read_cursors(room_id, list(view.members)))
+        return with_cursors(view, began, await self._read_cursors(room_id, list(view.members)))
 
     async def exists(self, room_id: str) -> bool:
         """Whether the room's stream has events: this node's view when it has one, else the log now.

@@ -17,7 +17,7 @@ over a room view for `room_state`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,38 +179,27 @@ def project(events: Iterable[RecordedEvent], room_id: str | None = None) -> Room
     return apply_many(RoomView(room_id), events)
 
 
-def stays(events: Iterable[RecordedEvent]) -> dict[str, int]:
-    """The position of the join that began each current member's stay, from the room's durable events:
-    a cursor moved before it belonged to an earlier stay (the fold shows none until they move)."""
-    connections: dict[str, set[str]] = {}
+def project_with_stays(events: Iterable[RecordedEvent], room_id: str) -> tuple[RoomView, dict[str, int]]:
+    """`project`, and the position of the join that began each current member's stay (a cursor moved
+    before it belonged to an earlier stay: the fold shows none until they move), told by the same fold."""
+    draft = _Draft(RoomView(room_id))
     began: dict[str, int] = {}
     for event in events:
-        if event.type not in MEMBERSHIP_EVENTS:
-            continue
-        user_id = str(event.data["user_id"])
-        connection_id = event.data.get("connection_id")
-        if event.type == USER_JOINED_ROOM:
-            if user_id not in connections:
-                began[user_id] = event.position
-            connections.setdefault(user_id, set()).add(str(connection_id))
-        elif user_id in connections:  # as `_left`: without a connection id, every connection leaves
-            remaining = connections[user_id]
-            if connection_id is None:
-                remaining.clear()
-            else:
-                remaining.discard(str(connection_id))
-            if not remaining:
-                del connections[user_id], began[user_id]
-    return began
+        _step(draft, event)
+        if event.type in MEMBERSHIP_EVENTS:
+            user_id = str(event.data["user_id"])
+            if user_id not in draft.members:
+                began.pop(user_id, None)
+            elif event.type == USER_JOINED_ROOM:
+                began.setdefault(user_id, event.position)
+    return draft.freeze(), began
 
 
-def with_cursors(
-    view: RoomView, stream: Sequence[RecordedEvent], newest_moves: Iterable[RecordedEvent]
-) -> RoomView:
-    """The view folded from the room's durable `stream`, with the cursor each member last moved during
-    their current stay: what a view that also folded the room's volatile events shows. `newest_moves`
-    holds each member's newest `CursorMoved` (older ones would be overwritten anyway)."""
-    began = stays(stream)
+def with_cursors(view: RoomView, began: Mapping[str, int], newest_moves: Iterable[RecordedEvent]) -> RoomView:
+    """The view folded from the room's durable stream, with the cursor each member last moved during
+    their current stay (`began`, from `project_with_stays`): what a view that also folded the room's
+    volatile events shows. `newest_moves` holds each member's newest `CursorMoved` (older ones would
+    be overwritten anyway)."""
     moves = [m for m in newest_moves if m.position > began.get(str(m.data["user_id"]), m.position)]
     return apply_many(view, sorted(moves, key=lambda move: move.position))
 
@@ -387,7 +376,7 @@ __all__ = [
     "cursors_from",
     "key_of",
     "project",
-    "stays",
+    "project_with_stays",
     "with_cursors",
     "with_statuses",
 ]

@@ -141,7 +141,7 @@ def test_rooms_view_from_the_stream_and_newest_cursors_equals_the_view_of_every_
             for e in events
             if e.type == CURSOR_MOVED and e.stream_id == volatile_stream(room_stream(room_id))
         }
-        read = rooms.with_cursors(rooms.project(stream, room_id), stream, newest.values())
+        read = rooms.with_cursors(*rooms.project_with_stays(stream, room_id), newest.values())
         assert {u: (m.cursor, m.connections) for u, m in read.members.items()} == {
             u: (m.cursor, m.connections) for u, m in live.members.items()
         }

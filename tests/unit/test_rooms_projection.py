@@ -26,7 +26,7 @@ from engine.projections.rooms import (
     apply,
     cursors_from,
     project,
-    stays,
+    project_with_stays,
     with_statuses,
 )
 from tests.unit.event_log import Log as EventLog
@@ -387,7 +387,9 @@ def test_stays_begin_at_the_join_that_made_each_current_member() -> None:
     again = log.joined("bob", "c4", 5)
     log.joined("cy", "c5", 6)
     log.left("cy", "c5", 7)
-    assert stays(log.events) == {"alice": first.position, "bob": again.position}
+    view, began = project_with_stays(log.events, ROOM)
+    assert view == project(log.events)
+    assert began == {"alice": first.position, "bob": again.position}
 
 
 def test_cursors_from_a_newer_view_are_taken_only_during_the_same_stay() -> None:
