@@ -197,8 +197,8 @@ class Live:
         the view before its append, and the view must still be there when it publishes), then the
         presence of users with no connection here whom no remaining view lists, and typists a minute
         past their timeout (a start whose stop or leave never reached this node: a stop that comes
-        after all is then sent, as for any start this node did not see). What is
-        needed again is read again: a view by `load`, a declared status by `restore_statuses`. A room
+        after all is then sent, as for any start this node did not see). What is needed again is
+        read again: a view by `load`, a declared status by `restore_statuses`. A room
         with members elsewhere keeps its view: their events keep it current anyway, and reading it
         again would cost a read of its whole stream and of its members' cursors."""
         self._sweeps += 1

@@ -23,6 +23,8 @@ socket.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from weakref import WeakValueDictionary
 
@@ -122,10 +124,8 @@ class Uploads:
         async with starting:
             # Counted from the check to the commit, like a read: the start is kept only if nothing
             # else of this file was published in between (the check may be stale by then).
-            reading = self._reading.setdefault(file_id, _Reading())
-            reading.readers += 1
-            seen = reading.events
-            try:
+            with self._watching(file_id) as reading:
+                seen = reading.events
                 checked = await self.upload(actor.user_id, file_id)
                 check_upload_start(checked, actor, file_id)
                 origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
@@ -143,10 +143,6 @@ class Uploads:
                     kept = uploads_projection.apply(checked, recorded(event, outcome))
                     if kept is not None and not kept.ended:
                         self.uploads[file_id] = kept
-            finally:
-                reading.readers -= 1
-                if not reading.readers:
-                    del self._reading[file_id]
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
 
     async def progress(
@@ -179,15 +175,9 @@ class Uploads:
         known = self.uploads.get(file_id)
         if known is not None:
             return known
-        reading = self._reading.setdefault(file_id, _Reading())
-        reading.readers += 1
-        seen = reading.events
-        try:
+        with self._watching(file_id) as reading:
+            seen = reading.events
             events = await read_through(self._read_stream, user_stream(user_id))
-        finally:
-            reading.readers -= 1
-            if not reading.readers:
-                del self._reading[file_id]
         found = uploads_projection.project(events, file_id)
         known = self.uploads.get(file_id)  # a start of this node may have been folded meanwhile
         if known is not None:
@@ -195,6 +185,19 @@ class Uploads:
         if found is not None and not found.ended and reading.events == seen:
             self.uploads[file_id] = found
         return found
+
+    @contextmanager
+    def _watching(self, file_id: str) -> Iterator[_Reading]:
+        """Count the file's events published while the caller awaits (`_fold` counts them), so that
+        what it read before them is not kept."""
+        reading = self._reading.setdefault(file_id, _Reading())
+        reading.readers += 1
+        try:
+            yield reading
+        finally:
+            reading.readers -= 1
+            if not reading.readers:
+                del self._reading[file_id]
 
     # Publishing: synchronous, right after the commit.
 
