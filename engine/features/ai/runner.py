@@ -37,9 +37,18 @@ Choices:
   appended when the cancel lands is still published; the projection keeps the first ending
   (engine/projections/ai_requests.py).
 * Shutdown (`stop`, from `Engine.stop`): running requests are cancelled and recorded as `AiFailed`
-  "the server is shutting down" (not `AiCancelled`: nobody asked to cancel them). A node taken for
-  dead (`abandon_runs`) stops its runs at once and records each as `AiFailed` "the server running it
-  stopped", as the survivor that took it for dead does.
+  "the server is shutting down" (not `AiCancelled`: nobody asked to cancel them). A start whose
+  commit is still on its way then would commit with nobody left to end it (a survivor ends only a
+  dead node's runs), so `stop` waits for the starts in flight (`_starting`), within
+  `STOP_WAIT_SECONDS` shared with the background work, while the node's log still takes writes: one
+  that commits meanwhile is acked and then ends with that same failure (never run). Waiting, rather
+  than ending it for the request from `stop`, costs nothing extra: its ending goes to the same
+  partition as its start, so it could not commit before the start's own commit anyway. A start still
+  in flight after the bound gets `stop`'s last look, as a start looked for does; a request that
+  arrives once `stop` has begun is refused (retryable) before anything is recorded. A node taken
+  for dead (`abandon_runs`) stops its runs at once and records each as `AiFailed` "the server
+  running it stopped", as the survivor that took it for dead does; a start committing after that
+  gets the same ending instead of a run (`_launch`).
 * One ending per request: the answer, a failure, a cancellation, and a survivor's failure for a dead
   node all carry the request's `end_key`, so whichever is recorded first is the only one.
 """
@@ -144,6 +153,9 @@ class AiRunner:
         self._read_stream = read_stream
         self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
         self._running: dict[RequestKey, asyncio.Task[None]] = {}
+        # Requests whose start is being recorded (`request`), each settled once it is acked: `stop`
+        # waits for them.
+        self._starting: dict[asyncio.Future[None], RequestKey] = {}
         # Endings tried again, runs wound down, looks for starts: awaited within a bound at `stop`.
         self._background = BackgroundWork(commit)
         self._abandoned_count = 0
@@ -193,6 +205,25 @@ class AiRunner:
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = started.new(origin, key=idempotency_key(request_id))
         key = (actor.user_id, request_id)
+        if self._stopping:  # nothing is recorded: the client retries it (on another node)
+            raise StoreUnavailable(SHUTDOWN_ERROR, request_id=request_id)
+        # In flight until acked and, if it committed while the node stops, ended: `stop` waits for it
+        # (within its bound) so that its ending is recorded while the log still takes writes. Added
+        # with no await since the check above, so that none is added once `stop` has begun.
+        in_flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._starting[in_flight] = key
+        try:
+            await self._start(key, job, event, connection_id, client_msg_id)
+        finally:
+            del self._starting[in_flight]
+            in_flight.set_result(None)
+
+    async def _start(
+        self, key: RequestKey, job: AiJob, event: NewEvent, connection_id: str, client_msg_id: str | None
+    ) -> None:
+        """Record the request's start, ack it, and run it; or end it, if the node began to stop while
+        the start was being recorded."""
+        request_id = key[1]
         abandoned_before = self._abandoned_count
         try:
             outcome = await self._commit(event)
@@ -216,14 +247,19 @@ class AiRunner:
         # Taken already if a look for an earlier attempt found this start first (it runs it), or a
         # cancel took it from such a look (it ended it). Launched before the ack, so that a cancel
         # while the ack waits (a slow reader) finds it running; it starts once the ack is sent, and
-        # runs even if the requester's socket just went away.
+        # runs even if the requester's socket just went away. Committed while the node stops, it
+        # never runs: it ends once acked, as a run's steps come after the ack.
         acked = asyncio.Event()
-        if self._claim(key):
+        claimed = self._claim(key)
+        shut_out = claimed and self._stopping
+        if claimed and not shut_out:
             await self._launch(key, job, abandoned_before, after=acked)
         try:
             await self._ack(connection_id, client_msg_id, outcome)
         finally:
             acked.set()
+            if shut_out:
+                await self._record_at_shutdown(AiFailed(*key, SHUTDOWN_ERROR))
 
     def _claim(self, key: RequestKey) -> bool:
         """Whether the caller is the one to run (or end) a start this node committed: the first to
@@ -236,9 +272,10 @@ class AiRunner:
     async def _launch(
         self, key: RequestKey, job: AiJob, abandoned_before: int, *, after: asyncio.Event | None = None
     ) -> None:
-        """Run a request whose start this node committed (its provider once `after` is set)."""
+        """Run a request whose start this node committed (its provider once `after` is set), unless
+        the node stops or was taken for dead since: end it then."""
         user_id, request_id = key
-        if self._stopping:  # committed while the node stops: it ends at once
+        if self._stopping:  # found by a look while the node stops: it ends at once
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
         elif self._abandoned_count != abandoned_before:  # taken for dead meanwhile: likewise
             self._end_lost([key])
@@ -416,18 +453,25 @@ class AiRunner:
 
     async def stop(self) -> None:
         """Cancel every running request and record each as failed: the server is shutting down.
-        Endings still being recorded in the background get `STOP_WAIT_SECONDS`, then are given up
-        (those of a node taken for dead are recorded by a survivor too)."""
+        Starts still being recorded, which end themselves once acked, and endings still being recorded
+        in the background get `STOP_WAIT_SECONDS` together; then each start still in flight or looked
+        for gets one last look, and an ending given up one last try (those of a node taken for dead
+        are recorded by a survivor too)."""
         self._stopping = self._background.closed = True
         tasks, self._running = self._running, {}
         for task in tasks.values():
             task.cancel()
         if tasks:
             await asyncio.wait(tasks.values())
-        pending = await self._background.wait(STOP_WAIT_SECONDS)
-        unsettled = list(self._unsettled)  # looks still going on, cancelled now
+        loop = asyncio.get_running_loop()
+        until = loop.time() + STOP_WAIT_SECONDS
+        if self._starting:
+            await asyncio.wait(list(self._starting), timeout=STOP_WAIT_SECONDS)
+        pending = await self._background.wait(max(0.0, until - loop.time()))
+        # Looks still going on, cancelled now, and starts whose answer has not come back (or whose ack
+        # waits): a start of this node's that did commit ends, whoever else records its ending.
+        unsettled = {*self._unsettled, *self._starting.values()}
         await self._background.cancel(pending)
-        # One last look each, within a bound: a start of this node's that did commit ends.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_WAIT_SECONDS):
                 for key in sorted(unsettled):
@@ -437,13 +481,17 @@ class AiRunner:
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
 
     async def _end_if_recorded(self, key: RequestKey) -> None:
+        """Record the request's shutdown ending if the log holds its start, committed by this node and
+        not ended. Unclaimed or not: nothing runs once the node stops, and the end key keeps a second
+        ending (its request's own, once acked) out of the log."""
         user_id, request_id = key
         try:
             found = await self._recorded_start(key)
         except StoreUnavailable as exc:
             log.error("could not tell whether AI request %r was recorded, at shutdown: %s", request_id, exc)
             return
-        if found is not None and self._claim(key):
+        if found is not None:
+            self._claim(key)  # a look or a retry that ends later has nothing to start
             await self._record_at_shutdown(AiFailed(user_id, request_id, SHUTDOWN_ERROR))
 
     async def _record_at_shutdown(self, failed: AiFailed) -> None:
