@@ -1,11 +1,11 @@
 """`AiRunner`: `ai_request` and `ai_cancel`, and the one place that appends AI events.
 
 A request is checked, recorded as `AiRequestStarted` in the requester's stream (`user:{id}`), and then
-run in a background task of its own that iterates `provider.analyse(job)` and records every step:
-`Progress` -> `AiProgressed`, `Complete` -> `AiCompleted`, `Failure` (or an exception in the provider)
--> `AiFailed`. Each is committed like any other event, so it is published to every connection of the
-requester as an `ai_event` (engine/protocol/ai_rendering.py) and nobody else hears of it. The provider runs
-only here, live: a replay or a projection rebuild folds the recorded events and never calls it.
+run in a background task of its own, which records every step of the provider as an event of that
+stream (engine/features/ai/run.py). Each is committed like any other event, so it is published to
+every connection of the requester as an `ai_event` (engine/protocol/ai_rendering.py) and nobody else
+hears of it. The provider runs only here, live: a replay or a projection rebuild folds the recorded
+events and never calls it.
 
 Choices:
 
@@ -13,9 +13,7 @@ Choices:
   sheet must belong to a room this connection joined (PERMISSION_DENIED otherwise, as for any action
   in a room). A sheet that was never edited has no room: NOT_FOUND (there is nothing to analyse and
   no room to check membership against).
-* What is analysed: the sheet as projected from its room's `CellUpdated` events at request time (so
-  the answer is about what the requester saw, not about what arrives while it runs), within
-  `context.table_range` when given.
+* What is analysed: the sheet at request time (engine/features/ai/run.py, `job_for`).
 * One run per request id: `AiRequestStarted` carries the idempotency key `ai:{request_id}` for the
   requester, checked inside the append, so a repeated `request_id` of the same user never starts a
   second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
@@ -24,10 +22,7 @@ Choices:
   nothing: the node looks for it (`_start_if_recorded`, one look per request, again on such a
   Duplicate) and runs it if this node committed it and it has not ended. Of the request's own
   commit, a look and a cancel, the first to `_claim` a start runs it (or ends it); a look still
-  going on at shutdown ends it. A run whose step cannot be recorded stops, and its `AiFailed` is
-  tried in the background.
-* At least two `ai_progress`: a provider that completes after fewer steps gets the missing ones
-  recorded before its answer (the protocol promises two).
+  going on at shutdown ends it.
 * `ai_cancel {request_id}` cancels the task (the `CancelledError` lands inside the provider, see
   engine/features/ai/provider.py), waits for it to end, then records `AiCancelled` (reason
   "cancelled"), which the requester's connections get as `ai_error` with code `CANCELLED`. A run on
@@ -59,6 +54,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from cachetools import FIFOCache
@@ -67,26 +63,18 @@ from engine.cluster.reaper import NODE_LOST_ERROR
 from engine.decisions.access import authorize, require_member
 from engine.fanout.hub import Hub
 from engine.fanout.live import UserPublisher
-from engine.features.ai import AiJob, AiProvider, BuiltinProvider, Complete, Failure, Progress
+from engine.features.ai import AiJob, AiProvider, BuiltinProvider
 from engine.features.ai.background import BackgroundWork
+from engine.features.ai.run import RequestKey, Steps, job_for, recorded_job, run_request
 from engine.features.cells import SheetRooms
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
-from engine.model.catalogue import (
-    AI_CANCELLED,
-    AI_EVENTS,
-    AiCancelled,
-    AiCompleted,
-    AiFailed,
-    AiProgressed,
-    AiRequestStarted,
-)
+from engine.model.catalogue import AI_CANCELLED, AI_EVENTS, AiCancelled, AiFailed, AiRequestStarted
 from engine.model.errors import NotFound, StoreUnavailable, ValidationFailed
 from engine.model.events import AppendOutcome, Duplicate, NewEvent, Origin, RecordedEvent
-from engine.model.reading import ReadStream, read_through
-from engine.model.streams import room_stream, user_stream
-from engine.projections import cells
+from engine.model.reading import ReadStream
+from engine.model.streams import user_stream
 from engine.projections.ai_requests import end_key
 from engine.protocol.ai_rendering import render_ai
 from engine.protocol.rendering import encode
@@ -94,14 +82,8 @@ from engine.protocol.rendering import encode
 log = logging.getLogger(__name__)
 
 SHUTDOWN_ERROR = "the server is shutting down"
-PROVIDER_ERROR = "the AI provider failed unexpectedly"
-NO_ANSWER_ERROR = "the AI provider ended without an answer"
-UNRECORDED_ERROR = "the server could not record the analysis"
 CANCEL_REASON = "cancelled"
-MIN_PROGRESS_STEPS = 2
-_READ_PAGE = 1000
 
-RequestKey = tuple[str, str]  # (user_id, request_id)
 StopElsewhere = Callable[[str, str, str | None], Awaitable[bool]]
 """Asks the other nodes to stop a request's run and record its cancellation (`cancel_here` there,
 with the cancel's client_msg_id): whether one did."""
@@ -149,6 +131,7 @@ class AiRunner:
         self._hub = hub
         self._sheet_rooms = sheet_rooms
         self._commit = commit
+        self._steps = Steps(node_id, commit)
         self._reply = reply
         self._read_stream = read_stream
         self.provider: AiProvider = provider if provider is not None else BuiltinProvider()
@@ -200,7 +183,7 @@ class AiRunner:
             raise NotFound(f"sheet {sheet_id!r} has no cells", sheet_id=sheet_id, request_id=request_id)
         require_member(sheet_room, self._connections.of(actor, connection_id).rooms)
         context = dict(context) if context is not None else None
-        job = await self._job(request_id, query, sheet_id, sheet_room, context)
+        job = await job_for(self._read_stream, request_id, query, sheet_id, sheet_room, context)
         started = AiRequestStarted(actor.user_id, request_id, query, sheet_id, context, sheet_room)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         event = started.new(origin, key=idempotency_key(request_id))
@@ -280,7 +263,15 @@ class AiRunner:
         elif self._abandoned_count != abandoned_before:  # taken for dead meanwhile: likewise
             self._end_lost([key])
         else:
-            run = self._run(key, job, after)
+            run = run_request(
+                key,
+                job,
+                self.provider,
+                self._steps,
+                finished=partial(self._forget, key),
+                record_later=self._background.record_later,
+                after=after,
+            )
             self._running[key] = asyncio.create_task(run, name=f"ai:{user_id}:{request_id}")
 
     def _look_for(self, key: RequestKey, settle: float) -> None:
@@ -332,28 +323,7 @@ class AiRunner:
         return None if await self._read_by_key(user_id, end_key(request_id), stream) is not None else found
 
     async def _job_of(self, started: RecordedEvent) -> AiJob:
-        data = started.data
-        sheet_id = str(data["sheet_id"])
-        room = data.get("room_id") or await self._sheet_rooms.room_of(sheet_id)
-        context = data.get("context")
-        return await self._job(
-            str(data["request_id"]),
-            str(data["query"]),
-            sheet_id,
-            None if room is None else str(room),
-            context if isinstance(context, Mapping) else None,
-        )
-
-    async def _job(
-        self, request_id: str, query: str, sheet_id: str, room: str | None, context: Mapping[str, Any] | None
-    ) -> AiJob:
-        """What the provider analyses: the sheet as projected from its room's edits now, within
-        `context.table_range` when given."""
-        events = [] if room is None else await read_through(self._read_stream, room_stream(room))
-        table_range = context.get("table_range") if context else None
-        return AiJob(
-            request_id, query, cells.project(events, sheet_id), str(table_range) if table_range else None
-        )
+        return await recorded_job(started, self._read_stream, self._sheet_rooms.room_of)
 
     async def _claim_looked_for(self, key: RequestKey) -> bool:
         """A cancel of a request this node looks for: whether it has the start to end (this node's,
@@ -496,70 +466,12 @@ class AiRunner:
 
     async def _record_at_shutdown(self, failed: AiFailed) -> None:
         try:
-            await self._record(failed)
+            await self._steps.record(failed)
         except StoreUnavailable as exc:
             log.error("could not record the end of AI request %r at shutdown: %s", failed.request_id, exc)
 
-    # The run.
-
-    async def _run(self, key: RequestKey, job: AiJob, after: asyncio.Event | None = None) -> None:
-        user_id, request_id = key
-        progressed = 0
-        last = 0.0
-        try:
-            try:
-                if after is not None:
-                    await after.wait()
-                async for step in self.provider.analyse(job):
-                    if isinstance(step, Progress):
-                        last = max(last, min(100.0, max(0.0, float(step.progress))))
-                        await self._progress(user_id, request_id, last, step.status)
-                        progressed += 1
-                        continue
-                    self._forget(key)  # finished: a cancel from now on finds nothing to cancel
-                    if isinstance(step, Complete):
-                        for missing in range(progressed, MIN_PROGRESS_STEPS):
-                            done = 100.0 if missing == MIN_PROGRESS_STEPS - 1 else max(last, 50.0)
-                            await self._progress(user_id, request_id, done, "Composing the answer")
-                        completed = AiCompleted(
-                            user_id, request_id, step.result, step.processing_time, step.details
-                        )
-                        await self._record(completed)
-                    elif isinstance(step, Failure):
-                        await self._record(AiFailed(user_id, request_id, step.error))
-                    return
-                self._forget(key)
-                await self._record(AiFailed(user_id, request_id, NO_ANSWER_ERROR))
-            except (asyncio.CancelledError, StoreUnavailable):
-                raise
-            except Exception:
-                log.exception("AI provider failed on request %r of %r", request_id, user_id)
-                self._forget(key)
-                await self._record(AiFailed(user_id, request_id, PROVIDER_ERROR))
-        except StoreUnavailable as exc:
-            # Its next step could not be recorded: it stops, and its ending is tried in the background
-            # (a Duplicate if the step that failed was an ending that committed after all).
-            log.error("AI request %r of %r stopped: %s", request_id, user_id, exc)
-            failed = self._step_event(AiFailed(user_id, request_id, UNRECORDED_ERROR))
-            self._background.record_later([failed], "ai-ending")
-        finally:
-            self._forget(key)
-
-    async def _progress(self, user_id: str, request_id: str, progress: float, status: str) -> None:
-        number: float | int = int(progress) if progress == int(progress) else progress
-        await self._record(AiProgressed(user_id, request_id, number, status))
-
-    async def _record(self, step: AiProgressed | AiCompleted | AiFailed) -> None:
-        """Append and publish one event of the run; shielded, so a cancel never leaves a committed
-        event unpublished."""
-        await asyncio.shield(self._commit(self._step_event(step)))
-
-    def _step_event(self, step: AiProgressed | AiCompleted | AiFailed) -> NewEvent:
-        origin = Origin(self._node_id, step.user_id)
-        ending = None if isinstance(step, AiProgressed) else end_key(step.request_id)
-        return step.new(origin, key=ending, request_id=step.request_id)
-
     def _forget(self, key: RequestKey) -> None:
+        """A run that has its answer, or ended: a cancel from now on finds nothing to stop."""
         task = self._running.get(key)
         if task is not None and task is asyncio.current_task():
             del self._running[key]
