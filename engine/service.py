@@ -11,8 +11,9 @@ each to the narrow interfaces it uses, and keeps one method per thing a client o
 Every handler follows one pattern: check (engine/decisions/) before anything is written, build the
 event (engine/model/catalogue.py), `commit` it (append, then publish with no await in between), then
 answer the sender through the connection's queue, so replies and fanned-out messages reach a socket
-in one order. `client_msg_id` is the event's idempotency key: a repeat is not applied again, and its
-`ack` carries the original `seq`.
+in one order. `client_msg_id` is the event's idempotency key (scoped to the connection for a join or a
+subscription, which belong to it): a repeat is not applied again, and its `ack` carries the original
+`seq`.
 """
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ class Engine:
             commit=commit,
             reply=reply,
             read_stream=read_stream,
-            read_all=node.read_all,
             read_statuses=node.latest_statuses,
             read_cursors=node.latest_cursors,
             auto_create=config.room_auto_create,

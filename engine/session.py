@@ -42,13 +42,12 @@ from engine import protocol
 from engine.config import EngineConfig
 from engine.fanout.hub import SubscriberClosed
 from engine.features.limits import BadFrameBudget
-from engine.features.notifications import subscription_key
 from engine.features.ports import Submitted
 from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.model.actors import Actor
 from engine.model.catalogue import REVOKED
 from engine.model.errors import AuthenticationFailed, EngineError, Rejected, UnknownMessageType
-from engine.model.events import RecordedEvent
+from engine.model.events import RecordedEvent, connection_key
 from engine.model.streams import (
     ROOM_STREAM_PREFIX,
     durable_stream,
@@ -426,7 +425,18 @@ class Session:
         its id, or a sheet never edited)."""
         user_id = self.actor.user_id
         match message:
-            case JoinRoom(room_id=room) | LeaveRoom(room_id=room):
+            case JoinRoom(room_id=room):
+                # A join is its connection's, keyed by it (engine/features/rooms.py): from another
+                # connection it is a join of its own, which a limit may refuse, never an ack of a
+                # membership this connection does not have. So it is a repeat only while the
+                # connection is in the room, and then its key finds the join that put it there.
+                connection = self._node.connections.get(self.connection_id)
+                if connection is None or room not in connection.rooms:
+                    return None
+                return await self._node.event_by_key(
+                    user_id, str(connection_key(cmid, self.connection_id)), room_stream(room)
+                )
+            case LeaveRoom(room_id=room):
                 stream = room_stream(room)
             case CursorMove(room=room) | TypingStart(room=room) | TypingStop(room=room):
                 stream = room_stream(room)
@@ -437,7 +447,7 @@ class Session:
                 stream = room_stream(named)
             case SubscribeNotifications():
                 return await self._node.event_by_key(
-                    user_id, str(subscription_key(cmid, self.connection_id)), user_stream(user_id)
+                    user_id, str(connection_key(cmid, self.connection_id)), user_stream(user_id)
                 )
             case StatusUpdate() | NotificationRead():
                 stream = user_stream(user_id)
@@ -445,15 +455,7 @@ class Session:
                 stream = user_stream(user_id)
             case _:
                 return None
-        found = await self._node.event_by_key(user_id, cmid, stream)
-        if isinstance(message, JoinRoom) and found is not None:
-            # A join is its connection's: from another connection it is a join of its own, which a
-            # limit may refuse, never an ack of a membership this connection does not have (once
-            # that join was applied, its own retries find the connection in the room).
-            connection = self._node.connections.get(self.connection_id)
-            member = connection is not None and message.room_id in connection.rooms
-            return found if member or found.data.get("connection_id") == self.connection_id else None
-        return found
+        return await self._node.event_by_key(user_id, cmid, stream)
 
     async def _dispatch(self, message: InboundMessage, echo: Mapping[str, str]) -> None:
         """Hand a valid message to its handler, which sends the replies (they must be ordered with

@@ -17,8 +17,9 @@ Subscribing has no gap: the filters start to apply when the `NotificationsSubscr
 notification is either in `unread` (seq <= V) or delivered live (seq > V), never both and never
 neither; a live one may reach the socket before the `notifications_subscribed` reply. That holds for
 the connection whose subscription was published, so a subscription's key names its connection
-(`subscription_key`): a retry from the same connection is answered as the original was, and one from
-another connection (the first dropped before its reply) is a subscription of its own.
+(`connection_key`, engine/model/events.py): a retry from the same connection is answered as the
+original was, and one from another connection (the first dropped before its reply) is a subscription
+of its own.
 
 Inbox pages are newest first: the cursor is a notification's place in creation order, which never
 changes (notifications are only ever added), so a page boundary stays put while new ones arrive.
@@ -48,20 +49,13 @@ from engine.model.catalogue import (
     NotificationsSubscribed,
 )
 from engine.model.errors import ValidationFailed
-from engine.model.events import Committed, Duplicate, Origin, RecordedEvent
+from engine.model.events import Committed, Duplicate, Origin, RecordedEvent, connection_key
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import user_id_of, user_stream
 from engine.projections import notifications as inbox_projection
 from engine.projections.notifications import FIELDS, Filters, Inbox, Notification, matches
 from engine.protocol import Envelope, notification_event, notifications_subscribed
 from engine.protocol.rendering import encode
-
-
-def subscription_key(client_msg_id: str | None, connection_id: str) -> str | None:
-    """The idempotency key of a connection's `subscribe_notifications`: the client's id, scoped to the
-    connection whose filters the subscription sets."""
-    return None if client_msg_id is None else f"{client_msg_id}@{connection_id}"
-
 
 NOTIFICATION_CREATED_EVENT: Final = "notification_created"
 NOTIFICATION_READ_EVENT: Final = "notification_read"
@@ -142,9 +136,7 @@ class Notifications:
         wanted = Filters.of(filters)
         subscribed = NotificationsSubscribed(actor.user_id, connection_id, wanted.as_dict())
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
-        outcome = await self._commit(
-            subscribed.new(origin, key=subscription_key(client_msg_id, connection_id))
-        )
+        outcome = await self._commit(subscribed.new(origin, key=connection_key(client_msg_id, connection_id)))
         if not isinstance(outcome, Committed | Duplicate):
             return
         self.filters[connection_id] = wanted  # a Duplicate was not published
@@ -239,4 +231,4 @@ class Notifications:
         self._hub.publish(user_stream(user_id), encode([message]), seq=event.stream_version)
 
 
-__all__ = ["NotificationPage", "Notifications", "page", "subscription_key"]
+__all__ = ["NotificationPage", "Notifications", "page"]

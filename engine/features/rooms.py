@@ -5,11 +5,16 @@ after `since`, then `replay_complete`), then goes live; the other members get th
 and `user_joined` from the publish. The catch-up (engine/fanout/catch_up.py) is entered before the
 append, so nothing committed after the view is lost or repeated between the replay and live events.
 
-A repeated `client_msg_id` is a retry. If the log already holds this connection's join of this room
-under that id, nothing is appended and the ack repeats the original `seq`. A retry from a new
-connection (the first one dropped before its ack) must still make this connection a member, or it
-would receive the room's events unseen by the room: so it appends a join of its own (keyless,
-`retry_of` in its metadata), and the ack carries that join's `seq`.
+A join belongs to its connection: its idempotency key is the `client_msg_id` scoped to the connection
+(`connection_key`, engine/model/events.py), as a notification subscription's is. A repeat on the
+connection that joined finds its join: nothing is appended and the ack repeats that join's `seq`. The
+same id from a new connection (the first one dropped before its ack) must still make the new one a
+member, or it would receive the room's events unseen by the room: under its own key it is a join of
+its own, and its repeats on that connection are in turn answered with its `seq`, appending nothing.
+Both joins carry the id in their metadata, which is all that ties them together.
+
+A connection that left the room after joining under an id, then sends that id again, is not a
+member: the key is spent, so that join is appended keyless.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from engine.fanout.live import Live
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
 from engine.model.actors import Actor
-from engine.model.catalogue import LEFT, USER_JOINED_ROOM, UserJoinedRoom, UserLeftRoom
+from engine.model.catalogue import LEFT, UserJoinedRoom, UserLeftRoom
 from engine.model.errors import ValidationFailed
-from engine.model.events import Committed, Duplicate, NewEvent, Origin, RecordedEvent
+from engine.model.events import Committed, Duplicate, Origin, RecordedEvent, connection_key
 from engine.model.identifiers import identifier_problem
 from engine.model.reading import ReadStream, read_through
 from engine.model.streams import room_stream
@@ -34,7 +39,6 @@ from engine.projections.rooms import RoomView, project, project_with_stays, with
 from engine.protocol import Envelope, room_left, room_state
 from engine.protocol.rendering import ReplayRenderer, encode
 
-ReadAll = Callable[..., Awaitable[Sequence[RecordedEvent]]]  # (after=position, limit=n, partition=p)
 ReadStatuses = Callable[[Sequence[str]], Awaitable[Mapping[str, str]]]  # user ids -> declared status
 # (room id, user ids) -> each user's newest CursorMoved in the room, in position order
 ReadCursors = Callable[[str, Sequence[str]], Awaitable[Sequence[RecordedEvent]]]
@@ -51,7 +55,6 @@ class Rooms:
         commit: Commit,
         reply: Reply,
         read_stream: ReadStream,
-        read_all: ReadAll,
         read_statuses: ReadStatuses,
         read_cursors: ReadCursors,
         auto_create: bool = True,
@@ -64,7 +67,6 @@ class Rooms:
         self._commit = commit
         self._reply = reply
         self._read_stream = read_stream
-        self._read_all = read_all
         self._read_statuses = read_statuses
         self._read_cursors = read_cursors
         self.auto_create = auto_create  # ROOM_AUTO_CREATE
@@ -104,12 +106,15 @@ class Rooms:
         was_in = connection.begin_join(room_id)  # before the append: see engine/features/connections.py
         status = self._live.declared_status(actor.user_id)  # read above if this node did not know it
         joined = UserJoinedRoom(room_id, actor.user_id, actor.username, actor.email, connection_id, status)
-        event = joined.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
+        origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
+        event = joined.new(origin, key=connection_key(client_msg_id, connection_id))
         async with self._hub.catch_up(connection_id, room_stream(room_id)) as catch_up:
             outcome = await self._commit(event)
-            if isinstance(outcome, Duplicate) and not (was_in and await self._own_join(outcome, event)):
-                metadata = {**event.metadata, "retry_of": outcome.position}
-                outcome = await self._commit(replace(event, metadata=metadata, idempotency_key=None))
+            if isinstance(outcome, Duplicate) and not was_in:
+                # The key names this connection, so its join under this id is in the log: in (or
+                # joining) the room, this is that join's repeat; out of it, it has left since and
+                # needs a join again, keyless (the key is spent).
+                outcome = await self._commit(replace(event, idempotency_key=None))
             # Taken together, before any await: the replay below starts exactly where this view ends.
             raw = self._live.view(room_id, shown=False) or await self._live.load(room_id, self.view)
             view = with_statuses(raw, self._live.statuses(raw))
@@ -178,17 +183,6 @@ class Rooms:
         if cached is not None and cached.seq > 0:
             return True
         return bool(await self._read_stream(room_stream(room_id), limit=1))
-
-    async def _own_join(self, duplicate: Duplicate, event: NewEvent) -> bool:
-        """Whether the event a repeated key points at is this connection's join of this room."""
-        found = await self._read_all(after=duplicate.position - 1, limit=1, partition=duplicate.partition)
-        original = found[0] if found else None
-        return (
-            original is not None
-            and original.type == USER_JOINED_ROOM
-            and original.stream_id == event.stream_id
-            and original.data.get("connection_id") == event.data["connection_id"]
-        )
 
 
 __all__ = ["Rooms"]

@@ -133,3 +133,12 @@ class Origin:
         if self.via is not None:
             found["via"] = self.via
         return {**found, **extra}
+
+
+def connection_key(client_msg_id: str | None, connection_id: str) -> str | None:
+    """The idempotency key of a message whose effect belongs to the connection that sent it (a join
+    makes it a member, a subscription sets its filters): the client's id scoped to that connection. A
+    repeat on that connection is a Duplicate; the same id from another connection (the first one
+    dropped before its answer) is that connection's own message, keyed by it in turn. Connection ids
+    are random (engine/node.py), so no other connection's message shares the key."""
+    return None if client_msg_id is None else f"{client_msg_id}@{connection_id}"

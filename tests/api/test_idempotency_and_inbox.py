@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.api.conftest import Server, make_settings, request, serve
+from engine.model.catalogue import USER_JOINED_ROOM
+from engine.model.streams import room_stream
+from tests.api.conftest import Server, make_settings, receive, request, serve
 from tests.api.live_helpers import greet, join, of_type, send, until
 from tests.api.rest_helpers import rest
 from tests.integration.projection_helpers import caught_up, fresh_database
@@ -110,6 +112,39 @@ async def test_a_retry_past_the_rate_limit_gets_the_original_ack(database_url: s
         )
         assert moved["type"] == "ack"
         assert (await request(ws, {"type": "load_sheet", "sheet_id": "s"}))["type"] == "sheet_state"
+
+
+async def test_past_the_rate_limit_a_join_retried_from_a_new_tab_is_acked_there_with_its_own_seq(
+    database_url: str, room: str
+) -> None:
+    """The new tab's retry is a join of its own; its repeats past the limit get its ack, not the first
+    tab's, and append nothing. A tab that never joined under the id is refused."""
+    settings = make_settings(
+        database_url, websocket_requests_per_minute=2, websocket_block_duration_minutes=1
+    )
+    user, j1 = f"rejoiner-{room}", f"{room}-j1"
+    async with serve(settings) as node:
+        async with node.connect(node.token(user)) as first:
+            await greet(first)
+            await join(first, room, client_msg_id=j1)  # its ack is lost with the socket, say
+        async with node.connect(node.token(user)) as tab, node.connect(node.token(user)) as third:
+            cid = await greet(tab)
+            await greet(third)
+            await join(tab, room, client_msg_id=j1)
+            ack = await receive(tab)
+            for _ in range(3):
+                assert await request(tab, {"type": "join_room", "room_id": room, "client_msg_id": j1}) == ack
+            refused = await request(third, {"type": "join_room", "room_id": room, "client_msg_id": j1})
+            assert refused["code"] == "RATE_LIMIT_EXCEEDED"
+            events = await node.engine.node.read_stream(room_stream(room))
+            joins = [e for e in events if e.type == USER_JOINED_ROOM]
+            assert [e.data["connection_id"] for e in joins][1:] == [cid]
+            assert ack == {
+                "type": "ack",
+                "client_msg_id": j1,
+                "room_id": room,
+                "seq": joins[1].stream_version,
+            }
 
 
 async def test_a_paste_counts_as_one_message(database_url: str, room: str) -> None:

@@ -189,11 +189,17 @@ async def test_join_retried_from_a_new_connection_makes_that_connection_a_member
         assert [u["user_id"] for u in state["users"]] == ["bob"]
         events = await store.read_stream(room_stream(room))
         assert (events[2].type, events[2].data["connection_id"]) == (USER_JOINED_ROOM, cid)
-        assert events[2].metadata["retry_of"] == events[0].position
+        assert (events[2].idempotency_key, events[2].metadata["client_msg_id"]) == (f"{j1}@{cid}", j1)
         # ... so it is a member: the room's events reach it.
         await join(alice, room)
         heard = await until(second, of_type("user_joined"))
         assert heard[-1]["user"]["user_id"] == "alice"
+        # A repeat there (its ack lost too) is that join's repeat: the same ack, nothing appended.
+        for _ in range(3):
+            await join(second, room, client_msg_id=j1)
+            assert await receive(second) == ack
+        joins = [e for e in await store.read_stream(room_stream(room)) if e.type == USER_JOINED_ROOM]
+        assert [e.data["connection_id"] for e in joins].count(cid) == 1
 
 
 async def test_closing_a_socket_tells_the_other_member_user_left(server: Server, room: str) -> None:

@@ -3,8 +3,12 @@ what the sender is answered, and what the log holds."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from engine.features.limits import RateLimits
+from engine.log.memory import MemoryEventStore
 from engine.model.catalogue import CELL_UPDATED, USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.events import AppendOutcome, NewEvent
 from engine.model.streams import room_stream, volatile_stream
 from engine.service import Engine
 from tests.engine.memory_engine import connect, memory_engine
@@ -209,12 +213,132 @@ async def test_engine_past_a_limit_a_join_retried_on_its_connection_is_acked_and
 
 async def test_engine_past_a_limit_a_new_tab_s_applied_join_retried_again_is_acked() -> None:
     """The new tab's retry joined it (a join of its own); its next retry, refused by the limit, finds
-    it in the room and is acked."""
+    it in the room and is acked with that join's seq, not the first tab's."""
     async with memory_engine(rate_limits=RateLimits(per_minute=2, per_hour=100, block_seconds=60)) as engine:
         tab = await connect(engine, "ann")
         await tab.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
         other = await connect(engine, "ann")
         await other.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
-        assert [m["type"] for m in other.take()] == ["room_state", "ack"]
+        state, ack = other.take()
+        assert (state["type"], ack["seq"]) == ("room_state", 2)
         await other.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
-        assert [(m["type"], m.get("code")) for m in other.take()] == [("ack", None)]
+        assert other.take() == [ack]
+
+
+JOIN_J1 = {"type": "join_room", "room_id": "r", "client_msg_id": "j1"}
+
+
+async def joins_of(engine: Engine, room: str) -> list[tuple[str, str | None]]:
+    """The room's joins as (connection id, idempotency key), in log order."""
+    log = await engine.store.read_stream(room_stream(room))
+    joins = [e for e in log if e.type == USER_JOINED_ROOM]
+    assert all(e.metadata["client_msg_id"] == "j1" and "retry_of" not in e.metadata for e in joins)
+    return [(e.data["connection_id"], e.idempotency_key) for e in joins]
+
+
+async def test_engine_a_join_retried_from_a_new_tab_and_repeated_there_appends_one_join_for_it() -> None:
+    """The first tab dropped before its ack. The new tab's retry is a join of its own, keyed by its
+    connection: each repeat of it there (its ack lost too, say) gets that join's ack again."""
+    async with memory_engine() as engine:
+        first = await connect(engine, "ann")
+        await first.send(JOIN_J1)
+        await first.session.end()  # its leave is seq 2
+        tab = await connect(engine, "ann")
+        await tab.send(JOIN_J1)
+        state, ack = tab.take()
+        assert (state["type"], ack) == ("room_state", {**JOIN_J1, "type": "ack", "seq": 3})
+        for _ in range(3):
+            await tab.send(JOIN_J1)
+            assert [m for m in tab.take() if m["type"] != "room_state"] == [ack]
+        assert await joins_of(engine, "r") == [
+            (first.connection_id, f"j1@{first.connection_id}"),
+            (tab.connection_id, f"j1@{tab.connection_id}"),
+        ]
+        assert (await engine.room_view("r")).seq == 3
+
+
+async def test_engine_a_join_repeated_on_the_first_tab_and_on_a_new_one_gets_each_tab_s_own_seq() -> None:
+    async with memory_engine() as engine:
+        first = await connect(engine, "ann")
+        await first.send(JOIN_J1)
+        tab = await connect(engine, "ann")
+        await tab.send(JOIN_J1)
+        seqs = {first.connection_id: first.take()[-1]["seq"], tab.connection_id: tab.take()[-1]["seq"]}
+        assert list(seqs.values()) == [1, 2]
+        for _ in range(3):
+            for client in (first, tab):
+                await client.send(JOIN_J1)
+                assert client.take()[-1]["seq"] == seqs[client.connection_id]
+        assert [cid for cid, _ in await joins_of(engine, "r")] == list(seqs)
+
+
+async def test_engine_past_a_limit_a_new_tab_s_join_repeated_there_gets_its_ack_each_time() -> None:
+    """Refused by the limit, each repeat is a retry of the tab's own join: its ack, nothing appended.
+    A third tab that never joined is refused."""
+    async with memory_engine(rate_limits=RateLimits(per_minute=2, per_hour=100, block_seconds=60)) as engine:
+        first = await connect(engine, "ann")
+        await first.send(JOIN_J1)
+        await first.session.end()
+        tab = await connect(engine, "ann")
+        await tab.send(JOIN_J1)
+        ack = tab.take()[-1]
+        assert ack["seq"] == 3
+        for _ in range(3):
+            await tab.send(JOIN_J1)
+            assert tab.take() == [ack]
+        assert [cid for cid, _ in await joins_of(engine, "r")] == [first.connection_id, tab.connection_id]
+        third = await connect(engine, "ann")
+        await third.send(JOIN_J1)
+        assert [(m["type"], m.get("code")) for m in third.take()] == [("error", "RATE_LIMIT_EXCEEDED")]
+
+
+class LosesTheAnswerToAJoin(MemoryEventStore):
+    """The batch holding the join of connection `of` is written, then fails on its way back, as when
+    the connection breaks during COMMIT: the joiner hears of an outage, and is still `joining`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.of: str | None = None
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
+        outcomes = await super().append(items)
+        if any(i.type == USER_JOINED_ROOM and i.data["connection_id"] == self.of for i in items):
+            self.of = None
+            raise ConnectionResetError("the connection broke during COMMIT")
+        return outcomes
+
+
+async def test_engine_a_new_tab_s_join_retried_before_it_is_in_the_room_is_not_appended_again() -> None:
+    log = LosesTheAnswerToAJoin()
+    async with memory_engine(log) as engine:
+        first = await connect(engine, "ann")
+        await first.send(JOIN_J1)
+        await first.session.end()
+        tab = await connect(engine, "ann")
+        log.of = tab.connection_id
+        await tab.send(JOIN_J1)
+        [error] = tab.take()
+        assert (error["type"], error.get("retryable")) == ("error", True)
+        for _ in range(3):
+            await tab.send(JOIN_J1)
+            assert tab.take()[-1] == {**JOIN_J1, "type": "ack", "seq": 3}  # the join whose answer was lost
+        assert [cid for cid, _ in await joins_of(engine, "r")] == [first.connection_id, tab.connection_id]
+
+
+async def test_engine_a_tab_that_left_and_sends_its_join_s_id_again_joins_again() -> None:
+    """Not a retry: the tab is no longer a member, so it is a join again (keyless, the key is spent);
+    past a limit it is refused, not acked."""
+    async with memory_engine(rate_limits=RateLimits(per_minute=3, per_hour=100, block_seconds=60)) as engine:
+        tab = await connect(engine, "ann")
+        await tab.send(JOIN_J1)
+        await tab.send({"type": "leave_room", "room_id": "r"})
+        tab.take()
+        await tab.send(JOIN_J1)
+        assert [(m["type"], m.get("seq")) for m in tab.take()] == [("room_state", 3), ("ack", 3)]
+        assert await joins_of(engine, "r") == [
+            (tab.connection_id, f"j1@{tab.connection_id}"),
+            (tab.connection_id, None),
+        ]
+        await tab.send({"type": "leave_room", "room_id": "r"})  # refused by the limit: still in
+        await tab.send({"type": "join_room", "room_id": "r", "client_msg_id": "j1"})
+        assert [m["type"] for m in tab.take()] == ["error", "ack"]
