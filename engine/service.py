@@ -136,6 +136,7 @@ class Engine:
             read_claims=node.file_claims,
             read_by_key=node.event_by_key,
             read_stream=read_stream,
+            starting=self.uploads.starting,  # one lock per (user, file id) for socket and PUT starts
             storage=file_storage,
             idle_timeout=config.upload_idle_timeout,
         )

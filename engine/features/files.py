@@ -12,6 +12,13 @@ is settled in the id's own stream (engine/features/claims.py): a PUT that has to
 appends its `FileClaimed` first, and the loser of a race between two users, on any nodes, sees the
 winner's claim and stops before any byte of its body reaches storage.
 
+A PUT that found no upload of the id to be the body of begins one once its first bytes are in: it
+checks the log again and appends its start under the lock of the user's starts of the id on this node,
+the one `file_upload_start` holds from its check to its commit (`Uploads.starting`). So a socket start
+that came meanwhile, or was committing, is found and the PUT is its body, and a socket start that
+comes while the PUT appends its own finds it and is refused: the stream holds one start, before the
+completion. A socket start and a PUT on two nodes are not serialised (both may append a start).
+
 Bad input changes nothing: the size announced by `Content-Length`, the file id, the filename and
 the owner are checked before anything is written, and a body whose first bytes contradict its
 declared type is refused before the claim is appended. A file id, once complete, is never written
@@ -35,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -152,6 +160,9 @@ ReadClaims = Callable[[str], Awaitable[list[RecordedEvent]]]
 owner's stream, in log order (none while nobody claimed it)."""
 ReadByKey = Callable[[str, str, str], Awaitable[RecordedEvent | None]]
 """The event a user appended to a stream (or its volatile twin) under an idempotency key, if any."""
+Starting = Callable[[str, str], AbstractAsyncContextManager[None]]
+"""Hold a user's starts of a file id on this node, from a check to the start's commit: the lock
+`file_upload_start` takes (`Uploads.starting`, engine/features/uploads.py)."""
 
 
 def _utc_now() -> datetime:
@@ -170,6 +181,7 @@ class Files:
         read_claims: ReadClaims,
         read_by_key: ReadByKey,
         read_stream: ReadStream,
+        starting: Starting,
         storage: FileStorage | None,
         idle_timeout: float = 30.0,
         now: Now = _utc_now,
@@ -179,6 +191,7 @@ class Files:
         self._read_claims = read_claims
         self._read_by_key = read_by_key
         self._read_stream = read_stream
+        self._starting = starting
         self.storage = storage
         self.idle_timeout = idle_timeout  # seconds without a byte before a body fails
         self._now = now
@@ -227,13 +240,13 @@ class Files:
         """Store a body under `file_id` and record it; returns the completed file.
 
         Raises PermissionDenied (not an editor or admin), InvalidFileId / ValidationFailed (bad id,
-        filename or room, or a filename other than the `file_upload_start` gave), TooLarge (by
-        `content_length` before reading, or as soon as the body crosses `max_bytes`),
-        ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte for `idle_timeout`),
-        StoreUnavailable, or whatever reading `chunks` raised (the client went away). After any of
-        them no bytes are kept; once the upload was in the log, it ends with `FileUploadFailed`,
-        except when another process held the id's lock for too long (StoreUnavailable): the upload
-        stays open for the PUT to be tried again.
+        filename or room, or a filename other than the `file_upload_start` gave, also one that came
+        while the first bytes were awaited), TooLarge (by `content_length` before reading, or as soon
+        as the body crosses `max_bytes`), ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte
+        for `idle_timeout`), StoreUnavailable, or whatever reading `chunks` raised (the client went
+        away). After any of them no bytes are kept; once the upload was in the log, it ends with
+        `FileUploadFailed`, except when another process held the id's lock for too long
+        (StoreUnavailable): the upload stays open for the PUT to be tried again.
         """
         if not actor.may_upload():
             raise PermissionDenied("uploading files needs the editor or admin role", roles=list(actor.roles))
@@ -262,7 +275,7 @@ class Files:
 
             async def claim() -> None:
                 if own is None:
-                    attempt.began(await self._claim(actor, file_id, name, total, declared, room_id))
+                    attempt.began(await self._begin(actor, file_id, name, total, declared, room_id))
 
             try:
                 staged = await storage.stage(
@@ -298,6 +311,28 @@ class Files:
             raise FileIdTaken("this file id is already uploaded; files are never replaced", file_id=file_id)
         return None if found.upload.failed else found.upload
 
+    async def _begin(
+        self,
+        actor: Actor,
+        file_id: str,
+        filename: str,
+        total: int | None,
+        mime_type: str | None,
+        room_id: str | None,
+    ) -> Upload:
+        """The upload this PUT is the body of, begun now unless the log has one since the PUT's check.
+        The check is made again under the lock of the user's starts of the id on this node (the one
+        `file_upload_start` holds from its check to its commit), so a start over the socket that came
+        while the body's first bytes were awaited, or that was committing, is found and this PUT is
+        its body (its filename must agree, as when the start came first), and a socket start that
+        comes now finds this PUT's. FileIdTaken when the id was completed or taken meanwhile."""
+        async with self._starting(actor.user_id, file_id):
+            own = self._own_upload(actor, file_id, await self.shared_file(file_id))
+            if own is not None:
+                _resolved_filename(own, filename, file_id)
+                return own
+            return await self._claim(actor, file_id, filename, total, mime_type, room_id)
+
     async def _claim(
         self,
         actor: Actor,
@@ -308,7 +343,7 @@ class Files:
         room_id: str | None,
     ) -> Upload:
         """Claim the id (engine/features/claims.py), then append `FileUploadStarted`; returns the
-        upload it began."""
+        upload it began. Called under `_starting` (`_begin`)."""
         origin = Origin.of(self._node_id, actor)
         if not await claim_file(self._commit, self._read_stream, file_id, actor.user_id, origin):
             raise FileIdTaken("this file id was just claimed by another user", file_id=file_id)

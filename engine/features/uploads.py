@@ -17,14 +17,15 @@ used once, not kept. So the node's memory follows its users' uploads in progress
 idle timeout (upload_sweeper.py). A progress report for a file the user never started (or another
 user's) is NOT_FOUND, for a completed or failed one VALIDATION_ERROR; a failed upload may be started
 again by its owner (engine/decisions/own_stream.py). The bytes go over REST (files.py), never the
-socket.
+socket; a PUT that begins an upload itself appends its start under the same per-(user, file id) lock
+as `file_upload_start` (`starting`), so on one node an upload has one start whichever comes first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from weakref import WeakValueDictionary
 
@@ -87,7 +88,8 @@ class Uploads:
         self._read_stream = read_stream
         self.uploads: dict[str, Upload] = {}  # file id -> an unfinished upload, as this node last folded it
         self._reading: dict[str, _Reading] = {}  # file id -> its reads from the log in flight
-        # (user, file id) -> the lock of its starts in flight; gone once none holds or awaits it
+        # (user, file id) -> the lock of its starts in flight, socket and PUT (`starting`); gone once
+        # none holds or awaits it
         self._starting: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
 
     def publishers(self) -> dict[str, UserPublisher]:
@@ -114,14 +116,15 @@ class Uploads:
         when the `file_id` is in use: another user's, or the user's own unless that upload failed.
 
         The user's starts of one id on this node run one at a time, from the check to the commit
-        (published when it returns), so of two tabs starting it at once the second finds the first's
-        upload and is refused rather than replacing it. Starts on two nodes are not serialised: both
-        may be acked, the later one's filename, size and type replacing the earlier's (the id stays
-        the user's; ids of other users are settled by the claim)."""
+        (published when it returns), and so do a PUT's (`starting`): of two tabs starting it at once,
+        or a tab and a PUT whose body begins it, the second finds the first's upload, and a socket
+        start is refused rather than replacing it (or following its completion). Starts on two nodes
+        are not serialised: both may be acked, the later one's filename, size and type replacing the
+        earlier's, or changing nothing once the upload has ended (the id stays the user's; ids of
+        other users are settled by the claim)."""
         self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_start")
-        starting = self._starting.setdefault((actor.user_id, file_id), asyncio.Lock())
-        async with starting:
+        async with self.starting(actor.user_id, file_id):
             # Counted from the check to the commit, like a read: the start is kept only if nothing
             # else of this file was published in between (the check may be stale by then).
             with self._watching(file_id) as reading:
@@ -144,6 +147,16 @@ class Uploads:
                     if kept is not None and not kept.ended:
                         self.uploads[file_id] = kept
         await acknowledge(self._reply, connection_id, client_msg_id, outcome)
+
+    @asynccontextmanager
+    async def starting(self, user_id: str, file_id: str) -> AsyncIterator[None]:
+        """Hold `user_id`'s starts of `file_id` on this node while the caller checks the log and
+        appends a start: `file_upload_start` here, and a PUT whose body begins an upload
+        (engine/features/files.py), so either sees what the other appended. One lock per (user, file
+        id), kept only while a start holds or awaits it."""
+        lock = self._starting.setdefault((user_id, file_id), asyncio.Lock())
+        async with lock:
+            yield
 
     async def progress(
         self,

@@ -203,6 +203,52 @@ async def test_filename_comes_from_the_websocket_start(files_server: Server) -> 
     assert [e.type for e in stream] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
 
 
+async def test_a_socket_start_while_a_put_of_its_id_awaits_its_body_makes_the_put_its_body(
+    files_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PUT found the id free and waits for its body; meanwhile a tab starts the id over the socket
+    and is acked. The PUT checks again before it begins an upload, under the lock the socket's start
+    took: it is that upload's body, so the stream holds one start and the other tab hears one."""
+    user, file_id, data = new_user(), new_file_id(), png(2000)
+    files = files_server.engine.files
+    checked, body = asyncio.Event(), asyncio.Event()
+    read = files.shared_file
+
+    async def shared_file(wanted: str) -> Any:
+        found = await read(wanted)
+        if wanted == file_id:
+            checked.set()
+        return found
+
+    async def held() -> AsyncIterator[bytes]:
+        await body.wait()
+        yield data
+
+    monkeypatch.setattr(files, "shared_file", shared_file)
+    async with (
+        files_server.connect(files_server.token(user)) as tab,
+        files_server.connect(files_server.token(user)) as other,
+    ):
+        await greet(tab)
+        await greet(other)
+        putting = asyncio.create_task(put(files_server, user, file_id, held(), filename="a.png"))
+        async with asyncio.timeout(5):
+            await checked.wait()
+        start = {"type": "file_upload_start", "file_id": file_id, "filename": "a.png", "file_size": 2000}
+        assert (await request(tab, {**start, "client_msg_id": "s1"}))["type"] == "ack"
+        body.set()
+        reply = await putting
+        assert reply.status_code == 201, reply.text
+        heard = await until(other, of_type("file_upload_complete"))
+    assert [m["type"] for m in heard if m["type"] != "file_upload_progress"] == [
+        "file_upload_started",
+        "file_upload_complete",
+    ]
+    stream = await files_server.engine.store.read_stream(user_stream(user))
+    assert [e.type for e in stream] == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
+    assert (await get(files_server, file_id, auth(files_server, user))).content == data
+
+
 async def test_body_over_the_limit_by_content_length_is_413_before_reading(files_server: Server) -> None:
     user, file_id = new_user(), new_file_id()
     reader, writer = await asyncio.open_connection("127.0.0.1", files_server.port)

@@ -12,6 +12,7 @@ import orjson
 
 from engine.config import EngineConfig
 from engine.features.limits import RateLimits
+from engine.features.storage import FileStorage
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor, Role
 from engine.service import Engine
@@ -73,10 +74,14 @@ async def settle(engine: Engine) -> None:
 
 
 @asynccontextmanager
-async def memory_engine(log: MemoryEventStore | None = None, **config: Any) -> AsyncIterator[Engine]:
-    """A started engine on a memory log (a fresh one unless given; config: EngineConfig fields)."""
+async def memory_engine(
+    log: MemoryEventStore | None = None, *, file_storage: FileStorage | None = None, **config: Any
+) -> AsyncIterator[Engine]:
+    """A started engine on a memory log (a fresh one unless given; config: EngineConfig fields), with
+    `file_storage` for REST bodies (`Engine.store_file`) when given."""
     config.setdefault("rate_limits", RateLimits(per_minute=10_000, per_hour=100_000))
-    engine = Engine(EngineConfig(**config), log=log if log is not None else MemoryEventStore())
+    store = log if log is not None else MemoryEventStore()
+    engine = Engine(EngineConfig(**config), log=store, file_storage=file_storage)
     await engine.start()
     try:
         yield engine

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from engine.features import files as files_feature
 from engine.features import uploads as uploads_feature
 from engine.features.ai import runner
-from engine.features.files import file_url
+from engine.features.files import SharedFile, file_url
+from engine.features.storage import LocalFileStorage
 from engine.features.upload_sweeper import SWEEP_PAGE, UploadSweeper
 from engine.log.memory import MemoryEventStore
 from engine.model.actors import Actor
@@ -22,6 +25,7 @@ from engine.model.catalogue import (
     AI_FAILED,
     AI_PROGRESSED,
     AI_REQUEST_STARTED,
+    FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_FAILED,
     FILE_UPLOAD_STARTED,
     IDLE_TIMEOUT,
@@ -30,6 +34,7 @@ from engine.model.catalogue import (
     FileUploadFailed,
     FileUploadStarted,
 )
+from engine.model.errors import ValidationFailed
 from engine.model.events import AppendOutcome, NewEvent, Origin, RecordedEvent
 from engine.model.streams import room_stream, user_stream
 from engine.projections.uploads import IdleOrder, Upload
@@ -743,3 +748,180 @@ async def test_engine_a_start_committing_after_another_start_s_upload_completed_
         ann.take()
         await ann.send(upload_progress("f1", "p1"))
         assert answers(ann) == [("p1", "VALIDATION_ERROR")]
+
+
+# A PUT (REST body) and a `file_upload_start` (socket) of one id by one user on one node: whichever
+# appends its start first, the other sees it, so the stream holds one start before the completion.
+
+CSV = b"name,amount\n" + b"ann,1\n" * 200
+
+
+async def put_csv(
+    engine: Engine,
+    client: Client,
+    file_id: str,
+    *,
+    filename: str = "a.csv",
+    wanted: asyncio.Event | None = None,
+    gate: asyncio.Event | None = None,
+) -> SharedFile:
+    """A PUT of `CSV` as `client`'s user; `wanted` is set when it first asks for its body (it has
+    checked the id by then), which comes once `gate` is set."""
+
+    async def body() -> AsyncIterator[bytes]:
+        if wanted is not None:
+            wanted.set()
+        if gate is not None:
+            await gate.wait()
+        yield CSV[:600]
+        yield CSV[600:]
+
+    return await engine.store_file(
+        client.actor,
+        file_id,
+        body(),
+        max_bytes=1 << 20,
+        filename=filename,
+        content_type="text/csv",
+        content_length=len(CSV),
+    )
+
+
+def held_after(
+    real: Callable[..., Awaitable[bool]], reached: asyncio.Event, release: asyncio.Event
+) -> Callable[..., Awaitable[bool]]:
+    """`claim_file` that, once the id is claimed, holds its caller until `release`: a start that passed
+    its check and is about to append `FileUploadStarted`."""
+
+    async def held(*args: Any) -> bool:
+        claimed = await real(*args)
+        reached.set()
+        await release.wait()
+        return claimed
+
+    return held
+
+
+async def until_done_or_waiting(task: asyncio.Task[Any]) -> None:
+    """Let `task` run to its end, or until it waits for something this test holds."""
+    await asyncio.wait({task}, timeout=0.5)
+
+
+async def durable_upload_events(engine: Engine, user_id: str, file_id: str) -> list[tuple[str, str]]:
+    stream = await engine.store.read_stream(user_stream(user_id))
+    return [(e.type, str(e.data.get("filename"))) for e in stream if e.data.get("file_id") == file_id]
+
+
+def told(client: Client) -> list[str]:
+    """The upload messages (but progress) that reached `client` since the last take."""
+    kinds = [m["type"] for m in client.take()]
+    return [kind for kind in kinds if kind.startswith("file_upload") and kind != "file_upload_progress"]
+
+
+async def test_engine_a_socket_start_while_a_put_of_its_id_awaits_its_body_is_that_put_s_upload(
+    tmp_path: Path,
+) -> None:
+    """A PUT found f1 free and waits for its first bytes; meanwhile ann's tab starts f1 over the socket
+    and is acked. The PUT is the body of that upload: one start in her stream, not a second one
+    appended by the PUT, and one `file_upload_started` for her other tab."""
+    async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
+        ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
+        wanted, gate = asyncio.Event(), asyncio.Event()
+        putting = asyncio.create_task(put_csv(engine, ann, "f1", wanted=wanted, gate=gate))
+        async with asyncio.timeout(5):
+            await wanted.wait()
+        await ann.send(upload_start("f1", "s1"))
+        gate.set()
+        stored = await putting
+        await settle(engine)
+        assert answers(ann) == [("s1", None)]
+        assert stored.upload.complete and stored.upload.filename == "a.csv"
+        assert await durable_upload_events(engine, "ann", "f1") == [
+            (FILE_UPLOAD_STARTED, "a.csv"),
+            (FILE_UPLOAD_COMPLETED, "a.csv"),
+        ]
+        assert told(tab) == ["file_upload_started", "file_upload_complete"]
+        assert engine.uploads.uploads == {}
+
+
+async def test_engine_a_put_naming_another_file_than_a_socket_start_that_overtook_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    """As above, but the PUT names another file than the start: it is refused as if the start had
+    come first (a PUT's filename may not contradict the start's), and the start stands."""
+    async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
+        ann = await connect(engine, "ann")
+        wanted, gate = asyncio.Event(), asyncio.Event()
+        putting = asyncio.create_task(put_csv(engine, ann, "f1", filename="b.csv", wanted=wanted, gate=gate))
+        async with asyncio.timeout(5):
+            await wanted.wait()
+        await ann.send(upload_start("f1", "s1"))
+        gate.set()
+        with pytest.raises(ValidationFailed, match="filename differs"):
+            await putting
+        assert answers(ann) == [("s1", None)]
+        assert await durable_upload_events(engine, "ann", "f1") == [(FILE_UPLOAD_STARTED, "a.csv")]
+        upload = await engine.upload("ann", "f1")
+        assert upload is not None and (upload.status, upload.filename) == ("started", "a.csv")
+        assert not (tmp_path / "f1").exists()
+
+
+async def test_engine_a_put_while_a_socket_start_of_its_id_commits_waits_and_is_that_start_s_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ann's tab found f1 free and is about to append its start when a PUT of f1 comes. The PUT waits
+    for that start and is its body; it neither appends a start of its own nor completes the file
+    before the start, which would then be acked for a complete file and tell her other tab that f1
+    started again."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    held = held_after(uploads_feature.claim_file, reached, release)
+    monkeypatch.setattr(uploads_feature, "claim_file", held)
+    async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
+        ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
+        starting = asyncio.create_task(ann.send(upload_start("f1", "s1")))
+        async with asyncio.timeout(5):
+            await reached.wait()
+        putting = asyncio.create_task(put_csv(engine, ann, "f1"))
+        await until_done_or_waiting(putting)
+        release.set()
+        await starting
+        stored = await putting
+        await settle(engine)
+        assert answers(ann) == [("s1", None)]
+        assert stored.upload.complete
+        assert await durable_upload_events(engine, "ann", "f1") == [
+            (FILE_UPLOAD_STARTED, "a.csv"),
+            (FILE_UPLOAD_COMPLETED, "a.csv"),
+        ]
+        assert told(tab) == ["file_upload_started", "file_upload_complete"]
+        assert engine.uploads.uploads == {}
+
+
+async def test_engine_a_socket_start_while_a_put_of_its_id_appends_its_start_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PUT of f1 has claimed it and is about to append its start when ann's tab starts f1 over the
+    socket: the socket's start waits for the PUT's, finds it, and is refused (the id is in use), as
+    a start after the PUT's would be; the stream holds the PUT's start alone."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    held = held_after(files_feature.claim_file, reached, release)
+    monkeypatch.setattr(files_feature, "claim_file", held)
+    async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
+        ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
+        putting = asyncio.create_task(put_csv(engine, ann, "f1"))
+        async with asyncio.timeout(5):
+            await reached.wait()
+        starting = asyncio.create_task(ann.send({**upload_start("f1", "s1"), "filename": "b.csv"}))
+        await until_done_or_waiting(starting)
+        release.set()
+        stored = await putting
+        await starting
+        await settle(engine)
+        assert answers(ann) == [("s1", "VALIDATION_ERROR")]
+        assert stored.upload.complete and stored.upload.filename == "a.csv"
+        assert await durable_upload_events(engine, "ann", "f1") == [
+            (FILE_UPLOAD_STARTED, "a.csv"),
+            (FILE_UPLOAD_COMPLETED, "a.csv"),
+        ]
+        assert told(tab) == ["file_upload_started", "file_upload_complete"]
+        assert engine.uploads.uploads == {}
