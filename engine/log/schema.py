@@ -242,6 +242,14 @@ uploads = Table(
     Column("size", BigInteger),
     Column("sha256", Text),
     Column("completed_at", DateTime(timezone=True)),
+    # The upload sweeper's pages (engine/readmodels/idle_uploads.py), over the unfinished uploads only.
+    Index(
+        "ix_uploads_idle",
+        "updated_at",
+        "file_id",
+        "user_id",
+        postgresql_where=text("status IN ('started', 'uploading')"),
+    ),
 )
 
 ai_requests = Table(

@@ -4,8 +4,10 @@ log (engine/features/upload_sweeper.py).
 Read from the `uploads` projection table (kept by engine/readmodels/runner.py), so a restarted node,
 or any node, finds the same uploads the log holds: neither complete nor failed, with their newest
 event (start or progress) at or before `cutoff`, stalest first, a bounded page at a time (each after
-the previous page's last upload, in `idle_order`). The table trails the log by a runner step, so a
-candidate may have moved on since: the sweeper re-reads each one from the log before it decides.
+the previous page's last upload, in `idle_order`), each read off an index of the unfinished uploads
+alone, so a page costs its own rows whatever the table's history. The table trails the log by a
+runner step, so a candidate may have moved on since: the sweeper re-reads each one from the log
+before it decides.
 `idle_in` is the same question asked of a sequence of events, for a memory log (no tables).
 """
 
@@ -24,9 +26,12 @@ from engine.projections import uploads
 from engine.projections.uploads import IdleOrder, Upload
 from engine.readmodels.rows.user_models import UPLOADS
 
-_IDLE: Final = """
-    SELECT {columns} FROM uploads
-    WHERE status IN (:started, :uploading) AND updated_at <= :cutoff{after}
+# The statuses are written out, not bound: a prepared statement's generic plan could not match them
+# to the predicate of the partial index `ix_uploads_idle` (migration 0022), which the page reads in
+# order, its rows only, however many uploads ever ended.
+_IDLE: Final = f"""
+    SELECT {{columns}} FROM uploads
+    WHERE status IN ('{uploads.STARTED}', '{uploads.UPLOADING}') AND updated_at <= :cutoff{{after}}
     ORDER BY updated_at, file_id, user_id
     LIMIT :limit
 """
@@ -40,12 +45,7 @@ async def idle_uploads(
 ) -> list[Upload]:
     """At most `limit` unfinished uploads whose newest event is at or before `cutoff`, in
     `idle_order`, after `after` (the last of the previous page) when given."""
-    params: dict[str, object] = {
-        "started": uploads.STARTED,
-        "uploading": uploads.UPLOADING,
-        "cutoff": cutoff,
-        "limit": limit,
-    }
+    params: dict[str, object] = {"cutoff": cutoff, "limit": limit}
     if after is not None:
         params.update(after_at=after[0], after_file=after[1], after_user=after[2])
     async with db_engine.connect() as conn:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 @contextmanager
@@ -40,11 +40,36 @@ async def plans(
     async with db_engine.connect() as conn, conn.begin():  # SET LOCAL: the pool gets it back as it was
         if generic:
             await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-        for statement, parameters in statements:
-            explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
+        for number, (statement, parameters) in enumerate(statements):
+            if generic:
+                explain, parameters = await _explain_generic(
+                    conn, f"generic_plan_{number}", statement, parameters
+                )
+            else:
+                explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
             plan = (await conn.exec_driver_sql(explain, parameters)).scalar_one()[0]["Plan"]
             found.append((statement, plan))
     return found
+
+
+async def _explain_generic(
+    conn: AsyncConnection, name: str, statement: str, parameters: Any
+) -> tuple[str, tuple[()]]:
+    """EXPLAIN of `statement` as a prepared statement's generic plan runs it. EXPLAIN of the statement
+    itself is planned with its values bound, whatever the plan cache mode: only EXECUTE of a prepared
+    statement takes the generic plan, and it takes no bound parameters, so each value is written out
+    as a literal of the type the statement gives it (rendered by the server, not by hand)."""
+    await conn.exec_driver_sql(f"PREPARE {name} AS {statement}")
+    found = await conn.exec_driver_sql(
+        f"SELECT parameter_types::text[] FROM pg_prepared_statements WHERE name = '{name}'"
+    )
+    types: list[str] = found.scalar_one()
+    literals = []
+    for kind, value in zip(types, parameters or (), strict=True):
+        quoted = (await conn.exec_driver_sql(f"SELECT quote_nullable($1::{kind})", (value,))).scalar_one()
+        literals.append(f"{quoted}::{kind}")
+    values = f"({', '.join(literals)})" if literals else ""
+    return f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}{values}", ()
 
 
 def rows_read(node: dict[str, Any]) -> float:
