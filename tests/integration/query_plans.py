@@ -4,6 +4,7 @@ change, instead of timing it."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,13 +42,16 @@ async def plans(
         if generic:
             await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
         for number, (statement, parameters) in enumerate(statements):
-            if generic:
-                explain, parameters = await _explain_generic(
-                    conn, f"generic_plan_{number}", statement, parameters
-                )
+            # A prepared statement outlives the transaction, on a connection the pool hands out again:
+            # named once for all, and deallocated once explained.
+            name = f"generic_plan_{uuid.uuid4().hex}_{number}" if generic else None
+            if name is not None:
+                explain, parameters = await _explain_generic(conn, name, statement, parameters)
             else:
                 explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"
             plan = (await conn.exec_driver_sql(explain, parameters)).scalar_one()[0]["Plan"]
+            if name is not None:
+                await conn.exec_driver_sql(f"DEALLOCATE {name}")
             found.append((statement, plan))
     return found
 
