@@ -12,12 +12,14 @@ is settled in the id's own stream (engine/features/claims.py): a PUT that has to
 appends its `FileClaimed` first, and the loser of a race between two users, on any nodes, sees the
 winner's claim and stops before any byte of its body reaches storage.
 
-A PUT that found no upload of the id to be the body of begins one once its first bytes are in: it
-checks the log again and appends its start under the lock of the user's starts of the id on this node,
-the one `file_upload_start` holds from its check to its commit (`Uploads.starting`). So a socket start
-that came meanwhile, or was committing, is found and the PUT is its body, and a socket start that
-comes while the PUT appends its own finds it and is refused: the stream holds one start, before the
-completion. A socket start and a PUT on two nodes are not serialised (both may append a start).
+A PUT checks the id under the lock of the user's starts of the id on this node, the one
+`file_upload_start` holds from its check to its commit (`Uploads.starting`): a socket start committing
+when the PUT comes came first, and the PUT is its body (it may leave out the filename, as after any
+start). A PUT that found no upload of the id to be the body of begins one once its first bytes are in:
+it checks the log again and appends its start under that lock. So a socket start that came meanwhile,
+or was committing, is found and the PUT is its body, and a socket start that comes while the PUT
+appends its own finds it and is refused: the stream holds one start, before the completion. A socket
+start and a PUT on two nodes are not serialised (both may append a start).
 
 Bad input changes nothing: the size announced by `Content-Length`, the file id, the filename and
 the owner are checked before anything is written, and a body whose first bytes contradict its
@@ -264,7 +266,10 @@ class Files:
             raise FileIdTaken("this file id is being uploaded", file_id=file_id)
         self._uploading.add(file_id)  # no await since the check: one body per id on this node
         try:
-            found = await self.shared_file(file_id)
+            # Checked under the lock of the user's socket starts too: one committing now came first,
+            # and gives the filename, type and size a PUT may leave out (`_begin` checks again later).
+            async with self._starting(actor.user_id, file_id):
+                found = await self.shared_file(file_id)
             own = self._own_upload(actor, file_id, found)
             name = _resolved_filename(own, filename, file_id)
             declared = content_type or (own.mime_type if own is not None else None) or None

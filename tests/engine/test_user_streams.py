@@ -761,7 +761,7 @@ async def put_csv(
     client: Client,
     file_id: str,
     *,
-    filename: str = "a.csv",
+    filename: str | None = "a.csv",
     wanted: asyncio.Event | None = None,
     gate: asyncio.Event | None = None,
 ) -> SharedFile:
@@ -895,6 +895,34 @@ async def test_engine_a_put_while_a_socket_start_of_its_id_commits_waits_and_is_
         ]
         assert told(tab) == ["file_upload_started", "file_upload_complete"]
         assert engine.uploads.uploads == {}
+
+
+async def test_engine_a_put_naming_no_file_while_a_socket_start_of_its_id_commits_is_that_start_s_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, with a PUT that names no file, as a PUT after a start may: it takes the start's. Its
+    check of the id waits for the start committing, rather than finding no upload and refusing the
+    PUT for want of a filename."""
+    reached, release = asyncio.Event(), asyncio.Event()
+    held = held_after(uploads_feature.claim_file, reached, release)
+    monkeypatch.setattr(uploads_feature, "claim_file", held)
+    async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
+        ann = await connect(engine, "ann")
+        starting = asyncio.create_task(ann.send(upload_start("f1", "s1")))
+        async with asyncio.timeout(5):
+            await reached.wait()
+        putting = asyncio.create_task(put_csv(engine, ann, "f1", filename=None))
+        await until_done_or_waiting(putting)
+        release.set()
+        await starting
+        stored = await putting
+        await settle(engine)
+        assert answers(ann) == [("s1", None)]
+        assert stored.upload.complete and stored.upload.filename == "a.csv"
+        assert await durable_upload_events(engine, "ann", "f1") == [
+            (FILE_UPLOAD_STARTED, "a.csv"),
+            (FILE_UPLOAD_COMPLETED, "a.csv"),
+        ]
 
 
 async def test_engine_a_socket_start_while_a_put_of_its_id_appends_its_start_is_refused(
