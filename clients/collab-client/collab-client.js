@@ -249,6 +249,8 @@ export class Sheet extends Emitter {
     this._local = new Map();
     /** @type {Map<string, any>} cell id -> the newest op touching it */
     this._last = new Map();
+    /** @type {Map<string, any>} client_msg_id -> every op not yet settled (older ones too, whose echo may come late) */
+    this._ops = new Map();
   }
 
   /** The cell as shown: this client's pending edit, else the server's. @param {string} cellId */
@@ -313,6 +315,7 @@ export class Sheet extends Emitter {
   /** @param {{cell_id: string, value: any, formula: string | null}[]} cells */
   _edit(cells) {
     const op = { id: this.client.nextId(), cells, before: new Map(), results: new Map(), conflicted: false };
+    this._ops.set(op.id, op);
     for (const cell of cells) {
       const previous = this._last.get(cell.cell_id);
       // The version this edit is made on: the one the previous pending edit will produce, else the
@@ -370,6 +373,7 @@ export class Sheet extends Emitter {
 
   /** @param {any} op */
   _settle(op) {
+    this._ops.delete(op.id);
     for (const { cell_id } of op.cells) {
       if (this._local.get(cell_id)?.op === op) {
         this._local.delete(cell_id);
@@ -392,11 +396,14 @@ export class Sheet extends Emitter {
     }
   }
 
-  /** @param {string} id */
+  /**
+   * The unsettled op with this `client_msg_id`. Looked up by id, not through `_last`/`_local`: those
+   * name only a cell's newest edit, and the echo of an older one (replayed on resume) must still
+   * record the version it produced, which the next edit of that cell is made on.
+   * @param {string} id
+   */
   _pendingOp(id) {
-    for (const op of this._last.values()) if (op.id === id) return op;
-    for (const local of this._local.values()) if (local.op.id === id) return local.op;
-    return undefined;
+    return this._ops.get(id);
   }
 
   /** Keeps the server's cell when it is newer than what is known. @param {string} cellId @param {any} cell @param {string} source */

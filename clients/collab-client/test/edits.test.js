@@ -1,0 +1,65 @@
+// collab-client's edits across drops, resumes and other people's changes, against a real server
+// (started by tests/browser/test_client_library.py, like live.test.js).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
+
+const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
+
+describe('collab-client edits across drops and resumes', { skip }, () => {
+  /** @type {Awaited<ReturnType<typeof startProxy>>} */
+  let proxy;
+  const clients = [];
+  const open = (options) => {
+    const client = newClient(options);
+    clients.push(client);
+    return client;
+  };
+  before(async () => {
+    proxy = await startProxy();
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    await proxy.close();
+  });
+
+  test('an edit queued behind an unacknowledged one of the same cell conflicts with a change made meanwhile', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const aliceToken = mintToken(unique('alice'));
+    const alice = open({ token: aliceToken, url: proxy.url, connectTimeout: 1000 });
+    const bob = open({ token: mintToken(unique('bob')) });
+    await alice.connect();
+    await bob.connect();
+    await alice.join(room);
+    await bob.join(room);
+    const aliceSheet = alice.sheet(sheetId, { room });
+    await aliceSheet.set('A1', 'alice 0');
+
+    // The server applies Alice's next edit (version 2), but neither its echo nor its ack reaches her.
+    proxy.swallow(true);
+    const first = aliceSheet.set('A1', 'alice 1');
+    await sleep(300);
+    proxy.block(true);
+    proxy.cut();
+    proxy.swallow(false);
+    await next(alice, 'disconnected');
+    // Offline, she edits A1 again: on the version her first edit produced.
+    const second = aliceSheet.set('A1', 'alice 2');
+    second.catch(() => {});
+
+    // Meanwhile Bob, who saw "alice 1", overwrites it.
+    const bobSheet = await bob.sheet(sheetId, { room }).load();
+    assert.equal(bobSheet.get('A1').value, 'alice 1');
+    await bobSheet.set('A1', 'bob');
+
+    proxy.block(false);
+    await first;
+    await assert.rejects(second, (error) => error.code === 'VERSION_CONFLICT');
+    const history = (await rest(aliceToken, `/api/v1/sheets/${sheetId}/cells/A1/history`)).body.versions;
+    assert.deepEqual(history.map((v) => v.value), ['alice 0', 'alice 1', 'bob']);
+    await until(() => aliceSheet.get('A1')?.pending === false, 'the edit settled');
+    assert.equal(aliceSheet.get('A1').value, 'bob');
+  });
+});
