@@ -872,7 +872,15 @@ export class CollabClient extends Emitter {
     clearTimeout(this._connectTimer);
     clearInterval(this._heartbeat);
     this._heartbeat = null;
-    for (const room of this.rooms.values()) room.joined = false;
+    for (const room of this.rooms.values()) {
+      room.joined = false;
+      // Typing is volatile: a stop sent while this client is away is never replayed, and `room_state`
+      // does not carry who types. An indicator kept across the drop could stay for ever.
+      if (room.typing.size) {
+        room.typing.clear();
+        room.emit('typing', room.typing);
+      }
+    }
   }
 
   /** @param {string} data */

@@ -62,4 +62,26 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     await until(() => aliceSheet.get('A1')?.pending === false, 'the edit settled');
     assert.equal(aliceSheet.get('A1').value, 'bob');
   });
+
+  test('a typing indicator whose stop was missed while disconnected is gone after the resume', async () => {
+    const room = unique('room');
+    const alice = open({ token: mintToken(unique('alice')), url: proxy.url, connectTimeout: 1000 });
+    const bob = open({ token: mintToken(unique('bob')) });
+    await alice.connect();
+    await bob.connect();
+    const aliceRoom = await alice.join(room);
+    const bobRoom = await bob.join(room);
+    bobRoom.startTyping('B2');
+    await until(() => aliceRoom.typing.has('B2'), 'Bob typing in B2');
+
+    proxy.block(true);
+    proxy.cut();
+    await next(alice, 'disconnected');
+    bobRoom.stopTyping('B2'); // volatile: a resume does not replay it
+    await sleep(200);
+    proxy.block(false);
+    await next(alice, 'resumed');
+    assert.ok(aliceRoom.users.has(bob.session.user.user_id), 'Bob is still in the room');
+    assert.deepEqual([...aliceRoom.typing.keys()], []);
+  });
 });
