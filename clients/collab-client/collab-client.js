@@ -709,10 +709,18 @@ export class CollabClient extends Emitter {
   }
 
   async _subscribe() {
+    // The reply's `unread` is the whole list as of the subscription, and live events follow it; what
+    // was kept from before (a resubscribe after a reconnect) may have been read meanwhile, from another
+    // tab or over REST, and its `notification_read` went to no socket of this client. Those kept are
+    // dropped unless the reply still lists them (ones arriving live meanwhile are new, so kept).
+    if (this.state !== 'ready') await this.ready();
+    const known = [...this.unread.keys()];
     const reply = await this.request(
       { type: 'subscribe_notifications', ...this._notificationFilters },
       (m) => m.type === 'notifications_subscribed',
     );
+    const listed = new Set((reply.unread ?? []).map((/** @type {any} */ n) => n.id));
+    for (const id of known) if (!listed.has(id)) this.unread.delete(id);
     for (const n of reply.unread ?? []) this.unread.set(n.id, n);
     this.emit('notifications', [...this.unread.values()]);
     return reply;

@@ -84,4 +84,30 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     assert.ok(aliceRoom.users.has(bob.session.user.user_id), 'Bob is still in the room');
     assert.deepEqual([...aliceRoom.typing.keys()], []);
   });
+
+  test('a notification read elsewhere while disconnected is no longer unread after the resume', async () => {
+    const user = unique('reader');
+    const token = mintToken(user);
+    const client = open({ token, url: proxy.url, connectTimeout: 1000 });
+    await client.connect();
+    await client.subscribeNotifications({});
+    const admin = mintToken(unique('admin'), { roles: ['admin'] });
+    const created = await rest(admin, '/api/v1/ws/broadcast/notification?event_type=notification_created', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user_id: user, title: 'Hello', message: 'read me' }),
+    });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const id = created.body.notification_id;
+    await until(() => client.unread.has(id), 'the notification, unread');
+
+    proxy.block(true);
+    proxy.cut();
+    await next(client, 'disconnected');
+    assert.equal((await rest(token, `/api/v1/notifications/${id}/read`, { method: 'POST' })).status, 200); // another tab
+    proxy.block(false);
+    await next(client, 'ready');
+    await next(client, 'notifications');
+    assert.deepEqual([...client.unread.keys()], []);
+  });
 });
