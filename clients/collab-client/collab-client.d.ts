@@ -75,6 +75,9 @@ export declare class Room extends Emitter {
 export interface CellChange { cell_id: string; cell: ShownCell | undefined; source: 'local' | 'remote' | 'load' | 'conflict' | 'settled' }
 export interface CellConflict { sheet_id: string; cell_id: string; attempted: any; current: CellValue; error: CollabError }
 
+/** Opaque: the version (or this client's pending edit) an edit is made on. */
+export interface EditBase { readonly __editBase?: never }
+
 export declare class Sheet extends Emitter {
   readonly client: CollabClient;
   readonly id: string;
@@ -83,7 +86,9 @@ export declare class Sheet extends Emitter {
   cells: Map<string, CellValue>;
   get(cellId: string): ShownCell | undefined;
   load(): Promise<this>;
-  set(cellId: string, value: any, options?: { formula?: string | null }): Promise<Ack>;
+  /** What an edit starting now is made on; pass it to `set` as `base` when the value is committed later. */
+  editBase(cellId: string): EditBase;
+  set(cellId: string, value: any, options?: { formula?: string | null; base?: EditBase }): Promise<Ack>;
   setRange(cells: CellEdit[]): Promise<Ack>;
   on(type: 'change', listener: (change: CellChange) => void): () => void;
   on(type: 'conflict', listener: (conflict: CellConflict) => void): () => void;

@@ -296,12 +296,24 @@ export class Sheet extends Emitter {
   }
 
   /**
+   * What an edit of `cellId` starting now is made on: pass it as `set(..., {base})` when the value is
+   * committed later (an in-cell editor), so that a change someone else made meanwhile, which the
+   * person typing never saw, makes the edit a VERSION_CONFLICT rather than being overwritten.
+   * @param {string} cellId
+   */
+  editBase(cellId) {
+    return this._last.get(cellId) ?? { version: this.cells.get(cellId)?.version ?? 0 };
+  }
+
+  /**
    * Sets one cell (`cell_update`). Resolves with the `ack` once the server committed it; rejects with
-   * a CollabError (`VERSION_CONFLICT` carries `current`).
-   * @param {string} cellId @param {any} value @param {{formula?: string | null}} [options]
+   * a CollabError (`VERSION_CONFLICT` carries `current`). The edit is made on the cell as shown now,
+   * or on `options.base` (from `editBase()`) when given.
+   * @param {string} cellId @param {any} value @param {{formula?: string | null, base?: any}} [options]
    */
   set(cellId, value, options = {}) {
-    return this._edit([{ cell_id: cellId, value, formula: options.formula ?? null }]);
+    const bases = options.base ? new Map([[cellId, options.base]]) : undefined;
+    return this._edit([{ cell_id: cellId, value, formula: options.formula ?? null }], bases);
   }
 
   /**
@@ -312,8 +324,8 @@ export class Sheet extends Emitter {
     return this._edit(cells.map((c) => ({ cell_id: c.cell_id, value: c.value, formula: c.formula ?? null })));
   }
 
-  /** @param {{cell_id: string, value: any, formula: string | null}[]} cells */
-  _edit(cells) {
+  /** @param {{cell_id: string, value: any, formula: string | null}[]} cells @param {Map<string, any>} [bases] */
+  _edit(cells, bases) {
     const op = { id: this.client.nextId(), cells, before: new Map(), results: new Map(), conflicted: false };
     this._ops.set(op.id, op);
     for (const cell of cells) {
@@ -321,7 +333,7 @@ export class Sheet extends Emitter {
       // The version this edit is made on: the one the previous pending edit will produce, else the
       // version shown now. Taken now, not when sent, so an offline edit still conflicts with a
       // change made by someone else meanwhile.
-      op.before.set(cell.cell_id, previous ?? { version: this.cells.get(cell.cell_id)?.version ?? 0 });
+      op.before.set(cell.cell_id, bases?.get(cell.cell_id) ?? previous ?? { version: this.cells.get(cell.cell_id)?.version ?? 0 });
       this._last.set(cell.cell_id, op);
       this._local.set(cell.cell_id, { value: cell.value, formula: cell.formula, op });
       this.emit('change', { cell_id: cell.cell_id, cell: this.get(cell.cell_id), source: 'local' });

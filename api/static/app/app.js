@@ -102,7 +102,14 @@ async function start(token) {
   const edit = (/** @type {Promise<any>} */ promise) => promise.catch((error) => {
     if (error.code !== 'VERSION_CONFLICT' && error.code !== 'CLOSED') toast(`Edit refused: ${error.message}`, 'conflict');
   });
-  grid.onCommit = (id, value) => edit(sheet.set(id, value));
+  // What each open editor was started on: a change someone else makes while a person types is not
+  // shown in their editor, so their value must not silently overwrite it (it conflicts instead).
+  let editing = /** @type {{id: string, base: any} | null} */ (null);
+  grid.onCommit = (id, value) => {
+    const base = editing?.id === id ? editing.base : undefined;
+    editing = null;
+    edit(sheet.set(id, value, { base }));
+  };
   grid.onRange = (cells) => {
     activity(`You pasted ${cells.length} cells`, myColour);
     edit(sheet.setRange(cells));
@@ -122,6 +129,7 @@ async function start(token) {
     room?.moveCursor(pointer.x, pointer.y, id);
   };
   grid.onEditStart = (id) => {
+    if (editing?.id !== id) editing = { id, base: sheet.editBase(id) };
     const now = Date.now();
     if (typingIn === id && now - typingRefresh < 3000) return; // the server expires a start after 5 s
     if (typingIn && typingIn !== id) room?.stopTyping(typingIn);
@@ -130,6 +138,8 @@ async function start(token) {
     room?.startTyping(id);
   };
   grid.onEditEnd = (id) => {
+    const ended = editing;
+    queueMicrotask(() => editing === ended && (editing = null)); // after the commit that follows at once, if any
     if (typingIn === id) room?.stopTyping(id);
     typingIn = null;
   };

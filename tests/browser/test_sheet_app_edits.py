@@ -1,0 +1,37 @@
+"""The sheet app (/app) when an edit meets someone else's: a value typed in a cell while another
+person changed that cell is a conflict, never a silent overwrite of a change its author never saw."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.async_api import expect
+
+from tests.api.conftest import Server
+from tests.browser.pages import cell, open_app, type_into, unique
+from tests.browser.test_sheet_app import cell_versions
+
+
+async def test_a_value_typed_over_someone_elses_change_is_a_conflict(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await expect(cell(bob.page, "E5")).to_have_text("first")
+
+    # Bob starts typing over "first"; before he presses Enter, Alice changes the cell. His editor
+    # keeps showing what he types, so he never sees her value.
+    await type_into(bob.page, "E5", "bob's", enter=False)
+    await type_into(alice.page, "E5", "alice's")
+    await expect(bob.page.locator("#activity")).to_contain_text("alice set E5 = alice's")
+    await bob.page.keyboard.press("Enter")
+
+    notice = bob.page.locator(".toast.conflict")
+    await expect(notice).to_contain_text("Conflict on E5")
+    await expect(notice).to_contain_text("alice's")
+    await expect(cell(bob.page, "E5")).to_have_text("alice's")
+    await expect(cell(alice.page, "E5")).to_have_text("alice's")
+    assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
