@@ -35,3 +35,25 @@ async def test_a_value_typed_over_someone_elses_change_is_a_conflict(browser: An
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_the_activity_shows_their_value_not_a_pending_edit(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await expect(cell(bob.page, "E5")).to_have_text("first")
+
+    # Bob's offline edit of E5 is still pending when Alice's change of it reaches him on resume.
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await type_into(bob.page, "E5", "bob's")
+    await type_into(alice.page, "E5", "alice's")
+    await bob.context.set_offline(False)
+
+    await expect(bob.page.locator(".toast.conflict")).to_contain_text("Conflict on E5")
+    activity = bob.page.locator("#activity")
+    await expect(activity).to_contain_text("alice set E5 = alice's")
+    await expect(activity).not_to_contain_text("alice set E5 = bob's")
+    for opened in (alice, bob):
+        await opened.context.close()

@@ -84,9 +84,12 @@ async function start(token) {
   // --- cells ----------------------------------------------------------------------------------
   sheet.on('change', ({ cell_id, cell, source }) => {
     grid.render(cell_id, cell);
-    if (source === 'remote' && cell?.user_id !== me.id) {
+    // `cell` is the cell as shown, which is this person's own edit while one is pending: what the
+    // other person set is the server's cell.
+    const theirs = sheet.cells.get(cell_id);
+    if (source === 'remote' && theirs && theirs.user_id !== me.id) {
       grid.mark(cell_id, 'flash');
-      activity(`${cell.username ?? cell.user_id} set ${cell_id} = ${display(cell.value) || '(empty)'}`, colourFor(cell.user_id));
+      activity(`${theirs.username ?? theirs.user_id} set ${cell_id} = ${display(theirs.value) || '(empty)'}`, colourFor(theirs.user_id ?? ''));
     }
     if (cell_id === grid.selected) showCellMeta(cell_id);
   });
