@@ -8,7 +8,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, type_into, unique
+from tests.browser.pages import cell, open_app, open_app_with, type_into, unique
 from tests.browser.test_sheet_app import cell_versions
 
 
@@ -57,3 +57,17 @@ async def test_the_activity_shows_their_value_not_a_pending_edit(browser: Any, w
     await expect(activity).not_to_contain_text("alice set E5 = bob's")
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_the_activity_names_who_left_by_their_name(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob_id = unique("u")
+    bob_token = web.token(bob_id, username="Bob Builder", roles=["editor"])
+    bob = await open_app_with(browser, web, bob_token, room, sheet)
+    activity = alice.page.locator("#activity")
+    await expect(activity).to_contain_text("Bob Builder joined")
+    await bob.context.close()
+    await expect(activity).to_contain_text("Bob Builder left")
+    await expect(activity).not_to_contain_text(f"{bob_id} left")
+    await alice.context.close()

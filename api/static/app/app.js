@@ -157,9 +157,12 @@ async function start(token) {
     }, Math.max(0, wait));
   };
 
+  /** Everyone's name as last seen in the room, still known once they left. @type {Map<string, string>} */
+  const names = new Map();
   const renderPresence = () => {
     if (!room) return;
     const members = room.members;
+    for (const u of members) names.set(u.user_id, u.username);
     const typing = new Map();
     for (const [cell, who] of room.typing) for (const userId of who.keys()) typing.set(userId, cell);
     fill($('presence'), ...members.slice(0, 6).map((u) => avatar(u.user_id, u.username, u.status)));
@@ -323,7 +326,8 @@ async function start(token) {
       renderPresence();
     });
     client.on('user_joined', (m) => m.room_id === roomId && m.user.user_id !== me.id && activity(`${m.user.username} joined`, colourFor(m.user.user_id)));
-    client.on('user_left', (m) => m.room_id === roomId && activity(`${room?.users.get(m.user_id)?.username ?? m.user_id} left`, colourFor(m.user_id)));
+    // By the time `user_left` is emitted the room has already removed the user: name them from before.
+    client.on('user_left', (m) => m.room_id === roomId && activity(`${names.get(m.user_id) ?? m.user_id} left`, colourFor(m.user_id)));
     renderPresence();
     await sheet.load();
     for (const id of sheet.cells.keys()) grid.render(id, sheet.get(id));
