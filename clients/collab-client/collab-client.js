@@ -646,7 +646,9 @@ export class CollabClient extends Emitter {
 
   /**
    * Sends a read (no ack) and resolves with the first message `match` accepts; rejects with an
-   * error echoing its `client_msg_id`. Waits for the connection when offline.
+   * error echoing its `client_msg_id`. Waits for the connection when offline; one whose answer was
+   * lost with a dropped connection is sent again once the next one is ready (a `join_room` is
+   * redone by the resume itself, and a `leave_room` is done: the room is not rejoined).
    * @param {Record<string, any>} message @param {(m: any) => boolean} match @param {number} [timeout]
    */
   async request(message, match, timeout = 15000) {
@@ -654,13 +656,23 @@ export class CollabClient extends Emitter {
       await this.ready();
     }
     const id = message.client_msg_id ?? this.nextId();
+    const wire = { ...message, client_msg_id: id };
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this._requests.delete(id);
-        reject(new CollabError('TIMEOUT', `no answer to ${message.type}`));
-      }, timeout);
+      /** @type {any} */
+      let timer = null;
+      const arm = () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          this._requests.delete(id);
+          reject(new CollabError('TIMEOUT', `no answer to ${message.type}`));
+        }, timeout);
+      };
+      arm();
       this._requests.set(id, {
         match,
+        message: wire,
+        arm,
+        pause: () => clearTimeout(timer),
         resolve: (/** @type {any} */ m) => {
           clearTimeout(timer);
           resolve(m);
@@ -670,7 +682,7 @@ export class CollabClient extends Emitter {
           reject(e);
         },
       });
-      this._transmit({ ...message, client_msg_id: id });
+      this._transmit(wire);
     });
   }
 
@@ -892,6 +904,8 @@ export class CollabClient extends Emitter {
     clearTimeout(this._connectTimer);
     clearInterval(this._heartbeat);
     this._heartbeat = null;
+    // Requests sent on this socket wait for the next one (see `_resume`), like sends do.
+    for (const request of this._requests.values()) if (request.message?.type !== 'join_room') request.pause?.();
     for (const room of this.rooms.values()) {
       room.joined = false;
       // Typing is volatile: a stop sent while this client is away is never replayed, and `room_state`
@@ -1039,6 +1053,17 @@ export class CollabClient extends Emitter {
       }
     });
     this._setState('ready');
+    for (const [id, request] of [...this._requests]) {
+      const type = request.message?.type;
+      if (!type || type === 'join_room') continue; // passive waits have no message; joins were just redone
+      if (type === 'leave_room') {
+        this._requests.delete(id);
+        request.resolve(null);
+        continue;
+      }
+      request.arm();
+      this._transmit(request.message);
+    }
     for (const entry of this._outbox.values()) this._transmit(entry.message);
     if (this._notificationFilters) this._subscribe().catch((error) => this.emit('server_error', error));
     this.emit('ready', this);

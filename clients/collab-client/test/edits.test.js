@@ -110,4 +110,29 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     await next(client, 'notifications');
     assert.deepEqual([...client.unread.keys()], []);
   });
+
+  test('a sheet load whose answer was lost with the connection is answered after the reconnect', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const writer = open({ token: mintToken(unique('writer')) });
+    const reader = open({ token: mintToken(unique('reader')), url: proxy.url, connectTimeout: 1000 });
+    await writer.connect();
+    await reader.connect();
+    await writer.join(room);
+    await reader.join(room);
+    await writer.sheet(sheetId, { room }).set('A1', 'there');
+
+    proxy.swallow(true); // the load_sheet goes out; its sheet_state never comes back
+    const started = Date.now();
+    const loading = reader.sheet(sheetId, { room }).load();
+    await sleep(300);
+    proxy.block(true);
+    proxy.cut();
+    proxy.swallow(false);
+    await next(reader, 'disconnected');
+    proxy.block(false);
+    const sheet = await loading;
+    assert.equal(sheet.get('A1')?.value, 'there');
+    assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
+  });
 });
