@@ -1116,7 +1116,9 @@ export class CollabClient extends Emitter {
         return;
       }
       this.token = fresh;
-      this._schedule(0);
+      // At once the first time (a token that expired on an open connection); after that the new
+      // tokens were refused too (a clock skew, a rotated secret): back off, never a tight loop.
+      this._schedule(this._attempt === 0 ? 0 : backoffDelay(this._attempt, this.backoff));
       return;
     }
     if (!this._online) {

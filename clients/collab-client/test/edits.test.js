@@ -135,4 +135,21 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     assert.equal(sheet.get('A1')?.value, 'there');
     assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
   });
+
+  test('new tokens the server keeps refusing (4401) are tried with backoff, not in a tight loop', async () => {
+    const user = unique('refused');
+    let asked = 0;
+    const client = open({
+      token: mintToken(user, { ttl: -60 }),
+      getToken: () => {
+        asked += 1;
+        return mintToken(user, { ttl: -60 }); // a new token each time, and each already expired
+      },
+    });
+    client.connect().catch(() => {});
+    await sleep(1500);
+    client.close();
+    // backoff {initial: 50, max: 400}: about ten attempts in 1.5 s at most, not hundreds
+    assert.ok(asked >= 2 && asked <= 15, `asked for a token ${asked} times in 1.5 s`);
+  });
 });
