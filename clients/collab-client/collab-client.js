@@ -494,6 +494,8 @@ export class CollabClient extends Emitter {
     /** @type {Map<string, any>} */
     this._ai = new Map();
     this._online = true;
+    /** Seconds the last `server_shutdown` asked to wait before reconnecting. @type {number | null} */
+    this._reconnectAfter = null;
     if (options.watchNetwork ?? typeof globalThis.addEventListener === 'function') this._watchNetwork();
   }
 
@@ -982,6 +984,10 @@ export class CollabClient extends Emitter {
       case 'token_expiring':
         this._refreshToken(message);
         break;
+      case 'server_shutdown':
+        // docs/protocol.md: reconnect after `reconnect_after` seconds when given (the close follows).
+        this._reconnectAfter = typeof message.reconnect_after === 'number' ? message.reconnect_after : null;
+        break;
       case 'notification_event':
         this._onNotification(message);
         break;
@@ -1098,6 +1104,8 @@ export class CollabClient extends Emitter {
   async _lost(code, reason) {
     if (this.state === 'closed') return;
     const policy = reconnectPolicy(code);
+    const after = this._reconnectAfter; // for this close only
+    this._reconnectAfter = null;
     this.emit('disconnected', { code, reason, policy });
     if (policy === 'stop') {
       this._stop(code === CloseCode.REMOVED ? 'removed' : `closed (${code})`, { code, reason });
@@ -1124,6 +1132,12 @@ export class CollabClient extends Emitter {
     if (!this._online) {
       this._setState('offline');
       return; // the `online` event reconnects
+    }
+    if (policy === 'now' && after) {
+      // Not all at once: spread the node's clients over up to half as long again.
+      const { jitter = 0.5 } = this.backoff;
+      this._schedule(Math.round(after * 1000 * (1 + jitter * Math.random())));
+      return;
     }
     this._schedule(policy === 'now' && this._attempt === 0 ? 0 : backoffDelay(this._attempt, this.backoff));
   }

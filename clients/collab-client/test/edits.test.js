@@ -152,4 +152,19 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     // backoff {initial: 50, max: 400}: about ten attempts in 1.5 s at most, not hundreds
     assert.ok(asked >= 2 && asked <= 15, `asked for a token ${asked} times in 1.5 s`);
   });
+
+  test('after server_shutdown with reconnect_after, the 1012 reconnect waits that long', async () => {
+    const client = open({ token: mintToken(unique('restart')) });
+    await client.connect();
+    const scheduled = next(client, 'reconnecting');
+    // As a drain announces it, then closes (a real one would stop the server).
+    client._dispatch({ type: 'server_shutdown', reason: 'server restart', timestamp: new Date().toISOString(), reconnect_after: 0.5 });
+    const socket = client._ws;
+    client._detach();
+    socket.close();
+    client._lost(1012, 'server restart');
+    const { delay } = await scheduled;
+    assert.ok(delay >= 500, `reconnects after ${delay} ms`);
+    await next(client, 'ready');
+  });
 });
