@@ -8,7 +8,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, open_app_with, type_into, unique
+from tests.browser.pages import cell, open_app, open_app_with, paste, type_into, unique
 from tests.browser.test_sheet_app import cell_versions
 
 
@@ -71,3 +71,31 @@ async def test_the_activity_names_who_left_by_their_name(browser: Any, web: Serv
     await expect(activity).to_contain_text("Bob Builder left")
     await expect(activity).not_to_contain_text(f"{bob_id} left")
     await alice.context.close()
+
+
+async def test_a_paste_refused_for_one_conflicting_cell_says_the_whole_paste_was_not_applied(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "A1", "first")
+    await expect(cell(bob.page, "A1")).to_have_text("first")
+
+    # Bob pastes a row of three offline; meanwhile Alice changes one of its cells. A range is all or
+    # nothing, so none of his three values is applied, and he must be told so, not just about A1.
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await cell(bob.page, "A1").click()
+    await paste(bob.page, "x\ty\tz")
+    await expect(cell(bob.page, "C1")).to_have_text("z")
+    await type_into(alice.page, "A1", "alice's")
+    await bob.context.set_offline(False)
+
+    await expect(cell(bob.page, "A1")).to_have_text("alice's")
+    await expect(cell(bob.page, "C1")).to_have_text("")
+    notice = bob.page.locator(".toast.conflict", has_text="not applied")
+    await expect(notice).to_contain_text("3 cells")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

@@ -93,9 +93,11 @@ async function start(token) {
     }
     if (cell_id === grid.selected) showCellMeta(cell_id);
   });
-  sheet.on('conflict', ({ cell_id, attempted, current }) => {
+  const nameOf = (/** @type {string | null | undefined} */ userId) => (userId ? (room?.users.get(userId)?.username ?? userId) : 'someone');
+  sheet.on('conflict', ({ cell_id, attempted, current, error }) => {
     grid.mark(cell_id, 'conflicted');
-    const who = current?.user_id ? (room?.users.get(current.user_id)?.username ?? current.user_id) : 'someone';
+    if (error?.conflicts) return; // a range: refused whole, told once by onRange below
+    const who = nameOf(current?.user_id);
     toast(
       `Conflict on ${cell_id}: ${who} changed it to “${display(current?.value)}” before your “${display(attempted)}” arrived. The cell shows their value (v${current?.version}).`,
       'conflict',
@@ -115,7 +117,21 @@ async function start(token) {
   };
   grid.onRange = (cells) => {
     activity(`You pasted ${cells.length} cells`, myColour);
-    edit(sheet.setRange(cells));
+    sheet.setRange(cells).catch((error) => {
+      if (error.code !== 'VERSION_CONFLICT') return edit(Promise.reject(error));
+      // All or nothing: one stale cell keeps every cell of the range from being written, and each
+      // shows the current value again. Say so, not only which cell conflicted.
+      const stale = /** @type {{cell_id: string, current: any}[]} */ (error.conflicts ?? []);
+      const [first] = stale;
+      const why = !first
+        ? 'an earlier edit of one of its cells conflicted'
+        : stale.length === 1
+          ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to “${display(first.current?.value)}” meanwhile`
+          : `${stale.slice(0, 3).map((c) => c.cell_id).join(', ')}${stale.length > 3 ? ` and ${stale.length - 3} more` : ''} were changed by someone else meanwhile`;
+      toast(`Your change of ${cells.length} cells was not applied: ${why}. A range is saved whole or not at all; the cells show the current values.`, 'conflict');
+      activity(`Your change of ${cells.length} cells was not applied (conflict)`, '#d92d20');
+      return undefined;
+    });
   };
   const showCellMeta = (/** @type {string} */ id) => {
     const cell = sheet.get(id);
