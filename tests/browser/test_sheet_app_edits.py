@@ -99,3 +99,17 @@ async def test_a_paste_refused_for_one_conflicting_cell_says_the_whole_paste_was
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_a_resume_does_not_tell_a_person_that_they_left(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await expect(alice.page.locator("#activity")).to_contain_text("bob left")
+    await bob.context.set_offline(False)
+    await expect(bob.page.locator("#activity")).to_contain_text("Back online")
+    await expect(bob.page.locator("#activity")).not_to_contain_text("bob left")
+    for opened in (alice, bob):
+        await opened.context.close()

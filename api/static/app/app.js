@@ -343,7 +343,8 @@ async function start(token) {
     });
     client.on('user_joined', (m) => m.room_id === roomId && m.user.user_id !== me.id && activity(`${m.user.username} joined`, colourFor(m.user.user_id)));
     // By the time `user_left` is emitted the room has already removed the user: name them from before.
-    client.on('user_left', (m) => m.room_id === roomId && activity(`${names.get(m.user_id) ?? m.user_id} left`, colourFor(m.user_id)));
+    // Their own user_left reaches a person only in a resume's replay (their drop): not news to them.
+    client.on('user_left', (m) => m.room_id === roomId && m.user_id !== me.id && activity(`${names.get(m.user_id) ?? m.user_id} left`, colourFor(m.user_id)));
     renderPresence();
     await sheet.load();
     for (const id of sheet.cells.keys()) grid.render(id, sheet.get(id));
