@@ -311,7 +311,7 @@ async function start(token) {
     let maxRow = 9;
     for (const id of Object.keys(cells)) {
       const [c, r] = parseCell(id);
-      maxCol = Math.max(maxCol, c + 1);
+      maxCol = Math.max(maxCol, Math.min(c + 1, 25)); // one spare column, never past Z (65 + 26 is '[')
       maxRow = Math.max(maxRow, r + 2);
     }
     const head = el('tr', {}, el('th'), ...Array.from({ length: maxCol + 1 }, (_, c) => el('th', {}, String.fromCharCode(65 + c))));
