@@ -1,13 +1,15 @@
-"""HTTP middleware: request ids and access logs, the seed's secure headers, CORS.
+"""HTTP middleware: request ids and access logs, the seed's secure headers, CORS, routing on the path's
+segments as sent (api/params.py).
 
 Plain ASGI middleware rather than Starlette's `BaseHTTPMiddleware`: it runs the route in the same task
 (so the request id's context variable reaches every log line the route writes) and never buffers a
 body. WebSocket scopes pass through untouched: their handshake is checked in api/routes/websocket.py
 and their log lines carry the connection id (api/websocket.py).
 
-Outermost first: request id -> secure headers -> CORS -> the routes, so a CORS preflight answer carries
-the request id and the secure headers too. (A crash that escapes every handler is answered by
-Starlette's outermost error middleware, outside these; such a response carries no body worth framing.)
+Outermost first: request id -> secure headers -> CORS -> segmented path -> the routes, so a CORS
+preflight answer carries the request id and the secure headers too. (A crash that escapes every
+handler is answered by Starlette's outermost error middleware, outside these; such a response carries
+no body worth framing.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.logging_setup import request_id_var
+from api.params import SegmentedPaths
 from api.settings import Settings
 
 access_log = logging.getLogger("api.access")
@@ -135,8 +138,10 @@ class SecureHeadersMiddleware:
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """CORS from ALLOWED_ORIGINS (none when empty), the secure headers, request ids: innermost first,
-    since Starlette wraps each added middleware around the ones before it."""
+    """Routing on the path as sent (ids holding `/`: api/params.py), CORS from ALLOWED_ORIGINS (none
+    when empty), the secure headers, request ids: innermost first, since Starlette wraps each added
+    middleware around the ones before it."""
+    app.add_middleware(SegmentedPaths)
     if settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -69,7 +69,7 @@ class FileOut(BaseModel):
 
 
 @router.put(
-    "/{file_id}",
+    "/{file_id:id}",
     status_code=201,
     response_model=FileOut,
     openapi_extra=_BINARY_BODY,
@@ -118,7 +118,7 @@ async def upload_file(
 
 
 @router.get(
-    "/{file_id}",
+    "/{file_id:id}",
     response_class=StreamingResponse,
     responses={
         # Served with the type it was stored with (text/plain, image/png, application/pdf...).

@@ -147,7 +147,7 @@ class SnapshotOut(BaseModel):
     position: int
 
 
-@router.get("/rooms/{room_id}/events", response_model=EventPage, responses=_ROOM_ERRORS)
+@router.get("/rooms/{room_id:id}/events", response_model=EventPage, responses=_ROOM_ERRORS)
 async def room_events(
     room_id: Id,
     actor: ActorDep,
@@ -195,7 +195,7 @@ async def all_events(
     return EventPage(events=[event_out(e) for e in page.events], next_cursor=page.next_cursor)
 
 
-@router.get("/rooms/{room_id}/state", response_model=RoomStateOut, responses=_ROOM_ERRORS)
+@router.get("/rooms/{room_id:id}/state", response_model=RoomStateOut, responses=_ROOM_ERRORS)
 async def room_state_as_of(
     room_id: Id, actor: ActorDep, history: HistoryDep, seq: AsOfSeq = None, at: AsOfTime = None
 ) -> RoomStateOut:
@@ -205,7 +205,7 @@ async def room_state_as_of(
     return room_state_out(await history.room_state(room_id, seq=seq, at=at))
 
 
-@router.post("/rooms/{room_id}/snapshots", response_model=SnapshotOut, responses=_ROOM_ERRORS)
+@router.post("/rooms/{room_id:id}/snapshots", response_model=SnapshotOut, responses=_ROOM_ERRORS)
 async def snapshot_room(room_id: Id, _: AdminDep, history: HistoryDep) -> SnapshotOut:
     """Store a snapshot of the room at its current seq (a cache for "as of" reads; no event)."""
     snapshot = await history.snapshot(room_id)
@@ -222,7 +222,7 @@ async def readable_sheet_room(history: History, actor: Actor, sheet_id: str) -> 
     return room_id
 
 
-@router.get("/sheets/{sheet_id}/cells", response_model=SheetCellsOut, responses=_ROOM_ERRORS)
+@router.get("/sheets/{sheet_id:id}/cells", response_model=SheetCellsOut, responses=_ROOM_ERRORS)
 async def sheet_cells_as_of(
     sheet_id: Id, actor: ActorDep, history: HistoryDep, seq: AsOfSeq = None, at: AsOfTime = None
 ) -> SheetCellsOut:
@@ -234,7 +234,7 @@ async def sheet_cells_as_of(
 
 
 @router.get(
-    "/sheets/{sheet_id}/cells/{cell_id}/history", response_model=CellHistoryOut, responses=_ROOM_ERRORS
+    "/sheets/{sheet_id:id}/cells/{cell_id:id}/history", response_model=CellHistoryOut, responses=_ROOM_ERRORS
 )
 async def cell_history(
     sheet_id: Id,
@@ -257,7 +257,7 @@ async def cell_history(
 
 
 @router.get(
-    "/rooms/{room_id}/export",
+    "/rooms/{room_id:id}/export",
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/x-ndjson": {}}, "description": "one EventOut per line"},

@@ -131,7 +131,7 @@ class ShutdownAccepted(BaseModel):
     grace_seconds: float
 
 
-@router.post("/ws/rooms/{room_id}/broadcast", response_model=RoomDelivery)
+@router.post("/ws/rooms/{room_id:id}/broadcast", response_model=RoomDelivery)
 async def broadcast_to_room(
     room_id: IdPath, body: PostedMessage, admin: AdminDep, engine: EngineDep, settings: SettingsDep
 ) -> RoomDelivery:
@@ -141,7 +141,7 @@ async def broadcast_to_room(
     return RoomDelivery(room_id=room_id, **_fields(delivery))
 
 
-@router.post("/ws/users/{user_id}/notify", response_model=UserDelivery)
+@router.post("/ws/users/{user_id:id}/notify", response_model=UserDelivery)
 async def notify_user(
     user_id: IdPath, body: PostedMessage, admin: AdminDep, engine: EngineDep, settings: SettingsDep
 ) -> UserDelivery:
@@ -174,7 +174,7 @@ async def broadcast_notification(
     )
 
 
-@router.delete("/ws/connections/{connection_id}", response_model=ConnectionRemoved)
+@router.delete("/ws/connections/{connection_id:id}", response_model=ConnectionRemoved)
 async def remove_connection(connection_id: IdPath, admin: AdminDep, engine: EngineDep) -> ConnectionRemoved:
     """Close the connection (after a CONNECTION_REMOVED error, with close code 4410) and record its
     departure from each room it had joined (reason "removed"), through whichever node holds it: this

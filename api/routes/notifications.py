@@ -67,7 +67,7 @@ async def list_notifications(
 
 
 @router.post(
-    "/{notification_id}/read",
+    "/{notification_id:id}/read",
     response_model=NotificationOut,
     responses={404: {"description": "the caller has no notification with this id"}},
 )

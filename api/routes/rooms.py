@@ -101,7 +101,7 @@ async def get_rooms(
     return [_room_out(summary) for summary in rooms]
 
 
-@router.get("/ws/rooms/{room_id}", response_model=RoomDetailOut)
+@router.get("/ws/rooms/{room_id:id}", response_model=RoomDetailOut)
 async def get_room(
     engine: EngineDep,
     actor: ActorDep,

@@ -24,6 +24,8 @@ BAD_IDS = {
     "escape": "a\x1b[31mb",
     "c1": "a\x85b",
     "too-long": "r" * (MAX_ID_LENGTH + 1),
+    # A `/` or `%` is allowed in an id; the control character next to it still is not.
+    "slash-and-nul": "a/%2F\x00b",
 }
 
 
@@ -86,6 +88,37 @@ async def test_rest_path_ids_follow_the_identifier_rule(server: Server, bad: str
     for path in [f"/ws/rooms/{segment}/broadcast", f"/ws/users/{segment}/notify"]:
         response = await rest(server, "POST", path, json={"type": "announcement", "text": "hi"})
         assert response.status_code == 422, (path, response.text)
+
+
+async def test_rest_paths_reach_ids_holding_a_slash_or_a_percent_sign(server: Server) -> None:
+    """`/` and `%` are allowed in ids, so REST reaches such an id written as one encoded segment
+    (`encodeURIComponent`), as it reaches any other: its sheet, its cell's history, its room."""
+    tag = uuid.uuid4().hex[:8]
+    room, sheet, cell, user = f"team/{tag} 50%", f"q3/{tag}%2F", "A/1%", f"org/{tag}"
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await write_cell(ws, room, sheet, cell_id=cell, value="kept")
+    room_seg, sheet_seg, cell_seg, user_seg = (quote(i, safe="") for i in (room, sheet, cell, user))
+
+    async def read(method: str, path: str, **options: Any) -> dict[str, Any]:
+        response = await rest(server, method, path, **options)
+        assert response.status_code == 200, (path, response.text)
+        found: dict[str, Any] = response.json()
+        return found
+
+    cells = await read("GET", f"/sheets/{sheet_seg}/cells")
+    assert (cells["sheet_id"], cells["room_id"]) == (sheet, room)
+    assert cells["cells"][cell]["value"] == "kept"
+    history = await read("GET", f"/sheets/{sheet_seg}/cells/{cell_seg}/history")
+    assert [(v["cell_id"], v["value"]) for v in history["versions"]] == [(cell, "kept")]
+    assert (await read("GET", f"/rooms/{room_seg}/state"))["room_id"] == room
+    events = (await read("GET", f"/rooms/{room_seg}/events"))["events"]
+    assert {e["stream_id"] for e in events} == {f"room:{room}"}
+    assert (await read("GET", f"/ws/rooms/{room_seg}"))["room_id"] == room
+    posted = {"type": "announcement", "text": "hi"}
+    assert (await read("POST", f"/ws/rooms/{room_seg}/broadcast", json=posted))["room_id"] == room
+    assert (await read("POST", f"/ws/users/{user_seg}/notify", json=posted))["user_id"] == user
 
 
 @pytest.mark.parametrize("bad", ["a\x00b", "a\nb", "a\x7fb", ""], ids=["nul", "newline", "del", "empty"])

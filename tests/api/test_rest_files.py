@@ -387,11 +387,13 @@ async def test_bad_file_ids_are_422(files_server: Server, file_id: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["..%2Fescape", "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "a%2F..%2F..%2Fb"])
-async def test_file_ids_with_a_slash_match_no_route(files_server: Server, path: str) -> None:
-    """An encoded '/' decodes into the path, so the route never matches: 404 before any handler."""
+async def test_file_ids_with_a_slash_are_422_and_store_nothing(files_server: Server, path: str) -> None:
+    """An encoded '/' keeps its segment one id (api/params.py), which the file id rule refuses before
+    anything is stored or any path is made of it."""
     user = new_user()
     reply = await put(files_server, user, path, png(100), filename="ok.png")
-    assert reply.status_code == 404, reply.text
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["details"][0]["loc"] == ["path", "file_id"]
     assert await files_server.engine.store.stream_version(user_stream(user)) == 0
     assert not any(".." in name or "/" in name for name in stored_names(files_server))
 
