@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine.log import jsonb
 from engine.log.connectivity import is_connectivity_error
 from engine.log.lifecycle import STOP_TIMEOUT, cancel_and_wait
 from engine.log.partition_locks import Standing
@@ -356,7 +356,7 @@ class NodeRegistry:
             return {str(row.node_id): row.stats for row in rows}
 
     async def _execute(self, sql: str) -> int:
-        stats = orjson.dumps(self._report()).decode() if self._report is not None else None
+        stats = jsonb.dumps(self._report()) if self._report is not None else None
         routes = self._routes_written = self.routes
         async with self._db_engine.begin() as conn:
             params = {"node": self.node_id, "stats": stats, "session": self.session, "routes": routes}

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from engine.decisions.cells import check_sheet_room, next_cell_version
+from engine.log import jsonb
 from engine.model.catalogue import CELLS_UPDATED, SHEET_CLAIMED, with_versions, written_cells
 from engine.model.errors import Rejected, ValidationFailed, VersionConflict
 from engine.model.events import AppendOutcome, Committed, Conflict, Duplicate, NewEvent, Refused
@@ -82,10 +81,10 @@ class Plan:
     def encode(self) -> tuple[str, str, str, str]:
         """The rows, stream counters, cells and sheets as JSON; TypeError for data JSON cannot hold."""
         return (
-            orjson.dumps(self.rows).decode(),
-            orjson.dumps(self.versions).decode(),
-            orjson.dumps(list(self.cell_rows.values())).decode(),
-            orjson.dumps(list(self.sheet_rows.values())).decode(),
+            jsonb.dumps(self.rows),
+            jsonb.dumps(self.versions),
+            jsonb.dumps(list(self.cell_rows.values())),
+            jsonb.dumps(list(self.sheet_rows.values())),
         )
 
     def resolve(self, recorded_at: datetime | None, partition: int = 0) -> list[AppendOutcome]:

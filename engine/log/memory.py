@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from engine.log import jsonb
 from engine.log.batch_plan import CellKey, IdempotencyKey, LogState, idempotency_key, plan
 from engine.log.store import CURSOR_WINDOW
 from engine.model.catalogue import CURSOR_MOVED, FILE_CLAIM_EVENTS, UPLOAD_EVENTS, USER_STATUS_CHANGED
@@ -58,7 +59,7 @@ class MemoryEventStore:
         decided = plan(state, items)
         if not decided.rows:
             return decided.resolve(None)
-        rows = orjson.loads(orjson.dumps(decided.rows))  # what jsonb would hold; TypeError if it cannot
+        rows = orjson.loads(jsonb.encode(decided.rows))  # what jsonb would hold; TypeError if it cannot
         at = max(self._clock(), self.events[-1].recorded_at) if self.events else self._clock()
         for row in rows:
             event = RecordedEvent(

@@ -40,6 +40,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from engine.log import jsonb
 from engine.log.partitions import (
     partition_count,
     partition_of,
@@ -63,10 +64,6 @@ from engine.model.streams import (
     volatile_stream,
 )
 from engine.projections.cells import SheetAtHead
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def create_db_engine(
@@ -93,7 +90,7 @@ def create_db_engine(
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_timeout=command_timeout,
-        json_serializer=_json_dumps,
+        json_serializer=jsonb.dumps,
         json_deserializer=orjson.loads,
         connect_args={
             "command_timeout": command_timeout,

@@ -47,6 +47,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from engine.log import jsonb
 from engine.log.partitions import check_partition, partition_count, read_head, read_heads
 from engine.log.store import EventStore
 from engine.model.catalogue import SHEET_CLAIMED
@@ -415,7 +416,7 @@ def _rows(folded: Folded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 async def _insert(conn: AsyncConnection, statement: str, rows: list[dict[str, Any]], partition: int) -> None:
     for start in range(0, len(rows), CHUNK):
-        rows_json = orjson.dumps(rows[start : start + CHUNK]).decode()
+        rows_json = jsonb.dumps(rows[start : start + CHUNK])
         await conn.execute(text(statement), {"rows": rows_json, "partition": partition})
 
 

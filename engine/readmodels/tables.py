@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.log import jsonb
 from engine.readmodels.rows import ReadModel, Row, Rows, TableSpec
 
 CHUNK = 5000  # rows per statement
@@ -38,7 +38,7 @@ def _owner_record(model: ReadModel) -> str:
 
 
 def _json(rows: list[Row] | list[dict[str, Any]]) -> str:
-    return orjson.dumps(rows).decode()
+    return jsonb.dumps(rows)
 
 
 async def insert_rows(

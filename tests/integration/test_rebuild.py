@@ -159,6 +159,34 @@ async def test_cells_written_after_a_rebuild_still_match(store: EventStore, db_e
     assert await diff_cells(db_engine) == []
 
 
+async def test_a_rebuild_keeps_a_large_float_a_float(store: EventStore, db_engine: AsyncEngine) -> None:
+    """jsonb spells out an exponent: a float written as `1e+16` would be rebuilt as an integer."""
+    tag = uuid.uuid4().hex[:8]
+    room, sheet = f"rb-{tag}-r", f"rb-{tag}-s"
+    floats = {"A1": 1e16, "A2": -1.2345678901234567e19, "A3": 5e15}
+    appender = Appender(EventStore(store.db_engine))
+    await appender.start()
+    try:
+        await appender.append(SheetClaimed(sheet, room).claim(Origin("n", "alice")))
+        for cell, value in floats.items():
+            assert isinstance(await appender.append(update(room, sheet, cell, value, "alice")), Committed)
+    finally:
+        await appender.stop()
+
+    async def stored() -> dict[str, str]:
+        async with db_engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT cell_id, value::text FROM cells WHERE sheet_id = :s"), {"s": sheet}
+            )
+            return {str(cell): str(value) for cell, value in rows}
+
+    spelled = {"A1": "10000000000000000.0", "A2": "-12345678901234567000.0", "A3": "5000000000000000.0"}
+    assert await stored() == spelled
+    await rebuild_cells(db_engine)
+    assert await stored() == spelled
+    assert await diff_cells(db_engine) == []
+
+
 def cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     return subprocess.run(
