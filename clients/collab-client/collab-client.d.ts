@@ -69,6 +69,8 @@ export declare class Room extends Emitter {
   on(type: 'presence', listener: (members: RoomUser[]) => void): () => void;
   on(type: 'typing', listener: (typing: Map<string, Map<string, string>>) => void): () => void;
   on(type: 'cursor', listener: (message: ServerMessage) => void): () => void;
+  /** The server took this client out of the room (a refreshed token that no longer allows it). */
+  on(type: 'revoked', listener: (info: { room_id: string; error: CollabError }) => void): () => void;
   on(type: string, listener: (value: any) => void): () => void;
 }
 
@@ -84,6 +86,8 @@ export declare class Sheet extends Emitter {
   readonly roomId: string;
   /** Cells as the server has them. */
   cells: Map<string, CellValue>;
+  /** Set when the server took this client out of the sheet's room: edits reject with it until the room is joined again. */
+  revoked: CollabError | null;
   get(cellId: string): ShownCell | undefined;
   load(): Promise<this>;
   /** What an edit starting now is made on; pass it to `set` as `base` when the value is committed later. */
@@ -145,6 +149,8 @@ export declare class CollabClient extends Emitter {
   on(type: 'disconnected', listener: (info: { code: number; reason: string; policy: ReconnectPolicy }) => void): () => void;
   on(type: 'reconnecting', listener: (info: { attempt: number; delay: number }) => void): () => void;
   on(type: 'joined' | 'resumed', listener: (info: { room_id: string; seq: number | null }) => void): () => void;
+  /** The server took this client out of a room it did not leave (a refreshed token that no longer allows it); the room is forgotten. */
+  on(type: 'room_revoked', listener: (info: { room_id: string; seq: number; error: CollabError }) => void): () => void;
   on(type: 'closed', listener: (info: { reason: string; detail: any }) => void): () => void;
   on(type: 'notifications', listener: (unread: Record<string, any>[]) => void): () => void;
   on(type: 'queue', listener: (info: { size: number }) => void): () => void;

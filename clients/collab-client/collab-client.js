@@ -251,6 +251,8 @@ export class Sheet extends Emitter {
     this._last = new Map();
     /** @type {Map<string, any>} client_msg_id -> every op not yet settled (older ones too, whose echo may come late) */
     this._ops = new Map();
+    /** Set when the server took this client out of the sheet's room: edits are refused until it joins again. @type {CollabError | null} */
+    this.revoked = null;
   }
 
   /** The cell as shown: this client's pending edit, else the server's. @param {string} cellId */
@@ -346,6 +348,7 @@ export class Sheet extends Emitter {
   async _send(op) {
     const earlier = [...new Set([...op.before.values()].filter((b) => b.promise))];
     await Promise.allSettled(earlier.map((b) => b.promise));
+    if (this.revoked) throw this.revoked;
     const lost = earlier.find((b) => b.conflicted);
     if (lost) {
       op.conflicted = true;
@@ -381,6 +384,16 @@ export class Sheet extends Emitter {
       }
       throw error;
     }
+  }
+
+  /**
+   * The server took this client out of the sheet's room: every edit not yet acknowledged is refused
+   * (its promise rejects with `error`) and the cells show the server's values again, at once.
+   * @param {CollabError} error
+   */
+  _revoke(error) {
+    this.revoked = error;
+    for (const op of [...this._ops.values()]) this._settle(op);
   }
 
   /** @param {any} op */
@@ -493,6 +506,8 @@ export class CollabClient extends Emitter {
     this._notificationFilters = null;
     /** @type {Map<string, any>} */
     this._ai = new Map();
+    /** Ids of messages settled when their room was revoked: the server's late answers are dropped. */
+    this._abandoned = new Set();
     this._online = true;
     /** Seconds the last `server_shutdown` asked to wait before reconnecting. @type {number | null} */
     this._reconnectAfter = null;
@@ -553,6 +568,7 @@ export class CollabClient extends Emitter {
     if (!room) {
       room = new Room(this, roomId);
       this.rooms.set(roomId, room);
+      for (const sheet of this.sheets.values()) if (sheet.roomId === roomId) sheet.revoked = null;
     }
     if (this.state === 'ready' && !room.joined) await this._joinRoom(room);
     else await this._roomReady(roomId);
@@ -952,6 +968,7 @@ export class CollabClient extends Emitter {
     }
     switch (type) {
       case 'ack':
+        this._abandoned.delete(message.client_msg_id);
         this._settleOutbox(message.client_msg_id, (entry) => entry.resolve(message));
         break;
       case 'error':
@@ -972,6 +989,12 @@ export class CollabClient extends Emitter {
       case 'user_joined':
       case 'user_left':
         this.rooms.get(message.room_id)?._apply(message);
+        break;
+      case 'room_left':
+        // `leave()` forgets its room before asking, so a `room_left` for a room still here was not
+        // asked for: the server took this connection out of it (a refreshed token that no longer
+        // allows it, docs/protocol.md "Tokens on open connections").
+        if (this.rooms.has(message.room_id)) this._roomRevoked(message);
         break;
       case 'cursor_moved':
       case 'user_typing_start':
@@ -1007,10 +1030,49 @@ export class CollabClient extends Emitter {
     this.emit('message', message);
   }
 
+  /**
+   * The server took this connection out of a room it did not leave: forget the room (it is not
+   * rejoined on reconnect), settle what waits for it, and tell the app (`room_revoked`).
+   * @param {any} message the `room_left`
+   */
+  _roomRevoked(message) {
+    const roomId = message.room_id;
+    const room = /** @type {Room} */ (this.rooms.get(roomId));
+    this.rooms.delete(roomId);
+    room.joined = false;
+    room.users.clear();
+    room.typing.clear();
+    const error = new CollabError('PERMISSION_DENIED', `no longer allowed in room ${roomId}`, {
+      room_id: roomId,
+      reason: 'revoked',
+    });
+    const inRoom = (/** @type {any} */ m) =>
+      (m.room ?? m.room_id ?? (m.sheet_id ? this.sheets.get(m.sheet_id)?.roomId : undefined)) === roomId;
+    for (const sheet of this.sheets.values()) if (sheet.roomId === roomId) sheet._revoke(error);
+    // Sent after the new token took effect, these are refused by the server; its answers, which
+    // come later, are dropped (see `_onError`) rather than reported a second time.
+    for (const [id, entry] of [...this._outbox]) {
+      if (!inRoom(entry.message)) continue;
+      this._abandoned.add(id);
+      this._settleOutbox(id, (e) => e.reject(error));
+    }
+    for (const [id, request] of [...this._requests]) {
+      if (!request.message || !inRoom(request.message)) continue;
+      this._abandoned.add(id);
+      this._requests.delete(id);
+      request.reject(error);
+    }
+    room.emit('presence', room.members);
+    room.emit('typing', room.typing);
+    room.emit('revoked', { room_id: roomId, error });
+    this.emit('room_revoked', { room_id: roomId, seq: message.seq, error });
+  }
+
   /** @param {any} message */
   _onError(message) {
     const error = new CollabError(message.code, message.error, message);
     const id = message.client_msg_id;
+    if (id && this._abandoned.delete(id)) return; // already settled when its room was revoked
     const request = id && this._requests.get(id);
     if (request) {
       this._requests.delete(id);

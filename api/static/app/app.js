@@ -58,7 +58,15 @@ async function start(token) {
 
   // --- connection state -----------------------------------------------------------------------
   const pill = $('connection');
+  /** Set once the server took this person out of the room (a new token that does not allow it). */
+  let revoked = false;
   const showState = () => {
+    if (revoked) {
+      pill.textContent = 'No access';
+      pill.className = 'pill bad';
+      pill.dataset.state = 'revoked';
+      return;
+    }
     const [label, tone] = STATE_LABELS[/** @type {keyof typeof STATE_LABELS} */ (client.state)] ?? [client.state, ''];
     const queued = client._outbox.size;
     pill.textContent = queued && client.state !== 'ready' ? `${label} · ${queued} edit${queued === 1 ? '' : 's'} queued` : label;
@@ -78,6 +86,21 @@ async function start(token) {
   });
   client.on('auth_failed', () => askForToken('Your token was refused or has expired.', 'collab token --sub ' + me.id + ' --role editor'));
   client.on('server_shutdown', () => activity('The server is restarting; reconnecting…'));
+  client.on('room_revoked', ({ room_id }) => {
+    if (room_id !== roomId) return;
+    // The token the page now uses does not include this room: the server took the person out of it.
+    // The cells stay on screen as they were, read-only; nothing typed here could be saved.
+    revoked = true;
+    grid.readOnly = true;
+    document.body.dataset.access = 'revoked';
+    showState();
+    banner(
+      `You no longer have access to ${roomId}: your new token does not include this room. The sheet shows the cells as they were when access ended, and changes are no longer saved.`,
+      'Use another token',
+      () => askForToken(`Your token no longer gives access to ${roomId}.`, `collab token --sub ${me.id} --role editor --rooms '${roomId}'`),
+    );
+    activity(`You lost access to ${roomId}`, '#d92d20');
+  });
   client.on('resumed', ({ room_id, seq }) => activity(`Back online: ${room_id} resumed after seq ${seq}`));
   client.on('server_error', (error) => toast(`${error.code}: ${error.message}`, 'info'));
 
@@ -105,6 +128,7 @@ async function start(token) {
     activity(`Conflict on ${cell_id}: kept ${who}'s value`, '#d92d20');
   });
   const edit = (/** @type {Promise<any>} */ promise) => promise.catch((error) => {
+    if (revoked) return; // the banner says why nothing is saved any more
     if (error.code !== 'VERSION_CONFLICT' && error.code !== 'CLOSED') toast(`Edit refused: ${error.message}`, 'conflict');
   });
   // What each open editor was started on: a change someone else makes while a person types is not

@@ -14,11 +14,13 @@ const b64url = (/** @type {string | Buffer} */ data) => Buffer.from(data).toStri
 
 /**
  * An HS256 token the server accepts. @param {string} sub
- * @param {{roles?: string[], ttl?: number, username?: string}} [options] ttl in seconds (negative: expired)
+ * @param {{roles?: string[], ttl?: number, username?: string, rooms?: string[]}} [options] ttl in seconds
+ *   (negative: expired); rooms: the room patterns it allows (any room without)
  */
 export function mintToken(sub, options = {}) {
   const now = Math.floor(Date.now() / 1000);
   const claims = { sub, username: options.username ?? sub, roles: options.roles ?? ['editor'], iat: now, exp: now + (options.ttl ?? 3600), jti: randomUUID() };
+  if (options.rooms) Object.assign(claims, { rooms: options.rooms });
   const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
   const body = b64url(JSON.stringify(claims));
   const signature = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');

@@ -1,0 +1,77 @@
+// collab-client when the server takes access away: a refreshed token that no longer allows a room
+// (started by tests/browser/test_client_library.py, like live.test.js).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { configured, mintToken, newClient, next, sleep, startProxy, unique } from './helpers.js';
+
+const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
+
+describe('collab-client when access to a room ends', { skip }, () => {
+  /** @type {Awaited<ReturnType<typeof startProxy>>} */
+  let proxy;
+  const clients = [];
+  const open = (options) => {
+    const client = newClient(options);
+    clients.push(client);
+    return client;
+  };
+  before(async () => {
+    proxy = await startProxy();
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    await proxy.close();
+  });
+
+  test('a room the refreshed token no longer allows is dropped, what waits for it settled, and never rejoined', async () => {
+    const user = unique('revoked');
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const client = open({
+      token: mintToken(user, { ttl: 4, rooms: [room] }), // token_expiring after 2 s
+      getToken: () => mintToken(user, { rooms: ['elsewhere-*'] }),
+      url: proxy.url,
+      connectTimeout: 1000,
+    });
+    await client.connect();
+    const joined = await client.join(room);
+    const sheet = client.sheet(sheetId, { room });
+    await sheet.set('A1', 'before');
+    const problems = [];
+    client.on('server_error', (error) => problems.push(`server_error ${error.code}`));
+    client.on('room_error', ({ error }) => problems.push(`room_error ${error.code}`));
+
+    // An edit sent once the new token is in force, before its `room_left` arrives: pending then.
+    /** @type {Promise<any> | undefined} */
+    let during;
+    client.once('token_refreshed', () => {
+      during = sheet.set('A1', 'during');
+      during.catch(() => {});
+    });
+    let pendingWhenTold = null;
+    const revoked = new Promise((resolve) =>
+      client.once('room_revoked', (event) => {
+        pendingWhenTold = sheet.get('A1').pending;
+        resolve(event);
+      }),
+    );
+    const event = await Promise.race([revoked, sleep(8000).then(() => null)]);
+    assert.ok(event, 'room_revoked was emitted');
+    assert.equal(event.room_id, room);
+    assert.equal(pendingWhenTold, false, 'the pending edit was settled when the room was dropped');
+    await assert.rejects(during, (error) => error.code === 'PERMISSION_DENIED');
+    assert.equal(client.rooms.has(room), false);
+    assert.equal(joined.joined, false);
+    assert.deepEqual(joined.members, []);
+    assert.equal(sheet.get('A1').value, 'before');
+    await assert.rejects(sheet.set('A1', 'after'), (error) => error.code === 'PERMISSION_DENIED');
+
+    // The next connection does not try to join it again.
+    proxy.cut();
+    await next(client, 'ready');
+    await sleep(300);
+    assert.deepEqual(problems, []);
+    assert.equal(client.rooms.has(room), false);
+  });
+});
