@@ -75,7 +75,8 @@ export declare class Room extends Emitter {
 }
 
 export interface CellChange { cell_id: string; cell: ShownCell | undefined; source: 'local' | 'remote' | 'load' | 'conflict' | 'settled' }
-export interface CellConflict { sheet_id: string; cell_id: string; attempted: any; current: CellValue; error: CollabError }
+/** `reset`: the edit was made on a room history the server no longer has (a `room_reset`), and was never sent; `current` is the reloaded cell, undefined when the server has none. */
+export interface CellConflict { sheet_id: string; cell_id: string; attempted: any; current: CellValue; error: CollabError; reset?: boolean }
 
 /** Opaque: the version (or this client's pending edit) an edit is made on. */
 export interface EditBase { readonly __editBase?: never }
@@ -149,6 +150,8 @@ export declare class CollabClient extends Emitter {
   on(type: 'disconnected', listener: (info: { code: number; reason: string; policy: ReconnectPolicy }) => void): () => void;
   on(type: 'reconnecting', listener: (info: { attempt: number; delay: number }) => void): () => void;
   on(type: 'joined' | 'resumed', listener: (info: { room_id: string; seq: number | null }) => void): () => void;
+  /** A resume found the server's history of the room is not the one this client saw: the room is joined afresh and its sheets reloaded. */
+  on(type: 'room_reset', listener: (info: { room_id: string }) => void): () => void;
   /** The server took this client out of a room it did not leave (a refreshed token that no longer allows it); the room is forgotten. */
   on(type: 'room_revoked', listener: (info: { room_id: string; seq: number; error: CollabError }) => void): () => void;
   on(type: 'closed', listener: (info: { reason: string; detail: any }) => void): () => void;

@@ -253,6 +253,12 @@ export class Sheet extends Emitter {
     this._ops = new Map();
     /** Set when the server took this client out of the sheet's room: edits are refused until it joins again. @type {CollabError | null} */
     this.revoked = null;
+    /** While the cells are reloaded after a room_reset: resolves once they are. @type {Promise<void> | null} */
+    this._reloading = null;
+    /** @type {(() => void) | null} */
+    this._reloaded = null;
+    /** Outbox entries of edits made on the history a room_reset discarded, with their ops. @type {{entry: any, op: any}[]} */
+    this._held = [];
   }
 
   /** The cell as shown: this client's pending edit, else the server's. @param {string} cellId */
@@ -264,7 +270,12 @@ export class Sheet extends Emitter {
   }
 
   /** Loads the cells (`load_sheet`; REST as of the room's seq on servers without it). */
-  async load() {
+  load() {
+    return this._load(false);
+  }
+
+  /** @param {boolean} replace take the server's cells as they are, dropping what is known (a room_reset) */
+  async _load(replace) {
     const room = await this.client._roomReady(this.roomId);
     let cells;
     try {
@@ -277,9 +288,71 @@ export class Sheet extends Emitter {
       if (!(error instanceof CollabError) || error.code !== 'UNKNOWN_MESSAGE_TYPE') throw error;
       cells = await this._loadOverRest(room);
     }
+    if (replace) {
+      for (const cellId of [...this.cells.keys()]) {
+        if (cellId in cells) continue;
+        this.cells.delete(cellId);
+        this.emit('change', { cell_id: cellId, cell: this.get(cellId), source: 'load' });
+      }
+      for (const cellId of Object.keys(cells)) this.cells.delete(cellId);
+    }
     for (const [cellId, cell] of Object.entries(cells)) this._confirm(cellId, cell, 'load');
     this.emit('load', this);
     return this;
+  }
+
+  /**
+   * The room's history on the server is not the one this client saw (a `room_reset`): cell values
+   * and versions known here may never have existed there. Before the resume sends what waited, the
+   * edits not yet acknowledged are taken out of the outbox: each was made on a cell as this client
+   * saw it, and its version could pass the server's check and overwrite a value nobody here has seen.
+   */
+  _holdForReset() {
+    if (!this._reloading) this._reloading = new Promise((resolve) => (this._reloaded = resolve));
+    for (const op of this._ops.values()) {
+      op.reset = true;
+      const entry = this.client._outbox.get(op.id);
+      if (!entry) continue; // not sent yet: `_send` refuses it once the cells are reloaded
+      clearTimeout(entry.timer);
+      this.client._outbox.delete(op.id);
+      this._held.push({ entry, op });
+    }
+    this.client.emit('queue', { size: this.client._outbox.size });
+  }
+
+  /** After a room_reset's rejoin: the server's cells replace what was known, then the held edits are refused as conflicts. */
+  async _reloadAfterReset() {
+    try {
+      await this._load(true);
+    } catch (error) {
+      this.client.emit('server_error', error);
+    }
+    const held = this._held;
+    this._held = [];
+    for (const { entry, op } of held) entry.reject(this._resetConflict(op));
+    this._reloading = null;
+    this._reloaded?.();
+  }
+
+  /**
+   * The refusal of an edit made on a history the server no longer has: a VERSION_CONFLICT against
+   * the reloaded cells, with a `conflict` event (`reset: true`) for each of its cells.
+   * @param {any} op
+   */
+  _resetConflict(op) {
+    op.conflicted = true;
+    const conflicts = op.cells.map((/** @type {any} */ c) => ({ cell_id: c.cell_id, current: this.cells.get(c.cell_id) }));
+    const details = op.cells.length === 1 ? { current: conflicts[0].current } : { conflicts };
+    const error = new CollabError(
+      'VERSION_CONFLICT',
+      "the room's history on the server is not the one this edit was made on",
+      { ...details, reset: true },
+    );
+    for (const { cell_id, current } of conflicts) {
+      const attempted = op.cells.find((/** @type {any} */ c) => c.cell_id === cell_id)?.value;
+      this.emit('conflict', { sheet_id: this.id, cell_id, attempted, current, error, reset: true });
+    }
+    return error;
   }
 
   /** @param {Room} room */
@@ -328,7 +401,9 @@ export class Sheet extends Emitter {
 
   /** @param {{cell_id: string, value: any, formula: string | null}[]} cells @param {Map<string, any>} [bases] */
   _edit(cells, bases) {
-    const op = { id: this.client.nextId(), cells, before: new Map(), results: new Map(), conflicted: false };
+    const op = { id: this.client.nextId(), cells, before: new Map(), results: new Map(), conflicted: false, reset: false };
+    // Made while the cells are reloaded after a room_reset: on a value the server may never have had.
+    if (this._reloading) op.reset = true;
     this._ops.set(op.id, op);
     for (const cell of cells) {
       const previous = this._last.get(cell.cell_id);
@@ -349,6 +424,10 @@ export class Sheet extends Emitter {
     const earlier = [...new Set([...op.before.values()].filter((b) => b.promise))];
     await Promise.allSettled(earlier.map((b) => b.promise));
     if (this.revoked) throw this.revoked;
+    if (op.reset) {
+      await this._reloading;
+      throw this._resetConflict(op);
+    }
     const lost = earlier.find((b) => b.conflicted);
     if (lost) {
       op.conflicted = true;
@@ -373,7 +452,7 @@ export class Sheet extends Emitter {
     try {
       return await this.client.send({ ...message, client_msg_id: op.id });
     } catch (error) {
-      if (error instanceof CollabError && error.code === 'VERSION_CONFLICT') {
+      if (error instanceof CollabError && error.code === 'VERSION_CONFLICT' && !error.payload.reset) {
         op.conflicted = true;
         const conflicts = error.conflicts ?? [{ cell_id: single.cell_id, current: error.current }];
         for (const { cell_id, current } of conflicts) {
@@ -621,8 +700,16 @@ export class CollabClient extends Emitter {
       // A `since` past the room's seq means the server's history is not the one this client saw.
       if (resume && error instanceof CollabError && error.code === 'VALIDATION_ERROR') {
         room.seq = null;
+        const sheets = [...this.sheets.values()].filter((sheet) => sheet.roomId === room.id);
+        for (const sheet of sheets) sheet._holdForReset(); // before the resume sends the outbox
         this.emit('room_reset', { room_id: room.id });
-        return this._joinRoom(room);
+        try {
+          return await this._joinRoom(room);
+        } finally {
+          // Not awaited: the reload is a request, answered once the resume is done (or refused, and
+          // the held edits refused all the same, when the rejoin failed).
+          for (const sheet of sheets) sheet._reloadAfterReset();
+        }
       }
       throw error;
     }

@@ -11,7 +11,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app_with, type_into, unique
+from tests.browser.pages import cell, open_app, open_app_with, type_into, unique
 from tests.browser.test_sheet_app import cell_versions
 
 
@@ -44,3 +44,49 @@ async def test_a_room_the_new_token_no_longer_allows_shows_that_access_ended(
     assert await cell_versions(web, sheet, "A1") == [("mine", user)]
     assert carol.problems() == []
     await carol.context.close()
+
+
+async def test_after_a_history_reset_the_sheet_shows_the_servers_values_and_an_edit_on_the_old_is_refused(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(bob.page, "A1", "on the server")
+    await expect(cell(alice.page, "A1")).to_have_text("on the server")
+
+    # What Alice's page saw is a history the server no longer has (it was restored from an older
+    # backup): a later seq, and cells the server never had or no longer has, shown on her screen.
+    await alice.page.evaluate(
+        """(room) => {
+            const { client, sheet, grid } = window.collab;
+            client.rooms.get(room).seq += 100;
+            sheet.cells.set('A1', { value: 'lost history', formula: null, version: 7, user_id: null });
+            sheet.cells.set('B2', { value: 'gone', formula: null, version: 3, user_id: null });
+            for (const id of ['A1', 'B2']) grid.render(id, sheet.get(id));
+        }""",
+        room,
+    )
+    await expect(cell(alice.page, "B2")).to_have_text("gone")
+
+    # Offline, she changes the value she sees; its version would pass the server's check.
+    await alice.context.set_offline(True)
+    await expect(alice.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await type_into(alice.page, "A1", "alice")
+    await alice.context.set_offline(False)
+
+    notice = alice.page.locator(".toast.conflict", has_text="not applied")
+    await expect(notice).to_contain_text("A1")
+    await expect(notice).to_contain_text("on the server")
+    await expect(alice.page.locator(".toast.info", has_text="reloaded")).to_be_visible()
+    await expect(cell(alice.page, "A1")).to_have_text("on the server")
+    await expect(cell(alice.page, "B2")).to_have_text("")
+    await alice.page.screenshot(path=tmp_path / "room-reset.png")
+    assert await cell_versions(web, sheet, "A1") == [("on the server", "bob")]
+
+    # Her next edit is made on the server's version, and is saved.
+    await type_into(alice.page, "A1", "alice again")
+    await expect(cell(bob.page, "A1")).to_have_text("alice again")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

@@ -86,6 +86,12 @@ async function start(token) {
   });
   client.on('auth_failed', () => askForToken('Your token was refused or has expired.', 'collab token --sub ' + me.id + ' --role editor'));
   client.on('server_shutdown', () => activity('The server is restarting; reconnecting…'));
+  client.on('room_reset', ({ room_id }) => {
+    if (room_id !== roomId) return;
+    // The server's history of the room is not the one this page saw: the client reloads the sheet.
+    toast(`The server's history of ${roomId} is not the one this page saw (the server was restored or reset). The sheet was reloaded and shows the server's values.`, 'info');
+    activity(`${roomId} was reset on the server: the sheet was reloaded`, '#d92d20');
+  });
   client.on('room_revoked', ({ room_id }) => {
     if (room_id !== roomId) return;
     // The token the page now uses does not include this room: the server took the person out of it.
@@ -117,9 +123,17 @@ async function start(token) {
     if (cell_id === grid.selected) showCellMeta(cell_id);
   });
   const nameOf = (/** @type {string | null | undefined} */ userId) => (userId ? (room?.users.get(userId)?.username ?? userId) : 'someone');
-  sheet.on('conflict', ({ cell_id, attempted, current, error }) => {
+  sheet.on('conflict', ({ cell_id, attempted, current, error, reset }) => {
     grid.mark(cell_id, 'conflicted');
     if (error?.conflicts) return; // a range: refused whole, told once by onRange below
+    if (reset) {
+      toast(
+        `Your change of ${cell_id} to “${display(attempted)}” was not applied: it was made on a value the server no longer has. ${cell_id} shows the server's value${current ? ` “${display(current.value)}”` : ' (empty)'}.`,
+        'conflict',
+      );
+      activity(`Your change of ${cell_id} was not applied (the room's history was reset)`, '#d92d20');
+      return;
+    }
     const who = nameOf(current?.user_id);
     toast(
       `Conflict on ${cell_id}: ${who} changed it to “${display(current?.value)}” before your “${display(attempted)}” arrived. The cell shows their value (v${current?.version}).`,
@@ -143,6 +157,11 @@ async function start(token) {
     activity(`You pasted ${cells.length} cells`, myColour);
     sheet.setRange(cells).catch((error) => {
       if (error.code !== 'VERSION_CONFLICT') return edit(Promise.reject(error));
+      if (error.payload?.reset) {
+        toast(`Your change of ${cells.length} cells was not applied: it was made on values the server no longer has. The cells show the server's values.`, 'conflict');
+        activity(`Your change of ${cells.length} cells was not applied (the room's history was reset)`, '#d92d20');
+        return undefined;
+      }
       // All or nothing: one stale cell keeps every cell of the range from being written, and each
       // shows the current value again. Say so, not only which cell conflicted.
       const stale = /** @type {{cell_id: string, current: any}[]} */ (error.conflicts ?? []);

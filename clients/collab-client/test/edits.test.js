@@ -63,6 +63,55 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     assert.equal(aliceSheet.get('A1').value, 'bob');
   });
 
+  test('after a room_reset the sheet is reloaded from the server, and an edit made on the old history is a conflict', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const aliceToken = mintToken(unique('alice'));
+    const alice = open({ token: aliceToken, url: proxy.url, connectTimeout: 1000 });
+    const bob = open({ token: mintToken(unique('bob')) });
+    await alice.connect();
+    await bob.connect();
+    const aliceRoom = await alice.join(room);
+    await bob.join(room);
+    await bob.sheet(sheetId, { room }).set('A1', 'on the server');
+    const aliceSheet = await alice.sheet(sheetId, { room }).load();
+    assert.equal(aliceSheet.get('A1').value, 'on the server');
+
+    // What Alice saw is a history the server no longer has (it was restored from an older backup):
+    // a later seq, and cells with values and versions the server never had or no longer has.
+    aliceRoom.seq += 100;
+    aliceSheet.cells.set('A1', { value: 'from the lost history', formula: null, version: 7, user_id: null });
+    aliceSheet.cells.set('B2', { value: 'gone', formula: null, version: 3, user_id: null });
+
+    proxy.block(true);
+    proxy.cut();
+    await next(alice, 'disconnected');
+    // Offline, she edits what she sees: version 7, which the server would take (its A1 is at 1).
+    const edit = aliceSheet.set('A1', 'alice');
+    edit.catch(() => {});
+    const conflicts = [];
+    aliceSheet.on('conflict', (conflict) => conflicts.push(conflict));
+    const reset = next(alice, 'room_reset');
+    proxy.block(false);
+    assert.equal((await reset).room_id, room);
+
+    await assert.rejects(edit, (error) => error.code === 'VERSION_CONFLICT');
+    await until(() => aliceSheet.get('A1')?.pending === false, 'the edit settled');
+    assert.equal(aliceSheet.get('A1').value, 'on the server');
+    assert.equal(aliceSheet.get('A1').version, 1);
+    assert.equal(aliceSheet.get('B2'), undefined);
+    assert.equal(conflicts.length, 1);
+    assert.equal(conflicts[0].cell_id, 'A1');
+    assert.equal(conflicts[0].current.value, 'on the server');
+    assert.equal(conflicts[0].reset, true);
+    const history = (await rest(aliceToken, `/api/v1/sheets/${sheetId}/cells/A1/history`)).body.versions;
+    assert.deepEqual(history.map((v) => v.value), ['on the server']);
+
+    // Edits from now on are made on the server's versions, and go through.
+    await aliceSheet.set('A1', 'alice again');
+    assert.equal(aliceSheet.get('A1').version, 2);
+  });
+
   test('a typing indicator whose stop was missed while disconnected is gone after the resume', async () => {
     const room = unique('room');
     const alice = open({ token: mintToken(unique('alice')), url: proxy.url, connectTimeout: 1000 });
