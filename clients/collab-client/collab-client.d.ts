@@ -139,6 +139,8 @@ export declare class CollabClient extends Emitter {
   send(message: Record<string, any>): Promise<Ack>;
   sendVolatile(message: Record<string, any>): boolean;
   request(message: Record<string, any>, match: (message: ServerMessage) => boolean, timeout?: number): Promise<ServerMessage>;
+  /** Asks getToken() for a token and swaps it in with `refresh_token` (as `token_expiring` does); null when getToken() has no new one. */
+  refreshToken(): Promise<ServerMessage | null>;
   setStatus(status: 'online' | 'away' | 'busy'): Promise<Ack>;
   subscribeNotifications(filters?: NotificationFilters): Promise<ServerMessage>;
   markNotificationRead(notificationId: string): Promise<Ack>;
@@ -158,6 +160,8 @@ export declare class CollabClient extends Emitter {
   on(type: 'notifications', listener: (unread: Record<string, any>[]) => void): () => void;
   on(type: 'queue', listener: (info: { size: number }) => void): () => void;
   on(type: 'server_error', listener: (error: CollabError) => void): () => void;
+  /** A `refresh_token` was refused (a bad token, or another user's); the connection keeps its old token. */
+  on(type: 'token_refresh_failed', listener: (error: CollabError) => void): () => void;
   /** Every server message by its `type` (`cell_updated`, `cursor_moved`, ...), and all of them as `message`. */
   on(type: string, listener: (message: ServerMessage) => void): () => void;
 }

@@ -1261,6 +1261,9 @@ export class CollabClient extends Emitter {
       return;
     }
     if (policy === 'token') {
+      // Not ready while no token can reconnect it: a getToken() that asks a person may take minutes,
+      // and meanwhile sends wait in the queue and `ready()` waits too.
+      this._setState('reconnecting');
       const old = this.token;
       let fresh = null;
       try {
@@ -1317,15 +1320,31 @@ export class CollabClient extends Emitter {
     this.emit('closed', { reason, detail });
   }
 
-  /** @param {any} message */
-  async _refreshToken(message) {
-    if (!this.getToken) return;
+  /**
+   * Asks `getToken()` for a token and swaps it in on the open connection (`refresh_token`), as a
+   * `token_expiring` does; resolves with `token_refreshed`, or null when getToken() has no new one.
+   * Rejects with the server's error (AUTHENTICATION_FAILED: a bad token, or another user's) and
+   * emits `token_refresh_failed`; the connection keeps its old token until that expires.
+   */
+  async refreshToken() {
+    if (!this.getToken) return null;
     try {
       const token = await this.getToken();
-      if (!token || token === this.token) return;
+      if (!token || token === this.token) return null;
       const reply = await this.request({ type: 'refresh_token', token }, (m) => m.type === 'token_refreshed');
       this.token = token;
       this.emit('token_refreshed', reply);
+      return reply;
+    } catch (error) {
+      this.emit('token_refresh_failed', error);
+      throw error;
+    }
+  }
+
+  /** @param {any} message */
+  async _refreshToken(message) {
+    try {
+      await this.refreshToken();
     } catch (error) {
       this.emit('server_error', error);
     }

@@ -25,7 +25,7 @@ async def test_a_room_the_new_token_no_longer_allows_shows_that_access_ended(
     carol = await open_app_with(browser, web, first, room, sheet)
     await type_into(carol.page, "A1", "mine")
     await expect(cell(carol.page, "A1")).to_have_text("mine")
-    await expect(carol.page.locator("#cell-meta")).not_to_contain_text("saving")
+    await expect(carol.page.locator("#connection")).to_have_attribute("data-queued", "0")
 
     # Her new token (as the page is given one) allows other rooms only: the refresh takes her out.
     second = web.token(user, username="carol", roles=["editor"], rooms=["elsewhere-*"])
@@ -90,3 +90,42 @@ async def test_after_a_history_reset_the_sheet_shows_the_servers_values_and_an_e
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_a_session_about_to_end_is_announced_and_edits_typed_after_it_ended_are_kept_for_a_new_token(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("dana")
+    # token_expiring comes at half the lifetime, 8 s after the page opened; the token ends at 16 s.
+    first = web.token(user, username="dana", roles=["editor"], ttl=timedelta(seconds=16))
+    dana = await open_app_with(browser, web, first, room, sheet)
+    page = dana.page
+
+    banner = page.locator("#banner")
+    await expect(banner).to_contain_text("Your session ends at", timeout=15_000)
+    await expect(banner.locator("input")).to_be_visible()
+    await page.screenshot(path=tmp_path / "session-ending.png")
+
+    # She does not act in time: the token expires. The sheet stays, and what she types is kept.
+    await expect(banner).to_contain_text("Your session ended", timeout=15_000)
+    await type_into(page, "A1", "typed after the end")
+    await expect(cell(page, "A1")).to_have_text("typed after the end")
+    await expect(page.locator("#connection")).to_contain_text("1 edit queued")
+    await expect(banner).to_contain_text("1 unsent edit")
+    await page.screenshot(path=tmp_path / "session-ended.png")
+    assert await page.locator(".token-gate").count() == 0
+
+    # Another user's token is refused on the spot; her own new one sends the kept edit.
+    await banner.locator("input").fill(web.token(unique("someone"), roles=["editor"]))
+    await banner.get_by_role("button", name="Use this token").click()
+    await expect(banner).to_contain_text("not for dana")
+    await page.screenshot(path=tmp_path / "session-token-refused.png")
+    await banner.locator("input").fill(web.token(user, username="dana", roles=["editor"]))
+    await banner.get_by_role("button", name="Use this token").click()
+    await expect(banner).to_be_hidden()
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(page.locator("#connection")).to_have_attribute("data-queued", "0")
+    assert await cell_versions(web, sheet, "A1") == [("typed after the end", user)]
+    assert dana.problems() == []
+    await dana.context.close()

@@ -3,11 +3,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { configured, mintToken, newClient, next, sleep, startProxy, unique } from './helpers.js';
+import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
 
 const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
 
-describe('collab-client when access to a room ends', { skip }, () => {
+describe('collab-client when access ends: revoked rooms, expired tokens', { skip }, () => {
   /** @type {Awaited<ReturnType<typeof startProxy>>} */
   let proxy;
   const clients = [];
@@ -73,5 +73,48 @@ describe('collab-client when access to a room ends', { skip }, () => {
     await sleep(300);
     assert.deepEqual(problems, []);
     assert.equal(client.rooms.has(room), false);
+  });
+
+  test('after its token expired the client waits for getToken(), not ready, with its edits kept, then sends them once', async () => {
+    const user = unique('expiring');
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    // The person has no new token yet: the app asks them, and answers when they paste one.
+    /** @type {(token: string) => void} */
+    let paste = () => {};
+    const pasted = new Promise((resolve) => (paste = resolve));
+    let asked = 0;
+    let given = false;
+    const client = open({
+      token: mintToken(user, { ttl: 3 }),
+      getToken: () => {
+        asked += 1;
+        return pasted;
+      },
+    });
+    await client.connect();
+    await client.join(room);
+    const sheet = client.sheet(sheetId, { room });
+    await until(() => asked > 0, 'a new token asked for on token_expiring');
+    const closed = await next(client, 'disconnected', 8000);
+    assert.equal(closed.code, 4401);
+    await sleep(100);
+    assert.notEqual(client.state, 'ready', 'not ready while no token can reconnect it');
+    let readyEarly = false;
+    client.ready().then(() => (readyEarly = !given), () => {});
+    const edit = sheet.set('A1', 'typed after the session ended');
+    await sleep(300);
+    assert.equal(client._outbox.size, 1, 'the edit is kept');
+    assert.equal(sheet.get('A1').pending, true);
+
+    const fresh = mintToken(user);
+    given = true;
+    paste(fresh);
+    await edit;
+    assert.equal(readyEarly, false);
+    assert.equal(client.token, fresh);
+    await until(() => sheet.get('A1')?.pending === false, 'the edit settled');
+    const history = (await rest(fresh, `/api/v1/sheets/${sheetId}/cells/A1/history`)).body.versions;
+    assert.deepEqual(history.map((v) => v.value), ['typed after the session ended']);
   });
 });
