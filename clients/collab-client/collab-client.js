@@ -590,6 +590,8 @@ export class CollabClient extends Emitter {
     this._online = true;
     /** Seconds the last `server_shutdown` asked to wait before reconnecting. @type {number | null} */
     this._reconnectAfter = null;
+    /** How often the client was closed: a wait for `getToken()` begun before a close ends with it. */
+    this._stops = 0;
     if (options.watchNetwork ?? typeof globalThis.addEventListener === 'function') this._watchNetwork();
   }
 
@@ -966,13 +968,18 @@ export class CollabClient extends Emitter {
 
   async _open() {
     this._setState(this._attempt === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
+    const stops = this._stops;
     if (!this.token && this.getToken) {
+      let token;
       try {
-        this.token = await this.getToken();
+        token = await this.getToken();
       } catch (error) {
-        this._stop('auth_failed', error);
+        if (this._stops === stops) this._stop('auth_failed', error);
         return;
       }
+      // Closed while the token was on its way (and perhaps connected again, which opens its own socket).
+      if (this._stops !== stops) return;
+      this.token = token;
     }
     if (this.state === 'closed') return;
     let ws;
@@ -1265,12 +1272,16 @@ export class CollabClient extends Emitter {
       // and meanwhile sends wait in the queue and `ready()` waits too.
       this._setState('reconnecting');
       const old = this.token;
+      const stops = this._stops;
       let fresh = null;
       try {
         fresh = this.getToken ? await this.getToken() : null;
       } catch {
         fresh = null;
       }
+      // `close()` while the token was on its way: the client stays closed (or, if `connect()` followed,
+      // that connect opens the socket, not this).
+      if (this._stops !== stops) return;
       if (!fresh || fresh === old) {
         this._stop('auth_failed', { code, reason });
         return;
@@ -1305,6 +1316,7 @@ export class CollabClient extends Emitter {
 
   /** @param {string} reason @param {any} [detail] */
   _stop(reason, detail) {
+    this._stops += 1;
     clearTimeout(this._timer);
     clearTimeout(this._connectTimer);
     this.stopReason = reason;

@@ -217,3 +217,31 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     await next(client, 'ready');
   });
 });
+
+describe('collab-client closed while it waits', { skip }, () => {
+  test('close() while a new token is being fetched after a 4401 stays closed: no reconnect', async () => {
+    const user = unique('closing');
+    /** @type {(token: string) => void} */
+    let answer = () => {};
+    let asked = 0;
+    const client = newClient({
+      token: mintToken(user, { ttl: -60 }),
+      getToken: () => {
+        asked += 1;
+        return new Promise((resolve) => {
+          answer = resolve;
+        });
+      },
+    });
+    const states = [];
+    client.on('state', ({ state }) => states.push(state));
+    client.connect().catch(() => {});
+    await until(() => asked === 1, 'the client asking for a new token');
+    client.close();
+    answer(mintToken(user)); // the token arrives after the application closed the client
+    await sleep(500);
+    const after = { state: client.state, socket: client._ws !== null, states: states.slice(states.lastIndexOf('closed')) };
+    client.close(); // whatever happened, end it: a live client keeps the test process running
+    assert.deepEqual(after, { state: 'closed', socket: false, states: ['closed'] });
+  });
+});
