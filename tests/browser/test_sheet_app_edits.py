@@ -37,6 +37,42 @@ async def test_a_value_typed_over_someone_elses_change_is_a_conflict(browser: An
         await opened.context.close()
 
 
+async def test_an_editor_closed_unchanged_after_someone_elses_change_writes_nothing(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await type_into(alice.page, "F5", "second")
+    await expect(cell(bob.page, "F5")).to_have_text("second")
+
+    # Bob opens E5's editor and then the formula bar of F5, only to look; Alice changes both cells
+    # meanwhile. He leaves each with Enter without having typed a thing: that is no edit of his.
+    await cell(bob.page, "E5").dblclick()
+    await expect(bob.page.locator("#grid input.editor")).to_have_value("first")
+    await type_into(alice.page, "E5", "alice's")
+    await expect(bob.page.locator("#activity")).to_contain_text("alice set E5 = alice's")
+    await bob.page.keyboard.press("Enter")
+    await cell(bob.page, "F5").click()
+    await bob.page.locator("#formula").click()
+    await type_into(alice.page, "F5", "alice's too")
+    await expect(bob.page.locator("#activity")).to_contain_text("alice set F5 = alice's too")
+    await bob.page.locator("#formula").press("Enter")
+
+    await expect(cell(bob.page, "E5")).to_have_text("alice's")
+    await expect(cell(bob.page, "F5")).to_have_text("alice's too")
+    await bob.page.wait_for_timeout(500)  # a write, or its conflict, would be back by now
+    await bob.page.screenshot(path=str(tmp_path / "bob.png"))
+    await expect(bob.page.locator(".toast.conflict")).to_have_count(0)
+    assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
+    assert await cell_versions(web, sheet, "F5") == [("second", "alice"), ("alice's too", "alice")]
+    await expect(cell(alice.page, "E5")).to_have_text("alice's")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 async def test_the_activity_shows_their_value_not_a_pending_edit(browser: Any, web: Server) -> None:
     room, sheet = unique("room"), unique("sheet")
     alice = await open_app(browser, web, "alice", room, sheet)

@@ -36,8 +36,13 @@ export class SheetGrid {
     this.rows = parts.rows ?? 60;
     this.anchor = [0, 0];
     this.focus = [0, 0];
-    /** @type {{cell: HTMLTableCellElement, input: HTMLInputElement, id: string} | null} */
+    /**
+     * The open in-cell editor; `shown` is the text it opened with (null when opened by a typed key).
+     * @type {{cell: HTMLTableCellElement, input: HTMLInputElement, id: string, shown: string | null} | null}
+     */
     this.editing = null;
+    /** The formula bar's cell and text when it took the focus. @type {{id: string, text: string} | null} */
+    this.formulaShown = null;
     /** @type {Map<string, {selection: HTMLElement, pointer: HTMLElement}>} */
     this.remotes = new Map();
     this.readOnly = false;
@@ -217,7 +222,7 @@ export class SheetGrid {
     const input = el('input', { class: 'editor', spellcheck: 'false', autocomplete: 'off' });
     input.value = initial ?? display(this.lookup(id)?.value);
     td.append(input);
-    this.editing = { cell: td, input, id };
+    this.editing = { cell: td, input, id, shown: initial === undefined ? input.value : null };
     input.focus();
     input.setSelectionRange(input.value.length, input.value.length);
     input.addEventListener('keydown', (e) => this._editorKey(e));
@@ -233,8 +238,10 @@ export class SheetGrid {
     const value = parseValue(editing.input.value);
     editing.input.remove();
     this.onEditEnd(editing.id);
+    // An editor left as it opened is no edit, though the cell changed meanwhile (someone else's
+    // value, never shown in the editor): writing it back would undo their change, or conflict.
     const before = this.lookup(editing.id)?.value ?? null;
-    if (value !== before) this.onCommit(editing.id, value);
+    if (editing.input.value !== editing.shown && value !== before) this.onCommit(editing.id, value);
     this.render(editing.id, this.lookup(editing.id));
   }
 
@@ -355,14 +362,20 @@ export class SheetGrid {
       }
       e.clipboardData?.setData('text/plain', rows.join('\n'));
     });
-    this.formula.addEventListener('focus', () => !this.readOnly && this.onEditStart(this.selected));
+    this.formula.addEventListener('focus', () => {
+      this.formulaShown = { id: this.selected, text: this.formula.value };
+      if (!this.readOnly) this.onEditStart(this.selected);
+    });
     this.formula.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !this.readOnly) {
         e.preventDefault();
         const id = this.selected;
         const value = parseValue(this.formula.value);
+        const shown = this.formulaShown;
+        const untouched = shown?.id === id && shown.text === this.formula.value; // as commitEdit
+        this.formulaShown = null;
         this.onEditEnd(id);
-        if (value !== (this.lookup(id)?.value ?? null)) this.onCommit(id, value);
+        if (!untouched && value !== (this.lookup(id)?.value ?? null)) this.onCommit(id, value);
         this.scroller.focus();
         this._select([this.focus[0], this.focus[1] + 1], false);
       } else if (e.key === 'Escape') {
