@@ -478,6 +478,9 @@ export class Sheet extends Emitter {
   /** @param {any} op */
   _settle(op) {
     this._ops.delete(op.id);
+    // What it was made on served only to send it. Kept, each edit would hold the one before it, and
+    // a cell whose edits keep overlapping (one always pending) would hold every edit ever made of it.
+    op.before.clear();
     for (const { cell_id } of op.cells) {
       if (this._local.get(cell_id)?.op === op) {
         this._local.delete(cell_id);

@@ -2,6 +2,8 @@
 // (started by tests/browser/test_client_library.py, like live.test.js).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 
 import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
 
@@ -110,6 +112,30 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     // Edits from now on are made on the server's versions, and go through.
     await aliceSheet.set('A1', 'alice again');
     assert.equal(aliceSheet.get('A1').version, 2);
+  });
+
+  test('edits of a cell that keep overlapping do not keep every earlier edit in memory', async () => {
+    const room = unique('room');
+    const client = open({ token: mintToken(unique('ticker')) });
+    await client.connect();
+    await client.join(room);
+    const sheet = client.sheet(unique('sheet'), { room });
+    // A value fed faster than its acks come back (a live figure): each edit is made while the one
+    // before it still waits, so one of them is always pending.
+    let previous = sheet.set('A1', 0);
+    const first = new WeakRef(previous);
+    for (let i = 1; i <= 40; i += 1) {
+      const current = sheet.set('A1', i);
+      await previous;
+      previous = current;
+    }
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc');
+    gc(); // at once, while the newest edit still waits for its ack
+    const reachable = first.deref() !== undefined;
+    assert.equal(sheet.get('A1').pending, true);
+    await previous;
+    assert.equal(reachable, false, 'the first edit, settled long ago, is still held by the newest one');
   });
 
   test('a typing indicator whose stop was missed while disconnected is gone after the resume', async () => {
