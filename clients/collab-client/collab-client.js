@@ -430,10 +430,18 @@ export class Sheet extends Emitter {
     }
     const lost = earlier.find((b) => b.conflicted);
     if (lost) {
+      // Refused like a stale edit is, and told like one: a `conflict` per cell, else the value this
+      // edit carried would vanish without a word (a range's cells are one refusal: `conflicts`
+      // lists none of them, as none was checked by the server).
       op.conflicted = true;
-      throw new CollabError('VERSION_CONFLICT', 'an earlier edit of this cell conflicted', {
+      const error = new CollabError('VERSION_CONFLICT', 'an earlier edit of this cell conflicted', {
         current: this.cells.get(op.cells[0].cell_id),
+        ...(op.cells.length > 1 ? { conflicts: [] } : {}),
       });
+      for (const c of op.cells) {
+        this.emit('conflict', { sheet_id: this.id, cell_id: c.cell_id, attempted: c.value, current: this.cells.get(c.cell_id), error });
+      }
+      throw error;
     }
     const version = (/** @type {string} */ cellId) => {
       const before = op.before.get(cellId);

@@ -95,6 +95,34 @@ async def test_the_activity_shows_their_value_not_a_pending_edit(browser: Any, w
         await opened.context.close()
 
 
+async def test_every_queued_value_of_a_conflicting_cell_is_told_not_only_the_first(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await expect(cell(bob.page, "E5")).to_have_text("first")
+
+    # Offline, Bob corrects himself: "x", then "y" in the same cell. Alice changes it meanwhile, so
+    # his "x" conflicts, and his "y", made on it, cannot be applied either: he must hear of both.
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await type_into(bob.page, "E5", "x")
+    await type_into(bob.page, "E5", "y")
+    await type_into(alice.page, "E5", "alice's")
+    await bob.context.set_offline(False)
+
+    await expect(cell(bob.page, "E5")).to_have_text("alice's")
+    await expect(bob.page.locator(".toast.conflict", has_text="your “x”")).to_have_count(1)
+    await expect(bob.page.locator(".toast.conflict", has_text="your “y”")).to_have_count(1)
+    await bob.page.screenshot(path=str(tmp_path / "bob.png"))
+    assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 async def test_the_activity_names_who_left_by_their_name(browser: Any, web: Server) -> None:
     room, sheet = unique("room"), unique("sheet")
     alice = await open_app(browser, web, "alice", room, sheet)
