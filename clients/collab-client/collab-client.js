@@ -1096,10 +1096,11 @@ export class CollabClient extends Emitter {
         this.rooms.get(message.room_id)?._apply(message);
         break;
       case 'room_left':
-        // `leave()` forgets its room before asking, so a `room_left` for a room still here was not
-        // asked for: the server took this connection out of it (a refreshed token that no longer
-        // allows it, docs/protocol.md "Tokens on open connections").
-        if (this.rooms.has(message.room_id)) this._roomRevoked(message);
+        // One that echoes a `client_msg_id` answers a `leave_room` this client sent: `leave()` forgot
+        // the room before asking, and a room here now was joined again since (a leave not awaited).
+        // One without was not asked for: the server took this connection out of the room (a
+        // refreshed token that no longer allows it, docs/protocol.md "Tokens on open connections").
+        if (!message.client_msg_id && this.rooms.has(message.room_id)) this._roomRevoked(message);
         break;
       case 'cursor_moved':
       case 'user_typing_start':

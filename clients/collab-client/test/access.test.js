@@ -75,6 +75,32 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     assert.equal(client.rooms.has(room), false);
   });
 
+  test('a room left and joined again at once is not taken for a revoked one', async () => {
+    const user = unique('rejoin');
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const client = open({ token: mintToken(user) });
+    await client.connect();
+    await client.join(room);
+    const sheet = client.sheet(sheetId, { room });
+    await sheet.set('A1', 'before');
+    let revoked = null;
+    client.on('room_revoked', (event) => (revoked = event));
+
+    // Switching away and straight back: the leave is not awaited, so its `room_left` arrives after
+    // the room was joined again. It answers this client's own leave, not a loss of access.
+    const left = client.leave(room);
+    const rejoined = await client.join(room);
+    await left;
+    await sleep(200);
+    assert.equal(revoked, null, 'no room_revoked for the answer to its own leave');
+    assert.equal(client.rooms.get(room), rejoined);
+    assert.equal(rejoined.joined, true);
+    assert.equal(sheet.revoked, null);
+    await sheet.set('A1', 'after');
+    assert.equal(sheet.get('A1').value, 'after');
+  });
+
   test('after its token expired the client waits for getToken(), not ready, with its edits kept, then sends them once', async () => {
     const user = unique('expiring');
     const room = unique('room');
