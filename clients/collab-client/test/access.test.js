@@ -1,28 +1,15 @@
 // collab-client when the server takes access away: a refreshed token that no longer allows a room
 // (started by tests/browser/test_client_library.py, like live.test.js).
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
+import { configured, mintToken, next, rest, sleep, suiteOfClients, unique, until } from './helpers.js';
 
 const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
 
 describe('collab-client when access ends: revoked rooms, expired tokens', { skip }, () => {
-  /** @type {Awaited<ReturnType<typeof startProxy>>} */
-  let proxy;
-  const clients = [];
-  const open = (options) => {
-    const client = newClient(options);
-    clients.push(client);
-    return client;
-  };
-  before(async () => {
-    proxy = await startProxy();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await proxy.close();
-  });
+  const suite = suiteOfClients();
+  const { open } = suite;
 
   test('a room the refreshed token no longer allows is dropped, what waits for it settled, and never rejoined', async () => {
     const user = unique('revoked');
@@ -31,7 +18,7 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     const client = open({
       token: mintToken(user, { ttl: 4, rooms: [room] }), // token_expiring after 2 s
       getToken: () => mintToken(user, { rooms: ['elsewhere-*'] }),
-      url: proxy.url,
+      url: suite.proxy.url,
       connectTimeout: 1000,
     });
     await client.connect();
@@ -68,7 +55,7 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     await assert.rejects(sheet.set('A1', 'after'), (error) => error.code === 'PERMISSION_DENIED');
 
     // The next connection does not try to join it again.
-    proxy.cut();
+    suite.proxy.cut();
     await next(client, 'ready');
     await sleep(300);
     assert.deepEqual(problems, []);

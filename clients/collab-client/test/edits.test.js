@@ -1,36 +1,23 @@
 // collab-client's edits across drops, resumes and other people's changes, against a real server
 // (started by tests/browser/test_client_library.py, like live.test.js).
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
-import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
+import { configured, mintToken, newClient, next, rest, sleep, suiteOfClients, unique, until } from './helpers.js';
 
 const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
 
 describe('collab-client edits across drops and resumes', { skip }, () => {
-  /** @type {Awaited<ReturnType<typeof startProxy>>} */
-  let proxy;
-  const clients = [];
-  const open = (options) => {
-    const client = newClient(options);
-    clients.push(client);
-    return client;
-  };
-  before(async () => {
-    proxy = await startProxy();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await proxy.close();
-  });
+  const suite = suiteOfClients();
+  const { open } = suite;
 
   test('an edit queued behind an unacknowledged one of the same cell conflicts with a change made meanwhile', async () => {
     const room = unique('room');
     const sheetId = unique('sheet');
     const aliceToken = mintToken(unique('alice'));
-    const alice = open({ token: aliceToken, url: proxy.url, connectTimeout: 1000 });
+    const alice = open({ token: aliceToken, url: suite.proxy.url, connectTimeout: 1000 });
     const bob = open({ token: mintToken(unique('bob')) });
     await alice.connect();
     await bob.connect();
@@ -40,12 +27,12 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     await aliceSheet.set('A1', 'alice 0');
 
     // The server applies Alice's next edit (version 2), but neither its echo nor its ack reaches her.
-    proxy.swallow(true);
+    suite.proxy.swallow(true);
     const first = aliceSheet.set('A1', 'alice 1');
     await sleep(300);
-    proxy.block(true);
-    proxy.cut();
-    proxy.swallow(false);
+    suite.proxy.block(true);
+    suite.proxy.cut();
+    suite.proxy.swallow(false);
     await next(alice, 'disconnected');
     // Offline, she edits A1 again: on the version her first edit produced.
     const second = aliceSheet.set('A1', 'alice 2');
@@ -56,7 +43,7 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     assert.equal(bobSheet.get('A1').value, 'alice 1');
     await bobSheet.set('A1', 'bob');
 
-    proxy.block(false);
+    suite.proxy.block(false);
     await first;
     await assert.rejects(second, (error) => error.code === 'VERSION_CONFLICT');
     const history = (await rest(aliceToken, `/api/v1/sheets/${sheetId}/cells/A1/history`)).body.versions;
@@ -69,7 +56,7 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     const room = unique('room');
     const sheetId = unique('sheet');
     const aliceToken = mintToken(unique('alice'));
-    const alice = open({ token: aliceToken, url: proxy.url, connectTimeout: 1000 });
+    const alice = open({ token: aliceToken, url: suite.proxy.url, connectTimeout: 1000 });
     const bob = open({ token: mintToken(unique('bob')) });
     await alice.connect();
     await bob.connect();
@@ -85,8 +72,8 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     aliceSheet.cells.set('A1', { value: 'from the lost history', formula: null, version: 7, user_id: null });
     aliceSheet.cells.set('B2', { value: 'gone', formula: null, version: 3, user_id: null });
 
-    proxy.block(true);
-    proxy.cut();
+    suite.proxy.block(true);
+    suite.proxy.cut();
     await next(alice, 'disconnected');
     // Offline, she edits what she sees: version 7, which the server would take (its A1 is at 1).
     const edit = aliceSheet.set('A1', 'alice');
@@ -94,7 +81,7 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     const conflicts = [];
     aliceSheet.on('conflict', (conflict) => conflicts.push(conflict));
     const reset = next(alice, 'room_reset');
-    proxy.block(false);
+    suite.proxy.block(false);
     assert.equal((await reset).room_id, room);
 
     await assert.rejects(edit, (error) => error.code === 'VERSION_CONFLICT');
@@ -140,7 +127,7 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
 
   test('a typing indicator whose stop was missed while disconnected is gone after the resume', async () => {
     const room = unique('room');
-    const alice = open({ token: mintToken(unique('alice')), url: proxy.url, connectTimeout: 1000 });
+    const alice = open({ token: mintToken(unique('alice')), url: suite.proxy.url, connectTimeout: 1000 });
     const bob = open({ token: mintToken(unique('bob')) });
     await alice.connect();
     await bob.connect();
@@ -149,12 +136,12 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     bobRoom.startTyping('B2');
     await until(() => aliceRoom.typing.has('B2'), 'Bob typing in B2');
 
-    proxy.block(true);
-    proxy.cut();
+    suite.proxy.block(true);
+    suite.proxy.cut();
     await next(alice, 'disconnected');
     bobRoom.stopTyping('B2'); // volatile: a resume does not replay it
     await sleep(200);
-    proxy.block(false);
+    suite.proxy.block(false);
     await next(alice, 'resumed');
     assert.ok(aliceRoom.users.has(bob.session.user.user_id), 'Bob is still in the room');
     assert.deepEqual([...aliceRoom.typing.keys()], []);
@@ -163,7 +150,7 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
   test('a notification read elsewhere while disconnected is no longer unread after the resume', async () => {
     const user = unique('reader');
     const token = mintToken(user);
-    const client = open({ token, url: proxy.url, connectTimeout: 1000 });
+    const client = open({ token, url: suite.proxy.url, connectTimeout: 1000 });
     await client.connect();
     await client.subscribeNotifications({});
     const admin = mintToken(unique('admin'), { roles: ['admin'] });
@@ -176,11 +163,11 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     const id = created.body.notification_id;
     await until(() => client.unread.has(id), 'the notification, unread');
 
-    proxy.block(true);
-    proxy.cut();
+    suite.proxy.block(true);
+    suite.proxy.cut();
     await next(client, 'disconnected');
     assert.equal((await rest(token, `/api/v1/notifications/${id}/read`, { method: 'POST' })).status, 200); // another tab
-    proxy.block(false);
+    suite.proxy.block(false);
     await next(client, 'ready');
     await next(client, 'notifications');
     assert.deepEqual([...client.unread.keys()], []);
@@ -190,22 +177,22 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     const room = unique('room');
     const sheetId = unique('sheet');
     const writer = open({ token: mintToken(unique('writer')) });
-    const reader = open({ token: mintToken(unique('reader')), url: proxy.url, connectTimeout: 1000 });
+    const reader = open({ token: mintToken(unique('reader')), url: suite.proxy.url, connectTimeout: 1000 });
     await writer.connect();
     await reader.connect();
     await writer.join(room);
     await reader.join(room);
     await writer.sheet(sheetId, { room }).set('A1', 'there');
 
-    proxy.swallow(true); // the load_sheet goes out; its sheet_state never comes back
+    suite.proxy.swallow(true); // the load_sheet goes out; its sheet_state never comes back
     const started = Date.now();
     const loading = reader.sheet(sheetId, { room }).load();
     await sleep(300);
-    proxy.block(true);
-    proxy.cut();
-    proxy.swallow(false);
+    suite.proxy.block(true);
+    suite.proxy.cut();
+    suite.proxy.swallow(false);
     await next(reader, 'disconnected');
-    proxy.block(false);
+    suite.proxy.block(false);
     const sheet = await loading;
     assert.equal(sheet.get('A1')?.value, 'there');
     assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);

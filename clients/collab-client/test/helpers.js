@@ -2,6 +2,7 @@
 // with the test secret, a TCP proxy that can cut and block the network, and small waits.
 import { createHmac, randomUUID } from 'node:crypto';
 import net from 'node:net';
+import { after, before } from 'node:test';
 
 import { CollabClient } from '../collab-client.js';
 
@@ -115,6 +116,29 @@ export async function startProxy() {
 }
 
 /** GET/POST/DELETE on the REST API with a token. @param {string} token @param {string} path @param {RequestInit} [init] */
+/** Inside a `describe`: a network proxy started before its tests (`suite.proxy`, to cut and block the
+ * connection) and `suite.open(options)`, a client closed after them, with the proxy. */
+export function suiteOfClients() {
+  const clients = [];
+  const suite = {
+    /** @type {Awaited<ReturnType<typeof startProxy>>} */
+    proxy: undefined,
+    open(options) {
+      const client = newClient(options);
+      clients.push(client);
+      return client;
+    },
+  };
+  before(async () => {
+    suite.proxy = await startProxy();
+  });
+  after(async () => {
+    for (const client of clients) client.close();
+    await suite.proxy.close();
+  });
+  return suite;
+}
+
 export async function rest(token, path, init = {}) {
   const response = await fetch(`${HTTP_URL}${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, ...(init.headers ?? {}) } });
   return { status: response.status, body: await response.json().catch(() => null) };

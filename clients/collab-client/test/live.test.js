@@ -1,29 +1,16 @@
 // collab-client against a real collab-engine server (started by tests/browser/test_client_library.py,
 // which passes its address and the test JWT secret in the environment).
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { CollabError } from '../collab-client.js';
-import { configured, mintToken, newClient, next, rest, sleep, startProxy, unique, until } from './helpers.js';
+import { configured, mintToken, next, rest, sleep, suiteOfClients, unique, until } from './helpers.js';
 
 const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
 
 describe('collab-client against a live server', { skip }, () => {
-  /** @type {Awaited<ReturnType<typeof startProxy>>} */
-  let proxy;
-  const clients = [];
-  const open = (options) => {
-    const client = newClient(options);
-    clients.push(client);
-    return client;
-  };
-  before(async () => {
-    proxy = await startProxy();
-  });
-  after(async () => {
-    for (const client of clients) client.close();
-    await proxy.close();
-  });
+  const suite = suiteOfClients();
+  const { open } = suite;
 
   test('connects with the token as subprotocol, joins, and resolves send() with its ack', async () => {
     const room = unique('room');
@@ -54,7 +41,7 @@ describe('collab-client against a live server', { skip }, () => {
     const writer = open({ token: mintToken(unique('writer')) });
     // A reconnect attempt made while the network is down may hang in its handshake; connectTimeout
     // gives it up, so the reader reconnects soon after the network returns.
-    const reader = open({ token: mintToken(unique('reader')), url: proxy.url, connectTimeout: 1000 });
+    const reader = open({ token: mintToken(unique('reader')), url: suite.proxy.url, connectTimeout: 1000 });
     await writer.connect();
     await reader.connect();
     await writer.join(room);
@@ -65,11 +52,11 @@ describe('collab-client against a live server', { skip }, () => {
     for (let i = 0; i < 3; i += 1) await sheet.set(`A${i + 1}`, i);
     await until(() => seen.length === 3, 'three live updates');
 
-    proxy.block(true);
-    proxy.cut();
+    suite.proxy.block(true);
+    suite.proxy.cut();
     await next(reader, 'disconnected');
     for (let i = 3; i < 8; i += 1) await sheet.set(`A${i + 1}`, i);
-    proxy.block(false);
+    suite.proxy.block(false);
     await next(reader, 'resumed');
     for (let i = 8; i < 10; i += 1) await sheet.set(`A${i + 1}`, i);
     await until(() => seen.length >= 10, 'ten updates in all');
@@ -82,14 +69,14 @@ describe('collab-client against a live server', { skip }, () => {
   });
 
   test('a handshake that never completes is given up after connectTimeout and retried', async () => {
-    const client = open({ token: mintToken(unique('stuck')), url: proxy.url, connectTimeout: 500 });
-    proxy.swallow(true); // the server answers, nothing reaches the client: the socket stays CONNECTING
+    const client = open({ token: mintToken(unique('stuck')), url: suite.proxy.url, connectTimeout: 500 });
+    suite.proxy.swallow(true); // the server answers, nothing reaches the client: the socket stays CONNECTING
     const gaveUp = next(client, 'disconnected', 5000);
     const connected = client.connect();
     const { reason } = await gaveUp;
     assert.equal(reason, 'no greeting from the server');
     assert.equal(client.state, 'reconnecting');
-    proxy.swallow(false);
+    suite.proxy.swallow(false);
     await connected;
     assert.equal(client.state, 'ready');
   });
@@ -98,25 +85,25 @@ describe('collab-client against a live server', { skip }, () => {
     const room = unique('room');
     const sheetId = unique('sheet');
     const token = mintToken(unique('offline'));
-    const editor = open({ token, url: proxy.url });
+    const editor = open({ token, url: suite.proxy.url });
     await editor.connect();
     await editor.join(room);
     const sheet = editor.sheet(sheetId, { room });
     await sheet.set('A1', 'first');
 
     // The server applies this edit, but its ack never comes back before the connection dies.
-    proxy.swallow(true);
+    suite.proxy.swallow(true);
     const inFlight = sheet.set('A2', 'sent, ack lost');
     await sleep(300);
-    proxy.block(true);
-    proxy.cut();
-    proxy.swallow(false);
+    suite.proxy.block(true);
+    suite.proxy.cut();
+    suite.proxy.swallow(false);
     await next(editor, 'disconnected');
     const queued = [sheet.set('A3', 'queued 1'), sheet.set('A3', 'queued 2'), sheet.set('A4', 'queued 3')];
     // The in-flight one and one per cell wait in the outbox; the second A3 edit waits for the first.
     await until(() => editor._outbox.size === 3, 'three messages in the outbox');
     assert.notEqual(editor.state, 'ready');
-    proxy.block(false);
+    suite.proxy.block(false);
     const acks = await Promise.all([inFlight, ...queued]);
     assert.equal(new Set(acks.map((a) => a.seq)).size, acks.length);
 
