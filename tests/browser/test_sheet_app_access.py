@@ -36,6 +36,9 @@ async def test_a_room_the_new_token_no_longer_allows_shows_that_access_ended(
     await expect(banner).to_contain_text(f"You no longer have access to {room}")
     await expect(carol.page.locator("#connection")).to_have_text("No access")
     await expect(carol.page.locator("#people li")).to_have_count(0)
+    # Analysing the sheet or uploading a file to the room would be refused as well.
+    await expect(carol.page.locator("#ai-run")).to_be_disabled()
+    await expect(carol.page.locator("#upload-input")).to_be_disabled()
     await carol.page.screenshot(path=tmp_path / "room-revoked.png")
 
     # The sheet stays readable, but typing in it no longer edits it.

@@ -222,6 +222,9 @@ async function start(token) {
     revoked = true;
     grid.readOnly = true;
     document.body.dataset.access = 'revoked';
+    // The room's other actions would be refused too: an analysis of its sheet, an upload shared with it.
+    /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = true;
+    /** @type {HTMLInputElement} */ ($('upload-input')).disabled = true;
     showState();
     banner(
       `You no longer have access to ${roomId}: your new token does not include this room. The sheet shows the cells as they were when access ended, and changes are no longer saved.`,
@@ -426,10 +429,10 @@ async function start(token) {
       aiProgress.style.setProperty('--p', '100%');
       $('ai-status').textContent = `Done in ${Number(m.data.processing_time ?? 0).toFixed(2)} s`;
       renderAi(m.data);
-      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = false;
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = revoked;
     } else if (m.event_type === 'ai_error') {
       $('ai-status').textContent = `Failed: ${m.data.error}`;
-      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = false;
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = revoked;
     }
   });
   $('ai-form').addEventListener('submit', (e) => {
@@ -438,7 +441,7 @@ async function start(token) {
     const query = /** @type {HTMLTextAreaElement} */ ($('ai-query')).value.trim() || 'Analyze this data';
     client.requestAi({ query, sheetId }).result.catch((error) => {
       $('ai-status').textContent = `Failed: ${error.message}`;
-      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = false;
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = revoked;
     });
   });
 
