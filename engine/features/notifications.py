@@ -139,8 +139,17 @@ class Notifications:
         outcome = await self._commit(subscribed.new(origin, key=connection_key(client_msg_id, connection_id)))
         if not isinstance(outcome, Committed | Duplicate):
             return
-        self.filters[connection_id] = wanted  # a Duplicate was not published
-        inbox = await self.inbox(actor.user_id, upto=outcome.stream_version)
+        if isinstance(outcome, Duplicate):
+            # A retry applies nothing and is answered as the original was. A Duplicate is not
+            # published: the connection keeps what its latest recorded subscription asked for (the
+            # original's, unless one came after it), whatever this retry's body says.
+            recorded = await self.inbox(actor.user_id)
+            self.filters[connection_id] = recorded.subscriptions.get(connection_id, wanted)
+            inbox = await self.inbox(actor.user_id, upto=outcome.stream_version)
+            wanted = inbox.subscriptions.get(connection_id, wanted)
+        else:
+            self.filters[connection_id] = wanted
+            inbox = await self.inbox(actor.user_id, upto=outcome.stream_version)
         unread = [n.as_dict() for n in inbox.unread(wanted)]
         envelope = Envelope(None, outcome.stream_version, outcome.recorded_at, client_msg_id)
         await self._reply(

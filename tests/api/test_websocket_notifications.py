@@ -120,3 +120,32 @@ async def test_read_of_an_unknown_or_foreign_notification_is_not_found(server: S
             assert reply["code"] == "NOT_FOUND"
             assert reply["client_msg_id"] == f"x-{nid}"
         assert (await request(ws, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_a_retried_subscription_is_answered_as_the_original_and_changes_no_filters(
+    server: Server,
+) -> None:
+    """A `subscribe_notifications` repeated with its `client_msg_id` on the connection that sent it is
+    answered as the original was (its filters, its `unread`, its `seq`) and applies nothing again: a
+    late retry of an earlier subscription, or one whose body differs, leaves the filters of the
+    connection's latest subscription in force, as the log records them."""
+    user = new_user()
+    engine = server.engine
+    await engine.create_notification(user, notification("n-a1", category="a"), created_by="test")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        original = await subscribe(ws, categories=["a"], client_msg_id="sub-1")
+        assert [m["type"] for m in await pending(ws)] == ["ack"]
+        await subscribe(ws, categories=["b"], client_msg_id="sub-2")
+        await pending(ws)  # its ack
+
+        for retried in ({"categories": ["a"]}, {"categories": ["c"]}):
+            again = await subscribe(ws, **retried, client_msg_id="sub-1")
+            assert again == original
+            assert await pending(ws) == [{"type": "ack", "client_msg_id": "sub-1", "seq": original["seq"]}]
+
+        await engine.create_notification(user, notification("n-a2", category="a"), created_by="test")
+        await engine.create_notification(user, notification("n-b1", category="b"), created_by="test")
+        await engine.create_notification(user, notification("n-c1", category="c"), created_by="test")
+        delivered = [m["notification"]["id"] for m in await pending(ws) if m["type"] == "notification_event"]
+        assert delivered == ["n-b1"]
