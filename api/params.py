@@ -8,19 +8,25 @@ An id may contain `/` (`team/q3`), so an id in a path is written as one percent-
 (`team%2Fq3`, as `encodeURIComponent` writes it). The server decodes the whole path before routing,
 which would make that two segments: `SegmentedPaths` routes on the path as sent instead, keeping an
 encoded `/` (and an encoded `%`) escaped, and the `id` convertor of a route's `{name:id}` decodes them.
+
+Percent-escapes that do not decode to UTF-8 (`%FF`) are decoded by the server and by Starlette's query
+parsing as U+FFFD, which would read `/rooms/a%FF/events` as the room `a\ufffd`, another id that may
+exist. `SegmentedPaths` refuses such a path or query string with 422 before any route runs.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Final
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 from fastapi import Path, Query
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.http_errors import error_response
 from engine.model.numbers import MAX_INT64
+from engine.protocol.error_codes import VALIDATION_ERROR
 from engine.protocol.fields import Identifier
 
 ID_RULE = "1 to 128 characters, no control characters"
@@ -60,17 +66,32 @@ register_url_convertor("id", IdConvertor())
 
 class SegmentedPaths:
     """Route an HTTP request whose path encodes a `/` or a `%` on its segments as sent (see the module
-    docstring). The request's own scope is not changed: access logs show the path as decoded."""
+    docstring). The request's own scope is not changed: access logs show the path as decoded. A path
+    or query string whose escapes are not UTF-8 is answered 422 VALIDATION_ERROR here."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if scope["type"] == "http":
+            for part, sent in (("path", raw), ("query string", scope.get("query_string"))):
+                if sent and not _is_utf8(unquote_to_bytes(sent)):
+                    text = f"the request's {part} is not UTF-8 once its percent-escapes are decoded"
+                    await error_response(422, VALIDATION_ERROR, text)(scope, receive, send)
+                    return
         if raw and raw.isascii() and _NEEDS_SEGMENTS.search(raw):
             path = "/".join(_keep_escaped(part) for part in raw.decode("ascii").split("/"))
             scope = {**scope, "path": path}
         await self.app(scope, receive, send)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def count_query(description: str, *, low: int = 0) -> object:

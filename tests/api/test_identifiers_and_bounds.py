@@ -186,3 +186,38 @@ async def test_websocket_ids_follow_the_same_rule(server: Server, bad: str) -> N
             assert reply["code"] == "VALIDATION_ERROR", (message, reply)
             assert reply["client_msg_id"] == "bad-id"
         assert (await request(ws, {"type": "ping"}))["type"] == "pong"
+
+
+async def test_rest_escapes_that_are_not_utf8_are_422_never_read_as_another_id(server: Server) -> None:
+    """`%FF` decodes to no character. Read as U+FFFD it would name another id, one that may exist: the
+    room `...\\ufffd` would be read, the notification `...\\ufffd` marked read, a file shared with the
+    room `...\\ufffd`. Such a path or query string is refused whole, and nothing changes."""
+    tag = uuid.uuid4().hex[:8]
+    room, user, file_id = f"room-{tag}\ufffd", new_id("reader"), new_id("f")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+    await server.engine.create_notification(user, {"id": f"n-{tag}\ufffd", "title": "t"}, created_by="test")
+    headers = {"Authorization": f"Bearer {server.token(user)}"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=30) as http:
+        for method, url in [
+            ("GET", f"/api/v1/rooms/room-{tag}%FF/events"),
+            ("GET", f"/api/v1/rooms/room-{tag}%C3/state"),
+            ("POST", f"/api/v1/notifications/n-{tag}%FF/read"),
+            ("GET", "/api/v1/notifications?cursor=1&x=%ED%A0%80"),
+        ]:
+            response = await http.request(method, url, headers=headers)
+            assert response.status_code == 422, (url, response.text)
+            assert response.json()["code"] == "VALIDATION_ERROR"
+            assert "UTF-8" in response.json()["error"]
+        put = await http.put(
+            f"/api/v1/files/{file_id}?filename=a.txt&room_id=room-{tag}%FF",
+            content=b"hello",
+            headers={**headers, "Content-Type": "text/plain"},
+        )
+        assert put.status_code == 422, put.text
+        assert (await http.get(f"/api/v1/files/{file_id}", headers=headers)).status_code == 404
+        assert (
+            await http.get(f"/api/v1/rooms/{quote(room, safe='')}/events", headers=headers)
+        ).status_code == 200
+    assert (await server.engine.inbox(user)).notifications[f"n-{tag}\ufffd"].read is False
