@@ -1,7 +1,7 @@
 // The live sheet: one room, one sheet, everyone in it. Everything goes through collab-client; this
 // file only connects its events to the page.
 import { CollabClient } from '/client/collab-client.js';
-import { askForToken, claimsOf, clock, colourFor, el, fill, initials, storeToken, takeToken } from '/static/shared/session.js';
+import { TokenSession, askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
 import { SheetGrid, display } from './grid.js';
 
 const params = new URLSearchParams(location.search);
@@ -42,24 +42,26 @@ async function start(token) {
   document.title = `${sheetId} · ${roomId} · collab-engine`;
   fill($('me'), avatar(me.id, me.name), el('span', {}, me.name));
 
-  // There is no sign-in endpoint: a new token comes from the person, pasted into the session banner.
-  // getToken() (asked on `token_expiring` and after the server closed for an expired token) answers
-  // with a new token given to this tab, else waits until the person pastes one. Meanwhile the
-  // client keeps unsent edits queued, and the banner says how many.
-  /** getToken() calls waiting for the person. @type {((token: string) => void)[]} */
-  let waiting = [];
-  const fresh = () => {
-    const stored = takeToken();
-    const exp = claimsOf(stored)?.exp;
-    return stored && stored !== client.token && !(exp && exp * 1000 <= Date.now()) ? stored : null;
-  };
-  const client = new CollabClient({
-    token,
-    getToken: () => fresh() ?? new Promise((resolve) => {
-      waiting.push(resolve);
-      showSession();
-    }),
+  // There is no sign-in endpoint: a new token comes from the person, pasted into the session banner
+  // (TokenSession answers the client's getToken()). Meanwhile the client keeps unsent edits queued,
+  // and the banner says how many.
+  const session = new TokenSession({
+    banner: $('banner'),
+    me,
+    mint: `collab token --sub ${me.id} --role editor`,
+    kept: () => {
+      const queued = client._outbox.size;
+      return queued
+        ? `${queued} unsent edit${queued === 1 ? ' is' : 's are'} kept in this tab and will be sent once you paste a new token; closing or reloading the tab discards ${queued === 1 ? 'it' : 'them'}.`
+        : 'Paste a new token to reconnect.';
+    },
+    onChange: () => {
+      if (session.ended) activity(session.note || 'Your session ended: waiting for a new token', '#d92d20');
+      showState();
+    },
   });
+  const client = new CollabClient({ token, getToken: session.getToken });
+  session.attach(client);
   const grid = new SheetGrid({
     table: /** @type {HTMLTableElement} */ ($('grid')),
     scroller: $('grid-scroller'),
@@ -101,104 +103,7 @@ async function start(token) {
   };
   client.on('state', showState);
   client.on('queue', showState);
-
-  // --- the session (token) --------------------------------------------------------------------
-  const session = {
-    /** When the token in use expires. @type {Date | null} */
-    expiresAt: claims.exp ? new Date(claims.exp * 1000) : null,
-    /** The server closed the connection: the token expired (or a pasted one was refused). */
-    ended: false,
-    /** A token pasted and not yet accepted by the server. @type {string | null} */
-    pasted: null,
-    /** What was wrong with the last token pasted. */
-    note: '',
-    shown: false,
-  };
-  const sessionText = el('span', { class: 'session-text' });
-  const sessionInput = /** @type {HTMLInputElement} */ (
-    el('input', { type: 'text', placeholder: 'Paste a new token (eyJ…)', 'aria-label': 'New token', autocomplete: 'off', spellcheck: 'false' })
-  );
-  const sessionForm = el(
-    'form',
-    {
-      class: 'session-form',
-      onsubmit: (/** @type {Event} */ e) => {
-        e.preventDefault();
-        usePasted(sessionInput.value.trim());
-      },
-    },
-    sessionInput,
-    el('button', { class: 'button small', type: 'submit' }, 'Use this token'),
-  );
-  const showSession = () => {
-    const at = session.expiresAt ? clock(session.expiresAt.toISOString()) : 'soon';
-    const queued = client._outbox.size;
-    const kept = queued
-      ? `${queued} unsent edit${queued === 1 ? ' is' : 's are'} kept in this tab and will be sent once you paste a new token; closing or reloading the tab discards ${queued === 1 ? 'it' : 'them'}.`
-      : 'Paste a new token to reconnect.';
-    const text = session.ended
-      ? `Your session ended at ${at}. ${kept}`
-      : `Your session ends at ${at}. There is no sign-in page: paste a new token to stay connected (mint one with: collab token --sub ${me.id} --role editor).`;
-    sessionText.textContent = session.note ? `${session.note} ${text}` : text;
-    const node = $('banner');
-    if (!session.shown || node.firstChild !== sessionText) fill(node, sessionText, sessionForm);
-    node.className = session.ended ? 'banner' : 'banner info';
-    node.hidden = false;
-    session.shown = true;
-    document.body.dataset.session = session.ended ? 'ended' : 'ending';
-  };
-  const hideSession = () => {
-    if (!session.shown) return;
-    session.shown = false;
-    if ($('banner').firstChild === sessionText) $('banner').hidden = true;
-    delete document.body.dataset.session;
-  };
-  const usePasted = (/** @type {string} */ pasted) => {
-    if (!pasted) return;
-    const given = claimsOf(pasted);
-    session.note =
-      !given ? 'That is not a token.'
-      : given.sub !== me.id ? `That token is for ${given.username ?? given.sub}, not for ${me.name}.`
-      : given.exp && given.exp * 1000 <= Date.now() ? 'That token has expired already.'
-      : '';
-    if (session.note) return showSession();
-    storeToken(pasted);
-    sessionInput.value = '';
-    session.pasted = pasted;
-    sessionText.textContent = 'Checking the new token…';
-    const resolvers = waiting;
-    waiting = [];
-    if (resolvers.length) for (const resolve of resolvers) resolve(pasted);
-    else client.refreshToken().catch(() => {}); // refused: `token_refresh_failed` says so
-  };
-  const sessionAccepted = () => {
-    const exp = claimsOf(client.token)?.exp;
-    session.expiresAt = exp ? new Date(exp * 1000) : null;
-    session.ended = false;
-    session.pasted = null;
-    session.note = '';
-    hideSession();
-    showState();
-  };
-  client.on('token_expiring', (m) => {
-    session.expiresAt = new Date(m.expires_at);
-    if (session.shown) showSession();
-  });
-  client.on('token_refreshed', sessionAccepted);
-  client.on('token_refresh_failed', (error) => {
-    session.note = `The server refused that token (${error.message}).`;
-    showSession();
-  });
-  client.on('disconnected', ({ code }) => {
-    if (code !== 4401) return;
-    if (session.pasted && client.token === session.pasted) session.note = 'The server refused the token you pasted.';
-    session.ended = true;
-    activity(session.note || 'Your session ended: waiting for a new token', '#d92d20');
-    showSession();
-    showState();
-  });
-  client.on('ready', () => session.ended && sessionAccepted());
-  client.on('queue', () => session.shown && showSession());
+  client.on('queue', () => session.refresh()); // the session banner says how many edits are kept
   client.on('removed', () => {
     banner('An administrator removed this connection. Your unsent edits were discarded.', 'Reconnect', () => {
       $('banner').hidden = true;

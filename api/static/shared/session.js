@@ -89,6 +89,165 @@ export function clock(iso) {
 }
 
 /**
+ * A page's session across the end of its token. There is no sign-in endpoint: a new token comes from
+ * the person, pasted into the banner this shows (`token_expiring`: the time the session ends; an
+ * expired token: that it ended, and what the page keeps meanwhile). The page itself stays as it is.
+ * Give the client `getToken: session.getToken` (asked on `token_expiring` and after the server closed
+ * for an expired token): it answers with a new token given to this tab, else waits until the person
+ * pastes one. A pasted token for someone else, or already expired, is refused on the spot; one the
+ * server refuses is said in the banner, which stays.
+ */
+export class TokenSession {
+  /**
+   * @param {{banner: HTMLElement, me: {id: string, name: string}, mint: string, kept?: () => string,
+   *   onChange?: () => void}} options `mint`: the command that mints a token for this person; `kept`: what
+   *   the page keeps until a new token comes, said once the session ended; `onChange`: called when the
+   *   session ends (the server closed for its token) and when a new token took
+   */
+  constructor({ banner, me, mint, kept, onChange }) {
+    this.banner = banner;
+    this.me = me;
+    this.mint = mint;
+    this.kept = kept ?? (() => 'Paste a new token to reconnect.');
+    this.onChange = onChange ?? (() => {});
+    /** @type {any} the CollabClient, once attached */
+    this.client = null;
+    /** When the token in use expires. @type {Date | null} */
+    this.expiresAt = null;
+    /** The server closed the connection: the token expired (or a pasted one was refused). */
+    this.ended = false;
+    /** A token pasted and not yet accepted by the server. @type {string | null} */
+    this.pasted = null;
+    /** What was wrong with the last token pasted. */
+    this.note = '';
+    this.shown = false;
+    /** getToken() calls waiting for the person. @type {((token: string) => void)[]} */
+    this.waiting = [];
+    /** Those waiting for the session to be back (see `live()`). @type {(() => void)[]} */
+    this.waitingLive = [];
+    this.text = el('span', { class: 'session-text' });
+    this.input = /** @type {HTMLInputElement} */ (
+      el('input', { type: 'text', placeholder: 'Paste a new token (eyJ…)', 'aria-label': 'New token', autocomplete: 'off', spellcheck: 'false' })
+    );
+    this.form = el(
+      'form',
+      {
+        class: 'session-form',
+        onsubmit: (/** @type {Event} */ e) => {
+          e.preventDefault();
+          this.usePasted(this.input.value.trim());
+        },
+      },
+      this.input,
+      el('button', { class: 'button small', type: 'submit' }, 'Use this token'),
+    );
+    this.getToken = this.getToken.bind(this);
+  }
+
+  /** For the client's `getToken`: a new token given to this tab, else one the person pastes. */
+  getToken() {
+    const stored = takeToken();
+    const exp = claimsOf(stored)?.exp;
+    if (stored && stored !== this.client?.token && !(exp && exp * 1000 <= Date.now())) return stored;
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.show();
+    });
+  }
+
+  /** Follows the client's token: when it is about to end, when it ended, when a new one took. @param {any} client */
+  attach(client) {
+    this.client = client;
+    const exp = claimsOf(client.token)?.exp;
+    this.expiresAt = exp ? new Date(exp * 1000) : null;
+    client.on('token_expiring', (/** @type {any} */ m) => {
+      this.expiresAt = new Date(m.expires_at);
+      if (this.shown) this.show();
+    });
+    client.on('token_refreshed', () => this.accepted());
+    client.on('token_refresh_failed', (/** @type {Error} */ error) => {
+      this.note = `The server refused that token (${error.message}).`;
+      this.show();
+    });
+    client.on('disconnected', (/** @type {{code: number}} */ { code }) => {
+      if (code !== 4401) return;
+      if (this.pasted && client.token === this.pasted) this.note = 'The server refused the token you pasted.';
+      this.ended = true;
+      this.show();
+      this.onChange();
+    });
+    client.on('ready', () => this.ended && this.accepted());
+  }
+
+  /** Resolves at once while the session lasts, else once a new token took (for calls it would refuse). */
+  live() {
+    return this.ended ? new Promise((resolve) => this.waitingLive.push(() => resolve(undefined))) : Promise.resolve();
+  }
+
+  /** Shows the banner, or says it again (a new expiry time, another count of what is kept). */
+  show() {
+    const at = this.expiresAt ? clock(this.expiresAt.toISOString()) : 'soon';
+    const text = this.ended
+      ? `Your session ended at ${at}. ${this.kept()}`
+      : `Your session ends at ${at}. There is no sign-in page: paste a new token to stay connected (mint one with: ${this.mint}).`;
+    this.text.textContent = this.note ? `${this.note} ${text}` : text;
+    if (!this.shown || this.banner.firstChild !== this.text) fill(this.banner, this.text, this.form);
+    this.banner.className = this.ended ? 'banner' : 'banner info';
+    this.banner.hidden = false;
+    this.shown = true;
+    document.body.dataset.session = this.ended ? 'ended' : 'ending';
+  }
+
+  /** Says the banner again if it is shown (what the page keeps changed). */
+  refresh() {
+    if (this.shown) this.show();
+  }
+
+  hide() {
+    if (!this.shown) return;
+    this.shown = false;
+    if (this.banner.firstChild === this.text) this.banner.hidden = true;
+    delete document.body.dataset.session;
+  }
+
+  /** @param {string} pasted */
+  usePasted(pasted) {
+    if (!pasted) return;
+    const given = claimsOf(pasted);
+    this.note =
+      !given ? 'That is not a token.'
+      : given.sub !== this.me.id ? `That token is for ${given.username ?? given.sub}, not for ${this.me.name}.`
+      : given.exp && given.exp * 1000 <= Date.now() ? 'That token has expired already.'
+      : '';
+    if (this.note) {
+      this.show();
+      return;
+    }
+    storeToken(pasted);
+    this.input.value = '';
+    this.pasted = pasted;
+    this.text.textContent = 'Checking the new token…';
+    const resolvers = this.waiting;
+    this.waiting = [];
+    if (resolvers.length) for (const resolve of resolvers) resolve(pasted);
+    else this.client?.refreshToken().catch(() => {}); // refused: `token_refresh_failed` says so
+  }
+
+  accepted() {
+    const exp = claimsOf(this.client?.token)?.exp;
+    this.expiresAt = exp ? new Date(exp * 1000) : null;
+    this.ended = false;
+    this.pasted = null;
+    this.note = '';
+    this.hide();
+    const live = this.waitingLive;
+    this.waitingLive = [];
+    for (const resume of live) resume();
+    this.onChange();
+  }
+}
+
+/**
  * Shows a form asking for a token (when the page was opened without one, or it expired).
  * @param {string} why @param {string} hint the command that mints a token for this page
  */
