@@ -2,7 +2,7 @@
 // and notifications. Auditors (and admins): a room's timeline, a replay scrubber over its seq that
 // shows the sheet as of any seq, each cell's history, and export. REST through collab-client.
 import { CollabClient } from '/client/collab-client.js';
-import { askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
+import { TokenSession, askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
 import { renderChart } from './chart.js';
 
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
@@ -23,15 +23,36 @@ async function start(token) {
   const name = claims.username ?? claims.sub ?? '?';
   fill($('me'), ...roles.map((r) => el('span', { class: 'role' }, r)), el('span', { class: 'avatar', vars: { '--who': colourFor(claims.sub ?? '') } }, initials(name)), name);
 
-  const client = new CollabClient({ token, getToken: () => takeToken() ?? token });
+  // A token ends: as in the sheet app, the console stays as it is (tab, room, replay position) and a
+  // new token is pasted into the session banner. What it asks the server meanwhile waits for it.
+  const mint = `collab token --sub ${claims.sub ?? 'admin'} --role ${roles.join(' ')}`;
+  const session = new TokenSession({
+    banner: $('banner'),
+    me: { id: claims.sub ?? '', name },
+    mint,
+    kept: () => 'The console stays as it is; paste a new token to reconnect.',
+    onChange: () => showState(),
+  });
+  const client = new CollabClient({ token, getToken: session.getToken });
+  session.attach(client);
   Object.assign(window, { collab: { client } });
+  /**
+   * REST with the session's token; while the session has ended, once a new token took.
+   * @param {string} path @param {{method?: string, body?: any, raw?: boolean}} [init]
+   */
+  const rest = async (path, init) => {
+    await session.live();
+    return client.rest(path, init);
+  };
   const showState = () => {
     const ok = client.state === 'ready';
-    $('connection').textContent = ok ? 'Live' : client.state === 'closed' ? 'Disconnected' : 'Reconnecting…';
-    $('connection').className = `pill ${ok ? 'ok' : client.state === 'closed' ? 'bad' : 'warn'}`;
+    const ended = session.ended && !ok;
+    $('connection').textContent = ended ? 'Session ended' : ok ? 'Live' : client.state === 'closed' ? 'Disconnected' : 'Reconnecting…';
+    $('connection').className = `pill ${ok ? 'ok' : ended || client.state === 'closed' ? 'bad' : 'warn'}`;
+    $('connection').dataset.state = ended ? 'session-ended' : client.state;
   };
   client.on('state', showState);
-  client.on('auth_failed', () => askForToken('Your token was refused or has expired.', 'collab token --sub admin --role admin'));
+  client.on('auth_failed', () => askForToken('Your token was refused or has expired.', mint));
   client.connect().catch(() => {});
 
   // --- tabs -----------------------------------------------------------------------------------
@@ -68,7 +89,7 @@ async function start(token) {
   const refreshStats = async () => {
     if (current !== 'overview') return;
     try {
-      const stats = await client.rest('/api/v1/ws/stats/detailed');
+      const stats = await rest('/api/v1/ws/stats/detailed');
       rates.push(stats.messages_per_second);
       while (rates.length > CHART_POINTS) rates.shift();
       const cards = [
@@ -94,12 +115,12 @@ async function start(token) {
     }
   };
   onShow.overview = refreshStats;
-  setInterval(refreshStats, STATS_EVERY_MS);
+  setInterval(() => session.ended || refreshStats(), STATS_EVERY_MS); // no figures to chart meanwhile
 
   // --- rooms ----------------------------------------------------------------------------------
   const refreshRooms = async () => {
     try {
-      const rooms = await client.rest('/api/v1/ws/rooms?limit=200');
+      const rooms = await rest('/api/v1/ws/rooms?limit=200');
       fill($('room-ids'), ...rooms.map((/** @type {any} */ r) => el('option', { value: r.room_id })));
       fill($('rooms'), table(
         ['Room', 'Users', 'Sheets', 'Messages', 'Last activity'],
@@ -114,7 +135,7 @@ async function start(token) {
   };
   const showRoom = async (/** @type {string} */ roomId) => {
     try {
-      const room = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
+      const room = await rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
       $('room-detail-title').textContent = room.room_id;
       fill($('room-detail'),
         el('dl', { class: 'facts' },
@@ -137,7 +158,7 @@ async function start(token) {
   // --- connections (admin) --------------------------------------------------------------------
   const refreshConnections = async () => {
     try {
-      const listed = await client.rest('/api/v1/ws/connections');
+      const listed = await rest('/api/v1/ws/connections');
       $('connections-node').textContent = `node ${listed.node_id}`;
       const mine = client.session?.connection_id;
       fill($('connections'), listed.connections.length ? table(
@@ -151,7 +172,7 @@ async function start(token) {
             class: 'button small danger', type: 'button', dataset: { remove: c.connection_id, user: c.user_id },
             onclick: async () => {
               try {
-                await client.rest(`/api/v1/ws/connections/${encodeURIComponent(c.connection_id)}`, { method: 'DELETE' });
+                await rest(`/api/v1/ws/connections/${encodeURIComponent(c.connection_id)}`, { method: 'DELETE' });
                 notice(`Removed ${c.username}'s connection ${c.connection_id}`);
               } catch (error) {
                 failed(error);
@@ -184,14 +205,14 @@ async function start(token) {
   };
   form('broadcast-form', async (data) => {
     const room = String(data.get('room'));
-    const sent = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(room)}/broadcast`, {
+    const sent = await rest(`/api/v1/ws/rooms/${encodeURIComponent(room)}/broadcast`, {
       method: 'POST', body: { type: 'system_announcement', title: data.get('title'), message: data.get('message') },
     });
     return `Sent to ${room} as seq ${sent.seq}, delivered to ${sent.delivered_to} connection(s).`;
   });
   form('notify-form', async (data) => {
     const user = String(data.get('user'));
-    const sent = await client.rest(`/api/v1/ws/users/${encodeURIComponent(user)}/notify`, {
+    const sent = await rest(`/api/v1/ws/users/${encodeURIComponent(user)}/notify`, {
       method: 'POST', body: { type: 'direct_message', title: data.get('title'), message: data.get('message') },
     });
     return `Kept in ${user}'s stream as seq ${sent.seq}, delivered to ${sent.delivered_to} connection(s).`;
@@ -199,7 +220,7 @@ async function start(token) {
   form('notification-form', async (data) => {
     const body = Object.fromEntries([...data.entries()].filter(([, v]) => v !== ''));
     const { user, ...rest } = body;
-    const sent = await client.rest('/api/v1/ws/broadcast/notification?event_type=notification_created', {
+    const sent = await rest('/api/v1/ws/broadcast/notification?event_type=notification_created', {
       method: 'POST', body: { user_id: user, ...rest },
     });
     return `Notification ${sent.notification_id} created for ${sent.user_id}.`;
@@ -225,7 +246,7 @@ async function start(token) {
     $('replay-grid').setAttribute('aria-busy', 'true');
     history.replaceState(null, '', `${location.pathname}?tab=audit&room=${encodeURIComponent(roomId)}`);
     try {
-      const detail = await client.rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
+      const detail = await rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
       if (opening !== openings) return;
       roomSeq = detail.seq;
       const sheets = detail.active_sheets;
@@ -262,7 +283,7 @@ async function start(token) {
   const loadTimeline = async (/** @type {boolean} */ fresh) => {
     const params = timelineQuery();
     if (!fresh && nextCursor !== null) params.set('cursor', String(nextCursor));
-    const page = await client.rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/events?${params}`);
+    const page = await rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/events?${params}`);
     nextCursor = page.next_cursor;
     shown = fresh ? page.events : shown.concat(page.events);
     for (const e of page.events) if (e.seq !== null) eventsBySeq.set(e.seq, e);
@@ -299,7 +320,7 @@ async function start(token) {
       return;
     }
     const asked = ++replayed;
-    const state = await client.rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells?seq=${seq}`).catch((error) => {
+    const state = await rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells?seq=${seq}`).catch((error) => {
       if (error.status === 404) return { cells: {} };
       throw error;
     });
@@ -349,7 +370,7 @@ async function start(token) {
     $('history').hidden = false;
     $('history-title').textContent = `History of ${cellId}`;
     try {
-      const found = await client.rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells/${encodeURIComponent(cellId)}/history?limit=1000`);
+      const found = await rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells/${encodeURIComponent(cellId)}/history?limit=1000`);
       fill($('history-list'), table(
         ['Version', 'Value', 'Author', 'When', 'Seq'],
         found.versions.map((/** @type {any} */ v) => [`v${v.version}`, String(v.value ?? ''), el('span', {}, el('span', { class: 'who-dot', vars: { '--who': colourFor(v.user_id) } }), v.user_id), new Date(v.ts).toLocaleString(), v.seq]),
@@ -369,7 +390,7 @@ async function start(token) {
   });
   $('export').addEventListener('click', async () => {
     try {
-      const response = await client.rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/export`, { raw: true });
+      const response = await rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/export`, { raw: true });
       const href = URL.createObjectURL(await response.blob());
       const link = el('a', { href, download: `${auditRoom}.ndjson` });
       document.body.append(link);
