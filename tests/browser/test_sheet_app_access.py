@@ -132,3 +132,34 @@ async def test_a_session_about_to_end_is_announced_and_edits_typed_after_it_ende
     assert await cell_versions(web, sheet, "A1") == [("typed after the end", user)]
     assert dana.problems() == []
     await dana.context.close()
+
+
+async def test_closing_the_tab_warns_only_while_edits_are_unsent(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("fay")
+    fay = await open_app(browser, web, user, room, sheet)
+    page = fay.page
+    await type_into(page, "A1", "saved")
+    await expect(page.locator("#connection")).to_have_attribute("data-queued", "0")
+
+    # Offline, an edit waits in the tab: closing it asks first, and staying keeps the page.
+    await fay.context.set_offline(True)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await type_into(page, "A2", "unsent")
+    await expect(page.locator("#connection")).to_have_attribute("data-queued", "1")
+    async with page.expect_event("dialog", timeout=10_000) as asked:
+        await page.close(run_before_unload=True)
+    dialog = await asked.value
+    assert dialog.type == "beforeunload"
+    await dialog.dismiss()
+    assert not page.is_closed()
+
+    # Back online the edit is acknowledged: closing no longer asks (an unanswered dialog would keep
+    # the page open).
+    await fay.context.set_offline(False)
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "ready")
+    await expect(page.locator("#connection")).to_have_attribute("data-queued", "0")
+    assert await cell_versions(web, sheet, "A2") == [("unsent", user)]
+    async with page.expect_event("close", timeout=10_000):
+        await page.close(run_before_unload=True)
+    await fay.context.close()

@@ -17,6 +17,8 @@ const STATE_LABELS = {
   offline: ['Offline', ''],
   closed: ['Disconnected', 'bad'],
 };
+/** The messages that carry edits of cells. */
+const EDITS = new Set(['cell_update', 'cells_update']);
 /** Server messages the page handles itself; any other with a title or text is an announcement. */
 const HANDLED = new Set([
   'connected', 'ack', 'error', 'pong', 'room_state', 'replay_complete', 'user_joined', 'user_left', 'room_left',
@@ -50,7 +52,7 @@ async function start(token) {
     me,
     mint: `collab token --sub ${me.id} --role editor`,
     kept: () => {
-      const queued = client._outbox.size;
+      const queued = unsentEdits();
       return queued
         ? `${queued} unsent edit${queued === 1 ? ' is' : 's are'} kept in this tab and will be sent once you paste a new token; closing or reloading the tab discards ${queued === 1 ? 'it' : 'them'}.`
         : 'Paste a new token to reconnect.';
@@ -62,6 +64,14 @@ async function start(token) {
   });
   const client = new CollabClient({ token, getToken: session.getToken });
   session.attach(client);
+  /** Edits not yet acknowledged (queued, or sent and unanswered): closing the tab would lose them. */
+  const unsentEdits = () => [...client._outbox.values()].filter((entry) => EDITS.has(entry.message?.type)).length;
+  // Closing or reloading the tab discards them: the browser asks first, and only then.
+  window.addEventListener('beforeunload', (event) => {
+    if (!unsentEdits()) return;
+    event.preventDefault();
+    event.returnValue = '';
+  });
   const grid = new SheetGrid({
     table: /** @type {HTMLTableElement} */ ($('grid')),
     scroller: $('grid-scroller'),
@@ -81,7 +91,7 @@ async function start(token) {
   let revoked = false;
   const showState = () => {
     if (session.ended && client.state !== 'ready') {
-      const queued = client._outbox.size;
+      const queued = unsentEdits();
       pill.textContent = `Session ended${queued ? ` · ${queued} edit${queued === 1 ? '' : 's'} queued` : ''}`;
       pill.className = 'pill bad';
       pill.dataset.state = 'session-ended';
@@ -95,7 +105,7 @@ async function start(token) {
       return;
     }
     const [label, tone] = STATE_LABELS[/** @type {keyof typeof STATE_LABELS} */ (client.state)] ?? [client.state, ''];
-    const queued = client._outbox.size;
+    const queued = unsentEdits();
     pill.textContent = queued && client.state !== 'ready' ? `${label} · ${queued} edit${queued === 1 ? '' : 's'} queued` : label;
     pill.className = `pill ${tone}`;
     pill.dataset.state = client.state;
