@@ -134,6 +134,37 @@ async def test_a_session_about_to_end_is_announced_and_edits_typed_after_it_ende
     await dana.context.close()
 
 
+async def test_while_the_session_has_ended_the_person_is_not_shown_online_in_their_own_people_list(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("erin")
+    first = web.token(user, username="erin", roles=["editor"], ttl=timedelta(seconds=6))
+    erin = await open_app_with(browser, web, first, room, sheet)
+    page = erin.page
+    mine = page.locator(f'#people li[data-user="{user}"]')
+    await expect(mine).to_contain_text("Online")
+
+    banner = page.locator("#banner")
+    await expect(banner).to_contain_text("Your session ended", timeout=15_000)
+    await expect(mine).to_contain_text("Disconnected")
+    await expect(mine).not_to_contain_text("Online")
+    await expect(mine).to_have_attribute("data-status", "offline")
+    await expect(page.locator('#presence .avatar[title^="erin"] .status-dot')).to_have_class(
+        "status-dot offline"
+    )
+    await page.screenshot(path=tmp_path / "session-ended-presence.png")
+
+    # A new token resumes the session: she is online again.
+    await banner.locator("input").fill(web.token(user, username="erin", roles=["editor"]))
+    await banner.get_by_role("button", name="Use this token").click()
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(mine).to_contain_text("Online")
+    await expect(mine).to_have_attribute("data-status", "online")
+    assert erin.problems() == []
+    await erin.context.close()
+
+
 async def test_closing_the_tab_warns_only_while_edits_are_unsent(browser: Any, web: Server) -> None:
     room, sheet = unique("room"), unique("sheet")
     user = unique("fay")

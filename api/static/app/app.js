@@ -60,6 +60,7 @@ async function start(token) {
     onChange: () => {
       if (session.ended) activity(session.note || 'Your session ended: waiting for a new token', '#d92d20');
       showState();
+      renderPresence();
     },
   });
   const client = new CollabClient({ token, getToken: session.getToken });
@@ -258,6 +259,13 @@ async function start(token) {
     }, Math.max(0, wait));
   };
 
+  /** How this person's own entry reads while the page is not connected, else null. */
+  const ownAbsence = () =>
+    session.ended ? 'Disconnected · session ended'
+    : client.state === 'offline' ? 'Offline'
+    : client.state === 'closed' ? 'Disconnected'
+    : null;
+  client.on('state', () => renderPresence());
   /** Everyone's name as last seen in the room, still known once they left. @type {Map<string, string>} */
   const names = new Map();
   const renderPresence = () => {
@@ -266,19 +274,23 @@ async function start(token) {
     for (const u of members) names.set(u.user_id, u.username);
     const typing = new Map();
     for (const [cell, who] of room.typing) for (const userId of who.keys()) typing.set(userId, cell);
-    fill($('presence'), ...members.slice(0, 6).map((u) => avatar(u.user_id, u.username, u.status)));
+    // The others as last seen; this person as the page knows them: not online while it is not connected.
+    const away = ownAbsence();
+    const statusOf = (/** @type {any} */ u) => (u.user_id === me.id && away ? 'offline' : u.status);
+    fill($('presence'), ...members.slice(0, 6).map((u) => avatar(u.user_id, u.username, statusOf(u))));
     fill(
       $('people'),
       ...members.map((u) => {
         const typingCell = typing.get(u.user_id);
         const where = typingCell ? ` · typing in ${typingCell}` : u.cursor?.cell ? ` · at ${u.cursor.cell}` : '';
+        const label = u.user_id === me.id && away ? away : `${statusLabel(u.status)}${where}`;
         return el(
           'li',
-          { dataset: { user: u.user_id, status: u.status }, vars: { '--who': colourFor(u.user_id) } },
-          avatar(u.user_id, u.username, u.status),
+          { dataset: { user: u.user_id, status: statusOf(u) }, vars: { '--who': colourFor(u.user_id) } },
+          avatar(u.user_id, u.username, statusOf(u)),
           el('div', { class: 'who' },
             el('span', {}, u.username, u.user_id === me.id ? ' (you)' : ''),
-            el('span', { class: `where${typingCell ? ' typing' : ''}` }, `${statusLabel(u.status)}${where}`)),
+            el('span', { class: `where${typingCell ? ' typing' : ''}` }, label)),
         );
       }),
     );
