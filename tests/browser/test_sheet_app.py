@@ -4,6 +4,7 @@ whole; a conflict shows its notice; an offline editor's queued edits are applied
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -174,4 +175,57 @@ async def test_uploads_and_notifications_reach_every_tab_of_the_user(browser: An
         await expect(tab.page.locator("#unread")).to_be_hidden()
     assert first.problems() == [] and second.problems() == []
     for opened in (first, second):
+        await opened.context.close()
+
+
+async def typing_of(server: Server, room: str, user: str) -> list[tuple[str, str, str | None]]:
+    """A user's typing in a room as the log has it: start or stop, the cell, and why a stop came."""
+    token = server.token("auditor", roles=["auditor"])
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        found = await http.get(
+            f"/api/v1/rooms/{room}/events",
+            params={"types": "TypingStarted,TypingStopped", "include_volatile": "true", "limit": "100"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert found.status_code == 200, found.text
+    return [
+        (e["type"], e["data"]["cell_id"], e["data"].get("reason"))
+        for e in found.json()["events"]
+        if e["user_id"] == user
+    ]
+
+
+async def test_leaving_the_formula_bar_for_another_cell_stops_the_typing_where_it_started(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_be_visible()
+
+    # Alice types in A1's formula bar, then clicks C3 without pressing Enter, and types there.
+    await cell(alice.page, "A1").click()
+    await alice.page.locator("#formula").click()
+    await alice.page.keyboard.type("draft")
+    await expect(bob.page.locator('#people li[data-user="alice"]')).to_contain_text("typing in A1")
+    await cell(alice.page, "C3").click()
+    await type_into(alice.page, "C3", "x")
+    await expect(cell(bob.page, "C3")).to_have_text("x")
+    await expect(bob.page.locator('#people li[data-user="alice"]')).not_to_contain_text("typing")
+
+    # Her typing in A1 was stopped when she left it (not left to expire), before C3's began.
+    typing = await typing_of(web, room, "alice")
+    for _ in range(100):  # the stop of C3 is committed before Bob hears of it; the log is read again
+        if ("TypingStopped", "C3", "stopped") in typing:
+            break
+        await asyncio.sleep(0.05)
+        typing = await typing_of(web, room, "alice")
+    assert typing == [
+        ("TypingStarted", "A1", None),
+        ("TypingStopped", "A1", "stopped"),
+        ("TypingStarted", "C3", None),
+        ("TypingStopped", "C3", "stopped"),
+    ]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
         await opened.context.close()

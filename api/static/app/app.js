@@ -242,10 +242,11 @@ async function start(token) {
     typingRefresh = now;
     room?.startTyping(id);
   };
-  grid.onEditEnd = (id) => {
+  grid.onEditEnd = () => {
     const ended = editing;
     queueMicrotask(() => editing === ended && (editing = null)); // after the commit that follows at once, if any
-    if (typingIn === id) room?.stopTyping(id);
+    // The stop names the cell the others were told of, whichever cell the grid says ended.
+    if (typingIn) room?.stopTyping(typingIn);
     typingIn = null;
   };
   const pointer = { x: 0, y: 0, sentAt: 0, timer: 0 };

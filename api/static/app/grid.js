@@ -383,7 +383,11 @@ export class SheetGrid {
       }
     });
     this.formula.addEventListener('blur', () => {
-      this.onEditEnd(this.selected);
+      // Left for another cell (a click selects it before the bar loses the focus): the editing
+      // that ends is the one of the cell the bar was opened on, not of the cell now selected.
+      const shown = this.formulaShown;
+      this.formulaShown = null;
+      if (shown) this.onEditEnd(shown.id);
       this._showFormula();
     });
   }
