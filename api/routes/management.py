@@ -85,6 +85,9 @@ class UserDelivery(BaseModel):
     seq: int = Field(description="the message's place in the user's own stream")
     ts: str
     delivered_to: int = Field(description="connections of the user on this node it was queued for")
+    notification_id: str = Field(
+        description="its id in the user's inbox: `notification_read` with it marks it read"
+    )
 
 
 def _no_nul(value: str) -> str:
@@ -148,7 +151,7 @@ async def notify_user(
     """Deliver the body to the user's connections (with the user's `seq`, `ts`); kept in the user's
     stream even when they are offline (`delivered_to` 0)."""
     delivery = await engine.notify_user(admin, user_id, _posted(body, settings))
-    return UserDelivery(user_id=user_id, **_fields(delivery))
+    return UserDelivery(user_id=user_id, notification_id=str(delivery.notification_id), **_fields(delivery))
 
 
 @router.post("/ws/broadcast/notification", response_model=NotificationCreated)

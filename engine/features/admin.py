@@ -22,7 +22,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -69,6 +69,7 @@ class Delivery:
     seq: int
     recorded_at: datetime
     delivered_to: int
+    notification_id: str | None = None  # a direct message's id in the user's inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,8 @@ class Admin:
         check_id("user_id", user_id)
         sent = UserMessageSent(user_id, admin.user_id, check_posted(message), f"msg_{uuid.uuid4().hex}")
         event = sent.new(Origin.of(self._node_id, admin))
-        return self._delivery(await self._commit(event), user_stream(user_id))
+        delivery = self._delivery(await self._commit(event), user_stream(user_id))
+        return replace(delivery, notification_id=sent.message_id)
 
     # Removing a connection.
 

@@ -28,9 +28,11 @@ from engine.model.catalogue import (
     TYPING_STOPPED,
     USER_JOINED_ROOM,
     USER_LEFT_ROOM,
+    USER_MESSAGE_SENT,
     USER_STATUS_CHANGED,
 )
 from engine.model.events import RecordedEvent
+from engine.projections.notifications import direct_message_id
 from engine.projections.rooms import RoomView, apply, cursors_from, with_statuses
 from engine.protocol import (
     Envelope,
@@ -118,7 +120,12 @@ def render(event: RecordedEvent, view: RoomView | None, *, with_state: bool = Tr
     if event.type in BROADCAST_EVENTS:
         # An admin's message, as posted (its type was checked before the append), plus the envelope:
         # `room_id`/`seq`/`ts` of the room for a room broadcast, the user's own `seq`/`ts` for a notify.
-        return [broadcast(data["message"], envelope=envelope)]
+        frame = broadcast(data["message"], envelope=envelope)
+        if event.type == USER_MESSAGE_SENT:
+            # Its id in the user's inbox, so a client can mark it read (`notification_read`) without
+            # listing the inbox first; like the envelope, it wins over a same-named key of the post.
+            frame["notification_id"] = direct_message_id(event)
+        return [frame]
     return []
 
 

@@ -189,6 +189,28 @@ async def test_a_message_to_an_offline_user_waits_unread_in_their_inbox(server: 
     assert after.json()["unread_count"] == 0
 
 
+async def test_a_live_direct_message_carries_its_inbox_id_so_it_can_be_marked_read(
+    server: Server, room: str
+) -> None:
+    user = f"online-{room}"
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        body = {"type": "direct_message", "message": "hi", "notification_id": "forged"}
+        sent = await rest(server, "POST", f"/ws/users/{user}/notify", json=body)
+        assert sent.status_code == 200 and sent.json()["delivered_to"] == 1
+        [live] = await until(ws, of_type("direct_message"))
+        assert live["notification_id"] == sent.json()["notification_id"] != "forged"
+        await send(
+            ws,
+            {"type": "notification_read", "notification_id": live["notification_id"], "client_msg_id": "r"},
+        )
+        await until(ws, of_type("ack", client_msg_id="r"))
+    inbox = await rest(server, "GET", "/notifications", sub=user, roles=["editor"])
+    [read] = inbox.json()["notifications"]
+    assert read["id"] == live["notification_id"] and read["read"] is True
+    assert inbox.json()["unread_count"] == 0
+
+
 @pytest.fixture(scope="module")
 def listing_url(server_url: str) -> Iterator[str]:
     with fresh_database(server_url) as url:

@@ -218,14 +218,25 @@ async def test_notify_reaches_every_connection_of_the_user_only(
         response = await admin(server, "POST", f"/api/v1/ws/users/{user}/notify", DIRECT)
         assert response.status_code == 200, response.text
         result = response.json()
-        assert result == {"user_id": user, "seq": 1, "ts": result["ts"], "delivered_to": 2}
+        message_id = result["notification_id"]
+        assert result == {
+            "user_id": user,
+            "seq": 1,
+            "ts": result["ts"],
+            "delivered_to": 2,
+            "notification_id": message_id,
+        }
         for ws in (tab1, tab2):
-            assert await receive(ws) == {**DIRECT, "seq": 1, "ts": result["ts"]}
+            assert await receive(ws) == {
+                **DIRECT,
+                "seq": 1,
+                "ts": result["ts"],
+                "notification_id": message_id,
+            }
         assert await pending(other) == []
     [event] = await store.read_stream(user_stream(user))
     assert event.type == USER_MESSAGE_SENT
-    message_id = event.data.pop("message_id")
-    assert message_id.startswith("msg_")
+    assert event.data.pop("message_id") == message_id and message_id.startswith("msg_")
     assert event.data == {"user_id": user, "sender_id": "admin-1", "message": DIRECT}
 
 

@@ -71,8 +71,8 @@ def test_render_room_broadcast_is_the_body_with_the_rooms_envelope() -> None:
 
 
 def test_render_user_message_carries_the_users_seq_and_no_room() -> None:
-    event = Log().user("u1", USER_MESSAGE_SENT, 4, sender_id="admin", message=DIRECT)
-    assert render(event, None) == [{**DIRECT, "seq": 1, "ts": iso(at(4))}]
+    event = Log().user("u1", USER_MESSAGE_SENT, 4, sender_id="admin", message=DIRECT, message_id="msg_1")
+    assert render(event, None) == [{**DIRECT, "seq": 1, "ts": iso(at(4)), "notification_id": "msg_1"}]
 
 
 def test_replay_renderer_replays_a_broadcast_as_it_was_sent_live() -> None:
