@@ -295,8 +295,10 @@ class Engine:
         )
 
     async def disconnect(self, connection_id: str) -> None:
-        self.notifications.forget(connection_id)
-        await self.node.disconnect(connection_id)
+        try:
+            await self.node.disconnect(connection_id)
+        finally:  # after: a subscription committing meanwhile sets filters while the connection is known
+            self.notifications.forget(connection_id)
 
     async def create_notification(
         self, user_id: str, notification: Mapping[str, Any], *, created_by: str

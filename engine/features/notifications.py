@@ -119,6 +119,12 @@ class Notifications:
     def forget(self, connection_id: str) -> None:
         self.filters.pop(connection_id, None)
 
+    def _keep(self, connection_id: str, filters: Filters) -> None:
+        """Filters for an open connection only: one that ended while its subscription was committing
+        has been forgotten, and an entry set now would never be removed."""
+        if connection_id in self._connections:
+            self.filters[connection_id] = filters
+
     # Messages.
 
     async def subscribe(
@@ -144,11 +150,11 @@ class Notifications:
             # published: the connection keeps what its latest recorded subscription asked for (the
             # original's, unless one came after it), whatever this retry's body says.
             recorded = await self.inbox(actor.user_id)
-            self.filters[connection_id] = recorded.subscriptions.get(connection_id, wanted)
+            self._keep(connection_id, recorded.subscriptions.get(connection_id, wanted))
             inbox = await self.inbox(actor.user_id, upto=outcome.stream_version)
             wanted = inbox.subscriptions.get(connection_id, wanted)
         else:
-            self.filters[connection_id] = wanted
+            self._keep(connection_id, wanted)
             inbox = await self.inbox(actor.user_id, upto=outcome.stream_version)
         unread = [n.as_dict() for n in inbox.unread(wanted)]
         envelope = Envelope(None, outcome.stream_version, outcome.recorded_at, client_msg_id)
@@ -209,8 +215,8 @@ class Notifications:
 
     def _publish_subscribed(self, event: RecordedEvent, sender: str | None) -> None:
         """Nothing to send (the subscriber is replied to); the filters apply from this seq on."""
-        if sender is not None and sender in self._connections:
-            self.filters[sender] = Filters.of(event.data.get("filters"))
+        if sender is not None:
+            self._keep(sender, Filters.of(event.data.get("filters")))
 
     def _publish_created(self, event: RecordedEvent, sender: str | None) -> None:
         topic = user_stream(user_id_of(event.stream_id))

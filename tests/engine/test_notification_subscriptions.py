@@ -4,6 +4,8 @@ that every notification is still either in `unread` or delivered live, and read 
 
 from __future__ import annotations
 
+import asyncio
+
 from engine.features.limits import RateLimits
 from engine.model.catalogue import NOTIFICATIONS_SUBSCRIBED
 from engine.model.streams import user_stream
@@ -69,3 +71,17 @@ async def test_past_a_rate_limit_a_retry_is_acked_on_its_connection_and_refused_
         second = await connect(engine, "ann")
         await second.send({"type": "subscribe_notifications", "client_msg_id": "sub-1"})
         assert [(m["type"], m.get("code")) for m in second.take()] == [("error", "RATE_LIMIT_EXCEEDED")]
+
+
+async def test_a_connection_that_ends_while_its_subscription_commits_keeps_no_filters() -> None:
+    async with memory_engine() as engine:
+        ann = await connect(engine, "ann")
+        committing = asyncio.create_task(ann.send({"type": "subscribe_notifications", "client_msg_id": "s"}))
+        for _ in range(1000):  # until the subscription is in the log, its reply not yet sent
+            if await engine.store.read_stream(user_stream("ann")):
+                break
+            await asyncio.sleep(0)
+        assert not committing.done()
+        await ann.session.end()
+        await committing
+        assert ann.connection_id not in engine.notifications.filters
