@@ -705,11 +705,12 @@ export class CollabClient extends Emitter {
     let replayDone;
     if (resume) {
       replayDone = this._waitFor((m) => m.type === 'replay_complete' && m.room_id === room.id, this.resumeTimeout);
+      replayDone.catch(() => {}); // awaited below, or never: a join redone by a resume
     }
+    let state;
     try {
-      await this.request(message, (m) => m.type === 'room_state' && m.room_id === room.id);
+      state = await this.request(message, (m) => m.type === 'room_state' && m.room_id === room.id);
     } catch (error) {
-      replayDone?.catch(() => {});
       // A `since` past the room's seq means the server's history is not the one this client saw.
       if (resume && error instanceof CollabError && error.code === 'VALIDATION_ERROR') {
         room.seq = null;
@@ -726,6 +727,9 @@ export class CollabClient extends Emitter {
       }
       throw error;
     }
+    // Sent on a connection that dropped before its answer: the resume joined the room again and told
+    // it (`joined`/`resumed`); that join's answer was its own, and this one ended with it.
+    if (state === null) return room;
     if (replayDone) {
       const complete = await replayDone.catch(() => null);
       if (complete) room.seq = Math.max(room.seq ?? 0, complete.seq);
@@ -766,7 +770,8 @@ export class CollabClient extends Emitter {
    * Sends a read (no ack) and resolves with the first message `match` accepts; rejects with an
    * error echoing its `client_msg_id`. Waits for the connection when offline; one whose answer was
    * lost with a dropped connection is sent again once the next one is ready (a `join_room` is
-   * redone by the resume itself, and a `leave_room` is done: the room is not rejoined).
+   * redone by the resume itself, and resolves with null once that join is done; a `leave_room` is
+   * done: the room is not rejoined).
    * @param {Record<string, any>} message @param {(m: any) => boolean} match @param {number} [timeout]
    */
   async request(message, match, timeout = 15000) {
@@ -1217,8 +1222,23 @@ export class CollabClient extends Emitter {
   /** Rejoins every room (resuming from its seq), resubscribes, then sends what waited. */
   async _resume() {
     const ws = this._ws;
+    // Joins sent on a connection that dropped before their answer: every room is joined again below,
+    // and each of those ends as its room's new join does (resolved with null), rather than taking the
+    // new join's answer for its own and telling the room joined a second time.
+    const interrupted = [...this._requests].filter(([, request]) => request.message?.type === 'join_room');
+    for (const [id] of interrupted) this._requests.delete(id);
     const rooms = [...this.rooms.values()];
-    const results = await Promise.allSettled(rooms.map((room) => this._joinRoom(room)));
+    const joins = rooms.map((room) => this._joinRoom(room));
+    for (const [, request] of interrupted) {
+      const roomId = request.message.room_id;
+      const i = rooms.findIndex((room) => room.id === roomId);
+      const join = i < 0 ? Promise.reject(new CollabError('ROOM_NOT_FOUND', `not in room ${roomId}`)) : joins[i];
+      join.then(
+        () => request.resolve(null),
+        (/** @type {any} */ error) => request.reject(error),
+      );
+    }
+    const results = await Promise.allSettled(joins);
     if (this._ws !== ws || !ws) return; // dropped again meanwhile: the next connection resumes
     results.forEach((result, i) => {
       if (result.status === 'rejected') {
