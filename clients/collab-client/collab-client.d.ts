@@ -110,6 +110,8 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   watchNetwork?: boolean;
   resumeTimeout?: number;
+  /** ms a request (a join, `load()`, a subscription) waits for its answer once sent (default 15000); not counted while it waits for a connection or a new token */
+  requestTimeout?: number;
   /** ms from opening a socket to the `connected` greeting before the attempt is retried (default 10000) */
   connectTimeout?: number;
 }
@@ -138,6 +140,7 @@ export declare class CollabClient extends Emitter {
   sheet(sheetId: string, options: { room: string }): Sheet;
   send(message: Record<string, any>): Promise<Ack>;
   sendVolatile(message: Record<string, any>): boolean;
+  /** Resolves with the first message `match` accepts; `timeout` (default `requestTimeout`) counts from when it is sent. */
   request(message: Record<string, any>, match: (message: ServerMessage) => boolean, timeout?: number): Promise<ServerMessage>;
   /** Asks getToken() for a token and swaps it in with `refresh_token` (as `token_expiring` does); null when getToken() has no new one. */
   refreshToken(): Promise<ServerMessage | null>;

@@ -547,6 +547,8 @@ export class Sheet extends Emitter {
  * @property {{initial?: number, max?: number, factor?: number, jitter?: number}} [backoff]
  * @property {boolean} [watchNetwork] follow the browser's online/offline events (default true where they exist)
  * @property {number} [resumeTimeout] ms to wait for a room's resume before going on (default 10000)
+ * @property {number} [requestTimeout] ms a `request()` (a join, `load()`, a subscription) waits for its
+ *   answer once sent, before it rejects with TIMEOUT (default 15000)
  * @property {number} [connectTimeout] ms from opening a socket to the server's `connected` greeting
  *   before the attempt is given up and retried (default 10000)
  */
@@ -567,6 +569,7 @@ export class CollabClient extends Emitter {
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.backoff = options.backoff ?? {};
     this.resumeTimeout = options.resumeTimeout ?? 10000;
+    this.requestTimeout = options.requestTimeout ?? 15000;
     this.connectTimeout = options.connectTimeout ?? 10000;
     /** 'idle' | 'connecting' | 'connected' | 'ready' | 'reconnecting' | 'offline' | 'closed' */
     this.state = 'idle';
@@ -771,10 +774,11 @@ export class CollabClient extends Emitter {
    * error echoing its `client_msg_id`. Waits for the connection when offline; one whose answer was
    * lost with a dropped connection is sent again once the next one is ready (a `join_room` is
    * redone by the resume itself, and resolves with null once that join is done; a `leave_room` is
-   * done: the room is not rejoined).
+   * done: the room is not rejoined). `timeout` (default `requestTimeout`) counts from when it is
+   * sent: not while it waits for a connection (or a new token), nor between connections.
    * @param {Record<string, any>} message @param {(m: any) => boolean} match @param {number} [timeout]
    */
-  async request(message, match, timeout = 15000) {
+  async request(message, match, timeout = this.requestTimeout) {
     if (this.state !== 'ready' && !(message.type === 'join_room' && this.state === 'connected')) {
       await this.ready();
     }
@@ -790,7 +794,6 @@ export class CollabClient extends Emitter {
           reject(new CollabError('TIMEOUT', `no answer to ${message.type}`));
         }, timeout);
       };
-      arm();
       this._requests.set(id, {
         match,
         message: wire,
@@ -805,7 +808,7 @@ export class CollabClient extends Emitter {
           reject(e);
         },
       });
-      this._transmit(wire);
+      if (this._transmit(wire)) arm(); // else it waits for the resume, which sends it
     });
   }
 
@@ -1032,8 +1035,9 @@ export class CollabClient extends Emitter {
     clearTimeout(this._connectTimer);
     clearInterval(this._heartbeat);
     this._heartbeat = null;
-    // Requests sent on this socket wait for the next one (see `_resume`), like sends do.
-    for (const request of this._requests.values()) if (request.message?.type !== 'join_room') request.pause?.();
+    // Requests sent on this socket wait for the next one (see `_resume`), like sends do, and their
+    // timeouts with them: a getToken() that takes minutes makes none of them fail.
+    for (const request of this._requests.values()) request.pause?.();
     for (const room of this.rooms.values()) {
       room.joined = false;
       // Typing is volatile: a stop sent while this client is away is never replayed, and `room_state`
@@ -1255,8 +1259,7 @@ export class CollabClient extends Emitter {
         request.resolve(null);
         continue;
       }
-      request.arm();
-      this._transmit(request.message);
+      if (this._transmit(request.message)) request.arm();
     }
     for (const entry of this._outbox.values()) this._transmit(entry.message);
     if (this._notificationFilters) this._subscribe().catch((error) => this.emit('server_error', error));

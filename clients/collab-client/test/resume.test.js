@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { configured, mintToken, next, sleep, suiteOfClients, unique } from './helpers.js';
+import { configured, mintToken, next, sleep, suiteOfClients, unique, until } from './helpers.js';
 
 const skip = configured ? false : 'COLLAB_WS_URL, COLLAB_HTTP_URL and COLLAB_JWT_SECRET are not set (run through pytest)';
 
@@ -42,5 +42,46 @@ describe('collab-client requests interrupted by a drop', { skip }, () => {
     await client.ready();
     await roundTrip(client);
     assert.deepEqual(told, [['joined', room]]);
+  });
+
+  test('requests waiting while a new token is fetched after a 4401 time out only once they are sent', async () => {
+    const user = unique('slow-token');
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    /** @type {((token: string) => void) | null} */
+    let answer = null;
+    const client = open({
+      token: mintToken(user),
+      url: suite.proxy.url,
+      requestTimeout: 2000,
+      getToken: () => new Promise((resolve) => (answer = resolve)),
+    });
+    await client.connect();
+    await client.join(room);
+    await client.sheet(sheetId, { room }).set('A1', 'there');
+
+    // A join goes out and its answer never comes back: the token expires first (4401, as the server
+    // closes for it), and a read is asked for as the connection ends.
+    const other = unique('room');
+    suite.proxy.swallow(true);
+    const joining = client.join(other);
+    await sleep(200);
+    suite.proxy.swallow(false);
+    /** @type {Promise<any>} */
+    let loading = Promise.resolve();
+    client.once('disconnected', () => {
+      loading = client.request({ type: 'load_sheet', sheet_id: sheetId }, (m) => m.type === 'sheet_state' && m.sheet_id === sheetId);
+    });
+    const socket = client._ws;
+    client._detach();
+    socket.close();
+    client._lost(4401, 'token expired');
+    await until(() => answer !== null, 'the client asking for a new token');
+    await sleep(2500); // the person takes longer to paste a new token than a request may wait for its answer
+    /** @type {(token: string) => void} */ (answer)(mintToken(user));
+
+    assert.equal((await joining).id, other);
+    assert.equal((await loading).cells.A1.value, 'there');
+    assert.equal(client.rooms.get(other)?.joined, true);
   });
 });
