@@ -597,6 +597,8 @@ export class CollabClient extends Emitter {
     this._requests = new Map();
     /** @type {any} */
     this._notificationFilters = null;
+    /** Subscriptions not yet answered (waiting for a connection, or their reply). */
+    this._subscribing = 0;
     /** @type {Map<string, any>} */
     this._ai = new Map();
     /** Ids of messages settled when their room was revoked: the server's late answers are dropped. */
@@ -863,17 +865,22 @@ export class CollabClient extends Emitter {
     // was kept from before (a resubscribe after a reconnect) may have been read meanwhile, from another
     // tab or over REST, and its `notification_read` went to no socket of this client. Those kept are
     // dropped unless the reply still lists them (ones arriving live meanwhile are new, so kept).
-    if (this.state !== 'ready') await this.ready();
-    const known = [...this.unread.keys()];
-    const reply = await this.request(
-      { type: 'subscribe_notifications', ...this._notificationFilters },
-      (m) => m.type === 'notifications_subscribed',
-    );
-    const listed = new Set((reply.unread ?? []).map((/** @type {any} */ n) => n.id));
-    for (const id of known) if (!listed.has(id)) this.unread.delete(id);
-    for (const n of reply.unread ?? []) this.unread.set(n.id, n);
-    this.emit('notifications', [...this.unread.values()]);
-    return reply;
+    this._subscribing += 1;
+    try {
+      if (this.state !== 'ready') await this.ready();
+      const known = [...this.unread.keys()];
+      const reply = await this.request(
+        { type: 'subscribe_notifications', ...this._notificationFilters },
+        (m) => m.type === 'notifications_subscribed',
+      );
+      const listed = new Set((reply.unread ?? []).map((/** @type {any} */ n) => n.id));
+      for (const id of known) if (!listed.has(id)) this.unread.delete(id);
+      for (const n of reply.unread ?? []) this.unread.set(n.id, n);
+      this.emit('notifications', [...this.unread.values()]);
+      return reply;
+    } finally {
+      this._subscribing -= 1;
+    }
   }
 
   /** @param {string} notificationId */
@@ -1262,7 +1269,12 @@ export class CollabClient extends Emitter {
       if (this._transmit(request.message)) request.arm();
     }
     for (const entry of this._outbox.values()) this._transmit(entry.message);
-    if (this._notificationFilters) this._subscribe().catch((error) => this.emit('server_error', error));
+    // Resubscribes, unless a subscription still waits: its answer lost with the connection (sent
+    // again above) or asked for while disconnected (sent once this is ready). Sent once more, it
+    // would be answered twice, and the first answer settles both.
+    if (this._notificationFilters && !this._subscribing) {
+      this._subscribe().catch((error) => this.emit('server_error', error));
+    }
     this.emit('ready', this);
   }
 

@@ -84,4 +84,34 @@ describe('collab-client requests interrupted by a drop', { skip }, () => {
     assert.equal((await loading).cells.A1.value, 'there');
     assert.equal(client.rooms.get(other)?.joined, true);
   });
+
+  test('a subscription whose answer was lost with the connection is sent once by the resume', async () => {
+    const client = open({ token: mintToken(unique('subscriber')), url: suite.proxy.url, connectTimeout: 1000 });
+    await client.connect();
+    let replies = 0;
+    client.on('notifications_subscribed', () => (replies += 1));
+    /** @type {Promise<any>} */
+    let subscribing = Promise.resolve();
+    await interrupt(client, () => {
+      subscribing = client.subscribeNotifications({});
+    });
+    assert.equal((await subscribing).type, 'notifications_subscribed');
+    await roundTrip(client);
+    assert.equal(replies, 1);
+  });
+
+  test('a subscription asked for while disconnected is sent once after the reconnect', async () => {
+    const client = open({ token: mintToken(unique('subscriber')), url: suite.proxy.url, connectTimeout: 1000 });
+    await client.connect();
+    let replies = 0;
+    client.on('notifications_subscribed', () => (replies += 1));
+    suite.proxy.block(true);
+    suite.proxy.cut();
+    await next(client, 'disconnected');
+    const subscribing = client.subscribeNotifications({});
+    suite.proxy.block(false);
+    assert.equal((await subscribing).type, 'notifications_subscribed');
+    await roundTrip(client);
+    assert.equal(replies, 1);
+  });
 });
