@@ -177,3 +177,110 @@ async def test_a_resume_does_not_tell_a_person_that_they_left(browser: Any, web:
     await expect(bob.page.locator("#activity")).not_to_contain_text("bob left")
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_the_formula_bar_saves_to_its_cell_when_left_by_a_click_or_tab_and_escape_discards(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    formula = alice.page.locator("#formula")
+
+    # Alice types B2's value in the formula bar and clicks D4 without pressing Enter: as in any
+    # spreadsheet, what she typed is saved to B2, the cell the bar was opened on, not thrown away.
+    await cell(alice.page, "B2").click()
+    await formula.click()
+    await alice.page.keyboard.type("draft")
+    await cell(alice.page, "D4").click()
+    await expect(cell(alice.page, "B2")).to_have_text("draft")
+    await expect(cell(bob.page, "B2")).to_have_text("draft")
+    await expect(alice.page.locator("#cell-name")).to_have_text("D4")
+    await expect(formula).to_have_value("")
+
+    # Tab leaves the bar too: D4 keeps what she typed.
+    await formula.click()
+    await alice.page.keyboard.type("tabbed")
+    await alice.page.keyboard.press("Tab")
+    await expect(cell(bob.page, "D4")).to_have_text("tabbed")
+
+    # Escape discards: the bar shows the cell's value again, and a click elsewhere saves nothing.
+    await formula.click()
+    await alice.page.keyboard.type(" more")
+    await alice.page.keyboard.press("Escape")
+    await expect(formula).to_have_value("tabbed")
+    await type_into(alice.page, "F6", "after")
+    await expect(cell(bob.page, "F6")).to_have_text("after")  # sent after anything D4 could have had
+    await alice.page.screenshot(path=str(tmp_path / "alice.png"))
+    assert await cell_versions(web, sheet, "B2") == [("draft", "alice")]
+    assert await cell_versions(web, sheet, "D4") == [("tabbed", "alice")]
+    await expect(cell(alice.page, "D4")).to_have_text("tabbed")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_leaving_the_formula_bar_over_someone_elses_change_is_a_conflict(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await expect(cell(bob.page, "E5")).to_have_text("first")
+
+    # Bob replaces "first" in E5's formula bar; Alice changes E5 before he leaves the bar by a click
+    # on another cell. His value is saved as Enter would save it: on the version he saw, a conflict.
+    await cell(bob.page, "E5").click()
+    await bob.page.locator("#formula").click()
+    await bob.page.keyboard.press("Control+A")
+    await bob.page.keyboard.type("bob's")
+    await type_into(alice.page, "E5", "alice's")
+    await expect(bob.page.locator("#activity")).to_contain_text("alice set E5 = alice's")
+    await cell(bob.page, "G7").click()
+
+    notice = bob.page.locator(".toast.conflict")
+    await expect(notice).to_contain_text("Conflict on E5")
+    await expect(notice).to_contain_text("bob's")
+    await expect(cell(bob.page, "E5")).to_have_text("alice's")
+    assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_the_in_cell_editor_saves_to_its_cell_when_left_and_escape_discards(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+
+    # Opened by a double-click, left by a click on another cell.
+    await cell(alice.page, "A2").dblclick()
+    await expect(alice.page.locator("#grid input.editor")).to_be_visible()
+    await alice.page.keyboard.type("double")
+    await cell(alice.page, "C3").click()
+    await expect(cell(bob.page, "A2")).to_have_text("double")
+    # Opened by typing on the selected cell, left by a click on another cell, then for the formula bar.
+    await type_into(alice.page, "B2", "typed", enter=False)
+    await cell(alice.page, "C4").click()
+    await expect(cell(bob.page, "B2")).to_have_text("typed")
+    await type_into(alice.page, "C4", "kept", enter=False)
+    await alice.page.locator("#formula").click()
+    await expect(cell(bob.page, "C4")).to_have_text("kept")
+    await expect(alice.page.locator("#formula")).to_have_value("kept")
+
+    # Escape discards.
+    await alice.page.locator("#formula").press("Escape")
+    await type_into(alice.page, "C4", "gone", enter=False)
+    await alice.page.keyboard.press("Escape")
+    await cell(alice.page, "D5").click()
+    await expect(cell(alice.page, "C4")).to_have_text("kept")
+    await type_into(alice.page, "F6", "after")
+    await expect(cell(bob.page, "F6")).to_have_text("after")
+    assert await cell_versions(web, sheet, "C4") == [("kept", "alice")]
+    assert await cell_versions(web, sheet, "A2") == [("double", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

@@ -213,6 +213,24 @@ export class SheetGrid {
     this.formula.value = display(cell?.value);
   }
 
+  /**
+   * Ends the formula bar's edit of the cell it was opened on, which is not the cell selected when a
+   * click on another cell took the focus (the click selects it before the bar loses the focus).
+   * With `save`, the text typed is that cell's new value, unless the bar was left as it opened (as
+   * `commitEdit`: no edit of the person's, though the cell changed meanwhile).
+   * @param {boolean} save
+   */
+  _endFormula(save) {
+    const shown = this.formulaShown;
+    this.formulaShown = null;
+    if (!shown) return;
+    this.onEditEnd(shown.id);
+    if (!save || this.readOnly) return;
+    const text = this.formula.value;
+    const value = parseValue(text);
+    if (text !== shown.text && value !== (this.lookup(shown.id)?.value ?? null)) this.onCommit(shown.id, value);
+  }
+
   /** @param {string} [initial] text to start with (a typed key), else the cell's value */
   startEdit(initial) {
     if (this.readOnly || this.editing) return;
@@ -369,25 +387,19 @@ export class SheetGrid {
     this.formula.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !this.readOnly) {
         e.preventDefault();
-        const id = this.selected;
-        const value = parseValue(this.formula.value);
-        const shown = this.formulaShown;
-        const untouched = shown?.id === id && shown.text === this.formula.value; // as commitEdit
-        this.formulaShown = null;
-        this.onEditEnd(id);
-        if (!untouched && value !== (this.lookup(id)?.value ?? null)) this.onCommit(id, value);
+        this._endFormula(true);
         this.scroller.focus();
         this._select([this.focus[0], this.focus[1] + 1], false);
       } else if (e.key === 'Escape') {
+        e.preventDefault();
+        this._endFormula(false); // the blur that follows has nothing left to save
         this.scroller.focus();
       }
     });
     this.formula.addEventListener('blur', () => {
-      // Left for another cell (a click selects it before the bar loses the focus): the editing
-      // that ends is the one of the cell the bar was opened on, not of the cell now selected.
-      const shown = this.formulaShown;
-      this.formulaShown = null;
-      if (shown) this.onEditEnd(shown.id);
+      // Left by a click on another cell, Tab, or anything else that takes the focus: what was typed
+      // is saved as Enter saves it, as spreadsheets do; only Escape discards.
+      this._endFormula(true);
       this._showFormula();
     });
   }
