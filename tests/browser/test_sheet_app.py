@@ -229,3 +229,40 @@ async def test_leaving_the_formula_bar_for_another_cell_stops_the_typing_where_i
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+# The parts of a person's marker (their selection, and its name tag) that reach under the grid's row
+# or column headers, which are drawn above the cells and the markers: there they are hidden.
+UNDER_HEADERS = """(user) => {
+    const bottom = document.querySelector('#grid thead th').getBoundingClientRect().bottom;
+    const right = document.querySelector('#grid tbody th').getBoundingClientRect().right;
+    const selection = document.querySelector(`.remote-selection[data-user="${user}"]`);
+    return [selection, selection.querySelector('.tag')]
+        .filter((node) => {
+            const box = node.getBoundingClientRect();
+            return box.top < bottom || box.left < right;
+        })
+        .map((node) => node.className);
+}"""
+
+
+async def test_another_persons_marker_in_column_a_or_row_1_is_not_hidden_under_the_headers(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice_id = unique("u")
+    alice_token = web.token(alice_id, username="Alexandra Konstantinopoulou", roles=["editor"])
+    alice = await open_app_with(browser, web, alice_token, room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await cell(bob.page, "E8").click()  # Bob's own selection is elsewhere
+
+    selection = bob.page.locator(f'.remote-selection[data-user="{alice_id}"]')
+    for cell_id in ("A1", "C1", "A3", "C3"):
+        await cell(alice.page, cell_id).click()
+        await expect(selection).to_have_attribute("data-cell", cell_id)
+        await expect(selection.locator(".tag")).to_have_text("Alexandra Konstantinopoulou")
+        await bob.page.screenshot(path=str(tmp_path / f"bob-{cell_id}.png"))
+        assert await bob.page.evaluate(UNDER_HEADERS, alice_id) == [], cell_id
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

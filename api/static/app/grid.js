@@ -142,6 +142,11 @@ export class SheetGrid {
       if (box) {
         remote.selection.dataset.cell = who.cell;
         this._place(remote.selection, box);
+        // The name tag goes above the cell, right-aligned: in row 1 that is under the column headers,
+        // and in column A a name wider than the cell reaches under the row headers (see app.css).
+        const [col, row] = parseCell(/** @type {string} */ (who.cell));
+        remote.selection.classList.toggle('first-col', col === 0);
+        remote.selection.classList.toggle('first-row', row === 0);
       }
     }
     if (typeof who.x === 'number' && typeof who.y === 'number') {
@@ -163,12 +168,20 @@ export class SheetGrid {
     this.remotes.delete(userId);
   }
 
-  /** @param {HTMLElement} node @param {{x: number, y: number, w: number, h: number}} box */
+  /**
+   * Places a selection's box over the gridlines around its cells, though never under the row and
+   * column headers, which are drawn above the overlay (to cover the cells scrolled under them): in
+   * column A and row 1 the box starts at the cells' own edge, so its border shows whole.
+   * @param {HTMLElement} node @param {{x: number, y: number, w: number, h: number}} box
+   */
   _place(node, box) {
-    node.style.setProperty('--x', `${box.x - 1}px`);
-    node.style.setProperty('--y', `${box.y - 1}px`);
-    node.style.setProperty('--w', `${box.w + 1}px`);
-    node.style.setProperty('--h', `${box.h + 1}px`);
+    const origin = this.rect(cellName(0, 0)) ?? box;
+    const x = Math.max(box.x - 1, origin.x);
+    const y = Math.max(box.y - 1, origin.y);
+    node.style.setProperty('--x', `${x}px`);
+    node.style.setProperty('--y', `${y}px`);
+    node.style.setProperty('--w', `${box.x + box.w - x}px`);
+    node.style.setProperty('--h', `${box.y + box.h - y}px`);
   }
 
   /** @param {[number, number]} at @param {boolean} extend */
