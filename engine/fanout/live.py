@@ -43,6 +43,7 @@ from engine.model.streams import durable_stream, is_volatile_stream, room_id_of,
 from engine.projections import frozen, presence, typing_indicators
 from engine.projections.rooms import RoomView, apply, with_statuses
 from engine.projections.typing_indicators import TypingView
+from engine.protocol import user_typing_stop
 from engine.protocol.rendering import encode, render
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ class Live:
             user_publisher(event, sender)
             return
         room_id = room_id_of(durable_stream(event.stream_id))
+        typing_before = self._typing.get(room_id)
         if event.type in typing_indicators.HANDLED and not self._fold_typing(room_id, event):
             return
         topic = room_stream(room_id)
@@ -181,6 +183,28 @@ class Live:
             # The leaver hears `room_left` from the engine instead; what is already queued still goes.
             self.hub.leave(sender, topic)
         self.hub.publish(topic, frames, seq=event.stream_version)
+        if event.type == USER_LEFT_ROOM and typing_before is not None:
+            self._publish_typing_ended(event, typing_before, view)
+
+    def _publish_typing_ended(self, left: RecordedEvent, before: TypingView, view: RoomView | None) -> None:
+        """`user_typing_stop` for the typing a leave ended, when the user stays in the room through
+        another connection: nobody hears `user_left` then, and no expiry follows (the leave ended the
+        typing, engine/projections/typing_indicators.py), so without it their indicator would stay on
+        the others' screens. Without a view the leave was sent as `user_left`, which ends it anyway."""
+        user_id = str(left.data["user_id"])
+        if view is None or user_id not in view.members:
+            return
+        after = self._typing.get(view.room_id)
+        ended = [t for key, t in before.typing.items() if after is None or key not in after.typing]
+        if ended:
+            frames = encode([user_typing_stop(view.room_id, t.user_id, t.username, t.cell_id) for t in ended])
+            exclude = left.data.get("connection_id")
+            self.hub.publish(
+                room_stream(view.room_id),
+                frames,
+                volatile=True,
+                exclude=exclude if isinstance(exclude, str) else None,
+            )
 
     def forget_user(self, user_id: str) -> None:
         """Drop the user's presence once nothing of theirs is left on this node (bounded memory), unless

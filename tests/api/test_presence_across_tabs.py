@@ -102,6 +102,39 @@ async def test_typing_that_expires_is_stopped_for_the_others_only(database_url: 
         assert "user_typing_stop" not in types(await pending(ann))
 
 
+async def test_typing_of_a_tab_that_closes_is_stopped_while_another_tab_stays(
+    database_url: str, room: str
+) -> None:
+    """Ann types in her first tab and closes it; her second tab keeps her in the room, so nobody gets
+    `user_left`. The leave ends that typing (no expiry follows it): the others must hear it stop,
+    once, or her indicator stays on their screens for good."""
+    async with (
+        serve(make_settings(database_url, typing_timeout_seconds=0.2)) as node,
+        node.connect(node.token("ann")) as ann_tab,
+        node.connect(node.token("bob")) as bob,
+    ):
+        await greet(ann_tab), await greet(bob)
+        async with node.connect(node.token("ann")) as ann:
+            await greet(ann)
+            for ws in (ann, ann_tab, bob):
+                await join(ws, room)
+            await pending(bob), await pending(ann_tab)
+            await send(ann, {"type": "typing_start", "room": room, "cell_id": "A1"})
+            await until(bob, of_type("user_typing_start"))
+        stop = await until(bob, of_type("user_typing_stop"))
+        assert types(stop) == ["user_typing_stop"] and stop[-1]["user_id"] == "ann"
+        assert stop[-1]["cell_id"] == "A1" and stop[-1]["room"] == room
+        tab = await until(ann_tab, of_type("user_typing_stop"))  # her other tab showed it too
+        assert types(tab) == ["user_typing_start", "user_typing_stop"]
+        # Typing that begins after it is the tab's own, and expires on its own timer, once.
+        await send(ann_tab, {"type": "typing_start", "room": room, "cell_id": "B2"})
+        assert types(await until(bob, of_type("user_typing_stop"))) == [
+            "user_typing_start",
+            "user_typing_stop",
+        ]
+        assert "user_typing_stop" not in types(await pending(bob))
+
+
 async def test_a_declared_status_shows_on_a_node_that_started_after_it_was_declared(
     server_url: str, room: str
 ) -> None:
