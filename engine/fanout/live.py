@@ -167,12 +167,13 @@ class Live:
         if event.type in typing_indicators.HANDLED and not self._fold_typing(room_id, event):
             return
         topic = room_stream(room_id)
+        before = self._rooms.get(room_id)
         view = self._fold_room(room_id, event)
         if view is not None and event.type in MEMBERSHIP_EVENTS:
             # Only joins and leaves show members (their `room_state`); laying statuses over every
             # member for each cell update cost more than rendering it.
             view = with_statuses(view, self.statuses(view))
-        frames = encode(render(event, view))
+        frames = encode(render(event, view, before=before))
         if is_volatile_stream(event.stream_id):
             coalesce = str(event.data["user_id"]) if event.type == CURSOR_MOVED else None
             # Typing never goes back to the typing connection, also when the server ends it.

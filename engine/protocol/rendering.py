@@ -52,12 +52,20 @@ from engine.protocol.outbound import cells_updated
 Frames = tuple[str, ...]
 
 
-def render(event: RecordedEvent, view: RoomView | None, *, with_state: bool = True) -> list[dict[str, Any]]:
+def render(
+    event: RecordedEvent,
+    view: RoomView | None,
+    *,
+    with_state: bool = True,
+    before: RoomView | None = None,
+) -> list[dict[str, Any]]:
     """The messages `event` becomes for the members of its topic, in order; [] for none.
 
-    `view` (the room after `event`) is needed for joins and leaves only. Presence is per user: a join
-    is news (`room_state`, then `user_joined`) only when it is the user's first connection in the room,
-    a leave only when it was the last; another tab coming or going changes nothing others see. Without
+    `view` (the room after `event`) is needed for joins and leaves only, and `before` (the room just
+    before it, when at hand) for joins. Presence is per user: a join is news (`room_state`, then
+    `user_joined`) only when it is the user's first connection in the room, a leave only when it was
+    the last; another tab coming or going changes nothing others see, and neither does a `join_room`
+    repeated by a connection already in the room (the user was a member `before`). Without
     a view (the engine's view fell behind the log, see engine/fanout/live.py) a join or leave is shown
     without its `room_state` rather than wrong. A replay passes `with_state=False`: it shows joins and
     leaves as `user_joined`/`user_left` only and ends with the current `room_state` instead.
@@ -69,6 +77,8 @@ def render(event: RecordedEvent, view: RoomView | None, *, with_state: bool = Tr
         member = view.members.get(user_id) if view is not None else None
         if member is not None and member.connections != {data["connection_id"]}:
             return []  # another tab of someone already in the room
+        if member is not None and before is not None and user_id in before.members:
+            return []  # a join repeated by a connection already in the room
         joiner: Any = member if member is not None else _joiner_entry(event)
         state = [room_state(view)] if view is not None and with_state else []
         return [*state, user_joined(room_id, joiner, envelope=envelope)]
@@ -170,9 +180,9 @@ class ReplayRenderer:
         self._current = current or (lambda: None)
 
     def __call__(self, event: RecordedEvent) -> Frames | None:
-        self.view = apply(self.view, event)
+        before, self.view = self.view, apply(self.view, event)
         shown = with_statuses(self.view, self._statuses(self.view))
-        frames = encode(render(event, shown, with_state=self._with_state))
+        frames = encode(render(event, shown, with_state=self._with_state, before=before))
         return frames or None
 
     def completion(self, seq: int) -> Frames:

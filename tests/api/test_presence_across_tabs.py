@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection
 from engine.model.catalogue import STOPPED, TYPING_STARTED, TYPING_STOPPED
 from engine.model.streams import room_stream, volatile_stream
 from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, serve
-from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
+from tests.api.live_helpers import Message, greet, join, of_type, pending, resume, send, types, until
 
 
 async def test_a_second_tab_joining_or_leaving_is_no_news_to_the_others(server: Server, room: str) -> None:
@@ -35,6 +35,26 @@ async def test_a_second_tab_joining_or_leaving_is_no_news_to_the_others(server: 
         await send(bob_tab1, {"type": "leave_room", "room_id": room})
         await until(bob_tab1, of_type("room_left"))
         assert types(await pending(ann)) == ["room_state", "user_left"]
+
+
+async def test_a_tab_joining_a_room_it_is_in_again_is_no_news_to_the_others(
+    server: Server, room: str
+) -> None:
+    """A `join_room` repeated by a connection already in the room (no `client_msg_id`: a client that
+    re-syncs) gets its `room_state`; the others, live or resuming, must not hear ann join again."""
+    async with server.connect(server.token("ann")) as ann, server.connect(server.token("bob")) as bob:
+        await greet(ann), await greet(bob)
+        await join(bob, room)
+        await join(ann, room)
+        assert types(await pending(bob)) == ["room_state", "user_joined"]
+        again = await join(ann, room)
+        assert [u["user_id"] for u in again["users"]] == ["bob", "ann"]
+        assert await pending(bob) == []
+        async with server.connect(server.token("cat")) as cat:
+            await greet(cat)
+            replayed = await resume(cat, room, 0)
+            joined = [m["user"]["user_id"] for m in replayed if m["type"] == "user_joined"]
+            assert joined == ["bob", "ann", "cat"]  # ann once, then the resuming joiner itself
 
 
 async def test_a_declared_status_survives_a_reconnect(server: Server, room: str) -> None:
