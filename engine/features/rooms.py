@@ -148,7 +148,8 @@ class Rooms:
         reason: str = LEFT,
     ) -> None:
         """Append `UserLeftRoom` (reason "left", or "revoked" when a refreshed token no longer allows
-        the room); the leaver gets `room_left`, the remaining members `room_state` and `user_left`.
+        the room); the leaver gets `room_left` with that reason, the remaining members `room_state` and
+        `user_left`.
         ROOM_NOT_FOUND if this connection is not in the room."""
         connection = self._connections.of(actor, connection_id)
         require_in_room(room_id, connection.departures)
@@ -159,7 +160,7 @@ class Rooms:
         self._hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate
         if isinstance(outcome, Committed | Duplicate):
             envelope = Envelope(room_id, outcome.stream_version, outcome.recorded_at, client_msg_id)
-            await self._reply(connection_id, room_left(room_id, envelope=envelope))
+            await self._reply(connection_id, room_left(room_id, reason, envelope=envelope))
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
 
     async def view(self, room_id: str) -> RoomView:

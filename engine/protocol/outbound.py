@@ -172,9 +172,10 @@ def user_left(room_id: str, user_id: str, *, envelope: Envelope | None = None) -
     return _stamped({"type": "user_left", "room_id": room_id, "user_id": user_id}, envelope)
 
 
-def room_left(room_id: str, *, envelope: Envelope | None = None) -> dict[str, Any]:
-    """To the leaver's connection, confirming its `leave_room`."""
-    return _stamped({"type": "room_left", "room_id": room_id}, envelope)
+def room_left(room_id: str, reason: str, *, envelope: Envelope | None = None) -> dict[str, Any]:
+    """To a connection taken out of a room while it stays open: `reason` is the leave's in the log,
+    "left" for its own `leave_room`, "revoked" when a refreshed token no longer allows the room."""
+    return _stamped({"type": "room_left", "room_id": room_id, "reason": reason}, envelope)
 
 
 def replay_complete(room_id: str, seq: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from engine.log.store import EventStore
 from engine.model.catalogue import REVOKED, USER_LEFT_ROOM
 from engine.model.streams import room_stream
 from tests.api.conftest import Server, receive, request, wait_for_events
-from tests.api.live_helpers import greet, join, of_type, send, until
+from tests.api.live_helpers import greet, join, of_type, pending, send, until
 
 SHORT = timedelta(seconds=3)
 
@@ -73,7 +73,10 @@ async def test_a_refreshed_token_that_no_longer_allows_a_room_leaves_it(
         await send(ann, {"type": "refresh_token", "token": narrower})
         answers = await until(ann, of_type("room_left"))
         assert [m["type"] for m in answers] == ["token_refreshed", "room_left"]
-        assert answers[-1]["room_id"] == dropped
+        left = answers[-1]
+        assert (left["room_id"], left["reason"]) == (dropped, REVOKED)
+        assert "client_msg_id" not in left  # the server's leave, not an answer to one of the client's
+        assert await pending(ann) == []  # the room the new token still allows is kept
         denied = await request(ann, {"type": "join_room", "room_id": dropped})
         assert denied["code"] == "PERMISSION_DENIED"
     [_, left] = await wait_for_events(store, room_stream(dropped), 2)

@@ -4,7 +4,7 @@ names and nobody else, with `seq` on room events and acks for `client_msg_id`.""
 from __future__ import annotations
 
 from engine.log.store import EventStore
-from engine.model.catalogue import USER_JOINED_ROOM
+from engine.model.catalogue import LEFT, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.streams import room_stream
 from tests.api.conftest import Server, receive, request, wait_for_events
 from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
@@ -39,11 +39,30 @@ async def test_leave_sends_room_left_to_the_leaver_and_user_left_to_the_others(
         await pending(alice)
 
         left = await request(bob, {"type": "leave_room", "room_id": room})
-        assert (left["type"], left["room_id"], left["seq"]) == ("room_left", room, 3)
+        assert left == {"type": "room_left", "room_id": room, "reason": "left", "seq": 3, "ts": left["ts"]}
         heard = await pending(alice)
         assert types(heard) == ["room_state", "user_left"]
         assert (heard[0]["total_users"], heard[1]["user_id"], heard[1]["seq"]) == (1, "bob", 3)
         assert await pending(bob) == []  # no longer a member: nothing more of the room
+
+
+async def test_room_left_answering_a_leave_room_says_left_and_echoes_its_id(
+    server: Server, store: EventStore, room: str
+) -> None:
+    async with server.connect(server.token("alice")) as alice:
+        await greet(alice)
+        await join(alice, room)
+        await send(alice, {"type": "leave_room", "room_id": room, "client_msg_id": "bye"})
+        left, ack = await until(alice, of_type("ack"))
+        assert (left["type"], left["reason"], left["seq"], left["client_msg_id"]) == (
+            "room_left",
+            "left",
+            2,
+            "bye",
+        )
+        assert (ack["client_msg_id"], ack["seq"]) == ("bye", 2)
+    [_, leave] = await store.read_stream(room_stream(room))
+    assert (leave.type, leave.data["reason"]) == (USER_LEFT_ROOM, LEFT)
 
 
 async def test_leave_of_a_room_not_joined_is_room_not_found(server: Server, room: str) -> None:

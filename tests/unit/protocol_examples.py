@@ -132,7 +132,7 @@ def outbound() -> dict[str, dict[str, Any]]:
         "room_state": messages.room_state(view),
         "user_joined": messages.user_joined(ROOM, JANE, envelope=room_event(42, "m-2")),
         "user_left": messages.user_left(ROOM, "user_2", envelope=room_event(44)),
-        "room_left": messages.room_left(ROOM, envelope=room_event(44)),
+        "room_left": messages.room_left(ROOM, "left", envelope=room_event(44)),
         "replay_complete": messages.replay_complete(ROOM, 42),
         "cursor_moved": messages.cursor_moved(ROOM, "user_2", "jane_doe", x=150, y=300, cell="B2"),
         "user_typing_start": messages.user_typing_start(ROOM, "user_2", "jane_doe", "A1"),

@@ -175,9 +175,10 @@ def test_outbound_user_joined_carries_the_room_state_user() -> None:
 
 def test_outbound_user_left_room_left_and_replay_complete() -> None:
     assert messages.user_left(ROOM, "u1") == {"type": "user_left", "room_id": ROOM, "user_id": "u1"}
-    assert messages.room_left(ROOM, envelope=ROOM_ENV) == {
+    assert messages.room_left(ROOM, "revoked", envelope=ROOM_ENV) == {
         "type": "room_left",
         "room_id": ROOM,
+        "reason": "revoked",
         "seq": 5,
         "ts": TS,
         "client_msg_id": "m-1",
