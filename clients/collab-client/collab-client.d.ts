@@ -10,6 +10,8 @@ export declare const CloseCode: Readonly<{
 
 export type ReconnectPolicy = 'now' | 'backoff' | 'token' | 'stop';
 export declare function reconnectPolicy(code: number, closedByUs?: boolean): ReconnectPolicy;
+/** Whether a `room_left` is a revoke (`reason: 'revoked'`) rather than the answer to a `leave_room` (`'left'`); without `reason` (an older server), whether it lacks a `client_msg_id`. */
+export declare function revokesRoom(message: { reason?: string; client_msg_id?: string }): boolean;
 
 export interface BackoffOptions { initial?: number; max?: number; factor?: number; jitter?: number }
 export declare function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
@@ -157,7 +159,7 @@ export declare class CollabClient extends Emitter {
   on(type: 'joined' | 'resumed', listener: (info: { room_id: string; seq: number | null }) => void): () => void;
   /** A resume found the server's history of the room is not the one this client saw: the room is joined afresh and its sheets reloaded. */
   on(type: 'room_reset', listener: (info: { room_id: string }) => void): () => void;
-  /** The server took this client out of a room it did not leave (a refreshed token that no longer allows it); the room is forgotten. */
+  /** The server took this client out of a room it did not leave (a `room_left` with reason `revoked`: a refreshed token that no longer allows it); the room is forgotten. */
   on(type: 'room_revoked', listener: (info: { room_id: string; seq: number; error: CollabError }) => void): () => void;
   on(type: 'closed', listener: (info: { reason: string; detail: any }) => void): () => void;
   on(type: 'notifications', listener: (unread: Record<string, any>[]) => void): () => void;

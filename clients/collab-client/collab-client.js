@@ -34,6 +34,19 @@ const RETRYABLE = new Set(['RATE_LIMIT_EXCEEDED', 'INTERNAL_ERROR']);
 const MAX_RETRIES = 5;
 
 /**
+ * Whether a `room_left` is the server taking the connection out of the room, rather than the answer
+ * to a `leave_room`: its `reason` is `revoked` (a refreshed token no longer allows the room), not
+ * `left` (docs/protocol.md, "user_joined, user_left, room_left"). A frame without `reason` comes from
+ * a server older than it, which a page can meet during a rolling upgrade (the client loaded from an
+ * upgraded node, the socket on one not yet upgraded): there only the answer to a `leave_room` echoes
+ * a `client_msg_id`, and this client sends every `leave_room` with one.
+ * @param {{reason?: string, client_msg_id?: string}} message
+ */
+export function revokesRoom(message) {
+  return typeof message.reason === 'string' ? message.reason === 'revoked' : !message.client_msg_id;
+}
+
+/**
  * What to do after a close with `code`: reconnect at once, after a backoff, after a new token, or
  * not at all (docs/protocol.md, "Close codes").
  * @param {number} code
@@ -1112,11 +1125,9 @@ export class CollabClient extends Emitter {
         this.rooms.get(message.room_id)?._apply(message);
         break;
       case 'room_left':
-        // One that echoes a `client_msg_id` answers a `leave_room` this client sent: `leave()` forgot
-        // the room before asking, and a room here now was joined again since (a leave not awaited).
-        // One without was not asked for: the server took this connection out of the room (a
-        // refreshed token that no longer allows it, docs/protocol.md "Tokens on open connections").
-        if (!message.client_msg_id && this.rooms.has(message.room_id)) this._roomRevoked(message);
+        // Only a revoke drops a room here: one that answers a `leave_room` this client sent finds
+        // its room forgotten by `leave()` already, or joined again since (a leave not awaited).
+        if (revokesRoom(message) && this.rooms.has(message.room_id)) this._roomRevoked(message);
         break;
       case 'cursor_moved':
       case 'user_typing_start':

@@ -28,6 +28,8 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     const problems = [];
     client.on('server_error', (error) => problems.push(`server_error ${error.code}`));
     client.on('room_error', ({ error }) => problems.push(`room_error ${error.code}`));
+    const framesLeft = [];
+    client.on('room_left', (message) => framesLeft.push(message));
 
     // An edit sent once the new token is in force, before its `room_left` arrives: pending then.
     /** @type {Promise<any> | undefined} */
@@ -46,6 +48,7 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     const event = await Promise.race([revoked, sleep(8000).then(() => null)]);
     assert.ok(event, 'room_revoked was emitted');
     assert.equal(event.room_id, room);
+    assert.deepEqual(framesLeft.map((m) => [m.room_id, m.reason, m.client_msg_id]), [[room, 'revoked', undefined]]);
     assert.equal(pendingWhenTold, false, 'the pending edit was settled when the room was dropped');
     await assert.rejects(during, (error) => error.code === 'PERMISSION_DENIED');
     assert.equal(client.rooms.has(room), false);
@@ -73,6 +76,8 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     await sheet.set('A1', 'before');
     let revoked = null;
     client.on('room_revoked', (event) => (revoked = event));
+    const framesLeft = [];
+    client.on('room_left', (message) => framesLeft.push(message));
 
     // Switching away and straight back: the leave is not awaited, so its `room_left` arrives after
     // the room was joined again. It answers this client's own leave, not a loss of access.
@@ -81,6 +86,7 @@ describe('collab-client when access ends: revoked rooms, expired tokens', { skip
     await left;
     await sleep(200);
     assert.equal(revoked, null, 'no room_revoked for the answer to its own leave');
+    assert.deepEqual(framesLeft.map((m) => [m.room_id, m.reason]), [[room, 'left']]);
     assert.equal(client.rooms.get(room), rejoined);
     assert.equal(rejoined.joined, true);
     assert.equal(sheet.revoked, null);

@@ -1,8 +1,8 @@
-// The reconnect decisions and the backoff, without a server.
+// The client's decisions without a server: reconnect, backoff, and whether a `room_left` is a revoke.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { CloseCode, Emitter, backoffDelay, reconnectPolicy } from '../collab-client.js';
+import { CloseCode, Emitter, backoffDelay, reconnectPolicy, revokesRoom } from '../collab-client.js';
 
 test('close codes map to the reconnect table of docs/protocol.md', () => {
   assert.equal(reconnectPolicy(CloseCode.RESTART), 'now');
@@ -14,6 +14,17 @@ test('close codes map to the reconnect table of docs/protocol.md', () => {
     assert.equal(reconnectPolicy(code), 'stop', `code ${code}`);
   }
   assert.equal(reconnectPolicy(CloseCode.ABNORMAL, true), 'stop', 'a close the application asked for');
+});
+
+test('a room_left is a revoke by its reason; only a frame without one falls back to its client_msg_id', () => {
+  const frame = { type: 'room_left', room_id: 'r', seq: 3 };
+  assert.equal(revokesRoom({ ...frame, reason: 'revoked' }), true);
+  assert.equal(revokesRoom({ ...frame, reason: 'revoked', client_msg_id: 'm-1' }), true);
+  assert.equal(revokesRoom({ ...frame, reason: 'left', client_msg_id: 'm-1' }), false);
+  assert.equal(revokesRoom({ ...frame, reason: 'left' }), false, 'a leave_room sent without an id is no revoke');
+  // A server older than `reason`: only its answer to a `leave_room` echoes the message's id.
+  assert.equal(revokesRoom(frame), true);
+  assert.equal(revokesRoom({ ...frame, client_msg_id: 'm-1' }), false);
 });
 
 test('backoff grows exponentially, stays under its cap, and jitter only shortens it', () => {
