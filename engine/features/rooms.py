@@ -15,6 +15,14 @@ Both joins carry the id in their metadata, which is all that ties them together.
 
 A connection that left the room after joining under an id, then sends that id again, is not a
 member: the key is spent, so that join is appended keyless.
+
+A leave's key is the plain `client_msg_id`. Its repeat on a connection that has left is answered
+with the original `ack` before any check (engine/session.py). A connection still in the room whose
+leave is a Duplicate either retries a leave whose answer was lost (the store committed it, the
+connection never heard) or reuses the id of a leave that ended an earlier stay (it joined again
+since) or another connection's. The log tells which: if the room's stream still has the connection
+in the room, its leave is appended keyless (the key is spent), or the connection would stay in the
+room for good. This node's view cannot tell: it may not have folded the lost leave yet.
 """
 
 from __future__ import annotations
@@ -155,13 +163,23 @@ class Rooms:
         require_in_room(room_id, connection.departures)
         await self._live.load(room_id, self.view)
         left = UserLeftRoom(room_id, actor.user_id, connection_id, reason)
-        outcome = await self._commit(left.new(Origin.of(self._node_id, actor, connection_id, client_msg_id)))
+        event = left.new(Origin.of(self._node_id, actor, connection_id, client_msg_id))
+        outcome = await self._commit(event)
+        if isinstance(outcome, Duplicate) and await self._in_log(room_id, actor.user_id, connection_id):
+            outcome = await self._commit(replace(event, idempotency_key=None))  # see the module docstring
         connection.left(room_id)
         self._hub.leave(connection_id, room_stream(room_id))  # done by the publish, unless a Duplicate
         if isinstance(outcome, Committed | Duplicate):
             envelope = Envelope(room_id, outcome.stream_version, outcome.recorded_at, client_msg_id)
             await self._reply(connection_id, room_left(room_id, reason, envelope=envelope))
         await acknowledge(self._reply, connection_id, client_msg_id, outcome, room_id=room_id)
+
+    async def _in_log(self, room_id: str, user_id: str, connection_id: str) -> bool:
+        """Whether the room's stream, read now, has the connection in the room. The whole stream is
+        read, but only for a leave's Duplicate while its connection is in the room: a rare path."""
+        room = project(await read_through(self._read_stream, room_stream(room_id)), room_id)
+        member = room.members.get(user_id)
+        return member is not None and connection_id in member.connections
 
     async def view(self, room_id: str) -> RoomView:
         """The room projected from its whole stream (the live views start from this), with the cursors

@@ -1,6 +1,6 @@
-"""Over real sockets: a retry is answered with its original ack before any other check, nothing
-addressed to an offline user is lost, rate limits that fit a sheet, and the rooms listing follows the
-reader's `rooms` claim."""
+"""Over real sockets: a retry is answered with its original ack before any other check (a leave
+retried once the room was joined again leaves it again), nothing addressed to an offline user is
+lost, rate limits that fit a sheet, and the rooms listing follows the reader's `rooms` claim."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine.model.catalogue import USER_JOINED_ROOM
+from engine.log.store import EventStore
+from engine.model.catalogue import LEFT, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.streams import room_stream
 from tests.api.conftest import Server, make_settings, receive, request, serve
-from tests.api.live_helpers import greet, join, of_type, send, until
+from tests.api.live_helpers import greet, join, of_type, pending, send, until
 from tests.api.rest_helpers import rest
 from tests.integration.projection_helpers import caught_up, fresh_database
 
@@ -30,6 +31,44 @@ async def test_a_retry_from_a_tab_outside_the_room_gets_the_original_ack(server:
         assert again == original == {"type": "ack", "client_msg_id": key, "room_id": room, "seq": 2}
         other = await request(other_tab, {**edit, "client_msg_id": f"{key}-new"})
         assert other["code"] == "PERMISSION_DENIED"  # a new message is checked as usual
+
+
+async def test_a_leave_repeated_after_the_room_was_joined_again_leaves_it_again(
+    server: Server, store: EventStore, room: str
+) -> None:
+    key = f"{room}-leave"
+    leave = {"type": "leave_room", "room_id": room, "client_msg_id": key}
+    async with server.connect(server.token("ann")) as ann, server.connect(server.token("bob")) as bob:
+        await greet(ann)
+        await greet(bob)
+        await join(ann, room)
+        await join(bob, room)
+        await send(bob, leave)
+        left, ack = await until(bob, of_type("ack"))
+        assert (left["type"], left["reason"], left["seq"], ack["seq"]) == ("room_left", "left", 3, 3)
+        await send(bob, leave)  # out of the room: the original ack, and nothing else
+        assert await pending(bob) == [ack]
+        await join(bob, room)
+        await pending(ann)
+        # In the room again, the spent id leaves this stay: recorded, and heard by the others.
+        await send(bob, leave)
+        left, ack = await until(bob, of_type("ack"))
+        assert (left["type"], left["reason"], left["client_msg_id"], left["seq"]) == (
+            "room_left",
+            "left",
+            key,
+            5,
+        )
+        assert ack == {"type": "ack", "client_msg_id": key, "room_id": room, "seq": 5}
+        heard = await pending(ann)
+        assert [(m["type"], m["seq"]) for m in heard] == [("room_state", 5), ("user_left", 5)]
+        [*_, last] = await store.read_stream(room_stream(room))
+        assert (last.type, last.user_id, last.data["reason"], last.idempotency_key) == (
+            USER_LEFT_ROOM,
+            "bob",
+            LEFT,
+            None,
+        )
 
 
 async def test_an_id_is_scoped_to_its_room_so_the_same_id_in_another_room_is_another_edit(

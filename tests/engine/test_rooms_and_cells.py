@@ -292,24 +292,26 @@ async def test_engine_past_a_limit_a_new_tab_s_join_repeated_there_gets_its_ack_
         assert [(m["type"], m.get("code")) for m in third.take()] == [("error", "RATE_LIMIT_EXCEEDED")]
 
 
-class LosesTheAnswerToAJoin(MemoryEventStore):
-    """The batch holding the join of connection `of` is written, then fails on its way back, as when
-    the connection breaks during COMMIT: the joiner hears of an outage, and is still `joining`."""
+class LosesTheAnswer(MemoryEventStore):
+    """The batch holding the `kind` event (a join or a leave) of connection `of` is written, then fails
+    on its way back, as when the connection breaks during COMMIT: the connection hears of an outage
+    (a joiner is then still `joining`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
         super().__init__()
+        self.kind = kind
         self.of: str | None = None
 
     async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
         outcomes = await super().append(items)
-        if any(i.type == USER_JOINED_ROOM and i.data["connection_id"] == self.of for i in items):
+        if any(i.type == self.kind and i.data["connection_id"] == self.of for i in items):
             self.of = None
             raise ConnectionResetError("the connection broke during COMMIT")
         return outcomes
 
 
 async def test_engine_a_new_tab_s_join_retried_before_it_is_in_the_room_is_not_appended_again() -> None:
-    log = LosesTheAnswerToAJoin()
+    log = LosesTheAnswer(USER_JOINED_ROOM)
     async with memory_engine(log) as engine:
         first = await connect(engine, "ann")
         await first.send(JOIN_J1)
@@ -323,6 +325,26 @@ async def test_engine_a_new_tab_s_join_retried_before_it_is_in_the_room_is_not_a
             await tab.send(JOIN_J1)
             assert tab.take()[-1] == {**JOIN_J1, "type": "ack", "seq": 3}  # the join whose answer was lost
         assert [cid for cid, _ in await joins_of(engine, "r")] == [first.connection_id, tab.connection_id]
+
+
+async def test_engine_a_leave_retried_after_its_answer_was_lost_is_not_appended_again() -> None:
+    """The retry finds its leave in the log (a Duplicate) while the connection, never told, is still in
+    the room here: answered with that leave's seq, and nothing appended."""
+    log = LosesTheAnswer(USER_LEFT_ROOM)
+    async with memory_engine(log) as engine:
+        _, bob = await joined(engine, "r", "ann", "bob")
+        log.of = bob.connection_id
+        leave = {"type": "leave_room", "room_id": "r", "client_msg_id": "l1"}
+        await bob.send(leave)
+        [error] = bob.take()
+        assert (error["code"], error.get("retryable")) == ("INTERNAL_ERROR", True)
+        await bob.send(leave)
+        assert [(m["type"], m.get("reason"), m.get("seq")) for m in bob.take()] == [
+            ("room_left", "left", 3),
+            ("ack", None, 3),
+        ]
+        leaves = [e for e in await engine.store.read_stream(room_stream("r")) if e.type == USER_LEFT_ROOM]
+        assert [(e.stream_version, e.idempotency_key) for e in leaves] == [(3, "l1")]
 
 
 async def test_engine_a_tab_that_left_and_sends_its_join_s_id_again_joins_again() -> None:
