@@ -76,8 +76,13 @@ from engine.readmodels.runner import ProjectorRunner
 
 log = logging.getLogger(__name__)
 
-# Server-side closes after which the connection leaves its rooms at once, not when its socket ends.
-_LEAVE_AT_CLOSE: Final = frozenset({CloseCode.SLOW_CONSUMER, CloseCode.INTERNAL_ERROR})
+# Server-side closes after which the connection leaves its rooms at once, not when its socket ends, and
+# the reason its leaves record. Only a 4008 close (its queue over the limit) is for not keeping up; a
+# send that failed (1011) is almost always a socket its peer closed or lost, which is a disconnect.
+_LEAVE_AT_CLOSE: Final[Mapping[int, str]] = {
+    CloseCode.SLOW_CONSUMER: SLOW_CONSUMER,
+    CloseCode.INTERNAL_ERROR: DISCONNECTED,
+}
 
 PublishObserver = Callable[[RecordedEvent], None]
 # How often the live state drops the rooms and users nobody here sees any more (Live.evict_idle).
@@ -317,9 +322,10 @@ class Node:
             # A connection closed for not keeping up (or whose sends fail) is gone for its rooms at
             # once: its client may never answer the close, and its socket could linger until the
             # keepalive gives up, listed as a member all that time.
-            if code in _LEAVE_AT_CLOSE:
+            leave_reason = _LEAVE_AT_CLOSE.get(code)
+            if leave_reason is not None:
                 # Shielded: the socket ending meanwhile cancels this closer, never the leaves.
-                await asyncio.shield(self.leave_all(connection_id, SLOW_CONSUMER))
+                await asyncio.shield(self.leave_all(connection_id, leave_reason))
             await close(code, reason)
 
         self.hub.subscribe(connection_id, sink, close_and_leave, write_now)

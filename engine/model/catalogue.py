@@ -59,12 +59,13 @@ SHEET_CLAIMED: Final = "SheetClaimed"
 
 # Why a user left a room. Only LEFT is a message the user sent; the others are recorded by the server.
 LEFT: Final = "left"  # the client's `leave_room`
-DISCONNECTED: Final = "disconnected"  # the socket closed (by the client, the network or a server shutdown)
+# the socket closed (by the client, the network or a server shutdown), also when a send to it failed
+DISCONNECTED: Final = "disconnected"
 TIMED_OUT: Final = "timed_out"  # no pong within WEBSOCKET_PING_TIMEOUT
 REMOVED: Final = "removed"  # an admin's DELETE /ws/connections/{connection_id}
 NODE_LOST: Final = "node_lost"  # the connection's node stopped heartbeating; a survivor recorded the leave
 REVOKED: Final = "revoked"  # a refreshed token no longer allows the room
-SLOW_CONSUMER: Final = "slow_consumer"  # closed (4008, or a failed send) for not keeping up with its events
+SLOW_CONSUMER: Final = "slow_consumer"  # closed with 4008 for not keeping up: its queue over the limit
 LEAVE_REASONS: Final = frozenset({LEFT, DISCONNECTED, TIMED_OUT, REMOVED, NODE_LOST, REVOKED, SLOW_CONSUMER})
 
 # Why typing stopped: the client said so, or no stop came within TYPING_TIMEOUT_SECONDS.

@@ -4,6 +4,8 @@ each against its own real server (uvicorn, real `websockets` clients, the sessio
 - ROOM_AUTO_CREATE=false: joining a room with no events is ROOM_NOT_FOUND and appends nothing;
 - a slow consumer is closed with 4008 and `{"last_seq": ...}` while the others get everything, and it
   resumes from that seq with `join_room since` without a gap;
+- a client that closes normally while the server is still sending it a burst left as `disconnected`,
+  not as a slow consumer, though the server's next send to it failed;
 - keepalive: a client that stops answering pings is closed by the server and leaves its rooms.
 
 No timing assertions: every wait has a hang guard (a receive timeout), nothing measures how long.
@@ -16,12 +18,15 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from engine.fanout.hub import Hub
 from engine.log.store import EventStore
-from engine.model.catalogue import SLOW_CONSUMER, USER_JOINED_ROOM, USER_LEFT_ROOM
+from engine.model.catalogue import DISCONNECTED, SLOW_CONSUMER, USER_JOINED_ROOM, USER_LEFT_ROOM
 from engine.model.streams import room_stream
 from engine.protocol.close_codes import CloseCode
 from tests.api.conftest import (
@@ -34,6 +39,7 @@ from tests.api.conftest import (
     wait_for_events,
 )
 from tests.api.live_helpers import Message, greet, join, of_type, pending, resume, send, types, until
+from tests.api.rest_helpers import rest
 
 # Every test here writes more than the seed's 60 messages a minute allow one user.
 UNLIMITED: dict[str, Any] = {
@@ -214,6 +220,67 @@ async def test_a_slow_consumer_leaves_its_rooms_as_soon_as_it_is_closed(
         ended = await wait_for_events(store, room_stream(room), len(recorded) + 1)
         leaves = [e for e in ended if e.type == USER_LEFT_ROOM]
         assert [e.data["user_id"] for e in leaves] == ["slow", "writer"]
+
+
+BURST_VALUE = "y" * 60_000  # a broadcast's frame stays under MAX_MESSAGE_BYTES
+BURST = 150  # such broadcasts: far more than the socket buffers between server and client hold
+
+
+async def broadcast_burst(srv: Server, room: str) -> None:
+    """BURST broadcasts to the room, posted 25 at a time (they share commits)."""
+    for _ in range(0, BURST, 25):
+        body = {"type": "news", "text": BURST_VALUE}
+        posted = await asyncio.gather(
+            *(rest(srv, "POST", f"/ws/rooms/{room}/broadcast", json=body) for _ in range(25))
+        )
+        assert all(p.status_code == 200 for p in posted), [p.text for p in posted]
+
+
+async def test_a_client_that_closes_normally_while_it_is_sent_a_burst_leaves_as_disconnected(
+    database_url: str, store: EventStore, db_engine: AsyncEngine, room: str
+) -> None:
+    # The leave's reason is the audit's record of why a user left. A client that closed its socket
+    # (1000) while the server was still writing it a burst disconnected: the send that then failed on
+    # its closed socket does not make it a slow consumer.
+    settings = make_settings(database_url, **UNLIMITED)
+    async with serve(settings) as srv:
+        hub = srv.engine.hub
+        sink_failures = hub.totals.sink_failures
+        async with srv.connect(srv.token("reader"), max_queue=None) as reader:
+            reader_id = await greet(reader)
+            await join(reader, room)
+            # The reader stops reading while a burst is published to the room: the server's socket
+            # buffers fill and the rest waits in the reader's queue.
+            reader.transport.pause_reading()
+            await broadcast_burst(srv, room)
+            assert hub.subscriber(reader_id).depth > 0  # still being sent
+            async with db_engine.connect() as gate:
+                # Appends wait while the test holds the log's head: the reader's session, answering
+                # the message it read before the close, cannot end (and record its leave) meanwhile,
+                # so whatever records the leave first is the server's failed send.
+                await gate.execute(text("SELECT partition FROM log_head FOR UPDATE"))
+                await send(reader, {"type": "cursor_move", "room": room, "x": 1, "y": 2})
+                closing = asyncio.create_task(reader.close())  # 1000: a close frame behind the message
+                async with asyncio.timeout(RECEIVE_TIMEOUT):
+                    while True:  # its close frame is written before it reads again
+                        if reader.state is State.CLOSING:
+                            break
+                        await asyncio.sleep(0)
+                reader.transport.resume_reading()  # the burst drains, and the server's next send fails
+                async with asyncio.timeout(RECEIVE_TIMEOUT):
+                    await closing
+                    while True:  # a send failed, and the reader left its rooms on it
+                        if (
+                            hub.totals.sink_failures > sink_failures
+                            and reader_id not in srv.engine.node.connections
+                        ):
+                            break
+                        await asyncio.sleep(0.01)
+                await gate.rollback()
+
+        events = await wait_for_events(store, room_stream(room), BURST + 2)
+        leaves = [(e.data["user_id"], e.data["reason"]) for e in events if e.type == USER_LEFT_ROOM]
+        assert leaves == [("reader", DISCONNECTED)]
 
 
 # Keepalive.
