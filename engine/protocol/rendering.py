@@ -33,7 +33,7 @@ from engine.model.catalogue import (
 )
 from engine.model.events import RecordedEvent
 from engine.projections.notifications import direct_message_id
-from engine.projections.rooms import RoomView, apply, cursors_from, with_statuses
+from engine.projections.rooms import ONLINE, RoomView, apply, cursors_from, with_statuses
 from engine.protocol import (
     Envelope,
     broadcast,
@@ -67,8 +67,9 @@ def render(
     the last; another tab coming or going changes nothing others see, and neither does a `join_room`
     repeated by a connection already in the room (the user was a member `before`). Without
     a view (the engine's view fell behind the log, see engine/fanout/live.py) a join or leave is shown
-    without its `room_state` rather than wrong. A replay passes `with_state=False`: it shows joins and
-    leaves as `user_joined`/`user_left` only and ends with the current `room_state` instead.
+    without its `room_state` rather than wrong, the joiner with the status its join recorded. A
+    replay passes `with_state=False`: it shows joins and leaves as `user_joined`/`user_left` only
+    and ends with the current `room_state` instead.
     """
     data = event.data
     envelope = Envelope.of(event)
@@ -145,14 +146,16 @@ def encode(messages: list[dict[str, Any]]) -> Frames:
 
 
 def _joiner_entry(event: RecordedEvent) -> dict[str, Any]:
-    """The joiner as a `room_state.users[]` entry when no view is at hand."""
+    """The joiner as a `room_state.users[]` entry when no view is at hand. Its status is the one the
+    join recorded (what the user had declared, as the node that took the join knew it); "online" only
+    for a join recorded before statuses were kept."""
     data = event.data
     return {
         "user_id": data["user_id"],
         "username": data.get("username") or data["user_id"],
         "email": data.get("email"),
         "room": data["room_id"],
-        "status": "online",
+        "status": data.get("status") or ONLINE,
         "cursor": None,
         "last_seen": Envelope.of(event).fields().get("ts"),
     }

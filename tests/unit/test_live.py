@@ -80,6 +80,13 @@ def test_render_without_a_view_leaves_room_state_out_rather_than_wrong() -> None
     assert [m["type"] for m in render(joined(5, "a"), None)] == ["user_joined"]
 
 
+def test_render_without_a_view_shows_the_joiner_with_the_status_its_join_recorded() -> None:
+    join = joined(5, "a")
+    declared = replace(join, data={**join.data, "status": "busy"})
+    assert render(declared, None)[0]["user"]["status"] == "busy"
+    assert render(join, None)[0]["user"]["status"] == "online"  # a join recorded before statuses were kept
+
+
 def test_replay_renderer_builds_what_live_sent() -> None:
     events = [joined(1, "a"), joined(2, "b"), left(3, "a")]
     live = [render(e, project(events[: i + 1])) for i, e in enumerate(events)]
@@ -150,6 +157,25 @@ async def test_live_drops_a_view_that_fell_behind_the_log() -> None:
     live.publish(joined(2, "a"))  # seq 1 was appended elsewhere
     assert live.view(ROOM) is None
     await live.hub.aclose()
+
+
+async def test_live_shows_a_join_published_without_a_view_with_the_joiner_s_declared_status() -> None:
+    async with running_hub() as hub:
+        member = Client()
+        connect(hub, "c-m", member, room_stream(ROOM))
+        live = Live(hub)
+
+        async def load(room_id: str) -> RoomView:
+            return RoomView(room_id)
+
+        await live.load(ROOM, load)
+        live.publish(joined(2, "m", "c-m"))  # seq 1 was appended elsewhere: the view is dropped
+        assert live.view(ROOM) is None
+        join = joined(3, "a")
+        live.publish(replace(join, data={**join.data, "status": "away"}))  # through a node that knew it
+        frames = [orjson.loads(f) for f in await member.received(2)]
+        assert [f["type"] for f in frames] == ["user_joined", "user_joined"]  # no room_state: no view
+        assert (frames[1]["user"]["user_id"], frames[1]["user"]["status"]) == ("a", "away")
 
 
 async def test_flush_waits_until_queued_frames_are_sent() -> None:
