@@ -61,7 +61,8 @@ SHEET_CLAIMED: Final = "SheetClaimed"
 LEFT: Final = "left"  # the client's `leave_room`
 # the socket closed (by the client, the network or a server shutdown), also when a send to it failed
 DISCONNECTED: Final = "disconnected"
-TIMED_OUT: Final = "timed_out"  # no pong within WEBSOCKET_PING_TIMEOUT
+TIMED_OUT: Final = "timed_out"  # a valid reason, but not recorded: the server's keepalive closes a
+# socket whose pong is late without telling the app why, so such a leave is `disconnected`
 REMOVED: Final = "removed"  # an admin's DELETE /ws/connections/{connection_id}
 NODE_LOST: Final = "node_lost"  # the connection's node stopped heartbeating; a survivor recorded the leave
 REVOKED: Final = "revoked"  # a refreshed token no longer allows the room
