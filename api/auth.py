@@ -109,7 +109,19 @@ class TokenVerifier:
         except PydanticValidationError as exc:
             fields = sorted({".".join(str(part) for part in err["loc"]) for err in exc.errors()})
             raise AuthenticationFailed(f"invalid token claims: {', '.join(fields)}") from None
-        return Credentials(actor, datetime.fromtimestamp(claims["exp"], UTC))
+        return Credentials(actor, _expiry(claims["exp"]))
+
+
+def _expiry(exp: object) -> datetime:
+    """When the token expires. PyJWT has checked that `exp` reads as an integer and lies ahead, but it
+    also reads a string of digits and any number however large; a NumericDate is a JSON number (RFC
+    7519), and one past the year 9999 is no time at all: either is a bad token, not a server fault."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise AuthenticationFailed("invalid token claims: exp must be a number")
+    try:
+        return datetime.fromtimestamp(exp, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise AuthenticationFailed("invalid token claims: exp is beyond the year 9999") from None
 
 
 def extract_token(conn: HTTPConnection) -> tuple[str | None, str | None]:

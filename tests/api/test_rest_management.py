@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -88,6 +89,21 @@ async def test_management_refuses_without_a_token_and_without_admin(
         refused = await call(server, method, path, body, bearer(server, "someone", roles))
         assert refused.status_code == 403, refused.text
         assert refused.json()["code"] == "PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize("exp", ["9999999999", 10**17], ids=["exp-as-text", "exp-past-year-9999"])
+async def test_management_refuses_a_signed_admin_token_whose_exp_is_no_time(server: Server, exp: Any) -> None:
+    """Signed with the server's secret and naming an admin, but `exp` is no NumericDate: a bad token
+    (401), never a server fault."""
+    token = jwt.encode({"sub": "admin-1", "roles": ["admin"], "exp": exp}, SECRET, algorithm="HS256")
+    for method, path, body in [*ENDPOINTS[:-1], ("GET", "/api/v1/ws/connections", None)]:  # not shutdown
+        refused = await call(server, method, path, body, {"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401, (path, refused.text)
+        assert refused.json() == {
+            "error": "invalid token claims: exp "
+            + ("must be a number" if isinstance(exp, str) else "is beyond the year 9999"),
+            "code": "AUTHENTICATION_FAILED",
+        }
 
 
 # POST /ws/rooms/{room_id}/broadcast

@@ -73,6 +73,15 @@ def _garbage(server: Server) -> str:
     return "not.a.jwt"
 
 
+def _exp_as_text(server: Server) -> str:
+    """Signed with the server's secret, but `exp` is a string of digits, not a NumericDate."""
+    return jwt.encode({"sub": "u", "exp": "9999999999"}, SECRET, algorithm="HS256")
+
+
+def _exp_past_year_9999(server: Server) -> str:
+    return jwt.encode({"sub": "u", "exp": 10**17}, SECRET, algorithm="HS256")
+
+
 @pytest.mark.parametrize(
     ("make_token", "reason"),
     [
@@ -82,8 +91,19 @@ def _garbage(server: Server) -> str:
         (_alg_none, "algorithm"),
         (_hs512, "algorithm not allowed"),
         (_garbage, "invalid token"),
+        (_exp_as_text, "exp must be a number"),
+        (_exp_past_year_9999, "exp is beyond the year 9999"),
     ],
-    ids=["missing", "expired", "bad-signature", "alg-none", "wrong-algorithm", "garbage"],
+    ids=[
+        "missing",
+        "expired",
+        "bad-signature",
+        "alg-none",
+        "wrong-algorithm",
+        "garbage",
+        "exp-as-text",
+        "exp-past-year-9999",
+    ],
 )
 async def test_websocket_auth_refuses_bad_tokens_with_4401(
     server: Server, make_token: Any, reason: str
