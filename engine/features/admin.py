@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -95,7 +96,20 @@ def check_posted(message: Mapping[str, Any]) -> dict[str, Any]:
         raise ValidationFailed(f"a posted message must be plain JSON: {exc}") from None
     if b"\\u0000" in encoded:  # PostgreSQL's jsonb cannot hold NUL in a string
         raise ValidationFailed("a posted message may not contain NUL characters")
+    if _non_finite(message):  # the HTTP layer's reader takes them; encoded, they became `null`
+        raise ValidationFailed("a posted message must be plain JSON: NaN and Infinity are no JSON numbers")
     return dict(message)
+
+
+def _non_finite(value: object) -> bool:
+    """Whether `value` holds a float NaN or infinity anywhere (its depth is bounded: it encoded)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_non_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(item) for item in value)
+    return False
 
 
 def check_id(kind: str, value: str) -> None:

@@ -19,7 +19,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from api.tokens import mint_token
 from engine.log.store import EventStore
-from engine.model.catalogue import REMOVED, ROOM_MESSAGE_BROADCAST, USER_LEFT_ROOM, USER_MESSAGE_SENT
+from engine.model.catalogue import (
+    REMOVED,
+    ROOM_MESSAGE_BROADCAST,
+    USER_JOINED_ROOM,
+    USER_LEFT_ROOM,
+    USER_MESSAGE_SENT,
+)
 from engine.model.streams import room_stream, user_stream
 from tests.api.conftest import (
     SECRET,
@@ -215,6 +221,32 @@ async def test_broadcast_larger_than_a_frame_is_413(server: Server, store: Event
     assert response.status_code == 413
     assert response.json()["code"] == "MESSAGE_TOO_LARGE"
     assert ROOM_MESSAGE_BROADCAST not in [e.type for e in await store.read_stream(room_stream(room))]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_a_posted_number_json_cannot_carry_is_refused_not_recorded_as_null(
+    server: Server, store: EventStore, room: str, number: str
+) -> None:
+    """Python's JSON reader takes NaN and Infinity (and reads 1e400 as Infinity), which no JSON
+    holds: recorded, they would reach clients as `null`, not as posted."""
+    user = f"u-{room}"
+    body = '{"type": "sensor_reading", "value": [1, {"reading": NUMBER}]}'.replace("NUMBER", number)
+    headers = {**bearer(server), "Content-Type": "application/json"}
+    async with server.connect(server.token("alice")) as alice, server.connect(server.token(user)) as bob:
+        await greet(alice)
+        await greet(bob)
+        await join(alice, room)
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+            for path in (f"/api/v1/ws/rooms/{room}/broadcast", f"/api/v1/ws/users/{user}/notify"):
+                response = await http.post(path, content=body, headers=headers)
+                assert response.status_code == 422, (path, response.text)
+                assert response.json() == {
+                    "error": "a posted message must be plain JSON: NaN and Infinity are no JSON numbers",
+                    "code": "VALIDATION_ERROR",
+                }
+        assert await pending(alice) == [] and await pending(bob) == []
+        assert [e.type for e in await store.read_stream(room_stream(room))] == [USER_JOINED_ROOM]
+        assert await store.read_stream(user_stream(user)) == []
 
 
 # POST /ws/users/{user_id}/notify
