@@ -47,7 +47,7 @@ async def serve_socket(
         )
     except ConnectionRefused as exc:
         log.info("connection of %s refused: %s", actor.user_id, exc.code)
-        await refuse(websocket, exc)
+        await refuse(websocket, exc, engine)
         return
     connection_id_var.set(session.connection_id)  # on every log line of this socket's task
     log.info("connection opened", extra={"user_id": actor.user_id})
@@ -65,11 +65,13 @@ async def serve_socket(
         log.info("connection closed")
 
 
-async def refuse(websocket: WebSocket, exc: AuthenticationFailed | ConnectionRefused) -> None:
+async def refuse(websocket: WebSocket, exc: AuthenticationFailed | ConnectionRefused, engine: Engine) -> None:
     """Tell an accepted socket why it is not served, then close it with the code its error carries
-    (4401 for a bad token, 4429 over the per-user cap, 1013 on a full node)."""
+    (4401 for a bad token, 4429 over the per-user cap, 1013 on a full node). The error is counted
+    with every other sent (`/ws/stats/detailed`, `/metrics`): it never passes the node's queue."""
     close_code = ERROR_CODES[exc.code].close_code
     assert close_code is not None, f"{exc.code} closes no connection"
+    engine.stats.error_sent(exc.code)
     await websocket.send_text(orjson.dumps(error_message(exc.code, exc.message, **exc.details)).decode())
     await websocket.close(close_code, exc.code.lower().replace("_", " "))
 

@@ -346,7 +346,11 @@ class Node:
             return False
 
     async def reply(self, connection_id: str, *messages: dict[str, Any]) -> None:
-        """Queue messages for one connection, behind what is queued for it. Raises SubscriberClosed."""
+        """Queue messages for one connection, behind what is queued for it. Raises SubscriberClosed.
+        Every error among them is counted here, whoever sends it (a session, an expiry, a removal)."""
+        for message in messages:
+            if message.get("type") == "error":
+                self.traffic.error_sent(str(message.get("code")))
         await self._subscriber(connection_id).send(encode(list(messages)))
 
     async def flush(self, connection_id: str) -> None:

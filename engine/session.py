@@ -313,9 +313,8 @@ class Session:
                 await self._handlers.leave_room(fresh.actor, room_id, self.connection_id, reason=REVOKED)
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Queue a message for this connection behind what is queued for it. Raises SubscriberClosed."""
-        if message.get("type") == "error":
-            self._node.traffic.error_sent(str(message.get("code")))
+        """Queue a message for this connection behind what is queued for it (an error is counted
+        there). Raises SubscriberClosed."""
         await self._node.reply(self.connection_id, message)
 
     async def _answer(self, frame: bytes) -> Close | None:

@@ -39,7 +39,7 @@ async def websocket_endpoint(
     try:
         credentials = verifier.credentials(token)
     except AuthenticationFailed as exc:
-        await refuse(websocket, exc)
+        await refuse(websocket, exc, engine)
         return
     await serve_socket(websocket, engine, credentials, verifier.credentials)
 

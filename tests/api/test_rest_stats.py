@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, request, serve
+from tests.api.conftest import (
+    RECEIVE_TIMEOUT,
+    Server,
+    fresh_database,
+    make_settings,
+    receive,
+    request,
+    serve,
+)
 from tests.api.live_helpers import greet, join, of_type, pending, send, until
 from tests.fault_proxy import FaultProxy
 
@@ -213,6 +222,52 @@ async def test_metrics_expose_the_families_and_move_with_traffic(node: Server, r
     assert during[("collab_append_commit_latency_seconds_count", ())] == batches
     assert during[("collab_append_commit_latency_seconds_sum", ())] > 0
     assert during[("collab_fanout_messages_total", (("outcome", "delivered"),))] >= 3
+
+
+async def test_errors_that_refuse_or_end_a_connection_are_counted_too(server_url: str) -> None:
+    """Every error message a socket is sent counts by its code, also those the server sends before it
+    closes one: a refused token, a connection past a cap, a token that expired, an admin's removal."""
+    async with (
+        fresh_database(server_url) as database_url,
+        serve(make_settings(database_url, max_connections=2, max_connections_per_user=1)) as capped,
+    ):
+        refused = []
+        async with capped.connect("not.a.jwt") as bad:
+            refused.append((await receive(bad))["code"])
+        async with capped.connect(capped.token("ann")) as ann:
+            ann_id = await greet(ann)
+            async with capped.connect(capped.token("ann")) as again:
+                refused.append((await receive(again))["code"])
+            async with capped.connect(capped.token("ben", ttl=timedelta(seconds=1))) as ben:
+                await greet(ben)
+                async with capped.connect(capped.token("cat")) as cat:
+                    refused.append((await receive(cat))["code"])
+                expired = await until(ben, of_type("error"))
+                refused.append(expired[-1]["code"])
+                await ben.wait_closed()
+            async with httpx.AsyncClient(base_url=capped.http_url, timeout=10) as http:
+                removal = await http.delete(f"/api/v1/ws/connections/{ann_id}", headers=admin(capped))
+            assert removal.status_code == 200, removal.text
+            refused.append((await until(ann, of_type("error")))[-1]["code"])
+        assert refused == [
+            "AUTHENTICATION_FAILED",
+            "TOO_MANY_CONNECTIONS",
+            "NODE_FULL",
+            "AUTHENTICATION_FAILED",
+            "CONNECTION_REMOVED",
+        ]
+        counted = {
+            "AUTHENTICATION_FAILED": 2,
+            "CONNECTION_REMOVED": 1,
+            "NODE_FULL": 1,
+            "TOO_MANY_CONNECTIONS": 1,
+        }
+        detailed = await stats(capped, detailed=True)
+        assert detailed["errors_by_code"] == counted
+        assert detailed["nodes"][capped.engine.node_id]["errors_sent"] == 5
+        scraped = await metrics(capped)
+        for code, count in counted.items():
+            assert scraped[("collab_errors_sent_total", (("code", code),))] == count
 
 
 async def test_metrics_registries_are_per_app(node: Server, database_url: str) -> None:
