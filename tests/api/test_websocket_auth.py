@@ -82,6 +82,15 @@ def _exp_past_year_9999(server: Server) -> str:
     return jwt.encode({"sub": "u", "exp": 10**17}, SECRET, algorithm="HS256")
 
 
+def _audience_not_configured(server: Server) -> str:
+    """An `aud` the server was not told to accept (JWT_AUDIENCE unset): meant for another service."""
+    return jwt.encode(
+        {"sub": "u", "aud": "another-service", "exp": datetime.now(UTC) + timedelta(minutes=5)},
+        SECRET,
+        algorithm="HS256",
+    )
+
+
 @pytest.mark.parametrize(
     ("make_token", "reason"),
     [
@@ -93,6 +102,7 @@ def _exp_past_year_9999(server: Server) -> str:
         (_garbage, "invalid token"),
         (_exp_as_text, "exp must be a number"),
         (_exp_past_year_9999, "exp is beyond the year 9999"),
+        (_audience_not_configured, "audience"),
     ],
     ids=[
         "missing",
@@ -103,6 +113,7 @@ def _exp_past_year_9999(server: Server) -> str:
         "garbage",
         "exp-as-text",
         "exp-past-year-9999",
+        "audience-not-configured",
     ],
 )
 async def test_websocket_auth_refuses_bad_tokens_with_4401(
