@@ -41,11 +41,12 @@ from typing import Any, Final, Protocol
 from engine import protocol
 from engine.config import EngineConfig
 from engine.fanout.hub import SubscriberClosed
+from engine.features.ai.runner import idempotency_key as ai_start_key
 from engine.features.limits import BadFrameBudget
 from engine.features.ports import Submitted
 from engine.features.tokens import Credentials, TokenExpiry, VerifyToken
 from engine.model.actors import Actor
-from engine.model.catalogue import REVOKED
+from engine.model.catalogue import AI_CANCELLED, REVOKED
 from engine.model.errors import AuthenticationFailed, EngineError, Rejected, UnknownMessageType
 from engine.model.events import RecordedEvent, connection_key
 from engine.model.streams import (
@@ -57,6 +58,7 @@ from engine.model.streams import (
     user_stream,
 )
 from engine.node import Node
+from engine.projections.ai_requests import end_key
 from engine.protocol import (
     AiCancel,
     AiRequest,
@@ -452,6 +454,20 @@ class Session:
                 stream = user_stream(user_id)
             case FileUploadStart() | FileUploadProgress():
                 stream = user_stream(user_id)
+            case AiRequest(request_id=request_id):
+                # Its start is keyed by the request id (one run per request): a repeat carrying a
+                # client_msg_id is a retry of it, as the runner acks it (engine/features/ai/runner.py).
+                return await self._node.event_by_key(user_id, ai_start_key(request_id), user_stream(user_id))
+            case AiCancel(request_id=request_id):
+                # The request's one ending, if it is the cancellation this client_msg_id recorded.
+                ending = await self._node.event_by_key(user_id, end_key(request_id), user_stream(user_id))
+                if (
+                    ending is None
+                    or ending.type != AI_CANCELLED
+                    or ending.metadata.get("client_msg_id") != cmid
+                ):
+                    return None
+                return ending
             case _:
                 return None
         return await self._node.event_by_key(user_id, cmid, stream)

@@ -301,3 +301,59 @@ async def test_ai_cancel_while_a_live_peer_does_not_answer_is_retryable_not_not_
                 )
         finally:
             await db.dispose()
+
+
+async def test_a_retried_request_from_a_new_tab_gets_the_original_ack(
+    server: Server, store: EventStore
+) -> None:
+    """Idempotency first: the requester's socket dropped before the ack, and the retry comes from a
+    new connection that has not joined the sheet's room yet. It is the same request: acked with the
+    original's seq, not refused, and nothing runs again."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("ivy")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await fill(ws, sheet, room, {"A1": 1, "A2": 2})
+        await send(ws, ai_request("r", sheet, client_msg_id="ask"))
+        seen = await until(ws, lambda m: m.get("event_type") == "ai_complete")
+        acked = next(m for m in seen if m["type"] == "ack")
+    async with server.connect(server.token(user)) as tab:
+        await greet(tab)
+        retry = await request(tab, ai_request("r", sheet, client_msg_id="ask"))
+        assert (retry["type"], retry["seq"], retry["client_msg_id"]) == ("ack", acked["seq"], "ask")
+        assert "room_id" not in retry
+        assert "ai_event" not in types(await pending(tab))
+        # Not a retry: a request of its own, refused as before.
+        fresh = await request(tab, ai_request("r2", sheet, client_msg_id="other"))
+        assert (fresh["code"], fresh["request_id"]) == ("PERMISSION_DENIED", "r2")
+    kinds = [e.type for e in await store.read_stream(user_stream(user))]
+    assert kinds.count(AI_REQUEST_STARTED) == 1
+
+
+async def test_retries_of_a_request_and_its_cancel_past_a_rate_limit_get_their_acks(
+    database_url: str, gated: GatedProvider, store: EventStore
+) -> None:
+    """A retry past the rate limit is answered with the original ack, for `ai_request` and
+    `ai_cancel` as for any other message."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("jay")
+    settings = make_settings(database_url, websocket_requests_per_minute=4, websocket_requests_per_hour=1000)
+    async with serve(settings, ai_provider=gated) as server, server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)  # 1
+        await fill(ws, sheet, room, {"A1": 3})  # 2
+        await send(ws, ai_request("c1", sheet, client_msg_id="ask"))  # 3
+        started = await until(ws, lambda m: m.get("event_type") == "ai_progress")
+        asked = next(m for m in started if m["type"] == "ack")
+        await asyncio.wait_for(gated.reached.wait(), 5)
+        await send(ws, {"type": "ai_cancel", "request_id": "c1", "client_msg_id": "stop"})  # 4
+        stopped = (await until(ws, of_type("ack", client_msg_id="stop")))[-1]
+
+        refused = await request(ws, {"type": "status_update", "status": "away", "client_msg_id": "s"})
+        assert refused["code"] == "RATE_LIMIT_EXCEEDED"
+        retry = await request(ws, ai_request("c1", sheet, client_msg_id="ask"))
+        assert (retry["type"], retry["seq"]) == ("ack", asked["seq"])
+        cancel_retry = await request(ws, {"type": "ai_cancel", "request_id": "c1", "client_msg_id": "stop"})
+        assert (cancel_retry["type"], cancel_retry["seq"]) == ("ack", stopped["seq"])
+        assert "ai_event" not in types(await pending(ws))
+    kinds = [e.type for e in await store.read_stream(user_stream(user))]
+    assert kinds == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]
