@@ -357,3 +357,28 @@ async def test_retries_of_a_request_and_its_cancel_past_a_rate_limit_get_their_a
         assert "ai_event" not in types(await pending(ws))
     kinds = [e.type for e in await store.read_stream(user_stream(user))]
     assert kinds == [AI_REQUEST_STARTED, AI_PROGRESSED, AI_CANCELLED]
+
+
+async def test_numbers_near_the_largest_float_are_analysed_not_a_provider_failure(
+    server: Server, store: EventStore
+) -> None:
+    """Sums of such numbers exceed the largest float: the analysis still answers, stating the figures
+    that are numbers (count, mean, min, max, trend, outliers) and the sum as out of range, instead of
+    failing "unexpectedly"."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("kim")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        cells = {"A1": 1e308, "A2": 1e308, "A3": 1.5e308, "B1": -1.7e308, "B2": 0, "B3": 1.7e308}
+        await fill(ws, sheet, room, cells)
+        await send(ws, ai_request("big", sheet))
+        seen = await until(ws, lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
+    assert seen[-1]["event_type"] == "ai_complete", seen[-1]["data"]
+    done = seen[-1]["data"]
+    a, b = done["details"]["columns"]
+    assert (a["count"], a["sum"], a["min"], a["max"]) == (3, None, 1e308, 1.5e308)
+    assert a["mean"] == pytest.approx(3.5 / 3 * 1e308) and a["trend"] == "increasing"
+    assert (b["sum"], b["mean"], b["trend"], b["slope"]) == (0.0, 0.0, "increasing", 1.7e308)
+    assert "Column A: 3 values, sum out of range, mean " in done["result"]
+    events = await store.read_stream(user_stream(user))
+    assert events[-1].type == AI_COMPLETED and events[-1].data["details"] == done["details"]

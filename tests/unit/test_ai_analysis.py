@@ -158,3 +158,23 @@ def test_fmt_for_people() -> None:
         "0.0123",
         "-2",
     ]
+
+
+def test_figures_of_numbers_near_the_largest_float() -> None:
+    """Their sum exceeds the largest float and the arithmetic of a fit or of quantiles overflows on
+    the way: each figure that is a number is still stated, the sum as out of range."""
+    big = [(1, 1e308), (2, 1e308), (3, 1.5e308)]
+    figures = summarise(big)
+    assert (figures["count"], figures["sum"], figures["min"], figures["max"]) == (3, None, 1e308, 1.5e308)
+    assert figures["mean"] == pytest.approx(3.5 / 3 * 1e308)
+    assert trend_of(big) == (pytest.approx(0.25e308), INCREASING)
+    assert trend_of([(1, 1e308), (2, 1e308)]) == (0.0, FLAT)
+    assert trend_of([(1, -1.7e308), (3, 1.7e308)]) == (1.7e308, INCREASING)  # 1.7e308 a row: in range
+    assert trend_of([(1, -1.7e308), (2, 1.7e308)]) == (None, INCREASING)  # 3.4e308 a row: beyond it
+    # Five equal values and one far above them: the quantiles' interpolation overflows unscaled.
+    points = [(row, 1e308) for row in range(1, 6)] + [(6, 1.7e308)]
+    assert outliers_of(points) == [(6, 1.7e308)]
+    column = {"column": "A", "name": None, "type": NUMERIC, "values": 3}
+    text = analysis.describe(column | summarise(big) | {"slope": None, "trend": INCREASING, "outliers": []})
+    assert text.startswith("Column A: 3 values, sum out of range, mean ")
+    assert text.endswith(", increasing (slope out of range).")

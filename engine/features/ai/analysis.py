@@ -15,6 +15,9 @@ streams the steps. The choices a reader may want to challenge:
 * Outliers: Tukey's IQR rule (outside Q1 - 1.5 IQR .. Q3 + 1.5 IQR, inclusive quartiles), from 4
   values up. Chosen over "3 standard deviations" because in a small sample one extreme value inflates
   the deviation so much that it can never lie 3 of them away (with n <= 10, never).
+* Numbers near the largest float: a fit or quantiles that overflow on the way are computed on the
+  values scaled down by a power of two (exact, so the same answer), and a figure that is itself
+  beyond the largest float (a sum, a slope) is None, "out of range" in the text.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ IQR_FACTOR = 1.5
 MIN_VALUES_FOR_OUTLIERS = 4
 MAX_COLUMNS_IN_TEXT = 20
 MAX_OUTLIERS_LISTED = 10
+OUT_OF_RANGE = "out of range"  # a figure beyond the largest float (a sum, a slope)
 
 Address = tuple[int, int]  # (column, row), 1-based
 Point = tuple[int, float]  # (row, value)
@@ -154,23 +158,35 @@ def type_columns(table: Table) -> list[Column]:
     return result
 
 
-def summarise(points: Sequence[Point]) -> dict[str, float | int]:
-    """count, sum, mean, min, max and population standard deviation of a non-empty series."""
+def summarise(points: Sequence[Point]) -> dict[str, float | int | None]:
+    """count, sum, mean, min, max and population standard deviation of a non-empty series. Numbers
+    near the largest float can add up beyond it: such a sum is None (out of range), and the mean,
+    which lies between min and max, is then the sum of each value's share."""
     values = [value for _, value in points]
+    try:
+        total: float | None = math.fsum(values)
+        mean = statistics.fmean(values)
+    except OverflowError:
+        total, mean = None, math.fsum(value / len(values) for value in values)
     return {
         "count": len(values),
-        "sum": math.fsum(values),
-        "mean": statistics.fmean(values),
+        "sum": total,
+        "mean": mean,
         "min": min(values),
         "max": max(values),
         "stdev": statistics.pstdev(values),
     }
 
 
-def trend_of(points: Sequence[Point]) -> tuple[float | None, str | None]:
-    """(least-squares slope per row, direction); (None, None) with fewer than two values."""
-    if len(points) < 2:
-        return None, None
+def _scaled_down(points: Sequence[Point]) -> tuple[list[Point], int]:
+    """The points with their values divided by a power of two that brings the largest magnitude
+    below 1, and that power: exact, so a fit or quantiles of numbers near the largest float, which
+    overflow in between, come out right on them, scaled."""
+    exponent = math.frexp(max(abs(value) for _, value in points))[1]
+    return [(row, math.ldexp(value, -exponent)) for row, value in points], exponent
+
+
+def _fit(points: Sequence[Point]) -> tuple[float, str]:
     rows = [float(row) for row, _ in points]
     values = [value for _, value in points]
     slope = statistics.linear_regression(rows, values).slope
@@ -180,13 +196,46 @@ def trend_of(points: Sequence[Point]) -> tuple[float | None, str | None]:
     return slope, INCREASING if slope > 0 else DECREASING
 
 
+def trend_of(points: Sequence[Point]) -> tuple[float | None, str | None]:
+    """(least-squares slope per row, direction); (None, None) with fewer than two values. The
+    direction does not change with the scale, so numbers whose fit overflows are fitted scaled down;
+    a slope beyond the largest float is None."""
+    if len(points) < 2:
+        return None, None
+    try:
+        slope, direction = _fit(points)
+        if math.isfinite(slope):
+            return slope, direction
+    except OverflowError:
+        pass
+    scaled, exponent = _scaled_down(points)
+    slope, direction = _fit(scaled)
+    try:
+        return math.ldexp(slope, exponent), direction
+    except OverflowError:
+        return None, direction
+
+
+def _fences(points: Sequence[Point]) -> tuple[float, float]:
+    q1, _, q3 = statistics.quantiles([value for _, value in points], n=4, method="inclusive")
+    return q1 - IQR_FACTOR * (q3 - q1), q3 + IQR_FACTOR * (q3 - q1)
+
+
 def outliers_of(points: Sequence[Point]) -> list[Point]:
-    """The points outside Tukey's fences, top to bottom; none below `MIN_VALUES_FOR_OUTLIERS`."""
+    """The points outside Tukey's fences, top to bottom; none below `MIN_VALUES_FOR_OUTLIERS`.
+    Fences that overflow are drawn on the values scaled down (the same points fall outside)."""
     if len(points) < MIN_VALUES_FOR_OUTLIERS:
         return []
-    q1, _, q3 = statistics.quantiles([value for _, value in points], n=4, method="inclusive")
-    low, high = q1 - IQR_FACTOR * (q3 - q1), q3 + IQR_FACTOR * (q3 - q1)
-    return [(row, value) for row, value in points if value < low or value > high]
+    low, high = _fences(points)
+    if math.isfinite(low) and math.isfinite(high):
+        return [(row, value) for row, value in points if value < low or value > high]
+    scaled, _ = _scaled_down(points)
+    low, high = _fences(scaled)
+    return [
+        (row, value)
+        for (row, value), (_, small) in zip(points, scaled, strict=True)
+        if not low <= small <= high
+    ]
 
 
 def figures_of(column: Column) -> dict[str, Any]:
@@ -235,14 +284,18 @@ def describe(figures: Mapping[str, Any]) -> str:
         return f"{label}: text, {count} values ({figures['distinct']} distinct)."
     if kind == MIXED:
         return f"{label}: mixed numbers and text ({count} values); no statistics."
+    total = OUT_OF_RANGE if figures["sum"] is None else fmt(figures["sum"])
     text = (
-        f"{label}: {count} values, sum {fmt(figures['sum'])}, mean {fmt(figures['mean'])}, "
+        f"{label}: {count} values, sum {total}, mean {fmt(figures['mean'])}, "
         f"min {fmt(figures['min'])}, max {fmt(figures['max'])}"
     )
-    if figures["slope"] is not None:
+    if figures["trend"] is not None:
         slope = figures["slope"]
-        signed = "0" if slope == 0 else f"{'+' if slope > 0 else '-'}{fmt(abs(slope))}"
-        text += f", {figures['trend']} (slope {signed} per row)"
+        if slope is None:
+            text += f", {figures['trend']} (slope {OUT_OF_RANGE})"
+        else:
+            signed = "0" if slope == 0 else f"{'+' if slope > 0 else '-'}{fmt(abs(slope))}"
+            text += f", {figures['trend']} (slope {signed} per row)"
     outliers = figures["outliers"]
     if outliers:
         listed = ", ".join(f"{o['cell']} = {fmt(o['value'])}" for o in outliers[:MAX_OUTLIERS_LISTED])
