@@ -207,7 +207,7 @@ def outbound() -> dict[str, dict[str, Any]]:
             "ai_error",
             "req_123",
             "user_1",
-            {"error": "the request was cancelled", "code": "CANCELLED"},
+            {"error": "the request was cancelled", "code": "CANCELLED", "reason": "cancelled"},
             envelope=user_event(10),
         ),
         "notifications_subscribed": messages.notifications_subscribed(
