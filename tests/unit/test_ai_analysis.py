@@ -158,6 +158,12 @@ def test_fmt_for_people() -> None:
         "0.0123",
         "-2",
     ]
+    # From 10^15 up an exponent: the largest float written out would be 309 digits.
+    assert [analysis.fmt(x) for x in (1.7976931348623157e308, -3.2e15, 999_999_999_999_999.0)] == [
+        "1.798e+308",
+        "-3.2e+15",
+        "999,999,999,999,999",
+    ]
 
 
 def test_figures_of_numbers_near_the_largest_float() -> None:

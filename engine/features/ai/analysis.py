@@ -266,9 +266,12 @@ def analyse_table(table: Table) -> list[dict[str, Any]]:
 
 
 def fmt(number: float) -> str:
-    """A figure for people: thousands separators, at most two decimals (three digits below 1)."""
+    """A figure for people: thousands separators, at most two decimals (three digits below 1), and
+    an exponent from 10^15 up (a figure near the largest float would otherwise be 309 digits)."""
     if number == int(number) and abs(number) < 1e15:
         return f"{int(number):,}"
+    if abs(number) >= 1e15:
+        return f"{number:.4g}"
     if abs(number) >= 1:
         return f"{number:,.2f}".rstrip("0").rstrip(".")
     return f"{number:.3g}"
