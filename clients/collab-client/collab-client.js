@@ -164,6 +164,8 @@ export class Room extends Emitter {
     /** @type {string[]} */
     this.activeSheets = [];
     this.joined = false;
+    /** The join sent on the current connection while it waits for its answer. @type {{ws: any, promise: Promise<Room>} | null} */
+    this._joining = null;
   }
 
   /** The users present, sorted by name. */
@@ -715,8 +717,28 @@ export class CollabClient extends Emitter {
     return this.ready().then(() => (room.joined ? room : this._joinRoom(room)));
   }
 
-  /** @param {Room} room */
-  async _joinRoom(room) {
+  /**
+   * Joins `room` on the current connection, once: a join asked for while one sent on this connection
+   * still waits for its answer (a `load()` or a second `join()` meanwhile) waits for that one, rather
+   * than sending another `join_room`, whose answer would tell the room joined twice. A join sent on a
+   * connection that dropped is not shared: the resume joins the room again on the next one.
+   * @param {Room} room @returns {Promise<Room>}
+   */
+  _joinRoom(room) {
+    const ws = this._ws;
+    if (ws && room._joining?.ws === ws) return room._joining.promise;
+    const promise = this._sendJoin(room);
+    const joining = { ws, promise };
+    room._joining = joining;
+    const done = () => {
+      if (room._joining === joining) room._joining = null;
+    };
+    promise.then(done, done);
+    return promise;
+  }
+
+  /** @param {Room} room @returns {Promise<Room>} */
+  async _sendJoin(room) {
     const resume = room.seq !== null;
     const message = { type: 'join_room', room_id: room.id };
     if (resume) Object.assign(message, { since: room.seq });
@@ -736,7 +758,7 @@ export class CollabClient extends Emitter {
         for (const sheet of sheets) sheet._holdForReset(); // before the resume sends the outbox
         this.emit('room_reset', { room_id: room.id });
         try {
-          return await this._joinRoom(room);
+          return await this._sendJoin(room);
         } finally {
           // Not awaited: the reload is a request, answered once the resume is done (or refused, and
           // the held edits refused all the same, when the rejoin failed).
