@@ -144,7 +144,7 @@ export declare class CollabClient extends Emitter {
   sendVolatile(message: Record<string, any>): boolean;
   /** Resolves with the first message `match` accepts; `timeout` (default `requestTimeout`) counts from when it is sent. */
   request(message: Record<string, any>, match: (message: ServerMessage) => boolean, timeout?: number): Promise<ServerMessage>;
-  /** Asks getToken() for a token and swaps it in with `refresh_token` (as `token_expiring` does); null when getToken() has no new one. */
+  /** Asks getToken() for a token and swaps it in with `refresh_token` (as `token_expiring` does); null when getToken() has no new one, or when a 4401 came while it was on its way (that token reconnects the client). getToken() is asked once at a time: a need for a token meanwhile shares the call. */
   refreshToken(): Promise<ServerMessage | null>;
   setStatus(status: 'online' | 'away' | 'busy'): Promise<Ack>;
   subscribeNotifications(filters?: NotificationFilters): Promise<ServerMessage>;

@@ -623,6 +623,10 @@ export class CollabClient extends Emitter {
     this._reconnectAfter = null;
     /** How often the client was closed: a wait for `getToken()` begun before a close ends with it. */
     this._stops = 0;
+    /** The `getToken()` call on its way, shared by whoever needs a token meanwhile. @type {Promise<any> | null} */
+    this._tokenFetch = null;
+    /** Set while a 4401 waits for a new token to reconnect with: a refresh then has nothing to swap. */
+    this._reauthenticating = 0;
     if (options.watchNetwork ?? typeof globalThis.addEventListener === 'function') this._watchNetwork();
   }
 
@@ -1003,7 +1007,7 @@ export class CollabClient extends Emitter {
    * @param {string} path e.g. `/api/v1/ws/stats` @param {{method?: string, body?: any, raw?: boolean}} [init]
    */
   async rest(path, init = {}) {
-    if (!this.token && this.getToken) this.token = await this.getToken();
+    if (!this.token && this.getToken) this.token = await this._fetchToken();
     const headers = /** @type {Record<string, string>} */ ({ Authorization: `Bearer ${this.token}` });
     if (init.body !== undefined) headers['Content-Type'] = 'application/json';
     const response = await fetch(`${this.httpUrl}${path}`, {
@@ -1033,7 +1037,7 @@ export class CollabClient extends Emitter {
     if (!this.token && this.getToken) {
       let token;
       try {
-        token = await this.getToken();
+        token = await this._fetchToken();
       } catch (error) {
         if (this._stops === stops) this._stop('auth_failed', error);
         return;
@@ -1354,10 +1358,14 @@ export class CollabClient extends Emitter {
       const old = this.token;
       const stops = this._stops;
       let fresh = null;
+      this._reauthenticating += 1;
       try {
-        fresh = this.getToken ? await this.getToken() : null;
+        // A refresh begun by `token_expiring` may still wait for the token: this waits for it too.
+        fresh = this.getToken ? await this._fetchToken() : null;
       } catch {
         fresh = null;
+      } finally {
+        this._reauthenticating -= 1;
       }
       // `close()` while the token was on its way: the client stays closed (or, if `connect()` followed,
       // that connect opens the socket, not this).
@@ -1414,15 +1422,16 @@ export class CollabClient extends Emitter {
 
   /**
    * Asks `getToken()` for a token and swaps it in on the open connection (`refresh_token`), as a
-   * `token_expiring` does; resolves with `token_refreshed`, or null when getToken() has no new one.
-   * Rejects with the server's error (AUTHENTICATION_FAILED: a bad token, or another user's) and
-   * emits `token_refresh_failed`; the connection keeps its old token until that expires.
+   * `token_expiring` does; resolves with `token_refreshed`, or null when getToken() has no new one,
+   * or when the token expired (4401) while it was on its way: then that token reconnects the client
+   * instead. Rejects with the server's error (AUTHENTICATION_FAILED: a bad token, or another user's)
+   * and emits `token_refresh_failed`; the connection keeps its old token until that expires.
    */
   async refreshToken() {
     if (!this.getToken) return null;
     try {
-      const token = await this.getToken();
-      if (!token || token === this.token) return null;
+      const token = await this._fetchToken();
+      if (!token || token === this.token || this._reauthenticating) return null;
       const reply = await this.request({ type: 'refresh_token', token }, (m) => m.type === 'token_refreshed');
       this.token = token;
       this.emit('token_refreshed', reply);
@@ -1431,6 +1440,24 @@ export class CollabClient extends Emitter {
       this.emit('token_refresh_failed', error);
       throw error;
     }
+  }
+
+  /**
+   * `getToken()`, asked once at a time: whoever needs a token while one is on its way (a 4401 during
+   * the refresh begun by `token_expiring`, a `refreshToken()` while the client waits to reconnect)
+   * waits for that one. A provider that asks a person must not be asked twice at once.
+   * @returns {Promise<string | null | undefined>}
+   */
+  _fetchToken() {
+    if (!this._tokenFetch) {
+      const fetching = Promise.resolve()
+        .then(() => this.getToken?.())
+        .finally(() => {
+          if (this._tokenFetch === fetching) this._tokenFetch = null;
+        });
+      this._tokenFetch = fetching;
+    }
+    return this._tokenFetch;
   }
 
   /** @param {any} message */
