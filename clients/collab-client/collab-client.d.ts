@@ -154,6 +154,7 @@ export declare class CollabClient extends Emitter {
   rest(path: string, init?: { method?: string; body?: any; raw?: false }): Promise<any>;
   rest(path: string, init: { method?: string; body?: any; raw: true }): Promise<Response>;
   on(type: 'state', listener: (change: { state: ClientState; previous: ClientState }) => void): () => void;
+  /** The connection closed; `state` already says so (`reconnecting`, `offline` or `closed`). */
   on(type: 'disconnected', listener: (info: { code: number; reason: string; policy: ReconnectPolicy }) => void): () => void;
   on(type: 'reconnecting', listener: (info: { attempt: number; delay: number }) => void): () => void;
   on(type: 'joined' | 'resumed', listener: (info: { room_id: string; seq: number | null }) => void): () => void;

@@ -1346,22 +1346,28 @@ export class CollabClient extends Emitter {
     const policy = reconnectPolicy(code);
     const after = this._reconnectAfter; // for this close only
     this._reconnectAfter = null;
-    this.emit('disconnected', { code, reason, policy });
-    if (policy === 'stop') {
-      this._stop(code === CloseCode.REMOVED ? 'removed' : `closed (${code})`, { code, reason });
+    const info = { code, reason, policy };
+    if (policy === 'stop' || (policy === 'token' && !this.getToken)) {
+      // `disconnected` comes once the state is `closed`, before the sends are rejected and `closed`.
+      const why = policy === 'token' ? 'auth_failed' : code === CloseCode.REMOVED ? 'removed' : `closed (${code})`;
+      this._stop(why, { code, reason }, () => this.emit('disconnected', info));
       return;
     }
+    // The state says the connection is down before `disconnected` tells it: `offline` until the
+    // network is back, else `reconnecting` (also while a 4401 waits for a new token: not ready while
+    // no token can reconnect it, as a getToken() that asks a person may take minutes, and meanwhile
+    // sends wait in the queue and `ready()` waits too).
+    this._setState(policy !== 'token' && !this._online ? 'offline' : 'reconnecting');
+    const stops = this._stops;
+    this.emit('disconnected', info);
+    if (this._stops !== stops) return; // a listener closed the client
     if (policy === 'token') {
-      // Not ready while no token can reconnect it: a getToken() that asks a person may take minutes,
-      // and meanwhile sends wait in the queue and `ready()` waits too.
-      this._setState('reconnecting');
       const old = this.token;
-      const stops = this._stops;
       let fresh = null;
       this._reauthenticating += 1;
       try {
         // A refresh begun by `token_expiring` may still wait for the token: this waits for it too.
-        fresh = this.getToken ? await this._fetchToken() : null;
+        fresh = await this._fetchToken();
       } catch {
         fresh = null;
       } finally {
@@ -1380,10 +1386,7 @@ export class CollabClient extends Emitter {
       this._schedule(this._attempt === 0 ? 0 : backoffDelay(this._attempt, this.backoff));
       return;
     }
-    if (!this._online) {
-      this._setState('offline');
-      return; // the `online` event reconnects
-    }
+    if (!this._online) return; // `offline`: the `online` event reconnects
     if (policy === 'now' && after) {
       // Not all at once: spread the node's clients over up to half as long again.
       const { jitter = 0.5 } = this.backoff;
@@ -1402,13 +1405,14 @@ export class CollabClient extends Emitter {
     this._timer = setTimeout(() => this._open(), delay);
   }
 
-  /** @param {string} reason @param {any} [detail] */
-  _stop(reason, detail) {
+  /** @param {string} reason @param {any} [detail] @param {() => void} [whenClosed] told once the state is `closed` */
+  _stop(reason, detail, whenClosed) {
     this._stops += 1;
     clearTimeout(this._timer);
     clearTimeout(this._connectTimer);
     this.stopReason = reason;
     this._setState('closed');
+    whenClosed?.();
     const error = new CollabError('CLOSED', `client closed: ${reason}`, detail ?? {});
     for (const id of [...this._outbox.keys()]) this._settleOutbox(id, (e) => e.reject(error));
     for (const [id, request] of this._requests) {

@@ -180,6 +180,34 @@ describe('collab-client against a live server', { skip }, () => {
     assert.equal(client.state, 'ready');
   });
 
+  test('when disconnected fires, the state already says the connection is down', async () => {
+    const user = unique('watcher');
+    /** @param {any} client */
+    const statesAtDisconnect = (client) => {
+      const seen = [];
+      client.on('disconnected', () => seen.push(client.state));
+      return seen;
+    };
+    // A network drop: reconnecting with backoff.
+    const dropped = open({ token: mintToken(user), url: suite.proxy.url, connectTimeout: 1000 });
+    await dropped.connect();
+    const afterDrop = statesAtDisconnect(dropped);
+    suite.proxy.cut();
+    await next(dropped, 'disconnected');
+    await dropped.ready();
+    // A 4401 with a new token to come: reconnecting once it is there.
+    const expired = open({ token: mintToken(user, { ttl: -60 }), getToken: () => mintToken(user) });
+    const afterExpired = statesAtDisconnect(expired);
+    await expired.connect();
+    // A 4401 and no new token: closed for good.
+    const refused = open({ token: mintToken(user, { ttl: -60 }) });
+    const afterRefused = statesAtDisconnect(refused);
+    await assert.rejects(refused.connect(), (error) => error.code === 'CLOSED');
+    assert.deepEqual(afterDrop, ['reconnecting']);
+    assert.deepEqual(afterExpired, ['reconnecting']);
+    assert.deepEqual(afterRefused, ['closed']);
+  });
+
   test('a range update goes out as one cells_update and arrives as one cells_updated', async () => {
     const room = unique('room');
     const sheetId = unique('sheet');
