@@ -133,6 +133,8 @@ export declare class CollabClient extends Emitter {
   sheets: Map<string, Sheet>;
   unread: Map<string, Record<string, any>>;
   stopReason: string | null;
+  /** Edits not yet acknowledged: `set()`/`setRange()` of every sheet and `cell_update`/`cells_update` sent with `send()`, queued, waiting behind an earlier edit of the same cell, held by a `room_reset`, or sent and unanswered. `queue` fires when it changes. */
+  readonly pendingEdits: number;
   nextId(): string;
   connect(): Promise<this>;
   ready(): Promise<this>;
@@ -164,7 +166,8 @@ export declare class CollabClient extends Emitter {
   on(type: 'room_revoked', listener: (info: { room_id: string; seq: number; error: CollabError }) => void): () => void;
   on(type: 'closed', listener: (info: { reason: string; detail: any }) => void): () => void;
   on(type: 'notifications', listener: (unread: Record<string, any>[]) => void): () => void;
-  on(type: 'queue', listener: (info: { size: number }) => void): () => void;
+  /** The queue changed: `size` sends awaiting their ack, `edits` = `pendingEdits`. */
+  on(type: 'queue', listener: (info: { size: number; edits: number }) => void): () => void;
   on(type: 'server_error', listener: (error: CollabError) => void): () => void;
   /** A `refresh_token` was refused (a bad token, or another user's); the connection keeps its old token. */
   on(type: 'token_refresh_failed', listener: (error: CollabError) => void): () => void;

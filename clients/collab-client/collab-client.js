@@ -32,6 +32,8 @@ const NOT_ROOM_EVENTS = new Set(['room_state', 'replay_complete', 'ack', 'error'
 /** Errors after which the same message, with the same `client_msg_id`, may succeed later. */
 const RETRYABLE = new Set(['RATE_LIMIT_EXCEEDED', 'INTERNAL_ERROR']);
 const MAX_RETRIES = 5;
+/** The messages that carry edits of cells (counted by `pendingEdits`). */
+const EDITS = new Set(['cell_update', 'cells_update']);
 
 /**
  * Whether a `room_left` is the server taking the connection out of the room, rather than the answer
@@ -332,7 +334,7 @@ export class Sheet extends Emitter {
       this.client._outbox.delete(op.id);
       this._held.push({ entry, op });
     }
-    this.client.emit('queue', { size: this.client._outbox.size });
+    this.client._queueChanged();
   }
 
   /** After a room_reset's rejoin: the server's cells replace what was known, then the held edits are refused as conflicts. */
@@ -431,6 +433,7 @@ export class Sheet extends Emitter {
       this.emit('change', { cell_id: cell.cell_id, cell: this.get(cell.cell_id), source: 'local' });
     }
     op.promise = this._send(op).finally(() => this._settle(op));
+    this.client._queueChanged(); // one more edit not yet acknowledged, even if it waits for another
     return op.promise;
   }
 
@@ -500,7 +503,7 @@ export class Sheet extends Emitter {
 
   /** @param {any} op */
   _settle(op) {
-    this._ops.delete(op.id);
+    const settled = this._ops.delete(op.id);
     // What it was made on served only to send it. Kept, each edit would hold the one before it, and
     // a cell whose edits keep overlapping (one always pending) would hold every edit ever made of it.
     op.before.clear();
@@ -511,6 +514,7 @@ export class Sheet extends Emitter {
       }
       if (this._last.get(cell_id) === op) this._last.delete(cell_id);
     }
+    if (settled) this.client._queueChanged();
   }
 
   /** A `cell_updated` or `cells_updated` of this sheet. @param {any} message */
@@ -628,6 +632,25 @@ export class CollabClient extends Emitter {
     /** Set while a 4401 waits for a new token to reconnect with: a refresh then has nothing to swap. */
     this._reauthenticating = 0;
     if (options.watchNetwork ?? typeof globalThis.addEventListener === 'function') this._watchNetwork();
+  }
+
+  /**
+   * How many edits are not yet acknowledged: `set()` and `setRange()` of every sheet, and
+   * `cell_update`/`cells_update` sent with `send()`, from when they are made until the server's ack
+   * (or refusal) settled them. Queued offline or after the session ended, waiting behind an earlier
+   * edit of the same cell, held by a `room_reset`, or sent and unanswered: closing the page would
+   * lose each of them. The `queue` event tells every change of it.
+   */
+  get pendingEdits() {
+    const ids = new Set();
+    for (const sheet of this.sheets.values()) for (const id of sheet._ops.keys()) ids.add(id);
+    for (const [id, entry] of this._outbox) if (EDITS.has(entry.message.type)) ids.add(id);
+    return ids.size;
+  }
+
+  /** Tells `queue`: what waits for an ack changed (the outbox, or the edits not yet acknowledged). */
+  _queueChanged() {
+    this.emit('queue', { size: this._outbox.size, edits: this.pendingEdits });
   }
 
   /** A fresh `client_msg_id`, unique across tabs and reloads. */
@@ -799,7 +822,7 @@ export class CollabClient extends Emitter {
     return new Promise((resolve, reject) => {
       const entry = { message: msg, resolve, reject, retries: 0, timer: null };
       this._outbox.set(msg.client_msg_id, entry);
-      this.emit('queue', { size: this._outbox.size });
+      this._queueChanged();
       if (this.state === 'ready') this._transmit(msg);
     });
   }
@@ -1264,7 +1287,7 @@ export class CollabClient extends Emitter {
     clearTimeout(entry.timer);
     this._outbox.delete(id);
     settle(entry);
-    this.emit('queue', { size: this._outbox.size });
+    this._queueChanged();
   }
 
   /** Rejoins every room (resuming from its seq), resubscribes, then sends what waited. */

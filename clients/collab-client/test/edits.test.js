@@ -125,6 +125,38 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     assert.equal(reachable, false, 'the first edit, settled long ago, is still held by the newest one');
   });
 
+  test('pendingEdits counts every edit not yet acknowledged, one waiting behind an edit of its cell too', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const client = open({ token: mintToken(unique('counter')), url: suite.proxy.url, connectTimeout: 1000 });
+    await client.connect();
+    await client.join(room);
+    const sheet = client.sheet(sheetId, { room });
+    assert.equal(client.pendingEdits, 0);
+    /** @type {number[]} */
+    const told = [];
+    client.on('queue', () => told.push(client.pendingEdits));
+
+    suite.proxy.block(true);
+    suite.proxy.cut();
+    await next(client, 'disconnected');
+    const edits = [
+      sheet.set('A1', 'one'),
+      sheet.set('A1', 'two'), // waits for the first: not sent before it is acknowledged
+      sheet.setRange([{ cell_id: 'B1', value: 1 }, { cell_id: 'B2', value: 2 }]),
+      client.send({ type: 'cell_update', sheet_id: sheetId, room, cell_id: 'C1', value: 'sent as it is', version: 0 }),
+    ];
+    const offline = client.pendingEdits;
+    const toldOffline = told.at(-1);
+
+    suite.proxy.block(false);
+    await Promise.all(edits);
+    assert.equal(offline, 4);
+    assert.equal(toldOffline, 4, 'the queue event told the count');
+    assert.equal(client.pendingEdits, 0);
+    assert.equal(told.at(-1), 0, 'the queue event told the last one acknowledged');
+  });
+
   test('a typing indicator whose stop was missed while disconnected is gone after the resume', async () => {
     const room = unique('room');
     const alice = open({ token: mintToken(unique('alice')), url: suite.proxy.url, connectTimeout: 1000 });
