@@ -194,3 +194,32 @@ async def test_closing_the_tab_warns_only_while_edits_are_unsent(browser: Any, w
     async with page.expect_event("close", timeout=10_000):
         await page.close(run_before_unload=True)
     await fay.context.close()
+
+
+async def test_the_queued_count_includes_an_edit_waiting_behind_another_of_its_cell(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("gus")
+    gus = await open_app(browser, web, user, room, sheet)
+    page = gus.page
+    pill = page.locator("#connection")
+
+    # Offline, he corrects A1 ("one", then "two": the second waits for the first) and sets A2. Three
+    # edits are unsent, and closing the tab would lose each of them.
+    await gus.context.set_offline(True)
+    await expect(pill).to_have_attribute("data-state", "offline")
+    await type_into(page, "A1", "one")
+    await type_into(page, "A1", "two")
+    await type_into(page, "A2", "three")
+    await expect(pill).to_have_attribute("data-queued", "3")
+    await expect(pill).to_have_text("Offline · 3 edits queued")
+    await page.screenshot(path=tmp_path / "three-queued.png")
+
+    await gus.context.set_offline(False)
+    await expect(pill).to_have_attribute("data-state", "ready")
+    await expect(pill).to_have_attribute("data-queued", "0")
+    assert await cell_versions(web, sheet, "A1") == [("one", user), ("two", user)]
+    assert await cell_versions(web, sheet, "A2") == [("three", user)]
+    assert gus.problems() == []
+    await gus.context.close()

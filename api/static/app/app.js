@@ -17,8 +17,6 @@ const STATE_LABELS = {
   offline: ['Offline', ''],
   closed: ['Disconnected', 'bad'],
 };
-/** The messages that carry edits of cells. */
-const EDITS = new Set(['cell_update', 'cells_update']);
 /** Server messages the page handles itself; any other with a title or text is an announcement. */
 const HANDLED = new Set([
   'connected', 'ack', 'error', 'pong', 'room_state', 'replay_complete', 'user_joined', 'user_left', 'room_left',
@@ -65,8 +63,11 @@ async function start(token) {
   });
   const client = new CollabClient({ token, getToken: session.getToken });
   session.attach(client);
-  /** Edits not yet acknowledged (queued, or sent and unanswered): closing the tab would lose them. */
-  const unsentEdits = () => [...client._outbox.values()].filter((entry) => EDITS.has(entry.message?.type)).length;
+  /**
+   * Edits not yet acknowledged (queued, waiting behind an earlier edit of the same cell, or sent and
+   * unanswered): closing the tab would lose them. The client's `queue` event tells when this changes.
+   */
+  const unsentEdits = () => client.pendingEdits;
   // Closing or reloading the tab discards them: the browser asks first, and only then.
   window.addEventListener('beforeunload', (event) => {
     if (!unsentEdits()) return;
