@@ -184,3 +184,15 @@ def test_figures_of_numbers_near_the_largest_float() -> None:
     text = analysis.describe(column | summarise(big) | {"slope": None, "trend": INCREASING, "outliers": []})
     assert text.startswith("Column A: 3 values, sum out of range, mean ")
     assert text.endswith(", increasing (slope out of range).")
+
+
+def test_figures_of_the_largest_floats_either_side_of_zero_or_all_alike() -> None:
+    """Products of a fit that overflow both ways (-inf + inf), and a mean whose shares add up just
+    past the largest float, are figures still: never an exception that fails the analysis."""
+    top = 1.7976931348623157e308
+    points = [(1, -top), (2, 1e15), (3, top), (4, -top)]
+    assert trend_of(points) == (pytest.approx(0.1 * top), INCREASING)  # 0.5 / 5 of it a row
+    figures = summarise([(1, top), (2, top), (3, top)])
+    assert (figures["sum"], figures["mean"], figures["stdev"]) == (None, top, 0.0)
+    columns = analysis.analyse_table(read_table({"A1": top, "A2": top, "A3": top, "B1": -top, "B2": top}))
+    assert [c["mean"] for c in columns] == [top, 0.0]

@@ -161,13 +161,14 @@ def type_columns(table: Table) -> list[Column]:
 def summarise(points: Sequence[Point]) -> dict[str, float | int | None]:
     """count, sum, mean, min, max and population standard deviation of a non-empty series. Numbers
     near the largest float can add up beyond it: such a sum is None (out of range), and the mean,
-    which lies between min and max, is then the sum of each value's share."""
+    which lies between min and max, is then taken of the values scaled down."""
     values = [value for _, value in points]
     try:
         total: float | None = math.fsum(values)
         mean = statistics.fmean(values)
     except OverflowError:
-        total, mean = None, math.fsum(value / len(values) for value in values)
+        scaled, exponent = _scaled_down(points)
+        total, mean = None, math.ldexp(statistics.fmean(value for _, value in scaled), exponent)
     return {
         "count": len(values),
         "sum": total,
@@ -206,7 +207,7 @@ def trend_of(points: Sequence[Point]) -> tuple[float | None, str | None]:
         slope, direction = _fit(points)
         if math.isfinite(slope):
             return slope, direction
-    except OverflowError:
+    except (OverflowError, ValueError):  # ValueError: products overflowed both ways, -inf + inf
         pass
     scaled, exponent = _scaled_down(points)
     slope, direction = _fit(scaled)
