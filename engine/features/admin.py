@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 # Keys of the protocol's envelope (docs/protocol.md): set by the server from the event, never taken
 # from a posted body.
 ENVELOPE_KEYS: Final = frozenset({"room_id", "seq", "ts", "client_msg_id"})
+# A direct message's frame also carries its id in the user's inbox.
+DIRECT_MESSAGE_KEYS: Final = ENVELOPE_KEYS | {"notification_id"}
 
 
 class MessageTooLarge(Rejected):
@@ -80,13 +82,15 @@ class Removal:
     rooms_left: tuple[str, ...]
 
 
-def check_posted(message: Mapping[str, Any]) -> dict[str, Any]:
+def check_posted(
+    message: Mapping[str, Any], *, set_by_server: frozenset[str] = ENVELOPE_KEYS
+) -> dict[str, Any]:
     """The posted body as it will be recorded; ValidationFailed if it could pass for a protocol
-    message (no string `type`, a reserved `type`, an envelope key)."""
+    message (no string `type`, a reserved `type`, a key the server sets: `set_by_server`)."""
     kind = message.get("type")
     if not isinstance(kind, str) or not kind.strip():
         raise ValidationFailed("a posted message needs a non-empty string 'type'")
-    forged = sorted(ENVELOPE_KEYS & message.keys())
+    forged = sorted(set_by_server & message.keys())
     if forged:
         raise ValidationFailed(f"the server sets {', '.join(forged)}; a posted message may not carry them")
     broadcast(message)  # raises ValidationFailed for a type reserved for the protocol's own messages
@@ -176,7 +180,8 @@ class Admin:
         """Append `UserMessageSent` to the user's stream; each of their connections gets the message with
         the user's `seq`/`ts`. An offline user finds it unread in their inbox (`delivered_to` 0)."""
         check_id("user_id", user_id)
-        sent = UserMessageSent(user_id, admin.user_id, check_posted(message), f"msg_{uuid.uuid4().hex}")
+        posted = check_posted(message, set_by_server=DIRECT_MESSAGE_KEYS)
+        sent = UserMessageSent(user_id, admin.user_id, posted, f"msg_{uuid.uuid4().hex}")
         event = sent.new(Origin.of(self._node_id, admin))
         delivery = self._delivery(await self._commit(event), user_stream(user_id))
         return replace(delivery, notification_id=sent.message_id)

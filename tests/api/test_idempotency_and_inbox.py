@@ -234,11 +234,13 @@ async def test_a_live_direct_message_carries_its_inbox_id_so_it_can_be_marked_re
     user = f"online-{room}"
     async with server.connect(server.token(user)) as ws:
         await greet(ws)
-        body = {"type": "direct_message", "message": "hi", "notification_id": "forged"}
+        body = {"type": "direct_message", "message": "hi"}
+        forged = await rest(server, "POST", f"/ws/users/{user}/notify", json={**body, "notification_id": "n"})
+        assert forged.status_code == 422 and "notification_id" in forged.json()["error"]
         sent = await rest(server, "POST", f"/ws/users/{user}/notify", json=body)
         assert sent.status_code == 200 and sent.json()["delivered_to"] == 1
         [live] = await until(ws, of_type("direct_message"))
-        assert live["notification_id"] == sent.json()["notification_id"] != "forged"
+        assert live["notification_id"] == sent.json()["notification_id"] and live["seq"] == 1
         await send(
             ws,
             {"type": "notification_read", "notification_id": live["notification_id"], "client_msg_id": "r"},
