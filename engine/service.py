@@ -194,6 +194,7 @@ class Engine:
         self.set_status = self.presence.set_status
         self.request_ai = self.ai.request
         self.cancel_ai = self.ai.cancel
+        self.ai_retried = self.ai.retried
         self.subscribe_notifications = self.notifications.subscribe
         self.read_notification = self.notifications.read
         self.mark_notification_read = self.notifications.mark_read

@@ -175,6 +175,7 @@ class Handlers(Protocol):
     async def cancel_ai(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None
     ) -> None: ...
+    def ai_retried(self, user_id: str, request_id: str) -> None: ...
     async def subscribe_notifications(
         self,
         actor: Actor,
@@ -408,6 +409,8 @@ class Session:
             cmid = message.client_msg_id
             original = await self._original(message, cmid) if cmid else None
             if original is not None and cmid is not None:
+                if isinstance(message, AiRequest):
+                    self._handlers.ai_retried(self.actor.user_id, message.request_id)
                 await self.send(_original_ack(original, cmid))
             else:
                 await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))

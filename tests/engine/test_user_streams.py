@@ -953,3 +953,46 @@ async def test_engine_a_socket_start_while_a_put_of_its_id_appends_its_start_is_
         ]
         assert told(tab) == ["file_upload_started", "file_upload_complete"]
         assert engine.uploads.uploads == {}
+
+
+class HidesAnAiStartAtFirst(MemoryEventStore):
+    """The first batch holding an AI start is written but its answer lost, and reads by key do not see
+    the start until `shown` (a replica behind, say): the node's look for it ends without it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = True
+        self.shown = False
+
+    async def append(self, items: Sequence[NewEvent]) -> list[AppendOutcome]:
+        outcomes = await super().append(items)
+        if self.lost and any(item.type == AI_REQUEST_STARTED for item in items):
+            self.lost = False
+            raise ConnectionResetError("the connection broke during COMMIT")
+        return outcomes
+
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None:
+        found = await super().event_by_key(user_id, key, stream_id)
+        return None if found is not None and found.type == AI_REQUEST_STARTED and not self.shown else found
+
+
+async def test_engine_ai_start_acked_to_a_refused_retry_is_looked_for_and_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retry from a tab not in the room is refused there, and acked from the log ("Idempotency
+    first"): the node then looks for the start again, as for a retry acked as a repeat, and runs it."""
+    monkeypatch.setattr(runner, "SETTLE_SECONDS", 0.2)
+    log = HidesAnAiStartAtFirst()
+    async with memory_engine(log) as engine:
+        ann, ask = await asked_in_an_outage(engine)
+        await asyncio.sleep(0.5)  # the look for the start has ended: it was not seen
+        log.shown = True
+        tab = await connect(engine, "ann")  # in no room: the request itself would be refused
+        await tab.send(ask)
+        assert [(m["type"], m.get("client_msg_id")) for m in tab.take()] == [("ack", "c1")]
+        await ann.until(lambda m: m.get("event_type") == "ai_complete")
+        await settle(engine)
+        recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]
+        assert recorded.count(AI_COMPLETED) == 1 and AI_FAILED not in recorded

@@ -274,6 +274,12 @@ class AiRunner:
             )
             self._running[key] = asyncio.create_task(run, name=f"ai:{user_id}:{request_id}")
 
+    def retried(self, user_id: str, request_id: str) -> None:
+        """A retry the session acked from the log after a later check refused it ("Idempotency
+        first": past a limit, from a tab not in the room): as for a Duplicate here, its start may be
+        one this node committed and never ran."""
+        self._look_for((user_id, request_id), 0.0)
+
     def _look_for(self, key: RequestKey, settle: float) -> None:
         """Look for the request's start in the log (`_start_if_recorded`) unless it runs or ran here,
         for `settle` seconds more if it is not there yet: one look per request, which a later
