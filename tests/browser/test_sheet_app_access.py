@@ -165,6 +165,44 @@ async def test_while_the_session_has_ended_the_person_is_not_shown_online_in_the
     await erin.context.close()
 
 
+async def test_while_the_connection_is_being_restored_the_person_is_not_shown_online(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("hal")
+    hal = await open_app(browser, web, user, room, sheet)
+    page = hal.page
+    mine = page.locator(f'#people li[data-user="{user}"]')
+    await expect(mine).to_contain_text("Online")
+
+    # The socket drops while the browser stays online: the client reconnects after its backoff,
+    # which the page sets long here so that the time in between can be looked at.
+    await page.evaluate(
+        """() => {
+            const { client } = window.collab;
+            client.backoff = { initial: 600_000, max: 600_000, jitter: 0 };
+            client._ws.close(4000, 'dropped');
+        }"""
+    )
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "reconnecting")
+    await expect(mine).to_contain_text("Reconnecting")
+    await expect(mine).not_to_contain_text("Online")
+    await expect(mine).to_have_attribute("data-status", "offline")
+    await expect(page.locator('#presence .avatar[title^="hal"] .status-dot')).to_have_class(
+        "status-dot offline"
+    )
+    await page.screenshot(path=tmp_path / "reconnecting-presence.png")
+
+    # The network comes and goes, which reconnects at once: she is online again.
+    await hal.context.set_offline(True)
+    await hal.context.set_offline(False)
+    await expect(page.locator("#connection")).to_have_text("Live")
+    await expect(mine).to_contain_text("Online")
+    await expect(mine).to_have_attribute("data-status", "online")
+    assert hal.problems() == []
+    await hal.context.close()
+
+
 async def test_closing_the_tab_warns_only_while_edits_are_unsent(browser: Any, web: Server) -> None:
     room, sheet = unique("room"), unique("sheet")
     user = unique("fay")

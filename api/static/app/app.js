@@ -261,11 +261,16 @@ async function start(token) {
     }, Math.max(0, wait));
   };
 
-  /** How this person's own entry reads while the page is not connected, else null. */
+  /**
+   * How this person's own entry reads while the page is not connected, else null. Once in the room
+   * any state but `ready` is a connection being restored (a restart, a dropped socket, the resume
+   * that follows them): the others no longer see this person meanwhile.
+   */
   const ownAbsence = () =>
     session.ended ? 'Disconnected · session ended'
     : client.state === 'offline' ? 'Offline'
     : client.state === 'closed' ? 'Disconnected'
+    : client.state !== 'ready' ? 'Reconnecting…'
     : null;
   client.on('state', () => renderPresence());
   /** Everyone's name as last seen in the room, still known once they left. @type {Map<string, string>} */
