@@ -231,6 +231,44 @@ async def test_leaving_the_formula_bar_for_another_cell_stops_the_typing_where_i
         await opened.context.close()
 
 
+async def test_typing_in_the_formula_bar_starts_with_the_first_key_and_is_kept_alive(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    hers = bob.page.locator('#people li[data-user="alice"]')
+    await expect(hers).to_be_visible()
+
+    # Alice clicks into A1's formula bar, only to look, and moves her pointer over the grid: Bob
+    # sees the pointer, sent after the click, and no typing, which the click did not start.
+    await cell(alice.page, "A1").click()
+    await alice.page.locator("#formula").click()
+    await alice.page.mouse.move(400, 400)
+    await expect(bob.page.locator('.remote-pointer[data-user="alice"]')).to_be_visible()
+    assert "typing" not in await hers.inner_text()
+    assert await typing_of(web, room, "alice") == []
+
+    # She types, a key a second, for longer than the server keeps a typing_start (5 s): the bar
+    # refreshes it as the in-cell editor does, so Bob still sees her typing at the end.
+    await alice.page.keyboard.type("d")
+    await expect(hers).to_contain_text("typing in A1")
+    for key in "raft!!":
+        await alice.page.wait_for_timeout(1000)
+        await alice.page.keyboard.type(key)
+    await expect(hers).to_contain_text("typing in A1")
+    typing = await typing_of(web, room, "alice")
+    assert ("TypingStopped", "A1", "expired") not in typing
+    assert typing.count(("TypingStarted", "A1", None)) >= 2
+
+    await alice.page.keyboard.press("Enter")
+    await expect(cell(bob.page, "A1")).to_have_text("draft!!")
+    await expect(hers).not_to_contain_text("typing")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 # The parts of a person's marker (their selection, and its name tag) that reach under the grid's row
 # or column headers, which are drawn above the cells and the markers: there they are hidden.
 UNDER_HEADERS = """(user) => {

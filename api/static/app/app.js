@@ -234,6 +234,9 @@ async function start(token) {
     showCellMeta(id);
     room?.moveCursor(pointer.x, pointer.y, id);
   };
+  grid.onEditOpen = (id) => {
+    if (editing?.id !== id) editing = { id, base: sheet.editBase(id) };
+  };
   grid.onEditStart = (id) => {
     if (editing?.id !== id) editing = { id, base: sheet.editBase(id) };
     const now = Date.now();

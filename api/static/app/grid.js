@@ -50,6 +50,9 @@ export class SheetGrid {
     this.onCommit = (/** @type {string} */ _id, /** @type {any} */ _value) => {};
     this.onRange = (/** @type {{cell_id: string, value: any}[]} */ _cells) => {};
     this.onSelect = (/** @type {string} */ _id) => {};
+    /** An editor (in the cell or the formula bar) opened on a cell: what it shows is what an edit is typed over. */
+    this.onEditOpen = (/** @type {string} */ _id) => {};
+    /** Typing in a cell's editor: when it opens in the cell, and on each change in either editor. */
     this.onEditStart = (/** @type {string} */ _id) => {};
     this.onEditEnd = (/** @type {string} */ _id) => {};
     this.onPointer = (/** @type {number} */ _x, /** @type {number} */ _y) => {};
@@ -259,6 +262,7 @@ export class SheetGrid {
     input.addEventListener('keydown', (e) => this._editorKey(e));
     input.addEventListener('blur', () => this.editing?.input === input && this.commitEdit());
     input.addEventListener('input', () => this.onEditStart(id));
+    this.onEditOpen(id);
     this.onEditStart(id);
   }
 
@@ -395,7 +399,12 @@ export class SheetGrid {
     });
     this.formula.addEventListener('focus', () => {
       this.formulaShown = { id: this.selected, text: this.formula.value };
-      if (!this.readOnly) this.onEditStart(this.selected);
+      if (!this.readOnly) this.onEditOpen(this.selected);
+    });
+    // A focus alone, to look or to copy, is no typing: it starts with the first change, and each
+    // change keeps it alive (the app refreshes it before the server's expiry), as in the cell.
+    this.formula.addEventListener('input', () => {
+      if (this.formulaShown && !this.readOnly) this.onEditStart(this.formulaShown.id);
     });
     this.formula.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && !this.readOnly) {
