@@ -284,3 +284,54 @@ async def test_the_in_cell_editor_saves_to_its_cell_when_left_and_escape_discard
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_switching_windows_keeps_the_formula_bar_edit_open(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    page = alice.page
+    await type_into(page, "A1", "kept")
+    await type_into(page, "B1", "old")
+    await expect(cell(bob.page, "B1")).to_have_text("old")
+    # The window loses the focus when another one is brought to the front (not only emulated).
+    cdp = await alice.context.new_cdp_session(page)
+    await cdp.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
+
+    async def switch_away_and_back() -> None:
+        other = await alice.context.new_page()
+        await other.bring_to_front()
+        await page.wait_for_function("() => !document.hasFocus()")
+        await page.bring_to_front()
+        await page.wait_for_function("() => document.hasFocus()")
+        await other.close()
+
+    # She types over A1 in the formula bar, switches to another window and back, and presses Escape:
+    # the bar kept its focus and text meanwhile, so nothing was saved, and Escape discards it.
+    await cell(page, "A1").click()
+    await page.locator("#formula").click()
+    await page.keyboard.press("ControlOrMeta+A")
+    await page.keyboard.type("draft")
+    await switch_away_and_back()
+    await expect(page.locator("#formula")).to_be_focused()
+    await expect(page.locator("#formula")).to_have_value("draft")
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#formula")).to_have_value("kept")
+
+    # The same in B1, and Enter this time: what she typed before switching is saved.
+    await cell(page, "B1").click()
+    await page.locator("#formula").click()
+    await page.keyboard.press("ControlOrMeta+A")
+    await page.keyboard.type("new")
+    await switch_away_and_back()
+    await page.keyboard.press("Enter")
+    await expect(cell(bob.page, "B1")).to_have_text("new")
+    await expect(page.locator("#connection")).to_have_attribute("data-queued", "0")
+
+    await expect(cell(page, "A1")).to_have_text("kept")
+    await expect(cell(bob.page, "A1")).to_have_text("kept")
+    assert await cell_versions(web, sheet, "A1") == [("kept", "alice")]
+    assert await cell_versions(web, sheet, "B1") == [("old", "alice"), ("new", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

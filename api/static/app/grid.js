@@ -398,6 +398,7 @@ export class SheetGrid {
       e.clipboardData?.setData('text/plain', rows.join('\n'));
     });
     this.formula.addEventListener('focus', () => {
+      if (this.formulaShown) return; // the window's focus back on an edit still open (see the blur)
       this.formulaShown = { id: this.selected, text: this.formula.value };
       if (!this.readOnly) this.onEditOpen(this.selected);
     });
@@ -419,6 +420,9 @@ export class SheetGrid {
       }
     });
     this.formula.addEventListener('blur', () => {
+      // The window lost the focus (another window or tab in front): the bar keeps its focus in the
+      // page, and its text, and the edit stays open for when the person comes back.
+      if (document.activeElement === this.formula) return;
       // Left by a click on another cell, Tab, or anything else that takes the focus: what was typed
       // is saved as Enter saves it, as spreadsheets do; only Escape discards.
       this._endFormula(true);
