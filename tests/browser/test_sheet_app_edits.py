@@ -335,3 +335,53 @@ async def test_switching_windows_keeps_the_formula_bar_edit_open(browser: Any, w
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_switching_windows_keeps_the_in_cell_editor_open(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    page = alice.page
+    editor = page.locator("#grid input.editor")
+    await type_into(page, "A1", "kept")
+    await type_into(page, "B1", "old")
+    await expect(cell(bob.page, "B1")).to_have_text("old")
+    # The window loses the focus when another one is brought to the front (not only emulated).
+    cdp = await alice.context.new_cdp_session(page)
+    await cdp.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
+
+    async def switch_away_and_back() -> None:
+        other = await alice.context.new_page()
+        await other.bring_to_front()
+        await page.wait_for_function("() => !document.hasFocus()")
+        await page.bring_to_front()
+        await page.wait_for_function("() => document.hasFocus()")
+        await other.close()
+
+    # She opens A1's editor by a double-click, types over it, switches to another window and back,
+    # and presses Escape: the editor stayed open with its text meanwhile, nothing was saved.
+    await cell(page, "A1").dblclick()
+    await expect(editor).to_have_value("kept")
+    await page.keyboard.press("ControlOrMeta+A")
+    await page.keyboard.type("draft")
+    await switch_away_and_back()
+    await expect(editor).to_be_focused()
+    await expect(editor).to_have_value("draft")
+    await page.keyboard.press("Escape")
+    await expect(editor).to_have_count(0)
+    await expect(cell(page, "A1")).to_have_text("kept")
+
+    # The editor opened by typing on B1, and Enter this time: what she typed before switching is saved.
+    await type_into(page, "B1", "new", enter=False)
+    await switch_away_and_back()
+    await expect(editor).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(cell(bob.page, "B1")).to_have_text("new")
+    await expect(page.locator("#connection")).to_have_attribute("data-queued", "0")
+
+    await expect(cell(bob.page, "A1")).to_have_text("kept")
+    assert await cell_versions(web, sheet, "A1") == [("kept", "alice")]
+    assert await cell_versions(web, sheet, "B1") == [("old", "alice"), ("new", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

@@ -260,7 +260,13 @@ export class SheetGrid {
     input.focus();
     input.setSelectionRange(input.value.length, input.value.length);
     input.addEventListener('keydown', (e) => this._editorKey(e));
-    input.addEventListener('blur', () => this.editing?.input === input && this.commitEdit());
+    input.addEventListener('blur', () => {
+      // The window lost the focus (another window or tab in front): the editor keeps its focus in
+      // the page, and its text, and the edit stays open for when the person comes back.
+      if (document.activeElement === input) return;
+      // Left by a click elsewhere or anything else that takes the focus: saved as Enter saves it.
+      if (this.editing?.input === input) this.commitEdit();
+    });
     input.addEventListener('input', () => this.onEditStart(id));
     this.onEditOpen(id);
     this.onEditStart(id);
