@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
@@ -232,6 +233,41 @@ async def test_closing_the_tab_warns_only_while_edits_are_unsent(browser: Any, w
     async with page.expect_event("close", timeout=10_000):
         await page.close(run_before_unload=True)
     await fay.context.close()
+
+
+async def test_closing_the_tab_warns_while_an_editor_holds_unsaved_text(browser: Any, web: Server) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    hal = await open_app(browser, web, unique("hal"), room, sheet)
+    page = hal.page
+
+    async def closing_asks() -> bool:
+        """Try to close the tab; True if the page asked first (the question is declined)."""
+        try:
+            async with page.expect_event("dialog", timeout=3_000) as asked:
+                await page.close(run_before_unload=True)
+        except PlaywrightTimeoutError:
+            return False
+        dialog = await asked.value
+        assert dialog.type == "beforeunload"
+        await dialog.dismiss()
+        return True
+
+    # Text typed into a cell, not saved yet (no edit has been sent): closing asks first.
+    await cell(page, "A1").click()
+    await page.keyboard.type("half-typed")
+    await expect(page.locator("#grid input.editor")).to_have_value("half-typed")
+    assert await closing_asks()
+    await page.keyboard.press("Escape")
+    # The same in the formula bar.
+    await page.locator("#formula").click()
+    await page.keyboard.type("draft")
+    assert await closing_asks()
+    # Discarded, nothing is lost: the tab closes without asking.
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#formula")).to_have_value("")
+    async with page.expect_event("close", timeout=10_000):
+        await page.close(run_before_unload=True)
+    await hal.context.close()
 
 
 async def test_the_queued_count_includes_an_edit_waiting_behind_another_of_its_cell(

@@ -70,7 +70,7 @@ async function start(token) {
   const unsentEdits = () => client.pendingEdits;
   // Closing or reloading the tab discards them: the browser asks first, and only then.
   window.addEventListener('beforeunload', (event) => {
-    if (!unsentEdits()) return;
+    if (!unsentEdits() && !grid.hasUnsavedText()) return;
     event.preventDefault();
     event.returnValue = '';
   });

@@ -247,6 +247,15 @@ export class SheetGrid {
     if (text !== shown.text && value !== (this.lookup(shown.id)?.value ?? null)) this.onCommit(shown.id, value);
   }
 
+  /**
+   * Whether an open editor, in the cell or in the formula bar, holds text the person typed and has
+   * not saved yet: closing the page now would lose it.
+   */
+  hasUnsavedText() {
+    if (this.editing && this.editing.input.value !== this.editing.shown) return true;
+    return !!this.formulaShown && this.formula.value !== this.formulaShown.text;
+  }
+
   /** @param {string} [initial] text to start with (a typed key), else the cell's value */
   startEdit(initial) {
     if (this.readOnly || this.editing) return;
