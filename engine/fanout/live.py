@@ -163,11 +163,12 @@ class Live:
             user_publisher(event, sender)
             return
         room_id = room_id_of(durable_stream(event.stream_id))
-        typing_before = self._typing.get(room_id)
+        # What a leave's typing stop and a join's rendering compare with; no other event needs it.
+        typing_before = self._typing.get(room_id) if event.type == USER_LEFT_ROOM else None
         if event.type in typing_indicators.HANDLED and not self._fold_typing(room_id, event):
             return
         topic = room_stream(room_id)
-        before = self._rooms.get(room_id)
+        before = self._rooms.get(room_id) if event.type == USER_JOINED_ROOM else None
         view = self._fold_room(room_id, event)
         if view is not None and event.type in MEMBERSHIP_EVENTS:
             # Only joins and leaves show members (their `room_state`); laying statuses over every
