@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,24 @@ class Opened:
     def problems(self) -> list[str]:
         """Errors, uncaught exceptions and CSP refusals seen so far."""
         return list(self.errors)
+
+
+async def window_switcher(opened: Opened) -> Callable[[], Awaitable[None]]:
+    """What switching to another window and back does to the page: it really loses the focus (not
+    only as emulated for a headless page), then gets it back."""
+    page = opened.page
+    cdp = await opened.context.new_cdp_session(page)
+    await cdp.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
+
+    async def switch_away_and_back() -> None:
+        other = await opened.context.new_page()
+        await other.bring_to_front()
+        await page.wait_for_function("() => !document.hasFocus()")
+        await page.bring_to_front()
+        await page.wait_for_function("() => document.hasFocus()")
+        await other.close()
+
+    return switch_away_and_back
 
 
 def unique(prefix: str) -> str:

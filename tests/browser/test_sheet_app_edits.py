@@ -8,7 +8,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, open_app_with, paste, type_into, unique
+from tests.browser.pages import cell, open_app, open_app_with, paste, type_into, unique, window_switcher
 from tests.browser.test_sheet_app import cell_versions
 
 
@@ -294,17 +294,7 @@ async def test_switching_windows_keeps_the_formula_bar_edit_open(browser: Any, w
     await type_into(page, "A1", "kept")
     await type_into(page, "B1", "old")
     await expect(cell(bob.page, "B1")).to_have_text("old")
-    # The window loses the focus when another one is brought to the front (not only emulated).
-    cdp = await alice.context.new_cdp_session(page)
-    await cdp.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
-
-    async def switch_away_and_back() -> None:
-        other = await alice.context.new_page()
-        await other.bring_to_front()
-        await page.wait_for_function("() => !document.hasFocus()")
-        await page.bring_to_front()
-        await page.wait_for_function("() => document.hasFocus()")
-        await other.close()
+    switch_away_and_back = await window_switcher(alice)
 
     # She types over A1 in the formula bar, switches to another window and back, and presses Escape:
     # the bar kept its focus and text meanwhile, so nothing was saved, and Escape discards it.
@@ -346,17 +336,7 @@ async def test_switching_windows_keeps_the_in_cell_editor_open(browser: Any, web
     await type_into(page, "A1", "kept")
     await type_into(page, "B1", "old")
     await expect(cell(bob.page, "B1")).to_have_text("old")
-    # The window loses the focus when another one is brought to the front (not only emulated).
-    cdp = await alice.context.new_cdp_session(page)
-    await cdp.send("Emulation.setFocusEmulationEnabled", {"enabled": False})
-
-    async def switch_away_and_back() -> None:
-        other = await alice.context.new_page()
-        await other.bring_to_front()
-        await page.wait_for_function("() => !document.hasFocus()")
-        await page.bring_to_front()
-        await page.wait_for_function("() => document.hasFocus()")
-        await other.close()
+    switch_away_and_back = await window_switcher(alice)
 
     # She opens A1's editor by a double-click, types over it, switches to another window and back,
     # and presses Escape: the editor stayed open with its text meanwhile, nothing was saved.
