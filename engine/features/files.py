@@ -256,6 +256,7 @@ class Files:
         if filename is not None:
             filename = checked_filename(filename)
         if content_length is not None and content_length > max_bytes:
+            await self._fail_started(actor, file_id, TOO_LARGE)
             raise TooLarge(
                 f"the body of {content_length} bytes exceeds the limit of {max_bytes}", max_bytes=max_bytes
             )
@@ -303,6 +304,22 @@ class Files:
                 staged.discard()
         finally:
             self._uploading.discard(file_id)
+
+    async def _fail_started(self, actor: Actor, file_id: str, reason: str) -> None:
+        """End the caller's upload of `file_id` in progress, if one is, for a body refused before a
+        byte of it was read: that body can never be the upload's, so its tabs hear why now, and the
+        id is free again, rather than when the upload is expired as idle. An upload whose body is
+        being stored on this node is left to that body."""
+        if file_id in self._uploading:
+            return
+        try:
+            async with self._starting(actor.user_id, file_id):
+                found = await self.shared_file(file_id)
+        except StoreUnavailable as exc:  # the refusal stands; the sweeper ends the upload later
+            log.warning("could not look up upload %r to end it (%s): %s", file_id, reason, exc)
+            return
+        if found is not None and found.owner == actor.user_id and not found.upload.ended:
+            await self._fail(actor, found.upload, reason, 0)
 
     def _own_upload(self, actor: Actor, file_id: str, found: SharedFile | None) -> Upload | None:
         """The caller's upload of `file_id` in progress (started over the WebSocket, or a body on

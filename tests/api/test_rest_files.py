@@ -20,7 +20,7 @@ import pytest
 from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
 from engine.model.streams import user_stream
 from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
-from tests.api.live_helpers import greet, of_type, pending, until
+from tests.api.live_helpers import greet, of_type, pending, send, until
 
 LIMIT = 4 * 1024 * 1024
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -266,6 +266,39 @@ async def test_body_over_the_limit_by_content_length_is_413_before_reading(files
     assert response.startswith(b"HTTP/1.1 413 ")
     assert b'"code":"PAYLOAD_TOO_LARGE"' in response
     await _assert_nothing_of(files_server, user, file_id)
+
+
+async def test_a_socket_started_upload_whose_body_is_too_large_by_content_length_ends_too_large(
+    files_server: Server,
+) -> None:
+    """The usual client: `file_upload_start`, then a PUT whose Content-Length says the body is over
+    the limit. The 413 comes before a byte is read, and the upload the socket started ends there and
+    then in `file_upload_failed` (too_large), as a streamed body would, rather than waiting for the
+    idle timeout: every tab hears why, and the owner may start the id again at once."""
+    user, file_id = new_user(), new_file_id()
+    start = {"type": "file_upload_start", "file_id": file_id, "filename": "big.png", "file_size": LIMIT + 1}
+    async with (
+        files_server.connect(files_server.token(user)) as tab,
+        files_server.connect(files_server.token(user)) as other,
+    ):
+        await greet(tab)
+        await greet(other)
+        assert (await request(tab, {**start, "client_msg_id": "s1"}))["type"] == "ack"
+        reply = await put(files_server, user, file_id, png(LIMIT + 1))
+        assert (reply.status_code, reply.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
+        [*_, failed] = await until(other, of_type("file_upload_failed"))
+        assert (failed["file_id"], failed["reason"], failed["filename"], failed["bytes_uploaded"]) == (
+            file_id,
+            "too_large",
+            "big.png",
+            0,
+        )
+        await send(tab, {**start, "file_size": 100, "client_msg_id": "s2"})
+        heard = await until(tab, lambda m: m.get("client_msg_id") == "s2")
+        assert [m["type"] for m in heard] == ["file_upload_failed", "ack"]  # the starting tab hears it too
+    types = [e.type for e in await files_server.engine.store.read_stream(user_stream(user))]
+    assert types == [FILE_UPLOAD_STARTED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED]
+    assert file_id not in stored_names(files_server)
 
 
 async def test_streamed_body_over_the_limit_is_413_ends_the_upload_failed_and_frees_the_id(
