@@ -81,7 +81,7 @@ class FileOut(BaseModel):
             "an upload that ended (expired) before its body did"
         },
         413: {"description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES; nothing is kept"},
-        422: {"description": "bad file id or filename, or a Content-Type the bytes contradict"},
+        422: {"description": "bad file id, filename or Content-Type, or a Content-Type the bytes contradict"},
     },
 )
 async def upload_file(

@@ -85,7 +85,7 @@ from engine.model.events import AppendOutcome, Duplicate, Origin, RecordedEvent
 from engine.model.reading import ReadStream
 from engine.projections import uploads as uploads_projection
 from engine.projections.uploads import Upload, end_key
-from engine.protocol.fields import FileName
+from engine.protocol.fields import FileName, MimeType
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ FILES_PATH: Final = "/api/v1/files"
 MAX_KNOWN_FILES: Final = 10_000  # complete files whose claims this node keeps, the last read
 
 _FILENAME: Final = TypeAdapter(FileName)
+_MIME_TYPE: Final = TypeAdapter(MimeType)
 
 
 class FileIdTaken(Rejected):
@@ -154,6 +155,20 @@ def checked_filename(filename: str) -> str:
         raise ValidationFailed(
             "filename must be 1 to 255 characters without '/', '\\', '..' or control characters",
             details=[{"loc": ["filename"], "msg": err["msg"], "type": err["type"]} for err in exc.errors()],
+        ) from None
+
+
+def checked_content_type(content_type: str) -> str:
+    """The declared type if it is a media type, as `file_upload_start` takes its `mime_type`: it
+    becomes the upload's, which `file_upload_started` shows the uploader's tabs."""
+    try:
+        return _MIME_TYPE.validate_python(content_type)
+    except PydanticValidationError as exc:
+        raise ValidationFailed(
+            "Content-Type must be a media type like 'text/csv' (at most 255 characters)",
+            details=[
+                {"loc": ["header", "content-type"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()
+            ],
         ) from None
 
 
@@ -242,11 +257,11 @@ class Files:
         """Store a body under `file_id` and record it; returns the completed file.
 
         Raises PermissionDenied (not an editor or admin), InvalidFileId / ValidationFailed (bad id,
-        filename or room, or a filename other than the `file_upload_start` gave, also one that came
-        while the first bytes were awaited), TooLarge (by `content_length` before reading, or as soon
-        as the body crosses `max_bytes`), ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte
-        for `idle_timeout`), StoreUnavailable, or whatever reading `chunks` raised (the client went
-        away). After any of them no bytes are kept; once the upload was in the log, it ends with
+        filename, content type or room, or a filename other than the `file_upload_start` gave, also one
+        that came while the first bytes were awaited), TooLarge (by `content_length` before reading, or as
+        soon as the body crosses `max_bytes`), ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte
+        for `idle_timeout`), StoreUnavailable, or whatever reading `chunks` raised (the client went away).
+        After any of them no bytes are kept; once the upload was in the log, it ends with
         `FileUploadFailed`, except when another process held the id's lock for too long
         (StoreUnavailable): the upload stays open for the PUT to be tried again.
         """
@@ -255,6 +270,8 @@ class Files:
         validate_file_id(file_id)
         if filename is not None:
             filename = checked_filename(filename)
+        if content_type is not None:
+            content_type = checked_content_type(content_type)
         if content_length is not None and content_length > max_bytes:
             await self._fail_started(actor, file_id, TOO_LARGE)
             raise TooLarge(

@@ -410,6 +410,30 @@ async def test_a_csv_declared_as_text_is_stored_whatever_its_encoding(
     assert (got.content, got.headers["content-type"]) == (data, served)
 
 
+@pytest.mark.parametrize("content_type", ["not a type", "text", "text/csv; name=" + "x" * 300])
+async def test_a_content_type_that_is_no_media_type_is_422_and_changes_nothing(
+    files_server: Server, content_type: str
+) -> None:
+    """The declared type becomes the upload's `mime_type`, which `file_upload_started` shows every
+    tab and which the socket's `file_upload_start` only takes as a media type: a PUT's Content-Type
+    is held to the same rule, and one that breaks it is refused before anything is recorded, also
+    for an upload the socket started (it stays as it was, for a PUT with a good type)."""
+    user, file_id, data = new_user(), new_file_id(), b"a,b\n1,2\n"
+    async with files_server.connect(files_server.token(user)) as tab:
+        await greet(tab)
+        fresh = await put(files_server, user, file_id, data, content_type=content_type, filename="a.csv")
+        assert (fresh.status_code, fresh.json()["code"]) == (422, "VALIDATION_ERROR"), fresh.text
+        await _assert_nothing_of(files_server, user, file_id)
+        start = {"type": "file_upload_start", "file_id": file_id, "filename": "a.csv", "file_size": 8}
+        assert (await request(tab, {**start, "client_msg_id": "s1"}))["type"] == "ack"
+        body = await put(files_server, user, file_id, data, content_type=content_type)
+        assert (body.status_code, body.json()["code"]) == (422, "VALIDATION_ERROR"), body.text
+        assert await pending(tab) == []
+        assert (await put(files_server, user, file_id, data, content_type="text/csv")).status_code == 201
+    types = [e.type for e in await files_server.engine.store.read_stream(user_stream(user))]
+    assert types == [FILE_UPLOAD_STARTED, FILE_UPLOAD_COMPLETED]
+
+
 @pytest.mark.parametrize("file_id", ["%2E%2E", ".hidden", "a..b", "a%00b", "a%20b", "x" * 129])
 async def test_bad_file_ids_are_422(files_server: Server, file_id: str) -> None:
     user = new_user()
