@@ -5,7 +5,9 @@ the test JWT secret, so `make test` runs them with everything else."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 
 import pytest
@@ -23,13 +25,14 @@ def _websocket_flag(node: str) -> list[str]:
     return [] if probe.returncode == 0 else ["--experimental-websocket"]
 
 
-async def test_collab_client_suite_passes_against_the_real_server(web: Server) -> None:
+async def _run_node_tests(web: Server, files: list[str], seconds: float, **env: str) -> tuple[int, str]:
+    """Node's exit code and its report. A run still going after `seconds` is killed, with
+    the process it runs each test file in, and fails the test with what it had printed by then."""
     node = node_binary()
     if node is None:
         pytest.skip("collab-client tests skipped: `node` (18 or newer) is not installed")
-    tests = sorted(str(p) for p in (CLIENT / "test").glob("*.test.js"))
     proc = await asyncio.create_subprocess_exec(
-        node, *_websocket_flag(node), "--test", "--test-reporter=spec", *tests,
+        node, *_websocket_flag(node), "--test", "--test-reporter=spec", *files,
         cwd=CLIENT,
         env={
             "PATH": "/usr/bin:/bin",
@@ -37,12 +40,35 @@ async def test_collab_client_suite_passes_against_the_real_server(web: Server) -
             "COLLAB_HTTP_URL": web.http_url,
             "COLLAB_JWT_SECRET": SECRET,
             "NODE_NO_WARNINGS": "1",
+            **env,
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
-    output, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT)
-    report = output.decode(errors="replace")
+    stdout = proc.stdout
+    assert stdout is not None
+    printed = bytearray()
+
+    async def read_all() -> None:
+        while chunk := await stdout.read(65536):
+            printed.extend(chunk)
+        await proc.wait()
+
+    try:
+        await asyncio.wait_for(read_all(), seconds)
+    except TimeoutError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        pytest.fail(f"node still running after {seconds} s:\n{printed.decode(errors='replace')}")
+    report = printed.decode(errors="replace")
     print(report)
-    assert proc.returncode == 0, report
+    assert proc.returncode is not None
+    return proc.returncode, report
+
+
+async def test_collab_client_suite_passes_against_the_real_server(web: Server) -> None:
+    tests = sorted(str(p) for p in (CLIENT / "test").glob("*.test.js"))
+    returncode, report = await _run_node_tests(web, tests, NODE_TIMEOUT)
+    assert returncode == 0, report
     assert re.search(r"^\S* ?fail 0$", report, re.MULTILINE), report
