@@ -1,6 +1,7 @@
 """The JavaScript client's own tests (clients/collab-client/test/, node's test runner) against the
 real app on a free port: pytest serves the app on the test database and hands node its address and
-the test JWT secret, so `make test` runs them with everything else."""
+the test JWT secret, so `make test` runs them with everything else. A check of their harness runs
+alone: a test that fails while it holds the network down must fail by itself, and at once."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tests.browser.conftest import node_binary
 
 CLIENT = ROOT / "clients" / "collab-client"
 NODE_TIMEOUT = 180
+# A failing assertion must end its test at once: a run that outlives this is stuck on the network.
+HARNESS_TIMEOUT = 30
 
 
 def _websocket_flag(node: str) -> list[str]:
@@ -72,3 +75,13 @@ async def test_collab_client_suite_passes_against_the_real_server(web: Server) -
     returncode, report = await _run_node_tests(web, tests, NODE_TIMEOUT)
     assert returncode == 0, report
     assert re.search(r"^\S* ?fail 0$", report, re.MULTILINE), report
+
+
+async def test_an_assertion_failing_with_the_network_down_fails_its_test_promptly(web: Server) -> None:
+    """The next test must find the proxy open again, not wait for a network that never comes back."""
+    check = str(CLIENT / "test" / "fixtures" / "blocked-failure.js")
+    returncode, report = await _run_node_tests(web, [check], HARNESS_TIMEOUT, COLLAB_HARNESS_CHECK="1")
+    assert returncode != 0, report
+    assert "deliberate failure with the network down" in report, report
+    assert re.search(r"^\S* ?pass 1$", report, re.MULTILINE), report
+    assert re.search(r"^\S* ?fail 1$", report, re.MULTILINE), report

@@ -2,7 +2,7 @@
 // with the test secret, a TCP proxy that can cut and block the network, and small waits.
 import { createHmac, randomUUID } from 'node:crypto';
 import net from 'node:net';
-import { after, before } from 'node:test';
+import { after, afterEach, before } from 'node:test';
 
 import { CollabClient } from '../collab-client.js';
 
@@ -108,6 +108,11 @@ export async function startProxy() {
     swallow(on) {
       swallowing = on;
     },
+    /** The network up again, as a test that blocked or swallowed it ends, passed or failed. */
+    restore() {
+      blocked = false;
+      swallowing = false;
+    },
     close() {
       this.cut();
       return new Promise((resolve) => server.close(() => resolve(undefined)));
@@ -115,9 +120,10 @@ export async function startProxy() {
   };
 }
 
-/** GET/POST/DELETE on the REST API with a token. @param {string} token @param {string} path @param {RequestInit} [init] */
 /** Inside a `describe`: a network proxy started before its tests (`suite.proxy`, to cut and block the
- * connection) and `suite.open(options)`, a client closed after them, with the proxy. */
+ * connection) and `suite.open(options)`, a client closed after them, with the proxy. The network is
+ * restored after each test: one that fails while it holds it down (its assertion throws before its
+ * own `block(false)`) must fail alone, not leave the next test waiting forever to connect. */
 export function suiteOfClients() {
   const clients = [];
   const suite = {
@@ -132,6 +138,9 @@ export function suiteOfClients() {
   before(async () => {
     suite.proxy = await startProxy();
   });
+  afterEach(() => {
+    suite.proxy.restore();
+  });
   after(async () => {
     for (const client of clients) client.close();
     await suite.proxy.close();
@@ -139,6 +148,7 @@ export function suiteOfClients() {
   return suite;
 }
 
+/** GET/POST/DELETE on the REST API with a token. @param {string} token @param {string} path @param {RequestInit} [init] */
 export async function rest(token, path, init = {}) {
   const response = await fetch(`${HTTP_URL}${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, ...(init.headers ?? {}) } });
   return { status: response.status, body: await response.json().catch(() => null) };
