@@ -5,6 +5,7 @@ whole; a conflict shows its notice; an offline editor's queued edits are applied
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -301,6 +302,47 @@ async def test_another_persons_marker_in_column_a_or_row_1_is_not_hidden_under_t
         await expect(selection.locator(".tag")).to_have_text("Alexandra Konstantinopoulou")
         await bob.page.screenshot(path=str(tmp_path / f"bob-{cell_id}.png"))
         assert await bob.page.evaluate(UNDER_HEADERS, alice_id) == [], cell_id
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_long_name_tag_beside_column_b_is_not_hidden_under_the_row_headers(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    """A tag ends at its cell's right edge and reaches left as far as the name needs: in column B a
+    long name reached past column A, under the row headers, and was cut off there."""
+    room, sheet = unique("room"), unique("sheet")
+    alice_id = unique("u")
+    name = "Maria-Alexandra Konstantinopoulou-Papadimitriou"
+    alice_token = web.token(alice_id, username=name, roles=["editor"])
+    alice = await open_app_with(browser, web, alice_token, room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await cell(bob.page, "E8").click()
+
+    selection = bob.page.locator(f'.remote-selection[data-user="{alice_id}"]')
+    tag = selection.locator(".tag")
+    for cell_id in ("B3", "B1", "A3", "C3", "D5"):
+        await cell(alice.page, cell_id).click()
+        await expect(selection).to_have_attribute("data-cell", cell_id)
+        await expect(tag).to_have_text(name)
+        await bob.page.screenshot(path=str(tmp_path / f"bob-{cell_id}.png"))
+        assert await bob.page.evaluate(UNDER_HEADERS, alice_id) == [], cell_id
+        # Still beside her cell: the tag reaches over it.
+        frame, label = await selection.bounding_box(), await tag.bounding_box()
+        assert (
+            frame
+            and label
+            and label["x"] < frame["x"] + frame["width"]
+            and label["x"] + label["width"] > frame["x"]
+        )
+
+    # Typing there makes the tag longer ("is typing…") after it was placed: still clear of the headers.
+    await type_into(alice.page, "B3", "draft", enter=False)
+    await expect(selection).to_have_class(re.compile(r"\btyping\b"))
+    await expect(selection).to_have_attribute("data-cell", "B3")
+    await bob.page.screenshot(path=str(tmp_path / "bob-B3-typing.png"))
+    assert await bob.page.evaluate(UNDER_HEADERS, alice_id) == [], "B3 typing"
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()

@@ -126,7 +126,9 @@ export class SheetGrid {
   setRemote(userId, who) {
     let remote = this.remotes.get(userId);
     if (!remote) {
-      const selection = el('div', { class: 'remote-selection', dataset: { user: userId } }, el('span', { class: 'tag' }, who.name));
+      // The tag sits in a lane from the cells' left edge to the frame's right edge (see app.css).
+      const lane = el('span', { class: 'tag-lane' }, el('span', { class: 'tag' }, who.name));
+      const selection = el('div', { class: 'remote-selection', dataset: { user: userId } }, lane);
       const pointer = el(
         'div',
         { class: 'remote-pointer', dataset: { user: userId } },
@@ -145,10 +147,8 @@ export class SheetGrid {
       if (box) {
         remote.selection.dataset.cell = who.cell;
         this._place(remote.selection, box);
-        // The name tag goes above the cell, right-aligned: in row 1 that is under the column headers,
-        // and in column A a name wider than the cell reaches under the row headers (see app.css).
-        const [col, row] = parseCell(/** @type {string} */ (who.cell));
-        remote.selection.classList.toggle('first-col', col === 0);
+        // The name tag goes above the cell, which in row 1 is under the column headers: there it goes below.
+        const [, row] = parseCell(/** @type {string} */ (who.cell));
         remote.selection.classList.toggle('first-row', row === 0);
       }
     }
@@ -174,13 +174,15 @@ export class SheetGrid {
   /**
    * Places a selection's box over the gridlines around its cells, though never under the row and
    * column headers, which are drawn above the overlay (to cover the cells scrolled under them): in
-   * column A and row 1 the box starts at the cells' own edge, so its border shows whole.
+   * column A and row 1 the box starts at the cells' own edge, so its border shows whole. `--room` is
+   * how far left of the box the cells begin: as far as a name tag may reach before the row headers.
    * @param {HTMLElement} node @param {{x: number, y: number, w: number, h: number}} box
    */
   _place(node, box) {
     const origin = this.rect(cellName(0, 0)) ?? box;
     const x = Math.max(box.x - 1, origin.x);
     const y = Math.max(box.y - 1, origin.y);
+    node.style.setProperty('--room', `${x - origin.x}px`);
     node.style.setProperty('--x', `${x}px`);
     node.style.setProperty('--y', `${y}px`);
     node.style.setProperty('--w', `${box.x + box.w - x}px`);
