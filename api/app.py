@@ -56,6 +56,7 @@ def engine_config(settings: Settings, database_url: str) -> EngineConfig:
         room_auto_create=settings.room_auto_create,
         typing_timeout=settings.typing_timeout_seconds,
         upload_idle_timeout=settings.upload_idle_timeout_seconds,
+        max_upload_bytes=settings.max_upload_bytes,
         max_cells_per_update=settings.max_cells_per_update,
         rate_limits=RateLimits(
             per_minute=settings.websocket_requests_per_minute,

@@ -46,6 +46,8 @@ class EngineConfig:
     # Uploads (engine/features/files.py, upload_sweeper.py): a body with no byte, or an upload with no
     # event, for this many seconds fails with reason `idle_timeout`.
     upload_idle_timeout: float = 30.0
+    # The largest file a PUT stores (MAX_UPLOAD_BYTES); a `file_upload_start` announcing more is refused.
+    max_upload_bytes: int = 50 * 1024 * 1024
     max_cells_per_update: int = 1000  # cells in one `cells_update` (at most the schema's 10,000)
     rate_limits: RateLimits = field(default_factory=RateLimits)
 

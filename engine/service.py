@@ -115,6 +115,7 @@ class Engine:
             commit=commit,
             reply=reply,
             read_stream=read_stream,
+            max_file_size=config.max_upload_bytes,
         )
         self.ai = AiRunner(
             node_id=node_id,

@@ -36,6 +36,7 @@ from engine.fanout.live import UserPublisher, recorded
 from engine.features.claims import claim_file
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
+from engine.features.storage import TooLarge
 from engine.model.actors import Actor
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
@@ -79,8 +80,10 @@ class Uploads:
         commit: Commit,
         reply: Reply,
         read_stream: ReadStream,
+        max_file_size: int = 50 * 1024 * 1024,
     ) -> None:
         self._node_id = node_id
+        self.max_file_size = max_file_size  # MAX_UPLOAD_BYTES: no PUT stores a larger body
         self._connections = connections
         self._hub = hub
         self._commit = commit
@@ -113,7 +116,9 @@ class Uploads:
     ) -> None:
         """Claim the id if nobody has (engine/features/claims.py), then append
         `FileUploadStarted`; the user's other connections get `file_upload_started`. VALIDATION_ERROR
-        when the `file_id` is in use: another user's, or the user's own unless that upload failed.
+        when the `file_id` is in use: another user's, or the user's own unless that upload failed;
+        PAYLOAD_TOO_LARGE (with `limit`) for a `file_size` over MAX_UPLOAD_BYTES, whose PUT could only
+        be refused, before anything is claimed or recorded.
 
         The user's starts of one id on this node run one at a time, from the check to the commit
         (published when it returns), and so do a PUT's (`starting`): of two tabs starting it at once,
@@ -124,6 +129,11 @@ class Uploads:
         other users are settled by the claim)."""
         self._connections.of(actor, connection_id)
         authorize(actor, "file_upload_start")
+        if file_size > self.max_file_size:
+            raise TooLarge(
+                f"a file of {file_size} bytes exceeds the upload limit of {self.max_file_size} bytes",
+                limit=self.max_file_size,
+            )
         async with self.starting(actor.user_id, file_id):
             # Counted from the check to the commit, like a read: the start is kept only if nothing
             # else of this file was published in between (the check may be stale by then).

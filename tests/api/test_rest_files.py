@@ -271,12 +271,13 @@ async def test_body_over_the_limit_by_content_length_is_413_before_reading(files
 async def test_a_socket_started_upload_whose_body_is_too_large_by_content_length_ends_too_large(
     files_server: Server,
 ) -> None:
-    """The usual client: `file_upload_start`, then a PUT whose Content-Length says the body is over
-    the limit. The 413 comes before a byte is read, and the upload the socket started ends there and
+    """A `file_upload_start` within the limit (one over it is refused at once), then a PUT whose
+    Content-Length says the body is over the limit (the file grew, or a restart lowered the limit in
+    between). The 413 comes before a byte is read, and the upload the socket started ends there and
     then in `file_upload_failed` (too_large), as a streamed body would, rather than waiting for the
     idle timeout: every tab hears why, and the owner may start the id again at once."""
     user, file_id = new_user(), new_file_id()
-    start = {"type": "file_upload_start", "file_id": file_id, "filename": "big.png", "file_size": LIMIT + 1}
+    start = {"type": "file_upload_start", "file_id": file_id, "filename": "big.png", "file_size": LIMIT}
     async with (
         files_server.connect(files_server.token(user)) as tab,
         files_server.connect(files_server.token(user)) as other,
@@ -348,7 +349,7 @@ async def test_a_failed_upload_started_over_the_socket_can_be_started_again_by_i
     files_server: Server,
 ) -> None:
     user, other, file_id = new_user(), new_user(), new_file_id()
-    start = {"type": "file_upload_start", "file_id": file_id, "filename": "big.png", "file_size": LIMIT * 2}
+    start = {"type": "file_upload_start", "file_id": file_id, "filename": "big.png", "file_size": LIMIT}
     async with (
         files_server.connect(files_server.token(user)) as tab,
         files_server.connect(files_server.token(other)) as stranger,

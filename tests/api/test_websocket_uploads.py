@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from engine.model.streams import volatile_stream
+from engine.model.streams import file_stream, user_stream, volatile_stream
 from engine.service import Engine
 from tests.api.conftest import Server, request
 from tests.api.live_helpers import greet, of_type, pending, send, until
@@ -134,3 +134,32 @@ async def test_only_users_who_may_write_files_may_start_or_report_an_upload(serv
     async with server.connect(server.token(editor, roles=["viewer", "editor"])) as ws:
         await greet(ws)
         assert (await request(ws, start(file_id, client_msg_id="mine")))["type"] == "ack"
+
+
+async def test_a_start_announcing_more_than_the_upload_limit_is_refused_and_records_nothing(
+    server: Server,
+) -> None:
+    """MAX_UPLOAD_BYTES is known when the upload starts: a `file_size` over it could only end in the
+    PUT's 413, so the start itself is refused (PAYLOAD_TOO_LARGE with the `limit`), the other tabs hear
+    nothing, and the id stays free. A start of exactly the limit is accepted."""
+    user = new_user()
+    file_id = f"f-{uuid.uuid4().hex[:8]}"
+    limit = server.settings.max_upload_bytes
+    engine: Engine = server.engine
+    async with server.connect(server.token(user)) as tab, server.connect(server.token(user)) as other:
+        await greet(tab)
+        await greet(other)
+        refused = await request(tab, start(file_id, file_size=limit + 1, client_msg_id="big"))
+        assert (refused["type"], refused["code"], refused["limit"], refused["client_msg_id"]) == (
+            "error",
+            "PAYLOAD_TOO_LARGE",
+            limit,
+            "big",
+        )
+        assert f"{limit + 1} bytes" in refused["error"] and f"{limit} bytes" in refused["error"]
+        assert await pending(other) == []
+        assert await engine.store.stream_version(user_stream(user)) == 0
+        assert await engine.store.read_stream(file_stream(file_id)) == []
+        assert (await request(tab, start(file_id, file_size=limit, client_msg_id="fits")))["type"] == "ack"
+        [started] = await until(other, of_type("file_upload_started"))
+        assert started["file_size"] == limit

@@ -27,7 +27,8 @@ ProgressCallback = Callable[[int], Awaitable[None]]
 
 class TooLarge(Rejected):
     """The body crossed the size limit. Raised as soon as it is crossed, so at most one chunk more
-    than the limit was read; nothing of the upload is kept. HTTP: 413."""
+    than the limit was read; nothing of the upload is kept. HTTP: 413. Uploads raise it too for a
+    `file_upload_start` announcing more than the limit, before any body is sent."""
 
     code = "PAYLOAD_TOO_LARGE"
 
