@@ -12,7 +12,8 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
-from tests.api.conftest import Server
+from tests.api.conftest import Server, fresh_database, serve
+from tests.browser.conftest import web_settings
 from tests.browser.pages import cell, open_app, open_app_with, paste, server_supports, type_into, unique
 
 
@@ -176,6 +177,25 @@ async def test_uploads_and_notifications_reach_every_tab_of_the_user(browser: An
         await expect(tab.page.locator("#unread")).to_be_hidden()
     assert first.problems() == [] and second.problems() == []
     for opened in (first, second):
+        await opened.context.close()
+
+
+async def test_a_file_over_the_upload_limit_is_shown_failed_at_once(browser: Any, server_url: str) -> None:
+    """The server refuses the `file_upload_start` of a file over MAX_UPLOAD_BYTES and records nothing,
+    so no `file_upload_failed` comes: the row the app added for it says it failed, and why."""
+    room, sheet = unique("room"), unique("sheet")
+    async with (
+        fresh_database(server_url) as database_url,
+        serve(web_settings(database_url, max_upload_bytes=1000)) as small,
+    ):
+        opened = await open_app(browser, small, unique("erin"), room, sheet)
+        await opened.page.locator("#upload-input").set_input_files(
+            {"name": "big.csv", "mimeType": "text/csv", "buffer": b"a,b\n" * 1000}
+        )
+        row = opened.page.locator("#files li", has_text="big.csv")
+        await expect(row).to_have_class("failed")
+        await expect(row).to_contain_text("limit of 1000 bytes")
+        assert opened.problems() == []
         await opened.context.close()
 
 

@@ -434,7 +434,16 @@ async function start(token) {
     fileRow(fileId, file.name, file.size);
     client
       .uploadFile(file, { fileId, roomId, onProgress: ({ loaded, total }) => progress(fileId, (loaded / total) * 100) })
-      .catch((error) => toast(`Upload failed: ${error.message}`, 'conflict'));
+      .catch((error) => {
+        // A refused start (a file over the server's limit) records nothing, so no file_upload_failed
+        // will mark the row: mark it here, unless that event already told why.
+        const entry = files.get(fileId);
+        if (entry && !entry.row.classList.contains('failed')) {
+          entry.row.classList.add('failed');
+          fill(entry.note, `failed: ${error.message}`);
+        }
+        toast(`Upload failed: ${error.message}`, 'conflict');
+      });
   });
 
   // --- go -------------------------------------------------------------------------------------
