@@ -26,10 +26,16 @@ def check_sheet_room(sheet_id: str, room_id: str, sheet_room: str | None) -> Non
 
 
 def room_for_cell_update(
-    sheet_id: str, *, room: str | None, sheet_room: str | None, joined_rooms: Collection[str]
+    sheet_id: str,
+    *,
+    room: str | None,
+    sheet_room: str | None,
+    joined_rooms: Collection[str],
+    message_type: str = "cell_update",
 ) -> str:
-    """The room a `cell_update` goes to: its `room` field, else the sheet's room, else the sender's
-    only room. `joined_rooms` are the rooms of the sending connection."""
+    """The room a `cell_update` or `cells_update` goes to: its `room` field, else the sheet's room,
+    else the sender's only room. `joined_rooms` are the rooms of the sending connection; the refusal
+    names `message_type`, the message the client sent."""
     if room is not None:
         check_sheet_room(sheet_id, room, sheet_room)
         return room
@@ -38,7 +44,7 @@ def room_for_cell_update(
     if len(joined_rooms) == 1:
         return next(iter(joined_rooms))
     raise ValidationFailed(
-        f"cell_update of new sheet {sheet_id!r} needs 'room': you are in {len(joined_rooms)} rooms",
+        f"{message_type} of new sheet {sheet_id!r} needs 'room': you are in {len(joined_rooms)} rooms",
         details=[{"loc": ["room"], "msg": "required when the sender is not in exactly one room"}],
     )
 

@@ -109,7 +109,7 @@ class Cells:
         connection = self._connections.of(actor, connection_id)
         authorize(actor, "cell_update")
         sheet_room = await self._sheet_rooms.room_of(sheet_id)
-        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms)
+        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms, "cell_update")
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:
             await self._claim(sheet_id, room_id, origin, (version,))
@@ -141,7 +141,7 @@ class Cells:
         sheet_room = self._sheet_rooms.known(sheet_id)
         if sheet_room is None:
             return None
-        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms)
+        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms, "cell_update")
         if self._live.view(room_id, shown=False) is None:
             return None
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
@@ -154,9 +154,15 @@ class Cells:
 
     @staticmethod
     def _room_of_update(
-        sheet_id: str, room: str | None, sheet_room: str | None, joined: Collection[str]
+        sheet_id: str,
+        room: str | None,
+        sheet_room: str | None,
+        joined: Collection[str],
+        message_type: str,
     ) -> str:
-        room_id = room_for_cell_update(sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined)
+        room_id = room_for_cell_update(
+            sheet_id, room=room, sheet_room=sheet_room, joined_rooms=joined, message_type=message_type
+        )
         require_member(room_id, joined)
         return room_id
 
@@ -192,7 +198,7 @@ class Cells:
                 limit=self.max_cells,
             )
         sheet_room = await self._sheet_rooms.room_of(sheet_id)
-        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms)
+        room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms, "cells_update")
         cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)
         origin = Origin.of(self._node_id, actor, connection_id, client_msg_id)
         if sheet_room is None:

@@ -128,6 +128,26 @@ async def test_cell_update_refusals(server: Server, room: str, sheet: str) -> No
         assert (await request(carol, {"type": "ping"}))["type"] == "pong"
 
 
+async def test_a_new_sheets_first_edit_without_room_names_the_message_sent(
+    server: Server, room: str, sheet: str
+) -> None:
+    """The sender is in two rooms and the sheet has none yet: the refusal asks for `room` and names
+    the message that lacked it, a `cells_update` as well as a `cell_update`."""
+    cells = [{"cell_id": "A1", "value": 1}, {"cell_id": "B1", "value": 2}]
+    async with server.connect(server.token("carol")) as carol:
+        await greet(carol)
+        await join(carol, room)
+        await join(carol, f"{room}-2")
+        for kind, message in (
+            ("cell_update", update(sheet)),
+            ("cells_update", {"type": "cells_update", "sheet_id": sheet, "cells": cells}),
+        ):
+            reply = await request(carol, {**message, "client_msg_id": kind})
+            assert (reply["code"], reply["client_msg_id"]) == ("VALIDATION_ERROR", kind)
+            assert reply["error"].startswith(f"{kind} of new sheet {sheet!r} needs 'room'"), reply["error"]
+            assert reply["details"][0]["loc"] == ["room"]
+
+
 async def test_repeated_client_msg_id_is_acked_again_and_not_applied_twice(
     server: Server, store: EventStore, room: str, sheet: str
 ) -> None:

@@ -154,9 +154,13 @@ def test_decide_cell_update_room_is_the_senders_only_room() -> None:
 
 @pytest.mark.parametrize("joined", [set(), {"r1", "r2"}])
 def test_decide_cell_update_room_asks_for_room_when_it_cannot_tell(joined: set[str]) -> None:
-    with pytest.raises(ValidationFailed, match="needs 'room'") as caught:
+    with pytest.raises(ValidationFailed, match=r"^cell_update of new sheet 's1' needs 'room'") as caught:
         cell_rules.room_for_cell_update("s1", room=None, sheet_room=None, joined_rooms=joined)
     assert caught.value.details["details"][0]["loc"] == ["room"]
+    with pytest.raises(ValidationFailed, match=r"^cells_update of new sheet 's1' needs 'room'"):
+        cell_rules.room_for_cell_update(
+            "s1", room=None, sheet_room=None, joined_rooms=joined, message_type="cells_update"
+        )
 
 
 def test_decide_cell_update_room_refuses_to_move_a_sheet() -> None:
