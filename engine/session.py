@@ -25,7 +25,8 @@ A bad message gets an error that echoes its `client_msg_id`/`request_id`, and th
 as usual. Two exceptions close the connection: a frame over `max_message_bytes` (1009), because its
 size is the problem, and frames that fail before reaching a handler (invalid JSON, unknown type,
 schema violation) beyond the bad-frame budget (1008), because answering garbage is work the server
-must not do for free.
+must not do for free. A `cells_update` with more cells than the schema takes is over a limit, not
+garbage: it is answered as its handler answers one over MAX_CELLS_PER_UPDATE.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from typing import Any, Final, Protocol
 
 from engine import protocol
 from engine.config import EngineConfig
+from engine.decisions.access import authorize
+from engine.decisions.cells import check_cell_count
 from engine.fanout.hub import SubscriberClosed
 from engine.features.ai.runner import idempotency_key as ai_start_key
 from engine.features.limits import BadFrameBudget
@@ -82,6 +85,7 @@ from engine.protocol import (
 )
 from engine.protocol.close_codes import CloseCode
 from engine.protocol.error_codes import INTERNAL_ERROR, MESSAGE_TOO_LARGE
+from engine.protocol.fields import MAX_CELLS_IN_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +330,9 @@ class Session:
             payload = protocol.decode(frame)
             echo = protocol.correlation_ids(payload)
             message = protocol.parse(payload)
+        except protocol.TooManyCells as exc:
+            await self._too_many_cells(exc.count, echo)
+            return None
         except Rejected as exc:
             await self.answered()
             await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
@@ -358,6 +365,20 @@ class Session:
         await self.answered()
         await self._handle(message, echo, _raise(refused) if refused else self._dispatch(message, echo))
         return None
+
+    async def _too_many_cells(self, count: int, echo: Mapping[str, str]) -> None:
+        """A `cells_update` past the schema's cap is over a limit, not malformed: answered as its
+        handler answers one over MAX_CELLS_PER_UPDATE (which is never above the cap), after the same
+        rate-limit and role checks, and at no cost to the bad-frame budget."""
+        self._node.traffic.message_received("cells_update")
+        await self.answered()
+        limit = min(self._config.max_cells_per_update, MAX_CELLS_IN_SCHEMA)
+        try:
+            self._node.rate_limiter.check(self.actor.user_id, "cells_update")
+            authorize(self.actor, "cells_update")
+            check_cell_count(count, limit)
+        except Rejected as exc:
+            await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
 
     def _submit(self, message: InboundMessage) -> Submitted | None:
         """Queue the message's event now if its handler can without waiting (see the module docstring)."""

@@ -49,6 +49,13 @@ def room_for_cell_update(
     )
 
 
+def check_cell_count(count: int, limit: int) -> None:
+    """ValidationFailed, with the `limit`, for a `cells_update` of more than `limit` cells
+    (MAX_CELLS_PER_UPDATE): one range is one event, and the server bounds what one event may hold."""
+    if count > limit:
+        raise ValidationFailed(f"a cells_update carries at most {limit} cells, this one {count}", limit=limit)
+
+
 def next_cell_version(current: Cell | None, version: int | None) -> int:
     """The version the server gives an update based on `version` (None: the client sent none).
 
@@ -70,4 +77,4 @@ def next_cell_version(current: Cell | None, version: int | None) -> int:
     return new
 
 
-__all__ = ["check_sheet_room", "next_cell_version", "room_for_cell_update"]
+__all__ = ["check_cell_count", "check_sheet_room", "next_cell_version", "room_for_cell_update"]

@@ -18,14 +18,18 @@ from typing import Any
 from cachetools import FIFOCache
 
 from engine.decisions.access import authorize, require_member
-from engine.decisions.cells import check_sheet_room, next_cell_version, room_for_cell_update
+from engine.decisions.cells import (
+    check_cell_count,
+    check_sheet_room,
+    next_cell_version,
+    room_for_cell_update,
+)
 from engine.fanout.live import Live, LoadRoom
 from engine.features.claims import claim
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, Submit, Submitted, acknowledge
 from engine.model.actors import Actor
 from engine.model.catalogue import CellsUpdated, CellUpdated, SheetClaimed
-from engine.model.errors import ValidationFailed
 from engine.model.events import Origin
 from engine.model.reading import ReadStream
 from engine.projections.cells import SheetAtHead
@@ -192,11 +196,7 @@ class Cells:
         the sender included, gets one `cells_updated`."""
         connection = self._connections.of(actor, connection_id)
         authorize(actor, "cells_update")
-        if len(changes) > self.max_cells:
-            raise ValidationFailed(
-                f"a cells_update carries at most {self.max_cells} cells, this one {len(changes)}",
-                limit=self.max_cells,
-            )
+        check_cell_count(len(changes), self.max_cells)
         sheet_room = await self._sheet_rooms.room_of(sheet_id)
         room_id = self._room_of_update(sheet_id, room, sheet_room, connection.rooms, "cells_update")
         cells = tuple({"cell_id": c.cell_id, "value": c.value, "formula": c.formula} for c in changes)

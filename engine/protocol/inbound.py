@@ -211,6 +211,20 @@ class FileUploadProgress(Inbound):
         return self
 
 
+class TooManyCells(ValidationFailed):
+    """A `cells_update` of more cells than the schema takes (`MAX_CELLS_IN_SCHEMA`; only a raised
+    MAX_MESSAGE_BYTES lets one through), refused before its cells are validated one by one. It is
+    over a limit, not malformed: the session answers it as the handler answers a range over
+    MAX_CELLS_PER_UPDATE (never above this cap), with `limit`, and not as a bad frame."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"a cells_update carries at most {MAX_CELLS_IN_SCHEMA} cells, this one {count}",
+            limit=MAX_CELLS_IN_SCHEMA,
+        )
+        self.count = count
+
+
 InboundMessage = Annotated[
     Ping
     | JoinRoom
@@ -259,7 +273,8 @@ def correlation_ids(payload: Any) -> dict[str, str]:
 
 
 def parse(payload: Any) -> InboundMessage:
-    """A validated inbound message; raises ValidationFailed or UnknownMessageType."""
+    """A validated inbound message; raises ValidationFailed (TooManyCells among them) or
+    UnknownMessageType."""
     if not isinstance(payload, Mapping):
         raise ValidationFailed("message must be a JSON object")
     kind = payload.get("type")
@@ -267,6 +282,10 @@ def parse(payload: Any) -> InboundMessage:
         raise ValidationFailed("message must have a string field 'type'")
     if kind not in INBOUND_TYPES:
         raise UnknownMessageType(f"unknown message type {kind[:64]!r}", supported=sorted(INBOUND_TYPES))
+    if kind == "cells_update":
+        cells = payload.get("cells")
+        if isinstance(cells, list) and len(cells) > MAX_CELLS_IN_SCHEMA:
+            raise TooManyCells(len(cells))
     unstorable = None if _storable(payload) else _unstorable_text(payload)
     if unstorable is not None:
         problem = {

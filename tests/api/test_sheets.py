@@ -105,6 +105,34 @@ async def test_a_bad_range_is_refused_with_a_clear_error_and_changes_nothing(
         assert [e.type for e in events[before:]] == [USER_JOINED_ROOM, USER_LEFT_ROOM]
 
 
+async def test_a_range_past_the_schemas_cap_gets_the_limit_error_and_costs_no_bad_frame(
+    database_url: str, store: EventStore, room: str
+) -> None:
+    """Only a raised MAX_MESSAGE_BYTES admits a `cells_update` of more than 10,000 cells: it is
+    refused as one over MAX_CELLS_PER_UPDATE is, VALIDATION_ERROR with the `limit`, and like that
+    refusal it is no bad frame, so a client that sends a few keeps its connection."""
+    settings = make_settings(database_url, max_message_bytes=1024 * 1024, bad_frames_per_window=1)
+    huge = [{"cell_id": f"A{n}", "value": n} for n in range(1, 10_002)]
+    async with serve(settings) as node, node.connect(node.token("ann")) as ann:
+        await greet(ann)
+        await join(ann, room)
+        before = len(await store.read_stream(room_stream(room)))
+        over_setting = await request(ann, paste("s", 101, 10, room=room))  # 1,010 cells
+        assert (over_setting["code"], over_setting["limit"]) == ("VALIDATION_ERROR", 1000)
+        for n in range(3):
+            message = {"type": "cells_update", "sheet_id": "s", "room": room, "cells": huge}
+            refused = await request(ann, {**message, "client_msg_id": f"huge-{n}"})
+            assert (refused["type"], refused["code"], refused["limit"], refused["client_msg_id"]) == (
+                "error",
+                "VALIDATION_ERROR",
+                1000,
+                f"huge-{n}",
+            )
+            assert refused["error"] == "a cells_update carries at most 1000 cells, this one 10001"
+        assert (await request(ann, {"type": "ping"}))["type"] == "pong"
+        assert len(await store.read_stream(room_stream(room))) == before
+
+
 async def test_load_sheet_answers_the_sheet_as_of_its_rooms_seq(server: Server, room: str) -> None:
     sheet = f"s-{room}"
     async with server.connect(server.token("ann")) as ann, server.connect(server.token("eve")) as eve:

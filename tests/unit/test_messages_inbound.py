@@ -403,3 +403,12 @@ def test_inbound_file_upload_progress_cannot_pass_its_total() -> None:
     assert parse("file_upload_progress", bytes_uploaded=1024000).bytes_uploaded == 1024000
     (detail,) = refused("file_upload_progress", [], bytes_uploaded=1024001)
     assert detail["msg"] == "bytes_uploaded must not exceed total_bytes"
+
+
+def test_inbound_cells_update_past_the_schemas_cap_is_too_many_cells_not_a_schema_error() -> None:
+    cells = [{"cell_id": f"A{n}", "value": n} for n in range(1, 10_002)]
+    message = {"type": "cells_update", "sheet_id": "sheet_123", "cells": cells}
+    assert len(messages.parse({**message, "cells": cells[:10_000]}).cells) == 10_000
+    with pytest.raises(messages.TooManyCells) as caught:
+        messages.parse(message)
+    assert (caught.value.count, caught.value.details) == (10_001, {"limit": 10_000})
