@@ -80,7 +80,10 @@ class FileOut(BaseModel):
             "description": "FILE_ID_TAKEN: another user's id, already uploaded, being uploaded, or "
             "an upload that ended (expired) before its body did"
         },
-        413: {"description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES; nothing is kept"},
+        413: {
+            "description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES, or the file_size its "
+            "upload was started with; nothing is kept"
+        },
         422: {"description": "bad file id, filename or Content-Type, or a Content-Type the bytes contradict"},
     },
 )

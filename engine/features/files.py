@@ -26,6 +26,10 @@ the owner are checked before anything is written, and a body whose first bytes c
 declared type is refused before the claim is appended. A file id, once complete, is never written
 again: the completion event's size and sha256 keep describing the bytes served.
 
+The `file_size` an upload was started with (by `file_upload_start`; 0 announces none) bounds its
+body as `max_bytes` does: a longer one is not the file announced, and its progress would pass the
+`total_bytes` the uploader's tabs were told, so it fails as too large.
+
 A body that fails once its upload is in the log (claimed by this PUT, or started over the WebSocket)
 ends that upload with `FileUploadFailed`, which releases the id to its owner: the next PUT or
 `file_upload_start` of it begins a new attempt. Completion and failure carry the attempt's `end_key`
@@ -259,7 +263,8 @@ class Files:
         Raises PermissionDenied (not an editor or admin), InvalidFileId / ValidationFailed (bad id,
         filename, content type or room, or a filename other than the `file_upload_start` gave, also one
         that came while the first bytes were awaited), TooLarge (by `content_length` before reading, or as
-        soon as the body crosses `max_bytes`), ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte
+        soon as the body crosses `max_bytes` or the `file_size` its upload was started with),
+        ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte
         for `idle_timeout`), StoreUnavailable, or whatever reading `chunks` raised (the client went away).
         After any of them no bytes are kept; once the upload was in the log, it ends with
         `FileUploadFailed`, except when another process held the id's lock for too long
@@ -291,7 +296,14 @@ class Files:
             own = self._own_upload(actor, file_id, found)
             name = _resolved_filename(own, filename, file_id)
             declared = content_type or (own.mime_type if own is not None else None) or None
-            total = content_length if content_length is not None else (own.file_size if own else None)
+            # The size the upload was started with (0: none was announced) bounds its body, unless
+            # max_bytes is as strict.
+            announced = own.file_size if own is not None and own.file_size else None
+            bound = announced if announced is not None and announced < max_bytes else None
+            if own is not None and bound is not None and (content_length or 0) > bound:
+                await self._fail(actor, own, TOO_LARGE, 0)
+                raise _longer_than_announced(bound, content_length)
+            total = content_length if content_length is not None else announced
             report = partial(self._report, actor, file_id, total)
             attempt = UploadAttempt(report, total, own, fresh_for=self.idle_timeout / 2, now=self._now)
             body = UploadBody(chunks, self.idle_timeout, attempt)
@@ -303,7 +315,7 @@ class Files:
             try:
                 staged = await storage.stage(
                     file_id,
-                    _claimed_after_sniff(body, declared, claim),
+                    _claimed_after_sniff(_within(body, bound), declared, claim),
                     max_bytes=max_bytes,
                     on_progress=attempt.written,
                     declared_type=declared,
@@ -516,6 +528,26 @@ def _resolved_filename(own: Upload | None, given: str | None, file_id: str) -> s
     if not name:
         raise ValidationFailed("filename is required (query parameter, or file_upload_start first)")
     return name
+
+
+def _longer_than_announced(announced: int, length: int | None = None) -> TooLarge:
+    body = "the body" if length is None else f"the body of {length} bytes"
+    return TooLarge(
+        f"{body} is larger than the file_size of {announced} bytes its upload was started with",
+        max_bytes=announced,
+    )
+
+
+async def _within(chunks: AsyncIterable[bytes], announced: int | None) -> AsyncIterator[bytes]:
+    """`chunks`, refused (TooLarge) as soon as they come to more than the `file_size` the upload was
+    started with (None: no bound here): such a body is not the file its start announced, and its
+    progress would pass the `total_bytes` the uploader's tabs were told."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if announced is not None and received > announced:
+            raise _longer_than_announced(announced)
+        yield chunk
 
 
 async def _claimed_after_sniff(

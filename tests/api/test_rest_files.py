@@ -375,6 +375,53 @@ async def test_a_failed_upload_started_over_the_socket_can_be_started_again_by_i
     assert await files_server.engine.store.stream_version(user_stream(other)) == 0
 
 
+async def test_a_body_longer_than_its_socket_start_announced_is_413_and_ends_the_upload(
+    files_server: Server,
+) -> None:
+    """`file_upload_start` announced 1000 bytes; a PUT that sends more is not the file announced (and
+    its progress would pass the `total_bytes` the tabs were told). Refused like a body over the limit:
+    413 by its Content-Length before a byte is read, or as soon as a streamed body passes the size, and
+    the upload ends in `file_upload_failed` (too_large), nothing kept and the id free again."""
+    user = new_user()
+    async with files_server.connect(files_server.token(user)) as tab:
+        await greet(tab)
+        for file_id, body in ((new_file_id(), png(2000)), (new_file_id(), chunked(png(1024 * 1024)))):
+            start = {"type": "file_upload_start", "file_id": file_id, "filename": "a.png", "file_size": 1000}
+            assert (await request(tab, {**start, "client_msg_id": f"s-{file_id}"}))["type"] == "ack"
+            reply = await put(files_server, user, file_id, body)
+            assert (reply.status_code, reply.json()["code"]) == (413, "PAYLOAD_TOO_LARGE"), reply.text
+            assert "file_size of 1000 bytes" in reply.json()["error"]
+            seen = await until(tab, of_type("file_upload_failed"))
+            failed = seen[-1]
+            assert (failed["file_id"], failed["reason"]) == (file_id, "too_large")
+            assert failed["bytes_uploaded"] <= 256 * 1024  # it stopped at the chunk that passed the size
+            progress = [m for m in seen if m["type"] == "file_upload_progress"]
+            assert all(m["bytes_uploaded"] <= m["total_bytes"] for m in progress), progress
+            assert file_id not in stored_names(files_server)
+            data = png(1000)
+            assert (await request(tab, {**start, "client_msg_id": f"again-{file_id}"}))["type"] == "ack"
+            assert (await put(files_server, user, file_id, data)).status_code == 201
+            await until(tab, of_type("file_upload_complete"))
+            assert (await get(files_server, file_id, auth(files_server, user))).content == data
+
+
+async def test_a_socket_start_of_size_zero_bounds_nothing_and_its_body_reports_progress(
+    files_server: Server,
+) -> None:
+    """`file_size` 0 announces no size (as the server's own start of a chunked body records it): the
+    body is stored whatever its length, reported as of unknown length (`total_bytes` 0)."""
+    user, file_id, data = new_user(), new_file_id(), png(1024 * 1024)
+    start = {"type": "file_upload_start", "file_id": file_id, "filename": "a.png", "file_size": 0}
+    async with files_server.connect(files_server.token(user)) as tab:
+        await greet(tab)
+        assert (await request(tab, {**start, "client_msg_id": "s"}))["type"] == "ack"
+        assert (await put(files_server, user, file_id, chunked(data))).status_code == 201
+        seen = await until(tab, of_type("file_upload_complete"))
+    progress = [m for m in seen if m["type"] == "file_upload_progress"]
+    assert progress and all((m["total_bytes"], m["percentage"]) == (0, 0) for m in progress), progress
+    assert seen[-1]["size"] == len(data)
+
+
 async def test_declared_type_contradicting_the_bytes_is_refused_and_changes_nothing(
     files_server: Server,
 ) -> None:

@@ -181,6 +181,32 @@ async def test_a_slow_body_that_keeps_coming_is_stored_and_kept_fresh_in_the_log
     assert all(e.type in UPLOAD_EVENTS for e in events)
 
 
+async def test_a_slow_body_reports_no_more_than_its_start_announced(idle_server: Server) -> None:
+    """A socket start announced 100 bytes; the body brings more, slowly. The reports that keep the
+    upload fresh while the body waits never tell the tabs more bytes than `total_bytes`: the body
+    is refused (413, the upload failed too_large) as soon as it passes the announced size."""
+    user, file_id = new_user(), new_file_id()
+    head = png(150)
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield head
+        await asyncio.sleep(IDLE * 0.8)  # past half the timeout: a report is due meanwhile
+        yield os.urandom(150)
+
+    async with idle_server.connect(idle_server.token(user)) as tab:
+        await greet(tab)
+        start = {"type": "file_upload_start", "file_id": file_id, "filename": "b.png", "file_size": 100}
+        assert (await request(tab, {**start, "client_msg_id": "s"}))["type"] == "ack"
+        async with httpx.AsyncClient(base_url=idle_server.http_url, timeout=10) as http:
+            headers = {"Authorization": f"Bearer {idle_server.token(user)}", "Content-Type": "image/png"}
+            reply = await http.put(f"/api/v1/files/{file_id}", content=slow(), headers=headers)
+        assert reply.status_code == 413, reply.text
+        seen = await until(tab, of_type("file_upload_failed"))
+    assert seen[-1]["reason"] == "too_large"
+    progress = [m for m in seen if m["type"] == "file_upload_progress"]
+    assert all(m["bytes_uploaded"] <= m["total_bytes"] for m in progress), progress
+
+
 def start_message(file_id: str, **extra: object) -> dict[str, object]:
     return {
         "type": "file_upload_start",

@@ -878,7 +878,7 @@ async def test_engine_a_put_while_a_socket_start_of_its_id_commits_waits_and_is_
     monkeypatch.setattr(uploads_feature, "claim_file", held)
     async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
         ann, tab = await connect(engine, "ann"), await connect(engine, "ann")
-        starting = asyncio.create_task(ann.send(upload_start("f1", "s1")))
+        starting = asyncio.create_task(ann.send({**upload_start("f1", "s1"), "file_size": len(CSV)}))
         async with asyncio.timeout(5):
             await reached.wait()
         putting = asyncio.create_task(put_csv(engine, ann, "f1"))
@@ -908,7 +908,7 @@ async def test_engine_a_put_naming_no_file_while_a_socket_start_of_its_id_commit
     monkeypatch.setattr(uploads_feature, "claim_file", held)
     async with memory_engine(file_storage=LocalFileStorage(tmp_path)) as engine:
         ann = await connect(engine, "ann")
-        starting = asyncio.create_task(ann.send(upload_start("f1", "s1")))
+        starting = asyncio.create_task(ann.send({**upload_start("f1", "s1"), "file_size": len(CSV)}))
         async with asyncio.timeout(5):
             await reached.wait()
         putting = asyncio.create_task(put_csv(engine, ann, "f1", filename=None))
