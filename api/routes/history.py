@@ -104,8 +104,8 @@ class RoomUser(BaseModel):
 
 
 class RoomStateOut(BaseModel):
-    """The room as `room_state` showed it at that point (declared statuses aside: they live in the
-    users' own streams), plus the count of messages sent in it."""
+    """The room as `room_state` showed it at that point, each member with the status they had
+    declared by then, plus the count of messages sent in it."""
 
     room_id: str
     seq: int
@@ -200,7 +200,7 @@ async def room_state_as_of(
     room_id: Id, actor: ActorDep, history: HistoryDep, seq: AsOfSeq = None, at: AsOfTime = None
 ) -> RoomStateOut:
     """The room as of `seq` or `at` (at most one; with neither, as it is now), folded by the live
-    path's projector."""
+    path's projector, with each member's status declared by then."""
     require_room_reader(actor, room_id)
     return room_state_out(await history.room_state(room_id, seq=seq, at=at))
 

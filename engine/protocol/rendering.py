@@ -24,6 +24,7 @@ from engine.model.catalogue import (
     CELL_UPDATED,
     CELLS_UPDATED,
     CURSOR_MOVED,
+    MEMBERSHIP_EVENTS,
     TYPING_STARTED,
     TYPING_STOPPED,
     USER_JOINED_ROOM,
@@ -145,17 +146,29 @@ def encode(messages: list[dict[str, Any]]) -> Frames:
     return tuple(orjson.dumps(message).decode() for message in messages)
 
 
+def _recorded_status(event: RecordedEvent) -> str:
+    """The status a join recorded: what the user had declared, as the node that took the join knew
+    it; "online" for a join recorded before statuses were kept."""
+    return str(event.data.get("status") or ONLINE)
+
+
+def _recorded_by(event: RecordedEvent) -> Mapping[str, str]:
+    """The status a membership event recorded, by user id: a join's; a leave records none."""
+    if event.type != USER_JOINED_ROOM:
+        return {}
+    return {str(event.data["user_id"]): _recorded_status(event)}
+
+
 def _joiner_entry(event: RecordedEvent) -> dict[str, Any]:
-    """The joiner as a `room_state.users[]` entry when no view is at hand. Its status is the one the
-    join recorded (what the user had declared, as the node that took the join knew it); "online" only
-    for a join recorded before statuses were kept."""
+    """The joiner as a `room_state.users[]` entry when no view is at hand, with the status its join
+    recorded."""
     data = event.data
     return {
         "user_id": data["user_id"],
         "username": data.get("username") or data["user_id"],
         "email": data.get("email"),
         "room": data["room_id"],
-        "status": data.get("status") or ONLINE,
+        "status": _recorded_status(event),
         "cursor": None,
         "last_seen": Envelope.of(event).fields().get("ts"),
     }
@@ -165,7 +178,13 @@ class ReplayRenderer:
     """`render` for a catch-up: folds the room from the view at `since` as the replay passes each
     event, so every replayed message is built from the same view it had live. A resume
     (`with_state=False`) shows membership changes without historical `room_state`s and ends with
-    `completion`: the room as of the last replayed seq, then `replay_complete`."""
+    `completion`: the room as of the last replayed seq, then `replay_complete`.
+
+    Statuses: a resume replays history, so each join shows the joiner with the status that join
+    recorded, as its `user_joined` showed it live, not the one they have declared since (declarations
+    are in the users' own streams, which a room's replay does not pass); `completion` shows the
+    statuses as they are now. A catch-up after a plain join replays only what committed while it
+    went live, rendered with the statuses of now, as live publishes are."""
 
     def __init__(
         self,
@@ -184,7 +203,10 @@ class ReplayRenderer:
 
     def __call__(self, event: RecordedEvent) -> Frames | None:
         before, self.view = self.view, apply(self.view, event)
-        shown = with_statuses(self.view, self._statuses(self.view))
+        shown = self.view  # only joins and leaves show members, and so their statuses
+        if event.type in MEMBERSHIP_EVENTS:
+            statuses = self._statuses(self.view) if self._with_state else _recorded_by(event)
+            shown = with_statuses(self.view, statuses)
         frames = encode(render(event, shown, with_state=self._with_state, before=before))
         return frames or None
 

@@ -18,7 +18,9 @@ its two streams up to P, folded from the newest snapshot at or before P (engine/
 fold
 that passes a multiple of `snapshot_every` stores a snapshot there, so a room is replayed in full at
 most once. A sheet is folded from its own `CellUpdated` events only, filtered in SQL, so it needs no
-snapshot: those are all the events its projection reads.
+snapshot: those are all the events its projection reads. A room's members show the statuses they had
+declared by the point, read from their own streams (`stream_walk.statuses_at`); the fold, and so a
+snapshot, holds none.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from engine.model.streams import (
 )
 from engine.projections import cells as cells_projection
 from engine.projections.cells import Cell, Sheet
-from engine.projections.rooms import RoomView, apply_many
+from engine.projections.rooms import RoomView, apply_many, with_statuses
 from engine.readmodels.snapshots import Snapshot, SnapshotStore
 from engine.readmodels.stream_walk import (
     Bounds,
@@ -56,6 +58,7 @@ from engine.readmodels.stream_walk import (
     admitted,
     newest_at,
     scan_streams,
+    statuses_at,
     walk_is_cheaper,
     walk_streams,
 )
@@ -210,7 +213,24 @@ class History:
         self, room_id: str, *, seq: int | None = None, at: datetime | None = None
     ) -> RoomView:
         """The room as of its event `seq`, or as of time `at` (the newest room event recorded then), or,
-        with neither, as it is now."""
+        with neither, as it is now; each member with the status they had declared by then, as the
+        `room_state` sent then showed it (declarations are in the users' own streams, not the room's)."""
+        view = await self._fold_room(room_id, seq, at)
+        if not view.members:
+            return view
+        if at is not None:
+            by = _utc_time("at", at)
+        elif seq is not None and view.last_activity is not None:
+            by = view.last_activity  # the moment of the room's event `seq`: the newest event folded
+        else:
+            by = _LATEST  # now: after every event
+        async with self.db_engine.connect() as conn:
+            declared = await statuses_at(conn, list(view.members), by, partitions=await self.partitions())
+        return with_statuses(view, declared)
+
+    async def _fold_room(self, room_id: str, seq: int | None, at: datetime | None) -> RoomView:
+        """The room's fold as of `seq` or `at` (or now), from the newest snapshot before that point:
+        the projection alone, every member "online" (`room_state` lays the statuses over it)."""
         point = await self._point(room_id, seq, at)
         partition = await self._partition(room_id)
         snapshot = None
@@ -225,7 +245,7 @@ class History:
     async def snapshot(self, room_id: str) -> Snapshot:
         """Store (if not there yet) and return a snapshot of the room at its current seq."""
         head = await self.room_seq(room_id)
-        view = await self.room_state(room_id, seq=head)
+        view = await self._fold_room(room_id, head, None)  # a snapshot holds the fold alone
         position = await self._position_of(room_id, head)
         snapshot = Snapshot(room_id, head, position, view, await self._partition(room_id))
         await self.snapshots.save(snapshot)

@@ -35,8 +35,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.log.partitions import partition_of
 from engine.log.schema import events
+from engine.model.catalogue import USER_STATUS_CHANGED
 from engine.model.events import RecordedEvent
+from engine.model.streams import user_id_of, user_stream
 
 # Each stream's row in `search` keeps: its versions up to `low` lie at or before `after`, those from
 # `high` on after it (0 and version + 1 hold at the start; a cursor of 0 needs no search). Its run is
@@ -232,6 +235,56 @@ async def newest_at(conn: AsyncConnection, partition: int, stream: str, at: date
     return Newest(0, 0) if found is None else Newest(int(found[0]), int(found[1]))
 
 
+# Each user's status as of a time: the same bisection, over every user stream at once, finds the
+# newest version recorded by then (`low`); the newest status from there back is read along the stream's
+# index. No filter on `recorded_at` is left for the planner to answer from the log's time index, which
+# it does when it takes streams for huge (a scan of the log by time, not a read of the user's entries).
+_STATUSES_AT = text("""
+    WITH RECURSIVE search(partition, stream_id, low, high) AS (
+        SELECT s.partition, s.stream_id, CAST(0 AS bigint), s.version + 1
+        FROM streams s
+        WHERE s.partition = ANY(CAST(:partitions AS smallint[]))
+          AND s.stream_id = ANY(CAST(:streams AS text[]))
+        UNION ALL
+        SELECT s.partition, s.stream_id,
+               CASE WHEN probe.recorded_at <= :at THEN (s.low + s.high) / 2 ELSE s.low END,
+               CASE WHEN probe.recorded_at <= :at THEN s.high ELSE (s.low + s.high) / 2 END
+        FROM search s
+        JOIN events probe
+          ON probe.partition = s.partition AND probe.stream_id = s.stream_id
+         AND probe.stream_version = (s.low + s.high) / 2
+        WHERE s.high - s.low > 1
+    )
+    SELECT s.stream_id, (
+        SELECT e.data->>'status' FROM events e
+        WHERE e.partition = s.partition AND e.stream_id = s.stream_id AND e.type = :type
+          AND e.stream_version <= s.low
+        ORDER BY e.stream_version DESC
+        LIMIT 1
+    ) AS status
+    FROM search s
+    WHERE s.high - s.low <= 1
+""")
+
+
+async def statuses_at(
+    conn: AsyncConnection, user_ids: Sequence[str], at: datetime, *, partitions: int
+) -> dict[str, str]:
+    """Each user's declared status (their newest `UserStatusChanged`) recorded at or before `at`, for
+    those who had declared one by then; `partitions` is the log's partition count."""
+    streams = [user_stream(user_id) for user_id in user_ids]
+    if not streams:
+        return {}
+    parameters = {
+        "partitions": sorted({partition_of(stream, partitions) for stream in streams}),
+        "streams": streams,
+        "at": at,
+        "type": USER_STATUS_CHANGED,
+    }
+    rows = await conn.execute(_STATUSES_AT, parameters)
+    return {user_id_of(row.stream_id): str(row.status) for row in rows if row.status is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """The streams of one partition a claim admits, as the `streams` table counts them."""
@@ -327,6 +380,7 @@ __all__ = [
     "admitted",
     "newest_at",
     "scan_streams",
+    "statuses_at",
     "walk_is_cheaper",
     "walk_streams",
 ]

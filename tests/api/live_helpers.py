@@ -7,6 +7,7 @@ before the ping was handled, so the messages read before the pong are all there 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,15 @@ async def resume(ws: ClientConnection, room_id: str, since: int, **extra: object
     assert replayed[-2]["seq"] == replayed[-1]["seq"]
     assert "room_state" not in [m["type"] for m in replayed[:-2]]
     return replayed
+
+
+async def declare(ws: ClientConnection, status: str) -> Message:
+    """A `status_update`, under an id of its own; returns its ack (an error fails)."""
+    cmid = f"status-{uuid.uuid4().hex[:12]}"
+    await send(ws, {"type": "status_update", "status": status, "client_msg_id": cmid})
+    seen = await until(ws, lambda m: m.get("client_msg_id") == cmid and m["type"] in {"ack", "error"})
+    assert seen[-1]["type"] == "ack", seen[-1]
+    return seen[-1]
 
 
 async def write_cell(

@@ -21,7 +21,7 @@ from engine.log.schema import room_snapshots
 from engine.log.store import EventStore
 from engine.model.streams import room_stream
 from tests.api.conftest import Server, make_settings, serve, wait_for_events
-from tests.api.live_helpers import Message, greet, join, of_type, pending, send, until
+from tests.api.live_helpers import Message, declare, greet, join, of_type, pending, send, until
 from tests.conftest import LOG_PARTITIONS
 
 API = "/api/v1"
@@ -131,6 +131,44 @@ async def test_rest_history_room_state_as_of_each_seq_is_what_clients_saw(
             f"/rooms/{session.room}/state", params={"at": seen["ts"]}, headers=auth(server)
         )
         assert response.json()["seq"] == seen["seq"]
+
+
+async def test_rest_history_room_state_shows_the_statuses_members_had_then(
+    server: Server, http: httpx.AsyncClient, room: str
+) -> None:
+    """Declared statuses live in the users' own streams, yet the room as of a seq or a time shows
+    each member's as they had it then, as the `room_state` sent at that seq did: ann joins away, bob
+    joins, ann turns busy, bob leaves, ann turns away again; with neither, the room as it is now."""
+    ann, bob = f"{room}-ann", f"{room}-bob"  # users of their own: a status outlives its test
+    async with server.connect(server.token(ann)) as ann_ws, server.connect(server.token(bob)) as bob_ws:
+        await greet(ann_ws)
+        await greet(bob_ws)
+        await declare(ann_ws, "away")
+        states = [await join(ann_ws, room)]
+        await join(bob_ws, room)
+        states += [m for m in await pending(ann_ws) if m["type"] == "room_state"]
+        await declare(ann_ws, "busy")
+        await send(bob_ws, {"type": "leave_room", "room_id": room})
+        await until(bob_ws, of_type("room_left"))
+        states += [m for m in await pending(ann_ws) if m["type"] == "room_state"]
+        await declare(ann_ws, "away")
+
+        def statuses(state: Message) -> dict[str, str]:
+            return {u["user_id"]: u["status"] for u in state["users"]}
+
+        assert [(s["seq"], statuses(s)) for s in states] == [
+            (1, {ann: "away"}),
+            (2, {ann: "away", bob: "online"}),
+            (3, {ann: "busy"}),
+        ]
+        for seen in states:
+            for params in ({"seq": seen["seq"]}, {"at": seen["ts"]}):
+                response = await http.get(f"/rooms/{room}/state", params=params, headers=auth(server))
+                assert response.status_code == 200, response.text
+                shown = {k: v for k, v in response.json().items() if k != "messages_sent"}
+                assert shown == {k: v for k, v in seen.items() if k != "type"}, params
+        now = (await http.get(f"/rooms/{room}/state", headers=auth(server))).json()
+        assert (now["seq"], statuses(now)) == (3, {ann: "away"})
 
 
 async def test_rest_history_sheet_cells_and_cell_history_are_what_clients_saw(

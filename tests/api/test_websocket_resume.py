@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection
 from engine.log.store import EventStore
 from engine.model.streams import room_stream
 from tests.api.conftest import Server, request
-from tests.api.live_helpers import Message, greet, join, of_type, pending, resume, send, until
+from tests.api.live_helpers import Message, declare, greet, join, of_type, pending, resume, send, until
 
 ROUNDS = 40  # leave + join each: 80 room events written while the joiner resumes
 
@@ -86,6 +86,28 @@ async def test_resume_replays_events_as_they_were_sent_live(server: Server, room
         assert [m["type"] for m in replayed[1:-2]] == ["user_left", "user_joined"]
         assert [u["user_id"] for u in replayed[-2]["users"]] == ["bob", "alice"]
         assert replayed[-1] == {"type": "replay_complete", "room_id": room, "seq": 4}
+
+
+async def test_resume_shows_each_join_with_the_status_the_joiner_had_then(server: Server, room: str) -> None:
+    """History as it was: a replayed join shows the joiner as the members saw them join, with the
+    status they had declared then, though they declared another since; only the `room_state` that
+    ends the replay shows the room as it is now."""
+    ann, bob = f"{room}-ann", f"{room}-bob"  # users of their own: a status outlives its test
+    async with server.connect(server.token(ann)) as ann_ws, server.connect(server.token(bob)) as bob_ws:
+        await greet(ann_ws)
+        await greet(bob_ws)
+        await join(ann_ws, room)
+        await declare(bob_ws, "away")
+        await join(bob_ws, room)
+        live = [m for m in await pending(ann_ws) if m["type"] == "user_joined"]
+        assert [m["user"]["status"] for m in live] == ["away"]
+        await declare(bob_ws, "busy")
+        assert [m["status"] for m in await pending(ann_ws)] == ["busy"]  # its user_status_changed
+        await request(ann_ws, {"type": "leave_room", "room_id": room})
+
+        replayed = await resume(ann_ws, room, since=1)
+        assert [m for m in replayed if m["type"] == "user_joined" and m["user"]["user_id"] == bob] == live
+        assert {u["user_id"]: u["status"] for u in replayed[-2]["users"]} == {bob: "busy", ann: "online"}
 
 
 async def test_since_beyond_the_room_seq_is_a_validation_error(server: Server, room: str) -> None:

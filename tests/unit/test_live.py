@@ -94,6 +94,28 @@ def test_replay_renderer_builds_what_live_sent() -> None:
     assert [replay(e) for e in events] == [tuple(orjson.dumps(m).decode() for m in msgs) for msgs in live]
 
 
+def test_replay_renderer_in_a_resume_shows_each_joiner_with_the_status_its_join_recorded() -> None:
+    """A resume replays history: a join shows the status it recorded, not the one declared since
+    ("online" for a join recorded before statuses were kept), and its completion shows the statuses
+    of now. A catch-up after a plain join renders what just committed with the statuses of now."""
+    join = joined(1, "a")
+    declared = replace(join, data={**join.data, "status": "away"})
+
+    def now(view: RoomView) -> dict[str, str]:
+        return {"a": "busy"}
+
+    for recorded, shown in ((declared, "away"), (join, "online")):
+        resume = ReplayRenderer(RoomView(ROOM), now, with_state=False)
+        frames = resume(recorded)
+        assert frames is not None and orjson.loads(frames[0])["user"]["status"] == shown
+        state, _ = resume.completion(1)
+        assert orjson.loads(state)["users"][0]["status"] == "busy"
+    frames = ReplayRenderer(RoomView(ROOM), now)(declared)
+    assert frames is not None
+    state, user_joined = (orjson.loads(frame) for frame in frames)
+    assert (state["users"][0]["status"], user_joined["user"]["status"]) == ("busy", "busy")
+
+
 async def test_live_publishes_in_seq_order_with_the_view_of_each_event() -> None:
     async with running_hub() as hub:
         member = Client()
