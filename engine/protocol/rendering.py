@@ -34,7 +34,7 @@ from engine.model.catalogue import (
 )
 from engine.model.events import RecordedEvent
 from engine.projections.notifications import direct_message_id
-from engine.projections.rooms import ONLINE, RoomView, apply, cursors_from, with_statuses
+from engine.projections.rooms import ONLINE, Member, RoomView, apply, cursors_from, with_statuses
 from engine.protocol import (
     Envelope,
     broadcast,
@@ -64,23 +64,20 @@ def render(
 
     `view` (the room after `event`) is needed for joins and leaves only, and `before` (the room just
     before it, when at hand) for joins. Presence is per user: a join is news (`room_state`, then
-    `user_joined`) only when it is the user's first connection in the room, a leave only when it was
-    the last; another tab coming or going changes nothing others see, and neither does a `join_room`
-    repeated by a connection already in the room (the user was a member `before`). Without
-    a view (the engine's view fell behind the log, see engine/fanout/live.py) a join or leave is shown
-    without its `room_state` rather than wrong, the joiner with the status its join recorded. A
-    replay passes `with_state=False`: it shows joins and leaves as `user_joined`/`user_left` only
-    and ends with the current `room_state` instead.
+    `user_joined`) when it is the user's first connection in the room, or when it changed how the
+    room shows them (`_changes_what_others_see`); a leave only when it was the last connection.
+    Without a view (the engine's view fell behind the log, see engine/fanout/live.py) a join or
+    leave is shown without its `room_state` rather than wrong, the joiner with the status its join
+    recorded. A replay passes `with_state=False`: it shows joins and leaves as
+    `user_joined`/`user_left` only and ends with the current `room_state` instead.
     """
     data = event.data
     envelope = Envelope.of(event)
     if event.type == USER_JOINED_ROOM:
         room_id, user_id = str(data["room_id"]), str(data["user_id"])
         member = view.members.get(user_id) if view is not None else None
-        if member is not None and member.connections != {data["connection_id"]}:
-            return []  # another tab of someone already in the room
-        if member is not None and before is not None and user_id in before.members:
-            return []  # a join repeated by a connection already in the room
+        if member is not None and not _changes_what_others_see(member, str(data["connection_id"]), before):
+            return []
         joiner: Any = member if member is not None else _joiner_entry(event)
         state = [room_state(view)] if view is not None and with_state else []
         return [*state, user_joined(room_id, joiner, envelope=envelope)]
@@ -144,6 +141,18 @@ def render(
 def encode(messages: list[dict[str, Any]]) -> Frames:
     """Text frames, encoded once and shared by every connection they go to."""
     return tuple(orjson.dumps(message).decode() for message in messages)
+
+
+def _changes_what_others_see(member: Member, connection_id: str, before: RoomView | None) -> bool:
+    """Whether a join of someone the room lists (`member`, as it is after the join) shows the others
+    anything: it is the user's first connection in the room, or it changed their name or email (the
+    room shows those of the newest join: a token refreshed with another `username`, a tab opened with
+    a newer token). Another tab, or a connection joining again, is otherwise no news. Without
+    `before` only a first connection can be told, by the connections the view lists."""
+    if before is None:
+        return member.connections == {connection_id}
+    earlier = before.members.get(member.user_id)
+    return earlier is None or (earlier.username, earlier.email) != (member.username, member.email)
 
 
 def _recorded_status(event: RecordedEvent) -> str:

@@ -12,7 +12,7 @@ from websockets.asyncio.client import ClientConnection
 
 from engine.model.catalogue import STOPPED, TYPING_STARTED, TYPING_STOPPED
 from engine.model.streams import room_stream, volatile_stream
-from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, serve
+from tests.api.conftest import RECEIVE_TIMEOUT, Server, fresh_database, make_settings, request, serve
 from tests.api.live_helpers import Message, greet, join, of_type, pending, resume, send, types, until
 
 
@@ -55,6 +55,72 @@ async def test_a_tab_joining_a_room_it_is_in_again_is_no_news_to_the_others(
             replayed = await resume(cat, room, 0)
             joined = [m["user"]["user_id"] for m in replayed if m["type"] == "user_joined"]
             assert joined == ["bob", "ann", "cat"]  # ann once, then the resuming joiner itself
+
+
+def names(state: Message) -> dict[str, str]:
+    return {u["user_id"]: u["username"] for u in state["users"]}
+
+
+async def test_a_join_again_under_a_refreshed_name_shows_it_to_the_others_live_and_in_a_resume(
+    server: Server, room: str
+) -> None:
+    """A token refreshed with another `username` and email, then a `join_room` repeated by the
+    connection: the others see the new name at once, as a first join shows a name (`room_state`, then
+    `user_joined`), and a resume replays it as that `user_joined`. A repeat that changes nothing
+    stays no news."""
+    ann, bob, cat = f"{room}-ann", f"{room}-bob", f"{room}-cat"
+    async with (
+        server.connect(server.token(ann, username="Ann")) as ann_ws,
+        server.connect(server.token(bob)) as bob_ws,
+    ):
+        await greet(ann_ws), await greet(bob_ws)
+        await join(bob_ws, room)
+        await join(ann_ws, room)
+        assert types(await pending(bob_ws)) == ["room_state", "user_joined"]
+        fresh = server.token(ann, username="Ann Lee", email="ann@example.com")
+        assert (await request(ann_ws, {"type": "refresh_token", "token": fresh}))["type"] == "token_refreshed"
+        assert names(await join(ann_ws, room)) == {bob: bob, ann: "Ann Lee"}
+        seen = await pending(bob_ws)
+        assert types(seen) == ["room_state", "user_joined"]
+        state, renamed = seen
+        assert names(state) == {bob: bob, ann: "Ann Lee"} and state["seq"] == renamed["seq"] == 3
+        assert renamed["user"] == next(u for u in state["users"] if u["user_id"] == ann)
+        assert (renamed["user"]["username"], renamed["user"]["email"]) == ("Ann Lee", "ann@example.com")
+        await join(ann_ws, room)  # again, under the same name
+        assert await pending(bob_ws) == []
+        async with server.connect(server.token(cat)) as cat_ws:
+            await greet(cat_ws)
+            replayed = await resume(cat_ws, room, 0)
+            joins = [m for m in replayed if m["type"] == "user_joined"]
+            assert [(m["user"]["user_id"], m["user"]["username"]) for m in joins] == [
+                (bob, bob),
+                (ann, "Ann"),
+                (ann, "Ann Lee"),
+                (cat, cat),
+            ]
+            assert joins[2] == renamed  # as bob saw it live
+
+
+async def test_a_second_tab_under_another_name_shows_it_to_the_others(server: Server, room: str) -> None:
+    """The room shows a user by their newest token's name: a second tab joining under another one
+    tells the others, as a rename does; its leave, with the first tab still in, does not."""
+    ann, bob = f"{room}-ann", f"{room}-bob"
+    async with (
+        server.connect(server.token(ann, username="Ann")) as ann_tab1,
+        server.connect(server.token(ann, username="Ann Lee")) as ann_tab2,
+        server.connect(server.token(bob)) as bob_ws,
+    ):
+        await greet(ann_tab1), await greet(ann_tab2), await greet(bob_ws)
+        await join(bob_ws, room)
+        await join(ann_tab1, room)
+        await pending(bob_ws)
+        await join(ann_tab2, room)
+        seen = await pending(bob_ws)
+        assert types(seen) == ["room_state", "user_joined"]
+        assert names(seen[0]) == {bob: bob, ann: "Ann Lee"} and seen[1]["user"]["username"] == "Ann Lee"
+        await send(ann_tab2, {"type": "leave_room", "room_id": room})
+        await until(ann_tab2, of_type("room_left"))
+        assert await pending(bob_ws) == []
 
 
 async def test_a_declared_status_survives_a_reconnect(server: Server, room: str) -> None:

@@ -94,6 +94,22 @@ def test_replay_renderer_builds_what_live_sent() -> None:
     assert [replay(e) for e in events] == [tuple(orjson.dumps(m).decode() for m in msgs) for msgs in live]
 
 
+def test_render_a_join_that_changes_a_member_s_name_or_email_is_news_to_the_others() -> None:
+    """The room shows the name and email of the user's newest join: one that changes them, from the
+    connection already in the room (after a token refresh) or from another tab, is shown as a first
+    join is; one that changes neither is no news."""
+    first = joined(1, "a", "tab1")
+    before = project([first])
+    for connection_id in ("tab1", "tab2"):
+        again = joined(2, "a", connection_id)
+        assert render(again, project([first, again]), before=before) == []
+        for change in ({"username": "Ann"}, {"email": "ann@example.com"}):
+            changed = replace(again, data={**again.data, **change})
+            state, user_joined = render(changed, project([first, changed]), before=before)
+            assert state["type"] == "room_state" and state["users"] == [user_joined["user"]]
+            assert {k: user_joined["user"][k] for k in change} == change
+
+
 def test_replay_renderer_in_a_resume_shows_each_joiner_with_the_status_its_join_recorded() -> None:
     """A resume replays history: a join shows the status it recorded, not the one declared since
     ("online" for a join recorded before statuses were kept), and its completion shows the statuses
