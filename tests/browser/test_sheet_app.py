@@ -366,3 +366,60 @@ async def test_a_long_name_tag_beside_column_b_is_not_hidden_under_the_row_heade
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+# Whether a person's pointer name, where it is shown, lies over the name tag of their own selection:
+# the two texts drawn over each other, neither readable.
+LABEL_OVER_TAG = """(user) => {
+    const pointer = document.querySelector(`.remote-pointer[data-user="${user}"]`);
+    const label = pointer.querySelector('.name');
+    const tag = document.querySelector(`.remote-selection[data-user="${user}"] .tag`);
+    if (pointer.hidden || getComputedStyle(label).visibility === 'hidden') return false;
+    const a = label.getBoundingClientRect();
+    const b = tag.getBoundingClientRect();
+    return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+}"""
+
+
+async def test_a_persons_pointer_name_never_lies_over_their_selection_tag(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    """At A1 the tag goes below the cell, where the name beside a pointer over the cell lands too;
+    elsewhere a pointer just above the selected cell puts its name over the tag above it."""
+    room, sheet = unique("room"), unique("sheet")
+    alice_id = unique("u")
+    alice_token = web.token(alice_id, username="Alexandra", roles=["editor"])
+    alice = await open_app_with(browser, web, alice_token, room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await cell(bob.page, "H12").click()
+
+    selection = bob.page.locator(f'.remote-selection[data-user="{alice_id}"]')
+    pointer = bob.page.locator(f'.remote-pointer[data-user="{alice_id}"]')
+    # (cell selected, cell the pointer is over, where in it as fractions of its width and height)
+    for selected, over, fx, fy in (("A1", "A1", 0.3, 0.5), ("E5", "E4", 0.6, 0.2), ("B1", "A1", 0.5, 0.6)):
+        await cell(alice.page, selected).click()
+        box = await cell(alice.page, over).bounding_box()
+        assert box
+        x, y = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+        await alice.page.mouse.move(x, y)
+        await expect(selection).to_have_attribute("data-cell", selected)
+        # The pointer on Bob's screen where Alice's is on hers (the two pages are laid out alike),
+        # at the end of its movement's transition.
+        await bob.page.wait_for_function(
+            """([user, x, y]) => {
+                const pointer = document.querySelector(`.remote-pointer[data-user="${user}"]`);
+                const box = pointer.getBoundingClientRect();
+                return Math.abs(box.left - x) < 2 && Math.abs(box.top - y) < 2;
+            }""",
+            arg=[alice_id, x, y],
+        )
+        await bob.page.screenshot(path=str(tmp_path / f"bob-{selected}-{over}.png"))
+        assert not await bob.page.evaluate(LABEL_OVER_TAG, alice_id), (selected, over)
+    await expect(selection.locator(".tag")).to_have_text("Alexandra")
+    # Away from her tag, her pointer has its name again.
+    await alice.page.mouse.move(700, 600)
+    await expect(pointer).not_to_have_class(re.compile(r"\bbeside-tag\b"))
+    await expect(pointer.locator(".name")).to_be_visible()
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

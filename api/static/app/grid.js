@@ -160,6 +160,31 @@ export class SheetGrid {
     }
     if (typeof who.x === 'number') remote.pointer.hidden = false;
     if (who.typing !== undefined) remote.selection.classList.toggle('typing', who.typing);
+    this._namePointer(remote);
+  }
+
+  /**
+   * A pointer's name goes beside it, unless it would lie over the name tag of the same person's
+   * selection: a pointer over their cell at A1, whose tag is below the cell where the pointer's name
+   * goes too, or just above their cell elsewhere. The tag names them there already, in their colour
+   * beside the pointer, and two names drawn over each other read as neither. Worked out from where
+   * the pointer is going, not where its movement's transition has it now.
+   * @param {{selection: HTMLElement, pointer: HTMLElement}} remote
+   */
+  _namePointer({ selection, pointer }) {
+    const label = /** @type {HTMLElement | null} */ (pointer.querySelector('.name'));
+    const tag = selection.querySelector('.tag');
+    let over = false;
+    if (label && tag && !pointer.hidden && !selection.hidden) {
+      const origin = this.overlay.getBoundingClientRect();
+      const t = tag.getBoundingClientRect();
+      const left = parseFloat(pointer.style.getPropertyValue('--x')) + label.offsetLeft + origin.left;
+      const top = parseFloat(pointer.style.getPropertyValue('--y')) + label.offsetTop + origin.top;
+      const gap = 2;
+      over = left - gap < t.right && t.left < left + label.offsetWidth + gap
+        && top - gap < t.bottom && t.top < top + label.offsetHeight + gap;
+    }
+    pointer.classList.toggle('beside-tag', over);
   }
 
   /** @param {string} userId */
