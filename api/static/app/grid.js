@@ -351,14 +351,21 @@ export class SheetGrid {
   /** @param {KeyboardEvent} e */
   _gridKey(e) {
     if (this.editing || e.target !== this.scroller) return;
-    const arrows = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0], Tab: [1, 0], Enter: [0, 1] };
+    const arrows = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
+    const jump = this._jump(e.key, e.ctrlKey || e.metaKey);
     if (e.key === 'Enter' || e.key === 'F2') {
       e.preventDefault();
       this.startEdit();
+    } else if (e.key === 'Tab') {
+      e.preventDefault();
+      this._select([this.focus[0] + (e.shiftKey ? -1 : 1), this.focus[1]], false);
     } else if (e.key in arrows) {
       e.preventDefault();
       const [dc, dr] = arrows[/** @type {keyof typeof arrows} */ (e.key)];
-      this._select([this.focus[0] + dc, this.focus[1] + dr], e.shiftKey && e.key.startsWith('Arrow'));
+      this._select([this.focus[0] + dc, this.focus[1] + dr], e.shiftKey);
+    } else if (jump) {
+      e.preventDefault();
+      this._select(jump, e.shiftKey);
     } else if ((e.key === 'Delete' || e.key === 'Backspace') && !this.readOnly) {
       e.preventDefault();
       const cells = this._rangeCells().filter((id) => this.lookup(id)?.value != null);
@@ -368,6 +375,36 @@ export class SheetGrid {
       e.preventDefault();
       this.startEdit(e.key);
     }
+  }
+
+  /**
+   * Where Home, End and the page keys go, as in spreadsheets: Home to column A, End to the row's last
+   * cell holding a value, with Ctrl (or Cmd) to A1 and to the last row and column holding values;
+   * Page Up and Page Down a screenful of rows. Null for any other key.
+   * @param {string} key @param {boolean} ctrl @returns {[number, number] | null}
+   */
+  _jump(key, ctrl) {
+    const [c, r] = this.focus;
+    if (key === 'Home') return ctrl ? [0, 0] : [0, r];
+    if (key === 'PageUp') return [c, r - this.pageRows()];
+    if (key === 'PageDown') return [c, r + this.pageRows()];
+    if (key !== 'End') return null;
+    let [lastCol, lastRow] = [0, 0];
+    for (let rr = 0; rr < this.rows; rr += 1) {
+      if (!ctrl && rr !== r) continue;
+      for (let cc = 0; cc < this.cols; cc += 1) {
+        if (this.lookup(cellName(cc, rr))?.value == null) continue;
+        lastCol = Math.max(lastCol, cc);
+        lastRow = rr;
+      }
+    }
+    return ctrl ? [lastCol, lastRow] : [lastCol, r];
+  }
+
+  /** How many rows a screenful is: what Page Up and Page Down move by. */
+  pageRows() {
+    const row = this.rect(cellName(0, 0))?.h || 26;
+    return Math.max(1, Math.floor((this.scroller.clientHeight - row) / row));
   }
 
   _rangeCells() {
