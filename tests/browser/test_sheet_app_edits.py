@@ -3,6 +3,7 @@ person changed that cell is a conflict, never a silent overwrite of a change its
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import expect
@@ -362,6 +363,51 @@ async def test_switching_windows_keeps_the_in_cell_editor_open(browser: Any, web
     await expect(cell(bob.page, "A1")).to_have_text("kept")
     assert await cell_versions(web, sheet, "A1") == [("kept", "alice")]
     assert await cell_versions(web, sheet, "B1") == [("old", "alice"), ("new", "alice")]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+# The parts of a page that spill out of their own box or off the screen: text wider than its box,
+# or a box (a notice, its close button) reaching past the window's edge.
+SPILLED = """() => {
+    const spilled = [];
+    for (const node of document.querySelectorAll('.toast, .toast span, .toast .close, #activity li')) {
+        const box = node.getBoundingClientRect();
+        const name = node.className || node.tagName;
+        if (node.scrollWidth > node.clientWidth + 1) spilled.push(`${name} is too wide`);
+        if (box.right > innerWidth || box.bottom > innerHeight || box.left < 0 || box.top < 0)
+            spilled.push(`${name} is off the screen`);
+    }
+    return spilled;
+}"""
+
+
+async def test_a_long_value_in_a_conflict_notice_and_the_activity_stays_inside_them(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    """A cell holds up to 32,767 characters: quoted whole, a long value ran out of the notice and off
+    the screen, with the notice's close button, and out of the activity panel."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    theirs, mine = "y" * 300, "lorem ipsum " * 300
+    await type_into(alice.page, "G3", "z", enter=False)
+    await alice.page.keyboard.press("Backspace")
+    await alice.page.evaluate("(text) => { document.activeElement.value = text; }", mine)
+    await type_into(bob.page, "G3", theirs)
+    await expect(alice.page.locator("#activity li").first).to_contain_text("bob set G3 = yyy")
+    await alice.page.keyboard.press("Enter")
+
+    notice = alice.page.locator(".toast.conflict")
+    await expect(notice).to_contain_text("Conflict on G3")
+    await expect(cell(alice.page, "G3")).to_have_text(theirs)
+    await alice.page.screenshot(path=tmp_path / "long-conflict.png")
+    assert await alice.page.evaluate(SPILLED) == []
+    box = await notice.bounding_box()
+    assert box and box["height"] < 160, box  # a notice, not a wall of text
+    await notice.locator(".close").click()
+    await expect(notice).to_have_count(0)
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()

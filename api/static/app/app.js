@@ -162,7 +162,7 @@ async function start(token) {
     const theirs = sheet.cells.get(cell_id);
     if (source === 'remote' && theirs && theirs.user_id !== me.id) {
       grid.mark(cell_id, 'flash');
-      activity(`${theirs.username ?? theirs.user_id} set ${cell_id} = ${display(theirs.value) || '(empty)'}`, colourFor(theirs.user_id ?? ''));
+      activity(`${theirs.username ?? theirs.user_id} set ${cell_id} = ${quote(theirs.value) || '(empty)'}`, colourFor(theirs.user_id ?? ''));
     }
     if (cell_id === grid.selected) showCellMeta(cell_id);
   });
@@ -172,7 +172,7 @@ async function start(token) {
     if (error?.conflicts) return; // a range: refused whole, told once by onRange below
     if (reset) {
       toast(
-        `Your change of ${cell_id} to “${display(attempted)}” was not applied: it was made on a value the server no longer has. ${cell_id} shows the server's value${current ? ` “${display(current.value)}”` : ' (empty)'}.`,
+        `Your change of ${cell_id} to “${quote(attempted)}” was not applied: it was made on a value the server no longer has. ${cell_id} shows the server's value${current ? ` “${quote(current.value)}”` : ' (empty)'}.`,
         'conflict',
       );
       activity(`Your change of ${cell_id} was not applied (the room's history was reset)`, '#d92d20');
@@ -180,7 +180,7 @@ async function start(token) {
     }
     const who = nameOf(current?.user_id);
     toast(
-      `Conflict on ${cell_id}: ${who} changed it to “${display(current?.value)}” before your “${display(attempted)}” arrived. The cell shows their value (v${current?.version}).`,
+      `Conflict on ${cell_id}: ${who} changed it to “${quote(current?.value)}” before your “${quote(attempted)}” arrived. The cell shows their value (v${current?.version}).`,
       'conflict',
     );
     activity(`Conflict on ${cell_id}: kept ${who}'s value`, '#d92d20');
@@ -213,7 +213,7 @@ async function start(token) {
       const why = !first
         ? 'an earlier edit of one of its cells conflicted'
         : stale.length === 1
-          ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to “${display(first.current?.value)}” meanwhile`
+          ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to “${quote(first.current?.value)}” meanwhile`
           : `${stale.slice(0, 3).map((c) => c.cell_id).join(', ')}${stale.length > 3 ? ` and ${stale.length - 3} more` : ''} were changed by someone else meanwhile`;
       toast(`Your change of ${cells.length} cells was not applied: ${why}. A range is saved whole or not at all; the cells show the current values.`, 'conflict');
       activity(`Your change of ${cells.length} cells was not applied (conflict)`, '#d92d20');
@@ -490,6 +490,16 @@ function renderAi(data) {
             el('td', {}, figure(c.max)), el('td', {}, c.trend ?? '—')))))
       : null,
   );
+}
+
+/**
+ * A cell's value as a notice or the activity quotes it: a cell holds up to 32,767 characters, and
+ * the whole of a long one would bury the rest of the text (the cell and the formula bar show it all).
+ * @param {any} value
+ */
+function quote(value) {
+  const text = display(value);
+  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
 
 /** @param {string} userId @param {string} name @param {string} [status] */
