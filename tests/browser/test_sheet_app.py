@@ -423,3 +423,37 @@ async def test_a_persons_pointer_name_never_lies_over_their_selection_tag(
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_the_others_see_where_a_person_is_from_when_they_open_the_sheet_and_after_a_reconnect(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    """A person's selection was told to the others only when it moved: one who opened the sheet, or
+    whose connection was restored (the others see them leave and join again), was shown nowhere
+    until they clicked."""
+    room, sheet = unique("room"), unique("sheet")
+    bob = await open_app(browser, web, "bob", room, sheet)
+    alice = await open_app(browser, web, "alice", room, sheet)
+    selection = bob.page.locator('.remote-selection[data-user="alice"]')
+    hers = bob.page.locator('#people li[data-user="alice"]')
+    await expect(selection).to_have_attribute("data-cell", "A1")
+    await expect(hers).to_contain_text("at A1")
+    # Her mouse has not been over the sheet: no pointer is drawn (nor its name over the headers).
+    await bob.page.screenshot(path=str(tmp_path / "bob-as-alice-opened.png"))
+    await expect(bob.page.locator('.remote-pointer[data-user="alice"]')).to_be_hidden()
+
+    await cell(alice.page, "C4").click()
+    await expect(selection).to_have_attribute("data-cell", "C4")
+    await alice.context.set_offline(True)
+    await expect(bob.page.locator("#activity")).to_contain_text("alice left")
+    await expect(selection).to_have_count(0)
+    await alice.context.set_offline(False)
+    await expect(alice.page.locator("#connection")).to_have_attribute("data-state", "ready")
+    await expect(bob.page.locator("#activity li").first).to_contain_text("alice joined")
+    await expect(selection).to_have_attribute("data-cell", "C4")
+    await expect(selection).to_be_visible()
+    await expect(hers).to_contain_text("at C4")
+    await bob.page.screenshot(path=str(tmp_path / "bob-after-alice-reconnected.png"))
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

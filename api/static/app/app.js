@@ -151,6 +151,10 @@ async function start(token) {
     activity(`You lost access to ${roomId}`, '#d92d20');
   });
   client.on('resumed', ({ room_id, seq }) => activity(`Back online: ${room_id} resumed after seq ${seq}`));
+  // The others saw this person leave with the connection and join again, with no cursor: once the
+  // rooms are resumed (`ready`, when a cursor can be sent), where they are is told again, not only
+  // when it next moves.
+  client.on('state', () => client.state === 'ready' && showWhereIAm());
   // An expired or refused token is told by the session banner.
   client.on('server_error', (error) => error.code !== 'AUTHENTICATION_FAILED' && toast(`${error.code}: ${error.message}`, 'info'));
 
@@ -254,6 +258,8 @@ async function start(token) {
     typingIn = null;
   };
   const pointer = { x: 0, y: 0, sentAt: 0, timer: 0 };
+  /** Tells the others where this person is: on joining, after a resume, and as it changes. */
+  const showWhereIAm = () => room?.moveCursor(pointer.x, pointer.y, grid.selected);
   grid.onPointer = (x, y) => {
     Object.assign(pointer, { x, y });
     const wait = 80 - (Date.now() - pointer.sentAt); // about 12 a second: within the volatile budget
@@ -450,6 +456,7 @@ async function start(token) {
   try {
     await client.connect();
     room = await client.join(roomId);
+    showWhereIAm();
     room.on('presence', renderPresence);
     room.on('typing', renderPresence);
     room.on('cursor', (m) => {

@@ -158,7 +158,9 @@ export class SheetGrid {
     } else if (who.x === undefined && !remote.pointer.style.getPropertyValue('--x')) {
       remote.pointer.hidden = true;
     }
-    if (typeof who.x === 'number') remote.pointer.hidden = false;
+    // Over the headers (or at 0,0, where a page that has not seen its person's mouse puts it) a
+    // pointer would be drawn under them, but for its name sticking out below: it is not drawn.
+    if (typeof who.x === 'number') remote.pointer.hidden = !this._overCells(who.x, who.y ?? 0);
     if (who.typing !== undefined) remote.selection.classList.toggle('typing', who.typing);
     this._namePointer(remote);
   }
@@ -185,6 +187,12 @@ export class SheetGrid {
         && top - gap < t.bottom && t.top < top + label.offsetHeight + gap;
     }
     pointer.classList.toggle('beside-tag', over);
+  }
+
+  /** Whether a point of the overlay is over the cells, not the headers. @param {number} x @param {number} y */
+  _overCells(x, y) {
+    const origin = this.rect(cellName(0, 0));
+    return !origin || (x >= origin.x && y >= origin.y);
   }
 
   /** @param {string} userId */
