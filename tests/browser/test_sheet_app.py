@@ -444,6 +444,8 @@ async def test_the_others_see_where_a_person_is_from_when_they_open_the_sheet_an
 
     await cell(alice.page, "C4").click()
     await expect(selection).to_have_attribute("data-cell", "C4")
+    # Her own entry says where she is too, not where she was when she joined.
+    await expect(alice.page.locator('#people li[data-user="alice"]')).to_contain_text("at C4")
     await alice.context.set_offline(True)
     await expect(bob.page.locator("#activity")).to_contain_text("alice left")
     await expect(selection).to_have_count(0)

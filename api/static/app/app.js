@@ -237,6 +237,7 @@ async function start(token) {
   grid.onSelect = (id) => {
     showCellMeta(id);
     room?.moveCursor(pointer.x, pointer.y, id);
+    renderPresence(); // the person's own entry says where they are
   };
   grid.onEditOpen = (id) => {
     if (editing?.id !== id) editing = { id, base: sheet.editBase(id) };
@@ -298,7 +299,9 @@ async function start(token) {
       $('people'),
       ...members.map((u) => {
         const typingCell = typing.get(u.user_id);
-        const where = typingCell ? ` · typing in ${typingCell}` : u.cursor?.cell ? ` · at ${u.cursor.cell}` : '';
+        // The server tells a cursor to the others, never back to its sender: the person's own cell is the grid's.
+        const at = u.user_id === me.id ? grid.selected : u.cursor?.cell;
+        const where = typingCell ? ` · typing in ${typingCell}` : at ? ` · at ${at}` : '';
         const label = u.user_id === me.id && away ? away : `${statusLabel(u.status)}${where}`;
         return el(
           'li',
