@@ -411,3 +411,49 @@ async def test_a_long_value_in_a_conflict_notice_and_the_activity_stays_inside_t
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_a_long_number_is_kept_as_typed_and_a_cleared_range_says_so(browser: Any, web: Server) -> None:
+    """A card or account number has more digits than a number can hold exactly: it is kept as the text
+    typed, not refused (nor rounded). Clearing a range with Delete is told as clearing, not pasting."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    for cell_id, typed in (("B2", "12345678901234567890"), ("B3", "9007199254740993"), ("B4", "42")):
+        await type_into(alice.page, cell_id, typed)
+        await expect(cell(bob.page, cell_id)).to_have_text(typed)
+    assert await cell_versions(web, sheet, "B2") == [("12345678901234567890", "alice")]
+    assert await cell_versions(web, sheet, "B4") == [(42, "alice")]
+    await expect(alice.page.locator(".toast")).to_have_count(0)
+
+    await cell(alice.page, "B2").click()
+    await cell(alice.page, "B4").click(modifiers=["Shift"])
+    await alice.page.keyboard.press("Delete")
+    await expect(cell(bob.page, "B3")).to_have_text("")
+    activity = alice.page.locator("#activity")
+    await expect(activity).to_contain_text("You cleared 3 cells")
+    await expect(activity).not_to_contain_text("pasted")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_person_who_comes_back_under_another_name_is_shown_renamed_not_arrived(
+    browser: Any, web: Server
+) -> None:
+    """A second tab opened with a newer token carrying another name changes how the room shows the
+    person: the others' activity says so, instead of announcing a new arrival."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    activity = alice.page.locator("#activity")
+    await expect(activity).to_contain_text("bob joined")
+    renamed = await open_app_with(
+        browser, web, web.token("bob", username="Robert", roles=["editor"]), room, sheet
+    )
+    await expect(activity).to_contain_text("bob is now Robert")
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_contain_text("Robert")
+    await expect(activity).not_to_contain_text("Robert joined")
+    assert alice.problems() == [] and bob.problems() == [] and renamed.problems() == []
+    for opened in (alice, bob, renamed):
+        await opened.context.close()

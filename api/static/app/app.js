@@ -201,8 +201,8 @@ async function start(token) {
     editing = null;
     edit(sheet.set(id, value, { base }));
   };
-  grid.onRange = (cells) => {
-    activity(`You pasted ${cells.length} cells`, myColour);
+  grid.onRange = (cells, cleared) => {
+    activity(`You ${cleared ? 'cleared' : 'pasted'} ${cells.length} cells`, myColour);
     sheet.setRange(cells).catch((error) => {
       if (error.code !== 'VERSION_CONFLICT') return edit(Promise.reject(error));
       if (error.payload?.reset) {
@@ -467,10 +467,24 @@ async function start(token) {
       grid.setRemote(m.user_id, { name: m.username, colour: colourFor(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
       renderPresence();
     });
-    client.on('user_joined', (m) => m.room_id === roomId && m.user.user_id !== me.id && activity(`${m.user.username} joined`, colourFor(m.user.user_id)));
+    // Who the activity has shown in the room, by the name it showed: a `user_joined` of someone
+    // already there is a rename (a newer token with another name), not an arrival.
+    const announced = new Map(room.members.map((u) => [u.user_id, u.username]));
+    client.on('user_joined', (m) => {
+      const { user_id: userId, username } = m.user;
+      if (m.room_id !== roomId || userId === me.id) return;
+      const before = announced.get(userId);
+      announced.set(userId, username);
+      if (before === undefined) activity(`${username} joined`, colourFor(userId));
+      else if (before !== username) activity(`${before} is now ${username}`, colourFor(userId));
+    });
     // By the time `user_left` is emitted the room has already removed the user: name them from before.
     // Their own user_left reaches a person only in a resume's replay (their drop): not news to them.
-    client.on('user_left', (m) => m.room_id === roomId && m.user_id !== me.id && activity(`${names.get(m.user_id) ?? m.user_id} left`, colourFor(m.user_id)));
+    client.on('user_left', (m) => {
+      if (m.room_id !== roomId || m.user_id === me.id) return;
+      announced.delete(m.user_id);
+      activity(`${names.get(m.user_id) ?? m.user_id} left`, colourFor(m.user_id));
+    });
     renderPresence();
     await sheet.load();
     for (const id of sheet.cells.keys()) grid.render(id, sheet.get(id));

@@ -14,12 +14,19 @@ export function parseCell(id) {
   return match ? [LETTERS.indexOf(match[1]), Number(match[2]) - 1] : [0, 0];
 }
 
-/** What a person typed, as a cell value: numbers as numbers, nothing as null. @param {string} text */
+/**
+ * What a person typed, as a cell value: numbers as numbers, nothing as null. A number the server
+ * cannot keep exactly (an integer past 2^53, such as a card or account number, or one out of range)
+ * stays the text typed: as a number it would be refused, or kept with other digits.
+ * @param {string} text
+ */
 export function parseValue(text) {
   const trimmed = text.trim();
   if (trimmed === '') return null;
-  if (/^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(trimmed)) return Number(trimmed);
-  return text;
+  if (!/^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(trimmed)) return text;
+  const number = Number(trimmed);
+  if (!Number.isFinite(number) || (Number.isInteger(number) && !Number.isSafeInteger(number))) return text;
+  return number;
 }
 
 /** @param {any} value */
@@ -48,7 +55,8 @@ export class SheetGrid {
     this.readOnly = false;
     // Callbacks the app sets.
     this.onCommit = (/** @type {string} */ _id, /** @type {any} */ _value) => {};
-    this.onRange = (/** @type {{cell_id: string, value: any}[]} */ _cells) => {};
+    /** A range written as one edit: pasted, or `cleared` with Delete. */
+    this.onRange = (/** @type {{cell_id: string, value: any}[]} */ _cells, /** @type {boolean} */ _cleared = false) => {};
     this.onSelect = (/** @type {string} */ _id) => {};
     /** An editor (in the cell or the formula bar) opened on a cell: what it shows is what an edit is typed over. */
     this.onEditOpen = (/** @type {string} */ _id) => {};
@@ -378,7 +386,7 @@ export class SheetGrid {
       e.preventDefault();
       const cells = this._rangeCells().filter((id) => this.lookup(id)?.value != null);
       if (cells.length === 1) this.onCommit(cells[0], null);
-      else if (cells.length > 1) this.onRange(cells.map((cell_id) => ({ cell_id, value: null })));
+      else if (cells.length > 1) this.onRange(cells.map((cell_id) => ({ cell_id, value: null })), true);
     } else if (e.key.length === 1 && !e.ctrlKey && !e.metaKey && !e.altKey) {
       e.preventDefault();
       this.startEdit(e.key);
