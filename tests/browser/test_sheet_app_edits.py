@@ -457,3 +457,29 @@ async def test_a_person_who_comes_back_under_another_name_is_shown_renamed_not_a
     assert alice.problems() == [] and bob.problems() == [] and renamed.problems() == []
     for opened in (alice, bob, renamed):
         await opened.context.close()
+
+
+async def test_a_renamed_persons_marker_on_the_grid_shows_their_new_name(browser: Any, web: Server) -> None:
+    """The marker drawn for a person (their selection's tag, their pointer's name) names them as the
+    room does: after a newer tab renamed them, the new name, also when the tab under the old name moves
+    (its cursor still carries the old one)."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    selection = alice.page.locator('.remote-selection[data-user="bob"]')
+    tag = selection.locator(".tag")
+    pointer_name = alice.page.locator('.remote-pointer[data-user="bob"] .name')
+    await expect(tag).to_have_text("bob")
+    renamed = await open_app_with(
+        browser, web, web.token("bob", username="Robert", roles=["editor"]), room, sheet
+    )
+    await expect(alice.page.locator("#activity")).to_contain_text("bob is now Robert")
+    await expect(tag).to_have_text("Robert")
+    await expect(pointer_name).to_have_text("Robert")
+    await cell(bob.page, "D4").click()  # the tab that joined as "bob"
+    await expect(selection).to_have_attribute("data-cell", "D4")
+    await expect(tag).to_have_text("Robert")
+    await expect(pointer_name).to_have_text("Robert")
+    assert alice.problems() == [] and bob.problems() == [] and renamed.problems() == []
+    for opened in (alice, bob, renamed):
+        await opened.context.close()

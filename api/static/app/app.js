@@ -464,7 +464,9 @@ async function start(token) {
     room.on('typing', renderPresence);
     room.on('cursor', (m) => {
       if (m.user_id === me.id) return;
-      grid.setRemote(m.user_id, { name: m.username, colour: colourFor(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
+      // Named as the room shows them: a tab still under an older name sends its cursor with that one.
+      const name = room.users.get(m.user_id)?.username ?? m.username;
+      grid.setRemote(m.user_id, { name, colour: colourFor(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
       renderPresence();
     });
     // Who the activity has shown in the room, by the name it showed: a `user_joined` of someone

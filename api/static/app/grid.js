@@ -148,6 +148,10 @@ export class SheetGrid {
       this.remotes.set(userId, remote);
       this.overlay.append(selection, pointer);
     }
+    // A person already drawn may have been renamed since (a newer tab joined under another name).
+    for (const label of [remote.selection.querySelector('.tag'), remote.pointer.querySelector('.name')]) {
+      if (label && who.name && label.textContent !== who.name) label.textContent = who.name;
+    }
     for (const node of [remote.selection, remote.pointer]) node.style.setProperty('--who', who.colour);
     if (who.cell !== undefined) {
       const box = who.cell ? this.rect(who.cell) : null;
