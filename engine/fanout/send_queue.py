@@ -31,6 +31,7 @@ Message = str | bytes | Sequence[str | bytes]
 """One frame, or all the frames that stem from one event (they share its seq)."""
 
 MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's payload is at most 125 bytes
+MAX_APART: Final = 256  # events of a topic remembered as sent apart (`offer_apart`); then forgotten
 
 
 class Verdict(enum.Enum):
@@ -126,6 +127,8 @@ class SendQueue:
         self._volatile_queued = 0  # live volatile entries: lets a durable message skip a useless scan
         self._latest: dict[tuple[str, str], Entry] = {}  # the queued coalescible entry per key
         self._floor: dict[str, int] = {}  # per topic: the highest seq queued
+        self._first: dict[str, int] = {}  # per topic: the first seq queued (see `span`)
+        self._apart: dict[str, set[int]] = {}  # per topic: seqs queued below the span (`offer_apart`)
         self._held: dict[str, Hold] = {}
 
     def offer(self, entry: Entry) -> Verdict:
@@ -157,6 +160,32 @@ class SendQueue:
         """`entry` went out without being queued: what its queueing would have left behind."""
         if entry.seq is not None and entry.topic is not None:
             self._floor[entry.topic] = entry.seq
+            self._first.setdefault(entry.topic, entry.seq)
+
+    def reaches(self, topic: str, seq: int) -> bool:
+        """Whether the event `seq` of `topic`, published on this node, was queued for the connection
+        (or, above the span, will be): live from the first seq queued on, or sent apart."""
+        span = self.span(topic)
+        return (span is not None and span[0] <= seq) or seq in self._apart.get(topic, ())
+
+    def offer_apart(self, topic: str, seq: int, frames: tuple[str, ...]) -> Verdict:
+        """Queue, behind what is queued, one event of `topic` published before the connection joined
+        it (below its span), without moving its floor or span; `reaches` remembers it (the latest
+        `MAX_APART` of them: an older one may be sent again)."""
+        apart = self._apart.setdefault(topic, set())
+        if len(apart) >= MAX_APART:
+            apart.clear()
+        apart.add(seq)
+        return self.offer_durable(Entry(frames, None, None))
+
+    def span(self, topic: str) -> tuple[int, int] | None:
+        """(first, highest) seq queued for `topic` since the connection joined it (or since its
+        catch-up began); None before any. A topic is published in seq order, so every event of it
+        published from the first on was offered to this connection (but one published excluding it,
+        a sender's own status): one below `first` was published before it joined, one above `highest`
+        not yet."""
+        floor = self._floor.get(topic)
+        return None if floor is None else (self._first.get(topic, floor), floor)
 
     def offer_durable(self, entry: Entry) -> Verdict:
         if self.depth >= self.max_queue and self._volatile_queued:
@@ -227,6 +256,7 @@ class SendQueue:
                 self._latest[entry.key] = entry
         if entry.seq is not None and entry.topic is not None:
             self._floor[entry.topic] = entry.seq
+            self._first.setdefault(entry.topic, entry.seq)
         if len(self._queue) > self.depth + self.max_queue:  # amortised: at most 2x max_queue entries
             self._compact()
 
@@ -260,6 +290,7 @@ class SendQueue:
             raise RuntimeError(f"{topic!r} is already being caught up")
         # The catch-up decides what the client has; an older floor must not hide replayed events.
         self._floor.pop(topic, None)
+        self._first.pop(topic, None)
         hold = self._held[topic] = Hold()
         return hold
 
@@ -284,6 +315,8 @@ class SendQueue:
         """The connection left `topic`: nothing of it is held or deduplicated any more."""
         self._held.pop(topic, None)
         self._floor.pop(topic, None)
+        self._first.pop(topic, None)
+        self._apart.pop(topic, None)
 
     def clear(self) -> None:
         self._queue.clear()

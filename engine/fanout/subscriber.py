@@ -166,6 +166,17 @@ class Subscriber:
     def drop_hold(self, topic: str) -> None:
         self.queue.drop_hold(topic)
 
+    def span(self, topic: str) -> tuple[int, int] | None:
+        """The first and highest seq queued for `topic` (`SendQueue.span`)."""
+        return self.queue.span(topic)
+
+    def reaches(self, topic: str, seq: int) -> bool:
+        return self.queue.reaches(topic, seq)
+
+    def offer_apart(self, topic: str, seq: int, message: Message) -> bool:
+        """Queue one event of `topic` published before the connection joined it (`SendQueue.offer_apart`)."""
+        return not self._closing and self._act(self.queue.offer_apart(topic, seq, frames_of(message)))
+
     def forget(self, topic: str) -> None:
         self.queue.forget(topic)
         self.last_seq.pop(topic, None)

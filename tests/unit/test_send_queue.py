@@ -100,6 +100,25 @@ def test_send_queue_drops_seq_at_or_below_what_is_queued_for_the_topic() -> None
     assert drain(q) == ["d1", "d2", "d3", "d1", "dNone"]
 
 
+def test_send_queue_span_tells_what_was_published_to_the_connection_and_what_before_it() -> None:
+    q = queue()
+    user = "user:u"
+    assert q.span(user) is None and not q.reaches(user, 3)
+    for seq in (5, 6):
+        q.offer(durable(seq, topic=user))
+    q.note_sent(durable(8, topic=user))  # written without being queued: counted all the same
+    assert q.span(user) == (5, 8)
+    assert q.reaches(user, 5) and q.reaches(user, 9)  # published to it, or to come
+    assert not q.reaches(user, 4)  # published before it joined
+    # One event from before it joined, sent apart: the span and floor stay, and it is remembered.
+    assert q.offer_apart(user, 4, ("apart4",)) is Verdict.QUEUED
+    assert q.span(user) == (5, 8) and q.reaches(user, 4) and not q.reaches(user, 3)
+    assert q.offer(durable(7, topic=user)) is Verdict.DROPPED  # the floor is still 8
+    q.forget(user)
+    assert q.span(user) is None and not q.reaches(user, 4)
+    assert drain(q) == ["d5", "d6", "apart4"]
+
+
 def test_send_queue_hold_keeps_live_back_and_release_drops_what_was_replayed() -> None:
     q = queue(max_queue=16, high_water=8)
     q.offer(durable(1))
