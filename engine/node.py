@@ -464,13 +464,14 @@ class Node:
             raise outcome.error
         return outcome  # a Conflict too: only claims set an expected version, and they read the winner
 
-    async def published(self, duplicate: Duplicate) -> None:
-        """Wait, within the append timeout, until this node has published the event a Duplicate names:
-        another node may have just committed it, and a reply sent now would overtake it."""
-        order = self._running_order().of(duplicate.partition)
+    async def published(self, event: Duplicate | RecordedEvent) -> None:
+        """Wait, within the append timeout, until this node has published the event a Duplicate names
+        (or a recorded event): another node may have just committed it, and a reply sent now would
+        overtake it."""
+        order = self._running_order().of(event.partition)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.append_timeout):
-                await order.wait_delivered(duplicate.position)
+                await order.wait_delivered(event.position)
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int = 1000

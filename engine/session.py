@@ -179,7 +179,7 @@ class Handlers(Protocol):
     async def cancel_ai(
         self, actor: Actor, connection_id: str, request_id: str, *, client_msg_id: str | None
     ) -> None: ...
-    def ai_retried(self, user_id: str, request_id: str) -> None: ...
+    async def ai_retried(self, user_id: str, connection_id: str, request_id: str) -> None: ...
     async def subscribe_notifications(
         self,
         actor: Actor,
@@ -424,17 +424,10 @@ class Session:
         try:
             await work
         except Rejected as exc:
-            # Idempotency first: a retry of a message already applied (from a new tab, after a
-            # reconnect, past a limit) gets the original ack, never the error of a later check. Only
-            # for a well-formed message: a bad frame costs no read of the log.
-            cmid = message.client_msg_id
-            original = await self._original(message, cmid) if cmid else None
-            if original is not None and cmid is not None:
-                if isinstance(message, AiRequest):
-                    self._handlers.ai_retried(self.actor.user_id, message.request_id)
-                await self.send(_original_ack(original, cmid))
-            else:
-                await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
+            try:
+                await self._refused(message, echo, exc)
+            except EngineError as lookup:  # the log could not be read to tell a retry: try again
+                await self.send(error_message(lookup.code, lookup.message, echo=echo, **_details(lookup)))
         except EngineError as exc:
             await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
         except SubscriberClosed:
@@ -443,6 +436,20 @@ class Session:
             # A bug must cost this message only, never the connection or anyone else's work.
             log.exception("unexpected error handling a message on %s", self.connection_id)
             await self.send(error_message(INTERNAL_ERROR, "internal error", echo=echo))
+
+    async def _refused(self, message: InboundMessage, echo: Mapping[str, str], exc: Rejected) -> None:
+        """Idempotency first: a retry of a message already applied (from a new tab, after a reconnect,
+        past a limit) gets the original ack, never the error of a later check; a retried
+        `ai_request` also brings the connection up to date on its request first. Only for a
+        well-formed message: a bad frame costs no read of the log."""
+        cmid = message.client_msg_id
+        original = await self._original(message, cmid) if cmid else None
+        if original is not None and cmid is not None:
+            if isinstance(message, AiRequest):
+                await self._handlers.ai_retried(self.actor.user_id, self.connection_id, message.request_id)
+            await self.send(_original_ack(original, cmid))
+        else:
+            await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
 
     async def _original(self, message: InboundMessage, cmid: str) -> RecordedEvent | None:
         """The event a retry of `message` would repeat: ids are unique per user and stream, so the

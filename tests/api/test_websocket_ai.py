@@ -16,12 +16,12 @@ from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
-from engine.features.ai import AiJob, AiStep, Complete, Progress, cell_values
+from engine.features.ai import AiJob, AiStep, BuiltinProvider, Complete, Progress, cell_values
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
 from engine.model.streams import user_stream
 from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
-from tests.api.live_helpers import greet, join, of_type, pending, send, types, until
+from tests.api.live_helpers import Message, greet, join, of_type, pending, send, types, until
 
 
 def uid(prefix: str) -> str:
@@ -308,7 +308,7 @@ async def test_a_retried_request_from_a_new_tab_gets_the_original_ack(
 ) -> None:
     """Idempotency first: the requester's socket dropped before the ack, and the retry comes from a
     new connection that has not joined the sheet's room yet. It is the same request: acked with the
-    original's seq, not refused, and nothing runs again."""
+    original's seq, not refused, and nothing runs again; the new connection gets its answer first."""
     room, sheet, user = uid("room"), uid("sheet"), uid("ivy")
     async with server.connect(server.token(user)) as ws:
         await greet(ws)
@@ -319,7 +319,11 @@ async def test_a_retried_request_from_a_new_tab_gets_the_original_ack(
         acked = next(m for m in seen if m["type"] == "ack")
     async with server.connect(server.token(user)) as tab:
         await greet(tab)
-        retry = await request(tab, ai_request("r", sheet, client_msg_id="ask"))
+        await send(tab, ai_request("r", sheet, client_msg_id="ask"))
+        answered = await until(tab, of_type("ack"))
+        assert [m.get("event_type") for m in answered] == ["ai_complete", None]  # what it missed, first
+        assert answered[0] == seen[-1]
+        retry = answered[-1]
         assert (retry["type"], retry["seq"], retry["client_msg_id"]) == ("ack", acked["seq"], "ask")
         assert "room_id" not in retry
         assert "ai_event" not in types(await pending(tab))
@@ -328,6 +332,105 @@ async def test_a_retried_request_from_a_new_tab_gets_the_original_ack(
         assert (fresh["code"], fresh["request_id"]) == ("PERMISSION_DENIED", "r2")
     kinds = [e.type for e in await store.read_stream(user_stream(user))]
     assert kinds.count(AI_REQUEST_STARTED) == 1
+
+
+class HeldBuiltin:
+    """The builtin provider, held after its first step until the test opens the gate: a run that is
+    still going when its requester's socket drops."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.reached = asyncio.Event()  # set once its first step is recorded
+
+    async def analyse(self, job: AiJob) -> AsyncIterator[AiStep]:
+        first = True
+        async for step in BuiltinProvider().analyse(job):
+            yield step
+            if first:
+                first = False
+                self.reached.set()
+                await self.gate.wait()
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldBuiltin]:
+    provider = HeldBuiltin()
+    yield provider
+    provider.gate.set()
+
+
+async def start_and_drop(server: Server, user: str, room: str, sheet: str, held: HeldBuiltin) -> Message:
+    """Ask for an analysis, see its ack and first progress, then lose the socket mid-run; returns the
+    ack."""
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await fill(ws, sheet, room, {"A1": "Sales", "A2": 10, "A3": 20, "A4": 30})
+        await send(ws, ai_request("r1", sheet, client_msg_id="ask"))
+        seen = await until(ws, lambda m: m.get("event_type") == "ai_progress")
+        await asyncio.wait_for(held.reached.wait(), 5)
+    return next(m for m in seen if m["type"] == "ack")
+
+
+async def test_a_requester_back_from_a_drop_mid_run_gets_the_rest_of_the_run(
+    database_url: str, held: HeldBuiltin, store: EventStore
+) -> None:
+    """The socket dropped while the analysis ran; the client reconnects, rejoins the room and retries
+    the request with its id: acked as the original, it gets the latest progress at once and the rest
+    of the run live, up to the answer."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("lea")
+    async with serve(make_settings(database_url), ai_provider=held) as server:
+        asked = await start_and_drop(server, user, room, sheet, held)
+        async with server.connect(server.token(user)) as ws:
+            await greet(ws)
+            await join(ws, room)
+            await send(ws, ai_request("r1", sheet, client_msg_id="ask"))
+            answered = await until(ws, of_type("ack"))
+            assert [m.get("event_type") for m in answered] == ["ai_progress", None]
+            assert answered[-1]["seq"] == asked["seq"]
+            latest = answered[0]
+            assert (latest["request_id"], latest["data"]["progress"]) == ("r1", 10)
+
+            held.gate.set()
+            rest = await until(ws, lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
+            steps = [latest, *(m for m in rest if m["type"] == "ai_event")]
+            assert steps[-1]["event_type"] == "ai_complete"
+            assert "3 values, sum 60, mean 20, min 10, max 30" in steps[-1]["data"]["result"]
+            seqs = [m["seq"] for m in steps]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
+            assert "ai_event" not in types(await pending(ws))
+    recorded = await store.read_stream(user_stream(user))
+    assert [e.type for e in recorded].count(AI_REQUEST_STARTED) == 1
+    assert [e.stream_version for e in recorded if e.type != AI_REQUEST_STARTED][-len(seqs) :] == seqs
+
+
+async def test_a_requester_back_after_the_run_ended_gets_its_answer(
+    database_url: str, held: HeldBuiltin, store: EventStore
+) -> None:
+    """The run ended while the requester had no socket open: its retry from the new one, before it
+    has rejoined the room (the answer comes from the log), gets the answer as recorded, then the
+    original ack; a second retry on that connection gets the ack only."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("max")
+    async with serve(make_settings(database_url), ai_provider=held) as server:
+        asked = await start_and_drop(server, user, room, sheet, held)
+        held.gate.set()
+        events = await wait_for_events(store, user_stream(user), 7)
+        assert events[-1].type == AI_COMPLETED
+        async with server.connect(server.token(user)) as ws:
+            await greet(ws)
+            await send(ws, ai_request("r1", sheet, client_msg_id="ask"))
+            answered = await until(ws, of_type("ack"))
+            assert [m.get("event_type") for m in answered] == ["ai_complete", None]
+            done = answered[0]
+            assert (done["seq"], done["user_id"]) == (events[-1].stream_version, user)
+            assert done["data"]["result"] == events[-1].data["result"]
+            assert "3 values, sum 60" in done["data"]["result"]
+            assert answered[-1]["seq"] == asked["seq"]
+
+            again = await request(ws, ai_request("r1", sheet, client_msg_id="ask"))
+            assert (again["type"], again["seq"]) == ("ack", asked["seq"])
+            assert "ai_event" not in types(await pending(ws))
+    assert [e.type for e in await store.read_stream(user_stream(user))].count(AI_REQUEST_STARTED) == 1
 
 
 async def test_retries_of_a_request_and_its_cancel_past_a_rate_limit_get_their_acks(

@@ -4,6 +4,8 @@ oversized one closes with 1009, limits refuse before any handler, the ids of a m
 from __future__ import annotations
 
 from engine.features.limits import RateLimits
+from engine.log.memory import MemoryEventStore
+from engine.model.events import RecordedEvent
 from engine.protocol.close_codes import CloseCode
 from tests.engine.memory_engine import connect, memory_engine
 
@@ -45,3 +47,34 @@ async def test_session_ping_is_free_and_a_limited_user_is_refused_before_any_han
         assert [m["type"] for m in answers] == ["ack", "ack", "error", "pong"]
         assert answers[2]["code"] == "RATE_LIMIT_EXCEEDED" and answers[2]["retry_after"] == 60
         assert engine.stats.messages_by_type == {"ping": 1, "status_update": 3}
+
+
+class KeysUnreadable(MemoryEventStore):
+    """Reads by idempotency key fail while `down`, as against a database that went away."""
+
+    down = False
+
+    async def event_by_key(
+        self, user_id: str, key: str, stream_id: str | None = None
+    ) -> RecordedEvent | None:
+        if self.down:
+            raise ConnectionResetError("the connection broke")
+        return await super().event_by_key(user_id, key, stream_id)
+
+
+async def test_session_a_refused_message_whose_retry_cannot_be_told_is_answered_retryable() -> None:
+    """A refused message with an id is looked up as a possible retry ("Idempotency first"); when the
+    log cannot be read for it, the client hears "try again" and the session goes on."""
+    log = KeysUnreadable()
+    async with memory_engine(log) as engine:
+        client = await connect(engine, "ann")
+        log.down = True
+        await client.send({"type": "leave_room", "room_id": "nowhere", "client_msg_id": "l1"})
+        await client.send({"type": "ping"})
+        refusal, pong = client.take()
+        assert (refusal["code"], refusal["retryable"], refusal["client_msg_id"]) == (
+            "INTERNAL_ERROR",
+            True,
+            "l1",
+        )
+        assert pong["type"] == "pong"

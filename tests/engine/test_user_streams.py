@@ -982,7 +982,8 @@ async def test_engine_ai_start_acked_to_a_refused_retry_is_looked_for_and_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A retry from a tab not in the room is refused there, and acked from the log ("Idempotency
-    first"): the node then looks for the start again, as for a retry acked as a repeat, and runs it."""
+    first"): the node then looks for the start again, as for a retry acked as a repeat, and runs it;
+    the tab is brought up to date on it."""
     monkeypatch.setattr(runner, "SETTLE_SECONDS", 0.2)
     log = HidesAnAiStartAtFirst()
     async with memory_engine(log) as engine:
@@ -991,7 +992,12 @@ async def test_engine_ai_start_acked_to_a_refused_retry_is_looked_for_and_runs(
         log.shown = True
         tab = await connect(engine, "ann")  # in no room: the request itself would be refused
         await tab.send(ask)
-        assert [(m["type"], m.get("client_msg_id")) for m in tab.take()] == [("ack", "c1")]
+        seen = tab.take()
+        assert [m.get("client_msg_id") for m in seen if m["type"] == "ack"] == ["c1"]
+        # The tab missed the start: it gets it first, and the run's steps after it, in order.
+        steps = [m for m in seen if m["type"] == "ai_event"]
+        assert steps[0]["event_type"] == "ai_start"
+        assert [m["seq"] for m in steps] == list(range(steps[0]["seq"], steps[0]["seq"] + len(steps)))
         await ann.until(lambda m: m.get("event_type") == "ai_complete")
         await settle(engine)
         recorded = [e.type for e in await engine.store.read_stream(user_stream("ann"))]

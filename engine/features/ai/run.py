@@ -54,6 +54,11 @@ RoomOf = Callable[[str], Awaitable[str | None]]
 """The room a sheet belongs to, if it was ever edited (`SheetRooms.room_of`)."""
 
 
+def idempotency_key(request_id: str) -> str:
+    """The key of a request's `AiRequestStarted`: one run per (user, request_id)."""
+    return f"ai:{request_id}"
+
+
 async def job_for(
     read_stream: ReadStream,
     request_id: str,
@@ -173,6 +178,7 @@ __all__ = [
     "UNRECORDED_ERROR",
     "RequestKey",
     "Steps",
+    "idempotency_key",
     "job_for",
     "recorded_job",
     "run_request",

@@ -61,11 +61,12 @@ from cachetools import FIFOCache
 
 from engine.cluster.reaper import NODE_LOST_ERROR
 from engine.decisions.access import authorize, require_member
-from engine.fanout.hub import Hub
+from engine.fanout.hub import Hub, SubscriberClosed
 from engine.fanout.live import UserPublisher
 from engine.features.ai import AiJob, AiProvider, BuiltinProvider
 from engine.features.ai.background import BackgroundWork
-from engine.features.ai.run import RequestKey, Steps, job_for, recorded_job, run_request
+from engine.features.ai.resume import bring_up_to_date
+from engine.features.ai.run import RequestKey, Steps, idempotency_key, job_for, recorded_job, run_request
 from engine.features.cells import SheetRooms
 from engine.features.connections import Connections
 from engine.features.ports import Commit, Reply, acknowledge
@@ -98,13 +99,9 @@ LAUNCHED_KEPT = 10_000  # runs started here that a look checks against (far more
 STOP_WAIT_SECONDS = 5.0  # at shutdown, for endings still being recorded in the background
 
 
-Published = Callable[[Duplicate], Awaitable[None]]
-"""Waits until this node has published the event a Duplicate names (another node committed it)."""
-
-
-def idempotency_key(request_id: str) -> str:
-    """The key of a request's `AiRequestStarted`: one run per (user, request_id)."""
-    return f"ai:{request_id}"
+Published = Callable[[Duplicate | RecordedEvent], Awaitable[None]]
+"""Waits until this node has published the event a Duplicate names (another node committed it), or a
+recorded event."""
 
 
 class AiRunner:
@@ -224,7 +221,7 @@ class AiRunner:
         if isinstance(outcome, Duplicate):
             if client_msg_id is None:
                 raise ValidationFailed(f"request_id {request_id!r} was already used", request_id=request_id)
-            self._look_for(key, 0.0)  # its original may be one this node committed and never ran
+            await self.retried(key[0], connection_id, request_id)
             await self._ack(connection_id, client_msg_id, outcome)
             return
         # Taken already if a look for an earlier attempt found this start first (it runs it), or a
@@ -274,11 +271,25 @@ class AiRunner:
             )
             self._running[key] = asyncio.create_task(run, name=f"ai:{user_id}:{request_id}")
 
-    def retried(self, user_id: str, request_id: str) -> None:
-        """A retry the session acked from the log after a later check refused it ("Idempotency
-        first": past a limit, from a tab not in the room): as for a Duplicate here, its start may be
-        one this node committed and never ran."""
-        self._look_for((user_id, request_id), 0.0)
+    async def retried(self, user_id: str, connection_id: str, request_id: str) -> None:
+        """A retry of a recorded request, about to be acked as the original: a Duplicate here, or
+        acked by the session from the log after a later check refused it ("Idempotency first": past
+        a limit, from a tab not in the room). Its start may be one this node committed and never ran
+        (it is looked for), and the retrying connection, a new one after a reconnect say, may have
+        missed its steps: it gets the latest first (engine/features/ai/resume.py)."""
+        key = (user_id, request_id)
+        self._look_for(key, 0.0)
+        try:
+            subscriber = self._hub.subscriber(connection_id)
+        except KeyError:
+            raise SubscriberClosed(connection_id) from None
+        await bring_up_to_date(
+            subscriber,
+            key,
+            read_by_key=self._read_by_key,
+            read_stream=self._read_stream,
+            published=self._published,
+        )
 
     def _look_for(self, key: RequestKey, settle: float) -> None:
         """Look for the request's start in the log (`_start_if_recorded`) unless it runs or ran here,
