@@ -1,7 +1,7 @@
 """AI providers: the interface (`provider`), the builtin analysis (`builtin`, `analysis`) and a client
 of OpenAI-compatible endpoints (`openai_compatible`). `provider_from` picks one from configuration.
-The runner (`runner`) serves `ai_request` and `ai_cancel`: each request's run (`run`), and what
-outlives a message (`background`)."""
+The runner (`runner`) serves `ai_request` and `ai_cancel`: each request's run (`run`), what
+outlives a message (`background`), and what a retrying connection missed of a run (`resume`)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ Choices:
 * One run per request id: `AiRequestStarted` carries the idempotency key `ai:{request_id}` for the
   requester, checked inside the append, so a repeated `request_id` of the same user never starts a
   second run, on any node. The repeat gets the original's `ack` when it carries a `client_msg_id` (a
-  retry), else VALIDATION_ERROR. A start whose commit failed may be in the log all the same (the
+  retry), else VALIDATION_ERROR; the retrying connection, which may have opened after some of the
+  request's steps were published (a reconnect), first gets its latest step
+  (engine/features/ai/resume.py). A start whose commit failed may be in the log all the same (the
   answer to COMMIT lost, or the log before it unreadable here), and its retry would then start
   nothing: the node looks for it (`_start_if_recorded`, one look per request, again on such a
   Duplicate) and runs it if this node committed it and it has not ended. Of the request's own
