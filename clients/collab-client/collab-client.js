@@ -957,22 +957,35 @@ export class CollabClient extends Emitter {
    */
   requestAi(params, onEvent) {
     const requestId = params.requestId ?? `ai-${this.nextId()}`;
-    /** @type {any} */
-    const run = { requestId, onEvent };
-    run.result = new Promise((resolve, reject) => Object.assign(run, { resolve, reject }));
-    run.result.catch(() => {});
-    this._ai.set(requestId, run);
-    this.send({
+    const message = {
       type: 'ai_request',
       request_id: requestId,
       query: params.query,
       sheet_id: params.sheetId,
       context: params.context ?? null,
-    }).catch((error) => {
-      this._ai.delete(requestId);
+      client_msg_id: this.nextId(),
+    };
+    /** The last `seq` of its events seen: `ai_event`s at or below it are dropped. @type {any} */
+    const run = { requestId, onEvent, message, seq: null };
+    run.result = new Promise((resolve, reject) => Object.assign(run, { resolve, reject }));
+    run.result.catch(() => {});
+    this._ai.set(requestId, run);
+    this._askAi(run);
+    return { requestId, result: run.result, cancel: () => this.send({ type: 'ai_cancel', request_id: requestId }) };
+  }
+
+  /**
+   * Sends a run's `ai_request`; a refusal ends the run. Sent again, with its `request_id`, after each
+   * reconnect until its answer comes (see `_resume`): the server runs it once, and brings the new
+   * connection up to date on it (its answer if it ended meanwhile, else its latest progress).
+   * @param {any} run
+   */
+  _askAi(run) {
+    this.send(run.message).catch((error) => {
+      if (this._ai.get(run.requestId) !== run) return; // ended meanwhile (its answer came first)
+      this._ai.delete(run.requestId);
       run.reject(error);
     });
-    return { requestId, result: run.result, cancel: () => this.send({ type: 'ai_cancel', request_id: requestId }) };
   }
 
   /**
@@ -1142,6 +1155,11 @@ export class CollabClient extends Emitter {
       this._resume();
       this.emit('connected', message);
       return;
+    }
+    // One of its own AI requests' events seen already (or older than one seen) is dropped too.
+    if (type === 'ai_event' && typeof message.seq === 'number') {
+      const run = this._ai.get(message.request_id);
+      if (run && run.seq !== null && message.seq <= run.seq) return;
     }
     // Room events already applied (a replay overlapping what this client saw) are dropped here.
     if (message.room_id && typeof message.seq === 'number' && !NOT_ROOM_EVENTS.has(type)) {
@@ -1329,6 +1347,10 @@ export class CollabClient extends Emitter {
       if (this._transmit(request.message)) request.arm();
     }
     for (const entry of this._outbox.values()) this._transmit(entry.message);
+    // AI requests acknowledged on an earlier connection whose answer has not come: the steps published
+    // while no socket was open never reach this one, so each is asked again for them (those never
+    // acknowledged were just sent again with the outbox).
+    for (const run of this._ai.values()) if (!this._outbox.has(run.message.client_msg_id)) this._askAi(run);
     // Resubscribes, unless a subscription still waits: its answer lost with the connection (sent
     // again above) or asked for while disconnected (sent once this is ready). Sent once more, it
     // would be answered twice, and the first answer settles both.
@@ -1509,6 +1531,7 @@ export class CollabClient extends Emitter {
   _onAi(message) {
     const run = this._ai.get(message.request_id);
     if (!run) return;
+    if (typeof message.seq === 'number') run.seq = message.seq;
     run.onEvent?.(message);
     if (message.event_type === 'ai_complete') run.resolve(message.data);
     if (message.event_type === 'ai_error') run.reject(new CollabError(message.data?.code ?? 'AI_ERROR', message.data?.error ?? 'AI request failed', message.data));

@@ -61,9 +61,43 @@ export function next(emitter, type, timeout = 8000) {
 }
 
 /**
+ * The server's side of one proxied connection, cut into its HTTP upgrade answer and then whole
+ * WebSocket frames (unmasked, no extension: docs/protocol.md), so that a frame can be told by its
+ * text. `push(chunk)` returns what is complete: `[bytes, text | null]`, text for a text frame.
+ */
+function serverFrames() {
+  let buffer = Buffer.alloc(0);
+  let upgraded = false;
+  return (/** @type {Buffer} */ chunk) => {
+    buffer = Buffer.concat([buffer, chunk]);
+    /** @type {[Buffer, string | null][]} */
+    const parts = [];
+    if (!upgraded) {
+      const end = buffer.indexOf('\r\n\r\n');
+      if (end < 0) return parts;
+      parts.push([buffer.subarray(0, end + 4), null]);
+      buffer = buffer.subarray(end + 4);
+      upgraded = true;
+    }
+    while (buffer.length >= 2) {
+      let length = buffer[1] & 0x7f;
+      let head = 2;
+      if (length === 126) [length, head] = [buffer.length >= 4 ? buffer.readUInt16BE(2) : -1, 4];
+      else if (length === 127) [length, head] = [buffer.length >= 10 ? Number(buffer.readBigUInt64BE(2)) : -1, 10];
+      if (length < 0 || buffer.length < head + length) break;
+      const frame = buffer.subarray(0, head + length);
+      parts.push([frame, (buffer[0] & 0x0f) === 1 ? frame.subarray(head).toString() : null]);
+      buffer = buffer.subarray(head + length);
+    }
+    return parts;
+  };
+}
+
+/**
  * A TCP proxy in front of the server: `cut()` drops every connection as a network failure would,
  * `block(true)` refuses new ones (the network is down), `swallow(true)` passes what the client sends
- * but drops what the server answers (the connection dies before the ack arrives).
+ * but drops what the server answers (the connection dies before the ack arrives), and
+ * `swallowAfter(match)` does so from the frame after the first text frame `match` accepts.
  */
 export async function startProxy() {
   const target = new URL(HTTP_URL);
@@ -71,6 +105,8 @@ export async function startProxy() {
   const sockets = new Set();
   let blocked = false;
   let swallowing = false;
+  /** @type {((text: string) => boolean) | null} */
+  let watch = null;
   const server = net.createServer((client) => {
     if (blocked) {
       client.destroy();
@@ -80,7 +116,14 @@ export async function startProxy() {
     sockets.add(client);
     sockets.add(upstream);
     client.on('data', (data) => upstream.write(data));
-    upstream.on('data', (data) => swallowing || client.write(data));
+    const frames = serverFrames();
+    upstream.on('data', (data) => {
+      for (const [bytes, text] of frames(data)) {
+        if (swallowing) continue;
+        client.write(bytes);
+        if (watch && text !== null && watch(text)) [swallowing, watch] = [true, null];
+      }
+    });
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -108,10 +151,15 @@ export async function startProxy() {
     swallow(on) {
       swallowing = on;
     },
+    /** @param {(text: string) => boolean} match */
+    swallowAfter(match) {
+      watch = match;
+    },
     /** The network up again, as a test that blocked or swallowed it ends, passed or failed. */
     restore() {
       blocked = false;
       swallowing = false;
+      watch = null;
     },
     close() {
       this.cut();

@@ -114,4 +114,39 @@ describe('collab-client requests interrupted by a drop', { skip }, () => {
     await roundTrip(client);
     assert.equal(replies, 1);
   });
+
+  test('an AI request acknowledged before a drop brings its answer after the reconnect', async () => {
+    const room = unique('room');
+    const sheetId = unique('sheet');
+    const client = open({ token: mintToken(unique('analyst')), url: suite.proxy.url, connectTimeout: 1000 });
+    await client.connect();
+    await client.join(room);
+    const sheet = client.sheet(sheetId, { room });
+    for (const [cell, value] of [['A1', 'Sales'], ['A2', 10], ['A3', 20], ['A4', 30]]) await sheet.set(cell, value);
+
+    // The request is acknowledged; every step after that is lost with the connection, its answer too.
+    const acks = [];
+    client.on('ack', (/** @type {any} */ ack) => acks.push(ack));
+    suite.proxy.swallowAfter((text) => JSON.parse(text).type === 'ack');
+    /** @type {any[]} */
+    const steps = [];
+    const run = client.requestAi({ query: 'Sum it up', sheetId }, (event) => steps.push(event));
+    await until(() => acks.length === 1, 'the ack of the request');
+    await sleep(300); // the analysis runs on, and ends, with nobody to hear it
+    assert.deepEqual(steps.map((event) => event.event_type), ['ai_start']);
+    suite.proxy.block(true);
+    suite.proxy.cut();
+    suite.proxy.swallow(false);
+    await next(client, 'disconnected');
+    suite.proxy.block(false);
+
+    let answer = null;
+    run.result.then((/** @type {any} */ result) => (answer = result));
+    await until(() => answer !== null, 'the answer of the request');
+    assert.match(/** @type {any} */ (answer).result, /3 values, sum 60, mean 20, min 10, max 30/);
+    const seqs = steps.map((event) => event.seq);
+    assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+    assert.equal(new Set(seqs).size, seqs.length); // each step once
+    assert.equal(steps.at(-1).event_type, 'ai_complete');
+  });
 });
