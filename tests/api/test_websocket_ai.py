@@ -404,6 +404,38 @@ async def test_a_requester_back_from_a_drop_mid_run_gets_the_rest_of_the_run(
     assert [e.stream_version for e in recorded if e.type != AI_REQUEST_STARTED][-len(seqs) :] == seqs
 
 
+async def test_a_requester_back_on_another_node_gets_the_rest_of_the_run(
+    server_url: str, held: HeldBuiltin
+) -> None:
+    """The reconnect lands on another node than the one running the analysis: the retry there gets
+    the latest progress, and the steps the first node records after it arrive through the log."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("ned")
+    async with fresh_database(server_url) as url:
+        settings = make_settings(url)
+        async with serve(settings, ai_provider=held) as first, serve(settings, ai_provider=held) as second:
+            asked = await start_and_drop(first, user, room, sheet, held)
+            async with second.connect(second.token(user)) as ws:
+                await greet(ws)
+                # The second node may publish the first one's steps after this socket opened: live,
+                # then, and not again.
+                await send(ws, {"type": "join_room", "room_id": room})
+                await send(ws, ai_request("r1", sheet, client_msg_id="ask"))
+                answered = await until(ws, of_type("ack", client_msg_id="ask"))
+                assert answered[-1]["seq"] == asked["seq"]
+                steps = [m for m in answered if m["type"] == "ai_event"]
+                assert steps and (steps[-1]["event_type"], steps[-1]["data"]["progress"]) == (
+                    "ai_progress",
+                    10,
+                )
+                held.gate.set()
+                rest = await until(ws, lambda m: m.get("event_type") in ("ai_complete", "ai_error"))
+                steps += [m for m in rest if m["type"] == "ai_event"]
+                assert steps[-1]["event_type"] == "ai_complete"
+                seqs = [m["seq"] for m in steps]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+                assert first.engine.ai.running == frozenset() == second.engine.ai.running
+
+
 async def test_a_requester_back_after_the_run_ended_gets_its_answer(
     database_url: str, held: HeldBuiltin, store: EventStore
 ) -> None:
