@@ -96,6 +96,32 @@ async def test_after_a_history_reset_the_sheet_shows_the_servers_values_and_an_e
         await opened.context.close()
 
 
+async def test_after_a_history_reset_someone_who_left_meanwhile_and_came_back_is_told_as_joined(
+    browser: Any, web: Server
+) -> None:
+    """A rejoin after a reset replays nothing: a person who left while the page was away is not told
+    as leaving, and when they come back the activity says they joined, not nothing."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    activity = alice.page.locator("#activity")
+    await expect(activity).to_contain_text("bob joined")
+    await alice.page.evaluate("(room) => { window.collab.client.rooms.get(room).seq += 100; }", room)
+    await alice.context.set_offline(True)
+    await expect(alice.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await bob.context.close()
+    await alice.context.set_offline(False)
+    await expect(alice.page.locator(".toast.info", has_text="reloaded")).to_be_visible()
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_have_count(0)
+
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await expect(alice.page.locator('#people li[data-user="bob"]')).to_be_visible()
+    await expect(activity.locator("li", has_text="bob joined")).to_have_count(2)
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 async def test_a_session_about_to_end_is_announced_and_edits_typed_after_it_ended_are_kept_for_a_new_token(
     browser: Any, web: Server, tmp_path: Path
 ) -> None:

@@ -419,11 +419,18 @@ async def test_a_long_number_is_kept_as_typed_and_a_cleared_range_says_so(browse
     room, sheet = unique("room"), unique("sheet")
     alice = await open_app(browser, web, "alice", room, sheet)
     bob = await open_app(browser, web, "bob", room, sheet)
-    for cell_id, typed in (("B2", "12345678901234567890"), ("B3", "9007199254740993"), ("B4", "42")):
+    typed_values = (
+        ("B2", "12345678901234567890"),
+        ("B3", "9007199254740993"),
+        ("B4", "42"),
+        ("B5", "1e-400"),
+    )
+    for cell_id, typed in typed_values:
         await type_into(alice.page, cell_id, typed)
         await expect(cell(bob.page, cell_id)).to_have_text(typed)
     assert await cell_versions(web, sheet, "B2") == [("12345678901234567890", "alice")]
     assert await cell_versions(web, sheet, "B4") == [(42, "alice")]
+    assert await cell_versions(web, sheet, "B5") == [("1e-400", "alice")]
     await expect(alice.page.locator(".toast")).to_have_count(0)
 
     await cell(alice.page, "B2").click()

@@ -472,6 +472,16 @@ async function start(token) {
     // Who the activity has shown in the room, by the name it showed: a `user_joined` of someone
     // already there is a rename (a newer token with another name), not an arrival.
     const announced = new Map(room.members.map((u) => [u.user_id, u.username]));
+    // After a room_reset the page rejoined without a replay: who came and went meanwhile was never
+    // told, so what the activity has shown is redone from the room as the rejoin found it.
+    let rejoined = false;
+    client.on('room_reset', ({ room_id }) => { rejoined ||= room_id === roomId; });
+    client.on('ready', () => {
+      if (!rejoined) return;
+      rejoined = false;
+      announced.clear();
+      for (const u of room.members) announced.set(u.user_id, u.username);
+    });
     client.on('user_joined', (m) => {
       const { user_id: userId, username } = m.user;
       if (m.room_id !== roomId || userId === me.id) return;

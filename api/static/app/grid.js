@@ -16,8 +16,9 @@ export function parseCell(id) {
 
 /**
  * What a person typed, as a cell value: numbers as numbers, nothing as null. A number the server
- * cannot keep exactly (an integer past 2^53, such as a card or account number, or one out of range)
- * stays the text typed: as a number it would be refused, or kept with other digits.
+ * cannot keep exactly (an integer past 2^53, such as a card or account number, one out of range, or
+ * one too small to tell from zero) stays the text typed: as a number it would be refused, or kept
+ * as another number.
  * @param {string} text
  */
 export function parseValue(text) {
@@ -26,6 +27,8 @@ export function parseValue(text) {
   if (!/^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(trimmed)) return text;
   const number = Number(trimmed);
   if (!Number.isFinite(number) || (Number.isInteger(number) && !Number.isSafeInteger(number))) return text;
+  // Too small to tell from zero (1e-400): zero is not what was typed.
+  if (number === 0 && /[1-9]/.test(trimmed.split(/e/i)[0])) return text;
   return number;
 }
 
