@@ -31,7 +31,7 @@ Message = str | bytes | Sequence[str | bytes]
 """One frame, or all the frames that stem from one event (they share its seq)."""
 
 MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's payload is at most 125 bytes
-MAX_APART: Final = 256  # events of a topic remembered as sent apart (`offer_apart`); then forgotten
+MAX_APART: Final = 256  # the latest events of a topic sent apart (`offer_apart`) remembered; older forgotten
 
 
 class Verdict(enum.Enum):
@@ -128,7 +128,8 @@ class SendQueue:
         self._latest: dict[tuple[str, str], Entry] = {}  # the queued coalescible entry per key
         self._floor: dict[str, int] = {}  # per topic: the highest seq queued
         self._first: dict[str, int] = {}  # per topic: the first seq queued (see `span`)
-        self._apart: dict[str, set[int]] = {}  # per topic: seqs queued below the span (`offer_apart`)
+        # Per topic: seqs queued below the span (`offer_apart`), oldest first (a dict keeps the order).
+        self._apart: dict[str, dict[int, None]] = {}
         self._held: dict[str, Hold] = {}
 
     def offer(self, entry: Entry) -> Verdict:
@@ -172,10 +173,11 @@ class SendQueue:
         """Queue, behind what is queued, one event of `topic` published before the connection joined
         it (below its span), without moving its floor or span; `reaches` remembers it (the latest
         `MAX_APART` of them: an older one may be sent again)."""
-        apart = self._apart.setdefault(topic, set())
-        if len(apart) >= MAX_APART:
-            apart.clear()
-        apart.add(seq)
+        apart = self._apart.setdefault(topic, {})
+        apart.pop(seq, None)
+        apart[seq] = None
+        if len(apart) > MAX_APART:
+            del apart[next(iter(apart))]
         return self.offer_durable(Entry(frames, None, None))
 
     def span(self, topic: str) -> tuple[int, int] | None:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
+from engine.fanout import send_queue
 from engine.features.ai import AiJob, AiStep, BuiltinProvider, Complete, Progress, cell_values
 from engine.log.store import EventStore, create_db_engine
 from engine.model.catalogue import AI_CANCELLED, AI_COMPLETED, AI_FAILED, AI_PROGRESSED, AI_REQUEST_STARTED
@@ -463,6 +464,36 @@ async def test_a_requester_back_after_the_run_ended_gets_its_answer(
             assert (again["type"], again["seq"]) == ("ack", asked["seq"])
             assert "ai_event" not in types(await pending(ws))
     assert [e.type for e in await store.read_stream(user_stream(user))].count(AI_REQUEST_STARTED) == 1
+
+
+async def test_a_connection_brought_up_to_date_on_many_requests_gets_none_of_the_latest_twice(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection remembers the latest `MAX_APART` events it was sent apart (here 2): a retry of a
+    request among those gets the ack only, even once more requests have been brought up to date."""
+    monkeypatch.setattr(send_queue, "MAX_APART", 2)
+    room, sheet, user = uid("room"), uid("sheet"), uid("ona")
+    async with server.connect(server.token(user)) as ws:
+        await greet(ws)
+        await join(ws, room)
+        await fill(ws, sheet, room, {"A1": "Sales", "A2": 10, "A3": 20})
+        for request_id in ("r1", "r2", "r3"):
+            await send(ws, ai_request(request_id, sheet, client_msg_id=f"ask-{request_id}"))
+            await until(ws, of_type("ai_event", event_type="ai_complete", request_id=request_id))
+    async with server.connect(server.token(user)) as tab:
+        await greet(tab)
+        for request_id in ("r1", "r2", "r3"):  # each answer missed, sent apart
+            await send(tab, ai_request(request_id, sheet, client_msg_id=f"ask-{request_id}"))
+            answered = await until(tab, of_type("ack"))
+            assert [(m.get("event_type"), m.get("request_id")) for m in answered] == [
+                ("ai_complete", request_id),
+                (None, None),
+            ]
+        for request_id in ("r3", "r2"):  # the latest two: never twice
+            await send(tab, ai_request(request_id, sheet, client_msg_id=f"ask-{request_id}"))
+            answered = await until(tab, of_type("ack"))
+            assert [(m["type"], m.get("client_msg_id")) for m in answered] == [("ack", f"ask-{request_id}")]
+        assert "ai_event" not in types(await pending(tab))
 
 
 async def test_retries_of_a_request_and_its_cancel_past_a_rate_limit_get_their_acks(

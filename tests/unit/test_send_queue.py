@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
+from engine.fanout import send_queue
 from engine.fanout.send_queue import (
     MAX_CLOSE_REASON_BYTES,
     Entry,
@@ -117,6 +119,18 @@ def test_send_queue_span_tells_what_was_published_to_the_connection_and_what_bef
     q.forget(user)
     assert q.span(user) is None and not q.reaches(user, 4)
     assert drain(q) == ["d5", "d6", "apart4"]
+
+
+def test_send_queue_remembers_the_latest_events_sent_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(send_queue, "MAX_APART", 2)
+    q = queue()
+    user = "user:u"
+    for seq in (1, 2, 3):
+        q.offer_apart(user, seq, (f"apart{seq}",))
+    assert [q.reaches(user, seq) for seq in (1, 2, 3)] == [False, True, True]
+    q.offer_apart(user, 2, ("apart2",))  # sent again: now the latest
+    q.offer_apart(user, 4, ("apart4",))
+    assert [q.reaches(user, seq) for seq in (2, 3, 4)] == [True, False, True]
 
 
 def test_send_queue_hold_keeps_live_back_and_release_drops_what_was_replayed() -> None:
