@@ -422,12 +422,12 @@ class Session:
 
     async def _handle(self, message: InboundMessage, echo: Mapping[str, str], work: Awaitable[None]) -> None:
         try:
-            await work
-        except Rejected as exc:
             try:
-                await self._refused(message, echo, exc)
-            except EngineError as lookup:  # the log could not be read to tell a retry: try again
-                await self.send(error_message(lookup.code, lookup.message, echo=echo, **_details(lookup)))
+                await work
+            except Rejected as refusal:
+                # Answered under the same clauses: the log that tells a retry may be unreadable (try
+                # again), and a retried `ai_request` reads and sends more.
+                await self._refused(message, echo, refusal)
         except EngineError as exc:
             await self.send(error_message(exc.code, exc.message, echo=echo, **_details(exc)))
         except SubscriberClosed:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from websockets.asyncio.client import ClientConnection
 
 from api.settings import Settings
@@ -464,6 +465,35 @@ async def test_a_requester_back_after_the_run_ended_gets_its_answer(
             assert (again["type"], again["seq"]) == ("ack", asked["seq"])
             assert "ai_event" not in types(await pending(ws))
     assert [e.type for e in await store.read_stream(user_stream(user))].count(AI_REQUEST_STARTED) == 1
+
+
+async def test_a_retry_whose_run_cannot_be_read_costs_that_message_only(
+    database_url: str, held: HeldBuiltin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bringing a retrying connection up to date fails on a statement the database refuses: the retry
+    is answered INTERNAL_ERROR, from a tab in the room as from one not in it ("Idempotency first"),
+    and both connections go on."""
+    room, sheet, user = uid("room"), uid("sheet"), uid("uma")
+    async with serve(make_settings(database_url), ai_provider=held) as server:
+        await start_and_drop(server, user, room, sheet, held)
+        store = server.engine.node.store
+        read_stream = store.read_stream
+
+        async def refused(stream_id: str, *args: Any, **kwargs: Any) -> Any:
+            if stream_id == user_stream(user):
+                raise DBAPIError("SELECT", {}, Exception("the statement was refused"))
+            return await read_stream(stream_id, *args, **kwargs)
+
+        monkeypatch.setattr(store, "read_stream", refused)
+        async with server.connect(server.token(user)) as member, server.connect(server.token(user)) as tab:
+            await greet(member)
+            await greet(tab)
+            await join(member, room)
+            for ws in (member, tab):
+                await send(ws, ai_request("r1", sheet, client_msg_id="ask"))
+                answer = await until(ws, of_type("error"))
+                assert (answer[-1]["code"], answer[-1]["client_msg_id"]) == ("INTERNAL_ERROR", "ask")
+                assert (await request(ws, {"type": "ping"}))["type"] == "pong"
 
 
 async def test_a_connection_brought_up_to_date_on_many_requests_gets_none_of_the_latest_twice(
