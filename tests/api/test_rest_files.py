@@ -17,7 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.model.catalogue import FILE_UPLOAD_COMPLETED, FILE_UPLOAD_FAILED, FILE_UPLOAD_STARTED
+from engine.model.catalogue import (
+    FILE_UPLOAD_COMPLETED,
+    FILE_UPLOAD_FAILED,
+    FILE_UPLOAD_STARTED,
+)
 from engine.model.streams import user_stream
 from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
 from tests.api.live_helpers import greet, of_type, pending, send, until
@@ -403,6 +407,58 @@ async def test_a_body_longer_than_its_socket_start_announced_is_413_and_ends_the
             assert (await put(files_server, user, file_id, data)).status_code == 201
             await until(tab, of_type("file_upload_complete"))
             assert (await get(files_server, file_id, auth(files_server, user))).content == data
+
+
+async def test_a_client_gone_mid_body_of_an_announced_size_still_ends_the_upload_aborted(
+    files_server: Server,
+) -> None:
+    """A body that stops short because its client went away is not a complete body shorter than
+    announced: whether its length came by Content-Length or the body was chunked, the upload ends in
+    `file_upload_failed` (aborted), and the id is free again."""
+    user, announced = new_user(), 600 * 1024
+    data = png(announced)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield data[: 300 * 1024]
+        raise ConnectionAbortedError("client gave up")
+
+    async def by_length(file_id: str) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", files_server.port)
+        head = (
+            f"PUT /api/v1/files/{file_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {files_server.token(user)}\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {announced}\r\n\r\n"
+        )
+        writer.write(head.encode() + data[: 300 * 1024])
+        await writer.drain()
+        await until(tab, of_type("file_upload_progress", file_id=file_id))  # the bytes are in
+        writer.close()
+        await writer.wait_closed()
+
+    async def chunked_broken(file_id: str) -> None:
+        with pytest.raises(ConnectionAbortedError):
+            await put(files_server, user, file_id, broken())
+
+    async with files_server.connect(files_server.token(user)) as tab:
+        await greet(tab)
+        for send_part in (by_length, chunked_broken):
+            file_id = new_file_id()
+            start = {
+                "type": "file_upload_start",
+                "file_id": file_id,
+                "filename": "a.png",
+                "file_size": announced,
+            }
+            assert (await request(tab, {**start, "client_msg_id": f"s-{file_id}"}))["type"] == "ack"
+            await send_part(file_id)
+            [*_, failed] = await until(tab, of_type("file_upload_failed"))
+            assert (failed["file_id"], failed["reason"]) == (file_id, "aborted")
+            assert 0 < failed["bytes_uploaded"] <= 300 * 1024
+            await _until_no_body_of(files_server, file_id)
+            assert file_id not in stored_names(files_server)
+            assert (await request(tab, {**start, "client_msg_id": f"again-{file_id}"}))["type"] == "ack"
+            assert (await put(files_server, user, file_id, data)).status_code == 201
+            await until(tab, of_type("file_upload_complete"))
 
 
 async def test_a_socket_start_of_size_zero_bounds_nothing_and_its_body_reports_progress(
