@@ -3,10 +3,11 @@
 
 The upload is recorded as events by the engine (engine/features/files.py): the uploader's sockets get
 `file_upload_progress` while bytes arrive and `file_upload_complete` once they are stored, or
-`file_upload_failed` when the body fails (too large, no byte for UPLOAD_IDLE_TIMEOUT_SECONDS: 408,
-the client gone). A download
-is for the owner, admins, and whoever may read the room the file was shared in (`?room_id=` at
-upload); anyone else gets 404, never 403, so a file id reveals nothing about a file.
+`file_upload_failed` when the body fails (too large; shorter than the file_size its upload was
+started with: 422, a truncated file is never stored; no byte for UPLOAD_IDLE_TIMEOUT_SECONDS: 408;
+the client gone). A download is for the owner, admins, and whoever may read the room the file was
+shared in (`?room_id=` at upload); anyone else gets 404, never 403, so a file id reveals nothing
+about a file.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ class FileOut(BaseModel):
             "description": "PAYLOAD_TOO_LARGE: the body exceeds MAX_UPLOAD_BYTES, or the file_size its "
             "upload was started with; nothing is kept"
         },
-        422: {"description": "bad file id, filename or Content-Type, or a Content-Type the bytes contradict"},
+        422: {
+            "description": "bad file id, filename or Content-Type, a Content-Type the bytes contradict, or "
+            "a body shorter than the file_size its upload was started with (details file_size, size; "
+            "nothing is kept)"
+        },
     },
 )
 async def upload_file(

@@ -28,7 +28,11 @@ again: the completion event's size and sha256 keep describing the bytes served.
 
 The `file_size` an upload was started with (by `file_upload_start`; 0 announces none) bounds its
 body as `max_bytes` does: a longer one is not the file announced, and its progress would pass the
-`total_bytes` the uploader's tabs were told, so it fails as too large.
+`total_bytes` the uploader's tabs were told, so it fails as too large. It is also the size the body
+must reach: one that ends short is a truncated file, which would otherwise be stored and shown to
+everyone as complete, so it fails as too short (TooShort, 422), by its `Content-Length` before a byte
+is read, else once the body has ended. A body cut short by its client going away is not one that
+ended: it fails as aborted, as any such body does.
 
 A body that fails once its upload is in the log (claimed by this PUT, or started over the WebSocket)
 ends that upload with `FileUploadFailed`, which releases the id to its owner: the next PUT or
@@ -79,6 +83,7 @@ from engine.model.catalogue import (
     IDLE_TIMEOUT,
     STORAGE_ERROR,
     TOO_LARGE,
+    TOO_SHORT,
     FileUploadCompleted,
     FileUploadFailed,
     FileUploadProgressed,
@@ -104,6 +109,12 @@ class FileIdTaken(Rejected):
     """The file id belongs to another user, is already complete, or is being uploaded. HTTP: 409."""
 
     code = "FILE_ID_TAKEN"
+
+
+class TooShort(ValidationFailed):
+    """The body ended before the `file_size` its upload was started with: a truncated file, which must
+    never be stored as the one announced. HTTP: 422; details `file_size` (announced), `size` (the
+    body's bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +274,8 @@ class Files:
         Raises PermissionDenied (not an editor or admin), InvalidFileId / ValidationFailed (bad id,
         filename, content type or room, or a filename other than the `file_upload_start` gave, also one
         that came while the first bytes were awaited), TooLarge (by `content_length` before reading, or as
-        soon as the body crosses `max_bytes` or the `file_size` its upload was started with),
+        soon as the body crosses `max_bytes` or the `file_size` its upload was started with), TooShort
+        (by `content_length` before reading, or once the body ended, short of that `file_size`),
         ContentTypeMismatch, FileIdTaken, UploadTimedOut (no byte
         for `idle_timeout`), StoreUnavailable, or whatever reading `chunks` raised (the client went away).
         After any of them no bytes are kept; once the upload was in the log, it ends with
@@ -297,12 +309,20 @@ class Files:
             name = _resolved_filename(own, filename, file_id)
             declared = content_type or (own.mime_type if own is not None else None) or None
             # The size the upload was started with (0: none was announced) bounds its body, unless
-            # max_bytes is as strict.
+            # max_bytes is as strict, and is the least the body must bring.
             announced = own.file_size if own is not None and own.file_size else None
             bound = announced if announced is not None and announced < max_bytes else None
             if own is not None and bound is not None and (content_length or 0) > bound:
                 await self._fail(actor, own, TOO_LARGE, 0)
                 raise _longer_than_announced(bound, content_length)
+            if (
+                own is not None
+                and announced is not None
+                and content_length is not None
+                and content_length < announced
+            ):
+                await self._fail(actor, own, TOO_SHORT, 0)
+                raise _shorter_than_announced(announced, content_length)
             total = content_length if content_length is not None else announced
             report = partial(self._report, actor, file_id, total)
             attempt = UploadAttempt(report, total, own, fresh_for=self.idle_timeout / 2, now=self._now)
@@ -315,7 +335,7 @@ class Files:
             try:
                 staged = await storage.stage(
                     file_id,
-                    _claimed_after_sniff(_within(body, bound), declared, claim),
+                    _claimed_after_sniff(_within(body, bound, announced), declared, claim),
                     max_bytes=max_bytes,
                     on_progress=attempt.written,
                     declared_type=declared,
@@ -508,6 +528,8 @@ def _failure_reason(exc: BaseException, body: UploadBody) -> str | None:
     leaves its upload as it was (a type the first bytes contradict, an id someone else claimed)."""
     if isinstance(exc, TooLarge):
         return TOO_LARGE
+    if isinstance(exc, TooShort):
+        return TOO_SHORT
     if isinstance(exc, UploadTimedOut):
         return IDLE_TIMEOUT
     if isinstance(exc, ContentTypeMismatch | FileIdTaken):
@@ -538,16 +560,31 @@ def _longer_than_announced(announced: int, length: int | None = None) -> TooLarg
     )
 
 
-async def _within(chunks: AsyncIterable[bytes], announced: int | None) -> AsyncIterator[bytes]:
-    """`chunks`, refused (TooLarge) as soon as they come to more than the `file_size` the upload was
-    started with (None: no bound here): such a body is not the file its start announced, and its
-    progress would pass the `total_bytes` the uploader's tabs were told."""
+def _shorter_than_announced(announced: int, size: int) -> TooShort:
+    return TooShort(
+        f"the body of {size} bytes is shorter than the file_size of {announced} bytes its upload was "
+        "started with; nothing was stored",
+        file_size=announced,
+        size=size,
+    )
+
+
+async def _within(
+    chunks: AsyncIterable[bytes], bound: int | None, announced: int | None
+) -> AsyncIterator[bytes]:
+    """`chunks`, refused (TooLarge) as soon as they come to more than `bound`, and (TooShort) when they
+    end before `announced`: the `file_size` the upload was started with (None: no bound here, none
+    announced). Either body is not the file its start announced: a longer one's progress would pass
+    the `total_bytes` the uploader's tabs were told, a shorter one is a truncated file. Only a body
+    that ended is checked for its length: one whose client went away raises while it is read."""
     received = 0
     async for chunk in chunks:
         received += len(chunk)
-        if announced is not None and received > announced:
-            raise _longer_than_announced(announced)
+        if bound is not None and received > bound:
+            raise _longer_than_announced(bound)
         yield chunk
+    if announced is not None and received < announced:
+        raise _shorter_than_announced(announced, received)
 
 
 async def _claimed_after_sniff(
@@ -579,6 +616,7 @@ __all__ = [
     "FileIdTaken",
     "Files",
     "SharedFile",
+    "TooShort",
     "checked_filename",
     "file_url",
     "percentage",

@@ -74,11 +74,12 @@ STOPPED: Final = "stopped"
 EXPIRED: Final = "expired"
 
 # Why an upload failed (`FileUploadFailed.reason`). Each releases the file id to its owner.
-TOO_LARGE: Final = "too_large"  # the body crossed MAX_UPLOAD_BYTES
+TOO_LARGE: Final = "too_large"  # the body crossed MAX_UPLOAD_BYTES, or the file_size its upload announced
+TOO_SHORT: Final = "too_short"  # the body ended before the file_size its upload announced: a truncated file
 IDLE_TIMEOUT: Final = "idle_timeout"  # nothing arrived for UPLOAD_IDLE_TIMEOUT_SECONDS: no byte, or no body
 ABORTED: Final = "aborted"  # the client went away (or the request was cancelled) before the body ended
 STORAGE_ERROR: Final = "storage_error"  # the bytes could not be stored, or the end not recorded
-UPLOAD_FAILURE_REASONS: Final = frozenset({TOO_LARGE, IDLE_TIMEOUT, ABORTED, STORAGE_ERROR})
+UPLOAD_FAILURE_REASONS: Final = frozenset({TOO_LARGE, TOO_SHORT, IDLE_TIMEOUT, ABORTED, STORAGE_ERROR})
 
 # Families: who is concerned by what. Each projection folds the types of its concern and names the
 # families it skips (engine/projections/__init__.py); together they must cover the catalogue.

@@ -427,8 +427,9 @@ def file_upload_failed(
     user_id: str,
     envelope: Envelope | None = None,
 ) -> dict[str, Any]:
-    """An upload ended without a stored file: `reason` is `too_large`, `idle_timeout`, `aborted` or
-    `storage_error`; `bytes_uploaded` had arrived (none kept). The owner may start the id again."""
+    """An upload ended without a stored file: `reason` is `too_large`, `too_short`, `idle_timeout`,
+    `aborted` or `storage_error`; `bytes_uploaded` had arrived (none kept). The owner may start the id
+    again."""
     message = {
         "type": "file_upload_failed",
         "file_id": file_id,

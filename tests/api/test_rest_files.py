@@ -20,11 +20,12 @@ import pytest
 from engine.model.catalogue import (
     FILE_UPLOAD_COMPLETED,
     FILE_UPLOAD_FAILED,
+    FILE_UPLOAD_PROGRESSED,
     FILE_UPLOAD_STARTED,
 )
 from engine.model.streams import user_stream
 from tests.api.conftest import Server, fresh_database, make_settings, request, serve, wait_for_events
-from tests.api.live_helpers import greet, of_type, pending, send, until
+from tests.api.live_helpers import greet, join, of_type, pending, send, until
 
 LIMIT = 4 * 1024 * 1024
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -407,6 +408,86 @@ async def test_a_body_longer_than_its_socket_start_announced_is_413_and_ends_the
             assert (await put(files_server, user, file_id, data)).status_code == 201
             await until(tab, of_type("file_upload_complete"))
             assert (await get(files_server, file_id, auth(files_server, user))).content == data
+
+
+async def test_a_body_shorter_than_its_socket_start_announced_is_422_and_ends_the_upload(
+    files_server: Server, room: str
+) -> None:
+    """`file_upload_start` announced 1 MiB; a PUT that brings less is a truncated file, not the one
+    announced, and must never be shown complete. Refused 422 naming both sizes: by its Content-Length
+    before a byte is read, or once a streamed body has ended short. Nothing is kept, the upload ends in
+    `file_upload_failed` (too_short) for every tab of the uploader, a member of the room the file was
+    to be shared in hears nothing and cannot download it, and the owner may start the id again."""
+    user, announced, short = new_user(), 1024 * 1024, 600 * 1024
+    member_token = files_server.token(new_user(), rooms=[room])
+    async with (
+        files_server.connect(files_server.token(user)) as tab,
+        files_server.connect(files_server.token(user)) as other_tab,
+        files_server.connect(member_token) as member,
+    ):
+        for ws in (tab, other_tab, member):
+            await greet(ws)
+        await join(member, room)
+        await join(tab, room)
+        await pending(member)  # the owner's join
+        cases = ((new_file_id(), png(short), 0), (new_file_id(), chunked(png(short)), short))
+        for file_id, body, received in cases:
+            start = {
+                "type": "file_upload_start",
+                "file_id": file_id,
+                "filename": "a.png",
+                "file_size": announced,
+            }
+            assert (await request(tab, {**start, "client_msg_id": f"s-{file_id}"}))["type"] == "ack"
+            await until(other_tab, of_type("file_upload_started", file_id=file_id))
+            reply = await put(files_server, user, file_id, body, room_id=room)
+            assert reply.status_code == 422, reply.text
+            refusal = reply.json()
+            assert (refusal["code"], refusal["file_size"], refusal["size"]) == (
+                "VALIDATION_ERROR",
+                announced,
+                short,
+            )
+            assert f"body of {short} bytes" in refusal["error"]
+            assert f"file_size of {announced} bytes" in refusal["error"]
+
+            seen = await until(tab, of_type("file_upload_failed"))
+            failed = seen[-1]
+            events = await files_server.engine.store.upload_events(user, file_id)
+            assert [e.type for e in events if e.type != FILE_UPLOAD_PROGRESSED] == [
+                FILE_UPLOAD_STARTED,
+                FILE_UPLOAD_FAILED,
+            ]
+            assert failed == {
+                "type": "file_upload_failed",
+                "file_id": file_id,
+                "filename": "a.png",
+                "reason": "too_short",
+                "bytes_uploaded": received,
+                "user_id": user,
+                "seq": events[-1].stream_version,
+                "ts": failed["ts"],
+            }
+            assert [m["type"] for m in seen[:-1]] == ["file_upload_progress"] * (len(seen) - 1)
+            assert all(m["bytes_uploaded"] <= short < m["total_bytes"] for m in seen[:-1]), seen
+            [*_, also] = await until(other_tab, of_type("file_upload_failed"))
+            assert also == failed
+            assert await pending(member) == []
+
+            assert file_id not in stored_names(files_server)
+            assert not any(name.endswith(".part") for name in stored_names(files_server))
+            for headers in (auth(files_server, user), {"Authorization": f"Bearer {member_token}"}):
+                assert (await get(files_server, file_id, headers)).status_code == 404
+
+            data = png(announced)
+            assert (await request(tab, {**start, "client_msg_id": f"again-{file_id}"}))["type"] == "ack"
+            assert (await put(files_server, user, file_id, data, room_id=room)).status_code == 201
+            [*_, complete] = await until(tab, of_type("file_upload_complete"))
+            assert (complete["file_id"], complete["size"]) == (file_id, announced)
+            await until(other_tab, of_type("file_upload_complete"))
+            assert await pending(member) == []
+            downloaded = await get(files_server, file_id, {"Authorization": f"Bearer {member_token}"})
+            assert downloaded.content == data
 
 
 async def test_a_client_gone_mid_body_of_an_announced_size_still_ends_the_upload_aborted(
