@@ -112,3 +112,15 @@ async def paste(page: Any, text: str) -> None:
         }""",
         text,
     )
+
+
+async def copy(page: Any) -> str:
+    """What Ctrl+C puts on the clipboard as text: a copy event on the focused element, read back."""
+    return await page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            const event = new ClipboardEvent('copy', {clipboardData: data, bubbles: true, cancelable: true});
+            document.activeElement.dispatchEvent(event);
+            return data.getData('text/plain');
+        }"""
+    )
