@@ -1,5 +1,6 @@
-"""Copy and paste in the sheet app (/app) as spreadsheets do them: a value holding a tab, a line break
-or a quote goes on the clipboard quoted, and comes back whole when pasted."""
+"""Copy and paste in the sheet app (/app) as spreadsheets do them: a value or a block pasted onto a
+larger selection that it fits a whole number of times fills it, as one edit; a value holding a tab, a
+line break or a quote goes on the clipboard quoted, and comes back whole when pasted."""
 
 from __future__ import annotations
 
@@ -32,6 +33,105 @@ async def model_values(opened: Opened) -> dict[str, Any]:
 async def select(page: Any, first: str, last: str) -> None:
     await cell(page, first).click()
     await cell(page, last).click(modifiers=["Shift"])
+
+
+async def count_ranges(opened: Opened) -> None:
+    """From now on `window.ranges` lists the size of each range update the page receives."""
+    await opened.page.evaluate(
+        "() => { window.ranges = [];"
+        " window.collab.client.on('cells_updated', (m) => window.ranges.push(m.cells.length)); }"
+    )
+
+
+def block(columns: str, rows: range, values: list[list[Any]]) -> dict[str, Any]:
+    """`values` tiled over the columns and rows given, keyed by cell."""
+    return {
+        f"{col}{row}": values[i % len(values)][j % len(values[0])]
+        for i, row in enumerate(rows)
+        for j, col in enumerate(columns)
+    }
+
+
+async def test_one_value_pasted_onto_a_selected_range_fills_every_cell_as_one_edit(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await count_ranges(bob)
+
+    # One cell copied from a spreadsheet (its line break included), pasted onto B2:D5.
+    await select(alice.page, "B2", "D5")
+    await paste(alice.page, "7\r\n")
+    await expect(cell(bob.page, "D5")).to_have_text("7")
+
+    filled = block("BCD", range(2, 6), [[7]])
+    assert len(filled) == 12
+    assert await server_values(web, sheet) == filled
+    assert await model_values(bob) == filled
+    assert await bob.page.evaluate("window.ranges") == [12]  # one message for the whole range
+    activity = alice.page.locator("#activity li", has_text="pasted")
+    await expect(activity).to_have_count(1)
+    await expect(activity).to_contain_text("You pasted 12 cells")
+    # The selection is still the range filled.
+    assert await alice.page.evaluate("window.collab.grid.range") == [1, 1, 3, 4]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_fill_of_more_cells_than_one_message_may_carry_is_refused_whole_and_said(
+    browser: Any, web: Server
+) -> None:
+    """The whole sheet is 1560 cells, more than the server's 1000 a range update may carry: filling it
+    writes nothing, rather than part of it, and the person is told why."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await select(alice.page, "A1", "Z60")
+    await paste(alice.page, "x")
+    notice = alice.page.locator(".toast")
+    await expect(notice).to_contain_text("a cells_update carries at most 1000 cells, this one 1560")
+    await expect(cell(alice.page, "A1")).to_have_text("")
+    await expect(cell(alice.page, "Z60")).to_have_text("")
+    assert await model_values(bob) == {}
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_block_fills_a_range_it_fits_a_whole_number_of_times_and_is_written_once_otherwise(
+    browser: Any, web: Server
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await count_ranges(bob)
+
+    # 2 by 2 onto 4 by 4: tiled, four times.
+    await select(alice.page, "A1", "D4")
+    await paste(alice.page, "a\tb\nc\td\n")
+    await expect(cell(bob.page, "D4")).to_have_text("d")
+    tiled = block("ABCD", range(1, 5), [["a", "b"], ["c", "d"]])
+    assert await server_values(web, sheet) == tiled
+
+    # 2 by 2 onto 3 by 3: three is no multiple of two, so the block is written once from F1.
+    await select(alice.page, "F1", "H3")
+    await paste(alice.page, "1\t2\n3\t4")
+    await expect(cell(bob.page, "G2")).to_have_text("4")
+    once = {"F1": 1, "G1": 2, "F2": 3, "G2": 4}
+    # 2 by 2 onto Z59:Z60, at the sheet's last column: written once, and what falls outside is dropped.
+    await select(alice.page, "Z59", "Z60")
+    await paste(alice.page, "p\tq\nr\ts")
+    await expect(cell(bob.page, "Z60")).to_have_text("r")
+    edge = {"Z59": "p", "Z60": "r"}
+
+    assert await server_values(web, sheet) == tiled | once | edge
+    assert await model_values(bob) == tiled | once | edge
+    assert await bob.page.evaluate("window.ranges") == [16, 4, 2]
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
 
 
 # What a spreadsheet puts on the clipboard for two rows of five cells: a value holding a line break,

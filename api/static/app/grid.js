@@ -510,22 +510,34 @@ export class SheetGrid {
   }
 
   /**
-   * Tab-separated rows, as spreadsheets put on the clipboard (see `parseClipboard`), from the
-   * selection's top-left.
+   * Tab-separated rows, as spreadsheets put on the clipboard (see `parseClipboard`), written from the
+   * selection's top-left. A block smaller than the selection that fits it a whole number of times
+   * down and across fills it, repeated, as spreadsheets do (one value fills every selected cell);
+   * any other is written once, as far as the sheet goes. Either is one edit.
    * @param {string} text
    */
   _paste(text) {
-    const [c0, r0] = [this.range[0], this.range[1]];
+    const block = parseClipboard(text);
+    const height = block.length;
+    const width = block.reduce((widest, row) => Math.max(widest, row.length), 0);
+    const [c1, r1, c2, r2] = this.range;
+    const [across, down] = [c2 - c1 + 1, r2 - r1 + 1];
+    const fits = width <= across && height <= down && across % width === 0 && down % height === 0;
+    const tiled = fits && (width < across || height < down);
+    const [w, h] = tiled ? [across, down] : [Math.min(width, this.cols - c1), Math.min(height, this.rows - r1)];
     const cells = [];
-    parseClipboard(text).forEach((fields, dr) => {
-      fields.forEach((field, dc) => {
-        if (c0 + dc < this.cols && r0 + dr < this.rows) cells.push({ cell_id: cellName(c0 + dc, r0 + dr), value: parseValue(field) });
-      });
-    });
+    let [lastCol, lastRow] = [c1, r1];
+    for (let dr = 0; dr < h; dr += 1) {
+      for (let dc = 0; dc < w; dc += 1) {
+        const field = block[dr % height][dc % width];
+        if (field === undefined) continue; // a row shorter than the block's widest leaves the rest as it is
+        cells.push({ cell_id: cellName(c1 + dc, r1 + dr), value: parseValue(field) });
+        [lastCol, lastRow] = [Math.max(lastCol, c1 + dc), Math.max(lastRow, r1 + dr)];
+      }
+    }
     if (!cells.length) return;
-    const last = parseCell(cells[cells.length - 1].cell_id);
-    this.anchor = [c0, r0];
-    this._select(last, true);
+    this.anchor = [c1, r1];
+    this._select([lastCol, lastRow], true);
     if (cells.length === 1) this.onCommit(cells[0].cell_id, cells[0].value);
     else this.onRange(cells);
   }
