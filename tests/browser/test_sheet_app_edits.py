@@ -3,6 +3,7 @@ person changed that cell is a conflict, never a silent overwrite of a change its
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -440,6 +441,10 @@ async def test_a_long_number_is_kept_as_typed_and_a_cleared_range_says_so(browse
     activity = alice.page.locator("#activity")
     await expect(activity).to_contain_text("You cleared 3 cells")
     await expect(activity).not_to_contain_text("pasted")
+    # The others are told of the range once, as clearing, not once per cell.
+    theirs = bob.page.locator("#activity li", has_text="alice cleared")
+    await expect(theirs).to_have_text(re.compile("alice cleared 3 cells, B2 to B4$"))
+    await expect(bob.page.locator("#activity li", has_text="= (empty)")).to_have_count(0)
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()

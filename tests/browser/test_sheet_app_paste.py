@@ -4,6 +4,7 @@ line break or a quote goes on the clipboard quoted, and comes back whole when pa
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -73,6 +74,11 @@ async def test_one_value_pasted_onto_a_selected_range_fills_every_cell_as_one_ed
     activity = alice.page.locator("#activity li", has_text="pasted")
     await expect(activity).to_have_count(1)
     await expect(activity).to_contain_text("You pasted 12 cells")
+    # Bob is told of it in one line, not twelve.
+    await expect(bob.page.locator("#activity li", has_text="alice changed")).to_have_text(
+        [re.compile("alice changed 12 cells, B2 to D5$")]
+    )
+    await expect(bob.page.locator("#activity li", has_text="alice set")).to_have_count(0)
     # The selection is still the range filled.
     assert await alice.page.evaluate("window.collab.grid.range") == [1, 1, 3, 4]
     assert alice.problems() == [] and bob.problems() == []
@@ -196,3 +202,28 @@ async def test_values_with_tabs_line_breaks_and_quotes_survive_a_copy_and_a_past
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_a_paste_without_text_changes_nothing(browser: Any, web: Server) -> None:
+    """An image (or a file) on the clipboard is nothing a sheet can take: pasted onto a selection, it
+    leaves every cell as it was, where taking it as an empty value would clear the selection."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    await alice.page.evaluate(
+        "() => Promise.all(['B2', 'C3'].map((id) => window.collab.sheet.set(id, 'keep')))"
+    )
+    await select(alice.page, "B2", "C3")
+    await alice.page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.setData('image/png', 'not text');
+            const event = new ClipboardEvent('paste', {clipboardData: data, bubbles: true});
+            document.activeElement.dispatchEvent(event);
+        }"""
+    )
+    # An edit sent after the paste is answered after anything the paste sent.
+    await alice.page.evaluate("() => window.collab.sheet.set('E5', 'after')")
+    assert await server_values(web, sheet) == {"B2": "keep", "C3": "keep", "E5": "after"}
+    await expect(alice.page.locator("#activity li", has_text="pasted")).to_have_count(0)
+    assert alice.problems() == []
+    await alice.context.close()

@@ -159,6 +159,28 @@ async function start(token) {
   client.on('server_error', (error) => error.code !== 'AUTHENTICATION_FAILED' && toast(`${error.code}: ${error.message}`, 'info'));
 
   // --- cells ----------------------------------------------------------------------------------
+  // A range someone pasted or cleared arrives as one message and is told as one line, not a line per
+  // cell that would push everything else out of the activity: the cells of one message change in one
+  // go, so they are gathered until the task that applied them ends.
+  /** @type {Map<string, {name: string, cells: [string, any][]}>} */
+  const untold = new Map();
+  const tellLater = (/** @type {string} */ cellId, /** @type {any} */ theirs) => {
+    if (!untold.size) queueMicrotask(tellGathered);
+    const userId = theirs.user_id ?? '';
+    const entry = untold.get(userId) ?? { name: theirs.username ?? userId, cells: [] };
+    entry.cells.push([cellId, theirs.value]);
+    untold.set(userId, entry);
+  };
+  const tellGathered = () => {
+    for (const [userId, { name, cells }] of untold) {
+      const [[first, value]] = cells;
+      const [last] = cells[cells.length - 1];
+      if (cells.length === 1) activity(`${name} set ${first} = ${quote(value) || '(empty)'}`, colourFor(userId));
+      else if (cells.every(([, v]) => v === null)) activity(`${name} cleared ${cells.length} cells, ${first} to ${last}`, colourFor(userId));
+      else activity(`${name} changed ${cells.length} cells, ${first} to ${last}`, colourFor(userId));
+    }
+    untold.clear();
+  };
   sheet.on('change', ({ cell_id, cell, source }) => {
     grid.render(cell_id, cell);
     // `cell` is the cell as shown, which is this person's own edit while one is pending: what the
@@ -166,7 +188,7 @@ async function start(token) {
     const theirs = sheet.cells.get(cell_id);
     if (source === 'remote' && theirs && theirs.user_id !== me.id) {
       grid.mark(cell_id, 'flash');
-      activity(`${theirs.username ?? theirs.user_id} set ${cell_id} = ${quote(theirs.value) || '(empty)'}`, colourFor(theirs.user_id ?? ''));
+      tellLater(cell_id, theirs);
     }
     if (cell_id === grid.selected) showCellMeta(cell_id);
   });

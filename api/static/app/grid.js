@@ -571,7 +571,10 @@ export class SheetGrid {
     document.addEventListener('paste', (e) => {
       if (this.readOnly || this.editing || document.activeElement !== this.scroller) return;
       e.preventDefault();
-      this._paste(e.clipboardData?.getData('text/plain') ?? '');
+      // A clipboard without text (an image, a file) is nothing to paste, not an empty value: taken as
+      // one, it would clear the whole selection.
+      if (!e.clipboardData?.types.includes('text/plain')) return;
+      this._paste(e.clipboardData.getData('text/plain'));
     });
     document.addEventListener('copy', (e) => {
       if (this.editing || document.activeElement !== this.scroller) return;
