@@ -119,6 +119,12 @@ export class SheetGrid {
     this.anchor = [0, 0];
     this.focus = [0, 0];
     /**
+     * The column a run of Tabs started in, while it goes on: Enter from an editor goes to the next row
+     * there, as in spreadsheets, so that a table is typed row by row. Any other move ends the run.
+     * @type {number | null}
+     */
+    this.tabStart = null;
+    /**
      * The open in-cell editor; `shown` is the text it opened with (null when opened by a typed key).
      * @type {{cell: HTMLTableCellElement, input: HTMLInputElement, id: string, shown: string | null} | null}
      */
@@ -309,11 +315,15 @@ export class SheetGrid {
     node.style.setProperty('--h', `${box.y + box.h - y}px`);
   }
 
-  /** @param {[number, number]} at @param {boolean} extend */
-  _select(at, extend) {
+  /**
+   * @param {[number, number]} at @param {boolean} extend
+   * @param {number | null} [tabStart] the run of Tabs this move carries on (see `_tab`); any other ends it
+   */
+  _select(at, extend, tabStart = null) {
     const [c, r] = [Math.max(0, Math.min(this.cols - 1, at[0])), Math.max(0, Math.min(this.rows - 1, at[1]))];
     const moved = c !== this.focus[0] || r !== this.focus[1];
     this.focus = [c, r];
+    this.tabStart = tabStart;
     if (!extend) this.anchor = [c, r];
     const [c1, r1, c2, r2] = this.range;
     for (const td of this.table.querySelectorAll('td.in-range')) td.classList.remove('in-range');
@@ -427,15 +437,32 @@ export class SheetGrid {
     this.scroller.focus();
   }
 
+  /**
+   * Tab and Shift+Tab, from the grid or an editor: right and left. Tab starts a run, or carries one
+   * on; Shift+Tab steps back within a run, keeping where it started, but starts none.
+   * @param {boolean} back
+   */
+  _tab(back) {
+    const start = this.tabStart ?? (back ? null : this.focus[0]);
+    this._select([this.focus[0] + (back ? -1 : 1), this.focus[1]], false, start);
+  }
+
+  /**
+   * Enter from an editor, with Shift up: the next row down, in the column a run of Tabs started in
+   * if there is one (typing a table, the row after the one just typed starts under its first cell).
+   * @param {boolean} up
+   */
+  _enter(up) {
+    this._select([this.tabStart ?? this.focus[0], this.focus[1] + (up ? -1 : 1)], false);
+  }
+
   /** @param {KeyboardEvent} e */
   _editorKey(e) {
-    const moves = { Enter: [0, 1], Tab: [1, 0] };
-    if (e.key in moves) {
+    if (e.key === 'Enter' || e.key === 'Tab') {
       e.preventDefault();
       this.commitEdit();
-      const [dc, dr] = moves[/** @type {'Enter' | 'Tab'} */ (e.key)];
-      const sign = e.shiftKey ? -1 : 1;
-      this._select([this.focus[0] + dc * sign, this.focus[1] + dr * sign], false);
+      if (e.key === 'Enter') this._enter(e.shiftKey);
+      else this._tab(e.shiftKey);
       this.scroller.focus();
     } else if (e.key === 'Escape') {
       e.preventDefault();
@@ -453,7 +480,7 @@ export class SheetGrid {
       this.startEdit();
     } else if (e.key === 'Tab') {
       e.preventDefault();
-      this._select([this.focus[0] + (e.shiftKey ? -1 : 1), this.focus[1]], false);
+      this._tab(e.shiftKey);
     } else if (e.key in arrows) {
       e.preventDefault();
       const [dc, dr] = arrows[/** @type {keyof typeof arrows} */ (e.key)];
@@ -603,7 +630,7 @@ export class SheetGrid {
         e.preventDefault();
         this._endFormula(true);
         this.scroller.focus();
-        this._select([this.focus[0], this.focus[1] + 1], false);
+        this._enter(false);
       } else if (e.key === 'Escape') {
         e.preventDefault();
         this._endFormula(false); // the blur that follows has nothing left to save
