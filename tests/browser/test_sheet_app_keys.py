@@ -1,9 +1,10 @@
 """The sheet app (/app) from the keyboard, as a person moves about a spreadsheet: Tab and Shift+Tab,
 Home and End, Ctrl+Home and Ctrl+End, Page Up and Page Down, with Shift extending the selection; Enter
-after a run of Tabs back to the column the run started in."""
+after a run of Tabs back to the column the run started in; Ctrl+Arrow to the edge of the data."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ from playwright.async_api import expect
 
 from tests.api.conftest import Server
 from tests.browser.pages import cell, open_app, unique
+
+# A cell in the selected range, whatever other classes it has (`num` for a number).
+IN_RANGE = re.compile(r"\bin-range\b")
 
 
 async def press(page: Any, key: str, expected: str) -> None:
@@ -127,5 +131,93 @@ async def test_enter_after_a_run_of_tabs_goes_to_the_next_row_where_the_run_star
     await page.keyboard.type("x")
     await press(page, "Enter", "F23")
 
+    assert dora.problems() == []
+    await dora.context.close()
+
+
+async def in_view(page: Any, cell_id: str) -> bool:
+    """Whether a cell lies whole in the grid's visible area, below the column headers and right of
+    the row headers that stay over the cells scrolled under them."""
+    return await page.evaluate(
+        """(id) => {
+            const scroller = document.getElementById('grid-scroller');
+            const s = scroller.getBoundingClientRect();
+            const c = document.querySelector(`#grid td[data-cell="${id}"]`).getBoundingClientRect();
+            const head = document.querySelector('#grid thead th').getBoundingClientRect().height;
+            const side = document.querySelector('#grid tbody th').getBoundingClientRect().width;
+            // The scrollbars are not part of the visible area: clientHeight and clientWidth leave them out.
+            const [top, left] = [s.top + scroller.clientTop, s.left + scroller.clientLeft];
+            return c.top >= top + head - 1 && c.bottom <= top + scroller.clientHeight + 1
+                && c.left >= left + side - 1 && c.right <= left + scroller.clientWidth + 1;
+        }""",
+        cell_id,
+    )
+
+
+async def test_ctrl_arrow_jumps_to_the_edge_of_the_data_and_ctrl_shift_arrow_extends(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    dora = await open_app(browser, web, unique("dora"), room, sheet)
+    page = dora.page
+    # Row 3: a block B3:E3 and H3 alone. Column B: a block B3:B5, then B9 and B20 alone.
+    values = [["B3", 1], ["C3", 2], ["D3", 3], ["E3", 4], ["H3", "x"], ["B4", 5], ["B5", 6]]
+    values += [["B9", "nine"], ["B20", 20]]
+    await page.evaluate(
+        "(values) => Promise.all(values.map(([id, v]) => window.collab.sheet.set(id, v)))", values
+    )
+    await expect(cell(page, "B20")).to_have_text("20")
+    scroller = page.locator("#grid-scroller")
+    # An arrow key the page leaves to the browser scrolls the grid too, on top of the page's own move.
+    await page.evaluate(
+        "() => { window.unprevented = []; window.addEventListener('keydown', (e) =>"
+        " e.key.startsWith('Arrow') && !e.defaultPrevented && window.unprevented.push(e.key)); }"
+    )
+
+    # Along a block to its last value, over empty cells to the next value, else to the sheet's edge.
+    await cell(page, "B3").click()
+    for key, at in (
+        ("Control+ArrowRight", "E3"),
+        ("Control+ArrowRight", "H3"),
+        ("Control+ArrowRight", "Z3"),
+        ("Control+ArrowLeft", "H3"),
+        ("Control+ArrowLeft", "E3"),
+        ("Control+ArrowLeft", "B3"),
+        ("Control+ArrowLeft", "A3"),
+        ("Control+ArrowRight", "B3"),  # from an empty cell, the value next to it
+        ("Control+ArrowDown", "B5"),
+        ("Control+ArrowDown", "B9"),
+        ("Control+ArrowDown", "B20"),
+        ("Control+ArrowDown", "B60"),
+        ("Control+ArrowUp", "B20"),
+        ("Control+ArrowUp", "B9"),
+        ("Control+ArrowUp", "B5"),
+        ("Control+ArrowUp", "B3"),
+        ("Control+ArrowUp", "B1"),
+    ):
+        await press(page, key, at)
+        # Scrolled to show the cell, as every move is, and no further by the browser's own keys.
+        assert await in_view(page, at), f"{at} is not in view after {key}"
+        if at == "B60":
+            await page.screenshot(path=tmp_path / "ctrl-down-to-the-edge.png")
+    assert await scroller.evaluate("(s) => [s.scrollLeft, s.scrollTop]") == [0, 0]
+    # Cmd on a Mac.
+    await press(page, "Meta+ArrowDown", "B3")
+
+    # With Shift the selection is extended there from where it started.
+    await cell(page, "C3").click()
+    await press(page, "Control+Shift+ArrowRight", "E3")
+    await press(page, "Control+Shift+ArrowDown", "E60")
+    for inside in ("C3", "D30", "E60", "C60"):
+        await expect(cell(page, inside)).to_have_class(IN_RANGE)
+    for outside in ("B3", "F3", "B60"):
+        await expect(cell(page, outside)).not_to_have_class(IN_RANGE)
+    await press(page, "Control+Shift+ArrowUp", "E3")
+    await expect(cell(page, "D30")).not_to_have_class(IN_RANGE)
+    await expect(cell(page, "D3")).to_have_class(IN_RANGE)
+    await page.screenshot(path=tmp_path / "ctrl-shift-range.png")
+
+    assert await page.evaluate("window.unprevented") == []
+    assert await page.evaluate("() => document.activeElement.id") == "grid-scroller"
     assert dora.problems() == []
     await dora.context.close()

@@ -5,6 +5,9 @@ import { el } from '/static/shared/session.js';
 
 const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 
+/** The arrow keys, as a step of one cell. @type {Record<string, [number, number]>} */
+const ARROWS = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
+
 /** @param {number} col 0-based @param {number} row 0-based */
 export const cellName = (col, row) => `${LETTERS[col]}${row + 1}`;
 
@@ -473,7 +476,6 @@ export class SheetGrid {
   /** @param {KeyboardEvent} e */
   _gridKey(e) {
     if (this.editing || e.target !== this.scroller) return;
-    const arrows = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
     const jump = this._jump(e.key, e.ctrlKey || e.metaKey);
     if (e.key === 'Enter' || e.key === 'F2') {
       e.preventDefault();
@@ -481,13 +483,15 @@ export class SheetGrid {
     } else if (e.key === 'Tab') {
       e.preventDefault();
       this._tab(e.shiftKey);
-    } else if (e.key in arrows) {
-      e.preventDefault();
-      const [dc, dr] = arrows[/** @type {keyof typeof arrows} */ (e.key)];
-      this._select([this.focus[0] + dc, this.focus[1] + dr], e.shiftKey);
     } else if (jump) {
+      // Before the arrows: Ctrl+Arrow is a jump. The browser's own (scrolling the grid) is prevented
+      // as a plain arrow's is, so the grid scrolls only as `_select` scrolls it, to show the cell.
       e.preventDefault();
       this._select(jump, e.shiftKey);
+    } else if (e.key in ARROWS) {
+      e.preventDefault();
+      const [dc, dr] = ARROWS[e.key];
+      this._select([this.focus[0] + dc, this.focus[1] + dr], e.shiftKey);
     } else if ((e.key === 'Delete' || e.key === 'Backspace') && !this.readOnly) {
       e.preventDefault();
       const cells = this._rangeCells().filter((id) => this.lookup(id)?.value != null);
@@ -502,11 +506,13 @@ export class SheetGrid {
   /**
    * Where Home, End and the page keys go, as in spreadsheets: Home to column A, End to the row's last
    * cell holding a value, with Ctrl (or Cmd) to A1 and to the last row and column holding values;
-   * Page Up and Page Down a screenful of rows. Null for any other key.
+   * Page Up and Page Down a screenful of rows; Ctrl+Arrow to the edge of the data (see `_edge`).
+   * Null for any other key.
    * @param {string} key @param {boolean} ctrl @returns {[number, number] | null}
    */
   _jump(key, ctrl) {
     const [c, r] = this.focus;
+    if (ctrl && key in ARROWS) return this._edge(ARROWS[key]);
     if (key === 'Home') return ctrl ? [0, 0] : [0, r];
     if (key === 'PageUp') return [c, r - this.pageRows()];
     if (key === 'PageDown') return [c, r + this.pageRows()];
@@ -521,6 +527,30 @@ export class SheetGrid {
       }
     }
     return ctrl ? [lastCol, lastRow] : [lastCol, r];
+  }
+
+  /**
+   * Where Ctrl+Arrow goes from the selected cell, as in spreadsheets: from a cell holding a value
+   * whose neighbour that way holds one too, to the last of that block before an empty cell;
+   * otherwise over the empty cells to the next cell holding a value. The sheet's edge when either
+   * runs out first.
+   * @param {[number, number]} step one cell in the arrow's direction @returns {[number, number]}
+   */
+  _edge([dc, dr]) {
+    const inside = (/** @type {number} */ c, /** @type {number} */ r) =>
+      c >= 0 && c < this.cols && r >= 0 && r < this.rows;
+    const filled = (/** @type {number} */ c, /** @type {number} */ r) =>
+      inside(c, r) && this.lookup(cellName(c, r))?.value != null;
+    let [c, r] = this.focus;
+    // Decided once, from where the jump starts: along a block of values, or across a gap.
+    const along = filled(c, r) && filled(c + dc, r + dr);
+    while (inside(c + dc, r + dr)) {
+      if (along && !filled(c + dc, r + dr)) break; // the block's last value
+      c += dc;
+      r += dr;
+      if (!along && filled(c, r)) break; // the first value past the gap
+    }
+    return [c, r];
   }
 
   /** How many rows a screenful is: what Page Up and Page Down move by. */
