@@ -42,7 +42,9 @@ export function claimsOf(token) {
   }
 }
 
-const PALETTE = ['#e8590c', '#1c7ed6', '#2f9e44', '#ae3ec9', '#f08c00', '#0c8599', '#e03131', '#5f3dc4', '#c2255c', '#66a80f'];
+// Ten colours told apart at a glance, in a tag as in a dot: no two hues close at the same lightness
+// (an amber beside the orange read as one colour), and dark enough for white text.
+const PALETTE = ['#e8590c', '#1c7ed6', '#2f9e44', '#ae3ec9', '#8b5e34', '#0c8599', '#e03131', '#5f3dc4', '#c2255c', '#66a80f'];
 
 /** A stable colour for a user id. @param {string} userId */
 export function colourFor(userId) {
