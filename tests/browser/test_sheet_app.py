@@ -327,6 +327,45 @@ async def test_another_persons_marker_in_column_a_or_row_1_is_not_hidden_under_t
         await opened.context.close()
 
 
+async def test_a_name_tag_stays_clear_of_the_headers_when_the_grid_is_scrolled(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    """Scrolled so that a person's cell is the top-left visible one, their tag went above it, under the
+    column headers, and reached left under the row headers: it goes below the cell and starts at the
+    first visible column, and back above once the grid is scrolled back."""
+    room, sheet = unique("room"), unique("sheet")
+    alice_id = unique("u")
+    name = "Alexandra Konstantinopoulou"
+    alice = await open_app_with(
+        browser, web, web.token(alice_id, username=name, roles=["editor"]), room, sheet
+    )
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await cell(alice.page, "D10").click()
+    selection = bob.page.locator(f'.remote-selection[data-user="{alice_id}"]')
+    await expect(selection).to_have_attribute("data-cell", "D10")
+    await expect(selection).not_to_have_class(re.compile("tag-below"))
+
+    await bob.page.evaluate(
+        """() => {
+            const grid = window.collab.grid, cell = grid.rect('D10'), origin = grid.rect('A1');
+            grid.scroller.scrollTo(cell.x - origin.x, cell.y - origin.y);
+        }"""
+    )
+    await expect(selection).to_have_class(re.compile("tag-below"))
+    await bob.page.screenshot(path=str(tmp_path / "scrolled.png"))
+    tag_only = UNDER_HEADERS.replace(
+        "[selection, selection.querySelector('.tag')]", "[selection.querySelector('.tag')]"
+    )
+    assert await bob.page.evaluate(tag_only, alice_id) == []
+
+    await bob.page.evaluate("() => window.collab.grid.scroller.scrollTo(0, 0)")
+    await expect(selection).not_to_have_class(re.compile("tag-below"))
+    assert await bob.page.evaluate(UNDER_HEADERS, alice_id) == []
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 async def test_a_long_name_tag_beside_column_b_is_not_hidden_under_the_row_headers(
     browser: Any, web: Server, tmp_path: Any
 ) -> None:

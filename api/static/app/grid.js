@@ -243,9 +243,7 @@ export class SheetGrid {
       if (box) {
         remote.selection.dataset.cell = who.cell;
         this._place(remote.selection, box);
-        // The name tag goes above the cell, which in row 1 is under the column headers: there it goes below.
-        const [, row] = parseCell(/** @type {string} */ (who.cell));
-        remote.selection.classList.toggle('first-row', row === 0);
+        this._fitTag(remote.selection);
       }
     }
     if (typeof who.x === 'number' && typeof who.y === 'number') {
@@ -307,6 +305,24 @@ export class SheetGrid {
    * how far left of the box the cells begin: as far as a name tag may reach before the row headers.
    * @param {HTMLElement} node @param {{x: number, y: number, w: number, h: number}} box
    */
+  /**
+   * Keeps a person's name tag clear of the headers, which are drawn above the overlay: above their
+   * cell unless that is under the column headers (row 1, or the grid scrolled so the cell is in the
+   * top visible row), then below it; and its lane starting at the first cell not under the row
+   * headers. Redone as the grid scrolls.
+   * @param {HTMLElement} selection
+   */
+  _fitTag(selection) {
+    const box = selection.dataset.cell ? this.rect(selection.dataset.cell) : null;
+    const origin = this.rect(cellName(0, 0));
+    const tag = /** @type {HTMLElement | null} */ (selection.querySelector('.tag'));
+    if (!box || !origin || !tag) return;
+    const top = origin.y + this.scroller.scrollTop; // where the visible cells begin
+    selection.classList.toggle('tag-below', box.y - tag.offsetHeight < top);
+    const left = origin.x + this.scroller.scrollLeft;
+    selection.style.setProperty('--room', `${Math.max(box.x - 1, origin.x) - left}px`);
+  }
+
   _place(node, box) {
     const origin = this.rect(cellName(0, 0)) ?? box;
     const x = Math.max(box.x - 1, origin.x);
@@ -621,6 +637,9 @@ export class SheetGrid {
       if (/** @type {HTMLElement} */ (e.target).closest('td')) this.startEdit();
     });
     this.scroller.addEventListener('keydown', (e) => this._gridKey(e));
+    this.scroller.addEventListener('scroll', () => {
+      for (const { selection } of this.remotes.values()) if (!selection.hidden) this._fitTag(selection);
+    }, { passive: true });
     this.scroller.addEventListener('mousemove', (e) => {
       const box = this.scroller.getBoundingClientRect();
       this.onPointer(e.clientX - box.left + this.scroller.scrollLeft, e.clientY - box.top + this.scroller.scrollTop);
