@@ -46,11 +46,48 @@ export function claimsOf(token) {
 // (an amber beside the orange read as one colour), and dark enough for white text.
 const PALETTE = ['#e8590c', '#1c7ed6', '#2f9e44', '#ae3ec9', '#8b5e34', '#0c8599', '#e03131', '#5f3dc4', '#c2255c', '#66a80f'];
 
-/** A stable colour for a user id. @param {string} userId */
-export function colourFor(userId) {
+/** Where a user id falls in the palette. @param {string} userId */
+function paletteIndex(userId) {
   let hash = 0;
   for (const ch of String(userId)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return PALETTE[hash % PALETTE.length];
+  return hash % PALETTE.length;
+}
+
+/** A stable colour for a user id. @param {string} userId */
+export function colourFor(userId) {
+  return PALETTE[paletteIndex(userId)];
+}
+
+/**
+ * A colour for each of the people in a room, no two alike while there are colours to spare. Ten
+ * colours by id alone give two of four people the same one about half the time; here each keeps the
+ * colour of their id unless someone with a smaller id has it, and then takes the next one free. It
+ * depends only on who is in the room, so everyone there sees the same colours; a person arriving or
+ * leaving can move only someone who had to take another colour than their id's.
+ * @param {Iterable<string>} userIds @returns {Map<string, string>}
+ */
+export function roomColours(userIds) {
+  const ids = [...new Set(userIds)].sort();
+  const taken = new Set(ids.map(paletteIndex));
+  const used = new Set();
+  /** @type {Map<string, string>} */
+  const colours = new Map();
+  for (const id of ids) {
+    let index = paletteIndex(id);
+    if (used.has(index)) {
+      // Past every colour someone's id asks for first, so a clash takes no one else's own colour.
+      let step = 1;
+      while (step < PALETTE.length && (used.has((index + step) % PALETTE.length) || taken.has((index + step) % PALETTE.length))) step += 1;
+      if (step === PALETTE.length) {
+        step = 1;
+        while (step < PALETTE.length && used.has((index + step) % PALETTE.length)) step += 1;
+      }
+      index = (index + step) % PALETTE.length;
+    }
+    used.add(index);
+    colours.set(id, PALETTE[index]);
+  }
+  return colours;
 }
 
 /** Up to two initials of a name. @param {string} name */
