@@ -234,6 +234,7 @@ async function start(token) {
   const eventsBySeq = new Map();
   let nextCursor = /** @type {number | null} */ (null);
   let pickedCell = /** @type {string | null} */ (null);
+  let shownRoom = ''; // the room whose replay and timeline are on screen
   const scrubber = $('scrubber');
 
   let openings = 0;
@@ -257,9 +258,14 @@ async function start(token) {
       scrubber.max = String(roomSeq);
       scrubber.value = String(roomSeq);
       eventsBySeq.clear();
+      // Another room's cell history would read as this room's: it goes with the room it was of.
+      // The same room opened again (Latest) keeps it, asked again for the versions written since.
+      if (roomId !== shownRoom) forgetCell();
+      shownRoom = roomId;
       await loadTimeline(true);
       if (opening !== openings) return;
       await replay();
+      if (opening === openings && pickedCell) await cellHistory(pickedCell);
       if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
     } catch (error) {
       if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
@@ -360,17 +366,38 @@ async function start(token) {
   $('scrub-prev').addEventListener('click', () => scrubTo(Number(scrubber.value) - 1));
   $('scrub-next').addEventListener('click', () => scrubTo(Number(scrubber.value) + 1));
   $('scrub-latest').addEventListener('click', () => openAudit(auditRoom));
-  $('audit-sheet').addEventListener('change', () => replay().catch(failed));
+  // The replay and the picked cell's history both show the sheet the picker names.
+  const sheetChanged = () => {
+    replay().catch(failed);
+    if (pickedCell) cellHistory(pickedCell);
+  };
+  $('audit-sheet').addEventListener('change', sheetChanged);
 
+  let historyAsked = 0;
+  let historyShown = ''; // `sheet!cell` whose versions the list holds
+  const forgetCell = () => {
+    pickedCell = null;
+    historyAsked++; // an answer still on its way is for the cell forgotten
+    historyShown = '';
+    $('history').hidden = true;
+    fill($('history-list'));
+    for (const td of $('replay-grid').querySelectorAll('td.picked')) td.classList.remove('picked');
+  };
   const cellHistory = async (/** @type {string} */ cellId) => {
     pickedCell = cellId;
     for (const td of $('replay-grid').querySelectorAll('td.picked')) td.classList.remove('picked');
     $('replay-grid').querySelector(`td[data-cell="${cellId}"]`)?.classList.add('picked');
     const sheetId = $('audit-sheet').value;
+    const asked = ++historyAsked;
     $('history').hidden = false;
-    $('history-title').textContent = `History of ${cellId}`;
+    $('history-title').textContent = `History of ${cellId} in ${sheetId}`;
+    // Until the answer comes, nothing of another cell or sheet stays under this title.
+    const shows = `${sheetId}!${cellId}`;
+    if (historyShown !== shows) fill($('history-list'), el('p', { class: 'empty' }, 'Loading…'));
+    historyShown = shows;
     try {
       const found = await rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells/${encodeURIComponent(cellId)}/history?limit=1000`);
+      if (asked !== historyAsked) return; // another cell or sheet was asked for meanwhile
       fill($('history-list'), table(
         ['Version', 'Value', 'Author', 'When', 'Seq'],
         found.versions.map((/** @type {any} */ v) => [`v${v.version}`, String(v.value ?? ''), el('span', {}, el('span', { class: 'who-dot', vars: { '--who': colourFor(v.user_id) } }), v.user_id), new Date(v.ts).toLocaleString(), v.seq]),
@@ -378,6 +405,7 @@ async function start(token) {
         (i) => ({ version: found.versions[i].version, user: found.versions[i].user_id }),
       ));
     } catch (error) {
+      if (asked !== historyAsked) return;
       if (/** @type {any} */ (error).status === 404) fill($('history-list'), el('p', { class: 'empty' }, `${cellId} was never written.`));
       else failed(error);
     }
