@@ -37,6 +37,40 @@ async def edit(server: Server, user: str, room: str, edits: list[tuple[str, str,
             await asyncio.sleep(0.05)
 
 
+async def test_a_timeline_row_of_another_sheet_replays_that_sheet(browser: Any, web: Server) -> None:
+    room, first, second = unique("room"), unique("first"), unique("second")
+    # seq 1 alice joined, 2 first!A1, 3 second!B2, 4 first!A1 again, 5 alice left
+    await edit(web, "alice", room, [(first, "A1", "one"), (second, "B2", "two"), (first, "A1", "three")])
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
+    page = auditor.page
+    grid = page.locator("#replay-grid")
+    await expect(page.locator("#audit-summary")).to_contain_text("seq 5")
+    await expect(grid).to_have_attribute("aria-busy", "false")
+    await page.locator("#audit-sheet").select_option(first)
+    await expect(grid.locator('td[data-cell="A1"]')).to_have_text("three")
+
+    # The auditor clicks the edit of the other sheet: they are shown that sheet, the edit in it.
+    await page.locator("#timeline tr[data-seq='3']").click()
+    await expect(grid).to_have_attribute("data-seq", "3")
+    await expect(page.locator("#audit-sheet")).to_have_value(second)
+    await expect(grid.locator('td[data-cell="B2"]')).to_have_text("two")
+    await expect(grid.locator('td[data-cell="B2"]')).to_have_class("changed")
+
+    # And back: an edit of the first sheet shows the first sheet as it was then.
+    await page.locator("#timeline tr[data-seq='2']").click()
+    await expect(page.locator("#audit-sheet")).to_have_value(first)
+    await expect(grid).to_have_attribute("data-seq", "2")
+    await expect(grid.locator('td[data-cell="A1"]')).to_have_text("one")
+    await expect(grid.locator('td[data-cell="B2"]')).to_have_text("")
+
+    # A row that belongs to no sheet (a join) moves the scrubber and keeps the sheet shown.
+    await page.locator("#timeline tr[data-seq='1']").click()
+    await expect(grid).to_have_attribute("data-seq", "1")
+    await expect(page.locator("#audit-sheet")).to_have_value(first)
+    assert auditor.problems() == []
+    await auditor.context.close()
+
+
 async def test_a_cell_history_follows_the_sheet_and_the_room_shown(browser: Any, web: Server) -> None:
     room, other_room = unique("room"), unique("room")
     first, second, third = unique("first"), unique("second"), unique("third")

@@ -299,7 +299,7 @@ async function start(token) {
     fill($('timeline'), shown.length ? table(
       ['Seq', 'Time', 'Type', 'Who', 'What'],
       shown.map((e) => [e.seq ?? '·', el('span', { title: e.ts }, clock(e.ts)), el('span', { class: `type ${e.type}` }, e.type), e.data.username ?? e.user_id ?? '', summary(e)]),
-      (i) => shown[i].seq !== null && scrubTo(shown[i].seq),
+      (i) => shown[i].seq !== null && scrubTo(shown[i].seq, shown[i].data.sheet_id),
       (i) => ({ seq: shown[i].seq ?? '' }),
     ) : el('p', { class: 'empty' }, 'No events match.'));
     $('timeline-more').hidden = nextCursor === null || page.events.length < 100;
@@ -355,8 +355,21 @@ async function start(token) {
     })));
     fill($('replay-grid'), el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)));
   };
-  const scrubTo = (/** @type {number} */ seq) => {
+  /**
+   * Moves the replay to `seq`; with `sheetId` (a timeline row of a cell edit), on that sheet, so the
+   * edit clicked is the one shown, not the same seq of whichever sheet was picked before.
+   * @param {number} seq @param {unknown} [sheetId]
+   */
+  const scrubTo = (seq, sheetId) => {
     scrubber.value = String(Math.max(0, Math.min(roomSeq, seq)));
+    const picker = $('audit-sheet');
+    if (typeof sheetId === 'string' && sheetId !== picker.value) {
+      // A sheet first edited after the room was opened is not in the list yet.
+      if (![...picker.options].some((o) => o.value === sheetId)) picker.append(el('option', { value: sheetId }, sheetId));
+      picker.value = sheetId;
+      sheetChanged();
+      return;
+    }
     replay().catch(failed);
   };
   scrubber.addEventListener('input', () => {
