@@ -3,6 +3,7 @@ needs to watch: console errors and Content-Security-Policy violations, which fai
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from tests.api.conftest import Server
+from tests.api.conftest import Server, receive
+from tests.api.rest_helpers import rest
 from tests.browser.conftest import VIEWPORT
 
 
@@ -78,6 +80,29 @@ async def open_app_with(browser: Any, server: Server, token: str, room: str, she
 async def open_console(browser: Any, server: Server, user: str, role: str, query: str = "") -> Opened:
     token = server.token(user, username=user, roles=[role])
     return await open_page(browser, server, f"/console{query}", token, wait="#connection.ok")
+
+
+async def write_cells(server: Server, user: str, room: str, edits: list[tuple[str, str, str]]) -> None:
+    """`user` joins `room` over a WebSocket, writes each (sheet, cell, value), one seq each, and
+    leaves; the console's listing of the room has every one of them before this returns."""
+    async with server.connect(server.token(user, username=user, roles=["editor"])) as ws:
+        assert (await receive(ws))["type"] == "connected"
+        messages: list[dict[str, Any]] = [{"type": "join_room", "room_id": room}]
+        messages += [
+            {"type": "cell_update", "room": room, "sheet_id": sheet, "cell_id": cell, "value": value}
+            for sheet, cell, value in edits
+        ]
+        for n, message in enumerate(messages):
+            await ws.send(json.dumps({**message, "client_msg_id": f"m{n}"}))
+            while (await receive(ws)).get("type") != "ack":
+                pass
+    # The leave is recorded after the close; and the console opens a room at the seq its listing has
+    # folded, a moment behind the log.
+    async with asyncio.timeout(5):
+        while True:
+            if (await rest(server, "GET", f"/ws/rooms/{room}")).json().get("seq", 0) > len(messages):
+                return
+            await asyncio.sleep(0.05)
 
 
 def cell(page: Any, cell_id: str) -> Any:

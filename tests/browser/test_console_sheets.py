@@ -3,44 +3,20 @@ show is always the sheet the sheet picker names, whatever the auditor clicked be
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Any
 
 from playwright.async_api import expect
 
-from tests.api.conftest import Server, receive
-from tests.api.rest_helpers import rest
-from tests.browser.pages import open_console, unique
-
-
-async def edit(server: Server, user: str, room: str, edits: list[tuple[str, str, str]]) -> None:
-    """`user` joins `room` over a WebSocket, writes each (sheet, cell, value), one seq each, and
-    leaves; the console's listing of the room has every one of them before this returns."""
-    async with server.connect(server.token(user, username=user, roles=["editor"])) as ws:
-        assert (await receive(ws))["type"] == "connected"
-        messages: list[dict[str, Any]] = [{"type": "join_room", "room_id": room}]
-        messages += [
-            {"type": "cell_update", "room": room, "sheet_id": sheet, "cell_id": cell, "value": value}
-            for sheet, cell, value in edits
-        ]
-        for n, message in enumerate(messages):
-            await ws.send(json.dumps({**message, "client_msg_id": f"m{n}"}))
-            while (await receive(ws)).get("type") != "ack":
-                pass
-    # The leave is recorded after the close; and the console opens a room at the seq its listing has
-    # folded, a moment behind the log.
-    async with asyncio.timeout(5):
-        while True:
-            if (await rest(server, "GET", f"/ws/rooms/{room}")).json().get("seq", 0) > len(messages):
-                return
-            await asyncio.sleep(0.05)
+from tests.api.conftest import Server
+from tests.browser.pages import open_console, unique, write_cells
 
 
 async def test_a_timeline_row_of_another_sheet_replays_that_sheet(browser: Any, web: Server) -> None:
     room, first, second = unique("room"), unique("first"), unique("second")
     # seq 1 alice joined, 2 first!A1, 3 second!B2, 4 first!A1 again, 5 alice left
-    await edit(web, "alice", room, [(first, "A1", "one"), (second, "B2", "two"), (first, "A1", "three")])
+    await write_cells(
+        web, "alice", room, [(first, "A1", "one"), (second, "B2", "two"), (first, "A1", "three")]
+    )
     auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
     page = auditor.page
     grid = page.locator("#replay-grid")
@@ -74,8 +50,10 @@ async def test_a_timeline_row_of_another_sheet_replays_that_sheet(browser: Any, 
 async def test_a_cell_history_follows_the_sheet_and_the_room_shown(browser: Any, web: Server) -> None:
     room, other_room = unique("room"), unique("room")
     first, second, third = unique("first"), unique("second"), unique("third")
-    await edit(web, "alice", room, [(first, "A1", "one"), (first, "A1", "two"), (second, "B2", "else")])
-    await edit(web, "bob", other_room, [(third, "A1", "elsewhere")])
+    await write_cells(
+        web, "alice", room, [(first, "A1", "one"), (first, "A1", "two"), (second, "B2", "else")]
+    )
+    await write_cells(web, "bob", other_room, [(third, "A1", "elsewhere")])
     auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
     page = auditor.page
     grid = page.locator("#replay-grid")

@@ -468,7 +468,7 @@ function summary(e) {
   const d = e.data;
   switch (e.type) {
     case 'CellUpdated':
-      return `${d.sheet_id}!${d.cell_id} = ${d.value ?? '(empty)'}${d.version ? ` (v${d.version})` : ''}`;
+      return `${d.sheet_id}!${d.cell_id} = ${d.value === null || d.value === undefined ? '(empty)' : quote(d.value)}${d.version ? ` (v${d.version})` : ''}`;
     case 'CellsUpdated':
       return `${d.sheet_id}: ${(d.cells ?? []).length} cells`;
     case 'UserJoinedRoom':
@@ -485,6 +485,16 @@ function summary(e) {
     default:
       return '';
   }
+}
+
+/**
+ * A value as a timeline row quotes it: its first 60 characters, as the sheet app's activity does (a
+ * value may be 32,767 long); the cell's history shows it whole.
+ * @param {unknown} value
+ */
+function quote(value) {
+  const text = String(value);
+  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
 }
 
 /** @param {string} id */
