@@ -223,28 +223,33 @@ async function start(token) {
     editing = null;
     edit(sheet.set(id, value, { base }));
   };
+  /**
+   * Tells why a range edit was refused. `what` names the edit, as in "Your change of 6 cells".
+   * @param {number} count @param {string} what
+   */
+  const rangeRefused = (count, what) => (/** @type {any} */ error) => {
+    if (error.code !== 'VERSION_CONFLICT') return edit(Promise.reject(error));
+    if (error.payload?.reset) {
+      toast(`Your ${what} of ${count} cells was not applied: it was made on values the server no longer has. The cells show the server's values.`, 'conflict');
+      activity(`Your ${what} of ${count} cells was not applied (the room's history was reset)`, '#d92d20');
+      return undefined;
+    }
+    // All or nothing: one stale cell keeps every cell of the range from being written, and each
+    // shows the current value again. Say so, not only which cell conflicted.
+    const stale = /** @type {{cell_id: string, current: any}[]} */ (error.conflicts ?? []);
+    const [first] = stale;
+    const why = !first
+      ? 'an earlier edit of one of its cells conflicted'
+      : stale.length === 1
+        ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to “${quote(first.current?.value)}” meanwhile`
+        : `${stale.slice(0, 3).map((c) => c.cell_id).join(', ')}${stale.length > 3 ? ` and ${stale.length - 3} more` : ''} were changed by someone else meanwhile`;
+    toast(`Your ${what} of ${count} cells was not applied: ${why}. A range is saved whole or not at all; the cells show the current values.`, 'conflict');
+    activity(`Your ${what} of ${count} cells was not applied (conflict)`, '#d92d20');
+    return undefined;
+  };
   grid.onRange = (cells, cleared) => {
     activity(`You ${cleared ? 'cleared' : 'pasted'} ${cells.length} cells`, myColour);
-    sheet.setRange(cells).catch((error) => {
-      if (error.code !== 'VERSION_CONFLICT') return edit(Promise.reject(error));
-      if (error.payload?.reset) {
-        toast(`Your change of ${cells.length} cells was not applied: it was made on values the server no longer has. The cells show the server's values.`, 'conflict');
-        activity(`Your change of ${cells.length} cells was not applied (the room's history was reset)`, '#d92d20');
-        return undefined;
-      }
-      // All or nothing: one stale cell keeps every cell of the range from being written, and each
-      // shows the current value again. Say so, not only which cell conflicted.
-      const stale = /** @type {{cell_id: string, current: any}[]} */ (error.conflicts ?? []);
-      const [first] = stale;
-      const why = !first
-        ? 'an earlier edit of one of its cells conflicted'
-        : stale.length === 1
-          ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to “${quote(first.current?.value)}” meanwhile`
-          : `${stale.slice(0, 3).map((c) => c.cell_id).join(', ')}${stale.length > 3 ? ` and ${stale.length - 3} more` : ''} were changed by someone else meanwhile`;
-      toast(`Your change of ${cells.length} cells was not applied: ${why}. A range is saved whole or not at all; the cells show the current values.`, 'conflict');
-      activity(`Your change of ${cells.length} cells was not applied (conflict)`, '#d92d20');
-      return undefined;
-    });
+    sheet.setRange(cells).catch(rangeRefused(cells.length, 'change'));
   };
   const showCellMeta = (/** @type {string} */ id) => {
     const cell = sheet.get(id);
