@@ -184,6 +184,12 @@ export class SheetGrid {
     return [Math.min(c1, c2), Math.min(r1, r2), Math.max(c1, c2), Math.max(r1, r2)];
   }
 
+  /** Selects the range from one cell to another (one cell when `to` is not given). @param {string} from @param {string} [to] */
+  selectRange(from, to = from) {
+    this._select(parseCell(from), false);
+    this._select(parseCell(to), true);
+  }
+
   /** Shows a cell's value. @param {string} id @param {{value: any, pending?: boolean} | undefined} cell */
   render(id, cell) {
     const td = this.td(id);
