@@ -2,7 +2,8 @@
 // file only connects its events to the page.
 import { CollabClient } from '/client/collab-client.js';
 import { TokenSession, askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
-import { SheetGrid, display } from './grid.js';
+import { SheetGrid, cellName, display, parseCell } from './grid.js';
+import { UndoHistory } from './undo.js';
 
 const params = new URLSearchParams(location.search);
 const roomId = params.get('room') || 'demo';
@@ -218,13 +219,22 @@ async function start(token) {
   // What each open editor was started on: a change someone else makes while a person types is not
   // shown in their editor, so their value must not silently overwrite it (it conflicts instead).
   let editing = /** @type {{id: string, base: any} | null} */ (null);
+  // This person's own edits, one step per action, for Ctrl+Z and Ctrl+Y (see "undo and redo" below).
+  const undoHistory = new UndoHistory(100);
+  /** Drops the step of an edit that was not applied, and passes the refusal on. @param {import('./undo.js').UndoStep} step */
+  const unrecord = (step) => (/** @type {any} */ error) => {
+    undoHistory.forget(step);
+    throw error;
+  };
   grid.onCommit = (id, value) => {
     const base = editing?.id === id ? editing.base : undefined;
     editing = null;
-    edit(sheet.set(id, value, { base }));
+    const step = undoHistory.record([{ cell_id: id, before: sheet.get(id)?.value, after: value }]);
+    edit(sheet.set(id, value, { base }).catch(unrecord(step)));
   };
   /**
-   * Tells why a range edit was refused. `what` names the edit, as in "Your change of 6 cells".
+   * Tells why a range edit was refused. `what` names the edit: "change" for a paste or a clear,
+   * "undo" or "redo" for one of those.
    * @param {number} count @param {string} what
    */
   const rangeRefused = (count, what) => (/** @type {any} */ error) => {
@@ -249,12 +259,78 @@ async function start(token) {
   };
   grid.onRange = (cells, cleared) => {
     activity(`You ${cleared ? 'cleared' : 'pasted'} ${cells.length} cells`, myColour);
-    sheet.setRange(cells).catch(rangeRefused(cells.length, 'change'));
+    const step = undoHistory.record(cells.map((c) => ({ cell_id: c.cell_id, before: sheet.get(c.cell_id)?.value, after: c.value })));
+    sheet.setRange(cells).catch(unrecord(step)).catch(rangeRefused(cells.length, 'change'));
   };
   const showCellMeta = (/** @type {string} */ id) => {
     const cell = sheet.get(id);
     $('cell-meta').textContent = cell?.version ? `v${cell.version}${cell.username || cell.user_id ? ` · ${cell.username ?? cell.user_id}` : ''}${cell.pending ? ' · saving…' : ''}` : '';
   };
+
+  // --- undo and redo ---------------------------------------------------------------------------
+  // Ctrl+Z takes back this person's own last step, never anyone else's edit: it writes each cell's
+  // value before the step as a new edit (versioned, saved and seen by everyone like any other), and
+  // Ctrl+Y or Ctrl+Shift+Z writes the step's values again. A cell someone else changed since keeps
+  // their value, and the person is told.
+  /** @type {import('./undo.js').ChangedSince} */
+  const changedSince = (cellId, expected) => {
+    const shown = sheet.get(cellId);
+    const server = sheet.cells.get(cellId);
+    // A pending edit is this page's own: what it shows is what this person last wrote there.
+    const theirs = !shown?.pending && server !== undefined && server.user_id !== me.id;
+    return (shown?.value ?? null) === expected && !theirs ? null : (server?.user_id ?? '');
+  };
+  const whoChanged = (/** @type {string} */ userId) => (userId === me.id ? 'you' : nameOf(userId));
+  /** "B3: chen changed it since", or for several cells "B3, C4: chen and dora changed them since". @param {{cell_id: string, by: string}[]} skipped */
+  const skippedText = (skipped) => {
+    const ids = skipped.slice(0, 4).map((c) => c.cell_id).join(', ') + (skipped.length > 4 ? ` and ${skipped.length - 4} more` : '');
+    const who = [...new Set(skipped.map((c) => whoChanged(c.by)))];
+    const names = who.length > 1 ? `${who.slice(0, -1).join(', ')} and ${who[who.length - 1]}` : who[0];
+    return `${ids}: ${names} changed ${skipped.length === 1 ? 'it' : 'them'} since`;
+  };
+  /** @param {'undo' | 'redo'} which */
+  const undoOrRedo = (which) => {
+    const move = undoHistory[which](changedSince);
+    if (!move) return;
+    const { step, cells, write, skipped } = move;
+    // The selection goes to the step's cells, so the person sees what changed (and what did not).
+    const places = cells.map(parseCell);
+    const cols = places.map(([c]) => c);
+    const rows = places.map(([, r]) => r);
+    grid.selectRange(cellName(Math.min(...cols), Math.min(...rows)), cellName(Math.max(...cols), Math.max(...rows)));
+    const done = which === 'undo' ? 'undone' : 'redone';
+    if (skipped.length) {
+      for (const { cell_id } of skipped) grid.mark(cell_id, 'conflicted');
+      const rest = write.length ? ` The other ${write.length === 1 ? 'cell was' : `${write.length} cells were`} ${done}.` : '';
+      toast(`Can't ${which} ${skippedText(skipped)}.${rest}`, 'conflict');
+      activity(`Can't ${which} ${skippedText(skipped)}`, '#d92d20');
+    }
+    if (!write.length) return;
+    const [only] = write;
+    activity(
+      write.length === 1
+        ? `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${only.cell_id} (now ${quote(only.value) ? `“${quote(only.value)}”` : 'empty'})`
+        : `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${write.length} cells`,
+      myColour,
+    );
+    // Written as any edit is (one cell alone, a range as one all-or-nothing edit, as a paste), and
+    // refused like one: a conflict is told as conflicts are, and the step, never applied, is dropped.
+    if (write.length === 1) edit(sheet.set(only.cell_id, only.value).catch(unrecord(step)));
+    else sheet.setRange(write).catch(unrecord(step)).catch(rangeRefused(write.length, which));
+  };
+  // On the grid only: in the cell's editor or the formula bar, Ctrl+Z is the browser's undo of the text.
+  $('grid-scroller').addEventListener('keydown', (e) => {
+    if (e.target !== e.currentTarget || grid.editing || grid.readOnly) return;
+    if (!(e.ctrlKey || e.metaKey) || e.altKey) return;
+    // A layout without Latin letters (Cyrillic, Greek) names the key by its own letter: where it is says which.
+    const key = /^[a-z]$/i.test(e.key) ? e.key.toLowerCase() : e.code.replace(/^Key/, '').toLowerCase();
+    const which = key === 'z' ? (e.shiftKey ? 'redo' : 'undo') : key === 'y' && !e.shiftKey ? 'redo' : null;
+    if (!which) return;
+    e.preventDefault();
+    undoOrRedo(which);
+  });
+  // After a history reset the cells are the server's, not those the steps were made on.
+  client.on('room_reset', ({ room_id }) => room_id === roomId && undoHistory.clear());
 
   // --- presence, cursors, typing --------------------------------------------------------------
   /** @type {import('/client/collab-client.js').Room | undefined} */
