@@ -1,7 +1,7 @@
 // The live sheet: one room, one sheet, everyone in it. Everything goes through collab-client; this
 // file only connects its events to the page.
 import { CollabClient } from '/client/collab-client.js';
-import { TokenSession, askForToken, claimsOf, clock, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
+import { TokenSession, askForToken, claimsOf, clock, colourFor, el, fill, initials, roomColours, takeToken } from '/static/shared/session.js';
 import { SheetGrid, cellName, display, parseCell } from './grid.js';
 import { UndoHistory } from './undo.js';
 
@@ -37,7 +37,11 @@ if (!token) {
 async function start(token) {
   const claims = claimsOf(token) ?? {};
   const me = { id: claims.sub ?? 'me', name: claims.username ?? claims.sub ?? 'me' };
-  const myColour = colourFor(me.id);
+  // Each person's colour among the room's people (no two alike while colours are spare), as everyone
+  // in the room sees it; by id alone until the room is known.
+  /** @type {Map<string, string>} */
+  let colours = new Map();
+  const colourOf = (/** @type {string} */ userId) => colours.get(userId) ?? colourFor(userId);
   $('room-name').textContent = roomId;
   $('sheet-name').textContent = sheetId;
   document.title = `${sheetId} · ${roomId} · collab-engine`;
@@ -81,7 +85,7 @@ async function start(token) {
     overlay: $('overlay'),
     formula: /** @type {HTMLInputElement} */ ($('formula')),
     cellName: $('cell-name'),
-    colour: myColour,
+    colour: colourOf(me.id),
   });
   const sheet = client.sheet(sheetId, { room: roomId });
   grid.lookup = (id) => sheet.get(id);
@@ -176,9 +180,9 @@ async function start(token) {
     for (const [userId, { name, cells }] of untold) {
       const [[first, value]] = cells;
       const [last] = cells[cells.length - 1];
-      if (cells.length === 1) activity(`${name} set ${first} = ${quote(value) || '(empty)'}`, colourFor(userId));
-      else if (cells.every(([, v]) => v === null)) activity(`${name} cleared ${cells.length} cells, ${first} to ${last}`, colourFor(userId));
-      else activity(`${name} changed ${cells.length} cells, ${first} to ${last}`, colourFor(userId));
+      if (cells.length === 1) activity(`${name} set ${first} = ${quote(value) || '(empty)'}`, colourOf(userId));
+      else if (cells.every(([, v]) => v === null)) activity(`${name} cleared ${cells.length} cells, ${first} to ${last}`, colourOf(userId));
+      else activity(`${name} changed ${cells.length} cells, ${first} to ${last}`, colourOf(userId));
     }
     untold.clear();
   };
@@ -258,7 +262,7 @@ async function start(token) {
     return undefined;
   };
   grid.onRange = (cells, cleared) => {
-    activity(`You ${cleared ? 'cleared' : 'pasted'} ${cells.length} cells`, myColour);
+    activity(`You ${cleared ? 'cleared' : 'pasted'} ${cells.length} cells`, colourOf(me.id));
     const step = undoHistory.record(cells.map((c) => ({ cell_id: c.cell_id, before: sheet.get(c.cell_id)?.value, after: c.value })));
     sheet.setRange(cells).catch(unrecord(step)).catch(rangeRefused(cells.length, 'change'));
   };
@@ -311,7 +315,7 @@ async function start(token) {
       write.length === 1
         ? `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${only.cell_id} (now ${quote(only.value) ? `“${quote(only.value)}”` : 'empty'})`
         : `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${write.length} cells`,
-      myColour,
+      colourOf(me.id),
     );
     // Written as any edit is (one cell alone, a range as one all-or-nothing edit, as a paste), and
     // refused like one: a conflict is told as conflicts are, and the step, never applied, is dropped.
@@ -392,12 +396,16 @@ async function start(token) {
     if (!room) return;
     const members = room.members;
     for (const u of members) names.set(u.user_id, u.username);
+    // Who left keeps the colour they had, for what the activity still says of them.
+    colours = new Map([...colours, ...roomColours(members.map((u) => u.user_id))]);
+    grid.selectionBox.style.setProperty('--who', colourOf(me.id));
+    $('me').querySelector('.avatar')?.style.setProperty('--who', colourOf(me.id));
     const typing = new Map();
     for (const [cell, who] of room.typing) for (const userId of who.keys()) typing.set(userId, cell);
     // The others as last seen; this person as the page knows them: not online while it is not connected.
     const away = ownAbsence();
     const statusOf = (/** @type {any} */ u) => (u.user_id === me.id && away ? 'offline' : u.status);
-    fill($('presence'), ...members.slice(0, 6).map((u) => avatar(u.user_id, u.username, statusOf(u))));
+    fill($('presence'), ...members.slice(0, 6).map((u) => avatar(u.user_id, u.username, statusOf(u), colourOf(u.user_id))));
     fill(
       $('people'),
       ...members.map((u) => {
@@ -408,8 +416,8 @@ async function start(token) {
         const label = u.user_id === me.id && away ? away : `${statusLabel(u.status)}${where}`;
         return el(
           'li',
-          { dataset: { user: u.user_id, status: statusOf(u) }, vars: { '--who': colourFor(u.user_id) } },
-          avatar(u.user_id, u.username, statusOf(u)),
+          { dataset: { user: u.user_id, status: statusOf(u) }, vars: { '--who': colourOf(u.user_id) } },
+          avatar(u.user_id, u.username, statusOf(u), colourOf(u.user_id)),
           el('div', { class: 'who' },
             el('span', {}, u.username, u.user_id === me.id ? ' (you)' : ''),
             el('span', { class: `where${typingCell ? ' typing' : ''}` }, label)),
@@ -420,7 +428,7 @@ async function start(token) {
       if (u.user_id === me.id) continue;
       grid.setRemote(u.user_id, {
         name: u.username,
-        colour: colourFor(u.user_id),
+        colour: colourOf(u.user_id),
         cell: u.cursor?.cell ?? null,
         x: u.cursor?.x,
         y: u.cursor?.y,
@@ -529,7 +537,7 @@ async function start(token) {
     entry.row.classList.add('done');
     fill(entry.note, formatBytes(m.size), ' · ',
       el('button', { class: 'button small', type: 'button', onclick: () => download(client, m.url, m.filename) }, 'Download'));
-    activity(`Uploaded ${m.filename}`, myColour);
+    activity(`Uploaded ${m.filename}`, colourOf(me.id));
   });
   client.on('file_upload_failed', (m) => {
     const entry = fileRow(m.file_id, m.filename || m.file_id, m.bytes_uploaded);
@@ -569,7 +577,7 @@ async function start(token) {
       if (m.user_id === me.id) return;
       // Named as the room shows them: a tab still under an older name sends its cursor with that one.
       const name = room.users.get(m.user_id)?.username ?? m.username;
-      grid.setRemote(m.user_id, { name, colour: colourFor(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
+      grid.setRemote(m.user_id, { name, colour: colourOf(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
       renderPresence();
     });
     // Who the activity has shown in the room, by the name it showed: a `user_joined` of someone
@@ -590,15 +598,15 @@ async function start(token) {
       if (m.room_id !== roomId || userId === me.id) return;
       const before = announced.get(userId);
       announced.set(userId, username);
-      if (before === undefined) activity(`${username} joined`, colourFor(userId));
-      else if (before !== username) activity(`${before} is now ${username}`, colourFor(userId));
+      if (before === undefined) activity(`${username} joined`, colourOf(userId));
+      else if (before !== username) activity(`${before} is now ${username}`, colourOf(userId));
     });
     // By the time `user_left` is emitted the room has already removed the user: name them from before.
     // Their own user_left reaches a person only in a resume's replay (their drop): not news to them.
     client.on('user_left', (m) => {
       if (m.room_id !== roomId || m.user_id === me.id) return;
       announced.delete(m.user_id);
-      activity(`${names.get(m.user_id) ?? m.user_id} left`, colourFor(m.user_id));
+      activity(`${names.get(m.user_id) ?? m.user_id} left`, colourOf(m.user_id));
     });
     renderPresence();
     await sheet.load();
@@ -641,9 +649,9 @@ function quote(value) {
   return text.length > 60 ? `${text.slice(0, 59)}…` : text;
 }
 
-/** @param {string} userId @param {string} name @param {string} [status] */
-function avatar(userId, name, status) {
-  return el('span', { class: 'avatar', title: `${name}${status ? ` (${status})` : ''}`, vars: { '--who': colourFor(userId) } },
+/** @param {string} userId @param {string} name @param {string} [status] @param {string} [colour] */
+function avatar(userId, name, status, colour = colourFor(userId)) {
+  return el('span', { class: 'avatar', title: `${name}${status ? ` (${status})` : ''}`, vars: { '--who': colour } },
     initials(name), status ? el('span', { class: `status-dot ${status}` }) : null);
 }
 
