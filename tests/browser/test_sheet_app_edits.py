@@ -97,6 +97,30 @@ async def test_the_activity_shows_their_value_not_a_pending_edit(browser: Any, w
         await opened.context.close()
 
 
+async def test_a_conflicting_clear_is_told_as_one_not_as_empty_quotes(browser: Any, web: Server) -> None:
+    """A cell cleared offline while someone changed it conflicts; the notice names the clear as such,
+    where it read 'before your “” arrived'."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await type_into(alice.page, "E5", "first")
+    await expect(cell(bob.page, "E5")).to_have_text("first")
+
+    await bob.context.set_offline(True)
+    await expect(bob.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await cell(bob.page, "E5").click()
+    await bob.page.keyboard.press("Delete")
+    await type_into(alice.page, "E5", "alice's")
+    await bob.context.set_offline(False)
+
+    notice = bob.page.locator(".toast.conflict")
+    await expect(notice).to_contain_text("alice changed it to “alice's” before your (empty) arrived")
+    await expect(notice).not_to_contain_text("“”")
+    assert await cell_versions(web, sheet, "E5") == [("first", "alice"), ("alice's", "alice")]
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 async def test_every_queued_value_of_a_conflicting_cell_is_told_not_only_the_first(
     browser: Any, web: Server, tmp_path: Any
 ) -> None:

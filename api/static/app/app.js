@@ -203,7 +203,7 @@ async function start(token) {
     if (error?.conflicts) return; // a range: refused whole, told once by onRange below
     if (reset) {
       toast(
-        `Your change of ${cell_id} to “${quote(attempted)}” was not applied: it was made on a value the server no longer has. ${cell_id} shows the server's value${current ? ` “${quote(current.value)}”` : ' (empty)'}.`,
+        `Your change of ${cell_id} to ${quoted(attempted)} was not applied: it was made on a value the server no longer has. ${cell_id} shows the server's value ${quoted(current?.value)}.`,
         'conflict',
       );
       activity(`Your change of ${cell_id} was not applied (the room's history was reset)`, '#d92d20');
@@ -211,7 +211,7 @@ async function start(token) {
     }
     const who = nameOf(current?.user_id);
     toast(
-      `Conflict on ${cell_id}: ${who} changed it to “${quote(current?.value)}” before your “${quote(attempted)}” arrived. The cell shows their value (v${current?.version}).`,
+      `Conflict on ${cell_id}: ${who} changed it to ${quoted(current?.value)} before your ${quoted(attempted)} arrived. The cell shows their value (v${current?.version}).`,
       'conflict',
     );
     activity(`Conflict on ${cell_id}: kept ${who}'s value`, '#d92d20');
@@ -255,7 +255,7 @@ async function start(token) {
     const why = !first
       ? 'an earlier edit of one of its cells conflicted'
       : stale.length === 1
-        ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to “${quote(first.current?.value)}” meanwhile`
+        ? `${nameOf(first.current?.user_id)} changed ${first.cell_id} to ${quoted(first.current?.value)} meanwhile`
         : `${stale.slice(0, 3).map((c) => c.cell_id).join(', ')}${stale.length > 3 ? ` and ${stale.length - 3} more` : ''} were changed by someone else meanwhile`;
     toast(`Your ${what} of ${count} cells was not applied: ${why}. A range is saved whole or not at all; the cells show the current values.`, 'conflict');
     activity(`Your ${what} of ${count} cells was not applied (conflict)`, '#d92d20');
@@ -313,7 +313,7 @@ async function start(token) {
     const [only] = write;
     activity(
       write.length === 1
-        ? `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${only.cell_id} (now ${quote(only.value) ? `“${quote(only.value)}”` : 'empty'})`
+        ? `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${only.cell_id} (now ${quoted(only.value)})`
         : `You ${which === 'undo' ? 'undid' : 'redid'} your edit of ${write.length} cells`,
       colourOf(me.id),
     );
@@ -647,6 +647,12 @@ function renderAi(data) {
 function quote(value) {
   const text = display(value);
   return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+}
+
+/** A value in quotes, or "(empty)" for none: `“”` in a sentence reads as a slip. @param {any} value */
+function quoted(value) {
+  const text = quote(value);
+  return text ? `“${text}”` : '(empty)';
 }
 
 /** @param {string} userId @param {string} name @param {string} [status] @param {string} [colour] */
