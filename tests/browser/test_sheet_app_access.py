@@ -281,7 +281,7 @@ async def test_closing_the_tab_warns_while_an_editor_holds_unsaved_text(browser:
     # Text typed into a cell, not saved yet (no edit has been sent): closing asks first.
     await cell(page, "A1").click()
     await page.keyboard.type("half-typed")
-    await expect(page.locator("#grid input.editor")).to_have_value("half-typed")
+    await expect(page.locator("#grid .editor")).to_have_value("half-typed")
     assert await closing_asks()
     await page.keyboard.press("Escape")
     # The same in the formula bar.

@@ -52,7 +52,7 @@ async def test_an_editor_closed_unchanged_after_someone_elses_change_writes_noth
     # Bob opens E5's editor and then the formula bar of F5, only to look; Alice changes both cells
     # meanwhile. He leaves each with Enter without having typed a thing: that is no edit of his.
     await cell(bob.page, "E5").dblclick()
-    await expect(bob.page.locator("#grid input.editor")).to_have_value("first")
+    await expect(bob.page.locator("#grid .editor")).to_have_value("first")
     await type_into(alice.page, "E5", "alice's")
     await expect(bob.page.locator("#activity")).to_contain_text("alice set E5 = alice's")
     await bob.page.keyboard.press("Enter")
@@ -284,7 +284,7 @@ async def test_the_in_cell_editor_saves_to_its_cell_when_left_and_escape_discard
 
     # Opened by a double-click, left by a click on another cell.
     await cell(alice.page, "A2").dblclick()
-    await expect(alice.page.locator("#grid input.editor")).to_be_visible()
+    await expect(alice.page.locator("#grid .editor")).to_be_visible()
     await alice.page.keyboard.type("double")
     await cell(alice.page, "C3").click()
     await expect(cell(bob.page, "A2")).to_have_text("double")
@@ -358,7 +358,7 @@ async def test_switching_windows_keeps_the_in_cell_editor_open(browser: Any, web
     alice = await open_app(browser, web, "alice", room, sheet)
     bob = await open_app(browser, web, "bob", room, sheet)
     page = alice.page
-    editor = page.locator("#grid input.editor")
+    editor = page.locator("#grid .editor")
     await type_into(page, "A1", "kept")
     await type_into(page, "B1", "old")
     await expect(cell(bob.page, "B1")).to_have_text("old")

@@ -70,7 +70,7 @@ async def test_enter_after_a_run_of_tabs_goes_to_the_next_row_where_the_run_star
     room, sheet = unique("room"), unique("sheet")
     dora = await open_app(browser, web, unique("dora"), room, sheet)
     page = dora.page
-    editor = page.locator("#grid input.editor")
+    editor = page.locator("#grid .editor")
 
     # A row typed as a person types one: a value, Tab, a value, Tab, a value, Enter. Each is saved,
     # and the next row starts under the first value, not the last.

@@ -175,7 +175,7 @@ async def test_ctrl_z_while_typing_in_a_cell_or_the_formula_bar_undoes_the_text_
     alice = await open_app(browser, web, "alice", room, sheet)
     page = alice.page
     await type_into(page, "A1", "one")
-    editor = page.locator("#grid input.editor")
+    editor = page.locator("#grid .editor")
 
     # In the cell's editor Ctrl+Z is the browser's: it takes back what was typed there, not A1.
     await cell(page, "A2").dblclick()

@@ -83,7 +83,7 @@ async function start(token) {
     table: /** @type {HTMLTableElement} */ ($('grid')),
     scroller: $('grid-scroller'),
     overlay: $('overlay'),
-    formula: /** @type {HTMLInputElement} */ ($('formula')),
+    formula: /** @type {HTMLTextAreaElement} */ ($('formula')),
     cellName: $('cell-name'),
     colour: colourOf(me.id),
   });

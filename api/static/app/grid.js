@@ -8,6 +8,9 @@ const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
 /** The arrow keys, as a step of one cell. @type {Record<string, [number, number]>} */
 const ARROWS = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
 
+/** The most lines an editor grows to show; a value with more scrolls in it. */
+const EDITOR_LINES = 8;
+
 /** @param {number} col 0-based @param {number} row 0-based */
 export const cellName = (col, row) => `${LETTERS[col]}${row + 1}`;
 
@@ -110,9 +113,24 @@ function quotedField(source, start) {
   }
 }
 
+/**
+ * Sizes an editor (the cell's or the formula bar's) to its text: one line high for a value of one
+ * line, as many lines as it holds up to EDITOR_LINES, past which it scrolls. app.css turns `--lines`
+ * into the height. Closed (the formula bar while it only shows the selected cell) it is one line high,
+ * scrolled back to the text's start.
+ * @param {HTMLTextAreaElement} field @param {boolean} [open]
+ */
+function fitLines(field, open = true) {
+  const lines = open ? field.value.split('\n').length : 1;
+  field.style.setProperty('--lines', String(Math.min(lines, EDITOR_LINES)));
+  field.classList.toggle('grown', lines > 1);
+  field.classList.toggle('scrolls', lines > EDITOR_LINES);
+  if (!open) field.scrollTop = field.scrollLeft = 0;
+}
+
 export class SheetGrid {
   /**
-   * @param {{table: HTMLTableElement, scroller: HTMLElement, overlay: HTMLElement, formula: HTMLInputElement,
+   * @param {{table: HTMLTableElement, scroller: HTMLElement, overlay: HTMLElement, formula: HTMLTextAreaElement,
    *   cellName: HTMLElement, cols?: number, rows?: number, colour: string}} parts
    */
   constructor(parts) {
@@ -129,7 +147,7 @@ export class SheetGrid {
     this.tabStart = null;
     /**
      * The open in-cell editor; `shown` is the text it opened with (null when opened by a typed key).
-     * @type {{cell: HTMLTableCellElement, input: HTMLInputElement, id: string, shown: string | null} | null}
+     * @type {{cell: HTMLTableCellElement, input: HTMLTextAreaElement, id: string, shown: string | null} | null}
      */
     this.editing = null;
     /** The formula bar's cell and text when it took the focus. @type {{id: string, text: string} | null} */
@@ -384,6 +402,7 @@ export class SheetGrid {
     if (document.activeElement === this.formula) return;
     const cell = this.lookup(this.selected);
     this.formula.value = display(cell?.value);
+    fitLines(this.formula, false);
   }
 
   /**
@@ -419,12 +438,25 @@ export class SheetGrid {
     const id = this.selected;
     const td = this.td(id);
     if (!td) return;
-    const input = el('input', { class: 'editor', spellcheck: 'false', autocomplete: 'off' });
+    // A field of several lines, one line high for a value of one: a value's line breaks are shown
+    // and kept. It has the cell's width; a line longer than that scrolls sideways, as in a field of
+    // one line, rather than wrapping. The cell lets it grow over the cells below (app.css).
+    // Framed in the person's colour, as their selection is (whose colour the app keeps current): it
+    // is drawn over the selection's frame.
+    const who = this.selectionBox.style.getPropertyValue('--who');
+    const attrs = { class: 'editor', rows: 1, wrap: 'off', spellcheck: 'false', autocomplete: 'off', vars: { '--who': who } };
+    const input = /** @type {HTMLTextAreaElement} */ (el('textarea', attrs));
     input.value = initial ?? display(this.lookup(id)?.value);
+    td.classList.add('editing');
     td.append(input);
+    fitLines(input);
+    // What it holds as opened, read back: a value's "\r\n" reads as "\n" in a textarea.
     this.editing = { cell: td, input, id, shown: initial === undefined ? input.value : null };
-    input.focus();
+    // The browser's own scroll to a focused field would jump to centre an editor grown past the
+    // grid's bottom edge: the grid scrolls only as far as shows it (`_revealEditor`).
+    input.focus({ preventScroll: true });
     input.setSelectionRange(input.value.length, input.value.length);
+    this._revealEditor();
     input.addEventListener('keydown', (e) => this._editorKey(e));
     input.addEventListener('blur', () => {
       // The window lost the focus (another window or tab in front): the editor keeps its focus in
@@ -433,9 +465,28 @@ export class SheetGrid {
       // Left by a click elsewhere or anything else that takes the focus: saved as Enter saves it.
       if (this.editing?.input === input) this.commitEdit();
     });
-    input.addEventListener('input', () => this.onEditStart(id));
+    input.addEventListener('input', () => {
+      fitLines(input);
+      this._revealEditor();
+      this.onEditStart(id);
+    });
     this.onEditOpen(id);
     this.onEditStart(id);
+  }
+
+  /**
+   * Scrolls the grid down as little as shows the whole of the open editor, grown over the cells
+   * below its own, though never so far that its cell goes under the column headers.
+   */
+  _revealEditor() {
+    const editing = this.editing;
+    const box = editing && this.rect(editing.id);
+    if (!editing || !box) return;
+    const s = this.scroller;
+    const head = 26;
+    const bottom = box.y - 1 + editing.input.offsetHeight; // it starts a pixel above its cell (app.css)
+    const below = bottom - (s.scrollTop + s.clientHeight);
+    if (below > 0) s.scrollTop = Math.min(s.scrollTop + below, box.y - head);
   }
 
   commitEdit() {
@@ -444,6 +495,7 @@ export class SheetGrid {
     this.editing = null;
     const value = parseValue(editing.input.value);
     editing.input.remove();
+    editing.cell.classList.remove('editing');
     this.onEditEnd(editing.id);
     // An editor left as it opened is no edit, though the cell changed meanwhile (someone else's
     // value, never shown in the editor): writing it back would undo their change, or conflict.
@@ -457,6 +509,7 @@ export class SheetGrid {
     if (!editing) return;
     this.editing = null;
     editing.input.remove();
+    editing.cell.classList.remove('editing');
     this.onEditEnd(editing.id);
     this.render(editing.id, this.lookup(editing.id));
     this.scroller.focus();
@@ -625,7 +678,7 @@ export class SheetGrid {
     let dragging = false;
     this.table.addEventListener('mousedown', (e) => {
       const td = /** @type {HTMLElement} */ (e.target).closest('td');
-      if (!td || td.querySelector('input')) return;
+      if (!td || td.querySelector('.editor')) return;
       e.preventDefault();
       if (this.editing) this.commitEdit();
       this._select(parseCell(td.dataset.cell ?? 'A1'), e.shiftKey);
@@ -671,6 +724,7 @@ export class SheetGrid {
       e.clipboardData?.setData('text/plain', rows.join('\n'));
     });
     this.formula.addEventListener('focus', () => {
+      fitLines(this.formula); // grown over the grid to show every line, while it has the focus
       if (this.formulaShown) return; // the window's focus back on an edit still open (see the blur)
       this.formulaShown = { id: this.selected, text: this.formula.value };
       if (!this.readOnly) this.onEditOpen(this.selected);
@@ -678,11 +732,13 @@ export class SheetGrid {
     // A focus alone, to look or to copy, is no typing: it starts with the first change, and each
     // change keeps it alive (the app refreshes it before the server's expiry), as in the cell.
     this.formula.addEventListener('input', () => {
+      fitLines(this.formula);
       if (this.formulaShown && !this.readOnly) this.onEditStart(this.formulaShown.id);
     });
     this.formula.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' && !this.readOnly) {
-        e.preventDefault();
+      if (e.key === 'Enter') {
+        e.preventDefault(); // the field's own Enter would start a new line; read-only, it does nothing
+        if (this.readOnly) return;
         this._endFormula(true);
         this.scroller.focus();
         this._enter(false);
