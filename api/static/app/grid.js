@@ -128,6 +128,24 @@ function fitLines(field, open = true) {
   if (!open) field.scrollTop = field.scrollLeft = 0;
 }
 
+/**
+ * Whether Enter in an editor is to start a new line, as in spreadsheets: with Alt, or with Ctrl (Cmd
+ * on a Mac) as Google Sheets allows too. Plain Enter, or with Shift, saves.
+ * @param {KeyboardEvent} e
+ */
+const isLineBreak = (e) => e.key === 'Enter' && (e.altKey || e.ctrlKey || e.metaKey);
+
+/**
+ * Types a line break at the caret, over any selected text: through the browser's own editing where
+ * it can, so that Ctrl+Z in the field takes it back as it does typing, and `input` fires as for a key.
+ * @param {HTMLTextAreaElement} field
+ */
+function typeLineBreak(field) {
+  if (document.execCommand('insertText', false, '\n')) return;
+  field.setRangeText('\n', field.selectionStart, field.selectionEnd, 'end');
+  field.dispatchEvent(new Event('input', { bubbles: true }));
+}
+
 export class SheetGrid {
   /**
    * @param {{table: HTMLTableElement, scroller: HTMLElement, overlay: HTMLElement, formula: HTMLTextAreaElement,
@@ -536,7 +554,10 @@ export class SheetGrid {
 
   /** @param {KeyboardEvent} e */
   _editorKey(e) {
-    if (e.key === 'Enter' || e.key === 'Tab') {
+    if (isLineBreak(e)) {
+      e.preventDefault();
+      typeLineBreak(/** @type {HTMLTextAreaElement} */ (e.target));
+    } else if (e.key === 'Enter' || e.key === 'Tab') {
       e.preventDefault();
       this.commitEdit();
       if (e.key === 'Enter') this._enter(e.shiftKey);
@@ -736,7 +757,10 @@ export class SheetGrid {
       if (this.formulaShown && !this.readOnly) this.onEditStart(this.formulaShown.id);
     });
     this.formula.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter') {
+      if (isLineBreak(e)) {
+        e.preventDefault();
+        typeLineBreak(this.formula);
+      } else if (e.key === 'Enter') {
         e.preventDefault(); // the field's own Enter would start a new line; read-only, it does nothing
         if (this.readOnly) return;
         this._endFormula(true);
