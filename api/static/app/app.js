@@ -2,7 +2,8 @@
 // file only connects its events to the page.
 import { CollabClient } from '/client/collab-client.js';
 import { TokenSession, askForToken, claimsOf, clock, colourFor, el, fill, initials, roomColours, takeToken } from '/static/shared/session.js';
-import { SheetGrid, cellName, display, parseCell } from './grid.js';
+import { cellName, display, parseCell } from './cells.js';
+import { SheetGrid } from './grid.js';
 import { UndoHistory } from './undo.js';
 
 const params = new URLSearchParams(location.search);
@@ -426,7 +427,7 @@ async function start(token) {
     );
     for (const u of members) {
       if (u.user_id === me.id) continue;
-      grid.setRemote(u.user_id, {
+      grid.markers.set(u.user_id, {
         name: u.username,
         colour: colourOf(u.user_id),
         cell: u.cursor?.cell ?? null,
@@ -435,7 +436,7 @@ async function start(token) {
         typing: typing.has(u.user_id),
       });
     }
-    for (const userId of [...grid.remotes.keys()]) if (!room.users.has(userId)) grid.removeRemote(userId);
+    for (const userId of [...grid.markers.all.keys()]) if (!room.users.has(userId)) grid.markers.remove(userId);
   };
 
   $('status').addEventListener('change', (e) => {
@@ -577,7 +578,7 @@ async function start(token) {
       if (m.user_id === me.id) return;
       // Named as the room shows them: a tab still under an older name sends its cursor with that one.
       const name = room.users.get(m.user_id)?.username ?? m.username;
-      grid.setRemote(m.user_id, { name, colour: colourOf(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
+      grid.markers.set(m.user_id, { name, colour: colourOf(m.user_id), cell: m.cursor?.cell ?? null, x: m.cursor?.x, y: m.cursor?.y });
       renderPresence();
     });
     // Who the activity has shown in the room, by the name it showed: a `user_joined` of someone

@@ -1,150 +1,14 @@
-// The grid on screen: cells, selection and range, in-cell editing, copy and paste, and the overlay
-// that draws other people's selections and pointers. It knows nothing of the protocol: the app
-// gives it values to show and gets callbacks for what the person does.
+// The grid on screen: cells, selection and range, moving about from the keyboard, in-cell editing and
+// the formula bar, copy and paste; other people are drawn over it by markers.js. It knows nothing of
+// the protocol: the app gives it values to show and gets callbacks for what the person does.
 import { el } from '/static/shared/session.js';
-
-const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+import { LETTERS, cellName, display, parseCell, parseValue } from './cells.js';
+import { clipboardField, parseClipboard } from './clipboard.js';
+import { fitLines, isLineBreak, typeLineBreak } from './editors.js';
+import { PeopleMarkers, place } from './markers.js';
 
 /** The arrow keys, as a step of one cell. @type {Record<string, [number, number]>} */
 const ARROWS = { ArrowUp: [0, -1], ArrowDown: [0, 1], ArrowLeft: [-1, 0], ArrowRight: [1, 0] };
-
-/** The most lines an editor grows to show; a value with more scrolls in it. */
-const EDITOR_LINES = 8;
-
-/** @param {number} col 0-based @param {number} row 0-based */
-export const cellName = (col, row) => `${LETTERS[col]}${row + 1}`;
-
-/** @param {string} id e.g. "B3" @returns {[number, number]} */
-export function parseCell(id) {
-  const match = /^([A-Z])(\d+)$/.exec(id);
-  return match ? [LETTERS.indexOf(match[1]), Number(match[2]) - 1] : [0, 0];
-}
-
-/**
- * What a person typed, as a cell value: numbers as numbers, nothing as null. A number the server
- * cannot keep exactly (an integer past 2^53, such as a card or account number, one out of range, or
- * one too small to tell from zero) stays the text typed: as a number it would be refused, or kept
- * as another number.
- * @param {string} text
- */
-export function parseValue(text) {
-  const trimmed = text.trim();
-  if (trimmed === '') return null;
-  if (!/^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(trimmed)) return text;
-  const number = Number(trimmed);
-  if (!Number.isFinite(number) || (Number.isInteger(number) && !Number.isSafeInteger(number))) return text;
-  // Too small to tell from zero (1e-400): zero is not what was typed.
-  if (number === 0 && /[1-9]/.test(trimmed.split(/e/i)[0])) return text;
-  return number;
-}
-
-/** @param {any} value */
-export const display = (value) => (value === null || value === undefined ? '' : String(value));
-
-/**
- * A value as one field of the clipboard's text, as Excel and Sheets write it: a value holding a tab,
- * a line break or a double quote is quoted, with its quotes doubled, so that it reads back as one
- * cell; any other is written as shown.
- * @param {any} value @returns {string}
- */
-export function clipboardField(value) {
-  const text = display(value);
-  return /[\t\n\r"]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
-/**
- * The rows of fields in text from the clipboard, as spreadsheets put it there: fields split by tabs,
- * rows by line breaks (one at the very end closes the last row, it opens no empty one). A field that
- * starts with a double quote and is closed by one just before a tab, a line break or the end is a
- * quoted field: its doubled quotes are one quote, and its tabs and line breaks are part of the
- * value. Any other field, one with a quote that closes nothing included (`5" screen`, `"hi" there`),
- * is taken as it reads.
- * @param {string} text @returns {string[][]}
- */
-export function parseClipboard(text) {
-  const source = text.replace(/\r\n?/g, '\n');
-  /** @type {string[][]} */
-  const rows = [];
-  /** @type {string[]} */
-  let row = [];
-  let at = 0;
-  for (;;) {
-    const quoted = source[at] === '"' ? quotedField(source, at) : null;
-    const end = quoted ? quoted.end : fieldEnd(source, at);
-    row.push(quoted ? quoted.value : source.slice(at, end));
-    if (end === source.length) break;
-    at = end + 1;
-    if (source[end] === '\n') {
-      rows.push(row);
-      row = [];
-      if (at === source.length) return rows;
-    }
-  }
-  rows.push(row);
-  return rows;
-}
-
-/** Where the unquoted field starting at `at` ends: at the next tab or line break, else the end. @param {string} source @param {number} at */
-function fieldEnd(source, at) {
-  let end = at;
-  while (end < source.length && source[end] !== '\t' && source[end] !== '\n') end += 1;
-  return end;
-}
-
-/**
- * The quoted field whose opening quote is at `start`, and where it ends (just after its closing
- * quote); null when no quote closes it there, and the field is text as it reads.
- * @param {string} source @param {number} start @returns {{value: string, end: number} | null}
- */
-function quotedField(source, start) {
-  let value = '';
-  let at = start + 1;
-  for (;;) {
-    const quote = source.indexOf('"', at);
-    if (quote < 0) return null;
-    value += source.slice(at, quote);
-    if (source[quote + 1] === '"') {
-      value += '"';
-      at = quote + 2;
-      continue;
-    }
-    const end = quote + 1;
-    return end === source.length || source[end] === '\t' || source[end] === '\n' ? { value, end } : null;
-  }
-}
-
-/**
- * Sizes an editor (the cell's or the formula bar's) to its text: one line high for a value of one
- * line, as many lines as it holds up to EDITOR_LINES, past which it scrolls. app.css turns `--lines`
- * into the height. Closed (the formula bar while it only shows the selected cell) it is one line high,
- * scrolled back to the text's start.
- * @param {HTMLTextAreaElement} field @param {boolean} [open]
- */
-function fitLines(field, open = true) {
-  const lines = open ? field.value.split('\n').length : 1;
-  field.style.setProperty('--lines', String(Math.min(lines, EDITOR_LINES)));
-  field.classList.toggle('grown', lines > 1);
-  field.classList.toggle('scrolls', lines > EDITOR_LINES);
-  if (!open) field.scrollTop = field.scrollLeft = 0;
-}
-
-/**
- * Whether Enter in an editor is to start a new line, as in spreadsheets: with Alt, or with Ctrl (Cmd
- * on a Mac) as Google Sheets allows too. Plain Enter, or with Shift, saves.
- * @param {KeyboardEvent} e
- */
-const isLineBreak = (e) => e.key === 'Enter' && (e.altKey || e.ctrlKey || e.metaKey);
-
-/**
- * Types a line break at the caret, over any selected text: through the browser's own editing where
- * it can, so that Ctrl+Z in the field takes it back as it does typing, and `input` fires as for a key.
- * @param {HTMLTextAreaElement} field
- */
-function typeLineBreak(field) {
-  if (document.execCommand('insertText', false, '\n')) return;
-  field.setRangeText('\n', field.selectionStart, field.selectionEnd, 'end');
-  field.dispatchEvent(new Event('input', { bubbles: true }));
-}
 
 export class SheetGrid {
   /**
@@ -170,8 +34,8 @@ export class SheetGrid {
     this.editing = null;
     /** The formula bar's cell and text when it took the focus. @type {{id: string, text: string} | null} */
     this.formulaShown = null;
-    /** @type {Map<string, {selection: HTMLElement, pointer: HTMLElement}>} */
-    this.remotes = new Map();
+    /** Everyone else in the room, drawn over the cells. */
+    this.markers = new PeopleMarkers(this);
     this.readOnly = false;
     // Callbacks the app sets.
     this.onCommit = (/** @type {string} */ _id, /** @type {any} */ _value) => {};
@@ -254,129 +118,6 @@ export class SheetGrid {
   }
 
   /**
-   * Draws another person's selection and pointer in their colour.
-   * @param {string} userId @param {{name: string, colour: string, cell?: string | null, x?: number, y?: number, typing?: boolean}} who
-   */
-  setRemote(userId, who) {
-    let remote = this.remotes.get(userId);
-    if (!remote) {
-      // The tag sits in a lane from the cells' left edge to the frame's right edge (see app.css).
-      const lane = el('span', { class: 'tag-lane' }, el('span', { class: 'tag' }, who.name));
-      const selection = el('div', { class: 'remote-selection', dataset: { user: userId } }, lane);
-      const pointer = el(
-        'div',
-        { class: 'remote-pointer', dataset: { user: userId } },
-        el('svg', { viewBox: '0 0 16 16', width: 16, height: 16, 'aria-hidden': 'true' },
-          el('path', { svg: true, d: 'M1 1 L1 13 L4.5 9.5 L7 15 L9 14 L6.6 8.6 L11.5 8.6 Z', fill: 'currentColor', stroke: '#fff', 'stroke-width': 1 })),
-        el('span', { class: 'name' }, who.name),
-      );
-      remote = { selection, pointer };
-      this.remotes.set(userId, remote);
-      this.overlay.append(selection, pointer);
-    }
-    // A person already drawn may have been renamed since (a newer tab joined under another name).
-    for (const label of [remote.selection.querySelector('.tag'), remote.pointer.querySelector('.name')]) {
-      if (label && who.name && label.textContent !== who.name) label.textContent = who.name;
-    }
-    for (const node of [remote.selection, remote.pointer]) node.style.setProperty('--who', who.colour);
-    if (who.cell !== undefined) {
-      const box = who.cell ? this.rect(who.cell) : null;
-      remote.selection.hidden = !box;
-      if (box) {
-        remote.selection.dataset.cell = who.cell;
-        this._place(remote.selection, box);
-        this._fitTag(remote.selection);
-      }
-    }
-    if (typeof who.x === 'number' && typeof who.y === 'number') {
-      remote.pointer.style.setProperty('--x', `${who.x}px`);
-      remote.pointer.style.setProperty('--y', `${who.y}px`);
-    } else if (who.x === undefined && !remote.pointer.style.getPropertyValue('--x')) {
-      remote.pointer.hidden = true;
-    }
-    // Over the headers (or at 0,0, where a page that has not seen its person's mouse puts it) a
-    // pointer would be drawn under them, but for its name sticking out below: it is not drawn.
-    if (typeof who.x === 'number') remote.pointer.hidden = !this._overCells(who.x, who.y ?? 0);
-    if (who.typing !== undefined) remote.selection.classList.toggle('typing', who.typing);
-    this._namePointer(remote);
-  }
-
-  /**
-   * A pointer's name goes beside it, unless it would lie over the name tag of the same person's
-   * selection: a pointer over their cell at A1, whose tag is below the cell where the pointer's name
-   * goes too, or just above their cell elsewhere. The tag names them there already, in their colour
-   * beside the pointer, and two names drawn over each other read as neither. Worked out from where
-   * the pointer is going, not where its movement's transition has it now.
-   * @param {{selection: HTMLElement, pointer: HTMLElement}} remote
-   */
-  _namePointer({ selection, pointer }) {
-    const label = /** @type {HTMLElement | null} */ (pointer.querySelector('.name'));
-    const tag = selection.querySelector('.tag');
-    let over = false;
-    if (label && tag && !pointer.hidden && !selection.hidden) {
-      const origin = this.overlay.getBoundingClientRect();
-      const t = tag.getBoundingClientRect();
-      const left = parseFloat(pointer.style.getPropertyValue('--x')) + label.offsetLeft + origin.left;
-      const top = parseFloat(pointer.style.getPropertyValue('--y')) + label.offsetTop + origin.top;
-      const gap = 2;
-      over = left - gap < t.right && t.left < left + label.offsetWidth + gap
-        && top - gap < t.bottom && t.top < top + label.offsetHeight + gap;
-    }
-    pointer.classList.toggle('beside-tag', over);
-  }
-
-  /** Whether a point of the overlay is over the cells, not the headers. @param {number} x @param {number} y */
-  _overCells(x, y) {
-    const origin = this.rect(cellName(0, 0));
-    return !origin || (x >= origin.x && y >= origin.y);
-  }
-
-  /** @param {string} userId */
-  removeRemote(userId) {
-    const remote = this.remotes.get(userId);
-    if (!remote) return;
-    remote.selection.remove();
-    remote.pointer.remove();
-    this.remotes.delete(userId);
-  }
-
-  /**
-   * Places a selection's box over the gridlines around its cells, though never under the row and
-   * column headers, which are drawn above the overlay (to cover the cells scrolled under them): in
-   * column A and row 1 the box starts at the cells' own edge, so its border shows whole. `--room` is
-   * how far left of the box the cells begin: as far as a name tag may reach before the row headers.
-   * @param {HTMLElement} node @param {{x: number, y: number, w: number, h: number}} box
-   */
-  /**
-   * Keeps a person's name tag clear of the headers, which are drawn above the overlay: above their
-   * cell unless that is under the column headers (row 1, or the grid scrolled so the cell is in the
-   * top visible row), then below it; and its lane starting at the first cell not under the row
-   * headers. Redone as the grid scrolls.
-   * @param {HTMLElement} selection
-   */
-  _fitTag(selection) {
-    const box = selection.dataset.cell ? this.rect(selection.dataset.cell) : null;
-    const origin = this.rect(cellName(0, 0));
-    const tag = /** @type {HTMLElement | null} */ (selection.querySelector('.tag'));
-    if (!box || !origin || !tag) return;
-    const top = origin.y + this.scroller.scrollTop; // where the visible cells begin
-    selection.classList.toggle('tag-below', box.y - tag.offsetHeight < top);
-    const left = origin.x + this.scroller.scrollLeft;
-    selection.style.setProperty('--room', `${Math.max(box.x - 1, origin.x) - left}px`);
-  }
-
-  _place(node, box) {
-    const origin = this.rect(cellName(0, 0)) ?? box;
-    const x = Math.max(box.x - 1, origin.x);
-    const y = Math.max(box.y - 1, origin.y);
-    node.style.setProperty('--room', `${x - origin.x}px`);
-    node.style.setProperty('--x', `${x}px`);
-    node.style.setProperty('--y', `${y}px`);
-    node.style.setProperty('--w', `${box.x + box.w - x}px`);
-    node.style.setProperty('--h', `${box.y + box.h - y}px`);
-  }
-
-  /**
    * @param {[number, number]} at @param {boolean} extend
    * @param {number | null} [tabStart] the run of Tabs this move carries on (see `_tab`); any other ends it
    */
@@ -391,7 +132,7 @@ export class SheetGrid {
     for (const th of this.table.querySelectorAll('th.active')) th.classList.remove('active');
     const first = this.rect(cellName(c1, r1));
     const last = this.rect(cellName(c2, r2));
-    if (first && last) this._place(this.selectionBox, { x: first.x, y: first.y, w: last.x + last.w - first.x, h: last.y + last.h - first.y });
+    if (first && last) place(this.selectionBox, { x: first.x, y: first.y, w: last.x + last.w - first.x, h: last.y + last.h - first.y }, this.rect(cellName(0, 0)));
     if (c1 !== c2 || r1 !== r2) {
       for (let rr = r1; rr <= r2; rr += 1) for (let cc = c1; cc <= c2; cc += 1) this.td(cellName(cc, rr))?.classList.add('in-range');
     }
@@ -717,9 +458,7 @@ export class SheetGrid {
       if (/** @type {HTMLElement} */ (e.target).closest('td')) this.startEdit();
     });
     this.scroller.addEventListener('keydown', (e) => this._gridKey(e));
-    this.scroller.addEventListener('scroll', () => {
-      for (const { selection } of this.remotes.values()) if (!selection.hidden) this._fitTag(selection);
-    }, { passive: true });
+    this.scroller.addEventListener('scroll', () => this.markers.refit(), { passive: true });
     this.scroller.addEventListener('mousemove', (e) => {
       const box = this.scroller.getBoundingClientRect();
       this.onPointer(e.clientX - box.left + this.scroller.scrollLeft, e.clientY - box.top + this.scroller.scrollTop);
