@@ -60,11 +60,16 @@ async function start(token) {
   /** @type {Record<string, () => void>} */
   const onShow = {};
   let current = '';
+  // The address names the tab and the room open (or, until its opening settles, the one it asks for).
+  const address = () => {
+    const room = auditRoom || askedRoom;
+    history.replaceState(null, '', `${location.pathname}?tab=${current}${room ? `&room=${encodeURIComponent(room)}` : ''}`);
+  };
   const show = (/** @type {string} */ tab) => {
     current = tab;
     for (const button of document.querySelectorAll('#tabs button')) button.classList.toggle('active', button.dataset.tab === tab);
     for (const section of document.querySelectorAll('.tab')) section.hidden = section.id !== `tab-${tab}`;
-    history.replaceState(null, '', `${location.pathname}?tab=${tab}${auditRoom ? `&room=${encodeURIComponent(auditRoom)}` : ''}`);
+    address();
     onShow[tab]?.();
   };
   for (const button of document.querySelectorAll('#tabs button')) {
@@ -228,13 +233,15 @@ async function start(token) {
   onShow.messages = refreshRooms;
 
   // --- audit ----------------------------------------------------------------------------------
-  let auditRoom = new URLSearchParams(location.search).get('room') ?? '';
+  // The room open: every control (Export, Filter, Load more, Latest) and the address are of it. A
+  // room becomes it only once its details came; until then the room asked for in the address waits.
+  let auditRoom = '';
+  let askedRoom = new URLSearchParams(location.search).get('room') ?? '';
   let roomSeq = 0;
   /** @type {Map<number, any>} seq -> event, for labels */
   const eventsBySeq = new Map();
   let nextCursor = /** @type {number | null} */ (null);
   let pickedCell = /** @type {string | null} */ (null);
-  let shownRoom = ''; // the room whose replay and timeline are on screen
   const scrubber = $('scrubber');
 
   let openings = 0;
@@ -242,13 +249,17 @@ async function start(token) {
     // A newer opening (the page's own, then a click on Open) supersedes one still in flight, so a
     // late answer never moves the scrubber back to the latest seq after the person moved it.
     const opening = ++openings;
-    auditRoom = roomId;
-    $('audit-room').value = roomId;
     $('replay-grid').setAttribute('aria-busy', 'true');
-    history.replaceState(null, '', `${location.pathname}?tab=audit&room=${encodeURIComponent(roomId)}`);
     try {
       const detail = await rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
       if (opening !== openings) return;
+      // Another room's cell history would read as this room's: it goes with the room it was of.
+      // The same room opened again (Latest) keeps it, asked again for the versions written since.
+      if (roomId !== auditRoom) forgetCell();
+      auditRoom = roomId;
+      askedRoom = '';
+      $('audit-room').value = roomId;
+      address();
       roomSeq = detail.seq;
       const sheets = detail.active_sheets;
       const previous = $('audit-sheet').value;
@@ -258,17 +269,19 @@ async function start(token) {
       scrubber.max = String(roomSeq);
       scrubber.value = String(roomSeq);
       eventsBySeq.clear();
-      // Another room's cell history would read as this room's: it goes with the room it was of.
-      // The same room opened again (Latest) keeps it, asked again for the versions written since.
-      if (roomId !== shownRoom) forgetCell();
-      shownRoom = roomId;
       await loadTimeline(true);
       if (opening !== openings) return;
       await replay();
       if (opening === openings && pickedCell) await cellHistory(pickedCell);
       if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
     } catch (error) {
-      if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
+      if (opening !== openings) return;
+      $('replay-grid').setAttribute('aria-busy', 'false');
+      // A room that could not be opened (unknown, or not this token's) leaves the one open as it was,
+      // its id back in the field; the notice (the server's message) names the room asked for.
+      if (roomId === askedRoom) askedRoom = '';
+      $('audit-room').value = auditRoom;
+      address();
       failed(error);
     }
   };
@@ -378,7 +391,7 @@ async function start(token) {
   });
   $('scrub-prev').addEventListener('click', () => scrubTo(Number(scrubber.value) - 1));
   $('scrub-next').addEventListener('click', () => scrubTo(Number(scrubber.value) + 1));
-  $('scrub-latest').addEventListener('click', () => openAudit(auditRoom));
+  $('scrub-latest').addEventListener('click', () => auditRoom && openAudit(auditRoom));
   // The replay and the picked cell's history both show the sheet the picker names.
   const sheetChanged = () => {
     replay().catch(failed);
@@ -444,7 +457,7 @@ async function start(token) {
   });
   onShow.audit = () => {
     refreshRooms();
-    if (auditRoom && !$('audit-room').value) openAudit(auditRoom);
+    if (askedRoom && !auditRoom) openAudit(askedRoom);
   };
 
   const asked = new URLSearchParams(location.search).get('tab');

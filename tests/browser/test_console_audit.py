@@ -1,0 +1,95 @@
+"""The console's audit tab against the real server: what it shows is always of the room that is open."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import expect
+
+from tests.api.conftest import Server
+from tests.browser.pages import open_console, open_page, unique, write_cells
+
+# What the browser logs for an answer of 403 or 404 the page asked for on purpose.
+REFUSED = re.compile(r"status of 40[34]")
+
+
+def unexpected(problems: list[str]) -> list[str]:
+    return [p for p in problems if not REFUSED.search(p)]
+
+
+async def settled(page: Any) -> None:
+    await expect(page.locator("#replay-grid")).to_have_attribute("aria-busy", "false")
+
+
+async def open_room(page: Any, room: str) -> None:
+    await page.locator("#audit-room").fill(room)
+    await page.locator("#audit-form button[type=submit]").click()
+
+
+async def test_a_room_that_fails_to_open_leaves_the_open_room_on_screen_and_in_every_control(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, elsewhere, sheet = unique("audited"), unique("other"), unique("sheet")
+    # seq 1 alice joined, 2 A1, 3 A2, 4 alice left
+    await write_cells(web, "alice", room, [(sheet, "A1", "kept"), (sheet, "A2", "too")])
+    await write_cells(web, "bob", elsewhere, [(unique("sheet"), "A1", "not yours")])
+    # An auditor whose token admits the audited rooms only.
+    token = web.token("audra", username="audra", roles=["auditor"], rooms=["audited-*"])
+    auditor = await open_page(browser, web, f"/console?tab=audit&room={room}", token, wait="#connection.ok")
+    page = auditor.page
+    grid = page.locator("#replay-grid")
+    await settled(page)
+    await expect(page.locator("#audit-summary")).to_contain_text("seq 4")
+    await expect(grid.locator('td[data-cell="A1"]')).to_have_text("kept")
+
+    for asked, code in ((unique("audited-never"), "NOT_FOUND"), (elsewhere, "PERMISSION_DENIED")):
+        await open_room(page, asked)
+        await expect(page.locator(".toast").last).to_contain_text(code)
+        await expect(page.locator(".toast").last).to_contain_text(asked)
+        await settled(page)
+        await page.screenshot(path=tmp_path / f"failed-open-{code}.png")
+        # Everything still names the room on screen: the field, the address, the summary, the replay.
+        assert f"room={room}" in page.url
+        await expect(page.locator("#audit-room")).to_have_value(room)
+        await expect(page.locator("#audit-summary")).to_contain_text("seq 4")
+        await expect(grid).to_have_attribute("data-seq", "4")
+        await expect(page.locator("#timeline tbody tr")).to_have_count(4)
+
+        # And every control acts on it.
+        async with page.expect_download() as download_info:
+            await page.locator("#export").click()
+        assert (await download_info.value).suggested_filename == f"{room}.ndjson"
+        await page.locator("#filter-type").select_option("CellUpdated")
+        await page.locator("#timeline-filter button[type=submit]").click()
+        await expect(page.locator("#timeline tbody tr")).to_have_count(2)
+        await page.locator("#filter-type").select_option("")
+        await page.locator("#timeline-filter button[type=submit]").click()
+        await expect(page.locator("#timeline tbody tr")).to_have_count(4)
+        await page.locator("#scrub-prev").click()
+        await expect(grid).to_have_attribute("data-seq", "3")
+        await page.locator("#scrub-latest").click()
+        await expect(grid).to_have_attribute("data-seq", "4")
+        await settled(page)
+        await expect(grid.locator('td[data-cell="A2"]')).to_have_text("too")
+
+    # Switching tabs writes the address from the room open too.
+    await page.locator("#tabs button[data-tab=rooms]").click()
+    await page.locator("#tabs button[data-tab=audit]").click()
+    assert f"room={room}" in page.url
+    # The only failed requests are the two opens refused.
+    assert unexpected(auditor.problems()) == []
+    await auditor.context.close()
+
+
+async def test_a_room_that_fails_to_open_first_leaves_no_room_open(browser: Any, web: Server) -> None:
+    missing = unique("never")
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={missing}")
+    page = auditor.page
+    await expect(page.locator(".toast").last).to_contain_text("NOT_FOUND")
+    await settled(page)
+    await expect(page.locator("#export")).to_be_disabled()
+    assert "room=" not in page.url
+    assert unexpected(auditor.problems()) == []
+    await auditor.context.close()
