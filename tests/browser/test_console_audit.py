@@ -1,4 +1,5 @@
-"""The console's audit tab against the real server: what it shows is always of the room that is open."""
+"""The console's audit tab against the real server: what it shows is always of the room that is open,
+and its time filter keeps the seconds it names whole."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
+from tests.api.rest_helpers import rest
 from tests.browser.pages import open_console, open_page, unique, write_cells
 
 # What the browser logs for an answer of 403 or 404 the page asked for on purpose.
@@ -92,4 +94,45 @@ async def test_a_room_that_fails_to_open_first_leaves_no_room_open(browser: Any,
     await expect(page.locator("#export")).to_be_disabled()
     assert "room=" not in page.url
     assert unexpected(auditor.problems()) == []
+    await auditor.context.close()
+
+
+# The second a time was recorded in, as a datetime-local field in the browser's zone holds it.
+LOCAL_SECOND = """(ts) => {
+    const d = new Date(ts);
+    const two = (n) => String(n).padStart(2, '0');
+    const day = `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}`;
+    return `${day}T${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}"""
+
+
+async def test_a_to_time_keeps_every_event_of_the_second_it_names(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    await write_cells(web, "alice", room, [(sheet, "A1", "within the second")])
+    events = (await rest(web, "GET", f"/rooms/{room}/events")).json()["events"]
+    edit = next(e for e in events if e["seq"] == 2)
+    # Recorded part of the way into its second, as nearly every event is: the page shows it as that second.
+    assert not re.search(r"\.0+Z$", edit["ts"]), edit["ts"]
+
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
+    page = auditor.page
+    await settled(page)
+    second = await page.evaluate(LOCAL_SECOND, edit["ts"])
+    rows = page.locator("#timeline tbody tr")
+
+    # To alone, then From and To both naming the edit's second: the edit is in either.
+    await page.locator("#filter-until").fill(second)
+    await page.locator("#timeline-filter button[type=submit]").click()
+    await expect(page.locator("#timeline tr[data-seq='2']")).to_be_visible()
+    await page.locator("#filter-since").fill(second)
+    await page.locator("#timeline-filter button[type=submit]").click()
+    await expect(page.locator("#timeline tr[data-seq='2']")).to_be_visible()
+    await page.screenshot(path=tmp_path / "to-filter.png")
+    # Every row shown was recorded in that second.
+    for shown in await rows.all():
+        recorded = await shown.locator("td").nth(1).locator("span").get_attribute("title")
+        assert await page.evaluate(LOCAL_SECOND, recorded) == second
+    assert auditor.problems() == []
     await auditor.context.close()

@@ -293,7 +293,7 @@ async function start(token) {
     const since = $('filter-since').value;
     const until = $('filter-until').value;
     if (since) params.set('since', new Date(since).toISOString());
-    if (until) params.set('until', new Date(until).toISOString());
+    if (until) params.set('until', endOfSecond(until));
     if ($('filter-volatile').checked) params.set('include_volatile', 'true');
     return params;
   };
@@ -508,6 +508,18 @@ function summary(e) {
 function quote(value) {
   const text = String(value);
   return text.length > 60 ? `${text.slice(0, 60)}…` : text;
+}
+
+/**
+ * The last instant of the second a time picker names, as the API's `until` (which includes its bound)
+ * takes it. The picker goes to the second and the log to the microsecond: To 09:52:40 keeps an event
+ * recorded at 09:52:40.97, which the timeline lists as 09:52:40.
+ * @param {string} local a datetime-local value, in the browser's zone
+ */
+function endOfSecond(local) {
+  const at = new Date(local);
+  at.setMilliseconds(0);
+  return at.toISOString().replace(/\.000Z$/, '.999999Z');
 }
 
 /** @param {string} id */
