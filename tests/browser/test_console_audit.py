@@ -1,16 +1,22 @@
 """The console's audit tab against the real server: what it shows is always of the room that is open,
-and its time filter keeps the seconds it names whole."""
+its time filter keeps the seconds it names whole, and its scrubber reaches every event its timeline
+lists."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import expect
 
-from tests.api.conftest import Server
+from tests.api.conftest import Server, fresh_database, receive, serve
 from tests.api.rest_helpers import rest
+from tests.browser.conftest import web_settings
 from tests.browser.pages import open_console, open_page, unique, write_cells
 
 # What the browser logs for an answer of 403 or 404 the page asked for on purpose.
@@ -136,3 +142,73 @@ async def test_a_to_time_keeps_every_event_of_the_second_it_names(
         assert await page.evaluate(LOCAL_SECOND, recorded) == second
     assert auditor.problems() == []
     await auditor.context.close()
+
+
+@pytest.fixture
+async def lagging(server_url: str) -> AsyncIterator[Server]:
+    """A server whose projection tables follow the log in steps 5 s apart: the room listing's seq
+    trails the log for that long after an edit, as it does for up to 100 ms by default."""
+    async with (
+        fresh_database(server_url) as database_url,
+        serve(web_settings(database_url, projection_interval_ms=5000)) as running,
+    ):
+        yield running
+
+
+async def listed_seq(server: Server, room: str) -> int:
+    found = await rest(server, "GET", f"/ws/rooms/{room}")
+    return int(found.json()["seq"]) if found.status_code == 200 else 0
+
+
+async def test_the_scrubber_reaches_the_newest_event_the_listing_has_not_folded_yet(
+    browser: Any, lagging: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    async with lagging.connect(lagging.token("alice", username="alice", roles=["editor"])) as ws:
+        assert (await receive(ws))["type"] == "connected"
+        sent = 0
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal sent
+            sent += 1
+            await ws.send(json.dumps({**message, "client_msg_id": f"m{sent}"}))
+            while (await receive(ws)).get("type") != "ack":
+                pass
+
+        async def edit(cell: str, value: str) -> None:
+            await send(
+                {"type": "cell_update", "room": room, "sheet_id": sheet, "cell_id": cell, "value": value}
+            )
+
+        await send({"type": "join_room", "room_id": room})
+        await edit("A1", "first")  # seq 2
+        # Just after the listing folded seq 2, two more edits: it shows seq 2 for the next 5 s.
+        async with asyncio.timeout(15):
+            while True:
+                if await listed_seq(lagging, room) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+        await edit("A1", "second")  # seq 3
+        await edit("B1", "newest")  # seq 4
+        auditor = await open_console(browser, lagging, "audra", "auditor", f"?tab=audit&room={room}")
+        page = auditor.page
+        grid = page.locator("#replay-grid")
+        await settled(page)
+        # The page read the room while the listing still said seq 2 (it only moves forward).
+        assert await listed_seq(lagging, room) == 2, "the listing caught up before the page read it"
+
+        await page.screenshot(path=tmp_path / "scrubber-end.png")
+        await expect(page.locator("#timeline tr[data-seq='4']")).to_be_visible()
+        await expect(page.locator("#scrubber")).to_have_attribute("max", "4")
+        await expect(page.locator("#scrubber")).to_have_value("4")
+        await expect(grid).to_have_attribute("data-seq", "4")
+        await expect(grid.locator('td[data-cell="B1"]')).to_have_text("newest")
+        await expect(page.locator("#audit-summary")).to_contain_text("seq 4")
+        await page.locator("#timeline tr[data-seq='1']").click()
+        await expect(grid).to_have_attribute("data-seq", "1")
+        await page.locator("#timeline tr[data-seq='4']").click()  # the newest row replays its edit
+        await expect(grid).to_have_attribute("data-seq", "4")
+        await expect(grid.locator('td[data-cell="B1"]')).to_have_class("changed")
+        await expect(grid.locator('td[data-cell="A1"]')).to_have_text("second")
+        assert auditor.problems() == []
+        await auditor.context.close()

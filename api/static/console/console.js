@@ -238,6 +238,7 @@ async function start(token) {
   let auditRoom = '';
   let askedRoom = new URLSearchParams(location.search).get('room') ?? '';
   let roomSeq = 0;
+  let roomFacts = ''; // members and sheets, as the room's details said
   /** @type {Map<number, any>} seq -> event, for labels */
   const eventsBySeq = new Map();
   let nextCursor = /** @type {number | null} */ (null);
@@ -264,13 +265,16 @@ async function start(token) {
       const sheets = detail.active_sheets;
       const previous = $('audit-sheet').value;
       fill($('audit-sheet'), ...sheets.map((/** @type {string} */ s) => el('option', { value: s, selected: s === previous }, s)));
-      $('audit-summary').textContent = `seq ${roomSeq} · ${detail.members.length} online · ${sheets.length} sheet${sheets.length === 1 ? '' : 's'}`;
+      roomFacts = `${detail.members.length} online · ${sheets.length} sheet${sheets.length === 1 ? '' : 's'}`;
+      showSummary();
       $('export').disabled = false;
       scrubber.max = String(roomSeq);
       scrubber.value = String(roomSeq);
       eventsBySeq.clear();
       await loadTimeline(true);
       if (opening !== openings) return;
+      // The room opens at its latest seq: the newest the timeline read, unless the scrubber was moved.
+      if (Number(scrubber.value) === detail.seq) scrubber.value = String(roomSeq);
       await replay();
       if (opening === openings && pickedCell) await cellHistory(pickedCell);
       if (opening === openings) $('replay-grid').setAttribute('aria-busy', 'false');
@@ -284,6 +288,20 @@ async function start(token) {
       address();
       failed(error);
     }
+  };
+
+  const showSummary = () => {
+    $('audit-summary').textContent = `seq ${roomSeq} · ${roomFacts}`;
+  };
+  // A room's details come from the projection tables, which follow the log by up to 100 ms: an event
+  // the timeline or a cell's history shows may be newer than their seq. The scrubber reaches every
+  // seq the page has been shown.
+  const reach = (/** @type {number} */ seq) => {
+    if (seq <= roomSeq) return;
+    roomSeq = seq;
+    scrubber.max = String(seq);
+    showSummary();
+    showLabel();
   };
 
   const timelineQuery = () => {
@@ -306,6 +324,7 @@ async function start(token) {
     nextCursor = page.next_cursor;
     shown = fresh ? page.events : shown.concat(page.events);
     for (const e of page.events) if (e.seq !== null) eventsBySeq.set(e.seq, e);
+    reach(Math.max(0, ...page.events.map((e) => e.seq ?? 0)));
     const types = new Set([...BASE_TYPES, ...shown.map((e) => e.type)]);
     const chosen = $('filter-type').value;
     fill($('filter-type'), el('option', { value: '' }, 'All types'), ...[...types].sort().map((t) => el('option', { value: t, selected: t === chosen }, t)));
@@ -325,14 +344,19 @@ async function start(token) {
 
   let replayTimer = 0;
   let replayed = 0;
-  const replay = async () => {
-    const sheetId = $('audit-sheet').value;
+  /** The scrubber's seq, with when and what happened there. */
+  const showLabel = () => {
     const seq = Number(scrubber.value);
     const event = eventsBySeq.get(seq);
     $('scrub-label').replaceChildren(
       el('strong', {}, `seq ${seq}`), ` of ${roomSeq}`,
       event ? ` · ${new Date(event.ts).toLocaleString()} · ${event.type}${event.data.username ? ` by ${event.data.username}` : ''}` : seq === 0 ? ' · before anything happened' : '',
     );
+  };
+  const replay = async () => {
+    const sheetId = $('audit-sheet').value;
+    const seq = Number(scrubber.value);
+    showLabel();
     $('replay-grid').dataset.seq = String(seq);
     if (!sheetId) {
       fill($('replay-grid'), el('p', { class: 'empty' }, 'No sheet has been edited in this room yet.'));
@@ -424,6 +448,7 @@ async function start(token) {
     try {
       const found = await rest(`/api/v1/sheets/${encodeURIComponent(sheetId)}/cells/${encodeURIComponent(cellId)}/history?limit=1000`);
       if (asked !== historyAsked) return; // another cell or sheet was asked for meanwhile
+      reach(Math.max(0, ...found.versions.map((/** @type {any} */ v) => v.seq)));
       fill($('history-list'), table(
         ['Version', 'Value', 'Author', 'When', 'Seq'],
         found.versions.map((/** @type {any} */ v) => [`v${v.version}`, String(v.value ?? ''), el('span', {}, el('span', { class: 'who-dot', vars: { '--who': colourFor(v.user_id) } }), v.user_id), new Date(v.ts).toLocaleString(), v.seq]),
