@@ -1,6 +1,6 @@
 """The console's audit tab against the real server: what it shows is always of the room that is open,
-its time filter keeps the seconds it names whole, and its scrubber reaches every event its timeline
-lists."""
+its time filter keeps the seconds it names whole, its scrubber reaches every event its timeline
+lists, and a large room opens at its newest events."""
 
 from __future__ import annotations
 
@@ -212,3 +212,133 @@ async def test_the_scrubber_reaches_the_newest_event_the_listing_has_not_folded_
         await expect(grid.locator('td[data-cell="A1"]')).to_have_text("second")
         assert auditor.problems() == []
         await auditor.context.close()
+
+
+async def test_a_large_room_opens_at_its_newest_events_and_loads_older_ones(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    # seq 1 alice joined, 2 A1, 3 alice left, 4 the broadcast, 5 bob joined, 6-155 his edits, 156 bob left
+    await write_cells(web, "alice", room, [(sheet, "A1", "early")])
+    notice = {"type": "notice", "title": "Audit", "message": "soon"}
+    sent = await rest(web, "POST", f"/ws/rooms/{room}/broadcast", json=notice)
+    assert sent.json()["seq"] == 4
+    await write_cells(web, "bob", room, [(sheet, f"B{n % 50 + 1}", f"edit {n}") for n in range(150)])
+
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
+    page = auditor.page
+    grid = page.locator("#replay-grid")
+    rows = page.locator("#timeline tbody tr")
+    older = page.locator("#timeline-older")
+    await settled(page)
+    await page.screenshot(path=tmp_path / "large-room-opened.png")
+    # The newest 100 events, the scrubber at the latest and its label saying what happened there.
+    await expect(rows).to_have_count(100)
+    await expect(rows.first).to_have_attribute("data-seq", "57")
+    await expect(rows.last).to_have_attribute("data-seq", "156")
+    await expect(grid).to_have_attribute("data-seq", "156")
+    await expect(page.locator("#scrub-label")).to_contain_text("UserLeftRoom")
+    await expect(page.locator("#timeline-more")).to_be_hidden()
+
+    # Older events on demand, down to the room's first.
+    await older.click()
+    await expect(rows).to_have_count(156)
+    await expect(rows.first).to_have_attribute("data-seq", "1")
+    await expect(older).to_be_hidden()
+    await page.locator("#timeline tr[data-seq='2']").click()
+    await expect(grid.locator('td[data-cell="A1"]')).to_have_text("early")
+    await expect(page.locator("#scrub-label")).to_contain_text("CellUpdated by alice")
+
+    # A type filter shows the newest events of that type the same way.
+    await page.locator("#filter-type").select_option("CellUpdated")
+    await page.locator("#timeline-filter button[type=submit]").click()
+    await expect(rows).to_have_count(100)
+    await expect(rows.first).to_have_attribute("data-seq", "56")
+    await expect(rows.last).to_have_attribute("data-seq", "155")
+    await older.click()
+    await expect(rows).to_have_count(151)
+    await expect(rows.first).to_have_attribute("data-seq", "2")
+    await expect(older).to_be_hidden()
+    # One rare event far back: found without a click per hundred events.
+    await page.locator("#filter-type").select_option("RoomMessageBroadcast")
+    await page.locator("#timeline-filter button[type=submit]").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-seq", "4")
+    await expect(older).to_be_hidden()
+    await page.screenshot(path=tmp_path / "large-room-filtered.png")
+
+    # The label at any seq says what happened there, whether or not the timeline lists it.
+    await page.locator("#scrub-latest").click()
+    await settled(page)
+    await expect(grid).to_have_attribute("data-seq", "156")
+    await expect(page.locator("#scrub-label")).to_contain_text("UserLeftRoom")
+    assert auditor.problems() == []
+    await auditor.context.close()
+
+
+async def room_log(server: Server, room: str) -> list[dict[str, Any]]:
+    """Every event of the room, cursors and typing included, read page by page."""
+    found: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"include_volatile": "true", "limit": 1000}
+    while True:
+        page = (await rest(server, "GET", f"/rooms/{room}/events", params=params)).json()
+        found += page["events"]
+        if page["next_cursor"] is None:
+            return found
+        params["cursor"] = page["next_cursor"]
+
+
+async def test_older_events_with_cursors_and_typing_join_those_shown_without_a_gap(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    # Each edit comes with a cursor move and typing in the cell: more events than seqs, so a window
+    # of seqs holds more than a page and the page narrows it.
+    async with web.connect(web.token("alice", username="alice", roles=["editor"])) as ws:
+        assert (await receive(ws))["type"] == "connected"
+        await ws.send(json.dumps({"type": "join_room", "room_id": room, "client_msg_id": "join"}))
+        while (await receive(ws)).get("type") != "ack":
+            pass
+        for n in range(220):
+            cell = f"C{n % 40 + 1}"
+            for volatile in (
+                {"type": "cursor_move", "room": room, "x": n, "y": n, "cell": cell},
+                {"type": "typing_start", "room": room, "cell_id": cell},
+                {"type": "typing_stop", "room": room, "cell_id": cell},
+            ):
+                await ws.send(json.dumps(volatile))
+            edit = {"type": "cell_update", "room": room, "sheet_id": sheet, "cell_id": cell, "value": n}
+            await ws.send(json.dumps({**edit, "client_msg_id": f"m{n}"}))
+            while (await receive(ws)).get("type") != "ack":
+                pass
+    # The log once the leave and the last volatile events are in it.
+    logged: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while True:
+            again = await room_log(web, room)
+            if again == logged and any(e["type"] == "UserLeftRoom" for e in again):
+                break
+            logged = again
+            await asyncio.sleep(0.3)
+    assert len(logged) > 3 * 222, len(logged)  # seq 1 the join, 2-221 the edits, 222 the leave
+
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
+    page = auditor.page
+    rows = page.locator("#timeline tbody tr")
+    older = page.locator("#timeline-older")
+    await settled(page)
+    await page.locator("#filter-volatile").check()
+    await page.locator("#timeline-filter button[type=submit]").click()
+    # The newest hundred seqs, with what happened between them.
+    seqs = ["" if e["seq"] is None else str(e["seq"]) for e in logged]
+    newest = seqs[seqs.index("122") + 1 :]
+    await expect(rows).to_have_count(len(newest))
+    assert await rows.evaluate_all("(rows) => rows.map((row) => row.dataset.seq)") == newest
+    while await older.is_visible():
+        await older.click()
+        await expect(older).to_be_enabled()
+    await page.screenshot(path=tmp_path / "volatile-timeline.png")
+    await expect(rows).to_have_count(len(seqs))
+    assert await rows.evaluate_all("(rows) => rows.map((row) => row.dataset.seq)") == seqs
+    assert auditor.problems() == []
+    await auditor.context.close()

@@ -8,6 +8,8 @@ import { renderChart } from './chart.js';
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 const BASE_TYPES = ['CellUpdated', 'CellsUpdated', 'UserJoinedRoom', 'UserLeftRoom', 'RoomMessageBroadcast'];
 const STATS_EVERY_MS = 2000;
+const PAGE = 100; // timeline rows read at a time
+const MAX_PAGE = 1000; // the most events the history API answers at once
 const CHART_POINTS = 60;
 
 const token = takeToken();
@@ -271,7 +273,7 @@ async function start(token) {
       scrubber.max = String(roomSeq);
       scrubber.value = String(roomSeq);
       eventsBySeq.clear();
-      await loadTimeline(true);
+      await loadTimeline('fresh');
       if (opening !== openings) return;
       // The room opens at its latest seq: the newest the timeline read, unless the scrubber was moved.
       if (Number(scrubber.value) === detail.seq) scrubber.value = String(roomSeq);
@@ -304,8 +306,9 @@ async function start(token) {
     showLabel();
   };
 
+  /** The filter as the API takes it: types, a time range, cursors and typing. */
   const timelineQuery = () => {
-    const params = new URLSearchParams({ limit: '100' });
+    const params = new URLSearchParams();
     const type = $('filter-type').value;
     if (type) params.set('types', type);
     const since = $('filter-since').value;
@@ -315,32 +318,145 @@ async function start(token) {
     if ($('filter-volatile').checked) params.set('include_volatile', 'true');
     return params;
   };
+  /** @param {Record<string, number>} at where the page starts, and its size */
+  const eventsPage = (at) => {
+    const params = new URLSearchParams(filter);
+    for (const [name, value] of Object.entries(at)) params.set(name, String(value));
+    return rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/events?${params}`);
+  };
+
+  // The timeline holds every event matching its filter after seq `fromSeq`, oldest first, up to
+  // `nextCursor` (null: up to the newest when read). It opens on the room's newest events; Load older
+  // adds those before, Load more those after, by the filter it was opened with (not one changed in
+  // the form since without Filter). A read started later (another room, another filter) makes the
+  // answers of earlier ones moot.
   /** @type {any[]} */
   let shown = [];
-  const loadTimeline = async (/** @type {boolean} */ fresh) => {
-    const params = timelineQuery();
-    if (!fresh && nextCursor !== null) params.set('cursor', String(nextCursor));
-    const page = await rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/events?${params}`);
-    nextCursor = page.next_cursor;
-    shown = fresh ? page.events : shown.concat(page.events);
-    for (const e of page.events) if (e.seq !== null) eventsBySeq.set(e.seq, e);
-    reach(Math.max(0, ...page.events.map((e) => e.seq ?? 0)));
+  let fromSeq = 0;
+  let filter = timelineQuery();
+  let timelineReads = 0;
+
+  /**
+   * At least `want` events matching the filter before those shown (fewer when the room has no more),
+   * and the seq they start after. The API reads a room forward from a seq, not backwards, so the page
+   * reads windows of seqs back from `fromSeq`, each from its start up to the first event already held.
+   * A window that held fewer than wanted is followed by one twice as wide, so that an event type that
+   * is rare takes a few reads rather than one per hundred seqs; one that holds more than a page is
+   * narrowed, so what is added always joins what is shown.
+   * @param {number} read the fresh read this continues
+   * @param {number} want
+   */
+  const readOlder = async (read, want) => {
+    /** @type {any[]} */
+    let found = [];
+    let target = fromSeq;
+    let ahead = nextCursor;
+    let width = PAGE;
+    while (target > 0 && found.length < want) {
+      // Where the window ends: before the first event held, or, while none is, nowhere.
+      const bound = (found[0] ?? shown[0])?.position ?? null;
+      const within = (/** @type {any} */ page) => (bound === null ? page.events : page.events.filter((/** @type {any} */ e) => e.position < bound));
+      const from = Math.max(0, target - width);
+      let page = await eventsPage({ after_seq: from, limit: bound === null ? MAX_PAGE : Math.min(MAX_PAGE, width + PAGE) });
+      if (read !== timelineReads) return null;
+      let events = within(page);
+      let next = events.length === page.events.length ? page.next_cursor : null;
+      if (next !== null && width > 1) {
+        width = Math.ceil(width / 2);
+        continue;
+      }
+      // More than a page within one seq (cursors and typing between two events): the rest of it, or,
+      // with nothing held after it, the rest for Load more.
+      while (next !== null && bound !== null) {
+        page = await eventsPage({ cursor: next, limit: MAX_PAGE });
+        if (read !== timelineReads) return null;
+        const more = within(page);
+        events = events.concat(more);
+        next = more.length === page.events.length ? page.next_cursor : null;
+      }
+      if (bound === null) ahead = next;
+      found = events.concat(found);
+      target = from;
+      width *= 2;
+    }
+    // Without cursors and typing every event has a seq, so what a wide window read past the `want`
+    // newest can be left for the next Load older.
+    if (found.length > want && !filter.has('include_volatile')) {
+      found = found.slice(-want);
+      target = found[0].seq - 1;
+    }
+    return { found, from: target, ahead };
+  };
+
+  /** The timeline of the room open: its newest events (`fresh`), older ones, or newer ones. */
+  const loadTimeline = async (/** @type {'fresh' | 'older' | 'newer'} */ which) => {
+    const box = $('timeline');
+    if (which === 'fresh') {
+      timelineReads++;
+      filter = timelineQuery();
+      shown = [];
+      fromSeq = roomSeq;
+      nextCursor = null;
+      $('timeline-older').hidden = true;
+      $('timeline-more').hidden = true;
+    }
+    const read = timelineReads;
+    /** @type {any[]} */
+    let added = [];
+    if (which === 'newer') {
+      if (nextCursor === null) return;
+      const page = await eventsPage({ cursor: nextCursor, limit: PAGE });
+      if (read !== timelineReads) return;
+      added = page.events;
+      shown = shown.concat(added);
+      nextCursor = page.next_cursor;
+    } else {
+      const older = await readOlder(read, PAGE);
+      if (older === null) return;
+      added = older.found;
+      shown = added.concat(shown);
+      fromSeq = older.from;
+      nextCursor = older.ahead;
+    }
+    for (const e of added) if (e.seq !== null) eventsBySeq.set(e.seq, e);
+    reach(Math.max(0, ...added.map((e) => e.seq ?? 0)));
     const types = new Set([...BASE_TYPES, ...shown.map((e) => e.type)]);
     const chosen = $('filter-type').value;
     fill($('filter-type'), el('option', { value: '' }, 'All types'), ...[...types].sort().map((t) => el('option', { value: t, selected: t === chosen }, t)));
-    fill($('timeline'), shown.length ? table(
+    // Rows added above keep those on screen in place; a fresh timeline shows its newest rows.
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    fill(box, shown.length ? table(
       ['Seq', 'Time', 'Type', 'Who', 'What'],
       shown.map((e) => [e.seq ?? '·', el('span', { title: e.ts }, clock(e.ts)), el('span', { class: `type ${e.type}` }, e.type), e.data.username ?? e.user_id ?? '', summary(e)]),
       (i) => shown[i].seq !== null && scrubTo(shown[i].seq, shown[i].data.sheet_id),
       (i) => ({ seq: shown[i].seq ?? '' }),
     ) : el('p', { class: 'empty' }, 'No events match.'));
-    $('timeline-more').hidden = nextCursor === null || page.events.length < 100;
+    if (which === 'fresh') box.scrollTop = box.scrollHeight;
+    else if (which === 'older') box.scrollTop = box.scrollHeight - fromBottom;
+    $('timeline-older').hidden = fromSeq === 0;
+    $('timeline-more').hidden = nextCursor === null;
   };
   $('timeline-filter').addEventListener('submit', (/** @type {Event} */ e) => {
     e.preventDefault();
-    if (auditRoom) loadTimeline(true).catch(failed);
+    if (auditRoom) loadTimeline('fresh').catch(failed);
   });
-  $('timeline-more').addEventListener('click', () => loadTimeline(false).catch(failed));
+  /**
+   * A button that adds to the timeline, idle until its answer came: a second click meanwhile would
+   * add the same events twice.
+   * @param {string} id @param {'older' | 'newer'} which
+   */
+  const loader = (id, which) => $(id).addEventListener('click', async () => {
+    $(id).disabled = true;
+    try {
+      await loadTimeline(which);
+    } catch (error) {
+      failed(error);
+    } finally {
+      $(id).disabled = false;
+    }
+  });
+  loader('timeline-older', 'older');
+  loader('timeline-more', 'newer');
 
   let replayTimer = 0;
   let replayed = 0;
@@ -348,10 +464,30 @@ async function start(token) {
   const showLabel = () => {
     const seq = Number(scrubber.value);
     const event = eventsBySeq.get(seq);
+    if (!event && seq > 0) labelEvent(seq);
     $('scrub-label').replaceChildren(
       el('strong', {}, `seq ${seq}`), ` of ${roomSeq}`,
       event ? ` · ${new Date(event.ts).toLocaleString()} · ${event.type}${event.data.username ? ` by ${event.data.username}` : ''}` : seq === 0 ? ' · before anything happened' : '',
     );
+  };
+  /** @type {Set<number>} */
+  const labelsAsked = new Set();
+  /** The event at a seq the timeline does not hold (not read yet, or filtered out), for the label. */
+  const labelEvent = async (/** @type {number} */ seq) => {
+    const room = auditRoom;
+    if (labelsAsked.has(seq)) return;
+    labelsAsked.add(seq);
+    try {
+      const params = new URLSearchParams({ after_seq: String(seq - 1), limit: '1' });
+      const page = await rest(`/api/v1/rooms/${encodeURIComponent(room)}/events?${params}`);
+      if (room !== auditRoom || !page.events.length) return;
+      eventsBySeq.set(seq, page.events[0]);
+      if (Number(scrubber.value) === seq) showLabel();
+    } catch (error) {
+      if (room === auditRoom) failed(error);
+    } finally {
+      labelsAsked.delete(seq);
+    }
   };
   const replay = async () => {
     const sheetId = $('audit-sheet').value;
