@@ -240,6 +240,16 @@ async def test_a_large_room_opens_at_its_newest_events_and_loads_older_ones(
     await expect(page.locator("#scrub-label")).to_contain_text("UserLeftRoom")
     await expect(page.locator("#timeline-more")).to_be_hidden()
 
+    # A filter the API refuses (From after To) leaves the rows, and what they load, as they were.
+    await page.locator("#filter-since").fill("2020-01-02T00:00:00")
+    await page.locator("#filter-until").fill("2020-01-01T00:00:00")
+    await page.locator("#timeline-filter button[type=submit]").click()
+    await expect(page.locator(".toast").last).to_contain_text("VALIDATION_ERROR")
+    await expect(older).to_be_visible()
+    await expect(rows).to_have_count(100)
+    await page.locator("#filter-since").fill("")
+    await page.locator("#filter-until").fill("")
+
     # Older events on demand, down to the room's first.
     await older.click()
     await expect(rows).to_have_count(156)
@@ -272,7 +282,7 @@ async def test_a_large_room_opens_at_its_newest_events_and_loads_older_ones(
     await settled(page)
     await expect(grid).to_have_attribute("data-seq", "156")
     await expect(page.locator("#scrub-label")).to_contain_text("UserLeftRoom")
-    assert auditor.problems() == []
+    assert [p for p in auditor.problems() if "status of 422" not in p] == []
     await auditor.context.close()
 
 

@@ -318,8 +318,8 @@ async function start(token) {
     if ($('filter-volatile').checked) params.set('include_volatile', 'true');
     return params;
   };
-  /** @param {Record<string, number>} at where the page starts, and its size */
-  const eventsPage = (at) => {
+  /** @param {URLSearchParams} filter @param {Record<string, number>} at where the page starts, and its size */
+  const eventsPage = (filter, at) => {
     const params = new URLSearchParams(filter);
     for (const [name, value] of Object.entries(at)) params.set(name, String(value));
     return rest(`/api/v1/rooms/${encodeURIComponent(auditRoom)}/events?${params}`);
@@ -334,30 +334,34 @@ async function start(token) {
   let shown = [];
   let fromSeq = 0;
   let filter = timelineQuery();
+  let timelineRoom = ''; // the room whose events the rows are
   let timelineReads = 0;
 
   /**
-   * At least `want` events matching the filter before those shown (fewer when the room has no more),
+   * At least `want` events matching `filter` before those held (fewer when the room has no more),
    * and the seq they start after. The API reads a room forward from a seq, not backwards, so the page
-   * reads windows of seqs back from `fromSeq`, each from its start up to the first event already held.
-   * A window that held fewer than wanted is followed by one twice as wide, so that an event type that
-   * is rare takes a few reads rather than one per hundred seqs; one that holds more than a page is
-   * narrowed, so what is added always joins what is shown.
+   * reads windows of seqs back from `start.fromSeq`, each from its start up to the first event
+   * already held. A window that held fewer than wanted is followed by one twice as wide, so that an
+   * event type that is rare takes a few reads rather than one per hundred seqs; one that holds more
+   * than a page is narrowed, so what is added always joins what is held.
    * @param {number} read the fresh read this continues
-   * @param {number} want
+   * @param {URLSearchParams} filter
+   * @param {{first: any, fromSeq: number, ahead: number | null}} start the first event held (none:
+   *   undefined), the seq the events held start after, and the cursor after them
+   * @param {number} [want]
    */
-  const readOlder = async (read, want) => {
+  const readOlder = async (read, filter, start, want = PAGE) => {
     /** @type {any[]} */
     let found = [];
-    let target = fromSeq;
-    let ahead = nextCursor;
+    let target = start.fromSeq;
+    let ahead = start.ahead;
     let width = PAGE;
     while (target > 0 && found.length < want) {
       // Where the window ends: before the first event held, or, while none is, nowhere.
-      const bound = (found[0] ?? shown[0])?.position ?? null;
+      const bound = (found[0] ?? start.first)?.position ?? null;
       const within = (/** @type {any} */ page) => (bound === null ? page.events : page.events.filter((/** @type {any} */ e) => e.position < bound));
       const from = Math.max(0, target - width);
-      let page = await eventsPage({ after_seq: from, limit: bound === null ? MAX_PAGE : Math.min(MAX_PAGE, width + PAGE) });
+      let page = await eventsPage(filter, { after_seq: from, limit: bound === null ? MAX_PAGE : Math.min(MAX_PAGE, width + PAGE) });
       if (read !== timelineReads) return null;
       let events = within(page);
       let next = events.length === page.events.length ? page.next_cursor : null;
@@ -368,7 +372,7 @@ async function start(token) {
       // More than a page within one seq (cursors and typing between two events): the rest of it, or,
       // with nothing held after it, the rest for Load more.
       while (next !== null && bound !== null) {
-        page = await eventsPage({ cursor: next, limit: MAX_PAGE });
+        page = await eventsPage(filter, { cursor: next, limit: MAX_PAGE });
         if (read !== timelineReads) return null;
         const more = within(page);
         events = events.concat(more);
@@ -388,35 +392,58 @@ async function start(token) {
     return { found, from: target, ahead };
   };
 
-  /** The timeline of the room open: its newest events (`fresh`), older ones, or newer ones. */
+  const showLoaders = () => {
+    $('timeline-older').hidden = fromSeq === 0;
+    $('timeline-more').hidden = nextCursor === null;
+  };
+  /**
+   * The timeline of the room open: its newest events (`fresh`), older ones, or newer ones. The rows
+   * change only once the answer came: a fresh read that fails leaves them as they were, unless they
+   * are of another room.
+   */
   const loadTimeline = async (/** @type {'fresh' | 'older' | 'newer'} */ which) => {
     const box = $('timeline');
-    if (which === 'fresh') {
+    const fresh = which === 'fresh';
+    if (fresh) {
       timelineReads++;
-      filter = timelineQuery();
-      shown = [];
-      fromSeq = roomSeq;
-      nextCursor = null;
       $('timeline-older').hidden = true;
       $('timeline-more').hidden = true;
     }
     const read = timelineReads;
     /** @type {any[]} */
     let added = [];
-    if (which === 'newer') {
-      if (nextCursor === null) return;
-      const page = await eventsPage({ cursor: nextCursor, limit: PAGE });
-      if (read !== timelineReads) return;
-      added = page.events;
-      shown = shown.concat(added);
-      nextCursor = page.next_cursor;
-    } else {
-      const older = await readOlder(read, PAGE);
-      if (older === null) return;
-      added = older.found;
-      shown = added.concat(shown);
-      fromSeq = older.from;
-      nextCursor = older.ahead;
+    try {
+      if (which === 'newer') {
+        if (nextCursor === null) return;
+        const page = await eventsPage(filter, { cursor: nextCursor, limit: PAGE });
+        if (read !== timelineReads) return;
+        added = page.events;
+        shown = shown.concat(added);
+        nextCursor = page.next_cursor;
+      } else {
+        const asked = fresh ? timelineQuery() : filter;
+        const start = fresh ? { first: undefined, fromSeq: roomSeq, ahead: null } : { first: shown[0], fromSeq, ahead: nextCursor };
+        const older = await readOlder(read, asked, start);
+        if (older === null) return;
+        added = older.found;
+        shown = fresh ? added : added.concat(shown);
+        filter = asked;
+        fromSeq = older.from;
+        nextCursor = older.ahead;
+        if (fresh) timelineRoom = auditRoom;
+      }
+    } catch (error) {
+      if (fresh && read === timelineReads) {
+        if (timelineRoom === auditRoom) showLoaders();
+        else {
+          shown = [];
+          fromSeq = 0;
+          nextCursor = null;
+          timelineRoom = auditRoom;
+          fill(box, el('p', { class: 'empty' }, 'The timeline could not be read.'));
+        }
+      }
+      throw error;
     }
     for (const e of added) if (e.seq !== null) eventsBySeq.set(e.seq, e);
     reach(Math.max(0, ...added.map((e) => e.seq ?? 0)));
@@ -431,10 +458,9 @@ async function start(token) {
       (i) => shown[i].seq !== null && scrubTo(shown[i].seq, shown[i].data.sheet_id),
       (i) => ({ seq: shown[i].seq ?? '' }),
     ) : el('p', { class: 'empty' }, 'No events match.'));
-    if (which === 'fresh') box.scrollTop = box.scrollHeight;
+    if (fresh) box.scrollTop = box.scrollHeight;
     else if (which === 'older') box.scrollTop = box.scrollHeight - fromBottom;
-    $('timeline-older').hidden = fromSeq === 0;
-    $('timeline-more').hidden = nextCursor === null;
+    showLoaders();
   };
   $('timeline-filter').addEventListener('submit', (/** @type {Event} */ e) => {
     e.preventDefault();
