@@ -235,8 +235,8 @@ async function start(token) {
   onShow.messages = refreshRooms;
 
   // --- audit ----------------------------------------------------------------------------------
-  // The room open: every control (Export, Filter, Load more, Latest) and the address are of it. A
-  // room becomes it only once its details came; until then the room asked for in the address waits.
+  // The room open: every control (Export, Filter, Load older and more, Latest) and the address are
+  // of it. A room becomes it only once its details came; until then the one the address asks for waits.
   let auditRoom = '';
   let askedRoom = new URLSearchParams(location.search).get('room') ?? '';
   let roomSeq = 0;
