@@ -352,3 +352,43 @@ async def test_older_events_with_cursors_and_typing_join_those_shown_without_a_g
     assert await rows.evaluate_all("(rows) => rows.map((row) => row.dataset.seq)") == seqs
     assert auditor.problems() == []
     await auditor.context.close()
+
+
+async def test_leaving_out_cursors_and_typing_drops_a_cursor_type_picked_before(
+    browser: Any, web: Server
+) -> None:
+    """A cursor type picked while cursors and typing were listed, then the box unchecked, asked the API
+    for cursor events without cursors, which it refuses: the page answered with an error and kept the
+    rows. The pick now goes back to every type."""
+    room = unique("room")
+    async with web.connect(web.token("alice", username="alice", roles=["editor"])) as ws:
+        assert (await receive(ws))["type"] == "connected"
+        await ws.send(json.dumps({"type": "join_room", "room_id": room, "client_msg_id": "join"}))
+        while (await receive(ws)).get("type") != "ack":
+            pass
+        await ws.send(json.dumps({"type": "cursor_move", "room": room, "x": 1, "y": 2, "cell": "B2"}))
+        edit = {"type": "cell_update", "room": room, "sheet_id": unique("sheet"), "cell_id": "B2", "value": 1}
+        await ws.send(json.dumps({**edit, "client_msg_id": "m1"}))
+        while (await receive(ws)).get("type") != "ack":
+            pass
+
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
+    page = auditor.page
+    rows = page.locator("#timeline tbody tr")
+    filter_button = page.locator("#timeline-filter button[type=submit]")
+    await settled(page)
+    await page.locator("#filter-volatile").check()
+    await filter_button.click()
+    await expect(rows.filter(has_text="CursorMoved")).to_have_count(1)
+    await page.locator("#filter-type").select_option("CursorMoved")
+    await filter_button.click()
+    await expect(rows).to_have_count(1)
+
+    await page.locator("#filter-volatile").uncheck()
+    await expect(page.locator("#filter-type")).to_have_value("")
+    await filter_button.click()
+    await expect(rows.filter(has_text="CellUpdated")).to_have_count(1)
+    await expect(rows.filter(has_text="CursorMoved")).to_have_count(0)
+    await expect(page.locator(".toast")).to_have_count(0)
+    assert auditor.problems() == []
+    await auditor.context.close()

@@ -23,6 +23,8 @@ export function startAudit({ rest, failed, address }) {
   let roomFacts = ''; // members and sheets, as the room's details said
   /** @type {Map<number, any>} seq -> event, for labels */
   const eventsBySeq = new Map();
+  /** Types the timeline has listed without a seq: cursors and typing, kept only while asked for. */
+  const volatileTypes = new Set();
   let nextCursor = /** @type {number | null} */ (null);
   let pickedCell = /** @type {string | null} */ (null);
   const scrubber = $('scrubber');
@@ -225,7 +227,10 @@ export function startAudit({ rest, failed, address }) {
       }
       throw error;
     }
-    for (const e of added) if (e.seq !== null) eventsBySeq.set(e.seq, e);
+    for (const e of added) {
+      if (e.seq !== null) eventsBySeq.set(e.seq, e);
+      else volatileTypes.add(e.type);
+    }
     reach(Math.max(0, ...added.map((e) => e.seq ?? 0)));
     const types = new Set([...BASE_TYPES, ...shown.map((e) => e.type)]);
     const chosen = $('filter-type').value;
@@ -242,6 +247,11 @@ export function startAudit({ rest, failed, address }) {
     else if (which === 'older') box.scrollTop = box.scrollHeight - fromBottom;
     showLoaders();
   };
+  // Cursors and typing left out, a type of theirs picked before would be a filter the API refuses
+  // (a cursor type without cursors): the pick goes back to every type.
+  $('filter-volatile').addEventListener('change', () => {
+    if (!$('filter-volatile').checked && volatileTypes.has($('filter-type').value)) $('filter-type').value = '';
+  });
   $('timeline-filter').addEventListener('submit', (/** @type {Event} */ e) => {
     e.preventDefault();
     if (auditRoom) loadTimeline('fresh').catch(failed);
