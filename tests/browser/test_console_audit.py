@@ -392,3 +392,32 @@ async def test_leaving_out_cursors_and_typing_drops_a_cursor_type_picked_before(
     await expect(page.locator(".toast")).to_have_count(0)
     assert auditor.problems() == []
     await auditor.context.close()
+
+
+async def test_a_timeline_row_is_picked_from_the_keyboard(browser: Any, web: Server, tmp_path: Path) -> None:
+    """Rows that a click picks (timeline, cell history, rooms) were out of reach of the keyboard: each
+    is now a stop of Tab, and Enter or Space picks it as a click does."""
+    room, sheet = unique("room"), unique("sheet")
+    await write_cells(
+        web, "alice", room, [(sheet, "A1", "one"), (sheet, "A1", "two"), (sheet, "B1", "three")]
+    )
+    auditor = await open_console(browser, web, "audra", "auditor", f"?tab=audit&room={room}")
+    page = auditor.page
+    await settled(page)
+    rows = page.locator("#timeline tbody tr")
+    first_edit = rows.filter(has_text="= one")
+    await expect(first_edit).to_have_count(1)
+    seq = await first_edit.get_attribute("data-seq")
+    await first_edit.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#scrubber")).to_have_value(str(seq))
+    await expect(page.locator('#replay-grid td[data-cell="A1"]')).to_have_text("one")
+
+    # Tab goes on to the next row; Space picks it.
+    await page.keyboard.press("Tab")
+    await expect(rows.filter(has_text="= two")).to_be_focused()
+    await page.keyboard.press("Space")
+    await expect(page.locator('#replay-grid td[data-cell="A1"]')).to_have_text("two")
+    await page.screenshot(path=tmp_path / "keyboard-pick.png")
+    assert unexpected(auditor.problems()) == []
+    await auditor.context.close()

@@ -2,13 +2,26 @@
 import { el } from '/static/shared/session.js';
 
 /**
+ * A table of rows; with `onPick`, a row is picked by a click, or from the keyboard: each row is a
+ * stop of Tab, and Enter or Space picks it, as a button would be.
  * @param {string[]} headers @param {any[][]} rows
  * @param {(i: number) => void} [onPick] @param {(i: number) => Record<string, any>} [data]
  */
 export function table(headers, rows, onPick, data) {
+  /** @param {number} i */
+  const pickable = (i) => (onPick ? {
+    class: 'clickable',
+    tabindex: 0,
+    onclick: () => onPick(i),
+    onkeydown: (/** @type {KeyboardEvent} */ e) => {
+      if (e.target !== e.currentTarget || (e.key !== 'Enter' && e.key !== ' ')) return;
+      e.preventDefault();
+      onPick(i);
+    },
+  } : {});
   return el('table', { class: 'data' },
     el('thead', {}, el('tr', {}, ...headers.map((h) => el('th', {}, h)))),
-    el('tbody', {}, ...rows.map((cells, i) => el('tr', { class: onPick ? 'clickable' : undefined, dataset: data?.(i), onclick: onPick ? () => onPick(i) : undefined },
+    el('tbody', {}, ...rows.map((cells, i) => el('tr', { dataset: data?.(i), ...pickable(i) },
       ...cells.map((c) => el('td', {}, c))))));
 }
 
