@@ -14,6 +14,18 @@ export function clipboardField(value) {
 }
 
 /**
+ * Values as the clipboard's text: each row's fields (see `clipboardField`) joined by tabs, the rows by
+ * line breaks. A last row that reads as nothing (one empty cell: a column ending in empty cells) ends
+ * in a line break of its own, as Excel ends every row: without it, the line break before it would
+ * read as closing the row above (see `parseClipboard`), and that row would be lost in a paste.
+ * @param {any[][]} rows @returns {string}
+ */
+export function clipboardText(rows) {
+  const lines = rows.map((row) => row.map(clipboardField).join('\t'));
+  return lines.join('\n') + (lines[lines.length - 1] === '' ? '\n' : '');
+}
+
+/**
  * The rows of fields in text from the clipboard, as spreadsheets put it there: fields split by tabs,
  * rows by line breaks (one at the very end closes the last row, it opens no empty one). A field that
  * starts with a double quote and is closed by one just before a tab, a line break or the end is a

@@ -3,7 +3,7 @@
 // the protocol: the app gives it values to show and gets callbacks for what the person does.
 import { el } from '/static/shared/session.js';
 import { LETTERS, cellName, display, parseCell, parseValue } from './cells.js';
-import { clipboardField, parseClipboard } from './clipboard.js';
+import { clipboardText, parseClipboard } from './clipboard.js';
 import { fitLines, isLineBreak, typeLineBreak } from './editors.js';
 import { PeopleMarkers, place } from './markers.js';
 
@@ -478,10 +478,10 @@ export class SheetGrid {
       const rows = [];
       for (let r = r1; r <= r2; r += 1) {
         const row = [];
-        for (let c = c1; c <= c2; c += 1) row.push(clipboardField(this.lookup(cellName(c, r))?.value));
-        rows.push(row.join('\t'));
+        for (let c = c1; c <= c2; c += 1) row.push(this.lookup(cellName(c, r))?.value);
+        rows.push(row);
       }
-      e.clipboardData?.setData('text/plain', rows.join('\n'));
+      e.clipboardData?.setData('text/plain', clipboardText(rows));
     });
     this.formula.addEventListener('focus', () => {
       fitLines(this.formula); // grown over the grid to show every line, while it has the focus
