@@ -1,14 +1,17 @@
-"""The sheet app (/app) where copy, paste and undo meet the edges of what a person does: a column whose
-last cells are empty, copied and pasted back."""
+"""The sheet app (/app) at the edges of what people do: a column whose last cells are empty, copied and
+pasted back; another person's name tag moving below their cell as the grid is scrolled, under their
+pointer's name."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, copy, open_app, paste, unique
+from tests.browser.pages import cell, copy, open_app, open_app_with, paste, unique
+from tests.browser.test_sheet_app import LABEL_OVER_TAG
 from tests.browser.test_sheet_app_paste import select, server_values
 
 
@@ -41,3 +44,54 @@ async def test_a_copied_column_ending_in_empty_cells_pastes_back_with_them(brows
     assert await server_values(web, sheet) == {"A1": "x", "C1": "x", "C3": "x", "E1": "x"}
     assert alice.problems() == []
     await alice.context.close()
+
+
+async def test_a_pointer_name_gives_way_to_a_tag_moved_below_its_cell_by_a_scroll(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    """Alice's pointer rests over the cell she selected, its name just below the cell. Bob scrolls
+    until that cell is his top visible row: her tag goes below the cell, where her pointer's name is,
+    and the tag alone names her there, as it does when her pointer comes to rest over her tag;
+    scrolled back, the tag goes above the cell and the pointer has its name again."""
+    room, sheet = unique("room"), unique("sheet")
+    alice_id = unique("u")
+    alice_token = web.token(alice_id, username="Alexandra", roles=["editor"])
+    alice = await open_app_with(browser, web, alice_token, room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await cell(bob.page, "H20").click()
+    await cell(alice.page, "E10").click()
+    box = await cell(alice.page, "E10").bounding_box()
+    assert box
+    x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6
+    await alice.page.mouse.move(x, y)
+
+    selection = bob.page.locator(f'.remote-selection[data-user="{alice_id}"]')
+    pointer = bob.page.locator(f'.remote-pointer[data-user="{alice_id}"]')
+    await expect(selection).to_have_attribute("data-cell", "E10")
+    # Her pointer on Bob's screen where hers is on her own, at the end of its movement's transition.
+    await bob.page.wait_for_function(
+        """([user, x, y]) => {
+            const pointer = document.querySelector(`.remote-pointer[data-user="${user}"]`);
+            const box = pointer.getBoundingClientRect();
+            return Math.abs(box.left - x) < 2 && Math.abs(box.top - y) < 2;
+        }""",
+        arg=[alice_id, x, y],
+    )
+    await expect(pointer.locator(".name")).to_be_visible()
+    assert not await bob.page.evaluate(LABEL_OVER_TAG, alice_id)
+
+    scroll_to_row_10 = """() => {
+        const grid = window.collab.grid;
+        grid.scroller.scrollTo(0, grid.rect('E10').y - grid.rect('A1').y);
+    }"""
+    await bob.page.evaluate(scroll_to_row_10)
+    await expect(selection).to_have_class(re.compile(r"\btag-below\b"))
+    await bob.page.screenshot(path=str(tmp_path / "scrolled.png"))
+    assert not await bob.page.evaluate(LABEL_OVER_TAG, alice_id)
+
+    await bob.page.evaluate("() => window.collab.grid.scroller.scrollTo(0, 0)")
+    await expect(selection).not_to_have_class(re.compile(r"\btag-below\b"))
+    await expect(pointer.locator(".name")).to_be_visible()
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()

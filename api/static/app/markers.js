@@ -82,10 +82,11 @@ export class PeopleMarkers {
 
   /**
    * A pointer's name goes beside it, unless it would lie over the name tag of the same person's
-   * selection: a pointer over their cell at A1, whose tag is below the cell where the pointer's name
-   * goes too, or just above their cell elsewhere. The tag names them there already, in their colour
-   * beside the pointer, and two names drawn over each other read as neither. Worked out from where
-   * the pointer is going, not where its movement's transition has it now.
+   * selection: a pointer over their cell in the top visible row, whose tag is below the cell where
+   * the pointer's name goes too, or just above their cell elsewhere. The tag names them there
+   * already, in their colour beside the pointer, and two names drawn over each other read as neither.
+   * Worked out from where the pointer is going, not where its movement's transition has it now, and
+   * again as the grid scrolls (`refit`).
    * @param {{selection: HTMLElement, pointer: HTMLElement}} remote
    */
   _namePointer({ selection, pointer }) {
@@ -137,8 +138,15 @@ export class PeopleMarkers {
     selection.style.setProperty('--room', `${Math.max(box.x - 1, origin.x) - left}px`);
   }
 
-  /** Fits every shown tag again: the grid scrolled. */
+  /**
+   * Fits every shown tag again, the grid scrolled: a tag moved below its cell or back may now lie
+   * where its person's pointer has its name, or no longer, so that name is placed again too.
+   */
   refit() {
-    for (const { selection } of this.all.values()) if (!selection.hidden) this._fitTag(selection);
+    for (const remote of this.all.values()) {
+      if (remote.selection.hidden) continue;
+      this._fitTag(remote.selection);
+      this._namePointer(remote);
+    }
   }
 }
