@@ -1,6 +1,6 @@
 """The sheet app (/app) at the edges of what people do: a column whose last cells are empty, copied and
 pasted back; another person's name tag moving below their cell as the grid is scrolled, under their
-pointer's name."""
+pointer's name; a range of a thousand cells someone else filled, flashed on the others' pages."""
 
 from __future__ import annotations
 
@@ -92,6 +92,38 @@ async def test_a_pointer_name_gives_way_to_a_tag_moved_below_its_cell_by_a_scrol
     await bob.page.evaluate("() => window.collab.grid.scroller.scrollTo(0, 0)")
     await expect(selection).not_to_have_class(re.compile(r"\btag-below\b"))
     await expect(pointer.locator(".name")).to_be_visible()
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_range_someone_else_fills_flashes_without_freezing_the_page(
+    browser: Any, web: Server
+) -> None:
+    """One value pasted onto A1:Z38 is 988 cells changed in one message, each flashed on Bob's page.
+    Restarting each cell's flash made the browser lay out the whole grid once per cell: Bob's page
+    stood still for over a second, every time anyone filled a range, where applying the cells
+    themselves takes a tenth of that."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await bob.page.evaluate(
+        """() => {
+            window.longest = 0;
+            new PerformanceObserver((list) => {
+                for (const task of list.getEntries()) {
+                    window.longest = Math.max(window.longest, task.duration);
+                }
+            }).observe({ type: 'longtask' });
+        }"""
+    )
+    await select(alice.page, "A1", "Z38")
+    await paste(alice.page, "x")
+    await expect(cell(bob.page, "Z38")).to_have_text("x")
+    await expect(cell(bob.page, "A1")).to_have_class(re.compile(r"\bflash\b"))
+    await expect(cell(bob.page, "Z38")).to_have_class(re.compile(r"\bflash\b"))
+    await bob.page.wait_for_timeout(300)  # the long task, if any, is reported by now
+    assert await bob.page.evaluate("window.longest") < 500
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()

@@ -37,6 +37,8 @@ export class SheetGrid {
     /** Everyone else in the room, drawn over the cells. */
     this.markers = new PeopleMarkers(this);
     this.readOnly = false;
+    /** Cells whose flash restarts at the end of the task (see `mark`). @type {[HTMLElement, string][]} */
+    this._marking = [];
     // Callbacks the app sets.
     this.onCommit = (/** @type {string} */ _id, /** @type {any} */ _value) => {};
     /** A range written as one edit: pasted, or `cleared` with Delete. */
@@ -101,13 +103,28 @@ export class SheetGrid {
     if (id === this.selected) this._showFormula();
   }
 
-  /** @param {string} id @param {string} kind 'flash' | 'conflicted' */
+  /**
+   * Flashes a cell: 'flash' when someone else changed it, 'conflicted' when an edit of it was refused.
+   * A cell flashing already starts again: its class comes off, and goes back on once the browser has
+   * seen it off. The cells marked at once (a range: one message, one task) share that one look, at
+   * the end of the task: one look per cell laid the whole grid out once per cell, which for a range
+   * of a thousand held the page still for a second.
+   * @param {string} id @param {string} kind 'flash' | 'conflicted'
+   */
   mark(id, kind) {
     const td = this.td(id);
     if (!td) return;
     td.classList.remove(kind);
-    void td.offsetWidth; // restart the animation
-    td.classList.add(kind);
+    if (!this._marking.length) queueMicrotask(() => this._restartMarks());
+    this._marking.push([td, kind]);
+  }
+
+  /** Puts back the classes `mark` took off, after one layout that sees them off (see `mark`). */
+  _restartMarks() {
+    const marking = this._marking;
+    this._marking = [];
+    void this.table.offsetWidth;
+    for (const [td, kind] of marking) td.classList.add(kind);
   }
 
   /** @param {string} id */
