@@ -1,6 +1,7 @@
 """The sheet app (/app) at the edges of what people do: a column whose last cells are empty, copied and
 pasted back; another person's name tag moving below their cell as the grid is scrolled, under their
-pointer's name; a range of a thousand cells someone else filled, flashed on the others' pages."""
+pointer's name; a range of a thousand cells someone else filled, flashed on the others' pages; typing
+on a selected cell the grid was scrolled away from."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from playwright.async_api import expect
 from tests.api.conftest import Server
 from tests.browser.pages import cell, copy, open_app, open_app_with, paste, unique
 from tests.browser.test_sheet_app import LABEL_OVER_TAG
+from tests.browser.test_sheet_app_keys import in_view
 from tests.browser.test_sheet_app_paste import select, server_values
 
 
@@ -127,3 +129,28 @@ async def test_a_range_someone_else_fills_flashes_without_freezing_the_page(
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()
+
+
+async def test_typing_on_a_selected_cell_scrolled_out_of_view_brings_its_editor_into_view(
+    browser: Any, web: Server, tmp_path: Any
+) -> None:
+    """A person selects B5, scrolls the grid away with the mouse wheel to look at something else, and
+    types, or presses F2 or Enter: as in any spreadsheet the grid scrolls back to the cell, whose
+    editor opened out of sight (under the headers), so that they typed blind."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    page = alice.page
+    editor = page.locator("#grid .editor")
+    for start in ("h", "F2", "Enter"):
+        await cell(page, "B5").click()
+        await page.evaluate("() => window.collab.grid.scroller.scrollTo(600, 900)")
+        assert not await in_view(page, "B5")
+        await page.keyboard.press(start)
+        await expect(editor).to_be_focused()
+        await page.screenshot(path=str(tmp_path / f"typed-{start}.png"))
+        assert await in_view(page, "B5"), start
+        await page.keyboard.type("ello")
+        await page.keyboard.press("Enter")
+        await expect(cell(page, "B5")).to_contain_text("ello")
+    assert alice.problems() == []
+    await alice.context.close()

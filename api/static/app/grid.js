@@ -229,7 +229,10 @@ export class SheetGrid {
     // What it holds as opened, read back: a value's "\r\n" reads as "\n" in a textarea.
     this.editing = { cell: td, input, id, shown: initial === undefined ? input.value : null };
     // The browser's own scroll to a focused field would jump to centre an editor grown past the
-    // grid's bottom edge: the grid scrolls only as far as shows it (`_revealEditor`).
+    // grid's bottom edge, and knows nothing of the headers over the cells: the grid scrolls itself,
+    // to the cell (which the person may have scrolled away from before typing on it), then only as
+    // far as shows the editor's lines (`_revealEditor`).
+    this._scrollIntoView(id);
     input.focus({ preventScroll: true });
     input.setSelectionRange(input.value.length, input.value.length);
     this._revealEditor();
