@@ -63,7 +63,7 @@ export function colourFor(userId) {
  * colours by id alone give two of four people the same one about half the time; here each keeps the
  * colour of their id unless someone with a smaller id has it, and then takes the next one free. It
  * depends only on who is in the room, so everyone there sees the same colours; a person arriving or
- * leaving can move only someone who had to take another colour than their id's.
+ * leaving moves only people whose id's colour they share, or who took another colour for one.
  * @param {Iterable<string>} userIds @returns {Map<string, string>}
  */
 export function roomColours(userIds) {
