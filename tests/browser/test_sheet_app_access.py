@@ -323,3 +323,41 @@ async def test_the_queued_count_includes_an_edit_waiting_behind_another_of_its_c
     assert await cell_versions(web, sheet, "A2") == [("three", user)]
     assert gus.problems() == []
     await gus.context.close()
+
+
+async def test_a_viewer_sees_the_sheet_live_and_is_offered_no_edit(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    """A viewer's every edit is refused by the server: typing over a cell, Delete, a paste or the
+    formula bar each ended in an 'Edit refused' notice. The page says the viewer may only look, offers
+    no editor, analysis or upload, and still shows the others' changes live."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    await type_into(alice.page, "B2", "budget")
+    vera = await open_app_with(
+        browser, web, web.token("vera", username="vera", roles=["viewer"]), room, sheet
+    )
+    page = vera.page
+    await expect(page.locator("#view-only")).to_be_visible()
+    await expect(cell(page, "B2")).to_have_text("budget")
+
+    await cell(page, "B2").click()
+    await page.keyboard.type("x")
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("F2")
+    await cell(page, "B2").click()
+    await page.keyboard.press("Delete")
+    await expect(page.locator("#grid .editor")).to_have_count(0)
+    await expect(page.locator("#formula")).to_have_js_property("readOnly", True)
+    await expect(page.locator("#ai-run")).to_be_disabled()
+    await expect(page.locator("#upload-input")).to_be_disabled()
+
+    # The others' changes still arrive; nothing the viewer did was sent, so nothing was refused.
+    await type_into(alice.page, "B2", "budget v2")
+    await expect(cell(page, "B2")).to_have_text("budget v2")
+    await page.screenshot(path=str(tmp_path / "viewer.png"))
+    await expect(page.locator(".toast")).to_have_count(0)
+    assert await cell_versions(web, sheet, "B2") == [("budget", "alice"), ("budget v2", "alice")]
+    assert vera.problems() == [] and alice.problems() == []
+    for opened in (alice, vera):
+        await opened.context.close()

@@ -138,6 +138,15 @@ async function start(token) {
     toast(`The server's history of ${roomId} is not the one this page saw (the server was restored or reset). The sheet was reloaded and shows the server's values.`, 'info');
     activity(`${roomId} was reset on the server: the sheet was reloaded`, '#d92d20');
   });
+  // A viewer may look, not edit: every edit, analysis or upload would be refused, so none is offered.
+  const roles = /** @type {string[]} */ (claims.roles ?? ['editor']);
+  if (!roles.includes('editor') && !roles.includes('admin')) {
+    grid.readOnly = true;
+    document.body.dataset.access = 'view';
+    $('view-only').hidden = false;
+    /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = true;
+    /** @type {HTMLInputElement} */ ($('upload-input')).disabled = true;
+  }
   client.on('room_revoked', ({ room_id }) => {
     if (room_id !== roomId) return;
     // The token the page now uses does not include this room: the server took the person out of it.

@@ -36,7 +36,8 @@ export class SheetGrid {
     this.formulaShown = null;
     /** Everyone else in the room, drawn over the cells. */
     this.markers = new PeopleMarkers(this);
-    this.readOnly = false;
+    /** Cells may be looked at, not edited (a viewer's page, or a room the token no longer allows). */
+    this._readOnly = false;
     /** Cells whose flash restarts at the end of the task (see `mark`). @type {[HTMLElement, string][]} */
     this._marking = [];
     // Callbacks the app sets.
@@ -56,6 +57,16 @@ export class SheetGrid {
     this.selectionBox = el('div', { class: 'selection-box', vars: { '--who': parts.colour } });
     this.overlay.append(this.selectionBox);
     this._select([0, 0], false);
+  }
+
+  get readOnly() {
+    return this._readOnly;
+  }
+
+  /** The formula bar follows: typing there is editing too. @param {boolean} value */
+  set readOnly(value) {
+    this._readOnly = value;
+    this.formula.readOnly = value;
   }
 
   _build() {
