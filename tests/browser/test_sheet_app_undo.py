@@ -302,3 +302,33 @@ async def test_a_history_reset_clears_what_could_be_undone(browser: Any, web: Se
     assert await cell_versions(web, sheet, "A1") == [("before the reset", "alice")]
     assert alice.problems() == []
     await alice.context.close()
+
+
+async def test_a_held_ctrl_z_undoes_once_not_at_the_keys_repeat_rate(browser: Any, web: Server) -> None:
+    """A held key repeats some thirty times a second: each repeat an undo sent as an edit, a held
+    Ctrl+Z would spend the edit rate limit (and earn its block) in seconds. A press undoes once."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    page = alice.page
+    for n in range(3):
+        await type_into(page, "B2", f"v{n}")
+    await expect(cell(page, "B2")).to_have_text("v2")
+    # A press and two of its repeats, as a held key sends them.
+    await page.evaluate(
+        """() => {
+            const grid = document.getElementById('grid-scroller');
+            grid.focus();
+            for (const repeat of [false, true, true]) {
+                grid.dispatchEvent(new KeyboardEvent('keydown', {
+                    key: 'z', code: 'KeyZ', ctrlKey: true, repeat, bubbles: true, cancelable: true,
+                }));
+            }
+        }"""
+    )
+    await expect(cell(page, "B2")).to_have_text("v1")
+    await page.keyboard.press("Control+y")  # a round trip after the keys: anything they sent is in
+    await expect(cell(page, "B2")).to_have_text("v2")
+    versions = await cell_versions(web, sheet, "B2")
+    assert [value for value, _ in versions] == ["v0", "v1", "v2", "v1", "v2"]
+    assert alice.problems() == []
+    await alice.context.close()

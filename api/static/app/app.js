@@ -341,6 +341,9 @@ async function start(token) {
     const which = key === 'z' ? (e.shiftKey ? 'redo' : 'undo') : key === 'y' && !e.shiftKey ? 'redo' : null;
     if (!which) return;
     e.preventDefault();
+    // A held key repeats some thirty times a second, each an edit sent: a run of them would spend the
+    // edit rate limit (and its block) in seconds. One undo per press.
+    if (e.repeat) return;
     undoOrRedo(which);
   });
   // After a history reset the cells are the server's, not those the steps were made on.
