@@ -9,7 +9,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, unique
+from tests.browser.pages import cell, open_app, open_console, unique
 
 # The colours a page shows: each person's in the people list, its own selection's, and the others'
 # selections'.
@@ -53,6 +53,16 @@ async def test_two_people_whose_ids_share_a_colour_are_told_apart_alike_on_every
     assert seen_by_eve["people"] == seen_by_fay["people"]
     assert seen_by_eve["own"] == seen_by_eve["people"]["eve"] == seen_by_fay["others"]["eve"]
     assert seen_by_fay["own"] == seen_by_fay["people"]["fay"] == seen_by_eve["others"]["fay"]
-    assert eve.problems() == [] and fay.problems() == []
-    for opened in (eve, fay):
+    # The console's room detail shows the two in the same colours.
+    admin = await open_console(browser, web, "root", "admin", "?tab=rooms")
+    await admin.page.locator("#rooms tr", has_text=room).click()
+    member = admin.page.locator("#room-detail .member")
+    await expect(member).to_have_count(2)
+    in_console = await member.evaluate_all(
+        "(rows) => Object.fromEntries(rows.map((row) =>"
+        " [row.dataset.user, row.querySelector('.avatar').style.getPropertyValue('--who')]))"
+    )
+    assert in_console == seen_by_eve["people"]
+    assert eve.problems() == [] and fay.problems() == [] and admin.problems() == []
+    for opened in (eve, fay, admin):
         await opened.context.close()

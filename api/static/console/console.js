@@ -2,7 +2,7 @@
 // and notifications. Auditors (and admins): a room's timeline, a replay scrubber over its seq that
 // shows the sheet as of any seq, each cell's history, and export. REST through collab-client.
 import { CollabClient } from '/client/collab-client.js';
-import { TokenSession, askForToken, claimsOf, colourFor, el, fill, initials, takeToken } from '/static/shared/session.js';
+import { TokenSession, askForToken, claimsOf, colourFor, el, fill, initials, roomColours, takeToken } from '/static/shared/session.js';
 import { startAudit } from './audit.js';
 import { renderChart } from './chart.js';
 import { duration, table } from './format.js';
@@ -146,6 +146,7 @@ async function start(token) {
     try {
       const room = await rest(`/api/v1/ws/rooms/${encodeURIComponent(roomId)}`);
       $('room-detail-title').textContent = room.room_id;
+      const colours = roomColours(room.members.map((/** @type {any} */ m) => m.user_id));
       fill($('room-detail'),
         el('dl', { class: 'facts' },
           el('dt', {}, 'Seq'), el('dd', {}, room.seq),
@@ -153,8 +154,9 @@ async function start(token) {
           el('dt', {}, 'Messages'), el('dd', {}, room.messages_sent),
           el('dt', {}, 'Avg users / hour'), el('dd', {}, room.avg_users_per_hour.toFixed(2))),
         el('h2', {}, `Members (${room.members.length})`),
-        ...room.members.map((/** @type {any} */ m) => el('div', { class: 'member' },
-          el('span', { class: 'avatar', vars: { '--who': colourFor(m.user_id) } }, initials(m.username)),
+        ...room.members.map((/** @type {any} */ m) => el('div', { class: 'member', dataset: { user: m.user_id } },
+          // In the colour the sheet app shows them in, in this room.
+          el('span', { class: 'avatar', vars: { '--who': colours.get(m.user_id) ?? colourFor(m.user_id) } }, initials(m.username)),
           el('span', {}, m.username), el('span', { class: 'muted' }, `${m.status}${m.cursor?.cell ? ` · at ${m.cursor.cell}` : ''}`))),
         el('div', {}, el('button', { class: 'button primary', type: 'button', onclick: () => { show('audit'); audit?.open(room.room_id); } }, 'Audit this room')));
     } catch (error) {
