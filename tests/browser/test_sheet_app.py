@@ -366,6 +366,30 @@ async def test_a_name_tag_stays_clear_of_the_headers_when_the_grid_is_scrolled(
         await opened.context.close()
 
 
+async def test_a_pointer_scrolled_under_the_headers_is_not_drawn(browser: Any, web: Server) -> None:
+    """The headers cover the cells scrolled under them, but a pointer there still showed its name
+    sticking out below the column headers: it is hidden while under them, and back once scrolled out."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+    await cell(alice.page, "C4").hover()
+    pointer = bob.page.locator('.remote-pointer[data-user="alice"]')
+    await expect(pointer).to_be_visible()
+    # Bob scrolls so that row 6 is the first in view: C4, and the pointer over it, are under the headers.
+    await bob.page.evaluate(
+        """() => {
+            const grid = window.collab.grid;
+            grid.scroller.scrollTo(0, grid.rect('A6').y - grid.rect('A1').y);
+        }"""
+    )
+    await expect(pointer).to_be_hidden()
+    await bob.page.evaluate("() => window.collab.grid.scroller.scrollTo(0, 0)")
+    await expect(pointer).to_be_visible()
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
+
+
 async def test_a_long_name_tag_beside_column_b_is_not_hidden_under_the_row_headers(
     browser: Any, web: Server, tmp_path: Any
 ) -> None:

@@ -105,10 +105,14 @@ export class PeopleMarkers {
     pointer.classList.toggle('beside-tag', over);
   }
 
-  /** Whether a point of the overlay is over the cells, not the headers. @param {number} x @param {number} y */
+  /**
+   * Whether a point of the overlay is over the cells in view, not under the headers, which cover the
+   * cells scrolled under them. @param {number} x @param {number} y
+   */
   _overCells(x, y) {
     const origin = this.grid.rect(cellName(0, 0));
-    return !origin || (x >= origin.x && y >= origin.y);
+    const { scrollLeft, scrollTop } = this.grid.scroller;
+    return !origin || (x >= origin.x + scrollLeft && y >= origin.y + scrollTop);
   }
 
   /** @param {string} userId */
@@ -139,13 +143,16 @@ export class PeopleMarkers {
   }
 
   /**
-   * Fits every shown tag again, the grid scrolled: a tag moved below its cell or back may now lie
-   * where its person's pointer has its name, or no longer, so that name is placed again too.
+   * Fits every shown tag and pointer again, the grid scrolled: a tag moved below its cell or back may
+   * now lie where its person's pointer has its name, or no longer, so that name is placed again too.
    */
   refit() {
     for (const remote of this.all.values()) {
-      if (remote.selection.hidden) continue;
-      this._fitTag(remote.selection);
+      // A pointer the scroll took under the headers is not drawn, one it brought out is again.
+      const x = parseFloat(remote.pointer.style.getPropertyValue('--x'));
+      const y = parseFloat(remote.pointer.style.getPropertyValue('--y'));
+      if (!Number.isNaN(x) && !Number.isNaN(y)) remote.pointer.hidden = !this._overCells(x, y);
+      if (!remote.selection.hidden) this._fitTag(remote.selection);
       this._namePointer(remote);
     }
   }
