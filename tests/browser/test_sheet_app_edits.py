@@ -121,6 +121,31 @@ async def test_a_conflicting_clear_is_told_as_one_not_as_empty_quotes(browser: A
         await opened.context.close()
 
 
+async def test_a_conflict_with_someone_who_left_names_them_not_their_id(browser: Any, web: Server) -> None:
+    """The person whose change won may have left by the time the conflict is told: the notice named
+    them by their user id, which the page no longer found in the room, though it knew their name."""
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    bobby_id = unique("u")
+    bobby = await open_app_with(
+        browser, web, web.token(bobby_id, username="Bobby", roles=["editor"]), room, sheet
+    )
+    await expect(alice.page.locator(f'#people li[data-user="{bobby_id}"]')).to_be_visible()
+
+    await alice.context.set_offline(True)
+    await expect(alice.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await type_into(alice.page, "E5", "alice's")
+    await type_into(bobby.page, "E5", "Bobby's")
+    await bobby.context.close()
+    await alice.context.set_offline(False)
+
+    notice = alice.page.locator(".toast.conflict")
+    await expect(notice).to_contain_text("Conflict on E5: Bobby changed it")
+    await expect(notice).not_to_contain_text(bobby_id)
+    assert alice.problems() == []
+    await alice.context.close()
+
+
 async def test_every_queued_value_of_a_conflicting_cell_is_told_not_only_the_first(
     browser: Any, web: Server, tmp_path: Any
 ) -> None:

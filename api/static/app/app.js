@@ -207,7 +207,11 @@ async function start(token) {
     }
     if (cell_id === grid.selected) showCellMeta(cell_id);
   });
-  const nameOf = (/** @type {string | null | undefined} */ userId) => (userId ? (room?.users.get(userId)?.username ?? userId) : 'someone');
+  /** Everyone's name as last seen in the room, still known once they left. @type {Map<string, string>} */
+  const names = new Map();
+  // Someone who left since is still named as they were, not by their id.
+  const nameOf = (/** @type {string | null | undefined} */ userId) =>
+    (userId ? (room?.users.get(userId)?.username ?? names.get(userId) ?? userId) : 'someone');
   sheet.on('conflict', ({ cell_id, attempted, current, error, reset }) => {
     grid.mark(cell_id, 'conflicted');
     if (error?.conflicts) return; // a range: refused whole, told once by onRange below
@@ -299,8 +303,8 @@ async function start(token) {
   const skippedText = (skipped) => {
     const ids = skipped.slice(0, 4).map((c) => c.cell_id).join(', ') + (skipped.length > 4 ? ` and ${skipped.length - 4} more` : '');
     const who = [...new Set(skipped.map((c) => whoChanged(c.by)))];
-    const names = who.length > 1 ? `${who.slice(0, -1).join(', ')} and ${who[who.length - 1]}` : who[0];
-    return `${ids}: ${names} changed ${skipped.length === 1 ? 'it' : 'them'} since`;
+    const people = who.length > 1 ? `${who.slice(0, -1).join(', ')} and ${who[who.length - 1]}` : who[0];
+    return `${ids}: ${people} changed ${skipped.length === 1 ? 'it' : 'them'} since`;
   };
   /** @param {'undo' | 'redo'} which */
   const undoOrRedo = (which) => {
@@ -403,8 +407,6 @@ async function start(token) {
     : client.state !== 'ready' ? 'Reconnecting…'
     : null;
   client.on('state', () => renderPresence());
-  /** Everyone's name as last seen in the room, still known once they left. @type {Map<string, string>} */
-  const names = new Map();
   const renderPresence = () => {
     if (!room) return;
     const members = room.members;
