@@ -407,10 +407,18 @@ async function start(token) {
     : client.state !== 'ready' ? 'Reconnecting…'
     : null;
   client.on('state', () => renderPresence());
+  // The status picker shows this person's status as the room has it: one set in another tab, or
+  // before a reload, is theirs here too. One picked here shows until the room has it (it may wait
+  // offline to be sent), or until it is refused.
+  const statusPicker = /** @type {HTMLSelectElement} */ ($('status'));
+  let statusPicked = /** @type {string | null} */ (null);
   const renderPresence = () => {
     if (!room) return;
     const members = room.members;
     for (const u of members) names.set(u.user_id, u.username);
+    const myStatus = room.users.get(me.id)?.status ?? 'online';
+    if (statusPicked === myStatus) statusPicked = null;
+    statusPicker.value = statusPicked ?? myStatus;
     // Who left keeps the colour they had, for what the activity still says of them.
     colours = new Map([...colours, ...roomColours(members.map((u) => u.user_id))]);
     grid.selectionBox.style.setProperty('--who', colourOf(me.id));
@@ -453,8 +461,13 @@ async function start(token) {
     for (const userId of [...grid.markers.all.keys()]) if (!room.users.has(userId)) grid.markers.remove(userId);
   };
 
-  $('status').addEventListener('change', (e) => {
-    client.setStatus(/** @type {any} */ (/** @type {HTMLSelectElement} */ (e.target).value)).catch(() => {});
+  statusPicker.addEventListener('change', () => {
+    const status = statusPicker.value;
+    statusPicked = status;
+    client.setStatus(/** @type {any} */ (status)).catch(() => {
+      if (statusPicked === status) statusPicked = null;
+      renderPresence(); // back to the status the room has
+    });
   });
 
   // --- notifications, announcements -----------------------------------------------------------

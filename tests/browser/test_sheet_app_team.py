@@ -1,0 +1,58 @@
+"""The sheet app (/app) as a small team uses it together for a while: three people on one budget
+sheet, who change their status, reload, open a second tab, go offline and come back, and get
+messages. Each test is something one of them would see on their own screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import expect
+
+from tests.api.conftest import Server
+from tests.browser.pages import cell, open_app, open_app_with, unique
+
+
+async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_and_in_every_tab(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("alice")
+    token = web.token(user, username="alice", roles=["editor"])
+    alice = await open_app_with(browser, web, token, room, sheet)
+    bob = await open_app(browser, web, "bob", room, sheet)
+
+    await alice.page.locator("#status").select_option("busy")
+    await expect(bob.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Busy")
+
+    # She reloads: the page says she is busy, as everyone sees her, and so does the picker.
+    await alice.page.reload()
+    await alice.page.wait_for_selector("body[data-ready=true]")
+    await expect(alice.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Busy")
+    await expect(alice.page.locator("#status")).to_have_value("busy")
+    await alice.page.screenshot(path=tmp_path / "reloaded.png")
+
+    # A second tab of hers opens with it too; back to Online there, and the first tab follows.
+    second = await alice.context.new_page()
+    await second.goto(f"{web.http_url}/app?room={room}&sheet={sheet}#token={token}")
+    await second.wait_for_selector("body[data-ready=true]")
+    await expect(second.locator("#status")).to_have_value("busy")
+    await second.locator("#status").select_option("online")
+    await expect(bob.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Online")
+    await expect(alice.page.locator("#status")).to_have_value("online")
+    await expect(alice.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Online")
+
+    # A status picked offline stays picked until it is sent, and everyone sees it then.
+    await alice.context.set_offline(True)
+    await expect(alice.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await alice.page.locator("#status").select_option("away")
+    await cell(alice.page, "C3").click()  # the people list is drawn again, her entry at C3
+    await expect(alice.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Offline")
+    await expect(alice.page.locator("#status")).to_have_value("away")
+    await alice.context.set_offline(False)
+    await expect(bob.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Away")
+    await expect(alice.page.locator("#status")).to_have_value("away")
+    await expect(second.locator("#status")).to_have_value("away")
+    assert alice.problems() == [] and bob.problems() == []
+    for opened in (alice, bob):
+        await opened.context.close()
