@@ -10,7 +10,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, open_app_with, unique
+from tests.browser.pages import cell, open_app, open_app_with, paste, unique
 
 
 async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_and_in_every_tab(
@@ -55,4 +55,47 @@ async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_a
     await expect(second.locator("#status")).to_have_value("away")
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
+        await opened.context.close()
+
+
+async def test_a_burst_of_conflict_notices_stays_on_screen_below_the_top_bar(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    alice = await open_app(browser, web, "alice", room, sheet)
+    chen = await open_app(browser, web, "chen", room, sheet)
+    await cell(alice.page, "B2").click()
+    await paste(alice.page, "\n".join(str(n) for n in range(12)))
+    await expect(cell(chen.page, "B13")).to_have_text("11")
+
+    # Chen types down column B offline while Alice pastes over it: each of his edits is a conflict.
+    await chen.context.set_offline(True)
+    await expect(chen.page.locator("#connection")).to_have_attribute("data-state", "offline")
+    await cell(chen.page, "B2").click()
+    for n in range(12):
+        await chen.page.keyboard.type(f"chen {n}")
+        await chen.page.keyboard.press("Enter")
+    await cell(alice.page, "B2").click()
+    await paste(alice.page, "\n".join(f"alice {n}" for n in range(12)))
+    await chen.context.set_offline(False)
+    notices = chen.page.locator(".toast.conflict")
+    await expect(notices).to_have_count(12)
+    await expect(cell(chen.page, "B13")).to_have_text("alice 11")
+    await chen.page.screenshot(path=tmp_path / "notices.png")
+
+    # The notices stay below the top bar, which stays usable, and inside the window; the newest is
+    # in view, and every one can be scrolled to and read.
+    top_bar = await chen.page.locator(".topbar").bounding_box()
+    stack = await chen.page.locator("#toasts").bounding_box()
+    assert top_bar is not None and stack is not None
+    assert stack["y"] >= top_bar["y"] + top_bar["height"], (stack, top_bar)
+    assert stack["y"] + stack["height"] <= chen.page.viewport_size["height"]
+    await expect(notices.last).to_contain_text("Conflict on B13")
+    await expect(notices.last).to_be_in_viewport()
+    await expect(chen.page.locator("#connection")).to_be_in_viewport(ratio=1)
+    await notices.first.scroll_into_view_if_needed()
+    await expect(notices.first).to_contain_text("Conflict on B2")
+    await expect(notices.first).to_be_in_viewport(ratio=1)
+    assert alice.problems() == [] and chen.problems() == []
+    for opened in (alice, chen):
         await opened.context.close()

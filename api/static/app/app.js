@@ -704,7 +704,9 @@ function toast(text, kind = '') {
   const box = el('div', { class: `toast ${kind}`, role: 'status' }, el('span', {}, text),
     el('button', { class: 'close', type: 'button', 'aria-label': 'Dismiss', onclick: () => box.remove() }, '×'));
   if (kind === 'conflict') box.classList.add('notice');
-  $('toasts').append(box);
+  const stack = $('toasts');
+  stack.append(box);
+  stack.scrollTop = stack.scrollHeight; // a stack taller than the window scrolls: the newest in view
   setTimeout(() => box.remove(), kind === 'conflict' ? 12000 : 6000);
 }
 
