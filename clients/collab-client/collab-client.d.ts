@@ -131,6 +131,7 @@ export declare class CollabClient extends Emitter {
   session: ServerMessage | null;
   rooms: Map<string, Room>;
   sheets: Map<string, Sheet>;
+  /** Unread notifications by id, from the subscription and live events; a direct message as it arrives, as the subscription would list it. */
   unread: Map<string, Record<string, any>>;
   stopReason: string | null;
   /** Edits not yet acknowledged: `set()`/`setRange()` of every sheet and `cell_update`/`cells_update` sent with `send()`, queued, waiting behind an earlier edit of the same cell, held by a `room_reset`, or sent and unanswered. `queue` fires when it changes. */

@@ -598,7 +598,7 @@ export class CollabClient extends Emitter {
     this.rooms = new Map();
     /** @type {Map<string, Sheet>} */
     this.sheets = new Map();
-    /** Unread notifications by id, from `notifications_subscribed` and live events. @type {Map<string, any>} */
+    /** Unread notifications by id, from `notifications_subscribed` and live events (direct messages included). @type {Map<string, any>} */
     this.unread = new Map();
     /** Why the client stopped for good (`removed`, `auth_failed`, ...). @type {string | null} */
     this.stopReason = null;
@@ -1218,6 +1218,9 @@ export class CollabClient extends Emitter {
         this._onAi(message);
         break;
       default:
+        // An admin's direct message (a notify) is in the user's inbox too, as a notification: only
+        // it carries a `notification_id`.
+        if (typeof message.notification_id === 'string') this._onDirectMessage(message);
         break;
     }
     for (const [id, request] of this._requests) {
@@ -1524,6 +1527,30 @@ export class CollabClient extends Emitter {
     const n = message.notification ?? {};
     if (message.event_type === 'notification_read') this.unread.delete(n.id);
     else if (n.id && !n.read) this.unread.set(n.id, n);
+    this.emit('notifications', [...this.unread.values()]);
+  }
+
+  /**
+   * A direct message as it arrives is unread, as `notifications_subscribed` would list it (with its
+   * posted `title`, or its `type`, and category `direct_message` unless it names one): without it
+   * here, `unread` would count it only after the next subscription, and it could not be marked read
+   * meanwhile. Kept only while subscribed, and as the subscription's filters would have it.
+   * @param {any} message
+   */
+  _onDirectMessage(message) {
+    const filters = this._notificationFilters;
+    if (!filters) return;
+    const n = {
+      id: message.notification_id,
+      title: message.title || message.type || null,
+      message: typeof message.message === 'string' ? message.message : null,
+      category: message.category || 'direct_message',
+      priority: message.priority ?? null,
+      module_name: message.module_name ?? null,
+    };
+    const matches = (/** @type {string[] | null | undefined} */ tags, /** @type {any} */ value) => !tags?.length || tags.includes(value);
+    if (!matches(filters.categories, n.category) || !matches(filters.modules, n.module_name) || !matches(filters.priorities, n.priority)) return;
+    this.unread.set(n.id, n);
     this.emit('notifications', [...this.unread.values()]);
   }
 

@@ -10,7 +10,8 @@ from typing import Any
 from playwright.async_api import expect
 
 from tests.api.conftest import Server
-from tests.browser.pages import cell, open_app, open_app_with, paste, unique
+from tests.api.rest_helpers import rest
+from tests.browser.pages import cell, open_app, open_app_with, paste, type_into, unique
 
 
 async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_and_in_every_tab(
@@ -98,4 +99,46 @@ async def test_a_burst_of_conflict_notices_stays_on_screen_below_the_top_bar(
     await expect(notices.first).to_be_in_viewport(ratio=1)
     assert alice.problems() == [] and chen.problems() == []
     for opened in (alice, chen):
+        await opened.context.close()
+
+
+async def test_a_direct_message_is_counted_in_the_bell_and_can_be_marked_read_at_once(
+    browser: Any, web: Server, tmp_path: Path
+) -> None:
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("bob")
+    token = web.token(user, username="bob", roles=["editor"])
+    first = await open_app_with(browser, web, token, room, sheet)
+    second = await open_app_with(browser, web, token, room, sheet)
+    await type_into(first.page, "A1", "Budget")
+
+    sent = await rest(
+        web,
+        "POST",
+        f"/ws/users/{user}/notify",
+        json={"type": "direct_message", "title": "Budget review", "message": "Check Q3 travel by Friday"},
+    )
+    assert sent.status_code == 200, sent.text
+    message_id = sent.json()["notification_id"]
+    await expect(first.page.locator(".toast", has_text="Check Q3 travel by Friday")).to_be_visible()
+
+    # It is in the bell, as a reload would show it: counted, listed, and marked read from there.
+    for tab in (first, second):
+        await expect(tab.page.locator("#unread")).to_have_text("1")
+    await first.page.locator("#bell").click()
+    entry = first.page.locator(f'#notification-list li[data-id="{message_id}"]')
+    await expect(entry).to_contain_text("Budget review")
+    await expect(entry).to_contain_text("Check Q3 travel by Friday")
+    await first.page.screenshot(path=tmp_path / "bell.png")
+    await entry.locator("button", has_text="Mark read").click()
+    for tab in (first, second):
+        await expect(tab.page.locator("#unread")).to_be_hidden()
+    listed = await rest(web, "GET", "/notifications", sub=user, roles=["editor"], params={"unread": "true"})
+    assert listed.status_code == 200, listed.text
+    assert message_id not in [n["id"] for n in listed.json()["notifications"]]
+    await second.page.reload()
+    await second.page.wait_for_selector("body[data-ready=true]")
+    await expect(second.page.locator("#unread")).to_be_hidden()
+    assert first.problems() == [] and second.problems() == []
+    for opened in (first, second):
         await opened.context.close()

@@ -205,6 +205,37 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     assert.deepEqual([...client.unread.keys()], []);
   });
 
+  test('a direct message is unread as it arrives, as the subscription lists it, unless its filters leave it out', async () => {
+    const user = unique('reader');
+    const token = mintToken(user);
+    const everything = open({ token });
+    const filtered = open({ token });
+    await everything.connect();
+    await filtered.connect();
+    await everything.subscribeNotifications({});
+    await filtered.subscribeNotifications({ categories: ['system'] });
+    let delivered = false;
+    filtered.on('message', (/** @type {any} */ m) => (delivered ||= m.type === 'direct_message'));
+    const admin = mintToken(unique('admin'), { roles: ['admin'] });
+    const sent = await rest(admin, `/api/v1/ws/users/${user}/notify`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'direct_message', title: 'Budget review', message: 'Check Q3' }),
+    });
+    assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    const id = sent.body.notification_id;
+    await until(() => everything.unread.has(id), 'the direct message, unread');
+    const listed = await rest(token, '/api/v1/notifications?unread=true');
+    const [served] = listed.body.notifications.filter((/** @type {any} */ n) => n.id === id);
+    const { title, message, category } = everything.unread.get(id);
+    assert.deepEqual({ title, message, category }, { title: served.title, message: served.message, category: served.category });
+    await until(() => delivered, 'the direct message, at the filtered subscription');
+    assert.equal(filtered.unread.has(id), false); // a direct message is not in the category `system`
+
+    await everything.markNotificationRead(id);
+    await until(() => !everything.unread.has(id), 'the direct message, read');
+  });
+
   test('a sheet load whose answer was lost with the connection is answered after the reconnect', async () => {
     const room = unique('room');
     const sheetId = unique('sheet');
