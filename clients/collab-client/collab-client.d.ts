@@ -149,6 +149,7 @@ export declare class CollabClient extends Emitter {
   request(message: Record<string, any>, match: (message: ServerMessage) => boolean, timeout?: number): Promise<ServerMessage>;
   /** Asks getToken() for a token and swaps it in with `refresh_token` (as `token_expiring` does); null when getToken() has no new one, or when a 4401 came while it was on its way (that token reconnects the client). getToken() is asked once at a time: a need for a token meanwhile shares the call. */
   refreshToken(): Promise<ServerMessage | null>;
+  /** Once acknowledged, the user's own entry in every room has the status (the server never tells it back to this connection). */
   setStatus(status: 'online' | 'away' | 'busy'): Promise<Ack>;
   subscribeNotifications(filters?: NotificationFilters): Promise<ServerMessage>;
   markNotificationRead(notificationId: string): Promise<Ack>;

@@ -908,9 +908,17 @@ export class CollabClient extends Emitter {
 
   // ---- features --------------------------------------------------------------------------------
 
-  /** @param {'online' | 'away' | 'busy'} status */
-  setStatus(status) {
-    return this.send({ type: 'status_update', status });
+  /**
+   * Sets this user's status; once acknowledged, their own entry in every room has it too. The server
+   * tells a status to the user's other connections and to the rooms' members, never back to the
+   * connection that set it, so without this the rooms here would keep the status from before.
+   * @param {'online' | 'away' | 'busy'} status
+   */
+  async setStatus(status) {
+    const ack = await this.send({ type: 'status_update', status });
+    const userId = this.session?.user?.user_id;
+    if (userId) for (const room of this.rooms.values()) room._apply({ type: 'user_status_changed', user_id: userId, status });
+    return ack;
   }
 
   /**

@@ -14,7 +14,7 @@ from tests.api.rest_helpers import rest
 from tests.browser.pages import cell, open_app, open_app_with, paste, type_into, unique
 
 
-async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_and_in_every_tab(
+async def test_a_status_set_reads_alike_in_the_persons_own_entry_and_picker_in_every_tab_and_after_a_reload(
     browser: Any, web: Server, tmp_path: Path
 ) -> None:
     room, sheet = unique("room"), unique("sheet")
@@ -22,14 +22,18 @@ async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_a
     token = web.token(user, username="alice", roles=["editor"])
     alice = await open_app_with(browser, web, token, room, sheet)
     bob = await open_app(browser, web, "bob", room, sheet)
+    entry = f'#people li[data-user="{user}"]'  # hers, on every page
 
     await alice.page.locator("#status").select_option("busy")
-    await expect(bob.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Busy")
+    await expect(bob.page.locator(entry)).to_contain_text("Busy")
+    # Her own entry and her avatar's dot say so too, as the others see her.
+    await expect(alice.page.locator(entry)).to_contain_text("Busy")
+    await expect(alice.page.locator(entry)).to_have_attribute("data-status", "busy")
 
     # She reloads: the page says she is busy, as everyone sees her, and so does the picker.
     await alice.page.reload()
     await alice.page.wait_for_selector("body[data-ready=true]")
-    await expect(alice.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Busy")
+    await expect(alice.page.locator(entry)).to_contain_text("Busy")
     await expect(alice.page.locator("#status")).to_have_value("busy")
     await alice.page.screenshot(path=tmp_path / "reloaded.png")
 
@@ -39,21 +43,30 @@ async def test_the_status_picker_shows_the_status_everyone_sees_after_a_reload_a
     await second.wait_for_selector("body[data-ready=true]")
     await expect(second.locator("#status")).to_have_value("busy")
     await second.locator("#status").select_option("online")
-    await expect(bob.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Online")
+    await expect(bob.page.locator(entry)).to_contain_text("Online")
+    await expect(second.locator(entry)).to_contain_text("Online")
     await expect(alice.page.locator("#status")).to_have_value("online")
-    await expect(alice.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Online")
+    await expect(alice.page.locator(entry)).to_contain_text("Online")
 
     # A status picked offline stays picked until it is sent, and everyone sees it then.
     await alice.context.set_offline(True)
     await expect(alice.page.locator("#connection")).to_have_attribute("data-state", "offline")
     await alice.page.locator("#status").select_option("away")
     await cell(alice.page, "C3").click()  # the people list is drawn again, her entry at C3
-    await expect(alice.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Offline")
+    await expect(alice.page.locator(entry)).to_contain_text("Offline")
     await expect(alice.page.locator("#status")).to_have_value("away")
     await alice.context.set_offline(False)
-    await expect(bob.page.locator(f'#people li[data-user="{user}"]')).to_contain_text("Away")
+    await expect(bob.page.locator(entry)).to_contain_text("Away")
+    await expect(alice.page.locator(entry)).to_contain_text("Away")
     await expect(alice.page.locator("#status")).to_have_value("away")
     await expect(second.locator("#status")).to_have_value("away")
+
+    # Picked once more in this tab, and no reconnect since: the picker and her entry follow the room.
+    await alice.page.locator("#status").select_option("busy")
+    await expect(alice.page.locator(entry)).to_contain_text("Busy")
+    await second.locator("#status").select_option("online")
+    await expect(alice.page.locator(entry)).to_contain_text("Online")
+    await expect(alice.page.locator("#status")).to_have_value("online")
     assert alice.problems() == [] and bob.problems() == []
     for opened in (alice, bob):
         await opened.context.close()

@@ -26,6 +26,20 @@ describe('collab-client against a live server', { skip }, () => {
     assert.equal(ack.seq, 2);
   });
 
+  test('a status set is the user\'s own in the rooms of the client that set it, as the others see it', async () => {
+    const room = unique('room');
+    const alice = open({ token: mintToken(unique('alice')) });
+    const bob = open({ token: mintToken(unique('bob')) });
+    await alice.connect();
+    await bob.connect();
+    const aliceRoom = await alice.join(room);
+    const bobRoom = await bob.join(room);
+    const aliceId = alice.session.user.user_id;
+    await alice.setStatus('busy');
+    assert.equal(aliceRoom.users.get(aliceId)?.status, 'busy');
+    await until(() => bobRoom.users.get(aliceId)?.status === 'busy', 'her status, at Bob');
+  });
+
   test('an error that echoes the client_msg_id rejects that send, with the server code', async () => {
     const client = open({ token: mintToken(unique('bob')) });
     await client.connect();
