@@ -1226,9 +1226,10 @@ export class CollabClient extends Emitter {
         this._onAi(message);
         break;
       default:
-        // An admin's direct message (a notify) is in the user's inbox too, as a notification: only
-        // it carries a `notification_id`.
-        if (typeof message.notification_id === 'string') this._onDirectMessage(message);
+        // An admin's direct message (a notify) is in the user's inbox too, as a notification: the
+        // server gives it a `notification_id`, and it names no room. A room broadcast names its room,
+        // and may have been posted with a `notification_id` of its own that no inbox holds.
+        if (typeof message.notification_id === 'string' && message.room_id === undefined) this._onDirectMessage(message);
         break;
     }
     for (const [id, request] of this._requests) {

@@ -236,6 +236,27 @@ describe('collab-client edits across drops and resumes', { skip }, () => {
     await until(() => !everything.unread.has(id), 'the direct message, read');
   });
 
+  test('a room broadcast is no notification, even one posted with a notification_id', async () => {
+    // A room broadcast may carry any key but the envelope's: an admin reusing a notify's body keeps
+    // its `notification_id`. No inbox holds it, so it could never be marked read.
+    const room = unique('room');
+    const client = open({ token: mintToken(unique('reader')) });
+    await client.connect();
+    await client.join(room);
+    await client.subscribeNotifications({});
+    let seen = false;
+    client.on('message', (/** @type {any} */ m) => (seen ||= m.type === 'team_note'));
+    const admin = mintToken(unique('admin'), { roles: ['admin'] });
+    const sent = await rest(admin, `/api/v1/ws/rooms/${room}/broadcast`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'team_note', title: 'Standup', message: 'At ten', notification_id: 'standup' }),
+    });
+    assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    await until(() => seen, 'the broadcast');
+    assert.deepEqual([...client.unread.keys()], []);
+  });
+
   test('a sheet load whose answer was lost with the connection is answered after the reconnect', async () => {
     const room = unique('room');
     const sheetId = unique('sheet');
