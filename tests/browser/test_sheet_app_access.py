@@ -361,3 +361,28 @@ async def test_a_viewer_sees_the_sheet_live_and_is_offered_no_edit(
     assert vera.problems() == [] and alice.problems() == []
     for opened in (alice, vera):
         await opened.context.close()
+
+
+async def test_a_viewers_analyze_stays_disabled_when_their_editor_tab_runs_an_analysis(
+    browser: Any, web: Server
+) -> None:
+    """One person, two tabs: one under an editor's token, one under a viewer's. The analysis the
+    editor tab runs is told to every tab of theirs, and its end enabled Analyze sheet in the viewer
+    tab too, where the server refuses it."""
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("vera")
+    editing_token = web.token(user, username="vera", roles=["editor"])
+    editing = await open_app_with(browser, web, editing_token, room, sheet)
+    viewing_token = web.token(user, username="vera", roles=["viewer"])
+    viewing = await open_app_with(browser, web, viewing_token, room, sheet)
+    await expect(viewing.page.locator("#ai-run")).to_be_disabled()
+    await type_into(editing.page, "A1", "12")
+    await type_into(editing.page, "A2", "30")
+
+    await editing.page.locator("#ai-run").click()
+    await expect(editing.page.locator("#ai-status")).to_contain_text("Done", timeout=20_000)
+    await expect(viewing.page.locator("#ai-status")).to_contain_text("Done")
+    await expect(viewing.page.locator("#ai-run")).to_be_disabled()
+    assert editing.problems() == [] and viewing.problems() == []
+    for opened in (editing, viewing):
+        await opened.context.close()

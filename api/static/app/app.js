@@ -142,7 +142,8 @@ async function start(token) {
   });
   // A viewer may look, not edit: every edit, analysis or upload would be refused, so none is offered.
   const roles = /** @type {string[]} */ (claims.roles ?? ['editor']);
-  if (!roles.includes('editor') && !roles.includes('admin')) {
+  const viewOnly = !roles.includes('editor') && !roles.includes('admin');
+  if (viewOnly) {
     grid.readOnly = true;
     document.body.dataset.access = 'view';
     $('view-only').hidden = false;
@@ -479,7 +480,8 @@ async function start(token) {
     toast(`${m.title ? `${m.title}: ` : ''}${m.message ?? ''}`, 'info');
     activity(`${m.title ?? m.type}${m.message ? ` — ${m.message}` : ''}`, '#175cd3');
   });
-  wireAi(client, sheetId, () => revoked);
+  // The end of a run asked from another tab of the person's (one with an editor's token) comes here too.
+  wireAi(client, sheetId, () => viewOnly || revoked);
   wireFiles(client, roomId, () => colourOf(me.id));
 
   // --- go -------------------------------------------------------------------------------------

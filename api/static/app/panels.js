@@ -36,11 +36,12 @@ export function wireNotifications(client) {
 
 /**
  * The AI panel: a request for the sheet's analysis, its progress as it streams, and its result.
- * `isRevoked` says whether the room was taken from this page (no analysis may be asked then).
+ * `barred` says whether this page may not ask for one (a viewer's page, or a room taken from it):
+ * Analyze sheet stays disabled then, even when a run another tab of the person's asked for ends.
  * @param {import('/client/collab-client.js').CollabClient} client @param {string} sheetId
- * @param {() => boolean} isRevoked
+ * @param {() => boolean} barred
  */
-export function wireAi(client, sheetId, isRevoked) {
+export function wireAi(client, sheetId, barred) {
   const aiProgress = $('ai-progress');
   client.on('ai_event', (m) => {
     if (m.event_type === 'ai_start') {
@@ -55,10 +56,10 @@ export function wireAi(client, sheetId, isRevoked) {
       aiProgress.style.setProperty('--p', '100%');
       $('ai-status').textContent = `Done in ${Number(m.data.processing_time ?? 0).toFixed(2)} s`;
       renderAi(m.data);
-      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = isRevoked();
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = barred();
     } else if (m.event_type === 'ai_error') {
       $('ai-status').textContent = `Failed: ${m.data.error}`;
-      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = isRevoked();
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = barred();
     }
   });
   $('ai-form').addEventListener('submit', (e) => {
@@ -67,7 +68,7 @@ export function wireAi(client, sheetId, isRevoked) {
     const query = /** @type {HTMLTextAreaElement} */ ($('ai-query')).value.trim() || 'Analyze this data';
     client.requestAi({ query, sheetId }).result.catch((error) => {
       $('ai-status').textContent = `Failed: ${error.message}`;
-      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = isRevoked();
+      /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = barred();
     });
   });
 }
