@@ -386,3 +386,33 @@ async def test_a_viewers_analyze_stays_disabled_when_their_editor_tab_runs_an_an
     assert editing.problems() == [] and viewing.problems() == []
     for opened in (editing, viewing):
         await opened.context.close()
+
+
+async def test_a_refreshed_token_that_makes_the_person_a_viewer_makes_the_page_view_only(
+    browser: Any, web: Server
+) -> None:
+    """The page read the roles of the token it opened with: an editor whose refreshed token made them a
+    viewer kept an editable sheet, and every edit ended in a refusal notice."""
+    room, sheet = unique("room"), unique("sheet")
+    user = unique("fred")
+    # token_expiring comes at half the lifetime: 8 s after the page opened.
+    first = web.token(user, username="fred", roles=["editor"], ttl=timedelta(seconds=16))
+    fred = await open_app_with(browser, web, first, room, sheet)
+    page = fred.page
+    await type_into(page, "A1", "mine")
+    await expect(cell(page, "A1")).to_have_text("mine")
+    await expect(page.locator("#view-only")).to_be_hidden()
+
+    second = web.token(user, username="fred", roles=["viewer"])
+    await page.evaluate("(token) => sessionStorage.setItem('collab.token', token)", second)
+    await expect(page.locator("#view-only")).to_be_visible(timeout=20_000)
+    await expect(page.locator("#ai-run")).to_be_disabled()
+    await expect(page.locator("#upload-input")).to_be_disabled()
+    await cell(page, "A2").click()
+    await page.keyboard.type("lost")
+    await expect(page.locator("#grid .editor")).to_have_count(0)
+    await expect(page.locator(".toast")).to_have_count(0)
+    await expect(cell(page, "A2")).to_have_text("")
+    assert await cell_versions(web, sheet, "A1") == [("mine", user)]
+    assert fred.problems() == []
+    await fred.context.close()

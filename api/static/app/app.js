@@ -141,15 +141,24 @@ async function start(token) {
     activity(`${roomId} was reset on the server: the sheet was reloaded`, '#d92d20');
   });
   // A viewer may look, not edit: every edit, analysis or upload would be refused, so none is offered.
-  const roles = /** @type {string[]} */ (claims.roles ?? ['editor']);
-  const viewOnly = !roles.includes('editor') && !roles.includes('admin');
-  if (viewOnly) {
-    grid.readOnly = true;
-    document.body.dataset.access = 'view';
-    $('view-only').hidden = false;
-    /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = true;
-    /** @type {HTMLInputElement} */ ($('upload-input')).disabled = true;
-  }
+  // The roles are the token's: one refreshed or pasted later may give or take editing.
+  let viewOnly = false;
+  const followRoles = () => {
+    const roles = /** @type {string[]} */ (claimsOf(client.token ?? token)?.roles ?? ['editor']);
+    const was = viewOnly;
+    viewOnly = !roles.includes('editor') && !roles.includes('admin');
+    if (revoked || viewOnly === was) return; // a revoked room allows nothing, whatever the roles
+    grid.readOnly = viewOnly;
+    if (viewOnly) document.body.dataset.access = 'view';
+    else delete document.body.dataset.access;
+    $('view-only').hidden = !viewOnly;
+    // An analysis running keeps its button disabled until it ends (panels.js), as for an editor.
+    /** @type {HTMLButtonElement} */ ($('ai-run')).disabled = viewOnly;
+    /** @type {HTMLInputElement} */ ($('upload-input')).disabled = viewOnly;
+  };
+  followRoles();
+  client.on('token_refreshed', followRoles);
+  client.on('state', () => client.state === 'ready' && followRoles());
   client.on('room_revoked', ({ room_id }) => {
     if (room_id !== roomId) return;
     // The token the page now uses does not include this room: the server took the person out of it.
