@@ -2,9 +2,9 @@
 // file only connects its events to the page.
 import { CollabClient } from '/client/collab-client.js';
 import { TokenSession, askForToken, claimsOf, colourFor, el, fill, initials, roomColours, takeToken } from '/static/shared/session.js';
-import { cellName, parseCell } from './cells.js';
+import { cellName, parseCell, quote } from './cells.js';
 import { SheetGrid } from './grid.js';
-import { activity, banner, quote, quoted, toast } from './notices.js';
+import { activity, banner, quoted, toast } from './notices.js';
 import { wireAi, wireFiles, wireNotifications } from './panels.js';
 import { UndoHistory } from './undo.js';
 

@@ -32,3 +32,14 @@ export function parseValue(text) {
 
 /** @param {any} value */
 export const display = (value) => (value === null || value === undefined ? '' : String(value));
+
+/**
+ * A value as a sentence quotes it (a notice, the activity, the console's timeline): its first 60
+ * characters, ending in "…" when cut. A cell holds up to 32,767 characters, and the whole of a long
+ * one would bury the rest of the text; the cell, the formula bar and a cell's history show it all.
+ * @param {any} value
+ */
+export function quote(value) {
+  const text = display(value);
+  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
+}

@@ -1,19 +1,9 @@
 // What the page tells the person: a line in the activity, a notice that goes by itself, a banner that
 // stays; and how a cell's value is quoted in them.
 import { clock, el, fill } from '/static/shared/session.js';
-import { display } from './cells.js';
+import { quote } from './cells.js';
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
-
-/**
- * A cell's value as a notice or the activity quotes it: a cell holds up to 32,767 characters, and
- * the whole of a long one would bury the rest of the text (the cell and the formula bar show it all).
- * @param {any} value
- */
-export function quote(value) {
-  const text = display(value);
-  return text.length > 60 ? `${text.slice(0, 59)}…` : text;
-}
 
 /** A value in quotes, or "(empty)" for none: `“”` in a sentence reads as a slip. @param {any} value */
 export function quoted(value) {

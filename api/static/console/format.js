@@ -1,5 +1,6 @@
 // How the console shows what the API answers: tables, a log event in a line, times and durations.
 import { el } from '/static/shared/session.js';
+import { quote } from '/static/app/cells.js';
 
 /**
  * A table of rows; with `onPick`, a row is picked by a click, or from the keyboard: each row is a
@@ -47,16 +48,6 @@ export function summary(e) {
     default:
       return '';
   }
-}
-
-/**
- * A value as a timeline row quotes it: its first 60 characters, as the sheet app's activity does (a
- * value may be 32,767 long); the cell's history shows it whole.
- * @param {unknown} value
- */
-export function quote(value) {
-  const text = String(value);
-  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
 }
 
 /**
